@@ -1,0 +1,12 @@
+"""The one exception type that means "the user's input is wrong" (exit code 2)."""
+
+
+class UserError(Exception):
+    """Bad input or usage. The message is one plain line: what is wrong and how to fix it.
+
+    The CLI prints it without a traceback (unless --debug) and exits with code 2.
+    """
+
+    def __init__(self, message: str):
+        # One line, always: callers sometimes pass messages built from library errors.
+        super().__init__(" ".join(str(message).split()))
