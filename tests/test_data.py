@@ -1,0 +1,631 @@
+"""Tests for the --data loaders (toolchain/data): builtin sets, .npz, CSV, idx folders, ImageFolder."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolchain.data import Dataset, load_data
+from toolchain.data import loaders
+from toolchain.data.idx import IdxError, parse_idx, read_idx, write_idx
+from toolchain.data.splits import stratified_split
+from toolchain.errors import UserError
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def all_rows(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    return ds.split("all")
+
+
+def pool(n_classes=3, per_class=20, shape=(4,), dtype=np.float32, seed=0):
+    """x with a unique first value per row (row id), y balanced and shuffled."""
+    rng = np.random.default_rng(seed)
+    n = n_classes * per_class
+    y = rng.permutation(np.repeat(np.arange(n_classes), per_class))
+    x = rng.standard_normal((n, *shape)).astype(dtype) if np.dtype(dtype).kind == "f" else rng.integers(
+        0, 256, (n, *shape)
+    ).astype(dtype)
+    return x, y
+
+
+def row_index(x_all: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Position of each row of ``rows`` in ``x_all`` (bitwise match); -1 if absent."""
+    keys = {x_all[i].tobytes(): i for i in range(len(x_all))}
+    return np.array([keys.get(r.tobytes(), -1) for r in rows])
+
+
+def expect_error(match: str, spec, **kw) -> str:
+    with pytest.raises(UserError) as info:
+        load_data(str(spec), **kw)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    assert match.lower() in msg.lower(), msg
+    return msg
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_stratified_split_is_a_partition_proportional_per_class():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 7, 1000)
+    parts = stratified_split(y, [0.7, 0.15, 0.15], seed=0)
+    assert len(parts) == 3
+    together = np.concatenate(parts)
+    assert len(together) == 1000 and len(np.unique(together)) == 1000
+    for p in parts:
+        assert np.all(np.diff(p) > 0)  # sorted, source order kept
+    for p, f in zip(parts, [0.7, 0.15, 0.15]):
+        assert abs(len(p) - f * 1000) <= 1
+        for c in range(7):
+            n_c = int(np.sum(y == c))
+            assert abs(np.sum(y[p] == c) - f * n_c) < 2  # rounding carried across classes
+
+
+def test_stratified_split_deterministic_per_seed_and_differs_across_seeds():
+    y = np.repeat(np.arange(4), 50)
+    a = stratified_split(y, [0.6, 0.2, 0.2], seed=3)
+    b = stratified_split(y, [0.6, 0.2, 0.2], seed=3)
+    c = stratified_split(y, [0.6, 0.2, 0.2], seed=4)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_stratified_split_every_part_gets_every_class_when_possible():
+    y = np.repeat(np.arange(50), 3)  # 3 per class, small fractions
+    parts = stratified_split(y, [0.8, 0.1, 0.1], seed=0)
+    for p in parts:
+        assert set(y[p].tolist()) == set(range(50))
+
+
+def test_stratified_split_rejects_bad_fractions():
+    with pytest.raises(ValueError):
+        stratified_split(np.zeros(10), [0.5, 0.2], seed=0)
+    with pytest.raises(ValueError):
+        stratified_split(np.zeros(10), [1.2, -0.2], seed=0)
+
+
+# --------------------------------------------------------------------------- builtin sets
+
+
+def test_digits_shapes_scale_and_names():
+    ds = load_data("digits", seed=0)
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x, y = all_rows(ds)
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert ds.input_shape == (1, 8, 8)
+    assert len(y) == len(raw.target) == 1797
+    assert ds.class_names == [str(i) for i in range(10)] and ds.num_classes == 10
+    assert ds.given_splits is False and ds.preprocessing.scale == 1 / 16
+    assert ds.preprocessing.layout == "NCHW"
+    assert np.array_equal(np.sort((x * 16).reshape(len(x), -1), axis=0), np.sort(raw.data, axis=0))
+    sizes = ds.describe()["sizes"]
+    assert abs(sizes["val"] - 0.15 * 1797) <= 1 and abs(sizes["test"] - 0.15 * 1797) <= 1
+    for split in ("train", "val", "test"):  # stratified: all 10 classes everywhere
+        assert set(ds.split(split)[1].tolist()) == set(range(10))
+
+
+def test_digits_seed_controls_split():
+    a, b, c = load_data("digits", seed=1), load_data("digits", seed=1), load_data("digits", seed=2)
+    assert np.array_equal(a.x_test, b.x_test) and np.array_equal(a.y_train, b.y_train)
+    assert not np.array_equal(a.x_test, c.x_test)
+
+
+def test_breast_cancer_standardized_on_train_only():
+    from sklearn.datasets import load_breast_cancer
+
+    raw = load_breast_cancer()
+    ds = load_data("breast-cancer", seed=0)
+    assert ds.class_names == ["malignant", "benign"] and ds.num_classes == 2
+    assert ds.input_shape == (30,) and ds.x_train.dtype == np.float32
+    assert ds.preprocessing.layout == "NC"
+    mean, std = np.array(ds.preprocessing.mean), np.array(ds.preprocessing.std)
+    assert mean.shape == (30,) and std.shape == (30,)
+    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(ds.x_train.std(axis=0), 1, atol=1e-4)
+    # val/test are NOT re-centred on their own statistics
+    assert np.abs(ds.x_test.mean(axis=0)).max() > 1e-3
+    # un-standardizing the train rows gives rows of the raw data, and mean/std are theirs
+    back = ds.x_train.astype(np.float64) * std + mean
+    d = np.abs(back[:, None, :] - raw.data[None]).max(axis=2)
+    assert (d.min(axis=1) < 1e-3 * (1 + np.abs(raw.data).max())).all()
+    picked = raw.data[d.argmin(axis=1)]
+    np.testing.assert_allclose(mean, picked.mean(axis=0), rtol=1e-9)
+    # target 0 = malignant, 212 of them
+    assert int(np.sum(all_rows(ds)[1] == 0)) == 212
+
+
+def test_npz_loading_imports_neither_sklearn_nor_pil(tmp_path):
+    x, y = pool()
+    f = tmp_path / "d.npz"
+    np.savez(f, x=x, y=y)
+    code = (
+        "import sys; from toolchain.data import load_data; "
+        f"d = load_data({str(f)!r}); "
+        "bad = [m for m in ('sklearn', 'PIL', 'torch', 'pandas') if m in sys.modules]; "
+        "assert not bad, bad; print(len(d.y_train))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+
+
+# --------------------------------------------------------------------------- .npz
+
+
+def test_npz_pool_float_rows_untouched_and_stratified(tmp_path):
+    x, y = pool(n_classes=4, per_class=25, shape=(3,))
+    f = tmp_path / "pool.npz"
+    np.savez(f, x=x, y=y)
+    ds = load_data(str(f), seed=5)
+    assert ds.given_splits is False and ds.num_classes == 4
+    assert ds.preprocessing.scale == 1.0 and ds.preprocessing.layout == "NC"
+    xa, ya = all_rows(ds)
+    idx = row_index(x, xa)
+    assert (idx >= 0).all() and len(np.unique(idx)) == len(x)  # every row, bit-for-bit, once
+    assert np.array_equal(y[idx], ya)  # labels follow their rows
+    for split in ("train", "val", "test"):
+        assert set(ds.split(split)[1].tolist()) == {0, 1, 2, 3}
+    again = load_data(str(f), seed=5)
+    other = load_data(str(f), seed=6)
+    assert np.array_equal(ds.x_val, again.x_val)
+    assert not np.array_equal(ds.x_val, other.x_val)
+
+
+def test_npz_given_splits_kept_exactly(tmp_path):
+    parts = {}
+    for i, s in enumerate(("train", "val", "test")):
+        x, y = pool(per_class=5 + i, shape=(2, 3, 3), seed=i)
+        parts[f"x_{s}"], parts[f"y_{s}"] = x, y
+    f = tmp_path / "given.npz"
+    np.savez(f, **parts)
+    ds = load_data(str(f), seed=9)
+    assert ds.given_splits is True and ds.input_shape == (2, 3, 3)
+    for s in ("train", "val", "test"):
+        x, y = ds.split(s)
+        assert x.dtype == np.float32
+        assert x.tobytes() == parts[f"x_{s}"].tobytes()  # same rows, same order, same bits
+        assert np.array_equal(y, parts[f"y_{s}"])
+
+
+def test_npz_without_val_carves_it_from_train(tmp_path):
+    xtr, ytr = pool(n_classes=3, per_class=40, shape=(5,), seed=1)
+    xte, yte = pool(n_classes=3, per_class=7, shape=(5,), seed=2)
+    f = tmp_path / "noval.npz"
+    np.savez(f, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    ds = load_data(str(f), seed=0, val_fraction=0.25)
+    assert ds.given_splits is True
+    assert ds.x_test.tobytes() == xte.tobytes() and np.array_equal(ds.y_test, yte)
+    assert len(ds.y_val) == 30 and len(ds.y_train) == 90
+    assert np.array_equal(np.bincount(ds.y_val), [10, 10, 10])
+    idx = row_index(xtr, np.concatenate([ds.x_train, ds.x_val]))
+    assert (idx >= 0).all() and len(np.unique(idx)) == 120
+    assert np.all(np.diff(row_index(xtr, ds.x_train)) > 0)  # train order kept
+
+
+def test_npz_uint8_images_scaled_and_channel_added(tmp_path):
+    x, y = pool(n_classes=2, per_class=10, shape=(6, 5), dtype=np.uint8)
+    f = tmp_path / "img.npz"
+    np.savez(f, x=x, y=y, class_names=np.array(["cat", "dog"]))
+    ds = load_data(str(f))
+    assert ds.input_shape == (1, 6, 5) and ds.x_train.dtype == np.float32
+    assert ds.preprocessing.scale == pytest.approx(1 / 255) and ds.preprocessing.layout == "NCHW"
+    assert ds.class_names == ["cat", "dog"]
+    xa, _ = all_rows(ds)
+    assert xa.max() <= 1.0 and xa.min() >= 0.0
+    expected = (x.astype(np.float32) * np.float32(1 / 255))[:, None]
+    assert (row_index(expected, xa) >= 0).all()
+
+
+def test_npz_nhwc_images_become_nchw(tmp_path):
+    x, y = pool(n_classes=2, per_class=5, shape=(8, 7, 3))
+    f = tmp_path / "nhwc.npz"
+    np.savez(f, x_train=x, y_train=y, x_val=x, y_val=y, x_test=x, y_test=y)
+    ds = load_data(str(f))
+    assert ds.input_shape == (3, 8, 7)
+    assert np.array_equal(ds.x_test, np.moveaxis(x, -1, 1))
+
+
+def test_npz_class_names_set_num_classes_and_whole_float_labels_ok(tmp_path):
+    x, y = pool(n_classes=2, per_class=6)
+    f = tmp_path / "names.npz"
+    np.savez(f, x=x, y=y.astype(np.float64), class_names=np.array(["a", "b", "c"]))
+    ds = load_data(str(f))
+    assert ds.num_classes == 3 and ds.class_names == ["a", "b", "c"]
+    assert ds.y_train.dtype == np.int64
+
+
+def test_num_classes_is_max_label_plus_one(tmp_path):
+    x, _ = pool(n_classes=2, per_class=6)
+    y = np.repeat([0, 4], 6)
+    f = tmp_path / "gap.npz"
+    np.savez(f, x=x, y=y)
+    ds = load_data(str(f))
+    assert ds.num_classes == 5 and ds.class_names == ["0", "1", "2", "3", "4"]
+
+
+def _npz(tmp_path, name="bad.npz", **arrays):
+    f = tmp_path / name
+    np.savez(f, **arrays)
+    return f
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing", "does not exist"),
+        ("garbage", "not an .npz archive"),
+        ("truncated", "cannot read"),
+        ("only_x", "no 'y' array"),
+        ("no_keys", "none of the expected arrays"),
+        ("no_test", "missing x_test, y_test"),
+        ("val_half", "missing y_val"),
+        ("both", "both x/y and x_train"),
+        ("nan", "NaN or inf"),
+        ("inf", "NaN or inf"),
+        ("length", "has 12 samples but y has 11 labels"),
+        ("negative", "negative label -1"),
+        ("fraction", "non-integer label 0.5"),
+        ("string_y", "labels must be integers"),
+        ("shape_mismatch", "different sample shapes"),
+        ("too_few", "has only 2 samples"),
+        ("empty", "is empty"),
+        ("pickled", "pickled"),
+        ("short_names", "only 2 class names"),
+        ("mixed_dtype", "mixes dtypes"),
+        ("one_class", "only one class"),
+        ("x_1d", "store (N, features)"),
+    ],
+)
+def test_npz_bad_input_raises_one_line_user_error(tmp_path, case, match):
+    x, y = pool(n_classes=2, per_class=6)
+    if case == "missing":
+        f = tmp_path / "nope.npz"
+    elif case == "garbage":
+        f = tmp_path / "g.npz"
+        f.write_bytes(b"this is not a zip file at all")
+    elif case == "truncated":
+        good = _npz(tmp_path, "good.npz", x=np.zeros((500, 50), np.float32), y=np.zeros(500))
+        f = tmp_path / "t.npz"
+        f.write_bytes(good.read_bytes()[:3000])
+    elif case == "only_x":
+        f = _npz(tmp_path, x=x)
+    elif case == "no_keys":
+        f = _npz(tmp_path, a=x)
+    elif case == "no_test":
+        f = _npz(tmp_path, x_train=x, y_train=y)
+    elif case == "val_half":
+        f = _npz(tmp_path, x_train=x, y_train=y, x_val=x, x_test=x, y_test=y)
+    elif case == "both":
+        f = _npz(tmp_path, x=x, y=y, x_train=x, y_train=y, x_test=x, y_test=y)
+    elif case in ("nan", "inf"):
+        x[3, 1] = np.nan if case == "nan" else np.inf
+        f = _npz(tmp_path, x=x, y=y)
+    elif case == "length":
+        f = _npz(tmp_path, x=x, y=y[:-1])
+    elif case == "negative":
+        y[0] = -1
+        f = _npz(tmp_path, x=x, y=y)
+    elif case == "fraction":
+        f = _npz(tmp_path, x=x, y=np.where(y == 0, 0.5, 1.0))
+    elif case == "string_y":
+        f = _npz(tmp_path, x=x, y=np.array(["a", "b"] * 6))
+    elif case == "shape_mismatch":
+        f = _npz(tmp_path, x_train=x, y_train=y, x_test=x[:, :3], y_test=y)
+    elif case == "too_few":
+        y = np.array([0] * 10 + [1] * 2)
+        f = _npz(tmp_path, x=x, y=y)
+    elif case == "empty":
+        f = _npz(tmp_path, x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
+    elif case == "pickled":
+        f = _npz(tmp_path, x=x, y=y, class_names=np.array(["a", None], dtype=object))
+    elif case == "short_names":
+        f = _npz(tmp_path, x=x, y=np.repeat([0, 1, 2], 4), class_names=np.array(["a", "b"]))
+    elif case == "mixed_dtype":
+        f = _npz(tmp_path, x_train=x, y_train=y, x_test=(x * 10).astype(np.uint8), y_test=y)
+    elif case == "one_class":
+        f = _npz(tmp_path, x=x, y=np.zeros(12, np.int64))
+    elif case == "x_1d":
+        f = _npz(tmp_path, x=x[:, 0], y=y)
+    msg = expect_error(match, f)
+    if case == "too_few":
+        assert "class 1" in msg
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    lines = [",".join(header)] + [",".join(str(v) for v in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_default_label_is_last_column_features_as_stored(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((30, 3)) * 100
+    labels = np.repeat([0, 1, 2], 10)
+    rows = [[f"{v:.6f}" for v in feats[i]] + [labels[i]] for i in range(30)]
+    f = _write_csv(tmp_path / "t.csv", ["a", "b", "c", "target"], rows)
+    ds = load_data(str(f), seed=0)
+    assert ds.input_shape == (3,) and ds.preprocessing.layout == "NC"
+    assert ds.preprocessing.mean == [] and ds.preprocessing.scale == 1.0
+    expected = np.array([[float(v) for v in r[:3]] for r in rows], dtype=np.float32)
+    xa, ya = all_rows(ds)
+    idx = row_index(expected, xa)
+    assert (idx >= 0).all() and len(np.unique(idx)) == 30  # exact parsed values, no scaling
+    assert np.array_equal(labels[idx], ya)
+    assert ds.class_names == ["0", "1", "2"] and ds.given_splits is False
+
+
+def test_csv_label_column_by_name_and_string_labels(tmp_path):
+    names = ["zebra", "ant", "moth"]
+    rows = [[names[i % 3], i, i * 2.5] for i in range(30)]
+    f = _write_csv(tmp_path / "s.csv", ["species", "f1", "f2"], rows)
+    ds = load_data(str(f), label_column="species")
+    assert ds.class_names == ["ant", "moth", "zebra"] and ds.num_classes == 3
+    assert ds.input_shape == (2,)
+    xa, ya = all_rows(ds)
+    for row, lab in zip(xa, ya):
+        i = int(row[0])
+        assert row[1] == np.float32(i * 2.5)
+        assert ds.class_names[lab] == names[i % 3]
+
+
+def test_csv_integer_labels_kept_as_they_are(tmp_path):
+    rows = [[i, (i % 2) * 3] for i in range(20)]  # labels 0 and 3
+    f = _write_csv(tmp_path / "i.csv", ["f", "y"], rows)
+    ds = load_data(str(f))
+    assert ds.num_classes == 4
+    xa, ya = all_rows(ds)
+    assert np.array_equal(ya, (xa[:, 0].astype(int) % 2) * 3)
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("bad_column", "not a column"),
+        ("text_feature", "column 'f' holds 'abc', not a number"),
+        ("ragged", "row 3"),
+        ("empty", "is empty"),
+        ("header_only", "no data rows"),
+        ("fraction_label", "non-integer label"),
+        ("negative_label", "negative label"),
+        ("nan_feature", "NaN or inf"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_csv_bad_input_raises_one_line_user_error(tmp_path, case, match):
+    rows = [[i, i % 2] for i in range(12)]
+    header = ["f", "y"]
+    f = tmp_path / "bad.csv"
+    kw = {}
+    if case == "bad_column":
+        kw["label_column"] = "label"
+    elif case == "text_feature":
+        rows[4][0] = "abc"
+    elif case == "ragged":
+        rows[1].append(7)
+    elif case == "fraction_label":
+        rows[2][1] = 0.5
+    elif case == "negative_label":
+        rows[2][1] = -2
+    elif case == "nan_feature":
+        rows[2][0] = "nan"
+    if case == "empty":
+        f.write_text("")
+    elif case == "header_only":
+        f.write_text("f,y\n")
+    elif case != "missing":
+        _write_csv(f, header, rows)
+    expect_error(match, f, **kw)
+
+
+def test_label_column_on_non_csv_is_an_error():
+    expect_error("only applies to a .csv", "digits", label_column="target")
+
+
+# --------------------------------------------------------------------------- idx
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_roundtrip(tmp_path, dtype, gz):
+    a = (np.arange(2 * 3 * 4) - 5).astype(dtype).reshape(2, 3, 4)
+    p = tmp_path / ("a.idx" + (".gz" if gz else ""))
+    write_idx(p, a)
+    raw = p.read_bytes()
+    assert (raw[:2] == b"\x1f\x8b") == gz
+    back = read_idx(p)
+    assert back.dtype == np.dtype(dtype).newbyteorder("=") and np.array_equal(back, a)
+
+
+def test_idx_header_is_big_endian_mnist_layout(tmp_path):
+    p = tmp_path / "x"
+    write_idx(p, np.zeros((3, 2, 1), np.uint8))
+    assert p.read_bytes()[:16] == bytes([0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1])
+    labels = bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9])
+    assert parse_idx(labels).tolist() == [7, 9]
+
+
+@pytest.mark.parametrize(
+    "buf, match",
+    [
+        (b"\x00", "shorter"),
+        (bytes([1, 0, 8, 1, 0, 0, 0, 1, 5]), "magic"),
+        (bytes([0, 0, 0x42, 1, 0, 0, 0, 1, 5]), "type code"),
+        (bytes([0, 0, 8, 1, 0, 0, 0, 3, 5]), "bytes"),
+    ],
+)
+def test_idx_rejects_bad_bytes(buf, match):
+    with pytest.raises(IdxError, match=match):
+        parse_idx(buf)
+
+
+def make_idx_folder(folder: Path, n_train=60, n_test=20, gz=True, size=(28, 28)) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    data = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    for name, arr in data.items():
+        write_idx(folder / (name + (".gz" if gz else "")), arr)
+    return data
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_loads_with_given_test_and_carved_val(tmp_path, gz):
+    data = make_idx_folder(tmp_path / "mnistish", gz=gz)
+    ds = load_data(str(tmp_path / "mnistish"), seed=0, val_fraction=0.2)
+    assert ds.given_splits is True and ds.input_shape == (1, 28, 28)
+    assert ds.x_train.dtype == np.float32 and ds.preprocessing.scale == pytest.approx(1 / 255)
+    assert ds.class_names == [str(i) for i in range(10)]
+    expect_test = (data["t10k-images-idx3-ubyte"].astype(np.float32) * np.float32(1 / 255))[:, None]
+    assert np.array_equal(ds.x_test, expect_test)
+    assert np.array_equal(ds.y_test, data["t10k-labels-idx1-ubyte"])
+    assert len(ds.y_val) == 12 and len(ds.y_train) == 48
+    assert set(np.bincount(ds.y_val, minlength=10).tolist()) <= {1, 2}  # 6 rows a class, 20% each
+    train_x = (data["train-images-idx3-ubyte"].astype(np.float32) * np.float32(1 / 255))[:, None]
+    idx = row_index(train_x, np.concatenate([ds.x_train, ds.x_val]))
+    assert (idx >= 0).all() and len(np.unique(idx)) == 60
+    assert np.array_equal(data["train-labels-idx1-ubyte"][idx], np.concatenate([ds.y_train, ds.y_val]))
+
+
+def test_idx_folder_named_fashion_gets_fashion_class_names(tmp_path):
+    make_idx_folder(tmp_path / "my-fashion-copy", size=(5, 5))
+    ds = load_data(str(tmp_path / "my-fashion-copy"))
+    assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
+    assert ds.input_shape == (1, 5, 5)
+
+
+def test_idx_folder_errors(tmp_path):
+    data = make_idx_folder(tmp_path / "partial")
+    (tmp_path / "partial" / "t10k-labels-idx1-ubyte.gz").unlink()
+    expect_error("lacks t10k-labels-idx1-ubyte", tmp_path / "partial")
+
+    make_idx_folder(tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03junk"))
+    expect_error("not a valid idx file", tmp_path / "corrupt")
+
+    make_idx_folder(tmp_path / "mismatch")
+    write_idx(tmp_path / "mismatch" / "train-labels-idx1-ubyte.gz", data["train-labels-idx1-ubyte"][:-1])
+    expect_error("60 samples but", tmp_path / "mismatch")
+
+
+def test_fashion_mnist_shortcut_missing_says_apt_get(tmp_path, monkeypatch):
+    monkeypatch.setattr(loaders, "FASHION_MNIST_DIR", tmp_path / "absent")
+    expect_error("apt-get install dataset-fashion-mnist", "fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("dataset-fashion-mnist is not installed")
+    return load_data("fashion-mnist", seed=0)
+
+
+def test_fashion_mnist_from_debian_package(fashion):
+    ds = fashion
+    assert ds.name == "fashion-mnist" and ds.given_splits is True
+    assert len(ds.y_train) + len(ds.y_val) == 60000 and len(ds.y_test) == 10000
+    assert ds.input_shape == (1, 28, 28) and ds.x_train.dtype == np.float32
+    assert ds.class_names == loaders.FASHION_MNIST_CLASSES and ds.num_classes == 10
+    assert np.array_equal(np.bincount(ds.y_test), np.full(10, 1000))
+    assert np.array_equal(np.bincount(ds.y_val), np.full(10, 900))
+    assert 0.0 <= ds.x_test.min() and ds.x_test.max() <= 1.0
+
+
+def test_fashion_mnist_folder_path_equals_shortcut(fashion):
+    if not FASHION.exists():
+        pytest.skip("dataset-fashion-mnist is not installed")
+    ds = load_data(str(FASHION), seed=0)
+    assert ds.class_names == fashion.class_names
+    assert np.array_equal(ds.y_val, fashion.y_val) and np.array_equal(ds.x_test[:50], fashion.x_test[:50])
+
+
+# --------------------------------------------------------------------------- ImageFolder
+
+
+def make_image_folder(root: Path, rgb_one=False) -> dict:
+    from PIL import Image
+
+    sizes = {"cat": (6, 5), "ant": (6, 5), "bee": (9, 4)}  # (h, w); "ant" sorts first
+    values = {}
+    v = 1
+    for cls, (h, w) in sizes.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(5):
+            arr = np.full((h, w), v * 7, dtype=np.uint8)
+            values[v * 7] = cls
+            img = Image.fromarray(arr, mode="L")
+            if rgb_one and cls == "cat" and i == 0:
+                img = img.convert("RGB")
+            img.save(root / cls / f"{i:02d}.{'png' if i % 2 else 'jpg' if cls == 'bee' else 'png'}")
+            v += 1
+    (root / "ant" / "notes.txt").write_text("not an image")
+    return values
+
+
+def test_image_folder_grayscale_sorted_classes_resized_to_first(tmp_path):
+    values = make_image_folder(tmp_path / "imgs")
+    ds = load_data(str(tmp_path / "imgs"), seed=0)
+    assert ds.class_names == ["ant", "bee", "cat"]
+    assert ds.input_shape == (1, 6, 5) and ds.x_train.dtype == np.float32
+    assert ds.preprocessing.scale == pytest.approx(1 / 255) and ds.given_splits is False
+    xa, ya = all_rows(ds)
+    assert len(ya) == 15 and np.array_equal(np.bincount(ya), [5, 5, 5])
+    for row, lab in zip(xa, ya):
+        v = int(round(float(row.mean()) * 255))
+        assert values[v] == ds.class_names[lab]
+        if ds.class_names[lab] != "bee":  # not resized, not JPEG: exact
+            assert np.all(row == np.float32(v) * np.float32(1 / 255))
+
+
+def test_image_folder_rgb_and_image_size(tmp_path):
+    make_image_folder(tmp_path / "imgs", rgb_one=True)
+    ds = load_data(str(tmp_path / "imgs"), image_size=(4, 3))
+    assert ds.input_shape == (3, 4, 3)
+
+
+def test_image_folder_errors(tmp_path):
+    (tmp_path / "e" / "a").mkdir(parents=True)
+    (tmp_path / "e" / "b").mkdir(parents=True)
+    expect_error("has no PNG/JPEG images", tmp_path / "e")
+
+    make_image_folder(tmp_path / "c")
+    (tmp_path / "c" / "ant" / "99.png").write_bytes(b"not a png")
+    expect_error("cannot read image", tmp_path / "c")
+
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "x.txt").write_text("hi")
+    expect_error("unknown --data", tmp_path / "flat")
+
+
+# --------------------------------------------------------------------------- anything else
+
+
+def test_unknown_spec_lists_what_is_accepted(tmp_path):
+    msg = expect_error("unknown --data 'foo'", "foo")
+    assert "digits, breast-cancer, fashion-mnist" in msg and "ImageFolder" in msg
+    other = tmp_path / "data.txt"
+    other.write_text("1,2\n")
+    expect_error("unknown --data", other)
+
+
+@pytest.mark.parametrize("val, test", [(0, 0.2), (0.2, 1.0), (0.5, 0.5), (float("nan"), 0.1)])
+def test_bad_fractions_are_user_errors(val, test):
+    expect_error("fraction", "digits", val_fraction=val, test_fraction=test)

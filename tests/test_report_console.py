@@ -1,0 +1,75 @@
+"""toolchain.report.console: what a person reads in the terminal."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from rich.console import Console
+
+from toolchain.metrics import evaluate_logits
+from toolchain.report.console import print_evaluation, render_evaluation
+
+NAMES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+
+
+def _evaluation(protected=(6,)):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 600)
+    z = rng.normal(size=(600, 10)) + 2.0 * np.eye(10)[y]
+    return evaluate_logits(y, z, list(protected))
+
+
+def _text(renderable, width=100):
+    console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def _row(text, prefix):
+    rows = [line for line in text.splitlines() if line.strip("│┃ ").startswith(prefix)]
+    assert rows, f"no row starting with {prefix!r}"
+    return rows[0]
+
+
+def test_protected_fn_and_name_appear():
+    ev = _evaluation()
+    text = _text(render_evaluation(ev, NAMES, title="Fashion test"))
+    p = ev["protected"][0]
+    assert "Shirt" in text and "Fashion test" in text
+    # Per-class row is marked with '*' and shows the protected FN count.
+    row = _row(text, "6*")
+    assert "Shirt" in row and f" {p['fn']} " in row
+    # The summary shows FN, FNR with its interval, FPR and AUC.
+    summary = text.split("Protected classes", 1)[1]
+    assert f" {p['fn']} " in summary
+    assert f"{100 * p['fnr']:.1f}%" in summary
+    lo, hi = p["fnr_ci95"]
+    assert f"[{100 * lo:.1f}%, {100 * hi:.1f}%]" in summary
+    assert f"{p['auc']:.4f}" in summary
+    assert f"accuracy {100 * ev['accuracy']:.2f}%" in text
+
+
+def test_only_protected_classes_are_marked():
+    text = _text(render_evaluation(_evaluation((6, 3)), NAMES))
+    marked = [line for line in text.split("Protected classes")[0].splitlines() if "*" in line and "│" in line]
+    assert len(marked) == 2
+    assert "Dress" in _row(text, "3*") and "Shirt" in _row(text, "6*")
+    assert "0*" not in text
+
+
+def test_fits_80_columns_and_handles_missing_values():
+    # Class 3 absent and never predicted: its FNR/recall/precision and AUC are undefined.
+    y = np.array([0, 1, 2, 0, 1, 2])
+    z = np.eye(4)[[0, 1, 2, 0, 2, 2]] * 3.0
+    ev = evaluate_logits(y, z, [3, 1])
+    text = _text(render_evaluation(ev, ["a" * 40, "b", "c", "d"], title="t"), width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    row = _row(text, "3*")
+    assert "\u2013" in row and "nan" not in text.lower() and "None" not in text
+
+
+def test_print_evaluation_writes_to_given_console():
+    buf = io.StringIO()
+    print_evaluation(_evaluation(), NAMES, console=Console(file=buf, width=100, color_system=None))
+    assert "Shirt" in buf.getvalue()

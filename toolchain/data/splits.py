@@ -1,0 +1,69 @@
+"""Seeded, stratified splitting in numpy alone (no scikit-learn: `cwtool verify` runs without it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split row indices of ``y`` into ``len(fractions)`` parts, class by class.
+
+    ``fractions`` are the wanted share of each part and must sum to 1. Every class is spread
+    over the parts in proportion (largest-remainder rounding, with the rounding carried across
+    classes so the part sizes stay within one row of ``fraction * len(y)``). A class with at
+    least as many rows as there are parts with a positive fraction puts at least one row in each
+    of them, so every part holds every such class. The same ``y`` and ``seed`` always give the
+    same parts; each part's indices are returned sorted (the source order is kept).
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D, got shape {y.shape}")
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.ndim != 1 or len(f) == 0 or np.any(f < 0) or not np.isclose(f.sum(), 1.0):
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {list(fractions)}")
+
+    rng = np.random.default_rng(seed)
+    k = len(f)
+    positive = np.flatnonzero(f > 0)
+    owed = np.zeros(k)  # rounding carried from one class to the next
+    parts: list[list[np.ndarray]] = [[] for _ in range(k)]
+
+    classes, inverse = np.unique(y, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(classes)))[:-1]
+    for members in np.split(order, bounds):
+        n = len(members)
+        members = members[rng.permutation(n)]
+        exact = n * f + owed
+        counts = np.clip(np.floor(exact), 0, n).astype(np.int64)
+        left = n - counts.sum()
+        while left < 0:  # carried rounding overshot this (small) class: take back from the largest
+            j = int(np.argmax(counts))
+            counts[j] -= 1
+            left += 1
+        if left > 0:
+            # Break ties at random so no part is always favoured.
+            rem = exact - counts + rng.random(k) * 1e-9
+            rem[f == 0] = -np.inf
+            for j in np.argsort(-rem, kind="stable")[:left]:
+                counts[j] += 1
+            left = n - counts.sum()
+            if left > 0:  # more rows left than parts with a positive fraction
+                counts[positive[0]] += left
+        if n >= len(positive):  # each positive part gets at least one row of this class
+            for j in positive:
+                if counts[j] == 0:
+                    donor = int(np.argmax(counts))
+                    counts[donor] -= 1
+                    counts[j] += 1
+        owed = n * f + owed - counts
+        start = 0
+        for j in range(k):
+            parts[j].append(members[start : start + counts[j]])
+            start += counts[j]
+
+    return [
+        np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in parts
+    ]

@@ -1,0 +1,62 @@
+"""`cwtool demo`: the embedded default, end to end, with no files from the user."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+DEMO_ARCH = "digits-cnn"
+DEMO_DATA = "digits"
+DEMO_TRAIN = {"epochs": 15, "lr": 3e-3, "batch_size": 64, "seed": 0}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("CWTOOL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "cwtool")
+    return Path(root)
+
+
+def demo_model_path() -> Path:
+    import torch
+
+    key = json.dumps({"arch": DEMO_ARCH, "data": DEMO_DATA, "train": DEMO_TRAIN, "torch": torch.__version__}, sort_keys=True)
+    return cache_dir() / "demo" / f"{DEMO_ARCH}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+
+def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> Path:
+    """Train the demo CNN on digits once (seeded) and cache it; later calls reuse the file."""
+    from rich.progress import Progress
+
+    from toolchain.data import load_data
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+    from toolchain.models.train import TrainConfig, seed_everything, train
+
+    console = console or Console(stderr=True)
+    path = demo_model_path()
+    if path.is_file() and not retrain:
+        console.print(f"[dim]reusing the cached demo model {path}[/]")
+        return path
+    dataset = load_data(DEMO_DATA, seed=0)
+    seed_everything(DEMO_TRAIN["seed"])
+    model = registry.create(DEMO_ARCH)
+    with Progress(console=console, transient=True) as progress:
+        train(model, dataset.x_train, dataset.y_train, TrainConfig(**DEMO_TRAIN), progress=progress, description="training the demo CNN")
+    save_checkpoint(path, model.cpu(), DEMO_ARCH, {}, dataset.input_shape)
+    console.print(f"trained the demo model -> {path}")
+    return path
+
+
+def run_demo(protect_class, retrain: bool = False) -> None:
+    from toolchain.data import load_data
+    from toolchain.evaluate import evaluate_torch
+    from toolchain.models.loading import load_model
+    from toolchain.report.console import print_evaluation
+
+    path = ensure_demo_model(retrain=retrain)
+    dataset = load_data(DEMO_DATA, seed=0)
+    result = evaluate_torch(load_model(path).module, dataset, protect_class, split="test")
+    print_evaluation(result.metrics, result.class_names, title=f"demo: {DEMO_ARCH} on {DEMO_DATA} [test]")

@@ -1,0 +1,82 @@
+"""`cwtool evaluate`: a torch model on one split of the data, as per-class false negatives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolchain.data import Dataset
+from toolchain.errors import UserError
+
+
+def resolve_protected(values, class_names: list[str], num_classes: int) -> list[int]:
+    """--protect-class accepts an index or a class name; every one must be a model output."""
+    if not values:
+        raise UserError("give at least one --protect-class (a class index or name)")
+    resolved: list[int] = []
+    for value in values:
+        text = str(value).strip()
+        if text.lstrip("-").isdigit():
+            k = int(text)
+        elif text in class_names:
+            k = class_names.index(text)
+        else:
+            raise UserError(f"--protect-class '{text}' is neither a class index nor one of the class names ({', '.join(class_names[:12])})")
+        if not 0 <= k < num_classes:
+            raise UserError(f"--protect-class {k} is outside the model's outputs (classes 0..{num_classes - 1})")
+        if k not in resolved:
+            resolved.append(k)
+    return resolved
+
+
+def check_labels(y: np.ndarray, num_outputs: int, what: str = "the data") -> None:
+    if len(y) and int(y.max()) >= num_outputs:
+        raise UserError(
+            f"{what} has label {int(y.max())} but the model has only {num_outputs} outputs (classes 0..{num_outputs - 1}): "
+            "check --data and --label-column"
+        )
+
+
+def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
+    """Number of model outputs, from one forward pass on a zero sample; a shape mismatch is a UserError."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *sample_shape))
+    except Exception as exc:
+        raise UserError(
+            f"the model does not accept the data's samples of shape {tuple(sample_shape)} "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): check --data, --arch and --arch-kwargs"
+        ) from exc
+    if out.ndim != 2:
+        raise UserError(f"the model returns shape {tuple(out.shape)}; cwtool needs (batch, classes) logits")
+    return int(out.shape[1])
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    protected: list[int]
+    class_names: list[str]
+
+
+def evaluate_torch(model, dataset: Dataset, protect, split: str = "test") -> Evaluation:
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.train import predict_logits
+
+    num_outputs = probe_outputs(model, dataset.input_shape)
+    class_names = _names_for(dataset, num_outputs)
+    protected = resolve_protected(protect, class_names, num_outputs)
+    x, y = dataset.split(split)
+    if len(y) == 0:
+        raise UserError(f"the {split} split of --data is empty")
+    check_labels(y, num_outputs)
+    logits = predict_logits(model, x)
+    return Evaluation(evaluate_logits(y, logits, protected, num_classes=num_outputs), protected, class_names)
+
+
+def _names_for(dataset: Dataset, num_outputs: int) -> list[str]:
+    names = list(dataset.class_names)
+    return names + [str(i) for i in range(len(names), num_outputs)]

@@ -1,0 +1,108 @@
+"""A seeded training loop and batched inference; CUDA (with bf16 autocast) when present, else CPU."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+# loss_fn(logits, targets, batch_indices) -> scalar; batch_indices index the training arrays so a
+# loss can look up per-sample data (teacher logits for distillation) without a custom loader.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 2e-3
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    loss_fn: LossFn | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    device: torch.device | None = None,
+    progress=None,
+    description: str = "train",
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+) -> nn.Module:
+    """Train in place with Adam. ``after_step`` runs after every optimizer step (e.g. re-apply
+    pruning masks). ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar."""
+    device = device or pick_device()
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    xs = torch.as_tensor(x, dtype=torch.float32)
+    ys = torch.as_tensor(y, dtype=torch.long)
+    if device.type == "cuda":  # small data sets fit; avoids a host->device copy per batch
+        xs, ys = xs.to(device), ys.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, int(np.ceil(len(xs) / config.batch_size)))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch)
+    )
+    loss_fn = loss_fn or (lambda logits, t, idx: nn.functional.cross_entropy(logits, t))
+    task = progress.add_task(description, total=config.epochs) if progress is not None else None
+    for epoch in range(1, config.epochs + 1):
+        order = torch.randperm(len(xs), generator=generator)
+        for start in range(0, len(xs), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            if len(idx) < 2 and _has_batchnorm(model):
+                continue  # BatchNorm cannot train on a single sample
+            xb, yb = xs[idx].to(device, non_blocking=True), ys[idx].to(device, non_blocking=True)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(xb)
+            loss = loss_fn(logits.float(), yb, idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if after_step is not None:
+                after_step(model)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+        if task is not None:
+            progress.advance(task)
+    if task is not None:
+        progress.remove_task(task)
+    return model.eval()
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 1024, device: torch.device | None = None) -> np.ndarray:
+    """Logits of ``model`` on ``x`` as float32 numpy, in eval mode, batched."""
+    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32, device=device)
+        out.append(model(xb).float().cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()
