@@ -75,6 +75,62 @@ def evaluate(
 
 
 @app.command()
+def compress(
+    model: Path = typer.Argument(..., help="The trained dense model (state_dict + --arch, pickled module + --arch, or cwtool checkpoint)."),
+    data: str = DataOpt,
+    protect_class: List[str] = ProtectOpt,
+    arch: Optional[str] = typer.Option(None, help="Architecture: a built-in name, module:Class or path/to/file.py:Class."),
+    arch_kwargs: Optional[str] = typer.Option(None, help="JSON keyword arguments for --arch."),
+    trust_model: bool = typer.Option(False, help="Allow a full pickle (runs code from the file)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: cwtool-runs/<arch>-<hash of inputs and settings>)."),
+    resume: bool = typer.Option(False, help="Finish a run that was interrupted, from its last saved round."),
+    keep_params: float = typer.Option(0.1, help="Size goal: fraction of the dense parameters to keep."),
+    rate: float = typer.Option(0.5, help="Fraction of the remaining parameters removed per round."),
+    granularity: str = typer.Option("channel", help="channel (physically removed) or weight (unstructured masks)."),
+    rewind: str = typer.Option("none", help="none (fine-tune survivors), early (late rewinding) or init."),
+    epochs: int = typer.Option(8, help="Retraining epochs per round."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate of the retraining (Adam, one-cycle)."),
+    batch_size: int = typer.Option(128),
+    class_aware: bool = typer.Option(True, "--class-aware/--no-class-aware", help="Class-dependent loss and importance, or the plain baseline."),
+    gamma: float = typer.Option(5.0, help="CE weight of the protected classes from round 2 on."),
+    rank_weight: float = typer.Option(1.0, help="Weight of the squared-hinge rank (AUC) loss."),
+    distill_weight: float = typer.Option(1.0, help="Weight of distillation from the dense model."),
+    max_fn_increase: int = typer.Option(0, help="FN budget per protected class over the dense model's."),
+    max_accuracy_drop: float = typer.Option(0.02, help="Accuracy budget (fraction, 0.02 = 2 points)."),
+    seed: int = typer.Option(0, help="Seed of training, pruning and the data split."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
+):
+    """Prune (class-aware lottery tickets), shrink, and gate the protected classes' false negatives."""
+    from toolchain.config import PruneConfig
+    from toolchain.pipeline import CompressRequest, compress as run_compress, finish
+
+    try:
+        config = PruneConfig(keep_params=keep_params, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, lr=lr,
+                             batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
+                             distill_weight=distill_weight, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
+                             seed=seed, device=device)
+    except ValueError as exc:
+        raise UserError(f"{exc}") from exc
+    request = CompressRequest(str(model), data, list(protect_class), arch, _parse_kwargs(arch_kwargs), trust_model,
+                              str(out) if out else None, resume, label_column, seed)
+    report, run_dir = run_compress(request, config)
+    finish(report, run_dir)
+    _print_summary(report, run_dir)
+    return 0 if report["gate"]["passed"] else 1
+
+
+def _print_summary(report: dict, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from toolchain.report.markdown import render_report
+
+    Console().print(Markdown(render_report(report)))
+    Console(stderr=True).print(f"run directory: {run_dir} (report.json, report.md)")
+
+
+@app.command()
 def demo(
     protect_class: List[str] = typer.Option(["3"], "--protect-class", "-p", help="Protected class of the digits demo."),
     retrain: bool = typer.Option(False, help="Ignore the cached demo model and train it again."),

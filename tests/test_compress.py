@@ -1,0 +1,134 @@
+"""`cwtool compress`: the issue's acceptance run on digits, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from toolchain.cli import main
+from toolchain.config import PruneConfig
+from toolchain.models.loading import load_model
+from toolchain.models.profile import count_params
+from toolchain.prune.lottery import LotteryPruner
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def compress_run(trained_digits, tmp_path_factory):
+    import contextlib
+    import io
+    import sys
+
+    path, _ = trained_digits
+    out = tmp_path_factory.mktemp("run") / "digits"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        main(["compress", str(path), "--data", "digits", "--protect-class", "3", "--keep-params", "0.1", "--out", str(out),
+              "--epochs", "10", "--lr", "3e-3"])
+    return exc.value.code, out, err.getvalue()
+
+
+def test_compress_digits_meets_size_fn_and_accuracy_budgets(compress_run, trained_digits):
+    code, out, err = compress_run
+    report = json.loads((out / "report.json").read_text())
+    shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
+    pruned = load_model(out / shrunk["path"]).module  # the saved, physically smaller model loads on its own
+    dense_params = count_params(trained_digits[1])
+    assert count_params(pruned) == shrunk["params"] <= 0.10 * dense_params
+    assert report["baseline"]["params"] == dense_params
+    base, test = report["baseline"]["test"], shrunk["test"]
+    assert test["protected"][0]["class"] == 3
+    assert test["protected"][0]["fn"] <= base["protected"][0]["fn"] + report["config"]["max_fn_increase"]
+    assert test["accuracy"] >= base["accuracy"] - report["config"]["max_accuracy_drop"]
+    assert report["gate"]["passed"] and code == 0, err
+    assert shrunk["macs"] < report["baseline"]["macs"] / 5
+    assert (out / "report.md").read_text().startswith("# cwtool compress report")
+    rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
+    assert [s["round"] for s in rounds] == list(range(1, len(rounds) + 1))
+    assert all((out / "rounds" / f"round_{s['round']}.pt").is_file() for s in rounds)  # every round's ticket kept
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["model"]["sha256"] and manifest["versions"]["torch"]
+
+
+def test_saved_pruned_model_reproduces_reported_test_numbers(compress_run, digits_dataset):
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.train import predict_logits
+
+    _, out, _ = compress_run
+    report = json.loads((out / "report.json").read_text())
+    shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
+    x, y = digits_dataset.split("test")
+    evaluation = evaluate_logits(y, predict_logits(load_model(out / "pruned.pt").module, x), [3])
+    assert evaluation["fn_per_class"] == shrunk["test"]["fn_per_class"]
+
+
+def test_existing_run_dir_needs_resume(compress_run, trained_digits, capsys):
+    _, out, _ = compress_run
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--out", out], capsys)
+    assert code == 2 and "--resume" in err
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digits_dataset, tmp_path):
+    _, dense = trained_digits
+    config = PruneConfig(keep_params=0.2, rate=0.5, epochs=2, seed=1, device="cpu", max_accuracy_drop=0.5)
+    whole = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "whole", log=lambda s: None).run()
+
+    def die_after_round_1(line):
+        if line.startswith("round 1:"):
+            raise _Killed()
+
+    with pytest.raises(_Killed):
+        LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=die_after_round_1).run()
+    assert (tmp_path / "killed" / "rounds" / "round_1.pt").is_file()
+    assert not (tmp_path / "killed" / "rounds" / "round_2.pt").exists()
+    resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=lambda s: None).run(resume=True)
+    assert [t.round for t in resumed.tickets] == [t.round for t in whole.tickets] == [1, 2, 3]
+    a, b = whole.selected.model.state_dict(), resumed.selected.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _copy(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_weight_granularity_reports_sparsity(trained_digits, digits_dataset):
+    _, dense = trained_digits
+    result = LotteryPruner(_copy(dense), digits_dataset, [3], PruneConfig(keep_params=0.5, epochs=1, granularity="weight", device="cpu"),
+                           log=lambda s: None).run()
+    ticket = result.selected
+    assert ticket.sparsity == pytest.approx(0.5, abs=0.02)
+    x = torch.as_tensor(digits_dataset.x_test[:4])
+    assert ticket.model(x).shape == (4, 10)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--keep-params", "0"], "keep_params"),
+    (["--rewind", "sometimes"], "rewind"),
+    (["-p", "11"], "outside the model's outputs"),
+])
+def test_bad_compress_input_exits_2(extra, needle, trained_digits, capsys, tmp_path):
+    args = ["compress", trained_digits[0], "--data", "digits", "--out", tmp_path / "r"] + (extra if "-p" in extra else ["-p", "3"] + extra)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_torchscript_cannot_be_compressed(trained_digits, capsys, tmp_path):
+    ts = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.trace(trained_digits[1], torch.zeros(1, 1, 8, 8)), ts)
+    code, _, err = run_cli(["compress", ts, "--data", "digits", "-p", "3", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "rebuild" in err

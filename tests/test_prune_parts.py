@@ -1,0 +1,99 @@
+"""The class-aware pieces: loss, importance aggregation, operating point, offset baking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from toolchain.models import registry
+from toolchain.prune.bake import bake_offsets
+from toolchain.prune.importance import channel_slices, magnitude_scores, per_channel
+from toolchain.prune.loss import ClassDependentLoss, squared_hinge_rank_loss
+from toolchain.prune.operating_point import apply_offsets, choose_offsets, fn_count
+
+
+def test_rank_loss_zero_when_protected_ranked_above_by_margin_and_positive_otherwise():
+    targets = torch.tensor([1, 0, 0, 1])
+    separated = torch.tensor([[0.0, 5.0], [5.0, 0.0], [4.0, 0.0], [0.0, 6.0]])
+    assert float(squared_hinge_rank_loss(separated, targets, 1)) == 0.0
+    swapped = torch.tensor([[5.0, 0.0], [0.0, 5.0], [4.0, 0.0], [0.0, 6.0]])
+    assert float(squared_hinge_rank_loss(swapped, targets, 1)) > 1.0
+    assert float(squared_hinge_rank_loss(separated, torch.tensor([0, 0, 0, 0]), 1)) == 0.0  # no positives
+
+
+def test_class_weight_gamma_scales_protected_errors():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]])  # sample 0 wrong (class 1), sample 1 right
+    targets = torch.tensor([1, 2])
+    idx = torch.arange(2)
+    plain = ClassDependentLoss(3, [1], gamma=1.0)(logits, targets, idx)
+    weighted = ClassDependentLoss(3, [1], gamma=5.0)(logits, targets, idx)
+    assert weighted > plain  # the protected sample's error weighs more
+
+
+def test_distillation_term_vanishes_when_student_equals_teacher():
+    logits = torch.randn(6, 4)
+    targets = torch.tensor([0, 1, 2, 3, 1, 1])
+    idx = torch.arange(6)
+    base = ClassDependentLoss(4, [1])(logits, targets, idx)
+    same = ClassDependentLoss(4, [1], teacher_logits=logits.clone(), distill_weight=1.0)(logits, targets, idx)
+    other = ClassDependentLoss(4, [1], teacher_logits=-logits, distill_weight=1.0)(logits, targets, idx)
+    assert torch.allclose(base, same, atol=1e-6) and other > base + 0.1
+
+
+def test_magnitude_aggregates_every_slice_a_channel_owns():
+    torch.manual_seed(0)
+    model = registry.create("mlp", in_features=5, num_classes=3, hidden=(4,))
+    example = torch.zeros(1, 5)
+    scores = magnitude_scores(model, example)
+    lin1, bn, lin2 = model.net[1], model.net[2], model.net[4]
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    scores = magnitude_scores(model, example)
+    expected = (lin1.weight.abs().sum(1) + lin1.bias.abs() + bn.weight.abs() + bn.bias.abs() + lin2.weight.abs().sum(0)).double()
+    assert torch.allclose(scores["net.1"], expected.detach(), atol=1e-6)
+    assert "net.4" not in scores  # the classifier's outputs are never scored for removal
+
+
+def test_per_channel_keeps_signs_for_taylor():
+    model = registry.create("mlp", in_features=3, num_classes=2, hidden=(2,))
+    slices = channel_slices(model, torch.zeros(1, 3))
+    signed = {n: -torch.ones_like(p) for n, p in model.named_parameters()}
+    assert all(v.max() < 0 for v in per_channel(slices, signed).values())
+
+
+def _fn_curve_case(seed=0, n=400, classes=4):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    logits = rng.normal(size=(n, classes)) + 1.5 * np.eye(classes)[y]
+    return logits, y
+
+
+@pytest.mark.parametrize("target", [0, 3, 10])
+def test_offset_is_the_smallest_that_meets_the_fn_target(target):
+    logits, y = _fn_curve_case()
+    offsets = choose_offsets(logits, y, {2: target})
+    assert fn_count(apply_offsets(logits, offsets), y, 2) <= target
+    smaller = {2: offsets[2] - 1e-3}
+    assert fn_count(apply_offsets(logits, smaller), y, 2) > target
+
+
+def test_offsets_for_two_protected_classes_meet_both_targets():
+    logits, y = _fn_curve_case(seed=3)
+    offsets = choose_offsets(logits, y, {1: 15, 3: 18})
+    shifted = apply_offsets(logits, offsets)
+    assert fn_count(shifted, y, 1) <= 15 and fn_count(shifted, y, 3) <= 18
+
+
+@pytest.mark.parametrize("arch", ["digits-cnn", "tiny-mobilenetv2"])
+def test_bake_offsets_moves_exactly_the_protected_logit(arch):
+    torch.manual_seed(0)
+    model = registry.create(arch).eval()
+    x = torch.randn(5, 1, 8, 8)
+    before = model(x).detach()
+    bake_offsets(model, {3: 1.25, 7: -0.5}, x[:1])
+    moved = model(x).detach() - before
+    expected = torch.zeros(10)
+    expected[3], expected[7] = 1.25, -0.5
+    assert torch.allclose(moved, expected.expand_as(moved), atol=1e-5)

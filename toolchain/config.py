@@ -1,0 +1,56 @@
+"""Hyperparameters of a compression run, as dataclasses (OpenLTH-style): one place for defaults,
+filled from CLI flags, hashed into the run's identity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class PruneConfig:
+    keep_params: float = 0.1  # size goal: fraction of the dense model's parameters
+    rate: float = 0.5  # fraction of the remaining parameters removed per round (the paper: 50%)
+    granularity: str = "channel"  # channel | weight (the paper's unstructured tickets)
+    rewind: str = "none"  # none (fine-tune survivors) | early (late rewinding) | init (re-initialised)
+    rewind_epoch: int = 1  # early: the checkpoint after this many epochs of round 1's retraining
+    epochs: int = 8  # retraining epochs per round
+    lr: float = 2e-3
+    batch_size: int = 128
+    class_aware: bool = True
+    gamma: float = 5.0  # CE weight of protected classes (1 in round 1, then gamma: the paper's schedule)
+    rank_weight: float = 1.0  # lambda of the squared-hinge rank loss
+    distill_weight: float = 1.0  # distillation from the dense model, weighted to the protected classes
+    temperature: float = 4.0
+    taylor_weight: float = 1.0  # weight of the protected-class Taylor term in the class-aware importance
+    max_fn_increase: int = 0  # validation FN budget per protected class, over the dense model's
+    max_accuracy_drop: float = 0.02  # accuracy budget (fraction) for pruning plus the operating point
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if not 0 < self.keep_params <= 1:
+            raise ValueError("keep_params must be in (0, 1]")
+        if not 0 < self.rate < 1:
+            raise ValueError("rate must be in (0, 1)")
+        if self.granularity not in ("channel", "weight"):
+            raise ValueError("granularity must be channel or weight")
+        if self.rewind not in ("none", "early", "init"):
+            raise ValueError("rewind must be none, early or init")
+
+    def effective(self) -> "PruneConfig":
+        """--no-class-aware means plain CE and plain magnitude: switch the class-aware parts off."""
+        if self.class_aware:
+            return self
+        plain = PruneConfig(**asdict(self))
+        plain.gamma, plain.rank_weight, plain.distill_weight, plain.taylor_weight = 1.0, 0.0, 0.0, 0.0
+        return plain
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_hash(*parts) -> str:
+    text = json.dumps([p if not hasattr(p, "to_dict") else p.to_dict() for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

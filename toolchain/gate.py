@@ -1,0 +1,222 @@
+"""The FN gate: is each protected class's false-negative count within budget of the baseline?
+
+numpy and the standard library only (through toolchain.metrics): `cwtool verify` runs this on a
+device, and `cwtool compress` uses the same function for its final verdict.
+
+Both sides are evaluations in the shape of `metrics.evaluate_logits`, computed on the same rows.
+Either may carry ``"predictions"`` (the predicted class of every row, in row order); when both do,
+the protected classes are also compared sample by sample.
+
+Statistics, per protected class k (n_k = samples of class k):
+
+- ``fnr_ci95``: Clopper-Pearson 95% interval of the candidate's FNR (fn / n_k).
+- ``fnr_change_ci95``: that interval minus the baseline's FNR: the change against the accepted
+  baseline, which is treated as a fixed reference number.
+- Paired, when both sides have per-sample predictions: among the n_k samples of class k,
+  ``b`` = missed now but caught by the baseline, ``c`` = caught now but missed by the baseline,
+  so FN change = b - c exactly. ``mcnemar_p`` is the exact two-sided McNemar p-value (binomial
+  test of b in b + c trials at 1/2). ``fn_change_ci95`` is the exact conditional interval of the
+  FN change: the Clopper-Pearson interval (lo, hi) of b / (b + c) mapped to (b + c) * (2p - 1).
+- ``significant``: paired: mcnemar_p < alpha and b > c. Unpaired (no per-sample predictions on
+  one side): the discordant counts are unknown but at least b = FN change, c = 0; the exact
+  McNemar p of those counts (``mcnemar_p_bound``) is the smallest p the counts allow, so this
+  errs on the side of failing. (Treating the baseline FNR as a fixed number would instead call a
+  single new FN significant whenever the baseline had none.)
+
+Modes: ``plain`` fails a class whose FN (or FNR) exceeds the budget. ``significant`` fails it only
+when it exceeds the budget *and* the increase is significant. The absolute ceiling ``max_fnr``,
+the accuracy budget and class collapse fail in both modes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from toolchain.errors import UserError
+from toolchain.metrics import clopper_pearson, collapse_check, mcnemar_exact
+
+__all__ = ["GATE_MODES", "fn_gate", "paired_counts"]
+
+GATE_MODES = ("plain", "significant")
+_EPS = 1e-12
+
+
+def _name(k: int, class_names) -> str:
+    if class_names is not None and 0 <= k < len(class_names) and str(class_names[k]) != str(k):
+        return f"class {k} ({class_names[k]})"
+    return f"class {k}"
+
+
+def paired_counts(base_hit, cand_hit) -> tuple[int, int]:
+    """Discordant pairs over the samples of one class: hit = the class was predicted (no FN).
+
+    b = caught by the baseline, missed by the candidate (a new FN);
+    c = missed by the baseline, caught by the candidate (a fixed FN). FN change = b - c.
+    """
+    base_hit = np.asarray(base_hit, dtype=bool)
+    cand_hit = np.asarray(cand_hit, dtype=bool)
+    return int(np.sum(base_hit & ~cand_hit)), int(np.sum(~base_hit & cand_hit))
+
+
+def _true_labels(evaluation: dict) -> np.ndarray | None:
+    """An evaluation's row labels, when it stores them ("labels"); evaluate_logits does not."""
+    y = evaluation.get("labels")
+    return None if y is None else np.asarray(y, dtype=np.int64)
+
+
+def _paired(baseline: dict, candidate: dict, k: int, labels: np.ndarray | None) -> dict | None:
+    pb, pc = baseline.get("predictions"), candidate.get("predictions")
+    if pb is None or pc is None or labels is None:
+        return None
+    pb, pc = np.asarray(pb, dtype=np.int64), np.asarray(pc, dtype=np.int64)
+    if pb.shape != pc.shape or pb.shape != labels.shape:
+        raise UserError(
+            f"the baseline has predictions for {pb.size} rows but the candidate for {pc.size} "
+            f"(and {labels.size} labels): compare them on the same rows"
+        )
+    mask = labels == k
+    b, c = paired_counts(pb[mask] == k, pc[mask] == k)
+    nd = b + c
+    p = mcnemar_exact(b, c)
+    lo, hi = clopper_pearson(b, nd) if nd else (0.5, 0.5)
+    return {"b": b, "c": c, "mcnemar_p": p, "fn_change_ci95": [nd * (2 * lo - 1), nd * (2 * hi - 1)]}
+
+
+def fn_gate(
+    baseline: dict | None,
+    candidate: dict,
+    max_fn_increase: int | None = 0,
+    max_accuracy_drop: float | None = None,
+    *,
+    max_fnr_increase: float | None = None,
+    max_fnr: float | None = None,
+    mode: str = "plain",
+    alpha: float = 0.05,
+    collapse: bool = True,
+    labels=None,
+    class_names=None,
+) -> dict:
+    """Gate `candidate` against `baseline` (both shaped like metrics.evaluate_logits, same rows).
+
+    baseline None: no relative budget; only `max_fnr` and collapse (without the recall rule) gate.
+    `max_fnr_increase` (a fraction of the class's samples), when given, replaces `max_fn_increase`.
+    `labels` (true class of every row) enables the paired tests when both sides have "predictions";
+    without it they are read from an evaluation's "labels" key if present.
+
+    Returns {"passed", "checks" (one per protected class), "reasons", "budget", "mode", "collapse",
+    "accuracy"}; every reason is one line naming the class or the rule.
+    """
+    if mode not in GATE_MODES:
+        raise UserError(f"unknown gate mode '{mode}': use one of {', '.join(GATE_MODES)}")
+    if max_fnr_increase is not None:
+        max_fn_increase = None
+    if max_fn_increase is None and max_fnr_increase is None:
+        max_fn_increase = 0
+    if labels is None:
+        labels = _true_labels(candidate)
+        if labels is None and baseline is not None:
+            labels = _true_labels(baseline)
+    labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+
+    if baseline is not None:
+        if int(baseline.get("n", -1)) != int(candidate["n"]):
+            raise UserError(
+                f"the baseline was measured on {baseline.get('n')} rows but this evaluation on {candidate['n']}: "
+                "verify on the same data and split as the baseline"
+            )
+        base = {p["class"]: p for p in baseline["protected"]}
+        missing = [p["class"] for p in candidate["protected"] if p["class"] not in base]
+        if missing:
+            raise UserError(
+                f"the baseline has no protected class {', '.join(map(str, missing))} (it protects "
+                f"{', '.join(map(str, sorted(base))) or 'none'}): pass the baseline's classes or a baseline for these"
+            )
+    else:
+        base = {}
+
+    checks, reasons = [], []
+    for p in candidate["protected"]:
+        k = p["class"]
+        label = _name(k, class_names)
+        fn, support = int(p["fn"]), int(p["support"])
+        fnr = p.get("fnr")
+        ci = p.get("fnr_ci95") or list(clopper_pearson(fn, support))
+        check: dict = {"class": k, "fn": fn, "support": support, "fnr": fnr, "fnr_ci95": list(ci)}
+        why: list[str] = []
+        if k in base:
+            b0 = base[k]
+            bfn = int(b0["fn"])
+            bfnr = b0.get("fnr")
+            if int(b0.get("support", support)) != support:
+                raise UserError(
+                    f"{label} has {b0.get('support')} samples in the baseline but {support} here: "
+                    "verify on the same data and split as the baseline"
+                )
+            if max_fnr_increase is not None:
+                limit = bfn + math.floor((max_fnr_increase + _EPS) * support)
+                budget_text = f"baseline {bfn} + {max_fnr_increase:g} x {support} samples"
+            else:
+                limit = bfn + int(max_fn_increase)
+                budget_text = f"baseline {bfn} + {int(max_fn_increase)}"
+            check.update({"baseline_fn": bfn, "baseline_fnr": bfnr, "fn_change": fn - bfn, "limit": limit})
+            if bfnr is not None:
+                check["fnr_change_ci95"] = [ci[0] - bfnr, ci[1] - bfnr]
+            paired = _paired(baseline, candidate, k, labels)
+            if paired is not None:
+                check.update(paired)
+                significant = paired["mcnemar_p"] < alpha and paired["b"] > paired["c"]
+            else:
+                # Without per-sample predictions the discordant counts are unknown; they are at
+                # least b = change, c = 0, which gives the smallest p the counts allow: errs on failing.
+                d = fn - bfn
+                check["mcnemar_p_bound"] = mcnemar_exact(max(d, 0), max(-d, 0))
+                significant = d > 0 and check["mcnemar_p_bound"] < alpha
+            check["significant"] = bool(significant)
+            over = fn > limit
+            check["over_budget"] = over
+            if over and (mode == "plain" or significant):
+                detail = f"FN {fn} > {limit} ({budget_text})"
+                if paired is not None:
+                    detail += f", McNemar p={paired['mcnemar_p']:.3g} (b={paired['b']}, c={paired['c']})"
+                why.append(f"{label}: {detail}")
+        if max_fnr is not None and fnr is not None and fnr > max_fnr + _EPS:
+            why.append(f"{label}: FNR {fnr:.4f} > ceiling {max_fnr:g} ({fn}/{support} missed)")
+        check["passed"] = not why
+        check["reasons"] = why
+        checks.append(check)
+        reasons.extend(why)
+
+    accuracy = {"value": candidate["accuracy"]}
+    if max_accuracy_drop is not None and baseline is not None:
+        floor = baseline["accuracy"] - max_accuracy_drop
+        accuracy.update({"baseline": baseline["accuracy"], "floor": floor, "passed": candidate["accuracy"] >= floor - _EPS})
+        if not accuracy["passed"]:
+            reasons.append(
+                f"accuracy {candidate['accuracy']:.4f} < {floor:.4f} (baseline {baseline['accuracy']:.4f} - {max_accuracy_drop})"
+            )
+
+    collapsed: list[str] = []
+    if collapse and candidate.get("confusion") is not None:
+        base_cm = baseline.get("confusion") if baseline is not None else None
+        collapsed = [f"collapse: {r}" for r in collapse_check(candidate["confusion"], base_cm)]
+        reasons.extend(collapsed)
+
+    return {
+        "passed": not reasons,
+        "checks": checks,
+        "reasons": reasons,
+        "budget": {
+            "max_fn_increase": max_fn_increase,
+            "max_fnr_increase": max_fnr_increase,
+            "max_fnr": max_fnr,
+            "max_accuracy_drop": max_accuracy_drop,
+            "mode": mode,
+            "alpha": alpha,
+            "relative": baseline is not None,
+        },
+        "mode": mode,
+        "accuracy": accuracy,
+        "collapse": collapsed,
+    }

@@ -1,0 +1,166 @@
+"""`cwtool compress`: the stages in data-flow order, in a run directory that a rerun resumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from toolchain import __version__
+from toolchain.config import PruneConfig, config_hash
+from toolchain.errors import UserError
+from toolchain.io import atomic_write_json, atomic_write_text
+
+REPORT_SCHEMA = 1
+
+
+@dataclass
+class CompressRequest:
+    model: str
+    data: str
+    protect: list[str]
+    arch: str | None = None
+    arch_kwargs: dict | None = None
+    trust_model: bool = False
+    out: str | None = None
+    resume: bool = False
+    label_column: str | None = None
+    data_seed: int = 0
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import numpy
+    import torch
+
+    out = {"cwtool": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__}
+    for name in ("torch_pruning", "onnx", "onnxruntime", "ai_edge_litert", "litert_torch"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "?")
+    return out
+
+
+def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None) -> dict:
+    """Run the compression; returns (report, run directory). ``finish`` writes report.json/.md."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from toolchain.data import load_data
+    from toolchain.evaluate import check_labels, probe_outputs, resolve_protected
+    from toolchain.gate import fn_gate
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.loading import load_model, save_checkpoint
+    from toolchain.models.profile import count_macs, count_params
+    from toolchain.models.train import predict_logits
+    from toolchain.prune.bake import bake_offsets
+    from toolchain.prune.lottery import LotteryPruner, removed_plan
+
+    console = console or Console(stderr=True)
+    # --- inputs: every check before anything is written ---------------------------------------------
+    dataset = load_data(request.data, seed=request.data_seed, label_column=request.label_column)
+    loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model)
+    arch = loaded.arch or request.arch
+    if loaded.kind == "torchscript" or arch is None:
+        raise UserError("compress needs a model cwtool can rebuild: a state_dict or pickled module with --arch, or a cwtool checkpoint")
+    if loaded.channel_plan:
+        raise UserError(f"'{request.model}' is already a pruned cwtool model: compress the dense model it came from")
+    num_outputs = probe_outputs(loaded.module, dataset.input_shape)
+    class_names = dataset.class_names + [str(i) for i in range(len(dataset.class_names), num_outputs)]
+    protected = resolve_protected(request.protect, class_names, num_outputs)
+    for split in ("train", "val", "test"):
+        check_labels(dataset.split(split)[1], num_outputs, f"the {split} split")
+    for k in protected:
+        if not (dataset.y_val == k).any():
+            raise UserError(f"the validation split has no samples of protected class {k}: the FN budget cannot be checked")
+
+    model_path = Path(request.model)
+    inputs = {"model": {"path": str(model_path), "sha256": _sha256(model_path)}, "data": {"spec": request.data},
+              "arch": arch, "arch_kwargs": loaded.arch_kwargs, "protected": protected, "data_seed": request.data_seed}
+    if Path(request.data).is_file():
+        inputs["data"]["sha256"] = _sha256(Path(request.data))
+    run_id = config_hash(inputs, config)
+    run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
+    manifest_path = run_dir / "manifest.json"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not request.resume:
+            raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
+        if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("run_id") != run_id:
+            raise UserError(f"'{run_dir}' holds a run with other inputs or settings: use another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": _versions(),
+                                      "argv": sys.argv, "data": dataset.describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
+    t0 = time.perf_counter()
+    dense = loaded.module.float()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=console.print)
+        pruner.arch, pruner.arch_kwargs = arch, loaded.arch_kwargs
+        result = pruner.run(resume=request.resume)
+    prune_seconds = time.perf_counter() - t0
+
+    # --- stage 2: the shrunk model, offsets baked in ------------------------------------------------
+    ticket = result.selected
+    pruned = ticket.model.cpu().eval()
+    example = torch.zeros(1, *dataset.input_shape)
+    bake_offsets(pruned, ticket.offsets, example)
+    plan = removed_plan(pruner.dense_sizes, ticket.survivors)
+    pruned_path = save_checkpoint(run_dir / "pruned.pt", pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
+                                  {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round})
+
+    # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
+    dense = dense.cpu().eval()
+    x_test, y_test = dataset.split("test")
+    dense_test_logits = predict_logits(dense, x_test)
+    dense_test = evaluate_logits(y_test, dense_test_logits, protected, num_outputs)
+    dense_test["predictions"] = dense_test_logits.argmax(1).tolist()  # per-sample, for paired (McNemar) tests
+    pruned_logits = predict_logits(pruned, x_test)
+    pruned_test = evaluate_logits(y_test, pruned_logits, protected, num_outputs)
+    pruned_test["predictions"] = pruned_logits.argmax(1).tolist()
+    gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop)
+    params_dense, params_pruned = count_params(dense), count_params(pruned)
+    report = {
+        "schema_version": REPORT_SCHEMA,
+        "tool": {"name": "cwtool", "version": __version__},
+        "run_id": run_id,
+        "protected": protected,
+        "class_names": class_names,
+        "data": dataset.describe(),
+        "config": config.to_dict(),
+        "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
+                     "fn_per_class": dense_test["fn_per_class"], "protected": dense_test["protected"],
+                     "val": result.dense["val"], "test": dense_test},
+        "stages": [
+            *[{"stage": "prune_round", "round": t.round, "params": t.params, "macs": t.macs, "val": t.val, "val_raw": t.val_raw,
+               "offsets": {str(k): v for k, v in t.offsets.items()}, "within_budget": t.within_budget} for t in result.tickets],
+            {"stage": "shrunk", "round": ticket.round, "path": str(pruned_path.relative_to(run_dir)), "params": params_pruned,
+             "macs": count_macs(pruned, example), "param_fraction": params_pruned / params_dense, "channel_plan": plan,
+             "offsets": {str(k): v for k, v in ticket.offsets.items()}, "budget_met_on_val": result.budget_met,
+             "seconds": prune_seconds, "test": pruned_test},
+        ],
+        "artifacts": [],
+        "gate": gate,
+    }
+    return report, run_dir
+
+
+def finish(report: dict, run_dir: Path) -> None:
+    from toolchain.report.markdown import render_report
+
+    atomic_write_text(run_dir / "report.md", render_report(report))
+    atomic_write_json(run_dir / "report.json", report)

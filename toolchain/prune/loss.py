@@ -1,0 +1,63 @@
+"""The class-dependent loss of Entezari & Saukh (2019), made real, plus optional distillation.
+
+L = CE weighted by gamma on protected classes
+    + rank_weight * mean over (protected, other) pairs of max(0, 1 - (s_pos - s_neg))^2
+    + distill_weight * T^2 * KL(teacher || student), samples of protected classes weighted by gamma
+
+s is the protected class's log-odds, logit_k - logsumexp(other logits): monotone in its softmax
+probability, so the rank term is a differentiable surrogate of the one-vs-rest AUC cwtool reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+def protected_log_odds(logits: torch.Tensor, k: int) -> torch.Tensor:
+    others = torch.cat([logits[:, :k], logits[:, k + 1 :]], dim=1)
+    return logits[:, k] - torch.logsumexp(others, dim=1)
+
+
+def squared_hinge_rank_loss(logits: torch.Tensor, targets: torch.Tensor, k: int, margin: float = 1.0) -> torch.Tensor:
+    """Mean over (positive, negative) pairs in the batch; 0 when the batch lacks either side."""
+    score = protected_log_odds(logits, k)
+    pos, neg = score[targets == k], score[targets != k]
+    if pos.numel() == 0 or neg.numel() == 0:
+        return logits.new_zeros(())
+    gaps = margin - (pos[:, None] - neg[None, :])
+    return F.relu(gaps).pow(2).mean()
+
+
+@dataclass
+class ClassDependentLoss:
+    num_classes: int
+    protected: list[int]
+    gamma: float = 1.0
+    rank_weight: float = 0.0
+    teacher_logits: torch.Tensor | None = None  # indexed by training-row number
+    distill_weight: float = 0.0
+    temperature: float = 4.0
+
+    def __post_init__(self):
+        weights = torch.ones(self.num_classes)
+        weights[self.protected] = self.gamma
+        self.class_weights = weights
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        weights = self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits, targets, weight=weights)
+        if self.rank_weight:
+            rank = sum(squared_hinge_rank_loss(logits, targets, k) for k in self.protected) / len(self.protected)
+            loss = loss + self.rank_weight * rank
+        if self.distill_weight and self.teacher_logits is not None:
+            t = self.temperature
+            teacher = self.teacher_logits[idx.to(self.teacher_logits.device)].to(logits.device)
+            per_sample = F.kl_div(
+                F.log_softmax(logits / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True, reduction="none"
+            ).sum(1)
+            sample_weights = weights[targets]
+            loss = loss + self.distill_weight * t * t * (per_sample * sample_weights).sum() / sample_weights.sum()
+        return loss

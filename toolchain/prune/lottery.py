@@ -1,0 +1,357 @@
+"""Class-aware lottery-ticket rounds: score, prune, rewind, retrain, evaluate on validation; repeat.
+
+Channels are removed physically every round (the model really shrinks). Which original channels
+survive is tracked per group, so any earlier snapshot (the rewind point) can be shrunk to the same
+survivors, and every round's ticket is saved as a cwtool checkpoint (architecture + channel plan +
+weights) that loads on its own. Rounds are seeded by their number, so ``resume`` from the last saved
+round finishes with the same result as an uninterrupted run. The test split is never touched here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolchain.config import PruneConfig
+from toolchain.data import Dataset
+from toolchain.metrics import evaluate_logits
+from toolchain.models.profile import count_macs, count_params
+from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
+from toolchain.prune import importance
+from toolchain.prune.graph import channel_groups, plan_from_scores
+from toolchain.prune.loss import ClassDependentLoss
+from toolchain.prune.operating_point import apply_offsets, choose_offsets
+from toolchain.prune.shrink import shrink
+
+Survivors = dict[str, list[int]]  # group key -> original channel indices still present
+
+
+@dataclass
+class Ticket:
+    round: int
+    model: nn.Module
+    survivors: Survivors
+    params: int
+    macs: int
+    val: dict  # evaluation at the operating point
+    val_raw: dict  # evaluation without offsets
+    offsets: dict[int, float]
+    within_budget: bool
+    sparsity: float = 0.0
+
+
+@dataclass
+class PruneResult:
+    dense: dict
+    tickets: list[Ticket] = field(default_factory=list)
+    selected: Ticket | None = None
+    budget_met: bool = False
+    targets: dict[int, int] = field(default_factory=dict)
+
+
+def removed_plan(dense_sizes: dict[str, int], survivors: Survivors) -> dict[str, list[int]]:
+    """Channel plan (original indices to remove) that turns the dense model into the survivors'."""
+    plan = {}
+    for key, size in dense_sizes.items():
+        keep = set(survivors.get(key, range(size)))
+        gone = [i for i in range(size) if i not in keep]
+        if gone:
+            plan[key] = gone
+    return plan
+
+
+def relative_plan(current: Survivors, target: Survivors) -> dict[str, list[int]]:
+    """Local indices (positions in ``current``) of channels that ``target`` no longer has."""
+    plan = {}
+    for key, present in current.items():
+        keep = set(target.get(key, present))
+        gone = [pos for pos, orig in enumerate(present) if orig not in keep]
+        if gone:
+            plan[key] = gone
+    return plan
+
+
+def _plan_for_target(model, example, groups, scores, target_params: int) -> dict[str, list[int]]:
+    """The uniform per-group fraction (bisection) whose removal leaves about target_params."""
+    lo, hi = 0.0, 0.99
+    best = plan_from_scores(groups, scores, hi)
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        plan = plan_from_scores(groups, scores, mid)
+        if count_params(shrink(model, plan, example)) <= target_params:
+            best, hi = plan, mid
+        else:
+            lo = mid
+    return best
+
+
+class LotteryPruner:
+    def __init__(self, model: nn.Module, dataset: Dataset, protected: list[int], config: PruneConfig, run_dir: Path | None = None, progress=None, log=print):
+        self.config = config.effective()
+        self.dataset = dataset
+        self.protected = list(protected)
+        self.device = pick_device(config.device)
+        self.dense = model.to(self.device).eval()
+        self.example = torch.zeros(1, *dataset.input_shape, device=self.device)
+        self.num_classes = int(self.dense(self.example).shape[1])
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.progress = progress
+        self.log = log
+        self.dense_sizes = {g.key: g.size for g in channel_groups(self.dense, self.example)}
+        self.dense_params = count_params(self.dense)
+
+    # --- evaluation on validation (the test split is never used here) -------------------------------
+
+    def _evaluate(self, model: nn.Module) -> tuple[dict, dict, dict, dict[int, float]]:
+        logits = predict_logits(model, self.dataset.x_val, device=self.device)
+        raw = evaluate_logits(self.dataset.y_val, logits, self.protected, self.num_classes)
+        offsets = choose_offsets(logits, self.dataset.y_val, self.targets)
+        at_op = evaluate_logits(self.dataset.y_val, apply_offsets(logits, offsets), self.protected, self.num_classes)
+        return raw, at_op, logits, offsets
+
+    def _within_budget(self, at_op: dict) -> bool:
+        fn_ok = all(p["fn"] <= self.targets[p["class"]] for p in at_op["protected"])
+        return fn_ok and at_op["accuracy"] >= self.dense_eval["accuracy"] - self.config.max_accuracy_drop - 1e-12
+
+    # --- the rounds ----------------------------------------------------------------------------------
+
+    def n_rounds(self) -> int:
+        return max(1, math.ceil(math.log(self.config.keep_params) / math.log(1 - self.config.rate) - 1e-9))
+
+    def run(self, resume: bool = False) -> PruneResult:
+        cfg = self.config
+        dense_val_logits = predict_logits(self.dense, self.dataset.x_val, device=self.device)
+        self.dense_eval = evaluate_logits(self.dataset.y_val, dense_val_logits, self.protected, self.num_classes)
+        self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
+        result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": count_macs(self.dense, self.example)}, targets=self.targets)
+        teacher = torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device)) if cfg.distill_weight else None
+
+        current = copy.deepcopy(self.dense)
+        survivors: Survivors = {k: list(range(n)) for k, n in self.dense_sizes.items()}
+        rewind_model, rewind_survivors = None, None
+        if cfg.rewind == "init":
+            seed_everything(cfg.seed)
+            rewind_model = _reinitialised(self.dense)
+            rewind_survivors = {k: list(v) for k, v in survivors.items()}
+        start = 1
+        if resume and self.run_dir is not None:
+            state = self._load_state()
+            if state is not None:
+                start, current, survivors, rewind_model, rewind_survivors, result.tickets = state
+        if cfg.granularity == "weight":
+            return self._run_weight(result, teacher)
+
+        rounds = self.n_rounds()
+        if result.tickets and not result.tickets[-1].within_budget:
+            start = rounds + 1  # the interrupted run had already stopped at a ticket outside the budget
+        task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
+        for r in range(start, rounds + 1):
+            seed_everything(cfg.seed * 1000 + r)
+            target = max(cfg.keep_params, (1 - cfg.rate) ** r) * self.dense_params
+            if cfg.class_aware and cfg.taylor_weight:
+                scores = importance.class_aware_scores(current, self.example, self.dataset.x_train, self.dataset.y_train, self.protected, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r)
+            else:
+                scores = importance.magnitude_scores(current, self.example)
+            groups = channel_groups(current, self.example)
+            local = _plan_for_target(current, self.example, groups, scores, int(target))
+            new_survivors = {k: [orig for pos, orig in enumerate(v) if pos not in set(local.get(k, []))] for k, v in survivors.items()}
+            if cfg.rewind == "none" or rewind_model is None:
+                start_model = shrink(current, local, self.example)
+            else:
+                start_model = shrink(rewind_model, relative_plan(rewind_survivors, new_survivors), self.example)
+
+            gamma = 1.0 if r == 1 else cfg.gamma
+            loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher, distill_weight=cfg.distill_weight, temperature=cfg.temperature)
+            snapshot = {}
+
+            def on_epoch_end(epoch, model, _r=r):
+                if cfg.rewind == "early" and _r == 1 and epoch == cfg.rewind_epoch:
+                    snapshot["model"] = copy.deepcopy(model).eval()
+
+            tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + r)
+            trained = train(start_model, self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device, progress=self.progress, description=f"round {r}/{rounds} retrain", on_epoch_end=on_epoch_end)
+            if "model" in snapshot:
+                rewind_model, rewind_survivors = snapshot["model"], {k: list(v) for k, v in new_survivors.items()}
+
+            current, survivors = trained, new_survivors
+            raw, at_op, _, offsets = self._evaluate(current)
+            ticket = Ticket(r, current, survivors, count_params(current), count_macs(current, self.example), at_op, raw, offsets, self._within_budget(at_op))
+            result.tickets.append(ticket)
+            self._save_round(ticket, rewind_model, rewind_survivors)
+            self.log(_round_line(ticket, self.dense_params, self.protected))
+            if task is not None:
+                self.progress.advance(task)
+            if not ticket.within_budget:
+                self.log(f"round {r}: outside the budget (FN target {self.targets}, accuracy >= {self.dense_eval['accuracy'] - cfg.max_accuracy_drop:.4f}); stopping")
+                break
+        if task is not None:
+            self.progress.remove_task(task)
+        within = [t for t in result.tickets if t.within_budget]
+        result.budget_met = bool(within)
+        result.selected = min(within, key=lambda t: t.params) if within else max(result.tickets, key=lambda t: t.val["accuracy"])
+        return result
+
+    # --- the paper's unstructured tickets: weight masks, then removal of channels left empty ----------
+
+    def _run_weight(self, result: PruneResult, teacher) -> PruneResult:
+        from toolchain.prune.shrink import channel_mask_tensors, dead_channels
+
+        cfg = self.config
+        model = copy.deepcopy(self.dense)
+        prunable = {n: p for n, p in model.named_parameters() if p.dim() > 1}  # conv/linear weights
+        masks = {n: torch.ones_like(p) for n, p in prunable.items()}
+        total = sum(p.numel() for p in prunable.values())
+        rounds = self.n_rounds()
+        for r in range(1, rounds + 1):
+            seed_everything(cfg.seed * 1000 + r)
+            keep_fraction = max(cfg.keep_params, (1 - cfg.rate) ** r)
+            scores = _weight_scores(model, prunable, masks, self.dataset, self.protected, cfg, self.device, seed=cfg.seed + r)
+            for name, score in scores.items():  # layer-wise: every layer keeps keep_fraction of its weights
+                keep = max(1, int(round(keep_fraction * score.numel())))
+                threshold = torch.topk(score.flatten(), keep).values[-1]
+                masks[name] = (score >= threshold).float() * masks[name]
+            # Channels whose incoming weights are all gone: mask their BN too, so they are truly empty.
+            plan = _empty_channels(model, masks, self.example)
+            extra = channel_mask_tensors(model, plan, self.example) if plan else {}
+            all_masks = {**masks, **{n: m * masks.get(n, 1) for n, m in extra.items()}}
+            params = dict(model.named_parameters())
+
+            def apply(m, _masks=all_masks, _params=params):
+                with torch.no_grad():
+                    for n, mask in _masks.items():
+                        _params[n].mul_(mask)
+
+            apply(model)
+            gamma = 1.0 if r == 1 else cfg.gamma
+            loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher, distill_weight=cfg.distill_weight, temperature=cfg.temperature)
+            tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + r)
+            train(model, self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, after_step=apply, device=self.device, progress=self.progress, description=f"round {r}/{rounds} retrain")
+            nonzero = int(sum(int(mask.sum()) for mask in masks.values()))
+            dense_rest = self.dense_params - total
+            raw, at_op, _, offsets = self._evaluate(model)
+            ticket = Ticket(r, copy.deepcopy(model), {k: list(range(n)) for k, n in self.dense_sizes.items()}, nonzero + dense_rest,
+                            count_macs(model, self.example), at_op, raw, offsets, self._within_budget(at_op), sparsity=1 - nonzero / total)
+            result.tickets.append(ticket)
+            self.log(_round_line(ticket, self.dense_params, self.protected) + f", weight sparsity {ticket.sparsity:.1%}")
+            if not ticket.within_budget:
+                break
+        within = [t for t in result.tickets if t.within_budget]
+        result.budget_met = bool(within)
+        chosen = min(within, key=lambda t: t.params) if within else max(result.tickets, key=lambda t: t.val["accuracy"])
+        # Physically remove the channels the masks emptied; the rest stays as sparse dense tensors.
+        plan = dead_channels(chosen.model, self.example)
+        sparse_params = chosen.params
+        chosen.model = shrink(chosen.model, plan, self.example)
+        chosen.survivors = {k: [i for i in range(n) if i not in set(plan.get(k, []))] for k, n in self.dense_sizes.items()}
+        chosen.params = count_params(chosen.model)
+        chosen.macs = count_macs(chosen.model, self.example)
+        self.log(f"weight ticket: {sparse_params:,} non-zero parameters; {sum(len(v) for v in plan.values())} empty channels removed -> {chosen.params:,} stored parameters")
+        result.selected = chosen
+        return result
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+
+    def _save_round(self, ticket: Ticket, rewind_model, rewind_survivors) -> None:
+        if self.run_dir is None:
+            return
+        from toolchain.models.loading import save_checkpoint
+
+        folder = self.run_dir / "rounds"
+        arch, kwargs = getattr(self, "arch", None), getattr(self, "arch_kwargs", {})
+        plan = removed_plan(self.dense_sizes, ticket.survivors)
+        extra = {"round": ticket.round, "offsets": {str(k): v for k, v in ticket.offsets.items()}, "survivors": ticket.survivors}
+        save_checkpoint(folder / f"round_{ticket.round}.pt", ticket.model.cpu(), arch or "?", kwargs, self.dataset.input_shape, plan, extra)
+        ticket.model.to(self.device)
+        if rewind_model is not None and ticket.round == 1:
+            torch.save({"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors}, folder / "rewind.pt")
+        summary = {"round": ticket.round, "params": ticket.params, "macs": ticket.macs, "val": ticket.val, "val_raw": ticket.val_raw,
+                   "offsets": {str(k): v for k, v in ticket.offsets.items()}, "within_budget": ticket.within_budget}
+        (folder / f"round_{ticket.round}.json").write_text(json.dumps(summary))
+
+    def _load_state(self):
+        folder = self.run_dir / "rounds"
+        done = sorted(int(p.stem.split("_")[1]) for p in folder.glob("round_*.json")) if folder.is_dir() else []
+        if not done:
+            return None
+        tickets = []
+        model, survivors = None, None
+        for r in done:
+            summary = json.loads((folder / f"round_{r}.json").read_text())
+            ckpt = torch.load(folder / f"round_{r}.pt", map_location="cpu", weights_only=True)
+            survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
+            model = shrink(self.dense.cpu(), removed_plan(self.dense_sizes, survivors), self.example.cpu())
+            model.load_state_dict(ckpt["state_dict"])
+            model.to(self.device).eval()
+            self.dense.to(self.device)
+            offsets = {int(k): v for k, v in summary["offsets"].items()}
+            tickets.append(Ticket(r, model, survivors, summary["params"], summary["macs"], summary["val"], summary["val_raw"], offsets, summary["within_budget"]))
+        rewind_model, rewind_survivors = None, None
+        if (folder / "rewind.pt").is_file():
+            saved = torch.load(folder / "rewind.pt", map_location="cpu", weights_only=True)
+            rewind_survivors = saved["survivors"]
+            rewind_model = shrink(self.dense.cpu(), removed_plan(self.dense_sizes, rewind_survivors), self.example.cpu())
+            rewind_model.load_state_dict(saved["state_dict"])
+            rewind_model.to(self.device)
+            self.dense.to(self.device)
+        if self.config.rewind == "init":
+            seed_everything(self.config.seed)
+            rewind_model, rewind_survivors = _reinitialised(self.dense), {k: list(range(n)) for k, n in self.dense_sizes.items()}
+        self.log(f"resuming after round {done[-1]}")
+        return done[-1] + 1, model, survivors, rewind_model, rewind_survivors, tickets
+
+
+def _weight_scores(model, prunable, masks, dataset, protected, cfg, device, seed) -> dict[str, torch.Tensor]:
+    """Per-weight scores: |W| (plain), or |W| plus the protected-class Taylor term (theta*grad)^2,
+    each normalised per layer (class-aware). Pruned weights score -inf so they stay pruned."""
+    scores = {n: p.detach().abs() for n, p in prunable.items()}
+    if cfg.class_aware and cfg.taylor_weight:
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(len(dataset.y_train), min(512, len(dataset.y_train)), replace=False)
+        xb = torch.as_tensor(dataset.x_train[idx], device=device)
+        yb = torch.as_tensor(dataset.y_train[idx], dtype=torch.long, device=device)
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        logits = model(xb).float()
+        mask = torch.isin(yb, torch.as_tensor(protected, device=device))
+        loss = torch.nn.functional.cross_entropy(logits[mask], yb[mask]) if mask.any() else logits.sum() * 0
+        loss.backward()
+        for n, p in prunable.items():
+            taylor = (p.detach() * p.grad).pow(2) if p.grad is not None else torch.zeros_like(p)
+            scores[n] = scores[n] / (scores[n].mean() + 1e-12) + cfg.taylor_weight * taylor / (taylor.mean() + 1e-12)
+        model.zero_grad(set_to_none=True)
+    return {n: torch.where(masks[n] > 0, s, torch.full_like(s, -float("inf"))) for n, s in scores.items()}
+
+
+def _empty_channels(model, masks, example) -> dict[str, list[int]]:
+    """Root channels of prunable groups whose producing weights are entirely masked."""
+    plan = {}
+    for g in channel_groups(model, example):
+        producer = masks.get(f"{g.key}.weight")
+        if producer is None:
+            continue
+        alive = producer.flatten(1).sum(1) if producer.dim() > 1 else producer
+        empty = [i for i in range(g.size) if float(alive[i]) == 0.0]
+        if g.blocks == 1 and 0 < len(empty) < g.size:
+            plan[g.key] = empty
+    return plan
+
+
+def _reinitialised(model: nn.Module) -> nn.Module:
+    fresh = copy.deepcopy(model)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters") and m is not fresh:
+            m.reset_parameters()
+    return fresh
+
+
+def _round_line(t: Ticket, dense_params: int, protected: list[int]) -> str:
+    prot = ", ".join(f"class {p['class']}: FN {p['fn']} FP {p['fp']}" for p in t.val["protected"])
+    return (f"round {t.round}: {t.params:,} params ({t.params / dense_params:.1%}), val accuracy {t.val['accuracy']:.4f} "
+            f"at the operating point ({prot}; offsets {', '.join(f'{v:+.2f}' for v in t.offsets.values())})")

@@ -1,0 +1,53 @@
+"""report.md: the run's ledger as Markdown, fit for a CI job summary. No torch, no tensorflow."""
+
+from __future__ import annotations
+
+
+def _fmt(v, digits=4):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _prot(evaluation: dict) -> str:
+    return "; ".join(f"{p['class']}: FN {p['fn']}, FP {p.get('fp', '-')}, AUC {_fmt(p.get('auc'))}" for p in evaluation["protected"])
+
+
+def ledger_rows(report: dict) -> list[dict]:
+    """One row per model the run produced, all on the test split."""
+    rows = [{"name": "dense (torch)", "params": report["baseline"]["params"], "bytes": None, "eval": report["baseline"]["test"], "verdict": "baseline"}]
+    for stage in report["stages"]:
+        if stage["stage"] == "shrunk":
+            rows.append({"name": "pruned (torch)", "params": stage["params"], "bytes": None, "eval": stage["test"], "verdict": None})
+    for art in report.get("artifacts", []):
+        rows.append({"name": f"{art['format']} {art['precision']} ({art.get('runtime', '?')})", "params": None, "bytes": art.get("bytes"),
+                     "eval": art["evaluation"], "verdict": "pass" if art.get("gate", {}).get("passed") else "FAIL"})
+    return rows
+
+
+def render_report(report: dict) -> str:
+    names = report.get("class_names", [])
+    prot = ", ".join(f"{k} ({names[k]})" if k < len(names) else str(k) for k in report["protected"])
+    gate = report["gate"]
+    lines = [
+        "# cwtool compress report",
+        "",
+        f"Protected classes: {prot}. Data: {report['data']['name']} (test split, {report['data']['sizes']['test']} rows).",
+        "",
+        f"**Gate: {'PASSED' if gate['passed'] else 'FAILED'}** (FN budget +{gate['budget']['max_fn_increase']} per protected class"
+        + (f", accuracy drop <= {gate['budget']['max_accuracy_drop']}" if gate["budget"].get("max_accuracy_drop") is not None else "") + ")",
+    ]
+    lines += [f"- {r}" for r in gate.get("reasons", [])]
+    lines += ["", "| model | params | bytes | accuracy | protected (test) | verdict |", "|---|---:|---:|---:|---|---|"]
+    for row in ledger_rows(report):
+        lines.append(f"| {row['name']} | {_fmt(row['params'])} | {_fmt(row['bytes'])} | {_fmt(row['eval']['accuracy'])} | {_prot(row['eval'])} | {row['verdict'] or '-'} |")
+    rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
+    if rounds:
+        lines += ["", "## Pruning rounds (validation, at the operating point)", "",
+                  "| round | params | MACs | accuracy | protected | offsets | within budget |", "|---:|---:|---:|---:|---|---|---|"]
+        for s in rounds:
+            offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
+            lines.append(f"| {s['round']} | {s['params']:,} | {s['macs']:,} | {_fmt(s['val']['accuracy'])} | {_prot(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
+    return "\n".join(lines) + "\n"
