@@ -1,0 +1,334 @@
+"""Export and quantization against the torch model: ONNX fp32/int8, TFLite fp32/fp16/int8, NCHW/NHWC, MLP."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from toolchain.errors import UserError  # noqa: E402
+from toolchain.export.onnx import export_onnx  # noqa: E402
+from toolchain.models import registry  # noqa: E402
+from toolchain.quantize.calibration import (  # noqa: E402
+    calibration_quotas,
+    load_calibration,
+    sample_calibration,
+    save_calibration,
+)
+from toolchain.quantize.onnx_int8 import quantizable_nodes, quantize_onnx  # noqa: E402
+from toolchain.runtimes import artifact_info, load_runner  # noqa: E402
+
+PROTECTED = 3
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """A digits-cnn trained a few seeded epochs (~97%+ test accuracy), its splits and torch logits."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = data.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:1400], order[1400:]
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn", width=16)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    for _ in range(5):
+        model.train()
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), 64):
+            idx = perm[i : i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x[test])).numpy()
+    assert (ref.argmax(1) == y[test]).mean() > 0.9
+    calib = sample_calibration(x[train], y[train], 256, [PROTECTED], seed=0)
+    return {"model": model, "x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test], "ref": ref, "calib": calib}
+
+
+@pytest.fixture(scope="module")
+def onnx_files(digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    example = torch.from_numpy(digits["x_test"][:1])
+    fp32 = export_onnx(digits["model"], example, out / "digits.onnx")
+    t0 = time.perf_counter()
+    int8 = quantize_onnx(fp32, out / "digits.int8.onnx", digits["calib"])
+    return {"fp32": fp32, "int8": int8, "dir": out, "int8_seconds": time.perf_counter() - t0}
+
+
+@pytest.fixture(scope="module")
+def tflite_files(digits, tmp_path_factory):
+    pytest.importorskip("litert_torch")
+    from toolchain.export.tflite import export_tflite
+
+    out = tmp_path_factory.mktemp("tflite")
+    example = torch.from_numpy(digits["x_test"][:1])
+    files, seconds = {}, {}
+    for name, precision, layout in [
+        ("fp32", "fp32", "NCHW"),
+        ("fp16", "fp16", "NCHW"),
+        ("int8", "int8", "NCHW"),
+        ("fp32_nhwc", "fp32", "NHWC"),
+        ("int8_nhwc", "int8", "NHWC"),
+    ]:
+        t0 = time.perf_counter()
+        files[name] = export_tflite(digits["model"], example, out / f"{name}.tflite", precision, layout, digits["calib"])
+        seconds[name] = time.perf_counter() - t0
+    files["seconds"] = seconds
+    return files
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def test_onnx_fp32_matches_torch(digits, onnx_files):
+    model = onnx.load(str(onnx_files["fp32"]))
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["layout"] == "NCHW" and meta["num_classes"] == "10" and meta["cwtool_version"]
+    assert len(list(onnx_files["dir"].glob("*.data"))) == 0  # one file, no external data
+    runner = load_runner(onnx_files["fp32"])
+    assert runner.runtime.startswith("onnxruntime ")
+    assert runner.input_shape[0] == -1  # dynamic batch
+    out = runner.predict(digits["x_test"])
+    assert out.dtype == np.float32 and out.shape == digits["ref"].shape
+    assert _agreement(out, digits["ref"]) == 1.0
+    np.testing.assert_allclose(out, digits["ref"], atol=1e-4, rtol=0)
+
+
+def test_onnx_static_batch_variant(digits, tmp_path):
+    path = export_onnx(digits["model"], torch.from_numpy(digits["x_test"][:4]), tmp_path / "static.onnx", static_batch=1)
+    runner = load_runner(path)
+    assert runner.input_shape == (1, 1, 8, 8)
+    out = runner.predict(digits["x_test"][:37], batch_size=16)
+    np.testing.assert_allclose(out, digits["ref"][:37], atol=1e-4, rtol=0)
+
+
+def test_onnx_int8_agrees_and_holds_int8_weights(digits, onnx_files):
+    runner = load_runner(onnx_files["int8"])
+    out = runner.predict(digits["x_test"])
+    assert _agreement(out, digits["ref"]) >= 0.98
+    model = onnx.load(str(onnx_files["int8"]))
+    inits = {i.name: i for i in model.graph.initializer}
+    dq_int8 = [
+        n for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+    ]
+    assert len(dq_int8) >= 4  # 3 convs + gemm weights
+    assert {n.op_type for n in model.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    assert onnx_files["int8"].stat().st_size < 0.5 * onnx_files["fp32"].stat().st_size
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["precision"] == "int8" and meta["layout"] == "NCHW"
+    info = artifact_info(onnx_files["int8"])
+    assert info["precision"] == "int8" and info["format"] == "onnx"
+    assert artifact_info(onnx_files["fp32"])["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_onnx_int8_other_calibration_methods(digits, onnx_files, tmp_path, method):
+    path = quantize_onnx(onnx_files["fp32"], tmp_path / f"{method}.onnx", digits["calib"][:128], method=method)
+    assert _agreement(load_runner(path).predict(digits["x_test"]), digits["ref"]) >= 0.95
+
+
+def test_quantizable_nodes_and_exclusion_keeps_node_float(digits, onnx_files, tmp_path):
+    names = quantizable_nodes(onnx_files["fp32"])
+    assert len(names) == 4 and "Gemm" in names[-1] and all("Conv" in n for n in names[:3])
+    path = quantize_onnx(onnx_files["fp32"], tmp_path / "excl.onnx", digits["calib"], nodes_to_exclude=[names[-1]])
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    (gemm,) = [n for n in model.graph.node if n.name == names[-1]]
+    weight = gemm.input[1]
+    assert weight in inits and inits[weight].data_type == onnx.TensorProto.FLOAT  # float weight, no DQ
+    conv = [n for n in model.graph.node if n.name == names[0]][0]
+    assert producers[conv.input[1]].op_type == "DequantizeLinear"  # the others stay int8
+    assert {p.key: p.value for p in model.metadata_props}["quant_excluded"] == names[-1]
+    assert _agreement(load_runner(path).predict(digits["x_test"]), digits["ref"]) >= 0.98
+    with pytest.raises(UserError):
+        quantize_onnx(onnx_files["fp32"], tmp_path / "bad.onnx", digits["calib"], nodes_to_exclude=["nope"])
+
+
+def test_quantize_onnx_rejects_bad_input(digits, onnx_files, tmp_path):
+    with pytest.raises(UserError):
+        quantize_onnx(onnx_files["fp32"], tmp_path / "x.onnx", digits["calib"], method="kl")
+    with pytest.raises(UserError):
+        quantize_onnx(onnx_files["fp32"], tmp_path / "x.onnx", np.zeros((4, 30), np.float32))
+    with pytest.raises(UserError):
+        quantize_onnx(tmp_path / "missing.onnx", tmp_path / "x.onnx", digits["calib"])
+
+
+# ---------------------------------------------------------------- TFLite
+
+
+def test_tflite_fp32_matches_torch(digits, tflite_files):
+    runner = load_runner(tflite_files["fp32"])
+    assert runner.runtime.startswith("ai-edge-litert ")
+    assert runner.layout == "NCHW" and runner.input_shape == (1, 1, 8, 8)
+    out = runner.predict(digits["x_test"])
+    assert _agreement(out, digits["ref"]) == 1.0
+    np.testing.assert_allclose(out, digits["ref"], atol=1e-4, rtol=0)
+    assert artifact_info(tflite_files["fp32"])["precision"] == "fp32"
+
+
+def test_tflite_fp16_halves_size_and_agrees(digits, tflite_files):
+    info = artifact_info(tflite_files["fp16"])
+    assert info["precision"] == "fp16" and info["input_dtype"] == "float32"
+    assert info["bytes"] < 0.6 * artifact_info(tflite_files["fp32"])["bytes"]
+    out = load_runner(tflite_files["fp16"]).predict(digits["x_test"])
+    assert _agreement(out, digits["ref"]) >= 0.99
+
+
+def test_tflite_int8_full_integer(digits, tflite_files):
+    runner = load_runner(tflite_files["int8"])
+    assert runner.input_dtype == np.int8 and runner.output_dtype == np.int8
+    assert runner.input_quant[0] > 0 and runner.output_quant[0] > 0
+    out = runner.predict(digits["x_test"])
+    assert out.dtype == np.float32
+    assert _agreement(out, digits["ref"]) >= 0.98
+    # weights really are int8: every >=2-D constant of the conv/FC ops is an int8 tensor
+    details = runner._interp.get_tensor_details()
+    weight_shapes = {(1, 3, 3, 16), (32, 3, 3, 16), (32, 3, 3, 32), (10, 32)}  # depthwise first conv, OHWI, FC
+    int8_weights = {tuple(d["shape"]) for d in details if d["dtype"] == np.int8} & weight_shapes
+    assert int8_weights == weight_shapes
+    assert not [d for d in details if d["dtype"] == np.float32 and d["shape"].size >= 2 and np.prod(d["shape"]) >= 100]
+    info = artifact_info(tflite_files["int8"])
+    assert info["precision"] == "int8" and info["input_dtype"] == "int8"
+    assert info["bytes"] < 0.5 * artifact_info(tflite_files["fp32"])["bytes"]
+
+
+@pytest.mark.parametrize("name", ["fp32_nhwc", "int8_nhwc"])
+def test_tflite_nhwc_fed_nchw(digits, tflite_files, name):
+    runner = load_runner(tflite_files[name])
+    assert runner.layout == "NHWC" and runner.input_shape == (1, 8, 8, 1)
+    out = runner.predict(digits["x_test"])  # NCHW dataset arrays
+    assert _agreement(out, digits["ref"]) >= (1.0 if name == "fp32_nhwc" else 0.98)
+    if name == "fp32_nhwc":
+        np.testing.assert_allclose(out, digits["ref"], atol=1e-4, rtol=0)
+
+
+def test_tflite_int8_float_fallback_module(digits, tmp_path):
+    from toolchain.export.tflite import export_tflite, quantizable_modules
+
+    assert quantizable_modules(digits["model"])[-1] == "classifier"
+    path = export_tflite(
+        digits["model"], torch.from_numpy(digits["x_test"][:1]), tmp_path / "fb.tflite", "int8",
+        calibration_x=digits["calib"], float_modules=["classifier"],
+    )
+    runner = load_runner(path)
+    details = runner._interp.get_tensor_details()
+    fc_float = [d for d in details if d["dtype"] == np.float32 and tuple(d["shape"]) == (10, 32)]
+    conv_int8 = [d for d in details if d["dtype"] == np.int8 and len(d["shape"]) == 4 and d["shape"][0] in (16, 32)]
+    assert fc_float, "the classifier's weights should stay float32"
+    assert conv_int8, "the convolutions should stay int8"
+    assert runner.output_dtype == np.float32  # the float classifier produces float logits
+    assert _agreement(runner.predict(digits["x_test"]), digits["ref"]) >= 0.98
+    with pytest.raises(UserError):
+        export_tflite(digits["model"], torch.from_numpy(digits["x_test"][:1]), tmp_path / "x.tflite", "int8",
+                      calibration_x=digits["calib"], float_modules=["no.such.module"])
+
+
+def test_tflite_bad_arguments(digits, tmp_path):
+    from toolchain.export.tflite import export_tflite
+
+    ex = torch.from_numpy(digits["x_test"][:1])
+    with pytest.raises(UserError):
+        export_tflite(digits["model"], ex, tmp_path / "a.tflite", "int4")
+    with pytest.raises(UserError):
+        export_tflite(digits["model"], ex, tmp_path / "a.tflite", "int8")  # no calibration set
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- MLP (NC layout), both runtimes
+
+
+def test_mlp_exports_and_runs_in_both_runtimes(tmp_path):
+    pytest.importorskip("litert_torch")
+    from toolchain.export.tflite import export_tflite
+
+    torch.manual_seed(0)
+    model = registry.create("mlp", in_features=30, num_classes=2).eval()
+    x = np.random.default_rng(0).normal(size=(200, 30)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    ex = torch.from_numpy(x[:1])
+    paths = {
+        "onnx": export_onnx(model, ex, tmp_path / "mlp.onnx"),
+        "tflite": export_tflite(model, ex, tmp_path / "mlp.tflite"),
+        "tflite8": export_tflite(model, ex, tmp_path / "mlp8.tflite", "int8", calibration_x=x[:100]),
+    }
+    paths["onnx8"] = quantize_onnx(paths["onnx"], tmp_path / "mlp8.onnx", x[:100])
+    for name, path in paths.items():
+        runner = load_runner(path)
+        assert runner.layout == "NC" and runner.num_classes == 2
+        out = runner.predict(x)
+        if name in ("onnx", "tflite"):
+            np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+        else:
+            assert _agreement(out, ref) >= 0.9, name
+    with pytest.raises(UserError):
+        export_tflite(model, ex, tmp_path / "nhwc.tflite", layout="NHWC")
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_calibration_stratified_enriched_seeded(digits, tmp_path):
+    xtr, ytr = digits["x_train"], digits["y_train"]
+    a = sample_calibration(xtr, ytr, 200, [PROTECTED], seed=1)
+    b = sample_calibration(xtr, ytr, 200, [PROTECTED], seed=1)
+    c = sample_calibration(xtr, ytr, 200, [PROTECTED], seed=2)
+    assert a.shape == (200, 1, 8, 8) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    counts = {int(k): int(v) for k, v in zip(*np.unique(ytr, return_counts=True))}
+    quotas = calibration_quotas(counts, 200, [PROTECTED], 0.3)
+    assert sum(quotas.values()) == 200
+    assert quotas[PROTECTED] == 60  # enriched to 30% (natural share ~10%)
+    rest = sum(v for k, v in counts.items() if k != PROTECTED)
+    for k, v in counts.items():  # the rest stay stratified: proportional to class frequency
+        if k != PROTECTED:
+            assert abs(quotas[k] - 140 * v / rest) < 1
+    ya = ytr[np.array([np.flatnonzero((xtr == row).all(axis=(1, 2, 3)))[0] for row in a])]
+    assert (ya == PROTECTED).sum() == 60
+    # more rows asked for than a class has: capped, the shortfall goes elsewhere
+    q = calibration_quotas({0: 5, 1: 100, 2: 100}, 100, [0], 0.5)
+    assert q[0] == 5 and sum(q.values()) == 100
+    assert len(sample_calibration(xtr[:50], ytr[:50], 1000, [PROTECTED], 0)) == 50
+    path = save_calibration(tmp_path / "cal.npz", a, {"seed": 1, "protected": [PROTECTED]})
+    x2, meta = load_calibration(path)
+    np.testing.assert_array_equal(x2, a)
+    assert meta["seed"] == 1 and meta["protected"] == [PROTECTED]
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(UserError):
+        load_calibration(tmp_path / "bad.npz")
+    with pytest.raises(UserError):
+        load_calibration(tmp_path / "missing.npz")
+
+
+def test_report_numbers(digits, onnx_files, tflite_files, capsys):
+    """Not an assertion test: prints the sizes/agreements/timings quoted in docs."""
+    rows = []
+    for name, path in [("onnx fp32", onnx_files["fp32"]), ("onnx int8", onnx_files["int8"])] + [
+        (f"tflite {k}", v) for k, v in tflite_files.items() if k != "seconds"
+    ]:
+        out = load_runner(path).predict(digits["x_test"])
+        rows.append(f"{name:18s} {path.stat().st_size:>8d} B  agree {_agreement(out, digits['ref']):.4f}")
+    rows.append(f"onnx int8 quantize {onnx_files['int8_seconds']:.2f}s; tflite seconds {tflite_files['seconds']}")
+    with capsys.disabled():
+        print("\n" + "\n".join(rows))

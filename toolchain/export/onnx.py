@@ -1,0 +1,135 @@
+"""PyTorch -> ONNX (fp32), one self-contained file with cwtool metadata.
+
+Batch dimension: DYNAMIC by default ("batch"), so onnxruntime runners feed 256 rows per call
+instead of looping row by row. The onnx2tf trap (a dynamic-batch ONNX converted at batch 1 gave a
+silently wrong TFLite model) does not apply: cwtool makes its TFLite files from torch directly with
+litert-torch. Pass ``static_batch=1`` for a fixed-shape file (onnx2tf, some NPUs' compilers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17
+
+
+def layout_of(example_input) -> str:
+    """NCHW for image inputs (N, C, H, W), NC for feature vectors (N, F)."""
+    return "NCHW" if example_input.dim() == 4 else "NC"
+
+
+def _export_torchscript(model, x, path: str, opset: int, dynamic: bool) -> None:
+    import torch
+
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            path,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+
+
+def _export_dynamo(model, x, path: str, opset: int, dynamic: bool) -> None:
+    import torch
+
+    shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            path,
+            dynamo=True,
+            opset_version=max(opset, 18),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=shapes,
+            external_data=False,
+        )
+
+
+def set_metadata(model_proto, metadata: dict[str, Any]) -> None:
+    """Add or overwrite string metadata_props on an onnx ModelProto."""
+    existing = {p.key: p for p in model_proto.metadata_props}
+    for key, value in metadata.items():
+        if key in existing:
+            existing[key].value = str(value)
+        else:
+            entry = model_proto.metadata_props.add()
+            entry.key, entry.value = str(key), str(value)
+
+
+def export_onnx(
+    model,
+    example_input,
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    static_batch: int | None = None,
+    num_classes: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Export ``model`` (eval mode) to one fp32 ONNX file; input "input", output "logits".
+
+    example_input: one batch in the dataset layout (N, C, H, W) or (N, F); only its sample shape matters.
+    static_batch: None -> dynamic batch dimension; an int -> that fixed batch size.
+    metadata_props written: cwtool_version, layout, num_classes, precision ("fp32"), input_shape,
+    plus ``metadata``. The file appears atomically (written beside, then renamed).
+    """
+    import onnx
+    import torch
+
+    import toolchain
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    x = example_input.detach().float()
+    batch = static_batch or 1
+    x = x[:1].repeat(batch, *([1] * (x.dim() - 1))) if len(x) != batch else x
+    with torch.no_grad():
+        out = model(x)
+    n_classes = int(num_classes or out.shape[-1])
+
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent, prefix=f".{path.stem}.")
+    os.close(fd)
+    try:
+        try:
+            _export_torchscript(model, x, tmp, opset, static_batch is None)
+        except Exception:  # the legacy exporter is deprecated; the dynamo one needs onnxscript
+            _export_dynamo(model, x, tmp, opset, static_batch is None)
+        proto = onnx.load(tmp)
+        set_metadata(
+            proto,
+            {
+                "cwtool_version": toolchain.__version__,
+                "layout": layout_of(x),
+                "num_classes": n_classes,
+                "precision": "fp32",
+                "input_shape": ",".join(str(d) for d in ([-1] if static_batch is None else [batch]) + list(x.shape[1:])),
+                **(metadata or {}),
+            },
+        )
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,204 @@
+"""Static int8 quantization of an fp32 ONNX file with onnxruntime: QDQ, per-channel, int8 weights and
+activations, calibrated on a given set (from quantize.calibration, training split only).
+
+Float fallback: ``nodes_to_exclude`` keeps named nodes in float. Names are those of the
+*preprocessed* graph, listed (topologically) by ``quantizable_nodes`` -- the FN-aware fallback ranks
+and excludes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from toolchain.errors import UserError
+
+QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def _calibration_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    try:
+        return table[method.lower()]
+    except KeyError:
+        raise UserError(f"unknown calibration method {method!r}: use one of {', '.join(METHODS)}") from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence onnxruntime.quantization's logging/prints (warnings about pre-processing, etc.)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _preprocess(fp32_path: Path, out_path: Path):
+    """quant_pre_process (shape inference + ORT basic optimizations), then name any unnamed node
+    deterministically so nodes_to_exclude can address every node. Returns the ModelProto."""
+    import onnx
+    from onnxruntime.quantization import quant_pre_process
+
+    if not fp32_path.is_file():
+        raise UserError(f"ONNX model {fp32_path} does not exist: export it first")
+    try:
+        with _quiet():
+            quant_pre_process(str(fp32_path), str(out_path))
+        model = onnx.load(str(out_path))
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot pre-process {fp32_path} for quantization: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from e
+    used = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+    onnx.save(model, str(out_path))
+    return model
+
+
+def quantizable_nodes(fp32_path: str | Path) -> list[str]:
+    """Names of the Conv/Gemm/MatMul nodes of the pre-processed graph, in topological order
+    (the order onnx graphs are stored in). These are the names quantize_onnx's nodes_to_exclude takes."""
+    with tempfile.TemporaryDirectory(prefix="cwtool-q-") as tmp:
+        model = _preprocess(Path(fp32_path), Path(tmp) / "pre.onnx")
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
+
+
+class _ArrayReader:
+    """CalibrationDataReader over an array, in batches the model's input accepts."""
+
+    def __init__(self, input_name: str, x: np.ndarray, batch: int):
+        self.input_name, self.x, self.batch = input_name, x, batch
+        self.pos = 0
+
+    def get_next(self):
+        if self.pos >= len(self.x):
+            return None
+        chunk = self.x[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        if len(chunk) < self.batch and self._static:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
+        return {self.input_name: np.ascontiguousarray(chunk, dtype=np.float32)}
+
+    def rewind(self):
+        self.pos = 0
+
+    _static = False
+
+
+def _reader(model, x: np.ndarray):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    inp = model.graph.input[0]
+    dims = inp.type.tensor_type.shape.dim
+    static = dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0
+    batch = int(dims[0].dim_value) if static else 64
+    want = tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in dims[1:])
+    got = tuple(x.shape[1:])
+    if len(want) != len(got) or any(w not in (-1, g) for w, g in zip(want, got)):
+        raise UserError(f"calibration rows have shape {got} but the model input expects {want}: use the model's training data")
+
+    class Reader(_ArrayReader, CalibrationDataReader):
+        pass
+
+    r = Reader(inp.name, x, batch)
+    r._static = bool(static)
+    return r
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration_x: np.ndarray,
+    method: str = "minmax",
+    nodes_to_exclude: Sequence[str] | Iterable[str] = (),
+) -> Path:
+    """fp32 ONNX -> static int8 QDQ ONNX (per-channel int8 weights, int8 activations).
+
+    calibration_x: float32 rows in the model's input layout, drawn from the training split.
+    method: "minmax" | "entropy" | "percentile" (onnxruntime CalibrationMethod).
+    nodes_to_exclude: names from quantizable_nodes(fp32_path) to keep in float.
+    Input and output stay float32 (QDQ). metadata_props of the fp32 file are carried over, with
+    precision=int8, quant_method and quant_excluded added. Written atomically.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from toolchain.export.onnx import set_metadata
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    calib_method = _calibration_method(method)
+    x = np.asarray(calibration_x, dtype=np.float32)
+    if x.ndim < 2 or len(x) == 0:
+        raise UserError("the calibration set is empty: pass at least one row (e.g. 200-500 training rows)")
+    exclude = list(nodes_to_exclude)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cwtool-q-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        model = _preprocess(fp32_path, pre)
+        names = {n.name for n in model.graph.node}
+        unknown = [n for n in exclude if n not in names]
+        if unknown:
+            raise UserError(f"nodes_to_exclude names unknown nodes {unknown[:3]}: take names from quantizable_nodes()")
+        q_tmp = Path(tmp) / "q.onnx"
+        extra: dict = {}
+        if calib_method.name == "Percentile":
+            extra["CalibPercentile"] = 99.999
+        with _quiet():
+            quantize_static(
+                str(pre),
+                str(q_tmp),
+                _reader(model, x),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=None,
+                nodes_to_exclude=exclude or None,
+                calibrate_method=calib_method,
+                extra_options=extra,
+            )
+        qmodel = onnx.load(str(q_tmp))
+        src = onnx.load(str(fp32_path), load_external_data=False)
+        meta = {p.key: p.value for p in src.metadata_props}
+        meta.update(
+            precision="int8",
+            quant_method=method.lower(),
+            quant_excluded=",".join(exclude),
+            quant_seconds=f"{time.perf_counter() - t0:.3f}",
+        )
+        set_metadata(qmodel, meta)
+        fd, staged = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent, prefix=f".{out_path.stem}.")
+        os.close(fd)
+        try:
+            onnx.save(qmodel, staged)
+            os.replace(staged, out_path)
+        finally:
+            if os.path.exists(staged):
+                os.unlink(staged)
+    return out_path
