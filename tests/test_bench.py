@@ -1,0 +1,82 @@
+"""`cwtool bench`: batch-1 latency percentiles of ONNX and TFLite artifacts in their own runtimes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toolchain.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def cli_main():
+    from toolchain import cli
+    from toolchain.cli_targets import register
+
+    register(cli.app)
+    return cli.main
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """An untrained digits-cnn as ONNX and fp32 TFLite (fast to convert; latency does not need training)."""
+    import torch
+
+    from toolchain.export.onnx import export_onnx
+    from toolchain.export.tflite import export_tflite
+    from toolchain.models import registry
+
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn").eval()
+    x = torch.randn(2, 1, 8, 8)
+    d = tmp_path_factory.mktemp("bench")
+    return {"onnx": export_onnx(model, x, d / "m.onnx"), "tflite": export_tflite(model, x, d / "m.tflite")}
+
+
+def _check_latency(r):
+    lat = r["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert r["throughput_per_s"] > 0 and r["bytes"] > 0 and r["runtime"]
+
+
+def test_cli_bench_prints_p50_and_writes_json(cli_main, artifacts, capsys, tmp_path):
+    out_json = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", str(artifacts["onnx"]), str(artifacts["tflite"]), "--runs", "30", "--warmup", "5",
+                  "--target", "raspberry-pi-4", "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "p50" in out and "m.onnx" in out and "m.tflite" in out and "ESTIMATED" in out
+    data = json.loads(out_json.read_text())
+    results = {r["format"]: r for r in data["results"]}
+    assert set(results) == {"onnx", "tflite"}
+    assert results["onnx"]["runtime"].startswith("onnxruntime")
+    assert "litert" in results["tflite"]["runtime"] or "tflite" in results["tflite"]["runtime"]
+    for r in results.values():
+        _check_latency(r)
+        assert r["runs"] == 30
+        est = r["estimate"]
+        assert est["is_estimate"] is True and est["latency_ms"] > 0 and est["target"] == "raspberry-pi-4"
+        assert est["macs"] == 1_788_544  # counted from the graph
+
+
+def test_bench_api_threads_and_given_macs(artifacts):
+    from toolchain.bench import bench
+
+    r = bench(artifacts["tflite"], threads=2, runs=20, warmup=2, target="x86-edge", macs=10_000_000)
+    _check_latency(r)
+    assert r["threads"] == 2 and r["estimate"]["macs"] == 10_000_000 and r["estimate"]["macs_source"].startswith("given")
+    assert r["memory"]["peak_rss_bytes"] > 0 and "ru_maxrss" in r["memory"]["method"]
+
+
+def test_bench_bad_input_is_exit_2(cli_main, artifacts, capsys, tmp_path):
+    for args in (["bench", str(tmp_path / "missing.onnx")], ["bench", str(artifacts["onnx"]), "--runs", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            cli_main(args)
+        assert exc.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    from toolchain.bench import bench
+
+    with pytest.raises(UserError):
+        bench(artifacts["onnx"], target="no-such-board")

@@ -1,0 +1,212 @@
+"""Device profiles in targets/: every TOML validates, `cwtool targets`, user TOMLs, bad TOMLs, fit checks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolchain.errors import UserError
+from toolchain.targets import (
+    Target,
+    analyze_artifact,
+    estimate_latency_ms,
+    fit_check,
+    list_targets,
+    load_target,
+    target_export_plan,
+)
+
+TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
+TOMLS = sorted(TARGETS_DIR.glob("*.toml"))
+REQUIRED = ("raspberry-pi-4", "raspberry-pi-5", "raspberry-pi-zero-2w", "android-arm64", "x86-edge")
+
+
+@pytest.fixture(scope="module")
+def cli_main():
+    from toolchain import cli
+    from toolchain.cli_targets import register
+
+    register(cli.app)
+    return cli.main
+
+
+def run_cli(main, args, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """An untrained digits-cnn as fp32 ONNX and full-integer int8 NHWC TFLite (what raspberry-pi-4 asks for)."""
+    import torch
+
+    from toolchain.export.onnx import export_onnx
+    from toolchain.export.tflite import export_tflite
+    from toolchain.models import registry
+
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn").eval()
+    x = torch.randn(4, 1, 8, 8)
+    d = tmp_path_factory.mktemp("targets")
+    calib = np.random.default_rng(0).random((32, 1, 8, 8), dtype=np.float32)
+    return {
+        "onnx": export_onnx(model, x, d / "m.onnx"),
+        "tflite": export_tflite(model, x, d / "m.tflite", precision="int8", layout="NHWC", calibration_x=calib),
+    }
+
+
+def _profile_text(path: Path) -> str:
+    return path.read_text()
+
+
+@pytest.mark.parametrize("path", TOMLS, ids=[p.stem for p in TOMLS])
+def test_every_profile_loads_and_validates(path):
+    t = load_target(path)
+    assert isinstance(t, Target)
+    assert t.name == path.stem, "a profile's name must match its file name"
+    assert t.description and t.threads >= 1 and t.ram_mb > 0 and t.storage_mb > 0 and t.max_model_bytes > 0
+    assert t.fp32_gmacs > 0 and t.int8_gmacs > 0 and t.fp16_gmacs > 0
+    assert t.supported_ops or t.rejected_ops
+    expected_layout = "NHWC" if t.format == "tflite" else "NCHW"
+    assert t.layout == expected_layout
+    text = _profile_text(path)
+    assert re.search(r"^# source: ", text, re.M), "the throughput figure needs a '# source:' comment"
+    assert "estimate" in t.throughput_source.lower()
+    assert load_target(t.name) == t  # by name, the same profile
+    plan = target_export_plan(t)
+    assert plan["formats"] == [t.format] and plan["precision"] == t.precision and plan["threads"] == t.threads
+
+
+def test_at_least_five_profiles_including_the_required_ones():
+    names = [t.name for t in list_targets()]
+    assert len(names) >= 5
+    assert set(REQUIRED) <= set(names)
+
+
+def test_raspberry_pi_4_plan_is_full_integer_int8_nhwc_tflite():
+    plan = target_export_plan("raspberry-pi-4")
+    assert plan == {
+        "target": "raspberry-pi-4", "formats": ["tflite"], "runtime": "litert", "precision": "int8",
+        "int8_scheme": "full-integer", "layout": "NHWC", "threads": 4,
+    }
+    assert target_export_plan("x86-edge")["formats"] == ["onnx"]
+
+
+def test_cli_lists_targets(cli_main, capsys):
+    code, out, _ = run_cli(cli_main, ["targets"], capsys)
+    assert code == 0
+    for name in REQUIRED:
+        assert name in out
+
+
+def test_cli_shows_one_target_and_writes_json(cli_main, capsys, tmp_path):
+    code, out, _ = run_cli(cli_main, ["targets", "raspberry-pi-zero-2w", "--json", tmp_path / "t.json"], capsys)
+    assert code == 0
+    assert "raspberry-pi-zero-2w" in out and "Cortex-A53" in out and "estimate" in out
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["ram_mb"] == 128 and data["export_plan"]["layout"] == "NHWC"
+
+
+def _user_toml(tmp_path: Path, **override) -> Path:
+    text = (TARGETS_DIR / "raspberry-pi-4.toml").read_text()
+    text = text.replace('name = "raspberry-pi-4"', 'name = "my-board"')
+    for key, value in override.items():
+        text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+    path = tmp_path / "my-board.toml"
+    path.write_text(text)
+    return path
+
+
+def test_user_toml_path_works(cli_main, capsys, tmp_path):
+    path = _user_toml(tmp_path, threads="2")
+    t = load_target(path)
+    assert t.name == "my-board" and t.threads == 2
+    code, out, _ = run_cli(cli_main, ["targets", path], capsys)
+    assert code == 0 and "my-board" in out
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda s: re.sub(r"^threads = .*\n", "", s, flags=re.M), "threads"),
+        (lambda s: re.sub(r"^threads = .*$", 'threads = "four"', s, flags=re.M), "threads"),
+        (lambda s: re.sub(r"^ram_mb = .*$", "ram_mb = -5", s, flags=re.M), "ram_mb"),
+        (lambda s: re.sub(r"^precision = .*$", 'precision = "int4"', s, flags=re.M), "precision"),
+        (lambda s: re.sub(r"^format = .*$", 'format = "onnx"', s, flags=re.M), "format"),
+        (lambda s: re.sub(r"^int8_gmacs = .*\n", "", s, flags=re.M), "throughput.int8_gmacs"),
+        (lambda s: s.replace('"CONV_2D",', "3,"), "operators.supported"),
+        (lambda s: s + "\nthis is = not [toml\n", "TOML"),
+    ],
+    ids=["missing", "wrong-type", "negative", "bad-choice", "format-vs-runtime", "missing-nested", "ops-type", "syntax"],
+)
+def test_bad_toml_is_a_one_line_user_error(cli_main, capsys, tmp_path, edit, field):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit((TARGETS_DIR / "raspberry-pi-4.toml").read_text()))
+    with pytest.raises(UserError) as exc:
+        load_target(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and field in msg and "bad.toml" in msg
+    code, _, err = run_cli(cli_main, ["targets", path], capsys)
+    assert code == 2 and err.count("\n") == 1 and field in err
+
+
+def test_unknown_target_name_lists_the_known_ones(cli_main, capsys):
+    code, _, err = run_cli(cli_main, ["targets", "no-such-board"], capsys)
+    assert code == 2 and "raspberry-pi-4" in err
+
+
+def test_analyze_counts_macs_and_operators(artifacts):
+    # digits-cnn: conv 1->32 (8x8), conv 32->64 (8x8), maxpool, conv 64->64 (4x4), GAP, fc 64->10
+    macs = 64 * 32 * 9 + 64 * 64 * 32 * 9 + 16 * 64 * 64 * 9 + 64 * 10
+    for kind in ("onnx", "tflite"):
+        info = analyze_artifact(artifacts[kind])
+        assert info["macs"] == macs, kind
+        assert info["weight_bytes"] > 0 and info["activation_peak_bytes"] > 0
+    assert "Conv" in analyze_artifact(artifacts["onnx"])["ops"]
+    assert "CONV_2D" in analyze_artifact(artifacts["tflite"])["ops"]
+
+
+def test_fit_check_passes_on_a_roomy_target(artifacts):
+    result = fit_check("raspberry-pi-4", artifacts["tflite"])
+    assert result["fits"] is True and result["verdict"] == "fits" and result["warnings"] == []
+    mem = result["checks"]["memory"]
+    assert 0 < mem["estimate_bytes"] < mem["limit"] and "estimate" in mem["method"]
+    lat = result["estimated_latency"]
+    assert lat["estimate_ms"] > 0 and "estimate" in lat["note"] and lat["precision"] == "int8"
+    assert fit_check("x86-edge", artifacts["onnx"])["fits"] is True
+
+
+def test_fit_check_fails_on_tiny_max_model_bytes(artifacts, tmp_path):
+    tiny = load_target(_user_toml(tmp_path, max_model_bytes="1000"))
+    result = fit_check(tiny, artifacts["tflite"])
+    assert result["fits"] is False and result["checks"]["bytes"]["ok"] is False
+    assert "max_model_bytes" in result["verdict"]
+
+
+def test_fit_check_names_an_unsupported_operator(artifacts, tmp_path):
+    path = _user_toml(tmp_path)
+    path.write_text(path.read_text().replace('"MAX_POOL_2D", ', ""))
+    result = fit_check(load_target(path), artifacts["tflite"])
+    assert result["fits"] is False
+    assert result["checks"]["operators"]["unsupported"] == ["MAX_POOL_2D"]
+    assert "MAX_POOL_2D" in result["verdict"]
+
+
+def test_fit_check_rejects_a_wrong_format_and_too_little_ram(artifacts, tmp_path):
+    assert "runs onnx" in fit_check("x86-edge", artifacts["tflite"])["verdict"]
+    small = load_target(_user_toml(tmp_path, ram_mb="1"))  # 1 MiB < the runtime's own 20 MiB
+    result = fit_check(small, artifacts["tflite"])
+    assert result["fits"] is False and "ram_mb" in result["verdict"]
+
+
+def test_latency_estimate_scales_with_macs_and_precision():
+    t = load_target("raspberry-pi-4")
+    a = estimate_latency_ms(t, 10_000_000, "fp32")
+    assert a == pytest.approx(10_000_000 / (t.fp32_gmacs * 1e9) * 1e3 + t.overhead_ms)
+    assert estimate_latency_ms(t, 10_000_000, "int8") < a < estimate_latency_ms(t, 20_000_000, "fp32")

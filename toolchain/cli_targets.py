@@ -1,0 +1,141 @@
+"""`cwtool targets [NAME]` and `cwtool bench ARTIFACT...`; the lead's cli.py calls ``register(app)``.
+
+Heavy imports stay inside the commands (numpy, runtimes); no torch anywhere here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from toolchain.errors import UserError
+
+MIB = 1024 * 1024
+
+
+def _console():
+    """A rich console; when output is piped (no terminal, no COLUMNS) tables get 120 columns, not 80."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=120)
+    return console
+
+
+def _mb(n) -> str:
+    return "-" if n is None else f"{n / MIB:.2f}"
+
+
+def targets(
+    name: Optional[str] = typer.Argument(None, help="A profile name from targets/ or a path to your own .toml; omit to list all."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the profile(s) as JSON here."),
+):
+    """List the device profiles, or show one (a name or a path to your own TOML)."""
+    from rich.table import Table
+
+    from toolchain.io import atomic_write_json
+    from toolchain.targets import list_targets, load_target, target_export_plan
+
+    console = _console()
+    if name is None:
+        profiles = list_targets()
+        if not profiles:
+            raise UserError("no target profiles found: the targets/ folder is missing from this install")
+        table = Table(title="cwtool targets (throughput figures are estimates; see each file's source)")
+        table.add_column("name", no_wrap=True)
+        for col in ("runtime", "format", "precision", "layout", "threads", "RAM MiB", "max model"):
+            table.add_column(col, overflow="fold")
+        for t in profiles:
+            table.add_row(
+                t.name, t.runtime, t.format, f"{t.precision} {t.int8_scheme}" if t.precision == "int8" else t.precision,
+                t.layout, str(t.threads), f"{t.ram_mb:g}", f"{t.max_model_bytes / 1e6:g} MB",
+            )
+        console.print(table)
+        if json_out is not None:
+            atomic_write_json(json_out, [t.to_dict() for t in profiles])
+        return
+    t = load_target(name)
+    table = Table(title=f"target {t.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    ops = "any not rejected" if t.supported_ops is None else f"{len(t.supported_ops)}: " + ", ".join(t.supported_ops)
+    rows = [
+        ("description", t.description),
+        ("file", t.path),
+        ("runtime / format", f"{t.runtime} / {t.format}"),
+        ("precision", t.precision),
+        ("int8 scheme", t.int8_scheme),
+        ("input layout", t.layout),
+        ("threads", str(t.threads)),
+        ("RAM budget", f"{t.ram_mb:g} MiB"),
+        ("storage budget", f"{t.storage_mb:g} MiB"),
+        ("max model bytes", f"{t.max_model_bytes:,}"),
+        ("runtime overhead", f"{t.runtime_overhead_mb:g} MiB"),
+        ("GMAC/s fp32 / fp16 / int8", f"{t.fp32_gmacs:g} / {t.fp16_gmacs:g} / {t.int8_gmacs:g} (estimate)"),
+        ("per-inference overhead", f"{t.overhead_ms:g} ms"),
+        ("throughput source", t.throughput_source),
+        ("supported operators", ops),
+        ("rejected operators", ", ".join(t.rejected_ops) or "-"),
+        *((f"device {k}", str(v)) for k, v in t.device.items()),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    if json_out is not None:
+        atomic_write_json(json_out, {**t.to_dict(), "export_plan": target_export_plan(t)})
+
+
+def bench(
+    artifacts: List[Path] = typer.Argument(..., help="One or more .onnx / .tflite files."),
+    threads: int = typer.Option(1, "--threads", "-t", help="Runtime threads."),
+    runs: int = typer.Option(200, "--runs", "-n", help="Timed batch-1 runs per artifact."),
+    warmup: int = typer.Option(20, "--warmup", help="Untimed runs first."),
+    target: Optional[str] = typer.Option(None, "--target", help="Also ESTIMATE latency on this device profile (name or .toml)."),
+    macs: Optional[int] = typer.Option(None, "--macs", help="MACs per sample for the estimate (default: counted from the graph)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+):
+    """Batch-1 latency p50/p90/p99, throughput and memory of artifacts in their own runtime on this machine."""
+    from rich.table import Table
+
+    from toolchain.bench import bench as run_bench
+    from toolchain.io import atomic_write_json
+    from toolchain.targets import load_target
+
+    tgt = load_target(target) if target else None
+    results = [run_bench(a, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs) for a in artifacts]
+    table = Table(title=f"cwtool bench: batch 1, {threads} thread(s), {runs} runs after {warmup} warm-up, this machine")
+    table.add_column("artifact", overflow="fold", min_width=12)
+    for c in ("runtime", "prec.", "p50 ms", "p90 ms", "p99 ms", "inf/s", "RSS +MiB"):
+        table.add_column(c, no_wrap=True)
+    if tgt is not None:
+        table.add_column("est. ms", no_wrap=True)
+    for r in results:
+        lat = r["latency_ms"]
+        row = [
+            Path(r["artifact"]).name, r["runtime"].split()[0], str(r["precision"]),
+            f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:,.0f}",
+            _mb(r["memory"]["rss_delta_bytes"]),
+        ]
+        if tgt is not None:
+            row.append(f"~{r['estimate']['latency_ms']:.3f}")
+        table.add_row(*row)
+    console = _console()
+    console.print(table)
+    if tgt is not None:
+        console.print(f"est. ms: ESTIMATED latency on {tgt.name} ({tgt.threads} threads) = MACs / {tgt.name}'s effective GMAC/s, not a measurement; source: {tgt.throughput_source}")
+    if json_out is not None:
+        atomic_write_json(json_out, {"schema_version": 1, "results": results})
+
+
+def register(app: typer.Typer) -> None:
+    """Add `targets` and `bench` to the cwtool app (once)."""
+    have = {c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands}
+    if "targets" not in have:
+        app.command(name="targets")(targets)
+    if "bench" not in have:
+        app.command(name="bench")(bench)
