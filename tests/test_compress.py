@@ -132,3 +132,67 @@ def test_torchscript_cannot_be_compressed(trained_digits, capsys, tmp_path):
     torch.jit.save(torch.jit.trace(trained_digits[1], torch.zeros(1, 1, 8, 8)), ts)
     code, _, err = run_cli(["compress", ts, "--data", "digits", "-p", "3", "--out", tmp_path / "r"], capsys)
     assert code == 2 and "rebuild" in err
+
+
+# --- export stage (issue 4) --------------------------------------------------------------------
+
+def test_every_artifact_is_rechecked_in_its_runtime(compress_run, digits_dataset):
+    from toolchain.runtimes import artifact_info, load_runner
+
+    _, out, _ = compress_run
+    report = json.loads((out / "report.json").read_text())
+    kinds = {(a["format"], a["precision"]) for a in report["artifacts"]}
+    assert kinds == {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")}
+    x, y = digits_dataset.split("test")
+    for art in report["artifacts"]:
+        path = out / art["path"]
+        assert path.is_file() and art["bytes"] == path.stat().st_size
+        assert art["runtime"].startswith("onnxruntime" if art["format"] == "onnx" else ("ai-edge-litert", "tflite"))
+        assert art["agreement"] == 1.0 if art["precision"] == "fp32" else art["agreement"] >= 0.98
+        logits = load_runner(path).predict(x)  # the reported FN is what the runtime gives now
+        prot = art["evaluation"]["protected"][0]
+        assert prot["class"] == 3 and prot["fn"] == int(((y == 3) & (logits.argmax(1) != 3)).sum())
+        if art["precision"] == "int8":
+            assert artifact_info(path)["precision"] == "int8"
+    fp32 = {a["format"]: a["bytes"] for a in report["artifacts"] if a["precision"] == "fp32"}
+    int8 = {a["format"]: a["bytes"] for a in report["artifacts"] if a["precision"] == "int8"}
+    assert all(int8[f] < fp32[f] for f in fp32)
+    assert (out / "calibration.npz").is_file() and report["calibration"]["split"] == "train"
+
+
+def _quantized_weight_layers(path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    dq_out = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return [n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in dq_out]
+
+
+def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset, tmp_path):
+    """A score that calls every int8 layer one protected FN forces a breach: the fallback must keep
+    layers in float (onnxruntime's nodes_to_exclude) until at most one is quantized."""
+    from toolchain.quantize.fallback import fn_aware_quantize
+    from toolchain.quantize.onnx_int8 import quantizable_nodes, quantize_onnx
+
+    _, out, _ = compress_run
+    fp32 = out / "artifacts" / "model_fp32.onnx"
+    calib = digits_dataset.x_train[:64]
+    build = lambda excluded, dest: quantize_onnx(fp32, dest, calib, nodes_to_exclude=excluded)
+    score = lambda p: ({3: len(_quantized_weight_layers(p))}, 0.0)
+    layers = quantizable_nodes(fp32)
+    assert len(layers) >= 3
+    result = fn_aware_quantize(build, score, layers, {3: 1}, tmp_path / "w", tmp_path / "q.onnx")
+    assert result.within_budget and len(result.float_layers) == len(layers) - 1
+    still_int8 = _quantized_weight_layers(result.path)
+    assert len(still_int8) == 1 and still_int8[0] not in result.float_layers
+
+
+def test_compress_for_raspberry_pi_4_writes_int8_nhwc_tflite_with_fit_verdict(trained_digits, tmp_path, capsys):
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "2",
+                            "--target", "raspberry-pi-4", "--out", tmp_path / "pi4"], capsys)
+    report = json.loads((tmp_path / "pi4" / "report.json").read_text())
+    int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")
+    assert int8["format"] == "tflite" and int8["layout"] == "NHWC" and int8["input_dtype"] == "int8"
+    assert "fits" in int8["fit"] and int8["fit"]["verdict"]
+    assert report["target"]["name"] == "raspberry-pi-4"
+    assert code in (0, 1), err

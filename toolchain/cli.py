@@ -95,29 +95,72 @@ def compress(
     gamma: float = typer.Option(5.0, help="CE weight of the protected classes from round 2 on."),
     rank_weight: float = typer.Option(1.0, help="Weight of the squared-hinge rank (AUC) loss."),
     distill_weight: float = typer.Option(1.0, help="Weight of distillation from the dense model."),
+    taylor_weight: float = typer.Option(0.0, help="Weight of the protected-class Taylor term in channel importance (0: magnitude only)."),
     max_fn_increase: int = typer.Option(0, help="FN budget per protected class over the dense model's."),
     max_accuracy_drop: float = typer.Option(0.02, help="Accuracy budget (fraction, 0.02 = 2 points)."),
     seed: int = typer.Option(0, help="Seed of training, pruning and the data split."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
+    target: Optional[str] = typer.Option(None, help="Device profile (cwtool targets): sets format, precision and layout, and checks fit."),
+    layout: str = typer.Option("NCHW", help="TFLite input layout, NCHW or NHWC (a --target sets it)."),
+    calibration_size: int = typer.Option(256, help="Calibration rows drawn from the train split (protected classes enriched)."),
+    calibration_method: str = typer.Option("minmax", help="minmax, entropy or percentile (ONNX int8)."),
+    calibration: Optional[Path] = typer.Option(None, help="A saved calibration .npz, for identical re-quantization."),
+    skip_export: bool = typer.Option(False, help="Stop after pruning (no quantization or export)."),
 ):
-    """Prune (class-aware lottery tickets), shrink, and gate the protected classes' false negatives."""
+    """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
     from toolchain.config import PruneConfig
     from toolchain.pipeline import CompressRequest, compress as run_compress, finish
 
     try:
         config = PruneConfig(keep_params=keep_params, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, lr=lr,
                              batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
-                             distill_weight=distill_weight, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
+                             distill_weight=distill_weight, taylor_weight=taylor_weight, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
                              seed=seed, device=device)
     except ValueError as exc:
         raise UserError(f"{exc}") from exc
     request = CompressRequest(str(model), data, list(protect_class), arch, _parse_kwargs(arch_kwargs), trust_model,
                               str(out) if out else None, resume, label_column, seed)
-    report, run_dir = run_compress(request, config)
+    export = _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export)
+    report, run_dir = run_compress(request, config, export=export)
+    if target:
+        _fit(report, run_dir, target)
     finish(report, run_dir)
     _print_summary(report, run_dir)
     return 0 if report["gate"]["passed"] else 1
+
+
+def _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export):
+    from toolchain.export.stage import DEFAULT_ARTIFACTS, ExportSettings
+
+    if layout not in ("NCHW", "NHWC"):
+        raise UserError(f"--layout '{layout}' is not NCHW or NHWC")
+    if calibration_method not in ("minmax", "entropy", "percentile"):
+        raise UserError(f"--calibration-method '{calibration_method}' is not minmax, entropy or percentile")
+    if calibration is not None and not calibration.is_file():
+        raise UserError(f"--calibration file '{calibration}' does not exist")
+    if calibration_size < 1:
+        raise UserError("--calibration-size must be at least 1")
+    artifacts, threads = DEFAULT_ARTIFACTS, 1
+    if target:
+        from toolchain.targets import target_export_plan
+
+        plan = target_export_plan(target)
+        artifacts = tuple((fmt, p) for fmt in plan["formats"] for p in dict.fromkeys(["fp32", plan["precision"]]))
+        layout, threads = plan["layout"], plan["threads"]
+    return ExportSettings(artifacts=() if skip_export else artifacts, layout=layout, calibration_size=calibration_size,
+                          calibration_method=calibration_method, calibration_file=str(calibration) if calibration else None,
+                          threads=1 if not target else threads)
+
+
+def _fit(report: dict, run_dir: Path, target: str) -> None:
+    from toolchain.io import atomic_write_json
+    from toolchain.targets import fit_check
+
+    shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
+    for art in report["artifacts"]:
+        art["fit"] = fit_check(target, run_dir / art["path"], macs=shrunk["macs"])
+    report["target"] = {"name": target, "fits": all(a["fit"]["fits"] for a in report["artifacts"])}
 
 
 def _print_summary(report: dict, run_dir: Path) -> None:
@@ -135,14 +178,31 @@ def demo(
     protect_class: List[str] = typer.Option(["3"], "--protect-class", "-p", help="Protected class of the digits demo."),
     retrain: bool = typer.Option(False, help="Ignore the cached demo model and train it again."),
 ):
-    """Train (or reuse) the demo CNN on the bundled digits data and evaluate it."""
+    """The whole compression on the bundled digits data: train (or reuse) the demo CNN, prune, export, verify."""
     from toolchain.demo import run_demo
 
-    run_demo(protect_class, retrain=retrain)
+    report, run_dir = run_demo(protect_class, retrain=retrain)
+    _print_summary(report, run_dir)
+    return 0 if report["gate"]["passed"] else 1
+
+
+def _register_commands() -> None:
+    from toolchain.cli_targets import register as register_targets
+    from toolchain.cli_verify import register as register_verify
+
+    register_verify(app)
+    register_targets(app)
+
+
+_register_commands()
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    import click
+    try:  # typer >= 0.29 vendors click as typer._click; older typers depend on click itself
+        from typer._click.exceptions import ClickException
+        from typer.exceptions import Abort
+    except ImportError:
+        from click.exceptions import Abort, ClickException
 
     try:
         code = app(args=argv, prog_name="cwtool", standalone_mode=False)
@@ -151,10 +211,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         print(f"cwtool: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except Abort:
         print("cwtool: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         sys.exit(2)
     except Exception as exc:  # a bug, not bad input

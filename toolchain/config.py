@@ -23,11 +23,13 @@ class PruneConfig:
     rank_weight: float = 1.0  # lambda of the squared-hinge rank loss
     distill_weight: float = 1.0  # distillation from the dense model, weighted to the protected classes
     temperature: float = 4.0
-    taylor_weight: float = 1.0  # weight of the protected-class Taylor term in the class-aware importance
+    taylor_weight: float = 0.0  # protected-class Taylor term in the importance (0: magnitude; measured better, see docs/BENCHMARKS.md)
     max_fn_increase: int = 0  # validation FN budget per protected class, over the dense model's
     max_accuracy_drop: float = 0.02  # accuracy budget (fraction) for pruning plus the operating point
     seed: int = 0
     device: str = "auto"
+    schedule: tuple[float, ...] | None = None  # explicit size per round (fractions of dense params); overrides rate
+    stop_outside_budget: bool = True  # benchmarks set False to measure every size level
 
     def __post_init__(self):
         if not 0 < self.keep_params <= 1:

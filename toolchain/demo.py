@@ -50,13 +50,18 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
     return path
 
 
-def run_demo(protect_class, retrain: bool = False) -> None:
-    from toolchain.data import load_data
-    from toolchain.evaluate import evaluate_torch
-    from toolchain.models.loading import load_model
-    from toolchain.report.console import print_evaluation
+def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-demo"):
+    """Compress the demo model on digits into ``out`` (replaced on every run)."""
+    import shutil
+
+    from toolchain.config import PruneConfig
+    from toolchain.pipeline import CompressRequest, compress, finish
 
     path = ensure_demo_model(retrain=retrain)
-    dataset = load_data(DEMO_DATA, seed=0)
-    result = evaluate_torch(load_model(path).module, dataset, protect_class, split="test")
-    print_evaluation(result.metrics, result.class_names, title=f"demo: {DEMO_ARCH} on {DEMO_DATA} [test]")
+    out = Path(out)
+    if out.exists() and (out / "manifest.json").is_file():
+        shutil.rmtree(out)  # only ever a previous demo run: it holds a manifest
+    request = CompressRequest(model=str(path), data=DEMO_DATA, protect=list(protect_class), out=str(out))
+    report, run_dir = compress(request, PruneConfig(keep_params=0.1, epochs=10, lr=3e-3))
+    finish(report, run_dir)
+    return report, run_dir

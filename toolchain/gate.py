@@ -84,6 +84,16 @@ def _paired(baseline: dict, candidate: dict, k: int, labels: np.ndarray | None) 
     return {"b": b, "c": c, "mcnemar_p": p, "fn_change_ci95": [nd * (2 * lo - 1), nd * (2 * hi - 1)]}
 
 
+def _condense(reasons: list[str]) -> list[str]:
+    """One line for many "class c recall fell to ..." reasons (a collapsed model gives one per class)."""
+    fell = [r for r in reasons if "recall fell" in r]
+    if len(fell) <= 2:
+        return reasons
+    classes = [r.split()[1] for r in fell]
+    rest = [r for r in reasons if "recall fell" not in r]
+    return rest + [f"recall fell to about 0 for classes {', '.join(classes)} (the baseline's was not)"]
+
+
 def fn_gate(
     baseline: dict | None,
     candidate: dict,
@@ -200,7 +210,7 @@ def fn_gate(
     collapsed: list[str] = []
     if collapse and candidate.get("confusion") is not None:
         base_cm = baseline.get("confusion") if baseline is not None else None
-        collapsed = [f"collapse: {r}" for r in collapse_check(candidate["confusion"], base_cm)]
+        collapsed = [f"collapse: {r}" for r in _condense(collapse_check(candidate["confusion"], base_cm))]
         reasons.extend(collapsed)
 
     return {

@@ -15,6 +15,7 @@ from rich.console import Console
 from toolchain import __version__
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError
+from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text
 
 REPORT_SCHEMA = 1
@@ -54,7 +55,7 @@ def _versions() -> dict:
     return out
 
 
-def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None) -> dict:
+def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None, export: "ExportSettings | None" = None):
     """Run the compression; returns (report, run directory). ``finish`` writes report.json/.md."""
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -133,6 +134,18 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     pruned_test = evaluate_logits(y_test, pruned_logits, protected, num_outputs)
     pruned_test["predictions"] = pruned_logits.argmax(1).tolist()
     gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop)
+    # --- stages 3-5: calibrate, quantize, export, and re-check every file in its runtime -----------------
+    from toolchain.export.stage import export_all
+
+    settings = export or ExportSettings()
+    gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop)
+    with console.status("exporting and verifying artifacts"):
+        artifacts, calibration = export_all(pruned, dataset, protected, pruner.targets, dense_test, settings, run_dir,
+                                            config.seed, gate_fn, log=console.print) if settings.artifacts else ([], None)
+    for art in artifacts:
+        if not art["gate"]["passed"]:
+            gate["passed"] = False
+            gate["reasons"] += [f"{art['path']}: {r}" for r in art["gate"]["reasons"]]
     params_dense, params_pruned = count_params(dense), count_params(pruned)
     report = {
         "schema_version": REPORT_SCHEMA,
@@ -153,7 +166,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
              "offsets": {str(k): v for k, v in ticket.offsets.items()}, "budget_met_on_val": result.budget_met,
              "seconds": prune_seconds, "test": pruned_test},
         ],
-        "artifacts": [],
+        "calibration": calibration,
+        "artifacts": artifacts,
         "gate": gate,
     }
     return report, run_dir

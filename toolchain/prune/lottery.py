@@ -122,7 +122,14 @@ class LotteryPruner:
 
     # --- the rounds ----------------------------------------------------------------------------------
 
+    def round_target(self, r: int) -> float:
+        if self.config.schedule:
+            return self.config.schedule[r - 1]
+        return max(self.config.keep_params, (1 - self.config.rate) ** r)
+
     def n_rounds(self) -> int:
+        if self.config.schedule:
+            return len(self.config.schedule)
         return max(1, math.ceil(math.log(self.config.keep_params) / math.log(1 - self.config.rate) - 1e-9))
 
     def run(self, resume: bool = False) -> PruneResult:
@@ -149,12 +156,12 @@ class LotteryPruner:
             return self._run_weight(result, teacher)
 
         rounds = self.n_rounds()
-        if result.tickets and not result.tickets[-1].within_budget:
+        if result.tickets and not result.tickets[-1].within_budget and cfg.stop_outside_budget:
             start = rounds + 1  # the interrupted run had already stopped at a ticket outside the budget
         task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
         for r in range(start, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
-            target = max(cfg.keep_params, (1 - cfg.rate) ** r) * self.dense_params
+            target = self.round_target(r) * self.dense_params
             if cfg.class_aware and cfg.taylor_weight:
                 scores = importance.class_aware_scores(current, self.example, self.dataset.x_train, self.dataset.y_train, self.protected, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r)
             else:
@@ -188,7 +195,7 @@ class LotteryPruner:
             self.log(_round_line(ticket, self.dense_params, self.protected))
             if task is not None:
                 self.progress.advance(task)
-            if not ticket.within_budget:
+            if not ticket.within_budget and cfg.stop_outside_budget:
                 self.log(f"round {r}: outside the budget (FN target {self.targets}, accuracy >= {self.dense_eval['accuracy'] - cfg.max_accuracy_drop:.4f}); stopping")
                 break
         if task is not None:
@@ -211,7 +218,7 @@ class LotteryPruner:
         rounds = self.n_rounds()
         for r in range(1, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
-            keep_fraction = max(cfg.keep_params, (1 - cfg.rate) ** r)
+            keep_fraction = self.round_target(r)
             scores = _weight_scores(model, prunable, masks, self.dataset, self.protected, cfg, self.device, seed=cfg.seed + r)
             for name, score in scores.items():  # layer-wise: every layer keeps keep_fraction of its weights
                 keep = max(1, int(round(keep_fraction * score.numel())))

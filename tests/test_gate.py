@@ -1,0 +1,153 @@
+"""toolchain.gate.fn_gate: budgets, exact statistics, significance mode, collapse, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolchain.errors import UserError
+from toolchain.gate import fn_gate, paired_counts
+from toolchain.metrics import clopper_pearson, evaluate_logits, mcnemar_exact
+
+K = 4  # classes
+PROT = 1
+
+
+def _eval(y, pred, protected=PROT):
+    """An evaluation (with per-sample predictions) from labels and predicted classes."""
+    logits = np.full((len(y), K), -5.0)
+    logits[np.arange(len(y)), pred] = 5.0
+    ev = evaluate_logits(y, logits, protected, K)
+    ev["predictions"] = list(map(int, pred))
+    return ev
+
+
+@pytest.fixture()
+def rows():
+    y = np.repeat(np.arange(K), 50)
+    return y, y.copy()
+
+
+def _miss(pred, y, k, idx, to=0):
+    """Make the samples number `idx` of class k predicted as `to`."""
+    pred = pred.copy()
+    where = np.flatnonzero(y == k)[list(idx)]
+    pred[where] = to
+    return pred
+
+
+def test_old_signature_and_keys_still_work(rows):
+    y, pred = rows
+    base = _eval(y, _miss(pred, y, PROT, range(3)))
+    cand = _eval(y, _miss(pred, y, PROT, range(5)))
+    g = fn_gate(base, cand, 2, None)  # positional, as pipeline.py calls it
+    assert set(g) >= {"passed", "checks", "reasons", "budget"}
+    assert g["passed"] and g["checks"][0]["limit"] == 5 and g["budget"]["max_fn_increase"] == 2
+    g = fn_gate(base, cand, 1, None)
+    assert not g["passed"] and g["reasons"] == ["class 1: FN 5 > 4 (baseline 3 + 1)"]
+    assert g["budget"]["max_accuracy_drop"] is None
+
+
+def test_fnr_increase_budget_scales_with_support(rows):
+    y, pred = rows
+    base = _eval(y, pred)
+    cand = _eval(y, _miss(pred, y, PROT, range(5)))  # +5 FN of 50 samples = +0.10
+    assert fn_gate(base, cand, max_fnr_increase=0.10)["passed"]
+    g = fn_gate(base, cand, max_fnr_increase=0.08)
+    assert not g["passed"] and g["checks"][0]["limit"] == 4
+    assert g["budget"]["max_fnr_increase"] == 0.08 and g["budget"]["max_fn_increase"] is None
+
+
+def test_absolute_ceiling_without_baseline(rows):
+    y, pred = rows
+    cand = _eval(y, _miss(pred, y, PROT, range(10)))  # FNR 0.2
+    assert fn_gate(None, cand, max_fnr=0.2)["passed"]
+    g = fn_gate(None, cand, max_fnr=0.19)
+    assert not g["passed"] and "class 1: FNR 0.2000 > ceiling 0.19" in g["reasons"][0]
+    assert fn_gate(None, cand)["passed"]  # no baseline, no ceiling: report only
+    assert g["budget"]["relative"] is False
+
+
+def test_paired_statistics_are_exact(rows):
+    y, pred = rows
+    base = _eval(y, _miss(pred, y, PROT, [0, 1, 2]))        # misses 0, 1, 2
+    cand = _eval(y, _miss(pred, y, PROT, [2, 3, 4, 5, 6, 7]))  # fixes 0, 1; new misses 3..7
+    chk = fn_gate(base, cand, labels=y)["checks"][0]
+    assert (chk["b"], chk["c"], chk["fn_change"]) == (5, 2, 3)
+    assert chk["mcnemar_p"] == pytest.approx(mcnemar_exact(5, 2))
+    lo, hi = clopper_pearson(5, 7)
+    assert chk["fn_change_ci95"] == pytest.approx([7 * (2 * lo - 1), 7 * (2 * hi - 1)])
+    assert chk["fn_change_ci95"][0] < 3 < chk["fn_change_ci95"][1]
+    ci = clopper_pearson(6, 50)
+    assert chk["fnr_ci95"] == pytest.approx(list(ci))
+    assert chk["fnr_change_ci95"] == pytest.approx([ci[0] - 0.06, ci[1] - 0.06])
+    # without labels (compress's call) there is no pairing, but the rest is there
+    chk = fn_gate(base, cand)["checks"][0]
+    assert "mcnemar_p" not in chk and chk["fn_change"] == 3
+
+
+def test_paired_counts():
+    assert paired_counts([1, 1, 0, 0, 1], [0, 1, 1, 0, 0]) == (2, 1)
+
+
+def test_significant_mode_fails_only_significant_increases(rows):
+    y, pred = rows
+    base = _eval(y, pred)
+    plus1 = _eval(y, _miss(pred, y, PROT, [0]))
+    assert not fn_gate(base, plus1, labels=y)["passed"]
+    g = fn_gate(base, plus1, labels=y, mode="significant")
+    assert g["passed"] and g["checks"][0]["mcnemar_p"] == 1.0 and g["checks"][0]["over_budget"]
+    plus8 = _eval(y, _miss(pred, y, PROT, range(8)))  # b=8, c=0: p = 2/256
+    g = fn_gate(base, plus8, labels=y, mode="significant")
+    assert not g["passed"] and g["checks"][0]["significant"] and "McNemar p=0.0078" in g["reasons"][0]
+    # unpaired (no labels): the p-value bound from the counts alone (b >= change, c >= 0)
+    g = fn_gate(base, plus1, mode="significant")
+    assert g["passed"] and g["checks"][0]["mcnemar_p_bound"] == 1.0
+    g = fn_gate(base, plus8, mode="significant")
+    assert not g["passed"] and g["checks"][0]["mcnemar_p_bound"] == pytest.approx(2 / 256)
+    plus5 = _eval(y, _miss(pred, y, PROT, range(5)))  # bound p = 1/16: not significant
+    assert fn_gate(base, plus5, mode="significant")["passed"]
+    # within budget never fails, significant or not
+    assert fn_gate(base, plus8, 8, labels=y, mode="significant")["passed"]
+
+
+def test_accuracy_budget(rows):
+    y, pred = rows
+    base = _eval(y, pred)
+    worse = _eval(y, _miss(pred, y, 2, range(10), to=3))  # accuracy 1.0 -> 0.95, class 1 untouched
+    assert fn_gate(base, worse, 0, 0.05)["passed"]
+    g = fn_gate(base, worse, 0, 0.04)
+    assert not g["passed"] and g["reasons"][0].startswith("accuracy 0.9500 < 0.9600")
+
+
+def test_collapse_is_a_failure_with_its_reason(rows):
+    y, pred = rows
+    base = _eval(y, pred)
+    everything_one = _eval(y, np.full_like(y, PROT))  # protected FN 0: the FN rule alone would pass
+    g = fn_gate(base, everything_one)
+    assert not g["passed"] and g["checks"][0]["passed"]
+    assert any(r.startswith("collapse: class 1 takes 100.0%") for r in g["reasons"])
+    assert g["collapse"][-1] == "collapse: recall fell to about 0 for classes 0, 2, 3 (the baseline's was not)"
+    assert g["collapse"] and fn_gate(base, everything_one, collapse=False)["passed"]
+    # recall of one unprotected class falls to zero
+    dead = _eval(y, _miss(pred, y, 3, range(50), to=2))
+    g = fn_gate(base, dead)
+    assert g["reasons"] == ["collapse: class 3 recall fell to 0.0% (baseline 100.0%)"]
+    assert fn_gate(None, dead)["passed"]  # without a baseline, only the share rule applies
+
+
+def test_bad_input_is_a_user_error(rows):
+    y, pred = rows
+    base = _eval(y, pred)
+    with pytest.raises(UserError, match="no protected class 2"):
+        fn_gate(base, _eval(y, pred, protected=2))
+    with pytest.raises(UserError, match="rows"):
+        fn_gate(base, _eval(y[:100], pred[:100]))
+    with pytest.raises(UserError, match="gate mode"):
+        fn_gate(base, base, mode="loose")
+
+
+def test_class_names_in_reasons(rows):
+    y, pred = rows
+    g = fn_gate(_eval(y, pred), _eval(y, _miss(pred, y, PROT, [0])), class_names=["a", "cat", "c", "d"])
+    assert g["reasons"][0].startswith("class 1 (cat): FN 1 > 0")

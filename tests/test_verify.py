@@ -1,0 +1,392 @@
+"""`cwtool verify`: artifacts in their runtime against a baseline; exit codes, outputs, statistics,
+and the same numbers without torch/tensorflow/sklearn importable."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolchain.cli import app, main
+from toolchain.cli_verify import register
+
+register(app)  # until cli.py registers it itself; register() is idempotent
+
+PROT = 3
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _export(model, x, path: Path) -> Path:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (x[:2],), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def _shifted(model, k: int, delta: float):
+    """A copy whose class-k logit is moved by `delta` (the last layer's bias)."""
+    import torch
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m[-1].bias[k] += delta
+    return m
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    """Tiny digits MLP: good / degraded / one-more-FN / collapsed ONNX files, test rows, baseline report."""
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from toolchain.metrics import evaluate_logits
+
+    d = tmp_path_factory.mktemp("verify")
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = digits.target.astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(xte)).numpy()
+    base = evaluate_logits(yte, logits, [PROT, 8], 10)
+    base["predictions"] = logits.argmax(1).tolist()
+    assert base["accuracy"] > 0.9
+
+    # one more FN of class 3: shift its logit to between the two smallest margins of caught samples
+    caught = (yte == PROT) & (logits.argmax(1) == PROT)
+    others = np.delete(logits, PROT, axis=1).max(1)
+    margins = np.sort((logits[:, PROT] - others)[caught])
+    plus1 = _shifted(model, PROT, -(margins[0] + margins[1]) / 2)
+
+    np.savez(d / "test.npz", x=xte, y=yte)
+    report = {"schema_version": 1, "protected": [PROT, 8], "class_names": [str(i) for i in range(10)],
+              "baseline": {"accuracy": base["accuracy"], "fn_per_class": base["fn_per_class"],
+                           "protected": base["protected"], "test": base},
+              "stages": [], "artifacts": [], "gate": {"passed": True}}
+    (d / "report.json").write_text(json.dumps(report))
+    xs = torch.from_numpy(xte)
+    paths = {
+        "good": _export(model, xs, d / "good.onnx"),
+        "degraded": _export(_shifted(model, PROT, -8.0), xs, d / "degraded.onnx"),
+        "plus1": _export(plus1, xs, d / "plus1.onnx"),
+        "collapsed": _export(_shifted(model, 0, 1000.0), xs, d / "collapsed.onnx"),
+    }
+    return {"dir": d, "data": str(d / "test.npz"), "report": str(d / "report.json"), "base": base, "model": model,
+            "x": xte, "y": yte, **{k: str(v) for k, v in paths.items()}}
+
+
+def cli(argv, capsys):
+    try:
+        main(["verify", *map(str, argv)])
+    except SystemExit as exc:
+        code = exc.code
+    else:  # main always exits
+        code = "no exit"
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def run_json(art, capsys, artifacts, *extra, expect):
+    out = art["dir"] / f"out-{os.getpid()}.json"
+    out.unlink(missing_ok=True)
+    code, stdout, err = cli([*artifacts, "--data", art["data"], "-p", PROT, "--json", out, *extra], capsys)
+    assert code == expect, (code, stdout[-2000:], err)
+    return json.loads(out.read_text())
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_good_artifact_passes_with_the_baselines_numbers(art, capsys):
+    res = run_json(art, capsys, [art["good"]], "--baseline", art["report"], expect=0)
+    a = res["artifacts"][0]
+    assert a["format"] == "onnx" and a["precision"] == "fp32" and a["bytes"] == Path(art["good"]).stat().st_size
+    assert a["runtime"].startswith("onnxruntime")
+    ev, base = a["evaluation"], art["base"]
+    assert ev["n"] == len(art["y"]) and ev["fn_per_class"] == base["fn_per_class"]
+    assert ev["accuracy"] == pytest.approx(base["accuracy"])
+    assert len(ev["predictions"]) == ev["n"] and a["agreement"] > 0.99
+    chk = a["gate"]["checks"][0]
+    assert chk["class"] == PROT and chk["fn_change"] == 0 and chk["mcnemar_p"] == 1.0
+    assert res["gate"] == {**res["gate"], "passed": True, "reasons": [], "failed": []}
+    assert res["baseline"]["from"] == "report.baseline.test" and res["data"]["split"] == "all"
+
+
+def test_degraded_artifact_fails_naming_the_class(art, capsys):
+    res = run_json(art, capsys, [art["good"], art["degraded"]], "--baseline", art["report"], expect=1)
+    good, bad = res["artifacts"]
+    assert good["gate"]["passed"] and not bad["gate"]["passed"]
+    assert res["gate"]["failed"] == [art["degraded"]]
+    reason = res["gate"]["reasons"][0]
+    assert reason.startswith("degraded.onnx: class 3: FN ") and "McNemar p=" in reason
+    chk = bad["gate"]["checks"][0]
+    assert chk["fn_change"] > 10 and chk["mcnemar_p"] < 1e-3 and chk["c"] == 0
+    assert chk["fn_change_ci95"][0] > 0
+
+
+def test_collapsed_artifact_fails_with_a_collapse_reason(art, capsys):
+    res = run_json(art, capsys, [art["collapsed"]], "--baseline", art["report"], expect=1)
+    assert any("collapse: class 0 takes 100.0%" in r for r in res["gate"]["reasons"])
+    # without a baseline collapse still fails, and a good artifact just reports
+    res = run_json(art, capsys, [art["collapsed"]], expect=1)
+    assert [r for r in res["gate"]["reasons"] if "collapse" in r] and res["baseline"] is None
+    res = run_json(art, capsys, [art["good"]], expect=0)
+    assert "baseline_fn" not in res["artifacts"][0]["gate"]["checks"][0]
+
+
+def test_absolute_ceiling_without_baseline(art, capsys):
+    fnr = art["base"]["protected"][0]["fnr"]
+    res = run_json(art, capsys, [art["degraded"]], "--max-fnr", "0.2", expect=1)
+    assert "class 3: FNR" in res["gate"]["reasons"][0] and "ceiling 0.2" in res["gate"]["reasons"][0]
+    run_json(art, capsys, [art["good"]], "--max-fnr", f"{fnr + 0.001}", expect=0)
+
+
+def test_significant_gate_passes_one_more_fn_that_plain_fails(art, capsys):
+    res = run_json(art, capsys, [art["plus1"]], "--baseline", art["report"], expect=1)
+    chk = res["artifacts"][0]["gate"]["checks"][0]
+    assert (chk["fn_change"], chk["b"], chk["c"], chk["mcnemar_p"]) == (1, 1, 0, 1.0)
+    res = run_json(art, capsys, [art["plus1"]], "--baseline", art["report"], "--gate", "significant", expect=0)
+    assert res["gate"]["mode"] == "significant" and res["artifacts"][0]["gate"]["checks"][0]["over_budget"]
+    run_json(art, capsys, [art["degraded"]], "--baseline", art["report"], "--gate", "significant", expect=1)
+
+
+def test_budgets(art, capsys):
+    run_json(art, capsys, [art["plus1"]], "--baseline", art["report"], "--max-fn-increase", "1", expect=0)
+    support = art["base"]["protected"][0]["support"]
+    run_json(art, capsys, [art["plus1"]], "--baseline", art["report"], "--max-fnr-increase", f"{1.0 / support}", expect=0)
+    run_json(art, capsys, [art["plus1"]], "--baseline", art["report"], "--max-fnr-increase", f"{0.9 / support}", expect=1)
+    res = run_json(art, capsys, [art["good"]], "--baseline", art["report"], "--max-accuracy-drop", "0", expect=0)
+    assert res["gate"]["budget"]["max_accuracy_drop"] == 0
+    res = run_json(art, capsys, [art["degraded"]], "--baseline", art["report"], "--max-fn-increase", "99",
+                   "--max-accuracy-drop", "0.01", expect=1)
+    assert [r for r in res["gate"]["reasons"] if r.startswith("degraded.onnx: accuracy")]
+
+
+def test_verify_json_is_a_baseline_too(art, capsys):
+    first = art["dir"] / "first.json"
+    code, _, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--json", first, "-q"], capsys)
+    assert code == 0
+    res = run_json(art, capsys, [art["plus1"]], "--baseline", first, expect=1)
+    assert res["baseline"]["from"] == "verify.baseline"
+    assert res["baseline"]["evaluation"]["fn_per_class"] == art["base"]["fn_per_class"]
+    plain = art["dir"] / "nobase.json"
+    assert cli([art["plus1"], "--data", art["data"], "-p", PROT, "--json", plain, "-q"], capsys)[0] == 0
+    res = run_json(art, capsys, [art["plus1"]], "--baseline", plain, expect=0)  # compared with itself
+    assert res["baseline"]["from"].startswith("verify.artifacts[0]")
+    assert res["artifacts"][0]["gate"]["checks"][0]["mcnemar_p"] == 1.0
+
+
+def test_rows_in_another_order_skip_the_paired_test(art, capsys):
+    perm = np.random.default_rng(0).permutation(len(art["y"]))
+    shuffled = art["dir"] / "shuffled.npz"
+    np.savez(shuffled, x=art["x"][perm], y=art["y"][perm])
+    out = art["dir"] / "shuffled.json"
+    code, _, _ = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q"], capsys)
+    res = json.loads(out.read_text())
+    chk = res["artifacts"][0]["gate"]["checks"][0]
+    assert code == 1 and chk["fn_change"] == 1 and "mcnemar_p" not in chk and chk["mcnemar_p_bound"] == 1.0
+    assert "paired McNemar test skipped" in res["notes"][0]
+
+
+def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, tmp_path):
+    """compress --data pool.npz measures the baseline on the seeded test split; verify finds it by its row count."""
+    import torch
+
+    from toolchain.data import load_data
+    from toolchain.metrics import evaluate_logits
+
+    pool = tmp_path / "pool.npz"
+    np.savez(pool, x=np.concatenate([art["x"]] * 3), y=np.concatenate([art["y"]] * 3))
+    xt, yt = load_data(str(pool), seed=0).split("test")
+    with torch.no_grad():
+        logits = art["model"](torch.from_numpy(xt)).numpy()
+    ev = evaluate_logits(yt, logits, [PROT], 10)
+    ev["predictions"] = logits.argmax(1).tolist()
+    (tmp_path / "r.json").write_text(json.dumps({"protected": [PROT], "baseline": {"test": ev}}))
+    out = tmp_path / "o.json"
+    code, _, err = cli([art["good"], "--data", pool, "-p", PROT, "--baseline", tmp_path / "r.json", "--json", out, "-q"], capsys)
+    res = json.loads(out.read_text())
+    assert code == 0 and res["data"]["split"] == "test" and res["data"]["n"] == len(yt) < 3 * len(art["y"])
+    assert res["artifacts"][0]["gate"]["checks"][0]["mcnemar_p"] == 1.0 and not res["notes"]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_json_markdown_junit_and_table(art, capsys, tmp_path):
+    j, md, xml = tmp_path / "v.json", tmp_path / "sub" / "v.md", tmp_path / "v.xml"
+    code, stdout, _ = cli([art["good"], art["degraded"], "--data", art["data"], "-p", "3", "-p", "8",
+                           "--baseline", art["report"], "--json", j, "--markdown", md, "--junit", xml], capsys)
+    assert code == 1
+    assert "degraded.onnx" in stdout and "FAIL" in stdout and "gate: failed" in stdout
+    res = json.loads(j.read_text())
+    assert set(res) >= {"schema_version", "kind", "protected", "class_names", "data", "baseline", "artifacts", "gate"}
+    assert res["protected"] == [3, 8]
+    for a in res["artifacts"]:
+        assert set(a) >= {"path", "format", "precision", "bytes", "runtime", "evaluation", "agreement", "gate"}
+        assert [c["class"] for c in a["gate"]["checks"]] == [3, 8]
+    assert set(res["gate"]) >= {"passed", "budget", "reasons"} and res["gate"]["passed"] is False
+
+    root = ET.parse(xml).getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == 4 and root.get("tests") == "4"
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert len(failed) == 1 and root.get("failures") == "1"
+    assert failed[0].get("classname") == "cwtool.verify.degraded.onnx" and failed[0].get("name") == "class 3 false negatives"
+    assert "class 3: FN" in failed[0].find("failure").get("message")
+
+    text = md.read_text()
+    assert text.startswith("## \u274c cwtool verify: FAILED")
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 4 and all(line.count("|") == table[0].count("|") for line in table)
+    assert "**FAIL**" in text and "degraded.onnx: class 3: FN" in text
+
+
+def test_collapse_fails_every_junit_case_of_that_artifact(art, capsys, tmp_path):
+    xml = tmp_path / "c.xml"
+    code, _, _ = cli([art["collapsed"], "--data", art["data"], "-p", "8", "--junit", xml, "-q"], capsys)
+    assert code == 1
+    case = ET.parse(xml).getroot().find(".//testcase")
+    assert case.find("failure").get("type") == "ClassCollapse" and "collapse" in case.find("failure").get("message")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _bad_files(art) -> dict:
+    d = art["dir"]
+    (d / "corrupt.onnx").write_bytes(b"this is not a protobuf" * 10)
+    np.savez(d / "wide.npz", x=np.zeros((20, 1, 4, 4), np.float32), y=np.arange(20) % 10)
+    y = art["y"].copy()
+    y[0] = 12
+    np.savez(d / "labels12.npz", x=art["x"], y=y)
+    np.savez(d / "fewer.npz", x=art["x"][:100], y=art["y"][:100])
+    (d / "broken.json").write_text("{not json")
+    return {"corrupt": str(d / "corrupt.onnx"), "wide": str(d / "wide.npz"), "labels12": str(d / "labels12.npz"),
+            "fewer": str(d / "fewer.npz"), "broken": str(d / "broken.json")}
+
+
+BAD = {
+    "missing artifact": (lambda a, b: [a["dir"] / "nope.onnx", "--data", a["data"], "-p", PROT], "does not exist"),
+    "corrupt artifact": (lambda a, b: [b["corrupt"], "--data", a["data"], "-p", PROT], "cannot load ONNX"),
+    "shape mismatch": (lambda a, b: [a["good"], "--data", b["wide"], "-p", PROT], "expects"),
+    "labels outside outputs": (lambda a, b: [a["good"], "--data", b["labels12"], "-p", PROT], "label 12"),
+    "baseline for other classes": (lambda a, b: [a["good"], "--data", a["data"], "-p", 5, "--baseline", a["report"]], "not 5"),
+    "baseline on other rows": (lambda a, b: [a["good"], "--data", b["fewer"], "-p", PROT, "--baseline", a["report"]], "rows"),
+    "both budgets": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--baseline", a["report"],
+                                   "--max-fn-increase", 1, "--max-fnr-increase", 0.1], "not both"),
+    "budget without baseline": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--max-fn-increase", 1], "--baseline"),
+    "corrupt baseline": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--baseline", b["broken"]], "JSON"),
+    "unknown gate": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--gate", "lenient"], "--gate"),
+    "unknown class name": (lambda a, b: [a["good"], "--data", a["data"], "-p", "cat"], "cat"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(art, capsys, tmp_path, case):
+    make, needle = BAD[case]
+    outs = [tmp_path / "o.json", tmp_path / "o.md", tmp_path / "o.xml"]
+    argv = [*make(art, _bad_files(art)), "--json", outs[0], "--markdown", outs[1], "--junit", outs[2]]
+    code, _, err = cli(argv, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cwtool: error: ") and needle in lines[0], err
+    assert not any(p.exists() for p in outs) and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the device: no torch
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+    BLOCKED = ("torch", "tensorflow", "sklearn", "scipy")
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked: not installed on the device")
+            return None
+    sys.meta_path.insert(0, Blocker())
+    from toolchain.cli import app, main
+    from toolchain.cli_verify import register
+    register(app)
+    try:
+        main(sys.argv[1:])
+    finally:
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        if loaded:
+            print("heavy modules imported:", loaded, file=sys.stderr)
+            sys.exit(97)
+    """
+)
+
+
+def _numbers(res: dict) -> list:
+    return [(a["evaluation"]["fn_per_class"], a["evaluation"]["confusion"], a["evaluation"]["predictions"],
+             a["evaluation"]["accuracy"], a["evaluation"]["protected"], a["gate"]["checks"], a["gate"]["passed"])
+            for a in res["artifacts"]]
+
+
+def test_same_numbers_without_torch_tensorflow_sklearn(art, capsys, tmp_path):
+    argv = [art["good"], art["plus1"], "--data", art["data"], "-p", PROT, "-p", 8, "--baseline", art["report"], "-q"]
+    here = tmp_path / "here.json"
+    assert cli([*argv, "--json", here], capsys)[0] == 1
+    there = tmp_path / "there.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, "verify", *map(str, argv), "--json", str(there)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and there.is_file(), proc.stderr[-3000:]
+    assert _numbers(json.loads(there.read_text())) == _numbers(json.loads(here.read_text()))
+
+
+def test_usage_error_exits_2(art, capsys):
+    code, _, err = cli([art["good"], "-p", PROT], capsys)  # --data missing
+    assert code == 2, err
+
+
+@pytest.mark.slow
+def test_light_venv_without_torch(art, tmp_path):
+    """A fresh venv with only numpy, typer, rich and onnxruntime: verify gives the same numbers."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pip = [str(py), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "numpy", "typer", "rich", "onnxruntime"], check=True, timeout=900)
+    subprocess.run([*pip, "--no-deps", "-e", str(REPO)], check=True, timeout=600)
+    probe = subprocess.run([str(py), "-c", "import importlib.util as u; print([m for m in ('torch','tensorflow','sklearn') if u.find_spec(m)])"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "[]"
+    argv = [art["good"], art["plus1"], "--data", art["data"], "-p", str(PROT), "--baseline", art["report"], "-q"]
+    code = ("import sys; from toolchain.cli import app, main; from toolchain.cli_verify import register; "
+            "register(app); main(sys.argv[1:])")
+    there = tmp_path / "there.json"
+    proc = subprocess.run([str(py), "-c", code, "verify", *argv, "--json", str(there)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and there.is_file(), proc.stderr[-3000:]
+    here = tmp_path / "here.json"
+    try:
+        main(["verify", *argv, "--json", str(here)])
+    except SystemExit as exc:
+        assert exc.code == 1
+    assert _numbers(json.loads(there.read_text())) == _numbers(json.loads(here.read_text()))

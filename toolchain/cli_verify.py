@@ -1,0 +1,76 @@
+"""`cwtool verify`: the false-negative gate for CI and for the device. Registered on the main app by
+`toolchain.cli` (``from toolchain.cli_verify import register; register(app)``).
+
+Imports typer at module level only; the library (numpy and one runtime) is imported when it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+__all__ = ["register", "verify"]
+
+
+def verify(
+    artifacts: List[Path] = typer.Argument(..., help="Exported .onnx / .tflite files, each run in its own runtime."),
+    data: str = typer.Option(..., "--data", "-d", help="A .npz (x, y: every row; or given splits: test), digits, a .csv, an idx or ImageFolder folder."),
+    protect_class: List[str] = typer.Option(..., "--protect-class", "-p", help="Class index or name whose false negatives matter (repeatable)."),
+    baseline: Optional[Path] = typer.Option(None, help="cwtool compress report.json (its baseline.test), an earlier verify JSON, or an evaluate JSON."),
+    max_fn_increase: Optional[int] = typer.Option(None, help="FN budget per protected class over the baseline (default 0 with a baseline)."),
+    max_fnr_increase: Optional[float] = typer.Option(None, help="FN budget as a fraction of the class's samples (instead of --max-fn-increase)."),
+    max_fnr: Optional[float] = typer.Option(None, help="Absolute FNR ceiling per protected class (works without a baseline)."),
+    max_accuracy_drop: Optional[float] = typer.Option(None, help="Accuracy budget against the baseline (fraction, 0.02 = 2 points)."),
+    gate: str = typer.Option("plain", help="plain: fail over budget; significant: fail only on a significant increase (exact McNemar p < 0.05)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON (report.json's artifact entries plus the gate)."),
+    markdown: Optional[Path] = typer.Option(None, help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+    junit: Optional[Path] = typer.Option(None, help="Write JUnit XML: one test case per artifact and protected class."),
+    threads: int = typer.Option(1, help="Runtime threads."),
+    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test)."),
+    seed: int = typer.Option(0, help="Seed of the train/val/test split when the data has none (use compress's)."),
+    label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
+) -> int:
+    """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
+    import json
+
+    from toolchain.io import atomic_write_text
+    from toolchain.verify import VerifyRequest, run_verify
+
+    request = VerifyRequest(
+        artifacts=[str(a) for a in artifacts], data=data, protect=list(protect_class),
+        baseline=str(baseline) if baseline is not None else None, max_fn_increase=max_fn_increase,
+        max_fnr_increase=max_fnr_increase, max_fnr=max_fnr, max_accuracy_drop=max_accuracy_drop, gate=gate,
+        threads=threads, split=split, seed=seed, label_column=label_column,
+    )
+    result = run_verify(request)
+    # Render everything first, then write: a rendering error leaves no file behind.
+    outputs = []
+    if json_out is not None:
+        outputs.append((atomic_write_text, json_out, json.dumps(result, indent=2, allow_nan=False) + "\n"))
+    if markdown is not None:
+        from toolchain.report.verify_markdown import render_verify_markdown
+
+        outputs.append((atomic_write_text, markdown, render_verify_markdown(result)))
+    if junit is not None:
+        from toolchain.report.junit import render_junit
+
+        outputs.append((atomic_write_text, junit, render_junit(result)))
+    if not quiet:
+        from toolchain.report.verify_console import print_verify
+
+        print_verify(result)
+    for write, path, payload in outputs:
+        write(path, payload)
+    return 0 if result["gate"]["passed"] else 1
+
+
+def register(app: typer.Typer) -> None:
+    """Add `verify` to `app` (once: a second call is a no-op)."""
+    for info in app.registered_commands:
+        name = info.name or (info.callback.__name__ if info.callback else None)
+        if name == "verify":
+            return
+    app.command("verify")(verify)

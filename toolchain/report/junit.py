@@ -1,0 +1,59 @@
+"""JUnit XML for a verify result: one test case per artifact x protected class. Standard library only.
+
+A test case fails when its class is over budget, or when its artifact fails an artifact-wide rule
+(class collapse, accuracy budget): every failing artifact shows at least one failure in CI.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from toolchain.report.verify_console import artifact_wide_reasons
+
+__all__ = ["render_junit"]
+
+
+def _class_label(k: int, class_names) -> str:
+    if class_names and 0 <= k < len(class_names) and str(class_names[k]) != str(k):
+        return f"class {k} ({class_names[k]})"
+    return f"class {k}"
+
+
+def render_junit(result: dict) -> str:
+    """The JUnit XML document (str) for `toolchain.verify.run_verify`'s result."""
+    names = result.get("class_names")
+    suites = ET.Element("testsuites", name="cwtool verify")
+    total = failures = 0
+    for art in result["artifacts"]:
+        gate = art["gate"]
+        stem = Path(art["path"]).name
+        suite = ET.SubElement(suites, "testsuite", name=f"cwtool verify {stem}")
+        artifact_wide = artifact_wide_reasons(gate)
+        n_fail = 0
+        per_class_time = art.get("seconds", 0.0) / max(1, len(gate["checks"]))
+        for check in gate["checks"]:
+            label = _class_label(check["class"], names)
+            case = ET.SubElement(suite, "testcase", classname=f"cwtool.verify.{stem}",
+                                 name=f"{label} false negatives", time=f"{per_class_time:.3f}")
+            why = list(check["reasons"]) + artifact_wide
+            base = check.get("baseline_fn")
+            summary = f"FN {check['fn']}/{check['support']}" + (f" (baseline {base}, limit {check['limit']})" if base is not None else "")
+            if why:
+                n_fail += 1
+                fail = ET.SubElement(case, "failure", message=why[0],
+                                     type="ClassCollapse" if why[0].startswith("collapse") and not check["reasons"] else "FalseNegativeRegression")
+                fail.text = "\n".join([*why, summary, f"runtime: {art.get('runtime')}"])
+            else:
+                ET.SubElement(case, "system-out").text = summary
+        total += len(gate["checks"])
+        failures += n_fail
+        suite.set("tests", str(len(gate["checks"])))
+        suite.set("failures", str(n_fail))
+        suite.set("errors", "0")
+        suite.set("time", f"{art.get('seconds', 0.0):.3f}")
+    suites.set("tests", str(total))
+    suites.set("failures", str(failures))
+    suites.set("errors", "0")
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

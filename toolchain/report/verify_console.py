@@ -1,0 +1,58 @@
+"""Terminal table of a verify result (rich only, no torch). Fits 80 columns for the usual names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_verify", "artifact_wide_reasons"]
+
+DASH = "\u2013"
+
+
+def artifact_wide_reasons(gate: dict) -> list[str]:
+    """Reasons of an artifact's gate that belong to no class check (collapse, accuracy)."""
+    per_class = {r for c in gate["checks"] for r in c["reasons"]}
+    return [r for r in gate["reasons"] if r not in per_class]
+
+
+def _fnr(chk: dict) -> str:
+    v = chk.get("fnr")
+    return DASH if v is None else f"{100 * v:.1f}%"
+
+
+def print_verify(result: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    names = result.get("class_names") or []
+    gate = result["gate"]
+    data = result["data"]
+    table = Table(title=f"cwtool verify: {data['name']} [{data['split']}, {data['n']} rows]", title_justify="left")
+    table.add_column("artifact", overflow="fold", max_width=24)
+    table.caption = "95% intervals: --json / --markdown"
+    for col in ("class", "FN", "base", "change", "FNR", "McNemar p", "acc"):
+        table.add_column(col, justify="right")
+    table.add_column("verdict")
+    for art in result["artifacts"]:
+        wide = artifact_wide_reasons(art["gate"])
+        for chk in art["gate"]["checks"]:
+            k = chk["class"]
+            label = f"{k} {names[k]}" if k < len(names) and names[k] != str(k) else str(k)
+            change = DASH if chk.get("fn_change") is None else f"{chk['fn_change']:+d}"
+            ok = chk["passed"] and not wide
+            table.add_row(
+                Path(art["path"]).name, label, f"{chk['fn']}/{chk['support']}",
+                DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, _fnr(chk),
+                DASH if chk.get("mcnemar_p") is None else f"{chk['mcnemar_p']:.2g}",
+                f"{100 * art['evaluation']['accuracy']:.1f}%",
+                "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]",
+            )
+    console.print(table)
+    for art in result["artifacts"]:
+        console.print(f"{Path(art['path']).name}: {art.get('runtime')}, {art.get('precision')}, {art.get('bytes')} bytes", markup=False)
+    for note in result.get("notes", []):
+        console.print(f"note: {note}", markup=False)
+    for reason in gate["reasons"]:
+        console.print(f"FAIL {reason}", markup=False, style="red")
+    console.print("gate: " + ("[green]passed[/green]" if gate["passed"] else "[bold red]failed[/bold red]"))

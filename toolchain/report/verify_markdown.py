@@ -1,0 +1,83 @@
+"""Markdown for a verify result, fit for a CI job summary ($GITHUB_STEP_SUMMARY). Standard library only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolchain.report.verify_console import artifact_wide_reasons
+
+__all__ = ["render_verify_markdown"]
+
+DASH = "\u2013"
+
+
+def _esc(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _pct(x) -> str:
+    return DASH if x is None else f"{100.0 * x:.2f}%"
+
+
+def _class_label(k: int, class_names) -> str:
+    if class_names and 0 <= k < len(class_names) and str(class_names[k]) != str(k):
+        return f"{k} ({class_names[k]})"
+    return str(k)
+
+
+def _interval(ci, scale: float = 1.0, fmt: str = "{:+.1f}") -> str:
+    if not ci:
+        return DASH
+    return f"[{fmt.format(ci[0] * scale)}, {fmt.format(ci[1] * scale)}]"
+
+
+def render_verify_markdown(result: dict) -> str:
+    gate = result["gate"]
+    names = result.get("class_names")
+    verdict = "PASSED" if gate["passed"] else "FAILED"
+    icon = "\u2705" if gate["passed"] else "\u274c"
+    data = result["data"]
+    lines = [f"## {icon} cwtool verify: {verdict}", ""]
+    base = result.get("baseline")
+    budget = gate.get("budget", {})
+    lines.append(f"- data: `{_esc(data['spec'])}` ({data['split']}, {data['n']} rows)")
+    lines.append(f"- baseline: `{_esc(base['path'])}` ({base['from']})" if base else "- baseline: none (absolute ceiling and collapse only)")
+    parts = []
+    if budget.get("max_fnr_increase") is not None:
+        parts.append(f"FNR +{budget['max_fnr_increase']:g}")
+    elif base:
+        parts.append(f"FN +{budget.get('max_fn_increase', 0)}")
+    if budget.get("max_fnr") is not None:
+        parts.append(f"FNR <= {budget['max_fnr']:g}")
+    if budget.get("max_accuracy_drop") is not None:
+        parts.append(f"accuracy -{budget['max_accuracy_drop']:g}")
+    parts.append(f"gate {gate.get('mode', 'plain')}")
+    lines.append(f"- budget: {', '.join(parts)}")
+    lines += ["", "| artifact | runtime | precision | class | FN | baseline FN | change (95% CI) | FNR (95% CI) | McNemar p | accuracy | verdict |",
+              "|---|---|---|---|--:|--:|---|---|--:|--:|---|"]
+    for art in result["artifacts"]:
+        ev = art["evaluation"]
+        wide = artifact_wide_reasons(art["gate"])
+        for chk in art["gate"]["checks"]:
+            change = DASH
+            if chk.get("fn_change") is not None:
+                ci = chk.get("fn_change_ci95")
+                change = f"{chk['fn_change']:+d}" + (f" {_interval(ci)}" if ci else "")
+            fnr = f"{_pct(chk.get('fnr'))} [{_pct(chk['fnr_ci95'][0])}, {_pct(chk['fnr_ci95'][1])}]"
+            p = chk.get("mcnemar_p")
+            ok = chk["passed"] and not wide
+            lines.append("| " + " | ".join([
+                f"`{_esc(Path(art['path']).name)}`", _esc(art.get("runtime") or DASH), _esc(art.get("precision") or DASH),
+                _esc(_class_label(chk["class"], names)), f"{chk['fn']}/{chk['support']}",
+                DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, fnr,
+                DASH if p is None else f"{p:.3g}", f"{100 * ev['accuracy']:.2f}%", "pass" if ok else "**FAIL**",
+            ]) + " |")
+    if gate["reasons"]:
+        lines += ["", "### Why it failed", ""]
+        lines += [f"- {_esc(r)}" for r in gate["reasons"]]
+    if result.get("notes"):
+        lines += ["", "### Notes", ""]
+        lines += [f"- {_esc(n)}" for n in result["notes"]]
+    lines += ["", "<sub>FN change: exact conditional interval from the paired discordant counts (McNemar) when both sides have "
+              "per-sample predictions; FNR: Clopper-Pearson 95%.</sub>", ""]
+    return "\n".join(lines)
