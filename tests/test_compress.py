@@ -196,3 +196,17 @@ def test_compress_for_raspberry_pi_4_writes_int8_nhwc_tflite_with_fit_verdict(tr
     assert "fits" in int8["fit"] and int8["fit"]["verdict"]
     assert report["target"]["name"] == "raspberry-pi-4"
     assert code in (0, 1), err
+
+
+def test_verify_passes_on_the_artifacts_of_a_compress_run(compress_run, capsys, tmp_path):
+    _, out, _ = compress_run
+    report = json.loads((out / "report.json").read_text())
+    artifacts = [out / a["path"] for a in report["artifacts"]]
+    code, _, err = run_cli(["verify", *artifacts, "--data", "digits", "-p", "3", "--baseline", out / "report.json",
+                            "--json", tmp_path / "v.json", "--junit", tmp_path / "v.xml"], capsys)
+    assert code == 0, err
+    verified = json.loads((tmp_path / "v.json").read_text())
+    by_path = {a["path"]: a for a in report["artifacts"]}
+    for art in verified["artifacts"]:  # verify re-measures exactly what compress reported
+        rel = str(__import__("pathlib").Path(art["path"]).resolve().relative_to(out.resolve()))
+        assert art["evaluation"]["fn_per_class"] == by_path[rel]["evaluation"]["fn_per_class"]
