@@ -12,9 +12,7 @@ from toolchain.errors import UserError
 @pytest.fixture(scope="module")
 def cli_main():
     from toolchain import cli
-    from toolchain.cli_targets import register
 
-    register(cli.app)
     return cli.main
 
 

@@ -25,7 +25,6 @@ def run_cli(args, capsys):
 def compress_run(trained_digits, tmp_path_factory):
     import contextlib
     import io
-    import sys
 
     path, _ = trained_digits
     out = tmp_path_factory.mktemp("run") / "digits"

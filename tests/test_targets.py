@@ -28,9 +28,7 @@ REQUIRED = ("raspberry-pi-4", "raspberry-pi-5", "raspberry-pi-zero-2w", "android
 @pytest.fixture(scope="module")
 def cli_main():
     from toolchain import cli
-    from toolchain.cli_targets import register
 
-    register(cli.app)
     return cli.main
 
 

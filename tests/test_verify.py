@@ -16,10 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.cli import app, main
-from toolchain.cli_verify import register
-
-register(app)  # until cli.py registers it itself; register() is idempotent
+from toolchain.cli import main
 
 PROT = 3
 REPO = Path(__file__).resolve().parents[1]
@@ -329,9 +326,7 @@ BLOCKER = textwrap.dedent(
                 raise ImportError(f"{name} is blocked: not installed on the device")
             return None
     sys.meta_path.insert(0, Blocker())
-    from toolchain.cli import app, main
-    from toolchain.cli_verify import register
-    register(app)
+    from toolchain.cli import main
     try:
         main(sys.argv[1:])
     finally:
@@ -379,8 +374,7 @@ def test_light_venv_without_torch(art, tmp_path):
                            capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]"
     argv = [art["good"], art["plus1"], "--data", art["data"], "-p", str(PROT), "--baseline", art["report"], "-q"]
-    code = ("import sys; from toolchain.cli import app, main; from toolchain.cli_verify import register; "
-            "register(app); main(sys.argv[1:])")
+    code = "import sys; from toolchain.cli import main; main(sys.argv[1:])"
     there = tmp_path / "there.json"
     proc = subprocess.run([str(py), "-c", code, "verify", *argv, "--json", str(there)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and there.is_file(), proc.stderr[-3000:]

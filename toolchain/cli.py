@@ -75,6 +75,46 @@ def evaluate(
 
 
 @app.command()
+def train(
+    arch: str = typer.Option(..., help="Architecture: a built-in name, module:Class or path/to/file.py:Class."),
+    data: str = DataOpt,
+    out: Path = typer.Option(..., help="Where to write the trained model (a cwtool checkpoint)."),
+    arch_kwargs: Optional[str] = typer.Option(None, help="JSON keyword arguments for --arch."),
+    epochs: int = typer.Option(10),
+    lr: float = typer.Option(1e-3),
+    batch_size: int = typer.Option(128),
+    seed: int = typer.Option(0, help="Seed of training and of the data split."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
+):
+    """Train a dense model (Adam, one-cycle) on the train split: a starting point for compress."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from toolchain.data import load_data
+    from toolchain.evaluate import probe_outputs
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.loading import build_arch, save_checkpoint
+    from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
+
+    kwargs = _parse_kwargs(arch_kwargs)
+    dataset = load_data(data, seed=seed, label_column=label_column)
+    seed_everything(seed)
+    model = build_arch(arch, kwargs)
+    num_outputs = probe_outputs(model, dataset.input_shape)
+    if dataset.num_classes > num_outputs:
+        raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {dataset.num_classes} classes: set num_classes in --arch-kwargs")
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as progress:
+        run_train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
+                  device=pick_device(device), progress=progress, description=f"training {arch}")
+    model = model.cpu().eval()
+    val = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
+    save_checkpoint(out, model, arch, kwargs, dataset.input_shape)
+    console.print(f"{out}: validation accuracy {val['accuracy']:.4f}")
+
+
+@app.command()
 def compress(
     model: Path = typer.Argument(..., help="The trained dense model (state_dict + --arch, pickled module + --arch, or cwtool checkpoint)."),
     data: str = DataOpt,
@@ -154,7 +194,6 @@ def _export_settings(target, layout, calibration_size, calibration_method, calib
 
 
 def _fit(report: dict, run_dir: Path, target: str) -> None:
-    from toolchain.io import atomic_write_json
     from toolchain.targets import fit_check
 
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from toolchain.io import staged_path
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -107,9 +107,7 @@ def export_onnx(
         out = model(x)
     n_classes = int(num_classes or out.shape[-1])
 
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
+    with staged_path(path) as tmp:
         try:
             _export_torchscript(model, x, tmp, opset, static_batch is None)
         except Exception:  # the legacy exporter is deprecated; the dynamo one needs onnxscript
@@ -128,8 +126,4 @@ def export_onnx(
         )
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

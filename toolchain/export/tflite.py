@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.io import publish
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -249,8 +250,8 @@ def export_tflite(
         }
         side_tmp = tmp + ".json"
         Path(side_tmp).write_text(json.dumps(side, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-        os.replace(side_tmp, path.with_name(path.name + ".json"))
+        publish(tmp, path)
+        publish(side_tmp, path.with_name(path.name + ".json"))
     finally:
         for leftover in (tmp, tmp + ".json"):
             if os.path.exists(leftover):

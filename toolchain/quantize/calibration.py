@@ -8,14 +8,13 @@ gives the same rows, so a saved .npz plus its recipe reproduces a quantized arti
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.io import staged_path
 
 CALIBRATION_FORMAT = 1
 
@@ -125,15 +124,8 @@ def save_calibration(path: str | Path, x: np.ndarray, meta: dict[str, Any] | Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": CALIBRATION_FORMAT, **(meta or {})}
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, x=np.asarray(x, dtype=np.float32), meta=np.array(json.dumps(meta, sort_keys=True, default=str)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with staged_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, x=np.asarray(x, dtype=np.float32), meta=np.array(json.dumps(meta, sort_keys=True, default=str)))
     return path
 
 

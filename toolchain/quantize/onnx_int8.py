@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.io import staged_path
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 METHODS = ("minmax", "entropy", "percentile")
@@ -193,12 +193,6 @@ def quantize_onnx(
             quant_seconds=f"{time.perf_counter() - t0:.3f}",
         )
         set_metadata(qmodel, meta)
-        fd, staged = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent, prefix=f".{out_path.stem}.")
-        os.close(fd)
-        try:
+        with staged_path(out_path) as staged:
             onnx.save(qmodel, staged)
-            os.replace(staged, out_path)
-        finally:
-            if os.path.exists(staged):
-                os.unlink(staged)
     return out_path

@@ -1,0 +1,31 @@
+"""Atomic writes: nothing half-written, and files readable by others (not mkstemp's 0600)."""
+
+import os
+import stat
+
+import pytest
+
+from toolchain.io import atomic_write_json, staged_path
+
+
+def test_written_file_has_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_failure_leaves_neither_file_nor_temporary(tmp_path):
+    with pytest.raises(RuntimeError):
+        with staged_path(tmp_path / "model.onnx") as tmp:
+            open(tmp, "wb").write(b"half")
+            raise RuntimeError("converter crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "r.json", {"x": float("nan")})
+    assert list(tmp_path.iterdir()) == []
