@@ -209,3 +209,13 @@ def test_verify_passes_on_the_artifacts_of_a_compress_run(compress_run, capsys, 
     for art in verified["artifacts"]:  # verify re-measures exactly what compress reported
         rel = str(__import__("pathlib").Path(art["path"]).resolve().relative_to(out.resolve()))
         assert art["evaluation"]["fn_per_class"] == by_path[rel]["evaluation"]["fn_per_class"]
+
+
+def test_run_has_plots_and_a_quantized_stage(compress_run):
+    _, out, _ = compress_run
+    report = json.loads((out / "report.json").read_text())
+    assert {"plots/rounds.png", "plots/ledger.png"} <= set(report["plots"])
+    assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in report["plots"])
+    quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
+    assert {s["format"] for s in quantized} == {"onnx", "tflite"}
+    assert all("float_layers" in s and s["calibration_method"] == "minmax" for s in quantized)

@@ -170,11 +170,17 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         "artifacts": artifacts,
         "gate": gate,
     }
+    # The quantized stage, one entry per int8 file: calibration, layers kept in float and why.
+    report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}
+                         for a in artifacts if "quantization" in a]
     return report, run_dir
 
 
 def finish(report: dict, run_dir: Path) -> None:
     from toolchain.report.markdown import render_report
+    from toolchain.report.plots import plot_report
+
+    report["plots"] = [str(p.relative_to(run_dir)) for p in plot_report(report, run_dir / "plots")]
 
     atomic_write_text(run_dir / "report.md", render_report(report))
     atomic_write_json(run_dir / "report.json", report)
