@@ -89,7 +89,7 @@ def _slices(dg, group, names: dict[nn.Module, str]):
             if m.bias is not None:
                 yield prefix + "bias", 0, idxs, roots
         elif any(True for _ in m.parameters(recurse=False)):
-            raise NotImplementedError(f"cannot mask channels of {name} ({type(m).__name__})")
+            raise TypeError(f"cannot mask channels of {name} ({type(m).__name__}): its groups should be fixed")
 
 
 def channel_mask_tensors(model: nn.Module, plan: ChannelPlan, example_input: Any) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ No torch and no tensorflow here: this runs on a device that has numpy and one ru
 
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def dequantize_output(y: np.ndarray, scale: float, zero_point: int) -> np.ndarra
     return ((y.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
-class Runner:
+class Runner(abc.ABC):
     """Runs one exported artifact. Subclasses fill the attributes and implement ``_run``.
 
     Attributes:
@@ -95,8 +96,9 @@ class Runner:
     num_classes: int | None
 
     # ---- what subclasses implement -------------------------------------------------------
+    @abc.abstractmethod
     def _run(self, x: np.ndarray) -> np.ndarray:  # x already in the artifact's layout, float32
-        raise NotImplementedError
+        """Logits for one chunk already in the artifact's layout."""
 
     # ---- shared logic ---------------------------------------------------------------------
     def dataset_sample_shape(self) -> tuple:
