@@ -104,10 +104,11 @@ def _copy(model):
     return copy.deepcopy(model)
 
 
-def test_weight_granularity_reports_sparsity(trained_digits, digits_dataset):
+def test_weight_granularity_reports_sparsity_and_saves_rounds(trained_digits, digits_dataset, tmp_path):
     _, dense = trained_digits
     result = LotteryPruner(_copy(dense), digits_dataset, [3], PruneConfig(keep_params=0.5, epochs=1, granularity="weight", device="cpu"),
-                           log=lambda s: None).run()
+                           run_dir=tmp_path, log=lambda s: None).run()
+    assert (tmp_path / "rounds" / "round_1.pt").is_file() and (tmp_path / "rounds" / "round_1.json").is_file()
     ticket = result.selected
     assert ticket.sparsity == pytest.approx(0.5, abs=0.02)
     x = torch.as_tensor(digits_dataset.x_test[:4])
@@ -118,6 +119,11 @@ def test_weight_granularity_reports_sparsity(trained_digits, digits_dataset):
     (["--keep-params", "0"], "keep_params"),
     (["--rewind", "sometimes"], "rewind"),
     (["-p", "11"], "outside the model's outputs"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--max-fn-increase", "-1"], "max_fn_increase"),
+    (["--device", "tpu"], "device"),
+    (["--rewind", "early", "--epochs", "0"], "rewind early"),
+    (["--layout", "NCWH"], "--layout"),
 ])
 def test_bad_compress_input_exits_2(extra, needle, trained_digits, capsys, tmp_path):
     args = ["compress", trained_digits[0], "--data", "digits", "--out", tmp_path / "r"] + (extra if "-p" in extra else ["-p", "3"] + extra)
@@ -219,3 +225,24 @@ def test_run_has_plots_and_a_quantized_stage(compress_run):
     quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
     assert {s["format"] for s in quantized} == {"onnx", "tflite"}
     assert all("float_layers" in s and s["calibration_method"] == "minmax" for s in quantized)
+
+
+def test_out_must_be_a_run_directory(trained_digits, capsys, tmp_path):
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--out", tmp_path / "file"], capsys)
+    assert code == 2 and "is a file" in err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--out", tmp_path / "other", "--resume"], capsys)
+    assert code == 2 and "not a cwtool run directory" in err
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+
+
+def test_calibration_file_for_other_data_is_refused_before_pruning(trained_digits, capsys, tmp_path):
+    from toolchain.quantize.calibration import save_calibration
+    import numpy as np
+
+    save_calibration(tmp_path / "c.npz", np.zeros((8, 30), np.float32), {})
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--calibration", tmp_path / "c.npz",
+                            "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "calibration" in err and not (tmp_path / "r").exists()

@@ -97,3 +97,27 @@ def test_bake_offsets_moves_exactly_the_protected_logit(arch):
     expected = torch.zeros(10)
     expected[3], expected[7] = 1.25, -0.5
     assert torch.allclose(moved, expected.expand_as(moved), atol=1e-5)
+
+
+def test_a_target_above_the_positives_leaves_the_model_alone_and_negative_targets_are_refused():
+    logits, y = _fn_curve_case()
+    assert choose_offsets(logits, y, {2: int((y == 2).sum())}) == {2: 0.0}
+    with pytest.raises(ValueError):
+        choose_offsets(logits, y, {2: -1})
+
+
+def test_bake_offsets_accepts_a_classifier_followed_by_log_softmax():
+    class LogSoftmaxNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.log_softmax(self.fc(x), dim=1)
+
+    torch.manual_seed(0)
+    model = LogSoftmaxNet()
+    x = torch.randn(6, 4)
+    before = model.fc.bias.detach().clone()
+    bake_offsets(model, {1: 0.75}, x[:1])
+    assert torch.allclose(model.fc.bias.detach() - before, torch.tensor([0.0, 0.75, 0.0]))

@@ -199,7 +199,7 @@ def _fit(report: dict, run_dir: Path, target: str) -> None:
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
     for art in report["artifacts"]:
         art["fit"] = fit_check(target, run_dir / art["path"], macs=shrunk["macs"])
-    report["target"] = {"name": target, "fits": all(a["fit"]["fits"] for a in report["artifacts"])}
+    report["target"] = {"name": target, "fits": bool(report["artifacts"]) and all(a["fit"]["fits"] for a in report["artifacts"])}
 
 
 def _print_summary(report: dict, run_dir: Path) -> None:

@@ -40,6 +40,14 @@ class PruneConfig:
             raise ValueError("granularity must be channel or weight")
         if self.rewind not in ("none", "early", "init"):
             raise ValueError("rewind must be none, early or init")
+        if self.rewind == "early" and self.epochs < self.rewind_epoch:
+            raise ValueError(f"rewind early needs at least {self.rewind_epoch} retraining epoch(s) per round to take its checkpoint")
+        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if self.max_fn_increase < 0 or not 0 <= self.max_accuracy_drop <= 1:
+            raise ValueError("max_fn_increase must be >= 0 and max_accuracy_drop in [0, 1]")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], not {self.device!r}")
 
     def effective(self) -> "PruneConfig":
         """--no-class-aware means plain CE and plain magnitude: switch the class-aware parts off."""

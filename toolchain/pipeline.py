@@ -87,19 +87,33 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     for k in protected:
         if not (dataset.y_val == k).any():
             raise UserError(f"the validation split has no samples of protected class {k}: the FN budget cannot be checked")
+    if loaded.kind == "pickle":  # checkpoints are rebuilt from --arch + --arch-kwargs: they must fit the module
+        from toolchain.models.loading import _load_state, build_arch
+
+        _load_state(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {config.device}: no CUDA device here; use --device auto or cpu")
+    _check_export_inputs(export, dataset)
+    if request.resume and config.granularity == "weight":
+        raise UserError("--resume finishes channel-granularity runs; rerun a --granularity weight run from the start")
 
     model_path = Path(request.model)
     inputs = {"model": {"path": str(model_path), "sha256": _sha256(model_path)}, "data": {"spec": request.data},
-              "arch": arch, "arch_kwargs": loaded.arch_kwargs, "protected": protected, "data_seed": request.data_seed}
+              "arch": arch, "arch_kwargs": loaded.arch_kwargs, "protected": protected, "data_seed": request.data_seed,
+              "label_column": request.label_column}
     if Path(request.data).is_file():
         inputs["data"]["sha256"] = _sha256(Path(request.data))
     run_id = config_hash(inputs, config)
     run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
     manifest_path = run_dir / "manifest.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out '{run_dir}' is a file: give a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not request.resume:
             raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
-        if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("run_id") != run_id:
+        if not manifest_path.is_file():
+            raise UserError(f"'{run_dir}' is not a cwtool run directory (no manifest.json): use another --out")
+        if json.loads(manifest_path.read_text()).get("run_id") != run_id:
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings: use another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": _versions(),
@@ -133,14 +147,14 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     pruned_logits = predict_logits(pruned, x_test)
     pruned_test = evaluate_logits(y_test, pruned_logits, protected, num_outputs)
     pruned_test["predictions"] = pruned_logits.argmax(1).tolist()
-    gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop)
+    gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
     # --- stages 3-5: calibrate, quantize, export, and re-check every file in its runtime -----------------
     from toolchain.export.stage import export_all
 
     settings = export or ExportSettings()
-    gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop)
+    gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
     with console.status("exporting and verifying artifacts"):
-        artifacts, calibration = export_all(pruned, dataset, protected, pruner.targets, dense_test, settings, run_dir,
+        artifacts, calibration = export_all(pruned, dataset, protected, result.targets, dense_test, settings, run_dir,
                                             config.seed, gate_fn, log=console.print) if settings.artifacts else ([], None)
     for art in artifacts:
         if not art["gate"]["passed"]:
@@ -174,6 +188,28 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}
                          for a in artifacts if "quantization" in a]
     return report, run_dir
+
+
+def _check_export_inputs(export: "ExportSettings | None", dataset) -> None:
+    """Export settings that cannot work are bad input: say so before minutes of pruning, not after."""
+    if export is None or not export.artifacts:
+        return
+    if export.layout == "NHWC" and len(dataset.input_shape) != 3:
+        raise UserError(f"NHWC layout needs image data (C, H, W); these samples have shape {dataset.input_shape}: use --layout NCHW")
+    if export.calibration_file:
+        from toolchain.quantize.calibration import load_calibration
+
+        x, _ = load_calibration(export.calibration_file)
+        if tuple(x.shape[1:]) != tuple(dataset.input_shape):
+            raise UserError(f"--calibration rows have shape {tuple(x.shape[1:])}, the data's samples {tuple(dataset.input_shape)}: "
+                            "give a calibration file made for this data")
+    import importlib.util
+
+    needs = {"onnx": ("onnxruntime", "onnxruntime"), "tflite": ("litert_torch", "litert-torch")}
+    for fmt in sorted({fmt for fmt, _ in export.artifacts}):
+        module, package = needs[fmt]
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"exporting {fmt} needs {package}: pip install 'cwtool[compress]' (or --skip-export)")
 
 
 def finish(report: dict, run_dir: Path) -> None:

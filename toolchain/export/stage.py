@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.metrics import evaluate_logits
+from toolchain.prune.operating_point import fn_count
 from toolchain.quantize.fallback import fn_aware_quantize, protected_log_odds
 
 DEFAULT_ARTIFACTS = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
@@ -62,49 +63,51 @@ def export_all(model, dataset, protected, targets_val: dict[int, int], baseline_
 
     def score(path: Path):
         logits = load_runner(path, threads=settings.threads).predict(x_val)
-        return ({k: int(np.sum((y_val == k) & (logits.argmax(1) != k))) for k in protected}, protected_log_odds(logits, y_val, protected))
+        return ({k: fn_count(logits, y_val, k) for k in protected}, protected_log_odds(logits, y_val, protected))
 
     onnx_fp32 = out / "model_fp32.onnx"
     entries = []
-    for fmt, precision in settings.artifacts:
-        t0 = time.perf_counter()
-        fallback = None
-        if fmt == "onnx":
-            if not onnx_fp32.exists():
-                export_onnx(model, example, onnx_fp32, num_classes=num_classes)
-            path = onnx_fp32
-            if precision == "int8":
-                build = lambda excluded, dest: quantize_onnx(onnx_fp32, dest, calib_x, method=settings.calibration_method, nodes_to_exclude=excluded)
-                fallback = fn_aware_quantize(build, score, quantizable_nodes(onnx_fp32), targets_val, work / "onnx", out / "model_int8.onnx")
-                path = fallback.path
-        else:
-            path = out / f"model_{precision}_{settings.layout.lower()}.tflite"
-            if precision == "int8":
-                build = lambda excluded, dest: export_tflite(model, example, dest, "int8", settings.layout, calib_x, float_modules=excluded, num_classes=num_classes)
-                fallback = fn_aware_quantize(build, score, quantizable_modules(model), targets_val, work / "tflite", path)
-                path = fallback.path
+    try:
+        for fmt, precision in settings.artifacts:
+            t0 = time.perf_counter()
+            fallback = None
+            if fmt == "onnx":
+                if not onnx_fp32.exists():
+                    export_onnx(model, example, onnx_fp32, num_classes=num_classes)
+                path = onnx_fp32
+                if precision == "int8":
+                    build = lambda excluded, dest: quantize_onnx(onnx_fp32, dest, calib_x, method=settings.calibration_method, nodes_to_exclude=excluded)
+                    fallback = fn_aware_quantize(build, score, quantizable_nodes(onnx_fp32), targets_val, work / "onnx", out / "model_int8.onnx")
+                    path = fallback.path
             else:
-                export_tflite(model, example, path, precision, settings.layout, num_classes=num_classes)
-        convert_seconds = time.perf_counter() - t0
-        runner = load_runner(path, threads=settings.threads)
-        logits = runner.predict(x_test)
-        evaluation = evaluate_logits(y_test, logits, protected, num_classes)
-        evaluation["predictions"] = logits.argmax(1).tolist()
-        info = artifact_info(path)
-        entry = {
-            "path": str(path.relative_to(run_dir)), "format": fmt, "precision": precision, "bytes": path.stat().st_size,
-            "runtime": runner.runtime, "layout": runner.layout, "input_dtype": info.get("input_dtype"),
-            "weights_precision": info.get("precision"), "convert_seconds": convert_seconds,
-            "agreement": float(np.mean(logits.argmax(1) == torch_test_pred)), "evaluation": evaluation,
-            "gate": gate_fn(baseline_test, evaluation),
-        }
-        if fallback is not None:
-            entry["quantization"] = {"calibration_method": settings.calibration_method, "float_layers": fallback.float_layers,
-                                     "val_protected_fn": {str(k): v for k, v in fallback.fn.items()},
-                                     "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
-                                     "ranking": fallback.ranking}
-        entries.append(entry)
-        prot = ", ".join(f"class {p['class']} FN {p['fn']}" for p in evaluation["protected"])
-        log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, agreement {entry['agreement']:.1%}")
-    shutil.rmtree(work, ignore_errors=True)
+                path = out / f"model_{precision}_{settings.layout.lower()}.tflite"
+                if precision == "int8":
+                    build = lambda excluded, dest: export_tflite(model, example, dest, "int8", settings.layout, calib_x, float_modules=excluded, num_classes=num_classes)
+                    fallback = fn_aware_quantize(build, score, quantizable_modules(model), targets_val, work / "tflite", path)
+                    path = fallback.path
+                else:
+                    export_tflite(model, example, path, precision, settings.layout, num_classes=num_classes)
+            convert_seconds = time.perf_counter() - t0
+            runner = load_runner(path, threads=settings.threads)
+            logits = runner.predict(x_test)
+            evaluation = evaluate_logits(y_test, logits, protected, num_classes)
+            evaluation["predictions"] = logits.argmax(1).tolist()
+            info = artifact_info(path)
+            entry = {
+                "path": str(path.relative_to(run_dir)), "format": fmt, "precision": precision, "bytes": path.stat().st_size,
+                "runtime": runner.runtime, "layout": runner.layout, "input_dtype": info.get("input_dtype"),
+                "weights_precision": info.get("precision"), "convert_seconds": convert_seconds,
+                "agreement": float(np.mean(logits.argmax(1) == torch_test_pred)), "evaluation": evaluation,
+                "gate": gate_fn(baseline_test, evaluation),
+            }
+            if fallback is not None:
+                entry["quantization"] = {"calibration_method": settings.calibration_method, "float_layers": fallback.float_layers,
+                                         "val_protected_fn": {str(k): v for k, v in fallback.fn.items()},
+                                         "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
+                                         "ranking": fallback.ranking}
+            entries.append(entry)
+            prot = ", ".join(f"class {p['class']} FN {p['fn']}" for p in evaluation["protected"])
+            log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, agreement {entry['agreement']:.1%}")
+    finally:  # half-built int8 candidates never outlive the stage
+        shutil.rmtree(work, ignore_errors=True)
     return entries, calib_record

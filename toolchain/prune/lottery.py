@@ -21,6 +21,7 @@ from torch import nn
 
 from toolchain.config import PruneConfig
 from toolchain.data import Dataset
+from toolchain.io import atomic_write_json, staged_path
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
 from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
@@ -147,13 +148,13 @@ class LotteryPruner:
             seed_everything(cfg.seed)
             rewind_model = _reinitialised(self.dense)
             rewind_survivors = {k: list(v) for k, v in survivors.items()}
+        if cfg.granularity == "weight":  # every round is saved, but only channel runs resume
+            return self._run_weight(result, teacher)
         start = 1
         if resume and self.run_dir is not None:
             state = self._load_state()
             if state is not None:
                 start, current, survivors, rewind_model, rewind_survivors, result.tickets = state
-        if cfg.granularity == "weight":
-            return self._run_weight(result, teacher)
 
         rounds = self.n_rounds()
         if result.tickets and not result.tickets[-1].within_budget and cfg.stop_outside_budget:
@@ -200,10 +201,7 @@ class LotteryPruner:
                 break
         if task is not None:
             self.progress.remove_task(task)
-        within = [t for t in result.tickets if t.within_budget]
-        result.budget_met = bool(within)
-        result.selected = min(within, key=lambda t: t.params) if within else max(result.tickets, key=lambda t: t.val["accuracy"])
-        return result
+        return _select(result)
 
     # --- the paper's unstructured tickets: weight masks, then removal of channels left empty ----------
 
@@ -246,12 +244,11 @@ class LotteryPruner:
             ticket = Ticket(r, copy.deepcopy(model), {k: list(range(n)) for k, n in self.dense_sizes.items()}, nonzero + dense_rest,
                             count_macs(model, self.example), at_op, raw, offsets, self._within_budget(at_op), sparsity=1 - nonzero / total)
             result.tickets.append(ticket)
+            self._save_round(ticket, None, None)
             self.log(_round_line(ticket, self.dense_params, self.protected) + f", weight sparsity {ticket.sparsity:.1%}")
-            if not ticket.within_budget:
+            if not ticket.within_budget and cfg.stop_outside_budget:
                 break
-        within = [t for t in result.tickets if t.within_budget]
-        result.budget_met = bool(within)
-        chosen = min(within, key=lambda t: t.params) if within else max(result.tickets, key=lambda t: t.val["accuracy"])
+        chosen = _select(result).selected
         # Physically remove the channels the masks emptied; the rest stays as sparse dense tensors.
         plan = dead_channels(chosen.model, self.example)
         sparse_params = chosen.params
@@ -277,10 +274,11 @@ class LotteryPruner:
         save_checkpoint(folder / f"round_{ticket.round}.pt", ticket.model.cpu(), arch or "?", kwargs, self.dataset.input_shape, plan, extra)
         ticket.model.to(self.device)
         if rewind_model is not None and ticket.round == 1:
-            torch.save({"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors}, folder / "rewind.pt")
+            with staged_path(folder / "rewind.pt") as tmp:
+                torch.save({"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors}, tmp)
         summary = {"round": ticket.round, "params": ticket.params, "macs": ticket.macs, "val": ticket.val, "val_raw": ticket.val_raw,
                    "offsets": {str(k): v for k, v in ticket.offsets.items()}, "within_budget": ticket.within_budget}
-        (folder / f"round_{ticket.round}.json").write_text(json.dumps(summary))
+        atomic_write_json(folder / f"round_{ticket.round}.json", summary)  # written last: it marks the round done
 
     def _load_state(self):
         folder = self.run_dir / "rounds"
@@ -312,6 +310,14 @@ class LotteryPruner:
             rewind_model, rewind_survivors = _reinitialised(self.dense), {k: list(range(n)) for k, n in self.dense_sizes.items()}
         self.log(f"resuming after round {done[-1]}")
         return done[-1] + 1, model, survivors, rewind_model, rewind_survivors, tickets
+
+
+def _select(result: PruneResult) -> PruneResult:
+    """The smallest ticket within the budget; without one, the most accurate (and the gate will say so)."""
+    within = [t for t in result.tickets if t.within_budget]
+    result.budget_met = bool(within)
+    result.selected = min(within, key=lambda t: t.params) if within else max(result.tickets, key=lambda t: t.val["accuracy"])
+    return result
 
 
 def _weight_scores(model, prunable, masks, dataset, protected, cfg, device, seed) -> dict[str, torch.Tensor]:
