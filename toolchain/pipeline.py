@@ -66,7 +66,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import load_model, save_checkpoint
     from toolchain.models.profile import count_macs, count_params
-    from toolchain.models.train import predict_logits
+    from toolchain.models.train import pick_device, predict_logits
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner, removed_plan
 
@@ -91,8 +91,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         from toolchain.models.loading import _load_state, build_arch
 
         _load_state(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {config.device}: no CUDA device here; use --device auto or cpu")
+    pick_device(config.device)  # an unavailable device is bad input, found before anything is written
     _check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs; rerun a --granularity weight run from the start")

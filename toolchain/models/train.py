@@ -25,9 +25,16 @@ class TrainConfig:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    from toolchain.errors import UserError
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {requested}: no CUDA device here; use --device auto or cpu")
+    try:
+        return torch.device(requested)
+    except RuntimeError as exc:
+        raise UserError(f"--device '{requested}' is not a device torch knows: use auto, cpu or cuda[:N]") from exc
 
 
 def seed_everything(seed: int) -> None:
