@@ -67,7 +67,7 @@ def evaluate_torch(model, dataset: Dataset, protect, split: str = "test") -> Eva
     from toolchain.models.train import predict_logits
 
     num_outputs = probe_outputs(model, dataset.input_shape)
-    class_names = _names_for(dataset, num_outputs)
+    class_names = class_names_for(dataset, num_outputs)
     protected = resolve_protected(protect, class_names, num_outputs)
     x, y = dataset.split(split)
     if len(y) == 0:
@@ -77,6 +77,7 @@ def evaluate_torch(model, dataset: Dataset, protect, split: str = "test") -> Eva
     return Evaluation(evaluate_logits(y, logits, protected, num_classes=num_outputs), protected, class_names)
 
 
-def _names_for(dataset: Dataset, num_outputs: int) -> list[str]:
+def class_names_for(dataset: Dataset, num_outputs: int) -> list[str]:
+    """The data's class names, padded with indices for model outputs the data never names."""
     names = list(dataset.class_names)
     return names + [str(i) for i in range(len(names), num_outputs)]

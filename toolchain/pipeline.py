@@ -61,7 +61,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from toolchain.data import load_data
-    from toolchain.evaluate import check_labels, probe_outputs, resolve_protected
+    from toolchain.evaluate import check_labels, class_names_for, probe_outputs, resolve_protected
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import load_model, save_checkpoint
@@ -80,7 +80,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     if loaded.channel_plan:
         raise UserError(f"'{request.model}' is already a pruned cwtool model: compress the dense model it came from")
     num_outputs = probe_outputs(loaded.module, dataset.input_shape)
-    class_names = dataset.class_names + [str(i) for i in range(len(dataset.class_names), num_outputs)]
+    class_names = class_names_for(dataset, num_outputs)
     protected = resolve_protected(request.protect, class_names, num_outputs)
     for split in ("train", "val", "test"):
         check_labels(dataset.split(split)[1], num_outputs, f"the {split} split")

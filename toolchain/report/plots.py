@@ -5,6 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_report(report: dict, folder: Path) -> list[Path]:
     import matplotlib
 
@@ -33,11 +42,7 @@ def plot_report(report: dict, folder: Path) -> list[Path]:
         for ax in (ax_acc, ax_fn):
             ax.invert_xaxis()
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = folder / "rounds.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / "rounds.png"))
     if report.get("artifacts"):
         names = ["dense torch", "pruned torch"] + [f"{a['format']} {a['precision']}" for a in report["artifacts"]]
         shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
@@ -54,9 +59,5 @@ def plot_report(report: dict, folder: Path) -> list[Path]:
         ax.set_xticks([i + width * (len(report["protected"]) - 1) / 2 for i in range(len(names))], names, rotation=20, ha="right")
         ax.set(ylabel="false negatives (test)", title="protected FN of every model and file")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = folder / "ledger.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / "ledger.png"))
     return written
