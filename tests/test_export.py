@@ -153,15 +153,48 @@ def test_quantizable_nodes_and_exclusion_keeps_node_float(digits, onnx_files, tm
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
-    (gemm,) = [n for n in model.graph.node if n.name == names[-1]]
+    (gemm,) = [n for n in model.graph.node if n.op_type == "Gemm"]  # node names are dropped (compact)
     weight = gemm.input[1]
     assert weight in inits and inits[weight].data_type == onnx.TensorProto.FLOAT  # float weight, no DQ
-    conv = [n for n in model.graph.node if n.name == names[0]][0]
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][0]
     assert producers[conv.input[1]].op_type == "DequantizeLinear"  # the others stay int8
     assert {p.key: p.value for p in model.metadata_props}["quant_excluded"] == names[-1]
     assert _agreement(load_runner(path).predict(digits["x_test"]), digits["ref"]) >= 0.98
     with pytest.raises(UserError):
         quantize_onnx(onnx_files["fp32"], tmp_path / "bad.onnx", digits["calib"], nodes_to_exclude=["nope"])
+
+
+def test_int8_file_is_compact_and_computes_the_same(digits, onnx_files, tmp_path):
+    """Short inner names, no node names or value_info; graph I/O names kept; outputs unchanged."""
+    from toolchain.export.onnx import compact
+
+    model = onnx.load(str(onnx_files["int8"]))
+    assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
+    assert not model.graph.value_info and all(not n.name for n in model.graph.node)
+    inner = [t for n in model.graph.node for t in [*n.input, *n.output] if t not in ("input", "logits", "")]
+    assert inner and max(len(t) for t in inner) <= 5
+    verbose = onnx.load(str(onnx_files["fp32"]))  # torch's names, e.g. "/conv1/Conv_output_0"
+    assert max(len(t) for n in verbose.graph.node for t in n.output) > 5
+    before = load_runner(onnx_files["fp32"]).predict(digits["x_test"])
+    compact(verbose)
+    onnx.checker.check_model(verbose)
+    onnx.save(verbose, tmp_path / "compact.onnx")
+    assert (tmp_path / "compact.onnx").stat().st_size < onnx_files["fp32"].stat().st_size
+    np.testing.assert_array_equal(load_runner(tmp_path / "compact.onnx").predict(digits["x_test"]), before)
+
+
+def test_thin_input_conv_is_found_and_kept_float(digits, onnx_files, tmp_path):
+    from toolchain.quantize.onnx_int8 import thin_input_convs
+
+    names = quantizable_nodes(onnx_files["fp32"])
+    assert thin_input_convs(onnx_files["fp32"]) == [names[0]]  # 1 input channel
+    assert thin_input_convs(onnx_files["fp32"], max_channels=0) == []
+    path = quantize_onnx(onnx_files["fp32"], tmp_path / "stem.onnx", digits["calib"], nodes_to_exclude=[names[0]])
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    first = [n for n in model.graph.node if n.op_type == "Conv"][0]
+    assert first.input[0] == "input" and inits[first.input[1]].data_type == onnx.TensorProto.FLOAT
+    assert _agreement(load_runner(path).predict(digits["x_test"]), digits["ref"]) >= 0.98
 
 
 def test_quantize_onnx_rejects_bad_input(digits, onnx_files, tmp_path):

@@ -75,6 +75,36 @@ def set_metadata(model_proto, metadata: dict[str, Any]) -> None:
             entry.key, entry.value = str(key), str(value)
 
 
+def compact(model_proto) -> None:
+    """Shorten the names of a graph's inner tensors and drop node names, doc strings and value_info.
+
+    In a small int8 file the quantizer's names ("/features/features.1/features.1.0/Conv_output_0_
+    QuantizeLinear_Output", ...) and the inferred shapes take about a quarter of the bytes; runtimes
+    need none of them. The graph's input and output names (the runner's contract) are kept."""
+    graph = model_proto.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    renamed: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if name in keep:
+            return name
+        if name not in renamed:
+            renamed[name] = f"t{len(renamed)}"
+        return renamed[name]
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+        init.doc_string = ""
+    for node in graph.node:
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+        node.name = ""
+        node.doc_string = ""
+    del graph.value_info[:]
+    graph.doc_string = ""
+    model_proto.doc_string = ""
+
+
 def export_onnx(
     model,
     example_input,

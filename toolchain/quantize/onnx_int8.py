@@ -88,6 +88,26 @@ def quantizable_nodes(fp32_path: str | Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
 
 
+def thin_input_convs(fp32_path: str | Path, max_channels: int = 4) -> list[str]:
+    """Conv nodes (pre-processed names) that read the graph input and have at most ``max_channels``
+    input channels: an image stem (1-4 channels). onnxruntime's int8 convolution pays its fixed cost
+    per output pixel whatever the channel count, so on a 1-channel 28x28 stem it is slower than the
+    float one (measured: docs/BENCHMARKS.md); the stem holds a few hundred weights, so keeping it in
+    float costs no size to speak of."""
+    from onnx import numpy_helper
+
+    with tempfile.TemporaryDirectory(prefix="cwtool-q-") as tmp:
+        model = _preprocess(Path(fp32_path), Path(tmp) / "pre.onnx")
+    graph_inputs = {v.name for v in model.graph.input}
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    thin = []
+    for node in model.graph.node:
+        w = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if w is not None and node.input[0] in graph_inputs and w.ndim >= 3 and w.shape[1] <= max_channels:
+            thin.append(node.name)
+    return thin
+
+
 class _ArrayReader:
     """CalibrationDataReader over an array, in batches the model's input accepts."""
 
@@ -143,12 +163,13 @@ def quantize_onnx(
     method: "minmax" | "entropy" | "percentile" (onnxruntime CalibrationMethod).
     nodes_to_exclude: names from quantizable_nodes(fp32_path) to keep in float.
     Input and output stay float32 (QDQ). metadata_props of the fp32 file are carried over, with
-    precision=int8, quant_method and quant_excluded added. Written atomically.
+    precision=int8, quant_method and quant_excluded added; inner names are shortened (export.onnx.compact).
+    Written atomically.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from toolchain.export.onnx import set_metadata
+    from toolchain.export.onnx import compact, set_metadata
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     calib_method = _calibration_method(method)
@@ -193,6 +214,7 @@ def quantize_onnx(
             quant_seconds=f"{time.perf_counter() - t0:.3f}",
         )
         set_metadata(qmodel, meta)
+        compact(qmodel)
         with staged_path(out_path) as staged:
             onnx.save(qmodel, staged)
     return out_path

@@ -50,4 +50,13 @@ def render_report(report: dict) -> str:
         for s in rounds:
             offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
             lines.append(f"| {s['round']} | {s['params']:,} | {s['macs']:,} | {_fmt(s['val']['accuracy'])} | {_prot(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
+    quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
+    if quantized:
+        lines += ["", "## int8 files: layers kept in float", ""]
+        for s in quantized:
+            stem = s.get("float_input_layers") or []
+            kept = s.get("float_layers") or []
+            why = [f"input layer {', '.join(stem)} (few input channels: faster in float)"] if stem else []
+            why += [f"{', '.join(kept)} ({s.get('note') or 'protected FN'})"] if kept else []
+            lines.append(f"- {s['path']}: {'; '.join(why) if why else 'none (fully int8)'}")
     return "\n".join(lines) + "\n"
