@@ -200,6 +200,9 @@ def test_compress_for_raspberry_pi_4_writes_int8_nhwc_tflite_with_fit_verdict(tr
     assert int8["format"] == "tflite" and int8["layout"] == "NHWC" and int8["input_dtype"] == "int8"
     assert "fits" in int8["fit"] and int8["fit"]["verdict"]
     assert report["target"]["name"] == "raspberry-pi-4"
+    assert report["config"]["round_to"] == 8  # the profile's channel_multiple reaches the pruning
+    shrunk = load_model(tmp_path / "pi4" / "pruned.pt").module
+    assert all(m.out_channels % 8 == 0 for m in shrunk.modules() if isinstance(m, torch.nn.Conv2d))
     assert code in (0, 1), err
 
 
@@ -225,6 +228,9 @@ def test_run_has_plots_and_a_quantized_stage(compress_run):
     quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
     assert {s["format"] for s in quantized} == {"onnx", "tflite"}
     assert all("float_layers" in s and s["calibration_method"] == "minmax" for s in quantized)
+    onnx_q = next(s for s in quantized if s["format"] == "onnx")
+    assert len(onnx_q["float_input_layers"]) == 1  # digits' 1-channel stem stays float in ONNX int8
+    assert next(s for s in quantized if s["format"] == "tflite")["float_input_layers"] == []
 
 
 def test_out_must_be_a_run_directory(trained_digits, capsys, tmp_path):

@@ -121,3 +121,34 @@ def test_bake_offsets_accepts_a_classifier_followed_by_log_softmax():
     before = model.fc.bias.detach().clone()
     bake_offsets(model, {1: 0.75}, x[:1])
     assert torch.allclose(model.fc.bias.detach() - before, torch.tensor([0.0, 0.75, 0.0]))
+
+
+@pytest.mark.parametrize("size,keep,expected", [(64, 21, 24), (64, 19, 16), (64, 3, 8), (64, 63, 64), (128, 40, 40), (10, 5, 5)])
+def test_rounded_keep_moves_to_the_nearest_multiple(size, keep, expected):
+    from toolchain.prune.graph import rounded_keep
+
+    assert rounded_keep(size, keep, 8) == expected
+    assert rounded_keep(size, keep, 1) == keep
+
+
+def test_plan_for_target_rounds_channels_and_stays_under_the_target():
+    from toolchain.models.profile import count_params
+    from toolchain.prune.graph import channel_groups
+    from toolchain.prune.lottery import _plan_for_target
+    from toolchain.prune.shrink import shrink
+
+    torch.manual_seed(0)
+    model = registry.create("fmnist-cnn").eval()
+    x = torch.zeros(1, 1, 28, 28)
+    groups, scores = channel_groups(model, x), magnitude_scores(model, x)
+    target = int(0.1 * count_params(model))
+    rounded = shrink(model, _plan_for_target(model, x, groups, scores, target, round_to=8), x)
+    widths = [m.out_channels for m in rounded.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths), widths
+    assert count_params(rounded) <= target and rounded(x).shape == (1, 10)
+    plain = shrink(model, _plan_for_target(model, x, groups, scores, target), x)
+    assert any(m.out_channels % 8 for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    # a target below the smallest rounded model: counts are left unrounded rather than missing the target
+    tiny = int(0.01 * count_params(model))
+    small = shrink(model, _plan_for_target(model, x, groups, scores, tiny, round_to=8), x)
+    assert count_params(small) <= tiny

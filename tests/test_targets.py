@@ -91,7 +91,7 @@ def test_raspberry_pi_4_plan_is_full_integer_int8_nhwc_tflite():
     plan = target_export_plan("raspberry-pi-4")
     assert plan == {
         "target": "raspberry-pi-4", "formats": ["tflite"], "runtime": "litert", "precision": "int8",
-        "int8_scheme": "full-integer", "layout": "NHWC", "threads": 4,
+        "int8_scheme": "full-integer", "layout": "NHWC", "threads": 4, "channel_multiple": 8,
     }
     assert target_export_plan("x86-edge")["formats"] == ["onnx"]
 

@@ -136,6 +136,7 @@ def compress(
     rank_weight: float = typer.Option(1.0, help="Weight of the squared-hinge rank (AUC) loss."),
     distill_weight: float = typer.Option(1.0, help="Weight of distillation from the dense model."),
     taylor_weight: float = typer.Option(0.0, help="Weight of the protected-class Taylor term in channel importance (0: magnitude only)."),
+    round_to: Optional[int] = typer.Option(None, help="Round each layer's surviving channels to a multiple of this (CPU kernels work in blocks of 8). Default: the --target's channel_multiple, else 1 (off)."),
     max_fn_increase: int = typer.Option(0, help="FN budget per protected class over the dense model's."),
     max_accuracy_drop: float = typer.Option(0.02, help="Accuracy budget (fraction, 0.02 = 2 points)."),
     seed: int = typer.Option(0, help="Seed of training, pruning and the data split."),
@@ -146,22 +147,27 @@ def compress(
     calibration_size: int = typer.Option(256, help="Calibration rows drawn from the train split (protected classes enriched)."),
     calibration_method: str = typer.Option("minmax", help="minmax, entropy or percentile (ONNX int8)."),
     calibration: Optional[Path] = typer.Option(None, help="A saved calibration .npz, for identical re-quantization."),
+    float_input_conv: bool = typer.Option(True, "--float-input-conv/--int8-input-conv", help="ONNX int8: keep a 1-4 channel input conv in float (onnxruntime runs it faster so)."),
     skip_export: bool = typer.Option(False, help="Stop after pruning (no quantization or export)."),
 ):
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
     from toolchain.config import PruneConfig
     from toolchain.pipeline import CompressRequest, compress as run_compress, finish
 
+    if round_to is None:
+        from toolchain.targets import load_target
+
+        round_to = load_target(target).channel_multiple if target else 1
     try:
         config = PruneConfig(keep_params=keep_params, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, lr=lr,
                              batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
-                             distill_weight=distill_weight, taylor_weight=taylor_weight, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
+                             distill_weight=distill_weight, taylor_weight=taylor_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
                              seed=seed, device=device)
     except ValueError as exc:
         raise UserError(f"{exc}") from exc
     request = CompressRequest(str(model), data, list(protect_class), arch, _parse_kwargs(arch_kwargs), trust_model,
                               str(out) if out else None, resume, label_column, seed)
-    export = _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export)
+    export = _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export, float_input_conv)
     report, run_dir = run_compress(request, config, export=export)
     if target:
         _fit(report, run_dir, target)
@@ -170,7 +176,7 @@ def compress(
     return 0 if report["gate"]["passed"] else 1
 
 
-def _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export):
+def _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export, float_input_conv=True):
     from toolchain.export.stage import DEFAULT_ARTIFACTS, ExportSettings
 
     if layout not in ("NCHW", "NHWC"):
@@ -190,7 +196,7 @@ def _export_settings(target, layout, calibration_size, calibration_method, calib
         layout, threads = plan["layout"], plan["threads"]
     return ExportSettings(artifacts=() if skip_export else artifacts, layout=layout, calibration_size=calibration_size,
                           calibration_method=calibration_method, calibration_file=str(calibration) if calibration else None,
-                          threads=1 if not target else threads)
+                          threads=1 if not target else threads, float_input_conv=float_input_conv)
 
 
 def _fit(report: dict, run_dir: Path, target: str) -> None:

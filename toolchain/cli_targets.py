@@ -110,7 +110,7 @@ def bench(
     results = [run_bench(a, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs) for a in artifacts]
     table = Table(title=f"cwtool bench: batch 1, {threads} thread(s), {runs} runs after {warmup} warm-up, this machine")
     table.add_column("artifact", overflow="fold", min_width=12)
-    for c in ("runtime", "prec.", "p50 ms", "p90 ms", "p99 ms", "inf/s", "RSS +MiB"):
+    for c in ("runtime", "prec.", "p50 ms", "p90 ms", "p99 ms", "inf/s", "call p50 ms", "RSS +MiB"):
         table.add_column(c, no_wrap=True)
     if tgt is not None:
         table.add_column("est. ms", no_wrap=True)
@@ -119,13 +119,14 @@ def bench(
         row = [
             Path(r["artifact"]).name, r["runtime"].split()[0], str(r["precision"]),
             f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:,.0f}",
-            _mb(r["memory"]["rss_delta_bytes"]),
+            f"{r['runtime_latency_ms']['p50']:.3f}", _mb(r["memory"]["rss_delta_bytes"]),
         ]
         if tgt is not None:
             row.append(f"~{r['estimate']['latency_ms']:.3f}")
         table.add_row(*row)
     console = _console()
     console.print(table)
+    console.print("p50/p90/p99: Runner.predict per sample (checks, layout, int8 I/O in numpy); call p50: the runtime's own call on a prepared input")
     if tgt is not None:
         console.print(f"est. ms: ESTIMATED latency on {tgt.name} ({tgt.threads} threads) = MACs / {tgt.name}'s effective GMAC/s, not a measurement; source: {tgt.throughput_source}")
     if json_out is not None:

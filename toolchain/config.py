@@ -23,6 +23,7 @@ class PruneConfig:
     rank_weight: float = 1.0  # lambda of the squared-hinge rank loss
     distill_weight: float = 1.0  # distillation from the dense model, weighted to the protected classes
     temperature: float = 4.0
+    round_to: int = 1  # surviving channels per layer rounded to a multiple of this (kernel block; a --target sets it)
     taylor_weight: float = 0.0  # protected-class Taylor term in the importance (0: magnitude; measured better, see docs/BENCHMARKS.md)
     max_fn_increase: int = 0  # validation FN budget per protected class, over the dense model's
     max_accuracy_drop: float = 0.02  # accuracy budget (fraction) for pruning plus the operating point
@@ -42,6 +43,8 @@ class PruneConfig:
             raise ValueError("rewind must be none, early or init")
         if self.rewind == "early" and self.epochs < self.rewind_epoch:
             raise ValueError(f"rewind early needs at least {self.rewind_epoch} retraining epoch(s) per round to take its checkpoint")
+        if self.round_to < 1:
+            raise ValueError("round_to must be >= 1")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
         if self.max_fn_increase < 0 or not 0 <= self.max_accuracy_drop <= 1:

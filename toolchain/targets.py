@@ -66,6 +66,7 @@ class Target:
     runtime_overhead_mb: float = 0.0  # the runtime's own memory (interpreter, session, arena bookkeeping)
     supported_ops: tuple[str, ...] | None = None  # None: any operator not rejected is accepted
     rejected_ops: tuple[str, ...] = ()
+    channel_multiple: int = 1  # pruning rounds each layer's channels to a multiple of this (the runtime's kernel block)
     device: dict[str, Any] = field(default_factory=dict)  # informational: cpu, cores, clock_ghz, ram_total_mb...
     path: str = ""
 
@@ -205,6 +206,7 @@ def target_from_dict(data: dict, source: str = "<dict>") -> Target:
         runtime_overhead_mb=float(_get(data, "runtime_overhead_mb", num, where, required=False, default=0.0)),
         supported_ops=supported,
         rejected_ops=rejected,
+        channel_multiple=_get(data, "channel_multiple", int, where, required=False, default=1, positive=True),
         device=dict(device),
         path=source,
     )
@@ -224,6 +226,7 @@ def target_export_plan(target: Target | str) -> dict[str, Any]:
         "int8_scheme": t.int8_scheme if t.precision == "int8" else None,
         "layout": t.layout if t.format == "tflite" else "NCHW",
         "threads": t.threads,
+        "channel_multiple": t.channel_multiple,
     }
 
 

@@ -79,13 +79,17 @@ def relative_plan(current: Survivors, target: Survivors) -> dict[str, list[int]]
     return plan
 
 
-def _plan_for_target(model, example, groups, scores, target_params: int) -> dict[str, list[int]]:
-    """The uniform per-group fraction (bisection) whose removal leaves about target_params."""
+def _plan_for_target(model, example, groups, scores, target_params: int, round_to: int = 1) -> dict[str, list[int]]:
+    """The uniform per-group fraction (bisection) whose removal leaves at most about target_params,
+    with channel counts rounded to multiples of ``round_to`` unless even the smallest rounded model
+    is over the target (small nets), in which case counts are not rounded."""
     lo, hi = 0.0, 0.99
-    best = plan_from_scores(groups, scores, hi)
+    best = plan_from_scores(groups, scores, hi, round_to)
+    if round_to > 1 and count_params(shrink(model, best, example)) > target_params:
+        return _plan_for_target(model, example, groups, scores, target_params)
     for _ in range(14):
         mid = (lo + hi) / 2
-        plan = plan_from_scores(groups, scores, mid)
+        plan = plan_from_scores(groups, scores, mid, round_to)
         if count_params(shrink(model, plan, example)) <= target_params:
             best, hi = plan, mid
         else:
@@ -168,7 +172,7 @@ class LotteryPruner:
             else:
                 scores = importance.magnitude_scores(current, self.example)
             groups = channel_groups(current, self.example)
-            local = _plan_for_target(current, self.example, groups, scores, int(target))
+            local = _plan_for_target(current, self.example, groups, scores, int(target), cfg.round_to)
             new_survivors = {k: [orig for pos, orig in enumerate(v) if pos not in set(local.get(k, []))] for k, v in survivors.items()}
             if cfg.rewind == "none" or rewind_model is None:
                 start_model = shrink(current, local, self.example)
