@@ -33,8 +33,9 @@ def artifacts(tmp_path_factory):
 
 
 def _check_latency(r):
-    lat = r["latency_ms"]
-    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    for lat in (r["latency_ms"], r["runtime_latency_ms"]):
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert "run_with_iobinding" in r["runtime_timing"]
     assert r["throughput_per_s"] > 0 and r["bytes"] > 0 and r["runtime"]
 
 
@@ -45,7 +46,7 @@ def test_cli_bench_prints_p50_and_writes_json(cli_main, artifacts, capsys, tmp_p
                   "--target", "raspberry-pi-4", "--json", str(out_json)])
     out = capsys.readouterr().out
     assert exc.value.code == 0
-    assert "p50" in out and "m.onnx" in out and "m.tflite" in out and "ESTIMATED" in out
+    assert "p50" in out and "call p50" in out and "m.onnx" in out and "m.tflite" in out and "ESTIMATED" in out
     data = json.loads(out_json.read_text())
     results = {r["format"]: r for r in data["results"]}
     assert set(results) == {"onnx", "tflite"}

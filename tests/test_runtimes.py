@@ -84,6 +84,18 @@ def test_batching_gives_the_same_logits(artifacts, name):
     assert runner.predict(x[:0]).shape == (0, 10)
 
 
+@pytest.mark.parametrize("name", ["onnx", "onnx_static", "tflite", "tflite_int8_nhwc"])
+def test_bound_call_gives_the_runtimes_raw_output_for_the_sample(artifacts, name):
+    runner = load_runner(artifacts[name])
+    x = artifacts["x"][3:4]
+    call = runner.bound_call(x)
+    raw = np.asarray(call()).reshape(1, -1)
+    if runner.output_dtype.kind in "iu":  # int8 output: what the runtime returns, before dequantization
+        raw = dequantize_output(raw, runner.output_quant[0], int(runner.output_quant[1]))
+    np.testing.assert_allclose(raw, runner.predict(x), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(call()).reshape(1, -1).astype(np.float32), np.asarray(call()).reshape(1, -1).astype(np.float32))
+
+
 def test_runner_attributes(artifacts):
     r = load_runner(artifacts["tflite_int8_nhwc"], threads=2)
     assert r.runtime.startswith("ai-edge-litert ")

@@ -91,6 +91,22 @@ class OnnxRunner(Runner):
         return np.concatenate(outs, axis=0)
 
 
+    def bound_call(self, x: np.ndarray):
+        """io_binding: the input is an OrtValue made once, the output is bound by name."""
+        ort = _ort()
+        prepared = np.ascontiguousarray(self._to_artifact_layout(self._check(x)), dtype=self.input_dtype)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self._in.name, ort.OrtValue.ortvalue_from_numpy(prepared))
+        binding.bind_output(self._out.name)
+        session = self.session
+
+        def call():
+            session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0]
+
+        return call
+
+
 def onnx_artifact_info(path: str | Path) -> dict[str, Any]:
     runner = OnnxRunner(path)
     info: dict[str, Any] = {
