@@ -22,8 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from toolchain.config import PruneConfig  # noqa: E402
 from toolchain.data import load_data  # noqa: E402
@@ -31,7 +29,8 @@ from toolchain.metrics import evaluate_logits  # noqa: E402
 from toolchain.models import registry  # noqa: E402
 from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train  # noqa: E402
 from toolchain.prune.lottery import LotteryPruner  # noqa: E402
-from toolchain.prune.operating_point import apply_offsets  # noqa: E402
+from toolchain.models.loading import load_model  # noqa: E402
+from toolchain.prune.operating_point import apply_offsets, choose_offsets  # noqa: E402
 
 VARIANTS = {
     "class-aware": {},
@@ -40,6 +39,10 @@ VARIANTS = {
     "class-aware, magnitude importance": {"taylor_weight": 0.0},
     "plain + distillation": {"gamma": 1.0, "rank_weight": 0.0, "taylor_weight": 0.0},
     "class-aware, rewind early": {"rewind": "early"},
+    "class-aware, rank weight 5": {"rank_weight": 5.0},
+    "class-aware, rank weight 5, distill 3": {"rank_weight": 5.0, "distill_weight": 3.0},
+    "class-aware, unrounded channels": {"round_to": 1},
+    "plain, unrounded channels": {"class_aware": False, "round_to": 1},
 }
 
 
@@ -61,6 +64,8 @@ def main() -> None:
     ap.add_argument("--schedule", type=float, nargs="+", default=[0.5, 0.25, 0.1, 0.05])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--ablation-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--round-to", type=int, default=8, help="channel rounding to multiples (the targets' channel_multiple is 8; 1 = off)")
+    ap.add_argument("--dense", help="a trained dense checkpoint to start from instead of training one (one seed only)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -70,9 +75,12 @@ def main() -> None:
     for seed in args.seeds:
         dataset = load_data(args.data, seed=seed)
         seed_everything(seed)
-        dense = registry.create(args.arch)
         t0 = time.perf_counter()
-        train(dense, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.dense_epochs, lr=1e-3, batch_size=args.batch_size, seed=seed), device=device)
+        if args.dense:  # e.g. `cwtool train --seed S` output: trained on this seed's train split
+            dense = load_model(args.dense).module.float().to(device)
+        else:
+            dense = registry.create(args.arch)
+            train(dense, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.dense_epochs, lr=1e-3, batch_size=args.batch_size, seed=seed), device=device)
         dense_seconds = time.perf_counter() - t0
         x_test, y_test = dataset.split("test")
         dense_eval = evaluate_logits(y_test, predict_logits(dense, x_test, device=device), [k])
@@ -84,8 +92,8 @@ def main() -> None:
         for variant in args.variants:
             if variant not in ("class-aware", "plain (--no-class-aware)") and seed not in args.ablation_seeds:
                 continue
-            cfg = PruneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=seed, schedule=tuple(args.schedule),
-                              stop_outside_budget=False, max_accuracy_drop=1.0, **VARIANTS[variant])
+            cfg = PruneConfig(**{**dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=seed, schedule=tuple(args.schedule),
+                                        stop_outside_budget=False, max_accuracy_drop=1.0, round_to=args.round_to), **VARIANTS[variant]})
             t0 = time.perf_counter()
             stamps = {}
             pruner = LotteryPruner(copy.deepcopy(dense), dataset, [k], cfg, log=lambda line: stamps.setdefault(len(stamps) + 1, time.perf_counter() - t0))
@@ -94,12 +102,16 @@ def main() -> None:
                 logits = predict_logits(ticket.model, x_test, device=device)
                 ev = evaluate_logits(y_test, apply_offsets(logits, ticket.offsets), [k])
                 raw = evaluate_logits(y_test, logits, [k])
+                # diagnostic only (chosen on test, never used by cwtool): FP with the threshold set so that
+                # test FN equals the dense model's -- the ranking near the operating point, free of FN noise
+                matched = evaluate_logits(y_test, apply_offsets(logits, choose_offsets(logits, y_test, {k: dense_eval["protected"][0]["fn"]})), [k])
                 record = {"kind": "ticket", "variant": variant, "data": dataset.name, "arch": args.arch, "seed": seed, "round": ticket.round,
                           "target": args.schedule[ticket.round - 1], "params": ticket.params, "macs": ticket.macs,
                           "param_fraction": ticket.params / params, "offset": ticket.offsets[k], "seconds": stamps.get(ticket.round),
                           "val_fn": ticket.val["protected"][0]["fn"], "dense_val_fn": result.targets[k],
                           "raw_fn": raw["protected"][0]["fn"], "raw_fp": raw["protected"][0]["fp"], **protected_row(ev, k),
-                          "config": {key: v for key, v in asdict(cfg).items() if key in VARIANTS.get(variant, {}) or key in ("epochs", "rewind")}}
+                          "fp_at_dense_test_fn": matched["protected"][0]["fp"],
+                          "config": {key: v for key, v in asdict(cfg).items() if key in VARIANTS.get(variant, {}) or key in ("epochs", "rewind", "round_to")}}
                 print(json.dumps(record), flush=True)
                 out.write(json.dumps(record) + "\n")
                 out.flush()
