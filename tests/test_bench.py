@@ -47,9 +47,15 @@ def test_cli_bench_prints_p50_and_writes_json(cli_main, artifacts, capsys, tmp_p
     out = capsys.readouterr().out
     assert exc.value.code == 0
     assert "p50" in out and "call p50" in out and "m.onnx" in out and "m.tflite" in out and "ESTIMATED" in out
+    assert "speed-up: call p50 of m.onnx" in out
     data = json.loads(out_json.read_text())
     results = {r["format"]: r for r in data["results"]}
     assert set(results) == {"onnx", "tflite"}
+    assert results["onnx"]["speedup_vs_first"]["runtime_latency_p50"] == 1.0  # the first is the baseline
+    tfl = results["tflite"]
+    assert tfl["speedup_vs_first"]["runtime_latency_p50"] == pytest.approx(
+        results["onnx"]["runtime_latency_ms"]["p50"] / tfl["runtime_latency_ms"]["p50"], rel=1e-2)
+    assert all(r["rounds"] == 10 for r in results.values())
     assert results["onnx"]["runtime"].startswith("onnxruntime")
     assert "litert" in results["tflite"]["runtime"] or "tflite" in results["tflite"]["runtime"]
     for r in results.values():
@@ -65,12 +71,14 @@ def test_bench_api_threads_and_given_macs(artifacts):
 
     r = bench(artifacts["tflite"], threads=2, runs=20, warmup=2, target="x86-edge", macs=10_000_000)
     _check_latency(r)
+    assert r["runs"] == 20 and r["rounds"] == 1
     assert r["threads"] == 2 and r["estimate"]["macs"] == 10_000_000 and r["estimate"]["macs_source"].startswith("given")
     assert r["memory"]["peak_rss_bytes"] > 0 and "ru_maxrss" in r["memory"]["method"]
 
 
 def test_bench_bad_input_is_exit_2(cli_main, artifacts, capsys, tmp_path):
-    for args in (["bench", str(tmp_path / "missing.onnx")], ["bench", str(artifacts["onnx"]), "--runs", "0"]):
+    for args in (["bench", str(tmp_path / "missing.onnx")], ["bench", str(artifacts["onnx"]), "--runs", "0"],
+                 ["bench", str(artifacts["onnx"]), "--rounds", "0"], ["bench", str(artifacts["onnx"]), str(tmp_path / "missing.tflite")]):
         with pytest.raises(SystemExit) as exc:
             cli_main(args)
         assert exc.value.code == 2
@@ -79,3 +87,14 @@ def test_bench_bad_input_is_exit_2(cli_main, artifacts, capsys, tmp_path):
 
     with pytest.raises(UserError):
         bench(artifacts["onnx"], target="no-such-board")
+
+
+def test_bench_many_splits_runs_into_interleaved_rounds(artifacts):
+    from toolchain.bench import bench_many
+
+    results = bench_many([artifacts["onnx"], artifacts["tflite"], artifacts["onnx"]], runs=7, warmup=1, rounds=3)
+    assert [r["rounds"] for r in results] == [3, 3, 3] and [r["runs"] for r in results] == [7, 7, 7]
+    for r in results:
+        _check_latency(r)
+        assert r["speedup_vs_first"]["artifact"] == str(artifacts["onnx"])
+    assert bench_many([artifacts["onnx"]], runs=2, rounds=5)[0]["rounds"] == 2  # never an empty block

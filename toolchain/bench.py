@@ -83,6 +83,21 @@ def bench(
 ) -> dict[str, Any]:
     """Latency percentiles (ms), throughput and memory of one artifact; plus, with ``target`` (a Target
     or its name), an estimated on-device latency from ``macs`` (or the MACs read from the graph)."""
+    return bench_many([path], threads=threads, runs=runs, warmup=warmup, target=target, macs=macs, rounds=1)[0]
+
+
+def bench_many(
+    paths: list[str | Path],
+    threads: int = 1,
+    runs: int = 200,
+    warmup: int = 20,
+    target=None,
+    macs: int | None = None,
+    rounds: int = 10,
+) -> list[dict[str, Any]]:
+    """`bench` for several artifacts, interleaved: the runs are split into ``rounds`` blocks and every
+    artifact runs one block per round, so a slow spell of the machine (frequency, a neighbour) hits all
+    of them alike and their ratios hold. Each result carries its speed-up over the first artifact."""
     from toolchain.runtimes import artifact_info, load_runner
 
     if runs < 1:
@@ -91,50 +106,72 @@ def bench(
         raise UserError(f"--warmup {warmup}: give 0 or more warm-up runs")
     if threads < 1:
         raise UserError(f"--threads {threads}: give at least 1 thread")
+    if rounds < 1:
+        raise UserError(f"--rounds {rounds}: give at least 1 round")
     if target is not None and isinstance(target, (str, Path)):
         from toolchain.targets import load_target
 
         target = load_target(target)  # a bad name fails before the timing, not after
-    path = Path(path)
-    info = artifact_info(path)
-    gc.collect()
-    rss0 = _rss_bytes()
-    t0 = time.perf_counter()
-    runner = load_runner(path, threads=threads)
-    load_ms = (time.perf_counter() - t0) * 1e3
-    x = _sample(runner)
-    times = _timed(lambda: runner.predict(x, batch_size=1), runs, warmup)
-    runtime_times = _timed(runner.bound_call(x), runs, warmup)
-    rss1 = _rss_bytes()
-    mean = float(times.mean())
-    result: dict[str, Any] = {
-        "artifact": str(path),
-        "format": info["format"],
-        "precision": info.get("precision"),
-        "bytes": int(info["bytes"]),
-        "runtime": runner.runtime,
-        "layout": runner.layout,
-        "input_shape": list(runner.input_shape),
-        "threads": int(threads),
-        "runs": int(runs),
-        "warmup": int(warmup),
-        "load_ms": round(load_ms, 3),
-        "latency_ms": _summary(times),
-        "throughput_per_s": round(1e3 / mean, 2) if mean > 0 else None,
-        "timing": TIMING_NOTE,
-        "runtime_latency_ms": _summary(runtime_times),
-        "runtime_timing": RUNTIME_TIMING_NOTE,
-        "memory": {
-            "rss_delta_bytes": (rss1 - rss0) if rss0 is not None and rss1 is not None else None,
-            "peak_rss_bytes": _maxrss_bytes(),
-            "method": MEMORY_NOTE,
-        },
-        "machine": {"platform": sys.platform, "cpus": os.cpu_count()},
-    }
-    if target is not None:
-        result["estimate"] = device_estimate(target, path, info.get("precision"), macs)
-    del runner
-    return result
+    infos = [artifact_info(Path(p)) for p in paths]  # every path checked before any timing
+    loaded = []
+    for path, info in zip(map(Path, paths), infos):
+        gc.collect()
+        rss0 = _rss_bytes()
+        t0 = time.perf_counter()
+        runner = load_runner(path, threads=threads)
+        load_ms = (time.perf_counter() - t0) * 1e3
+        x = _sample(runner)
+        predict = lambda runner=runner, x=x: runner.predict(x, batch_size=1)  # noqa: E731
+        call = runner.bound_call(x)
+        _timed(predict, 0, warmup)
+        _timed(call, 0, warmup)
+        rss1 = _rss_bytes()
+        rss_delta = (rss1 - rss0) if rss0 is not None and rss1 is not None else None
+        loaded.append((path, info, runner, load_ms, rss_delta, predict, call))
+    blocks = [len(b) for b in np.array_split(np.arange(runs), min(rounds, runs))]
+    times = [[] for _ in loaded]
+    runtime_times = [[] for _ in loaded]
+    for block in blocks:
+        for i, (*_, predict, call) in enumerate(loaded):
+            times[i].append(_timed(predict, block, 0))
+            runtime_times[i].append(_timed(call, block, 0))
+    results = []
+    for i, (path, info, runner, load_ms, rss_delta, _, _) in enumerate(loaded):
+        t, rt = np.concatenate(times[i]), np.concatenate(runtime_times[i])
+        mean = float(t.mean())
+        result: dict[str, Any] = {
+            "artifact": str(path),
+            "format": info["format"],
+            "precision": info.get("precision"),
+            "bytes": int(info["bytes"]),
+            "runtime": runner.runtime,
+            "layout": runner.layout,
+            "input_shape": list(runner.input_shape),
+            "threads": int(threads),
+            "runs": int(runs),
+            "warmup": int(warmup),
+            "rounds": len(blocks),
+            "load_ms": round(load_ms, 3),
+            "latency_ms": _summary(t),
+            "throughput_per_s": round(1e3 / mean, 2) if mean > 0 else None,
+            "timing": TIMING_NOTE,
+            "runtime_latency_ms": _summary(rt),
+            "runtime_timing": RUNTIME_TIMING_NOTE,
+            "memory": {"rss_delta_bytes": rss_delta, "peak_rss_bytes": _maxrss_bytes(), "method": MEMORY_NOTE},
+            "machine": {"platform": sys.platform, "cpus": os.cpu_count()},
+        }
+        if target is not None:
+            result["estimate"] = device_estimate(target, path, info.get("precision"), macs)
+        results.append(result)
+    first = results[0]
+    for r in results:  # p50 ratios: > 1 means faster than the first artifact
+        r["speedup_vs_first"] = {
+            "artifact": first["artifact"],
+            "latency_p50": round(first["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3),
+            "runtime_latency_p50": round(first["runtime_latency_ms"]["p50"] / r["runtime_latency_ms"]["p50"], 3),
+        }
+    del loaded
+    return results
 
 
 def device_estimate(target, path: str | Path, precision: str | None, macs: int | None = None) -> dict[str, Any]:

@@ -97,36 +97,47 @@ def bench(
     warmup: int = typer.Option(20, "--warmup", help="Untimed runs first."),
     target: Optional[str] = typer.Option(None, "--target", help="Also ESTIMATE latency on this device profile (name or .toml)."),
     macs: Optional[int] = typer.Option(None, "--macs", help="MACs per sample for the estimate (default: counted from the graph)."),
+    rounds: int = typer.Option(10, "--rounds", help="Split the runs into this many blocks, interleaved across the artifacts (fair ratios on a noisy machine)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
 ):
-    """Batch-1 latency p50/p90/p99, throughput and memory of artifacts in their own runtime on this machine."""
+    """Batch-1 latency p50/p90/p99, throughput and memory of artifacts in their own runtime on this machine.
+
+    Give the baseline (e.g. the dense fp32 ONNX) first: the speed-up column is relative to it."""
     from rich.table import Table
 
-    from toolchain.bench import bench as run_bench
+    from toolchain.bench import bench_many
     from toolchain.io import atomic_write_json
     from toolchain.targets import load_target
 
     tgt = load_target(target) if target else None
-    results = [run_bench(a, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs) for a in artifacts]
-    table = Table(title=f"cwtool bench: batch 1, {threads} thread(s), {runs} runs after {warmup} warm-up, this machine")
+    results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)
+    table = Table(title=f"cwtool bench: batch 1, {threads} thread(s), {runs} runs after {warmup} warm-up "
+                        f"in {results[0]['rounds']} interleaved rounds, this machine")
     table.add_column("artifact", overflow="fold", min_width=12)
-    for c in ("runtime", "prec.", "p50 ms", "p90 ms", "p99 ms", "inf/s", "call p50 ms", "RSS +MiB"):
+    columns = ["runtime", "prec.", "KB", "p50 ms", "p90 ms", "p99 ms", "inf/s", "call p50 ms", "RSS +MiB"]
+    if len(results) > 1:
+        columns.append("speed-up")
+    for c in columns:
         table.add_column(c, no_wrap=True)
     if tgt is not None:
         table.add_column("est. ms", no_wrap=True)
     for r in results:
         lat = r["latency_ms"]
         row = [
-            Path(r["artifact"]).name, r["runtime"].split()[0], str(r["precision"]),
+            Path(r["artifact"]).name, r["runtime"].split()[0], str(r["precision"]), f"{r['bytes'] / 1000:,.1f}",
             f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:,.0f}",
             f"{r['runtime_latency_ms']['p50']:.3f}", _mb(r["memory"]["rss_delta_bytes"]),
         ]
+        if len(results) > 1:
+            row.append(f"{r['speedup_vs_first']['runtime_latency_p50']:.1f}x")
         if tgt is not None:
             row.append(f"~{r['estimate']['latency_ms']:.3f}")
         table.add_row(*row)
     console = _console()
     console.print(table)
     console.print("p50/p90/p99: Runner.predict per sample (checks, layout, int8 I/O in numpy); call p50: the runtime's own call on a prepared input")
+    if len(results) > 1:
+        console.print(f"speed-up: call p50 of {Path(results[0]['artifact']).name} / call p50 of each")
     if tgt is not None:
         console.print(f"est. ms: ESTIMATED latency on {tgt.name} ({tgt.threads} threads) = MACs / {tgt.name}'s effective GMAC/s, not a measurement; source: {tgt.throughput_source}")
     if json_out is not None:
