@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,6 +160,15 @@ def test_every_artifact_is_rechecked_in_its_runtime(compress_run, digits_dataset
         assert prot["class"] == 3 and prot["fn"] == int(((y == 3) & (logits.argmax(1) != 3)).sum())
         if art["precision"] == "int8":
             assert artifact_info(path)["precision"] == "int8"
+        if (art["format"], art["precision"]) == ("onnx", "int8"):  # every layer not reported float holds int8 weights
+            import onnx
+            from onnx import numpy_helper
+
+            graph = onnx.load(str(path)).graph
+            int8_weights = [i for i in graph.initializer if numpy_helper.to_array(i).dtype == np.int8 and len(i.dims) >= 2]
+            layers = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+            q = art["quantization"]
+            assert len(int8_weights) == len(layers) - len(q["float_layers"]) - len(q["float_input_layers"]) >= 1, q
     fp32 = {a["format"]: a["bytes"] for a in report["artifacts"] if a["precision"] == "fp32"}
     int8 = {a["format"]: a["bytes"] for a in report["artifacts"] if a["precision"] == "int8"}
     assert all(int8[f] < fp32[f] for f in fp32)

@@ -178,3 +178,17 @@ def test_quantization_helpers():
     np.testing.assert_allclose(dequantize_output(np.array([-128, 0, 127], np.int8), 0.5, -128), [0.0, 64.0, 127.5])
     assert guess_layout((1, 8, 8, 1)) == "NHWC" and guess_layout((1, 1, 8, 8)) == "NCHW"
     assert guess_layout((1, 3, 32, 32)) == "NCHW" and guess_layout((1, 30)) == "NC"
+
+
+@pytest.mark.parametrize("counts, expected", [
+    ({"float32": 5000}, "fp32"),
+    ({"float32": 5000, "int64": 4}, "fp32"),  # shape constants are no quantization
+    ({"int8": 50000, "float32": 300, "int32": 40}, "int8"),
+    ({"int8": 203, "float32": 5120}, "int8"),  # most layers kept in float by the FN fallback: still an int8 file
+    ({"uint8": 10, "float32": 100}, "int8"),
+    ({"float16": 5000, "float32": 5000}, "fp16"),
+])
+def test_precision_from_counts(counts, expected):
+    from toolchain.runtimes.base import precision_from_counts
+
+    assert precision_from_counts(counts) == expected

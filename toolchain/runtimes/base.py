@@ -175,16 +175,15 @@ class Runner(abc.ABC):
 
 
 def precision_from_counts(counts: dict[str, int]) -> str:
-    """'int8' if int8 elements dominate the float ones, 'fp16' if any fp16 tensor exists, else 'fp32'.
+    """'int8' if any int8/uint8 tensor exists, else 'fp16' if any fp16 tensor exists, else 'fp32'.
 
-    fp16 TFLite files keep fp16 weights and dequantize them to fp32 at load time, so fp32 tensors of
-    the same size exist beside them: any fp16 tensor at all means an fp16 file.
+    Float models carry no 8-bit tensors, and an int8 file stays an int8 file when some layers were kept
+    in float (cwtool keeps a thin input conv and FN-critical layers so; on a small model they can hold
+    most of the weights). fp16 TFLite files keep fp16 weights and dequantize them to fp32 at load time,
+    so fp32 tensors of the same size exist beside them: any fp16 tensor at all means an fp16 file.
     """
-    i8 = counts.get("int8", 0) + counts.get("uint8", 0)
-    f32 = counts.get("float32", 0)
-    f16 = counts.get("float16", 0)
-    if i8 and i8 >= f32 + f16:
+    if counts.get("int8", 0) + counts.get("uint8", 0):
         return "int8"
-    if f16:
+    if counts.get("float16", 0):
         return "fp16"
     return "fp32"
