@@ -123,7 +123,7 @@ def test_bake_offsets_accepts_a_classifier_followed_by_log_softmax():
     assert torch.allclose(model.fc.bias.detach() - before, torch.tensor([0.0, 0.75, 0.0]))
 
 
-@pytest.mark.parametrize("size,keep,expected", [(64, 21, 24), (64, 19, 16), (64, 3, 8), (64, 63, 64), (128, 40, 40), (10, 5, 5)])
+@pytest.mark.parametrize("size,keep,expected", [(64, 21, 24), (64, 19, 16), (64, 3, 8), (64, 63, 64), (128, 40, 40), (10, 5, 8), (8, 3, 8), (8, 8, 8), (4, 3, 3)])
 def test_rounded_keep_moves_to_the_nearest_multiple(size, keep, expected):
     from toolchain.prune.graph import rounded_keep
 

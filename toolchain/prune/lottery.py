@@ -107,7 +107,7 @@ def _grow_to_target(model, example, groups, scores, plan, target_params: int, ro
         candidates = []
         for key, removed in plan.items():
             g = by_key[key]
-            if g.blocks != 1 or g.size < 2 * round_to or len(removed) < round_to or (g.size - len(removed)) % round_to:
+            if g.blocks != 1 or g.size < round_to or len(removed) < round_to or (g.size - len(removed)) % round_to:
                 continue  # only groups that were rounded, and stay rounded
             s = torch.as_tensor(scores[key], dtype=torch.float64).flatten()
             back = sorted(removed, key=lambda i: -float(s[i]))[:round_to]
