@@ -170,7 +170,6 @@ def bench_many(
             "latency_p50": round(first["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3),
             "runtime_latency_p50": round(first["runtime_latency_ms"]["p50"] / r["runtime_latency_ms"]["p50"], 3),
         }
-    del loaded
     return results
 
 

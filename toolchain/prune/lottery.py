@@ -112,7 +112,8 @@ def _grow_to_target(model, example, groups, scores, plan, target_params: int, ro
             s = torch.as_tensor(scores[key], dtype=torch.float64).flatten()
             back = sorted(removed, key=lambda i: -float(s[i]))[:round_to]
             value = float(s[back].mean() / (s.abs().mean() + 1e-12))
-            candidates.append((value, key, [i for i in removed if i not in set(back)]))
+            given_back = set(back)
+            candidates.append((value, key, [i for i in removed if i not in given_back]))
         for _, key, still_removed in sorted(candidates, key=lambda c: -c[0]):
             grown = {**plan, key: still_removed}
             if not still_removed:

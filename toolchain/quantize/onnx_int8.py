@@ -80,11 +80,16 @@ def _preprocess(fp32_path: Path, out_path: Path):
     return model
 
 
+def _preprocessed(fp32_path: str | Path):
+    """The pre-processed model (the graph whose node names quantize_onnx's nodes_to_exclude takes)."""
+    with tempfile.TemporaryDirectory(prefix="cwtool-q-") as tmp:
+        return _preprocess(Path(fp32_path), Path(tmp) / "pre.onnx")
+
+
 def quantizable_nodes(fp32_path: str | Path) -> list[str]:
     """Names of the Conv/Gemm/MatMul nodes of the pre-processed graph, in topological order
     (the order onnx graphs are stored in). These are the names quantize_onnx's nodes_to_exclude takes."""
-    with tempfile.TemporaryDirectory(prefix="cwtool-q-") as tmp:
-        model = _preprocess(Path(fp32_path), Path(tmp) / "pre.onnx")
+    model = _preprocessed(fp32_path)
     return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
 
 
@@ -96,8 +101,7 @@ def thin_input_convs(fp32_path: str | Path, max_channels: int = 4) -> list[str]:
     float costs no size to speak of."""
     from onnx import numpy_helper
 
-    with tempfile.TemporaryDirectory(prefix="cwtool-q-") as tmp:
-        model = _preprocess(Path(fp32_path), Path(tmp) / "pre.onnx")
+    model = _preprocessed(fp32_path)
     graph_inputs = {v.name for v in model.graph.input}
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     thin = []

@@ -90,7 +90,6 @@ class OnnxRunner(Runner):
             outs.append(self.session.run([self._out.name], {self._in.name: chunk})[0][:n])
         return np.concatenate(outs, axis=0)
 
-
     def bound_call(self, x: np.ndarray):
         """io_binding: the input is an OrtValue made once, the output is bound by name."""
         ort = _ort()
