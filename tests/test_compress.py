@@ -202,12 +202,47 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
     assert len(still_int8) == 1 and still_int8[0] not in result.float_layers
 
 
+@pytest.mark.parametrize("min_val_accuracy", [0.0, 1.01])
+def test_int8_file_over_budget_gets_its_own_operating_point(compress_run, digits_dataset, tmp_path, min_val_accuracy):
+    """The float model is pushed two validation FN over budget; its int8 file should come back within
+    budget by a protected-logit offset of its own, with every layer still int8 -- unless the offset would
+    cost more accuracy than allowed (min_val_accuracy > 1), when it must not be used at all."""
+    from toolchain.export.stage import ExportSettings, export_all
+    from toolchain.models.train import predict_logits
+    from toolchain.prune.bake import bake_offsets
+    from toolchain.prune.operating_point import fn_count
+    from toolchain.runtimes import load_runner
+
+    _, out, _ = compress_run
+    model = load_model(out / "pruned.pt").module.eval()
+    x_val, y_val = digits_dataset.split("val")
+    logits = predict_logits(model, x_val)
+    target = fn_count(logits, y_val, 3)
+    threes = logits[y_val == 3]
+    margins = np.sort(threes[:, 3] - np.delete(threes, 3, axis=1).max(1))
+    margins = margins[margins > 0]
+    bake_offsets(model, {3: -float(margins[1] + 1e-3)}, torch.as_tensor(x_val[:1]))
+    assert fn_count(predict_logits(model, x_val), y_val, 3) == target + 2
+    settings = ExportSettings(artifacts=(("onnx", "int8"),))
+    entries, _ = export_all(model, digits_dataset, [3], {3: target}, {}, settings, tmp_path, 0,
+                            lambda base, cand: {"passed": True, "reasons": []}, log=lambda *a: None, min_val_accuracy=min_val_accuracy)
+    q = entries[0]["quantization"]
+    val_fn = fn_count(load_runner(tmp_path / entries[0]["path"]).predict(x_val), y_val, 3)
+    if min_val_accuracy <= 1:
+        assert q["offsets"]["3"] > 0 and q["float_layers"] == [] and q["within_budget_on_val"], q
+        assert val_fn <= target and "operating point re-set" in q["note"]
+    else:
+        assert q["offsets"] == {} and (q["float_layers"] or not q["within_budget_on_val"]), q
+    assert not (tmp_path / "work").exists()
+
+
 def test_compress_for_raspberry_pi_4_writes_int8_nhwc_tflite_with_fit_verdict(trained_digits, tmp_path, capsys):
     code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "2",
                             "--target", "raspberry-pi-4", "--out", tmp_path / "pi4"], capsys)
     report = json.loads((tmp_path / "pi4" / "report.json").read_text())
     int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")
     assert int8["format"] == "tflite" and int8["layout"] == "NHWC" and int8["input_dtype"] == "int8"
+    assert int8["quantization"]["float_input_layers"] == []  # full-integer profile: no float stem in front
     assert "fits" in int8["fit"] and int8["fit"]["verdict"]
     assert report["target"]["name"] == "raspberry-pi-4"
     assert report["config"]["round_to"] == 8  # the profile's channel_multiple reaches the pruning
@@ -240,7 +275,7 @@ def test_run_has_plots_and_a_quantized_stage(compress_run):
     assert all("float_layers" in s and s["calibration_method"] == "minmax" for s in quantized)
     onnx_q = next(s for s in quantized if s["format"] == "onnx")
     assert len(onnx_q["float_input_layers"]) == 1  # digits' 1-channel stem stays float in ONNX int8
-    assert next(s for s in quantized if s["format"] == "tflite")["float_input_layers"] == []
+    assert next(s for s in quantized if s["format"] == "tflite")["float_input_layers"] == ["features.0.0"]  # and in TFLite int8
 
 
 def test_out_must_be_a_run_directory(trained_digits, capsys, tmp_path):

@@ -276,6 +276,25 @@ def test_tflite_int8_float_fallback_module(digits, tmp_path):
                       calibration_x=digits["calib"], float_modules=["no.such.module"])
 
 
+def test_tflite_thin_input_module_is_found_and_kept_float(digits, tmp_path):
+    from toolchain.export.tflite import export_tflite, quantizable_modules, thin_input_modules
+
+    example = torch.from_numpy(digits["x_test"][:1])
+    stem = thin_input_modules(digits["model"], example)
+    assert stem == [quantizable_modules(digits["model"])[0]]  # the 1-channel first conv, nothing after it
+    assert thin_input_modules(digits["model"], example, max_channels=0) == []
+    assert thin_input_modules(registry.create("mlp", in_features=8), torch.zeros(1, 8)) == []  # no conv
+    path = export_tflite(digits["model"], example, tmp_path / "stem.tflite", "int8", calibration_x=digits["calib"], float_modules=stem)
+    runner = load_runner(path)
+    stem_out = digits["model"].get_submodule(stem[0]).out_channels
+    # a 1-channel conv becomes a depthwise conv in TFLite: weights (1, kh, kw, out)
+    weights = [d for d in runner._interp.get_tensor_details() if tuple(d["shape"]) == (1, 3, 3, stem_out)]
+    assert weights and all(d["dtype"] == np.float32 for d in weights), weights
+    assert runner.input_dtype == np.float32
+    assert any(d["dtype"] == np.int8 and len(d["shape"]) == 4 and d["shape"][-1] == stem_out for d in runner._interp.get_tensor_details())
+    assert _agreement(runner.predict(digits["x_test"]), digits["ref"]) >= 0.98
+
+
 def test_tflite_bad_arguments(digits, tmp_path):
     from toolchain.export.tflite import export_tflite
 

@@ -147,7 +147,7 @@ def compress(
     calibration_size: int = typer.Option(256, help="Calibration rows drawn from the train split (protected classes enriched)."),
     calibration_method: str = typer.Option("minmax", help="minmax, entropy or percentile (ONNX int8)."),
     calibration: Optional[Path] = typer.Option(None, help="A saved calibration .npz, for identical re-quantization."),
-    float_input_conv: bool = typer.Option(True, "--float-input-conv/--int8-input-conv", help="ONNX int8: keep a 1-4 channel input conv in float (onnxruntime runs it faster so)."),
+    float_input_conv: Optional[bool] = typer.Option(None, "--float-input-conv/--int8-input-conv", help="int8 ONNX and TFLite: keep a 1-4 channel input conv in float (onnxruntime and XNNPACK run it faster so). Default: on, off for a --target with full-integer int8 I/O."),
     skip_export: bool = typer.Option(False, help="Stop after pruning (no quantization or export)."),
 ):
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
@@ -176,7 +176,7 @@ def compress(
     return 0 if report["gate"]["passed"] else 1
 
 
-def _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export, float_input_conv=True):
+def _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export, float_input_conv=None):
     from toolchain.export.stage import DEFAULT_ARTIFACTS, ExportSettings
 
     if layout not in ("NCHW", "NHWC"):
@@ -194,9 +194,11 @@ def _export_settings(target, layout, calibration_size, calibration_method, calib
         plan = target_export_plan(target)
         artifacts = tuple((fmt, p) for fmt in plan["formats"] for p in dict.fromkeys(["fp32", plan["precision"]]))
         layout, threads = plan["layout"], plan["threads"]
+        if float_input_conv is None:  # a full-integer target promises int8 input tensors: no float stem in front
+            float_input_conv = plan["int8_scheme"] != "full-integer"
     return ExportSettings(artifacts=() if skip_export else artifacts, layout=layout, calibration_size=calibration_size,
                           calibration_method=calibration_method, calibration_file=str(calibration) if calibration else None,
-                          threads=1 if not target else threads, float_input_conv=float_input_conv)
+                          threads=1 if not target else threads, float_input_conv=float_input_conv is not False)
 
 
 def _fit(report: dict, run_dir: Path, target: str) -> None:

@@ -153,8 +153,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     settings = export or ExportSettings()
     gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
     with console.status("exporting and verifying artifacts"):
-        artifacts, calibration = export_all(pruned, dataset, protected, result.targets, dense_test, settings, run_dir,
-                                            config.seed, gate_fn, log=console.print) if settings.artifacts else ([], None)
+        min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
+        artifacts, calibration = export_all(pruned, dataset, protected, result.targets, dense_test, settings, run_dir, config.seed,
+                                            gate_fn, log=console.print, min_val_accuracy=min_val_accuracy) if settings.artifacts else ([], None)
     for art in artifacts:
         if not art["gate"]["passed"]:
             gate["passed"] = False

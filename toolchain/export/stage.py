@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.metrics import evaluate_logits
-from toolchain.prune.operating_point import fn_count
+from toolchain.prune.bake import bake_offsets
+from toolchain.prune.operating_point import apply_offsets, choose_offsets, fn_count
 from toolchain.quantize.fallback import fn_aware_quantize, protected_log_odds
 
 DEFAULT_ARTIFACTS = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
@@ -25,7 +26,7 @@ class ExportSettings:
     calibration_method: str = "minmax"
     calibration_file: str | None = None
     threads: int = 1
-    float_input_conv: bool = True  # ONNX int8: keep a 1-4 channel input conv in float (faster in onnxruntime)
+    float_input_conv: bool = True  # int8: keep a 1-4 channel input conv in float (faster in onnxruntime and XNNPACK)
 
 
 def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_dir: Path) -> tuple[np.ndarray, dict]:
@@ -40,13 +41,26 @@ def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_di
     return x, {"file": "calibration.npz", **meta}
 
 
+def _grid_step(logits: np.ndarray) -> float:
+    """The spacing of the values a (dequantized) int8 output takes: the smallest gap between distinct
+    values of a column. A float output gives a gap near 0."""
+    gaps = [np.diff(np.unique(col)) for col in np.asarray(logits, dtype=np.float64).T]
+    gaps = [g[g > 1e-9].min() for g in gaps if (g > 1e-9).any()]
+    return float(min(gaps)) if gaps else 0.0
+
+
 def export_all(model, dataset, protected, targets_val: dict[int, int], baseline_test: dict, settings: ExportSettings,
-               run_dir: Path, seed: int, gate_fn, log=print) -> tuple[list[dict], dict]:
-    """Returns (artifact entries for report.json, calibration record)."""
+               run_dir: Path, seed: int, gate_fn, log=print, min_val_accuracy: float = 0.0) -> tuple[list[dict], dict]:
+    """Returns (artifact entries for report.json, calibration record).
+
+    min_val_accuracy: an int8 file's own operating point (see quantize.fallback) is re-set only when
+    its validation accuracy stays at or above this (the dense model's minus the accuracy budget)."""
+    import copy
+
     import torch
 
     from toolchain.export.onnx import export_onnx
-    from toolchain.export.tflite import export_tflite, quantizable_modules
+    from toolchain.export.tflite import export_tflite, quantizable_modules, thin_input_modules
     from toolchain.models.train import predict_logits
     from toolchain.quantize.onnx_int8 import quantizable_nodes, quantize_onnx, thin_input_convs
     from toolchain.runtimes import artifact_info, load_runner
@@ -66,28 +80,58 @@ def export_all(model, dataset, protected, targets_val: dict[int, int], baseline_
         logits = load_runner(path, threads=settings.threads).predict(x_val)
         return ({k: fn_count(logits, y_val, k) for k in protected}, protected_log_odds(logits, y_val, protected))
 
+    def retuner(make_build):
+        """retune for fn_aware_quantize: offsets from the int8 file's validation logits, baked into a
+        copy of the float model that make_build(model) quantizes again."""
+        def retune(path: Path, baked: dict[int, float]):
+            logits = load_runner(path, threads=settings.threads).predict(x_val)
+            step = choose_offsets(logits, y_val, targets_val)
+            # int8 logits sit on a grid; a shift smaller than one step is rounded away when the shifted model is
+            # quantized again, so a positive offset gets one grid step on top
+            grid = _grid_step(logits)
+            step = {k: v + grid if v > 0 else v for k, v in step.items()}
+            if not any(step.values()) or float(np.mean(apply_offsets(logits, step).argmax(1) == y_val)) < min_val_accuracy:
+                return None
+            offsets = {k: baked.get(k, 0.0) + step[k] for k in step}
+            return make_build(bake_offsets(copy.deepcopy(model), offsets, example)), offsets
+        return retune
+
+    def onnx_build(source: Path, stem: list[str]):
+        return lambda excluded, dest: quantize_onnx(source, dest, calib_x, method=settings.calibration_method, nodes_to_exclude=[*stem, *excluded])
+
+    def shifted_onnx(stem: list[str]):
+        def make(shifted_model):
+            source = export_onnx(shifted_model, example, work / "onnx" / "shifted_fp32.onnx", num_classes=num_classes)
+            return onnx_build(source, stem)
+        return make
+
+    def tflite_build(source_model, stem: list[str]):
+        return lambda excluded, dest: export_tflite(source_model, example, dest, "int8", settings.layout, calib_x,
+                                                    float_modules=[*stem, *excluded], num_classes=num_classes)
+
     onnx_fp32 = out / "model_fp32.onnx"
     entries = []
-    stem: list[str] = []
     try:
         for fmt, precision in settings.artifacts:
             t0 = time.perf_counter()
-            fallback = None
+            fallback, stem = None, []
             if fmt == "onnx":
                 if not onnx_fp32.exists():
                     export_onnx(model, example, onnx_fp32, num_classes=num_classes)
                 path = onnx_fp32
                 if precision == "int8":
                     stem = thin_input_convs(onnx_fp32) if settings.float_input_conv else []
-                    build = lambda excluded, dest: quantize_onnx(onnx_fp32, dest, calib_x, method=settings.calibration_method, nodes_to_exclude=[*stem, *excluded])
                     candidates = [n for n in quantizable_nodes(onnx_fp32) if n not in stem]
-                    fallback = fn_aware_quantize(build, score, candidates, targets_val, work / "onnx", out / "model_int8.onnx")
+                    fallback = fn_aware_quantize(onnx_build(onnx_fp32, stem), score, candidates, targets_val, work / "onnx",
+                                                 out / "model_int8.onnx", retune=retuner(shifted_onnx(stem)))
                     path = fallback.path
             else:
                 path = out / f"model_{precision}_{settings.layout.lower()}.tflite"
                 if precision == "int8":
-                    build = lambda excluded, dest: export_tflite(model, example, dest, "int8", settings.layout, calib_x, float_modules=excluded, num_classes=num_classes)
-                    fallback = fn_aware_quantize(build, score, quantizable_modules(model), targets_val, work / "tflite", path)
+                    stem = thin_input_modules(model, example) if settings.float_input_conv else []
+                    candidates = [n for n in quantizable_modules(model) if n not in stem]
+                    fallback = fn_aware_quantize(tflite_build(model, stem), score, candidates, targets_val, work / "tflite", path,
+                                                 retune=retuner(lambda shifted: tflite_build(shifted, stem)))
                     path = fallback.path
                 else:
                     export_tflite(model, example, path, precision, settings.layout, num_classes=num_classes)
@@ -106,7 +150,7 @@ def export_all(model, dataset, protected, targets_val: dict[int, int], baseline_
             }
             if fallback is not None:
                 entry["quantization"] = {"calibration_method": settings.calibration_method, "float_layers": fallback.float_layers,
-                                         "float_input_layers": stem if fmt == "onnx" else [],
+                                         "float_input_layers": stem, "offsets": {str(k): v for k, v in fallback.offsets.items()},
                                          "val_protected_fn": {str(k): v for k, v in fallback.fn.items()},
                                          "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
                                          "ranking": fallback.ranking}

@@ -126,6 +126,35 @@ def quantizable_modules(model) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
 
 
+def thin_input_modules(model, example_input, max_channels: int = 4) -> list[str]:
+    """Conv submodules that read the model's input directly with at most ``max_channels`` input
+    channels (an image stem): the TFLite twin of quantize.onnx_int8.thin_input_convs. XNNPACK's int8
+    path runs a 1-channel stem slower than its float one (measured: docs/BENCHMARKS.md), and the stem
+    holds a few hundred weights, so keeping it float costs no size to speak of."""
+    import torch
+    from torch import nn
+
+    x = example_input.detach().float()[:1]
+    hits: list[str] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, name=name: hits.append(name) if args and args[0] is x else None)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.in_channels <= max_channels
+    ]
+    if not hooks:
+        return []
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return list(dict.fromkeys(hits))
+
+
 def _int8_module(module, x, calibration_x: np.ndarray, float_modules: Sequence[str]):
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e

@@ -58,5 +58,8 @@ def render_report(report: dict) -> str:
             kept = s.get("float_layers") or []
             why = [f"input layer {', '.join(stem)} (few input channels: faster in float)"] if stem else []
             why += [f"{', '.join(kept)} ({s.get('note') or 'protected FN'})"] if kept else []
-            lines.append(f"- {s['path']}: {'; '.join(why) if why else 'none (fully int8)'}")
+            text = "; ".join(why) if why else "none (fully int8)"
+            if s.get("offsets") and not kept:  # with kept layers the note says it
+                text += f"; {s.get('note')}"
+            lines.append(f"- {s['path']}: {text}")
     return "\n".join(lines) + "\n"
