@@ -41,6 +41,9 @@ VARIANTS = {
     "class-aware, rewind early": {"rewind": "early"},
     "class-aware, rank weight 5": {"rank_weight": 5.0},
     "class-aware, rank weight 5, distill 3": {"rank_weight": 5.0, "distill_weight": 3.0},
+    # gamma 1: no extra CE weight on the protected class (rank loss and distillation still class-aware)
+    "class-aware, gamma 1": {"gamma": 1.0},
+    "class-aware, gamma 1, rank weight 5": {"gamma": 1.0, "rank_weight": 5.0},
     "class-aware, unrounded channels": {"round_to": 1},
     "plain, unrounded channels": {"class_aware": False, "round_to": 1},
     # the fine-tuning budget: 15 instead of 6 epochs per round
