@@ -9,7 +9,8 @@ interpreter (ai-edge-litert or tflite-runtime) reads TFLite op lists.
     ms = estimate_latency_ms(target, macs, "int8")   # an ESTIMATE from MACs and the profile's throughput
 
 Profiles live in targets/ at the repository root (a checkout) and, when cwtool is installed as a
-package, in toolchain/targets_data/ if that copy exists. ``CWTOOL_TARGETS_DIR`` adds a folder in front.
+package, in toolchain/targets_data/ (the wheel maps targets/ there: pyproject's package-dir).
+``CWTOOL_TARGETS_DIR`` adds a folder in front.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def target_dirs() -> list[Path]:
         dirs.append(Path(env))
     here = Path(__file__).resolve().parent
     dirs.append(here.parent / "targets")  # repository checkout
-    dirs.append(here / "targets_data")  # installed package data, if shipped
+    dirs.append(here / "targets_data")  # an installed wheel
     return [d for d in dirs if d.is_dir()]
 
 
