@@ -1,4 +1,5 @@
-"""Shared fixtures: one small dense model trained on digits per test session."""
+"""Shared fixtures: the digits data, one small dense model trained on it per test session, and an
+untrained one for tests that only need a graph (export, latency, fit checks)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,14 @@ def trained_digits(tmp_path_factory, digits_dataset):
     path = tmp_path_factory.mktemp("dense") / "digits_cnn.pt"
     save_checkpoint(path, model, "digits-cnn", {}, digits_dataset.input_shape)
     return path, model.eval()
+
+
+@pytest.fixture(scope="session")
+def untrained_digits():
+    """(model, example input) of an untrained, seeded digits-cnn in eval mode: fast to export."""
+    import torch
+
+    from toolchain.models import registry
+
+    torch.manual_seed(0)
+    return registry.create("digits-cnn").eval(), torch.randn(4, 1, 8, 8)

@@ -17,17 +17,12 @@ def cli_main():
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
+def artifacts(tmp_path_factory, untrained_digits):
     """An untrained digits-cnn as ONNX and fp32 TFLite (fast to convert; latency does not need training)."""
-    import torch
-
     from toolchain.export.onnx import export_onnx
     from toolchain.export.tflite import export_tflite
-    from toolchain.models import registry
 
-    torch.manual_seed(0)
-    model = registry.create("digits-cnn").eval()
-    x = torch.randn(2, 1, 8, 8)
+    model, x = untrained_digits
     d = tmp_path_factory.mktemp("bench")
     return {"onnx": export_onnx(model, x, d / "m.onnx"), "tflite": export_tflite(model, x, d / "m.tflite")}
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from toolchain.cli import main
+from clirun import run_cli
 
 USER_ARCH = textwrap.dedent(
     """
@@ -70,13 +71,6 @@ def user_setup(tmp_path_factory):
         pred = model(torch.from_numpy(x[te])).argmax(1).numpy()
     expected_fn = [int(np.sum((y[te] == k) & (pred != k))) for k in range(10)]
     return {"root": root, "npz": npz, "model": model, "expected_fn": expected_fn, "module": their_net}
-
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_user_state_dict_matches_independent_fn(user_setup, capsys, tmp_path):

@@ -4,14 +4,7 @@ import json
 
 import pytest
 
-from toolchain.cli import main
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from clirun import run_cli
 
 
 def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):

@@ -13,13 +13,7 @@ from toolchain.config import PruneConfig
 from toolchain.models.loading import load_model
 from toolchain.models.profile import count_params
 from toolchain.prune.lottery import LotteryPruner
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from clirun import run_cli
 
 
 @pytest.fixture(scope="module")

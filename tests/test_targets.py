@@ -19,6 +19,7 @@ from toolchain.targets import (
     load_target,
     target_export_plan,
 )
+from clirun import run_cli
 
 TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
 TOMLS = sorted(TARGETS_DIR.glob("*.toml"))
@@ -26,31 +27,12 @@ REQUIRED = ("raspberry-pi-4", "raspberry-pi-5", "raspberry-pi-zero-2w", "android
 
 
 @pytest.fixture(scope="module")
-def cli_main():
-    from toolchain import cli
-
-    return cli.main
-
-
-def run_cli(main, args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
+def artifacts(tmp_path_factory, untrained_digits):
     """An untrained digits-cnn as fp32 ONNX and full-integer int8 NHWC TFLite (what raspberry-pi-4 asks for)."""
-    import torch
-
     from toolchain.export.onnx import export_onnx
     from toolchain.export.tflite import export_tflite
-    from toolchain.models import registry
 
-    torch.manual_seed(0)
-    model = registry.create("digits-cnn").eval()
-    x = torch.randn(4, 1, 8, 8)
+    model, x = untrained_digits
     d = tmp_path_factory.mktemp("targets")
     calib = np.random.default_rng(0).random((32, 1, 8, 8), dtype=np.float32)
     return {
@@ -96,15 +78,15 @@ def test_raspberry_pi_4_plan_is_full_integer_int8_nhwc_tflite():
     assert target_export_plan("x86-edge")["formats"] == ["onnx"]
 
 
-def test_cli_lists_targets(cli_main, capsys):
-    code, out, _ = run_cli(cli_main, ["targets"], capsys)
+def test_cli_lists_targets(capsys):
+    code, out, _ = run_cli(["targets"], capsys)
     assert code == 0
     for name in REQUIRED:
         assert name in out
 
 
-def test_cli_shows_one_target_and_writes_json(cli_main, capsys, tmp_path):
-    code, out, _ = run_cli(cli_main, ["targets", "raspberry-pi-zero-2w", "--json", tmp_path / "t.json"], capsys)
+def test_cli_shows_one_target_and_writes_json(capsys, tmp_path):
+    code, out, _ = run_cli(["targets", "raspberry-pi-zero-2w", "--json", tmp_path / "t.json"], capsys)
     assert code == 0
     assert "raspberry-pi-zero-2w" in out and "Cortex-A53" in out and "estimate" in out
     data = json.loads((tmp_path / "t.json").read_text())
@@ -121,11 +103,11 @@ def _user_toml(tmp_path: Path, **override) -> Path:
     return path
 
 
-def test_user_toml_path_works(cli_main, capsys, tmp_path):
+def test_user_toml_path_works(capsys, tmp_path):
     path = _user_toml(tmp_path, threads="2")
     t = load_target(path)
     assert t.name == "my-board" and t.threads == 2
-    code, out, _ = run_cli(cli_main, ["targets", path], capsys)
+    code, out, _ = run_cli(["targets", path], capsys)
     assert code == 0 and "my-board" in out
 
 
@@ -143,19 +125,19 @@ def test_user_toml_path_works(cli_main, capsys, tmp_path):
     ],
     ids=["missing", "wrong-type", "negative", "bad-choice", "format-vs-runtime", "missing-nested", "ops-type", "syntax"],
 )
-def test_bad_toml_is_a_one_line_user_error(cli_main, capsys, tmp_path, edit, field):
+def test_bad_toml_is_a_one_line_user_error(capsys, tmp_path, edit, field):
     path = tmp_path / "bad.toml"
     path.write_text(edit((TARGETS_DIR / "raspberry-pi-4.toml").read_text()))
     with pytest.raises(UserError) as exc:
         load_target(path)
     msg = str(exc.value)
     assert "\n" not in msg and field in msg and "bad.toml" in msg
-    code, _, err = run_cli(cli_main, ["targets", path], capsys)
+    code, _, err = run_cli(["targets", path], capsys)
     assert code == 2 and err.count("\n") == 1 and field in err
 
 
-def test_unknown_target_name_lists_the_known_ones(cli_main, capsys):
-    code, _, err = run_cli(cli_main, ["targets", "no-such-board"], capsys)
+def test_unknown_target_name_lists_the_known_ones(capsys):
+    code, _, err = run_cli(["targets", "no-such-board"], capsys)
     assert code == 2 and "raspberry-pi-4" in err
 
 
