@@ -37,6 +37,8 @@ VARIANTS = {
     "plain (--no-class-aware)": {"class_aware": False},
     "class-aware, no distillation": {"distill_weight": 0.0},
     "class-aware, magnitude importance": {"taylor_weight": 0.0},
+    # the paper's |W_T| - |W_0| over each round's retraining, added to the magnitude (from round 2)
+    "class-aware, magnitude increase": {"increase_weight": 1.0},
     "plain + distillation": {"gamma": 1.0, "rank_weight": 0.0, "taylor_weight": 0.0},
     "class-aware, rewind early": {"rewind": "early"},
     "class-aware, rank weight 5": {"rank_weight": 5.0},

@@ -74,19 +74,20 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digits_dataset, tmp_path):
+@pytest.mark.parametrize("increase_weight", [0.0, 1.0])  # 1.0: round 3 needs round 2's start weights back from disk
+def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digits_dataset, tmp_path, increase_weight):
     _, dense = trained_digits
-    config = PruneConfig(keep_params=0.2, rate=0.5, epochs=2, seed=1, device="cpu", max_accuracy_drop=0.5)
+    config = PruneConfig(keep_params=0.2, rate=0.5, epochs=2, seed=1, device="cpu", max_accuracy_drop=0.5, increase_weight=increase_weight)
     whole = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "whole", log=lambda s: None).run()
 
-    def die_after_round_1(line):
-        if line.startswith("round 1:"):
+    def die_after_round_2(line):
+        if line.startswith("round 2:"):
             raise _Killed()
 
     with pytest.raises(_Killed):
-        LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=die_after_round_1).run()
-    assert (tmp_path / "killed" / "rounds" / "round_1.pt").is_file()
-    assert not (tmp_path / "killed" / "rounds" / "round_2.pt").exists()
+        LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=die_after_round_2).run()
+    assert (tmp_path / "killed" / "rounds" / "round_2.pt").is_file()
+    assert not (tmp_path / "killed" / "rounds" / "round_3.pt").exists()
     resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=lambda s: None).run(resume=True)
     assert [t.round for t in resumed.tickets] == [t.round for t in whole.tickets] == [1, 2, 3]
     a, b = whole.selected.model.state_dict(), resumed.selected.model.state_dict()

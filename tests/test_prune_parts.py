@@ -8,7 +8,7 @@ import torch
 
 from toolchain.models import registry
 from toolchain.prune.bake import bake_offsets
-from toolchain.prune.importance import channel_slices, magnitude_scores, per_channel
+from toolchain.prune.importance import channel_scores, channel_slices, magnitude_scores, per_channel
 from toolchain.prune.loss import ClassDependentLoss, squared_hinge_rank_loss
 from toolchain.prune.operating_point import apply_offsets, choose_offsets, fn_count
 
@@ -54,6 +54,27 @@ def test_magnitude_aggregates_every_slice_a_channel_owns():
     expected = (lin1.weight.abs().sum(1) + lin1.bias.abs() + bn.weight.abs() + bn.bias.abs() + lin2.weight.abs().sum(0)).double()
     assert torch.allclose(scores["net.1"], expected.detach(), atol=1e-6)
     assert "net.4" not in scores  # the classifier's outputs are never scored for removal
+
+
+def test_magnitude_increase_ranks_the_channels_retraining_grew():
+    torch.manual_seed(0)
+    model = registry.create("mlp", in_features=5, num_classes=3, hidden=(4,))
+    example = torch.zeros(1, 5)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    lin1 = model.net[1]
+    with torch.no_grad():  # "retraining": channel 0 shrinks to half, channel 3 grows by a little
+        lin1.weight[0] *= 0.5
+        lin1.weight[3] *= 1.2
+    plain = magnitude_scores(model, example)["net.1"]
+    mixed = channel_scores(model, example, None, None, [1], start_state=start, increase_weight=1.0)["net.1"]
+    increase = magnitude_scores(model, example, start)["net.1"]
+    assert increase[3] > 0 > increase[0] and torch.allclose(increase[1:3], torch.zeros(2, dtype=increase.dtype), atol=1e-6)
+    normalised = plain / plain.mean()
+    assert torch.allclose(mixed, normalised + increase / increase.abs().mean())
+    assert mixed[3] - mixed[0] > normalised[3] - normalised[0]  # the grown channel gains on the shrunk one
+    # round 1 (no retraining behind it) and a zero weight both give plain magnitude
+    assert torch.equal(channel_scores(model, example, None, None, [1], start_state=None, increase_weight=1.0)["net.1"], plain)
+    assert torch.equal(channel_scores(model, example, None, None, [1], start_state=start, increase_weight=0.0)["net.1"], plain)
 
 
 def test_per_channel_keeps_signs_for_taylor():

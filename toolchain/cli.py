@@ -136,6 +136,7 @@ def compress(
     rank_weight: float = typer.Option(1.0, help="Weight of the squared-hinge rank (AUC) loss."),
     distill_weight: float = typer.Option(1.0, help="Weight of distillation from the dense model."),
     taylor_weight: float = typer.Option(0.0, help="Weight of the protected-class Taylor term in channel importance (0: magnitude only)."),
+    increase_weight: float = typer.Option(0.0, help="Weight of the paper's magnitude increase |W_T| - |W_0| over the last retraining in the importance (from round 2; 0: off)."),
     round_to: Optional[int] = typer.Option(None, help="Round each layer's surviving channels to a multiple of this (CPU kernels work in blocks of 8). Default: the --target's channel_multiple, else 1 (off)."),
     max_fn_increase: int = typer.Option(0, help="FN budget per protected class over the dense model's."),
     max_accuracy_drop: float = typer.Option(0.02, help="Accuracy budget (fraction, 0.02 = 2 points)."),
@@ -161,7 +162,7 @@ def compress(
     try:
         config = PruneConfig(keep_params=keep_params, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, lr=lr,
                              batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
-                             distill_weight=distill_weight, taylor_weight=taylor_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
+                             distill_weight=distill_weight, taylor_weight=taylor_weight, increase_weight=increase_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
                              seed=seed, device=device)
     except ValueError as exc:
         raise UserError(f"{exc}") from exc

@@ -25,6 +25,7 @@ class PruneConfig:
     temperature: float = 4.0
     round_to: int = 1  # surviving channels per layer rounded to a multiple of this (kernel block; a --target sets it)
     taylor_weight: float = 0.0  # protected-class Taylor term in the importance (0: magnitude; measured better, see docs/BENCHMARKS.md)
+    increase_weight: float = 0.0  # the paper's magnitude increase |W_T| - |W_0| over the last retraining, in the importance
     max_fn_increase: int = 0  # validation FN budget per protected class, over the dense model's
     max_accuracy_drop: float = 0.02  # accuracy budget (fraction) for pruning plus the operating point
     seed: int = 0
@@ -47,6 +48,8 @@ class PruneConfig:
             raise ValueError("round_to must be >= 1")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if min(self.gamma, self.rank_weight, self.distill_weight, self.taylor_weight, self.increase_weight) < 0:
+            raise ValueError("gamma, rank_weight, distill_weight, taylor_weight and increase_weight must be >= 0")
         if self.max_fn_increase < 0 or not 0 <= self.max_accuracy_drop <= 1:
             raise ValueError("max_fn_increase must be >= 0 and max_accuracy_drop in [0, 1]")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
@@ -57,7 +60,7 @@ class PruneConfig:
         if self.class_aware:
             return self
         plain = PruneConfig(**asdict(self))
-        plain.gamma, plain.rank_weight, plain.distill_weight, plain.taylor_weight = 1.0, 0.0, 0.0, 0.0
+        plain.gamma, plain.rank_weight, plain.distill_weight, plain.taylor_weight, plain.increase_weight = 1.0, 0.0, 0.0, 0.0, 0.0
         return plain
 
     def to_dict(self) -> dict:

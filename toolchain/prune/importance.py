@@ -1,12 +1,16 @@
 """Channel importance: plain magnitude (the class-agnostic baseline) and cwtool's class-aware score.
 
-Class-aware score of a channel = its magnitude (or the paper's magnitude increase |W_T| - |W_0|
-when the initial weights are known), each normalised by its group's mean, plus the first-order
-(Taylor) estimate of how much removing the channel changes the *protected-class* loss: the square
-of sum(theta * dL_prot/dtheta) over every parameter slice the channel owns, averaged over batches
-of training data (Molchanov et al. 2019's criterion, aimed at the classes that matter). Removing a
-channel zeroes exactly those slices (see shrink.apply_channel_mask), so the estimate is of the real
-edit. Only the training split is used.
+Class-aware score of a channel = its magnitude, plus two optional terms, each normalised by its
+group's mean:
+- the paper's magnitude increase |W_T| - |W_0| over the last retraining (W_0: the weights that
+  retraining started from -- the rewind point, or the shrunk survivors when fine-tuning): channels
+  the class-dependent loss grew are the ones it relies on;
+- the first-order (Taylor) estimate of how much removing the channel changes the *protected-class*
+  loss: the square of sum(theta * dL_prot/dtheta) over every parameter slice the channel owns,
+  averaged over batches of training data (Molchanov et al. 2019's criterion, aimed at the classes
+  that matter). Removing a channel zeroes exactly those slices (see shrink.apply_channel_mask), so
+  the estimate is of the real edit. Only the training split is used.
+With both weights 0 the score is plain magnitude: the class-agnostic baseline.
 """
 
 from __future__ import annotations
@@ -107,7 +111,20 @@ def _normalised(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v / (v.abs().mean() + 1e-12) for k, v in scores.items()}
 
 
-def class_aware_scores(model, example_input, x, y, protected, init_state=None, taylor_weight: float = 1.0, seed: int = 0) -> dict[str, torch.Tensor]:
-    magnitude = _normalised(magnitude_scores(model, example_input, init_state))
-    taylor = _normalised(protected_taylor_scores(model, example_input, x, y, protected, seed=seed))
-    return {k: magnitude[k] + taylor_weight * taylor.get(k, torch.zeros_like(magnitude[k])) for k in magnitude}
+def channel_scores(
+    model, example_input, x, y, protected, start_state: dict | None = None, increase_weight: float = 0.0, taylor_weight: float = 0.0, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Magnitude, plus ``increase_weight`` x the magnitude increase since ``start_state`` (skipped
+    without one: round 1 has no retraining behind it) plus ``taylor_weight`` x the protected Taylor term."""
+    use_increase = bool(increase_weight) and start_state is not None
+    if not use_increase and not taylor_weight:
+        return magnitude_scores(model, example_input)
+    total = _normalised(magnitude_scores(model, example_input))
+    terms = []
+    if use_increase:
+        terms.append((increase_weight, _normalised(magnitude_scores(model, example_input, start_state))))
+    if taylor_weight:
+        terms.append((taylor_weight, _normalised(protected_taylor_scores(model, example_input, x, y, protected, seed=seed))))
+    for weight, term in terms:
+        total = {k: v + weight * term.get(k, torch.zeros_like(v)) for k, v in total.items()}
+    return total

@@ -183,10 +183,11 @@ class LotteryPruner:
         if cfg.granularity == "weight":  # every round is saved, but only channel runs resume
             return self._run_weight(result, teacher)
         start = 1
+        start_state = None  # the weights the last retraining started from: W_0 of the magnitude increase
         if resume and self.run_dir is not None:
             state = self._load_state()
             if state is not None:
-                start, current, survivors, rewind_model, rewind_survivors, result.tickets = state
+                start, current, survivors, rewind_model, rewind_survivors, result.tickets, start_state = state
 
         rounds = self.n_rounds()
         if result.tickets and not result.tickets[-1].within_budget and cfg.stop_outside_budget:
@@ -195,10 +196,8 @@ class LotteryPruner:
         for r in range(start, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
             target = self.round_target(r) * self.dense_params
-            if cfg.class_aware and cfg.taylor_weight:
-                scores = importance.class_aware_scores(current, self.example, self.dataset.x_train, self.dataset.y_train, self.protected, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r)
-            else:
-                scores = importance.magnitude_scores(current, self.example)
+            scores = importance.channel_scores(current, self.example, self.dataset.x_train, self.dataset.y_train, self.protected, start_state=start_state,
+                                               increase_weight=cfg.increase_weight, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r)
             groups = channel_groups(current, self.example)
             local = _plan_for_target(current, self.example, groups, scores, int(target), cfg.round_to)
             new_survivors = {k: [orig for pos, orig in enumerate(v) if pos not in set(local.get(k, []))] for k, v in survivors.items()}
@@ -216,6 +215,7 @@ class LotteryPruner:
                     snapshot["model"] = copy.deepcopy(model).eval()
 
             tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + r)
+            start_state = _weights_copy(start_model) if cfg.increase_weight else None
             trained = train(start_model, self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device, progress=self.progress, description=f"round {r}/{rounds} retrain", on_epoch_end=on_epoch_end)
             if "model" in snapshot:
                 rewind_model, rewind_survivors = snapshot["model"], {k: list(v) for k, v in new_survivors.items()}
@@ -224,7 +224,7 @@ class LotteryPruner:
             raw, at_op, _, offsets = self._evaluate(current)
             ticket = Ticket(r, current, survivors, count_params(current), count_macs(current, self.example), at_op, raw, offsets, self._within_budget(at_op))
             result.tickets.append(ticket)
-            self._save_round(ticket, rewind_model, rewind_survivors)
+            self._save_round(ticket, rewind_model, rewind_survivors, start_state)
             self.log(_round_line(ticket, self.dense_params, self.protected))
             if task is not None:
                 self.progress.advance(task)
@@ -245,11 +245,12 @@ class LotteryPruner:
         prunable = {n: p for n, p in model.named_parameters() if p.dim() > 1}  # conv/linear weights
         masks = {n: torch.ones_like(p) for n, p in prunable.items()}
         total = sum(p.numel() for p in prunable.values())
+        start_state = None
         rounds = self.n_rounds()
         for r in range(1, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
             keep_fraction = self.round_target(r)
-            scores = _weight_scores(model, prunable, masks, self.dataset, self.protected, cfg, self.device, seed=cfg.seed + r)
+            scores = _weight_scores(model, prunable, masks, self.dataset, self.protected, cfg, self.device, seed=cfg.seed + r, start_state=start_state)
             for name, score in scores.items():  # layer-wise: every layer keeps keep_fraction of its weights
                 keep = max(1, int(round(keep_fraction * score.numel())))
                 threshold = torch.topk(score.flatten(), keep).values[-1]
@@ -269,6 +270,7 @@ class LotteryPruner:
             gamma = 1.0 if r == 1 else cfg.gamma
             loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher, distill_weight=cfg.distill_weight, temperature=cfg.temperature)
             tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + r)
+            start_state = _weights_copy(model) if cfg.increase_weight else None
             train(model, self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, after_step=apply, device=self.device, progress=self.progress, description=f"round {r}/{rounds} retrain")
             nonzero = int(sum(int(mask.sum()) for mask in masks.values()))
             dense_rest = self.dense_params - total
@@ -294,7 +296,7 @@ class LotteryPruner:
 
     # --- checkpoints -----------------------------------------------------------------------------------
 
-    def _save_round(self, ticket: Ticket, rewind_model, rewind_survivors) -> None:
+    def _save_round(self, ticket: Ticket, rewind_model, rewind_survivors, start_state: dict | None = None) -> None:
         if self.run_dir is None:
             return
         from toolchain.models.loading import save_checkpoint
@@ -308,6 +310,9 @@ class LotteryPruner:
         if rewind_model is not None and ticket.round == 1:
             with staged_path(folder / "rewind.pt") as tmp:
                 torch.save({"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors}, tmp)
+        if start_state is not None:  # the next round's magnitude increase needs it
+            with staged_path(folder / f"round_{ticket.round}_start.pt") as tmp:
+                torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
         summary = {"round": ticket.round, "params": ticket.params, "macs": ticket.macs, "val": ticket.val, "val_raw": ticket.val_raw,
                    "offsets": {str(k): v for k, v in ticket.offsets.items()}, "within_budget": ticket.within_budget}
         atomic_write_json(folder / f"round_{ticket.round}.json", summary)  # written last: it marks the round done
@@ -340,8 +345,12 @@ class LotteryPruner:
         if self.config.rewind == "init":
             seed_everything(self.config.seed)
             rewind_model, rewind_survivors = _reinitialised(self.dense), {k: list(range(n)) for k, n in self.dense_sizes.items()}
+        start_file = folder / f"round_{done[-1]}_start.pt"
+        start_state = None
+        if self.config.increase_weight and start_file.is_file():
+            start_state = {k: v.to(self.device) for k, v in torch.load(start_file, map_location="cpu", weights_only=True).items()}
         self.log(f"resuming after round {done[-1]}")
-        return done[-1] + 1, model, survivors, rewind_model, rewind_survivors, tickets
+        return done[-1] + 1, model, survivors, rewind_model, rewind_survivors, tickets, start_state
 
 
 def _select(result: PruneResult) -> PruneResult:
@@ -352,10 +361,15 @@ def _select(result: PruneResult) -> PruneResult:
     return result
 
 
-def _weight_scores(model, prunable, masks, dataset, protected, cfg, device, seed) -> dict[str, torch.Tensor]:
-    """Per-weight scores: |W| (plain), or |W| plus the protected-class Taylor term (theta*grad)^2,
-    each normalised per layer (class-aware). Pruned weights score -inf so they stay pruned."""
+def _weight_scores(model, prunable, masks, dataset, protected, cfg, device, seed, start_state=None) -> dict[str, torch.Tensor]:
+    """Per-weight scores: |W| (plain), plus the magnitude increase |W| - |W_0| over the last retraining
+    and/or the protected-class Taylor term (theta*grad)^2, each normalised per layer (class-aware).
+    Pruned weights score -inf so they stay pruned."""
     scores = {n: p.detach().abs() for n, p in prunable.items()}
+    if cfg.increase_weight and start_state is not None:
+        for n, p in prunable.items():
+            growth = p.detach().abs() - start_state[n].abs()
+            scores[n] = scores[n] / (scores[n].mean() + 1e-12) + cfg.increase_weight * growth / (growth.abs().mean() + 1e-12)
     if cfg.class_aware and cfg.taylor_weight:
         rng = np.random.default_rng(seed)
         idx = rng.choice(len(dataset.y_train), min(512, len(dataset.y_train)), replace=False)
@@ -372,6 +386,10 @@ def _weight_scores(model, prunable, masks, dataset, protected, cfg, device, seed
             scores[n] = scores[n] / (scores[n].mean() + 1e-12) + cfg.taylor_weight * taylor / (taylor.mean() + 1e-12)
         model.zero_grad(set_to_none=True)
     return {n: torch.where(masks[n] > 0, s, torch.full_like(s, -float("inf"))) for n, s in scores.items()}
+
+
+def _weights_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 def _empty_channels(model, masks, example) -> dict[str, list[int]]:
