@@ -1,0 +1,80 @@
+"""What more fine-tuning of a finished ticket buys: N extra epochs of the class-dependent loss
+(+ distillation from the dense model) on a pruned model from `cwtool compress`, then a fresh
+operating point on validation; test-split numbers before and after.
+
+    python benchmarks/finetune_ticket.py cwtool-bench/fmnist_r8s/pruned.pt cwtool-bench/fmnist_dense.pt \
+        --data fashion-mnist --protect 6 --seed 0 --epochs 20 --out benchmarks/results/fmnist_finetune.jsonl
+
+--seed must be the compress run's (it fixes the train/validation split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from toolchain.data import load_data  # noqa: E402
+from toolchain.metrics import evaluate_logits  # noqa: E402
+from toolchain.models.loading import load_model  # noqa: E402
+from toolchain.models.train import TrainConfig, predict_logits, seed_everything, train  # noqa: E402
+from toolchain.prune.loss import ClassDependentLoss  # noqa: E402
+from toolchain.prune.operating_point import apply_offsets, choose_offsets  # noqa: E402
+
+
+def measure(model, dataset, k: int, val_target: int, dense_test_fn: int) -> dict:
+    """Test numbers at the validation-chosen offset, and FP at the dense test FN (diagnostic only)."""
+    offset = choose_offsets(predict_logits(model, dataset.x_val), dataset.y_val, {k: val_target})
+    x_test, y_test = dataset.split("test")
+    logits = predict_logits(model, x_test)
+    at_op = evaluate_logits(y_test, apply_offsets(logits, offset), [k])
+    matched = evaluate_logits(y_test, apply_offsets(logits, choose_offsets(logits, y_test, {k: dense_test_fn})), [k])
+    p = at_op["protected"][0]
+    return {"fn": p["fn"], "fp": p["fp"], "accuracy": at_op["accuracy"], "auc": p["auc"], "fp_at_dense_test_fn": matched["protected"][0]["fp"], "offset": offset[k]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("pruned")
+    ap.add_argument("dense")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--protect", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--gamma", type=float, default=5.0)
+    ap.add_argument("--rank-weight", type=float, default=1.0)
+    ap.add_argument("--distill-weight", type=float, default=1.0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    k = args.protect
+    dataset = load_data(args.data, seed=args.seed)
+    dense = load_model(args.dense).module.float().eval()
+    model = load_model(args.pruned).module.float()
+    x_test, y_test = dataset.split("test")
+    dense_val_fn = evaluate_logits(dataset.y_val, predict_logits(dense, dataset.x_val), [k])["protected"][0]["fn"]
+    dense_test = evaluate_logits(y_test, predict_logits(dense, x_test), [k])
+    record = {"pruned": args.pruned, "seed": args.seed, "params": sum(p.numel() for p in model.parameters()), "epochs": args.epochs, "lr": args.lr,
+              "dense": {"fn": dense_test["protected"][0]["fn"], "fp": dense_test["protected"][0]["fp"], "accuracy": dense_test["accuracy"], "auc": dense_test["protected"][0]["auc"]}}
+    record["before"] = measure(model, dataset, k, dense_val_fn, record["dense"]["fn"])
+    teacher = torch.as_tensor(predict_logits(dense, dataset.x_train))
+    loss = ClassDependentLoss(int(teacher.shape[1]), [k], gamma=args.gamma, rank_weight=args.rank_weight, teacher_logits=teacher, distill_weight=args.distill_weight)
+    seed_everything(args.seed)
+    t0 = time.perf_counter()
+    train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed * 1000 + 99), loss_fn=loss)
+    record["seconds"] = time.perf_counter() - t0
+    record["after"] = measure(model, dataset, k, dense_val_fn, record["dense"]["fn"])
+    print(json.dumps(record), flush=True)
+    with open(args.out, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
