@@ -15,4 +15,4 @@ export_tflite(m, torch.zeros(1, 1, 8, 8), "cwtool-demo/dense_fp32.tflite", "fp32
 PY
 cwtool bench cwtool-demo/dense_fp32.onnx cwtool-demo/artifacts/model_fp32.onnx cwtool-demo/artifacts/model_int8.onnx \
   cwtool-demo/dense_fp32.tflite cwtool-demo/artifacts/model_fp32_nchw.tflite cwtool-demo/artifacts/model_int8_nchw.tflite \
-  --threads 1 --runs 500 --json benchmarks/results/digits_bench.json
+  --threads 1 --runs 3000 --rounds 30 --json benchmarks/results/digits_bench.json
