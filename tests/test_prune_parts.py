@@ -175,3 +175,25 @@ def test_plan_for_target_rounds_channels_and_stays_under_the_target():
     tiny = int(0.01 * count_params(model))
     small = shrink(model, _plan_for_target(model, x, groups, scores, tiny, round_to=8), x)
     assert count_params(small) <= tiny
+
+
+def test_weight_scores_add_the_magnitude_increase_and_keep_pruned_weights_out():
+    from toolchain.config import PruneConfig
+    from toolchain.prune.lottery import _weight_scores
+
+    torch.manual_seed(0)
+    model = registry.create("mlp", in_features=4, num_classes=3, hidden=(4,))
+    prunable = {n: p for n, p in model.named_parameters() if p.dim() > 1}
+    name = next(iter(prunable))
+    w = prunable[name]
+    with torch.no_grad():
+        w[0, 0], w[0, 1] = 0.5, -0.5  # the same magnitude now ...
+    start = {n: p.detach().clone() for n, p in prunable.items()}
+    start[name][0, 0], start[name][0, 1] = 0.1, -0.9  # ... but [0, 0] grew in retraining, [0, 1] shrank
+    masks = {n: torch.ones_like(p) for n, p in prunable.items()}
+    masks[name][1, 1] = 0
+    plain = _weight_scores(model, prunable, masks, None, [1], PruneConfig(device="cpu"), "cpu", seed=0)
+    grown = _weight_scores(model, prunable, masks, None, [1], PruneConfig(device="cpu", increase_weight=1.0), "cpu", seed=0, start_state=start)
+    assert plain[name][0, 0] == plain[name][0, 1]
+    assert grown[name][0, 0] > grown[name][0, 1]
+    assert grown[name][1, 1] == plain[name][1, 1] == -float("inf")

@@ -107,7 +107,7 @@ def protected_taylor_scores(
     return {k: v / batches for k, v in (total or {}).items()}
 
 
-def _normalised(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def normalised(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v / (v.abs().mean() + 1e-12) for k, v in scores.items()}
 
 
@@ -119,12 +119,12 @@ def channel_scores(
     use_increase = bool(increase_weight) and start_state is not None
     if not use_increase and not taylor_weight:
         return magnitude_scores(model, example_input)
-    total = _normalised(magnitude_scores(model, example_input))
+    total = normalised(magnitude_scores(model, example_input))
     terms = []
     if use_increase:
-        terms.append((increase_weight, _normalised(magnitude_scores(model, example_input, start_state))))
+        terms.append((increase_weight, normalised(magnitude_scores(model, example_input, start_state))))
     if taylor_weight:
-        terms.append((taylor_weight, _normalised(protected_taylor_scores(model, example_input, x, y, protected, seed=seed))))
+        terms.append((taylor_weight, normalised(protected_taylor_scores(model, example_input, x, y, protected, seed=seed))))
     for weight, term in terms:
         total = {k: v + weight * term.get(k, torch.zeros_like(v)) for k, v in total.items()}
     return total

@@ -363,13 +363,12 @@ def _select(result: PruneResult) -> PruneResult:
 
 def _weight_scores(model, prunable, masks, dataset, protected, cfg, device, seed, start_state=None) -> dict[str, torch.Tensor]:
     """Per-weight scores: |W| (plain), plus the magnitude increase |W| - |W_0| over the last retraining
-    and/or the protected-class Taylor term (theta*grad)^2, each normalised per layer (class-aware).
-    Pruned weights score -inf so they stay pruned."""
+    and/or the protected-class Taylor term (theta*grad)^2, each normalised per layer (class-aware), as
+    importance.channel_scores does per channel. Pruned weights score -inf so they stay pruned."""
     scores = {n: p.detach().abs() for n, p in prunable.items()}
+    terms = []
     if cfg.increase_weight and start_state is not None:
-        for n, p in prunable.items():
-            growth = p.detach().abs() - start_state[n].abs()
-            scores[n] = scores[n] / (scores[n].mean() + 1e-12) + cfg.increase_weight * growth / (growth.abs().mean() + 1e-12)
+        terms.append((cfg.increase_weight, {n: p.detach().abs() - start_state[n].abs() for n, p in prunable.items()}))
     if cfg.class_aware and cfg.taylor_weight:
         rng = np.random.default_rng(seed)
         idx = rng.choice(len(dataset.y_train), min(512, len(dataset.y_train)), replace=False)
@@ -381,10 +380,13 @@ def _weight_scores(model, prunable, masks, dataset, protected, cfg, device, seed
         mask = torch.isin(yb, torch.as_tensor(protected, device=device))
         loss = torch.nn.functional.cross_entropy(logits[mask], yb[mask]) if mask.any() else logits.sum() * 0
         loss.backward()
-        for n, p in prunable.items():
-            taylor = (p.detach() * p.grad).pow(2) if p.grad is not None else torch.zeros_like(p)
-            scores[n] = scores[n] / (scores[n].mean() + 1e-12) + cfg.taylor_weight * taylor / (taylor.mean() + 1e-12)
+        terms.append((cfg.taylor_weight, {n: (p.detach() * p.grad).pow(2) if p.grad is not None else torch.zeros_like(p) for n, p in prunable.items()}))
         model.zero_grad(set_to_none=True)
+    if terms:
+        scores = importance.normalised(scores)
+        for weight, term in terms:
+            term = importance.normalised(term)
+            scores = {n: s + weight * term[n] for n, s in scores.items()}
     return {n: torch.where(masks[n] > 0, s, torch.full_like(s, -float("inf"))) for n, s in scores.items()}
 
 
