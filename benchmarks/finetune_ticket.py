@@ -26,6 +26,7 @@ from toolchain.models.loading import load_model  # noqa: E402
 from toolchain.models.train import TrainConfig, predict_logits, seed_everything, train  # noqa: E402
 from toolchain.prune.loss import ClassDependentLoss  # noqa: E402
 from toolchain.prune.operating_point import apply_offsets, choose_offsets  # noqa: E402
+from prune_benchmark import fp_at_fn, protected_row  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def measure(model, dataset, k: int, val_target: int, dense_test_fn: int) -> dict:
@@ -34,9 +35,7 @@ def measure(model, dataset, k: int, val_target: int, dense_test_fn: int) -> dict
     x_test, y_test = dataset.split("test")
     logits = predict_logits(model, x_test)
     at_op = evaluate_logits(y_test, apply_offsets(logits, offset), [k])
-    matched = evaluate_logits(y_test, apply_offsets(logits, choose_offsets(logits, y_test, {k: dense_test_fn})), [k])
-    p = at_op["protected"][0]
-    return {"fn": p["fn"], "fp": p["fp"], "accuracy": at_op["accuracy"], "auc": p["auc"], "fp_at_dense_test_fn": matched["protected"][0]["fp"], "offset": offset[k]}
+    return {**protected_row(at_op, k), "fp_at_dense_test_fn": fp_at_fn(logits, y_test, k, dense_test_fn), "offset": offset[k]}
 
 
 def main() -> None:
@@ -62,7 +61,7 @@ def main() -> None:
     dense_val_fn = evaluate_logits(dataset.y_val, predict_logits(dense, dataset.x_val), [k])["protected"][0]["fn"]
     dense_test = evaluate_logits(y_test, predict_logits(dense, x_test), [k])
     record = {"pruned": args.pruned, "seed": args.seed, "params": sum(p.numel() for p in model.parameters()), "epochs": args.epochs, "lr": args.lr,
-              "dense": {"fn": dense_test["protected"][0]["fn"], "fp": dense_test["protected"][0]["fp"], "accuracy": dense_test["accuracy"], "auc": dense_test["protected"][0]["auc"]}}
+              "dense": protected_row(dense_test, k)}
     record["before"] = measure(model, dataset, k, dense_val_fn, record["dense"]["fn"])
     teacher = torch.as_tensor(predict_logits(dense, dataset.x_train))
     loss = ClassDependentLoss(int(teacher.shape[1]), [k], gamma=args.gamma, rank_weight=args.rank_weight, teacher_logits=teacher, distill_weight=args.distill_weight)

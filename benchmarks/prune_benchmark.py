@@ -60,6 +60,12 @@ def protected_row(evaluation: dict, k: int) -> dict:
     return {"fn": p["fn"], "fp": p["fp"], "auc": p["auc"], "accuracy": evaluation["accuracy"]}
 
 
+def fp_at_fn(logits, y, k: int, fn: int) -> int:
+    """Diagnostic only (threshold chosen on the split it is measured on, never used by cwtool): FP of
+    class k with the offset that puts its FN at ``fn`` -- the ranking near the operating point, free of FN noise."""
+    return evaluate_logits(y, apply_offsets(logits, choose_offsets(logits, y, {k: fn})), [k])["protected"][0]["fp"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -111,15 +117,12 @@ def main() -> None:
                 logits = predict_logits(ticket.model, x_test, device=device)
                 ev = evaluate_logits(y_test, apply_offsets(logits, ticket.offsets), [k])
                 raw = evaluate_logits(y_test, logits, [k])
-                # diagnostic only (chosen on test, never used by cwtool): FP with the threshold set so that
-                # test FN equals the dense model's -- the ranking near the operating point, free of FN noise
-                matched = evaluate_logits(y_test, apply_offsets(logits, choose_offsets(logits, y_test, {k: dense_eval["protected"][0]["fn"]})), [k])
                 record = {"kind": "ticket", "variant": variant, "data": dataset.name, "arch": args.arch, "seed": seed, "round": ticket.round,
                           "target": args.schedule[ticket.round - 1], "params": ticket.params, "macs": ticket.macs,
                           "param_fraction": ticket.params / params, "offset": ticket.offsets[k], "seconds": stamps.get(ticket.round),
                           "val_fn": ticket.val["protected"][0]["fn"], "dense_val_fn": result.targets[k],
                           "raw_fn": raw["protected"][0]["fn"], "raw_fp": raw["protected"][0]["fp"], **protected_row(ev, k),
-                          "fp_at_dense_test_fn": matched["protected"][0]["fp"],
+                          "fp_at_dense_test_fn": fp_at_fn(logits, y_test, k, dense_eval["protected"][0]["fn"]),
                           "config": {key: v for key, v in asdict(cfg).items() if key in VARIANTS.get(variant, {}) or key in ("epochs", "rewind", "round_to")}}
                 print(json.dumps(record), flush=True)
                 out.write(json.dumps(record) + "\n")
