@@ -44,7 +44,7 @@ def main(shapes: list[str], dense_path: str = "cwtool-bench/fmnist_dense.pt", ou
         files.append(export_tflite(model, example, out_dir / f"{shape}_int8.tflite", "int8", calibration_x=calib, num_classes=10,
                                    float_modules=thin_input_modules(model, example)))
     dense_onnx = export_onnx(dense, example, out_dir / "dense_fp32.onnx", num_classes=10)
-    subprocess.run(["cwtool", "bench", str(dense_onnx), *map(str, files), "--threads", "1", "--runs", "3000", "--rounds", "30",
+    subprocess.run([sys.executable, "-m", "toolchain", "bench", str(dense_onnx), *map(str, files), "--threads", "1", "--runs", "3000", "--rounds", "30",
                     "--json", str(out_dir / "bench.json")], check=True)
 
 
