@@ -5,7 +5,8 @@ operating point on validation; test-split numbers before and after.
     python benchmarks/finetune_ticket.py cwtool-bench/fmnist_r8s/pruned.pt cwtool-bench/fmnist_dense.pt \
         --data fashion-mnist --protect 6 --seed 0 --epochs 20 --out benchmarks/results/fmnist_finetune.jsonl
 
---seed must be the compress run's (it fixes the train/validation split).
+--seed must be the compress run's (it fixes the train/validation split). --augment shift-flip moves and
+mirrors each batch and runs the dense teacher on the augmented batch (slower: a dense forward per step).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch  # noqa: E402
 
 from toolchain.data import load_data  # noqa: E402
 from toolchain.metrics import evaluate_logits  # noqa: E402
+from toolchain.models.augment import KINDS, augmenter  # noqa: E402
 from toolchain.models.loading import load_model  # noqa: E402
 from toolchain.models.train import TrainConfig, predict_logits, seed_everything, train  # noqa: E402
 from toolchain.prune.loss import ClassDependentLoss  # noqa: E402
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=5.0)
     ap.add_argument("--rank-weight", type=float, default=1.0)
     ap.add_argument("--distill-weight", type=float, default=1.0)
+    ap.add_argument("--augment", choices=KINDS, default="none")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -60,14 +63,17 @@ def main() -> None:
     x_test, y_test = dataset.split("test")
     dense_val_fn = evaluate_logits(dataset.y_val, predict_logits(dense, dataset.x_val), [k])["protected"][0]["fn"]
     dense_test = evaluate_logits(y_test, predict_logits(dense, x_test), [k])
-    record = {"pruned": args.pruned, "seed": args.seed, "params": sum(p.numel() for p in model.parameters()), "epochs": args.epochs, "lr": args.lr,
+    record = {"pruned": args.pruned, "seed": args.seed, "params": sum(p.numel() for p in model.parameters()), "epochs": args.epochs, "lr": args.lr, "augment": args.augment,
               "dense": protected_row(dense_test, k)}
     record["before"] = measure(model, dataset, k, dense_val_fn, record["dense"]["fn"])
-    teacher = torch.as_tensor(predict_logits(dense, dataset.x_train))
-    loss = ClassDependentLoss(int(teacher.shape[1]), [k], gamma=args.gamma, rank_weight=args.rank_weight, teacher_logits=teacher, distill_weight=args.distill_weight)
+    augment = augmenter(args.augment)
+    # augmented batches need the teacher live on each batch; plain ones reuse its logits, computed once
+    teacher = dict(teacher=dense) if augment else dict(teacher_logits=torch.as_tensor(predict_logits(dense, dataset.x_train)))
+    n_classes = int(predict_logits(dense, dataset.x_val[:1]).shape[1])
+    loss = ClassDependentLoss(n_classes, [k], gamma=args.gamma, rank_weight=args.rank_weight, distill_weight=args.distill_weight, **teacher)
     seed_everything(args.seed)
     t0 = time.perf_counter()
-    train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed * 1000 + 99), loss_fn=loss)
+    train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed * 1000 + 99), loss_fn=loss, augment=augment)
     record["seconds"] = time.perf_counter() - t0
     record["after"] = measure(model, dataset, k, dense_val_fn, record["dense"]["fn"])
     print(json.dumps(record), flush=True)

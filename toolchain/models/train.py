@@ -10,9 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-# loss_fn(logits, targets, batch_indices) -> scalar; batch_indices index the training arrays so a
-# loss can look up per-sample data (teacher logits for distillation) without a custom loader.
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# loss_fn(logits, targets, batch_indices, inputs) -> scalar; batch_indices index the training arrays so
+# a loss can look up per-sample data (cached teacher logits) without a custom loader; inputs are the
+# batch the model saw (augmented, when it was), for a teacher that must see the same images.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 @dataclass
@@ -54,9 +56,11 @@ def train(
     progress=None,
     description: str = "train",
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    augment: Augment | None = None,
 ) -> nn.Module:
     """Train in place with Adam. ``after_step`` runs after every optimizer step (e.g. re-apply
-    pruning masks). ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar."""
+    pruning masks). ``augment`` transforms each batch (draws from the run's seeded generator).
+    ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar."""
     device = device or pick_device()
     model.to(device).train()
     generator = torch.Generator().manual_seed(config.seed)
@@ -70,7 +74,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch)
     )
-    loss_fn = loss_fn or (lambda logits, t, idx: nn.functional.cross_entropy(logits, t))
+    loss_fn = loss_fn or (lambda logits, t, idx, inputs: nn.functional.cross_entropy(logits, t))
     task = progress.add_task(description, total=config.epochs) if progress is not None else None
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(len(xs), generator=generator)
@@ -79,9 +83,11 @@ def train(
             if len(idx) < 2 and _has_batchnorm(model):
                 continue  # BatchNorm cannot train on a single sample
             xb, yb = xs[idx].to(device, non_blocking=True), ys[idx].to(device, non_blocking=True)
+            if augment is not None:
+                xb = augment(xb, generator)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model(xb)
-            loss = loss_fn(logits.float(), yb, idx)
+            loss = loss_fn(logits.float(), yb, idx, xb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -38,6 +38,7 @@ class ClassDependentLoss:
     gamma: float = 1.0
     rank_weight: float = 0.0
     teacher_logits: torch.Tensor | None = None  # indexed by training-row number
+    teacher: torch.nn.Module | None = None  # or run live on each batch (needed when batches are augmented)
     distill_weight: float = 0.0
     temperature: float = 4.0
 
@@ -46,15 +47,26 @@ class ClassDependentLoss:
         weights[self.protected] = self.gamma
         self.class_weights = weights
 
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def _teacher_logits(self, idx: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor | None:
+        if self.teacher is not None:
+            if inputs is None:
+                raise ValueError("a live teacher needs the batch inputs")
+            with torch.no_grad():
+                return self.teacher.eval()(inputs).float()
+        if self.teacher_logits is not None:
+            return self.teacher_logits[idx.to(self.teacher_logits.device)]
+        return None
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         weights = self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits, targets, weight=weights)
         if self.rank_weight:
             rank = sum(squared_hinge_rank_loss(logits, targets, k) for k in self.protected) / len(self.protected)
             loss = loss + self.rank_weight * rank
-        if self.distill_weight and self.teacher_logits is not None:
+        teacher = self._teacher_logits(idx, inputs) if self.distill_weight else None
+        if teacher is not None:
             t = self.temperature
-            teacher = self.teacher_logits[idx.to(self.teacher_logits.device)].to(logits.device)
+            teacher = teacher.to(logits.device)
             per_sample = F.kl_div(
                 F.log_softmax(logits / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True, reduction="none"
             ).sum(1)
