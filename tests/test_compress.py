@@ -109,6 +109,22 @@ def test_weight_granularity_reports_sparsity_and_saves_rounds(trained_digits, di
     assert ticket.sparsity == pytest.approx(0.5, abs=0.02)
     x = torch.as_tensor(digits_dataset.x_test[:4])
     assert ticket.model(x).shape == (4, 10)
+    # the round keeps its non-zero count; the selected, shrunk copy carries the stored one
+    masked = result.tickets[-1]
+    assert masked is not ticket and ticket.params == count_params(ticket.model)
+    assert masked.params == sum(int(p.count_nonzero()) for p in masked.model.parameters()) < ticket.params
+
+
+def test_weight_granularity_run_reports_sparsity(trained_digits, tmp_path, capsys):
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--granularity", "weight", "--skip-export", "--max-accuracy-drop", "0.5", "--out", tmp_path / "w"], capsys)
+    assert code in (0, 1), err  # 1: the test-split gate's verdict on a one-epoch ticket; the report is written either way
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
+    shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
+    assert rounds[-1]["weight_sparsity"] == pytest.approx(0.5, abs=0.02) and rounds[-1]["nonzero_params"] == rounds[-1]["params"]
+    assert shrunk["weight_sparsity"] == rounds[-1]["weight_sparsity"] and shrunk["nonzero_params"] < shrunk["params"]
+    assert "| round | non-zero params | weight sparsity |" in (tmp_path / "w" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("extra,needle", [

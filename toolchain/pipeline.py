@@ -174,11 +174,12 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                      "val": result.dense["val"], "test": dense_test},
         "stages": [
             *[{"stage": "prune_round", "round": t.round, "params": t.params, "macs": t.macs, "val": t.val, "val_raw": t.val_raw,
-               "offsets": {str(k): v for k, v in t.offsets.items()}, "within_budget": t.within_budget} for t in result.tickets],
+               "offsets": {str(k): v for k, v in t.offsets.items()}, "within_budget": t.within_budget, **_sparsity(config, t)}
+              for t in result.tickets],
             {"stage": "shrunk", "round": ticket.round, "path": str(pruned_path.relative_to(run_dir)), "params": params_pruned,
              "macs": count_macs(pruned, example), "param_fraction": params_pruned / params_dense, "channel_plan": plan,
              "offsets": {str(k): v for k, v in ticket.offsets.items()}, "budget_met_on_val": result.budget_met,
-             "seconds": prune_seconds, "test": pruned_test},
+             "seconds": prune_seconds, "test": pruned_test, **_sparsity(config, ticket, pruned)},
         ],
         "calibration": calibration,
         "artifacts": artifacts,
@@ -188,6 +189,15 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}
                          for a in artifacts if "quantization" in a]
     return report, run_dir
+
+
+def _sparsity(config: PruneConfig, ticket, model=None) -> dict:
+    """Weight-granularity runs: the share of conv/linear weights the masks zeroed, and the non-zero
+    parameter count (of ``model`` when given: the stored, shrunk model). Channel runs: nothing."""
+    if config.granularity != "weight":
+        return {}
+    nonzero = ticket.params if model is None else sum(int(p.count_nonzero()) for p in model.parameters())
+    return {"weight_sparsity": ticket.sparsity, "nonzero_params": nonzero}
 
 
 def _check_export_inputs(export: "ExportSettings | None", dataset) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -283,15 +283,14 @@ class LotteryPruner:
             if not ticket.within_budget and cfg.stop_outside_budget:
                 break
         chosen = _select(result).selected
-        # Physically remove the channels the masks emptied; the rest stays as sparse dense tensors.
+        # Physically remove the channels the masks emptied; the rest stays as sparse dense tensors. The
+        # round's ticket keeps its non-zero count; the selected one is a shrunk copy with stored counts.
         plan = dead_channels(chosen.model, self.example)
-        sparse_params = chosen.params
-        chosen.model = shrink(chosen.model, plan, self.example)
-        chosen.survivors = {k: [i for i in range(n) if i not in set(plan.get(k, []))] for k, n in self.dense_sizes.items()}
-        chosen.params = count_params(chosen.model)
-        chosen.macs = count_macs(chosen.model, self.example)
-        self.log(f"weight ticket: {sparse_params:,} non-zero parameters; {sum(len(v) for v in plan.values())} empty channels removed -> {chosen.params:,} stored parameters")
-        result.selected = chosen
+        shrunk = shrink(chosen.model, plan, self.example)
+        result.selected = replace(
+            chosen, model=shrunk, params=count_params(shrunk), macs=count_macs(shrunk, self.example),
+            survivors={k: [i for i in range(n) if i not in set(plan.get(k, []))] for k, n in self.dense_sizes.items()})
+        self.log(f"weight ticket: {chosen.params:,} non-zero parameters; {sum(len(v) for v in plan.values())} empty channels removed -> {result.selected.params:,} stored parameters")
         return result
 
     # --- checkpoints -----------------------------------------------------------------------------------

@@ -45,11 +45,14 @@ def render_report(report: dict) -> str:
         lines.append(f"| {row['name']} | {_fmt(row['params'])} | {_fmt(row['bytes'])} | {_fmt(row['eval']['accuracy'])} | {_prot(row['eval'])} | {row['verdict'] or '-'} |")
     rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
     if rounds:
+        sparse = any("weight_sparsity" in s for s in rounds)  # weight granularity: params are the non-zero ones
         lines += ["", "## Pruning rounds (validation, at the operating point)", "",
-                  "| round | params | MACs | accuracy | protected | offsets | within budget |", "|---:|---:|---:|---:|---|---|---|"]
+                  f"| round | {'non-zero params | weight sparsity' if sparse else 'params'} | MACs | accuracy | protected | offsets | within budget |",
+                  f"|---:|---:|{'---:|' if sparse else ''}---:|---:|---|---|---|"]
         for s in rounds:
             offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
-            lines.append(f"| {s['round']} | {s['params']:,} | {s['macs']:,} | {_fmt(s['val']['accuracy'])} | {_prot(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
+            size = f"{s['params']:,} | {s['weight_sparsity']:.1%}" if sparse else f"{s['params']:,}"
+            lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {_fmt(s['val']['accuracy'])} | {_prot(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
     quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
     if quantized:
         lines += ["", "## int8 files: layers kept in float", ""]
