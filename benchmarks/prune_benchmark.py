@@ -52,6 +52,9 @@ VARIANTS = {
     "class-aware, 15 epochs": {"epochs": 15},
     "class-aware, rank weight 5, distill 3, 15 epochs": {"rank_weight": 5.0, "distill_weight": 3.0, "epochs": 15},
     "plain (--no-class-aware), 15 epochs": {"class_aware": False, "epochs": 15},
+    # the paper's unstructured tickets: layer-wise weight masks; params = non-zero weights (the file is not smaller)
+    "class-aware, unstructured weights": {"granularity": "weight"},
+    "plain, unstructured weights": {"class_aware": False, "granularity": "weight"},
 }
 
 
