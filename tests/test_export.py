@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,6 +244,41 @@ def test_tflite_int8_full_integer(digits, tflite_files):
     info = artifact_info(tflite_files["int8"])
     assert info["precision"] == "int8" and info["input_dtype"] == "int8"
     assert info["bytes"] < 0.5 * artifact_info(tflite_files["fp32"])["bytes"]
+
+
+def _tensor_names(data: bytes) -> tuple[list, list, list]:
+    """(inner tensor names, graph input/output names, signature keys) of a .tflite flatbuffer."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    (graph,) = model.subgraphs
+    io = set(graph.inputs) | set(graph.outputs)
+    inner = [t.name for i, t in enumerate(graph.tensors) if i not in io]
+    return inner, [graph.tensors[i].name for i in sorted(io)], [s.signatureKey for s in model.signatureDefs or []]
+
+
+def test_tflite_compact_drops_inner_names_and_computes_the_same(digits, tflite_files, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from toolchain.export.tflite import _litert, compact, quiet_native
+
+    with quiet_native():
+        _litert().convert(digits["model"].eval(), (torch.from_numpy(digits["x_test"][:1]),)).export(str(tmp_path / "raw.tflite"))
+    raw = (tmp_path / "raw.tflite").read_bytes()
+    small = compact(raw)
+    inner, io_names, signatures = _tensor_names(small)
+    assert any(_tensor_names(raw)[0]) and not any(inner)
+    assert io_names == _tensor_names(raw)[1] and all(io_names) and signatures == [b"serving_default"]
+    assert len(small) < len(raw) - 1000
+    (tmp_path / "small.tflite").write_bytes(small)
+    x = digits["x_test"][:64]
+    np.testing.assert_array_equal(load_runner(tmp_path / "small.tflite").predict(x), load_runner(tmp_path / "raw.tflite").predict(x))
+    interp = Interpreter(model_content=small)  # a SignatureRunner still finds its input by name
+    (out,) = interp.get_signature_runner("serving_default")(args_0=x[:1]).values()
+    np.testing.assert_allclose(out, digits["ref"][:1], atol=1e-4, rtol=0)
+    # export_tflite writes compacted files, int8 included
+    for name in ("fp32", "int8"):
+        assert not any(_tensor_names(Path(tflite_files[name]).read_bytes())[0])
 
 
 @pytest.mark.parametrize("name", ["fp32_nhwc", "int8_nhwc"])

@@ -11,6 +11,8 @@
   and dequantize the output.
 - layout "NHWC" wraps the model in ``litert_torch.to_channel_last_io`` (input transposed in-graph).
 - Files are static batch 1 (the runner resizes when the graph allows it, else loops).
+- Every file is compacted (``compact``): the converter names each inner tensor after its full
+  module path, several KB that no runtime reads.
 
 A ``<file>.tflite.json`` sidecar records layout, num_classes, precision and cwtool version, since a
 .tflite flatbuffer has no simple key/value metadata; runners read it and fall back to shape inference.
@@ -185,6 +187,30 @@ def _int8_module(module, x, calibration_x: np.ndarray, float_modules: Sequence[s
     return converted, quantizer
 
 
+def compact(data: bytes) -> bytes:
+    """Drop the names of a model's inner tensors, its subgraph names and its description.
+
+    litert-torch names every tensor after the torch module path ("toolchain.models...FashionCNN/
+    torch.nn.modules.container.Sequential_features/...;"): 4.4 KB of a 34 KB int8 file. The graph's
+    input and output tensor names, the signature defs (a SignatureRunner's contract) and the metadata
+    (min_runtime_version) are kept, and the operators, tensors and buffers are untouched, so every
+    runtime computes the same. Files near the 2 GB flatbuffer limit (weights stored after it by
+    offset) are returned as they are: re-packing would put the weights back inside."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    if len(data) >= 2**30:
+        return data
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    model.description = None
+    for subgraph in model.subgraphs:
+        subgraph.name = None
+        io = set(subgraph.inputs) | set(subgraph.outputs)
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in io:
+                tensor.name = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def export_tflite(
     model,
     example_input,
@@ -263,6 +289,7 @@ def export_tflite(
                 converted, quantizer = _int8_module(module, sample, calib, float_modules)
                 edge = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
             edge.export(tmp)
+        Path(tmp).write_bytes(compact(Path(tmp).read_bytes()))
         seconds = time.perf_counter() - t0
         side = {
             "cwtool_version": toolchain.__version__,
