@@ -141,6 +141,27 @@ def test_onnx_int8_agrees_and_holds_int8_weights(digits, onnx_files):
     assert artifact_info(onnx_files["fp32"])["precision"] == "fp32"
 
 
+def _weight_extremes(path) -> list[int]:
+    """Largest |int8 weight| of each weight initializer behind a DequantizeLinear."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    return [int(np.abs(numpy_helper.to_array(inits[n.input[0]]).astype(np.int32)).max()) for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+            and inits[n.input[0]].dims and len(inits[n.input[0]].dims) > 1]
+
+
+def test_onnx_int8_weights_are_7_bit_unless_asked(digits, onnx_files, tmp_path):
+    """7-bit weights cannot saturate AVX2's u8 x s8 pair sums, so the file computes alike on every CPU."""
+    seven = _weight_extremes(onnx_files["int8"])
+    assert len(seven) >= 4 and max(seven) <= 64 and min(seven) >= 60  # per channel, the range is used
+    meta = {p.key: p.value for p in onnx.load(str(onnx_files["int8"])).metadata_props}
+    assert meta["quant_weight_bits"] == "7"
+    eight = quantize_onnx(onnx_files["fp32"], tmp_path / "w8.onnx", digits["calib"], weight_bits=8)
+    assert max(_weight_extremes(eight)) == 127
+
+
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_onnx_int8_other_calibration_methods(digits, onnx_files, tmp_path, method):
     path = quantize_onnx(onnx_files["fp32"], tmp_path / f"{method}.onnx", digits["calib"][:128], method=method)
