@@ -128,13 +128,13 @@ def test_weight_granularity_run_reports_sparsity(trained_digits, tmp_path, capsy
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--keep-params", "0"], "keep_params"),
+    (["--keep-params", "0"], "--keep-params"),
     (["--rewind", "sometimes"], "rewind"),
     (["-p", "11"], "outside the model's outputs"),
-    (["--batch-size", "0"], "batch_size"),
-    (["--max-fn-increase", "-1"], "max_fn_increase"),
-    (["--device", "tpu"], "device"),
-    (["--rewind", "early", "--epochs", "0"], "rewind early"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--max-fn-increase", "-1"], "--max-fn-increase"),
+    (["--device", "tpu"], "--device"),
+    (["--rewind", "early", "--epochs", "0"], "--rewind early"),
     (["--layout", "NCWH"], "--layout"),
 ])
 def test_bad_compress_input_exits_2(extra, needle, trained_digits, capsys, tmp_path):

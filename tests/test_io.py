@@ -29,3 +29,16 @@ def test_nan_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "r.json", {"x": float("nan")})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["under a file", "onto a folder"])
+def test_a_path_that_cannot_be_written_is_the_users_error(tmp_path, where):
+    from toolchain.errors import UserError
+
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep").write_text("y")
+    path = tmp_path / "a.txt" / "r.json" if where == "under a file" else tmp_path / "d"
+    with pytest.raises(UserError, match="cannot write"):
+        atomic_write_json(path, {"a": 1})
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "d", "keep"]

@@ -7,6 +7,7 @@ unless --debug); 3 an internal error (a bug: please report it with the --debug t
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -30,6 +31,16 @@ DataOpt = typer.Option(..., "--data", "-d", help="digits, breast-cancer, fashion
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
     _state["debug"] = debug
+
+
+# Config dataclasses name their fields in errors; the user typed flags.
+_FLAG_FIELDS = ("keep_params", "rate", "granularity", "rewind", "epochs", "lr", "batch_size", "gamma", "rank_weight", "distill_weight",
+                "taylor_weight", "increase_weight", "round_to", "max_fn_increase", "max_accuracy_drop", "device")
+
+
+def _config_error(exc: ValueError) -> UserError:
+    pattern = r"\b(" + "|".join(_FLAG_FIELDS) + r")\b"
+    return UserError(re.sub(pattern, lambda m: "--" + m.group(1).replace("_", "-"), str(exc)))
 
 
 def _parse_kwargs(text: Optional[str]) -> dict:
@@ -60,10 +71,11 @@ def evaluate(
     """Per-class false negatives of a PyTorch model on one split of the data."""
     from toolchain.data import load_data
     from toolchain.evaluate import evaluate_torch
-    from toolchain.io import atomic_write_json
+    from toolchain.io import atomic_write_json, check_output_file
     from toolchain.models.loading import load_model
     from toolchain.report.console import print_evaluation
 
+    check_output_file(json_out, "--json")
     if split not in ("train", "val", "test", "all"):
         raise UserError(f"--split '{split}' is not one of train, val, test, all")
     dataset = load_data(data, seed=seed, label_column=label_column)
@@ -93,11 +105,22 @@ def train(
 
     from toolchain.data import load_data
     from toolchain.evaluate import probe_outputs
+    from toolchain.io import check_output_file
     from toolchain.metrics import evaluate_logits
-    from toolchain.models.loading import build_arch, save_checkpoint
+    from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
 
+    if epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    try:
+        config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    except ValueError as exc:
+        raise _config_error(exc) from exc
+    check_output_file(out, "--out")
+    if out.is_file() and not is_cwtool_checkpoint(out):
+        raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
     kwargs = _parse_kwargs(arch_kwargs)
+    torch_device = pick_device(device)
     dataset = load_data(data, seed=seed, label_column=label_column)
     seed_everything(seed)
     model = build_arch(arch, kwargs)
@@ -106,8 +129,7 @@ def train(
         raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {dataset.num_classes} classes: set num_classes in --arch-kwargs")
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
-        run_train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
-                  device=pick_device(device), progress=progress, description=f"training {arch}")
+        run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}")
     model = model.cpu().eval()
     val = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
     save_checkpoint(out, model, arch, kwargs, dataset.input_shape)
@@ -144,7 +166,7 @@ def compress(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
     target: Optional[str] = typer.Option(None, help="Device profile (cwtool targets): sets format, precision and layout, and checks fit."),
-    layout: str = typer.Option("NCHW", help="TFLite input layout, NCHW or NHWC (a --target sets it)."),
+    layout: Optional[str] = typer.Option(None, help="TFLite input layout, NCHW (default) or NHWC (a --target sets it)."),
     calibration_size: int = typer.Option(256, help="Calibration rows drawn from the train split (protected classes enriched)."),
     calibration_method: str = typer.Option("minmax", help="minmax, entropy or percentile (ONNX int8)."),
     calibration: Optional[Path] = typer.Option(None, help="A saved calibration .npz, for identical re-quantization."),
@@ -153,8 +175,10 @@ def compress(
 ):
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
     from toolchain.config import PruneConfig
+    from toolchain.io import check_output_dir
     from toolchain.pipeline import CompressRequest, compress as run_compress, finish
 
+    check_output_dir(out, "--out")
     if round_to is None:
         from toolchain.targets import load_target
 
@@ -165,7 +189,7 @@ def compress(
                              distill_weight=distill_weight, taylor_weight=taylor_weight, increase_weight=increase_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
                              seed=seed, device=device)
     except ValueError as exc:
-        raise UserError(f"{exc}") from exc
+        raise _config_error(exc) from exc
     request = CompressRequest(str(model), data, list(protect_class), arch, _parse_kwargs(arch_kwargs), trust_model,
                               str(out) if out else None, resume, label_column, seed)
     export = _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export, float_input_conv)
@@ -180,10 +204,12 @@ def compress(
 def _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export, float_input_conv=None):
     from toolchain.export.stage import DEFAULT_ARTIFACTS, ExportSettings
 
-    if layout not in ("NCHW", "NHWC"):
+    if layout not in (None, "NCHW", "NHWC"):
         raise UserError(f"--layout '{layout}' is not NCHW or NHWC")
     if calibration_method not in ("minmax", "entropy", "percentile"):
         raise UserError(f"--calibration-method '{calibration_method}' is not minmax, entropy or percentile")
+    if calibration is not None and calibration.is_dir():
+        raise UserError(f"--calibration '{calibration}' is a folder: give the calibration .npz file")
     if calibration is not None and not calibration.is_file():
         raise UserError(f"--calibration file '{calibration}' does not exist")
     if calibration_size < 1:
@@ -193,11 +219,13 @@ def _export_settings(target, layout, calibration_size, calibration_method, calib
         from toolchain.targets import target_export_plan
 
         plan = target_export_plan(target)
+        if layout is not None and layout != plan["layout"]:
+            raise UserError(f"--layout {layout} contradicts --target {target}, which runs {plan['layout']}: drop --layout")
         artifacts = tuple((fmt, p) for fmt in plan["formats"] for p in dict.fromkeys(["fp32", plan["precision"]]))
         layout, threads = plan["layout"], plan["threads"]
         if float_input_conv is None:  # a full-integer target promises int8 input tensors: no float stem in front
             float_input_conv = plan["int8_scheme"] != "full-integer"
-    return ExportSettings(artifacts=() if skip_export else artifacts, layout=layout, calibration_size=calibration_size,
+    return ExportSettings(artifacts=() if skip_export else artifacts, layout=layout or "NCHW", calibration_size=calibration_size,
                           calibration_method=calibration_method, calibration_file=str(calibration) if calibration else None,
                           threads=1 if not target else threads, float_input_conv=float_input_conv is not False)
 

@@ -38,9 +38,10 @@ def targets(
     """List the device profiles, or show one (a name or a path to your own TOML)."""
     from rich.table import Table
 
-    from toolchain.io import atomic_write_json
+    from toolchain.io import atomic_write_json, check_output_file
     from toolchain.targets import list_targets, load_target, target_export_plan
 
+    check_output_file(json_out, "--json")
     console = _console()
     if name is None:
         profiles = list_targets()
@@ -106,9 +107,12 @@ def bench(
     from rich.table import Table
 
     from toolchain.bench import bench_many
-    from toolchain.io import atomic_write_json
+    from toolchain.io import atomic_write_json, check_output_file
     from toolchain.targets import load_target
 
+    check_output_file(json_out, "--json")
+    if macs is not None and target is None:
+        raise UserError("--macs feeds the --target latency estimate: give --target too (or drop --macs)")
     tgt = load_target(target) if target else None
     results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)
     table = Table(title=f"cwtool bench: batch 1, {threads} thread(s), {runs} runs after {warmup} warm-up "

@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from toolchain.errors import UserError
+
 __all__ = ["register", "verify"]
 
 
@@ -36,9 +38,14 @@ def verify(
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
     import json
 
-    from toolchain.io import atomic_write_text
+    from toolchain.io import atomic_write_text, check_output_file
     from toolchain.verify import VerifyRequest, run_verify
 
+    for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit")):
+        check_output_file(path, flag)
+    named = [p.resolve() for p in (json_out, markdown, junit) if p is not None]
+    if len(set(named)) < len(named):
+        raise UserError("--json, --markdown and --junit must name different files")
     request = VerifyRequest(
         artifacts=[str(a) for a in artifacts], data=data, protect=list(protect_class),
         baseline=str(baseline) if baseline is not None else None, max_fn_increase=max_fn_increase,

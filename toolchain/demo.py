@@ -57,9 +57,20 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     from toolchain.config import PruneConfig
     from toolchain.pipeline import CompressRequest, compress, finish
 
-    path = ensure_demo_model(retrain=retrain)
+    from toolchain.data import load_data
+    from toolchain.errors import UserError
+    from toolchain.evaluate import resolve_protected
+    from toolchain.io import check_output_dir
+
+    # Every check before anything is trained or deleted.
+    digits = load_data(DEMO_DATA, seed=0)
+    resolve_protected(protect_class, digits.class_names, digits.num_classes)
     out = Path(out)
-    if out.exists() and (out / "manifest.json").is_file():
+    check_output_dir(out, "the demo folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise UserError(f"'{out.resolve()}' exists and is not a demo run (no manifest.json): move it, or run the demo from another folder")
+    path = ensure_demo_model(retrain=retrain)
+    if out.exists():
         shutil.rmtree(out)  # only ever a previous demo run: it holds a manifest
     request = CompressRequest(model=str(path), data=DEMO_DATA, protect=list(protect_class), out=str(out))
     report, run_dir = compress(request, PruneConfig(keep_params=0.1, epochs=10, lr=3e-3))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import pickle
 import sys
 import zipfile
@@ -101,6 +102,8 @@ def load_model(
     trust_model: bool = False,
 ) -> LoadedModel:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"model '{path}' is a folder: give the model file")
     if not path.is_file():
         raise UserError(f"model file '{path}' does not exist")
     if _is_torchscript(path):
@@ -114,6 +117,7 @@ def load_model(
     if isinstance(obj, nn.Module):
         return LoadedModel(obj.eval(), arch=arch, arch_kwargs=arch_kwargs or {}, kind="pickle")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        _check_same_arch(obj, path, arch, arch_kwargs)
         return _from_cwtool_checkpoint(obj, path)
     if isinstance(obj, dict):
         state = _find_state_dict(obj)
@@ -222,6 +226,23 @@ def _load_state(model: nn.Module, state: dict, arch: str) -> None:
             f"the weights do not match --arch '{arch}' ({'; '.join(parts)}): check --arch and --arch-kwargs"
         )
     model.load_state_dict(state)
+
+
+def _check_same_arch(obj: dict, path: Path, arch: str | None, arch_kwargs: dict | None) -> None:
+    """A cwtool checkpoint names its architecture; an --arch that says otherwise is a mistake, not an override."""
+    if arch is not None and arch != obj["arch"]:
+        raise UserError(f"'{path}' is a cwtool checkpoint of --arch '{obj['arch']}', not '{arch}': drop --arch")
+    if arch_kwargs and dict(arch_kwargs) != dict(obj.get("arch_kwargs") or {}):
+        raise UserError(f"'{path}' is a cwtool checkpoint built with --arch-kwargs {json.dumps(obj.get('arch_kwargs') or {})}: drop --arch-kwargs")
+
+
+def is_cwtool_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` holds a cwtool checkpoint (read without running code from the file)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
 
 
 def _from_cwtool_checkpoint(obj: dict, path: Path) -> LoadedModel:

@@ -25,6 +25,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
 
+    def __post_init__(self):
+        for ok, message in ((self.epochs >= 0, "epochs must be >= 0"), (self.batch_size >= 1, "batch_size must be >= 1"),
+                            (self.lr > 0, "lr must be > 0"), (self.weight_decay >= 0, "weight_decay must be >= 0")):
+            if not ok:
+                raise ValueError(message)
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     from toolchain.errors import UserError

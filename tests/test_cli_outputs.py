@@ -1,0 +1,125 @@
+"""Output paths and flags the commands cannot honour: exit 2 with one line, before any work starts,
+and nothing written or deleted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clirun import run_cli
+
+
+class WorkStarted(Exception):
+    pass
+
+
+def _forbid(monkeypatch, target: str) -> None:
+    """Make the command's first piece of real work fail loudly: the check must come before it."""
+    def refuse(*args, **kwargs):
+        raise WorkStarted(target)
+
+    monkeypatch.setattr(target, refuse)
+
+
+@pytest.fixture
+def paths(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "model.onnx").write_bytes(b"not read: the checks come first")
+    return tmp_path
+
+
+# (args, what the command must not reach, a word the message must carry)
+def _cases(p):
+    onnx, folder, under_file = p / "model.onnx", p / "folder", p / "notes.csv" / "out.json"
+    return {
+        "evaluate --json is a folder": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", folder], "toolchain.data.load_data", "is a folder"),
+        "evaluate --json under a file": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", under_file], "toolchain.data.load_data", "notes.csv"),
+        "verify --junit is a folder": (["verify", onnx, "-d", "digits", "-p", "3", "--json", p / "ok.json", "--junit", folder], "toolchain.verify.run_verify", "--junit"),
+        "verify --markdown under a file": (["verify", onnx, "-d", "digits", "-p", "3", "--markdown", under_file], "toolchain.verify.run_verify", "--markdown"),
+        "verify two outputs, one file": (["verify", onnx, "-d", "digits", "-p", "3", "--json", p / "a.x", "--junit", p / "a.x"], "toolchain.verify.run_verify", "different files"),
+        "bench --json is a folder": (["bench", onnx, "--json", folder], "toolchain.bench.bench_many", "--json"),
+        "bench --macs without --target": (["bench", onnx, "--macs", "1000"], "toolchain.bench.bench_many", "--target"),
+        "targets --json under a file": (["targets", "raspberry-pi-4", "--json", under_file], "toolchain.targets.load_target", "notes.csv"),
+        "train --out is a folder": (["train", "--arch", "mlp", "-d", "digits", "--out", folder], "toolchain.data.load_data", "is a folder"),
+        "train --out under a file": (["train", "--arch", "mlp", "-d", "digits", "--out", p / "notes.csv" / "m.pt"], "toolchain.data.load_data", "notes.csv"),
+        "train --out is someone's file": (["train", "--arch", "mlp", "-d", "digits", "--out", p / "notes.csv"], "toolchain.data.load_data", "not a cwtool checkpoint"),
+        "train --epochs 0": (["train", "--arch", "mlp", "-d", "digits", "--out", p / "m.pt", "--epochs", "0"], "toolchain.data.load_data", "--epochs"),
+        "train --batch-size 0": (["train", "--arch", "mlp", "-d", "digits", "--out", p / "m.pt", "--batch-size", "0"], "toolchain.data.load_data", "--batch-size"),
+        "train --lr 0": (["train", "--arch", "mlp", "-d", "digits", "--out", p / "m.pt", "--lr", "0"], "toolchain.data.load_data", "--lr"),
+        "compress --out is a file": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--out", p / "notes.csv"], "toolchain.pipeline.compress", "is a file"),
+        "compress --out under a file": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--out", p / "notes.csv" / "run"], "toolchain.pipeline.compress", "notes.csv"),
+        "compress --keep-params named as a flag": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--keep-params", "2"], "toolchain.pipeline.compress", "--keep-params"),
+        "compress --rate named as a flag": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--rate", "1"], "toolchain.pipeline.compress", "--rate"),
+        "compress --layout against --target": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--target", "raspberry-pi-4", "--layout", "NCHW"], "toolchain.pipeline.compress", "--layout"),
+        "compress --calibration is a folder": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", folder], "toolchain.pipeline.compress", "is a folder"),
+    }
+
+
+CASES = list(_cases(__import__("pathlib").Path("/")))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_refused_before_any_work(case, paths, monkeypatch, capsys):
+    args, first_work, word = _cases(paths)[case]
+    _forbid(monkeypatch, first_work)
+    before = sorted(p.relative_to(paths) for p in paths.rglob("*"))
+    csv_before = (paths / "notes.csv").read_text()
+    code, _, err = run_cli(args, capsys)
+    assert code == 2, f"{case}: exit {code}: {err}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cwtool: error: "), err
+    assert word in lines[0], lines[0]
+    assert sorted(p.relative_to(paths) for p in paths.rglob("*")) == before  # nothing written, no probe left
+    assert (paths / "notes.csv").read_text() == csv_before
+
+
+def test_a_cwtool_checkpoint_names_its_own_arch(trained_digits, capsys):
+    path, _ = trained_digits
+    code, _, err = run_cli(["evaluate", path, "-d", "digits", "-p", "3", "--arch", "mlp"], capsys)
+    assert code == 2 and "digits-cnn" in err and "drop --arch" in err, err
+    code, _, err = run_cli(["evaluate", path, "-d", "digits", "-p", "3", "--arch", "digits-cnn"], capsys)
+    assert code == 0, err  # naming the same arch is harmless
+
+
+def test_a_folder_is_not_a_model(paths, capsys):
+    code, _, err = run_cli(["evaluate", paths / "folder", "-d", "digits", "-p", "3"], capsys)
+    assert code == 2 and "is a folder" in err, err
+
+
+def test_train_may_replace_its_own_checkpoint(trained_digits, tmp_path, capsys):
+    path, _ = trained_digits
+    out = tmp_path / "again.pt"
+    out.write_bytes(path.read_bytes())
+    code, _, err = run_cli(["train", "--arch", "mlp", "-d", "breast-cancer", "--epochs", "1", "--device", "cpu", "--out", out], capsys)
+    assert code == 0, err
+    from toolchain.models.loading import load_model
+
+    assert load_model(out).arch == "mlp"
+
+
+def _demo_run_folder(root):
+    demo = root / "cwtool-demo"
+    demo.mkdir()
+    (demo / "manifest.json").write_text(json.dumps({"earlier": "run"}))
+    return demo
+
+
+def test_demo_checks_the_class_before_deleting_the_last_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    demo = _demo_run_folder(tmp_path)
+    _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
+    code, _, err = run_cli(["demo", "-p", "99"], capsys)
+    assert code == 2 and "--protect-class 99" in err and len(err.strip().splitlines()) == 1, err
+    assert json.loads((demo / "manifest.json").read_text()) == {"earlier": "run"}
+
+
+def test_demo_leaves_a_folder_that_is_not_a_demo_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cwtool-demo").mkdir()
+    (tmp_path / "cwtool-demo" / "thesis.tex").write_text("mine")
+    _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
+    code, _, err = run_cli(["demo"], capsys)
+    assert code == 2 and "not a demo run" in err and "--resume" not in err, err
+    assert (tmp_path / "cwtool-demo" / "thesis.tex").read_text() == "mine"
