@@ -192,3 +192,19 @@ def test_precision_from_counts(counts, expected):
     from toolchain.runtimes.base import precision_from_counts
 
     assert precision_from_counts(counts) == expected
+
+
+def test_litert_keeps_its_info_lines_off_stderr(artifacts, tmp_path):
+    """Interpreters (the single-row one and the batched one) are built without LiteRT's
+    'INFO: Created TensorFlow Lite XNNPACK delegate' line reaching the terminal. A fresh process:
+    LiteRT prints that line once per process, and this one has built interpreters already."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", artifacts["x"][:7])
+    code = ("import numpy as np, sys; from toolchain.runtimes import load_runner; "
+            "r = load_runner(sys.argv[1]); r.predict(np.load(sys.argv[2])); print('ran', r.runtime)")
+    done = subprocess.run([sys.executable, "-c", code, str(artifacts["tflite_int8_nhwc"]), str(tmp_path / "x.npy")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("ran ai-edge-litert"), done.stderr
+    assert "INFO:" not in done.stderr and "XNNPACK" not in done.stderr, done.stderr

@@ -5,7 +5,11 @@ Numpy and the interpreter only: no torch, and tensorflow only when nothing else 
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +54,34 @@ def interpreter_class() -> tuple[type, str]:
         ) from None
 
 
+@contextmanager
+def _without_native_info():
+    """LiteRT's C++ side writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to the
+    process's stderr for every interpreter, in the middle of tables and before error lines. Catch
+    native stderr while an interpreter is built or allocated; pass on everything but INFO lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode("utf-8", "replace").splitlines():
+                if not line.startswith("INFO: "):
+                    print(line, file=sys.stderr)
+
+
 class LiteRTRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, layout: str | None = None):
         self.path = check_artifact_file(path, (".tflite",))
         self._cls, self.runtime = interpreter_class()
         self.threads = max(1, int(threads))
         self._interp = self._new_interpreter()
-        self._interp.allocate_tensors()
+        with _without_native_info():
+            self._interp.allocate_tensors()
         ind, outd = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ind) != 1 or not outd:
             raise UserError(f"{self.path} has {len(ind)} inputs: cwtool runs single-input classifiers only")
@@ -82,7 +107,8 @@ class LiteRTRunner(Runner):
 
     def _new_interpreter(self):
         try:
-            return self._cls(model_path=str(self.path), num_threads=self.threads)
+            with _without_native_info():
+                return self._cls(model_path=str(self.path), num_threads=self.threads)
         except Exception as e:  # ValueError for a file that is not a flatbuffer model
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"cannot load TFLite artifact {self.path}: {msg[:200]}; re-export it") from e
@@ -125,7 +151,8 @@ class LiteRTRunner(Runner):
             self._batched_n = 0
         if self._batched_n != n:
             self._batched.resize_tensor_input(self._in["index"], [n, *self.input_shape[1:]])
-            self._batched.allocate_tensors()
+            with _without_native_info():
+                self._batched.allocate_tensors()
             self._batched_n = n
         return self._invoke(self._batched, x)
 
