@@ -123,3 +123,12 @@ def test_demo_leaves_a_folder_that_is_not_a_demo_run(tmp_path, monkeypatch, caps
     code, _, err = run_cli(["demo"], capsys)
     assert code == 2 and "not a demo run" in err and "--resume" not in err, err
     assert (tmp_path / "cwtool-demo" / "thesis.tex").read_text() == "mine"
+
+
+def test_demo_will_not_replace_a_file_of_that_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cwtool-demo").write_text("mine")
+    _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
+    code, _, err = run_cli(["demo"], capsys)
+    assert code == 2 and "is a file" in err and "another folder" in err, err
+    assert (tmp_path / "cwtool-demo").read_text() == "mine"

@@ -66,6 +66,8 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     digits = load_data(DEMO_DATA, seed=0)
     resolve_protected(protect_class, digits.class_names, digits.num_classes)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"'{out.resolve()}' is a file and the demo writes its run there: move it, or run the demo from another folder")
     check_output_dir(out, "the demo folder")
     if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
         raise UserError(f"'{out.resolve()}' exists and is not a demo run (no manifest.json): move it, or run the demo from another folder")
