@@ -5,7 +5,9 @@ operating point on validation; test-split numbers before and after.
     python benchmarks/finetune_ticket.py cwtool-bench/fmnist_r8s/pruned.pt cwtool-bench/fmnist_dense.pt \
         --data fashion-mnist --protect 6 --seed 0 --epochs 20 --out benchmarks/results/fmnist_finetune.jsonl
 
---seed must be the compress run's (it fixes the train/validation split). --augment shift-flip moves and
+--seed must be the compress run's (it fixes the train/validation split). --odds-weight W adds W times a
+smooth-L1 match of the student's protected log-odds (logit_k - logsumexp of the others) to the dense
+model's, on every training row: distillation aimed at the ranking the FP goal is about. --augment shift-flip moves and
 mirrors each batch and runs the dense teacher on the augmented batch (slower: a dense forward per step).
 """
 
@@ -40,6 +42,21 @@ def measure(model, dataset, k: int, val_target: int, dense_test_fn: int) -> dict
     return {**protected_row(at_op, k), "fp_at_dense_test_fn": fp_at_fn(logits, y_test, k, dense_test_fn), "offset": offset[k]}
 
 
+def protected_odds(logits: torch.Tensor, k: int) -> torch.Tensor:
+    others = torch.cat([logits[:, :k], logits[:, k + 1:]], dim=1)
+    return logits[:, k] - torch.logsumexp(others, dim=1)
+
+
+def odds_matched(base_loss, teacher_logits: torch.Tensor, k: int, weight: float):
+    """base_loss + weight * smooth-L1(student's protected log-odds, the dense model's), per batch."""
+    def loss(logits, targets, idx, inputs=None):
+        teacher = teacher_logits[idx.to(teacher_logits.device)].to(logits.device)
+        match = torch.nn.functional.smooth_l1_loss(protected_odds(logits, k), protected_odds(teacher, k))
+        return base_loss(logits, targets, idx, inputs) + weight * match
+
+    return loss
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("pruned")
@@ -53,6 +70,7 @@ def main() -> None:
     ap.add_argument("--rank-weight", type=float, default=1.0)
     ap.add_argument("--distill-weight", type=float, default=1.0)
     ap.add_argument("--augment", choices=KINDS, default="none")
+    ap.add_argument("--odds-weight", type=float, default=0.0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -71,6 +89,11 @@ def main() -> None:
     teacher = dict(teacher=dense) if augment else dict(teacher_logits=torch.as_tensor(predict_logits(dense, dataset.x_train)))
     n_classes = int(predict_logits(dense, dataset.x_val[:1]).shape[1])
     loss = ClassDependentLoss(n_classes, [k], gamma=args.gamma, rank_weight=args.rank_weight, distill_weight=args.distill_weight, **teacher)
+    if args.odds_weight:
+        if augment:
+            raise SystemExit("--odds-weight uses the stored teacher logits: not with --augment")
+        loss = odds_matched(loss, teacher["teacher_logits"], k, args.odds_weight)
+    record["odds_weight"] = args.odds_weight
     seed_everything(args.seed)
     t0 = time.perf_counter()
     train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed * 1000 + 99), loss_fn=loss, augment=augment)
