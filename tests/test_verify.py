@@ -384,3 +384,35 @@ def test_light_venv_without_torch(art, tmp_path):
     except SystemExit as exc:
         assert exc.code == 1
     assert _numbers(json.loads(there.read_text())) == _numbers(json.loads(here.read_text()))
+
+
+# --------------------------------------------------------------------------- int8 on a CPU without VNNI
+
+@pytest.mark.parametrize("flags,machine,lacks", [
+    ("fpu sse2 avx2 fma", "x86_64", True),
+    ("fpu avx2 avx512f avx512_vnni", "x86_64", False),
+    ("fpu avx2 avx_vnni", "x86_64", False),
+    ("fp asimd asimddp", "aarch64", False),
+])
+def test_cpu_lacks_vnni_reads_the_flags(tmp_path, flags, machine, lacks):
+    from toolchain.runtimes.base import cpu_lacks_vnni
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_lacks_vnni(info, machine=machine) is lacks
+    assert cpu_lacks_vnni(tmp_path / "missing", machine="x86_64") is False
+
+
+@pytest.mark.parametrize("no_vnni", [True, False])
+def test_full_range_int8_weights_get_a_note_on_a_cpu_without_vnni(art, capsys, monkeypatch, no_vnni):
+    from toolchain.quantize.onnx_int8 import quantize_onnx
+
+    monkeypatch.setattr("toolchain.runtimes.base.cpu_lacks_vnni", lambda *a, **k: no_vnni)
+    w8 = quantize_onnx(art["good"], art["dir"] / "w8.onnx", art["x"][:64], weight_bits=8)
+    w7 = quantize_onnx(art["good"], art["dir"] / "w7.onnx", art["x"][:64], weight_bits=7)
+    res = run_json(art, capsys, [w8, w7], "--baseline", art["report"], "--max-fn-increase", "5", "--max-accuracy-drop", "0.2", expect=0)
+    vnni_notes = [n for n in res["notes"] if "VNNI" in n]
+    if no_vnni:
+        assert len(vnni_notes) == 1 and vnni_notes[0].startswith("w8.onnx:"), res["notes"]
+    else:
+        assert vnni_notes == []

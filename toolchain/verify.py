@@ -191,6 +191,7 @@ def _open(path: str, threads: int):
 def run_verify(req: VerifyRequest) -> dict:
     """Evaluate every artifact, gate it, and return the verify result (JSON-ready)."""
     from toolchain.evaluate import check_labels, resolve_protected
+    from toolchain.runtimes.base import cpu_lacks_vnni
 
     req.validate()
     base = load_baseline(req.baseline) if req.baseline else None
@@ -234,6 +235,10 @@ def run_verify(req: VerifyRequest) -> dict:
             base_eval, evaluation, req.max_fn_increase, req.max_accuracy_drop,
             max_fnr_increase=req.max_fnr_increase, max_fnr=req.max_fnr, mode=req.gate, labels=y, class_names=names,
         )
+        if (info.get("int8_weight_max") or 0) > 64 and cpu_lacks_vnni():
+            notes.append(f"{Path(path).name}: its int8 weights use the full 8-bit range and this x86 CPU has no VNNI, where "
+                         "onnxruntime's int8 kernels saturate on such weights: the FN measured here can be worse than on a VNNI "
+                         "or ARM device. Quantize with 7-bit weights (cwtool's default) or verify on the target")
         agreement = None
         if base_eval is not None and base_eval.get("predictions") is not None:
             agreement = float(np.mean(np.asarray(base_eval["predictions"]) == pred))

@@ -187,3 +187,20 @@ def precision_from_counts(counts: dict[str, int]) -> str:
     if counts.get("float16", 0):
         return "fp16"
     return "fp32"
+
+
+def cpu_lacks_vnni(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> bool:
+    """True on an x86 CPU that reports no VNNI. There onnxruntime multiplies u8 x s8 pairs with
+    VPMADDUBSW, whose 16-bit sums saturate on full-range int8 weights, so an int8 ONNX file with
+    8-bit weights computes differently than on a VNNI x86 or an ARM CPU. False where it cannot
+    tell (no /proc/cpuinfo) and on other architectures."""
+    import platform
+
+    if (machine or platform.machine()).lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return flags is not None and not {"avx512_vnni", "avx_vnni"} & set(flags)

@@ -125,11 +125,16 @@ def onnx_artifact_info(path: str | Path) -> dict[str, Any]:
         from onnx import numpy_helper
 
         model = onnx.load(str(path))
+        int8_max = None
         for init in model.graph.initializer:
             arr = numpy_helper.to_array(init)
             counts[arr.dtype.name] += int(arr.size)
+            if arr.dtype == np.int8 and arr.ndim >= 2 and arr.size:  # weights, not zero points
+                int8_max = max(int8_max or 0, int(np.abs(arr.astype(np.int16)).max()))
         info["weight_elements"] = dict(counts)
         info["precision"] = precision_from_counts(counts)
+        info["int8_weight_max"] = int8_max
     except ImportError:  # on a device without the onnx package: trust what the exporter wrote
         info["precision"] = runner.metadata.get("precision", "unknown")
+        info["int8_weight_max"] = {"7": 64, "8": 127}.get(runner.metadata.get("quant_weight_bits", ""))
     return info
