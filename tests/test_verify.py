@@ -416,3 +416,17 @@ def test_full_range_int8_weights_get_a_note_on_a_cpu_without_vnni(art, capsys, m
         assert len(vnni_notes) == 1 and vnni_notes[0].startswith("w8.onnx:"), res["notes"]
     else:
         assert vnni_notes == []
+
+
+def test_without_the_onnx_package_the_weight_range_comes_from_the_metadata(art, monkeypatch):
+    import sys
+
+    from toolchain.quantize.onnx_int8 import quantize_onnx
+    from toolchain.runtimes.onnx import onnx_artifact_info
+
+    paths = {bits: quantize_onnx(art["good"], art["dir"] / f"meta_w{bits}.onnx", art["x"][:64], weight_bits=bits) for bits in (7, 8)}
+    read = {bits: onnx_artifact_info(p)["int8_weight_max"] for bits, p in paths.items()}
+    assert read[7] <= 64 < read[8]
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError, as on a device
+    assert {bits: onnx_artifact_info(p)["int8_weight_max"] for bits, p in paths.items()} == {7: 64, 8: 127}
+    assert onnx_artifact_info(paths[8])["precision"] == "int8"
