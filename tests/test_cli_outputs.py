@@ -4,6 +4,7 @@ and nothing written or deleted."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ def paths(tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
     (tmp_path / "model.onnx").write_bytes(b"not read: the checks come first")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "run")
     return tmp_path
 
 
@@ -53,6 +55,12 @@ def _cases(p):
         "compress --keep-params named as a flag": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--keep-params", "2"], "toolchain.pipeline.compress", "--keep-params"),
         "compress --rate named as a flag": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--rate", "1"], "toolchain.pipeline.compress", "--rate"),
         "compress --layout against --target": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--target", "raspberry-pi-4", "--layout", "NCHW"], "toolchain.pipeline.compress", "--layout"),
+        "evaluate --json is the model": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", p / "m.pt"], "toolchain.data.load_data", "also an input"),
+        "verify --markdown is the artifact": (["verify", onnx, "-d", "digits", "-p", "3", "--markdown", onnx], "toolchain.verify.run_verify", "also an input"),
+        "bench --json is the artifact": (["bench", onnx, "--json", onnx], "toolchain.bench.bench_many", "also an input"),
+        "targets --json is a device": (["targets", "raspberry-pi-4", "--json", "/dev/null"], "toolchain.targets.load_target", "device, pipe or socket"),
+        "compress --out is a dangling link": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--out", p / "dangling"], "toolchain.pipeline.compress", "dangling link"),
+        "compress --device keeps the user's words": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--device", "my rate"], "toolchain.pipeline.compress", "--device must be auto, cpu or cuda[:N], not 'my rate'"),
         "compress --calibration is a folder": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", folder], "toolchain.pipeline.compress", "is a folder"),
     }
 
@@ -65,6 +73,7 @@ def test_refused_before_any_work(case, paths, monkeypatch, capsys):
     args, first_work, word = _cases(paths)[case]
     _forbid(monkeypatch, first_work)
     before = sorted(p.relative_to(paths) for p in paths.rglob("*"))
+    onnx_before = (paths / "model.onnx").read_bytes()
     csv_before = (paths / "notes.csv").read_text()
     code, _, err = run_cli(args, capsys)
     assert code == 2, f"{case}: exit {code}: {err}"
@@ -73,6 +82,8 @@ def test_refused_before_any_work(case, paths, monkeypatch, capsys):
     assert word in lines[0], lines[0]
     assert sorted(p.relative_to(paths) for p in paths.rglob("*")) == before  # nothing written, no probe left
     assert (paths / "notes.csv").read_text() == csv_before
+    assert (paths / "model.onnx").read_bytes() == onnx_before
+    assert Path("/dev/null").is_char_device()
 
 
 def test_a_cwtool_checkpoint_names_its_own_arch(trained_digits, capsys):
@@ -132,3 +143,22 @@ def test_demo_will_not_replace_a_file_of_that_name(tmp_path, monkeypatch, capsys
     code, _, err = run_cli(["demo"], capsys)
     assert code == 2 and "is a file" in err and "another folder" in err, err
     assert (tmp_path / "cwtool-demo").read_text() == "mine"
+
+
+def test_the_default_run_folder_is_checked_too(trained_digits, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cwtool-runs").write_text("a file where compress puts its runs")
+    _forbid(monkeypatch, "toolchain.prune.lottery.LotteryPruner")
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--skip-export"], capsys)
+    assert code == 2 and "cwtool-runs" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_demo_will_not_follow_a_link(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    real = _demo_run_folder(tmp_path / "elsewhere")
+    (tmp_path / "cwtool-demo").symlink_to(real)
+    _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
+    code, _, err = run_cli(["demo"], capsys)
+    assert code == 2 and "is a link" in err, err
+    assert (real / "manifest.json").is_file()

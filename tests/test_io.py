@@ -42,3 +42,38 @@ def test_a_path_that_cannot_be_written_is_the_users_error(tmp_path, where):
     with pytest.raises(UserError, match="cannot write"):
         atomic_write_json(path, {"a": 1})
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "d", "keep"]
+
+
+def test_a_folder_that_refuses_the_probe_is_the_users_error(tmp_path, monkeypatch):
+    """Root passes os.access on read-only mounts; the probe file is what tells."""
+    from toolchain import io
+    from toolchain.errors import UserError
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
+    with pytest.raises(UserError, match="cannot write in"):
+        io.check_output_file(tmp_path / "r.json", "--json")
+
+
+def test_a_folder_that_cannot_be_looked_into_is_the_users_error(tmp_path, monkeypatch):
+    import pathlib
+
+    from toolchain import io
+    from toolchain.errors import UserError
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "is_symlink", refuse)
+    with pytest.raises(UserError, match="cannot look at"):
+        io.check_output_dir(tmp_path / "private" / "run", "--out")
+
+
+def test_a_link_is_written_through(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    (tmp_path / "link.json").symlink_to(target)
+    atomic_write_json(tmp_path / "link.json", {"a": 1})
+    assert (tmp_path / "link.json").is_symlink() and target.read_text().startswith("{")

@@ -208,3 +208,17 @@ def test_litert_keeps_its_info_lines_off_stderr(artifacts, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("ran ai-edge-litert"), done.stderr
     assert "INFO:" not in done.stderr and "XNNPACK" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("how", ["fd 2 closed", "sys.stderr None"])
+def test_litert_runs_with_stderr_closed(artifacts, tmp_path, how):
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", artifacts["x"][:3])
+    close = "os.close(2)" if how == "fd 2 closed" else "sys.stderr = None"
+    code = (f"import os, sys, numpy as np; {close}; from toolchain.runtimes import load_runner; "
+            "r = load_runner(sys.argv[1]); print(r.predict(np.load(sys.argv[2])).shape)")
+    done = subprocess.run([sys.executable, "-c", code, str(artifacts["tflite_int8_nhwc"]), str(tmp_path / "x.npy")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "(3, 10)", (done.stdout, done.stderr)

@@ -40,7 +40,8 @@ _FLAG_FIELDS = ("keep_params", "rate", "granularity", "rewind", "epochs", "lr", 
 
 def _config_error(exc: ValueError) -> UserError:
     pattern = r"\b(" + "|".join(_FLAG_FIELDS) + r")\b"
-    return UserError(re.sub(pattern, lambda m: "--" + m.group(1).replace("_", "-"), str(exc)))
+    parts = re.split(r"('[^']*')", str(exc))  # quoted parts are the user's own values: left alone
+    return UserError("".join(p if i % 2 else re.sub(pattern, lambda m: "--" + m.group(1).replace("_", "-"), p) for i, p in enumerate(parts)))
 
 
 def _parse_kwargs(text: Optional[str]) -> dict:
@@ -75,7 +76,7 @@ def evaluate(
     from toolchain.models.loading import load_model
     from toolchain.report.console import print_evaluation
 
-    check_output_file(json_out, "--json")
+    check_output_file(json_out, "--json", inputs=[model])
     if split not in ("train", "val", "test", "all"):
         raise UserError(f"--split '{split}' is not one of train, val, test, all")
     dataset = load_data(data, seed=seed, label_column=label_column)

@@ -110,7 +110,7 @@ def bench(
     from toolchain.io import atomic_write_json, check_output_file
     from toolchain.targets import load_target
 
-    check_output_file(json_out, "--json")
+    check_output_file(json_out, "--json", inputs=artifacts)
     if macs is not None and target is None:
         raise UserError("--macs feeds the --target latency estimate: give --target too (or drop --macs)")
     tgt = load_target(target) if target else None

@@ -42,7 +42,7 @@ def verify(
     from toolchain.verify import VerifyRequest, run_verify
 
     for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit")):
-        check_output_file(path, flag)
+        check_output_file(path, flag, inputs=[*artifacts, baseline])
     named = [p.resolve() for p in (json_out, markdown, junit) if p is not None]
     if len(set(named)) < len(named):
         raise UserError("--json, --markdown and --junit must name different files")

@@ -66,6 +66,8 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     digits = load_data(DEMO_DATA, seed=0)
     resolve_protected(protect_class, digits.class_names, digits.num_classes)
     out = Path(out)
+    if out.is_symlink():
+        raise UserError(f"'{out}' is a link and the demo replaces its folder on every run: remove the link, or run the demo from another folder")
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out.resolve()}' is a file and the demo writes its run there: move it, or run the demo from another folder")
     check_output_dir(out, "the demo folder")

@@ -23,13 +23,29 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+SPECIAL = "device, pipe or socket"
+
+
+def _kind(path: Path) -> str:
+    """'missing', 'folder', 'file', 'dangling link' or 'device, pipe or socket';
+    a folder we may not look into is the user's to fix, not a crash."""
+    try:
+        if path.is_symlink() and not path.exists():
+            return "dangling link"
+        if not path.exists():
+            return "missing"
+        return "folder" if path.is_dir() else "file" if path.is_file() else SPECIAL
+    except OSError as exc:
+        raise UserError(f"cannot look at '{path}': {exc.strerror or exc}") from exc
+
+
 def _writable_folder(folder: Path, flag: str, path: Path) -> None:
     """The nearest existing folder at or above ``folder`` must be a folder we may write in."""
     existing = folder
-    while not existing.exists() and existing != existing.parent:
+    while _kind(existing) == "missing" and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"{flag} '{path}': '{existing}' is a file, not a folder")
+    if _kind(existing) != "folder":
+        raise UserError(f"{flag} '{path}': '{existing}' is a {_kind(existing)}, not a folder")
     try:  # os.access says yes to root on read-only mounts: only a real write tells
         fd, probe = tempfile.mkstemp(prefix=".cwtool-probe.", dir=existing)
     except OSError as exc:
@@ -38,13 +54,22 @@ def _writable_folder(folder: Path, flag: str, path: Path) -> None:
     os.unlink(probe)
 
 
-def check_output_file(path: str | Path | None, flag: str) -> None:
-    """Refuse, before any work starts, an output file that could not be written."""
+def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
+    """Refuse, before any work starts, an output file that could not be written, that is not a
+    plain file (replacing /dev/null or a pipe with a regular file would be a disaster), or that
+    is one of the command's own inputs."""
     if path is None:
         return
     path = Path(path)
-    if path.is_dir():
+    kind = _kind(path)
+    if kind == "folder":
         raise UserError(f"{flag} '{path}' is a folder: give a file path")
+    if kind in (SPECIAL, "dangling link"):
+        raise UserError(f"{flag} '{path}' is a {kind}: give a plain file path")
+    resolved = path.resolve()
+    for given in inputs:
+        if given is not None and Path(given).resolve() == resolved:
+            raise UserError(f"{flag} '{path}' is also an input of this command: give another path")
     _writable_folder(path.parent, flag, path)
 
 
@@ -53,16 +78,22 @@ def check_output_dir(path: str | Path | None, flag: str) -> None:
     if path is None:
         return
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} '{path}' is a file: give a folder")
+    kind = _kind(path)
+    if kind not in ("missing", "folder"):
+        raise UserError(f"{flag} '{path}' is a {kind}: give a folder")
     _writable_folder(path, flag, path)
 
 
 @contextmanager
 def staged_path(path: str | Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, with the
-    usual file permissions (mkstemp's are owner-only), and on failure it is removed."""
+    usual file permissions (mkstemp's are owner-only), and on failure it is removed. A link is
+    written through (its target is replaced, the link stays); a device or pipe is refused."""
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if _kind(path) == SPECIAL:
+        raise UserError(f"cannot write '{path}': it is a device, pipe or socket")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
@@ -75,6 +106,8 @@ def staged_path(path: str | Path):
             publish(tmp, path)
         except IsADirectoryError as exc:
             raise UserError(f"cannot write '{path}': it is a folder") from exc
+        except OSError as exc:
+            raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -82,8 +115,11 @@ def staged_path(path: str | Path):
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with staged_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+        except OSError as exc:  # a full disk, a file-size limit
+            raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from exc
     return Path(path)
 
 

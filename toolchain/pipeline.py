@@ -15,6 +15,7 @@ from rich.console import Console
 from toolchain import __version__
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError
+from toolchain.io import check_output_dir
 from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text
 
@@ -105,8 +106,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     run_id = config_hash(inputs, config)
     run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
     manifest_path = run_dir / "manifest.json"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out '{run_dir}' is a file: give a directory")
+    check_output_dir(run_dir, "--out")  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     if run_dir.exists() and any(run_dir.iterdir()):
         if not request.resume:
             raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")

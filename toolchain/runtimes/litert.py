@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,24 +55,40 @@ def interpreter_class() -> tuple[type, str]:
         ) from None
 
 
+_STDERR_LOCK = threading.Lock()
+
+
 @contextmanager
 def _without_native_info():
     """LiteRT's C++ side writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to the
     process's stderr for every interpreter, in the middle of tables and before error lines. Catch
-    native stderr while an interpreter is built or allocated; pass on everything but INFO lines."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
+    native stderr while an interpreter is built or allocated; pass on everything but INFO lines.
+    Where stderr is closed, or another thread holds the redirection, it runs unfiltered."""
+    if sys.stderr is None or not _STDERR_LOCK.acquire(blocking=False):
+        yield
+        return
+    try:
         try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # fd 2 closed: nothing to filter
+            saved = None
+        if saved is None:
             yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            for line in caught.read().decode("utf-8", "replace").splitlines():
-                if not line.startswith("INFO: "):
-                    print(line, file=sys.stderr)
+            return
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                for line in caught.read().decode("utf-8", "replace").splitlines():
+                    if not line.startswith("INFO: "):
+                        print(line, file=sys.stderr)
+    finally:
+        _STDERR_LOCK.release()
 
 
 class LiteRTRunner(Runner):

@@ -136,5 +136,7 @@ def onnx_artifact_info(path: str | Path) -> dict[str, Any]:
         info["int8_weight_max"] = int8_max
     except ImportError:  # on a device without the onnx package: trust what the exporter wrote
         info["precision"] = runner.metadata.get("precision", "unknown")
-        info["int8_weight_max"] = {"7": 64, "8": 127}.get(runner.metadata.get("quant_weight_bits", ""))
+        # files from before 7-bit weights, or from other tools, say nothing: assume the full range
+        bits = runner.metadata.get("quant_weight_bits") or ("8" if info["precision"] == "int8" else "")
+        info["int8_weight_max"] = {"7": 64, "8": 127}.get(bits)
     return info
