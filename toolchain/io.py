@@ -41,11 +41,12 @@ def _kind(path: Path) -> str:
 
 def _writable_folder(folder: Path, flag: str, path: Path) -> None:
     """The nearest existing folder at or above ``folder`` must be a folder we may write in."""
-    existing = folder
-    while _kind(existing) == "missing" and existing != existing.parent:
+    existing, kind = folder, _kind(folder)
+    while kind == "missing" and existing != existing.parent:
         existing = existing.parent
-    if _kind(existing) != "folder":
-        raise UserError(f"{flag} '{path}': '{existing}' is a {_kind(existing)}, not a folder")
+        kind = _kind(existing)
+    if kind != "folder":
+        raise UserError(f"{flag} '{path}': '{existing}' is a {kind}, not a folder")
     try:  # os.access says yes to root on read-only mounts: only a real write tells
         fd, probe = tempfile.mkstemp(prefix=".cwtool-probe.", dir=existing)
     except OSError as exc:
@@ -84,6 +85,10 @@ def check_output_dir(path: str | Path | None, flag: str) -> None:
     _writable_folder(path, flag, path)
 
 
+def _cannot_write(path: Path, exc: OSError) -> UserError:
+    return UserError(f"cannot write '{path}': {exc.strerror or exc}")
+
+
 @contextmanager
 def staged_path(path: str | Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, with the
@@ -98,7 +103,7 @@ def staged_path(path: str | Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
     except OSError as exc:  # a path under a file, a read-only or full disk: the user's to fix
-        raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+        raise _cannot_write(path, exc) from exc
     os.close(fd)
     try:
         yield tmp
@@ -107,7 +112,7 @@ def staged_path(path: str | Path):
         except IsADirectoryError as exc:
             raise UserError(f"cannot write '{path}': it is a folder") from exc
         except OSError as exc:
-            raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+            raise _cannot_write(path, exc) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -119,7 +124,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             with open(tmp, "wb") as f:
                 f.write(data)
         except OSError as exc:  # a full disk, a file-size limit
-            raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+            raise _cannot_write(Path(path), exc) from exc
     return Path(path)
 
 

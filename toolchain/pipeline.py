@@ -15,9 +15,8 @@ from rich.console import Console
 from toolchain import __version__
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError
-from toolchain.io import check_output_dir
 from toolchain.export.stage import ExportSettings
-from toolchain.io import atomic_write_json, atomic_write_text
+from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir
 
 REPORT_SCHEMA = 1
 
