@@ -162,3 +162,16 @@ def test_demo_will_not_follow_a_link(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(["demo"], capsys)
     assert code == 2 and "is a link" in err, err
     assert (real / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["compress"], ["cwtool compress: error:", "Missing argument", "cwtool compress --help"]),
+    (["compress", "m.pt", "-d", "digits"], ["--protect-class"]),
+    (["train", "--epochs", "abc"], ["cwtool train: error:", "--epochs"]),
+    (["frobnicate"], ["cwtool: error:", "frobnicate"]),
+])
+def test_usage_errors_are_one_line(args, words, capsys):
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), err

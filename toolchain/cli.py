@@ -274,6 +274,14 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _usage_error_line(exc) -> str:
+    ctx = getattr(exc, "ctx", None)
+    message = " ".join(exc.format_message().split())
+    if ctx is None:
+        return f"cwtool: error: {message}"
+    return f"{ctx.command_path}: error: {message} (see '{ctx.command_path} --help')"
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     try:  # typer >= 0.29 vendors click as typer._click; older typers depend on click itself
         from typer._click.exceptions import ClickException
@@ -291,8 +299,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Abort:
         print("cwtool: aborted", file=sys.stderr)
         sys.exit(130)
-    except ClickException as exc:
-        exc.show()
+    except ClickException as exc:  # usage errors: one line, like every other bad input
+        print(_usage_error_line(exc), file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # a bug, not bad input
         if _state["debug"]:
