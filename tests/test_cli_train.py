@@ -11,6 +11,7 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     out = tmp_path / "mlp.pt"
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "5", "--device", "cpu", "--out", out], capsys)
     assert code == 0, err
+    assert err.splitlines() == [f"{out}: validation accuracy {err.split()[-1]}"]  # no progress residue in a log
     code, _, err = run_cli(["evaluate", out, "--data", "breast-cancer", "-p", "malignant", "--json", tmp_path / "e.json"], capsys)
     assert code == 0, err
     evaluation = json.loads((tmp_path / "e.json").read_text())

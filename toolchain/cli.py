@@ -101,13 +101,11 @@ def train(
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
 ):
     """Train a dense model (Adam, one-cycle) on the train split: a starting point for compress."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from toolchain.data import load_data
     from toolchain.evaluate import probe_outputs
     from toolchain.io import check_output_file
     from toolchain.metrics import evaluate_logits
+    from toolchain.report.log import log_console, progress_bar
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
 
@@ -128,8 +126,8 @@ def train(
     num_outputs = probe_outputs(model, dataset.input_shape)
     if dataset.num_classes > num_outputs:
         raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {dataset.num_classes} classes: set num_classes in --arch-kwargs")
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True) as progress:
+    console = log_console()
+    with progress_bar(console) as progress:
         run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}")
     model = model.cpu().eval()
     val = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
@@ -244,10 +242,11 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
+    from toolchain.report.log import log_console
     from toolchain.report.markdown import render_report
 
     Console().print(Markdown(render_report(report)))
-    Console(stderr=True).print(f"run directory: {run_dir} (report.json, report.md)")
+    log_console().print(f"run directory: {run_dir} (report.json, report.md)")
 
 
 @app.command()

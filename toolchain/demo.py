@@ -28,14 +28,13 @@ def demo_model_path() -> Path:
 
 def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> Path:
     """Train the demo CNN on digits once (seeded) and cache it; later calls reuse the file."""
-    from rich.progress import Progress
-
     from toolchain.data import load_data
+    from toolchain.report.log import log_console, progress_bar
     from toolchain.models import registry
     from toolchain.models.loading import save_checkpoint
     from toolchain.models.train import TrainConfig, seed_everything, train
 
-    console = console or Console(stderr=True)
+    console = console or log_console()
     path = demo_model_path()
     if path.is_file() and not retrain:
         console.print(f"[dim]reusing the cached demo model {path}[/]")
@@ -43,7 +42,7 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
     dataset = load_data(DEMO_DATA, seed=0)
     seed_everything(DEMO_TRAIN["seed"])
     model = registry.create(DEMO_ARCH)
-    with Progress(console=console, transient=True) as progress:
+    with progress_bar(console) as progress:
         train(model, dataset.x_train, dataset.y_train, TrainConfig(**DEMO_TRAIN), progress=progress, description="training the demo CNN")
     save_checkpoint(path, model.cpu(), DEMO_ARCH, {}, dataset.input_shape)
     console.print(f"trained the demo model -> {path}")

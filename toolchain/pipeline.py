@@ -17,6 +17,7 @@ from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError
 from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir
+from toolchain.report.log import log_console, progress_bar
 
 REPORT_SCHEMA = 1
 
@@ -58,7 +59,7 @@ def _versions() -> dict:
 def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None, export: "ExportSettings | None" = None):
     """Run the compression; returns (report, run directory). ``finish`` writes report.json/.md."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from toolchain.data import load_data
     from toolchain.evaluate import check_labels, class_names_for, probe_outputs, resolve_protected
@@ -70,7 +71,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner, removed_plan
 
-    console = console or Console(stderr=True)
+    console = console or log_console()
     # --- inputs: every check before anything is written ---------------------------------------------
     dataset = load_data(request.data, seed=request.data_seed, label_column=request.label_column)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model)
@@ -121,7 +122,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     t0 = time.perf_counter()
     dense = loaded.module.float()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
+    with progress_bar(console, *columns) as progress:
         pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=console.print)
         pruner.arch, pruner.arch_kwargs = arch, loaded.arch_kwargs
         result = pruner.run(resume=request.resume)
