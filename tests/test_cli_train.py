@@ -32,3 +32,26 @@ def test_unavailable_device_exits_2(device, tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--device", device, "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "--device" in err and len(err.strip().splitlines()) == 1
+
+
+def test_checkpoint_of_a_relative_arch_file_loads_from_anywhere(tmp_path, monkeypatch, capsys):
+    """`--arch net.py:Net` is relative to where train ran; the checkpoint must not be."""
+    import shutil
+
+    from toolchain.models.loading import load_model
+
+    work, elsewhere, moved = tmp_path / "work", tmp_path / "elsewhere", tmp_path / "moved"
+    for folder in (work, elsewhere, moved):
+        folder.mkdir()
+    (work / "net.py").write_text("import torch\nclass Net(torch.nn.Sequential):\n"
+                                 "    def __init__(self):\n        super().__init__(torch.nn.Linear(30, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))\n")
+    monkeypatch.chdir(work)
+    code, _, err = run_cli(["train", "--arch", "net.py:Net", "-d", "breast-cancer", "--epochs", "1", "--device", "cpu", "--out", "m.pt"], capsys)
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    assert load_model(work / "m.pt").module[2].out_features == 2
+    code, _, err = run_cli(["evaluate", work / "m.pt", "-d", "breast-cancer", "-p", "1", "--arch", work / "net.py:Net"], capsys)
+    assert code == 0, err  # the same file named another way is the same arch
+    for name in ("m.pt", "net.py"):
+        shutil.move(work / name, moved / name)
+    assert load_model(moved / "m.pt").module[2].out_features == 2  # moved together, still loads

@@ -228,9 +228,31 @@ def _load_state(model: nn.Module, state: dict, arch: str) -> None:
     model.load_state_dict(state)
 
 
+def _arch_file(spec: str) -> tuple[Path, str] | None:
+    target, sep, attr = spec.rpartition(":")
+    return (Path(target), attr) if sep and target.endswith(".py") else None
+
+
+def _absolute_arch(spec: str) -> str:
+    """``file.py:Class`` with the file's absolute path, so a checkpoint names it from any folder."""
+    found = _arch_file(spec)
+    return f"{found[0].absolute()}:{found[1]}" if found else spec
+
+
+def _stored_arch(spec: str, checkpoint: Path) -> str:
+    """The checkpoint's ``file.py:Class``; where that file is gone, the same file name beside the
+    checkpoint (the two were moved together)."""
+    found = _arch_file(spec)
+    if found and not found[0].is_file():
+        beside = checkpoint.parent / found[0].name
+        if beside.is_file():
+            return f"{beside}:{found[1]}"
+    return spec
+
+
 def _check_same_arch(obj: dict, path: Path, arch: str | None, arch_kwargs: dict | None) -> None:
     """A cwtool checkpoint names its architecture; an --arch that says otherwise is a mistake, not an override."""
-    if arch is not None and arch != obj["arch"]:
+    if arch is not None and _absolute_arch(arch) != _absolute_arch(obj["arch"]):
         raise UserError(f"'{path}' is a cwtool checkpoint of --arch '{obj['arch']}', not '{arch}': drop --arch")
     if arch_kwargs and dict(arch_kwargs) != dict(obj.get("arch_kwargs") or {}):
         raise UserError(f"'{path}' is a cwtool checkpoint built with --arch-kwargs {json.dumps(obj.get('arch_kwargs') or {})}: drop --arch-kwargs")
@@ -246,7 +268,7 @@ def is_cwtool_checkpoint(path: str | Path) -> bool:
 
 
 def _from_cwtool_checkpoint(obj: dict, path: Path) -> LoadedModel:
-    arch, kwargs = obj["arch"], dict(obj.get("arch_kwargs") or {})
+    arch, kwargs = _stored_arch(obj["arch"], Path(path)), dict(obj.get("arch_kwargs") or {})
     model = build_arch(arch, kwargs)
     plan = obj.get("channel_plan") or None
     input_shape = obj.get("input_shape")
@@ -274,7 +296,7 @@ def save_checkpoint(
 
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "arch": arch,
+        "arch": _absolute_arch(arch),
         "arch_kwargs": dict(arch_kwargs or {}),
         "input_shape": [int(d) for d in input_shape],
         "channel_plan": {k: [int(i) for i in v] for k, v in (channel_plan or {}).items()},
