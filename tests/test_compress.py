@@ -78,7 +78,9 @@ class _Killed(Exception):
 def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digits_dataset, tmp_path, increase_weight):
     _, dense = trained_digits
     config = PruneConfig(keep_params=0.2, rate=0.5, epochs=2, seed=1, device="cpu", max_accuracy_drop=0.5, increase_weight=increase_weight)
-    whole = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "whole", log=lambda s: None).run()
+    whole_lines = []
+    whole = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "whole", log=whole_lines.append).run()
+    assert whole_lines[0].startswith("pruning: rounds 1-3 of 2 epochs each on cpu, to 20% of") and "class 3 FN <=" in whole_lines[0]
 
     def die_after_round_2(line):
         if line.startswith("round 2:"):
@@ -88,7 +90,9 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digi
         LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=die_after_round_2).run()
     assert (tmp_path / "killed" / "rounds" / "round_2.pt").is_file()
     assert not (tmp_path / "killed" / "rounds" / "round_3.pt").exists()
-    resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=lambda s: None).run(resume=True)
+    resumed_lines = []
+    resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=resumed_lines.append).run(resume=True)
+    assert resumed_lines[:2] == ["resuming after round 2", whole_lines[0].replace("rounds 1-3", "rounds 3-3")]
     assert [t.round for t in resumed.tickets] == [t.round for t in whole.tickets] == [1, 2, 3]
     a, b = whole.selected.model.state_dict(), resumed.selected.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

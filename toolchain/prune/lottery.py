@@ -192,6 +192,10 @@ class LotteryPruner:
         rounds = self.n_rounds()
         if result.tickets and not result.tickets[-1].within_budget and cfg.stop_outside_budget:
             start = rounds + 1  # the interrupted run had already stopped at a ticket outside the budget
+        if start <= rounds:  # the first word in a log while round 1 trains (minutes on a CPU)
+            targets = ", ".join(f"class {k} FN <= {v}" for k, v in self.targets.items())
+            self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type}, to {cfg.keep_params:.0%} of "
+                     f"{self.dense_params:,} parameters; validation budget {targets}")
         task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
         for r in range(start, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
