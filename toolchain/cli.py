@@ -245,7 +245,11 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     from toolchain.report.log import log_console
     from toolchain.report.markdown import render_report
 
-    Console().print(Markdown(render_report(report)))
+    console, text = Console(), render_report(report)
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:  # a log or a pipe gets the Markdown itself: rich would wrap its tables at 80 columns
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
     log_console().print(f"run directory: {run_dir} (report.json, report.md)")
 
 
