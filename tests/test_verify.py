@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import os
 import subprocess
 import sys
@@ -238,6 +239,9 @@ def test_json_markdown_junit_and_table(art, capsys, tmp_path):
                            "--baseline", art["report"], "--json", j, "--markdown", md, "--junit", xml], capsys)
     assert code == 1
     assert "degraded.onnx" in stdout and "FAIL" in stdout and "gate: failed" in stdout
+    assert re.search(r"cwtool verify: \S+ \[all, \d+ rows\]", stdout), stdout  # brackets are text, not markup
+    rows = [line for line in stdout.splitlines() if "degraded.onnx" in line and "│" in line]
+    assert len(rows) == 2 and "FAIL" in rows[0] and "pass" in rows[1], stdout  # piped: one table line per class (-p 3 -p 8), not folded into 80 columns
     res = json.loads(j.read_text())
     assert set(res) >= {"schema_version", "kind", "protected", "class_names", "data", "baseline", "artifacts", "gate"}
     assert res["protected"] == [3, 8]

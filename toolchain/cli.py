@@ -105,7 +105,7 @@ def train(
     from toolchain.evaluate import probe_outputs
     from toolchain.io import check_output_file
     from toolchain.metrics import evaluate_logits
-    from toolchain.report.log import log_console, progress_bar
+    from toolchain.report.consoles import log_console, progress_bar
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
 
@@ -242,7 +242,7 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from toolchain.report.log import log_console
+    from toolchain.report.consoles import log_console
     from toolchain.report.markdown import render_report
 
     console, text = Console(), render_report(report)

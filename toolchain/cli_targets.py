@@ -11,20 +11,9 @@ from typing import List, Optional
 import typer
 
 from toolchain.errors import UserError
+from toolchain.report.consoles import out_console
 
 MIB = 1024 * 1024
-
-
-def _console():
-    """A rich console; when output is piped (no terminal, no COLUMNS) tables get 150 columns, not 80."""
-    import os
-
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        console = Console(width=150)
-    return console
 
 
 def _mb(n) -> str:
@@ -42,7 +31,7 @@ def targets(
     from toolchain.targets import list_targets, load_target, target_export_plan
 
     check_output_file(json_out, "--json")
-    console = _console()
+    console = out_console()
     if name is None:
         profiles = list_targets()
         if not profiles:
@@ -137,7 +126,7 @@ def bench(
         if tgt is not None:
             row.append(f"~{r['estimate']['latency_ms']:.3f}")
         table.add_row(*row)
-    console = _console()
+    console = out_console()
     console.print(table)
     console.print("p50/p99: Runner.predict per sample (checks, layout, int8 I/O in numpy); call p50: the runtime's own call on a prepared input")
     if len(results) > 1:

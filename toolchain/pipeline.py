@@ -17,7 +17,7 @@ from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError
 from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir
-from toolchain.report.log import log_console, progress_bar
+from toolchain.report.consoles import log_console, progress_bar
 
 REPORT_SCHEMA = 1
 

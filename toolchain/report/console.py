@@ -10,6 +10,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from toolchain.report.consoles import out_console
+
 __all__ = ["render_evaluation", "print_evaluation"]
 
 PROTECTED_STYLE = "bold yellow"
@@ -113,4 +115,4 @@ def print_evaluation(
     console: Console | None = None,
 ) -> None:
     """Print `render_evaluation(...)` to `console` (a new stdout Console by default)."""
-    (console or Console()).print(render_evaluation(evaluation, class_names, title))
+    (console or out_console()).print(render_evaluation(evaluation, class_names, title))

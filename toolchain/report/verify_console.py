@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from toolchain.report.consoles import out_console
 
 __all__ = ["print_verify", "artifact_wide_reasons"]
 
@@ -24,11 +27,11 @@ def _fnr(chk: dict) -> str:
 
 
 def print_verify(result: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or out_console()
     names = result.get("class_names") or []
     gate = result["gate"]
     data = result["data"]
-    table = Table(title=f"cwtool verify: {data['name']} [{data['split']}, {data['n']} rows]", title_justify="left")
+    table = Table(title=escape(f"cwtool verify: {data['name']} [{data['split']}, {data['n']} rows]"), title_justify="left")
     table.add_column("artifact", overflow="fold", max_width=24)
     table.caption = "95% intervals: --json / --markdown"
     for col in ("class", "FN", "base", "change", "FNR", "McNemar p", "acc"):
