@@ -105,9 +105,9 @@ def train(
     from toolchain.evaluate import probe_outputs
     from toolchain.io import check_output_file
     from toolchain.metrics import evaluate_logits
-    from toolchain.report.consoles import log_console, progress_bar
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
+    from toolchain.report.consoles import log_console, progress_bar
 
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
