@@ -141,6 +141,8 @@ def test_weight_granularity_run_reports_sparsity(trained_digits, tmp_path, capsy
     (["--device", "tpu"], "--device"),
     (["--rewind", "early", "--epochs", "0"], "--rewind early"),
     (["--layout", "NCWH"], "--layout"),
+    (["--final-epochs", "-1"], "--final-epochs must be >= 0"),
+    (["--final-epochs", "3", "--granularity", "weight"], "--final-epochs is for channel tickets"),
 ])
 def test_bad_compress_input_exits_2(extra, needle, trained_digits, capsys, tmp_path):
     args = ["compress", trained_digits[0], "--data", "digits", "--out", tmp_path / "r"] + (extra if "-p" in extra else ["-p", "3"] + extra)
@@ -313,3 +315,36 @@ def test_calibration_file_for_other_data_is_refused_before_pruning(trained_digit
     code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--calibration", tmp_path / "c.npz",
                             "--out", tmp_path / "r"], capsys)
     assert code == 2 and "calibration" in err and not (tmp_path / "r").exists()
+
+
+def test_final_finetuning_trains_the_selected_ticket_and_resumes_from_disk(trained_digits, digits_dataset, tmp_path, monkeypatch):
+    _, dense = trained_digits
+    config = PruneConfig(keep_params=0.5, epochs=1, final_epochs=2, seed=2, device="cpu", max_accuracy_drop=0.5)
+    lines = []
+    result = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lines.append).run()
+    before, final = result.tickets[-1], result.final
+    assert final is not None and result.selected is final and final.within_budget
+    assert final.survivors == before.survivors and final.params == before.params == count_params(final.model)
+    a, b = before.model.state_dict(), final.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # trained further, same shape
+    assert lines[-1].startswith("final fine-tuning (2 epochs): round 1:")
+    assert json.loads((tmp_path / "rounds" / "final.json").read_text())["round"] == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished final fine-tuning is loaded, not redone")
+
+    monkeypatch.setattr("toolchain.prune.lottery.train", no_training)
+    resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lambda s: None).run(resume=True)
+    c = resumed.selected.model.state_dict()
+    assert resumed.selected is resumed.final and all(torch.equal(b[k], c[k]) for k in b)
+    assert resumed.final.offsets == final.offsets
+
+
+def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
+    code, out, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                              "--final-epochs", "1", "--skip-export", "--max-accuracy-drop", "0.5", "--out", tmp_path / "f"], capsys)
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "f" / "report.json").read_text())
+    stages = [s["stage"] for s in report["stages"]]
+    assert stages == ["prune_round", "final_finetune", "shrunk"] and report["config"]["final_epochs"] == 1
+    assert "Final fine-tuning of round 1 (1 epochs)" in (tmp_path / "f" / "report.md").read_text()

@@ -34,7 +34,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 # Config dataclasses name their fields in errors; the user typed flags.
-_FLAG_FIELDS = ("keep_params", "rate", "granularity", "rewind", "epochs", "lr", "batch_size", "gamma", "rank_weight", "distill_weight",
+_FLAG_FIELDS = ("keep_params", "rate", "granularity", "rewind", "final_epochs", "epochs", "lr", "batch_size", "gamma", "rank_weight", "distill_weight",
                 "taylor_weight", "increase_weight", "round_to", "max_fn_increase", "max_accuracy_drop", "device")
 
 
@@ -150,6 +150,7 @@ def compress(
     granularity: str = typer.Option("channel", help="channel (physically removed) or weight (unstructured masks)."),
     rewind: str = typer.Option("none", help="none (fine-tune survivors), early (late rewinding) or init."),
     epochs: int = typer.Option(8, help="Retraining epochs per round."),
+    final_epochs: int = typer.Option(0, help="More epochs for the selected ticket alone after the rounds (same loss, half the peak lr), before its operating point is set."),
     lr: float = typer.Option(2e-3, help="Peak learning rate of the retraining (Adam, one-cycle)."),
     batch_size: int = typer.Option(128),
     class_aware: bool = typer.Option(True, "--class-aware/--no-class-aware", help="Class-dependent loss and importance, or the plain baseline."),
@@ -183,8 +184,8 @@ def compress(
 
         round_to = load_target(target).channel_multiple if target else 1
     try:
-        config = PruneConfig(keep_params=keep_params, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, lr=lr,
-                             batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
+        config = PruneConfig(keep_params=keep_params, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, final_epochs=final_epochs,
+                             lr=lr, batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
                              distill_weight=distill_weight, taylor_weight=taylor_weight, increase_weight=increase_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
                              seed=seed, device=device)
     except ValueError as exc:

@@ -16,6 +16,7 @@ class PruneConfig:
     rewind: str = "none"  # none (fine-tune survivors) | early (late rewinding) | init (re-initialised)
     rewind_epoch: int = 1  # early: the checkpoint after this many epochs of round 1's retraining
     epochs: int = 8  # retraining epochs per round
+    final_epochs: int = 0  # more epochs for the selected ticket alone (same loss, half the peak lr), before its operating point
     lr: float = 2e-3
     batch_size: int = 128
     class_aware: bool = True
@@ -48,6 +49,10 @@ class PruneConfig:
             raise ValueError("round_to must be >= 1")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if self.final_epochs < 0:
+            raise ValueError("final_epochs must be >= 0")
+        if self.final_epochs and self.granularity == "weight":
+            raise ValueError("final_epochs is for channel tickets: weight tickets would need their masks kept during it")
         if min(self.gamma, self.rank_weight, self.distill_weight, self.taylor_weight, self.increase_weight) < 0:
             raise ValueError("gamma, rank_weight, distill_weight, taylor_weight and increase_weight must be >= 0")
         if self.max_fn_increase < 0 or not 0 <= self.max_accuracy_drop <= 1:

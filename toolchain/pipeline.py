@@ -176,6 +176,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             *[{"stage": "prune_round", "round": t.round, "params": t.params, "macs": t.macs, "val": t.val, "val_raw": t.val_raw,
                "offsets": {str(k): v for k, v in t.offsets.items()}, "within_budget": t.within_budget, **_sparsity(config, t)}
               for t in result.tickets],
+            *([{"stage": "final_finetune", "round": result.final.round, "epochs": config.final_epochs, "val": result.final.val,
+                "val_raw": result.final.val_raw, "offsets": {str(k): v for k, v in result.final.offsets.items()},
+                "within_budget": result.final.within_budget, "kept": result.selected is result.final}] if result.final else []),
             {"stage": "shrunk", "round": ticket.round, "path": str(pruned_path.relative_to(run_dir)), "params": params_pruned,
              "macs": count_macs(pruned, example), "param_fraction": params_pruned / params_dense, "channel_plan": plan,
              "offsets": {str(k): v for k, v in ticket.offsets.items()}, "budget_met_on_val": result.budget_met,

@@ -55,6 +55,7 @@ class PruneResult:
     selected: Ticket | None = None
     budget_met: bool = False
     targets: dict[int, int] = field(default_factory=dict)
+    final: Ticket | None = None  # the selected ticket after final_epochs more (selected, if it stayed within budget)
 
 
 def removed_plan(dense_sizes: dict[str, int], survivors: Survivors) -> dict[str, list[int]]:
@@ -237,7 +238,33 @@ class LotteryPruner:
                 break
         if task is not None:
             self.progress.remove_task(task)
-        return _select(result)
+        return self._final_finetune(_select(result), teacher)
+
+    def _final_finetune(self, result: PruneResult, teacher) -> PruneResult:
+        """final_epochs more for the selected ticket alone, then a fresh operating point. A round's few
+        epochs leave the smallest ticket short of what it can reach: on Fashion-MNIST at 9-10% this
+        added 0.2-0.7 accuracy points and lowered FP at the dense FN (docs/BENCHMARKS.md)."""
+        cfg, chosen = self.config, result.selected
+        if not cfg.final_epochs or chosen is None:
+            return result
+        tuned = self._load_final(chosen)
+        if tuned is None:
+            seed_everything(cfg.seed * 1000 + 99)
+            loss = ClassDependentLoss(self.num_classes, self.protected, gamma=cfg.gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher,
+                                      distill_weight=cfg.distill_weight, temperature=cfg.temperature)
+            tcfg = TrainConfig(epochs=cfg.final_epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 99)
+            model = train(copy.deepcopy(chosen.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
+                          progress=self.progress, description=f"final fine-tuning of round {chosen.round}")
+            raw, at_op, _, offsets = self._evaluate(model)
+            tuned = replace(chosen, model=model, val=at_op, val_raw=raw, offsets=offsets, within_budget=self._within_budget(at_op))
+            self._save_final(tuned)
+        result.final = tuned
+        self.log(f"final fine-tuning ({cfg.final_epochs} epochs): " + _round_line(tuned, self.dense_params, self.protected))
+        if tuned.within_budget or not chosen.within_budget:
+            result.selected = tuned
+        else:
+            self.log(f"final fine-tuning left the budget; keeping round {chosen.round}'s ticket")
+        return result
 
     # --- the paper's unstructured tickets: weight masks, then removal of channels left empty ----------
 
@@ -319,6 +346,29 @@ class LotteryPruner:
         summary = {"round": ticket.round, "params": ticket.params, "macs": ticket.macs, "val": ticket.val, "val_raw": ticket.val_raw,
                    "offsets": {str(k): v for k, v in ticket.offsets.items()}, "within_budget": ticket.within_budget}
         atomic_write_json(folder / f"round_{ticket.round}.json", summary)  # written last: it marks the round done
+
+    def _save_final(self, ticket: Ticket) -> None:
+        if self.run_dir is None:
+            return
+        folder = self.run_dir / "rounds"
+        with staged_path(folder / "final.pt") as tmp:
+            torch.save({k: v.detach().cpu() for k, v in ticket.model.state_dict().items()}, tmp)
+        atomic_write_json(folder / "final.json", {"round": ticket.round, "epochs": self.config.final_epochs, "val": ticket.val, "val_raw": ticket.val_raw,
+                                                  "offsets": {str(k): v for k, v in ticket.offsets.items()}, "within_budget": ticket.within_budget})
+
+    def _load_final(self, chosen: Ticket) -> Ticket | None:
+        """The fine-tuned ticket of an interrupted run, if it finished and belongs to this selection."""
+        folder = self.run_dir / "rounds" if self.run_dir is not None else None
+        if folder is None or not (folder / "final.json").is_file():
+            return None
+        summary = json.loads((folder / "final.json").read_text())
+        if summary["round"] != chosen.round:
+            return None
+        model = copy.deepcopy(chosen.model)
+        model.load_state_dict(torch.load(folder / "final.pt", map_location="cpu", weights_only=True))
+        offsets = {int(k): v for k, v in summary["offsets"].items()}
+        return replace(chosen, model=model.to(self.device).eval(), val=summary["val"], val_raw=summary["val_raw"], offsets=offsets,
+                       within_budget=summary["within_budget"])
 
     def _load_state(self):
         folder = self.run_dir / "rounds"

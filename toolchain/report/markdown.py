@@ -53,6 +53,11 @@ def render_report(report: dict) -> str:
             offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
             size = f"{s['params']:,} | {s['weight_sparsity']:.1%}" if sparse else f"{s['params']:,}"
             lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {_fmt(s['val']['accuracy'])} | {_prot(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
+    for s in (s for s in report["stages"] if s["stage"] == "final_finetune"):
+        offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
+        verdict = "kept" if s["kept"] else "not kept (outside the budget)"
+        lines += ["", f"Final fine-tuning of round {s['round']} ({s['epochs']} epochs), validation at its own operating point: "
+                      f"accuracy {_fmt(s['val']['accuracy'])}, {_prot(s['val'])}, offsets {offs}: {verdict}."]
     quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
     if quantized:
         lines += ["", "## int8 files: layers kept in float", ""]
