@@ -348,3 +348,15 @@ def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     stages = [s["stage"] for s in report["stages"]]
     assert stages == ["prune_round", "final_finetune", "shrunk"] and report["config"]["final_epochs"] == 1
     assert "Final fine-tuning of round 1 (1 epochs)" in (tmp_path / "f" / "report.md").read_text()
+
+
+def test_run_id_hashes_only_the_settings_that_differ_from_the_defaults():
+    """Run directories on disk are found again by this id (--resume): a field added with a default in a
+    later version must not change it, and neither may a change of the hashing itself (pinned values)."""
+    from toolchain.config import config_hash
+
+    inputs = {"model": {"path": "m.pt", "sha256": "ab"}, "protected": [6]}
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3)) == "ee3d029c7e5f"
+    assert config_hash(inputs, PruneConfig()) == "8f01a0d7f326"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=0)) == "ee3d029c7e5f"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=20)) != "ee3d029c7e5f"

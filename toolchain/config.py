@@ -71,7 +71,13 @@ class PruneConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def non_defaults(self) -> dict:
+        """The fields that differ from their defaults: what a run's identity hashes (as OpenLTH does), so a
+        field added in a later version leaves the ids of earlier runs, and their --resume, alone."""
+        defaults = asdict(PruneConfig())
+        return {k: v for k, v in asdict(self).items() if v != defaults[k]}
+
 
 def config_hash(*parts) -> str:
-    text = json.dumps([p if not hasattr(p, "to_dict") else p.to_dict() for p in parts], sort_keys=True, default=str)
+    text = json.dumps([p.non_defaults() if hasattr(p, "non_defaults") else p for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
