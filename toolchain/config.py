@@ -71,13 +71,16 @@ class PruneConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def non_defaults(self) -> dict:
-        """The fields that differ from their defaults: what a run's identity hashes (as OpenLTH does), so a
-        field added in a later version leaves the ids of earlier runs, and their --resume, alone."""
-        defaults = asdict(PruneConfig())
-        return {k: v for k, v in asdict(self).items() if v != defaults[k]}
+    def identity(self) -> dict:
+        """What a run's id hashes: every field, except a field added later while it holds the value that
+        reproduces the older behaviour, so runs on disk keep their ids (and --resume) across versions."""
+        return {k: v for k, v in asdict(self).items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+
+
+# Fields added after run ids were first hashed -> the value under which they change nothing.
+_ADDED_LATER = {"final_epochs": 0}
 
 
 def config_hash(*parts) -> str:
-    text = json.dumps([p.non_defaults() if hasattr(p, "non_defaults") else p for p in parts], sort_keys=True, default=str)
+    text = json.dumps([p.identity() if hasattr(p, "identity") else p for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
