@@ -262,6 +262,7 @@ class LotteryPruner:
         self.log(f"final fine-tuning ({cfg.final_epochs} epochs): " + _round_line(tuned, self.dense_params, self.protected))
         if tuned.within_budget or not chosen.within_budget:
             result.selected = tuned
+            result.budget_met = result.budget_met or tuned.within_budget
         else:
             self.log(f"final fine-tuning left the budget; keeping round {chosen.round}'s ticket")
         return result
