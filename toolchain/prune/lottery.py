@@ -243,7 +243,7 @@ class LotteryPruner:
     def _final_finetune(self, result: PruneResult, teacher) -> PruneResult:
         """final_epochs more for the selected ticket alone, then a fresh operating point. A round's few
         epochs leave the smallest ticket short of what it can reach: on Fashion-MNIST at 9-10% this
-        added 0.2-0.7 accuracy points and lowered FP at the dense FN (docs/BENCHMARKS.md)."""
+        added 0.2-0.6 accuracy points and lowered FP at the dense FN (docs/BENCHMARKS.md)."""
         cfg, chosen = self.config, result.selected
         if not cfg.final_epochs or chosen is None:
             return result
