@@ -29,10 +29,10 @@ def demo_model_path() -> Path:
 def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> Path:
     """Train the demo CNN on digits once (seeded) and cache it; later calls reuse the file."""
     from toolchain.data import load_data
-    from toolchain.report.consoles import log_console, progress_bar
     from toolchain.models import registry
     from toolchain.models.loading import save_checkpoint
     from toolchain.models.train import TrainConfig, seed_everything, train
+    from toolchain.report.consoles import log_console, progress_bar
 
     console = console or log_console()
     path = demo_model_path()

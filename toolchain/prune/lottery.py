@@ -150,6 +150,12 @@ class LotteryPruner:
         at_op = evaluate_logits(self.dataset.y_val, apply_offsets(logits, offsets), self.protected, self.num_classes)
         return raw, at_op, logits, offsets
 
+    def _loss(self, gamma: float, teacher) -> ClassDependentLoss:
+        """The class-dependent retraining loss of every round and of the final fine-tuning."""
+        cfg = self.config
+        return ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher,
+                                  distill_weight=cfg.distill_weight, temperature=cfg.temperature)
+
     def _within_budget(self, at_op: dict) -> bool:
         fn_ok = all(p["fn"] <= self.targets[p["class"]] for p in at_op["protected"])
         return fn_ok and at_op["accuracy"] >= self.dense_eval["accuracy"] - self.config.max_accuracy_drop - 1e-12
@@ -212,7 +218,7 @@ class LotteryPruner:
                 start_model = shrink(rewind_model, relative_plan(rewind_survivors, new_survivors), self.example)
 
             gamma = 1.0 if r == 1 else cfg.gamma
-            loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher, distill_weight=cfg.distill_weight, temperature=cfg.temperature)
+            loss = self._loss(gamma, teacher)
             snapshot = {}
 
             def on_epoch_end(epoch, model, _r=r):
@@ -250,8 +256,7 @@ class LotteryPruner:
         tuned = self._load_final(chosen)
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
-            loss = ClassDependentLoss(self.num_classes, self.protected, gamma=cfg.gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher,
-                                      distill_weight=cfg.distill_weight, temperature=cfg.temperature)
+            loss = self._loss(cfg.gamma, teacher)
             tcfg = TrainConfig(epochs=cfg.final_epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 99)
             model = train(copy.deepcopy(chosen.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
                           progress=self.progress, description=f"final fine-tuning of round {chosen.round}")
@@ -300,7 +305,7 @@ class LotteryPruner:
 
             apply(model)
             gamma = 1.0 if r == 1 else cfg.gamma
-            loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher, distill_weight=cfg.distill_weight, temperature=cfg.temperature)
+            loss = self._loss(gamma, teacher)
             tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + r)
             start_state = _weights_copy(model) if cfg.increase_weight else None
             train(model, self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, after_step=apply, device=self.device, progress=self.progress, description=f"round {r}/{rounds} retrain")
