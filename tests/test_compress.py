@@ -11,7 +11,7 @@ import torch
 from toolchain.cli import main
 from toolchain.config import PruneConfig
 from toolchain.models.loading import load_model
-from toolchain.models.profile import count_params
+from toolchain.models.profile import count_macs, count_params
 from toolchain.prune.lottery import LotteryPruner
 from clirun import run_cli
 
@@ -143,6 +143,8 @@ def test_weight_granularity_run_reports_sparsity(trained_digits, tmp_path, capsy
     (["--layout", "NCWH"], "--layout"),
     (["--final-epochs", "-1"], "--final-epochs must be >= 0"),
     (["--final-epochs", "3", "--granularity", "weight"], "--final-epochs is for channel tickets"),
+    (["--keep-macs", "0"], "--keep-macs must be in (0, 1]"),
+    (["--keep-macs", "0.5", "--granularity", "weight"], "--keep-macs is for channel pruning"),
 ])
 def test_bad_compress_input_exits_2(extra, needle, trained_digits, capsys, tmp_path):
     args = ["compress", trained_digits[0], "--data", "digits", "--out", tmp_path / "r"] + (extra if "-p" in extra else ["-p", "3"] + extra)
@@ -360,3 +362,20 @@ def test_run_ids_of_earlier_versions_stay_the_same():
     assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3)) == "18c8d33fae68"
     assert config_hash(inputs, PruneConfig()) == "21e880efeaf3"
     assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=20)) != "18c8d33fae68"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, keep_macs=0.5)) != "18c8d33fae68"
+
+
+def test_mac_goal_shrinks_the_multiply_accumulates_too(trained_digits, digits_dataset, tmp_path):
+    """--keep-macs: every round's ticket stays under both goals, and the MAC goal adds rounds when it is
+    the harder one (digits-cnn: 50% of the parameters in one round at rate 0.5; 25% of the MACs takes two)."""
+    _, dense = trained_digits
+    config = PruneConfig(keep_params=0.5, keep_macs=0.25, rate=0.5, epochs=1, seed=3, device="cpu", max_accuracy_drop=1.0,
+                         stop_outside_budget=False)
+    lines = []
+    pruner = LotteryPruner(_copy(dense), digits_dataset, [3], config, log=lines.append)
+    result = pruner.run()
+    assert [t.round for t in result.tickets] == [1, 2]
+    for ticket, mac_share in zip(result.tickets, (0.5, 0.25)):
+        assert ticket.params <= 0.5 * pruner.dense_params and ticket.macs <= mac_share * pruner.dense_macs
+        assert ticket.macs == count_macs(ticket.model, pruner.example)
+    assert "and 25% of" in lines[0] and "MACs" in lines[0]

@@ -177,6 +177,29 @@ def test_plan_for_target_rounds_channels_and_stays_under_the_target():
     assert count_params(small) <= tiny
 
 
+def test_plan_for_a_mac_target_moves_channels_to_the_cheap_layers():
+    """A MAC target under the parameter target: the plan meets both, and the channels the parameter
+    budget still allows go to late layers (few output pixels), not to the 24x24 convs."""
+    from toolchain.models.profile import count_macs, count_params
+    from toolchain.prune.graph import channel_groups
+    from toolchain.prune.lottery import _plan_for_target
+    from toolchain.prune.shrink import shrink
+
+    torch.manual_seed(0)
+    model = registry.create("fmnist-cnn").eval()
+    x = torch.zeros(1, 1, 28, 28)
+    groups, scores = channel_groups(model, x), magnitude_scores(model, x)
+    params, macs = int(0.1 * count_params(model)), int(0.07 * count_macs(model, x))
+    by_params = shrink(model, _plan_for_target(model, x, groups, scores, params, round_to=8), x)
+    both = shrink(model, _plan_for_target(model, x, groups, scores, params, round_to=8, target_macs=macs), x)
+    assert count_macs(by_params, x) > macs  # the parameter goal alone leaves the MACs over
+    assert count_params(both) <= params and count_macs(both, x) <= macs and both(x).shape == (1, 10)
+    widths = lambda m: [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths(both))
+    assert widths(both)[0] < widths(by_params)[0] and widths(both)[-1] >= widths(by_params)[-1], (widths(both), widths(by_params))
+    assert count_params(both) >= 0.7 * params  # given back where MACs are cheap, not left far under
+
+
 def test_weight_scores_add_the_magnitude_increase_and_keep_pruned_weights_out():
     from toolchain.config import PruneConfig
     from toolchain.prune.lottery import _weight_scores

@@ -34,7 +34,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 # Config dataclasses name their fields in errors; the user typed flags.
-_FLAG_FIELDS = ("keep_params", "rate", "granularity", "rewind", "final_epochs", "epochs", "lr", "batch_size", "gamma", "rank_weight", "distill_weight",
+_FLAG_FIELDS = ("keep_params", "keep_macs", "rate", "granularity", "rewind", "final_epochs", "epochs", "lr", "batch_size", "gamma", "rank_weight", "distill_weight",
                 "taylor_weight", "increase_weight", "round_to", "max_fn_increase", "max_accuracy_drop", "device")
 
 
@@ -146,6 +146,7 @@ def compress(
     out: Optional[Path] = typer.Option(None, help="Run directory (default: cwtool-runs/<arch>-<hash of inputs and settings>)."),
     resume: bool = typer.Option(False, help="Finish a run that was interrupted, from its last saved round."),
     keep_params: float = typer.Option(0.1, help="Size goal: fraction of the dense parameters to keep."),
+    keep_macs: float = typer.Option(1.0, help="Latency goal: fraction of the dense multiply-accumulates to keep as well (small CPUs pay per MAC and per operator, not per parameter; 1: no MAC goal)."),
     rate: float = typer.Option(0.5, help="Fraction of the remaining parameters removed per round."),
     granularity: str = typer.Option("channel", help="channel (physically removed) or weight (unstructured masks)."),
     rewind: str = typer.Option("none", help="none (fine-tune survivors), early (late rewinding) or init."),
@@ -184,7 +185,7 @@ def compress(
 
         round_to = load_target(target).channel_multiple if target else 1
     try:
-        config = PruneConfig(keep_params=keep_params, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, final_epochs=final_epochs,
+        config = PruneConfig(keep_params=keep_params, keep_macs=keep_macs, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, final_epochs=final_epochs,
                              lr=lr, batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
                              distill_weight=distill_weight, taylor_weight=taylor_weight, increase_weight=increase_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
                              seed=seed, device=device)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 @dataclass
 class PruneConfig:
     keep_params: float = 0.1  # size goal: fraction of the dense model's parameters
+    keep_macs: float = 1.0  # latency goal: fraction of the dense model's multiply-accumulates (1: none; channel granularity)
     rate: float = 0.5  # fraction of the remaining parameters removed per round (the paper: 50%)
     granularity: str = "channel"  # channel | weight (the paper's unstructured tickets)
     rewind: str = "none"  # none (fine-tune survivors) | early (late rewinding) | init (re-initialised)
@@ -37,6 +38,10 @@ class PruneConfig:
     def __post_init__(self):
         if not 0 < self.keep_params <= 1:
             raise ValueError("keep_params must be in (0, 1]")
+        if not 0 < self.keep_macs <= 1:
+            raise ValueError("keep_macs must be in (0, 1]")
+        if self.keep_macs < 1 and self.granularity == "weight":
+            raise ValueError("keep_macs is for channel pruning: masked weights still cost their multiply-accumulates")
         if not 0 < self.rate < 1:
             raise ValueError("rate must be in (0, 1)")
         if self.granularity not in ("channel", "weight"):
@@ -78,7 +83,7 @@ class PruneConfig:
 
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
-_ADDED_LATER = {"final_epochs": 0}
+_ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0}
 
 
 def config_hash(*parts) -> str:

@@ -80,28 +80,35 @@ def relative_plan(current: Survivors, target: Survivors) -> dict[str, list[int]]
     return plan
 
 
-def _plan_for_target(model, example, groups, scores, target_params: int, round_to: int = 1) -> dict[str, list[int]]:
-    """The uniform per-group fraction (bisection) whose removal leaves at most about target_params,
-    with channel counts rounded to multiples of ``round_to`` unless even the smallest rounded model
-    is over the target (small nets), in which case counts are not rounded."""
+def _fits(model, example, plan, target_params: int, target_macs: int | None) -> bool:
+    small = shrink(model, plan, example)
+    return count_params(small) <= target_params and (target_macs is None or count_macs(small, example) <= target_macs)
+
+
+def _plan_for_target(model, example, groups, scores, target_params: int, round_to: int = 1, target_macs: int | None = None) -> dict[str, list[int]]:
+    """The uniform per-group fraction (bisection) whose removal leaves at most about target_params
+    (and target_macs multiply-accumulates, when given), with channel counts rounded to multiples of
+    ``round_to`` unless even the smallest rounded model is over the target (small nets), in which case
+    counts are not rounded."""
     lo, hi = 0.0, 0.99
     best = plan_from_scores(groups, scores, hi, round_to)
-    if round_to > 1 and count_params(shrink(model, best, example)) > target_params:
-        return _plan_for_target(model, example, groups, scores, target_params)
+    if round_to > 1 and not _fits(model, example, best, target_params, target_macs):
+        return _plan_for_target(model, example, groups, scores, target_params, target_macs=target_macs)
     for _ in range(14):
         mid = (lo + hi) / 2
         plan = plan_from_scores(groups, scores, mid, round_to)
-        if count_params(shrink(model, plan, example)) <= target_params:
+        if _fits(model, example, plan, target_params, target_macs):
             best, hi = plan, mid
         else:
             lo = mid
-    return _grow_to_target(model, example, groups, scores, best, target_params, round_to) if round_to > 1 else best
+    return _grow_to_target(model, example, groups, scores, best, target_params, round_to, target_macs) if round_to > 1 else best
 
 
-def _grow_to_target(model, example, groups, scores, plan, target_params: int, round_to: int) -> dict[str, list[int]]:
+def _grow_to_target(model, example, groups, scores, plan, target_params: int, round_to: int, target_macs: int | None = None) -> dict[str, list[int]]:
     """Rounded counts move in steps of ``round_to``, so the uniform plan can land well under the target
     (7.6% for a 10% goal on the Fashion-MNIST CNN). Give channels back, ``round_to`` at a time, to the
-    group whose best removed channels score highest against its mean, while the model stays under."""
+    group whose best removed channels score highest against its mean, while the model stays under
+    (both targets: with a MAC target, channels go back where they cost few MACs, the late layers)."""
     by_key = {g.key: g for g in groups}
     plan = {k: list(v) for k, v in plan.items()}
     while True:
@@ -119,7 +126,7 @@ def _grow_to_target(model, example, groups, scores, plan, target_params: int, ro
             grown = {**plan, key: still_removed}
             if not still_removed:
                 del grown[key]
-            if count_params(shrink(model, grown, example)) <= target_params:
+            if _fits(model, example, grown, target_params, target_macs):
                 plan = grown
                 break
         else:
@@ -140,6 +147,7 @@ class LotteryPruner:
         self.log = log
         self.dense_sizes = {g.key: g.size for g in channel_groups(self.dense, self.example)}
         self.dense_params = count_params(self.dense)
+        self.dense_macs = count_macs(self.dense, self.example)
 
     # --- evaluation on validation (the test split is never used here) -------------------------------
 
@@ -162,22 +170,33 @@ class LotteryPruner:
 
     # --- the rounds ----------------------------------------------------------------------------------
 
+    def _shrink_fraction(self, r: int) -> float:
+        return self.config.schedule[r - 1] if self.config.schedule else (1 - self.config.rate) ** r
+
     def round_target(self, r: int) -> float:
         if self.config.schedule:
             return self.config.schedule[r - 1]
-        return max(self.config.keep_params, (1 - self.config.rate) ** r)
+        return max(self.config.keep_params, self._shrink_fraction(r))
+
+    def round_mac_target(self, r: int) -> float | None:
+        """Fraction of the dense MACs round r may keep: MACs shrink at the parameters' pace down to
+        keep_macs; None without a MAC goal."""
+        if self.config.keep_macs >= 1:
+            return None
+        return max(self.config.keep_macs, self._shrink_fraction(r))
 
     def n_rounds(self) -> int:
         if self.config.schedule:
             return len(self.config.schedule)
-        return max(1, math.ceil(math.log(self.config.keep_params) / math.log(1 - self.config.rate) - 1e-9))
+        goals = [g for g in (self.config.keep_params, self.config.keep_macs) if g < 1]
+        return max([1] + [math.ceil(math.log(g) / math.log(1 - self.config.rate) - 1e-9) for g in goals])
 
     def run(self, resume: bool = False) -> PruneResult:
         cfg = self.config
         dense_val_logits = predict_logits(self.dense, self.dataset.x_val, device=self.device)
         self.dense_eval = evaluate_logits(self.dataset.y_val, dense_val_logits, self.protected, self.num_classes)
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
-        result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": count_macs(self.dense, self.example)}, targets=self.targets)
+        result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets)
         teacher = torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device)) if cfg.distill_weight else None
 
         current = copy.deepcopy(self.dense)
@@ -201,8 +220,9 @@ class LotteryPruner:
             start = rounds + 1  # the interrupted run had already stopped at a ticket outside the budget
         if start <= rounds:  # the first word in a log while round 1 trains (minutes on a CPU)
             targets = ", ".join(f"class {k} FN <= {v}" for k, v in self.targets.items())
+            macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
             self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type}, to {cfg.keep_params:.0%} of "
-                     f"{self.dense_params:,} parameters; validation budget {targets}")
+                     f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
         task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
         for r in range(start, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
@@ -210,7 +230,9 @@ class LotteryPruner:
             scores = importance.channel_scores(current, self.example, self.dataset.x_train, self.dataset.y_train, self.protected, start_state=start_state,
                                                increase_weight=cfg.increase_weight, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r)
             groups = channel_groups(current, self.example)
-            local = _plan_for_target(current, self.example, groups, scores, int(target), cfg.round_to)
+            mac_share = self.round_mac_target(r)
+            target_macs = None if mac_share is None else int(mac_share * self.dense_macs)
+            local = _plan_for_target(current, self.example, groups, scores, int(target), cfg.round_to, target_macs)
             new_survivors = {k: [orig for pos, orig in enumerate(v) if pos not in set(local.get(k, []))] for k, v in survivors.items()}
             if cfg.rewind == "none" or rewind_model is None:
                 start_model = shrink(current, local, self.example)
