@@ -220,3 +220,17 @@ def test_weight_scores_add_the_magnitude_increase_and_keep_pruned_weights_out():
     assert plain[name][0, 0] == plain[name][0, 1]
     assert grown[name][0, 0] > grown[name][0, 1]
     assert grown[name][1, 1] == plain[name][1, 1] == -float("inf")
+
+
+def test_selection_takes_the_smallest_ticket_within_budget_and_of_equal_sizes_the_latest():
+    from toolchain.prune.lottery import PruneResult, Ticket, _select
+
+    def ticket(r, params, macs, ok, acc=0.9):
+        return Ticket(r, None, {}, params, macs, {"accuracy": acc}, {}, {}, ok)
+
+    # a MAC goal met early leaves later rounds of the same shape, trained longer
+    tickets = [ticket(1, 500, 90, True), ticket(2, 200, 40, True), ticket(3, 200, 40, True), ticket(4, 100, 20, False)]
+    result = _select(PruneResult(dense={}, tickets=tickets))
+    assert result.budget_met and result.selected.round == 3
+    none_ok = _select(PruneResult(dense={}, tickets=[ticket(1, 500, 90, False, 0.8), ticket(2, 200, 40, False, 0.85)]))
+    assert not none_ok.budget_met and none_ok.selected.round == 2

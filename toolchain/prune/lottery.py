@@ -435,10 +435,12 @@ class LotteryPruner:
 
 
 def _select(result: PruneResult) -> PruneResult:
-    """The smallest ticket within the budget; without one, the most accurate (and the gate will say so)."""
+    """The smallest ticket within the budget (of equal sizes the latest: a round that met its goals early
+    leaves later rounds of the same shape, trained longer); without one, the most accurate (and the gate
+    will say so)."""
     within = [t for t in result.tickets if t.within_budget]
     result.budget_met = bool(within)
-    result.selected = min(within, key=lambda t: t.params) if within else max(result.tickets, key=lambda t: t.val["accuracy"])
+    result.selected = min(within, key=lambda t: (t.params, t.macs, -t.round)) if within else max(result.tickets, key=lambda t: t.val["accuracy"])
     return result
 
 
