@@ -19,3 +19,10 @@ PY
 # the dense baseline first: the speed-up column is relative to it; run on an otherwise idle machine
 cwtool bench cwtool-bench/fmnist_dense_fp32.onnx cwtool-bench/fmnist_r8s/artifacts/*.onnx cwtool-bench/fmnist_r8s/artifacts/*.tflite \
   --threads 1 --runs 3000 --rounds 30 --json benchmarks/results/fmnist_bench_r8s.json
+
+# With a MAC goal beside the parameter goal (docs/BENCHMARKS.md, "H."): ~40 min of pruning on one core.
+rm -rf cwtool-bench/fmnist_macgoal
+cwtool compress cwtool-bench/fmnist_dense.pt --data fashion-mnist -p Shirt --keep-params 0.1 --keep-macs 0.07 --rate 0.3 --epochs 3 \
+  --final-epochs 20 --round-to 8 --out cwtool-bench/fmnist_macgoal || true
+cwtool bench cwtool-bench/fmnist_dense_fp32.onnx cwtool-bench/fmnist_macgoal/artifacts/*.onnx cwtool-bench/fmnist_macgoal/artifacts/*.tflite \
+  --threads 1 --runs 3000 --rounds 30 --json benchmarks/results/fmnist_bench_macgoal.json
