@@ -173,9 +173,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                      "fn_per_class": dense_test["fn_per_class"], "protected": dense_test["protected"],
                      "val": result.dense["val"], "test": dense_test},
         "stages": [
-            *[{"stage": "prune_round", "round": t.round, "params": t.params, "macs": t.macs, "val": t.val, "val_raw": t.val_raw,
-               "offsets": {str(k): v for k, v in t.offsets.items()}, "within_budget": t.within_budget, **_sparsity(config, t)}
-              for t in result.tickets],
+            *[{"stage": "prune_round", **t.summary(), **_sparsity(config, t)} for t in result.tickets],
             *([{"stage": "final_finetune", "round": result.final.round, "epochs": config.final_epochs, "val": result.final.val,
                 "val_raw": result.final.val_raw, "offsets": {str(k): v for k, v in result.final.offsets.items()},
                 "within_budget": result.final.within_budget, "kept": result.selected is result.final}] if result.final else []),

@@ -47,6 +47,11 @@ class Ticket:
     within_budget: bool
     sparsity: float = 0.0
 
+    def summary(self) -> dict:
+        """The ticket without its model, as JSON (rounds/*.json and report.json's prune_round stages)."""
+        return {"round": self.round, "params": self.params, "macs": self.macs, "val": self.val, "val_raw": self.val_raw,
+                "offsets": {str(k): v for k, v in self.offsets.items()}, "within_budget": self.within_budget}
+
 
 @dataclass
 class PruneResult:
@@ -174,9 +179,8 @@ class LotteryPruner:
         return self.config.schedule[r - 1] if self.config.schedule else (1 - self.config.rate) ** r
 
     def round_target(self, r: int) -> float:
-        if self.config.schedule:
-            return self.config.schedule[r - 1]
-        return max(self.config.keep_params, self._shrink_fraction(r))
+        share = self._shrink_fraction(r)
+        return share if self.config.schedule else max(self.config.keep_params, share)
 
     def round_mac_target(self, r: int) -> float | None:
         """Fraction of the dense MACs round r may keep: MACs shrink at the parameters' pace down to
@@ -371,9 +375,7 @@ class LotteryPruner:
         if start_state is not None:  # the next round's magnitude increase needs it
             with staged_path(folder / f"round_{ticket.round}_start.pt") as tmp:
                 torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
-        summary = {"round": ticket.round, "params": ticket.params, "macs": ticket.macs, "val": ticket.val, "val_raw": ticket.val_raw,
-                   "offsets": {str(k): v for k, v in ticket.offsets.items()}, "within_budget": ticket.within_budget}
-        atomic_write_json(folder / f"round_{ticket.round}.json", summary)  # written last: it marks the round done
+        atomic_write_json(folder / f"round_{ticket.round}.json", ticket.summary())  # written last: it marks the round done
 
     def _save_final(self, ticket: Ticket) -> None:
         if self.run_dir is None:
@@ -381,8 +383,7 @@ class LotteryPruner:
         folder = self.run_dir / "rounds"
         with staged_path(folder / "final.pt") as tmp:
             torch.save({k: v.detach().cpu() for k, v in ticket.model.state_dict().items()}, tmp)
-        atomic_write_json(folder / "final.json", {"round": ticket.round, "epochs": self.config.final_epochs, "val": ticket.val, "val_raw": ticket.val_raw,
-                                                  "offsets": {str(k): v for k, v in ticket.offsets.items()}, "within_budget": ticket.within_budget})
+        atomic_write_json(folder / "final.json", {**ticket.summary(), "epochs": self.config.final_epochs})
 
     def _load_final(self, chosen: Ticket) -> Ticket | None:
         """The fine-tuned ticket of an interrupted run, if it finished and belongs to this selection."""
