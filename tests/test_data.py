@@ -228,6 +228,44 @@ def test_npz_uint8_images_scaled_and_channel_added(tmp_path):
     assert (row_index(expected, xa) >= 0).all()
 
 
+def test_npz_integer_tabular_features_are_kept_as_stored(tmp_path):
+    # Rule: only uint8 images are scaled by 1/255; an age of 45 stays 45.0.
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.integers(18, 90, 40), rng.integers(0, 17, 40)], axis=1).astype(np.int64)
+    y = np.arange(40) % 2
+    f = tmp_path / "ages.npz"
+    np.savez(f, x=x, y=y)
+    ds = load_data(str(f))
+    assert ds.preprocessing.scale == 1.0 and ds.preprocessing.layout == "NC"
+    assert ds.preprocessing.note == "integer features (int64) kept as stored, cast to float32"
+    xa, _ = all_rows(ds)
+    assert (row_index(x.astype(np.float32), xa) >= 0).all()
+    assert xa.max() > 17  # not divided by 255
+
+
+@pytest.mark.parametrize(
+    "dtype, shape, scaled, note",
+    [
+        (np.uint8, (5,), False, "integer features (uint8) kept as stored, cast to float32"),
+        (np.uint8, (6, 5), True, "uint8 images scaled by 1/255; channel axis added: (N,H,W) -> (N,1,H,W)"),
+        (np.uint8, (2, 6, 5), True, "uint8 images scaled by 1/255"),
+        (np.uint8, (6, 5, 3), True, "uint8 images scaled by 1/255; transposed from NHWC to NCHW"),
+        (np.uint16, (6, 5), False, "integer images (uint16) kept as stored, cast to float32; channel axis added"),
+        (np.int16, (4,), False, "integer features (int16) kept as stored, cast to float32"),
+    ],
+)
+def test_npz_integer_rule(tmp_path, dtype, shape, scaled, note):
+    x, y = pool(n_classes=2, per_class=10, shape=shape, dtype=dtype)
+    f = tmp_path / "i.npz"
+    np.savez(f, x=x, y=y)
+    ds = load_data(str(f))
+    assert ds.preprocessing.note.startswith(note)
+    assert ds.preprocessing.scale == (pytest.approx(1 / 255) if scaled else 1.0)
+    xa, _ = all_rows(ds)
+    assert xa.dtype == np.float32
+    assert (xa.max() <= 1.0) == scaled
+
+
 def test_npz_nhwc_images_become_nchw(tmp_path):
     x, y = pool(n_classes=2, per_class=5, shape=(8, 7, 3))
     f = tmp_path / "nhwc.npz"
@@ -375,12 +413,77 @@ def test_csv_label_column_by_name_and_string_labels(tmp_path):
     f = _write_csv(tmp_path / "s.csv", ["species", "f1", "f2"], rows)
     ds = load_data(str(f), label_column="species")
     assert ds.class_names == ["ant", "moth", "zebra"] and ds.num_classes == 3
+    assert ds.label_mapping == {"zebra": 2, "ant": 0, "moth": 1}
+    assert ds.describe()["label_mapping"] == ds.label_mapping
+    assert ds.preprocessing.note == (
+        "CSV features as stored (2 columns), label column 'species'; "
+        "labels: ant=0, moth=1, zebra=2 (alphabetical; set --class-names to change)"
+    )
     assert ds.input_shape == (2,)
     xa, ya = all_rows(ds)
     for row, lab in zip(xa, ya):
         i = int(row[0])
         assert row[1] == np.float32(i * 2.5)
         assert ds.class_names[lab] == names[i % 3]
+
+
+def test_csv_class_names_set_the_order_of_string_labels(tmp_path):
+    rows = [[i, "benign" if i % 3 else "malignant"] for i in range(30)]
+    f = _write_csv(tmp_path / "bc.csv", ["f", "diagnosis"], rows)
+    ds = load_data(str(f), class_names=["malignant", "benign"])
+    assert ds.class_names == ["malignant", "benign"]
+    assert ds.label_mapping == {"malignant": 0, "benign": 1}
+    assert ds.preprocessing.note.endswith("labels: malignant=0, benign=1 (order from --class-names)")
+    xa, ya = all_rows(ds)
+    assert np.array_equal(ya, np.where(xa[:, 0].astype(int) % 3 == 0, 0, 1))
+    # a class in the list without rows is allowed (it names index 2)
+    ds3 = load_data(str(f), class_names=["benign", "malignant", "unknown"])
+    assert ds3.num_classes == 3 and ds3.label_mapping == {"benign": 0, "malignant": 1}
+
+
+@pytest.mark.parametrize(
+    "names, match",
+    [
+        (["benign"], "label 'malignant'"),
+        (["benign", "malignant", "benign"], "names 'benign' twice"),
+        ([], "is empty"),
+        (["benign", " "], "empty name at position 2"),
+    ],
+)
+def test_csv_class_names_errors(tmp_path, names, match):
+    rows = [[i, "benign" if i % 3 else "malignant"] for i in range(30)]
+    f = _write_csv(tmp_path / "bc.csv", ["f", "diagnosis"], rows)
+    expect_error(match, f, class_names=names)
+
+
+def test_class_names_name_numeric_labels(tmp_path):
+    rows = [[i, i % 2] for i in range(20)]
+    f = _write_csv(tmp_path / "n.csv", ["f", "y"], rows)
+    ds = load_data(str(f), class_names=["neg", "pos"])
+    assert ds.class_names == ["neg", "pos"] and ds.label_mapping is None
+    assert "labels: neg=0, pos=1 (numeric labels, named by --class-names)" in ds.preprocessing.note
+    expect_error("only 1 class names", f, class_names=["neg"])
+
+    x, y = pool(n_classes=2, per_class=6)
+    np.savez(tmp_path / "p.npz", x=x, y=y)
+    assert load_data(str(tmp_path / "p.npz"), class_names="a,b").class_names == ["a", "b"]
+    digits = load_data("digits", class_names=[f"d{i}" for i in range(10)])
+    assert digits.class_names[3] == "d3"
+
+
+def test_class_names_must_agree_with_names_the_source_stores(tmp_path):
+    x, y = pool(n_classes=2, per_class=6)
+    f = tmp_path / "named.npz"
+    np.savez(f, x=x, y=y, class_names=np.array(["cat", "dog"]))
+    assert load_data(str(f), class_names=["cat", "dog"]).class_names == ["cat", "dog"]
+    msg = expect_error("does not match the class names stored in", f, class_names=["dog", "cat"])
+    assert "(dog, cat)" in msg and "(cat, dog)" in msg
+    expect_error("does not match", "breast-cancer", class_names=["benign", "malignant"])
+    assert load_data("breast-cancer", class_names=["malignant", "benign"]).class_names == ["malignant", "benign"]
+    from toolchain.data.rows import load_rows
+
+    with pytest.raises(UserError, match="does not match"):
+        load_rows(str(f), class_names=["dog", "cat"])
 
 
 def test_csv_integer_labels_kept_as_they_are(tmp_path):
@@ -580,12 +683,25 @@ def make_image_folder(root: Path, rgb_one=False) -> dict:
     return values
 
 
-def test_image_folder_grayscale_sorted_classes_resized_to_first(tmp_path):
+def test_image_folder_of_mixed_sizes_needs_an_image_size(tmp_path):
+    # Rule: images of different sizes are refused unless an image size is given (the first
+    # image's size is no longer applied to all: a huge first image made every sample huge).
+    make_image_folder(tmp_path / "imgs")
+    msg = expect_error("differ in size", tmp_path / "imgs")
+    assert "'ant/00.png' is 6x5" in msg and "'bee/00.jpg' is 9x4" in msg and "--image-size" in msg
+
+
+def test_image_folder_grayscale_sorted_classes_resized_to_given_size(tmp_path):
     values = make_image_folder(tmp_path / "imgs")
-    ds = load_data(str(tmp_path / "imgs"), seed=0)
+    ds = load_data(str(tmp_path / "imgs"), seed=0, image_size=(6, 5))
     assert ds.class_names == ["ant", "bee", "cat"]
+    assert ds.label_mapping == {"ant": 0, "bee": 1, "cat": 2}
     assert ds.input_shape == (1, 6, 5) and ds.x_train.dtype == np.float32
     assert ds.preprocessing.scale == pytest.approx(1 / 255) and ds.given_splits is False
+    assert ds.preprocessing.note == (
+        "ImageFolder, grayscale, resized to 6x5 (bilinear), 8-bit pixels scaled by 1/255; "
+        "labels: ant=0, bee=1, cat=2 (folder names, alphabetical; set --class-names to change)"
+    )
     xa, ya = all_rows(ds)
     assert len(ya) == 15 and np.array_equal(np.bincount(ya), [5, 5, 5])
     for row, lab in zip(xa, ya):
@@ -593,6 +709,29 @@ def test_image_folder_grayscale_sorted_classes_resized_to_first(tmp_path):
         assert values[v] == ds.class_names[lab]
         if ds.class_names[lab] != "bee":  # not resized, not JPEG: exact
             assert np.all(row == np.float32(v) * np.float32(1 / 255))
+
+
+def test_image_folder_of_one_size_is_not_resized(tmp_path):
+    from PIL import Image
+
+    for cls in ("x", "y"):
+        (tmp_path / "same" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((7, 3), 10 * i + (cls == "y"), np.uint8)).save(tmp_path / "same" / cls / f"{i}.png")
+    ds = load_data(str(tmp_path / "same"))
+    assert ds.input_shape == (1, 7, 3)
+    assert "all 7x3, not resized" in ds.preprocessing.note
+
+
+def test_image_folder_class_names_set_the_label_order(tmp_path):
+    make_image_folder(tmp_path / "imgs")
+    ds = load_data(str(tmp_path / "imgs"), image_size=(6, 5), class_names=["cat", "bee", "ant"])
+    assert ds.class_names == ["cat", "bee", "ant"]
+    assert ds.label_mapping == {"cat": 0, "bee": 1, "ant": 2}
+    assert "labels: cat=0, bee=1, ant=2 (folder names, order from --class-names)" in ds.preprocessing.note
+    xa, ya = all_rows(ds)
+    assert np.array_equal(np.bincount(ya), [5, 5, 5])
+    expect_error("label 'cat'", tmp_path / "imgs", image_size=(6, 5), class_names=["ant", "bee"])
 
 
 def test_image_folder_rgb_and_image_size(tmp_path):

@@ -21,7 +21,7 @@ class Preprocessing:
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     layout: str = "NCHW"  # "NCHW" for images, "NC" for feature vectors
-    note: str = ""
+    note: str = ""  # "; "-joined, e.g. "uint8 images scaled by 1/255; labels: a=0, b=1 (...)"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,6 +33,8 @@ class Dataset:
 
     ``given_splits`` is True when the source defined the splits itself (an .npz with x_train...,
     or a set with a fixed train/test split); False when cwtool split one pool with a seed.
+    ``label_mapping`` is {label as written in the source: class index} for sources whose labels
+    are strings (a CSV label column, ImageFolder folder names); None where labels are indices.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Dataset:
     preprocessing: Preprocessing
     given_splits: bool = False
     seed: int = 0
+    label_mapping: dict[str, int] | None = None
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of one split: "train", "val", "test", or "all" (every row, in that order)."""
@@ -74,4 +77,5 @@ class Dataset:
             "given_splits": self.given_splits,
             "seed": self.seed,
             "preprocessing": self.preprocessing.to_dict(),
+            "label_mapping": self.label_mapping,
         }

@@ -7,10 +7,16 @@ dimension, then the data, big-endian, C order.
 from __future__ import annotations
 
 import gzip
+import os
+import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from toolchain.limits import check_fits, product
+
+_CHUNK = 1 << 20
 
 # idx dtype code -> numpy dtype (big-endian where it matters)
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -27,20 +33,16 @@ class IdxError(ValueError):
     """The bytes are not a valid idx file (the loaders turn this into a UserError)."""
 
 
-def _read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-        fh.seek(0)
-        if head == b"\x1f\x8b":  # gzip magic, whatever the file is called
-            try:
-                return gzip.decompress(fh.read())
-            except (OSError, EOFError, zlib.error) as exc:
-                raise IdxError(f"broken gzip data ({exc})") from None
-        return fh.read()
+def _header_info(head: bytes, dims_bytes: bytes) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """(dtype, dims, header bytes, data bytes) of an idx header; sizes are exact Python ints."""
+    dtype = IDX_DTYPES[head[2]]
+    ndim = head[3]
+    dims = struct.unpack(f">{ndim}I", dims_bytes)
+    return dtype, dims, 4 + 4 * ndim, product(dims) * dtype.itemsize
 
 
-def parse_idx(buf: bytes) -> np.ndarray:
-    """Decode idx bytes into an array in native byte order (no copy for unsigned bytes)."""
+def _check_head(buf: bytes) -> int:
+    """Validate the 4 fixed header bytes; the number of dimensions."""
     if len(buf) < 4:
         raise IdxError("file is shorter than the 4-byte idx header")
     if buf[0] != 0 or buf[1] != 0:
@@ -50,26 +52,87 @@ def parse_idx(buf: bytes) -> np.ndarray:
         raise IdxError(f"unknown idx data type code 0x{code:02X}")
     if ndim == 0:
         raise IdxError("idx header declares zero dimensions")
+    return ndim
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def parse_idx(buf: bytes) -> np.ndarray:
+    """Decode idx bytes into an array in native byte order (no copy for unsigned bytes)."""
+    ndim = _check_head(buf)
     header = 4 + 4 * ndim
     if len(buf) < header:
         raise IdxError("file ends inside the idx header")
-    dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=ndim, offset=4))
-    dtype = IDX_DTYPES[code]
-    count = int(np.prod(dims, dtype=np.int64))
-    expected = header + count * dtype.itemsize
+    dtype, dims, header, nbytes = _header_info(buf[:4], buf[4:header])
+    expected = header + nbytes
     if len(buf) != expected:
         raise IdxError(
             f"header says shape {dims} ({expected} bytes) but the file has {len(buf)} bytes"
         )
-    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=header).reshape(dims)
-    if dtype.byteorder == ">":
-        arr = arr.astype(dtype.newbyteorder("="))
-    return arr
+    arr = np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize, offset=header).reshape(dims)
+    return _native(arr)
+
+
+def _read_exact(fh, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = fh.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _read_stream(fh, path: Path, file_size: int | None) -> np.ndarray:
+    """Read header then data from ``fh``; ``file_size`` is the on-disk size of a plain file."""
+    head = _read_exact(fh, 4)
+    ndim = _check_head(head)
+    dims_bytes = _read_exact(fh, 4 * ndim)
+    if len(dims_bytes) < 4 * ndim:
+        raise IdxError("file ends inside the idx header")
+    dtype, dims, header, nbytes = _header_info(head, dims_bytes)
+    expected = header + nbytes
+    if file_size is not None and file_size != expected:
+        raise IdxError(f"header says shape {dims} ({expected} bytes) but the file has {file_size} bytes")
+    # Checked before allocating: a gzip stream can declare far more than this machine holds.
+    check_fits(nbytes, f"idx file '{path}' (declared shape {dims}, {dtype.name})")
+    data = np.empty(nbytes, dtype=np.uint8)
+    view = memoryview(data)
+    pos = 0
+    while pos < nbytes:
+        n = fh.readinto(view[pos : min(pos + _CHUNK, nbytes)])
+        if not n:
+            raise IdxError(
+                f"header says shape {dims} ({expected} bytes) but the data ends after {header + pos} bytes"
+            )
+        pos += n
+    if fh.read(1):
+        raise IdxError(f"header says shape {dims} ({expected} bytes) but the file holds more data")
+    return _native(data.view(dtype).reshape(dims))
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read one idx file (``.gz`` or plain; gzip is detected from the bytes). Raises IdxError."""
-    return parse_idx(_read_bytes(Path(path)))
+    """Read one idx file (``.gz`` or plain; gzip is detected from the bytes). Raises IdxError.
+
+    The data is streamed: a gzip file is decompressed only up to the size its header declares,
+    and that size is checked against the memory available first (`limits.check_fits`, a
+    UserError), so a small .gz cannot inflate without bound.
+    """
+    path = Path(path)
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+        raw.seek(0)
+        if magic != b"\x1f\x8b":  # gzip magic, whatever the file is called
+            return _read_stream(raw, path, os.fstat(raw.fileno()).st_size)
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+                return _read_stream(fh, path, None)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IdxError(f"broken gzip data ({exc})") from None
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

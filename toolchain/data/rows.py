@@ -3,18 +3,26 @@
 `load_data` splits such a file into train/val/test (shuffled, and it refuses classes too small
 to split). verify wants the opposite: each row once, in the order stored, so that per-sample
 predictions line up with a baseline computed on the same file. The samples get exactly the
-preprocessing `load_data` gives them (the same helper converts them).
+preprocessing `load_data` gives them (the same helpers read and convert them, with the same
+limits: declared sizes checked against memory before reading, labels below MAX_CLASSES).
 """
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from toolchain.data.loaders import SPLIT_KEYS, _check_pair, _labels, _npz_features
+from toolchain.data.loaders import (
+    SPLIT_KEYS,
+    _agree,
+    _check_pair,
+    _given_names,
+    _labels,
+    _npz_class_names,
+    _npz_features,
+)
+from toolchain.data.npz import npz_keys, read_npz
 from toolchain.errors import UserError
 
 __all__ = ["is_pool_npz", "load_rows"]
@@ -26,34 +34,35 @@ def is_pool_npz(spec: str) -> bool:
     if not path.name.lower().endswith(".npz") or not path.is_file():
         return False
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-    except Exception:  # unreadable: let load_data report it in its own words
+        keys = npz_keys(path)  # the zip directory only
+    except UserError:  # unreadable: let load_data report it in its own words
         return False
     return "x" in keys and "y" in keys and not keys & set(SPLIT_KEYS)
 
 
-def load_rows(spec: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """(x float32 in dataset layout, y int64, class names or None) of an x/y .npz, in file order."""
+def load_rows(
+    spec: str, class_names: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, str]:
+    """(x float32 in dataset layout, y int64, class names or None, preprocessing note) of an x/y .npz,
+    in file order.
+
+    ``class_names`` follows `load_data`'s rule for .npz: it names numeric labels, and must agree
+    with the file's own class_names when it has some.
+    """
     path = Path(str(spec)).expanduser()
     where = f"'{path}'"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("x", "y", "class_names") if k in z.files}
-    except ValueError as exc:
-        raise UserError(f"cannot read {where} as .npz ({exc}): save numeric arrays with numpy.savez(file, x=..., y=...)") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
-        raise UserError(f"cannot read {where} as .npz ({exc or type(exc).__name__}): check the file") from None
+    given = _given_names(class_names)
+    _keys, arrays = read_npz(path, {"x", "y", "class_names"})
     for k in ("x", "y"):
         if k not in arrays:
             raise UserError(f"{where} has no '{k}' array: store both x and y (np.savez(f, x=..., y=...))")
-    (x,), _ = _npz_features(arrays, ["x"], where)
+    names = _agree(_npz_class_names(arrays, where), given, where)
     y = _labels(arrays["y"], "y", where)
+    (x,), pre = _npz_features(arrays, ["x"], where)
     _check_pair(x, y, "x", "y", where)
-    names = None
-    cn = arrays.get("class_names")
-    if cn is not None:
-        if cn.ndim != 1 or cn.dtype.kind not in "USiu" or len(cn) == 0:
-            raise UserError(f"class_names in {where} must be a 1-D string array: save np.array(names, dtype=str)")
-        names = [str(n) for n in cn.tolist()]
-    return x, y, names
+    if names is not None and len(y) and int(y.max()) >= len(names):
+        raise UserError(
+            f"{where} has label {int(y.max())} but only {len(names)} class names: "
+            "give one name per class index 0..max label"
+        )
+    return x, y, names, pre.note

@@ -1,0 +1,142 @@
+"""Read the arrays of an .npz without trusting it -- numpy only.
+
+``numpy.load`` allocates whatever a member's .npy header declares before it reads a byte, so a
+few kilobytes of deflated zeros can ask for 20 GB. Here every member is checked first:
+the zip directory's uncompressed size and the .npy header's shape x itemsize (an exact Python
+int, no int64 overflow) must fit in the memory available (`limits.check_fits`); object
+(pickled) and zero-size dtypes are refused; then the array is read. Every problem is a one-line
+`UserError`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.limits import check_fits, format_bytes, product
+from toolchain.errors import UserError
+
+__all__ = ["npz_keys", "read_npz", "NPZ_FIX"]
+
+NPZ_FIX = "save it with numpy.savez(file, x=..., y=...)"
+_MAX_MEMBERS = 10_000
+_MAX_HEADER = 10_000  # numpy's own default for .npy headers
+_ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError,
+               RuntimeError, ValueError, UnicodeDecodeError)
+
+
+def _where(path: Path) -> str:
+    return f"'{path}'"
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    where = _where(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise UserError(f"cannot read {where} ({exc.strerror or exc}): check the file and its permissions") from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise UserError(f"{where} is not an .npz archive (corrupt or another format): {NPZ_FIX}")
+    try:
+        zf = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
+        raise UserError(f"cannot read {where} as .npz ({_msg(exc)}): {NPZ_FIX}") from None
+    if len(zf.infolist()) > _MAX_MEMBERS:
+        n = len(zf.infolist())
+        zf.close()
+        raise UserError(f"{where} holds {n} files; an .npz of a dataset holds a handful: {NPZ_FIX}")
+    return zf
+
+
+def _msg(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Array name -> zip member, as numpy names them ('x.npy' -> 'x')."""
+    out: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        name = info.filename
+        out[name[:-4] if name.endswith(".npy") else name] = info
+    return out
+
+
+def npz_keys(path: str | Path) -> set[str]:
+    """The array names in an .npz (reads only the zip directory). Raises UserError."""
+    path = Path(path)
+    with _open_zip(path) as zf:
+        return set(_members(zf))
+
+
+def _header(fp, name: str, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fp, max_header_size=_MAX_HEADER)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fp, max_header_size=_MAX_HEADER)
+        else:  # pragma: no cover - read_magic accepts only these
+            raise ValueError(f"unsupported .npy version {version}")
+    except _ZIP_ERRORS + (SyntaxError, TypeError, OverflowError, RecursionError) as exc:
+        raise UserError(f"'{name}' in {where} is not a valid .npy array ({_msg(exc)}): {NPZ_FIX}") from None
+    shape = tuple(int(d) for d in shape)
+    if any(d >= 2**62 for d in shape):  # numpy counts elements in int64
+        raise UserError(f"'{name}' in {where} declares the impossible shape {shape}: {NPZ_FIX}")
+    return shape, bool(fortran), np.dtype(dtype)
+
+
+def read_npz(path: str | Path, wanted: set[str] | None = None) -> tuple[set[str], dict[str, np.ndarray]]:
+    """(every array name, {name: array} for the names in ``wanted``) of the .npz at ``path``.
+
+    Each wanted member is checked before it is read: its zip size and its .npy header's
+    declared size must fit in the memory available, and it must hold no Python objects.
+    """
+    path = Path(path)
+    where = _where(path)
+    with _open_zip(path) as zf:
+        members = _members(zf)
+        keys = set(members)
+        arrays: dict[str, np.ndarray] = {}
+        for key, info in members.items():
+            if wanted is not None and key not in wanted:
+                continue
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                # numpy writes only these; bzip2/lzma inflate a whole read at once (no output bound)
+                raise UserError(
+                    f"'{key}' in {where} uses zip compression method {info.compress_type}, not stored or "
+                    f"deflated as numpy writes it: {NPZ_FIX} or numpy.savez_compressed"
+                )
+            if info.flag_bits & 0x1:
+                raise UserError(f"'{key}' in {where} is encrypted: save the arrays without a password ({NPZ_FIX})")
+            check_fits(info.file_size, f"'{key}' in {where} (zip member of {format_bytes(info.file_size)} uncompressed)")
+            try:
+                with zf.open(info) as fp:
+                    shape, fortran, dtype = _header(fp, key, where)
+            except UserError:
+                raise
+            except _ZIP_ERRORS as exc:
+                raise UserError(f"cannot read '{key}' in {where} ({_msg(exc)}): {NPZ_FIX}") from None
+            if dtype.hasobject:
+                raise UserError(
+                    f"'{key}' in {where} stores Python objects (pickled), which cwtool does not load: "
+                    "save numeric arrays, and class_names as a string array (np.array(names, dtype=str))"
+                )
+            if dtype.itemsize == 0:
+                raise UserError(f"'{key}' in {where} has the zero-size dtype {dtype}: store numbers ({NPZ_FIX})")
+            count = product(shape)
+            nbytes = count * dtype.itemsize
+            check_fits(nbytes, f"'{key}' in {where} (declared shape {shape}, {dtype})")
+            try:
+                with zf.open(info) as fp:
+                    arr = np.lib.format.read_array(fp, allow_pickle=False, max_header_size=_MAX_HEADER)
+            except _ZIP_ERRORS + (SyntaxError, TypeError, OverflowError) as exc:
+                raise UserError(f"cannot read '{key}' in {where} ({_msg(exc)}): {NPZ_FIX}") from None
+            if arr.shape != shape or arr.dtype != dtype:  # pragma: no cover - read_array read another header
+                raise UserError(f"'{key}' in {where} changed while it was read: {NPZ_FIX}")
+            arrays[key] = arr
+    return keys, arrays
