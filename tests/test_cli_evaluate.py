@@ -118,10 +118,12 @@ def test_pickled_module_needs_arch_or_trust(user_setup, capsys, tmp_path):
     assert json.loads((tmp_path / "a.json").read_text())["fn_per_class"] == user_setup["expected_fn"]
 
 
-def test_torchscript_archive_evaluates(user_setup, capsys, tmp_path):
+def test_torchscript_archive_evaluates_only_when_trusted(user_setup, capsys, tmp_path):
     scripted = tmp_path / "net.ts"
     torch.jit.save(torch.jit.trace(user_setup["model"], torch.zeros(1, 1, 8, 8)), scripted)
     code, _, err = run_cli(["evaluate", scripted, "--data", user_setup["npz"], "-p", "3", "--json", tmp_path / "t.json"], capsys)
+    assert code == 2 and "--trust-model" in err and not (tmp_path / "t.json").exists()  # it carries its own program
+    code, _, err = run_cli(["evaluate", scripted, "--trust-model", "--data", user_setup["npz"], "-p", "3", "--json", tmp_path / "t.json"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "t.json").read_text())["fn_per_class"] == user_setup["expected_fn"]
 

@@ -11,7 +11,10 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     out = tmp_path / "mlp.pt"
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "5", "--device", "cpu", "--out", out], capsys)
     assert code == 0, err
-    assert err.splitlines() == [f"{out}: validation accuracy {err.split()[-1]}"]  # no progress residue in a log
+    assert err.splitlines() == [  # what the data became, then the result: no progress residue in a log
+        "data: breast-cancer: sklearn load_breast_cancer, standardized with the train split's mean/std; "
+        "labels: malignant=0, benign=1 (fixed by scikit-learn)",
+        f"{out}: validation accuracy {err.split()[-1]}"]
     code, _, err = run_cli(["evaluate", out, "--data", "breast-cancer", "-p", "malignant", "--json", tmp_path / "e.json"], capsys)
     assert code == 0, err
     evaluation = json.loads((tmp_path / "e.json").read_text())
@@ -35,9 +38,11 @@ def test_unavailable_device_exits_2(device, tmp_path, capsys):
 
 
 def test_checkpoint_of_a_relative_arch_file_loads_from_anywhere(tmp_path, monkeypatch, capsys):
-    """`--arch net.py:Net` is relative to where train ran; the checkpoint must not be."""
+    """`--arch net.py:Net` is relative to where train ran; the checkpoint must not be. The file is
+    code: the checkpoint names it, but only the user's --arch (or --trust-model) runs it."""
     import shutil
 
+    from toolchain.errors import UserError
     from toolchain.models.loading import load_model
 
     work, elsewhere, moved = tmp_path / "work", tmp_path / "elsewhere", tmp_path / "moved"
@@ -49,9 +54,13 @@ def test_checkpoint_of_a_relative_arch_file_loads_from_anywhere(tmp_path, monkey
     code, _, err = run_cli(["train", "--arch", "net.py:Net", "-d", "breast-cancer", "--epochs", "1", "--device", "cpu", "--out", "m.pt"], capsys)
     assert code == 0, err
     monkeypatch.chdir(elsewhere)
-    assert load_model(work / "m.pt").module[2].out_features == 2
+    with pytest.raises(UserError, match="--arch path/to/net.py:Net"):
+        load_model(work / "m.pt")  # the recorded file is not run on the checkpoint's say-so
+    assert load_model(work / "m.pt", trust_model=True).module[2].out_features == 2
+    assert load_model(work / "m.pt", arch=f"{work / 'net.py'}:Net").module[2].out_features == 2
     code, _, err = run_cli(["evaluate", work / "m.pt", "-d", "breast-cancer", "-p", "1", "--arch", work / "net.py:Net"], capsys)
     assert code == 0, err  # the same file named another way is the same arch
     for name in ("m.pt", "net.py"):
         shutil.move(work / name, moved / name)
-    assert load_model(moved / "m.pt").module[2].out_features == 2  # moved together, still loads
+    assert load_model(moved / "m.pt", arch=f"{moved / 'net.py'}:Net").module[2].out_features == 2  # moved together
+    assert load_model(moved / "m.pt", trust_model=True).module[2].out_features == 2  # found beside it when trusted

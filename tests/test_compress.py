@@ -157,7 +157,9 @@ def test_torchscript_cannot_be_compressed(trained_digits, capsys, tmp_path):
     ts = tmp_path / "m.ts"
     torch.jit.save(torch.jit.trace(trained_digits[1], torch.zeros(1, 1, 8, 8)), ts)
     code, _, err = run_cli(["compress", ts, "--data", "digits", "-p", "3", "--out", tmp_path / "r"], capsys)
-    assert code == 2 and "rebuild" in err
+    assert code == 2 and "--trust-model" in err  # untrusted, it does not even load
+    code, _, err = run_cli(["compress", ts, "--trust-model", "--data", "digits", "-p", "3", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "rebuild" in err  # trusted, it still has no architecture to prune
 
 
 # --- export stage (issue 4) --------------------------------------------------------------------
