@@ -29,6 +29,10 @@ def paths(tmp_path):
     (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
     (tmp_path / "model.onnx").write_bytes(b"not read: the checks come first")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "run")
+    for name in ("m.pt", "data.npz", "net.py", "base.json", "model.tflite", "model.tflite.json", "model.onnx.data", "calib.npz"):
+        (tmp_path / name).write_bytes(b"an input: never replaced")
+    (tmp_path / "folder" / "img.png").write_bytes(b"an input inside a data folder")
+    (tmp_path / "pi.toml").write_text((Path(__file__).resolve().parents[1] / "targets" / "raspberry-pi-4.toml").read_text())
     return tmp_path
 
 
@@ -43,7 +47,7 @@ def _cases(p):
         "verify two outputs, one file": (["verify", onnx, "-d", "digits", "-p", "3", "--json", p / "a.x", "--junit", p / "a.x"], "toolchain.verify.run_verify", "different files"),
         "bench --json is a folder": (["bench", onnx, "--json", folder], "toolchain.bench.bench_many", "--json"),
         "bench --macs without --target": (["bench", onnx, "--macs", "1000"], "toolchain.bench.bench_many", "--target"),
-        "targets --json under a file": (["targets", "raspberry-pi-4", "--json", under_file], "toolchain.targets.load_target", "notes.csv"),
+        "targets --json under a file": (["targets", "raspberry-pi-4", "--json", under_file], "toolchain.cli_targets.out_console", "notes.csv"),
         "train --out is a folder": (["train", "--arch", "mlp", "-d", "digits", "--out", folder], "toolchain.data.load_data", "is a folder"),
         "train --out under a file": (["train", "--arch", "mlp", "-d", "digits", "--out", p / "notes.csv" / "m.pt"], "toolchain.data.load_data", "notes.csv"),
         "train --out is someone's file": (["train", "--arch", "mlp", "-d", "digits", "--out", p / "notes.csv"], "toolchain.data.load_data", "not a cwtool checkpoint"),
@@ -58,10 +62,28 @@ def _cases(p):
         "evaluate --json is the model": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", p / "m.pt"], "toolchain.data.load_data", "also an input"),
         "verify --markdown is the artifact": (["verify", onnx, "-d", "digits", "-p", "3", "--markdown", onnx], "toolchain.verify.run_verify", "also an input"),
         "bench --json is the artifact": (["bench", onnx, "--json", onnx], "toolchain.bench.bench_many", "also an input"),
-        "targets --json is a device": (["targets", "raspberry-pi-4", "--json", "/dev/null"], "toolchain.targets.load_target", "device, pipe or socket"),
+        "targets --json is a device": (["targets", "raspberry-pi-4", "--json", "/dev/null"], "toolchain.cli_targets.out_console", "device, pipe or socket"),
         "compress --out is a dangling link": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--out", p / "dangling"], "toolchain.pipeline.compress", "dangling link"),
         "compress --device keeps the user's words": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--device", "my rate"], "toolchain.pipeline.compress", "--device must be auto, cpu or cuda[:N], not 'my rate'"),
         "compress --calibration is a folder": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", folder], "toolchain.pipeline.compress", "is a folder"),
+        # an output never replaces an input, nor writes into an input folder
+        "evaluate --json is the data": (["evaluate", p / "m.pt", "-d", p / "data.npz", "-p", "3", "--json", p / "data.npz"], "toolchain.data.load_data", "also an input"),
+        "evaluate --json is the model": (["evaluate", p / "data.npz", "-d", "digits", "-p", "3", "--json", p / "data.npz"], "toolchain.data.load_data", "also an input"),
+        "evaluate --json is the arch file": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--arch", f"{p / 'net.py'}:Net", "--json", p / "net.py"], "toolchain.data.load_data", "also an input"),
+        "evaluate --json inside the data folder": (["evaluate", p / "m.pt", "-d", folder, "-p", "3", "--json", folder / "e.json"], "toolchain.data.load_data", "inside the input folder"),
+        "verify --json is the data": (["verify", onnx, "-d", p / "data.npz", "-p", "3", "--json", p / "data.npz"], "toolchain.verify.run_verify", "also an input"),
+        "verify --markdown is a sidecar": (["verify", p / "model.tflite", "-d", "digits", "-p", "3", "--markdown", p / "model.tflite.json"], "toolchain.verify.run_verify", "also an input"),
+        "verify --junit is the baseline": (["verify", onnx, "-d", "digits", "-p", "3", "--baseline", p / "base.json", "--junit", p / "base.json"], "toolchain.verify.run_verify", "also an input"),
+        "verify --json is the external data": (["verify", onnx, "-d", "digits", "-p", "3", "--json", p / "model.onnx.data"], "toolchain.verify.run_verify", "also an input"),
+        "verify --json is the artifact": (["verify", onnx, "-d", "digits", "-p", "3", "--json", onnx], "toolchain.verify.run_verify", "also an input"),
+        "bench --json is a sidecar": (["bench", p / "model.tflite", "--json", p / "model.tflite.json"], "toolchain.bench.bench_many", "also an input"),
+        "bench --json is the target file": (["bench", onnx, "--target", p / "pi.toml", "--json", p / "pi.toml"], "toolchain.bench.bench_many", "also an input"),
+        "targets --json is the target file": (["targets", p / "pi.toml", "--json", p / "pi.toml"], "toolchain.cli_targets.out_console", "also an input"),
+        "train --out is the data": (["train", "--arch", "mlp", "-d", p / "data.npz", "--out", p / "data.npz"], "toolchain.data.load_data", "also an input"),
+        "train --out is the arch file": (["train", "--arch", f"{p / 'net.py'}:Net", "-d", "digits", "--out", p / "net.py"], "toolchain.data.load_data", "also an input"),
+        "compress --out holds the model": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--out", p], "toolchain.pipeline.compress", "an input of this command"),
+        "compress --out holds the calibration": (["compress", folder / "img.png", "-d", "digits", "-p", "3", "--out", p, "--calibration", p / "calib.npz"], "toolchain.pipeline.compress", "an input of this command"),
+        "compress --out inside the data folder": (["compress", p / "m.pt", "-d", folder, "-p", "3", "--out", folder / "run"], "toolchain.pipeline.compress", "inside the input folder"),
     }
 
 

@@ -285,6 +285,23 @@ def test_verify_passes_on_the_artifacts_of_a_compress_run(compress_run, capsys, 
     for art in verified["artifacts"]:  # verify re-measures exactly what compress reported
         rel = str(__import__("pathlib").Path(art["path"]).resolve().relative_to(out.resolve()))
         assert art["evaluation"]["fn_per_class"] == by_path[rel]["evaluation"]["fn_per_class"]
+    assert verified["data"]["rows_sha256"] == report["data"]["test_rows_sha256"] == report["baseline"]["test"]["rows_sha256"]
+    assert verified["data"]["same_rows_as_baseline"] is True
+
+
+def test_verify_refuses_other_rows_than_the_baselines(compress_run, capsys, tmp_path):
+    """Another split seed gives other test rows with the same class counts: not the baseline's rows."""
+    _, out, _ = compress_run
+    report = json.loads((out / "report.json").read_text())
+    onnx = next(out / a["path"] for a in report["artifacts"] if a["format"] == "onnx")
+    code, _, err = run_cli(["verify", onnx, "--data", "digits", "--seed", "1", "-p", "3", "--baseline", out / "report.json",
+                            "--json", tmp_path / "v.json"], capsys)
+    assert code == 2 and "sha256 differs" in err and "--allow-other-data" in err, err
+    code, _, err = run_cli(["verify", onnx, "--data", "digits", "--seed", "1", "-p", "3", "--baseline", out / "report.json",
+                            "--allow-other-data", "--json", tmp_path / "v.json"], capsys)
+    verified = json.loads((tmp_path / "v.json").read_text())
+    assert code in (0, 1) and verified["data"]["same_rows_as_baseline"] is False
+    assert any("--allow-other-data" in note for note in verified["notes"])
 
 
 def test_run_has_plots_and_a_quantized_stage(compress_run):

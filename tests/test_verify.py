@@ -196,16 +196,24 @@ def test_verify_json_is_a_baseline_too(art, capsys):
     assert res["artifacts"][0]["gate"]["checks"][0]["mcnemar_p"] == 1.0
 
 
-def test_rows_in_another_order_skip_the_paired_test(art, capsys):
+def test_rows_in_another_order_are_other_rows(art, capsys):
+    """Same class counts, other order: not the baseline's rows. Refused, unless --allow-other-data asks
+    for an unpaired comparison, which every output then states."""
     perm = np.random.default_rng(0).permutation(len(art["y"]))
     shuffled = art["dir"] / "shuffled.npz"
     np.savez(shuffled, x=art["x"][perm], y=art["y"][perm])
     out = art["dir"] / "shuffled.json"
-    code, _, _ = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q"], capsys)
+    code, _, err = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q"], capsys)
+    assert code == 2 and "--allow-other-data" in err and not out.exists(), err
+    md, xml = art["dir"] / "shuffled.md", art["dir"] / "shuffled.xml"
+    code, _, _ = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q",
+                      "--allow-other-data", "--markdown", md, "--junit", xml], capsys)
+    assert "other rows" in md.read_text() and "--allow-other-data" in xml.read_text()
     res = json.loads(out.read_text())
     chk = res["artifacts"][0]["gate"]["checks"][0]
-    assert code == 1 and chk["fn_change"] == 1 and "mcnemar_p" not in chk and chk["mcnemar_p_bound"] == 1.0
-    assert "paired McNemar test skipped" in res["notes"][0]
+    assert code == 1 and chk["fn_change"] is None and "mcnemar_p" not in chk  # FN rate over the baseline's: unpaired
+    assert res["data"]["same_rows_as_baseline"] is False and res["gate"]["budget"]["same_rows"] is False
+    assert any("--allow-other-data" in n and "unpaired" in n for n in res["notes"])
 
 
 def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, tmp_path):
@@ -214,6 +222,7 @@ def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, 
 
     from toolchain.data import load_data
     from toolchain.metrics import evaluate_logits
+    from toolchain.provenance import rows_sha256
 
     pool = tmp_path / "pool.npz"
     np.savez(pool, x=np.concatenate([art["x"]] * 3), y=np.concatenate([art["y"]] * 3))
@@ -222,6 +231,7 @@ def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, 
         logits = art["model"](torch.from_numpy(xt)).numpy()
     ev = evaluate_logits(yt, logits, [PROT], 10)
     ev["predictions"] = logits.argmax(1).tolist()
+    ev["rows_sha256"] = rows_sha256(xt, yt)  # what compress stores: these rows, exactly
     (tmp_path / "r.json").write_text(json.dumps({"protected": [PROT], "baseline": {"test": ev}}))
     out = tmp_path / "o.json"
     code, _, err = cli([art["good"], "--data", pool, "-p", PROT, "--baseline", tmp_path / "r.json", "--json", out, "-q"], capsys)
@@ -235,7 +245,7 @@ def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, 
 
 def test_json_markdown_junit_and_table(art, capsys, tmp_path):
     j, md, xml = tmp_path / "v.json", tmp_path / "sub" / "v.md", tmp_path / "v.xml"
-    code, stdout, _ = cli([art["good"], art["degraded"], "--data", art["data"], "-p", "3", "-p", "8",
+    code, stdout, _ = cli([art["good"], art["degraded"], "--data", art["data"], "-p", "3", "-p", "8", "--max-accuracy-drop", "1",
                            "--baseline", art["report"], "--json", j, "--markdown", md, "--junit", xml], capsys)
     assert code == 1
     assert "degraded.onnx" in stdout and "FAIL" in stdout and "gate: failed" in stdout
@@ -265,6 +275,17 @@ def test_json_markdown_junit_and_table(art, capsys, tmp_path):
     assert "**FAIL**" in text and "degraded.onnx: class 3: FN" in text
 
 
+def test_accuracy_budget_defaults_to_compress_s(art, capsys, tmp_path):
+    """With a baseline, verify applies compress's 2-point accuracy budget unless told otherwise."""
+    j = tmp_path / "a.json"
+    code, _, _ = cli([art["degraded"], "--data", art["data"], "-p", "8", "--baseline", art["report"], "--json", j, "-q"], capsys)
+    res = json.loads(j.read_text())
+    assert code == 1 and res["gate"]["budget"]["max_accuracy_drop"] == 0.02
+    assert any("accuracy" in r for r in res["gate"]["reasons"])
+    code, _, _ = cli([art["degraded"], "--data", art["data"], "-p", "8", "--baseline", art["report"], "--max-accuracy-drop", "0.2", "-q"], capsys)
+    assert code == 0
+
+
 def test_collapse_fails_every_junit_case_of_that_artifact(art, capsys, tmp_path):
     xml = tmp_path / "c.xml"
     code, _, _ = cli([art["collapsed"], "--data", art["data"], "-p", "8", "--junit", xml, "-q"], capsys)
@@ -285,8 +306,43 @@ def _bad_files(art) -> dict:
     np.savez(d / "labels12.npz", x=art["x"], y=y)
     np.savez(d / "fewer.npz", x=art["x"][:100], y=art["y"][:100])
     (d / "broken.json").write_text("{not json")
-    return {"corrupt": str(d / "corrupt.onnx"), "wide": str(d / "wide.npz"), "labels12": str(d / "labels12.npz"),
-            "fewer": str(d / "fewer.npz"), "broken": str(d / "broken.json")}
+    (d / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    keep = art["y"] != PROT
+    np.savez(d / "noprot.npz", x=art["x"][keep], y=art["y"][keep])
+    five = art["y"] < 5
+    np.savez(d / "named5.npz", x=art["x"][five], y=art["y"][five], class_names=np.array(list("abcde")))
+    files = {"corrupt": str(d / "corrupt.onnx"), "wide": str(d / "wide.npz"), "labels12": str(d / "labels12.npz"),
+             "fewer": str(d / "fewer.npz"), "broken": str(d / "broken.json"), "deep": str(d / "deep.json"),
+             "noprot": str(d / "noprot.npz"), "named5": str(d / "named5.npz")}
+    report = json.loads(Path(art["report"]).read_text())
+    for name, (key, value) in MALFORMED.items():
+        bad = copy.deepcopy(report)
+        target = bad["baseline"]["test"]
+        *path, last = key.split(".")
+        for part in path:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[last] = value
+        (d / f"{name}.json").write_text(json.dumps(bad))
+        files[name] = str(d / f"{name}.json")
+    return files
+
+
+# A baseline is a file from elsewhere: every field the gate reads, of the wrong type or size.
+MALFORMED = {
+    "n is text": ("n", "540"),
+    "n is negative": ("n", -1),
+    "accuracy is text": ("accuracy", "high"),
+    "accuracy above 1": ("accuracy", 7.5),
+    "fn_per_class of text": ("fn_per_class", ["1"] * 10),
+    "protected class is text": ("protected.0.class", "3"),
+    "protected fn is a list": ("protected.0.fn", [1]),
+    "protected fn above support": ("protected.0.fn", 10**9),
+    "confusion not square": ("confusion", [[1, 2]]),
+    "predictions of text": ("predictions", ["3"] * 540),
+    "predictions too short": ("predictions", [3]),
+    "rows_sha256 a number": ("rows_sha256", 12),
+    "protected not a list": ("protected", {"class": 3}),
+}
 
 
 BAD = {
@@ -302,6 +358,14 @@ BAD = {
     "corrupt baseline": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--baseline", b["broken"]], "JSON"),
     "unknown gate": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--gate", "lenient"], "--gate"),
     "unknown class name": (lambda a, b: [a["good"], "--data", a["data"], "-p", "cat"], "cat"),
+    "no row of the protected class": (lambda a, b: [a["good"], "--data", b["noprot"], "-p", PROT, "--max-fnr", 0], "no row of protected class"),
+    "artifact for other classes": (lambda a, b: [a["good"], "--data", b["named5"], "-p", 1], "outputs 10 classes"),
+    "baseline nested too deep": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--baseline", b["deep"]], "JSON"),
+    "other rows against a baseline": (lambda a, b: [a["good"], "--data", b["fewer"], "-p", PROT, "--baseline", a["report"],
+                                                    "--max-fnr", 0.5], "--allow-other-data"),
+    "allow-other-data without a baseline": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--allow-other-data"], "--baseline"),
+    **{f"baseline: {name}": ((lambda name: lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--baseline", b[name]])(name),
+                             "malformed") for name in MALFORMED},
 }
 
 

@@ -7,6 +7,7 @@ unless --debug); 3 an internal error (a bug: please report it with the --debug t
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.errors import UserError
+from toolchain.errors import Interrupted, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +27,8 @@ _state = {"debug": False}
 
 ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class index or name whose false negatives matter (repeatable).")
 DataOpt = typer.Option(..., "--data", "-d", help="digits, breast-cancer, fashion-mnist, a .npz, a .csv, an idx folder or an ImageFolder folder.")
+ClassNamesOpt = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets their numbering).")
+ImageSizeOpt = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side); without it all images must share one size.")
 
 
 @app.callback()
@@ -64,27 +67,32 @@ def evaluate(
     arch: Optional[str] = typer.Option(None, help="Architecture: a built-in name, module:Class or path/to/file.py:Class."),
     arch_kwargs: Optional[str] = typer.Option(None, help="JSON keyword arguments for --arch."),
     trust_model: bool = typer.Option(False, help="Allow a full pickle (runs code from the file). Only for files you trust."),
-    split: str = typer.Option("test", help="train, val, test or all."),
+    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test; the rows verify judges)."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
     seed: int = typer.Option(0, help="Seed of the train/val/test split when the data has none."),
+    class_names: Optional[str] = ClassNamesOpt,
+    image_size: Optional[str] = ImageSizeOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
 ):
     """Per-class false negatives of a PyTorch model on one split of the data."""
-    from toolchain.data import load_data
-    from toolchain.evaluate import evaluate_torch
-    from toolchain.io import atomic_write_json, check_output_file
+    from toolchain.data.options import parse_image_size
+    from toolchain.evaluate import evaluate_rows
+    from toolchain.io import atomic_write_json, check_output_file, input_paths
     from toolchain.models.loading import load_model
     from toolchain.report.console import print_evaluation
+    from toolchain.report.consoles import log_console
+    from toolchain.verify import SPLITS, describe_rows, load_rows_for
 
-    check_output_file(json_out, "--json", inputs=[model])
-    if split not in ("train", "val", "test", "all"):
-        raise UserError(f"--split '{split}' is not one of train, val, test, all")
-    dataset = load_data(data, seed=seed, label_column=label_column)
+    check_output_file(json_out, "--json", inputs=input_paths(model, data, arch=arch))
+    if split not in SPLITS:
+        raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
+    rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size))
     loaded = load_model(model, arch=arch, arch_kwargs=_parse_kwargs(arch_kwargs), trust_model=trust_model)
-    result = evaluate_torch(loaded.module, dataset, protect_class, split=split)
-    print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {dataset.name} [{split}]")
+    result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
+    log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
+    print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
     if json_out is not None:
-        atomic_write_json(json_out, result.metrics)
+        atomic_write_json(json_out, {**result.metrics, "rows": {"split": rows["split"], "seed": rows["seed"], "name": rows["name"]}})
 
 
 @app.command()
@@ -99,11 +107,14 @@ def train(
     seed: int = typer.Option(0, help="Seed of training and of the data split."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
+    class_names: Optional[str] = ClassNamesOpt,
+    image_size: Optional[str] = ImageSizeOpt,
 ):
     """Train a dense model (Adam, one-cycle) on the train split: a starting point for compress."""
     from toolchain.data import load_data
+    from toolchain.data.options import parse_image_size
     from toolchain.evaluate import probe_outputs
-    from toolchain.io import check_output_file
+    from toolchain.io import check_output_file, input_paths
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
@@ -115,18 +126,19 @@ def train(
         config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     except ValueError as exc:
         raise _config_error(exc) from exc
-    check_output_file(out, "--out")
+    check_output_file(out, "--out", inputs=input_paths(data, arch=arch))
     if out.is_file() and not is_cwtool_checkpoint(out):
         raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
     kwargs = _parse_kwargs(arch_kwargs)
     torch_device = pick_device(device)
-    dataset = load_data(data, seed=seed, label_column=label_column)
+    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=parse_image_size(image_size))
     seed_everything(seed)
     model = build_arch(arch, kwargs)
     num_outputs = probe_outputs(model, dataset.input_shape)
     if dataset.num_classes > num_outputs:
         raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {dataset.num_classes} classes: set num_classes in --arch-kwargs")
     console = log_console()
+    console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
     with progress_bar(console) as progress:
         run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}")
     model = model.cpu().eval()
@@ -166,6 +178,8 @@ def compress(
     seed: int = typer.Option(0, help="Seed of training, pruning and the data split."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
+    class_names: Optional[str] = ClassNamesOpt,
+    image_size: Optional[str] = ImageSizeOpt,
     target: Optional[str] = typer.Option(None, help="Device profile (cwtool targets): sets format, precision and layout, and checks fit."),
     layout: Optional[str] = typer.Option(None, help="TFLite input layout, NCHW (default) or NHWC (a --target sets it)."),
     calibration_size: int = typer.Option(256, help="Calibration rows drawn from the train split (protected classes enriched)."),
@@ -176,14 +190,15 @@ def compress(
 ):
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
     from toolchain.config import PruneConfig
-    from toolchain.io import check_output_dir
+    from toolchain.data.options import parse_image_size
+    from toolchain.io import check_output_dir, input_paths
     from toolchain.pipeline import CompressRequest, compress as run_compress, finish
+    from toolchain.targets import load_target
 
-    check_output_dir(out, "--out")
+    profile = load_target(target) if target else None
+    check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, profile and profile.path, arch=arch))
     if round_to is None:
-        from toolchain.targets import load_target
-
-        round_to = load_target(target).channel_multiple if target else 1
+        round_to = profile.channel_multiple if profile else 1
     try:
         config = PruneConfig(keep_params=keep_params, keep_macs=keep_macs, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, final_epochs=final_epochs,
                              lr=lr, batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
@@ -192,7 +207,7 @@ def compress(
     except ValueError as exc:
         raise _config_error(exc) from exc
     request = CompressRequest(str(model), data, list(protect_class), arch, _parse_kwargs(arch_kwargs), trust_model,
-                              str(out) if out else None, resume, label_column, seed)
+                              str(out) if out else None, resume, label_column, seed, class_names, parse_image_size(image_size))
     export = _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export, float_input_conv)
     report, run_dir = run_compress(request, config, export=export)
     if target:
@@ -287,7 +302,63 @@ def _usage_error_line(exc) -> str:
     return f"{ctx.command_path}: error: {message} (see '{ctx.command_path} --help')"
 
 
+def _finite_floats(group) -> None:
+    """Every float option of every command refuses NaN and inf (the parser takes both, and a `--lr nan`
+    would train nothing and pass every `<` check): checked on the parsed values, before the command runs."""
+    import functools
+
+    for command in getattr(group, "commands", {}).values():
+        run = command.callback
+        if run is None or getattr(run, "_finite_floats", False):
+            continue
+
+        @functools.wraps(run)
+        def checked(*args, __run=run, **kwargs):
+            for name, value in kwargs.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise UserError(f"--{name.replace('_', '-')} {value} is not a finite number")
+            return __run(*args, **kwargs)
+
+        checked._finite_floats = True
+        command.callback = checked
+
+
+def _raise_interrupted(signum, frame) -> None:
+    import signal
+
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _catch_signals() -> dict:
+    """SIGINT and SIGTERM unwind the stack (every staged file is removed on the way) instead of
+    killing the process where it stands. Returns the handlers it replaced."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _interrupted_line(signal_name: str, run_dir) -> str:
+    line = f"cwtool: interrupted by {signal_name}; temporary files removed"
+    if run_dir is not None:
+        line += f"; the finished rounds are kept in '{run_dir}': rerun the same command with --resume to finish the run"
+    return line
+
+
 def main(argv: Optional[list[str]] = None) -> None:
+    import signal
+
+    previous = _catch_signals()
+    try:
+        _main(argv)
+    finally:  # in-process callers (tests, notebooks) get their own handlers back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: Optional[list[str]]) -> None:
     try:  # typer >= 0.29 vendors click as typer._click; older typers depend on click itself
         from typer._click.exceptions import ClickException
         from typer.exceptions import Abort
@@ -295,24 +366,55 @@ def main(argv: Optional[list[str]] = None) -> None:
         from click.exceptions import Abort, ClickException
 
     try:
-        code = app(args=argv, prog_name="cwtool", standalone_mode=False)
+        command = typer.main.get_command(app)
+        _finite_floats(command)
+        code = command(args=argv, prog_name="cwtool", standalone_mode=False)
     except UserError as exc:
         if _state["debug"]:
             raise
         print(f"cwtool: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except Abort:
-        print("cwtool: aborted", file=sys.stderr)
+    except Interrupted as exc:
+        print(_interrupted_line(exc.signal_name, exc.run_dir), file=sys.stderr)
+        sys.exit(130 if exc.signal_name == "SIGINT" else 143)
+    except Abort as exc:  # a KeyboardInterrupt that reached the parser before our handler was in place
+        cause = exc.__cause__ or exc.__context__
+        print(_interrupted_line("SIGINT", getattr(cause, "run_dir", None)), file=sys.stderr)
         sys.exit(130)
     except ClickException as exc:  # usage errors: one line, like every other bad input
         print(_usage_error_line(exc), file=sys.stderr)
         sys.exit(2)
+    except ModuleNotFoundError as exc:
+        hint = _install_hint(exc.name or "")
+        if hint is None or _state["debug"]:
+            raise_as_bug(exc)
+        print(f"cwtool: error: {hint}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:  # a bug, not bad input
-        if _state["debug"]:
-            raise
-        print(f"cwtool: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug for the traceback)", file=sys.stderr)
-        sys.exit(3)
+        raise_as_bug(exc)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def raise_as_bug(exc: BaseException) -> None:
+    if _state["debug"]:
+        raise exc
+    print(f"cwtool: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug for the traceback)", file=sys.stderr)
+    sys.exit(3)
+
+
+# Packages of the full install that a light one (numpy, typer and one runtime: `cwtool verify` on a
+# device) lacks: a command that needs one says what to install instead of failing as a bug.
+_PACKAGES = {"torch": "torch==2.13.0", "sklearn": "scikit-learn", "PIL": "pillow", "onnx": "onnx", "onnxscript": "onnxscript",
+             "onnxruntime": "onnxruntime", "torch_pruning": "torch-pruning", "litert_torch": "litert-torch",
+             "matplotlib": "matplotlib", "ai_edge_litert": "ai-edge-litert"}
+
+
+def _install_hint(module: str) -> str | None:
+    package = _PACKAGES.get(module.split(".")[0])
+    if package is None:
+        return None
+    full = "pip install torch==2.13.0, then pip install 'cwtool[compress]'" if package != "onnxruntime" else "pip install 'cwtool[onnx]'"
+    return f"this command needs {package}, which is not installed here: {full} (or pip install {package})"
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def targets(
     from toolchain.io import atomic_write_json, check_output_file
     from toolchain.targets import list_targets, load_target, target_export_plan
 
-    check_output_file(json_out, "--json")
+    read = [load_target(name)] if name is not None else list_targets()
+    check_output_file(json_out, "--json", inputs=[t.path for t in read if t.path])
     console = out_console()
     if name is None:
         profiles = list_targets()
@@ -49,7 +50,7 @@ def targets(
         if json_out is not None:
             atomic_write_json(json_out, [t.to_dict() for t in profiles])
         return
-    t = load_target(name)
+    t = read[0]
     table = Table(title=f"target {t.name}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
@@ -96,13 +97,13 @@ def bench(
     from rich.table import Table
 
     from toolchain.bench import bench_many
-    from toolchain.io import atomic_write_json, check_output_file
+    from toolchain.io import atomic_write_json, check_output_file, input_paths
     from toolchain.targets import load_target
 
-    check_output_file(json_out, "--json", inputs=artifacts)
+    tgt = load_target(target) if target else None
+    check_output_file(json_out, "--json", inputs=input_paths(tgt and tgt.path, artifacts=artifacts))
     if macs is not None and target is None:
         raise UserError("--macs feeds the --target latency estimate: give --target too (or drop --macs)")
-    tgt = load_target(target) if target else None
     results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)
     table = Table(title=f"cwtool bench: batch 1, {threads} thread(s), {runs} runs after {warmup} warm-up "
                         f"in {results[0]['rounds']} interleaved rounds, this machine")

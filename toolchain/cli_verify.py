@@ -33,16 +33,21 @@ def verify(
     split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test)."),
     seed: int = typer.Option(0, help="Seed of the train/val/test split when the data has none (use compress's)."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
+    class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets their numbering)."),
+    image_size: Optional[str] = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side)."),
+    allow_other_data: bool = typer.Option(False, help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
 ) -> int:
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
     import json
 
-    from toolchain.io import atomic_write_text, check_output_file
+    from toolchain.data.options import parse_image_size
+    from toolchain.io import atomic_write_text, check_output_file, input_paths
     from toolchain.verify import VerifyRequest, run_verify
 
+    inputs = input_paths(data, baseline, artifacts=artifacts)
     for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit")):
-        check_output_file(path, flag, inputs=[*artifacts, baseline])
+        check_output_file(path, flag, inputs=inputs)
     named = [p.resolve() for p in (json_out, markdown, junit) if p is not None]
     if len(set(named)) < len(named):
         raise UserError("--json, --markdown and --junit must name different files")
@@ -50,7 +55,8 @@ def verify(
         artifacts=[str(a) for a in artifacts], data=data, protect=list(protect_class),
         baseline=str(baseline) if baseline is not None else None, max_fn_increase=max_fn_increase,
         max_fnr_increase=max_fnr_increase, max_fnr=max_fnr, max_accuracy_drop=max_accuracy_drop, gate=gate,
-        threads=threads, split=split, seed=seed, label_column=label_column,
+        threads=threads, split=split, seed=seed, label_column=label_column, allow_other_data=allow_other_data,
+        class_names=class_names, image_size=parse_image_size(image_size),
     )
     result = run_verify(request)
     # Render everything first, then write: a rendering error leaves no file behind.
@@ -65,6 +71,9 @@ def verify(
         from toolchain.report.junit import render_junit
 
         outputs.append((atomic_write_text, junit, render_junit(result)))
+    from toolchain.report.consoles import log_console
+
+    log_console().print(f"rows: {result['data']['rows']}; {result['data']['preprocessing']}")
     if not quiet:
         from toolchain.report.verify_console import print_verify
 

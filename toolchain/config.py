@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 
 
@@ -36,6 +37,9 @@ class PruneConfig:
     stop_outside_budget: bool = True  # benchmarks set False to measure every size level
 
     def __post_init__(self):
+        for name, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, not {value}")
         if not 0 < self.keep_params <= 1:
             raise ValueError("keep_params must be in (0, 1]")
         if not 0 < self.keep_macs <= 1:

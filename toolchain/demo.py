@@ -37,7 +37,7 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
     console = console or log_console()
     path = demo_model_path()
     if path.is_file() and not retrain:
-        console.print(f"[dim]reusing the cached demo model {path}[/]")
+        console.print(f"reusing the cached demo model {path}", style="dim")
         return path
     dataset = load_data(DEMO_DATA, seed=0)
     seed_everything(DEMO_TRAIN["seed"])

@@ -10,3 +10,14 @@ class UserError(Exception):
     def __init__(self, message: str):
         # One line, always: callers sometimes pass messages built from library errors.
         super().__init__(" ".join(str(message).split()))
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds like KeyboardInterrupt (a BaseException, so no ``except
+    Exception`` swallows it), running every cleanup on the way out. ``run_dir`` names the compress run
+    that can be finished with --resume, when there is one."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.run_dir = None

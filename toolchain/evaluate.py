@@ -63,18 +63,27 @@ class Evaluation:
 
 
 def evaluate_torch(model, dataset: Dataset, protect, split: str = "test") -> Evaluation:
-    from toolchain.metrics import evaluate_logits
-    from toolchain.models.train import predict_logits
-
-    num_outputs = probe_outputs(model, dataset.input_shape)
-    class_names = class_names_for(dataset, num_outputs)
-    protected = resolve_protected(protect, class_names, num_outputs)
     x, y = dataset.split(split)
     if len(y) == 0:
         raise UserError(f"the {split} split of --data is empty")
+    return evaluate_rows(model, x, y, dataset.class_names, protect)
+
+
+def evaluate_rows(model, x: np.ndarray, y: np.ndarray, class_names: list[str] | None, protect) -> Evaluation:
+    """A torch model on given rows (the rows `cwtool verify` would judge for the same --data)."""
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.train import predict_logits
+    from toolchain.provenance import rows_sha256
+
+    num_outputs = probe_outputs(model, tuple(x.shape[1:]))
+    names = list(class_names or [])
+    names = names + [str(i) for i in range(len(names), num_outputs)]
+    protected = resolve_protected(protect, names, num_outputs)
     check_labels(y, num_outputs)
     logits = predict_logits(model, x)
-    return Evaluation(evaluate_logits(y, logits, protected, num_classes=num_outputs), protected, class_names)
+    metrics = evaluate_logits(y, logits, protected, num_classes=num_outputs)
+    metrics["rows_sha256"] = rows_sha256(x, y)
+    return Evaluation(metrics, protected, names)
 
 
 def class_names_for(dataset: Dataset, num_outputs: int) -> list[str]:

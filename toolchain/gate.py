@@ -107,6 +107,7 @@ def fn_gate(
     collapse: bool = True,
     labels=None,
     class_names=None,
+    same_rows: bool = True,
 ) -> dict:
     """Gate `candidate` against `baseline` (both shaped like metrics.evaluate_logits, same rows).
 
@@ -114,6 +115,10 @@ def fn_gate(
     `max_fnr_increase` (a fraction of the class's samples), when given, replaces `max_fn_increase`.
     `labels` (true class of every row) enables the paired tests when both sides have "predictions";
     without it they are read from an evaluation's "labels" key if present.
+
+    `same_rows=False` (verify --allow-other-data): the baseline was measured on other rows, so counts
+    are not comparable: each class's limit is the baseline's FNR (plus the budget, as a fraction of the
+    baseline's samples) times this class's samples, and nothing is paired.
 
     Returns {"passed", "checks" (one per protected class), "reasons", "budget", "mode", "collapse",
     "accuracy"}; every reason is one line naming the class or the rule.
@@ -131,7 +136,7 @@ def fn_gate(
     labels = None if labels is None else np.asarray(labels, dtype=np.int64)
 
     if baseline is not None:
-        if int(baseline.get("n", -1)) != int(candidate["n"]):
+        if same_rows and int(baseline.get("n", -1)) != int(candidate["n"]):
             raise UserError(
                 f"the baseline was measured on {baseline.get('n')} rows but this evaluation on {candidate['n']}: "
                 "verify on the same data and split as the baseline"
@@ -159,28 +164,34 @@ def fn_gate(
             b0 = base[k]
             bfn = int(b0["fn"])
             bfnr = b0.get("fnr")
-            if int(b0.get("support", support)) != support:
+            if same_rows and int(b0.get("support", support)) != support:
                 raise UserError(
                     f"{label} has {b0.get('support')} samples in the baseline but {support} here: "
                     "verify on the same data and split as the baseline"
                 )
-            if max_fnr_increase is not None:
+            if not same_rows:
+                bsup = int(b0.get("support") or 0)
+                rate = bfn / bsup if bsup else 0.0
+                extra = max_fnr_increase if max_fnr_increase is not None else (int(max_fn_increase) / bsup if bsup else 0.0)
+                limit = math.floor((rate + extra) * support + _EPS)
+                budget_text = f"baseline FNR {rate:.4f} on other rows + {extra:g}, x {support} samples"
+            elif max_fnr_increase is not None:
                 limit = bfn + math.floor((max_fnr_increase + _EPS) * support)
                 budget_text = f"baseline {bfn} + {max_fnr_increase:g} x {support} samples"
             else:
                 limit = bfn + int(max_fn_increase)
                 budget_text = f"baseline {bfn} + {int(max_fn_increase)}"
-            check.update({"baseline_fn": bfn, "baseline_fnr": bfnr, "fn_change": fn - bfn, "limit": limit})
+            check.update({"baseline_fn": bfn, "baseline_fnr": bfnr, "fn_change": fn - bfn if same_rows else None, "limit": limit})
             if bfnr is not None:
                 check["fnr_change_ci95"] = [ci[0] - bfnr, ci[1] - bfnr]
-            paired = _paired(baseline, candidate, k, labels)
+            paired = _paired(baseline, candidate, k, labels) if same_rows else None
             if paired is not None:
                 check.update(paired)
                 significant = paired["mcnemar_p"] < alpha and paired["b"] > paired["c"]
             else:
                 # Without per-sample predictions the discordant counts are unknown; they are at
                 # least b = change, c = 0, which gives the smallest p the counts allow: errs on failing.
-                d = fn - bfn
+                d = fn - bfn if same_rows else fn - round(rate * support)
                 check["mcnemar_p_bound"] = mcnemar_exact(max(d, 0), max(-d, 0))
                 significant = d > 0 and check["mcnemar_p_bound"] < alpha
             check["significant"] = bool(significant)
@@ -225,6 +236,7 @@ def fn_gate(
             "mode": mode,
             "alpha": alpha,
             "relative": baseline is not None,
+            "same_rows": bool(same_rows) if baseline is not None else None,
         },
         "mode": mode,
         "accuracy": accuracy,

@@ -24,6 +24,7 @@ def publish(tmp: str | Path, path: str | Path) -> None:
 
 
 SPECIAL = "device, pipe or socket"
+TMP_PREFIX = ".cwtool-tmp."  # every staged file starts so: a run left by kill -9 can be swept on --resume
 
 
 def _kind(path: Path) -> str:
@@ -55,10 +56,60 @@ def _writable_folder(folder: Path, flag: str, path: Path) -> None:
     os.unlink(probe)
 
 
+def artifact_files(path: str | Path) -> list[Path]:
+    """An exported artifact and the files that travel with it: its sidecar ``<name>.json`` and, for
+    ONNX, the external weight files it names (read without loading the weights; the `onnx` package
+    is optional on a device, where ``<name>.data``, torch's default name, stands in)."""
+    path = Path(path)
+    files = [path, path.with_name(path.name + ".json")]
+    if path.suffix.lower() == ".onnx":
+        files.append(path.with_name(path.name + ".data"))
+        try:
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+            for init in model.graph.initializer:
+                for entry in init.external_data:
+                    if entry.key == "location" and entry.value:
+                        files.append(path.parent / entry.value)
+        except Exception:  # not installed, or not a readable model: the runner says so in its own words
+            pass
+    return list(dict.fromkeys(files))
+
+
+def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
+    """The files and folders a command reads, for checking its outputs against: the given paths that
+    exist (a data spec such as `digits` names no file), every artifact with its sidecar and external
+    data, and the code file of a ``file.py:Class`` architecture."""
+    found: list[Path] = []
+    for spec in specs:
+        if spec is not None and str(spec).strip() and Path(str(spec)).expanduser().exists():
+            found.append(Path(str(spec)).expanduser())
+    for art in artifacts:
+        found += artifact_files(art)
+    if arch:
+        target, sep, _ = str(arch).rpartition(":")
+        if sep and target.endswith(".py"):
+            found.append(Path(target))
+    return found
+
+
+def _overlaps(output: Path, inputs) -> Path | None:
+    """The input that ``output`` would replace or write into (an input folder), if any."""
+    out = output.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        src = Path(given).resolve()
+        if out == src or (src.is_dir() and src in out.parents):
+            return Path(given)
+    return None
+
+
 def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     """Refuse, before any work starts, an output file that could not be written, that is not a
     plain file (replacing /dev/null or a pipe with a regular file would be a disaster), or that
-    is one of the command's own inputs."""
+    is one of the command's own inputs or lies inside an input folder."""
     if path is None:
         return
     path = Path(path)
@@ -67,21 +118,31 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
         raise UserError(f"{flag} '{path}' is a folder: give a file path")
     if kind in (SPECIAL, "dangling link"):
         raise UserError(f"{flag} '{path}' is a {kind}: give a plain file path")
-    resolved = path.resolve()
-    for given in inputs:
-        if given is not None and Path(given).resolve() == resolved:
-            raise UserError(f"{flag} '{path}' is also an input of this command: give another path")
+    clash = _overlaps(path, inputs)
+    if clash is not None:
+        where = "is" if clash.resolve() == path.resolve() else f"lies inside the input folder '{clash}', which is"
+        raise UserError(f"{flag} '{path}' {where} also an input of this command: give another path")
     _writable_folder(path.parent, flag, path)
 
 
-def check_output_dir(path: str | Path | None, flag: str) -> None:
-    """Refuse, before any work starts, an output folder that could not be created or written."""
+def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
+    """Refuse, before any work starts, an output folder that could not be created or written, that
+    holds one of the command's inputs, or that lies inside an input folder."""
     if path is None:
         return
     path = Path(path)
     kind = _kind(path)
     if kind not in ("missing", "folder"):
         raise UserError(f"{flag} '{path}' is a {kind}: give a folder")
+    out = path.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        src = Path(given).resolve()
+        if src == out or out in src.parents:
+            raise UserError(f"{flag} '{path}' holds '{given}', an input of this command: give another folder")
+        if src.is_dir() and src in out.parents:
+            raise UserError(f"{flag} '{path}' lies inside the input folder '{given}': give a folder outside it")
     _writable_folder(path, flag, path)
 
 
@@ -101,7 +162,7 @@ def staged_path(path: str | Path):
         raise UserError(f"cannot write '{path}': it is a device, pipe or socket")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
     except OSError as exc:  # a path under a file, a read-only or full disk: the user's to fix
         raise _cannot_write(path, exc) from exc
     os.close(fd)
@@ -134,3 +195,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def sweep_temporaries(folder: str | Path) -> list[Path]:
+    """Remove staged files a killed process left in ``folder`` (recursively); returns what went."""
+    folder = Path(folder)
+    gone = []
+    if not folder.is_dir():
+        return gone
+    for tmp in folder.rglob(f"{TMP_PREFIX}*"):
+        if tmp.is_file() and not tmp.is_symlink():
+            try:
+                tmp.unlink()
+                gone.append(tmp)
+            except OSError:
+                pass
+    return gone

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -14,9 +13,10 @@ from rich.console import Console
 
 from toolchain import __version__
 from toolchain.config import PruneConfig, config_hash
-from toolchain.errors import UserError
+from toolchain.errors import Interrupted, UserError
 from toolchain.export.stage import ExportSettings
-from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir
+from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
+from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.report.consoles import log_console, progress_bar
 
 REPORT_SCHEMA = 1
@@ -34,14 +34,8 @@ class CompressRequest:
     resume: bool = False
     label_column: str | None = None
     data_seed: int = 0
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    class_names: str | list[str] | None = None
+    image_size: tuple[int, int] | None = None
 
 
 def _versions() -> dict:
@@ -73,7 +67,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
     console = console or log_console()
     # --- inputs: every check before anything is written ---------------------------------------------
-    dataset = load_data(request.data, seed=request.data_seed, label_column=request.label_column)
+    dataset = load_data(request.data, seed=request.data_seed, label_column=request.label_column,
+                        class_names=request.class_names, image_size=request.image_size)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model)
     arch = loaded.arch or request.arch
     if loaded.kind == "torchscript" or arch is None:
@@ -98,98 +93,117 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         raise UserError("--resume finishes channel-granularity runs; rerun a --granularity weight run from the start")
 
     model_path = Path(request.model)
-    inputs = {"model": {"path": str(model_path), "sha256": _sha256(model_path)}, "data": {"spec": request.data},
+    inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
               "arch": arch, "arch_kwargs": loaded.arch_kwargs, "protected": protected, "data_seed": request.data_seed,
               "label_column": request.label_column}
     if Path(request.data).is_file():
-        inputs["data"]["sha256"] = _sha256(Path(request.data))
+        inputs["data"]["sha256"] = file_sha256(Path(request.data))
+    if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
+        inputs["data"]["label_mapping"] = dataset.label_mapping
+    if request.image_size:
+        inputs["data"]["image_size"] = list(request.image_size)
     run_id = config_hash(inputs, config)
     run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
     manifest_path = run_dir / "manifest.json"
-    check_output_dir(run_dir, "--out")  # the default cwtool-runs/... is checked here, a given --out in the CLI too
+    inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, arch=arch)
+    check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     if run_dir.exists() and any(run_dir.iterdir()):
         if not request.resume:
             raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
         if not manifest_path.is_file():
             raise UserError(f"'{run_dir}' is not a cwtool run directory (no manifest.json): use another --out")
-        if json.loads(manifest_path.read_text()).get("run_id") != run_id:
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
+        if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings: use another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": _versions(),
                                       "argv": sys.argv, "data": dataset.describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
-    # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
-    t0 = time.perf_counter()
-    dense = loaded.module.float()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with progress_bar(console, *columns) as progress:
-        pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=console.print)
-        pruner.arch, pruner.arch_kwargs = arch, loaded.arch_kwargs
-        result = pruner.run(resume=request.resume)
-    prune_seconds = time.perf_counter() - t0
+    console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+    swept = sweep_temporaries(run_dir)
+    if swept:
+        console.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
+    try:  # an interrupt leaves the finished rounds: the message names the run to --resume
+        # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
+        t0 = time.perf_counter()
+        dense = loaded.module.float()
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with progress_bar(console, *columns) as progress:
+            pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=console.print)
+            pruner.arch, pruner.arch_kwargs = arch, loaded.arch_kwargs
+            result = pruner.run(resume=request.resume)
+        prune_seconds = time.perf_counter() - t0
 
-    # --- stage 2: the shrunk model, offsets baked in ------------------------------------------------
-    ticket = result.selected
-    pruned = ticket.model.cpu().eval()
-    example = torch.zeros(1, *dataset.input_shape)
-    bake_offsets(pruned, ticket.offsets, example)
-    plan = removed_plan(pruner.dense_sizes, ticket.survivors)
-    pruned_path = save_checkpoint(run_dir / "pruned.pt", pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
-                                  {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round})
+        # --- stage 2: the shrunk model, offsets baked in ------------------------------------------------
+        ticket = result.selected
+        pruned = ticket.model.cpu().eval()
+        example = torch.zeros(1, *dataset.input_shape)
+        bake_offsets(pruned, ticket.offsets, example)
+        plan = removed_plan(pruner.dense_sizes, ticket.survivors)
+        pruned_path = save_checkpoint(run_dir / "pruned.pt", pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
+                                      {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round})
 
-    # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
-    dense = dense.cpu().eval()
-    x_test, y_test = dataset.split("test")
-    dense_test_logits = predict_logits(dense, x_test)
-    dense_test = evaluate_logits(y_test, dense_test_logits, protected, num_outputs)
-    dense_test["predictions"] = dense_test_logits.argmax(1).tolist()  # per-sample, for paired (McNemar) tests
-    pruned_logits = predict_logits(pruned, x_test)
-    pruned_test = evaluate_logits(y_test, pruned_logits, protected, num_outputs)
-    pruned_test["predictions"] = pruned_logits.argmax(1).tolist()
-    gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
-    # --- stages 3-5: calibrate, quantize, export, and re-check every file in its runtime -----------------
-    from toolchain.export.stage import export_all
+        # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
+        dense = dense.cpu().eval()
+        x_test, y_test = dataset.split("test")
+        dense_test_logits = predict_logits(dense, x_test)
+        dense_test = evaluate_logits(y_test, dense_test_logits, protected, num_outputs)
+        dense_test["predictions"] = dense_test_logits.argmax(1).tolist()  # per-sample, for paired (McNemar) tests
+        dense_test["rows_sha256"] = test_rows = rows_sha256(x_test, y_test)  # verify refuses other rows against this baseline
+        pruned_logits = predict_logits(pruned, x_test)
+        pruned_test = evaluate_logits(y_test, pruned_logits, protected, num_outputs)
+        pruned_test["predictions"] = pruned_logits.argmax(1).tolist()
+        pruned_test["rows_sha256"] = test_rows
+        gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
+        # --- stages 3-5: calibrate, quantize, export, and re-check every file in its runtime -----------------
+        from toolchain.export.stage import export_all
 
-    settings = export or ExportSettings()
-    gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
-    with console.status("exporting and verifying artifacts"):
-        min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
-        artifacts, calibration = export_all(pruned, dataset, protected, result.targets, dense_test, settings, run_dir, config.seed,
-                                            gate_fn, log=console.print, min_val_accuracy=min_val_accuracy) if settings.artifacts else ([], None)
-    for art in artifacts:
-        if not art["gate"]["passed"]:
-            gate["passed"] = False
-            gate["reasons"] += [f"{art['path']}: {r}" for r in art["gate"]["reasons"]]
-    params_dense, params_pruned = count_params(dense), count_params(pruned)
-    report = {
-        "schema_version": REPORT_SCHEMA,
-        "tool": {"name": "cwtool", "version": __version__},
-        "run_id": run_id,
-        "protected": protected,
-        "class_names": class_names,
-        "data": dataset.describe(),
-        "config": config.to_dict(),
-        "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
-                     "fn_per_class": dense_test["fn_per_class"], "protected": dense_test["protected"],
-                     "val": result.dense["val"], "test": dense_test},
-        "stages": [
-            *[{"stage": "prune_round", **t.summary(), **_sparsity(config, t)} for t in result.tickets],
-            *([{"stage": "final_finetune", "round": result.final.round, "epochs": config.final_epochs, "val": result.final.val,
-                "val_raw": result.final.val_raw, "offsets": {str(k): v for k, v in result.final.offsets.items()},
-                "within_budget": result.final.within_budget, "kept": result.selected is result.final}] if result.final else []),
-            {"stage": "shrunk", "round": ticket.round, "path": str(pruned_path.relative_to(run_dir)), "params": params_pruned,
-             "macs": count_macs(pruned, example), "param_fraction": params_pruned / params_dense, "channel_plan": plan,
-             "offsets": {str(k): v for k, v in ticket.offsets.items()}, "budget_met_on_val": result.budget_met,
-             "seconds": prune_seconds, "test": pruned_test, **_sparsity(config, ticket, pruned)},
-        ],
-        "calibration": calibration,
-        "artifacts": artifacts,
-        "gate": gate,
-    }
-    # The quantized stage, one entry per int8 file: calibration, layers kept in float and why.
-    report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}
-                         for a in artifacts if "quantization" in a]
-    return report, run_dir
+        settings = export or ExportSettings()
+        gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
+        with console.status("exporting and verifying artifacts"):
+            min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
+            artifacts, calibration = export_all(pruned, dataset, protected, result.targets, dense_test, settings, run_dir, config.seed,
+                                                gate_fn, log=console.print, min_val_accuracy=min_val_accuracy) if settings.artifacts else ([], None)
+        for art in artifacts:
+            if not art["gate"]["passed"]:
+                gate["passed"] = False
+                gate["reasons"] += [f"{art['path']}: {r}" for r in art["gate"]["reasons"]]
+        params_dense, params_pruned = count_params(dense), count_params(pruned)
+        report = {
+            "schema_version": REPORT_SCHEMA,
+            "tool": {"name": "cwtool", "version": __version__},
+            "run_id": run_id,
+            "protected": protected,
+            "class_names": class_names,
+            "data": {**dataset.describe(), "test_rows_sha256": test_rows},
+            "config": config.to_dict(),
+            "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
+                         "fn_per_class": dense_test["fn_per_class"], "protected": dense_test["protected"],
+                         "val": result.dense["val"], "test": dense_test},
+            "stages": [
+                *[{"stage": "prune_round", **t.summary(), **_sparsity(config, t)} for t in result.tickets],
+                *([{"stage": "final_finetune", "round": result.final.round, "epochs": config.final_epochs, "val": result.final.val,
+                    "val_raw": result.final.val_raw, "offsets": {str(k): v for k, v in result.final.offsets.items()},
+                    "within_budget": result.final.within_budget, "kept": result.selected is result.final}] if result.final else []),
+                {"stage": "shrunk", "round": ticket.round, "path": str(pruned_path.relative_to(run_dir)), "params": params_pruned,
+                 "macs": count_macs(pruned, example), "param_fraction": params_pruned / params_dense, "channel_plan": plan,
+                 "offsets": {str(k): v for k, v in ticket.offsets.items()}, "budget_met_on_val": result.budget_met,
+                 "seconds": prune_seconds, "test": pruned_test, **_sparsity(config, ticket, pruned)},
+            ],
+            "calibration": calibration,
+            "artifacts": artifacts,
+            "gate": gate,
+        }
+        # The quantized stage, one entry per int8 file: calibration, layers kept in float and why.
+        report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}
+                             for a in artifacts if "quantization" in a]
+        return report, run_dir
+    except Interrupted as exc:
+        exc.run_dir = run_dir
+        raise
 
 
 def _sparsity(config: PruneConfig, ticket, model=None) -> dict:

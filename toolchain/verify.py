@@ -14,6 +14,12 @@ Baseline (--baseline FILE), by what the file is:
   keeps comparing with the original reference; when that run had no baseline, its first
   artifact's evaluation (measure an accepted artifact once, then gate later ones against it);
 - a `cwtool evaluate --json` file: that evaluation.
+
+The baseline is untrusted input: every field the gate reads is checked for type and size. Its rows
+must be the rows verified here: report.json and verify/evaluate JSON carry ``rows_sha256`` (the
+model inputs and labels, in order); a different fingerprint, row count or class count is refused
+(exit 2), unless --allow-other-data asks for a deliberate comparison on other rows, which is then
+unpaired (rates, not counts) and says so in every output.
 """
 
 from __future__ import annotations
@@ -28,12 +34,17 @@ import numpy as np
 from toolchain import __version__
 from toolchain.errors import UserError
 from toolchain.gate import GATE_MODES, fn_gate
+from toolchain.limits import MAX_CLASSES
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, confusion_matrix, evaluate_logits
+from toolchain.provenance import rows_sha256
 
-__all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "load_rows_for", "load_baseline", "run_verify"]
+__all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
 
 VERIFY_SCHEMA = 1
 SPLITS = ("auto", "train", "val", "test", "all")
+MAX_THREADS = 256
+DEFAULT_MAX_ACCURACY_DROP = 0.02  # compress's default budget: the same gate on both sides
+MAX_BASELINE_BYTES = 1 << 30  # a report stores one prediction per row: ~10 bytes each
 
 
 @dataclass
@@ -51,6 +62,9 @@ class VerifyRequest:
     split: str = "auto"
     seed: int = 0
     label_column: str | None = None
+    class_names: list[str] | None = None
+    image_size: tuple[int, int] | None = None
+    allow_other_data: bool = False
     notes: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
@@ -70,8 +84,10 @@ class VerifyRequest:
             raise UserError(f"--gate '{self.gate}' is not one of {', '.join(GATE_MODES)}")
         if self.split not in SPLITS:
             raise UserError(f"--split '{self.split}' is not one of {', '.join(SPLITS)}")
-        if self.threads < 1:
-            raise UserError(f"--threads {self.threads} must be at least 1")
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise UserError(f"--threads {self.threads} is out of range: give 1 to {MAX_THREADS}")
+        if self.allow_other_data and self.baseline is None:
+            raise UserError("--allow-other-data compares with a baseline measured on other rows: add --baseline, or drop it")
         if self.baseline is None:
             given = [f for f, v in (("--max-fn-increase", self.max_fn_increase), ("--max-fnr-increase", self.max_fnr_increase),
                                     ("--max-accuracy-drop", self.max_accuracy_drop)) if v is not None]
@@ -83,8 +99,9 @@ class VerifyRequest:
 
 
 def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: str | None = None,
-                  baseline_n: int | None = None) -> dict:
-    """The rows to verify on: {"x", "y", "class_names", "split", "name"}.
+                  baseline_n: int | None = None, class_names: list[str] | None = None,
+                  image_size: tuple[int, int] | None = None) -> dict:
+    """The rows to verify on: {"x", "y", "class_names", "split", "name", "seed", "note"}.
 
     split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
     on that file's test split (baseline_n equals the test split's size and not the file's); the
@@ -93,15 +110,31 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     from toolchain.data.rows import is_pool_npz, load_rows
 
     if split in ("auto", "all") and is_pool_npz(data):
-        x, y, names = load_rows(data)
+        x, y, names, note = load_rows(data, class_names=class_names)
         if not (split == "auto" and baseline_n is not None and baseline_n != len(y)):
-            return {"x": x, "y": y, "class_names": names, "split": "all", "name": Path(data).name}
+            return {"x": x, "y": y, "class_names": names, "split": "all", "name": Path(data).name, "seed": None, "note": note}
     from toolchain.data import load_data
 
-    dataset = load_data(data, seed=seed, label_column=label_column)
+    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size)
     used = "test" if split == "auto" else split
     x, y = dataset.split(used)
-    return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name}
+    if split == "all":
+        used = "all"
+    return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name,
+            "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note}
+
+
+def describe_rows(rows: dict, digest: str | None = None) -> str:
+    """Which rows a command judged, in words (printed by evaluate and verify, so both can be compared)."""
+    n = len(rows["y"])
+    if rows["split"] == "all" and rows.get("seed") is None:
+        where = f"every row of {rows['name']}, in file order"
+    elif rows["split"] == "all":
+        where = f"every split of {rows['name']}"
+    else:
+        seed = "" if rows.get("seed") is None else f", split seed {rows['seed']}"
+        where = f"the {rows['split']} split of {rows['name']}{seed}"
+    return f"{where}: {n:,} rows, sha256 {(digest or rows_sha256(rows['x'], rows['y']))[:12]}"
 
 
 # --------------------------------------------------------------------------- baseline
@@ -111,22 +144,82 @@ def _is_evaluation(obj) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in ("n", "accuracy", "protected", "fn_per_class"))
 
 
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40
+
+
+def _fraction(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0
+
+
+def _checked_evaluation(ev: dict, path: Path) -> dict:
+    """The fields the gate reads, each of the type and size cwtool writes; a UserError naming the first that is not."""
+    def bad(what: str) -> UserError:
+        return UserError(f"baseline {path} is malformed ({what}): give the JSON file cwtool wrote, unedited")
+
+    if not _count(ev["n"]) or ev["n"] == 0:
+        raise bad("n is not a positive row count")
+    n = ev["n"]
+    if not _fraction(ev["accuracy"]):
+        raise bad("accuracy is not a number between 0 and 1")
+    fnpc = ev["fn_per_class"]
+    if not isinstance(fnpc, list) or not 2 <= len(fnpc) <= MAX_CLASSES or not all(_count(v) for v in fnpc):
+        raise bad("fn_per_class is not a list of counts, one per class")
+    k = len(fnpc)
+    prot = ev["protected"]
+    if not isinstance(prot, list) or not prot or len(prot) > k:
+        raise bad("protected is not a list of protected-class entries")
+    for entry in prot:
+        if not isinstance(entry, dict) or not (isinstance(entry.get("class"), int) and _count(entry["class"]) and entry["class"] < k):
+            raise bad("a protected entry has no class index within the classes")
+        if not _count(entry.get("fn")) or not _count(entry.get("support", 0)) or entry["fn"] > entry.get("support", n):
+            raise bad(f"protected class {entry['class']} has no valid fn / support counts")
+        if entry.get("fnr") is not None and not _fraction(entry["fnr"]):
+            raise bad(f"protected class {entry['class']} has an fnr outside [0, 1]")
+    cm = ev.get("confusion")
+    if cm is not None and (not isinstance(cm, list) or len(cm) != k
+                           or not all(isinstance(r, list) and len(r) == k and all(_count(v) for v in r) for r in cm)):
+        raise bad(f"confusion is not a {k}x{k} matrix of counts")
+    sup = ev.get("support_per_class")
+    if sup is not None and (not isinstance(sup, list) or len(sup) != k or not all(_count(v) for v in sup)):
+        raise bad("support_per_class is not a list of counts, one per class")
+    pred = ev.get("predictions")
+    if pred is not None and (not isinstance(pred, list) or len(pred) != n
+                             or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < k for v in pred)):
+        raise bad(f"predictions is not a list of {n} class indices")
+    digest = ev.get("rows_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64):
+        raise bad("rows_sha256 is not a sha256 hex digest")
+    return ev
+
+
 def load_baseline(path: str | Path) -> dict:
     """{"path", "from", "evaluation", "class_names"} from a compress report, verify JSON or evaluation JSON."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"baseline {path} does not exist: give a cwtool report.json or verify JSON")
+    size = path.stat().st_size
+    if size > MAX_BASELINE_BYTES:
+        raise UserError(f"baseline {path} is {size:,} bytes, more than any cwtool report ({MAX_BASELINE_BYTES:,}): give the report.json cwtool wrote")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UserError(f"cannot read baseline {path} as JSON ({' '.join(str(exc).split())[:120]}): give a cwtool report.json") from None
     names = obj.get("class_names") if isinstance(obj, dict) else None
+    if names is not None and not (isinstance(names, list) and len(names) <= MAX_CLASSES and all(isinstance(n, str) for n in names)):
+        names = None  # a label, not a decision: ignored when it is not a list of strings
+    found = _find_evaluation(obj, path, names)
+    found["evaluation"] = _checked_evaluation(found["evaluation"], path)
+    return found
+
+
+def _find_evaluation(obj, path: Path, names) -> dict:
     if isinstance(obj, dict) and obj.get("kind") == "cwtool-verify":
         ref = obj.get("baseline")
         if isinstance(ref, dict) and _is_evaluation(ref.get("evaluation")):
             return {"path": str(path), "from": "verify.baseline", "evaluation": ref["evaluation"], "class_names": names}
         arts = obj.get("artifacts") or []
-        if arts and _is_evaluation(arts[0].get("evaluation")):
+        if isinstance(arts, list) and arts and isinstance(arts[0], dict) and _is_evaluation(arts[0].get("evaluation")):
             return {"path": str(path), "from": f"verify.artifacts[0] ({arts[0].get('path')})",
                     "evaluation": arts[0]["evaluation"], "class_names": names}
         raise UserError(f"verify JSON {path} has neither a baseline nor an artifact evaluation: give a complete verify JSON")
@@ -139,14 +232,11 @@ def load_baseline(path: str | Path) -> dict:
     )
 
 
-def _check_baseline(base: dict, y: np.ndarray, num_classes: int, protected: list[int], notes: list[str]) -> dict:
-    """Same rows, same classes, same protected classes; drops predictions that do not line up."""
+def _check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int, protected: list[int],
+                    allow_other_data: bool, notes: list[str]) -> tuple[dict, bool]:
+    """(the baseline evaluation, whether its rows are these rows). Same classes and protected classes
+    always; other rows only under --allow-other-data, and then without per-sample pairing."""
     ev = dict(base["evaluation"])
-    if int(ev["n"]) != len(y):
-        raise UserError(
-            f"the baseline was measured on {ev['n']} rows but --data gives {len(y)}: "
-            "verify on the same data and split as the baseline (see --split)"
-        )
     k = len(ev["fn_per_class"])
     if k != num_classes:
         raise UserError(f"the baseline has {k} classes but the artifact outputs {num_classes}: compare models with the same classes")
@@ -157,24 +247,45 @@ def _check_baseline(base: dict, y: np.ndarray, num_classes: int, protected: list
             f"the baseline protects class {', '.join(map(str, have)) or 'none'}, not {', '.join(map(str, missing))}: "
             "pass the baseline's --protect-class or a baseline made for these classes"
         )
-    support = np.bincount(y, minlength=num_classes)[:num_classes]
-    base_support = ev.get("support_per_class") or [int(sum(r)) for r in ev.get("confusion", [])]
-    if base_support and list(map(int, base_support)) != support.tolist():
+    other = _other_rows(ev, y, rows_digest, num_classes)
+    if other is None:
+        if ev.get("rows_sha256") is None:
+            notes.append("the baseline carries no row fingerprint (made by an older cwtool): its rows were matched by count, "
+                         "class counts and per-sample predictions only")
+        return ev, True
+    if not allow_other_data:
         raise UserError(
-            "the baseline's rows have other class counts than --data's: verify on the same data and split as the baseline"
+            f"--data's rows are not the rows the baseline was measured on ({other}): verify on the same data, split and "
+            "--seed as the baseline, or pass --allow-other-data for a deliberate comparison on other rows (unpaired)"
         )
+    ev.pop("predictions", None)
+    notes.append(f"--allow-other-data: the baseline was measured on other rows ({other}); compared by FN rate, unpaired, "
+                 "so FN counts and McNemar tests do not apply")
+    return ev, False
+
+
+def _other_rows(ev: dict, y: np.ndarray, rows_digest: str, num_classes: int) -> str | None:
+    """Why the baseline's rows are not these rows, or None when nothing says so."""
+    if ev.get("rows_sha256") is not None and ev["rows_sha256"] != rows_digest:
+        return "their sha256 differs"
+    if int(ev["n"]) != len(y):
+        return f"{ev['n']} rows there, {len(y)} here"
+    support = np.bincount(y, minlength=num_classes)[:num_classes]
+    base_support = ev.get("support_per_class") or [int(sum(r)) for r in ev.get("confusion") or []]
+    if base_support and list(map(int, base_support)) != support.tolist():
+        return "other class counts"
     pred = ev.get("predictions")
-    if pred is not None:
-        pred = np.asarray(pred, dtype=np.int64)
-        ok = pred.shape == y.shape and ev.get("confusion") is not None
-        if ok:
-            ok = pred.size == 0 or (pred.min() >= 0 and pred.max() < num_classes)
-            ok = ok and confusion_matrix(y, pred, num_classes).tolist() == ev["confusion"]
-        if not ok:
-            notes.append("the baseline's per-sample predictions do not line up with these rows (another order?): "
-                         "paired McNemar test skipped, FN counts compared")
-            ev.pop("predictions", None)
-    return ev
+    if pred is not None and ev.get("confusion") is not None:
+        if confusion_matrix(y, np.asarray(pred, dtype=np.int64), num_classes).tolist() != ev["confusion"]:
+            return "its per-sample predictions do not line up with these labels"
+    return None
+
+
+def _declared_names(names: list[str] | None) -> list[str] | None:
+    """Class names the data declares (not the '0'..'k-1' placeholders a loader makes up)."""
+    if not names or list(names) == [str(i) for i in range(len(names))]:
+        return None
+    return list(names)
 
 
 # --------------------------------------------------------------------------- run
@@ -196,22 +307,31 @@ def run_verify(req: VerifyRequest) -> dict:
     req.validate()
     base = load_baseline(req.baseline) if req.baseline else None
     base_n = int(base["evaluation"]["n"]) if base is not None else None
-    rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n)
+    rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
+                         class_names=req.class_names, image_size=req.image_size)
     x, y = rows["x"], rows["y"]
+    digest = rows_sha256(x, y)
+    max_accuracy_drop = req.max_accuracy_drop
+    if max_accuracy_drop is None and base is not None:
+        max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
 
     # Open every artifact before running any: a bad one stops the run before work is done.
     opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
     notes = list(req.notes)
     protected: list[int] | None = None
     names: list[str] | None = None
-    base_eval = None
+    base_eval, same_rows = None, True
+    declared = _declared_names(rows["class_names"])
     entries = []
     for path, runner, info in opened:
         k = runner.num_classes
         if not k:
             probe = runner.predict(x[:1])
             k = int(probe.shape[1])
-        names = rows["class_names"] or (base or {}).get("class_names") or [str(i) for i in range(k)]
+        if declared is not None and len(declared) != k:
+            raise UserError(f"{Path(path).name} outputs {k} classes but --data ({rows['name']}) has {len(declared)} "
+                            f"({', '.join(declared[:4])}{', ...' if len(declared) > 4 else ''}): verify an artifact of a model for this data")
+        names = declared or (base or {}).get("class_names") or [str(i) for i in range(k)]
         if len(names) != k:
             names = [str(i) for i in range(k)]
         check_labels(y, k, what=f"--data ({rows['name']})")
@@ -219,8 +339,12 @@ def run_verify(req: VerifyRequest) -> dict:
         if protected is not None and prot != protected:
             raise UserError("the artifacts have different classes: verify artifacts of the same model together")
         protected = prot
+        absent = [c for c in prot if not np.any(y == c)]
+        if absent:
+            raise UserError(f"--data ({rows['name']}, {rows['split']}, {len(y)} rows) holds no row of protected class "
+                            f"{', '.join(map(str, absent))}: its false negatives cannot be counted; give rows that include it")
         if base is not None and base_eval is None:
-            base_eval = _check_baseline(base, y, k, protected, notes)
+            base_eval, same_rows = _check_baseline(base, y, digest, k, protected, req.allow_other_data, notes)
         elif base_eval is not None and len(base_eval["fn_per_class"]) != k:
             raise UserError(f"{Path(path).name} outputs {k} classes, the baseline {len(base_eval['fn_per_class'])}")
         t0 = time.perf_counter()
@@ -231,9 +355,11 @@ def run_verify(req: VerifyRequest) -> dict:
         evaluation = evaluate_logits(y, logits, protected, k)
         pred = logits.argmax(1)
         evaluation["predictions"] = pred.tolist()
+        evaluation["rows_sha256"] = digest
         gate = fn_gate(
-            base_eval, evaluation, req.max_fn_increase, req.max_accuracy_drop,
+            base_eval, evaluation, req.max_fn_increase, max_accuracy_drop,
             max_fnr_increase=req.max_fnr_increase, max_fnr=req.max_fnr, mode=req.gate, labels=y, class_names=names,
+            same_rows=same_rows,
         )
         if (info.get("int8_weight_max") or 0) > 64 and cpu_lacks_vnni():
             notes.append(f"{Path(path).name}: its int8 weights use the full 8-bit range and this x86 CPU has no VNNI, where "
@@ -262,7 +388,8 @@ def run_verify(req: VerifyRequest) -> dict:
         "schema_version": VERIFY_SCHEMA,
         "kind": "cwtool-verify",
         "tool": {"name": "cwtool", "version": __version__, "evaluation_schema": EVAL_SCHEMA},
-        "data": {"spec": str(req.data), "name": rows["name"], "split": rows["split"], "n": int(len(y)), "seed": req.seed},
+        "data": {"spec": str(req.data), "name": rows["name"], "split": rows["split"], "n": int(len(y)), "seed": req.seed,
+                 "rows_sha256": digest, "rows": describe_rows(rows, digest), "preprocessing": rows["note"], "same_rows_as_baseline": None if base is None else same_rows},
         "protected": protected,
         "class_names": names,
         "baseline": None if base is None else {"path": base["path"], "from": base["from"], "evaluation": base_eval},

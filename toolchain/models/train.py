@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +27,9 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for name in ("lr", "weight_decay"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number")
         for ok, message in ((self.epochs >= 0, "epochs must be >= 0"), (self.batch_size >= 1, "batch_size must be >= 1"),
                             (self.lr > 0, "lr must be > 0"), (self.weight_decay >= 0, "weight_decay must be >= 0")):
             if not ok:

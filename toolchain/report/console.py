@@ -26,10 +26,11 @@ def _auc(x) -> str:
     return DASH if x is None else f"{x:.4f}"
 
 
-def _name(class_names, c: int) -> str:
+def _name(class_names, c: int) -> Text:
+    """A class name from the data, as literal text (a name like "[/x]" is not a style tag)."""
     if class_names is not None and 0 <= c < len(class_names):
-        return str(class_names[c])
-    return ""
+        return Text(str(class_names[c]))
+    return Text("")
 
 
 def _per_class_table(evaluation: dict, class_names, protected: set[int]) -> Table:

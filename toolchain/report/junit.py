@@ -29,6 +29,13 @@ def render_junit(result: dict) -> str:
         gate = art["gate"]
         stem = Path(art["path"]).name
         suite = ET.SubElement(suites, "testsuite", name=f"cwtool verify {stem}")
+        props = ET.SubElement(suite, "properties")  # what was judged, and how: a CI log that proves it
+        data = result.get("data") or {}
+        for key in ("rows_sha256", "same_rows_as_baseline"):
+            if data.get(key) is not None:
+                ET.SubElement(props, "property", name=key, value=str(data[key]))
+        for note in result.get("notes", []):
+            ET.SubElement(props, "property", name="note", value=note)
         artifact_wide = artifact_wide_reasons(gate)
         n_fail = 0
         per_class_time = art.get("seconds", 0.0) / max(1, len(gate["checks"]))

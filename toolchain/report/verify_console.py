@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from toolchain.report.consoles import out_console
 
@@ -31,7 +31,7 @@ def print_verify(result: dict, console: Console | None = None) -> None:
     names = result.get("class_names") or []
     gate = result["gate"]
     data = result["data"]
-    table = Table(title=escape(f"cwtool verify: {data['name']} [{data['split']}, {data['n']} rows]"), title_justify="left")
+    table = Table(title=Text(f"cwtool verify: {data['name']} [{data['split']}, {data['n']} rows]"), title_justify="left")
     table.add_column("artifact", overflow="fold", max_width=24)
     table.caption = "95% intervals: --json / --markdown"
     for col in ("class", "FN", "base", "change", "FNR", "McNemar p", "acc"):
@@ -49,7 +49,7 @@ def print_verify(result: dict, console: Console | None = None) -> None:
                 DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, _fnr(chk),
                 DASH if chk.get("mcnemar_p") is None else f"{chk['mcnemar_p']:.2g}",
                 f"{100 * art['evaluation']['accuracy']:.1f}%",
-                "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]",
+                Text("pass", style="green") if ok else Text("FAIL", style="bold red"),
             )
     console.print(table)
     for art in result["artifacts"]:
@@ -58,4 +58,4 @@ def print_verify(result: dict, console: Console | None = None) -> None:
         console.print(f"note: {note}", markup=False)
     for reason in gate["reasons"]:
         console.print(f"FAIL {reason}", markup=False, style="red")
-    console.print("gate: " + ("[green]passed[/green]" if gate["passed"] else "[bold red]failed[/bold red]"))
+    console.print(Text("gate: ").append("passed" if gate["passed"] else "failed", style="green" if gate["passed"] else "bold red"))

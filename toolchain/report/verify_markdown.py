@@ -40,8 +40,13 @@ def render_verify_markdown(result: dict) -> str:
     lines = [f"## {icon} cwtool verify: {verdict}", ""]
     base = result.get("baseline")
     budget = gate.get("budget", {})
-    lines.append(f"- data: `{_esc(data['spec'])}` ({data['split']}, {data['n']} rows)")
-    lines.append(f"- baseline: `{_esc(base['path'])}` ({base['from']})" if base else "- baseline: none (absolute ceiling and collapse only)")
+    lines.append(f"- data: `{_esc(data['spec'])}` ({data['split']}, {data['n']} rows"
+                 + (f", sha256 `{data['rows_sha256'][:16]}`" if data.get("rows_sha256") else "") + ")")
+    if base:
+        paired = "" if data.get("same_rows_as_baseline") is not False else " -- **measured on other rows: compared by FN rate, unpaired**"
+        lines.append(f"- baseline: `{_esc(base['path'])}` ({base['from']}){paired}")
+    else:
+        lines.append("- baseline: none (absolute ceiling and collapse only)")
     parts = []
     if budget.get("max_fnr_increase") is not None:
         parts.append(f"FNR +{budget['max_fnr_increase']:g}")

@@ -1,0 +1,319 @@
+"""Trust (docs/SECURITY.md): a file handed to cwtool runs no code without --trust-model, a checkpoint's
+fields are data, good old files still load, console text from files is literal, and interrupts leave
+nothing half-written. Each attack tries to create a file; the test fails if it exists afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clirun import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def rows(tmp_path):
+    """A small digits-shaped .npz (x: N x 1 x 8 x 8, y: 0..9) for evaluate."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "rows.npz"
+    np.savez(path, x=rng.random((60, 1, 8, 8), dtype=np.float32), y=np.arange(60) % 10)
+    return path
+
+
+def _evaluate(capsys, model, rows, *extra):
+    return run_cli(["evaluate", model, "--data", rows, "-p", "3", *extra], capsys)
+
+
+# --------------------------------------------------------------------------- files that try to run code
+
+
+def test_a_checkpoint_cannot_name_code_to_run(tmp_path, rows, capsys):
+    """Its `arch` is a record, not an instruction: module:callable with kwargs from the same file."""
+    marker = tmp_path / "pwned-by-arch"
+    model = tmp_path / "evil.pt"
+    torch.save({"format": "cwtool.model/1", "arch": "subprocess:getoutput", "arch_kwargs": {"cmd": f"touch {marker}"},
+                "input_shape": [1, 8, 8], "channel_plan": {}, "state_dict": {"w": torch.zeros(1)}, "extra": {}}, model)
+    code, _, err = _evaluate(capsys, model, rows)
+    assert code == 2 and "--trust-model" in err and len(err.strip().splitlines()) == 1, err
+    assert not marker.exists()
+
+
+def test_a_checkpoint_cannot_run_a_file_placed_beside_it(tmp_path, rows, capsys):
+    marker = tmp_path / "pwned-by-file"
+    (tmp_path / "net.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass Net: pass\n")
+    model = tmp_path / "evil.pt"
+    torch.save({"format": "cwtool.model/1", "arch": "/gone/away/net.py:Net", "arch_kwargs": {},
+                "input_shape": [1, 8, 8], "channel_plan": {}, "state_dict": {"w": torch.zeros(1)}, "extra": {}}, model)
+    code, _, err = _evaluate(capsys, model, rows)
+    assert code == 2 and "--arch path/to/net.py:Net" in err, err
+    assert not marker.exists()
+
+
+class _ExecSource:
+    """Pickles as a call to a torch function that executes Python source text."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __reduce__(self):
+        import torch.fx.graph_module as gm
+
+        return (gm._exec_with_source, (self.source, {}))
+
+
+def test_a_pickle_cannot_call_torch_functions_that_execute_source(tmp_path, rows, capsys):
+    marker = tmp_path / "pwned-by-pickle"
+    model = tmp_path / "evil.pt"
+    torch.save({"state_dict": _ExecSource(f"import pathlib; pathlib.Path({str(marker)!r}).touch()")}, model)
+    for extra in ([], ["--arch", "digits-cnn"]):  # naming an architecture widens nothing beyond its own classes
+        code, _, err = _evaluate(capsys, model, rows, *extra)
+        assert code == 2 and "_exec_with_source" in err and "--trust-model" in err, err
+        assert not marker.exists()
+
+
+def test_torchscript_runs_only_with_trust_model(tmp_path, rows, capsys):
+    marker = tmp_path / "pwned-by-torchscript"
+    source = tmp_path / "scripted.py"
+    source.write_text(textwrap.dedent(f"""
+        import torch
+
+        class M(torch.nn.Module):
+            def forward(self, x):
+                t = torch.from_file({str(marker)!r}, shared=True, size=1, dtype=torch.uint8)
+                return x.flatten(1)[:, :10] + t.sum().float()
+
+        torch.jit.script(M()).save({str(tmp_path / 'ts.pt')!r})
+    """))
+    subprocess.run([sys.executable, str(source)], check=True, capture_output=True)
+    code, _, err = _evaluate(capsys, tmp_path / "ts.pt", rows)
+    assert code == 2 and "TorchScript" in err and "--trust-model" in err, err
+    assert not marker.exists()
+    code, _, err = _evaluate(capsys, tmp_path / "ts.pt", rows, "--trust-model")
+    assert code == 0, err
+    assert marker.exists()  # what the archive does once trusted: why it needs the flag
+
+
+# --------------------------------------------------------------------------- good files that must load
+
+
+def test_a_legacy_format_state_dict_with_gpu_storages_loads_on_cpu(tmp_path, rows, capsys):
+    import torch.serialization as ser
+
+    from toolchain.models import registry
+    from toolchain.models.loading import load_model
+
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn")
+    path = tmp_path / "legacy.pt"
+    real_tag = ser.location_tag
+    ser.location_tag = lambda storage: "cuda:0"  # as saved on a GPU machine
+    try:
+        torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)
+    finally:
+        ser.location_tag = real_tag
+    assert b"cuda:0" in path.read_bytes() and not path.read_bytes().startswith(b"PK")
+    loaded = load_model(path, arch="digits-cnn")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[key], value)
+    code, _, err = _evaluate(capsys, path, rows, "--arch", "digits-cnn")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "fmnist-cnn", "mlp", "tiny-resnet", "tiny-mobilenetv2", "tiny-concatnet"])
+def test_a_pickled_builtin_model_loads_with_its_arch(tmp_path, name):
+    """The allow-list is narrow, not useless: torch.nn layers plus the --arch module's own classes."""
+    from toolchain.models import registry
+    from toolchain.models.loading import load_model
+
+    model = registry.create(name)
+    torch.save(model, tmp_path / "whole.pt")
+    loaded = load_model(tmp_path / "whole.pt", arch=name)
+    assert loaded.kind == "pickle" and type(loaded.module) is type(model)
+
+
+def test_a_legacy_whole_module_pickle_is_refused_with_a_way_out(tmp_path, rows, capsys):
+    from toolchain.models import registry
+
+    torch.save(registry.create("digits-cnn"), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    code, _, err = _evaluate(capsys, tmp_path / "old.pt", rows, "--arch", "digits-cnn")
+    assert code == 2 and "legacy" in err and "state_dict" in err, err
+
+
+def test_trusted_pickle_of_a_class_from_a_missing_module_suggests_arch(tmp_path, rows, capsys):
+    (tmp_path / "mynet.py").write_text("import torch\nclass MyNet(torch.nn.Module):\n"
+                                       "    def __init__(self):\n        super().__init__(); self.fc = torch.nn.Linear(64, 10)\n"
+                                       "    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    subprocess.run([sys.executable, "-c", "import torch, mynet; torch.save(mynet.MyNet(), 'whole.pt')"], cwd=tmp_path, check=True)
+    code, _, err = _evaluate(capsys, tmp_path / "whole.pt", rows, "--trust-model")
+    assert code == 2 and "--arch path/to/mynet.py:ClassName" in err, err
+    code, _, err = _evaluate(capsys, tmp_path / "whole.pt", rows, "--arch", f"{tmp_path / 'mynet.py'}:MyNet")
+    assert code == 0, err  # the user's own file names the class: no trust needed
+
+
+# --------------------------------------------------------------------------- damaged checkpoints
+
+
+def _checkpoint(**changes):
+    from toolchain.models import registry
+
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn")
+    payload = {"format": "cwtool.model/1", "arch": "digits-cnn", "arch_kwargs": {}, "input_shape": [1, 8, 8],
+               "channel_plan": {}, "state_dict": model.state_dict(), "extra": {}}
+    for key, value in changes.items():
+        if value is KeyError:
+            payload.pop(key)
+        else:
+            payload[key] = value
+    return payload
+
+
+DAMAGED = {
+    "no state_dict": dict(state_dict=KeyError),
+    "state_dict of strings": dict(state_dict={"a": "b"}),
+    "arch is a number": dict(arch=7),
+    "kwargs not an object": dict(arch_kwargs=[1, 2]),
+    "kwargs with an object": dict(arch_kwargs={"width": torch.zeros(1)}),
+    "absurd input shape": dict(input_shape=[1, 10**7, 10**7]),
+    "negative input shape": dict(input_shape=[1, -8, 8]),
+    "plan of strings": dict(channel_plan={"features.0": ["a"]}),
+    "plan for a layer that does not exist": dict(channel_plan={"nowhere": [0, 1]}),
+    "absurd width": dict(arch_kwargs={"num_classes": 10**12}),
+    "kwargs the arch does not take": dict(arch_kwargs={"evil": 1}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_checkpoint_is_bad_input(case, tmp_path, rows, capsys):
+    torch.save(_checkpoint(**DAMAGED[case]), tmp_path / "bad.pt")
+    code, _, err = _evaluate(capsys, tmp_path / "bad.pt", rows)
+    assert code == 2 and err.startswith("cwtool: error: ") and len(err.strip().splitlines()) == 1, (case, err)
+
+
+def test_a_zip_checkpoint_that_unpacks_beyond_memory_is_refused(tmp_path, rows, capsys, monkeypatch):
+    """A compressed member can declare far more than the file holds: compared with the memory left
+    (made small here, so the test needs no giant file) before torch reads it."""
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", bytes(64 << 20))  # 64 MiB of zeros, ~64 KiB on disk
+    assert path.stat().st_size < 1 << 20
+    monkeypatch.setattr("toolchain.limits.available_memory", lambda: (32 << 20, "a limit set by this test"))
+    code, _, err = _evaluate(capsys, path, rows)
+    assert code == 2 and "memory" in err, err
+
+
+# --------------------------------------------------------------------------- text from files is literal
+
+
+def test_class_names_that_look_like_markup_print_as_themselves(tmp_path, capsys):
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+
+    names = np.array(["[/x]", "[bold]b", "c", "d", "e", "f", "g", "h", "i", "[link=file:///etc]j"])
+    rng = np.random.default_rng(0)
+    data = tmp_path / "rows.npz"
+    np.savez(data, x=rng.random((40, 1, 8, 8), dtype=np.float32), y=np.arange(40) % 10, class_names=names)
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn"), "digits-cnn", {}, (1, 8, 8))
+    code, out, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", data, "-p", "[/x]"], capsys)
+    assert code == 0, err
+    assert "[/x]" in out and "[bold]b" in out
+
+
+def test_a_profile_description_that_looks_like_markup_prints_as_itself(tmp_path, capsys):
+    text = (REPO / "targets" / "raspberry-pi-4.toml").read_text()
+    lines = [f'description = "a [/x] board [bold]"' if line.startswith("description") else line for line in text.splitlines()]
+    (tmp_path / "mine.toml").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli(["targets", tmp_path / "mine.toml"], capsys)
+    assert code == 0, err
+    assert "a [/x] board [bold]" in out
+
+
+# --------------------------------------------------------------------------- flags
+
+
+@pytest.mark.parametrize("args", [
+    ["compress", "m.pt", "-d", "digits", "-p", "3", "--gamma", "nan"],
+    ["compress", "m.pt", "-d", "digits", "-p", "3", "--lr", "inf"],
+    ["compress", "m.pt", "-d", "digits", "-p", "3", "--max-accuracy-drop", "-inf"],
+    ["train", "--arch", "mlp", "-d", "digits", "--out", "m.pt", "--lr", "nan"],
+    ["verify", "a.onnx", "-d", "digits", "-p", "3", "--max-fnr", "nan"],
+    ["verify", "a.onnx", "-d", "digits", "-p", "3", "--threads", "1000000"],
+    ["verify", "a.onnx", "-d", "digits", "-p", "3", "--threads", "0"],
+])
+def test_non_finite_floats_and_absurd_threads_are_refused(args, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "finite" in err or "--threads" in err
+    assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- interrupts and a light install
+
+
+def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path):
+    """A real SIGTERM while a staged file is half-written: the file goes, exit 143, one line that says so."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import toolchain.io as io
+        real = io.publish
+
+        def publish(tmp, path):
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives with the temporary file on disk
+            real(tmp, path)
+
+        io.publish = publish
+        from toolchain.cli import main
+        main(["targets", "--json", {str(tmp_path / 'out' / 'targets.json')!r}])
+    """)
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert "interrupted by SIGTERM" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_interrupted_compress_names_its_run_for_resume(trained_digits, tmp_path, capsys, monkeypatch):
+    from toolchain.errors import Interrupted
+
+    def interrupt(*args, **kwargs):
+        raise Interrupted("SIGINT")
+
+    monkeypatch.setattr("toolchain.prune.lottery.LotteryPruner.run", interrupt)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--out", out, "--epochs", "1"], capsys)
+    assert code == 130 and "--resume" in err and str(out) in err, err
+    assert (out / "manifest.json").is_file()
+
+
+def test_resume_sweeps_what_a_killed_run_left(tmp_path):
+    from toolchain.io import TMP_PREFIX, atomic_write_text, sweep_temporaries
+
+    (tmp_path / "artifacts").mkdir()
+    stale = tmp_path / "artifacts" / f"{TMP_PREFIX}model_int8.abc.onnx"
+    stale.write_bytes(b"")
+    atomic_write_text(tmp_path / "report.md", "kept")
+    assert sweep_temporaries(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["artifacts", "report.md"]
+
+
+def test_a_light_install_gets_an_install_hint_not_a_crash(tmp_path):
+    """Without torch (a device install), a torch command says what to install: exit 2, one line."""
+    np.savez(tmp_path / "rows.npz", x=np.zeros((20, 4), np.float32), y=np.arange(20) % 2)
+    script = ("import sys; sys.modules['torch'] = None; from toolchain.cli import main; "
+              f"main(['evaluate', 'm.pt', '--data', {str(tmp_path / 'rows.npz')!r}, '-p', '1'])")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "torch==2.13.0" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
