@@ -134,10 +134,22 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"calibration set {path} does not exist: check the path or re-create it")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            x = data["x"].astype(np.float32)
-            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"calibration set {path} is not a valid cwtool .npz (needs x and meta): re-create it") from e
+    from toolchain.data.npz import read_npz  # sizes checked before reading: the file is untrusted
+
+    _, arrays = read_npz(path, {"x", "meta"})
+    bad = UserError(f"calibration set {path} is not a valid cwtool .npz (needs float rows x and meta): re-create it")
+    x = arrays.get("x")
+    if x is None or x.dtype.kind not in "fiu" or x.ndim < 2 or len(x) == 0:
+        raise bad
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise bad
+    meta = {}
+    if "meta" in arrays:
+        try:
+            meta = json.loads(str(arrays["meta"]))
+        except (ValueError, RecursionError) as e:
+            raise bad from e
+        if not isinstance(meta, dict):
+            raise bad
     return x, meta
