@@ -16,6 +16,11 @@ from toolchain.prune.lottery import LotteryPruner
 from clirun import run_cli
 
 
+# ~27 threes in digits' validation split back "at most one more missed, with 90% confidence", not compress's
+# default "none more, with 95%" (test_a_small_validation_split_cannot_back_the_default_promise).
+DIGITS_PROMISE = ["--max-fn-increase", "1", "--confidence", "0.9"]
+
+
 @pytest.fixture(scope="module")
 def compress_run(trained_digits, tmp_path_factory):
     import contextlib
@@ -26,7 +31,7 @@ def compress_run(trained_digits, tmp_path_factory):
     err = io.StringIO()
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
         main(["compress", str(path), "--data", "digits", "--protect-class", "3", "--keep-params", "0.1", "--out", str(out),
-              "--epochs", "10", "--lr", "3e-3"])
+              "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE])
     return exc.value.code, out, err.getvalue()
 
 
@@ -77,7 +82,8 @@ class _Killed(Exception):
 @pytest.mark.parametrize("increase_weight", [0.0, 1.0])  # 1.0: round 3 needs round 2's start weights back from disk
 def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digits_dataset, tmp_path, increase_weight):
     _, dense = trained_digits
-    config = PruneConfig(keep_params=0.2, rate=0.5, epochs=2, seed=1, device="cpu", max_accuracy_drop=0.5, increase_weight=increase_weight)
+    config = PruneConfig(keep_params=0.2, rate=0.5, epochs=2, seed=1, device="cpu", max_accuracy_drop=0.5, increase_weight=increase_weight,
+                         confidence=0.5)  # resume mechanics: a promise that digits' 27 threes can back in every round
     whole_lines = []
     whole = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "whole", log=whole_lines.append).run()
     assert whole_lines[0].startswith("pruning: rounds 1-3 of 2 epochs each on cpu, to 20% of") and "class 3 FN <=" in whole_lines[0]
@@ -215,10 +221,13 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
     fp32 = out / "artifacts" / "model_fp32.onnx"
     calib = digits_dataset.x_train[:64]
     build = lambda excluded, dest: quantize_onnx(fp32, dest, calib, nodes_to_exclude=excluded)
-    score = lambda p: ({3: len(_quantized_weight_layers(p))}, 0.0)
+    def score(p):
+        fn = len(_quantized_weight_layers(p))
+        return fn <= 1, {3: fn}, 0.0
+
     layers = quantizable_nodes(fp32)
     assert len(layers) >= 3
-    result = fn_aware_quantize(build, score, layers, {3: 1}, tmp_path / "w", tmp_path / "q.onnx")
+    result = fn_aware_quantize(build, score, layers, tmp_path / "w", tmp_path / "q.onnx")
     assert result.within_budget and len(result.float_layers) == len(layers) - 1
     still_int8 = _quantized_weight_layers(result.path)
     assert len(still_int8) == 1 and still_int8[0] not in result.float_layers
@@ -226,13 +235,14 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
 
 @pytest.mark.parametrize("min_val_accuracy", [0.0, 1.01])
 def test_int8_file_over_budget_gets_its_own_operating_point(compress_run, digits_dataset, tmp_path, min_val_accuracy):
-    """The float model is pushed two validation FN over budget; its int8 file should come back within
-    budget by a protected-logit offset of its own, with every layer still int8 -- unless the offset would
-    cost more accuracy than allowed (min_val_accuracy > 1), when it must not be used at all."""
+    """The float model is pushed two validation FN over the model it came from (the guard's reference);
+    its int8 file should come back within the guard by a protected-logit offset of its own, with every
+    layer still int8 -- unless the offset would cost more accuracy than allowed (min_val_accuracy > 1),
+    when it must not be used at all."""
     from toolchain.export.stage import ExportSettings, export_all
     from toolchain.models.train import predict_logits
     from toolchain.prune.bake import bake_offsets
-    from toolchain.prune.operating_point import fn_count
+    from toolchain.prune.operating_point import PromiseGuard, fn_count
     from toolchain.runtimes import load_runner
 
     _, out, _ = compress_run
@@ -246,7 +256,9 @@ def test_int8_file_over_budget_gets_its_own_operating_point(compress_run, digits
     bake_offsets(model, {3: -float(margins[1] + 1e-3)}, torch.as_tensor(x_val[:1]))
     assert fn_count(predict_logits(model, x_val), y_val, 3) == target + 2
     settings = ExportSettings(artifacts=(("onnx", "int8"),))
-    entries, _ = export_all(model, digits_dataset, [3], {3: target}, {}, settings, tmp_path, 0,
+    guard = PromiseGuard(y_val, logits.argmax(1), [3], budget=0, confidence=0.6)  # 27 threes: ~0.77 when they agree
+    assert not guard.met(predict_logits(model, x_val), {})
+    entries, _ = export_all(model, digits_dataset, [3], guard, {}, settings, tmp_path, 0,
                             lambda base, cand: {"passed": True, "reasons": []}, log=lambda *a: None, min_val_accuracy=min_val_accuracy)
     q = entries[0]["quantization"]
     val_fn = fn_count(load_runner(tmp_path / entries[0]["path"]).predict(x_val), y_val, 3)
@@ -340,7 +352,7 @@ def test_calibration_file_for_other_data_is_refused_before_pruning(trained_digit
 
 def test_final_finetuning_trains_the_selected_ticket_and_resumes_from_disk(trained_digits, digits_dataset, tmp_path, monkeypatch):
     _, dense = trained_digits
-    config = PruneConfig(keep_params=0.5, epochs=1, final_epochs=2, seed=2, device="cpu", max_accuracy_drop=0.5)
+    config = PruneConfig(keep_params=0.5, epochs=1, final_epochs=2, seed=2, device="cpu", max_accuracy_drop=0.5, confidence=0.5)
     lines = []
     result = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lines.append).run()
     before, final = result.tickets[-1], result.final
@@ -373,15 +385,17 @@ def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
 
 def test_run_ids_of_earlier_versions_stay_the_same():
     """Run directories on disk are found again by this id (--resume): a field added in a later version,
-    at the value that changes nothing, must leave it alone. The pinned ids are what cwtool computed
-    before --final-epochs existed (4dfee14)."""
+    at the value that changes nothing, must leave it alone (final_epochs 0, keep_macs 1). The guarded
+    operating point (confidence) changed every run's result, so it changed every id: the pins are the ids
+    since then; before it, (rate 0.3, epochs 3) was 18c8d33fae68 and the defaults 21e880efeaf3."""
     from toolchain.config import config_hash
 
     inputs = {"model": {"path": "m.pt", "sha256": "ab"}, "protected": [6]}
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3)) == "18c8d33fae68"
-    assert config_hash(inputs, PruneConfig()) == "21e880efeaf3"
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=20)) != "18c8d33fae68"
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, keep_macs=0.5)) != "18c8d33fae68"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3)) == "526da2b18e77"
+    assert config_hash(inputs, PruneConfig()) == "4d44950c642a"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=20)) != "526da2b18e77"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, keep_macs=0.5)) != "526da2b18e77"
+    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, confidence=0.9)) != "526da2b18e77"
 
 
 def test_mac_goal_shrinks_the_multiply_accumulates_too(trained_digits, digits_dataset, tmp_path):

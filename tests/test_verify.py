@@ -132,6 +132,17 @@ def test_good_artifact_passes_with_the_baselines_numbers(art, capsys):
     assert res["baseline"]["from"] == "report.baseline.test" and res["data"]["split"] == "all"
 
 
+def test_verify_states_the_fn_promise_of_each_artifact(art, capsys):
+    """compress's promise, measured on verify's rows: the paired disagreements give its confidence."""
+    from toolchain.promise import promise_confidence
+
+    good = run_json(art, capsys, [art["good"]], "--baseline", art["report"], expect=0)["artifacts"][0]["promise"][str(PROT)]
+    plus1 = run_json(art, capsys, [art["plus1"]], "--baseline", art["report"], "--max-fn-increase", "1", expect=0)["artifacts"][0]["promise"][str(PROT)]
+    assert (good["b"], good["c"], good["budget"]) == (0, 0, 0) and good["confidence"] == promise_confidence(0, 0, good["n"])
+    assert (plus1["b"], plus1["c"], plus1["budget"]) == (1, 0, 1) and plus1["confidence"] == promise_confidence(1, 0, plus1["n"], budget=1)
+    assert good["fp"] == good["baseline_fp"]
+
+
 def test_degraded_artifact_fails_naming_the_class(art, capsys):
     res = run_json(art, capsys, [art["good"], art["degraded"]], "--baseline", art["report"], expect=1)
     good, bad = res["artifacts"]

@@ -38,7 +38,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 # Config dataclasses name their fields in errors; the user typed flags.
 _FLAG_FIELDS = ("keep_params", "keep_macs", "rate", "granularity", "rewind", "final_epochs", "epochs", "lr", "batch_size", "gamma", "rank_weight", "distill_weight",
-                "taylor_weight", "increase_weight", "round_to", "max_fn_increase", "max_accuracy_drop", "device")
+                "taylor_weight", "increase_weight", "round_to", "max_fn_increase", "max_accuracy_drop", "confidence", "device")
 
 
 def _config_error(exc: ValueError) -> UserError:
@@ -173,7 +173,8 @@ def compress(
     taylor_weight: float = typer.Option(0.0, help="Weight of the protected-class Taylor term in channel importance (0: magnitude only)."),
     increase_weight: float = typer.Option(0.0, help="Weight of the paper's magnitude increase |W_T| - |W_0| over the last retraining in the importance (from round 2; 0: off)."),
     round_to: Optional[int] = typer.Option(None, help="Round each layer's surviving channels to a multiple of this (CPU kernels work in blocks of 8). Default: the --target's channel_multiple, else 1 (off)."),
-    max_fn_increase: int = typer.Option(0, help="FN budget per protected class over the dense model's."),
+    max_fn_increase: int = typer.Option(0, help="FN budget per protected class over the dense model's, on new data."),
+    confidence: float = typer.Option(0.95, help="Probability that the FN promise (FN <= dense FN + budget on new data of the validation split's size) holds: sets the guarded operating point."),
     max_accuracy_drop: float = typer.Option(0.02, help="Accuracy budget (fraction, 0.02 = 2 points)."),
     seed: int = typer.Option(0, help="Seed of training, pruning and the data split."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
@@ -203,7 +204,7 @@ def compress(
         config = PruneConfig(keep_params=keep_params, keep_macs=keep_macs, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, final_epochs=final_epochs,
                              lr=lr, batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
                              distill_weight=distill_weight, taylor_weight=taylor_weight, increase_weight=increase_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
-                             seed=seed, device=device)
+                             confidence=confidence, seed=seed, device=device)
     except ValueError as exc:
         raise _config_error(exc) from exc
     request = CompressRequest(str(model), data, list(protect_class), arch, _parse_kwargs(arch_kwargs), trust_model,

@@ -31,6 +31,7 @@ class PruneConfig:
     increase_weight: float = 0.0  # the paper's magnitude increase |W_T| - |W_0| over the last retraining, in the importance
     max_fn_increase: int = 0  # validation FN budget per protected class, over the dense model's
     max_accuracy_drop: float = 0.02  # accuracy budget (fraction) for pruning plus the operating point
+    confidence: float = 0.95  # probability that the FN promise holds on new data (the guarded operating point)
     seed: int = 0
     device: str = "auto"
     schedule: tuple[float, ...] | None = None  # explicit size per round (fractions of dense params); overrides rate
@@ -66,6 +67,8 @@ class PruneConfig:
             raise ValueError("gamma, rank_weight, distill_weight, taylor_weight and increase_weight must be >= 0")
         if self.max_fn_increase < 0 or not 0 <= self.max_accuracy_drop <= 1:
             raise ValueError("max_fn_increase must be >= 0 and max_accuracy_drop in [0, 1]")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError("confidence must be in [0.5, 1): the probability that the FN promise holds on new data")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], not {self.device!r}")
 

@@ -158,6 +158,10 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         pruned_test["predictions"] = pruned_logits.argmax(1).tolist()
         pruned_test["rows_sha256"] = test_rows
         gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
+        promise = promise_section(ticket, config, result.budget_met)
+        if not result.budget_met:  # never ship an unguarded point quietly, whatever the test split says
+            gate["passed"] = False
+            gate["reasons"].insert(0, promise["statement"])
         # --- stages 3-5: calibrate, quantize, export, and re-check every file in its runtime -----------------
         from toolchain.export.stage import export_all
 
@@ -165,7 +169,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         with console.status("exporting and verifying artifacts"):
             min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
-            artifacts, calibration = export_all(pruned, dataset, protected, result.targets, dense_test, settings, run_dir, config.seed,
+            artifacts, calibration = export_all(pruned, dataset, protected, _int8_guard(result), dense_test, settings, run_dir, config.seed,
                                                 gate_fn, log=console.print, min_val_accuracy=min_val_accuracy) if settings.artifacts else ([], None)
         for art in artifacts:
             if not art["gate"]["passed"]:
@@ -180,6 +184,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "class_names": class_names,
             "data": {**dataset.describe(), "test_rows_sha256": test_rows},
             "config": config.to_dict(),
+            "promise": promise,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
                          "fn_per_class": dense_test["fn_per_class"], "protected": dense_test["protected"],
                          "val": result.dense["val"], "test": dense_test},
@@ -204,6 +209,38 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     except Interrupted as exc:
         exc.run_dir = run_dir
         raise
+
+
+def _int8_guard(result):
+    """The rule every int8 file must meet on validation: the pruned model's. Where the pruned model
+    itself fell short of the asked confidence, the files are held to what it reached (the gate has
+    failed already; float layers would not buy back a promise the float model cannot make)."""
+    import dataclasses
+
+    reached = min(v["confidence"] for v in result.selected.val["promise"].values())
+    if result.budget_met or reached >= result.guard.confidence:
+        return result.guard
+    return dataclasses.replace(result.guard, confidence=max(0.0, reached - 1e-9))
+
+
+def promise_section(ticket, config: PruneConfig, met: bool) -> dict:
+    """What compress promises about the shipped model, in numbers and in one plain sentence."""
+    per_class = ticket.val.get("promise", {})
+    words = []
+    for k, v in per_class.items():
+        extra = f" + {v['budget']}" if v["budget"] else ""
+        words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples with probability "
+                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}); margin {v['margin_fn']} FN under the dense model "
+                     f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
+    if met:
+        statement = "the FN promise holds: " + "; ".join(words)
+    else:
+        reach = ", ".join(f"class {k} {v.get('reachable_confidence', v['confidence']):.3f}" for k, v in per_class.items())
+        statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
+                     f"(the validation split is too small or the compression too strong; reachable by the selected round "
+                     f"{ticket.round}: {reach}): lower --confidence, raise --max-fn-increase or --keep-params, or give more validation data")
+    return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
+            "round": ticket.round, "classes": per_class, "statement": statement}
 
 
 def _sparsity(config: PruneConfig, ticket, model=None) -> dict:

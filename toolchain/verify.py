@@ -281,6 +281,26 @@ def _other_rows(ev: dict, y: np.ndarray, rows_digest: str, num_classes: int) -> 
     return None
 
 
+def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increase: int | None) -> dict:
+    """compress's FN promise, measured on these rows: from the paired disagreements with the baseline, the
+    probability that on new data of this size the artifact misses at most the baseline's FN + the budget,
+    and what it pays in false positives here. Empty without per-sample pairing."""
+    from toolchain.promise import promise_confidence
+
+    out = {}
+    budget = int(max_fn_increase or 0)
+    fp_base = {p["class"]: p.get("fp") for p in (base_eval or {}).get("protected", [])}
+    fp_here = {p["class"]: p.get("fp") for p in evaluation["protected"]}
+    for check in gate["checks"]:
+        if "b" not in check:
+            continue
+        k = check["class"]
+        out[str(k)] = {"b": check["b"], "c": check["c"], "n": check["support"], "budget": budget,
+                       "confidence": promise_confidence(check["b"], check["c"], check["support"], budget=budget),
+                       "fp": fp_here.get(k), "baseline_fp": fp_base.get(k)}
+    return out
+
+
 def _declared_names(names: list[str] | None) -> list[str] | None:
     """Class names the data declares (not the '0'..'k-1' placeholders a loader makes up)."""
     if not names or list(names) == [str(i) for i in range(len(names))]:
@@ -368,6 +388,7 @@ def run_verify(req: VerifyRequest) -> dict:
         agreement = None
         if base_eval is not None and base_eval.get("predictions") is not None:
             agreement = float(np.mean(np.asarray(base_eval["predictions"]) == pred))
+        promise = _promise(gate, evaluation, base_eval, req.max_fn_increase)
         entries.append({
             "path": str(path),
             "format": info.get("format"),
@@ -379,6 +400,7 @@ def run_verify(req: VerifyRequest) -> dict:
             "seconds": seconds,
             "evaluation": evaluation,
             "agreement": agreement,
+            "promise": promise,
             "gate": gate,
         })
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from toolchain.metrics import evaluate_logits
 from toolchain.prune.bake import bake_offsets
-from toolchain.prune.operating_point import apply_offsets, choose_offsets, fn_count
+from toolchain.prune.operating_point import PromiseGuard, apply_offsets, fn_count
 from toolchain.quantize.fallback import fn_aware_quantize, protected_log_odds
 
 DEFAULT_ARTIFACTS = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
@@ -49,9 +49,12 @@ def _grid_step(logits: np.ndarray) -> float:
     return float(min(gaps)) if gaps else 0.0
 
 
-def export_all(model, dataset, protected, targets_val: dict[int, int], baseline_test: dict, settings: ExportSettings,
+def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: dict, settings: ExportSettings,
                run_dir: Path, seed: int, gate_fn, log=print, min_val_accuracy: float = 0.0) -> tuple[list[dict], dict]:
     """Returns (artifact entries for report.json, calibration record).
+
+    guard: the FN promise the pruned model's operating point met on validation; every int8 file must
+    meet it too (its own operating point, then float layers, see quantize.fallback).
 
     min_val_accuracy: an int8 file's own operating point (see quantize.fallback) is re-set only when
     its validation accuracy stays at or above this (the dense model's minus the accuracy budget)."""
@@ -78,14 +81,14 @@ def export_all(model, dataset, protected, targets_val: dict[int, int], baseline_
 
     def score(path: Path):
         logits = load_runner(path, threads=settings.threads).predict(x_val)
-        return ({k: fn_count(logits, y_val, k) for k in protected}, protected_log_odds(logits, y_val, protected))
+        return (guard.met(logits, {}), {k: fn_count(logits, y_val, k) for k in protected}, protected_log_odds(logits, y_val, protected))
 
     def retuner(make_build):
         """retune for fn_aware_quantize: offsets from the int8 file's validation logits, baked into a
         copy of the float model that make_build(model) quantizes again."""
         def retune(path: Path, baked: dict[int, float]):
             logits = load_runner(path, threads=settings.threads).predict(x_val)
-            step = choose_offsets(logits, y_val, targets_val)
+            step = guard.choose(logits)
             # int8 logits sit on a grid; a shift smaller than one step is rounded away when the shifted model is
             # quantized again, so a positive offset gets one grid step on top
             grid = _grid_step(logits)
@@ -122,7 +125,7 @@ def export_all(model, dataset, protected, targets_val: dict[int, int], baseline_
                 if precision == "int8":
                     stem = thin_input_convs(onnx_fp32) if settings.float_input_conv else []
                     candidates = [n for n in quantizable_nodes(onnx_fp32) if n not in stem]
-                    fallback = fn_aware_quantize(onnx_build(onnx_fp32, stem), score, candidates, targets_val, work / "onnx",
+                    fallback = fn_aware_quantize(onnx_build(onnx_fp32, stem), score, candidates, work / "onnx",
                                                  out / "model_int8.onnx", retune=retuner(shifted_onnx(stem)))
                     path = fallback.path
             else:
@@ -130,7 +133,7 @@ def export_all(model, dataset, protected, targets_val: dict[int, int], baseline_
                 if precision == "int8":
                     stem = thin_input_modules(model, example) if settings.float_input_conv else []
                     candidates = [n for n in quantizable_modules(model) if n not in stem]
-                    fallback = fn_aware_quantize(tflite_build(model, stem), score, candidates, targets_val, work / "tflite", path,
+                    fallback = fn_aware_quantize(tflite_build(model, stem), score, candidates, work / "tflite", path,
                                                  retune=retuner(lambda shifted: tflite_build(shifted, stem)))
                     path = fallback.path
                 else:

@@ -28,7 +28,7 @@ from toolchain.models.train import TrainConfig, pick_device, predict_logits, see
 from toolchain.prune import importance
 from toolchain.prune.graph import channel_groups, plan_from_scores
 from toolchain.prune.loss import ClassDependentLoss
-from toolchain.prune.operating_point import apply_offsets, choose_offsets
+from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets
 from toolchain.prune.shrink import shrink
 
 Survivors = dict[str, list[int]]  # group key -> original channel indices still present
@@ -59,8 +59,9 @@ class PruneResult:
     tickets: list[Ticket] = field(default_factory=list)
     selected: Ticket | None = None
     budget_met: bool = False
-    targets: dict[int, int] = field(default_factory=dict)
+    targets: dict[int, int] = field(default_factory=dict)  # validation FN of the dense model plus the budget
     final: Ticket | None = None  # the selected ticket after final_epochs more (selected, if it stayed within budget)
+    guard: PromiseGuard | None = None  # the rule every ticket's operating point met (or not)
 
 
 def removed_plan(dense_sizes: dict[str, int], survivors: Survivors) -> dict[str, list[int]]:
@@ -157,10 +158,25 @@ class LotteryPruner:
     # --- evaluation on validation (the test split is never used here) -------------------------------
 
     def _evaluate(self, model: nn.Module) -> tuple[dict, dict, dict, dict[int, float]]:
+        """(validation evaluation without offsets, at the guarded operating point, logits, offsets). The
+        operating point's evaluation carries the promise per protected class (its confidence, the margin
+        it keeps under the dense FN) and its price: the FP of the plain point (FN at the dense model's) beside."""
         logits = predict_logits(model, self.dataset.x_val, device=self.device)
-        raw = evaluate_logits(self.dataset.y_val, logits, self.protected, self.num_classes)
-        offsets = choose_offsets(logits, self.dataset.y_val, self.targets)
-        at_op = evaluate_logits(self.dataset.y_val, apply_offsets(logits, offsets), self.protected, self.num_classes)
+        y = self.dataset.y_val
+        raw = evaluate_logits(y, logits, self.protected, self.num_classes)
+        offsets = self.guard.choose(logits)
+        at_op = evaluate_logits(y, apply_offsets(logits, offsets), self.protected, self.num_classes)
+        plain = evaluate_logits(y, apply_offsets(logits, choose_offsets(logits, y, self.targets)), self.protected, self.num_classes)
+        check = self.guard.check(logits, offsets)
+        floor = self.dense_eval["accuracy"] - self.config.max_accuracy_drop
+        met = all(v["confidence"] >= self.guard.confidence for v in check.values())
+        reach = self.guard.reachable(logits, offsets, floor) if not met or at_op["accuracy"] < floor else {}
+        fp_plain = {p["class"]: p["fp"] for p in plain["protected"]}
+        at_op["promise"] = {str(k): {**v, "confidence_target": self.guard.confidence, "budget": self.guard.budget,
+                                     "margin_fn": v["dense_fn"] + self.guard.budget - v["fn"],
+                                     "fp": next(p["fp"] for p in at_op["protected"] if p["class"] == k), "fp_plain": fp_plain[k],
+                                     **({"reachable_confidence": reach[k]} if k in reach else {})}
+                            for k, v in check.items()}
         return raw, at_op, logits, offsets
 
     def _loss(self, gamma: float, teacher) -> ClassDependentLoss:
@@ -170,8 +186,9 @@ class LotteryPruner:
                                   distill_weight=cfg.distill_weight, temperature=cfg.temperature)
 
     def _within_budget(self, at_op: dict) -> bool:
-        fn_ok = all(p["fn"] <= self.targets[p["class"]] for p in at_op["protected"])
-        return fn_ok and at_op["accuracy"] >= self.dense_eval["accuracy"] - self.config.max_accuracy_drop - 1e-12
+        """The promise holds with the asked confidence and accuracy stays within its budget."""
+        guarded = all(v["confidence"] >= v["confidence_target"] for v in at_op["promise"].values())
+        return guarded and at_op["accuracy"] >= self.dense_eval["accuracy"] - self.config.max_accuracy_drop - 1e-12
 
     # --- the rounds ----------------------------------------------------------------------------------
 
@@ -200,7 +217,9 @@ class LotteryPruner:
         dense_val_logits = predict_logits(self.dense, self.dataset.x_val, device=self.device)
         self.dense_eval = evaluate_logits(self.dataset.y_val, dense_val_logits, self.protected, self.num_classes)
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
-        result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets)
+        self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence)
+        result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets,
+                             guard=self.guard)
         teacher = torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device)) if cfg.distill_weight else None
 
         current = copy.deepcopy(self.dense)
@@ -223,7 +242,7 @@ class LotteryPruner:
         if result.tickets and not result.tickets[-1].within_budget and cfg.stop_outside_budget:
             start = rounds + 1  # the interrupted run had already stopped at a ticket outside the budget
         if start <= rounds:  # the first word in a log while round 1 trains (minutes on a CPU)
-            targets = ", ".join(f"class {k} FN <= {v}" for k, v in self.targets.items())
+            targets = ", ".join(f"class {k} FN <= dense + {cfg.max_fn_increase} on new data with probability {cfg.confidence:g}" for k in self.targets)
             macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
             self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type}, to {cfg.keep_params:.0%} of "
                      f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
@@ -266,7 +285,7 @@ class LotteryPruner:
             if task is not None:
                 self.progress.advance(task)
             if not ticket.within_budget and cfg.stop_outside_budget:
-                self.log(f"round {r}: outside the budget (FN target {self.targets}, accuracy >= {self.dense_eval['accuracy'] - cfg.max_accuracy_drop:.4f}); stopping")
+                self.log(f"round {r}: outside the budget ({_promise_text(ticket)}, accuracy >= {self.dense_eval['accuracy'] - cfg.max_accuracy_drop:.4f}); stopping")
                 break
         if task is not None:
             self.progress.remove_task(task)
@@ -500,7 +519,15 @@ def _reinitialised(model: nn.Module) -> nn.Module:
     return fresh
 
 
+def _promise_text(t: Ticket) -> str:
+    return ", ".join(f"class {k} promise confidence {v['confidence']:.3f} of {v['confidence_target']:g}"
+                     for k, v in t.val.get("promise", {}).items())
+
+
 def _round_line(t: Ticket, dense_params: int, protected: list[int]) -> str:
-    prot = ", ".join(f"class {p['class']}: FN {p['fn']} FP {p['fp']}" for p in t.val["protected"])
+    promise = t.val.get("promise", {})
+    prot = ", ".join(f"class {p['class']}: FN {p['fn']} FP {p['fp']}"
+                     + (f" confidence {promise[str(p['class'])]['confidence']:.3f}" if str(p["class"]) in promise else "")
+                     for p in t.val["protected"])
     return (f"round {t.round}: {t.params:,} params ({t.params / dense_params:.1%}), val accuracy {t.val['accuracy']:.4f} "
             f"at the operating point ({prot}; offsets {', '.join(f'{v:+.2f}' for v in t.offsets.values())})")

@@ -1,16 +1,24 @@
 """The protected classes' operating point: a logit offset chosen on validation, baked into the model.
 
 Lower FN alone proves nothing -- adding a constant to the protected logit trades false positives
-for false negatives at will. So cwtool fixes the trade explicitly: for each protected class k it
-picks the smallest offset delta_k such that the validation FN of k is at most the target (the
-dense model's FN plus the budget). Two models are then compared at the same FN, by their false
-positives and accuracy. A ticket that misses fewer than the target gets a negative offset: it
-gives the surplus back as fewer false alarms, which is what a matched comparison requires.
+for false negatives at will. So cwtool fixes the trade explicitly, per protected class k, with the
+smallest offset delta_k (the fewest false positives) that meets a rule on validation:
+
+- `PromiseGuard` (what compress ships): the FN promise on new data -- at most the dense model's FN
+  plus the budget -- holds with probability C, judged from the validation samples on which the two
+  models disagree (toolchain.promise);
+- `choose_offsets` (the matched comparison of benchmarks, and the guard's "price"): validation FN at
+  most a target count, e.g. exactly the dense model's. That point keeps the promise on new data only
+  about half the time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from toolchain.promise import disagreements, promise_confidence
 
 _EPS = 1e-4
 
@@ -57,3 +65,112 @@ def choose_offsets(logits: np.ndarray, y: np.ndarray, targets: dict[int, int]) -
         if all(fn_count(shifted, y, k) <= t for k, t in targets.items()):
             break
     return offsets
+
+
+# --------------------------------------------------------------------------- the guarded operating point
+
+
+@dataclass
+class PromiseGuard:
+    """Offsets that keep the FN promise (toolchain.promise) with probability ``confidence``: for each
+    protected class the smallest offset (the fewest false positives) whose validation disagreements with
+    the dense model give that confidence. The plain rule above -- validation FN at the dense model's --
+    keeps the promise on new data about half the time."""
+
+    y: np.ndarray  # validation labels
+    dense_pred: np.ndarray  # the dense model's validation predictions (argmax, no offset)
+    protected: list[int]
+    budget: int = 0  # FN the compressed model may miss beyond the dense model's, on new data
+    confidence: float = 0.95
+    n_new: dict[int, int] | None = None  # new samples per class the promise is about (default: validation's)
+
+    def _n_new(self, k: int) -> int:
+        return int(self.n_new[k]) if self.n_new and k in self.n_new else int(np.sum(self.y == k))
+
+    def _path(self, logits: np.ndarray, k: int, offsets: dict[int, float]):
+        """For class k with the other offsets fixed: (sorted needs of k's samples, candidate catch counts m
+        at tie-group ends, b(m), c(m))."""
+        z = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})
+        pos = self.y == k
+        need = np.delete(z[pos], k, axis=1).max(axis=1) - z[pos, k]
+        order = np.argsort(need, kind="stable")
+        ns = need[order]
+        dense_hit = (self.dense_pred[pos] == k)[order]
+        caught_dense = np.concatenate([[0], np.cumsum(dense_hit)])
+        ends = np.concatenate([[0], np.searchsorted(ns, np.unique(ns), side="right")])
+        b = int(dense_hit.sum()) - caught_dense[ends]
+        c = ends - caught_dense[ends]
+        return ns, ends, b, c
+
+    def _confidence(self, k: int, b: int, c: int, n: int) -> float:
+        return promise_confidence(int(b), int(c), n, self._n_new(k), self.budget)
+
+    def _offset_for(self, logits: np.ndarray, k: int, offsets: dict[int, float]) -> float:
+        ns, ends, b, c = self._path(logits, k, offsets)
+        n = len(ns)
+        if n == 0:
+            return 0.0
+        lo, hi = 0, len(ends) - 1  # confidence rises along the path: bisect for the first that reaches it
+        if self._confidence(k, b[hi], c[hi], n) >= self.confidence:
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self._confidence(k, b[mid], c[mid], n) >= self.confidence:
+                    hi = mid
+                else:
+                    lo = mid + 1
+        m = ends[hi]
+        if m == 0:  # catch none of them: just below the smallest need
+            return float(ns[0] - _EPS * max(1.0, abs(ns[0])))
+        return float(ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])))
+
+    def choose(self, logits: np.ndarray) -> dict[int, float]:
+        """The smallest offsets meeting the guard; where it cannot be met, the offsets that come closest
+        (every sample of the class caught), which the caller sees in `check`."""
+        offsets = {k: 0.0 for k in self.protected}
+        for _ in range(4):  # offsets interact: raising one class's logit can take another's samples
+            for k in self.protected:
+                offsets[k] = self._offset_for(logits, k, offsets)
+            if self.met(logits, offsets):
+                break
+        return offsets
+
+    def check(self, logits: np.ndarray, offsets: dict[int, float]) -> dict[int, dict]:
+        """Per class at these offsets: validation FN (candidate and dense), b, c, and the confidence."""
+        pred = apply_offsets(logits, offsets).argmax(1)
+        out = {}
+        for k in self.protected:
+            pos = self.y == k
+            b, c = disagreements(self.dense_pred[pos] == k, pred[pos] == k)
+            n = int(pos.sum())
+            out[k] = {"n": n, "n_new": self._n_new(k), "fn": int(np.sum(pred[pos] != k)), "dense_fn": int(np.sum(self.dense_pred[pos] != k)),
+                      "b": b, "c": c, "confidence": self._confidence(k, b, c, n)}
+        return out
+
+    def met(self, logits: np.ndarray, offsets: dict[int, float]) -> bool:
+        return all(v["confidence"] >= self.confidence for v in self.check(logits, offsets).values())
+
+    def reachable(self, logits: np.ndarray, offsets: dict[int, float], min_accuracy: float) -> dict[int, float]:
+        """Per class, the highest confidence an offset can give while validation accuracy stays at or above
+        ``min_accuracy`` (the other classes' offsets fixed): what a too-small validation split allows."""
+        out = {}
+        for k in self.protected:
+            ns, ends, b, c = self._path(logits, k, offsets)
+            if len(ns) == 0:
+                out[k] = 0.0
+                continue
+            deltas = np.array([ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])) if m else ns[0] - _EPS * max(1.0, abs(ns[0])) for m in ends])
+            accuracy = _accuracy_along(apply_offsets(logits, {j: d for j, d in offsets.items() if j != k}), self.y, k, deltas)
+            feasible = np.flatnonzero(accuracy >= min_accuracy - 1e-12)
+            out[k] = self._confidence(k, b[feasible[-1]], c[feasible[-1]], len(ns)) if len(feasible) else 0.0
+        return out
+
+
+def _accuracy_along(z: np.ndarray, y: np.ndarray, k: int, deltas: np.ndarray) -> np.ndarray:
+    """Validation accuracy of argmax(z + delta * e_k) for every delta, without recomputing argmax each time."""
+    need = np.delete(z, k, axis=1).max(axis=1) - z[:, k]  # a row goes to k when delta > need
+    rest = np.delete(np.arange(z.shape[1]), k)[np.delete(z, k, axis=1).argmax(axis=1)]
+    pos_need = np.sort(need[y == k])
+    neg_right = np.sort(need[(y != k) & (rest == y)])  # right while not taken by k
+    caught = np.searchsorted(pos_need, deltas, side="left")  # need < delta
+    kept = len(neg_right) - np.searchsorted(neg_right, deltas, side="left")  # need >= delta
+    return (caught + kept) / len(y)

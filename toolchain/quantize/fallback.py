@@ -1,15 +1,17 @@
 """FN-aware quantization: keep in float the layers whose quantization costs the protected classes.
 
-Evaluated on the validation split only. First, when the caller can (``retune``), the int8 file gets
-its own operating point: quantization shifts the protected logits a little, and the pruned model's
-offset was set exactly at the FN budget, so one or two validation FN over it is the common case. A
-protected-logit offset chosen on the int8 file's validation logits and baked into its float source
-before quantizing again costs a few false positives and keeps the file small. Only if that is not
+Evaluated on the validation split only, against the rule the pruned model's operating point met (the
+FN promise with its confidence, toolchain.prune.operating_point.PromiseGuard). First, when the caller
+can (``retune``), the int8 file gets its own operating point: quantization shifts the protected logits
+a little, and the pruned model's offset was set just where the rule is met, so a file slightly short
+of it is the common case. A protected-logit offset chosen on the int8 file's validation logits with the
+same rule and baked into its float source before quantizing again costs a few false positives and
+keeps the file small. Only if that is not
 enough (or costs more accuracy than the budget allows): each candidate layer is quantized *alone* (every other layer
 kept in float) and ranked by the harm it does to the protected classes: their validation FN, then
 the drop of their mean log-odds on their own samples (a continuous tie-breaker that sees harm before
 it flips a prediction). The most harmful layers are then kept in float, one at a time, until the
-protected FN is within budget. If no mix meets the budget, the best artifact is kept and reported.
+rule is met. If no mix meets the budget, the best artifact is kept and reported.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import numpy as np
 
 # build(excluded layer names, destination) -> path of the int8 artifact
 Build = Callable[[Sequence[str], Path], Path]
-# score(path) -> (validation FN per protected class, mean protected log-odds)
-Score = Callable[[Path], tuple[dict[int, int], float]]
+# score(path) -> (the rule met on validation, validation FN per protected class, mean protected log-odds)
+Score = Callable[[Path], tuple[bool, dict[int, int], float]]
 # retune(int8 file over budget, offsets already baked into it) -> (a Build with the file's own offsets baked
 # into its float source, those offsets in total), or None when no offset may be used
 Retune = Callable[[Path, dict], "tuple[Build, dict[int, float]] | None"]
@@ -59,12 +61,12 @@ def _offsets_text(offsets: dict[int, float]) -> str:
     return ", ".join(f"class {k} {v:+.3f}" for k, v in offsets.items())
 
 
-def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], targets: dict[int, int], workdir: Path, final_path: Path,
+def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir: Path, final_path: Path,
                       retune: Retune | None = None) -> FallbackResult:
     workdir.mkdir(parents=True, exist_ok=True)
     path = build([], final_path)
-    fn, _ = score(path)
-    if all(fn[k] <= t for k, t in targets.items()):
+    met, fn, _ = score(path)
+    if met:
         return FallbackResult(path, [], fn, True)
     offsets: dict[int, float] = {}
     for _ in range(RETUNE_TRIES if retune is not None else 0):
@@ -73,14 +75,14 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], targets
             break
         build, offsets = retuned
         path = build([], final_path)
-        fn, _ = score(path)
-        if all(fn[k] <= t for k, t in targets.items()):
+        met, fn, _ = score(path)
+        if met:
             return FallbackResult(path, [], fn, True, offsets=offsets,
                                   reason=f"operating point re-set for this file on validation ({_offsets_text(offsets)})")
     ranking = []
     for i, layer in enumerate(layers):
         alone = build([other for other in layers if other != layer], workdir / f"only_{i}{final_path.suffix}")
-        layer_fn, odds = score(alone)
+        _, layer_fn, odds = score(alone)
         ranking.append({"layer": layer, "protected_fn": layer_fn, "protected_log_odds": odds})
     ranking.sort(key=lambda r: (-sum(r["protected_fn"].values()), r["protected_log_odds"]))
     best = FallbackResult(path, [], fn, False, ranking, offsets=offsets)
@@ -89,14 +91,14 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], targets
     for entry in ranking:
         excluded.append(entry["layer"])
         path = build(excluded, final_path)
-        fn, _ = score(path)
+        met, fn, _ = score(path)
         if sum(fn.values()) < sum(best.fn.values()):
             best = FallbackResult(path, list(excluded), fn, False, ranking, offsets=offsets)
-        if all(fn[k] <= t for k, t in targets.items()):
+        if met:
             return FallbackResult(path, list(excluded), fn, True, ranking,
                                   f"kept {len(excluded)} layer(s) in float: quantizing them raised the protected FN on validation{also}",
                                   offsets)
     # Nothing met the budget: rebuild the best mix found, keep it, and let the gate fail on it.
     path = build(best.float_layers, final_path)
-    best.path, best.reason = path, f"no mix of float layers met the FN budget on validation; kept the best artifact{also}"
+    best.path, best.reason = path, f"no mix of float layers met the FN promise on validation; kept the best artifact{also}"
     return best

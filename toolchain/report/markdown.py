@@ -27,6 +27,24 @@ def ledger_rows(report: dict) -> list[dict]:
     return rows
 
 
+def _promise_lines(promise: dict | None) -> list[str]:
+    """The FN promise in plain words: its confidence, the margin it keeps on validation, its price in FP."""
+    if not promise:
+        return []
+    lines = ["", "## The FN promise", ""]
+    for k, v in promise["classes"].items():
+        budget = f" + {v['budget']}" if v["budget"] else ""
+        lines.append(
+            f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
+            f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "
+            f"{v['fn']} of {v['n']} (dense: {v['dense_fn']}), {v['margin_fn']} FN under the dense model's{budget}; {v['b']} caught by "
+            f"the dense model are missed, {v['c']} missed by it are caught. That margin costs {v['fp'] - v['fp_plain']:+d} false "
+            f"positives against the unguarded point, where validation FN is just the dense model's{budget} ({v['fp_plain']} -> {v['fp']}).")
+    if not promise["met_on_val"]:
+        lines.append(f"- **not met**: {promise['statement']}")
+    return lines
+
+
 def render_report(report: dict) -> str:
     names = report.get("class_names", [])
     prot = ", ".join(f"{k} ({names[k]})" if k < len(names) else str(k) for k in report["protected"])
@@ -40,6 +58,7 @@ def render_report(report: dict) -> str:
         + (f", accuracy drop <= {gate['budget']['max_accuracy_drop']}" if gate["budget"].get("max_accuracy_drop") is not None else "") + ")",
     ]
     lines += [f"- {r}" for r in gate.get("reasons", [])]
+    lines += _promise_lines(report.get("promise"))
     lines += ["", "| model | params | bytes | accuracy | protected (test) | verdict |", "|---|---:|---:|---:|---|---|"]
     for row in ledger_rows(report):
         lines.append(f"| {row['name']} | {_fmt(row['params'])} | {_fmt(row['bytes'])} | {_fmt(row['eval']['accuracy'])} | {_prot(row['eval'])} | {row['verdict'] or '-'} |")

@@ -54,6 +54,12 @@ def print_verify(result: dict, console: Console | None = None) -> None:
     console.print(table)
     for art in result["artifacts"]:
         console.print(f"{Path(art['path']).name}: {art.get('runtime')}, {art.get('precision')}, {art.get('bytes')} bytes", markup=False)
+    for art in result["artifacts"]:
+        for k, v in (art.get("promise") or {}).items():
+            extra = f" + {v['budget']}" if v["budget"] else ""
+            fp = "" if v.get("fp") is None or v.get("baseline_fp") is None else f"; FP {v['baseline_fp']} -> {v['fp']}"
+            console.print(f"{Path(art['path']).name}: class {k}: FN <= baseline{extra} on new data of {v['n']} such samples with "
+                          f"probability {v['confidence']:.3f} (missed here and caught by the baseline {v['b']}, the reverse {v['c']}{fp})")
     for note in result.get("notes", []):
         console.print(f"note: {note}", markup=False)
     for reason in gate["reasons"]:

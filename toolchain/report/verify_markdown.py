@@ -77,6 +77,14 @@ def render_verify_markdown(result: dict) -> str:
                 DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, fnr,
                 DASH if p is None else f"{p:.3g}", f"{100 * ev['accuracy']:.2f}%", "pass" if ok else "**FAIL**",
             ]) + " |")
+    promises = [(art, k, v) for art in result["artifacts"] for k, v in (art.get("promise") or {}).items()]
+    if promises:
+        lines += ["", "### The FN promise on new data", ""]
+        for art, k, v in promises:
+            extra = f" + {v['budget']}" if v["budget"] else ""
+            lines.append(f"- `{_esc(Path(art['path']).name)}`, {_esc(_class_label(int(k), names))}: FN <= baseline{extra} on new data of "
+                         f"{v['n']} such samples with probability **{v['confidence']:.3f}** (b={v['b']}, c={v['c']}"
+                         + (f"; FP {v['baseline_fp']} -> {v['fp']}" if v.get("fp") is not None and v.get("baseline_fp") is not None else "") + ")")
     if gate["reasons"]:
         lines += ["", "### Why it failed", ""]
         lines += [f"- {_esc(r)}" for r in gate["reasons"]]
