@@ -29,6 +29,8 @@ ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class index or nam
 DataOpt = typer.Option(..., "--data", "-d", help="digits, breast-cancer, fashion-mnist, a .npz, a .csv, an idx folder or an ImageFolder folder.")
 ClassNamesOpt = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets their numbering).")
 ImageSizeOpt = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side); without it all images must share one size.")
+ValOpt = typer.Option(None, "--val", help="Validation rows (.npz with x, y) the model has not seen, in place of cwtool's split of --data.")
+TestOpt = typer.Option(None, "--test", help="Test rows (.npz with x, y) the model has not seen, in place of cwtool's split of --data.")
 
 
 @app.callback()
@@ -75,6 +77,7 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
 ):
     """Per-class false negatives of a PyTorch model on one split of the data."""
+    from toolchain.data.identity import seen_rows
     from toolchain.data.options import parse_image_size
     from toolchain.evaluate import evaluate_rows
     from toolchain.io import atomic_write_json, check_output_file, input_paths
@@ -90,6 +93,10 @@ def evaluate(
     loaded = load_model(model, arch=arch, arch_kwargs=_parse_kwargs(arch_kwargs), trust_model=trust_model)
     result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
+    seen = seen_rows(loaded.extra.get("data"), rows["x"], rows["y"])
+    if seen:
+        log_console().print(f"warning: '{model}' was trained on {seen:,} of these {len(rows['y']):,} rows: its numbers here overstate "
+                            "what it does on new data (evaluate the split it has not seen: --split, --seed, or other --data)")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
     if json_out is not None:
         atomic_write_json(json_out, {**result.metrics, "rows": {"split": rows["split"], "seed": rows["seed"], "name": rows["name"]}})
@@ -109,9 +116,13 @@ def train(
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
     class_names: Optional[str] = ClassNamesOpt,
     image_size: Optional[str] = ImageSizeOpt,
+    val: Optional[Path] = ValOpt,
+    test: Optional[Path] = TestOpt,
 ):
     """Train a dense model (Adam, one-cycle) on the train split: a starting point for compress."""
     from toolchain.data import load_data
+    from toolchain.data.given import with_given_rows
+    from toolchain.data.identity import training_record
     from toolchain.data.options import parse_image_size
     from toolchain.evaluate import probe_outputs
     from toolchain.io import check_output_file, input_paths
@@ -126,12 +137,13 @@ def train(
         config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     except ValueError as exc:
         raise _config_error(exc) from exc
-    check_output_file(out, "--out", inputs=input_paths(data, arch=arch))
+    check_output_file(out, "--out", inputs=input_paths(data, val, test, arch=arch))
     if out.is_file() and not is_cwtool_checkpoint(out):
         raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
     kwargs = _parse_kwargs(arch_kwargs)
     torch_device = pick_device(device)
-    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=parse_image_size(image_size))
+    dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,
+                                        image_size=parse_image_size(image_size)), val and str(val), test and str(test))
     seed_everything(seed)
     model = build_arch(arch, kwargs)
     num_outputs = probe_outputs(model, dataset.input_shape)
@@ -143,7 +155,7 @@ def train(
         run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}")
     model = model.cpu().eval()
     val = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
-    save_checkpoint(out, model, arch, kwargs, dataset.input_shape)
+    save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
     console.print(f"{out}: validation accuracy {val['accuracy']:.4f}")
 
 
@@ -181,6 +193,8 @@ def compress(
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
     class_names: Optional[str] = ClassNamesOpt,
     image_size: Optional[str] = ImageSizeOpt,
+    val: Optional[Path] = ValOpt,
+    test: Optional[Path] = TestOpt,
     target: Optional[str] = typer.Option(None, help="Device profile (cwtool targets): sets format, precision and layout, and checks fit."),
     layout: Optional[str] = typer.Option(None, help="TFLite input layout, NCHW (default) or NHWC (a --target sets it)."),
     calibration_size: int = typer.Option(256, help="Calibration rows drawn from the train split (protected classes enriched)."),
@@ -197,7 +211,7 @@ def compress(
     from toolchain.targets import load_target
 
     profile = load_target(target) if target else None
-    check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, profile and profile.path, arch=arch))
+    check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, val, test, profile and profile.path, arch=arch))
     if round_to is None:
         round_to = profile.channel_multiple if profile else 1
     try:
@@ -208,7 +222,8 @@ def compress(
     except ValueError as exc:
         raise _config_error(exc) from exc
     request = CompressRequest(str(model), data, list(protect_class), arch, _parse_kwargs(arch_kwargs), trust_model,
-                              str(out) if out else None, resume, label_column, seed, class_names, parse_image_size(image_size))
+                              str(out) if out else None, resume, label_column, seed, class_names, parse_image_size(image_size),
+                              val and str(val), test and str(test))
     export = _export_settings(target, layout, calibration_size, calibration_method, calibration, skip_export, float_input_conv)
     report, run_dir = run_compress(request, config, export=export)
     if target:

@@ -36,6 +36,8 @@ class CompressRequest:
     data_seed: int = 0
     class_names: str | list[str] | None = None
     image_size: tuple[int, int] | None = None
+    val: str | None = None  # the user's own held-out rows (.npz), in place of cwtool's split
+    test: str | None = None
 
 
 def _versions() -> dict:
@@ -56,6 +58,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from toolchain.data import load_data
+    from toolchain.data.given import with_given_rows
+    from toolchain.data.identity import check_unseen
     from toolchain.evaluate import check_labels, class_names_for, probe_outputs, resolve_protected
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
@@ -67,8 +71,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
     console = console or log_console()
     # --- inputs: every check before anything is written ---------------------------------------------
-    dataset = load_data(request.data, seed=request.data_seed, label_column=request.label_column,
-                        class_names=request.class_names, image_size=request.image_size)
+    dataset = with_given_rows(load_data(request.data, seed=request.data_seed, label_column=request.label_column,
+                                        class_names=request.class_names, image_size=request.image_size), request.val, request.test)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model)
     arch = loaded.arch or request.arch
     if loaded.kind == "torchscript" or arch is None:
@@ -102,10 +106,13 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         inputs["data"]["label_mapping"] = dataset.label_mapping
     if request.image_size:
         inputs["data"]["image_size"] = list(request.image_size)
+    for name in ("val", "test"):
+        if getattr(request, name):
+            inputs["data"][name] = {"path": getattr(request, name), "sha256": file_sha256(Path(getattr(request, name)))}
     run_id = config_hash(inputs, config)
     run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
     manifest_path = run_dir / "manifest.json"
-    inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, arch=arch)
+    inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     if run_dir.exists() and any(run_dir.iterdir()):
         if not request.resume:
@@ -118,6 +125,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
         if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings: use another --out")
+    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": _versions(),
                                       "argv": sys.argv, "data": dataset.describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -144,7 +152,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         bake_offsets(pruned, ticket.offsets, example)
         plan = removed_plan(pruner.dense_sizes, ticket.survivors)
         pruned_path = save_checkpoint(run_dir / "pruned.pt", pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
-                                      {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round})
+                                      {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round,
+                                       **({"data": loaded.extra["data"]} if "data" in loaded.extra else {})})
 
         # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
         dense = dense.cpu().eval()

@@ -51,6 +51,7 @@ class LoadedModel:
     channel_plan: dict | None = None
     input_shape: list[int] | None = None
     kind: str = "state_dict"  # torchscript | cwtool | state_dict | pickle
+    extra: dict = field(default_factory=dict)  # a cwtool checkpoint's extra record (e.g. "data": what trained it)
 
 
 def resolve_arch(spec: str):
@@ -462,7 +463,8 @@ def _from_cwtool_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs
         except (ValueError, IndexError, KeyError) as exc:
             raise UserError(f"'{path}': its channel plan does not fit --arch '{spec}' ({' '.join(str(exc).split())[:160]})") from exc
     _load_state(model, ckpt["state_dict"], spec)
-    return LoadedModel(model.eval(), arch=spec, arch_kwargs=kwargs, channel_plan=plan, input_shape=input_shape, kind="cwtool")
+    return LoadedModel(model.eval(), arch=spec, arch_kwargs=kwargs, channel_plan=plan, input_shape=input_shape, kind="cwtool",
+                       extra=ckpt["extra"])
 
 
 def save_checkpoint(

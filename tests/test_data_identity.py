@@ -1,0 +1,104 @@
+"""The rows a model was trained on are never its validation or test rows (toolchain.data.identity), and a
+user's own held-out rows can be given explicitly (--val / --test)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clirun import run_cli
+
+
+class Started(BaseException):  # passes through the CLI's handlers
+    pass
+
+
+@pytest.fixture(scope="module")
+def cwtool_trained(tmp_path_factory):
+    """A digits-cnn trained by `cwtool train` with split seed 0: its checkpoint records its training rows."""
+    from toolchain.cli import main
+
+    path = tmp_path_factory.mktemp("identity") / "dense.pt"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--arch", "digits-cnn", "-d", "digits", "--epochs", "1", "--seed", "0", "--device", "cpu", "--out", str(path)])
+    assert exc.value.code == 0
+    return path
+
+
+def _stop_at_pruning(monkeypatch):
+    def started(*args, **kwargs):
+        raise Started()
+
+    monkeypatch.setattr("toolchain.prune.lottery.LotteryPruner.run", started)
+
+
+def test_train_records_its_rows(cwtool_trained, digits_dataset):
+    from toolchain.data.identity import seen_rows
+    from toolchain.models.loading import load_model
+
+    record = load_model(cwtool_trained).extra["data"]
+    assert record["spec"] == "digits" and record["seed"] == 0 and record["train_rows"] == len(digits_dataset.y_train)
+    assert seen_rows(record, *digits_dataset.split("train")) == len(digits_dataset.y_train)
+    assert seen_rows(record, *digits_dataset.split("test")) == 0
+
+
+def test_compress_with_another_split_seed_is_refused(cwtool_trained, tmp_path, capsys, monkeypatch):
+    _stop_at_pruning(monkeypatch)
+    code, _, err = run_cli(["compress", cwtool_trained, "-d", "digits", "-p", "3", "--seed", "1", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "was trained on" in err and "pass --seed 0" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(Started):  # the same seed: its validation and test rows are unseen, work starts
+        run_cli(["compress", cwtool_trained, "-d", "digits", "-p", "3", "--seed", "0", "--out", tmp_path / "ok"], capsys)
+
+
+def test_evaluate_on_training_rows_warns(cwtool_trained, capsys):
+    code, _, err = run_cli(["evaluate", cwtool_trained, "-d", "digits", "-p", "3", "--split", "train"], capsys)
+    assert code == 0 and "warning:" in err and "was trained on" in err, err
+    code, _, err = run_cli(["evaluate", cwtool_trained, "-d", "digits", "-p", "3"], capsys)
+    assert code == 0 and "warning" not in err, err
+
+
+def test_a_model_without_a_record_gets_a_note(trained_digits, tmp_path, capsys, monkeypatch):
+    _stop_at_pruning(monkeypatch)
+    with pytest.raises(Started):
+        run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--out", tmp_path / "r"], capsys)
+    err = capsys.readouterr().err
+    assert "cannot tell which rows trained" in err and "--val FILE and --test FILE" in err
+
+
+def test_given_val_and_test_rows_replace_the_split(digits_dataset, tmp_path):
+    from toolchain.data import load_data
+    from toolchain.data.given import with_given_rows
+
+    xv, yv = digits_dataset.split("val")
+    xt, yt = digits_dataset.split("test")
+    np.savez(tmp_path / "v.npz", x=xv[:50], y=yv[:50])
+    np.savez(tmp_path / "t.npz", x=xt[:60], y=yt[:60])
+    given = with_given_rows(load_data("digits", seed=0), str(tmp_path / "v.npz"), str(tmp_path / "t.npz"))
+    assert np.array_equal(given.y_val, yv[:50]) and np.array_equal(given.y_test, yt[:60]) and given.given_splits
+    assert len(given.y_train) == len(digits_dataset.split("all")[1])  # cwtool's own held-out rows train instead
+    assert "--val" in given.preprocessing.note
+
+
+def test_compress_takes_explicit_held_out_rows(trained_digits, digits_dataset, tmp_path, capsys):
+    xv, yv = digits_dataset.split("val")
+    xt, yt = digits_dataset.split("test")
+    np.savez(tmp_path / "v.npz", x=xv, y=yv)
+    np.savez(tmp_path / "t.npz", x=xt, y=yt)
+    out = tmp_path / "r"
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--val", tmp_path / "v.npz", "--test", tmp_path / "t.npz",
+                            "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "0.5", "--confidence", "0.5", "--skip-export",
+                            "--out", out], capsys)
+    assert code in (0, 1), err
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["sizes"] == {"train": len(digits_dataset.split("all")[1]), "val": len(yv), "test": len(yt)}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["data"]["val"]["path"] == str(tmp_path / "v.npz")
+
+
+def test_given_rows_of_another_shape_are_refused(trained_digits, tmp_path, capsys):
+    np.savez(tmp_path / "v.npz", x=np.zeros((20, 4), np.float32), y=np.arange(20) % 10)
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--val", tmp_path / "v.npz", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "--val" in err and "shape" in err, err

@@ -1,0 +1,83 @@
+"""Which rows a model was trained on, so that cwtool never validates or tests it on them.
+
+`cwtool train` stores, in the checkpoint, the data's source, split seed and a 64-bit fingerprint of
+every training row (8 bytes a row). `compress` refuses, and `evaluate` warns, when the rows it would
+validate or test on are among them: a model trained with one split seed and compressed with another
+has seen part of cwtool's validation and test splits, and every promise made on them is void. A model
+from elsewhere carries no such record: then cwtool says that its validation and test rows must be
+unseen by it, and how to give them (--val / --test, or an .npz with its own splits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.data.dataset import Dataset
+from toolchain.errors import UserError
+
+__all__ = ["row_fingerprints", "training_record", "seen_rows", "check_unseen"]
+
+MAX_RECORDED_ROWS = 5_000_000  # 40 MB of fingerprints; beyond, the record keeps the source and seed only
+OVERLAP_TOLERANCE = 0.005  # exact duplicates across a data set's own splits exist (Fashion-MNIST has some)
+
+
+def row_fingerprints(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """One 64-bit fingerprint per row (its model input and label)."""
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)
+    y = np.asarray(y, dtype=np.int64)
+    out = np.empty(len(x), dtype=np.uint64)
+    for i in range(len(x)):
+        h = hashlib.blake2b(x[i].tobytes(), digest_size=8)
+        h.update(int(y[i]).to_bytes(8, "little", signed=True))
+        out[i] = int.from_bytes(h.digest(), "little")
+    return out
+
+
+def training_record(spec: str, dataset: Dataset) -> dict:
+    """What a checkpoint stores about the data its model was trained on (all plain values and bytes)."""
+    record = {"spec": str(spec), "name": dataset.name, "seed": dataset.seed, "given_splits": dataset.given_splits,
+              "train_rows": int(len(dataset.y_train))}
+    if len(dataset.y_train) <= MAX_RECORDED_ROWS:
+        record["train_row_fingerprints"] = row_fingerprints(dataset.x_train, dataset.y_train).tobytes()
+    return record
+
+
+def seen_rows(record: dict | None, x: np.ndarray, y: np.ndarray) -> int | None:
+    """How many of these rows the model was trained on; None when its checkpoint cannot tell."""
+    if not isinstance(record, dict) or not isinstance(record.get("train_row_fingerprints"), bytes):
+        return None
+    blob = record["train_row_fingerprints"]
+    if len(blob) % 8:
+        return None
+    trained = np.frombuffer(blob, dtype=np.uint64)
+    return int(np.isin(row_fingerprints(x, y), trained).sum())
+
+
+def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, refuse: bool, note) -> None:
+    """Refuse (compress) or warn (evaluate) when the validation or test rows were training rows of the model;
+    without a record, say what the user must make sure of."""
+    held_out = {"validation": dataset.split("val"), "test": dataset.split("test")}
+    counts = {name: seen_rows(record, x, y) for name, (x, y) in held_out.items()}
+    if any(v is None for v in counts.values()):
+        note(f"note: cwtool cannot tell which rows trained '{model}': its validation and test rows must be unseen by it "
+             "(give them with --val FILE and --test FILE, or as an .npz with its own splits)")
+        return
+    total = sum(len(y) for _, y in held_out.values())
+    seen = sum(counts.values())
+    if seen == 0:
+        return
+    where = ", ".join(f"{n} of the {len(held_out[k][1]):,} {k} rows" for k, n in counts.items() if n)
+    trained_with = f"split seed {record.get('seed')}" if not record.get("given_splits") else "its own splits"
+    fix = (f"pass --seed {record.get('seed')}" if not record.get("given_splits") and record.get("seed") != dataset.seed
+           else "give --val and --test rows it has not seen")
+    if seen > OVERLAP_TOLERANCE * total:
+        message = (f"'{model}' was trained on {where} of --data ({record.get('spec')}, trained with {trained_with}; "
+                   f"this run splits with seed {dataset.seed}): results on them would not hold for new data. {fix}")
+        if refuse:
+            raise UserError(message)
+        note(f"warning: {message}")
+    else:
+        note(f"note: {where} are exact copies of rows '{model}' was trained on (duplicates within the data set)")
