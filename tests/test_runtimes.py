@@ -222,3 +222,318 @@ def test_litert_runs_with_stderr_closed(artifacts, tmp_path, how):
     done = subprocess.run([sys.executable, "-c", code, str(artifacts["tflite_int8_nhwc"]), str(tmp_path / "x.npy")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "(3, 10)", (done.stdout, done.stderr)
+
+
+# ---- untrusted artifacts: runtime failures, metadata, shapes, threads -----------------------------------
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("Node number 6 (TfLiteXNNPackDelegate) failed to prepare.\nsecond line")
+
+
+def _one_line_user_error(excinfo, path) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text and str(path) in text and "re-export" in text, text
+    return text
+
+
+def test_onnx_session_run_failure_is_a_user_error(artifacts, monkeypatch):
+    import onnxruntime
+
+    runner = load_runner(artifacts["onnx"])
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", _boom)
+    with pytest.raises(UserError) as e:
+        runner.predict(artifacts["x"][:3])
+    assert "failed to run" in _one_line_user_error(e, artifacts["onnx"])
+    static = load_runner(artifacts["onnx_static"])  # the padded static-batch path
+    with pytest.raises(UserError):
+        static.predict(artifacts["x"][:3])
+
+
+def test_onnx_iobinding_failure_is_a_user_error(artifacts, monkeypatch):
+    import onnxruntime
+
+    call = load_runner(artifacts["onnx"]).bound_call(artifacts["x"][:1])
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run_with_iobinding", _boom)
+    with pytest.raises(UserError) as e:
+        call()
+    _one_line_user_error(e, artifacts["onnx"])
+
+
+@pytest.mark.parametrize("method", ["set_tensor", "invoke", "get_tensor"])
+def test_litert_run_failures_are_user_errors(artifacts, monkeypatch, method):
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name in ("tflite", "tflite_int8_nhwc"):
+        runner = load_runner(artifacts[name])
+        call = runner.bound_call(artifacts["x"][:1])
+        monkeypatch.setattr(Interpreter, method, _boom)
+        for run in (lambda: runner.predict(artifacts["x"][:1]), lambda: runner.predict(artifacts["x"][:5]), call):
+            with pytest.raises(UserError) as e:
+                run()
+            _one_line_user_error(e, artifacts[name])
+        monkeypatch.undo()
+
+
+def test_litert_allocate_failure_is_a_user_error(artifacts, monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    monkeypatch.setattr(Interpreter, "allocate_tensors", _boom)
+    with pytest.raises(UserError) as e:
+        load_runner(artifacts["tflite"])
+    assert "allocate" in _one_line_user_error(e, artifacts["tflite"])
+
+
+def test_litert_resize_failure_falls_back_to_single_rows_then_is_a_user_error(artifacts, monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    art = artifacts["tflite_int8_nhwc"]  # one whose graph survives a batch resize
+    want = load_runner(art).predict(artifacts["x"][:6])
+    runner = load_runner(art)
+    monkeypatch.setattr(Interpreter, "resize_tensor_input", _boom)
+    np.testing.assert_allclose(runner.predict(artifacts["x"][:6]), want, atol=1e-6)
+    assert runner.batched is False  # the failed batch trial is remembered: rows one by one
+    monkeypatch.undo()
+    runner = load_runner(art)
+    runner.predict(artifacts["x"][:6])
+    assert runner.batched is True
+    monkeypatch.setattr(Interpreter, "resize_tensor_input", _boom)
+    with pytest.raises(UserError) as e:  # a batch size not seen before: resized again, and that fails
+        runner.predict(artifacts["x"][:5])
+    _one_line_user_error(e, art)
+
+
+def test_artifact_info_read_failures_are_user_errors(artifacts, monkeypatch):
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    monkeypatch.setattr(onnx, "load", _boom)
+    with pytest.raises(UserError) as e:
+        artifact_info(artifacts["onnx"])
+    _one_line_user_error(e, artifacts["onnx"])
+    monkeypatch.undo()
+    monkeypatch.setattr(onnx.numpy_helper, "to_array", _boom)
+    with pytest.raises(UserError):
+        artifact_info(artifacts["onnx"])
+    monkeypatch.undo()
+    monkeypatch.setattr(Interpreter, "get_tensor_details", _boom)
+    with pytest.raises(UserError) as e:
+        artifact_info(artifacts["tflite"])
+    _one_line_user_error(e, artifacts["tflite"])
+
+
+def test_odd_tensor_details_are_skipped_in_counts():
+    from toolchain.runtimes.litert import tensor_sizes
+
+    counts, total = tensor_sizes([
+        {"dtype": np.float32, "shape": np.array([1, 10], np.int32)},
+        {"dtype": np.int8, "shape": np.array([], np.int32)},  # a scalar
+        {"dtype": None, "shape": [3]},  # np.dtype(None) is float64: still a number
+        {"dtype": "not a dtype", "shape": [4]},
+        {"shape": [5]},
+        {"dtype": np.int8, "shape": [-1, 4]},  # negative dims count as 0
+    ])
+    assert counts == {"float32": 10, "int8": 1, "float64": 3} and total == 40 + 1 + 24
+
+
+def test_our_own_bugs_still_surface(artifacts, monkeypatch):
+    """Only the runtime's calls are wrapped: an error in cwtool's code around them is not bad input."""
+    import toolchain.runtimes.litert as litert
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug in cwtool")
+
+    runner = load_runner(artifacts["tflite_int8_nhwc"])
+    monkeypatch.setattr(litert, "quantize_input", bug)
+    with pytest.raises(TypeError):
+        runner.predict(artifacts["x"][:2])
+
+
+def _copy(src: Path, dest: Path, sidecar=None) -> Path:
+    shutil.copy(src, dest)
+    if sidecar is not None:
+        sidecar_path(dest).write_text(sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
+    return dest
+
+
+@pytest.mark.parametrize("sidecar", [
+    {"num_classes": "abc", "layout": 5},
+    {"num_classes": 1e12},
+    {"num_classes": [10], "layout": ["NCHW"]},
+    {"num_classes": True, "layout": None},
+    {"num_classes": float("nan")},
+    {"num_classes": "10", "layout": "nchw"},
+    [1, 2, 3],
+    "{not json",
+    "[" * 100_000,  # nested too deep for json: RecursionError
+])
+@pytest.mark.parametrize("name", ["onnx", "tflite"])
+def test_sidecar_with_wrong_types_is_ignored(artifacts, tmp_path, name, sidecar):
+    art = _copy(artifacts[name], tmp_path / f"m.{name}", sidecar)
+    runner = load_runner(art)
+    assert runner.num_classes == 10 and runner.layout == "NCHW"
+    assert runner.predict(artifacts["x"][:3]).shape == (3, 10)
+    assert artifact_info(art)["num_classes"] == 10
+
+
+@pytest.mark.parametrize("sidecar, match", [
+    ({"layout": "CHWN"}, "layout"),
+    ({"num_classes": 7}, "num_classes 7"),
+    ({"num_classes": "3"}, "num_classes 3"),
+])
+def test_sidecar_that_contradicts_the_file_is_a_user_error(artifacts, tmp_path, sidecar, match):
+    art = _copy(artifacts["tflite"], tmp_path / "m.tflite", sidecar)
+    with pytest.raises(UserError, match=match) as e:
+        load_runner(art)
+    assert "\n" not in str(e.value) and "sidecar" in str(e.value)
+
+
+def test_huge_sidecar_is_ignored(artifacts, tmp_path):
+    art = _copy(artifacts["tflite"], tmp_path / "m.tflite", '{"layout": "NHWC", "pad": "' + "x" * (2 << 20) + '"}')
+    assert load_runner(art).layout == "NCHW"
+
+
+@pytest.mark.parametrize("props, ok", [
+    ({"num_classes": "abc"}, True), ({"num_classes": "1e12"}, True), ({"num_classes": "0"}, True),
+    ({"layout": "5"}, False), ({"num_classes": "3"}, False), ({"layout": ""}, True),
+])
+def test_onnx_metadata_with_wrong_types(artifacts, tmp_path, props, ok):
+    import onnx
+
+    model = onnx.load(str(artifacts["onnx"]))
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    art = tmp_path / "meta.onnx"
+    art.write_bytes(model.SerializeToString())
+    if ok:
+        runner = load_runner(art)
+        assert runner.num_classes == 10 and runner.layout == "NCHW"
+        assert runner.predict(artifacts["x"][:2]).shape == (2, 10)
+    else:
+        with pytest.raises(UserError, match="metadata") as e:
+            load_runner(art)
+        assert "\n" not in str(e.value)
+
+
+def test_metadata_helpers():
+    from toolchain.runtimes.base import metadata_layout, metadata_num_classes, resolve_num_classes
+
+    assert [metadata_num_classes(v) for v in (10, "10", " 10 ", 10.0, "abc", 1e12, [10], True, None, -3, 0, "1e3", "١٠")] == [
+        10, 10, 10, 10, None, None, None, None, None, None, None, None, None]
+    assert metadata_layout("nhwc", "x") == "NHWC" and metadata_layout(5, "x") is None and metadata_layout(None, "x") is None
+    with pytest.raises(UserError):
+        metadata_layout("CHWN", "x")
+    assert resolve_num_classes("abc", 10, Path("m"), "s") == 10 and resolve_num_classes("7", -1, Path("m"), "s") == 7
+    assert resolve_num_classes(None, None, Path("m"), "s") is None
+
+
+@pytest.mark.parametrize("threads", [0, -1, 257, 10**9, "2", 1.5])
+def test_threads_out_of_bounds_are_user_errors(artifacts, threads):
+    from toolchain.bench import bench
+
+    for name in ("onnx", "tflite"):
+        with pytest.raises(UserError, match="threads") as e:
+            load_runner(artifacts[name], threads=threads)
+        assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="threads"):
+        bench(artifacts["onnx"], threads=threads, runs=1, warmup=0)
+
+
+def test_runner_accepts_the_thread_bounds(artifacts):
+    from toolchain.runtimes.base import MAX_THREADS, check_threads
+
+    assert check_threads(1) == 1 and check_threads(MAX_THREADS) == MAX_THREADS and check_threads(np.int64(4)) == 4
+    assert load_runner(artifacts["tflite"], threads=4).threads == 4
+
+
+def test_absurd_litert_shapes_are_user_errors(artifacts, monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    real_details = Interpreter.get_tensor_details
+    allocated = []
+
+    def huge(self, *a, **k):  # one activation of 17 GB: LiteRT would memset all of it in allocate_tensors
+        details = real_details(self, *a, **k)
+        details[-2] = {**details[-2], "shape": np.array([1, 268435464, 8, 8], np.int32)}
+        return details
+
+    monkeypatch.setattr(Interpreter, "get_tensor_details", huge)
+    monkeypatch.setattr(Interpreter, "allocate_tensors", lambda self: allocated.append(1))
+    with pytest.raises(UserError, match="GiB") as e:
+        load_runner(artifacts["tflite"])
+    assert not allocated and "\n" not in str(e.value)
+    monkeypatch.undo()
+
+    for method, shape in (("get_output_details", [1, 0]), ("get_input_details", [1, 1, 0, 8]),
+                          ("get_input_details", [1, -3, 8, 8]), ("get_output_details", [])):
+        real = getattr(Interpreter, method)
+
+        def odd(self, real=real, shape=shape):
+            d = real(self)
+            return [{**d[0], "shape": np.array(shape, np.int32)}]
+
+        monkeypatch.setattr(Interpreter, method, odd)
+        with pytest.raises(UserError, match="shape") as e:
+            load_runner(artifacts["tflite"])
+        assert "re-export" in str(e.value)
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("scale", [0.0, float("nan"), float("inf"), -0.5])
+def test_bad_input_quantization_scale_is_a_user_error(artifacts, monkeypatch, scale):
+    from ai_edge_litert.interpreter import Interpreter
+
+    real = Interpreter.get_input_details
+    monkeypatch.setattr(Interpreter, "get_input_details", lambda self: [{**real(self)[0], "quantization": (scale, 0)}])
+    with pytest.raises(UserError, match="scale"):
+        load_runner(artifacts["tflite_int8_nhwc"])
+
+
+@pytest.mark.parametrize("output", [
+    np.zeros((3, 0), np.float32),  # no logits
+    np.zeros((4, 10), np.float32),  # another row count
+    np.zeros((3, 10), object),  # not numbers
+    np.zeros(0, np.float32),
+])
+def test_runtime_output_that_is_no_logits_is_a_user_error(artifacts, monkeypatch, output):
+    runner = load_runner(artifacts["onnx"])
+    monkeypatch.setattr(runner, "_run", lambda x: output)
+    with pytest.raises(UserError, match="output of shape") as e:
+        runner.predict(artifacts["x"][:3])
+    assert "\n" not in str(e.value)
+
+
+def test_runtime_output_width_must_agree_across_chunks(artifacts, monkeypatch):
+    runner = load_runner(artifacts["onnx"])
+    widths = iter([10, 9])
+    monkeypatch.setattr(runner, "_run", lambda x: np.zeros((len(x), next(widths)), np.float32))
+    with pytest.raises(UserError, match="output of shape"):
+        runner.predict(artifacts["x"][:6], batch_size=3)
+
+
+def test_onnx_info_does_not_follow_external_data(artifacts, tmp_path):
+    """The onnx package counts weights without opening files the artifact names (onnxruntime already
+    loaded them, or refused the file)."""
+    import onnx
+
+    info = artifact_info(artifacts["onnx"])
+    model = onnx.load(str(artifacts["onnx"]))
+    onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.data", size_threshold=0)
+    ext = artifact_info(tmp_path / "ext.onnx")
+    assert ext["weight_elements"] == info["weight_elements"] and ext["precision"] == "fp32"
+
+
+def test_artifact_info_reuses_a_loaded_runner(artifacts, monkeypatch):
+    import toolchain.runtimes.litert as litert
+    import toolchain.runtimes.onnx as onnx_rt
+
+    for name, module, cls in (("onnx", onnx_rt, "OnnxRunner"), ("tflite_int8_nhwc", litert, "LiteRTRunner")):
+        runner = load_runner(artifacts[name])
+        want = artifact_info(artifacts[name])
+        monkeypatch.setattr(module, cls, _boom)  # a second load would raise
+        assert artifact_info(artifacts[name], runner=runner) == want
+        monkeypatch.undo()

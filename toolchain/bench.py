@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.runtimes.base import check_threads
 
 TIMING_NOTE = (
     "wall clock of Runner.predict on one sample (batch 1) after warm-up, on this machine; includes the "
@@ -104,8 +105,7 @@ def bench_many(
         raise UserError(f"--runs {runs}: give at least 1 timed run")
     if warmup < 0:
         raise UserError(f"--warmup {warmup}: give 0 or more warm-up runs")
-    if threads < 1:
-        raise UserError(f"--threads {threads}: give at least 1 thread")
+    threads = check_threads(threads)  # 1..256: the runners check it too
     if rounds < 1:
         raise UserError(f"--rounds {rounds}: give at least 1 round")
     if target is not None and isinstance(target, (str, Path)):

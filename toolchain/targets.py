@@ -271,13 +271,17 @@ def _onnx_graph(path: Path) -> dict[str, Any]:
         from onnx import helper, numpy_helper, shape_inference
     except ImportError:
         return {"ops": None, "ops_note": "the onnx package is not installed: operators and MACs not read"}
-    model = onnx.load(str(path))
+    from toolchain.runtimes.base import runtime_errors
+
+    with runtime_errors(path, "read the graph of"):  # the file is untrusted: a broken protobuf is bad input
+        model = onnx.load(str(path), load_external_data=False)
     try:
         model = shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - keep what we have
         pass
     g = model.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    with runtime_errors(path, "read the weights of"):
+        consts = {i.name: numpy_helper.to_array(i) for i in g.initializer if not i.external_data}
     for n in g.node:  # Constant nodes hold weights too
         if n.op_type == "Constant" and n.attribute:
             try:
@@ -336,7 +340,8 @@ def _onnx_weight(node, consts, dq):
 def _tflite_graph(path: Path) -> dict[str, Any]:
     import numpy as np
 
-    from toolchain.runtimes.litert import interpreter_class
+    from toolchain.runtimes.base import check_tensor_bytes, runtime_errors
+    from toolchain.runtimes.litert import tensor_sizes, interpreter_class
 
     cls, _ = interpreter_class()
     try:  # without the default XNNPACK delegate, so the op list shows builtin ops, not DELEGATE
@@ -350,12 +355,16 @@ def _tflite_graph(path: Path) -> dict[str, Any]:
             raise UserError(f"cannot load TFLite artifact {path}: {str(e).splitlines()[0][:200]}; re-export it") from e
     if not hasattr(interp, "_get_ops_details"):
         return {"ops": None, "ops_note": "this LiteRT interpreter does not list operators"}
-    details = interp._get_ops_details()
-    interp.allocate_tensors()
-    tensors = {d["index"]: d for d in interp.get_tensor_details()}
+    with runtime_errors(path, "read the operators of"):  # native calls on an untrusted file
+        details = interp._get_ops_details()
+        before = interp.get_tensor_details()
+    check_tensor_bytes(tensor_sizes(before)[1], path)  # before allocating: a corrupt shape can ask for 17 GB
+    with runtime_errors(path, "allocate the tensors of"):
+        interp.allocate_tensors()
+        tensors = {d["index"]: d for d in interp.get_tensor_details()}
+        graph_inputs = [int(d["index"]) for d in interp.get_input_details()]
+        graph_outputs = [int(d["index"]) for d in interp.get_output_details()]
     produced = {int(o) for op in details for o in op["outputs"]}
-    graph_inputs = [int(d["index"]) for d in interp.get_input_details()]
-    graph_outputs = [int(d["index"]) for d in interp.get_output_details()]
 
     def size(i):
         d = tensors.get(i)

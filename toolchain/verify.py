@@ -315,7 +315,7 @@ def _open(path: str, threads: int):
     from toolchain.runtimes import artifact_info, load_runner
 
     runner = load_runner(path, threads=threads)
-    info = artifact_info(path)
+    info = artifact_info(path, runner=runner)
     return runner, info
 
 

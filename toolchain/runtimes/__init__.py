@@ -43,13 +43,16 @@ def load_runner(path: str | Path, threads: int = 1, layout: str | None = None) -
     return LiteRTRunner(path, threads=threads, layout=layout)
 
 
-def artifact_info(path: str | Path) -> dict[str, Any]:
-    """format, precision (guessed from the weights), bytes, input/output shapes and dtypes, layout."""
+def artifact_info(path: str | Path, runner: Runner | None = None) -> dict[str, Any]:
+    """format, precision (guessed from the weights), bytes, input/output shapes and dtypes, layout.
+
+    ``runner``: a Runner already loaded from ``path`` (``load_runner(path)``), so the file is not loaded
+    a second time (on a small device loading is most of a short verify)."""
     path = Path(path)
     if _format(path) == "onnx":
         from toolchain.runtimes.onnx import onnx_artifact_info
 
-        return onnx_artifact_info(path)
+        return onnx_artifact_info(path, runner)
     from toolchain.runtimes.litert import litert_artifact_info
 
-    return litert_artifact_info(path)
+    return litert_artifact_info(path, runner)

@@ -7,14 +7,127 @@ from __future__ import annotations
 
 import abc
 import json
+import math
+import operator
+import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from toolchain.errors import UserError
 
 LAYOUTS = ("NCHW", "NHWC", "NC")
+
+MAX_THREADS = 256  # --threads above this is a typo, not a machine
+MAX_CLASSES = 1_000_000  # a num_classes above this in metadata is garbage, not a classifier
+MAX_SIDECAR_BYTES = 1 << 20  # a sidecar is ~300 bytes; a bigger one is not cwtool's
+# The artifact's tensors together (at batch 1), and the static input of an ONNX file. Edge classifiers
+# need a few MB; a mutated shape asks for many GB, and LiteRT memsets its arena before it says anything
+# (a 17 GB tensor took 30 s and 17 GB of RAM): refuse before the runtime allocates.
+MAX_TENSOR_BYTES = 2 << 30
+
+
+def check_threads(threads) -> int:
+    """The runtime's thread count: a whole number in 1..MAX_THREADS, else a UserError."""
+    try:
+        n = operator.index(threads)
+    except TypeError:
+        raise UserError(f"--threads {threads!r}: give a whole number of threads (1 to {MAX_THREADS})") from None
+    if not 1 <= n <= MAX_THREADS:
+        raise UserError(f"--threads {n}: give between 1 and {MAX_THREADS} threads")
+    return n
+
+
+def short_error(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (native runtimes glue several messages together)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def runtime_failure(path: str | Path, what: str, exc: BaseException) -> UserError:
+    """The UserError for a runtime call that failed on an artifact the runtime had loaded: such a file
+    is corrupt or uses what this runtime cannot run; either way the user's file, not cwtool's bug."""
+    return UserError(f"the runtime failed to {what} {path}: {short_error(exc)}; the file is corrupt or unsupported: re-export it")
+
+
+@contextmanager
+def runtime_errors(path: str | Path, what: str) -> Iterator[None]:
+    """Wrap ONE native runtime call: whatever it raises becomes ``runtime_failure`` (exit 2).
+    Only around the runtime's own calls -- cwtool's code around them must still fail loudly (exit 3)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime/LiteRT raise RuntimeError, ValueError, Fail, ...
+        raise runtime_failure(path, what, exc) from exc
+
+
+def metadata_layout(value, source: str) -> str | None:
+    """A layout from untrusted metadata (sidecar JSON, ONNX metadata_props): None when absent or not a
+    string (ignored: the layout is then inferred); a string that names no layout is a UserError."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    layout = value.strip().upper()
+    if layout not in LAYOUTS:
+        raise UserError(f"{source} gives layout {value[:40]!r}, not one of {', '.join(LAYOUTS)}: fix it, or re-export the artifact")
+    return layout
+
+
+def explicit_layout(layout) -> str:
+    """A layout the caller named (an argument or flag): one of LAYOUTS, any case."""
+    text = str(layout).strip().upper()
+    if text not in LAYOUTS:
+        raise UserError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    return text
+
+
+def metadata_num_classes(value) -> int | None:
+    """num_classes from untrusted metadata: a whole number 1..MAX_CLASSES (an int, an integral float or
+    a string of digits: ONNX metadata_props are strings); anything else is ignored (None)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        n = int(value) if math.isfinite(value) and value.is_integer() else None
+    elif isinstance(value, int):
+        n = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", value):
+        n = int(value)
+    else:
+        n = None
+    return n if n is not None and 1 <= n <= MAX_CLASSES else None
+
+
+def resolve_num_classes(meta_value, out_width: int | None, path: Path, source: str) -> int | None:
+    """The logits' width: the output shape's static width when it has one (metadata that contradicts it
+    is a UserError), else the metadata's num_classes when valid, else None (found by a probe)."""
+    n = metadata_num_classes(meta_value)
+    if out_width is not None and out_width > 0:
+        if n is not None and n != out_width:
+            raise UserError(f"{source} says num_classes {n} but {path} outputs {out_width} logits: "
+                            f"fix or delete {source}, or re-export the artifact")
+        return int(out_width)
+    return n
+
+
+def check_io_shape(shape, what: str, path: Path) -> None:
+    """A static input/output shape (LiteRT's) has rank >= 1 and every dim >= 1: a 0 or negative dim is a
+    corrupt file, not a classifier."""
+    dims = [int(d) for d in shape]
+    if not dims or any(d < 1 for d in dims):
+        raise UserError(f"{path} has an {what} of shape {tuple(dims)}: not a classifier's; the file is corrupt: re-export it")
+
+
+def check_tensor_bytes(nbytes: int, path: Path, what: str = "its tensors") -> None:
+    if nbytes > MAX_TENSOR_BYTES:
+        raise UserError(f"{path} asks for {nbytes / (1 << 30):.1f} GiB for {what} (cwtool allows "
+                        f"{MAX_TENSOR_BYTES >> 30} GiB): the file is corrupt; re-export it")
+
+
+def shape_bytes(shape, itemsize: int) -> int:
+    """Bytes of a tensor of ``shape`` (negative dims count as 0; Python ints: no overflow)."""
+    return math.prod(max(0, int(d)) for d in shape) * int(itemsize)
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -24,13 +137,14 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The artifact's sidecar metadata, or {} when there is none or it is unreadable."""
+    """The artifact's sidecar metadata, or {} when there is none or it is unreadable (a sidecar is a
+    hint: untrusted, and its values are checked where they are used)."""
     side = sidecar_path(path)
-    if not side.is_file():
-        return {}
     try:
-        data = json.loads(side.read_text())
-    except (OSError, ValueError):
+        if not side.is_file() or side.stat().st_size > MAX_SIDECAR_BYTES:
+            return {}
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON, nested too deep
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -63,8 +177,8 @@ def guess_layout(shape: tuple[int, ...]) -> str:
 def quantize_input(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
     """float32 -> int8/uint8 with the tensor's own (scale, zero point)."""
     info = np.iinfo(dtype)
-    if not scale:
-        raise UserError("the artifact's integer input carries no quantization scale: re-export it")
+    if not (math.isfinite(scale) and scale > 0):
+        raise UserError(f"the artifact's integer input has quantization scale {scale}: re-export it")
     q = np.round(x / np.float32(scale)) + zero_point
     return np.clip(q, info.min, info.max).astype(dtype)
 
@@ -154,10 +268,20 @@ class Runner(abc.ABC):
         if len(x) == 0:
             return np.zeros((0, self.num_classes or 0), np.float32)
         out = []
-        for start in range(0, len(x), max(1, int(batch_size))):
-            chunk = self._to_artifact_layout(x[start : start + batch_size])
-            out.append(np.asarray(self._run(chunk), dtype=np.float32).reshape(len(chunk), -1))
+        step = max(1, int(batch_size))
+        for start in range(0, len(x), step):
+            chunk = self._to_artifact_layout(x[start : start + step])
+            out.append(self._logits(self._run(chunk), len(chunk), out[0].shape[1] if out else None))
         return np.concatenate(out, axis=0)
+
+    def _logits(self, y, n: int, width: int | None) -> np.ndarray:
+        """The runtime's output for ``n`` rows as (n, classes) float32; an output that cannot be that
+        (no numbers, no elements, not n equal rows, another width than earlier chunks) is a UserError."""
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub" or y.size == 0 or y.size % n or (width is not None and y.size != n * width):
+            raise UserError(f"{self.path} returned an output of shape {y.shape} ({y.dtype}) for {n} rows: "
+                            "cwtool verifies classifiers with (N, classes) logits; re-export it")
+        return y.reshape(n, -1).astype(np.float32, copy=False)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -5,6 +5,7 @@ Numpy and the interpreter only: no torch, and tensorflow only when nothing else 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -18,14 +19,24 @@ import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.runtimes.base import (
-    LAYOUTS,
+    MAX_TENSOR_BYTES,
     Runner,
     check_artifact_file,
+    check_io_shape,
+    check_tensor_bytes,
+    check_threads,
     dequantize_output,
+    explicit_layout,
     guess_layout,
+    metadata_layout,
     precision_from_counts,
     quantize_input,
     read_sidecar,
+    resolve_num_classes,
+    runtime_errors,
+    runtime_failure,
+    short_error,
+    sidecar_path,
 )
 
 
@@ -91,33 +102,61 @@ def _without_native_info():
         _STDERR_LOCK.release()
 
 
+def tensor_sizes(details) -> tuple[Counter, int]:
+    """(elements per dtype name, total bytes) of LiteRT tensor details; a detail that names no dtype or
+    shape numpy understands is skipped (it is counted by nothing cwtool runs)."""
+    counts: Counter = Counter()
+    total = 0
+    for d in details:
+        try:
+            dtype = np.dtype(d["dtype"])
+            n = math.prod(max(0, int(s)) for s in d["shape"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        counts[dtype.name] += n
+        total += n * dtype.itemsize
+    return counts, total
+
+
 class LiteRTRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, layout: str | None = None):
         self.path = check_artifact_file(path, (".tflite",))
+        self.threads = check_threads(threads)
         self._cls, self.runtime = interpreter_class()
-        self.threads = max(1, int(threads))
         self._interp = self._new_interpreter()
-        with _without_native_info():
-            self._interp.allocate_tensors()
-        ind, outd = self._interp.get_input_details(), self._interp.get_output_details()
+        with runtime_errors(self.path, "read the tensors of"):
+            details = self._interp.get_tensor_details()
+            ind, outd = self._interp.get_input_details(), self._interp.get_output_details()
+        # Shapes come from the file: check them before allocate_tensors, which memsets whatever they ask for.
+        self.tensor_bytes = tensor_sizes(details)[1]
+        check_tensor_bytes(self.tensor_bytes, self.path)
         if len(ind) != 1 or not outd:
             raise UserError(f"{self.path} has {len(ind)} inputs: cwtool runs single-input classifiers only")
         self._in, self._out = ind[0], outd[0]
+        check_io_shape(self._in["shape"], "input", self.path)
+        check_io_shape(self._out["shape"], "output", self.path)
         self.input_shape = tuple(int(d) for d in self._in["shape"])
         self.input_dtype = np.dtype(self._in["dtype"])
         self.output_dtype = np.dtype(self._out["dtype"])
+        if self.input_dtype.kind not in "fiu" or self.output_dtype.kind not in "fiu":
+            raise UserError(f"{self.path} maps {self.input_dtype} to {self.output_dtype}: cwtool runs classifiers with "
+                            "numeric input and output tensors; re-export it")
         self.input_quant = tuple(self._in.get("quantization", (0.0, 0)))
         self.output_quant = tuple(self._out.get("quantization", (0.0, 0)))
+        for what, dtype, (scale, _) in (("input", self.input_dtype, self.input_quant), ("output", self.output_dtype, self.output_quant)):
+            if dtype.kind in "iu" and not (math.isfinite(scale) and scale >= 0 and (scale > 0 or what == "output")):
+                raise UserError(f"{self.path} has an integer {what} with quantization scale {scale}: the file is corrupt; re-export it")
+        with _without_native_info(), runtime_errors(self.path, "allocate the tensors of"):
+            self._interp.allocate_tensors()
         sig = self._in.get("shape_signature")
         self.dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
         self.metadata = read_sidecar(self.path)
-        meta_src = self.metadata
-        self.layout_source = "argument" if layout else ("metadata" if meta_src.get("layout") else "guess")
-        self.layout = (layout or meta_src.get("layout") or guess_layout(self.input_shape)).upper()
-        if self.layout not in LAYOUTS:
-            raise UserError(f"unknown layout {self.layout!r}: use one of {', '.join(LAYOUTS)}")
-        n = self.metadata.get("num_classes")
-        self.num_classes = int(n) if n else int(self._out["shape"][-1])
+        source = f"sidecar {sidecar_path(self.path)}"
+        meta_layout = None if layout else metadata_layout(self.metadata.get("layout"), source)
+        self.layout_source = "argument" if layout else ("metadata" if meta_layout else "guess")
+        self.layout = explicit_layout(layout) if layout else (meta_layout or guess_layout(self.input_shape))
+        out_shape = [int(d) for d in self._out["shape"]]
+        self.num_classes = resolve_num_classes(self.metadata.get("num_classes"), out_shape[-1], self.path, source)
         self._batched = None  # interpreter resized to a batch > 1, once known to work
         self._batched_ok: bool | None = True if self.dynamic_batch else None
         self._batched_n = 0
@@ -127,8 +166,7 @@ class LiteRTRunner(Runner):
             with _without_native_info():
                 return self._cls(model_path=str(self.path), num_threads=self.threads)
         except Exception as e:  # ValueError for a file that is not a flatbuffer model
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"cannot load TFLite artifact {self.path}: {msg[:200]}; re-export it") from e
+            raise UserError(f"cannot load TFLite artifact {self.path}: {short_error(e)}; re-export it") from e
 
     # -- one invocation on an allocated interpreter ----------------------------------------
     def _invoke(self, interp, x: np.ndarray) -> np.ndarray:
@@ -136,9 +174,12 @@ class LiteRTRunner(Runner):
             x = quantize_input(x, self.input_dtype, self.input_quant[0], int(self.input_quant[1]))
         else:
             x = x.astype(self.input_dtype, copy=False)
-        interp.set_tensor(self._in["index"], x)
-        interp.invoke()
-        y = interp.get_tensor(self._out["index"])
+        try:  # inline, not runtime_errors(): this runs once per row where the graph takes batch 1 only
+            interp.set_tensor(self._in["index"], x)
+            interp.invoke()
+            y = interp.get_tensor(self._out["index"])
+        except Exception as exc:  # noqa: BLE001 - the runtime's own failure on this file
+            raise runtime_failure(self.path, "run", exc) from exc
         if self.output_dtype.kind in "iu":
             return dequantize_output(y, self.output_quant[0], int(self.output_quant[1]))
         return y.astype(np.float32).copy()
@@ -149,12 +190,15 @@ class LiteRTRunner(Runner):
         if self.input_dtype.kind in "iu":
             prepared = quantize_input(prepared, self.input_dtype, self.input_quant[0], int(self.input_quant[1]))
         prepared = np.ascontiguousarray(prepared, dtype=self.input_dtype)
-        interp, i, o = self._interp, self._in["index"], self._out["index"]
+        interp, i, o, path = self._interp, self._in["index"], self._out["index"], self.path
 
         def call():
-            interp.set_tensor(i, prepared)
-            interp.invoke()
-            return interp.get_tensor(o)
+            try:  # no context manager here: this is the timed call (a try costs nothing in Python 3.11)
+                interp.set_tensor(i, prepared)
+                interp.invoke()
+                return interp.get_tensor(o)
+            except Exception as exc:  # noqa: BLE001 - the runtime's own failure on this file
+                raise runtime_failure(path, "run", exc) from exc
 
         return call
 
@@ -167,15 +211,15 @@ class LiteRTRunner(Runner):
             self._batched = self._new_interpreter()
             self._batched_n = 0
         if self._batched_n != n:
-            self._batched.resize_tensor_input(self._in["index"], [n, *self.input_shape[1:]])
-            with _without_native_info():
+            with _without_native_info(), runtime_errors(self.path, f"resize to a batch of {n}"):
+                self._batched.resize_tensor_input(self._in["index"], [n, *self.input_shape[1:]])
                 self._batched.allocate_tensors()
             self._batched_n = n
         return self._invoke(self._batched, x)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        if len(x) == 1 or self._batched_ok is False:
-            return self._run_single(x)
+        if len(x) == 1 or self._batched_ok is False or self.tensor_bytes * len(x) > MAX_TENSOR_BYTES:
+            return self._run_single(x)  # a batch that would take more memory than the bound runs row by row
         if self._batched_ok is None:
             # A static batch-1 model may or may not survive a resize (a hard-coded reshape breaks it,
             # sometimes silently): try once, compare with batch-1 results, and remember the verdict.
@@ -200,11 +244,11 @@ class LiteRTRunner(Runner):
         return self._batched_ok
 
 
-def litert_artifact_info(path: str | Path) -> dict[str, Any]:
-    runner = LiteRTRunner(path)
-    counts: Counter = Counter()
-    for d in runner._interp.get_tensor_details():
-        counts[np.dtype(d["dtype"]).name] += int(np.prod(d["shape"])) if len(d["shape"]) else 1
+def litert_artifact_info(path: str | Path, runner: LiteRTRunner | None = None) -> dict[str, Any]:
+    runner = runner if runner is not None else LiteRTRunner(path)
+    with runtime_errors(runner.path, "read the tensors of"):
+        details = runner._interp.get_tensor_details()  # after allocation: the shapes the kernels settled on
+    counts = tensor_sizes(details)[0]
     return {
         "format": "tflite",
         "bytes": Path(path).stat().st_size,

@@ -10,12 +10,21 @@ import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.runtimes.base import (
-    LAYOUTS,
     Runner,
     check_artifact_file,
+    check_tensor_bytes,
+    check_threads,
+    explicit_layout,
     guess_layout,
+    metadata_layout,
     precision_from_counts,
     read_sidecar,
+    resolve_num_classes,
+    runtime_errors,
+    runtime_failure,
+    shape_bytes,
+    short_error,
+    sidecar_path,
 )
 
 _ORT_TYPES = {
@@ -38,76 +47,111 @@ def _ort():
 
 
 def _dims(shape) -> tuple:
-    return tuple(d if isinstance(d, int) and d > 0 else -1 for d in shape)
+    """Static dims as ints, symbolic or unknown ones as -1 (no shape at all: ())."""
+    return tuple(d if isinstance(d, int) and d > 0 else -1 for d in shape or ())
+
+
+def _check_shape(shape, what: str, path: Path) -> None:
+    """A static 0 or negative dim (symbolic ones are fine) is a corrupt file."""
+    if shape is not None and any(isinstance(d, int) and d <= 0 for d in shape):
+        raise UserError(f"{path} has an {what} of shape {shape}: not a classifier's; the file is corrupt: re-export it")
 
 
 class OnnxRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, layout: str | None = None):
         ort = _ort()
         self.path = check_artifact_file(path, (".onnx",))
+        threads = check_threads(threads)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+            # enable_fallback=0: on a failure onnxruntime's Python wrapper would otherwise print an "EP Error"
+            # banner to stdout and load the file a second time (older versions ignore the keyword)
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"],
+                                                enable_fallback=0)
         except Exception as e:  # InvalidProtobuf, Fail, NotImplemented...
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"cannot load ONNX artifact {self.path}: {msg[:200]}; re-export it") from e
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+            raise UserError(f"cannot load ONNX artifact {self.path}: {short_error(e)}; re-export it") from e
+        with runtime_errors(self.path, "read the inputs and outputs of"):
+            inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+            metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if len(inputs) != 1 or not outputs:
             raise UserError(f"{self.path} has {len(inputs)} inputs: cwtool runs single-input classifiers only")
         self._in, self._out = inputs[0], outputs[0]
+        _check_shape(self._in.shape, "input", self.path)
+        _check_shape(self._out.shape, "output", self.path)
+        if self._in.type not in _ORT_TYPES or self._out.type not in _ORT_TYPES:
+            raise UserError(f"{self.path} maps {self._in.type} to {self._out.type}: cwtool runs classifiers with one "
+                            "float input tensor and a numeric output tensor; re-export it")
         self.input_shape = _dims(self._in.shape)
-        self.input_dtype = np.dtype(_ORT_TYPES.get(self._in.type, np.float32))
-        self.output_dtype = np.dtype(_ORT_TYPES.get(self._out.type, np.float32))
+        self.input_dtype = np.dtype(_ORT_TYPES[self._in.type])
+        self.output_dtype = np.dtype(_ORT_TYPES[self._out.type])
         if self.input_dtype.kind != "f":
             raise UserError(f"{self.path} takes {self._in.type} input: export with float input (QDQ keeps float I/O)")
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        meta = {**read_sidecar(self.path), **self.metadata}
-        meta_src = meta
-        self.layout_source = "argument" if layout else ("metadata" if meta_src.get("layout") else "guess")
-        self.layout = (layout or meta_src.get("layout") or guess_layout(self.input_shape)).upper()
-        if self.layout not in LAYOUTS:
-            raise UserError(f"unknown layout {self.layout!r}: use one of {', '.join(LAYOUTS)}")
-        out_shape = _dims(self._out.shape)
-        n = meta.get("num_classes")
-        self.num_classes = int(n) if n not in (None, "") else (out_shape[-1] if out_shape and out_shape[-1] > 0 else None)
+        # The runner pads a chunk to a static batch: an absurd static shape must not become an absurd array.
+        check_tensor_bytes(shape_bytes([max(1, d) for d in self.input_shape], self.input_dtype.itemsize), self.path, "its input")
+        self.metadata: dict[str, str] = {str(k): str(v) for k, v in metadata.items()}
+        meta = {**read_sidecar(self.path), **self.metadata}  # the file's own metadata wins over a sidecar
+
+        def source(key: str) -> str:
+            return f"the metadata of {self.path}" if key in self.metadata else f"sidecar {sidecar_path(self.path)}"
+
+        meta_layout = None if layout else metadata_layout(meta.get("layout"), source("layout"))
+        self.layout_source = "argument" if layout else ("metadata" if meta_layout else "guess")
+        self.layout = explicit_layout(layout) if layout else (meta_layout or guess_layout(self.input_shape))
+        out_dims = _dims(self._out.shape)
+        self.num_classes = resolve_num_classes(meta.get("num_classes"), out_dims[-1] if out_dims else None, self.path,
+                                               source("num_classes"))
         self.runtime = f"onnxruntime {ort.__version__}"
         self.static_batch = self.input_shape[0] if self.input_shape and self.input_shape[0] > 0 else None
+
+    def _session_run(self, x: np.ndarray):
+        in_name, out_name = self._in.name, self._out.name
+        with runtime_errors(self.path, "run"):
+            return self.session.run([out_name], {in_name: x})[0]
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         x = x.astype(self.input_dtype, copy=False)
         b = self.static_batch
         if b is None or len(x) == b:
-            return self.session.run([self._out.name], {self._in.name: x})[0]
+            return self._session_run(x)
         outs = []
         for start in range(0, len(x), b):
             chunk = x[start : start + b]
             n = len(chunk)
             if n < b:  # pad the last chunk of a static-batch model
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)], axis=0)
-            outs.append(self.session.run([self._out.name], {self._in.name: chunk})[0][:n])
+            out = np.asarray(self._session_run(chunk))
+            if out.ndim < 1 or len(out) != b:
+                raise UserError(f"{self.path} returned an output of shape {out.shape} for a batch of {b}: "
+                                "cwtool verifies classifiers with (N, classes) logits; re-export it")
+            outs.append(out[:n])
         return np.concatenate(outs, axis=0)
 
     def bound_call(self, x: np.ndarray):
         """io_binding: the input is an OrtValue made once, the output is bound by name."""
         ort = _ort()
         prepared = np.ascontiguousarray(self._to_artifact_layout(self._check(x)), dtype=self.input_dtype)
-        binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self._in.name, ort.OrtValue.ortvalue_from_numpy(prepared))
-        binding.bind_output(self._out.name)
-        session = self.session
+        in_name, out_name = self._in.name, self._out.name
+        with runtime_errors(self.path, "bind the input and output of"):
+            binding = self.session.io_binding()
+            binding.bind_ortvalue_input(in_name, ort.OrtValue.ortvalue_from_numpy(prepared))
+            binding.bind_output(out_name)
+        session, path = self.session, self.path
 
         def call():
-            session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
+            try:  # no context manager here: this is the timed call (a try costs nothing in Python 3.11)
+                session.run_with_iobinding(binding)
+                return binding.copy_outputs_to_cpu()[0]
+            except Exception as exc:  # noqa: BLE001 - the runtime's own failure on this file
+                raise runtime_failure(path, "run", exc) from exc
 
         return call
 
 
-def onnx_artifact_info(path: str | Path) -> dict[str, Any]:
-    runner = OnnxRunner(path)
+def onnx_artifact_info(path: str | Path, runner: OnnxRunner | None = None) -> dict[str, Any]:
+    runner = runner if runner is not None else OnnxRunner(path)
     info: dict[str, Any] = {
         "format": "onnx",
         "bytes": Path(path).stat().st_size,
@@ -123,20 +167,28 @@ def onnx_artifact_info(path: str | Path) -> dict[str, Any]:
     try:
         import onnx
         from onnx import numpy_helper
-
-        model = onnx.load(str(path))
-        int8_max = None
-        for init in model.graph.initializer:
-            arr = numpy_helper.to_array(init)
-            counts[arr.dtype.name] += int(arr.size)
-            if arr.dtype == np.int8 and arr.ndim >= 2 and arr.size:  # weights, not zero points
-                int8_max = max(int8_max or 0, int(np.abs(arr.astype(np.int16)).max()))
-        info["weight_elements"] = dict(counts)
-        info["precision"] = precision_from_counts(counts)
-        info["int8_weight_max"] = int8_max
     except ImportError:  # on a device without the onnx package: trust what the exporter wrote
         info["precision"] = runner.metadata.get("precision", "unknown")
         # files from before 7-bit weights, or from other tools, say nothing: assume the full range
         bits = runner.metadata.get("quant_weight_bits") or ("8" if info["precision"] == "int8" else "")
         info["int8_weight_max"] = {"7": 64, "8": 127}.get(bits)
+        return info
+    with runtime_errors(path, "read the weights of"):  # the onnx package may refuse what onnxruntime took
+        # External data stays where it is: the file names it, and cwtool only counts weights here.
+        model = onnx.load(str(path), load_external_data=False)
+    int8_max = None
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            with runtime_errors(path, "read the weights of"):
+                dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
+            counts[dtype.name] += shape_bytes(init.dims, 1)
+            continue
+        with runtime_errors(path, "read the weights of"):
+            arr = numpy_helper.to_array(init)
+        counts[arr.dtype.name] += int(arr.size)
+        if arr.dtype == np.int8 and arr.ndim >= 2 and arr.size:  # weights, not zero points
+            int8_max = max(int8_max or 0, int(np.abs(arr.astype(np.int16)).max()))
+    info["weight_elements"] = dict(counts)
+    info["precision"] = precision_from_counts(counts)
+    info["int8_weight_max"] = int8_max
     return info
