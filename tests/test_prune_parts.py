@@ -234,3 +234,47 @@ def test_selection_takes_the_smallest_ticket_within_budget_and_of_equal_sizes_th
     assert result.budget_met and result.selected.round == 3
     none_ok = _select(PruneResult(dense={}, tickets=[ticket(1, 500, 90, False, 0.8), ticket(2, 200, 40, False, 0.85)]))
     assert not none_ok.budget_met and none_ok.selected.round == 2
+
+
+def test_the_plain_arm_differs_in_the_class_dependent_parts_only():
+    from toolchain.config import PruneConfig
+
+    plain = PruneConfig(class_aware=False, gamma_rule="lagrange").effective()
+    assert (plain.gamma, plain.rank_weight, plain.taylor_weight, plain.increase_weight, plain.gamma_rule) == (1.0, 0.0, 0.0, 0.0, "fixed")
+    assert plain.distill_weight == PruneConfig().distill_weight and plain.distill_uniform  # same distillation, not class-weighted
+
+
+def test_lagrange_multiplier_rises_while_validation_fn_is_over_budget(digits_dataset):
+    import torch
+
+    from toolchain.config import PruneConfig
+    from toolchain.models import registry
+    from toolchain.prune.lottery import LotteryPruner
+
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn")  # untrained: misses most threes
+    pruner = LotteryPruner(model, digits_dataset, [3], PruneConfig(gamma_rule="lagrange", device="cpu"))
+    pruner.targets, pruner.multipliers = {3: 0}, {3: 0.0}
+    loss = pruner._loss(1.0, None)
+    pruner._dual_step(model, loss)
+    assert pruner.multipliers[3] > 1.0 and float(loss.class_weights[3]) == 1.0 + pruner.multipliers[3]
+    assert model.training  # the epoch loop goes on training
+    pruner.targets = {3: 10_000}  # far under budget: the multiplier falls back to 0
+    for _ in range(50):
+        pruner._dual_step(model, loss)
+    assert pruner.multipliers[3] == 0.0 and float(loss.class_weights[3]) == 1.0
+
+
+def test_distillation_weights_follow_the_ce_weights_unless_uniform():
+    import torch
+
+    from toolchain.prune.loss import ClassDependentLoss
+
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(8, 4), torch.randn(8, 4)
+    targets = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    idx = torch.arange(8)
+    weighted = ClassDependentLoss(4, [2], gamma=5.0, teacher_logits=teacher, distill_weight=1.0)
+    uniform = ClassDependentLoss(4, [2], gamma=5.0, teacher_logits=teacher, distill_weight=1.0, distill_uniform=True)
+    ce = ClassDependentLoss(4, [2], gamma=5.0)
+    assert float(weighted(logits, targets, idx) - ce(logits, targets, idx)) != pytest.approx(float(uniform(logits, targets, idx) - ce(logits, targets, idx)))

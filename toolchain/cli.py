@@ -39,7 +39,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 # Config dataclasses name their fields in errors; the user typed flags.
-_FLAG_FIELDS = ("keep_params", "keep_macs", "rate", "granularity", "rewind", "final_epochs", "epochs", "lr", "batch_size", "gamma", "rank_weight", "distill_weight",
+_FLAG_FIELDS = ("keep_params", "keep_macs", "rate", "granularity", "rewind", "final_epochs", "epochs", "lr", "batch_size", "gamma", "rank_weight", "distill_weight", "distill_uniform", "gamma_rule",
                 "taylor_weight", "increase_weight", "round_to", "max_fn_increase", "max_accuracy_drop", "confidence", "device")
 
 
@@ -178,10 +178,12 @@ def compress(
     final_epochs: int = typer.Option(0, help="More epochs for the selected ticket alone after the rounds (same loss, half the peak lr), before its operating point is set."),
     lr: float = typer.Option(2e-3, help="Peak learning rate of the retraining (Adam, one-cycle)."),
     batch_size: int = typer.Option(128),
-    class_aware: bool = typer.Option(True, "--class-aware/--no-class-aware", help="Class-dependent loss and importance, or the plain baseline."),
+    class_aware: bool = typer.Option(True, "--class-aware/--no-class-aware", help="Class-dependent loss and importance, or the plain baseline (the same distillation, uniform over samples)."),
     gamma: float = typer.Option(5.0, help="CE weight of the protected classes from round 2 on."),
     rank_weight: float = typer.Option(1.0, help="Weight of the squared-hinge rank (AUC) loss."),
     distill_weight: float = typer.Option(1.0, help="Weight of distillation from the dense model."),
+    distill_uniform: bool = typer.Option(False, help="Distillation weighs every sample alike (default: protected classes' samples by their CE weight)."),
+    gamma_rule: str = typer.Option("fixed", help="fixed: --gamma from round 2 on; lagrange: each protected class's CE weight is a multiplier that rises while its validation FN is over budget."),
     taylor_weight: float = typer.Option(0.0, help="Weight of the protected-class Taylor term in channel importance (0: magnitude only)."),
     increase_weight: float = typer.Option(0.0, help="Weight of the paper's magnitude increase |W_T| - |W_0| over the last retraining in the importance (from round 2; 0: off)."),
     round_to: Optional[int] = typer.Option(None, help="Round each layer's surviving channels to a multiple of this (CPU kernels work in blocks of 8). Default: the --target's channel_multiple, else 1 (off)."),
@@ -217,7 +219,7 @@ def compress(
     try:
         config = PruneConfig(keep_params=keep_params, keep_macs=keep_macs, rate=rate, granularity=granularity, rewind=rewind, epochs=epochs, final_epochs=final_epochs,
                              lr=lr, batch_size=batch_size, class_aware=class_aware, gamma=gamma, rank_weight=rank_weight,
-                             distill_weight=distill_weight, taylor_weight=taylor_weight, increase_weight=increase_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
+                             distill_weight=distill_weight, distill_uniform=distill_uniform, gamma_rule=gamma_rule, taylor_weight=taylor_weight, increase_weight=increase_weight, round_to=round_to, max_fn_increase=max_fn_increase, max_accuracy_drop=max_accuracy_drop,
                              confidence=confidence, seed=seed, device=device)
     except ValueError as exc:
         raise _config_error(exc) from exc

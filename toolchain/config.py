@@ -25,6 +25,8 @@ class PruneConfig:
     gamma: float = 5.0  # CE weight of protected classes (1 in round 1, then gamma: the paper's schedule)
     rank_weight: float = 1.0  # lambda of the squared-hinge rank loss
     distill_weight: float = 1.0  # distillation from the dense model, weighted to the protected classes
+    distill_uniform: bool = False  # distillation weights every sample alike (not the protected classes' by their CE weight)
+    gamma_rule: str = "fixed"  # fixed: gamma from round 2 on | lagrange: a multiplier per class that rises while its validation FN is over budget
     temperature: float = 4.0
     round_to: int = 1  # surviving channels per layer rounded to a multiple of this (kernel block; a --target sets it)
     taylor_weight: float = 0.0  # protected-class Taylor term in the importance (0: magnitude; measured better, see docs/BENCHMARKS.md)
@@ -49,6 +51,10 @@ class PruneConfig:
             raise ValueError("keep_macs is for channel pruning: masked weights still cost their multiply-accumulates")
         if not 0 < self.rate < 1:
             raise ValueError("rate must be in (0, 1)")
+        if self.gamma_rule not in ("fixed", "lagrange"):
+            raise ValueError("gamma_rule must be fixed or lagrange")
+        if self.gamma_rule == "lagrange" and self.granularity == "weight":
+            raise ValueError("gamma_rule lagrange is for channel tickets")
         if self.granularity not in ("channel", "weight"):
             raise ValueError("granularity must be channel or weight")
         if self.rewind not in ("none", "early", "init"):
@@ -73,11 +79,14 @@ class PruneConfig:
             raise ValueError(f"device must be auto, cpu or cuda[:N], not {self.device!r}")
 
     def effective(self) -> "PruneConfig":
-        """--no-class-aware means plain CE and plain magnitude: switch the class-aware parts off."""
+        """--no-class-aware switches the class-dependent parts off -- protected CE weight, rank loss, Taylor
+        and increase terms, the Lagrange rule -- and keeps distillation, uniform over samples: the plain arm
+        of a fair comparison differs in the class-dependent parts only."""
         if self.class_aware:
             return self
         plain = PruneConfig(**asdict(self))
-        plain.gamma, plain.rank_weight, plain.distill_weight, plain.taylor_weight, plain.increase_weight = 1.0, 0.0, 0.0, 0.0, 0.0
+        plain.gamma, plain.rank_weight, plain.taylor_weight, plain.increase_weight = 1.0, 0.0, 0.0, 0.0
+        plain.gamma_rule, plain.distill_uniform = "fixed", True
         return plain
 
     def to_dict(self) -> dict:
@@ -90,7 +99,7 @@ class PruneConfig:
 
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
-_ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0}
+_ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed"}
 
 
 def config_hash(*parts) -> str:

@@ -41,11 +41,16 @@ class ClassDependentLoss:
     teacher: torch.nn.Module | None = None  # or run live on each batch (needed when batches are augmented)
     distill_weight: float = 0.0
     temperature: float = 4.0
+    distill_uniform: bool = False  # distillation over samples alike, not weighted like the CE
 
     def __post_init__(self):
         weights = torch.ones(self.num_classes)
         weights[self.protected] = self.gamma
         self.class_weights = weights
+
+    def set_weight(self, k: int, weight: float) -> None:
+        """One protected class's CE (and distillation) weight: the Lagrange rule moves it between epochs."""
+        self.class_weights[k] = float(weight)
 
     def _teacher_logits(self, idx: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor | None:
         if self.teacher is not None:
@@ -70,6 +75,6 @@ class ClassDependentLoss:
             per_sample = F.kl_div(
                 F.log_softmax(logits / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True, reduction="none"
             ).sum(1)
-            sample_weights = weights[targets]
+            sample_weights = torch.ones_like(per_sample) if self.distill_uniform else weights[targets]
             loss = loss + self.distill_weight * t * t * (per_sample * sample_weights).sum() / sample_weights.sum()
         return loss

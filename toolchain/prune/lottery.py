@@ -28,10 +28,11 @@ from toolchain.models.train import TrainConfig, pick_device, predict_logits, see
 from toolchain.prune import importance
 from toolchain.prune.graph import channel_groups, plan_from_scores
 from toolchain.prune.loss import ClassDependentLoss
-from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets
+from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
 from toolchain.prune.shrink import shrink
 
 Survivors = dict[str, list[int]]  # group key -> original channel indices still present
+DUAL_LR = 20.0  # Lagrange rule: a validation FN excess of 5% of the class's samples adds 1 to its weight per epoch
 
 
 @dataclass
@@ -180,10 +181,26 @@ class LotteryPruner:
         return raw, at_op, logits, offsets
 
     def _loss(self, gamma: float, teacher) -> ClassDependentLoss:
-        """The class-dependent retraining loss of every round and of the final fine-tuning."""
+        """The class-dependent retraining loss of every round and of the final fine-tuning. Under the
+        Lagrange rule each protected class's weight is 1 + its multiplier instead of gamma."""
         cfg = self.config
-        return ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher,
-                                  distill_weight=cfg.distill_weight, temperature=cfg.temperature)
+        loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher,
+                                  distill_weight=cfg.distill_weight, temperature=cfg.temperature, distill_uniform=cfg.distill_uniform)
+        if cfg.gamma_rule == "lagrange":
+            for k in self.protected:
+                loss.set_weight(k, 1.0 + self.multipliers[k])
+        return loss
+
+    def _dual_step(self, model: nn.Module, loss: ClassDependentLoss) -> None:
+        """Lagrange rule, after each epoch: a protected class's multiplier rises while its validation FN
+        (no offset) is over the dense model's + budget, and falls back towards 0 while under it."""
+        logits = predict_logits(model, self.dataset.x_val, device=self.device)
+        model.train()
+        for k in self.protected:
+            pos = self.dataset.y_val == k
+            over = (fn_count(logits, self.dataset.y_val, k) - self.targets[k]) / max(1, int(pos.sum()))
+            self.multipliers[k] = max(0.0, self.multipliers[k] + DUAL_LR * over)
+            loss.set_weight(k, 1.0 + self.multipliers[k])
 
     def _within_budget(self, at_op: dict) -> bool:
         """The promise holds with the asked confidence and accuracy stays within its budget."""
@@ -218,6 +235,7 @@ class LotteryPruner:
         self.dense_eval = evaluate_logits(self.dataset.y_val, dense_val_logits, self.protected, self.num_classes)
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
         self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence)
+        self.multipliers = {k: 0.0 for k in self.protected}
         result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets,
                              guard=self.guard)
         teacher = torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device)) if cfg.distill_weight else None
@@ -266,9 +284,11 @@ class LotteryPruner:
             loss = self._loss(gamma, teacher)
             snapshot = {}
 
-            def on_epoch_end(epoch, model, _r=r):
+            def on_epoch_end(epoch, model, _r=r, _loss=loss):
                 if cfg.rewind == "early" and _r == 1 and epoch == cfg.rewind_epoch:
                     snapshot["model"] = copy.deepcopy(model).eval()
+                if cfg.gamma_rule == "lagrange":
+                    self._dual_step(model, _loss)
 
             tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + r)
             start_state = _weights_copy(start_model) if cfg.increase_weight else None
@@ -303,8 +323,9 @@ class LotteryPruner:
             seed_everything(cfg.seed * 1000 + 99)
             loss = self._loss(cfg.gamma, teacher)
             tcfg = TrainConfig(epochs=cfg.final_epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 99)
+            dual = (lambda epoch, m: self._dual_step(m, loss)) if cfg.gamma_rule == "lagrange" else None
             model = train(copy.deepcopy(chosen.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
-                          progress=self.progress, description=f"final fine-tuning of round {chosen.round}")
+                          progress=self.progress, description=f"final fine-tuning of round {chosen.round}", on_epoch_end=dual)
             raw, at_op, _, offsets = self._evaluate(model)
             tuned = replace(chosen, model=model, val=at_op, val_raw=raw, offsets=offsets, within_budget=self._within_budget(at_op))
             self._save_final(tuned)
@@ -394,7 +415,8 @@ class LotteryPruner:
         if start_state is not None:  # the next round's magnitude increase needs it
             with staged_path(folder / f"round_{ticket.round}_start.pt") as tmp:
                 torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
-        atomic_write_json(folder / f"round_{ticket.round}.json", ticket.summary())  # written last: it marks the round done
+        atomic_write_json(folder / f"round_{ticket.round}.json",  # written last: it marks the round done
+                          {**ticket.summary(), "multipliers": {str(k): v for k, v in self.multipliers.items()}})
 
     def _save_final(self, ticket: Ticket) -> None:
         if self.run_dir is None:
@@ -434,6 +456,7 @@ class LotteryPruner:
             model.to(self.device).eval()
             self.dense.to(self.device)
             offsets = {int(k): v for k, v in summary["offsets"].items()}
+            self.multipliers.update({int(k): float(v) for k, v in (summary.get("multipliers") or {}).items()})
             tickets.append(Ticket(r, model, survivors, summary["params"], summary["macs"], summary["val"], summary["val_raw"], offsets, summary["within_budget"]))
         rewind_model, rewind_survivors = None, None
         if (folder / "rewind.pt").is_file():
