@@ -21,7 +21,7 @@ from toolchain.quantize.calibration import (  # noqa: E402
     sample_calibration,
     save_calibration,
 )
-from toolchain.quantize.onnx_int8 import quantizable_nodes, quantize_onnx  # noqa: E402
+from toolchain.export.onnx_int8 import quantizable_nodes, quantize_onnx  # noqa: E402
 from toolchain.runtimes import artifact_info, load_runner  # noqa: E402
 
 PROTECTED = 3
@@ -206,7 +206,7 @@ def test_int8_file_is_compact_and_computes_the_same(digits, onnx_files, tmp_path
 
 
 def test_thin_input_conv_is_found_and_kept_float(digits, onnx_files, tmp_path):
-    from toolchain.quantize.onnx_int8 import thin_input_convs
+    from toolchain.export.onnx_int8 import thin_input_convs
 
     names = quantizable_nodes(onnx_files["fp32"])
     assert thin_input_convs(onnx_files["fp32"]) == [names[0]]  # 1 input channel
@@ -281,10 +281,10 @@ def _tensor_names(data: bytes) -> tuple[list, list, list]:
 def test_tflite_compact_drops_inner_names_and_computes_the_same(digits, tflite_files, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from toolchain.export.tflite import _litert, compact, quiet_native
+    from toolchain.export.tflite import compact, import_litert_torch, quiet_native
 
     with quiet_native():
-        _litert().convert(digits["model"].eval(), (torch.from_numpy(digits["x_test"][:1]),)).export(str(tmp_path / "raw.tflite"))
+        import_litert_torch().convert(digits["model"].eval(), (torch.from_numpy(digits["x_test"][:1]),)).export(str(tmp_path / "raw.tflite"))
     raw = (tmp_path / "raw.tflite").read_bytes()
     small = compact(raw)
     inner, io_names, signatures = _tensor_names(small)
@@ -313,7 +313,8 @@ def test_tflite_nhwc_fed_nchw(digits, tflite_files, name):
 
 
 def test_tflite_int8_float_fallback_module(digits, tmp_path):
-    from toolchain.export.tflite import export_tflite, quantizable_modules
+    from toolchain.export.tflite import export_tflite
+    from toolchain.export.tflite_int8 import quantizable_modules
 
     assert quantizable_modules(digits["model"])[-1] == "classifier"
     path = export_tflite(
@@ -334,7 +335,8 @@ def test_tflite_int8_float_fallback_module(digits, tmp_path):
 
 
 def test_tflite_thin_input_module_is_found_and_kept_float(digits, tmp_path):
-    from toolchain.export.tflite import export_tflite, quantizable_modules, thin_input_modules
+    from toolchain.export.tflite import export_tflite
+    from toolchain.export.tflite_int8 import quantizable_modules, thin_input_modules
 
     example = torch.from_numpy(digits["x_test"][:1])
     stem = thin_input_modules(digits["model"], example)
@@ -392,6 +394,50 @@ def test_mlp_exports_and_runs_in_both_runtimes(tmp_path):
             assert _agreement(out, ref) >= 0.9, name
     with pytest.raises(UserError):
         export_tflite(model, ex, tmp_path / "nhwc.tflite", layout="NHWC")
+
+
+# ---------------------------------------------------------------- the backend registry
+
+
+def test_every_format_has_a_host_backend_and_a_device_format():
+    from toolchain.export import EXPORT_BACKENDS, ExportJob, export_backend
+    from toolchain.runtimes import DEVICE_FORMATS
+
+    assert list(EXPORT_BACKENDS) == list(DEVICE_FORMATS) == ["onnx", "tflite"]
+    job = ExportJob(example=None, num_classes=10, layout="NHWC", calibration_x=np.zeros((1, 1)), calibration_method="minmax",
+                    out=Path("a"), work=Path("w"))
+    for name, backend in EXPORT_BACKENDS.items():
+        assert export_backend(name) is backend
+        for precision in ("fp32", "int8"):  # what the host writes, the device picks by suffix
+            assert backend.artifact_path(job, precision).suffix == DEVICE_FORMATS[name].suffix
+    with pytest.raises(UserError, match="onnx, tflite"):
+        export_backend("coreml")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_backend_exports_float_and_builds_int8_keeping_units_float(digits, tmp_path, fmt):
+    """The export stage's view of a backend: the float artifact, the units, an int8 build with the stem
+    kept float, and a scratch source that writes nothing among the artifacts."""
+    if fmt == "tflite":
+        pytest.importorskip("litert_torch")
+    from toolchain.export import ExportJob, export_backend
+
+    backend = export_backend(fmt)
+    job = ExportJob(example=torch.from_numpy(digits["x_test"][:1]), num_classes=10, layout="NCHW", calibration_x=digits["calib"],
+                    calibration_method="minmax", out=tmp_path / "artifacts", work=tmp_path / "work")
+    fp32 = backend.export_float(digits["model"], job)
+    assert fp32 == backend.artifact_path(job, "fp32") and artifact_info(fp32)["precision"] == "fp32"
+    np.testing.assert_allclose(load_runner(fp32).predict(digits["x_test"]), digits["ref"], atol=1e-4, rtol=0)
+    source = backend.int8_source(digits["model"], job)
+    units = source.quantizable_units()
+    assert len(units) == 4 and source.thin_input_units() == units[:1]  # 3 convs and the classifier; a 1-channel stem
+    int8 = source.build(units[:1], backend.artifact_path(job, "int8"))
+    assert artifact_info(int8)["precision"] == "int8" and artifact_info(int8)["input_dtype"] == "float32"  # a float stem
+    assert _agreement(load_runner(int8).predict(digits["x_test"]), digits["ref"]) >= 0.98
+    before = sorted(p.name for p in job.out.iterdir())
+    scratch = backend.int8_source(digits["model"], job, scratch=True)
+    assert scratch.quantizable_units() == units
+    assert sorted(p.name for p in job.out.iterdir()) == before
 
 
 # ---------------------------------------------------------------- calibration

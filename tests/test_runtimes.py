@@ -1,4 +1,5 @@
-"""Runners: loading, batching, layouts, int8 I/O, errors, and no torch/tensorflow import."""
+"""Runners, artifact_info and graph descriptions: loading, batching, layouts, int8 I/O, errors, the format
+registry, and no torch/tensorflow import on the device tier."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from toolchain.errors import UserError
-from toolchain.runtimes import artifact_info, load_runner, sidecar_path
+from toolchain.runtimes import artifact_info, describe_graph, load_runner, sidecar_path
 from toolchain.runtimes.base import dequantize_output, guess_layout, quantize_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +59,7 @@ def test_runtimes_import_neither_torch_nor_tensorflow(artifacts):
             r = rt.load_runner(p)
             assert r.predict(x).shape == (3, 10)
             rt.artifact_info(p)
+            rt.describe_graph(p)
         bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'litert_torch')]
         assert not bad, bad
         print('ok')
@@ -67,6 +69,64 @@ def test_runtimes_import_neither_torch_nor_tensorflow(artifacts):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ok" in res.stdout
+
+
+def test_device_tier_imports_neither_torch_nor_tensorflow():
+    """Everything `cwtool verify`, `cwtool bench` and the fit check load on a device: numpy, typer and one runtime."""
+    code = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys
+        import toolchain.report
+        modules = ["toolchain.runtimes", "toolchain.runtimes.formats", "toolchain.runtimes.graph",
+                   "toolchain.runtimes.onnx_graph", "toolchain.runtimes.litert_graph", "toolchain.verify",
+                   "toolchain.gate", "toolchain.metrics", "toolchain.targets", "toolchain.bench"]
+        modules += [f"toolchain.report.{m.name}" for m in pkgutil.iter_modules(toolchain.report.__path__)]
+        for name in modules:
+            importlib.import_module(name)
+        assert len(modules) > 12, modules
+        heavy = sorted(m for m in ("torch", "tensorflow", "litert_torch") if m in sys.modules)
+        assert not heavy, heavy
+        print("ok")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+
+
+def test_the_suffix_picks_the_format():
+    from toolchain.runtimes import DEVICE_FORMATS, FORMATS, device_format
+
+    assert FORMATS == {".onnx": "onnx", ".tflite": "tflite"}
+    for fmt in DEVICE_FORMATS.values():
+        assert device_format(Path("m" + fmt.suffix.upper())) is fmt
+    assert DEVICE_FORMATS["onnx"].export_layout("NHWC") == "NCHW" and DEVICE_FORMATS["tflite"].export_layout("NHWC") == "NHWC"
+    with pytest.raises(UserError, match=r"\.onnx and \.tflite"):
+        device_format("model.pt")
+
+
+@pytest.mark.parametrize("name, op", [("onnx", "Conv"), ("tflite_int8_nhwc", "CONV_2D")])
+def test_describe_graph_counts_macs_and_operators(artifacts, name, op):
+    # digits-cnn width 8: conv 1->8 (8x8), conv 8->16 (8x8), maxpool, conv 16->16 (4x4), GAP, fc 16->10
+    macs = 64 * 8 * 9 + 64 * 16 * 8 * 9 + 16 * 16 * 16 * 9 + 16 * 10
+    info = describe_graph(artifacts[name])
+    assert info["format"] == ("onnx" if name == "onnx" else "tflite")
+    assert info["macs"] == macs and op in info["ops"]
+    assert info["weight_bytes"] > 0 and info["activation_peak_bytes"] > 0
+    with pytest.raises(UserError, match="does not exist"):
+        describe_graph(artifacts[name].with_name("missing" + artifacts[name].suffix))
+
+
+def test_activation_peak_frees_each_tensor_after_its_last_consumer():
+    from toolchain.runtimes.graph import activation_peak, static_nbytes
+
+    assert static_nbytes([-1, 3, 4], 4) == 48  # a dynamic batch counts as 1
+    # in -> a -> b -> out, with `in` read again by the last op: a residual keeps it alive
+    order = [(["in"], ["a"]), (["a"], ["b"]), (["b", "in"], ["out"])]
+    sizes = {"in": 10, "a": 100, "b": 1000, "out": 1}
+    assert activation_peak(order, sizes, ["in"], ["out"]) == 10 + 100 + 1000
+    chain = [(["in"], ["a"]), (["a"], ["b"]), (["b"], ["out"])]
+    assert activation_peak(chain, sizes, ["in"], ["out"]) == 1000 + 100  # `in` is gone once `a` exists
 
 
 @pytest.mark.parametrize("name", ["onnx", "onnx_static", "tflite", "tflite_int8_nhwc"])

@@ -12,7 +12,6 @@ import pytest
 from toolchain.errors import UserError
 from toolchain.targets import (
     Target,
-    analyze_artifact,
     estimate_latency_ms,
     fit_check,
     list_targets,
@@ -139,17 +138,6 @@ def test_bad_toml_is_a_one_line_user_error(capsys, tmp_path, edit, field):
 def test_unknown_target_name_lists_the_known_ones(capsys):
     code, _, err = run_cli(["targets", "no-such-board"], capsys)
     assert code == 2 and "raspberry-pi-4" in err
-
-
-def test_analyze_counts_macs_and_operators(artifacts):
-    # digits-cnn: conv 1->32 (8x8), conv 32->64 (8x8), maxpool, conv 64->64 (4x4), GAP, fc 64->10
-    macs = 64 * 32 * 9 + 64 * 64 * 32 * 9 + 16 * 64 * 64 * 9 + 64 * 10
-    for kind in ("onnx", "tflite"):
-        info = analyze_artifact(artifacts[kind])
-        assert info["macs"] == macs, kind
-        assert info["weight_bytes"] > 0 and info["activation_peak_bytes"] > 0
-    assert "Conv" in analyze_artifact(artifacts["onnx"])["ops"]
-    assert "CONV_2D" in analyze_artifact(artifacts["tflite"])["ops"]
 
 
 def test_fit_check_passes_on_a_roomy_target(artifacts):

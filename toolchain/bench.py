@@ -175,12 +175,13 @@ def bench_many(
 
 def device_estimate(target, path: str | Path, precision: str | None, macs: int | None = None) -> dict[str, Any]:
     """The ESTIMATED batch-1 latency of ``path`` on ``target`` (a Target or a name/path)."""
-    from toolchain.targets import LATENCY_NOTE, PRECISIONS, Target, analyze_artifact, estimate_latency_ms, load_target
+    from toolchain.runtimes import describe_graph
+    from toolchain.targets import LATENCY_NOTE, PRECISIONS, Target, estimate_latency_ms, load_target
 
     t = target if isinstance(target, Target) else load_target(target)
     source = "given (--macs)"
     if macs is None:
-        macs = analyze_artifact(path).get("macs")
+        macs = describe_graph(path).get("macs")
         source = "read from the artifact graph (Conv/Gemm/MatMul/FC layers only)"
         if not macs:
             raise UserError(f"cannot count MACs in {Path(path).name} here: pass --macs N (from `cwtool compress`'s report)")

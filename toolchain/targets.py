@@ -1,7 +1,8 @@
 """Device targets: profiles read from targets/*.toml, fit checks and latency estimates.
 
-No torch and no tensorflow here. The `onnx` package (optional) reads ONNX graphs; the LiteRT
-interpreter (ai-edge-litert or tflite-runtime) reads TFLite op lists.
+No torch and no tensorflow here. What is known about each format (its runtime, int8 schemes, input
+layouts) and an artifact's graph (operators, MACs, weight and activation bytes) come from the
+device-side registry, toolchain.runtimes.formats.
 
     target = load_target("raspberry-pi-4")          # a name from targets/ or a path to a user's TOML
     plan = target_export_plan(target)                # formats / precision / layout the pipeline produces
@@ -22,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import UserError
+from toolchain.runtimes.formats import DEVICE_FORMATS
+from toolchain.runtimes.graph import static_nbytes
 
 try:  # Python 3.11+
     import tomllib
 except ImportError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-RUNTIMES = {"litert": "tflite", "onnxruntime": "onnx"}  # runtime -> the format it runs
+RUNTIMES = {f.runtime: f.name for f in sorted(DEVICE_FORMATS.values(), key=lambda f: f.runtime)}  # runtime -> the format it runs
 PRECISIONS = ("int8", "fp16", "fp32")
-INT8_SCHEMES = {"tflite": ("full-integer", "dynamic-range"), "onnx": ("qdq", "qoperator")}
+INT8_SCHEMES = {f.name: f.int8_schemes for f in DEVICE_FORMATS.values()}
 LAYOUTS = ("NHWC", "NCHW")
 MIB = 1024 * 1024
 
@@ -225,200 +228,10 @@ def target_export_plan(target: Target | str) -> dict[str, Any]:
         "runtime": t.runtime,
         "precision": t.precision,
         "int8_scheme": t.int8_scheme if t.precision == "int8" else None,
-        "layout": t.layout if t.format == "tflite" else "NCHW",
+        "layout": DEVICE_FORMATS[t.format].export_layout(t.layout),
         "threads": t.threads,
         "channel_multiple": t.channel_multiple,
     }
-
-
-# ---- reading an artifact's graph --------------------------------------------------------------------------
-
-
-def _nbytes(shape, itemsize: int) -> int:
-    n = 1
-    for d in shape:
-        n *= d if isinstance(d, int) and d > 0 else 1  # dynamic dims (batch) count as 1
-    return n * itemsize
-
-
-def _activation_peak(order: list[tuple[list[str], list[str]]], sizes: dict, inputs, outputs) -> int:
-    """Peak of live activation bytes running ops in order; a tensor lives from its producer
-    (or the start, for graph inputs) until its last consumer (or the end, for graph outputs)."""
-    last_use: dict = {}
-    for i, (ins, _) in enumerate(order):
-        for t in ins:
-            if t in sizes:
-                last_use[t] = i
-    for t in outputs:
-        last_use[t] = len(order)
-    live = {t: sizes.get(t, 0) for t in inputs}
-    peak = sum(live.values())
-    for i, (ins, outs) in enumerate(order):
-        for t in outs:
-            if t in sizes:
-                live[t] = sizes[t]
-        peak = max(peak, sum(live.values()))
-        for t in list(live):
-            if last_use.get(t, -1) <= i and t not in outputs:
-                del live[t]
-    return int(peak)
-
-
-def _onnx_graph(path: Path) -> dict[str, Any]:
-    try:
-        import numpy as np
-        import onnx
-        from onnx import helper, numpy_helper, shape_inference
-    except ImportError:
-        return {"ops": None, "ops_note": "the onnx package is not installed: operators and MACs not read"}
-    from toolchain.runtimes.base import runtime_errors
-
-    with runtime_errors(path, "read the graph of"):  # the file is untrusted: a broken protobuf is bad input
-        model = onnx.load(str(path), load_external_data=False)
-    try:
-        model = shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - keep what we have
-        pass
-    g = model.graph
-    with runtime_errors(path, "read the weights of"):
-        consts = {i.name: numpy_helper.to_array(i) for i in g.initializer if not i.external_data}
-    for n in g.node:  # Constant nodes hold weights too
-        if n.op_type == "Constant" and n.attribute:
-            try:
-                consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-            except Exception:  # noqa: BLE001
-                pass
-    dq = {n.output[0]: n.input[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input and n.output}
-    shapes: dict[str, list] = {}
-    sizes: dict[str, int] = {}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        shapes[vi.name] = dims
-        try:
-            item = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
-        except Exception:  # noqa: BLE001
-            item = 4
-        if vi.name not in consts:
-            sizes[vi.name] = _nbytes(dims, item)
-    ops, macs = [], 0
-    for n in g.node:
-        if n.op_type == "Constant":
-            continue
-        ops.append(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}")
-        out = shapes.get(n.output[0]) if n.output else None
-        w = _onnx_weight(n, consts, dq)
-        if out is None or w is None:
-            continue
-        out_n = _nbytes(out, 1)
-        if n.op_type in ("Conv", "QLinearConv", "ConvInteger") and w.ndim >= 3:
-            macs += out_n * int(np.prod(w.shape[1:]))
-        elif n.op_type in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger") and w.ndim == 2:
-            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
-            macs += out_n * int(w.shape[1] if trans_b else w.shape[0])
-    order = [([i for i in n.input if i], [o for o in n.output if o]) for n in g.node if n.op_type != "Constant"]
-    init_names = set(consts)
-    inputs = [i.name for i in g.input if i.name not in init_names]
-    weight_bytes = int(sum(a.nbytes for a in consts.values()))
-    return {
-        "ops": ops,
-        "macs": int(macs),
-        "weight_bytes": weight_bytes,
-        "activation_peak_bytes": _activation_peak(order, sizes, inputs, [o.name for o in g.output]),
-    }
-
-
-def _onnx_weight(node, consts, dq):
-    """The constant weight of a Conv/Gemm/MatMul, looking through a DequantizeLinear (QDQ graphs)."""
-    idx = 3 if node.op_type in ("QLinearConv", "QLinearMatMul") else 1
-    if len(node.input) <= idx:
-        return None
-    name = node.input[idx]
-    return consts.get(name, consts.get(dq.get(name, "")))
-
-
-def _tflite_graph(path: Path) -> dict[str, Any]:
-    import numpy as np
-
-    from toolchain.runtimes.base import check_tensor_bytes, runtime_errors
-    from toolchain.runtimes.litert import tensor_sizes, interpreter_class
-
-    cls, _ = interpreter_class()
-    try:  # without the default XNNPACK delegate, so the op list shows builtin ops, not DELEGATE
-        from ai_edge_litert.interpreter import OpResolverType
-
-        interp = cls(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    except Exception:  # noqa: BLE001 - another interpreter, or no such option
-        try:
-            interp = cls(model_path=str(path))
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"cannot load TFLite artifact {path}: {str(e).splitlines()[0][:200]}; re-export it") from e
-    if not hasattr(interp, "_get_ops_details"):
-        return {"ops": None, "ops_note": "this LiteRT interpreter does not list operators"}
-    with runtime_errors(path, "read the operators of"):  # native calls on an untrusted file
-        details = interp._get_ops_details()
-        before = interp.get_tensor_details()
-    check_tensor_bytes(tensor_sizes(before)[1], path)  # before allocating: a corrupt shape can ask for 17 GB
-    with runtime_errors(path, "allocate the tensors of"):
-        interp.allocate_tensors()
-        tensors = {d["index"]: d for d in interp.get_tensor_details()}
-        graph_inputs = [int(d["index"]) for d in interp.get_input_details()]
-        graph_outputs = [int(d["index"]) for d in interp.get_output_details()]
-    produced = {int(o) for op in details for o in op["outputs"]}
-
-    def size(i):
-        d = tensors.get(i)
-        return 0 if d is None else _nbytes([int(s) for s in d["shape"]], np.dtype(d["dtype"]).itemsize)
-
-    consumed = {int(i) for op in details for i in op["inputs"] if int(i) >= 0}
-    weights = [i for i in consumed if i not in produced and i not in graph_inputs]
-    sizes = {i: size(i) for i in (produced | set(graph_inputs))}
-    ops, macs = [], 0
-    for op in details:
-        name = op["op_name"]
-        if name == "DELEGATE":
-            continue
-        ops.append(name)
-        ins = [int(i) for i in op["inputs"]]
-        outs = [int(o) for o in op["outputs"]]
-        if len(ins) < 2 or not outs or outs[0] not in tensors or ins[1] not in tensors:
-            continue
-        out_n = _nbytes([int(s) for s in tensors[outs[0]]["shape"]], 1)
-        w = [int(s) for s in tensors[ins[1]]["shape"]]
-        if name == "CONV_2D" and len(w) == 4:  # weights (O, kh, kw, I)
-            macs += out_n * w[1] * w[2] * w[3]
-        elif name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # weights (1, kh, kw, O)
-            macs += out_n * w[1] * w[2]
-        elif name == "FULLY_CONNECTED" and len(w) == 2:  # weights (O, I)
-            macs += out_n * w[1]
-        elif name == "TRANSPOSE_CONV" and len(ins) >= 3 and ins[1] in tensors:
-            w = [int(s) for s in tensors[ins[1]]["shape"]]
-            inp = tensors.get(ins[2])
-            if inp is not None and len(w) == 4:
-                macs += _nbytes([int(s) for s in inp["shape"]], 1) * w[0] * w[1] * w[2]
-    order = [([int(i) for i in op["inputs"] if int(i) >= 0], [int(o) for o in op["outputs"]]) for op in details if op["op_name"] != "DELEGATE"]
-    return {
-        "ops": ops,
-        "macs": int(macs),
-        "weight_bytes": int(sum(size(i) for i in weights)),
-        "activation_peak_bytes": _activation_peak(order, sizes, graph_inputs, graph_outputs),
-    }
-
-
-def analyze_artifact(path: str | Path) -> dict[str, Any]:
-    """Operators used (in graph order), MACs per sample (Conv/Gemm/MatMul/FC only), weight bytes and
-    the peak of live activation bytes at batch 1. ``ops`` is None when nothing here can read them."""
-    from toolchain.runtimes import FORMATS
-    from toolchain.runtimes.base import check_artifact_file
-
-    path = check_artifact_file(path, tuple(FORMATS))
-    fmt = FORMATS[path.suffix.lower()]
-    if fmt == "onnx":
-        info = _onnx_graph(path)
-    else:
-        info = _tflite_graph(path)
-    info["format"] = fmt
-    return info
 
 
 # ---- estimates and the fit check --------------------------------------------------------------------------
@@ -439,12 +252,12 @@ def fit_check(target: Target | str, artifact_path: str | Path, macs: int | None 
     """Does the artifact fit the target? bytes vs max_model_bytes and storage, estimated peak memory
     vs RAM, operators vs supported/rejected, format vs runtime. ``fits`` is False with named reasons;
     ``warnings`` hold mismatches that still run (precision, layout, int8 I/O)."""
-    from toolchain.runtimes import artifact_info
+    from toolchain.runtimes import artifact_info, describe_graph
 
     t = target if isinstance(target, Target) else load_target(target)
     path = Path(artifact_path)
     info = artifact_info(path)
-    graph = analyze_artifact(path)
+    graph = describe_graph(path)
     reasons: list[str] = []
     warnings: list[str] = []
     checks: dict[str, Any] = {}
@@ -468,7 +281,7 @@ def fit_check(target: Target | str, artifact_path: str | Path, macs: int | None 
         weights = size
     act = graph.get("activation_peak_bytes")
     if act is None:  # no graph: fall back to input + output tensors
-        act = _nbytes(info.get("input_shape", []), 4) + _nbytes(info.get("output_shape", []), 4)
+        act = static_nbytes(info.get("input_shape", []), 4) + static_nbytes(info.get("output_shape", []), 4)
     overhead = int(t.runtime_overhead_mb * MIB)
     peak = int(weights + act + overhead)
     ram = int(t.ram_mb * MIB)
@@ -502,9 +315,10 @@ def fit_check(target: Target | str, artifact_path: str | Path, macs: int | None 
     if precision != t.precision:
         warnings.append(f"precision {precision}, the profile asks for {t.precision}")
     layout = info.get("layout")
-    if fmt == "tflite" and layout in ("NCHW", "NHWC") and layout != t.layout:
+    device = DEVICE_FORMATS[fmt]
+    if layout in device.layouts and layout != device.export_layout(t.layout):
         warnings.append(f"input layout {layout}, the profile asks for {t.layout}")
-    if fmt == "tflite" and t.precision == "int8" and t.int8_scheme == "full-integer" and precision == "int8":
+    if fmt == t.format and t.precision == "int8" and t.int8_scheme == "full-integer" and precision == "int8":
         if str(info.get("input_dtype")) not in ("int8", "uint8"):
             warnings.append(f"int8 model with {info.get('input_dtype')} input: full-integer targets expect int8 I/O")
 

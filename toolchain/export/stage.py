@@ -1,5 +1,7 @@
 """The export stage of `compress`: calibrate, export every artifact, FN-aware int8, and evaluate each
-file in its own runtime on the test split (report only: nothing is chosen from test)."""
+file in its own runtime on the test split (report only: nothing is chosen from test).
+
+Format-specific work goes through the backends registered in toolchain.export."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolchain.export import ExportJob, export_backend
 from toolchain.metrics import evaluate_logits
 from toolchain.prune.bake import bake_offsets
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, fn_count
@@ -62,10 +65,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
 
     import torch
 
-    from toolchain.export.onnx import export_onnx
-    from toolchain.export.tflite import export_tflite, quantizable_modules, thin_input_modules
     from toolchain.models.train import predict_logits
-    from toolchain.quantize.onnx_int8 import quantizable_nodes, quantize_onnx, thin_input_convs
     from toolchain.runtimes import artifact_info, load_runner
 
     model = model.cpu().eval()
@@ -75,6 +75,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     example = torch.as_tensor(dataset.x_train[:1])
     num_classes = int(model(example).shape[1])
     calib_x, calib_record = _calibration(dataset, protected, settings, seed, run_dir)
+    job = ExportJob(example=example, num_classes=num_classes, layout=settings.layout, calibration_x=calib_x,
+                    calibration_method=settings.calibration_method, out=out, work=work)
     x_val, y_val = dataset.split("val")
     x_test, y_test = dataset.split("test")
     torch_test_pred = predict_logits(model, x_test).argmax(1)
@@ -83,9 +85,13 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
         logits = load_runner(path, threads=settings.threads).predict(x_val)
         return (guard.met(logits, {}), {k: fn_count(logits, y_val, k) for k in protected}, protected_log_odds(logits, y_val, protected))
 
-    def retuner(make_build):
+    def keeping_float(source, stem: list[str]):
+        """A Build for fn_aware_quantize: the source quantized with the stem and the excluded units in float."""
+        return lambda excluded, dest: source.build([*stem, *excluded], dest)
+
+    def retuner(backend, stem: list[str]):
         """retune for fn_aware_quantize: offsets from the int8 file's validation logits, baked into a
-        copy of the float model that make_build(model) quantizes again."""
+        copy of the float model that the backend quantizes again (a scratch source)."""
         def retune(path: Path, baked: dict[int, float]):
             logits = load_runner(path, threads=settings.threads).predict(x_val)
             step = guard.choose(logits)
@@ -96,48 +102,25 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             if not any(step.values()) or float(np.mean(apply_offsets(logits, step).argmax(1) == y_val)) < min_val_accuracy:
                 return None
             offsets = {k: baked.get(k, 0.0) + step[k] for k in step}
-            return make_build(bake_offsets(copy.deepcopy(model), offsets, example)), offsets
+            shifted = bake_offsets(copy.deepcopy(model), offsets, example)
+            return keeping_float(backend.int8_source(shifted, job, scratch=True), stem), offsets
         return retune
 
-    def onnx_build(source: Path, stem: list[str]):
-        return lambda excluded, dest: quantize_onnx(source, dest, calib_x, method=settings.calibration_method, nodes_to_exclude=[*stem, *excluded])
-
-    def shifted_onnx(stem: list[str]):
-        def make(shifted_model):
-            source = export_onnx(shifted_model, example, work / "onnx" / "shifted_fp32.onnx", num_classes=num_classes)
-            return onnx_build(source, stem)
-        return make
-
-    def tflite_build(source_model, stem: list[str]):
-        return lambda excluded, dest: export_tflite(source_model, example, dest, "int8", settings.layout, calib_x,
-                                                    float_modules=[*stem, *excluded], num_classes=num_classes)
-
-    onnx_fp32 = out / "model_fp32.onnx"
     entries = []
     try:
         for fmt, precision in settings.artifacts:
+            backend = export_backend(fmt)
             t0 = time.perf_counter()
             fallback, stem = None, []
-            if fmt == "onnx":
-                if not onnx_fp32.exists():
-                    export_onnx(model, example, onnx_fp32, num_classes=num_classes)
-                path = onnx_fp32
-                if precision == "int8":
-                    stem = thin_input_convs(onnx_fp32) if settings.float_input_conv else []
-                    candidates = [n for n in quantizable_nodes(onnx_fp32) if n not in stem]
-                    fallback = fn_aware_quantize(onnx_build(onnx_fp32, stem), score, candidates, work / "onnx",
-                                                 out / "model_int8.onnx", retune=retuner(shifted_onnx(stem)))
-                    path = fallback.path
+            if precision == "int8":
+                source = backend.int8_source(model, job)
+                stem = source.thin_input_units() if settings.float_input_conv else []
+                candidates = [n for n in source.quantizable_units() if n not in stem]
+                fallback = fn_aware_quantize(keeping_float(source, stem), score, candidates, work / fmt,
+                                             backend.artifact_path(job, "int8"), retune=retuner(backend, stem))
+                path = fallback.path
             else:
-                path = out / f"model_{precision}_{settings.layout.lower()}.tflite"
-                if precision == "int8":
-                    stem = thin_input_modules(model, example) if settings.float_input_conv else []
-                    candidates = [n for n in quantizable_modules(model) if n not in stem]
-                    fallback = fn_aware_quantize(tflite_build(model, stem), score, candidates, work / "tflite", path,
-                                                 retune=retuner(lambda shifted: tflite_build(shifted, stem)))
-                    path = fallback.path
-                else:
-                    export_tflite(model, example, path, precision, settings.layout, num_classes=num_classes)
+                path = backend.export_float(model, job, precision)
             convert_seconds = time.perf_counter() - t0
             runner = load_runner(path, threads=settings.threads)
             logits = runner.predict(x_test)

@@ -4,8 +4,8 @@
 - fp16: litert-torch's own recipe ``generative.quantize.quant_recipes.full_fp16_recipe()`` (runs
   ai-edge-quantizer's FLOAT_CASTING): weights stored as float16 and dequantized to float32 at load;
   compute and I/O stay float32. About half the fp32 size.
-- int8: PT2E static quantization with litert's PT2EQuantizer (symmetric, per-channel weights,
-  per-tensor int8 activations), calibrated on ``calibration_x`` (training rows), then
+- int8: PT2E static quantization (export/tflite_int8.py: symmetric, per-channel weights, per-tensor
+  int8 activations), calibrated on ``calibration_x`` (training rows), then
   ``convert(..., quant_config=QuantConfig(pt2e_quantizer=q))``. The result is full-integer:
   input and output tensors are int8 and carry (scale, zero_point); the runners quantize the input
   and dequantize the output.
@@ -28,11 +28,12 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.export.tflite_int8 import pt2e_int8_module
 from toolchain.io import publish
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -71,120 +72,14 @@ def quiet_native(enabled: bool = True):
         log.close()
 
 
-def _litert():
+def import_litert_torch():
+    """litert_torch, configured quiet; a UserError when it is not installed."""
     try:
         import litert_torch
     except ImportError as e:
         raise UserError("litert-torch is not installed: pip install 'cwtool[compress]'") from e
     litert_torch.config.show_progress = False
     return litert_torch
-
-
-def _module_names(node) -> list[str]:
-    stack = node.meta.get("nn_module_stack") or {}
-    return [v[0] for v in stack.values() if isinstance(v, tuple) and v and isinstance(v[0], str)]
-
-
-def make_pt2e_quantizer(float_modules: Iterable[str] = ()):
-    """litert's PT2EQuantizer, symmetric per-channel, leaving the named submodules in float.
-
-    litert's own ``set_module_name(name, None)`` asserts ("not supported yet"), and its module-name
-    filter expects dynamo's ``L__self___x`` keys, which torch 2.13's export writes as
-    ``L__self__x`` -- so it never matches. Here annotations are stripped by the fully qualified
-    module names torch.export records in ``nn_module_stack`` instead.
-    """
-    from litert_torch.quantize import pt2e_quantizer as pq
-    from litert_torch.quantize.pt2e_quantizer_utils import propagate_annotation
-
-    keep = tuple(float_modules)
-
-    class FloatFallbackQuantizer(pq.PT2EQuantizer):
-        def __init__(self):
-            super().__init__()
-            self.float_modules = keep
-            self.stripped: list[str] = []
-
-        def annotate(self, model):
-            if not self.float_modules:
-                return super().annotate(model)
-            model = self._annotate_for_static_quantization_config(model)
-            for node in model.graph.nodes:
-                names = _module_names(node)
-                if any(n == m or n.startswith(m + ".") for n in names for m in self.float_modules):
-                    if node.meta.pop("quantization_annotation", None) is not None:
-                        self.stripped.append(node.name)
-            propagate_annotation(model)
-            return model
-
-    q = FloatFallbackQuantizer()
-    q.set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    return q
-
-
-def quantizable_modules(model) -> list[str]:
-    """Names of Conv/Linear submodules in definition order: candidates for ``float_modules``."""
-    from torch import nn
-
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
-
-
-def thin_input_modules(model, example_input, max_channels: int = 4) -> list[str]:
-    """Conv submodules that read the model's input directly with at most ``max_channels`` input
-    channels (an image stem): the TFLite twin of quantize.onnx_int8.thin_input_convs. XNNPACK's int8
-    path runs a 1-channel stem slower than its float one (measured: docs/BENCHMARKS.md), and the stem
-    holds a few hundred weights, so keeping it float costs no size to speak of."""
-    import torch
-    from torch import nn
-
-    x = example_input.detach().float()[:1]
-    hits: list[str] = []
-    hooks = [
-        m.register_forward_pre_hook(lambda mod, args, name=name: hits.append(name) if args and args[0] is x else None)
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.in_channels <= max_channels
-    ]
-    if not hooks:
-        return []
-    modes = {m: m.training for m in model.modules()}
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, training in modes.items():
-            m.training = training
-    return list(dict.fromkeys(hits))
-
-
-def _int8_module(module, x, calibration_x: np.ndarray, float_modules: Sequence[str]):
-    import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = make_pt2e_quantizer(float_modules)
-    # Calibrate in batches: the activation observers (HistogramObserver) cost ~0.1 s a call, so
-    # row-by-row calibration of 300 rows took 31 s against 1 s in batches of 64. That needs a graph
-    # exported with a dynamic batch; litert's convert re-exports it at batch 1 afterwards.
-    batch = 64
-    try:
-        x2 = x.repeat(2, *([1] * (x.dim() - 1)))
-        dyn = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
-        graph = torch.export.export(module, (x2,), dynamic_shapes=dyn).module()
-    except Exception:  # a model that specialises its batch size: calibrate row by row
-        graph, batch = torch.export.export(module, (x,)).module(), 1
-    prepared = prepare_pt2e(graph, quantizer)
-    calib = torch.from_numpy(np.ascontiguousarray(calibration_x, dtype=np.float32))
-    with torch.no_grad():
-        for i in range(0, len(calib), batch):
-            prepared(calib[i : i + batch])
-    converted = convert_pt2e(prepared, fold_quantize=False)
-    with contextlib.suppress(Exception):
-        from torchao.quantization.pt2e import move_exported_model_to_eval
-
-        move_exported_model_to_eval(converted)
-    if float_modules and not quantizer.stripped:
-        raise UserError(f"float_modules {list(float_modules)} match no submodule: use names from quantizable_modules(model)")
-    return converted, quantizer
 
 
 def compact(data: bytes) -> bytes:
@@ -230,7 +125,7 @@ def export_tflite(
     precision: "fp32" | "fp16" (fp16 weights, fp32 compute and I/O) | "int8" (full integer, int8 I/O).
     layout: "NCHW" (as torch) or "NHWC" (input transposed in the graph); ignored ("NC") for 2-D input.
     calibration_x: int8 only; float32 TRAINING rows in the dataset layout (200-500 is plenty).
-    float_modules: int8 only; submodule names (``quantizable_modules(model)``) kept in float.
+    float_modules: int8 only; submodule names (``tflite_int8.quantizable_modules(model)``) kept in float.
     Writes ``path`` and ``path + '.json'`` (layout, num_classes, precision, ...) atomically.
     """
     import torch
@@ -270,7 +165,7 @@ def export_tflite(
     os.close(fd)
     try:
         with quiet_native(quiet):
-            litert_torch = _litert()  # its first import is noisy too (absl, torchao .so probes)
+            litert_torch = import_litert_torch()  # its first import is noisy too (absl, torchao .so probes)
             module, sample = model, x
             if layout == "NHWC":
                 module = litert_torch.to_channel_last_io(model, args=[0]).eval()
@@ -286,7 +181,7 @@ def export_tflite(
                 from litert_torch.quantize.quant_config import QuantConfig
 
                 calib = calibration_x.transpose(0, 2, 3, 1) if layout == "NHWC" else calibration_x
-                converted, quantizer = _int8_module(module, sample, calib, float_modules)
+                converted, quantizer = pt2e_int8_module(module, sample, calib, float_modules)
                 edge = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
             edge.export(tmp)
         Path(tmp).write_bytes(compact(Path(tmp).read_bytes()))

@@ -1,7 +1,9 @@
-"""numpy-in/numpy-out runners for exported artifacts: onnxruntime (.onnx) and LiteRT (.tflite).
+"""numpy-in/numpy-out runners for exported artifacts: onnxruntime (.onnx) and LiteRT (.tflite), and what
+can be read from a file without running it (artifact_info, describe_graph).
 
 No torch and no tensorflow imports here (tensorflow.lite only as the last-resort interpreter):
-`cwtool verify` runs these on a device with numpy and one runtime.
+`cwtool verify` runs these on a device with numpy and one runtime. Each format is one DeviceFormat
+in runtimes/formats.py, picked by the file's suffix.
 
     runner = load_runner("model.tflite", threads=1)
     logits = runner.predict(x)            # x float32 in the dataset layout (NCHW images or NC features)
@@ -12,19 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from toolchain.errors import UserError
-from toolchain.runtimes.base import Runner, read_sidecar, sidecar_path
+from toolchain.runtimes.base import Runner, check_artifact_file, read_sidecar, sidecar_path
+from toolchain.runtimes.formats import DEVICE_FORMATS, SUFFIXES, DeviceFormat, device_format
 
-__all__ = ["Runner", "load_runner", "artifact_info", "sidecar_path", "read_sidecar", "FORMATS"]
+__all__ = ["Runner", "load_runner", "artifact_info", "describe_graph", "device_format", "sidecar_path", "read_sidecar",
+           "DeviceFormat", "DEVICE_FORMATS", "FORMATS"]
 
-FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
-
-
-def _format(path: Path) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise UserError(f"unsupported artifact {path}: cwtool runs .onnx and .tflite files")
-    return fmt
+FORMATS = {f.suffix: f.name for f in DEVICE_FORMATS.values()}  # suffix -> format name
 
 
 def load_runner(path: str | Path, threads: int = 1, layout: str | None = None) -> Runner:
@@ -34,13 +30,7 @@ def load_runner(path: str | Path, threads: int = 1, layout: str | None = None) -
     the ONNX metadata_props or the ``<artifact>.json`` sidecar, else is inferred from the input shape.
     """
     path = Path(path)
-    if _format(path) == "onnx":
-        from toolchain.runtimes.onnx import OnnxRunner
-
-        return OnnxRunner(path, threads=threads, layout=layout)
-    from toolchain.runtimes.litert import LiteRTRunner
-
-    return LiteRTRunner(path, threads=threads, layout=layout)
+    return device_format(path).runner(path, threads=threads, layout=layout)
 
 
 def artifact_info(path: str | Path, runner: Runner | None = None) -> dict[str, Any]:
@@ -49,10 +39,13 @@ def artifact_info(path: str | Path, runner: Runner | None = None) -> dict[str, A
     ``runner``: a Runner already loaded from ``path`` (``load_runner(path)``), so the file is not loaded
     a second time (on a small device loading is most of a short verify)."""
     path = Path(path)
-    if _format(path) == "onnx":
-        from toolchain.runtimes.onnx import onnx_artifact_info
+    return device_format(path).artifact_info(path, runner)
 
-        return onnx_artifact_info(path, runner)
-    from toolchain.runtimes.litert import litert_artifact_info
 
-    return litert_artifact_info(path, runner)
+def describe_graph(path: str | Path) -> dict[str, Any]:
+    """Operators used (in graph order), MACs per sample (Conv/Gemm/MatMul/FC only), weight bytes and
+    the peak of live activation bytes at batch 1, plus "format" (runtimes/graph.py). ``ops`` is None
+    when nothing here can read them."""
+    path = check_artifact_file(path, SUFFIXES)
+    fmt = device_format(path)
+    return {**fmt.describe_graph(path), "format": fmt.name}

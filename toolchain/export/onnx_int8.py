@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.export.onnx import compact, set_metadata
 from toolchain.io import staged_path
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
@@ -97,7 +98,7 @@ def thin_input_convs(fp32_path: str | Path, max_channels: int = 4) -> list[str]:
     """Conv nodes (pre-processed names) that read the graph input and have at most ``max_channels``
     input channels: an image stem (1-4 channels). onnxruntime's int8 convolution pays its fixed cost
     per output pixel whatever the channel count, so on a 1-channel 28x28 stem it is slower than the
-    float one (measured: docs/BENCHMARKS.md); the stem holds a few hundred weights, so keeping it in
+    float one (reproduce/README.md, "Channel counts and MLAS"); the stem holds a few hundred weights, so keeping it in
     float costs no size to speak of."""
     from onnx import numpy_helper
 
@@ -178,8 +179,6 @@ def quantize_onnx(
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    from toolchain.export.onnx import compact, set_metadata
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     calib_method = _calibration_method(method)

@@ -1,0 +1,125 @@
+"""Full-integer int8 for TFLite: litert-torch's PT2E route, and the units a float fallback can keep float.
+
+PT2E static quantization with litert's PT2EQuantizer (symmetric, per-channel weights, per-tensor int8
+activations), calibrated on training rows; export/tflite.py hands the result to litert-torch's convert.
+The units are torch submodule names (Conv/Linear), the TFLite twin of export/onnx_int8.py's node names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from toolchain.errors import UserError
+
+
+def _module_names(node) -> list[str]:
+    stack = node.meta.get("nn_module_stack") or {}
+    return [v[0] for v in stack.values() if isinstance(v, tuple) and v and isinstance(v[0], str)]
+
+
+def make_pt2e_quantizer(float_modules: Iterable[str] = ()):
+    """litert's PT2EQuantizer, symmetric per-channel, leaving the named submodules in float.
+
+    litert's own ``set_module_name(name, None)`` asserts ("not supported yet"), and its module-name
+    filter expects dynamo's ``L__self___x`` keys, which torch 2.13's export writes as
+    ``L__self__x`` -- so it never matches. Here annotations are stripped by the fully qualified
+    module names torch.export records in ``nn_module_stack`` instead.
+    """
+    from litert_torch.quantize import pt2e_quantizer as pq
+    from litert_torch.quantize.pt2e_quantizer_utils import propagate_annotation
+
+    keep = tuple(float_modules)
+
+    class FloatFallbackQuantizer(pq.PT2EQuantizer):
+        def __init__(self):
+            super().__init__()
+            self.float_modules = keep
+            self.stripped: list[str] = []
+
+        def annotate(self, model):
+            if not self.float_modules:
+                return super().annotate(model)
+            model = self._annotate_for_static_quantization_config(model)
+            for node in model.graph.nodes:
+                names = _module_names(node)
+                if any(n == m or n.startswith(m + ".") for n in names for m in self.float_modules):
+                    if node.meta.pop("quantization_annotation", None) is not None:
+                        self.stripped.append(node.name)
+            propagate_annotation(model)
+            return model
+
+    q = FloatFallbackQuantizer()
+    q.set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    return q
+
+
+def quantizable_modules(model) -> list[str]:
+    """Names of Conv/Linear submodules in definition order: candidates for ``float_modules``."""
+    from torch import nn
+
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+
+
+def thin_input_modules(model, example_input, max_channels: int = 4) -> list[str]:
+    """Conv submodules that read the model's input directly with at most ``max_channels`` input
+    channels (an image stem): the TFLite twin of export.onnx_int8.thin_input_convs. XNNPACK's int8
+    path runs a 1-channel stem slower than its float one (measured on the Fashion-MNIST CNN), and the stem
+    holds a few hundred weights, so keeping it float costs no size to speak of."""
+    import torch
+    from torch import nn
+
+    x = example_input.detach().float()[:1]
+    hits: list[str] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, name=name: hits.append(name) if args and args[0] is x else None)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.in_channels <= max_channels
+    ]
+    if not hooks:
+        return []
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return list(dict.fromkeys(hits))
+
+
+def pt2e_int8_module(module, x, calibration_x: np.ndarray, float_modules: Sequence[str]):
+    """(module quantized by PT2E and calibrated on ``calibration_x``, its quantizer): what litert-torch's
+    ``convert(..., quant_config=QuantConfig(pt2e_quantizer=quantizer))`` turns into a full-integer file.
+    x: one sample in the module's own input layout; ``float_modules`` stay float."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = make_pt2e_quantizer(float_modules)
+    # Calibrate in batches: the activation observers (HistogramObserver) cost ~0.1 s a call, so
+    # row-by-row calibration of 300 rows took 31 s against 1 s in batches of 64. That needs a graph
+    # exported with a dynamic batch; litert's convert re-exports it at batch 1 afterwards.
+    batch = 64
+    try:
+        x2 = x.repeat(2, *([1] * (x.dim() - 1)))
+        dyn = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
+        graph = torch.export.export(module, (x2,), dynamic_shapes=dyn).module()
+    except Exception:  # a model that specialises its batch size: calibrate row by row
+        graph, batch = torch.export.export(module, (x,)).module(), 1
+    prepared = prepare_pt2e(graph, quantizer)
+    calib = torch.from_numpy(np.ascontiguousarray(calibration_x, dtype=np.float32))
+    with torch.no_grad():
+        for i in range(0, len(calib), batch):
+            prepared(calib[i : i + batch])
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    with contextlib.suppress(Exception):
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+
+        move_exported_model_to_eval(converted)
+    if float_modules and not quantizer.stripped:
+        raise UserError(f"float_modules {list(float_modules)} match no submodule: use names from quantizable_modules(model)")
+    return converted, quantizer

@@ -1,0 +1,85 @@
+"""The graph description of a .tflite file (see runtimes/graph.py), read with the LiteRT interpreter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import UserError
+from toolchain.runtimes.base import check_tensor_bytes, runtime_errors
+from toolchain.runtimes.graph import activation_peak, static_nbytes
+from toolchain.runtimes.litert import interpreter_class, tensor_sizes
+
+
+def _interpreter(path: Path):
+    cls, _ = interpreter_class()
+    try:  # without the default XNNPACK delegate, so the op list shows builtin ops, not DELEGATE
+        from ai_edge_litert.interpreter import OpResolverType
+
+        return cls(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except Exception:  # noqa: BLE001 - another interpreter, or no such option
+        try:
+            return cls(model_path=str(path))
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot load TFLite artifact {path}: {str(e).splitlines()[0][:200]}; re-export it") from e
+
+
+def _layer_macs(name: str, ins: list[int], out_n: int, tensors: dict) -> int:
+    """MACs of one CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV op (0 for others)."""
+    w = [int(s) for s in tensors[ins[1]]["shape"]]
+    if name == "CONV_2D" and len(w) == 4:  # weights (O, kh, kw, I)
+        return out_n * w[1] * w[2] * w[3]
+    if name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # weights (1, kh, kw, O)
+        return out_n * w[1] * w[2]
+    if name == "FULLY_CONNECTED" and len(w) == 2:  # weights (O, I)
+        return out_n * w[1]
+    if name == "TRANSPOSE_CONV" and len(ins) >= 3:
+        inp = tensors.get(ins[2])
+        if inp is not None and len(w) == 4:
+            return static_nbytes([int(s) for s in inp["shape"]], 1) * w[0] * w[1] * w[2]
+    return 0
+
+
+def describe_tflite_graph(path: Path) -> dict[str, Any]:
+    interp = _interpreter(path)
+    if not hasattr(interp, "_get_ops_details"):
+        return {"ops": None, "ops_note": "this LiteRT interpreter does not list operators"}
+    with runtime_errors(path, "read the operators of"):  # native calls on an untrusted file
+        details = interp._get_ops_details()
+        before = interp.get_tensor_details()
+    check_tensor_bytes(tensor_sizes(before)[1], path)  # before allocating: a corrupt shape can ask for 17 GB
+    with runtime_errors(path, "allocate the tensors of"):
+        interp.allocate_tensors()
+        tensors = {d["index"]: d for d in interp.get_tensor_details()}
+        graph_inputs = [int(d["index"]) for d in interp.get_input_details()]
+        graph_outputs = [int(d["index"]) for d in interp.get_output_details()]
+    produced = {int(o) for op in details for o in op["outputs"]}
+
+    def size(i):
+        d = tensors.get(i)
+        return 0 if d is None else static_nbytes([int(s) for s in d["shape"]], np.dtype(d["dtype"]).itemsize)
+
+    consumed = {int(i) for op in details for i in op["inputs"] if int(i) >= 0}
+    weights = [i for i in consumed if i not in produced and i not in graph_inputs]
+    sizes = {i: size(i) for i in (produced | set(graph_inputs))}
+    ops, macs = [], 0
+    for op in details:
+        name = op["op_name"]
+        if name == "DELEGATE":
+            continue
+        ops.append(name)
+        ins = [int(i) for i in op["inputs"]]
+        outs = [int(o) for o in op["outputs"]]
+        if len(ins) < 2 or not outs or outs[0] not in tensors or ins[1] not in tensors:
+            continue
+        macs += _layer_macs(name, ins, static_nbytes([int(s) for s in tensors[outs[0]]["shape"]], 1), tensors)
+    order = [([int(i) for i in op["inputs"] if int(i) >= 0], [int(o) for o in op["outputs"]])
+             for op in details if op["op_name"] != "DELEGATE"]
+    return {
+        "ops": ops,
+        "macs": int(macs),
+        "weight_bytes": int(sum(size(i) for i in weights)),
+        "activation_peak_bytes": activation_peak(order, sizes, graph_inputs, graph_outputs),
+    }

@@ -1,0 +1,85 @@
+"""The graph description of an .onnx file (see runtimes/graph.py), read with the `onnx` package.
+
+The `onnx` package is optional on a device: without it the operators are not read (``ops`` None).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from toolchain.runtimes.base import runtime_errors
+from toolchain.runtimes.graph import activation_peak, static_nbytes
+
+CONV_OPS = ("Conv", "QLinearConv", "ConvInteger")
+MATMUL_OPS = ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger")
+
+
+def describe_onnx_graph(path: Path) -> dict[str, Any]:
+    try:
+        import numpy as np
+        import onnx
+        from onnx import helper, numpy_helper, shape_inference
+    except ImportError:
+        return {"ops": None, "ops_note": "the onnx package is not installed: operators and MACs not read"}
+
+    with runtime_errors(path, "read the graph of"):  # the file is untrusted: a broken protobuf is bad input
+        model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - keep what we have
+        pass
+    g = model.graph
+    with runtime_errors(path, "read the weights of"):
+        consts = {i.name: numpy_helper.to_array(i) for i in g.initializer if not i.external_data}
+    for n in g.node:  # Constant nodes hold weights too
+        if n.op_type == "Constant" and n.attribute:
+            try:
+                consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+            except Exception:  # noqa: BLE001
+                pass
+    dq = {n.output[0]: n.input[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input and n.output}
+    shapes: dict[str, list] = {}
+    sizes: dict[str, int] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        shapes[vi.name] = dims
+        try:
+            item = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+        except Exception:  # noqa: BLE001
+            item = 4
+        if vi.name not in consts:
+            sizes[vi.name] = static_nbytes(dims, item)
+    ops, macs = [], 0
+    for n in g.node:
+        if n.op_type == "Constant":
+            continue
+        ops.append(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}")
+        out = shapes.get(n.output[0]) if n.output else None
+        w = _weight(n, consts, dq)
+        if out is None or w is None:
+            continue
+        out_n = static_nbytes(out, 1)
+        if n.op_type in CONV_OPS and w.ndim >= 3:
+            macs += out_n * int(np.prod(w.shape[1:]))
+        elif n.op_type in MATMUL_OPS and w.ndim == 2:
+            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+            macs += out_n * int(w.shape[1] if trans_b else w.shape[0])
+    order = [([i for i in n.input if i], [o for o in n.output if o]) for n in g.node if n.op_type != "Constant"]
+    inputs = [i.name for i in g.input if i.name not in consts]
+    return {
+        "ops": ops,
+        "macs": int(macs),
+        "weight_bytes": int(sum(a.nbytes for a in consts.values())),
+        "activation_peak_bytes": activation_peak(order, sizes, inputs, [o.name for o in g.output]),
+    }
+
+
+def _weight(node, consts: dict, dq: dict):
+    """The constant weight of a Conv/Gemm/MatMul, looking through a DequantizeLinear (QDQ graphs)."""
+    idx = 3 if node.op_type in ("QLinearConv", "QLinearMatMul") else 1
+    if len(node.input) <= idx:
+        return None
+    name = node.input[idx]
+    return consts.get(name, consts.get(dq.get(name, "")))
