@@ -68,7 +68,7 @@ def _cases(p):
         "compress --calibration is a folder": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", folder], "toolchain.pipeline.compress", "is a folder"),
         # an output never replaces an input, nor writes into an input folder
         "evaluate --json is the data": (["evaluate", p / "m.pt", "-d", p / "data.npz", "-p", "3", "--json", p / "data.npz"], "toolchain.data.load_data", "also an input"),
-        "evaluate --json is the model": (["evaluate", p / "data.npz", "-d", "digits", "-p", "3", "--json", p / "data.npz"], "toolchain.data.load_data", "also an input"),
+        "evaluate --json is the model (another file)": (["evaluate", p / "data.npz", "-d", "digits", "-p", "3", "--json", p / "data.npz"], "toolchain.data.load_data", "also an input"),
         "evaluate --json is the arch file": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--arch", f"{p / 'net.py'}:Net", "--json", p / "net.py"], "toolchain.data.load_data", "also an input"),
         "evaluate --json inside the data folder": (["evaluate", p / "m.pt", "-d", folder, "-p", "3", "--json", folder / "e.json"], "toolchain.data.load_data", "inside the input folder"),
         "verify --json is the data": (["verify", onnx, "-d", p / "data.npz", "-p", "3", "--json", p / "data.npz"], "toolchain.verify.run_verify", "also an input"),

@@ -215,7 +215,7 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
     """A score that calls every int8 layer one protected FN forces a breach: the fallback must keep
     layers in float (onnxruntime's nodes_to_exclude) until at most one is quantized."""
     from toolchain.quantize.fallback import fn_aware_quantize
-    from toolchain.quantize.onnx_int8 import quantizable_nodes, quantize_onnx
+    from toolchain.export.onnx_int8 import quantizable_nodes, quantize_onnx
 
     _, out, _ = compress_run
     fp32 = out / "artifacts" / "model_fp32.onnx"
@@ -403,7 +403,7 @@ def test_mac_goal_shrinks_the_multiply_accumulates_too(trained_digits, digits_da
     the harder one (digits-cnn: 50% of the parameters in one round at rate 0.5; 25% of the MACs takes two)."""
     _, dense = trained_digits
     config = PruneConfig(keep_params=0.5, keep_macs=0.25, rate=0.5, epochs=1, seed=3, device="cpu", max_accuracy_drop=1.0,
-                         stop_outside_budget=False)
+                         confidence=0.5)  # every round within budget: both are kept
     lines = []
     pruner = LotteryPruner(_copy(dense), digits_dataset, [3], config, log=lines.append)
     result = pruner.run()

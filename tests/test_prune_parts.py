@@ -8,6 +8,7 @@ import torch
 
 from toolchain.models import registry
 from toolchain.prune.bake import bake_offsets
+from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.importance import channel_scores, channel_slices, magnitude_scores, per_channel
 from toolchain.prune.loss import ClassDependentLoss, squared_hinge_rank_loss
 from toolchain.prune.operating_point import apply_offsets, choose_offsets, fn_count
@@ -45,12 +46,12 @@ def test_magnitude_aggregates_every_slice_a_channel_owns():
     torch.manual_seed(0)
     model = registry.create("mlp", in_features=5, num_classes=3, hidden=(4,))
     example = torch.zeros(1, 5)
-    scores = magnitude_scores(model, example)
+    scores = magnitude_scores(ChannelGraph(model, example))
     lin1, bn, lin2 = model.net[1], model.net[2], model.net[4]
     with torch.no_grad():
         bn.weight.uniform_(0.5, 1.5)
         bn.bias.uniform_(-1, 1)
-    scores = magnitude_scores(model, example)
+    scores = magnitude_scores(ChannelGraph(model, example))
     expected = (lin1.weight.abs().sum(1) + lin1.bias.abs() + bn.weight.abs() + bn.bias.abs() + lin2.weight.abs().sum(0)).double()
     assert torch.allclose(scores["net.1"], expected.detach(), atol=1e-6)
     assert "net.4" not in scores  # the classifier's outputs are never scored for removal
@@ -65,21 +66,21 @@ def test_magnitude_increase_ranks_the_channels_retraining_grew():
     with torch.no_grad():  # "retraining": channel 0 shrinks to half, channel 3 grows by a little
         lin1.weight[0] *= 0.5
         lin1.weight[3] *= 1.2
-    plain = magnitude_scores(model, example)["net.1"]
-    mixed = channel_scores(model, example, None, None, [1], start_state=start, increase_weight=1.0)["net.1"]
-    increase = magnitude_scores(model, example, start)["net.1"]
+    plain = magnitude_scores(ChannelGraph(model, example))["net.1"]
+    mixed = channel_scores(ChannelGraph(model, example), None, None, [1], start_state=start, increase_weight=1.0)["net.1"]
+    increase = magnitude_scores(ChannelGraph(model, example), start)["net.1"]
     assert increase[3] > 0 > increase[0] and torch.allclose(increase[1:3], torch.zeros(2, dtype=increase.dtype), atol=1e-6)
     normalised = plain / plain.mean()
     assert torch.allclose(mixed, normalised + increase / increase.abs().mean())
     assert mixed[3] - mixed[0] > normalised[3] - normalised[0]  # the grown channel gains on the shrunk one
     # round 1 (no retraining behind it) and a zero weight both give plain magnitude
-    assert torch.equal(channel_scores(model, example, None, None, [1], start_state=None, increase_weight=1.0)["net.1"], plain)
-    assert torch.equal(channel_scores(model, example, None, None, [1], start_state=start, increase_weight=0.0)["net.1"], plain)
+    assert torch.equal(channel_scores(ChannelGraph(model, example), None, None, [1], start_state=None, increase_weight=1.0)["net.1"], plain)
+    assert torch.equal(channel_scores(ChannelGraph(model, example), None, None, [1], start_state=start, increase_weight=0.0)["net.1"], plain)
 
 
 def test_per_channel_keeps_signs_for_taylor():
     model = registry.create("mlp", in_features=3, num_classes=2, hidden=(2,))
-    slices = channel_slices(model, torch.zeros(1, 3))
+    slices = channel_slices(ChannelGraph(model, torch.zeros(1, 3)))
     signed = {n: -torch.ones_like(p) for n, p in model.named_parameters()}
     assert all(v.max() < 0 for v in per_channel(slices, signed).values())
 
@@ -146,7 +147,7 @@ def test_bake_offsets_accepts_a_classifier_followed_by_log_softmax():
 
 @pytest.mark.parametrize("size,keep,expected", [(64, 21, 24), (64, 19, 16), (64, 3, 8), (64, 63, 64), (128, 40, 40), (10, 5, 8), (8, 3, 8), (8, 8, 8), (4, 3, 3)])
 def test_rounded_keep_moves_to_the_nearest_multiple(size, keep, expected):
-    from toolchain.prune.graph import rounded_keep
+    from toolchain.prune.plan import rounded_keep
 
     assert rounded_keep(size, keep, 8) == expected
     assert rounded_keep(size, keep, 1) == keep
@@ -154,26 +155,26 @@ def test_rounded_keep_moves_to_the_nearest_multiple(size, keep, expected):
 
 def test_plan_for_target_rounds_channels_and_stays_under_the_target():
     from toolchain.models.profile import count_params
-    from toolchain.prune.graph import channel_groups
-    from toolchain.prune.lottery import _plan_for_target
+    from toolchain.prune.plan import plan_for_target
     from toolchain.prune.shrink import shrink
 
     torch.manual_seed(0)
     model = registry.create("fmnist-cnn").eval()
     x = torch.zeros(1, 1, 28, 28)
-    groups, scores = channel_groups(model, x), magnitude_scores(model, x)
+    graph = ChannelGraph(model, x)
+    scores = magnitude_scores(graph)
     target = int(0.1 * count_params(model))
-    rounded = shrink(model, _plan_for_target(model, x, groups, scores, target, round_to=8), x)
+    rounded = shrink(model, plan_for_target(graph, scores, target, round_to=8), x)
     widths = [m.out_channels for m in rounded.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w % 8 == 0 for w in widths), widths
     assert count_params(rounded) <= target and rounded(x).shape == (1, 10)
     # rounding moves in steps of 8 channels; giving channels back lands near the target, not far under
     assert count_params(rounded) >= 0.93 * target, (count_params(rounded), target, widths)
-    plain = shrink(model, _plan_for_target(model, x, groups, scores, target), x)
+    plain = shrink(model, plan_for_target(graph, scores, target), x)
     assert any(m.out_channels % 8 for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
     # a target below the smallest rounded model: counts are left unrounded rather than missing the target
     tiny = int(0.01 * count_params(model))
-    small = shrink(model, _plan_for_target(model, x, groups, scores, tiny, round_to=8), x)
+    small = shrink(model, plan_for_target(graph, scores, tiny, round_to=8), x)
     assert count_params(small) <= tiny
 
 
@@ -181,17 +182,17 @@ def test_plan_for_a_mac_target_moves_channels_to_the_cheap_layers():
     """A MAC target under the parameter target: the plan meets both, and the channels the parameter
     budget still allows go to late layers (few output pixels), not to the 24x24 convs."""
     from toolchain.models.profile import count_macs, count_params
-    from toolchain.prune.graph import channel_groups
-    from toolchain.prune.lottery import _plan_for_target
+    from toolchain.prune.plan import plan_for_target
     from toolchain.prune.shrink import shrink
 
     torch.manual_seed(0)
     model = registry.create("fmnist-cnn").eval()
     x = torch.zeros(1, 1, 28, 28)
-    groups, scores = channel_groups(model, x), magnitude_scores(model, x)
+    graph = ChannelGraph(model, x)
+    scores = magnitude_scores(graph)
     params, macs = int(0.1 * count_params(model)), int(0.07 * count_macs(model, x))
-    by_params = shrink(model, _plan_for_target(model, x, groups, scores, params, round_to=8), x)
-    both = shrink(model, _plan_for_target(model, x, groups, scores, params, round_to=8, target_macs=macs), x)
+    by_params = shrink(model, plan_for_target(graph, scores, params, round_to=8), x)
+    both = shrink(model, plan_for_target(graph, scores, params, round_to=8, target_macs=macs), x)
     assert count_macs(by_params, x) > macs  # the parameter goal alone leaves the MACs over
     assert count_params(both) <= params and count_macs(both, x) <= macs and both(x).shape == (1, 10)
     widths = lambda m: [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
@@ -202,7 +203,7 @@ def test_plan_for_a_mac_target_moves_channels_to_the_cheap_layers():
 
 def test_weight_scores_add_the_magnitude_increase_and_keep_pruned_weights_out():
     from toolchain.config import PruneConfig
-    from toolchain.prune.lottery import _weight_scores
+    from toolchain.prune.weights import weight_scores
 
     torch.manual_seed(0)
     model = registry.create("mlp", in_features=4, num_classes=3, hidden=(4,))
@@ -215,24 +216,24 @@ def test_weight_scores_add_the_magnitude_increase_and_keep_pruned_weights_out():
     start[name][0, 0], start[name][0, 1] = 0.1, -0.9  # ... but [0, 0] grew in retraining, [0, 1] shrank
     masks = {n: torch.ones_like(p) for n, p in prunable.items()}
     masks[name][1, 1] = 0
-    plain = _weight_scores(model, prunable, masks, None, [1], PruneConfig(device="cpu"), "cpu", seed=0)
-    grown = _weight_scores(model, prunable, masks, None, [1], PruneConfig(device="cpu", increase_weight=1.0), "cpu", seed=0, start_state=start)
+    plain = weight_scores(model, prunable, masks, None, [1], PruneConfig(device="cpu"), "cpu", seed=0)
+    grown = weight_scores(model, prunable, masks, None, [1], PruneConfig(device="cpu", increase_weight=1.0), "cpu", seed=0, start_state=start)
     assert plain[name][0, 0] == plain[name][0, 1]
     assert grown[name][0, 0] > grown[name][0, 1]
     assert grown[name][1, 1] == plain[name][1, 1] == -float("inf")
 
 
 def test_selection_takes_the_smallest_ticket_within_budget_and_of_equal_sizes_the_latest():
-    from toolchain.prune.lottery import PruneResult, Ticket, _select
+    from toolchain.prune.tickets import PruneResult, Ticket, select
 
     def ticket(r, params, macs, ok, acc=0.9):
         return Ticket(r, None, {}, params, macs, {"accuracy": acc}, {}, {}, ok)
 
     # a MAC goal met early leaves later rounds of the same shape, trained longer
     tickets = [ticket(1, 500, 90, True), ticket(2, 200, 40, True), ticket(3, 200, 40, True), ticket(4, 100, 20, False)]
-    result = _select(PruneResult(dense={}, tickets=tickets))
+    result = select(PruneResult(dense={}, tickets=tickets))
     assert result.budget_met and result.selected.round == 3
-    none_ok = _select(PruneResult(dense={}, tickets=[ticket(1, 500, 90, False, 0.8), ticket(2, 200, 40, False, 0.85)]))
+    none_ok = select(PruneResult(dense={}, tickets=[ticket(1, 500, 90, False, 0.8), ticket(2, 200, 40, False, 0.85)]))
     assert not none_ok.budget_met and none_ok.selected.round == 2
 
 
@@ -255,7 +256,7 @@ def test_lagrange_multiplier_rises_while_validation_fn_is_over_budget(digits_dat
     model = registry.create("digits-cnn")  # untrained: misses most threes
     pruner = LotteryPruner(model, digits_dataset, [3], PruneConfig(gamma_rule="lagrange", device="cpu"))
     pruner.targets, pruner.multipliers = {3: 0}, {3: 0.0}
-    loss = pruner._loss(1.0, None)
+    loss = pruner.loss(1.0, None)
     pruner._dual_step(model, loss)
     assert pruner.multipliers[3] > 1.0 and float(loss.class_weights[3]) == 1.0 + pruner.multipliers[3]
     assert model.training  # the epoch loop goes on training
@@ -278,3 +279,38 @@ def test_distillation_weights_follow_the_ce_weights_unless_uniform():
     uniform = ClassDependentLoss(4, [2], gamma=5.0, teacher_logits=teacher, distill_weight=1.0, distill_uniform=True)
     ce = ClassDependentLoss(4, [2], gamma=5.0)
     assert float(weighted(logits, targets, idx) - ce(logits, targets, idx)) != pytest.approx(float(uniform(logits, targets, idx) - ce(logits, targets, idx)))
+
+
+@pytest.mark.parametrize("keep_macs", [1.0, 0.3])
+def test_rounds_build_one_dependency_graph_per_model_shape(digits_dataset, keep_macs):
+    """The dense model's graph, then one per round for the model it prunes: scores, the plan search
+    (a dozen sizes asked, MACs too) and the physical removal share it."""
+    from toolchain.config import PruneConfig
+    from toolchain.prune.graph import BUILDS
+    from toolchain.prune.lottery import LotteryPruner
+
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn")
+    config = PruneConfig(keep_params=0.25, keep_macs=keep_macs, rate=0.5, epochs=1, device="cpu", max_accuracy_drop=1.0, confidence=0.5,
+                         round_to=8, distill_weight=0.0)
+    before = BUILDS["count"]
+    result = LotteryPruner(model, digits_dataset, [3], config, log=lambda line: None).run()
+    assert [t.round for t in result.tickets] == [1, 2]
+    assert BUILDS["count"] - before == 1 + len(result.tickets)
+
+
+def test_the_graph_sizes_a_plan_exactly_without_building_it():
+    from toolchain.models.profile import count_macs, count_params
+    from toolchain.prune.graph import random_plan
+    from toolchain.prune.shrink import shrink
+
+    for name, x in (("fmnist-cnn", torch.zeros(1, 1, 28, 28)), ("tiny-resnet", torch.zeros(1, 1, 16, 16)),
+                    ("tiny-mobilenetv2", torch.zeros(1, 1, 16, 16)), ("tiny-concatnet", torch.zeros(1, 1, 16, 16))):
+        torch.manual_seed(0)
+        model = registry.create(name).eval()
+        graph = ChannelGraph(model, x)
+        for seed, fraction in ((0, 0.3), (1, 0.7)):
+            plan = random_plan(graph.groups, fraction, seed)
+            small = shrink(model, plan, x)
+            assert graph.count_params(plan) == count_params(small), name
+            assert graph.count_macs(plan) == count_macs(small, x), name

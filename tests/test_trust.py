@@ -4,9 +4,6 @@ nothing half-written. Each attack tries to create a file; the test fails if it e
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -233,7 +230,7 @@ def test_class_names_that_look_like_markup_print_as_themselves(tmp_path, capsys)
 
 def test_a_profile_description_that_looks_like_markup_prints_as_itself(tmp_path, capsys):
     text = (REPO / "targets" / "raspberry-pi-4.toml").read_text()
-    lines = [f'description = "a [/x] board [bold]"' if line.startswith("description") else line for line in text.splitlines()]
+    lines = ['description = "a [/x] board [bold]"' if line.startswith("description") else line for line in text.splitlines()]
     (tmp_path / "mine.toml").write_text("\n".join(lines) + "\n")
     code, out, err = run_cli(["targets", tmp_path / "mine.toml"], capsys)
     assert code == 0, err

@@ -484,7 +484,7 @@ def test_cpu_lacks_vnni_reads_the_flags(tmp_path, flags, machine, lacks):
 
 @pytest.mark.parametrize("no_vnni", [True, False])
 def test_full_range_int8_weights_get_a_note_on_a_cpu_without_vnni(art, capsys, monkeypatch, no_vnni):
-    from toolchain.quantize.onnx_int8 import quantize_onnx
+    from toolchain.export.onnx_int8 import quantize_onnx
 
     monkeypatch.setattr("toolchain.runtimes.base.cpu_lacks_vnni", lambda *a, **k: no_vnni)
     w8 = quantize_onnx(art["good"], art["dir"] / "w8.onnx", art["x"][:64], weight_bits=8)
@@ -500,7 +500,7 @@ def test_full_range_int8_weights_get_a_note_on_a_cpu_without_vnni(art, capsys, m
 def test_without_the_onnx_package_the_weight_range_comes_from_the_metadata(art, monkeypatch):
     import sys
 
-    from toolchain.quantize.onnx_int8 import quantize_onnx
+    from toolchain.export.onnx_int8 import quantize_onnx
     from toolchain.runtimes.onnx import onnx_artifact_info
 
     paths = {bits: quantize_onnx(art["good"], art["dir"] / f"meta_w{bits}.onnx", art["x"][:64], weight_bits=bits) for bits in (7, 8)}

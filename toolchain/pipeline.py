@@ -67,7 +67,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.models.profile import count_macs, count_params
     from toolchain.models.train import pick_device, predict_logits
     from toolchain.prune.bake import bake_offsets
-    from toolchain.prune.lottery import LotteryPruner, removed_plan
+    from toolchain.prune.lottery import LotteryPruner
+    from toolchain.prune.tickets import removed_plan
 
     console = console or log_console()
     # --- inputs: every check before anything is written ---------------------------------------------
@@ -140,8 +141,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         dense = loaded.module.float()
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with progress_bar(console, *columns) as progress:
-            pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=console.print)
-            pruner.arch, pruner.arch_kwargs = arch, loaded.arch_kwargs
+            pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=console.print,
+                                   arch=arch, arch_kwargs=loaded.arch_kwargs)
             result = pruner.run(resume=request.resume)
         prune_seconds = time.perf_counter() - t0
 

@@ -12,10 +12,8 @@ import torch
 from torch import nn
 
 # loss_fn(logits, targets, batch_indices, inputs) -> scalar; batch_indices index the training arrays so
-# a loss can look up per-sample data (cached teacher logits) without a custom loader; inputs are the
-# batch the model saw (augmented, when it was), for a teacher that must see the same images.
+# a loss can look up per-sample data (cached teacher logits) without a custom loader.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 @dataclass
@@ -66,11 +64,9 @@ def train(
     progress=None,
     description: str = "train",
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-    augment: Augment | None = None,
 ) -> nn.Module:
     """Train in place with Adam. ``after_step`` runs after every optimizer step (e.g. re-apply
-    pruning masks). ``augment`` transforms each batch (draws from the run's seeded generator).
-    ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar."""
+    pruning masks). ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar."""
     device = device or pick_device()
     model.to(device).train()
     generator = torch.Generator().manual_seed(config.seed)
@@ -93,8 +89,6 @@ def train(
             if len(idx) < 2 and _has_batchnorm(model):
                 continue  # BatchNorm cannot train on a single sample
             xb, yb = xs[idx].to(device, non_blocking=True), ys[idx].to(device, non_blocking=True)
-            if augment is not None:
-                xb = augment(xb, generator)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model(xb)
             loss = loss_fn(logits.float(), yb, idx, xb)

@@ -10,6 +10,11 @@ architecture -- the trained net and its rewind copy are shrunk with one plan.
 
 A *channel plan* (``ChannelPlan``) maps group keys to the root-channel indices to REMOVE. It is plain JSON.
 
+``ChannelGraph`` is built once per model shape (the dependency graph is the expensive part) and hands
+the groups, their parameter slices, masks, exact sizes of a plan without building it, and the
+physical removal to importance scoring, plan search and shrinking (Torch-Pruning's graph -> group ->
+functions, in cwtool's terms).
+
 Rules enforced here:
 
 * Output classes are never prunable. The trace's sink nodes (tensors the model returns) are found in
@@ -30,6 +35,7 @@ Rules enforced here:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -88,8 +94,10 @@ class ChannelGroup:
 
 
 # --------------------------------------------------------------------------------------------------
-# Dependency graph access
+# The graph
 # --------------------------------------------------------------------------------------------------
+
+BUILDS = {"count": 0}  # dependency graphs built in this process: one per model shape is the budget
 
 
 def _as_inputs(example_input: Any):
@@ -102,6 +110,7 @@ def build_graph(model: nn.Module, example_input: Any):
     """Build a Torch-Pruning DependencyGraph without leaving the model in eval mode or without grad."""
     import torch_pruning as tp
 
+    BUILDS["count"] += 1
     modes = {m: m.training for m in model.modules()}
     try:
         with torch.enable_grad():
@@ -112,16 +121,12 @@ def build_graph(model: nn.Module, example_input: Any):
     return dg
 
 
-def _names(model: nn.Module) -> dict[nn.Module, str]:
-    return {m: n for n, m in model.named_modules()}
-
-
-def _is_depthwise(m: nn.Module) -> bool:
+def is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.out_channels and m.out_channels > 1
 
 
 def _is_grouped(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not _is_depthwise(m)
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not is_depthwise(m)
 
 
 def _sink_nodes(dg) -> set:
@@ -143,7 +148,7 @@ def _root_of(dg, group, order: dict[nn.Module, int]) -> nn.Module:
     return min(cands, key=lambda m: order.get(m, 1 << 30))
 
 
-def full_group(dg, module: nn.Module, idxs: list[int]):
+def _full_group(dg, module: nn.Module, idxs: list[int]):
     """The DepGraph group that removing ``idxs`` from ``module``'s output channels triggers."""
     pruner = dg.get_pruner_of_module(module)
     return dg.get_pruning_group(module, pruner.prune_out_channels, list(idxs))
@@ -194,29 +199,146 @@ def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: se
     )
 
 
-def _iter_groups(model: nn.Module, dg) -> Iterator[tuple[ChannelGroup, nn.Module]]:
-    names = _names(model)
-    order = {m: i for i, m in enumerate(model.modules())}
-    sinks = _sink_nodes(dg)
-    seen: set[str] = set()
-    described = []
-    for g in dg.get_all_groups():
-        root = _root_of(dg, g, order)
-        key = names[root]
-        if key in seen:
+# (parameter name, dim, indices along dim, root channel of each index): one slice a group owns
+Slice = tuple[str, int, list[int], list[int]]
+
+
+def _slices(dg, group, names: dict[nn.Module, str]) -> Iterator[Slice]:
+    for it in group:
+        m = it.dep.target.module
+        name = names.get(m) if isinstance(m, nn.Module) else None
+        if name is None:
             continue
-        seen.add(key)
-        if root is not g[0].dep.target.module:  # re-root so indices live in the key module's space
-            g = full_group(dg, root, list(range(dg.get_out_channels(root))))
-        described.append((_describe(dg, g, root, names, sinks), root))
-    described.sort(key=lambda cr: order[cr[1]])
-    yield from described
+        is_out = dg.is_out_channel_pruning_fn(it.dep.handler)
+        idxs, roots = list(it.idxs), list(it.root_idxs)
+        prefix = f"{name}." if name else ""
+        if isinstance(m, nn.modules.conv._ConvNd):
+            wdim_out = 1 if m.transposed else 0
+            if is_out or is_depthwise(m):
+                yield prefix + "weight", wdim_out, idxs, roots
+                if m.bias is not None:
+                    yield prefix + "bias", 0, idxs, roots
+            else:
+                per_group = m.in_channels // m.groups
+                local = [i % per_group for i in idxs] if m.groups > 1 else idxs
+                yield prefix + "weight", 1 - wdim_out, local, roots
+        elif isinstance(m, nn.Linear):
+            if is_out:
+                yield prefix + "weight", 0, idxs, roots
+                if m.bias is not None:
+                    yield prefix + "bias", 0, idxs, roots
+            else:
+                yield prefix + "weight", 1, idxs, roots
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.weight is not None:
+                yield prefix + "weight", 0, idxs, roots
+            if m.bias is not None:
+                yield prefix + "bias", 0, idxs, roots
+        elif any(True for _ in m.parameters(recurse=False)):
+            raise TypeError(f"cannot mask channels of {name} ({type(m).__name__}): its groups should be fixed")
+
+
+class ChannelGraph:
+    """One model's channel structure, from one dependency graph.
+
+    ``groups`` are the prunable channel groups in module order (``all_groups`` with the fixed ones);
+    ``slices[key]`` every parameter slice a group's channels own. A plan can be checked (``validate``),
+    sized without building it (``count_params``, ``count_macs``), turned into masks (``mask_tensors``), or carried out
+    on the model in place (``prune``: afterwards the graph describes a model that no longer exists).
+    """
+
+    def __init__(self, model: nn.Module, example_input: Any):
+        self.model, self.example = model, example_input
+        self.dg = build_graph(model, example_input)
+        self._names = {m: n for n, m in model.named_modules()}
+        order = {m: i for i, m in enumerate(model.modules())}
+        sinks = _sink_nodes(self.dg)
+        seen: set[str] = set()
+        described = []
+        for g in self.dg.get_all_groups():
+            root = _root_of(self.dg, g, order)
+            if self._names[root] in seen:
+                continue
+            seen.add(self._names[root])
+            if root is not g[0].dep.target.module:  # re-root so indices live in the key module's space
+                g = _full_group(self.dg, root, list(range(self.dg.get_out_channels(root))))
+            described.append((_describe(self.dg, g, root, self._names, sinks), root))
+        described.sort(key=lambda cr: order[cr[1]])
+        self.all_groups = [cg for cg, _ in described]
+        self.groups = [cg for cg in self.all_groups if cg.prunable]
+        self.slices: dict[str, list[Slice]] = {cg.key: list(_slices(self.dg, self.items(cg.key), self._names)) for cg in self.groups}
+        self._shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+        self._macs = None
+        self._pruned = False
+
+    def items(self, key: str, idxs: list[int] | None = None):
+        """The Torch-Pruning group of ``key``'s root channels ``idxs`` (all of them by default)."""
+        root = self.model.get_submodule(key)
+        return _full_group(self.dg, root, list(range(self.dg.get_out_channels(root))) if idxs is None else idxs)
+
+    def group(self, key: str) -> ChannelGroup:
+        return next(g for g in self.all_groups if g.key == key)
+
+    def validate(self, plan: ChannelPlan) -> ChannelPlan:
+        return validate_plan(self.all_groups, plan)
+
+    def removed(self, plan: ChannelPlan) -> dict[tuple[str, int], set[int]]:
+        """{(parameter, dim): indices the plan removes along dim}."""
+        out: dict[tuple[str, int], set[int]] = {}
+        for key, idxs in plan.items():
+            roots = set(idxs)
+            for pname, dim, sl, rt in self.slices[key]:
+                out.setdefault((pname, dim), set()).update(i for i, r in zip(sl, rt) if r in roots)
+        return out
+
+    def _shapes_after(self, plan: ChannelPlan) -> dict[str, list[int]]:
+        removed = self.removed(plan)
+        return {n: [d - len(removed.get((n, i), ())) for i, d in enumerate(s)] for n, s in self._shapes.items()}
+
+    def count_params(self, plan: ChannelPlan) -> int:
+        """Parameters of the model this plan would leave: exactly what shrinking and counting gives,
+        without a copy or a second graph."""
+        return sum(math.prod(s) for s in self._shapes_after(plan).values())
+
+    def count_macs(self, plan: ChannelPlan) -> int:
+        """Multiply-accumulates of the model this plan would leave (toolchain.prune.macs)."""
+        if self._macs is None:
+            from toolchain.prune.macs import MacModel
+
+            self._macs = MacModel(self.model, self.example)
+        return self._macs.count(self._shapes, self._shapes_after(plan))
+
+    def mask_tensors(self, plan: ChannelPlan) -> dict[str, torch.Tensor]:
+        """{parameter name: 0/1 tensor of its shape} for the parameters the plan touches; 0 marks what the
+        plan removes. Multiply params (and grads) by these after each optimizer step to keep them removed."""
+        plan = self.validate(plan)
+        params = dict(self.model.named_parameters())
+        masks: dict[str, torch.Tensor] = {}
+        for (pname, dim), idxs in self.removed(plan).items():
+            p = params[pname]
+            mask = masks.setdefault(pname, torch.ones_like(p, dtype=p.dtype))
+            mask.index_fill_(dim, torch.as_tensor(sorted(idxs), dtype=torch.long, device=p.device), 0)
+        return masks
+
+    def prune(self, plan: ChannelPlan) -> nn.Module:
+        """Remove the plan's channels from the model, in place (Torch-Pruning group.prune), in group order so
+        the result depends on the plan only. The graph is spent afterwards."""
+        if self._pruned:
+            raise RuntimeError("this graph's model was pruned already: build a new ChannelGraph")
+        plan = self.validate(plan)
+        for key, idxs in plan.items():
+            group = self.items(key, idxs)
+            if not self.dg.check_pruning_group(group):
+                raise ValueError(f"plan for channel group {key!r} would empty a layer")
+            group.prune()
+        self._pruned = True
+        return self.model
 
 
 def channel_groups(model: nn.Module, example_input: Any, include_fixed: bool = False) -> list[ChannelGroup]:
     """The model's channel groups in module order: only the prunable ones unless ``include_fixed``."""
-    dg = build_graph(model, example_input)
-    return [cg for cg, _ in _iter_groups(model, dg) if include_fixed or cg.prunable]
+    graph = ChannelGraph(model, example_input)
+    return graph.all_groups if include_fixed else graph.groups
 
 
 def validate_plan(groups: list[ChannelGroup], plan: ChannelPlan) -> ChannelPlan:
@@ -247,37 +369,5 @@ def random_plan(groups: list[ChannelGroup], fraction: float, seed: int = 0) -> C
         if k <= 0:
             continue
         offsets = torch.randperm(bs, generator=gen)[:k].tolist()
-        plan[g.key] = g.expand_offsets(offsets)
-    return plan
-
-
-def rounded_keep(size: int, keep: int, round_to: int) -> int:
-    """``keep`` moved to the nearest multiple of ``round_to`` (at least one multiple, at most ``size``).
-    CPU kernels (onnxruntime's NCHWc and int8 convolutions, XNNPACK) work in blocks of 8-16 channels:
-    21 channels cost about what 24 do. Groups smaller than one multiple are left as they are; an
-    8-channel layer stays at 8 (cutting it to 7 made a measured int8 model slower, not faster)."""
-    if round_to <= 1 or size < round_to:
-        return keep
-    return min(size, max(round_to, round_to * int(round(keep / round_to))))
-
-
-def plan_from_scores(groups: list[ChannelGroup], scores: dict[str, torch.Tensor], fraction: float, round_to: int = 1) -> ChannelPlan:
-    """Remove the lowest-scoring ``fraction`` of each prunable group's channels (scores per root channel;
-    for grouped convs the scores are summed per block offset). Groups without scores are left whole.
-    ``round_to`` > 1 rounds each ungrouped group's surviving channel count to a multiple of it."""
-    plan: ChannelPlan = {}
-    for g in groups:
-        if not g.prunable or g.key not in scores:
-            continue
-        s = torch.as_tensor(scores[g.key], dtype=torch.float64).flatten()
-        if s.numel() != g.size:
-            raise ValueError(f"scores for {g.key!r} have {s.numel()} entries, the group has {g.size} channels")
-        s = s.view(g.blocks, g.block_size).sum(0)
-        k = min(int(round(fraction * g.block_size)), g.block_size - 1)
-        if g.blocks == 1:
-            k = g.size - rounded_keep(g.size, g.size - k, round_to)
-        if k <= 0:
-            continue
-        offsets = torch.argsort(s, stable=True)[:k].tolist()
         plan[g.key] = g.expand_offsets(offsets)
     return plan

@@ -19,22 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolchain.prune.graph import _iter_groups, build_graph, full_group
+from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import squared_hinge_rank_loss
-from toolchain.prune.shrink import _slices
 
 
-def channel_slices(model: nn.Module, example_input) -> list[tuple[str, int, list]]:
-    """For each prunable group: (key, size, [(param name, dim, indices, root channels)]). Built once per
-    model shape: the dependency graph is the expensive part."""
-    dg = build_graph(model, example_input)
-    names = {m: n for n, m in model.named_modules()}
-    out = []
-    for info, root in _iter_groups(model, dg):
-        if info.prunable:
-            group = full_group(dg, root, list(range(info.size)))
-            out.append((info.key, info.size, list(_slices(dg, group, names))))
-    return out
+def channel_slices(graph: ChannelGraph) -> list[tuple[str, int, list]]:
+    """For each prunable group: (key, size, [(param name, dim, indices, root channels)])."""
+    return [(g.key, g.size, graph.slices[g.key]) for g in graph.groups]
 
 
 def per_channel(slices, elementwise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -56,20 +47,19 @@ def per_channel(slices, elementwise: dict[str, torch.Tensor]) -> dict[str, torch
     return scores
 
 
-def magnitude_scores(model: nn.Module, example_input, init_state: dict | None = None) -> dict[str, torch.Tensor]:
-    """|W| per channel; with ``init_state`` the paper's magnitude increase |W_T| - |W_0|."""
+def magnitude_scores(graph: ChannelGraph, init_state: dict | None = None) -> dict[str, torch.Tensor]:
+    """|W| per channel of the graph's model; with ``init_state`` the paper's magnitude increase |W_T| - |W_0|."""
     elementwise = {}
-    for name, p in model.named_parameters():
+    for name, p in graph.model.named_parameters():
         value = p.detach().abs()
         if init_state is not None and name in init_state and init_state[name].shape == p.shape:
             value = value - init_state[name].to(p.device).abs()
         elementwise[name] = value
-    return per_channel(channel_slices(model, example_input), elementwise)
+    return per_channel(channel_slices(graph), elementwise)
 
 
 def protected_taylor_scores(
-    model: nn.Module,
-    example_input,
+    graph: ChannelGraph,
     x: np.ndarray,
     y: np.ndarray,
     protected: list[int],
@@ -80,12 +70,13 @@ def protected_taylor_scores(
 ) -> dict[str, torch.Tensor]:
     """Mean over batches of (sum over a channel's parameters of theta * dL_prot/dtheta)^2, where
     L_prot is the CE of the protected classes' samples plus the protected rank loss."""
+    model = graph.model
     device = device or next(model.parameters()).device
     rng = np.random.default_rng(seed)
     is_prot = np.isin(y, protected)
     # Half of each batch from the protected classes: the estimate is about them, and they may be rare.
     prot_idx, other_idx = np.flatnonzero(is_prot), np.flatnonzero(~is_prot)
-    slices = channel_slices(model, example_input)
+    slices = channel_slices(graph)
     total: dict[str, torch.Tensor] | None = None
     model.eval()  # BN statistics fixed: the score is about the deployed function
     for _ in range(batches):
@@ -112,19 +103,19 @@ def normalised(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def channel_scores(
-    model, example_input, x, y, protected, start_state: dict | None = None, increase_weight: float = 0.0, taylor_weight: float = 0.0, seed: int = 0
+    graph: ChannelGraph, x, y, protected, start_state: dict | None = None, increase_weight: float = 0.0, taylor_weight: float = 0.0, seed: int = 0
 ) -> dict[str, torch.Tensor]:
     """Magnitude, plus ``increase_weight`` x the magnitude increase since ``start_state`` (skipped
     without one: round 1 has no retraining behind it) plus ``taylor_weight`` x the protected Taylor term."""
     use_increase = bool(increase_weight) and start_state is not None
     if not use_increase and not taylor_weight:
-        return magnitude_scores(model, example_input)
-    total = normalised(magnitude_scores(model, example_input))
+        return magnitude_scores(graph)
+    total = normalised(magnitude_scores(graph))
     terms = []
     if use_increase:
-        terms.append((increase_weight, normalised(magnitude_scores(model, example_input, start_state))))
+        terms.append((increase_weight, normalised(magnitude_scores(graph, start_state))))
     if taylor_weight:
-        terms.append((taylor_weight, normalised(protected_taylor_scores(model, example_input, x, y, protected, seed=seed))))
+        terms.append((taylor_weight, normalised(protected_taylor_scores(graph, x, y, protected, seed=seed))))
     for weight, term in terms:
         total = {k: v + weight * term.get(k, torch.zeros_like(v)) for k, v in total.items()}
     return total

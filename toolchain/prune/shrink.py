@@ -18,15 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from toolchain.prune.graph import (
-    ChannelGroup,
-    ChannelPlan,
-    _is_depthwise,
-    _iter_groups,
-    build_graph,
-    full_group,
-    validate_plan,
-)
+from toolchain.prune.graph import ChannelGraph, ChannelPlan, is_depthwise
 
 __all__ = ["apply_channel_mask", "channel_mask_tensors", "dead_channels", "shrink"]
 
@@ -50,68 +42,14 @@ def _eval_output(model: nn.Module, example_input: Any):
             m.training = t
 
 
-def _groups_and_graph(model: nn.Module, example_input: Any):
-    dg = build_graph(model, example_input)
-    groups = [cg for cg, _ in _iter_groups(model, dg)]
-    return dg, groups
+def channel_mask_tensors(model: nn.Module, plan: ChannelPlan, example_input: Any, graph: ChannelGraph | None = None) -> dict[str, torch.Tensor]:
+    """{parameter name: 0/1 tensor of its shape} for the parameters the plan touches (see ChannelGraph.mask_tensors)."""
+    return (graph or ChannelGraph(model, example_input)).mask_tensors(plan)
 
 
-def _slices(dg, group, names: dict[nn.Module, str]):
-    """Yield (param_name, dim, index_list, root_index_list) for every parameter slice of a DepGraph group."""
-    for it in group:
-        m = it.dep.target.module
-        name = names.get(m) if isinstance(m, nn.Module) else None
-        if name is None:
-            continue
-        is_out = dg.is_out_channel_pruning_fn(it.dep.handler)
-        idxs, roots = list(it.idxs), list(it.root_idxs)
-        prefix = f"{name}." if name else ""
-        if isinstance(m, nn.modules.conv._ConvNd):
-            wdim_out = 1 if m.transposed else 0
-            if is_out or _is_depthwise(m):
-                yield prefix + "weight", wdim_out, idxs, roots
-                if m.bias is not None:
-                    yield prefix + "bias", 0, idxs, roots
-            else:
-                per_group = m.in_channels // m.groups
-                local = [i % per_group for i in idxs] if m.groups > 1 else idxs
-                yield prefix + "weight", 1 - wdim_out, local, roots
-        elif isinstance(m, nn.Linear):
-            if is_out:
-                yield prefix + "weight", 0, idxs, roots
-                if m.bias is not None:
-                    yield prefix + "bias", 0, idxs, roots
-            else:
-                yield prefix + "weight", 1, idxs, roots
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            if m.weight is not None:
-                yield prefix + "weight", 0, idxs, roots
-            if m.bias is not None:
-                yield prefix + "bias", 0, idxs, roots
-        elif any(True for _ in m.parameters(recurse=False)):
-            raise TypeError(f"cannot mask channels of {name} ({type(m).__name__}): its groups should be fixed")
-
-
-def channel_mask_tensors(model: nn.Module, plan: ChannelPlan, example_input: Any) -> dict[str, torch.Tensor]:
-    """{parameter name: 0/1 tensor of its shape} for the parameters the plan touches; 0 marks what the
-    plan removes. Multiply params (and grads) by these after each optimizer step to keep them removed."""
-    dg, groups = _groups_and_graph(model, example_input)
-    plan = validate_plan(groups, plan)
-    params = dict(model.named_parameters())
-    names = {m: n for n, m in model.named_modules()}
-    masks: dict[str, torch.Tensor] = {}
-    for key, idxs in plan.items():
-        group = full_group(dg, model.get_submodule(key), idxs)
-        for pname, dim, sl, _ in _slices(dg, group, names):
-            p = params[pname]
-            mask = masks.setdefault(pname, torch.ones_like(p, dtype=p.dtype))
-            mask.index_fill_(dim, torch.as_tensor(sl, dtype=torch.long, device=p.device), 0)
-    return masks
-
-
-def apply_channel_mask(model: nn.Module, plan: ChannelPlan, example_input: Any) -> dict[str, torch.Tensor]:
+def apply_channel_mask(model: nn.Module, plan: ChannelPlan, example_input: Any, graph: ChannelGraph | None = None) -> dict[str, torch.Tensor]:
     """Zero, in place, every parameter slice the plan's channels own across their groups; returns the masks."""
-    masks = channel_mask_tensors(model, plan, example_input)
+    masks = channel_mask_tensors(model, plan, example_input, graph)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for pname, mask in masks.items():
@@ -119,22 +57,20 @@ def apply_channel_mask(model: nn.Module, plan: ChannelPlan, example_input: Any) 
     return masks
 
 
-def shrink(model: nn.Module, plan: ChannelPlan, example_input: Any) -> nn.Module:
-    """A deep copy of ``model`` with the plan's channels physically removed (Torch-Pruning group.prune).
-    The input model is untouched; the copy keeps the input's train/eval mode."""
-    pruned = copy.deepcopy(model)
-    dg, groups = _groups_and_graph(pruned, example_input)
-    plan = validate_plan(groups, plan)
-    for key, idxs in plan.items():  # group order, so the result depends on the plan only
-        group = full_group(dg, pruned.get_submodule(key), idxs)
-        if not dg.check_pruning_group(group):
-            raise ValueError(f"plan for channel group {key!r} would empty a layer")
-        group.prune()
+def checked(pruned: nn.Module, example_input: Any) -> nn.Module:
+    """A freshly shrunk model must run: a coupling Torch-Pruning missed fails loudly, never as a broken net."""
     try:
         _eval_output(pruned, example_input)
-    except Exception as exc:  # a coupling Torch-Pruning missed: fail loudly, never hand back a broken net
+    except Exception as exc:
         raise RuntimeError(f"shrunk model does not run: {exc}") from exc
     return pruned
+
+
+def shrink(model: nn.Module, plan: ChannelPlan, example_input: Any) -> nn.Module:
+    """A deep copy of ``model`` with the plan's channels physically removed (one dependency graph, on the
+    copy). The input model is untouched; the copy keeps the input's train/eval mode."""
+    pruned = copy.deepcopy(model)
+    return checked(ChannelGraph(pruned, example_input).prune(plan), example_input)
 
 
 def _zero_at(t: torch.Tensor | None, dim: int, i: int) -> bool:
@@ -154,14 +90,12 @@ def dead_channels(model: nn.Module, example_input: Any, verify: bool = True) -> 
     with ``verify`` the result is checked on ``example_input`` and a RuntimeError raised if removing the
     channels changes the output. At least one channel (block offset) is kept in every group.
     """
-    dg, groups = _groups_and_graph(model, example_input)
+    graph = ChannelGraph(model, example_input)
+    dg = graph.dg
     names = {m: n for n, m in model.named_modules()}
     plan: ChannelPlan = {}
-    for cg in groups:
-        if not cg.prunable:
-            continue
-        root = model.get_submodule(cg.key)
-        group = full_group(dg, root, list(range(cg.size)))
+    for cg in graph.groups:
+        group = graph.items(cg.key)
         dead = torch.ones(cg.size, dtype=torch.bool)
         for it in group:
             m = it.dep.target.module
@@ -176,7 +110,7 @@ def dead_channels(model: nn.Module, example_input: Any, verify: bool = True) -> 
                     scale_zero = _zero_at(m.weight, 0, i) if m.weight is not None else False
                     mean_zero = m.running_mean is None or not bool(m.running_mean[i] != 0)
                     ok = bias_zero and (scale_zero or mean_zero)
-                elif isinstance(m, nn.modules.conv._ConvNd) and _is_depthwise(m):
+                elif isinstance(m, nn.modules.conv._ConvNd) and is_depthwise(m):
                     ok = _zero_at(m.bias, 0, i)  # its input channel is in this group, hence zero
                 elif isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and is_out:
                     wdim = 1 if getattr(m, "transposed", False) else 0
@@ -191,8 +125,11 @@ def dead_channels(model: nn.Module, example_input: Any, verify: bool = True) -> 
         if dead_offsets:
             plan[cg.key] = cg.expand_offsets(dead_offsets)
     if verify and plan:
-        masked = copy.deepcopy(model)
-        apply_channel_mask(masked, plan, example_input)
+        masked, masks = copy.deepcopy(model), graph.mask_tensors(plan)
+        with torch.no_grad():
+            for pname, p in masked.named_parameters():  # the graph's masks apply to any copy of this shape
+                if pname in masks:
+                    p.mul_(masks[pname])
         ref, got = _eval_output(model, example_input), _eval_output(masked, example_input)
         ref_t = [t for t in torch.utils._pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
         got_t = [t for t in torch.utils._pytree.tree_leaves(got) if isinstance(t, torch.Tensor)]
@@ -202,11 +139,3 @@ def dead_channels(model: nn.Module, example_input: Any, verify: bool = True) -> 
                 "not map 0 to 0 probably sits in one of their groups"
             )
     return plan
-
-
-def group_for(groups: list[ChannelGroup], key: str) -> ChannelGroup:
-    """The group named ``key`` (KeyError if absent)."""
-    for g in groups:
-        if g.key == key:
-            return g
-    raise KeyError(key)

@@ -1,0 +1,85 @@
+"""Tickets: a round's pruned model with its operating point on validation, and which one a run ships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+Survivors = dict[str, list[int]]  # group key -> original channel indices still present
+
+
+@dataclass
+class Ticket:
+    round: int
+    model: nn.Module
+    survivors: Survivors
+    params: int
+    macs: int
+    val: dict  # evaluation at the operating point (with the promise per protected class)
+    val_raw: dict  # evaluation without offsets
+    offsets: dict[int, float]
+    within_budget: bool
+    sparsity: float = 0.0
+
+    def summary(self) -> dict:
+        """The ticket without its model, as JSON (rounds/*.json and report.json's prune_round stages)."""
+        return {"round": self.round, "params": self.params, "macs": self.macs, "val": self.val, "val_raw": self.val_raw,
+                "offsets": {str(k): v for k, v in self.offsets.items()}, "within_budget": self.within_budget}
+
+
+@dataclass
+class PruneResult:
+    dense: dict
+    tickets: list[Ticket] = field(default_factory=list)
+    selected: Ticket | None = None
+    budget_met: bool = False
+    targets: dict[int, int] = field(default_factory=dict)  # validation FN of the dense model plus the budget
+    final: Ticket | None = None  # the selected ticket after final_epochs more (selected, if it stayed within budget)
+    guard: object | None = None  # the PromiseGuard every ticket's operating point met (or not)
+
+
+def removed_plan(dense_sizes: dict[str, int], survivors: Survivors) -> dict[str, list[int]]:
+    """Channel plan (original indices to remove) that turns the dense model into the survivors'."""
+    plan = {}
+    for key, size in dense_sizes.items():
+        keep = set(survivors.get(key, range(size)))
+        gone = [i for i in range(size) if i not in keep]
+        if gone:
+            plan[key] = gone
+    return plan
+
+
+def relative_plan(current: Survivors, target: Survivors) -> dict[str, list[int]]:
+    """Local indices (positions in ``current``) of channels that ``target`` no longer has."""
+    plan = {}
+    for key, present in current.items():
+        keep = set(target.get(key, present))
+        gone = [pos for pos, orig in enumerate(present) if orig not in keep]
+        if gone:
+            plan[key] = gone
+    return plan
+
+
+def select(result: PruneResult) -> PruneResult:
+    """The smallest ticket within the budget (of equal sizes the latest: a round that met its goals early
+    leaves later rounds of the same shape, trained longer); without one, the most accurate (and the gate
+    will say so)."""
+    within = [t for t in result.tickets if t.within_budget]
+    result.budget_met = bool(within)
+    result.selected = min(within, key=lambda t: (t.params, t.macs, -t.round)) if within else max(result.tickets, key=lambda t: t.val["accuracy"])
+    return result
+
+
+def promise_text(t: Ticket) -> str:
+    return ", ".join(f"class {k} promise confidence {v['confidence']:.3f} of {v['confidence_target']:g}"
+                     for k, v in t.val.get("promise", {}).items())
+
+
+def round_line(t: Ticket, dense_params: int) -> str:
+    promise = t.val.get("promise", {})
+    prot = ", ".join(f"class {p['class']}: FN {p['fn']} FP {p['fp']}"
+                     + (f" confidence {promise[str(p['class'])]['confidence']:.3f}" if str(p["class"]) in promise else "")
+                     for p in t.val["protected"])
+    return (f"round {t.round}: {t.params:,} params ({t.params / dense_params:.1%}), val accuracy {t.val['accuracy']:.4f} "
+            f"at the operating point ({prot}; offsets {', '.join(f'{v:+.2f}' for v in t.offsets.values())})")

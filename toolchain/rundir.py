@@ -1,0 +1,98 @@
+"""A run directory: every file name of a `compress` run in one place (OpenLTH's paths.py), so each stage
+finds what an earlier, interrupted run finished and skips it.
+
+    run/manifest.json            inputs' hashes, versions, arguments (its run_id names the settings)
+    run/rounds/round_N.pt|.json  every round's ticket (the .json is written last: it marks the round done)
+    run/rounds/round_N_start.pt  the weights round N's retraining started from (the magnitude increase)
+    run/rounds/rewind.pt         the late-rewinding point
+    run/rounds/final.pt|.json    the selected ticket after --final-epochs
+    run/pruned.pt                the shipped torch model (offsets baked in)
+    run/calibration.npz          the int8 calibration rows
+    run/artifacts/               the exported files
+    run/work/                    scratch for the export stage, removed when it ends
+    run/report.json, report.md, plots/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def rounds(self) -> Path:
+        return self.root / "rounds"
+
+    def round_checkpoint(self, r: int) -> Path:
+        return self.rounds / f"round_{r}.pt"
+
+    def round_summary(self, r: int) -> Path:
+        return self.rounds / f"round_{r}.json"
+
+    def round_start(self, r: int) -> Path:
+        return self.rounds / f"round_{r}_start.pt"
+
+    @property
+    def rewind(self) -> Path:
+        return self.rounds / "rewind.pt"
+
+    @property
+    def final_checkpoint(self) -> Path:
+        return self.rounds / "final.pt"
+
+    @property
+    def final_summary(self) -> Path:
+        return self.rounds / "final.json"
+
+    def done_rounds(self) -> list[int]:
+        """Rounds whose summary was written (a round is done only then)."""
+        if not self.rounds.is_dir():
+            return []
+        done = []
+        for p in self.rounds.glob("round_*.json"):
+            number = p.stem.split("_")[1]
+            if number.isdigit():
+                done.append(int(number))
+        return sorted(done)
+
+    @property
+    def pruned(self) -> Path:
+        return self.root / "pruned.pt"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.npz"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
