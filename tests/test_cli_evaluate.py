@@ -190,7 +190,10 @@ def test_bad_input_exits_2_with_one_line(case, user_setup, capsys, tmp_path):
     assert not out_json.exists()
 
 
-def test_debug_shows_the_traceback(user_setup, capsys, tmp_path):
-    with pytest.raises(Exception) as exc:
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(user_setup, capsys, tmp_path):
+    """--debug adds the traceback; bad input still exits 2 (exit 1 would read as "gate failed")."""
+    with pytest.raises(SystemExit) as exc:
         main(["--debug", "evaluate", str(tmp_path / "nope.pt"), "--data", "digits", "-p", "3"])
-    assert "does not exist" in str(exc.value)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("cwtool: error: ")
+    assert "does not exist" in err

@@ -314,3 +314,98 @@ def test_a_light_install_gets_an_install_hint_not_a_crash(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "torch==2.13.0" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# --------------------------------------------------------------------------- found by an adversarial review
+
+
+class _Reduce:
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def test_a_pickle_cannot_call_a_layer_constructor_or_allocate_at_will(tmp_path, rows, capsys):
+    """A model file stores objects; a constructor call with the file's arguments (a 1 GB layer from 1 KB)
+    is refused, and whatever torch's own allow-list can build is held to a memory cap."""
+    torch.save(_Reduce(torch.nn.Linear, (16000, 16000)), tmp_path / "layer.pt")
+    torch.save({"state_dict": _Reduce(bytearray, (10**9,))}, tmp_path / "bytes.pt")
+    for name in ("layer.pt", "bytes.pt"):
+        code, _, err = _evaluate(capsys, tmp_path / name, rows, "--arch", "digits-cnn")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert (tmp_path / name).stat().st_size < 4096
+
+
+def test_a_pickled_module_cannot_replace_its_own_forward(tmp_path, rows, capsys):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    model.__dict__["forward"] = torch.nn.Identity()
+    torch.save(model, tmp_path / "forward.pt")
+    code, _, err = _evaluate(capsys, tmp_path / "forward.pt", rows, "--arch", "digits-cnn")
+    assert code == 2 and "replaced by the file" in err, err
+
+
+def test_a_model_that_fails_on_the_rows_is_bad_input(tmp_path, rows, capsys):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), torch.nn.Unflatten(0, (2, 1)), torch.nn.Flatten(0, 1))
+    torch.save(model, tmp_path / "batch2.pt")
+    code, _, err = _evaluate(capsys, tmp_path / "batch2.pt", rows, "--arch", "digits-cnn")
+    assert code == 2 and "fails on the data's rows" in err, err
+
+
+def test_control_characters_from_files_never_reach_the_terminal(tmp_path, capsys):
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+
+    names = np.array(["a\x1b[2K\x1b[1Gall checks passed", *"bcdefghij"])
+    data = tmp_path / "rows.npz"
+    np.savez(data, x=np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32), y=np.arange(40) % 10, class_names=names)
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn"), "digits-cnn", {}, (1, 8, 8))
+    code, out, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", data, "-p", "0"], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out + err and "\\x1b[2K" in out
+
+
+def test_debug_keeps_the_exit_codes(tmp_path, capsys):
+    code, _, err = run_cli(["--debug", "verify", tmp_path / "none.onnx", "-d", "digits", "-p", "3"], capsys)
+    assert code == 2 and "Traceback" in err
+
+
+@pytest.mark.parametrize("args, word", [
+    (["evaluate", "m.pt", "-d", "digits", "-p", "3", "--seed", "-1"], "--seed"),
+    (["compress", "m.pt", "-d", "digits", "-p", "3", "--device", "meta"], "--device"),
+    (["verify", "a.onnx", "-d", "~no-such-user-here/x.npz", "-p", "3"], "~"),
+])
+def test_odd_flag_values_are_bad_input(args, word, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and word in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_baseline_with_nan_or_infinity_is_malformed(tmp_path, capsys):
+    from toolchain.verify import load_baseline
+
+    (tmp_path / "b.json").write_text('{"n": 10, "accuracy": NaN, "protected": [], "fn_per_class": [0, 0]}')
+    with pytest.raises(Exception, match="NaN"):
+        load_baseline(tmp_path / "b.json")
+
+
+def test_a_profile_with_non_finite_or_negative_numbers_is_refused(tmp_path, capsys):
+    text = (REPO / "targets" / "raspberry-pi-4.toml").read_text()
+    for old, new in (("overhead_ms = 0.05", "overhead_ms = nan"), ("overhead_ms = 0.05", "overhead_ms = -1.0"),
+                     ("fp32_gmacs = 12.0", "fp32_gmacs = inf")):
+        (tmp_path / "t.toml").write_text(text.replace(old, new, 1))
+        code, _, err = run_cli(["targets", tmp_path / "t.toml"], capsys)
+        assert code == 2 and "t.toml" in err, (new, err)
+
+
+def test_a_damaged_round_on_resume_is_bad_input(trained_digits, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    (out / "rounds" / "round_1.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    last = err.strip().splitlines()[-1]  # found once the run had started: the log lines before it are progress
+    assert code == 2 and last.startswith("cwtool: error: ") and "damaged round" in last, err

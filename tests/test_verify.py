@@ -322,7 +322,11 @@ def _bad_files(art) -> dict:
     np.savez(d / "noprot.npz", x=art["x"][keep], y=art["y"][keep])
     five = art["y"] < 5
     np.savez(d / "named5.npz", x=art["x"][five], y=art["y"][five], class_names=np.array(list("abcde")))
-    files = {"corrupt": str(d / "corrupt.onnx"), "wide": str(d / "wide.npz"), "labels12": str(d / "labels12.npz"),
+    import torch
+
+    wide = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1000))
+    _export(wide, torch.from_numpy(art["x"][:2]), d / "wide_out.onnx")
+    files = {"wide_out": str(d / "wide_out.onnx"), "corrupt": str(d / "corrupt.onnx"), "wide": str(d / "wide.npz"), "labels12": str(d / "labels12.npz"),
              "fewer": str(d / "fewer.npz"), "broken": str(d / "broken.json"), "deep": str(d / "deep.json"),
              "noprot": str(d / "noprot.npz"), "named5": str(d / "named5.npz")}
     report = json.loads(Path(art["report"]).read_text())
@@ -370,7 +374,8 @@ BAD = {
     "unknown gate": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--gate", "lenient"], "--gate"),
     "unknown class name": (lambda a, b: [a["good"], "--data", a["data"], "-p", "cat"], "cat"),
     "no row of the protected class": (lambda a, b: [a["good"], "--data", b["noprot"], "-p", PROT, "--max-fnr", 0], "no row of protected class"),
-    "artifact for other classes": (lambda a, b: [a["good"], "--data", b["named5"], "-p", 1], "outputs 10 classes"),
+    "artifact for other classes": (lambda a, b: [a["good"], "--data", b["named5"], "-p", 1], "has 10 outputs but the data names 5 classes"),
+    "artifact far wider than the labels": (lambda a, b: [b["wide_out"], "--data", a["data"], "-p", 1], "has 1,000 outputs"),
     "baseline nested too deep": (lambda a, b: [a["good"], "--data", a["data"], "-p", PROT, "--baseline", b["deep"]], "JSON"),
     "other rows against a baseline": (lambda a, b: [a["good"], "--data", b["fewer"], "-p", PROT, "--baseline", a["report"],
                                                     "--max-fnr", 0.5], "--allow-other-data"),

@@ -10,6 +10,7 @@ import json
 import math
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import List, Optional
 
@@ -71,7 +72,7 @@ def evaluate(
     trust_model: bool = typer.Option(False, help="Allow a full pickle (runs code from the file). Only for files you trust."),
     split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test; the rows verify judges)."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
-    seed: int = typer.Option(0, help="Seed of the train/val/test split when the data has none."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of the train/val/test split when the data has none."),
     class_names: Optional[str] = ClassNamesOpt,
     image_size: Optional[str] = ImageSizeOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
@@ -90,7 +91,7 @@ def evaluate(
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
     rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size))
-    loaded = load_model(model, arch=arch, arch_kwargs=_parse_kwargs(arch_kwargs), trust_model=trust_model)
+    loaded = load_model(model, arch=arch, arch_kwargs=_parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
     seen = seen_rows(loaded.extra.get("data"), rows["x"], rows["y"])
@@ -111,7 +112,7 @@ def train(
     epochs: int = typer.Option(10),
     lr: float = typer.Option(1e-3),
     batch_size: int = typer.Option(128),
-    seed: int = typer.Option(0, help="Seed of training and of the data split."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of training and of the data split."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
     class_names: Optional[str] = ClassNamesOpt,
@@ -190,7 +191,7 @@ def compress(
     max_fn_increase: int = typer.Option(0, help="FN budget per protected class over the dense model's, on new data."),
     confidence: float = typer.Option(0.95, help="Probability that the FN promise (FN <= dense FN + budget on new data of the validation split's size) holds: sets the guarded operating point."),
     max_accuracy_drop: float = typer.Option(0.02, help="Accuracy budget (fraction, 0.02 = 2 points)."),
-    seed: int = typer.Option(0, help="Seed of training, pruning and the data split."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of training, pruning and the data split."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
     class_names: Optional[str] = ClassNamesOpt,
@@ -277,14 +278,18 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from toolchain.report.consoles import log_console
+    from toolchain.report.consoles import log_console, quiet_broken_stream
     from toolchain.report.markdown import render_report
 
     console, text = Console(), render_report(report)
     if console.is_terminal:
         console.print(Markdown(text))
     else:  # a log or a pipe gets the Markdown itself: rich would wrap its tables at 80 columns
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        try:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            quiet_broken_stream(sys.stdout)
     log_console().print(f"run directory: {run_dir} (report.json, report.md)")
 
 
@@ -377,6 +382,17 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 def _main(argv: Optional[list[str]]) -> None:
+    import warnings
+
+    if "--debug" not in (sys.argv[1:] if argv is None else argv):
+        warnings.simplefilter("ignore")  # library warnings would break "one line on bad input"; --debug shows them
+    try:
+        _run(argv)
+    finally:
+        warnings.resetwarnings()
+
+
+def _run(argv: Optional[list[str]]) -> None:
     try:  # typer >= 0.29 vendors click as typer._click; older typers depend on click itself
         from typer._click.exceptions import ClickException
         from typer.exceptions import Abort
@@ -389,7 +405,7 @@ def _main(argv: Optional[list[str]]) -> None:
         code = command(args=argv, prog_name="cwtool", standalone_mode=False)
     except UserError as exc:
         if _state["debug"]:
-            raise
+            traceback.print_exc()
         print(f"cwtool: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
@@ -404,8 +420,10 @@ def _main(argv: Optional[list[str]]) -> None:
         sys.exit(2)
     except ModuleNotFoundError as exc:
         hint = _install_hint(exc.name or "")
-        if hint is None or _state["debug"]:
+        if hint is None:
             raise_as_bug(exc)
+        if _state["debug"]:
+            traceback.print_exc()
         print(f"cwtool: error: {hint}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # a bug, not bad input
@@ -414,8 +432,9 @@ def _main(argv: Optional[list[str]]) -> None:
 
 
 def raise_as_bug(exc: BaseException) -> None:
+    """Exit 3 with one line; the traceback too under --debug (the exit code stays what it means)."""
     if _state["debug"]:
-        raise exc
+        traceback.print_exception(exc)
     print(f"cwtool: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug for the traceback)", file=sys.stderr)
     sys.exit(3)
 

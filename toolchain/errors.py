@@ -1,5 +1,16 @@
 """The one exception type that means "the user's input is wrong" (exit code 2)."""
 
+import re
+
+# C0/C1 control characters (ESC, BEL, CSI...): text from a file must not drive the terminal it is printed on
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text) -> str:
+    """``text`` with control characters shown as \\xNN escapes, so a class name or path from a file
+    cannot rewrite the terminal line ("all checks passed") or emit terminal commands."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
 
 class UserError(Exception):
     """Bad input or usage. The message is one plain line: what is wrong and how to fix it.
@@ -8,8 +19,8 @@ class UserError(Exception):
     """
 
     def __init__(self, message: str):
-        # One line, always: callers sometimes pass messages built from library errors.
-        super().__init__(" ".join(str(message).split()))
+        # One line, always: callers sometimes pass messages built from library errors; no terminal escapes.
+        super().__init__(printable(" ".join(str(message).split())))
 
 
 class Interrupted(BaseException):

@@ -38,6 +38,23 @@ def check_labels(y: np.ndarray, num_outputs: int, what: str = "the data") -> Non
         )
 
 
+def check_output_width(k: int, y: np.ndarray, declared: list[str] | None, what: str) -> None:
+    """A model's output count must fit the data: the declared class count exactly; without declared names,
+    enough for the labels and not absurdly more (a 24 KB file with 6,000 outputs costs gigabytes of
+    confusion matrix, and is a model for other data), and within memory."""
+    from toolchain.limits import MAX_CLASSES, check_fits
+
+    if k > MAX_CLASSES:
+        raise UserError(f"{what} has {k:,} outputs, beyond cwtool's limit of {MAX_CLASSES:,} classes")
+    labels = int(y.max()) + 1 if len(y) else 0
+    if declared is not None and len(declared) != k:
+        raise UserError(f"{what} has {k} outputs but the data names {len(declared)} classes: give a model for this data")
+    if declared is None and k > max(128, 4 * labels):
+        raise UserError(f"{what} has {k:,} outputs but the data's labels go up to {labels - 1}: give a model for this data "
+                        "(or name the classes with --class-names)")
+    check_fits(len(y) * k * 12 + k * k * 16, f"{len(y):,} rows x {k:,} outputs", "use fewer rows")
+
+
 def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
     """Number of model outputs, from one forward pass on a zero sample; a shape mismatch is a UserError."""
     import torch
@@ -72,18 +89,30 @@ def evaluate_torch(model, dataset: Dataset, protect, split: str = "test") -> Eva
 def evaluate_rows(model, x: np.ndarray, y: np.ndarray, class_names: list[str] | None, protect) -> Evaluation:
     """A torch model on given rows (the rows `cwtool verify` would judge for the same --data)."""
     from toolchain.metrics import evaluate_logits
-    from toolchain.models.train import predict_logits
     from toolchain.provenance import rows_sha256
 
     num_outputs = probe_outputs(model, tuple(x.shape[1:]))
+    declared = list(class_names) if class_names and list(class_names) != [str(i) for i in range(len(class_names))] else None
+    check_output_width(num_outputs, y, declared, "the model")
     names = list(class_names or [])
     names = names + [str(i) for i in range(len(names), num_outputs)]
     protected = resolve_protected(protect, names, num_outputs)
     check_labels(y, num_outputs)
-    logits = predict_logits(model, x)
+    logits = predict_on(model, x)
     metrics = evaluate_logits(y, logits, protected, num_classes=num_outputs)
     metrics["rows_sha256"] = rows_sha256(x, y)
     return Evaluation(metrics, protected, names)
+
+
+def predict_on(model, x: np.ndarray) -> np.ndarray:
+    """The model's logits on the data's rows; a model that fails on them (it came from a file) is bad input."""
+    from toolchain.models.train import predict_logits
+
+    try:
+        return predict_logits(model, x)
+    except Exception as exc:
+        raise UserError(f"the model fails on the data's rows ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): "
+                        "check --data, --arch and --arch-kwargs") from exc
 
 
 def class_names_for(dataset: Dataset, num_outputs: int) -> list[str]:

@@ -56,6 +56,14 @@ def _writable_folder(folder: Path, flag: str, path: Path) -> None:
     os.unlink(probe)
 
 
+def user_path(spec: str | Path) -> Path:
+    """A path as the user typed it, ``~`` expanded; a ``~name`` of no such user is bad input, not a crash."""
+    try:
+        return Path(str(spec)).expanduser()
+    except RuntimeError as exc:  # "Could not determine home directory"
+        raise UserError(f"'{spec}': {exc}: give the path without ~") from exc
+
+
 def artifact_files(path: str | Path) -> list[Path]:
     """An exported artifact and the files that travel with it: its sidecar ``<name>.json`` and, for
     ONNX, the external weight files it names (read without loading the weights; the `onnx` package
@@ -83,8 +91,8 @@ def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
     data, and the code file of a ``file.py:Class`` architecture."""
     found: list[Path] = []
     for spec in specs:
-        if spec is not None and str(spec).strip() and Path(str(spec)).expanduser().exists():
-            found.append(Path(str(spec)).expanduser())
+        if spec is not None and str(spec).strip() and user_path(spec).exists():
+            found.append(user_path(spec))
     for art in artifacts:
         found += artifact_files(art)
     if arch:

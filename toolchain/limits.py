@@ -15,6 +15,7 @@ When none of these can be read the check is skipped (None): nothing better is kn
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
@@ -144,3 +145,39 @@ def product(dims: Sequence[int]) -> int:
     for d in dims:
         out *= int(d)
     return out
+
+
+@contextlib.contextmanager
+def memory_cap(extra_bytes: int):
+    """While the block runs, this process may map at most ``extra_bytes`` more than it has now (a lowered
+    RLIMIT_AS): reading an untrusted file can then not make it allocate gigabytes (a 1 KB pickle can ask
+    a constructor for a 16000 x 16000 layer). Where the limit cannot be set, nothing is capped."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        mapped = _status_bytes("VmSize")
+    except (ImportError, AttributeError, ValueError, OSError):
+        yield
+        return
+    if mapped is None:
+        yield
+        return
+    cap = mapped + int(extra_bytes)
+    if soft not in (resource.RLIM_INFINITY, -1):
+        cap = min(cap, soft)
+    if hard not in (resource.RLIM_INFINITY, -1):
+        cap = min(cap, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _status_bytes(key: str) -> int | None:
+    return _read_kb("/proc/self/status", key)

@@ -60,7 +60,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.data import load_data
     from toolchain.data.given import with_given_rows
     from toolchain.data.identity import check_unseen
-    from toolchain.evaluate import check_labels, class_names_for, probe_outputs, resolve_protected
+    from toolchain.evaluate import check_labels, class_names_for, predict_on, probe_outputs, resolve_protected
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import load_model, save_checkpoint
@@ -74,13 +74,15 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     # --- inputs: every check before anything is written ---------------------------------------------
     dataset = with_given_rows(load_data(request.data, seed=request.data_seed, label_column=request.label_column,
                                         class_names=request.class_names, image_size=request.image_size), request.val, request.test)
-    loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model)
+    loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
+                        input_shape=dataset.input_shape)
     arch = loaded.arch or request.arch
     if loaded.kind == "torchscript" or arch is None:
         raise UserError("compress needs a model cwtool can rebuild: a state_dict or pickled module with --arch, or a cwtool checkpoint")
     if loaded.channel_plan:
         raise UserError(f"'{request.model}' is already a pruned cwtool model: compress the dense model it came from")
     num_outputs = probe_outputs(loaded.module, dataset.input_shape)
+    predict_on(loaded.module, dataset.x_val)  # the whole validation split once: a model that fails on it is bad input
     class_names = class_names_for(dataset, num_outputs)
     protected = resolve_protected(request.protect, class_names, num_outputs)
     for split in ("train", "val", "test"):
@@ -289,6 +291,6 @@ def finish(report: dict, run_dir: Path) -> None:
     from toolchain.report.plots import plot_report
 
     report["plots"] = [str(p.relative_to(run_dir)) for p in plot_report(report, run_dir / "plots")]
-
-    atomic_write_text(run_dir / "report.md", render_report(report))
-    atomic_write_json(run_dir / "report.json", report)
+    markdown, document = render_report(report), json.dumps(report, indent=2, allow_nan=False) + "\n"  # both rendered before either is written
+    atomic_write_text(run_dir / "report.md", markdown)
+    atomic_write_text(run_dir / "report.json", document)

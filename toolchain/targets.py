@@ -17,6 +17,7 @@ package, in toolchain/targets_data/ (the wheel maps targets/ there: pyproject's 
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,6 +130,8 @@ def load_target(name_or_path: str | Path) -> Target:
         raise UserError(f"target file {path} is not valid TOML ({e}): fix the syntax") from e
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read target file {path}: {e}") from e
+    except RecursionError as e:
+        raise UserError(f"target file {path} nests too deep to be a profile: fix it (see docs/TARGETS.md)") from e
     return target_from_dict(data, source=str(path))
 
 
@@ -150,8 +153,14 @@ def _get(data: dict, key: str, kind, where: str, *, required: bool = True, defau
     if not ok:
         want = " or ".join(k.__name__ for k in kinds)
         raise UserError(f"{where}: field '{key}' must be {want}, got {type(cur).__name__} {cur!r}")
+    if isinstance(cur, float) and not math.isfinite(cur):
+        raise UserError(f"{where}: field '{key}' must be a finite number, got {cur!r}")
+    if isinstance(cur, int) and not isinstance(cur, bool) and abs(cur) > 1 << 62:
+        raise UserError(f"{where}: field '{key}' is out of range ({cur})")
     if positive and not cur > 0:
         raise UserError(f"{where}: field '{key}' must be > 0, got {cur!r}")
+    if not positive and isinstance(cur, (int, float)) and not isinstance(cur, bool) and cur < 0 and kind is not str:
+        raise UserError(f"{where}: field '{key}' must be >= 0, got {cur!r}")
     return cur
 
 
@@ -190,6 +199,12 @@ def target_from_dict(data: dict, source: str = "<dict>") -> Target:
     if supported is None and not rejected and "operators" not in data:
         raise UserError(f"{where}: missing table '[operators]': give 'supported' and/or 'rejected' operator lists")
     device = _get(data, "device", dict, where, required=False, default={})
+    def plain(v) -> bool:
+        return isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v))
+
+    if not all(isinstance(k, str) and (plain(v) or (isinstance(v, list) and len(v) <= 64 and all(plain(i) for i in v)))
+               for k, v in device.items()):
+        raise UserError(f"{where}: [device] holds plain values only (text, numbers, true/false, lists of them): fix it (see docs/TARGETS.md)")
     return Target(
         name=name,
         description=_get(data, "description", str, where),

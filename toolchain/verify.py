@@ -193,6 +193,10 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
     return ev
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (cwtool writes none)")
+
+
 def load_baseline(path: str | Path) -> dict:
     """{"path", "from", "evaluation", "class_names"} from a compress report, verify JSON or evaluation JSON."""
     path = Path(path)
@@ -202,7 +206,7 @@ def load_baseline(path: str | Path) -> dict:
     if size > MAX_BASELINE_BYTES:
         raise UserError(f"baseline {path} is {size:,} bytes, more than any cwtool report ({MAX_BASELINE_BYTES:,}): give the report.json cwtool wrote")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UserError(f"cannot read baseline {path} as JSON ({' '.join(str(exc).split())[:120]}): give a cwtool report.json") from None
     names = obj.get("class_names") if isinstance(obj, dict) else None
@@ -321,7 +325,7 @@ def _open(path: str, threads: int):
 
 def run_verify(req: VerifyRequest) -> dict:
     """Evaluate every artifact, gate it, and return the verify result (JSON-ready)."""
-    from toolchain.evaluate import check_labels, resolve_protected
+    from toolchain.evaluate import check_labels, check_output_width, resolve_protected
     from toolchain.runtimes.base import cpu_lacks_vnni
 
     req.validate()
@@ -348,9 +352,7 @@ def run_verify(req: VerifyRequest) -> dict:
         if not k:
             probe = runner.predict(x[:1])
             k = int(probe.shape[1])
-        if declared is not None and len(declared) != k:
-            raise UserError(f"{Path(path).name} outputs {k} classes but --data ({rows['name']}) has {len(declared)} "
-                            f"({', '.join(declared[:4])}{', ...' if len(declared) > 4 else ''}): verify an artifact of a model for this data")
+        check_output_width(k, y, declared, Path(path).name)
         names = declared or (base or {}).get("class_names") or [str(i) for i in range(k)]
         if len(names) != k:
             names = [str(i) for i in range(k)]

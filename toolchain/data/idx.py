@@ -52,6 +52,8 @@ def _check_head(buf: bytes) -> int:
         raise IdxError(f"unknown idx data type code 0x{code:02X}")
     if ndim == 0:
         raise IdxError("idx header declares zero dimensions")
+    if ndim > 4:  # labels (N), images (N, H, W), at most (N, C, H, W); numpy itself stops at 64
+        raise IdxError(f"idx header declares {ndim} dimensions: cwtool reads labels and images (1 to 4)")
     return ndim
 
 

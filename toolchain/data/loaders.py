@@ -44,6 +44,7 @@ from toolchain.limits import MAX_CLASSES, MAX_CSV_LINE, MAX_LABEL_CHARS, check_f
 from toolchain.data.npz import read_npz
 from toolchain.data.splits import stratified_split
 from toolchain.errors import UserError
+from toolchain.io import user_path
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -112,7 +113,7 @@ def load_data(
             )
         return _load_idx_folder(FASHION_MNIST_DIR, seed, val_fraction, name="fashion-mnist", given=given)
 
-    path = Path(spec).expanduser()
+    path = user_path(spec)
     lower = path.name.lower()
     if lower.endswith(".npz"):
         return _load_npz(_existing_file(path, spec), seed, fr, given)

@@ -9,7 +9,6 @@ limits: declared sizes checked against memory before reading, labels below MAX_C
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -24,13 +23,14 @@ from toolchain.data.loaders import (
 )
 from toolchain.data.npz import npz_keys, read_npz
 from toolchain.errors import UserError
+from toolchain.io import user_path
 
 __all__ = ["is_pool_npz", "load_rows"]
 
 
 def is_pool_npz(spec: str) -> bool:
     """True when `spec` is an existing .npz holding one pool (x, y) and no given splits."""
-    path = Path(str(spec)).expanduser()
+    path = user_path(spec)
     if not path.name.lower().endswith(".npz") or not path.is_file():
         return False
     try:
@@ -49,7 +49,7 @@ def load_rows(
     ``class_names`` follows `load_data`'s rule for .npz: it names numeric labels, and must agree
     with the file's own class_names when it has some.
     """
-    path = Path(str(spec)).expanduser()
+    path = user_path(spec)
     where = f"'{path}'"
     given = _given_names(class_names)
     _keys, arrays = read_npz(path, {"x", "y", "class_names"})

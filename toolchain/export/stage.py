@@ -37,7 +37,7 @@ def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_di
 
     if settings.calibration_file:
         x, meta = load_calibration(settings.calibration_file)
-        return x.astype(np.float32), {"file": str(settings.calibration_file), **meta}
+        return x.astype(np.float32), {**meta, "file": str(settings.calibration_file)}  # the file's meta is data, not the record's frame
     x = sample_calibration(dataset.x_train, dataset.y_train, settings.calibration_size, protected, seed=seed)
     meta = {"split": "train", "size": int(len(x)), "protected": list(protected), "seed": seed, "data": dataset.name}
     save_calibration(run_dir / "calibration.npz", x, meta)

@@ -25,6 +25,7 @@ import importlib.util
 import inspect
 import json
 import math
+import pickle
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -34,10 +35,11 @@ import torch
 from torch import nn
 
 from toolchain.errors import UserError
-from toolchain.limits import check_fits
+from toolchain.limits import check_fits, memory_cap
 from toolchain.models import registry
 
 CHECKPOINT_FORMAT = "cwtool.model/1"
+LOAD_HEADROOM = 256 << 20  # memory reading a model file may take beyond twice its size
 MAX_INPUT_ELEMENTS = 64 * 1024 * 1024  # per sample: far beyond any edge classifier's input
 
 
@@ -101,8 +103,10 @@ def build_arch(spec: str, kwargs: dict | None = None) -> nn.Module:
     factory = resolve_arch(spec)
     try:
         model = factory(**(kwargs or {}))
-    except TypeError as exc:
-        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {kwargs or {}}: {exc}") from exc
+    except UserError:
+        raise
+    except Exception as exc:  # the kwargs come from the user or a file: a constructor that refuses them is bad input
+        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {json.dumps(kwargs or {})[:200]}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise UserError(f"--arch '{spec}' did not build a torch.nn.Module (got {type(model).__name__})")
     return model
@@ -113,7 +117,10 @@ def load_model(
     arch: str | None = None,
     arch_kwargs: dict | None = None,
     trust_model: bool = False,
+    input_shape: tuple[int, ...] | None = None,
 ) -> LoadedModel:
+    """``input_shape`` (one sample, when the caller knows the data): a cwtool checkpoint recorded for other
+    inputs is refused before anything is built for it."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"model '{path}' is a folder: give the model file")
@@ -134,9 +141,11 @@ def load_model(
 
     obj = _load_pickle(path, arch, trust_model)
     if isinstance(obj, nn.Module):
+        if not trust_model:
+            _check_module_tree(obj, path)
         return LoadedModel(obj.eval(), arch=arch, arch_kwargs=arch_kwargs or {}, kind="pickle")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        return _from_cwtool_checkpoint(obj, path, arch, arch_kwargs, trust_model)
+        return _from_cwtool_checkpoint(obj, path, arch, arch_kwargs, trust_model, input_shape)
     if isinstance(obj, dict):
         state = _find_state_dict(obj)
         if state is None:
@@ -205,11 +214,13 @@ def _load_restricted(path: Path, arch: str | None):
         allowed = _allow_list(needed, arch_classes, path)
     else:  # the legacy (pre-1.6) format names its globals only while it is read
         allowed = [*_torch_layers(), *arch_classes]
+    standins = {_qualname(obj): _standin(obj) for obj in (a[0] if isinstance(a, tuple) else a for a in allowed)}
+    allowed = [(standins[_qualname(a[0] if isinstance(a, tuple) else a)], a[1] if isinstance(a, tuple) else _qualname(a)) for a in allowed]
     try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed), memory_cap(LOAD_HEADROOM + 2 * path.stat().st_size):
+            return _restore_classes(torch.load(path, map_location="cpu", weights_only=True))
     except MemoryError as exc:
-        raise UserError(f"model file '{path}' does not fit in memory here") from exc
+        raise UserError(f"model file '{path}' asks for more memory than its size explains: it is not a model cwtool loads") from exc
     except Exception as exc:  # the unpickler read untrusted bytes: whatever it raises is the file's fault
         detail = " ".join(str(exc).split())
         if "persistent_load" in detail:  # a whole module in the legacy format carries its class's source
@@ -227,8 +238,63 @@ def _load_restricted(path: Path, arch: str | None):
         raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint ({type(exc).__name__}: {detail[:200]})") from exc
 
 
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class _StandIn:
+    """Marks the stand-in classes a pickle is read with (see `_standin`)."""
+
+
+def _refuse_construction(self, *args, **kwargs):
+    raise pickle.UnpicklingError(f"the file calls the constructor of {type(self).__mro__[2].__name__}: a model file stores objects, it does not build them")
+
+
+def _standin(cls: type) -> type:
+    """A subclass of ``cls`` whose constructor refuses: a pickle stores a module as "new object + state"
+    (NEWOBJ, BUILD), never as a constructor call; a REDUCE with arguments from the file (an
+    nn.Linear(16000, 16000) in a 1 KB file) would run the constructor. The objects are given their real
+    class back after loading (`_restore_classes`)."""
+    return type(cls.__name__, (_StandIn, cls), {"__init__": _refuse_construction, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+def _restore_classes(obj):
+    if isinstance(obj, nn.Module):
+        for m in obj.modules():
+            if isinstance(m, _StandIn):
+                m.__class__ = type(m).__mro__[2]
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _restore_classes(v)
+    return obj
+
+
+def _check_module_tree(model: nn.Module, path: Path) -> None:
+    """A pickle sets a module's attributes directly: every child must be a module, every parameter and buffer
+    a tensor, no hooks, no instance attribute in place of a method (a "forward" set by the file)."""
+    def bad(what: str) -> UserError:
+        return UserError(f"'{path}' is a pickled model with {what}: save its state_dict and pass --arch, or --trust-model if you trust it")
+
+    for name, m in model.named_modules():
+        where = name or "the model"
+        state = vars(m)
+        children = state.get("_modules", {})
+        if not isinstance(children, dict) or not all(c is None or isinstance(c, nn.Module) for c in children.values()):
+            raise bad(f"a child of {where} that is not a module")
+        for kind in ("_parameters", "_buffers"):
+            values = state.get(kind, {})
+            if not isinstance(values, dict) or not all(v is None or isinstance(v, torch.Tensor) for v in values.values()):
+                raise bad(f"{kind[1:]} of {where} that are not tensors")
+        hooks = [k for k, v in state.items() if "hook" in k and v]
+        if hooks:
+            raise bad(f"hooks on {where} ({', '.join(hooks[:2])})")
+        shadowed = [k for k in state if not k.startswith("_") and callable(getattr(type(m), k, None)) and k not in ("training",)]
+        if shadowed:
+            raise bad(f"{', '.join(shadowed[:2])} of {where} replaced by the file")
+
+
 def _torch_layers() -> list[type]:
-    """torch.nn's own layer classes: rebuilding one runs only torch's constructor-free unpickling."""
+    """torch.nn's own layer classes (read through stand-ins that refuse construction)."""
     import torch.nn.modules as layers
 
     found = []
@@ -424,6 +490,13 @@ def _checked_checkpoint(obj: dict, path: Path) -> dict:
             "channel_plan": {k: [int(i) for i in v] for k, v in plan.items()}, "state_dict": state, "extra": extra}
 
 
+def load_weights(path: str | Path):
+    """Tensors cwtool saved itself (a run's rounds): read like any file, weights only, bounded in memory."""
+    path = Path(path)
+    with memory_cap(LOAD_HEADROOM + 2 * path.stat().st_size):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def is_cwtool_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` holds a cwtool checkpoint (read without running code from the file)."""
     try:
@@ -447,8 +520,12 @@ def _check_build_size(spec: str, kwargs: dict, path: Path) -> None:
     check_fits(need, f"'{path}' (--arch '{spec}' with {json.dumps(kwargs)[:120]})", "check the checkpoint's arch_kwargs")
 
 
-def _from_cwtool_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dict | None, trust_model: bool) -> LoadedModel:
+def _from_cwtool_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dict | None, trust_model: bool,
+                            expected_shape: tuple[int, ...] | None = None) -> LoadedModel:
     ckpt = _checked_checkpoint(obj, path)
+    if expected_shape is not None and tuple(ckpt["input_shape"]) != tuple(expected_shape):
+        raise UserError(f"'{path}' was made for samples of shape {tuple(ckpt['input_shape'])}, the data's are {tuple(expected_shape)}: "
+                        "give the data it was trained on")
     kwargs = ckpt["arch_kwargs"]
     spec = _checkpoint_arch(ckpt["arch"], path, arch, arch_kwargs, kwargs, trust_model)
     _check_build_size(spec, kwargs, path)
@@ -459,8 +536,11 @@ def _from_cwtool_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs
 
         example = torch.zeros(1, *input_shape)
         try:
-            model = shrink(model.eval(), plan, example)
-        except (ValueError, IndexError, KeyError) as exc:
+            with memory_cap(LOAD_HEADROOM + 64 * sum(t.numel() * t.element_size() for t in ckpt["state_dict"].values())):
+                model = shrink(model.eval(), plan, example)
+        except MemoryError as exc:
+            raise UserError(f"'{path}': its input shape {tuple(input_shape)} asks for more memory than its model explains") from exc
+        except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:
             raise UserError(f"'{path}': its channel plan does not fit --arch '{spec}' ({' '.join(str(exc).split())[:160]})") from exc
     _load_state(model, ckpt["state_dict"], spec)
     return LoadedModel(model.eval(), arch=spec, arch_kwargs=kwargs, channel_plan=plan, input_shape=input_shape, kind="cwtool",

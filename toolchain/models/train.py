@@ -37,8 +37,12 @@ class TrainConfig:
 def pick_device(requested: str = "auto") -> torch.device:
     from toolchain.errors import UserError
 
+    import re
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", requested):
+        raise UserError(f"--device '{requested}' is not one cwtool runs on: use auto, cpu or cuda[:N]")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {requested}: no CUDA device here; use --device auto or cpu")
     try:

@@ -24,6 +24,7 @@ from toolchain.config import PruneConfig
 from toolchain.data import Dataset
 from toolchain.io import atomic_write_json, staged_path
 from toolchain.metrics import evaluate_logits
+from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.models.profile import count_macs, count_params
 from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
 from toolchain.prune import importance
@@ -151,7 +152,7 @@ class LotteryPruner:
         start = 1
         start_state = None  # the weights the last retraining started from: W_0 of the magnitude increase
         if resume and self.run_dir is not None:
-            state = self._load_state()
+            state = self._resumed(self._load_state)
             if state is not None:
                 start, current, survivors, rewind_model, rewind_survivors, result.tickets, start_state = state
 
@@ -217,7 +218,7 @@ class LotteryPruner:
         cfg, chosen = self.config, result.selected
         if not cfg.final_epochs or chosen is None:
             return result
-        tuned = self._load_final(chosen)
+        tuned = self._resumed(lambda: self._load_final(chosen))
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
             loss = self.loss(cfg.gamma, teacher)
@@ -242,7 +243,6 @@ class LotteryPruner:
     def save_round(self, ticket: Ticket, rewind_model, rewind_survivors, start_state: dict | None = None) -> None:
         if self.run_dir is None:
             return
-        from toolchain.models.loading import save_checkpoint  # models.loading imports prune.shrink: imported late
 
         run = self.run_dir
         plan = removed_plan(self.dense_sizes, ticket.survivors)
@@ -273,10 +273,27 @@ class LotteryPruner:
         if summary["round"] != chosen.round:
             return None
         model = copy.deepcopy(chosen.model)
-        model.load_state_dict(torch.load(self.run_dir.final_checkpoint, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_weights(self.run_dir.final_checkpoint))
         offsets = {int(k): v for k, v in summary["offsets"].items()}
         return replace(chosen, model=model.to(self.device).eval(), val=summary["val"], val_raw=summary["val_raw"], offsets=offsets,
                        within_budget=summary["within_budget"])
+
+    def _resumed(self, load):
+        """What --resume reads back is a file like any other: a damaged one is bad input, named."""
+        from toolchain.errors import UserError
+
+        try:
+            return load()
+        except UserError:
+            raise
+        except (MemoryError, OSError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): "
+                            "remove its rounds/ folder to start the pruning over, or use another --out") from exc
+        except Exception as exc:  # the unpickler's own errors
+            if type(exc).__module__.startswith(("pickle", "_pickle", "torch")):
+                raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}): remove its rounds/ folder "
+                                "to start the pruning over, or use another --out") from exc
+            raise
 
     def _load_state(self):
         run = self.run_dir
@@ -287,7 +304,7 @@ class LotteryPruner:
         model, survivors = None, None
         for r in done:
             summary = json.loads(run.round_summary(r).read_text())
-            ckpt = torch.load(run.round_checkpoint(r), map_location="cpu", weights_only=True)
+            ckpt = load_weights(run.round_checkpoint(r))
             survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
             model = shrink(self.dense.cpu(), removed_plan(self.dense_sizes, survivors), self.example.cpu())
             model.load_state_dict(ckpt["state_dict"])
@@ -298,7 +315,7 @@ class LotteryPruner:
             tickets.append(Ticket(r, model, survivors, summary["params"], summary["macs"], summary["val"], summary["val_raw"], offsets, summary["within_budget"]))
         rewind_model, rewind_survivors = None, None
         if run.rewind.is_file():
-            saved = torch.load(run.rewind, map_location="cpu", weights_only=True)
+            saved = load_weights(run.rewind)
             rewind_survivors = saved["survivors"]
             rewind_model = shrink(self.dense.cpu(), removed_plan(self.dense_sizes, rewind_survivors), self.example.cpu())
             rewind_model.load_state_dict(saved["state_dict"])
@@ -310,7 +327,7 @@ class LotteryPruner:
         start_file = run.round_start(done[-1])
         start_state = None
         if self.config.increase_weight and start_file.is_file():
-            start_state = {k: v.to(self.device) for k, v in torch.load(start_file, map_location="cpu", weights_only=True).items()}
+            start_state = {k: v.to(self.device) for k, v in load_weights(start_file).items()}
         self.log(f"resuming after round {done[-1]}")
         return done[-1] + 1, model, survivors, rewind_model, rewind_survivors, tickets, start_state
 

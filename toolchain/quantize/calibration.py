@@ -147,7 +147,7 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     meta = {}
     if "meta" in arrays:
         try:
-            meta = json.loads(str(arrays["meta"]))
+            meta = json.loads(str(arrays["meta"]), parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
         except (ValueError, RecursionError) as e:
             raise bad from e
         if not isinstance(meta, dict):

@@ -10,6 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from toolchain.errors import printable
 from toolchain.report.consoles import out_console
 
 __all__ = ["render_evaluation", "print_evaluation"]
@@ -29,7 +30,7 @@ def _auc(x) -> str:
 def _name(class_names, c: int) -> Text:
     """A class name from the data, as literal text (a name like "[/x]" is not a style tag)."""
     if class_names is not None and 0 <= c < len(class_names):
-        return Text(str(class_names[c]))
+        return Text(printable(class_names[c]))
     return Text("")
 
 

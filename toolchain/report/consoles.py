@@ -7,7 +7,9 @@ and leave a blank line; round and stage lines still go through.
 
 Markup is off: text printed here carries file names, class names and profile descriptions from
 files cwtool does not trust, and a name like "[/x]" must print as itself, not as a style tag (or
-a markup error). Styles are given as ``style=`` or as rich Text objects.
+a markup error). Styles are given as ``style=`` or as rich Text objects. For the same reason every
+string is rendered with its control characters escaped (an ESC in a class name could otherwise
+erase the line above and print "all checks passed"); rich's own styling is unaffected.
 """
 
 from __future__ import annotations
@@ -17,13 +19,36 @@ import os
 from rich.console import Console
 from rich.progress import Progress
 
+from toolchain.errors import printable
+
 PIPED_WIDTH = 150
 
 
+class SafeConsole(Console):
+    """A rich Console that renders every string with its control characters escaped."""
+
+    def render_str(self, text: str, *args, **kwargs):
+        return super().render_str(printable(text), *args, **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`cwtool verify ... | head`): the rest of this stream is not wanted, but the
+        command still finishes -- its files written, its exit code the gate's (rich would exit 1 here)."""
+        quiet_broken_stream(self.file)
+
+
+def quiet_broken_stream(stream) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def _console(stderr: bool) -> Console:
-    console = Console(stderr=stderr, soft_wrap=True, markup=False)
+    console = SafeConsole(stderr=stderr, soft_wrap=True, markup=False)
     if not console.is_terminal and not os.environ.get("COLUMNS"):
-        console = Console(stderr=stderr, soft_wrap=True, width=PIPED_WIDTH, markup=False)
+        console = SafeConsole(stderr=stderr, soft_wrap=True, width=PIPED_WIDTH, markup=False)
     return console
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from toolchain.errors import printable
 from toolchain.report.verify_console import artifact_wide_reasons
 
 __all__ = ["render_junit"]
@@ -63,4 +64,5 @@ def render_junit(result: dict) -> str:
     suites.set("failures", str(failures))
     suites.set("errors", "0")
     ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    # control characters (from a class name, say) are not allowed in XML 1.0: escaped, the file stays well-formed
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + printable(ET.tostring(suites, encoding="unicode")) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from toolchain.errors import printable
+
 
 def _fmt(v, digits=4):
     if v is None:
@@ -89,4 +91,4 @@ def render_report(report: dict) -> str:
             if s.get("offsets") and not kept:  # with kept layers the note says it
                 text += f"; {s.get('note')}"
             lines.append(f"- {s['path']}: {text}")
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines)) + "\n"  # class names come from files: no terminal escapes in a report

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from toolchain.errors import printable
 from toolchain.report.consoles import out_console
 
 __all__ = ["print_verify", "artifact_wide_reasons"]
@@ -31,7 +32,7 @@ def print_verify(result: dict, console: Console | None = None) -> None:
     names = result.get("class_names") or []
     gate = result["gate"]
     data = result["data"]
-    table = Table(title=Text(f"cwtool verify: {data['name']} [{data['split']}, {data['n']} rows]"), title_justify="left")
+    table = Table(title=Text(printable(f"cwtool verify: {data['name']} [{data['split']}, {data['n']} rows]")), title_justify="left")
     table.add_column("artifact", overflow="fold", max_width=24)
     table.caption = "95% intervals: --json / --markdown"
     for col in ("class", "FN", "base", "change", "FNR", "McNemar p", "acc"):

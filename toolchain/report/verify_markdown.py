@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toolchain.errors import printable
 from toolchain.report.verify_console import artifact_wide_reasons
 
 __all__ = ["render_verify_markdown"]
@@ -93,4 +94,4 @@ def render_verify_markdown(result: dict) -> str:
         lines += [f"- {_esc(n)}" for n in result["notes"]]
     lines += ["", "<sub>FN change: exact conditional interval from the paired discordant counts (McNemar) when both sides have "
               "per-sample predictions; FNR: Clopper-Pearson 95%.</sub>", ""]
-    return "\n".join(lines)
+    return printable("\n".join(lines))

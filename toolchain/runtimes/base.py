@@ -17,11 +17,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.limits import MAX_CLASSES  # a num_classes above cwtool's class limit is garbage, not a classifier
 
 LAYOUTS = ("NCHW", "NHWC", "NC")
 
 MAX_THREADS = 256  # --threads above this is a typo, not a machine
-MAX_CLASSES = 1_000_000  # a num_classes above this in metadata is garbage, not a classifier
 MAX_SIDECAR_BYTES = 1 << 20  # a sidecar is ~300 bytes; a bigger one is not cwtool's
 # The artifact's tensors together (at batch 1), and the static input of an ONNX file. Edge classifiers
 # need a few MB; a mutated shape asks for many GB, and LiteRT memsets its arena before it says anything
