@@ -4,6 +4,8 @@ nothing half-written. Each attack tries to create a file; the test fails if it e
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -261,7 +263,8 @@ def test_non_finite_floats_and_absurd_threads_are_refused(args, capsys, monkeypa
 
 
 def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path):
-    """A real SIGTERM while a staged file is half-written: the file goes, exit 143, one line that says so."""
+    """A real SIGTERM while a staged file is half-written: no temporary file stays (the output, if the write
+    finished first, is whole), exit 143, one line that says so."""
     script = textwrap.dedent(f"""
         import os, signal, sys
         import toolchain.io as io
@@ -279,7 +282,10 @@ def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 143, proc.stderr
     assert "interrupted by SIGTERM" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert list((tmp_path / "out").iterdir()) == []
+    left = list((tmp_path / "out").iterdir())
+    assert left in ([], [tmp_path / "out" / "targets.json"])
+    if left:
+        assert json.loads(left[0].read_text())  # whole, never half-written
 
 
 def test_an_interrupted_compress_names_its_run_for_resume(trained_digits, tmp_path, capsys, monkeypatch):
@@ -409,3 +415,43 @@ def test_a_damaged_round_on_resume_is_bad_input(trained_digits, tmp_path, capsys
     code, _, err = run_cli([*args, "--resume"], capsys)
     last = err.strip().splitlines()[-1]  # found once the run had started: the log lines before it are progress
     assert code == 2 and last.startswith("cwtool: error: ") and "damaged round" in last, err
+
+
+def _endless_onnx(path) -> None:
+    """A classifier whose graph holds a Loop of 10**15 steps: the runtime never returns on its own."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["v"], ["v_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])])
+    nodes = [
+        helper.make_node("Constant", [], ["trip"], value=helper.make_tensor("t", TensorProto.INT64, [], [10**15])),
+        helper.make_node("Constant", [], ["cond"], value=helper.make_tensor("c0", TensorProto.BOOL, [], [True])),
+        helper.make_node("Constant", [], ["v0"], value=helper.make_tensor("v0t", TensorProto.FLOAT, [1], [0.0])),
+        helper.make_node("Loop", ["trip", "cond", "v0"], ["vfinal"], body=body),
+        helper.make_node("Flatten", ["x"], ["flat"]),
+        helper.make_node("Slice", ["flat", "st", "en", "ax"], ["sl"]),
+        helper.make_node("Add", ["sl", "vfinal"], ["y"]),
+    ]
+    inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("st", 0), ("en", 10), ("ax", 1))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_sigterm_stops_a_runtime_that_would_never_return(tmp_path, rows):
+    import time
+
+    _endless_onnx(tmp_path / "endless.onnx")
+    proc = subprocess.Popen([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # well inside session.run by now
+    assert proc.poll() is None
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and time.perf_counter() - t0 < 10, err
+    assert err.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], err

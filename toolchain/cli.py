@@ -352,7 +352,7 @@ def _raise_interrupted(signum, frame) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def _catch_signals() -> dict:
+def _catch_signals(handler=None) -> dict:
     """SIGINT and SIGTERM unwind the stack (every staged file is removed on the way) instead of
     killing the process where it stands. Returns the handlers it replaced."""
     import signal
@@ -360,7 +360,7 @@ def _catch_signals() -> dict:
 
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, handler or _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _interrupted_line(signal_name: str, run_dir) -> str:
@@ -373,9 +373,16 @@ def _interrupted_line(signal_name: str, run_dir) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     import signal
 
-    previous = _catch_signals()
+    from toolchain.interrupts import Watcher
+
+    watcher = Watcher(lambda name: _interrupted_line(name, None))
+    previous = _catch_signals(lambda signum, frame: watcher.deliver(signum))
     try:
-        _main(argv)
+        with watcher:
+            _main(argv)
+    except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
+        print(_interrupted_line(exc.signal_name, exc.run_dir), file=sys.stderr)
+        sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     finally:  # in-process callers (tests, notebooks) get their own handlers back
         for sig, handler in previous.items():
             signal.signal(sig, handler)

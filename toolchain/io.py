@@ -8,6 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from toolchain import interrupts
 from toolchain.errors import UserError
 
 
@@ -174,6 +175,7 @@ def staged_path(path: str | Path):
     except OSError as exc:  # a path under a file, a read-only or full disk: the user's to fix
         raise _cannot_write(path, exc) from exc
     os.close(fd)
+    interrupts.staged(tmp)  # a signal that finds the main thread stuck in native code still removes it
     try:
         yield tmp
         try:
@@ -185,6 +187,7 @@ def staged_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        interrupts.unstaged(tmp)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from toolchain import interrupts
 from toolchain.errors import UserError
 from toolchain.runtimes.base import (
     Runner,
@@ -108,8 +109,14 @@ class OnnxRunner(Runner):
 
     def _session_run(self, x: np.ndarray):
         in_name, out_name = self._in.name, self._out.name
-        with runtime_errors(self.path, "run"):
-            return self.session.run([out_name], {in_name: x})[0]
+        options = _ort().RunOptions()
+        options.log_severity_level = 4  # a run stopped by a signal is reported by cwtool, not logged by onnxruntime
+        interrupts.stoppable(options)  # a signal can stop a run that would not end (a loop of 10**15 steps)
+        try:
+            with runtime_errors(self.path, "run"):
+                return self.session.run([out_name], {in_name: x}, options)[0]
+        finally:
+            interrupts.done(options)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         x = x.astype(self.input_dtype, copy=False)

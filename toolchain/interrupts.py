@@ -1,0 +1,110 @@
+"""SIGINT and SIGTERM, even while a runtime computes.
+
+Python runs a signal handler only between bytecodes of the main thread: while onnxruntime or LiteRT
+runs one long call (a file can hold a loop of 10**15 steps), a `timeout` or a CI runner's SIGTERM would
+wait. So the CLI blocks both signals in the main thread and a watcher thread takes them: it stops
+the runtime calls that can be stopped (onnxruntime's RunOptions.terminate), raises `Interrupted` in
+the main thread (whose cleanups remove every staged file), and if the main thread is still stuck
+after a grace period, removes the staged files itself and exits with the signal's code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+GRACE_SECONDS = 5.0
+_STOP = signal.SIGUSR1  # the watcher's own "stand down"
+_lock = threading.Lock()
+_temporaries: set[str] = set()
+_terminators: set = set()  # objects with a ``terminate`` attribute (onnxruntime RunOptions)
+
+
+def staged(path: str) -> None:
+    with _lock:
+        _temporaries.add(str(path))
+
+
+def unstaged(path: str) -> None:
+    with _lock:
+        _temporaries.discard(str(path))
+
+
+def stoppable(run_options) -> None:
+    with _lock:
+        _terminators.add(run_options)
+
+
+def done(run_options) -> None:
+    with _lock:
+        _terminators.discard(run_options)
+
+
+class Watcher:
+    """Installed around one CLI command in the main thread; ``message(signal name)`` is the line printed
+    when the main thread does not come back in time."""
+
+    def __init__(self, message):
+        self.message = message
+        self.finished = threading.Event()
+        self.received: int | None = None
+        self.delivered = False  # the main thread raised Interrupted for it (see `deliver`)
+        self._thread: threading.Thread | None = None
+        self._mask = None
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+            return self
+        self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, _STOP})
+        self._thread = threading.Thread(target=self._watch, name="cwtool-signals", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.finished.set()
+        if self._thread is not None:
+            signal.pthread_kill(self._thread.ident, _STOP)
+            self._thread.join(timeout=2)
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+        if self.received is not None and not self.delivered:
+            from toolchain.errors import Interrupted
+
+            raise Interrupted(signal.Signals(self.received).name)  # arrived as the command ended: never lost
+        return False
+
+    def deliver(self, signum: int):
+        """The main thread's handler: the signal becomes an exception where Python runs next."""
+        from toolchain.errors import Interrupted
+
+        self.delivered = True
+        raise Interrupted(signal.Signals(signum).name)
+
+    def _watch(self) -> None:
+        while True:
+            signum = signal.sigwait({signal.SIGINT, signal.SIGTERM, _STOP})
+            if signum == _STOP:
+                return
+            self.received = signum
+            if self.finished.is_set():
+                return
+            with _lock:
+                for options in list(_terminators):
+                    options.terminate = True
+            import _thread
+
+            _thread.interrupt_main(signum)  # the main thread's handler raises Interrupted where Python runs next
+            if self.finished.wait(GRACE_SECONDS):
+                return
+            with _lock:  # stuck in native code: clean up here and go
+                for tmp in list(_temporaries):
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+            name = signal.Signals(signum).name
+            try:
+                print(self.message(name), file=sys.stderr, flush=True)
+            finally:
+                os._exit(128 + signum)
