@@ -391,11 +391,14 @@ def test_run_ids_of_earlier_versions_stay_the_same():
     from toolchain.config import config_hash
 
     inputs = {"model": {"path": "m.pt", "sha256": "ab"}, "protected": [6]}
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3)) == "526da2b18e77"
-    assert config_hash(inputs, PruneConfig()) == "4d44950c642a"
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, final_epochs=20)) != "526da2b18e77"
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, keep_macs=0.5)) != "526da2b18e77"
-    assert config_hash(inputs, PruneConfig(rate=0.3, epochs=3, confidence=0.9)) != "526da2b18e77"
+    def run_id(**settings):  # as compress hashes it: round_to resolved (no --target: 1)
+        return config_hash(inputs, PruneConfig(**settings).for_target(None))
+
+    assert run_id(rate=0.3, epochs=3) == "526da2b18e77"
+    assert run_id() == "4d44950c642a"
+    assert run_id(rate=0.3, epochs=3, final_epochs=20) != "526da2b18e77"
+    assert run_id(rate=0.3, epochs=3, keep_macs=0.5) != "526da2b18e77"
+    assert run_id(rate=0.3, epochs=3, confidence=0.9) != "526da2b18e77"
 
 
 def test_mac_goal_shrinks_the_multiply_accumulates_too(trained_digits, digits_dataset, tmp_path):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from toolchain.data import Dataset, load_data
-from toolchain.data import loaders
 from toolchain.data.idx import IdxError, parse_idx, read_idx, write_idx
+from toolchain.data.sources import idx_folder, named
 from toolchain.data.splits import stratified_split
 from toolchain.errors import UserError
 
@@ -630,7 +630,7 @@ def test_idx_folder_errors(tmp_path):
 
 
 def test_fashion_mnist_shortcut_missing_says_apt_get(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setattr(named, "FASHION_MNIST_DIR", tmp_path / "absent")
     expect_error("apt-get install dataset-fashion-mnist", "fashion-mnist")
 
 
@@ -646,7 +646,7 @@ def test_fashion_mnist_from_debian_package(fashion):
     assert ds.name == "fashion-mnist" and ds.given_splits is True
     assert len(ds.y_train) + len(ds.y_val) == 60000 and len(ds.y_test) == 10000
     assert ds.input_shape == (1, 28, 28) and ds.x_train.dtype == np.float32
-    assert ds.class_names == loaders.FASHION_MNIST_CLASSES and ds.num_classes == 10
+    assert ds.class_names == idx_folder.FASHION_MNIST_CLASSES and ds.num_classes == 10
     assert np.array_equal(np.bincount(ds.y_test), np.full(10, 1000))
     assert np.array_equal(np.bincount(ds.y_val), np.full(10, 900))
     assert 0.0 <= ds.x_test.min() and ds.x_test.max() <= 1.0

@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 
 from toolchain import limits
-from toolchain.data import MAX_CLASSES, load_data, loaders
+from toolchain.data import MAX_CLASSES, load_data
 from toolchain.data.idx import write_idx
 from toolchain.data.rows import is_pool_npz, load_rows
+from toolchain.data.sources import csv_file
 from toolchain.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +252,7 @@ def test_label_cap_in_every_loader(tmp_path):
 
 
 def test_csv_with_too_many_distinct_labels_or_huge_labels(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "MAX_CLASSES", 5)
+    monkeypatch.setattr(csv_file, "MAX_CLASSES", 5)
     f = tmp_path / "ids.csv"
     f.write_text("f,id\n" + "".join(f"{i},row{i}\n" for i in range(20)))
     expect("more than 5 distinct labels", f)

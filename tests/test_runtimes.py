@@ -78,7 +78,7 @@ def test_device_tier_imports_neither_torch_nor_tensorflow():
         import importlib, pkgutil, sys
         import toolchain.report
         modules = ["toolchain.runtimes", "toolchain.runtimes.formats", "toolchain.runtimes.graph",
-                   "toolchain.runtimes.onnx_graph", "toolchain.runtimes.litert_graph", "toolchain.verify",
+                   "toolchain.runtimes.onnx_graph", "toolchain.runtimes.litert_graph", "toolchain.verify", "toolchain.baseline",
                    "toolchain.gate", "toolchain.metrics", "toolchain.targets", "toolchain.bench"]
         modules += [f"toolchain.report.{m.name}" for m in pkgutil.iter_modules(toolchain.report.__path__)]
         for name in modules:

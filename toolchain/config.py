@@ -6,36 +6,57 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
+
+
+GOALS, METHOD, EXPORT, RUN = "Goals", "Method", "Export", "Run"
+
+
+def flag(group: str, help: str, *decls: str, default=None, **kw) -> dict:
+    """A field that is a command-line flag: its group in --help, its help, optional declarations (e.g.
+    "--class-aware/--no-class-aware"); the CLI builds the option from the field (toolchain.cli.options)."""
+    return {"flag": {"group": group, "help": help, "decls": decls, **kw}, **({"default": default} if default is not None else {})}
+
+
+def _f(default, group: str, help: str, *decls: str, **kw):
+    return field(default=default, metadata=flag(group, help, *decls, **kw))
 
 
 @dataclass
 class PruneConfig:
-    keep_params: float = 0.1  # size goal: fraction of the dense model's parameters
-    keep_macs: float = 1.0  # latency goal: fraction of the dense model's multiply-accumulates (1: none; channel granularity)
-    rate: float = 0.5  # fraction of the remaining parameters removed per round (the paper: 50%)
-    granularity: str = "channel"  # channel | weight (the paper's unstructured tickets)
-    rewind: str = "none"  # none (fine-tune survivors) | early (late rewinding) | init (re-initialised)
+    keep_params: float = _f(0.1, GOALS, "Size goal: fraction of the dense parameters to keep.")
+    keep_macs: float = _f(1.0, GOALS, "Latency goal: fraction of the dense multiply-accumulates to keep as well (small CPUs pay per MAC "
+                               "and per operator, not per parameter; 1: no MAC goal).")
+    max_fn_increase: int = _f(0, GOALS, "FN budget per protected class over the dense model's, on new data.")
+    confidence: float = _f(0.95, GOALS, "Probability that the FN promise (FN <= dense FN + budget on new data of the validation "
+                                   "split's size) holds: sets the guarded operating point.")
+    max_accuracy_drop: float = _f(0.02, GOALS, "Accuracy budget (fraction, 0.02 = 2 points).")
+    rate: float = _f(0.5, METHOD, "Fraction of the remaining parameters removed per round.")
+    granularity: str = _f("channel", METHOD, "channel (physically removed) or weight (unstructured masks).")
+    rewind: str = _f("none", METHOD, "none (fine-tune survivors), early (late rewinding) or init.")
     rewind_epoch: int = 1  # early: the checkpoint after this many epochs of round 1's retraining
-    epochs: int = 8  # retraining epochs per round
-    final_epochs: int = 0  # more epochs for the selected ticket alone (same loss, half the peak lr), before its operating point
-    lr: float = 2e-3
-    batch_size: int = 128
-    class_aware: bool = True
-    gamma: float = 5.0  # CE weight of protected classes (1 in round 1, then gamma: the paper's schedule)
-    rank_weight: float = 1.0  # lambda of the squared-hinge rank loss
-    distill_weight: float = 1.0  # distillation from the dense model, weighted to the protected classes
-    distill_uniform: bool = False  # distillation weights every sample alike (not the protected classes' by their CE weight)
-    gamma_rule: str = "fixed"  # fixed: gamma from round 2 on | lagrange: a multiplier per class that rises while its validation FN is over budget
-    temperature: float = 4.0
-    round_to: int = 1  # surviving channels per layer rounded to a multiple of this (kernel block; a --target sets it)
-    taylor_weight: float = 0.0  # protected-class Taylor term in the importance (0: magnitude; the Taylor term did not beat it on Fashion-MNIST)
-    increase_weight: float = 0.0  # the paper's magnitude increase |W_T| - |W_0| over the last retraining, in the importance
-    max_fn_increase: int = 0  # validation FN budget per protected class, over the dense model's
-    max_accuracy_drop: float = 0.02  # accuracy budget (fraction) for pruning plus the operating point
-    confidence: float = 0.95  # probability that the FN promise holds on new data (the guarded operating point)
-    seed: int = 0
-    device: str = "auto"
+    epochs: int = _f(8, METHOD, "Retraining epochs per round.")
+    final_epochs: int = _f(0, METHOD, "More epochs for the selected ticket alone after the rounds (same loss, half the peak lr), "
+                                "before its operating point is set.")
+    lr: float = _f(2e-3, METHOD, "Peak learning rate of the retraining (Adam, one-cycle).")
+    batch_size: int = _f(128, METHOD, "Retraining batch size.")
+    class_aware: bool = _f(True, METHOD, "Class-dependent loss and importance, or the plain baseline (the same distillation, "
+                                 "uniform over samples).", "--class-aware/--no-class-aware")
+    gamma: float = _f(5.0, METHOD, "CE weight of the protected classes from round 2 on (the paper's schedule: 1 in round 1).")
+    gamma_rule: str = _f("fixed", METHOD, "fixed: --gamma from round 2 on; lagrange: each protected class's CE weight is a "
+                                     "multiplier that rises while its validation FN is over budget.")
+    rank_weight: float = _f(1.0, METHOD, "Weight of the squared-hinge rank (AUC) loss (the paper's lambda).")
+    distill_weight: float = _f(1.0, METHOD, "Weight of distillation from the dense model.")
+    distill_uniform: bool = _f(False, METHOD, "Distillation weighs every sample alike (default: protected classes' samples by "
+                                      "their CE weight).")
+    temperature: float = 4.0  # of the distillation
+    round_to: int | None = _f(None, METHOD, "Round each layer's surviving channels to a multiple of this (CPU kernels work in "
+                                      "blocks of 8). Default: the --target's channel_multiple, else 1 (off).")
+    taylor_weight: float = _f(0.0, METHOD, "Weight of the protected-class Taylor term in channel importance (0: magnitude only).")
+    increase_weight: float = _f(0.0, METHOD, "Weight of the paper's magnitude increase |W_T| - |W_0| over the last retraining in "
+                                       "the importance (from round 2; 0: off).")
+    seed: int = _f(0, RUN, "Seed of training, pruning and the data split.", min=0, max=2**31 - 1)
+    device: str = _f("auto", RUN, "auto (CUDA when present), cpu or cuda[:N].")
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -59,7 +80,7 @@ class PruneConfig:
             raise ValueError("rewind must be none, early or init")
         if self.rewind == "early" and self.epochs < self.rewind_epoch:
             raise ValueError(f"rewind early needs at least {self.rewind_epoch} retraining epoch(s) per round to take its checkpoint")
-        if self.round_to < 1:
+        if self.round_to is not None and self.round_to < 1:
             raise ValueError("round_to must be >= 1")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
@@ -75,6 +96,12 @@ class PruneConfig:
             raise ValueError("confidence must be in [0.5, 1): the probability that the FN promise holds on new data")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], not {self.device!r}")
+
+    def for_target(self, channel_multiple: int | None) -> "PruneConfig":
+        """round_to resolved: given, else the target's kernel block (channel_multiple), else 1."""
+        if self.round_to is not None:
+            return self
+        return replace(self, round_to=channel_multiple or 1)
 
     def effective(self) -> "PruneConfig":
         """--no-class-aware switches the class-dependent parts off -- protected CE weight, rank loss, Taylor
@@ -106,3 +133,19 @@ _REMOVED = {"schedule": None, "stop_outside_budget": True}
 def config_hash(*parts) -> str:
     text = json.dumps([p.identity() if hasattr(p, "identity") else p for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class ExportOptions:
+    """What the user asks of the export stage; `toolchain.export.stage.export_settings` turns it, with the
+    target's profile, into the files to write."""
+
+    target: str | None = _f(None, EXPORT, "Device profile (cwtool targets): sets format, precision and layout, and checks fit.")
+    layout: str | None = _f(None, EXPORT, "TFLite input layout, NCHW (default) or NHWC (a --target sets it).")
+    calibration_size: int = _f(256, EXPORT, "Calibration rows drawn from the train split (protected classes enriched).")
+    calibration_method: str = _f("minmax", EXPORT, "minmax, entropy or percentile (ONNX int8).")
+    calibration: str | None = _f(None, EXPORT, "A saved calibration .npz, for identical re-quantization.")
+    float_input_conv: bool | None = _f(None, EXPORT, "int8 ONNX and TFLite: keep a 1-4 channel input conv in float (onnxruntime and "
+                                             "XNNPACK run it faster so). Default: on, off for a --target with full-integer int8 I/O.",
+                                             "--float-input-conv/--int8-input-conv")
+    skip_export: bool = _f(False, EXPORT, "Stop after pruning (no quantization or export).")

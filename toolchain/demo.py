@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from toolchain.rundir import RunDir
+
 DEMO_ARCH = "digits-cnn"
 DEMO_DATA = "digits"
 DEMO_TRAIN = {"epochs": 15, "lr": 3e-3, "batch_size": 64, "seed": 0}
@@ -74,7 +76,7 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out.resolve()}' is a file and the demo writes its run there: move it, or run the demo from another folder")
     check_output_dir(out, "the demo folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+    if out.is_dir() and any(out.iterdir()) and not RunDir(out).manifest.is_file():
         raise UserError(f"'{out.resolve()}' exists and is not a demo run (no manifest.json): move it, or run the demo from another folder")
     path = ensure_demo_model(retrain=retrain)
     if out.exists():

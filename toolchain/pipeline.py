@@ -18,6 +18,7 @@ from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.report.consoles import log_console, progress_bar
+from toolchain.rundir import RunDir
 
 REPORT_SCHEMA = 1
 
@@ -53,7 +54,9 @@ def _versions() -> dict:
 
 
 def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None, export: "ExportSettings | None" = None):
-    """Run the compression; returns (report, run directory). ``finish`` writes report.json/.md."""
+    """Run the compression; returns (report, run directory). ``finish`` writes report.json/.md.
+    With ``export.target`` the pruning rounds to the profile's kernel block (unless --round-to says) and
+    every file gets the profile's fit verdict."""
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
@@ -91,9 +94,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         if not (dataset.y_val == k).any():
             raise UserError(f"the validation split has no samples of protected class {k}: the FN budget cannot be checked")
     if loaded.kind == "pickle":  # checkpoints are rebuilt from --arch + --arch-kwargs: they must fit the module
-        from toolchain.models.loading import _load_state, build_arch
+        from toolchain.models.arch import build_arch, load_state_into
 
-        _load_state(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
+        load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
     _check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
@@ -112,9 +115,15 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     for name in ("val", "test"):
         if getattr(request, name):
             inputs["data"][name] = {"path": getattr(request, name), "sha256": file_sha256(Path(getattr(request, name)))}
+    profile = None
+    if export is not None and export.target:
+        from toolchain.targets import load_target
+
+        profile = load_target(export.target)
+    config = config.for_target(profile.channel_multiple if profile else None)
     run_id = config_hash(inputs, config)
     run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = RunDir(run_dir).manifest
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -154,7 +163,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         example = torch.zeros(1, *dataset.input_shape)
         bake_offsets(pruned, ticket.offsets, example)
         plan = removed_plan(pruner.dense_sizes, ticket.survivors)
-        pruned_path = save_checkpoint(run_dir / "pruned.pt", pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
+        pruned_path = save_checkpoint(RunDir(run_dir).pruned, pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
                                       {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round,
                                        **({"data": loaded.extra["data"]} if "data" in loaded.extra else {})})
 
@@ -217,6 +226,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         # The quantized stage, one entry per int8 file: calibration, layers kept in float and why.
         report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}
                              for a in artifacts if "quantization" in a]
+        if profile is not None:
+            _fit(report, run_dir, profile)
         return report, run_dir
     except Interrupted as exc:
         exc.run_dir = run_dir
@@ -264,6 +275,16 @@ def _sparsity(config: PruneConfig, ticket, model=None) -> dict:
     return {"weight_sparsity": ticket.sparsity, "nonzero_params": nonzero}
 
 
+def _fit(report: dict, run_dir: Path, profile) -> None:
+    """The device verdict for every file: bytes, memory, operators, estimated latency (toolchain.targets)."""
+    from toolchain.targets import fit_check
+
+    shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
+    for art in report["artifacts"]:
+        art["fit"] = fit_check(profile, run_dir / art["path"], macs=shrunk["macs"])
+    report["target"] = {"name": profile.name, "fits": bool(report["artifacts"]) and all(a["fit"]["fits"] for a in report["artifacts"])}
+
+
 def _check_export_inputs(export: "ExportSettings | None", dataset) -> None:
     """Export settings that cannot work are bad input: say so before minutes of pruning, not after."""
     if export is None or not export.artifacts:
@@ -290,7 +311,8 @@ def finish(report: dict, run_dir: Path) -> None:
     from toolchain.report.markdown import render_report
     from toolchain.report.plots import plot_report
 
-    report["plots"] = [str(p.relative_to(run_dir)) for p in plot_report(report, run_dir / "plots")]
+    run = RunDir(run_dir)
+    report["plots"] = [run.relative(p) for p in plot_report(report, run.plots)]
     markdown, document = render_report(report), json.dumps(report, indent=2, allow_nan=False) + "\n"  # both rendered before either is written
-    atomic_write_text(run_dir / "report.md", markdown)
-    atomic_write_text(run_dir / "report.json", document)
+    atomic_write_text(run.report_md, markdown)
+    atomic_write_text(run.report_json, document)

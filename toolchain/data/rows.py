@@ -9,19 +9,12 @@ limits: declared sizes checked against memory before reading, labels below MAX_C
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from toolchain.data.loaders import (
-    SPLIT_KEYS,
-    _agree,
-    _check_pair,
-    _given_names,
-    _labels,
-    _npz_class_names,
-    _npz_features,
-)
+from toolchain.data.features import npz_features
+from toolchain.data.labels import agree_names, check_labels, check_pair, given_names
 from toolchain.data.npz import npz_keys, read_npz
+from toolchain.data.sources.npz_file import SPLIT_KEYS, npz_class_names
 from toolchain.errors import UserError
 from toolchain.io import user_path
 
@@ -51,15 +44,15 @@ def load_rows(
     """
     path = user_path(spec)
     where = f"'{path}'"
-    given = _given_names(class_names)
+    given = given_names(class_names)
     _keys, arrays = read_npz(path, {"x", "y", "class_names"})
     for k in ("x", "y"):
         if k not in arrays:
             raise UserError(f"{where} has no '{k}' array: store both x and y (np.savez(f, x=..., y=...))")
-    names = _agree(_npz_class_names(arrays, where), given, where)
-    y = _labels(arrays["y"], "y", where)
-    (x,), pre = _npz_features(arrays, ["x"], where)
-    _check_pair(x, y, "x", "y", where)
+    names = agree_names(npz_class_names(arrays, where), given, where)
+    y = check_labels(arrays["y"], "y", where)
+    (x,), pre = npz_features(arrays, ["x"], where)
+    check_pair(x, y, "x", "y", where)
     if names is not None and len(y) and int(y.max()) >= len(names):
         raise UserError(
             f"{where} has label {int(y.max())} but only {len(names)} class names: "

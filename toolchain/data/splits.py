@@ -1,10 +1,19 @@
-"""Seeded, stratified splitting in numpy alone (no scikit-learn: `cwtool verify` runs without it)."""
+"""Seeded, stratified splitting in numpy alone (no scikit-learn: `cwtool verify` runs without it).
+
+`stratified_split` is the algorithm; `split_pool` and `carve_val` apply it to a source's rows,
+refusing (one-line `UserError`) classes too small to reach every part.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+
+from toolchain.errors import UserError
+from toolchain.limits import check_fits, format_bytes
+
+__all__ = ["carve_val", "split_pool", "stratified_split"]
 
 
 def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -67,3 +76,48 @@ def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> li
     return [
         np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in parts
     ]
+
+
+def split_pool(
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    fractions: tuple[float, float],
+    names: list[str] | None,
+    where: str,
+) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_val, y_val, x_test, y_test) from one pool."""
+    val, test = fractions
+    _check_class_sizes(y, 3, "train/validation/test", names, where)
+    check_fits(x.nbytes, f"splitting {where} ({len(x)} samples, {format_bytes(x.nbytes)} as float32)")
+    tr, va, te = stratified_split(y, [1.0 - val - test, val, test], seed)
+    return x[tr], y[tr], x[va], y[va], x[te], y[te]
+
+
+def carve_val(
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    val_fraction: float,
+    names: list[str] | None,
+    where: str,
+) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_val, y_val): val_fraction of a given train split, stratified."""
+    _check_class_sizes(y, 2, "train/validation", names, where)
+    check_fits(x.nbytes, f"splitting {where} ({len(x)} samples, {format_bytes(x.nbytes)} as float32)")
+    tr, va = stratified_split(y, [1.0 - val_fraction, val_fraction], seed)
+    return x[tr], y[tr], x[va], y[va]
+
+
+def _check_class_sizes(
+    y: np.ndarray, need: int, parts: str, names: list[str] | None, where: str
+) -> None:
+    classes, counts = np.unique(y, return_counts=True)
+    small = counts < need
+    if small.any():
+        c, n = int(classes[small][0]), int(counts[small][0])
+        label = f"'{names[c]}' (label {c})" if names and c < len(names) else f"{c}"
+        raise UserError(
+            f"class {label} in {where} has only {n} sample{'s' if n != 1 else ''}; splitting into {parts} "
+            f"needs at least {need} per class: add samples of that class or give the splits yourself"
+        )

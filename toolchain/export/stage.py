@@ -17,6 +17,7 @@ from toolchain.metrics import evaluate_logits
 from toolchain.prune.bake import bake_offsets
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, fn_count
 from toolchain.quantize.fallback import fn_aware_quantize, protected_log_odds
+from toolchain.rundir import RunDir
 
 DEFAULT_ARTIFACTS = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
 
@@ -30,6 +31,40 @@ class ExportSettings:
     calibration_file: str | None = None
     threads: int = 1
     float_input_conv: bool = True  # int8: keep a 1-4 channel input conv in float (faster in onnxruntime and XNNPACK)
+    target: str | None = None  # the device profile the files are made for: each gets a fit verdict
+
+
+def export_settings(options) -> ExportSettings:
+    """The files to write and how, from what the user asked (toolchain.config.ExportOptions) and, with a
+    --target, the device profile: its formats, precision, layout, threads and int8 input scheme."""
+    from toolchain.errors import UserError
+
+    layout, calibration = options.layout, options.calibration
+    if layout not in (None, "NCHW", "NHWC"):
+        raise UserError(f"--layout '{layout}' is not NCHW or NHWC")
+    if options.calibration_method not in ("minmax", "entropy", "percentile"):
+        raise UserError(f"--calibration-method '{options.calibration_method}' is not minmax, entropy or percentile")
+    if calibration is not None and Path(calibration).is_dir():
+        raise UserError(f"--calibration '{calibration}' is a folder: give the calibration .npz file")
+    if calibration is not None and not Path(calibration).is_file():
+        raise UserError(f"--calibration file '{calibration}' does not exist")
+    if options.calibration_size < 1:
+        raise UserError("--calibration-size must be at least 1")
+    artifacts, threads, float_input_conv = DEFAULT_ARTIFACTS, 1, options.float_input_conv
+    if options.target:
+        from toolchain.targets import target_export_plan
+
+        plan = target_export_plan(options.target)
+        if layout is not None and layout != plan["layout"]:
+            raise UserError(f"--layout {layout} contradicts --target {options.target}, which runs {plan['layout']}: drop --layout")
+        artifacts = tuple((fmt, p) for fmt in plan["formats"] for p in dict.fromkeys(["fp32", plan["precision"]]))
+        layout, threads = plan["layout"], plan["threads"]
+        if float_input_conv is None:  # a full-integer target promises int8 input tensors: no float stem in front
+            float_input_conv = plan["int8_scheme"] != "full-integer"
+    return ExportSettings(artifacts=() if options.skip_export else artifacts, layout=layout or "NCHW",
+                          calibration_size=options.calibration_size, calibration_method=options.calibration_method,
+                          calibration_file=str(calibration) if calibration else None, threads=threads,
+                          float_input_conv=float_input_conv is not False, target=options.target)
 
 
 def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_dir: Path) -> tuple[np.ndarray, dict]:
@@ -40,8 +75,9 @@ def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_di
         return x.astype(np.float32), {**meta, "file": str(settings.calibration_file)}  # the file's meta is data, not the record's frame
     x = sample_calibration(dataset.x_train, dataset.y_train, settings.calibration_size, protected, seed=seed)
     meta = {"split": "train", "size": int(len(x)), "protected": list(protected), "seed": seed, "data": dataset.name}
-    save_calibration(run_dir / "calibration.npz", x, meta)
-    return x, {"file": "calibration.npz", **meta}
+    run = RunDir(run_dir)
+    save_calibration(run.calibration, x, meta)
+    return x, {**meta, "file": run.relative(run.calibration)}
 
 
 def _grid_step(logits: np.ndarray) -> float:
@@ -69,9 +105,9 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     from toolchain.runtimes import artifact_info, load_runner
 
     model = model.cpu().eval()
-    out = run_dir / "artifacts"
+    out = RunDir(run_dir).artifacts
     out.mkdir(parents=True, exist_ok=True)
-    work = run_dir / "work"
+    work = RunDir(run_dir).work
     example = torch.as_tensor(dataset.x_train[:1])
     num_classes = int(model(example).shape[1])
     calib_x, calib_record = _calibration(dataset, protected, settings, seed, run_dir)

@@ -1,15 +1,14 @@
 """Built-in architectures: the demo models and small nets covering the layer patterns pruning must handle.
 
 Every constructor takes ``in_channels``/``in_features`` and ``num_classes`` so a state_dict saved from
-one can be rebuilt from its name plus these keyword arguments.
+one can be rebuilt from its name plus these keyword arguments. Their --arch names are listed in
+`toolchain.models.registry.BUILTINS`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from toolchain.models.registry import register
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, padding: int = 0, groups: int = 1):
@@ -20,7 +19,6 @@ def _conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, padding: int
     )
 
 
-@register("digits-cnn")
 class DigitsCNN(nn.Module):
     """Small CNN for 8x8 digits: two conv blocks, global pooling, linear classifier."""
 
@@ -39,7 +37,6 @@ class DigitsCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register("fmnist-cnn")
 class FashionCNN(nn.Module):
     """The anchor's Fashion-MNIST CNN: Conv 1->32->64->128->128 (3x3, no padding), BN+ReLU after
     each, max-pool after the 2nd and 3rd, global average pool, Linear 128->10 (241,898 parameters)."""
@@ -61,7 +58,6 @@ class FashionCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register("mlp")
 class MLP(nn.Module):
     """Tabular MLP (the breast-cancer demo model). Flattens any input shape."""
 
@@ -96,7 +92,6 @@ class _BasicBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-@register("tiny-resnet")
 class TinyResNet(nn.Module):
     """ResNet-style: residual additions, identity and projection shortcuts."""
 
@@ -129,7 +124,6 @@ class _InvertedResidual(nn.Module):
         return x + y if self.use_res else y
 
 
-@register("tiny-mobilenetv2")
 class TinyMobileNetV2(nn.Module):
     """MobileNetV2-style: inverted residuals, depthwise convs, and a 1x1 Conv2d classifier."""
 
@@ -149,7 +143,6 @@ class TinyMobileNetV2(nn.Module):
         return torch.flatten(self.classifier(self.pool(self.head(self.blocks(self.stem(x))))), 1)
 
 
-@register("tiny-concatnet")
 class TinyConcatNet(nn.Module):
     """Inception-style branches joined by channel concatenation, plus a grouped convolution."""
 

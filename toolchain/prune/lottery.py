@@ -44,7 +44,7 @@ class LotteryPruner:
     def __init__(self, model: nn.Module, dataset: Dataset, protected: list[int], config: PruneConfig, run_dir: Path | RunDir | None = None,
                  progress=None, log=print, arch: str | None = None, arch_kwargs: dict | None = None):
         """``arch``/``arch_kwargs`` name the architecture the saved tickets record (they load on their own)."""
-        self.config = config.effective()
+        self.config = config.for_target(None).effective()
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.dataset = dataset
         self.protected = list(protected)

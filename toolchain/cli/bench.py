@@ -1,7 +1,4 @@
-"""`cwtool targets [NAME]` and `cwtool bench ARTIFACT...`; the lead's cli.py calls ``register(app)``.
-
-Heavy imports stay inside the commands (numpy, runtimes); no torch anywhere here.
-"""
+"""`cwtool bench ARTIFACT...`: batch-1 latency and memory of artifacts in their own runtime. No torch here."""
 
 from __future__ import annotations
 
@@ -18,67 +15,6 @@ MIB = 1024 * 1024
 
 def _mb(n) -> str:
     return "-" if n is None else f"{n / MIB:.2f}"
-
-
-def targets(
-    name: Optional[str] = typer.Argument(None, help="A profile name from targets/ or a path to your own .toml; omit to list all."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the profile(s) as JSON here."),
-):
-    """List the device profiles, or show one (a name or a path to your own TOML)."""
-    from rich.table import Table
-
-    from toolchain.io import atomic_write_json, check_output_file
-    from toolchain.targets import list_targets, load_target, target_export_plan
-
-    read = [load_target(name)] if name is not None else list_targets()
-    check_output_file(json_out, "--json", inputs=[t.path for t in read if t.path])
-    console = out_console()
-    if name is None:
-        profiles = list_targets()
-        if not profiles:
-            raise UserError("no target profiles found: the targets/ folder is missing from this install")
-        table = Table(title="cwtool targets (throughput figures are estimates; see each file's source)")
-        table.add_column("name", no_wrap=True)
-        for col in ("runtime", "format", "precision", "layout", "threads", "RAM MiB", "max model"):
-            table.add_column(col, overflow="fold")
-        for t in profiles:
-            table.add_row(
-                t.name, t.runtime, t.format, f"{t.precision} {t.int8_scheme}" if t.precision == "int8" else t.precision,
-                t.layout, str(t.threads), f"{t.ram_mb:g}", f"{t.max_model_bytes / 1e6:g} MB",
-            )
-        console.print(table)
-        if json_out is not None:
-            atomic_write_json(json_out, [t.to_dict() for t in profiles])
-        return
-    t = read[0]
-    table = Table(title=f"target {t.name}", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    ops = "any not rejected" if t.supported_ops is None else f"{len(t.supported_ops)}: " + ", ".join(t.supported_ops)
-    rows = [
-        ("description", t.description),
-        ("file", t.path),
-        ("runtime / format", f"{t.runtime} / {t.format}"),
-        ("precision", t.precision),
-        ("int8 scheme", t.int8_scheme),
-        ("input layout", t.layout),
-        ("threads", str(t.threads)),
-        ("RAM budget", f"{t.ram_mb:g} MiB"),
-        ("storage budget", f"{t.storage_mb:g} MiB"),
-        ("max model bytes", f"{t.max_model_bytes:,}"),
-        ("runtime overhead", f"{t.runtime_overhead_mb:g} MiB"),
-        ("GMAC/s fp32 / fp16 / int8", f"{t.fp32_gmacs:g} / {t.fp16_gmacs:g} / {t.int8_gmacs:g} (estimate)"),
-        ("per-inference overhead", f"{t.overhead_ms:g} ms"),
-        ("throughput source", t.throughput_source),
-        ("supported operators", ops),
-        ("rejected operators", ", ".join(t.rejected_ops) or "-"),
-        *((f"device {k}", str(v)) for k, v in t.device.items()),
-    ]
-    for k, v in rows:
-        table.add_row(k, v)
-    console.print(table)
-    if json_out is not None:
-        atomic_write_json(json_out, {**t.to_dict(), "export_plan": target_export_plan(t)})
 
 
 def bench(
@@ -136,12 +72,3 @@ def bench(
         console.print(f"est. ms: ESTIMATED latency on {tgt.name} ({tgt.threads} threads) = MACs / {tgt.name}'s effective GMAC/s, not a measurement; source: {tgt.throughput_source}")
     if json_out is not None:
         atomic_write_json(json_out, {"schema_version": 1, "results": results})
-
-
-def register(app: typer.Typer) -> None:
-    """Add `targets` and `bench` to the cwtool app (once)."""
-    have = {c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands}
-    if "targets" not in have:
-        app.command(name="targets")(targets)
-    if "bench" not in have:
-        app.command(name="bench")(bench)

@@ -1,5 +1,4 @@
-"""`cwtool verify`: the false-negative gate for CI and for the device. Registered on the main app by
-`toolchain.cli` (``from toolchain.cli_verify import register; register(app)``).
+"""`cwtool verify`: the false-negative gate for CI and for the device.
 
 Imports typer at module level only; the library (numpy and one runtime) is imported when it runs.
 """
@@ -13,7 +12,7 @@ import typer
 
 from toolchain.errors import UserError
 
-__all__ = ["register", "verify"]
+__all__ = ["verify"]
 
 
 def verify(
@@ -81,12 +80,3 @@ def verify(
     for write, path, payload in outputs:
         write(path, payload)
     return 0 if result["gate"]["passed"] else 1
-
-
-def register(app: typer.Typer) -> None:
-    """Add `verify` to `app` (once: a second call is a no-op)."""
-    for info in app.registered_commands:
-        name = info.name or (info.callback.__name__ if info.callback else None)
-        if name == "verify":
-            return
-    app.command("verify")(verify)

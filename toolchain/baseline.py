@@ -1,0 +1,177 @@
+"""The baseline `cwtool verify` gates against: read from a file, checked field by field, and matched
+to the rows verified.
+
+A baseline (--baseline FILE) is, by what the file is:
+- a `cwtool compress` report.json: its "baseline"."test" evaluation (the dense model on the
+  test split, with per-sample predictions);
+- an earlier `cwtool verify` JSON: the baseline it was checked against, so a chain of verify runs
+  keeps comparing with the original reference; when that run had no baseline, its first
+  artifact's evaluation (measure an accepted artifact once, then gate later ones against it);
+- a `cwtool evaluate --json` file: that evaluation.
+
+The baseline is untrusted input: every field the gate reads is checked for type and size. Its rows
+must be the rows verified here: report.json and verify/evaluate JSON carry ``rows_sha256`` (the
+model inputs and labels, in order); a different fingerprint, row count or class count is refused
+(exit 2), unless --allow-other-data asks for a deliberate comparison on other rows, which is then
+unpaired (rates, not counts) and says so in every output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.errors import UserError
+from toolchain.limits import MAX_CLASSES
+from toolchain.metrics import confusion_matrix
+
+__all__ = ["MAX_BASELINE_BYTES", "load_baseline", "check_baseline"]
+
+MAX_BASELINE_BYTES = 1 << 30  # a report stores one prediction per row: ~10 bytes each
+
+
+def _is_evaluation(obj) -> bool:
+    return isinstance(obj, dict) and all(k in obj for k in ("n", "accuracy", "protected", "fn_per_class"))
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40
+
+
+def _fraction(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0
+
+
+def _checked_evaluation(ev: dict, path: Path) -> dict:
+    """The fields the gate reads, each of the type and size cwtool writes; a UserError naming the first that is not."""
+    def bad(what: str) -> UserError:
+        return UserError(f"baseline {path} is malformed ({what}): give the JSON file cwtool wrote, unedited")
+
+    if not _count(ev["n"]) or ev["n"] == 0:
+        raise bad("n is not a positive row count")
+    n = ev["n"]
+    if not _fraction(ev["accuracy"]):
+        raise bad("accuracy is not a number between 0 and 1")
+    fnpc = ev["fn_per_class"]
+    if not isinstance(fnpc, list) or not 2 <= len(fnpc) <= MAX_CLASSES or not all(_count(v) for v in fnpc):
+        raise bad("fn_per_class is not a list of counts, one per class")
+    k = len(fnpc)
+    prot = ev["protected"]
+    if not isinstance(prot, list) or not prot or len(prot) > k:
+        raise bad("protected is not a list of protected-class entries")
+    for entry in prot:
+        if not isinstance(entry, dict) or not (isinstance(entry.get("class"), int) and _count(entry["class"]) and entry["class"] < k):
+            raise bad("a protected entry has no class index within the classes")
+        if not _count(entry.get("fn")) or not _count(entry.get("support", 0)) or entry["fn"] > entry.get("support", n):
+            raise bad(f"protected class {entry['class']} has no valid fn / support counts")
+        if entry.get("fnr") is not None and not _fraction(entry["fnr"]):
+            raise bad(f"protected class {entry['class']} has an fnr outside [0, 1]")
+    cm = ev.get("confusion")
+    if cm is not None and (not isinstance(cm, list) or len(cm) != k
+                           or not all(isinstance(r, list) and len(r) == k and all(_count(v) for v in r) for r in cm)):
+        raise bad(f"confusion is not a {k}x{k} matrix of counts")
+    sup = ev.get("support_per_class")
+    if sup is not None and (not isinstance(sup, list) or len(sup) != k or not all(_count(v) for v in sup)):
+        raise bad("support_per_class is not a list of counts, one per class")
+    pred = ev.get("predictions")
+    if pred is not None and (not isinstance(pred, list) or len(pred) != n
+                             or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < k for v in pred)):
+        raise bad(f"predictions is not a list of {n} class indices")
+    digest = ev.get("rows_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64):
+        raise bad("rows_sha256 is not a sha256 hex digest")
+    return ev
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (cwtool writes none)")
+
+
+def load_baseline(path: str | Path) -> dict:
+    """{"path", "from", "evaluation", "class_names"} from a compress report, verify JSON or evaluation JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"baseline {path} does not exist: give a cwtool report.json or verify JSON")
+    size = path.stat().st_size
+    if size > MAX_BASELINE_BYTES:
+        raise UserError(f"baseline {path} is {size:,} bytes, more than any cwtool report ({MAX_BASELINE_BYTES:,}): give the report.json cwtool wrote")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UserError(f"cannot read baseline {path} as JSON ({' '.join(str(exc).split())[:120]}): give a cwtool report.json") from None
+    names = obj.get("class_names") if isinstance(obj, dict) else None
+    if names is not None and not (isinstance(names, list) and len(names) <= MAX_CLASSES and all(isinstance(n, str) for n in names)):
+        names = None  # a label, not a decision: ignored when it is not a list of strings
+    found = _find_evaluation(obj, path, names)
+    found["evaluation"] = _checked_evaluation(found["evaluation"], path)
+    return found
+
+
+def _find_evaluation(obj, path: Path, names) -> dict:
+    if isinstance(obj, dict) and obj.get("kind") == "cwtool-verify":
+        ref = obj.get("baseline")
+        if isinstance(ref, dict) and _is_evaluation(ref.get("evaluation")):
+            return {"path": str(path), "from": "verify.baseline", "evaluation": ref["evaluation"], "class_names": names}
+        arts = obj.get("artifacts") or []
+        if isinstance(arts, list) and arts and isinstance(arts[0], dict) and _is_evaluation(arts[0].get("evaluation")):
+            return {"path": str(path), "from": f"verify.artifacts[0] ({arts[0].get('path')})",
+                    "evaluation": arts[0]["evaluation"], "class_names": names}
+        raise UserError(f"verify JSON {path} has neither a baseline nor an artifact evaluation: give a complete verify JSON")
+    if isinstance(obj, dict) and isinstance(obj.get("baseline"), dict) and _is_evaluation(obj["baseline"].get("test")):
+        return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names}
+    if _is_evaluation(obj):
+        return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}
+    raise UserError(
+        f"baseline {path} is not a cwtool report.json (no baseline.test evaluation), verify JSON or evaluation JSON"
+    )
+
+
+def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int, protected: list[int],
+                    allow_other_data: bool, notes: list[str]) -> tuple[dict, bool]:
+    """(the baseline evaluation, whether its rows are these rows). Same classes and protected classes
+    always; other rows only under --allow-other-data, and then without per-sample pairing."""
+    ev = dict(base["evaluation"])
+    k = len(ev["fn_per_class"])
+    if k != num_classes:
+        raise UserError(f"the baseline has {k} classes but the artifact outputs {num_classes}: compare models with the same classes")
+    have = [p["class"] for p in ev["protected"]]
+    missing = [c for c in protected if c not in have]
+    if missing:
+        raise UserError(
+            f"the baseline protects class {', '.join(map(str, have)) or 'none'}, not {', '.join(map(str, missing))}: "
+            "pass the baseline's --protect-class or a baseline made for these classes"
+        )
+    other = _other_rows(ev, y, rows_digest, num_classes)
+    if other is None:
+        if ev.get("rows_sha256") is None:
+            notes.append("the baseline carries no row fingerprint (made by an older cwtool): its rows were matched by count, "
+                         "class counts and per-sample predictions only")
+        return ev, True
+    if not allow_other_data:
+        raise UserError(
+            f"--data's rows are not the rows the baseline was measured on ({other}): verify on the same data, split and "
+            "--seed as the baseline, or pass --allow-other-data for a deliberate comparison on other rows (unpaired)"
+        )
+    ev.pop("predictions", None)
+    notes.append(f"--allow-other-data: the baseline was measured on other rows ({other}); compared by FN rate, unpaired, "
+                 "so FN counts and McNemar tests do not apply")
+    return ev, False
+
+
+def _other_rows(ev: dict, y: np.ndarray, rows_digest: str, num_classes: int) -> str | None:
+    """Why the baseline's rows are not these rows, or None when nothing says so."""
+    if ev.get("rows_sha256") is not None and ev["rows_sha256"] != rows_digest:
+        return "their sha256 differs"
+    if int(ev["n"]) != len(y):
+        return f"{ev['n']} rows there, {len(y)} here"
+    support = np.bincount(y, minlength=num_classes)[:num_classes]
+    base_support = ev.get("support_per_class") or [int(sum(r)) for r in ev.get("confusion") or []]
+    if base_support and list(map(int, base_support)) != support.tolist():
+        return "other class counts"
+    pred = ev.get("predictions")
+    if pred is not None and ev.get("confusion") is not None:
+        if confusion_matrix(y, np.asarray(pred, dtype=np.int64), num_classes).tolist() != ev["confusion"]:
+            return "its per-sample predictions do not line up with these labels"
+    return None

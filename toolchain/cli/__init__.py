@@ -1,0 +1,182 @@
+"""The `cwtool` command line: a module per command, each a thin call into the library.
+
+Exit codes: 0 done / gate passed; 1 gate failed; 2 bad input or usage (one line, a traceback only
+with --debug); 3 an internal error (a bug: please report it with the --debug traceback); 130/143
+interrupted (SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from typing import Optional
+
+import typer
+
+from toolchain.cli import bench, compress, evaluate, targets, train, verify  # the modules: toolchain.cli.<command> stays one
+from toolchain.errors import Interrupted, UserError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compress a classifier for the edge without losing the cases that matter.",
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
+    _state["debug"] = debug
+
+
+for _command in (evaluate.evaluate, train.train, compress.compress, compress.demo, verify.verify, targets.targets, bench.bench):
+    app.command(_command.__name__)(_command)  # in data-flow order, as --help lists them
+
+
+def _usage_error_line(exc) -> str:
+    ctx = getattr(exc, "ctx", None)
+    message = " ".join(exc.format_message().split())
+    if ctx is None:
+        return f"cwtool: error: {message}"
+    return f"{ctx.command_path}: error: {message} (see '{ctx.command_path} --help')"
+
+
+def _finite_floats(group) -> None:
+    """Every float option of every command refuses NaN and inf (the parser takes both, and a `--lr nan`
+    would train nothing and pass every `<` check): checked on the parsed values, before the command runs."""
+    import functools
+
+    for command in getattr(group, "commands", {}).values():
+        run = command.callback
+        if run is None or getattr(run, "_finite_floats", False):
+            continue
+
+        @functools.wraps(run)
+        def checked(*args, __run=run, **kwargs):
+            for name, value in kwargs.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise UserError(f"--{name.replace('_', '-')} {value} is not a finite number")
+            return __run(*args, **kwargs)
+
+        checked._finite_floats = True
+        command.callback = checked
+
+
+def _raise_interrupted(signum, frame) -> None:
+    import signal
+
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _catch_signals(handler=None) -> dict:
+    """SIGINT and SIGTERM unwind the stack (every staged file is removed on the way) instead of
+    killing the process where it stands. Returns the handlers it replaced."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler or _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _interrupted_line(signal_name: str, run_dir) -> str:
+    line = f"cwtool: interrupted by {signal_name}; temporary files removed"
+    if run_dir is not None:
+        line += f"; the finished rounds are kept in '{run_dir}': rerun the same command with --resume to finish the run"
+    return line
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    import signal
+
+    from toolchain.interrupts import Watcher
+
+    watcher = Watcher(lambda name: _interrupted_line(name, None))
+    previous = _catch_signals(lambda signum, frame: watcher.deliver(signum))
+    try:
+        with watcher:
+            _main(argv)
+    except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
+        print(_interrupted_line(exc.signal_name, exc.run_dir), file=sys.stderr)
+        sys.exit(130 if exc.signal_name == "SIGINT" else 143)
+    finally:  # in-process callers (tests, notebooks) get their own handlers back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: Optional[list[str]]) -> None:
+    import warnings
+
+    if "--debug" not in (sys.argv[1:] if argv is None else argv):
+        warnings.simplefilter("ignore")  # library warnings would break "one line on bad input"; --debug shows them
+    try:
+        _run(argv)
+    finally:
+        warnings.resetwarnings()
+
+
+def _run(argv: Optional[list[str]]) -> None:
+    try:  # typer >= 0.29 vendors click as typer._click; older typers depend on click itself
+        from typer._click.exceptions import ClickException
+        from typer.exceptions import Abort
+    except ImportError:
+        from click.exceptions import Abort, ClickException
+
+    try:
+        command = typer.main.get_command(app)
+        _finite_floats(command)
+        code = command(args=argv, prog_name="cwtool", standalone_mode=False)
+    except UserError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        print(f"cwtool: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Interrupted as exc:
+        print(_interrupted_line(exc.signal_name, exc.run_dir), file=sys.stderr)
+        sys.exit(130 if exc.signal_name == "SIGINT" else 143)
+    except Abort as exc:  # a KeyboardInterrupt that reached the parser before our handler was in place
+        cause = exc.__cause__ or exc.__context__
+        print(_interrupted_line("SIGINT", getattr(cause, "run_dir", None)), file=sys.stderr)
+        sys.exit(130)
+    except ClickException as exc:  # usage errors: one line, like every other bad input
+        print(_usage_error_line(exc), file=sys.stderr)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        hint = _install_hint(exc.name or "")
+        if hint is None:
+            raise_as_bug(exc)
+        if _state["debug"]:
+            traceback.print_exc()
+        print(f"cwtool: error: {hint}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:  # a bug, not bad input
+        raise_as_bug(exc)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def raise_as_bug(exc: BaseException) -> None:
+    """Exit 3 with one line; the traceback too under --debug (the exit code stays what it means)."""
+    if _state["debug"]:
+        traceback.print_exception(exc)
+    print(f"cwtool: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug for the traceback)", file=sys.stderr)
+    sys.exit(3)
+
+
+# Packages of the full install that a light one (numpy, typer and one runtime: `cwtool verify` on a
+# device) lacks: a command that needs one says what to install instead of failing as a bug.
+_PACKAGES = {"torch": "torch==2.13.0", "sklearn": "scikit-learn", "PIL": "pillow", "onnx": "onnx", "onnxscript": "onnxscript",
+             "onnxruntime": "onnxruntime", "torch_pruning": "torch-pruning", "litert_torch": "litert-torch",
+             "matplotlib": "matplotlib", "ai_edge_litert": "ai-edge-litert"}
+
+
+def _install_hint(module: str) -> str | None:
+    package = _PACKAGES.get(module.split(".")[0])
+    if package is None:
+        return None
+    full = "pip install torch==2.13.0, then pip install 'cwtool[compress]'" if package != "onnxruntime" else "pip install 'cwtool[onnx]'"
+    return f"this command needs {package}, which is not installed here: {full} (or pip install {package})"
+

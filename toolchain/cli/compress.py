@@ -1,0 +1,81 @@
+"""`cwtool compress` and `cwtool demo`: the whole pipeline, and its report on the console."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, LabelColumnOpt, ProtectOpt, TestOpt, TrustOpt,
+                                   ValOpt, parse_kwargs, with_config)
+from toolchain.config import ExportOptions, PruneConfig
+
+
+@with_config(PruneConfig, ExportOptions)
+def compress(
+    model: Path = typer.Argument(..., help="The trained dense model (state_dict + --arch, pickled module + --arch, or cwtool checkpoint)."),
+    data: str = DataOpt,
+    protect_class: List[str] = ProtectOpt,
+    arch: Optional[str] = ArchOpt,
+    arch_kwargs: Optional[str] = ArchKwargsOpt,
+    trust_model: bool = TrustOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    class_names: Optional[str] = ClassNamesOpt,
+    image_size: Optional[str] = ImageSizeOpt,
+    val: Optional[Path] = ValOpt,
+    test: Optional[Path] = TestOpt,
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: cwtool-runs/<arch>-<hash of inputs and settings>).", rich_help_panel="Run"),
+    resume: bool = typer.Option(False, help="Finish a run that was interrupted, from its last saved round.", rich_help_panel="Run"),
+    prune_config: PruneConfig = None,
+    export_options: ExportOptions = None,
+):
+    """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
+    from toolchain.data.options import parse_image_size
+    from toolchain.export.stage import export_settings
+    from toolchain.io import check_output_dir, input_paths
+    from toolchain.pipeline import CompressRequest, compress as run_compress, finish
+    from toolchain.targets import load_target
+
+    profile = load_target(export_options.target) if export_options.target else None
+    check_output_dir(out, "--out", inputs=input_paths(model, data, export_options.calibration, val, test, profile and profile.path, arch=arch))
+    settings = export_settings(export_options)
+    request = CompressRequest(str(model), data, list(protect_class), arch, parse_kwargs(arch_kwargs), trust_model,
+                              str(out) if out else None, resume, label_column, prune_config.seed, class_names, parse_image_size(image_size),
+                              val and str(val), test and str(test))
+    report, run_dir = run_compress(request, prune_config, export=settings)
+    finish(report, run_dir)
+    print_summary(report, run_dir)
+    return 0 if report["gate"]["passed"] else 1
+
+
+def demo(
+    protect_class: List[str] = typer.Option(["3"], "--protect-class", "-p", help="Protected class of the digits demo."),
+    retrain: bool = typer.Option(False, help="Ignore the cached demo model and train it again."),
+):
+    """The whole compression on the bundled digits data: train (or reuse) the demo CNN, prune, export, verify."""
+    from toolchain.demo import run_demo
+
+    report, run_dir = run_demo(protect_class, retrain=retrain)
+    print_summary(report, run_dir)
+    return 0 if report["gate"]["passed"] else 1
+
+
+def print_summary(report: dict, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from toolchain.report.consoles import log_console, quiet_broken_stream
+    from toolchain.report.markdown import render_report
+
+    console, text = Console(), render_report(report)
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:  # a log or a pipe gets the Markdown itself: rich would wrap its tables at 80 columns
+        try:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            quiet_broken_stream(sys.stdout)
+    log_console().print(f"run directory: {run_dir} (report.json, report.md)")

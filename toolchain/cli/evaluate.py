@@ -1,0 +1,52 @@
+"""`cwtool evaluate`: per-class false negatives of a PyTorch model on the rows verify would judge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, LabelColumnOpt, ProtectOpt, TrustOpt,
+                                   parse_kwargs, seed_option)
+from toolchain.errors import UserError
+
+
+def evaluate(
+    model: Path = typer.Argument(..., help="Model file: state_dict (+ --arch), cwtool checkpoint, pickled module or TorchScript."),
+    data: str = DataOpt,
+    protect_class: List[str] = ProtectOpt,
+    arch: Optional[str] = ArchOpt,
+    arch_kwargs: Optional[str] = ArchKwargsOpt,
+    trust_model: bool = TrustOpt,
+    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test; the rows verify judges)."),
+    label_column: Optional[str] = LabelColumnOpt,
+    seed: int = seed_option("Seed of the train/val/test split when the data has none."),
+    class_names: Optional[str] = ClassNamesOpt,
+    image_size: Optional[str] = ImageSizeOpt,
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
+):
+    """Per-class false negatives of a PyTorch model on one split of the data."""
+    from toolchain.data.identity import seen_rows
+    from toolchain.data.options import parse_image_size
+    from toolchain.evaluate import evaluate_rows
+    from toolchain.io import atomic_write_json, check_output_file, input_paths
+    from toolchain.models.loading import load_model
+    from toolchain.report.console import print_evaluation
+    from toolchain.report.consoles import log_console
+    from toolchain.verify import SPLITS, describe_rows, load_rows_for
+
+    check_output_file(json_out, "--json", inputs=input_paths(model, data, arch=arch))
+    if split not in SPLITS:
+        raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
+    rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size))
+    loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
+    result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
+    log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
+    seen = seen_rows(loaded.extra.get("data"), rows["x"], rows["y"])
+    if seen:
+        log_console().print(f"warning: '{model}' was trained on {seen:,} of these {len(rows['y']):,} rows: its numbers here overstate "
+                            "what it does on new data (evaluate the split it has not seen: --split, --seed, or other --data)")
+    print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
+    if json_out is not None:
+        atomic_write_json(json_out, {**result.metrics, "rows": {"split": rows["split"], "seed": rows["seed"], "name": rows["name"]}})

@@ -1,0 +1,106 @@
+"""The options commands share, and options made from the config dataclasses' fields (OpenLTH's
+hparams become flags the same way): a field with ``flag`` metadata (toolchain.config.flag) is one
+option, with its default, help and --help group; the command receives the filled dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import re
+import typing
+from typing import Optional
+
+import typer
+
+from toolchain.errors import UserError
+
+INPUTS = "Inputs"
+
+ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class index or name whose false negatives matter (repeatable).",
+                          rich_help_panel=INPUTS)
+DataOpt = typer.Option(..., "--data", "-d", help="digits, breast-cancer, fashion-mnist, a .npz, a .csv, an idx folder or an "
+                       "ImageFolder folder.", rich_help_panel=INPUTS)
+ArchOpt = typer.Option(None, help="Architecture: a built-in name, module:Class or path/to/file.py:Class.", rich_help_panel=INPUTS)
+ArchKwargsOpt = typer.Option(None, help="JSON keyword arguments for --arch.", rich_help_panel=INPUTS)
+TrustOpt = typer.Option(False, help="Allow a full pickle or a TorchScript archive (runs code from the file). Only for files you trust.",
+                        rich_help_panel=INPUTS)
+LabelColumnOpt = typer.Option(None, help="CSV label column (default: the last).", rich_help_panel=INPUTS)
+ClassNamesOpt = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets "
+                             "their numbering).", rich_help_panel=INPUTS)
+ImageSizeOpt = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side); without it "
+                            "all images must share one size.", rich_help_panel=INPUTS)
+ValOpt = typer.Option(None, "--val", help="Validation rows (.npz with x, y) the model has not seen, in place of cwtool's split of --data.",
+                      rich_help_panel=INPUTS)
+TestOpt = typer.Option(None, "--test", help="Test rows (.npz with x, y) the model has not seen, in place of cwtool's split of --data.",
+                       rich_help_panel=INPUTS)
+
+
+def seed_option(help: str):
+    return typer.Option(0, min=0, max=2**31 - 1, help=help, rich_help_panel=INPUTS)
+
+
+def parse_kwargs(text: Optional[str]) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--arch-kwargs is not valid JSON ({exc.msg}): give e.g. '{{\"width\": 16}}'") from exc
+    if not isinstance(value, dict):
+        raise UserError("--arch-kwargs must be a JSON object, e.g. '{\"width\": 16}'")
+    return value
+
+
+def flag_fields(cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if "flag" in f.metadata]
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def config_error(exc: ValueError, *classes) -> UserError:
+    """A config dataclass names its fields in errors; the user typed flags."""
+    names = [f.name for cls in classes for f in dataclasses.fields(cls)]
+    pattern = r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b"
+    parts = re.split(r"('[^']*')", str(exc))  # quoted parts are the user's own values: left alone
+    return UserError("".join(p if i % 2 else re.sub(pattern, lambda m: flag_name(m.group(1)), p) for i, p in enumerate(parts)))
+
+
+def with_config(*classes):
+    """Give a command one option per flag field of ``classes``; it is called with one keyword per class
+    (the class name in snake case: prune_config, export_options) holding the filled dataclass."""
+    def decorate(command):
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name not in {_keyword(c) for c in classes}]
+        added, owners = [], {}
+        for cls in classes:
+            hints = typing.get_type_hints(cls)
+            for f in flag_fields(cls):
+                spec = f.metadata["flag"]
+                extra = {k: v for k, v in spec.items() if k not in ("group", "help", "decls")}
+                option = typer.Option(f.default, *spec["decls"], help=spec["help"], rich_help_panel=spec["group"], **extra)
+                added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]))
+                owners[f.name] = cls
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            values = {cls: {} for cls in classes}
+            for name in list(kwargs):
+                if name in owners:
+                    values[owners[name]][name] = kwargs.pop(name)
+            try:
+                built = {_keyword(cls): cls(**fields) for cls, fields in values.items()}
+            except ValueError as exc:
+                raise config_error(exc, *classes) from exc
+            return command(**kwargs, **built)
+
+        run.__signature__ = signature.replace(parameters=own + added)
+        return run
+    return decorate
+
+
+def _keyword(cls) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()

@@ -1,0 +1,67 @@
+"""`cwtool train`: a dense starting point for compress, recording the rows it was trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from toolchain.cli.options import ArchKwargsOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, LabelColumnOpt, TestOpt, ValOpt, config_error, parse_kwargs, seed_option
+from toolchain.errors import UserError
+
+
+def train(
+    arch: str = typer.Option(..., help="Architecture: a built-in name, module:Class or path/to/file.py:Class."),
+    data: str = DataOpt,
+    out: Path = typer.Option(..., help="Where to write the trained model (a cwtool checkpoint)."),
+    arch_kwargs: Optional[str] = ArchKwargsOpt,
+    epochs: int = typer.Option(10, help="Training epochs."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (Adam, one-cycle)."),
+    batch_size: int = typer.Option(128, help="Batch size."),
+    seed: int = seed_option("Seed of training and of the data split."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda[:N]."),
+    label_column: Optional[str] = LabelColumnOpt,
+    class_names: Optional[str] = ClassNamesOpt,
+    image_size: Optional[str] = ImageSizeOpt,
+    val: Optional[Path] = ValOpt,
+    test: Optional[Path] = TestOpt,
+):
+    """Train a dense model (Adam, one-cycle) on the train split: a starting point for compress."""
+    from toolchain.data import load_data
+    from toolchain.data.given import with_given_rows
+    from toolchain.data.identity import training_record
+    from toolchain.data.options import parse_image_size
+    from toolchain.evaluate import probe_outputs
+    from toolchain.io import check_output_file, input_paths
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
+    from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
+    from toolchain.report.consoles import log_console, progress_bar
+
+    if epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    try:
+        config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    except ValueError as exc:
+        raise config_error(exc, TrainConfig) from exc
+    check_output_file(out, "--out", inputs=input_paths(data, val, test, arch=arch))
+    if out.is_file() and not is_cwtool_checkpoint(out):
+        raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
+    kwargs = parse_kwargs(arch_kwargs)
+    torch_device = pick_device(device)
+    dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,
+                                        image_size=parse_image_size(image_size)), val and str(val), test and str(test))
+    seed_everything(seed)
+    model = build_arch(arch, kwargs)
+    num_outputs = probe_outputs(model, dataset.input_shape)
+    if dataset.num_classes > num_outputs:
+        raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {dataset.num_classes} classes: set num_classes in --arch-kwargs")
+    console = log_console()
+    console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+    with progress_bar(console) as progress:
+        run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}")
+    model = model.cpu().eval()
+    score = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
+    save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
+    console.print(f"{out}: validation accuracy {score['accuracy']:.4f}")

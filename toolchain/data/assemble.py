@@ -1,0 +1,66 @@
+"""The last step of every --data source: six split arrays and class names -> a checked `Dataset`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from toolchain.data.dataset import Dataset, Preprocessing
+from toolchain.errors import UserError
+from toolchain.limits import MAX_CLASSES
+
+__all__ = ["assemble_dataset"]
+
+
+def assemble_dataset(
+    name: str,
+    splits: tuple[np.ndarray, ...],
+    preprocessing: Preprocessing,
+    *,
+    where: str,
+    class_names: list[str] | None,
+    given_splits: bool,
+    seed: int,
+    label_mapping: dict[str, int] | None = None,
+) -> Dataset:
+    """Check what no source may break (names cover the labels, no split empty, two classes at
+    least) and build the `Dataset`; without ``class_names`` the classes are named by number."""
+    x_train, y_train, x_val, y_val, x_test, y_test = splits
+    if class_names is not None and len(class_names) > MAX_CLASSES:
+        raise UserError(
+            f"{where} names {len(class_names):,} classes, beyond cwtool's limit of {MAX_CLASSES:,}: "
+            "store one name per class"
+        )
+    for s, x, y in (("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test)):
+        if len(y) == 0:
+            raise UserError(f"the {s} split of {where} is empty: give more samples or other fractions")
+    top = int(max(y_train.max(), y_val.max(), y_test.max()))
+    if class_names is not None:
+        if top >= len(class_names):
+            raise UserError(
+                f"{where} has label {top} but only {len(class_names)} class names: "
+                "give one name per class index 0..max label"
+            )
+        num_classes = len(class_names)
+    else:
+        num_classes = top + 1
+        class_names = [str(i) for i in range(num_classes)]
+    present = np.unique(np.concatenate([y_train, y_val, y_test]))
+    if len(present) < 2:
+        raise UserError(
+            f"{where} has only one class (label {int(present[0])}): a classifier needs at least two"
+        )
+    return Dataset(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=num_classes,
+        class_names=list(class_names),
+        preprocessing=preprocessing,
+        given_splits=given_splits,
+        seed=seed,
+        label_mapping=dict(label_mapping) if label_mapping is not None else None,
+    )

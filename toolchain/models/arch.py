@@ -1,0 +1,111 @@
+"""``--arch``: from the spec a user typed to a built model, and weights checked against it.
+
+A spec is a built-in name, ``module:Class`` or ``path/to/file.py:Class``. Importing one runs its code,
+so only a spec the user typed (or a built-in name) ever reaches `resolve_arch`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from toolchain.errors import UserError
+from toolchain.models import registry
+
+
+def resolve_arch(spec: str):
+    """``name`` (built-in), ``module:Class`` or ``path/to/file.py:Class`` -> the class/factory.
+
+    Only ever called with a spec the user typed (or a built-in name): importing it runs code."""
+    if registry.is_registered(spec):
+        return registry.get(spec)
+    if ":" not in spec:
+        raise UserError(
+            f"unknown --arch '{spec}': give a built-in ({', '.join(registry.names())}), "
+            "module:Class, or path/to/file.py:Class"
+        )
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        module = _import_file(target)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:  # the user's module failed to import: say why, in one line
+            raise UserError(f"--arch '{spec}': cannot import module '{target}' ({type(exc).__name__}: {exc})") from exc
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise UserError(f"--arch '{spec}': '{target}' has no attribute '{attr}'")
+    if not callable(obj):
+        raise UserError(f"--arch '{spec}': '{attr}' is not a class or factory")
+    return obj
+
+
+def _import_file(path: str):
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--arch: file '{path}' does not exist")
+    name = f"cwtool_user_arch_{file.stem}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # pickles and dataclasses look classes up by module name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise UserError(f"--arch: importing '{path}' failed ({type(exc).__name__}: {exc})") from exc
+    return module
+
+
+def build_arch(spec: str, kwargs: dict | None = None) -> nn.Module:
+    factory = resolve_arch(spec)
+    try:
+        model = factory(**(kwargs or {}))
+    except UserError:
+        raise
+    except Exception as exc:  # the kwargs come from the user or a file: a constructor that refuses them is bad input
+        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {json.dumps(kwargs or {})[:200]}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--arch '{spec}' did not build a torch.nn.Module (got {type(model).__name__})")
+    return model
+
+
+def arch_file(spec: str) -> tuple[Path, str] | None:
+    """(file, class) of a ``file.py:Class`` spec; None for a built-in name or ``module:Class``."""
+    target, sep, attr = spec.rpartition(":")
+    return (Path(target), attr) if sep and target.endswith(".py") else None
+
+
+def absolute_arch(spec: str) -> str:
+    """``file.py:Class`` with the file's absolute path, so a checkpoint names it from any folder."""
+    found = arch_file(spec)
+    return f"{found[0].absolute()}:{found[1]}" if found else spec
+
+
+def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
+    """Load ``state`` into ``model`` (built from ``arch``) when its names and shapes are exactly the model's;
+    otherwise a UserError that names the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape of {k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the arch")
+        raise UserError(
+            f"the weights do not match --arch '{arch}' ({'; '.join(parts)}): check --arch and --arch-kwargs"
+        )
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a complex or string-typed tensor in the file
+        raise UserError(f"the weights do not load into --arch '{arch}' ({' '.join(str(exc).split())[:160]})") from exc

@@ -1,0 +1,197 @@
+"""Reading a pickled model file without running the file's code.
+
+torch's weights-only unpickler with a narrow allow-list: torch.nn's layer classes and the nn.Module classes
+defined in the user's ``--arch`` module, each read through a stand-in class that refuses construction, in
+memory bounded by the file's size. A full unpickle only under ``--trust-model``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from toolchain.errors import UserError
+from toolchain.limits import memory_cap
+from toolchain.models.arch import arch_file, resolve_arch
+
+LOAD_HEADROOM = 256 << 20  # memory reading a model file may take beyond twice its size
+
+
+def load_pickle(path: Path, arch: str | None, trust_model: bool):
+    """The file's object through torch's weights-only unpickler and a narrow allow-list; a full
+    unpickle only under --trust-model, and only after the narrow one could not read it."""
+    try:
+        return _load_restricted(path, arch)
+    except UserError:
+        if not trust_model:
+            raise
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise UserError(
+            f"'{path}' is a pickle of a class from module '{exc.name}', which cannot be imported here: "
+            f"pass --arch path/to/{exc.name}.py:ClassName (the file that defines it)"
+        ) from exc
+    except Exception as exc:
+        raise UserError(f"cannot read model file '{path}': {type(exc).__name__}: {exc}") from exc
+
+
+def _load_restricted(path: Path, arch: str | None):
+    arch_classes = _arch_classes(arch)
+    if zipfile.is_zipfile(path):
+        try:
+            needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception as exc:
+            raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint ({type(exc).__name__})") from exc
+        allowed = _allow_list(needed, arch_classes, path)
+    else:  # the legacy (pre-1.6) format names its globals only while it is read
+        allowed = [*_torch_layers(), *arch_classes]
+    standins = {_qualname(obj): _standin(obj) for obj in (a[0] if isinstance(a, tuple) else a for a in allowed)}
+    allowed = [(standins[_qualname(a[0] if isinstance(a, tuple) else a)], a[1] if isinstance(a, tuple) else _qualname(a)) for a in allowed]
+    try:
+        with torch.serialization.safe_globals(allowed), memory_cap(LOAD_HEADROOM + 2 * path.stat().st_size):
+            return _restore_classes(torch.load(path, map_location="cpu", weights_only=True))
+    except MemoryError as exc:
+        raise UserError(f"model file '{path}' asks for more memory than its size explains: it is not a model cwtool loads") from exc
+    except Exception as exc:  # the unpickler read untrusted bytes: whatever it raises is the file's fault
+        detail = " ".join(str(exc).split())
+        if "persistent_load" in detail:  # a whole module in the legacy format carries its class's source
+            raise UserError(
+                f"'{path}' is a whole model pickled in PyTorch's legacy format, which only a full unpickle reads: "
+                "save its state_dict and pass --arch, or pass --trust-model if you trust this file (it can run code)"
+            ) from exc
+        hint = ""
+        if "Unsupported global" in detail or "WeightsUnpickler" in detail:
+            detail = detail.split("Unsupported global:")[-1].split(". ")[0].strip() if "Unsupported global" in detail else ""
+            hint = (": it names code cwtool does not run from a file"
+                    + (f" ({detail})" if detail else "")
+                    + "; pass --arch with the module that defines the model, or --trust-model if you trust this file (it can run code)")
+            raise UserError(f"'{path}' is a pickled model{hint}") from exc
+        raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint ({type(exc).__name__}: {detail[:200]})") from exc
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class _StandIn:
+    """Marks the stand-in classes a pickle is read with (see `_standin`)."""
+
+
+def _refuse_construction(self, *args, **kwargs):
+    raise pickle.UnpicklingError(f"the file calls the constructor of {type(self).__mro__[2].__name__}: a model file stores objects, it does not build them")
+
+
+def _standin(cls: type) -> type:
+    """A subclass of ``cls`` whose constructor refuses: a pickle stores a module as "new object + state"
+    (NEWOBJ, BUILD), never as a constructor call; a REDUCE with arguments from the file (an
+    nn.Linear(16000, 16000) in a 1 KB file) would run the constructor. The objects are given their real
+    class back after loading (`_restore_classes`)."""
+    return type(cls.__name__, (_StandIn, cls), {"__init__": _refuse_construction, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+def _restore_classes(obj):
+    if isinstance(obj, nn.Module):
+        for m in obj.modules():
+            if isinstance(m, _StandIn):
+                m.__class__ = type(m).__mro__[2]
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _restore_classes(v)
+    return obj
+
+
+def check_module_tree(model: nn.Module, path: Path) -> None:
+    """A pickle sets a module's attributes directly: every child must be a module, every parameter and buffer
+    a tensor, no hooks, no instance attribute in place of a method (a "forward" set by the file)."""
+    def bad(what: str) -> UserError:
+        return UserError(f"'{path}' is a pickled model with {what}: save its state_dict and pass --arch, or --trust-model if you trust it")
+
+    for name, m in model.named_modules():
+        where = name or "the model"
+        state = vars(m)
+        children = state.get("_modules", {})
+        if not isinstance(children, dict) or not all(c is None or isinstance(c, nn.Module) for c in children.values()):
+            raise bad(f"a child of {where} that is not a module")
+        for kind in ("_parameters", "_buffers"):
+            values = state.get(kind, {})
+            if not isinstance(values, dict) or not all(v is None or isinstance(v, torch.Tensor) for v in values.values()):
+                raise bad(f"{kind[1:]} of {where} that are not tensors")
+        hooks = [k for k, v in state.items() if "hook" in k and v]
+        if hooks:
+            raise bad(f"hooks on {where} ({', '.join(hooks[:2])})")
+        shadowed = [k for k in state if not k.startswith("_") and callable(getattr(type(m), k, None)) and k not in ("training",)]
+        if shadowed:
+            raise bad(f"{', '.join(shadowed[:2])} of {where} replaced by the file")
+
+
+def _torch_layers() -> list[type]:
+    """torch.nn's own layer classes (read through stand-ins that refuse construction)."""
+    import torch.nn.modules as layers
+
+    found = []
+    for name in getattr(layers, "__all__", []):
+        obj = getattr(layers, name, None)
+        if inspect.isclass(obj) and issubclass(obj, nn.Module):
+            found.append(obj)
+    return found
+
+
+def _torch_layer(qualname: str):
+    """The torch.nn layer class a pickle names, or None (functions and other torch objects are refused:
+    some of them compile or execute source text)."""
+    module_name, _, attr = qualname.rpartition(".")
+    if not module_name.startswith("torch.nn."):
+        return None
+    try:
+        obj = getattr(importlib.import_module(module_name), attr, None)
+    except Exception:
+        return None
+    if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module_name:
+        return obj
+    return None
+
+
+def _arch_classes(arch: str | None) -> list:
+    """(class, qualname) pairs a pickle of the user's own --arch module may name: the nn.Module classes
+    defined in that module, under its import name, __main__ (saved from a script) or the file's stem."""
+    if arch is None:
+        return []
+    factory = resolve_arch(arch)
+    module = sys.modules.get(getattr(factory, "__module__", ""), None)
+    if module is None:
+        return []
+    prefixes = {module.__name__, "__main__"}
+    found = arch_file(arch)
+    if found:
+        prefixes.add(found[0].stem)
+    pairs = []
+    for name, cls in inspect.getmembers(module, inspect.isclass):
+        if cls.__module__ == module.__name__ and issubclass(cls, nn.Module):
+            pairs += [(cls, f"{prefix}.{name}") for prefix in sorted(prefixes)]
+    return pairs
+
+
+def _allow_list(needed: list[str], arch_classes: list, path: Path) -> list:
+    """Map every global the pickle names beyond torch's own allow-list to a trusted class, or refuse."""
+    by_name = {qualname: cls for cls, qualname in arch_classes}
+    allowed, refused = [], []
+    for qualname in needed:
+        layer = _torch_layer(qualname)
+        if layer is not None:
+            allowed.append(layer)
+        elif qualname in by_name:
+            allowed.append((by_name[qualname], qualname))
+        else:
+            refused.append(qualname)
+    if refused:
+        hint = "pass --arch with the module that defines the model, or --trust-model if you trust this file (it can run code)"
+        raise UserError(f"'{path}' is a pickled model that names code cwtool does not run from a file ({', '.join(refused[:3])}): {hint}")
+    return allowed
