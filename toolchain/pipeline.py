@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from toolchain import __version__
+from toolchain import __version__, distributed
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError
 from toolchain.export.stage import ExportSettings
@@ -73,7 +74,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.prune.lottery import LotteryPruner
     from toolchain.prune.tickets import removed_plan
 
-    console = console or log_console()
+    group = distributed.start()  # under torchrun: retraining on every process, rank 0 writes and talks
+    console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
     # --- inputs: every check before anything is written ---------------------------------------------
     dataset = with_given_rows(load_data(request.data, seed=request.data_seed, label_column=request.label_column,
                                         class_names=request.class_names, image_size=request.image_size), request.val, request.test)
@@ -138,14 +140,17 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings: use another --out")
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": _versions(),
-                                      "argv": sys.argv, "data": dataset.describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
-    console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
-    swept = sweep_temporaries(run_dir)
-    if swept:
-        console.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
+    distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": _versions(),
+                                          "argv": sys.argv, "data": dataset.describe(), "processes": group.world if group else 1,
+                                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+        swept = sweep_temporaries(run_dir)
+        if swept:
+            console.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
+    distributed.barrier()
     try:  # an interrupt leaves the finished rounds: the message names the run to --resume
         # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
         t0 = time.perf_counter()
@@ -156,6 +161,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                                    arch=arch, arch_kwargs=loaded.arch_kwargs)
             result = pruner.run(resume=request.resume)
         prune_seconds = time.perf_counter() - t0
+        if not distributed.is_main():  # the rounds were the shared work; rank 0 exports and reports
+            return None, run_dir
 
         # --- stage 2: the shrunk model, offsets baked in ------------------------------------------------
         ticket = result.selected

@@ -117,6 +117,9 @@ def _main(argv: Optional[list[str]]) -> None:
         _run(argv)
     finally:
         warnings.resetwarnings()
+        from toolchain import distributed
+
+        distributed.stop()
 
 
 def _run(argv: Optional[list[str]]) -> None:
@@ -131,9 +134,12 @@ def _run(argv: Optional[list[str]]) -> None:
         _finite_floats(command)
         code = command(args=argv, prog_name="cwtool", standalone_mode=False)
     except UserError as exc:
+        from toolchain import distributed
+
         if _state["debug"]:
             traceback.print_exc()
-        print(f"cwtool: error: {exc}", file=sys.stderr)
+        if distributed.is_main():  # under torchrun every process finds the same bad input: one line, from rank 0
+            print(f"cwtool: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
         print(_interrupted_line(exc.signal_name, exc.run_dir), file=sys.stderr)

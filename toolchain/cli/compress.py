@@ -45,6 +45,8 @@ def compress(
                               str(out) if out else None, resume, label_column, prune_config.seed, class_names, parse_image_size(image_size),
                               val and str(val), test and str(test))
     report, run_dir = run_compress(request, prune_config, export=settings)
+    if report is None:  # a torchrun process other than rank 0: its share of the retraining is done
+        return 0
     finish(report, run_dir)
     print_summary(report, run_dir)
     return 0 if report["gate"]["passed"] else 1

@@ -70,9 +70,20 @@ def train(
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
 ) -> nn.Module:
     """Train in place with Adam. ``after_step`` runs after every optimizer step (e.g. re-apply
-    pruning masks). ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar."""
+    pruning masks). ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar.
+    Under torchrun (toolchain.distributed) the model is wrapped in DistributedDataParallel and each
+    process takes its share of every batch of the same seeded order."""
+    from toolchain import distributed
+
     device = device or pick_device()
     model.to(device).train()
+    group = distributed.current()
+    net = model
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None)
+    share = 1 if group is None else group.world
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     xs = torch.as_tensor(x, dtype=torch.float32)
@@ -90,11 +101,13 @@ def train(
         order = torch.randperm(len(xs), generator=generator)
         for start in range(0, len(xs), config.batch_size):
             idx = order[start : start + config.batch_size]
-            if len(idx) < 2 and _has_batchnorm(model):
-                continue  # BatchNorm cannot train on a single sample
+            if len(idx) < 2 * share and _has_batchnorm(model):
+                continue  # BatchNorm cannot train on a single sample (every process decides alike)
+            if group is not None:
+                idx = idx[group.rank :: group.world]  # this process's share of the global batch
             xb, yb = xs[idx].to(device, non_blocking=True), ys[idx].to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(xb)
+                logits = net(xb)
             loss = loss_fn(logits.float(), yb, idx, xb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

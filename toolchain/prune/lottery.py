@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from toolchain import distributed
 from toolchain.config import PruneConfig
 from toolchain.data import Dataset
 from toolchain.io import atomic_write_json, staged_path
@@ -152,6 +153,7 @@ class LotteryPruner:
         start = 1
         start_state = None  # the weights the last retraining started from: W_0 of the magnitude increase
         if resume and self.run_dir is not None:
+            distributed.barrier()  # every process reads the same rounds
             state = self._resumed(self._load_state)
             if state is not None:
                 start, current, survivors, rewind_model, rewind_survivors, result.tickets, start_state = state
@@ -241,7 +243,7 @@ class LotteryPruner:
     # --- checkpoints -----------------------------------------------------------------------------------
 
     def save_round(self, ticket: Ticket, rewind_model, rewind_survivors, start_state: dict | None = None) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not distributed.is_main():  # under torchrun, rank 0 writes the run directory
             return
 
         run = self.run_dir
@@ -259,7 +261,7 @@ class LotteryPruner:
                           {**ticket.summary(), "multipliers": {str(k): v for k, v in self.multipliers.items()}})
 
     def _save_final(self, ticket: Ticket) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not distributed.is_main():
             return
         with staged_path(self.run_dir.final_checkpoint) as tmp:
             torch.save({k: v.detach().cpu() for k, v in ticket.model.state_dict().items()}, tmp)

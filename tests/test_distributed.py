@@ -1,0 +1,38 @@
+"""Retraining on several processes with torchrun (gloo on CPU): the same rounds, one run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _compress(args, out: Path, processes: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes)] if processes > 1 else [sys.executable]
+    return subprocess.run([*launcher, "-m", "toolchain", "compress", *map(str, args), "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_two_processes_make_the_same_tickets_and_one_report(trained_digits, tmp_path):
+    args = [trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--max-fn-increase", "1",
+            "--confidence", "0.5", "--max-accuracy-drop", "0.5", "--skip-export", "--device", "cpu"]
+    one, two = _compress(args, tmp_path / "one", 1), _compress(args, tmp_path / "two", 2)
+    assert one.returncode in (0, 1), one.stderr
+    assert two.returncode in (0, 1), two.stderr
+    sizes = [[s["params"] for s in json.loads((tmp_path / run / "report.json").read_text())["stages"] if s["stage"] == "prune_round"]
+             for run in ("one", "two")]
+    assert sizes[0] == sizes[1] and len(sizes[0]) == 2
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["processes"] == 2
+    assert two.stdout.count("# cwtool compress report") == 1  # rank 0 alone reports
+    # --resume the same way: the rounds on disk are read by every process
+    (tmp_path / "two" / "rounds" / "round_2.pt").unlink()
+    (tmp_path / "two" / "rounds" / "round_2.json").unlink()
+    again = _compress([*args, "--resume"], tmp_path / "two", 2)
+    assert again.returncode in (0, 1), again.stderr
+    assert "resuming after round 1" in again.stderr
