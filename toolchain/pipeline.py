@@ -74,6 +74,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.prune.lottery import LotteryPruner
     from toolchain.prune.tickets import removed_plan
 
+    started = time.perf_counter()
     group = distributed.start()  # under torchrun: retraining on every process, rank 0 writes and talks
     console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
     # --- inputs: every check before anything is written ---------------------------------------------
@@ -195,6 +196,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
         settings = export or ExportSettings()
         gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
+        export_started = time.perf_counter()
         with console.status("exporting and verifying artifacts"):
             min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
             artifacts, calibration = export_all(pruned, dataset, protected, _int8_guard(result), dense_test, settings, run_dir, config.seed,
@@ -229,6 +231,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "calibration": calibration,
             "artifacts": artifacts,
             "gate": gate,
+            "seconds": {"checks and setup": t0 - started, "pruning": prune_seconds, "export and re-check": time.perf_counter() - export_started,
+                        "total": time.perf_counter() - started},
         }
         # The quantized stage, one entry per int8 file: calibration, layers kept in float and why.
         report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}

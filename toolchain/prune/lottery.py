@@ -169,10 +169,12 @@ class LotteryPruner:
         task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
         for r in range(start, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
+            clock = Clock()
             target = self.round_target(r) * self.dense_params
             graph = ChannelGraph(copy.deepcopy(current), self.example)  # scored, planned and pruned: one graph a round
             scores = importance.channel_scores(graph, self.dataset.x_train, self.dataset.y_train, self.protected, start_state=start_state,
                                                increase_weight=cfg.increase_weight, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r)
+            clock.lap("score")
             mac_share = self.round_mac_target(r)
             target_macs = None if mac_share is None else int(mac_share * self.dense_macs)
             local = plan_for_target(graph, scores, int(target), cfg.round_to, target_macs)
@@ -181,6 +183,7 @@ class LotteryPruner:
                 start_model = checked(graph.prune(local), self.example)
             else:
                 start_model = shrink(rewind_model, relative_plan(rewind_survivors, new_survivors), self.example)
+            clock.lap("plan and prune")
 
             gamma = 1.0 if r == 1 else cfg.gamma
             loss = self.loss(gamma, teacher)
@@ -199,8 +202,11 @@ class LotteryPruner:
                 rewind_model, rewind_survivors = snapshot["model"], {k: list(v) for k, v in new_survivors.items()}
 
             current, survivors = trained, new_survivors
+            clock.lap("retrain")
             raw, at_op, _, offsets = self.evaluate(current)
-            ticket = Ticket(r, current, survivors, count_params(current), count_macs(current, self.example), at_op, raw, offsets, self.within_budget(at_op))
+            clock.lap("operating point")
+            ticket = Ticket(r, current, survivors, count_params(current), count_macs(current, self.example), at_op, raw, offsets,
+                            self.within_budget(at_op), seconds=clock.laps)
             result.tickets.append(ticket)
             self.save_round(ticket, rewind_model, rewind_survivors, start_state)
             self.log(round_line(ticket, self.dense_params))
@@ -314,7 +320,8 @@ class LotteryPruner:
             self.dense.to(self.device)
             offsets = {int(k): v for k, v in summary["offsets"].items()}
             self.multipliers.update({int(k): float(v) for k, v in (summary.get("multipliers") or {}).items()})
-            tickets.append(Ticket(r, model, survivors, summary["params"], summary["macs"], summary["val"], summary["val_raw"], offsets, summary["within_budget"]))
+            tickets.append(Ticket(r, model, survivors, summary["params"], summary["macs"], summary["val"], summary["val_raw"], offsets,
+                                  summary["within_budget"], seconds=summary.get("seconds") or {}))
         rewind_model, rewind_survivors = None, None
         if run.rewind.is_file():
             saved = load_weights(run.rewind)
@@ -332,6 +339,22 @@ class LotteryPruner:
             start_state = {k: v.to(self.device) for k, v in load_weights(start_file).items()}
         self.log(f"resuming after round {done[-1]}")
         return done[-1] + 1, model, survivors, rewind_model, rewind_survivors, tickets, start_state
+
+
+class Clock:
+    """Seconds per step of a round, so a report says where the time went."""
+
+    def __init__(self):
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._now()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 3)
+        self._last = now
 
 
 def _reinitialised(model: nn.Module) -> nn.Module:

@@ -21,11 +21,12 @@ class Ticket:
     offsets: dict[int, float]
     within_budget: bool
     sparsity: float = 0.0
+    seconds: dict = field(default_factory=dict)  # where the round's time went: score, plan, retrain, operating point
 
     def summary(self) -> dict:
         """The ticket without its model, as JSON (rounds/*.json and report.json's prune_round stages)."""
         return {"round": self.round, "params": self.params, "macs": self.macs, "val": self.val, "val_raw": self.val_raw,
-                "offsets": {str(k): v for k, v in self.offsets.items()}, "within_budget": self.within_budget}
+                "offsets": {str(k): v for k, v in self.offsets.items()}, "within_budget": self.within_budget, "seconds": self.seconds}
 
 
 @dataclass
