@@ -197,3 +197,22 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(user_setup, capsys, t
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("cwtool: error: ")
     assert "does not exist" in err
+
+
+def test_flat_rows_feed_an_image_model_with_input_shape(trained_digits, digits_dataset, tmp_path, capsys):
+    """A CSV of 64 pixel columns and an 8x8 image model: the error says which --input-shape, and with it
+    the numbers are the image data's own."""
+    x, y = digits_dataset.split("test")
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=x.reshape(len(x), -1), y=y)
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", flat, "-p", "3"], capsys)
+    assert code == 2 and "--input-shape 1,8,8" in err, err
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", flat, "-p", "3", "--input-shape", "1x8x8", "--json", tmp_path / "f.json"], capsys)
+    assert code == 0, err
+    images = tmp_path / "img.npz"
+    np.savez(images, x=x, y=y)
+    run_cli(["evaluate", trained_digits[0], "--data", images, "-p", "3", "--json", tmp_path / "i.json"], capsys)
+    flat_ev, image_ev = (json.loads((tmp_path / name).read_text()) for name in ("f.json", "i.json"))
+    assert flat_ev["fn_per_class"] == image_ev["fn_per_class"] and flat_ev["rows_sha256"] == image_ev["rows_sha256"]
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", flat, "-p", "3", "--input-shape", "1,9,9"], capsys)
+    assert code == 2 and "81" in err and "64" in err, err

@@ -197,3 +197,24 @@ def test_usage_errors_are_one_line(args, words, capsys):
     assert code == 2 and out == "", err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), err
+
+
+def test_compress_help_shows_every_flag_whole_in_a_pipe_at_80_columns():
+    """Every option of compress -- the config dataclasses' fields included -- by its full name, grouped."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from toolchain.config import ExportOptions, PruneConfig
+
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run([sys.executable, "-m", "toolchain", "compress", "--help"], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    flags = [f"--{f.name.replace('_', '-')}" for cls in (PruneConfig, ExportOptions) for f in dataclasses.fields(cls) if "flag" in f.metadata]
+    flags += ["--data", "--protect-class", "--arch-kwargs", "--trust-model", "--out", "--resume", "--class-names", "--val", "--test"]
+    words = set(out.replace("│", " ").split())
+    assert [f for f in flags if f not in words] == []
+    for group in ("Goals", "Method", "Export", "Run", "Inputs"):
+        assert f"─ {group} " in out

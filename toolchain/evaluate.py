@@ -66,6 +66,7 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
         raise UserError(
             f"the model does not accept the data's samples of shape {tuple(sample_shape)} "
             f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): check --data, --arch and --arch-kwargs"
+            + ("; flat rows for an image model take --input-shape C,H,W" if len(sample_shape) == 1 else "")
         ) from exc
     if out.ndim != 2:
         raise UserError(f"the model returns shape {tuple(out.shape)}; cwtool needs (batch, classes) logits")

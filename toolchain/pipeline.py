@@ -15,7 +15,7 @@ from rich.console import Console
 from toolchain import __version__, distributed
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError
-from toolchain.export.stage import ExportSettings
+from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.report.consoles import log_console, progress_bar
@@ -40,6 +40,7 @@ class CompressRequest:
     image_size: tuple[int, int] | None = None
     val: str | None = None  # the user's own held-out rows (.npz), in place of cwtool's split
     test: str | None = None
+    input_shape: tuple[int, ...] | None = None  # --input-shape: flat rows as samples of this shape
 
 
 def _versions() -> dict:
@@ -79,7 +80,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
     # --- inputs: every check before anything is written ---------------------------------------------
     dataset = with_given_rows(load_data(request.data, seed=request.data_seed, label_column=request.label_column,
-                                        class_names=request.class_names, image_size=request.image_size), request.val, request.test)
+                                        class_names=request.class_names, image_size=request.image_size,
+                                        input_shape=request.input_shape), request.val, request.test)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)
     arch = loaded.arch or request.arch
@@ -101,7 +103,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
         load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
-    _check_export_inputs(export, dataset)
+    check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs; rerun a --granularity weight run from the start")
 
@@ -115,6 +117,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         inputs["data"]["label_mapping"] = dataset.label_mapping
     if request.image_size:
         inputs["data"]["image_size"] = list(request.image_size)
+    if request.input_shape:
+        inputs["data"]["input_shape"] = list(request.input_shape)
     for name in ("val", "test"):
         if getattr(request, name):
             inputs["data"][name] = {"path": getattr(request, name), "sha256": file_sha256(Path(getattr(request, name)))}
@@ -287,35 +291,12 @@ def _sparsity(config: PruneConfig, ticket, model=None) -> dict:
 
 
 def _fit(report: dict, run_dir: Path, profile) -> None:
-    """The device verdict for every file: bytes, memory, operators, estimated latency (toolchain.targets)."""
-    from toolchain.targets import fit_check
+    """The device verdict for every file and for the run (toolchain.export.stage.fit_verdicts)."""
+    from toolchain.export.stage import fit_verdicts
 
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
-    for art in report["artifacts"]:
-        art["fit"] = fit_check(profile, run_dir / art["path"], macs=shrunk["macs"])
-    report["target"] = {"name": profile.name, "fits": bool(report["artifacts"]) and all(a["fit"]["fits"] for a in report["artifacts"])}
-
-
-def _check_export_inputs(export: "ExportSettings | None", dataset) -> None:
-    """Export settings that cannot work are bad input: say so before minutes of pruning, not after."""
-    if export is None or not export.artifacts:
-        return
-    if export.layout == "NHWC" and len(dataset.input_shape) != 3:
-        raise UserError(f"NHWC layout needs image data (C, H, W); these samples have shape {dataset.input_shape}: use --layout NCHW")
-    if export.calibration_file:
-        from toolchain.quantize.calibration import load_calibration
-
-        x, _ = load_calibration(export.calibration_file)
-        if tuple(x.shape[1:]) != tuple(dataset.input_shape):
-            raise UserError(f"--calibration rows have shape {tuple(x.shape[1:])}, the data's samples {tuple(dataset.input_shape)}: "
-                            "give a calibration file made for this data")
-    import importlib.util
-
-    needs = {"onnx": ("onnxruntime", "onnxruntime"), "tflite": ("litert_torch", "litert-torch")}
-    for fmt in sorted({fmt for fmt, _ in export.artifacts}):
-        module, package = needs[fmt]
-        if importlib.util.find_spec(module) is None:
-            raise UserError(f"exporting {fmt} needs {package}: pip install 'cwtool[compress]' (or --skip-export)")
+    report["target"] = fit_verdicts(report["artifacts"], run_dir, profile, shrunk["macs"],
+                                    f"the shipped torch model ({shrunk['path']})")
 
 
 def finish(report: dict, run_dir: Path) -> None:

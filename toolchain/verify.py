@@ -23,7 +23,7 @@ from toolchain.baseline import check_baseline, load_baseline
 from toolchain.errors import UserError
 from toolchain.gate import GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
-from toolchain.provenance import rows_sha256
+from toolchain.provenance import artifact_sha256, rows_sha256
 
 __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
 
@@ -50,6 +50,7 @@ class VerifyRequest:
     label_column: str | None = None
     class_names: list[str] | None = None
     image_size: tuple[int, int] | None = None
+    input_shape: tuple[int, ...] | None = None
     allow_other_data: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -86,22 +87,24 @@ class VerifyRequest:
 
 def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: str | None = None,
                   baseline_n: int | None = None, class_names: list[str] | None = None,
-                  image_size: tuple[int, int] | None = None) -> dict:
+                  image_size: tuple[int, int] | None = None, input_shape: tuple[int, ...] | None = None) -> dict:
     """The rows to verify on: {"x", "y", "class_names", "split", "name", "seed", "note"}.
 
     split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
     on that file's test split (baseline_n equals the test split's size and not the file's); the
     test split for everything else.
     """
+    from toolchain.data.options import reshaped
     from toolchain.data.rows import is_pool_npz, load_rows
 
     if split in ("auto", "all") and is_pool_npz(data):
         x, y, names, note = load_rows(data, class_names=class_names)
+        x = reshaped(x, input_shape, Path(data).name)
         if not (split == "auto" and baseline_n is not None and baseline_n != len(y)):
             return {"x": x, "y": y, "class_names": names, "split": "all", "name": Path(data).name, "seed": None, "note": note}
     from toolchain.data import load_data
 
-    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size)
+    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size, input_shape=input_shape)
     used = "test" if split == "auto" else split
     x, y = dataset.split(used)
     if split == "all":
@@ -170,7 +173,7 @@ def run_verify(req: VerifyRequest) -> dict:
     base = load_baseline(req.baseline) if req.baseline else None
     base_n = int(base["evaluation"]["n"]) if base is not None else None
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
-                         class_names=req.class_names, image_size=req.image_size)
+                         class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape)
     x, y = rows["x"], rows["y"]
     digest = rows_sha256(x, y)
     max_accuracy_drop = req.max_accuracy_drop
@@ -233,7 +236,8 @@ def run_verify(req: VerifyRequest) -> dict:
             "path": str(path),
             "format": info.get("format"),
             "precision": info.get("precision"),
-            "bytes": info.get("bytes"),
+            "bytes": info.get("bytes"),  # the model file and its external data
+            **artifact_sha256(path),  # sha256 of the model file, and of every file it is made of
             "runtime": runner.runtime,
             "layout": runner.layout,
             "input_shape": list(runner.input_shape),

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, LabelColumnOpt, ProtectOpt, TestOpt, TrustOpt,
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt, TestOpt, TrustOpt,
                                    ValOpt, parse_kwargs, with_config)
 from toolchain.config import ExportOptions, PruneConfig
 
@@ -24,6 +24,7 @@ def compress(
     label_column: Optional[str] = LabelColumnOpt,
     class_names: Optional[str] = ClassNamesOpt,
     image_size: Optional[str] = ImageSizeOpt,
+    input_shape: Optional[str] = InputShapeOpt,
     val: Optional[Path] = ValOpt,
     test: Optional[Path] = TestOpt,
     out: Optional[Path] = typer.Option(None, help="Run directory (default: cwtool-runs/<arch>-<hash of inputs and settings>).", rich_help_panel="Run"),
@@ -32,7 +33,7 @@ def compress(
     export_options: ExportOptions = None,
 ):
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
-    from toolchain.data.options import parse_image_size
+    from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.export.stage import export_settings
     from toolchain.io import check_output_dir, input_paths
     from toolchain.pipeline import CompressRequest, compress as run_compress, finish
@@ -43,7 +44,7 @@ def compress(
     settings = export_settings(export_options)
     request = CompressRequest(str(model), data, list(protect_class), arch, parse_kwargs(arch_kwargs), trust_model,
                               str(out) if out else None, resume, label_column, prune_config.seed, class_names, parse_image_size(image_size),
-                              val and str(val), test and str(test))
+                              val and str(val), test and str(test), parse_input_shape(input_shape))
     report, run_dir = run_compress(request, prune_config, export=settings)
     if report is None:  # a torchrun process other than rank 0: its share of the retraining is done
         return 0

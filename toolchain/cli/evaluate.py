@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, LabelColumnOpt, ProtectOpt, TrustOpt,
-                                   parse_kwargs, seed_option)
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt,
+                                   TrustOpt, parse_kwargs, seed_option)
 from toolchain.errors import UserError
 
 
@@ -24,11 +24,12 @@ def evaluate(
     seed: int = seed_option("Seed of the train/val/test split when the data has none."),
     class_names: Optional[str] = ClassNamesOpt,
     image_size: Optional[str] = ImageSizeOpt,
+    input_shape: Optional[str] = InputShapeOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
 ):
     """Per-class false negatives of a PyTorch model on one split of the data."""
     from toolchain.data.identity import seen_rows
-    from toolchain.data.options import parse_image_size
+    from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
     from toolchain.io import atomic_write_json, check_output_file, input_paths
     from toolchain.models.loading import load_model
@@ -39,7 +40,8 @@ def evaluate(
     check_output_file(json_out, "--json", inputs=input_paths(model, data, arch=arch))
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
-    rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size))
+    rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size),
+                         input_shape=parse_input_shape(input_shape))
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")

@@ -31,6 +31,8 @@ ClassNamesOpt = typer.Option(None, "--class-names", help="Comma-separated class 
                              "their numbering).", rich_help_panel=INPUTS)
 ImageSizeOpt = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side); without it "
                             "all images must share one size.", rich_help_panel=INPUTS)
+InputShapeOpt = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28: flat rows (a CSV, "
+                             "an .npz of vectors) fed to an image model.", rich_help_panel=INPUTS)
 ValOpt = typer.Option(None, "--val", help="Validation rows (.npz with x, y) the model has not seen, in place of cwtool's split of --data.",
                       rich_help_panel=INPUTS)
 TestOpt = typer.Option(None, "--test", help="Test rows (.npz with x, y) the model has not seen, in place of cwtool's split of --data.",

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from toolchain.cli.options import ArchKwargsOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, LabelColumnOpt, TestOpt, ValOpt, config_error, parse_kwargs, seed_option
+from toolchain.cli.options import (ArchKwargsOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, TestOpt, ValOpt, config_error,
+                                   parse_kwargs, seed_option)
 from toolchain.errors import UserError
 
 
@@ -24,6 +25,7 @@ def train(
     label_column: Optional[str] = LabelColumnOpt,
     class_names: Optional[str] = ClassNamesOpt,
     image_size: Optional[str] = ImageSizeOpt,
+    input_shape: Optional[str] = InputShapeOpt,
     val: Optional[Path] = ValOpt,
     test: Optional[Path] = TestOpt,
 ):
@@ -31,7 +33,7 @@ def train(
     from toolchain.data import load_data
     from toolchain.data.given import with_given_rows
     from toolchain.data.identity import training_record
-    from toolchain.data.options import parse_image_size
+    from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import probe_outputs
     from toolchain.io import check_output_file, input_paths
     from toolchain.metrics import evaluate_logits
@@ -51,7 +53,8 @@ def train(
     kwargs = parse_kwargs(arch_kwargs)
     torch_device = pick_device(device)
     dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,
-                                        image_size=parse_image_size(image_size)), val and str(val), test and str(test))
+                                        image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape)),
+                              val and str(val), test and str(test))
     seed_everything(seed)
     model = build_arch(arch, kwargs)
     num_outputs = probe_outputs(model, dataset.input_shape)

@@ -34,13 +34,14 @@ def verify(
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
     class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets their numbering)."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side)."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28 (flat rows fed to an image model)."),
     allow_other_data: bool = typer.Option(False, help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
 ) -> int:
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
     import json
 
-    from toolchain.data.options import parse_image_size
+    from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.io import atomic_write_text, check_output_file, input_paths
     from toolchain.verify import VerifyRequest, run_verify
 
@@ -55,7 +56,7 @@ def verify(
         baseline=str(baseline) if baseline is not None else None, max_fn_increase=max_fn_increase,
         max_fnr_increase=max_fnr_increase, max_fnr=max_fnr, max_accuracy_drop=max_accuracy_drop, gate=gate,
         threads=threads, split=split, seed=seed, label_column=label_column, allow_other_data=allow_other_data,
-        class_names=class_names, image_size=parse_image_size(image_size),
+        class_names=class_names, image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
     )
     result = run_verify(request)
     # Render everything first, then write: a rendering error leaves no file behind.

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from toolchain.data.dataset import Dataset
 from toolchain.data.labels import given_names
+from toolchain.data.options import reshaped
 from toolchain.data.sources import KNOWN_SOURCES
 from toolchain.data.sources.csv_file import load_csv
 from toolchain.data.sources.idx_folder import find_idx_files, load_idx_folder
@@ -57,6 +58,7 @@ def load_data(
     label_column: str | None = None,
     image_size: tuple[int, int] | None = None,
     class_names: list[str] | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> Dataset:
     """Load the dataset named by ``spec`` with train/val/test splits.
 
@@ -74,7 +76,21 @@ def load_data(
       * numeric labels (CSV, .npz, idx, digits) are class indices: the list names them and must
         cover the largest label;
       * a source that stores its own names (.npz class_names, breast-cancer) must agree with it.
+
+    ``input_shape`` gives flat rows the shape of one sample for the model (--input-shape).
     """
+    dataset = _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names)
+    if input_shape is None:
+        return dataset
+    from dataclasses import replace
+
+    splits = {f"x_{s}": reshaped(getattr(dataset, f"x_{s}"), input_shape, dataset.name) for s in ("train", "val", "test")}
+    note = f"{dataset.preprocessing.note}; samples reshaped to {tuple(input_shape)} (--input-shape)"
+    layout = "NCHW" if len(input_shape) == 3 else dataset.preprocessing.layout
+    return replace(dataset, **splits, preprocessing=replace(dataset.preprocessing, note=note, layout=layout))
+
+
+def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names) -> Dataset:
     spec = str(spec).strip()
     _check_fractions(val_fraction, test_fraction)
     fr = (val_fraction, test_fraction)

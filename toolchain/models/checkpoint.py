@@ -135,8 +135,10 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
     "input_shape", "extra"} (the fields of a `LoadedModel`). ``expected_shape``: the data's sample shape."""
     ckpt = _checked_checkpoint(obj, path)
     if expected_shape is not None and tuple(ckpt["input_shape"]) != tuple(expected_shape):
-        raise UserError(f"'{path}' was made for samples of shape {tuple(ckpt['input_shape'])}, the data's are {tuple(expected_shape)}: "
-                        "give the data it was trained on")
+        wanted = tuple(ckpt["input_shape"])
+        fix = (f"pass --input-shape {','.join(map(str, wanted))}" if math.prod(wanted) == math.prod(expected_shape)
+               else "give the data it was trained on")
+        raise UserError(f"'{path}' was made for samples of shape {wanted}, the data's are {tuple(expected_shape)}: {fix}")
     kwargs = ckpt["arch_kwargs"]
     spec = _checkpoint_arch(ckpt["arch"], path, arch, arch_kwargs, kwargs, trust_model)
     _check_build_size(spec, kwargs, path)
