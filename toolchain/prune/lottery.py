@@ -183,6 +183,7 @@ class LotteryPruner:
                 start_model = checked(graph.prune(local), self.example)
             else:
                 start_model = shrink(rewind_model, relative_plan(rewind_survivors, new_survivors), self.example)
+            del graph  # its dependency graph holds the model it pruned: not needed while retraining
             clock.lap("plan and prune")
 
             gamma = 1.0 if r == 1 else cfg.gamma
