@@ -79,7 +79,8 @@ def test_device_tier_imports_neither_torch_nor_tensorflow():
         import toolchain.report
         modules = ["toolchain.runtimes", "toolchain.runtimes.formats", "toolchain.runtimes.graph",
                    "toolchain.runtimes.onnx_graph", "toolchain.runtimes.litert_graph", "toolchain.verify", "toolchain.baseline",
-                   "toolchain.gate", "toolchain.metrics", "toolchain.targets", "toolchain.bench"]
+                   "toolchain.gate", "toolchain.metrics", "toolchain.targets", "toolchain.bench", "toolchain.runtimes.parts",
+                   "toolchain.provenance"]
         modules += [f"toolchain.report.{m.name}" for m in pkgutil.iter_modules(toolchain.report.__path__)]
         for name in modules:
             importlib.import_module(name)
@@ -597,3 +598,76 @@ def test_artifact_info_reuses_a_loaded_runner(artifacts, monkeypatch):
         monkeypatch.setattr(module, cls, _boom)  # a second load would raise
         assert artifact_info(artifacts[name], runner=runner) == want
         monkeypatch.undo()
+
+
+# --------------------------------------------------------------------------- one artifact, several files
+
+
+@pytest.fixture(scope="module")
+def external(artifacts, tmp_path_factory):
+    """The fp32 ONNX file with every weight in `model.onnx.data` (what torch.onnx.export writes by default)."""
+    import onnx
+
+    d = tmp_path_factory.mktemp("external")
+    onnx.save(onnx.load(str(artifacts["onnx"])), str(d / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    return d / "model.onnx"
+
+
+def test_onnx_with_external_data_is_one_artifact(artifacts, external):
+    from toolchain.runtimes import artifact_info, describe_graph, load_runner
+    from toolchain.targets import fit_check
+
+    data = external.with_name("model.onnx.data")
+    total = external.stat().st_size + data.stat().st_size
+    assert data.stat().st_size > 4 * external.stat().st_size  # the weights really are outside
+    info = artifact_info(external)
+    assert info["bytes"] == total
+    assert [(f["name"], f["role"]) for f in info["files"]] == [("model.onnx", "model"), ("model.onnx.data", "external data")]
+    np.testing.assert_allclose(load_runner(external).predict(artifacts["x"]), artifacts["ref"], atol=1e-4)
+    whole, split = describe_graph(artifacts["onnx"]), describe_graph(external)
+    assert split["macs"] == whole["macs"] > 0 and split["weight_bytes"] == whole["weight_bytes"]  # shapes, not bytes, read
+    assert fit_check("x86-edge", external)["checks"]["bytes"]["value"] == total
+
+
+def test_external_data_is_found_without_the_onnx_package(external, monkeypatch):
+    from toolchain.runtimes.parts import external_data_files
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # a light install on a device: torch's default name stands in
+    assert external_data_files(external) == [external.with_name("model.onnx.data")]
+
+
+def test_external_data_outside_the_model_folder_is_not_counted(external, tmp_path):
+    """The file names its external data: a name reaching out of its folder (or an absolute one) is not followed."""
+    import onnx
+
+    from toolchain.runtimes.parts import artifact_size, external_data_files
+
+    (tmp_path / "secret.bin").write_bytes(b"x" * 1000)
+    for location in ("../secret.bin", str(tmp_path / "secret.bin"), "missing.data"):
+        proto = onnx.load(str(external), load_external_data=False)
+        for init in proto.graph.initializer:
+            for entry in init.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        sub = tmp_path / "sub"
+        sub.mkdir(exist_ok=True)
+        (sub / "m.onnx").write_bytes(proto.SerializeToString())
+        assert external_data_files(sub / "m.onnx") == [], location
+        assert artifact_size(sub / "m.onnx")["bytes"] == (sub / "m.onnx").stat().st_size
+
+
+def test_artifact_sha256_names_every_file(artifacts, external):
+    import hashlib
+
+    from toolchain.provenance import artifact_sha256
+
+    def sha(p):
+        return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+    onnx_print = artifact_sha256(external)
+    assert onnx_print["sha256"] == sha(external)
+    assert [(f["name"], f["sha256"]) for f in onnx_print["files"]] == [("model.onnx", sha(external)),
+                                                                         ("model.onnx.data", sha(external.with_name("model.onnx.data")))]
+    tflite_print = artifact_sha256(artifacts["tflite_int8_nhwc"])  # the sidecar the runner reads is part of what was judged
+    assert [f["role"] for f in tflite_print["files"]] == ["model", "sidecar"]

@@ -23,7 +23,7 @@ class ExportJob:
     example: Any  # torch tensor: one input row in the dataset layout
     num_classes: int
     layout: str  # the TFLite input layout, "NCHW" or "NHWC" (ONNX files stay NCHW)
-    calibration_x: np.ndarray  # float32 training rows for int8 calibration
+    calibration_x: np.ndarray | None  # float32 training rows for int8 calibration (None: no int8 file asked)
     calibration_method: str  # ONNX int8: "minmax" | "entropy" | "percentile"
     out: Path  # the run's artifacts/ folder
     work: Path  # scratch for int8 candidates; the stage removes it

@@ -38,6 +38,7 @@ from toolchain.runtimes.base import (
     short_error,
     sidecar_path,
 )
+from toolchain.runtimes.parts import artifact_size
 
 
 def interpreter_class() -> tuple[type, str]:
@@ -251,7 +252,7 @@ def litert_artifact_info(path: str | Path, runner: LiteRTRunner | None = None) -
     counts = tensor_sizes(details)[0]
     return {
         "format": "tflite",
-        "bytes": Path(path).stat().st_size,
+        **artifact_size(path),  # bytes: the model file and its external data, one artifact
         "precision": precision_from_counts(counts),
         "input_shape": list(runner.input_shape),
         "input_dtype": runner.input_dtype.name,

@@ -27,6 +27,7 @@ from toolchain.runtimes.base import (
     short_error,
     sidecar_path,
 )
+from toolchain.runtimes.parts import artifact_size
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -161,7 +162,7 @@ def onnx_artifact_info(path: str | Path, runner: OnnxRunner | None = None) -> di
     runner = runner if runner is not None else OnnxRunner(path)
     info: dict[str, Any] = {
         "format": "onnx",
-        "bytes": Path(path).stat().st_size,
+        **artifact_size(path),  # bytes: the model file and its external data, one artifact
         "input_shape": list(runner.input_shape),
         "input_dtype": runner.input_dtype.name,
         "output_shape": list(_dims(runner._out.shape)),

@@ -5,10 +5,11 @@ The `onnx` package is optional on a device: without it the operators are not rea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolchain.runtimes.base import runtime_errors
+from toolchain.runtimes.base import runtime_errors, shape_bytes
 from toolchain.runtimes.graph import activation_peak, static_nbytes
 
 CONV_OPS = ("Conv", "QLinearConv", "ConvInteger")
@@ -32,6 +33,8 @@ def describe_onnx_graph(path: Path) -> dict[str, Any]:
     g = model.graph
     with runtime_errors(path, "read the weights of"):
         consts = {i.name: numpy_helper.to_array(i) for i in g.initializer if not i.external_data}
+        # weights in external data files (torch's `model.onnx.data`): known by shape, their bytes not read
+        consts.update({i.name: _External.of(i, helper) for i in g.initializer if i.external_data})
     for n in g.node:  # Constant nodes hold weights too
         if n.op_type == "Constant" and n.attribute:
             try:
@@ -74,6 +77,25 @@ def describe_onnx_graph(path: Path) -> dict[str, Any]:
         "weight_bytes": int(sum(a.nbytes for a in consts.values())),
         "activation_peak_bytes": activation_peak(order, sizes, inputs, [o.name for o in g.output]),
     }
+
+
+@dataclass(frozen=True)
+class _External:
+    """A weight stored in an external data file: what the MAC and memory counts need, without its bytes."""
+
+    shape: tuple
+    nbytes: int
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @classmethod
+    def of(cls, tensor, helper) -> "_External":
+        import numpy as np
+
+        shape = tuple(max(0, int(d)) for d in tensor.dims)
+        return cls(shape, shape_bytes(shape, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize))
 
 
 def _weight(node, consts: dict, dq: dict):

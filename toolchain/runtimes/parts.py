@@ -1,0 +1,81 @@
+"""The files one artifact is made of: the model file and, for ONNX, the external data files that hold
+its weights (torch.onnx.export writes `model.onnx` + `model.onnx.data`). A multi-file model is one
+artifact: its size is the size of all of them, the bytes a device stores and loads.
+
+The external files are named by the model file, which is untrusted: only a relative name without
+'..' that is a plain file inside the model's own folder counts -- what onnxruntime itself reads.
+With the `onnx` package the names come from the weights' records; without it (a light install on a
+device) `<name>.data`, torch's default name, stands in when it exists.
+
+Standard library only (the `onnx` package when installed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolchain.runtimes.base import sidecar_path
+
+__all__ = ["external_data_files", "artifact_parts", "artifact_size"]
+
+
+def _declared_locations(path: Path) -> list[str] | None:
+    """The external-data locations the file's weights name, or None when the `onnx` package cannot say."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a readable model: the runner says so in its own words
+        return []
+    tensors = list(model.graph.initializer) + [s.values for s in model.graph.sparse_initializer]
+    return [entry.value for t in tensors for entry in t.external_data if entry.key == "location" and entry.value]
+
+
+def _inside(folder: Path, location: str) -> Path | None:
+    """``location`` as a file inside ``folder``, or None when it points anywhere else or is not a plain file."""
+    rel = Path(location)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        return None
+    candidate = folder / rel
+    try:
+        root = folder.resolve()
+        resolved = candidate.resolve()
+        if root not in resolved.parents or not resolved.is_file():
+            return None
+    except (OSError, RuntimeError):  # a link loop, a name the OS refuses
+        return None
+    return candidate
+
+
+def external_data_files(path: str | Path) -> list[Path]:
+    """The external weight files of an .onnx file that exist inside its folder, in the order named;
+    [] for other formats and for self-contained files."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        return []
+    locations = _declared_locations(path)
+    if locations is None:
+        locations = [path.name + ".data"]
+    found = (_inside(path.parent, loc) for loc in dict.fromkeys(locations))
+    return [f for f in found if f is not None and f.name != path.name]
+
+
+def artifact_parts(path: str | Path) -> list[tuple[Path, str]]:
+    """Every file of the artifact with its role: "model", "external data" (ONNX weights) and, when
+    present, "sidecar" (`<name>.json`, which the runner reads for layout and class count)."""
+    path = Path(path)
+    parts = [(path, "model")] + [(f, "external data") for f in external_data_files(path)]
+    side = sidecar_path(path)
+    if side.is_file():
+        parts.append((side, "sidecar"))
+    return parts
+
+
+def artifact_size(path: str | Path) -> dict:
+    """{"bytes": the model file plus its external data, "files": [{"name", "role", "bytes"}, ...]}.
+    The sidecar is listed but not counted: it is metadata, not the model."""
+    folder = Path(path).parent
+    files = [{"name": str(p.relative_to(folder)), "role": role, "bytes": p.stat().st_size} for p, role in artifact_parts(path)]
+    return {"bytes": sum(f["bytes"] for f in files if f["role"] != "sidecar"), "files": files}
