@@ -93,3 +93,20 @@ def test_bench_many_splits_runs_into_interleaved_rounds(artifacts):
         _check_latency(r)
         assert r["speedup_vs_first"]["artifact"] == str(artifacts["onnx"])
     assert bench_many([artifacts["onnx"]], runs=2, rounds=5)[0]["rounds"] == 2  # never an empty block
+
+
+def test_bench_counts_the_external_data_of_an_onnx_model(artifacts, tmp_path, cli_main, capsys):
+    """`model.onnx` + `model.onnx.data` (torch.onnx.export's default) is one artifact of their total size."""
+    import onnx
+
+    from toolchain.bench import bench
+
+    path = tmp_path / "model.onnx"
+    onnx.save(onnx.load(str(artifacts["onnx"])), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx.data", size_threshold=0)
+    total = path.stat().st_size + (tmp_path / "model.onnx.data").stat().st_size
+    assert bench(path, runs=5, warmup=1)["bytes"] == total
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", str(path), "--runs", "5", "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    capsys.readouterr()
+    assert exc.value.code == 0 and json.loads((tmp_path / "b.json").read_text())["results"][0]["bytes"] == total

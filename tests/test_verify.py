@@ -514,3 +514,39 @@ def test_without_the_onnx_package_the_weight_range_comes_from_the_metadata(art, 
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError, as on a device
     assert {bits: onnx_artifact_info(p)["int8_weight_max"] for bits, p in paths.items()} == {7: 64, 8: 127}
     assert onnx_artifact_info(paths[8])["precision"] == "int8"
+
+
+def test_verify_states_the_bytes_and_sha256_of_every_file_it_judged(art, capsys, tmp_path):
+    """torch.onnx.export's default writes `m.onnx` + `m.onnx.data`: one artifact, of their total size, each
+    file's sha256 in the JSON, on the console, in the Markdown and in the JUnit properties."""
+    import contextlib
+    import hashlib
+    import io
+
+    import torch
+
+    path, data = tmp_path / "m.onnx", tmp_path / "m.onnx.data"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(art["model"].eval(), (torch.from_numpy(art["x"][:2]),), str(path), dynamo=True, input_names=["input"],
+                          output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
+    assert data.is_file(), "torch.onnx.export wrote no external data"
+    sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (path, data)}
+    j, md, xml = tmp_path / "v.json", tmp_path / "v.md", tmp_path / "v.xml"
+    code, stdout, err = cli([path, "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--json", j, "--markdown", md,
+                             "--junit", xml], capsys)
+    assert code == 0, err
+    res = json.loads(j.read_text())
+    entry = res["artifacts"][0]
+    assert entry["bytes"] == path.stat().st_size + data.stat().st_size
+    assert entry["sha256"] == sha["m.onnx"]
+    assert [(f["name"], f["role"], f["sha256"]) for f in entry["files"]] == [("m.onnx", "model", sha["m.onnx"]),
+                                                                            ("m.onnx.data", "external data", sha["m.onnx.data"])]
+    assert entry["evaluation"]["fn_per_class"] == art["base"]["fn_per_class"]  # the same model, judged whole
+    digest = res["data"]["rows_sha256"]
+    for text in (stdout, md.read_text()):
+        assert sha["m.onnx"] in text and sha["m.onnx.data"] in text and digest in text, text
+    assert f"{entry['bytes']:,} bytes in 2 files" in stdout
+    props = {p.get("name"): p.get("value") for p in ET.parse(xml).getroot().iter("property")}
+    assert props["artifact_sha256"] == sha["m.onnx"] and props["sha256 m.onnx.data"] == sha["m.onnx.data"]
+    assert props["artifact_bytes"] == str(entry["bytes"]) and props["rows_sha256"] == digest

@@ -300,11 +300,20 @@ def _fit(report: dict, run_dir: Path, profile) -> None:
 
 
 def finish(report: dict, run_dir: Path) -> None:
+    """Write plots/, report.md, report.html (the Markdown and the plots in one self-contained page) and
+    report.json; the three documents are rendered before any is written."""
+    from toolchain.report.html import render_html
     from toolchain.report.markdown import render_report
-    from toolchain.report.plots import plot_report
+    from toolchain.report.plots import CAPTIONS, plot_report
 
     run = RunDir(run_dir)
-    report["plots"] = [run.relative(p) for p in plot_report(report, run.plots)]
-    markdown, document = render_report(report), json.dumps(report, indent=2, allow_nan=False) + "\n"  # both rendered before either is written
+    plots = plot_report(report, run.plots)
+    report["plots"] = [run.relative(p) for p in plots]
+    html_path = run.report_md.with_suffix(".html")
+    report["html"] = run.relative(html_path)
+    markdown = render_report(report)
+    page = render_html(markdown, [(p, CAPTIONS.get(p.name, p.name)) for p in plots], "cwtool compress report")
+    document = json.dumps(report, indent=2, allow_nan=False) + "\n"
     atomic_write_text(run.report_md, markdown)
+    atomic_write_text(html_path, page)
     atomic_write_text(run.report_json, document)

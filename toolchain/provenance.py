@@ -1,6 +1,7 @@
 """Fingerprints that let a report prove what it judged: files and data rows, by sha256.
 
-numpy and the standard library only: `cwtool verify` computes the same fingerprints on a device.
+numpy and the standard library only (and the `onnx` package, when installed, to find an ONNX file's
+external data): `cwtool verify` computes the same fingerprints on a device.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["file_sha256", "rows_sha256"]
+from toolchain.runtimes.parts import artifact_parts
+
+__all__ = ["file_sha256", "rows_sha256", "artifact_sha256"]
 
 ROWS_HASH_VERSION = b"cwtool-rows/1"
 
@@ -21,6 +24,16 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def artifact_sha256(path: str | Path) -> dict:
+    """The fingerprint of an artifact: ``sha256`` of its model file (what `sha256sum model.onnx` prints)
+    and ``files``, every file it is made of (the model, ONNX external data, the sidecar the runner reads)
+    with its role, bytes and sha256, so a report proves which bytes were judged."""
+    path = Path(path)
+    files = [{"name": str(p.relative_to(path.parent)), "role": role, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
+             for p, role in artifact_parts(path)]
+    return {"sha256": files[0]["sha256"], "files": files}
 
 
 def rows_sha256(x: np.ndarray, y: np.ndarray) -> str:

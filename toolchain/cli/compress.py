@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -66,19 +65,13 @@ def demo(
 
 
 def print_summary(report: dict, run_dir: Path) -> None:
-    from rich.console import Console
-    from rich.markdown import Markdown
-
-    from toolchain.report.consoles import log_console, quiet_broken_stream
+    """report.md on stdout, then the target's verdict (when there is one) and where the files are."""
+    from toolchain.report.consoles import log_console, print_markdown
+    from toolchain.report.fit import fit_sentence
     from toolchain.report.markdown import render_report
 
-    console, text = Console(), render_report(report)
-    if console.is_terminal:
-        console.print(Markdown(text))
-    else:  # a log or a pipe gets the Markdown itself: rich would wrap its tables at 80 columns
-        try:
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
-            sys.stdout.flush()
-        except BrokenPipeError:  # `| head`: the reader has what it wanted
-            quiet_broken_stream(sys.stdout)
-    log_console().print(f"run directory: {run_dir} (report.json, report.md)")
+    print_markdown(render_report(report))
+    verdict = fit_sentence(report)
+    if verdict:
+        log_console().print(verdict, style="green" if report["target"]["fits"] else "bold red")
+    log_console().print(f"run directory: {run_dir} (report.json, report.md, report.html)")

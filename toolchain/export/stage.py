@@ -1,5 +1,6 @@
-"""The export stage of `compress`: calibrate, export every artifact, FN-aware int8, and evaluate each
-file in its own runtime on the test split (report only: nothing is chosen from test).
+"""The export stage of `compress` and `cwtool export`: calibrate, export every artifact, FN-aware int8,
+and evaluate each file in its own runtime on the test split (report only: nothing is chosen from
+test); with a target, each file's fit verdict.
 
 Format-specific work goes through the backends registered in toolchain.export."""
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from toolchain.errors import UserError
 from toolchain.export import ExportJob, export_backend
 from toolchain.metrics import evaluate_logits
+from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.prune.bake import bake_offsets
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, fn_count
 from toolchain.quantize.fallback import fn_aware_quantize, protected_log_odds
@@ -37,8 +40,6 @@ class ExportSettings:
 def export_settings(options) -> ExportSettings:
     """The files to write and how, from what the user asked (toolchain.config.ExportOptions) and, with a
     --target, the device profile: its formats, precision, layout, threads and int8 input scheme."""
-    from toolchain.errors import UserError
-
     layout, calibration = options.layout, options.calibration
     if layout not in (None, "NCHW", "NHWC"):
         raise UserError(f"--layout '{layout}' is not NCHW or NHWC")
@@ -65,6 +66,28 @@ def export_settings(options) -> ExportSettings:
                           calibration_size=options.calibration_size, calibration_method=options.calibration_method,
                           calibration_file=str(calibration) if calibration else None, threads=threads,
                           float_input_conv=float_input_conv is not False, target=options.target)
+
+
+def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str = " (or --skip-export)") -> None:
+    """Export settings that cannot work for this data are bad input: said before minutes of pruning or
+    converting, not after (the layout, a calibration file's rows, the converters installed)."""
+    if export is None or not export.artifacts:
+        return
+    if export.layout == "NHWC" and len(dataset.input_shape) != 3:
+        raise UserError(f"NHWC layout needs image data (C, H, W); these samples have shape {dataset.input_shape}: use --layout NCHW")
+    if export.calibration_file:
+        from toolchain.quantize.calibration import load_calibration
+
+        x, _ = load_calibration(export.calibration_file)
+        if tuple(x.shape[1:]) != tuple(dataset.input_shape):
+            raise UserError(f"--calibration rows have shape {tuple(x.shape[1:])}, the data's samples {tuple(dataset.input_shape)}: "
+                            "give a calibration file made for this data")
+    import importlib.util
+
+    for fmt in sorted({fmt for fmt, _ in export.artifacts}):
+        module, package = export_backend(fmt).needs
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"exporting {fmt} needs {package}: pip install 'cwtool[compress]'{skip_hint}")
 
 
 def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_dir: Path) -> tuple[np.ndarray, dict]:
@@ -110,12 +133,14 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     work = RunDir(run_dir).work
     example = torch.as_tensor(dataset.x_train[:1])
     num_classes = int(model(example).shape[1])
-    calib_x, calib_record = _calibration(dataset, protected, settings, seed, run_dir)
+    int8 = any(p == "int8" for _, p in settings.artifacts)  # only int8 files are calibrated
+    calib_x, calib_record = _calibration(dataset, protected, settings, seed, run_dir) if int8 else (None, None)
     job = ExportJob(example=example, num_classes=num_classes, layout=settings.layout, calibration_x=calib_x,
                     calibration_method=settings.calibration_method, out=out, work=work)
     x_val, y_val = dataset.split("val")
     x_test, y_test = dataset.split("test")
     torch_test_pred = predict_logits(model, x_test).argmax(1)
+    test_rows = rows_sha256(x_test, y_test)
 
     def score(path: Path):
         logits = load_runner(path, threads=settings.threads).predict(x_val)
@@ -138,7 +163,10 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             if not any(step.values()) or float(np.mean(apply_offsets(logits, step).argmax(1) == y_val)) < min_val_accuracy:
                 return None
             offsets = {k: baked.get(k, 0.0) + step[k] for k in step}
-            shifted = bake_offsets(copy.deepcopy(model), offsets, example)
+            try:
+                shifted = bake_offsets(copy.deepcopy(model), offsets, example)
+            except ValueError:  # no classifier bias to carry an offset (a user's model): float layers instead
+                return None
             return keeping_float(backend.int8_source(shifted, job, scratch=True), stem), offsets
         return retune
 
@@ -162,9 +190,11 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             logits = runner.predict(x_test)
             evaluation = evaluate_logits(y_test, logits, protected, num_classes)
             evaluation["predictions"] = logits.argmax(1).tolist()
-            info = artifact_info(path)
+            evaluation["rows_sha256"] = test_rows
+            info = artifact_info(path, runner=runner)
             entry = {
-                "path": str(path.relative_to(run_dir)), "format": fmt, "precision": precision, "bytes": path.stat().st_size,
+                "path": str(path.relative_to(run_dir)), "format": fmt, "precision": precision,
+                "bytes": info["bytes"], **artifact_sha256(path),  # all its files: an ONNX model's external data too
                 "runtime": runner.runtime, "layout": runner.layout, "input_dtype": info.get("input_dtype"),
                 "weights_precision": info.get("precision"), "convert_seconds": convert_seconds,
                 "agreement": float(np.mean(logits.argmax(1) == torch_test_pred)), "evaluation": evaluation,
@@ -182,3 +212,23 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     finally:  # half-built int8 candidates never outlive the stage
         shutil.rmtree(work, ignore_errors=True)
     return entries, calib_record
+
+
+def fit_verdicts(entries: list[dict], root: Path, profile, macs: int | None, macs_source: str) -> dict:
+    """The device verdict of every file (toolchain.targets.fit_check: bytes with external data, estimated
+    peak memory, operators, estimated latency from ``macs``), set as each entry's "fit"; returns the
+    target's summary for report.json: fits only when every file fits, and why not."""
+    from toolchain.targets import LATENCY_NOTE, MEMORY_NOTE, fit_check
+
+    for entry in entries:
+        fit = fit_check(profile, root / entry["path"], macs=macs)
+        fit["artifact"] = entry["path"]  # as the report names it, not where it was checked
+        if fit["estimated_latency"] is not None and macs is not None:  # else fit_check names the file's graph
+            fit["estimated_latency"]["macs_source"] = macs_source
+        entry["fit"] = fit
+    failing = [f"{e['path']}: {'; '.join(e['fit']['reasons'])}" for e in entries if not e["fit"]["fits"]]
+    fits = bool(entries) and not failing
+    verdict = ("fits" if fits else "does not fit: " + " | ".join(failing)) if entries else "no files to check"
+    return {"name": profile.name, "description": profile.description, "profile": str(profile.path), "fits": fits,
+            "verdict": verdict, "files": len(entries), "files_fitting": len(entries) - len(failing),
+            "throughput_source": profile.throughput_source, "latency_note": LATENCY_NOTE, "memory_note": MEMORY_NOTE}

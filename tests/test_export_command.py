@@ -1,0 +1,160 @@
+"""`cwtool export`: a dense model to the files compress writes, which verify accepts and whose FN are
+evaluate's on the same rows; a target's verdict; bad input refused before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from clirun import run_cli
+
+COMPRESS_NAMES = {"model_fp32.onnx", "model_int8.onnx", "model_fp32_nchw.tflite", "model_int8_nchw.tflite"}
+
+
+@pytest.fixture(scope="module")
+def exported(trained_digits, tmp_path_factory):
+    import contextlib
+    import io
+
+    from toolchain.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "dense"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exc:
+        main(["export", str(trained_digits[0]), "--data", "digits", "-p", "3", "--out", str(out)])
+    return exc.value.code, out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_export_writes_compress_s_files_with_their_metadata(exported):
+    import onnx
+
+    code, out, stdout, stderr = exported
+    assert code == 0, stderr
+    report = json.loads((out / "export.json").read_text())
+    assert report["kind"] == "cwtool-export" and report["model"]["pruned"] is False
+    assert {p.name for p in (out / "artifacts").iterdir()} == COMPRESS_NAMES | {n + ".json" for n in COMPRESS_NAMES if n.endswith(".tflite")}
+    assert [(a["format"], a["precision"]) for a in report["artifacts"]] == [("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")]
+    meta = {p.key: p.value for p in onnx.load(str(out / "artifacts/model_fp32.onnx")).metadata_props}
+    assert meta["num_classes"] == "10" and meta["layout"] == "NCHW" and meta["precision"] == "fp32"
+    assert json.loads((out / "artifacts/model_int8_nchw.tflite.json").read_text())["num_classes"] == 10
+    assert report["calibration"]["split"] == "train" and (out / "calibration.npz").is_file()
+    for art in report["artifacts"]:
+        path = out / art["path"]
+        assert art["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and art["bytes"] == path.stat().st_size
+        assert art["gate"]["passed"] and art["agreement"] > 0.95 and art["runtime"]
+    assert "# cwtool export report" in stdout and (out / "export.md").read_text().startswith("# cwtool export report")
+    assert not list(out.parent.glob(".cwtool-tmp*"))  # the staged folder became the output
+
+
+def test_verify_accepts_the_files_and_their_fn_are_evaluate_s(exported, trained_digits, capsys, tmp_path):
+    _, out, _, _ = exported
+    report = json.loads((out / "export.json").read_text())
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", "digits", "-p", "3", "--json", tmp_path / "e.json"], capsys)
+    assert code == 0, err
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    paths = [out / a["path"] for a in report["artifacts"]]
+    code, _, err = run_cli(["verify", *paths, "--data", "digits", "-p", "3", "--baseline", out / "export.json",
+                            "--json", tmp_path / "v.json"], capsys)
+    assert code == 0, err
+    verified = json.loads((tmp_path / "v.json").read_text())
+    assert verified["data"]["rows_sha256"] == evaluated["rows_sha256"] == report["data"]["test_rows_sha256"]
+    assert verified["baseline"]["from"] == "report.baseline.test" and verified["data"]["same_rows_as_baseline"] is True
+    assert report["baseline"]["test"]["fn_per_class"] == evaluated["fn_per_class"]  # the reference is evaluate's torch model
+    for art, entry in zip(verified["artifacts"], report["artifacts"]):
+        assert art["evaluation"]["fn_per_class"] == entry["evaluation"]["fn_per_class"]  # verify re-measures what export did
+        assert art["sha256"] == entry["sha256"]
+        if entry["precision"] == "fp32":  # a float file computes the torch model's predictions
+            assert art["evaluation"]["fn_per_class"] == evaluated["fn_per_class"]
+            assert art["evaluation"]["protected"][0]["fn"] == evaluated["protected"][0]["fn"]
+
+
+def test_export_for_a_target_writes_its_file_with_the_verdict(trained_digits, tmp_path, capsys):
+    out = tmp_path / "pi"
+    code, stdout, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--target", "raspberry-pi-4",
+                                 "--precision", "int8", "--out", out], capsys)
+    assert code in (0, 1), err
+    report = json.loads((out / "export.json").read_text())
+    (art,) = report["artifacts"]
+    assert art["path"] == "artifacts/model_int8_nhwc.tflite" and art["layout"] == "NHWC" and art["fit"]["artifact"] == art["path"]
+    assert report["target"]["name"] == "raspberry-pi-4" and report["target"]["files"] == 1
+    assert "## Target raspberry-pi-4" in (out / "export.md").read_text() and "## Target raspberry-pi-4" in stdout
+    assert "target raspberry-pi-4:" in err
+
+
+def test_choose_artifacts():
+    from toolchain.errors import UserError
+    from toolchain.export.stage import DEFAULT_ARTIFACTS
+    from toolchain.export.standalone import choose_artifacts
+
+    assert choose_artifacts(DEFAULT_ARTIFACTS, None, None) == DEFAULT_ARTIFACTS
+    assert choose_artifacts(DEFAULT_ARTIFACTS, ["tflite"], ["fp16", "fp32"]) == (("tflite", "fp32"), ("tflite", "fp16"))
+    assert choose_artifacts(DEFAULT_ARTIFACTS, ["onnx"], ["int8"]) == (("onnx", "fp32"), ("onnx", "int8"))  # int8 is made from fp32
+    assert choose_artifacts(DEFAULT_ARTIFACTS, None, ["fp16"]) == (("tflite", "fp16"),)
+    assert choose_artifacts((("tflite", "fp32"), ("tflite", "int8")), None, ["int8"]) == (("tflite", "int8"),)
+    for formats, precisions in ((["onnx"], ["fp16"]), (["pdf"], None), (None, ["int4"])):
+        with pytest.raises(UserError):
+            choose_artifacts(DEFAULT_ARTIFACTS, formats, precisions)
+
+
+def test_reference_guard_holds_int8_to_the_float_model():
+    from toolchain.export.standalone import reference_guard
+
+    y = np.repeat(np.arange(4), 30)
+    pred = y.copy()
+    pred[:2] = 1  # the float model misses two of class 0
+    guard = reference_guard(y, pred, [0])
+    same = np.eye(4)[pred]
+    assert guard.met(same, {}) and 0.5 < guard.confidence < 0.95  # a perfect copy passes: what it can back
+    worse = same.copy()
+    worse[5] = np.eye(4)[2]  # misses one more of class 0, one the float model caught
+    assert not guard.met(worse, {})
+    better = same.copy()
+    better[0] = np.eye(4)[0]  # catches one the float model missed
+    assert guard.met(better, {})
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--format", "onnx", "--precision", "fp16"], "fp16 is a TFLite precision"),
+    (["--format", "pdf"], "--format 'pdf'"),
+    (["--target", "no-such-board"], "no-such-board"),
+    (["--layout", "NCHW", "--target", "raspberry-pi-4"], "drop --layout"),
+    (["-p", "12"], "outside the model's outputs"),
+])
+def test_bad_input_exits_2_and_writes_nothing(trained_digits, tmp_path, capsys, extra, needle):
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--out", tmp_path / "x", *extra], capsys)
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_folder_is_not_mixed_with(trained_digits, tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "mine.txt").write_text("keep")
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "not empty" in err
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["mine.txt"]
+
+
+def test_a_failed_export_leaves_nothing_behind(trained_digits, tmp_path, monkeypatch):
+    from toolchain.config import ExportOptions
+    from toolchain.export import standalone
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(standalone, "export_all", fail)
+    request = standalone.ExportRequest(str(trained_digits[0]), "digits", ["3"], str(tmp_path / "out"))
+    with pytest.raises(RuntimeError):
+        standalone.export_model(request, ExportOptions(), log=lambda *a, **k: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where,needle", [("model folder", "an input of this command"), ("a file", "is a file")])
+def test_out_never_replaces_an_input(trained_digits, tmp_path, capsys, where, needle):
+    out = trained_digits[0].parent if where == "model folder" else trained_digits[0]
+    before = sorted(p.name for p in trained_digits[0].parent.iterdir())
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--out", out], capsys)
+    assert code == 2 and needle in err, err
+    assert sorted(p.name for p in trained_digits[0].parent.iterdir()) == before

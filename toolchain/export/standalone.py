@@ -1,0 +1,231 @@
+"""`cwtool export`: any model cwtool can load -- dense or pruned -- to the files `compress` writes, with
+the same names, metadata, sidecars and int8 calibration (train rows), each re-checked in its runtime on
+the test split against the torch model it came from, and a small report (export.json, export.md).
+
+The folder it writes:
+
+    OUT/artifacts/     model_fp32.onnx, model_int8.onnx, model_fp32_nchw.tflite(.json), ...
+    OUT/calibration.npz  the int8 calibration rows and their recipe
+    OUT/export.json    the torch model's test evaluation ("baseline"."test": `cwtool verify --baseline`
+                       reads it), every file's evaluation, gate, bytes, sha256 and, with --target, fit
+    OUT/export.md      the same in words
+
+Everything is written into a staged folder beside OUT and moved into place at the end: a failed or
+interrupted export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolchain import __version__
+from toolchain.config import ExportOptions
+from toolchain.errors import UserError
+from toolchain.export.stage import DEFAULT_ARTIFACTS, check_export_inputs, export_all, export_settings, fit_verdicts
+from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text
+from toolchain.promise import promise_confidence
+from toolchain.prune.operating_point import PromiseGuard
+
+__all__ = ["ExportRequest", "export_model", "choose_artifacts", "reference_guard", "EXPORT_SCHEMA"]
+
+EXPORT_SCHEMA = 1
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8")
+MAX_ACCURACY_DROP = 0.02  # compress's default budget: each file against the torch model it came from
+GUARD_CONFIDENCE = 0.95  # compress's default confidence, lowered to what a perfect copy can back (reference_guard)
+
+
+@dataclass
+class ExportRequest:
+    model: str
+    data: str
+    protect: list[str]
+    out: str
+    formats: list[str] | None = None  # None: compress's files (or the --target's)
+    precisions: list[str] | None = None
+    arch: str | None = None
+    arch_kwargs: dict | None = None
+    trust_model: bool = False
+    seed: int = 0  # the data split and the calibration draw, as in compress
+    label_column: str | None = None
+    class_names: str | list[str] | None = None
+    image_size: tuple[int, int] | None = None
+    input_shape: tuple[int, ...] | None = None  # --input-shape: flat rows as samples of this shape
+
+
+def choose_artifacts(base: tuple, formats: list[str] | None, precisions: list[str] | None) -> tuple:
+    """The (format, precision) files to write: every asked format with every asked precision; what is
+    not asked comes from ``base`` (compress's files, or the target's). ONNX has no fp16 file (the exporter
+    writes fp32); ONNX int8 is quantized from the fp32 file, which is then written and checked too."""
+    for value, allowed, flag in ((formats, FORMATS, "--format"), (precisions, PRECISIONS, "--precision")):
+        bad = [v for v in value or [] if v not in allowed]
+        if bad:
+            raise UserError(f"{flag} {bad[0]!r} is not one of {', '.join(allowed)}")
+    fmts = list(dict.fromkeys(formats or [f for f, _ in base]))
+    precs = list(dict.fromkeys(precisions or [p for _, p in base]))
+    if formats and precisions and "onnx" in fmts and precs == ["fp16"]:
+        raise UserError("ONNX files are fp32 or int8 (fp16 is a TFLite precision): use --format tflite for fp16")
+    pairs = {(f, p) for f in fmts for p in precs if (f, p) != ("onnx", "fp16")}
+    if ("onnx", "int8") in pairs:
+        pairs.add(("onnx", "fp32"))
+    if not pairs:
+        raise UserError(f"no file to write for --format {', '.join(fmts)} and --precision {', '.join(precs)}")
+    return tuple(sorted(pairs, key=lambda fp: (FORMATS.index(fp[0]), PRECISIONS.index(fp[1]))))
+
+
+def reference_guard(y_val: np.ndarray, reference_pred: np.ndarray, protected: list[int]) -> PromiseGuard:
+    """The rule every int8 file meets on validation (export_all, quantize.fallback) when there is no
+    dense model to compare with: the float model itself is the reference -- its own validation
+    predictions stand where compress has the dense model's -- with no FN budget.
+
+    compress's default confidence (0.95) cannot be reached this way: a perfect copy of the float model
+    (b = c = 0 disagreements) backs "misses none more on new data" only with promise_confidence(0, 0, n),
+    about 0.77 for any n (docs/FN_PROMISE.md). So, as compress does when its pruned model fell short of
+    the asked confidence (the files are held to what that model reached), the int8 file is held to what
+    a perfect copy reaches: on validation it must not miss a protected sample the float model catches
+    unless it also catches ones the float model misses, enough to leave the evidence as strong (b = 0
+    passes; b = c = 1 does not). A file short of it gets its own protected-logit offset first (within
+    the accuracy budget), then float layers; the test split only reports."""
+    reached = min(promise_confidence(0, 0, int(np.sum(y_val == k))) for k in protected)
+    return PromiseGuard(y=y_val, dense_pred=reference_pred, protected=list(protected), budget=0,
+                        confidence=min(GUARD_CONFIDENCE, reached - 1e-9))
+
+
+def _inputs(request: ExportRequest, settings, log):
+    """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names)."""
+    from toolchain.data import load_data
+    from toolchain.data.identity import check_unseen
+    from toolchain.evaluate import check_labels, class_names_for, predict_on, probe_outputs, resolve_protected
+    from toolchain.models.loading import load_model
+
+    dataset = load_data(request.data, seed=request.seed, label_column=request.label_column, class_names=request.class_names,
+                        image_size=request.image_size, input_shape=request.input_shape)
+    loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
+                        input_shape=dataset.input_shape)
+    if loaded.kind == "torchscript":
+        raise UserError("a TorchScript archive cannot be converted to TFLite or quantized by cwtool: give its state_dict with --arch")
+    num_outputs = probe_outputs(loaded.module, dataset.input_shape)
+    predict_on(loaded.module, dataset.x_val)  # the whole validation split once: a model that fails on it is bad input
+    names = class_names_for(dataset, num_outputs)
+    protected = resolve_protected(request.protect, names, num_outputs)
+    for split in ("train", "val", "test"):
+        check_labels(dataset.split(split)[1], num_outputs, f"the {split} split")
+    needs = [("test", "its false negatives cannot be re-checked")]
+    if any(p == "int8" for _, p in settings.artifacts):
+        needs.append(("val", "int8 files cannot be held to the float model's protected FN"))
+    for split, why in needs:
+        absent = [k for k in protected if not np.any(dataset.split(split)[1] == k)]
+        if absent:
+            raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
+    check_export_inputs(settings, dataset, skip_hint="")
+    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
+    return dataset, loaded, protected, names
+
+
+def _staged_folder(out: Path) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out '{out}' exists and is not empty: give a new folder (export never mixes its files with others)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}.", dir=out.parent))
+
+
+def _macs(model, example) -> int | None:
+    from toolchain.models.profile import count_macs
+
+    try:
+        return count_macs(model, example)
+    except Exception:  # noqa: BLE001 - an op the counter does not know: the fit check reads the file's graph instead
+        return None
+
+
+def export_model(request: ExportRequest, options: ExportOptions, log=print) -> tuple[dict, Path]:
+    """Write the files and the report into ``request.out``; returns (the export report, the folder)."""
+    import torch
+
+    from toolchain.gate import fn_gate
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.profile import count_params
+    from toolchain.models.train import predict_logits
+    from toolchain.provenance import file_sha256, rows_sha256
+
+    base = export_settings(options)
+    settings = dataclasses.replace(base, artifacts=choose_artifacts(base.artifacts or DEFAULT_ARTIFACTS, request.formats,
+                                                                    request.precisions))
+    dataset, loaded, protected, names = _inputs(request, settings, log)
+    profile = None
+    if settings.target:
+        from toolchain.targets import load_target
+
+        profile = load_target(settings.target)
+    out = Path(request.out)
+    stage = _staged_folder(out)
+    try:
+        log(f"data: {dataset.name}: {dataset.preprocessing.note}")
+        model = loaded.module.float().cpu().eval()
+        x_val, y_val = dataset.split("val")
+        x_test, y_test = dataset.split("test")
+        logits = predict_logits(model, x_test)
+        reference = evaluate_logits(y_test, logits, protected, len(names))
+        reference["predictions"] = logits.argmax(1).tolist()  # per-sample: verify pairs every file with it (McNemar)
+        reference["rows_sha256"] = rows_sha256(x_test, y_test)
+        val_logits = predict_logits(model, x_val)
+        val_accuracy = float(np.mean(val_logits.argmax(1) == y_val))
+        gate_fn = lambda ref, cand: fn_gate(ref, cand, 0, MAX_ACCURACY_DROP, labels=y_test)  # noqa: E731
+        t0 = time.perf_counter()
+        entries, calibration = export_all(model, dataset, protected, reference_guard(y_val, val_logits.argmax(1), protected),
+                                          reference, settings, stage, request.seed, gate_fn, log=log,
+                                          min_val_accuracy=val_accuracy - MAX_ACCURACY_DROP)
+        example = torch.zeros(1, *dataset.input_shape)
+        macs = _macs(model, example)
+        report = {
+            "schema_version": EXPORT_SCHEMA, "kind": "cwtool-export", "tool": {"name": "cwtool", "version": __version__},
+            "model": {"path": str(request.model), "sha256": file_sha256(Path(request.model)), "kind": loaded.kind,
+                      "arch": loaded.arch or request.arch, "pruned": bool(loaded.channel_plan), "params": count_params(model),
+                      "macs": macs},
+            "protected": protected, "class_names": names,
+            "data": {**dataset.describe(), "test_rows_sha256": reference["rows_sha256"]},
+            "baseline": {"source": "the torch model itself", "val": {"accuracy": val_accuracy}, "test": reference},
+            "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},
+            "settings": {**dataclasses.asdict(settings), "artifacts": [list(a) for a in settings.artifacts]},
+            "calibration": calibration, "artifacts": entries, "seconds": time.perf_counter() - t0,
+        }
+        if profile is not None:
+            report["target"] = fit_verdicts(entries, stage, profile, macs, f"the torch model ({Path(request.model).name})")
+        reasons = [f"{e['path']}: {r}" for e in entries for r in e["gate"]["reasons"]]
+        report["gate"] = {"passed": not reasons, "reasons": reasons, "budget": report["budget"]}
+        _write(report, stage)
+        _publish(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return report, out
+
+
+def _write(report: dict, folder: Path) -> None:
+    from toolchain.report.export_markdown import render_export_report
+
+    markdown = render_export_report(report)  # rendered before anything is written
+    atomic_write_text(folder / "export.md", markdown)
+    atomic_write_json(folder / "export.json", report)
+
+
+def _publish(stage: Path, out: Path) -> None:
+    if out.is_dir():  # checked empty before the work began
+        out.rmdir()
+    stage.chmod(0o777 & ~_umask())  # mkdtemp's folder is owner-only
+    stage.rename(out)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,67 @@
+"""export.md: what `cwtool export` wrote and how each file measured against the torch model it came
+from (test split), the device verdict with --target, and the files' sha256. No torch, no tensorflow."""
+
+from __future__ import annotations
+
+from toolchain.errors import printable
+from toolchain.report.fit import fit_lines
+from toolchain.report.markdown import files_lines, fmt_value, protected_cell
+
+__all__ = ["render_export_report"]
+
+
+def _classes(report: dict) -> str:
+    names = report.get("class_names") or []
+    return ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
+
+
+def _int8_lines(artifacts: list[dict]) -> list[str]:
+    lines = []
+    for art in artifacts:
+        q = art.get("quantization")
+        if not q:
+            continue
+        parts = [f"input layer {', '.join(q['float_input_layers'])} kept float (few input channels: faster so)"] if q.get("float_input_layers") else []
+        if q.get("float_layers"):
+            parts.append(f"{', '.join(q['float_layers'])} kept float ({q.get('note') or 'protected FN'})")
+        if q.get("offsets"):
+            parts.append("own protected-logit offset " + ", ".join(f"class {k} {v:+.3f}" for k, v in q["offsets"].items()))
+        if not q.get("within_budget_on_val", True):
+            parts.append("**short of the float model's protected FN on validation**")
+        lines.append(f"- {art['path']}: {'; '.join(parts) or 'fully int8'}")
+    if not lines:
+        return []
+    return ["", "## int8 files", "", "Held on validation to the float model's protected FN (calibration rows from the train split).",
+            "", *lines]
+
+
+def render_export_report(report: dict) -> str:
+    model, data, gate = report["model"], report["data"], report["gate"]
+    budget = report["budget"]
+    lines = [
+        "# cwtool export report",
+        "",
+        f"Model: `{model['path']}` ({model.get('arch') or model['kind']}{', pruned' if model.get('pruned') else ''}, "
+        f"{model['params']:,} parameters, sha256 `{model['sha256']}`).",
+        "",
+        f"Data: {data['name']}, test split of {data['sizes']['test']} rows (seed {data['seed']}), sha256 `{data['test_rows_sha256']}`. "
+        f"Protected classes: {_classes(report)}.",
+        "",
+        f"**Every file {'matches' if gate['passed'] else 'does NOT match'} the torch model** (test FN +{budget['max_fn_increase']} "
+        f"per protected class, accuracy drop <= {budget['max_accuracy_drop']})",
+    ]
+    lines += [f"- {r}" for r in gate["reasons"]]
+    lines += ["", "| model | bytes | accuracy | protected (test) | agreement with torch | verdict |", "|---|--:|--:|---|--:|---|",
+              f"| torch model | - | {fmt_value(report['baseline']['test']['accuracy'])} | {protected_cell(report['baseline']['test'])} | - | reference |"]
+    for art in report["artifacts"]:
+        verdict = "pass" if art["gate"]["passed"] else "FAIL"
+        lines.append(f"| {art['path']} ({art.get('runtime', '?')}) | {art['bytes']:,} | {fmt_value(art['evaluation']['accuracy'])} | "
+                     f"{protected_cell(art['evaluation'])} | {art['agreement']:.1%} | {verdict} |")
+    lines += fit_lines(report)
+    lines += _int8_lines(report["artifacts"])
+    lines += files_lines(report["artifacts"])
+    first = report["artifacts"][0]["path"] if report["artifacts"] else "artifacts/FILE"
+    seed = f" --seed {data['seed']}" if data.get("seed") else ""
+    lines += ["", "Re-check a file anywhere (numpy and one runtime): "
+                  f"`cwtool verify {first} --data {data['name']}{seed} -p {report['protected'][0]} --baseline export.json`"]
+    return printable("\n".join(lines)) + "\n"

@@ -1,0 +1,73 @@
+"""The target's verdict in words: does each file fit the device, and why (bytes, estimated peak memory,
+operators, estimated latency and where its numbers come from). Standard library only: reads the
+"target" summary and each artifact's "fit" (toolchain.export.stage.fit_verdicts)."""
+
+from __future__ import annotations
+
+from toolchain.errors import printable
+
+__all__ = ["fit_lines", "fit_sentence"]
+
+MIB = 1024 * 1024
+
+
+def _mib(n) -> str:
+    return "-" if n is None else f"{n / MIB:.1f} MiB"
+
+
+def _operators(check: dict) -> str:
+    used = check.get("used")
+    if used is None:
+        return f"not read ({check.get('note', 'no reader here')})"
+    bad = sorted(set(check.get("unsupported") or []) | set(check.get("rejected") or []))
+    return f"{len(used)} kinds, all supported" if not bad else f"{len(used)} kinds; not supported: {', '.join(bad)}"
+
+
+def _latency(fit: dict) -> str:
+    lat = fit.get("estimated_latency")
+    if not lat:
+        return "-"
+    return f"{lat['estimate_ms']:.3g} ms ({lat['precision']}, {lat['gmacs']:g} GMAC/s, {lat['threads']} threads)"
+
+
+def fit_sentence(report: dict) -> str | None:
+    """One line for the console after a run: the target, its verdict, how many files fit."""
+    target = report.get("target")
+    if not target:
+        return None
+    count = f"{target.get('files_fitting', '?')} of {target.get('files', '?')} files fit"
+    word = "fits" if target["fits"] else "does NOT fit"
+    why = "" if target["fits"] else f" ({target.get('verdict', '')})"
+    return printable(f"target {target['name']}: {word}; {count}{why}")
+
+
+def fit_lines(report: dict) -> list[str]:
+    """The Markdown section of report.md (compress) and export.md: a row per file, then warnings and
+    the sources of the estimates."""
+    target = report.get("target")
+    if not target:
+        return []
+    arts = [a for a in report.get("artifacts", []) if "fit" in a]
+    lines = ["", f"## Target {target['name']}: {'fits' if target['fits'] else '**does not fit**'}", ""]
+    if target.get("description"):
+        lines += [f"{target['description']}.", ""]
+    lines += ["| file | verdict | bytes (limit) | peak memory, est. (RAM) | operators | latency per sample, est. |",
+              "|---|---|--:|--:|---|--:|"]
+    for art in arts:
+        fit, checks = art["fit"], art["fit"]["checks"]
+        memory = checks["memory"]
+        verdict = "fits" if fit["fits"] else "**no**: " + "; ".join(fit["reasons"])
+        lines.append(f"| {art['path']} | {verdict} | {checks['bytes']['value']:,} ({checks['bytes']['limit']:,}) | "
+                     f"{_mib(memory['estimate_bytes'])} ({_mib(memory['limit'])}) | {_operators(checks['operators'])} | {_latency(fit)} |")
+    warnings = [f"- {art['path']}: {w}" for art in arts for w in art["fit"].get("warnings", [])]
+    if warnings:
+        lines += ["", "Runs, but not as the profile asks:", "", *warnings]
+    lat = next((a["fit"]["estimated_latency"] for a in arts if a["fit"].get("estimated_latency")), None)
+    lines += [""]
+    if lat:
+        lines.append(f"Latency is an {lat['note']}; MACs per sample: {lat['macs']:,} from {lat['macs_source']}; "
+                     f"throughput: {target.get('throughput_source') or lat.get('throughput_source')}.")
+    if target.get("memory_note"):
+        lines.append(f"Peak memory is an {target['memory_note']}.")
+    lines.append("Measure on the device with `cwtool bench FILE --target " + target["name"] + "`.")
+    return lines
