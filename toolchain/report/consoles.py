@@ -62,3 +62,21 @@ def log_console() -> Console:
 
 def progress_bar(console: Console, *columns) -> Progress:
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
+def print_markdown(text: str) -> None:
+    """A Markdown report on stdout: rendered on a terminal; a log or a pipe gets the Markdown itself
+    (rich would wrap its tables at 80 columns)."""
+    import sys
+
+    from rich.markdown import Markdown
+
+    console = Console()
+    if console.is_terminal:
+        console.print(Markdown(text))
+        return
+    try:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        quiet_broken_stream(sys.stdout)

@@ -35,6 +35,11 @@ def render_junit(result: dict) -> str:
         for key in ("rows_sha256", "same_rows_as_baseline"):
             if data.get(key) is not None:
                 ET.SubElement(props, "property", name=key, value=str(data[key]))
+        for key in ("bytes", "sha256"):  # the bytes judged: a CI log that proves which file passed
+            if art.get(key) is not None:
+                ET.SubElement(props, "property", name=f"artifact_{key}", value=str(art[key]))
+        for f in art.get("files") or []:
+            ET.SubElement(props, "property", name=f"sha256 {f['name']}", value=f["sha256"])
         for note in result.get("notes", []):
             ET.SubElement(props, "property", name="note", value=note)
         artifact_wide = artifact_wide_reasons(gate)

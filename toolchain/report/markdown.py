@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from toolchain.errors import printable
+from toolchain.report.fit import fit_lines
 
 
-def _fmt(v, digits=4):
+def fmt_value(v, digits=4):
+    """A table cell: "-" for a missing value, floats with ``digits`` decimals."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -13,8 +15,9 @@ def _fmt(v, digits=4):
     return str(v)
 
 
-def _prot(evaluation: dict) -> str:
-    return "; ".join(f"{p['class']}: FN {p['fn']}, FP {p.get('fp', '-')}, AUC {_fmt(p.get('auc'))}" for p in evaluation["protected"])
+def protected_cell(evaluation: dict) -> str:
+    """FN, FP and AUC of every protected class, in one table cell."""
+    return "; ".join(f"{p['class']}: FN {p['fn']}, FP {p.get('fp', '-')}, AUC {fmt_value(p.get('auc'))}" for p in evaluation["protected"])
 
 
 def ledger_rows(report: dict) -> list[dict]:
@@ -27,6 +30,15 @@ def ledger_rows(report: dict) -> list[dict]:
         rows.append({"name": f"{art['format']} {art['precision']} ({art.get('runtime', '?')})", "params": None, "bytes": art.get("bytes"),
                      "eval": art["evaluation"], "verdict": "pass" if art.get("gate", {}).get("passed") else "FAIL"})
     return rows
+
+
+def files_lines(artifacts: list[dict]) -> list[str]:
+    """Every file of every artifact with its bytes and sha256: which bytes these numbers are about."""
+    rows = [f"| {a['path']} | {f['name']} ({f['role']}) | {f['bytes']:,} | `{f['sha256']}` |"
+            for a in artifacts for f in a.get("files") or []]
+    if not rows:
+        return []
+    return ["", "## Files", "", "| artifact | file | bytes | sha256 |", "|---|---|--:|---|", *rows]
 
 
 def _promise_lines(promise: dict | None) -> list[str]:
@@ -49,7 +61,7 @@ def _promise_lines(promise: dict | None) -> list[str]:
 
 def render_report(report: dict) -> str:
     names = report.get("class_names", [])
-    prot = ", ".join(f"{k} ({names[k]})" if k < len(names) else str(k) for k in report["protected"])
+    prot = ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
     gate = report["gate"]
     lines = [
         "# cwtool compress report",
@@ -63,7 +75,9 @@ def render_report(report: dict) -> str:
     lines += _promise_lines(report.get("promise"))
     lines += ["", "| model | params | bytes | accuracy | protected (test) | verdict |", "|---|---:|---:|---:|---|---|"]
     for row in ledger_rows(report):
-        lines.append(f"| {row['name']} | {_fmt(row['params'])} | {_fmt(row['bytes'])} | {_fmt(row['eval']['accuracy'])} | {_prot(row['eval'])} | {row['verdict'] or '-'} |")
+        lines.append(f"| {row['name']} | {fmt_value(row['params'])} | {fmt_value(row['bytes'])} | {fmt_value(row['eval']['accuracy'])} | {protected_cell(row['eval'])} | {row['verdict'] or '-'} |")
+    lines += fit_lines(report)
+    lines += files_lines(report.get("artifacts", []))
     rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
     if rounds:
         sparse = any("weight_sparsity" in s for s in rounds)  # weight granularity: params are the non-zero ones
@@ -73,12 +87,12 @@ def render_report(report: dict) -> str:
         for s in rounds:
             offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
             size = f"{s['params']:,} | {s['weight_sparsity']:.1%}" if sparse else f"{s['params']:,}"
-            lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {_fmt(s['val']['accuracy'])} | {_prot(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
+            lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {fmt_value(s['val']['accuracy'])} | {protected_cell(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
     for s in (s for s in report["stages"] if s["stage"] == "final_finetune"):
         offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
         verdict = "kept" if s["kept"] else "not kept (outside the budget)"
         lines += ["", f"Final fine-tuning of round {s['round']} ({s['epochs']} epochs), validation at its own operating point: "
-                      f"accuracy {_fmt(s['val']['accuracy'])}, {_prot(s['val'])}, offsets {offs}: {verdict}."]
+                      f"accuracy {fmt_value(s['val']['accuracy'])}, {protected_cell(s['val'])}, offsets {offs}: {verdict}."]
     quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
     if quantized:
         lines += ["", "## int8 files: layers kept in float", ""]

@@ -1,8 +1,29 @@
-"""plots/: the size/FN trade of the pruning rounds and the per-artifact ledger, as PNG (matplotlib, Agg)."""
+"""plots/: the trade a run made, as PNG (matplotlib, Agg; no torch).
+
+- rounds.png: per protected class, its FN and FP against the parameters kept, round by round
+  (validation, at each ticket's operating point), with the FN budget line and the dense model and the
+  shipped ticket marked; and the accuracy with its budget.
+- ledger.png: FN and FP of the protected classes for the dense and pruned torch models and every file
+  (test), the budget marked.
+- confusion.png: per protected class, where its test samples went and what was taken for it, dense
+  model against the shipped one.
+
+Counts get integer ticks; a series that is zero everywhere is not drawn as bars of nothing but named
+in the title.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+DENSE, SHIPPED, BUDGET, FP_COLOR, FN_COLOR = "#555555", "#2a7", "#c33", "#e8a33d", "#3b6fb6"
+CAPTIONS = {  # what each plot shows, for report.html
+    "rounds.png": "Pruning rounds (validation, at each ticket's operating point): FN and FP of each protected class "
+                  "against the parameters kept, the FN budget, the dense model and the shipped ticket; accuracy with its budget.",
+    "ledger.png": "Every model and file on the test split: FN and FP of each protected class, with the FN budget.",
+    "confusion.png": "Where each protected class's test samples went (missed) and which classes were taken for it "
+                     "(false alarms), dense model against the compressed one.",
+}
 
 
 def _save(fig, path: Path) -> Path:
@@ -14,50 +35,136 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _integer_counts(ax, bottom: float = 0) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_ylim(bottom=bottom)
+
+
+def _params_axis(ax, params: list[int]) -> None:
+    """Log scale, the dense model on the left, a tick at each model's size (12.3k), no minor ticks."""
+    ax.set_xscale("log")
+    ticks = sorted(set(params))
+    ax.set_xticks(ticks, [f"{p / 1000:.3g}k" if p >= 1000 else str(p) for p in ticks], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlim(max(ticks) * 1.25, min(ticks) / 1.25)
+    ax.set_xlabel("parameters (log scale; rounds go right)")
+
+
+def _name(report: dict, k: int) -> str:
+    names = report.get("class_names") or []
+    return f"class {k} ({names[k]})" if k < len(names) and names[k] != str(k) else f"class {k}"
+
+
+def _rounds(report: dict, folder: Path, plt) -> Path | None:
+    rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
+    if not rounds:
+        return None
+    base = report["baseline"]
+    shipped = next((s["round"] for s in report["stages"] if s["stage"] == "shrunk"), None)
+    budget = report["config"].get("max_fn_increase", 0)
+    protected = report["protected"]
+    fig, axes = plt.subplots(1, len(protected) + 1, figsize=(4.6 * (len(protected) + 1), 4), squeeze=False)
+    params = [s["params"] for s in rounds]
+    for i, k in enumerate(protected):
+        ax = axes[0][i]
+        dense = base["val"]["protected"][i]
+        fn = [s["val"]["protected"][i]["fn"] for s in rounds]
+        fp = [s["val"]["protected"][i]["fp"] for s in rounds]
+        ax.plot(params, fn, "o-", color=FN_COLOR, label="FN (missed)")
+        ax.plot(params, fp, "s--", color=FP_COLOR, label="FP (false alarms)")
+        ax.plot([base["params"]], [dense["fn"]], "*", ms=14, color=DENSE, label="dense model FN")
+        ax.plot([base["params"]], [dense["fp"]], "P", ms=10, color=DENSE, label="dense model FP")
+        ax.axhline(dense["fn"] + budget, color=BUDGET, ls=":", label=f"FN budget (dense + {budget})")
+        for r, p, f in zip((s["round"] for s in rounds), params, fn):
+            ax.annotate(f"r{r}", (p, f), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+            if r == shipped:
+                ax.plot([p], [f], "o", ms=14, mfc="none", mec=SHIPPED, mew=2, label="shipped ticket")
+        _integer_counts(ax, bottom=-0.4)  # markers at 0 stay whole
+        ax.set_ylim(top=max(fn + fp + [dense["fn"] + budget, dense["fp"]]) * 1.15 + 1)
+        _params_axis(ax, params + [base["params"]])
+        ax.set(ylabel="validation count", title=f"{_name(report, k)}: FN and FP per round")
+        ax.legend(fontsize=7, loc="upper left")
+    ax = axes[0][-1]
+    ax.plot(params, [s["val"]["accuracy"] for s in rounds], "o-", color=FN_COLOR, label="ticket")
+    ax.plot([base["params"]], [base["val"]["accuracy"]], "*", ms=14, color=DENSE, label="dense model")
+    ax.axhline(base["val"]["accuracy"] - report["config"]["max_accuracy_drop"], color=BUDGET, ls=":", label="accuracy budget")
+    _params_axis(ax, params + [base["params"]])
+    ax.set(ylabel="validation accuracy", title="accuracy per round")
+    ax.legend(fontsize=7)
+    return _save(fig, folder / "rounds.png")
+
+
+def _bars(ax, labels: list[str], series: dict[str, tuple[list[int], str]]) -> list[str]:
+    """Grouped bars of the series that are not zero everywhere (labelled with their values); returns
+    the names of the all-zero series, for the title."""
+    drawn = {name: v for name, v in series.items() if any(v[0])}
+    width = 0.8 / max(1, len(drawn))
+    for j, (name, (values, color)) in enumerate(drawn.items()):
+        bars = ax.bar([i + (j - (len(drawn) - 1) / 2) * width for i in range(len(labels))], values, width, color=color, label=name)
+        ax.bar_label(bars, fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    _integer_counts(ax)
+    return [name for name in series if name not in drawn]
+
+
+def _ledger(report: dict, folder: Path, plt) -> Path | None:
+    if not report.get("artifacts"):
+        return None
+    shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
+    models = [("dense torch", report["baseline"]["test"]), ("pruned torch", shrunk["test"])]
+    models += [(f"{a['format']} {a['precision']}", a["evaluation"]) for a in report["artifacts"]]
+    budget = report["config"].get("max_fn_increase", 0)
+    protected = report["protected"]
+    fig, axes = plt.subplots(1, len(protected), figsize=(max(6.0, 1.1 * len(models)) * len(protected), 4), squeeze=False)
+    for i, k in enumerate(protected):
+        ax = axes[0][i]
+        fn = [e["protected"][i]["fn"] for _, e in models]
+        fp = [e["protected"][i]["fp"] for _, e in models]
+        zero = _bars(ax, [name for name, _ in models], {"FN (missed)": (fn, FN_COLOR), "FP (false alarms)": (fp, FP_COLOR)})
+        ax.axhline(fn[0] + budget, color=BUDGET, ls=":", label=f"FN budget (dense + {budget})")
+        ax.set_ylim(top=max(fn + fp + [fn[0] + budget]) * 1.2 + 1)
+        note = f"; {' and '.join(zero)}: 0 for every model" if zero else ""
+        ax.set(ylabel="test count", title=f"{_name(report, k)} on test{note}")
+        ax.legend(fontsize=7)
+    return _save(fig, folder / "ledger.png")
+
+
+def _confusion(report: dict, folder: Path, plt) -> Path | None:
+    shrunk = next((s for s in report["stages"] if s["stage"] == "shrunk"), None)
+    before, after = report["baseline"]["test"].get("confusion"), (shrunk or {}).get("test", {}).get("confusion")
+    if not before or not after:
+        return None
+    protected = report["protected"]
+    fig, axes = plt.subplots(len(protected), 2, figsize=(10, 3.6 * len(protected)), squeeze=False)
+    for i, k in enumerate(protected):
+        n = len(before)
+        # row k: k's samples predicted as j (misses); column k: class j's samples predicted as k (false alarms)
+        sides = (("missed: predicted as", lambda m, j: m[k][j]), ("false alarms: true class", lambda m, j: m[j][k]))
+        for ax, (what, cell) in zip(axes[i], sides):
+            others = [j for j in range(n) if j != k and (cell(before, j) or cell(after, j))]
+            ax.set_title(f"{_name(report, k)}, {what} (test)", fontsize=10)
+            if not others:
+                ax.text(0.5, 0.5, "none, before or after", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            zero = _bars(ax, [_name(report, j) for j in others], {"dense model": ([cell(before, j) for j in others], DENSE),
+                                                                  "compressed (pruned.pt)": ([cell(after, j) for j in others], SHIPPED)})
+            if zero:
+                ax.set_title(f"{ax.get_title()}; {' and '.join(zero)}: none", fontsize=10)
+            ax.set(ylabel="test samples")
+            ax.legend(fontsize=7)
+    return _save(fig, folder / "confusion.png")
+
+
 def plot_report(report: dict, folder: Path) -> list[Path]:
+    """Write the plots a run has data for into ``folder``; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
-    dense_params = report["baseline"]["params"]
-    if rounds:
-        fig, (ax_acc, ax_fn) = plt.subplots(1, 2, figsize=(10, 4))
-        x = [100 * s["params"] / dense_params for s in rounds]
-        ax_acc.plot(x, [s["val"]["accuracy"] for s in rounds], "o-", label="ticket (at operating point)")
-        ax_acc.axhline(report["baseline"]["val"]["accuracy"], color="grey", ls="--", label="dense")
-        floor = report["baseline"]["val"]["accuracy"] - report["config"]["max_accuracy_drop"]
-        ax_acc.axhline(floor, color="red", ls=":", label="accuracy budget")
-        ax_acc.set(xlabel="parameters kept (% of dense)", ylabel="validation accuracy", title="accuracy per round")
-        for k_index, k in enumerate(report["protected"]):
-            fn = [s["val"]["protected"][k_index]["fn"] for s in rounds]
-            fp = [s["val"]["protected"][k_index]["fp"] for s in rounds]
-            ax_fn.plot(x, fn, "o-", label=f"class {k} FN")
-            ax_fn.plot(x, fp, "s--", label=f"class {k} FP")
-            ax_fn.axhline(report["baseline"]["val"]["protected"][k_index]["fn"], color="grey", ls=":")
-        ax_fn.set(xlabel="parameters kept (% of dense)", ylabel="validation count", title="protected classes per round")
-        for ax in (ax_acc, ax_fn):
-            ax.invert_xaxis()
-            ax.legend(fontsize=8)
-        written.append(_save(fig, folder / "rounds.png"))
-    if report.get("artifacts"):
-        names = ["dense torch", "pruned torch"] + [f"{a['format']} {a['precision']}" for a in report["artifacts"]]
-        shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
-        evals = [report["baseline"]["test"], shrunk["test"]] + [a["evaluation"] for a in report["artifacts"]]
-        fig, ax = plt.subplots(figsize=(8, 3.8))
-        width = 0.8 / max(1, len(report["protected"]))
-        highest = 0
-        for k_index, k in enumerate(report["protected"]):
-            values = [e["protected"][k_index]["fn"] for e in evals]
-            bars = ax.bar([i + k_index * width for i in range(len(names))], values, width, label=f"class {k} FN (test)")
-            ax.bar_label(bars, fontsize=8)  # a zero must read as 0, not as a missing bar
-            highest = max(highest, *values)
-        ax.set_ylim(0, highest * 1.15 + 1)
-        ax.set_xticks([i + width * (len(report["protected"]) - 1) / 2 for i in range(len(names))], names, rotation=20, ha="right")
-        ax.set(ylabel="false negatives (test)", title="protected FN of every model and file")
-        ax.legend(fontsize=8)
-        written.append(_save(fig, folder / "ledger.png"))
-    return written
+    written = [_rounds(report, folder, plt), _ledger(report, folder, plt), _confusion(report, folder, plt)]
+    return [p for p in written if p is not None]

@@ -11,7 +11,7 @@ from rich.text import Text
 from toolchain.errors import printable
 from toolchain.report.consoles import out_console
 
-__all__ = ["print_verify", "artifact_wide_reasons"]
+__all__ = ["print_verify", "artifact_wide_reasons", "provenance_lines"]
 
 DASH = "\u2013"
 
@@ -20,6 +20,27 @@ def artifact_wide_reasons(gate: dict) -> list[str]:
     """Reasons of an artifact's gate that belong to no class check (collapse, accuracy)."""
     per_class = {r for c in gate["checks"] for r in c["reasons"]}
     return [r for r in gate["reasons"] if r not in per_class]
+
+
+def _bytes(n) -> str:
+    return "? bytes" if n is None else f"{n:,} bytes"
+
+
+def provenance_lines(result: dict) -> list[str]:
+    """What was judged, in full: each artifact's runtime, size and sha256 (every file of a multi-file
+    ONNX model on its own line), then the rows' sha256. A CI log that holds these proves which bytes passed."""
+    lines = []
+    for art in result["artifacts"]:
+        files = art.get("files") or []
+        weights = [f for f in files if f.get("role") != "sidecar"]
+        count = f" in {len(weights)} files" if len(weights) > 1 else ""
+        lines.append(f"{Path(art['path']).name}: {art.get('runtime')}, {art.get('precision')}, {_bytes(art.get('bytes'))}{count}, "
+                     f"sha256 {art.get('sha256', '?')}")
+        lines += [f"  {f['name']} ({f['role']}): {_bytes(f['bytes'])}, sha256 {f['sha256']}" for f in files[1:]]
+    rows = result["data"].get("rows_sha256")
+    if rows:
+        lines.append(f"rows: {result['data']['n']:,} ({result['data']['split']}), sha256 {rows}")
+    return [printable(line) for line in lines]
 
 
 def _fnr(chk: dict) -> str:
@@ -53,8 +74,8 @@ def print_verify(result: dict, console: Console | None = None) -> None:
                 Text("pass", style="green") if ok else Text("FAIL", style="bold red"),
             )
     console.print(table)
-    for art in result["artifacts"]:
-        console.print(f"{Path(art['path']).name}: {art.get('runtime')}, {art.get('precision')}, {art.get('bytes')} bytes", markup=False)
+    for line in provenance_lines(result):
+        console.print(line, markup=False)
     for art in result["artifacts"]:
         for k, v in (art.get("promise") or {}).items():
             extra = f" + {v['budget']}" if v["budget"] else ""

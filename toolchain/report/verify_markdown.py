@@ -32,6 +32,17 @@ def _interval(ci, scale: float = 1.0, fmt: str = "{:+.1f}") -> str:
     return f"[{fmt.format(ci[0] * scale)}, {fmt.format(ci[1] * scale)}]"
 
 
+def _files_lines(result: dict) -> list[str]:
+    """Every file judged, with its size and sha256 (a multi-file ONNX model lists its external data)."""
+    lines = []
+    for art in result["artifacts"]:
+        files = art.get("files") or []
+        weights = [f for f in files if f["role"] != "sidecar"]  # what "bytes" counts
+        lines += [f"- `{_esc(Path(art['path']).name)}`: {art.get('bytes') or 0:,} bytes" + (f" in {len(weights)} files" if len(weights) > 1 else "")]
+        lines += [f"  - `{_esc(f['name'])}` ({f['role']}, {f['bytes']:,} bytes): sha256 `{f['sha256']}`" for f in files]
+    return ["", "### Files judged", "", *lines] if lines else []
+
+
 def render_verify_markdown(result: dict) -> str:
     gate = result["gate"]
     names = result.get("class_names")
@@ -42,7 +53,7 @@ def render_verify_markdown(result: dict) -> str:
     base = result.get("baseline")
     budget = gate.get("budget", {})
     lines.append(f"- data: `{_esc(data['spec'])}` ({data['split']}, {data['n']} rows"
-                 + (f", sha256 `{data['rows_sha256'][:16]}`" if data.get("rows_sha256") else "") + ")")
+                 + (f", sha256 `{data['rows_sha256']}`" if data.get("rows_sha256") else "") + ")")
     if base:
         paired = "" if data.get("same_rows_as_baseline") is not False else " -- **measured on other rows: compared by FN rate, unpaired**"
         lines.append(f"- baseline: `{_esc(base['path'])}` ({base['from']}){paired}")
@@ -78,6 +89,7 @@ def render_verify_markdown(result: dict) -> str:
                 DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, fnr,
                 DASH if p is None else f"{p:.3g}", f"{100 * ev['accuracy']:.2f}%", "pass" if ok else "**FAIL**",
             ]) + " |")
+    lines += _files_lines(result)
     promises = [(art, k, v) for art in result["artifacts"] for k, v in (art.get("promise") or {}).items()]
     if promises:
         lines += ["", "### The FN promise on new data", ""]

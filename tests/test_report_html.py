@@ -1,0 +1,131 @@
+"""report.html and the plots, on a made-up report (no run needed): self-contained page, integer count
+ticks, no bars of nothing, the budget and the dense model marked; the fit verdict in words."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from toolchain.report.html import render_html
+
+
+def _evaluation(fn: int, fp: int, n: int = 10) -> dict:
+    confusion = np.diag([20] * n)
+    confusion[3, 3] -= fn
+    confusion[3, 5] += fn  # class 3's misses go to 5
+    confusion[3, 3] -= 0
+    confusion[8, 8] -= fp
+    confusion[8, 3] += fp  # class 8's samples taken for 3
+    return {"accuracy": float(np.trace(confusion) / confusion.sum()), "confusion": confusion.tolist(),
+            "protected": [{"class": 3, "fn": fn, "fp": fp, "auc": 0.99}]}
+
+
+def made_up_report(fn_after: int = 2, fp_after: int = 0) -> dict:
+    rounds = [{"stage": "prune_round", "round": r, "params": p, "macs": 10 * p, "offsets": {"3": 0.1}, "within_budget": True,
+               "val": {"accuracy": 0.97 - 0.01 * r, "protected": [{"class": 3, "fn": r - 1, "fp": r % 2, "auc": 0.99}]}}
+              for r, p in ((1, 30_000), (2, 15_000), (3, 7_500))]
+    return {
+        "protected": [3], "class_names": [str(i) for i in range(10)],
+        "config": {"max_fn_increase": 1, "max_accuracy_drop": 0.02},
+        "data": {"name": "digits", "sizes": {"test": 269}},
+        "gate": {"passed": True, "reasons": [], "budget": {"max_fn_increase": 1, "max_accuracy_drop": 0.02}},
+        "baseline": {"params": 60_000, "val": {"accuracy": 0.98, "protected": [{"class": 3, "fn": 0, "fp": 1}]},
+                     "test": _evaluation(0, 0)},
+        "stages": [*rounds, {"stage": "shrunk", "round": 2, "path": "pruned.pt", "params": 15_000, "test": _evaluation(fn_after, fp_after)}],
+        "artifacts": [{"path": "artifacts/model_int8.onnx", "format": "onnx", "precision": "int8", "bytes": 1234, "runtime": "onnxruntime",
+                       "evaluation": _evaluation(fn_after, fp_after), "gate": {"passed": True}}],
+    }
+
+
+@pytest.fixture
+def figures(monkeypatch, tmp_path):
+    """Every figure plot_report draws, kept open for inspection (name -> figure)."""
+    from toolchain.report import plots
+
+    kept = {}
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        kept[path.name] = fig
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return kept
+
+
+def _bars(ax):
+    from matplotlib.patches import Rectangle
+
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def test_plots_mark_budget_and_dense_model_with_integer_ticks_and_no_empty_bars(figures, tmp_path):
+    from toolchain.report.plots import plot_report
+
+    names = [p.name for p in plot_report(made_up_report(fn_after=2, fp_after=0), tmp_path)]
+    assert names == ["rounds.png", "ledger.png", "confusion.png"]
+    fn_ax = figures["rounds.png"].axes[0]
+    labels = [t.get_text() for t in fn_ax.get_legend().get_texts()]
+    assert "dense model FN" in labels and "FN budget (dense + 1)" in labels and "shipped ticket" in labels
+    assert any(line.get_linestyle() == ":" and list(line.get_ydata()) == [1, 1] for line in fn_ax.get_lines())  # dense 0 + 1
+    assert [t.get_text() for t in fn_ax.get_xticklabels()] == ["7.5k", "15k", "30k", "60k"]  # a tick at every model
+    assert fn_ax.get_xlim()[0] > fn_ax.get_xlim()[1]  # the dense model on the left, rounds going right
+    for name in ("rounds.png", "ledger.png", "confusion.png"):
+        for ax in figures[name].axes:
+            if ax.get_ylabel().endswith(("count", "samples")):
+                ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+                assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
+    ledger = figures["ledger.png"].axes[0]
+    assert "FP (false alarms): 0 for every model" in ledger.get_title()  # named, not drawn as bars of nothing
+    assert [round(b.get_height()) for b in _bars(ledger)] == [0, 2, 2]  # FN bars only: dense 0, pruned 2, the file 2
+    missed, alarms = figures["confusion.png"].axes[:2]
+    assert [t.get_text() for t in missed.get_xticklabels()] == ["class 5"]  # only classes with a count, before or after
+    assert "none, before or after" in [t.get_text() for t in alarms.texts]
+
+
+def test_html_is_one_self_contained_page_with_the_plots_embedded(tmp_path):
+    from toolchain.report.markdown import render_report
+    from toolchain.report.plots import plot_report
+
+    report = made_up_report(fn_after=1, fp_after=1)
+    report["class_names"][3] = "<script>alert(1)</script>"  # from a data file: text, never markup
+    plots = plot_report(report, tmp_path)
+    page = render_html(render_report(report), [(p, p.stem) for p in plots], "cwtool compress report")
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
+    assert len(images) == 3 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert not re.search(r"<script|\bhref=|src=\"(?!data:)|url\(|@import", page)  # nothing to fetch, nothing to run
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<table>" in page and "<th>model</th>" in page and "<strong>Gate: PASSED</strong>" in page
+
+
+def test_markdown_subset_becomes_html():
+    page = render_html("# Title\n\nA **bold** `a|b` & <x>.\n\n- one\n- two\n\n| a | n |\n|---|--:|\n| `x\\|y` | 3 |\n", [], "t")
+    assert "<h1>Title</h1>" in page and "<strong>bold</strong>" in page and "<code>a|b</code>" in page
+    assert "&amp; &lt;x&gt;" in page and "<ul><li>one</li><li>two</li></ul>" in page
+    assert '<td class=""><code>x|y</code></td><td class="num">3</td>' in page
+
+
+def test_fit_verdict_in_words():
+    from toolchain.report.fit import fit_lines, fit_sentence
+
+    report = made_up_report()
+    checks = {"bytes": {"value": 60_000_000, "limit": 50_000_000}, "memory": {"estimate_bytes": 30 << 20, "limit": 512 << 20},
+              "operators": {"used": ["Conv", "Gemm", "Custom"], "unsupported": [], "rejected": ["Custom"]}}
+    report["artifacts"][0]["fit"] = {"fits": False, "reasons": ["model is 60,000,000 bytes, over max_model_bytes 50,000,000"],
+                                     "warnings": ["precision int8, the profile asks for fp32"], "checks": checks,
+                                     "estimated_latency": {"estimate_ms": 1.5, "precision": "int8", "gmacs": 24.0, "threads": 4,
+                                                           "macs": 1_000_000, "macs_source": "the shipped torch model (pruned.pt)",
+                                                           "note": "estimate: MACs / GMAC/s"}}
+    report["target"] = {"name": "raspberry-pi-4", "description": "a Pi", "fits": False, "files": 1, "files_fitting": 0,
+                        "verdict": "does not fit: too big", "throughput_source": "datasheet estimate", "memory_note": "estimate: weights"}
+    text = "\n".join(fit_lines(report))
+    assert "## Target raspberry-pi-4: **does not fit**" in text
+    assert "over max_model_bytes" in text and "60,000,000 (50,000,000)" in text and "30.0 MiB (512.0 MiB)" in text
+    assert "not supported: Custom" in text and "1.5 ms (int8, 24 GMAC/s, 4 threads)" in text
+    assert "from the shipped torch model (pruned.pt)" in text and "throughput: datasheet estimate" in text
+    assert "precision int8, the profile asks for fp32" in text
+    assert fit_sentence(report) == "target raspberry-pi-4: does NOT fit; 0 of 1 files fit (does not fit: too big)"
+    assert fit_lines({"artifacts": []}) == [] and fit_sentence({}) is None

@@ -1,0 +1,77 @@
+"""What a compress run with a --target leaves for its user: the device verdict on the console and in
+report.md, report.html beside it with the plots inside, and the sha256 of every file in report.json."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def pi4_run(trained_digits, tmp_path_factory):
+    """A fast compress for raspberry-pi-4 on digits (one round): the report, not the ticket, is under test."""
+    import contextlib
+    import io
+
+    from toolchain.cli import main
+
+    out = tmp_path_factory.mktemp("pi4") / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exc:
+        main(["compress", str(trained_digits[0]), "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+              "--max-fn-increase", "1", "--confidence", "0.9", "--target", "raspberry-pi-4", "--out", str(out)])
+    return exc.value.code, out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_the_fit_verdict_is_on_the_console_and_in_report_md(pi4_run):
+    code, out, stdout, stderr = pi4_run
+    assert code in (0, 1), stderr
+    report = json.loads((out / "report.json").read_text())
+    target = report["target"]
+    assert target["name"] == "raspberry-pi-4" and target["files"] == len(report["artifacts"]) == 2
+    assert target["verdict"] == ("fits" if target["fits"] else target["verdict"]) and target["throughput_source"]
+    md = (out / "report.md").read_text()
+    word = "fits" if target["fits"] else "**does not fit**"
+    assert f"## Target raspberry-pi-4: {word}" in md
+    for art in report["artifacts"]:
+        fit = art["fit"]
+        assert fit["artifact"] == art["path"] and fit["checks"]["bytes"]["value"] == art["bytes"]
+        row = next(line for line in md.splitlines() if line.startswith(f"| {art['path']} |") and "MiB" in line)
+        assert f"{art['bytes']:,} ({fit['checks']['bytes']['limit']:,})" in row and "kinds" in row
+        assert f"{fit['estimated_latency']['estimate_ms']:.3g} ms" in row
+    assert "Latency is an estimate" in md and "from the shipped torch model (pruned.pt)" in md and "Peak memory is an estimate" in md
+    assert "## Target raspberry-pi-4" in stdout  # the report, printed after the run
+    assert re.search(r"target raspberry-pi-4: (fits|does NOT fit); \d of 2 files fit", stderr), stderr
+
+
+def test_report_html_holds_the_report_and_its_plots(pi4_run):
+    _, out, stdout, stderr = pi4_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["html"] == "report.html" and {"plots/rounds.png", "plots/ledger.png", "plots/confusion.png"} <= set(report["plots"])
+    page = (out / "report.html").read_text()
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert sorted(base64.b64decode(e) for e in embedded) == sorted((out / p).read_bytes() for p in report["plots"])
+    assert not re.search(r"<script|\bhref=|src=\"(?!data:)", page)  # opens anywhere, offline
+    assert "Target raspberry-pi-4" in page and "<table>" in page
+    assert "report.html" in stderr
+
+
+def test_report_json_holds_the_sha256_of_every_file_and_of_the_rows(pi4_run, digits_dataset):
+    from toolchain.provenance import rows_sha256
+
+    _, out, _, _ = pi4_run
+    report = json.loads((out / "report.json").read_text())
+    digest = rows_sha256(*digits_dataset.split("test"))
+    assert report["data"]["test_rows_sha256"] == digest
+    for art in report["artifacts"]:
+        path = out / art["path"]
+        assert art["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert [f["name"] for f in art["files"]] == [path.name, path.name + ".json"]  # the TFLite file and its sidecar
+        assert all(f["sha256"] == hashlib.sha256((path.parent / f["name"]).read_bytes()).hexdigest() for f in art["files"])
+        assert art["evaluation"]["rows_sha256"] == digest
+    md = (out / "report.md").read_text()
+    assert all(art["sha256"] in md for art in report["artifacts"])

@@ -1,0 +1,103 @@
+"""report.html: report.md and the plots in one self-contained page (no scripts, no external assets; the
+images are embedded as base64 PNG), for a browser, an e-mail or a CI artifact. Standard library only.
+
+The Markdown is cwtool's own (report/markdown.py): headings, paragraphs, bullet lists, pipe tables,
+**bold** and `code`. That subset is converted here; every text is HTML-escaped first.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+__all__ = ["render_html"]
+
+STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1, h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; vertical-align: top; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+code { background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #666; font-size: 13px; }
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then `code` and **bold** (code first: its content is not parsed further)."""
+    parts = re.split(r"(`[^`]*`)", text)
+    out = []
+    for part in parts:
+        if len(part) >= 2 and part.startswith("`") and part.endswith("`"):
+            out.append(f"<code>{html.escape(part[1:-1])}</code>")
+        else:
+            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(part)))
+    return "".join(out)
+
+
+def _cells(line: str) -> list[str]:
+    cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))  # a `\|` inside a cell is text
+    return [c.strip().replace("\\|", "|") for c in cells]
+
+
+def _table(rows: list[str]) -> str:
+    align = ["num" if c.endswith(":") and not c.startswith(":") else "" for c in _cells(rows[1])] if len(rows) > 1 else []
+    head = "".join(f"<th>{_inline(c)}</th>" for c in _cells(rows[0]))
+    body = []
+    for row in rows[2:]:
+        cells = _cells(row)
+        body.append("<tr>" + "".join(f"<td class=\"{align[i] if i < len(align) else ''}\">{_inline(c)}</td>"
+                                     for i, c in enumerate(cells)) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _markdown(text: str) -> str:
+    blocks, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+        elif line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 6)
+            blocks.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+            i += 1
+        elif line.startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            blocks.append(_table(lines[i:j]))
+            i = j
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            blocks.append(f"<ul>{''.join(items)}</ul>")
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "|", "- ")):
+                para.append(_inline(lines[i]))
+                i += 1
+            blocks.append(f"<p>{' '.join(para)}</p>")
+    return "\n".join(blocks)
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def render_html(markdown: str, images: list[tuple[Path, str]], title: str) -> str:
+    """One page: the report's Markdown as HTML, then every (PNG path, caption) embedded."""
+    figures = "\n".join(_figure(p, c) for p, c in images)
+    plots = f"\n<h2>Plots</h2>\n{figures}" if figures else ""
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n{_markdown(markdown)}{plots}\n</body></html>\n")
