@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolchain.data.samples import batches
 from toolchain.runtimes.parts import artifact_parts
 
 __all__ = ["file_sha256", "rows_sha256", "artifact_sha256"]
@@ -36,13 +37,16 @@ def artifact_sha256(path: str | Path) -> dict:
     return {"sha256": files[0]["sha256"], "files": files}
 
 
-def rows_sha256(x: np.ndarray, y: np.ndarray) -> str:
+def rows_sha256(x, y: np.ndarray) -> str:
     """The identity of evaluation rows: their model inputs (float32, dataset layout, row order) and labels.
-    Two evaluations are paired exactly when their hashes agree."""
+    Two evaluations are paired exactly when their hashes agree. The inputs are read a batch at a time
+    (toolchain.data.samples): the same bytes in the same order, so the same hash as one array gives."""
     h = hashlib.sha256(ROWS_HASH_VERSION)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not hasattr(x, "shape"):
+        x = np.asarray(x, dtype=np.float32)
     y = np.ascontiguousarray(y, dtype=np.int64)
     h.update(repr((tuple(x.shape), tuple(y.shape))).encode())
-    h.update(memoryview(x).cast("B"))
+    for batch in batches(x):
+        h.update(memoryview(np.ascontiguousarray(batch, dtype=np.float32)).cast("B"))
     h.update(memoryview(y).cast("B"))
     return h.hexdigest()

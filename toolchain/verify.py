@@ -12,6 +12,7 @@ Baseline (--baseline FILE): see `toolchain.baseline`, which reads, checks and ma
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ class VerifyRequest:
     class_names: list[str] | None = None
     image_size: tuple[int, int] | None = None
     input_shape: tuple[int, ...] | None = None
+    resize: int | None = None  # ImageFolder: the shorter side, center-cropped to image_size
+    normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
     allow_other_data: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -87,7 +90,8 @@ class VerifyRequest:
 
 def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: str | None = None,
                   baseline_n: int | None = None, class_names: list[str] | None = None,
-                  image_size: tuple[int, int] | None = None, input_shape: tuple[int, ...] | None = None) -> dict:
+                  image_size: tuple[int, int] | None = None, input_shape: tuple[int, ...] | None = None,
+                  resize: int | None = None, normalize=None) -> dict:
     """The rows to verify on: {"x", "y", "class_names", "split", "name", "seed", "note"}.
 
     split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
@@ -98,19 +102,23 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     from toolchain.data.rows import is_pool_npz, load_rows
 
     if split in ("auto", "all") and is_pool_npz(data):
+        if resize is not None or normalize not in (None, "auto"):
+            raise UserError(f"--resize and --normalize only apply to an ImageFolder folder, not to --data '{data}': drop them")
         x, y, names, note = load_rows(data, class_names=class_names)
         x = reshaped(x, input_shape, Path(data).name)
         if not (split == "auto" and baseline_n is not None and baseline_n != len(y)):
             return {"x": x, "y": y, "class_names": names, "split": "all", "name": Path(data).name, "seed": None, "note": note}
     from toolchain.data import load_data
 
-    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size, input_shape=input_shape)
+    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size, input_shape=input_shape,
+                        resize=resize, normalize=normalize)
     used = "test" if split == "auto" else split
     x, y = dataset.split(used)
     if split == "all":
         used = "all"
     return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name,
-            "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note}
+            "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note,
+            "preprocessing": dataset.preprocessing.to_dict()}
 
 
 def describe_rows(rows: dict, digest: str | None = None) -> str:
@@ -146,6 +154,29 @@ def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increa
     return out
 
 
+PREPROCESSING_STEPS = ("color", "resize", "crop", "scale", "mean", "std")
+
+
+def preprocessing_mismatch(runner, rows: dict) -> str | None:
+    """A note when the artifact records (ONNX metadata_props or TFLite sidecar, written by compress and export)
+    preprocessing other than the rows of --data got: the file was made for inputs prepared another way."""
+    recorded = (getattr(runner, "metadata", None) or {}).get("preprocessing")
+    if isinstance(recorded, str):
+        try:
+            recorded = json.loads(recorded)
+        except ValueError:
+            return None
+    here = rows.get("preprocessing")
+    if not isinstance(recorded, dict) or not isinstance(here, dict):
+        return None
+    differ = [k for k in PREPROCESSING_STEPS if k in recorded and recorded[k] != here.get(k)]
+    if not differ:
+        return None
+    shown = ", ".join(f"{k} {recorded[k]!r} there, {here.get(k)!r} here" for k in differ)
+    return (f"{Path(runner.path).name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
+            "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
+
+
 def _declared_names(names: list[str] | None) -> list[str] | None:
     """Class names the data declares (not the '0'..'k-1' placeholders a loader makes up)."""
     if not names or list(names) == [str(i) for i in range(len(names))]:
@@ -173,16 +204,17 @@ def run_verify(req: VerifyRequest) -> dict:
     base = load_baseline(req.baseline) if req.baseline else None
     base_n = int(base["evaluation"]["n"]) if base is not None else None
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
-                         class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape)
+                         class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape,
+                         resize=req.resize, normalize=req.normalize)
     x, y = rows["x"], rows["y"]
-    digest = rows_sha256(x, y)
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
         max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
 
     # Open every artifact before running any: a bad one stops the run before work is done.
     opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
-    notes = list(req.notes)
+    digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
+    notes = list(req.notes) + [n for n in (preprocessing_mismatch(runner, rows) for _, runner, _ in opened) if n]
     protected: list[int] | None = None
     names: list[str] | None = None
     base_eval, same_rows = None, True

@@ -7,11 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt,
-                                   TrustOpt, parse_kwargs, seed_option)
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt,
+                                   ProtectOpt, TrustOpt, parse_kwargs, seed_option, with_config)
 from toolchain.errors import UserError
 
 
+@with_config(ImageOptions)
 def evaluate(
     model: Path = typer.Argument(..., help="Model file: state_dict (+ --arch), cwtool checkpoint, pickled module or TorchScript."),
     data: str = DataOpt,
@@ -26,6 +27,7 @@ def evaluate(
     image_size: Optional[str] = ImageSizeOpt,
     input_shape: Optional[str] = InputShapeOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the evaluation as JSON here."),
+    image_options: ImageOptions = None,
 ):
     """Per-class false negatives of a PyTorch model on one split of the data."""
     from toolchain.data.identity import seen_rows
@@ -41,7 +43,7 @@ def evaluate(
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
     rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size),
-                         input_shape=parse_input_shape(input_shape))
+                         input_shape=parse_input_shape(input_shape), **image_options.load_args())
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
@@ -51,4 +53,5 @@ def evaluate(
                             "what it does on new data (evaluate the split it has not seen: --split, --seed, or other --data)")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
     if json_out is not None:
-        atomic_write_json(json_out, {**result.metrics, "rows": {"split": rows["split"], "seed": rows["seed"], "name": rows["name"]}})
+        atomic_write_json(json_out, {**result.metrics, "rows": {"split": rows["split"], "seed": rows["seed"], "name": rows["name"],
+                                                        **({"preprocessing": rows["preprocessing"]} if "preprocessing" in rows else {})}})

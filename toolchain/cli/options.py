@@ -10,10 +10,12 @@ import inspect
 import json
 import re
 import typing
+from dataclasses import dataclass, field
 from typing import Optional
 
 import typer
 
+from toolchain.config import flag
 from toolchain.errors import UserError
 
 INPUTS = "Inputs"
@@ -37,6 +39,36 @@ ValOpt = typer.Option(None, "--val", help="Validation rows (.npz with x, y) the 
                       rich_help_panel=INPUTS)
 TestOpt = typer.Option(None, "--test", help="Test rows (.npz with x, y) the model has not seen, in place of cwtool's split of --data.",
                        rich_help_panel=INPUTS)
+
+
+@dataclass
+class ImageOptions:
+    """How an ImageFolder's files become model inputs (recorded in report.json and in every artifact's metadata)."""
+
+    resize: Optional[int] = field(default=None, metadata=flag(
+        INPUTS, "ImageFolder: resize each image's shorter side to this many pixels (aspect kept), then center-crop "
+        "--image-size (default: a square of this side).", min=1, max=16384))
+    normalize: str = field(default="auto", metadata=flag(
+        INPUTS, "ImageFolder: auto (ImageNet mean/std for RGB images of 96 px and more, else none), none (pixels 0..1), "
+        "imagenet, or MEAN,..:STD,.. per channel."))
+
+    def load_args(self) -> dict:
+        """The keywords of toolchain.data.load_data these flags set."""
+        from toolchain.data.options import parse_normalize
+
+        return {"resize": self.resize, "normalize": parse_normalize(self.normalize)}
+
+
+@dataclass
+class TrainingInput:
+    """How training reads the train split."""
+
+    augment: str = field(default="none", metadata=flag(
+        INPUTS, "Training augmentation of images: none, crop (random resized crop), flip (horizontal) or crop,flip "
+        "(never evaluation or calibration)."))
+    workers: Optional[int] = field(default=None, metadata=flag(
+        "Run", "Processes that read data read on demand (ImageFolder, large .npz) ahead of training; default: one per "
+        "spare CPU core (at most 4), 0: none.", min=0, max=64))
 
 
 def seed_option(help: str):

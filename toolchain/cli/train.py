@@ -7,11 +7,12 @@ from typing import Optional
 
 import typer
 
-from toolchain.cli.options import (ArchKwargsOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, TestOpt, ValOpt, config_error,
-                                   parse_kwargs, seed_option)
+from toolchain.cli.options import (ArchKwargsOpt, ClassNamesOpt, DataOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, TestOpt,
+                                   TrainingInput, ValOpt, config_error, parse_kwargs, seed_option, with_config)
 from toolchain.errors import UserError
 
 
+@with_config(ImageOptions, TrainingInput)
 def train(
     arch: str = typer.Option(..., help="Architecture: a built-in name, module:Class or path/to/file.py:Class."),
     data: str = DataOpt,
@@ -28,12 +29,14 @@ def train(
     input_shape: Optional[str] = InputShapeOpt,
     val: Optional[Path] = ValOpt,
     test: Optional[Path] = TestOpt,
+    image_options: ImageOptions = None,
+    training_input: TrainingInput = None,
 ):
     """Train a dense model (Adam, one-cycle) on the train split: a starting point for compress."""
     from toolchain.data import load_data
     from toolchain.data.given import with_given_rows
     from toolchain.data.identity import training_record
-    from toolchain.data.options import parse_image_size, parse_input_shape
+    from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
     from toolchain.evaluate import probe_outputs
     from toolchain.io import check_output_file, input_paths
     from toolchain.metrics import evaluate_logits
@@ -44,7 +47,8 @@ def train(
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
     try:
-        config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=parse_augment(training_input.augment),
+                             workers=training_input.workers)
     except ValueError as exc:
         raise config_error(exc, TrainConfig) from exc
     check_output_file(out, "--out", inputs=input_paths(data, val, test, arch=arch))
@@ -53,7 +57,8 @@ def train(
     kwargs = parse_kwargs(arch_kwargs)
     torch_device = pick_device(device)
     dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,
-                                        image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape)),
+                                        image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
+                                        **image_options.load_args()),
                               val and str(val), test and str(test))
     seed_everything(seed)
     model = build_arch(arch, kwargs)

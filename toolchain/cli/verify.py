@@ -10,11 +10,13 @@ from typing import List, Optional
 
 import typer
 
+from toolchain.cli.options import ImageOptions, with_config
 from toolchain.errors import UserError
 
 __all__ = ["verify"]
 
 
+@with_config(ImageOptions)
 def verify(
     artifacts: List[Path] = typer.Argument(..., help="Exported .onnx / .tflite files, each run in its own runtime."),
     data: str = typer.Option(..., "--data", "-d", help="A .npz (x, y: every row; or given splits: test), digits, a .csv, an idx or ImageFolder folder."),
@@ -37,6 +39,7 @@ def verify(
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28 (flat rows fed to an image model)."),
     allow_other_data: bool = typer.Option(False, help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
+    image_options: ImageOptions = None,
 ) -> int:
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
     import json
@@ -57,6 +60,7 @@ def verify(
         max_fnr_increase=max_fnr_increase, max_fnr=max_fnr, max_accuracy_drop=max_accuracy_drop, gate=gate,
         threads=threads, split=split, seed=seed, label_column=label_column, allow_other_data=allow_other_data,
         class_names=class_names, image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
+        **image_options.load_args(),
     )
     result = run_verify(request)
     # Render everything first, then write: a rendering error leaves no file behind.

@@ -7,13 +7,17 @@ One set of rules wherever samples are read: the .npz source and `rows.load_rows`
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from toolchain.data.dataset import Preprocessing
+from toolchain.data.mapped import Mapped, MappedMember
+from toolchain.data.samples import Samples
 from toolchain.errors import UserError
 from toolchain.limits import check_fits
 
-__all__ = ["check_finite", "npz_features"]
+__all__ = ["Conversion", "check_finite", "npz_features"]
 
 
 def check_finite(x: np.ndarray, what: str, where: str) -> None:
@@ -25,15 +29,48 @@ def check_finite(x: np.ndarray, what: str, where: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """Stored x rows -> float32 model inputs: NHWC moved to NCHW or a channel axis added, then scaled (uint8
+    images: astype, then multiplied in place) or cast. One rule for whole arrays and for mapped batches, so a
+    row gets the same bits either way."""
+
+    nhwc: bool = False
+    add_channel: bool = False
+    scale: float | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.nhwc:
+            x = np.moveaxis(x, -1, 1)  # (N, H, W, C) with a colour axis last: PyTorch models take (N, C, H, W)
+        elif self.add_channel:
+            x = x[:, None]
+        if self.scale is not None:
+            a = x.astype(np.float32)
+            a *= np.float32(self.scale)
+            return a
+        return np.ascontiguousarray(x, dtype=np.float32)  # float32 stays bit-for-bit as stored
+
+
+def _check_finite_rows(member: MappedMember, key: str, where: str) -> None:
+    """check_finite over a mapped array, a chunk at a time."""
+    raw = member.array()
+    step = max(1, (64 << 20) // max(1, raw[:1].nbytes))
+    for start in range(0, len(raw), step):
+        check_finite(np.asarray(raw[start : start + step]), key, where)
+
+
 def npz_features(
-    arrays: dict[str, np.ndarray], keys: list[str], where: str
-) -> tuple[list[np.ndarray], Preprocessing]:
+    arrays: dict[str, np.ndarray | MappedMember], keys: list[str], where: str
+) -> tuple[list[np.ndarray | Samples], Preprocessing]:
     """Convert the x arrays of an npz to float32 model inputs (all with the same rules).
 
     uint8 images (ndim >= 3: (N,H,W), (N,C,H,W), (N,H,W,C)) are scaled by 1/255; every other
     integer array (tabular values, counts, 16-bit images...) is kept as stored, cast to float32.
+    A `MappedMember` (a large member stored uncompressed, toolchain.data.mapped) becomes rows read
+    on demand, converted a batch at a time by the same rule.
     """
-    xs = [np.asarray(arrays[k]) for k in keys]
+    xs = [arrays[k] if isinstance(arrays[k], MappedMember) else np.asarray(arrays[k]) for k in keys]
+    mapped = [isinstance(x, MappedMember) for x in xs]
     kinds = {x.dtype.kind for x in xs}
     for k, x in zip(keys, xs):
         if x.dtype.kind not in "fiub":
@@ -58,40 +95,41 @@ def npz_features(
     dtype = xs[0].dtype
     image = len(sample) >= 2
     nhwc = len(sample) == 3 and sample[-1] in (1, 3, 4) and min(sample[0], sample[1]) > 4
-    if nhwc or dtype != np.dtype(np.float32) or not all(x.flags.c_contiguous for x in xs):
-        total = sum(x.size for x in xs)  # a float32 copy will be made
+    held = [x for x, m in zip(xs, mapped) if not m]
+    if nhwc or dtype != np.dtype(np.float32) or not all(x.flags.c_contiguous for x in held):
+        total = sum(x.size for x in held)  # a float32 copy will be made
         check_fits(4 * total, f"{where} as float32 ({total:,} values)")
     notes = []
     if nhwc:
-        # (N, H, W, C) with a colour axis last: PyTorch models take (N, C, H, W)
-        xs = [np.moveaxis(x, -1, 1) for x in xs]
         notes.append("transposed from NHWC to NCHW")
     elif len(sample) == 2:
-        xs = [x[:, None] for x in xs]
         notes.append("channel axis added: (N,H,W) -> (N,1,H,W)")
     layout = "NC" if len(sample) == 1 else "NCHW"
+    rule = Conversion(nhwc=nhwc, add_channel=len(sample) == 2)
     if kinds == {"b"}:
-        out = [x.astype(np.float32) for x in xs]
-        return out, Preprocessing(scale=1.0, layout=layout, note="; ".join(["boolean x as 0/1", *notes]))
-    if kinds & set("iu"):
+        lead, scale = "boolean x as 0/1", 1.0
+    elif kinds & set("iu"):
         if dtype == np.uint8 and image:
-            out = []
-            for x in xs:
-                a = x.astype(np.float32)
-                a *= np.float32(1 / 255)
-                out.append(a)
-            return out, Preprocessing(
-                scale=1 / 255, layout=layout, note="; ".join(["uint8 images scaled by 1/255", *notes])
-            )
-        out = [np.ascontiguousarray(x, dtype=np.float32) for x in xs]
-        what = "integer images" if image else "integer features"
-        note = "; ".join([f"{what} ({dtype}) kept as stored, cast to float32", *notes])
-        return out, Preprocessing(scale=1.0, layout=layout, note=note)
+            rule = replace(rule, scale=1 / 255)
+            lead, scale = "uint8 images scaled by 1/255", 1 / 255
+        else:
+            lead, scale = f"{'integer images' if image else 'integer features'} ({dtype}) kept as stored, cast to float32", 1.0
+    else:
+        lead, scale = "as stored", 1.0
+        if dtype != np.float32:
+            notes.append(f"{dtype} converted to float32")
+    sample_shape = tuple(rule(np.zeros((1, *sample), dtype=dtype)).shape[1:])
     out = []
-    for k, x in zip(keys, xs):
-        a = np.ascontiguousarray(x, dtype=np.float32)  # float32 stays bit-for-bit as stored
-        check_finite(a, k, where)
-        out.append(a)
-    if dtype != np.float32:
-        notes.append(f"{dtype} converted to float32")
-    return out, Preprocessing(scale=1.0, layout=layout, note="; ".join(["as stored", *notes]))
+    for k, x, m in zip(keys, xs, mapped):
+        if m:
+            if dtype.kind == "f":
+                _check_finite_rows(x, k, where)
+            out.append(Mapped(x, rule, sample_shape))
+        else:
+            a = rule(x)
+            if dtype.kind == "f":
+                check_finite(a, k, where)
+            out.append(a)
+    if any(mapped):
+        notes.append(f"{', '.join(k for k, m in zip(keys, mapped) if m)} read in place (memory-mapped), a batch at a time")
+    return out, Preprocessing(scale=scale, layout=layout, note="; ".join([lead, *notes]))

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from toolchain.data.dataset import Dataset
+from toolchain.data.samples import concat
 from toolchain.errors import UserError
 
 __all__ = ["with_given_rows"]
@@ -41,7 +42,7 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
         else:
             new[name] = _rows(given, flag, dataset)
             parts["train"].append(dataset.split(name))  # cwtool's own held-out rows train instead
-    x_train = np.concatenate([x for x, _ in parts["train"]])
+    x_train = concat([x for x, _ in parts["train"]])  # lazy when the splits are
     y_train = np.concatenate([y for _, y in parts["train"]])
     given = ", ".join(f"{flag} {path}" for flag, path in (("--val", val), ("--test", test)) if path)
     note = f"{dataset.preprocessing.note}; held-out rows from {given}"

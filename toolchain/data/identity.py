@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.data.dataset import Dataset
+from toolchain.data.samples import batches
 from toolchain.errors import UserError
 
 __all__ = ["row_fingerprints", "training_record", "seen_rows", "check_unseen"]
@@ -24,15 +25,18 @@ MAX_RECORDED_ROWS = 5_000_000  # 40 MB of fingerprints; beyond, the record keeps
 OVERLAP_TOLERANCE = 0.005  # exact duplicates across a data set's own splits exist (Fashion-MNIST has some)
 
 
-def row_fingerprints(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """One 64-bit fingerprint per row (its model input and label)."""
-    x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)
+def row_fingerprints(x, y: np.ndarray) -> np.ndarray:
+    """One 64-bit fingerprint per row (its model input and label), read a batch at a time."""
     y = np.asarray(y, dtype=np.int64)
     out = np.empty(len(x), dtype=np.uint64)
-    for i in range(len(x)):
-        h = hashlib.blake2b(x[i].tobytes(), digest_size=8)
-        h.update(int(y[i]).to_bytes(8, "little", signed=True))
-        out[i] = int.from_bytes(h.digest(), "little")
+    i = 0
+    for batch in batches(x):
+        batch = np.ascontiguousarray(batch, dtype=np.float32).reshape(len(batch), -1)
+        for row in batch:
+            h = hashlib.blake2b(row.tobytes(), digest_size=8)
+            h.update(int(y[i]).to_bytes(8, "little", signed=True))
+            out[i] = int.from_bytes(h.digest(), "little")
+            i += 1
     return out
 
 

@@ -59,6 +59,8 @@ def load_data(
     image_size: tuple[int, int] | None = None,
     class_names: list[str] | None = None,
     input_shape: tuple[int, ...] | None = None,
+    resize: int | None = None,
+    normalize: str | tuple | None = None,
 ) -> Dataset:
     """Load the dataset named by ``spec`` with train/val/test splits.
 
@@ -78,8 +80,12 @@ def load_data(
       * a source that stores its own names (.npz class_names, breast-cancer) must agree with it.
 
     ``input_shape`` gives flat rows the shape of one sample for the model (--input-shape).
+
+    ``resize`` (the shorter side, center-cropped to ``image_size``) and ``normalize`` ("auto", "none",
+    "imagenet" or (mean, std) per channel) apply to ImageFolder only (`sources.image_folder`).
     """
-    dataset = _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names)
+    images = (resize, normalize)
+    dataset = _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images)
     if input_shape is None:
         return dataset
     from dataclasses import replace
@@ -90,7 +96,7 @@ def load_data(
     return replace(dataset, **splits, preprocessing=replace(dataset.preprocessing, note=note, layout=layout))
 
 
-def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names) -> Dataset:
+def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images) -> Dataset:
     spec = str(spec).strip()
     _check_fractions(val_fraction, test_fraction)
     fr = (val_fraction, test_fraction)
@@ -100,6 +106,11 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
         raise UserError(
             f"--label-column only applies to a .csv file, not to --data '{spec}': drop it"
         )
+    path = user_path(spec)
+    if not path.is_dir() or find_idx_files(path):
+        for flag, value in zip(("--resize", "--normalize"), images):
+            if value not in (None, "auto"):
+                raise UserError(f"{flag} only applies to an ImageFolder folder, not to --data '{spec}': drop it")
     if spec == "digits":
         return load_digits(seed, fr, given)
     if spec == "breast-cancer":
@@ -107,7 +118,6 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
     if spec == "fashion-mnist":
         return load_fashion_mnist(seed, val_fraction, given)
 
-    path = user_path(spec)
     lower = path.name.lower()
     if lower.endswith(".npz"):
         return load_npz(_existing_file(path, spec), seed, fr, given)
@@ -116,7 +126,7 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
     if path.is_dir():
         if find_idx_files(path):
             return load_idx_folder(path, seed, val_fraction, name=path.resolve().name, given=given)
-        return load_image_folder(path, seed, fr, image_size, given)
+        return load_image_folder(path, seed, fr, image_size, given, *images)
     if path.exists():
         raise UserError(f"unknown --data '{spec}' (not a .npz or .csv file): {KNOWN_SOURCES}")
     raise UserError(f"unknown --data '{spec}' (no such file or folder): {KNOWN_SOURCES}")

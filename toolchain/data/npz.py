@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolchain.data.mapped import MappedMember, map_member, mappable
 from toolchain.limits import check_fits, format_bytes, product
 from toolchain.errors import UserError
 
@@ -90,11 +91,14 @@ def _header(fp, name: str, where: str) -> tuple[tuple[int, ...], bool, np.dtype]
     return shape, bool(fortran), np.dtype(dtype)
 
 
-def read_npz(path: str | Path, wanted: set[str] | None = None) -> tuple[set[str], dict[str, np.ndarray]]:
+def read_npz(path: str | Path, wanted: set[str] | None = None,
+             mappable_keys: set[str] = frozenset()) -> tuple[set[str], dict[str, np.ndarray | MappedMember]]:
     """(every array name, {name: array} for the names in ``wanted``) of the .npz at ``path``.
 
     Each wanted member is checked before it is read: its zip size and its .npy header's
     declared size must fit in the memory available, and it must hold no Python objects.
+    A member named in ``mappable_keys`` that is large and stored uncompressed is not read: its entry
+    is a `MappedMember` (toolchain.data.mapped), mapped when rows are read.
     """
     path = Path(path)
     where = _where(path)
@@ -113,7 +117,6 @@ def read_npz(path: str | Path, wanted: set[str] | None = None) -> tuple[set[str]
                 )
             if info.flag_bits & 0x1:
                 raise UserError(f"'{key}' in {where} is encrypted: save the arrays without a password ({NPZ_FIX})")
-            check_fits(info.file_size, f"'{key}' in {where} (zip member of {format_bytes(info.file_size)} uncompressed)")
             try:
                 with zf.open(info) as fp:
                     shape, fortran, dtype = _header(fp, key, where)
@@ -130,7 +133,15 @@ def read_npz(path: str | Path, wanted: set[str] | None = None) -> tuple[set[str]
                 raise UserError(f"'{key}' in {where} has the zero-size dtype {dtype}: store numbers ({NPZ_FIX})")
             count = product(shape)
             nbytes = count * dtype.itemsize
-            check_fits(nbytes, f"'{key}' in {where} (declared shape {shape}, {dtype})")
+            member = map_member(path, info, shape, dtype, fortran) if key in mappable_keys and mappable(info, count) else None
+            if member is not None:  # read in place, a batch at a time
+                arrays[key] = member
+                continue
+            fix = "use a smaller file or a machine with more memory"
+            if key in mappable_keys and info.compress_type != zipfile.ZIP_STORED:
+                fix += " (or save it uncompressed with numpy.savez: cwtool then reads it in place, a batch at a time)"
+            check_fits(info.file_size, f"'{key}' in {where} (zip member of {format_bytes(info.file_size)} uncompressed)", fix)
+            check_fits(nbytes, f"'{key}' in {where} (declared shape {shape}, {dtype})", fix)
             try:
                 with zf.open(info) as fp:
                     arr = np.lib.format.read_array(fp, allow_pickle=False, max_header_size=_MAX_HEADER)

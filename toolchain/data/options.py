@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
+from toolchain.data.samples import Reshaped
 from toolchain.errors import UserError
 
 MAX_SIDE = 16384
@@ -43,4 +46,37 @@ def reshaped(x, shape: tuple[int, ...] | None, where: str):
     if math.prod(have) != math.prod(shape):
         raise UserError(f"--input-shape {','.join(map(str, shape))} holds {math.prod(shape):,} values but the samples of {where} "
                         f"have {math.prod(have):,} (shape {have}): give a shape of the same size")
+    if not isinstance(x, np.ndarray):  # rows read on demand: reshaped as they are read
+        return Reshaped(x, tuple(shape))
     return x.reshape(len(x), *shape)
+
+
+def parse_normalize(text: str | None):
+    """``--normalize``: auto, none, imagenet, or MEAN[,MEAN..]:STD[,STD..] (per channel, of pixels scaled to 0..1)
+    -> "auto" / "none" / "imagenet" / (means, stds)."""
+    if text is None:
+        return "auto"
+    word = str(text).strip().lower()
+    if word in ("auto", "none", "imagenet"):
+        return word
+    parts = word.split(":")
+    try:
+        mean, std = ([float(v) for v in p.split(",")] for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        mean = std = None
+    if not mean or not std or len(mean) != len(std) or not all(map(math.isfinite, mean + std)) or min(std) <= 0:
+        raise UserError(f"--normalize '{text}' is not auto, none, imagenet or MEAN,..:STD,.. (one positive std per mean): "
+                        "give e.g. imagenet or 0.5,0.5,0.5:0.25,0.25,0.25")
+    return tuple(mean), tuple(std)
+
+
+def parse_augment(text: str | None):
+    """``--augment``: none, or crop and/or flip (comma-separated) -> None or a `dataset.Augment`."""
+    from toolchain.data.dataset import Augment
+
+    words = {w.strip().lower() for w in str(text or "none").split(",") if w.strip()}
+    if not words or words == {"none"}:
+        return None
+    if not words <= {"crop", "flip"}:
+        raise UserError(f"--augment '{text}' is not none, crop, flip or crop,flip: give e.g. crop,flip")
+    return Augment(crop_scale=(0.25, 1.0) if "crop" in words else None, flip="flip" in words)

@@ -45,7 +45,7 @@ def load_rows(
     path = user_path(spec)
     where = f"'{path}'"
     given = given_names(class_names)
-    _keys, arrays = read_npz(path, {"x", "y", "class_names"})
+    _keys, arrays = read_npz(path, {"x", "y", "class_names"}, mappable_keys={"x"})
     for k in ("x", "y"):
         if k not in arrays:
             raise UserError(f"{where} has no '{k}' array: store both x and y (np.savez(f, x=..., y=...))")

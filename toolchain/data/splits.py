@@ -1,7 +1,8 @@
 """Seeded, stratified splitting in numpy alone (no scikit-learn: `cwtool verify` runs without it).
 
 `stratified_split` is the algorithm; `split_pool` and `carve_val` apply it to a source's rows,
-refusing (one-line `UserError`) classes too small to reach every part.
+refusing (one-line `UserError`) classes too small to reach every part. An array's splits are copies; the
+splits of inputs read on demand are views (`toolchain.data.samples.subset`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from toolchain.data.samples import held_bytes, subset
 from toolchain.errors import UserError
 from toolchain.limits import check_fits, format_bytes
 
@@ -79,7 +81,7 @@ def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> li
 
 
 def split_pool(
-    x: np.ndarray,
+    x,
     y: np.ndarray,
     seed: int,
     fractions: tuple[float, float],
@@ -89,13 +91,13 @@ def split_pool(
     """(x_train, y_train, x_val, y_val, x_test, y_test) from one pool."""
     val, test = fractions
     _check_class_sizes(y, 3, "train/validation/test", names, where)
-    check_fits(x.nbytes, f"splitting {where} ({len(x)} samples, {format_bytes(x.nbytes)} as float32)")
+    _check_copy(x, where)
     tr, va, te = stratified_split(y, [1.0 - val - test, val, test], seed)
-    return x[tr], y[tr], x[va], y[va], x[te], y[te]
+    return subset(x, tr), y[tr], subset(x, va), y[va], subset(x, te), y[te]
 
 
 def carve_val(
-    x: np.ndarray,
+    x,
     y: np.ndarray,
     seed: int,
     val_fraction: float,
@@ -104,9 +106,16 @@ def carve_val(
 ) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_val, y_val): val_fraction of a given train split, stratified."""
     _check_class_sizes(y, 2, "train/validation", names, where)
-    check_fits(x.nbytes, f"splitting {where} ({len(x)} samples, {format_bytes(x.nbytes)} as float32)")
+    _check_copy(x, where)
     tr, va = stratified_split(y, [1.0 - val_fraction, val_fraction], seed)
-    return x[tr], y[tr], x[va], y[va]
+    return subset(x, tr), y[tr], subset(x, va), y[va]
+
+
+def _check_copy(x, where: str) -> None:
+    """An array's splits are copies (as much again); a lazy pool's splits are views (row numbers)."""
+    held = held_bytes(x)
+    what = "as float32" if isinstance(x, np.ndarray) else "held to read them on demand"
+    check_fits(held, f"splitting {where} ({len(x)} samples, {format_bytes(held)} {what})")
 
 
 def _check_class_sizes(

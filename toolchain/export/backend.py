@@ -9,7 +9,7 @@ units are each format's own names (ONNX: pre-processed node names; TFLite: torch
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +27,7 @@ class ExportJob:
     calibration_method: str  # ONNX int8: "minmax" | "entropy" | "percentile"
     out: Path  # the run's artifacts/ folder
     work: Path  # scratch for int8 candidates; the stage removes it
+    metadata: dict = field(default_factory=dict)  # recorded in every file (ONNX metadata_props, TFLite sidecar): the preprocessing
 
 
 class Int8Source(abc.ABC):

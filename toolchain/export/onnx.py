@@ -65,14 +65,17 @@ def _export_dynamo(model, x, path: str, opset: int, dynamic: bool) -> None:
 
 
 def set_metadata(model_proto, metadata: dict[str, Any]) -> None:
-    """Add or overwrite string metadata_props on an onnx ModelProto."""
+    """Add or overwrite string metadata_props on an onnx ModelProto (dicts and lists as JSON text)."""
+    import json
+
     existing = {p.key: p for p in model_proto.metadata_props}
     for key, value in metadata.items():
+        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
         if key in existing:
-            existing[key].value = str(value)
+            existing[key].value = text
         else:
             entry = model_proto.metadata_props.add()
-            entry.key, entry.value = str(key), str(value)
+            entry.key, entry.value = str(key), text
 
 
 def compact(model_proto) -> None:

@@ -39,12 +39,13 @@ class OnnxBackend(ExportBackend):
         quantized from it as well."""
         path = self.artifact_path(job, "fp32")
         if not path.exists():
-            export_onnx(model, job.example, path, num_classes=job.num_classes)
+            export_onnx(model, job.example, path, num_classes=job.num_classes, metadata=job.metadata)
         return path
 
     def int8_source(self, model, job: ExportJob, *, scratch: bool = False) -> Int8Source:
         if scratch:
-            fp32 = export_onnx(model, job.example, job.work / self.name / "shifted_fp32.onnx", num_classes=job.num_classes)
+            fp32 = export_onnx(model, job.example, job.work / self.name / "shifted_fp32.onnx", num_classes=job.num_classes,
+                               metadata=job.metadata)
         else:
             fp32 = self.export_float(model, job)
         return OnnxInt8Source(fp32, job)

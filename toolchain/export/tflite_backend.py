@@ -26,7 +26,7 @@ class TFLiteInt8Source(Int8Source):
     def build(self, float_units: Sequence[str], dest: Path) -> Path:
         job = self.job
         return export_tflite(self.model, job.example, dest, "int8", job.layout, job.calibration_x,
-                             float_modules=list(float_units), num_classes=job.num_classes)
+                             float_modules=list(float_units), num_classes=job.num_classes, metadata=job.metadata)
 
 
 class TFLiteBackend(ExportBackend):
@@ -39,7 +39,7 @@ class TFLiteBackend(ExportBackend):
     def export_float(self, model, job: ExportJob, precision: str = "fp32") -> Path:
         """fp32, or fp16 (fp16 weights, fp32 compute and I/O)."""
         return export_tflite(model, job.example, self.artifact_path(job, precision), precision, job.layout,
-                             num_classes=job.num_classes)
+                             num_classes=job.num_classes, metadata=job.metadata)
 
     def int8_source(self, model, job: ExportJob, *, scratch: bool = False) -> Int8Source:
         return TFLiteInt8Source(model, job)  # nothing is written before a build, scratch or not

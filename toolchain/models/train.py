@@ -1,4 +1,8 @@
-"""A seeded training loop and batched inference; CUDA (with bf16 autocast) when present, else CPU."""
+"""A seeded training loop and batched inference; CUDA (with bf16 autocast) when present, else CPU.
+
+Inputs are a float32 array held in memory or rows read on demand (`toolchain.data.samples`): the same seeded
+batches either way, read through `toolchain.models.batches` (DataLoader workers for rows read on demand).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolchain.data.dataset import Augment
+from toolchain.data.samples import batch_rows, is_lazy
+from toolchain.models.augment import Augmenter
+from toolchain.models.batches import BatchReader, auto_workers
+
 # loss_fn(logits, targets, batch_indices, inputs) -> scalar; batch_indices index the training arrays so
-# a loss can look up per-sample data (cached teacher logits) without a custom loader.
+# a loss can look up per-sample data (cached teacher logits) without a custom loader; inputs are the batch as
+# the model saw it (augmented, when the config augments).
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -23,6 +33,8 @@ class TrainConfig:
     batch_size: int = 128
     weight_decay: float = 0.0
     seed: int = 0
+    augment: Augment | None = None  # training augmentation (toolchain.models.augment), drawn from the seed
+    workers: int | None = None  # DataLoader processes for inputs read on demand; None: batches.auto_workers
 
     def __post_init__(self):
         for name in ("lr", "weight_decay"):
@@ -59,7 +71,7 @@ def seed_everything(seed: int) -> None:
 
 def train(
     model: nn.Module,
-    x: np.ndarray,
+    x,
     y: np.ndarray,
     config: TrainConfig,
     loss_fn: LossFn | None = None,
@@ -72,7 +84,8 @@ def train(
     """Train in place with Adam. ``after_step`` runs after every optimizer step (e.g. re-apply
     pruning masks). ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar.
     Under torchrun (toolchain.distributed) the model is wrapped in DistributedDataParallel and each
-    process takes its share of every batch of the same seeded order."""
+    process takes its share of every batch of the same seeded order. ``x`` is an array or rows read on
+    demand (read ahead by ``config.workers`` DataLoader processes); ``config.augment`` augments each batch."""
     from toolchain import distributed
 
     device = device or pick_device()
@@ -86,10 +99,12 @@ def train(
     share = 1 if group is None else group.world
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    xs = torch.as_tensor(x, dtype=torch.float32)
+    lazy = is_lazy(x)
+    xs = x if lazy else torch.as_tensor(x, dtype=torch.float32)
     ys = torch.as_tensor(y, dtype=torch.long)
-    if device.type == "cuda":  # small data sets fit; avoids a host->device copy per batch
+    if device.type == "cuda" and not lazy:  # small data sets fit; avoids a host->device copy per batch
         xs, ys = xs.to(device), ys.to(device)
+    augment = Augmenter(config.augment, x.shape[1:], config.seed) if config.augment is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, int(np.ceil(len(xs) / config.batch_size)))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -97,28 +112,42 @@ def train(
     )
     loss_fn = loss_fn or (lambda logits, t, idx, inputs: nn.functional.cross_entropy(logits, t))
     task = progress.add_task(description, total=config.epochs) if progress is not None else None
-    for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(len(xs), generator=generator)
-        for start in range(0, len(xs), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            if len(idx) < 2 * share and _has_batchnorm(model):
-                continue  # BatchNorm cannot train on a single sample (every process decides alike)
-            if group is not None:
-                idx = idx[group.rank :: group.world]  # this process's share of the global batch
-            xb, yb = xs[idx].to(device, non_blocking=True), ys[idx].to(device, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = net(xb)
-            loss = loss_fn(logits.float(), yb, idx, xb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if after_step is not None:
-                after_step(model)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
-        if task is not None:
-            progress.advance(task)
+    workers = config.workers if config.workers is not None else auto_workers(x, steps_per_epoch, share)
+    reader = BatchReader(x, workers, pin_memory=device.type == "cuda") if lazy else None
+    try:
+        for epoch in range(1, config.epochs + 1):
+            order = torch.randperm(len(xs), generator=generator)
+            plan = []  # (this process's rows, augmentation of them) of every step, in order
+            for start in range(0, len(xs), config.batch_size):
+                idx = order[start : start + config.batch_size]
+                if len(idx) < 2 * share and _has_batchnorm(model):
+                    continue  # BatchNorm cannot train on a single sample (every process decides alike)
+                draws = augment.draw(len(idx)) if augment is not None else None  # for the global batch: alike everywhere
+                if group is not None:
+                    idx = idx[group.rank :: group.world]  # this process's share of the global batch
+                    draws = None if draws is None else [d[group.rank :: group.world] for d in draws]
+                plan.append((idx, draws))
+            inputs = reader.read([idx.numpy() for idx, _ in plan]) if lazy else (xs[idx] for idx, _ in plan)
+            for (idx, draws), xb in zip(plan, inputs):
+                xb, yb = xb.to(device, non_blocking=True), ys[idx].to(device, non_blocking=True)
+                if draws is not None:
+                    xb = augment.apply(xb, draws)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    logits = net(xb)
+                loss = loss_fn(logits.float(), yb, idx, xb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                if after_step is not None:
+                    after_step(model)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, model)
+            if task is not None:
+                progress.advance(task)
+    finally:
+        if reader is not None:
+            reader.close()
     if task is not None:
         progress.remove_task(task)
     return model.eval()
@@ -129,14 +158,28 @@ def _has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 1024, device: torch.device | None = None) -> np.ndarray:
-    """Logits of ``model`` on ``x`` as float32 numpy, in eval mode, batched."""
+def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.device | None = None,
+                   workers: int | None = None) -> np.ndarray:
+    """Logits of ``model`` on ``x`` as float32 numpy, in eval mode, batched: at most ``batch_size`` rows and
+    BATCH_BYTES of input a batch (toolchain.data.samples), rows read on demand read ahead by ``workers``."""
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     model.eval()
+    step = batch_rows(x, batch_size)
+    plan = [np.arange(start, min(start + step, len(x))) for start in range(0, len(x), step)]
     out = []
-    for start in range(0, len(x), batch_size):
-        xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32, device=device)
-        out.append(model(xb).float().cpu())
+    if not is_lazy(x):
+        for index in plan:
+            xb = torch.as_tensor(x[index[0] : index[-1] + 1], dtype=torch.float32, device=device)
+            out.append(model(xb).float().cpu())
+    else:
+        from toolchain import distributed
+
+        group = distributed.current()
+        if workers is None:
+            workers = auto_workers(x, len(plan), 1 if group is None else group.world)
+        with BatchReader(x, workers) as reader:
+            for xb in reader.read(plan):
+                out.append(model(xb.to(device)).float().cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()

@@ -38,6 +38,7 @@ class ClassDependentLoss:
     gamma: float = 1.0
     rank_weight: float = 0.0
     teacher_logits: torch.Tensor | None = None  # indexed by training-row number
+    teacher_model: torch.nn.Module | None = None  # or computed live on the batch (augmented inputs cannot be cached)
     distill_weight: float = 0.0
     temperature: float = 4.0
     distill_uniform: bool = False  # distillation over samples alike, not weighted like the CE
@@ -51,9 +52,12 @@ class ClassDependentLoss:
         """One protected class's CE (and distillation) weight: the Lagrange rule moves it between epochs."""
         self.class_weights[k] = float(weight)
 
-    def _teacher_logits(self, idx: torch.Tensor) -> torch.Tensor | None:
+    def _teacher_logits(self, idx: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor | None:
         if self.teacher_logits is not None:
             return self.teacher_logits[idx.to(self.teacher_logits.device)]
+        if self.teacher_model is not None and inputs is not None:
+            with torch.no_grad():
+                return self.teacher_model(inputs).float()
         return None
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,7 +66,7 @@ class ClassDependentLoss:
         if self.rank_weight:
             rank = sum(squared_hinge_rank_loss(logits, targets, k) for k in self.protected) / len(self.protected)
             loss = loss + self.rank_weight * rank
-        teacher = self._teacher_logits(idx) if self.distill_weight else None
+        teacher = self._teacher_logits(idx, inputs) if self.distill_weight else None
         if teacher is not None:
             t = self.temperature
             teacher = teacher.to(logits.device)

@@ -88,7 +88,9 @@ class LotteryPruner:
         """The class-dependent retraining loss of every round and of the final fine-tuning. Under the
         Lagrange rule each protected class's weight is 1 + its multiplier instead of gamma."""
         cfg = self.config
-        loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight, teacher_logits=teacher,
+        live = isinstance(teacher, nn.Module)  # augmented batches: the teacher sees what the student sees
+        loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight,
+                                  teacher_logits=None if live else teacher, teacher_model=teacher if live else None,
                                   distill_weight=cfg.distill_weight, temperature=cfg.temperature, distill_uniform=cfg.distill_uniform)
         if cfg.gamma_rule == "lagrange":
             for k in self.protected:
@@ -105,6 +107,18 @@ class LotteryPruner:
             over = (fn_count(logits, self.dataset.y_val, k) - self.targets[k]) / max(1, int(pos.sum()))
             self.multipliers[k] = max(0.0, self.multipliers[k] + DUAL_LR * over)
             loss.set_weight(k, 1.0 + self.multipliers[k])
+
+    def teacher(self):
+        """The dense model's logits on the training rows, cached; the dense model itself when training batches are
+        augmented (their logits differ every time: the loss computes them on the batch)."""
+        if self.dataset.augment is not None:
+            return self.dense
+        return torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device))
+
+    def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
+        """Retraining settings of a round or of the final fine-tuning; how the train split is read comes with the data."""
+        return TrainConfig(epochs=epochs, lr=lr, batch_size=self.config.batch_size, seed=seed, augment=self.dataset.augment,
+                           workers=self.dataset.workers)
 
     def within_budget(self, at_op: dict) -> bool:
         """The promise holds with the asked confidence and accuracy stays within its budget."""
@@ -139,7 +153,7 @@ class LotteryPruner:
         self.multipliers = {k: 0.0 for k in self.protected}
         result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets,
                              guard=self.guard)
-        teacher = torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device)) if cfg.distill_weight else None
+        teacher = self.teacher() if cfg.distill_weight else None
 
         current = copy.deepcopy(self.dense)
         survivors: Survivors = {k: list(range(n)) for k, n in self.dense_sizes.items()}
@@ -196,7 +210,7 @@ class LotteryPruner:
                 if cfg.gamma_rule == "lagrange":
                     self._dual_step(model, _loss)
 
-            tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + r)
+            tcfg = self.train_config(cfg.epochs, cfg.lr, cfg.seed * 1000 + r)
             start_state = weights_copy(start_model) if cfg.increase_weight else None
             trained = train(start_model, self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device, progress=self.progress, description=f"round {r}/{rounds} retrain", on_epoch_end=on_epoch_end)
             if "model" in snapshot:
@@ -231,7 +245,7 @@ class LotteryPruner:
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
             loss = self.loss(cfg.gamma, teacher)
-            tcfg = TrainConfig(epochs=cfg.final_epochs, lr=cfg.lr / 2, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + 99)
+            tcfg = self.train_config(cfg.final_epochs, cfg.lr / 2, cfg.seed * 1000 + 99)
             dual = (lambda epoch, m: self._dual_step(m, loss)) if cfg.gamma_rule == "lagrange" else None
             model = train(copy.deepcopy(chosen.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
                           progress=self.progress, description=f"final fine-tuning of round {chosen.round}", on_epoch_end=dual)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from toolchain.models.profile import count_macs, count_params
-from toolchain.models.train import TrainConfig, seed_everything, train
+from toolchain.models.train import seed_everything, train
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.shrink import dead_channels, shrink
@@ -48,7 +48,7 @@ def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
         apply(model)
         gamma = 1.0 if r == 1 else cfg.gamma
         loss = pruner.loss(gamma, teacher)
-        tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed * 1000 + r)
+        tcfg = pruner.train_config(cfg.epochs, cfg.lr, cfg.seed * 1000 + r)
         start_state = weights_copy(model) if cfg.increase_weight else None
         train(model, pruner.dataset.x_train, pruner.dataset.y_train, tcfg, loss_fn=loss, after_step=apply, device=pruner.device,
               progress=pruner.progress, description=f"round {r}/{rounds} retrain")

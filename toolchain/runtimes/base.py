@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from toolchain.data.samples import Samples, batch_rows
 from toolchain.errors import UserError
 from toolchain.limits import MAX_CLASSES  # a num_classes above cwtool's class limit is garbage, not a classifier
 
@@ -240,9 +241,10 @@ class Runner(abc.ABC):
         return len(want) == len(got) and all(w == -1 or w == g for w, g in zip(want, got))
 
     def _check(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype != np.float32:
-            x = x.astype(np.float32)
+        if not isinstance(x, Samples):  # rows read on demand are float32 already, and read a batch at a time
+            x = np.asarray(x)
+            if x.dtype != np.float32:
+                x = x.astype(np.float32)
         got = tuple(x.shape[1:])
         fits = self._fits(got)
         if not fits and getattr(self, "layout_source", "") == "guess" and self.layout in ("NCHW", "NHWC"):
@@ -263,14 +265,16 @@ class Runner(abc.ABC):
         return x
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Logits (N, num_classes) float32 for x (N, ...) float32 in the dataset layout (NCHW or NC)."""
+        """Logits (N, num_classes) float32 for x (N, ...) float32 in the dataset layout (NCHW or NC): an array
+        or rows read on demand (toolchain.data.samples), fed ``batch_size`` rows at a time and at most
+        BATCH_BYTES of input, so memory follows the batch, not the number of rows."""
         x = self._check(x)
         if len(x) == 0:
             return np.zeros((0, self.num_classes or 0), np.float32)
         out = []
-        step = max(1, int(batch_size))
+        step = batch_rows(x, batch_size)
         for start in range(0, len(x), step):
-            chunk = self._to_artifact_layout(x[start : start + step])
+            chunk = self._to_artifact_layout(np.asarray(x[start : start + step], dtype=np.float32))
             out.append(self._logits(self._run(chunk), len(chunk), out[0].shape[1] if out else None))
         return np.concatenate(out, axis=0)
 

@@ -1,6 +1,8 @@
 """An ImageFolder-layout --data folder: one sub-folder of PNG/JPEG images per class.
 
-Pillow is imported only here, and only when such a folder is loaded (devices do not have it).
+The split's inputs are `toolchain.data.images.ImageFiles`: paths, decoded when rows are read, so memory does
+not grow with the number of images. Here every file's header is read once (sizes, modes, limits) and the
+preprocessing is settled. Pillow is imported only when such a folder is loaded (devices do not have it).
 """
 
 from __future__ import annotations
@@ -12,50 +14,20 @@ import numpy as np
 
 from toolchain.data.assemble import assemble_dataset
 from toolchain.data.dataset import Dataset, Preprocessing
+from toolchain.data.images import IMAGENET_MEAN, IMAGENET_STD, PIL_BAD_MODES, PIL_FORMATS, ImageFiles, ImageTransform, image_problem, \
+    pil_errors, pillow
 from toolchain.data.labels import string_labels
 from toolchain.data.sources import KNOWN_SOURCES
 from toolchain.data.splits import split_pool
 from toolchain.errors import UserError
 from toolchain.limits import MAX_CLASSES, check_fits
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
+__all__ = ["AUTO_NORMALIZE_SIDE", "IMAGE_EXTENSIONS", "load_image_folder"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
-_PIL_FORMATS = ("PNG", "JPEG")  # what the extensions promise (JPEG covers MPO); no other decoder: EPS runs Ghostscript
-_PIL_BAD_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # 16-bit / 32-bit integer and float images
-
-
-def _pillow():
-    try:
-        from PIL import Image  # lazy: not on devices
-    except ImportError:
-        raise UserError(
-            "an ImageFolder --data needs Pillow, which is not installed: run `pip install pillow` "
-            '(or `pip install "cwtool[compress]"`), or give the images as a .npz'
-        ) from None
-    return Image
-
-
-def _pil_errors(Image) -> tuple[type[BaseException], ...]:
-    """What Pillow raises on a bad file (decoders are third-party parsers of untrusted bytes)."""
-    import struct
-    import zlib
-
-    return (
-        OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, zlib.error,
-        Image.DecompressionBombError, Image.DecompressionBombWarning,
-    )
-
-
-def _image_problem(p: Path, exc: BaseException, Image) -> UserError:
-    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return UserError(
-            f"image '{p}' is too large to decode safely ({' '.join(str(exc).split())[:160]}): "
-            "it may be a decompression bomb; resize it or remove it"
-        )
-    return UserError(
-        f"cannot read image '{p}' ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): replace or remove it"
-    )
+AUTO_NORMALIZE_SIDE = 96
+"""--normalize auto: RGB model inputs at least this many pixels on their shorter side get ImageNet's mean/std
+(the models users bring at 96-224 px were trained so); gray and smaller images stay 0..1."""
 
 
 def load_image_folder(
@@ -64,15 +36,20 @@ def load_image_folder(
     fr: tuple[float, float],
     image_size: tuple[int, int] | None,
     given: list[str] | None = None,
+    resize: int | None = None,
+    normalize: str | tuple | None = "auto",
 ) -> Dataset:
-    """Class sub-folders of PNG/JPEG images -> (N, C, H, W) float32 in 0..1.
+    """Class sub-folders of PNG/JPEG images -> (N, C, H, W) float32 inputs, decoded when read.
 
-    Rule: every image must have the same size, unless ``image_size`` (height, width) is given,
-    which resizes all of them (bilinear). Images are grayscale (1 channel) when every one is
-    1-bit or 8-bit gray, else RGB (3 channels; alpha dropped, palettes and CMYK converted).
-    16-bit and float images are refused. Each image's decoded size and the whole tensor are
-    checked against the memory available before decoding; Pillow's decompression-bomb limit
-    applies (its warning is an error here).
+    Size rule: every image must have the same size, unless ``image_size`` (height, width) is given, which
+    resizes all of them to it (bilinear), or ``resize`` (a side), which resizes each image's shorter side to
+    it keeping the aspect and center-crops ``image_size`` (default: a square of that side). Images are
+    grayscale (1 channel) when every one is 1-bit or 8-bit gray, else RGB (3 channels; alpha dropped,
+    palettes and CMYK converted). 16-bit and float images are refused. Pixels are scaled by 1/255, then
+    normalized by ``normalize``: "auto" (ImageNet's mean/std for RGB inputs of AUTO_NORMALIZE_SIDE px and
+    more, else none), "none", "imagenet" or (mean, std) tuples. Each image's header is read here (sizes,
+    modes, Pillow's decompression-bomb limit, whose warning is an error here, and its decoded size against
+    the memory available); pixels are decoded only when rows are read.
     """
     where = f"'{folder}'"
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -98,82 +75,41 @@ def load_image_folder(
             )
         files += imgs
         labels += [lookup[d.name]] * len(imgs)
-    size_hw: tuple[int, int] | None = None
-    if image_size is not None:
-        try:
-            ok = len(image_size) == 2 and all(int(v) == v and v >= 1 for v in image_size)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise UserError(f"image size {image_size!r} is invalid: give two positive integers (height, width)")
-        size_hw = (int(image_size[0]), int(image_size[1]))
-
-    Image = _pillow()
-    errors = _pil_errors(Image)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. "Palette images with Transparency ..." on convert
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        # Pass 1: headers only (Image.open does not decode): modes and sizes.
-        modes: list[str] = []
-        sizes: list[tuple[int, int]] = []
-        for p in files:
-            try:
-                with Image.open(p, formats=_PIL_FORMATS) as im:
-                    modes.append(im.mode)
-                    sizes.append((im.height, im.width))
-                    bands = len(im.getbands())
-            except errors as exc:
-                raise _image_problem(p, exc, Image) from None
-            if modes[-1] in _PIL_BAD_MODES:
-                raise UserError(
-                    f"image '{p}' is a {modes[-1]} (16-bit or float) image; cwtool reads 8-bit images: "
-                    "convert it to 8-bit PNG/JPEG (or give the data as a .npz)"
-                )
-            h, w = sizes[-1]
-            # Decoding holds the image, its converted copy and the array: about 4 bytes a band a pixel.
-            check_fits(h * w * max(bands, 3) * 4, f"decoding image '{p}' ({w}x{h} pixels)")
-        if size_hw is None:
-            first = sizes[0]
-            other = next((i for i, hw in enumerate(sizes) if hw != first), None)
-            if other is not None:
-                n_diff = sum(hw != first for hw in sizes)
-                raise UserError(
-                    f"images in {where} differ in size: '{files[0].relative_to(folder)}' is "
-                    f"{first[0]}x{first[1]} (height x width) but '{files[other].relative_to(folder)}' is "
-                    f"{sizes[other][0]}x{sizes[other][1]} ({n_diff} of {len(files)} images differ from the first): "
-                    "give an image size (--image-size HEIGHTxWIDTH) to resize all of them, or resize them yourself"
-                )
-            size_hw = first
-        gray = all(m in ("L", "1") for m in modes)
-        mode = "L" if gray else "RGB"
-        h, w = size_hw
-        channels = 1 if gray else 3
-        total = len(files) * channels * h * w * 4
-        check_fits(
-            total,
-            f"{len(files)} images of {h}x{w} pixels, {channels} channel{'s' if channels > 1 else ''}, "
-            f"from {where} as float32",
-            fix="give a smaller image size (--image-size), use fewer images, or a machine with more memory",
-        )
-        x = np.empty((len(files), channels, h, w), dtype=np.float32)
-        for i, p in enumerate(files):
-            try:
-                with Image.open(p, formats=_PIL_FORMATS) as im:
-                    im = im.convert(mode)
-                    if im.size != (w, h):
-                        im = im.resize((w, h), Image.BILINEAR)
-                    a = np.asarray(im, dtype=np.uint8)
-            except errors as exc:
-                raise _image_problem(p, exc, Image) from None
-            if a.shape != ((h, w) if gray else (h, w, 3)):  # pragma: no cover - Pillow gave another size
-                raise UserError(f"image '{p}' decoded to shape {a.shape}, not {h}x{w}: replace or remove it")
-            x[i] = a[None] if gray else a.transpose(2, 0, 1)
-    x *= np.float32(1 / 255)
+    size_hw = _size(image_size)
+    modes, sizes = _headers(files)
+    if resize is not None:
+        if not (isinstance(resize, int) and resize >= 1):
+            raise UserError(f"resize {resize!r} is invalid: give the shorter side in pixels, a positive integer")
+        crop = size_hw or (resize, resize)
+        if max(crop) > resize:
+            raise UserError(f"--image-size {crop[0]}x{crop[1]} is larger than --resize {resize}: the center crop must fit the "
+                            "resized image (give --resize at least the larger side)")
+        steps, size_hw = {"resize": (resize,), "crop": crop}, crop
+        size_note = f"shorter side resized to {resize} (bilinear), center-cropped to {crop[0]}x{crop[1]}"
+    elif size_hw is not None:
+        steps = {"resize": size_hw}
+        size_note = f"resized to {size_hw[0]}x{size_hw[1]} (bilinear)"
+    else:
+        first = sizes[0]
+        other = next((i for i, hw in enumerate(sizes) if hw != first), None)
+        if other is not None:
+            n_diff = sum(hw != first for hw in sizes)
+            raise UserError(
+                f"images in {where} differ in size: '{files[0].relative_to(folder)}' is "
+                f"{first[0]}x{first[1]} (height x width) but '{files[other].relative_to(folder)}' is "
+                f"{sizes[other][0]}x{sizes[other][1]} ({n_diff} of {len(files)} images differ from the first): "
+                "give an image size (--image-size HEIGHTxWIDTH) to resize all of them, or resize them yourself"
+            )
+        steps, size_hw = {}, first
+        size_note = f"all {first[0]}x{first[1]}, not resized"
+    gray = all(m in ("L", "1") for m in modes)
+    mean, std, norm_note = _normalization(normalize, 1 if gray else 3, size_hw)
+    transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
+    x = ImageFiles(files, transform)
     y = np.asarray(labels, dtype=np.int64)
-    size_note = f"resized to {h}x{w} (bilinear)" if image_size is not None else f"all {h}x{w}, not resized"
     pre = Preprocessing(
-        scale=1 / 255, layout="NCHW",
-        note=f"ImageFolder, {'grayscale' if gray else 'RGB'}, {size_note}, 8-bit pixels scaled by 1/255; "
+        scale=1 / 255, mean=list(mean), std=list(std), layout="NCHW", **transform.to_dict(),
+        note=f"ImageFolder, {'grayscale' if gray else 'RGB'}, {size_note}, 8-bit pixels scaled by 1/255{norm_note}; "
         + label_note,
     )
     return assemble_dataset(
@@ -181,3 +117,66 @@ def load_image_folder(
         where=where, class_names=names, given_splits=False, seed=seed,
         label_mapping={d.name: lookup[d.name] for d in class_dirs},
     )
+
+
+def _size(image_size) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    try:
+        ok = len(image_size) == 2 and all(int(v) == v and v >= 1 for v in image_size)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(f"image size {image_size!r} is invalid: give two positive integers (height, width)")
+    return int(image_size[0]), int(image_size[1])
+
+
+def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
+    """Every image's mode and (height, width) from its header (Image.open does not decode), with the limits
+    checked: Pillow's decompression-bomb limit, 8-bit modes, the decoded size against the memory available."""
+    Image = pillow()
+    errors = pil_errors(Image)
+    modes: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for p in files:
+            try:
+                with Image.open(p, formats=PIL_FORMATS) as im:
+                    modes.append(im.mode)
+                    sizes.append((im.height, im.width))
+                    bands = len(im.getbands())
+            except errors as exc:
+                raise image_problem(p, exc, Image) from None
+            if modes[-1] in PIL_BAD_MODES:
+                raise UserError(
+                    f"image '{p}' is a {modes[-1]} (16-bit or float) image; cwtool reads 8-bit images: "
+                    "convert it to 8-bit PNG/JPEG (or give the data as a .npz)"
+                )
+            h, w = sizes[-1]
+            # Decoding holds the image, its converted copy and the array: about 4 bytes a band a pixel.
+            check_fits(h * w * max(bands, 3) * 4, f"decoding image '{p}' ({w}x{h} pixels)")
+    return modes, sizes
+
+
+def _normalization(normalize, channels: int, size_hw: tuple[int, int]) -> tuple[tuple, tuple, str]:
+    """(mean, std, note) of --normalize for images of ``channels`` channels and model input ``size_hw``."""
+    if normalize is None or normalize == "auto":
+        normalize = "imagenet" if channels == 3 and min(size_hw) >= AUTO_NORMALIZE_SIDE else "none"
+        how = " (--normalize auto)"
+    else:
+        how = ""
+    if normalize == "none":
+        return (), (), ""
+    if normalize == "imagenet":
+        if channels != 3:
+            raise UserError("--normalize imagenet is for RGB images; these are grayscale: give one mean and std (e.g. 0.5:0.25) or none")
+        return IMAGENET_MEAN, IMAGENET_STD, f", normalized with ImageNet's mean {list(IMAGENET_MEAN)} and std {list(IMAGENET_STD)}{how}"
+    mean, std = (tuple(float(v) for v in part) for part in normalize)
+    if len(mean) == 1 and channels > 1:
+        mean, std = mean * channels, std * channels
+    if len(mean) != channels or len(std) != channels:
+        raise UserError(f"--normalize gives {len(mean)} means and {len(std)} stds for images of {channels} channel"
+                        f"{'s' if channels > 1 else ''}: give one per channel (or one for all)")
+    return mean, std, f", normalized with mean {list(mean)} and std {list(std)}"

@@ -1,7 +1,8 @@
 """A .npz --data file: one pool (x, y) split by cwtool, or the splits (x_train, y_train, ...) as given.
 
 Sizes are checked before anything is read (`toolchain.data.npz`); features follow
-`features.npz_features`; the file's own class_names fix the labels' names.
+`features.npz_features`; the file's own class_names fix the labels' names. Large x arrays stored
+uncompressed (numpy.savez) are memory-mapped and read a batch at a time (`toolchain.data.mapped`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from toolchain.data.splits import carve_val, split_pool
 from toolchain.errors import UserError
 from toolchain.limits import MAX_CLASSES
 
-__all__ = ["SPLIT_KEYS", "load_npz", "npz_class_names"]
+__all__ = ["SPLIT_KEYS", "X_KEYS", "load_npz", "npz_class_names"]
 
 SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+X_KEYS = frozenset({"x", "x_train", "x_val", "x_test"})  # large ones stored uncompressed are read in place
 
 
 def npz_class_names(arrays: dict[str, np.ndarray], where: str) -> list[str] | None:
@@ -48,7 +50,7 @@ def npz_class_names(arrays: dict[str, np.ndarray], where: str) -> list[str] | No
 
 def load_npz(path: Path, seed: int, fr: tuple[float, float], given: list[str] | None = None) -> Dataset:
     where = f"'{path}'"
-    keys, arrays = read_npz(path, {"x", "y", "class_names", *SPLIT_KEYS})
+    keys, arrays = read_npz(path, {"x", "y", "class_names", *SPLIT_KEYS}, mappable_keys=X_KEYS)
     names = agree_names(npz_class_names(arrays, where), given, where)
 
     has_pool = "x" in keys or "y" in keys

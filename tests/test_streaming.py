@@ -1,0 +1,394 @@
+"""Streaming data: splits read on demand (ImageFolder decoded per sample, large .npz members memory-mapped),
+standard image preprocessing recorded where the device reads it, training augmentation, and batched passes.
+
+The bounded-memory test uses only what the in-memory loader had too (load_data, evaluate_rows, train), so it
+fails for the memory it measures, not for a missing name, when the splits are materialized."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clirun import run_cli
+from toolchain.data import load_data
+from toolchain.errors import UserError
+
+PIL = pytest.importorskip("PIL")
+
+
+def image_folder(root: Path, n: int, size: int, seed: int = 0, ext: str = "png", aspect: float = 1.0) -> Path:
+    """``n`` RGB images (2 classes; class 1 has a bright square) of ``size`` px high, in an ImageFolder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    width = int(round(size * aspect))
+    for i in range(n):
+        c = i % 2
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        img = rng.integers(0, 120, (size, width, 3), dtype=np.uint8)
+        if c:
+            img[size // 4 : 3 * size // 4, width // 4 : 3 * width // 4] += 120
+        Image.fromarray(img).save(folder / f"{i:05d}.{ext}")
+    return root
+
+
+def as_npz(folder: Path, path: Path, compressed: bool = False) -> Path:
+    """The same images and labels as an .npz of uint8 NHWC rows, in the ImageFolder's own order."""
+    from PIL import Image
+
+    files = sorted(folder.glob("*/*.png"))
+    x = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    y = np.array([int(f.parent.name[-1]) for f in files])
+    (np.savez_compressed if compressed else np.savez)(path, x=x, y=y)
+    return path
+
+
+def rows(x) -> np.ndarray:
+    """Every row of x as one array (small test data only)."""
+    return np.concatenate([x[i : i + 7] for i in range(0, len(x), 7)])
+
+
+# --------------------------------------------------------------------------- memory does not follow the image count
+
+
+def test_streaming_image_folder_keeps_peak_memory_bounded(tmp_path, monkeypatch):
+    """400 images of 64x64 RGB are 19.7 MB as float32. Loading them, evaluating a model on the test split and
+    training an epoch must never hold more than a few batches: the peak traced by tracemalloc (numpy's arrays)
+    stays under 6 MB, and the files are opened for their headers once and then only for the rows read."""
+    import torch
+    from PIL import Image
+
+    from toolchain.evaluate import evaluate_rows
+    from toolchain.models.train import TrainConfig, train
+
+    folder = image_folder(tmp_path / "imgs", 400, 64)
+    full = 400 * 3 * 64 * 64 * 4
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+    def flow(data):
+        ds = load_data(str(data), seed=0)
+        x, y = ds.split("test")
+        result = evaluate_rows(model, x, y, ds.class_names, ["1"])
+        train(model, ds.x_train, ds.y_train, TrainConfig(epochs=1, batch_size=32, seed=0))
+        return result, y
+
+    flow(image_folder(tmp_path / "warm", 20, 8))  # the modules' first imports allocate too: done before tracing
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(fp) or real_open(fp, *a, **k))
+    tracemalloc.start()
+    try:
+        result, y = flow(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.metrics["n"] == len(y) == 60
+    assert peak < 6_000_000 < full / 3, f"peak {peak:,} bytes of {full:,} for every image"
+    # headers once (400), the test rows for the logits and their hash (2 x 60), the train rows once (280)
+    assert len(opened) <= 400 + 2 * 60 + 280 + 10, len(opened)
+
+
+def test_image_folder_splits_hold_paths_and_read_any_rows(tmp_path):
+    from toolchain.data.samples import batches, held_bytes
+
+    folder = image_folder(tmp_path / "imgs", 40, 16)
+    ds = load_data(str(folder), seed=0)
+    for x in (ds.x_train, ds.x_val, ds.x_test):
+        assert not isinstance(x, np.ndarray) and x.dtype == np.float32 and held_bytes(x) < 10_000
+    with pytest.raises(TypeError, match="read it in batches"):
+        np.asarray(ds.x_train)
+    x = ds.x_train
+    every = rows(x)
+    assert every.shape == (len(x), 3, 16, 16) and every.dtype == np.float32
+    assert np.array_equal(x[[3, 1, 3]], every[[3, 1, 3]]) and np.array_equal(x[2], every[2]) and np.array_equal(x[-1], every[-1])
+    assert np.array_equal(x[2:5], every[2:5]) and np.array_equal(np.concatenate(list(batches(x, 4))), every)
+    mask = np.zeros(len(x), bool)
+    mask[[0, 5]] = True
+    assert np.array_equal(x[mask], every[[0, 5]])
+    xa, ya = ds.split("all")
+    assert len(xa) == len(ya) == 40 and not isinstance(xa, np.ndarray)
+    assert np.array_equal(xa[len(x) : len(x) + 2], rows(ds.x_val)[:2])
+
+
+# --------------------------------------------------------------------------- memory-mapped .npz
+
+
+@pytest.mark.parametrize("given_splits", [False, True])
+def test_large_npz_members_are_mapped_and_read_like_the_in_memory_path(tmp_path, monkeypatch, given_splits):
+    from toolchain.data import mapped
+
+    rng = np.random.default_rng(1)
+    f = tmp_path / "d.npz"
+    if given_splits:  # float32 (N, C, H, W): mapped rows are the stored bits
+        np.savez(f, x_train=rng.normal(size=(60, 2, 5, 5)).astype(np.float32), y_train=np.arange(60) % 3,
+                 x_test=rng.normal(size=(20, 2, 5, 5)).astype(np.float32), y_test=np.arange(20) % 3)
+    else:  # uint8 NHWC images: transposed and scaled a batch at a time
+        np.savez(f, x=rng.integers(0, 256, (90, 6, 6, 3), dtype=np.uint8), y=np.arange(90) % 3)
+    held = load_data(str(f), seed=3)
+    monkeypatch.setattr(mapped, "MAP_BYTES", 0)
+    streamed = load_data(str(f), seed=3)
+    assert isinstance(held.x_train, np.ndarray) and not isinstance(streamed.x_train, np.ndarray)
+    assert isinstance(streamed.x_train.base.raw(), np.memmap)  # the file's bytes, not a copy
+    assert "read in place (memory-mapped)" in streamed.preprocessing.note
+    for split in ("train", "val", "test"):
+        (xh, yh), (xs, ys) = held.split(split), streamed.split(split)
+        assert np.array_equal(yh, ys) and xh.shape == xs.shape
+        assert rows(xs).tobytes() == np.ascontiguousarray(xh).tobytes()
+
+
+def test_compressed_npz_members_are_read_into_memory(tmp_path, monkeypatch):
+    from toolchain.data import mapped
+
+    f = tmp_path / "c.npz"
+    np.savez_compressed(f, x=np.zeros((30, 4, 4), np.uint8), y=np.arange(30) % 2)
+    monkeypatch.setattr(mapped, "MAP_BYTES", 0)
+    assert isinstance(load_data(str(f)).x_train, np.ndarray)
+
+
+def test_verify_rows_of_a_mapped_pool_hash_as_the_array(tmp_path, monkeypatch):
+    from toolchain.data import mapped
+    from toolchain.data.rows import load_rows
+    from toolchain.provenance import rows_sha256
+
+    f = tmp_path / "pool.npz"
+    np.savez(f, x=np.random.default_rng(0).integers(0, 256, (50, 7, 7), dtype=np.uint8), y=np.arange(50) % 2)
+    x, y, _, _ = load_rows(str(f))
+    monkeypatch.setattr(mapped, "MAP_BYTES", 0)
+    xm, ym, _, _ = load_rows(str(f))
+    assert not isinstance(xm, np.ndarray) and rows_sha256(xm, ym) == rows_sha256(x, y)
+
+
+# --------------------------------------------------------------------------- lazy ImageFolder = the same data in memory
+
+
+def test_evaluate_and_compress_on_a_streamed_folder_match_the_same_data_in_memory(tmp_path, capsys):
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+    from toolchain.models.train import seed_everything
+
+    folder = image_folder(tmp_path / "imgs", 120, 16, seed=4)
+    npz = as_npz(folder, tmp_path / "same.npz")
+    seed_everything(0)
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    evals = []
+    for data in (folder, npz):
+        code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", data, "-p", "1", "--split", "test",
+                                "--json", tmp_path / "e.json"], capsys)
+        assert code == 0, err
+        evals.append(json.loads((tmp_path / "e.json").read_text()))
+    assert evals[0]["rows_sha256"] == evals[1]["rows_sha256"] and evals[0]["fn_per_class"] == evals[1]["fn_per_class"]
+    assert evals[0]["rows"]["preprocessing"]["color"] == "RGB"
+
+    reports = []
+    for data, workers in ((folder, "1"), (npz, "0")):
+        out = tmp_path / f"run-{Path(data).name}"
+        code, _, err = run_cli(["compress", tmp_path / "m.pt", "--data", data, "-p", "1", "--keep-params", "0.5", "--epochs", "2",
+                                "--skip-export", "--time-runs", "0", "--workers", workers, "--out", out], capsys)
+        assert code in (0, 1), err
+        reports.append(json.loads((out / "report.json").read_text()))
+    streamed, held = reports
+    assert streamed["data"]["streamed"] and not held["data"]["streamed"]
+    for key in ("params", "val"):
+        assert [s.get(key) for s in streamed["stages"]] == [s.get(key) for s in held["stages"]]
+    assert streamed["baseline"]["test"] == held["baseline"]["test"]
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def test_resize_shorter_side_center_crop_and_normalize(tmp_path):
+    from PIL import Image
+
+    folder = image_folder(tmp_path / "wide", 8, 20, aspect=1.5)  # 20 x 30 images
+    ds = load_data(str(folder), resize=24, image_size=(16, 20), normalize=((0.5,), (0.25,)))
+    pre = ds.preprocessing
+    assert ds.input_shape == (3, 16, 20) and pre.resize == [24] and pre.crop == [16, 20] and pre.interpolation == "bilinear"
+    assert pre.mean == [0.5] * 3 and pre.std == [0.25] * 3 and "shorter side resized to 24" in pre.note
+    xa, _ = ds.split("all")
+    expected = []
+    for f in sorted(folder.glob("*/*.png")):
+        a = np.asarray(Image.open(f).convert("RGB").resize((36, 24), Image.BILINEAR), dtype=np.float32)[4:20, 8:28]
+        expected.append((a.transpose(2, 0, 1) / np.float32(255) - np.float32(0.5)) / np.float32(0.25))
+    for row in rows(xa):  # the split shuffled the files: each row is one of them, resized and cropped as torchvision does
+        assert any(np.allclose(row, e, atol=1e-5) for e in expected)
+
+
+def test_normalize_auto_is_imagenet_for_rgb_of_96px_and_more(tmp_path):
+    small = load_data(str(image_folder(tmp_path / "small", 6, 32)))
+    big = load_data(str(image_folder(tmp_path / "big", 6, 96)))
+    assert small.preprocessing.mean == [] and big.preprocessing.mean == pytest.approx([0.485, 0.456, 0.406])
+    assert "ImageNet" in big.preprocessing.note and "--normalize auto" in big.preprocessing.note
+    plain = load_data(str(tmp_path / "big"), normalize="none")
+    mean, std = (np.array(v, np.float32).reshape(1, 3, 1, 1) for v in ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
+    assert plain.preprocessing.mean == [] and np.allclose(rows(big.x_test) * std + mean, rows(plain.x_test), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"resize": 10, "image_size": (16, 16)}, "larger than --resize"),
+    ({"normalize": ((0.5, 0.5), (1.0, 1.0))}, "one per channel"),
+])
+def test_image_option_errors(tmp_path, kwargs, match):
+    folder = image_folder(tmp_path / "f", 6, 12)
+    with pytest.raises(UserError, match=match):
+        load_data(str(folder), **kwargs)
+
+
+def test_image_options_refused_on_other_data(tmp_path):
+    with pytest.raises(UserError, match="--resize only applies to an ImageFolder"):
+        load_data("digits", resize=8)
+    with pytest.raises(UserError, match="--normalize only applies"):
+        load_data("digits", normalize="imagenet")
+    from toolchain.data.options import parse_augment, parse_normalize
+
+    with pytest.raises(UserError, match="--normalize 'x'"):
+        parse_normalize("x")
+    with pytest.raises(UserError, match="--augment 'spin'"):
+        parse_augment("spin")
+
+
+# --------------------------------------------------------------------------- training: workers, augmentation, teacher
+
+
+def _tiny_model(seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+
+def test_training_reads_the_same_batches_with_workers_as_without(tmp_path):
+    import torch
+
+    from toolchain.models.train import TrainConfig, train
+
+    ds = load_data(str(image_folder(tmp_path / "imgs", 80, 12)), seed=0)
+    held = rows(ds.x_train)
+    weights = []
+    for x, workers in ((held, 0), (ds.x_train, 0), (ds.x_train, 2)):
+        model = train(_tiny_model(), x, ds.y_train, TrainConfig(epochs=2, batch_size=8, seed=5, workers=workers))
+        weights.append(torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.dtype.is_floating_point]))
+    assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
+
+
+def test_a_bad_image_read_by_a_worker_is_one_line_naming_it(tmp_path):
+    from toolchain.models.train import TrainConfig, train
+
+    folder = image_folder(tmp_path / "imgs", 80, 12)
+    ds = load_data(str(folder), seed=0)
+    bad = Path(ds.x_train.base.paths[int(ds.x_train.index[5])])
+    bad.write_bytes(bad.read_bytes()[:60])  # the header is intact, the pixels are not
+    with pytest.raises(UserError) as info:
+        train(_tiny_model(), ds.x_train, ds.y_train, TrainConfig(epochs=1, batch_size=8, seed=0, workers=1))
+    assert "\n" not in str(info.value) and bad.name in str(info.value) and "cannot read image" in str(info.value)
+
+
+def test_augmentation_is_seeded_changes_training_batches_and_never_evaluation(tmp_path, monkeypatch):
+    import torch
+
+    from toolchain.data.dataset import Augment
+    from toolchain.models import augment as augment_module
+    from toolchain.models.train import TrainConfig, predict_logits, train
+
+    ds = load_data(str(image_folder(tmp_path / "imgs", 40, 12)), seed=0)
+    seen = []
+
+    def loss(logits, t, idx, inputs):
+        seen.append((idx.clone(), inputs.clone()))
+        return torch.nn.functional.cross_entropy(logits, t)
+
+    calls = []
+    real_apply = augment_module.Augmenter.apply
+    monkeypatch.setattr(augment_module.Augmenter, "apply", lambda self, x, d: calls.append(len(x)) or real_apply(self, x, d))
+    spec = Augment(crop_scale=(0.3, 1.0), flip=True)
+    runs = []
+    for _ in range(2):
+        seen.clear()
+        model = train(_tiny_model(), ds.x_train, ds.y_train, TrainConfig(epochs=1, batch_size=8, seed=1, augment=spec, workers=0),
+                      loss_fn=loss)
+        runs.append([inputs for _, inputs in seen])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))  # seeded: the same augmented batches
+    idx, inputs = seen[0]
+    raw = torch.as_tensor(ds.x_train[idx.numpy()])
+    assert inputs.shape == raw.shape and not torch.equal(inputs, raw)  # training batches are augmented
+    steps = len(calls)
+    assert steps == sum(len(r) for r in runs)  # once a training step
+    predict_logits(model, ds.x_test)  # evaluation reads the rows as they are
+    assert len(calls) == steps
+    with pytest.raises(UserError, match="--augment needs image samples"):
+        train(torch.nn.Linear(4, 2), np.zeros((8, 4), np.float32), np.arange(8) % 2, TrainConfig(epochs=1, augment=spec))
+
+
+def test_with_augmentation_the_teacher_is_computed_on_the_augmented_batch():
+    import torch
+
+    from toolchain.prune.loss import ClassDependentLoss
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(4, 3)
+    inputs = torch.randn(6, 4)
+    logits = torch.randn(6, 3)
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])
+    live = ClassDependentLoss(3, [1], teacher_model=teacher, distill_weight=1.0)
+    cached = ClassDependentLoss(3, [1], teacher_logits=teacher(inputs).detach(), distill_weight=1.0)
+    idx = torch.arange(6)
+    assert torch.allclose(live(logits, targets, idx, inputs), cached(logits, targets, idx, inputs))
+    assert not torch.allclose(live(logits, targets, idx, inputs + 1), cached(logits, targets, idx, inputs + 1))
+
+
+def test_compress_records_preprocessing_and_augmentation_in_report_and_artifacts(tmp_path, capsys):
+    import onnx
+
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+    from toolchain.models.train import seed_everything
+    from toolchain.prune.lottery import LotteryPruner
+
+    folder = image_folder(tmp_path / "imgs", 60, 20, seed=2)
+    seed_everything(0)
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    same = ["--resize", "18", "--image-size", "16", "--normalize", "imagenet"]
+    teachers = []
+    real_teacher = LotteryPruner.teacher
+    LotteryPruner.teacher = lambda self: teachers.append(real_teacher(self)) or teachers[-1]
+    try:
+        code, _, err = run_cli(["compress", tmp_path / "m.pt", "--data", folder, "-p", "1", "--keep-params", "0.5", "--epochs", "1",
+                                *same, "--augment", "crop,flip", "--skip-export", "--out", tmp_path / "run"], capsys)
+    finally:
+        LotteryPruner.teacher = real_teacher
+    assert code in (0, 1), err
+    assert len(teachers) == 1 and isinstance(teachers[0], registry.get("digits-cnn"))  # live, not cached logits
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    pre = report["data"]["preprocessing"]
+    assert pre["resize"] == [18] and pre["crop"] == [16, 16] and pre["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert report["data"]["augment"]["horizontal_flip"] is True and report["data"]["streamed"] is True
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["inputs"]["data"]["augment"] and manifest["inputs"]["data"]["resize"] == [18]
+
+    # the files carry it (compress and export write them through the same export stage), and verify reads it back
+    code, _, err = run_cli(["export", tmp_path / "run" / "pruned.pt", "--data", folder, "-p", "1", *same, "--format", "onnx",
+                            "--format", "tflite", "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "exp"], capsys)
+    assert code in (0, 1), err
+    exported = json.loads((tmp_path / "exp" / "export.json").read_text())
+    files = [tmp_path / "exp" / a["path"] for a in exported["artifacts"]]
+    assert {a["format"] for a in exported["artifacts"]} == {"onnx", "tflite"}
+    for path in files:
+        if path.suffix == ".onnx":
+            recorded = json.loads({p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}["preprocessing"])
+        else:
+            recorded = json.loads(path.with_name(path.name + ".json").read_text())["preprocessing"]
+        assert recorded == pre, path
+    for extra, mismatch in ((same, False), (["--image-size", "16"], True)):
+        code, _, err = run_cli(["verify", *files, "--data", folder, "-p", "1", *extra, "--json", tmp_path / "v.json"], capsys)
+        assert code in (0, 1), err
+        notes = json.loads((tmp_path / "v.json").read_text())["notes"]
+        assert any("preprocessed otherwise" in n for n in notes) == mismatch, notes

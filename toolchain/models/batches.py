@@ -1,0 +1,112 @@
+"""Batches of a split's inputs as torch tensors, read ahead by DataLoader worker processes when they are read
+on demand (an ImageFolder decoded per sample, a mapped .npz), so decoding overlaps training and inference.
+
+The caller fixes which rows make each batch (a list of index arrays, in order): the batches come back in
+that order whatever the number of workers, so results do not depend on it. Arrays held in memory are
+indexed directly (no loader, no copies beyond the batch). A worker that hits bad input (an unreadable image)
+hands its one-line message back instead of raising, and the main process raises it as a `UserError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from toolchain.data.samples import is_lazy
+from toolchain.errors import UserError
+
+__all__ = ["MAX_AUTO_WORKERS", "BatchReader", "auto_workers"]
+
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers(x, batches: int, processes: int = 1) -> int:
+    """Worker processes for reading ``batches`` batches of ``x``: none for arrays held in memory or a handful
+    of batches (starting a worker costs more), else one per CPU core left beside the training processes
+    (``processes``), at most MAX_AUTO_WORKERS."""
+    if not is_lazy(x) or batches < 4:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(MAX_AUTO_WORKERS, cores // max(1, processes) - 1))
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Item ``index`` (an index array) -> (float32 batch, None), or (None, message) on bad input."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index):
+        try:
+            return torch.from_numpy(np.ascontiguousarray(self.x[index], dtype=np.float32)), None
+        except UserError as exc:
+            return None, str(exc)
+
+
+class _Plan(torch.utils.data.Sampler):
+    """The index arrays of the current pass, set before each pass (persistent workers keep running)."""
+
+    def __init__(self):
+        self.plan: Sequence[np.ndarray] = []
+
+    def __iter__(self):
+        return iter(self.plan)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+def _as_is(item):
+    return item
+
+
+class BatchReader:
+    """Reads the batches of one split, pass after pass, with ``workers`` processes (0: in this process)."""
+
+    def __init__(self, x, workers: int = 0, pin_memory: bool = False):
+        self.x = x
+        self.workers = int(workers) if is_lazy(x) else 0
+        self._plan = _Plan()
+        self._loader = None
+        if self.workers:
+            self._loader = torch.utils.data.DataLoader(
+                _Rows(x), batch_size=None, sampler=self._plan, num_workers=self.workers, collate_fn=_as_is,
+                persistent_workers=True, prefetch_factor=2, pin_memory=pin_memory)
+        elif is_lazy(x):
+            self._rows = _Rows(x)
+
+    def read(self, plan: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+        """The batches ``x[index]`` for each index array of ``plan``, in order, as float32 tensors."""
+        if not is_lazy(self.x):
+            for index in plan:
+                yield torch.from_numpy(np.ascontiguousarray(self.x[index], dtype=np.float32))
+            return
+        if self._loader is None:
+            items = (self._rows[index] for index in plan)
+        else:
+            self._plan.plan = [np.asarray(i, dtype=np.int64) for i in plan]
+            items = iter(self._loader)
+        for batch, problem in items:
+            if problem is not None:
+                raise UserError(problem)
+            yield batch
+
+    def close(self) -> None:
+        """Stop the worker processes (they also stop when the reader is garbage-collected)."""
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None:
+                iterator._shutdown_workers()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
