@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from toolchain.cli import bench, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
+from toolchain.cli import bench, calibrate, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
 from toolchain.errors import Interrupted, UserError
 
 __all__ = ["app", "main"]
@@ -33,7 +33,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = debug
 
 
-for _command in (evaluate.evaluate, train.train, compress.compress, export.export, compress.demo, verify.verify, targets.targets, bench.bench):
+for _command in (evaluate.evaluate, train.train, calibrate.calibrate, compress.compress, export.export, compress.demo, verify.verify, targets.targets, bench.bench):
     app.command(_command.__name__)(_command)  # in data-flow order, as --help lists them
 
 

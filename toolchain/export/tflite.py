@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -160,7 +159,6 @@ def export_tflite(
     with torch.no_grad():
         n_classes = int(num_classes or model(x).shape[-1])
 
-    t0 = time.perf_counter()
     fd, tmp = tempfile.mkstemp(suffix=".tflite", dir=path.parent, prefix=f".{path.stem}.")
     os.close(fd)
     try:
@@ -185,8 +183,7 @@ def export_tflite(
                 edge = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
             edge.export(tmp)
         Path(tmp).write_bytes(compact(Path(tmp).read_bytes()))
-        seconds = time.perf_counter() - t0
-        side = {
+        side = {  # no timings: the sidecar is part of the artifact, hashed with it, and the same export gives the same bytes
             "cwtool_version": toolchain.__version__,
             "format": "tflite",
             "layout": layout,
@@ -196,7 +193,6 @@ def export_tflite(
             "dataset_sample_shape": list(x.shape[1:]),
             "float_modules": [m.removeprefix("wrapped.") for m in float_modules],
             "converter": f"litert-torch {getattr(litert_torch, '__version__', '?')}",
-            "convert_seconds": round(seconds, 3),
             **(metadata or {}),
         }
         side_tmp = tmp + ".json"

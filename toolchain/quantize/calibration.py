@@ -2,21 +2,33 @@
 
 The caller passes the TRAINING split (never the held-out test split: the gate reads test, so
 calibrating on it would leak it into the artifact). The same (data, size, protected, seed) always
-gives the same rows, so a saved .npz plus its recipe reproduces a quantized artifact.
+gives the same rows, and save_calibration writes the same bytes for them, so a saved .npz plus its
+recipe reproduces a quantized artifact.
+
+Reusable sets live in calibration/ at the repository root (calibration/README.md), found by name
+like targets/ profiles: ``--calibration digits`` is calibration/digits.npz. An installed wheel
+carries them as toolchain/calibration_data/ (pyproject's package-dir); ``CWTOOL_CALIBRATION_DIR``
+adds a folder in front. Anything with a path separator or an .npz suffix is a path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from toolchain.errors import UserError
-from toolchain.io import staged_path
+from toolchain.io import staged_path, user_path
 
 CALIBRATION_FORMAT = 1
+CALIBRATION_ROWS_HASH = b"cwtool-calibration-rows/1"
+SETS_README = "calibration/README.md"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same rows give the same file bytes
 
 
 def _as_list(protected) -> list[int]:
@@ -112,21 +124,103 @@ def sample_calibration(
     make up at least ``protected_share`` of it, since their activations are the ranges quantization
     must not clip. Seeded: same inputs, same rows. Returns float32 rows in x_train's layout.
     """
-    x = np.asarray(x_train)
+    x = x_train if hasattr(x_train, "shape") else np.asarray(x_train)  # an array or rows read on demand
     if len(x) != len(np.asarray(y_train)):
         raise UserError(f"x_train has {len(x)} rows but y_train has {len(y_train)}: pass matching arrays")
     idx = sample_calibration_indices(y_train, size, protected, seed, protected_share)
     return x[idx].astype(np.float32)
 
 
+def calibration_recipe(dataset, protected, size: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The rows compress and export draw for int8 calibration -- from ``dataset``'s train split -- and
+    their recipe (the meta saved with them). `cwtool calibrate` writes the same rows for the same
+    data, --seed, --calibration-size and protected classes."""
+    x = sample_calibration(dataset.x_train, dataset.y_train, size, protected, seed=seed)
+    meta = {"split": "train", "size": int(len(x)), "protected": _as_list(protected), "seed": int(seed), "data": dataset.name}
+    return x, meta
+
+
 def save_calibration(path: str | Path, x: np.ndarray, meta: dict[str, Any] | None = None) -> Path:
-    """Write x and its recipe (meta: seed, size, protected, source hash...) to a .npz, atomically."""
+    """Write x and its recipe (meta: seed, size, protected, source hash...) to a .npz, atomically.
+
+    A plain numpy .npz (``np.load(path)["x"]``, no pickles) whose bytes depend only on the rows and
+    the recipe (fixed zip timestamps), so a regenerated set has the same sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": CALIBRATION_FORMAT, **(meta or {})}
-    with staged_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, x=np.asarray(x, dtype=np.float32), meta=np.array(json.dumps(meta, sort_keys=True, default=str)))
+    arrays = {"x": np.ascontiguousarray(x, dtype=np.float32), "meta": np.array(json.dumps(meta, sort_keys=True, default=str))}
+    with staged_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
     return path
+
+
+def calibration_rows_sha256(x: np.ndarray) -> str:
+    """The identity of calibration rows (float32, shape and order), whatever file holds them."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    h = hashlib.sha256(CALIBRATION_ROWS_HASH)
+    h.update(repr(tuple(x.shape)).encode())
+    h.update(memoryview(x).cast("B"))
+    return h.hexdigest()
+
+
+# ---- reusable sets, found by name like targets/ ----------------------------------------------------------
+
+
+def calibration_dirs() -> list[Path]:
+    """Folders searched for <name>.npz, first match wins."""
+    dirs = []
+    env = os.environ.get("CWTOOL_CALIBRATION_DIR")
+    if env:
+        dirs.append(Path(env))
+    package = Path(__file__).resolve().parents[1]
+    dirs.append(package.parent / "calibration")  # repository checkout
+    dirs.append(package / "calibration_data")  # an installed wheel
+    return [d for d in dirs if d.is_dir()]
+
+
+def calibration_sets() -> dict[str, Path]:
+    """Every set found by name: name -> file."""
+    found: dict[str, Path] = {}
+    for d in calibration_dirs():
+        for p in sorted(d.glob("*.npz")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def _set_names() -> str:
+    return ", ".join(sorted(calibration_sets())) or "(none found)"
+
+
+def resolve_calibration(name_or_path: str | Path) -> tuple[Path, str | None]:
+    """(the file, the set's name or None) for ``--calibration``: a name from calibration/ or a path to a
+    saved .npz (RUN/calibration.npz). A missing file or an unknown name is a one-line UserError."""
+    text = str(name_or_path)
+    path = user_path(text)
+    if path.suffix.lower() == ".npz" or os.sep in text or "/" in text or text.startswith("~"):
+        if path.is_dir():
+            raise UserError(f"--calibration '{text}' is a folder: give the calibration .npz file")
+        if not path.is_file():
+            raise UserError(f"--calibration file '{text}' does not exist: give a set name ({_set_names()}) or a saved .npz")
+        return path, None
+    sets = calibration_sets()
+    if text in sets:
+        return sets[text], text
+    if path.is_file():  # a file in the working folder named without .npz
+        return path, None
+    raise UserError(f"unknown calibration set {text!r}: use one of {_set_names()} ({SETS_README}) or a path to a .npz")
+
+
+def calibration_record(path: str | Path, x: np.ndarray, meta: dict[str, Any], name: str | None, shown: str) -> dict[str, Any]:
+    """What report.json / export.json say about the set used: its recipe, then which set (name or
+    None), the file as shown to the user, its sha256 and the rows' own fingerprint."""
+    from toolchain.provenance import file_sha256
+
+    return {**meta, "name": name, "file": shown, "sha256": file_sha256(path), "rows_sha256": calibration_rows_sha256(x)}
 
 
 def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:

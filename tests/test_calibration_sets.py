@@ -1,0 +1,127 @@
+"""calibration/: reusable int8 calibration sets found by name like targets/ (`--calibration NAME`), a path
+still works, an unknown name or a set of another shape is bad input (exit 2, one line); the shipped
+digits set is the rows compress draws, regenerates byte for byte with the command calibration/README.md
+gives, and drives an int8 export identical to passing its path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clirun import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = ROOT / "calibration"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_sets_are_found_by_name_and_a_path_still_works(tmp_path, monkeypatch):
+    from toolchain.quantize.calibration import calibration_sets, resolve_calibration
+
+    monkeypatch.delenv("CWTOOL_CALIBRATION_DIR", raising=False)
+    assert {"digits", "breast-cancer"} <= set(calibration_sets())
+    path, name = resolve_calibration("digits")
+    assert name == "digits" and path.resolve() == (SETS / "digits.npz").resolve()
+    assert resolve_calibration(str(SETS / "digits.npz")) == (SETS / "digits.npz", None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.npz").write_bytes((SETS / "digits.npz").read_bytes())
+    assert resolve_calibration("mine.npz") == (Path("mine.npz"), None)  # a bare file name with .npz is a path
+    # a folder named by CWTOOL_CALIBRATION_DIR comes first, like CWTOOL_TARGETS_DIR
+    extra = tmp_path / "sets"
+    extra.mkdir()
+    (extra / "digits.npz").write_bytes((SETS / "breast-cancer.npz").read_bytes())
+    monkeypatch.setenv("CWTOOL_CALIBRATION_DIR", str(extra))
+    assert resolve_calibration("digits") == (extra / "digits.npz", "digits")
+
+
+@pytest.mark.parametrize("spec, says", [("no-such-set", "unknown calibration set 'no-such-set': use one of"),
+                                        ("missing/dir/c.npz", "does not exist")])
+@pytest.mark.parametrize("command", ["compress", "export"])
+def test_unknown_name_or_missing_file_exits_2_with_the_known_names(command, spec, says, capsys, tmp_path):
+    code, out, err = run_cli([command, tmp_path / "model.pt", "--data", "digits", "-p", "3", "--out", tmp_path / "o",
+                              "--calibration", spec], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and says in lines[0], err
+    assert "breast-cancer, digits" in lines[0]  # every known set, by name
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_set_of_another_shape_exits_2_naming_both_shapes(trained_digits, capsys, tmp_path):
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "int8",
+                            "--calibration", "breast-cancer", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "set 'breast-cancer'" in err and "(30)" in err and "(1, 8, 8)" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_shipped_digits_set_is_what_compress_draws_and_regenerates_byte_for_byte(capsys, tmp_path):
+    """The demo (digits, protected 3, seed 0, 256 rows) draws these rows; the README's command remakes the file."""
+    from toolchain.data import load_data
+    from toolchain.quantize.calibration import calibration_recipe, calibration_rows_sha256, load_calibration
+
+    x, meta = load_calibration(SETS / "digits.npz")
+    assert x.shape == (256, 1, 8, 8) and x.dtype == np.float32
+    assert meta == {"format": 1, "data": "digits", "split": "train", "protected": [3], "seed": 0, "size": 256}
+    drawn, recipe = calibration_recipe(load_data("digits", seed=0), [3], 256, 0)
+    assert calibration_rows_sha256(drawn) == calibration_rows_sha256(x) and {**recipe, "format": 1} == meta
+    readme = (SETS / "README.md").read_text()
+    for name in ("digits", "breast-cancer"):
+        (command,) = re.findall(rf"^cwtool (calibrate .*--out calibration/{name}\.npz)$", readme, re.M)
+        args = command.replace(f"calibration/{name}.npz", str(tmp_path / f"{name}.npz")).split()
+        code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+        assert _sha(tmp_path / f"{name}.npz") == _sha(SETS / f"{name}.npz"), f"{name}: the README's command no longer remakes the file"
+        assert _sha(SETS / f"{name}.npz") in readme  # the README states each shipped file's sha256
+
+
+def test_a_set_is_read_as_untrusted_data(tmp_path):
+    from toolchain.errors import UserError
+    from toolchain.quantize.calibration import load_calibration
+
+    np.savez(tmp_path / "pickled.npz", x=np.array([object()], dtype=object))
+    np.savez(tmp_path / "nan.npz", x=np.full((4, 3), np.nan, np.float32))
+    np.savez(tmp_path / "flat.npz", x=np.zeros(5, np.float32))
+    (tmp_path / "text.npz").write_text("not a zip")
+    for name in ("pickled", "nan", "flat", "text"):
+        with pytest.raises(UserError):
+            load_calibration(tmp_path / f"{name}.npz")
+
+
+def test_the_digits_set_by_name_drives_the_same_int8_export_as_its_path(trained_digits, capsys, tmp_path):
+    reports, files = {}, {}
+    for how, spec in (("name", "digits"), ("path", SETS / "digits.npz")):
+        out = tmp_path / how
+        code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "int8",
+                                "--calibration", spec, "--out", out], capsys)
+        assert code == 0, err
+        reports[how] = json.loads((out / "export.json").read_text())
+        files[how] = _sha(out / "artifacts" / "model_int8.onnx")
+        assert not (out / "calibration.npz").exists()  # a given set is not copied into the output
+    assert files["name"] == files["path"]
+    by_name, by_path = reports["name"]["calibration"], reports["path"]["calibration"]
+    assert by_name["name"] == "digits" and by_path["name"] is None
+    assert by_name["sha256"] == by_path["sha256"] == _sha(SETS / "digits.npz")
+    assert by_name["rows_sha256"] == by_path["rows_sha256"] and by_name["protected"] == [3] and by_name["seed"] == 0
+    assert reports["name"]["settings"]["calibration_name"] == "digits"
+
+
+def test_calibrate_refuses_bad_input_in_one_line(capsys, tmp_path):
+    rows = tmp_path / "rows.npz"
+    np.savez(rows, x=np.zeros((40, 3), np.float32), y=np.arange(40) % 2)
+    cases = {
+        "--out is its data": ["calibrate", "--data", rows, "--out", rows],
+        "unknown class": ["calibrate", "--data", "digits", "-p", "11", "--out", tmp_path / "c.npz"],
+        "no rows": ["calibrate", "--data", "digits", "--calibration-size", "0", "--out", tmp_path / "c.npz"],
+    }
+    for name, args in cases.items():
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (name, err)
+    assert not (tmp_path / "c.npz").exists() and np.load(rows)["x"].shape == (40, 3)

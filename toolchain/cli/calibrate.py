@@ -1,0 +1,54 @@
+"""`cwtool calibrate`: a reusable int8 calibration set from your data -- the rows compress and export draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from toolchain.cli.options import ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, TestOpt, ValOpt, seed_option
+
+
+def calibrate(
+    data: str = DataOpt,
+    out: Path = typer.Option(..., "--out", help="The .npz to write (replaced if it exists); calibration/NAME.npz makes it "
+                             "--calibration NAME.", rich_help_panel="Run"),
+    protect_class: Optional[List[str]] = typer.Option(None, "--protect-class", "-p", help="Class index or name to enrich, as "
+                                                      "compress does (repeatable; at least 30% of the rows together).",
+                                                      rich_help_panel="Inputs"),
+    calibration_size: int = typer.Option(256, "--calibration-size", min=1, help="Rows to draw from the train split.",
+                                         rich_help_panel="Inputs"),
+    seed: int = seed_option("Seed of the train/val/test split and of the draw (compress's --seed)."),
+    label_column: Optional[str] = LabelColumnOpt,
+    class_names: Optional[str] = ClassNamesOpt,
+    image_size: Optional[str] = ImageSizeOpt,
+    input_shape: Optional[str] = InputShapeOpt,
+    val: Optional[Path] = ValOpt,
+    test: Optional[Path] = TestOpt,
+):
+    """Write an int8 calibration set: the train-split rows compress would draw, with their recipe."""
+    from toolchain.data import load_data
+    from toolchain.data.given import with_given_rows
+    from toolchain.data.options import parse_image_size, parse_input_shape
+    from toolchain.evaluate import resolve_protected
+    from toolchain.io import check_output_file, input_paths
+    from toolchain.provenance import file_sha256
+    from toolchain.quantize.calibration import calibration_recipe, calibration_rows_sha256, save_calibration
+    from toolchain.report.consoles import log_console
+
+    check_output_file(out, "--out", inputs=input_paths(data, val, test))
+    dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,  # compress's train split
+                                        image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape)),
+                              val and str(val), test and str(test))
+    protected = resolve_protected(list(protect_class or []), dataset.class_names, dataset.num_classes) if protect_class else []
+    x, meta = calibration_recipe(dataset, protected, calibration_size, seed)
+    save_calibration(out, x, meta)
+    console = log_console()
+    console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+    shape = "x".join(str(d) for d in x.shape[1:])
+    console.print(f"wrote {out}: {len(x)} rows of shape {shape} from the train split (seed {seed}"
+                  + (f", protected {', '.join(map(str, protected))} enriched" if protected else "") + ")")
+    console.print(f"sha256 {file_sha256(out)}; rows sha256 {calibration_rows_sha256(x)}")
+    console.print(f"use it: --calibration {out.stem if out.parent.name == 'calibration' else out}")
+    return 0
