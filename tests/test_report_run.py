@@ -75,3 +75,20 @@ def test_report_json_holds_the_sha256_of_every_file_and_of_the_rows(pi4_run, dig
         assert art["evaluation"]["rows_sha256"] == digest
     md = (out / "report.md").read_text()
     assert all(art["sha256"] in md for art in report["artifacts"])
+
+
+def test_every_file_is_timed_and_one_is_named_to_deploy(pi4_run):
+    _, out, stdout, stderr = pi4_run
+    report = json.loads((out / "report.json").read_text())
+    deploy = report["deploy"]
+    assert deploy["timed"] and set(deploy["latency_ms"]) == {a["path"] for a in report["artifacts"]}
+    assert all(ms > 0 for ms in deploy["latency_ms"].values())
+    (choice,) = deploy["choices"]  # the pi4 profile asks for TFLite files only
+    eligible = [a for a in report["artifacts"] if a["gate"]["passed"] and a["fit"]["fits"]]
+    assert (choice["file"] is None) == (not eligible)
+    if eligible:
+        assert choice["file"] in {a["path"] for a in eligible}
+        assert f"deploy (tflite): {choice['file']}" in stderr
+    md = (out / "report.md").read_text()
+    assert "## Which file to deploy" in md and f"{deploy['runs']} calls per file" in md
+    assert report["seconds"]["timing the files"] > 0

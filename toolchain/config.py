@@ -144,8 +144,11 @@ class ExportOptions:
     layout: str | None = _f(None, EXPORT, "TFLite input layout, NCHW (default) or NHWC (a --target sets it).")
     calibration_size: int = _f(256, EXPORT, "Calibration rows drawn from the train split (protected classes enriched).")
     calibration_method: str = _f("minmax", EXPORT, "minmax, entropy or percentile (ONNX int8).")
-    calibration: str | None = _f(None, EXPORT, "A saved calibration .npz, for identical re-quantization.")
+    calibration: str | None = _f(None, EXPORT, "A calibration set: a name from calibration/ (e.g. digits) or a saved .npz "
+                                         "(RUN/calibration.npz), for identical re-quantization.")
     float_input_conv: bool | None = _f(None, EXPORT, "int8 ONNX and TFLite: keep a 1-4 channel input conv in float (onnxruntime and "
                                              "XNNPACK run it faster so). Default: on, off for a --target with full-integer int8 I/O.",
                                              "--float-input-conv/--int8-input-conv")
+    time_runs: int = _f(100, EXPORT, "Batch-1 timed calls per file on this machine, to name the file to deploy (fewer for slow "
+                                      "files; 0: no timing).")
     skip_export: bool = _f(False, EXPORT, "Stop after pruning (no quantization or export).")

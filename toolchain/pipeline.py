@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -41,6 +42,10 @@ class CompressRequest:
     val: str | None = None  # the user's own held-out rows (.npz), in place of cwtool's split
     test: str | None = None
     input_shape: tuple[int, ...] | None = None  # --input-shape: flat rows as samples of this shape
+    resize: int | None = None  # ImageFolder: the shorter side, center-cropped to image_size
+    normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
+    augment: object | None = None  # toolchain.data.dataset.Augment: training batches augmented
+    workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
 
 
 def _versions() -> dict:
@@ -81,7 +86,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     # --- inputs: every check before anything is written ---------------------------------------------
     dataset = with_given_rows(load_data(request.data, seed=request.data_seed, label_column=request.label_column,
                                         class_names=request.class_names, image_size=request.image_size,
-                                        input_shape=request.input_shape), request.val, request.test)
+                                        input_shape=request.input_shape, resize=request.resize, normalize=request.normalize),
+                              request.val, request.test)
+    dataset = dataclasses.replace(dataset, augment=request.augment, workers=request.workers)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)
     arch = loaded.arch or request.arch
@@ -119,6 +126,12 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         inputs["data"]["image_size"] = list(request.image_size)
     if request.input_shape:
         inputs["data"]["input_shape"] = list(request.input_shape)
+    pre = dataset.preprocessing  # added later: only when set, so older run ids hold
+    for key, value in (("resize", pre.resize if request.resize else None), ("crop", pre.crop if request.resize else None),
+                       ("normalize", {"mean": pre.mean, "std": pre.std} if pre.color and pre.mean else None),
+                       ("augment", dataset.augment.to_dict() if dataset.augment else None)):
+        if value:
+            inputs["data"][key] = value
     for name in ("val", "test"):
         if getattr(request, name):
             inputs["data"][name] = {"path": getattr(request, name), "sha256": file_sha256(Path(getattr(request, name)))}
@@ -243,6 +256,13 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                              for a in artifacts if "quantization" in a]
         if profile is not None:
             _fit(report, run_dir, profile)
+        if artifacts:  # after the fit verdicts: a file that does not fit the target is not named
+            from toolchain.deploy import deploy_choice
+
+            timed = time.perf_counter()
+            report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=console.print)
+            report["seconds"]["timing the files"] = time.perf_counter() - timed
+            report["seconds"]["total"] = time.perf_counter() - started
         return report, run_dir
     except Interrupted as exc:
         exc.run_dir = run_dir

@@ -7,12 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt, TestOpt, TrustOpt,
-                                   ValOpt, parse_kwargs, with_config)
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt,
+                                   TestOpt, TrainingInput, TrustOpt, ValOpt, parse_kwargs, with_config)
 from toolchain.config import ExportOptions, PruneConfig
 
 
-@with_config(PruneConfig, ExportOptions)
+@with_config(PruneConfig, ExportOptions, ImageOptions, TrainingInput)
 def compress(
     model: Path = typer.Argument(..., help="The trained dense model (state_dict + --arch, pickled module + --arch, or cwtool checkpoint)."),
     data: str = DataOpt,
@@ -30,20 +30,25 @@ def compress(
     resume: bool = typer.Option(False, help="Finish a run that was interrupted, from its last saved round.", rich_help_panel="Run"),
     prune_config: PruneConfig = None,
     export_options: ExportOptions = None,
+    image_options: ImageOptions = None,
+    training_input: TrainingInput = None,
 ):
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
-    from toolchain.data.options import parse_image_size, parse_input_shape
+    from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
     from toolchain.export.stage import export_settings
     from toolchain.io import check_output_dir, input_paths
     from toolchain.pipeline import CompressRequest, compress as run_compress, finish
+    from toolchain.quantize.calibration import resolve_calibration
     from toolchain.targets import load_target
 
     profile = load_target(export_options.target) if export_options.target else None
-    check_output_dir(out, "--out", inputs=input_paths(model, data, export_options.calibration, val, test, profile and profile.path, arch=arch))
+    calibration = resolve_calibration(export_options.calibration)[0] if export_options.calibration else None  # a name or a path
+    check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, val, test, profile and profile.path, arch=arch))
     settings = export_settings(export_options)
     request = CompressRequest(str(model), data, list(protect_class), arch, parse_kwargs(arch_kwargs), trust_model,
                               str(out) if out else None, resume, label_column, prune_config.seed, class_names, parse_image_size(image_size),
-                              val and str(val), test and str(test), parse_input_shape(input_shape))
+                              val and str(val), test and str(test), parse_input_shape(input_shape), **image_options.load_args(),
+                              augment=parse_augment(training_input.augment), workers=training_input.workers)
     report, run_dir = run_compress(request, prune_config, export=settings)
     if report is None:  # a torchrun process other than rank 0: its share of the retraining is done
         return 0
@@ -67,6 +72,7 @@ def demo(
 def print_summary(report: dict, run_dir: Path) -> None:
     """report.md on stdout, then the target's verdict (when there is one) and where the files are."""
     from toolchain.report.consoles import log_console, print_markdown
+    from toolchain.report.deploy import deploy_sentences
     from toolchain.report.fit import fit_sentence
     from toolchain.report.markdown import render_report
 
@@ -74,4 +80,6 @@ def print_summary(report: dict, run_dir: Path) -> None:
     verdict = fit_sentence(report)
     if verdict:
         log_console().print(verdict, style="green" if report["target"]["fits"] else "bold red")
+    for line in deploy_sentences(report):
+        log_console().print(line, style="bold yellow" if line.startswith("finding") else None)
     log_console().print(f"run directory: {run_dir} (report.json, report.md, report.html)")

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt,
-                                   TrustOpt, parse_kwargs, seed_option, with_config)
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt,
+                                   ProtectOpt, TrustOpt, parse_kwargs, seed_option, with_config)
 from toolchain.config import ExportOptions
 
 
@@ -20,7 +20,7 @@ class ExportFileOptions(ExportOptions):
     skip_export: bool = False  # no flag: export writes its files
 
 
-@with_config(ExportFileOptions)
+@with_config(ExportFileOptions, ImageOptions)
 def export(
     model: Path = typer.Argument(..., help="The model: state_dict + --arch, pickled module + --arch, or cwtool checkpoint (dense or pruned)."),
     data: str = DataOpt,
@@ -38,28 +38,35 @@ def export(
     input_shape: Optional[str] = InputShapeOpt,
     seed: int = seed_option("Seed of the train/val/test split (use the one the model was trained with) and of the calibration draw."),
     export_file_options: ExportFileOptions = None,
+    image_options: ImageOptions = None,
 ):
     """Export a model to ONNX / TFLite as compress does, re-check every file in its runtime on the test split."""
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.export.standalone import ExportRequest, export_model
     from toolchain.io import check_output_dir, input_paths
+    from toolchain.quantize.calibration import resolve_calibration
     from toolchain.report.consoles import log_console, print_markdown
     from toolchain.report.export_markdown import render_export_report
+    from toolchain.report.deploy import deploy_sentences
     from toolchain.report.fit import fit_sentence
     from toolchain.targets import load_target
 
     options = export_file_options
     profile = load_target(options.target) if options.target else None
-    check_output_dir(out, "--out", inputs=input_paths(model, data, options.calibration, profile and profile.path, arch=arch))
+    calibration = resolve_calibration(options.calibration)[0] if options.calibration else None  # a set's name or a path
+    check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, profile and profile.path, arch=arch))
     request = ExportRequest(str(model), data, list(protect_class), str(out), formats=list(formats or []) or None,
                             precisions=list(precisions or []) or None, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs),
                             trust_model=trust_model, seed=seed, label_column=label_column, class_names=class_names,
-                            image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape))
+                            image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
+                            **image_options.load_args())
     console = log_console()
     report, folder = export_model(request, options, log=console.print)
     print_markdown(render_export_report(report))
     verdict = fit_sentence(report)
     if verdict:
         console.print(verdict, style="green" if report["target"]["fits"] else "bold red")
+    for line in deploy_sentences(report):
+        console.print(line, style="bold yellow" if line.startswith("finding") else None)
     console.print(f"written: {folder} (artifacts/, export.json, export.md)")
     return 0 if report["gate"]["passed"] else 1

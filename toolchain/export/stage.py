@@ -32,9 +32,11 @@ class ExportSettings:
     calibration_size: int = 256
     calibration_method: str = "minmax"
     calibration_file: str | None = None
+    calibration_name: str | None = None  # the set's name when --calibration named one from calibration/
     threads: int = 1
     float_input_conv: bool = True  # int8: keep a 1-4 channel input conv in float (faster in onnxruntime and XNNPACK)
     target: str | None = None  # the device profile the files are made for: each gets a fit verdict
+    time_runs: int = 100  # batch-1 timed calls per file, to name the file to deploy (toolchain.deploy); 0: none
 
 
 def export_settings(options) -> ExportSettings:
@@ -45,10 +47,13 @@ def export_settings(options) -> ExportSettings:
         raise UserError(f"--layout '{layout}' is not NCHW or NHWC")
     if options.calibration_method not in ("minmax", "entropy", "percentile"):
         raise UserError(f"--calibration-method '{options.calibration_method}' is not minmax, entropy or percentile")
-    if calibration is not None and Path(calibration).is_dir():
-        raise UserError(f"--calibration '{calibration}' is a folder: give the calibration .npz file")
-    if calibration is not None and not Path(calibration).is_file():
-        raise UserError(f"--calibration file '{calibration}' does not exist")
+    calibration_name = None
+    if calibration is not None:  # a set's name from calibration/ or a path to a saved .npz
+        from toolchain.quantize.calibration import resolve_calibration
+
+        calibration, calibration_name = resolve_calibration(calibration)
+    if not 0 <= options.time_runs <= 100_000:
+        raise UserError(f"--time-runs {options.time_runs}: give 0 (no timing) to 100000")
     if options.calibration_size < 1:
         raise UserError("--calibration-size must be at least 1")
     artifacts, threads, float_input_conv = DEFAULT_ARTIFACTS, 1, options.float_input_conv
@@ -64,8 +69,9 @@ def export_settings(options) -> ExportSettings:
             float_input_conv = plan["int8_scheme"] != "full-integer"
     return ExportSettings(artifacts=() if options.skip_export else artifacts, layout=layout or "NCHW",
                           calibration_size=options.calibration_size, calibration_method=options.calibration_method,
-                          calibration_file=str(calibration) if calibration else None, threads=threads,
-                          float_input_conv=float_input_conv is not False, target=options.target)
+                          calibration_file=str(calibration) if calibration else None, calibration_name=calibration_name, threads=threads,
+                          float_input_conv=float_input_conv is not False, target=options.target,
+                          time_runs=options.time_runs)
 
 
 def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str = " (or --skip-export)") -> None:
@@ -80,8 +86,9 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
 
         x, _ = load_calibration(export.calibration_file)
         if tuple(x.shape[1:]) != tuple(dataset.input_shape):
-            raise UserError(f"--calibration rows have shape {tuple(x.shape[1:])}, the data's samples {tuple(dataset.input_shape)}: "
-                            "give a calibration file made for this data")
+            which = f"set '{export.calibration_name}'" if export.calibration_name else f"file '{export.calibration_file}'"
+            raise UserError(f"--calibration {which} holds rows of shape {_shape(x.shape[1:])}, the model's input is "
+                            f"{_shape(dataset.input_shape)}: give a set made for this data (calibration/README.md)")
     import importlib.util
 
     for fmt in sorted({fmt for fmt, _ in export.artifacts}):
@@ -90,17 +97,23 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
             raise UserError(f"exporting {fmt} needs {package}: pip install 'cwtool[compress]'{skip_hint}")
 
 
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(int(d)) for d in shape) + ")"
+
+
 def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_dir: Path) -> tuple[np.ndarray, dict]:
-    from toolchain.quantize.calibration import load_calibration, sample_calibration, save_calibration
+    """The rows int8 files are calibrated on and the record of them for the report: a given set (by name
+    or path) or rows drawn from the train split and saved as RUN/calibration.npz."""
+    from toolchain.quantize.calibration import calibration_recipe, calibration_record, load_calibration, save_calibration
 
     if settings.calibration_file:
-        x, meta = load_calibration(settings.calibration_file)
-        return x.astype(np.float32), {**meta, "file": str(settings.calibration_file)}  # the file's meta is data, not the record's frame
-    x = sample_calibration(dataset.x_train, dataset.y_train, settings.calibration_size, protected, seed=seed)
-    meta = {"split": "train", "size": int(len(x)), "protected": list(protected), "seed": seed, "data": dataset.name}
+        x, meta = load_calibration(settings.calibration_file)  # the file's meta is data, not the record's frame
+        return x.astype(np.float32), calibration_record(settings.calibration_file, x, meta, settings.calibration_name,
+                                                        str(settings.calibration_file))
+    x, meta = calibration_recipe(dataset, protected, settings.calibration_size, seed)
     run = RunDir(run_dir)
     save_calibration(run.calibration, x, meta)
-    return x, {**meta, "file": run.relative(run.calibration)}
+    return x, calibration_record(run.calibration, x, meta, None, run.relative(run.calibration))
 
 
 def _grid_step(logits: np.ndarray) -> float:
@@ -136,7 +149,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     int8 = any(p == "int8" for _, p in settings.artifacts)  # only int8 files are calibrated
     calib_x, calib_record = _calibration(dataset, protected, settings, seed, run_dir) if int8 else (None, None)
     job = ExportJob(example=example, num_classes=num_classes, layout=settings.layout, calibration_x=calib_x,
-                    calibration_method=settings.calibration_method, out=out, work=work)
+                    calibration_method=settings.calibration_method, out=out, work=work,
+                    metadata={"preprocessing": dataset.preprocessing.to_dict()})  # the device feeds the same input
     x_val, y_val = dataset.split("val")
     x_test, y_test = dataset.split("test")
     torch_test_pred = predict_logits(model, x_test).argmax(1)

@@ -58,6 +58,8 @@ class ExportRequest:
     class_names: str | list[str] | None = None
     image_size: tuple[int, int] | None = None
     input_shape: tuple[int, ...] | None = None  # --input-shape: flat rows as samples of this shape
+    resize: int | None = None  # ImageFolder: the shorter side, center-cropped to image_size
+    normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
 
 
 def choose_artifacts(base: tuple, formats: list[str] | None, precisions: list[str] | None) -> tuple:
@@ -106,7 +108,8 @@ def _inputs(request: ExportRequest, settings, log):
     from toolchain.models.loading import load_model
 
     dataset = load_data(request.data, seed=request.seed, label_column=request.label_column, class_names=request.class_names,
-                        image_size=request.image_size, input_shape=request.input_shape)
+                        image_size=request.image_size, input_shape=request.input_shape, resize=request.resize,
+                        normalize=request.normalize)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)
     if loaded.kind == "torchscript":
@@ -198,6 +201,10 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
         }
         if profile is not None:
             report["target"] = fit_verdicts(entries, stage, profile, macs, f"the torch model ({Path(request.model).name})")
+        if entries:
+            from toolchain.deploy import deploy_choice
+
+            report["deploy"] = deploy_choice(entries, stage, settings.threads, settings.time_runs, log=log)
         reasons = [f"{e['path']}: {r}" for e in entries for r in e["gate"]["reasons"]]
         report["gate"] = {"passed": not reasons, "reasons": reasons, "budget": report["budget"]}
         _write(report, stage)

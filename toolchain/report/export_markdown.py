@@ -4,6 +4,7 @@ from (test split), the device verdict with --target, and the files' sha256. No t
 from __future__ import annotations
 
 from toolchain.errors import printable
+from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
 from toolchain.report.markdown import files_lines, fmt_value, protected_cell
 
@@ -58,6 +59,7 @@ def render_export_report(report: dict) -> str:
         lines.append(f"| {art['path']} ({art.get('runtime', '?')}) | {art['bytes']:,} | {fmt_value(art['evaluation']['accuracy'])} | "
                      f"{protected_cell(art['evaluation'])} | {art['agreement']:.1%} | {verdict} |")
     lines += fit_lines(report)
+    lines += deploy_lines(report)
     lines += _int8_lines(report["artifacts"])
     lines += files_lines(report["artifacts"])
     first = report["artifacts"][0]["path"] if report["artifacts"] else "artifacts/FILE"

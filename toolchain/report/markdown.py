@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from toolchain.errors import printable
+from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
 
 
@@ -77,6 +78,7 @@ def render_report(report: dict) -> str:
     for row in ledger_rows(report):
         lines.append(f"| {row['name']} | {fmt_value(row['params'])} | {fmt_value(row['bytes'])} | {fmt_value(row['eval']['accuracy'])} | {protected_cell(row['eval'])} | {row['verdict'] or '-'} |")
     lines += fit_lines(report)
+    lines += deploy_lines(report)
     lines += files_lines(report.get("artifacts", []))
     rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
     if rounds:

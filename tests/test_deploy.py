@@ -1,0 +1,64 @@
+"""The file to deploy (toolchain.deploy.recommend): the fastest file that passed the gate and fits,
+ties to the smaller, and an int8 file slower than its fp32 twin said out loud."""
+
+from __future__ import annotations
+
+from toolchain.deploy import TIE, recommend
+from toolchain.report.deploy import deploy_lines, deploy_sentences
+
+
+def _entry(path, fmt, precision, nbytes, passed=True, fits=None, layout="NCHW"):
+    entry = {"path": path, "format": fmt, "precision": precision, "bytes": nbytes, "layout": layout,
+             "gate": {"passed": passed, "reasons": [] if passed else ["FN above the budget"]}}
+    if fits is not None:
+        entry["fit"] = {"fits": fits, "reasons": [] if fits else ["too large"]}
+    return entry
+
+
+def _timing(ms):
+    return {"runtime_latency_ms": {"p50": ms}, "runs": 100, "machine": {"platform": "linux", "cpus": 2}}
+
+
+def _recommend(entries, ms):
+    return recommend(entries, {e["path"]: _timing(m) for e, m in zip(entries, ms)}, threads=1)
+
+
+ONNX = [_entry("artifacts/model_fp32.onnx", "onnx", "fp32", 80_000), _entry("artifacts/model_int8.onnx", "onnx", "int8", 24_000)]
+TFLITE = [_entry("artifacts/model_fp32_nchw.tflite", "tflite", "fp32", 80_000),
+          _entry("artifacts/model_int8_nchw.tflite", "tflite", "int8", 23_000)]
+
+
+def test_an_int8_file_slower_than_its_fp32_twin_is_a_finding_and_the_twin_is_deployed():
+    deploy = _recommend(ONNX + TFLITE, [0.012, 0.021, 0.010, 0.006])
+    onnx, tflite = deploy["choices"]
+    assert onnx["file"] == "artifacts/model_fp32.onnx" and tflite["file"] == "artifacts/model_int8_nchw.tflite"
+    (finding,) = deploy["findings"]
+    assert finding.startswith("model_int8.onnx ran 1.75x slower than its fp32 twin model_fp32.onnx")
+    assert "3.3x fewer bytes" in finding
+    assert any(line.startswith("finding: model_int8.onnx") for line in deploy_sentences({"deploy": deploy}))
+    md = "\n".join(deploy_lines({"deploy": deploy, "artifacts": ONNX + TFLITE}))
+    assert "**Finding**" in md and "| model_fp32.onnx | 80,000 | 0.012 | passed | **yes** |" in md
+
+
+def test_a_tie_goes_to_the_smaller_file():
+    deploy = _recommend(ONNX, [0.0100, 0.0100 * (1 + TIE / 2)])
+    assert deploy["choices"][0]["file"] == "artifacts/model_int8.onnx" and "smaller" in deploy["choices"][0]["why"]
+    assert not deploy["findings"]  # within the tie: not slower
+    deploy = _recommend(ONNX, [0.0100, 0.0100 * (1 + 2 * TIE)])
+    assert deploy["choices"][0]["file"] == "artifacts/model_fp32.onnx" and len(deploy["findings"]) == 1
+
+
+def test_a_file_that_failed_the_gate_or_does_not_fit_is_never_named():
+    failed = [ONNX[0], _entry("artifacts/model_int8.onnx", "onnx", "int8", 24_000, passed=False)]
+    assert _recommend(failed, [0.05, 0.01])["choices"][0]["file"] == "artifacts/model_fp32.onnx"
+    too_big = [_entry("a/f.tflite", "tflite", "fp32", 9, fits=False), _entry("a/i.tflite", "tflite", "int8", 3, fits=True)]
+    assert _recommend(too_big, [0.001, 0.5])["choices"][0]["file"] == "a/i.tflite"
+    none = _recommend([_entry("a/f.onnx", "onnx", "fp32", 9, passed=False)], [0.001])
+    assert none["choices"][0]["file"] is None and "passed the gate" in none["choices"][0]["why"]
+    assert deploy_sentences({"deploy": none}) == ["deploy (onnx): none, no file of this format passed the gate"]
+
+
+def test_no_timing_names_nothing():
+    deploy = recommend(ONNX, {}, threads=1)
+    assert not deploy["timed"] and deploy["choices"] == [] and deploy_sentences({"deploy": deploy}) == []
+    assert "not timed" in "\n".join(deploy_lines({"deploy": deploy}))

@@ -1,0 +1,106 @@
+"""Which file to deploy. Every exported file is timed at batch 1 in its own runtime on this machine
+(interleaved, toolchain.bench.bench_many, so a slow spell hits all files alike), and per format the
+fastest file that passed the gate (and fits the --target) is named; a file within TIE of the fastest
+that is smaller wins, since bytes then decide.
+
+An int8 file slower than its fp32 twin is a finding, said out loud: on small layers the quantize and
+dequantize around each operator can cost more than int8 arithmetic saves (onnxruntime's QDQ files on
+CPUs without VNNI), and then the int8 file buys bytes, not speed. The numbers are this machine's: the
+device's own `cwtool bench` decides where they differ.
+
+numpy and the runtimes only (no torch), like bench.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["deploy_choice", "time_files", "recommend", "TIE", "TIMING_BUDGET_S"]
+
+TIE = 0.05  # latencies within 5% are a tie on one machine's timer
+TIMING_BUDGET_S = 3.0  # per file: slow files (224 px models) get fewer calls, never fewer than MIN_RUNS
+MIN_RUNS = 10
+
+
+def time_files(root: Path, entries: list[dict], threads: int, runs: int) -> dict[str, dict]:
+    """{entry path: bench result} for every file, batch 1, ``threads`` threads, at most ``runs`` timed
+    calls each (fewer for slow files, within TIMING_BUDGET_S)."""
+    from toolchain.bench import bench_many
+    from toolchain.runtimes import load_runner
+
+    if runs < 1 or not entries:
+        return {}
+    paths = [root / e["path"] for e in entries]
+    slowest = 0.0
+    for path in paths:  # one untimed call each: the budget's measure, and a first warm-up
+        runner = load_runner(path, threads=threads)
+        sample = np.zeros((1, *runner.dataset_sample_shape()), dtype=np.float32)
+        runner.predict(sample, batch_size=1)
+        t0 = time.perf_counter()
+        runner.predict(sample, batch_size=1)
+        slowest = max(slowest, time.perf_counter() - t0)
+    runs = max(MIN_RUNS, min(runs, int(TIMING_BUDGET_S / max(slowest, 1e-6))))
+    results = bench_many(paths, threads=threads, runs=runs, warmup=max(2, runs // 10), rounds=min(10, runs))
+    return {e["path"]: r for e, r in zip(entries, results)}
+
+
+def _eligible(entry: dict) -> bool:
+    return entry["gate"]["passed"] and entry.get("fit", {}).get("fits", True)
+
+
+def _twin(entry: dict, entries: list[dict]) -> dict | None:
+    """The fp32 file of the same format and input layout as an int8 file."""
+    return next((e for e in entries if e["format"] == entry["format"] and e.get("layout") == entry.get("layout")
+                 and e["precision"] == "fp32"), None)
+
+
+def _ms(timing: dict) -> float:
+    return float(timing["runtime_latency_ms"]["p50"])
+
+
+def recommend(entries: list[dict], timings: dict[str, dict], threads: int) -> dict:
+    """report.json's "deploy": each file's batch-1 latency here, per format the file to deploy and why,
+    and the findings (int8 slower than its fp32 twin)."""
+    if not timings:
+        return {"timed": False, "note": "files not timed (--time-runs 0)", "choices": [], "findings": []}
+    latency = {p: _ms(t) for p, t in timings.items()}
+    findings = []
+    for e in entries:
+        twin = _twin(e, entries) if e["precision"] == "int8" else None
+        if twin is not None and latency[e["path"]] > latency[twin["path"]] * (1 + TIE):
+            ratio = latency[e["path"]] / latency[twin["path"]]
+            findings.append(
+                f"{Path(e['path']).name} ran {ratio:.2f}x slower than its fp32 twin {Path(twin['path']).name} here "
+                f"({latency[e['path']]:.3g} ms vs {latency[twin['path']]:.3g} ms per call): int8 buys "
+                f"{twin['bytes'] / max(e['bytes'], 1):.1f}x fewer bytes, not speed, on this CPU")
+    choices = []
+    for fmt in dict.fromkeys(e["format"] for e in entries):
+        files = [e for e in entries if e["format"] == fmt]
+        ok = [e for e in files if _eligible(e)]
+        if not ok:
+            choices.append({"format": fmt, "file": None, "why": "no file of this format passed the gate" +
+                            (" and fits the target" if any("fit" in e for e in files) else "")})
+            continue
+        fastest = min(ok, key=lambda e: latency[e["path"]])
+        near = [e for e in ok if latency[e["path"]] <= latency[fastest["path"]] * (1 + TIE)]
+        pick = min(near, key=lambda e: (e["bytes"], latency[e["path"]]))
+        why = (f"the fastest here ({latency[pick['path']]:.3g} ms per call)" if pick is fastest
+               else f"within {TIE:.0%} of the fastest ({Path(fastest['path']).name}) and smaller")
+        why += " of the files that passed the gate" + (" and fit the target" if any("fit" in e for e in files) else "")
+        choices.append({"format": fmt, "file": pick["path"], "latency_ms": latency[pick["path"]], "bytes": pick["bytes"], "why": why})
+    first = next(iter(timings.values()))
+    return {
+        "timed": True, "threads": threads, "runs": first["runs"], "machine": first["machine"],
+        "note": "batch-1 p50 of the runtime's own call on this machine, interleaved; on the device, `cwtool bench` decides",
+        "latency_ms": latency, "choices": choices, "findings": findings,
+    }
+
+
+def deploy_choice(entries: list[dict], root: Path, threads: int, runs: int, log=None) -> dict:
+    """time_files, then recommend: report.json's "deploy" for the files under ``root``."""
+    if log is not None and runs and entries:
+        log(f"timing {len(entries)} files at batch 1 on this machine, to name the file to deploy (--time-runs 0 skips)")
+    return recommend(entries, time_files(root, entries, threads, runs), threads)

@@ -1,0 +1,48 @@
+"""The file to deploy in words: report.md's and export.md's section, and the console line after a run.
+Reads report.json's "deploy" (toolchain.deploy.recommend). Standard library only."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from toolchain.errors import printable
+
+__all__ = ["deploy_lines", "deploy_sentences"]
+
+
+def deploy_sentences(report: dict) -> list[str]:
+    """The console lines: per format the file to deploy, then each finding."""
+    deploy = report.get("deploy")
+    if not deploy or not deploy.get("timed"):
+        return []
+    lines = [f"deploy ({c['format']}): {c['file']}, {c['why']}" if c["file"] else f"deploy ({c['format']}): none, {c['why']}"
+             for c in deploy["choices"]]
+    lines += [f"finding: {f}" for f in deploy["findings"]]
+    return [printable(line) for line in lines]
+
+
+def deploy_lines(report: dict) -> list[str]:
+    """The Markdown section: a row per file (bytes, batch-1 latency here, gate), the choice per format
+    and the findings."""
+    deploy = report.get("deploy")
+    if not deploy:
+        return []
+    lines = ["", "## Which file to deploy", ""]
+    if not deploy.get("timed"):
+        return lines + [deploy.get("note", "files not timed")]
+    chosen = {c["file"] for c in deploy["choices"] if c["file"]}
+    lines += ["| file | bytes | ms per call, batch 1, here | gate | deploy |", "|---|--:|--:|---|---|"]
+    for art in report.get("artifacts", []):
+        ms = deploy["latency_ms"].get(art["path"])
+        gate = "passed" if art["gate"]["passed"] else "**failed**"
+        if "fit" in art and not art["fit"]["fits"]:
+            gate += ", does not fit"
+        lines.append(f"| {PurePath(art['path']).name} | {art['bytes']:,} | {'-' if ms is None else f'{ms:.3g}'} | {gate} | "
+                     f"{'**yes**' if art['path'] in chosen else ''} |")
+    lines += [""]
+    lines += [f"- {c['format']}: " + (f"`{PurePath(c['file']).name}`, {c['why']}." if c["file"] else f"none, {c['why']}.")
+              for c in deploy["choices"]]
+    lines += [f"- **Finding**: {f}; deploy the fp32 file unless bytes decide." for f in deploy["findings"]]
+    lines += ["", f"Timing: {deploy['note']} ({deploy['runs']} calls per file, {deploy['threads']} thread"
+              f"{'s' if deploy['threads'] != 1 else ''})."]
+    return lines
