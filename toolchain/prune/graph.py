@@ -107,14 +107,18 @@ def _as_inputs(example_input: Any):
 
 
 def build_graph(model: nn.Module, example_input: Any):
-    """Build a Torch-Pruning DependencyGraph without leaving the model in eval mode or without grad."""
-    import torch_pruning as tp
+    """Build a Torch-Pruning DependencyGraph without leaving the model in eval mode or without grad.
+
+    Channels reordered by an operation Torch-Pruning cannot follow (ShuffleNet's channel shuffle) are kept
+    whole when a module of their own reorders them, else refused with a UserError naming the operation
+    (exit 2), as is any failure of Torch-Pruning's own analysis (toolchain.prune.channel_movers)."""
+    from toolchain.prune.channel_movers import dependency_graph
 
     BUILDS["count"] += 1
     modes = {m: m.training for m in model.modules()}
     try:
         with torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=_as_inputs(example_input), verbose=False)
+            dg = dependency_graph(model, _as_inputs(example_input))
     finally:
         for m, t in modes.items():
             m.training = t
@@ -160,10 +164,13 @@ def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: se
     outs, ins = [], []
     reason = ""
     blocks = 1
+    kept_whole = getattr(dg, "kept_whole", {})  # channel movers Torch-Pruning cannot follow (channel_movers)
     for it in group:
         node, handler = it.dep.target, it.dep.handler
         m = node.module
         is_out = dg.is_out_channel_pruning_fn(handler)
+        if m in kept_whole:
+            reason = reason or f"its channels pass through {kept_whole[m]}, which reorders them beyond the graph: kept whole"
         if node in sinks and is_out:
             reason = reason or "its channels are the model's output (classes)"
         if not isinstance(m, nn.Module):  # a bare nn.Parameter
@@ -265,6 +272,8 @@ class ChannelGraph:
             described.append((_describe(self.dg, g, root, self._names, sinks), root))
         described.sort(key=lambda cr: order[cr[1]])
         self.all_groups = [cg for cg, _ in described]
+        # the channel movers whose channels stay whole (empty for a model Torch-Pruning follows throughout)
+        self.kept_whole = sorted(getattr(self.dg, "kept_whole", {}).values())
         self.groups = [cg for cg in self.all_groups if cg.prunable]
         self.slices: dict[str, list[Slice]] = {cg.key: list(_slices(self.dg, self.items(cg.key), self._names)) for cg in self.groups}
         self._shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}

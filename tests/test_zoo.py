@@ -1,0 +1,289 @@
+"""The mobile architectures (pytorchcv definitions, toolchain.models.zoo) at 64 px: each prunes to about half
+its parameters with channels physically removed, exports and runs; a channel shuffle is kept whole; an
+operation the dependency graph cannot follow is refused with exit 2. Generated images only.
+
+The default suite shrinks and exports (ONNX) every architecture in seconds; the whole pipeline (compress
+with int8, ONNX and TFLite, then verify) runs per architecture under -m slow (30-60 s each: litert-torch's
+conversions dominate)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch_pruning")
+
+from toolchain.errors import UserError  # noqa: E402
+from toolchain.models import registry  # noqa: E402
+from toolchain.models.profile import count_params  # noqa: E402
+from toolchain.prune.graph import ChannelGraph  # noqa: E402
+from clirun import run_cli  # noqa: E402
+
+MOBILE = sorted(registry.MOBILE)
+# scripts/bootstrap installs pytorchcv (--no-deps); the shuffle tests below need only torch
+needs_pytorchcv = pytest.mark.skipif(importlib.util.find_spec("pytorchcv") is None, reason="pytorchcv is not installed")
+SIZE = 64  # px: every net's five stride-2 stages leave 2x2
+CLASSES = 3
+
+# A user's net around a channel shuffle: in a module of its own (kept whole) or inline (refused).
+SHUFFLE_NET = '''
+import torch
+from torch import nn
+
+
+def shuffle(x, groups=2):
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class Shuffle(nn.Module):
+    def forward(self, x):
+        return shuffle(x)
+
+
+def block(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class Net(nn.Module):
+    inline = False
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.stem = block(3, 16)
+        self.left, self.right = block(16, 16), nn.Sequential(block(16, 24), block(24, 16))
+        self.shuffle = Shuffle()
+        self.head = block(32, 32)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([self.left(x), self.right(x)], 1)
+        x = shuffle(x) if self.inline else self.shuffle(x)
+        return self.fc(self.head(x).mean((2, 3)))
+
+
+class InlineNet(Net):
+    inline = True
+'''
+
+
+def _mobile(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return registry.create(name, num_classes=CLASSES).eval()
+
+
+def _images(n: int = 2, size: int = SIZE, seed: int = 0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _out(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.fixture(scope="module")
+def shuffle_net_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("arch") / "shuffle_net.py"
+    path.write_text(SHUFFLE_NET)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_images_npz(tmp_path_factory):
+    """90 generated 16-px RGB images, 3 classes (stripes across, stripes down, rings)."""
+    x, y = _patterns(30, 16, seed=1)
+    path = tmp_path_factory.mktemp("data") / "patterns16.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def _patterns(per_class: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth class patterns with random frequency, phase, colour and noise: float32 NCHW in 0..1."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    xs, ys = [], []
+    for c in range(CLASSES):
+        for _ in range(per_class):
+            f, ph = rng.uniform(2, 5), rng.uniform(0, 2 * np.pi)
+            base = (np.sin(2 * np.pi * f * xx + ph), np.sin(2 * np.pi * f * yy + ph),
+                    np.sin(2 * np.pi * f * np.hypot(xx - 0.5, yy - 0.5) + ph))[c]
+            rgb = np.stack([base * rng.uniform(0.5, 1) for _ in range(3)]) + rng.normal(0, 0.3, (3, size, size))
+            xs.append(np.clip(rgb * 0.25 + 0.5, 0, 1))
+            ys.append(c)
+    return np.asarray(xs, np.float32), np.asarray(ys, np.int64)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_the_mobile_architectures_are_registered_apart_from_the_small_nets():
+    from toolchain.models.arch import resolve_arch
+
+    assert MOBILE == ["efficientnet-b0", "mobilenetv2", "mobilenetv3-large", "resnet18", "resnet50", "shufflenetv2"]
+    assert not set(MOBILE) & set(registry.names())  # the 8x8 tests over names() stay on the small nets
+    assert set(MOBILE) <= set(registry.names(mobile=True))
+    assert all(registry.is_registered(n) and callable(resolve_arch(n)) for n in MOBILE)
+
+
+@needs_pytorchcv
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet18"])
+def test_any_input_channels_and_size(name):
+    """Grayscale in, 96 px: the AdaptiveAvgPool2d stands in for pytorchcv's 224-px AvgPool2d(7)."""
+    model = registry.create(name, num_classes=5, in_channels=1)
+    assert _out(model, torch.randn(2, 1, 96, 96)).shape == (2, 5)
+
+
+# ---------------------------------------------------------------- shrink and export, every architecture
+
+
+@needs_pytorchcv
+@pytest.mark.parametrize("name", MOBILE)
+def test_prunes_about_half_exports_and_reloads(name, tmp_path):
+    """The plan search's target of half the parameters, channels physically removed, the same function as
+    the masked model, the classes kept; the ONNX file computes it; the checkpoint rebuilds it."""
+    from toolchain.export.onnx import export_onnx
+    from toolchain.models.loading import load_model, save_checkpoint
+    from toolchain.prune.importance import magnitude_scores
+    from toolchain.prune.plan import plan_for_target
+    from toolchain.prune.shrink import apply_channel_mask, shrink
+    from toolchain.runtimes import load_runner
+
+    model, x = _mobile(name), _images()
+    dense = count_params(model)
+    graph = ChannelGraph(model, x[:1])
+    plan = plan_for_target(graph, magnitude_scores(graph), dense // 2)
+    small = shrink(model, plan, x[:1])
+    assert 0.40 * dense <= count_params(small) == graph.count_params(plan) <= 0.50 * dense
+
+    masked = copy.deepcopy(model)
+    apply_channel_mask(masked, plan, x[:1])
+    got = _out(small, x)
+    assert got.shape == (2, CLASSES)
+    assert (got - _out(masked, x)).abs().max().item() <= 1e-4 * max(1.0, got.abs().max().item())
+
+    onnx_file = export_onnx(small, x[:1], tmp_path / "small.onnx")
+    from_onnx = load_runner(onnx_file).predict(x.numpy())
+    assert np.allclose(from_onnx, got.numpy(), rtol=1e-3, atol=1e-4)
+
+    save_checkpoint(tmp_path / "small.pt", small, name, {"num_classes": CLASSES}, (3, SIZE, SIZE), channel_plan=plan)
+    assert torch.equal(_out(load_model(tmp_path / "small.pt").module, x), got)
+
+
+# ---------------------------------------------------------------- channel shuffle
+
+
+@needs_pytorchcv
+def test_shufflenet_keeps_the_channels_through_its_shuffles_whole():
+    """Torch-Pruning's graph build divides by zero on the shuffle; cwtool builds it again with each
+    ChannelShuffle opaque. The channels entering a shuffle (each unit's output convs, through the concat)
+    are fixed and say why; the channels inside each branch stay prunable."""
+    model = _mobile("shufflenetv2")
+    rng = torch.get_rng_state()
+    graph = ChannelGraph(model, _images(1))
+    assert torch.equal(torch.get_rng_state(), rng)  # the probe for channel movers draws from its own generator
+    assert len(graph.kept_whole) == 16 and all("c_shuffle (ChannelShuffle)" in d for d in graph.kept_whole)
+    groups = {g.key: g for g in graph.all_groups}
+    into_shuffle = [k for k in groups if k.endswith(("expand_conv3", "expand_conv5"))]
+    assert len(into_shuffle) == 16 + 3  # each unit's branch, and the other branch of each stage's first unit
+    for key in into_shuffle:
+        assert not groups[key].prunable and "c_shuffle" in groups[key].reason and "kept whole" in groups[key].reason
+    inside = [k for k in groups if k.endswith("compress_conv1")]
+    assert len(inside) == 16 and all(groups[k].prunable for k in inside)
+    assert groups["features.final_block.conv"].prunable and not groups["output"].prunable
+
+
+def test_a_models_own_forward_error_is_not_taken_for_the_graphs():
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            raise ValueError("the model's own bug")
+
+    with pytest.raises(ValueError, match="own bug"):
+        ChannelGraph(Broken(), _images(1, 8))
+
+
+def test_an_inline_channel_shuffle_is_refused_naming_the_operation(shuffle_net_file, small_images_npz, tmp_path, capsys):
+    """A shuffle written inline in forward has no module to keep whole: exit 2, never an internal error.
+    (Torch-Pruning builds a graph for this one without complaint, mapping channel i to channel i: a removal
+    would then break the view, exit 3, or pair the head's weights with the wrong channels.)"""
+    spec = importlib.util.spec_from_file_location("shuffle_net_inline", shuffle_net_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(UserError, match=r"splits the channel dimension .* at shuffle_net.py:8 in shuffle"):
+        ChannelGraph(module.InlineNet().eval(), torch.randn(1, 3, 16, 16))
+
+    torch.save(module.InlineNet().state_dict(), tmp_path / "inline.pt")
+    code, _, err = run_cli(["compress", tmp_path / "inline.pt", "--arch", f"{shuffle_net_file}:InlineNet", "--data", small_images_npz,
+                            "-p", "0", "--keep-params", "0.5", "--epochs", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code == 2, err
+    assert "channel shuffle" in err and "Traceback" not in err
+
+
+def test_a_channel_shuffle_model_compresses_with_the_shuffled_channels_whole(shuffle_net_file, small_images_npz, tmp_path, capsys):
+    torch.manual_seed(0)
+    from toolchain.models.arch import resolve_arch
+
+    arch = f"{shuffle_net_file}:Net"
+    model = resolve_arch(arch)()
+    torch.save(model.state_dict(), tmp_path / "net.pt")
+    code, _, err = run_cli(["compress", tmp_path / "net.pt", "--arch", arch, "--data", small_images_npz, "-p", "0",
+                            "--keep-params", "0.5", "--epochs", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code in (0, 1), err  # 1: the gate's verdict on an untrained net; never 2 or 3
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
+    assert shrunk["params"] <= 0.5 * count_params(model)
+    # left and right.1 feed the shuffle through the concat: kept; the stem, right.0 and the head are pruned
+    assert set(shrunk["channel_plan"]) <= {"stem.0", "right.0.0", "head.0"} and "right.0.0" in shrunk["channel_plan"]
+
+
+# ---------------------------------------------------------------- the whole pipeline, every architecture
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """An ImageFolder of 120 generated 64-px PNGs, 3 classes."""
+    from PIL import Image
+
+    x, y = _patterns(40, SIZE, seed=2)
+    root = tmp_path_factory.mktemp("images")
+    for i, (img, c) in enumerate(zip(x, y)):
+        folder = root / f"class{c}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@needs_pytorchcv
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MOBILE)
+def test_compress_and_verify_each_architecture(name, image_folder, tmp_path, capsys):
+    """compress to half the parameters (one round, one epoch), int8 and fp32 ONNX and TFLite files each
+    re-run on test, then `cwtool verify` on the files against the report's baseline."""
+    from toolchain.models.loading import save_checkpoint
+
+    model = _mobile(name)
+    save_checkpoint(tmp_path / "dense.pt", model, name, {"num_classes": CLASSES}, (3, SIZE, SIZE))
+    run = tmp_path / "run"
+    code, _, err = run_cli(["compress", tmp_path / "dense.pt", "--data", image_folder, "-p", "0", "--keep-params", "0.5",
+                            "--epochs", "1", "--calibration-size", "32", "--out", run], capsys)
+    assert code in (0, 1), err  # 1: the gate's verdict on an untrained net; never 2 or 3
+    report = json.loads((run / "report.json").read_text())
+    shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
+    assert 0.40 * count_params(model) <= shrunk["params"] <= 0.50 * count_params(model)
+    kinds = {(a["format"], a["precision"]) for a in report["artifacts"]}
+    assert kinds == {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")}
+    assert all(a["evaluation"]["n"] > 0 and a["agreement"] is not None for a in report["artifacts"])
+
+    files = [run / a["path"] for a in report["artifacts"]]
+    code, out, err = run_cli(["verify", *files, "--data", image_folder, "-p", "0", "--baseline", run / "report.json"], capsys)
+    assert code in (0, 1), err
+    assert all(f.name in out + err for f in files)
