@@ -165,7 +165,7 @@ def _run_dir_names() -> dict[str, set[str]]:
 
     run = RunDir(Path("RUN"))
     top = {p.name + ("/" if p in (run.rounds, run.artifacts, run.plots) else "")
-           for p in (run.manifest, run.rounds, run.pruned, run.calibration, run.artifacts, run.plots, run.report_json, run.report_md)}
+           for p in (run.manifest, run.log, run.rounds, run.pruned, run.calibration, run.artifacts, run.plots, run.report_json, run.report_md)}
     top.add(run.report_md.with_suffix(".html").name)
     job = ExportJob(example=None, num_classes=10, layout=ExportSettings().layout, calibration_x=None, calibration_method="minmax",
                     out=run.artifacts, work=run.work)

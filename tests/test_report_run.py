@@ -92,3 +92,29 @@ def test_every_file_is_timed_and_one_is_named_to_deploy(pi4_run):
     md = (out / "report.md").read_text()
     assert "## Which file to deploy" in md and f"{deploy['runs']} calls per file" in md
     assert report["seconds"]["timing the files"] > 0
+
+
+def test_compress_log_has_every_progress_line_time_stamped_and_the_seconds(pi4_run):
+    _, out, _, stderr = pi4_run
+    lines = (out / "compress.log").read_text().splitlines()
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+ *\d+\.\ds ")
+    assert lines and all(stamp.match(line) for line in lines)
+    text = "\n".join(stamp.sub("", line) for line in lines)
+    assert "round 1:" in text and "round 1:" in stderr  # the console's round line, in the file too
+    assert text.splitlines()[0].startswith("cwtool ") and "data: digits" in text
+    last = text.splitlines()[-1]
+    assert last.startswith("finished: gate ") and "pruning " in last and "total " in last
+
+
+def test_a_stopped_run_says_why_in_its_log(trained_digits, tmp_path, monkeypatch):
+    from toolchain.cli import main
+    from toolchain.prune import lottery
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(lottery.LotteryPruner, "run", fail)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        main(["compress", str(trained_digits[0]), "--data", "digits", "-p", "3", "--out", str(out)])
+    assert "stopped: RuntimeError: disk on fire" in (out / "compress.log").read_text().splitlines()[-1]

@@ -19,7 +19,7 @@ from toolchain.errors import Interrupted, UserError
 from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, rows_sha256
-from toolchain.report.consoles import log_console, progress_bar
+from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.rundir import RunDir
 
 REPORT_SCHEMA = 1
@@ -83,6 +83,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     started = time.perf_counter()
     group = distributed.start()  # under torchrun: retraining on every process, rank 0 writes and talks
     console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
+    log = RunLog(console)
     # --- inputs: every check before anything is written ---------------------------------------------
     dataset = with_given_rows(load_data(request.data, seed=request.data_seed, label_column=request.label_column,
                                         class_names=request.class_names, image_size=request.image_size,
@@ -161,13 +162,15 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
+        log.attach(RunDir(run_dir).log)
+        log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if request.resume else ''})")
         atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": _versions(),
                                           "argv": sys.argv, "data": dataset.describe(), "processes": group.world if group else 1,
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+        log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
         swept = sweep_temporaries(run_dir)
         if swept:
-            console.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
+            log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
     distributed.barrier()
     try:  # an interrupt leaves the finished rounds: the message names the run to --resume
         # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
@@ -175,7 +178,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         dense = loaded.module.float()
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with progress_bar(console, *columns) as progress:
-            pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=console.print,
+            pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=log.print,
                                    arch=arch, arch_kwargs=loaded.arch_kwargs)
             result = pruner.run(resume=request.resume)
         prune_seconds = time.perf_counter() - t0
@@ -217,7 +220,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         with console.status("exporting and verifying artifacts"):
             min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
             artifacts, calibration = export_all(pruned, dataset, protected, _int8_guard(result), dense_test, settings, run_dir, config.seed,
-                                                gate_fn, log=console.print, min_val_accuracy=min_val_accuracy) if settings.artifacts else ([], None)
+                                                gate_fn, log=log.print, min_val_accuracy=min_val_accuracy) if settings.artifacts else ([], None)
         for art in artifacts:
             if not art["gate"]["passed"]:
                 gate["passed"] = False
@@ -260,12 +263,18 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             from toolchain.deploy import deploy_choice
 
             timed = time.perf_counter()
-            report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=console.print)
+            report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=log.print)
             report["seconds"]["timing the files"] = time.perf_counter() - timed
             report["seconds"]["total"] = time.perf_counter() - started
+        log.record(f"finished: gate {'PASSED' if gate['passed'] else 'FAILED'}; seconds: "
+                   + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
         return report, run_dir
     except Interrupted as exc:
         exc.run_dir = run_dir
+        log.record(f"interrupted: --resume with the same arguments finishes {run_dir}")
+        raise
+    except Exception as exc:
+        log.record(f"stopped: {type(exc).__name__}: {exc}")
         raise
 
 

@@ -10,6 +10,7 @@ finds what an earlier, interrupted run finished and skips it.
     run/calibration.npz          the int8 calibration rows
     run/artifacts/               the exported files
     run/work/                    scratch for the export stage, removed when it ends
+    run/compress.log             every progress line, time-stamped (appended to by --resume)
     run/report.json, report.md, plots/
 """
 
@@ -29,6 +30,10 @@ class RunDir:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "compress.log"
 
     @property
     def rounds(self) -> Path:

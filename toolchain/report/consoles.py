@@ -60,6 +60,40 @@ def log_console() -> Console:
     return _console(stderr=True)
 
 
+class RunLog:
+    """Log lines on a console and, once ``attach`` names a file, also appended to it with the time of day and
+    the seconds since the command started: a long run's progress survives the terminal it ran in, and the
+    stamps say where its time went. Only text is copied (a rich table or status is the console's alone)."""
+
+    def __init__(self, console: Console):
+        import time
+
+        self.console = console
+        self.path = None
+        self._started = time.monotonic()
+
+    def attach(self, path) -> None:
+        self.path = path
+
+    def print(self, *objects, **kwargs) -> None:
+        self.console.print(*objects, **kwargs)
+        self.record(" ".join(o if isinstance(o, str) else getattr(o, "plain", None) or "" for o in objects))
+
+    def record(self, text: str) -> None:
+        """``text`` in the file only (the console has it already, or it is the file's alone)."""
+        import time
+
+        text = text.strip()
+        if self.path is None or not text:
+            return
+        stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.monotonic() - self._started:7.1f}s"
+        try:
+            with open(self.path, "a", encoding="utf-8") as log:
+                log.write("\n".join(f"{stamp} {printable(line)}" for line in text.splitlines()) + "\n")
+        except OSError:  # a full disk or a removed folder must not stop the run: the console still has the line
+            self.path = None
+
+
 def progress_bar(console: Console, *columns) -> Progress:
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
