@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolchain.bundled import bundled_dirs, bundled_files
 from toolchain.errors import UserError
 from toolchain.runtimes.formats import DEVICE_FORMATS
 from toolchain.runtimes.graph import static_nbytes
@@ -90,22 +91,11 @@ class Target:
 
 def target_dirs() -> list[Path]:
     """Folders searched for <name>.toml, first match wins."""
-    dirs = []
-    env = os.environ.get("CWTOOL_TARGETS_DIR")
-    if env:
-        dirs.append(Path(env))
-    here = Path(__file__).resolve().parent
-    dirs.append(here.parent / "targets")  # repository checkout
-    dirs.append(here / "targets_data")  # an installed wheel
-    return [d for d in dirs if d.is_dir()]
+    return bundled_dirs("CWTOOL_TARGETS_DIR", "targets", "targets_data")
 
 
 def target_files() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in target_dirs():
-        for p in sorted(d.glob("*.toml")):
-            found.setdefault(p.stem, p)
-    return found
+    return bundled_files("CWTOOL_TARGETS_DIR", "targets", "targets_data", ".toml")
 
 
 def list_targets() -> list[Target]:

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from toolchain.bundled import bundled_dirs, bundled_files
 from toolchain.errors import UserError
 from toolchain.io import staged_path, user_path
 
@@ -173,23 +174,12 @@ def calibration_rows_sha256(x: np.ndarray) -> str:
 
 def calibration_dirs() -> list[Path]:
     """Folders searched for <name>.npz, first match wins."""
-    dirs = []
-    env = os.environ.get("CWTOOL_CALIBRATION_DIR")
-    if env:
-        dirs.append(Path(env))
-    package = Path(__file__).resolve().parents[1]
-    dirs.append(package.parent / "calibration")  # repository checkout
-    dirs.append(package / "calibration_data")  # an installed wheel
-    return [d for d in dirs if d.is_dir()]
+    return bundled_dirs("CWTOOL_CALIBRATION_DIR", "calibration", "calibration_data")
 
 
 def calibration_sets() -> dict[str, Path]:
     """Every set found by name: name -> file."""
-    found: dict[str, Path] = {}
-    for d in calibration_dirs():
-        for p in sorted(d.glob("*.npz")):
-            found.setdefault(p.stem, p)
-    return found
+    return bundled_files("CWTOOL_CALIBRATION_DIR", "calibration", "calibration_data", ".npz")
 
 
 def _set_names() -> str:
