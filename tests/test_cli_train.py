@@ -64,3 +64,46 @@ def test_checkpoint_of_a_relative_arch_file_loads_from_anywhere(tmp_path, monkey
         shutil.move(work / name, moved / name)
     assert load_model(moved / "m.pt", arch=f"{moved / 'net.py'}:Net").module[2].out_features == 2  # moved together
     assert load_model(moved / "m.pt", trust_model=True).module[2].out_features == 2  # found beside it when trusted
+
+def _formats_seen(model, x, y, config):
+    """The memory order of the last conv's weights (they have channels to order) at every forward, and of all
+    weights after training."""
+    import torch
+
+    from toolchain.models.train import train
+
+    seen = []
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    hook = conv.register_forward_pre_hook(lambda m, args: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last)
+                                                                       and not m.weight.is_contiguous()))
+    train(model, x, y, config, device=torch.device("cpu"))
+    hook.remove()
+    return seen, [p.is_contiguous() for p in model.parameters()]
+
+
+def test_conv_nets_train_channels_last_and_come_back_in_the_default_order():
+    import numpy as np
+    import torch
+
+    from toolchain.models import registry
+    from toolchain.models.train import TrainConfig
+
+    x = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
+    y = np.arange(40) % 10
+    seen, weights = _formats_seen(registry.create("digits-cnn"), x, y, TrainConfig(epochs=1, batch_size=16))
+    assert len(seen) == 1 + 3 and all(seen)  # the probe on two rows, then every training batch: channels-last
+    assert all(weights)
+
+    class Flat(torch.nn.Module):  # .view(N, -1) of a conv's output cannot take channels-last: trained as before
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.head = torch.nn.Linear(4 * 8 * 8, 10)
+
+        def forward(self, t):
+            t = self.conv(self.stem(t))
+            return self.head(t.view(t.shape[0], -1))
+
+    seen, weights = _formats_seen(Flat(), x, y, TrainConfig(epochs=1, batch_size=16))
+    assert len(seen) == 1 + 3 and seen[0] and not any(seen[1:]) and all(weights)  # the probe failed at the .view

@@ -91,6 +91,7 @@ def train(
     device = device or pick_device()
     model.to(device).train()
     group = distributed.current()
+    channels_last = _runs_channels_last(model, x, device)  # before DistributedDataParallel sees the weights
     net = model
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -132,6 +133,8 @@ def train(
                 xb, yb = xb.to(device, non_blocking=True), ys[idx].to(device, non_blocking=True)
                 if draws is not None:
                     xb = augment.apply(xb, draws)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     logits = net(xb)
                 loss = loss_fn(logits.float(), yb, idx, xb)
@@ -148,9 +151,33 @@ def train(
     finally:
         if reader is not None:
             reader.close()
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)  # what export, shrinking and saving expect
     if task is not None:
         progress.remove_task(task)
     return model.eval()
+
+
+def _runs_channels_last(model: nn.Module, x, device: torch.device) -> bool:
+    """Train a conv net on image batches in channels-last memory order: oneDNN's CPU convolutions (and cuDNN's
+    under bf16) run its forward and backward faster (about 1.3x a step for fmnist-cnn on an AVX2 CPU). The
+    weights move to it here, and back when training ends. A model whose forward cannot take it (``.view(N, -1)``
+    of a conv's output, common in older model code) is found by a probe on two rows and keeps the default order."""
+    if len(x.shape) != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return False
+    probe = torch.as_tensor(np.asarray(x[np.arange(min(2, len(x)))]), dtype=torch.float32).to(device)
+    model.to(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics move
+    try:
+        with torch.no_grad():
+            model(probe.contiguous(memory_format=torch.channels_last))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: train in the default order
+        model.to(memory_format=torch.contiguous_format)
+        return False
+    finally:
+        model.train(was_training)
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
