@@ -218,3 +218,16 @@ def test_compress_help_shows_every_flag_whole_in_a_pipe_at_80_columns():
     assert [f for f in flags if f not in words] == []
     for group in ("Goals", "Method", "Export", "Run", "Inputs"):
         assert f"─ {group} " in out
+
+
+@pytest.mark.parametrize("command", ["evaluate", "train", "calibrate", "compress", "export", "demo", "verify", "targets", "bench"])
+def test_no_help_cuts_a_word_in_a_pipe_at_80_columns(command):
+    """rich cuts what does not fit a column with '…': a flag name (--max-fn-incre…) or a path in the help."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "toolchain", command, "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "80"}, cwd=Path(__file__).resolve().parents[1]).stdout
+    assert "Usage: cwtool" in out and max(len(line) for line in out.splitlines()) <= 80
+    assert [line for line in out.splitlines() if "…" in line] == []

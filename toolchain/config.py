@@ -145,7 +145,7 @@ class ExportOptions:
     calibration_size: int = _f(256, EXPORT, "Calibration rows drawn from the train split (protected classes enriched).")
     calibration_method: str = _f("minmax", EXPORT, "minmax, entropy or percentile (ONNX int8).")
     calibration: str | None = _f(None, EXPORT, "A calibration set: a name from calibration/ (e.g. digits) or a saved .npz "
-                                         "(RUN/calibration.npz), for identical re-quantization.")
+                                         "(a run's calibration.npz), for identical re-quantization.")
     float_input_conv: bool | None = _f(None, EXPORT, "int8 ONNX and TFLite: keep a 1-4 channel input conv in float (onnxruntime and "
                                              "XNNPACK run it faster so). Default: on, off for a --target with full-integer int8 I/O.",
                                              "--float-input-conv/--int8-input-conv")

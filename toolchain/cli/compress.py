@@ -27,7 +27,7 @@ def compress(
     val: Optional[Path] = ValOpt,
     test: Optional[Path] = TestOpt,
     out: Optional[Path] = typer.Option(None, help="Run directory (default: cwtool-runs/<arch>-<hash of inputs and settings>).", rich_help_panel="Run"),
-    resume: bool = typer.Option(False, help="Finish a run that was interrupted, from its last saved round.", rich_help_panel="Run"),
+    resume: bool = typer.Option(False, "--resume", help="Finish a run that was interrupted, from its last saved round.", rich_help_panel="Run"),
     prune_config: PruneConfig = None,
     export_options: ExportOptions = None,
     image_options: ImageOptions = None,
@@ -59,7 +59,7 @@ def compress(
 
 def demo(
     protect_class: List[str] = typer.Option(["3"], "--protect-class", "-p", help="Protected class of the digits demo."),
-    retrain: bool = typer.Option(False, help="Ignore the cached demo model and train it again."),
+    retrain: bool = typer.Option(False, "--retrain", help="Ignore the cached demo model and train it again."),
 ):
     """The whole compression on the bundled digits data: train (or reuse) the demo CNN, prune, export, verify."""
     from toolchain.demo import run_demo

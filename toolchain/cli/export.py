@@ -26,9 +26,9 @@ def export(
     data: str = DataOpt,
     protect_class: List[str] = ProtectOpt,
     out: Path = typer.Option(..., "--out", help="New folder for artifacts/, calibration.npz, export.json and export.md.", rich_help_panel="Run"),
-    formats: Optional[List[str]] = typer.Option(None, "--format", help="onnx or tflite (repeatable; default: compress's files, or the "
+    formats: Optional[List[str]] = typer.Option(None, "--format", metavar="FORMAT", help="onnx or tflite (repeatable; default: compress's files, or the "
                                                 "--target's).", rich_help_panel="Export"),
-    precisions: Optional[List[str]] = typer.Option(None, "--precision", help="fp32, fp16 (TFLite) or int8 (repeatable).", rich_help_panel="Export"),
+    precisions: Optional[List[str]] = typer.Option(None, "--precision", metavar="PREC", help="fp32, fp16 (TFLite) or int8 (repeatable).", rich_help_panel="Export"),
     arch: Optional[str] = ArchOpt,
     arch_kwargs: Optional[str] = ArchKwargsOpt,
     trust_model: bool = TrustOpt,

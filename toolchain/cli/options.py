@@ -26,7 +26,7 @@ DataOpt = typer.Option(..., "--data", "-d", help="digits, breast-cancer, fashion
                        "ImageFolder folder.", rich_help_panel=INPUTS)
 ArchOpt = typer.Option(None, help="Architecture: a built-in name, module:Class or path/to/file.py:Class.", rich_help_panel=INPUTS)
 ArchKwargsOpt = typer.Option(None, help="JSON keyword arguments for --arch.", rich_help_panel=INPUTS)
-TrustOpt = typer.Option(False, help="Allow a full pickle or a TorchScript archive (runs code from the file). Only for files you trust.",
+TrustOpt = typer.Option(False, "--trust-model", help="Allow a full pickle or a TorchScript archive (runs code from the file). Only for files you trust.",
                         rich_help_panel=INPUTS)
 LabelColumnOpt = typer.Option(None, help="CSV label column (default: the last).", rich_help_panel=INPUTS)
 ClassNamesOpt = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets "
@@ -115,7 +115,8 @@ def with_config(*classes):
             for f in flag_fields(cls):
                 spec = f.metadata["flag"]
                 extra = {k: v for k, v in spec.items() if k not in ("group", "help", "decls")}
-                option = typer.Option(f.default, *spec["decls"], help=spec["help"], rich_help_panel=spec["group"], **extra)
+                decls = spec["decls"] or ((flag_name(f.name),) if f.default is False else ())  # an off switch needs no --no- twin
+                option = typer.Option(f.default, *decls, help=spec["help"], rich_help_panel=spec["group"], **extra)
                 added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]))
                 owners[f.name] = cls
 

@@ -37,7 +37,7 @@ def verify(
     class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets their numbering)."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28 (flat rows fed to an image model)."),
-    allow_other_data: bool = typer.Option(False, help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
+    allow_other_data: bool = typer.Option(False, "--allow-other-data", help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
     image_options: ImageOptions = None,
 ) -> int:
