@@ -16,7 +16,7 @@ lane() {
   [ -f "$W/dense_s$s.pt" ] || cwtool train --arch fmnist-cnn --data fashion-mnist --epochs 7 --lr 1e-3 --seed "$s" --out "$W/dense_s$s.pt"
   [ -f "$W/defaults_s$s/report.json" ] || cwtool compress "$W/dense_s$s.pt" --data fashion-mnist -p Shirt --seed "$s" --out "$W/defaults_s$s" || true
   if [ "$s" = 0 ]; then
-    python reproduce/fn_promise_coverage.py "$W/defaults_s0" --draws 200 --json reproduce/results/fn_promise_coverage_fmnist_s0.json
+    python reproduce/fn_promise_coverage.py "$W/defaults_s0" --draws 1000 --json reproduce/results/fn_promise_coverage_fmnist_s0.json
   fi
   [ -f "$W/plain_s$s/report.json" ] || cwtool compress "$W/dense_s$s.pt" --data fashion-mnist -p Shirt --seed "$s" --no-class-aware --skip-export --out "$W/plain_s$s" || true
   [ -f "$W/anchor_s$s.json" ] || python reproduce/fn_promise_anchor.py --dense "$W/dense_s$s.pt" --data fashion-mnist -p Shirt --seed "$s" --json "$W/anchor_s$s.json"
