@@ -18,7 +18,7 @@ import torch
 from toolchain.data.samples import is_lazy
 from toolchain.errors import UserError
 
-__all__ = ["MAX_AUTO_WORKERS", "BatchReader", "auto_workers"]
+__all__ = ["MAX_AUTO_WORKERS", "BatchReader", "auto_workers", "give_back_freed_memory"]
 
 MAX_AUTO_WORKERS = 4
 
@@ -31,6 +31,30 @@ def auto_workers(x, batches: int, processes: int = 1) -> int:
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(MAX_AUTO_WORKERS, cores // max(1, processes) - 1))
+
+
+def give_back_freed_memory() -> None:
+    """Return the heap's free pages to the OS after a pass over a split (glibc's malloc_trim; elsewhere
+    nothing). A pass allocates batch-sized blocks (16 MB of input, as much again in activations); glibc
+    raises its mmap threshold after the first ones are freed, so later ones come from the heap, and the
+    holes they leave are not given back: without this, a process's resident memory grew with every pass
+    and with the number of images (3.0 GB for one compress round on 20,000 224-px images, 0.5 GB for
+    evaluate)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps its own ways
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 class _Rows(torch.utils.data.Dataset):

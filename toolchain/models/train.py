@@ -18,7 +18,7 @@ from torch import nn
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
 from toolchain.models.augment import Augmenter
-from toolchain.models.batches import BatchReader, auto_workers
+from toolchain.models.batches import BatchReader, auto_workers, give_back_freed_memory
 
 # loss_fn(logits, targets, batch_indices, inputs) -> scalar; batch_indices index the training arrays so
 # a loss can look up per-sample data (cached teacher logits) without a custom loader; inputs are the batch as
@@ -144,6 +144,8 @@ def train(
                 scheduler.step()
                 if after_step is not None:
                     after_step(model)
+                if lazy:  # image-sized batches: their freed blocks go back to the OS at once
+                    give_back_freed_memory()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
             if task is not None:
@@ -207,6 +209,7 @@ def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.de
         with BatchReader(x, workers) as reader:
             for xb in reader.read(plan):
                 out.append(model(xb.to(device)).float().cpu())
+                give_back_freed_memory()
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
