@@ -28,13 +28,15 @@ def cache_dir() -> Path:
 def demo_model_path() -> Path:
     import torch
 
-    key = json.dumps({"arch": DEMO_ARCH, "data": DEMO_DATA, "train": DEMO_TRAIN, "torch": torch.__version__}, sort_keys=True)
+    key = json.dumps({"arch": DEMO_ARCH, "data": DEMO_DATA, "train": DEMO_TRAIN, "torch": torch.__version__,
+                      "records": "training rows"}, sort_keys=True)  # a model cached before it recorded its rows is not reused
     return cache_dir() / "demo" / f"{DEMO_ARCH}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 
 def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> Path:
     """Train the demo CNN on digits once (seeded) and cache it; later calls reuse the file."""
     from toolchain.data import load_data
+    from toolchain.data.identity import training_record
     from toolchain.models import registry
     from toolchain.models.loading import save_checkpoint
     from toolchain.models.train import TrainConfig, seed_everything, train
@@ -50,7 +52,7 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
     model = registry.create(DEMO_ARCH)
     with progress_bar(console) as progress:
         train(model, dataset.x_train, dataset.y_train, TrainConfig(**DEMO_TRAIN), progress=progress, description="training the demo CNN")
-    save_checkpoint(path, model.cpu(), DEMO_ARCH, {}, dataset.input_shape)
+    save_checkpoint(path, model.cpu(), DEMO_ARCH, {}, dataset.input_shape, extra={"data": training_record(DEMO_DATA, dataset)})
     console.print(f"trained the demo model -> {path}")
     return path
 
