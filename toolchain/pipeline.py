@@ -70,7 +70,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.data import load_data
     from toolchain.data.given import with_given_rows
     from toolchain.data.identity import check_unseen
-    from toolchain.evaluate import check_labels, class_names_for, predict_on, probe_outputs, resolve_protected
+    from toolchain.evaluate import check_model_on_splits
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import load_model, save_checkpoint
@@ -97,12 +97,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         raise UserError("compress needs a model cwtool can rebuild: a state_dict or pickled module with --arch, or a cwtool checkpoint")
     if loaded.channel_plan:
         raise UserError(f"'{request.model}' is already a pruned cwtool model: compress the dense model it came from")
-    num_outputs = probe_outputs(loaded.module, dataset.input_shape)
-    predict_on(loaded.module, dataset.x_val)  # the whole validation split once: a model that fails on it is bad input
-    class_names = class_names_for(dataset, num_outputs)
-    protected = resolve_protected(request.protect, class_names, num_outputs)
-    for split in ("train", "val", "test"):
-        check_labels(dataset.split(split)[1], num_outputs, f"the {split} split")
+    num_outputs, class_names, protected = check_model_on_splits(loaded.module, dataset, request.protect)
     for k in protected:
         if not (dataset.y_val == k).any():
             raise UserError(f"the validation split has no samples of protected class {k}: the FN budget cannot be checked")

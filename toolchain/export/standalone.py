@@ -104,7 +104,7 @@ def _inputs(request: ExportRequest, settings, log):
     """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names)."""
     from toolchain.data import load_data
     from toolchain.data.identity import check_unseen
-    from toolchain.evaluate import check_labels, class_names_for, predict_on, probe_outputs, resolve_protected
+    from toolchain.evaluate import check_model_on_splits
     from toolchain.models.loading import load_model
 
     dataset = load_data(request.data, seed=request.seed, label_column=request.label_column, class_names=request.class_names,
@@ -114,12 +114,7 @@ def _inputs(request: ExportRequest, settings, log):
                         input_shape=dataset.input_shape)
     if loaded.kind == "torchscript":
         raise UserError("a TorchScript archive cannot be converted to TFLite or quantized by cwtool: give its state_dict with --arch")
-    num_outputs = probe_outputs(loaded.module, dataset.input_shape)
-    predict_on(loaded.module, dataset.x_val)  # the whole validation split once: a model that fails on it is bad input
-    names = class_names_for(dataset, num_outputs)
-    protected = resolve_protected(request.protect, names, num_outputs)
-    for split in ("train", "val", "test"):
-        check_labels(dataset.split(split)[1], num_outputs, f"the {split} split")
+    _, names, protected = check_model_on_splits(loaded.module, dataset, request.protect)
     needs = [("test", "its false negatives cannot be re-checked")]
     if any(p == "int8" for _, p in settings.artifacts):
         needs.append(("val", "int8 files cannot be held to the float model's protected FN"))
