@@ -79,17 +79,18 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int) -> di
     choices = []
     for fmt in dict.fromkeys(e["format"] for e in entries):
         files = [e for e in entries if e["format"] == fmt]
+        targeted = any("fit" in e for e in files)
         ok = [e for e in files if _eligible(e)]
         if not ok:
-            choices.append({"format": fmt, "file": None, "why": "no file of this format passed the gate" +
-                            (" and fits the target" if any("fit" in e for e in files) else "")})
+            choices.append({"format": fmt, "file": None,
+                            "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")})
             continue
         fastest = min(ok, key=lambda e: latency[e["path"]])
         near = [e for e in ok if latency[e["path"]] <= latency[fastest["path"]] * (1 + TIE)]
         pick = min(near, key=lambda e: (e["bytes"], latency[e["path"]]))
         why = (f"the fastest here ({latency[pick['path']]:.3g} ms per call)" if pick is fastest
                else f"within {TIE:.0%} of the fastest ({Path(fastest['path']).name}) and smaller")
-        why += " of the files that passed the gate" + (" and fit the target" if any("fit" in e for e in files) else "")
+        why += " of the files that passed the gate" + (" and fit the target" if targeted else "")
         choices.append({"format": fmt, "file": pick["path"], "latency_ms": latency[pick["path"]], "bytes": pick["bytes"], "why": why})
     first = next(iter(timings.values()))
     return {

@@ -15,6 +15,7 @@ erase the line above and print "all checks passed"); rich's own styling is unaff
 from __future__ import annotations
 
 import os
+import time
 
 from rich.console import Console
 from rich.progress import Progress
@@ -66,8 +67,6 @@ class RunLog:
     stamps say where its time went. Only text is copied (a rich table or status is the console's alone)."""
 
     def __init__(self, console: Console):
-        import time
-
         self.console = console
         self.path = None
         self._started = time.monotonic()
@@ -81,8 +80,6 @@ class RunLog:
 
     def record(self, text: str) -> None:
         """``text`` in the file only (the console has it already, or it is the file's alone)."""
-        import time
-
         text = text.strip()
         if self.path is None or not text:
             return
