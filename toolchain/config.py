@@ -57,6 +57,8 @@ class PruneConfig:
                                        "the importance (from round 2; 0: off).")
     seed: int = _f(0, RUN, "Seed of training, pruning and the data split.", min=0, max=2**31 - 1)
     device: str = _f("auto", RUN, "auto (CUDA when present), cpu or cuda[:N].")
+    train_precision: str = _f("auto", RUN, "Retraining arithmetic: auto (bf16 autocast where the GPU or CPU runs bf16 in hardware, "
+                                "else fp32), fp32 or bf16. Evaluation, operating points and export are fp32 always.")
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -76,6 +78,8 @@ class PruneConfig:
             raise ValueError("gamma_rule lagrange is for channel tickets")
         if self.granularity not in ("channel", "weight"):
             raise ValueError("granularity must be channel or weight")
+        if self.train_precision not in ("auto", "fp32", "bf16"):
+            raise ValueError("train_precision must be auto, fp32 or bf16")
         if self.rewind not in ("none", "early", "init"):
             raise ValueError("rewind must be none, early or init")
         if self.rewind == "early" and self.epochs < self.rewind_epoch:

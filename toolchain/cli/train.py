@@ -23,6 +23,8 @@ def train(
     batch_size: int = typer.Option(128, help="Batch size."),
     seed: int = seed_option("Seed of training and of the data split."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda[:N]."),
+    train_precision: str = typer.Option("auto", help="Training arithmetic: auto (bf16 autocast where the GPU or CPU runs bf16 in "
+                                        "hardware, else fp32), fp32 or bf16."),
     label_column: Optional[str] = LabelColumnOpt,
     class_names: Optional[str] = ClassNamesOpt,
     image_size: Optional[str] = ImageSizeOpt,
@@ -41,14 +43,16 @@ def train(
     from toolchain.io import check_output_file, input_paths
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
-    from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
+    from toolchain.models.train import PRECISIONS, TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
     from toolchain.report.consoles import log_console, progress_bar
 
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
+    if train_precision not in PRECISIONS:
+        raise UserError(f"--train-precision '{train_precision}' is not one of {', '.join(PRECISIONS)}")
     try:
         config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=parse_augment(training_input.augment),
-                             workers=training_input.workers)
+                             workers=training_input.workers, precision=train_precision)
     except ValueError as exc:
         raise config_error(exc, TrainConfig) from exc
     check_output_file(out, "--out", inputs=input_paths(data, val, test, arch=arch))

@@ -1,4 +1,5 @@
-"""A seeded training loop and batched inference; CUDA (with bf16 autocast) when present, else CPU.
+"""A seeded training loop and batched inference; CUDA when present, else CPU; bf16 autocast where the hardware
+runs bf16 natively (``precision``).
 
 Inputs are a float32 array held in memory or rows read on demand (`toolchain.data.samples`): the same seeded
 batches either way, read through `toolchain.models.batches` (DataLoader workers for rows read on demand).
@@ -35,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     augment: Augment | None = None  # training augmentation (toolchain.models.augment), drawn from the seed
     workers: int | None = None  # DataLoader processes for inputs read on demand; None: batches.auto_workers
+    precision: str = "auto"  # auto | fp32 | bf16: the forward's arithmetic (autocast_dtype)
 
     def __post_init__(self):
         for name in ("lr", "weight_decay"):
@@ -44,6 +46,35 @@ class TrainConfig:
                             (self.lr > 0, "lr must be > 0"), (self.weight_decay >= 0, "weight_decay must be >= 0")):
             if not ok:
                 raise ValueError(message)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix arithmetic in hardware: a CUDA GPU that says so, or a CPU with AMX tiles
+    or AVX-512 BF16 (where oneDNN's bf16 convolutions run about twice as fast as fp32; elsewhere they are emulated
+    and slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # a torch without these probes: assume none
+        return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The forward's autocast dtype in training (None: fp32). Weights, optimizer state and the loss stay fp32;
+    evaluation and export always run fp32, so operating points and the gate never depend on it."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return None
+
+
+def precision_label(precision: str, device: torch.device) -> str:
+    return "bf16 autocast" if autocast_dtype(precision, device) is not None else "fp32"
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -92,6 +123,7 @@ def train(
     model.to(device).train()
     group = distributed.current()
     channels_last = _runs_channels_last(model, x, device)  # before DistributedDataParallel sees the weights
+    low_precision = autocast_dtype(config.precision, device)
     net = model
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -135,7 +167,7 @@ def train(
                     xb = augment.apply(xb, draws)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with torch.autocast(device_type=device.type, dtype=low_precision or torch.bfloat16, enabled=low_precision is not None):
                     logits = net(xb)
                 loss = loss_fn(logits.float(), yb, idx, xb)
                 optimizer.zero_grad(set_to_none=True)
@@ -190,26 +222,33 @@ def _has_batchnorm(model: nn.Module) -> bool:
 def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.device | None = None,
                    workers: int | None = None) -> np.ndarray:
     """Logits of ``model`` on ``x`` as float32 numpy, in eval mode, batched: at most ``batch_size`` rows and
-    BATCH_BYTES of input a batch (toolchain.data.samples), rows read on demand read ahead by ``workers``."""
+    BATCH_BYTES of input a batch (toolchain.data.samples), rows read on demand read ahead by ``workers``. Conv nets
+    run in channels-last order (as in training: half the time of a 28x28 CNN's forward on a CPU), always in fp32."""
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     model.eval()
     step = batch_rows(x, batch_size)
     plan = [np.arange(start, min(start + step, len(x))) for start in range(0, len(x), step)]
     out = []
-    if not is_lazy(x):
-        for index in plan:
-            xb = torch.as_tensor(x[index[0] : index[-1] + 1], dtype=torch.float32, device=device)
-            out.append(model(xb).float().cpu())
-    else:
-        from toolchain import distributed
+    channels_last = len(plan) > 1 and _runs_channels_last(model, x, device)  # one batch: not worth the probe
+    order = torch.channels_last if channels_last else torch.contiguous_format
+    try:
+        if not is_lazy(x):
+            for index in plan:
+                xb = torch.as_tensor(x[index[0] : index[-1] + 1], dtype=torch.float32, device=device)
+                out.append(model(xb.contiguous(memory_format=order)).float().cpu())
+        else:
+            from toolchain import distributed
 
-        group = distributed.current()
-        if workers is None:
-            workers = auto_workers(x, len(plan), 1 if group is None else group.world)
-        with BatchReader(x, workers) as reader:
-            for xb in reader.read(plan):
-                out.append(model(xb.to(device)).float().cpu())
-                give_back_freed_memory()
+            group = distributed.current()
+            if workers is None:
+                workers = auto_workers(x, len(plan), 1 if group is None else group.world)
+            with BatchReader(x, workers) as reader:
+                for xb in reader.read(plan):
+                    out.append(model(xb.to(device).contiguous(memory_format=order)).float().cpu())
+                    give_back_freed_memory()
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()

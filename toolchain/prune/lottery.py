@@ -27,7 +27,7 @@ from toolchain.io import atomic_write_json, staged_path
 from toolchain.metrics import evaluate_logits
 from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.models.profile import count_macs, count_params
-from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
+from toolchain.models.train import TrainConfig, pick_device, precision_label, predict_logits, seed_everything, train
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss
@@ -118,7 +118,7 @@ class LotteryPruner:
     def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
         """Retraining settings of a round or of the final fine-tuning; how the train split is read comes with the data."""
         return TrainConfig(epochs=epochs, lr=lr, batch_size=self.config.batch_size, seed=seed, augment=self.dataset.augment,
-                           workers=self.dataset.workers)
+                           workers=self.dataset.workers, precision=self.config.train_precision)
 
     def within_budget(self, at_op: dict) -> bool:
         """The promise holds with the asked confidence and accuracy stays within its budget."""
@@ -178,7 +178,7 @@ class LotteryPruner:
         if start <= rounds:  # the first word in a log while round 1 trains (minutes on a CPU)
             targets = ", ".join(f"class {k} FN <= dense + {cfg.max_fn_increase} on new data with probability {cfg.confidence:g}" for k in self.targets)
             macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
-            self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type}, to {cfg.keep_params:.0%} of "
+            self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type} ({precision_label(cfg.train_precision, self.device)}), to {cfg.keep_params:.0%} of "
                      f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
         task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
         for r in range(start, rounds + 1):
