@@ -220,10 +220,11 @@ def _has_batchnorm(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.device | None = None,
-                   workers: int | None = None) -> np.ndarray:
+                   workers: int | None = None, precision: str = "fp32") -> np.ndarray:
     """Logits of ``model`` on ``x`` as float32 numpy, in eval mode, batched: at most ``batch_size`` rows and
     BATCH_BYTES of input a batch (toolchain.data.samples), rows read on demand read ahead by ``workers``. Conv nets
-    run in channels-last order (as in training: half the time of a 28x28 CNN's forward on a CPU), always in fp32."""
+    run in channels-last order (as in training: half the time of a 28x28 CNN's forward on a CPU), in fp32 unless
+    ``precision`` says otherwise (a distillation target may be bf16; what decides an operating point may not)."""
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     model.eval()
     step = batch_rows(x, batch_size)
@@ -231,21 +232,24 @@ def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.de
     out = []
     channels_last = len(plan) > 1 and _runs_channels_last(model, x, device)  # one batch: not worth the probe
     order = torch.channels_last if channels_last else torch.contiguous_format
+    low_precision = autocast_dtype(precision, device)
+    autocast = torch.autocast(device_type=device.type, dtype=low_precision or torch.bfloat16, enabled=low_precision is not None)
     try:
-        if not is_lazy(x):
-            for index in plan:
-                xb = torch.as_tensor(x[index[0] : index[-1] + 1], dtype=torch.float32, device=device)
-                out.append(model(xb.contiguous(memory_format=order)).float().cpu())
-        else:
-            from toolchain import distributed
+        with autocast:
+            if not is_lazy(x):
+                for index in plan:
+                    xb = torch.as_tensor(x[index[0] : index[-1] + 1], dtype=torch.float32, device=device)
+                    out.append(model(xb.contiguous(memory_format=order)).float().cpu())
+            else:
+                from toolchain import distributed
 
-            group = distributed.current()
-            if workers is None:
-                workers = auto_workers(x, len(plan), 1 if group is None else group.world)
-            with BatchReader(x, workers) as reader:
-                for xb in reader.read(plan):
-                    out.append(model(xb.to(device).contiguous(memory_format=order)).float().cpu())
-                    give_back_freed_memory()
+                group = distributed.current()
+                if workers is None:
+                    workers = auto_workers(x, len(plan), 1 if group is None else group.world)
+                with BatchReader(x, workers) as reader:
+                    for xb in reader.read(plan):
+                        out.append(model(xb.to(device).contiguous(memory_format=order)).float().cpu())
+                        give_back_freed_memory()
     finally:
         if channels_last:
             model.to(memory_format=torch.contiguous_format)

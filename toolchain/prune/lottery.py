@@ -113,7 +113,8 @@ class LotteryPruner:
         augmented (their logits differ every time: the loss computes them on the batch)."""
         if self.dataset.augment is not None:
             return self.dense
-        return torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device))
+        # in the retraining's arithmetic: a target for the student, not a number any decision rests on
+        return torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device, precision=self.config.train_precision))
 
     def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
         """Retraining settings of a round or of the final fine-tuning; how the train split is read comes with the data."""

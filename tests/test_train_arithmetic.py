@@ -1,0 +1,88 @@
+"""Training's arithmetic (bf16 autocast where the hardware has it) and inference's memory order (channels-last)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from clirun import run_cli
+from toolchain.models import registry
+from toolchain.models import train as training
+from toolchain.models.train import TrainConfig, autocast_dtype, predict_logits, train
+
+
+@pytest.mark.parametrize("precision, native, expected", [("fp32", True, None), ("bf16", False, torch.bfloat16),
+                                                         ("auto", True, torch.bfloat16), ("auto", False, None)])
+def test_auto_takes_bf16_only_where_the_hardware_runs_it(precision, native, expected, monkeypatch):
+    monkeypatch.setattr(training, "native_bf16", lambda device: native)
+    assert autocast_dtype(precision, torch.device("cpu")) is expected
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
+
+
+def test_bf16_training_learns_as_fp32_does_keeps_fp32_weights_and_runs_the_forward_in_bf16(digits_dataset):
+    accuracy, seen = {}, []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = registry.create("digits-cnn", width=8)
+        hook = model.register_forward_hook(lambda m, i, out: seen.append((precision, out.dtype)))
+        train(model, digits_dataset.x_train, digits_dataset.y_train, TrainConfig(epochs=15, lr=1e-2, precision=precision),
+              device=torch.device("cpu"))
+        hook.remove()
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        accuracy[precision] = (predict_logits(model, digits_dataset.x_val).argmax(1) == digits_dataset.y_val).mean()
+    in_bf16 = [dtype for p, dtype in seen if p == "bf16"]
+    assert in_bf16.count(torch.bfloat16) >= 15 and in_bf16.count(torch.float32) <= 1  # every step; the memory-order probe
+    assert {dtype for p, dtype in seen if p == "fp32"} == {torch.float32}
+    assert accuracy["fp32"] > 0.85 and accuracy["bf16"] > accuracy["fp32"] - 0.05, accuracy
+
+
+def test_fp32_training_never_autocasts(digits_dataset):
+    seen = []
+    model = registry.create("digits-cnn", width=8)
+    model.features.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    train(model, digits_dataset.x_train[:256], digits_dataset.y_train[:256], TrainConfig(epochs=1, precision="fp32"),
+          device=torch.device("cpu"))
+    assert set(seen) == {torch.float32}
+
+
+class _Flattening(nn.Module):
+    """Older model code: ``.view`` of a conv's output, which channels-last order cannot take."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc(y.view(y.shape[0], -1))
+
+
+@pytest.mark.parametrize("build", [lambda: registry.create("digits-cnn", width=8), _Flattening])
+def test_inference_in_channels_last_gives_the_default_orders_logits_and_leaves_the_model_as_it_was(build):
+    torch.manual_seed(0)
+    model = build().eval()
+    x = np.random.default_rng(0).normal(size=(2500, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.as_tensor(x)).numpy()
+    got = predict_logits(model, x, batch_size=1000)  # three batches
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())  # what export and shrinking expect
+
+
+def test_train_refuses_an_unknown_precision_in_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--train-precision", "fp8", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "--train-precision" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_compress_refuses_an_unknown_precision_in_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["compress", "model.pt", "--data", "digits", "-p", "3", "--train-precision", "fp8", "--out", tmp_path / "run"],
+                           capsys)
+    assert code == 2 and "--train-precision" in err and len(err.strip().splitlines()) == 1
