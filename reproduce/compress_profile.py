@@ -35,11 +35,13 @@ def profile(run: Path) -> dict:
     rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
     chosen = next(s for s in rounds if s["round"] == shrunk["round"])
+    final = next((s for s in report["stages"] if s["stage"] == "final_finetune" and s["kept"]), None)
+    chosen = {**chosen, "val": final["val"]} if final else chosen  # the shipped point: after the final fine-tuning
     val = next(p for p in chosen["val"]["protected"] if p["class"] == k)
     test = next(p for p in shrunk["test"]["protected"] if p["class"] == k)
     return {
         "run": str(run),
-        "config": {key: report["config"][key] for key in ("rate", "epochs", "final_epochs", "keep_params", "seed")},
+        "config": {key: report["config"][key] for key in ("rate", "epochs", "final_epochs", "keep_params", "seed", "train_precision") if key in report["config"]},
         "seconds": {key: round(v, 1) for key, v in report["seconds"].items()},
         "before_round_1": _before_rounds(run),
         "rounds": [{"round": s["round"], "params": s["params"], **{key: round(v, 1) for key, v in s.get("seconds", {}).items()}}

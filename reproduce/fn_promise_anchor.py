@@ -76,8 +76,8 @@ def main() -> None:
     plain = choose_offsets(val, y_val, {k: fn_count(dense_val, y_val, k) + args.max_fn_increase})
     test, dense_test = predict_logits(model, x_test), predict_logits(dense, x_test)
 
-    def row(logits):
-        ev = evaluate_logits(y_test, logits, [k])
+    def row(logits, y=y_test):
+        ev = evaluate_logits(y, logits, [k])
         p = ev["protected"][0]
         return {"fn": p["fn"], "fp": p["fp"], "accuracy": ev["accuracy"], "auc": p["auc"]}
 
@@ -85,7 +85,9 @@ def main() -> None:
               "params": count_params(model), "param_fraction": count_params(model) / count_params(dense), "epochs": args.epochs,
               "val": {"confidence": check["confidence"], "fn": check["fn"], "dense_fn": check["dense_fn"], "b": check["b"], "c": check["c"],
                       "accuracy": float((apply_offsets(val, guarded).argmax(1) == y_val).mean()),
-                      "dense_accuracy": float((dense_val.argmax(1) == y_val).mean())},
+                      "dense_accuracy": float((dense_val.argmax(1) == y_val).mean()),
+                      "fp": row(apply_offsets(val, guarded), y_val)["fp"], "auc": row(val, y_val)["auc"],
+                      "dense_fp": row(dense_val, y_val)["fp"], "dense_auc": row(dense_val, y_val)["auc"]},
               "promise_met_on_val": guard.met(val, guarded),
               "within_accuracy_budget_on_val": bool((apply_offsets(val, guarded).argmax(1) == y_val).mean() >= (dense_val.argmax(1) == y_val).mean() - 0.02),
               "test_guarded": row(apply_offsets(test, guarded)), "test_unguarded": row(apply_offsets(test, plain)), "test_dense": row(dense_test),

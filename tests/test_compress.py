@@ -374,6 +374,33 @@ def test_final_finetuning_trains_the_selected_ticket_and_resumes_from_disk(train
     assert resumed.final.offsets == final.offsets
 
 
+@pytest.mark.parametrize("comes_back", [True, False])
+def test_a_last_round_outside_the_budget_gets_the_final_epochs_first(comes_back, trained_digits, digits_dataset, tmp_path, monkeypatch):
+    """Round 2 is outside the budget after its round (accuracy); the final epochs are tried on it first. Kept when
+    they bring it back within the budget, else round 1 gets them as before."""
+    _, dense = trained_digits
+    config = PruneConfig(keep_params=0.25, rate=0.5, epochs=1, final_epochs=1, seed=2, device="cpu", max_accuracy_drop=0.5,
+                         confidence=0.5)
+    judged = []
+
+    def within_budget(self, at_op):  # the rounds' tickets: round 2 outside; after the final epochs: as parametrized
+        judged.append(at_op)
+        return len(judged) == 1 or (len(judged) == 3 and comes_back) or len(judged) == 4
+
+    monkeypatch.setattr(LotteryPruner, "within_budget", within_budget)
+    lines = []
+    result = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lines.append).run()
+    assert [t.within_budget for t in result.tickets] == [True, False]
+    tuned = [line for line in lines if line.startswith("final fine-tuning")]
+    if comes_back:
+        assert result.selected is result.final and result.final.round == 2 and result.final.within_budget and result.budget_met
+        assert tuned == [tuned[0]] and "round 2:" in tuned[0]
+    else:
+        assert result.selected is result.final and result.final.round == 1 and result.final.params > result.tickets[1].params
+        assert "round 2 stays outside the budget after its final fine-tuning; fine-tuning round 1" in lines
+        assert len(tuned) == 2 and "round 2:" in tuned[0] and "round 1:" in tuned[1]
+
+
 def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     code, out, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
                               "--final-epochs", "1", "--skip-export", "--max-accuracy-drop", "0.5", "--out", tmp_path / "f"], capsys)
