@@ -129,7 +129,7 @@ class PruneConfig:
 
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
-_ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed"}
+_ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32"}
 # Fields removed since, at the only value a run could have had: ids computed with them stay the same.
 _REMOVED = {"schedule": None, "stop_outside_budget": True}
 
