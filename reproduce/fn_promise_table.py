@@ -3,7 +3,8 @@
 Per arm and seed: the parameter share, whether the promise was met on validation, and the test split
 once, at the operating point each arm ships -- FN and FP of the protected class against the dense
 model's, accuracy and AUC differences. The goal: FP <= 1.15x dense, accuracy within 1 point, AUC
-within 0.003, test FN <= dense FN.
+within 0.003, test FN <= dense FN. Optional arms, where their files exist: defaults_bf16_sN (the defaults
+retrained in bf16 where the CPU has it) and anchor_e6_sN.json (the anchor fine-tuned 6 epochs).
 
     python reproduce/fn_promise_table.py cwtool-bench/fmnist_promise [--json out.json]
 """
@@ -35,7 +36,7 @@ def anchor_row(path: Path, seed: int) -> dict | None:
     if not path.is_file():
         return None
     a = json.loads(path.read_text())
-    return {"arm": "anchor (Torch-Pruning + CE + guard)", "seed": seed, "param_fraction": a["param_fraction"],
+    return {"arm": f"anchor (Torch-Pruning + {a['epochs']} epochs CE + guard)", "seed": seed, "param_fraction": a["param_fraction"],
             "promise_met_on_val": a["promise_met_on_val"] and a["within_accuracy_budget_on_val"], "val_confidence": a["val"]["confidence"],
             "dense": a["test_dense"], "shipped": a["test_guarded"], "files_fn": [], "minutes": a["seconds"] / 60}
 
@@ -49,8 +50,10 @@ def main() -> None:
     rows = []
     for s in args.seeds:
         rows += [compress_row(args.work / f"defaults_s{s}", "cwtool compress, defaults", s),
+                 compress_row(args.work / f"defaults_bf16_s{s}", "cwtool compress, defaults, bf16 retraining", s),
                  compress_row(args.work / f"plain_s{s}", "plain arm (--no-class-aware, same distillation)", s),
-                 anchor_row(args.work / f"anchor_s{s}.json", s)]
+                 anchor_row(args.work / f"anchor_s{s}.json", s),
+                 anchor_row(args.work / f"anchor_e6_s{s}.json", s)]
     rows = [r for r in rows if r is not None]
     print("| arm | seed | params | promise met (val confidence) | test FN (dense) | test FP (dense), ratio | accuracy change | AUC change | minutes |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
