@@ -32,7 +32,7 @@ def worker(args) -> None:
     from toolchain.data import load_data
     from toolchain.models.loading import load_model
     from toolchain.models.registry import create
-    from toolchain.models.train import TrainConfig, pick_device, predict_logits, train
+    from toolchain.models.train import TrainConfig, pick_device, precision_label, predict_logits, train
     from toolchain.prune.loss import ClassDependentLoss
 
     group = distributed.start()
@@ -43,7 +43,7 @@ def worker(args) -> None:
     teacher = torch.as_tensor(predict_logits(model.to(device), x, device=device))
     loss = ClassDependentLoss(dataset.num_classes, [6], gamma=5.0, rank_weight=1.0, teacher_logits=teacher, distill_weight=1.0,
                               temperature=4.0)
-    config = TrainConfig(epochs=1, lr=2e-3, batch_size=args.batch_size, seed=0)
+    config = TrainConfig(epochs=1, lr=2e-3, batch_size=args.batch_size, seed=0, precision=args.precision)
     train(model, x, y, config, loss_fn=loss, device=device)  # warm-up: allocator, kernels, process group
     distributed.barrier()
     t0 = time.perf_counter()
@@ -52,14 +52,15 @@ def worker(args) -> None:
     seconds = time.perf_counter() - t0
     if distributed.is_main():
         print(json.dumps({"processes": group.world if group else 1, "device": device.type, "rows": len(x), "seconds": seconds,
+                          "arithmetic": precision_label(args.precision, device),
                           "images_per_s": len(x) / seconds, "backend": group.backend if group else None}))
     distributed.stop()
 
 
-def launch(args, processes: int, threads: int, device: str) -> dict:
+def launch(args, processes: int, threads: int, device: str, precision: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     inner = [__file__, "--worker", "--data", args.data, "--rows", str(args.rows), "--batch-size", str(args.batch_size),
-             "--device", device, "--arch", args.arch] + (["--model", args.model] if args.model else [])
+             "--device", device, "--arch", args.arch, "--precision", precision] + (["--model", args.model] if args.model else [])
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *inner]
            if processes > 1 else [sys.executable, *inner])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -77,17 +78,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gpu", action="store_true", help="also one GPU against the CPU")
+    parser.add_argument("--precision", default="fp32,auto", help="training arithmetics to time, comma-separated (fp32, bf16, auto)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
     cores = os.cpu_count() or 1
-    runs = [launch(args, 1, 1, "cpu"), launch(args, 1, min(2, cores), "cpu"), launch(args, 2, 1, "cpu")]
-    if args.gpu:
-        runs.append(launch(args, 1, 1, "cuda"))
-    print(f"{'processes':>9} {'threads each':>12} {'device':>6} {'images/s':>9}")
+    runs = []
+    for precision in args.precision.split(","):
+        runs += [launch(args, 1, 1, "cpu", precision), launch(args, 1, min(2, cores), "cpu", precision), launch(args, 2, 1, "cpu", precision)]
+        if args.gpu:
+            runs.append(launch(args, 1, 1, "cuda", precision))
+    print(f"{'processes':>9} {'threads each':>12} {'device':>6} {'arithmetic':>13} {'images/s':>9}")
     for r in runs:
-        print(f"{r['processes']:>9} {r['threads_per_process']:>12} {r['device']:>6} {r['images_per_s']:>9.0f}")
+        print(f"{r['processes']:>9} {r['threads_per_process']:>12} {r['device']:>6} {r['arithmetic']:>13} {r['images_per_s']:>9.0f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"cpus": cores, "rows": args.rows, "batch_size": args.batch_size, "runs": runs}, indent=2) + "\n")
