@@ -86,3 +86,17 @@ def test_compress_refuses_an_unknown_precision_in_one_line(tmp_path, capsys):
     code, _, err = run_cli(["compress", "model.pt", "--data", "digits", "-p", "3", "--train-precision", "fp8", "--out", tmp_path / "run"],
                            capsys)
     assert code == 2 and "--train-precision" in err and len(err.strip().splitlines()) == 1
+
+
+def test_inference_inside_training_leaves_the_channels_last_order_training_set(digits_dataset):
+    """The Lagrange rule evaluates the model between epochs: its weights stay in the order training gave them."""
+    orders = []
+
+    def evaluate(epoch, model):
+        predict_logits(model, digits_dataset.x_val, batch_size=100)
+        orders.append(model.features[1][0].weight.is_contiguous(memory_format=torch.channels_last))  # 8 -> 16 channels, 3x3
+
+    model = registry.create("digits-cnn", width=8)
+    train(model, digits_dataset.x_train, digits_dataset.y_train, TrainConfig(epochs=2), device=torch.device("cpu"), on_epoch_end=evaluate)
+    assert orders == [True, True]
+    assert all(p.is_contiguous() for p in model.parameters())  # back to the default order when training ends

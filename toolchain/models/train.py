@@ -214,6 +214,17 @@ def _runs_channels_last(model: nn.Module, x, device: torch.device) -> bool:
         model.train(was_training)
 
 
+def _in_channels_last(model: nn.Module) -> bool:
+    """Whether the conv weights are in channels-last order (a 1x1 or one-channel kernel is both: the first that is
+    only one of them tells)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            w = m.weight
+            if w.is_contiguous() != w.is_contiguous(memory_format=torch.channels_last):
+                return w.is_contiguous(memory_format=torch.channels_last)
+    return False
+
+
 def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -230,7 +241,8 @@ def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.de
     step = batch_rows(x, batch_size)
     plan = [np.arange(start, min(start + step, len(x))) for start in range(0, len(x), step)]
     out = []
-    channels_last = len(plan) > 1 and _runs_channels_last(model, x, device)  # one batch: not worth the probe
+    already = _in_channels_last(model)  # called from inside training (the Lagrange rule): leave its order alone
+    channels_last = already or (len(plan) > 1 and _runs_channels_last(model, x, device))  # one batch: not worth the probe
     order = torch.channels_last if channels_last else torch.contiguous_format
     low_precision = autocast_dtype(precision, device)
     autocast = torch.autocast(device_type=device.type, dtype=low_precision or torch.bfloat16, enabled=low_precision is not None)
@@ -251,7 +263,7 @@ def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.de
                         out.append(model(xb.to(device).contiguous(memory_format=order)).float().cpu())
                         give_back_freed_memory()
     finally:
-        if channels_last:
+        if channels_last and not already:
             model.to(memory_format=torch.contiguous_format)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
