@@ -405,12 +405,16 @@ def test_a_last_round_outside_the_budget_gets_the_final_epochs_first(comes_back,
 
 def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     code, out, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
-                              "--final-epochs", "1", "--skip-export", "--max-accuracy-drop", "0.5", "--out", tmp_path / "f"], capsys)
+                              "--final-epochs", "1", "--skip-export", "--max-accuracy-drop", "0.5", "--train-precision", "fp32",
+                              "--out", tmp_path / "f"], capsys)
     assert code in (0, 1), err
     report = json.loads((tmp_path / "f" / "report.json").read_text())
     stages = [s["stage"] for s in report["stages"]]
     assert stages == ["prune_round", "final_finetune", "shrunk"] and report["config"]["final_epochs"] == 1
-    assert "Final fine-tuning of round 1 (1 epochs)" in (tmp_path / "f" / "report.md").read_text()
+    assert report["training"] == {"device": "cpu", "arithmetic": "fp32"}
+    markdown = (tmp_path / "f" / "report.md").read_text()
+    assert "Final fine-tuning of round 1 (1 epochs)" in markdown
+    assert "Retrained on cpu in fp32 (`--train-precision fp32`)." in markdown
 
 
 def test_run_ids_of_earlier_versions_stay_the_same():

@@ -48,6 +48,14 @@ class CompressRequest:
     workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
 
 
+def _training_record(config: PruneConfig) -> dict:
+    """Where and in which arithmetic the retraining ran (train_precision auto depends on the machine)."""
+    from toolchain.models.train import pick_device, precision_label
+
+    device = pick_device(config.device)
+    return {"device": str(device), "arithmetic": precision_label(config.train_precision, device)}
+
+
 def _versions() -> dict:
     import numpy
     import torch
@@ -229,6 +237,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "class_names": class_names,
             "data": {**dataset.describe(), "test_rows_sha256": test_rows},
             "config": config.to_dict(),
+            "training": _training_record(config),
             "promise": promise,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
                          "fn_per_class": dense_test["fn_per_class"], "protected": dense_test["protected"],
