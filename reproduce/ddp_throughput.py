@@ -32,7 +32,7 @@ def worker(args) -> None:
     from toolchain.data import load_data
     from toolchain.models.loading import load_model
     from toolchain.models.registry import create
-    from toolchain.models.train import TrainConfig, pick_device, precision_label, predict_logits, train
+    from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, train, training_dtype
     from toolchain.prune.loss import ClassDependentLoss
 
     group = distributed.start()
@@ -52,7 +52,7 @@ def worker(args) -> None:
     seconds = time.perf_counter() - t0
     if distributed.is_main():
         print(json.dumps({"processes": group.world if group else 1, "device": device.type, "rows": len(x), "seconds": seconds,
-                          "arithmetic": precision_label(args.precision, device),
+                          "arithmetic": arithmetic_label(training_dtype(model, x, args.precision, device)),
                           "images_per_s": len(x) / seconds, "backend": group.backend if group else None}))
     distributed.stop()
 

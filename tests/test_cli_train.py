@@ -14,7 +14,9 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     assert err.splitlines() == [  # what the data became, then the result: no progress residue in a log
         "data: breast-cancer: sklearn load_breast_cancer, standardized with the train split's mean/std; "
         "labels: malignant=0, benign=1 (fixed by scikit-learn)",
+        err.splitlines()[1],
         f"{out}: validation accuracy {err.split()[-1]}"]
+    assert err.splitlines()[1] in ("training on cpu in fp32", "training on cpu in bf16 autocast")
     code, _, err = run_cli(["evaluate", out, "--data", "breast-cancer", "-p", "malignant", "--json", tmp_path / "e.json"], capsys)
     assert code == 0, err
     evaluation = json.loads((tmp_path / "e.json").read_text())
@@ -91,7 +93,10 @@ def test_conv_nets_train_channels_last_and_come_back_in_the_default_order():
     x = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
     y = np.arange(40) % 10
     seen, weights = _formats_seen(registry.create("digits-cnn"), x, y, TrainConfig(epochs=1, batch_size=16))
-    assert len(seen) == 1 + 3 and all(seen)  # the probe on two rows, then every training batch: channels-last
+    from toolchain.models.train import autocast_dtype
+
+    bf16_probe = autocast_dtype("auto", torch.device("cpu")) is not None  # where bf16 is native: the arithmetic's probe too
+    assert len(seen) == 1 + bf16_probe + 3 and all(seen)  # the probes on two rows, then every training batch: channels-last
     assert all(weights)
 
     class Flat(torch.nn.Module):  # .view(N, -1) of a conv's output cannot take channels-last: trained as before
@@ -106,4 +111,4 @@ def test_conv_nets_train_channels_last_and_come_back_in_the_default_order():
             return self.head(t.view(t.shape[0], -1))
 
     seen, weights = _formats_seen(Flat(), x, y, TrainConfig(epochs=1, batch_size=16))
-    assert len(seen) == 1 + 3 and seen[0] and not any(seen[1:]) and all(weights)  # the probe failed at the .view
+    assert len(seen) == 1 + bf16_probe + 3 and seen[0] and not any(seen[1:]) and all(weights)  # the probe failed at the .view

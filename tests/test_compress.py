@@ -13,6 +13,7 @@ from toolchain.cli import main
 from toolchain.config import PruneConfig
 from toolchain.models.loading import load_model
 from toolchain.models.profile import count_macs, count_params
+from toolchain.prune import lottery
 from toolchain.prune.lottery import LotteryPruner
 from clirun import run_cli
 
@@ -364,7 +365,7 @@ def test_final_finetuning_trains_the_selected_ticket_and_resumes_from_disk(train
     a, b = before.model.state_dict(), final.model.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)  # trained further, same shape
     assert lines[-1].startswith("final fine-tuning (2 epochs): round 1:")
-    assert json.loads((tmp_path / "rounds" / "final.json").read_text())["round"] == 1
+    assert json.loads((tmp_path / "rounds" / "final_1.json").read_text())["round"] == 1
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished final fine-tuning is loaded, not redone")
@@ -401,6 +402,36 @@ def test_a_last_round_outside_the_budget_gets_the_final_epochs_first(comes_back,
         assert result.selected is result.final and result.final.round == 1 and result.final.params > result.tickets[1].params
         assert "round 2 stays outside the budget after its final fine-tuning; fine-tuning round 1" in lines
         assert len(tuned) == 2 and "round 2:" in tuned[0] and "round 1:" in tuned[1]
+
+
+def test_both_final_fine_tunings_resume_from_their_own_files(trained_digits, digits_dataset, tmp_path, monkeypatch):
+    """Round 2 tuned (still outside the budget), then round 1: a kill before round 1's marker is written
+    retrains round 1 alone on --resume, to the uninterrupted result; a finished run retrains nothing."""
+    _, dense = trained_digits
+    config = PruneConfig(keep_params=0.25, rate=0.5, epochs=1, final_epochs=1, seed=2, device="cpu", max_accuracy_drop=0.5,
+                         confidence=0.5)
+    outside_after_round_1 = {1: True}
+
+    def within_budget(self, at_op):  # round 1 in, round 2 out, before and after its final epochs
+        n = len(self.__dict__.setdefault("_judged", []))
+        self._judged.append(at_op)
+        return outside_after_round_1.get(n + 1, False) or n + 1 >= 4
+
+    monkeypatch.setattr(LotteryPruner, "within_budget", within_budget)
+    whole = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lambda s: None).run()
+    assert whole.selected.round == 1 and sorted(p.name for p in (tmp_path / "rounds").glob("final_*")) == [
+        "final_1.json", "final_1.pt", "final_2.json", "final_2.pt"]
+    (tmp_path / "rounds" / "final_1.json").unlink()  # killed between round 1's weights and its marker
+    trained = []
+    real_train = lottery.train
+    monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(k.get("description")) or real_train(*a, **k))
+    resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lambda s: None).run(resume=True)
+    assert trained == ["final fine-tuning of round 1"]
+    a, b = whole.selected.model.state_dict(), resumed.selected.model.state_dict()
+    assert resumed.selected.round == 1 and all(torch.equal(a[k], b[k]) for k in a)
+    trained.clear()
+    LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lambda s: None).run(resume=True)
+    assert trained == []
 
 
 def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
@@ -453,3 +484,18 @@ def test_mac_goal_shrinks_the_multiply_accumulates_too(trained_digits, digits_da
         assert ticket.params <= 0.5 * pruner.dense_params and ticket.macs <= mac_share * pruner.dense_macs
         assert ticket.macs == count_macs(ticket.model, pruner.example)
     assert "and 25% of" in lines[0] and "MACs" in lines[0]
+
+
+def test_a_run_made_before_train_precision_existed_is_found_again_under_fp32(trained_digits, tmp_path, capsys):
+    args = ["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--skip-export",
+            "--max-accuracy-drop", "0.5", "--confidence", "0.5", "--out", tmp_path / "r"]
+    code, _, err = run_cli(args + ["--train-precision", "fp32"], capsys)
+    assert code in (0, 1), err
+    manifest = tmp_path / "r" / "manifest.json"
+    older = json.loads(manifest.read_text())
+    del older["config"]["train_precision"]  # as an earlier version wrote it: same run id under fp32
+    manifest.write_text(json.dumps(older))
+    code, _, err = run_cli(args + ["--resume"], capsys)
+    assert code == 2 and "made before --train-precision existed: add --train-precision fp32 to resume it" in err
+    code, _, err = run_cli(args + ["--resume", "--train-precision", "fp32"], capsys)
+    assert code in (0, 1), err

@@ -100,3 +100,54 @@ def test_inference_inside_training_leaves_the_channels_last_order_training_set(d
     train(model, digits_dataset.x_train, digits_dataset.y_train, TrainConfig(epochs=2), device=torch.device("cpu"), on_epoch_end=evaluate)
     assert orders == [True, True]
     assert all(p.is_contiguous() for p in model.parameters())  # back to the default order when training ends
+
+
+class _IndexAdding(nn.Module):
+    """A forward that adds its activations into an fp32 tensor: cannot run under bf16 autocast."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        h = self.fc(self.conv(x).mean((2, 3)))
+        return torch.zeros(h.shape, dtype=torch.float32).index_add_(0, torch.arange(h.shape[0]), h)
+
+
+def test_auto_falls_back_to_fp32_for_a_forward_that_cannot_run_in_bf16(digits_dataset, monkeypatch):
+    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    model = _IndexAdding()
+    assert training.training_dtype(model, digits_dataset.x_train, "auto", torch.device("cpu")) is None
+    train(model, digits_dataset.x_train[:256], digits_dataset.y_train[:256], TrainConfig(epochs=1), device=torch.device("cpu"))
+    assert predict_logits(model, digits_dataset.x_val, precision="auto").dtype == np.float32
+
+
+def test_bf16_asked_by_name_for_such_a_forward_is_one_clear_error(digits_dataset):
+    from toolchain.errors import UserError
+
+    with pytest.raises(UserError, match=r"--train-precision bf16: the model's forward fails under bf16 autocast \(RuntimeError"):
+        train(_IndexAdding(), digits_dataset.x_train[:256], digits_dataset.y_train[:256], TrainConfig(epochs=1, precision="bf16"),
+              device=torch.device("cpu"))
+
+
+class _With5dBuffer(nn.Module):
+    """A 2-D conv net holding a 5-D tensor: channels-last order cannot take it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.register_buffer("scale", torch.ones(1, 4, 1, 1, 1))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc((self.conv(x).unsqueeze(-1) * self.scale).mean((2, 3, 4)))
+
+
+def test_inference_keeps_the_default_order_for_a_model_channels_last_cannot_take():
+    torch.manual_seed(0)
+    model = _With5dBuffer().eval()
+    x = np.random.default_rng(0).normal(size=(2500, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(predict_logits(model, x, batch_size=1000), expected, rtol=1e-5, atol=1e-6)

@@ -48,14 +48,6 @@ class CompressRequest:
     workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
 
 
-def _training_record(config: PruneConfig) -> dict:
-    """Where and in which arithmetic the retraining ran (train_precision auto depends on the machine)."""
-    from toolchain.models.train import pick_device, precision_label
-
-    device = pick_device(config.device)
-    return {"device": str(device), "arithmetic": precision_label(config.train_precision, device)}
-
-
 def _versions() -> dict:
     import numpy
     import torch
@@ -160,7 +152,10 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
         if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
-            raise UserError(f"'{run_dir}' holds a run with other inputs or settings: use another --out")
+            older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
+            hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
+                    if older and config.train_precision != "fp32" else "")
+            raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     if distributed.is_main():
@@ -237,7 +232,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "class_names": class_names,
             "data": {**dataset.describe(), "test_rows_sha256": test_rows},
             "config": config.to_dict(),
-            "training": _training_record(config),
+            "training": {"device": str(pick_device(config.device)), "arithmetic": result.arithmetic},  # auto: the machine decides
             "promise": promise,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
                          "fn_per_class": dense_test["fn_per_class"], "protected": dense_test["protected"],

@@ -5,7 +5,7 @@ finds what an earlier, interrupted run finished and skips it.
     run/rounds/round_N.pt|.json  every round's ticket (the .json is written last: it marks the round done)
     run/rounds/round_N_start.pt  the weights round N's retraining started from (the magnitude increase)
     run/rounds/rewind.pt         the late-rewinding point
-    run/rounds/final.pt|.json    the selected ticket after --final-epochs
+    run/rounds/final_N.pt|.json  round N's ticket after --final-epochs (each round given them has its own pair)
     run/pruned.pt                the shipped torch model (offsets baked in)
     run/calibration.npz          the int8 calibration rows
     run/artifacts/               the exported files
@@ -52,13 +52,11 @@ class RunDir:
     def rewind(self) -> Path:
         return self.rounds / "rewind.pt"
 
-    @property
-    def final_checkpoint(self) -> Path:
-        return self.rounds / "final.pt"
+    def final_checkpoint(self, round: int) -> Path:
+        return self.rounds / f"final_{round}.pt"
 
-    @property
-    def final_summary(self) -> Path:
-        return self.rounds / "final.json"
+    def final_summary(self, round: int) -> Path:
+        return self.rounds / f"final_{round}.json"
 
     def done_rounds(self) -> list[int]:
         """Rounds whose summary was written (a round is done only then)."""

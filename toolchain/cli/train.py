@@ -43,7 +43,7 @@ def train(
     from toolchain.io import check_output_file, input_paths
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
-    from toolchain.models.train import PRECISIONS, TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
+    from toolchain.models.train import PRECISIONS, TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train as run_train, training_dtype
     from toolchain.report.consoles import log_console, progress_bar
 
     if epochs < 1:
@@ -71,6 +71,7 @@ def train(
         raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {dataset.num_classes} classes: set num_classes in --arch-kwargs")
     console = log_console()
     console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+    console.print(f"training on {torch_device} in {arithmetic_label(training_dtype(model, dataset.x_train, train_precision, torch_device))}")
     with progress_bar(console) as progress:
         run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}")
     model = model.cpu().eval()

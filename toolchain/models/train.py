@@ -73,8 +73,34 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def precision_label(precision: str, device: torch.device) -> str:
-    return "bf16 autocast" if autocast_dtype(precision, device) is not None else "fp32"
+def training_dtype(model: nn.Module, x, precision: str, device: torch.device) -> torch.dtype | None:
+    """``autocast_dtype``, checked on ``model``: a forward that cannot run under bf16 autocast (``index_add_`` or
+    ``scatter`` of bf16 activations into an fp32 tensor, numpy inside the forward) runs in fp32 under auto;
+    asked for by name, it is a clear error."""
+    from toolchain.errors import UserError
+
+    dtype = autocast_dtype(precision, device)
+    if dtype is None or len(x) == 0:
+        return dtype
+    probe = torch.as_tensor(np.asarray(x[np.arange(min(2, len(x)))]), dtype=torch.float32).to(device)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=dtype):
+            model(probe)
+        return dtype
+    except Exception as exc:  # noqa: BLE001 - any failure means: this forward is not for bf16
+        if precision == "auto":
+            return None
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"--train-precision bf16: the model's forward fails under bf16 autocast ({type(exc).__name__}: {reason}); "
+                        "use --train-precision fp32 (or auto, which falls back to it)") from exc
+    finally:
+        model.train(was_training)
+
+
+def arithmetic_label(dtype: torch.dtype | None) -> str:
+    return "bf16 autocast" if dtype is not None else "fp32"
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -123,7 +149,7 @@ def train(
     model.to(device).train()
     group = distributed.current()
     channels_last = _runs_channels_last(model, x, device)  # before DistributedDataParallel sees the weights
-    low_precision = autocast_dtype(config.precision, device)
+    low_precision = training_dtype(model, x, config.precision, device)
     net = model
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -200,10 +226,10 @@ def _runs_channels_last(model: nn.Module, x, device: torch.device) -> bool:
     if len(x.shape) != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return False
     probe = torch.as_tensor(np.asarray(x[np.arange(min(2, len(x)))]), dtype=torch.float32).to(device)
-    model.to(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()  # no BatchNorm statistics move
     try:
+        model.to(memory_format=torch.channels_last)  # refused by a model holding a 5-D tensor (a Conv3d after a 2-D stem)
         with torch.no_grad():
             model(probe.contiguous(memory_format=torch.channels_last))
         return True
@@ -244,7 +270,7 @@ def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.de
     already = _in_channels_last(model)  # called from inside training (the Lagrange rule): leave its order alone
     channels_last = already or (len(plan) > 1 and _runs_channels_last(model, x, device))  # one batch: not worth the probe
     order = torch.channels_last if channels_last else torch.contiguous_format
-    low_precision = autocast_dtype(precision, device)
+    low_precision = training_dtype(model, x, precision, device)
     autocast = torch.autocast(device_type=device.type, dtype=low_precision or torch.bfloat16, enabled=low_precision is not None)
     try:
         with autocast:

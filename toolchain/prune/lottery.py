@@ -27,7 +27,7 @@ from toolchain.io import atomic_write_json, staged_path
 from toolchain.metrics import evaluate_logits
 from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.models.profile import count_macs, count_params
-from toolchain.models.train import TrainConfig, pick_device, precision_label, predict_logits, seed_everything, train
+from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train, training_dtype
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss
@@ -152,8 +152,9 @@ class LotteryPruner:
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
         self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence)
         self.multipliers = {k: 0.0 for k in self.protected}
+        arithmetic = arithmetic_label(training_dtype(self.dense, self.dataset.x_train, cfg.train_precision, self.device))
         result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets,
-                             guard=self.guard)
+                             guard=self.guard, arithmetic=arithmetic)
         teacher = self.teacher() if cfg.distill_weight else None
 
         current = copy.deepcopy(self.dense)
@@ -179,7 +180,7 @@ class LotteryPruner:
         if start <= rounds:  # the first word in a log while round 1 trains (minutes on a CPU)
             targets = ", ".join(f"class {k} FN <= dense + {cfg.max_fn_increase} on new data with probability {cfg.confidence:g}" for k in self.targets)
             macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
-            self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type} ({precision_label(cfg.train_precision, self.device)}), to {cfg.keep_params:.0%} of "
+            self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
                      f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
         task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
         for r in range(start, rounds + 1):
@@ -244,6 +245,7 @@ class LotteryPruner:
         if not cfg.final_epochs or chosen is None:
             return result
         last = result.tickets[-1]
+        self._rounds_multipliers = dict(self.multipliers)  # every fine-tuning starts from the rounds' (Lagrange rule)
         if last is not chosen and not last.within_budget and last.params < chosen.params:
             tuned = self._tuned(last, teacher)
             if tuned.within_budget:
@@ -265,6 +267,7 @@ class LotteryPruner:
         tuned = self._resumed(lambda: self._load_final(ticket))
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
+            self.multipliers = dict(self._rounds_multipliers)
             loss = self.loss(cfg.gamma, teacher)
             tcfg = self.train_config(cfg.final_epochs, cfg.lr / 2, cfg.seed * 1000 + 99)
             dual = (lambda epoch, m: self._dual_step(m, loss)) if cfg.gamma_rule == "lagrange" else None
@@ -299,19 +302,20 @@ class LotteryPruner:
     def _save_final(self, ticket: Ticket) -> None:
         if self.run_dir is None or not distributed.is_main():
             return
-        with staged_path(self.run_dir.final_checkpoint) as tmp:
+        with staged_path(self.run_dir.final_checkpoint(ticket.round)) as tmp:
             torch.save({k: v.detach().cpu() for k, v in ticket.model.state_dict().items()}, tmp)
-        atomic_write_json(self.run_dir.final_summary, {**ticket.summary(), "epochs": self.config.final_epochs})
+        atomic_write_json(self.run_dir.final_summary(ticket.round),  # written last: it marks the fine-tuning done
+                          {**ticket.summary(), "epochs": self.config.final_epochs})
 
     def _load_final(self, chosen: Ticket) -> Ticket | None:
-        """The fine-tuned ticket of an interrupted run, if it finished and belongs to this selection."""
-        if self.run_dir is None or not self.run_dir.final_summary.is_file():
+        """The fine-tuned ticket of an interrupted run, if its fine-tuning finished."""
+        if self.run_dir is None or not self.run_dir.final_summary(chosen.round).is_file():
             return None
-        summary = json.loads(self.run_dir.final_summary.read_text())
+        summary = json.loads(self.run_dir.final_summary(chosen.round).read_text())
         if summary["round"] != chosen.round:
             return None
         model = copy.deepcopy(chosen.model)
-        model.load_state_dict(load_weights(self.run_dir.final_checkpoint))
+        model.load_state_dict(load_weights(self.run_dir.final_checkpoint(chosen.round)))
         offsets = {int(k): v for k, v in summary["offsets"].items()}
         return replace(chosen, model=model.to(self.device).eval(), val=summary["val"], val_raw=summary["val_raw"], offsets=offsets,
                        within_budget=summary["within_budget"])

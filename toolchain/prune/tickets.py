@@ -38,6 +38,7 @@ class PruneResult:
     targets: dict[int, int] = field(default_factory=dict)  # validation FN of the dense model plus the budget
     final: Ticket | None = None  # the selected ticket after final_epochs more (selected, if it stayed within budget)
     guard: object | None = None  # the PromiseGuard every ticket's operating point met (or not)
+    arithmetic: str = "fp32"  # of the retraining: "bf16 autocast" or "fp32" (toolchain.models.train.training_dtype)
 
 
 def removed_plan(dense_sizes: dict[str, int], survivors: Survivors) -> dict[str, list[int]]:
