@@ -499,3 +499,35 @@ def test_a_run_made_before_train_precision_existed_is_found_again_under_fp32(tra
     assert code == 2 and "made before --train-precision existed: add --train-precision fp32 to resume it" in err
     code, _, err = run_cli(args + ["--resume", "--train-precision", "fp32"], capsys)
     assert code in (0, 1), err
+
+
+SCATTERING_NET = '''
+import torch
+from torch import nn
+
+
+class ScatterNet(nn.Module):  # logits made by scatter_add into a fresh tensor: no bias to carry an offset
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.a = nn.Linear(64, 32)
+        self.register_buffer("idx", (torch.arange(32) % num_classes).expand(1, 32).clone())
+        self.num_classes = num_classes
+
+    def forward(self, x):
+        h = self.a(x.reshape(x.size(0), -1))
+        return torch.zeros(x.size(0), self.num_classes).scatter_add(1, self.idx.expand(x.size(0), -1), h)
+'''
+
+
+def test_a_model_whose_logits_no_bias_can_move_is_refused_before_pruning(tmp_path, capsys):
+    import torch
+
+    (tmp_path / "scatter_net.py").write_text(SCATTERING_NET)
+    arch = f"{tmp_path / 'scatter_net.py'}:ScatterNet"
+    from toolchain.models.loading import build_arch
+
+    torch.save(build_arch(arch, {}).state_dict(), tmp_path / "m.pt")
+    code, _, err = run_cli(["compress", tmp_path / "m.pt", "--arch", arch, "--data", "digits", "-p", "3", "--epochs", "1",
+                            "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "logits do not come from a layer cwtool can move" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

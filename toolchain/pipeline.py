@@ -48,6 +48,25 @@ class CompressRequest:
     workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
 
 
+def _check_offsets_bake(model, dataset, protected: list[int]) -> None:
+    """The shipped operating point is a protected-logit offset baked into the classifier's bias: a model whose
+    logits come from no layer with a bias per class (a scatter or an index_add into a fresh tensor) cannot carry
+    it. Found on the dense model before minutes of pruning, not after them."""
+    import copy
+
+    import torch
+
+    from toolchain.prune.bake import bake_offsets
+
+    example = torch.zeros(1, *dataset.input_shape)
+    try:
+        bake_offsets(copy.deepcopy(model).float().eval(), {protected[0]: 1.0}, example)
+    except ValueError as exc:
+        raise UserError("the model's logits do not come from a layer cwtool can move (an nn.Linear or a Conv with one output per "
+                        "class, last in the forward, up to a log_softmax): its operating point is an offset baked into that "
+                        "layer's bias, so this model cannot be compressed") from exc
+
+
 def _versions() -> dict:
     import numpy
     import torch
@@ -106,6 +125,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
         load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
+    _check_offsets_bake(loaded.module, dataset, protected)
     check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs; rerun a --granularity weight run from the start")
