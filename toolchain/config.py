@@ -18,6 +18,9 @@ def flag(group: str, help: str, *decls: str, default=None, **kw) -> dict:
     return {"flag": {"group": group, "help": help, "decls": decls, **kw}, **({"default": default} if default is not None else {})}
 
 
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # the retraining's arithmetic (toolchain.models.train.autocast_dtype)
+
+
 def _f(default, group: str, help: str, *decls: str, **kw):
     return field(default=default, metadata=flag(group, help, *decls, **kw))
 
@@ -78,7 +81,7 @@ class PruneConfig:
             raise ValueError("gamma_rule lagrange is for channel tickets")
         if self.granularity not in ("channel", "weight"):
             raise ValueError("granularity must be channel or weight")
-        if self.train_precision not in ("auto", "fp32", "bf16"):
+        if self.train_precision not in TRAIN_PRECISIONS:
             raise ValueError("train_precision must be auto, fp32 or bf16")
         if self.rewind not in ("none", "early", "init"):
             raise ValueError("rewind must be none, early or init")

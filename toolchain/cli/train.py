@@ -43,13 +43,14 @@ def train(
     from toolchain.io import check_output_file, input_paths
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
-    from toolchain.models.train import PRECISIONS, TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train as run_train, training_dtype
+    from toolchain.config import TRAIN_PRECISIONS
+    from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train as run_train, training_dtype
     from toolchain.report.consoles import log_console, progress_bar
 
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
-    if train_precision not in PRECISIONS:
-        raise UserError(f"--train-precision '{train_precision}' is not one of {', '.join(PRECISIONS)}")
+    if train_precision not in TRAIN_PRECISIONS:
+        raise UserError(f"--train-precision '{train_precision}' is not one of {', '.join(TRAIN_PRECISIONS)}")
     try:
         config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, augment=parse_augment(training_input.augment),
                              workers=training_input.workers, precision=train_precision)

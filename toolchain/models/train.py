@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolchain.config import TRAIN_PRECISIONS
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
 from toolchain.models.augment import Augmenter
@@ -46,11 +47,8 @@ class TrainConfig:
                             (self.lr > 0, "lr must be > 0"), (self.weight_decay >= 0, "weight_decay must be >= 0")):
             if not ok:
                 raise ValueError(message)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -82,11 +80,11 @@ def training_dtype(model: nn.Module, x, precision: str, device: torch.device) ->
     dtype = autocast_dtype(precision, device)
     if dtype is None or len(x) == 0:
         return dtype
-    probe = torch.as_tensor(np.asarray(x[np.arange(min(2, len(x)))]), dtype=torch.float32).to(device)
+    probe = _probe_rows(x, device)
     was_training = model.training
     model.to(device).eval()
     try:
-        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=dtype):
+        with torch.no_grad(), _autocast(dtype, device):
             model(probe)
         return dtype
     except Exception as exc:  # noqa: BLE001 - any failure means: this forward is not for bf16
@@ -101,6 +99,16 @@ def training_dtype(model: nn.Module, x, precision: str, device: torch.device) ->
 
 def arithmetic_label(dtype: torch.dtype | None) -> str:
     return "bf16 autocast" if dtype is not None else "fp32"
+
+
+def _autocast(dtype: torch.dtype | None, device: torch.device):
+    """Autocast to ``dtype`` on ``device``; a no-op context for None (fp32)."""
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def _probe_rows(x, device: torch.device) -> torch.Tensor:
+    """The first two rows as a float32 batch: what a probe of a model's forward runs on."""
+    return torch.as_tensor(np.asarray(x[np.arange(min(2, len(x)))]), dtype=torch.float32).to(device)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -193,7 +201,7 @@ def train(
                     xb = augment.apply(xb, draws)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=device.type, dtype=low_precision or torch.bfloat16, enabled=low_precision is not None):
+                with _autocast(low_precision, device):
                     logits = net(xb)
                 loss = loss_fn(logits.float(), yb, idx, xb)
                 optimizer.zero_grad(set_to_none=True)
@@ -225,7 +233,7 @@ def _runs_channels_last(model: nn.Module, x, device: torch.device) -> bool:
     of a conv's output, common in older model code) is found by a probe on two rows and keeps the default order."""
     if len(x.shape) != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return False
-    probe = torch.as_tensor(np.asarray(x[np.arange(min(2, len(x)))]), dtype=torch.float32).to(device)
+    probe = _probe_rows(x, device)
     was_training = model.training
     model.eval()  # no BatchNorm statistics move
     try:
@@ -271,9 +279,8 @@ def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.de
     channels_last = already or (len(plan) > 1 and _runs_channels_last(model, x, device))  # one batch: not worth the probe
     order = torch.channels_last if channels_last else torch.contiguous_format
     low_precision = training_dtype(model, x, precision, device)
-    autocast = torch.autocast(device_type=device.type, dtype=low_precision or torch.bfloat16, enabled=low_precision is not None)
     try:
-        with autocast:
+        with _autocast(low_precision, device):
             if not is_lazy(x):
                 for index in plan:
                     xb = torch.as_tensor(x[index[0] : index[-1] + 1], dtype=torch.float32, device=device)

@@ -245,14 +245,14 @@ class LotteryPruner:
         if not cfg.final_epochs or chosen is None:
             return result
         last = result.tickets[-1]
-        self._rounds_multipliers = dict(self.multipliers)  # every fine-tuning starts from the rounds' (Lagrange rule)
+        multipliers = dict(self.multipliers)  # every fine-tuning starts from the rounds' (Lagrange rule)
         if last is not chosen and not last.within_budget and last.params < chosen.params:
-            tuned = self._tuned(last, teacher)
+            tuned = self._tuned(last, teacher, multipliers)
             if tuned.within_budget:
                 result.final, result.selected, result.budget_met = tuned, tuned, True
                 return result
             self.log(f"round {last.round} stays outside the budget after its final fine-tuning; fine-tuning round {chosen.round}")
-        tuned = self._tuned(chosen, teacher)
+        tuned = self._tuned(chosen, teacher, multipliers)
         result.final = tuned
         if tuned.within_budget or not chosen.within_budget:
             result.selected = tuned
@@ -261,13 +261,14 @@ class LotteryPruner:
             self.log(f"final fine-tuning left the budget; keeping round {chosen.round}'s ticket")
         return result
 
-    def _tuned(self, ticket: Ticket, teacher) -> Ticket:
-        """``ticket`` after final_epochs more of the loss at half the peak lr (or as an interrupted run left it)."""
+    def _tuned(self, ticket: Ticket, teacher, multipliers: dict[int, float]) -> Ticket:
+        """``ticket`` after final_epochs more of the loss at half the peak lr, from the Lagrange ``multipliers``
+        given (or as an interrupted run left it)."""
         cfg = self.config
         tuned = self._resumed(lambda: self._load_final(ticket))
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
-            self.multipliers = dict(self._rounds_multipliers)
+            self.multipliers = dict(multipliers)
             loss = self.loss(cfg.gamma, teacher)
             tcfg = self.train_config(cfg.final_epochs, cfg.lr / 2, cfg.seed * 1000 + 99)
             dual = (lambda epoch, m: self._dual_step(m, loss)) if cfg.gamma_rule == "lagrange" else None
