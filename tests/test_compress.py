@@ -397,11 +397,12 @@ def test_a_last_round_outside_the_budget_gets_the_final_epochs_first(comes_back,
     tuned = [line for line in lines if line.startswith("final fine-tuning")]
     if comes_back:
         assert result.selected is result.final and result.final.round == 2 and result.final.within_budget and result.budget_met
-        assert tuned == [tuned[0]] and "round 2:" in tuned[0]
+        assert tuned == [tuned[0]] and "round 2:" in tuned[0] and result.finals == [result.final]
     else:
         assert result.selected is result.final and result.final.round == 1 and result.final.params > result.tickets[1].params
         assert "round 2 stays outside the budget after its final fine-tuning; fine-tuning round 1" in lines
         assert len(tuned) == 2 and "round 2:" in tuned[0] and "round 1:" in tuned[1]
+        assert [f.round for f in result.finals] == [2, 1] and result.finals[1] is result.final  # the report lists both
 
 
 def test_both_final_fine_tunings_resume_from_their_own_files(trained_digits, digits_dataset, tmp_path, monkeypatch):

@@ -68,6 +68,16 @@ def _out(model, x):
         return model(x)
 
 
+@pytest.mark.parametrize("name", NETS)
+def test_every_builtin_passes_the_removal_check(name):
+    """compress checks, before pruning, that removing each group's channel computes what zeroing it computes:
+    every built-in net must pass (the check would otherwise refuse the product's own models)."""
+    from toolchain.prune.shrink import unfollowed_groups
+
+    model, x = _make(name)
+    assert unfollowed_groups(model, x[:1] * 0, x) == {}
+
+
 def test_every_builtin_is_covered():
     assert set(NETS) == set(CLASSIFIER)
 

@@ -73,6 +73,53 @@ class InlineNet(Net):
 '''
 
 
+# A user's net whose forward uses channels by position through an index the dependency graph does not see.
+INDEXED_NET = '''
+import torch
+from torch import nn
+
+
+class Squeeze(nn.Module):
+    """conv2's 16 channels are summed into 8 by a fixed index: the graph maps 16 onto fc's 8 inputs."""
+
+    width = 8
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.register_buffer("idx", self.index())
+        self.fc = nn.Linear(self.width, num_classes)
+
+    def index(self):
+        return torch.arange(16) % 8
+
+    def forward(self, x):
+        h = torch.relu(self.conv2(torch.relu(self.bn(self.conv(x))))).mean((2, 3))
+        return self.fc(torch.zeros(h.shape[0], self.width).index_add_(1, self.idx, h))
+
+
+class Permuted(Squeeze):
+    """The same with a permutation of 16: the graph looks sound, a removal no longer fits the index."""
+
+    width = 16
+
+    def index(self):
+        return torch.randperm(16, generator=torch.Generator().manual_seed(0))
+
+
+class Flipped(Squeeze):
+    """conv's channels reversed before conv2: a removal would pair conv2's weights with the wrong channels."""
+
+    width = 16
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x))).flip(1)
+        return self.fc(torch.relu(self.conv2(h)).mean((2, 3)))
+'''
+
+
 def _mobile(name: str, seed: int = 0):
     torch.manual_seed(seed)
     return registry.create(name, num_classes=CLASSES).eval()
@@ -243,6 +290,56 @@ def test_a_channel_shuffle_model_compresses_with_the_shuffled_channels_whole(shu
     assert shrunk["params"] <= 0.5 * count_params(model)
     # left and right.1 feed the shuffle through the concat: kept; the stem, right.0 and the head are pruned
     assert set(shrunk["channel_plan"]) <= {"stem.0", "right.0.0", "head.0"} and "right.0.0" in shrunk["channel_plan"]
+
+
+@pytest.fixture(scope="module")
+def indexed_net_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("arch") / "indexed_net.py"
+    path.write_text(INDEXED_NET)
+    return path
+
+
+def _indexed(path, name: str):
+    from toolchain.models.arch import resolve_arch
+
+    torch.manual_seed(0)
+    return resolve_arch(f"{path}:{name}")().eval()
+
+
+def test_channels_squeezed_by_an_index_into_a_smaller_layer_are_kept_whole(indexed_net_file, small_images_npz, tmp_path, capsys):
+    """Torch-Pruning maps conv2's 16 channels onto fc's 8 inputs (the index_add_ is invisible to it): scoring them
+    used to end in an internal error. The group is kept whole, said in the log and the report; conv stays prunable."""
+    groups = {g.key: g for g in ChannelGraph(_indexed(indexed_net_file, "Squeeze"), torch.zeros(1, 3, 16, 16)).all_groups}
+    assert groups["conv"].prunable
+    assert not groups["conv2"].prunable and "reach fc, which has 8" in groups["conv2"].reason and not groups["conv2"].output
+    assert groups["fc"].output
+
+    torch.save(_indexed(indexed_net_file, "Squeeze").state_dict(), tmp_path / "squeeze.pt")
+    code, _, err = run_cli(["compress", tmp_path / "squeeze.pt", "--arch", f"{indexed_net_file}:Squeeze", "--data", small_images_npz,
+                            "-p", "0", "--keep-params", "0.7", "--epochs", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code in (0, 1), err  # 1: the gate's verdict on an untrained net
+    shrunk = next(s for s in json.loads((tmp_path / "run" / "report.json").read_text())["stages"] if s["stage"] == "shrunk")
+    assert list(shrunk["kept_whole"]) == ["conv2"] and set(shrunk["channel_plan"]) == {"conv"}
+    assert "kept whole: conv2 (its 16 channels reach fc" in (tmp_path / "run" / "compress.log").read_text()
+    assert "Channels kept whole" in (tmp_path / "run" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name, key", [("Permuted", "conv2"), ("Flipped", "conv")])
+def test_channels_used_by_position_are_refused_before_pruning(indexed_net_file, small_images_npz, tmp_path, capsys, name, key):
+    """A removal that does not compute what zeroing the channel computes (the shrunk net no longer runs, or pairs
+    weights with the wrong channels) is found on the dense model: exit 2 naming the group, nothing written."""
+    from toolchain.prune.shrink import unfollowed_groups
+
+    model = _indexed(indexed_net_file, name)
+    found = unfollowed_groups(model, torch.zeros(1, 3, 16, 16), torch.randn(4, 3, 16, 16))
+    assert list(found) == [key]
+
+    torch.save(model.state_dict(), tmp_path / "net.pt")
+    code, _, err = run_cli(["compress", tmp_path / "net.pt", "--arch", f"{indexed_net_file}:{name}", "--data", small_images_npz,
+                            "-p", "0", "--keep-params", "0.5", "--epochs", "1", "--out", tmp_path / "run"], capsys)
+    assert code == 2, err
+    assert f"pruning cannot follow this model: removing a channel of {key} " in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------- the whole pipeline, every architecture

@@ -67,6 +67,27 @@ def _check_offsets_bake(model, dataset, protected: list[int]) -> None:
                         "layer's bias, so this model cannot be compressed") from exc
 
 
+def _check_graph_follows(model, dataset) -> None:
+    """Removing a channel must compute what masking it computes: a forward that uses channels by position
+    through an operation the dependency graph does not see would otherwise fail after minutes of pruning
+    (or, worse, pair the next layer's weights with the wrong channels). Checked on the dense model first."""
+    import copy
+
+    import torch
+
+    from toolchain.prune.shrink import unfollowed_groups
+
+    example = torch.zeros(1, *dataset.input_shape)
+    probe = torch.randn(4, *dataset.input_shape, generator=torch.Generator().manual_seed(0))
+    found = unfollowed_groups(copy.deepcopy(model).float().eval(), example, probe)
+    if found:
+        key, why = next(iter(found.items()))
+        more = f" (and {len(found) - 1} more channel group(s))" if len(found) > 1 else ""
+        raise UserError(f"pruning cannot follow this model: removing a channel of {key}{more} does not give the model that zeroing "
+                        f"it gives ({why}); its forward uses those channels by position through an operation the dependency "
+                        "graph does not see (an index buffer, a gather or scatter, a flip of the channel dimension)")
+
+
 def _versions() -> dict:
     import numpy
     import torch
@@ -126,6 +147,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
     _check_offsets_bake(loaded.module, dataset, protected)
+    _check_graph_follows(loaded.module, dataset)
     check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs; rerun a --granularity weight run from the start")
@@ -259,11 +281,12 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                          "val": result.dense["val"], "test": dense_test},
             "stages": [
                 *[{"stage": "prune_round", **t.summary(), **_sparsity(config, t)} for t in result.tickets],
-                *([{"stage": "final_finetune", "round": result.final.round, "epochs": config.final_epochs, "val": result.final.val,
-                    "val_raw": result.final.val_raw, "offsets": {str(k): v for k, v in result.final.offsets.items()},
-                    "within_budget": result.final.within_budget, "kept": result.selected is result.final}] if result.final else []),
+                *[{"stage": "final_finetune", "round": f.round, "epochs": config.final_epochs, "val": f.val, "val_raw": f.val_raw,
+                   "offsets": {str(k): v for k, v in f.offsets.items()}, "within_budget": f.within_budget, "kept": result.selected is f}
+                  for f in result.finals],
                 {"stage": "shrunk", "round": ticket.round, "path": str(pruned_path.relative_to(run_dir)), "params": params_pruned,
                  "macs": count_macs(pruned, example), "param_fraction": params_pruned / params_dense, "channel_plan": plan,
+                 "kept_whole": pruner.kept_whole,
                  "offsets": {str(k): v for k, v in ticket.offsets.items()}, "budget_met_on_val": result.budget_met,
                  "seconds": prune_seconds, "test": pruned_test, **_sparsity(config, ticket, pruned)},
             ],

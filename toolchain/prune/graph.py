@@ -56,6 +56,7 @@ class ChannelGroup:
     blocks: int = 1  # >1: remove the same offsets from each of `blocks` equal consecutive blocks
     prunable: bool = True
     reason: str = ""  # why not prunable
+    output: bool = False  # fixed because its channels are the model's classes (the expected case, not a limitation)
     out_layers: tuple[str, ...] = ()  # modules whose output channels this group removes
     in_layers: tuple[str, ...] = ()  # modules whose input channels this group removes
 
@@ -158,11 +159,23 @@ def _full_group(dg, module: nn.Module, idxs: list[int]):
     return dg.get_pruning_group(module, pruner.prune_out_channels, list(idxs))
 
 
+def _channel_extent(m: nn.Module, is_out: bool) -> int | None:
+    """How many channels ``m`` has on the side a group member touches (None: not a layer cwtool slices)."""
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.out_channels if is_out or is_depthwise(m) else m.in_channels
+    if isinstance(m, nn.Linear):
+        return m.out_features if is_out else m.in_features
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return m.num_features
+    return None
+
+
 def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: set) -> ChannelGroup:
     key = names[root]
     size = dg.get_out_channels(root)
     outs, ins = [], []
     reason = ""
+    output = False
     blocks = 1
     kept_whole = getattr(dg, "kept_whole", {})  # channel movers Torch-Pruning cannot follow (channel_movers)
     for it in group:
@@ -172,13 +185,17 @@ def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: se
         if m in kept_whole:
             reason = reason or f"its channels pass through {kept_whole[m]}, which reorders them beyond the graph: kept whole"
         if node in sinks and is_out:
-            reason = reason or "its channels are the model's output (classes)"
+            reason, output = reason or "its channels are the model's output (classes)", True
         if not isinstance(m, nn.Module):  # a bare nn.Parameter
             reason = reason or "touches a bare nn.Parameter"
             continue
         name = names.get(m)
         if name is None:  # Torch-Pruning's dummy ops (add, cat, reshape, relu, output...)
             continue
+        extent = _channel_extent(m, is_out)
+        if extent is not None and any(i >= extent for i in it.idxs):  # the graph mapped channels onto a layer too small for them
+            reason = reason or (f"its {size} channels reach {name}, which has {extent}, through an operation the dependency "
+                                "graph does not follow: kept whole")
         if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, _SUPPORTED):
             reason = reason or f"touches unsupported layer {name} ({type(m).__name__})"
         if isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.out_channels and m.in_channels != m.out_channels:
@@ -201,6 +218,7 @@ def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: se
         blocks=blocks,
         prunable=not reason,
         reason=reason,
+        output=output,
         out_layers=tuple(dict.fromkeys(outs)),
         in_layers=tuple(dict.fromkeys(ins)),
     )

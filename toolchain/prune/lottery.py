@@ -56,7 +56,10 @@ class LotteryPruner:
         self.run_dir = RunDir(run_dir) if run_dir is not None and not isinstance(run_dir, RunDir) else run_dir
         self.progress = progress
         self.log = log
-        self.dense_sizes = {g.key: g.size for g in ChannelGraph(self.dense, self.example).groups}
+        graph = ChannelGraph(self.dense, self.example)
+        self.dense_sizes = {g.key: g.size for g in graph.groups}
+        # channel groups kept at full size for a reason other than being the classes: said in the log and the report
+        self.kept_whole = {g.key: g.reason.removesuffix(": kept whole") for g in graph.all_groups if not g.prunable and not g.output}
         self.dense_params = count_params(self.dense)
         self.dense_macs = count_macs(self.dense, self.example)
 
@@ -182,6 +185,8 @@ class LotteryPruner:
             macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
             self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
                      f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
+            if self.kept_whole:
+                self.log("kept whole: " + "; ".join(f"{key} ({why})" for key, why in self.kept_whole.items()))
         task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
         for r in range(start, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
@@ -248,12 +253,14 @@ class LotteryPruner:
         multipliers = dict(self.multipliers)  # every fine-tuning starts from the rounds' (Lagrange rule)
         if last is not chosen and not last.within_budget and last.params < chosen.params:
             tuned = self._tuned(last, teacher, multipliers)
+            result.finals.append(tuned)
             if tuned.within_budget:
                 result.final, result.selected, result.budget_met = tuned, tuned, True
                 return result
             self.log(f"round {last.round} stays outside the budget after its final fine-tuning; fine-tuning round {chosen.round}")
         tuned = self._tuned(chosen, teacher, multipliers)
         result.final = tuned
+        result.finals.append(tuned)
         if tuned.within_budget or not chosen.within_budget:
             result.selected = tuned
             result.budget_met = result.budget_met or tuned.within_budget

@@ -139,3 +139,54 @@ def dead_channels(model: nn.Module, example_input: Any, verify: bool = True) -> 
                 "not map 0 to 0 probably sits in one of their groups"
             )
     return plan
+
+
+def _outputs(model: nn.Module, x: Any) -> list[torch.Tensor]:
+    return [t for t in torch.utils._pytree.tree_leaves(_eval_output(model, x)) if isinstance(t, torch.Tensor)]
+
+
+def _removal_differs(model: nn.Module, plan: ChannelPlan, example_input: Any, probe: Any, graph: ChannelGraph | None = None) -> str:
+    """Why removing ``plan`` physically computes something other than masking it ("" when they agree). ``graph``,
+    built on a copy of ``model``, is spent."""
+    graph = graph or ChannelGraph(copy.deepcopy(model), example_input)
+    masked, masks = copy.deepcopy(model), graph.mask_tensors(plan)
+    with torch.no_grad():
+        for pname, p in masked.named_parameters():
+            if pname in masks:
+                p.mul_(masks[pname])
+    try:
+        got = _outputs(graph.prune(plan), probe)
+    except Exception as exc:  # a coupling the graph missed: the shrunk net no longer fits together
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    ref = _outputs(masked, probe)
+    for a, b in zip(ref, got):
+        if a.shape != b.shape:
+            return f"the output's shape changes from {tuple(a.shape)} to {tuple(b.shape)}"
+        scale = float(a.abs().max()) if a.numel() else 0.0
+        if not torch.allclose(a, b, rtol=1e-4, atol=1e-4 * max(scale, 1.0)):
+            return f"the outputs differ by up to {float((a - b).abs().max()):.3g}"
+    return ""
+
+
+def unfollowed_groups(model: nn.Module, example_input: Any, probe: Any) -> dict[str, str]:
+    """{group key: what goes wrong} for the prunable channel groups whose physical removal does not compute what
+    masking them computes, on ``probe`` rows (eval mode). Empty for every model Torch-Pruning follows.
+
+    A forward that uses channels by position through an operation the dependency graph does not see (an
+    ``index_add_``/``index_select`` by a fixed index buffer, a ``flip`` of the channel dimension) gets a graph
+    that looks sound and a removal that pairs the next layer's weights with the wrong channels, or no longer
+    runs. One removal of each group's last channel (all groups at once; group by group only when that
+    fails) finds it before any pruning."""
+    first, again = _outputs(model, probe), _outputs(model, probe)
+    if any(not torch.equal(a, b) for a, b in zip(first, again)):
+        return {}  # a forward that draws random numbers in eval mode: two runs cannot be compared
+    graph = ChannelGraph(copy.deepcopy(model), example_input)
+    plan = {g.key: g.expand_offsets([g.block_size - 1]) for g in graph.groups if g.block_size > 1}
+    if not plan or not _removal_differs(model, plan, example_input, probe, graph):
+        return {}
+    found = {}
+    for key, idxs in plan.items():
+        why = _removal_differs(model, {key: idxs}, example_input, probe)
+        if why:
+            found[key] = why
+    return found or {", ".join(plan): _removal_differs(model, plan, example_input, probe)}

@@ -37,6 +37,7 @@ class PruneResult:
     budget_met: bool = False
     targets: dict[int, int] = field(default_factory=dict)  # validation FN of the dense model plus the budget
     final: Ticket | None = None  # the selected ticket after final_epochs more (selected, if it stayed within budget)
+    finals: list[Ticket] = field(default_factory=list)  # every final fine-tuning in the order run (final is the last)
     guard: object | None = None  # the PromiseGuard every ticket's operating point met (or not)
     arithmetic: str = "fp32"  # of the retraining: "bf16 autocast" or "fp32" (toolchain.models.train.training_dtype)
 

@@ -90,6 +90,10 @@ def render_report(report: dict) -> str:
             offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
             size = f"{s['params']:,} | {s['weight_sparsity']:.1%}" if sparse else f"{s['params']:,}"
             lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {fmt_value(s['val']['accuracy'])} | {protected_cell(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
+        kept = next((s.get("kept_whole") for s in report["stages"] if s["stage"] == "shrunk"), None)
+        if kept:
+            lines += ["", "Channels kept whole (the dependency graph cannot follow them): "
+                      + "; ".join(f"{key}: {why}" for key, why in kept.items()) + "."]
         if "training" in report:  # reports written before it was recorded lack it
             lines += ["", f"Retrained on {report['training']['device']} in {report['training']['arithmetic']} "
                           f"(`--train-precision {report['config'].get('train_precision', 'fp32')}`)."]
