@@ -68,6 +68,9 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
             f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): check --data, --arch and --arch-kwargs"
             + ("; flat rows for an image model take --input-shape C,H,W" if len(sample_shape) == 1 else "")
         ) from exc
+    if not isinstance(out, torch.Tensor):  # (logits, features), auxiliary heads, a dict of outputs
+        raise UserError(f"the model returns a {type(out).__name__}, not one tensor; cwtool needs a forward that returns (batch, classes) "
+                        "logits: wrap the model in a module whose forward returns the logits alone")
     if out.ndim != 2:
         raise UserError(f"the model returns shape {tuple(out.shape)}; cwtool needs (batch, classes) logits")
     return int(out.shape[1])

@@ -17,7 +17,7 @@ import numpy as np
 
 from toolchain.data.dataset import Dataset
 from toolchain.data.samples import batches
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 
 __all__ = ["row_fingerprints", "training_record", "seen_rows", "check_unseen"]
 
@@ -74,11 +74,15 @@ def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, re
     if seen == 0:
         return
     where = ", ".join(f"{n} of the {len(held_out[k][1]):,} {k} rows" for k, n in counts.items() if n)
-    trained_with = f"split seed {record.get('seed')}" if not record.get("given_splits") else "its own splits"
-    fix = (f"pass --seed {record.get('seed')}" if not record.get("given_splits") and record.get("seed") != dataset.seed
+    # the record is read from the model file: only plain values of the types cwtool writes are used
+    seed = record.get("seed") if isinstance(record.get("seed"), int) and not isinstance(record.get("seed"), bool) else None
+    own_splits = record.get("given_splits") is True
+    spec = one_line(record["spec"])[:200] if isinstance(record.get("spec"), str) else "unknown data"
+    trained_with = "its own splits" if own_splits else f"split seed {seed if seed is not None else 'unknown'}"
+    fix = (f"pass --seed {seed}" if not own_splits and seed is not None and seed != dataset.seed
            else "give --val and --test rows it has not seen")
     if seen > OVERLAP_TOLERANCE * total:
-        message = (f"'{model}' was trained on {where} of --data ({record.get('spec')}, trained with {trained_with}; "
+        message = (f"'{model}' was trained on {where} of --data ({spec}, trained with {trained_with}; "
                    f"this run splits with seed {dataset.seed}): results on them would not hold for new data. {fix}")
         if refuse:
             raise UserError(message)

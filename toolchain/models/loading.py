@@ -97,8 +97,10 @@ def load_model(
     if isinstance(obj, dict):
         state = _find_state_dict(obj)
         if state is None:
-            keys = ", ".join(str(k)[:40] for k in list(obj)[:5])
-            raise UserError(f"'{path}' holds a dict that is not a state_dict (keys: {keys})")
+            odd = next((k for k in obj if not isinstance(k, str)), None)
+            keys = f"key {str(odd)[:40]} is not text, so not a parameter name" if odd is not None else \
+                "keys: " + ", ".join(str(k)[:40] for k in list(obj)[:5])
+            raise UserError(f"'{path}' holds a dict that is not a state_dict ({keys})")
         if arch is None:
             raise UserError(
                 f"'{path}' is a state_dict: pass --arch module:Class or path/to/file.py:Class "
@@ -133,11 +135,15 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+def _is_state_dict(obj) -> bool:
+    """Parameter names to tensors (a name is text: an int key is some other mapping)."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
 def _find_state_dict(obj: dict) -> dict | None:
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if _is_state_dict(obj):
         return obj
     for key in ("state_dict", "model_state_dict", "model"):
-        inner = obj.get(key)
-        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner
+        if _is_state_dict(obj.get(key)):
+            return obj[key]
     return None
