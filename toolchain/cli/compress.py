@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt,
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, FormatOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt,
                                    TestOpt, TrainingInput, TrustOpt, ValOpt, parse_kwargs, with_config)
 from toolchain.config import ExportOptions, PruneConfig
 
@@ -28,6 +29,7 @@ def compress(
     test: Optional[Path] = TestOpt,
     out: Optional[Path] = typer.Option(None, help="Run directory (default: cwtool-runs/<arch>-<hash of inputs and settings>).", rich_help_panel="Run"),
     resume: bool = typer.Option(False, "--resume", help="Finish a run that was interrupted, from its last saved round.", rich_help_panel="Run"),
+    formats: Optional[List[str]] = FormatOpt,
     prune_config: PruneConfig = None,
     export_options: ExportOptions = None,
     image_options: ImageOptions = None,
@@ -35,7 +37,7 @@ def compress(
 ):
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
-    from toolchain.export.stage import export_settings
+    from toolchain.export.stage import choose_artifacts, export_settings
     from toolchain.io import check_output_dir, input_paths
     from toolchain.pipeline import CompressRequest, compress as run_compress, finish
     from toolchain.quantize.calibration import resolve_calibration
@@ -45,6 +47,8 @@ def compress(
     calibration = resolve_calibration(export_options.calibration)[0] if export_options.calibration else None  # a name or a path
     check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, val, test, profile and profile.path, arch=arch))
     settings = export_settings(export_options)
+    if formats and settings.artifacts:  # a model one converter cannot take: the other format alone
+        settings = dataclasses.replace(settings, artifacts=choose_artifacts(settings.artifacts, list(formats), None))
     request = CompressRequest(str(model), data, list(protect_class), arch, parse_kwargs(arch_kwargs), trust_model,
                               str(out) if out else None, resume, label_column, prune_config.seed, class_names, parse_image_size(image_size),
                               val and str(val), test and str(test), parse_input_shape(input_shape), **image_options.load_args(),

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt,
+from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, FormatOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt,
                                    ProtectOpt, TrustOpt, parse_kwargs, seed_option, with_config)
 from toolchain.config import ExportOptions
 
@@ -26,8 +26,7 @@ def export(
     data: str = DataOpt,
     protect_class: List[str] = ProtectOpt,
     out: Path = typer.Option(..., "--out", help="New folder for artifacts/, calibration.npz, export.json and export.md.", rich_help_panel="Run"),
-    formats: Optional[List[str]] = typer.Option(None, "--format", metavar="FORMAT", help="onnx or tflite (repeatable; default: compress's files, or the "
-                                                "--target's).", rich_help_panel="Export"),
+    formats: Optional[List[str]] = FormatOpt,
     precisions: Optional[List[str]] = typer.Option(None, "--precision", metavar="PREC", help="fp32, fp16 (TFLite) or int8 (repeatable).", rich_help_panel="Export"),
     arch: Optional[str] = ArchOpt,
     arch_kwargs: Optional[str] = ArchKwargsOpt,

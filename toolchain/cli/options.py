@@ -39,6 +39,8 @@ ValOpt = typer.Option(None, "--val", help="Validation rows (.npz with x, y) the 
                       rich_help_panel=INPUTS)
 TestOpt = typer.Option(None, "--test", help="Test rows (.npz with x, y) the model has not seen, in place of cwtool's split of --data.",
                        rich_help_panel=INPUTS)
+FormatOpt = typer.Option(None, "--format", metavar="FORMAT", help="onnx or tflite (repeatable; default: both, or the --target's).",
+                         rich_help_panel="Export")
 
 
 @dataclass

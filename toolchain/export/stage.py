@@ -23,6 +23,8 @@ from toolchain.quantize.fallback import fn_aware_quantize, protected_log_odds
 from toolchain.rundir import RunDir
 
 DEFAULT_ARTIFACTS = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -37,6 +39,26 @@ class ExportSettings:
     float_input_conv: bool = True  # int8: keep a 1-4 channel input conv in float (faster in onnxruntime and XNNPACK)
     target: str | None = None  # the device profile the files are made for: each gets a fit verdict
     time_runs: int = 100  # batch-1 timed calls per file, to name the file to deploy (toolchain.deploy); 0: none
+
+
+def choose_artifacts(base: tuple, formats: list[str] | None, precisions: list[str] | None) -> tuple:
+    """The (format, precision) files to write: every asked format with every asked precision; what is
+    not asked comes from ``base`` (compress's files, or the target's). ONNX has no fp16 file (the exporter
+    writes fp32); ONNX int8 is quantized from the fp32 file, which is then written and checked too."""
+    for value, allowed, flag in ((formats, FORMATS, "--format"), (precisions, PRECISIONS, "--precision")):
+        bad = [v for v in value or [] if v not in allowed]
+        if bad:
+            raise UserError(f"{flag} {bad[0]!r} is not one of {', '.join(allowed)}")
+    fmts = list(dict.fromkeys(formats or [f for f, _ in base]))
+    precs = list(dict.fromkeys(precisions or [p for _, p in base]))
+    if formats and precisions and "onnx" in fmts and precs == ["fp16"]:
+        raise UserError("ONNX files are fp32 or int8 (fp16 is a TFLite precision): use --format tflite for fp16")
+    pairs = {(f, p) for f in fmts for p in precs if (f, p) != ("onnx", "fp16")}
+    if ("onnx", "int8") in pairs:
+        pairs.add(("onnx", "fp32"))
+    if not pairs:
+        raise UserError(f"no file to write for --format {', '.join(fmts)} and --precision {', '.join(precs)}")
+    return tuple(sorted(pairs, key=lambda fp: (FORMATS.index(fp[0]), PRECISIONS.index(fp[1]))))
 
 
 def export_settings(options) -> ExportSettings:

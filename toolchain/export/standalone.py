@@ -28,7 +28,7 @@ import numpy as np
 from toolchain import __version__
 from toolchain.config import ExportOptions
 from toolchain.errors import UserError
-from toolchain.export.stage import DEFAULT_ARTIFACTS, check_export_inputs, export_all, export_settings, fit_verdicts
+from toolchain.export.stage import DEFAULT_ARTIFACTS, check_export_inputs, choose_artifacts, export_all, export_settings, fit_verdicts
 from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text
 from toolchain.promise import promise_confidence
 from toolchain.prune.operating_point import PromiseGuard
@@ -36,8 +36,6 @@ from toolchain.prune.operating_point import PromiseGuard
 __all__ = ["ExportRequest", "export_model", "choose_artifacts", "reference_guard", "EXPORT_SCHEMA"]
 
 EXPORT_SCHEMA = 1
-FORMATS = ("onnx", "tflite")
-PRECISIONS = ("fp32", "fp16", "int8")
 MAX_ACCURACY_DROP = 0.02  # compress's default budget: each file against the torch model it came from
 GUARD_CONFIDENCE = 0.95  # compress's default confidence, lowered to what a perfect copy can back (reference_guard)
 
@@ -60,26 +58,6 @@ class ExportRequest:
     input_shape: tuple[int, ...] | None = None  # --input-shape: flat rows as samples of this shape
     resize: int | None = None  # ImageFolder: the shorter side, center-cropped to image_size
     normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
-
-
-def choose_artifacts(base: tuple, formats: list[str] | None, precisions: list[str] | None) -> tuple:
-    """The (format, precision) files to write: every asked format with every asked precision; what is
-    not asked comes from ``base`` (compress's files, or the target's). ONNX has no fp16 file (the exporter
-    writes fp32); ONNX int8 is quantized from the fp32 file, which is then written and checked too."""
-    for value, allowed, flag in ((formats, FORMATS, "--format"), (precisions, PRECISIONS, "--precision")):
-        bad = [v for v in value or [] if v not in allowed]
-        if bad:
-            raise UserError(f"{flag} {bad[0]!r} is not one of {', '.join(allowed)}")
-    fmts = list(dict.fromkeys(formats or [f for f, _ in base]))
-    precs = list(dict.fromkeys(precisions or [p for _, p in base]))
-    if formats and precisions and "onnx" in fmts and precs == ["fp16"]:
-        raise UserError("ONNX files are fp32 or int8 (fp16 is a TFLite precision): use --format tflite for fp16")
-    pairs = {(f, p) for f in fmts for p in precs if (f, p) != ("onnx", "fp16")}
-    if ("onnx", "int8") in pairs:
-        pairs.add(("onnx", "fp32"))
-    if not pairs:
-        raise UserError(f"no file to write for --format {', '.join(fmts)} and --precision {', '.join(precs)}")
-    return tuple(sorted(pairs, key=lambda fp: (FORMATS.index(fp[0]), PRECISIONS.index(fp[1]))))
 
 
 def reference_guard(y_val: np.ndarray, reference_pred: np.ndarray, protected: list[int]) -> PromiseGuard:

@@ -33,7 +33,7 @@ import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.export.tflite_int8 import pt2e_int8_module
-from toolchain.io import publish
+from toolchain.io import TMP_PREFIX, publish
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -105,6 +105,21 @@ def compact(data: bytes) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def _converted(litert_torch, module, sample, precision: str, calibration_x, layout: str, float_modules):
+    """litert-torch's edge model of ``module`` in ``precision`` (int8: pt2e, calibrated on ``calibration_x``)."""
+    if precision == "fp32":
+        return litert_torch.convert(module, (sample,))
+    if precision == "fp16":
+        from litert_torch.generative.quantize import quant_recipes
+
+        return litert_torch.convert(module, (sample,), quant_config=quant_recipes.full_fp16_recipe())
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    calib = calibration_x.transpose(0, 2, 3, 1) if layout == "NHWC" else calibration_x
+    converted, quantizer = pt2e_int8_module(module, sample, calib, float_modules)
+    return litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
 def export_tflite(
     model,
     example_input,
@@ -159,7 +174,7 @@ def export_tflite(
     with torch.no_grad():
         n_classes = int(num_classes or model(x).shape[-1])
 
-    fd, tmp = tempfile.mkstemp(suffix=".tflite", dir=path.parent, prefix=f".{path.stem}.")
+    fd, tmp = tempfile.mkstemp(suffix=".tflite", dir=path.parent, prefix=f"{TMP_PREFIX}{path.stem}.")  # swept by --resume
     os.close(fd)
     try:
         with quiet_native(quiet):
@@ -169,18 +184,14 @@ def export_tflite(
                 module = litert_torch.to_channel_last_io(model, args=[0]).eval()
                 sample = x.permute(0, 2, 3, 1).contiguous()
                 float_modules = tuple(f"wrapped.{m}" for m in float_modules)
-            if precision == "fp32":
-                edge = litert_torch.convert(module, (sample,))
-            elif precision == "fp16":
-                from litert_torch.generative.quantize import quant_recipes
-
-                edge = litert_torch.convert(module, (sample,), quant_config=quant_recipes.full_fp16_recipe())
-            else:
-                from litert_torch.quantize.quant_config import QuantConfig
-
-                calib = calibration_x.transpose(0, 2, 3, 1) if layout == "NHWC" else calibration_x
-                converted, quantizer = pt2e_int8_module(module, sample, calib, float_modules)
-                edge = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            try:
+                edge = _converted(litert_torch, module, sample, precision, calibration_x, layout, float_modules)
+            except UserError:
+                raise
+            except Exception as exc:  # torch.export or the converter cannot follow the model's forward
+                detail = " ".join(str(exc).split())[:200]
+                raise UserError(f"litert-torch cannot convert this model to TFLite ({type(exc).__name__}: {detail}): "
+                                "export it with --format onnx") from exc
             edge.export(tmp)
         Path(tmp).write_bytes(compact(Path(tmp).read_bytes()))
         side = {  # no timings: the sidecar is part of the artifact, hashed with it, and the same export gives the same bytes
