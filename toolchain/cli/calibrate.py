@@ -12,8 +12,8 @@ from toolchain.cli.options import ClassNamesOpt, DataOpt, ImageSizeOpt, InputSha
 
 def calibrate(
     data: str = DataOpt,
-    out: Path = typer.Option(..., "--out", help="The .npz to write (replaced if it exists); calibration/NAME.npz makes it "
-                             "--calibration NAME.", rich_help_panel="Run"),
+    out: Path = typer.Option(..., "--out", help="The .npz to write (a calibration set there is replaced; any other file is "
+                             "refused); calibration/NAME.npz makes it --calibration NAME.", rich_help_panel="Run"),
     protect_class: Optional[List[str]] = typer.Option(None, "--protect-class", "-p", help="Class index or name to enrich, as "
                                                       "compress does (repeatable; at least 30% of the rows together).",
                                                       rich_help_panel="Inputs"),
@@ -34,10 +34,15 @@ def calibrate(
     from toolchain.evaluate import resolve_protected
     from toolchain.io import check_output_file, input_paths
     from toolchain.provenance import file_sha256
-    from toolchain.quantize.calibration import calibration_recipe, calibration_rows_sha256, save_calibration
+    from toolchain.errors import UserError
+    from toolchain.quantize.calibration import calibration_recipe, calibration_rows_sha256, is_calibration_set, save_calibration
     from toolchain.report.consoles import log_console
 
     check_output_file(out, "--out", inputs=input_paths(data, val, test))
+    if out.suffix != ".npz":
+        raise UserError(f"--out '{out}' does not end in .npz: a calibration set is an .npz file")
+    if out.is_file() and not is_calibration_set(out):
+        raise UserError(f"--out '{out}' exists and is not a cwtool calibration set: refusing to overwrite it, give a new path")
     dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,  # compress's train split
                                         image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape)),
                               val and str(val), test and str(test))

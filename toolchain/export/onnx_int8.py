@@ -154,6 +154,17 @@ def _reader(model, x: np.ndarray):
     return r
 
 
+@contextlib.contextmanager
+def _calibration_failure():
+    """onnxruntime's quantizer asserts on activation ranges float32 cannot scale (calibration rows of 1e38):
+    the rows are the user's input, so say so (exit 2)."""
+    try:
+        yield
+    except (AssertionError, FloatingPointError, OverflowError) as exc:
+        raise UserError(f"onnxruntime cannot quantize the model on these calibration rows ({type(exc).__name__}: {exc}): "
+                        "their activations have no int8 scale; give rows like the model's training inputs") from exc
+
+
 def quantize_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -199,7 +210,7 @@ def quantize_onnx(
         extra: dict = {}
         if calib_method.name == "Percentile":
             extra["CalibPercentile"] = 99.999
-        with _quiet():
+        with _quiet(), _calibration_failure():
             quantize_static(
                 str(pre),
                 str(q_tmp),

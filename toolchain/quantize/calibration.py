@@ -160,6 +160,16 @@ def save_calibration(path: str | Path, x: np.ndarray, meta: dict[str, Any] | Non
     return path
 
 
+def is_calibration_set(path: str | Path) -> bool:
+    """Whether ``path`` is a .npz that save_calibration wrote (its members are x and meta): read as a zip
+    listing only, nothing unpickled or loaded."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sorted(zf.namelist()) == ["meta.npy", "x.npy"]
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
 def calibration_rows_sha256(x: np.ndarray) -> str:
     """The identity of calibration rows (float32, shape and order), whatever file holds them."""
     x = np.ascontiguousarray(x, dtype=np.float32)
