@@ -225,10 +225,9 @@ class LotteryPruner:
 
             current, survivors = trained, new_survivors
             clock.lap("retrain")
-            raw, at_op, _, offsets = self.evaluate(current)
+            ticket = self.judged(Ticket(r, current, survivors, 0, 0, {}, {}, {}, False))
             clock.lap("operating point")
-            ticket = Ticket(r, current, survivors, count_params(current), count_macs(current, self.example), at_op, raw, offsets,
-                            self.within_budget(at_op), seconds=clock.laps)
+            ticket.seconds = clock.laps
             result.tickets.append(ticket)
             self.save_round(ticket, rewind_model, rewind_survivors, start_state)
             self.log(round_line(ticket, self.dense_params))
@@ -240,6 +239,13 @@ class LotteryPruner:
         if task is not None:
             self.progress.remove_task(task)
         return self._final_finetune(select(result), teacher)
+
+    def judged(self, ticket: Ticket) -> Ticket:
+        """``ticket`` with its size, validation evaluations, operating point and verdict measured from its model. A
+        resumed run measures them again rather than reading them from its round files (files a user can edit)."""
+        raw, at_op, _, offsets = self.evaluate(ticket.model)
+        return replace(ticket, params=count_params(ticket.model), macs=count_macs(ticket.model, self.example), val=at_op, val_raw=raw,
+                       offsets=offsets, within_budget=self.within_budget(at_op))
 
     def _final_finetune(self, result: PruneResult, teacher) -> PruneResult:
         """final_epochs more for one ticket alone, then a fresh operating point. A round's few epochs leave the
@@ -281,8 +287,7 @@ class LotteryPruner:
             dual = (lambda epoch, m: self._dual_step(m, loss)) if cfg.gamma_rule == "lagrange" else None
             model = train(copy.deepcopy(ticket.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
                           progress=self.progress, description=f"final fine-tuning of round {ticket.round}", on_epoch_end=dual)
-            raw, at_op, _, offsets = self.evaluate(model)
-            tuned = replace(ticket, model=model, val=at_op, val_raw=raw, offsets=offsets, within_budget=self.within_budget(at_op))
+            tuned = self.judged(replace(ticket, model=model))
             self._save_final(tuned)
         self.log(f"final fine-tuning ({cfg.final_epochs} epochs): " + round_line(tuned, self.dense_params))
         return tuned
@@ -320,13 +325,11 @@ class LotteryPruner:
         if self.run_dir is None or not self.run_dir.final_summary(chosen.round).is_file():
             return None
         summary = json.loads(self.run_dir.final_summary(chosen.round).read_text())
-        if summary["round"] != chosen.round:
+        if not isinstance(summary, dict) or summary.get("round") != chosen.round:
             return None
         model = copy.deepcopy(chosen.model)
         model.load_state_dict(load_weights(self.run_dir.final_checkpoint(chosen.round)))
-        offsets = {int(k): v for k, v in summary["offsets"].items()}
-        return replace(chosen, model=model.to(self.device).eval(), val=summary["val"], val_raw=summary["val_raw"], offsets=offsets,
-                       within_budget=summary["within_budget"])
+        return self.judged(replace(chosen, model=model.to(self.device).eval()))
 
     def _resumed(self, load):
         """What --resume reads back is a file like any other: a damaged one is bad input, named."""
@@ -360,10 +363,8 @@ class LotteryPruner:
             model.load_state_dict(ckpt["state_dict"])
             model.to(self.device).eval()
             self.dense.to(self.device)
-            offsets = {int(k): v for k, v in summary["offsets"].items()}
-            self.multipliers.update({int(k): float(v) for k, v in (summary.get("multipliers") or {}).items()})
-            tickets.append(Ticket(r, model, survivors, summary["params"], summary["macs"], summary["val"], summary["val_raw"], offsets,
-                                  summary["within_budget"], seconds=summary.get("seconds") or {}))
+            self.multipliers.update(_multipliers(summary, self.protected))
+            tickets.append(replace(self.judged(Ticket(r, model, survivors, 0, 0, {}, {}, {}, False)), seconds=_seconds(summary)))
         rewind_model, rewind_survivors = None, None
         if run.rewind.is_file():
             saved = load_weights(run.rewind)
@@ -381,6 +382,26 @@ class LotteryPruner:
             start_state = {k: v.to(self.device) for k, v in load_weights(start_file).items()}
         self.log(f"resuming after round {done[-1]}")
         return done[-1] + 1, model, survivors, rewind_model, rewind_survivors, tickets, start_state
+
+
+def _multipliers(summary, protected: list[int]) -> dict[int, float]:
+    """The Lagrange multipliers a round file saved (the one state a round's model cannot give back), checked."""
+    saved = summary.get("multipliers") if isinstance(summary, dict) else None
+    if saved is None:
+        return {}
+    if not isinstance(saved, dict) or not all(k in {str(p) for p in protected} and isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              and math.isfinite(v) and 0 <= v <= 1e6 for k, v in saved.items()):
+        raise ValueError("its Lagrange multipliers are not one non-negative number per protected class")
+    return {int(k): float(v) for k, v in saved.items()}
+
+
+def _seconds(summary) -> dict[str, float]:
+    """A round's timings, for the report only: dropped unless they are plain numbers."""
+    laps = summary.get("seconds") if isinstance(summary, dict) else None
+    if isinstance(laps, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                      for k, v in laps.items()):
+        return {k: float(v) for k, v in laps.items()}
+    return {}
 
 
 class Clock:
