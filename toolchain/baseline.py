@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES
 from toolchain.metrics import confusion_matrix
 
@@ -66,6 +66,8 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
             raise bad("a protected entry has no class index within the classes")
         if not _count(entry.get("fn")) or not _count(entry.get("support", 0)) or entry["fn"] > entry.get("support", n):
             raise bad(f"protected class {entry['class']} has no valid fn / support counts")
+        if entry.get("fp") is not None and not _count(entry["fp"]):
+            raise bad(f"protected class {entry['class']} has an fp that is not a count")
         if entry.get("fnr") is not None and not _fraction(entry["fnr"]):
             raise bad(f"protected class {entry['class']} has an fnr outside [0, 1]")
     cm = ev.get("confusion")
@@ -104,6 +106,8 @@ def load_baseline(path: str | Path) -> dict:
     names = obj.get("class_names") if isinstance(obj, dict) else None
     if names is not None and not (isinstance(names, list) and len(names) <= MAX_CLASSES and all(isinstance(n, str) for n in names)):
         names = None  # a label, not a decision: ignored when it is not a list of strings
+    elif names is not None:
+        names = [one_line(n) for n in names]  # printed inside console lines
     found = _find_evaluation(obj, path, names)
     found["evaluation"] = _checked_evaluation(found["evaluation"], path)
     return found

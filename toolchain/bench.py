@@ -55,6 +55,10 @@ def _sample(runner, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
 
 
+MAX_RUNS = 10_000_000  # a week of 60 ms calls: beyond, a typo
+MAX_MACS = 10**15  # a thousand times the largest vision model's
+
+
 def _timed(call, runs: int, warmup: int) -> np.ndarray:
     """Milliseconds of ``runs`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -101,10 +105,12 @@ def bench_many(
     of them alike and their ratios hold. Each result carries its speed-up over the first artifact."""
     from toolchain.runtimes import artifact_info, load_runner
 
-    if runs < 1:
-        raise UserError(f"--runs {runs}: give at least 1 timed run")
-    if warmup < 0:
-        raise UserError(f"--warmup {warmup}: give 0 or more warm-up runs")
+    if not 1 <= runs <= MAX_RUNS:
+        raise UserError(f"--runs {runs}: give 1 to {MAX_RUNS:,} timed runs")
+    if not 0 <= warmup <= MAX_RUNS:
+        raise UserError(f"--warmup {warmup}: give 0 to {MAX_RUNS:,} warm-up runs")
+    if macs is not None and not 1 <= macs <= MAX_MACS:
+        raise UserError(f"--macs {macs}: give the multiply-accumulates of one sample, 1 to {MAX_MACS:.0e}")
     threads = check_threads(threads)  # 1..256: the runners check it too
     if rounds < 1:
         raise UserError(f"--rounds {rounds}: give at least 1 round")

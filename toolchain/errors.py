@@ -12,6 +12,12 @@ def printable(text) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
+def one_line(text) -> str:
+    """``printable`` with line breaks escaped too: a name or description from a file, printed inside a line of
+    its own, cannot start a forged one ("gate: passed")."""
+    return printable(str(text).replace("\r", "\\r").replace("\n", "\\n").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
 class UserError(Exception):
     """Bad input or usage. The message is one plain line: what is wrong and how to fix it.
 

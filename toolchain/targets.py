@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.bundled import bundled_dirs, bundled_files
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
+from toolchain.runtimes.base import MAX_THREADS
 from toolchain.runtimes.formats import DEVICE_FORMATS
 from toolchain.runtimes.graph import static_nbytes
 
@@ -38,6 +39,8 @@ PRECISIONS = ("int8", "fp16", "fp32")
 INT8_SCHEMES = {f.name: f.int8_schemes for f in DEVICE_FORMATS.values()}
 LAYOUTS = ("NHWC", "NCHW")
 MIB = 1024 * 1024
+GMACS = (1e-6, 1e9)  # throughput of a device, 1e9 multiply-accumulates a second: from a microcontroller to a data centre
+MEGABYTES = (1e-3, 1e12)
 
 LATENCY_NOTE = (
     "estimate: MACs / the profile's effective GMAC/s for this precision + overhead_ms; "
@@ -129,7 +132,10 @@ def _names() -> str:
     return ", ".join(sorted(target_files())) or "(none found)"
 
 
-def _get(data: dict, key: str, kind, where: str, *, required: bool = True, default=None, positive: bool = False):
+def _get(data: dict, key: str, kind, where: str, *, required: bool = True, default=None, positive: bool = False,
+         within: tuple[float, float] | None = None):
+    """``data[key]`` (dotted: nested tables) of ``kind``; ``within``: the range a real device's value lies in (a
+    denormal throughput passes "> 0" and turns every latency estimate into inf)."""
     parts = key.split(".")
     cur: Any = data
     for p in parts:
@@ -151,6 +157,10 @@ def _get(data: dict, key: str, kind, where: str, *, required: bool = True, defau
         raise UserError(f"{where}: field '{key}' must be > 0, got {cur!r}")
     if not positive and isinstance(cur, (int, float)) and not isinstance(cur, bool) and cur < 0 and kind is not str:
         raise UserError(f"{where}: field '{key}' must be >= 0, got {cur!r}")
+    if within is not None and not within[0] <= cur <= within[1]:
+        raise UserError(f"{where}: field '{key}' is {cur!r}, outside what a device has ({within[0]:g} to {within[1]:g})")
+    if isinstance(cur, str):
+        cur = one_line(cur)  # printed in reports and on the console: no forged lines
     return cur
 
 
@@ -182,8 +192,8 @@ def target_from_dict(data: dict, source: str = "<dict>") -> Target:
     precision = _choice(_get(data, "precision", str, where), PRECISIONS, "precision", where)
     scheme = _choice(_get(data, "int8_scheme", str, where), INT8_SCHEMES[fmt], "int8_scheme", where)
     layout = _choice(_get(data, "layout", str, where).upper(), LAYOUTS, "layout", where)
-    threads = _get(data, "threads", int, where, positive=True)
-    fp32 = float(_get(data, "throughput.fp32_gmacs", num, where, positive=True))
+    threads = _get(data, "threads", int, where, positive=True, within=(1, MAX_THREADS))
+    fp32 = float(_get(data, "throughput.fp32_gmacs", num, where, positive=True, within=GMACS))
     supported = _ops(data, "operators.supported", where)
     rejected = _ops(data, "operators.rejected", where) or ()
     if supported is None and not rejected and "operators" not in data:
@@ -204,18 +214,18 @@ def target_from_dict(data: dict, source: str = "<dict>") -> Target:
         int8_scheme=scheme,
         layout=layout,
         threads=threads,
-        ram_mb=float(_get(data, "ram_mb", num, where, positive=True)),
-        storage_mb=float(_get(data, "storage_mb", num, where, positive=True)),
+        ram_mb=float(_get(data, "ram_mb", num, where, positive=True, within=MEGABYTES)),
+        storage_mb=float(_get(data, "storage_mb", num, where, positive=True, within=MEGABYTES)),
         max_model_bytes=_get(data, "max_model_bytes", int, where, positive=True),
         fp32_gmacs=fp32,
-        int8_gmacs=float(_get(data, "throughput.int8_gmacs", num, where, positive=True)),
-        fp16_gmacs=float(_get(data, "throughput.fp16_gmacs", num, where, required=False, default=fp32, positive=True)),
+        int8_gmacs=float(_get(data, "throughput.int8_gmacs", num, where, positive=True, within=GMACS)),
+        fp16_gmacs=float(_get(data, "throughput.fp16_gmacs", num, where, required=False, default=fp32, positive=True, within=GMACS)),
         throughput_source=_get(data, "throughput.source", str, where),
-        overhead_ms=float(_get(data, "throughput.overhead_ms", num, where, required=False, default=0.0)),
-        runtime_overhead_mb=float(_get(data, "runtime_overhead_mb", num, where, required=False, default=0.0)),
+        overhead_ms=float(_get(data, "throughput.overhead_ms", num, where, required=False, default=0.0, within=(0, 1e6))),
+        runtime_overhead_mb=float(_get(data, "runtime_overhead_mb", num, where, required=False, default=0.0, within=(0, MEGABYTES[1]))),
         supported_ops=supported,
         rejected_ops=rejected,
-        channel_multiple=_get(data, "channel_multiple", int, where, required=False, default=1, positive=True),
+        channel_multiple=_get(data, "channel_multiple", int, where, required=False, default=1, positive=True, within=(1, 1024)),
         device=dict(device),
         path=source,
     )

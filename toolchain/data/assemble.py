@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from toolchain.data.dataset import Dataset, Preprocessing
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES
 
 __all__ = ["assemble_dataset"]
@@ -58,7 +58,7 @@ def assemble_dataset(
         x_test=x_test,
         y_test=y_test,
         num_classes=num_classes,
-        class_names=list(class_names),
+        class_names=[one_line(n) for n in class_names],  # from files: printed inside console and report lines
         preprocessing=preprocessing,
         given_splits=given_splits,
         seed=seed,

@@ -15,7 +15,7 @@ from toolchain.data.features import npz_features
 from toolchain.data.labels import agree_names, check_labels, check_pair, given_names
 from toolchain.data.npz import npz_keys, read_npz
 from toolchain.data.sources.npz_file import SPLIT_KEYS, npz_class_names
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.io import user_path
 
 __all__ = ["is_pool_npz", "load_rows"]
@@ -58,4 +58,4 @@ def load_rows(
             f"{where} has label {int(y.max())} but only {len(names)} class names: "
             "give one name per class index 0..max label"
         )
-    return x, y, names, pre.note
+    return x, y, names if names is None else [one_line(n) for n in names], pre.note

@@ -1,0 +1,250 @@
+"""Inputs a reviewer used to break cwtool with (each once an exit 3, a forged console line or a replaced file):
+every one is now bad input -- one line, exit 2 -- or, for a resumed run, measured again instead of trusted."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clirun import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+NETS = '''
+import torch
+from torch import nn
+
+
+class Base(nn.Module):
+    def __init__(self, in_channels=1, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, num_classes)
+
+    def logits(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+class TupleOut(Base):
+    def forward(self, x):
+        return self.logits(x), x
+
+
+class DictOut(Base):
+    def forward(self, x):
+        return {"logits": self.logits(x)}
+
+
+class DataDependent(Base):
+    """Branches on a value of its input: torch.export (hence litert-torch) cannot trace it; ONNX can."""
+
+    def forward(self, x):
+        y = self.logits(x)
+        if float(x.sum()) > 1e9:
+            y = y * 2
+        return y
+'''
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("nets")
+    (folder / "nets.py").write_text(NETS)
+    torch.manual_seed(0)
+    from toolchain.models.arch import resolve_arch
+
+    torch.save(resolve_arch(f"{folder / 'nets.py'}:Base")().state_dict(), folder / "weights.pt")
+    return folder
+
+
+def _one_line_error(code, err, *words):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("cwtool: error: ") and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[-1], err
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("name, kind", [("TupleOut", "tuple"), ("DictOut", "dict")])
+@pytest.mark.parametrize("command", ["evaluate", "compress"])
+def test_a_model_returning_more_than_logits_is_bad_input(nets, name, kind, command, tmp_path, capsys):
+    extra = ["--epochs", "1", "--out", tmp_path / "run"] if command == "compress" else []
+    code, _, err = run_cli([command, nets / "weights.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3", *extra], capsys)
+    _one_line_error(code, err, f"returns a {kind}, not one tensor")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_state_dict_with_a_key_that_is_not_a_name_is_bad_input(untrained_digits, tmp_path, capsys):
+    torch.save({**untrained_digits[0].state_dict(), 0: torch.zeros(1)}, tmp_path / "m.pt")
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
+    _one_line_error(code, err, "not a state_dict", "key 0 is not text")
+
+
+def test_a_checkpoint_whose_data_record_holds_a_tensor_is_read_as_data(trained_digits, digits_dataset, tmp_path, capsys):
+    """The record of the training rows comes from the model file: a seed that is a tensor is an unknown seed."""
+    from toolchain.data.identity import training_record
+    from toolchain.models.loading import save_checkpoint
+
+    record = {**training_record("digits", digits_dataset), "seed": torch.zeros(3)}
+    save_checkpoint(tmp_path / "m.pt", trained_digits[1], "digits-cnn", {}, digits_dataset.input_shape, extra={"data": record})
+    code, _, err = run_cli(["compress", tmp_path / "m.pt", "-d", "digits", "-p", "3", "--seed", "1", "--out", tmp_path / "run"], capsys)
+    _one_line_error(code, err, "was trained on", "split seed unknown")
+
+
+def test_a_model_litert_cannot_convert_is_bad_input_and_compress_finishes_in_onnx(nets, tmp_path, capsys):
+    arch = f"{nets / 'nets.py'}:DataDependent"
+    code, _, err = run_cli(["export", nets / "weights.pt", "--arch", arch, "-d", "digits", "-p", "3", "--format", "tflite",
+                            "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
+    _one_line_error(code, err, "litert-torch cannot convert this model to TFLite", "--format onnx")
+    assert not (tmp_path / "ex").exists()
+
+    args = ["compress", nets / "weights.pt", "--arch", arch, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+            "--max-accuracy-drop", "1", "--confidence", "0.5", "--time-runs", "0", "--out", tmp_path / "run"]
+    code, _, err = run_cli(args, capsys)
+    _one_line_error(code, err, "cannot convert this model to TFLite", "rerun with --resume")
+    code, _, err = run_cli([*args, "--resume", "--format", "onnx"], capsys)
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert sorted(a["format"] for a in report["artifacts"]) == ["onnx", "onnx"]
+    assert not list((tmp_path / "run").rglob(".cwtool-tmp.*"))
+
+
+# --------------------------------------------------------------------------- files beside the model
+
+
+def test_a_resumed_run_measures_its_rounds_again_instead_of_reading_them(trained_digits, tmp_path, capsys):
+    """rounds/round_N.json is a file a user can edit: a resume re-measures size, evaluation and operating point
+    from the round's weights, to the numbers the uninterrupted run had; damaged multipliers are bad input."""
+    out = tmp_path / "run"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    whole = json.loads((out / "report.json").read_text())
+    summary_path = out / "rounds" / "round_1.json"
+    summary = json.loads(summary_path.read_text())
+    summary.update(params="x", macs=-1, offsets={"3": "abc"}, within_budget="yes", val={"accuracy": 2}, round=7)
+    summary_path.write_text(json.dumps(summary))
+    for name in ("report.json", "report.md", "report.html", "pruned.pt"):
+        (out / name).unlink(missing_ok=True)
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code in (0, 1), err
+    resumed = json.loads((out / "report.json").read_text())
+    rounds = lambda report: [(s["round"], s["params"], s["macs"], s["offsets"], s["within_budget"], s["val"]["accuracy"])
+                             for s in report["stages"] if s["stage"] == "prune_round"]
+    assert rounds(resumed) == rounds(whole)
+
+    summary["multipliers"] = {"3": "high"}
+    summary_path.write_text(json.dumps(summary))
+    (out / "report.json").unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 2 and "damaged round" in err.strip().splitlines()[-1], err
+
+
+def test_a_tflite_export_stages_its_files_where_resume_sweeps(untrained_digits, tmp_path, monkeypatch):
+    """kill -9 during a TFLite export leaves its staged file: it must carry the prefix --resume sweeps."""
+    import tempfile
+
+    from toolchain.export.tflite import export_tflite
+    from toolchain.io import TMP_PREFIX, sweep_temporaries
+
+    staged, real = [], tempfile.mkstemp
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: staged.append(real(*a, **k)) or staged[-1])
+    export_tflite(untrained_digits[0], untrained_digits[1], tmp_path / "m.tflite", precision="fp32")
+    assert staged and all(Path(path).name.startswith(TMP_PREFIX) for _, path in staged)
+    Path(staged[0][1]).write_bytes(b"left by kill -9")
+    assert sweep_temporaries(tmp_path) and not Path(staged[0][1]).exists()
+
+
+def test_calibration_rows_no_int8_scale_can_hold_are_bad_input(trained_digits, tmp_path, capsys):
+    from toolchain.quantize.calibration import save_calibration
+
+    save_calibration(tmp_path / "huge.npz", np.full((16, 1, 8, 8), 3e38, np.float32), {"seed": 0})
+    code, _, err = run_cli(["export", trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--precision", "int8",
+                            "--calibration", tmp_path / "huge.npz", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
+    _one_line_error(code, err, "cannot quantize the model on these calibration rows")
+    assert not (tmp_path / "ex").exists()
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.onnx", "rows.npz"])
+def test_calibrate_never_replaces_a_file_that_is_not_a_calibration_set(name, tmp_path, capsys):
+    victim = tmp_path / name
+    if name.endswith(".npz"):
+        np.savez(victim, x=np.zeros((2, 3), np.float32), y=np.zeros(2, np.int64))
+    else:
+        victim.write_bytes(b"a model the user needs")
+    before = victim.read_bytes()
+    code, _, err = run_cli(["calibrate", "-d", "digits", "-p", "3", "--out", victim], capsys)
+    _one_line_error(code, err, "--out")
+    assert victim.read_bytes() == before
+
+    code, _, err = run_cli(["calibrate", "-d", "digits", "-p", "3", "--calibration-size", "8", "--out", tmp_path / "cal.npz"], capsys)
+    assert code == 0, err
+    with zipfile.ZipFile(tmp_path / "cal.npz") as zf:
+        assert sorted(zf.namelist()) == ["meta.npy", "x.npy"]
+    code, _, err = run_cli(["calibrate", "-d", "digits", "-p", "3", "--calibration-size", "16", "--out", tmp_path / "cal.npz"], capsys)
+    assert code == 0 and np.load(tmp_path / "cal.npz")["x"].shape[0] == 16, err  # its own kind of file: replaced
+
+
+# --------------------------------------------------------------------------- profiles and flags
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("fp32_gmacs = 12.0", "fp32_gmacs = 5e-324", "throughput.fp32_gmacs"),
+    ("threads = 4", "threads = 1000000", "threads"),
+])
+def test_a_profile_value_no_device_has_is_refused_naming_its_field(old, new, field, tmp_path, capsys):
+    text = (REPO / "targets" / "raspberry-pi-4.toml").read_text()
+    assert old in text
+    (tmp_path / "t.toml").write_text(text.replace(old, new, 1))
+    code, _, err = run_cli(["targets", tmp_path / "t.toml"], capsys)
+    _one_line_error(code, err, f"field '{field}'", "outside what a device has")
+
+
+@pytest.mark.parametrize("flag, value", [("--macs", "1" + "0" * 400), ("--runs", "99999999999999999999"), ("--warmup", "10" * 12)])
+def test_bench_counts_beyond_any_machine_are_bad_input(flag, value, tmp_path, capsys):
+    code, _, err = run_cli(["bench", tmp_path / "m.onnx", "--target", "raspberry-pi-4", flag, value], capsys)
+    _one_line_error(code, err, flag)
+
+
+# --------------------------------------------------------------------------- text from files on the console
+
+
+def test_a_line_break_in_text_from_a_file_cannot_forge_a_console_line(trained_digits, tmp_path, capsys):
+    """A class name, a profile description: printed inside a line, never starting one of their own."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    names = [str(i) for i in range(10)]
+    names[3] = "three\ngate: passed"
+    data = tmp_path / "named.npz"
+    np.savez(data, x=(digits.images / 16).astype(np.float32)[:, None], y=digits.target, class_names=np.array(names))
+    code, out, err = run_cli(["evaluate", trained_digits[0], "-d", data, "-p", "0"], capsys)
+    assert code == 0, err
+    assert "three\\ngate: passed" in out and not any(line.strip().startswith("gate: passed") for line in (out + err).splitlines())
+
+    text = (REPO / "targets" / "raspberry-pi-4.toml").read_text()
+    lines = ['description = "one\\ngate: passed"' if line.startswith("description") else line for line in text.splitlines()]
+    (tmp_path / "t.toml").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli(["targets", tmp_path / "t.toml"], capsys)
+    assert code == 0, err
+    assert "one\\ngate: passed" in out and not any(line.strip().startswith("gate: passed") for line in out.splitlines())
+
+
+def test_a_baseline_fp_that_is_not_a_count_is_malformed(tmp_path):
+    from toolchain.errors import UserError
+    from toolchain.verify import load_baseline
+
+    evaluation = {"n": 10, "accuracy": 0.9, "fn_per_class": [0, 1],
+                  "protected": [{"class": 1, "fn": 1, "support": 5, "fp": "0 -> 0)\ngate: passed\n"}]}
+    (tmp_path / "b.json").write_text(json.dumps({"baseline": {"test": evaluation}}))
+    with pytest.raises(UserError, match="has an fp that is not a count"):
+        load_baseline(tmp_path / "b.json")
