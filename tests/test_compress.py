@@ -532,3 +532,31 @@ def test_a_model_whose_logits_no_bias_can_move_is_refused_before_pruning(tmp_pat
                             "--out", tmp_path / "run"], capsys)
     assert code == 2 and "logits do not come from a layer cwtool can move" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_finds_its_run_from_another_directory_and_says_what_differs(trained_digits, tmp_path, capsys, monkeypatch):
+    """The run id hashes the model's path: the same file named from another working directory (same sha256) resumes
+    the run; other settings are refused naming them."""
+    import shutil
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    shutil.copy(trained_digits[0], work / "dense.pt")
+    monkeypatch.chdir(work)
+    args = ["-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5", "--max-accuracy-drop", "1",
+            "--skip-export"]
+    code, _, err = run_cli(["compress", "dense.pt", *args, "--out", "run"], capsys)
+    assert code in (0, 1), err
+    (work / "run" / "report.json").unlink()
+
+    monkeypatch.chdir(elsewhere)
+    trained = []
+    real_train = lottery.train
+    monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    code, _, err = run_cli(["compress", work / "dense.pt", *args, "--out", work / "run", "--resume"], capsys)
+    assert code in (0, 1), err
+    assert trained == [] and (work / "run" / "report.json").is_file()  # resumed: nothing retrained
+
+    code, _, err = run_cli(["compress", work / "dense.pt", *args[:-3], "--max-accuracy-drop", "0.5", "--skip-export", "--out", work / "run",
+                            "--resume"], capsys)
+    assert code == 2 and "other inputs or settings (here --max-accuracy-drop 0.5, the run 1.0)" in err, err

@@ -88,6 +88,44 @@ def _check_graph_follows(model, dataset) -> None:
                         "graph does not see (an index buffer, a gather or scatter, a flip of the channel dimension)")
 
 
+def _as_recorded(inputs: dict, recorded) -> dict:
+    """``inputs`` with the run's recorded path for every file whose sha256 is the recorded one: a run goes on
+    from another working directory, or with its model moved, as long as the bytes are the same."""
+    out = json.loads(json.dumps(inputs))
+    if not isinstance(recorded, dict):
+        return out
+
+    def same(now, then, key):
+        return isinstance(now, dict) and isinstance(then, dict) and "sha256" in now and now.get("sha256") == then.get("sha256") \
+            and isinstance(then.get(key), str)
+
+    if same(out.get("model"), recorded.get("model"), "path"):
+        out["model"]["path"] = recorded["model"]["path"]
+    data, data_then = out.get("data"), recorded.get("data")
+    if same(data, data_then, "spec"):
+        data["spec"] = data_then["spec"]
+    for name in ("val", "test"):
+        if isinstance(data_then, dict) and same(data.get(name), data_then.get(name), "path"):
+            data[name]["path"] = data_then[name]["path"]
+    return out
+
+
+def _differences(manifest, inputs: dict, config: PruneConfig) -> str:
+    """What differs between a run directory's manifest and this command, in flag terms: " (here --epochs 4, the run
+    8)". Read from a file: only plain values are shown, shortened."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict) or not isinstance(manifest.get("inputs"), dict):
+        return ""
+    show = lambda v: str(v)[:40] if isinstance(v, (str, int, float, bool, type(None))) else "?"
+    then = manifest["config"]
+    found = [f"--{k.replace('_', '-')} {show(v)}, the run {show(then.get(k))}" for k, v in config.to_dict().items() if then.get(k) != v]
+    recorded = manifest["inputs"]
+    for key, value in inputs.items():
+        if recorded.get(key) != value:
+            what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
+            found.append(f"{what} differs")
+    return f" (here {'; '.join(found[:4])})" if found else ""
+
+
 def _versions() -> dict:
     import numpy
     import torch
@@ -193,10 +231,13 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
+        moved = _as_recorded(inputs, manifest.get("inputs") if isinstance(manifest, dict) else None)
+        if isinstance(manifest, dict) and manifest.get("run_id") != run_id and manifest.get("run_id") == config_hash(moved, config):
+            inputs, run_id = moved, manifest["run_id"]  # the same files, named by other paths (another working directory)
         if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
             older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
             hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
-                    if older and config.train_precision != "fp32" else "")
+                    if older and config.train_precision != "fp32" else _differences(manifest, moved, config))
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
