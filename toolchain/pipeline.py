@@ -67,10 +67,11 @@ def _check_offsets_bake(model, dataset, protected: list[int]) -> None:
                         "layer's bias, so this model cannot be compressed") from exc
 
 
-def _check_graph_follows(model, dataset) -> None:
-    """Removing a channel must compute what masking it computes: a forward that uses channels by position
-    through an operation the dependency graph does not see would otherwise fail after minutes of pruning
-    (or, worse, pair the next layer's weights with the wrong channels). Checked on the dense model first."""
+def _unfollowed_groups(model, dataset) -> dict[str, str]:
+    """{group key: why} for the channel groups to keep whole. Removing a channel must compute what zeroing it
+    computes: a forward that uses channels by position through an operation the dependency graph does not see
+    would otherwise fail after minutes of pruning (or, worse, pair the next layer's weights with the wrong
+    channels). Checked on the dense model first; a model no set of whole groups saves is refused (exit 2)."""
     import copy
 
     import torch
@@ -80,12 +81,8 @@ def _check_graph_follows(model, dataset) -> None:
     example = torch.zeros(1, *dataset.input_shape)
     probe = torch.randn(4, *dataset.input_shape, generator=torch.Generator().manual_seed(0))
     found = unfollowed_groups(copy.deepcopy(model).float().eval(), example, probe)
-    if found:
-        key, why = next(iter(found.items()))
-        more = f" (and {len(found) - 1} more channel group(s))" if len(found) > 1 else ""
-        raise UserError(f"pruning cannot follow this model: removing a channel of {key}{more} does not give the model that zeroing "
-                        f"it gives ({why}); its forward uses those channels by position through an operation the dependency "
-                        "graph does not see (an index buffer, a gather or scatter, a flip of the channel dimension)")
+    return {key: f"removing one of its channels does not give the model that zeroing it gives ({why}): the forward uses them by "
+                 "position through an operation the dependency graph does not see" for key, why in found.items()}
 
 
 def _as_recorded(inputs: dict, recorded) -> dict:
@@ -185,7 +182,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
     _check_offsets_bake(loaded.module, dataset, protected)
-    _check_graph_follows(loaded.module, dataset)
+    unfollowed = _unfollowed_groups(loaded.module, dataset)
     check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs; rerun a --granularity weight run from the start")
@@ -260,7 +257,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with progress_bar(console, *columns) as progress:
             pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=log.print,
-                                   arch=arch, arch_kwargs=loaded.arch_kwargs)
+                                   arch=arch, arch_kwargs=loaded.arch_kwargs, keep_whole=unfollowed)
             result = pruner.run(resume=request.resume)
         prune_seconds = time.perf_counter() - t0
         if not distributed.is_main():  # the rounds were the shared work; rank 0 exports and reports

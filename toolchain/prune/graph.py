@@ -272,7 +272,9 @@ class ChannelGraph:
     on the model in place (``prune``: afterwards the graph describes a model that no longer exists).
     """
 
-    def __init__(self, model: nn.Module, example_input: Any):
+    def __init__(self, model: nn.Module, example_input: Any, keep_whole: dict[str, str] | None = None):
+        """``keep_whole``: {group key: why} for groups a check outside the graph found it cannot follow
+        (toolchain.prune.shrink.unfollowed_groups): described as fixed, with that reason."""
         self.model, self.example = model, example_input
         self.dg = build_graph(model, example_input)
         self._names = {m: n for n, m in model.named_modules()}
@@ -289,7 +291,8 @@ class ChannelGraph:
                 g = _full_group(self.dg, root, list(range(self.dg.get_out_channels(root))))
             described.append((_describe(self.dg, g, root, self._names, sinks), root))
         described.sort(key=lambda cr: order[cr[1]])
-        self.all_groups = [cg for cg, _ in described]
+        self.all_groups = [dataclasses.replace(cg, prunable=False, reason=keep_whole[cg.key]) if cg.prunable and cg.key in (keep_whole or {})
+                           else cg for cg, _ in described]
         # the channel movers whose channels stay whole (empty for a model Torch-Pruning follows throughout)
         self.kept_whole = sorted(getattr(self.dg, "kept_whole", {}).values())
         self.groups = [cg for cg in self.all_groups if cg.prunable]

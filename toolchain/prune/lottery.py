@@ -43,8 +43,9 @@ DUAL_LR = 20.0  # Lagrange rule: a validation FN excess of 5% of the class's sam
 
 class LotteryPruner:
     def __init__(self, model: nn.Module, dataset: Dataset, protected: list[int], config: PruneConfig, run_dir: Path | RunDir | None = None,
-                 progress=None, log=print, arch: str | None = None, arch_kwargs: dict | None = None):
-        """``arch``/``arch_kwargs`` name the architecture the saved tickets record (they load on their own)."""
+                 progress=None, log=print, arch: str | None = None, arch_kwargs: dict | None = None, keep_whole: dict[str, str] | None = None):
+        """``arch``/``arch_kwargs`` name the architecture the saved tickets record (they load on their own); ``keep_whole``
+        {group key: why}: channel groups never pruned (shrink.unfollowed_groups' finding)."""
         self.config = config.for_target(None).effective()
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.dataset = dataset
@@ -56,7 +57,8 @@ class LotteryPruner:
         self.run_dir = RunDir(run_dir) if run_dir is not None and not isinstance(run_dir, RunDir) else run_dir
         self.progress = progress
         self.log = log
-        graph = ChannelGraph(self.dense, self.example)
+        self.unfollowed = dict(keep_whole or {})
+        graph = ChannelGraph(self.dense, self.example, self.unfollowed)
         self.dense_sizes = {g.key: g.size for g in graph.groups}
         # channel groups kept at full size for a reason other than being the classes: said in the log and the report
         self.kept_whole = {g.key: g.reason.removesuffix(": kept whole") for g in graph.all_groups if not g.prunable and not g.output}
@@ -192,7 +194,7 @@ class LotteryPruner:
             seed_everything(cfg.seed * 1000 + r)
             clock = Clock()
             target = self.round_target(r) * self.dense_params
-            graph = ChannelGraph(copy.deepcopy(current), self.example)  # scored, planned and pruned: one graph a round
+            graph = ChannelGraph(copy.deepcopy(current), self.example, self.unfollowed)  # scored, planned and pruned: one graph a round
             scores = importance.channel_scores(graph, self.dataset.x_train, self.dataset.y_train, self.protected, start_state=start_state,
                                                increase_weight=cfg.increase_weight, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r)
             clock.lap("score")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolchain.errors import UserError
 from toolchain.prune.graph import ChannelGraph, ChannelPlan, is_depthwise
 
 __all__ = ["apply_channel_mask", "channel_mask_tensors", "dead_channels", "shrink"]
@@ -90,7 +91,7 @@ def _zero_at(t: torch.Tensor | None, dim: int, i: int) -> bool:
     return t is None or not bool(t.select(dim, i).any())
 
 
-def dead_channels(model: nn.Module, example_input: Any, verify: bool = True) -> ChannelPlan:
+def dead_channels(model: nn.Module, example_input: Any, verify: bool = True, keep_whole: dict[str, str] | None = None) -> ChannelPlan:
     """Channels whose output is provably the constant 0 in both train and eval mode, as a plan.
 
     A root channel is dead when, across its group, every producing conv/linear row and its bias are zero,
@@ -103,7 +104,7 @@ def dead_channels(model: nn.Module, example_input: Any, verify: bool = True) -> 
     with ``verify`` the result is checked on ``example_input`` and a RuntimeError raised if removing the
     channels changes the output. At least one channel (block offset) is kept in every group.
     """
-    graph = ChannelGraph(model, example_input)
+    graph = ChannelGraph(model, example_input, keep_whole)
     dg = graph.dg
     names = {m: n for n, m in model.named_modules()}
     plan: ChannelPlan = {}
@@ -174,7 +175,8 @@ def unfollowed_groups(model: nn.Module, example_input: Any, probe: Any) -> dict[
     ``index_add_``/``index_select`` by a fixed index buffer, a ``flip`` of the channel dimension) gets a graph
     that looks sound and a removal that pairs the next layer's weights with the wrong channels, or no longer
     runs. One removal of each group's last channel (all groups at once; group by group only when that
-    fails) finds it before any pruning."""
+    fails) finds it before any pruning. Those groups can be kept whole; when the other groups together still do
+    not remove exactly, a UserError says so (exit 2)."""
     first, again = _outputs(model, probe), _outputs(model, probe)
     if any(not torch.equal(a, b) for a, b in zip(first, again)):
         return {}  # a forward that draws random numbers in eval mode: two runs cannot be compared
@@ -187,4 +189,10 @@ def unfollowed_groups(model: nn.Module, example_input: Any, probe: Any) -> dict[
         why = _removal_differs(model, {key: idxs}, example_input, probe)
         if why:
             found[key] = why
-    return found or {f"each of {len(plan)} channel groups at once": _removal_differs(model, plan, example_input, probe)}
+    rest = {k: v for k, v in plan.items() if k not in found}
+    why = _removal_differs(model, rest, example_input, probe) if rest else ""
+    if why or not found:
+        raise UserError(f"pruning cannot follow this model: removing one channel of each of {len(rest)} channel groups at once does not "
+                        f"give the model that zeroing them gives ({why}), though each alone does; its forward uses channels by position "
+                        "through an operation the dependency graph does not see (an index buffer, a gather or scatter, a flip)")
+    return found

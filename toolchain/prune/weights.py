@@ -20,7 +20,7 @@ from toolchain.prune.tickets import PruneResult, Ticket, round_line, select
 def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
     cfg = pruner.config
     model = copy.deepcopy(pruner.dense)
-    graph = ChannelGraph(model, pruner.example)  # masks keep the shape: one graph serves every round
+    graph = ChannelGraph(model, pruner.example, pruner.unfollowed)  # masks keep the shape: one graph serves every round
     prunable = {n: p for n, p in model.named_parameters() if p.dim() > 1}  # conv/linear weights
     masks = {n: torch.ones_like(p) for n, p in prunable.items()}
     total = sum(p.numel() for p in prunable.values())
@@ -65,7 +65,7 @@ def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
     chosen = select(result).selected
     # Physically remove the channels the masks emptied; the round's ticket keeps its non-zero count, the
     # selected one is a shrunk copy with stored counts.
-    plan = dead_channels(chosen.model, pruner.example)
+    plan = dead_channels(chosen.model, pruner.example, keep_whole=pruner.unfollowed)
     shrunk = shrink(chosen.model, plan, pruner.example)
     result.selected = replace(
         chosen, model=shrunk, params=count_params(shrunk), macs=count_macs(shrunk, pruner.example),
