@@ -82,3 +82,18 @@ def stop() -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
         _group = None
+
+
+_PEER_LOSS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+              "Socket Timeout", "Timed out")
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is the collective failing because another torchrun process stopped (killed, out of memory):
+    an interruption of the run, not a bug in it."""
+    if current() is None:
+        return False
+    import torch.distributed as dist
+
+    backend_error = getattr(dist, "DistBackendError", ())
+    return isinstance(exc, backend_error) or (isinstance(exc, RuntimeError) and any(s in str(exc) for s in _PEER_LOSS))

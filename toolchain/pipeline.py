@@ -123,6 +123,28 @@ def _differences(manifest, inputs: dict, config: PruneConfig) -> str:
     return f" (here {'; '.join(found[:4])})" if found else ""
 
 
+def _size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str, str]) -> dict:
+    """Whether the shipped model reached --keep-params (and --keep-macs), and if not, why: never a silent 100%."""
+    dense_params, dense_macs = result.dense["params"], result.dense["macs"]
+    params, macs = ticket.params / dense_params, ticket.macs / max(dense_macs, 1)
+    met = params <= config.keep_params + 1e-9 and (config.keep_macs >= 1 or macs <= config.keep_macs + 1e-9)
+    out = {"keep_params": config.keep_params, "param_fraction": params, "keep_macs": config.keep_macs, "mac_fraction": macs, "met": met}
+    if met:
+        return out
+    last = result.tickets[-1] if result.tickets else None
+    if last is not None and not last.within_budget:
+        why = f"round {last.round} left the FN or accuracy budget, so the rounds stopped and an earlier ticket ships"
+    elif not result.tickets or all(t.params == result.tickets[0].params for t in result.tickets) and result.tickets[0].params >= dense_params:
+        why = "no channel group of this model can be pruned"
+    else:
+        why = "the channel groups cwtool can prune are used up"
+    kept = f" (kept whole: {', '.join(kept_whole)})" if kept_whole else ""
+    goal = f"--keep-params {config.keep_params:g}" + (f" and --keep-macs {config.keep_macs:g}" if config.keep_macs < 1 else "")
+    out["statement"] = (f"the shipped model keeps {params:.1%} of the parameters and {macs:.1%} of the MACs against {goal}: "
+                        f"{why}{kept}")
+    return out
+
+
 def _versions() -> dict:
     import numpy
     import torch
@@ -185,7 +207,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     unfollowed = _unfollowed_groups(loaded.module, dataset)
     check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
-        raise UserError("--resume finishes channel-granularity runs; rerun a --granularity weight run from the start")
+        raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
+                        "after removing its run directory")
 
     model_path = Path(request.model)
     inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
@@ -221,6 +244,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     if run_dir.exists() and any(run_dir.iterdir()):
         if not request.resume:
+            if config.granularity == "weight":
+                raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")
             raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
         if not manifest_path.is_file():
             raise UserError(f"'{run_dir}' is not a cwtool run directory (no manifest.json): use another --out")
@@ -286,6 +311,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         pruned_test["rows_sha256"] = test_rows
         gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         promise = promise_section(ticket, config, result.budget_met)
+        size_goal = _size_goal(result, ticket, config, pruner.kept_whole)
+        if not size_goal["met"]:
+            log.print(f"size goal not met: {size_goal['statement']}")
         if not result.budget_met:  # never ship an unguarded point quietly, whatever the test split says
             gate["passed"] = False
             gate["reasons"].insert(0, promise["statement"])
@@ -318,6 +346,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "config": config.to_dict(),
             "training": {"device": str(pick_device(config.device)), "arithmetic": result.arithmetic},  # auto: the machine decides
             "promise": promise,
+            "size_goal": size_goal,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
                          "fn_per_class": dense_test["fn_per_class"], "protected": dense_test["protected"],
                          "val": result.dense["val"], "test": dense_test},
@@ -354,10 +383,19 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                    + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
         return report, run_dir
     except Interrupted as exc:
+        if config.granularity == "weight":  # its rounds are saved, but only channel runs resume
+            log.record(f"interrupted: a --granularity weight run does not resume: start it over with another --out (or remove {run_dir})")
+            raise
         exc.run_dir = run_dir
         log.record(f"interrupted: --resume with the same arguments finishes {run_dir}")
         raise
     except Exception as exc:
+        if distributed.peer_lost(exc):  # another torchrun process stopped: the rounds it finished are saved
+            log.record(f"interrupted: another torchrun process stopped ({' '.join(str(exc).split())[:120]}); --resume with the same "
+                       f"arguments finishes {run_dir}")
+            lost = Interrupted("the loss of another torchrun process")
+            lost.run_dir = run_dir
+            raise lost from exc
         log.record(f"stopped: {type(exc).__name__}: {exc}")
         raise
 

@@ -62,12 +62,16 @@ def _preprocess(fp32_path: Path, out_path: Path):
         raise UserError(f"ONNX model {fp32_path} does not exist: export it first")
     try:
         with _quiet():
-            quant_pre_process(str(fp32_path), str(out_path))
+            try:
+                quant_pre_process(str(fp32_path), str(out_path))
+            except AssertionError:  # its symbolic shape inference cannot follow some graphs (attention reshapes); ONNX's own can
+                quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
         model = onnx.load(str(out_path))
     except UserError:
         raise
     except Exception as e:
-        raise UserError(f"cannot pre-process {fp32_path} for quantization: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from e
+        raise UserError(f"onnxruntime cannot prepare {fp32_path.name} for int8 quantization ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]}): use --format tflite, or `cwtool export --format onnx --precision fp32`") from e
     used = {n.name for n in model.graph.node if n.name}
     for i, node in enumerate(model.graph.node):
         if not node.name:

@@ -111,6 +111,23 @@ def _probe_rows(x, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x[np.arange(min(2, len(x)))]), dtype=torch.float32).to(device)
 
 
+def _has_unused_parameters(model: nn.Module, x, device: torch.device) -> bool:
+    """Whether some trainable parameter gets no gradient from the forward (an auxiliary head kept from training):
+    DistributedDataParallel must then be told, or its second step fails. One forward on two rows, eval mode
+    (no batch-norm statistics move), nothing stored."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.enable_grad():
+            out = model(_probe_rows(x, device))
+            grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+    finally:
+        for m, t in modes.items():
+            m.training = t
+    return any(g is None for g in grads)
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     from toolchain.errors import UserError
 
@@ -162,7 +179,8 @@ def train(
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None)
+        net = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None,
+                                      find_unused_parameters=_has_unused_parameters(model, x, device))
     share = 1 if group is None else group.world
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)

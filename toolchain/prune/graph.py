@@ -117,10 +117,15 @@ def build_graph(model: nn.Module, example_input: Any):
 
     BUILDS["count"] += 1
     modes = {m: m.training for m in model.modules()}
+    frozen = [p for p in model.parameters() if not p.requires_grad]  # the trace follows autograd: frozen layers would be invisible
     try:
+        for p in frozen:
+            p.requires_grad_(True)
         with torch.enable_grad():
             dg = dependency_graph(model, _as_inputs(example_input))
     finally:
+        for p in frozen:
+            p.requires_grad_(False)
         for m, t in modes.items():
             m.training = t
     return dg
@@ -170,7 +175,17 @@ def _channel_extent(m: nn.Module, is_out: bool) -> int | None:
     return None
 
 
-def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: set) -> ChannelGroup:
+def _shared_parameter_owners(model: nn.Module) -> set[nn.Module]:
+    """Modules holding a parameter another module holds too (``b.weight = a.weight``): removing channels from one
+    would reshape the other's tensor behind the graph's back."""
+    owners: dict[int, list[nn.Module]] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            owners.setdefault(id(p), []).append(m)
+    return {m for ms in owners.values() if len(ms) > 1 for m in ms}
+
+
+def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: set, shared: set = frozenset()) -> ChannelGroup:
     key = names[root]
     size = dg.get_out_channels(root)
     outs, ins = [], []
@@ -196,6 +211,10 @@ def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: se
         if extent is not None and any(i >= extent for i in it.idxs):  # the graph mapped channels onto a layer too small for them
             reason = reason or (f"its {size} channels reach {name}, which has {extent}, through an operation the dependency "
                                 "graph does not follow: kept whole")
+        if m in shared:
+            reason = reason or f"touches {name}, whose parameters another layer shares"
+        if any(not p.requires_grad for p in m.parameters(recurse=False)):
+            reason = reason or f"touches {name}, which is frozen (requires_grad=False) and so not retrained"
         if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, _SUPPORTED):
             reason = reason or f"touches unsupported layer {name} ({type(m).__name__})"
         if isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.out_channels and m.in_channels != m.out_channels:
@@ -279,7 +298,7 @@ class ChannelGraph:
         self.dg = build_graph(model, example_input)
         self._names = {m: n for n, m in model.named_modules()}
         order = {m: i for i, m in enumerate(model.modules())}
-        sinks = _sink_nodes(self.dg)
+        sinks, shared = _sink_nodes(self.dg), _shared_parameter_owners(model)
         seen: set[str] = set()
         described = []
         for g in self.dg.get_all_groups():
@@ -289,7 +308,7 @@ class ChannelGraph:
             seen.add(self._names[root])
             if root is not g[0].dep.target.module:  # re-root so indices live in the key module's space
                 g = _full_group(self.dg, root, list(range(self.dg.get_out_channels(root))))
-            described.append((_describe(self.dg, g, root, self._names, sinks), root))
+            described.append((_describe(self.dg, g, root, self._names, sinks, shared), root))
         described.sort(key=lambda cr: order[cr[1]])
         self.all_groups = [dataclasses.replace(cg, prunable=False, reason=keep_whole[cg.key]) if cg.prunable and cg.key in (keep_whole or {})
                            else cg for cg, _ in described]

@@ -153,10 +153,15 @@ def _removal_differs(model: nn.Module, plan: ChannelPlan, example_input: Any, pr
     built on a copy of ``model``, is spent."""
     graph = graph or ChannelGraph(copy.deepcopy(model), example_input)
     masked = _masked_copy(model, graph.mask_tensors(plan))
+    expected = graph.count_params(plan)
     try:
-        got = _outputs(graph.prune(plan), probe)
+        shrunk = graph.prune(plan)
+        got = _outputs(shrunk, probe)
     except Exception as exc:  # a coupling the graph missed: the shrunk net no longer fits together
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    actual = sum(p.numel() for p in shrunk.parameters())
+    if actual != expected:  # e.g. a chunk whose halves meet in a product: its pair goes too, uncounted
+        return f"the removal leaves {actual:,} parameters where the graph counts {expected:,}: other channels go with it"
     ref = _outputs(masked, probe)
     for a, b in zip(ref, got):
         if a.shape != b.shape:

@@ -73,6 +73,9 @@ def render_report(report: dict) -> str:
         + (f", accuracy drop <= {gate['budget']['max_accuracy_drop']}" if gate["budget"].get("max_accuracy_drop") is not None else "") + ")",
     ]
     lines += [f"- {r}" for r in gate.get("reasons", [])]
+    size_goal = report.get("size_goal")  # reports written before it was recorded lack it
+    if size_goal and not size_goal.get("met", True):
+        lines += ["", f"**Size goal not met**: {size_goal.get('statement', '')}."]
     lines += _promise_lines(report.get("promise"))
     lines += ["", "| model | params | bytes | accuracy | protected (test) | verdict |", "|---|---:|---:|---:|---|---|"]
     for row in ledger_rows(report):
@@ -92,7 +95,7 @@ def render_report(report: dict) -> str:
             lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {fmt_value(s['val']['accuracy'])} | {protected_cell(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
         kept = next((s.get("kept_whole") for s in report["stages"] if s["stage"] == "shrunk"), None)
         if kept:
-            lines += ["", "Channels kept whole (the dependency graph cannot follow them): "
+            lines += ["", "Channels kept whole: "
                       + "; ".join(f"{key}: {why}" for key, why in kept.items()) + "."]
         if "training" in report:  # reports written before it was recorded lack it
             lines += ["", f"Retrained on {report['training']['device']} in {report['training']['arithmetic']} "
