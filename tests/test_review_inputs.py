@@ -361,6 +361,7 @@ def test_a_weight_run_names_the_way_forward_instead_of_resume(trained_digits, tm
             "--confidence", "0.5", "--max-accuracy-drop", "1", "--skip-export", "--out", tmp_path / "run"]
     code, _, err = run_cli(args, capsys)
     assert code in (0, 1), err
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["size_goal"]["met"]  # counted in non-zero weights
     code, _, err = run_cli(args, capsys)
     _one_line_error(code, err, "does not resume", "another --out")
     code, _, err = run_cli([*args, "--resume"], capsys)

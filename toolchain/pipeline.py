@@ -127,7 +127,10 @@ def _size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str, str]) 
     """Whether the shipped model reached --keep-params (and --keep-macs), and if not, why: never a silent 100%."""
     dense_params, dense_macs = result.dense["params"], result.dense["macs"]
     params, macs = ticket.params / dense_params, ticket.macs / max(dense_macs, 1)
-    met = params <= config.keep_params + 1e-9 and (config.keep_macs >= 1 or macs <= config.keep_macs + 1e-9)
+    if config.granularity == "weight":  # the goal is the share of conv and linear weights left non-zero (the round's ticket)
+        params = 1 - next((t.sparsity for t in result.tickets if t.round == ticket.round), 0.0)
+    slack = 0.005  # weight tickets keep round(fraction x size) of each layer: a hair over the goal is the goal
+    met = params <= config.keep_params + slack and (config.keep_macs >= 1 or macs <= config.keep_macs + slack)
     out = {"keep_params": config.keep_params, "param_fraction": params, "keep_macs": config.keep_macs, "mac_fraction": macs, "met": met}
     if met:
         return out
