@@ -101,6 +101,46 @@ class TinyViT(nn.Module):
         return self.head((t + self.attn(h, h, h, need_weights=False)[0]).mean(1))
 
 
+class Sliced(nn.Module):
+    """Uses the first half of a conv's channels by a slice the graph does not follow."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x))[:, :8])).mean((2, 3)))
+
+
+class TinyFlipped(nn.Module):
+    """Reverses a conv's channels; logits of about 1e-5."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return 1e-5 * self.fc(torch.relu(self.c2(torch.relu(self.c1(x)).flip(1))).mean((2, 3)))
+
+
+class MCDropout(Base):
+    """Dropout left on at inference."""
+
+    def forward(self, x):
+        return self.fc(nn.functional.dropout(torch.relu(self.conv(x)).flatten(1), 0.5, training=True))
+
+
+class Float64(Base):
+    """Weights and arithmetic in float64: runs as given, not in float32."""
+
+    def __init__(self, num_classes=10):
+        super().__init__(num_classes=num_classes)
+        self.double()
+
+    def forward(self, x):
+        return self.logits(x.double()).float()
+
+
 class DataDependent(Base):
     """Branches on a value of its input: torch.export (hence litert-torch) cannot trace it; ONNX can."""
 
@@ -394,3 +434,35 @@ def test_int8_onnx_of_an_attention_model_quantizes(nets, tmp_path, capsys):
                             "--format", "onnx", "--precision", "int8", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
     assert code in (0, 1), err
     assert (tmp_path / "ex" / "artifacts" / "model_int8.onnx").is_file()
+
+
+# --------------------------------------------------------------------------- the new checks, attacked (third review)
+
+
+@pytest.mark.parametrize("name", ["Sliced", "TinyFlipped"])
+def test_the_removal_check_tries_the_first_channel_and_compares_at_the_outputs_scale(nets, name):
+    """A slice [:, :8] leaves the last channel unused; a flip maps a symmetric pair of removals onto itself; logits of
+    1e-5 hid a flip under an absolute tolerance. Each is found, so the group is kept whole, not mis-pruned."""
+    from toolchain.prune.shrink import unfollowed_groups
+
+    assert list(unfollowed_groups(_arch(nets, name), torch.zeros(1, 1, 8, 8), torch.randn(4, 1, 8, 8))) == ["c1"]
+
+
+@pytest.mark.parametrize("name, words", [("MCDropout", "other outputs for the same rows in eval mode"),
+                                         ("Float64", "does not run in float32")])
+def test_a_random_or_float64_forward_is_refused_for_what_it_is(nets, name, words, tmp_path, capsys):
+    torch.save(_arch(nets, name).state_dict(), tmp_path / "m.pt")
+    code, _, err = run_cli(["compress", tmp_path / "m.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3",
+                            "--epochs", "1", "--out", tmp_path / "run"], capsys)
+    _one_line_error(code, err, words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_size_goal_missed_at_round_1_says_round_1_ships(trained_digits, tmp_path, capsys):
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.1", "--epochs", "1",
+                            "--max-accuracy-drop", "0", "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
+    assert [r["within_budget"] for r in rounds] == [False]  # no accuracy may be lost: round 1 stops the rounds
+    assert "round 1's ticket ships, outside the budget" in report["size_goal"]["statement"]

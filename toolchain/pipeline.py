@@ -48,6 +48,27 @@ class CompressRequest:
     workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
 
 
+def _check_float32_and_deterministic(model, dataset) -> None:
+    """compress retrains, prunes and exports in float32 and compares logits of the same rows again and again
+    (offsets, the removal check, every file against the torch model): a forward that casts to another type, or
+    draws random numbers in eval mode (dropout kept on), cannot be compressed with a promise."""
+    import copy
+
+    import torch
+
+    rows = torch.randn(4, *dataset.input_shape, generator=torch.Generator().manual_seed(0))
+    model = copy.deepcopy(model).float().eval()
+    try:
+        with torch.no_grad():
+            first, again = model(rows), model(rows)
+    except Exception as exc:
+        raise UserError(f"the model does not run in float32 ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): cwtool "
+                        "retrains and exports float32 models; remove the casts to other types from its forward") from exc
+    if not torch.equal(first, again):
+        raise UserError("the model gives other outputs for the same rows in eval mode (dropout or noise left on at inference): "
+                        "its FN promise needs one answer per input; compress the deterministic model")
+
+
 def _check_offsets_bake(model, dataset, protected: list[int]) -> None:
     """The shipped operating point is a protected-logit offset baked into the classifier's bias: a model whose
     logits come from no layer with a bias per class (a scatter or an index_add into a fresh tensor) cannot carry
@@ -136,15 +157,16 @@ def _size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str, str]) 
         return out
     last = result.tickets[-1] if result.tickets else None
     if last is not None and not last.within_budget:
-        why = f"round {last.round} left the FN or accuracy budget, so the rounds stopped and an earlier ticket ships"
+        ships = "an earlier ticket ships" if ticket.round < last.round else f"round {last.round}'s ticket ships, outside the budget"
+        why = f"round {last.round} left the FN or accuracy budget, so the rounds stopped and {ships}"
     elif not result.tickets or all(t.params == result.tickets[0].params for t in result.tickets) and result.tickets[0].params >= dense_params:
         why = "no channel group of this model can be pruned"
     else:
         why = "the channel groups cwtool can prune are used up"
     kept = f" (kept whole: {', '.join(kept_whole)})" if kept_whole else ""
     goal = f"--keep-params {config.keep_params:g}" + (f" and --keep-macs {config.keep_macs:g}" if config.keep_macs < 1 else "")
-    out["statement"] = (f"the shipped model keeps {params:.1%} of the parameters and {macs:.1%} of the MACs against {goal}: "
-                        f"{why}{kept}")
+    share = "of its conv and linear weights non-zero" if config.granularity == "weight" else "of the parameters"
+    out["statement"] = f"the shipped model keeps {params:.1%} {share} and {macs:.1%} of the MACs against {goal}: {why}{kept}"
     return out
 
 
@@ -206,6 +228,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
         load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
+    _check_float32_and_deterministic(loaded.module, dataset)
     _check_offsets_bake(loaded.module, dataset, protected)
     unfollowed = _unfollowed_groups(loaded.module, dataset)
     check_export_inputs(export, dataset)
