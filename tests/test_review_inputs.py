@@ -466,3 +466,20 @@ def test_a_size_goal_missed_at_round_1_says_round_1_ships(trained_digits, tmp_pa
     rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
     assert [r["within_budget"] for r in rounds] == [False]  # no accuracy may be lost: round 1 stops the rounds
     assert "round 1's ticket ships, outside the budget" in report["size_goal"]["statement"]
+
+
+def test_a_shrunk_model_that_no_longer_runs_is_the_models_limit_not_a_bug():
+    """What slips past the check before pruning still ends in one line (exit 2) when a round's removal breaks the forward."""
+    from toolchain.errors import UserError
+    from toolchain.prune.shrink import checked
+
+    class FixedWidth(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 7, 3)
+
+        def forward(self, x):
+            return self.conv(x).reshape(x.shape[0], 8, -1)  # assumes 8 channels
+
+    with pytest.raises(UserError, match="no longer runs"):
+        checked(FixedWidth(), torch.zeros(1, 1, 8, 8))
