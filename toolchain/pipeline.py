@@ -20,7 +20,7 @@ from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
-from toolchain.rundir import RunDir
+from toolchain.rundir import RunDir, as_recorded, differences
 
 REPORT_SCHEMA = 1
 
@@ -46,102 +46,6 @@ class CompressRequest:
     normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
     augment: object | None = None  # toolchain.data.dataset.Augment: training batches augmented
     workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
-
-
-def _check_float32_and_deterministic(model, dataset) -> None:
-    """compress retrains, prunes and exports in float32 and compares logits of the same rows again and again
-    (offsets, the removal check, every file against the torch model): a forward that casts to another type, or
-    draws random numbers in eval mode (dropout kept on), cannot be compressed with a promise."""
-    import copy
-
-    import torch
-
-    rows = torch.randn(4, *dataset.input_shape, generator=torch.Generator().manual_seed(0))
-    model = copy.deepcopy(model).float().eval()
-    try:
-        with torch.no_grad():
-            first, again = model(rows), model(rows)
-    except Exception as exc:
-        raise UserError(f"the model does not run in float32 ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): cwtool "
-                        "retrains and exports float32 models; remove the casts to other types from its forward") from exc
-    if not torch.equal(first, again):
-        raise UserError("the model gives other outputs for the same rows in eval mode (dropout or noise left on at inference): "
-                        "its FN promise needs one answer per input; compress the deterministic model")
-
-
-def _check_offsets_bake(model, dataset, protected: list[int]) -> None:
-    """The shipped operating point is a protected-logit offset baked into the classifier's bias: a model whose
-    logits come from no layer with a bias per class (a scatter or an index_add into a fresh tensor) cannot carry
-    it. Found on the dense model before minutes of pruning, not after them."""
-    import copy
-
-    import torch
-
-    from toolchain.prune.bake import bake_offsets
-
-    example = torch.zeros(1, *dataset.input_shape)
-    try:
-        bake_offsets(copy.deepcopy(model).float().eval(), {protected[0]: 1.0}, example)
-    except ValueError as exc:
-        raise UserError("the model's logits do not come from a layer cwtool can move (an nn.Linear or a Conv with one output per "
-                        "class, last in the forward, up to a log_softmax): its operating point is an offset baked into that "
-                        "layer's bias, so this model cannot be compressed") from exc
-
-
-def _unfollowed_groups(model, dataset) -> dict[str, str]:
-    """{group key: why} for the channel groups to keep whole. Removing a channel must compute what zeroing it
-    computes: a forward that uses channels by position through an operation the dependency graph does not see
-    would otherwise fail after minutes of pruning (or, worse, pair the next layer's weights with the wrong
-    channels). Checked on the dense model first; a model no set of whole groups saves is refused (exit 2)."""
-    import copy
-
-    import torch
-
-    from toolchain.prune.shrink import unfollowed_groups
-
-    example = torch.zeros(1, *dataset.input_shape)
-    probe = torch.randn(4, *dataset.input_shape, generator=torch.Generator().manual_seed(0))
-    found = unfollowed_groups(copy.deepcopy(model).float().eval(), example, probe)
-    return {key: f"removing one of its channels does not give the model that zeroing it gives ({why}): the forward uses them by "
-                 "position through an operation the dependency graph does not see" for key, why in found.items()}
-
-
-def _as_recorded(inputs: dict, recorded) -> dict:
-    """``inputs`` with the run's recorded path for every file whose sha256 is the recorded one: a run goes on
-    from another working directory, or with its model moved, as long as the bytes are the same."""
-    out = json.loads(json.dumps(inputs))
-    if not isinstance(recorded, dict):
-        return out
-
-    def same(now, then, key):
-        return isinstance(now, dict) and isinstance(then, dict) and "sha256" in now and now.get("sha256") == then.get("sha256") \
-            and isinstance(then.get(key), str)
-
-    if same(out.get("model"), recorded.get("model"), "path"):
-        out["model"]["path"] = recorded["model"]["path"]
-    data, data_then = out.get("data"), recorded.get("data")
-    if same(data, data_then, "spec"):
-        data["spec"] = data_then["spec"]
-    for name in ("val", "test"):
-        if isinstance(data_then, dict) and same(data.get(name), data_then.get(name), "path"):
-            data[name]["path"] = data_then[name]["path"]
-    return out
-
-
-def _differences(manifest, inputs: dict, config: PruneConfig) -> str:
-    """What differs between a run directory's manifest and this command, in flag terms: " (here --epochs 4, the run
-    8)". Read from a file: only plain values are shown, shortened."""
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict) or not isinstance(manifest.get("inputs"), dict):
-        return ""
-    show = lambda v: str(v)[:40] if isinstance(v, (str, int, float, bool, type(None))) else "?"
-    then = manifest["config"]
-    found = [f"--{k.replace('_', '-')} {show(v)}, the run {show(then.get(k))}" for k, v in config.to_dict().items() if then.get(k) != v]
-    recorded = manifest["inputs"]
-    for key, value in inputs.items():
-        if recorded.get(key) != value:
-            what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
-            found.append(f"{what} differs")
-    return f" (here {'; '.join(found[:4])})" if found else ""
 
 
 def _size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str, str]) -> dict:
@@ -200,6 +104,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.models.train import pick_device, predict_logits
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner
+    from toolchain.prune.preflight import check_before_pruning
     from toolchain.prune.tickets import removed_plan
 
     started = time.perf_counter()
@@ -228,9 +133,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
         load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
-    _check_float32_and_deterministic(loaded.module, dataset)
-    _check_offsets_bake(loaded.module, dataset, protected)
-    unfollowed = _unfollowed_groups(loaded.module, dataset)
+    unfollowed = check_before_pruning(loaded.module, dataset.input_shape, protected)  # the channel groups to keep whole
     check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
@@ -279,13 +182,13 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
-        moved = _as_recorded(inputs, manifest.get("inputs") if isinstance(manifest, dict) else None)
+        moved = as_recorded(inputs, manifest.get("inputs") if isinstance(manifest, dict) else None)
         if isinstance(manifest, dict) and manifest.get("run_id") != run_id and manifest.get("run_id") == config_hash(moved, config):
             inputs, run_id = moved, manifest["run_id"]  # the same files, named by other paths (another working directory)
         if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
             older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
             hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
-                    if older and config.train_precision != "fp32" else _differences(manifest, moved, config))
+                    if older and config.train_precision != "fp32" else differences(manifest, moved, config))
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it

@@ -12,10 +12,14 @@ finds what an earlier, interrupted run finished and skips it.
     run/work/                    scratch for the export stage, removed when it ends
     run/compress.log             every progress line, time-stamped (appended to by --resume)
     run/report.json, report.md, plots/
+
+A rerun finds its run by the manifest's run id: ``as_recorded`` names this command's files by the run's paths
+where their bytes are the same (another working directory), ``differences`` says what else differs.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +103,41 @@ class RunDir:
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
+
+
+def as_recorded(inputs: dict, recorded) -> dict:
+    """``inputs`` with the run's recorded path for every file whose sha256 is the recorded one: a run goes on
+    from another working directory, or with its model moved, as long as the bytes are the same."""
+    out = json.loads(json.dumps(inputs))
+    if not isinstance(recorded, dict):
+        return out
+
+    def same(now, then, key):
+        return isinstance(now, dict) and isinstance(then, dict) and "sha256" in now and now.get("sha256") == then.get("sha256") \
+            and isinstance(then.get(key), str)
+
+    if same(out.get("model"), recorded.get("model"), "path"):
+        out["model"]["path"] = recorded["model"]["path"]
+    data, data_then = out.get("data"), recorded.get("data")
+    if same(data, data_then, "spec"):
+        data["spec"] = data_then["spec"]
+    for name in ("val", "test"):
+        if isinstance(data_then, dict) and same(data.get(name), data_then.get(name), "path"):
+            data[name]["path"] = data_then[name]["path"]
+    return out
+
+
+def differences(manifest, inputs: dict, config) -> str:
+    """What differs between a run directory's manifest and this command (its inputs and ``config``, a PruneConfig), in
+    flag terms: " (here --epochs 4, the run 8)". Read from a file: only plain values are shown, shortened."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict) or not isinstance(manifest.get("inputs"), dict):
+        return ""
+    show = lambda v: str(v)[:40] if isinstance(v, (str, int, float, bool, type(None))) else "?"
+    then = manifest["config"]
+    found = [f"--{k.replace('_', '-')} {show(v)}, the run {show(then.get(k))}" for k, v in config.to_dict().items() if then.get(k) != v]
+    recorded = manifest["inputs"]
+    for key, value in inputs.items():
+        if recorded.get(key) != value:
+            what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
+            found.append(f"{what} differs")
+    return f" (here {'; '.join(found[:4])})" if found else ""

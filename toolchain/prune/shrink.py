@@ -151,10 +151,9 @@ def dead_channels(model: nn.Module, example_input: Any, verify: bool = True, kee
     return plan
 
 
-def _removal_differs(model: nn.Module, plan: ChannelPlan, example_input: Any, probe: Any, graph: ChannelGraph | None = None) -> str:
-    """Why removing ``plan`` physically computes something other than masking it ("" when they agree). ``graph``,
-    built on a copy of ``model``, is spent."""
-    graph = graph or ChannelGraph(copy.deepcopy(model), example_input)
+def _removal_differs(model: nn.Module, plan: ChannelPlan, example_input: Any, probe: Any) -> str:
+    """Why removing ``plan`` physically computes something other than masking it ("" when they agree)."""
+    graph = ChannelGraph(copy.deepcopy(model), example_input)
     masked = _masked_copy(model, graph.mask_tensors(plan))
     expected = graph.count_params(plan)
     try:

@@ -1,0 +1,62 @@
+"""What the dense model must allow before any pruning, checked before compress writes anything: it runs in
+float32 and gives one answer per input, its operating point can be baked into its last layer, and each channel
+group's removal computes what zeroing it computes (those that do not are kept whole). Minutes of retraining are
+never spent on a model that fails at the end."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from toolchain.errors import UserError
+
+
+def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protected: list[int]) -> dict[str, str]:
+    """{group key: why} of the channel groups to keep whole; a UserError (exit 2) for a model compress cannot take."""
+    example = torch.zeros(1, *input_shape)
+    probe = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
+    dense = copy.deepcopy(model).float().eval()  # compress retrains, prunes and exports in float32
+    _check_float32_and_deterministic(dense, probe)
+    _check_offsets_bake(copy.deepcopy(dense), example, protected)
+    return _unfollowed(dense, example, probe)
+
+
+def _check_float32_and_deterministic(model: nn.Module, rows: torch.Tensor) -> None:
+    """The logits of the same rows are compared again and again (offsets, the removal check, every file against
+    the torch model): a forward that casts to another type, or draws random numbers in eval mode (dropout kept
+    on), cannot be compressed with a promise."""
+    try:
+        with torch.no_grad():
+            first, again = model(rows), model(rows)
+    except Exception as exc:
+        raise UserError(f"the model does not run in float32 ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): cwtool "
+                        "retrains and exports float32 models; remove the casts to other types from its forward") from exc
+    if not torch.equal(first, again):
+        raise UserError("the model gives other outputs for the same rows in eval mode (dropout or noise left on at inference): "
+                        "its FN promise needs one answer per input; compress the deterministic model")
+
+
+def _check_offsets_bake(model: nn.Module, example: torch.Tensor, protected: list[int]) -> None:
+    """The shipped operating point is a protected-logit offset baked into the classifier's bias: a model whose
+    logits come from no layer with a bias per class (a scatter or an index_add into a fresh tensor) cannot carry
+    it. ``model`` is a copy: the offset is baked into it."""
+    from toolchain.prune.bake import bake_offsets
+
+    try:
+        bake_offsets(model, {protected[0]: 1.0}, example)
+    except ValueError as exc:
+        raise UserError("the model's logits do not come from a layer cwtool can move (an nn.Linear or a Conv with one output per "
+                        "class, last in the forward, up to a log_softmax): its operating point is an offset baked into that "
+                        "layer's bias, so this model cannot be compressed") from exc
+
+
+def _unfollowed(model: nn.Module, example: torch.Tensor, probe: torch.Tensor) -> dict[str, str]:
+    """Removing a channel must compute what zeroing it computes: a forward that uses channels by position through
+    an operation the dependency graph does not see would otherwise fail after minutes of pruning (or, worse, pair
+    the next layer's weights with the wrong channels). A model no set of whole groups saves is refused (exit 2)."""
+    from toolchain.prune.shrink import unfollowed_groups
+
+    return {key: f"removing one of its channels does not give the model that zeroing it gives ({why}): the forward uses them by "
+                 "position through an operation the dependency graph does not see" for key, why in unfollowed_groups(model, example, probe).items()}
