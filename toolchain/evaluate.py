@@ -125,14 +125,15 @@ def class_names_for(dataset: Dataset, num_outputs: int) -> list[str]:
     return names + [str(i) for i in range(len(names), num_outputs)]
 
 
-def check_model_on_splits(model, dataset: Dataset, protect) -> tuple[int, list[str], list[int]]:
+def check_model_on_splits(model, dataset: Dataset, protect) -> tuple[int, list[str], list[int], np.ndarray]:
     """The checks compress and export make before writing anything: the model runs on the whole validation
     split (a model that fails on it is bad input) and every split's labels fit its outputs. Returns the
-    output count, the class names and the protected classes."""
+    output count, the class names, the protected classes and the validation logits (the check's forward,
+    not done twice)."""
     num_outputs = probe_outputs(model, dataset.input_shape)
-    predict_on(model, dataset.x_val)
+    val_logits = predict_on(model, dataset.x_val)
     names = class_names_for(dataset, num_outputs)
     protected = resolve_protected(protect, names, num_outputs)
     for split in ("train", "val", "test"):
         check_labels(dataset.split(split)[1], num_outputs, f"the {split} split")
-    return num_outputs, names, protected
+    return num_outputs, names, protected, val_logits

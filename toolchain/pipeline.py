@@ -124,7 +124,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         raise UserError("compress needs a model cwtool can rebuild: a state_dict or pickled module with --arch, or a cwtool checkpoint")
     if loaded.channel_plan:
         raise UserError(f"'{request.model}' is already a pruned cwtool model: compress the dense model it came from")
-    num_outputs, class_names, protected = check_model_on_splits(loaded.module, dataset, request.protect)
+    float32 = all(t.dtype == torch.float32 for t in [*loaded.module.parameters(), *loaded.module.buffers()] if t.is_floating_point())
+    num_outputs, class_names, protected, val_logits = check_model_on_splits(loaded.module, dataset, request.protect)
     for k in protected:
         if not (dataset.y_val == k).any():
             raise UserError(f"the validation split has no samples of protected class {k}: the FN budget cannot be checked")
@@ -211,7 +212,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with progress_bar(console, *columns) as progress:
             pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=log.print,
-                                   arch=arch, arch_kwargs=loaded.arch_kwargs, keep_whole=unfollowed)
+                                   arch=arch, arch_kwargs=loaded.arch_kwargs, keep_whole=unfollowed,
+                                   dense_val_logits=val_logits if float32 else None)  # .float() changed nothing: the check's logits hold
             result = pruner.run(resume=request.resume)
         prune_seconds = time.perf_counter() - t0
         if not distributed.is_main():  # the rounds were the shared work; rank 0 exports and reports

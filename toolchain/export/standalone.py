@@ -92,7 +92,7 @@ def _inputs(request: ExportRequest, settings, log):
                         input_shape=dataset.input_shape)
     if loaded.kind == "torchscript":
         raise UserError("a TorchScript archive cannot be converted to TFLite or quantized by cwtool: give its state_dict with --arch")
-    _, names, protected = check_model_on_splits(loaded.module, dataset, request.protect)
+    _, names, protected, _ = check_model_on_splits(loaded.module, dataset, request.protect)
     needs = [("test", "its false negatives cannot be re-checked")]
     if any(p == "int8" for _, p in settings.artifacts):
         needs.append(("val", "int8 files cannot be held to the float model's protected FN"))

@@ -281,16 +281,22 @@ def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+# Rows a prediction batch: a CPU keeps a small batch's activations in its caches (fmnist-cnn on validation: 3.7 s
+# at 128 rows, 6.6 s at 1,024, the same logits to the bit); an accelerator wants them many.
+PREDICT_ROWS = {"cpu": 128, "cuda": 1024, "mps": 1024}
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, x, batch_size: int = 1024, device: torch.device | None = None,
+def predict_logits(model: nn.Module, x, batch_size: int | None = None, device: torch.device | None = None,
                    workers: int | None = None, precision: str = "fp32") -> np.ndarray:
-    """Logits of ``model`` on ``x`` as float32 numpy, in eval mode, batched: at most ``batch_size`` rows and
-    BATCH_BYTES of input a batch (toolchain.data.samples), rows read on demand read ahead by ``workers``. Conv nets
+    """Logits of ``model`` on ``x`` as float32 numpy, in eval mode, batched: at most ``batch_size`` rows (default
+    PREDICT_ROWS for the device) and BATCH_BYTES of input a batch (toolchain.data.samples), rows read on demand read
+    ahead by ``workers``. Conv nets
     run in channels-last order (as in training: half the time of a 28x28 CNN's forward on a CPU), in fp32 unless
     ``precision`` says otherwise (a distillation target may be bf16; what decides an operating point may not)."""
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     model.eval()
-    step = batch_rows(x, batch_size)
+    step = batch_rows(x, batch_size or PREDICT_ROWS.get(device.type, PREDICT_ROWS["cpu"]))
     plan = [np.arange(start, min(start + step, len(x))) for start in range(0, len(x), step)]
     out = []
     already = _in_channels_last(model)  # called from inside training (the Lagrange rule): leave its order alone

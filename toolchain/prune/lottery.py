@@ -17,6 +17,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,9 +44,11 @@ DUAL_LR = 20.0  # Lagrange rule: a validation FN excess of 5% of the class's sam
 
 class LotteryPruner:
     def __init__(self, model: nn.Module, dataset: Dataset, protected: list[int], config: PruneConfig, run_dir: Path | RunDir | None = None,
-                 progress=None, log=print, arch: str | None = None, arch_kwargs: dict | None = None, keep_whole: dict[str, str] | None = None):
+                 progress=None, log=print, arch: str | None = None, arch_kwargs: dict | None = None, keep_whole: dict[str, str] | None = None,
+                 dense_val_logits: np.ndarray | None = None):
         """``arch``/``arch_kwargs`` name the architecture the saved tickets record (they load on their own); ``keep_whole``
-        {group key: why}: channel groups never pruned (shrink.unfollowed_groups' finding)."""
+        {group key: why}: channel groups never pruned (shrink.unfollowed_groups' finding); ``dense_val_logits``: the
+        model's float32 validation logits where the caller has them already."""
         self.config = config.for_target(None).effective()
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.dataset = dataset
@@ -58,6 +61,7 @@ class LotteryPruner:
         self.progress = progress
         self.log = log
         self.unfollowed = dict(keep_whole or {})
+        self.dense_val_logits = dense_val_logits
         graph = ChannelGraph(self.dense, self.example, self.unfollowed)
         self.dense_sizes = {g.key: g.size for g in graph.groups}
         # channel groups kept at full size for a reason other than being the classes: said in the log and the report
@@ -152,7 +156,9 @@ class LotteryPruner:
 
     def run(self, resume: bool = False) -> PruneResult:
         cfg = self.config
-        dense_val_logits = predict_logits(self.dense, self.dataset.x_val, device=self.device)
+        dense_val_logits = self.dense_val_logits
+        if dense_val_logits is None:
+            dense_val_logits = predict_logits(self.dense, self.dataset.x_val, device=self.device)
         self.dense_eval = evaluate_logits(self.dataset.y_val, dense_val_logits, self.protected, self.num_classes)
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
         self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence)
