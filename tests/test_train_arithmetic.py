@@ -151,3 +151,28 @@ def test_inference_keeps_the_default_order_for_a_model_channels_last_cannot_take
     with torch.no_grad():
         expected = model(torch.as_tensor(x)).numpy()
     np.testing.assert_allclose(predict_logits(model, x, batch_size=1000), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_probes_give_every_module_its_own_mode_back(monkeypatch):
+    """A batch-norm layer a user froze with .eval() inside a model in training mode stays frozen through the
+    probes training, counting and tracing run (bf16, channels-last, unused parameters, MACs per layer, the dependency
+    graph);
+    the root's mode copied onto every module would unfreeze it."""
+    from toolchain.models.train import _has_unused_parameters, _runs_channels_last, training_dtype
+    from toolchain.prune.graph import ChannelGraph
+    from toolchain.prune.macs import MacModel
+
+    model = registry.create("fmnist-cnn").train()
+    frozen = model.features[0][1]
+    frozen.eval()
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    training_dtype(model, x, "auto", cpu)
+    _runs_channels_last(model, x, cpu)
+    model.to(memory_format=torch.contiguous_format)
+    _has_unused_parameters(model, x, cpu)
+    MacModel(model, torch.zeros(1, 1, 28, 28))
+    ChannelGraph(model, torch.zeros(1, 1, 28, 28))
+    assert not frozen.training
+    assert all(m.training for m in model.modules() if m is not frozen)

@@ -71,6 +71,8 @@ def thin_input_modules(model, example_input, max_channels: int = 4) -> list[str]
     import torch
     from torch import nn
 
+    from toolchain.models.modes import evaluating
+
     x = example_input.detach().float()[:1]
     hits: list[str] = []
     hooks = [
@@ -80,15 +82,12 @@ def thin_input_modules(model, example_input, max_channels: int = 4) -> list[str]
     ]
     if not hooks:
         return []
-    modes = {m: m.training for m in model.modules()}
     try:
-        with torch.no_grad():
-            model.eval()(x)
+        with evaluating(model), torch.no_grad():
+            model(x)
     finally:
         for h in hooks:
             h.remove()
-        for m, training in modes.items():
-            m.training = training
     return list(dict.fromkeys(hits))
 
 

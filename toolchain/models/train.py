@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from toolchain.config import TRAIN_PRECISIONS
+from toolchain.models.modes import evaluating
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
 from toolchain.models.augment import Augmenter
@@ -81,10 +82,8 @@ def training_dtype(model: nn.Module, x, precision: str, device: torch.device) ->
     if dtype is None or len(x) == 0:
         return dtype
     probe = _probe_rows(x, device)
-    was_training = model.training
-    model.to(device).eval()
     try:
-        with torch.no_grad(), _autocast(dtype, device):
+        with evaluating(model.to(device)), torch.no_grad(), _autocast(dtype, device):
             model(probe)
         return dtype
     except Exception as exc:  # noqa: BLE001 - any failure means: this forward is not for bf16
@@ -93,8 +92,6 @@ def training_dtype(model: nn.Module, x, precision: str, device: torch.device) ->
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UserError(f"--train-precision bf16: the model's forward fails under bf16 autocast ({type(exc).__name__}: {reason}); "
                         "use --train-precision fp32 (or auto, which falls back to it)") from exc
-    finally:
-        model.train(was_training)
 
 
 def arithmetic_label(dtype: torch.dtype | None) -> str:
@@ -116,15 +113,9 @@ def _has_unused_parameters(model: nn.Module, x, device: torch.device) -> bool:
     DistributedDataParallel must then be told, or its second step fails. One forward on two rows, eval mode
     (no batch-norm statistics move), nothing stored."""
     params = [p for p in model.parameters() if p.requires_grad]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.enable_grad():
-            out = model(_probe_rows(x, device))
-            grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
-    finally:
-        for m, t in modes.items():
-            m.training = t
+    with evaluating(model), torch.enable_grad():
+        out = model(_probe_rows(x, device))
+        grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
     return any(g is None for g in grads)
 
 
@@ -252,18 +243,14 @@ def _runs_channels_last(model: nn.Module, x, device: torch.device) -> bool:
     if len(x.shape) != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return False
     probe = _probe_rows(x, device)
-    was_training = model.training
-    model.eval()  # no BatchNorm statistics move
     try:
         model.to(memory_format=torch.channels_last)  # refused by a model holding a 5-D tensor (a Conv3d after a 2-D stem)
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():  # no BatchNorm statistics move
             model(probe.contiguous(memory_format=torch.channels_last))
         return True
     except Exception:  # noqa: BLE001 - any failure means: train in the default order
         model.to(memory_format=torch.contiguous_format)
         return False
-    finally:
-        model.train(was_training)
 
 
 def _in_channels_last(model: nn.Module) -> bool:

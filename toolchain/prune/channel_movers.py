@@ -32,6 +32,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from toolchain.errors import UserError
+from toolchain.models.modes import evaluating
 
 # Torch-Pruning steps that run after the model's forward: a failure there is the graph's, not the model's.
 _ANALYSIS_STEPS = {"_trace_computational_graph", "_build_dependency", "init_shape_information", "update_index_mapping"}
@@ -157,20 +158,16 @@ def survey(model: nn.Module, example_inputs) -> Survey | None:
             movers[module] = f"{names[module]} ({type(module).__name__})"
 
     hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
-    modes = {m: m.training for m in model.modules()}
     watch = _SplitWatch(running)
     try:
-        model.eval()  # the trace runs in eval mode too
         probe = _probe_like(example_inputs)
-        with torch.no_grad(), watch:
+        with evaluating(model), torch.no_grad(), watch:  # the trace runs in eval mode too
             model(**probe) if isinstance(probe, dict) else model(*probe)
     except Exception:
         return None
     finally:
         for h in hooks:
             h.remove()
-        for m, t in modes.items():
-            m.training = t
     return Survey(movers, channels, list(dict.fromkeys(place for m, place in watch.splits if m not in movers)))
 
 

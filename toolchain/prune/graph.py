@@ -41,6 +41,8 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
+from toolchain.models.modes import evaluating
+
 ChannelPlan = dict[str, list[int]]
 
 # Layer kinds whose parameter slices the masking code understands.
@@ -116,18 +118,15 @@ def build_graph(model: nn.Module, example_input: Any):
     from toolchain.prune.channel_movers import dependency_graph
 
     BUILDS["count"] += 1
-    modes = {m: m.training for m in model.modules()}
     frozen = [p for p in model.parameters() if not p.requires_grad]  # the trace follows autograd: frozen layers would be invisible
     try:
         for p in frozen:
             p.requires_grad_(True)
-        with torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             dg = dependency_graph(model, _as_inputs(example_input))
     finally:
         for p in frozen:
             p.requires_grad_(False)
-        for m, t in modes.items():
-            m.training = t
     return dg
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolchain.models.modes import evaluating
+
 _PARAMETRIC = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
@@ -76,16 +78,12 @@ class MacModel:
         for m in model.modules():
             if not any(True for _ in m.children()):
                 hooks.append(m.register_forward_hook(hook))
-        modes = {m: m.training for m in model.modules()}
         try:
-            model.eval()
-            with torch.no_grad():
+            with evaluating(model), torch.no_grad():
                 model(example_input)
         finally:
             for h in hooks:
                 h.remove()
-            for m, t in modes.items():
-                m.training = t
         return info
 
     def count(self, before: dict[str, tuple], after: dict[str, list]) -> int:

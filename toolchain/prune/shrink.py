@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from toolchain.errors import UserError
+from toolchain.models.modes import evaluating
 from toolchain.prune.graph import ChannelGraph, ChannelPlan, is_depthwise
 
 __all__ = ["apply_channel_mask", "channel_mask_tensors", "dead_channels", "shrink"]
@@ -33,14 +34,8 @@ def _forward(model: nn.Module, example_input: Any):
 
 
 def _eval_output(model: nn.Module, example_input: Any):
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            return _forward(model, example_input)
-    finally:
-        for m, t in modes.items():
-            m.training = t
+    with evaluating(model), torch.no_grad():
+        return _forward(model, example_input)
 
 
 def channel_mask_tensors(model: nn.Module, plan: ChannelPlan, example_input: Any, graph: ChannelGraph | None = None) -> dict[str, torch.Tensor]:
