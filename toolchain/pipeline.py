@@ -275,7 +275,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "class_names": class_names,
             "data": {**dataset.describe(), "test_rows_sha256": test_rows},
             "config": config.to_dict(),
-            "training": {"device": str(pick_device(config.device)), "arithmetic": result.arithmetic},  # auto: the machine decides
+            "training": {"device": str(pruner.device), "arithmetic": result.arithmetic},  # auto: the machine decided
             "promise": promise,
             "size_goal": size_goal,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
