@@ -4,6 +4,7 @@ and nothing written or deleted."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,12 @@ def paths(tmp_path):
     for name in ("m.pt", "data.npz", "net.py", "base.json", "model.tflite", "model.tflite.json", "model.onnx.data", "calib.npz"):
         (tmp_path / name).write_bytes(b"an input: never replaced")
     (tmp_path / "folder" / "img.png").write_bytes(b"an input inside a data folder")
+    for name in ("elsewhere", "other"):  # read through links inside the data folder: inputs too
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(b"an input the data folder links to")
+    (tmp_path / "folder" / "link.png").symlink_to(tmp_path / "elsewhere" / "a.png")
+    (tmp_path / "folder" / "linked").symlink_to(tmp_path / "other")
+    os.link(tmp_path / "m.pt", tmp_path / "alias.pt")
     (tmp_path / "pi.toml").write_text((Path(__file__).resolve().parents[1] / "targets" / "raspberry-pi-4.toml").read_text())
     return tmp_path
 
@@ -84,6 +91,10 @@ def _cases(p):
         "compress --out holds the model": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--out", p], "toolchain.pipeline.compress", "an input of this command"),
         "compress --out holds the calibration": (["compress", folder / "img.png", "-d", "digits", "-p", "3", "--out", p, "--calibration", p / "calib.npz"], "toolchain.pipeline.compress", "an input of this command"),
         "compress --out inside the data folder": (["compress", p / "m.pt", "-d", folder, "-p", "3", "--out", folder / "run"], "toolchain.pipeline.compress", "inside the input folder"),
+        "evaluate --json is where a linked image points": (["evaluate", p / "m.pt", "-d", folder, "-p", "3", "--json", p / "elsewhere" / "a.png"], "toolchain.data.load_data", "also an input"),
+        "verify --markdown in a linked class folder": (["verify", onnx, "-d", folder, "-p", "3", "--markdown", folder / "linked" / "a.png"], "toolchain.verify.run_verify", "inside the input folder"),
+        "verify --markdown where a linked class folder points": (["verify", onnx, "-d", folder, "-p", "3", "--markdown", p / "other" / "v.md"], "toolchain.verify.run_verify", "inside the input folder"),
+        "evaluate --json is a hard link to the model": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", p / "alias.pt"], "toolchain.data.load_data", "also an input"),
     }
 
 

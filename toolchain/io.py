@@ -94,6 +94,8 @@ def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
     for spec in specs:
         if spec is not None and str(spec).strip() and user_path(spec).exists():
             found.append(user_path(spec))
+            if found[-1].is_dir():  # an image or idx folder's links read files elsewhere: those are inputs too
+                found += _links_under(found[-1])
     for art in artifacts:
         found += artifact_files(art)
     if arch:
@@ -103,15 +105,39 @@ def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
     return found
 
 
+def _links_under(folder: Path) -> list[Path]:
+    """Every symbolic link inside ``folder``, followed into linked folders (each real folder once): a class folder or
+    an image that is a link is read where it points."""
+    links, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True, onerror=lambda exc: None):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        links += [Path(root, name) for name in dirs + files if os.path.islink(os.path.join(root, name))]
+    return links
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder in path.parents
+
+
 def _overlaps(output: Path, inputs) -> Path | None:
-    """The input that ``output`` would replace or write into (an input folder), if any."""
-    out = output.resolve()
+    """The input that ``output`` would replace or write into (an input folder), if any: by its real path, by the path
+    as written (a link inside an input folder), and by identity (a hard link to an input)."""
+    out, written = output.resolve(), Path(os.path.abspath(output))
     for given in inputs:
         if given is None:
             continue
-        src = Path(given).resolve()
-        if out == src or (src.is_dir() and src in out.parents):
+        src, src_written = Path(given).resolve(), Path(os.path.abspath(given))
+        if out == src or written == src_written or (src.is_dir() and (_inside(out, src) or _inside(written, src_written))):
             return Path(given)
+        try:
+            if output.exists() and os.path.samefile(output, src):
+                return Path(given)
+        except OSError:
+            pass
     return None
 
 
@@ -129,7 +155,8 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
         raise UserError(f"{flag} '{path}' is a {kind}: give a plain file path")
     clash = _overlaps(path, inputs)
     if clash is not None:
-        where = "is" if clash.resolve() == path.resolve() else f"lies inside the input folder '{clash}', which is"
+        where = f"lies inside the input folder '{clash}', which is" if clash.is_dir() else (
+            "is" if clash.resolve() == path.resolve() else f"is '{clash}', which is")
         raise UserError(f"{flag} '{path}' {where} also an input of this command: give another path")
     _writable_folder(path.parent, flag, path)
 
@@ -143,14 +170,14 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
     kind = _kind(path)
     if kind not in ("missing", "folder"):
         raise UserError(f"{flag} '{path}' is a {kind}: give a folder")
-    out = path.resolve()
+    out, written = path.resolve(), Path(os.path.abspath(path))
     for given in inputs:
         if given is None:
             continue
-        src = Path(given).resolve()
-        if src == out or out in src.parents:
+        src, src_written = Path(given).resolve(), Path(os.path.abspath(given))
+        if src == out or _inside(src, out) or src_written == written or _inside(src_written, written):
             raise UserError(f"{flag} '{path}' holds '{given}', an input of this command: give another folder")
-        if src.is_dir() and src in out.parents:
+        if src.is_dir() and (_inside(out, src) or _inside(written, src_written)):
             raise UserError(f"{flag} '{path}' lies inside the input folder '{given}': give a folder outside it")
     _writable_folder(path, flag, path)
 
