@@ -550,3 +550,17 @@ def test_verify_states_the_bytes_and_sha256_of_every_file_it_judged(art, capsys,
     props = {p.get("name"): p.get("value") for p in ET.parse(xml).getroot().iter("property")}
     assert props["artifact_sha256"] == sha["m.onnx"] and props["sha256 m.onnx.data"] == sha["m.onnx.data"]
     assert props["artifact_bytes"] == str(entry["bytes"]) and props["rows_sha256"] == digest
+
+
+def test_spaces_around_data_judge_the_same_rows(art, capsys, tmp_path):
+    """'pool.npz ' is pool.npz for every part of verify: all its rows, not the test split of a file read elsewhere."""
+    pool = tmp_path / "pool.npz"
+    np.savez(pool, x=art["x"], y=art["y"])
+    judged = []
+    for spec in (str(pool), f" {pool} "):
+        out = tmp_path / "o.json"
+        code, _, err = cli([art["good"], "--data", spec, "-p", PROT, "--json", out, "-q"], capsys)
+        assert code in (0, 1), err
+        data = json.loads(out.read_text())["data"]
+        judged.append((data["split"], data["n"]))
+    assert judged[0] == judged[1] == ("all", len(art["y"]))

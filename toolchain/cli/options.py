@@ -22,8 +22,16 @@ INPUTS = "Inputs"
 
 ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class index or name whose false negatives matter (repeatable).",
                           rich_help_panel=INPUTS)
+
+
+def stripped_data(value):
+    """--data without the spaces around it, for every use of it alike (the loader, the row files of verify, the
+    check of outputs against inputs): 'rows.npz ' read as rows.npz by one and as no file by another judged other rows."""
+    return value.strip() if isinstance(value, str) else value
+
+
 DataOpt = typer.Option(..., "--data", "-d", help="digits, breast-cancer, fashion-mnist, a .npz, a .csv, an idx folder or an "
-                       "ImageFolder folder.", rich_help_panel=INPUTS)
+                       "ImageFolder folder.", rich_help_panel=INPUTS, callback=stripped_data)
 ArchOpt = typer.Option(None, help="Architecture: a built-in name, module:Class or path/to/file.py:Class.", rich_help_panel=INPUTS)
 ArchKwargsOpt = typer.Option(None, help="JSON keyword arguments for --arch.", rich_help_panel=INPUTS)
 TrustOpt = typer.Option(False, "--trust-model", help="Allow a full pickle or a TorchScript archive (runs code from the file). Only for files you trust.",

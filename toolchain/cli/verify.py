@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import ImageOptions, with_config
+from toolchain.cli.options import ImageOptions, stripped_data, with_config
 from toolchain.errors import UserError
 
 __all__ = ["verify"]
@@ -19,7 +19,8 @@ __all__ = ["verify"]
 @with_config(ImageOptions)
 def verify(
     artifacts: List[Path] = typer.Argument(..., help="Exported .onnx / .tflite files, each run in its own runtime."),
-    data: str = typer.Option(..., "--data", "-d", help="A .npz (x, y: every row; or given splits: test), digits, a .csv, an idx or ImageFolder folder."),
+    data: str = typer.Option(..., "--data", "-d", help="A .npz (x, y: every row; or given splits: test), digits, a .csv, an idx or ImageFolder folder.",
+                             callback=stripped_data),
     protect_class: List[str] = typer.Option(..., "--protect-class", "-p", help="Class index or name whose false negatives matter (repeatable)."),
     baseline: Optional[Path] = typer.Option(None, help="cwtool compress report.json (its baseline.test), an earlier verify JSON, or an evaluate JSON."),
     max_fn_increase: Optional[int] = typer.Option(None, help="FN budget per protected class over the baseline (default 0 with a baseline)."),
