@@ -112,3 +112,34 @@ def test_conv_nets_train_channels_last_and_come_back_in_the_default_order():
 
     seen, weights = _formats_seen(Flat(), x, y, TrainConfig(epochs=1, batch_size=16))
     assert len(seen) == 1 + bf16_probe + 3 and seen[0] and not any(seen[1:]) and all(weights)  # the probe failed at the .view
+
+
+def _named_image_folder(root):
+    """Four named classes of 8x8 grayscale digits: data that names fewer classes than digits-cnn's default 10 outputs."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    for label, name in enumerate(["zero", "one", "two", "three"]):
+        (root / name).mkdir(parents=True)
+        for i, row in enumerate(x[y == label][:30]):
+            Image.fromarray((row.reshape(8, 8) * 16).clip(0, 255).astype(np.uint8), mode="L").save(root / name / f"{i}.png")
+    return root
+
+
+def test_the_model_gets_one_output_per_named_class_so_evaluate_takes_it(tmp_path, capsys):
+    folder = _named_image_folder(tmp_path / "imgs")
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", folder, "--epochs", "1", "--device", "cpu", "--out", out], capsys)
+    assert code == 0 and "num_classes 4" in err, err
+    code, _, err = run_cli(["evaluate", out, "--data", folder, "-p", "three"], capsys)
+    assert code == 0, err
+
+
+def test_an_arch_without_num_classes_and_too_many_outputs_exits_2(tmp_path, capsys):
+    folder = _named_image_folder(tmp_path / "imgs")
+    (tmp_path / "net.py").write_text("import torch.nn as nn\n\nclass Ten(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                                     "        self.fc = nn.Linear(64, 10)\n\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
+    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'net.py'}:Ten", "--data", folder, "--epochs", "1", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "10 outputs" in err and "num_classes" in err and not (tmp_path / "m.pt").exists(), err

@@ -38,6 +38,11 @@ def check_labels(y: np.ndarray, num_outputs: int, what: str = "the data") -> Non
         )
 
 
+def declared_names(class_names: list[str] | None) -> list[str] | None:
+    """The data's class names when it names its classes (an ImageFolder's folders, --class-names), None for indices."""
+    return list(class_names) if class_names and list(class_names) != [str(i) for i in range(len(class_names))] else None
+
+
 def check_output_width(k: int, y: np.ndarray, declared: list[str] | None, what: str) -> None:
     """A model's output count must fit the data: the declared class count exactly; without declared names,
     enough for the labels and not absurdly more (a 24 KB file with 6,000 outputs costs gigabytes of
@@ -96,8 +101,7 @@ def evaluate_rows(model, x: np.ndarray, y: np.ndarray, class_names: list[str] | 
     from toolchain.provenance import rows_sha256
 
     num_outputs = probe_outputs(model, tuple(x.shape[1:]))
-    declared = list(class_names) if class_names and list(class_names) != [str(i) for i in range(len(class_names))] else None
-    check_output_width(num_outputs, y, declared, "the model")
+    check_output_width(num_outputs, y, declared_names(class_names), "the model")
     names = list(class_names or [])
     names = names + [str(i) for i in range(len(names), num_outputs)]
     protected = resolve_protected(protect, names, num_outputs)

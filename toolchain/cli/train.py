@@ -39,7 +39,7 @@ def train(
     from toolchain.data.given import with_given_rows
     from toolchain.data.identity import training_record
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
-    from toolchain.evaluate import probe_outputs
+    from toolchain.evaluate import check_output_width, declared_names, probe_outputs
     from toolchain.io import check_output_file, input_paths
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
@@ -68,10 +68,17 @@ def train(
     seed_everything(seed)
     model = build_arch(arch, kwargs)
     num_outputs = probe_outputs(model, dataset.input_shape)
-    if dataset.num_classes > num_outputs:
-        raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {dataset.num_classes} classes: set num_classes in --arch-kwargs")
+    declared = declared_names(dataset.class_names)
+    if declared is not None and num_outputs != len(declared) and "num_classes" not in kwargs:
+        model, num_outputs, kwargs = _one_output_per_class(arch, kwargs, len(declared), dataset.input_shape, seed) or (model, num_outputs, kwargs)
+    if dataset.num_classes > num_outputs or (declared is not None and num_outputs != len(declared)):
+        raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {len(declared or []) or dataset.num_classes} classes: "
+                        "set num_classes in --arch-kwargs")
+    check_output_width(num_outputs, dataset.y_train, declared, f"--arch '{arch}'")
     console = log_console()
     console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+    if kwargs.get("num_classes") != parse_kwargs(arch_kwargs).get("num_classes"):
+        console.print(f"--arch '{arch}' built with num_classes {kwargs['num_classes']}, one output per class the data names")
     console.print(f"training on {torch_device} in {arithmetic_label(training_dtype(model, dataset.x_train, train_precision, torch_device))}")
     with progress_bar(console) as progress:
         run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}")
@@ -79,3 +86,21 @@ def train(
     score = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
     save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
     console.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
+
+
+def _one_output_per_class(arch: str, kwargs: dict, classes: int, input_shape, seed: int):
+    """(model, outputs, kwargs) of ``arch`` built with num_classes set to the data's named classes, or None where the
+    architecture takes no such argument: a model trained on 4 named classes with 10 outputs is one that evaluate,
+    export and verify then refuse."""
+    from toolchain.evaluate import probe_outputs
+    from toolchain.models.loading import build_arch
+    from toolchain.models.train import seed_everything
+
+    with_classes = {**kwargs, "num_classes": classes}
+    try:
+        seed_everything(seed)
+        model = build_arch(arch, with_classes)
+        outputs = probe_outputs(model, input_shape)
+    except (TypeError, UserError):
+        return None
+    return (model, outputs, with_classes) if outputs == classes else None
