@@ -564,3 +564,20 @@ def test_spaces_around_data_judge_the_same_rows(art, capsys, tmp_path):
         data = json.loads(out.read_text())["data"]
         judged.append((data["split"], data["n"]))
     assert judged[0] == judged[1] == ("all", len(art["y"]))
+
+
+@pytest.mark.parametrize("drop", [[], ["confusion", "support_per_class"]])
+def test_a_baseline_whose_fn_was_raised_is_malformed(art, capsys, tmp_path, drop):
+    """FN raised where the gate reads it (the protected entry and fn_per_class, consistently) loosens the budget: the
+    file's own confusion matrix, or its per-sample predictions on these rows, give the edit away."""
+    report = json.loads(Path(art["report"]).read_text())
+    test = report["baseline"]["test"]
+    entry = next(p for p in test["protected"] if p["class"] == PROT)
+    entry["fn"] += 5
+    test["fn_per_class"][PROT] += 5
+    for key in drop:
+        test.pop(key)
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(report))
+    code, _, err = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
+    assert code == 2 and "malformed" in err and f"class {PROT}" in err, err

@@ -84,6 +84,23 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
     digest = ev.get("rows_sha256")
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64):
         raise bad("rows_sha256 is not a sha256 hex digest")
+    # the counts the gate reads must be the counts the file's own matrix says: an edited FN loosens the budget
+    for entry in prot:
+        if entry["fn"] != fnpc[entry["class"]]:
+            raise bad(f"protected class {entry['class']} has fn {entry['fn']} but fn_per_class says {fnpc[entry['class']]}")
+    if cm is not None:
+        off_diagonal = [sum(row) - row[i] for i, row in enumerate(cm)]
+        if off_diagonal != fnpc:
+            c = next(i for i in range(k) if off_diagonal[i] != fnpc[i])
+            raise bad(f"fn_per_class says {fnpc[c]} for class {c} but its confusion matrix {off_diagonal[c]}")
+        if sum(map(sum, cm)) != n:
+            raise bad(f"its confusion matrix counts {sum(map(sum, cm))} rows, not n = {n}")
+    if pred is not None and cm is not None:
+        predicted = [0] * k
+        for v in pred:
+            predicted[v] += 1
+        if predicted != [sum(cm[i][j] for i in range(k)) for j in range(k)]:
+            raise bad("its predictions do not add up to its confusion matrix's columns")
     return ev
 
 
@@ -148,6 +165,13 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
             "pass the baseline's --protect-class or a baseline made for these classes"
         )
     other = _other_rows(ev, y, rows_digest, num_classes)
+    if other is None and ev.get("predictions") is not None:
+        pred = np.asarray(ev["predictions"], dtype=np.int64)
+        missed = np.bincount(y[pred != y], minlength=num_classes)[:num_classes].tolist()
+        if missed != list(map(int, ev["fn_per_class"])):
+            c = next(i for i in range(num_classes) if missed[i] != ev["fn_per_class"][i])
+            raise UserError(f"baseline {base['path']} is malformed (fn_per_class says {ev['fn_per_class'][c]} for class {c} but its "
+                            f"per-sample predictions miss {missed[c]} of these rows): give the JSON file cwtool wrote, unedited")
     if other is None:
         if ev.get("rows_sha256") is None:
             notes.append("the baseline carries no row fingerprint (made by an older cwtool): its rows were matched by count, "
