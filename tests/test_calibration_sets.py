@@ -125,3 +125,23 @@ def test_calibrate_refuses_bad_input_in_one_line(capsys, tmp_path):
         code, _, err = run_cli(args, capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1, (name, err)
     assert not (tmp_path / "c.npz").exists() and np.load(rows)["x"].shape == (40, 3)
+
+
+def test_a_set_holding_test_rows_is_refused_before_any_work(trained_digits, capsys, tmp_path):
+    """The test split decides the gate and never calibrates: an .npz of every row (test rows among them) is refused,
+    the train split's own rows are taken, and the report names the file rather than claiming the train split."""
+    from toolchain.data import load_data
+
+    data = load_data("digits", seed=0)
+    everything = tmp_path / "all.npz"
+    np.savez(everything, x=np.concatenate([data.x_train, data.x_test]), y=np.concatenate([data.y_train, data.y_test]))
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "int8",
+                            "--calibration", everything, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "rows of the test split" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+    train_rows = tmp_path / "train.npz"
+    np.savez(train_rows, x=data.x_train[:64])
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "int8",
+                            "--calibration", train_rows, "--out", tmp_path / "ok"], capsys)
+    assert code in (0, 1), err
+    assert "calibration rows from " + str(train_rows) in (tmp_path / "ok" / "export.md").read_text()

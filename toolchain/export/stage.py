@@ -111,6 +111,7 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
             which = f"set '{export.calibration_name}'" if export.calibration_name else f"file '{export.calibration_file}'"
             raise UserError(f"--calibration {which} holds rows of shape {_shape(x.shape[1:])}, the model's input is "
                             f"{_shape(dataset.input_shape)}: give a set made for this data (calibration/README.md)")
+        _check_unseen_test(x, dataset, f"'{export.calibration_name or export.calibration_file}'")
     import importlib.util
 
     for fmt in sorted({fmt for fmt, _ in export.artifacts}):
@@ -130,12 +131,30 @@ def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_di
 
     if settings.calibration_file:
         x, meta = load_calibration(settings.calibration_file)  # the file's meta is data, not the record's frame
-        return x.astype(np.float32), calibration_record(settings.calibration_file, x, meta, settings.calibration_name,
-                                                        str(settings.calibration_file))
+        x = x.astype(np.float32)
+        return x, {**calibration_record(settings.calibration_file, x, meta, settings.calibration_name, str(settings.calibration_file)),
+                   "given": True}
     x, meta = calibration_recipe(dataset, protected, settings.calibration_size, seed)
     run = RunDir(run_dir)
     save_calibration(run.calibration, x, meta)
     return x, calibration_record(run.calibration, x, meta, None, run.relative(run.calibration))
+
+
+def _check_unseen_test(x: np.ndarray, dataset, shown: str) -> None:
+    """A given calibration set must not hold test rows: the test split decides the gate and is never used to calibrate.
+    A row the train split holds as well (a duplicate across splits) is a train row."""
+    from toolchain.data.samples import batches
+
+    x_test = dataset.split("test")[0]
+    if len(x_test) == 0:
+        return
+    calibration = {row.tobytes() for row in np.ascontiguousarray(x, dtype=np.float32)}
+    found = {row.tobytes() for part in batches(x_test) for row in np.ascontiguousarray(part, dtype=np.float32)} & calibration
+    if found:
+        found -= {row.tobytes() for part in batches(dataset.split("train")[0]) for row in np.ascontiguousarray(part, dtype=np.float32)}
+    if found:
+        raise UserError(f"--calibration {shown} holds {len(found):,} rows of the test split, which decides the gate and is never "
+                        "used to calibrate: give rows of the train split (cwtool calibrate draws them)")
 
 
 def _grid_step(logits: np.ndarray) -> float:

@@ -16,7 +16,7 @@ def _classes(report: dict) -> str:
     return ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
 
 
-def _int8_lines(artifacts: list[dict]) -> list[str]:
+def _int8_lines(artifacts: list[dict], calibration: dict | None) -> list[str]:
     lines = []
     for art in artifacts:
         q = art.get("quantization")
@@ -32,8 +32,10 @@ def _int8_lines(artifacts: list[dict]) -> list[str]:
         lines.append(f"- {art['path']}: {'; '.join(parts) or 'fully int8'}")
     if not lines:
         return []
-    return ["", "## int8 files", "", "Held on validation to the float model's protected FN (calibration rows from the train split).",
-            "", *lines]
+    given = isinstance(calibration, dict) and calibration.get("given")
+    source = (f"calibration rows from {calibration.get('name') or calibration.get('file')}, none of them a test row" if given
+              else "calibration rows drawn from the train split")
+    return ["", "## int8 files", "", f"Held on validation to the float model's protected FN ({source}).", "", *lines]
 
 
 def render_export_report(report: dict) -> str:
@@ -60,7 +62,7 @@ def render_export_report(report: dict) -> str:
                      f"{protected_cell(art['evaluation'])} | {art['agreement']:.1%} | {verdict} |")
     lines += fit_lines(report)
     lines += deploy_lines(report)
-    lines += _int8_lines(report["artifacts"])
+    lines += _int8_lines(report["artifacts"], report.get("calibration"))
     lines += files_lines(report["artifacts"])
     first = report["artifacts"][0]["path"] if report["artifacts"] else "artifacts/FILE"
     seed = f" --seed {data['seed']}" if data.get("seed") else ""
