@@ -151,6 +151,26 @@ def test_a_failed_export_leaves_nothing_behind(trained_digits, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_next_export_removes_what_a_killed_one_left_and_leaves_a_running_ones(trained_digits, tmp_path, capsys):
+    """kill -9 runs no cleanup: the staging folder names its process, so the next export to the same --out removes
+    the folder of a process that is gone, and only that."""
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    killed = tmp_path / f".cwtool-tmp.out.{int(gone.stdout)}.abc123"
+    running = tmp_path / f".cwtool-tmp.out.{os.getpid()}.def456"
+    for folder in (killed, running):
+        (folder / "artifacts").mkdir(parents=True)
+        (folder / "artifacts" / "model_fp32.onnx").write_bytes(b"half-written")
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "fp32",
+                            "--out", tmp_path / "out"], capsys)
+    assert code in (0, 1), err
+    assert "removed 1 staging folder(s)" in err and not killed.exists() and running.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", running.name])
+
+
 @pytest.mark.parametrize("where,needle", [("model folder", "an input of this command"), ("a file", "is a file")])
 def test_out_never_replaces_an_input(trained_digits, tmp_path, capsys, where, needle):
     out = trained_digits[0].parent if where == "model folder" else trained_digits[0]

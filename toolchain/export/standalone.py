@@ -17,6 +17,8 @@ interrupted export leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 import shutil
 import tempfile
 import time
@@ -105,11 +107,39 @@ def _inputs(request: ExportRequest, settings, log):
     return dataset, loaded, protected, names
 
 
-def _staged_folder(out: Path) -> Path:
+def _staged_folder(out: Path, log=print) -> Path:
+    """A fresh folder beside ``out`` that becomes it when every file is written; it names this process, so that the
+    next export to ``out`` removes what a killed one left (kill -9 runs no cleanup)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out '{out}' exists and is not empty: give a new folder (export never mixes its files with others)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}.", dir=out.parent))
+    left = _left_by_the_dead(out)
+    for folder in left:
+        shutil.rmtree(folder, ignore_errors=True)
+    if left:
+        log(f"removed {len(left)} staging folder(s) an export to '{out}' left when it was killed")
+    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}.{os.getpid()}.", dir=out.parent))
+
+
+def _left_by_the_dead(out: Path) -> list[Path]:
+    """Staging folders of exports to ``out`` whose process is gone (a running one's is left alone)."""
+    prefix = f"{TMP_PREFIX}{out.name}."
+    found = []
+    for entry in out.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = entry.name[len(prefix):].split(".", 1)[0]
+        if entry.is_dir() and not entry.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+            found.append(entry)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or not a pid this system has: not ours to judge
+    return True
 
 
 def _macs(model, example) -> int | None:
@@ -141,7 +171,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
 
         profile = load_target(settings.target)
     out = Path(request.out)
-    stage = _staged_folder(out)
+    stage = _staged_folder(out, log)
     try:
         log(f"data: {dataset.name}: {dataset.preprocessing.note}")
         model = loaded.module.float().cpu().eval()
