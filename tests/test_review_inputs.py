@@ -483,3 +483,30 @@ def test_a_shrunk_model_that_no_longer_runs_is_the_models_limit_not_a_bug():
 
     with pytest.raises(UserError, match="no longer runs"):
         checked(FixedWidth(), torch.zeros(1, 1, 8, 8))
+
+
+# --------------------------------------------------------------------------- fourth review: words that fit
+
+def test_evaluate_refuses_rows_without_the_protected_class_as_verify_does(trained_digits, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    keep = y != 3
+    np.savez(tmp_path / "no3.npz", x=(x[keep] / 16).reshape(-1, 1, 8, 8).astype(np.float32), y=y[keep])
+    code, _, err = run_cli(["evaluate", trained_digits[0], "-d", tmp_path / "no3.npz", "-p", "3"], capsys)
+    _one_line_error(code, err, "no row of protected class 3")
+
+
+def test_calibrate_names_the_data_not_a_model_it_does_not_have(tmp_path, capsys):
+    code, _, err = run_cli(["calibrate", "-d", "digits", "-p", "10", "--out", tmp_path / "c.npz"], capsys)
+    _one_line_error(code, err, "outside the data's classes")
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_a_baseline_that_is_a_folder_or_a_device_is_called_so(tmp_path):
+    from toolchain.baseline import load_baseline
+    from toolchain.errors import UserError
+
+    for path, words in ((tmp_path, "is a folder"), (Path("/dev/zero"), "is not a plain file"), (tmp_path / "no.json", "does not exist")):
+        with pytest.raises(UserError, match=words):
+            load_baseline(path)

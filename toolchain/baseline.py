@@ -112,7 +112,8 @@ def load_baseline(path: str | Path) -> dict:
     """{"path", "from", "evaluation", "class_names"} from a compress report, verify JSON or evaluation JSON."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"baseline {path} does not exist: give a cwtool report.json or verify JSON")
+        what = "is a folder" if path.is_dir() else "is not a plain file" if path.exists() else "does not exist"
+        raise UserError(f"baseline {path} {what}: give a cwtool report.json or verify JSON")
     size = path.stat().st_size
     if size > MAX_BASELINE_BYTES:
         raise UserError(f"baseline {path} is {size:,} bytes, more than any cwtool report ({MAX_BASELINE_BYTES:,}): give the report.json cwtool wrote")

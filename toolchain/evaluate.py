@@ -10,8 +10,9 @@ from toolchain.data import Dataset
 from toolchain.errors import UserError
 
 
-def resolve_protected(values, class_names: list[str], num_classes: int) -> list[int]:
-    """--protect-class accepts an index or a class name; every one must be a model output."""
+def resolve_protected(values, class_names: list[str], num_classes: int, outputs: str = "the model's outputs") -> list[int]:
+    """--protect-class accepts an index or a class name; every one must be a model output (or, with no model, one of
+    ``outputs``)."""
     if not values:
         raise UserError("give at least one --protect-class (a class index or name)")
     resolved: list[int] = []
@@ -24,7 +25,7 @@ def resolve_protected(values, class_names: list[str], num_classes: int) -> list[
         else:
             raise UserError(f"--protect-class '{text}' is neither a class index nor one of the class names ({', '.join(class_names[:12])})")
         if not 0 <= k < num_classes:
-            raise UserError(f"--protect-class {k} is outside the model's outputs (classes 0..{num_classes - 1})")
+            raise UserError(f"--protect-class {k} is outside {outputs} (classes 0..{num_classes - 1})")
         if k not in resolved:
             resolved.append(k)
     return resolved
@@ -106,6 +107,10 @@ def evaluate_rows(model, x: np.ndarray, y: np.ndarray, class_names: list[str] | 
     names = names + [str(i) for i in range(len(names), num_outputs)]
     protected = resolve_protected(protect, names, num_outputs)
     check_labels(y, num_outputs)
+    absent = [k for k in protected if not np.any(y == k)]
+    if absent:  # FN 0 of no rows is no measurement: verify refuses the same rows
+        raise UserError(f"the data's {len(y):,} rows hold no row of protected class {', '.join(map(str, absent))}: its false negatives "
+                        "cannot be counted; give rows that include it")
     logits = predict_on(model, x)
     metrics = evaluate_logits(y, logits, protected, num_classes=num_outputs)
     metrics["rows_sha256"] = rows_sha256(x, y)

@@ -46,7 +46,8 @@ def calibrate(
     dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,  # compress's train split
                                         image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape)),
                               val and str(val), test and str(test))
-    protected = resolve_protected(list(protect_class or []), dataset.class_names, dataset.num_classes) if protect_class else []
+    protected = resolve_protected(list(protect_class or []), dataset.class_names, dataset.num_classes,
+                                  outputs="the data's classes") if protect_class else []
     x, meta = calibration_recipe(dataset, protected, calibration_size, seed)
     save_calibration(out, x, meta)
     console = log_console()
