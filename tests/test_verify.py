@@ -581,3 +581,20 @@ def test_a_baseline_whose_fn_was_raised_is_malformed(art, capsys, tmp_path, drop
     edited.write_text(json.dumps(report))
     code, _, err = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
     assert code == 2 and "malformed" in err and f"class {PROT}" in err, err
+
+
+def test_an_artifact_that_returns_class_indices_is_named_for_what_it_returns(art, capsys, tmp_path):
+    """An ONNX file exported with its argmax gives one index per row: said so, not 'the model has only 1 output'."""
+    import torch
+
+    class Argmax(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x).argmax(1)
+
+    path = _export(Argmax(art["model"]), torch.from_numpy(art["x"]), tmp_path / "argmax.onnx")
+    code, _, err = cli([path, "--data", art["data"], "-p", PROT], capsys)
+    assert code == 2 and "one value per row" in err and "argmax" in err and len(err.strip().splitlines()) == 1, err

@@ -282,6 +282,9 @@ class Runner(abc.ABC):
         """The runtime's output for ``n`` rows as (n, classes) float32; an output that cannot be that
         (no numbers, no elements, not n equal rows, another width than earlier chunks) is a UserError."""
         y = np.asarray(y)
+        if y.dtype.kind in "fiub" and y.size == n and (y.ndim <= 1 or y.shape[0] == n):
+            raise UserError(f"{self.path} returns one value per row (shape {y.shape}, {y.dtype}), not one logit per class: cwtool "
+                            "verifies classifiers by their (N, classes) logits; export the model without its argmax or threshold")
         if y.dtype.kind not in "fiub" or y.size == 0 or y.size % n or (width is not None and y.size != n * width):
             raise UserError(f"{self.path} returned an output of shape {y.shape} ({y.dtype}) for {n} rows: "
                             "cwtool verifies classifiers with (N, classes) logits; re-export it")
