@@ -106,17 +106,22 @@ def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
 
 
 def _links_under(folder: Path) -> list[Path]:
-    """Every symbolic link inside ``folder``, followed into linked folders (each real folder once): a class folder or
-    an image that is a link is read where it points."""
-    links, seen = [], set()
-    for root, dirs, files in os.walk(folder, followlinks=True, onerror=lambda exc: None):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        links += [Path(root, name) for name in dirs + files if os.path.islink(os.path.join(root, name))]
+    """The symbolic links a data folder's loader follows, down to the depth it reads (an ImageFolder's class folders and
+    their images; an idx folder's files): each is read where it points. Bounded, so that a link to / costs no walk."""
+    links = []
+    for entry in _entries(folder):
+        if entry.is_symlink():
+            links.append(entry)
+        links += [inner for inner in _entries(entry) if inner.is_symlink()]
     return links
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The entries of a folder (none for a file or an unreadable folder: the loader says so in its own words)."""
+    try:
+        return list(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return []
 
 
 def _inside(path: Path, folder: Path) -> bool:
