@@ -77,3 +77,20 @@ def test_a_link_is_written_through(tmp_path):
     (tmp_path / "link.json").symlink_to(target)
     atomic_write_json(tmp_path / "link.json", {"a": 1})
     assert (tmp_path / "link.json").is_symlink() and target.read_text().startswith("{")
+
+
+def test_link_loops_and_links_the_loaders_never_read_leave_the_output_check_alone(tmp_path):
+    """A link loop inside a data folder (a hidden cache, or at its top) is neither an input nor a crash; a link to a
+    folder inside a class folder (the loaders read only its images) does not make that folder an input."""
+    from toolchain.io import check_output_dir, check_output_file, input_paths
+
+    data = tmp_path / "data"
+    (data / "c0").mkdir(parents=True)
+    (data / ".cache").mkdir()
+    (data / ".cache" / "a").symlink_to("b")
+    (data / ".cache" / "b").symlink_to("a")
+    (data / "loop").symlink_to("loop")
+    (data / "c0" / "up").symlink_to(tmp_path)
+    inputs = input_paths(str(data))
+    check_output_file(tmp_path / "out.json", "--json", inputs=inputs)
+    check_output_dir(tmp_path / "run", "--out", inputs=inputs)

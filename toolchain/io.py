@@ -112,16 +112,32 @@ def _links_under(folder: Path) -> list[Path]:
     for entry in _entries(folder):
         if entry.is_symlink():
             links.append(entry)
-        links += [inner for inner in _entries(entry) if inner.is_symlink()]
+        links += [inner for inner in _entries(entry) if inner.is_symlink() and not _is_dir(inner)]  # a class folder's images
     return links
 
 
-def _entries(folder: Path) -> list[Path]:
-    """The entries of a folder (none for a file or an unreadable folder: the loader says so in its own words)."""
+def _is_dir(path: Path) -> bool:
     try:
-        return list(folder.iterdir()) if folder.is_dir() else []
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The entries of a folder the loaders read (none for a file or an unreadable folder: the loader says so in its own
+    words; hidden ones are skipped, as the loaders skip them)."""
+    try:
+        return [e for e in folder.iterdir() if not e.name.startswith(".")] if _is_dir(folder) else []
     except OSError:
         return []
+
+
+def _real(path) -> Path | None:
+    """``path`` resolved, or None for a link loop (nothing can be written there, nor read)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):
+        return None
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -131,12 +147,12 @@ def _inside(path: Path, folder: Path) -> bool:
 def _overlaps(output: Path, inputs) -> Path | None:
     """The input that ``output`` would replace or write into (an input folder), if any: by its real path, by the path
     as written (a link inside an input folder), and by identity (a hard link to an input)."""
-    out, written = output.resolve(), Path(os.path.abspath(output))
+    out, written = _real(output), Path(os.path.abspath(output))
     for given in inputs:
-        if given is None:
+        if given is None or _real(given) is None:
             continue
-        src, src_written = Path(given).resolve(), Path(os.path.abspath(given))
-        if out == src or written == src_written or (src.is_dir() and (_inside(out, src) or _inside(written, src_written))):
+        src, src_written = _real(given), Path(os.path.abspath(given))
+        if out == src or written == src_written or (_is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written))):
             return Path(given)
         try:
             if output.exists() and os.path.samefile(output, src):
@@ -160,8 +176,8 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
         raise UserError(f"{flag} '{path}' is a {kind}: give a plain file path")
     clash = _overlaps(path, inputs)
     if clash is not None:
-        where = f"lies inside the input folder '{clash}', which is" if clash.is_dir() else (
-            "is" if clash.resolve() == path.resolve() else f"is '{clash}', which is")
+        where = f"lies inside the input folder '{clash}', which is" if _is_dir(clash) else (
+            "is" if _real(clash) == _real(path) else f"is '{clash}', which is")
         raise UserError(f"{flag} '{path}' {where} also an input of this command: give another path")
     _writable_folder(path.parent, flag, path)
 
@@ -175,14 +191,14 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
     kind = _kind(path)
     if kind not in ("missing", "folder"):
         raise UserError(f"{flag} '{path}' is a {kind}: give a folder")
-    out, written = path.resolve(), Path(os.path.abspath(path))
+    out, written = _real(path), Path(os.path.abspath(path))
     for given in inputs:
-        if given is None:
+        if given is None or _real(given) is None:
             continue
-        src, src_written = Path(given).resolve(), Path(os.path.abspath(given))
-        if src == out or _inside(src, out) or src_written == written or _inside(src_written, written):
+        src, src_written = _real(given), Path(os.path.abspath(given))
+        if src == out or (out and _inside(src, out)) or src_written == written or _inside(src_written, written):
             raise UserError(f"{flag} '{path}' holds '{given}', an input of this command: give another folder")
-        if src.is_dir() and (_inside(out, src) or _inside(written, src_written)):
+        if _is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written)):
             raise UserError(f"{flag} '{path}' lies inside the input folder '{given}': give a folder outside it")
     _writable_folder(path, flag, path)
 
