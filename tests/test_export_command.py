@@ -178,3 +178,15 @@ def test_out_never_replaces_an_input(trained_digits, tmp_path, capsys, where, ne
     code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--out", out], capsys)
     assert code == 2 and needle in err, err
     assert sorted(p.name for p in trained_digits[0].parent.iterdir()) == before
+
+
+def test_a_staging_folder_of_another_out_whose_name_extends_this_one_is_not_touched(trained_digits, tmp_path, capsys):
+    """--out v must not read '.cwtool-tmp.v.2024.<pid>.<random>' (an export to v.2024) as the folder of process 2024."""
+    import os
+
+    other = tmp_path / f".cwtool-tmp.v.2024.{os.getpid()}.abc123"
+    other.mkdir()
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "fp32",
+                            "--out", tmp_path / "v"], capsys)
+    assert code in (0, 1), err
+    assert other.exists() and "removed" not in err

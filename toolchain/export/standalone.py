@@ -126,8 +126,8 @@ def _left_by_the_dead(out: Path) -> list[Path]:
     prefix = f"{TMP_PREFIX}{out.name}."
     found = []
     for entry in out.parent.glob(f"{glob.escape(prefix)}*"):
-        pid = entry.name[len(prefix):].split(".", 1)[0]
-        if entry.is_dir() and not entry.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+        fields = entry.name[len(prefix):].split(".")  # <pid>.<random>: another --out's name may add fields ("v" and "v.2024")
+        if len(fields) == 2 and fields[0].isdigit() and entry.is_dir() and not entry.is_symlink() and not _alive(int(fields[0])):
             found.append(entry)
     return found
 
@@ -227,10 +227,14 @@ def _write(report: dict, folder: Path) -> None:
 
 
 def _publish(stage: Path, out: Path) -> None:
-    if out.is_dir():  # checked empty before the work began
-        out.rmdir()
     stage.chmod(0o777 & ~_umask())  # mkdtemp's folder is owner-only
-    stage.rename(out)
+    try:
+        if out.is_dir():  # checked empty before the work began
+            out.rmdir()
+        stage.rename(out)
+    except OSError as exc:  # another process wrote --out meanwhile: its files are kept, these are not published
+        raise UserError(f"--out '{out}' was filled by another process while this export ran ({exc.strerror or exc}): its files are "
+                        "kept; export again to a new folder") from exc
 
 
 def _umask() -> int:
