@@ -510,3 +510,8 @@ def test_a_baseline_that_is_a_folder_or_a_device_is_called_so(tmp_path):
     for path, words in ((tmp_path, "is a folder"), (Path("/dev/zero"), "is not a plain file"), (tmp_path / "no.json", "does not exist")):
         with pytest.raises(UserError, match=words):
             load_baseline(path)
+
+
+def test_an_empty_data_spec_is_refused_not_read_as_this_folder(tmp_path, capsys):
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "-d", "  ", "-p", "1", "--json", tmp_path / "e.json"], capsys)
+    assert code == 2 and "--data" in err and "empty" in err and len(err.strip().splitlines()) == 1, err

@@ -26,8 +26,13 @@ ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class index or nam
 
 def stripped_data(value):
     """--data without the spaces around it, for every use of it alike (the loader, the row files of verify, the
-    check of outputs against inputs): 'rows.npz ' read as rows.npz by one and as no file by another judged other rows."""
-    return value.strip() if isinstance(value, str) else value
+    check of outputs against inputs): 'rows.npz ' read as rows.npz by one and as no file by another judged other rows.
+    An empty one names nothing (the loader would read the working folder, unchecked against the outputs)."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            raise typer.BadParameter("is empty: give a data set name, a file or a folder ('.' for this folder)")
+    return value
 
 
 DataOpt = typer.Option(..., "--data", "-d", help="digits, breast-cancer, fashion-mnist, a .npz, a .csv, an idx folder or an "
