@@ -598,3 +598,22 @@ def test_an_artifact_that_returns_class_indices_is_named_for_what_it_returns(art
     path = _export(Argmax(art["model"]), torch.from_numpy(art["x"]), tmp_path / "argmax.onnx")
     code, _, err = cli([path, "--data", art["data"], "-p", PROT], capsys)
     assert code == 2 and "one value per row" in err and "argmax" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("edit", ["accuracy", "support"])
+def test_a_baseline_edited_where_the_predictions_cannot_tell_is_malformed(art, capsys, tmp_path, edit):
+    """An evaluation JSON carries no per-sample predictions: its accuracy must still be its confusion matrix's, and a
+    protected class's support its matrix row (a shrunk support raises the FN rate the budget is measured from)."""
+    report = json.loads(Path(art["report"]).read_text())
+    test = report["baseline"]["test"]
+    test.pop("predictions", None)
+    if edit == "accuracy":
+        test["accuracy"] = max(0.0, test["accuracy"] - 0.05)
+    else:
+        entry = next(p for p in test["protected"] if p["class"] == PROT)
+        entry["support"], entry["fn"] = entry["fn"] + 1, entry["fn"]
+        entry.pop("fnr", None)
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(report))
+    code, _, err = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
+    assert code == 2 and "malformed" in err, err

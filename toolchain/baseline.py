@@ -88,6 +88,12 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
     for entry in prot:
         if entry["fn"] != fnpc[entry["class"]]:
             raise bad(f"protected class {entry['class']} has fn {entry['fn']} but fn_per_class says {fnpc[entry['class']]}")
+    for entry in prot:
+        c, support = entry["class"], entry.get("support")
+        if support is not None and sup is not None and support != sup[c]:
+            raise bad(f"protected class {c} has support {support} but support_per_class says {sup[c]}")
+        if entry.get("fnr") is not None and support and abs(entry["fnr"] - entry["fn"] / support) > 1e-6:
+            raise bad(f"protected class {c} has fnr {entry['fnr']:g}, not its fn / support")
     if cm is not None:
         off_diagonal = [sum(row) - row[i] for i, row in enumerate(cm)]
         if off_diagonal != fnpc:
@@ -95,6 +101,16 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
             raise bad(f"fn_per_class says {fnpc[c]} for class {c} but its confusion matrix {off_diagonal[c]}")
         if sum(map(sum, cm)) != n:
             raise bad(f"its confusion matrix counts {sum(map(sum, cm))} rows, not n = {n}")
+        if abs(ev["accuracy"] - sum(cm[i][i] for i in range(k)) / n) > 1e-6:
+            raise bad("its accuracy is not its confusion matrix's")
+        if sup is not None and [sum(row) for row in cm] != sup:
+            raise bad("support_per_class is not its confusion matrix's rows")
+        for entry in prot:
+            c = entry["class"]
+            if entry.get("support") is not None and entry["support"] != sum(cm[c]):
+                raise bad(f"protected class {c} has support {entry['support']} but its confusion matrix {sum(cm[c])}")
+            if entry.get("fp") is not None and entry["fp"] != sum(cm[i][c] for i in range(k)) - cm[c][c]:
+                raise bad(f"protected class {c} has an fp that is not its confusion matrix's")
     if pred is not None and cm is not None:
         predicted = [0] * k
         for v in pred:
