@@ -583,8 +583,10 @@ def test_a_baseline_whose_fn_was_raised_is_malformed(art, capsys, tmp_path, drop
     assert code == 2 and "malformed" in err and f"class {PROT}" in err, err
 
 
-def test_an_artifact_that_returns_class_indices_is_named_for_what_it_returns(art, capsys, tmp_path):
-    """An ONNX file exported with its argmax gives one index per row: said so, not 'the model has only 1 output'."""
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_an_artifact_that_returns_class_indices_is_named_for_what_it_returns(art, capsys, tmp_path, keepdim):
+    """An ONNX file exported with its argmax gives one index per row, (N,) or (N, 1): said so, not 'the model has
+    only 1 output'."""
     import torch
 
     class Argmax(torch.nn.Module):
@@ -593,7 +595,7 @@ def test_an_artifact_that_returns_class_indices_is_named_for_what_it_returns(art
             self.inner = inner
 
         def forward(self, x):
-            return self.inner(x).argmax(1)
+            return self.inner(x).argmax(1, keepdim=keepdim)
 
     path = _export(Argmax(art["model"]), torch.from_numpy(art["x"]), tmp_path / "argmax.onnx")
     code, _, err = cli([path, "--data", art["data"], "-p", PROT], capsys)

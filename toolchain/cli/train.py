@@ -72,8 +72,11 @@ def train(
     if declared is not None and num_outputs != len(declared) and "num_classes" not in kwargs:
         model, num_outputs, kwargs = _one_output_per_class(arch, kwargs, len(declared), dataset.input_shape, seed) or (model, num_outputs, kwargs)
     if dataset.num_classes > num_outputs or (declared is not None and num_outputs != len(declared)):
-        raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {len(declared or []) or dataset.num_classes} classes: "
-                        "set num_classes in --arch-kwargs")
+        classes = len(declared or []) or dataset.num_classes
+        fix = (f"set num_classes to {classes} in --arch-kwargs" if "num_classes" in kwargs and dataset.num_classes <= num_outputs
+               else "set num_classes in --arch-kwargs" if dataset.num_classes > num_outputs
+               else "give an architecture with one output per class (or one that takes num_classes)")
+        raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {classes} classes: {fix}")
     check_output_width(num_outputs, dataset.y_train, declared, f"--arch '{arch}'")
     console = log_console()
     console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")

@@ -237,7 +237,7 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise bad
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
-        raise bad
+        raise UserError(f"calibration set {path} holds NaN or infinite values (as float32): give finite rows")
     meta = {}
     if "meta" in arrays:
         try:

@@ -67,5 +67,5 @@ def render_export_report(report: dict) -> str:
     first = report["artifacts"][0]["path"] if report["artifacts"] else "artifacts/FILE"
     seed = f" --seed {data['seed']}" if data.get("seed") else ""
     lines += ["", "Re-check a file anywhere (numpy and one runtime): "
-                  f"`cwtool verify {first} --data {data['name']}{seed} -p {report['protected'][0]} --baseline export.json`"]
+                  f"`cwtool verify {first} --data {data['name']}{seed}{''.join(f' -p {k}' for k in report['protected'])} --baseline export.json`"]
     return printable("\n".join(lines)) + "\n"

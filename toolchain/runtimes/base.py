@@ -104,6 +104,10 @@ def resolve_num_classes(meta_value, out_width: int | None, path: Path, source: s
     """The logits' width: the output shape's static width when it has one (metadata that contradicts it
     is a UserError), else the metadata's num_classes when valid, else None (found by a probe)."""
     n = metadata_num_classes(meta_value)
+    if out_width == 1:
+        raise UserError(f"{path} returns one value per row (an output of width 1), not one logit per class: cwtool verifies "
+                        "classifiers by their (N, classes) logits; export the model without its argmax or threshold (a one-logit "
+                        "binary model: with two)")
     if out_width is not None and out_width > 0:
         if n is not None and n != out_width:
             raise UserError(f"{source} says num_classes {n} but {path} outputs {out_width} logits: "
@@ -284,7 +288,8 @@ class Runner(abc.ABC):
         y = np.asarray(y)
         if y.dtype.kind in "fiub" and y.size == n and (y.ndim <= 1 or y.shape[0] == n):
             raise UserError(f"{self.path} returns one value per row (shape {y.shape}, {y.dtype}), not one logit per class: cwtool "
-                            "verifies classifiers by their (N, classes) logits; export the model without its argmax or threshold")
+                            "verifies classifiers by their (N, classes) logits; export the model without its argmax or threshold (a one-logit binary "
+                            "model: with two)")
         if y.dtype.kind not in "fiub" or y.size == 0 or y.size % n or (width is not None and y.size != n * width):
             raise UserError(f"{self.path} returned an output of shape {y.shape} ({y.dtype}) for {n} rows: "
                             "cwtool verifies classifiers with (N, classes) logits; re-export it")
