@@ -2,9 +2,9 @@
 
 Channels are removed physically every round (the model really shrinks). Which original channels
 survive is tracked per group, so any earlier snapshot (the rewind point) can be shrunk to the same
-survivors, and every round's ticket is saved in the run directory as a cwtool checkpoint (architecture
-+ channel plan + weights) that loads on its own. Rounds are seeded by their number, so ``resume`` from
-the last saved round finishes with the same result as an uninterrupted run. The test split is never
+survivors, and every round's ticket is saved in the run directory (toolchain.prune.round_files). Rounds
+are seeded by their number, so ``resume`` from the last saved round finishes with the same result as an
+uninterrupted run. The test split is never
 touched here. Each round builds one ChannelGraph of the model it prunes: scores, the plan search and
 the physical removal all use it.
 """
@@ -12,7 +12,6 @@ the physical removal all use it.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +23,7 @@ from torch import nn
 from toolchain import distributed
 from toolchain.config import PruneConfig
 from toolchain.data import Dataset
-from toolchain.io import atomic_write_json, staged_path
 from toolchain.metrics import evaluate_logits
-from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.models.profile import count_macs, count_params
 from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train, training_dtype
 from toolchain.prune import importance
@@ -34,6 +31,7 @@ from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
 from toolchain.prune.plan import plan_for_target
+from toolchain.prune.round_files import RoundFiles
 from toolchain.prune.shrink import checked, shrink
 from toolchain.prune.tickets import PruneResult, Survivors, Ticket, promise_text, relative_plan, removed_plan, round_line, select
 from toolchain.rundir import RunDir
@@ -64,6 +62,7 @@ class LotteryPruner:
         self.dense_val_logits = dense_val_logits
         graph = ChannelGraph(self.dense, self.example, self.unfollowed)
         self.dense_sizes = {g.key: g.size for g in graph.groups}
+        self.files = RoundFiles(self.run_dir, self.arch, self.arch_kwargs, dataset.input_shape, self.dense_sizes)
         # channel groups kept at full size for a reason other than being the classes: said in the log and the report
         self.kept_whole = {g.key: g.reason.removesuffix(": kept whole") for g in graph.all_groups if not g.prunable and not g.output}
         self.dense_params = count_params(self.dense)
@@ -181,7 +180,7 @@ class LotteryPruner:
         start_state = None  # the weights the last retraining started from: W_0 of the magnitude increase
         if resume and self.run_dir is not None:
             distributed.barrier()  # every process reads the same rounds
-            state = self._resumed(self._load_state)
+            state = self.files.read(self._load_state)
             if state is not None:
                 start, current, survivors, rewind_model, rewind_survivors, result.tickets, start_state = state
 
@@ -237,7 +236,7 @@ class LotteryPruner:
             clock.lap("operating point")
             ticket.seconds = clock.laps
             result.tickets.append(ticket)
-            self.save_round(ticket, rewind_model, rewind_survivors, start_state)
+            self.files.save_round(ticket, self.multipliers, rewind_model, rewind_survivors, start_state)
             self.log(round_line(ticket, self.dense_params))
             if task is not None:
                 self.progress.advance(task)
@@ -286,7 +285,7 @@ class LotteryPruner:
         """``ticket`` after final_epochs more of the loss at half the peak lr, from the Lagrange ``multipliers``
         given (or as an interrupted run left it)."""
         cfg = self.config
-        tuned = self._resumed(lambda: self._load_final(ticket))
+        tuned = self.files.read(lambda: self._load_final(ticket))
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
             self.multipliers = dict(multipliers)
@@ -296,120 +295,53 @@ class LotteryPruner:
             model = train(copy.deepcopy(ticket.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
                           progress=self.progress, description=f"final fine-tuning of round {ticket.round}", on_epoch_end=dual)
             tuned = self.judged(replace(ticket, model=model))
-            self._save_final(tuned)
+            self.files.save_final(tuned, cfg.final_epochs)
         self.log(f"final fine-tuning ({cfg.final_epochs} epochs): " + round_line(tuned, self.dense_params))
         return tuned
 
-    # --- checkpoints -----------------------------------------------------------------------------------
-
-    def save_round(self, ticket: Ticket, rewind_model, rewind_survivors, start_state: dict | None = None) -> None:
-        if self.run_dir is None or not distributed.is_main():  # under torchrun, rank 0 writes the run directory
-            return
-
-        run = self.run_dir
-        plan = removed_plan(self.dense_sizes, ticket.survivors)
-        extra = {"round": ticket.round, "offsets": {str(k): v for k, v in ticket.offsets.items()}, "survivors": ticket.survivors}
-        save_checkpoint(run.round_checkpoint(ticket.round), ticket.model.cpu(), self.arch or "?", self.arch_kwargs, self.dataset.input_shape, plan, extra)
-        ticket.model.to(self.device)
-        if rewind_model is not None and ticket.round == 1:
-            with staged_path(run.rewind) as tmp:
-                torch.save({"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors}, tmp)
-        if start_state is not None:  # the next round's magnitude increase needs it
-            with staged_path(run.round_start(ticket.round)) as tmp:
-                torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
-        atomic_write_json(run.round_summary(ticket.round),  # written last: it marks the round done
-                          {**ticket.summary(), "multipliers": {str(k): v for k, v in self.multipliers.items()}})
-
-    def _save_final(self, ticket: Ticket) -> None:
-        if self.run_dir is None or not distributed.is_main():
-            return
-        with staged_path(self.run_dir.final_checkpoint(ticket.round)) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in ticket.model.state_dict().items()}, tmp)
-        atomic_write_json(self.run_dir.final_summary(ticket.round),  # written last: it marks the fine-tuning done
-                          {**ticket.summary(), "epochs": self.config.final_epochs})
+    # --- resuming: the finished rounds' weights, measured again --------------------------------------------
 
     def _load_final(self, chosen: Ticket) -> Ticket | None:
         """The fine-tuned ticket of an interrupted run, if its fine-tuning finished."""
-        if self.run_dir is None or not self.run_dir.final_summary(chosen.round).is_file():
-            return None
-        summary = json.loads(self.run_dir.final_summary(chosen.round).read_text())
-        if not isinstance(summary, dict) or summary.get("round") != chosen.round:
+        weights = self.files.saved_final(chosen.round)
+        if weights is None:
             return None
         model = copy.deepcopy(chosen.model)
-        model.load_state_dict(load_weights(self.run_dir.final_checkpoint(chosen.round)))
+        model.load_state_dict(weights)
         return self.judged(replace(chosen, model=model.to(self.device).eval()))
 
-    def _resumed(self, load):
-        """What --resume reads back is a file like any other: a damaged one is bad input, named."""
-        from toolchain.errors import UserError
-
-        try:
-            return load()
-        except UserError:
-            raise
-        except (MemoryError, OSError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): "
-                            "remove its rounds/ folder to start the pruning over, or use another --out") from exc
-        except Exception as exc:  # the unpickler's own errors
-            if type(exc).__module__.startswith(("pickle", "_pickle", "torch")):
-                raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}): remove its rounds/ folder "
-                                "to start the pruning over, or use another --out") from exc
-            raise
-
     def _load_state(self):
-        run = self.run_dir
-        done = run.done_rounds()
+        done = self.files.done_rounds()
         if not done:
             return None
         tickets = []
         model, survivors = None, None
         for r in done:
-            summary = json.loads(run.round_summary(r).read_text())
-            ckpt = load_weights(run.round_checkpoint(r))
-            survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
-            model = shrink(self.dense.cpu(), removed_plan(self.dense_sizes, survivors), self.example.cpu())
-            model.load_state_dict(ckpt["state_dict"])
-            model.to(self.device).eval()
-            self.dense.to(self.device)
-            self.multipliers.update(_multipliers(summary, self.protected))
-            tickets.append(replace(self.judged(Ticket(r, model, survivors, 0, 0, {}, {}, {}, False)), seconds=_seconds(summary)))
+            survivors, weights, multipliers, seconds = self.files.saved_round(r, self.protected)
+            model = self._shrunk(survivors, weights)
+            self.multipliers.update(multipliers)
+            tickets.append(replace(self.judged(Ticket(r, model, survivors, 0, 0, {}, {}, {}, False)), seconds=seconds))
         rewind_model, rewind_survivors = None, None
-        if run.rewind.is_file():
-            saved = load_weights(run.rewind)
-            rewind_survivors = saved["survivors"]
-            rewind_model = shrink(self.dense.cpu(), removed_plan(self.dense_sizes, rewind_survivors), self.example.cpu())
-            rewind_model.load_state_dict(saved["state_dict"])
-            rewind_model.to(self.device)
-            self.dense.to(self.device)
+        rewind = self.files.saved_rewind()
+        if rewind is not None:
+            weights, rewind_survivors = rewind
+            rewind_model = self._shrunk(rewind_survivors, weights)
         if self.config.rewind == "init":
             seed_everything(self.config.seed)
             rewind_model, rewind_survivors = _reinitialised(self.dense), {k: list(range(n)) for k, n in self.dense_sizes.items()}
-        start_file = run.round_start(done[-1])
         start_state = None
-        if self.config.increase_weight and start_file.is_file():
-            start_state = {k: v.to(self.device) for k, v in load_weights(start_file).items()}
+        if self.config.increase_weight:
+            saved = self.files.saved_start(done[-1])
+            start_state = None if saved is None else {k: v.to(self.device) for k, v in saved.items()}
         self.log(f"resuming after round {done[-1]}")
         return done[-1] + 1, model, survivors, rewind_model, rewind_survivors, tickets, start_state
 
-
-def _multipliers(summary, protected: list[int]) -> dict[int, float]:
-    """The Lagrange multipliers a round file saved (the one state a round's model cannot give back), checked."""
-    saved = summary.get("multipliers") if isinstance(summary, dict) else None
-    if saved is None:
-        return {}
-    if not isinstance(saved, dict) or not all(k in {str(p) for p in protected} and isinstance(v, (int, float)) and not isinstance(v, bool)
-                                              and math.isfinite(v) and 0 <= v <= 1e6 for k, v in saved.items()):
-        raise ValueError("its Lagrange multipliers are not one non-negative number per protected class")
-    return {int(k): float(v) for k, v in saved.items()}
-
-
-def _seconds(summary) -> dict[str, float]:
-    """A round's timings, for the report only: dropped unless they are plain numbers."""
-    laps = summary.get("seconds") if isinstance(summary, dict) else None
-    if isinstance(laps, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                      for k, v in laps.items()):
-        return {k: float(v) for k, v in laps.items()}
-    return {}
+    def _shrunk(self, survivors: Survivors, weights: dict) -> nn.Module:
+        """The dense model shrunk to ``survivors`` with ``weights`` loaded, on the pruner's device, in eval mode."""
+        model = shrink(self.dense.cpu(), removed_plan(self.dense_sizes, survivors), self.example.cpu())
+        model.load_state_dict(weights)
+        self.dense.to(self.device)
+        return model.to(self.device).eval()
 
 
 class Clock:

@@ -58,7 +58,7 @@ def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
         ticket = Ticket(r, copy.deepcopy(model), {k: list(range(n)) for k, n in pruner.dense_sizes.items()}, nonzero + dense_rest,
                         count_macs(model, pruner.example), at_op, raw, offsets, pruner.within_budget(at_op), sparsity=1 - nonzero / total)
         result.tickets.append(ticket)
-        pruner.save_round(ticket, None, None)
+        pruner.files.save_round(ticket, pruner.multipliers)
         pruner.log(round_line(ticket, pruner.dense_params) + f", weight sparsity {ticket.sparsity:.1%}")
         if not ticket.within_budget:
             break

@@ -1,0 +1,129 @@
+"""What the pruning rounds leave in the run directory, and how ``--resume`` reads it back.
+
+Each finished round writes its ticket as a cwtool checkpoint (architecture + channel plan + weights, loadable on its
+own), the rewind point and the next round's starting weights where the method needs them, then its summary, written
+last: a round is done when its summary is there. A final fine-tuning writes its weights, then its summary. Only
+rank 0 of a torchrun job writes. Everything read back is a file like any other: a damaged one is bad input, named;
+the verdicts are measured again from the weights by the caller, never taken from a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from toolchain import distributed
+from toolchain.errors import UserError
+from toolchain.io import atomic_write_json, staged_path
+from toolchain.models.loading import load_weights, save_checkpoint
+from toolchain.prune.tickets import Survivors, Ticket, removed_plan
+from toolchain.rundir import RunDir
+
+
+class RoundFiles:
+    def __init__(self, run_dir: RunDir | None, arch: str | None, arch_kwargs: dict, input_shape: tuple[int, ...],
+                 dense_sizes: dict[str, int]):
+        self.run_dir = run_dir
+        self.arch, self.arch_kwargs, self.input_shape, self.dense_sizes = arch, arch_kwargs, input_shape, dense_sizes
+
+    def _writes(self) -> bool:
+        return self.run_dir is not None and distributed.is_main()  # under torchrun, rank 0 writes the run directory
+
+    # --- writing ------------------------------------------------------------------------------------------
+
+    def save_round(self, ticket: Ticket, multipliers: dict[int, float], rewind_model=None, rewind_survivors=None,
+                   start_state: dict | None = None) -> None:
+        if not self._writes():
+            return
+        run = self.run_dir
+        device = next((p.device for p in ticket.model.parameters()), torch.device("cpu"))
+        extra = {"round": ticket.round, "offsets": {str(k): v for k, v in ticket.offsets.items()}, "survivors": ticket.survivors}
+        save_checkpoint(run.round_checkpoint(ticket.round), ticket.model.cpu(), self.arch or "?", self.arch_kwargs, self.input_shape,
+                        removed_plan(self.dense_sizes, ticket.survivors), extra)
+        ticket.model.to(device)
+        if rewind_model is not None and ticket.round == 1:
+            with staged_path(run.rewind) as tmp:
+                torch.save({"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors}, tmp)
+        if start_state is not None:  # the next round's magnitude increase needs it
+            with staged_path(run.round_start(ticket.round)) as tmp:
+                torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
+        atomic_write_json(run.round_summary(ticket.round),  # written last: it marks the round done
+                          {**ticket.summary(), "multipliers": {str(k): v for k, v in multipliers.items()}})
+
+    def save_final(self, ticket: Ticket, epochs: int) -> None:
+        if not self._writes():
+            return
+        with staged_path(self.run_dir.final_checkpoint(ticket.round)) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in ticket.model.state_dict().items()}, tmp)
+        atomic_write_json(self.run_dir.final_summary(ticket.round),  # written last: it marks the fine-tuning done
+                          {**ticket.summary(), "epochs": epochs})
+
+    # --- reading back (--resume) -----------------------------------------------------------------------------
+
+    def read(self, load):
+        """``load()``, a damaged file turned into bad input that names the run directory."""
+        try:
+            return load()
+        except UserError:
+            raise
+        except (MemoryError, OSError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): "
+                            "remove its rounds/ folder to start the pruning over, or use another --out") from exc
+        except Exception as exc:  # the unpickler's own errors
+            if type(exc).__module__.startswith(("pickle", "_pickle", "torch")):
+                raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}): remove its rounds/ folder "
+                                "to start the pruning over, or use another --out") from exc
+            raise
+
+    def done_rounds(self) -> list[int]:
+        return self.run_dir.done_rounds() if self.run_dir is not None else []
+
+    def saved_round(self, r: int, protected: list[int]) -> tuple[Survivors, dict, dict[int, float], dict[str, float]]:
+        """(survivors, weights, Lagrange multipliers, timings) of finished round ``r``."""
+        summary = json.loads(self.run_dir.round_summary(r).read_text())
+        ckpt = load_weights(self.run_dir.round_checkpoint(r))
+        survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
+        return survivors, ckpt["state_dict"], _multipliers(summary, protected), _seconds(summary)
+
+    def saved_rewind(self) -> tuple[dict, Survivors] | None:
+        """(weights, survivors) of the rewind point, if round 1 saved one."""
+        if self.run_dir is None or not self.run_dir.rewind.is_file():
+            return None
+        saved = load_weights(self.run_dir.rewind)
+        return saved["state_dict"], saved["survivors"]
+
+    def saved_start(self, r: int) -> dict | None:
+        """The weights round ``r``'s retraining started from, if it saved them."""
+        path = self.run_dir.round_start(r) if self.run_dir is not None else None
+        return load_weights(path) if path is not None and path.is_file() else None
+
+    def saved_final(self, r: int) -> dict | None:
+        """The weights of round ``r``'s finished final fine-tuning, or None."""
+        if self.run_dir is None or not self.run_dir.final_summary(r).is_file():
+            return None
+        summary = json.loads(self.run_dir.final_summary(r).read_text())
+        if not isinstance(summary, dict) or summary.get("round") != r:
+            return None
+        return load_weights(self.run_dir.final_checkpoint(r))
+
+
+def _multipliers(summary, protected: list[int]) -> dict[int, float]:
+    """The Lagrange multipliers a round file saved (the one state a round's model cannot give back), checked."""
+    saved = summary.get("multipliers") if isinstance(summary, dict) else None
+    if saved is None:
+        return {}
+    if not isinstance(saved, dict) or not all(k in {str(p) for p in protected} and isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              and math.isfinite(v) and 0 <= v <= 1e6 for k, v in saved.items()):
+        raise ValueError("its Lagrange multipliers are not one non-negative number per protected class")
+    return {int(k): float(v) for k, v in saved.items()}
+
+
+def _seconds(summary) -> dict[str, float]:
+    """A round's timings, for the report only: dropped unless they are plain numbers."""
+    laps = summary.get("seconds") if isinstance(summary, dict) else None
+    if isinstance(laps, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                      for k, v in laps.items()):
+        return {k: float(v) for k, v in laps.items()}
+    return {}
