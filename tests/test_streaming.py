@@ -392,3 +392,29 @@ def test_compress_records_preprocessing_and_augmentation_in_report_and_artifacts
         assert code in (0, 1), err
         notes = json.loads((tmp_path / "v.json").read_text())["notes"]
         assert any("preprocessed otherwise" in n for n in notes) == mismatch, notes
+
+
+def test_an_image_replaced_by_a_pipe_is_refused_not_waited_for(tmp_path):
+    """A pipe named like an image (put there while a run reads the folder) blocked the reader forever."""
+    import os
+
+    folder = image_folder(tmp_path / "imgs", 12, 8)
+    dataset = load_data(str(folder), seed=0)
+    victim = next(folder.rglob("*.png"))
+    victim.unlink()
+    os.mkfifo(victim)
+    import signal
+
+    def stuck(*_):
+        raise TimeoutError("the reader waits on the pipe")
+
+    before = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(30)  # a regression fails here, not by hanging the suite
+    try:
+        with pytest.raises(UserError, match="not a plain file"):
+            for split in ("train", "val", "test"):
+                x = dataset.split(split)[0]
+                x[np.arange(len(x))]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)

@@ -14,6 +14,9 @@ Pillow's decompression-bomb warning is an error.
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +55,20 @@ def pil_errors(Image) -> tuple[type[BaseException], ...]:
         OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, zlib.error,
         Image.DecompressionBombError, Image.DecompressionBombWarning,
     )
+
+
+def open_plain(p) -> "io.BufferedReader":
+    """The image file at ``p``, opened only if it is a plain file: a pipe or a device named like an image (put there
+    while a run reads the folder) would block the reader forever. O_NONBLOCK opens a pipe without waiting for a
+    writer; it changes nothing for a plain file."""
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"image '{p}' is not a plain file (a pipe, a socket or a device): replace or remove it")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def image_problem(p: Path, exc: BaseException, Image) -> UserError:
@@ -146,7 +163,9 @@ class ImageFiles(Samples):
             for j, i in enumerate(index):
                 p = self.paths[int(i)]
                 try:
-                    with Image.open(p, formats=PIL_FORMATS) as im:
+                    with open_plain(p) as f, Image.open(f, formats=PIL_FORMATS) as im:
+                        if im.mode in PIL_BAD_MODES:  # checked when the folder was listed; a file swapped in since is not
+                            raise UserError(f"image '{p}' is a {im.mode} (16-bit or float) image: cwtool reads 8-bit images")
                         a = t.pixels(im, Image)
                 except errors as exc:
                     raise image_problem(Path(p), exc, Image) from None

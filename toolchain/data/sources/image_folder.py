@@ -15,7 +15,7 @@ import numpy as np
 from toolchain.data.assemble import assemble_dataset
 from toolchain.data.dataset import Dataset, Preprocessing
 from toolchain.data.images import IMAGENET_MEAN, IMAGENET_STD, PIL_BAD_MODES, PIL_FORMATS, ImageFiles, ImageTransform, image_problem, \
-    pil_errors, pillow
+    open_plain, pil_errors, pillow
 from toolchain.data.labels import string_labels
 from toolchain.data.sources import KNOWN_SOURCES
 from toolchain.data.splits import split_pool
@@ -143,7 +143,7 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         for p in files:
             try:
-                with Image.open(p, formats=PIL_FORMATS) as im:
+                with open_plain(p) as f, Image.open(f, formats=PIL_FORMATS) as im:
                     modes.append(im.mode)
                     sizes.append((im.height, im.width))
                     bands = len(im.getbands())
