@@ -405,13 +405,15 @@ def test_a_profile_with_non_finite_or_negative_numbers_is_refused(tmp_path, caps
         assert code == 2 and "t.toml" in err, (new, err)
 
 
-def test_a_damaged_round_on_resume_is_bad_input(trained_digits, tmp_path, capsys):
+@pytest.mark.parametrize("damage", [b"not a checkpoint", b""])
+def test_a_damaged_round_on_resume_is_bad_input(trained_digits, tmp_path, capsys, damage):
+    """An empty checkpoint (torch.load's EOFError, which click turns into its Abort) was reported as Ctrl-C, exit 130."""
     out = tmp_path / "run"
     args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
             "--max-accuracy-drop", "1", "--skip-export", "--out", out]
     code, _, err = run_cli(args, capsys)
     assert code in (0, 1), err
-    (out / "rounds" / "round_1.pt").write_bytes(b"not a checkpoint")
+    (out / "rounds" / "round_1.pt").write_bytes(damage)
     code, _, err = run_cli([*args, "--resume"], capsys)
     last = err.strip().splitlines()[-1]  # found once the run had started: the log lines before it are progress
     assert code == 2 and last.startswith("cwtool: error: ") and "damaged round" in last, err

@@ -146,6 +146,8 @@ def _run(argv: Optional[list[str]]) -> None:
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     except Abort as exc:  # a KeyboardInterrupt that reached the parser before our handler was in place
         cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, EOFError):  # click turns an EOFError into Abort too: one that got this far is a bug, not Ctrl-C
+            raise_as_bug(cause)
         print(_interrupted_line("SIGINT", getattr(cause, "run_dir", None)), file=sys.stderr)
         sys.exit(130)
     except ClickException as exc:  # usage errors: one line, like every other bad input

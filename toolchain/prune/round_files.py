@@ -68,7 +68,7 @@ class RoundFiles:
             return load()
         except UserError:
             raise
-        except (MemoryError, OSError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        except (MemoryError, OSError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): "
                             "remove its rounds/ folder to start the pruning over, or use another --out") from exc
         except Exception as exc:  # the unpickler's own errors
