@@ -146,7 +146,7 @@ def test_train_may_replace_its_own_checkpoint(trained_digits, tmp_path, capsys):
 def _demo_run_folder(root):
     demo = root / "cwtool-demo"
     demo.mkdir()
-    (demo / "manifest.json").write_text(json.dumps({"earlier": "run"}))
+    (demo / "manifest.json").write_text(json.dumps({"earlier": "run", "inputs": {"data": {"spec": "digits"}}}))
     return demo
 
 
@@ -156,7 +156,7 @@ def test_demo_checks_the_class_before_deleting_the_last_run(tmp_path, monkeypatc
     _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
     code, _, err = run_cli(["demo", "-p", "99"], capsys)
     assert code == 2 and "--protect-class 99" in err and len(err.strip().splitlines()) == 1, err
-    assert json.loads((demo / "manifest.json").read_text()) == {"earlier": "run"}
+    assert json.loads((demo / "manifest.json").read_text())["earlier"] == "run"
 
 
 def test_demo_leaves_a_folder_that_is_not_a_demo_run(tmp_path, monkeypatch, capsys):
@@ -167,6 +167,23 @@ def test_demo_leaves_a_folder_that_is_not_a_demo_run(tmp_path, monkeypatch, caps
     code, _, err = run_cli(["demo"], capsys)
     assert code == 2 and "not a demo run" in err and "--resume" not in err, err
     assert (tmp_path / "cwtool-demo" / "thesis.tex").read_text() == "mine"
+
+
+@pytest.mark.parametrize("manifest, extra, words", [
+    ({"inputs": {"data": {"spec": "digits"}}}, "thesis.tex", "thesis.tex"),  # a manifest.json by name is not a demo run
+    ({"inputs": {"data": {"spec": "mine.npz"}}}, None, "not a compress run on digits"),  # the user's own run there
+    ("not json", None, "no readable manifest.json")])
+def test_demo_replaces_only_a_demo_run(tmp_path, monkeypatch, capsys, manifest, extra, words):
+    monkeypatch.chdir(tmp_path)
+    demo = tmp_path / "cwtool-demo"
+    demo.mkdir()
+    (demo / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    if extra:
+        (demo / extra).write_text("mine")
+    _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
+    code, _, err = run_cli(["demo"], capsys)
+    assert code == 2 and "not a demo run" in err and words in err, err
+    assert (demo / "manifest.json").is_file() and (not extra or (demo / extra).read_text() == "mine")
 
 
 def test_demo_will_not_replace_a_file_of_that_name(tmp_path, monkeypatch, capsys):

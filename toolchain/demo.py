@@ -78,8 +78,10 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out.resolve()}' is a file and the demo writes its run there: move it, or run the demo from another folder")
     check_output_dir(out, "the demo folder")
-    if out.is_dir() and any(out.iterdir()) and not RunDir(out).manifest.is_file():
-        raise UserError(f"'{out.resolve()}' exists and is not a demo run (no manifest.json): move it, or run the demo from another folder")
+    if out.is_dir() and any(out.iterdir()):
+        why = _not_a_demo_run(out)
+        if why:
+            raise UserError(f"'{out.resolve()}' exists and is not a demo run ({why}): move it, or run the demo from another folder")
     path = ensure_demo_model(retrain=retrain)
     if out.exists():
         shutil.rmtree(out)  # only ever a previous demo run: it holds a manifest
@@ -87,3 +89,26 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     report, run_dir = compress(request, PruneConfig(**DEMO_PRUNE))
     finish(report, run_dir)
     return report, run_dir
+
+
+# What a compress run writes in its folder (toolchain.rundir.RunDir), and staged files a killed one left.
+RUN_ENTRIES = {"manifest.json", "compress.log", "rounds", "pruned.pt", "calibration.npz", "artifacts", "work", "report.json",
+               "report.md", "report.html", "plots"}
+
+
+def _not_a_demo_run(out: Path) -> str | None:
+    """Why the demo must not replace ``out`` (it deletes the folder it replaces): None only for a folder that holds a
+    demo run's files and nothing else, a manifest.json by name is not enough."""
+    from toolchain.io import TMP_PREFIX
+
+    others = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith(TMP_PREFIX))
+    if others:
+        return f"it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
+    try:
+        manifest = json.loads(RunDir(out).manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return "no readable manifest.json"
+    data = manifest.get("inputs", {}).get("data") if isinstance(manifest, dict) and isinstance(manifest.get("inputs"), dict) else None
+    if not isinstance(data, dict) or data.get("spec") != DEMO_DATA:
+        return f"its manifest.json is not a compress run on {DEMO_DATA}"
+    return None
