@@ -418,3 +418,25 @@ def test_an_image_replaced_by_a_pipe_is_refused_not_waited_for(tmp_path):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, before)
+
+
+def test_resume_refuses_a_folder_whose_images_changed(tmp_path, capsys):
+    """Removing one image reshuffles the seeded split: rounds trained on rows that are now validation or test rows must
+    not be finished as if nothing happened. The folder's listing (names and sizes) is part of the run's identity."""
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+    from toolchain.models.train import seed_everything
+
+    folder = image_folder(tmp_path / "imgs", 40, 16, seed=3)
+    seed_everything(0)
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    args = ["compress", tmp_path / "m.pt", "--data", folder, "-p", "1", "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1",
+            "--confidence", "0.5", "--skip-export", "--out", tmp_path / "run"]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert len(manifest["inputs"]["data"]["listing_sha256"]) == 64
+    next(folder.rglob("*.png")).unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 2 and "other inputs" in err and "the data differs" in err, err

@@ -18,7 +18,7 @@ from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError
 from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
-from toolchain.provenance import file_sha256, rows_sha256
+from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.rundir import RunDir, as_recorded, differences
 
@@ -146,6 +146,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
               "label_column": request.label_column}
     if Path(request.data).is_file():
         inputs["data"]["sha256"] = file_sha256(Path(request.data))
+    elif Path(request.data).is_dir():  # --resume must not go on with other images than the rounds were trained on
+        inputs["data"]["listing_sha256"] = folder_listing_sha256(Path(request.data))
     if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
         inputs["data"]["label_mapping"] = dataset.label_mapping
     if request.image_size:
