@@ -619,3 +619,12 @@ def test_a_baseline_edited_where_the_predictions_cannot_tell_is_malformed(art, c
     edited.write_text(json.dumps(report))
     code, _, err = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
     assert code == 2 and "malformed" in err, err
+
+
+def test_a_file_named_twice_is_judged_once(art, capsys, tmp_path):
+    link = tmp_path / "again.onnx"
+    link.symlink_to(art["good"])
+    out = tmp_path / "o.json"
+    code, _, err = cli([art["good"], art["good"], link, "--data", art["data"], "-p", PROT, "--json", out, "-q"], capsys)
+    assert code == 0, err
+    assert [a["path"] for a in json.loads(out.read_text())["artifacts"]] == [str(art["good"])]

@@ -86,6 +86,19 @@ class TrainingInput:
         "spare CPU core (at most 4), 0: none.", min=0, max=64))
 
 
+def unique_paths(paths: list) -> list:
+    """``paths`` without a file named twice (by another path too): verify judges each file once."""
+    import os
+
+    seen, out = set(), []
+    for p in paths:
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
+            out.append(p)
+    return out
+
+
 def seed_option(help: str):
     return typer.Option(0, min=0, max=2**31 - 1, help=help, rich_help_panel=INPUTS)
 

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import ImageOptions, stripped_data, with_config
+from toolchain.cli.options import ImageOptions, stripped_data, unique_paths, with_config
 from toolchain.errors import UserError
 
 __all__ = ["verify"]
@@ -49,6 +49,7 @@ def verify(
     from toolchain.io import atomic_write_text, check_output_file, input_paths
     from toolchain.verify import VerifyRequest, run_verify
 
+    artifacts = unique_paths(artifacts)
     inputs = input_paths(data, baseline, artifacts=artifacts)
     for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit")):
         check_output_file(path, flag, inputs=inputs)
