@@ -259,3 +259,12 @@ def test_no_help_cuts_a_word_in_a_pipe_at_80_columns(command):
                          env={**os.environ, "COLUMNS": "80"}, cwd=Path(__file__).resolve().parents[1]).stdout
     assert "Usage: cwtool" in out and max(len(line) for line in out.splitlines()) <= 80
     assert [line for line in out.splitlines() if "…" in line] == []
+
+
+def test_demo_checks_its_model_cache_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CWTOOL_CACHE", str(tmp_path / "cache"))
+    _forbid(monkeypatch, "toolchain.models.train.train")
+    code, _, err = run_cli(["demo", "--retrain"], capsys)
+    assert code == 2 and "CWTOOL_CACHE" in err and len(err.strip().splitlines()) == 1, err

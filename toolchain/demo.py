@@ -47,6 +47,9 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
     if path.is_file() and not retrain:
         console.print(f"reusing the cached demo model {path}", style="dim")
         return path
+    from toolchain.io import check_output_file
+
+    check_output_file(path, "the demo model cache (CWTOOL_CACHE)")  # before seconds of training, not after
     dataset = load_data(DEMO_DATA, seed=0)
     seed_everything(DEMO_TRAIN["seed"])
     model = registry.create(DEMO_ARCH)
