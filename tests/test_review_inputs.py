@@ -515,3 +515,16 @@ def test_a_baseline_that_is_a_folder_or_a_device_is_called_so(tmp_path):
 def test_an_empty_data_spec_is_refused_not_read_as_this_folder(tmp_path, capsys):
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "-d", "  ", "-p", "1", "--json", tmp_path / "e.json"], capsys)
     assert code == 2 and "--data" in err and "empty" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_resume_with_fewer_formats_leaves_only_the_files_its_report_lists(trained_digits, tmp_path, capsys):
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1",
+            "--confidence", "0.5", "--time-runs", "0", "--out", tmp_path / "run"]
+    code, _, err = run_cli([*args, "--format", "onnx", "--format", "tflite"], capsys)
+    assert code in (0, 1), err
+    assert any(p.suffix == ".tflite" for p in (tmp_path / "run" / "artifacts").iterdir())
+    code, _, err = run_cli([*args, "--format", "onnx", "--resume"], capsys)
+    assert code in (0, 1) and "an earlier export of this run wrote" in err, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    listed = {Path(a["path"]).name for a in report["artifacts"]}
+    assert listed == {"model_fp32.onnx", "model_int8.onnx"} and {p.name for p in (tmp_path / "run" / "artifacts").iterdir()} == listed

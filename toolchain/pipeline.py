@@ -74,6 +74,22 @@ def _size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str, str]) 
     return out
 
 
+def _drop_stale_artifacts(run_dir: Path, artifacts: list[dict], log) -> None:
+    """Files an earlier export of this run left in artifacts/ that this one did not write (a --resume with fewer
+    --format): the report lists what was checked, and the folder holds nothing else."""
+    from toolchain.io import artifact_files
+
+    folder = RunDir(run_dir).artifacts
+    if not folder.is_dir():
+        return
+    written = {p.resolve() for art in artifacts for p in artifact_files(Path(run_dir) / art["path"])}
+    stale = sorted(e for e in folder.iterdir() if e.is_file() and not e.is_symlink() and e.resolve() not in written)
+    for entry in stale:
+        entry.unlink()
+    if stale:
+        log(f"removed {len(stale)} file(s) an earlier export of this run wrote and this one did not: {', '.join(e.name for e in stale[:4])}")
+
+
 def _versions() -> dict:
     import numpy
     import torch
@@ -264,6 +280,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             except UserError as exc:  # the rounds are done and saved: say how to finish without them
                 raise UserError(f"{exc} (the pruning is saved in {run_dir}: rerun with --resume and the changed export options, such as "
                                 "--format, to finish it without retraining)") from exc
+        _drop_stale_artifacts(run_dir, artifacts, log.print)
         for art in artifacts:
             if not art["gate"]["passed"]:
                 gate["passed"] = False
