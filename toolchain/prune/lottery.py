@@ -43,10 +43,11 @@ DUAL_LR = 20.0  # Lagrange rule: a validation FN excess of 5% of the class's sam
 class LotteryPruner:
     def __init__(self, model: nn.Module, dataset: Dataset, protected: list[int], config: PruneConfig, run_dir: Path | RunDir | None = None,
                  progress=None, log=print, arch: str | None = None, arch_kwargs: dict | None = None, keep_whole: dict[str, str] | None = None,
-                 dense_val_logits: np.ndarray | None = None):
+                 dense_val_logits: np.ndarray | None = None, record=None):
         """``arch``/``arch_kwargs`` name the architecture the saved tickets record (they load on their own); ``keep_whole``
         {group key: why}: channel groups never pruned (shrink.unfollowed_groups' finding); ``dense_val_logits``: the
-        model's float32 validation logits where the caller has them already."""
+        model's float32 validation logits where the caller has them already; ``record``: a line for the run's log file
+        alone (each epoch's end: the terminal has a progress bar, a log read later has nothing else)."""
         self.config = config.for_target(None).effective()
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.dataset = dataset
@@ -58,6 +59,7 @@ class LotteryPruner:
         self.run_dir = RunDir(run_dir) if run_dir is not None and not isinstance(run_dir, RunDir) else run_dir
         self.progress = progress
         self.log = log
+        self.record = record or (lambda text: None)
         self.unfollowed = dict(keep_whole or {})
         self.dense_val_logits = dense_val_logits
         graph = ChannelGraph(self.dense, self.example, self.unfollowed)
@@ -219,6 +221,7 @@ class LotteryPruner:
             snapshot = {}
 
             def on_epoch_end(epoch, model, _r=r, _loss=loss):
+                self.record(f"round {_r}/{rounds} retrain: epoch {epoch}/{cfg.epochs} done")
                 if cfg.rewind == "early" and _r == 1 and epoch == cfg.rewind_epoch:
                     snapshot["model"] = copy.deepcopy(model).eval()
                 if cfg.gamma_rule == "lagrange":
@@ -291,9 +294,13 @@ class LotteryPruner:
             self.multipliers = dict(multipliers)
             loss = self.loss(cfg.gamma, teacher)
             tcfg = self.train_config(cfg.final_epochs, cfg.lr / 2, cfg.seed * 1000 + 99)
-            dual = (lambda epoch, m: self._dual_step(m, loss)) if cfg.gamma_rule == "lagrange" else None
+            def after_epoch(epoch, m, _round=ticket.round):
+                self.record(f"final fine-tuning of round {_round}: epoch {epoch}/{cfg.final_epochs} done")
+                if cfg.gamma_rule == "lagrange":
+                    self._dual_step(m, loss)
+
             model = train(copy.deepcopy(ticket.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
-                          progress=self.progress, description=f"final fine-tuning of round {ticket.round}", on_epoch_end=dual)
+                          progress=self.progress, description=f"final fine-tuning of round {ticket.round}", on_epoch_end=after_epoch)
             tuned = self.judged(replace(ticket, model=model))
             self.files.save_final(tuned, cfg.final_epochs)
         self.log(f"final fine-tuning ({cfg.final_epochs} epochs): " + round_line(tuned, self.dense_params))
