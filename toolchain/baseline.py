@@ -86,10 +86,9 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
         raise bad("rows_sha256 is not a sha256 hex digest")
     # the counts the gate reads must be the counts the file's own matrix says: an edited FN loosens the budget
     for entry in prot:
-        if entry["fn"] != fnpc[entry["class"]]:
-            raise bad(f"protected class {entry['class']} has fn {entry['fn']} but fn_per_class says {fnpc[entry['class']]}")
-    for entry in prot:
         c, support = entry["class"], entry.get("support")
+        if entry["fn"] != fnpc[c]:
+            raise bad(f"protected class {c} has fn {entry['fn']} but fn_per_class says {fnpc[c]}")
         if support is not None and sup is not None and support != sup[c]:
             raise bad(f"protected class {c} has support {support} but support_per_class says {sup[c]}")
         if entry.get("fnr") is not None and support and abs(entry["fnr"] - entry["fn"] / support) > 1e-6:

@@ -94,17 +94,14 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     return report, run_dir
 
 
-# What a compress run writes in its folder (toolchain.rundir.RunDir), and staged files a killed one left.
-RUN_ENTRIES = {"manifest.json", "compress.log", "rounds", "pruned.pt", "calibration.npz", "artifacts", "work", "report.json",
-               "report.md", "report.html", "plots"}
-
 
 def _not_a_demo_run(out: Path) -> str | None:
     """Why the demo must not replace ``out`` (it deletes the folder it replaces): None only for a folder that holds a
     demo run's files and nothing else, a manifest.json by name is not enough."""
     from toolchain.io import TMP_PREFIX
 
-    others = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith(TMP_PREFIX))
+    known = RunDir(out).entries()  # and staged files a killed run left
+    others = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.startswith(TMP_PREFIX))
     if others:
         return f"it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
     try:

@@ -109,10 +109,10 @@ def _links_under(folder: Path) -> list[Path]:
     """The symbolic links a data folder's loader follows, down to the depth it reads (an ImageFolder's class folders and
     their images; an idx folder's files): each is read where it points. Bounded, so that a link to / costs no walk."""
     links = []
-    for entry in _entries(folder):
+    for entry in loader_entries(folder):
         if entry.is_symlink():
             links.append(entry)
-        links += [inner for inner in _entries(entry) if inner.is_symlink() and not _is_dir(inner)]  # a class folder's images
+        links += [inner for inner in loader_entries(entry) if inner.is_symlink() and not _is_dir(inner)]  # a class folder's images
     return links
 
 
@@ -123,11 +123,11 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _entries(folder: Path) -> list[Path]:
-    """The entries of a folder the loaders read (none for a file or an unreadable folder: the loader says so in its own
-    words; hidden ones are skipped, as the loaders skip them)."""
+def loader_entries(folder: Path) -> list[Path]:
+    """The entries of a folder the data loaders read, by name (none for a file or an unreadable folder: the loader says
+    so in its own words; hidden ones are skipped, as the loaders skip them)."""
     try:
-        return [e for e in folder.iterdir() if not e.name.startswith(".")] if _is_dir(folder) else []
+        return sorted(e for e in folder.iterdir() if not e.name.startswith(".")) if _is_dir(folder) else []
     except OSError:
         return []
 
@@ -144,14 +144,19 @@ def _inside(path: Path, folder: Path) -> bool:
     return folder in path.parents
 
 
+def _places(path) -> tuple[Path | None, Path]:
+    """Where ``path`` is: its real path (None for a link loop) and the path as written, made absolute."""
+    return _real(path), Path(os.path.abspath(path))
+
+
 def _overlaps(output: Path, inputs) -> Path | None:
     """The input that ``output`` would replace or write into (an input folder), if any: by its real path, by the path
     as written (a link inside an input folder), and by identity (a hard link to an input)."""
-    out, written = _real(output), Path(os.path.abspath(output))
+    out, written = _places(output)
     for given in inputs:
-        if given is None or _real(given) is None:
+        src, src_written = _places(given) if given is not None else (None, None)
+        if src is None:
             continue
-        src, src_written = _real(given), Path(os.path.abspath(given))
         if out == src or written == src_written or (_is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written))):
             return Path(given)
         try:
@@ -191,11 +196,11 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
     kind = _kind(path)
     if kind not in ("missing", "folder"):
         raise UserError(f"{flag} '{path}' is a {kind}: give a folder")
-    out, written = _real(path), Path(os.path.abspath(path))
+    out, written = _places(path)
     for given in inputs:
-        if given is None or _real(given) is None:
+        src, src_written = _places(given) if given is not None else (None, None)
+        if src is None:
             continue
-        src, src_written = _real(given), Path(os.path.abspath(given))
         if src == out or (out and _inside(src, out)) or src_written == written or _inside(src_written, written):
             raise UserError(f"{flag} '{path}' holds '{given}', an input of this command: give another folder")
         if _is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written)):

@@ -16,7 +16,7 @@ from rich.console import Console
 from toolchain import __version__, distributed
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError
-from toolchain.export.stage import ExportSettings, check_export_inputs
+from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
@@ -46,48 +46,6 @@ class CompressRequest:
     normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
     augment: object | None = None  # toolchain.data.dataset.Augment: training batches augmented
     workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
-
-
-def _size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str, str]) -> dict:
-    """Whether the shipped model reached --keep-params (and --keep-macs), and if not, why: never a silent 100%."""
-    dense_params, dense_macs = result.dense["params"], result.dense["macs"]
-    params, macs = ticket.params / dense_params, ticket.macs / max(dense_macs, 1)
-    if config.granularity == "weight":  # the goal is the share of conv and linear weights left non-zero (the round's ticket)
-        params = 1 - next((t.sparsity for t in result.tickets if t.round == ticket.round), 0.0)
-    slack = 0.005  # weight tickets keep round(fraction x size) of each layer: a hair over the goal is the goal
-    met = params <= config.keep_params + slack and (config.keep_macs >= 1 or macs <= config.keep_macs + slack)
-    out = {"keep_params": config.keep_params, "param_fraction": params, "keep_macs": config.keep_macs, "mac_fraction": macs, "met": met}
-    if met:
-        return out
-    last = result.tickets[-1] if result.tickets else None
-    if last is not None and not last.within_budget:
-        ships = "an earlier ticket ships" if ticket.round < last.round else f"round {last.round}'s ticket ships, outside the budget"
-        why = f"round {last.round} left the FN or accuracy budget, so the rounds stopped and {ships}"
-    elif not result.tickets or all(t.params == result.tickets[0].params for t in result.tickets) and result.tickets[0].params >= dense_params:
-        why = "no channel group of this model can be pruned"
-    else:
-        why = "the channel groups cwtool can prune are used up"
-    kept = f" (kept whole: {', '.join(kept_whole)})" if kept_whole else ""
-    goal = f"--keep-params {config.keep_params:g}" + (f" and --keep-macs {config.keep_macs:g}" if config.keep_macs < 1 else "")
-    share = "of its conv and linear weights non-zero" if config.granularity == "weight" else "of the parameters"
-    out["statement"] = f"the shipped model keeps {params:.1%} {share} and {macs:.1%} of the MACs against {goal}: {why}{kept}"
-    return out
-
-
-def _drop_stale_artifacts(run_dir: Path, artifacts: list[dict], log) -> None:
-    """Files an earlier export of this run left in artifacts/ that this one did not write (a --resume with fewer
-    --format): the report lists what was checked, and the folder holds nothing else."""
-    from toolchain.io import artifact_files
-
-    folder = RunDir(run_dir).artifacts
-    if not folder.is_dir():
-        return
-    written = {p.resolve() for art in artifacts for p in artifact_files(Path(run_dir) / art["path"])}
-    stale = sorted(e for e in folder.iterdir() if e.is_file() and not e.is_symlink() and e.resolve() not in written)
-    for entry in stale:
-        entry.unlink()
-    if stale:
-        log(f"removed {len(stale)} file(s) an earlier export of this run wrote and this one did not: {', '.join(e.name for e in stale[:4])}")
 
 
 def _versions() -> dict:
@@ -121,7 +79,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner
     from toolchain.prune.preflight import check_before_pruning
-    from toolchain.prune.tickets import removed_plan
+    from toolchain.prune.tickets import removed_plan, shipped_size_goal
 
     started = time.perf_counter()
     group = distributed.start()  # under torchrun: retraining on every process, rank 0 writes and talks
@@ -261,7 +219,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         pruned_test["rows_sha256"] = test_rows
         gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         promise = promise_section(ticket, config, result.budget_met)
-        size_goal = _size_goal(result, ticket, config, pruner.kept_whole)
+        size_goal = shipped_size_goal(result, ticket, config, pruner.kept_whole)
         if not size_goal["met"]:
             log.print(f"size goal not met: {size_goal['statement']}")
         if not result.budget_met:  # never ship an unguarded point quietly, whatever the test split says
@@ -281,7 +239,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             except UserError as exc:  # the rounds are done and saved: say how to finish without them
                 raise UserError(f"{exc} (the pruning is saved in {run_dir}: rerun with --resume and the changed export options, such as "
                                 "--format, to finish it without retraining)") from exc
-        _drop_stale_artifacts(run_dir, artifacts, log.print)
+        drop_stale_artifacts(run_dir, artifacts, log.print)
         for art in artifacts:
             if not art["gate"]["passed"]:
                 gate["passed"] = False
@@ -411,7 +369,7 @@ def finish(report: dict, run_dir: Path) -> None:
     run = RunDir(run_dir)
     plots = plot_report(report, run.plots)
     report["plots"] = [run.relative(p) for p in plots]
-    html_path = run.report_md.with_suffix(".html")
+    html_path = run.report_html
     report["html"] = run.relative(html_path)
     markdown = render_report(report)
     page = render_html(markdown, [(p, CAPTIONS.get(p.name, p.name)) for p in plots], "cwtool compress report")

@@ -7,7 +7,6 @@ external data): `cwtool verify` computes the same fingerprints on a device.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,25 +32,20 @@ def folder_listing_sha256(folder: str | Path) -> str:
     ImageFolder's class folders and their images; hidden entries skipped, links followed as the loaders follow them):
     a folder with files added, removed or rewritten to another size is another input. The contents are not read
     (20,000 images would cost minutes at every start)."""
+    from toolchain.io import loader_entries
+
     h = hashlib.sha256(b"cwtool-listing/1")
 
-    def entries(path: str) -> list[os.DirEntry]:
+    def size(path: Path) -> int:
         try:
-            with os.scandir(path) as it:
-                return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-        except OSError:  # unreadable: the loader says so in its own words
-            return []
-
-    def size(entry: os.DirEntry) -> int:
-        try:
-            return entry.stat().st_size
+            return path.stat().st_size
         except OSError:
             return -1
 
-    for top in entries(str(folder)):
+    for top in loader_entries(Path(folder)):
         if top.is_dir():
-            for inner in entries(top.path):
-                h.update(f"{top.name}/{inner.name}\t{size(inner)}\n".encode("utf-8", "surrogateescape"))
+            for entry in loader_entries(top):
+                h.update(f"{top.name}/{entry.name}\t{size(entry)}\n".encode("utf-8", "surrogateescape"))
         else:
             h.update(f"{top.name}\t{size(top)}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()

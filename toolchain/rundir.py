@@ -11,7 +11,7 @@ finds what an earlier, interrupted run finished and skips it.
     run/artifacts/               the exported files
     run/work/                    scratch for the export stage, removed when it ends
     run/compress.log             every progress line, time-stamped (appended to by --resume)
-    run/report.json, report.md, plots/
+    run/report.json, report.md, report.html, plots/
 
 A rerun finds its run by the manifest's run id: ``as_recorded`` names this command's files by the run's paths
 where their bytes are the same (another working directory), ``differences`` says what else differs.
@@ -98,8 +98,17 @@ class RunDir:
         return self.root / "report.md"
 
     @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    def entries(self) -> set[str]:
+        """The names a run writes at the top of its folder (what a folder holding only these may be replaced as)."""
+        return {p.name for p in (self.manifest, self.log, self.rounds, self.pruned, self.calibration, self.artifacts, self.work,
+                                 self.report_json, self.report_md, self.report_html, self.plots)}
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))

@@ -16,6 +16,7 @@ import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.export import ExportJob, export_backend
+from toolchain.io import artifact_files
 from toolchain.metrics import evaluate_logits
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.prune.bake import bake_offsets
@@ -149,7 +150,7 @@ def _check_unseen_test(x: np.ndarray, dataset, shown: str) -> None:
     x_test = dataset.split("test")[0]
     if len(x_test) == 0:
         return
-    calibration = _row_digests([x + np.float32(0)])  # -0.0 + 0 is 0.0: the same values, the same digests
+    calibration = _row_digests([x])
     found = _row_digests(batches(x_test)) & calibration
     if found:
         found -= _row_digests(batches(dataset.split("train")[0]))
@@ -159,7 +160,8 @@ def _check_unseen_test(x: np.ndarray, dataset, shown: str) -> None:
 
 
 def _row_digests(parts) -> set[bytes]:
-    """A digest per float32 row: rows compared by identity, 16 bytes each whatever their size (224-px images)."""
+    """A digest per float32 row: rows compared by identity, 16 bytes each whatever their size (224-px images); -0.0 + 0
+    is 0.0, so the same values give the same digests."""
     return {hashlib.blake2b(row.tobytes(), digest_size=16).digest()
             for part in parts for row in np.ascontiguousarray(part, dtype=np.float32) + np.float32(0)}
 
@@ -294,3 +296,17 @@ def fit_verdicts(entries: list[dict], root: Path, profile, macs: int | None, mac
     return {"name": profile.name, "description": profile.description, "profile": str(profile.path), "fits": fits,
             "verdict": verdict, "files": len(entries), "files_fitting": len(entries) - len(failing),
             "throughput_source": profile.throughput_source, "latency_note": LATENCY_NOTE, "memory_note": MEMORY_NOTE}
+
+
+def drop_stale_artifacts(run_dir: Path, artifacts: list[dict], log) -> None:
+    """Files an earlier export of this run left in artifacts/ that this one did not write (a --resume with fewer
+    --format): the report lists what was checked, and the folder holds nothing else."""
+    folder = RunDir(run_dir).artifacts
+    if not folder.is_dir():
+        return
+    written = {p.resolve() for art in artifacts for p in artifact_files(Path(run_dir) / art["path"])}
+    stale = sorted(e for e in folder.iterdir() if e.is_file() and not e.is_symlink() and e.resolve() not in written)
+    for entry in stale:
+        entry.unlink()
+    if stale:
+        log(f"removed {len(stale)} file(s) an earlier export of this run wrote and this one did not: {', '.join(e.name for e in stale[:4])}")

@@ -1,10 +1,13 @@
-"""Tickets: a round's pruned model with its operating point on validation, and which one a run ships."""
+"""Tickets: a round's pruned model with its operating point on validation, which one a run ships, and whether it reached
+the size goal."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from torch import nn
+
+from toolchain.config import PruneConfig
 
 Survivors = dict[str, list[int]]  # group key -> original channel indices still present
 
@@ -86,3 +89,29 @@ def round_line(t: Ticket, dense_params: int) -> str:
                      for p in t.val["protected"])
     return (f"round {t.round}: {t.params:,} params ({t.params / dense_params:.1%}), val accuracy {t.val['accuracy']:.4f} "
             f"at the operating point ({prot}; offsets {', '.join(f'{v:+.2f}' for v in t.offsets.values())})")
+
+
+def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str, str]) -> dict:
+    """Whether the shipped model reached --keep-params (and --keep-macs), and if not, why: never a silent 100%."""
+    dense_params, dense_macs = result.dense["params"], result.dense["macs"]
+    params, macs = ticket.params / dense_params, ticket.macs / max(dense_macs, 1)
+    if config.granularity == "weight":  # the goal is the share of conv and linear weights left non-zero (the round's ticket)
+        params = 1 - next((t.sparsity for t in result.tickets if t.round == ticket.round), 0.0)
+    slack = 0.005  # weight tickets keep round(fraction x size) of each layer: a hair over the goal is the goal
+    met = params <= config.keep_params + slack and (config.keep_macs >= 1 or macs <= config.keep_macs + slack)
+    out = {"keep_params": config.keep_params, "param_fraction": params, "keep_macs": config.keep_macs, "mac_fraction": macs, "met": met}
+    if met:
+        return out
+    last = result.tickets[-1] if result.tickets else None
+    if last is not None and not last.within_budget:
+        ships = "an earlier ticket ships" if ticket.round < last.round else f"round {last.round}'s ticket ships, outside the budget"
+        why = f"round {last.round} left the FN or accuracy budget, so the rounds stopped and {ships}"
+    elif not result.tickets or all(t.params == result.tickets[0].params for t in result.tickets) and result.tickets[0].params >= dense_params:
+        why = "no channel group of this model can be pruned"
+    else:
+        why = "the channel groups cwtool can prune are used up"
+    kept = f" (kept whole: {', '.join(kept_whole)})" if kept_whole else ""
+    goal = f"--keep-params {config.keep_params:g}" + (f" and --keep-macs {config.keep_macs:g}" if config.keep_macs < 1 else "")
+    share = "of its conv and linear weights non-zero" if config.granularity == "weight" else "of the parameters"
+    out["statement"] = f"the shipped model keeps {params:.1%} {share} and {macs:.1%} of the MACs against {goal}: {why}{kept}"
+    return out
