@@ -11,22 +11,40 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     out = tmp_path / "mlp.pt"
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "5", "--device", "cpu", "--out", out], capsys)
     assert code == 0, err
-    assert err.splitlines() == [  # what the data became, then the result: no progress residue in a log
+    lines = err.splitlines()
+    assert lines == [  # what is trained, what the data became, one line an epoch (no terminal here: no bar), then the result
+        f"training --arch mlp on breast-cancer, {lines[0].split(', ')[1].split()[0]} train rows, 5 epochs; log: {out}.log",
         "data: breast-cancer: sklearn load_breast_cancer, standardized with the train split's mean/std; "
         "labels: malignant=0, benign=1 (fixed by scikit-learn)",
-        err.splitlines()[1],
+        lines[2], *[f"epoch {e}/5 done" for e in range(1, 6)],
         f"{out}: validation accuracy {err.split()[-1]}"]
-    assert err.splitlines()[1] in ("training on cpu in fp32", "training on cpu in bf16 autocast")
+    assert lines[2] in ("training on cpu in fp32", "training on cpu in bf16 autocast")
+    logged = (tmp_path / "mlp.pt.log").read_text().splitlines()
+    assert [line.split("s ", 1)[1] for line in logged] == lines  # each line stamped with the time since the start
     code, _, err = run_cli(["evaluate", out, "--data", "breast-cancer", "-p", "malignant", "--json", tmp_path / "e.json"], capsys)
     assert code == 0, err
     evaluation = json.loads((tmp_path / "e.json").read_text())
     assert evaluation["accuracy"] > 0.85 and evaluation["protected"][0]["class"] == 0
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "1", "--device", "cpu", "--out", out], capsys)
+    assert code == 0, err
+    assert len((tmp_path / "mlp.pt.log").read_text().splitlines()) == 5  # the log of the checkpoint --out holds now
 
 
 def test_too_few_outputs_for_the_classes_exits_2(tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", '{"num_classes": 1}', "--data", "breast-cancer",
                             "--out", tmp_path / "m.pt"], capsys)
-    assert code == 2 and "num_classes" in err and not (tmp_path / "m.pt").exists()
+    assert code == 2 and "num_classes" in err and not (tmp_path / "m.pt").exists() and not (tmp_path / "m.pt.log").exists()
+
+
+def test_a_training_log_over_an_input_is_refused(tmp_path, capsys):
+    import numpy as np
+
+    rows = tmp_path / "rows.npz"
+    np.savez(rows, x=np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32), y=np.arange(60) % 2)
+    (tmp_path / "m.pt.log").symlink_to(rows)  # the log train would write is the data it reads
+    code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", '{"in_features": 3}', "--data", rows, "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "training log" in err and "also an input" in err and len(err.strip().splitlines()) == 1
+    assert rows.stat().st_size > 0 and not (tmp_path / "m.pt").exists()
 
 
 @pytest.mark.parametrize("device", ["cuda", "quantum"])

@@ -45,7 +45,7 @@ def train(
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.config import TRAIN_PRECISIONS
     from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train as run_train, training_dtype
-    from toolchain.report.consoles import log_console, progress_bar
+    from toolchain.report.consoles import RunLog, log_console, progress_bar
 
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
@@ -56,7 +56,9 @@ def train(
                              workers=training_input.workers, precision=train_precision)
     except ValueError as exc:
         raise config_error(exc, TrainConfig) from exc
+    log_path = out.with_name(out.name + ".log")
     check_output_file(out, "--out", inputs=input_paths(data, val, test, arch=arch))
+    check_output_file(log_path, "the training log (--out's name + .log)", inputs=input_paths(data, val, test, arch=arch))
     if out.is_file() and not is_cwtool_checkpoint(out):
         raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
     kwargs = parse_kwargs(arch_kwargs)
@@ -79,16 +81,34 @@ def train(
         raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {classes} classes: {fix}")
     check_output_width(num_outputs, dataset.y_train, declared, f"--arch '{arch}'")
     console = log_console()
-    console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+    log = _fresh_log(RunLog(console), log_path)
+    log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
+    log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
     if kwargs.get("num_classes") != parse_kwargs(arch_kwargs).get("num_classes"):
-        console.print(f"--arch '{arch}' built with num_classes {kwargs['num_classes']}, one output per class the data names")
-    console.print(f"training on {torch_device} in {arithmetic_label(training_dtype(model, dataset.x_train, train_precision, torch_device))}")
+        log.print(f"--arch '{arch}' built with num_classes {kwargs['num_classes']}, one output per class the data names")
+    log.print(f"training on {torch_device} in {arithmetic_label(training_dtype(model, dataset.x_train, train_precision, torch_device))}")
+
+    def epoch_done(epoch: int, _model) -> None:
+        # a terminal has the progress bar; a pipe or a CI log gets the line itself, or minutes pass in silence
+        (log.record if console.is_terminal else log.print)(f"epoch {epoch}/{epochs} done")
+
     with progress_bar(console) as progress:
-        run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}")
+        run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}",
+                  on_epoch_end=epoch_done)
     model = model.cpu().eval()
     score = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
     save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
-    console.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
+    log.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
+
+
+def _fresh_log(log, path: Path):
+    """``log`` writing to ``path``, emptied first: the log describes the checkpoint that --out will hold, not an earlier one."""
+    try:
+        path.write_text("", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"the training log '{path}' cannot be written: {exc.strerror or exc}") from exc
+    log.attach(path)
+    return log
 
 
 def _one_output_per_class(arch: str, kwargs: dict, classes: int, input_shape, seed: int):
