@@ -468,6 +468,7 @@ def test_run_ids_of_earlier_versions_stay_the_same():
     assert run_id(rate=0.3, epochs=3) != "526da2b18e77"
     assert run_id(rate=0.3, epochs=3, final_epochs=20) != "526da2b18e77"
     assert run_id(rate=0.3, epochs=3, keep_macs=0.5) != "526da2b18e77"
+    assert run_id(rate=0.3, epochs=3, train_precision="fp32", allocation="global") != "526da2b18e77"
     assert run_id(rate=0.3, epochs=3, confidence=0.9) != "526da2b18e77"
 
 

@@ -314,3 +314,30 @@ def test_the_graph_sizes_a_plan_exactly_without_building_it():
             small = shrink(model, plan, x)
             assert graph.count_params(plan) == count_params(small), name
             assert graph.count_macs(plan) == count_macs(small, x), name
+
+
+def test_global_allocation_takes_more_from_the_layer_whose_channels_matter_less():
+    """Scores made so that the last conv's channels are all near their layer's mean and the others' spread
+    widely: uniform takes the same share everywhere; global keeps every last-conv channel (none is far under
+    its layer's mean) and takes the others' weak channels, under the same target."""
+    from toolchain.models.profile import count_params
+    from toolchain.prune.plan import plan_for_target
+    from toolchain.prune.shrink import shrink
+
+    torch.manual_seed(0)
+    model = registry.create("fmnist-cnn").eval()
+    x = torch.zeros(1, 1, 28, 28)
+    graph = ChannelGraph(model, x)
+    keys = [g.key for g in graph.groups if g.prunable]
+    scores = {k: torch.linspace(0.01, 2.0, g.size) for k, g in ((g.key, g) for g in graph.groups if g.prunable)}
+    scores[keys[-1]] = torch.linspace(0.9, 1.1, scores[keys[-1]].numel())
+    target = int(0.5 * count_params(model))
+    widths = lambda m: [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    uniform = shrink(model, plan_for_target(graph, scores, target), x)
+    global_ = shrink(model, plan_for_target(graph, scores, target, allocation="global"), x)
+    assert count_params(uniform) <= target and count_params(global_) <= target and global_(x).shape == (1, 10)
+    assert count_params(global_) >= 0.95 * target  # the threshold's bisection lands near the target
+    assert widths(global_)[-1] == 128 and widths(uniform)[-1] < 128, (widths(global_), widths(uniform))
+    assert all(g < u for g, u in zip(widths(global_)[:-1], widths(uniform)[:-1])), (widths(global_), widths(uniform))
+    with pytest.raises(ValueError, match="allocation"):
+        plan_for_target(graph, scores, target, allocation="greedy")

@@ -53,6 +53,8 @@ class PruneConfig:
     distill_uniform: bool = _f(False, METHOD, "Distillation weighs every sample alike (default: protected classes' samples by "
                                       "their CE weight).")
     temperature: float = 4.0  # of the distillation
+    allocation: str = _f("uniform", METHOD, "How a round's removals are shared among layers: uniform (each layer loses the same "
+                                       "share) or global (one threshold on each channel's score over its layer's mean).")
     round_to: int | None = _f(None, METHOD, "Round each layer's surviving channels to a multiple of this (CPU kernels work in "
                                       "blocks of 8). Default: the --target's channel_multiple, else 1 (off).")
     taylor_weight: float = _f(0.0, METHOD, "Weight of the protected-class Taylor term in channel importance (0: magnitude only).")
@@ -79,6 +81,8 @@ class PruneConfig:
             raise ValueError("gamma_rule must be fixed or lagrange")
         if self.gamma_rule == "lagrange" and self.granularity == "weight":
             raise ValueError("gamma_rule lagrange is for channel tickets")
+        if self.allocation not in ("uniform", "global"):
+            raise ValueError("allocation must be uniform or global")
         if self.granularity not in ("channel", "weight"):
             raise ValueError("granularity must be channel or weight")
         if self.train_precision not in TRAIN_PRECISIONS:
@@ -132,7 +136,8 @@ class PruneConfig:
 
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
-_ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32"}
+_ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32",
+                "allocation": "uniform"}
 # Fields removed since, at the only value a run could have had: ids computed with them stay the same.
 _REMOVED = {"schedule": None, "stop_outside_budget": True}
 

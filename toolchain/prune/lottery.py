@@ -207,7 +207,7 @@ class LotteryPruner:
             clock.lap("score")
             mac_share = self.round_mac_target(r)
             target_macs = None if mac_share is None else int(mac_share * self.dense_macs)
-            local = plan_for_target(graph, scores, int(target), cfg.round_to, target_macs)
+            local = plan_for_target(graph, scores, int(target), cfg.round_to, target_macs, cfg.allocation)
             new_survivors = {k: [orig for pos, orig in enumerate(v) if pos not in set(local.get(k, []))] for k, v in survivors.items()}
             if cfg.rewind == "none" or rewind_model is None:
                 start_model = checked(graph.prune(local), self.example)

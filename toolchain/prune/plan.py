@@ -1,9 +1,10 @@
 """A round's channel plan: which channels to remove so the model meets its size (and MAC) target.
 
-Each group loses the same share of its lowest-scoring channels; the share is bisected until the
-model the plan leaves is under the target (sized exactly by the ChannelGraph, no model built), with
-channel counts rounded to the CPU kernels' block where asked, and rounded-away channels given back
-where they cost least.
+Two allocations. uniform: each group loses the same share of its lowest-scoring channels. global: a
+share of all channels goes, lowest score over its group's mean first (as Torch-Pruning's global pruning
+ranks them), so layers whose channels matter less give more. The share is bisected until the model the
+plan leaves is under the target (sized exactly by the ChannelGraph, no model built), with channel counts
+rounded to the CPU kernels' block where asked, and rounded-away channels given back where they cost least.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import torch
 
 from toolchain.prune.graph import ChannelGraph, ChannelGroup, ChannelPlan
 
-__all__ = ["plan_for_target", "plan_from_scores", "rounded_keep"]
+__all__ = ["ALLOCATIONS", "plan_for_target", "plan_from_scores", "rounded_keep"]
+
+ALLOCATIONS = ("uniform", "global")
 
 
 def rounded_keep(size: int, keep: int, round_to: int) -> int:
@@ -25,19 +28,30 @@ def rounded_keep(size: int, keep: int, round_to: int) -> int:
     return min(size, max(round_to, round_to * int(round(keep / round_to))))
 
 
-def plan_from_scores(groups: list[ChannelGroup], scores: dict[str, torch.Tensor], fraction: float, round_to: int = 1) -> ChannelPlan:
-    """Remove the lowest-scoring ``fraction`` of each prunable group's channels (scores per root channel;
-    for grouped convs the scores are summed per block offset). Groups without scores are left whole.
-    ``round_to`` > 1 rounds each ungrouped group's surviving channel count to a multiple of it."""
-    plan: ChannelPlan = {}
+def plan_from_scores(groups: list[ChannelGroup], scores: dict[str, torch.Tensor], fraction: float, round_to: int = 1,
+                     allocation: str = "uniform") -> ChannelPlan:
+    """Remove the lowest-scoring channels of each prunable group (scores per root channel; for grouped convs the
+    scores are summed per block offset): uniform, ``fraction`` of each group's; global, those whose score over their
+    group's mean is under ``fraction`` of the highest such ratio. Every group keeps a channel; groups without scores
+    are left whole. ``round_to`` > 1 rounds each ungrouped group's surviving channel count to a multiple of it."""
+    block_scores = {}
     for g in groups:
         if not g.prunable or g.key not in scores:
             continue
         s = torch.as_tensor(scores[g.key], dtype=torch.float64).flatten()
         if s.numel() != g.size:
             raise ValueError(f"scores for {g.key!r} have {s.numel()} entries, the group has {g.size} channels")
-        s = s.view(g.blocks, g.block_size).sum(0)
-        k = min(int(round(fraction * g.block_size)), g.block_size - 1)
+        block_scores[g.key] = s.view(g.blocks, g.block_size).sum(0)
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, not {allocation!r}")
+    removals = _global_removals(block_scores, fraction) if allocation == "global" else None
+    plan: ChannelPlan = {}
+    for g in groups:
+        if g.key not in block_scores:
+            continue
+        s = block_scores[g.key]
+        k = int(round(fraction * g.block_size)) if removals is None else removals[g.key]
+        k = min(k, g.block_size - 1)
         if g.blocks == 1:
             k = g.size - rounded_keep(g.size, g.size - k, round_to)
         if k <= 0:
@@ -47,22 +61,34 @@ def plan_from_scores(groups: list[ChannelGroup], scores: dict[str, torch.Tensor]
     return plan
 
 
+def _global_removals(block_scores: dict[str, torch.Tensor], fraction: float) -> dict[str, int]:
+    """How many channels each group loses when ``fraction`` of all channels go, lowest score over their group's mean
+    first (ties in a stable order, so that the count moves one channel at a time: a layer of equal scores is not
+    dropped at once)."""
+    ranked = sorted((float(v) / (float(s.abs().mean()) + 1e-12), key) for key, s in block_scores.items() for v in s)
+    removals = dict.fromkeys(block_scores, 0)
+    for _, key in ranked[: int(round(fraction * len(ranked)))]:
+        removals[key] += 1
+    return removals
+
+
 def _fits(graph: ChannelGraph, plan: ChannelPlan, target_params: int, target_macs: int | None) -> bool:
     return graph.count_params(plan) <= target_params and (target_macs is None or graph.count_macs(plan) <= target_macs)
 
 
-def plan_for_target(graph: ChannelGraph, scores, target_params: int, round_to: int = 1, target_macs: int | None = None) -> ChannelPlan:
-    """The uniform per-group fraction (bisection) whose removal leaves at most about target_params
+def plan_for_target(graph: ChannelGraph, scores, target_params: int, round_to: int = 1, target_macs: int | None = None,
+                    allocation: str = "uniform") -> ChannelPlan:
+    """The per-group (uniform) or overall (global) fraction, bisected, whose removal leaves at most about target_params
     (and target_macs multiply-accumulates, when given), with channel counts rounded to multiples of
     ``round_to`` unless even the smallest rounded model is over the target (small nets), in which case
     counts are not rounded."""
     lo, hi = 0.0, 0.99
-    best = plan_from_scores(graph.groups, scores, hi, round_to)
+    best = plan_from_scores(graph.groups, scores, hi, round_to, allocation)
     if round_to > 1 and not _fits(graph, best, target_params, target_macs):
-        return plan_for_target(graph, scores, target_params, target_macs=target_macs)
+        return plan_for_target(graph, scores, target_params, target_macs=target_macs, allocation=allocation)
     for _ in range(14):
         mid = (lo + hi) / 2
-        plan = plan_from_scores(graph.groups, scores, mid, round_to)
+        plan = plan_from_scores(graph.groups, scores, mid, round_to, allocation)
         if _fits(graph, plan, target_params, target_macs):
             best, hi = plan, mid
         else:
