@@ -42,6 +42,32 @@ def test_distillation_term_vanishes_when_student_equals_teacher():
     assert torch.allclose(base, same, atol=1e-6) and other > base + 0.1
 
 
+def test_agreement_term_pulls_the_protected_log_odds_of_the_protected_samples_only():
+    """Zero where the student's protected log-odds equal the teacher's on the protected samples (whatever it does
+    elsewhere); otherwise (difference)^2 on average, with gradients only through those samples' logits."""
+    from toolchain.prune.loss import protected_log_odds
+
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 4)
+    targets = torch.tensor([0, 1, 2, 3, 1, 1])
+    idx = torch.arange(6)
+    student = teacher.clone()
+    student[targets != 1] = torch.randn(3, 4)  # other classes' rows disagree freely
+    student[targets == 1] += 0.7  # every logit shifted alike: the same log-odds
+    student.requires_grad_(True)
+    base = ClassDependentLoss(4, [1])(student, targets, idx)
+    agreeing = ClassDependentLoss(4, [1], teacher_logits=teacher, agree_weight=3.0)(student, targets, idx)
+    assert torch.allclose(base, agreeing, atol=1e-6)
+    moved = student.detach().clone()
+    moved[targets == 1, 1] += 0.5  # each protected sample's log-odds up by 0.5
+    moved.requires_grad_(True)
+    loss = ClassDependentLoss(4, [1], teacher_logits=teacher, agree_weight=3.0)(moved, targets, idx) - ClassDependentLoss(4, [1])(moved, targets, idx)
+    assert torch.allclose(loss, torch.tensor(3.0 * 0.25), atol=1e-5)
+    loss.backward()
+    assert moved.grad[targets != 1].abs().sum() == 0 and moved.grad[targets == 1].abs().sum() > 0
+    assert torch.allclose(protected_log_odds(moved.detach(), 1)[targets == 1] - protected_log_odds(teacher, 1)[targets == 1], torch.tensor(0.5))
+
+
 def test_magnitude_aggregates_every_slice_a_channel_owns():
     torch.manual_seed(0)
     model = registry.create("mlp", in_features=5, num_classes=3, hidden=(4,))
@@ -240,8 +266,9 @@ def test_selection_takes_the_smallest_ticket_within_budget_and_of_equal_sizes_th
 def test_the_plain_arm_differs_in_the_class_dependent_parts_only():
     from toolchain.config import PruneConfig
 
-    plain = PruneConfig(class_aware=False, gamma_rule="lagrange").effective()
-    assert (plain.gamma, plain.rank_weight, plain.taylor_weight, plain.increase_weight, plain.gamma_rule) == (1.0, 0.0, 0.0, 0.0, "fixed")
+    plain = PruneConfig(class_aware=False, gamma_rule="lagrange", agree_weight=2.0).effective()
+    assert (plain.gamma, plain.rank_weight, plain.taylor_weight, plain.increase_weight, plain.gamma_rule, plain.agree_weight) == (
+        1.0, 0.0, 0.0, 0.0, "fixed", 0.0)
     assert plain.distill_weight == PruneConfig().distill_weight and plain.distill_uniform  # same distillation, not class-weighted
 
 

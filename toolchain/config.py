@@ -52,6 +52,8 @@ class PruneConfig:
     distill_weight: float = _f(1.0, METHOD, "Weight of distillation from the dense model.")
     distill_uniform: bool = _f(False, METHOD, "Distillation weighs every sample alike (default: protected classes' samples by "
                                       "their CE weight).")
+    agree_weight: float = _f(0.0, METHOD, "Weight of a term that pulls the protected class's log-odds to the dense model's on "
+                                   "that class's samples (0: off).")
     temperature: float = 4.0  # of the distillation
     allocation: str = _f("uniform", METHOD, "How a round's removals are shared among layers: uniform (each layer loses the same "
                                        "share) or global (one threshold on each channel's score over its layer's mean).")
@@ -99,8 +101,8 @@ class PruneConfig:
             raise ValueError("final_epochs must be >= 0")
         if self.final_epochs and self.granularity == "weight":
             raise ValueError("final_epochs is for channel tickets: weight tickets would need their masks kept during it")
-        if min(self.gamma, self.rank_weight, self.distill_weight, self.taylor_weight, self.increase_weight) < 0:
-            raise ValueError("gamma, rank_weight, distill_weight, taylor_weight and increase_weight must be >= 0")
+        if min(self.gamma, self.rank_weight, self.distill_weight, self.taylor_weight, self.increase_weight, self.agree_weight) < 0:
+            raise ValueError("gamma, rank_weight, distill_weight, taylor_weight, increase_weight and agree_weight must be >= 0")
         if self.max_fn_increase < 0 or not 0 <= self.max_accuracy_drop <= 1:
             raise ValueError("max_fn_increase must be >= 0 and max_accuracy_drop in [0, 1]")
         if not 0.5 <= self.confidence < 1:
@@ -116,13 +118,13 @@ class PruneConfig:
 
     def effective(self) -> "PruneConfig":
         """--no-class-aware switches the class-dependent parts off -- protected CE weight, rank loss, Taylor
-        and increase terms, the Lagrange rule -- and keeps distillation, uniform over samples: the plain arm
+        and increase terms, the Lagrange rule, the agreement term -- and keeps distillation, uniform over samples: the plain arm
         of a fair comparison differs in the class-dependent parts only."""
         if self.class_aware:
             return self
         plain = PruneConfig(**asdict(self))
         plain.gamma, plain.rank_weight, plain.taylor_weight, plain.increase_weight = 1.0, 0.0, 0.0, 0.0
-        plain.gamma_rule, plain.distill_uniform = "fixed", True
+        plain.gamma_rule, plain.distill_uniform, plain.agree_weight = "fixed", True, 0.0
         return plain
 
     def to_dict(self) -> dict:
@@ -137,7 +139,7 @@ class PruneConfig:
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
 _ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32",
-                "allocation": "uniform"}
+                "allocation": "uniform", "agree_weight": 0.0}
 # Fields removed since, at the only value a run could have had: ids computed with them stay the same.
 _REMOVED = {"schedule": None, "stop_outside_budget": True}
 

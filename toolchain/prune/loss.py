@@ -3,9 +3,12 @@
 L = CE weighted by gamma on protected classes
     + rank_weight * mean over (protected, other) pairs of max(0, 1 - (s_pos - s_neg))^2
     + distill_weight * T^2 * KL(teacher || student), samples of protected classes weighted by gamma
+    + agree_weight * mean over the protected class's samples of (s_student - s_teacher)^2
 
 s is the protected class's log-odds, logit_k - logsumexp(other logits): monotone in its softmax
-probability, so the rank term is a differentiable surrogate of the one-vs-rest AUC cwtool reports.
+probability, so the rank term is a differentiable surrogate of the one-vs-rest AUC cwtool reports. The agreement term
+pulls the student's log-odds to the dense model's on the protected samples: the guarded operating point's
+margin grows with how many of them the two models decide differently (docs/FN_PROMISE.md).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class ClassDependentLoss:
     distill_weight: float = 0.0
     temperature: float = 4.0
     distill_uniform: bool = False  # distillation over samples alike, not weighted like the CE
+    agree_weight: float = 0.0
 
     def __post_init__(self):
         weights = torch.ones(self.num_classes)
@@ -66,8 +70,14 @@ class ClassDependentLoss:
         if self.rank_weight:
             rank = sum(squared_hinge_rank_loss(logits, targets, k) for k in self.protected) / len(self.protected)
             loss = loss + self.rank_weight * rank
-        teacher = self._teacher_logits(idx, inputs) if self.distill_weight else None
-        if teacher is not None:
+        teacher = self._teacher_logits(idx, inputs) if self.distill_weight or self.agree_weight else None
+        if teacher is not None and self.agree_weight:
+            gaps = [protected_log_odds(logits, k)[targets == k] - protected_log_odds(teacher.to(logits.device), k)[targets == k]
+                    for k in self.protected]
+            gaps = torch.cat(gaps)
+            if gaps.numel():
+                loss = loss + self.agree_weight * gaps.pow(2).mean()
+        if teacher is not None and self.distill_weight:
             t = self.temperature
             teacher = teacher.to(logits.device)
             per_sample = F.kl_div(

@@ -101,7 +101,8 @@ class LotteryPruner:
         live = isinstance(teacher, nn.Module)  # augmented batches: the teacher sees what the student sees
         loss = ClassDependentLoss(self.num_classes, self.protected, gamma=gamma, rank_weight=cfg.rank_weight,
                                   teacher_logits=None if live else teacher, teacher_model=teacher if live else None,
-                                  distill_weight=cfg.distill_weight, temperature=cfg.temperature, distill_uniform=cfg.distill_uniform)
+                                  distill_weight=cfg.distill_weight, temperature=cfg.temperature, distill_uniform=cfg.distill_uniform,
+                                  agree_weight=cfg.agree_weight)
         if cfg.gamma_rule == "lagrange":
             for k in self.protected:
                 loss.set_weight(k, 1.0 + self.multipliers[k])
@@ -167,7 +168,7 @@ class LotteryPruner:
         arithmetic = arithmetic_label(training_dtype(self.dense, self.dataset.x_train, cfg.train_precision, self.device))
         result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets,
                              guard=self.guard, arithmetic=arithmetic)
-        teacher = self.teacher() if cfg.distill_weight else None
+        teacher = self.teacher() if cfg.distill_weight or cfg.agree_weight else None
 
         current = copy.deepcopy(self.dense)
         survivors: Survivors = {k: list(range(n)) for k, n in self.dense_sizes.items()}
