@@ -161,3 +161,67 @@ def test_an_arch_without_num_classes_and_too_many_outputs_exits_2(tmp_path, caps
                                      "        self.fc = nn.Linear(64, 10)\n\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n")
     code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'net.py'}:Ten", "--data", folder, "--epochs", "1", "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "10 outputs" in err and "num_classes" in err and not (tmp_path / "m.pt").exists(), err
+
+
+def _rows(path, n=60):
+    import numpy as np
+
+    np.savez(path, x=np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32), y=np.arange(n) % 2)
+    return path
+
+
+MLP3 = ["--arch", "mlp", "--arch-kwargs", '{"in_features": 3}', "--epochs", "1", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("link", ["symlink", "hard link"])
+def test_the_training_log_never_writes_over_the_checkpoint_it_would_replace(link, tmp_path, capsys):
+    rows = _rows(tmp_path / "rows.npz")
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", out], capsys)
+    assert code == 0, err
+    before = out.read_bytes()
+    (tmp_path / "m.pt.log").unlink()
+    if link == "symlink":
+        (tmp_path / "m.pt.log").symlink_to(out)
+    else:
+        (tmp_path / "m.pt.log").hardlink_to(out)
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", out], capsys)
+    assert code == 2 and "training log" in err and len(err.strip().splitlines()) == 1, err
+    assert out.read_bytes() == before
+
+
+def test_a_module_architecture_s_source_is_an_input_too(tmp_path, monkeypatch, capsys):
+    rows = _rows(tmp_path / "rows.npz")
+    (tmp_path / "mynet.py").write_text("import torch\nclass Net(torch.nn.Sequential):\n"
+                                       "    def __init__(self):\n        super().__init__(torch.nn.Linear(3, 2))\n")
+    source = (tmp_path / "mynet.py").read_text()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "m.pt.log").symlink_to(tmp_path / "mynet.py")
+    code, _, err = run_cli(["train", "--arch", "mynet:Net", "--data", rows, "--epochs", "1", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "also an input" in err, err
+    assert (tmp_path / "mynet.py").read_text() == source and not (tmp_path / "m.pt").exists()
+
+
+def test_train_out_is_a_file_in_a_folder_made_for_it(tmp_path, monkeypatch, capsys):
+    rows = _rows(tmp_path / "rows.npz")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", "."], capsys)
+    assert code == 2 and "is a folder" in err, err
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", "new/sub/m.pt"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "new/sub/m.pt").is_file() and "epoch 1/1 done" in (tmp_path / "new/sub/m.pt.log").read_text()
+
+
+def test_an_interrupted_training_says_so_in_its_log_and_writes_no_checkpoint(tmp_path, capsys):
+    rows = _rows(tmp_path / "rows.npz", n=600)
+    (tmp_path / "stops.py").write_text(
+        "import torch\nclass Net(torch.nn.Sequential):\n    calls = 0\n"
+        "    def __init__(self):\n        super().__init__(torch.nn.Linear(3, 2))\n"
+        "    def forward(self, x):\n        Net.calls += 1\n        if Net.calls > 8:\n            raise KeyboardInterrupt\n"
+        "        return super().forward(x)\n")
+    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'stops.py'}:Net", "--data", rows, "--epochs", "2", "--batch-size", "16",
+                            "--device", "cpu", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 130, err
+    assert not (tmp_path / "m.pt").exists()
+    last = (tmp_path / "m.pt.log").read_text().splitlines()[-1]
+    assert "stopped (KeyboardInterrupt)" in last and "was not written" in last, last

@@ -102,7 +102,22 @@ def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
         target, sep, _ = str(arch).rpartition(":")
         if sep and target.endswith(".py"):
             found.append(Path(target))
+        elif sep:
+            found += _module_files(target)
     return found
+
+
+def _module_files(name: str) -> list[Path]:
+    """The source file of an importable ``module`` of a ``module:Class`` architecture (the command imports it anyway),
+    or nothing where it is not found: the architecture's own error says so later."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    origin = getattr(spec, "origin", None)
+    return [Path(origin)] if origin and Path(origin).is_file() else []
 
 
 def _links_under(folder: Path) -> list[Path]:

@@ -56,9 +56,10 @@ def train(
                              workers=training_input.workers, precision=train_precision)
     except ValueError as exc:
         raise config_error(exc, TrainConfig) from exc
+    inputs = input_paths(data, val, test, arch=arch)
+    check_output_file(out, "--out", inputs=inputs)
     log_path = out.with_name(out.name + ".log")
-    check_output_file(out, "--out", inputs=input_paths(data, val, test, arch=arch))
-    check_output_file(log_path, "the training log (--out's name + .log)", inputs=input_paths(data, val, test, arch=arch))
+    check_output_file(log_path, "the training log (--out's name + .log)", inputs=inputs + ([out] if out.exists() else []))
     if out.is_file() and not is_cwtool_checkpoint(out):
         raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
     kwargs = parse_kwargs(arch_kwargs)
@@ -92,21 +93,25 @@ def train(
         # a terminal has the progress bar; a pipe or a CI log gets the line itself, or minutes pass in silence
         (log.record if console.is_terminal else log.print)(f"epoch {epoch}/{epochs} done")
 
-    with progress_bar(console) as progress:
-        run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}",
-                  on_epoch_end=epoch_done)
-    model = model.cpu().eval()
-    score = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
-    save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
+    try:
+        with progress_bar(console) as progress:
+            run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}",
+                      on_epoch_end=epoch_done)
+        model = model.cpu().eval()
+        score = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
+        save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
+    except BaseException as exc:  # the log says how the run ended, and that --out is what it was
+        log.record(f"stopped ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); {out} was not written")
+        raise
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
 
 
 def _fresh_log(log, path: Path):
-    """``log`` writing to ``path``, emptied first: the log describes the checkpoint that --out will hold, not an earlier one."""
-    try:
-        path.write_text("", encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"the training log '{path}' cannot be written: {exc.strerror or exc}") from exc
+    """``log`` writing to a new file at ``path``: the log of the latest training to --out, ending with how it ended.
+    A new file, not the old one emptied: a hard link's other name keeps its contents."""
+    from toolchain.io import atomic_write_text
+
+    atomic_write_text(path, "")
     log.attach(path)
     return log
 
