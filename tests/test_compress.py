@@ -561,3 +561,10 @@ def test_resume_finds_its_run_from_another_directory_and_says_what_differs(train
     code, _, err = run_cli(["compress", work / "dense.pt", *args[:-3], "--max-accuracy-drop", "0.5", "--skip-export", "--out", work / "run",
                             "--resume"], capsys)
     assert code == 2 and "other inputs or settings (here --max-accuracy-drop 0.5, the run 1.0)" in err, err
+
+
+def test_a_retraining_that_diverges_is_named_not_blamed_on_the_model(trained_digits, capsys, tmp_path):
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--skip-export", "--agree-weight", "1e300", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "--agree-weight" in err.splitlines()[-1], err
+    assert err.splitlines()[-1].startswith("cwtool: error: the retrained model gives NaN or infinite logits: the retraining diverged")

@@ -23,6 +23,7 @@ from torch import nn
 from toolchain import distributed
 from toolchain.config import PruneConfig
 from toolchain.data import Dataset
+from toolchain.errors import UserError
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
 from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train, training_dtype
@@ -77,6 +78,9 @@ class LotteryPruner:
         operating point's evaluation carries the promise per protected class (its confidence, the margin
         it keeps under the dense FN) and its price: the FP of the plain point (FN at the dense model's) beside."""
         logits = predict_logits(model, self.dataset.x_val, device=self.device)
+        if not np.isfinite(logits).all():  # the dense model's were finite: the retraining diverged
+            raise UserError("the retrained model gives NaN or infinite logits: the retraining diverged; lower --lr or the loss "
+                            "weights (--gamma, --rank-weight, --distill-weight, --agree-weight)")
         y = self.dataset.y_val
         raw = evaluate_logits(y, logits, self.protected, self.num_classes)
         offsets = self.guard.choose(logits)
