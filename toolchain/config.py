@@ -59,6 +59,8 @@ class PruneConfig:
                                        "share) or global (one threshold on each channel's score over its layer's mean).")
     round_to: int | None = _f(None, METHOD, "Round each layer's surviving channels to a multiple of this (CPU kernels work in "
                                       "blocks of 8). Default: the --target's channel_multiple, else 1 (off).")
+    magnitude_norm: int = _f(1, METHOD, "Channel magnitude: 1 sums |w| over the channel's weights, 2 sums w^2 (as Torch-Pruning's "
+                                     "MagnitudeImportance).", min=1, max=2)
     taylor_weight: float = _f(0.0, METHOD, "Weight of the protected-class Taylor term in channel importance (0: magnitude only).")
     increase_weight: float = _f(0.0, METHOD, "Weight of the paper's magnitude increase |W_T| - |W_0| over the last retraining in "
                                        "the importance (from round 2; 0: off).")
@@ -83,6 +85,8 @@ class PruneConfig:
             raise ValueError("gamma_rule must be fixed or lagrange")
         if self.gamma_rule == "lagrange" and self.granularity == "weight":
             raise ValueError("gamma_rule lagrange is for channel tickets")
+        if self.magnitude_norm not in (1, 2):
+            raise ValueError("magnitude_norm must be 1 or 2")
         if self.allocation not in ("uniform", "global"):
             raise ValueError("allocation must be uniform or global")
         if self.granularity not in ("channel", "weight"):
@@ -139,7 +143,7 @@ class PruneConfig:
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
 _ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32",
-                "allocation": "uniform", "agree_weight": 0.0}
+                "allocation": "uniform", "agree_weight": 0.0, "magnitude_norm": 1}
 # Fields removed since, at the only value a run could have had: ids computed with them stay the same.
 _REMOVED = {"schedule": None, "stop_outside_budget": True}
 

@@ -47,13 +47,16 @@ def per_channel(slices, elementwise: dict[str, torch.Tensor]) -> dict[str, torch
     return scores
 
 
-def magnitude_scores(graph: ChannelGraph, init_state: dict | None = None) -> dict[str, torch.Tensor]:
-    """|W| per channel of the graph's model; with ``init_state`` the paper's magnitude increase |W_T| - |W_0|."""
+def magnitude_scores(graph: ChannelGraph, init_state: dict | None = None, norm: int = 1) -> dict[str, torch.Tensor]:
+    """Sum of |W|^norm over each channel's weights in the graph's model (norm 2: squared, as Torch-Pruning's
+    MagnitudeImportance ranks channels); with ``init_state`` the paper's magnitude increase |W_T| - |W_0|."""
     elementwise = {}
     for name, p in graph.model.named_parameters():
         value = p.detach().abs()
         if init_state is not None and name in init_state and init_state[name].shape == p.shape:
             value = value - init_state[name].to(p.device).abs()
+        elif init_state is None and norm != 1:
+            value = value.pow(norm)
         elementwise[name] = value
     return per_channel(channel_slices(graph), elementwise)
 
@@ -103,14 +106,15 @@ def normalised(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def channel_scores(
-    graph: ChannelGraph, x, y, protected, start_state: dict | None = None, increase_weight: float = 0.0, taylor_weight: float = 0.0, seed: int = 0
+    graph: ChannelGraph, x, y, protected, start_state: dict | None = None, increase_weight: float = 0.0, taylor_weight: float = 0.0, seed: int = 0,
+    norm: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """Magnitude, plus ``increase_weight`` x the magnitude increase since ``start_state`` (skipped
-    without one: round 1 has no retraining behind it) plus ``taylor_weight`` x the protected Taylor term."""
+    """Magnitude (``norm``: 1 sums |W|, 2 sums W^2), plus ``increase_weight`` x the magnitude increase since ``start_state``
+    (skipped without one: round 1 has no retraining behind it) plus ``taylor_weight`` x the protected Taylor term."""
     use_increase = bool(increase_weight) and start_state is not None
     if not use_increase and not taylor_weight:
-        return magnitude_scores(graph)
-    total = normalised(magnitude_scores(graph))
+        return magnitude_scores(graph, norm=norm)
+    total = normalised(magnitude_scores(graph, norm=norm))
     terms = []
     if use_increase:
         terms.append((increase_weight, normalised(magnitude_scores(graph, start_state))))

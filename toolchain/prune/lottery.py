@@ -208,7 +208,8 @@ class LotteryPruner:
             target = self.round_target(r) * self.dense_params
             graph = ChannelGraph(copy.deepcopy(current), self.example, self.unfollowed)  # scored, planned and pruned: one graph a round
             scores = importance.channel_scores(graph, self.dataset.x_train, self.dataset.y_train, self.protected, start_state=start_state,
-                                               increase_weight=cfg.increase_weight, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r)
+                                               increase_weight=cfg.increase_weight, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r,
+                                               norm=cfg.magnitude_norm)
             clock.lap("score")
             mac_share = self.round_mac_target(r)
             target_macs = None if mac_share is None else int(mac_share * self.dense_macs)
