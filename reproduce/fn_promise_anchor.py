@@ -28,14 +28,15 @@ from toolchain.models.train import TrainConfig, predict_logits, seed_everything,
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
 
 
-def pruned_to(dense: torch.nn.Module, example: torch.Tensor, keep: float) -> torch.nn.Module:
-    """The largest uniform channel ratio whose pruned model stays within ``keep`` of the parameters."""
+def pruned_to(dense: torch.nn.Module, example: torch.Tensor, keep: float, norm: int = 2) -> torch.nn.Module:
+    """The largest uniform channel ratio whose pruned model stays within ``keep`` of the parameters; channels ranked by
+    the sum of |w|^norm over their group's weights."""
     goal = keep * count_params(dense)
 
     def prune(ratio: float) -> torch.nn.Module:
         model = copy.deepcopy(dense)
         last = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]  # the classes stay
-        tp.pruner.BasePruner(model, example, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+        tp.pruner.BasePruner(model, example, importance=tp.importance.MagnitudeImportance(p=norm), pruning_ratio=ratio,
                              ignored_layers=[last]).step()
         return model
 
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--max-fn-increase", type=int, default=0)
+    parser.add_argument("--norm", type=int, default=2, help="Torch-Pruning's magnitude: 2 sums w^2 (its default), 1 sums |w|")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--int8", type=Path, help="folder for model_fp32.onnx and model_int8.onnx (onnxruntime int8)")
     args = parser.parse_args()
@@ -84,7 +86,7 @@ def main() -> None:
     dense = load_model(args.dense, arch=args.arch).module.float().eval()
     (k,) = resolve_protected([args.protect], dataset.class_names, dataset.num_classes)
     seed_everything(args.seed)
-    model = pruned_to(dense, torch.zeros(1, *dataset.input_shape), args.keep_params)
+    model = pruned_to(dense, torch.zeros(1, *dataset.input_shape), args.keep_params, args.norm)
     train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed))
 
     x_val, y_val = dataset.split("val")
@@ -105,7 +107,7 @@ def main() -> None:
     if args.int8:
         export_int8(model, dataset, {k: guarded[k]}, args.int8, args.seed)
     result = {"arm": "anchor: Torch-Pruning magnitude + CE fine-tuning + guarded offset", "seed": args.seed, "protected": k,
-              "params": count_params(model), "param_fraction": count_params(model) / count_params(dense), "epochs": args.epochs,
+              "params": count_params(model), "param_fraction": count_params(model) / count_params(dense), "epochs": args.epochs, "norm": args.norm,
               "val": {"confidence": check["confidence"], "fn": check["fn"], "dense_fn": check["dense_fn"], "b": check["b"], "c": check["c"],
                       "accuracy": float((apply_offsets(val, guarded).argmax(1) == y_val).mean()),
                       "dense_accuracy": float((dense_val.argmax(1) == y_val).mean()),

@@ -1,0 +1,53 @@
+"""Recipes compared on validation only: for each finished compress run, the numbers at the point it ships
+(the guarded operating point of the selected ticket), read from its report.json. No test number is read:
+these rows choose settings, and a setting chosen here is then reported on test once (fn_promise_table.py).
+
+    python reproduce/fn_promise_levers.py LABEL=RUN_DIR ... [--json out.json]
+
+Per run: the parameter share, the protected class's validation FN against the dense model's, FP at the
+shipped point and at the unguarded point (FN = the dense model's), b + c (the validation positives the two
+models decide differently: the guard's margin grows with it), the margin in FN, accuracy and AUC at the
+shipped point, and the run's seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def shipped_on_validation(run: Path) -> dict:
+    report = json.loads((run / "report.json").read_text())
+    promise = report["promise"]
+    (k, guard), = promise["classes"].items()
+    stage = [s for s in report["stages"] if s["stage"] in ("prune_round", "final_finetune") and s.get("round") == promise["round"]][-1]
+    protected = next(p for p in stage["val"]["protected"] if str(p["class"]) == k)
+    shrunk = next((s for s in report["stages"] if s["stage"] == "shrunk"), {})
+    params = report.get("size_goal", {}).get("param_fraction", shrunk.get("param_fraction"))  # older reports: the shrunk stage's
+    return {"params": params, "fn": guard["fn"], "dense_fn": guard["dense_fn"], "fp": guard["fp"],
+            "fp_unguarded": guard["fp_plain"], "b_plus_c": guard["b"] + guard["c"], "margin_fn": guard["margin_fn"],
+            "accuracy": stage["val"]["accuracy"], "auc": protected["auc"], "seconds": report.get("seconds", {}).get("total"),
+            "config": report["config"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rows = []
+    print("| recipe | params | val FN (dense) | val FP at the shipped point (unguarded) | b + c | val accuracy | val AUC | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for spec in args.runs:
+        label, _, run = spec.partition("=")
+        row = {"label": label, **shipped_on_validation(Path(run))}
+        rows.append(row)
+        print(f"| {label} | {row['params']:.1%} | {row['fn']} ({row['dense_fn']}) | {row['fp']} ({row['fp_unguarded']}) | {row['b_plus_c']} "
+              f"| {row['accuracy']:.4f} | {row['auc']:.4f} | {'-' if row['seconds'] is None else round(row['seconds'])} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
