@@ -225,3 +225,17 @@ def test_an_interrupted_training_says_so_in_its_log_and_writes_no_checkpoint(tmp
     assert not (tmp_path / "m.pt").exists()
     last = (tmp_path / "m.pt.log").read_text().splitlines()[-1]
     assert "stopped (KeyboardInterrupt)" in last and "was not written" in last, last
+
+
+def test_a_model_that_fails_while_training_is_bad_input_not_a_cwtool_bug(tmp_path, capsys):
+    rows = _rows(tmp_path / "rows.npz", n=600)
+    (tmp_path / "fails.py").write_text(
+        "import torch\nclass Net(torch.nn.Sequential):\n    calls = 0\n"
+        "    def __init__(self):\n        super().__init__(torch.nn.Linear(3, 2))\n"
+        "    def forward(self, x):\n        Net.calls += 1\n        if Net.calls > 8:\n            raise RuntimeError('my layer broke')\n"
+        "        return super().forward(x)\n")
+    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'fails.py'}:Net", "--data", rows, "--epochs", "2", "--batch-size", "16",
+                            "--device", "cpu", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "the model's forward failed while training, in epoch 1 (RuntimeError: my layer broke)" in err.splitlines()[-1], err
+    assert not (tmp_path / "m.pt").exists()
+    assert "was not written" in (tmp_path / "m.pt.log").read_text().splitlines()[-1]

@@ -20,6 +20,7 @@ from toolchain.config import TRAIN_PRECISIONS
 from toolchain.models.modes import evaluating
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
+from toolchain.errors import UserError
 from toolchain.models.augment import Augmenter
 from toolchain.models.batches import BatchReader, auto_workers, give_back_freed_memory
 
@@ -211,7 +212,11 @@ def train(
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with _autocast(low_precision, device):
-                    logits = net(xb)
+                    try:
+                        logits = net(xb)
+                    except Exception as exc:  # the model's own code (probed on a zero batch in eval mode before): not a cwtool bug
+                        raise UserError(f"the model's forward failed while training, in epoch {epoch} ({type(exc).__name__}: "
+                                        f"{' '.join(str(exc).split())[:200]})") from exc
                 loss = loss_fn(logits.float(), yb, idx, xb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
