@@ -1,6 +1,7 @@
 """`cwtool train`: a dense starting point that evaluate and compress can load."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +240,56 @@ def test_a_model_that_fails_while_training_is_bad_input_not_a_cwtool_bug(tmp_pat
     assert code == 2 and "the model's forward failed while training, in epoch 1 (RuntimeError: my layer broke)" in err.splitlines()[-1], err
     assert not (tmp_path / "m.pt").exists()
     assert "was not written" in (tmp_path / "m.pt.log").read_text().splitlines()[-1]
+
+
+def test_a_module_architecture_is_checked_without_running_its_package(tmp_path, monkeypatch, capsys):
+    """The output checks come first: a package's __init__ is code, and one that fails to import is exit 2 (its own
+    error, from the import the architecture needs), not an internal error."""
+    (tmp_path / "boom").mkdir()
+    (tmp_path / "boom" / "__init__.py").write_text("open('ran', 'w').write('x')\nraise RuntimeError('parent init blew up')\n")
+    (tmp_path / "boom" / "m.py").write_text("import torch\nclass C(torch.nn.Linear):\n    def __init__(self):\n        super().__init__(30, 2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["train", "--arch", "boom.m:C", "--data", "breast-cancer", "--out", "."], capsys)
+    assert code == 2 and "is a folder" in err and not (tmp_path / "ran").exists(), err
+    code, _, err = run_cli(["train", "--arch", "boom.m:C", "--data", "breast-cancer", "--out", "m.pt"], capsys)
+    assert code == 2 and "cannot import module 'boom.m'" in err, err
+    (tmp_path / "m.pt.log").symlink_to(tmp_path / "boom" / "m.py")  # the module's file, found on disk without importing
+    code, _, err = run_cli(["train", "--arch", "boom.m:C", "--data", "breast-cancer", "--out", "m.pt"], capsys)
+    assert code == 2 and "also an input" in err, err
+
+
+def test_weight_tickets_refuse_the_channel_ranking_flags():
+    from toolchain.config import PruneConfig
+
+    for settings in ({"allocation": "global"}, {"magnitude_norm": 2}):
+        with pytest.raises(ValueError, match="for channel pruning"):
+            PruneConfig(granularity="weight", **settings)
+
+
+def test_only_a_user_s_own_model_failing_in_training_is_bad_input():
+    """cwtool's and the libraries' models failing is a bug to report (exit 3), not the user's input; under bf16
+    autocast the message names the fp32 way out."""
+    import torch
+
+    from toolchain.errors import UserError
+    from toolchain.models import registry
+    from toolchain.models.train import _forward_failed
+
+    class Own(torch.nn.Linear):
+        pass
+
+    error = RuntimeError("index_add_(): self (Float) and source (BFloat16) must have the same scalar type")
+    assert _forward_failed(error, registry.create("digits-cnn"), 1, torch.bfloat16) is error
+    mine = _forward_failed(error, Own(3, 2), 2, torch.bfloat16)
+    assert isinstance(mine, UserError) and "in epoch 2" in str(mine) and "--train-precision fp32" in str(mine)
+    assert "--train-precision" not in str(_forward_failed(error, Own(3, 2), 2, None))
+
+
+def test_a_built_in_module_has_no_source_file_to_guard(tmp_path, monkeypatch):
+    from toolchain.io import _module_files
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "built-in").write_text("")  # not the origin "built-in" of sys read as a relative path
+    assert _module_files("sys") == [] and _module_files("a..b") == [] and _module_files(".rel") == []
+    assert _module_files("json") == [Path(json.__file__)]

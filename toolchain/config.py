@@ -60,7 +60,7 @@ class PruneConfig:
     round_to: int | None = _f(None, METHOD, "Round each layer's surviving channels to a multiple of this (CPU kernels work in "
                                       "blocks of 8). Default: the --target's channel_multiple, else 1 (off).")
     magnitude_norm: int = _f(1, METHOD, "Channel magnitude: 1 sums |w| over the channel's weights, 2 sums w^2 (as Torch-Pruning's "
-                                     "MagnitudeImportance).", min=1, max=2)
+                                     "magnitude importance does).", min=1, max=2)
     taylor_weight: float = _f(0.0, METHOD, "Weight of the protected-class Taylor term in channel importance (0: magnitude only).")
     increase_weight: float = _f(0.0, METHOD, "Weight of the paper's magnitude increase |W_T| - |W_0| over the last retraining in "
                                        "the importance (from round 2; 0: off).")
@@ -77,6 +77,8 @@ class PruneConfig:
             raise ValueError("keep_params must be in (0, 1]")
         if not 0 < self.keep_macs <= 1:
             raise ValueError("keep_macs must be in (0, 1]")
+        if self.granularity == "weight" and (self.allocation != "uniform" or self.magnitude_norm != 1):
+            raise ValueError("allocation and magnitude_norm are for channel pruning: weight tickets rank single weights")
         if self.keep_macs < 1 and self.granularity == "weight":
             raise ValueError("keep_macs is for channel pruning: masked weights still cost their multiply-accumulates")
         if not 0 < self.rate < 1:

@@ -108,16 +108,30 @@ def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
 
 
 def _module_files(name: str) -> list[Path]:
-    """The source file of an importable ``module`` of a ``module:Class`` architecture (the command imports it anyway),
-    or nothing where it is not found: the architecture's own error says so later."""
+    """The source file of a ``module:Class`` architecture's module, found without running any of it (the checks come
+    before the import: a package's __init__ is code), or nothing where it is not found on disk: the architecture's
+    own error says so later."""
     import importlib.util
 
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
+    parts = name.split(".")
+    if not all(part.isidentifier() for part in parts):
         return []
-    origin = getattr(spec, "origin", None)
-    return [Path(origin)] if origin and Path(origin).is_file() else []
+    try:
+        spec = importlib.util.find_spec(parts[0])  # a top-level name is found, not imported
+    except Exception:
+        return []
+    if spec is None:
+        return []
+    if len(parts) == 1:
+        origin = Path(spec.origin) if spec.origin and os.path.isabs(spec.origin) else None  # not "built-in" or "frozen"
+        return [origin] if origin is not None and origin.is_file() else []
+    places = [Path(p) for p in (spec.submodule_search_locations or [])]
+    for depth, part in enumerate(parts[1:], start=2):
+        files = [f for place in places for f in (place / part / "__init__.py", place / f"{part}.py") if f.is_file()]
+        if depth == len(parts):
+            return files[:1]
+        places = [place / part for place in places if (place / part).is_dir()]
+    return []
 
 
 def _links_under(folder: Path) -> list[Path]:

@@ -214,9 +214,11 @@ def train(
                 with _autocast(low_precision, device):
                     try:
                         logits = net(xb)
-                    except Exception as exc:  # the model's own code (probed on a zero batch in eval mode before): not a cwtool bug
-                        raise UserError(f"the model's forward failed while training, in epoch {epoch} ({type(exc).__name__}: "
-                                        f"{' '.join(str(exc).split())[:200]})") from exc
+                    except Exception as exc:
+                        failed = _forward_failed(exc, model, epoch, low_precision)
+                        if failed is exc:
+                            raise
+                        raise failed from exc
                 loss = loss_fn(logits.float(), yb, idx, xb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -256,6 +258,22 @@ def _runs_channels_last(model: nn.Module, x, device: torch.device) -> bool:
     except Exception:  # noqa: BLE001 - any failure means: train in the default order
         model.to(memory_format=torch.contiguous_format)
         return False
+
+
+_LIBRARY_MODELS = ("toolchain", "torch", "torchvision", "pytorchcv", "timm")
+
+
+def _forward_failed(exc: Exception, model: nn.Module, epoch: int, low_precision) -> Exception:
+    """What a forward that raised while training becomes: a user's own architecture failing in training mode (its
+    eval-mode probe passed) is bad input, exit 2, with the bf16 way out where autocast was on; a lost torchrun peer
+    and a fault in cwtool's or a library's model stay what they are."""
+    from toolchain import distributed
+
+    if distributed.peer_lost(exc) or type(model).__module__.split(".")[0] in _LIBRARY_MODELS:
+        return exc
+    hint = "; it ran under bf16 autocast: --train-precision fp32 trains in fp32" if low_precision is not None else ""
+    return UserError(f"the model's forward failed while training, in epoch {epoch} ({type(exc).__name__}: "
+                     f"{' '.join(str(exc).split())[:200]}){hint}")
 
 
 def _in_channels_last(model: nn.Module) -> bool:

@@ -31,8 +31,8 @@ def rounded_keep(size: int, keep: int, round_to: int) -> int:
 def plan_from_scores(groups: list[ChannelGroup], scores: dict[str, torch.Tensor], fraction: float, round_to: int = 1,
                      allocation: str = "uniform") -> ChannelPlan:
     """Remove the lowest-scoring channels of each prunable group (scores per root channel; for grouped convs the
-    scores are summed per block offset): uniform, ``fraction`` of each group's; global, those whose score over their
-    group's mean is under ``fraction`` of the highest such ratio. Every group keeps a channel; groups without scores
+    scores are summed per block offset): uniform, ``fraction`` of each group's; global, ``fraction`` of all channels,
+    lowest score over their group's mean first. Every group keeps a channel; groups without scores
     are left whole. ``round_to`` > 1 rounds each ungrouped group's surviving channel count to a multiple of it."""
     block_scores = {}
     for g in groups:
