@@ -1,6 +1,7 @@
 """`cwtool train`: a dense starting point that evaluate and compress can load."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,30 @@ def test_a_built_in_module_has_no_source_file_to_guard(tmp_path, monkeypatch):
     (tmp_path / "built-in").write_text("")  # not the origin "built-in" of sys read as a relative path
     assert _module_files("sys") == [] and _module_files("a..b") == [] and _module_files(".rel") == []
     assert _module_files("json") == [Path(json.__file__)]
+
+
+def test_a_package_spread_over_two_import_paths_guards_every_file_the_import_may_read(tmp_path, monkeypatch):
+    """pkgutil.extend_path puts B/pk/m.py on the package's path only when A/pk/__init__.py runs: the files are found
+    under every import path, without running it."""
+    from toolchain.io import _module_files
+
+    for root in ("A", "B"):
+        (tmp_path / root / "pk").mkdir(parents=True)
+        (tmp_path / root / "pk" / "__init__.py").write_text("from pkgutil import extend_path\n__path__ = extend_path(__path__, __name__)\n")
+    (tmp_path / "B" / "pk" / "m.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "B"))
+    monkeypatch.syspath_prepend(str(tmp_path / "A"))
+    found = set(_module_files("pk.m"))
+    assert {tmp_path / "B" / "pk" / "m.py", tmp_path / "A" / "pk" / "__init__.py", tmp_path / "B" / "pk" / "__init__.py"} <= found
+    assert "pk" not in sys.modules  # nothing ran
+
+
+def test_a_factory_s_container_holding_the_user_s_layer_is_the_user_s_model(tmp_path, capsys):
+    rows = _rows(tmp_path / "rows.npz", n=600)
+    (tmp_path / "seqmod.py").write_text(
+        "import torch\nclass Boom(torch.nn.Module):\n"
+        "    def forward(self, x):\n        if self.training:\n            raise RuntimeError('my layer broke in training')\n        return x\n"
+        "def build():\n    return torch.nn.Sequential(torch.nn.Linear(3, 2), Boom())\n")
+    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'seqmod.py'}:build", "--data", rows, "--epochs", "1", "--device", "cpu",
+                            "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "my layer broke in training" in err.splitlines()[-1], err

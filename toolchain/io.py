@@ -108,30 +108,29 @@ def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
 
 
 def _module_files(name: str) -> list[Path]:
-    """The source file of a ``module:Class`` architecture's module, found without running any of it (the checks come
-    before the import: a package's __init__ is code), or nothing where it is not found on disk: the architecture's
-    own error says so later."""
+    """The source files a ``module:Class`` architecture's import may run, found without running any of them (the
+    checks come before the import: a package's __init__ is code): a top-level module's file, or for ``a.b.c`` every
+    a/__init__.py, a/b/__init__.py, a/b/c.py and a/b/c/__init__.py under every import path. More than the import
+    will read where packages repeat across paths; an output refused for any of them is refused rightly."""
     import importlib.util
+    import sys
 
     parts = name.split(".")
     if not all(part.isidentifier() for part in parts):
         return []
-    try:
-        spec = importlib.util.find_spec(parts[0])  # a top-level name is found, not imported
-    except Exception:
-        return []
-    if spec is None:
-        return []
     if len(parts) == 1:
-        origin = Path(spec.origin) if spec.origin and os.path.isabs(spec.origin) else None  # not "built-in" or "frozen"
-        return [origin] if origin is not None and origin.is_file() else []
-    places = [Path(p) for p in (spec.submodule_search_locations or [])]
-    for depth, part in enumerate(parts[1:], start=2):
-        files = [f for place in places for f in (place / part / "__init__.py", place / f"{part}.py") if f.is_file()]
-        if depth == len(parts):
-            return files[:1]
-        places = [place / part for place in places if (place / part).is_dir()]
-    return []
+        try:
+            spec = importlib.util.find_spec(name)  # a top-level name is found, not imported
+        except Exception:
+            return []
+        origin = getattr(spec, "origin", None)
+        return [Path(origin)] if origin and os.path.isabs(origin) and Path(origin).is_file() else []  # not "built-in"
+    found = []
+    for entry in dict.fromkeys(sys.path):
+        base = Path(entry or ".")
+        found += [base.joinpath(*parts[:depth], "__init__.py") for depth in range(1, len(parts) + 1)]
+        found.append(base.joinpath(*parts[:-1], f"{parts[-1]}.py"))
+    return [f for f in found if f.is_file()]
 
 
 def _links_under(folder: Path) -> list[Path]:

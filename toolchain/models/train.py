@@ -269,7 +269,8 @@ def _forward_failed(exc: Exception, model: nn.Module, epoch: int, low_precision)
     and a fault in cwtool's or a library's model stay what they are."""
     from toolchain import distributed
 
-    if distributed.peer_lost(exc) or type(model).__module__.split(".")[0] in _LIBRARY_MODELS:
+    users = any(type(m).__module__.split(".")[0] not in _LIBRARY_MODELS for m in model.modules())  # a factory may return nn.Sequential
+    if distributed.peer_lost(exc) or not users:
         return exc
     hint = "; it ran under bf16 autocast: --train-precision fp32 trains in fp32" if low_precision is not None else ""
     return UserError(f"the model's forward failed while training, in epoch {epoch} ({type(exc).__name__}: "
