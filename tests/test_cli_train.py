@@ -214,15 +214,22 @@ def test_train_out_is_a_file_in_a_folder_made_for_it(tmp_path, monkeypatch, caps
     assert (tmp_path / "new/sub/m.pt").is_file() and "epoch 1/1 done" in (tmp_path / "new/sub/m.pt.log").read_text()
 
 
-def test_an_interrupted_training_says_so_in_its_log_and_writes_no_checkpoint(tmp_path, capsys):
+def _train_a_model_that_raises(tmp_path, capsys, raise_statement: str):
+    """train on 600 rows of a user's model whose forward runs `raise_statement` from its 9th call (the probes and the
+    first steps pass): (exit code, stderr)."""
     rows = _rows(tmp_path / "rows.npz", n=600)
-    (tmp_path / "stops.py").write_text(
+    (tmp_path / "raises.py").write_text(
         "import torch\nclass Net(torch.nn.Sequential):\n    calls = 0\n"
         "    def __init__(self):\n        super().__init__(torch.nn.Linear(3, 2))\n"
-        "    def forward(self, x):\n        Net.calls += 1\n        if Net.calls > 8:\n            raise KeyboardInterrupt\n"
+        f"    def forward(self, x):\n        Net.calls += 1\n        if Net.calls > 8:\n            {raise_statement}\n"
         "        return super().forward(x)\n")
-    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'stops.py'}:Net", "--data", rows, "--epochs", "2", "--batch-size", "16",
+    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'raises.py'}:Net", "--data", rows, "--epochs", "2", "--batch-size", "16",
                             "--device", "cpu", "--out", tmp_path / "m.pt"], capsys)
+    return code, err
+
+
+def test_an_interrupted_training_says_so_in_its_log_and_writes_no_checkpoint(tmp_path, capsys):
+    code, err = _train_a_model_that_raises(tmp_path, capsys, "raise KeyboardInterrupt")
     assert code == 130, err
     assert not (tmp_path / "m.pt").exists()
     last = (tmp_path / "m.pt.log").read_text().splitlines()[-1]
@@ -230,14 +237,7 @@ def test_an_interrupted_training_says_so_in_its_log_and_writes_no_checkpoint(tmp
 
 
 def test_a_model_that_fails_while_training_is_bad_input_not_a_cwtool_bug(tmp_path, capsys):
-    rows = _rows(tmp_path / "rows.npz", n=600)
-    (tmp_path / "fails.py").write_text(
-        "import torch\nclass Net(torch.nn.Sequential):\n    calls = 0\n"
-        "    def __init__(self):\n        super().__init__(torch.nn.Linear(3, 2))\n"
-        "    def forward(self, x):\n        Net.calls += 1\n        if Net.calls > 8:\n            raise RuntimeError('my layer broke')\n"
-        "        return super().forward(x)\n")
-    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'fails.py'}:Net", "--data", rows, "--epochs", "2", "--batch-size", "16",
-                            "--device", "cpu", "--out", tmp_path / "m.pt"], capsys)
+    code, err = _train_a_model_that_raises(tmp_path, capsys, "raise RuntimeError('my layer broke')")
     assert code == 2 and "the model's forward failed while training, in epoch 1 (RuntimeError: my layer broke)" in err.splitlines()[-1], err
     assert not (tmp_path / "m.pt").exists()
     assert "was not written" in (tmp_path / "m.pt.log").read_text().splitlines()[-1]
