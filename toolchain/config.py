@@ -19,6 +19,7 @@ def flag(group: str, help: str, *decls: str, default=None, **kw) -> dict:
 
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # the retraining's arithmetic (toolchain.models.train.autocast_dtype)
+ALLOCATIONS = ("uniform", "global")  # how a round's removals are shared among layers (toolchain.prune.plan)
 
 
 def _f(default, group: str, help: str, *decls: str, **kw):
@@ -56,7 +57,7 @@ class PruneConfig:
                                    "that class's samples (0: off).")
     temperature: float = 4.0  # of the distillation
     allocation: str = _f("uniform", METHOD, "How a round's removals are shared among layers: uniform (each layer loses the same "
-                                       "share) or global (one threshold on each channel's score over its layer's mean).")
+                                       "share) or global (all channels ranked together, each by its score over its layer's mean).")
     round_to: int | None = _f(None, METHOD, "Round each layer's surviving channels to a multiple of this (CPU kernels work in "
                                       "blocks of 8). Default: the --target's channel_multiple, else 1 (off).")
     magnitude_norm: int = _f(1, METHOD, "Channel magnitude: 1 sums |w| over the channel's weights, 2 sums w^2 (as Torch-Pruning's "
@@ -89,8 +90,8 @@ class PruneConfig:
             raise ValueError("gamma_rule lagrange is for channel tickets")
         if self.magnitude_norm not in (1, 2):
             raise ValueError("magnitude_norm must be 1 or 2")
-        if self.allocation not in ("uniform", "global"):
-            raise ValueError("allocation must be uniform or global")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be {' or '.join(ALLOCATIONS)}")
         if self.granularity not in ("channel", "weight"):
             raise ValueError("granularity must be channel or weight")
         if self.train_precision not in TRAIN_PRECISIONS:

@@ -71,15 +71,15 @@ class ClassDependentLoss:
             rank = sum(squared_hinge_rank_loss(logits, targets, k) for k in self.protected) / len(self.protected)
             loss = loss + self.rank_weight * rank
         teacher = self._teacher_logits(idx, inputs) if self.distill_weight or self.agree_weight else None
+        if teacher is not None:
+            teacher = teacher.to(logits.device)
         if teacher is not None and self.agree_weight:
-            gaps = [protected_log_odds(logits, k)[targets == k] - protected_log_odds(teacher.to(logits.device), k)[targets == k]
-                    for k in self.protected]
+            gaps = [protected_log_odds(logits, k)[targets == k] - protected_log_odds(teacher, k)[targets == k] for k in self.protected]
             gaps = torch.cat(gaps)
             if gaps.numel():
                 loss = loss + self.agree_weight * gaps.pow(2).mean()
         if teacher is not None and self.distill_weight:
             t = self.temperature
-            teacher = teacher.to(logits.device)
             per_sample = F.kl_div(
                 F.log_softmax(logits / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True, reduction="none"
             ).sum(1)

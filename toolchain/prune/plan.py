@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from toolchain.config import ALLOCATIONS
 from toolchain.prune.graph import ChannelGraph, ChannelGroup, ChannelPlan
 
-__all__ = ["ALLOCATIONS", "plan_for_target", "plan_from_scores", "rounded_keep"]
-
-ALLOCATIONS = ("uniform", "global")
+__all__ = ["plan_for_target", "plan_from_scores", "rounded_keep"]
 
 
 def rounded_keep(size: int, keep: int, round_to: int) -> int:
@@ -34,6 +33,8 @@ def plan_from_scores(groups: list[ChannelGroup], scores: dict[str, torch.Tensor]
     scores are summed per block offset): uniform, ``fraction`` of each group's; global, ``fraction`` of all channels,
     lowest score over their group's mean first. Every group keeps a channel; groups without scores
     are left whole. ``round_to`` > 1 rounds each ungrouped group's surviving channel count to a multiple of it."""
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, not {allocation!r}")
     block_scores = {}
     for g in groups:
         if not g.prunable or g.key not in scores:
@@ -42,8 +43,6 @@ def plan_from_scores(groups: list[ChannelGroup], scores: dict[str, torch.Tensor]
         if s.numel() != g.size:
             raise ValueError(f"scores for {g.key!r} have {s.numel()} entries, the group has {g.size} channels")
         block_scores[g.key] = s.view(g.blocks, g.block_size).sum(0)
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, not {allocation!r}")
     removals = _global_removals(block_scores, fraction) if allocation == "global" else None
     plan: ChannelPlan = {}
     for g in groups:
