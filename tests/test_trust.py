@@ -288,6 +288,17 @@ def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path):
         assert json.loads(left[0].read_text())  # whole, never half-written
 
 
+def test_a_command_gives_the_warning_filters_back_as_it_found_them(tmp_path, capsys):
+    """The CLI silences library warnings while it runs and restores the filters after: dropping Python's default
+    filters instead let a ResourceWarning from an import a SIGTERM interrupted reach stderr beside the one line."""
+    import warnings
+
+    before = list(warnings.filters)
+    code, _, err = run_cli(["targets", "--json", tmp_path / "t.json"], capsys)
+    assert code == 0, err
+    assert warnings.filters == before
+
+
 def test_an_interrupted_compress_names_its_run_for_resume(trained_digits, tmp_path, capsys, monkeypatch):
     from toolchain.errors import Interrupted
 

@@ -111,15 +111,15 @@ def main(argv: Optional[list[str]] = None) -> None:
 def _main(argv: Optional[list[str]]) -> None:
     import warnings
 
-    if "--debug" not in (sys.argv[1:] if argv is None else argv):
-        warnings.simplefilter("ignore")  # library warnings would break "one line on bad input"; --debug shows them
-    try:
-        _run(argv)
-    finally:
-        warnings.resetwarnings()
-        from toolchain import distributed
+    from toolchain import distributed  # imported now: an import that a signal interrupts leaves its file open, and says so
 
-        distributed.stop()
+    with warnings.catch_warnings():  # the filters come back as they were (resetwarnings dropped Python's own defaults)
+        if "--debug" not in (sys.argv[1:] if argv is None else argv):
+            warnings.simplefilter("ignore")  # library warnings would break "one line on bad input"; --debug shows them
+        try:
+            _run(argv)
+        finally:
+            distributed.stop()
 
 
 def _run(argv: Optional[list[str]]) -> None:
