@@ -528,3 +528,41 @@ def test_a_resume_with_fewer_formats_leaves_only_the_files_its_report_lists(trai
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     listed = {Path(a["path"]).name for a in report["artifacts"]}
     assert listed == {"model_fp32.onnx", "model_int8.onnx"} and {p.name for p in (tmp_path / "run" / "artifacts").iterdir()} == listed
+
+
+SCRIPT_THAT_EXITS = '''
+import argparse
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self, exit_code=None):
+        super().__init__()
+        if exit_code is not None:
+            raise SystemExit(exit_code)
+        self.fc = torch.nn.Linear(30, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+argparse.ArgumentParser().parse_args(["--epochs", "3"])  # a training script's top level, run at import
+'''
+
+
+@pytest.mark.parametrize("form", ["file", "module"])
+def test_an_architecture_script_that_exits_at_import_is_bad_input_not_its_exit_code(form, tmp_path, monkeypatch, capsys):
+    (tmp_path / "trainer.py").write_text(SCRIPT_THAT_EXITS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    arch = f"{tmp_path / 'trainer.py'}:Net" if form == "file" else "trainer:Net"
+    code, _, err = run_cli(["train", "--arch", arch, "--data", "breast-cancer", "--out", "m.pt"], capsys)
+    _one_line_error(code, err, "sys.exit(2)", "if __name__ == '__main__'")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_an_architecture_whose_constructor_exits_is_bad_input(tmp_path, capsys):
+    (tmp_path / "net.py").write_text(SCRIPT_THAT_EXITS.rsplit("\n\nargparse", 1)[0] + "\n")
+    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'net.py'}:Net", "--arch-kwargs", '{"exit_code": 7}',
+                            "--data", "breast-cancer", "--out", tmp_path / "m.pt"], capsys)
+    _one_line_error(code, err, "sys.exit(7)")

@@ -35,8 +35,8 @@ def resolve_arch(spec: str):
     else:
         try:
             module = importlib.import_module(target)
-        except Exception as exc:  # the user's module failed to import: say why, in one line
-            raise UserError(f"--arch '{spec}': cannot import module '{target}' ({type(exc).__name__}: {exc})") from exc
+        except (Exception, SystemExit) as exc:  # the user's module failed to import: say why, in one line
+            raise UserError(f"--arch '{spec}': cannot import module '{target}' ({_why(exc)})") from exc
     obj = getattr(module, attr, None)
     if obj is None:
         raise UserError(f"--arch '{spec}': '{target}' has no attribute '{attr}'")
@@ -55,10 +55,19 @@ def _import_file(path: str):
     sys.modules[name] = module  # pickles and dataclasses look classes up by module name
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         del sys.modules[name]
-        raise UserError(f"--arch: importing '{path}' failed ({type(exc).__name__}: {exc})") from exc
+        raise UserError(f"--arch: importing '{path}' failed ({_why(exc)})") from exc
     return module
+
+
+def _why(exc: BaseException) -> str:
+    """One line on why the user's code failed. A script whose top level parses arguments or exits would
+    otherwise end cwtool silently with the script's own exit code."""
+    if isinstance(exc, SystemExit):
+        return (f"its code called sys.exit({exc.code!r}); keep a script's top-level work under "
+                "if __name__ == '__main__':")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def build_arch(spec: str, kwargs: dict | None = None) -> nn.Module:
@@ -67,8 +76,8 @@ def build_arch(spec: str, kwargs: dict | None = None) -> nn.Module:
         model = factory(**(kwargs or {}))
     except UserError:
         raise
-    except Exception as exc:  # the kwargs come from the user or a file: a constructor that refuses them is bad input
-        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {json.dumps(kwargs or {})[:200]}: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # the kwargs come from the user or a file: a constructor that refuses them is bad input
+        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {json.dumps(kwargs or {})[:200]}: {_why(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise UserError(f"--arch '{spec}' did not build a torch.nn.Module (got {type(model).__name__})")
     return model
