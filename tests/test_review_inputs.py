@@ -566,3 +566,32 @@ def test_an_architecture_whose_constructor_exits_is_bad_input(tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'net.py'}:Net", "--arch-kwargs", '{"exit_code": 7}',
                             "--data", "breast-cancer", "--out", tmp_path / "m.pt"], capsys)
     _one_line_error(code, err, "sys.exit(7)")
+
+
+def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(trained_digits, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    now = dict(manifest["versions"])
+    manifest["versions"]["torch"] = "1.0.0\ngate: passed"
+    manifest_path.write_text(json.dumps(manifest))
+    for _ in range(2):  # said again on a later resume: the first session's versions stay recorded
+        (out / "report.json").unlink()
+        code, stdout, err = run_cli([*args, "--resume"], capsys)
+        assert code in (0, 1), err
+        said = [line for line in (stdout + err).splitlines() if "started with other versions" in line]
+        assert len(said) == 1 and f"torch 1.0.0\\ngate: passed -> {now['torch']}" in said[0], stdout + err
+        assert not any(line.strip().startswith("gate: passed") for line in (stdout + err).splitlines())
+        recorded = json.loads(manifest_path.read_text())
+        assert recorded["versions"] == now and recorded["started_with"]["torch"] == "1.0.0\\ngate: passed"
+        assert "started with other versions" in (out / "compress.log").read_text()
+
+    (out / "report.json").unlink()
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "started_with": None, "versions": now}))
+    code, stdout, err = run_cli([*args, "--resume"], capsys)
+    assert code in (0, 1) and "other versions" not in stdout + err, stdout + err
+    assert "started_with" not in json.loads(manifest_path.read_text())

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from toolchain import __version__, distributed
 from toolchain.config import PruneConfig, config_hash
-from toolchain.errors import Interrupted, UserError
+from toolchain.errors import Interrupted, UserError, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
@@ -58,6 +58,18 @@ def _versions() -> dict:
         if mod is not None:
             out[name] = getattr(mod, "__version__", "?")
     return out
+
+
+def _recorded_versions(recorded) -> dict:
+    """The package versions a manifest names (a file a user can edit: kept as short text, never trusted)."""
+    if not isinstance(recorded, dict):
+        return {}
+    return {name: one_line(str(version))[:40] for name, version in list(recorded.items())[:20] if isinstance(name, str) and len(name) <= 40}
+
+
+def _version_changes(recorded: dict, now: dict) -> list[str]:
+    """"torch 2.12.0 -> 2.13.0" for each package whose version differs from the one a resumed run began with."""
+    return [f"{name} {recorded[name]} -> {version}" for name, version in now.items() if name in recorded and recorded[name] != version]
 
 
 def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None, export: "ExportSettings | None" = None):
@@ -148,6 +160,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     manifest_path = RunDir(run_dir).manifest
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
+    started_with = {}  # a resumed run's versions when it began
     if run_dir.exists() and any(run_dir.iterdir()):
         if not request.resume:
             if config.granularity == "weight":
@@ -167,13 +180,20 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
                     if older and config.train_precision != "fp32" else differences(manifest, moved, config))
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
+        started_with = _recorded_versions(manifest.get("started_with") or manifest.get("versions"))
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         log.attach(RunDir(run_dir).log)
         log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if request.resume else ''})")
-        atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": _versions(),
+        versions = _versions()
+        changed = _version_changes(started_with, versions)
+        if changed:  # rounds from both are mixed in the result: allowed (a pip upgrade between sessions), but said
+            log.print(f"note: this run was started with other versions ({', '.join(changed)}); "
+                      "its earlier rounds were made with the old ones")
+        atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
+                                          **({"started_with": started_with} if changed else {}),
                                           "argv": sys.argv, "data": dataset.describe(), "processes": group.world if group else 1,
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
