@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("-p", "--protect", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-seed", type=int, help="the fine-tuning's seed alone (default: --seed); the split stays --seed's")
     parser.add_argument("--keep-params", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -85,9 +86,10 @@ def main() -> None:
     dataset = load_data(args.data, seed=args.seed)
     dense = load_model(args.dense, arch=args.arch).module.float().eval()
     (k,) = resolve_protected([args.protect], dataset.class_names, dataset.num_classes)
-    seed_everything(args.seed)
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    seed_everything(train_seed)
     model = pruned_to(dense, torch.zeros(1, *dataset.input_shape), args.keep_params, args.norm)
-    train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed))
+    train(model, dataset.x_train, dataset.y_train, TrainConfig(epochs=args.epochs, lr=args.lr, seed=train_seed))
 
     x_val, y_val = dataset.split("val")
     x_test, y_test = dataset.split("test")
@@ -106,7 +108,7 @@ def main() -> None:
 
     if args.int8:
         export_int8(model, dataset, {k: guarded[k]}, args.int8, args.seed)
-    result = {"arm": "anchor: Torch-Pruning magnitude + CE fine-tuning + guarded offset", "seed": args.seed, "protected": k,
+    result = {"arm": "anchor: Torch-Pruning magnitude + CE fine-tuning + guarded offset", "seed": args.seed, "train_seed": train_seed, "protected": k,
               "params": count_params(model), "param_fraction": count_params(model) / count_params(dense), "epochs": args.epochs, "norm": args.norm,
               "val": {"confidence": check["confidence"], "fn": check["fn"], "dense_fn": check["dense_fn"], "b": check["b"], "c": check["c"],
                       "accuracy": float((apply_offsets(val, guarded).argmax(1) == y_val).mean()),
