@@ -4,6 +4,7 @@ every one is now bad input -- one line, exit 2 -- or, for a resumed run, measure
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -595,3 +596,28 @@ def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(trai
     code, stdout, err = run_cli([*args, "--resume"], capsys)
     assert code in (0, 1) and "other versions" not in stdout + err, stdout + err
     assert "started_with" not in json.loads(manifest_path.read_text())
+
+
+@pytest.mark.parametrize("name, link", [("report.md", "symbolic link"), ("pruned.pt", "symbolic link"), ("compress.log", "hard link"),
+                                        ("rounds/round_1.json", "hard link")])
+def test_a_resume_never_writes_through_a_link_in_its_run_directory(trained_digits, name, link, tmp_path, capsys):
+    """Staged writes replace a link's target and the log appends to it: a link in a run directory is refused, and the
+    file it points at (here the input model) is left as it was."""
+    out = tmp_path / "run"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    model = Path(trained_digits[0])
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(model.read_bytes())
+    before = victim.read_bytes()
+    (out / "report.json").unlink()
+    (out / name).unlink()
+    if link == "symbolic link":
+        (out / name).symlink_to(victim)
+    else:
+        os.link(victim, out / name)
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, f"'{out / name}' is a {link}")
+    assert victim.read_bytes() == before

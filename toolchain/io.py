@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -234,6 +235,36 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
         if _is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written)):
             raise UserError(f"{flag} '{path}' lies inside the input folder '{given}': give a folder outside it")
     _writable_folder(path, flag, path)
+
+
+def check_own_files(paths, flag: str, limit: int = 100_000) -> None:
+    """Refuse when a file cwtool writes again (a resumed run's reports and log, an export's artifacts) is a link:
+    staged writes replace a link's target and the log appends to it, so a link left there (by hand, or by anyone
+    who could write in the folder) would send cwtool's output onto an input or elsewhere.
+    ``paths``: the files and folders to look through (folders recursively, links listed, not followed)."""
+    for seen, path in enumerate((p for top in map(Path, paths) for p in _entries(top)), 1):
+        if seen > limit:
+            raise UserError(f"{flag} holds more than {limit:,} entries: it is not a folder cwtool made; give another")
+        try:
+            st = path.lstat()
+        except OSError:  # missing: nothing to write through
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UserError(f"{flag}: '{path}' is a symbolic link, and cwtool writes its own files there: remove it or give another folder")
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            raise UserError(f"{flag}: '{path}' is a hard link (its bytes are another file's too), and cwtool writes there: "
+                            "remove it or give another folder")
+
+
+def _entries(top: Path):
+    """Everything under ``top`` when it is a folder (reached even through a link: a link to a run's own folder is
+    the user's choice), else ``top`` itself."""
+    if not _is_dir(top):
+        yield top
+        return
+    for root, dirs, files in os.walk(top, followlinks=False):
+        for name in dirs + files:
+            yield Path(root) / name
 
 
 def _cannot_write(path: Path, exc: OSError) -> UserError:

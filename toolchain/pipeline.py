@@ -17,7 +17,7 @@ from toolchain import __version__, distributed
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
-from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, input_paths, sweep_temporaries
+from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, check_own_files, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.rundir import RunDir, as_recorded, differences
@@ -181,6 +181,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                     if older and config.train_precision != "fp32" else differences(manifest, moved, config))
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
         started_with = _recorded_versions(manifest.get("started_with") or manifest.get("versions"))
+        check_own_files([run_dir], "--out")  # every file in a run directory is cwtool's to replace or append to
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     if distributed.is_main():
