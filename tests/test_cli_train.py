@@ -321,3 +321,29 @@ def test_a_factory_s_container_holding_the_user_s_layer_is_the_user_s_model(tmp_
     code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'seqmod.py'}:build", "--data", rows, "--epochs", "1", "--device", "cpu",
                             "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "my layer broke in training" in err.splitlines()[-1], err
+
+
+@pytest.mark.parametrize("raise_statement, said", [
+    ("raise SystemExit(0)", "(sys.exit(0))"),
+    ("raise SystemExit('bye\\nepoch 2/2 done')", "(sys.exit('bye\\nepoch 2/2 done'))"),
+    ("raise GeneratorExit", "(GeneratorExit)"),
+    ("raise type('Odd', (Exception,), {'__str__': lambda self: 1 / 0})()", "(Odd)"),
+    ("return torch.zeros(len(x), 1)", "returned shape (16, 1)"),
+    ("return 'logits'", "returned a str in training mode"),
+])
+def test_a_model_that_exits_or_returns_no_logits_while_training_is_bad_input(raise_statement, said, tmp_path, capsys):
+    code, err = _train_a_model_that_raises(tmp_path, capsys, raise_statement)
+    assert code == 2 and said in err.splitlines()[-1], err
+    assert not (tmp_path / "m.pt").exists()
+    log = (tmp_path / "m.pt.log").read_text().splitlines()
+    assert "was not written" in log[-1] and not any(line.endswith("epoch 2/2 done") for line in log), log
+
+
+@pytest.mark.parametrize("body", ["super().__init__()", "super().__init__(torch.nn.Linear(3, 2))\n        self.requires_grad_(False)"])
+def test_a_model_with_nothing_to_train_is_bad_input(body, tmp_path, capsys):
+    rows = _rows(tmp_path / "rows.npz", n=64)
+    (tmp_path / "still.py").write_text(f"import torch\nclass Net(torch.nn.Sequential):\n    def __init__(self):\n        {body}\n"
+                                       "    def forward(self, x):\n        return super().forward(x) if len(self) else x[:, :2] * 1.0\n")
+    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'still.py'}:Net", "--data", rows, "--epochs", "1", "--device", "cpu",
+                            "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "no parameter to train" in err.splitlines()[-1], err

@@ -621,3 +621,15 @@ def test_a_resume_never_writes_through_a_link_in_its_run_directory(trained_digit
     code, _, err = run_cli([*args, "--resume"], capsys)
     _one_line_error(code, err, f"'{out / name}' is a {link}")
     assert victim.read_bytes() == before
+
+
+def test_a_model_that_exits_while_cwtool_runs_it_is_bad_input(tmp_path, capsys):
+    """sys.exit in a model's eval-mode forward (after its load probes) ended evaluate silently with exit 0."""
+    (tmp_path / "net.py").write_text(SCRIPT_THAT_EXITS.rsplit("\n\nargparse", 1)[0].replace(
+        "        return self.fc(x)", "        Net.calls = getattr(Net, 'calls', 0) + 1\n        if Net.calls > 1:\n            raise SystemExit(0)\n"
+        "        return self.fc(x)") + "\n")
+    from toolchain.models.arch import resolve_arch
+
+    torch.save(resolve_arch(f"{tmp_path / 'net.py'}:Net")().state_dict(), tmp_path / "w.pt")
+    code, _, err = run_cli(["evaluate", tmp_path / "w.pt", "--arch", f"{tmp_path / 'net.py'}:Net", "-d", "breast-cancer", "-p", "1"], capsys)
+    _one_line_error(code, err, "called sys.exit(0)")

@@ -18,6 +18,23 @@ def one_line(text) -> str:
     return printable(str(text).replace("\r", "\\r").replace("\n", "\\n").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of an exception raised by code cwtool does not own (a user's model, a library), as one short
+    line: a message that cannot be made (its __str__ raises) leaves the type alone, and sys.exit is named as such."""
+    if isinstance(exc, SystemExit):
+        try:
+            code = repr(exc.code)[:limit]
+        except Exception:
+            code = "..."
+        return one_line(f"sys.exit({code})")
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:
+        text = ""
+    name = type(exc).__name__
+    return one_line(f"{name}: {text[:limit]}" if text else name)
+
+
 class UserError(Exception):
     """Bad input or usage. The message is one plain line: what is wrong and how to fix it.
 

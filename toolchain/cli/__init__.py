@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from toolchain.cli import bench, calibrate, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
-from toolchain.errors import Interrupted, UserError
+from toolchain.errors import Interrupted, UserError, describe
 
 __all__ = ["app", "main"]
 
@@ -161,7 +161,10 @@ def _run(argv: Optional[list[str]]) -> None:
             traceback.print_exc()
         print(f"cwtool: error: {hint}", file=sys.stderr)
         sys.exit(2)
-    except Exception as exc:  # a bug, not bad input
+    except SystemExit as exc:  # cwtool's commands return their code: this came from code cwtool ran (a model's, a data loader's)
+        print(f"cwtool: error: code cwtool ran (the model's or the data's) called {describe(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except (Exception, GeneratorExit) as exc:  # a bug, not bad input
         raise_as_bug(exc)
     sys.exit(code if isinstance(code, int) else 0)
 
@@ -170,7 +173,7 @@ def raise_as_bug(exc: BaseException) -> None:
     """Exit 3 with one line; the traceback too under --debug (the exit code stays what it means)."""
     if _state["debug"]:
         traceback.print_exception(exc)
-    print(f"cwtool: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --debug for the traceback)", file=sys.stderr)
+    print(f"cwtool: internal error: {describe(exc, 300)} (rerun with --debug for the traceback)", file=sys.stderr)
     sys.exit(3)
 
 

@@ -9,7 +9,7 @@ import typer
 
 from toolchain.cli.options import (ArchKwargsOpt, ClassNamesOpt, DataOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, TestOpt,
                                    TrainingInput, ValOpt, config_error, parse_kwargs, seed_option, with_config)
-from toolchain.errors import UserError
+from toolchain.errors import UserError, describe, one_line
 
 
 @with_config(ImageOptions, TrainingInput)
@@ -101,7 +101,7 @@ def train(
         score = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
         save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
     except BaseException as exc:  # the log says how the run ended, and that --out is what it was
-        log.record(f"stopped ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); {out} was not written")
+        log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
         raise
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from toolchain.errors import UserError
+from toolchain.errors import UserError, describe
 from toolchain.models import registry
 
 
@@ -65,9 +65,8 @@ def _why(exc: BaseException) -> str:
     """One line on why the user's code failed. A script whose top level parses arguments or exits would
     otherwise end cwtool silently with the script's own exit code."""
     if isinstance(exc, SystemExit):
-        return (f"its code called sys.exit({exc.code!r}); keep a script's top-level work under "
-                "if __name__ == '__main__':")
-    return f"{type(exc).__name__}: {exc}"
+        return f"its code called {describe(exc)}; keep a script's top-level work under if __name__ == '__main__':"
+    return describe(exc)
 
 
 def build_arch(spec: str, kwargs: dict | None = None) -> nn.Module:

@@ -20,7 +20,7 @@ from toolchain.config import TRAIN_PRECISIONS
 from toolchain.models.modes import evaluating
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
-from toolchain.errors import UserError
+from toolchain.errors import UserError, describe
 from toolchain.models.augment import Augmenter
 from toolchain.models.batches import BatchReader, auto_workers, give_back_freed_memory
 
@@ -182,6 +182,9 @@ def train(
     if device.type == "cuda" and not lazy:  # small data sets fit; avoids a host->device copy per batch
         xs, ys = xs.to(device), ys.to(device)
     augment = Augmenter(config.augment, x.shape[1:], config.seed) if config.augment is not None else None
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError("the model has no parameter to train (it has none, or every one has requires_grad=False): "
+                        "cwtool trains and retrains it")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, int(np.ceil(len(xs) / config.batch_size)))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -191,6 +194,7 @@ def train(
     task = progress.add_task(description, total=config.epochs) if progress is not None else None
     workers = config.workers if config.workers is not None else auto_workers(x, steps_per_epoch, share)
     reader = BatchReader(x, workers, pin_memory=device.type == "cuda") if lazy else None
+    labels = int(ys.max()) + 1 if len(ys) else 0
     try:
         for epoch in range(1, config.epochs + 1):
             order = torch.randperm(len(xs), generator=generator)
@@ -214,11 +218,12 @@ def train(
                 with _autocast(low_precision, device):
                     try:
                         logits = net(xb)
-                    except Exception as exc:
+                    except (Exception, SystemExit, GeneratorExit) as exc:  # sys.exit in a user's forward is its failure too
                         failed = _forward_failed(exc, model, epoch, low_precision)
                         if failed is exc:
                             raise
                         raise failed from exc
+                _check_training_output(logits, len(yb), labels)
                 loss = loss_fn(logits.float(), yb, idx, xb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -263,7 +268,17 @@ def _runs_channels_last(model: nn.Module, x, device: torch.device) -> bool:
 _LIBRARY_MODELS = ("toolchain", "torch", "torchvision", "pytorchcv", "timm")
 
 
-def _forward_failed(exc: Exception, model: nn.Module, epoch: int, low_precision) -> Exception:
+def _check_training_output(logits, rows: int, labels: int) -> None:
+    """A training batch's output is the logits the loss needs: a forward that returns something else in training mode
+    (its eval-mode probes passed) is the model's fault, said in one line, not a crash in the loss. Shapes only: no sync."""
+    if not isinstance(logits, torch.Tensor):
+        raise UserError(f"the model's forward returned a {type(logits).__name__} in training mode, not a tensor of logits")
+    if logits.dim() != 2 or logits.shape[0] != rows or logits.shape[1] < labels or not logits.is_floating_point():
+        raise UserError(f"the model's forward returned shape {tuple(logits.shape)} ({logits.dtype}) in training mode for a batch of "
+                        f"{rows} rows; expected ({rows}, classes) floating-point logits, with at least {labels} classes")
+
+
+def _forward_failed(exc: BaseException, model: nn.Module, epoch: int, low_precision) -> BaseException:
     """What a forward that raised while training becomes: a user's own architecture failing in training mode (its
     eval-mode probe passed) is bad input, exit 2, with the bf16 way out where autocast was on; a lost torchrun peer
     and a fault in cwtool's or a library's model stay what they are."""
@@ -272,9 +287,9 @@ def _forward_failed(exc: Exception, model: nn.Module, epoch: int, low_precision)
     users = any(type(m).__module__.split(".")[0] not in _LIBRARY_MODELS for m in model.modules())  # a factory may return nn.Sequential
     if distributed.peer_lost(exc) or not users:
         return exc
-    hint = "; it ran under bf16 autocast: --train-precision fp32 trains in fp32" if low_precision is not None else ""
-    return UserError(f"the model's forward failed while training, in epoch {epoch} ({type(exc).__name__}: "
-                     f"{' '.join(str(exc).split())[:200]}){hint}")
+    arithmetic = low_precision is not None and isinstance(exc, Exception)  # sys.exit is no rounding error
+    hint = "; it ran under bf16 autocast: --train-precision fp32 trains in fp32" if arithmetic else ""
+    return UserError(f"the model's forward failed while training, in epoch {epoch} ({describe(exc)}){hint}")
 
 
 def _in_channels_last(model: nn.Module) -> bool:
