@@ -347,3 +347,15 @@ def test_a_model_with_nothing_to_train_is_bad_input(body, tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'still.py'}:Net", "--data", rows, "--epochs", "1", "--device", "cpu",
                             "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "no parameter to train" in err.splitlines()[-1], err
+
+
+def test_train_replaces_its_own_log_and_no_other_file_of_that_name(tmp_path, capsys):
+    rows = _rows(tmp_path / "rows.npz")
+    for _ in range(2):  # a second training to the same --out replaces the first one's log
+        code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m.pt"], capsys)
+        assert code == 0, err
+    assert (tmp_path / "m.pt.log").read_text().count("training --arch") == 1
+    (tmp_path / "notes.log").write_text("precious\n")
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "notes"], capsys)
+    assert code == 2 and "is not a cwtool training log" in err.splitlines()[-1], err
+    assert (tmp_path / "notes.log").read_text() == "precious\n" and not (tmp_path / "notes").exists()

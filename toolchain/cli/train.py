@@ -62,6 +62,9 @@ def train(
     check_output_file(log_path, "the training log (--out's name + .log)", inputs=inputs + ([out] if out.exists() else []))
     if out.is_file() and not is_cwtool_checkpoint(out):
         raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
+    if log_path.is_file() and not _is_training_log(log_path):
+        raise UserError(f"'{log_path}' (the training log) exists and is not a cwtool training log: refusing to overwrite it, "
+                        "move it or give another --out")
     kwargs = parse_kwargs(arch_kwargs)
     torch_device = pick_device(device)
     dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,
@@ -104,6 +107,19 @@ def train(
         log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
         raise
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
+
+
+def _is_training_log(path) -> bool:
+    """Whether ``path`` starts as the logs train writes do (a time stamp, then "training --arch"): only such a file is
+    replaced by the next training to the same --out."""
+    import re
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline(400)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+ *\d+\.\ds training --arch ", first) is not None
 
 
 def _fresh_log(log, path: Path):
