@@ -633,3 +633,49 @@ def test_a_model_that_exits_while_cwtool_runs_it_is_bad_input(tmp_path, capsys):
     torch.save(resolve_arch(f"{tmp_path / 'net.py'}:Net")().state_dict(), tmp_path / "w.pt")
     code, _, err = run_cli(["evaluate", tmp_path / "w.pt", "--arch", f"{tmp_path / 'net.py'}:Net", "-d", "breast-cancer", "-p", "1"], capsys)
     _one_line_error(code, err, "called sys.exit(0)")
+
+
+def _two_round_run(trained_digits, out, *extra):
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", *extra, "--out", out]
+    return args
+
+
+@pytest.mark.parametrize("damage, said", [
+    ("swap", "round_1.pt is not the file round 1 wrote"),
+    ("no summary", "round 1 has no summary"),
+    ("foreign", "rounds/round_1.json belongs to another run"),
+    ("nan", "round_2.pt holds non-finite values"),
+])
+def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, damage, said, tmp_path, capsys):
+    """Round files swapped, missing, copied from another run, or holding NaN were resumed with exit 0 (or NaN blamed
+    on the retraining): each is a damaged round, named."""
+    out = tmp_path / "run"
+    args = _two_round_run(trained_digits, out)
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    rounds = out / "rounds"
+    assert (rounds / "round_2.json").is_file()
+    if damage == "swap":
+        (rounds / "round_1.pt").rename(tmp_path / "r1.pt")
+        (rounds / "round_2.pt").rename(rounds / "round_1.pt")
+        (tmp_path / "r1.pt").rename(rounds / "round_2.pt")
+    elif damage == "no summary":
+        (rounds / "round_1.json").unlink()
+    elif damage == "foreign":
+        other = tmp_path / "other"
+        code, _, err = run_cli(_two_round_run(trained_digits, other, "--allocation", "global"), capsys)
+        assert code in (0, 1), err
+        for name in ("round_1.pt", "round_1.json", "round_2.pt", "round_2.json"):
+            (rounds / name).write_bytes((other / "rounds" / name).read_bytes())
+    else:
+        checkpoint = torch.load(rounds / "round_2.pt", weights_only=True)
+        first = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
+        checkpoint["state_dict"][first].view(-1)[0] = float("nan")
+        torch.save(checkpoint, rounds / "round_2.pt")
+        summary = json.loads((rounds / "round_2.json").read_text())
+        del summary["weights_sha256"]  # as an older summary, which named no weights
+        (rounds / "round_2.json").write_text(json.dumps(summary))
+    (out / "report.json").unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, "damaged round", said)

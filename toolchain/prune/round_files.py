@@ -18,6 +18,7 @@ from toolchain import distributed
 from toolchain.errors import UserError
 from toolchain.io import atomic_write_json, staged_path
 from toolchain.models.loading import load_weights, save_checkpoint
+from toolchain.provenance import file_sha256
 from toolchain.prune.tickets import Survivors, Ticket, removed_plan
 from toolchain.rundir import RunDir
 
@@ -50,7 +51,16 @@ class RoundFiles:
             with staged_path(run.round_start(ticket.round)) as tmp:
                 torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
         atomic_write_json(run.round_summary(ticket.round),  # written last: it marks the round done
-                          {**ticket.summary(), "multipliers": {str(k): v for k, v in multipliers.items()}})
+                          {**ticket.summary(), "multipliers": {str(k): v for k, v in multipliers.items()},
+                           "run_id": self._run_id(), "weights_sha256": file_sha256(run.round_checkpoint(ticket.round))})
+
+    def _run_id(self) -> str | None:
+        """The run id of the manifest beside the rounds (written before round 1): a round names the run it belongs to."""
+        try:
+            manifest = json.loads(self.run_dir.manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            return None
+        return manifest.get("run_id") if isinstance(manifest, dict) and isinstance(manifest.get("run_id"), str) else None
 
     def save_final(self, ticket: Ticket, epochs: int) -> None:
         if not self._writes():
@@ -78,26 +88,40 @@ class RoundFiles:
             raise
 
     def done_rounds(self) -> list[int]:
-        return self.run_dir.done_rounds() if self.run_dir is not None else []
+        """The finished rounds, 1..N: a gap means a round's summary went missing, and the rounds after it would be
+        resumed without it."""
+        done = self.run_dir.done_rounds() if self.run_dir is not None else []
+        missing = sorted(set(range(1, max(done, default=0) + 1)) - set(done))
+        if missing:
+            raise ValueError(f"round {missing[0]} has no summary (rounds/round_{missing[0]}.json) but a later round has")
+        return done
 
     def saved_round(self, r: int, protected: list[int]) -> tuple[Survivors, dict, dict[int, float], dict[str, float]]:
-        """(survivors, weights, Lagrange multipliers, timings) of finished round ``r``."""
+        """(survivors, weights, Lagrange multipliers, timings) of finished round ``r``, checked to be the files round ``r``
+        of this run wrote (summaries older than these checks name neither the run nor the weights: taken as they are)."""
+        path = self.run_dir.round_checkpoint(r)
         summary = json.loads(self.run_dir.round_summary(r).read_text())
-        ckpt = load_weights(self.run_dir.round_checkpoint(r))
+        if not isinstance(summary, dict):
+            raise ValueError(f"rounds/round_{r}.json is not a round summary")
+        if summary.get("run_id") is not None and summary.get("run_id") != self._run_id():
+            raise ValueError(f"rounds/round_{r}.json belongs to another run")
+        if summary.get("weights_sha256") is not None and summary.get("weights_sha256") != file_sha256(path):
+            raise ValueError(f"{path.name} is not the file round {r} wrote")
+        ckpt = load_weights(path)
         survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
-        return survivors, ckpt["state_dict"], _multipliers(summary, protected), _seconds(summary)
+        return survivors, _finite(ckpt["state_dict"], path.name), _multipliers(summary, protected), _seconds(summary)
 
     def saved_rewind(self) -> tuple[dict, Survivors] | None:
         """(weights, survivors) of the rewind point, if round 1 saved one."""
         if self.run_dir is None or not self.run_dir.rewind.is_file():
             return None
         saved = load_weights(self.run_dir.rewind)
-        return saved["state_dict"], saved["survivors"]
+        return _finite(saved["state_dict"], self.run_dir.rewind.name), saved["survivors"]
 
     def saved_start(self, r: int) -> dict | None:
         """The weights round ``r``'s retraining started from, if it saved them."""
         path = self.run_dir.round_start(r) if self.run_dir is not None else None
-        return load_weights(path) if path is not None and path.is_file() else None
+        return _finite(load_weights(path), path.name) if path is not None and path.is_file() else None
 
     def saved_final(self, r: int) -> dict | None:
         """The weights of round ``r``'s finished final fine-tuning, or None."""
@@ -106,7 +130,18 @@ class RoundFiles:
         summary = json.loads(self.run_dir.final_summary(r).read_text())
         if not isinstance(summary, dict) or summary.get("round") != r:
             return None
-        return load_weights(self.run_dir.final_checkpoint(r))
+        return _finite(load_weights(self.run_dir.final_checkpoint(r)), self.run_dir.final_checkpoint(r).name)
+
+
+def _finite(weights, name: str):
+    """``weights`` (a state dict) when every floating-point tensor in it is finite: a round cwtool wrote always is (a
+    diverged retraining stops before its round is saved), so NaN or inf there is damage, not a training to redo."""
+    if not isinstance(weights, dict):
+        raise ValueError(f"{name} holds no weights")
+    for key, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{name} holds non-finite values in {str(key)[:80]}")
+    return weights
 
 
 def _multipliers(summary, protected: list[int]) -> dict[int, float]:
