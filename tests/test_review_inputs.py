@@ -679,3 +679,15 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
     (out / "report.json").unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
     _one_line_error(code, err, "damaged round", said)
+
+
+@pytest.mark.parametrize("command", ["train", "compress"])
+@pytest.mark.parametrize("name", ["a\ngate: passed", "r\x1b[2Jx"])
+def test_an_output_named_with_a_line_break_or_escape_is_refused(trained_digits, command, name, tmp_path, capsys):
+    """The name is printed in console and log lines, where it would start a forged line of its own."""
+    args = (["train", "--arch", "digits-cnn", "--epochs", "1"] if command == "train" else
+            ["compress", trained_digits[0], "-p", "3", "--epochs", "1", "--skip-export"])
+    code, out, err = run_cli([*args, "-d", "digits", "--out", tmp_path / name], capsys)
+    _one_line_error(code, err, "has a line break or a control character in its name")
+    assert not any(line.startswith("gate: passed") for line in (out + err).splitlines()) and "\x1b" not in out + err
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from toolchain import interrupts
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line, printable
 
 
 def _umask() -> int:
@@ -196,6 +196,13 @@ def _overlaps(output: Path, inputs) -> Path | None:
     return None
 
 
+def _printable_name(path: Path, flag: str) -> None:
+    """An output's name is printed in console and log lines: a line break or terminal escape in it would start a line of
+    its own there ("gate: passed")."""
+    if printable(one_line(path)) != str(path):
+        raise UserError(f"{flag} '{one_line(path)}' has a line break or a control character in its name: give another name")
+
+
 def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     """Refuse, before any work starts, an output file that could not be written, that is not a
     plain file (replacing /dev/null or a pipe with a regular file would be a disaster), or that
@@ -203,6 +210,7 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     if path is None:
         return
     path = Path(path)
+    _printable_name(path, flag)
     kind = _kind(path)
     if kind == "folder":
         raise UserError(f"{flag} '{path}' is a folder: give a file path")
@@ -222,6 +230,7 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
     if path is None:
         return
     path = Path(path)
+    _printable_name(path, flag)
     kind = _kind(path)
     if kind not in ("missing", "folder"):
         raise UserError(f"{flag} '{path}' is a {kind}: give a folder")

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from toolchain import __version__, distributed
 from toolchain.config import PruneConfig, config_hash
-from toolchain.errors import Interrupted, UserError, one_line
+from toolchain.errors import Interrupted, UserError, describe, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, check_own_files, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
@@ -326,7 +326,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             lost = Interrupted("the loss of another torchrun process")
             lost.run_dir = run_dir
             raise lost from exc
-        log.record(f"stopped: {type(exc).__name__}: {exc}")
+        log.record(f"stopped: {describe(exc)}")
         raise
 
 
