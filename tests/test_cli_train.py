@@ -230,7 +230,7 @@ def _train_a_model_that_raises(tmp_path, capsys, raise_statement: str):
 
 def test_an_interrupted_training_says_so_in_its_log_and_writes_no_checkpoint(tmp_path, capsys):
     code, err = _train_a_model_that_raises(tmp_path, capsys, "raise KeyboardInterrupt")
-    assert code == 130, err
+    assert code == 130 and err.splitlines()[-1] == "cwtool: interrupted (KeyboardInterrupt); temporary files removed", err
     assert not (tmp_path / "m.pt").exists()
     last = (tmp_path / "m.pt.log").read_text().splitlines()[-1]
     assert "stopped (KeyboardInterrupt)" in last and "was not written" in last, last

@@ -166,6 +166,8 @@ def _run(argv: Optional[list[str]]) -> None:
         sys.exit(2)
     except (Exception, GeneratorExit) as exc:  # a bug, not bad input
         raise_as_bug(exc)
+    if code == 130:  # typer's answer to a KeyboardInterrupt (signals arrive as Interrupted): raised by code cwtool ran
+        print("cwtool: interrupted (KeyboardInterrupt); temporary files removed", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 
