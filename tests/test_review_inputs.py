@@ -691,3 +691,16 @@ def test_an_output_named_with_a_line_break_or_escape_is_refused(trained_digits, 
     _one_line_error(code, err, "has a line break or a control character in its name")
     assert not any(line.startswith("gate: passed") for line in (out + err).splitlines()) and "\x1b" not in out + err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("scale", [1e20, float("nan")])
+def test_logits_float32_cannot_offset_are_named_for_what_they_are(trained_digits, scale, tmp_path, capsys):
+    """A conv scaled by 1e20 was refused as 'logits do not come from a layer cwtool can move'."""
+    checkpoint = torch.load(trained_digits[0], weights_only=True)
+    state = checkpoint["state_dict"]
+    first = next(k for k, v in state.items() if v.is_floating_point() and v.dim() == 4)
+    state[first] = state[first] * scale
+    torch.save(checkpoint, tmp_path / "scaled.pt")
+    code, _, err = run_cli(["compress", tmp_path / "scaled.pt", "-d", "digits", "-p", "3", "--epochs", "1", "--skip-export",
+                            "--out", tmp_path / "run"], capsys)
+    _one_line_error(code, err, "the model's logits reach")

@@ -6,6 +6,7 @@ never spent on a model that fails at the end."""
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -23,6 +24,10 @@ def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protect
     return _unfollowed(dense, example, probe)
 
 
+# Beyond this a float32 logit moves in steps over 0.06: offsets chosen to a fraction of a logit would be lost in rounding.
+_LARGEST_LOGIT = 1e6
+
+
 def _check_float32_and_deterministic(model: nn.Module, rows: torch.Tensor) -> None:
     """The logits of the same rows are compared again and again (offsets, the removal check, every file against
     the torch model): a forward that casts to another type, or draws random numbers in eval mode (dropout kept
@@ -33,6 +38,10 @@ def _check_float32_and_deterministic(model: nn.Module, rows: torch.Tensor) -> No
     except Exception as exc:
         raise UserError(f"the model does not run in float32 ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): cwtool "
                         "retrains and exports float32 models; remove the casts to other types from its forward") from exc
+    largest = first.float().abs().max().item() if first.numel() else 0.0
+    if not math.isfinite(largest) or largest > _LARGEST_LOGIT:
+        raise UserError(f"the model's logits reach {largest:.3g} on the first rows: an operating point is an offset on them, which "
+                        "float32 cannot carry at that scale; check its weights (a layer scaled by mistake, a diverged training)")
     if not torch.equal(first, again):
         raise UserError("the model gives other outputs for the same rows in eval mode (dropout or noise left on at inference): "
                         "its FN promise needs one answer per input; compress the deterministic model")
