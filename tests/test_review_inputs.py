@@ -682,13 +682,13 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
 
 
 @pytest.mark.parametrize("command", ["train", "compress"])
-@pytest.mark.parametrize("name", ["a\ngate: passed", "r\x1b[2Jx"])
+@pytest.mark.parametrize("name", ["a\ngate: passed", "r\x1b[2Jx", "tab\tname", "a\u2028gate: passed"])
 def test_an_output_named_with_a_line_break_or_escape_is_refused(trained_digits, command, name, tmp_path, capsys):
     """The name is printed in console and log lines, where it would start a forged line of its own."""
     args = (["train", "--arch", "digits-cnn", "--epochs", "1"] if command == "train" else
             ["compress", trained_digits[0], "-p", "3", "--epochs", "1", "--skip-export"])
     code, out, err = run_cli([*args, "-d", "digits", "--out", tmp_path / name], capsys)
-    _one_line_error(code, err, "has a line break or a control character in its name")
+    _one_line_error(code, err, "the value of --out has a line break or a control character")
     assert not any(line.startswith("gate: passed") for line in (out + err).splitlines()) and "\x1b" not in out + err
     assert list(tmp_path.iterdir()) == []
 
@@ -704,3 +704,19 @@ def test_logits_float32_cannot_offset_are_named_for_what_they_are(trained_digits
     code, _, err = run_cli(["compress", tmp_path / "scaled.pt", "-d", "digits", "-p", "3", "--epochs", "1", "--skip-export",
                             "--out", tmp_path / "run"], capsys)
     _one_line_error(code, err, "the model's logits reach")
+
+
+def test_an_input_named_with_a_line_break_is_refused_before_it_is_printed(trained_digits, tmp_path, capsys):
+    """A model or data file's name is printed in console, log and report lines too."""
+    model = tmp_path / "m\ngate: passed.pt"
+    model.write_bytes(Path(trained_digits[0]).read_bytes())
+    code, out, err = run_cli(["evaluate", model, "-d", "digits", "-p", "3"], capsys)
+    _one_line_error(code, err, "has a line break or a control character (\\n)")
+    assert not any(line.startswith("gate: passed") for line in (out + err).splitlines())
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data=digits\r", "-p", "3"], capsys)
+    _one_line_error(code, err, "the value of --data has a line break")
+
+
+def test_a_json_option_may_span_lines(trained_digits, tmp_path, capsys):
+    code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", "--arch", "digits-cnn", "--arch-kwargs", "{\n}"], capsys)
+    assert code == 0, err

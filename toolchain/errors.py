@@ -18,6 +18,17 @@ def one_line(text) -> str:
     return printable(str(text).replace("\r", "\\r").replace("\n", "\\n").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
+def unprintable_in(text) -> str | None:
+    """The first character of ``text`` that would break or hijack the line it is printed in -- a control character
+    (tab and line feed too), a line or paragraph separator -- shown escaped; None when there is none."""
+    import unicodedata
+
+    for char in str(text):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return repr(char)[1:-1]
+    return None
+
+
 def describe(exc: BaseException, limit: int = 200) -> str:
     """``Type: message`` of an exception raised by code cwtool does not own (a user's model, a library), as one short
     line: a message that cannot be made (its __str__ raises) leaves the type alone, and sys.exit is named as such."""

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from toolchain import interrupts
-from toolchain.errors import UserError, one_line, printable
+from toolchain.errors import UserError, one_line, unprintable_in
 
 
 def _umask() -> int:
@@ -199,8 +199,9 @@ def _overlaps(output: Path, inputs) -> Path | None:
 def _printable_name(path: Path, flag: str) -> None:
     """An output's name is printed in console and log lines: a line break or terminal escape in it would start a line of
     its own there ("gate: passed")."""
-    if printable(one_line(path)) != str(path):
-        raise UserError(f"{flag} '{one_line(path)}' has a line break or a control character in its name: give another name")
+    char = unprintable_in(path)
+    if char is not None:
+        raise UserError(f"{flag} '{one_line(path)}' has a line break or a control character in its name ({char}): give another name")
 
 
 def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:

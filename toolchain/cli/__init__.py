@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from toolchain.cli import bench, calibrate, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
-from toolchain.errors import Interrupted, UserError, describe
+from toolchain.errors import Interrupted, UserError, describe, one_line, unprintable_in
 
 __all__ = ["app", "main"]
 
@@ -43,6 +43,24 @@ def _usage_error_line(exc) -> str:
     if ctx is None:
         return f"cwtool: error: {message}"
     return f"{ctx.command_path}: error: {message} (see '{ctx.command_path} --help')"
+
+
+# Options whose value is JSON, where a line break is only white space; every other value is a name or a number that
+# cwtool prints inside a console or log line, where a line break or an escape would start a forged line of its own.
+_JSON_OPTIONS = ("--arch-kwargs",)
+
+
+def _printable_arguments(args) -> None:
+    previous = None
+    for arg in map(str, args):
+        option, eq, value = arg.partition("=") if arg.startswith("--") else (None, "", arg)
+        name = option if eq else previous
+        char = unprintable_in(value if eq else arg)
+        if char is not None and name not in _JSON_OPTIONS:
+            where = f"the value of {name}" if name and name.startswith("-") else f"the argument '{one_line(arg)[:80]}'"
+            raise UserError(f"{where} has a line break or a control character ({char}): cwtool prints it inside console and log "
+                            "lines; rename the file or give another value")
+        previous = arg
 
 
 def _finite_floats(group) -> None:
@@ -130,6 +148,7 @@ def _run(argv: Optional[list[str]]) -> None:
         from click.exceptions import Abort, ClickException
 
     try:
+        _printable_arguments(sys.argv[1:] if argv is None else argv)
         command = typer.main.get_command(app)
         _finite_floats(command)
         code = command(args=argv, prog_name="cwtool", standalone_mode=False)
