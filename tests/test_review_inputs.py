@@ -646,6 +646,7 @@ def _two_round_run(trained_digits, out, *extra):
     ("no summary", "round 1 has no summary"),
     ("foreign", "rounds/round_1.json belongs to another run"),
     ("nan", "round_2.pt holds non-finite values"),
+    ("names removed", "rounds/round_1.json belongs to another run"),
 ])
 def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, damage, said, tmp_path, capsys):
     """Round files swapped, missing, copied from another run, or holding NaN were resumed with exit 0 (or NaN blamed
@@ -662,6 +663,10 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         (tmp_path / "r1.pt").rename(rounds / "round_2.pt")
     elif damage == "no summary":
         (rounds / "round_1.json").unlink()
+    elif damage == "names removed":  # a summary edited to look like one written before rounds named themselves
+        summary = json.loads((rounds / "round_1.json").read_text())
+        del summary["run_id"], summary["weights_sha256"]
+        (rounds / "round_1.json").write_text(json.dumps(summary))
     elif damage == "foreign":
         other = tmp_path / "other"
         code, _, err = run_cli(_two_round_run(trained_digits, other, "--allocation", "global"), capsys)
@@ -674,8 +679,11 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         checkpoint["state_dict"][first].view(-1)[0] = float("nan")
         torch.save(checkpoint, rounds / "round_2.pt")
         summary = json.loads((rounds / "round_2.json").read_text())
-        del summary["weights_sha256"]  # as an older summary, which named no weights
+        del summary["weights_sha256"]  # as a run begun before rounds named their weights
         (rounds / "round_2.json").write_text(json.dumps(summary))
+        manifest = json.loads((out / "manifest.json").read_text())
+        del manifest["round_identity"]
+        (out / "manifest.json").write_text(json.dumps(manifest))
     (out / "report.json").unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
     _one_line_error(code, err, "damaged round", said)

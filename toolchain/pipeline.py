@@ -161,6 +161,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     started_with = {}  # a resumed run's versions when it began
+    round_identity = True  # its rounds name their run and weights (toolchain.prune.round_files): every run begun since
     if run_dir.exists() and any(run_dir.iterdir()):
         if not request.resume:
             if config.granularity == "weight":
@@ -181,6 +182,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                     if older and config.train_precision != "fp32" else differences(manifest, moved, config))
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
         started_with = _recorded_versions(manifest.get("started_with") or manifest.get("versions"))
+        round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
         check_own_files([run_dir], "--out")  # every file in a run directory is cwtool's to replace or append to
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
@@ -194,7 +196,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             log.print(f"note: this run was started with other versions ({', '.join(changed)}); "
                       "its earlier rounds were made with the old ones")
         atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
-                                          **({"started_with": started_with} if changed else {}),
+                                          **({"started_with": started_with} if changed else {}), "round_identity": round_identity,
                                           "argv": sys.argv, "data": dataset.describe(), "processes": group.world if group else 1,
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")

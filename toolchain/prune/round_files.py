@@ -54,13 +54,18 @@ class RoundFiles:
                           {**ticket.summary(), "multipliers": {str(k): v for k, v in multipliers.items()},
                            "run_id": self._run_id(), "weights_sha256": file_sha256(run.round_checkpoint(ticket.round))})
 
-    def _run_id(self) -> str | None:
-        """The run id of the manifest beside the rounds (written before round 1): a round names the run it belongs to."""
+    def _manifest(self) -> dict:
+        """The manifest beside the rounds (written before round 1), or {}."""
         try:
             manifest = json.loads(self.run_dir.manifest.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-            return None
-        return manifest.get("run_id") if isinstance(manifest, dict) and isinstance(manifest.get("run_id"), str) else None
+            return {}
+        return manifest if isinstance(manifest, dict) else {}
+
+    def _run_id(self) -> str | None:
+        """A round names the run it belongs to by the manifest's run id."""
+        run_id = self._manifest().get("run_id")
+        return run_id if isinstance(run_id, str) else None
 
     def save_final(self, ticket: Ticket, epochs: int) -> None:
         if not self._writes():
@@ -98,14 +103,16 @@ class RoundFiles:
 
     def saved_round(self, r: int, protected: list[int]) -> tuple[Survivors, dict, dict[int, float], dict[str, float]]:
         """(survivors, weights, Lagrange multipliers, timings) of finished round ``r``, checked to be the files round ``r``
-        of this run wrote (summaries older than these checks name neither the run nor the weights: taken as they are)."""
+        of this run wrote: its summary names the run and the weights' sha256 (a run whose manifest lacks round_identity
+        was begun before rounds named themselves: a summary without the names is taken as it is)."""
         path = self.run_dir.round_checkpoint(r)
         summary = json.loads(self.run_dir.round_summary(r).read_text())
         if not isinstance(summary, dict):
             raise ValueError(f"rounds/round_{r}.json is not a round summary")
-        if summary.get("run_id") is not None and summary.get("run_id") != self._run_id():
+        named = self._manifest().get("round_identity") is True  # a run begun before rounds named themselves: taken as they are
+        if (named or summary.get("run_id") is not None) and summary.get("run_id") != self._run_id():
             raise ValueError(f"rounds/round_{r}.json belongs to another run")
-        if summary.get("weights_sha256") is not None and summary.get("weights_sha256") != file_sha256(path):
+        if (named or summary.get("weights_sha256") is not None) and summary.get("weights_sha256") != file_sha256(path):
             raise ValueError(f"{path.name} is not the file round {r} wrote")
         ckpt = load_weights(path)
         survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
