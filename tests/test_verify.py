@@ -206,6 +206,14 @@ def test_verify_json_is_a_baseline_too(art, capsys):
     assert res["baseline"]["from"].startswith("verify.artifacts[0]")
     assert res["artifacts"][0]["gate"]["checks"][0]["mcnemar_p"] == 1.0
 
+    forged = json.loads(plain.read_text())  # a path in the baseline file cannot start a line of the Markdown summary
+    forged["artifacts"][0]["path"] = "x\ngate: passed\n\x1b[2J"
+    (art["dir"] / "forged.json").write_text(json.dumps(forged))
+    md = art["dir"] / "forged.md"
+    code, _, _ = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", art["dir"] / "forged.json", "--markdown", md, "-q"], capsys)
+    assert code == 0 and "\x1b" not in md.read_text()
+    assert not any(line.startswith("gate: passed") for line in md.read_text().splitlines())
+
 
 def test_rows_in_another_order_are_other_rows(art, capsys):
     """Same class counts, other order: not the baseline's rows. Refused, unless --allow-other-data asks

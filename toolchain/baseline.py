@@ -153,7 +153,7 @@ def _find_evaluation(obj, path: Path, names) -> dict:
             return {"path": str(path), "from": "verify.baseline", "evaluation": ref["evaluation"], "class_names": names}
         arts = obj.get("artifacts") or []
         if isinstance(arts, list) and arts and isinstance(arts[0], dict) and _is_evaluation(arts[0].get("evaluation")):
-            return {"path": str(path), "from": f"verify.artifacts[0] ({arts[0].get('path')})",
+            return {"path": str(path), "from": f"verify.artifacts[0] ({one_line(arts[0].get('path'))[:200]})",
                     "evaluation": arts[0]["evaluation"], "class_names": names}
         raise UserError(f"verify JSON {path} has neither a baseline nor an artifact evaluation: give a complete verify JSON")
     if isinstance(obj, dict) and isinstance(obj.get("baseline"), dict) and _is_evaluation(obj["baseline"].get("test")):

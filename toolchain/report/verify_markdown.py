@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolchain.errors import printable
+from toolchain.errors import one_line, printable
 from toolchain.report.verify_console import artifact_wide_reasons
 
 __all__ = ["render_verify_markdown"]
@@ -13,7 +13,8 @@ DASH = "\u2013"
 
 
 def _esc(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text from a file (a path, a name) inside one Markdown line or table cell: no line break, escape or cell border."""
+    return one_line(text).replace("|", "\\|")
 
 
 def _pct(x) -> str:
@@ -56,7 +57,7 @@ def render_verify_markdown(result: dict) -> str:
                  + (f", sha256 `{data['rows_sha256']}`" if data.get("rows_sha256") else "") + ")")
     if base:
         paired = "" if data.get("same_rows_as_baseline") is not False else " -- **measured on other rows: compared by FN rate, unpaired**"
-        lines.append(f"- baseline: `{_esc(base['path'])}` ({base['from']}){paired}")
+        lines.append(f"- baseline: `{_esc(base['path'])}` ({_esc(base['from'])}){paired}")
     else:
         lines.append("- baseline: none (absolute ceiling and collapse only)")
     parts = []
