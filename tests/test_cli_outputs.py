@@ -268,3 +268,16 @@ def test_demo_checks_its_model_cache_before_training(tmp_path, monkeypatch, caps
     _forbid(monkeypatch, "toolchain.models.train.train")
     code, _, err = run_cli(["demo", "--retrain"], capsys)
     assert code == 2 and "CWTOOL_CACHE" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_closed_pipe_is_no_error_of_the_users_model():
+    """`cwtool compress --help | head -1`: rich exits 1 on the closed pipe; that exit was blamed on a model."""
+    import subprocess
+    import sys
+
+    cli = subprocess.Popen([sys.executable, "-m", "toolchain", "compress", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={**os.environ, "COLUMNS": "80"}, cwd=Path(__file__).resolve().parents[1])
+    cli.stdout.read(10)
+    cli.stdout.close()
+    err = cli.stderr.read().decode()
+    assert cli.wait(timeout=60) in (0, 1) and "cwtool: error" not in err, err

@@ -330,6 +330,8 @@ def test_a_factory_s_container_holding_the_user_s_layer_is_the_user_s_model(tmp_
     ("raise type('Odd', (Exception,), {'__str__': lambda self: 1 / 0})()", "(Odd)"),
     ("return torch.zeros(len(x), 1)", "returned shape (16, 1)"),
     ("return 'logits'", "returned a str in training mode"),
+    ("raise type('Weird', (BaseException,), {})('boom')", "(Weird: boom)"),
+    ("return super().forward(x).detach()", "logits detached from its parameters"),
 ])
 def test_a_model_that_exits_or_returns_no_logits_while_training_is_bad_input(raise_statement, said, tmp_path, capsys):
     code, err = _train_a_model_that_raises(tmp_path, capsys, raise_statement)
@@ -359,3 +361,14 @@ def test_train_replaces_its_own_log_and_no_other_file_of_that_name(tmp_path, cap
     code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "notes"], capsys)
     assert code == 2 and "is not a cwtool training log" in err.splitlines()[-1], err
     assert (tmp_path / "notes.log").read_text() == "precious\n" and not (tmp_path / "notes").exists()
+
+
+def test_train_never_writes_its_log_through_a_link(tmp_path, capsys):
+    rows = _rows(tmp_path / "rows.npz")
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m.pt"], capsys)
+    assert code == 0, err
+    first = (tmp_path / "m.pt.log").read_text()
+    (tmp_path / "m5.pt.log").symlink_to(tmp_path / "m.pt.log")
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m5.pt"], capsys)
+    assert code == 2 and "is a symbolic link" in err.splitlines()[-1], err
+    assert (tmp_path / "m.pt.log").read_text() == first and not (tmp_path / "m5.pt").exists()

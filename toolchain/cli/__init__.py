@@ -180,14 +180,29 @@ def _run(argv: Optional[list[str]]) -> None:
             traceback.print_exc()
         print(f"cwtool: error: {hint}", file=sys.stderr)
         sys.exit(2)
-    except SystemExit as exc:  # cwtool's commands return their code: this came from code cwtool ran (a model's, a data loader's)
+    except SystemExit as exc:
+        if _raised_by_the_cli_libraries(exc):  # rich's and click's own exits (a closed pipe: `cwtool ... | head`)
+            raise
+        # cwtool's commands return their code: this came from code cwtool ran (a model's, a data loader's)
         print(f"cwtool: error: code cwtool ran (the model's or the data's) called {describe(exc)}", file=sys.stderr)
         sys.exit(2)
-    except (Exception, GeneratorExit) as exc:  # a bug, not bad input
+    except Exception as exc:  # a bug, not bad input
         raise_as_bug(exc)
+    except BaseException as exc:  # not cwtool's (it raises Exceptions, Interrupted, or exits), nor a signal: a model's own
+        print(f"cwtool: error: code cwtool ran (the model's or the data's) raised {describe(exc)}", file=sys.stderr)
+        sys.exit(2)
     if code == 130:  # typer's answer to a KeyboardInterrupt (signals arrive as Interrupted): raised by code cwtool ran
         print("cwtool: interrupted (KeyboardInterrupt); temporary files removed", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _raised_by_the_cli_libraries(exc: BaseException) -> bool:
+    """Whether the innermost frame that raised ``exc`` is rich's, click's or typer's."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module.split(".")[0] in ("rich", "click", "typer")
 
 
 def raise_as_bug(exc: BaseException) -> None:

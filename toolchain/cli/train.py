@@ -62,6 +62,8 @@ def train(
     check_output_file(log_path, "the training log (--out's name + .log)", inputs=inputs + ([out] if out.exists() else []))
     if out.is_file() and not is_cwtool_checkpoint(out):
         raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
+    if log_path.is_symlink():  # a new log replaces a link's target: another run's log, or any file
+        raise UserError(f"'{log_path}' (the training log) is a symbolic link: remove it or give another --out")
     if log_path.is_file() and not _is_training_log(log_path):
         raise UserError(f"'{log_path}' (the training log) exists and is not a cwtool training log: refusing to overwrite it, "
                         "move it or give another --out")

@@ -20,7 +20,7 @@ from toolchain.config import TRAIN_PRECISIONS
 from toolchain.models.modes import evaluating
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
-from toolchain.errors import UserError, describe
+from toolchain.errors import Interrupted, UserError, describe
 from toolchain.models.augment import Augmenter
 from toolchain.models.batches import BatchReader, auto_workers, give_back_freed_memory
 
@@ -218,7 +218,9 @@ def train(
                 with _autocast(low_precision, device):
                     try:
                         logits = net(xb)
-                    except (Exception, SystemExit, GeneratorExit) as exc:  # sys.exit in a user's forward is its failure too
+                    except (KeyboardInterrupt, Interrupted):
+                        raise
+                    except BaseException as exc:  # sys.exit or a BaseException of its own in a user's forward is its failure too
                         failed = _forward_failed(exc, model, epoch, low_precision)
                         if failed is exc:
                             raise
@@ -276,6 +278,9 @@ def _check_training_output(logits, rows: int, labels: int) -> None:
     if logits.dim() != 2 or logits.shape[0] != rows or logits.shape[1] < labels or not logits.is_floating_point():
         raise UserError(f"the model's forward returned shape {tuple(logits.shape)} ({logits.dtype}) in training mode for a batch of "
                         f"{rows} rows; expected ({rows}, classes) floating-point logits, with at least {labels} classes")
+    if not logits.requires_grad:
+        raise UserError("the model's forward returned logits detached from its parameters in training mode (a .detach(), "
+                        ".data or torch.no_grad in it): nothing could train them")
 
 
 def _forward_failed(exc: BaseException, model: nn.Module, epoch: int, low_precision) -> BaseException:
