@@ -178,3 +178,11 @@ def test_latency_estimate_scales_with_macs_and_precision():
     a = estimate_latency_ms(t, 10_000_000, "fp32")
     assert a == pytest.approx(10_000_000 / (t.fp32_gmacs * 1e9) * 1e3 + t.overhead_ms)
     assert estimate_latency_ms(t, 10_000_000, "int8") < a < estimate_latency_ms(t, 20_000_000, "fp32")
+
+
+def test_a_profile_asking_for_a_file_cwtool_does_not_write_is_refused(capsys, tmp_path):
+    """ONNX fp16: export wrote fp32 and reported the profile as met."""
+    path = tmp_path / "fp16.toml"
+    path.write_text(re.sub(r"^precision = .*$", 'precision = "fp16"', (TARGETS_DIR / "x86-edge.toml").read_text(), flags=re.M))
+    code, _, err = run_cli(["targets", path], capsys)
+    assert code == 2 and "precision 'fp16' with format 'onnx'" in err.splitlines()[-1], err

@@ -190,6 +190,9 @@ def target_from_dict(data: dict, source: str = "<dict>") -> Target:
     if RUNTIMES[runtime] != fmt:
         raise UserError(f"{where}: field 'format' is {fmt!r} but runtime {runtime} runs {RUNTIMES[runtime]} files")
     precision = _choice(_get(data, "precision", str, where), PRECISIONS, "precision", where)
+    if (fmt, precision) == ("onnx", "fp16"):  # cwtool writes no such file: the profile would be reported as met by an fp32 one
+        raise UserError(f"{where}: precision 'fp16' with format 'onnx': cwtool writes ONNX files in fp32 or int8 (fp16 is a TFLite "
+                        "precision)")
     scheme = _choice(_get(data, "int8_scheme", str, where), INT8_SCHEMES[fmt], "int8_scheme", where)
     layout = _choice(_get(data, "layout", str, where).upper(), LAYOUTS, "layout", where)
     threads = _get(data, "threads", int, where, positive=True, within=(1, MAX_THREADS))
