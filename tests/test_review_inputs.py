@@ -41,6 +41,16 @@ class DictOut(Base):
         return {"logits": self.logits(x)}
 
 
+class ComplexOut(Base):
+    def forward(self, x):
+        return torch.complex(self.logits(x), self.logits(x))
+
+
+class IntOut(Base):
+    def forward(self, x):
+        return self.logits(x).round().long()
+
+
 class Gated(nn.Module):
     """A gated conv: the halves of one conv's channels meet in a product (channel i pairs with i + 16)."""
 
@@ -182,6 +192,12 @@ def test_a_model_returning_more_than_logits_is_bad_input(nets, name, kind, comma
     code, _, err = run_cli([command, nets / "weights.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3", *extra], capsys)
     _one_line_error(code, err, f"returns a {kind}, not one tensor")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, dtype", [("ComplexOut", "complex64"), ("IntOut", "int64")])
+def test_a_model_returning_no_real_logits_is_bad_input(nets, name, dtype, capsys):
+    code, _, err = run_cli(["evaluate", nets / "weights.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3"], capsys)
+    _one_line_error(code, err, f"the model returns torch.{dtype} values")
 
 
 def test_a_state_dict_with_a_key_that_is_not_a_name_is_bad_input(untrained_digits, tmp_path, capsys):

@@ -79,6 +79,8 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
                         "logits: wrap the model in a module whose forward returns the logits alone")
     if out.ndim != 2:
         raise UserError(f"the model returns shape {tuple(out.shape)}; cwtool needs (batch, classes) logits")
+    if not out.is_floating_point():  # a complex part would be dropped, integer "logits" ranked as ties
+        raise UserError(f"the model returns {out.dtype} values; cwtool needs real floating-point logits")
     return int(out.shape[1])
 
 
