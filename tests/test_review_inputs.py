@@ -744,3 +744,13 @@ def test_an_input_named_with_a_line_break_is_refused_before_it_is_printed(traine
 def test_a_json_option_may_span_lines(trained_digits, tmp_path, capsys):
     code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", "--arch", "digits-cnn", "--arch-kwargs", "{\n}"], capsys)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("command", ["compress", "export"])
+def test_an_nhwc_layout_with_no_tflite_file_to_write_is_refused(trained_digits, command, tmp_path, capsys):
+    """--format onnx --layout NHWC dropped the layout in silence."""
+    extra = ["--epochs", "1"] if command == "compress" else []
+    code, _, err = run_cli([command, trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--layout", "NHWC", *extra,
+                            "--out", tmp_path / "out"], capsys)
+    _one_line_error(code, err, "--layout NHWC is the TFLite file's input layout")
+    assert not (tmp_path / "out").exists()

@@ -63,6 +63,14 @@ def choose_artifacts(base: tuple, formats: list[str] | None, precisions: list[st
     return tuple(sorted(pairs, key=lambda fp: (FORMATS.index(fp[0]), PRECISIONS.index(fp[1]))))
 
 
+def check_layout_used(asked: str | None, artifacts: tuple) -> None:
+    """--layout sets the TFLite file's input layout: asked for NHWC with no TFLite file to write, it would be dropped
+    in silence (ONNX stays NCHW) and the device would be fed what it did not expect."""
+    if asked == "NHWC" and artifacts and not any(fmt == "tflite" for fmt, _ in artifacts):
+        raise UserError("--layout NHWC is the TFLite file's input layout, and no TFLite file is written here (ONNX files take NCHW): "
+                        "add --format tflite or drop --layout")
+
+
 def export_settings(options) -> ExportSettings:
     """The files to write and how, from what the user asked (toolchain.config.ExportOptions) and, with a
     --target, the device profile: its formats, precision, layout, threads and int8 input scheme."""
