@@ -768,3 +768,16 @@ def test_unknown_spec_lists_what_is_accepted(tmp_path):
 @pytest.mark.parametrize("val, test", [(0, 0.2), (0.2, 1.0), (0.5, 0.5), (float("nan"), 0.1)])
 def test_bad_fractions_are_user_errors(val, test):
     expect_error("fraction", "digits", val_fraction=val, test_fraction=test)
+
+
+def test_an_image_folder_of_gray_pngs_with_alpha_is_gray(tmp_path):
+    """A transparent gray PNG (mode LA) was read as 3 channels."""
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            arr = np.stack([np.full((5, 5), 40 * i + (cls == "b") * 100, np.uint8), np.full((5, 5), 128, np.uint8)], -1)
+            Image.fromarray(arr, mode="LA").save(tmp_path / "imgs" / cls / f"{i}.png")
+    ds = load_data(str(tmp_path / "imgs"), seed=0)
+    assert ds.input_shape == (1, 5, 5) and "grayscale" in ds.preprocessing.note

@@ -102,7 +102,7 @@ def load_image_folder(
             )
         steps, size_hw = {}, first
         size_note = f"all {first[0]}x{first[1]}, not resized"
-    gray = all(m in ("L", "1") for m in modes)
+    gray = all(m in ("L", "LA", "1") for m in modes)  # gray with alpha (a transparent PNG) is gray: the alpha is dropped
     mean, std, norm_note = _normalization(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     x = ImageFiles(files, transform)
