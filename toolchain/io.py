@@ -248,9 +248,10 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
 
 
 def check_own_files(paths, flag: str, limit: int = 100_000) -> None:
-    """Refuse when a file cwtool writes again (a resumed run's reports and log, an export's artifacts) is a link:
-    staged writes replace a link's target and the log appends to it, so a link left there (by hand, or by anyone
-    who could write in the folder) would send cwtool's output onto an input or elsewhere.
+    """Refuse when a file cwtool writes again (a resumed run's reports and log) is a symbolic link: staged writes
+    replace a link's target, so a link left there (by hand, or by anyone who could write in the folder) would send
+    cwtool's output onto an input or elsewhere. Hard links are fine: a staged write gives the name new bytes and
+    leaves the other name's, and the log is made a file of its own before it is appended to (RunLog.attach).
     ``paths``: the files and folders to look through (folders recursively, links listed, not followed)."""
     for seen, path in enumerate((p for top in map(Path, paths) for p in _entries(top)), 1):
         if seen > limit:
@@ -261,9 +262,6 @@ def check_own_files(paths, flag: str, limit: int = 100_000) -> None:
             continue
         if stat.S_ISLNK(st.st_mode):
             raise UserError(f"{flag}: '{path}' is a symbolic link, and cwtool writes its own files there: remove it or give another folder")
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-            raise UserError(f"{flag}: '{path}' is a hard link (its bytes are another file's too), and cwtool writes there: "
-                            "remove it or give another folder")
 
 
 def _entries(top: Path):

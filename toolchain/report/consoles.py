@@ -72,6 +72,9 @@ class RunLog:
         self._started = time.monotonic()
 
     def attach(self, path) -> None:
+        """Append to ``path`` from now on. A log that shares its bytes with another name (a hard link: a backup made
+        with cp -al or rsync --link-dest) is first made a file of its own, so the lines never land in the other."""
+        _unshare(path)
         self.path = path
 
     def print(self, *objects, **kwargs) -> None:
@@ -89,6 +92,20 @@ class RunLog:
                 log.write("\n".join(f"{stamp} {printable(line)}" for line in text.splitlines()) + "\n")
         except OSError:  # a full disk or a removed folder must not stop the run: the console still has the line
             self.path = None
+
+
+def _unshare(path) -> None:
+    import shutil
+
+    from toolchain.io import staged_path
+
+    try:
+        shared = os.stat(path, follow_symlinks=False).st_nlink > 1 and os.path.isfile(path)
+    except OSError:
+        return
+    if shared:
+        with staged_path(path) as tmp, open(path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
 
 
 def progress_bar(console: Console, *columns) -> Progress:

@@ -27,11 +27,17 @@ CAPTIONS = {  # what each plot shows, for report.html
 
 
 def _save(fig, path: Path) -> Path:
+    """Staged and moved into place, like every file cwtool writes: never written through an existing name's bytes."""
     import matplotlib.pyplot as plt
 
+    from toolchain.io import staged_path
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with staged_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
