@@ -537,10 +537,12 @@ def test_unusual_but_valid_images_load_as_rgb(tmp_path):
     def la(p):
         Image.new("LA", (8, 8), (100, 50)).save(p)
 
-    for make in (cmyk, palette_transparency, animated, la):
+    for make in (cmyk, palette_transparency, animated):
         ds = load_data(str(_folder_with(tmp_path, make.__name__, make)))
         assert ds.input_shape == (3, 8, 8), make.__name__
         assert "RGB" in ds.preprocessing.note
+    ds = load_data(str(_folder_with(tmp_path, "la", la)))  # gray with alpha among gray images: gray, the alpha dropped
+    assert ds.input_shape == (1, 8, 8) and "grayscale" in ds.preprocessing.note
 
 
 def test_decompression_bomb_warning_is_an_error_too(tmp_path):
