@@ -372,3 +372,10 @@ def test_train_never_writes_its_log_through_a_link(tmp_path, capsys):
     code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m5.pt"], capsys)
     assert code == 2 and "is a symbolic link" in err.splitlines()[-1], err
     assert (tmp_path / "m.pt.log").read_text() == first and not (tmp_path / "m5.pt").exists()
+
+
+def test_an_empty_training_log_is_replaced(tmp_path, capsys):
+    rows = _rows(tmp_path / "rows.npz")
+    (tmp_path / "m.pt.log").write_text("")  # what a run stopped before its first line leaves
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m.pt"], capsys)
+    assert code == 0 and "training --arch" in (tmp_path / "m.pt.log").read_text(), err

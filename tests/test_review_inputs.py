@@ -249,7 +249,7 @@ def test_a_resumed_run_measures_its_rounds_again_instead_of_reading_them(trained
     whole = json.loads((out / "report.json").read_text())
     summary_path = out / "rounds" / "round_1.json"
     summary = json.loads(summary_path.read_text())
-    summary.update(params="x", macs=-1, offsets={"3": "abc"}, within_budget="yes", val={"accuracy": 2}, round=7)
+    summary.update(params="x", macs=-1, offsets={"3": "abc"}, within_budget="yes", val={"accuracy": 2})
     summary_path.write_text(json.dumps(summary))
     for name in ("report.json", "report.md", "report.html", "pruned.pt"):
         (out / name).unlink(missing_ok=True)
@@ -668,6 +668,7 @@ def _two_round_run(trained_digits, out, *extra):
     ("foreign", "rounds/round_1.json belongs to another run"),
     ("nan", "round_2.pt holds non-finite values"),
     ("names removed", "rounds/round_1.json belongs to another run"),
+    ("duplicated", "rounds/round_2.json is the summary of round 1"),
 ])
 def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, damage, said, tmp_path, capsys):
     """Round files swapped, missing, copied from another run, or holding NaN were resumed with exit 0 (or NaN blamed
@@ -684,6 +685,9 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         (tmp_path / "r1.pt").rename(rounds / "round_2.pt")
     elif damage == "no summary":
         (rounds / "round_1.json").unlink()
+    elif damage == "duplicated":  # round 1's files copied over round 2's: every name and sha256 matches
+        for suffix in (".pt", ".json"):
+            (rounds / f"round_2{suffix}").write_bytes((rounds / f"round_1{suffix}").read_bytes())
     elif damage == "names removed":  # a summary edited to look like one written before rounds named themselves
         summary = json.loads((rounds / "round_1.json").read_text())
         del summary["run_id"], summary["weights_sha256"]
@@ -759,3 +763,60 @@ def test_an_nhwc_layout_with_no_tflite_file_to_write_is_refused(trained_digits, 
                             "--out", tmp_path / "out"], capsys)
     _one_line_error(code, err, "--layout NHWC is the TFLite file's input layout")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_with_logits_in_the_ten_thousands_compresses(trained_digits, tmp_path, capsys):
+    """The offset check compared at 1e-4 whatever the logits' size: logits near 1e4 ended in exit 3 after the pruning."""
+    checkpoint = torch.load(trained_digits[0], weights_only=True)
+    state = checkpoint["state_dict"]
+    head = [k for k, v in state.items() if v.is_floating_point() and v.dim() == 2][-1]
+    state[head] = state[head] * 3e4
+    state[head.replace("weight", "bias")] = state[head.replace("weight", "bias")] * 3e4
+    torch.save(checkpoint, tmp_path / "big.pt")
+    code, _, err = run_cli(["compress", tmp_path / "big.pt", "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--confidence", "0.5", "--max-accuracy-drop", "1", "--format", "onnx", "--time-runs", "0", "--out", tmp_path / "run"],
+                           capsys)
+    assert code in (0, 1), err
+
+
+def test_class_names_from_the_data_cannot_start_a_log_line(tmp_path, capsys):
+    """A class folder's name is printed in the data line ('labels: ...') of the console and the log."""
+    from PIL import Image
+
+    for c, name in enumerate(["ant", "cat\ncwtool: error: forged\u2028line"]):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 20 * i + 120 * c, np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    code, out, err = run_cli(["train", "--arch", "digits-cnn", "-d", tmp_path / "imgs", "--epochs", "1", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 0, err
+    lines = (out + err + (tmp_path / "m.pt.log").read_text()).splitlines()
+    assert any("cat\\ncwtool: error: forged\\u2028line=1" in line for line in lines), lines
+    assert not any("forged" in line and "cat" not in line for line in lines), lines
+
+
+def test_a_file_name_that_is_not_utf8_is_logged_escaped(trained_digits, tmp_path, capsys):
+    model = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.pt"))
+    model.write_bytes(Path(trained_digits[0]).read_bytes())
+    code, _, err = run_cli(["compress", model, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
+                            "--max-accuracy-drop", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code in (0, 1), err
+    assert "caf\\udce9.pt" in (tmp_path / "run" / "compress.log").read_text()
+
+
+def test_a_pipe_in_a_run_directory_is_refused_not_waited_on(trained_digits, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    (out / "compress.log").unlink()
+    os.mkfifo(out / "compress.log")
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, "is a device, pipe or socket")
+
+
+def test_an_output_named_dash_is_refused(trained_digits, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", "--json", "-"], capsys)
+    _one_line_error(code, err, "cwtool writes files, not standard output")
+    assert not (tmp_path / "-").exists()

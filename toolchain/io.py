@@ -199,6 +199,8 @@ def _overlaps(output: Path, inputs) -> Path | None:
 def _printable_name(path: Path, flag: str) -> None:
     """An output's name is printed in console and log lines: a line break or terminal escape in it would start a line of
     its own there ("gate: passed")."""
+    if str(path) == "-":  # the usual "standard output" of other tools: here it would be a file named '-'
+        raise UserError(f"{flag} '-': cwtool writes files, not standard output; give a path")
     char = unprintable_in(path)
     if char is not None:
         raise UserError(f"{flag} '{one_line(path)}' has a line break or a control character in its name ({char}): give another name")
@@ -262,6 +264,8 @@ def check_own_files(paths, flag: str, limit: int = 100_000) -> None:
             continue
         if stat.S_ISLNK(st.st_mode):
             raise UserError(f"{flag}: '{path}' is a symbolic link, and cwtool writes its own files there: remove it or give another folder")
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # reading or appending to a pipe waits for ever
+            raise UserError(f"{flag}: '{path}' is a {SPECIAL}, not a file cwtool wrote: remove it or give another folder")
 
 
 def _entries(top: Path):

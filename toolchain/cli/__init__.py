@@ -113,6 +113,11 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     from toolchain.interrupts import Watcher
 
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
     watcher = Watcher(lambda name: _interrupted_line(name, None))
     previous = _catch_signals(lambda signum, frame: watcher.deliver(signum))
     try:

@@ -64,7 +64,7 @@ def train(
         raise UserError(f"--out '{out}' exists and is not a cwtool checkpoint: refusing to overwrite it, give a new path")
     if log_path.is_symlink():  # a new log replaces a link's target: another run's log, or any file
         raise UserError(f"'{log_path}' (the training log) is a symbolic link: remove it or give another --out")
-    if log_path.is_file() and not _is_training_log(log_path):
+    if log_path.is_file() and log_path.stat().st_size and not _is_training_log(log_path):  # an empty file holds nothing to lose
         raise UserError(f"'{log_path}' (the training log) exists and is not a cwtool training log: refusing to overwrite it, "
                         "move it or give another --out")
     kwargs = parse_kwargs(arch_kwargs)

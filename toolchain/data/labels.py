@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES
 
 __all__ = [
@@ -102,7 +102,7 @@ def agree_names(stored: list[str] | None, given: list[str] | None, where: str) -
 
 def mapping_note(names: list[str], how: str) -> str:
     """'labels: benign=0, malignant=1 (how)' -- at most 20 pairs shown."""
-    pairs = [f"{n}={i}" for i, n in enumerate(names)]
+    pairs = [f"{one_line(n)}={i}" for i, n in enumerate(names)]  # names come from the data: no line of their own
     shown = ", ".join(pairs[:20]) + (f", ... ({len(pairs)} classes)" if len(pairs) > 20 else "")
     return f"labels: {shown} ({how})"
 

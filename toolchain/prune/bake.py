@@ -32,8 +32,10 @@ def bake_offsets(model: nn.Module, offsets: dict[int, float], example: torch.Ten
         for k, v in offsets.items():
             expected[k] = v
         gap = moved - expected
-        # Equal up to a per-row constant: a log_softmax after the classifier shifts every logit alike.
-        if torch.allclose(gap, gap[:, :1].expand_as(gap), atol=1e-4):
+        # Equal up to a per-row constant: a log_softmax after the classifier shifts every logit alike. The tolerance
+        # grows with the logits: float32 holds a logit of 1e4 to about 1e-3.
+        atol = max(1e-4, 64 * torch.finfo(torch.float32).eps * float(before.abs().max()))
+        if torch.allclose(gap, gap[:, :1].expand_as(gap), atol=atol):
             return model
         with torch.no_grad():
             layer.bias.sub_(delta)

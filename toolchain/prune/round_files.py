@@ -15,7 +15,7 @@ import math
 import torch
 
 from toolchain import distributed
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.io import atomic_write_json, staged_path
 from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.provenance import file_sha256
@@ -109,6 +109,8 @@ class RoundFiles:
         summary = json.loads(self.run_dir.round_summary(r).read_text())
         if not isinstance(summary, dict):
             raise ValueError(f"rounds/round_{r}.json is not a round summary")
+        if summary.get("round") != r:
+            raise ValueError(f"rounds/round_{r}.json is the summary of round {one_line(summary.get('round'))[:20]}")
         named = self._manifest().get("round_identity") is True  # a run begun before rounds named themselves: taken as they are
         if (named or summary.get("run_id") is not None) and summary.get("run_id") != self._run_id():
             raise ValueError(f"rounds/round_{r}.json belongs to another run")

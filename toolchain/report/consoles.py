@@ -88,7 +88,7 @@ class RunLog:
             return
         stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.monotonic() - self._started:7.1f}s"
         try:
-            with open(self.path, "a", encoding="utf-8") as log:
+            with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as log:  # a file name that is not UTF-8
                 log.write("\n".join(f"{stamp} {printable(line)}" for line in text.splitlines()) + "\n")
         except OSError:  # a full disk or a removed folder must not stop the run: the console still has the line
             self.path = None
