@@ -368,3 +368,32 @@ def test_global_allocation_takes_more_from_the_layer_whose_channels_matter_less(
     assert all(g < u for g, u in zip(widths(global_)[:-1], widths(uniform)[:-1])), (widths(global_), widths(uniform))
     with pytest.raises(ValueError, match="allocation"):
         plan_for_target(graph, scores, target, allocation="greedy")
+
+
+@pytest.mark.parametrize("shift", [0.0, 3e5, 9e5])
+def test_offsets_go_into_the_layer_that_makes_the_logits_or_nowhere_at_any_logit_size(shift):
+    """A tolerance that grew with the logits let an offset land in the wrong class of a model whose classes are
+    reordered after its last layer; the probe finds the layer at any size, and refuses the reordered one."""
+    import torch
+    from torch import nn
+
+    from toolchain.prune.bake import bake_offsets
+
+    class Net(nn.Module):
+        def __init__(self, flip):
+            super().__init__()
+            self.fc, self.flip = nn.Linear(4, 10), flip
+
+        def forward(self, x):
+            y = self.fc(x)
+            return (y.flip(1) if self.flip else y) + shift
+
+    torch.manual_seed(0)
+    example = torch.randn(3, 4)
+    with pytest.raises(ValueError):
+        bake_offsets(Net(flip=True), {3: 1.0}, example)
+    net = Net(flip=False)
+    before = net(example).detach().double()
+    bake_offsets(net, {3: 1.0}, example)
+    moved = net(example).detach().double() - before
+    assert moved[:, 3].sub(1.0).abs().max() < 0.2 and moved[:, [0, 1, 2, 4, 5]].abs().max() < 0.2

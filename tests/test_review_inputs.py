@@ -815,8 +815,20 @@ def test_a_pipe_in_a_run_directory_is_refused_not_waited_on(trained_digits, tmp_
     _one_line_error(code, err, "is a device, pipe or socket")
 
 
-def test_an_output_named_dash_is_refused(trained_digits, tmp_path, monkeypatch, capsys):
+def test_an_output_named_dash_is_refused_and_dot_slash_dash_is_a_file(trained_digits, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", "--json", "-"], capsys)
-    _one_line_error(code, err, "cwtool writes files, not standard output")
+    for value in (["--json", "-"], ["--json=-"]):
+        code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", *value], capsys)
+        _one_line_error(code, err, "cwtool writes files, not standard output")
     assert not (tmp_path / "-").exists()
+    code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", "--json", "./-"], capsys)
+    assert code == 0 and json.loads((tmp_path / "-").read_text())["n"] > 0, err
+
+
+def test_a_path_cannot_pass_as_json_by_following_an_option_that_took_the_json_flag(trained_digits, tmp_path, capsys):
+    """`--json --arch-kwargs PATH`: --json takes '--arch-kwargs' as its value, and PATH is the model."""
+    model = tmp_path / "m\ngate: passed.pt"
+    model.write_bytes(Path(trained_digits[0]).read_bytes())
+    code, out, err = run_cli(["evaluate", "-d", "digits", "-p", "3", "--json", "--arch-kwargs", model], capsys)
+    _one_line_error(code, err, "has a line break or a control character")
+    assert not any(line.startswith("gate: passed") for line in (out + err).splitlines())

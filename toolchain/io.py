@@ -199,8 +199,6 @@ def _overlaps(output: Path, inputs) -> Path | None:
 def _printable_name(path: Path, flag: str) -> None:
     """An output's name is printed in console and log lines: a line break or terminal escape in it would start a line of
     its own there ("gate: passed")."""
-    if str(path) == "-":  # the usual "standard output" of other tools: here it would be a file named '-'
-        raise UserError(f"{flag} '-': cwtool writes files, not standard output; give a path")
     char = unprintable_in(path)
     if char is not None:
         raise UserError(f"{flag} '{one_line(path)}' has a line break or a control character in its name ({char}): give another name")

@@ -48,19 +48,34 @@ def _usage_error_line(exc) -> str:
 # Options whose value is JSON, where a line break is only white space; every other value is a name or a number that
 # cwtool prints inside a console or log line, where a line break or an escape would start a forged line of its own.
 _JSON_OPTIONS = ("--arch-kwargs",)
+_OUTPUT_OPTIONS = ("--json", "--markdown", "--junit", "--out", "-o")
 
 
 def _printable_arguments(args) -> None:
+    """Checked on the words as typed (before the parser): a value exempt as JSON must follow its option and be a JSON
+    object, so that a path cannot pass as one by following an option that took the option's name as its value."""
     previous = None
     for arg in map(str, args):
         option, eq, value = arg.partition("=") if arg.startswith("--") else (None, "", arg)
         name = option if eq else previous
-        char = unprintable_in(value if eq else arg)
-        if char is not None and name not in _JSON_OPTIONS:
+        text = value if eq else arg
+        if text == "-" and name in _OUTPUT_OPTIONS:  # other tools' "standard output": here a file named '-' (./- still is)
+            raise UserError(f"{name} '-': cwtool writes files, not standard output; give a path")
+        char = unprintable_in(text)
+        if char is not None and not (name in _JSON_OPTIONS and _is_json_object(text)):
             where = f"the value of {name}" if name and name.startswith("-") else f"the argument '{one_line(arg)[:80]}'"
             raise UserError(f"{where} has a line break or a control character ({char}): cwtool prints it inside console and log "
                             "lines; rename the file or give another value")
         previous = arg
+
+
+def _is_json_object(text: str) -> bool:
+    import json
+
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _finite_floats(group) -> None:
