@@ -101,3 +101,23 @@ def test_given_rows_of_another_shape_are_refused(trained_digits, tmp_path, capsy
     np.savez(tmp_path / "v.npz", x=np.zeros((20, 4), np.float32), y=np.arange(20) % 10)
     code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--val", tmp_path / "v.npz", "--out", tmp_path / "r"], capsys)
     assert code == 2 and "--val" in err and "shape" in err, err
+
+
+def test_a_model_trained_with_its_classes_in_another_order_is_refused_naming_the_order(tmp_path, capsys):
+    """Trained with --class-names in an order of its own, evaluated without it: the data's alphabetical numbering
+    scored every prediction against the other label (AUC near 0, exit 0)."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    lines = ["f0,f1,f2,f3,label"] + [",".join(f"{v:.4f}" for v in row[:4]) + ("," + ("malignant" if t == 0 else "benign"))
+                                     for row, t in zip(data.data, data.target)]
+    csv = tmp_path / "tumours.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    model = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", '{"in_features": 4}', "-d", csv, "--class-names", "malignant,benign",
+                            "--epochs", "1", "--out", model], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", model, "-d", csv, "-p", "malignant"], capsys)
+    assert code == 2 and "in the order malignant, benign" in err and 'give --class-names "malignant, benign"' in err, err
+    code, _, err = run_cli(["evaluate", model, "-d", csv, "-p", "malignant", "--class-names", "malignant,benign"], capsys)
+    assert code == 0, err

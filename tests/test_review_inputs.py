@@ -825,8 +825,9 @@ def test_an_output_named_dash_is_refused_and_dot_slash_dash_is_a_file(trained_di
     assert code == 0 and json.loads((tmp_path / "-").read_text())["n"] > 0, err
 
 
-def test_a_path_cannot_pass_as_json_by_following_an_option_that_took_the_json_flag(trained_digits, tmp_path, capsys):
+def test_a_path_cannot_pass_as_json_by_following_an_option_that_took_the_json_flag(trained_digits, tmp_path, monkeypatch, capsys):
     """`--json --arch-kwargs PATH`: --json takes '--arch-kwargs' as its value, and PATH is the model."""
+    monkeypatch.chdir(tmp_path)  # where a JSON file named '--arch-kwargs' would land
     model = tmp_path / "m\ngate: passed.pt"
     model.write_bytes(Path(trained_digits[0]).read_bytes())
     code, out, err = run_cli(["evaluate", "-d", "digits", "-p", "3", "--json", "--arch-kwargs", model], capsys)

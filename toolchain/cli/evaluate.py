@@ -30,7 +30,7 @@ def evaluate(
     image_options: ImageOptions = None,
 ):
     """Per-class false negatives of a PyTorch model on one split of the data."""
-    from toolchain.data.identity import seen_rows
+    from toolchain.data.identity import check_class_order, seen_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
     from toolchain.io import atomic_write_json, check_output_file, input_paths
@@ -45,6 +45,7 @@ def evaluate(
     rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size),
                          input_shape=parse_input_shape(input_shape), **image_options.load_args())
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
+    check_class_order(loaded.extra.get("data"), rows["class_names"], model)
     result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
     seen = seen_rows(loaded.extra.get("data"), rows["x"], rows["y"])

@@ -43,7 +43,7 @@ def row_fingerprints(x, y: np.ndarray) -> np.ndarray:
 def training_record(spec: str, dataset: Dataset) -> dict:
     """What a checkpoint stores about the data its model was trained on (all plain values and bytes)."""
     record = {"spec": str(spec), "name": dataset.name, "seed": dataset.seed, "given_splits": dataset.given_splits,
-              "train_rows": int(len(dataset.y_train))}
+              "train_rows": int(len(dataset.y_train)), "class_names": [str(n) for n in dataset.class_names]}
     if len(dataset.y_train) <= MAX_RECORDED_ROWS:
         record["train_row_fingerprints"] = row_fingerprints(dataset.x_train, dataset.y_train).tobytes()
     return record
@@ -58,6 +58,19 @@ def seen_rows(record: dict | None, x: np.ndarray, y: np.ndarray) -> int | None:
         return None
     trained = np.frombuffer(blob, dtype=np.uint64)
     return int(np.isin(row_fingerprints(x, y), trained).sum())
+
+
+def check_class_order(record: dict | None, class_names, model: str | Path) -> None:
+    """The model's outputs are its classes in the order it was trained with: the same names in another order (string
+    labels numbered alphabetically here, by --class-names there) would score every prediction against another label."""
+    trained = record.get("class_names") if isinstance(record, dict) else None
+    if not isinstance(trained, list) or not all(isinstance(n, str) for n in trained) or class_names is None:
+        return
+    names = [str(n) for n in class_names]
+    if names != trained and sorted(names) == sorted(trained):
+        order = ", ".join(trained)
+        raise UserError(f"'{model}' was trained with its classes in the order {one_line(order)[:300]}; this data numbers them "
+                        f"{one_line(', '.join(names))[:300]}: give --class-names \"{one_line(order)[:300]}\"")
 
 
 def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, refuse: bool, note) -> None:

@@ -84,7 +84,7 @@ def reference_guard(y_val: np.ndarray, reference_pred: np.ndarray, protected: li
 def _inputs(request: ExportRequest, settings, log):
     """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names)."""
     from toolchain.data import load_data
-    from toolchain.data.identity import check_unseen
+    from toolchain.data.identity import check_class_order, check_unseen
     from toolchain.evaluate import check_model_on_splits
     from toolchain.models.loading import load_model
 
@@ -104,6 +104,7 @@ def _inputs(request: ExportRequest, settings, log):
         if absent:
             raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
     check_export_inputs(settings, dataset, skip_hint="")
+    check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
     return dataset, loaded, protected, names
 
