@@ -145,3 +145,14 @@ def test_a_set_holding_test_rows_is_refused_before_any_work(trained_digits, caps
                             "--calibration", train_rows, "--out", tmp_path / "ok"], capsys)
     assert code in (0, 1), err
     assert "calibration rows from " + str(train_rows) in (tmp_path / "ok" / "export.md").read_text()
+
+
+def test_the_hint_after_calibrate_pastes_into_a_shell(capsys, tmp_path):
+    import shlex
+
+    out = tmp_path / "my set" / "cal x.npz"
+    out.parent.mkdir()
+    code, stdout, err = run_cli(["calibrate", "--data", "digits", "-p", "3", "--out", out], capsys)
+    assert code == 0, err
+    (hint,) = [line for line in (stdout + err).splitlines() if line.startswith("use it: ")]
+    assert shlex.split(hint) == ["use", "it:", "--calibration", str(out)]

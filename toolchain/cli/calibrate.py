@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import List, Optional
 
@@ -56,5 +57,6 @@ def calibrate(
     console.print(f"wrote {out}: {len(x)} rows of shape {shape} from the train split (seed {seed}"
                   + (f", protected {', '.join(map(str, protected))} enriched" if protected else "") + ")")
     console.print(f"sha256 {file_sha256(out)}; rows sha256 {calibration_rows_sha256(x)}")
-    console.print(f"use it: --calibration {out.stem if out.parent.name == 'calibration' else out}")
+    name = out.stem if out.parent.name == "calibration" else str(out)
+    console.print(f"use it: --calibration {shlex.quote(name)}")  # pasted into a shell as it stands
     return 0
