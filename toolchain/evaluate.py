@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolchain.data import Dataset
-from toolchain.errors import UserError
+from toolchain.errors import UserError, describe
 
 
 def resolve_protected(values, class_names: list[str], num_classes: int, outputs: str = "the model's outputs") -> list[int]:
@@ -71,7 +71,7 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
     except Exception as exc:
         raise UserError(
             f"the model does not accept the data's samples of shape {tuple(sample_shape)} "
-            f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): check --data, --arch and --arch-kwargs"
+            f"({describe(exc, 160)}): check --data, --arch and --arch-kwargs"
             + ("; flat rows for an image model take --input-shape C,H,W" if len(sample_shape) == 1 else "")
         ) from exc
     if not isinstance(out, torch.Tensor):  # (logits, features), auxiliary heads, a dict of outputs
@@ -126,7 +126,7 @@ def predict_on(model, x: np.ndarray) -> np.ndarray:
     try:
         return predict_logits(model, x)
     except Exception as exc:
-        raise UserError(f"the model fails on the data's rows ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): "
+        raise UserError(f"the model fails on the data's rows ({describe(exc, 160)}): "
                         "check --data, --arch and --arch-kwargs") from exc
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.data.samples import Samples
-from toolchain.errors import UserError
+from toolchain.errors import UserError, describe
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PIL_BAD_MODES", "PIL_FORMATS", "ImageFiles", "ImageTransform", "image_problem",
            "pil_errors", "pillow"]
@@ -78,7 +78,7 @@ def image_problem(p: Path, exc: BaseException, Image) -> UserError:
             "it may be a decompression bomb; resize it or remove it"
         )
     return UserError(
-        f"cannot read image '{p}' ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): replace or remove it"
+        f"cannot read image '{p}' ({describe(exc, 120)}): replace or remove it"
     )
 
 

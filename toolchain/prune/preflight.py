@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from toolchain.errors import UserError
+from toolchain.errors import UserError, describe
 
 
 def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protected: list[int]) -> dict[str, str]:
@@ -36,7 +36,7 @@ def _check_float32_and_deterministic(model: nn.Module, rows: torch.Tensor) -> No
         with torch.no_grad():
             first, again = model(rows), model(rows)
     except Exception as exc:
-        raise UserError(f"the model does not run in float32 ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}): cwtool "
+        raise UserError(f"the model does not run in float32 ({describe(exc, 160)}): cwtool "
                         "retrains and exports float32 models; remove the casts to other types from its forward") from exc
     largest = first.float().abs().max().item() if first.numel() else 0.0
     if not math.isfinite(largest) or largest > _LARGEST_LOGIT:
