@@ -247,34 +247,24 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
     _writable_folder(path, flag, path)
 
 
-def check_own_files(paths, flag: str, limit: int = 100_000) -> None:
-    """Refuse when a file cwtool writes again (a resumed run's reports and log) is a symbolic link: staged writes
-    replace a link's target, so a link left there (by hand, or by anyone who could write in the folder) would send
-    cwtool's output onto an input or elsewhere. Hard links are fine: a staged write gives the name new bytes and
-    leaves the other name's, and the log is made a file of its own before it is appended to (RunLog.attach).
-    ``paths``: the files and folders to look through (folders recursively, links listed, not followed)."""
-    for seen, path in enumerate((p for top in map(Path, paths) for p in _entries(top)), 1):
+def check_own_files(folder, flag: str, limit: int = 100_000) -> None:
+    """Refuse when a file cwtool writes again in ``folder`` (a resumed run's reports and log) is a symbolic link:
+    staged writes replace a link's target, so a link left there (by hand, or by anyone who could write in the folder)
+    would send cwtool's output onto an input or elsewhere. Hard links are fine: a staged write gives the name new bytes
+    and leaves the other name's, and the log is made a file of its own before it is appended to (RunLog.attach).
+    The folder is walked without following links inside it (a link to the folder itself is the user's choice)."""
+    entries = (Path(root) / name for root, dirs, files in os.walk(folder, followlinks=False) for name in dirs + files)
+    for seen, path in enumerate(entries, 1):
         if seen > limit:
             raise UserError(f"{flag} holds more than {limit:,} entries: it is not a folder cwtool made; give another")
         try:
             st = path.lstat()
-        except OSError:  # missing: nothing to write through
+        except OSError:  # gone meanwhile: nothing to write through
             continue
         if stat.S_ISLNK(st.st_mode):
             raise UserError(f"{flag}: '{path}' is a symbolic link, and cwtool writes its own files there: remove it or give another folder")
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # reading or appending to a pipe waits for ever
             raise UserError(f"{flag}: '{path}' is a {SPECIAL}, not a file cwtool wrote: remove it or give another folder")
-
-
-def _entries(top: Path):
-    """Everything under ``top`` when it is a folder (reached even through a link: a link to a run's own folder is
-    the user's choice), else ``top`` itself."""
-    if not _is_dir(top):
-        yield top
-        return
-    for root, dirs, files in os.walk(top, followlinks=False):
-        for name in dirs + files:
-            yield Path(root) / name
 
 
 def _cannot_write(path: Path, exc: OSError) -> UserError:

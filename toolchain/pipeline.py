@@ -183,7 +183,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
         started_with = _recorded_versions(manifest.get("started_with") or manifest.get("versions"))
         round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
-        check_own_files([run_dir], "--out")  # every file in a run directory is cwtool's to replace or append to
+        check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it

@@ -48,7 +48,7 @@ def _usage_error_line(exc) -> str:
 # Options whose value is JSON, where a line break is only white space; every other value is a name or a number that
 # cwtool prints inside a console or log line, where a line break or an escape would start a forged line of its own.
 _JSON_OPTIONS = ("--arch-kwargs",)
-_OUTPUT_OPTIONS = ("--json", "--markdown", "--junit", "--out", "-o")
+_OUTPUT_OPTIONS = ("--json", "--markdown", "--junit", "--out")
 
 
 def _printable_arguments(args) -> None:

@@ -15,7 +15,7 @@ import math
 import torch
 
 from toolchain import distributed
-from toolchain.errors import UserError, one_line
+from toolchain.errors import UserError, describe, one_line
 from toolchain.io import atomic_write_json, staged_path
 from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.provenance import file_sha256
@@ -62,9 +62,9 @@ class RoundFiles:
             return {}
         return manifest if isinstance(manifest, dict) else {}
 
-    def _run_id(self) -> str | None:
-        """A round names the run it belongs to by the manifest's run id."""
-        run_id = self._manifest().get("run_id")
+    def _run_id(self, manifest: dict | None = None) -> str | None:
+        """A round names the run it belongs to by the manifest's run id (``manifest``: one already read)."""
+        run_id = (self._manifest() if manifest is None else manifest).get("run_id")
         return run_id if isinstance(run_id, str) else None
 
     def save_final(self, ticket: Ticket, epochs: int) -> None:
@@ -84,7 +84,7 @@ class RoundFiles:
         except UserError:
             raise
         except (MemoryError, OSError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): "
+            raise UserError(f"'{self.run_dir.root}' holds a damaged round ({describe(exc, 120)}): "
                             "remove its rounds/ folder to start the pruning over, or use another --out") from exc
         except Exception as exc:  # the unpickler's own errors
             if type(exc).__module__.startswith(("pickle", "_pickle", "torch")):
@@ -111,8 +111,9 @@ class RoundFiles:
             raise ValueError(f"rounds/round_{r}.json is not a round summary")
         if summary.get("round") != r:
             raise ValueError(f"rounds/round_{r}.json is the summary of round {one_line(summary.get('round'))[:20]}")
-        named = self._manifest().get("round_identity") is True  # a run begun before rounds named themselves: taken as they are
-        if (named or summary.get("run_id") is not None) and summary.get("run_id") != self._run_id():
+        manifest = self._manifest()
+        named = manifest.get("round_identity") is True  # a run begun before rounds named themselves: taken as they are
+        if (named or summary.get("run_id") is not None) and summary.get("run_id") != self._run_id(manifest):
             raise ValueError(f"rounds/round_{r}.json belongs to another run")
         if (named or summary.get("weights_sha256") is not None) and summary.get("weights_sha256") != file_sha256(path):
             raise ValueError(f"{path.name} is not the file round {r} wrote")
