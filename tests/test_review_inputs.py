@@ -235,6 +235,15 @@ def test_a_model_litert_cannot_convert_is_bad_input_and_compress_finishes_in_onn
     assert not list((tmp_path / "run").rglob(".cwtool-tmp.*"))
 
 
+def _finished_run(capsys, model, out, *extra, keep="0.5") -> list:
+    """A small compress run to ``out``, finished (gate passed or failed); returns its arguments, for a --resume."""
+    args = ["compress", model, "-d", "digits", "-p", "3", "--keep-params", keep, "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", *extra, "--out", out]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    return args
+
+
 # --------------------------------------------------------------------------- files beside the model
 
 
@@ -242,10 +251,7 @@ def test_a_resumed_run_measures_its_rounds_again_instead_of_reading_them(trained
     """rounds/round_N.json is a file a user can edit: a resume re-measures size, evaluation and operating point
     from the round's weights, to the numbers the uninterrupted run had; damaged multipliers are bad input."""
     out = tmp_path / "run"
-    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
-            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
-    code, _, err = run_cli(args, capsys)
-    assert code in (0, 1), err
+    args = _finished_run(capsys, trained_digits[0], out, keep="0.25")
     whole = json.loads((out / "report.json").read_text())
     summary_path = out / "rounds" / "round_1.json"
     summary = json.loads(summary_path.read_text())
@@ -587,10 +593,7 @@ def test_an_architecture_whose_constructor_exits_is_bad_input(tmp_path, capsys):
 
 def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(trained_digits, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
-            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
-    code, _, err = run_cli(args, capsys)
-    assert code in (0, 1), err
+    args = _finished_run(capsys, trained_digits[0], out)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     now = dict(manifest["versions"])
@@ -621,10 +624,7 @@ def test_a_resume_never_writes_through_a_link_in_its_run_directory(trained_digit
     made with cp -al) resumes, and the other name (here a copy of the input model) keeps its bytes: the log is made a
     file of its own before it is appended to, and every other file is staged and moved into place."""
     out = tmp_path / "run"
-    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
-            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
-    code, _, err = run_cli(args, capsys)
-    assert code in (0, 1), err
+    args = _finished_run(capsys, trained_digits[0], out)
     model = Path(trained_digits[0])
     victim = tmp_path / "victim.pt"
     victim.write_bytes(model.read_bytes())
@@ -656,12 +656,6 @@ def test_a_model_that_exits_while_cwtool_runs_it_is_bad_input(tmp_path, capsys):
     _one_line_error(code, err, "called sys.exit(0)")
 
 
-def _two_round_run(trained_digits, out, *extra):
-    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
-            "--max-accuracy-drop", "1", "--skip-export", *extra, "--out", out]
-    return args
-
-
 @pytest.mark.parametrize("damage, said", [
     ("swap", "round_1.pt is not the file round 1 wrote"),
     ("no summary", "round 1 has no summary"),
@@ -674,9 +668,7 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
     """Round files swapped, missing, copied from another run, or holding NaN were resumed with exit 0 (or NaN blamed
     on the retraining): each is a damaged round, named."""
     out = tmp_path / "run"
-    args = _two_round_run(trained_digits, out)
-    code, _, err = run_cli(args, capsys)
-    assert code in (0, 1), err
+    args = _finished_run(capsys, trained_digits[0], out, keep="0.25")
     rounds = out / "rounds"
     assert (rounds / "round_2.json").is_file()
     if damage == "swap":
@@ -694,8 +686,7 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         (rounds / "round_1.json").write_text(json.dumps(summary))
     elif damage == "foreign":
         other = tmp_path / "other"
-        code, _, err = run_cli(_two_round_run(trained_digits, other, "--allocation", "global"), capsys)
-        assert code in (0, 1), err
+        _finished_run(capsys, trained_digits[0], other, "--allocation", "global", keep="0.25")
         for name in ("round_1.pt", "round_1.json", "round_2.pt", "round_2.json"):
             (rounds / name).write_bytes((other / "rounds" / name).read_bytes())
     else:
@@ -797,18 +788,13 @@ def test_class_names_from_the_data_cannot_start_a_log_line(tmp_path, capsys):
 def test_a_file_name_that_is_not_utf8_is_logged_escaped(trained_digits, tmp_path, capsys):
     model = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.pt"))
     model.write_bytes(Path(trained_digits[0]).read_bytes())
-    code, _, err = run_cli(["compress", model, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
-                            "--max-accuracy-drop", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
-    assert code in (0, 1), err
+    _finished_run(capsys, model, tmp_path / "run")
     assert "caf\\udce9.pt" in (tmp_path / "run" / "compress.log").read_text()
 
 
 def test_a_pipe_in_a_run_directory_is_refused_not_waited_on(trained_digits, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
-            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
-    code, _, err = run_cli(args, capsys)
-    assert code in (0, 1), err
+    args = _finished_run(capsys, trained_digits[0], out)
     (out / "compress.log").unlink()
     os.mkfifo(out / "compress.log")
     code, _, err = run_cli([*args, "--resume"], capsys)
