@@ -328,7 +328,7 @@ def test_rounds_build_one_dependency_graph_per_model_shape(digits_dataset, keep_
 
 def test_the_graph_sizes_a_plan_exactly_without_building_it():
     from toolchain.models.profile import count_macs, count_params
-    from toolchain.prune.graph import random_plan
+    from toolchain.prune.channel_plan import random_plan
     from toolchain.prune.shrink import shrink
 
     for name, x in (("fmnist-cnn", torch.zeros(1, 1, 28, 28)), ("tiny-resnet", torch.zeros(1, 1, 16, 16)),

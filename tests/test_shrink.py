@@ -14,7 +14,8 @@ from torch import nn  # noqa: E402
 
 from toolchain.models import registry  # noqa: E402
 from toolchain.models.profile import count_macs, count_params, model_bytes_fp32  # noqa: E402
-from toolchain.prune.graph import channel_groups, random_plan, validate_plan  # noqa: E402
+from toolchain.prune.channel_plan import random_plan, validate_plan  # noqa: E402
+from toolchain.prune.graph import channel_groups  # noqa: E402
 from toolchain.prune.shrink import apply_channel_mask, channel_mask_tensors, dead_channels, shrink  # noqa: E402
 
 # The layer that produces the logits in each built-in net.

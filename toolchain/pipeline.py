@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -15,12 +14,12 @@ from rich.console import Console
 
 from toolchain import __version__, distributed
 from toolchain.config import PruneConfig, config_hash
-from toolchain.errors import Interrupted, UserError, describe, one_line
+from toolchain.errors import Interrupted, UserError, describe
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, check_own_files, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
-from toolchain.rundir import RunDir, as_recorded, differences
+from toolchain.rundir import RunDir, as_recorded, differences, package_versions, recorded_versions, version_changes
 
 REPORT_SCHEMA = 1
 
@@ -46,30 +45,6 @@ class CompressRequest:
     normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
     augment: object | None = None  # toolchain.data.dataset.Augment: training batches augmented
     workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
-
-
-def _versions() -> dict:
-    import numpy
-    import torch
-
-    out = {"cwtool": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__}
-    for name in ("torch_pruning", "onnx", "onnxruntime", "ai_edge_litert", "litert_torch"):
-        mod = sys.modules.get(name)
-        if mod is not None:
-            out[name] = getattr(mod, "__version__", "?")
-    return out
-
-
-def _recorded_versions(recorded) -> dict:
-    """The package versions a manifest names (a file a user can edit: kept as short text, never trusted)."""
-    if not isinstance(recorded, dict):
-        return {}
-    return {name: one_line(str(version))[:40] for name, version in list(recorded.items())[:20] if isinstance(name, str) and len(name) <= 40}
-
-
-def _version_changes(recorded: dict, now: dict) -> list[str]:
-    """"torch 2.12.0 -> 2.13.0" for each package whose version differs from the one a resumed run began with."""
-    return [f"{name} {recorded[name]} -> {version}" for name, version in now.items() if name in recorded and recorded[name] != version]
 
 
 def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None, export: "ExportSettings | None" = None):
@@ -181,7 +156,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
                     if older and config.train_precision != "fp32" else differences(manifest, moved, config))
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
-        started_with = _recorded_versions(manifest.get("started_with") or manifest.get("versions"))
+        started_with = recorded_versions(manifest.get("started_with") or manifest.get("versions"))
         round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
         check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
@@ -191,8 +166,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         run_dir.mkdir(parents=True, exist_ok=True)
         log.attach(RunDir(run_dir).log)
         log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if request.resume else ''})")
-        versions = _versions()
-        changed = _version_changes(started_with, versions)
+        versions = package_versions()
+        changed = version_changes(started_with, versions)
         if changed:  # rounds from both are mixed in the result: allowed (a pip upgrade between sessions), but said
             log.print(f"note: this run was started with other versions ({', '.join(changed)}); "
                       "its earlier rounds were made with the old ones")

@@ -14,14 +14,19 @@ finds what an earlier, interrupted run finished and skips it.
     run/report.json, report.md, report.html, plots/
 
 A rerun finds its run by the manifest's run id: ``as_recorded`` names this command's files by the run's paths
-where their bytes are the same (another working directory), ``differences`` says what else differs.
+where their bytes are the same (another working directory), ``differences`` says what else differs, and
+``version_changes`` which packages were upgraded since the run began.
 """
 
 from __future__ import annotations
 
 import json
+import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from toolchain.errors import one_line
 
 
 @dataclass(frozen=True)
@@ -151,3 +156,30 @@ def differences(manifest, inputs: dict, config) -> str:
             what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
             found.append(f"{what} differs")
     return f" (here {'; '.join(found[:4])})" if found else ""
+
+
+def package_versions() -> dict:
+    """cwtool's and the libraries' versions, recorded in the manifest (a resumed run says which changed)."""
+    import numpy
+    import torch
+
+    from toolchain import __version__
+
+    out = {"cwtool": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__}
+    for name in ("torch_pruning", "onnx", "onnxruntime", "ai_edge_litert", "litert_torch"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "?")
+    return out
+
+
+def recorded_versions(recorded) -> dict:
+    """The package versions a manifest names (a file a user can edit: kept as short text, never trusted)."""
+    if not isinstance(recorded, dict):
+        return {}
+    return {name: one_line(str(version))[:40] for name, version in list(recorded.items())[:20] if isinstance(name, str) and len(name) <= 40}
+
+
+def version_changes(recorded: dict, now: dict) -> list[str]:
+    """"torch 2.12.0 -> 2.13.0" for each package whose version differs from the one a resumed run began with."""
+    return [f"{name} {recorded[name]} -> {version}" for name, version in now.items() if name in recorded and recorded[name] != version]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from toolchain.config import ALLOCATIONS
-from toolchain.prune.graph import ChannelGraph, ChannelGroup, ChannelPlan
+from toolchain.prune.channel_plan import ChannelGroup, ChannelPlan
+from toolchain.prune.graph import ChannelGraph
 
 __all__ = ["plan_for_target", "plan_from_scores", "rounded_keep"]
 

@@ -20,7 +20,8 @@ from torch import nn
 
 from toolchain.errors import UserError
 from toolchain.models.modes import evaluating
-from toolchain.prune.graph import ChannelGraph, ChannelPlan, is_depthwise
+from toolchain.prune.channel_plan import ChannelPlan
+from toolchain.prune.graph import ChannelGraph, is_depthwise
 
 __all__ = ["apply_channel_mask", "channel_mask_tensors", "dead_channels", "shrink"]
 
