@@ -215,9 +215,9 @@ def test_demo_will_not_follow_a_link(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["compress"], ["cwtool compress: error:", "Missing argument", "cwtool compress --help"]),
+    (["compress"], ["cwtool: error:", "Missing argument", "cwtool compress --help"]),
     (["compress", "m.pt", "-d", "digits"], ["--protect-class"]),
-    (["train", "--epochs", "abc"], ["cwtool train: error:", "--epochs"]),
+    (["train", "--epochs", "abc"], ["cwtool: error:", "--epochs", "cwtool train --help"]),
     (["frobnicate"], ["cwtool: error:", "frobnicate"]),
 ])
 def test_usage_errors_are_one_line(args, words, capsys):
@@ -225,6 +225,7 @@ def test_usage_errors_are_one_line(args, words, capsys):
     assert code == 2 and out == "", err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), err
+    assert lines[0].startswith("cwtool: error: "), err  # one prefix for every bad input, usage or not
 
 
 def test_compress_help_shows_every_flag_whole_in_a_pipe_at_80_columns():

@@ -42,7 +42,7 @@ def _usage_error_line(exc) -> str:
     message = " ".join(exc.format_message().split())
     if ctx is None:
         return f"cwtool: error: {message}"
-    return f"{ctx.command_path}: error: {message} (see '{ctx.command_path} --help')"
+    return f"cwtool: error: {message} (see '{ctx.command_path} --help')"  # the prefix of every other bad input's line
 
 
 # Options whose value is JSON, where a line break is only white space; every other value is a name or a number that
