@@ -819,3 +819,15 @@ def test_a_path_cannot_pass_as_json_by_following_an_option_that_took_the_json_fl
     code, out, err = run_cli(["evaluate", "-d", "digits", "-p", "3", "--json", "--arch-kwargs", model], capsys)
     _one_line_error(code, err, "has a line break or a control character")
     assert not any(line.startswith("gate: passed") for line in (out + err).splitlines())
+
+
+def test_a_pipe_given_as_the_model_or_the_data_is_named_a_pipe(tmp_path, capsys):
+    """`cwtool evaluate <(cat m.pt)` hands cwtool /dev/fd/63, a pipe it would read more than once: it was called missing."""
+    pipe = tmp_path / "stream"
+    os.mkfifo(pipe)
+    code, _, err = run_cli(["evaluate", pipe, "-d", "digits", "-p", "3"], capsys)
+    assert code == 2 and "is a pipe or device" in err and "save the model to a file" in err, err
+    model = tmp_path / "m.pt"
+    torch.save({"w": torch.zeros(1)}, model)
+    code, _, err = run_cli(["evaluate", model, "-d", pipe, "-p", "3"], capsys)
+    assert code == 2 and "is a pipe or device" in err, err

@@ -127,6 +127,8 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
         if find_idx_files(path):
             return load_idx_folder(path, seed, val_fraction, name=path.resolve().name, given=given)
         return load_image_folder(path, seed, fr, image_size, given, *images)
+    if path.exists() and not path.is_file():  # a pipe from `<(...)`, a device: read more than once, so never a stream
+        raise UserError(f"--data '{spec}' is a pipe or device, not a file: save it to a .npz or .csv file first")
     if path.exists():
         raise UserError(f"unknown --data '{spec}' (not a .npz or .csv file): {KNOWN_SOURCES}")
     raise UserError(f"unknown --data '{spec}' (no such file or folder): {KNOWN_SOURCES}")
@@ -147,5 +149,5 @@ def _existing_file(path: Path, spec: str) -> Path:
     if not path.exists():
         raise UserError(f"--data file '{spec}' does not exist: check the path")
     if not path.is_file():
-        raise UserError(f"--data '{spec}' is not a file: give a .npz or .csv file")
+        raise UserError(f"--data '{spec}' is not a file (a folder, pipe or device): give a .npz or .csv file")
     return path

@@ -72,6 +72,8 @@ def load_model(
     path = Path(path)
     if path.is_dir():
         raise UserError(f"model '{path}' is a folder: give the model file")
+    if path.exists() and not path.is_file():  # a pipe from `<(cat m.pt)`, a device: cwtool reads the file more than once
+        raise UserError(f"model '{path}' is a pipe or device, not a file: save the model to a file first")
     if not path.is_file():
         raise UserError(f"model file '{path}' does not exist")
     _check_archive_size(path)
