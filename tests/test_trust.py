@@ -288,6 +288,31 @@ def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path):
         assert json.loads(left[0].read_text())  # whole, never half-written
 
 
+def test_a_stop_that_finds_compress_stuck_in_native_code_still_names_the_run_to_resume(tmp_path):
+    """The watcher's grace path (the main thread never comes back, e.g. inside an exporter's native call) exits on its
+    own: its line names the run that --resume finishes, as the usual path's does."""
+    script = textwrap.dedent(f"""
+        import os, signal, threading
+        import toolchain.cli as cli
+        from toolchain import interrupts
+        interrupts.GRACE_SECONDS = 0.5
+
+        def stuck(argv):
+            interrupts.resumable({str(tmp_path / 'run')!r})
+            os.kill(os.getpid(), signal.SIGTERM)
+            lock = threading.Lock()
+            lock.acquire()
+            lock.acquire()  # blocks in native code: no Python handler runs
+
+        cli._main = stuck
+        cli.main([])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith("cwtool: interrupted by SIGTERM") and "--resume" in line and str(tmp_path / "run") in line, line
+
+
 def test_a_command_gives_the_warning_filters_back_as_it_found_them(tmp_path, capsys):
     """The CLI silences library warnings while it runs and restores the filters after: dropping Python's default
     filters instead let a ResourceWarning from an import a SIGTERM interrupted reach stderr beside the one line."""

@@ -20,6 +20,7 @@ _STOP = signal.SIGUSR1  # the watcher's own "stand down"
 _lock = threading.Lock()
 _temporaries: set[str] = set()
 _terminators: set = set()  # objects with a ``terminate`` attribute (onnxruntime RunOptions)
+_resumable: list = []  # the compress run that --resume finishes, while one runs: named by the grace path's line too
 
 
 def staged(path: str) -> None:
@@ -42,9 +43,15 @@ def done(run_options) -> None:
         _terminators.discard(run_options)
 
 
+def resumable(run_dir) -> None:
+    """``run_dir`` (None: none any more) is the run a stop leaves for --resume to finish."""
+    with _lock:
+        _resumable[:] = [] if run_dir is None else [run_dir]
+
+
 class Watcher:
-    """Installed around one CLI command in the main thread; ``message(signal name)`` is the line printed
-    when the main thread does not come back in time."""
+    """Installed around one CLI command in the main thread; ``message(signal name, resumable run or None)`` is
+    the line printed when the main thread does not come back in time."""
 
     def __init__(self, message):
         self.message = message
@@ -103,8 +110,9 @@ class Watcher:
                         os.unlink(tmp)
                     except OSError:
                         pass
+                run_dir = _resumable[0] if _resumable else None
             name = signal.Signals(signum).name
             try:
-                print(self.message(name), file=sys.stderr, flush=True)
+                print(self.message(name, run_dir), file=sys.stderr, flush=True)
             finally:
                 os._exit(128 + signum)

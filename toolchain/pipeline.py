@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from toolchain import __version__, distributed
+from toolchain import __version__, distributed, interrupts
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError, describe
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
@@ -180,6 +180,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         if swept:
             log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
     distributed.barrier()
+    interrupts.resumable(run_dir if config.granularity != "weight" else None)  # only channel runs resume
     try:  # an interrupt leaves the finished rounds: the message names the run to --resume
         # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
         t0 = time.perf_counter()
@@ -306,6 +307,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             raise lost from exc
         log.record(f"stopped: {describe(exc)}")
         raise
+    finally:
+        interrupts.resumable(None)
 
 
 def _int8_guard(result):

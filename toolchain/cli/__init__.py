@@ -133,7 +133,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError, OSError):
             pass
-    watcher = Watcher(lambda name: _interrupted_line(name, None))
+    watcher = Watcher(_interrupted_line)
     previous = _catch_signals(lambda signum, frame: watcher.deliver(signum))
     try:
         with watcher:
