@@ -13,3 +13,15 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
         main([str(a) for a in args])
     out = capsys.readouterr()
     return exc.value.code, out.out, out.err
+
+
+def trained_briefly(model, data=None, epochs: int = 5, seed: int = 0, lr: float = 3e-3):
+    """``model`` trained a few seconds on ``data`` (a Dataset; digits when None) and returned in eval mode. compress refuses a
+    model that detects nothing of the protected class (its "no more missed" would be empty): the tests of what compress does
+    with an architecture start from a model that has learnt something."""
+    from toolchain.data import load_data
+    from toolchain.models.train import TrainConfig, seed_everything, train
+
+    data = data if data is not None else load_data("digits", seed=0)
+    seed_everything(seed)
+    return train(model, data.x_train, data.y_train, TrainConfig(epochs=epochs, lr=lr, batch_size=32, seed=seed))

@@ -21,7 +21,7 @@ def cwtool_trained(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("identity") / "dense.pt"
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--arch", "digits-cnn", "-d", "digits", "--epochs", "1", "--seed", "0", "--device", "cpu", "--out", str(path)])
+        main(["train", "--arch", "digits-cnn", "-d", "digits", "--epochs", "5", "--seed", "0", "--device", "cpu", "--out", str(path)])
     assert exc.value.code == 0
     return path
 

@@ -124,6 +124,20 @@ def test_a_small_validation_split_cannot_back_the_default_promise(trained_digits
     assert "not met" in (out / "report.md").read_text()
 
 
+def test_a_run_that_did_not_keep_the_promise_recommends_no_file(trained_digits, tmp_path, capsys):
+    """Its files pass their own re-check on test, but the run failed on validation: "deploy ... of the files that
+    passed the gate" named one anyway, beside "Gate: FAILED"."""
+    out = tmp_path / "small"
+    code, stdout, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                                 "--max-accuracy-drop", "0.5", "--format", "onnx", "--out", out], capsys)
+    report = json.loads((out / "report.json").read_text())
+    assert code == 1 and report["promise"]["met_on_val"] is False and report["artifacts"]
+    choices = report["deploy"]["choices"]
+    assert choices and all(c["file"] is None and "did not keep the FN promise" in c["why"] for c in choices), choices
+    assert "deploy (onnx): none, the run did not keep the FN promise" in stdout + err
+    assert "**yes**" not in (out / "report.md").read_text()
+
+
 def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     out = tmp_path / "ok"
     code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from clirun import run_cli
+from clirun import run_cli, trained_briefly
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,9 @@ def nets(tmp_path_factory):
     torch.manual_seed(0)
     from toolchain.models.arch import resolve_arch
 
-    torch.save(resolve_arch(f"{folder / 'nets.py'}:Base")().state_dict(), folder / "weights.pt")
+    base = resolve_arch(f"{folder / 'nets.py'}:Base")()
+    base.forward = base.logits  # the layers every net here shares, trained through the plain path
+    torch.save(trained_briefly(base).state_dict(), folder / "weights.pt")
     return folder
 
 
@@ -401,7 +403,8 @@ def test_shared_or_frozen_layers_are_kept_whole_and_a_missed_size_goal_is_said(n
     groups = ChannelGraph(_arch(nets, name), torch.zeros(1, 1, 8, 8)).all_groups
     assert any(reason in g.reason for g in groups) and not any(g.prunable for g in groups)
 
-    torch.save(_arch(nets, name).state_dict(), tmp_path / "m.pt")
+    lr = 0.2 if name == "FrozenBackbone" else 3e-3  # a head on a frozen random backbone learns slowly
+    torch.save(trained_briefly(_arch(nets, name), epochs=10, lr=lr).state_dict(), tmp_path / "m.pt")
     code, out, err = run_cli(["compress", tmp_path / "m.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3",
                               "--keep-params", "0.5", "--epochs", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
     assert code in (0, 1), err
@@ -831,3 +834,67 @@ def test_a_pipe_given_as_the_model_or_the_data_is_named_a_pipe(tmp_path, capsys)
     torch.save({"w": torch.zeros(1)}, model)
     code, _, err = run_cli(["evaluate", model, "-d", pipe, "-p", "3"], capsys)
     assert code == 2 and "is a pipe or device" in err, err
+
+
+@pytest.mark.parametrize("labels, words", [
+    (lambda y: (y + 1) % 10, "misses every one of the"),  # labels numbered in another order than the model's training
+    (lambda y: np.random.default_rng(0).permutation(y), "no better than chance"),  # rows and labels that do not belong together
+])
+def test_a_model_whose_decisions_mean_nothing_on_the_data_is_refused_by_compress_and_named_by_evaluate(
+        labels, words, trained_digits, digits_dataset, tmp_path, capsys):
+    """A chance-level dense model (labels in another order, other preprocessing) passed compress's gate with exit 0: its
+    'no more missed' was empty. compress refuses it before writing; export (which converts any model) and evaluate (which
+    only reports) say it in a warning."""
+    x = np.concatenate([digits_dataset.x_val, digits_dataset.x_test])
+    y = np.concatenate([digits_dataset.y_val, digits_dataset.y_test])
+    data = tmp_path / "rows.npz"
+    np.savez(data, x=x, y=labels(y))
+    model, _ = trained_digits
+    code, _, err = run_cli(["compress", model, "-d", data, "-p", "3", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and words in err and "--class-names" in err, err
+    assert not (tmp_path / "run").exists()
+    code, out, err = run_cli(["export", model, "-d", data, "-p", "3", "--format", "onnx", "--out", tmp_path / "files"], capsys)
+    assert code in (0, 1) and "warning: the model" in out + err and words in out + err, out + err
+    code, out, err = run_cli(["evaluate", model, "-d", data, "-p", "3", "--split", "all"], capsys)
+    assert code == 0 and "warning: the model" in out + err and words in out + err, out + err
+
+
+def test_what_counts_as_detecting_nothing():
+    """A small validation split answered right is never taken for chance (a significance test refused 9 rows answered
+    perfectly); a model that answers one class for everything, or the labels shuffled, is."""
+    from toolchain.evaluate import detection_problem
+
+    names = [str(c) for c in range(3)]
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    assert detection_problem(np.eye(3)[y], y, [1], names) is None
+    y_big = np.random.default_rng(0).integers(0, 3, 3000)
+    assert "misses every one" in detection_problem(np.eye(3)[np.zeros_like(y_big)], y_big, [1], names)
+    shuffled = np.random.default_rng(1).permutation(y_big)
+    assert "no better than chance" in detection_problem(np.eye(3)[shuffled], y_big, [1], names)
+    weak = np.where(np.random.default_rng(2).random(3000) < 0.4, y_big, shuffled)  # right 40% of the time beyond chance
+    assert detection_problem(np.eye(3)[weak], y_big, [1], names) is None
+
+
+def test_json_nested_too_deep_in_a_file_or_an_option_is_bad_input(capsys):
+    """An ONNX file's preprocessing metadata of 5,000 nested brackets ended verify in exit 3 (RecursionError), and so did
+    --arch-kwargs."""
+    from types import SimpleNamespace
+
+    from toolchain.verify import preprocessing_mismatch
+
+    deep = "[" * 50_000 + "]" * 50_000
+    runner = SimpleNamespace(metadata={"preprocessing": '{"mean": ' + deep + "}"}, path="m.onnx")
+    assert preprocessing_mismatch(runner, {"preprocessing": {"mean": [0.5]}}) is None
+    code, _, err = run_cli(["evaluate", "m.pt", "--arch", "digits-cnn", "--arch-kwargs", deep, "-d", "digits", "-p", "3"], capsys)
+    assert code == 2 and "nested too deep" in err, err
+
+
+def test_a_class_named_by_a_number_is_protected_by_its_name():
+    """Folders 1..10 are numbered 1, 10, 2, ... (sorted names): -p 1 protected folder '10' and -p 10 was refused."""
+    from toolchain.evaluate import resolve_protected
+
+    names = sorted(str(d) for d in range(1, 11))
+    assert resolve_protected(["1"], names, 10) == [names.index("1")] == [0]
+    assert resolve_protected(["10"], names, 10) == [names.index("10")] == [1]
+    assert resolve_protected(["3"], [str(d) for d in range(10)], 10) == [3]  # names that are their indices: alike
+    assert resolve_protected(["4"], ["cat", "dog", "eel", "fox", "gnu"], 5) == [4]  # no such name: an index

@@ -37,6 +37,15 @@ def image_folder(root: Path, n: int, size: int, seed: int = 0, ext: str = "png",
     return root
 
 
+def _learnt_cnn(folder: Path, **preprocessing):
+    """A small RGB digits-cnn trained a few seconds on ``folder`` (compress refuses a model that detects nothing)."""
+    from clirun import trained_briefly
+    from toolchain.models import registry
+
+    model = registry.create("digits-cnn", in_channels=3, num_classes=2, width=8)  # seeded by the caller
+    return trained_briefly(model, load_data(str(folder), seed=0, **preprocessing), epochs=30)
+
+
 def as_npz(folder: Path, path: Path, compressed: bool = False) -> Path:
     """The same images and labels as an .npz of uint8 NHWC rows, in the ImageFolder's own order."""
     from PIL import Image
@@ -169,14 +178,13 @@ def test_verify_rows_of_a_mapped_pool_hash_as_the_array(tmp_path, monkeypatch):
 
 
 def test_evaluate_and_compress_on_a_streamed_folder_match_the_same_data_in_memory(tmp_path, capsys):
-    from toolchain.models import registry
     from toolchain.models.loading import save_checkpoint
     from toolchain.models.train import seed_everything
 
     folder = image_folder(tmp_path / "imgs", 120, 16, seed=4)
     npz = as_npz(folder, tmp_path / "same.npz")
     seed_everything(0)
-    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(folder), "digits-cnn",
                     {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
     evals = []
     for data in (folder, npz):
@@ -354,7 +362,7 @@ def test_compress_records_preprocessing_and_augmentation_in_report_and_artifacts
 
     folder = image_folder(tmp_path / "imgs", 60, 20, seed=2)
     seed_everything(0)
-    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(folder, resize=18, image_size=(16, 16), normalize="imagenet"), "digits-cnn",
                     {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
     same = ["--resize", "18", "--image-size", "16", "--normalize", "imagenet"]
     teachers = []
@@ -423,13 +431,12 @@ def test_an_image_replaced_by_a_pipe_is_refused_not_waited_for(tmp_path):
 def test_resume_refuses_a_folder_whose_images_changed(tmp_path, capsys):
     """Removing one image reshuffles the seeded split: rounds trained on rows that are now validation or test rows must
     not be finished as if nothing happened. The folder's listing (names and sizes) is part of the run's identity."""
-    from toolchain.models import registry
     from toolchain.models.loading import save_checkpoint
     from toolchain.models.train import seed_everything
 
     folder = image_folder(tmp_path / "imgs", 40, 16, seed=3)
     seed_everything(0)
-    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(folder), "digits-cnn",
                     {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
     args = ["compress", tmp_path / "m.pt", "--data", folder, "-p", "1", "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1",
             "--confidence", "0.5", "--skip-export", "--out", tmp_path / "run"]
@@ -440,3 +447,47 @@ def test_resume_refuses_a_folder_whose_images_changed(tmp_path, capsys):
     next(folder.rglob("*.png")).unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
     assert code == 2 and "other inputs" in err and "the data differs" in err, err
+
+
+def test_an_image_that_cannot_be_decoded_is_named_as_the_datas_fault_by_evaluate(tmp_path, capsys):
+    """Images are decoded when the model reads them: a truncated one was reported as 'the model fails on the data's
+    rows (UserError: cannot read image ...)', two messages nested, with advice about --arch."""
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 12, 16, seed=5)
+    broken = sorted(folder.glob("class1/*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", folder, "-p", "1", "--split", "all"], capsys)
+    assert code == 2 and "cannot read image" in err and broken.name in err and "the model fails" not in err, err
+
+
+def test_a_thin_image_that_resize_would_blow_up_is_refused_before_any_decoding(tmp_path, capsys):
+    """--resize scales the shorter side: a 1 x 100,000 px PNG (178 bytes) became 2,000 x 200,000,000 before its crop, and
+    ended as 'the model fails on the data's rows (MemoryError)'. Its size after the resize is checked like a decoded one's."""
+    from PIL import Image
+
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 8, 16, seed=6)
+    Image.new("RGB", (100_000, 1)).save(folder / "class1" / "thin.png")
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", folder, "--resize", "2000", "--image-size", "16", "-p", "1"], capsys)
+    assert code == 2 and "resizing image" in err and "thin.png" in err, err
+
+
+def test_a_mapped_float64_value_float32_cannot_hold_is_refused_as_data(tmp_path, monkeypatch):
+    """1e300 is finite in float64 and inf in float32: a file held in memory was refused for it, a memory-mapped one
+    was read and the model blamed for its infinite logits."""
+    from toolchain.data import mapped
+
+    x = np.random.default_rng(0).random((60, 4, 4))
+    x[7, 1, 2] = 1e300
+    np.savez(tmp_path / "big.npz", x=x, y=np.arange(60) % 3)
+    monkeypatch.setattr(mapped, "MAP_BYTES", 0)
+    with pytest.raises(UserError, match="1 NaN or inf value"):
+        load_data(str(tmp_path / "big.npz"), seed=0)

@@ -493,3 +493,36 @@ def test_sigterm_stops_a_runtime_that_would_never_return(tmp_path, rows):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and time.perf_counter() - t0 < 10, err
     assert err.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], err
+
+
+def test_a_file_onnxruntime_refuses_gets_one_line_without_its_own_log(tmp_path):
+    """onnxruntime logged its own coloured error lines to the process's stderr before cwtool's one line."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    weight = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[2**31, 2**31])  # declared, never stored
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2**31])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2**31])], initializer=[weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "huge.onnx"))
+    proc = subprocess.run([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "huge.onnx"), "-d", "digits", "-p", "3"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("cwtool: error:") and "\x1b" not in proc.stderr, proc.stderr
+
+
+def test_an_onnx_file_whose_graph_blows_one_image_up_to_gigabytes_is_refused_before_it_runs(tmp_path, capsys):
+    """A 3 KB graph Expanded each 8x8 image to 12 million channels: verify ran 246 s at 3.2 GB for 20 rows, exit 0.
+    The input's size was checked, the activations' were not."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([1, 12_000_000, 8, 8], dtype=np.int64), "shape"),
+             numpy_helper.from_array(np.ones((64, 10), np.float32), "W"), numpy_helper.from_array(np.array([1, 64], np.int64), "flat")]
+    nodes = [helper.make_node("Expand", ["x", "shape"], ["big"]), helper.make_node("ReduceMean", ["big"], ["mean"], axes=[1], keepdims=0),
+             helper.make_node("Reshape", ["mean", "flat"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "expand.onnx"))
+    code, _, err = run_cli(["verify", tmp_path / "expand.onnx", "-d", "digits", "-p", "3"], capsys)
+    assert code == 2 and "GiB for its activations" in err, err

@@ -61,9 +61,10 @@ def _ms(timing: dict) -> float:
     return float(timing["runtime_latency_ms"]["p50"])
 
 
-def recommend(entries: list[dict], timings: dict[str, dict], threads: int) -> dict:
+def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withheld: str | None = None) -> dict:
     """report.json's "deploy": each file's batch-1 latency here, per format the file to deploy and why,
-    and the findings (int8 slower than its fp32 twin)."""
+    and the findings (int8 slower than its fp32 twin). ``withheld``: why no file is recommended at all (a run
+    whose promise failed on validation, whatever each file's own re-check says)."""
     if not timings:
         return {"timed": False, "note": "files not timed (--time-runs 0)", "choices": [], "findings": []}
     latency = {p: _ms(t) for p, t in timings.items()}
@@ -78,6 +79,9 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int) -> di
                 f"{twin['bytes'] / max(e['bytes'], 1):.1f}x fewer bytes, not speed, on this CPU")
     choices = []
     for fmt in dict.fromkeys(e["format"] for e in entries):
+        if withheld is not None:
+            choices.append({"format": fmt, "file": None, "why": withheld})
+            continue
         files = [e for e in entries if e["format"] == fmt]
         targeted = any("fit" in e for e in files)
         ok = [e for e in files if _eligible(e)]
@@ -100,8 +104,9 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int) -> di
     }
 
 
-def deploy_choice(entries: list[dict], root: Path, threads: int, runs: int, log=None) -> dict:
+def deploy_choice(entries: list[dict], root: Path, threads: int, runs: int, log=None, withheld: str | None = None) -> dict:
     """time_files, then recommend: report.json's "deploy" for the files under ``root``."""
     if log is not None and runs and entries:
-        log(f"timing {len(entries)} files at batch 1 on this machine, to name the file to deploy (--time-runs 0 skips)")
-    return recommend(entries, time_files(root, entries, threads, runs), threads)
+        log(f"timing {len(entries)} files at batch 1 on this machine" + (", to name the file to deploy" if withheld is None else "")
+            + " (--time-runs 0 skips)")
+    return recommend(entries, time_files(root, entries, threads, runs), threads, withheld)

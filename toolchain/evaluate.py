@@ -11,17 +11,18 @@ from toolchain.errors import UserError, describe
 
 
 def resolve_protected(values, class_names: list[str], num_classes: int, outputs: str = "the model's outputs") -> list[int]:
-    """--protect-class accepts an index or a class name; every one must be a model output (or, with no model, one of
-    ``outputs``)."""
+    """--protect-class accepts a class name or an index; every one must be a model output (or, with no model, one of
+    ``outputs``). A name wins: classes named by numbers (ImageFolder folders 1..10, numbered 1, 10, 2, ...) are protected
+    by the name the user sees, not by a position among the sorted names."""
     if not values:
         raise UserError("give at least one --protect-class (a class index or name)")
     resolved: list[int] = []
     for value in values:
         text = str(value).strip()
-        if text.lstrip("-").isdigit():
-            k = int(text)
-        elif text in class_names:
+        if text in class_names:
             k = class_names.index(text)
+        elif text.lstrip("-").isdigit():
+            k = int(text)
         else:
             raise UserError(f"--protect-class '{text}' is neither a class index nor one of the class names ({', '.join(class_names[:12])})")
         if not 0 <= k < num_classes:
@@ -89,6 +90,7 @@ class Evaluation:
     metrics: dict
     protected: list[int]
     class_names: list[str]
+    problem: str | None = None  # detection_problem on these rows: evaluate says it, compress and export refuse
 
 
 def evaluate_torch(model, dataset: Dataset, protect, split: str = "test") -> Evaluation:
@@ -116,7 +118,7 @@ def evaluate_rows(model, x: np.ndarray, y: np.ndarray, class_names: list[str] | 
     logits = predict_on(model, x)
     metrics = evaluate_logits(y, logits, protected, num_classes=num_outputs)
     metrics["rows_sha256"] = rows_sha256(x, y)
-    return Evaluation(metrics, protected, names)
+    return Evaluation(metrics, protected, names, detection_problem(logits, y, protected, names, where="these rows"))
 
 
 def predict_on(model, x: np.ndarray) -> np.ndarray:
@@ -125,6 +127,11 @@ def predict_on(model, x: np.ndarray) -> np.ndarray:
 
     try:
         return predict_logits(model, x)
+    except UserError:  # cwtool's own word on the rows read on demand (an image that cannot be decoded): already one line
+        raise
+    except MemoryError as exc:
+        raise UserError("the data's rows do not fit in memory as the model reads them: give smaller images (--image-size, "
+                        "--resize) or fewer rows") from exc
     except Exception as exc:
         raise UserError(f"the model fails on the data's rows ({describe(exc, 160)}): "
                         "check --data, --arch and --arch-kwargs") from exc
@@ -134,6 +141,37 @@ def class_names_for(dataset: Dataset, num_outputs: int) -> list[str]:
     """The data's class names, padded with indices for model outputs the data never names."""
     names = list(dataset.class_names)
     return names + [str(i) for i in range(len(names), num_outputs)]
+
+
+CHANCE_KAPPA = 0.1  # below: the model's answers and the labels agree no more than chance would (detection_problem)
+
+
+def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], names: list[str],
+                      where: str = "the validation split") -> str | None:
+    """Why a model's decisions on these rows say nothing worth keeping (None: they do): it misses every sample of a
+    protected class, or its answers agree with the labels no more than chance does. Both are what a
+    label order or preprocessing other than its training's gives, and both make "no more missed" an empty promise."""
+    predicted = logits.argmax(1)
+    hint = ("check that the labels are numbered as in its training (--class-names) and that its inputs are preprocessed "
+            "alike (--normalize, pixel scaling)")
+    for k in protected:
+        positives = y == k
+        if positives.any() and not (predicted[positives] == k).any():
+            return (f"the model misses every one of the {int(positives.sum()):,} samples of protected class {k} ({names[k]}) "
+                    f"in {where} (accuracy {np.mean(predicted == y):.3f}): there is no detection to keep; {hint}")
+    # Chance agreement: how often its answers would match the labels if they were independent of them (Cohen's kappa's
+    # p_e). Cohen's kappa under 0.1 is no agreement to speak of; an effect size, not a test, so that a small validation
+    # split answered right is never refused for its size.
+    if not len(y):
+        return None
+    accuracy = float(np.mean(predicted == y))
+    classes = np.unique(np.concatenate([y, predicted]))
+    chance = float(sum(np.mean(y == c) * np.mean(predicted == c) for c in classes))
+    kappa = (accuracy - chance) / (1 - chance) if chance < 1 else 0.0
+    if kappa < CHANCE_KAPPA:
+        return (f"the model is no better than chance on {where}: accuracy {accuracy:.3f}, where answers independent of "
+                f"the labels, given as often as it gives each, would reach {chance:.3f} (Cohen's kappa {kappa:.2f}); {hint}")
+    return None
 
 
 def check_model_on_splits(model, dataset: Dataset, protect) -> tuple[int, list[str], list[int], np.ndarray]:

@@ -57,7 +57,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.data import load_data
     from toolchain.data.given import with_given_rows
     from toolchain.data.identity import check_class_order, check_unseen
-    from toolchain.evaluate import check_model_on_splits
+    from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import load_model, save_checkpoint
@@ -160,7 +160,10 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
         check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
-    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)  # the last input check
+    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)
+    problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
+    if problem is not None:  # than a model that detects nothing is no promise at all
+        raise UserError(problem)
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +288,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             from toolchain.deploy import deploy_choice
 
             timed = time.perf_counter()
-            report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=log.print)
+            withheld = None if result.budget_met else ("the run did not keep the FN promise on validation, so no file is "
+                                                        "recommended, whatever each file's own re-check on test says")
+            report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=log.print, withheld=withheld)
             report["seconds"]["timing the files"] = time.perf_counter() - timed
             report["seconds"]["total"] = time.perf_counter() - started
         log.record(f"finished: gate {'PASSED' if gate['passed'] else 'FAILED'}; seconds: "

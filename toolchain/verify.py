@@ -164,7 +164,7 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
     if isinstance(recorded, str):
         try:
             recorded = json.loads(recorded)
-        except ValueError:
+        except (ValueError, RecursionError):  # an edited file's text: not JSON, or nested too deep to read
             return None
     here = rows.get("preprocessing")
     if not isinstance(recorded, dict) or not isinstance(here, dict):

@@ -53,6 +53,8 @@ def evaluate(
         log_console().print(f"warning: '{model}' was trained on {seen:,} of these {len(rows['y']):,} rows: its numbers here overstate "
                             "what it does on new data (evaluate the split it has not seen: --split, --seed, or other --data)")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
+    if result.problem is not None:
+        log_console().print(f"warning: {result.problem}")
     if json_out is not None:
         atomic_write_json(json_out, {**result.metrics, "rows": {"split": rows["split"], "seed": rows["seed"], "name": rows["name"],
                                                         **({"preprocessing": rows["preprocessing"]} if "preprocessing" in rows else {})}})

@@ -20,7 +20,7 @@ from toolchain.errors import UserError
 
 INPUTS = "Inputs"
 
-ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class index or name whose false negatives matter (repeatable).",
+ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class name (or index, where no class has that name) whose false negatives matter (repeatable).",
                           rich_help_panel=INPUTS)
 
 
@@ -110,6 +110,8 @@ def parse_kwargs(text: Optional[str]) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"--arch-kwargs is not valid JSON ({exc.msg}): give e.g. '{{\"width\": 16}}'") from exc
+    except RecursionError as exc:
+        raise UserError("--arch-kwargs is nested too deep to read: give a flat JSON object, e.g. '{\"width\": 16}'") from exc
     if not isinstance(value, dict):
         raise UserError("--arch-kwargs must be a JSON object, e.g. '{\"width\": 16}'")
     return value

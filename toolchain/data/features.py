@@ -51,12 +51,13 @@ class Conversion:
         return np.ascontiguousarray(x, dtype=np.float32)  # float32 stays bit-for-bit as stored
 
 
-def _check_finite_rows(member: MappedMember, key: str, where: str) -> None:
-    """check_finite over a mapped array, a chunk at a time."""
+def _check_finite_rows(member: MappedMember, key: str, where: str, rule) -> None:
+    """check_finite over a mapped array as ``rule`` converts it, a chunk at a time (a float64 1e300 is finite, its
+    float32 is not: the check is on what the model will read, as for an array held in memory)."""
     raw = member.array()
     step = max(1, (64 << 20) // max(1, raw[:1].nbytes))
     for start in range(0, len(raw), step):
-        check_finite(np.asarray(raw[start : start + step]), key, where)
+        check_finite(rule(np.asarray(raw[start : start + step])), key, where)
 
 
 def npz_features(
@@ -123,7 +124,7 @@ def npz_features(
     for k, x, m in zip(keys, xs, mapped):
         if m:
             if dtype.kind == "f":
-                _check_finite_rows(x, k, where)
+                _check_finite_rows(x, k, where, rule)
             out.append(Mapped(x, rule, sample_shape))
         else:
             a = rule(x)

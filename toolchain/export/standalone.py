@@ -85,7 +85,7 @@ def _inputs(request: ExportRequest, settings, log):
     """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names)."""
     from toolchain.data import load_data
     from toolchain.data.identity import check_class_order, check_unseen
-    from toolchain.evaluate import check_model_on_splits
+    from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.models.loading import load_model
 
     dataset = load_data(request.data, seed=request.seed, label_column=request.label_column, class_names=request.class_names,
@@ -95,7 +95,7 @@ def _inputs(request: ExportRequest, settings, log):
                         input_shape=dataset.input_shape)
     if loaded.kind == "torchscript":
         raise UserError("a TorchScript archive cannot be converted to TFLite or quantized by cwtool: give its state_dict with --arch")
-    _, names, protected, _ = check_model_on_splits(loaded.module, dataset, request.protect)
+    _, names, protected, val_logits = check_model_on_splits(loaded.module, dataset, request.protect)
     needs = [("test", "its false negatives cannot be re-checked")]
     if any(p == "int8" for _, p in settings.artifacts):
         needs.append(("val", "int8 files cannot be held to the float model's protected FN"))
@@ -106,6 +106,9 @@ def _inputs(request: ExportRequest, settings, log):
     check_export_inputs(settings, dataset, skip_hint="")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
+    problem = detection_problem(val_logits, dataset.y_val, protected, names)
+    if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
+        log(f"warning: {problem}")
     return dataset, loaded, protected, names
 
 

@@ -103,11 +103,11 @@ def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str,
     if met:
         return out
     last = result.tickets[-1] if result.tickets else None
-    if last is not None and not last.within_budget:
+    if not result.tickets or all(t.params == result.tickets[0].params for t in result.tickets) and result.tickets[0].params >= dense_params:
+        why = "no channel group of this model can be pruned"  # first: whatever the rounds' budget did, nothing could go
+    elif last is not None and not last.within_budget:
         ships = "an earlier ticket ships" if ticket.round < last.round else f"round {last.round}'s ticket ships, outside the budget"
         why = f"round {last.round} left the FN or accuracy budget, so the rounds stopped and {ships}"
-    elif not result.tickets or all(t.params == result.tickets[0].params for t in result.tickets) and result.tickets[0].params >= dense_params:
-        why = "no channel group of this model can be pruned"
     else:
         why = "the channel groups cwtool can prune are used up"
     kept = f" (kept whole: {', '.join(kept_whole)})" if kept_whole else ""

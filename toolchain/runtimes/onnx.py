@@ -45,6 +45,8 @@ def _ort():
         import onnxruntime
     except ImportError as e:  # pragma: no cover - depends on the device
         raise UserError("onnxruntime is not installed: pip install onnxruntime (or cwtool[onnx])") from e
+    # Its own log would print (in colour) what cwtool turns into its one line: a failure raises, and is said once.
+    onnxruntime.set_default_logger_severity(4)
     return onnxruntime
 
 
@@ -67,7 +69,7 @@ class OnnxRunner(Runner):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # see _ort
         try:
             # enable_fallback=0: on a failure onnxruntime's Python wrapper would otherwise print an "EP Error"
             # banner to stdout and load the file a second time (older versions ignore the keyword)
@@ -75,6 +77,13 @@ class OnnxRunner(Runner):
                                                 enable_fallback=0)
         except Exception as e:  # InvalidProtobuf, Fail, NotImplemented...
             raise UserError(f"cannot load ONNX artifact {self.path}: {short_error(e)}; re-export it") from e
+        # The input is checked below; what the graph makes of it is checked here, before anything runs: a 3 KB file can
+        # Expand one image into gigabytes (needs the onnx package; a device without it runs the file as it is).
+        from toolchain.runtimes.onnx_graph import describe_onnx_graph
+
+        peak = describe_onnx_graph(self.path).get("activation_peak_bytes")
+        if peak:
+            check_tensor_bytes(peak, self.path, "its activations at batch 1")
         with runtime_errors(self.path, "read the inputs and outputs of"):
             inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
             metadata = dict(self.session.get_modelmeta().custom_metadata_map)

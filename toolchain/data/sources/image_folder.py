@@ -7,6 +7,8 @@ preprocessing is settled. Pillow is imported only when such a folder is loaded (
 
 from __future__ import annotations
 
+import math
+
 import warnings
 from pathlib import Path
 
@@ -105,6 +107,11 @@ def load_image_folder(
     gray = all(m in ("L", "LA", "1") for m in modes)  # gray with alpha (a transparent PNG) is gray: the alpha is dropped
     mean, std, norm_note = _normalization(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
+    if resize is not None:  # the shorter side scaled up can make a thin image huge before the crop: checked like decoding
+        area, i = max((math.prod(transform.resized_size(h, w)), i) for i, (h, w) in enumerate(sizes))
+        (h, w), (rh, rw) = sizes[i], transform.resized_size(*sizes[i])
+        check_fits(area * 3 * 4, f"resizing image '{files[i]}' ({w}x{h} pixels) to {rw}x{rh} for --resize {resize}",
+                   fix="remove the image or crop it to a usual aspect")
     x = ImageFiles(files, transform)
     y = np.asarray(labels, dtype=np.int64)
     pre = Preprocessing(
