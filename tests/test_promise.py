@@ -151,3 +151,24 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert "## The FN promise" in text and "with probability **" in text and "false positives" in text
     assert code in (0, 1)  # the test split's verdict is reported, not chosen from
+
+
+@pytest.mark.parametrize("negative_flips, offset, fn", [
+    ([1.0, 2.0], 0.0, 1),  # halfway between the last positive caught for free (-1) and the first negative (1)
+    ([5.0], 4.5, 0),  # room up to 5: the fourth positive (need 4) is caught too, for no false positive
+])
+def test_the_guard_spends_the_room_where_validation_fp_does_not_grow(negative_flips, offset, fn):
+    """Two classes, class 1 protected: a positive is caught when offset > its need (logit 0 minus logit 1), a negative
+    turns positive above its flip. The lowest offset keeping the promise here is just above -1, with 0 FP; every offset up
+    to the first negative's flip has 0 FP too, and the guard used to ship the lowest (a review saw -3 to -5 with FP 0,
+    and FN on test over budget)."""
+    from toolchain.prune.operating_point import PromiseGuard, apply_offsets
+
+    needs = [-3.0, -2.0, -1.0, 4.0]
+    logits = np.array([[v, 0.0] for v in needs + negative_flips])
+    y = np.array([1] * len(needs) + [0] * len(negative_flips))
+    guard = PromiseGuard(y=y, dense_pred=logits.argmax(1), protected=[1], budget=0, confidence=0.5)
+    chosen = guard.choose(logits)[1]
+    assert chosen == pytest.approx(offset)
+    shifted = apply_offsets(logits, {1: chosen}).argmax(1)
+    assert int(np.sum((y == 1) & (shifted != 1))) == fn and int(np.sum((y == 0) & (shifted == 1))) == 0

@@ -74,8 +74,9 @@ def choose_offsets(logits: np.ndarray, y: np.ndarray, targets: dict[int, int]) -
 class PromiseGuard:
     """Offsets that keep the FN promise (toolchain.promise) with probability ``confidence``: for each
     protected class the smallest offset (the fewest false positives) whose validation disagreements with
-    the dense model give that confidence. The plain rule above -- validation FN at the dense model's --
-    keeps the promise on new data about half the time."""
+    the dense model give that confidence, then raised through the room where validation FP does not grow
+    (`_spend_free_room`). The plain rule above -- validation FN at the dense model's -- keeps the promise
+    on new data about half the time."""
 
     y: np.ndarray  # validation labels
     dense_pred: np.ndarray  # the dense model's validation predictions (argmax, no offset)
@@ -121,7 +122,22 @@ class PromiseGuard:
         m = ends[hi]
         if m == 0:  # catch none of them: just below the smallest need
             return float(ns[0] - _EPS * max(1.0, abs(ns[0])))
-        return float(ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])))
+        return self._spend_free_room(logits, k, offsets, ns, float(ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1]))))
+
+    def _spend_free_room(self, logits: np.ndarray, k: int, offsets: dict[int, float], ns: np.ndarray, lowest: float) -> float:
+        """Above the lowest offset that keeps the promise, validation FP stays the same until the next negative would
+        become class k: that room catches more of the class for nothing on validation. The offset goes halfway between
+        the last positive it catches and that negative, a margin on both sides for new data."""
+        z = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})
+        negatives = self.y != k
+        flips = np.delete(z[negatives], k, axis=1).max(axis=1) - z[negatives, k]  # a negative turns k above its flip
+        above = flips[flips >= lowest]
+        next_flip = float(above.min()) if len(above) else np.inf
+        caught = ns[ns < next_flip]
+        last = float(caught[-1]) if len(caught) else lowest
+        if not np.isfinite(next_flip):  # no negative ever turns k: catch every positive below it, just
+            return max(lowest, last + _EPS * max(1.0, abs(last)))
+        return max(lowest, (last + next_flip) / 2)
 
     def choose(self, logits: np.ndarray) -> dict[int, float]:
         """The smallest offsets meeting the guard; where it cannot be met, the offsets that come closest
