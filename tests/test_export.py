@@ -487,3 +487,23 @@ def test_report_numbers(digits, onnx_files, tflite_files, capsys):
     rows.append(f"onnx int8 quantize {onnx_files['int8_seconds']:.2f}s; tflite seconds {tflite_files['seconds']}")
     with capsys.disabled():
         print("\n" + "\n".join(rows))
+
+
+def test_a_stop_during_a_noisy_native_step_does_not_replay_its_log(capfd):
+    """quiet_native replays what the converter printed when it fails, to explain the failure; a SIGTERM during it
+    replayed absl's, oneDNN's and torchao's lines beside the one 'interrupted' line."""
+    import os
+
+    from toolchain.errors import Interrupted
+    from toolchain.export.tflite import quiet_native
+
+    with pytest.raises(Interrupted):
+        with quiet_native():
+            os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on\n")
+            raise Interrupted("SIGTERM")
+    assert "oneDNN" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError):
+        with quiet_native():
+            os.write(2, b"converter: op not supported\n")
+            raise RuntimeError("conversion failed")
+    assert "op not supported" in capfd.readouterr().err  # a failure still shows what the converter said

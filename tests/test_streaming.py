@@ -491,3 +491,67 @@ def test_a_mapped_float64_value_float32_cannot_hold_is_refused_as_data(tmp_path,
     monkeypatch.setattr(mapped, "MAP_BYTES", 0)
     with pytest.raises(UserError, match="1 NaN or inf value"):
         load_data(str(tmp_path / "big.npz"), seed=0)
+
+
+@pytest.mark.parametrize("mapped_npz", [False, True])
+def test_held_out_rows_get_the_preprocessing_of_data(tmp_path, monkeypatch, mapped_npz):
+    """--normalize applied to --data's images and not to --val/--test's (an .npz of the same pixels) while every output
+    said it was: the gate judged rows the model never sees that way. A folder like --data's and an .npz of 8-bit
+    pixels now get it; float rows are taken as prepared, and the data line says which."""
+    from PIL import Image
+
+    from toolchain.data import mapped
+    from toolchain.data.given import with_given_rows
+
+    train, val = image_folder(tmp_path / "train", 20, 16, seed=7), image_folder(tmp_path / "val", 10, 16, seed=8)
+    npz = as_npz(val, tmp_path / "val.npz")
+    if mapped_npz:
+        monkeypatch.setattr(mapped, "MAP_BYTES", 0)
+    data = load_data(str(train), seed=0, normalize=((0.5,), (0.25,)))
+    expected = (np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(val.glob("*/*.png"))])
+                .transpose(0, 3, 1, 2) / np.float32(255) - np.float32(0.5)) / np.float32(0.25)
+    for given, how in ((val, "images prepared as --data's"), (npz, "normalized as --data's")):
+        ds = with_given_rows(data, val=str(given))
+        assert np.allclose(rows(ds.x_val), expected, atol=1e-5) and how in ds.preprocessing.note, ds.preprocessing.note
+    floats = tmp_path / "floats.npz"
+    np.savez(floats, x=expected.astype(np.float32), y=np.load(npz)["y"])
+    ds = with_given_rows(data, test=str(floats))
+    assert np.allclose(rows(ds.x_test), expected, atol=1e-6) and "taken as already normalized" in ds.preprocessing.note
+
+
+def test_a_held_out_folder_must_be_laid_out_like_data(tmp_path):
+    from toolchain.data.given import with_given_rows
+
+    data = load_data(str(image_folder(tmp_path / "train", 20, 16, seed=7)), seed=0)
+    other = image_folder(tmp_path / "other", 6, 16, seed=9)
+    (other / "class1").rename(other / "dog")
+    with pytest.raises(UserError, match="class folder 'dog'.*not one of --data's classes"):
+        with_given_rows(data, val=str(other))
+    with pytest.raises(UserError, match="is 20x20, --data's are 16x16"):
+        with_given_rows(data, val=str(image_folder(tmp_path / "big", 6, 20, seed=9)))
+    with pytest.raises(UserError, match="goes with an ImageFolder --data"):
+        with_given_rows(load_data("digits", seed=0), val=str(other))
+
+
+def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, capsys):
+    from toolchain.models.loading import save_checkpoint
+
+    train = image_folder(tmp_path / "train", 60, 16, seed=10)
+    held = {name: image_folder(tmp_path / name, 30, 16, seed=11 + i) for i, name in enumerate(("val", "test"))}
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(train), "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, out, err = run_cli(["compress", tmp_path / "m.pt", "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1",
+                              "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1", "--confidence", "0.5",
+                              "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code in (0, 1), err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert set(manifest["inputs"]["data"]["val"]) == {"path", "listing_sha256"}
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["baseline"]["test"]["n"] == 30 and report["data"]["sizes"]["test"] == 30 and "--test " in report["data"]["preprocessing"]["note"]
+
+
+def test_a_folder_of_split_folders_is_named_for_what_it_is(tmp_path):
+    """data/{train,val,test}/<class>/: its 'test' folder was called a class folder without images."""
+    for name in ("train", "val", "test"):
+        image_folder(tmp_path / "data" / name, 4, 16, seed=1)
+    with pytest.raises(UserError, match="holds split folders .train, val, test.*--data '.*train' --val '.*val' --test"):
+        load_data(str(tmp_path / "data"), seed=0)

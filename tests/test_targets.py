@@ -186,3 +186,12 @@ def test_a_profile_asking_for_a_file_cwtool_does_not_write_is_refused(capsys, tm
     path.write_text(re.sub(r"^precision = .*$", 'precision = "fp16"', (TARGETS_DIR / "x86-edge.toml").read_text(), flags=re.M))
     code, _, err = run_cli(["targets", path], capsys)
     assert code == 2 and "precision 'fp16' with format 'onnx'" in err.splitlines()[-1], err
+
+
+def test_a_folder_named_like_a_target_file_is_named_a_folder(tmp_path):
+    from toolchain.errors import UserError
+    from toolchain.targets import load_target
+
+    (tmp_path / "pi.toml").mkdir()
+    with pytest.raises(UserError, match="is a folder, pipe or device"):
+        load_target(tmp_path / "pi.toml")

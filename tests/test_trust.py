@@ -526,3 +526,27 @@ def test_an_onnx_file_whose_graph_blows_one_image_up_to_gigabytes_is_refused_bef
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "expand.onnx"))
     code, _, err = run_cli(["verify", tmp_path / "expand.onnx", "-d", "digits", "-p", "3"], capsys)
     assert code == 2 and "GiB for its activations" in err, err
+
+
+def test_a_stop_is_said_once_even_when_the_exit_after_it_hangs(tmp_path):
+    """The main thread printed its 'interrupted' line, then its exit hung in a library's teardown past the grace
+    period: the watcher printed a second line."""
+    script = textwrap.dedent("""
+        import os, signal, threading
+        import toolchain.cli as cli
+        from toolchain import interrupts
+        interrupts.GRACE_SECONDS = 0.5
+
+        def said_then_stuck(argv):
+            os.kill(os.getpid(), signal.SIGTERM)
+            cli._say_interrupted("SIGTERM", None)  # what _run does with the Interrupted the signal raises
+            lock = threading.Lock()
+            lock.acquire()
+            lock.acquire()  # then the exit hangs in native code
+
+        cli._main = said_then_stuck
+        cli.main([])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 143 and len(lines) == 1 and lines[0].startswith("cwtool: interrupted by SIGTERM"), proc.stderr

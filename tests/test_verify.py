@@ -636,3 +636,20 @@ def test_a_file_named_twice_is_judged_once(art, capsys, tmp_path):
     code, _, err = cli([art["good"], art["good"], link, "--data", art["data"], "-p", PROT, "--json", out, "-q"], capsys)
     assert code == 0, err
     assert [a["path"] for a in json.loads(out.read_text())["artifacts"]] == [str(art["good"])]
+
+
+def test_a_failure_under_the_default_budget_names_the_runs_own(art, capsys, tmp_path):
+    """The same file failed in verify (budget 0 by default) that compress had passed at --max-fn-increase 1, with
+    nothing to say why. The gate keeps its options' budget (the report is a file a user hands over); a note names the
+    run's."""
+    report = json.loads(Path(art["report"]).read_text())
+    with_budget = tmp_path / "report.json"
+    with_budget.write_text(json.dumps({**report, "config": {"max_fn_increase": 1}}))
+    res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, expect=1)
+    assert any("allowed --max-fn-increase 1" in n for n in res["notes"]), res["notes"]
+    res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, "--max-fn-increase", "1", expect=0)
+    assert not any("allowed --max-fn-increase" in n for n in res["notes"])
+    for forged in ("1", 10**9, True):
+        with_budget.write_text(json.dumps({**report, "config": {"max_fn_increase": forged}}))
+        res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, expect=1)
+        assert not any("allowed --max-fn-increase" in n for n in res["notes"])

@@ -157,7 +157,10 @@ def _find_evaluation(obj, path: Path, names) -> dict:
                     "evaluation": arts[0]["evaluation"], "class_names": names}
         raise UserError(f"verify JSON {path} has neither a baseline nor an artifact evaluation: give a complete verify JSON")
     if isinstance(obj, dict) and isinstance(obj.get("baseline"), dict) and _is_evaluation(obj["baseline"].get("test")):
-        return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names}
+        config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+        budget = config.get("max_fn_increase")  # only ever named in a note: verify's gate takes its budget from its options
+        return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names,
+                **({"run_budget": budget} if type(budget) is int and 0 < budget <= 10_000 else {})}
     if _is_evaluation(obj):
         return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}
     raise UserError(

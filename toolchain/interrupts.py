@@ -20,6 +20,7 @@ _STOP = signal.SIGUSR1  # the watcher's own "stand down"
 _lock = threading.Lock()
 _temporaries: set[str] = set()
 _terminators: set = set()  # objects with a ``terminate`` attribute (onnxruntime RunOptions)
+_reported = threading.Event()  # the CLI printed its line for this stop: the grace path must not print a second
 _resumable: list = []  # the compress run that --resume finishes, while one runs: named by the grace path's line too
 
 
@@ -43,6 +44,10 @@ def done(run_options) -> None:
         _terminators.discard(run_options)
 
 
+def reported() -> None:
+    _reported.set()
+
+
 def resumable(run_dir) -> None:
     """``run_dir`` (None: none any more) is the run a stop leaves for --resume to finish."""
     with _lock:
@@ -64,6 +69,7 @@ class Watcher:
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
             return self
+        _reported.clear()
         self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, _STOP})
         self._thread = threading.Thread(target=self._watch, name="cwtool-signals", daemon=True)
         self._thread.start()
@@ -113,6 +119,7 @@ class Watcher:
                 run_dir = _resumable[0] if _resumable else None
             name = signal.Signals(signum).name
             try:
-                print(self.message(name, run_dir), file=sys.stderr, flush=True)
+                if not _reported.is_set():
+                    print(self.message(name, run_dir), file=sys.stderr, flush=True)
             finally:
                 os._exit(128 + signum)

@@ -122,8 +122,11 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         if value:
             inputs["data"][key] = value
     for name in ("val", "test"):
-        if getattr(request, name):
-            inputs["data"][name] = {"path": getattr(request, name), "sha256": file_sha256(Path(getattr(request, name)))}
+        given = getattr(request, name)
+        if given and Path(given).is_dir():  # an ImageFolder like --data's: its listing, as for --data
+            inputs["data"][name] = {"path": given, "listing_sha256": folder_listing_sha256(Path(given))}
+        elif given:
+            inputs["data"][name] = {"path": given, "sha256": file_sha256(Path(given))}
     profile = None
     if export is not None and export.target:
         from toolchain.targets import load_target

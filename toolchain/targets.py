@@ -110,6 +110,8 @@ def load_target(name_or_path: str | Path) -> Target:
     text = str(name_or_path)
     path = Path(text)
     if path.suffix.lower() == ".toml" or os.sep in text or "/" in text:
+        if path.exists() and not path.is_file():
+            raise UserError(f"target file {path} is a folder, pipe or device, not a file: give a .toml file or a profile name")
         if not path.is_file():
             raise UserError(f"target file {path} does not exist: pass a profile name ({_names()}) or a .toml path")
     else:

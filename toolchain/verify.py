@@ -282,6 +282,10 @@ def run_verify(req: VerifyRequest) -> dict:
 
     reasons = [f"{Path(e['path']).name}: {r}" for e in entries for r in e["gate"]["reasons"]]
     budget = dict(entries[0]["gate"]["budget"]) if entries else {}
+    run_budget = (base or {}).get("run_budget")
+    if run_budget and req.max_fn_increase is None and req.max_fnr_increase is None and reasons:
+        notes.append(f"the baseline's compress run allowed --max-fn-increase {run_budget}; verify holds files to 0 unless told: "
+                     f"pass --max-fn-increase {run_budget} to check them against the run's own budget")
     return {
         "schema_version": VERIFY_SCHEMA,
         "kind": "cwtool-verify",

@@ -123,6 +123,14 @@ def _interrupted_line(signal_name: str, run_dir) -> str:
     return line
 
 
+def _say_interrupted(signal_name: str, run_dir) -> None:
+    """The one line of a stop; the watcher's grace path (an exit that then hangs) says nothing more."""
+    from toolchain import interrupts
+
+    print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
+    interrupts.reported()
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     import signal
 
@@ -139,7 +147,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         with watcher:
             _main(argv)
     except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
-        print(_interrupted_line(exc.signal_name, exc.run_dir), file=sys.stderr)
+        _say_interrupted(exc.signal_name, exc.run_dir)
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     finally:  # in-process callers (tests, notebooks) get their own handlers back
         for sig, handler in previous.items():
@@ -181,13 +189,13 @@ def _run(argv: Optional[list[str]]) -> None:
             print(f"cwtool: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
-        print(_interrupted_line(exc.signal_name, exc.run_dir), file=sys.stderr)
+        _say_interrupted(exc.signal_name, exc.run_dir)
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     except Abort as exc:  # a KeyboardInterrupt that reached the parser before our handler was in place
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, EOFError):  # click turns an EOFError into Abort too: one that got this far is a bug, not Ctrl-C
             raise_as_bug(cause)
-        print(_interrupted_line("SIGINT", getattr(cause, "run_dir", None)), file=sys.stderr)
+        _say_interrupted("SIGINT", getattr(cause, "run_dir", None))
         sys.exit(130)
     except ClickException as exc:  # usage errors: one line, like every other bad input
         print(_usage_error_line(exc), file=sys.stderr)

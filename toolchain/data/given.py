@@ -1,50 +1,98 @@
 """--val FILE / --test FILE: held-out rows the user chose, in place of cwtool's split.
 
-For a model trained elsewhere only the user knows which rows it has not seen. Given files replace
+For a model trained elsewhere only the user knows which rows it has not seen. Given rows replace
 cwtool's validation and/or test split; the rows of --data that cwtool would have put there train
-instead. Each file is an .npz with x and y (every row, in file order), preprocessed like --data.
+instead. Each is an .npz with x and y (every row, in file order) or, when --data is an ImageFolder, a
+folder laid out like it. They get --data's preprocessing, since the promise is judged on them and the
+device feeds the exported file the same way: a folder's images are decoded, resized, cropped and
+normalized as --data's were; an .npz's 8-bit pixels are scaled and normalized as they were; an .npz's
+float rows are taken as already prepared, and the data line says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from toolchain.data.dataset import Dataset
-from toolchain.data.samples import concat
+from toolchain.data.dataset import Dataset, Preprocessing
+from toolchain.data.samples import Samples, concat, is_lazy
 from toolchain.errors import UserError
 
 __all__ = ["with_given_rows"]
 
 
-def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    from toolchain.data.rows import is_pool_npz, load_rows
+class Normalized(Samples):
+    """Rows read on demand, then ``(x - mean) / std`` per channel (an .npz of 8-bit pixels, mapped)."""
 
+    def __init__(self, base, mean, std):
+        self.base = base
+        self.shape = base.shape
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+
+    @property
+    def held_bytes(self) -> int:
+        return self.base.held_bytes
+
+    def read(self, index: np.ndarray) -> np.ndarray:
+        return (self.base.read(index) - self.mean) / self.std
+
+
+def _normalized(x, pre: Preprocessing):
+    if is_lazy(x):
+        return Normalized(x, pre.mean, pre.std)
+    x -= np.asarray(pre.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    x /= np.asarray(pre.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return x
+
+
+def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples, np.ndarray, str]:
+    """(x, y, how they were prepared) of one --val or --test."""
+    from toolchain.data.rows import is_pool_npz, load_prepared_rows
+
+    pre = dataset.preprocessing
+    if Path(path).is_dir():
+        if not pre.color:
+            raise UserError(f"{flag} '{path}' is a folder: a folder of images goes with an ImageFolder --data; for --data "
+                            f"'{dataset.name}' give an .npz with x and y arrays")
+        from toolchain.data.sources.image_folder import image_folder_rows
+
+        x, y = image_folder_rows(Path(path), pre, tuple(dataset.input_shape[1:]), list(dataset.class_names), flag)
+        return x, y, "images prepared as --data's"
     if not is_pool_npz(path):
-        raise UserError(f"{flag} '{path}' is not an .npz with x and y arrays: save it with numpy.savez(file, x=..., y=...)")
-    x, y, _, _ = load_rows(path)
+        raise UserError(f"{flag} '{path}' is not an .npz with x and y arrays: save it with numpy.savez(file, x=..., y=...)"
+                        + (", or give a folder of class sub-folders like --data's" if pre.color else ""))
+    x, y, _, given = load_prepared_rows(path)
     if tuple(x.shape[1:]) != dataset.input_shape:
         raise UserError(f"{flag} '{path}' has samples of shape {tuple(x.shape[1:])}, --data {dataset.input_shape}: give rows of the same data")
     if len(y) and int(y.max()) >= dataset.num_classes:
         raise UserError(f"{flag} '{path}' has label {int(y.max())}, beyond --data's {dataset.num_classes} classes")
-    return x, y
+    how = given.note.split(";")[0]
+    if pre.mean and len(pre.mean) == x.shape[1] and x.ndim == 4:  # --data's images were normalized
+        if given.scale != 1.0:  # 8-bit pixels, scaled by 1/255 like --data's: normalized like them too
+            x, how = _normalized(x, pre), f"{how}, normalized as --data's"
+        else:
+            how = f"{how}, taken as already normalized like --data's"
+    return x, y, how
 
 
 def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None = None) -> Dataset:
     if val is None and test is None:
         return dataset
     parts = {"train": [dataset.split("train")]}
-    new = {}
+    new, said = {}, []
     for name, given, flag in (("val", val, "--val"), ("test", test, "--test")):
         if given is None:
             new[name] = dataset.split(name)
         else:
-            new[name] = _rows(given, flag, dataset)
+            x, y, how = _rows(given, flag, dataset)
+            new[name] = (x, y)
+            said.append(f"{flag} {given} ({how})")
             parts["train"].append(dataset.split(name))  # cwtool's own held-out rows train instead
     x_train = concat([x for x, _ in parts["train"]])  # lazy when the splits are
     y_train = np.concatenate([y for _, y in parts["train"]])
-    given = ", ".join(f"{flag} {path}" for flag, path in (("--val", val), ("--test", test)) if path)
-    note = f"{dataset.preprocessing.note}; held-out rows from {given}"
+    note = f"{dataset.preprocessing.note}; held-out rows from {', '.join(said)}"
     return replace(dataset, x_train=x_train, y_train=y_train, x_val=new["val"][0], y_val=new["val"][1], x_test=new["test"][0],
                    y_test=new["test"][1], given_splits=True, preprocessing=replace(dataset.preprocessing, note=note))

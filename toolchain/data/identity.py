@@ -73,14 +73,19 @@ def check_class_order(record: dict | None, class_names, model: str | Path) -> No
                         f"{one_line(', '.join(names))[:300]}: give --class-names \"{one_line(order)[:300]}\"")
 
 
-def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, refuse: bool, note) -> None:
-    """Refuse (compress) or warn (evaluate) when the validation or test rows were training rows of the model;
-    without a record, say what the user must make sure of."""
+OWN_ROWS = "give them with --val and --test, or as an .npz with its own splits"
+
+
+def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, refuse: bool, note, own_rows: str = OWN_ROWS) -> None:
+    """Refuse (compress) or warn (export) when the validation or test rows were training rows of the model; without a
+    record, and where cwtool split the data itself, say what the user must make sure of (``own_rows``: how, with the
+    command's own options)."""
     held_out = {"validation": dataset.split("val"), "test": dataset.split("test")}
     counts = {name: seen_rows(record, x, y) for name, (x, y) in held_out.items()}
     if any(v is None for v in counts.values()):
-        note(f"note: cwtool cannot tell which rows trained '{model}': its validation and test rows must be unseen by it "
-             "(give them with --val FILE and --test FILE, or as an .npz with its own splits)")
+        if not dataset.given_splits:  # the user chose the held-out rows (--val, --test, an .npz's splits): theirs to know
+            note(f"note: cwtool cannot tell which rows trained '{model}': the validation and test rows it split from the "
+                 f"data must be unseen by the model ({own_rows})")
         return
     total = sum(len(y) for _, y in held_out.values())
     seen = sum(counts.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolchain.data.dataset import Preprocessing
 from toolchain.data.features import npz_features
 from toolchain.data.labels import agree_names, check_labels, check_pair, given_names
 from toolchain.data.npz import npz_keys, read_npz
@@ -18,7 +19,7 @@ from toolchain.data.sources.npz_file import SPLIT_KEYS, npz_class_names
 from toolchain.errors import UserError, one_line
 from toolchain.io import user_path
 
-__all__ = ["is_pool_npz", "load_rows"]
+__all__ = ["is_pool_npz", "load_rows", "load_prepared_rows"]
 
 
 def is_pool_npz(spec: str) -> bool:
@@ -42,6 +43,14 @@ def load_rows(
     ``class_names`` follows `load_data`'s rule for .npz: it names numeric labels, and must agree
     with the file's own class_names when it has some.
     """
+    x, y, names, pre = load_prepared_rows(spec, class_names)
+    return x, y, names, pre.note
+
+
+def load_prepared_rows(
+    spec: str, class_names: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, Preprocessing]:
+    """``load_rows`` with the whole Preprocessing (its scale says whether x held 8-bit pixels)."""
     path = user_path(spec)
     where = f"'{path}'"
     given = given_names(class_names)
@@ -58,4 +67,4 @@ def load_rows(
             f"{where} has label {int(y.max())} but only {len(names)} class names: "
             "give one name per class index 0..max label"
         )
-    return x, y, names if names is None else [one_line(n) for n in names], pre.note
+    return x, y, names if names is None else [one_line(n) for n in names], pre

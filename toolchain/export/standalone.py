@@ -105,7 +105,8 @@ def _inputs(request: ExportRequest, settings, log):
             raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
     check_export_inputs(settings, dataset, skip_hint="")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
-    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
+    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log,  # the numbers would overstate
+                 own_rows="give --data as an .npz with its own train, val and test splits")
     problem = detection_problem(val_logits, dataset.y_val, protected, names)
     if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
         log(f"warning: {problem}")

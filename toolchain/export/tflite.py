@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from toolchain.errors import UserError
+from toolchain.errors import Interrupted, UserError
 from toolchain.export.tflite_int8 import pt2e_int8_module
 from toolchain.io import TMP_PREFIX, publish
 
@@ -40,7 +40,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 @contextlib.contextmanager
 def quiet_native(enabled: bool = True):
-    """Send fd 1/2 (absl/C++ logs, progress prints) to a temp file; replay it on failure."""
+    """Send fd 1/2 (absl/C++ logs, progress prints) to a temp file; replay it on failure (not on a stop: a signal's
+    one line is all a stopped run says)."""
     if not enabled:
         yield
         return
@@ -48,7 +49,7 @@ def quiet_native(enabled: bool = True):
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
     log = tempfile.TemporaryFile(mode="w+b")
-    ok = False
+    ok = stopped = False
     try:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -56,6 +57,9 @@ def quiet_native(enabled: bool = True):
             warnings.simplefilter("ignore")
             yield
         ok = True
+    except (Interrupted, KeyboardInterrupt):
+        stopped = True
+        raise
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -63,7 +67,7 @@ def quiet_native(enabled: bool = True):
         os.dup2(saved[1], 2)
         os.close(saved[0])
         os.close(saved[1])
-        if not ok:
+        if not ok and not stopped:
             log.seek(0)
             tail = log.read()[-4000:].decode(errors="replace")
             if tail.strip():

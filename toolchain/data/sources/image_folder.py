@@ -63,20 +63,9 @@ def load_image_folder(
         raise UserError(
             f"{where} has {len(class_dirs):,} class folders, beyond cwtool's limit of {MAX_CLASSES:,} classes"
         )
+    _refuse_split_layout(folder, class_dirs)
     names, lookup, label_note = string_labels([d.name for d in class_dirs], given, where, "folder names, ")
-    files: list[Path] = []
-    labels: list[int] = []
-    for d in class_dirs:
-        imgs = sorted(
-            p for p in d.iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        )
-        if not imgs:
-            raise UserError(
-                f"class folder '{d.name}' in {where} has no PNG/JPEG images: add images or remove the folder"
-            )
-        files += imgs
-        labels += [lookup[d.name]] * len(imgs)
+    files, labels = _listed(class_dirs, lookup, where)
     size_hw = _size(image_size)
     modes, sizes = _headers(files)
     if resize is not None:
@@ -124,6 +113,66 @@ def load_image_folder(
         where=where, class_names=names, given_splits=False, seed=seed,
         label_mapping={d.name: lookup[d.name] for d in class_dirs},
     )
+
+
+SPLIT_FOLDERS = {"train": "--data", "val": "--val", "valid": "--val", "validation": "--val", "test": "--test"}
+
+
+def _refuse_split_layout(folder: Path, class_dirs: list[Path]) -> None:
+    """A folder of train/val/test folders, each of class folders (a common layout), is not one of class folders:
+    say how to give it instead of calling its 'test' folder a class without images."""
+    names = {d.name.lower() for d in class_dirs}
+    if "train" in names and names <= set(SPLIT_FOLDERS) and all(any(p.is_dir() for p in d.iterdir()) for d in class_dirs):
+        ordered = sorted(class_dirs, key=lambda d: list(SPLIT_FOLDERS).index(d.name.lower()))
+        parts = " ".join(f"{SPLIT_FOLDERS[d.name.lower()]} '{d}'" for d in ordered)
+        raise UserError(f"'{folder}' holds split folders ({', '.join(d.name for d in ordered)}), each of class folders, not "
+                        f"class folders: give one of them as --data (compress takes all: {parts})")
+
+
+def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple[list[Path], list[int]]:
+    """Every image of every class folder, in order, and its label."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for d in class_dirs:
+        imgs = sorted(
+            p for p in d.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
+        if not imgs:
+            raise UserError(
+                f"class folder '{d.name}' in {where} has no PNG/JPEG images: add images or remove the folder"
+            )
+        files += imgs
+        labels += [lookup[d.name]] * len(imgs)
+    return files, labels
+
+
+def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int], class_names: list[str],
+                      flag: str) -> tuple[ImageFiles, np.ndarray]:
+    """Every image of another ImageFolder (--val, --test) prepared exactly as --data's were (``pre``: colour, resize,
+    crop, normalization), labelled by --data's class names: the rows a promise rests on get the device's preprocessing."""
+    where = f"{flag} '{folder}'"
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise UserError(f"{where} has no class sub-folders: give a folder laid out like --data (one sub-folder per class)")
+    unknown = [d.name for d in class_dirs if d.name not in class_names]
+    if unknown:
+        raise UserError(f"{where} has class folder '{unknown[0]}', which is not one of --data's classes "
+                        f"({', '.join(class_names[:12])}): name the sub-folders like --data's")
+    files, labels = _listed(class_dirs, {name: class_names.index(name) for name in class_names}, where)
+    modes, sizes = _headers(files)
+    transform = ImageTransform(pre.color or "RGB", size_hw, resize=tuple(pre.resize), crop=tuple(pre.crop),
+                               mean=tuple(pre.mean), std=tuple(pre.std))
+    if pre.resize:
+        area, i = max((math.prod(transform.resized_size(h, w)), i) for i, (h, w) in enumerate(sizes))
+        check_fits(area * 3 * 4, f"resizing image '{files[i]}' ({sizes[i][1]}x{sizes[i][0]} pixels)",
+                   fix="remove the image or crop it to a usual aspect")
+    else:
+        other = next((i for i, hw in enumerate(sizes) if hw != tuple(size_hw)), None)
+        if other is not None:
+            raise UserError(f"image '{files[other]}' in {where} is {sizes[other][0]}x{sizes[other][1]}, --data's are "
+                            f"{size_hw[0]}x{size_hw[1]}: give --data and {flag} the same size, or --image-size to resize both")
+    return ImageFiles(files, transform), np.asarray(labels, dtype=np.int64)
 
 
 def _size(image_size) -> tuple[int, int] | None:
