@@ -547,6 +547,8 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     assert set(manifest["inputs"]["data"]["val"]) == {"path", "listing_sha256"}
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["baseline"]["test"]["n"] == 30 and report["data"]["sizes"]["test"] == 30 and "--test " in report["data"]["preprocessing"]["note"]
+    assert report["data"]["held_out_from"] == {"val": str(held["val"]), "test": str(held["test"])}
+    assert f"Data: train, test rows from `{held['test']}` (30 rows)" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_a_folder_of_split_folders_is_named_for_what_it_is(tmp_path):

@@ -81,6 +81,7 @@ class Dataset:
     label_mapping: dict[str, int] | None = None
     augment: Augment | None = None
     workers: int | None = None
+    held_out_from: dict[str, str] | None = None  # {"val"/"test": the --val/--test path} where the user gave those rows
 
     def split(self, name: str) -> tuple[np.ndarray | Samples, np.ndarray]:
         """(x, y) of one split: "train", "val", "test", or "all" (every row, in that order; lazy when the
@@ -110,6 +111,7 @@ class Dataset:
             "seed": self.seed,
             "preprocessing": self.preprocessing.to_dict(),
             "label_mapping": self.label_mapping,
+            **({"held_out_from": self.held_out_from} if self.held_out_from else {}),
             "streamed": is_lazy(self.x_train),
             "augment": self.augment.to_dict() if self.augment else None,
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from toolchain.errors import printable
+from toolchain.errors import one_line, printable
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
 
@@ -60,6 +60,15 @@ def _promise_lines(promise: dict | None) -> list[str]:
     return lines
 
 
+def _data_line(data: dict) -> str:
+    """Where the test rows came from: --data's split, or the user's --test (named: "train" was the folder name)."""
+    given = (data.get("held_out_from") or {}).get("test")
+    rows = f"{data['sizes']['test']} rows"
+    if isinstance(given, str):
+        return f"{one_line(data['name'])}, test rows from `{one_line(given).replace('`', chr(39))}` ({rows})"
+    return f"{one_line(data['name'])} (test split, {rows})"
+
+
 def render_report(report: dict) -> str:
     names = report.get("class_names", [])
     prot = ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
@@ -67,7 +76,7 @@ def render_report(report: dict) -> str:
     lines = [
         "# cwtool compress report",
         "",
-        f"Protected classes: {prot}. Data: {report['data']['name']} (test split, {report['data']['sizes']['test']} rows).",
+        f"Protected classes: {prot}. Data: {_data_line(report['data'])}.",
         "",
         f"**Gate: {'PASSED' if gate['passed'] else 'FAILED'}** (FN budget +{gate['budget']['max_fn_increase']} per protected class"
         + (f", accuracy drop <= {gate['budget']['max_accuracy_drop']}" if gate["budget"].get("max_accuracy_drop") is not None else "") + ")",
