@@ -66,10 +66,10 @@ def test_a_model_without_a_record_gets_a_note(trained_digits, digits_dataset, tm
     code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--out", tmp_path / "r"], capsys)
     assert STARTED in err and "cannot tell which rows trained" in err and "--val and --test" in err
     # rows the user chose are the user's to know: the note was printed beside the very --val and --test it asked for
-    x, y = np.concatenate([digits_dataset.x_val, digits_dataset.x_test]), np.concatenate([digits_dataset.y_val, digits_dataset.y_test])
-    np.savez(tmp_path / "held.npz", x=x, y=y)
-    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--val", tmp_path / "held.npz",
-                            "--test", tmp_path / "held.npz", "--out", tmp_path / "r2"], capsys)
+    for name in ("val", "test"):
+        np.savez(tmp_path / f"{name}.npz", x=digits_dataset.split(name)[0], y=digits_dataset.split(name)[1])
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--val", tmp_path / "val.npz",
+                            "--test", tmp_path / "test.npz", "--out", tmp_path / "r2"], capsys)
     assert STARTED in err and "cannot tell which rows" not in err, err
     code, out, err = run_cli(["export", trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--out", tmp_path / "e"], capsys)
     assert "cannot tell which rows" in out + err and "--val" not in out + err, out + err  # export has no --val

@@ -172,3 +172,16 @@ def test_the_guard_spends_the_room_where_validation_fp_does_not_grow(negative_fl
     assert chosen == pytest.approx(offset)
     shifted = apply_offsets(logits, {1: chosen}).argmax(1)
     assert int(np.sum((y == 1) & (shifted != 1))) == fn and int(np.sum((y == 0) & (shifted == 1))) == 0
+
+
+def test_the_free_room_of_one_protected_class_costs_another_nothing():
+    """Classes 0 and 1 protected: class 1's samples sit with class 0 until class 1's offset takes them back. Spending
+    class 0's room inside the coordinate passes deepened class 0's hold on them, and class 1 then paid 30 false positives
+    to take them back (accuracy 1.000 -> 0.786). Spent once the offsets are settled, the room changes nothing else."""
+    from toolchain.prune.operating_point import PromiseGuard, apply_offsets
+
+    logits = np.array([[0, -5, 0.5]] * 40 + [[1, 0, -5]] * 40 + [[-5, 0, 2]] * 30 + [[-5, -5, 5]] * 30, dtype=float)
+    y = np.array([0] * 40 + [1] * 40 + [2] * 60)
+    guard = PromiseGuard(y=y, dense_pred=y, protected=[0, 1], budget=0, confidence=0.5)
+    predicted = apply_offsets(logits, guard.choose(logits)).argmax(1)
+    assert np.mean(predicted == y) == 1.0

@@ -549,6 +549,10 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     assert report["baseline"]["test"]["n"] == 30 and report["data"]["sizes"]["test"] == 30 and "--test " in report["data"]["preprocessing"]["note"]
     assert report["data"]["held_out_from"] == {"val": str(held["val"]), "test": str(held["test"])}
     assert f"Data: train, test rows from `{held['test']}` (30 rows)" in (tmp_path / "run" / "report.md").read_text()
+    # the same folder judged again (evaluate and verify read a folder's every row in listing order): the same rows
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", held["test"], "-p", "1", "--split", "all", "--json",
+                            tmp_path / "e.json"], capsys)
+    assert code == 0 and json.loads((tmp_path / "e.json").read_text())["rows_sha256"] == report["data"]["test_rows_sha256"], err
 
 
 def test_a_folder_of_split_folders_is_named_for_what_it_is(tmp_path):
@@ -557,3 +561,47 @@ def test_a_folder_of_split_folders_is_named_for_what_it_is(tmp_path):
         image_folder(tmp_path / "data" / name, 4, 16, seed=1)
     with pytest.raises(UserError, match="holds split folders .train, val, test.*--data '.*train' --val '.*val' --test"):
         load_data(str(tmp_path / "data"), seed=0)
+
+
+def test_held_out_rows_must_be_held_out(tmp_path, capsys):
+    """--val as --data itself (or a link to it, or a folder inside it) had compress retrain on the rows it judged with,
+    exit 0; --val and --test as the same rows chose and re-checked on them; a --test without the protected class passed
+    the gate; an .npz whose own class names number the classes otherwise was read by --data's numbers."""
+    from toolchain.data.given import check_held_out, with_given_rows
+
+    train = image_folder(tmp_path / "train", 20, 16, seed=7)
+    (tmp_path / "link").symlink_to(train)
+    for val in (train, tmp_path / "link", train / "class1"):
+        with pytest.raises(UserError, match="holds rows of --data"):
+            check_held_out(str(train), str(val), None)
+    other = image_folder(tmp_path / "other", 6, 16, seed=9)
+    with pytest.raises(UserError, match="hold the same rows"):
+        check_held_out(str(train), str(other), str(tmp_path / "other"))
+    check_held_out(str(train), str(other), str(image_folder(tmp_path / "third", 6, 16, seed=10)))
+
+    npz = as_npz(other, tmp_path / "named.npz")
+    arrays = dict(np.load(npz))
+    np.savez(npz, **arrays, class_names=np.array(["class1", "class0"]))
+    with pytest.raises(UserError, match="names its classes class1, class0; --data numbers them class0, class1"):
+        with_given_rows(load_data(str(train), seed=0), val=str(npz))
+
+    from toolchain.models.loading import save_checkpoint
+
+    no_positives = image_folder(tmp_path / "nopos", 6, 16, seed=11)
+    for f in (no_positives / "class1").iterdir():
+        f.unlink()
+    (no_positives / "class1").rmdir()
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(train), "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["compress", tmp_path / "m.pt", "--data", train, "--val", other, "--test", no_positives, "-p", "1",
+                            "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "the test split has no samples of protected class 1" in err and not (tmp_path / "run").exists(), err
+
+
+def test_class_folders_whose_names_need_escaping_match_between_data_and_held_out(tmp_path):
+    from toolchain.data.given import with_given_rows
+
+    train, val = image_folder(tmp_path / "train", 12, 16, seed=7), image_folder(tmp_path / "val", 6, 16, seed=8)
+    for root in (train, val):
+        (root / "class1").rename(root / "nine\x7f")  # DEL: shown escaped in --data's class names
+    ds = with_given_rows(load_data(str(train), seed=0), val=str(val))
+    assert len(ds.y_val) == 6 and sorted(set(ds.y_val.tolist())) == [0, 1]

@@ -649,6 +649,8 @@ def test_a_failure_under_the_default_budget_names_the_runs_own(art, capsys, tmp_
     assert any("allowed --max-fn-increase 1" in n for n in res["notes"]), res["notes"]
     res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, "--max-fn-increase", "1", expect=0)
     assert not any("allowed --max-fn-increase" in n for n in res["notes"])
+    res = run_json(art, capsys, [art["degraded"]], "--baseline", with_budget, expect=1)  # the run's budget would not turn it
+    assert not any("allowed --max-fn-increase" in n for n in res["notes"]), res["notes"]
     for forged in ("1", 10**9, True):
         with_budget.write_text(json.dumps({**report, "config": {"max_fn_increase": forged}}))
         res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, expect=1)

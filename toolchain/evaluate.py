@@ -143,34 +143,38 @@ def class_names_for(dataset: Dataset, num_outputs: int) -> list[str]:
     return names + [str(i) for i in range(len(names), num_outputs)]
 
 
-CHANCE_KAPPA = 0.1  # below: the model's answers and the labels agree no more than chance would (detection_problem)
+MIN_POSITIVES = 10  # fewer samples of a class tell chance from a weak model too poorly to refuse on (the guard says more)
+CHANCE_AUC = 0.55  # a protected class ranked no better than this decides nothing about it
 
 
 def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], names: list[str],
                       where: str = "the validation split") -> str | None:
-    """Why a model's decisions on these rows say nothing worth keeping (None: they do): it misses every sample of a
-    protected class, or its answers agree with the labels no more than chance does. Both are what a
-    label order or preprocessing other than its training's gives, and both make "no more missed" an empty promise."""
+    """Why a model's decisions on these rows give "no more missed" nothing to keep (None: they do), per protected class
+    with at least MIN_POSITIVES samples: it ranks the class no better than chance (one-vs-rest AUC, what a label order
+    or preprocessing other than its training's gives), or its argmax never answers the class, whatever its ranking
+    (cwtool keeps a model's own decisions, and an offset over "misses every one" promises nothing)."""
+    from toolchain.metrics import roc_auc_ovr
+
+    logits = np.asarray(logits, dtype=np.float64)
     predicted = logits.argmax(1)
-    hint = ("check that the labels are numbered as in its training (--class-names) and that its inputs are preprocessed "
-            "alike (--normalize, pixel scaling)")
     for k in protected:
         positives = y == k
-        if positives.any() and not (predicted[positives] == k).any():
-            return (f"the model misses every one of the {int(positives.sum()):,} samples of protected class {k} ({names[k]}) "
-                    f"in {where} (accuracy {np.mean(predicted == y):.3f}): there is no detection to keep; {hint}")
-    # Chance agreement: how often its answers would match the labels if they were independent of them (Cohen's kappa's
-    # p_e). Cohen's kappa under 0.1 is no agreement to speak of; an effect size, not a test, so that a small validation
-    # split answered right is never refused for its size.
-    if not len(y):
-        return None
-    accuracy = float(np.mean(predicted == y))
-    classes = np.unique(np.concatenate([y, predicted]))
-    chance = float(sum(np.mean(y == c) * np.mean(predicted == c) for c in classes))
-    kappa = (accuracy - chance) / (1 - chance) if chance < 1 else 0.0
-    if kappa < CHANCE_KAPPA:
-        return (f"the model is no better than chance on {where}: accuracy {accuracy:.3f}, where answers independent of "
-                f"the labels, given as often as it gives each, would reach {chance:.3f} (Cohen's kappa {kappa:.2f}); {hint}")
+        n = int(positives.sum())
+        if n < MIN_POSITIVES or n == len(y):
+            continue
+        others = np.delete(logits, k, axis=1)
+        margin = logits[:, k] - others.max(1)  # monotone in what an offset moves: the ranking the guard works with
+        auc = roc_auc_ovr(y, margin, k)
+        caught = int(np.sum(predicted[positives] == k))
+        name = f"protected class {k} ({names[k]})"
+        if auc <= CHANCE_AUC:
+            return (f"the model ranks {name} no better than chance in {where} (AUC {auc:.3f} over {n:,} of its samples; it "
+                    f"catches {caught}): check that the labels are numbered as in its training (--class-names) and that its "
+                    "inputs are preprocessed alike (--normalize, pixel scaling)")
+        if caught == 0:
+            return (f"the model's own decisions never answer {name} in {where} (it misses all {n:,}, though it ranks the "
+                    f"class with AUC {auc:.3f}): cwtool keeps a model's decisions, and 'no more missed' than all of them "
+                    "promises nothing; bake the threshold you use into its last layer's bias for that class, then compress")
     return None
 
 

@@ -55,7 +55,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from toolchain.data import load_data
-    from toolchain.data.given import with_given_rows
+    from toolchain.data.given import check_held_out, with_given_rows
     from toolchain.data.identity import check_class_order, check_unseen
     from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.gate import fn_gate
@@ -73,6 +73,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
     log = RunLog(console)
     # --- inputs: every check before anything is written ---------------------------------------------
+    check_held_out(request.data, request.val, request.test)
     dataset = with_given_rows(load_data(request.data, seed=request.data_seed, label_column=request.label_column,
                                         class_names=request.class_names, image_size=request.image_size,
                                         input_shape=request.input_shape, resize=request.resize, normalize=request.normalize),
@@ -90,6 +91,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     for k in protected:
         if not (dataset.y_val == k).any():
             raise UserError(f"the validation split has no samples of protected class {k}: the FN budget cannot be checked")
+        if not (dataset.y_test == k).any():
+            raise UserError(f"the test split has no samples of protected class {k}: the files' FN cannot be re-checked; "
+                            "give test rows that include it")
     if loaded.kind == "pickle":  # checkpoints are rebuilt from --arch + --arch-kwargs: they must fit the module
         from toolchain.models.arch import build_arch, load_state_into
 

@@ -20,7 +20,7 @@ from toolchain.data.dataset import Dataset, Preprocessing
 from toolchain.data.samples import Samples, concat, is_lazy
 from toolchain.errors import UserError
 
-__all__ = ["with_given_rows"]
+__all__ = ["check_held_out", "with_given_rows"]
 
 
 class Normalized(Samples):
@@ -64,7 +64,10 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
     if not is_pool_npz(path):
         raise UserError(f"{flag} '{path}' is not an .npz with x and y arrays: save it with numpy.savez(file, x=..., y=...)"
                         + (", or give a folder of class sub-folders like --data's" if pre.color else ""))
-    x, y, _, given = load_prepared_rows(path)
+    x, y, names, given = load_prepared_rows(path)
+    if names is not None and names != list(dataset.class_names)[: len(names)]:
+        raise UserError(f"{flag} '{path}' names its classes {', '.join(names[:12])}; --data numbers them "
+                        f"{', '.join(dataset.class_names[:12])}: give rows labelled as --data's")
     if tuple(x.shape[1:]) != dataset.input_shape:
         raise UserError(f"{flag} '{path}' has samples of shape {tuple(x.shape[1:])}, --data {dataset.input_shape}: give rows of the same data")
     if len(y) and int(y.max()) >= dataset.num_classes:
@@ -76,6 +79,31 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
         else:
             how = f"{how}, taken as already normalized like --data's"
     return x, y, how
+
+
+def _overlapping(a: str, b: str) -> bool:
+    """Whether two paths name the same rows: the same file or folder (by any path), one inside the other, or files of
+    the same bytes."""
+    ra, rb = Path(a).resolve(), Path(b).resolve()
+    if ra == rb or ra in rb.parents or rb in ra.parents:
+        return True
+    if ra.is_file() and rb.is_file() and ra.stat().st_size == rb.stat().st_size:
+        from toolchain.provenance import file_sha256
+
+        return file_sha256(ra) == file_sha256(rb)
+    return False
+
+
+def check_held_out(data: str, val: str | None, test: str | None) -> None:
+    """--val and --test are rows compress neither retrains on nor chooses twice with: not --data (or inside it), and
+    not each other."""
+    for flag, given in (("--val", val), ("--test", test)):
+        if given is not None and _overlapping(given, data):
+            raise UserError(f"{flag} '{given}' holds rows of --data '{data}', which compress retrains on: the rows a promise "
+                            f"is judged on must be held out; give {flag} rows that are not in --data")
+    if val is not None and test is not None and _overlapping(val, test):
+        raise UserError(f"--val '{val}' and --test '{test}' hold the same rows: the test rows re-check a point chosen on "
+                        "validation, so they must be others")
 
 
 def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None = None) -> Dataset:

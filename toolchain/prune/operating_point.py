@@ -122,15 +122,19 @@ class PromiseGuard:
         m = ends[hi]
         if m == 0:  # catch none of them: just below the smallest need
             return float(ns[0] - _EPS * max(1.0, abs(ns[0])))
-        return self._spend_free_room(logits, k, offsets, ns, float(ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1]))))
+        return float(ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])))
 
-    def _spend_free_room(self, logits: np.ndarray, k: int, offsets: dict[int, float], ns: np.ndarray, lowest: float) -> float:
-        """Above the lowest offset that keeps the promise, validation FP stays the same until the next negative would
-        become class k: that room catches more of the class for nothing on validation. The offset goes halfway between
-        the last positive it catches and that negative, a margin on both sides for new data."""
+    def _spend_free_room(self, logits: np.ndarray, k: int, offsets: dict[int, float]) -> float:
+        """Above class k's offset, no validation prediction changes until the next sample of another class would become
+        class k, except k's own samples, which it catches: room that is free on validation, for every class. The offset
+        goes halfway between the last sample of k it then catches and that other sample, a margin on both sides for new
+        data. Taken once the offsets are settled: inside the coordinate passes it would move the others' needs."""
+        lowest = offsets[k]
         z = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})
+        need = np.delete(z, k, axis=1).max(axis=1) - z[:, k]  # a row turns k above its need
+        ns = np.sort(need[self.y == k])
         negatives = self.y != k
-        flips = np.delete(z[negatives], k, axis=1).max(axis=1) - z[negatives, k]  # a negative turns k above its flip
+        flips = need[negatives]
         above = flips[flips >= lowest]
         next_flip = float(above.min()) if len(above) else np.inf
         caught = ns[ns < next_flip]
@@ -148,6 +152,8 @@ class PromiseGuard:
                 offsets[k] = self._offset_for(logits, k, offsets)
             if self.met(logits, offsets):
                 break
+        for k in self.protected:
+            offsets[k] = self._spend_free_room(logits, k, offsets)
         return offsets
 
     def check(self, logits: np.ndarray, offsets: dict[int, float]) -> dict[int, dict]:

@@ -21,7 +21,7 @@ from toolchain.data.images import IMAGENET_MEAN, IMAGENET_STD, PIL_BAD_MODES, PI
 from toolchain.data.labels import string_labels
 from toolchain.data.sources import KNOWN_SOURCES
 from toolchain.data.splits import split_pool
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES, check_fits
 
 __all__ = ["AUTO_NORMALIZE_SIDE", "IMAGE_EXTENSIONS", "load_image_folder"]
@@ -155,11 +155,12 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise UserError(f"{where} has no class sub-folders: give a folder laid out like --data (one sub-folder per class)")
-    unknown = [d.name for d in class_dirs if d.name not in class_names]
+    shown = {d.name: one_line(d.name) for d in class_dirs}  # --data's names are kept as printed (toolchain.data.assemble)
+    unknown = [shown[d.name] for d in class_dirs if shown[d.name] not in class_names]
     if unknown:
         raise UserError(f"{where} has class folder '{unknown[0]}', which is not one of --data's classes "
                         f"({', '.join(class_names[:12])}): name the sub-folders like --data's")
-    files, labels = _listed(class_dirs, {name: class_names.index(name) for name in class_names}, where)
+    files, labels = _listed(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
     modes, sizes = _headers(files)
     transform = ImageTransform(pre.color or "RGB", size_hw, resize=tuple(pre.resize), crop=tuple(pre.crop),
                                mean=tuple(pre.mean), std=tuple(pre.std))
