@@ -150,6 +150,8 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     assert entry["confidence"] >= 0.9 and entry["margin_fn"] == entry["dense_fn"] + 1 - entry["fn"] >= 0
     text = (out / "report.md").read_text()
     assert "## The FN promise" in text and "with probability **" in text and "false positives" in text
+    allowed = entry["dense_fn"] + 1  # said as counts a reader can add up ("1 FN under the dense model's + 1" was not)
+    assert f"misses {entry['fn']} of {entry['n']}, {entry['margin_fn']} under the {allowed} allowed" in text, text
     assert code in (0, 1)  # the test split's verdict is reported, not chosen from
 
 

@@ -88,7 +88,7 @@ def round_line(t: Ticket, dense_params: int) -> str:
                      + (f" confidence {promise[str(p['class'])]['confidence']:.3f}" if str(p["class"]) in promise else "")
                      for p in t.val["protected"])
     return (f"round {t.round}: {t.params:,} params ({t.params / dense_params:.1%}), val accuracy {t.val['accuracy']:.4f} "
-            f"at the operating point ({prot}; offsets {', '.join(f'{v:+.2f}' for v in t.offsets.values())})")
+            f"at the operating point ({prot}; added to the protected logit: {', '.join(f'{v:+.2f}' for v in t.offsets.values())})")
 
 
 def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str, str]) -> dict:

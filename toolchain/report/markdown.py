@@ -52,9 +52,10 @@ def _promise_lines(promise: dict | None) -> list[str]:
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "
-            f"{v['fn']} of {v['n']} (dense: {v['dense_fn']}), {v['margin_fn']} FN under the dense model's{budget}; {v['b']} caught by "
-            f"the dense model are missed, {v['c']} missed by it are caught. That margin costs {v['fp'] - v['fp_plain']:+d} false "
-            f"positives against the unguarded point, where validation FN is just the dense model's{budget} ({v['fp_plain']} -> {v['fp']}).")
+            f"{v['fn']} of {v['n']}, {v['margin_fn']} under the {v['dense_fn'] + v['budget']} allowed (the dense model misses "
+            f"{v['dense_fn']}{budget}); {v['b']} the dense model catches are missed, {v['c']} it misses are caught. That margin costs "
+            f"{v['fp'] - v['fp_plain']:+d} false positives on validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, "
+            f"where FN is just the {v['dense_fn'] + v['budget']} allowed).")
     if not promise["met_on_val"]:
         lines.append(f"- **not met**: {promise['statement']}")
     return lines
