@@ -568,3 +568,50 @@ def test_without_pillow_image_folders_say_how_to_install(tmp_path, monkeypatch):
     root = _folder_with(tmp_path, "nopil", lambda p: None)
     monkeypatch.setitem(sys.modules, "PIL", None)
     expect("pip install pillow", root)
+
+
+def test_an_npz_with_two_members_of_one_name_is_refused(tmp_path):
+    """'x.npy' and 'x' both read as x: numpy took the last, and a length mismatch blamed the labels."""
+    import io
+    import zipfile
+
+    from toolchain.data import load_data
+    from toolchain.errors import UserError
+
+    def npy(a):
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return buf.getvalue()
+
+    path = tmp_path / "twice.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x.npy", npy(np.zeros((30, 4), np.float32)))
+        zf.writestr("y.npy", npy(np.arange(30) % 3))
+        zf.writestr("x", npy(np.zeros((7, 4), np.float32)))
+    with pytest.raises(UserError, match="two members named 'x'"):
+        load_data(str(path), seed=0)
+
+
+def test_an_empty_class_name_in_an_npz_is_refused_as_in_class_names(tmp_path):
+    from toolchain.data import load_data
+    from toolchain.errors import UserError
+
+    np.savez(tmp_path / "n.npz", x=np.zeros((30, 4), np.float32), y=np.arange(30) % 3, class_names=np.array(["a", " ", "c"]))
+    with pytest.raises(UserError, match="empty name at index 1"):
+        load_data(str(tmp_path / "n.npz"), seed=0)
+
+
+def test_a_numeric_label_column_with_one_stray_word_is_refused_not_renumbered(tmp_path):
+    """One 'n/a' among labels 1..10 turned every label into a name numbered alphabetically (1=0, 10=1, 2=2 ...),
+    silently; with --class-names the order is the user's and the file loads."""
+    from toolchain.data import load_data
+    from toolchain.errors import UserError
+
+    rows = [f"{i % 7},{i % 3},{1 + i % 10}" for i in range(60)] + ["5,5,n/a"] * 3
+    (tmp_path / "d.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(UserError, match=r"holds numbers and 'n/a' \(row 62\)"):
+        load_data(str(tmp_path / "d.csv"), seed=0)
+    names = [str(v) for v in range(1, 11)] + ["n/a"]
+    assert load_data(str(tmp_path / "d.csv"), seed=0, class_names=names).class_names == names
+    (tmp_path / "words.csv").write_text("a,label\n" + "\n".join(f"{i},{'cat' if i % 2 else 'dog'}" for i in range(40)) + "\n")
+    assert load_data(str(tmp_path / "words.csv"), seed=0).class_names == ["cat", "dog"]

@@ -18,7 +18,7 @@ import numpy as np
 
 from toolchain.data.mapped import MappedMember, map_member, mappable
 from toolchain.limits import check_fits, format_bytes, product
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 
 __all__ = ["npz_keys", "read_npz", "NPZ_FIX"]
 
@@ -62,7 +62,11 @@ def _members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     out: dict[str, zipfile.ZipInfo] = {}
     for info in zf.infolist():
         name = info.filename
-        out[name[:-4] if name.endswith(".npy") else name] = info
+        key = name[:-4] if name.endswith(".npy") else name
+        if key in out:  # 'x.npy' and 'x', or a name twice: which one numpy reads is not the file's to decide silently
+            raise UserError(f"'{zf.filename}' holds two members named {one_line(key)[:80]!r} ({one_line(out[key].filename)[:80]!r} "
+                            f"and {one_line(name)[:80]!r}): {NPZ_FIX}")
+        out[key] = info
     return out
 
 

@@ -15,7 +15,7 @@ from toolchain.data.dataset import Dataset, Preprocessing
 from toolchain.data.features import check_finite
 from toolchain.data.labels import check_labels, mapping_note, short_names, string_labels
 from toolchain.data.splits import split_pool
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES, MAX_CSV_LINE, MAX_LABEL_CHARS, format_bytes
 
 __all__ = ["load_csv"]
@@ -146,6 +146,13 @@ def load_csv(
         if "" in label_code:
             n = first_row[label_code[""]]
             raise UserError(f"row {n} of {where} has an empty label in column '{header[li]}': give every row a label")
+        numeric = [v for v in distinct if _is_number(v)]
+        if given is None and len(numeric) * 2 >= len(distinct):
+            odd = next(v for v in distinct if not _is_number(v))
+            raise UserError(f"label column '{header[li]}' of {where} holds numbers and {one_line(odd)[:40]!r} (row "
+                            f"{first_row[label_code[odd]]}): one label that is not a number would make every label a name, "
+                            f"numbered alphabetically (10 before 2); fix or drop those rows, or give --class-names to order "
+                            "the names yourself")
         names, lookup, label_note = string_labels(distinct, given, where, "")
         y = np.array([lookup[v] for v in distinct], dtype=np.int64)[code_arr]
         mapping = {v: lookup[v] for v in distinct}
@@ -161,3 +168,11 @@ def load_csv(
         path.name, splits, pre, where=where, class_names=names, given_splits=False, seed=seed,
         label_mapping=mapping,
     )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -45,6 +45,9 @@ def npz_class_names(arrays: dict[str, np.ndarray], where: str) -> list[str] | No
         names = [str(n) for n in cn.tolist()]
     if len(set(names)) != len(names):
         raise UserError(f"class_names in {where} has duplicates: give each class a distinct name")
+    empty = next((i for i, n in enumerate(names) if not n.strip()), None)
+    if empty is not None:  # as --class-names: a report line "class 3 ()" names nothing
+        raise UserError(f"class_names in {where} has an empty name at index {empty}: give every class a name")
     return names
 
 
