@@ -905,3 +905,23 @@ def test_a_class_named_by_a_number_is_protected_by_its_name():
     assert resolve_protected(["10"], names, 10) == [names.index("10")] == [1]
     assert resolve_protected(["3"], [str(d) for d in range(10)], 10) == [3]  # names that are their indices: alike
     assert resolve_protected(["4"], ["cat", "dog", "eel", "fox", "gnu"], 5) == [4]  # no such name: an index
+
+
+def test_a_resumed_run_writes_its_files_again_from_the_model_it_ships(trained_digits, tmp_path, capsys):
+    """A resume re-judges the rounds and bakes the offset again; the fp32 ONNX file (and the int8 file quantized from it)
+    was reused from the earlier run, so a run begun under another operating-point rule shipped files with the old
+    offset beside a pruned.pt and report with the new one."""
+    import hashlib
+
+    out = tmp_path / "run"
+    args = [a for a in _finished_run(capsys, trained_digits[0], out) if a != "--skip-export"]
+    code, _, err = run_cli([*args, "--resume", "--format", "onnx", "--time-runs", "0"], capsys)
+    assert code in (0, 1), err
+    fp32 = out / "artifacts" / "model_fp32.onnx"
+    made = hashlib.sha256(fp32.read_bytes()).hexdigest()
+    fp32.write_bytes(b"left by an earlier run")
+    code, _, err = run_cli([*args, "--resume", "--format", "onnx", "--time-runs", "0"], capsys)
+    assert code in (0, 1), err
+    assert hashlib.sha256(fp32.read_bytes()).hexdigest() == made
+    report = json.loads((out / "report.json").read_text())
+    assert all(a["agreement"] == 1.0 for a in report["artifacts"] if a["precision"] == "fp32"), report["artifacts"]

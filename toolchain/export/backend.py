@@ -28,6 +28,7 @@ class ExportJob:
     out: Path  # the run's artifacts/ folder
     work: Path  # scratch for int8 candidates; the stage removes it
     metadata: dict = field(default_factory=dict)  # recorded in every file (ONNX metadata_props, TFLite sidecar): the preprocessing
+    written: set = field(default_factory=set)  # the files this export wrote (a file left by an earlier run is never reused)
 
 
 class Int8Source(abc.ABC):

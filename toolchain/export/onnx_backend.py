@@ -35,11 +35,13 @@ class OnnxBackend(ExportBackend):
         return job.out / f"model_{precision}.onnx"
 
     def export_float(self, model, job: ExportJob, precision: str = "fp32") -> Path:
-        """The fp32 file (the ONNX exporter writes fp32 only), written once a run: the int8 file is
-        quantized from it as well."""
+        """The fp32 file (the ONNX exporter writes fp32 only), written once an export: the int8 file is
+        quantized from it as well. A file an earlier run left (a resumed run) is written again: its model
+        may hold another offset."""
         path = self.artifact_path(job, "fp32")
-        if not path.exists():
+        if path not in job.written:
             export_onnx(model, job.example, path, num_classes=job.num_classes, metadata=job.metadata)
+            job.written.add(path)
         return path
 
     def int8_source(self, model, job: ExportJob, *, scratch: bool = False) -> Int8Source:
