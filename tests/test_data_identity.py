@@ -129,3 +129,19 @@ def test_a_model_trained_with_its_classes_in_another_order_is_refused_naming_the
     assert code == 2 and "in the order malignant, benign" in err and 'give --class-names "malignant, benign"' in err, err
     code, _, err = run_cli(["evaluate", model, "-d", csv, "-p", "malignant", "--class-names", "malignant,benign"], capsys)
     assert code == 0, err
+
+
+def test_exports_warning_about_seen_rows_names_what_export_takes(digits_dataset, tmp_path, capsys):
+    """A model trained on its own --val/--test, exported with --data whose split reuses its training rows: the warning
+    told the user to 'give --val and --test', which export does not take."""
+    from toolchain.cli import main
+
+    for name in ("val", "test"):
+        np.savez(tmp_path / f"{name}.npz", x=digits_dataset.split(name)[0][:100], y=digits_dataset.split(name)[1][:100])
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--arch", "digits-cnn", "-d", "digits", "--val", str(tmp_path / "val.npz"), "--test", str(tmp_path / "test.npz"),
+              "--epochs", "3", "--device", "cpu", "--out", str(tmp_path / "m.pt")])
+    assert exc.value.code == 0
+    capsys.readouterr()
+    code, out, err = run_cli(["export", tmp_path / "m.pt", "-d", "digits", "-p", "3", "--format", "onnx", "--out", tmp_path / "e"], capsys)
+    assert "was trained on" in out + err and "give --data as an .npz" in out + err and "--val" not in out + err, out + err

@@ -187,3 +187,17 @@ def test_the_free_room_of_one_protected_class_costs_another_nothing():
     guard = PromiseGuard(y=y, dense_pred=y, protected=[0, 1], budget=0, confidence=0.5)
     predicted = apply_offsets(logits, guard.choose(logits)).argmax(1)
     assert np.mean(predicted == y) == 1.0
+
+
+def test_the_round_line_names_only_the_classes_whose_promise_falls_short():
+    """With -p 3 -p 8, 'outside the budget (class 3 ... 0.854 of 0.95, class 8 ... 0.963 of 0.95, ...)' listed a class
+    that keeps its promise among the reasons."""
+    from types import SimpleNamespace
+
+    from toolchain.prune.tickets import promise_text
+
+    ticket = SimpleNamespace(val={"promise": {"3": {"confidence": 0.854, "confidence_target": 0.95},
+                                              "8": {"confidence": 0.963, "confidence_target": 0.95}}})
+    assert promise_text(ticket) == "class 3 promise confidence 0.854 of 0.95"
+    ticket.val["promise"]["3"]["confidence"] = 0.96
+    assert promise_text(ticket) == "every protected class keeps its promise"

@@ -99,8 +99,8 @@ def check_held_out(data: str, val: str | None, test: str | None) -> None:
     not each other."""
     for flag, given in (("--val", val), ("--test", test)):
         if given is not None and _overlapping(given, data):
-            raise UserError(f"{flag} '{given}' holds rows of --data '{data}', which compress retrains on: the rows a promise "
-                            f"is judged on must be held out; give {flag} rows that are not in --data")
+            raise UserError(f"{flag} '{given}' holds rows of --data '{data}', which the model is (re)trained on: held-out rows "
+                            f"must be held out; give {flag} rows that are not in --data")
     if val is not None and test is not None and _overlapping(val, test):
         raise UserError(f"--val '{val}' and --test '{test}' hold the same rows: the test rows re-check a point chosen on "
                         "validation, so they must be others")

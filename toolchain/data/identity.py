@@ -98,7 +98,7 @@ def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, re
     spec = one_line(record["spec"])[:200] if isinstance(record.get("spec"), str) else "unknown data"
     trained_with = "its own splits" if own_splits else f"split seed {seed if seed is not None else 'unknown'}"
     fix = (f"pass --seed {seed}" if not own_splits and seed is not None and seed != dataset.seed
-           else "give --val and --test rows it has not seen")
+           else own_rows.replace("give them", "give rows it has not seen", 1))
     if seen > OVERLAP_TOLERANCE * total:
         message = (f"'{model}' was trained on {where} of --data ({spec}, trained with {trained_with}; "
                    f"this run splits with seed {dataset.seed}): results on them would not hold for new data. {fix}")

@@ -250,7 +250,8 @@ class LotteryPruner:
             if task is not None:
                 self.progress.advance(task)
             if not ticket.within_budget:
-                self.log(f"round {r}: outside the budget ({promise_text(ticket)}, accuracy >= {self.dense_eval['accuracy'] - cfg.max_accuracy_drop:.4f}); stopping")
+                self.log(f"round {r}: outside the budget ({promise_text(ticket)}; accuracy {ticket.val['accuracy']:.4f}, needs "
+                         f">= {self.dense_eval['accuracy'] - cfg.max_accuracy_drop:.4f}); stopping")
                 break
         if task is not None:
             self.progress.remove_task(task)

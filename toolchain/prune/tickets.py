@@ -78,8 +78,12 @@ def select(result: PruneResult) -> PruneResult:
 
 
 def promise_text(t: Ticket) -> str:
-    return ", ".join(f"class {k} promise confidence {v['confidence']:.3f} of {v['confidence_target']:g}"
-                     for k, v in t.val.get("promise", {}).items())
+    """The protected classes whose promise falls short, with their confidence (a class that keeps its promise is not
+    named among the reasons)."""
+    short = {k: v for k, v in t.val.get("promise", {}).items() if v["confidence"] < v["confidence_target"]}
+    if not short:
+        return "every protected class keeps its promise"
+    return ", ".join(f"class {k} promise confidence {v['confidence']:.3f} of {v['confidence_target']:g}" for k, v in short.items())
 
 
 def round_line(t: Ticket, dense_params: int) -> str:
