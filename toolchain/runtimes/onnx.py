@@ -79,9 +79,9 @@ class OnnxRunner(Runner):
             raise UserError(f"cannot load ONNX artifact {self.path}: {short_error(e)}; re-export it") from e
         # The input is checked below; what the graph makes of it is checked here, before anything runs: a 3 KB file can
         # Expand one image into gigabytes (needs the onnx package; a device without it runs the file as it is).
-        from toolchain.runtimes.onnx_graph import describe_onnx_graph
+        from toolchain.runtimes.onnx_graph import onnx_activation_peak
 
-        peak = describe_onnx_graph(self.path).get("activation_peak_bytes")
+        peak = onnx_activation_peak(self.path)
         if peak:
             check_tensor_bytes(peak, self.path, "its activations at batch 1")
         with runtime_errors(self.path, "read the inputs and outputs of"):

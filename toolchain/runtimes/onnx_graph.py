@@ -16,21 +16,69 @@ CONV_OPS = ("Conv", "QLinearConv", "ConvInteger")
 MATMUL_OPS = ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger")
 
 
-def describe_onnx_graph(path: Path) -> dict[str, Any]:
+def _inferred_graph(path: Path):
+    """The file's graph with the shapes onnx infers (its weights not read from external data); None without onnx."""
     try:
-        import numpy as np
         import onnx
-        from onnx import helper, numpy_helper, shape_inference
+        from onnx import shape_inference
     except ImportError:
-        return {"ops": None, "ops_note": "the onnx package is not installed: operators and MACs not read"}
-
+        return None
     with runtime_errors(path, "read the graph of"):  # the file is untrusted: a broken protobuf is bad input
         model = onnx.load(str(path), load_external_data=False)
     try:
         model = shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - keep what we have
         pass
-    g = model.graph
+    return model.graph
+
+
+def _tensor_shapes(g, constants: set[str]) -> tuple[dict[str, list], dict[str, int]]:
+    """({tensor: dims}, {computed tensor: bytes at batch 1}) of the graph's inputs, inferred values and outputs."""
+    import numpy as np
+    from onnx import helper
+
+    shapes: dict[str, list] = {}
+    sizes: dict[str, int] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        shapes[vi.name] = dims
+        try:
+            item = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+        except Exception:  # noqa: BLE001
+            item = 4
+        if vi.name not in constants:
+            sizes[vi.name] = static_nbytes(dims, item)
+    return shapes, sizes
+
+
+def _peak(g, sizes: dict[str, int], constants: set[str]) -> int:
+    order = [([i for i in n.input if i], [o for o in n.output if o]) for n in g.node if n.op_type != "Constant"]
+    inputs = [i.name for i in g.input if i.name not in constants]
+    return activation_peak(order, sizes, inputs, [o.name for o in g.output])
+
+
+def _constant_names(g) -> set[str]:
+    return {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
+
+
+def onnx_activation_peak(path: Path) -> int | None:
+    """The graph's activation peak at batch 1, in bytes, without reading its weights (the runner checks it on every
+    file it opens); None without the onnx package."""
+    g = _inferred_graph(path)
+    if g is None:
+        return None
+    constants = _constant_names(g)
+    return _peak(g, _tensor_shapes(g, constants)[1], constants)
+
+
+def describe_onnx_graph(path: Path) -> dict[str, Any]:
+    g = _inferred_graph(path)
+    if g is None:
+        return {"ops": None, "ops_note": "the onnx package is not installed: operators and MACs not read"}
+    import numpy as np
+    from onnx import helper, numpy_helper
+
     with runtime_errors(path, "read the weights of"):
         consts = {i.name: numpy_helper.to_array(i) for i in g.initializer if not i.external_data}
         # weights in external data files (torch's `model.onnx.data`): known by shape, their bytes not read
@@ -42,18 +90,7 @@ def describe_onnx_graph(path: Path) -> dict[str, Any]:
             except Exception:  # noqa: BLE001
                 pass
     dq = {n.output[0]: n.input[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input and n.output}
-    shapes: dict[str, list] = {}
-    sizes: dict[str, int] = {}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        shapes[vi.name] = dims
-        try:
-            item = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
-        except Exception:  # noqa: BLE001
-            item = 4
-        if vi.name not in consts:
-            sizes[vi.name] = static_nbytes(dims, item)
+    shapes, sizes = _tensor_shapes(g, set(consts))
     ops, macs = [], 0
     for n in g.node:
         if n.op_type == "Constant":
@@ -69,13 +106,11 @@ def describe_onnx_graph(path: Path) -> dict[str, Any]:
         elif n.op_type in MATMUL_OPS and w.ndim == 2:
             trans_b = any(a.name == "transB" and a.i for a in n.attribute)
             macs += out_n * int(w.shape[1] if trans_b else w.shape[0])
-    order = [([i for i in n.input if i], [o for o in n.output if o]) for n in g.node if n.op_type != "Constant"]
-    inputs = [i.name for i in g.input if i.name not in consts]
     return {
         "ops": ops,
         "macs": int(macs),
         "weight_bytes": int(sum(a.nbytes for a in consts.values())),
-        "activation_peak_bytes": activation_peak(order, sizes, inputs, [o.name for o in g.output]),
+        "activation_peak_bytes": _peak(g, sizes, set(consts)),
     }
 
 
