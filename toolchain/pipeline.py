@@ -54,8 +54,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    from toolchain.data import load_data
-    from toolchain.data.given import check_held_out, with_given_rows
+    from toolchain.data.given import load_with_given_rows
     from toolchain.data.identity import check_class_order, check_unseen
     from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.gate import fn_gate
@@ -73,11 +72,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
     log = RunLog(console)
     # --- inputs: every check before anything is written ---------------------------------------------
-    check_held_out(request.data, request.val, request.test)
-    dataset = with_given_rows(load_data(request.data, seed=request.data_seed, label_column=request.label_column,
-                                        class_names=request.class_names, image_size=request.image_size,
-                                        input_shape=request.input_shape, resize=request.resize, normalize=request.normalize),
-                              request.val, request.test)
+    dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.data_seed, label_column=request.label_column,
+                                   class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
+                                   resize=request.resize, normalize=request.normalize)
     dataset = dataclasses.replace(dataset, augment=request.augment, workers=request.workers)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)

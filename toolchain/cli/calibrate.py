@@ -29,8 +29,7 @@ def calibrate(
     test: Optional[Path] = TestOpt,
 ):
     """Write an int8 calibration set: the train-split rows compress would draw, with their recipe."""
-    from toolchain.data import load_data
-    from toolchain.data.given import check_held_out, with_given_rows
+    from toolchain.data.given import load_with_given_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import resolve_protected
     from toolchain.io import check_output_file, input_paths
@@ -44,10 +43,9 @@ def calibrate(
         raise UserError(f"--out '{out}' does not end in .npz: a calibration set is an .npz file")
     if out.is_file() and not is_calibration_set(out):
         raise UserError(f"--out '{out}' exists and is not a cwtool calibration set: refusing to overwrite it, give a new path")
-    check_held_out(data, val and str(val), test and str(test))
-    dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,  # compress's train split
-                                        image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape)),
-                              val and str(val), test and str(test))
+    dataset = load_with_given_rows(data, val and str(val), test and str(test), seed=seed, label_column=label_column,  # compress's
+                                   class_names=class_names, image_size=parse_image_size(image_size),  # train split
+                                   input_shape=parse_input_shape(input_shape))
     protected = resolve_protected(list(protect_class or []), dataset.class_names, dataset.num_classes,
                                   outputs="the data's classes") if protect_class else []
     x, meta = calibration_recipe(dataset, protected, calibration_size, seed)

@@ -35,8 +35,7 @@ def train(
     training_input: TrainingInput = None,
 ):
     """Train a dense model (Adam, one-cycle) on the train split: a starting point for compress."""
-    from toolchain.data import load_data
-    from toolchain.data.given import check_held_out, with_given_rows
+    from toolchain.data.given import load_with_given_rows
     from toolchain.data.identity import training_record
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
     from toolchain.evaluate import check_output_width, declared_names, probe_outputs
@@ -69,11 +68,9 @@ def train(
                         "move it or give another --out")
     kwargs = parse_kwargs(arch_kwargs)
     torch_device = pick_device(device)
-    check_held_out(data, val and str(val), test and str(test))
-    dataset = with_given_rows(load_data(data, seed=seed, label_column=label_column, class_names=class_names,
-                                        image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
-                                        **image_options.load_args()),
-                              val and str(val), test and str(test))
+    dataset = load_with_given_rows(data, val and str(val), test and str(test), seed=seed, label_column=label_column,
+                                   class_names=class_names, image_size=parse_image_size(image_size),
+                                   input_shape=parse_input_shape(input_shape), **image_options.load_args())
     seed_everything(seed)
     model = build_arch(arch, kwargs)
     num_outputs = probe_outputs(model, dataset.input_shape)

@@ -17,35 +17,30 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.data.dataset import Dataset, Preprocessing
+from toolchain.data.images import normalize_channels
 from toolchain.data.samples import Samples, concat, is_lazy
 from toolchain.errors import UserError
 
-__all__ = ["check_held_out", "with_given_rows"]
+__all__ = ["check_held_out", "load_with_given_rows", "with_given_rows"]
 
 
 class Normalized(Samples):
-    """Rows read on demand, then ``(x - mean) / std`` per channel (an .npz of 8-bit pixels, mapped)."""
+    """Rows read on demand, then normalized per channel like --data's images (an .npz of 8-bit pixels, mapped)."""
 
     def __init__(self, base, mean, std):
-        self.base = base
+        self.base, self.mean, self.std = base, mean, std
         self.shape = base.shape
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
 
     @property
     def held_bytes(self) -> int:
         return self.base.held_bytes
 
     def read(self, index: np.ndarray) -> np.ndarray:
-        return (self.base.read(index) - self.mean) / self.std
+        return normalize_channels(self.base.read(index), self.mean, self.std)  # a fresh batch: normalized in place
 
 
 def _normalized(x, pre: Preprocessing):
-    if is_lazy(x):
-        return Normalized(x, pre.mean, pre.std)
-    x -= np.asarray(pre.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    x /= np.asarray(pre.std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return x
+    return Normalized(x, pre.mean, pre.std) if is_lazy(x) else normalize_channels(x, pre.mean, pre.std)
 
 
 def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples, np.ndarray, str]:
@@ -125,3 +120,12 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
     return replace(dataset, x_train=x_train, y_train=y_train, x_val=new["val"][0], y_val=new["val"][1], x_test=new["test"][0],
                    y_test=new["test"][1], given_splits=True, preprocessing=replace(dataset.preprocessing, note=note),
                    held_out_from={name: str(path) for name, path in (("val", val), ("test", test)) if path})
+
+
+def load_with_given_rows(data: str, val: str | None, test: str | None, **load_args) -> Dataset:
+    """``load_data(data, **load_args)`` with --val/--test in place of its held-out splits, once they are checked to be
+    held out: what compress, train and calibrate read."""
+    from toolchain.data import load_data
+
+    check_held_out(data, val, test)
+    return with_given_rows(load_data(data, **load_args), val, test)
