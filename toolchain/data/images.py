@@ -27,7 +27,7 @@ from toolchain.data.samples import Samples
 from toolchain.errors import UserError, describe
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PIL_BAD_MODES", "PIL_FORMATS", "ImageFiles", "ImageTransform", "image_problem",
-           "pil_errors", "pillow"]
+           "normalize_channels", "pil_errors", "pillow"]
 
 PIL_FORMATS = ("PNG", "JPEG")  # what the extensions promise (JPEG covers MPO); no other decoder: EPS runs Ghostscript
 PIL_BAD_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # 16-bit / 32-bit integer and float images
@@ -82,6 +82,13 @@ def image_problem(p: Path, exc: BaseException, Image) -> UserError:
     )
 
 
+def normalize_channels(x: np.ndarray, mean, std) -> np.ndarray:
+    """``(x - mean) / std`` per channel of a float32 (N, C, H, W) batch, in place."""
+    x -= np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    x /= np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return x
+
+
 @dataclass(frozen=True)
 class ImageTransform:
     """One decoded image -> a float32 (C, H, W) model input.
@@ -129,10 +136,7 @@ class ImageTransform:
     def finish(self, x: np.ndarray) -> np.ndarray:
         """Scale (and normalize) a float32 batch of 8-bit pixel values in place."""
         x *= np.float32(1 / 255)
-        if self.mean:
-            x -= np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-            x /= np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1)
-        return x
+        return normalize_channels(x, self.mean, self.std) if self.mean else x
 
     def to_dict(self) -> dict:
         """What report.json and the artifacts' metadata record (toolchain.data.dataset.Preprocessing)."""

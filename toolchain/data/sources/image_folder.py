@@ -8,7 +8,6 @@ preprocessing is settled. Pillow is imported only when such a folder is loaded (
 from __future__ import annotations
 
 import math
-
 import warnings
 from pathlib import Path
 
@@ -96,11 +95,8 @@ def load_image_folder(
     gray = all(m in ("L", "LA", "1") for m in modes)  # gray with alpha (a transparent PNG) is gray: the alpha is dropped
     mean, std, norm_note = _normalization(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
-    if resize is not None:  # the shorter side scaled up can make a thin image huge before the crop: checked like decoding
-        area, i = max((math.prod(transform.resized_size(h, w)), i) for i, (h, w) in enumerate(sizes))
-        (h, w), (rh, rw) = sizes[i], transform.resized_size(*sizes[i])
-        check_fits(area * 3 * 4, f"resizing image '{files[i]}' ({w}x{h} pixels) to {rw}x{rh} for --resize {resize}",
-                   fix="remove the image or crop it to a usual aspect")
+    if resize is not None:
+        _check_resized(transform, files, sizes, f" for --resize {resize}")
     x = ImageFiles(files, transform)
     y = np.asarray(labels, dtype=np.int64)
     pre = Preprocessing(
@@ -161,19 +157,26 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
         raise UserError(f"{where} has class folder '{unknown[0]}', which is not one of --data's classes "
                         f"({', '.join(class_names[:12])}): name the sub-folders like --data's")
     files, labels = _listed(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
-    modes, sizes = _headers(files)
+    _, sizes = _headers(files)
     transform = ImageTransform(pre.color or "RGB", size_hw, resize=tuple(pre.resize), crop=tuple(pre.crop),
                                mean=tuple(pre.mean), std=tuple(pre.std))
     if pre.resize:
-        area, i = max((math.prod(transform.resized_size(h, w)), i) for i, (h, w) in enumerate(sizes))
-        check_fits(area * 3 * 4, f"resizing image '{files[i]}' ({sizes[i][1]}x{sizes[i][0]} pixels)",
-                   fix="remove the image or crop it to a usual aspect")
+        _check_resized(transform, files, sizes, " as --data's are")
     else:
         other = next((i for i, hw in enumerate(sizes) if hw != tuple(size_hw)), None)
         if other is not None:
             raise UserError(f"image '{files[other]}' in {where} is {sizes[other][0]}x{sizes[other][1]}, --data's are "
                             f"{size_hw[0]}x{size_hw[1]}: give --data and {flag} the same size, or --image-size to resize both")
     return ImageFiles(files, transform), np.asarray(labels, dtype=np.int64)
+
+
+def _check_resized(transform: ImageTransform, files: list[Path], sizes: list[tuple[int, int]], why: str) -> None:
+    """The largest image after the resize step must fit in memory, as a decoded one must: the shorter side scaled up
+    can make a thin image huge before its crop."""
+    area, i = max((math.prod(transform.resized_size(h, w)), i) for i, (h, w) in enumerate(sizes))
+    (h, w), (rh, rw) = sizes[i], transform.resized_size(*sizes[i])
+    check_fits(area * 3 * 4, f"resizing image '{files[i]}' ({w}x{h} pixels) to {rw}x{rh}{why}",
+               fix="remove the image or crop it to a usual aspect")
 
 
 def _size(image_size) -> tuple[int, int] | None:
