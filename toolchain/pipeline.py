@@ -106,10 +106,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
               "arch": arch, "arch_kwargs": loaded.arch_kwargs, "protected": protected, "data_seed": request.data_seed,
               "label_column": request.label_column}
-    if Path(request.data).is_file():
-        inputs["data"]["sha256"] = file_sha256(Path(request.data))
-    elif Path(request.data).is_dir():  # --resume must not go on with other images than the rounds were trained on
-        inputs["data"]["listing_sha256"] = folder_listing_sha256(Path(request.data))
+    inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
     if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
         inputs["data"]["label_mapping"] = dataset.label_mapping
     if request.image_size:
@@ -123,11 +120,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         if value:
             inputs["data"][key] = value
     for name in ("val", "test"):
-        given = getattr(request, name)
-        if given and Path(given).is_dir():  # an ImageFolder like --data's: its listing, as for --data
-            inputs["data"][name] = {"path": given, "listing_sha256": folder_listing_sha256(Path(given))}
-        elif given:
-            inputs["data"][name] = {"path": given, "sha256": file_sha256(Path(given))}
+        if getattr(request, name):
+            inputs["data"][name] = {"path": getattr(request, name), **_fingerprint(getattr(request, name))}
     profile = None
     if export is not None and export.target:
         from toolchain.targets import load_target
@@ -318,6 +312,16 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         raise
     finally:
         interrupts.resumable(None)
+
+
+def _fingerprint(spec: str) -> dict:
+    """What a run id records of a data file (its sha256) or folder (its listing's); nothing for a named data set."""
+    path = Path(spec)
+    if path.is_file():
+        return {"sha256": file_sha256(path)}
+    if path.is_dir():
+        return {"listing_sha256": folder_listing_sha256(path)}
+    return {}
 
 
 def _int8_guard(result):
