@@ -154,6 +154,7 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
     or preprocessing other than its training's gives), or its argmax never answers the class, whatever its ranking
     (cwtool keeps a model's own decisions, and an offset over "misses every one" promises nothing)."""
     from toolchain.metrics import roc_auc_ovr
+    from toolchain.prune.operating_point import needs
 
     logits = np.asarray(logits, dtype=np.float64)
     predicted = logits.argmax(1)
@@ -162,9 +163,7 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
         n = int(positives.sum())
         if n < MIN_POSITIVES or n == len(y):
             continue
-        others = np.delete(logits, k, axis=1)
-        margin = logits[:, k] - others.max(1)  # monotone in what an offset moves: the ranking the guard works with
-        auc = roc_auc_ovr(y, margin, k)
+        auc = roc_auc_ovr(y, -needs(logits, k), k)  # the ranking an offset moves along, as the guard works with it
         caught = int(np.sum(predicted[positives] == k))
         name = f"protected class {k} ({names[k]})"
         if auc <= CHANCE_AUC:

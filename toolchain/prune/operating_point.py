@@ -34,13 +34,17 @@ def fn_count(logits: np.ndarray, y: np.ndarray, k: int) -> int:
     return int(np.sum((y == k) & (np.argmax(logits, axis=1) != k)))
 
 
+def needs(z: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the offset on class k's logit above which class k wins it: the best other logit minus k's."""
+    return np.delete(z, k, axis=1).max(axis=1) - z[:, k]
+
+
 def _offset_for(logits: np.ndarray, y: np.ndarray, k: int, max_fn: int) -> float:
     """Smallest delta with FN_k(logits + delta * e_k) <= max_fn."""
     pos = logits[y == k]
     if len(pos) == 0:
         return 0.0
-    others = np.delete(pos, k, axis=1).max(axis=1)
-    need = np.sort(others - pos[:, k])[::-1]  # a positive is recovered when delta > need_i
+    need = np.sort(needs(pos, k))[::-1]  # a positive is recovered when delta > need_i
     if max_fn < 0:
         raise ValueError("an FN target cannot be negative")
     if max_fn >= len(need):
@@ -93,7 +97,7 @@ class PromiseGuard:
         at tie-group ends, b(m), c(m))."""
         z = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})
         pos = self.y == k
-        need = np.delete(z[pos], k, axis=1).max(axis=1) - z[pos, k]
+        need = needs(z[pos], k)
         order = np.argsort(need, kind="stable")
         ns = need[order]
         dense_hit = (self.dense_pred[pos] == k)[order]
@@ -131,7 +135,7 @@ class PromiseGuard:
         data. Taken once the offsets are settled: inside the coordinate passes it would move the others' needs."""
         lowest = offsets[k]
         z = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})
-        need = np.delete(z, k, axis=1).max(axis=1) - z[:, k]  # a row turns k above its need
+        need = needs(z, k)  # a row turns k above its need
         ns = np.sort(need[self.y == k])
         negatives = self.y != k
         flips = need[negatives]
@@ -189,7 +193,7 @@ class PromiseGuard:
 
 def _accuracy_along(z: np.ndarray, y: np.ndarray, k: int, deltas: np.ndarray) -> np.ndarray:
     """Validation accuracy of argmax(z + delta * e_k) for every delta, without recomputing argmax each time."""
-    need = np.delete(z, k, axis=1).max(axis=1) - z[:, k]  # a row goes to k when delta > need
+    need = needs(z, k)  # a row goes to k when delta > need
     rest = np.delete(np.arange(z.shape[1]), k)[np.delete(z, k, axis=1).argmax(axis=1)]
     pos_need = np.sort(need[y == k])
     neg_right = np.sort(need[(y != k) & (rest == y)])  # right while not taken by k
