@@ -344,6 +344,18 @@ def test_collapse_not_flagged_for_imbalanced_data_predicted_at_its_rate():
     assert M.collapse_check(M.confusion_matrix(y, pred, 2)) != []
 
 
+def test_collapse_share_inherited_from_the_baseline_is_not_the_candidates():
+    # A weak binary model answering class 0 for 98% of rows; its exported file agrees on every row.
+    y = np.array([0] * 700 + [1] * 300)
+    pred = np.zeros_like(y)
+    pred[700:720] = 1
+    cm = M.confusion_matrix(y, pred, 2)
+    assert M.collapse_check(cm) != []  # judged alone it looks collapsed
+    assert M.collapse_check(cm, baseline_cm=cm) == []  # but it agrees with what it was made from
+    # A healthy baseline keeps the rule: the collapse is the candidate's own.
+    assert M.collapse_check(cm, baseline_cm=M.confusion_matrix(y, y, 2)) != []
+
+
 def test_collapse_recall_drop_against_baseline():
     y = np.repeat([0, 1, 2, 3], 50)
     base = M.confusion_matrix(y, y, 4)
