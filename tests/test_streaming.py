@@ -430,7 +430,7 @@ def test_an_image_replaced_by_a_pipe_is_refused_not_waited_for(tmp_path):
 
 def test_resume_refuses_a_folder_whose_images_changed(tmp_path, capsys):
     """Removing one image reshuffles the seeded split: rounds trained on rows that are now validation or test rows must
-    not be finished as if nothing happened. The folder's listing (names and sizes) is part of the run's identity."""
+    not be finished as if nothing happened. The folder's listing (names, sizes and modification times) is part of the run's identity."""
     from toolchain.models.loading import save_checkpoint
     from toolchain.models.train import seed_everything
 
@@ -444,6 +444,12 @@ def test_resume_refuses_a_folder_whose_images_changed(tmp_path, capsys):
     assert code in (0, 1), err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert len(manifest["inputs"]["data"]["listing_sha256"]) == 64
+    first, second = sorted(folder.glob("class0/*.png"))[0], sorted(folder.glob("class1/*.png"))[0]
+    assert first.stat().st_size == second.stat().st_size  # 16-px noise images: swapping two keeps every size
+    swapped_bytes = first.read_bytes(), second.read_bytes()
+    first.write_bytes(swapped_bytes[1]), second.write_bytes(swapped_bytes[0])
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 2 and "other inputs" in err and "the data differs" in err and "modification times" in err, err
     next(folder.rglob("*.png")).unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
     assert code == 2 and "other inputs" in err and "the data differs" in err, err

@@ -154,7 +154,9 @@ def differences(manifest, inputs: dict, config) -> str:
     for key, value in inputs.items():
         if recorded.get(key) != value:
             what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
-            found.append(f"{what} differs")
+            then_data = recorded.get(key) if isinstance(recorded.get(key), dict) else {}
+            folder = key == "data" and any(isinstance(d, dict) and "listing_sha256" in d for d in (then_data, *then_data.values()))
+            found.append(f"{what} differs" + (" (a folder is known by its files' names, sizes and modification times)" if folder else ""))
     return f" (here {'; '.join(found[:4])})" if found else ""
 
 
