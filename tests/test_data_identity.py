@@ -144,4 +144,4 @@ def test_exports_warning_about_seen_rows_names_what_export_takes(digits_dataset,
     assert exc.value.code == 0
     capsys.readouterr()
     code, out, err = run_cli(["export", tmp_path / "m.pt", "-d", "digits", "-p", "3", "--format", "onnx", "--out", tmp_path / "e"], capsys)
-    assert "was trained on" in out + err and "give --data as an .npz" in out + err and "--val" not in out + err, out + err
+    assert "was trained on" in out + err and "give rows it has not seen as --data, an .npz" in out + err and "--val" not in out + err, out + err

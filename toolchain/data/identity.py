@@ -73,19 +73,19 @@ def check_class_order(record: dict | None, class_names, model: str | Path) -> No
                         f"{one_line(', '.join(names))[:300]}: give --class-names \"{one_line(order)[:300]}\"")
 
 
-OWN_ROWS = "give them with --val and --test, or as an .npz with its own splits"
+OWN_ROWS = "with --val and --test, or as an .npz with its own splits"  # how this command takes held-out rows
 
 
 def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, refuse: bool, note, own_rows: str = OWN_ROWS) -> None:
     """Refuse (compress) or warn (export) when the validation or test rows were training rows of the model; without a
     record, and where cwtool split the data itself, say what the user must make sure of (``own_rows``: how, with the
-    command's own options)."""
+    command's own options, after "give them")."""
     held_out = {"validation": dataset.split("val"), "test": dataset.split("test")}
     counts = {name: seen_rows(record, x, y) for name, (x, y) in held_out.items()}
     if any(v is None for v in counts.values()):
         if not dataset.given_splits:  # the user chose the held-out rows (--val, --test, an .npz's splits): theirs to know
             note(f"note: cwtool cannot tell which rows trained '{model}': the validation and test rows it split from the "
-                 f"data must be unseen by the model ({own_rows})")
+                 f"data must be unseen by the model (give them {own_rows})")
         return
     total = sum(len(y) for _, y in held_out.values())
     seen = sum(counts.values())
@@ -98,7 +98,7 @@ def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, re
     spec = one_line(record["spec"])[:200] if isinstance(record.get("spec"), str) else "unknown data"
     trained_with = "its own splits" if own_splits else f"split seed {seed if seed is not None else 'unknown'}"
     fix = (f"pass --seed {seed}" if not own_splits and seed is not None and seed != dataset.seed
-           else own_rows.replace("give them", "give rows it has not seen", 1))
+           else f"give rows it has not seen {own_rows}")
     if seen > OVERLAP_TOLERANCE * total:
         message = (f"'{model}' was trained on {where} of --data ({spec}, trained with {trained_with}; "
                    f"this run splits with seed {dataset.seed}): results on them would not hold for new data. {fix}")

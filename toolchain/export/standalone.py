@@ -106,7 +106,7 @@ def _inputs(request: ExportRequest, settings, log):
     check_export_inputs(settings, dataset, skip_hint="")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log,  # the numbers would overstate
-                 own_rows="give --data as an .npz with its own train, val and test splits")
+                 own_rows="as --data, an .npz with its own train, val and test splits")
     problem = detection_problem(val_logits, dataset.y_val, protected, names)
     if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
         log(f"warning: {problem}")
