@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -836,26 +837,28 @@ def test_a_pipe_given_as_the_model_or_the_data_is_named_a_pipe(tmp_path, capsys)
     assert code == 2 and "is a pipe or device" in err, err
 
 
-@pytest.mark.parametrize("labels, words", [
-    (lambda y: (y + 1) % 10, "no better than chance"),  # labels numbered in another order than the model's training
-    (lambda y: np.random.default_rng(0).permutation(y), "no better than chance"),  # rows and labels that do not belong together
+@pytest.mark.parametrize("labels", [
+    lambda y: (y + 1) % 10,  # labels numbered in another order than the model's training
+    lambda y: np.random.default_rng(0).permutation(y),  # rows and labels that do not belong together
 ])
 def test_a_model_whose_decisions_mean_nothing_on_the_data_is_refused_by_compress_and_named_by_evaluate(
-        labels, words, trained_digits, digits_dataset, tmp_path, capsys):
+        labels, trained_digits, digits_dataset, tmp_path, capsys):
     """A chance-level dense model (labels in another order, other preprocessing) passed compress's gate with exit 0: its
     'no more missed' was empty. compress refuses it before writing; export (which converts any model) and evaluate (which
-    only reports) say it in a warning."""
+    only reports) say it in a warning. Which of the two reasons comes first depends on the trained weights (the shifted
+    labels gave AUC 0.54 on one machine, 0.555 and no answer on another); both point at the labels."""
+    words = re.compile("no better than chance|never answer")
     x, y = digits_dataset.split("all")  # every row: about 27 threes in the validation split cwtool carves from it
     data = tmp_path / "rows.npz"
     np.savez(data, x=x, y=labels(y))
     model, _ = trained_digits
     code, _, err = run_cli(["compress", model, "-d", data, "-p", "3", "--out", tmp_path / "run"], capsys)
-    assert code == 2 and words in err and "--class-names" in err, err
+    assert code == 2 and words.search(err) and "--class-names" in err, err
     assert not (tmp_path / "run").exists()
     code, out, err = run_cli(["export", model, "-d", data, "-p", "3", "--format", "onnx", "--out", tmp_path / "files"], capsys)
-    assert code in (0, 1) and "warning: the model" in out + err and words in out + err, out + err
+    assert code in (0, 1) and "warning: the model" in out + err and words.search(out + err), out + err
     code, out, err = run_cli(["evaluate", model, "-d", data, "-p", "3", "--split", "all"], capsys)
-    assert code == 0 and "warning: the model" in out + err and words in out + err, out + err
+    assert code == 0 and "warning: the model" in out + err and words.search(out + err), out + err
 
 
 def test_what_counts_as_detecting_nothing():

@@ -145,6 +145,7 @@ def class_names_for(dataset: Dataset, num_outputs: int) -> list[str]:
 
 MIN_POSITIVES = 10  # fewer samples of a class tell chance from a weak model too poorly to refuse on (the guard says more)
 CHANCE_AUC = 0.55  # a protected class ranked no better than this decides nothing about it
+WEAK_AUC = 0.75  # never answering a class it ranks this poorly: label order or preprocessing first, not a threshold
 
 
 def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], names: list[str],
@@ -171,9 +172,11 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
                     f"catches {caught}): check that the labels are numbered as in its training (--class-names) and that its "
                     "inputs are preprocessed alike (--normalize, pixel scaling)")
         if caught == 0:
+            suspect = (" A ranking this weak is more often labels numbered otherwise than in its training (--class-names) or "
+                       "inputs preprocessed otherwise (--normalize, pixel scaling)." if auc < WEAK_AUC else "")
             return (f"the model's own decisions never answer {name} in {where} (it misses all {n:,}, though it ranks the "
                     f"class with AUC {auc:.3f}): cwtool keeps a model's decisions, and 'no more missed' than all of them "
-                    "promises nothing; bake the threshold you use into its last layer's bias for that class, then compress")
+                    f"promises nothing; bake the threshold you use into its last layer's bias for that class, then compress.{suspect}")
     return None
 
 
