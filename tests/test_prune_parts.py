@@ -270,6 +270,10 @@ def test_the_plain_arm_differs_in_the_class_dependent_parts_only():
     assert (plain.gamma, plain.rank_weight, plain.taylor_weight, plain.increase_weight, plain.gamma_rule, plain.agree_weight) == (
         1.0, 0.0, 0.0, 0.0, "fixed", 0.0)
     assert plain.distill_weight == PruneConfig().distill_weight and plain.distill_uniform  # same distillation, not class-weighted
+    # the flags that then change nothing are named (the run says so), the ones it keeps are not
+    assert PruneConfig(class_aware=False, gamma_rule="lagrange", agree_weight=2.0, epochs=3).switched_off() == [
+        "--gamma-rule lagrange", "--agree-weight 2.0"]
+    assert PruneConfig(class_aware=False).switched_off() == [] and PruneConfig(agree_weight=2.0).switched_off() == []
 
 
 def test_lagrange_multiplier_rises_while_validation_fn_is_over_budget(digits_dataset):

@@ -134,6 +134,14 @@ class PruneConfig:
         plain.gamma_rule, plain.distill_uniform, plain.agree_weight = "fixed", True, 0.0
         return plain
 
+    def switched_off(self) -> list[str]:
+        """The class-dependent flags given other values than their defaults that --no-class-aware switches off."""
+        if self.class_aware:
+            return []
+        plain, default = asdict(self.effective()), asdict(PruneConfig(class_aware=False))
+        return [f"--{k.replace('_', '-')} {v}" for k, v in asdict(self).items()
+                if v != plain[k] and v != default[k] and k != "class_aware"]
+
     def to_dict(self) -> dict:
         return asdict(self)
 

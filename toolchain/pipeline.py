@@ -177,6 +177,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                                           "argv": sys.argv, "data": dataset.describe(), "processes": group.world if group else 1,
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+        if config.switched_off():
+            log.print(f"note: --no-class-aware switches the class-dependent parts off: {', '.join(config.switched_off())} "
+                      "changes nothing in this run")
         swept = sweep_temporaries(run_dir)
         if swept:
             log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
