@@ -287,6 +287,69 @@ def test_training_reads_the_same_batches_with_workers_as_without(tmp_path):
     assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
 
 
+_WORKER_PARENT = """
+import os, sys, time
+import numpy as np
+from toolchain.data.samples import Samples
+from toolchain.models.batches import BatchReader
+
+class Slow(Samples):
+    shape = (64, 4)
+    def read(self, index):
+        return np.zeros((len(index), 4), np.float32)
+
+reader = BatchReader(Slow(), workers=2)
+next(iter(reader.read([np.arange(4)] * 8)))
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            out.append(int(status.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not Path(f"/proc/{pid}/status").read_text().split("State:\t", 1)[1].startswith(("Z", "X"))
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_data_loader_workers_die_with_a_process_killed_with_kill_9():
+    """A compress killed with kill -9 left its DataLoader workers decoding images for up to 5 s (their own check of the
+    parent); they now go with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER_PARENT], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 2.0  # the workers' own check of their parent would take up to 5 s
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers)
+    finally:
+        proc.kill()
+
+
 def test_a_bad_image_read_by_a_worker_is_one_line_naming_it(tmp_path):
     from toolchain.models.train import TrainConfig, train
 

@@ -9,6 +9,7 @@ hands its one-line message back instead of raising, and the main process raises 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 
@@ -90,6 +91,22 @@ def _as_is(item):
     return item
 
 
+def _die_with_parent(parent: int, worker_id: int) -> None:
+    """A worker's first act: ask Linux to kill it when the process that started it dies. Without this a worker of a
+    process killed with kill -9 (or by the OOM killer) goes on reading images until its own check of its parent,
+    every 5 s. Elsewhere (no prctl) that check stays the only one."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(0)
+
+
 class BatchReader:
     """Reads the batches of one split, pass after pass, with ``workers`` processes (0: in this process)."""
 
@@ -101,7 +118,8 @@ class BatchReader:
         if self.workers:
             self._loader = torch.utils.data.DataLoader(
                 _Rows(x), batch_size=None, sampler=self._plan, num_workers=self.workers, collate_fn=_as_is,
-                persistent_workers=True, prefetch_factor=2, pin_memory=pin_memory)
+                persistent_workers=True, prefetch_factor=2, pin_memory=pin_memory,
+                worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
         elif is_lazy(x):
             self._rows = _Rows(x)
 
