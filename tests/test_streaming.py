@@ -348,6 +348,8 @@ def test_data_loader_workers_die_with_a_process_killed_with_kill_9():
         assert not any(_alive(w) for w in workers)
     finally:
         proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
 
 
 def test_a_bad_image_read_by_a_worker_is_one_line_naming_it(tmp_path):
