@@ -187,6 +187,7 @@ DAMAGED = {
     "negative input shape": dict(input_shape=[1, -8, 8]),
     "plan of strings": dict(channel_plan={"features.0": ["a"]}),
     "plan for a layer that does not exist": dict(channel_plan={"nowhere": [0, 1]}),
+    "plan of another architecture": dict(arch="mlp", channel_plan={"features.0": [0, 1]}),  # the mlp's traced forward raised AttributeError
     "absurd width": dict(arch_kwargs={"num_classes": 10**12}),
     "kwargs the arch does not take": dict(arch_kwargs={"evil": 1}),
 }

@@ -153,8 +153,11 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
                 model = shrink(model.eval(), plan, example)
         except MemoryError as exc:
             raise UserError(f"'{path}': its input shape {tuple(input_shape)} asks for more memory than its model explains") from exc
-        except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:
-            raise UserError(f"'{path}': its channel plan does not fit --arch '{spec}' ({' '.join(str(exc).split())[:160]})") from exc
+        except UserError:
+            raise
+        except Exception as exc:  # the architecture's forward, traced with the file's plan and shape: any failure is the file's
+            raise UserError(f"'{path}': its channel plan does not fit --arch '{spec}' "
+                            f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from exc
     load_state_into(model, ckpt["state_dict"], spec)
     return {"module": model.eval(), "arch": spec, "arch_kwargs": kwargs, "channel_plan": plan, "input_shape": input_shape,
             "extra": ckpt["extra"]}
