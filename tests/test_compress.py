@@ -77,6 +77,35 @@ def test_existing_run_dir_needs_resume(compress_run, trained_digits, capsys):
     assert code == 2 and "--resume" in err
 
 
+def test_a_resume_interrupted_while_exporting_leaves_no_report_of_other_files(compress_run, trained_digits, tmp_path, capsys, monkeypatch):
+    """A finished run resumed with other export options and stopped by SIGTERM while its files were being made again
+    kept its old report.json ("gate PASSED", the old files' sha256) beside new files. The report goes first now."""
+    import shutil
+
+    from toolchain.errors import Interrupted
+    from toolchain.provenance import artifact_sha256
+
+    _, finished, _ = compress_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    args = ["compress", trained_digits[0], "--data", "digits", "--protect-class", "3", "--keep-params", "0.1", "--out", out,
+            "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE, "--resume"]
+
+    def stopped(*a, **k):
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr("toolchain.export.stage.export_all", stopped)
+    code, _, err = run_cli(args, capsys)
+    assert code == 143 and "--resume" in err, err
+    assert not (out / "report.json").exists() and not (out / "report.md").exists() and not (out / "plots").exists()
+    monkeypatch.undo()
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    for art in report["artifacts"]:
+        assert artifact_sha256(out / art["path"])["sha256"] == art["sha256"]
+
+
 class _Killed(Exception):
     pass
 

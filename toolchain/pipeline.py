@@ -206,6 +206,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         example = torch.zeros(1, *dataset.input_shape)
         bake_offsets(pruned, ticket.offsets, example)
         plan = removed_plan(pruner.dense_sizes, ticket.survivors)
+        if RunDir(run_dir).drop_report():
+            log.print("removed this run's earlier report: the pruned model and the files are made again, then the report")
         pruned_path = save_checkpoint(RunDir(run_dir).pruned, pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
                                       {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round,
                                        **({"data": loaded.extra["data"]} if "data" in loaded.extra else {})})

@@ -110,6 +110,21 @@ class RunDir:
     def plots(self) -> Path:
         return self.root / "plots"
 
+    def drop_report(self) -> bool:
+        """Remove the report of an earlier finish (report.json first: the document that vouches for the files), before
+        the pruned model and the files it describes are made again: an interrupted resume must not leave a report
+        that names other files. True when there was one."""
+        import shutil
+
+        found = False
+        for path in (self.report_json, self.report_md, self.report_html):
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                found = True
+        if self.plots.is_dir() and not self.plots.is_symlink():
+            shutil.rmtree(self.plots)
+        return found
+
     def entries(self) -> set[str]:
         """The names a run writes at the top of its folder (what a folder holding only these may be replaced as)."""
         return {p.name for p in (self.manifest, self.log, self.rounds, self.pruned, self.calibration, self.artifacts, self.work,
