@@ -124,6 +124,20 @@ def test_a_small_validation_split_cannot_back_the_default_promise(trained_digits
     assert "not met" in (out / "report.md").read_text()
 
 
+def test_a_run_stopped_by_accuracy_not_by_the_promise_says_so(trained_digits, tmp_path, capsys):
+    """With an FN budget no ticket can exceed, the promise holds at confidence 1 and validation accuracy is what fails:
+    the reason said "reachable 0.000: lower --confidence, raise --max-fn-increase" (of 10^12)."""
+    out = tmp_path / "acc"
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.3", "--rate", "0.7",
+                            "--epochs", "1", "--max-fn-increase", "1000000000000", "--max-accuracy-drop", "0.0001",
+                            "--skip-export", "--out", out], capsys)
+    report = json.loads((out / "report.json").read_text())
+    reason = report["gate"]["reasons"][0]
+    assert code == 1 and report["promise"]["met_on_val"] is False, err
+    assert reason.startswith("no ticket stays within the accuracy budget") and "--max-accuracy-drop" in reason, reason
+    assert "--max-fn-increase" not in reason and "--confidence" not in reason and "0.000" not in reason, reason
+
+
 def test_a_run_that_did_not_keep_the_promise_recommends_no_file(trained_digits, tmp_path, capsys):
     """Its files pass their own re-check on test, but the run failed on validation: "deploy ... of the files that
     passed the gate" named one anyway, beside "Gate: FAILED"."""
