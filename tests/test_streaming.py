@@ -612,7 +612,7 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     save_checkpoint(tmp_path / "m.pt", _learnt_cnn(train), "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
     code, out, err = run_cli(["compress", tmp_path / "m.pt", "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1",
                               "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1", "--confidence", "0.5",
-                              "--skip-export", "--out", tmp_path / "run"], capsys)
+                              "--format", "onnx", "--out", tmp_path / "run"], capsys)
     assert code in (0, 1), err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert set(manifest["inputs"]["data"]["val"]) == {"path", "listing_sha256"}
@@ -624,6 +624,12 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", held["test"], "-p", "1", "--split", "all", "--json",
                             tmp_path / "e.json"], capsys)
     assert code == 0 and json.loads((tmp_path / "e.json").read_text())["rows_sha256"] == report["data"]["test_rows_sha256"], err
+    # verify's natural check of the run's file on its --test folder: the baseline's rows are the whole folder (it was
+    # refused as other rows unless --split all was given)
+    onnx = next(a["path"] for a in report["artifacts"] if a["precision"] == "fp32")
+    code, _, err = run_cli(["verify", tmp_path / "run" / onnx, "--data", held["test"], "-p", "1", "--baseline",
+                            tmp_path / "run" / "report.json", "--json", tmp_path / "v.json"], capsys)
+    assert code in (0, 1) and json.loads((tmp_path / "v.json").read_text())["data"]["split"] == "all", err
 
 
 def test_a_folder_of_split_folders_is_named_for_what_it_is(tmp_path):

@@ -199,7 +199,8 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
     if not allow_other_data:
         raise UserError(
             f"--data's rows are not the rows the baseline was measured on ({other}): verify on the same data, split and "
-            "--seed as the baseline, or pass --allow-other-data for a deliberate comparison on other rows (unpaired)"
+            "--seed as the baseline (a compress run's --test file or folder is read whole: --split all), or pass "
+            "--allow-other-data for a deliberate comparison on other rows (unpaired)"
         )
     ev.pop("predictions", None)
     notes.append(f"--allow-other-data: the baseline was measured on other rows ({other}); compared by FN rate, unpaired, "

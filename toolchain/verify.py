@@ -95,8 +95,9 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     """The rows to verify on: {"x", "y", "class_names", "split", "name", "seed", "note"}.
 
     split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
-    on that file's test split (baseline_n equals the test split's size and not the file's); the
-    test split for everything else.
+    on that file's test split (baseline_n equals the test split's size and not the file's); every
+    image of a folder where the baseline was measured on as many (a compress run's --test folder);
+    the test split for everything else.
     """
     from toolchain.data.options import reshaped
     from toolchain.data.rows import is_pool_npz, load_rows
@@ -112,6 +113,9 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
 
     dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size, input_shape=input_shape,
                         resize=resize, normalize=normalize)
+    if split == "auto" and baseline_n is not None and Path(data).is_dir() \
+            and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
+        split = "all"  # a baseline measured on every image of the folder: a compress run's --test folder, judged again
     used = "test" if split == "auto" else split
     if split == "all" and dataset.preprocessing.color and Path(data).is_dir():
         # every image in listing order, as --val/--test folders are read: a compress run's --test folder is judged again
