@@ -632,6 +632,19 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     assert code in (0, 1) and json.loads((tmp_path / "v.json").read_text())["data"]["split"] == "all", err
 
 
+def test_entries_an_image_folder_leaves_out_are_counted_in_its_note(tmp_path):
+    """A GIF, a link to nothing and a sub-folder were left out without a word: the row count just stayed lower."""
+    folder = image_folder(tmp_path / "imgs", 8, 16, seed=2)
+    assert "left out" not in load_data(str(folder), seed=0).preprocessing.note
+    (folder / "class1" / "a.gif").write_bytes(b"GIF89a")
+    (folder / "class1" / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "class0" / "nested").mkdir()
+    (folder / "class0" / ".DS_Store").write_bytes(b"")  # hidden: not counted
+    ds = load_data(str(folder), seed=0)
+    assert len(ds.split("all")[1]) == 8
+    assert "3 entries of the class folders left out" in ds.preprocessing.note and "class0/nested" in ds.preprocessing.note
+
+
 def test_a_folder_of_split_folders_is_named_for_what_it_is(tmp_path):
     """data/{train,val,test}/<class>/: its 'test' folder was called a class folder without images."""
     for name in ("train", "val", "test"):

@@ -64,7 +64,9 @@ def load_image_folder(
         )
     _refuse_split_layout(folder, class_dirs)
     names, lookup, label_note = string_labels([d.name for d in class_dirs], given, where, "folder names, ")
-    files, labels = _listed(class_dirs, lookup, where)
+    files, labels, skipped = _listed(class_dirs, lookup, where)
+    skipped_note = (f"; {len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} of the class folders left out (not a PNG/JPEG "
+                    f"file, or a link to nothing), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
     size_hw = _size(image_size)
     modes, sizes = _headers(files)
     if resize is not None:
@@ -102,7 +104,7 @@ def load_image_folder(
     pre = Preprocessing(
         scale=1 / 255, mean=list(mean), std=list(std), layout="NCHW", **transform.to_dict(),
         note=f"ImageFolder, {'grayscale' if gray else 'RGB'}, {size_note}, 8-bit pixels scaled by 1/255{norm_note}; "
-        + label_note,
+        + label_note + skipped_note,
     )
     return assemble_dataset(
         folder.resolve().name, split_pool(x, y, seed, fr, names, where), pre,
@@ -125,22 +127,23 @@ def _refuse_split_layout(folder: Path, class_dirs: list[Path]) -> None:
                         f"class folders: give one of them as --data (compress takes all: {parts})")
 
 
-def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple[list[Path], list[int]]:
-    """Every image of every class folder, in order, and its label."""
+def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple[list[Path], list[int], list[Path]]:
+    """Every image of every class folder, in order, and its label; and the other entries left out (a GIF, a
+    sub-folder, a link to nothing; hidden ones not counted), which the data's note names."""
     files: list[Path] = []
     labels: list[int] = []
+    skipped: list[Path] = []
     for d in class_dirs:
-        imgs = sorted(
-            p for p in d.iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        )
+        entries = sorted(p for p in d.iterdir() if not p.name.startswith("."))
+        imgs = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        skipped += [p for p in entries if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)]
         if not imgs:
             raise UserError(
                 f"class folder '{d.name}' in {where} has no PNG/JPEG images: add images or remove the folder"
             )
         files += imgs
         labels += [lookup[d.name]] * len(imgs)
-    return files, labels
+    return files, labels, skipped
 
 
 def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int], class_names: list[str],
@@ -156,7 +159,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
     if unknown:
         raise UserError(f"{where} has class folder '{unknown[0]}', which is not one of --data's classes "
                         f"({', '.join(class_names[:12])}): name the sub-folders like --data's")
-    files, labels = _listed(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
+    files, labels, _ = _listed(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
     _, sizes = _headers(files)
     transform = ImageTransform(pre.color or "RGB", size_hw, resize=tuple(pre.resize), crop=tuple(pre.crop),
                                mean=tuple(pre.mean), std=tuple(pre.std))
