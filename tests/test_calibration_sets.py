@@ -93,6 +93,9 @@ def test_a_set_is_read_as_untrusted_data(tmp_path):
     for name in ("pickled", "nan", "flat", "text"):
         with pytest.raises(UserError):
             load_calibration(tmp_path / f"{name}.npz")
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 1, 8, 8), np.float32), meta=np.array("{}"))
+    with pytest.raises(UserError, match="holds no rows"):  # it was "needs float rows x and meta", which it has
+        load_calibration(tmp_path / "empty.npz")
 
 
 def test_the_digits_set_by_name_drives_the_same_int8_export_as_its_path(trained_digits, capsys, tmp_path):

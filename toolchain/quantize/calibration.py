@@ -233,7 +233,9 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     _, arrays = read_npz(path, {"x", "meta"})
     bad = UserError(f"calibration set {path} is not a valid cwtool .npz (needs float rows x and meta): re-create it")
     x = arrays.get("x")
-    if x is None or x.dtype.kind not in "fiu" or x.ndim < 2 or len(x) == 0:
+    if x is not None and x.ndim >= 2 and len(x) == 0:
+        raise UserError(f"calibration set {path} holds no rows (x has shape {x.shape}): re-create it with rows")
+    if x is None or x.dtype.kind not in "fiu" or x.ndim < 2:
         raise bad
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
