@@ -356,10 +356,14 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
 # --------------------------------------------------------------------------- collapse
 
 
-def _takes_all(cm: np.ndarray, max_share: float) -> np.ndarray:
-    """Per class: it takes over `max_share` of the predictions and leaves the others under half their due."""
+def _shares(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, its share of the predictions and of the samples (a confusion matrix with at least one row)."""
     total = int(cm.sum())
-    pred_share, true_share = cm.sum(axis=0) / total, cm.sum(axis=1) / total
+    return cm.sum(axis=0) / total, cm.sum(axis=1) / total
+
+
+def _takes_all(pred_share: np.ndarray, true_share: np.ndarray, max_share: float) -> np.ndarray:
+    """Per class: it takes over `max_share` of the predictions and leaves the others under half their due."""
     return (pred_share > max_share) & ((1.0 - pred_share) < (1.0 - true_share) / 2.0)
 
 
@@ -387,12 +391,11 @@ def collapse_check(cm, baseline_cm=None, max_share: float = 0.9, min_recall: flo
     total = int(cm.sum())
     if total == 0:
         return reasons
-    pred_share = cm.sum(axis=0) / total
-    true_share = cm.sum(axis=1) / total
+    pred_share, true_share = _shares(cm)
     # A baseline that already answers one class for (nearly) everything passes that on to a
     # candidate that agrees with it: the share rule is about a collapse the candidate brought.
-    inherited = _takes_all(base, max_share) if base is not None and base.sum() else np.zeros(len(cm), bool)
-    for c in np.flatnonzero(_takes_all(cm, max_share) & ~inherited):
+    inherited = _takes_all(*_shares(base), max_share) if base is not None and base.sum() else np.zeros(len(cm), bool)
+    for c in np.flatnonzero(_takes_all(pred_share, true_share, max_share) & ~inherited):
         reasons.append(
             f"class {c} takes {pred_share[c]:.1%} of all predictions "
             f"but is only {true_share[c]:.1%} of the samples"

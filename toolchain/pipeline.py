@@ -65,7 +65,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner
     from toolchain.prune.preflight import check_before_pruning
-    from toolchain.prune.tickets import removed_plan, shipped_size_goal
+    from toolchain.prune.tickets import promise_section, removed_plan, shipped_size_goal
 
     started = time.perf_counter()
     group = distributed.start()  # under torchrun: retraining on every process, rank 0 writes and talks
@@ -177,9 +177,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                                           "argv": sys.argv, "data": dataset.describe(), "processes": group.world if group else 1,
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
-        if config.switched_off():
-            log.print(f"note: --no-class-aware switches the class-dependent parts off: {', '.join(config.switched_off())} "
-                      "changes nothing in this run")
+        ignored = config.switched_off()
+        if ignored:
+            log.print(f"note: --no-class-aware switches the class-dependent parts off: {', '.join(ignored)} changes nothing in this run")
         swept = sweep_temporaries(run_dir)
         if swept:
             log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
@@ -224,7 +224,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         pruned_test["predictions"] = pruned_logits.argmax(1).tolist()
         pruned_test["rows_sha256"] = test_rows
         gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
-        promise = promise_section(ticket, config, result.budget_met, result.dense["val"]["accuracy"] - config.max_accuracy_drop)
+        promise = promise_section(result, ticket, config)
         size_goal = shipped_size_goal(result, ticket, config, pruner.kept_whole)
         if not size_goal["met"]:
             log.print(f"size goal not met: {size_goal['statement']}")
@@ -339,36 +339,6 @@ def _int8_guard(result):
     if result.budget_met or reached >= result.guard.confidence:
         return result.guard
     return dataclasses.replace(result.guard, confidence=max(0.0, reached - 1e-9))
-
-
-def promise_section(ticket, config: PruneConfig, met: bool, accuracy_floor: float) -> dict:
-    """What compress promises about the shipped model, in numbers and in one plain sentence; where no ticket kept it,
-    which budget stopped it (the FN promise's confidence, or validation accuracy at the promise's operating point) and
-    the flags that would move that budget."""
-    per_class = ticket.val.get("promise", {})
-    words = []
-    for k, v in per_class.items():
-        extra = f" + {v['budget']}" if v["budget"] else ""
-        words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples with probability "
-                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}); margin {v['margin_fn']} FN under the dense model "
-                     f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
-    if met:
-        statement = "the FN promise holds: " + "; ".join(words)
-    elif all(v["confidence"] >= v["confidence_target"] for v in per_class.values()):  # the promise held; accuracy did not
-        more = ["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
-        statement = (f"no ticket stays within the accuracy budget on validation where it keeps the FN promise (the selected round "
-                     f"{ticket.round}: accuracy {ticket.val['accuracy']:.4f} at that operating point, needs >= {accuracy_floor:.4f}; "
-                     f"the promise itself holds there: {'; '.join(words)}): {', '.join(more[:-1])} or {more[-1]}")
-    else:
-        reach = ", ".join(f"class {k} {v.get('reachable_confidence', v['confidence']):.3f}" for k, v in per_class.items())
-        more = ["lower --confidence"] + (["raise --max-fn-increase"] if config.max_fn_increase < 1e6 else []) \
-            + (["raise --keep-params"] if config.keep_params < 1 else []) + ["give more validation data"]
-        statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
-                     f"(the validation split is too small or the compression too strong; reachable by the selected round "
-                     f"{ticket.round} while validation accuracy stays >= {accuracy_floor:.4f}: {reach}): "
-                     f"{', '.join(more[:-1])} or {more[-1]}")
-    return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
-            "round": ticket.round, "classes": per_class, "statement": statement}
 
 
 def _sparsity(config: PruneConfig, ticket, model=None) -> dict:

@@ -1,5 +1,5 @@
-"""Tickets: a round's pruned model with its operating point on validation, which one a run ships, and whether it reached
-the size goal."""
+"""Tickets: a round's pruned model with its operating point on validation, which one a run ships, what it promises and
+whether it reached the size goal."""
 
 from __future__ import annotations
 
@@ -77,10 +77,15 @@ def select(result: PruneResult) -> PruneResult:
     return result
 
 
+def _kept(promise: dict) -> bool:
+    """Whether one protected class's promise (an entry of a ticket's val["promise"]) reaches its asked confidence."""
+    return promise["confidence"] >= promise["confidence_target"]
+
+
 def promise_text(t: Ticket) -> str:
     """The protected classes whose promise falls short, with their confidence (a class that keeps its promise is not
     named among the reasons)."""
-    short = {k: v for k, v in t.val.get("promise", {}).items() if v["confidence"] < v["confidence_target"]}
+    short = {k: v for k, v in t.val.get("promise", {}).items() if not _kept(v)}
     if not short:
         return "every protected class keeps its promise"
     return ", ".join(f"class {k} promise confidence {v['confidence']:.3f} of {v['confidence_target']:g}" for k, v in short.items())
@@ -119,3 +124,34 @@ def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str,
     share = "of its conv and linear weights non-zero" if config.granularity == "weight" else "of the parameters"
     out["statement"] = f"the shipped model keeps {params:.1%} {share} and {macs:.1%} of the MACs against {goal}: {why}{kept}"
     return out
+
+
+def promise_section(result, ticket, config: PruneConfig) -> dict:
+    """What compress promises about the shipped model, in numbers and in one plain sentence; where no ticket kept it,
+    which budget stopped it (the FN promise's confidence, or validation accuracy at the promise's operating point) and
+    the flags that would move that budget."""
+    per_class = ticket.val.get("promise", {})
+    met, accuracy_floor = result.budget_met, result.dense["val"]["accuracy"] - config.max_accuracy_drop
+    words = []
+    for k, v in per_class.items():
+        extra = f" + {v['budget']}" if v["budget"] else ""
+        words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples with probability "
+                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}); margin {v['margin_fn']} FN under the dense model "
+                     f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
+    if met:
+        statement = "the FN promise holds: " + "; ".join(words)
+    elif all(map(_kept, per_class.values())):  # the promise held; accuracy did not
+        more = ["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
+        statement = (f"no ticket stays within the accuracy budget on validation where it keeps the FN promise (the selected round "
+                     f"{ticket.round}: accuracy {ticket.val['accuracy']:.4f} at that operating point, needs >= {accuracy_floor:.4f}; "
+                     f"the promise itself holds there: {'; '.join(words)}): {', '.join(more[:-1])} or {more[-1]}")
+    else:
+        reach = ", ".join(f"class {k} {v.get('reachable_confidence', v['confidence']):.3f}" for k, v in per_class.items())
+        more = ["lower --confidence"] + (["raise --max-fn-increase"] if config.max_fn_increase < 1e6 else []) \
+            + (["raise --keep-params"] if config.keep_params < 1 else []) + ["give more validation data"]
+        statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
+                     f"(the validation split is too small or the compression too strong; reachable by the selected round "
+                     f"{ticket.round} while validation accuracy stays >= {accuracy_floor:.4f}: {reach}): "
+                     f"{', '.join(more[:-1])} or {more[-1]}")
+    return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
+            "round": ticket.round, "classes": per_class, "statement": statement}
