@@ -134,9 +134,9 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
     labels: list[int] = []
     skipped: list[Path] = []
     for d in class_dirs:
-        entries = sorted(p for p in d.iterdir() if not p.name.startswith("."))
-        imgs = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        skipped += [p for p in entries if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)]
+        imgs = []
+        for p in sorted(p for p in d.iterdir() if not p.name.startswith(".")):  # one stat per entry: 20,000 images
+            (imgs if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else skipped).append(p)
         if not imgs:
             raise UserError(
                 f"class folder '{d.name}' in {where} has no PNG/JPEG images: add images or remove the folder"
