@@ -928,3 +928,22 @@ def test_a_resumed_run_writes_its_files_again_from_the_model_it_ships(trained_di
     assert hashlib.sha256(fp32.read_bytes()).hexdigest() == made
     report = json.loads((out / "report.json").read_text())
     assert all(a["agreement"] == 1.0 for a in report["artifacts"] if a["precision"] == "fp32"), report["artifacts"]
+
+
+def test_rows_given_as_arrays_are_not_said_to_be_decoded_otherwise():
+    """verify on an .npz of rows prepared already warned that the file "was made for inputs preprocessed otherwise"
+    (color 'RGB' there, '' here): cwtool decoded no image, so only its own scaling and normalization can differ."""
+    import json as _json
+    from types import SimpleNamespace
+
+    from toolchain.data.dataset import Preprocessing
+    from toolchain.verify import preprocessing_mismatch
+
+    folder = Preprocessing(scale=1 / 255, mean=[0.5], std=[0.25], color="L", resize=[18], crop=[16, 16], interpolation="bilinear")
+    runner = SimpleNamespace(metadata={"preprocessing": _json.dumps(folder.to_dict())}, path="m.onnx")
+    arrays = Preprocessing(scale=1 / 255, mean=[0.5], std=[0.25])
+    assert preprocessing_mismatch(runner, {"preprocessing": arrays.to_dict()}) is None
+    other_mean = Preprocessing(scale=1 / 255, mean=[0.1], std=[0.25])
+    assert "mean" in preprocessing_mismatch(runner, {"preprocessing": other_mean.to_dict()})
+    other_size = Preprocessing(scale=1 / 255, mean=[0.5], std=[0.25], color="L", resize=[20], crop=[16, 16], interpolation="bilinear")
+    assert "resize [18] there, [20] here" in preprocessing_mismatch(runner, {"preprocessing": other_size.to_dict()})

@@ -166,6 +166,7 @@ def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increa
 
 
 PREPROCESSING_STEPS = ("color", "resize", "crop", "scale", "mean", "std")
+IMAGE_FILE_STEPS = ("color", "resize", "crop")  # only where cwtool decoded image files: arrays come prepared
 
 
 def _passes_with(gate: dict, fn_budget: int) -> bool:
@@ -188,7 +189,8 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
     here = rows.get("preprocessing")
     if not isinstance(recorded, dict) or not isinstance(here, dict):
         return None
-    differ = [k for k in PREPROCESSING_STEPS if k in recorded and recorded[k] != here.get(k)]
+    steps = [k for k in PREPROCESSING_STEPS if here.get("color") or k not in IMAGE_FILE_STEPS]
+    differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
     if not differ:
         return None
     shown = ", ".join(f"{k} {recorded[k]!r} there, {here.get(k)!r} here" for k in differ)
@@ -233,7 +235,9 @@ def run_verify(req: VerifyRequest) -> dict:
     # Open every artifact before running any: a bad one stops the run before work is done.
     opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
-    notes = list(req.notes) + [n for n in (preprocessing_mismatch(runner, rows) for _, runner, _ in opened) if n]
+    notes = list(req.notes)
+    if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured
+        notes += [n for n in (preprocessing_mismatch(runner, rows) for _, runner, _ in opened) if n]
     protected: list[int] | None = None
     names: list[str] | None = None
     base_eval, same_rows = None, True
