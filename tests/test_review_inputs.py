@@ -947,3 +947,20 @@ def test_rows_given_as_arrays_are_not_said_to_be_decoded_otherwise():
     assert "mean" in preprocessing_mismatch(runner, {"preprocessing": other_mean.to_dict()})
     other_size = Preprocessing(scale=1 / 255, mean=[0.5], std=[0.25], color="L", resize=[20], crop=[16, 16], interpolation="bilinear")
     assert "resize [18] there, [20] here" in preprocessing_mismatch(runner, {"preprocessing": other_size.to_dict()})
+
+
+def test_one_color_image_among_gray_ones_is_named_when_a_gray_model_meets_three_channels(tmp_path, capsys):
+    """One RGB image in a gray folder makes the folder RGB (lossless for the gray ones); a gray model then met
+    "(3, 16, 16)" with no word of which image made it so."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    code, _, err = run_cli(["train", "--data", tmp_path / "imgs", "--arch", "digits-cnn", "--epochs", "1", "--out", tmp_path / "g.pt"], capsys)
+    assert code == 0, err
+    Image.fromarray(np.full((16, 16, 3), 7, dtype=np.uint8)).save(tmp_path / "imgs" / "b" / "color.png")
+    code, _, err = run_cli(["evaluate", tmp_path / "g.pt", "--data", tmp_path / "imgs", "-p", "b"], capsys)
+    assert code == 2 and "(1, 16, 16)" in err and "b/color.png" in err and "1 of 25 images" in err, err

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolchain.data import Dataset
+from toolchain.data.images import channels_hint
 from toolchain.errors import UserError, describe
 
 
@@ -74,6 +75,7 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
             f"the model does not accept the data's samples of shape {tuple(sample_shape)} "
             f"({describe(exc, 160)}): check --data, --arch and --arch-kwargs"
             + ("; flat rows for an image model take --input-shape C,H,W" if len(sample_shape) == 1 else "")
+            + (channels_hint(tuple(sample_shape)) if "channels" in str(exc) else "")
         ) from exc
     if not isinstance(out, torch.Tensor):  # (logits, features), auxiliary heads, a dict of outputs
         raise UserError(f"the model returns a {type(out).__name__}, not one tensor; cwtool needs a forward that returns (batch, classes) "

@@ -177,3 +177,18 @@ class ImageFiles(Samples):
                     raise UserError(f"image '{p}' decoded to shape {a.shape}, not {h}x{w}: replace or remove it")
                 out[j] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         return t.finish(out)
+
+
+COLOR_AMONG_GRAY: list[str] = []
+"""Image folders read in this process as RGB for a few color images among gray ones ("'folder': 'one.png'"),
+for the error that a gray model then meets: it names the image."""
+
+
+def channels_hint(given: tuple, wanted: tuple | None = None) -> str:
+    """Why an image model's one channel meets three (or the reverse): an ImageFolder is read as RGB when any image is.
+    ``wanted``: the model's sample shape where known."""
+    if len(given) == 3 and given[0] in (1, 3) and (wanted is None or (len(wanted) == 3 and wanted[0] == 4 - given[0])):
+        where = f" ({'; '.join(COLOR_AMONG_GRAY[-2:])})" if given[0] == 3 and COLOR_AMONG_GRAY else ""
+        return ("; an image folder is read as RGB (3 channels) when any one of its images is in color, and as grayscale "
+                f"(1) only when every one is gray{where}")
+    return ""

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from toolchain.data.images import channels_hint
 from toolchain.errors import UserError
 from toolchain.io import atomic_write_bytes
 from toolchain.limits import check_fits, memory_cap
@@ -138,7 +139,8 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
         wanted = tuple(ckpt["input_shape"])
         fix = (f"pass --input-shape {','.join(map(str, wanted))}" if math.prod(wanted) == math.prod(expected_shape)
                else "give the data it was trained on")
-        raise UserError(f"'{path}' was made for samples of shape {wanted}, the data's are {tuple(expected_shape)}: {fix}")
+        raise UserError(f"'{path}' was made for samples of shape {wanted}, the data's are {tuple(expected_shape)}: {fix}"
+                        + channels_hint(tuple(expected_shape), wanted))
     kwargs = ckpt["arch_kwargs"]
     spec = _checkpoint_arch(ckpt["arch"], path, arch, arch_kwargs, kwargs, trust_model)
     _check_build_size(spec, kwargs, path)

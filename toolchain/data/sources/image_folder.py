@@ -15,7 +15,7 @@ import numpy as np
 
 from toolchain.data.assemble import assemble_dataset
 from toolchain.data.dataset import Dataset, Preprocessing
-from toolchain.data.images import IMAGENET_MEAN, IMAGENET_STD, PIL_BAD_MODES, PIL_FORMATS, ImageFiles, ImageTransform, image_problem, \
+from toolchain.data.images import COLOR_AMONG_GRAY, IMAGENET_MEAN, IMAGENET_STD, PIL_BAD_MODES, PIL_FORMATS, ImageFiles, ImageTransform, image_problem, \
     open_plain, pil_errors, pillow
 from toolchain.data.labels import string_labels
 from toolchain.data.sources import KNOWN_SOURCES
@@ -94,7 +94,14 @@ def load_image_folder(
             )
         steps, size_hw = {}, first
         size_note = f"all {first[0]}x{first[1]}, not resized"
-    gray = all(m in ("L", "LA", "1") for m in modes)  # gray with alpha (a transparent PNG) is gray: the alpha is dropped
+    is_gray = [m in ("L", "LA", "1") for m in modes]  # gray with alpha (a transparent PNG) is gray: the alpha is dropped
+    gray = all(is_gray)
+    color = [f for f, g in zip(files, is_gray) if not g]
+    mixed_note = (f" ({len(color):,} of {len(files):,} images in color, such as '{one_line(str(color[0].relative_to(folder)))[:120]}'; "
+                  "the gray ones read as RGB too)" if color and any(is_gray) else "")
+    if mixed_note:
+        COLOR_AMONG_GRAY.append(f"{len(color):,} of {len(files):,} images in {where} in color, such as "
+                                f"'{one_line(str(color[0].relative_to(folder)))[:120]}'")
     mean, std, norm_note = _normalization(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     if resize is not None:
@@ -103,7 +110,7 @@ def load_image_folder(
     y = np.asarray(labels, dtype=np.int64)
     pre = Preprocessing(
         scale=1 / 255, mean=list(mean), std=list(std), layout="NCHW", **transform.to_dict(),
-        note=f"ImageFolder, {'grayscale' if gray else 'RGB'}, {size_note}, 8-bit pixels scaled by 1/255{norm_note}; "
+        note=f"ImageFolder, {'grayscale' if gray else 'RGB'}{mixed_note}, {size_note}, 8-bit pixels scaled by 1/255{norm_note}; "
         + label_note + skipped_note,
     )
     return assemble_dataset(
