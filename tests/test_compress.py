@@ -478,6 +478,15 @@ def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     assert "Retrained on cpu in fp32 (`--train-precision fp32`)." in markdown
 
 
+def test_a_run_without_retraining_does_not_say_it_retrained(trained_digits, tmp_path, capsys):
+    """--epochs 0 (channels removed, nothing retrained) is allowed; its report said "Retrained on cpu in bf16"."""
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "0",
+                            "--skip-export", "--out", tmp_path / "z"], capsys)
+    assert code in (0, 1), err
+    markdown = (tmp_path / "z" / "report.md").read_text()
+    assert "Not retrained (`--epochs 0`)" in markdown and "Retrained on" not in markdown
+
+
 def test_run_ids_of_earlier_versions_stay_the_same():
     """Run directories on disk are found again by this id (--resume): a field added in a later version,
     at the value that changes nothing, must leave it alone (final_epochs 0, keep_macs 1). The guarded

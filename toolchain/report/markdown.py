@@ -107,7 +107,9 @@ def render_report(report: dict) -> str:
         if kept:
             lines += ["", "Channels kept whole: "
                       + "; ".join(f"{key}: {why}" for key, why in kept.items()) + "."]
-        if "training" in report:  # reports written before it was recorded lack it
+        if "training" in report and not report["config"].get("epochs", 1) and not report["config"].get("final_epochs"):
+            lines += ["", "Not retrained (`--epochs 0`): each round's channels were removed and the model evaluated as it was."]
+        elif "training" in report:  # reports written before it was recorded lack it
             lines += ["", f"Retrained on {report['training']['device']} in {report['training']['arithmetic']} "
                           f"(`--train-precision {report['config'].get('train_precision', 'fp32')}`)."]
     for s in (s for s in report["stages"] if s["stage"] == "final_finetune"):
