@@ -12,6 +12,7 @@ import pytest
 
 from toolchain import metrics as M
 from toolchain.errors import UserError
+from toolchain.gate import collapse_check
 
 # A 3-class case small enough to check by hand.
 #   true 0: predicted 0,0,1      -> tp0=2, fn0=1
@@ -320,7 +321,7 @@ def test_collapse_detected_when_one_class_takes_everything():
     y = np.repeat([0, 1, 2], 100)
     pred = np.zeros_like(y)
     pred[:5] = 1  # 98.3% predicted class 0, true share 33%
-    reasons = M.collapse_check(M.confusion_matrix(y, pred, 3))
+    reasons = collapse_check(M.confusion_matrix(y, pred, 3))
     assert len(reasons) == 1 and "class 0" in reasons[0]
 
 
@@ -329,8 +330,8 @@ def test_collapse_not_flagged_for_healthy_model():
     pred = y.copy()
     pred[::10] = (y[::10] + 1) % 3
     cm = M.confusion_matrix(y, pred, 3)
-    assert M.collapse_check(cm) == []
-    assert M.collapse_check(cm, baseline_cm=M.confusion_matrix(y, y, 3)) == []
+    assert collapse_check(cm) == []
+    assert collapse_check(cm, baseline_cm=M.confusion_matrix(y, y, 3)) == []
 
 
 def test_collapse_not_flagged_for_imbalanced_data_predicted_at_its_rate():
@@ -338,10 +339,10 @@ def test_collapse_not_flagged_for_imbalanced_data_predicted_at_its_rate():
     y = np.array([0] * 900 + [1] * 100)
     pred = y.copy()
     pred[900:920] = 0  # 20 of class 1 missed -> class 0 predicted 920/1000
-    assert M.collapse_check(M.confusion_matrix(y, pred, 2)) == []
+    assert collapse_check(M.confusion_matrix(y, pred, 2)) == []
     # The same data answered 99.5% class 0 is a collapse.
     pred[900:995] = 0
-    assert M.collapse_check(M.confusion_matrix(y, pred, 2)) != []
+    assert collapse_check(M.confusion_matrix(y, pred, 2)) != []
 
 
 def test_collapse_share_inherited_from_the_baseline_is_not_the_candidates():
@@ -350,10 +351,10 @@ def test_collapse_share_inherited_from_the_baseline_is_not_the_candidates():
     pred = np.zeros_like(y)
     pred[700:720] = 1
     cm = M.confusion_matrix(y, pred, 2)
-    assert M.collapse_check(cm) != []  # judged alone it looks collapsed
-    assert M.collapse_check(cm, baseline_cm=cm) == []  # but it agrees with what it was made from
+    assert collapse_check(cm) != []  # judged alone it looks collapsed
+    assert collapse_check(cm, baseline_cm=cm) == []  # but it agrees with what it was made from
     # A healthy baseline keeps the rule: the collapse is the candidate's own.
-    assert M.collapse_check(cm, baseline_cm=M.confusion_matrix(y, y, 2)) != []
+    assert collapse_check(cm, baseline_cm=M.confusion_matrix(y, y, 2)) != []
 
 
 def test_collapse_recall_drop_against_baseline():
@@ -362,10 +363,10 @@ def test_collapse_recall_drop_against_baseline():
     pred = y.copy()
     pred[y == 2] = 3  # class 2 vanishes; no class exceeds the share limit
     cm = M.confusion_matrix(y, pred, 4)
-    assert M.collapse_check(cm) == []  # the share rule alone does not see it
-    reasons = M.collapse_check(cm, baseline_cm=base)
+    assert collapse_check(cm) == []  # the share rule alone does not see it
+    reasons = collapse_check(cm, baseline_cm=base)
     assert len(reasons) == 1 and "class 2" in reasons[0] and "recall" in reasons[0]
     # A class that was already at ~0 recall in the baseline is not a new collapse.
-    assert M.collapse_check(cm, baseline_cm=cm) == []
+    assert collapse_check(cm, baseline_cm=cm) == []
     with pytest.raises(UserError):
-        M.collapse_check(cm, baseline_cm=np.zeros((3, 3), dtype=int))
+        collapse_check(cm, baseline_cm=np.zeros((3, 3), dtype=int))

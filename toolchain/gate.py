@@ -35,9 +35,9 @@ import math
 import numpy as np
 
 from toolchain.errors import UserError
-from toolchain.metrics import clopper_pearson, collapse_check, mcnemar_exact
+from toolchain.metrics import clopper_pearson, mcnemar_exact, per_class
 
-__all__ = ["GATE_MODES", "fn_gate", "paired_counts"]
+__all__ = ["GATE_MODES", "collapse_check", "fn_gate", "paired_counts"]
 
 GATE_MODES = ("plain", "significant")
 _EPS = 1e-12
@@ -242,3 +242,59 @@ def fn_gate(
         "accuracy": accuracy,
         "collapse": collapsed,
     }
+
+
+# --------------------------------------------------------------------------- collapse
+
+
+def _shares(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, its share of the predictions and of the samples (a confusion matrix with at least one row)."""
+    total = int(cm.sum())
+    return cm.sum(axis=0) / total, cm.sum(axis=1) / total
+
+
+def _takes_all(pred_share: np.ndarray, true_share: np.ndarray, max_share: float) -> np.ndarray:
+    """Per class: it takes over `max_share` of the predictions and leaves the others under half their due."""
+    return (pred_share > max_share) & ((1.0 - pred_share) < (1.0 - true_share) / 2.0)
+
+
+def collapse_check(cm, baseline_cm=None, max_share: float = 0.9, min_recall: float = 0.05) -> list[str]:
+    """Reasons (one line each) to think predictions collapsed; empty list when none.
+
+    Two rules (int8 conversion can make a model answer one class for everything):
+    - share: a class takes more than `max_share` of all predictions while leaving the
+      other classes less than half the predictions their true share calls for, i.e.
+      (1 - pred_share) < (1 - true_share) / 2. A 90%-majority data set predicted at 92%
+      is not flagged; the same model answering 99% majority is. Not flagged where the
+      baseline already did the same.
+    - recall (only with `baseline_cm`): a class with samples whose recall is below
+      `min_recall` while the baseline's recall for it was at least `min_recall`.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    base = None if baseline_cm is None else np.asarray(baseline_cm, dtype=np.int64)
+    if base is not None and base.shape != cm.shape:
+        raise UserError(
+            f"baseline confusion matrix has shape {base.shape}, this one {cm.shape}; "
+            "compare models with the same classes"
+        )
+    pc = per_class(cm)
+    reasons: list[str] = []
+    total = int(cm.sum())
+    if total == 0:
+        return reasons
+    pred_share, true_share = _shares(cm)
+    # A baseline that already answers one class for (nearly) everything passes that on to a
+    # candidate that agrees with it: the share rule is about a collapse the candidate brought.
+    inherited = _takes_all(*_shares(base), max_share) if base is not None and base.sum() else np.zeros(len(cm), bool)
+    for c in np.flatnonzero(_takes_all(pred_share, true_share, max_share) & ~inherited):
+        reasons.append(
+            f"class {c} takes {pred_share[c]:.1%} of all predictions "
+            f"but is only {true_share[c]:.1%} of the samples"
+        )
+    if base is not None:
+        base_recall = per_class(base)["recall"]
+        for c in range(cm.shape[0]):
+            r, br = pc["recall"][c], base_recall[c]
+            if not (math.isnan(r) or math.isnan(br)) and r < min_recall <= br:
+                reasons.append(f"class {c} recall fell to {r:.1%} (baseline {br:.1%})")
+    return reasons
