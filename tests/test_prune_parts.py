@@ -274,6 +274,12 @@ def test_the_plain_arm_differs_in_the_class_dependent_parts_only():
     assert PruneConfig(class_aware=False, gamma_rule="lagrange", agree_weight=2.0, epochs=3).switched_off() == [
         "--gamma-rule lagrange", "--agree-weight 2.0"]
     assert PruneConfig(class_aware=False).switched_off() == [] and PruneConfig(agree_weight=2.0).switched_off() == []
+    # ... and leave the run id alone: --resume without them (or with them) finds the same run
+    from toolchain.config import config_hash
+
+    plain_id = config_hash(PruneConfig(class_aware=False))
+    assert config_hash(PruneConfig(class_aware=False, gamma_rule="lagrange", agree_weight=2.0, gamma=1.0)) == plain_id
+    assert config_hash(PruneConfig(class_aware=False, epochs=3)) != plain_id != config_hash(PruneConfig())
 
 
 def test_lagrange_multiplier_rises_while_validation_fn_is_over_budget(digits_dataset):

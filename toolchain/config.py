@@ -129,10 +129,7 @@ class PruneConfig:
         of a fair comparison differs in the class-dependent parts only."""
         if self.class_aware:
             return self
-        plain = PruneConfig(**asdict(self))
-        plain.gamma, plain.rank_weight, plain.taylor_weight, plain.increase_weight = 1.0, 0.0, 0.0, 0.0
-        plain.gamma_rule, plain.distill_uniform, plain.agree_weight = "fixed", True, 0.0
-        return plain
+        return replace(self, **_PLAIN_ARM)
 
     def switched_off(self) -> list[str]:
         """The class-dependent flags given other values than their defaults that --no-class-aware switches off."""
@@ -148,9 +145,17 @@ class PruneConfig:
     def identity(self) -> dict:
         """What a run's id hashes: every field, except a field added later while it holds the value that
         reproduces the older behaviour, so runs on disk keep their ids (and --resume) across versions."""
-        kept = {k: v for k, v in asdict(self).items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+        fields = asdict(self)
+        if not self.class_aware:  # flags --no-class-aware ignores change nothing: they count at their defaults
+            default = asdict(PruneConfig())
+            fields = {k: default[k] if k in _PLAIN_ARM else v for k, v in fields.items()}
+        kept = {k: v for k, v in fields.items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
         return {**_REMOVED, **kept}
 
+
+# What --no-class-aware sets: the class-dependent parts off, distillation uniform over samples.
+_PLAIN_ARM = {"gamma": 1.0, "rank_weight": 0.0, "taylor_weight": 0.0, "increase_weight": 0.0, "gamma_rule": "fixed",
+              "distill_uniform": True, "agree_weight": 0.0}
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
 _ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32",
