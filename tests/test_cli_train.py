@@ -1,6 +1,7 @@
 """`cwtool train`: a dense starting point that evaluate and compress can load."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,9 +19,12 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
         f"training --arch mlp on breast-cancer, {lines[0].split(', ')[1].split()[0]} train rows, 5 epochs; log: {out}.log",
         "data: breast-cancer: sklearn load_breast_cancer, standardized with the train split's mean/std; "
         "labels: malignant=0, benign=1 (fixed by scikit-learn)",
-        lines[2], *[f"epoch {e}/5 done" for e in range(1, 6)],
+        lines[2], *lines[3:8],
         f"{out}: validation accuracy {err.split()[-1]}"]
     assert lines[2] in ("training on cpu in fp32", "training on cpu in bf16 autocast")
+    # each epoch says its pace, and all but the last how long the training has to go
+    for e, line in enumerate(lines[3:8], 1):
+        assert re.fullmatch(rf"epoch {e}/5 done \(\d+ (s|min) an epoch" + (r", about \d+ (s|min) to go\)" if e < 5 else r"\)"), line), line
     logged = (tmp_path / "mlp.pt.log").read_text().splitlines()
     assert [line.split("s ", 1)[1] for line in logged] == lines  # each line stamped with the time since the start
     code, _, err = run_cli(["evaluate", out, "--data", "breast-cancer", "-p", "malignant", "--json", tmp_path / "e.json"], capsys)

@@ -73,3 +73,14 @@ def test_print_evaluation_writes_to_given_console():
     buf = io.StringIO()
     print_evaluation(_evaluation(), NAMES, console=Console(file=buf, width=100, color_system=None))
     assert "Shirt" in buf.getvalue()
+
+
+def test_progress_times_read_as_a_person_reads_them(monkeypatch):
+    from toolchain.report import consoles
+
+    assert [consoles.duration(s) for s in (0.4, 89, 95, 3000, 5400, 20000)] == ["0 s", "89 s", "2 min", "50 min", "1.5 h", "5.6 h"]
+    clock = iter([100.0, 160.0, 220.0])  # started, after epoch 1, after epoch 2
+    monkeypatch.setattr(consoles.time, "perf_counter", lambda: next(clock))
+    pace = consoles.EpochPace(8)
+    assert pace.line(1) == "epoch 1/8 done (60 s an epoch, about 7 min to go)"
+    assert pace.line(2) == "epoch 2/8 done (60 s an epoch, about 6 min to go)"

@@ -44,7 +44,7 @@ def train(
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.config import TRAIN_PRECISIONS
     from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train as run_train, training_dtype
-    from toolchain.report.consoles import RunLog, log_console, progress_bar
+    from toolchain.report.consoles import EpochPace, RunLog, log_console, progress_bar
 
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
@@ -92,9 +92,11 @@ def train(
         log.print(f"--arch '{arch}' built with num_classes {kwargs['num_classes']}, one output per class the data names")
     log.print(f"training on {torch_device} in {arithmetic_label(training_dtype(model, dataset.x_train, train_precision, torch_device))}")
 
+    pace = EpochPace(epochs)
+
     def epoch_done(epoch: int, _model) -> None:
         # a terminal has the progress bar; a pipe or a CI log gets the line itself, or minutes pass in silence
-        (log.record if console.is_terminal else log.print)(f"epoch {epoch}/{epochs} done")
+        (log.record if console.is_terminal else log.print)(pace.line(epoch))
 
     try:
         with progress_bar(console) as progress:

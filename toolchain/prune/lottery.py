@@ -32,6 +32,7 @@ from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
 from toolchain.prune.plan import plan_for_target
+from toolchain.report.consoles import EpochPace
 from toolchain.prune.round_files import RoundFiles
 from toolchain.prune.shrink import checked, shrink
 from toolchain.prune.tickets import PruneResult, Survivors, Ticket, promise_text, relative_plan, removed_plan, round_line, select
@@ -226,8 +227,10 @@ class LotteryPruner:
             loss = self.loss(gamma, teacher)
             snapshot = {}
 
-            def on_epoch_end(epoch, model, _r=r, _loss=loss):
-                self.record(f"round {_r}/{rounds} retrain: epoch {epoch}/{cfg.epochs} done")
+            pace = EpochPace(cfg.epochs)
+
+            def on_epoch_end(epoch, model, _r=r, _loss=loss, _pace=pace):
+                self.record(f"round {_r}/{rounds} retrain: {_pace.line(epoch)}")
                 if cfg.rewind == "early" and _r == 1 and epoch == cfg.rewind_epoch:
                     snapshot["model"] = copy.deepcopy(model).eval()
                 if cfg.gamma_rule == "lagrange":
@@ -301,8 +304,10 @@ class LotteryPruner:
             self.multipliers = dict(multipliers)
             loss = self.loss(cfg.gamma, teacher)
             tcfg = self.train_config(cfg.final_epochs, cfg.lr / 2, cfg.seed * 1000 + 99)
+            pace = EpochPace(cfg.final_epochs)
+
             def after_epoch(epoch, m, _round=ticket.round):
-                self.record(f"final fine-tuning of round {_round}: epoch {epoch}/{cfg.final_epochs} done")
+                self.record(f"final fine-tuning of round {_round}: {pace.line(epoch)}")
                 if cfg.gamma_rule == "lagrange":
                     self._dual_step(m, loss)
 
