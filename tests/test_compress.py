@@ -115,8 +115,14 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digi
     _, dense = trained_digits
     config = PruneConfig(keep_params=0.2, rate=0.5, epochs=2, seed=1, device="cpu", max_accuracy_drop=0.5, increase_weight=increase_weight,
                          confidence=0.5)  # resume mechanics: a promise that digits' 27 threes can back in every round
-    whole_lines = []
-    whole = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "whole", log=whole_lines.append).run()
+    whole_lines, recorded = [], []
+    whole = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "whole", log=whole_lines.append,
+                          record=recorded.append).run()
+    # the log file says where the run stands: each epoch's pace, and after each round what is left
+    to_go = [line for line in recorded if " to go: " in line]
+    assert [line.split(" to go")[0] for line in to_go] == ["rounds 2-3", "round 3"][:len(whole.tickets) - 1], recorded
+    assert all(re.search(r"about \d+ (s|min) at round \d's pace", line) for line in to_go), to_go
+    assert sum("retrain: epoch 1/2 done (" in line for line in recorded) == len(whole.tickets)
     assert re.match(r"pruning: rounds 1-3 of 2 epochs each on cpu \((bf16 autocast|fp32)\), to 20% of", whole_lines[0])
     assert "class 3 FN <=" in whole_lines[0]
 
