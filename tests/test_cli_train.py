@@ -24,7 +24,7 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     assert lines[2] in ("training on cpu in fp32", "training on cpu in bf16 autocast")
     # each epoch says its pace, and all but the last how long the training has to go
     for e, line in enumerate(lines[3:8], 1):
-        assert re.fullmatch(rf"epoch {e}/5 done \(\d+ (s|min) an epoch" + (r", about \d+ (s|min) to go\)" if e < 5 else r"\)"), line), line
+        assert re.fullmatch(rf"epoch {e}/5 done \([\d.]+ (s|min) an epoch" + (r", about [\d.]+ (s|min) to go\)" if e < 5 else r"\)"), line), line
     logged = (tmp_path / "mlp.pt.log").read_text().splitlines()
     assert [line.split("s ", 1)[1] for line in logged] == lines  # each line stamped with the time since the start
     code, _, err = run_cli(["evaluate", out, "--data", "breast-cancer", "-p", "malignant", "--json", tmp_path / "e.json"], capsys)

@@ -78,7 +78,7 @@ def test_print_evaluation_writes_to_given_console():
 def test_progress_times_read_as_a_person_reads_them(monkeypatch):
     from toolchain.report import consoles
 
-    assert [consoles.duration(s) for s in (0.4, 89, 95, 3000, 5400, 20000)] == ["0 s", "89 s", "2 min", "50 min", "1.5 h", "5.6 h"]
+    assert [consoles.duration(s) for s in (0.4, 9.96, 89, 95, 3000, 5400, 20000)] == ["0.4 s", "10 s", "89 s", "2 min", "50 min", "1.5 h", "5.6 h"]
     clock = iter([100.0, 160.0, 220.0])  # started, after epoch 1, after epoch 2
     monkeypatch.setattr(consoles.time, "perf_counter", lambda: next(clock))
     pace = consoles.EpochPace(8)

@@ -131,9 +131,11 @@ def print_markdown(text: str) -> None:
 
 
 def duration(seconds: float) -> str:
-    """"40 s", "7 min", "2.5 h": a progress line's time, as precise as a person reads it."""
+    """"0.4 s", "40 s", "7 min", "2.5 h": a progress line's time, as precise as a person reads it."""
+    if seconds < 9.95:
+        return f"{max(seconds, 0):.1f} s"
     if seconds < 90:
-        return f"{max(seconds, 0):.0f} s"
+        return f"{seconds:.0f} s"
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
