@@ -84,6 +84,21 @@ def test_export_for_a_target_writes_its_file_with_the_verdict(trained_digits, tm
     assert "target raspberry-pi-4:" in err
 
 
+def test_a_model_of_feature_rows_exports_for_an_nhwc_target(tmp_path, capsys):
+    """A target's NHWC is the layout of images: a tabular model was refused by --target (NHWC) and by --layout NCHW
+    (it contradicts the target), so no TFLite target could take it."""
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "3", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", "breast-cancer", "-p", "0", "--target", "raspberry-pi-4",
+                            "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "pi"], capsys)
+    assert code in (0, 1), err
+    (art,) = json.loads((tmp_path / "pi" / "export.json").read_text())["artifacts"]
+    assert art["format"] == "tflite" and art["fit"]["fits"] is True, art
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", "breast-cancer", "-p", "0", "--layout", "NHWC", "--out", tmp_path / "x"],
+                           capsys)
+    assert code == 2 and "NHWC layout needs image data" in err  # asked for by name, it is still refused
+
+
 def test_choose_artifacts():
     from toolchain.errors import UserError
     from toolchain.export.stage import DEFAULT_ARTIFACTS

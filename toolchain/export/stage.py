@@ -111,7 +111,7 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
     converting, not after (the layout, a calibration file's rows, the converters installed)."""
     if export is None or not export.artifacts:
         return
-    if export.layout == "NHWC" and len(dataset.input_shape) != 3:
+    if export.layout == "NHWC" and len(dataset.input_shape) != 3 and not export.target:  # a target's layout is for images
         raise UserError(f"NHWC layout needs image data (C, H, W); these samples have shape {dataset.input_shape}: use --layout NCHW")
     if export.calibration_file:
         from toolchain.quantize.calibration import load_calibration
@@ -206,7 +206,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     num_classes = int(model(example).shape[1])
     int8 = any(p == "int8" for _, p in settings.artifacts)  # only int8 files are calibrated
     calib_x, calib_record = _calibration(dataset, protected, settings, seed, run_dir) if int8 else (None, None)
-    job = ExportJob(example=example, num_classes=num_classes, layout=settings.layout, calibration_x=calib_x,
+    layout = settings.layout if example.dim() == 4 else "NCHW"  # feature rows have no channels to lay out
+    job = ExportJob(example=example, num_classes=num_classes, layout=layout, calibration_x=calib_x,
                     calibration_method=settings.calibration_method, out=out, work=work,
                     metadata={"preprocessing": dataset.preprocessing.to_dict()})  # the device feeds the same input
     x_val, y_val = dataset.split("val")
