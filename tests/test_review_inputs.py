@@ -964,3 +964,15 @@ def test_one_color_image_among_gray_ones_is_named_when_a_gray_model_meets_three_
     Image.fromarray(np.full((16, 16, 3), 7, dtype=np.uint8)).save(tmp_path / "imgs" / "b" / "color.png")
     code, _, err = run_cli(["evaluate", tmp_path / "g.pt", "--data", tmp_path / "imgs", "-p", "b"], capsys)
     assert code == 2 and "(1, 16, 16)" in err and "b/color.png" in err and "1 of 25 images" in err, err
+
+
+def test_export_of_a_model_that_casts_to_float64_is_bad_input(tmp_path, capsys):
+    """evaluate runs such a model as it is; export makes it float32 first, and its forward then failed: exit 3."""
+    (tmp_path / "nets.py").write_text("import torch\nclass F64(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                                      "        self.fc = torch.nn.Linear(64, 10).double()\n"
+                                      "    def forward(self, x):\n        return self.fc(x.flatten(1).double())\n")
+    torch.save({"fc.weight": torch.zeros(10, 64, dtype=torch.float64), "fc.bias": torch.arange(10, dtype=torch.float64)}, tmp_path / "sd.pt")
+    code, _, err = run_cli(["export", tmp_path / "sd.pt", "--arch", f"{tmp_path / 'nets.py'}:F64", "--data", "digits", "-p", "3",
+                            "--out", tmp_path / "ex"], capsys)
+    assert code == 2 and "does not run in float32" in err.splitlines()[-1], err
+    assert not (tmp_path / "ex").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".cwtool")]

@@ -166,6 +166,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
     from toolchain.models.profile import count_params
     from toolchain.models.train import predict_logits
     from toolchain.provenance import file_sha256, rows_sha256
+    from toolchain.prune.preflight import check_float32
 
     base = export_settings(options)
     settings = dataclasses.replace(base, artifacts=choose_artifacts(base.artifacts or DEFAULT_ARTIFACTS, request.formats,
@@ -177,6 +178,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
         from toolchain.targets import load_target
 
         profile = load_target(settings.target)
+    check_float32(loaded.module.float().cpu().eval(), tuple(dataset.input_shape))  # before any file is staged
     out = Path(request.out)
     stage = _staged_folder(out, log)
     try:

@@ -24,6 +24,12 @@ def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protect
     return _unfollowed(dense, example, probe)
 
 
+def check_float32(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """A UserError (exit 2) for a model that export cannot take: it must run in float32 and answer each input once."""
+    probe = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
+    _check_float32_and_deterministic(model, probe)
+
+
 # Beyond this a float32 logit moves in steps over 0.06: offsets chosen to a fraction of a logit would be lost in rounding.
 _LARGEST_LOGIT = 1e6
 
