@@ -260,6 +260,30 @@ def test_non_finite_floats_and_absurd_threads_are_refused(args, capsys, monkeypa
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("args, said", [
+    (["train", "--arch", "mlp", "-d", "digits", "--out", "m.pt", "--lr", "1e308"], "--lr must be > 0 and at most 10"),
+    (["train", "--arch", "mlp", "-d", "digits", "--out", "m.pt", "--epochs", "99999999999999999999"], "at most 100,000"),
+    (["compress", "m.pt", "-d", "digits", "-p", "3", "--lr", "1e39"], "--lr must be at most 10"),
+])
+def test_a_learning_rate_or_epochs_beyond_reason_are_refused(args, said, capsys, monkeypatch, tmp_path):
+    """--lr 1e308 overflowed inside Adam's step (exit 3); --epochs 1e20 ran, promising a finish in 10**15 hours."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and said in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_training_that_diverges_says_so_and_names_the_learning_rate(monkeypatch):
+    from toolchain.errors import UserError
+    from toolchain.models.train import TrainConfig, train
+
+    model = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    with pytest.raises(UserError, match=r"training diverged in epoch 1: .* lower --lr \(the peak was 0.001\)"):
+        train(model, np.zeros((8, 4), np.float32), np.array([0, 1] * 4), TrainConfig(epochs=2, lr=1e-3, batch_size=4), device=torch.device("cpu"))
+
+
 # --------------------------------------------------------------------------- interrupts and a light install
 
 

@@ -104,6 +104,8 @@ class PruneConfig:
             raise ValueError("round_to must be >= 1")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if self.lr > 10 or max(self.epochs, self.final_epochs) > 100_000:
+            raise ValueError("lr must be at most 10 (Adam moves each weight by about lr a step) and epochs at most 100,000")
         if self.final_epochs < 0:
             raise ValueError("final_epochs must be >= 0")
         if self.final_epochs and self.granularity == "weight":

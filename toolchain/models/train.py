@@ -30,6 +30,10 @@ from toolchain.models.batches import BatchReader, auto_workers, give_back_freed_
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+MAX_LR = 10.0  # a peak beyond it diverges at once, or overflows float32 inside the optimizer
+MAX_EPOCHS = 100_000
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -46,7 +50,9 @@ class TrainConfig:
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number")
         for ok, message in ((self.epochs >= 0, "epochs must be >= 0"), (self.batch_size >= 1, "batch_size must be >= 1"),
-                            (self.lr > 0, "lr must be > 0"), (self.weight_decay >= 0, "weight_decay must be >= 0")):
+                            (0 < self.lr <= MAX_LR, f"lr must be > 0 and at most {MAX_LR:g} (Adam moves each weight by about lr a step)"),
+                            (self.epochs <= MAX_EPOCHS, f"epochs must be at most {MAX_EPOCHS:,}"),
+                            (self.weight_decay >= 0, "weight_decay must be >= 0")):
             if not ok:
                 raise ValueError(message)
         if self.precision not in TRAIN_PRECISIONS:
@@ -235,6 +241,9 @@ def train(
                     after_step(model)
                 if lazy:  # image-sized batches: their freed blocks go back to the OS at once
                     give_back_freed_memory()
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                raise UserError(f"training diverged in epoch {epoch}: the weights became NaN or infinite; lower --lr "
+                                f"(the peak was {config.lr:g})")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
             if task is not None:
