@@ -205,3 +205,14 @@ def test_a_staging_folder_of_another_out_whose_name_extends_this_one_is_not_touc
                             "--out", tmp_path / "v"], capsys)
     assert code in (0, 1), err
     assert other.exists() and "removed" not in err
+
+
+def test_an_out_that_is_a_link_to_an_empty_folder_is_refused_before_the_work(trained_digits, tmp_path, capsys):
+    """The work was done, then the link was found in the way: a false "filled by another process" and no files."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "fp32",
+                            "--time-runs", "0", "--out", tmp_path / "link"], capsys)
+    assert code == 2 and "is a symbolic link" in err.splitlines()[-1], err
+    assert (tmp_path / "link").is_symlink() and not any((tmp_path / "real").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]

@@ -116,6 +116,8 @@ def _inputs(request: ExportRequest, settings, log):
 def _staged_folder(out: Path, log=print) -> Path:
     """A fresh folder beside ``out`` that becomes it when every file is written; it names this process, so that the
     next export to ``out`` removes what a killed one left (kill -9 runs no cleanup)."""
+    if out.is_symlink():  # the finished folder takes the link's place: the link would be replaced, not followed
+        raise UserError(f"--out '{out}' is a symbolic link (to '{os.readlink(out)}'): give the folder it points to, or a new name")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out '{out}' exists and is not empty: give a new folder (export never mixes its files with others)")
     out.parent.mkdir(parents=True, exist_ok=True)
