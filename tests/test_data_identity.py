@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from clirun import run_cli
+from toolchain.errors import UserError
 
 
 STARTED = "work started: every check before pruning passed"
@@ -66,9 +67,9 @@ def test_a_model_without_a_record_gets_a_note(trained_digits, digits_dataset, tm
     code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--out", tmp_path / "r"], capsys)
     assert STARTED in err and "cannot tell which rows trained" in err and "--val and --test" in err
     # rows the user chose are the user's to know: the note was printed beside the very --val and --test it asked for
-    for name in ("val", "test"):
+    for name in ("train", "val", "test"):
         np.savez(tmp_path / f"{name}.npz", x=digits_dataset.split(name)[0], y=digits_dataset.split(name)[1])
-    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--val", tmp_path / "val.npz",
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", tmp_path / "train.npz", "-p", "3", "--val", tmp_path / "val.npz",
                             "--test", tmp_path / "test.npz", "--out", tmp_path / "r2"], capsys)
     assert STARTED in err and "cannot tell which rows" not in err, err
     code, out, err = run_cli(["export", trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--out", tmp_path / "e"], capsys)
@@ -83,9 +84,16 @@ def test_given_val_and_test_rows_replace_the_split(digits_dataset, tmp_path):
     xt, yt = digits_dataset.split("test")
     np.savez(tmp_path / "v.npz", x=xv[:50], y=yv[:50])
     np.savez(tmp_path / "t.npz", x=xt[:60], y=yt[:60])
-    given = with_given_rows(load_data("digits", seed=0), str(tmp_path / "v.npz"), str(tmp_path / "t.npz"))
+    np.savez(tmp_path / "pool.npz", x=digits_dataset.split("train")[0], y=digits_dataset.split("train")[1])
+    given = with_given_rows(load_data(str(tmp_path / "pool.npz"), seed=0), str(tmp_path / "v.npz"), str(tmp_path / "t.npz"))
     assert np.array_equal(given.y_val, yv[:50]) and np.array_equal(given.y_test, yt[:60]) and given.given_splits
-    assert len(given.y_train) == len(digits_dataset.split("all")[1])  # cwtool's own held-out rows train instead
+    assert len(given.y_train) == len(digits_dataset.split("train")[1])  # cwtool's own held-out rows train instead
+    # rows that --data also holds (here its own validation split, which then trains) are not held out
+    with pytest.raises(UserError, match="50 of the 50 rows of --val are also in --data's training rows"):
+        with_given_rows(load_data("digits", seed=0), str(tmp_path / "v.npz"), None)
+    with pytest.raises(UserError, match="50 of the 60 rows of --test are also in --val"):
+        np.savez(tmp_path / "t2.npz", x=np.concatenate([xv[:50], xt[:10]]), y=np.concatenate([yv[:50], yt[:10]]))
+        with_given_rows(load_data(str(tmp_path / "pool.npz"), seed=0), str(tmp_path / "v.npz"), str(tmp_path / "t2.npz"))
     assert "--val" in given.preprocessing.note
 
 
@@ -94,13 +102,14 @@ def test_compress_takes_explicit_held_out_rows(trained_digits, digits_dataset, t
     xt, yt = digits_dataset.split("test")
     np.savez(tmp_path / "v.npz", x=xv, y=yv)
     np.savez(tmp_path / "t.npz", x=xt, y=yt)
+    np.savez(tmp_path / "pool.npz", x=digits_dataset.split("train")[0], y=digits_dataset.split("train")[1])
     out = tmp_path / "r"
-    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--val", tmp_path / "v.npz", "--test", tmp_path / "t.npz",
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", tmp_path / "pool.npz", "-p", "3", "--val", tmp_path / "v.npz", "--test", tmp_path / "t.npz",
                             "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "0.5", "--confidence", "0.5", "--skip-export",
                             "--out", out], capsys)
     assert code in (0, 1), err
     report = json.loads((out / "report.json").read_text())
-    assert report["data"]["sizes"] == {"train": len(digits_dataset.split("all")[1]), "val": len(yv), "test": len(yt)}
+    assert report["data"]["sizes"] == {"train": len(digits_dataset.split("train")[1]), "val": len(yv), "test": len(yt)}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["data"]["val"]["path"] == str(tmp_path / "v.npz")
 
@@ -132,15 +141,15 @@ def test_a_model_trained_with_its_classes_in_another_order_is_refused_naming_the
 
 
 def test_exports_warning_about_seen_rows_names_what_export_takes(digits_dataset, tmp_path, capsys):
-    """A model trained on its own --val/--test, exported with --data whose split reuses its training rows: the warning
-    told the user to 'give --val and --test', which export does not take."""
+    """A model trained on another split of the data, exported with --data whose split reuses its training rows: the
+    warning told the user to 'give --val and --test', which export does not take."""
     from toolchain.cli import main
 
-    for name in ("val", "test"):
-        np.savez(tmp_path / f"{name}.npz", x=digits_dataset.split(name)[0][:100], y=digits_dataset.split(name)[1][:100])
+    x, y = digits_dataset.split("all")
+    np.savez(tmp_path / "own.npz", x_train=x[:-200], y_train=y[:-200], x_val=x[-200:-100], y_val=y[-200:-100], x_test=x[-100:],
+             y_test=y[-100:])
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--arch", "digits-cnn", "-d", "digits", "--val", str(tmp_path / "val.npz"), "--test", str(tmp_path / "test.npz"),
-              "--epochs", "3", "--device", "cpu", "--out", str(tmp_path / "m.pt")])
+        main(["train", "--arch", "digits-cnn", "-d", str(tmp_path / "own.npz"), "--epochs", "3", "--device", "cpu", "--out", str(tmp_path / "m.pt")])
     assert exc.value.code == 0
     capsys.readouterr()
     code, out, err = run_cli(["export", tmp_path / "m.pt", "-d", "digits", "-p", "3", "--format", "onnx", "--out", tmp_path / "e"], capsys)

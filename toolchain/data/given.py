@@ -101,6 +101,24 @@ def check_held_out(data: str, val: str | None, test: str | None) -> None:
                         "validation, so they must be others")
 
 
+def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
+    """Rows of --val or --test that are also training rows, or in both: files of other bytes can hold the same rows (a
+    subset, a re-save). Arrays only: an ImageFolder's rows would be decoded for it, and its paths are checked."""
+    from toolchain.data.identity import OVERLAP_TOLERANCE, row_fingerprints
+
+    arrays = {flag: row_fingerprints(x, y) for flag, (x, y) in given.items() if isinstance(x, np.ndarray) and len(y)}
+    if not arrays or not isinstance(x_train, np.ndarray):
+        return
+    pairs = [(flag, "--data's training rows", fingerprints, row_fingerprints(x_train, y_train)) for flag, fingerprints in arrays.items()]
+    if len(arrays) == 2:
+        pairs.append(("--test", "--val", arrays["--test"], arrays["--val"]))
+    for flag, other, fingerprints, against in pairs:
+        shared = int(np.isin(fingerprints, against).sum())
+        if shared > OVERLAP_TOLERANCE * len(fingerprints):  # a few exact duplicates occur in real data sets
+            raise UserError(f"{shared:,} of the {len(fingerprints):,} rows of {flag} are also in {other} (same input and label): "
+                            f"held-out rows must be held out; give {flag} rows that are not there")
+
+
 def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None = None) -> Dataset:
     if val is None and test is None:
         return dataset
@@ -116,6 +134,8 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
             parts["train"].append(dataset.split(name))  # cwtool's own held-out rows train instead
     x_train = concat([x for x, _ in parts["train"]])  # lazy when the splits are
     y_train = np.concatenate([y for _, y in parts["train"]])
+    _check_rows_held_out(x_train, y_train, {flag: new[name] for name, given, flag in
+                                            (("val", val, "--val"), ("test", test, "--test")) if given is not None})
     note = f"{dataset.preprocessing.note}; held-out rows from {', '.join(said)}"
     return replace(dataset, x_train=x_train, y_train=y_train, x_val=new["val"][0], y_val=new["val"][1], x_test=new["test"][0],
                    y_test=new["test"][1], given_splits=True, preprocessing=replace(dataset.preprocessing, note=note),
