@@ -96,6 +96,9 @@ def test_a_set_is_read_as_untrusted_data(tmp_path):
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 1, 8, 8), np.float32), meta=np.array("{}"))
     with pytest.raises(UserError, match="holds no rows"):  # it was "needs float rows x and meta", which it has
         load_calibration(tmp_path / "empty.npz")
+    np.savez(tmp_path / "u8.npz", x=np.full((4, 1, 8, 8), 200, np.uint8), meta=np.array("{}"))
+    with pytest.raises(UserError, match="holds uint8 rows: a calibration set holds model inputs"):  # raw pixels: an int8 file
+        load_calibration(tmp_path / "u8.npz")  # calibrated on them failed the gate (accuracy 0.10) as if the model did
 
 
 def test_the_digits_set_by_name_drives_the_same_int8_export_as_its_path(trained_digits, capsys, tmp_path):
@@ -159,3 +162,17 @@ def test_the_hint_after_calibrate_pastes_into_a_shell(capsys, tmp_path):
     assert code == 0, err
     (hint,) = [line for line in (stdout + err).splitlines() if line.startswith("use it: ")]
     assert shlex.split(hint) == ["use", "it:", "--calibration", str(out)]
+
+
+def test_calibrate_refuses_a_protected_class_the_train_split_lacks(tmp_path, capsys):
+    """It wrote the set and said "protected 3 enriched" with no row of class 3 in it."""
+    from sklearn.datasets import load_digits
+
+    from clirun import run_cli
+
+    digits = load_digits()
+    keep = digits.target != 3
+    np.savez(tmp_path / "no3.npz", x=(digits.images[keep] / 16).astype(np.float32)[:, None], y=digits.target[keep])
+    code, _, err = run_cli(["calibrate", "--data", tmp_path / "no3.npz", "-p", "3", "--out", tmp_path / "c.npz"], capsys)
+    assert code == 2 and "holds no row of protected class 3" in err, err
+    assert not (tmp_path / "c.npz").exists()

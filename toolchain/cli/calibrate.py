@@ -48,6 +48,10 @@ def calibrate(
                                    input_shape=parse_input_shape(input_shape))
     protected = resolve_protected(list(protect_class or []), dataset.class_names, dataset.num_classes,
                                   outputs="the data's classes") if protect_class else []
+    absent = [k for k in protected if not (dataset.y_train == k).any()]
+    if absent:  # "enriched" with none of them: the set would hold nothing of what it is for
+        raise UserError(f"the train split of --data ({dataset.name}) holds no row of protected class "
+                        f"{', '.join(map(str, absent))}: a calibration set cannot be enriched with it; give data that has it")
     x, meta = calibration_recipe(dataset, protected, calibration_size, seed)
     save_calibration(out, x, meta)
     console = log_console()

@@ -237,6 +237,9 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise UserError(f"calibration set {path} holds no rows (x has shape {x.shape}): re-create it with rows")
     if x is None or x.dtype.kind not in "fiu" or x.ndim < 2:
         raise bad
+    if x.dtype.kind != "f":  # raw pixels, say: quantization ranges taken from them would not be the model's
+        raise UserError(f"calibration set {path} holds {x.dtype} rows: a calibration set holds model inputs, prepared as --data's "
+                        "are (float, scaled and normalized); re-create it with cwtool calibrate")
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise UserError(f"calibration set {path} holds NaN or infinite values (as float32): give finite rows")
