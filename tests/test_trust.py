@@ -575,3 +575,10 @@ def test_a_stop_is_said_once_even_when_the_exit_after_it_hangs(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 143 and len(lines) == 1 and lines[0].startswith("cwtool: interrupted by SIGTERM"), proc.stderr
+
+
+def test_debug_is_taken_after_the_command_too(capsys, monkeypatch, tmp_path):
+    """Every internal error says "rerun with --debug"; typed at the end, as one does, it was "No such option"."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["evaluate", "absent.pt", "-d", "digits", "-p", "3", "--debug"], capsys)
+    assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1] == "cwtool: error: model file 'absent.pt' does not exist", err

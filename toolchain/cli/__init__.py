@@ -175,8 +175,12 @@ def _run(argv: Optional[list[str]]) -> None:
     except ImportError:
         from click.exceptions import Abort, ClickException
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:  # a root option, but typed after the command as often: taken from anywhere
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+    argv = [str(a) for a in args]
     try:
-        _printable_arguments(sys.argv[1:] if argv is None else argv)
+        _printable_arguments(argv)
         command = typer.main.get_command(app)
         _finite_floats(command)
         code = command(args=argv, prog_name="cwtool", standalone_mode=False)
