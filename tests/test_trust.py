@@ -582,3 +582,20 @@ def test_debug_is_taken_after_the_command_too(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(["evaluate", "absent.pt", "-d", "digits", "-p", "3", "--debug"], capsys)
     assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1] == "cwtool: error: model file 'absent.pt' does not exist", err
+
+
+@pytest.mark.parametrize("wrapper", ["module.", "_orig_mod."])
+def test_a_state_dict_saved_from_ddp_or_compile_loads(wrapper, tmp_path):
+    """DistributedDataParallel (and torch.compile) prefix every name: such a file was refused with "missing ..."."""
+    from toolchain.errors import UserError
+    from toolchain.models import registry
+    from toolchain.models.loading import load_model
+
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn")
+    torch.save({wrapper + k: v for k, v in model.state_dict().items()}, tmp_path / "w.pt")
+    loaded = load_model(tmp_path / "w.pt", arch="digits-cnn")
+    assert all(torch.equal(loaded.module.state_dict()[k], v) for k, v in model.state_dict().items())
+    torch.save({("module." if i % 2 else "") + k: v for i, (k, v) in enumerate(model.state_dict().items())}, tmp_path / "mixed.pt")
+    with pytest.raises(UserError, match="do not match"):  # only a prefix on every name is a wrapper's
+        load_model(tmp_path / "mixed.pt", arch="digits-cnn")

@@ -98,6 +98,9 @@ def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
     """Load ``state`` into ``model`` (built from ``arch``) when its names and shapes are exactly the model's;
     otherwise a UserError that names the first mismatches."""
     own = model.state_dict()
+    for wrapper in ("module.", "_orig_mod."):  # saved from DistributedDataParallel / DataParallel, or a torch.compile'd model
+        if state and all(isinstance(k, str) and k.startswith(wrapper) for k in state) and not any(k.startswith(wrapper) for k in own):
+            state = {k[len(wrapper):]: v for k, v in state.items()}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
