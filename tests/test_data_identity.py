@@ -154,3 +154,8 @@ def test_exports_warning_about_seen_rows_names_what_export_takes(digits_dataset,
     capsys.readouterr()
     code, out, err = run_cli(["export", tmp_path / "m.pt", "-d", "digits", "-p", "3", "--format", "onnx", "--out", tmp_path / "e"], capsys)
     assert "was trained on" in out + err and "give rows it has not seen as --data, an .npz" in out + err and "--val" not in out + err, out + err
+
+
+def test_a_missing_val_file_is_said_to_be_missing(trained_digits, tmp_path, capsys):
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "-d", "digits", "--val", tmp_path / "absent.npz", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "absent.npz' does not exist" in err and "savez" not in err, err

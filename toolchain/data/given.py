@@ -48,6 +48,8 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
     from toolchain.data.rows import is_pool_npz, load_prepared_rows
 
     pre = dataset.preprocessing
+    if not Path(path).exists():
+        raise UserError(f"{flag} '{path}' does not exist: check the path")
     if Path(path).is_dir():
         if not pre.color:
             raise UserError(f"{flag} '{path}' is a folder: a folder of images goes with an ImageFolder --data; for --data "
