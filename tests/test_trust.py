@@ -599,3 +599,18 @@ def test_a_state_dict_saved_from_ddp_or_compile_loads(wrapper, tmp_path):
     torch.save({("module." if i % 2 else "") + k: v for i, (k, v) in enumerate(model.state_dict().items())}, tmp_path / "mixed.pt")
     with pytest.raises(UserError, match="do not match"):  # only a prefix on every name is a wrapper's
         load_model(tmp_path / "mixed.pt", arch="digits-cnn")
+
+
+def test_a_legacy_format_pickle_that_names_code_is_called_so(tmp_path, capsys):
+    """The zip form said "names code cwtool does not run (posix.system)"; the legacy form said "not a PyTorch
+    checkpoint" and passed on torch's advice to load with weights_only=False."""
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo ran",))
+
+    torch.save({"w": Payload()}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    code, out, err = run_cli(["evaluate", tmp_path / "legacy.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
+    assert code == 2 and "names code cwtool does not run from a file (posix.system)" in err and "weights_only" not in err, err
+    assert "ran" not in out

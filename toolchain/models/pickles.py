@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pickle
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -68,8 +69,10 @@ def _load_restricted(path: Path, arch: str | None):
                 "save its state_dict and pass --arch, or pass --trust-model if you trust this file (it can run code)"
             ) from exc
         hint = ""
-        if "Unsupported global" in detail or "WeightsUnpickler" in detail:
-            detail = detail.split("Unsupported global:")[-1].split(". ")[0].strip() if "Unsupported global" in detail else ""
+        named = re.search(r"unsupported GLOBAL (\S+)", detail)  # the legacy format's wording
+        if "Unsupported global" in detail or "WeightsUnpickler" in detail or named:
+            detail = (detail.split("Unsupported global:")[-1].split(". ")[0].strip() if "Unsupported global" in detail
+                      else named.group(1) if named else "")
             hint = (": it names code cwtool does not run from a file"
                     + (f" ({detail})" if detail else "")
                     + "; pass --arch with the module that defines the model, or --trust-model if you trust this file (it can run code)")
