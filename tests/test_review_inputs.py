@@ -976,3 +976,18 @@ def test_export_of_a_model_that_casts_to_float64_is_bad_input(tmp_path, capsys):
                             "--out", tmp_path / "ex"], capsys)
     assert code == 2 and "does not run in float32" in err.splitlines()[-1], err
     assert not (tmp_path / "ex").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".cwtool")]
+
+
+def test_a_forward_through_numpy_is_said_to_leave_torch_not_named_by_a_temporary_path(tmp_path, capsys):
+    """The traced graph of such a forward has no input; the message named a staging path already deleted."""
+    (tmp_path / "nets.py").write_text("import numpy as np\nimport torch\nclass NumpyNet(torch.nn.Module):\n    def __init__(self):\n"
+                                      "        super().__init__()\n        self.fc = torch.nn.Linear(64, 10)\n"
+                                      "    def forward(self, x):\n        return self.fc(torch.as_tensor(np.asarray(x.detach().flatten(1).numpy())))\n")
+    torch.manual_seed(0)
+    torch.save(torch.nn.Linear(64, 10).state_dict(), tmp_path / "sd.pt")
+    torch.save({"fc." + k: v for k, v in torch.load(tmp_path / "sd.pt").items()}, tmp_path / "sd.pt")
+    code, _, err = run_cli(["export", tmp_path / "sd.pt", "--arch", f"{tmp_path / 'nets.py'}:NumpyNet", "--data", "digits", "-p", "3",
+                            "--format", "onnx", "--precision", "fp32", "--out", tmp_path / "ex"], capsys)
+    last = err.splitlines()[-1]
+    assert code == 2 and "leaves torch on the way" in last and ".cwtool-tmp" not in last, err
+    assert not (tmp_path / "ex").exists()

@@ -259,7 +259,14 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             else:
                 path = backend.export_float(model, job, precision)
             convert_seconds = time.perf_counter() - t0
-            runner = load_runner(path, threads=settings.threads)
+            try:
+                runner = load_runner(path, threads=settings.threads)
+            except UserError as exc:
+                if "cwtool runs single-input classifiers only" not in str(exc):
+                    raise
+                raise UserError(f"the {fmt} file made from the model does not take one input tensor ({str(exc).split(' has ')[-1].split(':')[0]}): "
+                                "its forward leaves torch on the way (numpy, .item(), a Python number), so the traced graph "
+                                "does not read the input; keep the forward in torch operations") from exc
             logits = runner.predict(x_test)
             evaluation = evaluate_logits(y_test, logits, protected, num_classes)
             evaluation["predictions"] = logits.argmax(1).tolist()
