@@ -100,6 +100,9 @@ def test_torchscript_runs_only_with_trust_model(tmp_path, rows, capsys):
     code, _, err = _evaluate(capsys, tmp_path / "ts.pt", rows, "--trust-model")
     assert code == 0, err
     assert marker.exists()  # what the archive does once trusted: why it needs the flag
+    code, _, err = run_cli(["export", tmp_path / "ts.pt", "--data", rows, "-p", "1", "--trust-model", "--format", "onnx",
+                            "--precision", "fp32", "--out", tmp_path / "ex"], capsys)
+    assert code == 2 and "TorchScript archive carries a compiled program" in err and "TFLite" not in err, err  # not asked for
 
 
 # --------------------------------------------------------------------------- good files that must load

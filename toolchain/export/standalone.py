@@ -94,7 +94,8 @@ def _inputs(request: ExportRequest, settings, log):
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)
     if loaded.kind == "torchscript":
-        raise UserError("a TorchScript archive cannot be converted to TFLite or quantized by cwtool: give its state_dict with --arch")
+        raise UserError("cwtool exports models it can rebuild and trace, and a TorchScript archive carries a compiled program "
+                        "instead (evaluate runs it): give its state_dict with --arch")
     _, names, protected, val_logits = check_model_on_splits(loaded.module, dataset, request.protect)
     needs = [("test", "its false negatives cannot be re-checked")]
     if any(p == "int8" for _, p in settings.artifacts):
