@@ -254,6 +254,8 @@ def test_image_options_refused_on_other_data(tmp_path):
         load_data("digits", resize=8)
     with pytest.raises(UserError, match="--normalize only applies"):
         load_data("digits", normalize="imagenet")
+    with pytest.raises(UserError, match="--image-size only applies"):  # it was taken and ignored: 8x8 rows stayed 8x8
+        load_data("digits", image_size=(16, 16))
     from toolchain.data.options import parse_augment, parse_normalize
 
     with pytest.raises(UserError, match="--normalize 'x'"):

@@ -108,7 +108,7 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
         )
     path = user_path(spec)
     if not path.is_dir() or find_idx_files(path):
-        for flag, value in zip(("--resize", "--normalize"), images):
+        for flag, value in zip(("--image-size", "--resize", "--normalize"), (image_size, *images)):
             if value not in (None, "auto"):
                 raise UserError(f"{flag} only applies to an ImageFolder folder, not to --data '{spec}': drop it")
     if spec == "digits":
