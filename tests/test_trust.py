@@ -283,7 +283,7 @@ def test_training_that_diverges_says_so_and_names_the_learning_rate(monkeypatch)
     model = torch.nn.Linear(4, 2)
     with torch.no_grad():
         model.weight.fill_(float("nan"))
-    with pytest.raises(UserError, match=r"training diverged in epoch 1: .* lower --lr \(the peak was 0.001\)"):
+    with pytest.raises(UserError, match=r"training diverged in epoch 1: .* lower --lr \(the peak --lr was 0.001\)"):
         train(model, np.zeros((8, 4), np.float32), np.array([0, 1] * 4), TrainConfig(epochs=2, lr=1e-3, batch_size=4), device=torch.device("cpu"))
 
 

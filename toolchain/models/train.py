@@ -44,6 +44,7 @@ class TrainConfig:
     augment: Augment | None = None  # training augmentation (toolchain.models.augment), drawn from the seed
     workers: int | None = None  # DataLoader processes for inputs read on demand; None: batches.auto_workers
     precision: str = "auto"  # auto | fp32 | bf16: the forward's arithmetic (autocast_dtype)
+    diverged_hint: str = "lower --lr"  # what a run whose weights turn NaN should change (compress adds its loss weights)
 
     def __post_init__(self):
         for name in ("lr", "weight_decay"):
@@ -242,8 +243,8 @@ def train(
                 if lazy:  # image-sized batches: their freed blocks go back to the OS at once
                     give_back_freed_memory()
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                raise UserError(f"training diverged in epoch {epoch}: the weights became NaN or infinite; lower --lr "
-                                f"(the peak was {config.lr:g})")
+                raise UserError(f"training diverged in epoch {epoch}: the weights became NaN or infinite; {config.diverged_hint} "
+                                f"(the peak --lr was {config.lr:g})")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
             if task is not None:

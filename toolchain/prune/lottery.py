@@ -80,8 +80,7 @@ class LotteryPruner:
         it keeps under the dense FN) and its price: the FP of the plain point (FN at the dense model's) beside."""
         logits = predict_logits(model, self.dataset.x_val, device=self.device)
         if not np.isfinite(logits).all():  # the dense model's were finite: the retraining diverged
-            raise UserError("the retrained model gives NaN or infinite logits: the retraining diverged; lower --lr or the loss "
-                            "weights (--gamma, --rank-weight, --distill-weight, --agree-weight)")
+            raise UserError(f"the retrained model gives NaN or infinite logits: the retraining diverged; {DIVERGED_HINT}")
         y = self.dataset.y_val
         raw = evaluate_logits(y, logits, self.protected, self.num_classes)
         offsets = self.guard.choose(logits)
@@ -135,7 +134,7 @@ class LotteryPruner:
     def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
         """Retraining settings of a round or of the final fine-tuning; how the train split is read comes with the data."""
         return TrainConfig(epochs=epochs, lr=lr, batch_size=self.config.batch_size, seed=seed, augment=self.dataset.augment,
-                           workers=self.dataset.workers, precision=self.config.train_precision)
+                           workers=self.dataset.workers, precision=self.config.train_precision, diverged_hint=DIVERGED_HINT)
 
     def within_budget(self, at_op: dict) -> bool:
         """The promise holds with the asked confidence and accuracy stays within its budget."""
@@ -366,6 +365,9 @@ class LotteryPruner:
         model.load_state_dict(weights)
         self.dense.to(self.device)
         return model.to(self.device).eval()
+
+
+DIVERGED_HINT = "lower --lr or the loss weights (--gamma, --rank-weight, --distill-weight, --agree-weight)"
 
 
 class Clock:
