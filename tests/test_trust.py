@@ -617,3 +617,39 @@ def test_a_legacy_format_pickle_that_names_code_is_called_so(tmp_path, capsys):
     code, out, err = run_cli(["evaluate", tmp_path / "legacy.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
     assert code == 2 and "names code cwtool does not run from a file (posix.system)" in err and "weights_only" not in err, err
     assert "ran" not in out
+
+
+def test_a_stop_raised_where_python_swallows_exceptions_is_not_lost():
+    """The watcher's Interrupted, raised inside a weakref callback (litert-torch's tracing runs them), vanished: the
+    run went on and exited 0 after the user pressed Ctrl-C. It now surfaces when the command ends."""
+    import os
+    import time
+    import weakref
+
+    from toolchain.errors import Interrupted
+    from toolchain.interrupts import Watcher
+
+    class Thing:
+        pass
+
+    watcher = Watcher(lambda name, run_dir: f"stopped by {name}")
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: watcher.deliver(signum))
+    swallowed = []
+
+    def callback(_ref):  # exceptions raised here are printed as "ignored" and dropped by CPython
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 2
+        while not watcher.delivered and time.monotonic() < deadline:
+            time.sleep(0.01)  # the Interrupted is raised here, ends the callback, and is dropped
+
+    try:
+        with pytest.raises(Interrupted, match="SIGINT"):
+            with watcher:
+                thing = Thing()
+                ref = weakref.ref(thing, callback)
+                del thing  # the callback runs now, and the signal is delivered inside it
+                swallowed.append(watcher.delivered)  # reached: the exception did not come out of the callback
+                assert ref() is None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert swallowed == [True]  # it was delivered, and dropped, inside the callback

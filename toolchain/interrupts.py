@@ -81,10 +81,12 @@ class Watcher:
             signal.pthread_kill(self._thread.ident, _STOP)
             self._thread.join(timeout=2)
             signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
-        if self.received is not None and not self.delivered:
+        if self.received is not None and (not self.delivered or not _reported.is_set()):
+            # arrived as the command ended, or raised where Python swallows exceptions (a weakref callback inside a
+            # converter's tracing): the command went on to its end, but the caller asked to stop, and hears so
             from toolchain.errors import Interrupted
 
-            raise Interrupted(signal.Signals(self.received).name)  # arrived as the command ended: never lost
+            raise Interrupted(signal.Signals(self.received).name)
         return False
 
     def deliver(self, signum: int):
