@@ -622,7 +622,6 @@ def test_a_legacy_format_pickle_that_names_code_is_called_so(tmp_path, capsys):
 def test_a_stop_raised_where_python_swallows_exceptions_is_not_lost():
     """The watcher's Interrupted, raised inside a weakref callback (litert-torch's tracing runs them), vanished: the
     run went on and exited 0 after the user pressed Ctrl-C. It now surfaces when the command ends."""
-    import os
     import time
     import weakref
 
@@ -637,7 +636,7 @@ def test_a_stop_raised_where_python_swallows_exceptions_is_not_lost():
     swallowed = []
 
     def callback(_ref):  # exceptions raised here are printed as "ignored" and dropped by CPython
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_kill(watcher._thread.ident, signal.SIGINT)  # as the watcher takes a process's signal
         deadline = time.monotonic() + 2
         while not watcher.delivered and time.monotonic() < deadline:
             time.sleep(0.01)  # the Interrupted is raised here, ends the callback, and is dropped

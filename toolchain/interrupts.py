@@ -94,6 +94,8 @@ class Watcher:
         from toolchain.errors import Interrupted
 
         self.delivered = True
+        if self.received is None:  # taken by a thread that does not block it (one started before the watcher)
+            self.received = signum
         raise Interrupted(signal.Signals(signum).name)
 
     def _watch(self) -> None:
