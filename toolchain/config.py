@@ -19,6 +19,8 @@ def flag(group: str, help: str, *decls: str, default=None, **kw) -> dict:
 
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # the retraining's arithmetic (toolchain.models.train.autocast_dtype)
+MAX_LR = 10.0  # a peak learning rate beyond it diverges at once, or overflows float32 inside the optimizer
+MAX_EPOCHS = 100_000
 ALLOCATIONS = ("uniform", "global")  # how a round's removals are shared among layers (toolchain.prune.plan)
 
 
@@ -104,8 +106,8 @@ class PruneConfig:
             raise ValueError("round_to must be >= 1")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
-        if self.lr > 10 or max(self.epochs, self.final_epochs) > 100_000:
-            raise ValueError("lr must be at most 10 (Adam moves each weight by about lr a step) and epochs at most 100,000")
+        if self.lr > MAX_LR or max(self.epochs, self.final_epochs) > MAX_EPOCHS:
+            raise ValueError(f"lr must be at most {MAX_LR:g} (Adam moves each weight by about lr a step) and epochs at most {MAX_EPOCHS:,}")
         if self.final_epochs < 0:
             raise ValueError("final_epochs must be >= 0")
         if self.final_epochs and self.granularity == "weight":

@@ -57,6 +57,15 @@ class UserError(Exception):
         super().__init__(printable(" ".join(str(message).split())))
 
 
+class InputCountError(UserError):
+    """A model file that does not take exactly one input tensor (``count`` of them): bad input in a user's file,
+    and in a file cwtool made, the sign of a forward whose traced graph does not read its input."""
+
+    def __init__(self, path, count: int):
+        super().__init__(f"{path} has {count} inputs: cwtool runs single-input classifiers only")
+        self.count = count
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived: unwinds like KeyboardInterrupt (a BaseException, so no ``except
     Exception`` swallows it), running every cleanup on the way out. ``run_dir`` names the compress run

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.errors import UserError
+from toolchain.errors import InputCountError, UserError
 from toolchain.export import ExportJob, export_backend
 from toolchain.io import artifact_files
 from toolchain.metrics import evaluate_logits
@@ -261,10 +261,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             convert_seconds = time.perf_counter() - t0
             try:
                 runner = load_runner(path, threads=settings.threads)
-            except UserError as exc:
-                if "cwtool runs single-input classifiers only" not in str(exc):
-                    raise
-                raise UserError(f"the {fmt} file made from the model does not take one input tensor ({str(exc).split(' has ')[-1].split(':')[0]}): "
+            except InputCountError as exc:
+                raise UserError(f"the {fmt} file made from the model does not take one input tensor ({exc.count} inputs): "
                                 "its forward leaves torch on the way (numpy, .item(), a Python number), so the traced graph "
                                 "does not read the input; keep the forward in torch operations") from exc
             logits = runner.predict(x_test)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolchain.config import TRAIN_PRECISIONS
+from toolchain.config import MAX_EPOCHS, MAX_LR, TRAIN_PRECISIONS
 from toolchain.models.modes import evaluating
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
@@ -28,10 +28,6 @@ from toolchain.models.batches import BatchReader, auto_workers, give_back_freed_
 # a loss can look up per-sample data (cached teacher logits) without a custom loader; inputs are the batch as
 # the model saw it (augmented, when the config augments).
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-MAX_LR = 10.0  # a peak beyond it diverges at once, or overflows float32 inside the optimizer
-MAX_EPOCHS = 100_000
 
 
 @dataclass

@@ -32,10 +32,10 @@ from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
 from toolchain.prune.plan import plan_for_target
-from toolchain.report.consoles import EpochPace, duration
 from toolchain.prune.round_files import RoundFiles
 from toolchain.prune.shrink import checked, shrink
 from toolchain.prune.tickets import PruneResult, Survivors, Ticket, promise_text, relative_plan, removed_plan, round_line, select
+from toolchain.report.consoles import EpochPace, duration
 from toolchain.rundir import RunDir
 from toolchain.prune.weights import run_weight_rounds, weights_copy
 
@@ -256,7 +256,8 @@ class LotteryPruner:
                          f">= {self.dense_eval['accuracy'] - cfg.max_accuracy_drop:.4f}); stopping")
                 break
             if r < rounds:  # where the run stands, for a log read hours into it
-                to_go = sum(ticket.seconds.values()) * (rounds - r) + (cfg.final_epochs * sum(ticket.seconds.values()) / max(cfg.epochs, 1))
+                round_seconds = sum(ticket.seconds.values())
+                to_go = round_seconds * (rounds - r + cfg.final_epochs / max(cfg.epochs, 1))
                 left = f"round {rounds}" if r + 1 == rounds else f"rounds {r + 1}-{rounds}"
                 self.record(f"{left}{' and the final fine-tuning' if cfg.final_epochs else ''} to go: about "
                             f"{duration(to_go)} at round {r}'s pace (smaller rounds train faster)")

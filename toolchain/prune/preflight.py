@@ -17,7 +17,7 @@ from toolchain.errors import UserError, describe
 def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protected: list[int]) -> dict[str, str]:
     """{group key: why} of the channel groups to keep whole; a UserError (exit 2) for a model compress cannot take."""
     example = torch.zeros(1, *input_shape)
-    probe = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
+    probe = _probe(input_shape)
     dense = copy.deepcopy(model).float().eval()  # compress retrains, prunes and exports in float32
     _check_float32_and_deterministic(dense, probe)
     _check_offsets_bake(copy.deepcopy(dense), example, protected)
@@ -26,8 +26,12 @@ def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protect
 
 def check_float32(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     """A UserError (exit 2) for a model that export cannot take: it must run in float32 and answer each input once."""
-    probe = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
-    _check_float32_and_deterministic(model, probe)
+    _check_float32_and_deterministic(model, _probe(input_shape))
+
+
+def _probe(input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Four seeded random rows: inputs a forward must answer alike twice."""
+    return torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
 
 
 # Beyond this a float32 logit moves in steps over 0.06: offsets chosen to a fraction of a logit would be lost in rounding.

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import UserError
+from toolchain.errors import InputCountError, UserError
 from toolchain.runtimes.base import (
     MAX_TENSOR_BYTES,
     Runner,
@@ -132,7 +132,7 @@ class LiteRTRunner(Runner):
         self.tensor_bytes = tensor_sizes(details)[1]
         check_tensor_bytes(self.tensor_bytes, self.path)
         if len(ind) != 1 or not outd:
-            raise UserError(f"{self.path} has {len(ind)} inputs: cwtool runs single-input classifiers only")
+            raise InputCountError(self.path, len(ind))
         self._in, self._out = ind[0], outd[0]
         check_io_shape(self._in["shape"], "input", self.path)
         check_io_shape(self._out["shape"], "output", self.path)

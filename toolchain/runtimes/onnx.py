@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from toolchain import interrupts
-from toolchain.errors import UserError
+from toolchain.errors import InputCountError, UserError
 from toolchain.runtimes.base import (
     Runner,
     check_artifact_file,
@@ -88,7 +88,7 @@ class OnnxRunner(Runner):
             inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
             metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if len(inputs) != 1 or not outputs:
-            raise UserError(f"{self.path} has {len(inputs)} inputs: cwtool runs single-input classifiers only")
+            raise InputCountError(self.path, len(inputs))
         self._in, self._out = inputs[0], outputs[0]
         _check_shape(self._in.shape, "input", self.path)
         _check_shape(self._out.shape, "output", self.path)

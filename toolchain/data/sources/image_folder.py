@@ -97,11 +97,12 @@ def load_image_folder(
     is_gray = [m in ("L", "LA", "1") for m in modes]  # gray with alpha (a transparent PNG) is gray: the alpha is dropped
     gray = all(is_gray)
     color = [f for f, g in zip(files, is_gray) if not g]
-    mixed_note = (f" ({len(color):,} of {len(files):,} images in color, such as '{one_line(str(color[0].relative_to(folder)))[:120]}'; "
-                  "the gray ones read as RGB too)" if color and any(is_gray) else "")
-    if mixed_note:
-        COLOR_AMONG_GRAY.append(f"{len(color):,} of {len(files):,} images in {where} in color, such as "
-                                f"'{one_line(str(color[0].relative_to(folder)))[:120]}'")
+    mixed_note = ""
+    if color and any(is_gray):
+        some = f"{len(color):,} of {len(files):,} images"
+        example = f"such as '{one_line(str(color[0].relative_to(folder)))[:120]}'"
+        mixed_note = f" ({some} in color, {example}; the gray ones read as RGB too)"
+        COLOR_AMONG_GRAY.append(f"{some} in {where} in color, {example}")
     mean, std, norm_note = _normalization(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     if resize is not None:
