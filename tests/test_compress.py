@@ -106,6 +106,50 @@ def test_a_resume_interrupted_while_exporting_leaves_no_report_of_other_files(co
         assert artifact_sha256(out / art["path"])["sha256"] == art["sha256"]
 
 
+def test_a_stop_while_the_report_is_written_names_the_run_to_resume(compress_run, trained_digits, tmp_path, capsys, monkeypatch):
+    """The log said "finished" before report.json existed (the CLI wrote it afterwards): a stop in that window had no
+    --resume hint and left a log that claimed the run was done."""
+    import shutil
+
+    from toolchain.errors import Interrupted
+
+    _, finished, _ = compress_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+
+    def stopped(*a, **k):
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr("toolchain.report.plots.plot_report", stopped)
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "--protect-class", "3", "--keep-params", "0.1",
+                            "--out", out, "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE, "--resume", "--format", "onnx"], capsys)
+    assert code == 143 and "--resume" in err, err
+    last = (out / "compress.log").read_text().splitlines()[-1]
+    assert "interrupted: --resume" in last and "finished" not in last
+    assert not (out / "report.json").exists()
+
+
+def test_a_run_directory_another_compress_holds_is_refused(compress_run, trained_digits, tmp_path, capsys):
+    """Two --resume runs on one folder interleaved their logs and one removed the other's staged file."""
+    import shutil
+
+    from toolchain.rundir import RunDir
+
+    _, finished, _ = compress_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    log_before = (out / "compress.log").read_bytes()
+    held = RunDir(out).hold()  # another descriptor of the folder: the same conflict as another process's
+    try:
+        code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "--protect-class", "3", "--keep-params", "0.1",
+                                "--out", out, "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE, "--resume"], capsys)
+    finally:
+        RunDir.release(held)
+    assert code == 2 and "in use by another cwtool compress" in err, err
+    assert (out / "compress.log").read_bytes() == log_before  # refused before a line was written
+    assert RunDir.release(RunDir(out).hold()) is None  # the refused run let go of nothing it did not hold
+
+
 class _Killed(Exception):
     pass
 
@@ -590,8 +634,9 @@ def test_resume_finds_its_run_from_another_directory_and_says_what_differs(train
     monkeypatch.chdir(work)
     args = ["-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5", "--max-accuracy-drop", "1",
             "--skip-export"]
-    code, _, err = run_cli(["compress", "dense.pt", *args, "--out", "run"], capsys)
+    code, _, err = run_cli(["compress", "dense.pt", *args, "--out", "run", "--resume"], capsys)
     assert code in (0, 1), err
+    assert "--resume found no run in run: this run starts from the beginning" in err and "resumed)" not in err, err
     (work / "run" / "report.json").unlink()
 
     monkeypatch.chdir(elsewhere)
@@ -605,6 +650,9 @@ def test_resume_finds_its_run_from_another_directory_and_says_what_differs(train
     code, _, err = run_cli(["compress", work / "dense.pt", *args[:-3], "--max-accuracy-drop", "0.5", "--skip-export", "--out", work / "run",
                             "--resume"], capsys)
     assert code == 2 and "other inputs or settings (here --max-accuracy-drop 0.5, the run 1.0)" in err, err
+    assert "give the run's own to resume it" in err, err
+    code, _, err = run_cli(["compress", work / "dense.pt", *args[:2], "-p", "5", *args[4:], "--out", work / "run", "--resume"], capsys)
+    assert code == 2 and "(here protected [5], the run [3])" in err, err  # values, not only "protected differs"
 
 
 def test_a_retraining_that_diverges_is_named_not_blamed_on_the_model(trained_digits, capsys, tmp_path):

@@ -36,3 +36,11 @@ def test_two_processes_make_the_same_tickets_and_one_report(trained_digits, tmp_
     again = _compress([*args, "--resume"], tmp_path / "two", 2)
     assert again.returncode in (0, 1), again.stderr
     assert "resuming after round 1" in again.stderr
+    # and with one process: allowed, but the batches of the rounds left differ, which the run says and records
+    (tmp_path / "two" / "rounds" / "round_2.pt").unlink()
+    (tmp_path / "two" / "rounds" / "round_2.json").unlink()
+    alone = _compress([*args, "--resume"], tmp_path / "two", 1)
+    assert alone.returncode in (0, 1), alone.stderr
+    assert "began on 2 process(es) and goes on with 1" in alone.stderr, alone.stderr
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["processes"] == 1 and manifest["began_on_processes"] == 2

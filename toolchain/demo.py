@@ -67,7 +67,7 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     import shutil
 
     from toolchain.config import PruneConfig
-    from toolchain.pipeline import CompressRequest, compress, finish
+    from toolchain.pipeline import CompressRequest, compress
 
     from toolchain.data import load_data
     from toolchain.errors import UserError
@@ -92,7 +92,6 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
         shutil.rmtree(out)  # only ever a previous demo run: it holds a manifest
     request = CompressRequest(model=str(path), data=DEMO_DATA, protect=list(protect_class), out=str(out))
     report, run_dir = compress(request, PruneConfig(**DEMO_PRUNE))
-    finish(report, run_dir)
     return report, run_dir
 
 

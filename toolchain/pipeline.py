@@ -48,7 +48,7 @@ class CompressRequest:
 
 
 def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None, export: "ExportSettings | None" = None):
-    """Run the compression; returns (report, run directory). ``finish`` writes report.json/.md.
+    """Run the compression; returns (report, run directory), its report written (``finish``).
     With ``export.target`` the pruning rounds to the profile's kernel block (unless --round-to says) and
     every file gets the profile's fit verdict."""
     import torch
@@ -134,8 +134,10 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     started_with = {}  # a resumed run's versions when it began
+    began_on = None  # and its number of processes
     round_identity = True  # its rounds name their run and weights (toolchain.prune.round_files): every run begun since
-    if run_dir.exists() and any(run_dir.iterdir()):
+    resuming = run_dir.exists() and any(run_dir.iterdir())
+    if resuming:
         if not request.resume:
             if config.granularity == "weight":
                 raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")
@@ -153,8 +155,11 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
             hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
                     if older and config.train_precision != "fp32" else differences(manifest, moved, config))
-            raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: use another --out")
+            raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
+                            "or use another --out")
         started_with = recorded_versions(manifest.get("started_with") or manifest.get("versions"))
+        began_on = manifest.get("began_on_processes", manifest.get("processes"))
+        began_on = began_on if isinstance(began_on, int) and not isinstance(began_on, bool) and 0 < began_on < 100_000 else None
         round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
         check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
@@ -163,18 +168,27 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
+    held = None
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
+        held = RunDir(run_dir).hold()  # until this process ends: a second compress on the folder is refused, not interleaved
         log.attach(RunDir(run_dir).log)
-        log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if request.resume else ''})")
+        log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if resuming else ''})")
+        if request.resume and not resuming:
+            log.print(f"note: --resume found no run in {run_dir}: this run starts from the beginning")
         versions = package_versions()
         changed = version_changes(started_with, versions)
         if changed:  # rounds from both are mixed in the result: allowed (a pip upgrade between sessions), but said
             log.print(f"note: this run was started with other versions ({', '.join(changed)}); "
                       "its earlier rounds were made with the old ones")
+        processes = group.world if group else 1
+        if began_on is not None and began_on != processes:  # allowed (a GPU less tonight), but the batches differ: said
+            log.print(f"note: this run began on {began_on} process(es) and goes on with {processes}; the rounds made from here "
+                      "see other batches, so the result differs from a run that kept one number of processes")
         atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
                                           **({"started_with": started_with} if changed else {}), "round_identity": round_identity,
-                                          "argv": sys.argv, "data": dataset.describe(), "processes": group.world if group else 1,
+                                          "argv": sys.argv, "data": dataset.describe(), "processes": processes,
+                                          **({"began_on_processes": began_on} if began_on not in (None, processes) else {}),
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
         ignored = config.switched_off()
@@ -296,6 +310,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=log.print, withheld=withheld)
             report["seconds"]["timing the files"] = time.perf_counter() - timed
             report["seconds"]["total"] = time.perf_counter() - started
+        finish(report, run_dir)  # before the log says finished: a stop until then names the run to --resume
         log.record(f"finished: gate {'PASSED' if gate['passed'] else 'FAILED'}; seconds: "
                    + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
         return report, run_dir
@@ -317,6 +332,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         raise
     finally:
         interrupts.resumable(None)
+        RunDir.release(held)
 
 
 def _fingerprint(spec: str) -> dict:

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolchain.errors import one_line
+from toolchain.errors import UserError, one_line
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,33 @@ class RunDir:
         return {p.name for p in (self.manifest, self.log, self.rounds, self.pruned, self.calibration, self.artifacts, self.work,
                                  self.report_json, self.report_md, self.report_html, self.plots)}
 
+    def hold(self) -> int | None:
+        """Take this folder for one process: an exclusive lock on the folder itself (flock: no lock file to leave
+        behind, and the kernel lets go when the process dies, even by kill -9). Returns the descriptor to
+        ``release``; refuses when another process holds it (two --resume runs would interleave and remove each
+        other's staged files)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return None
+        import os
+
+        fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(f"'{self.root}' is in use by another cwtool compress running now: wait for it to end, "
+                            "or give another --out") from None
+        return fd
+
+    @staticmethod
+    def release(fd: int | None) -> None:
+        if fd is not None:
+            import os
+
+            os.close(fd)
+
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
 
@@ -162,13 +189,18 @@ def differences(manifest, inputs: dict, config) -> str:
     flag terms: " (here --epochs 4, the run 8)". Read from a file: only plain values are shown, shortened."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict) or not isinstance(manifest.get("inputs"), dict):
         return ""
-    show = lambda v: str(v)[:40] if isinstance(v, (str, int, float, bool, type(None))) else "?"
+    scalar = lambda v: isinstance(v, (str, int, float, bool, type(None)))  # noqa: E731
+    plain = lambda v: scalar(v) or (isinstance(v, list) and len(v) <= 8 and all(map(scalar, v)))  # noqa: E731
+    show = lambda v: one_line(str(v))[:40] if plain(v) else "?"  # noqa: E731
     then = manifest["config"]
     found = [f"--{k.replace('_', '-')} {show(v)}, the run {show(then.get(k))}" for k, v in config.to_dict().items() if then.get(k) != v]
     recorded = manifest["inputs"]
     for key, value in inputs.items():
         if recorded.get(key) != value:
             what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
+            if key not in ("model", "data") and plain(value) and plain(recorded.get(key)):
+                found.append(f"{what} {show(value)}, the run {show(recorded.get(key))}")
+                continue
             then_data = recorded.get(key) if isinstance(recorded.get(key), dict) else {}
             folder = key == "data" and any(isinstance(d, dict) and "listing_sha256" in d for d in (then_data, *then_data.values()))
             found.append(f"{what} differs" + (" (a folder is known by its files' names, sizes and modification times)" if folder else ""))

@@ -39,7 +39,7 @@ def compress(
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
     from toolchain.export.stage import check_layout_used, choose_artifacts, export_settings
     from toolchain.io import check_output_dir, input_paths
-    from toolchain.pipeline import CompressRequest, compress as run_compress, finish
+    from toolchain.pipeline import CompressRequest, compress as run_compress
     from toolchain.quantize.calibration import resolve_calibration
     from toolchain.targets import load_target
 
@@ -57,7 +57,6 @@ def compress(
     report, run_dir = run_compress(request, prune_config, export=settings)
     if report is None:  # a torchrun process other than rank 0: its share of the retraining is done
         return 0
-    finish(report, run_dir)
     print_summary(report, run_dir)
     return 0 if report["gate"]["passed"] else 1
 
