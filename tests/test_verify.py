@@ -153,6 +153,10 @@ def test_degraded_artifact_fails_naming_the_class(art, capsys):
     chk = bad["gate"]["checks"][0]
     assert chk["fn_change"] > 10 and chk["mcnemar_p"] < 1e-3 and chk["c"] == 0
     assert chk["fn_change_ci95"][0] > 0
+    code, out, _ = cli([art["good"], art["degraded"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--quiet"], capsys)
+    lines = out.strip().splitlines()  # --quiet: no table, but a failed gate is never silent
+    assert code == 1 and lines[-1] == "gate: failed" and lines[0].startswith("FAIL degraded.onnx: class 3: FN "), out
+    assert "artifact" not in out
 
 
 def test_collapsed_artifact_fails_with_a_collapse_reason(art, capsys):
@@ -251,12 +255,17 @@ def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, 
     ev = evaluate_logits(yt, logits, [PROT], 10)
     ev["predictions"] = logits.argmax(1).tolist()
     ev["rows_sha256"] = rows_sha256(xt, yt)  # what compress stores: these rows, exactly
-    (tmp_path / "r.json").write_text(json.dumps({"protected": [PROT], "baseline": {"test": ev}}))
+    (tmp_path / "r.json").write_text(json.dumps({"protected": [PROT], "baseline": {"test": ev},
+                                                 "data": {"name": "pool", "seed": 0, "given_splits": False}}))
     out = tmp_path / "o.json"
     code, _, err = cli([art["good"], "--data", pool, "-p", PROT, "--baseline", tmp_path / "r.json", "--json", out, "-q"], capsys)
     res = json.loads(out.read_text())
     assert code == 0 and res["data"]["split"] == "test" and res["data"]["n"] == len(yt) < 3 * len(art["y"])
     assert res["artifacts"][0]["gate"]["checks"][0]["mcnemar_p"] == 1.0 and not res["notes"]
+    # another --seed: other rows, refused naming both splits (the seed was the difference, and was not said)
+    code, _, err = cli([art["good"], "--data", pool, "-p", PROT, "--baseline", tmp_path / "r.json", "--seed", "1", "-q"], capsys)
+    assert code == 2 and "the baseline's: the test split of pool, split seed 0; these: the test split of " in err, err
+    assert "split seed 1:" in err, err
 
 
 # --------------------------------------------------------------------------- outputs

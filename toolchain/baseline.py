@@ -146,7 +146,26 @@ def load_baseline(path: str | Path) -> dict:
     return found
 
 
+def _measured_on(rows) -> str | None:
+    """Which rows the baseline was measured on, in verify's words, from what the file says (only ever shown)."""
+    if isinstance(rows, str):
+        return one_line(rows)[:200]
+    if not isinstance(rows, dict) or not isinstance(rows.get("name"), str) or not isinstance(rows.get("split"), str):
+        return None
+    seed = rows.get("seed")
+    seeded = type(seed) is int and rows["split"] != "all" and not rows.get("given_splits")
+    return one_line(f"the {rows['split']} split of {rows['name']}" + (f", split seed {seed}" if seeded else ""))[:200]
+
+
 def _find_evaluation(obj, path: Path, names) -> dict:
+    found = _found_evaluation(obj, path, names)
+    data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+    rows = data.get("rows") if found["from"].startswith("verify") else {**data, "split": "test"} if data else obj.get("rows")
+    found["measured_on"] = _measured_on(rows)
+    return found
+
+
+def _found_evaluation(obj, path: Path, names) -> dict:
     if isinstance(obj, dict) and obj.get("kind") == "cwtool-verify":
         ref = obj.get("baseline")
         if isinstance(ref, dict) and _is_evaluation(ref.get("evaluation")):
@@ -169,9 +188,10 @@ def _find_evaluation(obj, path: Path, names) -> dict:
 
 
 def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int, protected: list[int],
-                    allow_other_data: bool, notes: list[str]) -> tuple[dict, bool]:
+                    allow_other_data: bool, notes: list[str], here: str | None = None) -> tuple[dict, bool]:
     """(the baseline evaluation, whether its rows are these rows). Same classes and protected classes
-    always; other rows only under --allow-other-data, and then without per-sample pairing."""
+    always; other rows only under --allow-other-data, and then without per-sample pairing. ``here`` names
+    the rows verified, beside the baseline's, when they differ."""
     ev = dict(base["evaluation"])
     k = len(ev["fn_per_class"])
     if k != num_classes:
@@ -196,6 +216,8 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
             notes.append("the baseline carries no row fingerprint (made by an older cwtool): its rows were matched by count, "
                          "class counts and per-sample predictions only")
         return ev, True
+    if base.get("measured_on") and here:
+        other += f"; the baseline's: {base['measured_on']}; these: {here}"
     if not allow_other_data:
         raise UserError(
             f"--data's rows are not the rows the baseline was measured on ({other}): verify on the same data, split and "

@@ -262,7 +262,8 @@ def run_verify(req: VerifyRequest) -> dict:
             raise UserError(f"--data ({rows['name']}, {rows['split']}, {len(y)} rows) holds no row of protected class "
                             f"{', '.join(map(str, absent))}: its false negatives cannot be counted; give rows that include it")
         if base is not None and base_eval is None:
-            base_eval, same_rows = check_baseline(base, y, digest, k, protected, req.allow_other_data, notes)
+            base_eval, same_rows = check_baseline(base, y, digest, k, protected, req.allow_other_data, notes,
+                                                  here=describe_rows(rows, digest))
         elif base_eval is not None and len(base_eval["fn_per_class"]) != k:
             raise UserError(f"{Path(path).name} outputs {k} classes, the baseline {len(base_eval['fn_per_class'])}")
         t0 = time.perf_counter()

@@ -39,7 +39,7 @@ def verify(
     image_size: Optional[str] = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28 (flat rows fed to an image model)."),
     allow_other_data: bool = typer.Option(False, "--allow-other-data", help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal: the verdict alone (with a failure's reasons)."),
     image_options: ImageOptions = None,
 ) -> int:
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
@@ -80,10 +80,9 @@ def verify(
     from toolchain.report.consoles import log_console
 
     log_console().print(f"rows: {result['data']['rows']}; {result['data']['preprocessing']}")
-    if not quiet:
-        from toolchain.report.verify_console import print_verify
+    from toolchain.report.verify_console import print_verdict, print_verify
 
-        print_verify(result)
+    (print_verdict if quiet else print_verify)(result)  # a failed gate says why, even --quiet
     for write, path, payload in outputs:
         write(path, payload)
     return 0 if result["gate"]["passed"] else 1

@@ -11,7 +11,7 @@ from rich.text import Text
 from toolchain.errors import printable
 from toolchain.report.consoles import out_console
 
-__all__ = ["print_verify", "artifact_wide_reasons", "provenance_lines"]
+__all__ = ["print_verify", "print_verdict", "artifact_wide_reasons", "provenance_lines"]
 
 DASH = "\u2013"
 
@@ -84,6 +84,13 @@ def print_verify(result: dict, console: Console | None = None) -> None:
                           f"probability {v['confidence']:.3f} (missed here and caught by the baseline {v['b']}, the reverse {v['c']}{fp})")
     for note in result.get("notes", []):
         console.print(f"note: {note}", markup=False)
+    print_verdict(result, console)
+
+
+def print_verdict(result: dict, console: Console | None = None) -> None:
+    """The gate's reasons and verdict: the last lines of the table, and all that --quiet prints."""
+    console = console or out_console()
+    gate = result["gate"]
     for reason in gate["reasons"]:
         console.print(f"FAIL {reason}", markup=False, style="red")
     console.print(Text("gate: ").append("passed" if gate["passed"] else "failed", style="green" if gate["passed"] else "bold red"))
