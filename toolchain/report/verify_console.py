@@ -51,7 +51,6 @@ def _fnr(chk: dict) -> str:
 def print_verify(result: dict, console: Console | None = None) -> None:
     console = console or out_console()
     names = result.get("class_names") or []
-    gate = result["gate"]
     data = result["data"]
     table = Table(title=Text(printable(f"cwtool verify: {data['name']} [{data['split']}, {data['n']} rows]")), title_justify="left")
     table.add_column("artifact", overflow="fold", max_width=24)
