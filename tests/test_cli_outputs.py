@@ -72,6 +72,8 @@ def _cases(p):
         "targets --json is a device": (["targets", "raspberry-pi-4", "--json", "/dev/null"], "toolchain.cli.targets.out_console", "device, pipe or socket"),
         "compress --out is a dangling link": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--out", p / "dangling"], "toolchain.pipeline.compress", "dangling link"),
         "compress --device keeps the user's words": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--device", "my rate"], "toolchain.pipeline.compress", "--device must be auto, cpu or cuda[:N], not 'my rate'"),
+        "compress --calibration with --skip-export": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", p / "calib.npz", "--skip-export"], "toolchain.pipeline.compress", "--skip-export writes none"),
+        "export --calibration without int8": (["export", p / "m.pt", "-d", "digits", "-p", "3", "--out", p / "e", "--calibration", p / "calib.npz", "--precision", "fp32"], "toolchain.export.stage.export_all", "writes onnx fp32, tflite fp32"),
         "compress --calibration is a folder": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", folder], "toolchain.pipeline.compress", "is a folder"),
         # an output never replaces an input, nor writes into an input folder
         "evaluate --json is the data": (["evaluate", p / "m.pt", "-d", p / "data.npz", "-p", "3", "--json", p / "data.npz"], "toolchain.data.load_data", "also an input"),

@@ -262,6 +262,11 @@ def test_image_options_refused_on_other_data(tmp_path):
         parse_normalize("x")
     with pytest.raises(UserError, match="--augment 'spin'"):
         parse_augment("spin")
+    for typo in (",", "crop,", "", " "):  # an empty word was read as "none": augmentation silently off
+        with pytest.raises(UserError, match="is not none, crop, flip"):
+            parse_augment(typo)
+    assert parse_augment(None) is None and parse_augment(" None ") is None
+    assert parse_augment("Flip, crop").flip and parse_augment("crop,flip").crop_scale == (0.25, 1.0)
 
 
 # --------------------------------------------------------------------------- training: workers, augmentation, teacher

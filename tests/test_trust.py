@@ -427,13 +427,16 @@ def test_control_characters_from_files_never_reach_the_terminal(tmp_path, capsys
     from toolchain.models import registry
     from toolchain.models.loading import save_checkpoint
 
-    names = np.array(["a\x1b[2K\x1b[1Gall checks passed", *"bcdefghij"])
+    names = np.array(["a\x1b[2K\x1b[1Gall checks passed", "b\u202edeliaf", *"cdefghij"])  # U+202E: shown reversed
     data = tmp_path / "rows.npz"
     np.savez(data, x=np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32), y=np.arange(40) % 10, class_names=names)
     save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn"), "digits-cnn", {}, (1, 8, 8))
     code, out, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", data, "-p", "0"], capsys)
     assert code == 0, err
     assert "\x1b" not in out + err and "\\x1b[2K" in out
+    assert "\u202e" not in out + err and "b\\u202edeliaf" in out
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", data, "-p", "0", "--json", tmp_path / "e\u202enosj.json"], capsys)
+    assert code == 2 and "\u202e" not in err and "(\\u202e)" in err, err  # refused as an output's name too
 
 
 def test_debug_keeps_the_exit_codes(tmp_path, capsys):

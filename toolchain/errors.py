@@ -2,14 +2,15 @@
 
 import re
 
-# C0/C1 control characters (ESC, BEL, CSI...): text from a file must not drive the terminal it is printed on
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0/C1 control characters (ESC, BEL, CSI...): text from a file must not drive the terminal it is printed on;
+# bidirectional overrides and isolates (U+202E...): nor reorder what the line shows ("gate: deliaf" read as passed)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text) -> str:
     """``text`` with control characters shown as \\xNN escapes, so a class name or path from a file
     cannot rewrite the terminal line ("all checks passed") or emit terminal commands."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", str(text))
 
 
 def one_line(text) -> str:
@@ -20,11 +21,11 @@ def one_line(text) -> str:
 
 def unprintable_in(text) -> str | None:
     """The first character of ``text`` that would break or hijack the line it is printed in -- a control character
-    (tab and line feed too), a line or paragraph separator -- shown escaped; None when there is none."""
+    (tab and line feed too), a line or paragraph separator, a bidirectional override -- shown escaped; None when there is none."""
     import unicodedata
 
     for char in str(text):
-        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or _CONTROL.match(char):
             return repr(char)[1:-1]
     return None
 

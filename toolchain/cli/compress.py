@@ -37,7 +37,7 @@ def compress(
 ):
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
-    from toolchain.export.stage import check_layout_used, choose_artifacts, export_settings
+    from toolchain.export.stage import check_options_used, choose_artifacts, export_settings
     from toolchain.io import check_output_dir, input_paths
     from toolchain.pipeline import CompressRequest, compress as run_compress
     from toolchain.quantize.calibration import resolve_calibration
@@ -49,7 +49,7 @@ def compress(
     settings = export_settings(export_options)
     if formats and settings.artifacts:  # a model one converter cannot take: the other format alone
         settings = dataclasses.replace(settings, artifacts=choose_artifacts(settings.artifacts, list(formats), None))
-    check_layout_used(export_options.layout, settings.artifacts)
+    check_options_used(export_options, settings.artifacts)
     request = CompressRequest(str(model), data, list(protect_class), arch, parse_kwargs(arch_kwargs), trust_model,
                               str(out) if out else None, resume, label_column, prune_config.seed, class_names, parse_image_size(image_size),
                               val and str(val), test and str(test), parse_input_shape(input_shape), **image_options.load_args(),

@@ -74,9 +74,10 @@ def parse_augment(text: str | None):
     """``--augment``: none, or crop and/or flip (comma-separated) -> None or a `dataset.Augment`."""
     from toolchain.data.dataset import Augment
 
-    words = {w.strip().lower() for w in str(text or "none").split(",") if w.strip()}
-    if not words or words == {"none"}:
+    parts = [w.strip().lower() for w in str("none" if text is None else text).split(",")]
+    words = set(parts)
+    if words == {"none"}:
         return None
-    if not words <= {"crop", "flip"}:
+    if "" in words or not words <= {"crop", "flip"}:  # "crop," or "," is a typo, not "none"
         raise UserError(f"--augment '{text}' is not none, crop, flip or crop,flip: give e.g. crop,flip")
     return Augment(crop_scale=(0.25, 1.0) if "crop" in words else None, flip="flip" in words)

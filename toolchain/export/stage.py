@@ -63,12 +63,18 @@ def choose_artifacts(base: tuple, formats: list[str] | None, precisions: list[st
     return tuple(sorted(pairs, key=lambda fp: (FORMATS.index(fp[0]), PRECISIONS.index(fp[1]))))
 
 
-def check_layout_used(asked: str | None, artifacts: tuple) -> None:
-    """--layout sets the TFLite file's input layout: asked for NHWC with no TFLite file to write, it would be dropped
-    in silence (ONNX stays NCHW) and the device would be fed what it did not expect."""
-    if asked == "NHWC" and artifacts and not any(fmt == "tflite" for fmt, _ in artifacts):
+def check_options_used(options, artifacts: tuple) -> None:
+    """Export flags that no file to be written would use are refused, not dropped in silence: --layout NHWC sets the
+    TFLite file's input layout (ONNX stays NCHW, and the device would be fed what it did not expect); --calibration
+    sets the int8 files' ranges (a user who gave one believes the files were quantized with it)."""
+    if options.layout == "NHWC" and artifacts and not any(fmt == "tflite" for fmt, _ in artifacts):
         raise UserError("--layout NHWC is the TFLite file's input layout, and no TFLite file is written here (ONNX files take NCHW): "
                         "add --format tflite or drop --layout")
+    if options.calibration and not any(precision == "int8" for _, precision in artifacts):
+        if not artifacts:
+            raise UserError("--calibration quantizes int8 files, and --skip-export writes none: drop one of them")
+        written = ", ".join(f"{fmt} {precision}" for fmt, precision in artifacts)
+        raise UserError(f"--calibration quantizes int8 files, and this run writes {written}: drop --calibration, or ask for an int8 file")
 
 
 def export_settings(options) -> ExportSettings:

@@ -30,7 +30,7 @@ import numpy as np
 from toolchain import __version__
 from toolchain.config import ExportOptions
 from toolchain.errors import UserError
-from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_layout_used, choose_artifacts, export_all, export_settings,
+from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all, export_settings,
                                     fit_verdicts)
 from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text
 from toolchain.promise import promise_confidence
@@ -174,7 +174,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
     base = export_settings(options)
     settings = dataclasses.replace(base, artifacts=choose_artifacts(base.artifacts or DEFAULT_ARTIFACTS, request.formats,
                                                                     request.precisions))
-    check_layout_used(options.layout, settings.artifacts)
+    check_options_used(options, settings.artifacts)
     dataset, loaded, protected, names = _inputs(request, settings, log)
     profile = None
     if settings.target:
