@@ -110,6 +110,23 @@ def test_user_toml_path_works(capsys, tmp_path):
     assert code == 0 and "my-board" in out
 
 
+def test_a_profile_folder_lists_each_profile_under_the_name_target_takes(capsys, tmp_path, monkeypatch):
+    """A profile in CWTOOL_TARGETS_DIR whose name field was a built-in's was listed twice under that name, and a run
+    with --target mine reported "raspberry-pi-4"."""
+    _user_toml(tmp_path, threads="2")
+    monkeypatch.setenv("CWTOOL_TARGETS_DIR", str(tmp_path))
+    code, out, _ = run_cli(["targets"], capsys)
+    assert code == 0 and out.count("my-board") == 1 and out.count("raspberry-pi-4 ") == 1
+    (tmp_path / "raspberry-pi-4.toml").write_text((tmp_path / "my-board.toml").read_text().replace("threads = 2", "threads = 3")
+                                                  .replace('name = "my-board"', 'name = "raspberry-pi-4"'))
+    assert load_target("raspberry-pi-4").threads == 3  # the folder comes first: it overrides the built-in, listed once
+    code, out, _ = run_cli(["targets"], capsys)
+    assert code == 0 and out.count("raspberry-pi-4 ") == 1
+    (tmp_path / "mine.toml").write_text((TARGETS_DIR / "raspberry-pi-4.toml").read_text())
+    code, _, err = run_cli(["targets"], capsys)
+    assert code == 2 and "names itself 'raspberry-pi-4' but --target finds it as 'mine'" in err, err
+
+
 @pytest.mark.parametrize(
     "edit, field",
     [

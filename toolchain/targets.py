@@ -127,7 +127,11 @@ def load_target(name_or_path: str | Path) -> Target:
         raise UserError(f"cannot read target file {path}: {e}") from e
     except RecursionError as e:
         raise UserError(f"target file {path} nests too deep to be a profile: fix it (see docs/TARGETS.md)") from e
-    return target_from_dict(data, source=str(path))
+    target = target_from_dict(data, source=str(path))
+    if path == target_files().get(path.stem) and target.name != path.stem:  # found by name: reports and listings say its name
+        raise UserError(f"target file {path} names itself {one_line(target.name)[:60]!r} but --target finds it as {path.stem!r}: "
+                        "make its name field and its file name the same")
+    return target
 
 
 def _names() -> str:
