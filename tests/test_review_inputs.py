@@ -224,8 +224,12 @@ def test_a_model_litert_cannot_convert_is_bad_input_and_compress_finishes_in_onn
     arch = f"{nets / 'nets.py'}:DataDependent"
     code, _, err = run_cli(["export", nets / "weights.pt", "--arch", arch, "-d", "digits", "-p", "3", "--format", "tflite",
                             "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
-    _one_line_error(code, err, "litert-torch cannot convert this model to TFLite", "--format onnx")
+    _one_line_error(code, err, "litert-torch cannot convert this model to TFLite", "--format onnx", "--debug")
+    assert "def forward" not in err and "torch.ops" not in err, err  # litert-torch's own ~38 lines (FX dumps) only under --debug
     assert not (tmp_path / "ex").exists()
+    code, _, err = run_cli(["--debug", "export", nets / "weights.pt", "--arch", arch, "-d", "digits", "-p", "3", "--format", "tflite",
+                            "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
+    assert code == 2 and "def forward" in err and "(rerun with --debug" not in err, err
 
     args = ["compress", nets / "weights.pt", "--arch", arch, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
             "--max-accuracy-drop", "1", "--confidence", "0.5", "--time-runs", "0", "--out", tmp_path / "run"]

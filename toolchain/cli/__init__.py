@@ -187,8 +187,12 @@ def _run(argv: Optional[list[str]]) -> None:
     except UserError as exc:
         from toolchain import distributed
 
+        native = _native_output(exc)
         if _state["debug"]:
+            sys.stderr.write(native or "")
             traceback.print_exc()
+        elif native:
+            exc = UserError(f"{exc} (rerun with --debug to see the converter's own output)")
         if distributed.is_main():  # under torchrun every process finds the same bad input: one line, from rank 0
             print(f"cwtool: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -237,9 +241,20 @@ def _raised_by_the_cli_libraries(exc: BaseException) -> bool:
     return module.split(".")[0] in ("rich", "click", "typer")
 
 
+def _native_output(exc: BaseException) -> str | None:
+    """What a native library printed while it failed (toolchain.export.tflite.quiet_native), on ``exc`` or its cause."""
+    while exc is not None:
+        native = getattr(exc, "native_output", None)
+        if isinstance(native, str) and native.strip():
+            return native
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def raise_as_bug(exc: BaseException) -> None:
     """Exit 3 with one line; the traceback too under --debug (the exit code stays what it means)."""
     if _state["debug"]:
+        sys.stderr.write(_native_output(exc) or "")
         traceback.print_exception(exc)
     print(f"cwtool: internal error: {describe(exc, 300)} (rerun with --debug for the traceback)", file=sys.stderr)
     sys.exit(3)

@@ -40,8 +40,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 @contextlib.contextmanager
 def quiet_native(enabled: bool = True):
-    """Send fd 1/2 (absl/C++ logs, progress prints) to a temp file; replay it on failure (not on a stop: a signal's
-    one line is all a stopped run says)."""
+    """Send fd 1/2 (absl/C++ logs, progress prints) to a temp file. On a failure its tail goes with the exception
+    (``native_output``: the CLI shows it under --debug, beside the traceback), so bad input stays one line; on a stop
+    it is dropped (a signal's one line is all a stopped run says)."""
     if not enabled:
         yield
         return
@@ -49,16 +50,19 @@ def quiet_native(enabled: bool = True):
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
     log = tempfile.TemporaryFile(mode="w+b")
-    ok = stopped = False
+    failure = None
     try:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        with warnings.catch_warnings():
+        # Python-level writes too, where sys.stdout/sys.stderr are not fd 1/2 (a host that captures them)
+        text = open(os.dup(log.fileno()), "w", encoding="utf-8", errors="replace", closefd=True)
+        with text, contextlib.redirect_stdout(text), contextlib.redirect_stderr(text), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
-        ok = True
     except (Interrupted, KeyboardInterrupt):
-        stopped = True
+        raise
+    except BaseException as exc:
+        failure = exc
         raise
     finally:
         sys.stdout.flush()
@@ -67,11 +71,14 @@ def quiet_native(enabled: bool = True):
         os.dup2(saved[1], 2)
         os.close(saved[0])
         os.close(saved[1])
-        if not ok and not stopped:
+        if failure is not None:
             log.seek(0)
             tail = log.read()[-4000:].decode(errors="replace")
             if tail.strip():
-                sys.stderr.write(tail)
+                try:
+                    failure.native_output = tail
+                except AttributeError:  # an exception type without a __dict__: shown now, as before
+                    sys.stderr.write(tail)
         log.close()
 
 
