@@ -5,6 +5,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clirun import run_cli
@@ -34,6 +35,23 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "1", "--device", "cpu", "--out", out], capsys)
     assert code == 0, err
     assert len((tmp_path / "mlp.pt.log").read_text().splitlines()) == 5  # the log of the checkpoint --out holds now
+
+
+def test_a_built_in_architecture_is_sized_to_the_data(tmp_path, capsys):
+    """mlp's defaults are 30 features and 2 classes: rows of 20 features in 4 classes stopped training at its first
+    batch ("mat1 and mat2 shapes cannot be multiplied"). Sizes the user gives are kept."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 20)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0)
+    np.savez(tmp_path / "rows.npz", x=x, y=y)
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "rows.npz", "--epochs", "3", "--out", out], capsys)
+    assert code == 0 and "--arch 'mlp' built for the data: in_features 20, num_classes 4 (--arch-kwargs sets them)" in err, err
+    code, _, err = run_cli(["evaluate", out, "--data", tmp_path / "rows.npz", "-p", "3", "--split", "test"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", '{"in_features": 30}', "--data", tmp_path / "rows.npz",
+                            "--out", tmp_path / "n.pt"], capsys)
+    assert code == 2 and "shape (20,)" in err, err  # the user's own number is not overridden
 
 
 def test_too_few_outputs_for_the_classes_exits_2(tmp_path, capsys):

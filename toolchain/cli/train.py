@@ -71,10 +71,11 @@ def train(
     dataset = load_with_given_rows(data, val and str(val), test and str(test), seed=seed, label_column=label_column,
                                    class_names=class_names, image_size=parse_image_size(image_size),
                                    input_shape=parse_input_shape(input_shape), **image_options.load_args())
+    declared = declared_names(dataset.class_names)
+    kwargs = _sized_to_data(arch, kwargs, dataset.input_shape, len(declared) if declared else dataset.num_classes)
     seed_everything(seed)
     model = build_arch(arch, kwargs)
     num_outputs = probe_outputs(model, dataset.input_shape)
-    declared = declared_names(dataset.class_names)
     if declared is not None and num_outputs != len(declared) and "num_classes" not in kwargs:
         model, num_outputs, kwargs = _one_output_per_class(arch, kwargs, len(declared), dataset.input_shape, seed) or (model, num_outputs, kwargs)
     if dataset.num_classes > num_outputs or (declared is not None and num_outputs != len(declared)):
@@ -88,8 +89,9 @@ def train(
     log = _fresh_log(RunLog(console), log_path)
     log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
     log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
-    if kwargs.get("num_classes") != parse_kwargs(arch_kwargs).get("num_classes"):
-        log.print(f"--arch '{arch}' built with num_classes {kwargs['num_classes']}, one output per class the data names")
+    filled = {k: v for k, v in kwargs.items() if k not in parse_kwargs(arch_kwargs)}
+    if filled:
+        log.print(f"--arch '{arch}' built for the data: {', '.join(f'{k} {v}' for k, v in filled.items())} (--arch-kwargs sets them)")
     log.print(f"training on {torch_device} in {arithmetic_label(training_dtype(model, dataset.x_train, train_precision, torch_device))}")
 
     pace = EpochPace(epochs)
@@ -132,6 +134,29 @@ def _fresh_log(log, path: Path):
     atomic_write_text(path, "")
     log.attach(path)
     return log
+
+
+def _sized_to_data(arch: str, kwargs: dict, input_shape: tuple, classes: int) -> dict:
+    """A built-in architecture's input width and output count taken from the data where --arch-kwargs leaves them
+    (its defaults are the demo's: an MLP of 30 features and 2 classes met rows of 20 features and 10 classes, and
+    training stopped at the first batch). A model of the user's own is built as they wrote it."""
+    import inspect
+
+    from toolchain.models import registry
+
+    if ":" in arch or not registry.is_registered(arch):
+        return kwargs
+    try:
+        accepted = inspect.signature(registry.get(arch)).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    sized = dict(kwargs)
+    wanted = {"in_features": input_shape[0] if len(input_shape) == 1 else None,
+              "in_channels": input_shape[0] if len(input_shape) == 3 else None, "num_classes": classes}
+    for name, value in wanted.items():
+        if name in accepted and name not in sized and value is not None and value != accepted[name].default:
+            sized[name] = int(value)
+    return sized
 
 
 def _one_output_per_class(arch: str, kwargs: dict, classes: int, input_shape, seed: int):
