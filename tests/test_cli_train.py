@@ -54,6 +54,17 @@ def test_a_built_in_architecture_is_sized_to_the_data(tmp_path, capsys):
     assert code == 2 and "shape (20,)" in err, err  # the user's own number is not overridden
 
 
+def test_weights_of_a_built_in_made_for_other_sizes_name_the_sizes_it_takes(tmp_path, capsys):
+    import torch
+
+    from toolchain.models.architectures import MLP
+
+    torch.save(MLP(20, 10).state_dict(), tmp_path / "sd.pt")
+    code, _, err = run_cli(["evaluate", tmp_path / "sd.pt", "--arch", "mlp", "--data", "breast-cancer", "-p", "0"], capsys)
+    assert code == 2 and "shape of net.1.weight is (64, 20) in the file, (64, 30) in the arch" in err, err
+    assert "built-in 'mlp' takes in_features (default 30), num_classes (default 2)" in err, err
+
+
 def test_too_few_outputs_for_the_classes_exits_2(tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", '{"num_classes": 1}', "--data", "breast-cancer",
                             "--out", tmp_path / "m.pt"], capsys)

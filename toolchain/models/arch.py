@@ -94,6 +94,23 @@ def absolute_arch(spec: str) -> str:
     return f"{found[0].absolute()}:{found[1]}" if found else spec
 
 
+def _sizes_hint(arch: str) -> str:
+    """What a built-in architecture's --arch-kwargs size (its shapes differ from the file's where the file's model was
+    built for other data: an mlp of 20 features, not the default 30)."""
+    import inspect
+
+    from toolchain.models import registry
+
+    if ":" in arch or not registry.is_registered(arch):
+        return ""
+    try:
+        params = inspect.signature(registry.get(arch)).parameters
+    except (TypeError, ValueError):
+        return ""
+    sizes = [f"{name} (default {p.default})" for name, p in params.items() if p.default is not inspect.Parameter.empty]
+    return f" (built-in '{arch}' takes {', '.join(sizes)})" if sizes else ""
+
+
 def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
     """Load ``state`` into ``model`` (built from ``arch``) when its names and shapes are exactly the model's;
     otherwise a UserError that names the first mismatches."""
@@ -114,7 +131,7 @@ def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
             k = wrong[0]
             parts.append(f"shape of {k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the arch")
         raise UserError(
-            f"the weights do not match --arch '{arch}' ({'; '.join(parts)}): check --arch and --arch-kwargs"
+            f"the weights do not match --arch '{arch}' ({'; '.join(parts)}): check --arch and --arch-kwargs{_sizes_hint(arch) if wrong else ''}"
         )
     try:
         model.load_state_dict(state)
