@@ -261,9 +261,11 @@ def _train_a_model_that_raises(tmp_path, capsys, raise_statement: str):
     return code, err
 
 
-def test_an_interrupted_training_says_so_in_its_log_and_writes_no_checkpoint(tmp_path, capsys):
+def test_a_model_raising_keyboardinterrupt_is_bad_input_and_its_training_writes_no_checkpoint(tmp_path, capsys):
+    """No signal reached cwtool (a Ctrl-C arrives as a signal, and exits 130): the model's code raised it, exit 2."""
     code, err = _train_a_model_that_raises(tmp_path, capsys, "raise KeyboardInterrupt")
-    assert code == 130 and err.splitlines()[-1] == "cwtool: interrupted (KeyboardInterrupt); temporary files removed", err
+    assert code == 2 and err.splitlines()[-1].startswith("cwtool: error: code cwtool ran (the model's or the data's) raised "
+                                                          "KeyboardInterrupt, and no signal reached cwtool"), err
     assert not (tmp_path / "m.pt").exists()
     last = (tmp_path / "m.pt.log").read_text().splitlines()[-1]
     assert "stopped (KeyboardInterrupt)" in last and "was not written" in last, last

@@ -142,6 +142,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         except (AttributeError, ValueError, OSError):
             pass
     watcher = Watcher(_interrupted_line)
+    _state["watcher"] = watcher
     previous = _catch_signals(lambda signum, frame: watcher.deliver(signum))
     try:
         with watcher:
@@ -203,6 +204,9 @@ def _run(argv: Optional[list[str]]) -> None:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, EOFError):  # click turns an EOFError into Abort too: one that got this far is a bug, not Ctrl-C
             raise_as_bug(cause)
+        if _raised_not_signalled():
+            print(_RAISED_INTERRUPT, file=sys.stderr)
+            sys.exit(2)
         _say_interrupted("SIGINT", getattr(cause, "run_dir", None))
         sys.exit(130)
     except ClickException as exc:  # usage errors: one line, like every other bad input
@@ -227,9 +231,23 @@ def _run(argv: Optional[list[str]]) -> None:
     except BaseException as exc:  # not cwtool's (it raises Exceptions, Interrupted, or exits), nor a signal: a model's own
         print(f"cwtool: error: code cwtool ran (the model's or the data's) raised {describe(exc)}", file=sys.stderr)
         sys.exit(2)
-    if code == 130:  # typer's answer to a KeyboardInterrupt (signals arrive as Interrupted): raised by code cwtool ran
+    if code == 130:  # typer's answer to a KeyboardInterrupt (signals arrive as Interrupted)
+        if _raised_not_signalled():
+            print(_RAISED_INTERRUPT, file=sys.stderr)
+            sys.exit(2)
         print("cwtool: interrupted (KeyboardInterrupt); temporary files removed", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+_RAISED_INTERRUPT = ("cwtool: error: code cwtool ran (the model's or the data's) raised KeyboardInterrupt, and no signal reached "
+                     "cwtool; temporary files removed")
+
+
+def _raised_not_signalled() -> bool:
+    """A KeyboardInterrupt while the watcher took SIGINT and SIGTERM and none came: the model's or the data's code raised it
+    (bad input, docs/SECURITY.md), not a user's Ctrl-C (which arrives as Interrupted)."""
+    watcher = _state.get("watcher")
+    return watcher is not None and watcher._thread is not None and watcher.received is None
 
 
 def _raised_by_the_cli_libraries(exc: BaseException) -> bool:
