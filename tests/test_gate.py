@@ -151,3 +151,11 @@ def test_class_names_in_reasons(rows):
     y, pred = rows
     g = fn_gate(_eval(y, pred), _eval(y, _miss(pred, y, PROT, [0])), class_names=["a", "cat", "c", "d"])
     assert g["reasons"][0].startswith("class 1 (cat): FN 1 > 0")
+
+
+def test_a_class_is_named_by_its_number_and_its_name_where_they_differ():
+    from toolchain.gate import class_label
+
+    assert class_label(7, ["eight", "five", "four", "nine", "one", "seven", "six", "three"]) == "class 7 (three)"
+    assert class_label(3, [str(i) for i in range(10)]) == "class 3"
+    assert class_label(3, None) == "class 3" and class_label(12, ["a"]) == "class 12"

@@ -37,13 +37,14 @@ import numpy as np
 from toolchain.errors import UserError
 from toolchain.metrics import clopper_pearson, mcnemar_exact, per_class
 
-__all__ = ["GATE_MODES", "collapse_check", "fn_gate", "paired_counts"]
+__all__ = ["GATE_MODES", "class_label", "collapse_check", "fn_gate", "paired_counts"]
 
 GATE_MODES = ("plain", "significant")
 _EPS = 1e-12
 
 
-def _name(k: int, class_names) -> str:
+def class_label(k: int, class_names) -> str:
+    """"class 7 (three)" where the class has a name other than its number."""
     if class_names is not None and 0 <= k < len(class_names) and str(class_names[k]) != str(k):
         return f"class {k} ({class_names[k]})"
     return f"class {k}"
@@ -154,7 +155,7 @@ def fn_gate(
     checks, reasons = [], []
     for p in candidate["protected"]:
         k = p["class"]
-        label = _name(k, class_names)
+        label = class_label(k, class_names)
         fn, support = int(p["fn"]), int(p["support"])
         fnr = p.get("fnr")
         ci = p.get("fnr_ci95") or list(clopper_pearson(fn, support))

@@ -24,6 +24,7 @@ from toolchain import distributed
 from toolchain.config import PruneConfig
 from toolchain.data import Dataset
 from toolchain.errors import UserError
+from toolchain.gate import class_label
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
 from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train, training_dtype
@@ -195,9 +196,10 @@ class LotteryPruner:
         if result.tickets and not result.tickets[-1].within_budget:
             start = rounds + 1  # the interrupted run had already stopped at a ticket outside the budget
         if start <= rounds:  # the first word in a log while round 1 trains (minutes on a CPU)
-            targets = ", ".join(f"class {k} FN <= dense + {cfg.max_fn_increase} on new data with probability {cfg.confidence:g}" for k in self.targets)
+            targets = ", ".join(f"{class_label(k, self.dataset.class_names)} FN <= dense + {cfg.max_fn_increase} on new data with probability "
+                                f"{cfg.confidence:g}" for k in self.targets)  # named once: the lines below say "class 7"
             macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
-            self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epochs each on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
+            self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} each on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
                      f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
             if self.kept_whole:
                 self.log("kept whole: " + "; ".join(f"{key} ({why})" for key, why in self.kept_whole.items()))
