@@ -40,6 +40,16 @@ def test_an_int8_file_slower_than_its_fp32_twin_is_a_finding_and_the_twin_is_dep
     assert "**Finding**" in md and "| model_fp32.onnx | 80,000 | 0.012 | passed | **yes** |" in md
 
 
+def test_an_int8_file_no_smaller_than_its_twin_is_not_said_to_save_bytes():
+    """A 6-feature MLP's int8 ONNX file (4,145 bytes) was larger than its fp32 twin (3,559): "int8 buys 0.9x fewer bytes"."""
+    tiny = [_entry("artifacts/model_fp32.onnx", "onnx", "fp32", 3_559), _entry("artifacts/model_int8.onnx", "onnx", "int8", 4_145)]
+    deploy = _recommend(tiny, [0.0079, 0.0128])
+    (finding,) = deploy["findings"]
+    assert "int8 buys neither speed nor bytes (4,145 against 3,559" in finding and "fewer bytes" not in finding
+    md = "\n".join(deploy_lines({"deploy": deploy, "artifacts": tiny}))
+    assert "deploy the fp32 file." in md and "unless bytes decide" not in md
+
+
 def test_a_tie_goes_to_the_smaller_file():
     deploy = _recommend(ONNX, [0.0100, 0.0100 * (1 + TIE / 2)])
     assert deploy["choices"][0]["file"] == "artifacts/model_int8.onnx" and "smaller" in deploy["choices"][0]["why"]

@@ -73,10 +73,13 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withh
         twin = _twin(e, entries) if e["precision"] == "int8" else None
         if twin is not None and latency[e["path"]] > latency[twin["path"]] * (1 + TIE):
             ratio = latency[e["path"]] / latency[twin["path"]]
+            smaller = twin["bytes"] / max(e["bytes"], 1)
+            buys = (f"int8 buys {smaller:.1f}x fewer bytes, not speed" if smaller >= 1.05 else
+                    f"int8 buys neither speed nor bytes ({e['bytes']:,} against {twin['bytes']:,}: the quantization's scales "
+                    "outweigh the weights of so small a model)")
             findings.append(
                 f"{Path(e['path']).name} ran {ratio:.2f}x slower than its fp32 twin {Path(twin['path']).name} here "
-                f"({latency[e['path']]:.3g} ms vs {latency[twin['path']]:.3g} ms per call): int8 buys "
-                f"{twin['bytes'] / max(e['bytes'], 1):.1f}x fewer bytes, not speed, on this CPU")
+                f"({latency[e['path']]:.3g} ms vs {latency[twin['path']]:.3g} ms per call): {buys}, on this CPU")
     choices = []
     for fmt in dict.fromkeys(e["format"] for e in entries):
         if withheld is not None:

@@ -42,7 +42,8 @@ def deploy_lines(report: dict) -> list[str]:
     lines += [""]
     lines += [f"- {c['format']}: " + (f"`{PurePath(c['file']).name}`, {c['why']}." if c["file"] else f"none, {c['why']}.")
               for c in deploy["choices"]]
-    lines += [f"- **Finding**: {f}; deploy the fp32 file unless bytes decide." for f in deploy["findings"]]
+    lines += [f"- **Finding**: {f}; deploy the fp32 file" + ("." if "neither speed nor bytes" in f else " unless bytes decide.")
+              for f in deploy["findings"]]
     lines += ["", f"Timing: {deploy['note']} ({deploy['runs']} calls per file, {deploy['threads']} thread"
               f"{'s' if deploy['threads'] != 1 else ''})."]
     return lines
