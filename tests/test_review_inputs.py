@@ -841,6 +841,18 @@ def test_a_pipe_given_as_the_model_or_the_data_is_named_a_pipe(tmp_path, capsys)
     assert code == 2 and "is a pipe or device" in err, err
 
 
+@pytest.mark.parametrize("command", [["bench", "-n", "5"], ["verify", "-d", "digits", "-p", "3"]])
+def test_a_pipe_or_device_named_as_an_onnx_artifact_is_refused_before_it_is_read(command, tmp_path, capsys):
+    """The outputs' check read an .onnx artifact whole to find its external data files: a pipe hung bench and verify,
+    a link to /dev/zero filled the machine's memory until the OOM killer came."""
+    pipe, zeros = tmp_path / "f.onnx", tmp_path / "z.onnx"
+    os.mkfifo(pipe)
+    zeros.symlink_to("/dev/zero")
+    for artifact in (pipe, zeros):
+        code, _, err = run_cli([command[0], artifact, *command[1:]], capsys)
+        _one_line_error(code, err, "is not a file")
+
+
 @pytest.mark.parametrize("labels", [
     lambda y: (y + 1) % 10,  # labels numbered in another order than the model's training
     lambda y: np.random.default_rng(0).permutation(y),  # rows and labels that do not belong together

@@ -66,6 +66,9 @@ def user_path(spec: str | Path) -> Path:
         raise UserError(f"'{spec}': {exc}: give the path without ~") from exc
 
 
+ONNX_PROTO_LIMIT = 2 << 30  # protobuf's own limit: a larger .onnx file holds no graph onnx can parse
+
+
 def artifact_files(path: str | Path) -> list[Path]:
     """An exported artifact and the files that travel with it: its sidecar ``<name>.json`` and, for
     ONNX, the external weight files it names (read without loading the weights; the `onnx` package
@@ -74,6 +77,8 @@ def artifact_files(path: str | Path) -> list[Path]:
     files = [path, path.with_name(path.name + ".json")]
     if path.suffix.lower() == ".onnx":
         files.append(path.with_name(path.name + ".data"))
+        if not path.is_file() or path.stat().st_size > ONNX_PROTO_LIMIT:  # a pipe would hang the read, /dev/zero fill
+            return list(dict.fromkeys(files))  # the memory; neither is a model: the runner refuses it in its own words
         try:
             import onnx
 
