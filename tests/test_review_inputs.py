@@ -841,6 +841,26 @@ def test_a_pipe_given_as_the_model_or_the_data_is_named_a_pipe(tmp_path, capsys)
     assert code == 2 and "is a pipe or device" in err, err
 
 
+def test_a_folder_this_user_cannot_read_is_bad_input(tmp_path, capsys, monkeypatch):
+    """chmod 000 on a class folder ended in an internal error (exit 3) from the folder's listing. (Tests may run as root,
+    which reads anything: the denial is raised where the listing reads.)"""
+    from pathlib import Path as P
+
+    folder = tmp_path / "imgs"
+    for c in "ab":
+        (folder / c).mkdir(parents=True)
+    real = P.iterdir
+
+    def denied(self):
+        if self.name == "a":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(P, "iterdir", denied)
+    code, _, err = run_cli(["calibrate", "--data", folder, "--out", tmp_path / "c.npz"], capsys)
+    _one_line_error(code, err, f"permission denied on '{folder / 'a'}'", "give this user access")
+
+
 @pytest.mark.parametrize("command", [["bench", "-n", "5"], ["verify", "-d", "digits", "-p", "3"]])
 def test_a_pipe_or_device_named_as_an_onnx_artifact_is_refused_before_it_is_read(command, tmp_path, capsys):
     """The outputs' check read an .onnx artifact whole to find its external data files: a pipe hung bench and verify,

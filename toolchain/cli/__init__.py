@@ -226,6 +226,13 @@ def _run(argv: Optional[list[str]]) -> None:
         # cwtool's commands return their code: this came from code cwtool ran (a model's, a data loader's)
         print(f"cwtool: error: code cwtool ran (the model's or the data's) called {describe(exc)}", file=sys.stderr)
         sys.exit(2)
+    except PermissionError as exc:  # the user's files or folders, unreadable (or unwritable) to this user: not a bug
+        if _state["debug"]:
+            traceback.print_exc()
+        where = f"'{one_line(exc.filename)}'" if exc.filename else "a file or folder it needs"
+        print(f"cwtool: error: permission denied on {where} ({exc.strerror or 'no access'}): give this user access to it, "
+              "or give another path", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:  # a bug, not bad input
         raise_as_bug(exc)
     except BaseException as exc:  # not cwtool's (it raises Exceptions, Interrupted, or exits), nor a signal: a model's own
