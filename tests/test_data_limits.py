@@ -615,3 +615,19 @@ def test_a_numeric_label_column_with_one_stray_word_is_refused_not_renumbered(tm
     assert load_data(str(tmp_path / "d.csv"), seed=0, class_names=names).class_names == names
     (tmp_path / "words.csv").write_text("a,label\n" + "\n".join(f"{i},{'cat' if i % 2 else 'dog'}" for i in range(40)) + "\n")
     assert load_data(str(tmp_path / "words.csv"), seed=0).class_names == ["cat", "dog"]
+
+
+def test_images_read_at_a_size_the_memory_cannot_hold_are_refused_before_the_allocation(tmp_path, monkeypatch, capsys):
+    """`cwtool calibrate --image-size 16384x16384` allocated its rows without a check: MemoryError, exit 3 (or the OOM killer)."""
+    from PIL import Image
+
+    from clirun import run_cli
+
+    for c in "ab":
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    monkeypatch.setattr(limits, "available_memory", lambda: (50_000_000, "test limit"))
+    code, _, err = run_cli(["calibrate", "--data", tmp_path / "imgs", "--image-size", "4096x4096", "--out", tmp_path / "c.npz"], capsys)
+    assert code == 2 and "images of 1x4096x4096 as float32 needs" in err and "--image-size" in err, err
+    assert not (tmp_path / "c.npz").exists()

@@ -25,6 +25,7 @@ import numpy as np
 
 from toolchain.data.samples import Samples
 from toolchain.errors import UserError, describe
+from toolchain.limits import check_fits, product
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PIL_BAD_MODES", "PIL_FORMATS", "ImageFiles", "ImageTransform", "image_problem",
            "normalize_channels", "pil_errors", "pillow"]
@@ -158,6 +159,8 @@ class ImageFiles(Samples):
     def read(self, index: np.ndarray) -> np.ndarray:
         t = self.transform
         h, w = t.size
+        check_fits(4 * product((len(index), t.channels, h, w)), f"{len(index):,} images of {t.channels}x{h}x{w} as float32",
+                   "give a smaller --image-size (or --resize), or fewer rows at a time (--calibration-size)")
         out = np.empty((len(index), t.channels, h, w), dtype=np.float32)
         Image = pillow()
         errors = pil_errors(Image)
