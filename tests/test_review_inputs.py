@@ -1027,3 +1027,22 @@ def test_a_forward_through_numpy_is_said_to_leave_torch_not_named_by_a_temporary
     last = err.splitlines()[-1]
     assert code == 2 and "leaves torch on the way" in last and ".cwtool-tmp" not in last, err
     assert not (tmp_path / "ex").exists()
+
+
+def test_a_model_whose_probe_runs_out_of_memory_is_told_so(monkeypatch):
+    """A 4096x4096 --image-size made the probe forward fail to allocate: the error blamed the data's shape and --arch."""
+    from toolchain.errors import UserError
+    from toolchain.evaluate import check_output_width, probe_outputs
+
+    class Hungry(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                               "allocate 68719476736 bytes")
+
+    with pytest.raises(UserError, match=r"forward of two samples of shape \(1, 4096, 4096\) ran out of memory .*--image-size"):
+        probe_outputs(Hungry(), (1, 4096, 4096))
+    from toolchain import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: (1 << 30, "test limit"))
+    with pytest.raises(UserError, match=r"a 100,000 x 100,000 confusion matrix .*one output per class"):
+        check_output_width(100_000, np.array([0, 99_999] * 21), None, "the model")

@@ -260,6 +260,10 @@ def test_image_options_refused_on_other_data(tmp_path):
 
     with pytest.raises(UserError, match="--normalize 'x'"):
         parse_normalize("x")
+    for unusable in ("0.5:1e-45", "1e300:1e-300", "0.5:1e9"):  # finite, but the normalized pixels are not (training "diverged")
+        with pytest.raises(UserError, match="stds from 1e-6 to 1e6"):
+            parse_normalize(unusable)
+    assert parse_normalize("0.5,0.4,0.3:0.25,0.2,0.2") == ((0.5, 0.4, 0.3), (0.25, 0.2, 0.2))
     with pytest.raises(UserError, match="--augment 'spin'"):
         parse_augment("spin")
     for typo in (",", "crop,", "", " "):  # an empty word was read as "none": augmentation silently off

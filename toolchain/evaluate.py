@@ -60,6 +60,9 @@ def check_output_width(k: int, y: np.ndarray, declared: list[str] | None, what: 
     if declared is None and k > max(128, 4 * labels):
         raise UserError(f"{what} has {k:,} outputs but the data's labels go up to {labels - 1}: give a model for this data "
                         "(or name the classes with --class-names)")
+    if k * k * 16 > len(y) * k * 12:  # the confusion matrix, not the rows, is what does not fit
+        check_fits(len(y) * k * 12 + k * k * 16, f"a {k:,} x {k:,} confusion matrix ({k:,} outputs)",
+                   "give a model with one output per class of this data")
     check_fits(len(y) * k * 12 + k * k * 16, f"{len(y):,} rows x {k:,} outputs", "use fewer rows")
 
 
@@ -71,6 +74,9 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *sample_shape))
     except Exception as exc:
+        if isinstance(exc, MemoryError) or any(w in str(exc) for w in ("can't allocate memory", "out of memory", "DefaultCPUAllocator")):
+            raise UserError(f"the model's forward of two samples of shape {tuple(sample_shape)} ran out of memory "
+                            f"({describe(exc, 120)}): give a smaller --image-size (or --resize), or a machine with more memory") from exc
         raise UserError(
             f"the model does not accept the data's samples of shape {tuple(sample_shape)} "
             f"({describe(exc, 160)}): check --data, --arch and --arch-kwargs"

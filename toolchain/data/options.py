@@ -67,6 +67,9 @@ def parse_normalize(text: str | None):
     if not mean or not std or len(mean) != len(std) or not all(map(math.isfinite, mean + std)) or min(std) <= 0:
         raise UserError(f"--normalize '{text}' is not auto, none, imagenet or MEAN,..:STD,.. (one positive std per mean): "
                         "give e.g. imagenet or 0.5,0.5,0.5:0.25,0.25,0.25")
+    if max(map(abs, mean)) > 1e6 or min(std) < 1e-6 or max(std) > 1e6:  # the normalized pixels would not fit float32
+        raise UserError(f"--normalize '{text}': the means and stds are of pixels scaled to 0..1, so means within +-1e6 and stds "
+                        "from 1e-6 to 1e6 (others make pixels that float32 cannot hold): give e.g. 0.5:0.25")
     return tuple(mean), tuple(std)
 
 
