@@ -506,6 +506,15 @@ def test_truncated_and_16bit_images_are_user_errors(tmp_path):
 
     expect("16-bit or float", _folder_with(tmp_path, "sixteen", sixteen))
 
+    def sixteen_rgb(p):  # Pillow opens it as 8-bit RGB, the low bits dropped in silence
+        rows = b"".join(b"\x00" + np.full(8 * 3, 40000, np.uint16).byteswap().tobytes() for _ in range(8))
+        chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+        p.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 16, 2, 0, 0, 0))
+                      + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+        assert Image.open(p).mode == "RGB"
+
+    expect("is a 16-bit RGB image", _folder_with(tmp_path, "sixteen_rgb", sixteen_rgb))
+
     def junk_jpeg(p):
         p.with_suffix(".jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 50)
 

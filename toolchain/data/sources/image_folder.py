@@ -218,11 +218,16 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
                     modes.append(im.mode)
                     sizes.append((im.height, im.width))
                     bands = len(im.getbands())
+                    if im.format == "PNG" and im.mode not in PIL_BAD_MODES:  # Pillow opens 16-bit color PNGs as 8-bit RGB(A): the IHDR says what they hold
+                        f.seek(24)
+                        if f.read(1) == b"\x10":
+                            modes[-1] = f"16-bit {modes[-1]}"
             except errors as exc:
                 raise image_problem(p, exc, Image) from None
-            if modes[-1] in PIL_BAD_MODES:
+            if modes[-1] in PIL_BAD_MODES or modes[-1].startswith("16-bit"):
+                kind = modes[-1] if modes[-1].startswith("16-bit") else f"{modes[-1]} (16-bit or float)"
                 raise UserError(
-                    f"image '{p}' is a {modes[-1]} (16-bit or float) image; cwtool reads 8-bit images: "
+                    f"image '{p}' is a {kind} image; cwtool reads 8-bit images: "
                     "convert it to 8-bit PNG/JPEG (or give the data as a .npz)"
                 )
             h, w = sizes[-1]
