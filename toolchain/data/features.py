@@ -24,8 +24,8 @@ def check_finite(x: np.ndarray, what: str, where: str) -> None:
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         n = int(x.size - np.count_nonzero(np.isfinite(x)))
         raise UserError(
-            f"{what} in {where} contains {n} NaN or inf value{'s' if n != 1 else ''}: "
-            "clean or impute them before loading"
+            f"{what} in {where} contains {n} NaN or inf value{'s' if n != 1 else ''} (as float32: a value beyond +-3.4e38 "
+            "is infinite there): clean, impute or rescale them before loading"
         )
 
 
