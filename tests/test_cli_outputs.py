@@ -188,6 +188,22 @@ def test_demo_replaces_only_a_demo_run(tmp_path, monkeypatch, capsys, manifest, 
     assert (demo / "manifest.json").is_file() and (not extra or (demo / extra).read_text() == "mine")
 
 
+def test_demo_leaves_a_demo_run_that_another_process_is_making(tmp_path, monkeypatch, capsys):
+    """A second `cwtool demo` removed the folder the first was compressing into."""
+    from toolchain.rundir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    demo = _demo_run_folder(tmp_path)
+    _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
+    held = RunDir(demo).hold()
+    try:
+        code, _, err = run_cli(["demo"], capsys)
+    finally:
+        RunDir.release(held)
+    assert code == 2 and "is in use: another cwtool process runs the demo in it now" in err, err
+    assert (demo / "manifest.json").is_file()
+
+
 def test_demo_will_not_replace_a_file_of_that_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cwtool-demo").write_text("mine")

@@ -145,7 +145,7 @@ def test_a_run_directory_another_compress_holds_is_refused(compress_run, trained
                                 "--out", out, "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE, "--resume"], capsys)
     finally:
         RunDir.release(held)
-    assert code == 2 and "in use by another cwtool compress" in err, err
+    assert code == 2 and "is in use: another cwtool process compresses in it now" in err, err
     assert (out / "compress.log").read_bytes() == log_before  # refused before a line was written
     assert RunDir.release(RunDir(out).hold()) is None  # the refused run let go of nothing it did not hold
 

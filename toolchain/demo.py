@@ -87,6 +87,10 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
         why = _not_a_demo_run(out)
         if why:
             raise UserError(f"'{out.resolve()}' exists and is not a demo run ({why}): move it, or run the demo from another folder")
+    if out.is_dir():  # refused while another demo runs in it: its files must not vanish under it
+        from toolchain.rundir import RunDir
+
+        RunDir.release(RunDir(out).hold("runs the demo", "wait for it to end, or run the demo from another folder"))
     path = ensure_demo_model(retrain=retrain)
     if out.exists():
         shutil.rmtree(out)  # only ever a previous demo run: it holds a manifest

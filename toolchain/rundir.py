@@ -130,7 +130,7 @@ class RunDir:
         return {p.name for p in (self.manifest, self.log, self.rounds, self.pruned, self.calibration, self.artifacts, self.work,
                                  self.report_json, self.report_md, self.report_html, self.plots)}
 
-    def hold(self) -> int | None:
+    def hold(self, doing: str = "compresses", fix: str = "wait for it to end, or give another --out") -> int | None:
         """Take this folder for one process: an exclusive lock on the folder itself (flock: no lock file to leave
         behind, and the kernel lets go when the process dies, even by kill -9). Returns the descriptor to
         ``release``; refuses when another process holds it (two --resume runs would interleave and remove each
@@ -146,8 +146,7 @@ class RunDir:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise UserError(f"'{self.root}' is in use by another cwtool compress running now: wait for it to end, "
-                            "or give another --out") from None
+            raise UserError(f"'{self.root}' is in use: another cwtool process {doing} in it now: {fix}") from None
         return fd
 
     @staticmethod
