@@ -141,6 +141,7 @@ def _sized_to_data(arch: str, kwargs: dict, input_shape: tuple, classes: int) ->
     (its defaults are the demo's: an MLP of 30 features and 2 classes met rows of 20 features and 10 classes, and
     training stopped at the first batch). A model of the user's own is built as they wrote it."""
     import inspect
+    import math
 
     from toolchain.models import registry
 
@@ -151,7 +152,7 @@ def _sized_to_data(arch: str, kwargs: dict, input_shape: tuple, classes: int) ->
     except (TypeError, ValueError):
         return kwargs
     sized = dict(kwargs)
-    wanted = {"in_features": input_shape[0] if len(input_shape) == 1 else None,
+    wanted = {"in_features": math.prod(input_shape),  # the built-in that takes features flattens what it is given
               "in_channels": input_shape[0] if len(input_shape) == 3 else None, "num_classes": classes}
     for name, value in wanted.items():
         if name in accepted and name not in sized and value is not None and value != accepted[name].default:
