@@ -309,8 +309,12 @@ def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path):
     (tmp_path / "out").mkdir()
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 143, proc.stderr
-    assert "interrupted by SIGTERM" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     left = list((tmp_path / "out").iterdir())
+    if "SIGTERM arrived as the command finished" in proc.stderr:
+        assert left == [tmp_path / "out" / "targets.json"]
+    else:
+        assert "interrupted by SIGTERM" in proc.stderr
     assert left in ([], [tmp_path / "out" / "targets.json"])
     if left:
         assert json.loads(left[0].read_text())  # whole, never half-written
@@ -339,6 +343,74 @@ def test_a_stop_that_finds_compress_stuck_in_native_code_still_names_the_run_to_
     assert proc.returncode == 143, proc.stderr
     line = proc.stderr.strip()
     assert line.startswith("cwtool: interrupted by SIGTERM") and "--resume" in line and str(tmp_path / "run") in line, line
+
+
+def test_a_stop_that_finds_a_converter_stuck_with_its_logs_redirected_still_says_its_line_and_cleans_up(tmp_path):
+    """A converter runs with fd 1/2 sent to a log (quiet_native): the grace path's one line goes to the user's stderr,
+    not into that log, and the staged file and staging folder go with it (a SIGTERM during TFLite conversion ended
+    with exit 143, no line, and a .cwtool-tmp file and folder left behind)."""
+    staged_file, staged_folder = tmp_path / ".cwtool-tmp.model.x.tflite", tmp_path / ".cwtool-tmp.out.1.x"
+    script = textwrap.dedent(f"""
+        import os, signal, threading
+        import toolchain.cli as cli
+        from toolchain import interrupts
+        from toolchain.export.tflite import quiet_native
+        interrupts.GRACE_SECONDS = 0.5
+
+        def stuck(argv):
+            open({str(staged_file)!r}, "w").close()
+            os.mkdir({str(staged_folder)!r})
+            open(os.path.join({str(staged_folder)!r}, "model.onnx"), "w").close()
+            interrupts.staged({str(staged_file)!r})
+            interrupts.staged({str(staged_folder)!r})
+            with quiet_native():
+                print("converter chatter")
+                os.kill(os.getpid(), signal.SIGTERM)
+                lock = threading.Lock()
+                lock.acquire()
+                lock.acquire()  # blocks in native code: no Python handler runs
+
+        cli._main = stuck
+        cli.main([])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().startswith("cwtool: interrupted by SIGTERM"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "chatter" not in proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ends_with, completed", [(0, True), (1, True), (2, False)])
+def test_a_stop_that_code_swallowed_is_told_at_the_end_as_whether_the_output_is_complete(ends_with, completed):
+    """A converter's tracing swallows the Interrupted a SIGTERM raised and the command runs to its end: the caller
+    still hears of the stop (exit 143), and the line says the output is complete rather than "temporary files
+    removed" beside a finished export; a command that ended in an error says the usual line."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import toolchain.cli as cli
+        from toolchain.errors import Interrupted
+
+        def swallowing(argv):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10**6):
+                    pass
+            except Interrupted:
+                pass
+            print("written: out")
+            sys.exit({ends_with})
+
+        cli._main = swallowing
+        cli.main([])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    if completed:
+        assert lines[0] == "cwtool: SIGTERM arrived as the command finished: what it wrote is complete"
+    else:
+        assert lines[0] == "cwtool: interrupted by SIGTERM; temporary files removed"
 
 
 def test_a_command_gives_the_warning_filters_back_as_it_found_them(tmp_path, capsys):

@@ -76,3 +76,4 @@ class Interrupted(BaseException):
         super().__init__(signal_name)
         self.signal_name = signal_name
         self.run_dir = None
+        self.completed = False  # the command ran to its end regardless (the signal was swallowed or came late)

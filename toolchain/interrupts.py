@@ -11,6 +11,7 @@ after a grace period, removes the staged files itself and exits with the signal'
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -22,9 +23,11 @@ _temporaries: set[str] = set()
 _terminators: set = set()  # objects with a ``terminate`` attribute (onnxruntime RunOptions)
 _reported = threading.Event()  # the CLI printed its line for this stop: the grace path must not print a second
 _resumable: list = []  # the compress run that --resume finishes, while one runs: named by the grace path's line too
+_consoles: list[int] = []  # the user's own stderr while fd 2 goes elsewhere (a converter's logs): where the grace path writes
 
 
 def staged(path: str) -> None:
+    """``path`` (a file or a staging folder) is removed by the grace path if the process must leave without cleanups."""
     with _lock:
         _temporaries.add(str(path))
 
@@ -46,6 +49,24 @@ def done(run_options) -> None:
 
 def reported() -> None:
     _reported.set()
+
+
+def console(fd: int | None) -> None:
+    """``fd`` (a dup of the user's stderr; None: fd 2 is it again) is where the grace path's line goes."""
+    with _lock:
+        _consoles[:] = [] if fd is None else [fd]
+
+
+def _say(line: str) -> None:
+    with _lock:
+        fd = _consoles[0] if _consoles else None
+    if fd is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    try:
+        os.write(fd, (line + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 def resumable(run_dir) -> None:
@@ -75,7 +96,7 @@ class Watcher:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type, *exc):
+    def __exit__(self, exc_type, exc_value, traceback):
         self.finished.set()
         if self._thread is not None:
             signal.pthread_kill(self._thread.ident, _STOP)
@@ -86,7 +107,10 @@ class Watcher:
             # converter's tracing): the command went on to its end, but the caller asked to stop, and hears so
             from toolchain.errors import Interrupted
 
-            raise Interrupted(signal.Signals(self.received).name)
+            stop = Interrupted(signal.Signals(self.received).name)
+            # 0: done, 1: a gate's verdict; 2 and 3 said their own line and wrote nothing
+            stop.completed = exc_type is None or (exc_type is SystemExit and exc_value.code in (None, 0, 1))
+            raise stop
         return False
 
     def deliver(self, signum: int):
@@ -117,13 +141,16 @@ class Watcher:
             with _lock:  # stuck in native code: clean up here and go
                 for tmp in list(_temporaries):
                     try:
-                        os.unlink(tmp)
+                        if os.path.isdir(tmp) and not os.path.islink(tmp):
+                            shutil.rmtree(tmp, ignore_errors=True)
+                        else:
+                            os.unlink(tmp)
                     except OSError:
                         pass
                 run_dir = _resumable[0] if _resumable else None
             name = signal.Signals(signum).name
             try:
                 if not _reported.is_set():
-                    print(self.message(name, run_dir), file=sys.stderr, flush=True)
+                    _say(self.message(name, run_dir))
             finally:
                 os._exit(128 + signum)

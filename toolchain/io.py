@@ -307,6 +307,18 @@ def staged_path(path: str | Path):
         interrupts.unstaged(tmp)
 
 
+@contextmanager
+def scratch_folder(prefix: str = "cwtool-"):
+    """A temporary folder (in the system's temp dir) removed afterwards, even by a stop that finds the main thread
+    stuck in native code."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        interrupts.staged(folder)
+        try:
+            yield folder
+        finally:
+            interrupts.unstaged(folder)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with staged_path(path) as tmp:
         try:

@@ -134,6 +134,7 @@ def _say_interrupted(signal_name: str, run_dir) -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     import signal
 
+    from toolchain import interrupts
     from toolchain.interrupts import Watcher
 
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
@@ -148,7 +149,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         with watcher:
             _main(argv)
     except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
-        _say_interrupted(exc.signal_name, exc.run_dir)
+        if exc.completed:
+            print(f"cwtool: {exc.signal_name} arrived as the command finished: what it wrote is complete",
+                  file=sys.stderr, flush=True)
+            interrupts.reported()
+        else:
+            _say_interrupted(exc.signal_name, exc.run_dir)
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     finally:  # in-process callers (tests, notebooks) get their own handlers back
         for sig, handler in previous.items():

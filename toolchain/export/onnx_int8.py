@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.export.onnx import compact, set_metadata
-from toolchain.io import staged_path
+from toolchain.io import scratch_folder, staged_path
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 METHODS = ("minmax", "entropy", "percentile")
@@ -86,7 +85,7 @@ def _preprocess(fp32_path: Path, out_path: Path):
 
 def _preprocessed(fp32_path: str | Path):
     """The pre-processed model (the graph whose node names quantize_onnx's nodes_to_exclude takes)."""
-    with tempfile.TemporaryDirectory(prefix="cwtool-q-") as tmp:
+    with scratch_folder("cwtool-q-") as tmp:
         return _preprocess(Path(fp32_path), Path(tmp) / "pre.onnx")
 
 
@@ -203,7 +202,7 @@ def quantize_onnx(
     if weight_bits not in (7, 8):
         raise UserError(f"int8 weight bits must be 7 or 8, not {weight_bits}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="cwtool-q-") as tmp:
+    with scratch_folder("cwtool-q-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         model = _preprocess(fp32_path, pre)
         names = {n.name for n in model.graph.node}

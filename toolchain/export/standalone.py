@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain import __version__
+from toolchain import __version__, interrupts
 from toolchain.config import ExportOptions
 from toolchain.errors import UserError
 from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all, export_settings,
@@ -184,6 +184,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
     check_float32(loaded.module.float().cpu().eval(), tuple(dataset.input_shape))  # before any file is staged
     out = Path(request.out)
     stage = _staged_folder(out, log)
+    interrupts.staged(str(stage))
     try:
         log(f"data: {dataset.name}: {dataset.preprocessing.note}")
         model = loaded.module.float().cpu().eval()
@@ -227,6 +228,8 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    finally:
+        interrupts.unstaged(str(stage))
     return report, out
 
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from toolchain import interrupts
 from toolchain.errors import Interrupted, UserError
 from toolchain.export.tflite_int8 import pt2e_int8_module
 from toolchain.io import TMP_PREFIX, publish
@@ -51,6 +52,7 @@ def quiet_native(enabled: bool = True):
     saved = (os.dup(1), os.dup(2))
     log = tempfile.TemporaryFile(mode="w+b")
     failure = None
+    interrupts.console(saved[1])  # a stop's one line still reaches the user while fd 2 is the log
     try:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -69,6 +71,7 @@ def quiet_native(enabled: bool = True):
         sys.stderr.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
+        interrupts.console(None)
         os.close(saved[0])
         os.close(saved[1])
         if failure is not None:
@@ -187,6 +190,8 @@ def export_tflite(
 
     fd, tmp = tempfile.mkstemp(suffix=".tflite", dir=path.parent, prefix=f"{TMP_PREFIX}{path.stem}.")  # swept by --resume
     os.close(fd)
+    for staged in (tmp, tmp + ".json"):  # removed even when a stop finds the converter stuck past the grace period
+        interrupts.staged(staged)
     try:
         with quiet_native(quiet):
             litert_torch = import_litert_torch()  # its first import is noisy too (absl, torchao .so probes)
@@ -225,4 +230,5 @@ def export_tflite(
         for leftover in (tmp, tmp + ".json"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
+            interrupts.unstaged(leftover)
     return path
