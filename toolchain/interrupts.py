@@ -47,8 +47,14 @@ def done(run_options) -> None:
         _terminators.discard(run_options)
 
 
-def reported() -> None:
-    _reported.set()
+def claim_the_line() -> bool:
+    """True for the first caller for this stop (the CLI's handler or the grace path): it alone prints the stop's line,
+    so that a handler and a grace path that meet never print two."""
+    with _lock:
+        if _reported.is_set():
+            return False
+        _reported.set()
+        return True
 
 
 def console(fd: int | None) -> None:
@@ -88,9 +94,9 @@ class Watcher:
         self._mask = None
 
     def __enter__(self):
+        _reported.clear()
         if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
             return self
-        _reported.clear()
         self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, _STOP})
         self._thread = threading.Thread(target=self._watch, name="cwtool-signals", daemon=True)
         self._thread.start()
@@ -150,7 +156,7 @@ class Watcher:
                 run_dir = _resumable[0] if _resumable else None
             name = signal.Signals(signum).name
             try:
-                if not _reported.is_set():
+                if claim_the_line():
                     _say(self.message(name, run_dir))
             finally:
                 os._exit(128 + signum)

@@ -127,8 +127,8 @@ def _say_interrupted(signal_name: str, run_dir) -> None:
     """The one line of a stop; the watcher's grace path (an exit that then hangs) says nothing more."""
     from toolchain import interrupts
 
-    print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
-    interrupts.reported()
+    if interrupts.claim_the_line():
+        print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -150,9 +150,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             _main(argv)
     except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
         if exc.completed:
-            print(f"cwtool: {exc.signal_name} arrived as the command finished: what it wrote is complete",
-                  file=sys.stderr, flush=True)
-            interrupts.reported()
+            if interrupts.claim_the_line():
+                print(f"cwtool: {exc.signal_name} arrived as the command finished: what it wrote is complete",
+                      file=sys.stderr, flush=True)
         else:
             _say_interrupted(exc.signal_name, exc.run_dir)
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
