@@ -123,8 +123,14 @@ def test_a_profile_folder_lists_each_profile_under_the_name_target_takes(capsys,
     code, out, _ = run_cli(["targets"], capsys)
     assert code == 0 and out.count("raspberry-pi-4 ") == 1
     (tmp_path / "mine.toml").write_text((TARGETS_DIR / "raspberry-pi-4.toml").read_text())
-    code, _, err = run_cli(["targets"], capsys)
+    code, _, err = run_cli(["targets", "mine"], capsys)
     assert code == 2 and "names itself 'raspberry-pi-4' but --target finds it as 'mine'" in err, err
+    assert load_target(tmp_path / "mine.toml").name == "raspberry-pi-4"  # a path is not a name: no name to match
+    code, out, err = run_cli(["targets"], capsys)  # the list goes on without it, and says so
+    assert code == 0 and "my-board" in out and "mine" not in out, out
+    assert err.strip().splitlines() == [
+        f"cwtool: warning: left out of the list: target file {tmp_path / 'mine.toml'} names itself 'raspberry-pi-4' but "
+        "--target finds it as 'mine': make its name field and its file name the same"], err
 
 
 @pytest.mark.parametrize(

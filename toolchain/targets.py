@@ -101,14 +101,25 @@ def target_files() -> dict[str, Path]:
     return bundled_files("CWTOOL_TARGETS_DIR", "targets", "targets_data", ".toml")
 
 
-def list_targets() -> list[Target]:
-    return [load_target(p) for _, p in sorted(target_files().items())]
+def list_targets(skipped: list[str] | None = None) -> list[Target]:
+    """Every profile found; with ``skipped`` (a list), a profile that does not load is left out and its one line is
+    added there instead (one user's broken file does not hide the others)."""
+    found = []
+    for name, path in sorted(target_files().items()):
+        try:
+            found.append(load_target(name))
+        except UserError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+    return found
 
 
 def load_target(name_or_path: str | Path) -> Target:
     """A profile by name (targets/<name>.toml) or from a TOML file path; one-line UserError when invalid."""
     text = str(name_or_path)
     path = Path(text)
+    by_name = False
     if path.suffix.lower() == ".toml" or os.sep in text or "/" in text:
         if path.exists() and not path.is_file():
             raise UserError(f"target file {path} is a folder, pipe or device, not a file: give a .toml file or a profile name")
@@ -118,7 +129,7 @@ def load_target(name_or_path: str | Path) -> Target:
         files = target_files()
         if text not in files:
             raise UserError(f"unknown target {text!r}: use one of {_names()} or a path to your own .toml")
-        path = files[text]
+        path, by_name = files[text], True
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -128,7 +139,7 @@ def load_target(name_or_path: str | Path) -> Target:
     except RecursionError as e:
         raise UserError(f"target file {path} nests too deep to be a profile: fix it (see docs/TARGETS.md)") from e
     target = target_from_dict(data, source=str(path))
-    if path == target_files().get(path.stem) and target.name != path.stem:  # found by name: reports and listings say its name
+    if by_name and target.name != path.stem:  # found by name: reports and listings say its name
         raise UserError(f"target file {path} names itself {one_line(target.name)[:60]!r} but --target finds it as {path.stem!r}: "
                         "make its name field and its file name the same")
     return target

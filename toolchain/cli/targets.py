@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -20,12 +21,15 @@ def targets(
     from toolchain.io import atomic_write_json, check_output_file
     from toolchain.targets import list_targets, load_target, target_export_plan
 
-    read = [load_target(name)] if name is not None else list_targets()
+    skipped: list[str] = []
+    read = [load_target(name)] if name is not None else list_targets(skipped)
     check_output_file(json_out, "--json", inputs=[t.path for t in read if t.path])
     console = out_console()
     if name is None:
-        profiles = list_targets()
+        profiles = read
         if not profiles:
+            if skipped:
+                raise UserError(f"no target profile loads: {skipped[0]}")
             raise UserError("no target profiles found: the targets/ folder is missing from this install")
         table = Table(title="cwtool targets (throughput figures are estimates; see each file's source)")
         table.add_column("name", no_wrap=True)
@@ -37,6 +41,8 @@ def targets(
                 t.layout, str(t.threads), f"{t.ram_mb:g}", f"{t.max_model_bytes / 1e6:g} MB",
             )
         console.print(table)
+        for line in skipped:  # listed without it: the others are still usable
+            print(f"cwtool: warning: left out of the list: {line}", file=sys.stderr)
         if json_out is not None:
             atomic_write_json(json_out, [t.to_dict() for t in profiles])
         return
