@@ -287,6 +287,21 @@ def test_training_that_diverges_says_so_and_names_the_learning_rate(monkeypatch)
         train(model, np.zeros((8, 4), np.float32), np.array([0, 1] * 4), TrainConfig(epochs=2, lr=1e-3, batch_size=4), device=torch.device("cpu"))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_that_diverges_under_bf16_names_fp32_training_as_a_way_out(precision):
+    """MobileNetV3 and ShuffleNetV2 diverged on digits under bf16 autocast and the line named only --lr."""
+    from toolchain.errors import UserError
+    from toolchain.models.train import TrainConfig, train
+
+    model = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    with pytest.raises(UserError) as caught:
+        train(model, np.zeros((8, 4), np.float32), np.array([0, 1] * 4),
+              TrainConfig(epochs=1, lr=1e-3, batch_size=4, precision=precision), device=torch.device("cpu"))
+    assert ("--train-precision fp32" in str(caught.value)) == (precision == "bf16"), caught.value
+
+
 # --------------------------------------------------------------------------- interrupts and a light install
 
 

@@ -239,8 +239,9 @@ def train(
                 if lazy:  # image-sized batches: their freed blocks go back to the OS at once
                     give_back_freed_memory()
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                in_bf16 = ", or train in fp32 (--train-precision fp32: this ran under bf16 autocast)" if low_precision is not None else ""
                 raise UserError(f"training diverged in epoch {epoch}: the weights became NaN or infinite; {config.diverged_hint} "
-                                f"(the peak --lr was {config.lr:g})")
+                                f"(the peak --lr was {config.lr:g}){in_bf16}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
             if task is not None:
