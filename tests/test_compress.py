@@ -106,6 +106,32 @@ def test_a_resume_interrupted_while_exporting_leaves_no_report_of_other_files(co
         assert artifact_sha256(out / art["path"])["sha256"] == art["sha256"]
 
 
+def test_a_resume_keeps_every_session_s_number_of_processes(compress_run, trained_digits, tmp_path, capsys, monkeypatch):
+    """1, then 2, then 1 process: the manifest kept only the first count that differed from the last, so the 2-process
+    session vanished from the record once the run was back on 1."""
+    import shutil
+
+    from toolchain.errors import Interrupted
+
+    _, finished, _ = compress_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["processes_by_session"] == [1]
+    (out / "manifest.json").write_text(json.dumps({**manifest, "processes": 2, "processes_by_session": [1, 2]}))
+    args = ["compress", trained_digits[0], "--data", "digits", "--protect-class", "3", "--keep-params", "0.1", "--out", out,
+            "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE, "--resume"]
+
+    def stopped(*a, **k):
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr("toolchain.export.stage.export_all", stopped)  # the manifest is written by then; the rest is not needed
+    code, _, err = run_cli(args, capsys)
+    assert code == 143, err
+    assert "began on 1 process(es), went on with 2 and goes on with 1" in err, err
+    assert json.loads((out / "manifest.json").read_text())["processes_by_session"] == [1, 2, 1]
+
+
 def test_a_stop_while_the_report_is_written_names_the_run_to_resume(compress_run, trained_digits, tmp_path, capsys, monkeypatch):
     """The log said "finished" before report.json existed (the CLI wrote it afterwards): a stop in that window had no
     --resume hint and left a log that claimed the run was done."""

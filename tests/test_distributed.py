@@ -44,3 +44,4 @@ def test_two_processes_make_the_same_tickets_and_one_report(trained_digits, tmp_
     assert "began on 2 process(es) and goes on with 1" in alone.stderr, alone.stderr
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["processes"] == 1 and manifest["began_on_processes"] == 2
+    assert manifest["processes_by_session"] == [2, 2, 1]

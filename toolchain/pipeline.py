@@ -134,7 +134,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     started_with = {}  # a resumed run's versions when it began
-    began_on = None  # and its number of processes
+    began_on, earlier = None, []  # and its numbers of processes (the first session's, every session's)
     round_identity = True  # its rounds name their run and weights (toolchain.prune.round_files): every run begun since
     resuming = run_dir.exists() and any(run_dir.iterdir())
     if resuming:
@@ -158,8 +158,11 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
                             "or use another --out")
         started_with = recorded_versions(manifest.get("started_with") or manifest.get("versions"))
-        began_on = manifest.get("began_on_processes", manifest.get("processes"))
-        began_on = began_on if isinstance(began_on, int) and not isinstance(began_on, bool) and 0 < began_on < 100_000 else None
+        sessions = manifest.get("processes_by_session")
+        if not isinstance(sessions, list):  # a manifest from before the list: its first session's count and its last
+            sessions = [manifest.get("began_on_processes", manifest.get("processes")), manifest.get("processes")]
+        earlier = [n for n in sessions if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 100_000][-1000:]
+        began_on = earlier[0] if earlier else None
         round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
         check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
@@ -182,13 +185,16 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             log.print(f"note: this run was started with other versions ({', '.join(changed)}); "
                       "its earlier rounds were made with the old ones")
         processes = group.world if group else 1
-        if began_on is not None and began_on != processes:  # allowed (a GPU less tonight), but the batches differ: said
-            log.print(f"note: this run began on {began_on} process(es) and goes on with {processes}; the rounds made from here "
-                      "see other batches, so the result differs from a run that kept one number of processes")
+        if any(n != processes for n in earlier):  # allowed (a GPU less tonight), but the batches differ: said
+            counts = [n for i, n in enumerate(earlier) if i == 0 or n != earlier[i - 1]]
+            went_on = "".join(f", went on with {n}" for n in counts[1:])
+            log.print(f"note: this run began on {began_on} process(es){went_on} and goes on with {processes}; the rounds made from here "
+                      "(if any remain) see other batches, so the result differs from a run that kept one number of processes")
         atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
                                           **({"started_with": started_with} if changed else {}), "round_identity": round_identity,
                                           "argv": sys.argv, "data": dataset.describe(), "processes": processes,
                                           **({"began_on_processes": began_on} if began_on not in (None, processes) else {}),
+                                          "processes_by_session": [*earlier, processes],
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
         ignored = config.switched_off()
