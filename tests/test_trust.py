@@ -335,25 +335,32 @@ def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path):
         assert json.loads(left[0].read_text())  # whole, never half-written
 
 
-def test_a_stop_that_finds_compress_stuck_in_native_code_still_names_the_run_to_resume(tmp_path):
-    """The watcher's grace path (the main thread never comes back, e.g. inside an exporter's native call) exits on its
-    own: its line names the run that --resume finishes, as the usual path's does."""
-    script = textwrap.dedent(f"""
+def _stuck_in_native_code(setup: str) -> str:
+    """A script whose command runs ``setup``, then sends itself SIGTERM and blocks where no Python handler runs: the
+    watcher's grace path (shortened to 0.5 s) must end it."""
+    return textwrap.dedent("""
         import os, signal, threading
         import toolchain.cli as cli
         from toolchain import interrupts
         interrupts.GRACE_SECONDS = 0.5
 
         def stuck(argv):
-            interrupts.resumable({str(tmp_path / 'run')!r})
+    """) + textwrap.indent(textwrap.dedent(setup).strip(), "    ") + textwrap.dedent("""
+
             os.kill(os.getpid(), signal.SIGTERM)
             lock = threading.Lock()
             lock.acquire()
-            lock.acquire()  # blocks in native code: no Python handler runs
+            lock.acquire()  # blocks in native code
 
         cli._main = stuck
         cli.main([])
     """)
+
+
+def test_a_stop_that_finds_compress_stuck_in_native_code_still_names_the_run_to_resume(tmp_path):
+    """The watcher's grace path (the main thread never comes back, e.g. inside an exporter's native call) exits on its
+    own: its line names the run that --resume finishes, as the usual path's does."""
+    script = _stuck_in_native_code(f"interrupts.resumable({str(tmp_path / 'run')!r})")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 143, proc.stderr
     line = proc.stderr.strip()
@@ -365,28 +372,16 @@ def test_a_stop_that_finds_a_converter_stuck_with_its_logs_redirected_still_says
     not into that log, and the staged file and staging folder go with it (a SIGTERM during TFLite conversion ended
     with exit 143, no line, and a .cwtool-tmp file and folder left behind)."""
     staged_file, staged_folder = tmp_path / ".cwtool-tmp.model.x.tflite", tmp_path / ".cwtool-tmp.out.1.x"
-    script = textwrap.dedent(f"""
-        import os, signal, threading
-        import toolchain.cli as cli
-        from toolchain import interrupts
+    script = _stuck_in_native_code(f"""
+        open({str(staged_file)!r}, "w").close()
+        os.mkdir({str(staged_folder)!r})
+        open(os.path.join({str(staged_folder)!r}, "model.onnx"), "w").close()
+        interrupts.staged({str(staged_file)!r})
+        interrupts.staged({str(staged_folder)!r})
         from toolchain.export.tflite import quiet_native
-        interrupts.GRACE_SECONDS = 0.5
-
-        def stuck(argv):
-            open({str(staged_file)!r}, "w").close()
-            os.mkdir({str(staged_folder)!r})
-            open(os.path.join({str(staged_folder)!r}, "model.onnx"), "w").close()
-            interrupts.staged({str(staged_file)!r})
-            interrupts.staged({str(staged_folder)!r})
-            with quiet_native():
-                print("converter chatter")
-                os.kill(os.getpid(), signal.SIGTERM)
-                lock = threading.Lock()
-                lock.acquire()
-                lock.acquire()  # blocks in native code: no Python handler runs
-
-        cli._main = stuck
-        cli.main([])
+        quiet = quiet_native()
+        quiet.__enter__()
+        print("converter chatter")
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 143, proc.stderr
