@@ -11,6 +11,7 @@ import torch
 
 from toolchain.cli import main
 from toolchain.config import PruneConfig
+from toolchain.errors import UserError
 from toolchain.models.loading import load_model
 from toolchain.models.profile import count_macs, count_params
 from toolchain.prune import lottery
@@ -679,6 +680,20 @@ def test_resume_finds_its_run_from_another_directory_and_says_what_differs(train
     assert "give the run's own to resume it" in err, err
     code, _, err = run_cli(["compress", work / "dense.pt", *args[:2], "-p", "5", *args[4:], "--out", work / "run", "--resume"], capsys)
     assert code == 2 and "(here protected [5], the run [3])" in err, err  # values, not only "protected differs"
+
+
+@pytest.mark.parametrize("precision", [None, torch.bfloat16])
+def test_nan_logits_after_retraining_under_bf16_name_fp32_training_too(trained_digits, digits_dataset, precision):
+    """The check on the retrained model's logits, like the one on its weights, names the fp32 way out under bf16."""
+    _, dense = trained_digits
+    pruner = LotteryPruner(_copy(dense), digits_dataset, [3], PruneConfig(keep_params=0.5, epochs=1, device="cpu"), log=lambda s: None)
+    pruner.low_precision = precision
+    broken = _copy(dense)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    with pytest.raises(UserError, match="the retraining diverged; lower --lr") as caught:
+        pruner.evaluate(broken)
+    assert ("--train-precision fp32" in str(caught.value)) == (precision is not None), caught.value
 
 
 def test_a_retraining_that_diverges_is_named_not_blamed_on_the_model(trained_digits, capsys, tmp_path):

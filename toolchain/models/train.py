@@ -102,6 +102,11 @@ def arithmetic_label(dtype: torch.dtype | None) -> str:
     return "bf16 autocast" if dtype is not None else "fp32"
 
 
+def fp32_hint(dtype: torch.dtype | None) -> str:
+    """What a diverged training under bf16 autocast can also change (bf16's 8-bit mantissa may be the cause)."""
+    return ", or train in fp32 (--train-precision fp32: this ran under bf16 autocast)" if dtype is not None else ""
+
+
 def _autocast(dtype: torch.dtype | None, device: torch.device):
     """Autocast to ``dtype`` on ``device``; a no-op context for None (fp32)."""
     return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
@@ -239,9 +244,8 @@ def train(
                 if lazy:  # image-sized batches: their freed blocks go back to the OS at once
                     give_back_freed_memory()
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                in_bf16 = ", or train in fp32 (--train-precision fp32: this ran under bf16 autocast)" if low_precision is not None else ""
                 raise UserError(f"training diverged in epoch {epoch}: the weights became NaN or infinite; {config.diverged_hint} "
-                                f"(the peak --lr was {config.lr:g}){in_bf16}")
+                                f"(the peak --lr was {config.lr:g}){fp32_hint(low_precision)}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
             if task is not None:

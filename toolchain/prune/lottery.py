@@ -27,7 +27,7 @@ from toolchain.errors import UserError
 from toolchain.gate import class_label
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
-from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train, training_dtype
+from toolchain.models.train import TrainConfig, arithmetic_label, fp32_hint, pick_device, predict_logits, seed_everything, train, training_dtype
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss
@@ -65,6 +65,7 @@ class LotteryPruner:
         self.record = record or (lambda text: None)
         self.unfollowed = dict(keep_whole or {})
         self.dense_val_logits = dense_val_logits
+        self.low_precision = None  # the retraining's autocast dtype (None: fp32), known once run() starts
         graph = ChannelGraph(self.dense, self.example, self.unfollowed)
         self.dense_sizes = {g.key: g.size for g in graph.groups}
         self.files = RoundFiles(self.run_dir, self.arch, self.arch_kwargs, dataset.input_shape, self.dense_sizes)
@@ -81,7 +82,7 @@ class LotteryPruner:
         it keeps under the dense FN) and its price: the FP of the plain point (FN at the dense model's) beside."""
         logits = predict_logits(model, self.dataset.x_val, device=self.device)
         if not np.isfinite(logits).all():  # the dense model's were finite: the retraining diverged
-            raise UserError(f"the retrained model gives NaN or infinite logits: the retraining diverged; {DIVERGED_HINT}")
+            raise UserError(f"the retrained model gives NaN or infinite logits: the retraining diverged; {DIVERGED_HINT}{fp32_hint(self.low_precision)}")
         y = self.dataset.y_val
         raw = evaluate_logits(y, logits, self.protected, self.num_classes)
         offsets = self.guard.choose(logits)
@@ -170,7 +171,8 @@ class LotteryPruner:
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
         self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence)
         self.multipliers = {k: 0.0 for k in self.protected}
-        arithmetic = arithmetic_label(training_dtype(self.dense, self.dataset.x_train, cfg.train_precision, self.device))
+        self.low_precision = training_dtype(self.dense, self.dataset.x_train, cfg.train_precision, self.device)
+        arithmetic = arithmetic_label(self.low_precision)
         result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets,
                              guard=self.guard, arithmetic=arithmetic)
         teacher = self.teacher() if cfg.distill_weight or cfg.agree_weight else None
