@@ -209,6 +209,14 @@ def test_a_state_dict_with_a_key_that_is_not_a_name_is_bad_input(untrained_digit
     _one_line_error(code, err, "not a state_dict", "key 0 is not text")
 
 
+def test_a_state_dict_of_complex_weights_is_bad_input_not_cut_to_its_real_part(untrained_digits, tmp_path, capsys):
+    """load_state_dict copies a complex tensor into a real one by keeping its real part, in silence."""
+    state = {k: torch.complex(torch.zeros_like(v), v) if v.is_floating_point() else v for k, v in untrained_digits[0].state_dict().items()}
+    torch.save(state, tmp_path / "m.pt")
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
+    _one_line_error(code, err, "is complex64 in the file: the model's weights are real numbers")
+
+
 def test_a_checkpoint_whose_data_record_holds_a_tensor_is_read_as_data(trained_digits, digits_dataset, tmp_path, capsys):
     """The record of the training rows comes from the model file: a seed that is a tensor is an unknown seed."""
     from toolchain.data.identity import training_record

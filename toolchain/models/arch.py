@@ -133,7 +133,11 @@ def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
         raise UserError(
             f"the weights do not match --arch '{arch}' ({'; '.join(parts)}): check --arch and --arch-kwargs{_sizes_hint(arch) if wrong else ''}"
         )
+    complex_named = next((k for k in own if state[k].is_complex() and not own[k].is_complex()), None)
+    if complex_named is not None:  # load_state_dict would keep the real part and drop the rest in silence
+        raise UserError(f"the weights do not load into --arch '{arch}' ({complex_named} is {str(state[complex_named].dtype).removeprefix('torch.')} "
+                        "in the file: the model's weights are real numbers)")
     try:
         model.load_state_dict(state)
-    except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a complex or string-typed tensor in the file
+    except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a string-typed tensor in the file
         raise UserError(f"the weights do not load into --arch '{arch}' ({' '.join(str(exc).split())[:160]})") from exc
