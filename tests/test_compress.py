@@ -682,6 +682,27 @@ def test_resume_finds_its_run_from_another_directory_and_says_what_differs(train
     assert code == 2 and "(here protected [5], the run [3])" in err, err  # values, not only "protected differs"
 
 
+@pytest.mark.parametrize("entry, made_as", [("rounds", "file"), ("compress.log", "folder")])
+def test_a_run_folder_whose_own_name_is_of_the_other_kind_is_refused_before_any_retraining(trained_digits, capsys, tmp_path,
+                                                                                          monkeypatch, entry, made_as):
+    """A file named rounds was found only after round 1 had retrained ('cannot write rounds/round_1.pt: File exists');
+    a folder named compress.log lost the log in silence."""
+    import shutil
+
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", "--out", tmp_path / "run"]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    where = tmp_path / "run" / entry
+    shutil.rmtree(where) if where.is_dir() else where.unlink()
+    where.mkdir() if made_as == "folder" else where.write_text("\n")
+    trained = []
+    monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(1))
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 2 and f"'{where}' is a {made_as} where a run" in err.splitlines()[-1], err
+    assert trained == []
+
+
 @pytest.mark.parametrize("precision", [None, torch.bfloat16])
 def test_nan_logits_after_retraining_under_bf16_name_fp32_training_too(trained_digits, digits_dataset, precision):
     """The check on the retrained model's logits, like the one on its weights, names the fp32 way out under bf16."""

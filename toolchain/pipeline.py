@@ -165,6 +165,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         began_on = earlier[0] if earlier else None
         round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
         check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
+        RunDir(run_dir).check_kinds("--out")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"

@@ -130,6 +130,17 @@ class RunDir:
         return {p.name for p in (self.manifest, self.log, self.rounds, self.pruned, self.calibration, self.artifacts, self.work,
                                  self.report_json, self.report_md, self.report_html, self.plots)}
 
+    def check_kinds(self, flag: str) -> None:
+        """Refuse a run's folder where one of its own names is of the other kind (a file named rounds, a folder named
+        compress.log): found before any work, not when a round's file cannot be written an hour in, or the log is lost."""
+        folders = (self.rounds, self.artifacts, self.work, self.plots)
+        for path in folders:
+            if path.exists() and not path.is_dir():
+                raise UserError(f"{flag}: '{path}' is a file where a run keeps its {path.name} folder: remove it or give another folder")
+        for path in self.entries() - {p.name for p in folders}:
+            if (self.root / path).is_dir():
+                raise UserError(f"{flag}: '{self.root / path}' is a folder where a run writes its file of that name: remove it or give another folder")
+
     def hold(self, doing: str = "compresses", fix: str = "wait for it to end, or give another --out") -> int | None:
         """Take this folder for one process: an exclusive lock on the folder itself (flock: no lock file to leave
         behind, and the kernel lets go when the process dies, even by kill -9). Returns the descriptor to
