@@ -1,5 +1,6 @@
 """Atomic writes: nothing half-written, and files readable by others (not mkstemp's 0600)."""
 
+import json
 import os
 import stat
 
@@ -71,12 +72,18 @@ def test_a_folder_that_cannot_be_looked_into_is_the_users_error(tmp_path, monkey
         io.check_output_dir(tmp_path / "private" / "run", "--out")
 
 
-def test_a_link_is_written_through(tmp_path):
+def test_a_link_the_user_named_is_written_through_any_other_is_replaced(tmp_path):
+    from toolchain.io import write_named_output
+
     target = tmp_path / "real.json"
     target.write_text("old")
     (tmp_path / "link.json").symlink_to(target)
-    atomic_write_json(tmp_path / "link.json", {"a": 1})
-    assert (tmp_path / "link.json").is_symlink() and target.read_text().startswith("{")
+    write_named_output(tmp_path / "link.json", "{}\n", "--json")
+    assert (tmp_path / "link.json").is_symlink() and target.read_text() == "{}\n"
+    target.write_text("old")
+    atomic_write_json(tmp_path / "link.json", {"a": 1})  # a file cwtool names itself: the link goes, its target stays
+    assert not (tmp_path / "link.json").is_symlink() and target.read_text() == "old"
+    assert json.loads((tmp_path / "link.json").read_text()) == {"a": 1}
 
 
 def test_link_loops_and_links_the_loaders_never_read_leave_the_output_check_alone(tmp_path):

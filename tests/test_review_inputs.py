@@ -660,6 +660,53 @@ def test_a_resume_never_writes_through_a_link_in_its_run_directory(trained_digit
     assert victim.read_bytes() == before
 
 
+@pytest.mark.parametrize("name", ["report.html", "report.json"])
+def test_a_link_that_appears_in_the_run_directory_while_compress_runs_is_replaced_not_written_through(
+        trained_digits, name, tmp_path, capsys, monkeypatch):
+    """The folder is checked for links before the work; one planted afterwards (anyone who can write in the folder) took
+    the report's bytes onto its target: here the command's own input model."""
+    from toolchain import io, pipeline
+
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out)
+    model = Path(args[1])
+    before = model.read_bytes()
+    (out / "report.json").unlink()
+
+    planted = []
+
+    def plant_then_write(path, text):
+        if not planted:
+            (out / name).unlink(missing_ok=True)
+            (out / name).symlink_to(model)
+            planted.append(name)
+        return io.atomic_write_text(path, text)
+
+    monkeypatch.setattr(pipeline, "atomic_write_text", plant_then_write)
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code in (0, 1) and planted, err
+    assert model.read_bytes() == before
+    assert not (out / name).is_symlink() and (out / name).read_text().strip()[:1] in "{<"
+
+
+def test_an_output_the_user_named_is_checked_again_before_it_is_written(trained_digits, tmp_path, capsys, monkeypatch):
+    """--json through a link the user made is written through; a link to an input that took its name meanwhile is refused."""
+    from toolchain.report import console
+
+    model, data = Path(trained_digits[0]), tmp_path / "out.json"
+    before = model.read_bytes()
+    printed = console.print_evaluation
+
+    def plant_then_print(*a, **k):
+        data.symlink_to(model)
+        return printed(*a, **k)
+
+    monkeypatch.setattr(console, "print_evaluation", plant_then_print)
+    code, _, err = run_cli(["evaluate", model, "-d", "digits", "-p", "3", "--json", data], capsys)
+    _one_line_error(code, err, "also an input")
+    assert model.read_bytes() == before
+
+
 def test_a_model_that_exits_while_cwtool_runs_it_is_bad_input(tmp_path, capsys):
     """sys.exit in a model's eval-mode forward (after its load probes) ended evaluate silently with exit 0."""
     (tmp_path / "net.py").write_text(SCRIPT_THAT_EXITS.rsplit("\n\nargparse", 1)[0].replace(

@@ -277,14 +277,18 @@ def _cannot_write(path: Path, exc: OSError) -> UserError:
 
 
 @contextmanager
-def staged_path(path: str | Path):
+def staged_path(path: str | Path, follow_link: bool = False):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, with the
-    usual file permissions (mkstemp's are owner-only), and on failure it is removed. A link is
-    written through (its target is replaced, the link stays); a device or pipe is refused."""
+    usual file permissions (mkstemp's are owner-only), and on failure it is removed. A symbolic link
+    at ``path`` is replaced itself: one that appeared in a folder cwtool writes while it ran must not
+    send the bytes onto an input or elsewhere. ``follow_link`` writes through it instead (its target
+    is replaced, the link stays), for an output the user named (write_named_output). A device or pipe
+    is refused."""
     path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
-    if _kind(path) == SPECIAL:
+    link = path.is_symlink()
+    if link and follow_link:
+        path, link = path.resolve(), False
+    if not link and _kind(path) == SPECIAL:
         raise UserError(f"cannot write '{path}': it is a device, pipe or socket")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,8 +323,8 @@ def scratch_folder(prefix: str = "cwtool-"):
             interrupts.unstaged(folder)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    with staged_path(path) as tmp:
+def atomic_write_bytes(path: str | Path, data: bytes, follow_link: bool = False) -> Path:
+    with staged_path(path, follow_link) as tmp:
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -334,7 +338,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(path, json_text(obj))
+
+
+def write_named_output(path: str | Path, text: str, flag: str, inputs=()) -> Path:
+    """Write an output the user named (``--json``, ``--markdown``, ``--junit``), through a link they made there: checked
+    against the command's inputs again just before, since a link may have taken the name while the command ran."""
+    check_output_file(path, flag, inputs)
+    return atomic_write_bytes(path, text.encode("utf-8"), follow_link=True)
+
+
+def json_text(obj) -> str:
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
 def sweep_temporaries(folder: str | Path) -> list[Path]:

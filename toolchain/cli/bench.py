@@ -33,11 +33,12 @@ def bench(
     from rich.table import Table
 
     from toolchain.bench import bench_many
-    from toolchain.io import atomic_write_json, check_output_file, input_paths
+    from toolchain.io import check_output_file, input_paths, json_text, write_named_output
     from toolchain.targets import load_target
 
     tgt = load_target(target) if target else None
-    check_output_file(json_out, "--json", inputs=input_paths(tgt and tgt.path, artifacts=artifacts))
+    inputs = input_paths(tgt and tgt.path, artifacts=artifacts)
+    check_output_file(json_out, "--json", inputs=inputs)
     if macs is not None and target is None:
         raise UserError("--macs feeds the --target latency estimate: give --target too (or drop --macs)")
     results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)
@@ -71,4 +72,4 @@ def bench(
     if tgt is not None:
         console.print(f"est. ms: ESTIMATED latency on {tgt.name} ({tgt.threads} threads) = MACs / {tgt.name}'s effective GMAC/s, not a measurement; source: {tgt.throughput_source}")
     if json_out is not None:
-        atomic_write_json(json_out, {"schema_version": 1, "results": results})
+        write_named_output(json_out, json_text({"schema_version": 1, "results": results}), "--json", inputs)

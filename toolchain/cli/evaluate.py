@@ -33,13 +33,14 @@ def evaluate(
     from toolchain.data.identity import check_class_order, seen_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
-    from toolchain.io import atomic_write_json, check_output_file, input_paths
+    from toolchain.io import check_output_file, input_paths, json_text, write_named_output
     from toolchain.models.loading import load_model
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.verify import SPLITS, describe_rows, load_rows_for
 
-    check_output_file(json_out, "--json", inputs=input_paths(model, data, arch=arch))
+    inputs = input_paths(model, data, arch=arch)
+    check_output_file(json_out, "--json", inputs=inputs)
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
     rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size),
@@ -56,5 +57,6 @@ def evaluate(
     if result.problem is not None:
         log_console().print(f"warning: {result.problem}")
     if json_out is not None:
-        atomic_write_json(json_out, {**result.metrics, "rows": {"split": rows["split"], "seed": rows["seed"], "name": rows["name"],
-                                                        **({"preprocessing": rows["preprocessing"]} if "preprocessing" in rows else {})}})
+        rows_record = {"split": rows["split"], "seed": rows["seed"], "name": rows["name"],
+                       **({"preprocessing": rows["preprocessing"]} if "preprocessing" in rows else {})}
+        write_named_output(json_out, json_text({**result.metrics, "rows": rows_record}), "--json", inputs)

@@ -18,12 +18,13 @@ def targets(
     """List the device profiles, or show one (a name or a path to your own TOML)."""
     from rich.table import Table
 
-    from toolchain.io import atomic_write_json, check_output_file
+    from toolchain.io import check_output_file, json_text, write_named_output
     from toolchain.targets import list_targets, load_target, target_export_plan
 
     skipped: list[str] = []
     read = [load_target(name)] if name is not None else list_targets(skipped)
-    check_output_file(json_out, "--json", inputs=[t.path for t in read if t.path])
+    inputs = [t.path for t in read if t.path]
+    check_output_file(json_out, "--json", inputs=inputs)
     console = out_console()
     if name is None:
         profiles = read
@@ -44,7 +45,7 @@ def targets(
         for line in skipped:  # listed without it: the others are still usable
             print(f"cwtool: warning: left out of the list: {line}", file=sys.stderr)
         if json_out is not None:
-            atomic_write_json(json_out, [t.to_dict() for t in profiles])
+            write_named_output(json_out, json_text([t.to_dict() for t in profiles]), "--json", inputs)
         return
     t = read[0]
     table = Table(title=f"target {t.name}", show_header=False)
@@ -74,4 +75,4 @@ def targets(
         table.add_row(k, v)
     console.print(table)
     if json_out is not None:
-        atomic_write_json(json_out, {**t.to_dict(), "export_plan": target_export_plan(t)})
+        write_named_output(json_out, json_text({**t.to_dict(), "export_plan": target_export_plan(t)}), "--json", inputs)

@@ -46,7 +46,7 @@ def verify(
     import json
 
     from toolchain.data.options import parse_image_size, parse_input_shape
-    from toolchain.io import atomic_write_text, check_output_file, input_paths
+    from toolchain.io import check_output_file, input_paths, write_named_output
     from toolchain.verify import VerifyRequest, run_verify
 
     artifacts = unique_paths(artifacts)
@@ -68,21 +68,21 @@ def verify(
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
     if json_out is not None:
-        outputs.append((atomic_write_text, json_out, json.dumps(result, indent=2, allow_nan=False) + "\n"))
+        outputs.append((json_out, "--json", json.dumps(result, indent=2, allow_nan=False) + "\n"))
     if markdown is not None:
         from toolchain.report.verify_markdown import render_verify_markdown
 
-        outputs.append((atomic_write_text, markdown, render_verify_markdown(result)))
+        outputs.append((markdown, "--markdown", render_verify_markdown(result)))
     if junit is not None:
         from toolchain.report.junit import render_junit
 
-        outputs.append((atomic_write_text, junit, render_junit(result)))
+        outputs.append((junit, "--junit", render_junit(result)))
     from toolchain.report.consoles import log_console
 
     log_console().print(f"rows: {result['data']['rows']}; {result['data']['preprocessing']}")
     from toolchain.report.verify_console import print_verdict, print_verify
 
     (print_verdict if quiet else print_verify)(result)  # a failed gate says why, even --quiet
-    for write, path, payload in outputs:
-        write(path, payload)
+    for path, flag, payload in outputs:
+        write_named_output(path, payload, flag, inputs)
     return 0 if result["gate"]["passed"] else 1
