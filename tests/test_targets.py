@@ -218,3 +218,35 @@ def test_a_folder_named_like_a_target_file_is_named_a_folder(tmp_path):
     (tmp_path / "pi.toml").mkdir()
     with pytest.raises(UserError, match="is a folder, pipe or device"):
         load_target(tmp_path / "pi.toml")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "large"])
+def test_a_profile_that_is_no_file_or_too_large_is_refused_before_it_is_read(capsys, tmp_path, monkeypatch, kind):
+    """A pipe found by name was read for ever (and hung the listing); /dev/zero behind a link, or a 1.5 GB file, was read
+    whole into memory: exit 3 under a memory limit."""
+    import os
+    import signal
+
+    from toolchain.targets import MAX_PROFILE_BYTES
+
+    profile = tmp_path / "odd.toml"
+    if kind == "fifo":
+        os.mkfifo(profile)
+    elif kind == "device":
+        profile.symlink_to("/dev/zero")
+    else:
+        with open(profile, "wb") as f:
+            f.truncate(MAX_PROFILE_BYTES + 1)
+    _user_toml(tmp_path, threads="2")
+    monkeypatch.setenv("CWTOOL_TARGETS_DIR", str(tmp_path))
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("read a profile that never ends")))
+    signal.alarm(20)
+    try:
+        for args in (["targets", "odd"], ["targets", str(profile)]):
+            code, _, err = run_cli(args, capsys)
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert ("folder, pipe or device" if kind != "large" else "more than a profile's") in err, err
+        code, out, err = run_cli(["targets"], capsys)  # the list goes on without it, and says so
+        assert code == 0 and "my-board" in out and "left out of the list: target file" in err, err
+    finally:
+        signal.alarm(0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,15 +116,31 @@ def list_targets(skipped: list[str] | None = None) -> list[Target]:
     return found
 
 
+MAX_PROFILE_BYTES = 1 << 20  # a profile is a few KB; a bigger file is not one, and is not read into memory
+
+
+def _profile_text(path: Path) -> str:
+    """The text of a profile file, by path or found by name: a pipe or a device (read for ever) and a file too large to be
+    a profile are refused before they are read."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"target file {path} is a folder, pipe or device, not a file: give a .toml file or a profile name")
+    if st.st_size > MAX_PROFILE_BYTES:
+        raise UserError(f"target file {path} holds {st.st_size:,} bytes, more than a profile's {MAX_PROFILE_BYTES:,}: give a profile")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_PROFILE_BYTES + 1)
+    if len(raw) > MAX_PROFILE_BYTES:  # it grew since the stat
+        raise UserError(f"target file {path} holds more than a profile's {MAX_PROFILE_BYTES:,} bytes: give a profile")
+    return raw.decode("utf-8")
+
+
 def load_target(name_or_path: str | Path) -> Target:
     """A profile by name (targets/<name>.toml) or from a TOML file path; one-line UserError when invalid."""
     text = str(name_or_path)
     path = Path(text)
     by_name = False
     if path.suffix.lower() == ".toml" or os.sep in text or "/" in text:
-        if path.exists() and not path.is_file():
-            raise UserError(f"target file {path} is a folder, pipe or device, not a file: give a .toml file or a profile name")
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"target file {path} does not exist: pass a profile name ({_names()}) or a .toml path")
     else:
         files = target_files()
@@ -131,7 +148,7 @@ def load_target(name_or_path: str | Path) -> Target:
             raise UserError(f"unknown target {text!r}: use one of {_names()} or a path to your own .toml")
         path, by_name = files[text], True
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_profile_text(path))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"target file {path} is not valid TOML ({e}): fix the syntax") from e
     except (OSError, UnicodeDecodeError) as e:
