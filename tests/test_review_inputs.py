@@ -768,6 +768,45 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
     _one_line_error(code, err, "damaged round", said)
 
 
+@pytest.mark.parametrize("damage, said", [("foreign", "rounds/final_1.json belongs to another run"),
+                                          ("names removed", "rounds/final_1.json belongs to another run"),
+                                          ("weights swapped", "final_1.pt is not the file round 1's fine-tuning wrote")])
+def test_a_resume_refuses_a_final_fine_tuning_that_is_not_this_runs_own(trained_digits, damage, said, tmp_path, capsys):
+    """The final fine-tuning's weights were taken as they were: another run's, or any weights of the right shapes."""
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out, "--final-epochs", "1")
+    rounds = out / "rounds"
+    if damage == "foreign":
+        other = tmp_path / "other"
+        _finished_run(capsys, trained_digits[0], other, "--final-epochs", "1", "--allocation", "global")
+        for name in ("final_1.pt", "final_1.json"):
+            (rounds / name).write_bytes((other / "rounds" / name).read_bytes())
+    elif damage == "names removed":
+        summary = json.loads((rounds / "final_1.json").read_text())
+        del summary["run_id"], summary["weights_sha256"]
+        (rounds / "final_1.json").write_text(json.dumps(summary))
+    else:
+        torch.save(torch.load(rounds / "round_1.pt", weights_only=True)["state_dict"], rounds / "final_1.pt")
+    (out / "report.json").unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, "damaged round", said)
+
+
+def test_a_run_begun_before_fine_tunings_named_themselves_resumes(trained_digits, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out, "--final-epochs", "1")
+    summary = json.loads((out / "rounds" / "final_1.json").read_text())
+    del summary["run_id"], summary["weights_sha256"]
+    (out / "rounds" / "final_1.json").write_text(json.dumps(summary))
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["final_identity"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "report.json").unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code in (0, 1) and (out / "report.json").is_file(), err
+    assert json.loads((out / "manifest.json").read_text())["final_identity"] is False
+
+
 @pytest.mark.parametrize("command", ["train", "compress"])
 @pytest.mark.parametrize("name", ["a\ngate: passed", "r\x1b[2Jx", "tab\tname", "a\u2028gate: passed"])
 def test_an_output_named_with_a_line_break_or_escape_is_refused(trained_digits, command, name, tmp_path, capsys):

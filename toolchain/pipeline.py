@@ -135,7 +135,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
     started_with = {}  # a resumed run's versions when it began
     began_on, earlier = None, []  # and its numbers of processes (the first session's, every session's)
-    round_identity = True  # its rounds name their run and weights (toolchain.prune.round_files): every run begun since
+    round_identity = final_identity = True  # its rounds (and fine-tunings) name their run and weights (prune.round_files)
     resuming = run_dir.exists() and any(run_dir.iterdir())
     if resuming:
         if not request.resume:
@@ -164,6 +164,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         earlier = [n for n in sessions if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 100_000][-1000:]
         began_on = earlier[0] if earlier else None
         round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
+        final_identity = manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json"))
         check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
         RunDir(run_dir).check_kinds("--out")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
@@ -193,6 +194,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                       "(if any remain) see other batches, so the result differs from a run that kept one number of processes")
         atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
                                           **({"started_with": started_with} if changed else {}), "round_identity": round_identity,
+                                          "final_identity": final_identity,
                                           "argv": sys.argv, "data": dataset.describe(), "processes": processes,
                                           **({"began_on_processes": began_on} if began_on not in (None, processes) else {}),
                                           "processes_by_session": [*earlier, processes],

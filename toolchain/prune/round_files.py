@@ -73,7 +73,8 @@ class RoundFiles:
         with staged_path(self.run_dir.final_checkpoint(ticket.round)) as tmp:
             torch.save({k: v.detach().cpu() for k, v in ticket.model.state_dict().items()}, tmp)
         atomic_write_json(self.run_dir.final_summary(ticket.round),  # written last: it marks the fine-tuning done
-                          {**ticket.summary(), "epochs": epochs})
+                          {**ticket.summary(), "epochs": epochs, "run_id": self._run_id(),
+                           "weights_sha256": file_sha256(self.run_dir.final_checkpoint(ticket.round))})
 
     # --- reading back (--resume) -----------------------------------------------------------------------------
 
@@ -111,15 +112,21 @@ class RoundFiles:
             raise ValueError(f"rounds/round_{r}.json is not a round summary")
         if summary.get("round") != r:
             raise ValueError(f"rounds/round_{r}.json is the summary of round {one_line(summary.get('round'))[:20]}")
-        manifest = self._manifest()
-        named = manifest.get("round_identity") is True  # a run begun before rounds named themselves: taken as they are
-        if (named or summary.get("run_id") is not None) and summary.get("run_id") != self._run_id(manifest):
-            raise ValueError(f"rounds/round_{r}.json belongs to another run")
-        if (named or summary.get("weights_sha256") is not None) and summary.get("weights_sha256") != file_sha256(path):
-            raise ValueError(f"{path.name} is not the file round {r} wrote")
+        self._check_identity(summary, self.run_dir.round_summary(r), path, f"round {r}")
         ckpt = load_weights(path)
         survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
         return survivors, _finite(ckpt["state_dict"], path.name), _multipliers(summary, protected), _seconds(summary)
+
+    def _check_identity(self, summary: dict, summary_path, weights_path, what: str, flag: str = "round_identity") -> None:
+        """A summary names the run it belongs to (the manifest's run id) and the sha256 of the weights it marks done; the
+        manifest's ``flag`` says its files all do (a run begun before they named themselves: taken as they are)."""
+        manifest = self._manifest()
+        named = manifest.get(flag) is True
+        where = f"rounds/{summary_path.name}"
+        if (named or summary.get("run_id") is not None) and summary.get("run_id") != self._run_id(manifest):
+            raise ValueError(f"{where} belongs to another run")
+        if (named or summary.get("weights_sha256") is not None) and summary.get("weights_sha256") != file_sha256(weights_path):
+            raise ValueError(f"{weights_path.name} is not the file {what} wrote")
 
     def saved_rewind(self) -> tuple[dict, Survivors] | None:
         """(weights, survivors) of the rewind point, if round 1 saved one."""
@@ -140,6 +147,8 @@ class RoundFiles:
         summary = json.loads(self.run_dir.final_summary(r).read_text())
         if not isinstance(summary, dict) or summary.get("round") != r:
             return None
+        self._check_identity(summary, self.run_dir.final_summary(r), self.run_dir.final_checkpoint(r), f"round {r}'s fine-tuning",
+                             "final_identity")
         return _finite(load_weights(self.run_dir.final_checkpoint(r)), self.run_dir.final_checkpoint(r).name)
 
 
