@@ -423,6 +423,43 @@ def test_a_stop_that_code_swallowed_is_told_at_the_end_as_whether_the_output_is_
         assert lines[0] == "cwtool: interrupted by SIGTERM; temporary files removed"
 
 
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stop_as_the_process_exits_after_the_command_says_the_output_is_complete(sig, code):
+    """After main returned, the interpreter's teardown (1-2 s of torch's and TensorFlow's) ran with the default handlers:
+    a stop then killed the process with no line. The entry now leaves at once, and a stop while it flushes says so."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import toolchain.cli as cli
+
+        class Stopped:  # stdout whose flush at the exit meets a stop
+            def write(self, text):
+                return len(text)
+            def flush(self):
+                os.kill(os.getpid(), signal.{sig})
+
+        def finished(argv=None):
+            sys.stdout = Stopped()
+            sys.exit(0)
+
+        cli.main = finished
+        cli.entry()
+        print("entry returned", file=sys.stderr)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"cwtool: {sig} arrived as the command finished: what it wrote is complete"]
+
+
+def test_the_entry_exits_with_the_commands_code_and_its_whole_output(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "toolchain", "targets", "--json", str(tmp_path / "t.json")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and "raspberry-pi-4" in proc.stdout and "x86-edge" in proc.stdout, proc.stderr  # the last row too
+    assert json.loads((tmp_path / "t.json").read_text())
+    proc = subprocess.run([sys.executable, "-m", "toolchain", "targets", "no-such-board"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("cwtool: error: unknown target"), proc.stderr
+
+
 def test_a_command_gives_the_warning_filters_back_as_it_found_them(tmp_path, capsys):
     """The CLI silences library warnings while it runs and restores the filters after: dropping Python's default
     filters instead let a ResourceWarning from an import a SIGTERM interrupted reach stderr beside the one line."""

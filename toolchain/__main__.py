@@ -1,3 +1,3 @@
-from toolchain.cli import main
+from toolchain.cli import entry
 
-main()
+entry()

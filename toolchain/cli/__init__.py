@@ -161,6 +161,37 @@ def main(argv: Optional[list[str]] = None) -> None:
             signal.signal(sig, handler)
 
 
+def entry() -> None:
+    """The console script's and ``python -m toolchain``'s entry: main(), then out at once. The interpreter's own teardown
+    (torch's, onnxruntime's, TensorFlow's: 1-2 s) ran after cwtool's signal handlers were gone, so a stop then killed
+    the process with no line; by now every file cwtool wrote is whole and closed, and nothing is left that needs it."""
+    import os
+    import signal
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    signal_names = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+    def finished(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
+        os.write(2, f"cwtool: {signal_names[signum]} arrived as the command finished: what it wrote is complete\n".encode())
+        os._exit(130 if signum == signal.SIGINT else 143)
+
+    for sig in signal_names:
+        signal.signal(sig, finished)
+    if code is not None and not isinstance(code, int):  # sys.exit("message"), as Python prints it
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`cwtool ... | head`): the exit code still tells
+            pass
+    os._exit(code or 0)
+
+
 def _main(argv: Optional[list[str]]) -> None:
     import warnings
 
