@@ -370,3 +370,20 @@ def test_collapse_recall_drop_against_baseline():
     assert collapse_check(cm, baseline_cm=cm) == []
     with pytest.raises(UserError):
         collapse_check(cm, baseline_cm=np.zeros((3, 3), dtype=int))
+
+
+def test_auc_ranks_a_confident_models_scores_where_the_softmax_rounds_to_one():
+    """A model that answers the protected class for every row with margins of 40-80 (a wrong --normalize): its softmax
+    probabilities are all 1.0, so every positive tied every negative and the AUC read 0.5000 for a ranking that is
+    perfect."""
+    from toolchain.metrics import evaluate_logits, log_softmax_of, softmax
+
+    z = np.zeros((200, 3))
+    y = np.array([0] * 100 + [1] * 100)
+    z[:, 0] = np.r_[np.linspace(60, 80, 100), np.linspace(40, 59, 100)]
+    assert (softmax(z)[:, 0] == 1.0).all()
+    assert evaluate_logits(y, z, 0)["protected"][0]["auc"] == 1.0
+    rng = np.random.default_rng(0)
+    moderate = rng.normal(size=(500, 4)) * 3  # where the softmax is distinct, the same order (and the same log)
+    for c in range(4):
+        np.testing.assert_allclose(log_softmax_of(moderate, c), np.log(softmax(moderate)[:, c]), atol=1e-12)

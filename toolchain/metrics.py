@@ -19,6 +19,7 @@ SCHEMA_VERSION = 1
 __all__ = [
     "SCHEMA_VERSION",
     "softmax",
+    "log_softmax_of",
     "confusion_matrix",
     "per_class",
     "clopper_pearson",
@@ -38,6 +39,21 @@ def softmax(logits) -> np.ndarray:
     z = z - np.max(z, axis=-1, keepdims=True)
     e = np.exp(z)
     return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def log_softmax_of(logits, c: int) -> np.ndarray:
+    """log P(class ``c``) per row, in float64, exact where the softmax itself rounds to 1.0: a confident model's
+    probabilities tie there (margins past about 37), and every tie between a positive and a negative counts 1/2 in
+    an AUC. The same order as the softmax probability wherever that one is distinct."""
+    z = np.asarray(logits, dtype=np.float64)
+    d = np.delete(z - z[:, [c]], c, axis=1)  # the other classes' logits against c's
+    if d.shape[1] == 0:
+        return np.zeros(z.shape[0])
+    top = d.max(axis=1)
+    leads = top <= 0  # c has the largest logit: log p = -log1p(sum exp(d)), kept exact for tiny sums
+    shift = np.where(leads, 0.0, top)
+    rest = np.exp(d - shift[:, None]).sum(axis=1)
+    return np.where(leads, -np.log1p(rest), -(shift + np.log(rest + np.exp(-shift))))
 
 
 def _labels(y, name: str) -> np.ndarray:
@@ -293,7 +309,7 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
     Undefined quantities (recall of a class with no samples, precision of a class never
     predicted, FPR when every sample is of that class, AUC with one group empty) are None,
     so `json.dumps(..., allow_nan=False)` works. Predictions are argmax of the logits;
-    AUC scores each sample by the softmax probability of the protected class.
+    AUC scores each sample by the log softmax probability of the protected class (log_softmax_of).
     """
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2:
@@ -314,7 +330,6 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
     cm = confusion_matrix(y, pred, k)
     pc = per_class(cm)
     n = int(y.size)
-    probs = softmax(z)
 
     entries = []
     for c in prot:
@@ -329,7 +344,7 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
                 "fnr": _num(pc["fnr"][c]),
                 "fnr_ci95": [lo, hi],
                 "fpr": _num(pc["fp"][c] / negatives) if negatives else None,
-                "auc": _num(roc_auc_ovr(y, probs[:, c], c)),
+                "auc": _num(roc_auc_ovr(y, log_softmax_of(z, c), c)),
                 "fp": int(pc["fp"][c]),
                 "tp": int(pc["tp"][c]),
                 "support": support,
