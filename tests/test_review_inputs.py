@@ -1013,6 +1013,8 @@ def test_what_counts_as_detecting_nothing():
     logits = np.stack([np.zeros(5000), score - 3.5], 1)
     assert detection_problem(logits, binary, [1], ["no", "yes"]) is None and 0 < np.sum(logits.argmax(1) == 1) < 60
     assert "never answer" in detection_problem(np.stack([np.zeros(5000), score - 9.0], 1), binary, [1], ["no", "yes"])
+    # answered for every row (a reviewer's wrong --normalize): ranked well, but no miss to keep from growing
+    assert "for every row" in detection_problem(np.stack([np.zeros(5000), score + 9.0], 1), binary, [1], ["no", "yes"])
 
 
 def test_json_nested_too_deep_in_a_file_or_an_option_is_bad_input(capsys):

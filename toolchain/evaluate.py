@@ -161,7 +161,8 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
     """Why a model's decisions on these rows give "no more missed" nothing to keep (None: they do), per protected class
     with at least MIN_POSITIVES samples: it ranks the class no better than chance (one-vs-rest AUC, what a label order
     or preprocessing other than its training's gives), or its argmax never answers the class, whatever its ranking
-    (cwtool keeps a model's own decisions, and an offset over "misses every one" promises nothing)."""
+    (cwtool keeps a model's own decisions, and an offset over "misses every one" promises nothing), or answers it for
+    every row (no miss to keep from growing)."""
     from toolchain.metrics import roc_auc_ovr
     from toolchain.prune.operating_point import needs
 
@@ -185,6 +186,11 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
             return (f"the model's own decisions never answer {name} in {where} (it misses all {n:,}, though it ranks the "
                     f"class with AUC {auc:.3f}): cwtool keeps a model's decisions, and 'no more missed' than all of them "
                     f"promises nothing; bake the threshold you use into its last layer's bias for that class, then compress.{suspect}")
+        others = ~positives
+        if np.all(predicted[others] == k):
+            return (f"the model's own decisions answer {name} for every row in {where}, the {int(others.sum()):,} of other classes "
+                    "too: 'no more missed' than none promises nothing; check that its inputs are preprocessed as in its training "
+                    "(--normalize, pixel scaling) and that the labels are numbered alike (--class-names)")
     return None
 
 
