@@ -159,3 +159,30 @@ def test_exports_warning_about_seen_rows_names_what_export_takes(digits_dataset,
 def test_a_missing_val_file_is_said_to_be_missing(trained_digits, tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "-d", "digits", "--val", tmp_path / "absent.npz", "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "absent.npz' does not exist" in err and "savez" not in err, err
+
+
+def test_image_folders_held_out_are_compared_file_by_file(tmp_path):
+    """An all/ folder beside train/, val/ and test/ (common in medical data sets) passed as --data with --val and --test:
+    every held-out image was also a training image, and the gate passed on them. Arrays were compared row by row, image
+    folders not at all."""
+    import shutil
+
+    from test_streaming import image_folder
+
+    from toolchain.data import load_data
+    from toolchain.data.given import with_given_rows
+
+    image_folder(tmp_path / "train", 40, 16, seed=0)
+    image_folder(tmp_path / "val", 20, 16, seed=1)
+    image_folder(tmp_path / "test", 20, 16, seed=2)
+    given = with_given_rows(load_data(str(tmp_path / "train"), seed=0), str(tmp_path / "val"), str(tmp_path / "test"))
+    assert len(given.y_val) == 20 and len(given.y_test) == 20  # held out: taken
+    for name in ("train", "val"):  # all/ = train/ + val/, file names changed
+        for f in (tmp_path / name).rglob("*.png"):
+            (tmp_path / "all" / f.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, tmp_path / "all" / f.parent.name / f"{name}_{f.name}")
+    with pytest.raises(UserError, match="20 of the 20 images of --val are also in --data's training rows"):
+        with_given_rows(load_data(str(tmp_path / "all"), seed=0), str(tmp_path / "val"), str(tmp_path / "test"))
+    shutil.copytree(tmp_path / "val", tmp_path / "val_copy")
+    with pytest.raises(UserError, match="20 of the 20 images of --test are also in --val"):
+        with_given_rows(load_data(str(tmp_path / "train"), seed=0), str(tmp_path / "val"), str(tmp_path / "val_copy"))

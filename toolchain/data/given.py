@@ -18,7 +18,7 @@ import numpy as np
 
 from toolchain.data.dataset import Dataset, Preprocessing
 from toolchain.data.images import normalize_channels
-from toolchain.data.samples import Samples, concat, is_lazy
+from toolchain.data.samples import Samples, concat, is_lazy, row_files
 from toolchain.errors import UserError
 
 __all__ = ["check_held_out", "load_with_given_rows", "with_given_rows"]
@@ -37,6 +37,9 @@ class Normalized(Samples):
 
     def read(self, index: np.ndarray) -> np.ndarray:
         return normalize_channels(self.base.read(index), self.mean, self.std)  # a fresh batch: normalized in place
+
+    def row_files(self) -> list[str] | None:
+        return self.base.row_files()
 
 
 def _normalized(x, pre: Preprocessing):
@@ -103,21 +106,36 @@ def check_held_out(data: str, val: str | None, test: str | None) -> None:
                         "validation, so they must be others")
 
 
-def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
-    """Rows of --val or --test that are also training rows, or in both: files of other bytes can hold the same rows (a
-    subset, a re-save). Arrays only: an ImageFolder's rows would be decoded for it, and its paths are checked."""
-    from toolchain.data.identity import OVERLAP_TOLERANCE, row_fingerprints
+def _fingerprints(x, y: np.ndarray) -> tuple[str, np.ndarray]:
+    """("files", a fingerprint of each row's image file and label) where every row is decoded from a file of its own, else
+    ("rows", a fingerprint of each row's input and label)."""
+    from toolchain.data.identity import file_fingerprints, row_fingerprints
 
-    arrays = {flag: row_fingerprints(x, y) for flag, (x, y) in given.items() if isinstance(x, np.ndarray) and len(y)}
-    if not arrays or not isinstance(x_train, np.ndarray):
+    files = row_files(x)
+    return ("files", file_fingerprints(files, y)) if files is not None else ("rows", row_fingerprints(x, y))
+
+
+def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
+    """Rows of --val or --test that are also training rows, or in both: files of other bytes (a subset, a re-save) and
+    folders of other names (an all/ folder beside train/, val/ and test/) can hold the same rows. Arrays are compared row
+    by row; image folders file by file, by their bytes (a copy), without decoding them."""
+    from toolchain.data.identity import OVERLAP_TOLERANCE
+
+    given = {flag: _fingerprints(x, y) for flag, (x, y) in given.items() if len(y)}
+    if not given:
         return
-    pairs = [(flag, "--data's training rows", fingerprints, row_fingerprints(x_train, y_train)) for flag, fingerprints in arrays.items()]
-    if len(arrays) == 2:
-        pairs.append(("--test", "--val", arrays["--test"], arrays["--val"]))
-    for flag, other, fingerprints, against in pairs:
+    train = _fingerprints(x_train, y_train)
+    pairs = [(flag, "--data's training rows", prints, train) for flag, prints in given.items()]
+    if len(given) == 2:
+        pairs.append(("--test", "--val", given["--test"], given["--val"]))
+    for flag, other, (kind, fingerprints), (other_kind, against) in pairs:
+        if kind != other_kind:  # arrays against image files: no row of one is a row of the other
+            continue
         shared = int(np.isin(fingerprints, against).sum())
         if shared > OVERLAP_TOLERANCE * len(fingerprints):  # a few exact duplicates occur in real data sets
-            raise UserError(f"{shared:,} of the {len(fingerprints):,} rows of {flag} are also in {other} (same input and label): "
+            what = "images" if kind == "files" else "rows"
+            same = "same file bytes and label" if kind == "files" else "same input and label"
+            raise UserError(f"{shared:,} of the {len(fingerprints):,} {what} of {flag} are also in {other} ({same}): "
                             f"held-out rows must be held out; give {flag} rows that are not there")
 
 

@@ -156,6 +156,9 @@ class ImageFiles(Samples):
     def held_bytes(self) -> int:
         return sum(len(p) + 56 for p in self.paths)  # the path strings (UTF-8 text and the object header)
 
+    def row_files(self) -> list[str] | None:
+        return list(self.paths)
+
     def read(self, index: np.ndarray) -> np.ndarray:
         t = self.transform
         h, w = t.size

@@ -52,6 +52,11 @@ def batches(x, rows: int | None = None) -> Iterator[np.ndarray]:
         yield x[start : start + step]
 
 
+def row_files(x) -> list[str] | None:
+    """``x.row_files()`` of rows read on demand; None for an array."""
+    return x.row_files() if is_lazy(x) else None
+
+
 def subset(x, index) -> np.ndarray | "Samples":
     """The rows ``index`` of ``x`` as a split of its own: a copy for an array (``x[index]``, as numpy indexes),
     a view for a `Samples` (nothing is read)."""
@@ -101,6 +106,11 @@ class Samples:
         """Bytes this object keeps in memory (not the samples it can read)."""
         return 0
 
+    def row_files(self) -> list[str] | None:
+        """The file each row is decoded from, in row order (image files); None when rows are not read from files of
+        their own. What tells two folders' rows apart without decoding them."""
+        return None
+
     @property
     def ndim(self) -> int:
         return len(self.shape)
@@ -142,6 +152,10 @@ class Rows(Samples):
     def read(self, index: np.ndarray) -> np.ndarray:
         return self.base.read(self.index[index])
 
+    def row_files(self) -> list[str] | None:
+        files = self.base.row_files()
+        return None if files is None else [files[i] for i in self.index]
+
 
 class Concat(Samples):
     """The rows of several parts (arrays or `Samples` of one sample shape) one after the other."""
@@ -166,6 +180,10 @@ class Concat(Samples):
             out[where] = self.parts[k][index[where] - self.offsets[k]]
         return out
 
+    def row_files(self) -> list[str] | None:
+        files = [row_files(p) for p in self.parts]
+        return None if any(f is None for f in files) else [name for part in files for name in part]
+
 
 class Reshaped(Samples):
     """Every sample of ``base`` reshaped (C order) to ``sample_shape``: flat rows fed to an image model."""
@@ -180,3 +198,6 @@ class Reshaped(Samples):
 
     def read(self, index: np.ndarray) -> np.ndarray:
         return np.asarray(self.base[index], dtype=np.float32).reshape(len(index), *self.shape[1:])
+
+    def row_files(self) -> list[str] | None:
+        return row_files(self.base)
