@@ -664,3 +664,30 @@ def test_a_failure_under_the_default_budget_names_the_runs_own(art, capsys, tmp_
         with_budget.write_text(json.dumps({**report, "config": {"max_fn_increase": forged}}))
         res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, expect=1)
         assert not any("allowed --max-fn-increase" in n for n in res["notes"])
+
+
+def test_an_artifact_records_its_class_names_and_verify_refuses_data_numbered_otherwise(tmp_path, capsys):
+    """Rows whose labels were numbered in another order (--class-names melanoma,benign,nevus) passed verify with the
+    protected class missed 27 of 27: the artifact's class order was only in a free-text note."""
+    from clirun import run_cli
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
+    names = np.array(["benign", "melanoma", "nevus"])
+    np.savez(tmp_path / "rows.npz", x=x, y=y, class_names=names)
+    code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", '{"in_features": 3}', "--epochs", "3", "--device", "cpu",
+                            "--data", tmp_path / "rows.npz", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "-d", tmp_path / "rows.npz", "-p", "melanoma", "--format", "onnx",
+                            "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    artifact = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    np.savez(tmp_path / "reordered.npz", x=x, y=np.array([1, 0, 2])[y], class_names=names[[1, 0, 2]])
+    code, _, err = cli([artifact, "--data", tmp_path / "reordered.npz", "-p", "melanoma"], capsys)
+    assert code == 2 and "was made for classes numbered benign=0, melanoma=1, nevus=2" in err, err
+    assert "--class-names benign,melanoma,nevus" in err
+    np.savez(tmp_path / "unnamed.npz", x=x, y=y)  # rows without names: the artifact's name the classes
+    code, out, err = cli([artifact, "--data", tmp_path / "unnamed.npz", "-p", "melanoma", "--split", "all"], capsys)
+    assert code == 0 and "melanoma" in out, out + err
+    assert "with no FN budget" in out  # nothing held the FN to a budget: said beside "passed"

@@ -21,7 +21,7 @@ import numpy as np
 
 from toolchain import __version__
 from toolchain.baseline import check_baseline, load_baseline
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.gate import GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.provenance import artifact_sha256, rows_sha256
@@ -198,6 +198,30 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
             "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
 
 
+def recorded_class_names(runner, k: int) -> list[str] | None:
+    """The class names an artifact records (compress and export write them), when they are k names declared by its data
+    (not placeholders); an edited file's other values are ignored."""
+    value = (getattr(runner, "metadata", None) or {}).get("class_names")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return None
+    if not (isinstance(value, list) and len(value) == k and all(isinstance(n, str) and len(n) <= 1000 for n in value)):
+        return None
+    return _declared_names(value)
+
+
+def _class_order_differs(path: str, recorded: list[str] | None, declared: list[str] | None) -> None:
+    if recorded and declared and recorded != declared:
+        def order(names):
+            return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(names[:12]))
+
+        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {order(recorded)}; --data numbers them "
+                        f"{order(declared)}: its FN here would count other classes; give --data the order it was trained in "
+                        f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
+
+
 def _declared_names(names: list[str] | None) -> list[str] | None:
     """Class names the data declares (not the '0'..'k-1' placeholders a loader makes up)."""
     if not names or list(names) == [str(i) for i in range(len(names))]:
@@ -249,7 +273,9 @@ def run_verify(req: VerifyRequest) -> dict:
             probe = runner.predict(x[:1])
             k = int(probe.shape[1])
         check_output_width(k, y, declared, Path(path).name)
-        names = declared or (base or {}).get("class_names") or [str(i) for i in range(k)]
+        recorded = recorded_class_names(runner, k)
+        _class_order_differs(path, recorded, declared)
+        names = declared or recorded or (base or {}).get("class_names") or [str(i) for i in range(k)]
         if len(names) != k:
             names = [str(i) for i in range(k)]
         check_labels(y, k, what=f"--data ({rows['name']})")
@@ -324,6 +350,7 @@ def run_verify(req: VerifyRequest) -> dict:
         "artifacts": entries,
         "gate": {
             "passed": all(e["gate"]["passed"] for e in entries),
+            "fn_budget": base is not None or req.max_fnr is not None,  # without one, only class collapse is gated
             "mode": req.gate,
             "budget": budget,
             "reasons": reasons,

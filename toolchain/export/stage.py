@@ -215,7 +215,9 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     layout = settings.layout if example.dim() == 4 else "NCHW"  # feature rows have no channels to lay out
     job = ExportJob(example=example, num_classes=num_classes, layout=layout, calibration_x=calib_x,
                     calibration_method=settings.calibration_method, out=out, work=work,
-                    metadata={"preprocessing": dataset.preprocessing.to_dict()})  # the device feeds the same input
+                    metadata={"preprocessing": dataset.preprocessing.to_dict(),  # the device feeds the same input
+                              **({"class_names": [str(n) for n in dataset.class_names]}  # and reads the outputs alike
+                                 if len(dataset.class_names) == num_classes else {})})
     x_val, y_val = dataset.split("val")
     x_test, y_test = dataset.split("test")
     torch_test_pred = predict_logits(model, x_test).argmax(1)

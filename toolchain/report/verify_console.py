@@ -92,4 +92,7 @@ def print_verdict(result: dict, console: Console | None = None) -> None:
     gate = result["gate"]
     for reason in gate["reasons"]:
         console.print(f"FAIL {reason}", markup=False, style="red")
-    console.print(Text("gate: ").append("passed" if gate["passed"] else "failed", style="green" if gate["passed"] else "bold red"))
+    line = Text("gate: ").append("passed" if gate["passed"] else "failed", style="green" if gate["passed"] else "bold red")
+    if gate["passed"] and gate.get("fn_budget") is False:
+        line.append(", with no FN budget: nothing held the false negatives to one (give --baseline report.json or --max-fnr)")
+    console.print(line)

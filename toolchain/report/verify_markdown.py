@@ -48,6 +48,8 @@ def render_verify_markdown(result: dict) -> str:
     gate = result["gate"]
     names = result.get("class_names")
     verdict = "PASSED" if gate["passed"] else "FAILED"
+    if gate["passed"] and gate.get("fn_budget") is False:
+        verdict += " (no FN budget given: only class collapse was checked)"
     icon = "\u2705" if gate["passed"] else "\u274c"
     data = result["data"]
     lines = [f"## {icon} cwtool verify: {verdict}", ""]
