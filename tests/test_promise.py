@@ -122,6 +122,34 @@ def test_a_small_validation_split_cannot_back_the_default_promise(trained_digits
     reach = promise["classes"]["3"]["reachable_confidence"]
     assert 0 < reach < 0.95 and f"{reach:.3f}" in report["gate"]["reasons"][0]
     assert "not met" in (out / "report.md").read_text()
+    three = promise["classes"]["3"]
+    if three["b"] == 0 and three["dense_fn"] == 0:  # at the ceiling: more data or a bigger model cannot help (a reviewer's
+        assert "give more validation data" not in report["gate"]["reasons"][0]  # first run was told both)
+        assert "--keep-params" not in report["gate"]["reasons"][0] and "no larger validation split" in report["gate"]["reasons"][0]
+    else:
+        assert "give more validation data" in report["gate"]["reasons"][0]
+
+
+def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
+    """Agreeing with the dense model on every validation positive, where the dense model misses none, is the best any
+    ticket does: the confidence is at its ceiling whatever the split's size, so the advice names --confidence and
+    --max-fn-increase, not --keep-params or more data."""
+    from types import SimpleNamespace
+
+    from toolchain.prune.tickets import promise_section
+
+    def section(b, dense_fn):
+        entry = {"n": 27, "n_new": 27, "fn": dense_fn + b, "dense_fn": dense_fn, "b": b, "c": 0, "confidence": 0.77,
+                 "confidence_target": 0.95, "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0, "reachable_confidence": 0.77}
+        ticket = SimpleNamespace(val={"promise": {"3": entry}, "accuracy": 0.97}, round=1)
+        result = SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.98}})
+        config = SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5)
+        return promise_section(result, ticket, config)["statement"]
+
+    at_ceiling = section(b=0, dense_fn=0)
+    assert at_ceiling.endswith("lower --confidence or raise --max-fn-increase") and "0.770" in at_ceiling, at_ceiling
+    below = section(b=2, dense_fn=0)
+    assert below.endswith("raise --keep-params or give more validation data"), below
 
 
 def test_a_run_stopped_by_accuracy_not_by_the_promise_says_so(trained_digits, tmp_path, capsys):

@@ -147,11 +147,21 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
                      f"the promise itself holds there: {'; '.join(words)}): {', '.join(more[:-1])} or {more[-1]}")
     else:
         reach = ", ".join(f"class {k} {v.get('reachable_confidence', v['confidence']):.3f}" for k, v in per_class.items())
-        more = ["lower --confidence"] + (["raise --max-fn-increase"] if config.max_fn_increase < 1e6 else []) \
-            + (["raise --keep-params"] if config.keep_params < 1 else []) + ["give more validation data"]
+        short = [v for v in per_class.values() if not _kept(v)]
+        # agreeing on every validation sample of the class, where the dense model misses none, is the best any ticket
+        # does: the confidence is at its ceiling for this budget (docs/FN_PROMISE.md), whatever the size or the data
+        ceiling = bool(short) and all(v.get("b") == 0 and v.get("dense_fn") == 0 for v in short)
+        more = ["lower --confidence"] + (["raise --max-fn-increase"] if config.max_fn_increase < 1e6 else [])
+        if ceiling:
+            why = (f"the selected round {ticket.round} misses no validation sample of the class that the dense model catches, and "
+                   f"the dense model misses none: the best any ticket does, and no larger validation split backs more at "
+                   f"--max-fn-increase {config.max_fn_increase:g}; reachable: {reach}; docs/FN_PROMISE.md")
+        else:
+            more += (["raise --keep-params"] if config.keep_params < 1 else []) + ["give more validation data"]
+            why = (f"the validation split is too small or the compression too strong; reachable by the selected round "
+                   f"{ticket.round} while validation accuracy stays >= {accuracy_floor:.4f}: {reach}")
+        either = f"{', '.join(more[:-1])} or {more[-1]}" if len(more) > 1 else more[0]
         statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
-                     f"(the validation split is too small or the compression too strong; reachable by the selected round "
-                     f"{ticket.round} while validation accuracy stays >= {accuracy_floor:.4f}: {reach}): "
-                     f"{', '.join(more[:-1])} or {more[-1]}")
+                     f"({why}): {either}")
     return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
             "round": ticket.round, "classes": per_class, "statement": statement}
