@@ -707,6 +707,17 @@ def test_an_output_the_user_named_is_checked_again_before_it_is_written(trained_
     assert model.read_bytes() == before
 
 
+def test_what_the_user_must_make_sure_of_reaches_the_log_and_the_reports(trained_digits, tmp_path, capsys):
+    """"cwtool cannot tell which rows trained the model" was said on the console only: the report a reviewer reads, and
+    compress.log, did not say that the promise rests on rows the model may have seen."""
+    out = tmp_path / "run"
+    _finished_run(capsys, trained_digits[0], out)
+    for text in ((out / "compress.log").read_text(), (out / "report.md").read_text()):
+        assert "cannot tell which rows trained" in text
+    assert any("cannot tell which rows trained" in n for n in json.loads((out / "report.json").read_text())["data"]["notes"])
+    assert "Data: `digits`; validation rows split from it (" in (out / "report.md").read_text()
+
+
 def test_a_model_that_exits_while_cwtool_runs_it_is_bad_input(tmp_path, capsys):
     """sys.exit in a model's eval-mode forward (after its load probes) ended evaluate silently with exit 0."""
     (tmp_path / "net.py").write_text(SCRIPT_THAT_EXITS.rsplit("\n\nargparse", 1)[0].replace(

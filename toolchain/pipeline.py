@@ -168,7 +168,13 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
         RunDir(run_dir).check_kinds("--out")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
-    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=console.print)
+    input_notes: list[str] = []  # what the user must make sure of: on the console now, in compress.log and the reports later
+
+    def note_input(line: str) -> None:
+        console.print(line)
+        input_notes.append(line.removeprefix("note: "))
+
+    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)
@@ -200,6 +206,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                                           "processes_by_session": [*earlier, processes],
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+        for line in input_notes:
+            log.record(f"note: {line}")
         ignored = config.switched_off()
         if ignored:
             log.print(f"note: --no-class-aware switches the class-dependent parts off: {', '.join(ignored)} changes nothing in this run")
@@ -280,7 +288,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "run_id": run_id,
             "protected": protected,
             "class_names": class_names,
-            "data": {**dataset.describe(), "test_rows_sha256": test_rows},
+            "data": {**dataset.describe(), "test_rows_sha256": test_rows, "notes": input_notes},
             "config": config.to_dict(),
             "training": {"device": str(pruner.device), "arithmetic": result.arithmetic},  # auto: the machine decided
             "promise": promise,

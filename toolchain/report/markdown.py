@@ -62,12 +62,16 @@ def _promise_lines(promise: dict | None) -> list[str]:
 
 
 def _data_line(data: dict) -> str:
-    """Where the test rows came from: --data's split, or the user's --test (named: "train" was the folder name)."""
-    given = (data.get("held_out_from") or {}).get("test")
-    rows = f"{data['sizes']['test']} rows"
-    if isinstance(given, str):
-        return f"{one_line(data['name'])}, test rows from `{one_line(given).replace('`', chr(39))}` ({rows})"
-    return f"{one_line(data['name'])} (test split, {rows})"
+    """Where the validation and test rows came from: --data's splits, or the user's --val and --test (named: "train" was
+    the folder name)."""
+    given = data.get("held_out_from") or {}
+    parts = []
+    for split, what in (("val", "validation"), ("test", "test")):
+        rows = f"{data['sizes'][split]} rows" if split in data.get("sizes", {}) else "rows"
+        path = given.get(split)
+        parts.append(f"{what} rows from `{one_line(path).replace('`', chr(39))}` ({rows})" if isinstance(path, str)
+                     else f"{what} rows split from it ({rows})")
+    return f"`{one_line(data['name']).replace('`', chr(39))}`; " + ", ".join(parts)
 
 
 def render_report(report: dict) -> str:
@@ -78,6 +82,7 @@ def render_report(report: dict) -> str:
         "# cwtool compress report",
         "",
         f"Protected classes: {prot}. Data: {_data_line(report['data'])}.",
+        *[f"\n**Note**: {one_line(n)}" for n in report["data"].get("notes") or [] if isinstance(n, str)],
         "",
         f"**Gate: {'PASSED' if gate['passed'] else 'FAILED'}** (FN budget +{gate['budget']['max_fn_increase']} per protected class"
         + (f", accuracy drop <= {gate['budget']['max_accuracy_drop']}" if gate["budget"].get("max_accuracy_drop") is not None else "") + ")",
