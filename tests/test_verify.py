@@ -691,3 +691,18 @@ def test_an_artifact_records_its_class_names_and_verify_refuses_data_numbered_ot
     code, out, err = cli([artifact, "--data", tmp_path / "unnamed.npz", "-p", "melanoma", "--split", "all"], capsys)
     assert code == 0 and "melanoma" in out, out + err
     assert "with no FN budget" in out  # nothing held the FN to a budget: said beside "passed"
+
+
+def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():
+    """A compress run with --test folder: a refusal of other rows said the baseline was "the test split of train" (the
+    --data folder's name), a split that does not exist."""
+    from toolchain.baseline import _measured_on
+    from toolchain.verify import describe_rows
+
+    data = {"name": "train", "seed": 0, "given_splits": True, "held_out_from": {"val": "/d/val", "test": "/d/test"}}
+    assert _measured_on({**data, "split": "test"}) == "every row of its --test /d/test"
+    assert _measured_on({"name": "pool", "seed": 0, "split": "test"}) == "the test split of pool, split seed 0"
+    # one split of a folder the user may take for a split of its own: how much of it was judged, and how to judge it all
+    shown = describe_rows({"x": np.zeros((2, 1), np.float32), "y": np.array([0, 1]), "split": "test", "name": "f", "seed": 0,
+                           "of_rows": 10}, "ab" * 32)
+    assert "2 of its 10 rows (--split all: every row)" in shown

@@ -152,6 +152,9 @@ def _measured_on(rows) -> str | None:
         return one_line(rows)[:200]
     if not isinstance(rows, dict) or not isinstance(rows.get("name"), str) or not isinstance(rows.get("split"), str):
         return None
+    given = (rows.get("held_out_from") or {}) if isinstance(rows.get("held_out_from"), dict) else {}
+    if rows["split"] == "test" and isinstance(given.get("test"), str):  # a compress run's --test, read whole
+        return one_line(f"every row of its --test {given['test']}")[:200]
     seed = rows.get("seed")
     seeded = type(seed) is int and rows["split"] != "all" and not rows.get("given_splits")
     return one_line(f"the {rows['split']} split of {rows['name']}" + (f", split seed {seed}" if seeded else ""))[:200]

@@ -127,9 +127,10 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     x, y = dataset.split(used)
     if split == "all":
         used = "all"
+    pooled = sum(len(dataset.split(s)[1]) for s in ("train", "val", "test"))  # a share of a folder the user may see as a split
     return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name,
             "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note,
-            "preprocessing": dataset.preprocessing.to_dict()}
+            "preprocessing": dataset.preprocessing.to_dict(), **({"of_rows": pooled} if used != "all" and pooled > len(y) else {})}
 
 
 def describe_rows(rows: dict, digest: str | None = None) -> str:
@@ -142,7 +143,9 @@ def describe_rows(rows: dict, digest: str | None = None) -> str:
     else:
         seed = "" if rows.get("seed") is None else f", split seed {rows['seed']}"
         where = f"the {rows['split']} split of {rows['name']}{seed}"
-    return f"{where}: {n:,} rows, sha256 {(digest or rows_sha256(rows['x'], rows['y']))[:12]}"
+    pooled = rows.get("of_rows")
+    count = f"{n:,} of its {pooled:,} rows (--split all: every row)" if isinstance(pooled, int) else f"{n:,} rows"
+    return f"{where}: {count}, sha256 {(digest or rows_sha256(rows['x'], rows['y']))[:12]}"
 
 
 def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increase: int | None) -> dict:
