@@ -172,7 +172,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
     def note_input(line: str) -> None:
         console.print(line)
-        input_notes.append(line.removeprefix("note: "))
+        input_notes.append(line.removeprefix("note: ").encode("utf-8", "backslashreplace").decode("utf-8"))  # a name not UTF-8
 
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
