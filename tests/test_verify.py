@@ -266,6 +266,11 @@ def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, 
     code, _, err = cli([art["good"], "--data", pool, "-p", PROT, "--baseline", tmp_path / "r.json", "--seed", "1", "-q"], capsys)
     assert code == 2 and "the baseline's: the test split of pool, split seed 0; these: the test split of " in err, err
     assert "split seed 1:" in err, err
+    # the same rows scaled another way (x / 255 against x * (1 / 255)): the last bit differs, and the refusal says why
+    np.savez(tmp_path / "nudged.npz", x=np.nextafter(np.asarray(xt, np.float32), np.float32(2)), y=yt)
+    code, _, err = cli([art["good"], "--data", tmp_path / "nudged.npz", "-p", PROT, "--baseline", tmp_path / "r.json", "-q"], capsys)
+    assert code == 2 and "as many rows of each class as the baseline's" in err and "last bit" in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 # --------------------------------------------------------------------------- outputs

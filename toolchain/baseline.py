@@ -221,6 +221,11 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
         return ev, True
     if base.get("measured_on") and here:
         other += f"; the baseline's: {base['measured_on']}; these: {here}"
+    supports = ev.get("support_per_class")
+    if other.startswith("their sha256") and int(ev["n"]) == len(y) and isinstance(supports, list) and \
+            list(map(int, supports)) == np.bincount(y, minlength=num_classes)[:num_classes].tolist():
+        other += ("; as many rows of each class as the baseline's: if they are its rows, prepared otherwise (8-bit pixels "
+                  "scaled as x / 255 in float32 differ in the last bit from cwtool's; give the uint8 pixels or the very file)")
     if not allow_other_data:
         raise UserError(
             f"--data's rows are not the rows the baseline was measured on ({other}): verify on the same data, split and "
