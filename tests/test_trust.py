@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -388,6 +389,41 @@ def test_a_stop_that_finds_a_converter_stuck_with_its_logs_redirected_still_says
     assert proc.stderr.strip().startswith("cwtool: interrupted by SIGTERM"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "chatter" not in proc.stdout + proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_swallowed_stop_the_main_thread_took_first_still_ends_the_command_after_the_grace_period(tmp_path):
+    """A SIGTERM taken by a thread that does not block it (a converter's) reaches the main thread's handler without the
+    watcher; its Interrupted, swallowed inside the converter's tracing, left the command running to its end (a reviewer:
+    6.8 s after the signal, the reports written, then "arrived as the command finished"). The watcher's grace period now
+    applies to it too: the staged files go, one line, exit 143."""
+    staged = tmp_path / "staged.tmp"
+    script = textwrap.dedent(f"""
+        import signal, sys, time
+        import toolchain.cli as cli
+        from toolchain import interrupts
+        from toolchain.errors import Interrupted
+
+        def swallowing(argv):
+            open({str(staged)!r}, "w").close()
+            interrupts.staged({str(staged)!r})
+            try:
+                cli._state["watcher"].deliver(signal.SIGTERM)  # what the handler does for a signal the watcher never saw
+            except Interrupted:
+                pass  # swallowed, as inside a weakref callback
+            started = time.monotonic()
+            while time.monotonic() - started < 30:
+                pass
+            print("ran to its end")
+            sys.exit(0)
+
+        cli._main = swallowing
+        cli.main([])
+    """)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 143 and time.monotonic() - started < 25, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], proc.stderr
+    assert "ran to its end" not in proc.stdout and not staged.exists()
 
 
 @pytest.mark.parametrize("ends_with, completed", [(0, True), (1, True), (2, False)])

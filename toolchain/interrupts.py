@@ -126,6 +126,8 @@ class Watcher:
         self.delivered = True
         if self.received is None:  # taken by a thread that does not block it (one started before the watcher)
             self.received = signum
+            if self._thread is not None and not self.finished.is_set():  # the watcher's grace period still applies:
+                signal.pthread_kill(self._thread.ident, signum)  # the Interrupted may be swallowed (a weakref callback)
         raise Interrupted(signal.Signals(signum).name)
 
     def _watch(self) -> None:
@@ -141,7 +143,8 @@ class Watcher:
                     options.terminate = True
             import _thread
 
-            _thread.interrupt_main(signum)  # the main thread's handler raises Interrupted where Python runs next
+            if not self.delivered:  # (delivered: the main thread's handler had it first, and forwarded it here)
+                _thread.interrupt_main(signum)  # the main thread's handler raises Interrupted where Python runs next
             if self.finished.wait(GRACE_SECONDS):
                 return
             with _lock:  # stuck in native code: clean up here and go
