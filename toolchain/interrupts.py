@@ -26,6 +26,20 @@ _resumable: list = []  # the compress run that --resume finishes, while one runs
 _consoles: list[int] = []  # the user's own stderr while fd 2 goes elsewhere (a converter's logs): where the grace path writes
 
 
+_active: list = []  # the Watcher of the command that runs (one at a time in a process)
+
+
+def raise_if_stopped() -> None:
+    """Raise a stop that was received but did not unwind the command (code swallowed its Interrupted: a converter's
+    tracing runs weakref callbacks, where CPython drops exceptions): called before a file is published, so that nothing
+    more is written after a stop, however long the command would have gone on."""
+    watcher = _active[-1] if _active else None
+    if watcher is not None and watcher.received is not None and not watcher.finished.is_set():
+        from toolchain.errors import Interrupted
+
+        raise Interrupted(signal.Signals(watcher.received).name)
+
+
 def staged(path: str) -> None:
     """``path`` (a file or a staging folder) is removed by the grace path if the process must leave without cleanups."""
     with _lock:
@@ -95,6 +109,7 @@ class Watcher:
 
     def __enter__(self):
         _reported.clear()
+        _active.append(self)
         if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
             return self
         self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, _STOP})
@@ -104,6 +119,8 @@ class Watcher:
 
     def __exit__(self, exc_type, exc_value, traceback):
         self.finished.set()
+        if self in _active:
+            _active.remove(self)
         if self._thread is not None:
             signal.pthread_kill(self._thread.ident, _STOP)
             self._thread.join(timeout=2)

@@ -20,7 +20,9 @@ def _umask() -> int:
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:
-    """Move a finished temporary file into place with the usual permissions (mkstemp's are 0600)."""
+    """Move a finished temporary file into place with the usual permissions (mkstemp's are 0600); not after a stop that
+    code swallowed (interrupts.raise_if_stopped)."""
+    interrupts.raise_if_stopped()
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
 
