@@ -73,7 +73,16 @@ def test_a_model_without_a_record_gets_a_note(trained_digits, digits_dataset, tm
                             "--test", tmp_path / "test.npz", "--out", tmp_path / "r2"], capsys)
     assert STARTED in err and "cannot tell which rows" not in err, err
     code, out, err = run_cli(["export", trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--out", tmp_path / "e"], capsys)
-    assert "cannot tell which rows" in out + err and "--val" not in out + err, out + err  # export has no --val
+    assert "cannot tell which rows" in out + err and "--val and --test" in out + err, out + err
+    # export takes the user's held-out rows as compress does: no note, and its files are re-checked on them
+    code, out, err = run_cli(["export", trained_digits[0], "-d", tmp_path / "train.npz", "-p", "3", "--val", tmp_path / "val.npz",
+                              "--test", tmp_path / "test.npz", "--format", "onnx", "--time-runs", "0", "--out", tmp_path / "e2"], capsys)
+    assert code in (0, 1) and "cannot tell which rows" not in out + err, out + err
+    exported = json.loads((tmp_path / "e2" / "export.json").read_text())
+    assert exported["data"]["held_out_from"] == {"val": str(tmp_path / "val.npz"), "test": str(tmp_path / "test.npz")}
+    code, _, err = run_cli(["export", trained_digits[0], "-d", tmp_path / "train.npz", "-p", "3", "--val", tmp_path / "train.npz",
+                            "--format", "onnx", "--out", tmp_path / "e3"], capsys)
+    assert code == 2 and "held-out rows must be held out" in err and not (tmp_path / "e3").exists(), err
 
 
 def test_given_val_and_test_rows_replace_the_split(digits_dataset, tmp_path):

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, FormatOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt,
-                                   ProtectOpt, TrustOpt, parse_kwargs, seed_option, with_config)
+                                   ProtectOpt, TestOpt, TrustOpt, ValOpt, parse_kwargs, seed_option, with_config)
 from toolchain.config import ExportOptions
 
 
@@ -36,6 +36,8 @@ def export(
     image_size: Optional[str] = ImageSizeOpt,
     input_shape: Optional[str] = InputShapeOpt,
     seed: int = seed_option("Seed of the train/val/test split (use the one the model was trained with) and of the calibration draw."),
+    val: Optional[Path] = ValOpt,
+    test: Optional[Path] = TestOpt,
     export_file_options: ExportFileOptions = None,
     image_options: ImageOptions = None,
 ):
@@ -53,12 +55,12 @@ def export(
     options = export_file_options
     profile = load_target(options.target) if options.target else None
     calibration = resolve_calibration(options.calibration)[0] if options.calibration else None  # a set's name or a path
-    check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, profile and profile.path, arch=arch))
+    check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, val, test, profile and profile.path, arch=arch))
     request = ExportRequest(str(model), data, list(protect_class), str(out), formats=list(formats or []) or None,
                             precisions=list(precisions or []) or None, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs),
                             trust_model=trust_model, seed=seed, label_column=label_column, class_names=class_names,
                             image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
-                            **image_options.load_args())
+                            val=val and str(val), test=test and str(test), **image_options.load_args())
     console = log_console()
     report, folder = export_model(request, options, log=console.print)
     print_markdown(render_export_report(report))

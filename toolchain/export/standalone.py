@@ -61,6 +61,8 @@ class ExportRequest:
     input_shape: tuple[int, ...] | None = None  # --input-shape: flat rows as samples of this shape
     resize: int | None = None  # ImageFolder: the shorter side, center-cropped to image_size
     normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
+    val: str | None = None  # --val / --test: held-out rows the user chose, in place of --data's splits (then trained on)
+    test: str | None = None
 
 
 def reference_guard(y_val: np.ndarray, reference_pred: np.ndarray, protected: list[int]) -> PromiseGuard:
@@ -83,14 +85,14 @@ def reference_guard(y_val: np.ndarray, reference_pred: np.ndarray, protected: li
 
 def _inputs(request: ExportRequest, settings, log):
     """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names)."""
-    from toolchain.data import load_data
+    from toolchain.data.given import load_with_given_rows
     from toolchain.data.identity import check_class_order, check_unseen
     from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.models.loading import load_model
 
-    dataset = load_data(request.data, seed=request.seed, label_column=request.label_column, class_names=request.class_names,
-                        image_size=request.image_size, input_shape=request.input_shape, resize=request.resize,
-                        normalize=request.normalize)
+    dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.seed, label_column=request.label_column,
+                                   class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
+                                   resize=request.resize, normalize=request.normalize)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)
     if loaded.kind == "torchscript":
@@ -106,8 +108,7 @@ def _inputs(request: ExportRequest, settings, log):
             raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
     check_export_inputs(settings, dataset, skip_hint="")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
-    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log,  # the numbers would overstate
-                 own_rows="as --data, an .npz with its own train, val and test splits")
+    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
     problem = detection_problem(val_logits, dataset.y_val, protected, names)
     if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
         log(f"warning: {problem}")
