@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,3 +47,26 @@ def test_two_processes_make_the_same_tickets_and_one_report(trained_digits, tmp_
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["processes"] == 1 and manifest["began_on_processes"] == 2
     assert manifest["processes_by_session"] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("rank, stop, says", [("0", "SIGTERM", True), ("1", "SIGTERM", False),
+                                               ("1", "the loss of another torchrun process", True)])
+def test_under_torchrun_a_stop_is_said_once_by_process_0_and_a_lost_peer_by_each(rank, stop, says):
+    """torchrun forwards a SIGTERM to every process, and each printed the stop line: two lines for one stop."""
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import toolchain.cli as cli
+        from toolchain.errors import Interrupted
+
+        def stopped(argv):
+            raise Interrupted({stop!r})
+
+        cli._main = stopped
+        cli.main([])
+    """)
+    env = {**os.environ, "RANK": rank, "WORLD_SIZE": "2", "LOCAL_RANK": rank}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ([f"cwtool: interrupted by {stop}; temporary files removed"] if says else []), proc.stderr
