@@ -707,3 +707,19 @@ def test_class_folders_whose_names_need_escaping_match_between_data_and_held_out
         (root / "class1").rename(root / "nine\x7f")  # DEL: shown escaped in --data's class names
     ds = with_given_rows(load_data(str(train), seed=0), val=str(val))
     assert len(ds.y_val) == 6 and sorted(set(ds.y_val.tolist())) == [0, 1]
+
+
+def test_images_whose_pixels_are_converted_are_counted_in_the_note(tmp_path):
+    """An RGBA PNG lost its alpha channel and a CMYK JPEG was converted, both without a word."""
+    from PIL import Image
+
+    from toolchain.data import load_data
+
+    image_folder(tmp_path / "d", 20, 16)
+    Image.new("RGBA", (16, 16), (10, 200, 30, 0)).save(tmp_path / "d" / "class0" / "clear.png")
+    Image.new("CMYK", (16, 16), (10, 20, 30, 40)).save(tmp_path / "d" / "class1" / "print.jpg")
+    note = load_data(str(tmp_path / "d"), seed=0).preprocessing.note
+    assert "1 with an alpha channel dropped, such as 'class0/clear.png'" in note, note
+    assert "1 with CMYK converted, such as 'class1/print.jpg'" in note, note
+    image_folder(tmp_path / "plain", 20, 16)
+    assert "converted" not in load_data(str(tmp_path / "plain"), seed=0).preprocessing.note

@@ -103,6 +103,7 @@ def load_image_folder(
         example = f"such as '{one_line(str(color[0].relative_to(folder)))[:120]}'"
         mixed_note = f" ({some} in color, {example}; the gray ones read as RGB too)"
         COLOR_AMONG_GRAY.append(f"{some} in {where} in color, {example}")
+    converted = _converted_note(files, modes, folder)
     mean, std, norm_note = _normalization(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     if resize is not None:
@@ -111,7 +112,7 @@ def load_image_folder(
     y = np.asarray(labels, dtype=np.int64)
     pre = Preprocessing(
         scale=1 / 255, mean=list(mean), std=list(std), layout="NCHW", **transform.to_dict(),
-        note=f"ImageFolder, {'grayscale' if gray else 'RGB'}{mixed_note}, {size_note}, 8-bit pixels scaled by 1/255{norm_note}; "
+        note=f"ImageFolder, {'grayscale' if gray else 'RGB'}{mixed_note}{converted}, {size_note}, 8-bit pixels scaled by 1/255{norm_note}; "
         + label_note + skipped_note,
     )
     return assemble_dataset(
@@ -119,6 +120,19 @@ def load_image_folder(
         where=where, class_names=names, given_splits=False, seed=seed,
         label_mapping={d.name: lookup[d.name] for d in class_dirs},
     )
+
+
+def _converted_note(files: list[Path], modes: list[str], folder: Path) -> str:
+    """Images whose pixels are not read as they are stored: an alpha channel dropped (not composited on a background),
+    CMYK and palette images converted; counted in the data note, as gray images among color ones are."""
+    kinds = {"an alpha channel dropped": ("RGBA", "LA", "PA", "La", "RGBa"), "CMYK converted": ("CMYK",),
+             "a palette converted": ("P",)}
+    said = []
+    for what, among in kinds.items():
+        hit = [f for f, m in zip(files, modes) if m in among]
+        if hit:
+            said.append(f"{len(hit):,} with {what}, such as '{one_line(str(hit[0].relative_to(folder)))[:120]}'")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 SPLIT_FOLDERS = {"train": "--data", "val": "--val", "valid": "--val", "validation": "--val", "test": "--test"}
