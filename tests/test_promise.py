@@ -243,3 +243,20 @@ def test_the_round_line_names_only_the_classes_whose_promise_falls_short():
     assert promise_text(ticket) == "class 3 promise confidence 0.854 of 0.95"
     ticket.val["promise"]["3"]["confidence"] = 0.96
     assert promise_text(ticket) == "every protected class keeps its promise"
+
+
+def test_a_promise_on_a_handful_of_validation_samples_says_what_it_rests_on(trained_digits, digits_dataset, tmp_path, capsys):
+    """A gate passed on 5 validation samples of the protected class with no caveat: "+1 on new data of 5" is a fifth of the
+    class, and with fewer than 10 samples cwtool does not check that the dense model detects it at all."""
+    (xt, yt), (xv, yv), (xs, ys) = (digits_dataset.split(s) for s in ("train", "val", "test"))
+    keep = np.flatnonzero(yv != 3).tolist() + np.flatnonzero(yv == 3)[:5].tolist()
+    np.savez(tmp_path / "own.npz", x_train=xt, y_train=yt, x_val=xv[keep], y_val=yv[keep], x_test=xs, y_test=ys)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", tmp_path / "own.npz", "-p", "3", "--keep-params", "0.5",
+                            "--epochs", "1", "--max-fn-increase", "1", "--confidence", "0.5", "--max-accuracy-drop", "1",
+                            "--skip-export", "--out", out], capsys)
+    assert code in (0, 1), err
+    said = "validation holds 5 sample(s) of protected class 3 (3): too few to check that the dense model detects it"
+    assert said in err and said in (out / "compress.log").read_text() and said in (out / "report.md").read_text()
+    statement = json.loads((out / "report.json").read_text())["promise"]["statement"]
+    assert "on new data of 5 such samples (20% of them)" in statement, statement

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from toolchain import __version__, distributed, interrupts
 from toolchain.config import PruneConfig, config_hash
-from toolchain.errors import Interrupted, UserError, describe
+from toolchain.errors import Interrupted, UserError, describe, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, check_own_files, input_paths, sweep_temporaries
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
@@ -56,7 +56,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
     from toolchain.data.given import load_with_given_rows
     from toolchain.data.identity import check_class_order, check_unseen
-    from toolchain.evaluate import check_model_on_splits, detection_problem
+    import numpy as np
+
+    from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import load_model, save_checkpoint
@@ -178,6 +180,11 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)
+    for k in protected:
+        n = int(np.sum(dataset.y_val == k))
+        if n < MIN_POSITIVES:
+            note_input(f"note: validation holds {n} sample(s) of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
+                       f"check that the dense model detects it (cwtool checks from {MIN_POSITIVES}), and the promise rests on them")
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     held = None
     if distributed.is_main():

@@ -135,7 +135,8 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     words = []
     for k, v in per_class.items():
         extra = f" + {v['budget']}" if v["budget"] else ""
-        words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples with probability "
+        share = f" ({v['budget'] / v['n_new']:.0%} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
+        words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples{share} with probability "
                      f"{v['confidence']:.3f} (asked {v['confidence_target']:g}); margin {v['margin_fn']} FN under the dense model "
                      f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
     if met:
