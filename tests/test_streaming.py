@@ -723,3 +723,35 @@ def test_images_whose_pixels_are_converted_are_counted_in_the_note(tmp_path):
     assert "1 with CMYK converted, such as 'class1/print.jpg'" in note, note
     image_folder(tmp_path / "plain", 20, 16)
     assert "converted" not in load_data(str(tmp_path / "plain"), seed=0).preprocessing.note
+
+
+def test_a_gray_folder_meets_an_rgb_model_through_color(tmp_path, capsys):
+    """A device folder of gray images for an RGB model was a dead end ("(1, 16, 16) but expects (3, 16, 16)"), though the
+    artifact records the color it was made for: verify now reads the folder so, and --color asks for it anywhere."""
+    from PIL import Image
+
+    from toolchain.models.loading import save_checkpoint
+    from toolchain.models.train import seed_everything
+
+    folder = image_folder(tmp_path / "imgs", 60, 16, seed=5)
+    seed_everything(0)
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(folder), "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8},
+                    (3, 16, 16))
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", folder, "-p", "1", "--format", "onnx", "--precision", "fp32",
+                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    gray = tmp_path / "gray"
+    for f in folder.rglob("*.png"):
+        (gray / f.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.open(f).convert("L").save(gray / f.parent.name / f.name)
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", gray, "-p", "1"], capsys)
+    assert code == 2 and "(1, 16, 16)" in err, err  # read as it is: gray
+    code, out, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", gray, "-p", "1", "--color", "rgb"], capsys)
+    assert code == 0 and "every image read as RGB, as asked" in out + err, out + err
+    code, out, err = run_cli(["verify", tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", gray, "-p", "1", "--split", "all"],
+                             capsys)
+    assert code == 0 and "read as RGB, the color the artifacts record" in out + err, out + err
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", "digits", "-p", "1", "--color", "rgb"], capsys)
+    assert code == 2 and "--color only applies to an ImageFolder" in err, err
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", gray, "-p", "1", "--color", "purple"], capsys)
+    assert code == 2 and "is not auto, rgb or gray" in err, err

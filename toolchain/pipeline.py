@@ -43,6 +43,7 @@ class CompressRequest:
     input_shape: tuple[int, ...] | None = None  # --input-shape: flat rows as samples of this shape
     resize: int | None = None  # ImageFolder: the shorter side, center-cropped to image_size
     normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
+    color: str | None = None  # ImageFolder: None (as the images are), "RGB" or "L"
     augment: object | None = None  # toolchain.data.dataset.Augment: training batches augmented
     workers: int | None = None  # DataLoader processes for data read on demand (None: automatic)
 
@@ -76,7 +77,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     # --- inputs: every check before anything is written ---------------------------------------------
     dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.data_seed, label_column=request.label_column,
                                    class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
-                                   resize=request.resize, normalize=request.normalize)
+                                   resize=request.resize, normalize=request.normalize, color=request.color)
     dataset = dataclasses.replace(dataset, augment=request.augment, workers=request.workers)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)
@@ -118,6 +119,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     pre = dataset.preprocessing  # added later: only when set, so older run ids hold
     for key, value in (("resize", pre.resize if request.resize else None), ("crop", pre.crop if request.resize else None),
                        ("normalize", {"mean": pre.mean, "std": pre.std} if pre.color and pre.mean else None),
+                       ("color", pre.color if request.color else None),
                        ("augment", dataset.augment.to_dict() if dataset.augment else None)):
         if value:
             inputs["data"][key] = value

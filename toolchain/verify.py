@@ -54,6 +54,7 @@ class VerifyRequest:
     input_shape: tuple[int, ...] | None = None
     resize: int | None = None  # ImageFolder: the shorter side, center-cropped to image_size
     normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
+    color: str | None = None  # ImageFolder: None (the artifact's recorded color, else as the images are), "RGB" or "L"
     allow_other_data: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -91,7 +92,7 @@ class VerifyRequest:
 def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: str | None = None,
                   baseline_n: int | None = None, class_names: list[str] | None = None,
                   image_size: tuple[int, int] | None = None, input_shape: tuple[int, ...] | None = None,
-                  resize: int | None = None, normalize=None) -> dict:
+                  resize: int | None = None, normalize=None, color: str | None = None) -> dict:
     """The rows to verify on: {"x", "y", "class_names", "split", "name", "seed", "note"}.
 
     split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
@@ -103,8 +104,8 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     from toolchain.data.rows import is_pool_npz, load_rows
 
     if split in ("auto", "all") and is_pool_npz(data):
-        if resize is not None or normalize not in (None, "auto"):
-            raise UserError(f"--resize and --normalize only apply to an ImageFolder folder, not to --data '{data}': drop them")
+        if resize is not None or normalize not in (None, "auto") or color is not None:
+            raise UserError(f"--resize, --normalize and --color only apply to an ImageFolder folder, not to --data '{data}': drop them")
         x, y, names, note = load_rows(data, class_names=class_names)
         x = reshaped(x, input_shape, Path(data).name)
         if not (split == "auto" and baseline_n is not None and baseline_n != len(y)):
@@ -112,7 +113,7 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     from toolchain.data import load_data
 
     dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size, input_shape=input_shape,
-                        resize=resize, normalize=normalize)
+                        resize=resize, normalize=normalize, color=color)
     if split == "auto" and baseline_n is not None and Path(data).is_dir() \
             and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
         split = "all"  # a baseline measured on every image of the folder: a compress run's --test folder, judged again
@@ -225,6 +226,27 @@ def _class_order_differs(path: str, recorded: list[str] | None, declared: list[s
                         f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
 
 
+def _recorded_color(runners) -> str | None:
+    """The color ("L" or "RGB") every artifact's recorded preprocessing names, or None (none recorded, or they differ)."""
+    colors = set()
+    for runner in runners:
+        recorded = (getattr(runner, "metadata", None) or {}).get("preprocessing")
+        if isinstance(recorded, str):
+            try:
+                recorded = json.loads(recorded)
+            except (ValueError, RecursionError):
+                recorded = None
+        colors.add(recorded.get("color") if isinstance(recorded, dict) else None)
+    return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
+
+
+def _is_image_folder(data: str) -> bool:
+    from toolchain.data.sources.idx_folder import find_idx_files
+
+    path = Path(str(data))
+    return path.is_dir() and not find_idx_files(path)
+
+
 def _declared_names(names: list[str] | None) -> list[str] | None:
     """Class names the data declares (not the '0'..'k-1' placeholders a loader makes up)."""
     if not names or list(names) == [str(i) for i in range(len(names))]:
@@ -251,16 +273,21 @@ def run_verify(req: VerifyRequest) -> dict:
     req.validate()
     base = load_baseline(req.baseline) if req.baseline else None
     base_n = int(base["evaluation"]["n"]) if base is not None else None
+    # Open every artifact before reading any row: a bad one stops the run before work is done, and an ImageFolder is read
+    # in the color the files were made for (a device's gray images for an RGB model) unless --color says otherwise.
+    opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
+    color = req.color or (_recorded_color([runner for _, runner, _ in opened]) if _is_image_folder(req.data) else None)
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
                          class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape,
-                         resize=req.resize, normalize=req.normalize)
+                         resize=req.resize, normalize=req.normalize, color=color)
     x, y = rows["x"], rows["y"]
+    if color and not req.color:
+        req.notes.append(f"the images were read as {'RGB' if color == 'RGB' else 'gray'}, the color the artifacts record "
+                         "(--color to choose)")
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
         max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
 
-    # Open every artifact before running any: a bad one stops the run before work is done.
-    opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
     if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured

@@ -68,12 +68,15 @@ class ImageOptions:
     normalize: str = field(default="auto", metadata=flag(
         INPUTS, "ImageFolder: auto (ImageNet mean/std for RGB images of 96 px and more, else none), none (pixels 0..1), "
         "imagenet, or MEAN,..:STD,.. per channel."))
+    color: str = field(default="auto", metadata=flag(
+        INPUTS, "ImageFolder: auto (gray when every image is gray, else RGB), rgb or gray: every image read so (a device's "
+        "gray images for an RGB model). verify's auto takes the artifact's recorded color."))
 
     def load_args(self) -> dict:
         """The keywords of toolchain.data.load_data these flags set."""
-        from toolchain.data.options import parse_normalize
+        from toolchain.data.options import parse_color, parse_normalize
 
-        return {"resize": self.resize, "normalize": parse_normalize(self.normalize)}
+        return {"resize": self.resize, "normalize": parse_normalize(self.normalize), "color": parse_color(self.color)}
 
 
 @dataclass

@@ -61,6 +61,7 @@ def load_data(
     input_shape: tuple[int, ...] | None = None,
     resize: int | None = None,
     normalize: str | tuple | None = None,
+    color: str | None = None,
 ) -> Dataset:
     """Load the dataset named by ``spec`` with train/val/test splits.
 
@@ -82,9 +83,10 @@ def load_data(
     ``input_shape`` gives flat rows the shape of one sample for the model (--input-shape).
 
     ``resize`` (the shorter side, center-cropped to ``image_size``) and ``normalize`` ("auto", "none",
-    "imagenet" or (mean, std) per channel) apply to ImageFolder only (`sources.image_folder`).
+    "imagenet" or (mean, std) per channel) and ``color`` (None: as the images are; "RGB" or "L": every image read so)
+    apply to ImageFolder only (`sources.image_folder`).
     """
-    images = (resize, normalize)
+    images = (resize, normalize, color)
     dataset = _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images)
     if input_shape is None:
         return dataset
@@ -108,7 +110,7 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
         )
     path = user_path(spec)
     if not path.is_dir() or find_idx_files(path):
-        for flag, value in zip(("--image-size", "--resize", "--normalize"), (image_size, *images)):
+        for flag, value in zip(("--image-size", "--resize", "--normalize", "--color"), (image_size, *images)):
             if value not in (None, "auto"):
                 raise UserError(f"{flag} only applies to an ImageFolder folder, not to --data '{spec}': drop it")
     if spec == "digits":

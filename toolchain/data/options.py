@@ -51,6 +51,19 @@ def reshaped(x, shape: tuple[int, ...] | None, where: str):
     return x.reshape(len(x), *shape)
 
 
+COLORS = {"rgb": "RGB", "gray": "L", "grey": "L"}
+
+
+def parse_color(text: str | None) -> str | None:
+    """``--color``: auto (None: gray when every image is gray, else RGB), rgb or gray -> None / "RGB" / "L"."""
+    word = "auto" if text is None else str(text).strip().lower()
+    if word == "auto":
+        return None
+    if word not in COLORS:
+        raise UserError(f"--color '{text}' is not auto, rgb or gray")
+    return COLORS[word]
+
+
 def parse_normalize(text: str | None):
     """``--normalize``: auto, none, imagenet, or MEAN[,MEAN..]:STD[,STD..] (per channel, of pixels scaled to 0..1)
     -> "auto" / "none" / "imagenet" / (means, stds)."""

@@ -61,6 +61,7 @@ class ExportRequest:
     input_shape: tuple[int, ...] | None = None  # --input-shape: flat rows as samples of this shape
     resize: int | None = None  # ImageFolder: the shorter side, center-cropped to image_size
     normalize: str | tuple | None = None  # ImageFolder: auto, none, imagenet or (means, stds)
+    color: str | None = None  # ImageFolder: None (as the images are), "RGB" or "L"
     val: str | None = None  # --val / --test: held-out rows the user chose, in place of --data's splits (then trained on)
     test: str | None = None
 
@@ -92,7 +93,7 @@ def _inputs(request: ExportRequest, settings, log):
 
     dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.seed, label_column=request.label_column,
                                    class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
-                                   resize=request.resize, normalize=request.normalize)
+                                   resize=request.resize, normalize=request.normalize, color=request.color)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)
     if loaded.kind == "torchscript":

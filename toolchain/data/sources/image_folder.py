@@ -39,6 +39,7 @@ def load_image_folder(
     given: list[str] | None = None,
     resize: int | None = None,
     normalize: str | tuple | None = "auto",
+    color: str | None = None,
 ) -> Dataset:
     """Class sub-folders of PNG/JPEG images -> (N, C, H, W) float32 inputs, decoded when read.
 
@@ -95,12 +96,14 @@ def load_image_folder(
         steps, size_hw = {}, first
         size_note = f"all {first[0]}x{first[1]}, not resized"
     is_gray = [m in ("L", "LA", "1") for m in modes]  # gray with alpha (a transparent PNG) is gray: the alpha is dropped
-    gray = all(is_gray)
-    color = [f for f, g in zip(files, is_gray) if not g]
+    gray = all(is_gray) if color is None else color == "L"
+    in_color = [f for f, g in zip(files, is_gray) if not g]
     mixed_note = ""
-    if color and any(is_gray):
-        some = f"{len(color):,} of {len(files):,} images"
-        example = f"such as '{one_line(str(color[0].relative_to(folder)))[:120]}'"
+    if color is not None:  # asked for: every image read so, whatever it holds
+        mixed_note = f" (every image read as {'gray' if gray else 'RGB'}, as asked)"
+    elif in_color and any(is_gray):
+        some = f"{len(in_color):,} of {len(files):,} images"
+        example = f"such as '{one_line(str(in_color[0].relative_to(folder)))[:120]}'"
         mixed_note = f" ({some} in color, {example}; the gray ones read as RGB too)"
         COLOR_AMONG_GRAY.append(f"{some} in {where} in color, {example}")
     converted = _converted_note(files, modes, folder)
