@@ -689,6 +689,34 @@ def test_a_link_that_appears_in_the_run_directory_while_compress_runs_is_replace
     assert not (out / name).is_symlink() and (out / name).read_text().strip()[:1] in "{<"
 
 
+def test_a_folder_link_that_appears_in_the_run_directory_while_compress_runs_takes_no_file_out(trained_digits, tmp_path, capsys,
+                                                                                             monkeypatch):
+    """rounds/ made a link to the input model's folder once the run directory existed: round_1.pt was published there,
+    over an input named round_1.pt. Now a file bound for the run directory is never published outside it."""
+    import shutil
+
+    from toolchain.rundir import RunDir
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    model = inputs / "round_1.pt"
+    shutil.copy(trained_digits[0], model)
+    before = model.read_bytes()
+    out = tmp_path / "run"
+    hold = RunDir.hold
+
+    def hold_then_plant(self):
+        held = hold(self)
+        (out / "rounds").symlink_to(inputs, target_is_directory=True)
+        return held
+
+    monkeypatch.setattr(RunDir, "hold", hold_then_plant)
+    code, _, err = run_cli(["compress", model, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence",
+                            "0.5", "--max-accuracy-drop", "1", "--skip-export", "--out", out], capsys)
+    _one_line_error(code, err, "leads outside")
+    assert model.read_bytes() == before and sorted(p.name for p in inputs.iterdir()) == ["round_1.pt"]
+
+
 def test_an_output_the_user_named_is_checked_again_before_it_is_written(trained_digits, tmp_path, capsys, monkeypatch):
     """--json through a link the user made is written through; a link to an input that took its name meanwhile is refused."""
     from toolchain.report import console

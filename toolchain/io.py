@@ -19,10 +19,32 @@ def _umask() -> int:
     return mask
 
 
+_own_folders: list[tuple[Path, Path]] = []  # (as given, made absolute; real): folders cwtool fills with its own files
+
+
+def own_folder(folder: str | Path | None) -> None:
+    """``folder`` (a run directory, checked before the work began) holds only cwtool's files from now on: a file bound for
+    it is never published outside it, through a link to a folder that appeared there meanwhile. None: no more."""
+    _own_folders.clear()
+    if folder is not None:
+        _own_folders.append((Path(os.path.abspath(folder)), Path(os.path.realpath(folder))))
+
+
+def _check_stays_inside(path: Path) -> None:
+    place = Path(os.path.abspath(path))
+    for given, real in _own_folders:
+        if given in place.parents:
+            lands = Path(os.path.realpath(place.parent))
+            if lands != real and real not in lands.parents:
+                raise UserError(f"'{place.parent}' leads outside '{given}' to '{lands}' (a symbolic link that appeared while cwtool "
+                                "ran): nothing was written there; remove the link, then --resume")
+
+
 def publish(tmp: str | Path, path: str | Path) -> None:
     """Move a finished temporary file into place with the usual permissions (mkstemp's are 0600); not after a stop that
-    code swallowed (interrupts.raise_if_stopped)."""
+    code swallowed (interrupts.raise_if_stopped), nor out of the folder it was bound for (own_folder)."""
     interrupts.raise_if_stopped()
+    _check_stays_inside(Path(path))
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
 
@@ -287,6 +309,7 @@ def staged_path(path: str | Path, follow_link: bool = False):
     is replaced, the link stays), for an output the user named (write_named_output). A device or pipe
     is refused."""
     path = Path(path)
+    _check_stays_inside(path)  # before a temporary is made where the link leads
     link = path.is_symlink()
     if link and follow_link:
         path, link = path.resolve(), False

@@ -16,7 +16,8 @@ from toolchain import __version__, distributed, interrupts
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError, describe, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
-from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, check_own_files, input_paths, sweep_temporaries
+from toolchain.io import (atomic_write_json, atomic_write_text, check_output_dir, check_own_files, input_paths, own_folder,
+                          sweep_temporaries)
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.rundir import RunDir, as_recorded, differences, package_versions, recorded_versions, version_changes
@@ -192,6 +193,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         held = RunDir(run_dir).hold()  # until this process ends: a second compress on the folder is refused, not interleaved
+        own_folder(run_dir)  # checked for links above: one that appears later never takes a file out of it
         log.attach(RunDir(run_dir).log)
         log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if resuming else ''})")
         if request.resume and not resuming:
@@ -359,6 +361,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     finally:
         interrupts.resumable(None)
         RunDir.release(held)
+        own_folder(None)
 
 
 def _fingerprint(spec: str) -> dict:
