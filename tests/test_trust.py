@@ -841,3 +841,13 @@ def test_a_stop_raised_where_python_swallows_exceptions_is_not_lost():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert swallowed == [True]  # it was delivered, and dropped, inside the callback
+
+
+def test_output_to_a_full_disk_is_the_environments_error_not_a_bug():
+    """stdout on a full disk ended in "internal error: OSError: [Errno 28]", exit 3."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "toolchain", "targets"], stdout=full, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "cwtool: error: cannot write the output (stdout or a file): No space left on device: free some space or write elsewhere"]

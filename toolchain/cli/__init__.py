@@ -275,6 +275,15 @@ def _run(argv: Optional[list[str]]) -> None:
         print(f"cwtool: error: permission denied on {where} ({exc.strerror or 'no access'}): give this user access to it, "
               "or give another path", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise_as_bug(exc)
+        where = f"'{one_line(exc.filename)}'" if exc.filename else "the output (stdout or a file)"  # the environment's, not a bug
+        print(f"cwtool: error: cannot write {where}: {exc.strerror or 'no space left'}: free some space or write elsewhere",
+              file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:  # a bug, not bad input
         raise_as_bug(exc)
     except BaseException as exc:  # not cwtool's (it raises Exceptions, Interrupted, or exits), nor a signal: a model's own
