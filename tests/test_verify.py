@@ -698,6 +698,24 @@ def test_an_artifact_records_its_class_names_and_verify_refuses_data_numbered_ot
     assert "with no FN budget" in out  # nothing held the FN to a budget: said beside "passed"
 
 
+def test_an_artifacts_class_names_never_renumber_the_classes_it_is_judged_on():
+    """A crafted file naming its classes "3", "1", "2", "0", ... made -p 3 gate class 0 on digits: a model missing every 3
+    passed. Names that read as another class's index are not taken."""
+    from types import SimpleNamespace
+
+    from toolchain.verify import recorded_class_names
+
+    def runner(names):
+        return SimpleNamespace(metadata={"class_names": json.dumps(names)})
+
+    swapped = ["3", "1", "2", "0"] + [str(i) for i in range(4, 10)]
+    assert recorded_class_names(runner(swapped), 10) is None
+    assert recorded_class_names(runner([str(i) for i in range(10)]), 10) is None  # placeholders: nothing declared
+    assert recorded_class_names(runner(["cat", "dog"]), 2) == ["cat", "dog"]
+    assert recorded_class_names(runner(["cat", "dog"]), 3) is None  # another width than the file's outputs
+    assert recorded_class_names(runner(["cat", "1"]), 2) == ["cat", "1"]  # a digit at its own index renumbers nothing
+
+
 def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():
     """A compress run with --test folder: a refusal of other rows said the baseline was "the test split of train" (the
     --data folder's name), a split that does not exist."""

@@ -213,6 +213,8 @@ def recorded_class_names(runner, k: int) -> list[str] | None:
             return None
     if not (isinstance(value, list) and len(value) == k and all(isinstance(n, str) and len(n) <= 1000 for n in value)):
         return None
+    if any(n.strip().isdigit() and int(n.strip()) != i for i, n in enumerate(value)):  # "3" naming class 0: -p 3 would
+        return None  # gate another class than the data's 3; a file cannot renumber the classes it is judged on
     return _declared_names(value)
 
 
