@@ -747,10 +747,10 @@ def test_a_gray_folder_meets_an_rgb_model_through_color(tmp_path, capsys):
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", gray, "-p", "1"], capsys)
     assert code == 2 and "(1, 16, 16)" in err, err  # read as it is: gray
     code, out, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", gray, "-p", "1", "--color", "rgb"], capsys)
-    assert code == 0 and "every image read as RGB, as asked" in out + err, out + err
+    assert code == 0 and "every image read as RGB: --color" in out + err, out + err
     code, out, err = run_cli(["verify", tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", gray, "-p", "1", "--split", "all"],
                              capsys)
-    assert code == 0 and "read as RGB, the color the artifacts record" in out + err, out + err
+    assert code == 0 and "every image read as RGB: --color, or the color the artifacts verified were made for" in out + err, out + err
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", "digits", "-p", "1", "--color", "rgb"], capsys)
     assert code == 2 and "--color only applies to an ImageFolder" in err, err
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", gray, "-p", "1", "--color", "purple"], capsys)

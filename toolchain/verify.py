@@ -275,21 +275,26 @@ def run_verify(req: VerifyRequest) -> dict:
     req.validate()
     base = load_baseline(req.baseline) if req.baseline else None
     base_n = int(base["evaluation"]["n"]) if base is not None else None
-    # Open every artifact before reading any row: a bad one stops the run before work is done, and an ImageFolder is read
-    # in the color the files were made for (a device's gray images for an RGB model) unless --color says otherwise.
-    opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
-    color = req.color or (_recorded_color([runner for _, runner, _ in opened]) if _is_image_folder(req.data) else None)
+    # Rows first (bad data is named before the artifacts are opened), except that an ImageFolder is read in the color the
+    # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
+    opened, color = None, req.color
+    if color is None and _is_image_folder(req.data):
+        try:
+            opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
+        except UserError:  # named below, after the data's own problems, as for any data
+            opened = None
+        color = _recorded_color([runner for _, runner, _ in opened]) if opened else None
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
                          class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape,
                          resize=req.resize, normalize=req.normalize, color=color)
     x, y = rows["x"], rows["y"]
-    if color and not req.color:
-        req.notes.append(f"the images were read as {'RGB' if color == 'RGB' else 'gray'}, the color the artifacts record "
-                         "(--color to choose)")
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
         max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
 
+    # Open every artifact before running any: a bad one stops the run before work is done.
+    if opened is None:
+        opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
     if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured

@@ -99,8 +99,9 @@ def load_image_folder(
     gray = all(is_gray) if color is None else color == "L"
     in_color = [f for f, g in zip(files, is_gray) if not g]
     mixed_note = ""
-    if color is not None:  # asked for: every image read so, whatever it holds
-        mixed_note = f" (every image read as {'gray' if gray else 'RGB'}, as asked)"
+    if color is not None and gray != all(is_gray):  # asked for: every image read so, whatever it holds
+        mixed_note = (f" (every image read as {'gray' if gray else 'RGB'}: --color, or the color the artifacts verified "
+                      "were made for)")
     elif in_color and any(is_gray):
         some = f"{len(in_color):,} of {len(files):,} images"
         example = f"such as '{one_line(str(in_color[0].relative_to(folder)))[:120]}'"
