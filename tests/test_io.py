@@ -73,11 +73,12 @@ def test_a_folder_that_cannot_be_looked_into_is_the_users_error(tmp_path, monkey
 
 
 def test_a_link_the_user_named_is_written_through_any_other_is_replaced(tmp_path):
-    from toolchain.io import write_named_output
+    from toolchain.io import check_output_file, write_named_output
 
     target = tmp_path / "real.json"
     target.write_text("old")
     (tmp_path / "link.json").symlink_to(target)
+    check_output_file(tmp_path / "link.json", "--json")  # the command's check before its work: the user's link
     write_named_output(tmp_path / "link.json", "{}\n", "--json")
     assert (tmp_path / "link.json").is_symlink() and target.read_text() == "{}\n"
     target.write_text("old")
@@ -101,3 +102,37 @@ def test_link_loops_and_links_the_loaders_never_read_leave_the_output_check_alon
     inputs = input_paths(str(data))
     check_output_file(tmp_path / "out.json", "--json", inputs=inputs)
     check_output_dir(tmp_path / "run", "--out", inputs=inputs)
+
+
+def test_the_run_log_never_appends_through_a_link_that_took_its_name(tmp_path):
+    """compress.log was opened by name for every line: a link swapped in while the run went on appended the log to the
+    input model it pointed at."""
+    from rich.console import Console
+
+    from toolchain.report.consoles import RunLog
+
+    victim = tmp_path / "model.pt"
+    victim.write_bytes(b"weights")
+    console = Console(file=open(os.devnull, "w"), record=True)
+    log = RunLog(console)
+    log.attach(tmp_path / "compress.log")
+    log.record("round 1")
+    (tmp_path / "link").symlink_to(victim)
+    os.replace(tmp_path / "link", tmp_path / "compress.log")
+    log.record("round 2")
+    log.record("round 3")
+    assert victim.read_bytes() == b"weights"
+    assert "became a symbolic link" in console.export_text()
+
+
+def test_a_link_that_took_a_named_outputs_name_while_the_command_ran_is_replaced(tmp_path):
+    """--json named a path that did not exist at the start; a link planted there meanwhile took the JSON onto its target."""
+    from toolchain.io import check_output_file, write_named_output
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out.json"
+    check_output_file(out, "--json")
+    out.symlink_to(victim)
+    write_named_output(out, "{}\n", "--json")
+    assert victim.read_text() == "precious" and not out.is_symlink() and out.read_text() == "{}\n"

@@ -233,6 +233,9 @@ def _printable_name(path: Path, flag: str) -> None:
         raise UserError(f"{flag} '{one_line(path)}' has a line break or a control character in its name ({char}): give another name")
 
 
+_links_at_start: dict[str, str] = {}  # an output the user named that was a link when it was checked: where it led
+
+
 def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     """Refuse, before any work starts, an output file that could not be written, that is not a
     plain file (replacing /dev/null or a pipe with a regular file would be a disaster), or that
@@ -240,6 +243,8 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     if path is None:
         return
     path = Path(path)
+    if os.path.islink(path):
+        _links_at_start[os.path.abspath(path)] = os.path.realpath(path)
     _printable_name(path, flag)
     kind = _kind(path)
     if kind == "folder":
@@ -367,10 +372,14 @@ def atomic_write_json(path: str | Path, obj) -> Path:
 
 
 def write_named_output(path: str | Path, text: str, flag: str, inputs=()) -> Path:
-    """Write an output the user named (``--json``, ``--markdown``, ``--junit``), through a link they made there: checked
-    against the command's inputs again just before, since a link may have taken the name while the command ran."""
+    """Write an output the user named (``--json``, ``--markdown``, ``--junit``), through a link they made there before the
+    command began (a link that took the name while it ran is replaced, not followed); checked against the command's
+    inputs again just before."""
+    place = os.path.abspath(path)
+    theirs = os.path.islink(path) and _links_at_start.get(place) == os.path.realpath(path)  # since the start, unchanged
+    _links_at_start.pop(place, None)
     check_output_file(path, flag, inputs)
-    return atomic_write_bytes(path, text.encode("utf-8"), follow_link=True)
+    return atomic_write_bytes(path, text.encode("utf-8"), follow_link=theirs)
 
 
 def json_text(obj) -> str:

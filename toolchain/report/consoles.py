@@ -87,10 +87,14 @@ class RunLog:
         if self.path is None or not text:
             return
         stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.monotonic() - self._started:7.1f}s"
-        try:
-            with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as log:  # a file name that is not UTF-8
+        try:  # never through a link that took the log's name while the run went on (it could lead to an input)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            with open(fd, "a", encoding="utf-8", errors="backslashreplace") as log:  # a file name that is not UTF-8
                 log.write("\n".join(f"{stamp} {printable(line)}" for line in text.splitlines()) + "\n")
         except OSError:  # a full disk or a removed folder must not stop the run: the console still has the line
+            if os.path.islink(self.path):
+                self.console.print(f"warning: {printable(str(self.path))} became a symbolic link while the run went on: no more "
+                                   "lines are written to it", markup=False)
             self.path = None
 
 
