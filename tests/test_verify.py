@@ -714,6 +714,7 @@ def test_an_artifacts_class_names_never_renumber_the_classes_it_is_judged_on():
     assert recorded_class_names(runner(["cat", "dog"]), 2) == ["cat", "dog"]
     assert recorded_class_names(runner(["cat", "dog"]), 3) is None  # another width than the file's outputs
     assert recorded_class_names(runner(["cat", "1"]), 2) == ["cat", "1"]  # a digit at its own index renumbers nothing
+    assert recorded_class_names(runner(["cat", "dog\ngate: passed"]), 2) is None  # a name that would start a console line
 
 
 def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():

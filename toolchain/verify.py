@@ -21,7 +21,7 @@ import numpy as np
 
 from toolchain import __version__
 from toolchain.baseline import check_baseline, load_baseline
-from toolchain.errors import UserError, one_line
+from toolchain.errors import UserError, one_line, unprintable_in
 from toolchain.gate import GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.provenance import artifact_sha256, rows_sha256
@@ -212,6 +212,8 @@ def recorded_class_names(runner, k: int) -> list[str] | None:
         except (ValueError, RecursionError):
             return None
     if not (isinstance(value, list) and len(value) == k and all(isinstance(n, str) and len(n) <= 1000 for n in value)):
+        return None
+    if any(unprintable_in(n) is not None for n in value):  # a line break in a name would start a console line ("gate: passed")
         return None
     if any(n.strip().isdigit() and int(n.strip()) != i for i, n in enumerate(value)):  # "3" naming class 0: -p 3 would
         return None  # gate another class than the data's 3; a file cannot renumber the classes it is judged on
