@@ -49,17 +49,23 @@ def test_two_processes_make_the_same_tickets_and_one_report(trained_digits, tmp_
     assert manifest["processes_by_session"] == [2, 2, 1]
 
 
-@pytest.mark.parametrize("rank, stop, says", [("0", "SIGTERM", True), ("1", "SIGTERM", False),
-                                               ("1", "the loss of another torchrun process", True)])
-def test_under_torchrun_a_stop_is_said_once_by_process_0_and_a_lost_peer_by_each(rank, stop, says):
-    """torchrun forwards a SIGTERM to every process, and each printed the stop line: two lines for one stop."""
+@pytest.mark.parametrize("rank, group, stop, says", [("0", True, "SIGTERM", True), ("1", True, "SIGTERM", False),
+                                                      ("1", True, "the loss of another torchrun process", True),
+                                                      ("1", False, "SIGTERM", True)])
+def test_under_torchrun_a_stop_is_said_once_by_process_0_and_a_lost_peer_by_each(rank, group, stop, says):
+    """torchrun forwards a SIGTERM to every process, and each printed the stop line: two lines for one stop. A process
+    that only inherited RANK and WORLD_SIZE (a pod, a script that shells out to cwtool) is not under torchrun: it says its
+    stop."""
     import textwrap
 
     script = textwrap.dedent(f"""
         import toolchain.cli as cli
+        from toolchain import distributed
         from toolchain.errors import Interrupted
 
         def stopped(argv):
+            if {group!r}:  # the process group torchrun's processes join
+                distributed._group = distributed.Group({int(rank)}, 2, {int(rank)}, "gloo")
             raise Interrupted({stop!r})
 
         cli._main = stopped

@@ -125,12 +125,10 @@ def _interrupted_line(signal_name: str, run_dir) -> str:
 
 def _say_interrupted(signal_name: str, run_dir) -> None:
     """The one line of a stop; the watcher's grace path (an exit that then hangs) says nothing more."""
-    import os
+    from toolchain import distributed, interrupts
 
-    from toolchain import interrupts
-
-    if signal_name in ("SIGINT", "SIGTERM") and os.environ.get("RANK", "0") not in ("", "0") \
-            and os.environ.get("WORLD_SIZE", "1") != "1":
+    group = distributed.current()
+    if signal_name in ("SIGINT", "SIGTERM") and group is not None and group.rank != 0:
         return  # torchrun stops every process: process 0 says so, once (as it says a bad input); a lost peer is said by each
     if interrupts.claim_the_line():
         print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
