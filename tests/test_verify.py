@@ -730,3 +730,13 @@ def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():
     shown = describe_rows({"x": np.zeros((2, 1), np.float32), "y": np.array([0, 1]), "split": "test", "name": "f", "seed": 0,
                            "of_rows": 10}, "ab" * 32)
     assert "2 of its 10 rows (--split all: every row)" in shown
+
+
+def test_class_names_in_another_unicode_form_are_the_same_names():
+    """A folder copied by macOS names "café" in NFD: verify refused the same class order with two lists that print alike."""
+    from toolchain.errors import UserError
+    from toolchain.verify import _class_order_differs
+
+    _class_order_differs("m.onnx", ["caf\u00e9", "tea"], ["cafe\u0301", "tea"])  # no refusal
+    with pytest.raises(UserError, match="was made for classes numbered"):
+        _class_order_differs("m.onnx", ["tea", "caf\u00e9"], ["cafe\u0301", "tea"])

@@ -221,7 +221,12 @@ def recorded_class_names(runner, k: int) -> list[str] | None:
 
 
 def _class_order_differs(path: str, recorded: list[str] | None, declared: list[str] | None) -> None:
-    if recorded and declared and recorded != declared:
+    import unicodedata
+
+    def same_text(names):  # a folder copied by macOS names "café" in another Unicode form: the same name
+        return [unicodedata.normalize("NFC", n) for n in names]
+
+    if recorded and declared and same_text(recorded) != same_text(declared):
         def order(names):
             return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(names[:12]))
 

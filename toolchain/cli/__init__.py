@@ -147,6 +147,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             pass
     watcher = Watcher(_interrupted_line)
     _state["watcher"] = watcher
+    _state["ended"] = False
     previous = _catch_signals(lambda signum, frame: watcher.deliver(signum))
     try:
         with watcher:
@@ -160,6 +161,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             _say_interrupted(exc.signal_name, exc.run_dir)
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     finally:  # in-process callers (tests, notebooks) get their own handlers back
+        _state["ended"] = True  # a stop from here on finds the command's work done (entry's handlers say so)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -171,19 +173,22 @@ def entry() -> None:
     import os
     import signal
 
+    signal_names = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+    def outside(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
+        name = signal_names[signum]
+        line = (f"cwtool: {name} arrived as the command finished: what it wrote is complete" if _state.get("ended") else
+                f"cwtool: interrupted by {name}; temporary files removed")  # before main took the signals: nothing written
+        os.write(2, line.encode() + b"\n")
+        os._exit(130 if signum == signal.SIGINT else 143)
+
+    for sig in signal_names:  # before main: the handlers main puts back when it ends are these, with no gap between
+        signal.signal(sig, outside)
     try:
         main()
         code = 0
     except SystemExit as exc:
         code = exc.code
-    signal_names = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
-
-    def finished(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
-        os.write(2, f"cwtool: {signal_names[signum]} arrived as the command finished: what it wrote is complete\n".encode())
-        os._exit(130 if signum == signal.SIGINT else 143)
-
-    for sig in signal_names:
-        signal.signal(sig, finished)
     if code is not None and not isinstance(code, int):  # sys.exit("message"), as Python prints it
         print(code, file=sys.stderr)
         code = 1
