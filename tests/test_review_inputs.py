@@ -1054,6 +1054,8 @@ def test_what_counts_as_detecting_nothing():
     assert "never answer" in detection_problem(np.stack([np.zeros(5000), score - 9.0], 1), binary, [1], ["no", "yes"])
     # answered for every row (a reviewer's wrong --normalize): ranked well, but no miss to keep from growing
     assert "for every row" in detection_problem(np.stack([np.zeros(5000), score + 9.0], 1), binary, [1], ["no", "yes"])
+    few_others = np.array([1] * 30 + [0] * 2)  # 2 rows of the other class are too few to call "every row" a fault
+    assert detection_problem(np.stack([np.zeros(32), np.linspace(9, 1, 32)], 1), few_others, [1], ["no", "yes"]) is None
 
 
 def test_json_nested_too_deep_in_a_file_or_an_option_is_bad_input(capsys):

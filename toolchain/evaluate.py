@@ -187,7 +187,7 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
                     f"class with AUC {auc:.3f}): cwtool keeps a model's decisions, and 'no more missed' than all of them "
                     f"promises nothing; bake the threshold you use into its last layer's bias for that class, then compress.{suspect}")
         others = ~positives
-        if np.all(predicted[others] == k):
+        if int(others.sum()) >= MIN_POSITIVES and np.all(predicted[others] == k):  # (a handful of others tells nothing)
             return (f"the model's own decisions answer {name} for every row in {where}, the {int(others.sum()):,} of other classes "
                     "too: 'no more missed' than none promises nothing; check that its inputs are preprocessed as in its training "
                     "(--normalize, pixel scaling) and that the labels are numbered alike (--class-names)")
