@@ -426,16 +426,13 @@ def test_a_swallowed_stop_the_main_thread_took_first_still_ends_the_command_afte
     assert "ran to its end" not in proc.stdout and not staged.exists()
 
 
-def test_nothing_is_published_after_a_stop_that_code_swallowed(tmp_path):
-    """A SIGTERM early in the int8 TFLite conversion was swallowed there: compress went on to write the file, time all
-    four and write the reports, then said the stop "arrived as the command finished". The stop now ends the command at
-    the next file it would publish, and that file is not written."""
-    out = tmp_path / "after.json"
-    script = textwrap.dedent(f"""
+def _swallowing_a_sigterm(then: str) -> str:
+    """A script whose command swallows the Interrupted of its own SIGTERM (as a converter's tracing does), then runs
+    the lines ``then``."""
+    return textwrap.dedent("""
         import os, signal, sys
         import toolchain.cli as cli
         from toolchain.errors import Interrupted
-        from toolchain.io import atomic_write_text
 
         def swallowing(argv):
             try:
@@ -444,13 +441,22 @@ def test_nothing_is_published_after_a_stop_that_code_swallowed(tmp_path):
                     pass
             except Interrupted:
                 pass
-            atomic_write_text({str(out)!r}, "written after the stop")
-            print("ran to its end")
-            sys.exit(0)
-
+    """) + textwrap.indent(textwrap.dedent(then).strip("\n"), "    ") + "\n" + textwrap.dedent("""
         cli._main = swallowing
         cli.main([])
     """)
+
+
+def test_nothing_is_published_after_a_stop_that_code_swallowed(tmp_path):
+    """A SIGTERM early in the int8 TFLite conversion was swallowed there: compress went on to write the file, time all
+    four and write the reports, then said the stop "arrived as the command finished". The stop now ends the command at
+    the next file it would publish, and that file is not written."""
+    out = tmp_path / "after.json"
+    script = _swallowing_a_sigterm(f"""
+            from toolchain.io import atomic_write_text
+            atomic_write_text({str(out)!r}, "written after the stop")
+            print("ran to its end")
+            sys.exit(0)""")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 143, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], proc.stderr
@@ -462,24 +468,9 @@ def test_a_stop_that_code_swallowed_is_told_at_the_end_as_whether_the_output_is_
     """A converter's tracing swallows the Interrupted a SIGTERM raised and the command runs to its end: the caller
     still hears of the stop (exit 143), and the line says the output is complete rather than "temporary files
     removed" beside a finished export; a command that ended in an error says the usual line."""
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        import toolchain.cli as cli
-        from toolchain.errors import Interrupted
-
-        def swallowing(argv):
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                for _ in range(10**6):
-                    pass
-            except Interrupted:
-                pass
+    script = _swallowing_a_sigterm(f"""
             print("written: out")
-            sys.exit({ends_with})
-
-        cli._main = swallowing
-        cli.main([])
-    """)
+            sys.exit({ends_with})""")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 143, proc.stderr
     lines = proc.stderr.strip().splitlines()
