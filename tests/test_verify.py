@@ -696,6 +696,10 @@ def test_an_artifact_records_its_class_names_and_verify_refuses_data_numbered_ot
     code, out, err = cli([artifact, "--data", tmp_path / "unnamed.npz", "-p", "melanoma", "--split", "all"], capsys)
     assert code == 0 and "melanoma" in out, out + err
     assert "with no FN budget" in out  # nothing held the FN to a budget: said beside "passed"
+    code, _, err = cli([artifact, "--data", tmp_path / "unnamed.npz", "-p", "melanoma", "--split", "all", "--junit",
+                        tmp_path / "v.xml", "--markdown", tmp_path / "v.md", "-q"], capsys)
+    assert code == 0 and "no FN budget given" in (tmp_path / "v.xml").read_text(), err
+    assert "PASSED (no FN budget given" in (tmp_path / "v.md").read_text()
 
 
 def test_an_artifacts_class_names_never_renumber_the_classes_it_is_judged_on():
