@@ -307,7 +307,7 @@ class LotteryPruner:
         """``ticket`` after final_epochs more of the loss at half the peak lr, from the Lagrange ``multipliers``
         given (or as an interrupted run left it)."""
         cfg = self.config
-        tuned = self.files.read(lambda: self._load_final(ticket))
+        tuned = self.files.read(lambda: self._load_final(ticket), final_round=ticket.round)
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
             self.multipliers = dict(multipliers)

@@ -78,19 +78,21 @@ class RoundFiles:
 
     # --- reading back (--resume) -----------------------------------------------------------------------------
 
-    def read(self, load):
-        """``load()``, a damaged file turned into bad input that names the run directory."""
+    def read(self, load, final_round: int | None = None):
+        """``load()``, a damaged file turned into bad input that names the run directory (``final_round``: the files of
+        that round's final fine-tuning are what is read, and removing them alone redoes it)."""
+        fix = ("remove its rounds/ folder to start the pruning over, or use another --out" if final_round is None else
+               f"remove rounds/final_{final_round}.pt and rounds/final_{final_round}.json to redo the final fine-tuning, or use "
+               "another --out")
         try:
             return load()
         except UserError:
             raise
         except (MemoryError, OSError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise UserError(f"'{self.run_dir.root}' holds a damaged round ({describe(exc, 120)}): "
-                            "remove its rounds/ folder to start the pruning over, or use another --out") from exc
+            raise UserError(f"'{self.run_dir.root}' holds a damaged round ({describe(exc, 120)}): {fix}") from exc
         except Exception as exc:  # the unpickler's own errors
             if type(exc).__module__.startswith(("pickle", "_pickle", "torch")):
-                raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}): remove its rounds/ folder "
-                                "to start the pruning over, or use another --out") from exc
+                raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}): {fix}") from exc
             raise
 
     def done_rounds(self) -> list[int]:
