@@ -1183,3 +1183,14 @@ def test_a_model_whose_probe_runs_out_of_memory_is_told_so(monkeypatch):
     monkeypatch.setattr(limits, "available_memory", lambda: (1 << 30, "test limit"))
     with pytest.raises(UserError, match=r"a 100,000 x 100,000 confusion matrix .*one output per class"):
         check_output_width(100_000, np.array([0, 99_999] * 21), None, "the model")
+
+
+def test_an_image_size_the_models_layers_do_not_take_names_the_size_flags():
+    """A Linear layer sized for 64 px met 32 px images: the hint named --data, --arch and --arch-kwargs, not --image-size."""
+    from toolchain.errors import UserError
+    from toolchain.evaluate import probe_outputs
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 64 * 64, 2))
+    with pytest.raises(UserError, match=r"--image-size, --resize"):
+        probe_outputs(model, (3, 32, 32))
+    assert probe_outputs(model, (3, 64, 64)) == 2

@@ -82,6 +82,8 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
             f"({describe(exc, 160)}): check --data, --arch and --arch-kwargs"
             + ("; flat rows for an image model take --input-shape C,H,W" if len(sample_shape) == 1 else "")
             + (channels_hint(tuple(sample_shape)) if "channels" in str(exc) else "")
+            + ("; an image model whose layers fix the size takes the size it was trained at (--image-size, --resize)"
+               if len(sample_shape) == 3 and "channels" not in str(exc) else "")
         ) from exc
     if not isinstance(out, torch.Tensor):  # (logits, features), auxiliary heads, a dict of outputs
         raise UserError(f"the model returns a {type(out).__name__}, not one tensor; cwtool needs a forward that returns (batch, classes) "
