@@ -1194,3 +1194,12 @@ def test_an_image_size_the_models_layers_do_not_take_names_the_size_flags():
     with pytest.raises(UserError, match=r"--image-size, --resize"):
         probe_outputs(model, (3, 32, 32))
     assert probe_outputs(model, (3, 64, 64)) == 2
+
+
+def test_a_protected_class_named_in_another_case_is_suggested():
+    from toolchain.errors import UserError
+    from toolchain.evaluate import resolve_protected
+
+    with pytest.raises(UserError, match=r"did you mean 'melanoma'\?"):
+        resolve_protected(["Melanoma"], ["benign", "melanoma", "nevus"], 3)
+    assert resolve_protected(["melanoma"], ["benign", "melanoma", "nevus"], 3) == [1]

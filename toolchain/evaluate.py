@@ -8,7 +8,7 @@ import numpy as np
 
 from toolchain.data import Dataset
 from toolchain.data.images import channels_hint
-from toolchain.errors import UserError, describe
+from toolchain.errors import UserError, describe, one_line
 
 
 def resolve_protected(values, class_names: list[str], num_classes: int, outputs: str = "the model's outputs") -> list[int]:
@@ -25,7 +25,10 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
         elif text.lstrip("-").isdigit():
             k = int(text)
         else:
-            raise UserError(f"--protect-class '{text}' is neither a class index nor one of the class names ({', '.join(class_names[:12])})")
+            alike = [n for n in class_names if n.casefold() == text.casefold()]  # not taken: a class name is exact
+            hint = f": did you mean '{one_line(alike[0])[:60]}'?" if alike else ""
+            raise UserError(f"--protect-class '{one_line(text)[:60]}' is neither a class index nor one of the class names "
+                            f"({', '.join(one_line(n)[:60] for n in class_names[:12])}){hint}")
         if not 0 <= k < num_classes:
             raise UserError(f"--protect-class {k} is outside {outputs} (classes 0..{num_classes - 1})")
         if k not in resolved:
