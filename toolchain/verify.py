@@ -181,15 +181,22 @@ def _passes_with(gate: dict, fn_budget: int) -> bool:
     return all(c.get("passed") or (c.get("over_budget") and c.get("fn_change", fn_budget + 1) <= fn_budget) for c in checks)
 
 
+def _recorded(runner, key: str):
+    """The value an artifact records under ``key`` (ONNX metadata_props hold JSON text, a TFLite sidecar the value), or
+    None: an edited file's text that is not JSON, or nested too deep to read, records nothing."""
+    value = (getattr(runner, "metadata", None) or {}).get(key)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            return None
+    return value
+
+
 def preprocessing_mismatch(runner, rows: dict) -> str | None:
     """A note when the artifact records (ONNX metadata_props or TFLite sidecar, written by compress and export)
     preprocessing other than the rows of --data got: the file was made for inputs prepared another way."""
-    recorded = (getattr(runner, "metadata", None) or {}).get("preprocessing")
-    if isinstance(recorded, str):
-        try:
-            recorded = json.loads(recorded)
-        except (ValueError, RecursionError):  # an edited file's text: not JSON, or nested too deep to read
-            return None
+    recorded = _recorded(runner, "preprocessing")
     here = rows.get("preprocessing")
     if not isinstance(recorded, dict) or not isinstance(here, dict):
         return None
@@ -205,12 +212,7 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
 def recorded_class_names(runner, k: int) -> list[str] | None:
     """The class names an artifact records (compress and export write them), when they are k names declared by its data
     (not placeholders); an edited file's other values are ignored."""
-    value = (getattr(runner, "metadata", None) or {}).get("class_names")
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            return None
+    value = _recorded(runner, "class_names")
     if not (isinstance(value, list) and len(value) == k and all(isinstance(n, str) and len(n) <= 1000 for n in value)):
         return None
     if any(unprintable_in(n) is not None for n in value):  # a line break in a name would start a console line ("gate: passed")
@@ -237,23 +239,9 @@ def _class_order_differs(path: str, recorded: list[str] | None, declared: list[s
 
 def _recorded_color(runners) -> str | None:
     """The color ("L" or "RGB") every artifact's recorded preprocessing names, or None (none recorded, or they differ)."""
-    colors = set()
-    for runner in runners:
-        recorded = (getattr(runner, "metadata", None) or {}).get("preprocessing")
-        if isinstance(recorded, str):
-            try:
-                recorded = json.loads(recorded)
-            except (ValueError, RecursionError):
-                recorded = None
-        colors.add(recorded.get("color") if isinstance(recorded, dict) else None)
+    recorded = [_recorded(runner, "preprocessing") for runner in runners]
+    colors = {r.get("color") if isinstance(r, dict) else None for r in recorded}
     return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
-
-
-def _is_image_folder(data: str) -> bool:
-    from toolchain.data.sources.idx_folder import find_idx_files
-
-    path = Path(str(data))
-    return path.is_dir() and not find_idx_files(path)
 
 
 def _declared_names(names: list[str] | None) -> list[str] | None:
@@ -276,6 +264,7 @@ def _open(path: str, threads: int):
 
 def run_verify(req: VerifyRequest) -> dict:
     """Evaluate every artifact, gate it, and return the verify result (JSON-ready)."""
+    from toolchain.data.loaders import is_image_folder
     from toolchain.evaluate import check_labels, check_output_width, resolve_protected
     from toolchain.runtimes.base import cpu_lacks_vnni
 
@@ -285,7 +274,7 @@ def run_verify(req: VerifyRequest) -> dict:
     # Rows first (bad data is named before the artifacts are opened), except that an ImageFolder is read in the color the
     # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
     opened, color = None, req.color
-    if color is None and _is_image_folder(req.data):
+    if color is None and is_image_folder(req.data):
         try:
             opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
         except UserError:  # named below, after the data's own problems, as for any data

@@ -98,6 +98,12 @@ def load_data(
     return replace(dataset, **splits, preprocessing=replace(dataset.preprocessing, note=note, layout=layout))
 
 
+def is_image_folder(spec) -> bool:
+    """Whether --data ``spec`` is read as an ImageFolder (a folder, not of idx files): what the image flags apply to."""
+    path = user_path(str(spec).strip())
+    return path.is_dir() and not find_idx_files(path)
+
+
 def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images) -> Dataset:
     spec = str(spec).strip()
     _check_fractions(val_fraction, test_fraction)
@@ -109,7 +115,7 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
             f"--label-column only applies to a .csv file, not to --data '{spec}': drop it"
         )
     path = user_path(spec)
-    if not path.is_dir() or find_idx_files(path):
+    if not is_image_folder(path):
         for flag, value in zip(("--image-size", "--resize", "--normalize", "--color"), (image_size, *images)):
             if value not in (None, "auto"):
                 raise UserError(f"{flag} only applies to an ImageFolder folder, not to --data '{spec}': drop it")
