@@ -43,14 +43,13 @@ def row_fingerprints(x, y: np.ndarray) -> np.ndarray:
 def file_fingerprints(files: list[str], y: np.ndarray) -> np.ndarray:
     """One 64-bit fingerprint per image file (its bytes and label), read in chunks and never decoded: the rows of two
     ImageFolders compared at the speed of the disk (a copy of a validation image among the training images)."""
+    from toolchain.provenance import file_sha256
+
     y = np.asarray(y, dtype=np.int64)
     out = np.empty(len(files), dtype=np.uint64)
     for i, path in enumerate(files):
-        h = hashlib.blake2b(digest_size=8)
         try:
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            h = hashlib.blake2b(file_sha256(path).encode("ascii"), digest_size=8)
         except OSError as exc:
             raise UserError(f"cannot read image '{one_line(path)}' ({exc.strerror or exc}): replace or remove it") from exc
         h.update(int(y[i]).to_bytes(8, "little", signed=True))
