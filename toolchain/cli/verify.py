@@ -43,10 +43,8 @@ def verify(
     image_options: ImageOptions = None,
 ) -> int:
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
-    import json
-
     from toolchain.data.options import parse_image_size, parse_input_shape
-    from toolchain.io import check_output_file, input_paths, write_named_output
+    from toolchain.io import check_output_file, input_paths, json_text, write_named_output
     from toolchain.verify import VerifyRequest, run_verify
 
     artifacts = unique_paths(artifacts)
@@ -68,7 +66,7 @@ def verify(
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
     if json_out is not None:
-        outputs.append((json_out, "--json", json.dumps(result, indent=2, allow_nan=False) + "\n"))
+        outputs.append((json_out, "--json", json_text(result)))
     if markdown is not None:
         from toolchain.report.verify_markdown import render_verify_markdown
 
