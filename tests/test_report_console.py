@@ -84,3 +84,15 @@ def test_progress_times_read_as_a_person_reads_them(monkeypatch):
     pace = consoles.EpochPace(8)
     assert pace.line(1) == "epoch 1/8 done (60 s an epoch, about 7 min to go)"
     assert pace.line(2) == "epoch 2/8 done (60 s an epoch, about 6 min to go)"
+
+
+def test_a_progress_line_reaches_a_pipe_but_not_a_terminal_and_always_the_log(tmp_path):
+    from toolchain.report.consoles import RunLog
+
+    for terminal in (True, False):
+        screen = io.StringIO()
+        log = RunLog(Console(file=screen, force_terminal=terminal, color_system=None))
+        log.attach(tmp_path / f"log{terminal}")
+        log.progress("round 1/4 retrain: epoch 1/8 done (20 s an epoch)")
+        assert ("epoch 1/8 done" in screen.getvalue()) is not terminal  # a terminal shows it in its progress bar
+        assert "epoch 1/8 done" in (tmp_path / f"log{terminal}").read_text()

@@ -236,7 +236,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=log.print,
                                    arch=arch, arch_kwargs=loaded.arch_kwargs, keep_whole=unfollowed,
                                    dense_val_logits=val_logits if float32 else None,  # .float() changed nothing: the check's logits hold
-                                   record=log.record)
+                                   record=log.progress)
             result = pruner.run(resume=request.resume)
         prune_seconds = time.perf_counter() - t0
         if not distributed.is_main():  # the rounds were the shared work; rank 0 exports and reports

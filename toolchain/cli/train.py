@@ -97,8 +97,7 @@ def train(
     pace = EpochPace(epochs)
 
     def epoch_done(epoch: int, _model) -> None:
-        # a terminal has the progress bar; a pipe or a CI log gets the line itself, or minutes pass in silence
-        (log.record if console.is_terminal else log.print)(pace.line(epoch))
+        log.progress(pace.line(epoch))
 
     try:
         with progress_bar(console) as progress:

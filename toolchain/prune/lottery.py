@@ -49,8 +49,8 @@ class LotteryPruner:
                  dense_val_logits: np.ndarray | None = None, record=None):
         """``arch``/``arch_kwargs`` name the architecture the saved tickets record (they load on their own); ``keep_whole``
         {group key: why}: channel groups never pruned (shrink.unfollowed_groups' finding); ``dense_val_logits``: the
-        model's float32 validation logits where the caller has them already; ``record``: a line for the run's log file
-        alone (each epoch's end: the terminal has a progress bar, a log read later has nothing else)."""
+        model's float32 validation logits where the caller has them already; ``record``: a progress line within a
+        round (each epoch's end), for the run's log file and, where no progress bar is drawn, the console."""
         self.config = config.for_target(None).effective()
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.dataset = dataset

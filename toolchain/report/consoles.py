@@ -81,6 +81,12 @@ class RunLog:
         self.console.print(*objects, **kwargs)
         self.record(" ".join(o if isinstance(o, str) else getattr(o, "plain", None) or "" for o in objects))
 
+    def progress(self, text: str) -> None:
+        """A line of progress within a stage (an epoch's end): a terminal has its progress bar, so the line goes to the
+        file alone; a pipe or a CI log gets it on the console too, or a long round passes in silence (CI systems stop
+        a job that prints nothing for 10 minutes)."""
+        (self.record if self.console.is_terminal else self.print)(text)
+
     def record(self, text: str) -> None:
         """``text`` in the file only (the console has it already, or it is the file's alone)."""
         text = text.strip()
