@@ -615,6 +615,28 @@ def test_a_held_out_folder_must_be_laid_out_like_data(tmp_path):
         with_given_rows(load_data("digits", seed=0), val=str(other))
 
 
+def test_a_held_out_folder_refuses_an_image_it_cannot_read_and_says_what_it_left_out(tmp_path):
+    """A --val or verify folder dropped a link to nothing (a git-annex/DVC checkout never fetched) and a FIFO without a
+    word: the gate judged fewer rows than the folder shows."""
+    import os
+
+    from toolchain.data.given import with_given_rows
+
+    data = load_data(str(image_folder(tmp_path / "train", 20, 16, seed=7)), seed=0)
+    val = image_folder(tmp_path / "val", 6, 16, seed=9)
+    (val / "class1" / "notes.txt").write_text("scanned 2026")
+    ds = with_given_rows(data, val=str(val))
+    assert len(ds.y_val) == 6 and "1 entry left out (not a PNG/JPEG file), such as 'class1/notes.txt'" in ds.preprocessing.note
+    (val / "class1" / "z.png").symlink_to(tmp_path / "annex" / "never-fetched")
+    with pytest.raises(UserError, match="z.png' in --val .* is named like an image but is a link to nothing"):
+        with_given_rows(data, val=str(val))
+    (val / "class1" / "z.png").unlink()
+    os.mkfifo(val / "class0" / "y.jpg")
+    with pytest.raises(UserError, match="y.jpg' in --test .* is named like an image but is not a regular file"):
+        with_given_rows(data, test=str(val))
+
+
+
 def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, capsys):
     from toolchain.models.loading import save_checkpoint
 
@@ -639,9 +661,12 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     # verify's natural check of the run's file on its --test folder: the baseline's rows are the whole folder (it was
     # refused as other rows unless --split all was given)
     onnx = next(a["path"] for a in report["artifacts"] if a["precision"] == "fp32")
+    (held["test"] / "class1" / "Thumbs.db").write_bytes(b"\0" * 64)  # not an image: left out, and said so
     code, _, err = run_cli(["verify", tmp_path / "run" / onnx, "--data", held["test"], "-p", "1", "--baseline",
                             tmp_path / "run" / "report.json", "--json", tmp_path / "v.json"], capsys)
-    assert code in (0, 1) and json.loads((tmp_path / "v.json").read_text())["data"]["split"] == "all", err
+    judged = json.loads((tmp_path / "v.json").read_text())["data"]
+    assert code in (0, 1) and judged["split"] == "all", err
+    assert "1 entry left out (not a PNG/JPEG file), such as 'class1/Thumbs.db'" in err + json.dumps(judged), (err, judged)
 
 
 def test_entries_an_image_folder_leaves_out_are_counted_in_its_note(tmp_path):

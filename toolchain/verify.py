@@ -122,9 +122,9 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
         # every image in listing order, as --val/--test folders are read: a compress run's --test folder is judged again
         from toolchain.data.sources.image_folder import image_folder_rows
 
-        x, y = image_folder_rows(Path(data), dataset.preprocessing, tuple(dataset.input_shape[1:]), list(dataset.class_names), "--data")
+        x, y, left_out = image_folder_rows(Path(data), dataset.preprocessing, tuple(dataset.input_shape[1:]), list(dataset.class_names), "--data")
         return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": "all", "name": dataset.name, "seed": None,
-                "note": dataset.preprocessing.note, "preprocessing": dataset.preprocessing.to_dict()}
+                "note": dataset.preprocessing.note + (f"; {left_out}" if left_out else ""), "preprocessing": dataset.preprocessing.to_dict()}
     x, y = dataset.split(used)
     if split == "all":
         used = "all"

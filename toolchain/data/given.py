@@ -59,8 +59,8 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
                             f"'{dataset.name}' give an .npz with x and y arrays")
         from toolchain.data.sources.image_folder import image_folder_rows
 
-        x, y = image_folder_rows(Path(path), pre, tuple(dataset.input_shape[1:]), list(dataset.class_names), flag)
-        return x, y, "images prepared as --data's"
+        x, y, left_out = image_folder_rows(Path(path), pre, tuple(dataset.input_shape[1:]), list(dataset.class_names), flag)
+        return x, y, "images prepared as --data's" + (f"; {left_out}" if left_out else "")
     if not is_pool_npz(path):
         raise UserError(f"{flag} '{path}' is not an .npz with x and y arrays: save it with numpy.savez(file, x=..., y=...)"
                         + (", or give a folder of class sub-folders like --data's" if pre.color else ""))

@@ -173,9 +173,11 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
 
 
 def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int], class_names: list[str],
-                      flag: str) -> tuple[ImageFiles, np.ndarray]:
+                      flag: str) -> tuple[ImageFiles, np.ndarray, str]:
     """Every image of another ImageFolder (--val, --test) prepared exactly as --data's were (``pre``: colour, resize,
-    crop, normalization), labelled by --data's class names: the rows a promise rests on get the device's preprocessing."""
+    crop, normalization), labelled by --data's class names: the rows a promise rests on get the device's preprocessing.
+    Also a note on the entries left out ("" if none). An entry named like an image that cannot be read as a file is
+    refused: these rows are the gate's, and a git-annex or DVC checkout whose content was never fetched is links to nothing."""
     where = f"{flag} '{folder}'"
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -185,7 +187,15 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
     if unknown:
         raise UserError(f"{where} has class folder '{unknown[0]}', which is not one of --data's classes "
                         f"({', '.join(class_names[:12])}): name the sub-folders like --data's")
-    files, labels, _ = _listed(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
+    files, labels, skipped = _listed(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
+    unreadable = next((p for p in skipped if p.suffix.lower() in IMAGE_EXTENSIONS), None)
+    if unreadable is not None:
+        what = ("a link to nothing (its content not fetched, or moved)" if unreadable.is_symlink() and not unreadable.exists()
+                else "a folder" if unreadable.is_dir() else "not a regular file")
+        raise UserError(f"'{one_line(str(unreadable))}' in {where} is named like an image but is {what}: put the image there, "
+                        "or remove the entry")
+    left_out = (f"{len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} left out (not a PNG/JPEG file), such as "
+                f"'{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
     _, sizes = _headers(files)
     transform = ImageTransform(pre.color or "RGB", size_hw, resize=tuple(pre.resize), crop=tuple(pre.crop),
                                mean=tuple(pre.mean), std=tuple(pre.std))
@@ -196,7 +206,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
         if other is not None:
             raise UserError(f"image '{files[other]}' in {where} is {sizes[other][0]}x{sizes[other][1]}, --data's are "
                             f"{size_hw[0]}x{size_hw[1]}: give --data and {flag} the same size, or --image-size to resize both")
-    return ImageFiles(files, transform), np.asarray(labels, dtype=np.int64)
+    return ImageFiles(files, transform), np.asarray(labels, dtype=np.int64), left_out
 
 
 def _check_resized(transform: ImageTransform, files: list[Path], sizes: list[tuple[int, int]], why: str) -> None:
