@@ -49,6 +49,22 @@ def test_export_writes_compress_s_files_with_their_metadata(exported):
     assert not list(out.parent.glob(".cwtool-tmp*"))  # the staged folder became the output
 
 
+def test_export_keeps_a_time_stamped_log_of_every_line_it_said(exported):
+    """An export of a 224-px model (int8 TFLite conversion, calibration, the re-checks) takes minutes: its lines were on
+    the terminal alone."""
+    import re
+
+    _, out, _, stderr = exported
+    lines = (out / "export.log").read_text().splitlines()
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+ *\d+\.\ds ")
+    assert lines and all(stamp.match(line) for line in lines)
+    text = [stamp.sub("", line) for line in lines]
+    assert re.match(r"cwtool \S+ export \S+ --out ", text[0]), text[0]
+    assert any(line.startswith("data: digits") for line in text) and text[-1] == f"written: {out} (artifacts/, export.json, export.md, export.log)"
+    said = [line.strip() for line in stderr.splitlines() if line.strip()]
+    assert said and all(line in text for line in said if not line.startswith("|")), (said, text)
+
+
 def test_verify_accepts_the_files_and_their_fn_are_evaluate_s(exported, trained_digits, capsys, tmp_path):
     _, out, _, _ = exported
     report = json.loads((out / "export.json").read_text())

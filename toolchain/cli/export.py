@@ -42,11 +42,12 @@ def export(
     image_options: ImageOptions = None,
 ):
     """Export a model to ONNX / TFLite as compress does, re-check every file in its runtime on the test split."""
+    from toolchain import __version__
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.export.standalone import ExportRequest, export_model
     from toolchain.io import check_output_dir, input_paths
     from toolchain.quantize.calibration import resolve_calibration
-    from toolchain.report.consoles import log_console, print_markdown
+    from toolchain.report.consoles import RunLog, log_console, print_markdown
     from toolchain.report.export_markdown import render_export_report
     from toolchain.report.deploy import deploy_sentences
     from toolchain.report.fit import fit_sentence
@@ -61,13 +62,14 @@ def export(
                             trust_model=trust_model, seed=seed, label_column=label_column, class_names=class_names,
                             image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
                             val=val and str(val), test=test and str(test), **image_options.load_args())
-    console = log_console()
-    report, folder = export_model(request, options, log=console.print)
+    console = RunLog(log_console())
+    console.record(f"cwtool {__version__} export {model} --out {out}")
+    report, folder = export_model(request, options, log=console.print, attach_log=console.attach)
     print_markdown(render_export_report(report))
     verdict = fit_sentence(report)
     if verdict:
         console.print(verdict, style="green" if report["target"]["fits"] else "bold red")
     for line in deploy_sentences(report):
         console.print(line, style="bold yellow" if line.startswith("finding") else None)
-    console.print(f"written: {folder} (artifacts/, export.json, export.md)")
+    console.print(f"written: {folder} (artifacts/, export.json, export.md, export.log)")
     return 0 if report["gate"]["passed"] else 1

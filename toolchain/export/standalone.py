@@ -9,6 +9,7 @@ The folder it writes:
     OUT/export.json    the torch model's test evaluation ("baseline"."test": `cwtool verify --baseline`
                        reads it), every file's evaluation, gate, bytes, sha256 and, with --target, fit
     OUT/export.md      the same in words
+    OUT/export.log     every line the command said, time-stamped
 
 Everything is written into a staged folder beside OUT and moved into place at the end: a failed or
 interrupted export leaves nothing behind.
@@ -162,8 +163,9 @@ def _macs(model, example) -> int | None:
         return None
 
 
-def export_model(request: ExportRequest, options: ExportOptions, log=print) -> tuple[dict, Path]:
-    """Write the files and the report into ``request.out``; returns (the export report, the folder)."""
+def export_model(request: ExportRequest, options: ExportOptions, log=print, attach_log=None) -> tuple[dict, Path]:
+    """Write the files and the report into ``request.out``; returns (the export report, the folder). ``attach_log(path)``:
+    from then on ``log``'s lines also go to the file ``path`` (export.log, in the staged folder, then in OUT)."""
     import torch
 
     from toolchain.gate import fn_gate
@@ -188,6 +190,8 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
     stage = _staged_folder(out, log)
     interrupts.staged(str(stage))
     try:
+        if attach_log is not None:
+            attach_log(stage / "export.log")
         log(f"data: {dataset.name}: {dataset.preprocessing.note}")
         model = loaded.module.float().cpu().eval()
         x_val, y_val = dataset.split("val")
@@ -227,6 +231,8 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print) -> t
         report["gate"] = {"passed": not reasons, "reasons": reasons, "budget": report["budget"]}
         _write(report, stage)
         _publish(stage, out)
+        if attach_log is not None:
+            attach_log(out / "export.log")
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -70,12 +70,17 @@ class RunLog:
         self.console = console
         self.path = None
         self._started = time.monotonic()
+        self._before: list[str] | None = []  # lines said before the file was named (a warning about the inputs)
 
     def attach(self, path) -> None:
-        """Append to ``path`` from now on. A log that shares its bytes with another name (a hard link: a backup made
-        with cp -al or rsync --link-dest) is first made a file of its own, so the lines never land in the other."""
+        """Append to ``path`` from now on, after the lines said before it was named. A log that shares its bytes with
+        another name (a hard link: a backup made with cp -al or rsync --link-dest) is first made a file of its own, so
+        the lines never land in the other."""
         _unshare(path)
         self.path = path
+        before, self._before = self._before or [], None
+        if before:
+            self._append(before)
 
     def print(self, *objects, **kwargs) -> None:
         self.console.print(*objects, **kwargs)
@@ -90,13 +95,21 @@ class RunLog:
     def record(self, text: str) -> None:
         """``text`` in the file only (the console has it already, or it is the file's alone)."""
         text = text.strip()
-        if self.path is None or not text:
+        if not text:
             return
         stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.monotonic() - self._started:7.1f}s"
+        lines = [f"{stamp} {printable(line)}" for line in text.splitlines()]
+        if self.path is None:
+            if self._before is not None and len(self._before) < 1000:
+                self._before += lines
+            return
+        self._append(lines)
+
+    def _append(self, lines: list[str]) -> None:
         try:  # never through a link that took the log's name while the run went on (it could lead to an input)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
             with open(fd, "a", encoding="utf-8", errors="backslashreplace") as log:  # a file name that is not UTF-8
-                log.write("\n".join(f"{stamp} {printable(line)}" for line in text.splitlines()) + "\n")
+                log.write("\n".join(lines) + "\n")
         except OSError:  # a full disk or a removed folder must not stop the run: the console still has the line
             if os.path.islink(self.path):
                 self.console.print(f"warning: {printable(str(self.path))} became a symbolic link while the run went on: no more "
