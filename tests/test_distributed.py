@@ -49,13 +49,14 @@ def test_two_processes_make_the_same_tickets_and_one_report(trained_digits, tmp_
     assert manifest["processes_by_session"] == [2, 2, 1]
 
 
-@pytest.mark.parametrize("rank, group, stop, says", [("0", True, "SIGTERM", True), ("1", True, "SIGTERM", False),
-                                                      ("1", True, "the loss of another torchrun process", True),
-                                                      ("1", False, "SIGTERM", True)])
-def test_under_torchrun_a_stop_is_said_once_by_process_0_and_a_lost_peer_by_each(rank, group, stop, says):
-    """torchrun forwards a SIGTERM to every process, and each printed the stop line: two lines for one stop. A process
-    that only inherited RANK and WORLD_SIZE (a pod, a script that shells out to cwtool) is not under torchrun: it says its
-    stop."""
+@pytest.mark.parametrize("rank, local, group, stop, says", [("0", "0", True, "SIGTERM", True), ("1", "1", True, "SIGTERM", False),
+                                                             ("2", "0", True, "SIGTERM", True),  # the first process of machine 2
+                                                             ("1", "1", True, "the loss of another torchrun process", True),
+                                                             ("1", "1", False, "SIGTERM", True)])
+def test_under_torchrun_a_stop_is_said_once_a_machine_and_a_lost_peer_by_each(rank, local, group, stop, says):
+    """torchrun forwards a SIGTERM to every process, and each printed the stop line: two lines for one stop. Each machine
+    runs a torchrun of its own, with its own terminal: its first process says the stop there. A process that only inherited
+    RANK and WORLD_SIZE (a pod, a script that shells out to cwtool) is not under torchrun: it says its stop."""
     import textwrap
 
     script = textwrap.dedent(f"""
@@ -65,14 +66,38 @@ def test_under_torchrun_a_stop_is_said_once_by_process_0_and_a_lost_peer_by_each
 
         def stopped(argv):
             if {group!r}:  # the process group torchrun's processes join
-                distributed._group = distributed.Group({int(rank)}, 2, {int(rank)}, "gloo")
+                distributed._group = distributed.Group({int(rank)}, 4, {int(local)}, "gloo")
             raise Interrupted({stop!r})
 
         cli._main = stopped
         cli.main([])
     """)
-    env = {**os.environ, "RANK": rank, "WORLD_SIZE": "2", "LOCAL_RANK": rank}
+    env = {**os.environ, "RANK": rank, "WORLD_SIZE": "4", "LOCAL_RANK": local}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     assert proc.returncode == 143, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines == ([f"cwtool: interrupted by {stop}; temporary files removed"] if says else []), proc.stderr
+
+
+@pytest.mark.parametrize("rank, local, line", [("0", "0", "cwtool: error: no such data"), ("1", "1", None),
+                                               ("2", "0", "cwtool: error (machine of process 2): no such data")])
+def test_under_torchrun_a_bad_input_is_said_once_a_machine(rank, local, line):
+    """A --data path missing on the second machine alone: its processes exited 2 in silence, and process 0 then said only
+    that another process had stopped."""
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import toolchain.cli as cli
+        from toolchain import distributed
+        from toolchain.errors import UserError
+
+        def refused(argv):  # the first step of a command's run
+            distributed._group = distributed.Group({int(rank)}, 4, {int(local)}, "gloo")
+            raise UserError("no such data")
+
+        cli._printable_arguments = refused
+        cli.main(["evaluate"])
+    """)
+    env = {**os.environ, "RANK": rank, "WORLD_SIZE": "4", "LOCAL_RANK": local}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ([line] if line else []), proc.stderr

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["Group", "current", "start", "is_main", "barrier", "stop"]
+__all__ = ["Group", "current", "start", "is_main", "speaks_for_its_node", "barrier", "stop"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,13 @@ def current() -> Group | None:
 
 def is_main() -> bool:
     return _group is None or _group.rank == 0
+
+
+def speaks_for_its_node() -> bool:
+    """Whether this process says a bad input or a stop: process 0, and the first process of every other machine. Every
+    process meets the same input and the same torchrun stop, but each machine's torchrun has a terminal of its own, and a
+    path missing on machine 2 alone was said nowhere (its processes left in silence, process 0 then lost its peers)."""
+    return _group is None or _group.rank == 0 or _group.local_rank == 0
 
 
 def barrier() -> None:

@@ -127,9 +127,8 @@ def _say_interrupted(signal_name: str, run_dir) -> None:
     """The one line of a stop; the watcher's grace path (an exit that then hangs) says nothing more."""
     from toolchain import distributed, interrupts
 
-    group = distributed.current()
-    if signal_name in ("SIGINT", "SIGTERM") and group is not None and group.rank != 0:
-        return  # torchrun stops every process: process 0 says so, once (as it says a bad input); a lost peer is said by each
+    if signal_name in ("SIGINT", "SIGTERM") and not distributed.speaks_for_its_node():
+        return  # torchrun stops every process: one says so for its machine (as for a bad input); a lost peer is said by each
     if interrupts.claim_the_line():
         print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
 
@@ -239,8 +238,10 @@ def _run(argv: Optional[list[str]]) -> None:
             traceback.print_exc()
         elif native:
             exc = UserError(f"{exc} (rerun with --debug to see the converter's own output)")
-        if distributed.is_main():  # under torchrun every process finds the same bad input: one line, from rank 0
-            print(f"cwtool: error: {exc}", file=sys.stderr)
+        if distributed.speaks_for_its_node():  # under torchrun every process meets the same input: one line a machine
+            group = distributed.current()
+            where = f" (machine of process {group.rank})" if group is not None and group.rank != 0 else ""
+            print(f"cwtool: error{where}: {exc}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
         _say_interrupted(exc.signal_name, exc.run_dir)
