@@ -546,7 +546,11 @@ def test_a_baseline_that_is_a_folder_or_a_device_is_called_so(tmp_path):
     from toolchain.baseline import load_baseline
     from toolchain.errors import UserError
 
-    for path, words in ((tmp_path, "is a folder"), (Path("/dev/zero"), "is not a plain file"), (tmp_path / "no.json", "does not exist")):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.json")  # no writer: opening it would wait for one
+    for path, words in ((tmp_path, "is a folder, pipe or device"), (Path("/dev/zero"), "is a folder, pipe or device"),
+                        (tmp_path / "fifo.json", "is a folder, pipe or device"), (tmp_path / "no.json", "does not exist")):
         with pytest.raises(UserError, match=words):
             load_baseline(path)
 

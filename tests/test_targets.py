@@ -245,7 +245,7 @@ def test_a_profile_that_is_no_file_or_too_large_is_refused_before_it_is_read(cap
         for args in (["targets", "odd"], ["targets", str(profile)]):
             code, _, err = run_cli(args, capsys)
             assert code == 2 and len(err.strip().splitlines()) == 1, err
-            assert ("folder, pipe or device" if kind != "large" else "more than a profile's") in err, err
+            assert ("folder, pipe or device" if kind != "large" else f"more than {MAX_PROFILE_BYTES:,}") in err, err
         code, out, err = run_cli(["targets"], capsys)  # the list goes on without it, and says so
         assert code == 0 and "my-board" in out and "left out of the list: target file" in err, err
     finally:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
-import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,18 +119,10 @@ MAX_PROFILE_BYTES = 1 << 20  # a profile is a few KB; a bigger file is not one, 
 
 
 def _profile_text(path: Path) -> str:
-    """The text of a profile file, by path or found by name: a pipe or a device (read for ever) and a file too large to be
-    a profile are refused before they are read."""
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"target file {path} is a folder, pipe or device, not a file: give a .toml file or a profile name")
-    if st.st_size > MAX_PROFILE_BYTES:
-        raise UserError(f"target file {path} holds {st.st_size:,} bytes, more than a profile's {MAX_PROFILE_BYTES:,}: give a profile")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_PROFILE_BYTES + 1)
-    if len(raw) > MAX_PROFILE_BYTES:  # it grew since the stat
-        raise UserError(f"target file {path} holds more than a profile's {MAX_PROFILE_BYTES:,} bytes: give a profile")
-    return raw.decode("utf-8")
+    """The text of a profile file, by path or found by name."""
+    from toolchain.small_files import read_small_file
+
+    return read_small_file(path, MAX_PROFILE_BYTES, "target file", "give a .toml profile or a profile name").decode("utf-8")
 
 
 def load_target(name_or_path: str | Path) -> Target:

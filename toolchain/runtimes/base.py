@@ -144,12 +144,12 @@ def sidecar_path(path: str | Path) -> Path:
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The artifact's sidecar metadata, or {} when there is none or it is unreadable (a sidecar is a
     hint: untrusted, and its values are checked where they are used)."""
+    from toolchain.small_files import read_small_file
+
     side = sidecar_path(path)
     try:
-        if not side.is_file() or side.stat().st_size > MAX_SIDECAR_BYTES:
-            return {}
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON, nested too deep
+        data = json.loads(read_small_file(side, MAX_SIDECAR_BYTES, "sidecar", "").decode("utf-8"))
+    except (OSError, ValueError, RecursionError, UserError):  # none, unreadable, too large, not UTF-8, not JSON, nested too deep
         return {}
     return data if isinstance(data, dict) else {}
 
