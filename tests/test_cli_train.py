@@ -323,7 +323,7 @@ def test_only_a_user_s_own_model_failing_in_training_is_bad_input():
 
 
 def test_a_built_in_module_has_no_source_file_to_guard(tmp_path, monkeypatch):
-    from toolchain.io import _module_files
+    from toolchain.input_paths import _module_files
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "built-in").write_text("")  # not the origin "built-in" of sys read as a relative path
@@ -334,7 +334,7 @@ def test_a_built_in_module_has_no_source_file_to_guard(tmp_path, monkeypatch):
 def test_a_package_spread_over_two_import_paths_guards_every_file_the_import_may_read(tmp_path, monkeypatch):
     """pkgutil.extend_path puts B/pk/m.py on the package's path only when A/pk/__init__.py runs: the files are found
     under every import path, without running it."""
-    from toolchain.io import _module_files
+    from toolchain.input_paths import _module_files
 
     for root in ("A", "B"):
         (tmp_path / root / "pk").mkdir(parents=True)

@@ -90,7 +90,8 @@ def test_a_link_the_user_named_is_written_through_any_other_is_replaced(tmp_path
 def test_link_loops_and_links_the_loaders_never_read_leave_the_output_check_alone(tmp_path):
     """A link loop inside a data folder (a hidden cache, or at its top) is neither an input nor a crash; a link to a
     folder inside a class folder (the loaders read only its images) does not make that folder an input."""
-    from toolchain.io import check_output_dir, check_output_file, input_paths
+    from toolchain.io import check_output_dir, check_output_file
+    from toolchain.input_paths import input_paths
 
     data = tmp_path / "data"
     (data / "c0").mkdir(parents=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from toolchain import interrupts
 from toolchain.errors import UserError, one_line, unprintable_in
+from toolchain.input_paths import is_dir
 
 
 def _umask() -> int:
@@ -82,114 +83,6 @@ def _writable_folder(folder: Path, flag: str, path: Path) -> None:
     os.unlink(probe)
 
 
-def user_path(spec: str | Path) -> Path:
-    """A path as the user typed it, ``~`` expanded; a ``~name`` of no such user is bad input, not a crash."""
-    try:
-        return Path(str(spec)).expanduser()
-    except RuntimeError as exc:  # "Could not determine home directory"
-        raise UserError(f"'{spec}': {exc}: give the path without ~") from exc
-
-
-ONNX_PROTO_LIMIT = 2 << 30  # protobuf's own limit: a larger .onnx file holds no graph onnx can parse
-
-
-def artifact_files(path: str | Path) -> list[Path]:
-    """An exported artifact and the files that travel with it: its sidecar ``<name>.json`` and, for
-    ONNX, the external weight files it names (read without loading the weights; the `onnx` package
-    is optional on a device, where ``<name>.data``, torch's default name, stands in)."""
-    path = Path(path)
-    files = [path, path.with_name(path.name + ".json")]
-    if path.suffix.lower() == ".onnx":
-        files.append(path.with_name(path.name + ".data"))
-        if not path.is_file() or path.stat().st_size > ONNX_PROTO_LIMIT:  # a pipe would hang the read, /dev/zero fill
-            return list(dict.fromkeys(files))  # the memory; neither is a model: the runner refuses it in its own words
-        try:
-            import onnx
-
-            model = onnx.load(str(path), load_external_data=False)
-            for init in model.graph.initializer:
-                for entry in init.external_data:
-                    if entry.key == "location" and entry.value:
-                        files.append(path.parent / entry.value)
-        except Exception:  # not installed, or not a readable model: the runner says so in its own words
-            pass
-    return list(dict.fromkeys(files))
-
-
-def input_paths(*specs, artifacts=(), arch: str | None = None) -> list[Path]:
-    """The files and folders a command reads, for checking its outputs against: the given paths that
-    exist (a data spec such as `digits` names no file), every artifact with its sidecar and external
-    data, and the code file of a ``file.py:Class`` architecture."""
-    found: list[Path] = []
-    for spec in specs:
-        if spec is not None and str(spec).strip() and user_path(spec).exists():
-            found.append(user_path(spec))
-            if found[-1].is_dir():  # an image or idx folder's links read files elsewhere: those are inputs too
-                found += _links_under(found[-1])
-    for art in artifacts:
-        found += artifact_files(art)
-    if arch:
-        target, sep, _ = str(arch).rpartition(":")
-        if sep and target.endswith(".py"):
-            found.append(Path(target))
-        elif sep:
-            found += _module_files(target)
-    return found
-
-
-def _module_files(name: str) -> list[Path]:
-    """The source files a ``module:Class`` architecture's import may run, found without running any of them (the
-    checks come before the import: a package's __init__ is code): a top-level module's file, or for ``a.b.c`` every
-    a/__init__.py, a/b/__init__.py, a/b/c.py and a/b/c/__init__.py under every import path. More than the import
-    will read where packages repeat across paths; an output refused for any of them is refused rightly."""
-    import importlib.util
-    import sys
-
-    parts = name.split(".")
-    if not all(part.isidentifier() for part in parts):
-        return []
-    if len(parts) == 1:
-        try:
-            spec = importlib.util.find_spec(name)  # a top-level name is found, not imported
-        except Exception:
-            return []
-        origin = getattr(spec, "origin", None)
-        return [Path(origin)] if origin and os.path.isabs(origin) and Path(origin).is_file() else []  # not "built-in"
-    found = []
-    for entry in dict.fromkeys(sys.path):
-        base = Path(entry or ".")
-        found += [base.joinpath(*parts[:depth], "__init__.py") for depth in range(1, len(parts) + 1)]
-        found.append(base.joinpath(*parts[:-1], f"{parts[-1]}.py"))
-    return [f for f in found if f.is_file()]
-
-
-def _links_under(folder: Path) -> list[Path]:
-    """The symbolic links a data folder's loader follows, down to the depth it reads (an ImageFolder's class folders and
-    their images; an idx folder's files): each is read where it points. Bounded, so that a link to / costs no walk."""
-    links = []
-    for entry in loader_entries(folder):
-        if entry.is_symlink():
-            links.append(entry)
-        links += [inner for inner in loader_entries(entry) if inner.is_symlink() and not _is_dir(inner)]  # a class folder's images
-    return links
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
-
-
-def loader_entries(folder: Path) -> list[Path]:
-    """The entries of a folder the data loaders read, by name (none for a file or an unreadable folder: the loader says
-    so in its own words; hidden ones are skipped, as the loaders skip them)."""
-    try:
-        return sorted(e for e in folder.iterdir() if not e.name.startswith(".")) if _is_dir(folder) else []
-    except OSError:
-        return []
-
-
 def _real(path) -> Path | None:
     """``path`` resolved, or None for a link loop (nothing can be written there, nor read)."""
     try:
@@ -215,7 +108,7 @@ def _overlaps(output: Path, inputs) -> Path | None:
         src, src_written = _places(given) if given is not None else (None, None)
         if src is None:
             continue
-        if out == src or written == src_written or (_is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written))):
+        if out == src or written == src_written or (is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written))):
             return Path(given)
         try:
             if output.exists() and os.path.samefile(output, src):
@@ -253,7 +146,7 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
         raise UserError(f"{flag} '{path}' is a {kind}: give a plain file path")
     clash = _overlaps(path, inputs)
     if clash is not None:
-        where = f"lies inside the input folder '{clash}', which is" if _is_dir(clash) else (
+        where = f"lies inside the input folder '{clash}', which is" if is_dir(clash) else (
             "is" if _real(clash) == _real(path) else f"is '{clash}', which is")
         raise UserError(f"{flag} '{path}' {where} also an input of this command: give another path")
     _writable_folder(path.parent, flag, path)
@@ -276,7 +169,7 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
             continue
         if src == out or (out and _inside(src, out)) or src_written == written or _inside(src_written, written):
             raise UserError(f"{flag} '{path}' holds '{given}', an input of this command: give another folder")
-        if _is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written)):
+        if is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written)):
             raise UserError(f"{flag} '{path}' lies inside the input folder '{given}': give a folder outside it")
     _writable_folder(path, flag, path)
 

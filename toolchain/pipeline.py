@@ -16,8 +16,8 @@ from toolchain import __version__, distributed, interrupts
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError, describe, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
-from toolchain.io import (atomic_write_json, atomic_write_text, check_output_dir, check_own_files, input_paths, json_text,
-                          own_folder, sweep_temporaries)
+from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, check_own_files, json_text, own_folder, sweep_temporaries
+from toolchain.input_paths import input_paths
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.rundir import RunDir, as_recorded, differences, package_versions, recorded_versions, version_changes

@@ -33,7 +33,7 @@ def folder_listing_sha256(folder: str | Path) -> str:
     loaders follow them): a folder with files added, removed, rewritten or swapped for others of the same size is
     another input, as make and rsync's quick check judge files. The contents are not read (20,000 dermoscopy images
     are gigabytes: minutes at every start); a copy that does not keep modification times is another input too."""
-    from toolchain.io import loader_entries
+    from toolchain.input_paths import loader_entries
 
     h = hashlib.sha256(b"cwtool-listing/2")
 

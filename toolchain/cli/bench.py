@@ -33,7 +33,8 @@ def bench(
     from rich.table import Table
 
     from toolchain.bench import bench_many
-    from toolchain.io import check_output_file, input_paths, json_text, write_named_output
+    from toolchain.io import check_output_file, json_text, write_named_output
+    from toolchain.input_paths import input_paths
     from toolchain.targets import load_target
 
     tgt = load_target(target) if target else None

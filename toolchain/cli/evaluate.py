@@ -33,7 +33,8 @@ def evaluate(
     from toolchain.data.identity import check_class_order, seen_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
-    from toolchain.io import check_output_file, input_paths, json_text, write_named_output
+    from toolchain.io import check_output_file, json_text, write_named_output
+    from toolchain.input_paths import input_paths
     from toolchain.models.loading import load_model
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console

@@ -39,7 +39,8 @@ def train(
     from toolchain.data.identity import training_record
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
     from toolchain.evaluate import check_output_width, declared_names, probe_outputs
-    from toolchain.io import check_output_file, input_paths
+    from toolchain.io import check_output_file
+    from toolchain.input_paths import input_paths
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.config import TRAIN_PRECISIONS

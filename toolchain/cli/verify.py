@@ -44,7 +44,8 @@ def verify(
 ) -> int:
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
     from toolchain.data.options import parse_image_size, parse_input_shape
-    from toolchain.io import check_output_file, input_paths, json_text, write_named_output
+    from toolchain.io import check_output_file, json_text, write_named_output
+    from toolchain.input_paths import input_paths
     from toolchain.verify import VerifyRequest, run_verify
 
     artifacts = unique_paths(artifacts)

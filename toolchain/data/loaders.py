@@ -44,7 +44,7 @@ from toolchain.data.sources.image_folder import load_image_folder
 from toolchain.data.sources.named import load_breast_cancer, load_digits, load_fashion_mnist
 from toolchain.data.sources.npz_file import load_npz
 from toolchain.errors import UserError
-from toolchain.io import user_path
+from toolchain.input_paths import user_path
 
 __all__ = ["load_data"]
 

@@ -17,7 +17,7 @@ from toolchain.data.labels import agree_names, check_labels, check_pair, given_n
 from toolchain.data.npz import npz_keys, read_npz
 from toolchain.data.sources.npz_file import SPLIT_KEYS, npz_class_names
 from toolchain.errors import UserError, one_line
-from toolchain.io import user_path
+from toolchain.input_paths import user_path
 
 __all__ = ["is_pool_npz", "load_rows", "load_prepared_rows"]
 

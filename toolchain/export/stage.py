@@ -16,7 +16,7 @@ import numpy as np
 
 from toolchain.errors import InputCountError, UserError
 from toolchain.export import ExportJob, export_backend
-from toolchain.io import artifact_files
+from toolchain.input_paths import artifact_files
 from toolchain.metrics import evaluate_logits
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.prune.bake import bake_offsets

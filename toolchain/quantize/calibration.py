@@ -24,7 +24,8 @@ import numpy as np
 
 from toolchain.bundled import bundled_dirs, bundled_files
 from toolchain.errors import UserError
-from toolchain.io import staged_path, user_path
+from toolchain.io import staged_path
+from toolchain.input_paths import user_path
 
 CALIBRATION_FORMAT = 1
 CALIBRATION_ROWS_HASH = b"cwtool-calibration-rows/1"
