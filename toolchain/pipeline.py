@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -16,11 +15,11 @@ from toolchain import __version__, distributed, interrupts
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError, describe, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
-from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, check_own_files, json_text, own_folder, sweep_temporaries
+from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, json_text, own_folder, sweep_temporaries
 from toolchain.input_paths import input_paths
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
-from toolchain.rundir import RunDir, as_recorded, differences, package_versions, recorded_versions, version_changes
+from toolchain.rundir import RunDir, Sessions, earlier_sessions, package_versions, version_changes
 
 REPORT_SCHEMA = 1
 
@@ -106,27 +105,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
                         "after removing its run directory")
 
-    model_path = Path(request.model)
-    inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
-              "arch": arch, "arch_kwargs": loaded.arch_kwargs, "protected": protected, "data_seed": request.data_seed,
-              "label_column": request.label_column}
-    inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
-    if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
-        inputs["data"]["label_mapping"] = dataset.label_mapping
-    if request.image_size:
-        inputs["data"]["image_size"] = list(request.image_size)
-    if request.input_shape:
-        inputs["data"]["input_shape"] = list(request.input_shape)
-    pre = dataset.preprocessing  # added later: only when set, so older run ids hold
-    for key, value in (("resize", pre.resize if request.resize else None), ("crop", pre.crop if request.resize else None),
-                       ("normalize", {"mean": pre.mean, "std": pre.std} if pre.color and pre.mean else None),
-                       ("color", pre.color if request.color else None),
-                       ("augment", dataset.augment.to_dict() if dataset.augment else None)):
-        if value:
-            inputs["data"][key] = value
-    for name in ("val", "test"):
-        if getattr(request, name):
-            inputs["data"][name] = {"path": getattr(request, name), **_fingerprint(getattr(request, name))}
+    inputs = _run_inputs(request, dataset, loaded.arch_kwargs, arch, protected)
     profile = None
     if export is not None and export.target:
         from toolchain.targets import load_target
@@ -138,40 +117,13 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     manifest_path = RunDir(run_dir).manifest
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
-    started_with = {}  # a resumed run's versions when it began
-    began_on, earlier = None, []  # and its numbers of processes (the first session's, every session's)
-    round_identity = final_identity = True  # its rounds (and fine-tunings) name their run and weights (prune.round_files)
     resuming = run_dir.exists() and any(run_dir.iterdir())
-    if resuming:
-        if not request.resume:
-            if config.granularity == "weight":
-                raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")
-            raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
-        if not manifest_path.is_file():
-            raise UserError(f"'{run_dir}' is not a cwtool run directory (no manifest.json): use another --out")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
-        moved = as_recorded(inputs, manifest.get("inputs") if isinstance(manifest, dict) else None)
-        if isinstance(manifest, dict) and manifest.get("run_id") != run_id and manifest.get("run_id") == config_hash(moved, config):
-            inputs, run_id = moved, manifest["run_id"]  # the same files, named by other paths (another working directory)
-        if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
-            older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
-            hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
-                    if older and config.train_precision != "fp32" else differences(manifest, moved, config))
-            raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
-                            "or use another --out")
-        started_with = recorded_versions(manifest.get("started_with") or manifest.get("versions"))
-        sessions = manifest.get("processes_by_session")
-        if not isinstance(sessions, list):  # a manifest from before the list: its first session's count and its last
-            sessions = [manifest.get("began_on_processes", manifest.get("processes")), manifest.get("processes")]
-        earlier = [n for n in sessions if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 100_000][-1000:]
-        began_on = earlier[0] if earlier else None
-        round_identity = manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds()
-        final_identity = manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json"))
-        check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
-        RunDir(run_dir).check_kinds("--out")
+    if resuming and not request.resume:
+        if config.granularity == "weight":
+            raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")
+        raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
+    before = earlier_sessions(run_dir, inputs, run_id, config) if resuming else Sessions()
+    inputs, run_id = before.inputs or inputs, before.run_id or run_id
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
     input_notes: list[str] = []  # what the user must make sure of: on the console now, in compress.log and the reports later
 
@@ -199,22 +151,22 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         if request.resume and not resuming:
             log.print(f"note: --resume found no run in {run_dir}: this run starts from the beginning")
         versions = package_versions()
-        changed = version_changes(started_with, versions)
+        changed = version_changes(before.started_with, versions)
         if changed:  # rounds from both are mixed in the result: allowed (a pip upgrade between sessions), but said
             log.print(f"note: this run was started with other versions ({', '.join(changed)}); "
                       "its earlier rounds were made with the old ones")
         processes = group.world if group else 1
-        if any(n != processes for n in earlier):  # allowed (a GPU less tonight), but the batches differ: said
-            counts = [n for i, n in enumerate(earlier) if i == 0 or n != earlier[i - 1]]
+        if any(n != processes for n in before.processes):  # allowed (a GPU less tonight), but the batches differ: said
+            counts = [n for i, n in enumerate(before.processes) if i == 0 or n != before.processes[i - 1]]
             went_on = "".join(f", went on with {n}" for n in counts[1:])
-            log.print(f"note: this run began on {began_on} process(es){went_on} and goes on with {processes}; the rounds made from here "
+            log.print(f"note: this run began on {before.began_on} process(es){went_on} and goes on with {processes}; the rounds made from here "
                       "(if any remain) see other batches, so the result differs from a run that kept one number of processes")
         atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
-                                          **({"started_with": started_with} if changed else {}), "round_identity": round_identity,
-                                          "final_identity": final_identity,
+                                          **({"started_with": before.started_with} if changed else {}), "round_identity": before.round_identity,
+                                          "final_identity": before.final_identity,
                                           "argv": sys.argv, "data": dataset.describe(), "processes": processes,
-                                          **({"began_on_processes": began_on} if began_on not in (None, processes) else {}),
-                                          "processes_by_session": [*earlier, processes],
+                                          **({"began_on_processes": before.began_on} if before.began_on not in (None, processes) else {}),
+                                          "processes_by_session": [*before.processes, processes],
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
         for line in input_notes:
@@ -362,6 +314,32 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         interrupts.resumable(None)
         RunDir.release(held)
         own_folder(None)
+
+
+def _run_inputs(request: CompressRequest, dataset, arch_kwargs: dict, arch: str, protected: list[int]) -> dict:
+    """What a run id records of its inputs: a --resume with other files, rows or preparation is another run."""
+    model_path = Path(request.model)
+    inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
+              "arch": arch, "arch_kwargs": arch_kwargs, "protected": protected, "data_seed": request.data_seed,
+              "label_column": request.label_column}
+    inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
+    if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
+        inputs["data"]["label_mapping"] = dataset.label_mapping
+    if request.image_size:
+        inputs["data"]["image_size"] = list(request.image_size)
+    if request.input_shape:
+        inputs["data"]["input_shape"] = list(request.input_shape)
+    pre = dataset.preprocessing  # added later: only when set, so older run ids hold
+    for key, value in (("resize", pre.resize if request.resize else None), ("crop", pre.crop if request.resize else None),
+                       ("normalize", {"mean": pre.mean, "std": pre.std} if pre.color and pre.mean else None),
+                       ("color", pre.color if request.color else None),
+                       ("augment", dataset.augment.to_dict() if dataset.augment else None)):
+        if value:
+            inputs["data"][key] = value
+    for name in ("val", "test"):
+        if getattr(request, name):
+            inputs["data"][name] = {"path": getattr(request, name), **_fingerprint(getattr(request, name))}
+    return inputs
 
 
 def _fingerprint(spec: str) -> dict:

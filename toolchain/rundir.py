@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import UserError, one_line
@@ -242,3 +242,52 @@ def recorded_versions(recorded) -> dict:
 def version_changes(recorded: dict, now: dict) -> list[str]:
     """"torch 2.12.0 -> 2.13.0" for each package whose version differs from the one a resumed run began with."""
     return [f"{name} {recorded[name]} -> {version}" for name, version in now.items() if name in recorded and recorded[name] != version]
+
+
+@dataclass
+class Sessions:
+    """What the earlier sessions of a resumed run recorded (a new run: none)."""
+
+    inputs: dict | None = None  # the run's inputs as recorded, where they are the same files named by other paths
+    run_id: str | None = None
+    started_with: dict = field(default_factory=dict)  # package versions when the run began
+    processes: list[int] = field(default_factory=list)  # every session's number of processes
+    round_identity: bool = True  # its rounds (and fine-tunings) name their run and weights (prune.round_files)
+    final_identity: bool = True
+
+    @property
+    def began_on(self) -> int | None:
+        return self.processes[0] if self.processes else None
+
+
+def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessions:
+    """The manifest of the run in ``run_dir``, refused unless it is this run: the same inputs (by any path) and settings
+    (``config``, a PruneConfig)."""
+    from toolchain.config import config_hash
+    from toolchain.io import check_own_files
+
+    manifest_path = RunDir(run_dir).manifest
+    if not manifest_path.is_file():
+        raise UserError(f"'{run_dir}' is not a cwtool run directory (no manifest.json): use another --out")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
+    moved = as_recorded(inputs, manifest.get("inputs") if isinstance(manifest, dict) else None)
+    if isinstance(manifest, dict) and manifest.get("run_id") != run_id and manifest.get("run_id") == config_hash(moved, config):
+        inputs, run_id = moved, manifest["run_id"]  # the same files, named by other paths (another working directory)
+    if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
+        older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
+        hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
+                if older and config.train_precision != "fp32" else differences(manifest, moved, config))
+        raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
+                        "or use another --out")
+    sessions = manifest.get("processes_by_session")
+    if not isinstance(sessions, list):  # a manifest from before the list: its first session's count and its last
+        sessions = [manifest.get("began_on_processes", manifest.get("processes")), manifest.get("processes")]
+    check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
+    RunDir(run_dir).check_kinds("--out")
+    return Sessions(inputs, run_id, recorded_versions(manifest.get("started_with") or manifest.get("versions")),
+                    [n for n in sessions if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 100_000][-1000:],
+                    manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds(),
+                    manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json")))
