@@ -216,3 +216,17 @@ def test_flat_rows_feed_an_image_model_with_input_shape(trained_digits, digits_d
     assert flat_ev["fn_per_class"] == image_ev["fn_per_class"] and flat_ev["rows_sha256"] == image_ev["rows_sha256"]
     code, _, err = run_cli(["evaluate", trained_digits[0], "--data", flat, "-p", "3", "--input-shape", "1,9,9"], capsys)
     assert code == 2 and "81" in err and "64" in err, err
+
+
+def test_a_long_evaluation_says_its_pace(trained_digits, capsys, monkeypatch):
+    """20,000 images of 224 px through a ResNet on a CPU took many minutes with nothing on the console."""
+    import re
+
+    from toolchain.report import pace
+
+    monkeypatch.setattr(pace, "PACE_SECONDS", 0.0)  # every batch is "long"
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", "digits", "-p", "3", "--split", "all"], capsys)
+    assert code == 0 and re.search(r"^the torch model: 128 of 1,797 rows \([\d.]+ s, about [\d.]+ s to go\)$", err, re.M), err
+    monkeypatch.setattr(pace, "PACE_SECONDS", 30.0)
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", "digits", "-p", "3", "--split", "all"], capsys)
+    assert code == 0 and " rows (" not in err, err  # a second's work says nothing

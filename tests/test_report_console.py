@@ -76,12 +76,12 @@ def test_print_evaluation_writes_to_given_console():
 
 
 def test_progress_times_read_as_a_person_reads_them(monkeypatch):
-    from toolchain.report import consoles
+    from toolchain.report import pace as paces
 
-    assert [consoles.duration(s) for s in (0.4, 9.96, 89, 95, 3000, 5400, 20000)] == ["0.4 s", "10 s", "89 s", "2 min", "50 min", "1.5 h", "5.6 h"]
+    assert [paces.duration(s) for s in (0.4, 9.96, 89, 95, 3000, 5400, 20000)] == ["0.4 s", "10 s", "89 s", "2 min", "50 min", "1.5 h", "5.6 h"]
     clock = iter([100.0, 160.0, 220.0])  # started, after epoch 1, after epoch 2
-    monkeypatch.setattr(consoles.time, "perf_counter", lambda: next(clock))
-    pace = consoles.EpochPace(8)
+    monkeypatch.setattr(paces.time, "perf_counter", lambda: next(clock))
+    pace = paces.EpochPace(8)
     assert pace.line(1) == "epoch 1/8 done (60 s an epoch, about 7 min to go)"
     assert pace.line(2) == "epoch 2/8 done (60 s an epoch, about 6 min to go)"
 
@@ -96,3 +96,18 @@ def test_a_progress_line_reaches_a_pipe_but_not_a_terminal_and_always_the_log(tm
         log.progress("round 1/4 retrain: epoch 1/8 done (20 s an epoch)")
         assert ("epoch 1/8 done" in screen.getvalue()) is not terminal  # a terminal shows it in its progress bar
         assert "epoch 1/8 done" in (tmp_path / f"log{terminal}").read_text()
+
+
+def test_a_long_prediction_says_where_it_is_and_a_short_one_says_nothing(monkeypatch):
+    from toolchain.report import pace as paces
+
+    said = []
+    clock = iter([100.0, 110.0, 140.0, 150.0, 175.0])  # started; then after each batch
+    monkeypatch.setattr(paces.time, "perf_counter", lambda: next(clock))
+    rows = paces.RowPace("model_int8.tflite", 20_000)
+    with paces.saying_progress(said.append):
+        for done in (2_000, 8_000, 10_000, 20_000):
+            rows(done)
+    assert said == ["model_int8.tflite: 8,000 of 20,000 rows (40 s, about 60 s to go)"]  # 10 s in: too soon; the end: not said
+    rows(4_000)  # outside the block: nowhere to say it
+    assert len(said) == 1

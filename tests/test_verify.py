@@ -744,3 +744,16 @@ def test_class_names_in_another_unicode_form_are_the_same_names():
     _class_order_differs("m.onnx", ["caf\u00e9", "tea"], ["cafe\u0301", "tea"])  # no refusal
     with pytest.raises(UserError, match="was made for classes numbered"):
         _class_order_differs("m.onnx", ["tea", "caf\u00e9"], ["cafe\u0301", "tea"])
+
+
+def test_a_long_check_says_its_pace_unless_quiet(art, capsys, monkeypatch):
+    """20,000 images of 224 px through each file on a device's CPU: an hour of silence before the verdict."""
+    from toolchain.report import pace
+
+    monkeypatch.setattr(pace, "PACE_SECONDS", 0.0)  # every batch is "long"
+    n = len(art["y"])
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT], capsys)
+    assert code == 0 and re.search(rf"^good\.onnx: 256 of {n:,} rows \([\d.]+ s, about [\d.]+ s to go\)$", err, re.M), err
+    assert f"{n:,} of {n:,} rows" not in err  # the end is the verdict's to say
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--quiet"], capsys)
+    assert code == 0 and " rows (" not in err, err

@@ -19,6 +19,7 @@ from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir,
 from toolchain.input_paths import input_paths
 from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
+from toolchain.report.pace import say_progress_to
 from toolchain.rundir import RunDir, Sessions, earlier_sessions, package_versions, version_changes
 
 REPORT_SCHEMA = 1
@@ -179,6 +180,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
     distributed.barrier()
     interrupts.resumable(run_dir if config.granularity != "weight" else None)  # only channel runs resume
+    said_before = say_progress_to(log.print)  # a prediction over many rows (the dense model's, each file's re-check) says its pace
     try:  # an interrupt leaves the finished rounds: the message names the run to --resume
         # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
         t0 = time.perf_counter()
@@ -311,6 +313,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         log.record(f"stopped: {describe(exc)}")
         raise
     finally:
+        say_progress_to(said_before)
         interrupts.resumable(None)
         RunDir.release(held)
         own_folder(None)

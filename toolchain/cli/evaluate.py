@@ -38,6 +38,7 @@ def evaluate(
     from toolchain.models.loading import load_model
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
+    from toolchain.report.pace import saying_progress
     from toolchain.verify import SPLITS, describe_rows, load_rows_for
 
     inputs = input_paths(model, data, arch=arch)
@@ -48,7 +49,8 @@ def evaluate(
                          input_shape=parse_input_shape(input_shape), **image_options.load_args())
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
-    result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
+    with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU
+        result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
     seen = seen_rows(loaded.extra.get("data"), rows["x"], rows["y"])
     if seen:

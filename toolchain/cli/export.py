@@ -49,6 +49,7 @@ def export(
     from toolchain.input_paths import input_paths
     from toolchain.quantize.calibration import resolve_calibration
     from toolchain.report.consoles import RunLog, log_console, print_markdown
+    from toolchain.report.pace import saying_progress
     from toolchain.report.export_markdown import render_export_report
     from toolchain.report.deploy import deploy_sentences
     from toolchain.report.fit import fit_sentence
@@ -65,7 +66,8 @@ def export(
                             val=val and str(val), test=test and str(test), **image_options.load_args())
     console = RunLog(log_console())
     console.record(f"cwtool {__version__} export {model} --out {out}")
-    report, folder = export_model(request, options, log=console.print, attach_log=console.attach)
+    with saying_progress(console.print):
+        report, folder = export_model(request, options, log=console.print, attach_log=console.attach)
     print_markdown(render_export_report(report))
     verdict = fit_sentence(report)
     if verdict:

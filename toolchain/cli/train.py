@@ -45,7 +45,8 @@ def train(
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.config import TRAIN_PRECISIONS
     from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train as run_train, training_dtype
-    from toolchain.report.consoles import EpochPace, RunLog, log_console, progress_bar
+    from toolchain.report.consoles import RunLog, log_console, progress_bar
+    from toolchain.report.pace import EpochPace
 
     if epochs < 1:
         raise UserError("--epochs must be at least 1")

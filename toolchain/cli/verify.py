@@ -46,6 +46,8 @@ def verify(
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.io import check_output_file, json_text, write_named_output
     from toolchain.input_paths import input_paths
+    from toolchain.report.consoles import log_console
+    from toolchain.report.pace import saying_progress
     from toolchain.verify import VerifyRequest, run_verify
 
     artifacts = unique_paths(artifacts)
@@ -63,7 +65,8 @@ def verify(
         class_names=class_names, image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
         **image_options.load_args(),
     )
-    result = run_verify(request)
+    with saying_progress(None if quiet else log_console().print):  # 20,000 images of 224 px on a device's CPU: an hour a file
+        result = run_verify(request)
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
     if json_out is not None:

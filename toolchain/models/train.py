@@ -22,6 +22,7 @@ from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
 from toolchain.errors import Interrupted, UserError, describe
 from toolchain.models.augment import Augmenter
+from toolchain.report.pace import RowPace
 from toolchain.models.batches import BatchReader, auto_workers, give_back_freed_memory
 
 # loss_fn(logits, targets, batch_indices, inputs) -> scalar; batch_indices index the training arrays so
@@ -341,6 +342,7 @@ def predict_logits(model: nn.Module, x, batch_size: int | None = None, device: t
     step = batch_rows(x, batch_size or PREDICT_ROWS.get(device.type, PREDICT_ROWS["cpu"]))
     plan = [np.arange(start, min(start + step, len(x))) for start in range(0, len(x), step)]
     out = []
+    pace = RowPace("the torch model", len(x))
     already = _in_channels_last(model)  # called from inside training (the Lagrange rule): leave its order alone
     channels_last = already or (len(plan) > 1 and _runs_channels_last(model, x, device))  # one batch: not worth the probe
     order = torch.channels_last if channels_last else torch.contiguous_format
@@ -351,6 +353,7 @@ def predict_logits(model: nn.Module, x, batch_size: int | None = None, device: t
                 for index in plan:
                     xb = torch.as_tensor(x[index[0] : index[-1] + 1], dtype=torch.float32, device=device)
                     out.append(model(xb.contiguous(memory_format=order)).float().cpu())
+                    pace(int(index[-1]) + 1)
             else:
                 from toolchain import distributed
 
@@ -358,9 +361,10 @@ def predict_logits(model: nn.Module, x, batch_size: int | None = None, device: t
                 if workers is None:
                     workers = auto_workers(x, len(plan), 1 if group is None else group.world)
                 with BatchReader(x, workers) as reader:
-                    for xb in reader.read(plan):
+                    for index, xb in zip(plan, reader.read(plan)):
                         out.append(model(xb.to(device).contiguous(memory_format=order)).float().cpu())
                         give_back_freed_memory()
+                        pace(int(index[-1]) + 1)
     finally:
         if channels_last and not already:
             model.to(memory_format=torch.contiguous_format)

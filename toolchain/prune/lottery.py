@@ -36,7 +36,7 @@ from toolchain.prune.plan import plan_for_target
 from toolchain.prune.round_files import RoundFiles
 from toolchain.prune.shrink import checked, shrink
 from toolchain.prune.tickets import PruneResult, Survivors, Ticket, promise_text, relative_plan, removed_plan, round_line, select
-from toolchain.report.consoles import EpochPace, duration
+from toolchain.report.pace import EpochPace, duration
 from toolchain.rundir import RunDir
 from toolchain.prune.weights import run_weight_rounds, weights_copy
 

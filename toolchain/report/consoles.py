@@ -151,28 +151,3 @@ def print_markdown(text: str) -> None:
         sys.stdout.flush()
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         quiet_broken_stream(sys.stdout)
-
-
-def duration(seconds: float) -> str:
-    """"0.4 s", "40 s", "7 min", "2.5 h": a progress line's time, as precise as a person reads it."""
-    if seconds < 9.95:
-        return f"{max(seconds, 0):.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-class EpochPace:
-    """"epoch 3/8 done (21 s an epoch, about 2 min to go)": the log of a long training says when it ends. Started
-    when training starts; the pace is the mean over the epochs done (the first also reads and caches)."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.started = time.perf_counter()
-
-    def line(self, epoch: int) -> str:
-        pace = (time.perf_counter() - self.started) / max(epoch, 1)
-        left = f", about {duration(pace * (self.total - epoch))} to go" if epoch < self.total else ""
-        return f"epoch {epoch}/{self.total} done ({duration(pace)} an epoch{left})"

@@ -275,11 +275,15 @@ class Runner(abc.ABC):
         x = self._check(x)
         if len(x) == 0:
             return np.zeros((0, self.num_classes or 0), np.float32)
+        from toolchain.report.pace import RowPace
+
         out = []
         step = batch_rows(x, batch_size)
+        pace = RowPace(self.path.name, len(x))
         for start in range(0, len(x), step):
             chunk = self._to_artifact_layout(np.asarray(x[start : start + step], dtype=np.float32))
             out.append(self._logits(self._run(chunk), len(chunk), out[0].shape[1] if out else None))
+            pace(start + len(chunk))
         return np.concatenate(out, axis=0)
 
     def _logits(self, y, n: int, width: int | None) -> np.ndarray:
