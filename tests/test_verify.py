@@ -687,6 +687,8 @@ def test_an_artifact_records_its_class_names_and_verify_refuses_data_numbered_ot
     code, _, err = run_cli(["export", tmp_path / "m.pt", "-d", tmp_path / "rows.npz", "-p", "melanoma", "--format", "onnx",
                             "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
     assert code in (0, 1), err
+    # the command export.md suggests names the class: "-p 1" is an index there, but a name wherever the data names "1"
+    assert "--data rows.npz -p melanoma --baseline export.json" in (tmp_path / "e" / "export.md").read_text()
     artifact = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
     np.savez(tmp_path / "reordered.npz", x=x, y=np.array([1, 0, 2])[y], class_names=names[[1, 0, 2]])
     code, _, err = cli([artifact, "--data", tmp_path / "reordered.npz", "-p", "melanoma"], capsys)
@@ -702,23 +704,41 @@ def test_an_artifact_records_its_class_names_and_verify_refuses_data_numbered_ot
     assert "PASSED (no FN budget given" in (tmp_path / "v.md").read_text()
 
 
-def test_an_artifacts_class_names_never_renumber_the_classes_it_is_judged_on():
-    """A crafted file naming its classes "3", "1", "2", "0", ... made -p 3 gate class 0 on digits: a model missing every 3
-    passed. Names that read as another class's index are not taken."""
-    from types import SimpleNamespace
+def _named(src: str, dst: Path, names: list[str]) -> Path:
+    """A copy of the ONNX file ``src`` recording ``names`` as its class names (as compress and export write them)."""
+    import onnx
 
-    from toolchain.verify import recorded_class_names
+    model = onnx.load(src)
+    model.metadata_props.add(key="class_names", value=json.dumps(names))
+    onnx.save(model, str(dst))
+    return dst
 
-    def runner(names):
-        return SimpleNamespace(metadata={"class_names": json.dumps(names)})
 
+def test_a_files_class_names_never_renumber_the_class_a_gate_judges(art, capsys, tmp_path):
+    """A crafted file naming its classes "3", "1", "2", "0", ... made -p 3 gate class 0 on digits; a baseline whose names
+    alone were edited so did the same (the gate judged class 6 for -p 3, and passed). A number names the data's label."""
     swapped = ["3", "1", "2", "0"] + [str(i) for i in range(4, 10)]
-    assert recorded_class_names(runner(swapped), 10) is None
-    assert recorded_class_names(runner([str(i) for i in range(10)]), 10) is None  # placeholders: nothing declared
-    assert recorded_class_names(runner(["cat", "dog"]), 2) == ["cat", "dog"]
-    assert recorded_class_names(runner(["cat", "dog"]), 3) is None  # another width than the file's outputs
-    assert recorded_class_names(runner(["cat", "1"]), 2) == ["cat", "1"]  # a digit at its own index renumbers nothing
-    assert recorded_class_names(runner(["cat", "dog\ngate: passed"]), 2) is None  # a name that would start a console line
+    crafted = _named(art["good"], tmp_path / "crafted.onnx", swapped)
+    res = run_json(art, capsys, [crafted], expect=0)
+    assert res["protected"] == [PROT] and res["class_names"] == swapped  # shown as the file says, judged by the data's 3
+    report = json.loads(Path(art["report"]).read_text())
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps({**report, "class_names": [str(9 - i) for i in range(10)]}))
+    res = run_json(art, capsys, [art["good"]], "--baseline", edited, expect=0)  # a file recording no names: judged by index
+    assert res["protected"] == [PROT] and res["artifacts"][0]["gate"]["checks"][0]["class"] == PROT
+    ordered = _named(art["good"], tmp_path / "ordered.onnx", [str(i) for i in range(10)])  # "0".."9": the data's own numbers
+    code, _, err = cli([ordered, "--data", art["data"], "-p", PROT, "--baseline", edited], capsys)
+    assert code == 2 and "numbers the classes 9=0, 8=1" in err and "ordered.onnx numbers them 0=0, 1=1" in err, err
+
+
+def test_numbered_classes_in_another_order_than_the_files_are_refused(art, capsys, tmp_path):
+    """Folders 1..10 sort as 1, 10, 2, ...: a file made on them, judged on rows named 1..10 in numeric order, counted every
+    class's FN under another class (exit 0, accuracy 10%): names that are numbers were not compared at all."""
+    alpha = sorted(str(i) for i in range(1, 11))
+    made = _named(art["good"], tmp_path / "alpha.onnx", alpha)
+    np.savez(tmp_path / "numeric.npz", x=art["x"], y=art["y"], class_names=np.array([str(i) for i in range(1, 11)]))
+    code, _, err = cli([made, "--data", tmp_path / "numeric.npz", "-p", "10"], capsys)
+    assert code == 2 and "was made for classes numbered 1=0, 10=1, 2=2" in err, err
 
 
 def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():

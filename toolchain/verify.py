@@ -209,17 +209,21 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
             "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
 
 
-def recorded_class_names(runner, k: int) -> list[str] | None:
-    """The class names an artifact records (compress and export write them), when they are k names declared by its data
-    (not placeholders); an edited file's other values are ignored."""
+def recorded_class_names(runner, k: int, placeholders: bool = False) -> list[str] | None:
+    """The class names an artifact records (compress and export write them), when they are k printable names declared by
+    its data (``placeholders``: also '0'..'k-1'); an edited file's other values are ignored."""
     value = _recorded(runner, "class_names")
     if not (isinstance(value, list) and len(value) == k and all(isinstance(n, str) and len(n) <= 1000 for n in value)):
         return None
     if any(unprintable_in(n) is not None for n in value):  # a line break in a name would start a console line ("gate: passed")
         return None
-    if any(n.strip().isdigit() and int(n.strip()) != i for i, n in enumerate(value)):  # "3" naming class 0: -p 3 would
-        return None  # gate another class than the data's 3; a file cannot renumber the classes it is judged on
-    return _declared_names(value)
+    return list(value) if placeholders else _declared_names(value)
+
+
+def _numbers_as_indices(names: list[str]) -> list[str]:
+    """``names`` with every whole-number name replaced by its index: "3" naming class 0 in a file's list would make -p 3
+    gate class 0 rather than the data's label 3."""
+    return [str(i) if n.strip().isdigit() else n for i, n in enumerate(names)]
 
 
 def _class_order_differs(path: str, recorded: list[str] | None, declared: list[str] | None) -> None:
@@ -235,6 +239,22 @@ def _class_order_differs(path: str, recorded: list[str] | None, declared: list[s
         raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {order(recorded)}; --data numbers them "
                         f"{order(declared)}: its FN here would count other classes; give --data the order it was trained in "
                         f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
+
+
+def _baseline_order_differs(base: dict | None, base_names: list[str] | None, names: list[str] | None, where: str) -> None:
+    """A baseline measured under another numbering of the classes (its names in another order than ``where``'s) holds
+    every class's FN under another class's index."""
+    import unicodedata
+
+    def same_text(given):
+        return [unicodedata.normalize("NFC", n) for n in given]
+
+    if base is not None and base_names and names and len(base_names) == len(names) and same_text(base_names) != same_text(names):
+        def order(given):
+            return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(given[:12]))
+
+        raise UserError(f"baseline {base['path']} numbers the classes {order(base_names)}; {where} numbers them {order(names)}: "
+                        "its FN per class are other classes'; give the baseline measured with these classes' numbering")
 
 
 def _recorded_color(runners) -> str | None:
@@ -308,11 +328,16 @@ def run_verify(req: VerifyRequest) -> dict:
         check_output_width(k, y, declared, Path(path).name)
         recorded = recorded_class_names(runner, k)
         _class_order_differs(path, recorded, declared)
-        names = declared or recorded or (base or {}).get("class_names") or [str(i) for i in range(k)]
+        base_names = _declared_names((base or {}).get("class_names"))
+        _baseline_order_differs(base, base_names, declared or recorded_class_names(runner, k, placeholders=True),
+                                "--data" if declared else Path(path).name)
+        names = declared or recorded or base_names or [str(i) for i in range(k)]
         if len(names) != k:
             names = [str(i) for i in range(k)]
         check_labels(y, k, what=f"--data ({rows['name']})")
-        prot = resolve_protected(req.protect, names, k)
+        # a number names the data's label unless the data itself names its classes: the names a file records (an artifact,
+        # a baseline: files cwtool does not trust) show, but never renumber, the class a gate judges
+        prot = resolve_protected(req.protect, names if declared else _numbers_as_indices(names), k)
         if protected is not None and prot != protected:
             raise UserError("the artifacts have different classes: verify artifacts of the same model together")
         protected = prot

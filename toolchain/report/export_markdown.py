@@ -3,6 +3,8 @@ from (test split), the device verdict with --target, and the files' sha256. No t
 
 from __future__ import annotations
 
+import shlex
+
 from toolchain.errors import printable
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
@@ -66,6 +68,9 @@ def render_export_report(report: dict) -> str:
     lines += files_lines(report["artifacts"])
     first = report["artifacts"][0]["path"] if report["artifacts"] else "artifacts/FILE"
     seed = f" --seed {data['seed']}" if data.get("seed") else ""
+    names = report.get("class_names") or []
+    named = len(names) > max(report["protected"], default=0) and names != [str(i) for i in range(len(names))]
+    protect = "".join(f" -p {shlex.quote(names[k]) if named else k}" for k in report["protected"])  # a name wins over an index
     lines += ["", "Re-check a file anywhere (numpy and one runtime): "
-                  f"`cwtool verify {first} --data {data['name']}{seed}{''.join(f' -p {k}' for k in report['protected'])} --baseline export.json`"]
+                  f"`cwtool verify {first} --data {data['name']}{seed}{protect} --baseline export.json`"]
     return printable("\n".join(lines)) + "\n"
