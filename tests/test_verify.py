@@ -777,3 +777,26 @@ def test_a_long_check_says_its_pace_unless_quiet(art, capsys, monkeypatch):
     assert f"{n:,} of {n:,} rows" not in err  # the end is the verdict's to say
     code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--quiet"], capsys)
     assert code == 0 and " rows (" not in err, err
+
+
+def test_two_files_of_one_name_are_told_apart_in_every_output(art, capsys, tmp_path):
+    """candidate/model.onnx and accepted/model.onnx were two "model.onnx" rows, one failing, and one JUnit test id for
+    both: a CI system that keys cases on it showed the failure as passed."""
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from toolchain.verify import distinct_names
+
+    assert distinct_names(["a/b/m.onnx", "c/b/m.onnx", "x.onnx"]) == ["a/b/m.onnx", "c/b/m.onnx", "x.onnx"]
+    assert distinct_names(["d1/model.onnx", "model.tflite"]) == ["model.onnx", "model.tflite"]
+    for folder, source in (("accepted", art["good"]), ("candidate", art["degraded"])):
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / "model.onnx")
+    files = [tmp_path / "accepted" / "model.onnx", tmp_path / "candidate" / "model.onnx"]
+    code, out, err = cli([*files, "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--junit", tmp_path / "v.xml",
+                          "--json", tmp_path / "v.json"], capsys)
+    assert code == 1, err
+    assert f"FAIL candidate/model.onnx: class {PROT}" in out + err and "FAIL accepted/" not in out + err, out + err
+    assert [a["name"] for a in json.loads((tmp_path / "v.json").read_text())["artifacts"]] == ["accepted/model.onnx", "candidate/model.onnx"]
+    cases = {c.get("classname") for c in ET.parse(tmp_path / "v.xml").getroot().iter("testcase")}
+    assert cases == {"cwtool.verify.accepted/model.onnx", "cwtool.verify.candidate/model.onnx"}

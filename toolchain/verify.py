@@ -282,6 +282,20 @@ def _open(path: str, threads: int):
     return runner, info
 
 
+def distinct_names(paths: list[str]) -> list[str]:
+    """Each path's file name, with as many of its folders as tell it from the others: candidate/model.onnx and
+    accepted/model.onnx were two "model.onnx" rows, one failing, and one JUnit test id for both."""
+    parts = [Path(p).parts or (str(p),) for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        shown = ["/".join(pp[-d:]) for pp, d in zip(parts, depth)]
+        clash = [i for i, name in enumerate(shown) if shown.count(name) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return shown
+        for i in clash:
+            depth[i] += 1
+
+
 def run_verify(req: VerifyRequest) -> dict:
     """Evaluate every artifact, gate it, and return the verify result (JSON-ready)."""
     from toolchain.data.loaders import is_image_folder
@@ -388,7 +402,9 @@ def run_verify(req: VerifyRequest) -> dict:
             "gate": gate,
         })
 
-    reasons = [f"{Path(e['path']).name}: {r}" for e in entries for r in e["gate"]["reasons"]]
+    for entry, name in zip(entries, distinct_names([e["path"] for e in entries])):
+        entry["name"] = name
+    reasons = [f"{e['name']}: {r}" for e in entries for r in e["gate"]["reasons"]]
     budget = dict(entries[0]["gate"]["budget"]) if entries else {}
     run_budget = (base or {}).get("run_budget")
     if run_budget and req.max_fn_increase is None and req.max_fnr_increase is None and any(

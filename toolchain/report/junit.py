@@ -7,10 +7,9 @@ A test case fails when its class is over budget, or when its artifact fails an a
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from toolchain.errors import printable
-from toolchain.report.verify_console import artifact_wide_reasons
+from toolchain.report.verify_console import artifact_wide_reasons, shown_name
 
 __all__ = ["render_junit"]
 
@@ -28,7 +27,7 @@ def render_junit(result: dict) -> str:
     total = failures = 0
     for art in result["artifacts"]:
         gate = art["gate"]
-        stem = Path(art["path"]).name
+        stem = shown_name(art)
         suite = ET.SubElement(suites, "testsuite", name=f"cwtool verify {stem}")
         props = ET.SubElement(suite, "properties")  # what was judged, and how: a CI log that proves it
         data = result.get("data") or {}

@@ -22,6 +22,11 @@ def artifact_wide_reasons(gate: dict) -> list[str]:
     return [r for r in gate["reasons"] if r not in per_class]
 
 
+def shown_name(art: dict) -> str:
+    """An artifact's name in the outputs: its file name, with the folders that tell it from another of the same name."""
+    return art.get("name") or Path(art["path"]).name
+
+
 def _bytes(n) -> str:
     return "? bytes" if n is None else f"{n:,} bytes"
 
@@ -34,7 +39,7 @@ def provenance_lines(result: dict) -> list[str]:
         files = art.get("files") or []
         weights = [f for f in files if f.get("role") != "sidecar"]
         count = f" in {len(weights)} files" if len(weights) > 1 else ""
-        lines.append(f"{Path(art['path']).name}: {art.get('runtime')}, {art.get('precision')}, {_bytes(art.get('bytes'))}{count}, "
+        lines.append(f"{shown_name(art)}: {art.get('runtime')}, {art.get('precision')}, {_bytes(art.get('bytes'))}{count}, "
                      f"sha256 {art.get('sha256', '?')}")
         lines += [f"  {f['name']} ({f['role']}): {_bytes(f['bytes'])}, sha256 {f['sha256']}" for f in files[1:]]
     rows = result["data"].get("rows_sha256")
@@ -66,7 +71,7 @@ def print_verify(result: dict, console: Console | None = None) -> None:
             change = DASH if chk.get("fn_change") is None else f"{chk['fn_change']:+d}"
             ok = chk["passed"] and not wide
             table.add_row(
-                Path(art["path"]).name, label, f"{chk['fn']}/{chk['support']}",
+                shown_name(art), label, f"{chk['fn']}/{chk['support']}",
                 DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, _fnr(chk),
                 DASH if chk.get("mcnemar_p") is None else f"{chk['mcnemar_p']:.2g}",
                 f"{100 * art['evaluation']['accuracy']:.1f}%",
@@ -79,7 +84,7 @@ def print_verify(result: dict, console: Console | None = None) -> None:
         for k, v in (art.get("promise") or {}).items():
             extra = f" + {v['budget']}" if v["budget"] else ""
             fp = "" if v.get("fp") is None or v.get("baseline_fp") is None else f"; FP {v['baseline_fp']} -> {v['fp']}"
-            console.print(f"{Path(art['path']).name}: class {k}: FN <= baseline{extra} on new data of {v['n']} such samples with "
+            console.print(f"{shown_name(art)}: class {k}: FN <= baseline{extra} on new data of {v['n']} such samples with "
                           f"probability {v['confidence']:.3f} (missed here and caught by the baseline {v['b']}, the reverse {v['c']}{fp})")
     for note in result.get("notes", []):
         console.print(f"note: {note}", markup=False)

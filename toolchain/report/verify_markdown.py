@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from toolchain.errors import one_line, printable
-from toolchain.report.verify_console import artifact_wide_reasons
+from toolchain.report.verify_console import artifact_wide_reasons, shown_name
 
 __all__ = ["render_verify_markdown"]
 
@@ -39,7 +38,7 @@ def _files_lines(result: dict) -> list[str]:
     for art in result["artifacts"]:
         files = art.get("files") or []
         weights = [f for f in files if f["role"] != "sidecar"]  # what "bytes" counts
-        lines += [f"- `{_esc(Path(art['path']).name)}`: {art.get('bytes') or 0:,} bytes" + (f" in {len(weights)} files" if len(weights) > 1 else "")]
+        lines += [f"- `{_esc(shown_name(art))}`: {art.get('bytes') or 0:,} bytes" + (f" in {len(weights)} files" if len(weights) > 1 else "")]
         lines += [f"  - `{_esc(f['name'])}` ({f['role']}, {f['bytes']:,} bytes): sha256 `{f['sha256']}`" for f in files]
     return ["", "### Files judged", "", *lines] if lines else []
 
@@ -87,7 +86,7 @@ def render_verify_markdown(result: dict) -> str:
             p = chk.get("mcnemar_p")
             ok = chk["passed"] and not wide
             lines.append("| " + " | ".join([
-                f"`{_esc(Path(art['path']).name)}`", _esc(art.get("runtime") or DASH), _esc(art.get("precision") or DASH),
+                f"`{_esc(shown_name(art))}`", _esc(art.get("runtime") or DASH), _esc(art.get("precision") or DASH),
                 _esc(_class_label(chk["class"], names)), f"{chk['fn']}/{chk['support']}",
                 DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, fnr,
                 DASH if p is None else f"{p:.3g}", f"{100 * ev['accuracy']:.2f}%", "pass" if ok else "**FAIL**",
@@ -98,7 +97,7 @@ def render_verify_markdown(result: dict) -> str:
         lines += ["", "### The FN promise on new data", ""]
         for art, k, v in promises:
             extra = f" + {v['budget']}" if v["budget"] else ""
-            lines.append(f"- `{_esc(Path(art['path']).name)}`, {_esc(_class_label(int(k), names))}: FN <= baseline{extra} on new data of "
+            lines.append(f"- `{_esc(shown_name(art))}`, {_esc(_class_label(int(k), names))}: FN <= baseline{extra} on new data of "
                          f"{v['n']} such samples with probability **{v['confidence']:.3f}** (b={v['b']}, c={v['c']}"
                          + (f"; FP {v['baseline_fp']} -> {v['fp']}" if v.get("fp") is not None and v.get("baseline_fp") is not None else "") + ")")
     if gate["reasons"]:
