@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,32 @@ def test_an_out_that_is_a_link_to_an_empty_folder_is_refused_before_the_work(tra
     assert code == 2 and "is a symbolic link" in err.splitlines()[-1], err
     assert (tmp_path / "link").is_symlink() and not any((tmp_path / "real").iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_files_of_non_ascii_names_load_under_a_locale_whose_names_are_not_utf8(exported, tmp_path):
+    """A device image with an ISO-8859-1 locale: both runtimes said 'modèl.onnx' did not exist ("re-export it"): they take
+    a path as UTF-8, and the file system's name was Latin-1."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("localedef") is None:
+        pytest.skip("localedef is not installed")
+    made = subprocess.run(["localedef", "-i", "en_US", "-f", "ISO-8859-1", str(tmp_path / "en_US.ISO-8859-1")], capture_output=True)
+    if made.returncode not in (0, 1) or not (tmp_path / "en_US.ISO-8859-1").exists():  # 1: made, with warnings
+        pytest.skip(f"cannot build a Latin-1 locale here: {made.stderr[:200]!r}")
+    _, out, _, _ = exported
+    folder = tmp_path / "üñí dir"
+    folder.mkdir()
+    files = []
+    for name in ("model_int8.onnx", "model_int8_nchw.tflite"):
+        shutil.copy(out / "artifacts" / name, folder / f"modèl ü{Path(name).suffix}")
+        if name.endswith(".tflite"):
+            shutil.copy(out / "artifacts" / (name + ".json"), folder / f"modèl ü{Path(name).suffix}.json")
+        files.append(str(folder / f"modèl ü{Path(name).suffix}"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUTF8", "LANG", "LC_CTYPE")}
+    env.update(LOCPATH=str(tmp_path), LC_ALL="en_US.ISO-8859-1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "toolchain", "verify", *files, "--data", "digits", "-p", "3",
+                           "--baseline", str(out / "export.json"), "-q"], capture_output=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode("latin-1")

@@ -141,6 +141,21 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def model_source(path: Path) -> dict[str, Any]:
+    """How a runtime is given the file at ``path``: ``{"path": str}``, or ``{"content": bytes}`` where the runtime (C++,
+    which takes a path as UTF-8) would look for other bytes than the file system's name (a non-ASCII name under a locale
+    whose file names are not UTF-8, such as a device image's ISO-8859-1): both runtimes said such a file did not exist."""
+    import os
+
+    text = str(path)
+    try:
+        if os.fsencode(text) == text.encode("utf-8"):
+            return {"path": text}
+    except UnicodeError:  # a name that is not UTF-8 at all (held as surrogate escapes)
+        pass
+    return {"content": Path(path).read_bytes()}
+
+
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The artifact's sidecar metadata, or {} when there is none or it is unreadable (a sidecar is a
     hint: untrusted, and its values are checked where they are used)."""

@@ -22,6 +22,7 @@ from toolchain.runtimes.base import (
     MAX_TENSOR_BYTES,
     Runner,
     check_artifact_file,
+    model_source,
     check_io_shape,
     check_tensor_bytes,
     check_threads,
@@ -39,6 +40,16 @@ from toolchain.runtimes.base import (
     sidecar_path,
 )
 from toolchain.runtimes.parts import artifact_size
+
+
+def interpreter_source(path: Path) -> dict:
+    """The interpreter's model argument: the file's path, or its bytes where the runtime would not find it by the path
+    (toolchain.runtimes.base.model_source)."""
+    try:
+        source = model_source(path)
+    except OSError as e:
+        raise UserError(f"cannot read TFLite artifact {path}: {e.strerror or e}") from e
+    return {"model_path": source["path"]} if "path" in source else {"model_content": source["content"]}
 
 
 def interpreter_class() -> tuple[type, str]:
@@ -165,7 +176,7 @@ class LiteRTRunner(Runner):
     def _new_interpreter(self):
         try:
             with _without_native_info():
-                return self._cls(model_path=str(self.path), num_threads=self.threads)
+                return self._cls(**interpreter_source(self.path), num_threads=self.threads)
         except Exception as e:  # ValueError for a file that is not a flatbuffer model
             raise UserError(f"cannot load TFLite artifact {self.path}: {short_error(e)}; re-export it") from e
 

@@ -10,7 +10,7 @@ import numpy as np
 from toolchain.errors import UserError
 from toolchain.runtimes.base import check_tensor_bytes, runtime_errors
 from toolchain.runtimes.graph import activation_peak, static_nbytes
-from toolchain.runtimes.litert import interpreter_class, tensor_sizes
+from toolchain.runtimes.litert import interpreter_class, interpreter_source, tensor_sizes
 
 
 def _interpreter(path: Path):
@@ -18,10 +18,10 @@ def _interpreter(path: Path):
     try:  # without the default XNNPACK delegate, so the op list shows builtin ops, not DELEGATE
         from ai_edge_litert.interpreter import OpResolverType
 
-        return cls(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        return cls(**interpreter_source(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     except Exception:  # noqa: BLE001 - another interpreter, or no such option
         try:
-            return cls(model_path=str(path))
+            return cls(**interpreter_source(path))
         except Exception as e:  # noqa: BLE001
             raise UserError(f"cannot load TFLite artifact {path}: {str(e).splitlines()[0][:200]}; re-export it") from e
 

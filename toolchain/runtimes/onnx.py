@@ -13,6 +13,7 @@ from toolchain.errors import InputCountError, UserError
 from toolchain.runtimes.base import (
     Runner,
     check_artifact_file,
+    model_source,
     check_tensor_bytes,
     check_threads,
     explicit_layout,
@@ -73,9 +74,16 @@ class OnnxRunner(Runner):
         try:
             # enable_fallback=0: on a failure onnxruntime's Python wrapper would otherwise print an "EP Error"
             # banner to stdout and load the file a second time (older versions ignore the keyword)
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"],
-                                                enable_fallback=0)
+            source = model_source(self.path)
+            self.session = ort.InferenceSession(source.get("path") or source["content"], sess_options=opts,
+                                                providers=["CPUExecutionProvider"], enable_fallback=0)
+        except OSError as e:
+            raise UserError(f"cannot read ONNX artifact {self.path}: {e.strerror or e}") from e
         except Exception as e:  # InvalidProtobuf, Fail, NotImplemented...
+            if "content" in source:  # its weights in files beside it are found by the file's path, which the runtime cannot use
+                raise UserError(f"cannot load ONNX artifact {self.path} ({short_error(e)}): its name has characters this "
+                                "locale's file names encode otherwise than UTF-8; rename it, or run under a UTF-8 locale "
+                                "(LC_ALL=C.UTF-8)") from e
             raise UserError(f"cannot load ONNX artifact {self.path}: {short_error(e)}; re-export it") from e
         # The input is checked below; what the graph makes of it is checked here, before anything runs: a 3 KB file can
         # Expand one image into gigabytes (needs the onnx package; a device without it runs the file as it is).
