@@ -508,3 +508,23 @@ def test_a_stop_during_a_noisy_native_step_does_not_replay_its_log(capfd):
             raise RuntimeError("conversion failed")
     assert "op not supported" not in capfd.readouterr().err  # bad input is one line: the converter's words go with the error
     assert failed.value.native_output == "converter: op not supported\n"  # shown under --debug
+
+
+def test_a_logging_handler_made_inside_the_quiet_block_still_writes_after_it(capsys):
+    """matplotlib, imported after a TFLite export with HOME not writable, warned through a handler a library had bound to
+    the quiet block's stream, closed by then: two "--- Logging error ---" tracebacks in a run that passed."""
+    import logging
+
+    from toolchain.export.tflite import quiet_native
+
+    logger = logging.getLogger("cwtool-test-late-warning")
+    logger.propagate = False
+    with quiet_native():
+        handler = logging.StreamHandler()  # bound to sys.stderr as it is now: the block's stream
+        logger.addHandler(handler)
+    try:
+        logger.warning("mkdir -p failed")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "mkdir -p failed" in err, err

@@ -39,6 +39,18 @@ from toolchain.io import TMP_PREFIX, publish
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
+def _repoint_handlers(closed, stream) -> None:
+    """Logging handlers a library made inside the quiet block write to its stream, closed when the block ends: a warning
+    after it (matplotlib's, when HOME cannot be written) printed a "--- Logging error ---" traceback in a passing run."""
+    import logging
+
+    loggers = [logging.getLogger(), *(lg for lg in list(logging.Logger.manager.loggerDict.values()) if isinstance(lg, logging.Logger))]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is closed:
+                handler.stream = stream  # not setStream: it flushes the closed one first
+
+
 @contextlib.contextmanager
 def quiet_native(enabled: bool = True):
     """Send fd 1/2 (absl/C++ logs, progress prints) to a temp file. On a failure its tail goes with the exception
@@ -51,7 +63,7 @@ def quiet_native(enabled: bool = True):
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
     log = tempfile.TemporaryFile(mode="w+b")
-    failure = None
+    failure, text = None, None
     interrupts.console(saved[1])  # a stop's one line still reaches the user while fd 2 is the log
     try:
         os.dup2(log.fileno(), 1)
@@ -71,6 +83,8 @@ def quiet_native(enabled: bool = True):
         sys.stderr.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
+        if text is not None:
+            _repoint_handlers(text, sys.stderr)
         interrupts.console(None)
         os.close(saved[0])
         os.close(saved[1])
