@@ -780,3 +780,23 @@ def test_a_gray_folder_meets_an_rgb_model_through_color(tmp_path, capsys):
     assert code == 2 and "--color only applies to an ImageFolder" in err, err
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", gray, "-p", "1", "--color", "purple"], capsys)
     assert code == 2 and "is not auto, rgb or gray" in err, err
+
+
+def test_verify_reads_a_folder_normalized_as_its_files_record(tmp_path, capsys):
+    """export --normalize 0.5:0.25 printed a verify command without it; run as printed, verify normalized the folder its own
+    way (auto: none at 16 px), so the rows were not the baseline's: exit 2 with a hint about x/255 rounding."""
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 40, 16, seed=12)
+    norm = "0.5,0.5,0.5:0.25,0.25,0.25"
+    model = _learnt_cnn(folder, normalize=((0.5,) * 3, (0.25,) * 3))
+    save_checkpoint(tmp_path / "m.pt", model, "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", folder, "-p", "1", "--normalize", norm, "--format", "onnx",
+                            "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    artifact = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    code, out, err = run_cli(["verify", artifact, "--data", folder, "-p", "1", "--baseline", tmp_path / "e" / "export.json"], capsys)
+    assert code == 0 and "normalized as the artifacts record (mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25])" in out + err, out + err
+    code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1", "--normalize", "none", "--baseline",
+                            tmp_path / "e" / "export.json"], capsys)  # a --normalize given is the user's: taken as given
+    assert code == 2 and "not the rows the baseline was measured on" in err, err

@@ -264,6 +264,30 @@ def _recorded_color(runners) -> str | None:
     return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
 
 
+def _recorded_normalization(runners):
+    """The normalization every artifact's recorded preprocessing names -- "none", or (means, stds) as --normalize takes
+    them -- or None (none recorded, they differ, or a value --normalize would refuse)."""
+    from toolchain.data.options import parse_normalize
+
+    found = set()
+    for runner in runners:
+        recorded = _recorded(runner, "preprocessing")
+        mean, std = (recorded.get("mean"), recorded.get("std")) if isinstance(recorded, dict) else (None, None)
+        if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) <= 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean + std)):
+            return None
+        found.add((tuple(mean), tuple(std)))
+    if len(found) != 1:
+        return None
+    mean, std = found.pop()
+    if not mean:
+        return "none"
+    try:
+        return parse_normalize(f"{','.join(map(repr, map(float, mean)))}:{','.join(map(repr, map(float, std)))}")
+    except UserError:
+        return None
+
+
 def _declared_names(names: list[str] | None) -> list[str] | None:
     """Class names the data declares (not the '0'..'k-1' placeholders a loader makes up)."""
     if not names or list(names) == [str(i) for i in range(len(names))]:
@@ -307,16 +331,20 @@ def run_verify(req: VerifyRequest) -> dict:
     base_n = int(base["evaluation"]["n"]) if base is not None else None
     # Rows first (bad data is named before the artifacts are opened), except that an ImageFolder is read in the color the
     # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
-    opened, color = None, req.color
-    if color is None and is_image_folder(req.data):
+    # The same for the normalization the files record, unless --normalize names one (auto is a guess from the image size).
+    opened, color, normalize = None, req.color, req.normalize
+    if (color is None or normalize in (None, "auto")) and is_image_folder(req.data):
         try:
             opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
         except UserError:  # named below, after the data's own problems, as for any data
             opened = None
-        color = _recorded_color([runner for _, runner, _ in opened]) if opened else None
+        runners = [runner for _, runner, _ in opened or []]
+        color = color or (_recorded_color(runners) if runners else None)
+        if normalize in (None, "auto") and runners:
+            normalize = _recorded_normalization(runners) or normalize
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
                          class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape,
-                         resize=req.resize, normalize=req.normalize, color=color)
+                         resize=req.resize, normalize=normalize, color=color)
     x, y = rows["x"], rows["y"]
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
@@ -327,6 +355,9 @@ def run_verify(req: VerifyRequest) -> dict:
         opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
+    if normalize != req.normalize:
+        notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
+                     f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
     if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured
         notes += [n for n in (preprocessing_mismatch(runner, rows) for _, runner, _ in opened) if n]
     protected: list[int] | None = None
