@@ -800,3 +800,23 @@ def test_two_files_of_one_name_are_told_apart_in_every_output(art, capsys, tmp_p
     assert [a["name"] for a in json.loads((tmp_path / "v.json").read_text())["artifacts"]] == ["accepted/model.onnx", "candidate/model.onnx"]
     cases = {c.get("classname") for c in ET.parse(tmp_path / "v.xml").getroot().iter("testcase")}
     assert cases == {"cwtool.verify.accepted/model.onnx", "cwtool.verify.candidate/model.onnx"}
+
+
+def test_bad_input_replaces_a_report_an_earlier_run_left(art, capsys, tmp_path):
+    """A persistent CI workspace kept the last green --junit/--json when the next verify exited 2: the JUnit reporter showed
+    "0 failures" for a step that failed."""
+    import xml.etree.ElementTree as ET
+
+    outs = {"--json": tmp_path / "v.json", "--markdown": tmp_path / "v.md", "--junit": tmp_path / "v.xml"}
+    flags = [str(v) for pair in outs.items() for v in pair]
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], *flags], capsys)
+    assert code == 0 and all(p.is_file() for p in outs.values()), err
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    code, _, err = cli([tmp_path / "empty.onnx", "--data", art["data"], "-p", PROT, "--baseline", art["report"], *flags], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    message = err.strip().removeprefix("cwtool: error: ")
+    report = json.loads(outs["--json"].read_text())
+    assert report["error"] == message and report["gate"]["passed"] is False and report["artifacts"] == []
+    suites = ET.parse(outs["--junit"]).getroot()
+    assert suites.get("errors") == "1" and suites.find(".//error").get("message") == message
+    assert "ERROR (nothing judged)" in outs["--markdown"].read_text()

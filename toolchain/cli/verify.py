@@ -65,8 +65,12 @@ def verify(
         class_names=class_names, image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
         **image_options.load_args(),
     )
-    with saying_progress(None if quiet else log_console().print):  # 20,000 images of 224 px on a device's CPU: an hour a file
-        result = run_verify(request)
+    try:
+        with saying_progress(None if quiet else log_console().print):  # 20,000 images of 224 px on a device's CPU: an hour a file
+            result = run_verify(request)
+    except UserError as exc:  # a report an earlier run left at --junit would be read as this run's ("0 failures")
+        _write_error_documents(str(exc), json_out, markdown, junit, inputs)
+        raise
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
     if json_out is not None:
@@ -88,3 +92,26 @@ def verify(
     for path, flag, payload in outputs:
         write_named_output(path, payload, flag, inputs)
     return 0 if result["gate"]["passed"] else 1
+
+
+def _write_error_documents(message: str, json_out, markdown, junit, inputs) -> None:
+    """A verify that could not judge writes no report, but one an earlier run left at --json, --markdown or --junit (a
+    persistent CI workspace, a device's loop) would be read as this run's: it is replaced by one that says so. Best
+    effort: the error is the news."""
+    from toolchain.errors import one_line
+    from toolchain.io import json_text, write_named_output
+    from toolchain.report.junit import render_junit_error
+    from toolchain.report.verify_markdown import render_verify_error_markdown
+    from toolchain.verify import VERIFY_SCHEMA
+
+    message = one_line(message)
+    documents = ((json_out, "--json", lambda: json_text({"schema_version": VERIFY_SCHEMA, "kind": "cwtool-verify", "error": message,
+                                                         "artifacts": [], "gate": {"passed": False, "error": message}})),
+                 (markdown, "--markdown", lambda: render_verify_error_markdown(message)),
+                 (junit, "--junit", lambda: render_junit_error(message)))
+    for path, flag, render in documents:
+        if path is not None and path.is_file():
+            try:
+                write_named_output(path, render(), flag, inputs)
+            except (OSError, UserError):
+                pass

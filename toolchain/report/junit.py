@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from toolchain.errors import printable
 from toolchain.report.verify_console import artifact_wide_reasons, shown_name
 
-__all__ = ["render_junit"]
+__all__ = ["render_junit", "render_junit_error"]
 
 
 def _class_label(k: int, class_names) -> str:
@@ -73,4 +73,15 @@ def render_junit(result: dict) -> str:
     suites.set("errors", "0")
     ET.indent(suites)
     # control characters (from a class name, say) are not allowed in XML 1.0: escaped, the file stays well-formed
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + printable(ET.tostring(suites, encoding="unicode")) + "\n"
+
+
+def render_junit_error(message: str) -> str:
+    """The JUnit XML document of a verify that could not judge (bad input, exit 2): one test case in error, so that a
+    report left by an earlier run is not read as this one's."""
+    suites = ET.Element("testsuites", name="cwtool verify", tests="1", failures="0", errors="1")
+    suite = ET.SubElement(suites, "testsuite", name="cwtool verify", tests="1", failures="0", errors="1", time="0.000")
+    case = ET.SubElement(suite, "testcase", classname="cwtool.verify", name="verify could not judge the files", time="0.000")
+    ET.SubElement(case, "error", message=message, type="BadInput").text = message
+    ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + printable(ET.tostring(suites, encoding="unicode")) + "\n"

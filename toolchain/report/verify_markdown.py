@@ -109,3 +109,8 @@ def render_verify_markdown(result: dict) -> str:
     lines += ["", "<sub>FN change: exact conditional interval from the paired discordant counts (McNemar) when both sides have "
               "per-sample predictions; FNR: Clopper-Pearson 95%.</sub>", ""]
     return printable("\n".join(lines))
+
+
+def render_verify_error_markdown(message: str) -> str:
+    """The Markdown of a verify that could not judge (bad input, exit 2)."""
+    return f"## \u274c cwtool verify: ERROR (nothing judged)\n\n{_esc(message)}\n"
