@@ -263,3 +263,16 @@ def test_files_of_non_ascii_names_load_under_a_locale_whose_names_are_not_utf8(e
     proc = subprocess.run([sys.executable, "-m", "toolchain", "verify", *files, "--data", "digits", "-p", "3",
                            "--baseline", str(out / "export.json"), "-q"], capture_output=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode("latin-1")
+
+
+def test_a_tflite_file_copied_without_its_sidecar_is_said_so(exported, tmp_path, capsys):
+    """Copied alone, a .tflite file was judged without a word that its class names and preprocessing were gone (its
+    layout then guessed): a milder preprocessing mismatch would only have moved its FN."""
+    import shutil
+
+    _, out, _, _ = exported
+    shutil.copy(out / "artifacts" / "model_fp32_nchw.tflite", tmp_path / "moved.tflite")
+    code, stdout, err = run_cli(["verify", tmp_path / "moved.tflite", "--data", "digits", "-p", "3"], capsys)
+    assert code in (0, 1) and "moved.tflite has no sidecar moved.tflite.json beside it" in stdout + err, stdout + err
+    code, stdout, err = run_cli(["verify", out / "artifacts" / "model_fp32_nchw.tflite", "--data", "digits", "-p", "3"], capsys)
+    assert code in (0, 1) and "no sidecar" not in stdout + err

@@ -355,6 +355,12 @@ def run_verify(req: VerifyRequest) -> dict:
         opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
+    for path, runner, _ in opened:
+        if Path(path).suffix.lower() == ".tflite" and not runner.metadata:
+            notes.append(f"{Path(path).name} has no sidecar {Path(path).name}.json beside it (compress and export write one): the "
+                         f"class names and preprocessing it was made for are unknown here, and its layout ({runner.layout}) "
+                         f"{'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
+                         "copy the sidecar with the file")
     if normalize != req.normalize:
         notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
