@@ -250,3 +250,11 @@ def test_a_profile_that_is_no_file_or_too_large_is_refused_before_it_is_read(cap
         assert code == 0 and "my-board" in out and "left out of the list: target file" in err, err
     finally:
         signal.alarm(0)
+
+
+@pytest.mark.parametrize("value", ["/nonexistent/targets", "/dev/null"])
+def test_a_targets_folder_that_is_no_folder_is_refused_not_passed_over(capsys, monkeypatch, value):
+    """A CI variable with a typo made --target raspberry-pi-4 take the built-in profile instead of the team's own."""
+    monkeypatch.setenv("CWTOOL_TARGETS_DIR", value)
+    code, _, err = run_cli(["targets", "raspberry-pi-4"], capsys)
+    assert code == 2 and f"CWTOOL_TARGETS_DIR '{value}' is not a folder" in err and len(err.strip().splitlines()) == 1, err

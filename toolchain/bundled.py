@@ -19,6 +19,13 @@ def bundled_files(env: str, checkout: str, packaged: str, suffix: str) -> dict[s
 
 
 def bundled_dirs(env: str, checkout: str, packaged: str) -> list[Path]:
-    dirs = [Path(os.environ[env])] if os.environ.get(env) else []
+    """The folders searched. One that ``env`` names must be a folder: a typo, or a folder missing from a CI checkout, made
+    `--target raspberry-pi-4` take the built-in profile instead of the team's measured one, without a word."""
+    from toolchain.errors import UserError
+
+    given = os.environ.get(env, "").strip()
+    if given and not Path(given).expanduser().is_dir():
+        raise UserError(f"{env} '{given}' is not a folder: give the folder of your own files, or unset it")
+    dirs = [Path(given).expanduser()] if given else []
     dirs += [_PACKAGE.parent / checkout, _PACKAGE / packaged]  # a repository checkout; an installed wheel
     return [d for d in dirs if d.is_dir()]
