@@ -1207,3 +1207,10 @@ def test_a_protected_class_named_in_another_case_is_suggested():
     with pytest.raises(UserError, match=r"did you mean 'melanoma'\?"):
         resolve_protected(["Melanoma"], ["benign", "melanoma", "nevus"], 3)
     assert resolve_protected(["melanoma"], ["benign", "melanoma", "nevus"], 3) == [1]
+
+
+def test_the_same_command_on_a_finished_run_says_it_is_finished(trained_digits, tmp_path, capsys):
+    """A retried CI job was told to "pass --resume to finish" a run that was done."""
+    args = _finished_run(capsys, trained_digits[0], tmp_path / "run")
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "holds a finished run (its report: " in err and "--resume makes its files and reports again" in err, err

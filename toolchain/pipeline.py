@@ -122,6 +122,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     if resuming and not request.resume:
         if config.granularity == "weight":
             raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")
+        if RunDir(run_dir).report_json.is_file():  # a CI job retried: the run is done, not to be finished
+            raise UserError(f"run directory '{run_dir}' holds a finished run (its report: {RunDir(run_dir).report_json}): --resume "
+                            "makes its files and reports again from the saved pruning, or give --out for a new run")
         raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
     before = earlier_sessions(run_dir, inputs, run_id, config) if resuming else Sessions()
     inputs, run_id = before.inputs or inputs, before.run_id or run_id
