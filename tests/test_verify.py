@@ -490,6 +490,7 @@ def test_light_venv_without_torch(art, tmp_path):
     except SystemExit as exc:
         assert exc.code == 1
     assert _numbers(json.loads(there.read_text())) == _numbers(json.loads(here.read_text()))
+    assert any("the onnx package is not installed" in n for n in json.loads(there.read_text())["notes"])  # the guard is off
 
 
 # --------------------------------------------------------------------------- int8 on a CPU without VNNI
@@ -820,3 +821,15 @@ def test_bad_input_replaces_a_report_an_earlier_run_left(art, capsys, tmp_path):
     suites = ET.parse(outs["--junit"]).getroot()
     assert suites.get("errors") == "1" and suites.find(".//error").get("message") == message
     assert "ERROR (nothing judged)" in outs["--markdown"].read_text()
+
+
+def test_without_the_onnx_package_the_unchecked_activations_are_said(art, capsys, monkeypatch):
+    """The device install (numpy, typer, rich, onnxruntime) has no onnx package: the check that a small file does not ask
+    for gigabytes of activations was off, without a word."""
+    from toolchain import verify
+
+    monkeypatch.setattr(verify, "_importable", lambda module: module != "onnx")
+    res = run_json(art, capsys, [art["good"]], expect=0)
+    assert any("the onnx package is not installed" in n for n in res["notes"])
+    monkeypatch.undo()
+    assert not any("onnx package" in n for n in run_json(art, capsys, [art["good"]], expect=0)["notes"])

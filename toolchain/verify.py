@@ -264,6 +264,15 @@ def _recorded_color(runners) -> str | None:
     return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _recorded_normalization(runners):
     """The normalization every artifact's recorded preprocessing names -- "none", or (means, stds) as --normalize takes
     them -- or None (none recorded, they differ, or a value --normalize would refuse)."""
@@ -355,6 +364,9 @@ def run_verify(req: VerifyRequest) -> dict:
         opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
+    if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not _importable("onnx"):
+        notes.append("the onnx package is not installed: an ONNX file's activation sizes were not checked before it ran (a "
+                     "small crafted file can ask for gigabytes); pip install onnx to check them")
     for path, runner, _ in opened:
         if Path(path).suffix.lower() == ".tflite" and not runner.metadata:
             notes.append(f"{Path(path).name} has no sidecar {Path(path).name}.json beside it (compress and export write one): the "
