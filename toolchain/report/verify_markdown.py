@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 from toolchain.errors import one_line, printable
 from toolchain.report.verify_console import artifact_wide_reasons, shown_name
@@ -11,9 +13,22 @@ __all__ = ["render_verify_markdown"]
 DASH = "\u2013"
 
 
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#!~|])")
+
+
 def _esc(text) -> str:
-    """Text from a file (a path, a name) inside one Markdown line or table cell: no line break, escape or cell border."""
-    return one_line(text).replace("|", "\\|")
+    """Text from a file (a class name, a reason naming one) inside one Markdown line or table cell, as text: no line
+    break, cell border, emphasis, link, image or HTML tag of its own (a data file's class name put a link into a CI summary)."""
+    return _MARKDOWN.sub(r"\\\1", one_line(text))
+
+
+def _code(text) -> str:
+    """A path or file name as a Markdown code span: fenced by more backticks than it holds (a backtick in the name ended
+    a one-backtick span), its cell border escaped (GitHub's tables split cells on | even inside code)."""
+    text = one_line(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _pct(x) -> str:
@@ -38,8 +53,8 @@ def _files_lines(result: dict) -> list[str]:
     for art in result["artifacts"]:
         files = art.get("files") or []
         weights = [f for f in files if f["role"] != "sidecar"]  # what "bytes" counts
-        lines += [f"- `{_esc(shown_name(art))}`: {art.get('bytes') or 0:,} bytes" + (f" in {len(weights)} files" if len(weights) > 1 else "")]
-        lines += [f"  - `{_esc(f['name'])}` ({f['role']}, {f['bytes']:,} bytes): sha256 `{f['sha256']}`" for f in files]
+        lines += [f"- {_code(shown_name(art))}: {art.get('bytes') or 0:,} bytes" + (f" in {len(weights)} files" if len(weights) > 1 else "")]
+        lines += [f"  - {_code(f['name'])} ({f['role']}, {f['bytes']:,} bytes): sha256 `{f['sha256']}`" for f in files]
     return ["", "### Files judged", "", *lines] if lines else []
 
 
@@ -54,11 +69,11 @@ def render_verify_markdown(result: dict) -> str:
     lines = [f"## {icon} cwtool verify: {verdict}", ""]
     base = result.get("baseline")
     budget = gate.get("budget", {})
-    lines.append(f"- data: `{_esc(data['spec'])}` ({data['split']}, {data['n']} rows"
+    lines.append(f"- data: {_code(data['spec'])} ({data['split']}, {data['n']} rows"
                  + (f", sha256 `{data['rows_sha256']}`" if data.get("rows_sha256") else "") + ")")
     if base:
         paired = "" if data.get("same_rows_as_baseline") is not False else " -- **measured on other rows: compared by FN rate, unpaired**"
-        lines.append(f"- baseline: `{_esc(base['path'])}` ({_esc(base['from'])}){paired}")
+        lines.append(f"- baseline: {_code(base['path'])} ({_esc(base['from'])}){paired}")
     else:
         lines.append("- baseline: none (absolute ceiling and collapse only)")
     parts = []
@@ -86,7 +101,7 @@ def render_verify_markdown(result: dict) -> str:
             p = chk.get("mcnemar_p")
             ok = chk["passed"] and not wide
             lines.append("| " + " | ".join([
-                f"`{_esc(shown_name(art))}`", _esc(art.get("runtime") or DASH), _esc(art.get("precision") or DASH),
+                f"{_code(shown_name(art))}", _esc(art.get("runtime") or DASH), _esc(art.get("precision") or DASH),
                 _esc(_class_label(chk["class"], names)), f"{chk['fn']}/{chk['support']}",
                 DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, fnr,
                 DASH if p is None else f"{p:.3g}", f"{100 * ev['accuracy']:.2f}%", "pass" if ok else "**FAIL**",
@@ -97,7 +112,7 @@ def render_verify_markdown(result: dict) -> str:
         lines += ["", "### The FN promise on new data", ""]
         for art, k, v in promises:
             extra = f" + {v['budget']}" if v["budget"] else ""
-            lines.append(f"- `{_esc(shown_name(art))}`, {_esc(_class_label(int(k), names))}: FN <= baseline{extra} on new data of "
+            lines.append(f"- {_code(shown_name(art))}, {_esc(_class_label(int(k), names))}: FN <= baseline{extra} on new data of "
                          f"{v['n']} such samples with probability **{v['confidence']:.3f}** (b={v['b']}, c={v['c']}"
                          + (f"; FP {v['baseline_fp']} -> {v['fp']}" if v.get("fp") is not None and v.get("baseline_fp") is not None else "") + ")")
     if gate["reasons"]:
