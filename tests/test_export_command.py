@@ -236,7 +236,7 @@ def test_an_out_that_is_a_link_to_an_empty_folder_is_refused_before_the_work(tra
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
 
 
-def test_files_of_non_ascii_names_load_under_a_locale_whose_names_are_not_utf8(exported, tmp_path):
+def test_files_of_non_ascii_names_load_under_a_locale_whose_names_are_not_utf8(exported, trained_digits, tmp_path):
     """A device image with an ISO-8859-1 locale: both runtimes said 'modèl.onnx' did not exist ("re-export it"): they take
     a path as UTF-8, and the file system's name was Latin-1."""
     import os
@@ -263,6 +263,11 @@ def test_files_of_non_ascii_names_load_under_a_locale_whose_names_are_not_utf8(e
     proc = subprocess.run([sys.executable, "-m", "toolchain", "verify", *files, "--data", "digits", "-p", "3",
                            "--baseline", str(out / "export.json"), "-q"], capture_output=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode("latin-1")
+    # written there too: the converter's own writer could not open a TFLite file in a folder of such a name (exit 3)
+    proc = subprocess.run([sys.executable, "-m", "toolchain", "export", str(trained_digits[0]), "--data", "digits", "-p", "3",
+                           "--format", "tflite", "--precision", "fp32", "--time-runs", "0", "--out", str(folder / "öut")],
+                          capture_output=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and (folder / "öut" / "artifacts" / "model_fp32_nchw.tflite").is_file(), proc.stderr.decode("latin-1")[-2000:]
 
 
 def test_a_tflite_file_copied_without_its_sidecar_is_said_so(exported, tmp_path, capsys):

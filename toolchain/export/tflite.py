@@ -222,8 +222,13 @@ def export_tflite(
                 detail = " ".join(str(exc).split())[:200]
                 raise UserError(f"litert-torch cannot convert this model to TFLite ({type(exc).__name__}: {detail}): "
                                 "export it with --format onnx") from exc
-            edge.export(tmp)
-        Path(tmp).write_bytes(compact(Path(tmp).read_bytes()))
+            # the flatbuffer's bytes, written by Python: the converter's own writer takes the path as UTF-8, and under a
+            # locale whose file names are not UTF-8 a run folder of a non-ASCII name "could not be opened" (exit 3)
+            content = edge.model_content() if hasattr(edge, "model_content") else None
+            if content is None:
+                edge.export(tmp)
+                content = Path(tmp).read_bytes()
+        Path(tmp).write_bytes(compact(content))
         side = {  # no timings: the sidecar is part of the artifact, hashed with it, and the same export gives the same bytes
             "cwtool_version": toolchain.__version__,
             "format": "tflite",
