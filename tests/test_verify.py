@@ -689,7 +689,17 @@ def test_an_artifact_records_its_class_names_and_verify_refuses_data_numbered_ot
                             "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
     assert code in (0, 1), err
     # the command export.md suggests names the class: "-p 1" is an index there, but a name wherever the data names "1"
-    assert "--data rows.npz -p melanoma --baseline export.json" in (tmp_path / "e" / "export.md").read_text()
+    import shlex
+
+    command = re.search(r"from this folder: `cwtool (verify [^`]+)`", (tmp_path / "e" / "export.md").read_text()).group(1)
+    assert f"--data {tmp_path / 'rows.npz'} -p melanoma --baseline export.json" in command
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "e")
+    try:  # as printed, from the folder: the same rows, the same class
+        code, _, err = cli(shlex.split(command)[1:], capsys)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, err
     artifact = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
     np.savez(tmp_path / "reordered.npz", x=x, y=np.array([1, 0, 2])[y], class_names=names[[1, 0, 2]])
     code, _, err = cli([artifact, "--data", tmp_path / "reordered.npz", "-p", "melanoma"], capsys)

@@ -215,7 +215,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
                       "arch": loaded.arch or request.arch, "pruned": bool(loaded.channel_plan), "params": count_params(model),
                       "macs": macs},
             "protected": protected, "class_names": names,
-            "data": {**dataset.describe(), "test_rows_sha256": reference["rows_sha256"]},
+            "data": {**dataset.describe(), "spec": _data_spec(request.test or request.data), "test_rows_sha256": reference["rows_sha256"]},
             "baseline": {"source": "the torch model itself", "val": {"accuracy": val_accuracy}, "test": reference},
             "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},
             "settings": {**dataclasses.asdict(settings), "artifacts": [list(a) for a in settings.artifacts]},
@@ -239,6 +239,12 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     finally:
         interrupts.unstaged(str(stage))
     return report, out
+
+
+def _data_spec(spec: str) -> str:
+    """The rows' spec as a command run from elsewhere finds them: a path made absolute, a data set's name as it is."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
 
 
 def _write(report: dict, folder: Path) -> None:

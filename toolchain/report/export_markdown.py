@@ -67,10 +67,10 @@ def render_export_report(report: dict) -> str:
     lines += _int8_lines(report["artifacts"], report.get("calibration"))
     lines += files_lines(report["artifacts"])
     first = report["artifacts"][0]["path"] if report["artifacts"] else "artifacts/FILE"
-    seed = f" --seed {data['seed']}" if data.get("seed") else ""
+    seed = f" --seed {data['seed']}" if data.get("seed") and not data.get("held_out_from", {}).get("test") else ""
     names = report.get("class_names") or []
     named = len(names) > max(report["protected"], default=0) and names != [str(i) for i in range(len(names))]
     protect = "".join(f" -p {shlex.quote(names[k]) if named else k}" for k in report["protected"])  # a name wins over an index
-    lines += ["", "Re-check a file anywhere (numpy and one runtime): "
-                  f"`cwtool verify {first} --data {data['name']}{seed}{protect} --baseline export.json`"]
+    lines += ["", "Re-check a file anywhere (numpy and one runtime), from this folder: "
+                  f"`cwtool verify {first} --data {shlex.quote(data.get('spec') or data['name'])}{seed}{protect} --baseline export.json`"]
     return printable("\n".join(lines)) + "\n"
