@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from toolchain.metrics import evaluate_logits
@@ -111,3 +112,18 @@ def test_a_long_prediction_says_where_it_is_and_a_short_one_says_nothing(monkeyp
     assert said == ["model_int8.tflite: 8,000 of 20,000 rows (40 s, about 60 s to go)"]  # 10 s in: too soon; the end: not said
     rows(4_000)  # outside the block: nowhere to say it
     assert len(said) == 1
+
+
+@pytest.mark.parametrize("columns", ["0", "5", "wide"])
+def test_a_columns_setting_no_table_can_be_read_at_is_passed_over(monkeypatch, capsys, columns):
+    """COLUMNS=0 (some CI and docker setups): a failing verify printed nothing at all, not even its reasons; COLUMNS=5
+    drew its table as empty box characters."""
+    from toolchain.report.consoles import log_console, out_console
+
+    monkeypatch.setenv("COLUMNS", columns)
+    for make in (out_console, log_console):
+        console = make()
+        assert console.width >= 40
+        console.print("FAIL model.onnx: class 3: 2 more missed")
+    captured = capsys.readouterr()
+    assert "FAIL model.onnx: class 3: 2 more missed" in captured.out and "FAIL model.onnx" in captured.err

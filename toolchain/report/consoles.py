@@ -46,11 +46,35 @@ def quiet_broken_stream(stream) -> None:
         pass
 
 
+MIN_COLUMNS = 40  # narrower, a table's cells hold no number: COLUMNS=0 (some CI and docker setups) printed nothing at all
+
+
+def _columns() -> int | None:
+    """COLUMNS where it is a width a table can be read at, else None."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "").strip())
+    except ValueError:
+        return None
+    return columns if columns >= MIN_COLUMNS else None
+
+
 def _console(stderr: bool) -> Console:
+    columns = _columns()
+    if os.environ.get("COLUMNS") is not None and columns is None:  # rich reads COLUMNS itself: take it out of its sight
+        console = SafeConsole(stderr=stderr, soft_wrap=True, markup=False, width=PIPED_WIDTH)
+        return console if not console.is_terminal else SafeConsole(stderr=stderr, soft_wrap=True, markup=False, width=max(
+            MIN_COLUMNS, _terminal_width(console)))
     console = SafeConsole(stderr=stderr, soft_wrap=True, markup=False)
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
+    if not console.is_terminal and columns is None:
         console = SafeConsole(stderr=stderr, soft_wrap=True, width=PIPED_WIDTH, markup=False)
     return console
+
+
+def _terminal_width(console: Console) -> int:
+    try:
+        return os.get_terminal_size(console.file.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return PIPED_WIDTH
 
 
 def out_console() -> Console:
@@ -142,7 +166,7 @@ def print_markdown(text: str) -> None:
 
     from rich.markdown import Markdown
 
-    console = Console()
+    console = out_console()
     if console.is_terminal:
         console.print(Markdown(text))
         return
