@@ -1214,3 +1214,16 @@ def test_the_same_command_on_a_finished_run_says_it_is_finished(trained_digits, 
     args = _finished_run(capsys, trained_digits[0], tmp_path / "run")
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "holds a finished run (its report: " in err and "--resume makes its files and reports again" in err, err
+
+
+@pytest.mark.parametrize("kind", ["onnx", "tflite", "json"])
+def test_an_exported_file_given_as_the_model_is_named_for_what_it_is(trained_digits, tmp_path, capsys, kind):
+    """An ONNX, TFLite or JSON file given as MODEL was called "a pickled model" and the user told to add --trust-model,
+    which then unpickled it."""
+    head = {"onnx": b"\x08\x08\x12\x07pytorch", "tflite": b"\x1c\x00\x00\x00TFL3\x00\x00", "json": b'{"kind": "cwtool-export"}'}[kind]
+    odd = tmp_path / f"model.{'bin' if kind != 'json' else 'json'}"  # known by its bytes, whatever its name
+    odd.write_bytes(head + b"\x00" * 64)
+    for extra in ([], ["--trust-model"]):
+        code, _, err = run_cli(["evaluate", odd, "--data", "digits", "-p", "3", "--arch", "digits-cnn", *extra], capsys)
+        _one_line_error(code, err, {"onnx": "is an ONNX file", "tflite": "is a TFLite file", "json": "is a JSON file"}[kind])
+        assert "--trust-model" not in err and "pickled" not in err

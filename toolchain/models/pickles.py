@@ -28,6 +28,9 @@ LOAD_HEADROOM = 256 << 20  # memory reading a model file may take beyond twice i
 def load_pickle(path: Path, arch: str | None, trust_model: bool):
     """The file's object through torch's weights-only unpickler and a narrow allow-list; a full
     unpickle only under --trust-model, and only after the narrow one could not read it."""
+    other = _not_a_pickle(path)
+    if other is not None:  # --trust-model or not: unpickling it reads nothing
+        raise UserError(f"'{path}' is {other}")
     try:
         return _load_restricted(path, arch)
     except UserError:
@@ -42,6 +45,24 @@ def load_pickle(path: Path, arch: str | None, trust_model: bool):
         ) from exc
     except Exception as exc:
         raise UserError(f"cannot read model file '{path}': {type(exc).__name__}: {exc}") from exc
+
+
+def _not_a_pickle(path: Path) -> str | None:
+    """What the file at ``path`` is, where its first bytes say it is no PyTorch checkpoint (a zip archive, or a pickle in
+    the legacy format, which starts with 0x80): the advice for a pickle (--arch, --trust-model) does not apply to it."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return None
+    if head[4:8] == b"TFL3" or path.suffix.lower() == ".tflite":
+        return "a TFLite file, an exported artifact: cwtool verify checks it; this command takes the PyTorch model it came from"
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ONNX's protobuf starts with its ir_version field
+        return "an ONNX file, an exported artifact: cwtool verify checks it; this command takes the PyTorch model it came from"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON file, not a model: give the PyTorch checkpoint or state_dict (.pt)"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (Keras?), not a PyTorch model: cwtool takes PyTorch models"
+    return None
 
 
 def _load_restricted(path: Path, arch: str | None):
