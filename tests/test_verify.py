@@ -229,9 +229,10 @@ def test_rows_in_another_order_are_other_rows(art, capsys):
     code, _, err = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q"], capsys)
     assert code == 2 and "--allow-other-data" in err and not out.exists(), err
     md, xml = art["dir"] / "shuffled.md", art["dir"] / "shuffled.xml"
-    code, _, _ = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q",
-                      "--allow-other-data", "--markdown", md, "--junit", xml], capsys)
+    code, said, _ = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q",
+                         "--allow-other-data", "--markdown", md, "--junit", xml], capsys)
     assert "other rows" in md.read_text() and "--allow-other-data" in xml.read_text()
+    assert "against a baseline of other rows (unpaired)" in said  # --quiet's one line says it too
     res = json.loads(out.read_text())
     chk = res["artifacts"][0]["gate"]["checks"][0]
     assert code == 1 and chk["fn_change"] is None and "mcnemar_p" not in chk  # FN rate over the baseline's: unpaired
@@ -603,7 +604,29 @@ def test_a_baseline_whose_fn_was_raised_is_malformed(art, capsys, tmp_path, drop
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(report))
     code, _, err = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
-    assert code == 2 and "malformed" in err and f"class {PROT}" in err, err
+    assert code == 2 and "malformed" in err and (f"class {PROT}" in err or "false negatives /" in err), err
+
+
+def test_a_baseline_stripped_of_its_matrix_and_predictions_is_still_checked_and_said_unpaired(art, capsys, tmp_path):
+    """A baseline edited to a weak model's FN and accuracy, its confusion matrix and predictions deleted, passed every
+    check: a model missing every protected sample passed, with no note."""
+    report = json.loads(Path(art["report"]).read_text())
+    test = report["baseline"]["test"]
+    for key in ("confusion", "predictions", "support_per_class", "recall_per_class"):
+        test.pop(key, None)
+    entry = next(p for p in test["protected"] if p["class"] == PROT)
+    entry.pop("fnr", None)
+    entry["fn"] = test["fn_per_class"][PROT] = entry["support"]
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(report))  # the accuracy left as it was: it no longer adds up
+    code, _, err = cli([art["degraded"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
+    assert code == 2 and "is not 1 - its" in err, err
+    test["accuracy"] = 1 - sum(test["fn_per_class"]) / test["n"]  # an edit that adds up: the comparison is said unpaired
+    edited.write_text(json.dumps(report))
+    code, out, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q", "--json", tmp_path / "v.json"], capsys)
+    res = json.loads((tmp_path / "v.json").read_text())
+    assert any("holds no per-sample predictions" in n for n in res["notes"]) and res["baseline"]["paired"] is False
+    assert "without per-sample predictions (unpaired)" in out, out + err
 
 
 @pytest.mark.parametrize("keepdim", [False, True])

@@ -84,6 +84,10 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
     digest = ev.get("rows_sha256")
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64):
         raise bad("rows_sha256 is not a sha256 hex digest")
+    # every row missed is a false negative of its own class: accuracy and the FN counts say the same, matrix or not (a
+    # file stripped of its matrix and predictions passed every other check with an FN edited to loosen the budget)
+    if sum(fnpc) > n or abs(ev["accuracy"] - (1 - sum(fnpc) / n)) > 0.5 / n:
+        raise bad(f"its accuracy {ev['accuracy']:g} is not 1 - its {sum(fnpc)} false negatives / {n} rows")
     # the counts the gate reads must be the counts the file's own matrix says: an edited FN loosens the budget
     for entry in prot:
         c, support = entry["class"], entry.get("support")
@@ -217,6 +221,9 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
         if ev.get("rows_sha256") is None:
             notes.append("the baseline carries no row fingerprint (made by an older cwtool): its rows were matched by count, "
                          "class counts and per-sample predictions only")
+        if ev.get("predictions") is None:
+            notes.append("the baseline holds no per-sample predictions (compress and verify write them): its FN are compared "
+                         "as counts, unpaired, with no McNemar test")
         return ev, True
     if base.get("measured_on") and here:
         other += f"; the baseline's: {base['measured_on']}; these: {here}"

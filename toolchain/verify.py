@@ -468,7 +468,8 @@ def run_verify(req: VerifyRequest) -> dict:
                  "rows_sha256": digest, "rows": describe_rows(rows, digest), "preprocessing": rows["note"], "same_rows_as_baseline": None if base is None else same_rows},
         "protected": protected,
         "class_names": names,
-        "baseline": None if base is None else {"path": base["path"], "from": base["from"], "evaluation": base_eval},
+        "baseline": None if base is None else {"path": base["path"], "from": base["from"], "evaluation": base_eval,
+                                               "paired": bool(base_eval and base_eval.get("predictions") is not None)},
         "notes": notes,
         "artifacts": entries,
         "gate": {
