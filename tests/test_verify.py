@@ -880,3 +880,12 @@ def test_markdown_shows_names_from_files_as_text(art, capsys, tmp_path):
     md = (tmp_path / "v.md").read_text()
     assert r"th\|ree \<img src=x\> \`x\` \*\*bold\*\* \[l\](http://e.vil)" in md and "<img" not in md.replace(r"\<img", "")
     assert "``m `x`.onnx``" in md
+
+
+def test_rows_of_the_protected_class_alone_are_said_to_judge_nothing_else(art, capsys, tmp_path):
+    """A device's evaluation set of positives only ("our melanoma images"): a model answering the class for every row
+    passed, with no word."""
+    only = art["y"] == PROT
+    np.savez(tmp_path / "only.npz", x=art["x"][only], y=art["y"][only])
+    res = run_json(art, capsys, [art["good"]], "--data", tmp_path / "only.npz", "--max-fnr", "0.5", expect=0)
+    assert any(f"holds only rows of protected class {PROT}" in n for n in res["notes"])

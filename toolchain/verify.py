@@ -404,6 +404,11 @@ def run_verify(req: VerifyRequest) -> dict:
         if protected is not None and prot != protected:
             raise UserError("the artifacts have different classes: verify artifacts of the same model together")
         protected = prot
+        only = [c for c in prot if np.all(y == c)]
+        if only and not any("holds only rows of protected class" in n for n in notes):
+            notes.append(f"--data holds only rows of protected class {', '.join(map(str, only))}: a model that answers it for "
+                         "every row misses none, and nothing here can tell (no row of another class to get wrong); give rows of "
+                         "the other classes too")
         absent = [c for c in prot if not np.any(y == c)]
         if absent:
             raise UserError(f"--data ({rows['name']}, {rows['split']}, {len(y)} rows) holds no row of protected class "
