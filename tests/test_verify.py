@@ -889,3 +889,21 @@ def test_rows_of_the_protected_class_alone_are_said_to_judge_nothing_else(art, c
     np.savez(tmp_path / "only.npz", x=art["x"][only], y=art["y"][only])
     res = run_json(art, capsys, [art["good"]], "--data", tmp_path / "only.npz", "--max-fnr", "0.5", expect=0)
     assert any(f"holds only rows of protected class {PROT}" in n for n in res["notes"])
+
+
+def test_rows_that_cannot_fit_the_file_are_refused_before_any_image_is_decoded(art, capsys, tmp_path, monkeypatch):
+    """A wrong --resize decoded and fingerprinted every image at the new size (minutes, gigabytes) before the shape check."""
+    from PIL import Image
+
+    from toolchain.data import images
+
+    for i in range(6):
+        (tmp_path / "imgs" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"c{i % 2}" / f"{i}.png")
+
+    def decoded(self, index):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(images.ImageFiles, "read", decoded)
+    code, _, err = cli([art["good"], "--data", tmp_path / "imgs", "-p", "1", "--resize", "64", "--split", "all"], capsys)
+    assert code == 2 and "data samples have shape (1, 64, 64)" in err, err

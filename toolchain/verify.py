@@ -362,6 +362,8 @@ def run_verify(req: VerifyRequest) -> dict:
     # Open every artifact before running any: a bad one stops the run before work is done.
     if opened is None:
         opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
+    for _, runner, _ in opened:  # before every row is read: 20,000 images resized to a wrong size take minutes
+        runner.check_input(x)
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
     if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not _importable("onnx"):

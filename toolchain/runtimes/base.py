@@ -259,6 +259,11 @@ class Runner(abc.ABC):
         want = self.dataset_sample_shape()
         return len(want) == len(got) and all(w == -1 or w == g for w, g in zip(want, got))
 
+    def check_input(self, x) -> None:
+        """A UserError unless rows shaped like ``x``'s fit the file's input: read from the shape alone (rows read on
+        demand are not decoded), so a wrong --resize is said before every image is."""
+        self._check(x if isinstance(x, Samples) else np.empty((0, *np.shape(x)[1:]), np.float32))
+
     def _check(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, Samples):  # rows read on demand are float32 already, and read a batch at a time
             x = np.asarray(x)
