@@ -1067,7 +1067,7 @@ def test_json_nested_too_deep_in_a_file_or_an_option_is_bad_input(capsys):
     --arch-kwargs."""
     from types import SimpleNamespace
 
-    from toolchain.verify import preprocessing_mismatch
+    from toolchain.recorded import preprocessing_mismatch
 
     deep = "[" * 50_000 + "]" * 50_000
     runner = SimpleNamespace(metadata={"preprocessing": '{"mean": ' + deep + "}"}, path="m.onnx")
@@ -1114,7 +1114,7 @@ def test_rows_given_as_arrays_are_not_said_to_be_decoded_otherwise():
     from types import SimpleNamespace
 
     from toolchain.data.dataset import Preprocessing
-    from toolchain.verify import preprocessing_mismatch
+    from toolchain.recorded import preprocessing_mismatch
 
     folder = Preprocessing(scale=1 / 255, mean=[0.5], std=[0.25], color="L", resize=[18], crop=[16, 16], interpolation="bilinear")
     runner = SimpleNamespace(metadata={"preprocessing": _json.dumps(folder.to_dict())}, path="m.onnx")

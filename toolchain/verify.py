@@ -12,7 +12,6 @@ Baseline (--baseline FILE): see `toolchain.baseline`, which reads, checks and ma
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +20,13 @@ import numpy as np
 
 from toolchain import __version__
 from toolchain.baseline import check_baseline, load_baseline
-from toolchain.errors import UserError, one_line, unprintable_in
+from toolchain.errors import UserError
+from toolchain.evaluate import declared_names
 from toolchain.gate import GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.provenance import artifact_sha256, rows_sha256
+from toolchain.recorded import (check_baseline_order, check_class_order, numbers_as_indices, preprocessing_mismatch,
+                                recorded_class_names, recorded_color, recorded_normalization)
 
 __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
 
@@ -169,99 +171,12 @@ def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increa
     return out
 
 
-PREPROCESSING_STEPS = ("color", "resize", "crop", "scale", "mean", "std")
-IMAGE_FILE_STEPS = ("color", "resize", "crop")  # only where cwtool decoded image files: arrays come prepared
-
-
 def _passes_with(gate: dict, fn_budget: int) -> bool:
     """Whether a failed file's verdict would turn with this FN budget: every check fails on FN alone, by no more."""
     checks = gate.get("checks") or []
     if (gate.get("accuracy") or {}).get("passed") is False or gate.get("collapse"):
         return False
     return all(c.get("passed") or (c.get("over_budget") and c.get("fn_change", fn_budget + 1) <= fn_budget) for c in checks)
-
-
-def _recorded(runner, key: str):
-    """The value an artifact records under ``key`` (ONNX metadata_props hold JSON text, a TFLite sidecar the value), or
-    None: an edited file's text that is not JSON, or nested too deep to read, records nothing."""
-    value = (getattr(runner, "metadata", None) or {}).get(key)
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except (ValueError, RecursionError):
-            return None
-    return value
-
-
-def preprocessing_mismatch(runner, rows: dict) -> str | None:
-    """A note when the artifact records (ONNX metadata_props or TFLite sidecar, written by compress and export)
-    preprocessing other than the rows of --data got: the file was made for inputs prepared another way."""
-    recorded = _recorded(runner, "preprocessing")
-    here = rows.get("preprocessing")
-    if not isinstance(recorded, dict) or not isinstance(here, dict):
-        return None
-    steps = [k for k in PREPROCESSING_STEPS if here.get("color") or k not in IMAGE_FILE_STEPS]
-    differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
-    if not differ:
-        return None
-    shown = ", ".join(f"{k} {recorded[k]!r} there, {here.get(k)!r} here" for k in differ)
-    return (f"{Path(runner.path).name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
-            "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
-
-
-def recorded_class_names(runner, k: int, placeholders: bool = False) -> list[str] | None:
-    """The class names an artifact records (compress and export write them), when they are k printable names declared by
-    its data (``placeholders``: also '0'..'k-1'); an edited file's other values are ignored."""
-    value = _recorded(runner, "class_names")
-    if not (isinstance(value, list) and len(value) == k and all(isinstance(n, str) and len(n) <= 1000 for n in value)):
-        return None
-    if any(unprintable_in(n) is not None for n in value):  # a line break in a name would start a console line ("gate: passed")
-        return None
-    return list(value) if placeholders else _declared_names(value)
-
-
-def _numbers_as_indices(names: list[str]) -> list[str]:
-    """``names`` with every whole-number name replaced by its index: "3" naming class 0 in a file's list would make -p 3
-    gate class 0 rather than the data's label 3."""
-    return [str(i) if n.strip().isdigit() else n for i, n in enumerate(names)]
-
-
-def _class_order_differs(path: str, recorded: list[str] | None, declared: list[str] | None) -> None:
-    import unicodedata
-
-    def same_text(names):  # a folder copied by macOS names "café" in another Unicode form: the same name
-        return [unicodedata.normalize("NFC", n) for n in names]
-
-    if recorded and declared and same_text(recorded) != same_text(declared):
-        def order(names):
-            return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(names[:12]))
-
-        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {order(recorded)}; --data numbers them "
-                        f"{order(declared)}: its FN here would count other classes; give --data the order it was trained in "
-                        f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
-
-
-def _baseline_order_differs(base: dict | None, base_names: list[str] | None, names: list[str] | None, where: str) -> None:
-    """A baseline measured under another numbering of the classes (its names in another order than ``where``'s) holds
-    every class's FN under another class's index."""
-    import unicodedata
-
-    def same_text(given):
-        return [unicodedata.normalize("NFC", n) for n in given]
-
-    if base is not None and base_names and names and len(base_names) == len(names) and same_text(base_names) != same_text(names):
-        def order(given):
-            return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(given[:12]))
-
-        raise UserError(f"baseline {base['path']} numbers the classes {order(base_names)}; {where} numbers them {order(names)}: "
-                        "its FN per class are other classes'; give the baseline measured with these classes' numbering")
-
-
-def _recorded_color(runners) -> str | None:
-    """The color ("L" or "RGB") every artifact's recorded preprocessing names, or None (none recorded, or they differ)."""
-    recorded = [_recorded(runner, "preprocessing") for runner in runners]
-    colors = {r.get("color") if isinstance(r, dict) else None for r in recorded}
-    return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
 
 
 def _importable(module: str) -> bool:
@@ -271,37 +186,6 @@ def _importable(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _recorded_normalization(runners):
-    """The normalization every artifact's recorded preprocessing names -- "none", or (means, stds) as --normalize takes
-    them -- or None (none recorded, they differ, or a value --normalize would refuse)."""
-    from toolchain.data.options import parse_normalize
-
-    found = set()
-    for runner in runners:
-        recorded = _recorded(runner, "preprocessing")
-        mean, std = (recorded.get("mean"), recorded.get("std")) if isinstance(recorded, dict) else (None, None)
-        if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) <= 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean + std)):
-            return None
-        found.add((tuple(mean), tuple(std)))
-    if len(found) != 1:
-        return None
-    mean, std = found.pop()
-    if not mean:
-        return "none"
-    try:
-        return parse_normalize(f"{','.join(map(repr, map(float, mean)))}:{','.join(map(repr, map(float, std)))}")
-    except UserError:
-        return None
-
-
-def _declared_names(names: list[str] | None) -> list[str] | None:
-    """Class names the data declares (not the '0'..'k-1' placeholders a loader makes up)."""
-    if not names or list(names) == [str(i) for i in range(len(names))]:
-        return None
-    return list(names)
 
 
 # --------------------------------------------------------------------------- run
@@ -348,9 +232,9 @@ def run_verify(req: VerifyRequest) -> dict:
         except UserError:  # named below, after the data's own problems, as for any data
             opened = None
         runners = [runner for _, runner, _ in opened or []]
-        color = color or (_recorded_color(runners) if runners else None)
+        color = color or (recorded_color(runners) if runners else None)
         if normalize in (None, "auto") and runners:
-            normalize = _recorded_normalization(runners) or normalize
+            normalize = recorded_normalization(runners) or normalize
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
                          class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape,
                          resize=req.resize, normalize=normalize, color=color)
@@ -383,7 +267,7 @@ def run_verify(req: VerifyRequest) -> dict:
     protected: list[int] | None = None
     names: list[str] | None = None
     base_eval, same_rows = None, True
-    declared = _declared_names(rows["class_names"])
+    declared = declared_names(rows["class_names"])
     entries = []
     for path, runner, info in opened:
         k = runner.num_classes
@@ -392,9 +276,9 @@ def run_verify(req: VerifyRequest) -> dict:
             k = int(probe.shape[1])
         check_output_width(k, y, declared, Path(path).name)
         recorded = recorded_class_names(runner, k)
-        _class_order_differs(path, recorded, declared)
-        base_names = _declared_names((base or {}).get("class_names"))
-        _baseline_order_differs(base, base_names, declared or recorded_class_names(runner, k, placeholders=True),
+        check_class_order(path, recorded, declared)
+        base_names = declared_names((base or {}).get("class_names"))
+        check_baseline_order(base, base_names, declared or recorded_class_names(runner, k, placeholders=True),
                                 "--data" if declared else Path(path).name)
         names = declared or recorded or base_names or [str(i) for i in range(k)]
         if len(names) != k:
@@ -402,7 +286,7 @@ def run_verify(req: VerifyRequest) -> dict:
         check_labels(y, k, what=f"--data ({rows['name']})")
         # a number names the data's label unless the data itself names its classes: the names a file records (an artifact,
         # a baseline: files cwtool does not trust) show, but never renumber, the class a gate judges
-        prot = resolve_protected(req.protect, names if declared else _numbers_as_indices(names), k)
+        prot = resolve_protected(req.protect, names if declared else numbers_as_indices(names), k)
         if protected is not None and prot != protected:
             raise UserError("the artifacts have different classes: verify artifacts of the same model together")
         protected = prot

@@ -1,0 +1,122 @@
+"""What an exported file records of the data it was made for (compress and export write its class names and
+preprocessing into ONNX metadata_props or the TFLite sidecar), read as untrusted values, and the checks of --data and
+a baseline against it: the class numbering a gate judges by, and the preprocessing the rows get."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from toolchain.errors import UserError, one_line, unprintable_in
+from toolchain.evaluate import declared_names
+
+
+PREPROCESSING_STEPS = ("color", "resize", "crop", "scale", "mean", "std")
+IMAGE_FILE_STEPS = ("color", "resize", "crop")  # only where cwtool decoded image files: arrays come prepared
+
+
+def recorded_value(runner, key: str):
+    """The value an artifact records under ``key`` (ONNX metadata_props hold JSON text, a TFLite sidecar the value), or
+    None: an edited file's text that is not JSON, or nested too deep to read, records nothing."""
+    value = (getattr(runner, "metadata", None) or {}).get(key)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            return None
+    return value
+
+
+def preprocessing_mismatch(runner, rows: dict) -> str | None:
+    """A note when the artifact records (ONNX metadata_props or TFLite sidecar, written by compress and export)
+    preprocessing other than the rows of --data got: the file was made for inputs prepared another way."""
+    recorded = recorded_value(runner, "preprocessing")
+    here = rows.get("preprocessing")
+    if not isinstance(recorded, dict) or not isinstance(here, dict):
+        return None
+    steps = [k for k in PREPROCESSING_STEPS if here.get("color") or k not in IMAGE_FILE_STEPS]
+    differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
+    if not differ:
+        return None
+    shown = ", ".join(f"{k} {recorded[k]!r} there, {here.get(k)!r} here" for k in differ)
+    return (f"{Path(runner.path).name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
+            "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
+
+
+def recorded_class_names(runner, k: int, placeholders: bool = False) -> list[str] | None:
+    """The class names an artifact records (compress and export write them), when they are k printable names declared by
+    its data (``placeholders``: also '0'..'k-1'); an edited file's other values are ignored."""
+    value = recorded_value(runner, "class_names")
+    if not (isinstance(value, list) and len(value) == k and all(isinstance(n, str) and len(n) <= 1000 for n in value)):
+        return None
+    if any(unprintable_in(n) is not None for n in value):  # a line break in a name would start a console line ("gate: passed")
+        return None
+    return list(value) if placeholders else declared_names(value)
+
+
+def numbers_as_indices(names: list[str]) -> list[str]:
+    """``names`` with every whole-number name replaced by its index: "3" naming class 0 in a file's list would make -p 3
+    gate class 0 rather than the data's label 3."""
+    return [str(i) if n.strip().isdigit() else n for i, n in enumerate(names)]
+
+
+def check_class_order(path: str, recorded: list[str] | None, declared: list[str] | None) -> None:
+    import unicodedata
+
+    def same_text(names):  # a folder copied by macOS names "café" in another Unicode form: the same name
+        return [unicodedata.normalize("NFC", n) for n in names]
+
+    if recorded and declared and same_text(recorded) != same_text(declared):
+        def order(names):
+            return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(names[:12]))
+
+        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {order(recorded)}; --data numbers them "
+                        f"{order(declared)}: its FN here would count other classes; give --data the order it was trained in "
+                        f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
+
+
+def check_baseline_order(base: dict | None, base_names: list[str] | None, names: list[str] | None, where: str) -> None:
+    """A baseline measured under another numbering of the classes (its names in another order than ``where``'s) holds
+    every class's FN under another class's index."""
+    import unicodedata
+
+    def same_text(given):
+        return [unicodedata.normalize("NFC", n) for n in given]
+
+    if base is not None and base_names and names and len(base_names) == len(names) and same_text(base_names) != same_text(names):
+        def order(given):
+            return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(given[:12]))
+
+        raise UserError(f"baseline {base['path']} numbers the classes {order(base_names)}; {where} numbers them {order(names)}: "
+                        "its FN per class are other classes'; give the baseline measured with these classes' numbering")
+
+
+def recorded_color(runners) -> str | None:
+    """The color ("L" or "RGB") every artifact's recorded preprocessing names, or None (none recorded, or they differ)."""
+    recorded = [recorded_value(runner, "preprocessing") for runner in runners]
+    colors = {r.get("color") if isinstance(r, dict) else None for r in recorded}
+    return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
+
+
+def recorded_normalization(runners):
+    """The normalization every artifact's recorded preprocessing names -- "none", or (means, stds) as --normalize takes
+    them -- or None (none recorded, they differ, or a value --normalize would refuse)."""
+    from toolchain.data.options import parse_normalize
+
+    found = set()
+    for runner in runners:
+        recorded = recorded_value(runner, "preprocessing")
+        mean, std = (recorded.get("mean"), recorded.get("std")) if isinstance(recorded, dict) else (None, None)
+        if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) <= 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean + std)):
+            return None
+        found.add((tuple(mean), tuple(std)))
+    if len(found) != 1:
+        return None
+    mean, std = found.pop()
+    if not mean:
+        return "none"
+    try:
+        return parse_normalize(f"{','.join(map(repr, map(float, mean)))}:{','.join(map(repr, map(float, std)))}")
+    except UserError:
+        return None
