@@ -169,6 +169,11 @@ def test_collapsed_artifact_fails_with_a_collapse_reason(art, capsys):
     assert "baseline_fn" not in res["artifacts"][0]["gate"]["checks"][0]
 
 
+def test_a_verdict_without_a_baseline_says_nothing_of_one(art, capsys):
+    code, out, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--max-fnr", "0.5", "-q"], capsys)
+    assert code == 0 and out.strip().splitlines()[-1] == "gate: passed", out + err
+
+
 def test_absolute_ceiling_without_baseline(art, capsys):
     fnr = art["base"]["protected"][0]["fnr"]
     res = run_json(art, capsys, [art["degraded"]], "--max-fnr", "0.2", expect=1)

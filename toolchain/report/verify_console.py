@@ -100,7 +100,9 @@ def print_verdict(result: dict, console: Console | None = None) -> None:
     line = Text("gate: ").append("passed" if gate["passed"] else "failed", style="green" if gate["passed"] else "bold red")
     if gate["passed"] and gate.get("fn_budget") is False:
         line.append(", with no FN budget: nothing held the false negatives to one (give --baseline report.json or --max-fnr)")
-    if not (result.get("data") or {}).get("same_rows_as_baseline", True) or not (result.get("baseline") or {}).get("paired", True):
-        line.append(", by FN rate against a baseline of other rows (unpaired)" if not result["data"].get("same_rows_as_baseline", True)
-                    else ", against a baseline without per-sample predictions (unpaired)")
+    if result.get("baseline"):  # none: nothing compared, paired or not
+        if (result.get("data") or {}).get("same_rows_as_baseline") is False:
+            line.append(", by FN rate against a baseline of other rows (unpaired)")
+        elif result["baseline"].get("paired") is False:
+            line.append(", against a baseline without per-sample predictions (unpaired)")
     console.print(line)
