@@ -179,6 +179,14 @@ def _passes_with(gate: dict, fn_budget: int) -> bool:
     return all(c.get("passed") or (c.get("over_budget") and c.get("fn_change", fn_budget + 1) <= fn_budget) for c in checks)
 
 
+def _auto_normalization(x):
+    """What --normalize auto gives images of ``x``'s shape, as recorded_normalization says it ("none" or (means, stds))."""
+    from toolchain.data.sources.image_folder import normalization_for
+
+    mean, std, _ = normalization_for("auto", int(x.shape[1]), tuple(x.shape[2:]))
+    return (tuple(mean), tuple(std)) if mean else "none"
+
+
 def _importable(module: str) -> bool:
     import importlib.util
 
@@ -255,11 +263,13 @@ def run_verify(req: VerifyRequest) -> dict:
                      "small crafted file can ask for gigabytes); pip install onnx to check them")
     for path, runner, _ in opened:
         if Path(path).suffix.lower() == ".tflite" and not runner.metadata:
-            notes.append(f"{Path(path).name} has no sidecar {Path(path).name}.json beside it (compress and export write one): the "
-                         f"class names and preprocessing it was made for are unknown here, and its layout ({runner.layout}) "
-                         f"{'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
+            name = Path(path).name
+            what = (f"its sidecar {name}.json records nothing cwtool reads (unreadable, or not a JSON object of cwtool's)"
+                    if Path(f"{path}.json").exists() else f"{name} has no sidecar {name}.json beside it (compress and export write one)")
+            notes.append(f"{what}: the class names and preprocessing it was made for are unknown here, and its layout "
+                         f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
-    if normalize != req.normalize:
+    if normalize != req.normalize and normalize != _auto_normalization(x):
         notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
     if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured

@@ -46,7 +46,7 @@ def quiet_broken_stream(stream) -> None:
         pass
 
 
-MIN_COLUMNS = 40  # narrower, a table's cells hold no number: COLUMNS=0 (some CI and docker setups) printed nothing at all
+MIN_COLUMNS = 80  # narrower, a table's cells hold no number (COLUMNS=0, set by some CI and docker setups, printed nothing)
 
 
 def _columns() -> int | None:

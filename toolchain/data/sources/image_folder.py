@@ -108,7 +108,7 @@ def load_image_folder(
         mixed_note = f" ({some} in color, {example}; the gray ones read as RGB too)"
         COLOR_AMONG_GRAY.append(f"{some} in {where} in color, {example}")
     converted = _converted_note(files, modes, folder)
-    mean, std, norm_note = _normalization(normalize, 1 if gray else 3, size_hw)
+    mean, std, norm_note = normalization_for(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     if resize is not None:
         _check_resized(transform, files, sizes, f" for --resize {resize}")
@@ -264,7 +264,7 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
     return modes, sizes
 
 
-def _normalization(normalize, channels: int, size_hw: tuple[int, int]) -> tuple[tuple, tuple, str]:
+def normalization_for(normalize, channels: int, size_hw: tuple[int, int]) -> tuple[tuple, tuple, str]:
     """(mean, std, note) of --normalize for images of ``channels`` channels and model input ``size_hw``."""
     if normalize is None or normalize == "auto":
         normalize = "imagenet" if channels == 3 and min(size_hw) >= AUTO_NORMALIZE_SIDE else "none"
