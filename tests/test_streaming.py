@@ -798,6 +798,25 @@ def test_verify_reads_a_folder_normalized_as_its_files_record(tmp_path, capsys):
     artifact = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
     code, out, err = run_cli(["verify", artifact, "--data", folder, "-p", "1", "--baseline", tmp_path / "e" / "export.json"], capsys)
     assert code == 0 and "normalized as the artifacts record (mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25])" in out + err, out + err
-    code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1", "--normalize", "none", "--baseline",
-                            tmp_path / "e" / "export.json"], capsys)  # a --normalize given is the user's: taken as given
-    assert code == 2 and "not the rows the baseline was measured on" in err, err
+    for given in ("none", "auto"):  # a --normalize given is the user's, auto too: taken as given
+        code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1", "--normalize", given, "--baseline",
+                                tmp_path / "e" / "export.json"], capsys)
+        assert code == 2 and "not the rows the baseline was measured on" in err, err
+
+
+def test_a_file_made_from_arrays_records_no_normalization_for_a_folder():
+    """A file exported from an .npz records color '' and mean [] (arrays used as stored): verify forced 'none' on an
+    ImageFolder of 96-px RGB images, where auto gives ImageNet's, and a model that passed failed every row."""
+    import json as json_
+    from types import SimpleNamespace
+
+    from toolchain.recorded import recorded_normalization
+
+    def runner(pre):
+        return SimpleNamespace(metadata={"preprocessing": json_.dumps(pre)})
+
+    assert recorded_normalization([runner({"color": "", "mean": [], "std": []})]) is None
+    assert recorded_normalization([runner({"color": "RGB", "mean": [], "std": []})]) == "none"
+    assert recorded_normalization([runner({"color": "L", "mean": [0.5], "std": [0.25]})]) == ((0.5,), (0.25,))
+    assert recorded_normalization([runner({"color": "L", "mean": [0.5], "std": [0.25]}),
+                                   runner({"color": "L", "mean": [0.4], "std": [0.25]})]) is None  # files that disagree

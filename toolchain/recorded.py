@@ -106,7 +106,9 @@ def recorded_normalization(runners):
     found = set()
     for runner in runners:
         recorded = recorded_value(runner, "preprocessing")
-        mean, std = (recorded.get("mean"), recorded.get("std")) if isinstance(recorded, dict) else (None, None)
+        if not (isinstance(recorded, dict) and recorded.get("color") in ("L", "RGB")):  # made from image files, not arrays
+            return None
+        mean, std = recorded.get("mean"), recorded.get("std")
         if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) <= 4
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean + std)):
             return None

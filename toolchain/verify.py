@@ -234,15 +234,15 @@ def run_verify(req: VerifyRequest) -> dict:
     # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
     # The same for the normalization the files record, unless --normalize names one (auto is a guess from the image size).
     opened, color, normalize = None, req.color, req.normalize
-    if (color is None or normalize in (None, "auto")) and is_image_folder(req.data):
+    if (color is None or normalize is None) and is_image_folder(req.data):
         try:
             opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
         except UserError:  # named below, after the data's own problems, as for any data
             opened = None
         runners = [runner for _, runner, _ in opened or []]
         color = color or (recorded_color(runners) if runners else None)
-        if normalize in (None, "auto") and runners:
-            normalize = recorded_normalization(runners) or normalize
+        if normalize is None and runners:  # not given: as the files were made (an explicit auto is auto)
+            normalize = recorded_normalization(runners)
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
                          class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape,
                          resize=req.resize, normalize=normalize, color=color)
@@ -269,7 +269,7 @@ def run_verify(req: VerifyRequest) -> dict:
             notes.append(f"{what}: the class names and preprocessing it was made for are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
-    if normalize != req.normalize and normalize != _auto_normalization(x):
+    if normalize is not None and req.normalize is None and normalize != _auto_normalization(x):
         notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
     if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured

@@ -65,9 +65,9 @@ class ImageOptions:
     resize: Optional[int] = field(default=None, metadata=flag(
         INPUTS, "ImageFolder: resize each image's shorter side to this many pixels (aspect kept), then center-crop "
         "--image-size (default: a square of this side).", min=1, max=16384))
-    normalize: str = field(default="auto", metadata=flag(
-        INPUTS, "ImageFolder: auto (ImageNet mean/std for RGB images of 96 px and more, else none), none (pixels 0..1), "
-        "imagenet, or MEAN,..:STD,.. per channel."))
+    normalize: Optional[str] = field(default=None, metadata=flag(
+        INPUTS, "ImageFolder: auto (the default: ImageNet mean/std for RGB images of 96 px and more, else none), none (pixels "
+        "0..1), imagenet, or MEAN,..:STD,.. per channel. verify, not given one, takes the artifact's recorded normalization."))
     color: str = field(default="auto", metadata=flag(
         INPUTS, "ImageFolder: auto (gray when every image is gray, else RGB), rgb or gray: every image read so (a device's "
         "gray images for an RGB model). verify's auto takes the artifact's recorded color."))
@@ -76,7 +76,8 @@ class ImageOptions:
         """The keywords of toolchain.data.load_data these flags set."""
         from toolchain.data.options import parse_color, parse_normalize
 
-        return {"resize": self.resize, "normalize": parse_normalize(self.normalize), "color": parse_color(self.color)}
+        normalize = None if self.normalize is None else parse_normalize(self.normalize)  # None: not given (auto)
+        return {"resize": self.resize, "normalize": normalize, "color": parse_color(self.color)}
 
 
 @dataclass
