@@ -820,3 +820,24 @@ def test_a_file_made_from_arrays_records_no_normalization_for_a_folder():
     assert recorded_normalization([runner({"color": "L", "mean": [0.5], "std": [0.25]})]) == ((0.5,), (0.25,))
     assert recorded_normalization([runner({"color": "L", "mean": [0.5], "std": [0.25]}),
                                    runner({"color": "L", "mean": [0.4], "std": [0.25]})]) is None  # files that disagree
+
+
+def test_export_md_s_verify_command_runs_as_printed_for_resized_images(tmp_path, capsys, monkeypatch):
+    """export --image-size 16x16 printed a verify command without it: run as printed, verify read the 20-px images at their
+    own size and refused them as not fitting the file (exit 2)."""
+    import re
+    import shlex
+
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 40, 20, seed=13)
+    model = _learnt_cnn(folder, image_size=(16, 16))
+    save_checkpoint(tmp_path / "m.pt", model, "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", folder, "-p", "1", "--image-size", "16x16", "--format", "onnx",
+                            "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    command = re.search(r"from this folder: `cwtool (verify [^`]+)`", (tmp_path / "e" / "export.md").read_text()).group(1)
+    assert "--image-size 16x16" in command
+    monkeypatch.chdir(tmp_path / "e")
+    code, _, err = run_cli(shlex.split(command), capsys)
+    assert code == 0, err

@@ -215,7 +215,8 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
                       "arch": loaded.arch or request.arch, "pruned": bool(loaded.channel_plan), "params": count_params(model),
                       "macs": macs},
             "protected": protected, "class_names": names,
-            "data": {**dataset.describe(), "spec": _data_spec(request.test or request.data), "test_rows_sha256": reference["rows_sha256"]},
+            "data": {**dataset.describe(), "spec": _data_spec(request.test or request.data), "verify_options": _row_options(request),
+                     "test_rows_sha256": reference["rows_sha256"]},
             "baseline": {"source": "the torch model itself", "val": {"accuracy": val_accuracy}, "test": reference},
             "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},
             "settings": {**dataclasses.asdict(settings), "artifacts": [list(a) for a in settings.artifacts]},
@@ -239,6 +240,26 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     finally:
         interrupts.unstaged(str(stage))
     return report, out
+
+
+def _row_options(request: ExportRequest) -> list[str]:
+    """The flags that prepared the rows, as `cwtool verify` takes them: its command in export.md runs as printed (the
+    normalization it reads from the files themselves)."""
+    options = []
+    if request.image_size:
+        options += ["--image-size", "x".join(map(str, request.image_size))]
+    if request.resize:
+        options += ["--resize", str(request.resize)]
+    if request.color:
+        options += ["--color", {"RGB": "rgb", "L": "gray"}.get(request.color, str(request.color))]
+    if request.input_shape:
+        options += ["--input-shape", ",".join(map(str, request.input_shape))]
+    if request.label_column and not request.test:
+        options += ["--label-column", str(request.label_column)]
+    if request.class_names:
+        names = request.class_names if isinstance(request.class_names, str) else ",".join(request.class_names)
+        options += ["--class-names", names]
+    return options
 
 
 def _data_spec(spec: str) -> str:

@@ -72,5 +72,6 @@ def render_export_report(report: dict) -> str:
     named = len(names) > max(report["protected"], default=0) and names != [str(i) for i in range(len(names))]
     protect = "".join(f" -p {shlex.quote(names[k]) if named else k}" for k in report["protected"])  # a name wins over an index
     lines += ["", "Re-check a file anywhere (numpy and one runtime), from this folder: "
-                  f"`cwtool verify {first} --data {shlex.quote(data.get('spec') or data['name'])}{seed}{protect} --baseline export.json`"]
+                  f"`cwtool verify {first} --data {shlex.quote(data.get('spec') or data['name'])}{seed}"
+                  f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline export.json`"]
     return printable("\n".join(lines)) + "\n"
