@@ -859,6 +859,15 @@ def test_bad_input_replaces_a_report_an_earlier_run_left(art, capsys, tmp_path):
     suites = ET.parse(outs["--junit"]).getroot()
     assert suites.get("errors") == "1" and suites.find(".//error").get("message") == message
     assert "ERROR (nothing judged)" in outs["--markdown"].read_text()
+    # an output flag itself refused: the other, valid, reports still say so; none is written over an input
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], *flags], capsys)
+    assert code == 0 and ET.parse(outs["--junit"]).getroot().get("errors") == "0", err
+    baseline_bytes = Path(art["report"]).read_bytes()
+    (tmp_path / "folder").mkdir()
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--junit", outs["--junit"],
+                        "--markdown", tmp_path / "folder", "--json", art["report"]], capsys)
+    assert code == 2 and ET.parse(outs["--junit"]).getroot().get("errors") == "1", err
+    assert Path(art["report"]).read_bytes() == baseline_bytes
 
 
 def test_without_the_onnx_package_the_unchecked_activations_are_said(art, capsys, monkeypatch):

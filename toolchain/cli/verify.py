@@ -50,26 +50,28 @@ def verify(
     from toolchain.report.pace import saying_progress
     from toolchain.verify import VerifyRequest, run_verify
 
-    artifacts = unique_paths(artifacts)
-    inputs = input_paths(data, baseline, artifacts=artifacts)
-    for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit")):
-        check_output_file(path, flag, inputs=inputs)
-    named = [p.resolve() for p in (json_out, markdown, junit) if p is not None]
-    if len(set(named)) < len(named):
-        raise UserError("--json, --markdown and --junit must name different files")
-    request = VerifyRequest(
-        artifacts=[str(a) for a in artifacts], data=data, protect=list(protect_class),
-        baseline=str(baseline) if baseline is not None else None, max_fn_increase=max_fn_increase,
-        max_fnr_increase=max_fnr_increase, max_fnr=max_fnr, max_accuracy_drop=max_accuracy_drop, gate=gate,
-        threads=threads, split=split, seed=seed, label_column=label_column, allow_other_data=allow_other_data,
-        class_names=class_names, image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
-        **image_options.load_args(),
-    )
-    try:
+    inputs = None  # known once input_paths has read them: no report is written over an input
+    try:  # on bad input, a report an earlier run left at --junit would be read as this run's ("0 failures")
+        artifacts = unique_paths(artifacts)
+        inputs = input_paths(data, baseline, artifacts=artifacts)
+        for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit")):
+            check_output_file(path, flag, inputs=inputs)
+        named = [p.resolve() for p in (json_out, markdown, junit) if p is not None]
+        if len(set(named)) < len(named):
+            raise UserError("--json, --markdown and --junit must name different files")
+        request = VerifyRequest(
+            artifacts=[str(a) for a in artifacts], data=data, protect=list(protect_class),
+            baseline=str(baseline) if baseline is not None else None, max_fn_increase=max_fn_increase,
+            max_fnr_increase=max_fnr_increase, max_fnr=max_fnr, max_accuracy_drop=max_accuracy_drop, gate=gate,
+            threads=threads, split=split, seed=seed, label_column=label_column, allow_other_data=allow_other_data,
+            class_names=class_names, image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
+            **image_options.load_args(),
+        )
         with saying_progress(None if quiet else log_console().print):  # 20,000 images of 224 px on a device's CPU: an hour a file
             result = run_verify(request)
-    except UserError as exc:  # a report an earlier run left at --junit would be read as this run's ("0 failures")
-        _write_error_documents(str(exc), json_out, markdown, junit, inputs)
+    except UserError as exc:
+        if inputs is not None:
+            _write_error_documents(str(exc), json_out, markdown, junit, inputs)
         raise
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
