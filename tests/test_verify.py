@@ -902,7 +902,9 @@ def test_rows_of_the_protected_class_alone_are_said_to_judge_nothing_else(art, c
     only = art["y"] == PROT
     np.savez(tmp_path / "only.npz", x=art["x"][only], y=art["y"][only])
     res = run_json(art, capsys, [art["good"]], "--data", tmp_path / "only.npz", "--max-fnr", "0.5", expect=0)
-    assert any(f"holds only rows of protected class {PROT}" in n for n in res["notes"])
+    assert any(f"holds only rows of protected class {PROT}" in n for n in res["notes"]) and res["data"]["only_protected"]
+    code, out, err = cli([art["good"], "--data", tmp_path / "only.npz", "-p", PROT, "--max-fnr", "0.5", "-q"], capsys)
+    assert code == 0 and "on rows of the protected class alone" in out.strip().splitlines()[-1], out + err  # --quiet says it
 
 
 def test_rows_that_cannot_fit_the_file_are_refused_before_any_image_is_decoded(art, capsys, tmp_path, monkeypatch):

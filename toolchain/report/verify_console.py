@@ -100,6 +100,8 @@ def print_verdict(result: dict, console: Console | None = None) -> None:
     line = Text("gate: ").append("passed" if gate["passed"] else "failed", style="green" if gate["passed"] else "bold red")
     if gate["passed"] and gate.get("fn_budget") is False:
         line.append(", with no FN budget: nothing held the false negatives to one (give --baseline report.json or --max-fnr)")
+    if (result.get("data") or {}).get("only_protected"):
+        line.append(", on rows of the protected class alone (a model answering it for every row passes)")
     if result.get("baseline"):  # none: nothing compared, paired or not
         if (result.get("data") or {}).get("same_rows_as_baseline") is False:
             line.append(", by FN rate against a baseline of other rows (unpaired)")
