@@ -258,3 +258,14 @@ def test_a_targets_folder_that_is_no_folder_is_refused_not_passed_over(capsys, m
     monkeypatch.setenv("CWTOOL_TARGETS_DIR", value)
     code, _, err = run_cli(["targets", "raspberry-pi-4"], capsys)
     assert code == 2 and f"CWTOOL_TARGETS_DIR '{value}' is not a folder" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_targets_folder_is_taken_by_its_name_as_set(capsys, monkeypatch, tmp_path):
+    """A folder named "tg " was refused as "tg", and a sibling "tg" would have been searched instead."""
+    folder = tmp_path / "tg "
+    folder.mkdir()
+    _user_toml(folder, threads="2")
+    (tmp_path / "tg").mkdir()
+    monkeypatch.setenv("CWTOOL_TARGETS_DIR", str(folder))
+    code, out, err = run_cli(["targets"], capsys)
+    assert code == 0 and "my-board" in out, out + err

@@ -23,7 +23,8 @@ def bundled_dirs(env: str, checkout: str, packaged: str) -> list[Path]:
     `--target raspberry-pi-4` take the built-in profile instead of the team's measured one, without a word."""
     from toolchain.errors import UserError
 
-    given = os.environ.get(env, "").strip()
+    given = os.environ.get(env, "")
+    given = given if given.strip() else ""  # a folder's name is as set: "tg " is not "tg"
     if given and not Path(given).expanduser().is_dir():
         raise UserError(f"{env} '{given}' is not a folder: give the folder of your own files, or unset it")
     dirs = [Path(given).expanduser()] if given else []
