@@ -885,15 +885,15 @@ def test_without_the_onnx_package_the_unchecked_activations_are_said(art, capsys
 def test_markdown_shows_names_from_files_as_text(art, capsys, tmp_path):
     """--markdown (for a CI step summary) passed a data file's class name through as Markdown: a link, an image, emphasis
     and a raw HTML tag of its own; a backtick in a file name ended its code span."""
-    names = ["zero", "one", "two", "th|ree <img src=x> `x` **bold** [l](http://e.vil)", *map(str, range(4, 10))]
+    names = ["zero", "one", "two", "th|ree <img src=x> `x` **bold** [l](http://e.vil) &amp;", *map(str, range(4, 10))]
     np.savez(tmp_path / "named.npz", x=art["x"], y=art["y"], class_names=np.array(names))
     odd = tmp_path / "m `x`.onnx"
     odd.write_bytes(Path(art["good"]).read_bytes())
     code, _, err = cli([odd, "--data", tmp_path / "named.npz", "-p", PROT, "--max-fnr", "0.5", "--markdown", tmp_path / "v.md"], capsys)
     assert code == 0, err
     md = (tmp_path / "v.md").read_text()
-    assert r"th\|ree \<img src=x\> \`x\` \*\*bold\*\* \[l\](http://e.vil)" in md and "<img" not in md.replace(r"\<img", "")
-    assert "``m `x`.onnx``" in md
+    assert r"th\|ree \<img src=x\> \`x\` \*\*bold\*\* \[l\](http://e.vil) \&amp;" in md and "<img" not in md.replace(r"\<img", "")
+    assert "- ``m `x`.onnx``:" in md  # a list item: no cell border to escape
 
 
 def test_rows_of_the_protected_class_alone_are_said_to_judge_nothing_else(art, capsys, tmp_path):

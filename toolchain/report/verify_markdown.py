@@ -13,7 +13,7 @@ __all__ = ["render_verify_markdown"]
 DASH = "\u2013"
 
 
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>#!~|])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#!~|&])")
 
 
 def _esc(text) -> str:
@@ -22,10 +22,10 @@ def _esc(text) -> str:
     return _MARKDOWN.sub(r"\\\1", one_line(text))
 
 
-def _code(text) -> str:
+def _code(text, in_table: bool = False) -> str:
     """A path or file name as a Markdown code span: fenced by more backticks than it holds (a backtick in the name ended
-    a one-backtick span), its cell border escaped (GitHub's tables split cells on | even inside code)."""
-    text = one_line(text).replace("|", "\\|")
+    a one-backtick span); in a table, its cell border escaped (GitHub's tables split cells on | even inside code)."""
+    text = one_line(text).replace("|", "\\|") if in_table else one_line(text)
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
@@ -101,7 +101,7 @@ def render_verify_markdown(result: dict) -> str:
             p = chk.get("mcnemar_p")
             ok = chk["passed"] and not wide
             lines.append("| " + " | ".join([
-                f"{_code(shown_name(art))}", _esc(art.get("runtime") or DASH), _esc(art.get("precision") or DASH),
+                _code(shown_name(art), in_table=True), _esc(art.get("runtime") or DASH), _esc(art.get("precision") or DASH),
                 _esc(_class_label(chk["class"], names)), f"{chk['fn']}/{chk['support']}",
                 DASH if chk.get("baseline_fn") is None else str(chk["baseline_fn"]), change, fnr,
                 DASH if p is None else f"{p:.3g}", f"{100 * ev['accuracy']:.2f}%", "pass" if ok else "**FAIL**",
