@@ -127,3 +127,12 @@ def test_a_columns_setting_no_table_can_be_read_at_is_passed_over(monkeypatch, c
         console.print("FAIL model.onnx: class 3: 2 more missed")
     captured = capsys.readouterr()
     assert "FAIL model.onnx: class 3: 2 more missed" in captured.out and "FAIL model.onnx" in captured.err
+
+
+def test_help_is_printed_whatever_columns_says(monkeypatch, capsys):
+    """COLUMNS=0: `cwtool --help` printed one empty line (typer and rich read COLUMNS themselves)."""
+    from clirun import run_cli
+
+    monkeypatch.setenv("COLUMNS", "0")
+    code, out, _ = run_cli(["verify", "--help"], capsys)
+    assert code == 0 and "--baseline" in out and "--max-fnr" in out, out

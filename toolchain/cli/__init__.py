@@ -133,6 +133,17 @@ def _say_interrupted(signal_name: str, run_dir) -> None:
         print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
 
 
+def _unreadable_columns_unset() -> None:
+    """COLUMNS=0 (some CI and docker setups), or any width no table can be read at, is taken out of the environment: rich
+    and typer read it themselves, and printed --help as one empty line (cwtool's consoles: toolchain.report.consoles)."""
+    import os
+
+    from toolchain.report.consoles import readable_columns
+
+    if os.environ.get("COLUMNS") is not None and readable_columns() is None:
+        del os.environ["COLUMNS"]
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     import signal
 
@@ -144,6 +155,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError, OSError):
             pass
+    _unreadable_columns_unset()
     watcher = Watcher(_interrupted_line)
     _state["watcher"] = watcher
     _state["ended"] = False

@@ -49,7 +49,7 @@ def quiet_broken_stream(stream) -> None:
 MIN_COLUMNS = 80  # narrower, a table's cells hold no number (COLUMNS=0, set by some CI and docker setups, printed nothing)
 
 
-def _columns() -> int | None:
+def readable_columns() -> int | None:
     """COLUMNS where it is a width a table can be read at, else None."""
     try:
         columns = int(os.environ.get("COLUMNS", "").strip())
@@ -59,7 +59,7 @@ def _columns() -> int | None:
 
 
 def _console(stderr: bool) -> Console:
-    columns = _columns()
+    columns = readable_columns()
     if os.environ.get("COLUMNS") is not None and columns is None:  # rich reads COLUMNS itself: take it out of its sight
         console = SafeConsole(stderr=stderr, soft_wrap=True, markup=False, width=PIPED_WIDTH)
         return console if not console.is_terminal else SafeConsole(stderr=stderr, soft_wrap=True, markup=False, width=max(
@@ -72,7 +72,7 @@ def _console(stderr: bool) -> Console:
 
 def _terminal_width(console: Console) -> int:
     try:
-        return os.get_terminal_size(console.file.fileno()).columns
+        return os.get_terminal_size(console.file.fileno()).columns or PIPED_WIDTH  # a pty not yet sized says 0
     except (OSError, ValueError, AttributeError):
         return PIPED_WIDTH
 
