@@ -283,4 +283,4 @@ def test_a_tflite_file_copied_without_its_sidecar_is_said_so(exported, tmp_path,
     assert code in (0, 1) and "no sidecar" not in stdout + err
     (tmp_path / "moved.tflite.json").write_text("not json{")  # there, but of no use: said so, not "no sidecar"
     code, stdout, err = run_cli(["verify", tmp_path / "moved.tflite", "--data", "digits", "-p", "3"], capsys)
-    assert code in (0, 1) and "its sidecar moved.tflite.json records nothing cwtool reads" in stdout + err, stdout + err
+    assert code in (0, 1) and "moved.tflite: its sidecar records nothing cwtool reads" in stdout + err, stdout + err

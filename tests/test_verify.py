@@ -818,7 +818,7 @@ def test_a_long_check_says_its_pace_unless_quiet(art, capsys, monkeypatch):
     assert code == 0 and " rows (" not in err, err
 
 
-def test_two_files_of_one_name_are_told_apart_in_every_output(art, capsys, tmp_path):
+def test_two_files_of_one_name_are_told_apart_in_every_output(art, capsys, tmp_path, monkeypatch):
     """candidate/model.onnx and accepted/model.onnx were two "model.onnx" rows, one failing, and one JUnit test id for
     both: a CI system that keys cases on it showed the failure as passed."""
     import shutil
@@ -832,10 +832,14 @@ def test_two_files_of_one_name_are_told_apart_in_every_output(art, capsys, tmp_p
         (tmp_path / folder).mkdir()
         shutil.copy(source, tmp_path / folder / "model.onnx")
     files = [tmp_path / "accepted" / "model.onnx", tmp_path / "candidate" / "model.onnx"]
+    from toolchain.report import pace
+
+    monkeypatch.setattr(pace, "PACE_SECONDS", 0.0)  # every batch says its pace: with the file's told-apart name
     code, out, err = cli([*files, "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--junit", tmp_path / "v.xml",
                           "--json", tmp_path / "v.json"], capsys)
     assert code == 1, err
     assert f"FAIL candidate/model.onnx: class {PROT}" in out + err and "FAIL accepted/" not in out + err, out + err
+    assert "accepted/model.onnx: 256 of" in err and "candidate/model.onnx: 256 of" in err, err
     assert [a["name"] for a in json.loads((tmp_path / "v.json").read_text())["artifacts"]] == ["accepted/model.onnx", "candidate/model.onnx"]
     cases = {c.get("classname") for c in ET.parse(tmp_path / "v.xml").getroot().iter("testcase")}
     assert cases == {"cwtool.verify.accepted/model.onnx", "cwtool.verify.candidate/model.onnx"}

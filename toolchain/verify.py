@@ -254,8 +254,9 @@ def run_verify(req: VerifyRequest) -> dict:
     # Open every artifact before running any: a bad one stops the run before work is done.
     if opened is None:
         opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
-    for _, runner, _ in opened:  # before every row is read: 20,000 images resized to a wrong size take minutes
-        runner.check_input(x)
+    for (_, runner, _), name in zip(opened, distinct_names([path for path, _, _ in opened])):
+        runner.shown_name = name  # its progress lines tell it from another file of its name
+        runner.check_input(x)  # before every row is read: 20,000 images resized to a wrong size take minutes
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
     if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not _importable("onnx"):
@@ -263,9 +264,9 @@ def run_verify(req: VerifyRequest) -> dict:
                      "small crafted file can ask for gigabytes); pip install onnx to check them")
     for path, runner, _ in opened:
         if Path(path).suffix.lower() == ".tflite" and not runner.metadata:
-            name = Path(path).name
-            what = (f"its sidecar {name}.json records nothing cwtool reads (unreadable, or not a JSON object of cwtool's)"
-                    if Path(f"{path}.json").exists() else f"{name} has no sidecar {name}.json beside it (compress and export write one)")
+            name = runner.shown_name
+            what = (f"{name}: its sidecar records nothing cwtool reads (unreadable, or not a JSON object of cwtool's)"
+                    if Path(f"{path}.json").exists() else f"{name} has no sidecar {Path(path).name}.json beside it (compress and export write one)")
             notes.append(f"{what}: the class names and preprocessing it was made for are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")

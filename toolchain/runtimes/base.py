@@ -299,7 +299,7 @@ class Runner(abc.ABC):
 
         out = []
         step = batch_rows(x, batch_size)
-        pace = RowPace(self.path.name, len(x))
+        pace = RowPace(getattr(self, "shown_name", None) or self.path.name, len(x))
         for start in range(0, len(x), step):
             chunk = self._to_artifact_layout(np.asarray(x[start : start + step], dtype=np.float32))
             out.append(self._logits(self._run(chunk), len(chunk), out[0].shape[1] if out else None))
