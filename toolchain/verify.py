@@ -124,9 +124,9 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
         # every image in listing order, as --val/--test folders are read: a compress run's --test folder is judged again
         from toolchain.data.sources.image_folder import image_folder_rows
 
-        x, y, left_out = image_folder_rows(Path(data), dataset.preprocessing, tuple(dataset.input_shape[1:]), list(dataset.class_names), "--data")
+        x, y, _ = image_folder_rows(Path(data), dataset.preprocessing, tuple(dataset.input_shape[1:]), list(dataset.class_names), "--data")
         return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": "all", "name": dataset.name, "seed": None,
-                "note": dataset.preprocessing.note + (f"; {left_out}" if left_out else ""), "preprocessing": dataset.preprocessing.to_dict()}
+                "note": dataset.preprocessing.note, "preprocessing": dataset.preprocessing.to_dict()}  # the note counts what was left out
     x, y = dataset.split(used)
     if split == "all":
         used = "all"
@@ -234,15 +234,15 @@ def run_verify(req: VerifyRequest) -> dict:
     # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
     # The same for the normalization the files record, unless --normalize names one (auto is a guess from the image size).
     opened, color, normalize = None, req.color, req.normalize
-    if (color is None or normalize is None) and is_image_folder(req.data):
+    if (color is None or normalize in (None, "auto")) and is_image_folder(req.data):
         try:
             opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
         except UserError:  # named below, after the data's own problems, as for any data
             opened = None
         runners = [runner for _, runner, _ in opened or []]
         color = color or (recorded_color(runners) if runners else None)
-        if normalize is None and runners:  # not given: as the files were made (an explicit auto is auto)
-            normalize = recorded_normalization(runners)
+        if normalize in (None, "auto") and runners:  # verify's auto, as its --color auto: as the files were made
+            normalize = recorded_normalization(runners) or normalize
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
                          class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape,
                          resize=req.resize, normalize=normalize, color=color)
@@ -270,7 +270,7 @@ def run_verify(req: VerifyRequest) -> dict:
             notes.append(f"{what}: the class names and preprocessing it was made for are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
-    if normalize is not None and req.normalize is None and normalize != _auto_normalization(x):
+    if normalize not in (None, "auto") and req.normalize in (None, "auto") and normalize != _auto_normalization(x):
         notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
     if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured
@@ -298,6 +298,10 @@ def run_verify(req: VerifyRequest) -> dict:
         # a number names the data's label unless the data itself names its classes: the names a file records (an artifact,
         # a baseline: files cwtool does not trust) show, but never renumber, the class a gate judges
         prot = resolve_protected(req.protect, names if declared else numbers_as_indices(names), k)
+        for c in prot if not declared else []:  # a number the file names otherwise: which one was judged, in words
+            if names[c] != str(c) and names[c].strip().isdigit() and not any(f"-p {c} is" in n for n in notes):
+                notes.append(f"-p {c} is the data's label {c}, which {Path(path).name} names '{names[c]}': rows without class "
+                             f"names are judged by label; give rows that name their classes to choose by name")
         if protected is not None and prot != protected:
             raise UserError("the artifacts have different classes: verify artifacts of the same model together")
         protected = prot

@@ -20,7 +20,7 @@ from toolchain.errors import UserError
 
 INPUTS = "Inputs"
 
-ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class name (or index, where no class has that name) whose false negatives matter (repeatable).",
+ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class name or index whose false negatives matter (repeatable); a number is a name only where the data names a class so.",
                           rich_help_panel=INPUTS)
 
 
@@ -67,7 +67,7 @@ class ImageOptions:
         "--image-size (default: a square of this side).", min=1, max=16384))
     normalize: Optional[str] = field(default=None, metadata=flag(
         INPUTS, "ImageFolder: auto (the default: ImageNet mean/std for RGB images of 96 px and more, else none), none (pixels "
-        "0..1), imagenet, or MEAN,..:STD,.. per channel. verify, not given one, takes the artifact's recorded normalization."))
+        "0..1), imagenet, or MEAN,..:STD,.. per channel. verify's auto takes the artifact's recorded normalization."))
     color: str = field(default="auto", metadata=flag(
         INPUTS, "ImageFolder: auto (gray when every image is gray, else RGB), rgb or gray: every image read so (a device's "
         "gray images for an RGB model). verify's auto takes the artifact's recorded color."))

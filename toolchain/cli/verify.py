@@ -67,7 +67,7 @@ def verify(
             class_names=class_names, image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
             **image_options.load_args(),
         )
-        with saying_progress(None if quiet else log_console().print):  # 20,000 images of 224 px on a device's CPU: an hour a file
+        with saying_progress(log_console().print):  # on stderr, --quiet too: 20,000 images of 224 px on a device's CPU, an hour a file
             result = run_verify(request)
     except UserError as exc:
         if inputs is not None:
