@@ -48,6 +48,7 @@ def test_export_writes_compress_s_files_with_their_metadata(exported):
         assert art["gate"]["passed"] and art["agreement"] > 0.95 and art["runtime"]
     assert "# cwtool export report" in stdout and (out / "export.md").read_text().startswith("# cwtool export report")
     assert "--data digits -p 3 --baseline export.json" in stdout  # digits' classes are their numbers: the index
+    assert "`cwtool verify artifacts/model_int8.onnx --data" in stdout  # the file a device most likely runs
     assert not list(out.parent.glob(".cwtool-tmp*"))  # the staged folder became the output
 
 
@@ -61,7 +62,7 @@ def test_export_keeps_a_time_stamped_log_of_every_line_it_said(exported):
     stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+ *\d+\.\ds ")
     assert lines and all(stamp.match(line) for line in lines)
     text = [stamp.sub("", line) for line in lines]
-    assert re.match(r"cwtool \S+ export \S+ --out ", text[0]), text[0]
+    assert re.match(r"cwtool \S+ export \S+ --data digits -p 3 --out ", text[0]), text[0]
     assert any(line.startswith("data: digits") for line in text) and text[-1] == f"written: {out} (artifacts/, export.json, export.md, export.log)"
     said = [line.strip() for line in stderr.splitlines() if line.strip()]
     assert said and all(line in text for line in said if not line.startswith("|")), (said, text)

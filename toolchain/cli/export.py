@@ -25,7 +25,7 @@ def export(
     model: Path = typer.Argument(..., help="The model: state_dict + --arch, pickled module + --arch, or cwtool checkpoint (dense or pruned)."),
     data: str = DataOpt,
     protect_class: List[str] = ProtectOpt,
-    out: Path = typer.Option(..., "--out", help="New folder for artifacts/, calibration.npz, export.json and export.md.", rich_help_panel="Run"),
+    out: Path = typer.Option(..., "--out", help="New folder for artifacts/, calibration.npz, export.json, export.md and export.log.", rich_help_panel="Run"),
     formats: Optional[List[str]] = FormatOpt,
     precisions: Optional[List[str]] = typer.Option(None, "--precision", metavar="PREC", help="fp32, fp16 (TFLite) or int8 (repeatable).", rich_help_panel="Export"),
     arch: Optional[str] = ArchOpt,
@@ -65,7 +65,7 @@ def export(
                             image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
                             val=val and str(val), test=test and str(test), **image_options.load_args())
     console = RunLog(log_console())
-    console.record(f"cwtool {__version__} export {model} --out {out}")
+    console.record(f"cwtool {__version__} export {model} --data {data}{''.join(f' -p {p}' for p in protect_class)} --out {out}")
     with saying_progress(console.print):
         report, folder = export_model(request, options, log=console.print, attach_log=console.attach)
     print_markdown(render_export_report(report))

@@ -66,7 +66,8 @@ def render_export_report(report: dict) -> str:
     lines += deploy_lines(report)
     lines += _int8_lines(report["artifacts"], report.get("calibration"))
     lines += files_lines(report["artifacts"])
-    first = report["artifacts"][0]["path"] if report["artifacts"] else "artifacts/FILE"
+    quantized = [a for a in report["artifacts"] if a.get("precision") == "int8"]  # the file a device most likely runs
+    first = (quantized or report["artifacts"])[0]["path"] if report["artifacts"] else "artifacts/FILE"
     seed = f" --seed {data['seed']}" if data.get("seed") and not data.get("held_out_from", {}).get("test") else ""
     names = report.get("class_names") or []
     named = len(names) > max(report["protected"], default=0) and names != [str(i) for i in range(len(names))]
