@@ -293,7 +293,9 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                                          "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
                                          "ranking": fallback.ranking}
             entries.append(entry)
-            prot = ", ".join(f"class {p['class']} FN {p['fn']}" for p in evaluation["protected"])
+            from toolchain.gate import class_label
+
+            prot = ", ".join(f"{class_label(p['class'], dataset.class_names)} FN {p['fn']}" for p in evaluation["protected"])
             log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, agreement {entry['agreement']:.1%}")
     finally:  # half-built int8 candidates never outlive the stage
         shutil.rmtree(work, ignore_errors=True)
