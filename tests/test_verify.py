@@ -233,6 +233,7 @@ def test_rows_in_another_order_are_other_rows(art, capsys):
     out = art["dir"] / "shuffled.json"
     code, _, err = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q"], capsys)
     assert code == 2 and "--allow-other-data" in err and not out.exists(), err
+    assert len(err.strip().splitlines()) == 1 and "in another order" in err, err  # one line, and what may be the cause
     md, xml = art["dir"] / "shuffled.md", art["dir"] / "shuffled.xml"
     code, said, _ = cli([art["plus1"], "--data", shuffled, "-p", PROT, "--baseline", art["report"], "--json", out, "-q",
                          "--allow-other-data", "--markdown", md, "--junit", xml], capsys)

@@ -230,8 +230,9 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
     supports = ev.get("support_per_class")
     if other.startswith("their sha256") and int(ev["n"]) == len(y) and isinstance(supports, list) and \
             list(map(int, supports)) == np.bincount(y, minlength=num_classes)[:num_classes].tolist():
-        other += ("; as many rows of each class as the baseline's: if they are its rows, prepared otherwise (8-bit pixels "
-                  "scaled as x / 255 in float32 differ in the last bit from cwtool's; give the uint8 pixels or the very file)")
+        other += ("; as many rows of each class as the baseline's: if they are its rows, they are in another order (give them "
+                  "in the baseline's) or prepared otherwise (8-bit pixels scaled as x / 255 in float32 differ in the last bit "
+                  "from cwtool's; give the uint8 pixels or the very file)")
     if not allow_other_data:
         raise UserError(
             f"--data's rows are not the rows the baseline was measured on ({other}): verify on the same data, split and "
@@ -257,5 +258,5 @@ def _other_rows(ev: dict, y: np.ndarray, rows_digest: str, num_classes: int) -> 
     pred = ev.get("predictions")
     if pred is not None and ev.get("confusion") is not None:
         if confusion_matrix(y, np.asarray(pred, dtype=np.int64), num_classes).tolist() != ev["confusion"]:
-            return "its per-sample predictions do not line up with these labels"
+            return "its per-sample predictions do not line up with these labels: other rows, or its rows in another order"
     return None
