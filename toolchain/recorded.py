@@ -60,35 +60,32 @@ def numbers_as_indices(names: list[str]) -> list[str]:
     return [str(i) if n.strip().isdigit() else n for i, n in enumerate(names)]
 
 
-def check_class_order(path: str, recorded: list[str] | None, declared: list[str] | None) -> None:
+def _same_names(a: list[str], b: list[str]) -> bool:
+    """The same names in the same order; a folder copied by macOS names "café" in another Unicode form: the same name."""
     import unicodedata
 
-    def same_text(names):  # a folder copied by macOS names "café" in another Unicode form: the same name
-        return [unicodedata.normalize("NFC", n) for n in names]
+    return [unicodedata.normalize("NFC", n) for n in a] == [unicodedata.normalize("NFC", n) for n in b]
 
-    if recorded and declared and same_text(recorded) != same_text(declared):
-        def order(names):
-            return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(names[:12]))
 
-        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {order(recorded)}; --data numbers them "
-                        f"{order(declared)}: its FN here would count other classes; give --data the order it was trained in "
+def _numbered(names: list[str]) -> str:
+    """"cat=0, dog=1, ...": how a list numbers its classes, in a message."""
+    return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(names[:12]))
+
+
+def check_class_order(path: str, recorded: list[str] | None, declared: list[str] | None) -> None:
+    if recorded and declared and not _same_names(recorded, declared):
+        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {_numbered(recorded)}; --data numbers them "
+                        f"{_numbered(declared)}: its FN here would count other classes; give --data the order it was trained in "
                         f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
 
 
 def check_baseline_order(base: dict | None, base_names: list[str] | None, names: list[str] | None, where: str) -> None:
     """A baseline measured under another numbering of the classes (its names in another order than ``where``'s) holds
     every class's FN under another class's index."""
-    import unicodedata
-
-    def same_text(given):
-        return [unicodedata.normalize("NFC", n) for n in given]
-
-    if base is not None and base_names and names and len(base_names) == len(names) and same_text(base_names) != same_text(names):
-        def order(given):
-            return ", ".join(f"{one_line(n)[:40]}={i}" for i, n in enumerate(given[:12]))
-
-        raise UserError(f"baseline {base['path']} numbers the classes {order(base_names)}; {where} numbers them {order(names)}: "
-                        "its FN per class are other classes'; give the baseline measured with these classes' numbering")
+    if base is not None and base_names and names and len(base_names) == len(names) and not _same_names(base_names, names):
+        raise UserError(f"baseline {base['path']} numbers the classes {_numbered(base_names)}; {where} numbers them "
+                        f"{_numbered(names)}: its FN per class are other classes'; give the baseline measured with these "
+                        "classes' numbering")
 
 
 def recorded_color(runners) -> str | None:

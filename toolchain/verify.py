@@ -225,7 +225,7 @@ def run_verify(req: VerifyRequest) -> dict:
     """Evaluate every artifact, gate it, and return the verify result (JSON-ready)."""
     from toolchain.data.loaders import is_image_folder
     from toolchain.evaluate import check_labels, check_output_width, resolve_protected
-    from toolchain.runtimes.base import cpu_lacks_vnni
+    from toolchain.runtimes.base import cpu_lacks_vnni, sidecar_path
 
     req.validate()
     base = load_baseline(req.baseline) if req.baseline else None
@@ -266,7 +266,7 @@ def run_verify(req: VerifyRequest) -> dict:
         if Path(path).suffix.lower() == ".tflite" and not runner.metadata:
             name = runner.shown_name
             what = (f"{name}: its sidecar records nothing cwtool reads (unreadable, or not a JSON object of cwtool's)"
-                    if Path(f"{path}.json").exists() else f"{name} has no sidecar {Path(path).name}.json beside it (compress and export write one)")
+                    if sidecar_path(path).exists() else f"{name} has no sidecar {sidecar_path(path).name} beside it (compress and export write one)")
             notes.append(f"{what}: the class names and preprocessing it was made for are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
@@ -343,6 +343,7 @@ def run_verify(req: VerifyRequest) -> dict:
         promise = _promise(gate, evaluation, base_eval, req.max_fn_increase)
         entries.append({
             "path": str(path),
+            "name": runner.shown_name,  # the file name, with the folders that tell it from another of its name
             "format": info.get("format"),
             "precision": info.get("precision"),
             "bytes": info.get("bytes"),  # the model file and its external data
@@ -357,8 +358,6 @@ def run_verify(req: VerifyRequest) -> dict:
             "gate": gate,
         })
 
-    for entry, name in zip(entries, distinct_names([e["path"] for e in entries])):
-        entry["name"] = name
     reasons = [f"{e['name']}: {r}" for e in entries for r in e["gate"]["reasons"]]
     budget = dict(entries[0]["gate"]["budget"]) if entries else {}
     run_budget = (base or {}).get("run_budget")

@@ -85,8 +85,6 @@ def verify(
         from toolchain.report.junit import render_junit
 
         outputs.append((junit, "--junit", render_junit(result)))
-    from toolchain.report.consoles import log_console
-
     log_console().print(f"rows: {result['data']['rows']}; {result['data']['preprocessing']}")
     from toolchain.report.verify_console import print_verdict, print_verify
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from toolchain.errors import InputCountError, UserError
 from toolchain.export import ExportJob, export_backend
+from toolchain.gate import class_label
 from toolchain.input_paths import artifact_files
 from toolchain.metrics import evaluate_logits
 from toolchain.provenance import artifact_sha256, rows_sha256
@@ -293,8 +294,6 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                                          "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
                                          "ranking": fallback.ranking}
             entries.append(entry)
-            from toolchain.gate import class_label
-
             prot = ", ".join(f"{class_label(p['class'], dataset.class_names)} FN {p['fn']}" for p in evaluation["protected"])
             log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, agreement {entry['agreement']:.1%}")
     finally:  # half-built int8 candidates never outlive the stage
