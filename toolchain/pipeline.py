@@ -17,10 +17,10 @@ from toolchain.errors import Interrupted, UserError, describe, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, json_text, own_folder, sweep_temporaries
 from toolchain.input_paths import input_paths
-from toolchain.provenance import file_sha256, folder_listing_sha256, rows_sha256
+from toolchain.provenance import rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.report.pace import say_progress_to
-from toolchain.rundir import RunDir, Sessions, earlier_sessions, package_versions, version_changes
+from toolchain.rundir import RunDir, Sessions, earlier_sessions, package_versions, run_inputs, version_changes
 
 REPORT_SCHEMA = 1
 
@@ -106,7 +106,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
                         "after removing its run directory")
 
-    inputs = _run_inputs(request, dataset, loaded.arch_kwargs, arch, protected)
+    inputs = run_inputs(request, dataset, loaded.arch_kwargs, arch, protected)
     profile = None
     if export is not None and export.target:
         from toolchain.targets import load_target
@@ -320,42 +320,6 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         interrupts.resumable(None)
         RunDir.release(held)
         own_folder(None)
-
-
-def _run_inputs(request: CompressRequest, dataset, arch_kwargs: dict, arch: str, protected: list[int]) -> dict:
-    """What a run id records of its inputs: a --resume with other files, rows or preparation is another run."""
-    model_path = Path(request.model)
-    inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
-              "arch": arch, "arch_kwargs": arch_kwargs, "protected": protected, "data_seed": request.data_seed,
-              "label_column": request.label_column}
-    inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
-    if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
-        inputs["data"]["label_mapping"] = dataset.label_mapping
-    if request.image_size:
-        inputs["data"]["image_size"] = list(request.image_size)
-    if request.input_shape:
-        inputs["data"]["input_shape"] = list(request.input_shape)
-    pre = dataset.preprocessing  # added later: only when set, so older run ids hold
-    for key, value in (("resize", pre.resize if request.resize else None), ("crop", pre.crop if request.resize else None),
-                       ("normalize", {"mean": pre.mean, "std": pre.std} if pre.color and pre.mean else None),
-                       ("color", pre.color if request.color else None),
-                       ("augment", dataset.augment.to_dict() if dataset.augment else None)):
-        if value:
-            inputs["data"][key] = value
-    for name in ("val", "test"):
-        if getattr(request, name):
-            inputs["data"][name] = {"path": getattr(request, name), **_fingerprint(getattr(request, name))}
-    return inputs
-
-
-def _fingerprint(spec: str) -> dict:
-    """What a run id records of a data file (its sha256) or folder (its listing's); nothing for a named data set."""
-    path = Path(spec)
-    if path.is_file():
-        return {"sha256": file_sha256(path)}
-    if path.is_dir():
-        return {"listing_sha256": folder_listing_sha256(path)}
-    return {}
 
 
 def _int8_guard(result):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import UserError, one_line
+from toolchain.provenance import file_sha256, folder_listing_sha256
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,43 @@ class RunDir:
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
+
+
+def run_inputs(request, dataset, arch_kwargs: dict, arch: str, protected: list[int]) -> dict:
+    """What a run id records of a compress request's inputs (``toolchain.pipeline.CompressRequest``): a --resume with other
+    files, rows or preparation is another run."""
+    model_path = Path(request.model)
+    inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
+              "arch": arch, "arch_kwargs": arch_kwargs, "protected": protected, "data_seed": request.data_seed,
+              "label_column": request.label_column}
+    inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
+    if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
+        inputs["data"]["label_mapping"] = dataset.label_mapping
+    if request.image_size:
+        inputs["data"]["image_size"] = list(request.image_size)
+    if request.input_shape:
+        inputs["data"]["input_shape"] = list(request.input_shape)
+    pre = dataset.preprocessing  # added later: only when set, so older run ids hold
+    for key, value in (("resize", pre.resize if request.resize else None), ("crop", pre.crop if request.resize else None),
+                       ("normalize", {"mean": pre.mean, "std": pre.std} if pre.color and pre.mean else None),
+                       ("color", pre.color if request.color else None),
+                       ("augment", dataset.augment.to_dict() if dataset.augment else None)):
+        if value:
+            inputs["data"][key] = value
+    for name in ("val", "test"):
+        if getattr(request, name):
+            inputs["data"][name] = {"path": getattr(request, name), **_fingerprint(getattr(request, name))}
+    return inputs
+
+
+def _fingerprint(spec: str) -> dict:
+    """What a run id records of a data file (its sha256) or folder (its listing's); nothing for a named data set."""
+    path = Path(spec)
+    if path.is_file():
+        return {"sha256": file_sha256(path)}
+    if path.is_dir():
+        return {"listing_sha256": folder_listing_sha256(path)}
+    return {}
 
 
 def as_recorded(inputs: dict, recorded) -> dict:
