@@ -845,3 +845,41 @@ def test_export_md_s_verify_command_runs_as_printed_for_resized_images(tmp_path,
     monkeypatch.chdir(tmp_path / "e")
     code, _, err = run_cli(shlex.split(command), capsys)
     assert code == 0, err
+
+
+def test_verify_sizes_a_folder_as_its_files_record(tmp_path, capsys):
+    """A model made with --resize 18 (center-cropped to 16x16), verified on its images without the flag: verify said they
+    differ in size, advised --image-size (a plain stretch, other rows than the training's), then blamed x/255 rounding."""
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 40, 20, seed=14, aspect=1.25)  # 20x25: neither the input size nor square
+    model = _learnt_cnn(folder, resize=18, image_size=(16, 16))
+    save_checkpoint(tmp_path / "m.pt", model, "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", folder, "-p", "1", "--resize", "18", "--image-size", "16x16",
+                            "--format", "onnx", "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    artifact, baseline = tmp_path / "e" / "artifacts" / "model_fp32.onnx", tmp_path / "e" / "export.json"
+    code, out, err = run_cli(["verify", artifact, "--data", folder, "-p", "1", "--baseline", baseline], capsys)
+    assert code == 0, err
+    assert "sized as the artifacts record (shorter side resized to 18, center-cropped to 16x16)" in out + err, out + err
+    code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1", "--baseline", baseline, "--image-size", "16x16"], capsys)
+    assert code == 2 and "not the rows the baseline was measured on" in err, err  # a size the user names is theirs: a stretch
+
+
+def test_recorded_resizing_reads_only_what_the_size_flags_would_take():
+    import json as json_
+    from types import SimpleNamespace
+
+    from toolchain.recorded import recorded_resizing
+
+    def runner(**pre):
+        return SimpleNamespace(metadata={"preprocessing": json_.dumps({"color": "RGB", "resize": [], "crop": [], **pre})})
+
+    assert recorded_resizing([runner(resize=[18], crop=[16, 16])]) == (18, (16, 16))
+    assert recorded_resizing([runner(resize=[16, 20])]) == (None, (16, 20))
+    assert recorded_resizing([runner()]) is None  # not resized: the images fed as they are
+    assert recorded_resizing([runner(resize=[18], crop=[16, 16], color="")]) is None  # made from arrays
+    assert recorded_resizing([runner(resize=[18], crop=[16, 16]), runner(resize=[20], crop=[16, 16])]) is None  # files disagree
+    for edited in ([0], [True], ["18"], [10**9], [18, 1, 2]):
+        assert recorded_resizing([runner(resize=edited, crop=[16, 16])]) is None, edited
+    assert recorded_resizing([runner(resize=[12], crop=[16, 16])]) is None  # a crop larger than the resize: --resize refuses it

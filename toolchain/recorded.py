@@ -95,6 +95,28 @@ def recorded_color(runners) -> str | None:
     return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
 
 
+def recorded_resizing(runners) -> tuple[int | None, tuple[int, int] | None] | None:
+    """How every artifact records its images were sized, as verify's flags take it: (--resize, --image-size) --
+    (s, (h, w)) for the shorter side resized to s and center-cropped to h x w, (None, (h, w)) for a resize to h x w --
+    or None (not recorded alike by all, none recorded, not made from image files, or values those flags would refuse)."""
+    found = set()
+    for runner in runners:
+        recorded = recorded_value(runner, "preprocessing")
+        if not (isinstance(recorded, dict) and recorded.get("color") in ("L", "RGB")):  # made from image files, not arrays
+            return None
+        resize, crop = recorded.get("resize"), recorded.get("crop")
+        sides = [v for v in (resize or []) + (crop or []) if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65_536]
+        if not (isinstance(resize, list) and isinstance(crop, list) and len(sides) == len(resize) + len(crop)):
+            return None
+        if len(resize) == 1 and len(crop) == 2 and max(crop) <= resize[0]:
+            found.add((resize[0], tuple(crop)))
+        elif len(resize) == 2 and not crop:
+            found.add((None, tuple(resize)))
+        else:  # not resized (images all of one size): nothing for verify to repeat
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
 def recorded_normalization(runners):
     """The normalization every artifact's recorded preprocessing names -- "none", or (means, stds) as --normalize takes
     them -- or None (none recorded, they differ, or a value --normalize would refuse)."""

@@ -26,7 +26,7 @@ from toolchain.gate import GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.recorded import (check_baseline_order, check_class_order, numbers_as_indices, preprocessing_mismatch,
-                                recorded_class_names, recorded_color, recorded_normalization)
+                                recorded_class_names, recorded_color, recorded_normalization, recorded_resizing)
 
 __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
 
@@ -233,8 +233,9 @@ def run_verify(req: VerifyRequest) -> dict:
     # Rows first (bad data is named before the artifacts are opened), except that an ImageFolder is read in the color the
     # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
     # The same for the normalization the files record, unless --normalize names one (auto is a guess from the image size).
-    opened, color, normalize = None, req.color, req.normalize
-    if (color is None or normalize in (None, "auto")) and is_image_folder(req.data):
+    opened, color, normalize, resize, image_size = None, req.color, req.normalize, req.resize, req.image_size
+    sized_as_recorded = False
+    if (color is None or normalize in (None, "auto") or (resize is None and image_size is None)) and is_image_folder(req.data):
         try:
             opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
         except UserError:  # named below, after the data's own problems, as for any data
@@ -243,9 +244,12 @@ def run_verify(req: VerifyRequest) -> dict:
         color = color or (recorded_color(runners) if runners else None)
         if normalize in (None, "auto") and runners:  # verify's auto, as its --color auto: as the files were made
             normalize = recorded_normalization(runners) or normalize
+        if resize is None and image_size is None and runners:  # sized as the files were made: not a plain stretch
+            resize, image_size = recorded_resizing(runners) or (None, None)
+            sized_as_recorded = image_size is not None
     rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
-                         class_names=req.class_names, image_size=req.image_size, input_shape=req.input_shape,
-                         resize=req.resize, normalize=normalize, color=color)
+                         class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
+                         resize=resize, normalize=normalize, color=color)
     x, y = rows["x"], rows["y"]
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
@@ -270,6 +274,9 @@ def run_verify(req: VerifyRequest) -> dict:
             notes.append(f"{what}: the class names and preprocessing it was made for are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
+    if sized_as_recorded:
+        notes.append("the images were sized as the artifacts record (" + (f"shorter side resized to {resize}, center-cropped to "
+                     if resize else "resized to ") + f"{image_size[0]}x{image_size[1]}): give --resize or --image-size to choose otherwise")
     if normalize not in (None, "auto") and req.normalize in (None, "auto") and normalize != _auto_normalization(x):
         notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")

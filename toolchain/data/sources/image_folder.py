@@ -91,7 +91,8 @@ def load_image_folder(
                 f"images in {where} differ in size: '{files[0].relative_to(folder)}' is "
                 f"{first[0]}x{first[1]} (height x width) but '{files[other].relative_to(folder)}' is "
                 f"{sizes[other][0]}x{sizes[other][1]} ({n_diff} of {len(files)} images differ from the first): "
-                "give an image size (--image-size HEIGHTxWIDTH) to resize all of them, or resize them yourself"
+                "give an image size (--image-size HEIGHTxWIDTH) to resize all of them, or --resize SIDE (the shorter side, then a center "
+                "crop), or resize them yourself"
             )
         steps, size_hw = {}, first
         size_note = f"all {first[0]}x{first[1]}, not resized"
