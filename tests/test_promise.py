@@ -11,7 +11,7 @@ import pytest
 
 from clirun import run_cli
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
-from toolchain.promise import EXACT_LIMIT, promise_confidence
+from toolchain.promise import promise_confidence
 
 
 def _simulated(b, c, n, n_new, budget, draws=200_000, seed=0):
@@ -21,7 +21,9 @@ def _simulated(b, c, n, n_new, budget, draws=200_000, seed=0):
     return float(np.mean(counts[:, 0] - counts[:, 1] <= budget))
 
 
-@pytest.mark.parametrize("b, c, n, n_new, budget", [(0, 0, 27, 27, 0), (0, 0, 27, 27, 1), (3, 1, 40, 60, 0), (40, 60, 900, 900, 0)])
+@pytest.mark.parametrize("b, c, n, n_new, budget", [(0, 0, 27, 27, 0), (0, 0, 27, 27, 1), (3, 1, 40, 60, 0), (40, 60, 900, 900, 0),
+                                                    # beyond 3,000 new samples, where a normal form had stood in (0.64 for 0.77)
+                                                    (0, 0, 5000, 5000, 0), (0, 0, 4000, 4000, 3), (2, 1, 5000, 5000, 1)])
 def test_confidence_is_the_dirichlet_multinomial_predictive(b, c, n, n_new, budget):
     assert promise_confidence(b, c, n, n_new, budget) == pytest.approx(_simulated(b, c, n, n_new, budget), abs=0.01)
 
@@ -33,9 +35,22 @@ def test_confidence_known_values_and_shape():
     assert promise_confidence(0, 0, 27, budget=2) > 0.95
     assert promise_confidence(30, 60, 900) > 0.98 > 0.5 > promise_confidence(60, 30, 900)
     assert promise_confidence(5, 5, 100) < promise_confidence(5, 6, 100) < promise_confidence(4, 6, 100)  # fewer new misses, more fixes
-    # beyond the exact grid: the same distribution's normal form, continuous at the switch
-    exact = promise_confidence(150, 180, 3000, EXACT_LIMIT)
-    assert promise_confidence(150, 180, 3000, EXACT_LIMIT + 1) == pytest.approx(exact, abs=0.01)
+    # the same distribution at any size: no switch where one more sample moves it (a normal form beyond 3,000 did, by 0.13)
+    assert promise_confidence(0, 0, 3000) == pytest.approx(promise_confidence(0, 0, 3001), abs=1e-6)
+    assert promise_confidence(150, 180, 3000, 3000) == pytest.approx(promise_confidence(150, 180, 3000, 3001), abs=1e-3)
+
+
+@pytest.mark.parametrize("n", [1, 7, 60, 3001, 5000])
+def test_confidence_rises_with_every_fix_and_falls_with_every_new_miss(n):
+    """The guard's bisection takes it for granted: catching one more sample the dense model misses (c) never lowers the
+    confidence, missing one more it catches (b) never raises it (the normal form beyond 3,000 broke the first)."""
+    for budget in (0, 1, 2):
+        for b in range(0, min(n, 4) + 1):
+            row = [promise_confidence(b, c, n, budget=budget) for c in range(0, min(n - b, 4) + 1)]
+            assert all(x <= y + 1e-12 for x, y in zip(row, row[1:])), (n, budget, b, row)
+        for c in range(0, min(n, 4) + 1):
+            col = [promise_confidence(b, c, n, budget=budget) for b in range(0, min(n - c, 4) + 1)]
+            assert all(x >= y - 1e-12 for x, y in zip(col, col[1:])), (n, budget, c, col)
 
 
 def _scores(seed=0, n=6000, k=10, noise=0.7, shift=0.0):
