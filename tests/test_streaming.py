@@ -883,3 +883,27 @@ def test_recorded_resizing_reads_only_what_the_size_flags_would_take():
     for edited in ([0], [True], ["18"], [10**9], [18, 1, 2]):
         assert recorded_resizing([runner(resize=edited, crop=[16, 16])]) is None, edited
     assert recorded_resizing([runner(resize=[12], crop=[16, 16])]) is None  # a crop larger than the resize: --resize refuses it
+
+
+def test_bad_input_found_in_round_one_leaves_no_run_to_resume(tmp_path, capsys):
+    """An image truncated after its header is found while round 1 reads it (exit 2, "replace or remove it"). Removed, the
+    same command was told the run directory exists (pass --resume), and --resume that the data differs: a loop."""
+    from toolchain.models.loading import save_checkpoint
+
+    train = image_folder(tmp_path / "train", 60, 16, seed=10)
+    held = {name: image_folder(tmp_path / name, 30, 16, seed=11 + i) for i, name in enumerate(("val", "test"))}
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(train), "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    whole = (train / "class0" / "00000.png").read_bytes()
+    bad = train / "class0" / "zz_truncated.png"
+    bad.write_bytes(whole[: len(whole) * 2 // 3])
+    command = ["compress", tmp_path / "m.pt", "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1",
+               "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1", "--confidence", "0.5", "--format", "onnx"]
+    code, _, err = run_cli([*command, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "zz_truncated.png" in err, err
+    assert not (tmp_path / "run").exists()  # made by this run, nothing saved in it: gone
+    (tmp_path / "kept").mkdir()  # a folder the user made: its own stays, what the run wrote goes
+    code, _, err = run_cli([*command, "--out", tmp_path / "kept"], capsys)
+    assert code == 2 and (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir()), err
+    bad.unlink()
+    code, _, err = run_cli([*command, "--out", tmp_path / "run"], capsys)
+    assert code in (0, 1) and (tmp_path / "run" / "report.json").is_file(), err

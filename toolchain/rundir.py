@@ -126,6 +126,26 @@ class RunDir:
             shutil.rmtree(self.plots)
         return found
 
+    def remove_if_roundless(self, made_folder: bool) -> None:
+        """After bad input found before any round was saved: what this run wrote goes (the folder too, where the run made
+        it), so the same command, once the input is fixed, starts over. It had left a manifest of the old inputs, which
+        the rerun was sent to --resume and --resume refused as another run's."""
+        import shutil
+
+        if self.done_rounds():
+            return
+        for name in self.entries():
+            path = self.root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink(missing_ok=True)
+        if made_folder:
+            try:
+                self.root.rmdir()  # only when empty: nothing of anyone else's goes
+            except OSError:
+                pass
+
     def entries(self) -> set[str]:
         """The names a run writes at the top of its folder (what a folder holding only these may be replaced as)."""
         return {p.name for p in (self.manifest, self.log, self.rounds, self.pruned, self.calibration, self.artifacts, self.work,
