@@ -209,7 +209,16 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     assert "## The FN promise" in text and "with probability **" in text and "false positives" in text
     allowed = entry["dense_fn"] + 1  # said as counts a reader can add up ("1 FN under the dense model's + 1" was not)
     assert f"misses {entry['fn']} of {entry['n']}, {entry['margin_fn']} under the {allowed} allowed" in text, text
+    # the statement too: its margin is under the allowed, not "under the dense model" (FN 0 against a dense 0 had "margin 1")
+    said = f"margin {entry['margin_fn']} FN under the {allowed} allowed (the dense model's {entry['dense_fn']} + 1) on validation"
+    assert said in promise["statement"], promise["statement"]
     assert code in (0, 1)  # the test split's verdict is reported, not chosen from
+
+
+def test_a_share_of_new_samples_is_not_rounded_away():
+    from toolchain.prune.tickets import _percent
+
+    assert [_percent(s) for s in (1 / 40, 1 / 5, 1 / 3, 0.5)] == ["2.5%", "20%", "33.3%", "50%"]
 
 
 @pytest.mark.parametrize("negative_flips, offset, fn", [

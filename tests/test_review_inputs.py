@@ -1227,3 +1227,12 @@ def test_an_exported_file_given_as_the_model_is_named_for_what_it_is(trained_dig
         code, _, err = run_cli(["evaluate", odd, "--data", "digits", "-p", "3", "--arch", "digits-cnn", *extra], capsys)
         _one_line_error(code, err, {"onnx": "is an ONNX file", "tflite": "is a TFLite file", "json": "is a JSON file"}[kind])
         assert "--trust-model" not in err and "pickled" not in err
+
+
+@pytest.mark.parametrize("data, said", [("no_such_folder", "unknown --data 'DIR/no_such_folder' (no such file or folder)"),
+                                        ("no_such.npz", "--data file 'DIR/no_such.npz' does not exist")])
+def test_a_mistyped_data_path_is_named_before_the_image_flags(tmp_path, capsys, data, said):
+    """With --resize, a mistyped folder was answered "--resize only applies to an ImageFolder folder: drop it"."""
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "--data", tmp_path / data, "--resize", "64",
+                            "-p", "1"], capsys)
+    _one_line_error(code, err, said.replace("DIR", str(tmp_path)))

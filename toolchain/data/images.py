@@ -196,5 +196,5 @@ def channels_hint(given: tuple, wanted: tuple | None = None) -> str:
     if len(given) == 3 and given[0] in (1, 3) and (wanted is None or (len(wanted) == 3 and wanted[0] == 4 - given[0])):
         where = f" ({'; '.join(COLOR_AMONG_GRAY[-2:])})" if given[0] == 3 and COLOR_AMONG_GRAY else ""
         return ("; an image folder is read as RGB (3 channels) when any one of its images is in color, and as grayscale "
-                f"(1) only when every one is gray{where}")
+                f"(1) only when every one is gray{where}, unless --color says which (rgb or gray)")
     return ""

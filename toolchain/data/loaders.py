@@ -37,7 +37,7 @@ from pathlib import Path
 from toolchain.data.dataset import Dataset
 from toolchain.data.labels import given_names
 from toolchain.data.options import reshaped
-from toolchain.data.sources import KNOWN_SOURCES
+from toolchain.data.sources import KNOWN_SOURCES, NAMED_SETS
 from toolchain.data.sources.csv_file import load_csv
 from toolchain.data.sources.idx_folder import find_idx_files, load_idx_folder
 from toolchain.data.sources.image_folder import load_image_folder
@@ -115,6 +115,10 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
             f"--label-column only applies to a .csv file, not to --data '{spec}': drop it"
         )
     path = user_path(spec)
+    if not (path.exists() or path.is_symlink()) and spec not in NAMED_SETS:
+        if path.suffix.lower() in (".npz", ".csv"):  # a mistyped path is the news, not the flags that only fit a folder
+            _existing_file(path, spec)
+        raise UserError(f"unknown --data '{spec}' (no such file or folder): {KNOWN_SOURCES}")
     if not is_image_folder(path):
         for flag, value in zip(("--image-size", "--resize", "--normalize", "--color"), (image_size, *images)):
             if value not in (None, "auto"):

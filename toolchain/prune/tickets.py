@@ -126,6 +126,11 @@ def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str,
     return out
 
 
+def _percent(share: float) -> str:
+    """A share in words that does not round 1 of 40 (2.5%) to 2%: whole percents where they are exact enough."""
+    return f"{share:.0%}" if abs(share * 100 - round(share * 100)) < 0.05 else f"{share:.1%}"
+
+
 def promise_section(result, ticket, config: PruneConfig) -> dict:
     """What compress promises about the shipped model, in numbers and in one plain sentence; where no ticket kept it,
     which budget stopped it (the FN promise's confidence, or validation accuracy at the promise's operating point) and
@@ -135,9 +140,10 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     words = []
     for k, v in per_class.items():
         extra = f" + {v['budget']}" if v["budget"] else ""
-        share = f" ({v['budget'] / v['n_new']:.0%} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
+        share = f" ({_percent(v['budget'] / v['n_new'])} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
+        allowed = f"the {v['dense_fn'] + v['budget']} allowed (the dense model's {v['dense_fn']}{extra})" if v["budget"] else "the dense model's"
         words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples{share} with probability "
-                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}); margin {v['margin_fn']} FN under the dense model "
+                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}); margin {v['margin_fn']} FN under {allowed} "
                      f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
     if met:
         statement = "the FN promise holds: " + "; ".join(words)

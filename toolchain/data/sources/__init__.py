@@ -5,6 +5,7 @@ Each source reads its files, numbers the labels (`toolchain.data.labels`), conve
 (`toolchain.data.assemble`). Only numpy is imported at module level.
 """
 
+NAMED_SETS = ("digits", "breast-cancer", "fashion-mnist")  # --data names cwtool reads itself
 KNOWN_SOURCES = (
     "give digits, breast-cancer, fashion-mnist, a .npz file, a .csv file, "
     "a folder of idx files or an ImageFolder folder"
