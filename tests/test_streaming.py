@@ -907,3 +907,43 @@ def test_bad_input_found_in_round_one_leaves_no_run_to_resume(tmp_path, capsys):
     bad.unlink()
     code, _, err = run_cli([*command, "--out", tmp_path / "run"], capsys)
     assert code in (0, 1) and (tmp_path / "run" / "report.json").is_file(), err
+
+
+def test_a_checkpoint_records_its_images_preprocessing_and_export_refuses_other(tmp_path, capsys):
+    """compress's pruned.pt of a model trained with --normalize 0.5:0.25, exported without it: the file missed every
+    positive (its inputs were not the training's), and export.md called it 'deploy: yes'."""
+    import torch
+
+    train = image_folder(tmp_path / "train", 60, 16, seed=10)
+    held = {name: image_folder(tmp_path / name, 30, 16, seed=11 + i) for i, name in enumerate(("val", "test"))}
+    norm = ((0.5,) * 3, (0.25,) * 3)
+    torch.save(_learnt_cnn(train, normalize=norm).state_dict(), tmp_path / "sd.pt")  # a user's own state_dict: no record
+    flags = ["--normalize", "0.5:0.25"]
+    code, _, err = run_cli(["compress", tmp_path / "sd.pt", "--arch", "digits-cnn", "--arch-kwargs",
+                            '{"in_channels": 3, "num_classes": 2, "width": 8}', "--data", train, "--val", held["val"], "--test",
+                            held["test"], "-p", "1", *flags, "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1",
+                            "--confidence", "0.5", "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code in (0, 1), err
+    export = ["export", tmp_path / "run" / "pruned.pt", "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1",
+              "--format", "onnx", "--precision", "fp32", "--time-runs", "0"]
+    code, _, err = run_cli([*export, "--out", tmp_path / "e1"], capsys)
+    assert code == 2 and "was trained on images prepared otherwise" in err and "--normalize 0.5,0.5,0.5:0.25,0.25,0.25" in err, err
+    assert not (tmp_path / "e1").exists()
+    code, _, err = run_cli([*export, *flags, "--out", tmp_path / "e2"], capsys)
+    assert code in (0, 1) and (tmp_path / "e2" / "export.md").is_file(), err
+    code, out, err = run_cli(["evaluate", tmp_path / "run" / "pruned.pt", "--data", held["test"], "-p", "1"], capsys)
+    assert code == 0 and "warning: '" in out + err and "prepared otherwise" in out + err, out + err  # said, not refused
+    # the state_dict itself records nothing: its export is made, and what the model fails to detect is in the report too
+    code, _, err = run_cli([*export[:1], tmp_path / "sd.pt", "--arch", "digits-cnn", "--arch-kwargs",
+                            '{"in_channels": 3, "num_classes": 2, "width": 8}', *export[2:], "--out", tmp_path / "e3"], capsys)
+    report = json.loads((tmp_path / "e3" / "export.json").read_text())
+    assert code in (0, 1) and len(report["warnings"]) == 1 and "the model's own decisions" in report["warnings"][0], err
+    assert "**Warning**: the model's own decisions" in (tmp_path / "e3" / "export.md").read_text()
+    assert all(c["file"] is None for c in report["deploy"]["choices"]), report["deploy"]  # no file named to deploy
+    # a model from `cwtool train` records it too: compress of it without the flag is refused before any work
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "--arch-kwargs", '{"in_channels": 3, "num_classes": 2, "width": 8}',
+                            "--data", train, *flags, "--epochs", "1", "--out", tmp_path / "trained.pt"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["compress", tmp_path / "trained.pt", "--data", train, "--val", held["val"], "--test", held["test"],
+                            "-p", "1", "--skip-export", "--out", tmp_path / "run2"], capsys)
+    assert code == 2 and "prepared otherwise" in err and not (tmp_path / "run2").exists(), err

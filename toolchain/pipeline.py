@@ -57,7 +57,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from toolchain.data.given import load_with_given_rows
-    from toolchain.data.identity import check_class_order, check_unseen
+    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, preprocessing_record
     import numpy as np
 
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem
@@ -129,6 +129,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     before = earlier_sessions(run_dir, inputs, run_id, config) if resuming else Sessions()
     inputs, run_id = before.inputs or inputs, before.run_id or run_id
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
+    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)
+    if problem is not None:  # a model fed other inputs than it learnt on: no promise about it means anything
+        raise UserError(problem)
     input_notes: list[str] = []  # what the user must make sure of: on the console now, in compress.log and the reports later
 
     def note_input(line: str) -> None:
@@ -209,7 +212,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             log.print("removed this run's earlier report: the pruned model and the files are made again, then the report")
         pruned_path = save_checkpoint(RunDir(run_dir).pruned, pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
                                       {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round,
-                                       **({"data": loaded.extra["data"]} if "data" in loaded.extra else {})})
+                                       "data": _data_record(loaded.extra.get("data"), dataset, preprocessing_record)})
 
         # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
         dense = dense.cpu().eval()
@@ -324,6 +327,15 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         interrupts.resumable(None)
         RunDir.release(held)
         own_folder(None)
+
+
+def _data_record(trained, dataset, preprocessing_record) -> dict:
+    """What the shipped checkpoint says of its data: the dense model's training record where it had one, and at least the
+    classes and preprocessing compress ran with, so that export and evaluate of it find a left-out --normalize or --resize."""
+    record = dict(trained) if isinstance(trained, dict) else {}
+    record.setdefault("class_names", [str(n) for n in dataset.class_names])
+    record.setdefault("preprocessing", preprocessing_record(dataset.preprocessing))
+    return record
 
 
 def _int8_guard(result):

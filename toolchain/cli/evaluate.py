@@ -30,7 +30,7 @@ def evaluate(
     image_options: ImageOptions = None,
 ):
     """Per-class false negatives of a PyTorch model on one split of the data."""
-    from toolchain.data.identity import check_class_order, seen_rows
+    from toolchain.data.identity import check_class_order, check_preprocessing, seen_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
     from toolchain.io import check_output_file, json_text, write_named_output
@@ -49,6 +49,7 @@ def evaluate(
                          input_shape=parse_input_shape(input_shape), **image_options.load_args())
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
+    prepared_otherwise = check_preprocessing(loaded.extra.get("data"), rows.get("preprocessing"), model)
     with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU
         result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
@@ -56,6 +57,8 @@ def evaluate(
     if seen:
         log_console().print(f"warning: '{model}' was trained on {seen:,} of these {len(rows['y']):,} rows: its numbers here overstate "
                             "what it does on new data (evaluate the split it has not seen: --split, --seed, or other --data)")
+    if prepared_otherwise:  # said, not refused: evaluating under other preprocessing may be the point
+        log_console().print(f"warning: {prepared_otherwise}")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
     if result.problem is not None:
         log_console().print(f"warning: {result.problem}")

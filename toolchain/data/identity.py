@@ -19,7 +19,7 @@ from toolchain.data.dataset import Dataset
 from toolchain.data.samples import batches
 from toolchain.errors import UserError, one_line
 
-__all__ = ["row_fingerprints", "training_record", "seen_rows", "check_unseen"]
+__all__ = ["row_fingerprints", "training_record", "seen_rows", "check_unseen", "check_preprocessing", "preprocessing_record"]
 
 MAX_RECORDED_ROWS = 5_000_000  # 40 MB of fingerprints; beyond, the record keeps the source and seed only
 OVERLAP_TOLERANCE = 0.005  # exact duplicates across a data set's own splits exist (Fashion-MNIST has some)
@@ -60,7 +60,8 @@ def file_fingerprints(files: list[str], y: np.ndarray) -> np.ndarray:
 def training_record(spec: str, dataset: Dataset) -> dict:
     """What a checkpoint stores about the data its model was trained on (all plain values and bytes)."""
     record = {"spec": str(spec), "name": dataset.name, "seed": dataset.seed, "given_splits": dataset.given_splits,
-              "train_rows": int(len(dataset.y_train)), "class_names": [str(n) for n in dataset.class_names]}
+              "train_rows": int(len(dataset.y_train)), "class_names": [str(n) for n in dataset.class_names],
+              "preprocessing": preprocessing_record(dataset.preprocessing)}
     if len(dataset.y_train) <= MAX_RECORDED_ROWS:
         record["train_row_fingerprints"] = row_fingerprints(dataset.x_train, dataset.y_train).tobytes()
     return record
@@ -88,6 +89,53 @@ def check_class_order(record: dict | None, class_names, model: str | Path) -> No
         order = ", ".join(trained)
         raise UserError(f"'{model}' was trained with its classes in the order {one_line(order)[:300]}; this data numbers them "
                         f"{one_line(', '.join(names))[:300]}: give --class-names \"{one_line(order)[:300]}\"")
+
+
+IMAGE_STEPS = ("color", "resize", "crop", "mean", "std")  # what an image file goes through before the model sees it
+
+
+def preprocessing_record(preprocessing) -> dict:
+    """The steps a checkpoint records of its data's preprocessing (no note: it names files)."""
+    return {k: v for k, v in preprocessing.to_dict().items() if k != "note"}
+
+
+def preprocessing_flags(recorded: dict) -> str:
+    """The flags that prepare image files as ``recorded`` says, as compress, export, evaluate and verify take them."""
+    flags = [f"--color {'gray' if recorded['color'] == 'L' else 'rgb'}"]
+    resize, crop = recorded.get("resize") or [], recorded.get("crop") or []
+    if len(resize) == 1:
+        flags.append(f"--resize {resize[0]}" + (f" --image-size {crop[0]}x{crop[1]}" if len(crop) == 2 and crop != [resize[0]] * 2 else ""))
+    elif len(resize) == 2:
+        flags.append(f"--image-size {resize[0]}x{resize[1]}")
+    mean, std = recorded.get("mean") or [], recorded.get("std") or []
+    flags.append("--normalize " + (f"{','.join(f'{float(v):g}' for v in mean)}:{','.join(f'{float(v):g}' for v in std)}" if mean else "none"))
+    return " ".join(flags)
+
+
+def check_preprocessing(record: dict | None, here: dict | None, model: str | Path) -> str | None:
+    """Where the model's checkpoint records how its training images were prepared and this data's images were prepared
+    otherwise (flags left out: another normalization, no resize), the problem in one line; else None. A model fed other
+    inputs than it learnt on misses a protected class for that reason alone: compress and export refuse, evaluate warns.
+    ``here``: this data's Preprocessing, as a dict."""
+    recorded = record.get("preprocessing") if isinstance(record, dict) else None
+    if not (isinstance(recorded, dict) and recorded.get("color") in ("L", "RGB") and isinstance(here, dict) and here.get("color")):
+        return None  # not recorded (older checkpoints, other tools), or arrays on either side: nothing to compare
+
+    def same(a, b) -> bool:
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(float(x) - float(y)) <= 1e-6 for x, y in zip(a, b))
+        return a == b
+
+    differ = [k for k in IMAGE_STEPS if not same(recorded.get(k, [] if k != "color" else ""), here.get(k))]
+    if not differ:
+        return None
+    try:
+        flags = preprocessing_flags(recorded)
+    except (TypeError, ValueError, IndexError):  # an edited record: say what differs, not how to repeat it
+        flags = "the flags it was trained with"
+    shown = ", ".join(f"{k} {one_line(repr(recorded.get(k)))[:80]} there, {here.get(k)!r} here" for k in differ)
+    return (f"'{model}' was trained on images prepared otherwise than these ({shown}; its checkpoint records it): "
+            f"give {flags}")
 
 
 OWN_ROWS = "with --val and --test, or as an .npz with its own splits"  # how this command takes held-out rows

@@ -86,9 +86,10 @@ def reference_guard(y_val: np.ndarray, reference_pred: np.ndarray, protected: li
 
 
 def _inputs(request: ExportRequest, settings, log):
-    """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names)."""
+    """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names, what
+    the model fails to detect on validation or None)."""
     from toolchain.data.given import load_with_given_rows
-    from toolchain.data.identity import check_class_order, check_unseen
+    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
     from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.models.loading import load_model
 
@@ -110,11 +111,14 @@ def _inputs(request: ExportRequest, settings, log):
             raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
     check_export_inputs(settings, dataset, skip_hint="")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
+    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)
+    if problem is not None:  # its files would record this preprocessing, and the device feed it
+        raise UserError(problem)
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
     problem = detection_problem(val_logits, dataset.y_val, protected, names)
     if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
         log(f"warning: {problem}")
-    return dataset, loaded, protected, names
+    return dataset, loaded, protected, names, problem
 
 
 def _staged_folder(out: Path, log=print) -> Path:
@@ -179,7 +183,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     settings = dataclasses.replace(base, artifacts=choose_artifacts(base.artifacts or DEFAULT_ARTIFACTS, request.formats,
                                                                     request.precisions))
     check_options_used(options, settings.artifacts)
-    dataset, loaded, protected, names = _inputs(request, settings, log)
+    dataset, loaded, protected, names, undetected = _inputs(request, settings, log)
     profile = None
     if settings.target:
         from toolchain.targets import load_target
@@ -221,13 +225,16 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
             "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},
             "settings": {**dataclasses.asdict(settings), "artifacts": [list(a) for a in settings.artifacts]},
             "calibration": calibration, "artifacts": entries, "seconds": time.perf_counter() - t0,
+            **({"warnings": [undetected]} if undetected else {}),
         }
         if profile is not None:
             report["target"] = fit_verdicts(entries, stage, profile, macs, f"the torch model ({Path(request.model).name})")
         if entries:
             from toolchain.deploy import deploy_choice
 
-            report["deploy"] = deploy_choice(entries, stage, settings.threads, settings.time_runs, log=log)
+            withheld = None if undetected is None else ("the torch model itself does not detect a protected class on validation "
+                                                        "(the warning above), so no file is recommended")
+            report["deploy"] = deploy_choice(entries, stage, settings.threads, settings.time_runs, log=log, withheld=withheld)
         reasons = [f"{e['path']}: {r}" for e in entries for r in e["gate"]["reasons"]]
         report["gate"] = {"passed": not reasons, "reasons": reasons, "budget": report["budget"]}
         _write(report, stage)

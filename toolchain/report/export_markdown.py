@@ -56,6 +56,7 @@ def render_export_report(report: dict) -> str:
         f"per protected class, accuracy drop <= {budget['max_accuracy_drop']})",
     ]
     lines += [f"- {r}" for r in gate["reasons"]]
+    lines += [x for w in report.get("warnings") or [] for x in ("", f"**Warning**: {w}")]
     lines += ["", "| model | bytes | accuracy | protected (test) | agreement with torch | verdict |", "|---|--:|--:|---|--:|---|",
               f"| torch model | - | {fmt_value(report['baseline']['test']['accuracy'])} | {protected_cell(report['baseline']['test'])} | - | reference |"]
     for art in report["artifacts"]:
