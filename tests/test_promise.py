@@ -284,3 +284,29 @@ def test_a_promise_on_a_handful_of_validation_samples_says_what_it_rests_on(trai
     assert said in err and said in (out / "compress.log").read_text() and said in (out / "report.md").read_text()
     statement = json.loads((out / "report.json").read_text())["promise"]["statement"]
     assert "on new data of 5 such samples (20% of them)" in statement, statement
+
+
+def test_an_int8_file_short_of_the_promise_on_validation_fails_the_gate(trained_digits, tmp_path, capsys, monkeypatch):
+    """The fallback's 'not met' was recorded and read by nobody: the file passed its one test draw, was covered by 'the FN
+    promise holds' and named the file to deploy."""
+    import toolchain.export.stage as stage
+
+    real = stage.fn_aware_quantize
+
+    def short(*args, **kwargs):  # what a file no offset or float layer brings to the confidence looks like
+        result = real(*args, **kwargs)
+        result.within_budget = False
+        return result
+
+    monkeypatch.setattr(stage, "fn_aware_quantize", short)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--max-fn-increase", "1", "--confidence", "0.9", "--max-accuracy-drop", "0.5", "--format", "onnx",
+                            "--time-runs", "3", "--out", out], capsys)
+    report = json.loads((out / "report.json").read_text())
+    int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")
+    assert code == 1 and not report["gate"]["passed"] and not int8["gate"]["passed"], err
+    assert any("short of the FN promise on validation: confidence class 3 0." in r for r in report["gate"]["reasons"])
+    assert set(int8["quantization"]["val_promise"]["3"]) == {"confidence", "fn", "dense_fn", "b", "c"}
+    assert "SHORT of the FN promise on validation" in err
+    assert int8["path"] not in [c["file"] for c in report["deploy"]["choices"]]

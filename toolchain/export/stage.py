@@ -287,15 +287,26 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                 "agreement": float(np.mean(logits.argmax(1) == torch_test_pred)), "evaluation": evaluation,
                 "gate": gate_fn(baseline_test, evaluation),
             }
+            short = ""
             if fallback is not None:
+                val_promise = guard.check(runner.predict(x_val), {})  # the file's own disagreements with the dense model
                 entry["quantization"] = {"calibration_method": settings.calibration_method, "float_layers": fallback.float_layers,
                                          "float_input_layers": stem, "offsets": {str(k): v for k, v in fallback.offsets.items()},
                                          "val_protected_fn": {str(k): v for k, v in fallback.fn.items()},
+                                         "val_promise": {str(k): {f: v[f] for f in ("confidence", "fn", "dense_fn", "b", "c")}
+                                                         for k, v in val_promise.items()},
                                          "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
                                          "ranking": fallback.ranking}
+                if not fallback.within_budget:  # the promise is about the file the device runs: one test draw cannot stand in
+                    reached = ", ".join(f"{class_label(k, dataset.class_names)} {v['confidence']:.3f}" for k, v in val_promise.items())
+                    entry["gate"]["passed"] = False
+                    entry["gate"]["reasons"].append(f"short of the FN promise on validation: confidence {reached} against the "
+                                                    f"{guard.confidence:g} asked (neither its own offset nor float layers reached it)")
+                    short = "; SHORT of the FN promise on validation"
             entries.append(entry)
             prot = ", ".join(f"{class_label(p['class'], dataset.class_names)} FN {p['fn']}" for p in evaluation["protected"])
-            log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, agreement {entry['agreement']:.1%}")
+            log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, "
+                f"agreement {entry['agreement']:.1%}{short}")
     finally:  # half-built int8 candidates never outlive the stage
         shutil.rmtree(work, ignore_errors=True)
     return entries, calib_record
