@@ -141,6 +141,11 @@ def test_verify_states_the_fn_promise_of_each_artifact(art, capsys):
     assert (good["b"], good["c"], good["budget"]) == (0, 0, 0) and good["confidence"] == promise_confidence(0, 0, good["n"])
     assert (plus1["b"], plus1["c"], plus1["budget"]) == (1, 0, 1) and plus1["confidence"] == promise_confidence(1, 0, plus1["n"], budget=1)
     assert good["fp"] == good["baseline_fp"]
+    # a budget given as a share of the rows: the promise stated is the one the gate judged (it said budget 0)
+    share = run_json(art, capsys, [art["plus1"]], "--baseline", art["report"], "--max-fnr-increase", "0.1", expect=0)["artifacts"][0]
+    limit = share["gate"]["checks"][0]["limit"] - share["gate"]["checks"][0]["baseline_fn"]
+    stated = share["promise"][str(PROT)]
+    assert limit >= 2 and stated["budget"] == limit and stated["confidence"] == promise_confidence(1, 0, stated["n"], budget=limit)
 
 
 def test_degraded_artifact_fails_naming_the_class(art, capsys):

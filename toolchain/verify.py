@@ -158,13 +158,14 @@ def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increa
     from toolchain.promise import promise_confidence
 
     out = {}
-    budget = int(max_fn_increase or 0)
     fp_base = {p["class"]: p.get("fp") for p in (base_eval or {}).get("protected", [])}
     fp_here = {p["class"]: p.get("fp") for p in evaluation["protected"]}
     for check in gate["checks"]:
         if "b" not in check:
             continue
         k = check["class"]
+        # the budget the gate judged by: --max-fnr-increase gives it as a share of these rows, not --max-fn-increase's 0
+        budget = max(0, int(check["limit"]) - int(check["baseline_fn"])) if "limit" in check else int(max_fn_increase or 0)
         out[str(k)] = {"b": check["b"], "c": check["c"], "n": check["support"], "budget": budget,
                        "confidence": promise_confidence(check["b"], check["c"], check["support"], budget=budget),
                        "fp": fp_here.get(k), "baseline_fp": fp_base.get(k)}
