@@ -50,13 +50,17 @@ def _beta_binomial_weights(trials: int, alpha: float, beta: float, k: np.ndarray
 def promise_confidence(b: int, c: int, n: int, n_new: int | None = None, budget: int = 0) -> float:
     """P(B - C <= budget) on ``n_new`` new samples of the class (default: as many as validation had),
     given b and c of n validation samples (see the module docstring)."""
+    n_new = n if n_new is None else n_new
+    for name, value in (("b", b), ("c", c), ("n", n), ("n_new", n_new), ("budget", budget)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name}={value!r} is not a count")
+    if b < 0 or c < 0 or n_new < 0 or b + c > n:
+        raise ValueError(f"b={b}, c={c} of n={n} (n_new={n_new}) are not counts of one split")
     if n <= 0:
         return 0.0
-    n_new = int(n if n_new is None else n_new)
-    if n_new <= 0:
-        return 1.0
-    if not 0 <= b + c <= n:
-        raise ValueError(f"b={b} and c={c} do not fit in n={n}")
+    if n_new == 0:  # D is 0: the promise holds exactly when the budget allows none
+        return float(budget >= 0)
+    b, c, n, n_new, budget = int(b), int(c), int(n), int(n_new), int(budget)
     a_b, a_c, a_rest = b + PRIOR, c + PRIOR, n - b - c + PRIOR
     # The Dirichlet-multinomial factors exactly: the new disagreements S = B + C are beta-binomial(n_new, a_b + a_c,
     # a_rest), and B given S is beta-binomial(S, a_b, a_c); D = 2B - S <= budget <=> B <= (S + budget) / 2.

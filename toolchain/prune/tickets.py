@@ -156,13 +156,15 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         reach = ", ".join(f"class {k} {v.get('reachable_confidence', v['confidence']):.3f}" for k, v in per_class.items())
         short = [v for v in per_class.values() if not _kept(v)]
         # agreeing on every validation sample of the class, where the dense model misses none, is the best any ticket
-        # does: the confidence is at its ceiling for this budget (docs/FN_PROMISE.md), whatever the size or the data
+        # does on this split: no offset can catch what the dense model misses (c = 0). A larger split, on which the dense
+        # model misses some, lets an offset buy confidence by catching them (docs/FN_PROMISE.md)
         ceiling = bool(short) and all(v.get("b") == 0 and v.get("dense_fn") == 0 for v in short)
         more = ["lower --confidence"] + (["raise --max-fn-increase"] if config.max_fn_increase < 1e6 else [])
         if ceiling:
+            more.append("give more validation data (where the dense model misses some, an offset can catch them)")
             why = (f"the selected round {ticket.round} misses no validation sample of the class that the dense model catches, and "
-                   f"the dense model misses none: the best any ticket does, and no larger validation split backs more at "
-                   f"--max-fn-increase {config.max_fn_increase:g}; reachable: {reach}; docs/FN_PROMISE.md")
+                   f"the dense model misses none: the best any ticket does on this split at --max-fn-increase "
+                   f"{config.max_fn_increase:g}; reachable: {reach}; docs/FN_PROMISE.md")
         else:
             more += (["raise --keep-params"] if config.keep_params < 1 else []) + ["give more validation data"]
             why = (f"the validation split is too small or the compression too strong; reachable by the selected round "
