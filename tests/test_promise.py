@@ -111,22 +111,25 @@ def test_unreachable_within_accuracy_is_reported_with_what_is_reachable():
     assert 0.0 < guard.reachable(cand, offsets, min_accuracy=0.5)[6] <= 1.0
 
 
-@pytest.mark.parametrize("confidence, floor", [(0.95, 0.93), (0.90, 0.86)])
+@pytest.mark.parametrize("confidence, floor", [(0.95, 0.93), (0.90, 0.88)])  # measured: 0.947, 0.893 of shipped draws
 def test_the_confidence_means_what_it_says_when_validation_is_redrawn(confidence, floor):
     """Resampling, as docs/FN_PROMISE.md does on real runs: one pool of held-out rows re-split 150 times
     into validation and test halves; the offset is chosen on each validation half; the test half keeps
     the promise (FN <= dense FN) at least about `confidence` of the time. The plain point: about half."""
     y, dense, cand = _scores(seed=1, n=12000, shift=-0.3)
-    kept = plain = 0
+    kept = plain = shipped = 0
     draws = 150
     for r in range(draws):
         perm = np.random.default_rng(100 + r).permutation(len(y))
         v, t = perm[: len(y) // 2], perm[len(y) // 2:]
         guard = PromiseGuard(y[v], dense[v].argmax(1), [6], budget=0, confidence=confidence)
-        kept += fn_count(apply_offsets(cand[t], guard.choose(cand[v])), y[t], 6) <= fn_count(dense[t], y[t], 6)
+        offsets = guard.choose(cand[v])
+        if guard.met(cand[v], offsets):  # what compress ships; where the rule falls short it exits 1 and ships nothing
+            shipped += 1
+            kept += fn_count(apply_offsets(cand[t], offsets), y[t], 6) <= fn_count(dense[t], y[t], 6)
         matched = choose_offsets(cand[v], y[v], {6: fn_count(dense[v], y[v], 6)})
         plain += fn_count(apply_offsets(cand[t], matched), y[t], 6) <= fn_count(dense[t], y[t], 6)
-    assert kept / draws >= floor
+    assert shipped >= 0.9 * draws and kept / shipped >= floor, (shipped, kept)
     assert plain / draws < 0.75
 
 
@@ -171,6 +174,14 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
         config = SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5)
         return promise_section(result, ticket, config)["statement"]
 
+    vacuous = promise_section(SimpleNamespace(budget_met=True, dense={"val": {"accuracy": 0.98}}), SimpleNamespace(
+        val={"promise": {"3": {"n": 1, "n_new": 1, "fn": 1, "dense_fn": 0, "b": 1, "c": 0, "confidence": 1.0, "confidence_target": 0.95,
+                               "budget": 1, "margin_fn": 0, "fp": 0, "fp_plain": 0},
+                         "5": {"n": 40, "n_new": 40, "fn": 2, "dense_fn": 2, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
+                               "budget": 2, "margin_fn": 2, "fp": 0, "fp_plain": 0}}, "accuracy": 0.97}, round=1),
+        SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=1, keep_params=0.5))["statement"]
+    assert "(a budget of 1 allows missing all 1: it promises nothing about this class)" in vacuous, vacuous
+    assert vacuous.count("promises nothing") == 1 and "all 2 together with probability at least 0.960" in vacuous, vacuous
     at_ceiling = section(b=0, dense_fn=0)
     assert at_ceiling.endswith("lower --confidence, raise --max-fn-increase or give more validation data (where the dense model "
                                "misses some, an offset can catch them)") and "0.770" in at_ceiling, at_ceiling

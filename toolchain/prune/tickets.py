@@ -142,11 +142,16 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         extra = f" + {v['budget']}" if v["budget"] else ""
         share = f" ({_percent(v['budget'] / v['n_new'])} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
         allowed = f"the {v['dense_fn'] + v['budget']} allowed (the dense model's {v['dense_fn']}{extra})" if v["budget"] else "the dense model's"
+        vacuous = (f" (a budget of {v['budget']} allows missing all {v['n_new']}: it promises nothing about this class)"
+                   if v.get("n_new") and v["budget"] >= v["n_new"] else "")
         words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples{share} with probability "
-                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}); margin {v['margin_fn']} FN under {allowed} "
+                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}){vacuous}; margin {v['margin_fn']} FN under {allowed} "
                      f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
     if met:
         statement = "the FN promise holds: " + "; ".join(words)
+        if len(per_class) > 1:  # each class has its own promise; together they hold at least as often as this
+            together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values()))
+            statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
     elif all(map(_kept, per_class.values())):  # the promise held; accuracy did not
         more = ["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
         statement = (f"no ticket stays within the accuracy budget on validation where it keeps the FN promise (the selected round "
