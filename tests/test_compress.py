@@ -682,6 +682,35 @@ def test_resume_finds_its_run_from_another_directory_and_says_what_differs(train
     assert code == 2 and "(here protected [5], the run [3])" in err, err  # values, not only "protected differs"
 
 
+def test_resume_knows_an_arch_file_by_its_code(trained_digits, tmp_path, capsys, monkeypatch):
+    """--arch net.py:Net was known by the text typed: edited code under the same name resumed silently (round 1's weights
+    shipped inside other code, the run id unchanged), and the same file by its absolute path was refused."""
+    import torch
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    code_text = "from toolchain.models.architectures import DigitsCNN\n\n\nclass Net(DigitsCNN):\n    pass\n"
+    (work / "net.py").write_text(code_text)
+    torch.save(trained_digits[1].state_dict(), work / "sd.pt")
+    monkeypatch.chdir(work)
+    args = ["-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5", "--max-accuracy-drop", "1",
+            "--skip-export"]
+    code, _, err = run_cli(["compress", "sd.pt", "--arch", "net.py:Net", *args, "--out", "run"], capsys)
+    assert code in (0, 1), err
+    manifest = json.loads((work / "run" / "manifest.json").read_text())
+    assert len(manifest["inputs"]["arch_sha256"]) == 64
+    monkeypatch.chdir(elsewhere)
+    trained = []
+    real_train = lottery.train
+    monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    code, _, err = run_cli(["compress", work / "sd.pt", "--arch", f"{work / 'net.py'}:Net", *args, "--out", work / "run", "--resume"],
+                           capsys)
+    assert code in (0, 1) and trained == [] and "resumed)" in err, err  # the same code by its absolute path: the same run
+    (elsewhere / "net.py").write_text(code_text.replace("pass", "pass  # edited"))
+    code, _, err = run_cli(["compress", work / "sd.pt", "--arch", "net.py:Net", *args, "--out", work / "run", "--resume"], capsys)
+    assert code == 2 and "the --arch file's code differs from the run's" in err and trained == [], err
+
+
 @pytest.mark.parametrize("entry, made_as", [("rounds", "file"), ("compress.log", "folder")])
 def test_a_run_folder_whose_own_name_is_of_the_other_kind_is_refused_before_any_retraining(trained_digits, capsys, tmp_path,
                                                                                           monkeypatch, entry, made_as):

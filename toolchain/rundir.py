@@ -200,6 +200,11 @@ def run_inputs(request, dataset, arch_kwargs: dict, arch: str, protected: list[i
               "arch": arch, "arch_kwargs": arch_kwargs, "protected": protected, "data_seed": request.data_seed,
               "label_column": request.label_column}
     inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
+    from toolchain.models.arch import arch_file
+
+    code = arch_file(arch)
+    if code is not None and code[0].is_file():  # the code that gives the weights their meaning: edited, it is another run
+        inputs["arch_sha256"] = file_sha256(code[0])
     if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
         inputs["data"]["label_mapping"] = dataset.label_mapping
     if request.image_size:
@@ -243,6 +248,11 @@ def as_recorded(inputs: dict, recorded) -> dict:
 
     if same(out.get("model"), recorded.get("model"), "path"):
         out["model"]["path"] = recorded["model"]["path"]
+    if "arch_sha256" in out and isinstance(recorded.get("arch"), str):
+        if out["arch_sha256"] == recorded.get("arch_sha256"):  # the same code by another path or from another folder
+            out["arch"] = recorded["arch"]
+        elif "arch_sha256" not in recorded and out.get("arch") == recorded["arch"]:
+            del out["arch_sha256"]  # a run from before the code was hashed: known by the spec alone, as then
     data, data_then = out.get("data"), recorded.get("data")
     if same(data, data_then, "spec"):
         data["spec"] = data_then["spec"]
@@ -265,6 +275,10 @@ def differences(manifest, inputs: dict, config) -> str:
     recorded = manifest["inputs"]
     for key, value in inputs.items():
         if recorded.get(key) != value:
+            if key == "arch_sha256":
+                found.append(f"the --arch file's code differs from the run's (sha256 {show(value)[:12]}, the run "
+                             f"{show(recorded.get(key))[:12] if key in recorded else 'unknown'})")
+                continue
             what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
             if key not in ("model", "data") and plain(value) and plain(recorded.get(key)):
                 found.append(f"{what} {show(value)}, the run {show(recorded.get(key))}")
