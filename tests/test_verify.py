@@ -881,6 +881,43 @@ def test_bad_input_replaces_a_report_an_earlier_run_left(art, capsys, tmp_path):
     assert Path(art["report"]).read_bytes() == baseline_bytes
 
 
+def test_a_usage_error_or_a_stop_replaces_a_report_an_earlier_run_left(art, capsys, tmp_path, monkeypatch):
+    """docs/CI.md's exit 2 replaced old reports only for cwtool's own checks: a parser's usage error (an empty CI variable
+    after --max-fn-increase) and a stopped or timed-out job (exit 143) left the last green JUnit for `if: always()`."""
+    import xml.etree.ElementTree as ET
+
+    import toolchain.verify
+
+    outs = {"--json": tmp_path / "v.json", "--markdown": tmp_path / "v.md", "--junit": tmp_path / "v.xml"}
+    flags = [str(v) for pair in outs.items() for v in pair]
+    green = [art["good"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], *flags]
+    for broken in (["--max-fn-increase", "abc"], "missing -p"):
+        code, _, err = cli(green, capsys)
+        assert code == 0 and ET.parse(outs["--junit"]).getroot().get("errors") == "0", err
+        argv = [*green, *broken] if isinstance(broken, list) else [a for a in green if a not in ("-p", PROT)]
+        code, _, err = cli(argv, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert ET.parse(outs["--junit"]).getroot().get("errors") == "1", broken
+        assert json.loads(outs["--json"].read_text())["gate"] == {"passed": False, "error": err.strip().removeprefix("cwtool: error: ")}
+        assert "ERROR (nothing judged)" in outs["--markdown"].read_text()
+    code, _, err = cli(green, capsys)
+    assert code == 0, err
+
+    def stopped(request):
+        from toolchain.errors import Interrupted
+
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr(toolchain.verify, "run_verify", stopped)
+    code, _, err = cli(green, capsys)
+    assert code == 143 and ET.parse(outs["--junit"]).getroot().get("errors") == "1", err
+    assert "interrupted by SIGTERM before a verdict" in outs["--markdown"].read_text()
+    # a file that is not verify's report, at a report flag of a command the parser refused: never touched
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    code, _, err = cli([art["good"], "--data", art["data"], "--json", tmp_path / "notes.json"], capsys)
+    assert code == 2 and (tmp_path / "notes.json").read_text() == '{"mine": 1}', err
+
+
 def test_without_the_onnx_package_the_unchecked_activations_are_said(art, capsys, monkeypatch):
     """The device install (numpy, typer, rich, onnxruntime) has no onnx package: the check that a small file does not ask
     for gigabytes of activations was off, without a word."""

@@ -268,7 +268,12 @@ def _run(argv: Optional[list[str]]) -> None:
         _say_interrupted("SIGINT", getattr(cause, "run_dir", None))
         sys.exit(130)
     except ClickException as exc:  # usage errors: one line, like every other bad input
-        print(_usage_error_line(exc), file=sys.stderr)
+        line = _usage_error_line(exc)
+        if next((a for a in argv if not a.startswith("-")), None) == "verify":  # its code never ran: old reports are stale
+            from toolchain.cli.verify import replace_stale_reports
+
+            replace_stale_reports(argv, line.removeprefix("cwtool: error: "))
+        print(line, file=sys.stderr)
         sys.exit(2)
     except ModuleNotFoundError as exc:
         hint = _install_hint(exc.name or "")

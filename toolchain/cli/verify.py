@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from toolchain.cli.options import ImageOptions, stripped_data, unique_paths, with_config
-from toolchain.errors import UserError
+from toolchain.errors import Interrupted, UserError
 
 __all__ = ["verify"]
 
@@ -73,6 +73,10 @@ def verify(
         if inputs is not None:
             _write_error_documents(str(exc), json_out, markdown, junit, inputs)
         raise
+    except Interrupted as exc:  # a CI job stopped or timed out: the last run's green report must not be published as this one's
+        if inputs is not None:
+            _write_error_documents(f"interrupted by {exc.signal_name} before a verdict", json_out, markdown, junit, inputs)
+        raise
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
     if json_out is not None:
@@ -92,6 +96,45 @@ def verify(
     for path, flag, payload in outputs:
         write_named_output(path, payload, flag, inputs)
     return 0 if result["gate"]["passed"] else 1
+
+
+REPORT_FLAGS = ("--json", "--markdown", "--junit")
+
+
+def replace_stale_reports(argv: list[str], message: str) -> None:
+    """After a usage error the parser found (verify's own code never ran), the reports an earlier run left at --json,
+    --markdown or --junit are replaced as after any bad input. Only files that are verify's own reports are touched,
+    and none that another argument names."""
+    named: dict[str, Path] = {}
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in REPORT_FLAGS and (eq or i + 1 < len(argv)):
+            named[flag] = Path(value if eq else argv[i + 1])
+    others = set()
+    for arg in argv:
+        try:
+            others.add(Path(arg.partition("=")[2] or arg).resolve())
+        except (OSError, ValueError, RuntimeError):
+            pass
+    for flag, path in named.items():
+        others.discard(path.resolve())  # its own mention
+    reports = {flag: path for flag, path in named.items() if path.resolve() not in others and _is_verify_report(path)}
+    if reports:
+        _write_error_documents(message, reports.get("--json"), reports.get("--markdown"), reports.get("--junit"), [])
+
+
+def _is_verify_report(path: Path) -> bool:
+    """A file cwtool verify wrote as a report (its JSON's kind, its JUnit suite's name, its Markdown heading)."""
+    from toolchain.small_files import read_small_file
+
+    try:
+        if not path.is_file() or path.is_symlink():
+            return False
+        head = read_small_file(path, 64 << 20, "report", "").decode("utf-8", "replace")
+    except (OSError, UserError):
+        return False
+    return ('"kind": "cwtool-verify"' in head or '<testsuites name="cwtool verify"' in head
+            or head.startswith(("## \u2705 cwtool verify:", "## \u274c cwtool verify:")))
 
 
 def _write_error_documents(message: str, json_out, markdown, junit, inputs) -> None:
