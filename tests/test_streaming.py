@@ -947,3 +947,17 @@ def test_a_checkpoint_records_its_images_preprocessing_and_export_refuses_other(
     code, _, err = run_cli(["compress", tmp_path / "trained.pt", "--data", train, "--val", held["val"], "--test", held["test"],
                             "-p", "1", "--skip-export", "--out", tmp_path / "run2"], capsys)
     assert code == 2 and "prepared otherwise" in err and not (tmp_path / "run2").exists(), err
+
+
+def test_a_folder_of_images_inside_a_class_folder_is_refused_not_left_out(tmp_path):
+    """melanoma/batch2/*.jpg (torchvision reads below the class folders) was left out as '1 entry ... not a PNG/JPEG file':
+    half the protected class vanished from every count, and from the validation the promise rests on."""
+    folder = image_folder(tmp_path / "imgs", 20, 16, seed=3)
+    (folder / "class1" / "empty_batch").mkdir()
+    assert "a folder without images" in load_data(str(folder), seed=0).preprocessing.note  # nothing lost: left out, said
+    nested = folder / "class1" / "batch2"
+    nested.mkdir()
+    for f in sorted((folder / "class1").glob("*.png"))[:4]:
+        f.rename(nested / f.name)
+    with pytest.raises(UserError, match=r"'class1/batch2' in .* is a folder of images inside a class folder: .* move them up into 'class1'"):
+        load_data(str(folder), seed=0)

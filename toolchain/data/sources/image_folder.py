@@ -8,6 +8,7 @@ preprocessing is settled. Pillow is imported only when such a folder is loaded (
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def load_image_folder(
     names, lookup, label_note = string_labels([d.name for d in class_dirs], given, where, "folder names, ")
     files, labels, skipped = _listed(class_dirs, lookup, where)
     skipped_note = (f"; {len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} of the class folders left out (not a PNG/JPEG "
-                    f"file, or a link to nothing), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
+                    f"file: another format, a folder without images, or a link to nothing), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
     size_hw = _size(image_size)
     modes, sizes = _headers(files)
     if resize is not None:
@@ -164,6 +165,11 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
         imgs = []
         for p in sorted(p for p in d.iterdir() if not p.name.startswith(".")):  # one stat per entry: 20,000 images
             (imgs if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else skipped).append(p)
+        nested = next((p for p in skipped if p.is_dir() and _holds_images(p)), None)
+        if nested is not None:  # torchvision reads below the class folders; left out, half a class would vanish from every count
+            raise UserError(f"'{one_line(d.name)}/{one_line(nested.name)}' in {where} is a folder of images inside a class folder: "
+                            "cwtool reads the images directly in each class folder, not in folders below them; move them up into "
+                            f"'{one_line(d.name)}'")
         if not imgs:
             raise UserError(
                 f"class folder '{d.name}' in {where} has no PNG/JPEG images: add images or remove the folder"
@@ -171,6 +177,17 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
         files += imgs
         labels += [lookup[d.name]] * len(imgs)
     return files, labels, skipped
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether a folder holds an image file anywhere below it (stops at the first)."""
+    try:
+        for _, _, names in os.walk(folder):
+            if any(n.lower().endswith(tuple(IMAGE_EXTENSIONS)) and not n.startswith(".") for n in names):
+                return True
+    except OSError:
+        return False
+    return False
 
 
 def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int], class_names: list[str],
