@@ -320,7 +320,7 @@ def _quantized_weight_layers(path) -> list[str]:
     return [n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in dq_out]
 
 
-def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset, tmp_path):
+def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset, tmp_path, monkeypatch):
     """A score that calls every int8 layer one protected FN forces a breach: the fallback must keep
     layers in float (onnxruntime's nodes_to_exclude) until at most one is quantized."""
     from toolchain.quantize.fallback import fn_aware_quantize
@@ -336,8 +336,16 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
 
     layers = quantizable_nodes(fp32)
     assert len(layers) >= 3
-    result = fn_aware_quantize(build, score, layers, tmp_path / "w", tmp_path / "q.onnx")
+    said = []
+    from toolchain.report import pace
+
+    monkeypatch.setattr(pace, "PACE_SECONDS", 0.0)  # every layer says where the search is (a mobile net's took 2 minutes in silence)
+    with pace.saying_progress(said.append):
+        result = fn_aware_quantize(build, score, layers, tmp_path / "w", tmp_path / "q.onnx", log=said.append, label="onnx int8")
     assert result.within_budget and len(result.float_layers) == len(layers) - 1
+    assert any(line.startswith(f"onnx int8: still short of the FN promise on validation; ranking {len(layers)} layers") for line in said)
+    assert f"onnx int8: layer ranking: 1 of {len(layers):,} layers (" in "\n".join(said), said
+    assert "onnx int8: keeping the most harmful layers in float" in "\n".join(said)
     still_int8 = _quantized_weight_layers(result.path)
     assert len(still_int8) == 1 and still_int8[0] not in result.float_layers
 

@@ -263,7 +263,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                 stem = source.thin_input_units() if settings.float_input_conv else []
                 candidates = [n for n in source.quantizable_units() if n not in stem]
                 fallback = fn_aware_quantize(keeping_float(source, stem), score, candidates, work / fmt,
-                                             backend.artifact_path(job, "int8"), retune=retuner(backend, stem))
+                                             backend.artifact_path(job, "int8"), retune=retuner(backend, stem), log=log,
+                                             label=f"{fmt} int8")
                 path = fallback.path
             else:
                 path = backend.export_float(model, job, precision)

@@ -62,12 +62,19 @@ def _offsets_text(offsets: dict[int, float]) -> str:
 
 
 def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir: Path, final_path: Path,
-                      retune: Retune | None = None) -> FallbackResult:
+                      retune: Retune | None = None, log=None, label: str = "int8") -> FallbackResult:
+    """``log``: where the search says what it does (a mobile net's layer ranking builds and scores one file a layer:
+    minutes), as "``label``: ..." lines."""
+    from toolchain.report.pace import RowPace
+
+    say = log or (lambda line: None)
     workdir.mkdir(parents=True, exist_ok=True)
     path = build([], final_path)
     met, fn, _ = score(path)
     if met:
         return FallbackResult(path, [], fn, True)
+    if retune is not None:
+        say(f"{label}: short of the FN promise on validation; setting its own operating point")
     offsets: dict[int, float] = {}
     for _ in range(RETUNE_TRIES if retune is not None else 0):
         retuned = retune(path, offsets)
@@ -79,16 +86,23 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
         if met:
             return FallbackResult(path, [], fn, True, offsets=offsets,
                                   reason=f"operating point re-set for this file on validation ({_offsets_text(offsets)})")
+    say(f"{label}: still short of the FN promise on validation; ranking {len(layers)} layers by what quantizing each alone "
+        "costs the protected classes (a file each)")
     ranking = []
+    pace = RowPace(f"{label}: layer ranking", len(layers), unit="layers")
     for i, layer in enumerate(layers):
         alone = build([other for other in layers if other != layer], workdir / f"only_{i}{final_path.suffix}")
         _, layer_fn, odds = score(alone)
         ranking.append({"layer": layer, "protected_fn": layer_fn, "protected_log_odds": odds})
+        pace(i + 1)
+    say(f"{label}: keeping the most harmful layers in float, one at a time, until the promise holds")
     ranking.sort(key=lambda r: (-sum(r["protected_fn"].values()), r["protected_log_odds"]))
     best = FallbackResult(path, [], fn, False, ranking, offsets=offsets)
     also = f"; operating point re-set first ({_offsets_text(offsets)})" if offsets else ""
     excluded: list[str] = []
+    pace = RowPace(f"{label}: layers kept in float", len(ranking), unit="layers tried")
     for entry in ranking:
+        pace(len(excluded))
         excluded.append(entry["layer"])
         path = build(excluded, final_path)
         met, fn, _ = score(path)
