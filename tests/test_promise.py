@@ -196,12 +196,14 @@ def test_a_run_stopped_by_accuracy_not_by_the_promise_says_so(trained_digits, tm
     out = tmp_path / "acc"
     code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.3", "--rate", "0.7",
                             "--epochs", "1", "--max-fn-increase", "1000000000000", "--max-accuracy-drop", "0.0001",
-                            "--skip-export", "--out", out], capsys)
+                            "--format", "onnx", "--time-runs", "2", "--out", out], capsys)
     report = json.loads((out / "report.json").read_text())
     reason = report["gate"]["reasons"][0]
     assert code == 1 and report["promise"]["met_on_val"] is False, err
     assert reason.startswith("no ticket stays within the accuracy budget") and "--max-accuracy-drop" in reason, reason
     assert "--max-fn-increase" not in reason and "--confidence" not in reason and "0.000" not in reason, reason
+    whys = {c["why"] for c in report["deploy"]["choices"]}  # it said "did not keep the FN promise": melanomas missed, to a reader
+    assert whys and all(w.startswith("the run did not stay within the accuracy budget on validation") for w in whys), whys
 
 
 def test_a_run_that_did_not_keep_the_promise_recommends_no_file(trained_digits, tmp_path, capsys):

@@ -293,8 +293,10 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             from toolchain.deploy import deploy_choice
 
             timed = time.perf_counter()
-            withheld = None if result.budget_met else ("the run did not keep the FN promise on validation, so no file is "
-                                                        "recommended, whatever each file's own re-check on test says")
+            held_promise = all(v["confidence"] >= v["confidence_target"] for v in promise["classes"].values())
+            withheld = None if result.budget_met else (
+                f"the run did not {'stay within the accuracy budget on validation' if held_promise else 'keep the FN promise on validation'}"
+                ", so no file is recommended, whatever each file's own re-check on test says")
             report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=log.print, withheld=withheld)
             report["seconds"]["timing the files"] = time.perf_counter() - timed
             report["seconds"]["total"] = time.perf_counter() - started
