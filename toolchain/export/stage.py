@@ -320,10 +320,11 @@ def fit_verdicts(entries: list[dict], root: Path, profile, macs: int | None, mac
     from toolchain.targets import LATENCY_NOTE, MEMORY_NOTE, fit_check
 
     for entry in entries:
-        fit = fit_check(profile, root / entry["path"], macs=macs)
-        fit["artifact"] = entry["path"]  # as the report names it, not where it was checked
-        if fit["estimated_latency"] is not None and macs is not None:  # else fit_check names the file's graph
+        fit = fit_check(profile, root / entry["path"])  # the file's own graph first: what `cwtool bench --target` counts
+        if fit["estimated_latency"] is None and macs is not None:  # a graph cwtool cannot count: the torch model's MACs
+            fit = fit_check(profile, root / entry["path"], macs=macs)
             fit["estimated_latency"]["macs_source"] = macs_source
+        fit["artifact"] = entry["path"]  # as the report names it, not where it was checked
         entry["fit"] = fit
     failing = [f"{e['path']}: {'; '.join(e['fit']['reasons'])}" for e in entries if not e["fit"]["fits"]]
     fits = bool(entries) and not failing
