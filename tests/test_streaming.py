@@ -961,3 +961,30 @@ def test_a_folder_of_images_inside_a_class_folder_is_refused_not_left_out(tmp_pa
         f.rename(nested / f.name)
     with pytest.raises(UserError, match=r"'class1/batch2' in .* is a folder of images inside a class folder: .* move them up into 'class1'"):
         load_data(str(folder), seed=0)
+
+
+def test_verify_on_a_folder_without_some_classes_names_the_fix(tmp_path, capsys):
+    """A device's check folder held the protected class and one other: 'the file has 3 outputs but the data names 2 classes:
+    give a model for this data', where --class-names with the file's classes was the fix."""
+    import shutil
+
+    from clirun import trained_briefly
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 60, 16, seed=21)
+    shutil.copytree(folder / "class0", folder / "class2")
+    model = trained_briefly(registry.create("digits-cnn", in_channels=3, num_classes=3, width=8), load_data(str(folder), seed=0), epochs=5)
+    save_checkpoint(tmp_path / "m.pt", model, "digits-cnn", {"in_channels": 3, "num_classes": 3, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", folder, "-p", "1", "--format", "onnx", "--precision", "fp32",
+                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    check = tmp_path / "check"
+    for name in ("class1", "class2"):
+        shutil.copytree(folder / name, check / name)
+    artifact = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    code, _, err = run_cli(["verify", artifact, "--data", check, "-p", "class1", "--split", "all"], capsys)
+    assert code == 2 and "give --class-names class0,class1,class2 so its labels are the file's" in err, err
+    code, _, err = run_cli(["verify", artifact, "--data", check, "-p", "class1", "--split", "all", "--class-names",
+                            "class0,class1,class2"], capsys)
+    assert code in (0, 1), err

@@ -293,8 +293,12 @@ def run_verify(req: VerifyRequest) -> dict:
         if not k:
             probe = runner.predict(x[:1])
             k = int(probe.shape[1])
-        check_output_width(k, y, declared, Path(path).name)
         recorded = recorded_class_names(runner, k)
+        if declared is not None and recorded is not None and len(declared) < k and set(declared) < set(recorded):
+            missing = [n for n in recorded if n not in declared]  # a device's folder without some classes: number it as the file
+            raise UserError(f"--data names {len(declared)} of the {k} classes {Path(path).name} records (none of "
+                            f"{', '.join(missing[:5])}): give --class-names {','.join(recorded)} so its labels are the file's")
+        check_output_width(k, y, declared, Path(path).name)
         check_class_order(path, recorded, declared)
         base_names = declared_names((base or {}).get("class_names"))
         check_baseline_order(base, base_names, declared or recorded_class_names(runner, k, placeholders=True),
