@@ -988,3 +988,26 @@ def test_verify_on_a_folder_without_some_classes_names_the_fix(tmp_path, capsys)
     code, _, err = run_cli(["verify", artifact, "--data", check, "-p", "class1", "--split", "all", "--class-names",
                             "class0,class1,class2"], capsys)
     assert code in (0, 1), err
+
+
+def test_a_calibration_set_of_images_prepared_otherwise_is_refused(tmp_path, capsys):
+    """A set drawn from images in [0, 1] calibrated a model fed [-1, 1] without a word: the int8 file lost a layer to float on
+    a full-integer target. A set records its images' preprocessing (calibrate takes the image flags too)."""
+    from toolchain.models.loading import save_checkpoint
+    from toolchain.quantize.calibration import load_calibration
+
+    folder = image_folder(tmp_path / "imgs", 60, 16, seed=23)
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(folder, normalize=((0.5,) * 3, (0.25,) * 3)), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))  # no data record: the set's is what is checked
+    code, _, err = run_cli(["calibrate", "--data", folder, "-p", "1", "--calibration-size", "16", "--out", tmp_path / "plain.npz"], capsys)
+    assert code == 0 and load_calibration(tmp_path / "plain.npz")[1]["preprocessing"]["mean"] == [], err
+    export = ["export", tmp_path / "m.pt", "--data", folder, "-p", "1", "--normalize", "0.5:0.25", "--format", "onnx", "--precision",
+              "int8", "--time-runs", "0"]
+    code, _, err = run_cli([*export, "--calibration", tmp_path / "plain.npz", "--out", tmp_path / "e1"], capsys)
+    assert code == 2 and "holds images prepared otherwise than this data's" in err and "--normalize 0.5,0.5,0.5:0.25,0.25,0.25" not in err, err
+    assert "cwtool calibrate with --color rgb --normalize none" in err, err
+    code, _, err = run_cli(["calibrate", "--data", folder, "-p", "1", "--calibration-size", "16", "--normalize", "0.5:0.25",
+                            "--out", tmp_path / "norm.npz"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*export, "--calibration", tmp_path / "norm.npz", "--out", tmp_path / "e2"], capsys)
+    assert code in (0, 1), err

@@ -8,9 +8,11 @@ from typing import List, Optional
 
 import typer
 
-from toolchain.cli.options import ClassNamesOpt, DataOpt, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, TestOpt, ValOpt, seed_option
+from toolchain.cli.options import (ClassNamesOpt, DataOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, TestOpt,
+                                   ValOpt, seed_option, with_config)
 
 
+@with_config(ImageOptions)
 def calibrate(
     data: str = DataOpt,
     out: Path = typer.Option(..., "--out", help="The .npz to write (a calibration set there is replaced; any other file is "
@@ -27,6 +29,7 @@ def calibrate(
     input_shape: Optional[str] = InputShapeOpt,
     val: Optional[Path] = ValOpt,
     test: Optional[Path] = TestOpt,
+    image_options: ImageOptions = None,
 ):
     """Write an int8 calibration set: the train-split rows compress would draw, with their recipe."""
     from toolchain.data.given import load_with_given_rows
@@ -46,7 +49,7 @@ def calibrate(
         raise UserError(f"--out '{out}' exists and is not a cwtool calibration set: refusing to overwrite it, give a new path")
     dataset = load_with_given_rows(data, val and str(val), test and str(test), seed=seed, label_column=label_column,  # compress's
                                    class_names=class_names, image_size=parse_image_size(image_size),  # train split
-                                   input_shape=parse_input_shape(input_shape))
+                                   input_shape=parse_input_shape(input_shape), **image_options.load_args())
     protected = resolve_protected(list(protect_class or []), dataset.class_names, dataset.num_classes,
                                   outputs="the data's classes") if protect_class else []
     absent = [k for k in protected if not (dataset.y_train == k).any()]

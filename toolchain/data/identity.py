@@ -118,8 +118,18 @@ def check_preprocessing(record: dict | None, here: dict | None, model: str | Pat
     inputs than it learnt on misses a protected class for that reason alone: compress and export refuse, evaluate warns.
     ``here``: this data's Preprocessing, as a dict."""
     recorded = record.get("preprocessing") if isinstance(record, dict) else None
+    found = preprocessing_differences(recorded, here)
+    if found is None:
+        return None
+    shown, flags = found
+    return f"'{model}' was trained on images prepared otherwise than these ({shown}; its checkpoint records it): give {flags}"
+
+
+def preprocessing_differences(recorded, here: dict | None) -> tuple[str, str] | None:
+    """Where ``recorded`` (read from a file: untrusted) and ``here`` are both image-file preprocessing and differ: (what
+    differs, in words; the flags that repeat the recorded). None where they agree or either is not of image files."""
     if not (isinstance(recorded, dict) and recorded.get("color") in ("L", "RGB") and isinstance(here, dict) and here.get("color")):
-        return None  # not recorded (older checkpoints, other tools), or arrays on either side: nothing to compare
+        return None  # not recorded (older files, other tools), or arrays on either side: nothing to compare
 
     def same(a, b) -> bool:
         if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
@@ -132,10 +142,8 @@ def check_preprocessing(record: dict | None, here: dict | None, model: str | Pat
     try:
         flags = preprocessing_flags(recorded)
     except (TypeError, ValueError, IndexError):  # an edited record: say what differs, not how to repeat it
-        flags = "the flags it was trained with"
-    shown = ", ".join(f"{k} {one_line(repr(recorded.get(k)))[:80]} there, {here.get(k)!r} here" for k in differ)
-    return (f"'{model}' was trained on images prepared otherwise than these ({shown}; its checkpoint records it): "
-            f"give {flags}")
+        flags = "the flags it was made with"
+    return ", ".join(f"{k} {one_line(repr(recorded.get(k)))[:80]} there, {here.get(k)!r} here" for k in differ), flags
 
 
 OWN_ROWS = "with --val and --test, or as an .npz with its own splits"  # how this command takes held-out rows

@@ -137,8 +137,12 @@ def calibration_recipe(dataset, protected, size: int, seed: int) -> tuple[np.nda
     """The rows compress and export draw for int8 calibration -- from ``dataset``'s train split -- and
     their recipe (the meta saved with them). `cwtool calibrate` writes the same rows for the same
     data, --seed, --calibration-size and protected classes."""
+    from toolchain.data.identity import preprocessing_record
+
     x = sample_calibration(dataset.x_train, dataset.y_train, size, protected, seed=seed)
     meta = {"split": "train", "size": int(len(x)), "protected": _as_list(protected), "seed": int(seed), "data": dataset.name}
+    if dataset.preprocessing.color:  # decoded image files: a set is for images prepared this way only (arrays come prepared)
+        meta["preprocessing"] = preprocessing_record(dataset.preprocessing)
     return x, meta
 
 
