@@ -223,19 +223,19 @@ def test_a_run_that_did_not_keep_the_promise_recommends_no_file(trained_digits, 
 def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     out = tmp_path / "ok"
     code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
-                            "--skip-export", "--max-fn-increase", "1", "--confidence", "0.9", "--max-accuracy-drop", "0.5", "--out", out], capsys)
+                            "--skip-export", "--max-fn-increase", "2", "--confidence", "0.8", "--max-accuracy-drop", "0.5", "--out", out], capsys)
     report = json.loads((out / "report.json").read_text())
     promise = report["promise"]
-    assert promise["confidence"] == 0.9 and promise["max_fn_increase"] == 1 and promise["met_on_val"], err
+    assert promise["confidence"] == 0.8 and promise["max_fn_increase"] == 2 and promise["met_on_val"], err
     entry = promise["classes"]["3"]
     assert set(entry) >= {"confidence", "confidence_target", "n", "n_new", "fn", "dense_fn", "b", "c", "margin_fn", "fp", "fp_plain"}
-    assert entry["confidence"] >= 0.9 and entry["margin_fn"] == entry["dense_fn"] + 1 - entry["fn"] >= 0
+    assert entry["confidence"] >= 0.8 and entry["margin_fn"] == entry["dense_fn"] + 2 - entry["fn"] >= 0
     text = (out / "report.md").read_text()
     assert "## The FN promise" in text and "with probability **" in text and "false positives" in text
-    allowed = entry["dense_fn"] + 1  # said as counts a reader can add up ("1 FN under the dense model's + 1" was not)
+    allowed = entry["dense_fn"] + 2  # said as counts a reader can add up ("1 FN under the dense model's + 1" was not)
     assert f"misses {entry['fn']} of {entry['n']}, {entry['margin_fn']} under the {allowed} allowed" in text, text
     # the statement too: its margin is under the allowed, not "under the dense model" (FN 0 against a dense 0 had "margin 1")
-    said = f"margin {entry['margin_fn']} FN under the {allowed} allowed (the dense model's {entry['dense_fn']} + 1) on validation"
+    said = f"margin {entry['margin_fn']} FN under the {allowed} allowed (the dense model's {entry['dense_fn']} + 2) on validation"
     assert said in promise["statement"], promise["statement"]
     assert code in (0, 1)  # the test split's verdict is reported, not chosen from
 
@@ -260,7 +260,7 @@ def test_the_guard_spends_the_room_where_validation_fp_does_not_grow(negative_fl
     needs = [-3.0, -2.0, -1.0, 4.0]
     logits = np.array([[v, 0.0] for v in needs + negative_flips])
     y = np.array([1] * len(needs) + [0] * len(negative_flips))
-    guard = PromiseGuard(y=y, dense_pred=logits.argmax(1), protected=[1], budget=0, confidence=0.5)
+    guard = PromiseGuard(y=y, dense_pred=logits.argmax(1), protected=[1], budget=0, confidence=0.4)  # 3 caught: 0.46
     chosen = guard.choose(logits)[1]
     assert chosen == pytest.approx(offset)
     shifted = apply_offsets(logits, {1: chosen}).argmax(1)
@@ -326,7 +326,7 @@ def test_an_int8_file_short_of_the_promise_on_validation_fails_the_gate(trained_
     monkeypatch.setattr(stage, "fn_aware_quantize", short)
     out = tmp_path / "run"
     code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
-                            "--max-fn-increase", "1", "--confidence", "0.9", "--max-accuracy-drop", "0.5", "--format", "onnx",
+                            "--max-fn-increase", "2", "--confidence", "0.8", "--max-accuracy-drop", "0.5", "--format", "onnx",
                             "--time-runs", "3", "--out", out], capsys)
     report = json.loads((out / "report.json").read_text())
     int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")

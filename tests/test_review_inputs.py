@@ -252,7 +252,7 @@ def test_a_model_litert_cannot_convert_is_bad_input_and_compress_finishes_in_onn
 
 def _finished_run(capsys, model, out, *extra, keep="0.5") -> list:
     """A small compress run to ``out``, finished (gate passed or failed); returns its arguments, for a --resume."""
-    args = ["compress", model, "-d", "digits", "-p", "3", "--keep-params", keep, "--epochs", "1", "--confidence", "0.5",
+    args = ["compress", model, "-d", "digits", "-p", "3", "--keep-params", keep, "--epochs", "1", "--confidence", "0.5", "--max-fn-increase", "2",
             "--max-accuracy-drop", "1", "--skip-export", *extra, "--out", out]
     code, _, err = run_cli(args, capsys)
     assert code in (0, 1), err

@@ -16,10 +16,10 @@ DEMO_DATA = "digits"
 # fp32 training and retraining: bf16 autocast rounds differently on AMX and on AVX-512 BF16 CPUs, and on one of them
 # the demo's 10% model lost its 269-row test split's accuracy budget by one row. The demo shows the same run everywhere.
 DEMO_TRAIN = {"epochs": 15, "lr": 3e-3, "batch_size": 64, "seed": 0, "precision": "fp32"}
-# digits holds about 27 samples of a class in validation: enough to promise "at most one more missed than
-# the dense model on 27 new ones, with 90% confidence", not "none more, with 95%" (which even a model that
+# digits holds about 27 samples of a class in validation: enough to promise "at most two more missed than
+# the dense model on 27 new ones, with 80% confidence", not "none more, with 95%" (which even a model that
 # agreed on all 27 cannot back: docs/FN_PROMISE.md). A user's larger validation set affords compress's defaults.
-DEMO_PRUNE = {"keep_params": 0.1, "epochs": 10, "lr": 3e-3, "max_fn_increase": 1, "confidence": 0.9, "train_precision": "fp32"}
+DEMO_PRUNE = {"keep_params": 0.1, "epochs": 10, "lr": 3e-3, "max_fn_increase": 2, "confidence": 0.8, "train_precision": "fp32"}
 
 
 def cache_dir() -> Path:
