@@ -1011,3 +1011,17 @@ def test_a_calibration_set_of_images_prepared_otherwise_is_refused(tmp_path, cap
     assert code == 0, err
     code, _, err = run_cli([*export, "--calibration", tmp_path / "norm.npz", "--out", tmp_path / "e2"], capsys)
     assert code in (0, 1), err
+
+
+def test_class_names_with_a_comma_are_given_as_a_json_list(tmp_path):
+    """A class folder 'naevus, benign' was read, but --class-names could not name it: split at its comma, every order
+    was refused as naming a class the folder does not have."""
+    folder = image_folder(tmp_path / "imgs", 20, 16, seed=4)
+    (folder / "class0").rename(folder / "naevus, benign")
+    dataset = load_data(str(folder), seed=0, class_names='["class1", "naevus, benign"]')
+    assert list(dataset.class_names) == ["class1", "naevus, benign"]
+    with pytest.raises(UserError, match="is read as a JSON list of strings"):
+        load_data(str(folder), seed=0, class_names='["class1", 2]')
+    from toolchain.data.labels import class_names_value
+
+    assert class_names_value(["a, b", "c"]) == '["a, b", "c"]' and class_names_value(["a", "c"]) == "a,c"

@@ -295,9 +295,13 @@ def run_verify(req: VerifyRequest) -> dict:
             k = int(probe.shape[1])
         recorded = recorded_class_names(runner, k)
         if declared is not None and recorded is not None and len(declared) < k and set(declared) < set(recorded):
+            import shlex
+
+            from toolchain.data.labels import class_names_value
+
             missing = [n for n in recorded if n not in declared]  # a device's folder without some classes: number it as the file
             raise UserError(f"--data names {len(declared)} of the {k} classes {Path(path).name} records (none of "
-                            f"{', '.join(missing[:5])}): give --class-names {','.join(recorded)} so its labels are the file's")
+                            f"{', '.join(missing[:5])}): give --class-names {shlex.quote(class_names_value(recorded))} so its labels are the file's")
         check_output_width(k, y, declared, Path(path).name)
         check_class_order(path, recorded, declared)
         base_names = declared_names((base or {}).get("class_names"))

@@ -43,7 +43,7 @@ TrustOpt = typer.Option(False, "--trust-model", help="Allow a full pickle or a T
                         rich_help_panel=INPUTS)
 LabelColumnOpt = typer.Option(None, help="CSV label column (default: the last).", rich_help_panel=INPUTS)
 ClassNamesOpt = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets "
-                             "their numbering).", rich_help_panel=INPUTS)
+                             "their numbering); a JSON list for names that hold a comma.", rich_help_panel=INPUTS)
 ImageSizeOpt = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side); without it "
                             "all images must share one size.", rich_help_panel=INPUTS)
 InputShapeOpt = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28: flat rows (a CSV, "

@@ -35,7 +35,7 @@ def verify(
     split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test)."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of the train/val/test split when the data has none (use compress's)."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
-    class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets their numbering)."),
+    class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets their numbering); a JSON list for names that hold a comma."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28 (flat rows fed to an image model)."),
     allow_other_data: bool = typer.Option(False, "--allow-other-data", help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),

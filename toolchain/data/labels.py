@@ -56,10 +56,22 @@ def check_labels(y: np.ndarray, what: str, where: str) -> np.ndarray:
 
 
 def given_names(class_names) -> list[str] | None:
-    """Validate a user-given class-name list (None: not given). A string is split at commas."""
+    """Validate a user-given class-name list (None: not given). A string is split at commas, or read as a JSON list of
+    strings where it starts with '[' (names that hold a comma: '["naevus, benign", "melanoma"]')."""
     if class_names is None:
         return None
-    if isinstance(class_names, str):
+    if isinstance(class_names, str) and class_names.lstrip().startswith("["):
+        import json
+
+        try:
+            parsed = json.loads(class_names)
+        except (ValueError, RecursionError):
+            parsed = None
+        if not (isinstance(parsed, list) and all(isinstance(n, str) for n in parsed)):
+            raise UserError("--class-names starting with '[' is read as a JSON list of strings, and this is not one: give "
+                            "'[\"a, b\", \"c\"]' or plain names split at commas")
+        class_names = parsed
+    elif isinstance(class_names, str):
         class_names = class_names.split(",")
     try:
         names = [str(n).strip() for n in class_names]
@@ -78,6 +90,13 @@ def given_names(class_names) -> list[str] | None:
             raise UserError(f"--class-names names {n!r} twice: give each class a distinct name")
         seen.add(n)
     return names
+
+
+def class_names_value(names: list[str]) -> str:
+    """``names`` as --class-names takes them: split at commas, or a JSON list where a name holds a comma."""
+    import json
+
+    return json.dumps(list(names), ensure_ascii=False) if any("," in n for n in names) else ",".join(names)
 
 
 def short_names(names: list[str], k: int = 10) -> str:
