@@ -1025,3 +1025,22 @@ def test_class_names_with_a_comma_are_given_as_a_json_list(tmp_path):
     from toolchain.data.labels import class_names_value
 
     assert class_names_value(["a, b", "c"]) == '["a, b", "c"]' and class_names_value(["a", "c"]) == "a,c"
+
+
+def test_a_tflite_file_without_its_sidecar_is_named_when_a_folder_does_not_fit(tmp_path, capsys):
+    """A .tflite copied without its .json: verify could not size the folder as the file was made for, and advised
+    --image-size (another preprocessing) with no word of the sidecar that holds it."""
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 40, 20, seed=14, aspect=1.25)
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(folder, resize=18, image_size=(16, 16)), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", folder, "-p", "1", "--resize", "18", "--image-size", "16x16",
+                            "--format", "tflite", "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    artifact = next((tmp_path / "e" / "artifacts").glob("*.tflite"))
+    code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1"], capsys)
+    assert code in (0, 1), err  # with its sidecar: sized as recorded
+    artifact.with_name(artifact.name + ".json").unlink()
+    code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1"], capsys)
+    assert code == 2 and f"{artifact.name} has no readable sidecar {artifact.name}.json beside it" in err, err

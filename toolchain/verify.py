@@ -180,6 +180,19 @@ def _passes_with(gate: dict, fn_budget: int) -> bool:
     return all(c.get("passed") or (c.get("over_budget") and c.get("fn_change", fn_budget + 1) <= fn_budget) for c in checks)
 
 
+def _no_sidecar_hint(opened, data) -> str:
+    """For an error about an image folder's rows: a TFLite file without its sidecar lost the preprocessing verify would
+    have applied (it travels in the sidecar)."""
+    from toolchain.data.loaders import is_image_folder
+    from toolchain.runtimes.base import sidecar_path
+
+    blind = [Path(p).name for p, runner, _ in opened if Path(p).suffix.lower() == ".tflite" and not runner.metadata]
+    if not blind or not is_image_folder(data):
+        return ""
+    return (f" ({blind[0]} has no readable sidecar {sidecar_path(blind[0]).name} beside it: the preprocessing it was made for, "
+            "which verify applies to a folder's images, travels in it; copy it with the file)")
+
+
 def _auto_normalization(x):
     """What --normalize auto gives images of ``x``'s shape, as recorded_normalization says it ("none" or (means, stds))."""
     from toolchain.data.sources.image_folder import normalization_for
@@ -248,9 +261,15 @@ def run_verify(req: VerifyRequest) -> dict:
         if resize is None and image_size is None and runners:  # sized as the files were made: not a plain stretch
             resize, image_size = recorded_resizing(runners) or (None, None)
             sized_as_recorded = image_size is not None
-    rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
-                         class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
-                         resize=resize, normalize=normalize, color=color)
+    try:
+        rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
+                             class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
+                             resize=resize, normalize=normalize, color=color)
+    except UserError as exc:  # a folder's images that the files' record would have prepared, had it travelled with them
+        hint = _no_sidecar_hint(opened or [], req.data)
+        if not hint:
+            raise
+        raise UserError(f"{exc}{hint}") from exc
     x, y = rows["x"], rows["y"]
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
@@ -259,9 +278,12 @@ def run_verify(req: VerifyRequest) -> dict:
     # Open every artifact before running any: a bad one stops the run before work is done.
     if opened is None:
         opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
-    for (_, runner, _), name in zip(opened, distinct_names([path for path, _, _ in opened])):
+    for (path, runner, _), name in zip(opened, distinct_names([path for path, _, _ in opened])):
         runner.shown_name = name  # its progress lines tell it from another file of its name
-        runner.check_input(x)  # before every row is read: 20,000 images resized to a wrong size take minutes
+        try:
+            runner.check_input(x)  # before every row is read: 20,000 images resized to a wrong size take minutes
+        except UserError as exc:
+            raise UserError(f"{exc}{_no_sidecar_hint([(path, runner, None)], req.data)}") from exc
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
     if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not _importable("onnx"):
