@@ -95,14 +95,19 @@ def recorded_color(runners) -> str | None:
     return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
 
 
+def _image_records(runners) -> list[dict] | None:
+    """Every artifact's recorded preprocessing, where each was made from image files (not arrays); else None."""
+    recorded = [recorded_value(runner, "preprocessing") for runner in runners]
+    return recorded if all(isinstance(r, dict) and r.get("color") in ("L", "RGB") for r in recorded) else None
+
+
 def recorded_resizing(runners) -> tuple[int | None, tuple[int, int] | None] | None:
     """How every artifact records its images were sized, as verify's flags take it: (--resize, --image-size) --
     (s, (h, w)) for the shorter side resized to s and center-cropped to h x w, (None, (h, w)) for a resize to h x w --
     or None (not recorded alike by all, none recorded, not made from image files, or values those flags would refuse)."""
     found = set()
-    for runner in runners:
-        recorded = recorded_value(runner, "preprocessing")
-        if not (isinstance(recorded, dict) and recorded.get("color") in ("L", "RGB")):  # made from image files, not arrays
+    for recorded in _image_records(runners) or [None]:
+        if recorded is None:
             return None
         resize, crop = recorded.get("resize"), recorded.get("crop")
         sides = [v for v in (resize or []) + (crop or []) if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65_536]
@@ -123,9 +128,8 @@ def recorded_normalization(runners):
     from toolchain.data.options import parse_normalize
 
     found = set()
-    for runner in runners:
-        recorded = recorded_value(runner, "preprocessing")
-        if not (isinstance(recorded, dict) and recorded.get("color") in ("L", "RGB")):  # made from image files, not arrays
+    for recorded in _image_records(runners) or [None]:
+        if recorded is None:
             return None
         mean, std = recorded.get("mean"), recorded.get("std")
         if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) <= 4
