@@ -912,6 +912,11 @@ def test_a_usage_error_or_a_stop_replaces_a_report_an_earlier_run_left(art, caps
     code, _, err = cli(green, capsys)
     assert code == 143 and ET.parse(outs["--junit"]).getroot().get("errors") == "1", err
     assert "interrupted by SIGTERM before a verdict" in outs["--markdown"].read_text()
+    # an earlier verify JSON given as --baseline and, by mistake, as --json too: an input, never replaced
+    code, _, err = cli(green, capsys)
+    before = outs["--json"].read_bytes()
+    code, _, err = cli([art["good"], "--data", art["data"], "--baseline", outs["--json"], "--json", outs["--json"]], capsys)
+    assert code == 2 and outs["--json"].read_bytes() == before, err
     # a file that is not verify's report, at a report flag of a command the parser refused: never touched
     (tmp_path / "notes.json").write_text('{"mine": 1}')
     code, _, err = cli([art["good"], "--data", art["data"], "--json", tmp_path / "notes.json"], capsys)

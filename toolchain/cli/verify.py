@@ -106,18 +106,20 @@ def replace_stale_reports(argv: list[str], message: str) -> None:
     --markdown or --junit are replaced as after any bad input. Only files that are verify's own reports are touched,
     and none that another argument names."""
     named: dict[str, Path] = {}
+    own = set()  # the positions of the report paths themselves
     for i, arg in enumerate(argv):
         flag, eq, value = arg.partition("=")
         if flag in REPORT_FLAGS and (eq or i + 1 < len(argv)):
             named[flag] = Path(value if eq else argv[i + 1])
-    others = set()
-    for arg in argv:
+            own.add(i if eq else i + 1)
+    others = set()  # every other argument that may be a path (--baseline prev.json, an artifact, --data)
+    for i, arg in enumerate(argv):
+        if i in own:
+            continue
         try:
             others.add(Path(arg.partition("=")[2] or arg).resolve())
         except (OSError, ValueError, RuntimeError):
             pass
-    for flag, path in named.items():
-        others.discard(path.resolve())  # its own mention
     reports = {flag: path for flag, path in named.items() if path.resolve() not in others and _is_verify_report(path)}
     if reports:
         _write_error_documents(message, reports.get("--json"), reports.get("--markdown"), reports.get("--junit"), [])
