@@ -102,9 +102,10 @@ class PromiseGuard:
         z = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})
         pos = self.y == k
         need = needs(z[pos], k)
-        order = np.argsort(need, kind="stable")
+        hit = self.dense_pred[pos] == k
+        order = np.lexsort((hit, need))  # by need; among tied needs the dense model's catches last: a tie's edge is one
         ns = need[order]
-        dense_hit = (self.dense_pred[pos] == k)[order]
+        dense_hit = hit[order]
         caught_dense = np.concatenate([[0], np.cumsum(dense_hit)])
         ends = np.concatenate([[0], np.searchsorted(ns, np.unique(ns), side="right")])
         b = int(dense_hit.sum()) - caught_dense[ends]
@@ -180,8 +181,9 @@ class PromiseGuard:
             b_judged, c_judged = b, c
             caught = np.flatnonzero(pred[pos] == k)
             if self.edge_counts_against and len(caught):  # as along the path (_path): the hardest positive caught, as missed
-                edge = caught[np.argmax(needs(shifted[pos][caught], k))]
-                if self.dense_pred[pos][edge] == k:
+                need = needs(shifted[pos][caught], k)
+                edge = caught[need == need.max()]  # tied: one the dense model catches where there is one, whatever the row order
+                if np.any(self.dense_pred[pos][edge] == k):
                     b_judged += 1
                 else:
                     c_judged -= 1
