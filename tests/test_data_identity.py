@@ -195,3 +195,17 @@ def test_image_folders_held_out_are_compared_file_by_file(tmp_path):
     shutil.copytree(tmp_path / "val", tmp_path / "val_copy")
     with pytest.raises(UserError, match="20 of the 20 images of --test are also in --val"):
         with_given_rows(load_data(str(tmp_path / "train"), seed=0), str(tmp_path / "val"), str(tmp_path / "val_copy"))
+
+
+def test_an_edited_preprocessing_record_is_not_compared_nor_advised():
+    """A checkpoint's or calibration set's record is untrusted: a 400-digit mean crashed the comparison (exit 3), and a
+    string or NaN mean sent the user round in a loop of advice to give the flags they had given, or ones cwtool refuses."""
+    from toolchain.data.identity import preprocessing_differences
+
+    here = {"color": "RGB", "resize": [18], "crop": [16, 16], "mean": [0.5] * 3, "std": [0.5] * 3}
+    for edited in ({"mean": [10**400] * 3}, {"mean": ["0.5"] * 3}, {"mean": [float("nan")] * 3}, {"std": [0.0] * 3},
+                   {"resize": [True]}, {"crop": [16]}, {"resize": [10**9]}, {"mean": [0.5] * 2}):
+        assert preprocessing_differences({**here, **edited}, here) is None, edited
+    assert preprocessing_differences(here, here) is None
+    shown, flags = preprocessing_differences({**here, "mean": [], "std": []}, here)
+    assert flags == "--color rgb --resize 18 --image-size 16x16 --normalize none" and "mean [] there" in shown, flags

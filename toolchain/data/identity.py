@@ -11,6 +11,7 @@ unseen by it, and how to give them (--val / --test, or an .npz with its own spli
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -127,23 +128,34 @@ def check_preprocessing(record: dict | None, here: dict | None, model: str | Pat
 
 def preprocessing_differences(recorded, here: dict | None) -> tuple[str, str] | None:
     """Where ``recorded`` (read from a file: untrusted) and ``here`` are both image-file preprocessing and differ: (what
-    differs, in words; the flags that repeat the recorded). None where they agree or either is not of image files."""
-    if not (isinstance(recorded, dict) and recorded.get("color") in ("L", "RGB") and isinstance(here, dict) and here.get("color")):
-        return None  # not recorded (older files, other tools), or arrays on either side: nothing to compare
+    differs, in words; the flags that repeat the recorded). None where they agree, either is not of image files, or the
+    record holds what cwtool never writes (an edited file: nothing to compare, and no flags to advise)."""
+    if not (_readable_record(recorded) and isinstance(here, dict) and here.get("color")):
+        return None  # not recorded (older files, other tools), arrays on either side, or unreadable: nothing to compare
 
     def same(a, b) -> bool:
         if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-            return all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(float(x) - float(y)) <= 1e-6 for x, y in zip(a, b))
+            return all(abs(float(x) - float(y)) <= 1e-6 for x, y in zip(a, b))
         return a == b
 
     differ = [k for k in IMAGE_STEPS if not same(recorded.get(k, [] if k != "color" else ""), here.get(k))]
     if not differ:
         return None
-    try:
-        flags = preprocessing_flags(recorded)
-    except (TypeError, ValueError, IndexError):  # an edited record: say what differs, not how to repeat it
-        flags = "the flags it was made with"
-    return ", ".join(f"{k} {one_line(repr(recorded.get(k)))[:80]} there, {here.get(k)!r} here" for k in differ), flags
+    return ", ".join(f"{k} {recorded.get(k)!r} there, {here.get(k)!r} here" for k in differ), preprocessing_flags(recorded)
+
+
+def _readable_record(recorded) -> bool:
+    """Whether a recorded preprocessing is image-file steps as cwtool writes them: a color, sides as positive whole numbers
+    (a resize of one or two, a crop of two), finite means and positive finite stds of one length."""
+    if not (isinstance(recorded, dict) and recorded.get("color") in ("L", "RGB")):
+        return False
+    resize, crop, mean, std = (recorded.get(k, []) for k in ("resize", "crop", "mean", "std"))
+    side = lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65_536  # noqa: E731
+    real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6 and math.isfinite(v)  # noqa: E731
+    return (isinstance(resize, list) and len(resize) in (0, 1, 2) and all(map(side, resize))
+            and isinstance(crop, list) and len(crop) in (0, 2) and all(map(side, crop))
+            and isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) <= 4
+            and all(map(real, mean)) and all(real(v) and v > 0 for v in std))
 
 
 OWN_ROWS = "with --val and --test, or as an .npz with its own splits"  # how this command takes held-out rows
