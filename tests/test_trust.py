@@ -723,6 +723,26 @@ def test_sigterm_stops_a_runtime_that_would_never_return(tmp_path, rows):
     assert err.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], err
 
 
+def test_sigterm_replaces_an_earlier_run_s_reports(tmp_path, rows):
+    """A cancelled CI job's verify left the last run's green --json/--junit for `if: always()` to publish: the replacement
+    was written through the stop check that refuses every file after a stop (a raised Interrupted in-process hid it)."""
+    import time
+
+    _endless_onnx(tmp_path / "endless.onnx")
+    green = {"--json": tmp_path / "v.json", "--junit": tmp_path / "v.xml"}
+    for path in green.values():
+        path.write_text("an earlier run's green report\n")
+    proc = subprocess.Popen([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3",
+                             *[str(v) for pair in green.items() for v in pair]], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # well inside session.run by now
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert json.loads(green["--json"].read_text())["gate"] == {"passed": False, "error": "interrupted by SIGTERM before a verdict"}
+    assert 'errors="1"' in green["--junit"].read_text()
+
+
 def test_a_file_onnxruntime_refuses_gets_one_line_without_its_own_log(tmp_path):
     """onnxruntime logged its own coloured error lines to the process's stderr before cwtool's one line."""
     onnx = pytest.importorskip("onnx")

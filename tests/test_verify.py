@@ -906,7 +906,7 @@ def test_a_usage_error_or_a_stop_replaces_a_report_an_earlier_run_left(art, caps
     def stopped(request):
         from toolchain.errors import Interrupted
 
-        raise Interrupted("SIGTERM")
+        raise Interrupted("SIGTERM")  # a real signal: tests/test_trust.py, test_sigterm_replaces_an_earlier_run_s_reports
 
     monkeypatch.setattr(toolchain.verify, "run_verify", stopped)
     code, _, err = cli(green, capsys)

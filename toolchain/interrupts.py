@@ -27,6 +27,7 @@ _consoles: list[int] = []  # the user's own stderr while fd 2 goes elsewhere (a 
 
 
 _active: list = []  # the Watcher of the command that runs (one at a time in a process)
+_saying_so: list = []  # inside writing_after_stop: files that say the command stopped are written after the stop
 
 
 def raise_if_stopped() -> None:
@@ -34,10 +35,23 @@ def raise_if_stopped() -> None:
     tracing runs weakref callbacks, where CPython drops exceptions): called before a file is published, so that nothing
     more is written after a stop, however long the command would have gone on."""
     watcher = _active[-1] if _active else None
-    if watcher is not None and watcher.received is not None and not watcher.finished.is_set():
+    if watcher is not None and watcher.received is not None and not watcher.finished.is_set() and not _saying_so:
         from toolchain.errors import Interrupted
 
         raise Interrupted(signal.Signals(watcher.received).name)
+
+
+class writing_after_stop:
+    """A block that writes the files saying the command was stopped (verify's reports that replace an earlier run's):
+    published after the stop, where every other file is not."""
+
+    def __enter__(self):
+        _saying_so.append(1)
+        return self
+
+    def __exit__(self, *exc):
+        _saying_so.pop()
+        return False
 
 
 def staged(path: str) -> None:

@@ -75,7 +75,10 @@ def verify(
         raise
     except Interrupted as exc:  # a CI job stopped or timed out: the last run's green report must not be published as this one's
         if inputs is not None:
-            _write_error_documents(f"interrupted by {exc.signal_name} before a verdict", json_out, markdown, junit, inputs)
+            from toolchain.interrupts import writing_after_stop
+
+            with writing_after_stop():
+                _write_error_documents(f"interrupted by {exc.signal_name} before a verdict", json_out, markdown, junit, inputs)
         raise
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
