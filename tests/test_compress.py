@@ -717,6 +717,12 @@ def test_resume_knows_an_arch_file_by_its_code(trained_digits, tmp_path, capsys,
     (elsewhere / "net.py").write_text(code_text.replace("pass", "pass  # edited"))
     code, _, err = run_cli(["compress", work / "sd.pt", "--arch", "net.py:Net", *args, "--out", work / "run", "--resume"], capsys)
     assert code == 2 and "the --arch file's code differs from the run's" in err and trained == [], err
+    (elsewhere / "nets.py").write_text(code_text + "\n\nclass Other(Net):\n    pass\n")  # two classes, one file
+    code, _, err = run_cli(["compress", work / "sd.pt", "--arch", "nets.py:Net", *args, "--out", elsewhere / "run2"], capsys)
+    assert code in (0, 1), err
+    code, _, err = run_cli(["compress", work / "sd.pt", "--arch", f"{elsewhere / 'nets.py'}:Other", *args, "--out", elsewhere / "run2",
+                            "--resume"], capsys)
+    assert code == 2 and "(here arch " in err, err  # the same file, another class: another run
 
 
 @pytest.mark.parametrize("entry, made_as", [("rounds", "file"), ("compress.log", "folder")])

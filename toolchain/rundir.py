@@ -249,8 +249,12 @@ def as_recorded(inputs: dict, recorded) -> dict:
     if same(out.get("model"), recorded.get("model"), "path"):
         out["model"]["path"] = recorded["model"]["path"]
     if "arch_sha256" in out and isinstance(recorded.get("arch"), str):
-        if out["arch_sha256"] == recorded.get("arch_sha256"):  # the same code by another path or from another folder
-            out["arch"] = recorded["arch"]
+        if out["arch_sha256"] == recorded.get("arch_sha256"):  # the same code by another path or from another folder:
+            from toolchain.models.arch import arch_file  # its file's path as recorded, the class as given now
+
+            then, now = arch_file(recorded["arch"]), arch_file(str(out.get("arch")))
+            if then is not None and now is not None:
+                out["arch"] = f"{then[0]}:{now[1]}"
         elif "arch_sha256" not in recorded and out.get("arch") == recorded["arch"]:
             del out["arch_sha256"]  # a run from before the code was hashed: known by the spec alone, as then
     data, data_then = out.get("data"), recorded.get("data")
