@@ -123,17 +123,18 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
     if export.calibration_file:
         from toolchain.quantize.calibration import load_calibration
 
-        from toolchain.data.identity import preprocessing_differences
+        from toolchain.data.identity import preprocessing_differences, preprocessing_flags
 
         x, meta = load_calibration(export.calibration_file)
         which = f"set '{export.calibration_name}'" if export.calibration_name else f"file '{export.calibration_file}'"
         if tuple(x.shape[1:]) != tuple(dataset.input_shape):
             raise UserError(f"--calibration {which} holds rows of shape {_shape(x.shape[1:])}, the model's input is "
                             f"{_shape(dataset.input_shape)}: give a set made for this data (calibration/README.md)")
-        found = preprocessing_differences(meta.get("preprocessing"), dataset.preprocessing.to_dict())
+        here = dataset.preprocessing.to_dict()
+        found = preprocessing_differences(meta.get("preprocessing"), here)
         if found is not None:  # rows of other ranges would set every int8 scale wrong, with no word of why
             raise UserError(f"--calibration {which} holds images prepared otherwise than this data's ({found[0]}): give a set "
-                            f"made with the same preprocessing (cwtool calibrate with {found[1]})")
+                            f"made with this data's preprocessing (cwtool calibrate with {preprocessing_flags(here)})")
         _check_unseen_test(x, dataset, f"'{export.calibration_name or export.calibration_file}'")
     import importlib.util
 
