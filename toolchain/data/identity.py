@@ -144,6 +144,13 @@ def preprocessing_differences(recorded, here: dict | None) -> tuple[str, str] | 
     return ", ".join(f"{k} {recorded.get(k)!r} there, {here.get(k)!r} here" for k in differ), preprocessing_flags(recorded)
 
 
+def recorded_flags(record) -> str | None:
+    """The flags that prepare images as a checkpoint's training record says (``record``: its extra["data"]), or None where
+    it records no readable image preprocessing: what a shape error names before "give the data it was trained on"."""
+    recorded = record.get("preprocessing") if isinstance(record, dict) else None
+    return preprocessing_flags(recorded) if _readable_record(recorded) else None
+
+
 def _readable_record(recorded) -> bool:
     """Whether a recorded preprocessing is image-file steps as cwtool writes them: a color, sides as positive whole numbers
     (a resize of one or two, a crop of two), finite means and positive finite stds of one length."""

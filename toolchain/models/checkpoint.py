@@ -136,8 +136,12 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
     "input_shape", "extra"} (the fields of a `LoadedModel`). ``expected_shape``: the data's sample shape."""
     ckpt = _checked_checkpoint(obj, path)
     if expected_shape is not None and tuple(ckpt["input_shape"]) != tuple(expected_shape):
+        from toolchain.data.identity import recorded_flags
+
         wanted = tuple(ckpt["input_shape"])
+        flags = recorded_flags(ckpt["extra"].get("data"))  # its images' preprocessing, where the checkpoint records it
         fix = (f"pass --input-shape {','.join(map(str, wanted))}" if math.prod(wanted) == math.prod(expected_shape)
+               else f"its checkpoint records how its images were prepared: give {flags}" if flags
                else "give the data it was trained on")
         raise UserError(f"'{path}' was made for samples of shape {wanted}, the data's are {tuple(expected_shape)}: {fix}"
                         + channels_hint(tuple(expected_shape), wanted))
