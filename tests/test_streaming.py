@@ -898,9 +898,9 @@ def test_bad_input_found_in_round_one_leaves_no_run_to_resume(tmp_path, capsys):
     bad.write_bytes(whole[: len(whole) * 2 // 3])
     command = ["compress", tmp_path / "m.pt", "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1",
                "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1", "--confidence", "0.5", "--format", "onnx"]
-    code, _, err = run_cli([*command, "--out", tmp_path / "run"], capsys)
+    code, _, err = run_cli([*command, "--out", tmp_path / "deep" / "er" / "run"], capsys)
     assert code == 2 and "zz_truncated.png" in err, err
-    assert not (tmp_path / "run").exists()  # made by this run, nothing saved in it: gone
+    assert not (tmp_path / "deep").exists()  # made by this run (with the folders above it), nothing saved in it: gone
     (tmp_path / "kept").mkdir()  # a folder the user made: its own stays, what the run wrote goes
     code, _, err = run_cli([*command, "--out", tmp_path / "kept"], capsys)
     assert code == 2 and (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir()), err
@@ -1044,3 +1044,16 @@ def test_a_tflite_file_without_its_sidecar_is_named_when_a_folder_does_not_fit(t
     artifact.with_name(artifact.name + ".json").unlink()
     code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1"], capsys)
     assert code == 2 and f"{artifact.name} has no readable sidecar {artifact.name}.json beside it" in err, err
+
+
+def test_a_shape_error_names_the_preprocessing_a_checkpoint_records(tmp_path, capsys):
+    """A model trained with --resize 18 --image-size 16x16, exported from its own folder without them: 'was made for samples
+    of shape (3, 16, 16), the data's are (3, 20, 25): give the data it was trained on' (it was that data)."""
+    folder = image_folder(tmp_path / "imgs", 40, 20, seed=15, aspect=1.25)
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", folder, "--resize", "18", "--image-size", "16x16", "--epochs", "1",
+                            "--out", tmp_path / "m.pt"], capsys)
+    assert code == 0, err
+    for command in (["export", tmp_path / "m.pt", "--format", "onnx", "--out", tmp_path / "e"], ["evaluate", tmp_path / "m.pt"]):
+        code, _, err = run_cli([*command, "--data", folder, "-p", "1"], capsys)
+        assert code == 2 and "its checkpoint records how its images were prepared: give --color rgb --resize 18 --image-size 16x16 " \
+                             "--normalize none" in err, err
