@@ -1236,3 +1236,7 @@ def test_a_mistyped_data_path_is_named_before_the_image_flags(tmp_path, capsys, 
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "--data", tmp_path / data, "--resize", "64",
                             "-p", "1"], capsys)
     _one_line_error(code, err, said.replace("DIR", str(tmp_path)))
+    (tmp_path / "link").symlink_to(tmp_path / data)  # a link to the mistyped path (an unmounted share): named as such
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "--data", tmp_path / "link", "--resize", "64",
+                            "-p", "1"], capsys)
+    _one_line_error(code, err, f"--data '{tmp_path / 'link'}' is a link to nothing ('{tmp_path / data}')")

@@ -32,6 +32,7 @@ Preprocessing rules (recorded in `Preprocessing.note`, which the CLI prints):
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from toolchain.data.dataset import Dataset
@@ -43,7 +44,7 @@ from toolchain.data.sources.idx_folder import find_idx_files, load_idx_folder
 from toolchain.data.sources.image_folder import load_image_folder
 from toolchain.data.sources.named import load_breast_cancer, load_digits, load_fashion_mnist
 from toolchain.data.sources.npz_file import load_npz
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.input_paths import user_path
 
 __all__ = ["load_data"]
@@ -115,8 +116,11 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
             f"--label-column only applies to a .csv file, not to --data '{spec}': drop it"
         )
     path = user_path(spec)
-    if not (path.exists() or path.is_symlink()) and spec not in NAMED_SETS:
-        if path.suffix.lower() in (".npz", ".csv"):  # a mistyped path is the news, not the flags that only fit a folder
+    if not path.exists() and spec not in NAMED_SETS:  # a mistyped path is the news, not the flags that only fit a folder
+        if path.is_symlink():
+            raise UserError(f"--data '{spec}' is a link to nothing ('{one_line(os.readlink(path))[:200]}'): give the data it was "
+                            "meant to point to")
+        if path.suffix.lower() in (".npz", ".csv"):
             _existing_file(path, spec)
         raise UserError(f"unknown --data '{spec}' (no such file or folder): {KNOWN_SOURCES}")
     if not is_image_folder(path):
