@@ -148,7 +148,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             note_input(f"note: validation holds {n} sample(s) of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
                        f"check that the dense model detects it (cwtool checks from {MIN_POSITIVES}), and the promise rests on them")
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
-    held, made_folder = None, not run_dir.exists()
+    held = None
+    made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # what mkdir makes: gone again if the run is
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         held = RunDir(run_dir).hold()  # until this process ends: a second compress on the folder is refused, not interleaved
@@ -322,7 +323,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         if isinstance(exc, UserError) and not resuming and distributed.is_main():
             RunDir.release(held)  # its descriptor is closed once: below it is None
             held = None
-            RunDir(run_dir).remove_if_roundless(made_folder)  # fixed and run again, the same command starts over
+            RunDir(run_dir).remove_if_roundless(made)  # fixed and run again, the same command starts over
         raise
     finally:
         say_progress_to(said_before)

@@ -126,10 +126,10 @@ class RunDir:
             shutil.rmtree(self.plots)
         return found
 
-    def remove_if_roundless(self, made_folder: bool) -> None:
-        """After bad input found before any round was saved: what this run wrote goes (the folder too, where the run made
-        it), so the same command, once the input is fixed, starts over. It had left a manifest of the old inputs, which
-        the rerun was sent to --resume and --resume refused as another run's."""
+    def remove_if_roundless(self, made: list[Path]) -> None:
+        """After bad input found before any round was saved: what this run wrote goes (and ``made``, the folders it made
+        for it, deepest first, each if empty), so the same command, once the input is fixed, starts over. It had left a
+        manifest of the old inputs, which the rerun was sent to --resume and --resume refused as another run's."""
         import shutil
 
         if self.done_rounds():
@@ -140,11 +140,11 @@ class RunDir:
                 shutil.rmtree(path, ignore_errors=True)
             elif path.exists() or path.is_symlink():
                 path.unlink(missing_ok=True)
-        if made_folder:
+        for folder in made:
             try:
-                self.root.rmdir()  # only when empty: nothing of anyone else's goes
+                folder.rmdir()  # only when empty: nothing of anyone else's goes
             except OSError:
-                pass
+                break
 
     def entries(self) -> set[str]:
         """The names a run writes at the top of its folder (what a folder holding only these may be replaced as)."""
