@@ -791,7 +791,7 @@ def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():
     """A compress run with --test folder: a refusal of other rows said the baseline was "the test split of train" (the
     --data folder's name), a split that does not exist."""
     from toolchain.baseline import _measured_on
-    from toolchain.verify import describe_rows
+    from toolchain.judged_rows import describe_rows
 
     data = {"name": "train", "seed": 0, "given_splits": True, "held_out_from": {"val": "/d/val", "test": "/d/test"}}
     assert _measured_on({**data, "split": "test"}) == "every row of its --test /d/test"

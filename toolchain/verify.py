@@ -2,10 +2,7 @@
 false negatives, and gate them against a baseline. numpy only (plus one runtime): this is what
 runs on the device and in CI, where torch, tensorflow and scikit-learn are not installed.
 
-Rows: the test split of --data; but every row, in file order, when --data is an .npz with only
-x and y (such a file is taken to be the evaluation set itself) -- unless the baseline's row count
-shows it was measured on that file's seeded test split (`cwtool compress --data pool.npz`), then
-that split. --split overrides.
+Rows: `toolchain.judged_rows` (which rows evaluate and verify judge, and how they say so).
 
 Baseline (--baseline FILE): see `toolchain.baseline`, which reads, checks and matches it.
 """
@@ -24,6 +21,7 @@ from toolchain.errors import UserError
 from toolchain.evaluate import declared_names
 from toolchain.gate import GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
+from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.recorded import (check_baseline_order, check_class_order, numbers_as_indices, preprocessing_mismatch,
                                 recorded_class_names, recorded_color, recorded_normalization, recorded_resizing)
@@ -31,7 +29,6 @@ from toolchain.recorded import (check_baseline_order, check_class_order, numbers
 __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
 
 VERIFY_SCHEMA = 1
-SPLITS = ("auto", "train", "val", "test", "all")
 MAX_THREADS = 256
 DEFAULT_MAX_ACCURACY_DROP = 0.02  # compress's default budget: the same gate on both sides
 
@@ -89,66 +86,6 @@ class VerifyRequest:
 
 
 # --------------------------------------------------------------------------- data
-
-
-def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: str | None = None,
-                  baseline_n: int | None = None, class_names: list[str] | None = None,
-                  image_size: tuple[int, int] | None = None, input_shape: tuple[int, ...] | None = None,
-                  resize: int | None = None, normalize=None, color: str | None = None) -> dict:
-    """The rows to verify on: {"x", "y", "class_names", "split", "name", "seed", "note"}.
-
-    split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
-    on that file's test split (baseline_n equals the test split's size and not the file's); every
-    image of a folder where the baseline was measured on as many (a compress run's --test folder);
-    the test split for everything else.
-    """
-    from toolchain.data.options import reshaped
-    from toolchain.data.rows import is_pool_npz, load_rows
-
-    if split in ("auto", "all") and is_pool_npz(data):
-        if resize is not None or normalize not in (None, "auto") or color is not None:
-            raise UserError(f"--resize, --normalize and --color only apply to an ImageFolder folder, not to --data '{data}': drop them")
-        x, y, names, note = load_rows(data, class_names=class_names)
-        x = reshaped(x, input_shape, Path(data).name)
-        if not (split == "auto" and baseline_n is not None and baseline_n != len(y)):
-            return {"x": x, "y": y, "class_names": names, "split": "all", "name": Path(data).name, "seed": None, "note": note}
-    from toolchain.data import load_data
-
-    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size, input_shape=input_shape,
-                        resize=resize, normalize=normalize, color=color)
-    if split == "auto" and baseline_n is not None and Path(data).is_dir() \
-            and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
-        split = "all"  # a baseline measured on every image of the folder: a compress run's --test folder, judged again
-    used = "test" if split == "auto" else split
-    if split == "all" and dataset.preprocessing.color and Path(data).is_dir():
-        # every image in listing order, as --val/--test folders are read: a compress run's --test folder is judged again
-        from toolchain.data.sources.image_folder import image_folder_rows
-
-        x, y, _ = image_folder_rows(Path(data), dataset.preprocessing, tuple(dataset.input_shape[1:]), list(dataset.class_names), "--data")
-        return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": "all", "name": dataset.name, "seed": None,
-                "note": dataset.preprocessing.note, "preprocessing": dataset.preprocessing.to_dict()}  # the note counts what was left out
-    x, y = dataset.split(used)
-    if split == "all":
-        used = "all"
-    pooled = sum(len(dataset.split(s)[1]) for s in ("train", "val", "test"))  # a share of a folder the user may see as a split
-    return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name,
-            "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note,
-            "preprocessing": dataset.preprocessing.to_dict(), **({"of_rows": pooled} if used != "all" and pooled > len(y) else {})}
-
-
-def describe_rows(rows: dict, digest: str | None = None) -> str:
-    """Which rows a command judged, in words (printed by evaluate and verify, so both can be compared)."""
-    n = len(rows["y"])
-    if rows["split"] == "all" and rows.get("seed") is None:
-        where = f"every row of {rows['name']}, in file order"
-    elif rows["split"] == "all":
-        where = f"every split of {rows['name']}"
-    else:
-        seed = "" if rows.get("seed") is None else f", split seed {rows['seed']}"
-        where = f"the {rows['split']} split of {rows['name']}{seed}"
-    pooled = rows.get("of_rows")
-    count = f"{n:,} of its {pooled:,} rows (--split all: every row)" if isinstance(pooled, int) else f"{n:,} rows"
-    return f"{where}: {count}, sha256 {(digest or rows_sha256(rows['x'], rows['y']))[:12]}"
 
 
 def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increase: int | None) -> dict:

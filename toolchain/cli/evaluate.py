@@ -39,7 +39,7 @@ def evaluate(
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
-    from toolchain.verify import SPLITS, describe_rows, load_rows_for
+    from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for
 
     inputs = input_paths(model, data, arch=arch)
     check_output_file(json_out, "--json", inputs=inputs)
