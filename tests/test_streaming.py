@@ -988,6 +988,15 @@ def test_verify_on_a_folder_without_some_classes_names_the_fix(tmp_path, capsys)
     code, _, err = run_cli(["verify", artifact, "--data", check, "-p", "class1", "--split", "all", "--class-names",
                             "class0,class1,class2"], capsys)
     assert code in (0, 1), err
+    # a folder of the protected class alone ("did we miss any?"): judged, as an .npz of its rows was; it said "has only one
+    # class: a classifier needs at least two"
+    shutil.rmtree(check / "class2")
+    code, out, err = run_cli(["verify", artifact, "--data", check, "-p", "class1", "--split", "all", "--class-names",
+                              "class0,class1,class2", "--json", tmp_path / "v.json"], capsys)
+    judged = json.loads((tmp_path / "v.json").read_text())
+    assert code in (0, 1) and judged["data"]["n"] == 30 and judged["data"].get("only_protected"), out + err
+    code, _, err = run_cli(["compress", tmp_path / "m.pt", "--data", check, "-p", "class1", "--out", tmp_path / "c"], capsys)
+    assert code == 2 and "a classifier needs at least two" in err, err  # data to train on still needs two
 
 
 def test_a_calibration_set_of_images_prepared_otherwise_is_refused(tmp_path, capsys):

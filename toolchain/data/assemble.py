@@ -21,9 +21,10 @@ def assemble_dataset(
     given_splits: bool,
     seed: int,
     label_mapping: dict[str, int] | None = None,
+    min_classes: int = 2,
 ) -> Dataset:
     """Check what no source may break (names cover the labels, no split empty, two classes at
-    least) and build the `Dataset`; without ``class_names`` the classes are named by number."""
+    least, or ``min_classes``) and build the `Dataset`; without ``class_names`` the classes are named by number."""
     x_train, y_train, x_val, y_val, x_test, y_test = splits
     if class_names is not None and len(class_names) > MAX_CLASSES:
         raise UserError(
@@ -45,7 +46,7 @@ def assemble_dataset(
         num_classes = top + 1
         class_names = [str(i) for i in range(num_classes)]
     present = np.unique(np.concatenate([y_train, y_val, y_test]))
-    if len(present) < 2:
+    if len(present) < min_classes:
         raise UserError(
             f"{where} has only one class (label {int(present[0])}): a classifier needs at least two"
         )

@@ -63,6 +63,7 @@ def load_data(
     resize: int | None = None,
     normalize: str | tuple | None = None,
     color: str | None = None,
+    min_classes: int = 2,
 ) -> Dataset:
     """Load the dataset named by ``spec`` with train/val/test splits.
 
@@ -85,10 +86,11 @@ def load_data(
 
     ``resize`` (the shorter side, center-cropped to ``image_size``) and ``normalize`` ("auto", "none",
     "imagenet" or (mean, std) per channel) and ``color`` (None: as the images are; "RGB" or "L": every image read so)
-    apply to ImageFolder only (`sources.image_folder`).
+    apply to ImageFolder only (`sources.image_folder`). ``min_classes`` 1: an ImageFolder of one class folder is rows to judge
+    (a device's check of the protected class alone), not data to train on.
     """
     images = (resize, normalize, color)
-    dataset = _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images)
+    dataset = _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images, min_classes)
     if input_shape is None:
         return dataset
     from dataclasses import replace
@@ -105,7 +107,7 @@ def is_image_folder(spec) -> bool:
     return path.is_dir() and not find_idx_files(path)
 
 
-def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images) -> Dataset:
+def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images, min_classes=2) -> Dataset:
     spec = str(spec).strip()
     _check_fractions(val_fraction, test_fraction)
     fr = (val_fraction, test_fraction)
@@ -142,7 +144,7 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
     if path.is_dir():
         if find_idx_files(path):
             return load_idx_folder(path, seed, val_fraction, name=path.resolve().name, given=given)
-        return load_image_folder(path, seed, fr, image_size, given, *images)
+        return load_image_folder(path, seed, fr, image_size, given, *images, min_classes=min_classes)
     if path.exists() and not path.is_file():  # a pipe from `<(...)`, a device: read more than once, so never a stream
         raise UserError(f"--data '{spec}' is a pipe or device, not a file: save it to a .npz or .csv file first")
     if path.exists():

@@ -41,6 +41,7 @@ def load_image_folder(
     resize: int | None = None,
     normalize: str | tuple | None = "auto",
     color: str | None = None,
+    min_classes: int = 2,
 ) -> Dataset:
     """Class sub-folders of PNG/JPEG images -> (N, C, H, W) float32 inputs, decoded when read.
 
@@ -124,7 +125,7 @@ def load_image_folder(
     return assemble_dataset(
         folder.resolve().name, split_pool(x, y, seed, fr, names, where), pre,
         where=where, class_names=names, given_splits=False, seed=seed,
-        label_mapping={d.name: lookup[d.name] for d in class_dirs},
+        label_mapping={d.name: lookup[d.name] for d in class_dirs}, min_classes=min_classes,
     )
 
 
