@@ -57,7 +57,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from toolchain.data.given import load_with_given_rows
-    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, preprocessing_record
+    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
     import numpy as np
 
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem
@@ -69,7 +69,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner
     from toolchain.prune.preflight import check_before_pruning
-    from toolchain.prune.tickets import promise_section, removed_plan, shipped_size_goal
+    from toolchain.prune.tickets import promise_kept, promise_section, removed_plan, shipped_size_goal
 
     started = time.perf_counter()
     group = distributed.start()  # under torchrun: retraining on every process, rank 0 writes and talks
@@ -213,7 +213,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             log.print("removed this run's earlier report: the pruned model and the files are made again, then the report")
         pruned_path = save_checkpoint(RunDir(run_dir).pruned, pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
                                       {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round,
-                                       "data": _data_record(loaded.extra.get("data"), dataset, preprocessing_record)})
+                                       "data": _data_record(loaded.extra.get("data"), dataset)})
 
         # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
         dense = dense.cpu().eval()
@@ -294,7 +294,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             from toolchain.deploy import deploy_choice
 
             timed = time.perf_counter()
-            held_promise = all(v["confidence"] >= v["confidence_target"] for v in promise["classes"].values())
+            held_promise = all(map(promise_kept, promise["classes"].values()))
             withheld = None if result.budget_met else (
                 f"the run did not {'stay within the accuracy budget on validation' if held_promise else 'keep the FN promise on validation'}"
                 ", so no file is recommended, whatever each file's own re-check on test says")
@@ -332,9 +332,11 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         own_folder(None)
 
 
-def _data_record(trained, dataset, preprocessing_record) -> dict:
+def _data_record(trained, dataset) -> dict:
     """What the shipped checkpoint says of its data: the dense model's training record where it had one, and at least the
     classes and preprocessing compress ran with, so that export and evaluate of it find a left-out --normalize or --resize."""
+    from toolchain.data.identity import preprocessing_record
+
     record = dict(trained) if isinstance(trained, dict) else {}
     record.setdefault("class_names", [str(n) for n in dataset.class_names])
     record.setdefault("preprocessing", preprocessing_record(dataset.preprocessing))

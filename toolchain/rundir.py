@@ -195,13 +195,13 @@ class RunDir:
 def run_inputs(request, dataset, arch_kwargs: dict, arch: str, protected: list[int]) -> dict:
     """What a run id records of a compress request's inputs (``toolchain.pipeline.CompressRequest``): a --resume with other
     files, rows or preparation is another run."""
+    from toolchain.models.arch import arch_file
+
     model_path = Path(request.model)
     inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
               "arch": arch, "arch_kwargs": arch_kwargs, "protected": protected, "data_seed": request.data_seed,
               "label_column": request.label_column}
     inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
-    from toolchain.models.arch import arch_file
-
     code = arch_file(arch)
     if code is not None and code[0].is_file():  # the code that gives the weights their meaning: edited, it is another run
         inputs["arch_sha256"] = file_sha256(code[0])

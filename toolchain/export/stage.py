@@ -121,9 +121,8 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
     if export.layout == "NHWC" and len(dataset.input_shape) != 3 and not export.target:  # a target's layout is for images
         raise UserError(f"NHWC layout needs image data (C, H, W); these samples have shape {dataset.input_shape}: use --layout NCHW")
     if export.calibration_file:
-        from toolchain.quantize.calibration import load_calibration
-
         from toolchain.data.identity import preprocessing_differences, preprocessing_flags
+        from toolchain.quantize.calibration import load_calibration
 
         x, meta = load_calibration(export.calibration_file)
         which = f"set '{export.calibration_name}'" if export.calibration_name else f"file '{export.calibration_file}'"

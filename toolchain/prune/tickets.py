@@ -77,7 +77,7 @@ def select(result: PruneResult) -> PruneResult:
     return result
 
 
-def _kept(promise: dict) -> bool:
+def promise_kept(promise: dict) -> bool:
     """Whether one protected class's promise (an entry of a ticket's val["promise"]) reaches its asked confidence."""
     return promise["confidence"] >= promise["confidence_target"]
 
@@ -85,7 +85,7 @@ def _kept(promise: dict) -> bool:
 def promise_text(t: Ticket) -> str:
     """The protected classes whose promise falls short, with their confidence (a class that keeps its promise is not
     named among the reasons)."""
-    short = {k: v for k, v in t.val.get("promise", {}).items() if not _kept(v)}
+    short = {k: v for k, v in t.val.get("promise", {}).items() if not promise_kept(v)}
     if not short:
         return "every protected class keeps its promise"
     return ", ".join(f"class {k} promise confidence {v['confidence']:.3f} of {v['confidence_target']:g}" for k, v in short.items())
@@ -152,14 +152,14 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         if len(per_class) > 1:  # each class has its own promise; together they hold at least as often as this
             together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values()))
             statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
-    elif all(map(_kept, per_class.values())):  # the promise held; accuracy did not
+    elif all(map(promise_kept, per_class.values())):  # the promise held; accuracy did not
         more = ["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
         statement = (f"no ticket stays within the accuracy budget on validation where it keeps the FN promise (the selected round "
                      f"{ticket.round}: accuracy {ticket.val['accuracy']:.4f} at that operating point, needs >= {accuracy_floor:.4f}; "
                      f"the promise itself holds there: {'; '.join(words)}): {', '.join(more[:-1])} or {more[-1]}")
     else:
         reach = ", ".join(f"class {k} {v.get('reachable_confidence', v['confidence']):.3f}" for k, v in per_class.items())
-        short = [v for v in per_class.values() if not _kept(v)]
+        short = [v for v in per_class.values() if not promise_kept(v)]
         # agreeing on every validation sample of the class, where the dense model misses none, is the best any ticket
         # does on this split: no offset can catch what the dense model misses (c = 0). A larger split, on which the dense
         # model misses some, lets an offset buy confidence by catching them (docs/FN_PROMISE.md)
