@@ -63,9 +63,18 @@ def launch(args, processes: int, threads: int, device: str, precision: str) -> d
              "--device", device, "--arch", args.arch, "--precision", precision] + (["--model", args.model] if args.model else [])
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *inner]
            if processes > 1 else [sys.executable, *inner])
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{processes} process(es) on {device}, {precision}: exit {done.returncode}\n{done.stderr[-4000:]}")
+    out = done.stdout
     row = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     return {**row, "threads_per_process": threads}
+
+
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def main() -> None:
@@ -78,15 +87,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gpu", action="store_true", help="also one GPU against the CPU")
+    parser.add_argument("--cpu-threads", default="1,2",
+                        help="CPU rows: one process of each of these thread counts, and 2 processes of 1 thread "
+                             "when 1 is among them; 'none' for the GPU row alone (a GPU machine's own CPU: e.g. 16)")
     parser.add_argument("--precision", default="fp32,auto", help="training arithmetics to time, comma-separated (fp32, bf16, auto)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
     cores = os.cpu_count() or 1
+    threads = [] if args.cpu_threads == "none" else [min(int(t), cores) for t in args.cpu_threads.split(",")]
     runs = []
     for precision in args.precision.split(","):
-        runs += [launch(args, 1, 1, "cpu", precision), launch(args, 1, min(2, cores), "cpu", precision), launch(args, 2, 1, "cpu", precision)]
+        runs += [launch(args, 1, t, "cpu", precision) for t in threads]
+        if 1 in threads and cores > 1:
+            runs.append(launch(args, 2, 1, "cpu", precision))
         if args.gpu:
             runs.append(launch(args, 1, 1, "cuda", precision))
     print(f"{'processes':>9} {'threads each':>12} {'device':>6} {'arithmetic':>13} {'images/s':>9}")
@@ -94,7 +109,7 @@ def main() -> None:
         print(f"{r['processes']:>9} {r['threads_per_process']:>12} {r['device']:>6} {r['arithmetic']:>13} {r['images_per_s']:>9.0f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cpus": cores, "rows": args.rows, "batch_size": args.batch_size, "runs": runs}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"cpus": cores, "gpu": _gpu_name() if args.gpu else None, "rows": args.rows, "batch_size": args.batch_size, "runs": runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
