@@ -7,7 +7,7 @@ and with the plain rule (validation FN equal to the dense model's); the test par
 promise (ticket FN <= dense FN + budget) or not. Nothing here is chosen on test: each draw's test part
 only counts.
 
-    python reproduce/fn_promise_coverage.py RUN_DIR [--draws 200] [--confidence C ...] [--budget B] [--json out.json]
+    python reproduce/fn_promise_coverage.py RUN_DIR [--draws 200] [--confidence C ...] [--budget B] [--n-new test|validation] [--json out.json]
 
 Writes a small summary (JSON) and prints a table.
 """
@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--confidence", type=float, nargs="+", default=[0.95, 0.90])
     parser.add_argument("--budget", type=int, help="the FN budget of the promise (default: the run's --max-fn-increase)")
+    parser.add_argument("--n-new", choices=("test", "validation"), default="test",
+                        help="the new data the promise is stated for: each draw's test part (its own count of the class, "
+                             "which differs from the validation part's), or the validation part's count, as compress states it")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -75,7 +78,8 @@ def main() -> None:
         plain_kept += fn_count(plain_test, y[t], k) <= limit
         plain_fp = int(np.sum((y[t] != k) & (plain_test.argmax(1) == k)))
         for (rule, c), cell in cells.items():
-            guard = PromiseGuard(y[v], dense_pred[v], [k], budget=budget, confidence=c, edge_counts_against=rules[rule])
+            n_new = {k: int(np.sum(y[t] == k))} if args.n_new == "test" else None
+            guard = PromiseGuard(y[v], dense_pred[v], [k], budget=budget, confidence=c, edge_counts_against=rules[rule], n_new=n_new)
             offsets = guard.choose(ticket_logits[v])
             if not guard.met(ticket_logits[v], offsets):  # compress would exit 1 and ship nothing: not a draw of the promise
                 continue
@@ -87,7 +91,7 @@ def main() -> None:
             cell["fp"].append(int(np.sum((y[t] != k) & (guarded.argmax(1) == k))) - plain_fp)
 
     summary = {
-        "run_dir": str(args.run_dir), "protected": k, "budget": budget,
+        "run_dir": str(args.run_dir), "protected": k, "budget": budget, "n_new": args.n_new,
         "draws": args.draws, "n_val": n_val, "n_test": len(y) - n_val,
         "val_positives": int(np.sum(dataset.y_val == k)), "test_positives": int(np.sum(dataset.y_test == k)),
         "plain_rule": {"kept": plain_kept / args.draws},
