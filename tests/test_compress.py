@@ -379,6 +379,7 @@ def test_int8_file_over_budget_gets_its_own_operating_point(compress_run, digits
                             lambda base, cand: {"passed": True, "reasons": []}, log=lambda *a: None, min_val_accuracy=min_val_accuracy)
     q = entries[0]["quantization"]
     val_fn = fn_count(load_runner(tmp_path / entries[0]["path"]).predict(x_val), y_val, 3)
+    assert q["val_promise"]["3"]["fn"] == val_fn  # stated for the shipped file's bytes, not a candidate scored before it
     if min_val_accuracy <= 1:
         assert q["offsets"]["3"] > 0 and q["float_layers"] == [] and q["within_budget_on_val"], q
         assert val_fn <= target and "operating point re-set" in q["note"]

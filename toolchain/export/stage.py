@@ -230,8 +230,17 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     torch_test_pred = predict_logits(model, x_test).argmax(1)
     test_rows = rows_sha256(x_test, y_test)
 
+    last_scored: dict[tuple, np.ndarray] = {}  # the int8 search ends on the file it ships: its validation rows run once
+
+    def val_logits(path: Path) -> np.ndarray:
+        key = tuple(f["sha256"] for f in artifact_sha256(path)["files"])  # the bytes, wherever the file was moved
+        if key not in last_scored:
+            last_scored.clear()
+            last_scored[key] = load_runner(path, threads=settings.threads).predict(x_val)
+        return last_scored[key]
+
     def score(path: Path):
-        logits = load_runner(path, threads=settings.threads).predict(x_val)
+        logits = val_logits(path)
         return (guard.met(logits, {}), {k: fn_count(logits, y_val, k) for k in protected}, protected_log_odds(logits, y_val, protected))
 
     def keeping_float(source, stem: list[str]):
@@ -242,7 +251,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
         """retune for fn_aware_quantize: offsets from the int8 file's validation logits, baked into a
         copy of the float model that the backend quantizes again (a scratch source)."""
         def retune(path: Path, baked: dict[int, float]):
-            logits = load_runner(path, threads=settings.threads).predict(x_val)
+            logits = val_logits(path)
             step = guard.choose(logits)
             # int8 logits sit on a grid; a shift smaller than one step is rounded away when the shifted model is
             # quantized again, so a positive offset gets one grid step on top
@@ -296,7 +305,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             }
             short = ""
             if fallback is not None:
-                val_promise = guard.check(runner.predict(x_val), {})  # the file's own disagreements with the dense model
+                val_promise = guard.check(val_logits(path), {})  # the file's own disagreements with the dense model
                 entry["quantization"] = {"calibration_method": settings.calibration_method, "float_layers": fallback.float_layers,
                                          "float_input_layers": stem, "offsets": {str(k): v for k, v in fallback.offsets.items()},
                                          "val_protected_fn": {str(k): v for k, v in fallback.fn.items()},
