@@ -47,6 +47,15 @@ def describe(exc: BaseException, limit: int = 200) -> str:
     return one_line(f"{name}: {text[:limit]}" if text else name)
 
 
+def import_failed(exc: ImportError, module: str, package: str, install: str) -> "UserError":
+    """An ImportError of ``module`` in a user's words: not installed (how to install ``package``), or installed but failing
+    to import (a broken install, a shared library that cannot be loaded, no memory left to map it): the reason, which
+    "not installed" would hide while the package is right there."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == module:
+        return UserError(f"{package} is not installed: {install}")
+    return UserError(f"{package} is installed but does not import here ({describe(exc)}): reinstall it ({install})")
+
+
 class UserError(Exception):
     """Bad input or usage. The message is one plain line: what is wrong and how to fix it.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import InputCountError, UserError
+from toolchain.errors import InputCountError, UserError, import_failed
 from toolchain.runtimes.base import (
     MAX_TENSOR_BYTES,
     Runner,
@@ -60,8 +60,8 @@ def interpreter_class() -> tuple[type, str]:
         from ai_edge_litert.interpreter import Interpreter
 
         return Interpreter, f"ai-edge-litert {metadata.version('ai-edge-litert')}"
-    except ImportError:
-        pass
+    except ImportError as e:
+        first = e  # said at the end if nothing else imports: "not installed" would hide an install that fails to load
     try:
         from tflite_runtime.interpreter import Interpreter
 
@@ -73,9 +73,7 @@ def interpreter_class() -> tuple[type, str]:
 
         return tf.lite.Interpreter, f"tensorflow {tf.__version__}"
     except ImportError:
-        raise UserError(
-            "no LiteRT interpreter installed: pip install ai-edge-litert (or tflite-runtime on numpy<2)"
-        ) from None
+        raise import_failed(first, "ai_edge_litert", "ai-edge-litert", "pip install ai-edge-litert, or tflite-runtime on numpy<2") from None
 
 
 _STDERR_LOCK = threading.Lock()
