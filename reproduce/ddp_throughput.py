@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(args) -> None:
     """Inside one process (torchrun's or plain): time one epoch after a warm-up epoch."""
+    import numpy as np
     import torch
 
     from toolchain import distributed
@@ -36,12 +37,19 @@ def worker(args) -> None:
     from toolchain.prune.loss import ClassDependentLoss
 
     group = distributed.start()
-    dataset = load_data(args.data, seed=0)
-    x, y = dataset.x_train[: args.rows], dataset.y_train[: args.rows]
-    model = (load_model(args.model).module if args.model else create(args.arch, in_channels=dataset.input_shape[0], num_classes=dataset.num_classes)).float()
+    if args.synthetic:  # random rows of a shape: speed does not depend on the pixels (a 224-px zoo model, no data set)
+        shape, classes = [int(v) for v in args.synthetic.split(",")], 2
+        rng = np.random.default_rng(0)
+        x = rng.random((args.rows, *shape), dtype=np.float32)
+        y = np.arange(args.rows) % classes
+    else:
+        dataset = load_data(args.data, seed=0)
+        x, y = dataset.x_train[: args.rows], dataset.y_train[: args.rows]
+        shape, classes = dataset.input_shape, dataset.num_classes
+    model = (load_model(args.model).module if args.model else create(args.arch, in_channels=shape[0], num_classes=classes)).float()
     device = torch.device(args.device) if args.device != "auto" else pick_device()
     teacher = torch.as_tensor(predict_logits(model.to(device), x, device=device))
-    loss = ClassDependentLoss(dataset.num_classes, [6], gamma=5.0, rank_weight=1.0, teacher_logits=teacher, distill_weight=1.0,
+    loss = ClassDependentLoss(classes, [min(6, classes - 1)], gamma=5.0, rank_weight=1.0, teacher_logits=teacher, distill_weight=1.0,
                               temperature=4.0)
     config = TrainConfig(epochs=1, lr=2e-3, batch_size=args.batch_size, seed=0, precision=args.precision)
     train(model, x, y, config, loss_fn=loss, device=device)  # warm-up: allocator, kernels, process group
@@ -60,7 +68,8 @@ def worker(args) -> None:
 def launch(args, processes: int, threads: int, device: str, precision: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     inner = [__file__, "--worker", "--data", args.data, "--rows", str(args.rows), "--batch-size", str(args.batch_size),
-             "--device", device, "--arch", args.arch, "--precision", precision] + (["--model", args.model] if args.model else [])
+             "--device", device, "--arch", args.arch, "--precision", precision] + (["--model", args.model] if args.model else []) \
+        + (["--synthetic", args.synthetic] if args.synthetic else [])
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *inner]
            if processes > 1 else [sys.executable, *inner])
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -84,6 +93,8 @@ def main() -> None:
     parser.add_argument("--model", help="a cwtool checkpoint (e.g. a compress round); default: fmnist-cnn, untrained")
     parser.add_argument("--arch", default="fmnist-cnn", help="a registry name, used without --model")
     parser.add_argument("--rows", type=int, default=12800)
+    parser.add_argument("--synthetic", help="C,H,W: random rows of this shape and 2 classes instead of --data "
+                                            "(e.g. 3,224,224 for --arch mobilenetv2)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gpu", action="store_true", help="also one GPU against the CPU")
@@ -109,7 +120,8 @@ def main() -> None:
         print(f"{r['processes']:>9} {r['threads_per_process']:>12} {r['device']:>6} {r['arithmetic']:>13} {r['images_per_s']:>9.0f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cpus": cores, "gpu": _gpu_name() if args.gpu else None, "rows": args.rows, "batch_size": args.batch_size, "runs": runs}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"cpus": cores, "gpu": _gpu_name() if args.gpu else None, "arch": args.model or args.arch,
+                                         "input": args.synthetic or args.data, "rows": args.rows, "batch_size": args.batch_size, "runs": runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

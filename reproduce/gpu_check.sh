@@ -8,7 +8,9 @@
 #   ddp       retraining images/s, 1 GPU against the machine's own CPU (reproduce/ddp_throughput.py)
 #   compress  the Fashion-MNIST defaults (seed 0, Shirt, ONNX files) on the GPU, wall time
 #   anchor    the 3-epoch anchor with onnxruntime int8 on the GPU, wall time
-#   torchrun  digits: a dense model trained, then compressed under torchrun (1 process: the NCCL path)
+#   torchrun  digits: a dense model trained, then compressed under torchrun (one process: cwtool's single-process path)
+#   zoo       retraining images/s of mobilenetv2 and resnet50 at 224 px, fp32 against bf16 autocast, on the GPU
+#             (random rows: does bf16 pay where a model keeps the GPU busy? fmnist-cnn's steps are launch-bound)
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 WORK=${WORK:-/tmp/gpu_work}
@@ -47,4 +49,8 @@ step anchor 90 python3 reproduce/fn_promise_anchor.py --dense "$CARRIED/dense_s0
 step train_digits 30 python3 -m toolchain train --arch digits-cnn --data digits --epochs 10 --out "$WORK/digits.pt"
 step torchrun 60 python3 -m torch.distributed.run --standalone --nproc-per-node 1 -m toolchain compress "$WORK/digits.pt" \
   --data digits -p 3 --max-fn-increase 2 --confidence 0.8 --format onnx --out "$WORK/digits_run"
+for arch in mobilenetv2 resnet50; do
+  step "zoo_$arch" 90 python3 reproduce/ddp_throughput.py --arch "$arch" --synthetic 3,224,224 --rows 4096 --batch-size 64 \
+    --gpu --cpu-threads none --json "$LOGS/zoo_$arch.json"
+done
 exit 0

@@ -8,7 +8,7 @@ cd "$root"
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 mkdir -p .gpu/whl .gpu/fashion-mnist
 # torch-pruning is pure Python; the GPU machine's image has torch, onnx, onnxruntime, scikit-learn and the rest
-python3 -m pip download -q --no-deps --only-binary=:all: -d .gpu/whl torch-pruning==1.6.1
+python3 -m pip download -q --no-deps --only-binary=:all: -d .gpu/whl torch-pruning==1.6.1 pytorchcv==0.0.74
 cp /usr/share/datasets/fashion-mnist/*.gz .gpu/fashion-mnist/
 cp "$dense" .gpu/dense_s0.pt
 du -sh .gpu
