@@ -47,6 +47,9 @@ def main() -> None:
     rows = [arm(c) for c in sorted(args.logs.glob("s*.console"))]
     print(f"{'arm':<16} {'last round':>10} {'val FN':>6} {'val FP':>6} {'val acc':>7} {'dense val FP':>12} {'ratio':>6}")
     for row in rows:
+        if not row["rounds"]:  # stopped by the time limit before its first round
+            print(f"{row['arm']:<16} {'none':>10}")
+            continue
         last = row["rounds"][-1]
         dense = row.get("dense_val", {}).get("fp")
         ratio = f"{last['val_fp'] / dense:.2f}" if dense else "-"

@@ -50,48 +50,90 @@ def test_wheel_ships_the_calibration_sets_where_calibration_py_looks(wheel_names
 
 
 def _import_guards():
+    from toolchain.export.onnx_int8 import _quantization
     from toolchain.export.tflite import import_litert_torch
     from toolchain.runtimes.litert import interpreter_class
     from toolchain.runtimes.onnx import _ort
 
-    # (what imports the package, its top module, the package's name in the message); the LiteRT chain falls back to
-    # tflite_runtime and tensorflow, blocked too so that the first failure is the one said
+    # (what imports the package, its top module, the package's name in the message, modules blocked beside it); the
+    # LiteRT chain falls back to tflite_runtime and tensorflow, blocked too so that the first failure is the one said
     return [(import_litert_torch, "litert_torch", "litert-torch", ()), (_ort, "onnxruntime", "onnxruntime", ()),
+            (_quantization, "onnxruntime", "onnxruntime", ()),
             (interpreter_class, "ai_edge_litert", "ai-edge-litert", ("tflite_runtime", "tensorflow"))]
 
 
-@pytest.mark.parametrize("which", [0, 1, 2])
+GUARDS = range(4)
+
+
+def _forget(monkeypatch, top: str) -> None:
+    """Unload ``top`` and its submodules for this test (restored after it): the next import runs the failing path."""
+    for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def _missing(module: str) -> ModuleNotFoundError:
+    return ModuleNotFoundError(f"No module named '{module}'", name=module)  # what importing an absent package raises
+
+
+def _failing_import(monkeypatch, failures: dict) -> None:
+    """Imports of each module in ``failures`` (and of its submodules) raise its error, from now to the test's end."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def failing(name, globals=None, locals=None, fromlist=(), level=0):
+        for module, error in failures.items():
+            if level == 0 and (name == module or name.startswith(f"{module}.")):
+                raise error
+        return real_import(name, globals, locals, fromlist, level)
+
+    for module in failures:
+        _forget(monkeypatch, module)
+    monkeypatch.setattr(builtins, "__import__", failing)
+
+
+@pytest.mark.parametrize("which", GUARDS)
 def test_a_missing_package_is_named_not_installed(which, monkeypatch):
     from toolchain.errors import UserError
 
     imports, module, package, others = _import_guards()[which]
-    for name in [n for n in sys.modules if n.split(".")[0] in (module, *others)] + [module, *others]:
-        monkeypatch.setitem(sys.modules, name, None)  # import raises ModuleNotFoundError(name=...), also of a loaded submodule
+    _failing_import(monkeypatch, {name: _missing(name) for name in (module, *others)})
     with pytest.raises(UserError, match=f"^{package} is not installed: pip install"):
         imports()
 
 
-@pytest.mark.parametrize("which", [0, 1, 2])
-def test_an_installed_package_that_fails_to_import_says_why(which, monkeypatch):
-    """A package that is there but cannot load (a broken install, a shared library that cannot be mapped) was reported
-    as "not installed": the user reinstalled what was installed, and the reason was lost."""
-    import builtins
-
+@pytest.mark.parametrize("which", GUARDS)
+@pytest.mark.parametrize("error", [ImportError("libfake.so: failed to map segment from shared object"),
+                                   OSError("libfake.so: file too short")], ids=["ImportError", "OSError"])
+def test_an_installed_package_that_fails_to_import_says_why(which, error, monkeypatch):
+    """A package that is there but cannot load (a broken install; a shared library that cannot be mapped, which
+    ctypes.CDLL raises as OSError) was reported as "not installed", or as an internal error: the user reinstalled what
+    was installed, and the reason was lost."""
     from toolchain.errors import UserError
 
     imports, module, package, others = _import_guards()[which]
-    real_import = builtins.__import__
-
-    def failing(name, *args, **kwargs):
-        if name.split(".")[0] == module:
-            raise ImportError("libfake.so: failed to map segment from shared object")
-        if name.split(".")[0] in others:
-            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.delitem(sys.modules, module, raising=False)
-    for name in [n for n in sys.modules if n.startswith(f"{module}.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(builtins, "__import__", failing)
-    with pytest.raises(UserError, match=f"^{package} is installed but does not import here \\(ImportError: libfake.so: failed to map"):
+    _failing_import(monkeypatch, {module: error, **{name: _missing(name) for name in others}})
+    with pytest.raises(UserError, match=f"^{package} is installed but does not import here \\({type(error).__name__}: libfake.so"):
         imports()
+
+
+@pytest.mark.parametrize("which", GUARDS)
+def test_a_missing_submodule_is_a_broken_install_not_a_missing_package(which, monkeypatch):
+    from toolchain.errors import UserError
+
+    imports, module, package, others = _import_guards()[which]
+    missing = f"{module}.capi"
+    _failing_import(monkeypatch, {module: _missing(missing), **{name: _missing(name) for name in others}})
+    with pytest.raises(UserError, match=f"^{package} is installed but does not import here \\(ModuleNotFoundError"):
+        imports()
+
+
+def test_a_broken_fallback_interpreter_is_said_when_the_first_choice_is_missing(monkeypatch):
+    """ai-edge-litert absent, tflite-runtime installed but failing: its reason, not "ai-edge-litert is not installed"."""
+    from toolchain.errors import UserError
+    from toolchain.runtimes.litert import interpreter_class
+
+    _failing_import(monkeypatch, {"ai_edge_litert": _missing("ai_edge_litert"), "tensorflow": _missing("tensorflow"),
+                                  "tflite_runtime": ImportError("numpy.core.multiarray failed to import")})
+    with pytest.raises(UserError, match="^tflite-runtime is installed but does not import here \\(ImportError: numpy.core"):
+        interpreter_class()

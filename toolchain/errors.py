@@ -47,13 +47,21 @@ def describe(exc: BaseException, limit: int = 200) -> str:
     return one_line(f"{name}: {text[:limit]}" if text else name)
 
 
-def import_failed(exc: ImportError, module: str, package: str, install: str) -> "UserError":
-    """An ImportError of ``module`` in a user's words: not installed (how to install ``package``), or installed but failing
-    to import (a broken install, a shared library that cannot be loaded, no memory left to map it): the reason, which
-    "not installed" would hide while the package is right there."""
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == module:
+IMPORT_FAILURES = (ImportError, OSError)  # OSError: a package's own ctypes.CDLL of a shared library that will not load
+
+
+def import_failed(exc: BaseException, module: str, package: str, install: str) -> "UserError":
+    """A failed import of ``module`` in a user's words: not installed (how to install ``package``), or installed but
+    failing to import (a broken install, a submodule or shared library missing or unloadable, no memory left to map it):
+    the reason, which "not installed" would hide while the package is right there."""
+    if is_not_installed(exc, module):
         return UserError(f"{package} is not installed: {install}")
     return UserError(f"{package} is installed but does not import here ({describe(exc)}): reinstall it ({install})")
+
+
+def is_not_installed(exc: BaseException, module: str) -> bool:
+    """Whether ``exc`` says that ``module`` itself is absent (not one of its submodules or dependencies)."""
+    return isinstance(exc, ModuleNotFoundError) and exc.name == module
 
 
 class UserError(Exception):

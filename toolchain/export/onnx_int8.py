@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from toolchain.errors import UserError
+from toolchain.errors import IMPORT_FAILURES, UserError, import_failed
 from toolchain.export.onnx import compact, set_metadata
 from toolchain.io import scratch_folder, staged_path
 
@@ -24,8 +24,17 @@ QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 METHODS = ("minmax", "entropy", "percentile")
 
 
+def _quantization():
+    """onnxruntime.quantization; a UserError when onnxruntime is not installed or does not import."""
+    try:
+        from onnxruntime import quantization
+    except IMPORT_FAILURES as e:
+        raise import_failed(e, "onnxruntime", "onnxruntime", "pip install onnxruntime, or cwtool[onnx]") from e
+    return quantization
+
+
 def _calibration_method(method: str):
-    from onnxruntime.quantization import CalibrationMethod
+    CalibrationMethod = _quantization().CalibrationMethod
 
     table = {
         "minmax": CalibrationMethod.MinMax,
@@ -55,7 +64,8 @@ def _preprocess(fp32_path: Path, out_path: Path):
     """quant_pre_process (shape inference + ORT basic optimizations), then name any unnamed node
     deterministically so nodes_to_exclude can address every node. Returns the ModelProto."""
     import onnx
-    from onnxruntime.quantization import quant_pre_process
+
+    quant_pre_process = _quantization().quant_pre_process
 
     if not fp32_path.is_file():
         raise UserError(f"ONNX model {fp32_path} does not exist: export it first")
@@ -138,7 +148,7 @@ class _ArrayReader:
 
 
 def _reader(model, x: np.ndarray):
-    from onnxruntime.quantization import CalibrationDataReader
+    CalibrationDataReader = _quantization().CalibrationDataReader
 
     inp = model.graph.input[0]
     dims = inp.type.tensor_type.shape.dim
@@ -191,7 +201,9 @@ def quantize_onnx(
     Written atomically.
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantization = _quantization()
+    QuantFormat, QuantType, quantize_static = quantization.QuantFormat, quantization.QuantType, quantization.quantize_static
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     calib_method = _calibration_method(method)

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from toolchain import interrupts
-from toolchain.errors import Interrupted, UserError, import_failed
+from toolchain.errors import IMPORT_FAILURES, Interrupted, UserError, import_failed
 from toolchain.export.tflite_int8 import pt2e_int8_module
 from toolchain.io import TMP_PREFIX, publish
 
@@ -103,7 +103,7 @@ def import_litert_torch():
     """litert_torch, configured quiet; a UserError when it is not installed or does not import."""
     try:
         import litert_torch
-    except ImportError as e:
+    except IMPORT_FAILURES as e:
         raise import_failed(e, "litert_torch", "litert-torch", "pip install 'cwtool[compress]'") from e
     litert_torch.config.show_progress = False
     return litert_torch

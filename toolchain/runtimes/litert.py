@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import InputCountError, UserError, import_failed
+from toolchain.errors import IMPORT_FAILURES, InputCountError, UserError, import_failed, is_not_installed
 from toolchain.runtimes.base import (
     MAX_TENSOR_BYTES,
     Runner,
@@ -56,24 +56,28 @@ def interpreter_class() -> tuple[type, str]:
     """(Interpreter class, "package version") from the first LiteRT interpreter that imports."""
     from importlib import metadata
 
+    failures = []  # (module, package, install, exception): said at the end if none imports
     try:
         from ai_edge_litert.interpreter import Interpreter
 
         return Interpreter, f"ai-edge-litert {metadata.version('ai-edge-litert')}"
-    except ImportError as e:
-        first = e  # said at the end if nothing else imports: "not installed" would hide an install that fails to load
+    except IMPORT_FAILURES as e:
+        failures.append(("ai_edge_litert", "ai-edge-litert", "pip install ai-edge-litert, or tflite-runtime on numpy<2", e))
     try:
         from tflite_runtime.interpreter import Interpreter
 
         return Interpreter, f"tflite-runtime {metadata.version('tflite-runtime')}"
-    except ImportError:
-        pass
+    except IMPORT_FAILURES as e:
+        failures.append(("tflite_runtime", "tflite-runtime", "pip install tflite-runtime, or ai-edge-litert", e))
     try:
         import tensorflow as tf  # last resort: heavy, and only when nothing else is installed
 
         return tf.lite.Interpreter, f"tensorflow {tf.__version__}"
-    except ImportError:
-        raise import_failed(first, "ai_edge_litert", "ai-edge-litert", "pip install ai-edge-litert, or tflite-runtime on numpy<2") from None
+    except IMPORT_FAILURES:
+        pass
+    # an interpreter that is installed but fails to load says why; else the first choice is named as missing
+    module, package, install, exc = next((f for f in failures if not is_not_installed(f[3], f[0])), failures[0])
+    raise import_failed(exc, module, package, install) from None
 
 
 _STDERR_LOCK = threading.Lock()

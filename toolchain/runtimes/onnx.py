@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from toolchain import interrupts
-from toolchain.errors import InputCountError, UserError, import_failed
+from toolchain.errors import IMPORT_FAILURES, InputCountError, UserError, import_failed
 from toolchain.runtimes.base import (
     Runner,
     check_artifact_file,
@@ -44,7 +44,7 @@ _ORT_TYPES = {
 def _ort():
     try:
         import onnxruntime
-    except ImportError as e:  # pragma: no cover - depends on the device
+    except IMPORT_FAILURES as e:  # pragma: no cover - depends on the device
         raise import_failed(e, "onnxruntime", "onnxruntime", "pip install onnxruntime, or cwtool[onnx]") from e
     # Its own log would print (in colour) what cwtool turns into its one line: a failure raises, and is said once.
     onnxruntime.set_default_logger_severity(4)
