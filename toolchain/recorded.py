@@ -106,9 +106,7 @@ def recorded_resizing(runners) -> tuple[int | None, tuple[int, int] | None] | No
     (s, (h, w)) for the shorter side resized to s and center-cropped to h x w, (None, (h, w)) for a resize to h x w --
     or None (not recorded alike by all, none recorded, not made from image files, or values those flags would refuse)."""
     found = set()
-    for recorded in _image_records(runners) or [None]:
-        if recorded is None:
-            return None
+    for recorded in _image_records(runners) or []:  # none, or not all of image files: nothing found, None
         resize, crop = recorded.get("resize"), recorded.get("crop")
         sides = [v for v in (resize or []) + (crop or []) if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65_536]
         if not (isinstance(resize, list) and isinstance(crop, list) and len(sides) == len(resize) + len(crop)):
@@ -128,9 +126,7 @@ def recorded_normalization(runners):
     from toolchain.data.options import parse_normalize
 
     found = set()
-    for recorded in _image_records(runners) or [None]:
-        if recorded is None:
-            return None
+    for recorded in _image_records(runners) or []:  # none, or not all of image files: nothing found, None
         mean, std = recorded.get("mean"), recorded.get("std")
         if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) <= 4
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean + std)):
