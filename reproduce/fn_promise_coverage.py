@@ -77,8 +77,8 @@ def main() -> None:
         plain_test = apply_offsets(ticket_logits[t], plain)
         plain_kept += fn_count(plain_test, y[t], k) <= limit
         plain_fp = int(np.sum((y[t] != k) & (plain_test.argmax(1) == k)))
+        n_new = {k: int(np.sum(y[t] == k))} if args.n_new == "test" else None  # the promise is about this draw's test part
         for (rule, c), cell in cells.items():
-            n_new = {k: int(np.sum(y[t] == k))} if args.n_new == "test" else None
             guard = PromiseGuard(y[v], dense_pred[v], [k], budget=budget, confidence=c, edge_counts_against=rules[rule], n_new=n_new)
             offsets = guard.choose(ticket_logits[v])
             if not guard.met(ticket_logits[v], offsets):  # compress would exit 1 and ship nothing: not a draw of the promise

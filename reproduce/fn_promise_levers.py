@@ -17,8 +17,17 @@ import json
 from pathlib import Path
 
 
+def report_path(run: Path) -> Path:
+    """A run directory's report.json, or ``run`` itself where it is a report copied out (``NAME.report.json``)."""
+    return run if run.suffix == ".json" else run / "report.json"
+
+
+def report_of(run: Path) -> dict:
+    return json.loads(report_path(run).read_text())
+
+
 def shipped_on_validation(run: Path) -> dict:
-    report = json.loads((run / "report.json").read_text())
+    report = report_of(run)
     promise = report["promise"]
     (k, guard), = promise["classes"].items()
     stage = [s for s in report["stages"] if s["stage"] in ("prune_round", "final_finetune") and s.get("round") == promise["round"]][-1]

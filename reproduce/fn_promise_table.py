@@ -15,11 +15,14 @@ import argparse
 import json
 from pathlib import Path
 
+from fn_promise_levers import report_of, report_path
+
 
 def compress_row(run: Path, arm: str, seed: int) -> dict | None:
-    if not (run / "report.json").is_file():
+    """``run``: a run directory, or its report.json copied out (fn_promise_levers.report_of)."""
+    if not report_path(run).is_file():
         return None
-    report = json.loads((run / "report.json").read_text())
+    report = report_of(run)
     (k,) = report["protected"]
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
     base = next(p for p in report["baseline"]["test"]["protected"] if p["class"] == k)

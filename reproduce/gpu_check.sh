@@ -14,13 +14,10 @@
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 WORK=${WORK:-/tmp/gpu_work}
-CARRIED=${CARRIED:-.gpu}
 QUICK=${QUICK:-}  # a dry run's shortened flags for the Fashion-MNIST compress (e.g. "--rate 0.9 --epochs 1"); empty on the GPU
 LOGS=$WORK/logs  # packed into $OUT/results.tgz after every step: a machine's call returns at most 8 files
 mkdir -p "$OUT" "$LOGS"
-export PYTHONUNBUFFERED=1 PYTHONPATH="/tmp/site:$PWD"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$CARRIED"/whl/*.whl || exit 2
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then mkdir -p /usr/share/datasets && cp -r "$CARRIED/fashion-mnist" /usr/share/datasets/; fi
+. "$(dirname "$0")/gpu_env.sh"
 { nvidia-smi -L; nproc; python3 -c 'import torch, onnxruntime, torch_pruning; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-", "ort", onnxruntime.__version__, "tp", torch_pruning.__version__)'; } 2>&1 | tee "$LOGS/machine.txt"
 
 pack() {

@@ -9,13 +9,11 @@
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 WORK=${WORK:-/tmp/gpu_recipes}
-CARRIED=${CARRIED:-.gpu}
 LIMIT=${LIMIT:-440}  # seconds for every arm, the seed-1 dense model's training included
 LOGS=$WORK/logs
 mkdir -p "$OUT" "$LOGS"
-export PYTHONUNBUFFERED=1 PYTHONPATH="/tmp/site:$PWD" OMP_NUM_THREADS=2
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$CARRIED"/whl/*.whl || exit 2
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then mkdir -p /usr/share/datasets && cp -r "$CARRIED/fashion-mnist" /usr/share/datasets/; fi
+. "$(dirname "$0")/gpu_env.sh"
+export OMP_NUM_THREADS=2
 start=$(date +%s)
 
 arm() {  # arm NAME DENSE SEED FLAGS...: one compress, in the background

@@ -11,6 +11,9 @@ import json
 import re
 from pathlib import Path
 
+from fn_promise_levers import report_of, shipped_on_validation
+from fn_promise_table import compress_row
+
 ROUND = re.compile(r"^round (\d+): ([\d,]+) params \(([\d.]+)%\), val accuracy ([\d.]+) at the operating point \(class (\d+): FN (\d+) FP (\d+)")
 
 
@@ -25,17 +28,14 @@ def arm(console: Path) -> dict:
         {"round": int(r), "param_percent": float(pct), "val_accuracy": float(acc), "val_fn": int(fn), "val_fp": int(fp)}
         for r, _, pct, acc, _, fn, fp in rounds]}
     report = console.with_name(f"{name}.report.json")
-    if report.exists():
-        r = json.loads(report.read_text())
-        cls = r["protected"][0]
-        promise = r["promise"]["classes"][str(cls)]
+    if report.exists():  # the shipped point on validation and the test split once, read as the CPU tables read them
+        val, test, r = shipped_on_validation(report), compress_row(report, name, row["seed"]), report_of(report)
         base_val = r["baseline"]["val"]
-        test = next(s for s in r["stages"] if s["stage"] == "shrunk")["test"]
-        pruned_test = {"fn": test["fn_per_class"][cls], "fp": test["fp_per_class"][cls], "accuracy": test["accuracy"]}
-        row.update(finished=True, flags=r["config"], shipped_val={"fn": promise["fn"], "fp": promise["fp"], "confidence": promise["confidence"]},
-                   dense_val={"fn": promise["dense_fn"], "fp": fp_of(base_val["confusion"], cls), "accuracy": base_val["accuracy"]},
-                   dense_test={k: r["baseline"]["protected"][0][k] for k in ("fn", "fp", "auc")} | {"accuracy": r["baseline"]["accuracy"]},
-                   pruned_test=pruned_test, seconds=r["seconds"])
+        row.update(finished=True, flags=val["config"],
+                   shipped_val={"fn": val["fn"], "fp": val["fp"], "confidence": test["val_confidence"]},
+                   dense_val={"fn": val["dense_fn"], "fp": fp_of(base_val["confusion"], r["protected"][0]), "accuracy": base_val["accuracy"]},
+                   dense_test=test["dense"], pruned_test={k: test["shipped"][k] for k in ("fn", "fp", "accuracy")},
+                   seconds=r["seconds"])
     return row
 
 
