@@ -33,7 +33,7 @@ def worker(args) -> None:
     from toolchain.data import load_data
     from toolchain.models.loading import load_model
     from toolchain.models.registry import create
-    from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, train, training_dtype
+    from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, precision_choice, predict_logits, resolved_precision, train
     from toolchain.prune.loss import ClassDependentLoss
 
     group = distributed.start()
@@ -51,7 +51,9 @@ def worker(args) -> None:
     teacher = torch.as_tensor(predict_logits(model.to(device), x, device=device))
     loss = ClassDependentLoss(classes, [min(6, classes - 1)], gamma=5.0, rank_weight=1.0, teacher_logits=teacher, distill_weight=1.0,
                               temperature=4.0)
-    config = TrainConfig(epochs=1, lr=2e-3, batch_size=args.batch_size, seed=0, precision=args.precision)
+    low_precision, why = precision_choice(model, x, args.precision, device, args.batch_size)  # auto on a GPU: timed here, once
+    low_precision = distributed.agreed(low_precision)
+    config = TrainConfig(epochs=1, lr=2e-3, batch_size=args.batch_size, seed=0, precision=resolved_precision(low_precision))
     train(model, x, y, config, loss_fn=loss, device=device)  # warm-up: allocator, kernels, process group
     distributed.barrier()
     t0 = time.perf_counter()
@@ -60,7 +62,7 @@ def worker(args) -> None:
     seconds = time.perf_counter() - t0
     if distributed.is_main():
         print(json.dumps({"processes": group.world if group else 1, "device": device.type, "rows": len(x), "seconds": seconds,
-                          "arithmetic": arithmetic_label(training_dtype(model, x, args.precision, device)),
+                          "precision": args.precision, "arithmetic": arithmetic_label(low_precision), "why": why,
                           "images_per_s": len(x) / seconds, "backend": group.backend if group else None}))
     distributed.stop()
 

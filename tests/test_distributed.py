@@ -101,3 +101,59 @@ def test_under_torchrun_a_bad_input_is_said_once_a_machine(rank, local, line):
     env = {**os.environ, "RANK": rank, "WORLD_SIZE": "4", "LOCAL_RANK": local}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ([line] if line else []), proc.stderr
+
+
+@pytest.fixture
+def torchrun_rank_1_of_2(monkeypatch):
+    """This process as torchrun's second of two on one machine with GPUs (faked: this machine has none); nothing joins."""
+    import torch
+    import torch.distributed as dist
+
+    from toolchain import distributed
+
+    monkeypatch.setattr(distributed, "_group", None)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    joined, gpu = [], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", gpu.append)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: joined.append(backend))
+    return distributed, joined, gpu
+
+
+@pytest.mark.parametrize("gpus, device, backend, own", [(2, "auto", "nccl", 1), (2, "cuda", "nccl", 1), (2, "cpu", "gloo", None)])
+def test_under_torchrun_each_process_trains_on_the_gpu_of_its_local_rank(torchrun_rank_1_of_2, monkeypatch, gpus, device, backend, own):
+    """The second process of two took cuda, i.e. GPU 0 where DistributedDataParallel was told device_ids [0] while
+    torch put its weights on GPU 1 (set_device): the first step would fail. --device cpu on a GPU machine joined NCCL,
+    which cannot carry CPU tensors."""
+    import torch
+
+    from toolchain.models.train import pick_device
+
+    distributed, joined, gpu = torchrun_rank_1_of_2
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    group = distributed.start(device)
+    assert group.backend == backend and joined == [backend]
+    assert gpu == ([1] if own is not None else [])
+    assert pick_device(device) == (torch.device("cuda", 1) if own is not None else torch.device("cpu"))
+
+
+@pytest.mark.parametrize("gpus, device, message", [
+    (1, "auto", "torchrun started 2 processes on this machine, which has 1 GPU(s): each process takes the GPU of its LOCAL_RANK; "
+                "give --nproc-per-node 1 at most, or --device cpu"),
+    (2, "cuda:1", "--device cuda:1 under torchrun: each process takes the GPU of its LOCAL_RANK; give --device auto (or cuda), or cpu")])
+def test_under_torchrun_a_process_without_a_gpu_of_its_own_is_refused(torchrun_rank_1_of_2, monkeypatch, gpus, device, message):
+    """Two processes on one GPU: NCCL stops both with "Duplicate GPU detected", after the data was read; a fixed
+    cuda:N puts every process on one GPU. Both are said before joining, in one line (bad input)."""
+    import torch
+
+    from toolchain.errors import UserError
+
+    distributed, joined, gpu = torchrun_rank_1_of_2
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(UserError) as refused:
+        distributed.start(device)
+    assert str(refused.value) == message
+    assert joined == [] and gpu == []
+    assert not distributed.speaks_for_its_node()  # process 0 of this machine says it; this one leaves in silence

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["Group", "current", "start", "is_main", "speaks_for_its_node", "barrier", "stop"]
+__all__ = ["Group", "current", "start", "device_of_this_process", "is_main", "speaks_for_its_node", "barrier", "agreed", "stop"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,9 @@ def _torchrun_env() -> tuple[int, int, int] | None:
     return (rank, world, local) if world > 1 else None
 
 
-def start() -> Group | None:
-    """Join the process group torchrun set up (once); None when running as one process."""
+def start(device: str = "auto") -> Group | None:
+    """Join the process group torchrun set up (once); None when running as one process. ``device`` is the run's
+    --device: NCCL where it is a GPU (each process takes the GPU of its LOCAL_RANK), gloo on CPU."""
     global _group
     if _group is not None:
         return _group
@@ -49,14 +50,41 @@ def start() -> Group | None:
     import torch
     import torch.distributed as dist
 
+    from toolchain.errors import UserError
+
     rank, world, local = env
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    backend = "nccl" if on_gpu else "gloo"
+    _group = Group(rank, world, local, backend)  # before the checks: a bad input is then said once a machine
+    if on_gpu:
+        if device not in ("auto", "cuda"):
+            raise UserError(f"--device {device} under torchrun: each process takes the GPU of its LOCAL_RANK; "
+                            "give --device auto (or cuda), or cpu")
+        gpus = torch.cuda.device_count()
+        here = _int_env("LOCAL_WORLD_SIZE", local + 1)
+        if max(here, local + 1) > gpus:
+            raise UserError(f"torchrun started {here} processes on this machine, which has {gpus} GPU(s): each process "
+                            f"takes the GPU of its LOCAL_RANK; give --nproc-per-node {gpus} at most, or --device cpu")
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    _group = Group(rank, world, local, backend)
     return _group
+
+
+def _int_env(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def device_of_this_process():
+    """The GPU of this process's LOCAL_RANK under an NCCL group; None otherwise (the run's --device holds)."""
+    if _group is None or _group.backend != "nccl":
+        return None
+    import torch
+
+    return torch.device("cuda", _group.local_rank)
 
 
 def current() -> Group | None:
@@ -79,6 +107,17 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def agreed(value):
+    """Process 0's ``value`` on every process (a choice made from a timing, which each process would make alone)."""
+    if _group is None:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def stop() -> None:

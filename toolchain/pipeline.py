@@ -72,7 +72,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.prune.tickets import promise_kept, promise_section, removed_plan, shipped_size_goal
 
     started = time.perf_counter()
-    group = distributed.start()  # under torchrun: retraining on every process, rank 0 writes and talks
+    group = distributed.start(config.device)  # under torchrun: retraining on every process, rank 0 writes and talks
     console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
     log = RunLog(console)
     # --- inputs: every check before anything is written ---------------------------------------------

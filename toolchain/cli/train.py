@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -44,7 +45,7 @@ def train(
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.config import TRAIN_PRECISIONS
-    from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, predict_logits, seed_everything, train as run_train, training_dtype
+    from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, precision_choice, predict_logits, resolved_precision, seed_everything, train as run_train
     from toolchain.report.consoles import RunLog, log_console, progress_bar
     from toolchain.report.pace import EpochPace
 
@@ -94,7 +95,9 @@ def train(
     filled = {k: v for k, v in kwargs.items() if k not in parse_kwargs(arch_kwargs)}
     if filled:
         log.print(f"--arch '{arch}' built for the data: {', '.join(f'{k} {v}' for k, v in filled.items())} (--arch-kwargs sets them)")
-    log.print(f"training on {torch_device} in {arithmetic_label(training_dtype(model, dataset.x_train, train_precision, torch_device))}")
+    low_precision, why = precision_choice(model, dataset.x_train, train_precision, torch_device, batch_size)
+    config = dataclasses.replace(config, precision=resolved_precision(low_precision))  # one arithmetic: timed once on a GPU
+    log.print(f"training on {torch_device} in {arithmetic_label(low_precision)}" + (f" ({why})" if why else ""))
 
     pace = EpochPace(epochs)
 

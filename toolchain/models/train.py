@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from toolchain.config import MAX_EPOCHS, MAX_LR, TRAIN_PRECISIONS
-from toolchain.models.modes import evaluating
+from toolchain.models.modes import evaluating, in_mode
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
 from toolchain.errors import Interrupted, UserError, describe
@@ -77,26 +77,92 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def training_dtype(model: nn.Module, x, precision: str, device: torch.device) -> torch.dtype | None:
-    """``autocast_dtype``, checked on ``model``: a forward that cannot run under bf16 autocast (``index_add_`` or
-    ``scatter`` of bf16 activations into an fp32 tensor, numpy inside the forward) runs in fp32 under auto;
-    asked for by name, it is a clear error."""
+TIMED_DEVICES = ("cuda",)  # where auto times both arithmetics; CPUs follow the hardware rule (measured on two kinds)
+
+
+def training_dtype(model: nn.Module, x, precision: str, device: torch.device, batch_size: int = 128) -> torch.dtype | None:
+    """``precision_choice``'s dtype."""
+    return precision_choice(model, x, precision, device, batch_size)[0]
+
+
+def precision_choice(model: nn.Module, x, precision: str, device: torch.device, batch_size: int = 128) -> tuple[torch.dtype | None, str]:
+    """``autocast_dtype``, checked on ``model``, and why (a clause for the log, "" when there is nothing to say). A
+    forward that cannot run under bf16 autocast (``index_add_`` or ``scatter`` of bf16 activations into an fp32
+    tensor, numpy inside the forward) runs in fp32 under auto; asked for by name, it is a clear error. On a GPU, auto
+    times a few training steps of ``batch_size`` rows each way and keeps the faster: a small model's steps are bound
+    by kernel launches, which autocast's casts add to, and it trains faster in fp32 there."""
     from toolchain.errors import UserError
 
     dtype = autocast_dtype(precision, device)
     if dtype is None or len(x) == 0:
-        return dtype
+        return dtype, ""
     probe = _probe_rows(x, device)
     try:
         with evaluating(model.to(device)), torch.no_grad(), _autocast(dtype, device):
             model(probe)
-        return dtype
     except Exception as exc:  # noqa: BLE001 - any failure means: this forward is not for bf16
         if precision == "auto":
-            return None
+            return None, "its forward does not run under bf16 autocast"
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UserError(f"--train-precision bf16: the model's forward fails under bf16 autocast ({type(exc).__name__}: {reason}); "
                         "use --train-precision fp32 (or auto, which falls back to it)") from exc
+    if precision != "auto" or device.type not in TIMED_DEVICES:
+        return dtype, ""
+    return faster_of(step_times(model, x, device, batch_size), dtype, min(batch_size, len(x)))
+
+
+def faster_of(ms: dict, dtype: torch.dtype, rows: int) -> tuple[torch.dtype | None, str]:
+    """The arithmetic of the faster step in ``step_times``' ``ms`` (fp32 on a tie: it rounds less), and the timing."""
+    timing = f"a training step of {rows} rows took {ms[dtype]:.2f} ms in bf16 autocast, {ms[None]:.2f} ms in fp32"
+    return (dtype, timing) if ms[dtype] < ms[None] else (None, timing)
+
+
+def step_times(model: nn.Module, x, device: torch.device, batch_size: int, repeats: int = 3, steps: int = 3) -> dict:
+    """Milliseconds of one forward and backward of ``batch_size`` rows, in fp32 (key None) and in bf16 autocast: the
+    best of ``repeats`` interleaved runs of ``steps`` steps each, after a warm-up step each (kernel choice). Nothing the
+    model holds changes: gradients are returned, not stored; batch-norm statistics and the random state are restored."""
+    import time
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = torch.as_tensor(np.asarray(x[np.arange(min(batch_size, len(x)))]), dtype=torch.float32).to(device)
+    moved = not _in_channels_last(model) and _runs_channels_last(model, x, device)  # as train() will run it
+    if moved or _in_channels_last(model):
+        rows = rows.contiguous(memory_format=torch.channels_last)
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    best = {None: math.inf, torch.bfloat16: math.inf}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run(dtype, n: int) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with _autocast(dtype, device):
+                out = model(rows)
+            if params:
+                torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+        sync()
+        return (time.perf_counter() - t0) * 1000 / n
+
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad(), in_mode(model, True):
+            for dtype in best:
+                run(dtype, 1)
+            for _ in range(repeats):
+                for dtype in best:
+                    best[dtype] = min(best[dtype], run(dtype, steps))
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        if moved:
+            model.to(memory_format=torch.contiguous_format)
+    return best
+
+
+def resolved_precision(dtype: torch.dtype | None) -> str:
+    """The --train-precision that reproduces a choice of ``precision_choice``: fixed once a run has made it, so that
+    every round and the teacher's logits use one arithmetic."""
+    return "bf16" if dtype is not None else "fp32"
 
 
 def arithmetic_label(dtype: torch.dtype | None) -> str:
@@ -134,6 +200,11 @@ def pick_device(requested: str = "auto") -> torch.device:
 
     import re
 
+    from toolchain import distributed
+
+    own = distributed.device_of_this_process()
+    if own is not None and requested in ("auto", "cuda"):  # torchrun with NCCL: this process's GPU (distributed.start)
+        return own
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", requested):
@@ -175,12 +246,13 @@ def train(
     model.to(device).train()
     group = distributed.current()
     channels_last = _runs_channels_last(model, x, device)  # before DistributedDataParallel sees the weights
-    low_precision = training_dtype(model, x, config.precision, device)
+    low_precision = training_dtype(model, x, config.precision, device, config.batch_size)
     net = model
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None,
+        gpu = device.index if device.index is not None else torch.cuda.current_device() if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=[gpu] if gpu is not None else None,
                                       find_unused_parameters=_has_unused_parameters(model, x, device))
     share = 1 if group is None else group.world
     generator = torch.Generator().manual_seed(config.seed)

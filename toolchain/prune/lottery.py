@@ -27,7 +27,8 @@ from toolchain.errors import UserError
 from toolchain.gate import class_label
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
-from toolchain.models.train import TrainConfig, arithmetic_label, fp32_hint, pick_device, predict_logits, seed_everything, train, training_dtype
+from toolchain.models.train import (TrainConfig, arithmetic_label, fp32_hint, pick_device, precision_choice, predict_logits, resolved_precision,
+                                    seed_everything, train)
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss
@@ -66,6 +67,7 @@ class LotteryPruner:
         self.unfollowed = dict(keep_whole or {})
         self.dense_val_logits = dense_val_logits
         self.low_precision = None  # the retraining's autocast dtype (None: fp32), known once run() starts
+        self.precision = self.config.train_precision  # auto resolved by run(): one arithmetic for every round and the teacher
         graph = ChannelGraph(self.dense, self.example, self.unfollowed)
         self.dense_sizes = {g.key: g.size for g in graph.groups}
         self.files = RoundFiles(self.run_dir, self.arch, self.arch_kwargs, dataset.input_shape, self.dense_sizes)
@@ -131,12 +133,12 @@ class LotteryPruner:
         if self.dataset.augment is not None:
             return self.dense
         # in the retraining's arithmetic: a target for the student, not a number any decision rests on
-        return torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device, precision=self.config.train_precision))
+        return torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device, precision=self.precision))
 
     def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
         """Retraining settings of a round or of the final fine-tuning; how the train split is read comes with the data."""
         return TrainConfig(epochs=epochs, lr=lr, batch_size=self.config.batch_size, seed=seed, augment=self.dataset.augment,
-                           workers=self.dataset.workers, precision=self.config.train_precision, diverged_hint=DIVERGED_HINT)
+                           workers=self.dataset.workers, precision=self.precision, diverged_hint=DIVERGED_HINT)
 
     def within_budget(self, at_op: dict) -> bool:
         """The promise holds with the asked confidence and accuracy stays within its budget."""
@@ -171,8 +173,12 @@ class LotteryPruner:
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
         self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence)
         self.multipliers = {k: 0.0 for k in self.protected}
-        self.low_precision = training_dtype(self.dense, self.dataset.x_train, cfg.train_precision, self.device)
+        self.low_precision, why = precision_choice(self.dense, self.dataset.x_train, cfg.train_precision, self.device, cfg.batch_size)
+        self.low_precision = distributed.agreed(self.low_precision)  # process 0's timing decides for every process
+        self.precision = resolved_precision(self.low_precision)
         arithmetic = arithmetic_label(self.low_precision)
+        if why:
+            self.log(f"retraining in {arithmetic}: {why}")
         result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets,
                              guard=self.guard, arithmetic=arithmetic)
         teacher = self.teacher() if cfg.distill_weight or cfg.agree_weight else None

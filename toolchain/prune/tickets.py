@@ -42,7 +42,7 @@ class PruneResult:
     final: Ticket | None = None  # the selected ticket after final_epochs more (selected, if it stayed within budget)
     finals: list[Ticket] = field(default_factory=list)  # every final fine-tuning in the order run (final is the last)
     guard: object | None = None  # the PromiseGuard every ticket's operating point met (or not)
-    arithmetic: str = "fp32"  # of the retraining: "bf16 autocast" or "fp32" (toolchain.models.train.training_dtype)
+    arithmetic: str = "fp32"  # of the retraining: "bf16 autocast" or "fp32" (toolchain.models.train.precision_choice)
 
 
 def removed_plan(dense_sizes: dict[str, int], survivors: Survivors) -> dict[str, list[int]]:
