@@ -108,7 +108,11 @@ def precision_choice(model: nn.Module, x, precision: str, device: torch.device, 
                         "use --train-precision fp32 (or auto, which falls back to it)") from exc
     if precision != "auto" or device.type not in TIMED_DEVICES:
         return dtype, ""
-    return faster_of(step_times(model, x, device, batch_size), dtype, min(batch_size, len(x)))
+    try:
+        ms = step_times(model, x, device, batch_size)
+    except Exception:  # noqa: BLE001 - a training step that fails here fails in training, which says why; keep the rule
+        return dtype, ""
+    return faster_of(ms, dtype, min(batch_size, len(x)))
 
 
 def faster_of(ms: dict, dtype: torch.dtype, rows: int) -> tuple[torch.dtype | None, str]:

@@ -110,12 +110,16 @@ class PromiseGuard:
         ends = np.concatenate([[0], np.searchsorted(ns, np.unique(ns), side="right")])
         b = int(dense_hit.sum()) - caught_dense[ends]
         c = ends - caught_dense[ends]
-        if self.edge_counts_against:  # the hardest positive caught at each point (m - 1) counted as missed
-            edge = np.concatenate([[False], dense_hit])[ends]  # m = 0 catches none: no edge
-            has_edge = ends > 0
-            b = b + (has_edge & edge)
-            c = c - (has_edge & ~edge)
+        edge = np.concatenate([[False], dense_hit])[ends]  # the hardest positive caught at each point: m - 1
+        b, c = self._judged(b, c, ends > 0, edge)  # m = 0 catches none: no edge
         return ns, ends, b, c
+
+    def _judged(self, b, c, has_edge, edge_dense_catches):
+        """b and c as the confidence judges them: with ``edge_counts_against``, the hardest positive the candidate catches
+        counts as missed (b + 1 where the dense model catches it, else c - 1). Arrays along a path or single counts."""
+        if not self.edge_counts_against:
+            return b, c
+        return b + (has_edge & edge_dense_catches), c - (has_edge & ~edge_dense_catches)
 
     def _confidence(self, k: int, b: int, c: int, n: int) -> float:
         return promise_confidence(int(b), int(c), n, self._n_new(k), self.budget)
@@ -178,15 +182,12 @@ class PromiseGuard:
         for k in self.protected:
             pos = self.y == k
             b, c = disagreements(self.dense_pred[pos] == k, pred[pos] == k)
-            b_judged, c_judged = b, c
             caught = np.flatnonzero(pred[pos] == k)
-            if self.edge_counts_against and len(caught):  # as along the path (_path): the hardest positive caught, as missed
+            edge_dense_catches = False
+            if len(caught):  # the hardest positive caught; tied: one the dense model catches where there is one (as _path)
                 need = needs(shifted[pos][caught], k)
-                edge = caught[need == need.max()]  # tied: one the dense model catches where there is one, whatever the row order
-                if np.any(self.dense_pred[pos][edge] == k):
-                    b_judged += 1
-                else:
-                    c_judged -= 1
+                edge_dense_catches = bool(np.any(self.dense_pred[pos][caught[need == need.max()]] == k))
+            b_judged, c_judged = self._judged(b, c, np.bool_(len(caught) > 0), np.bool_(edge_dense_catches))
             n = int(pos.sum())
             out[k] = {"n": n, "n_new": self._n_new(k), "fn": int(np.sum(pred[pos] != k)), "dense_fn": int(np.sum(self.dense_pred[pos] != k)),
                       "b": b, "c": c, "confidence": self._confidence(k, b_judged, c_judged, n)}
