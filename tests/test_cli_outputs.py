@@ -300,3 +300,22 @@ def test_a_closed_pipe_is_no_error_of_the_users_model():
     cli.stdout.close()
     err = cli.stderr.read().decode()
     assert cli.wait(timeout=60) in (0, 1) and "cwtool: error" not in err, err
+
+
+@pytest.mark.parametrize("threads, passed_on", [("", False), ("two", False), ("0", False), ("1", True), ("4,2", True)])
+def test_an_openmp_thread_count_openmp_cannot_read_adds_no_line_to_a_bad_input(trained_digits, tmp_path, monkeypatch, threads, passed_on):
+    """``export OMP_NUM_THREADS=`` in a script: OpenMP (loaded with torch) ignored it but printed "libgomp: Invalid value
+    for environment variable OMP_NUM_THREADS" twice before cwtool's one line. A value it reads reaches torch unchanged."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    bad = subprocess.run([sys.executable, "-m", "toolchain", "compress", str(trained_digits[0]), "--data", "digits", "-p", "99",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["cwtool: error: --protect-class 99 is outside the model's outputs (classes 0..9)"]
+    from toolchain.cli import _unreadable_thread_count_unset
+
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)  # the suite's own setting comes back after
+    _unreadable_thread_count_unset()
+    assert os.environ.get("OMP_NUM_THREADS") == (threads if passed_on else None)

@@ -144,6 +144,18 @@ def _unreadable_columns_unset() -> None:
         del os.environ["COLUMNS"]
 
 
+def _unreadable_thread_count_unset() -> None:
+    """OMP_NUM_THREADS set to nothing (``export OMP_NUM_THREADS=`` in a script) or to what OpenMP cannot read is taken out
+    of the environment before torch loads OpenMP, which ignores it anyway but says so on stderr first: a second line
+    beside a bad input's one. A list of thread counts per nesting level ("4,2") is OpenMP's own and stays."""
+    import os
+    import re
+
+    value = os.environ.get("OMP_NUM_THREADS")
+    if value is not None and not re.fullmatch(r"\s*[1-9]\d*(\s*,\s*[1-9]\d*)*\s*", value):
+        del os.environ["OMP_NUM_THREADS"]
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     import signal
 
@@ -156,6 +168,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         except (AttributeError, ValueError, OSError):
             pass
     _unreadable_columns_unset()
+    _unreadable_thread_count_unset()
     watcher = Watcher(_interrupted_line)
     _state["watcher"] = watcher
     _state["ended"] = False
