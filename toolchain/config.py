@@ -69,8 +69,8 @@ class PruneConfig:
                                        "the importance (from round 2; 0: off).")
     seed: int = _f(0, RUN, "Seed of training, pruning and the data split.", min=0, max=2**31 - 1)
     device: str = _f("auto", RUN, "auto (CUDA when present), cpu or cuda[:N].")
-    train_precision: str = _f("auto", RUN, "Retraining arithmetic: auto (bf16 autocast where the GPU or CPU runs bf16 in hardware, "
-                                "else fp32), fp32 or bf16. Evaluation, operating points and export are fp32 always.")
+    train_precision: str = _f("auto", RUN, "Retraining arithmetic: auto (bf16 autocast where the CPU runs bf16 in hardware; on a GPU, "
+                                "the faster of the two, timed), fp32 or bf16. Evaluation, operating points and export are fp32 always.")
 
     def __post_init__(self):
         for name, value in asdict(self).items():

@@ -24,8 +24,8 @@ def train(
     batch_size: int = typer.Option(128, help="Batch size."),
     seed: int = seed_option("Seed of training and of the data split."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda[:N]."),
-    train_precision: str = typer.Option("auto", help="Training arithmetic: auto (bf16 autocast where the GPU or CPU runs bf16 in "
-                                        "hardware, else fp32), fp32 or bf16."),
+    train_precision: str = typer.Option("auto", help="Training arithmetic: auto (bf16 autocast where the CPU runs bf16 in "
+                                        "hardware; on a GPU, the faster of the two, timed), fp32 or bf16."),
     label_column: Optional[str] = LabelColumnOpt,
     class_names: Optional[str] = ClassNamesOpt,
     image_size: Optional[str] = ImageSizeOpt,
