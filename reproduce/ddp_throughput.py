@@ -36,7 +36,7 @@ def worker(args) -> None:
     from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, precision_choice, predict_logits, resolved_precision, train
     from toolchain.prune.loss import ClassDependentLoss
 
-    group = distributed.start()
+    group = distributed.start(args.device)  # --device cpu on a GPU machine: gloo
     if args.synthetic:  # random rows of a shape: speed does not depend on the pixels (a 224-px zoo model, no data set)
         shape, classes = [int(v) for v in args.synthetic.split(",")], 2
         rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@
 #   train_digits  a dense digits model, for the steps below
 #   torchrun   digits compressed under torchrun, one process: cwtool's single-process path
 #   nccl_one   the same through DistributedDataParallel over NCCL, a one-process group (reproduce/nccl_one_rank.py)
-#   two_gpu    torchrun with 2 processes on a 1-GPU machine: refused in one line, exit 2
+#   two_gpu    torchrun with 2 processes on a 1-GPU machine: refused in one line (each process exits 2, torchrun 1)
 #   two_cpu    torchrun with 2 processes and --device cpu on the GPU machine: gloo, not NCCL
 set -u
 OUT=${OUT:-/tmp/gpu_out}

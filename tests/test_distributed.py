@@ -142,7 +142,8 @@ def test_under_torchrun_each_process_trains_on_the_gpu_of_its_local_rank(torchru
 @pytest.mark.parametrize("gpus, device, message", [
     (1, "auto", "torchrun started 2 processes on this machine, which has 1 GPU(s): each process takes the GPU of its LOCAL_RANK; "
                 "give --nproc-per-node 1 at most, or --device cpu"),
-    (2, "cuda:1", "--device cuda:1 under torchrun: each process takes the GPU of its LOCAL_RANK; give --device auto (or cuda), or cpu")])
+    (2, "cuda:1", "--device cuda:1 under torchrun: each process takes the GPU of its LOCAL_RANK; give --device auto (or cuda), or cpu"),
+    (2, "cudaX", "--device 'cudaX' is not one cwtool runs on: use auto, cpu or cuda[:N]")])
 def test_under_torchrun_a_process_without_a_gpu_of_its_own_is_refused(torchrun_rank_1_of_2, monkeypatch, gpus, device, message):
     """Two processes on one GPU: NCCL stops both with "Duplicate GPU detected", after the data was read; a fixed
     cuda:N puts every process on one GPU. Both are said before joining, in one line (bad input)."""
@@ -157,3 +158,5 @@ def test_under_torchrun_a_process_without_a_gpu_of_its_own_is_refused(torchrun_r
     assert str(refused.value) == message
     assert joined == [] and gpu == []
     assert not distributed.speaks_for_its_node()  # process 0 of this machine says it; this one leaves in silence
+    with pytest.raises(UserError):  # asked again (a caller that caught it), it is refused again: nothing was joined
+        distributed.start(device)

@@ -42,15 +42,17 @@ def start(device: str = "auto") -> Group | None:
     """Join the process group torchrun set up (once); None when running as one process. ``device`` is the run's
     --device: NCCL where it is a GPU (each process takes the GPU of its LOCAL_RANK), gloo on CPU."""
     global _group
-    if _group is not None:
+    import torch.distributed as dist
+
+    if _group is not None and dist.is_initialized():
         return _group
     env = _torchrun_env()
     if env is None:
         return None
     import torch
-    import torch.distributed as dist
 
     from toolchain.errors import UserError
+    from toolchain.models.train import pick_device
 
     rank, world, local = env
     on_gpu = device != "cpu" and torch.cuda.is_available()
@@ -58,6 +60,7 @@ def start(device: str = "auto") -> Group | None:
     _group = Group(rank, world, local, backend)  # before the checks: a bad input is then said once a machine
     if on_gpu:
         if device not in ("auto", "cuda"):
+            pick_device(device)  # a value cwtool does not run on is said as such
             raise UserError(f"--device {device} under torchrun: each process takes the GPU of its LOCAL_RANK; "
                             "give --device auto (or cuda), or cpu")
         gpus = torch.cuda.device_count()

@@ -262,7 +262,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "class_names": class_names,
             "data": {**dataset.describe(), "test_rows_sha256": test_rows, "notes": input_notes},
             "config": config.to_dict(),
-            "training": {"device": str(pruner.device), "arithmetic": result.arithmetic},  # auto: the machine decided
+            "training": {"device": str(pruner.device), "arithmetic": result.arithmetic,  # auto: the machine decided
+                         **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {})},  # a GPU: how
             "promise": promise,
             "size_goal": size_goal,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],

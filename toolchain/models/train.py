@@ -80,6 +80,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 TIMED_DEVICES = ("cuda",)  # where auto times both arithmetics; CPUs follow the hardware rule (measured on two kinds)
 
 
+def is_timed(precision: str, device: torch.device) -> bool:
+    """Whether auto chooses the arithmetic by timing it here (a GPU), not by the hardware's rule."""
+    return precision == "auto" and device.type in TIMED_DEVICES
+
+
 def training_dtype(model: nn.Module, x, precision: str, device: torch.device, batch_size: int = 128) -> torch.dtype | None:
     """``precision_choice``'s dtype."""
     return precision_choice(model, x, precision, device, batch_size)[0]
@@ -106,25 +111,32 @@ def precision_choice(model: nn.Module, x, precision: str, device: torch.device, 
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UserError(f"--train-precision bf16: the model's forward fails under bf16 autocast ({type(exc).__name__}: {reason}); "
                         "use --train-precision fp32 (or auto, which falls back to it)") from exc
-    if precision != "auto" or device.type not in TIMED_DEVICES:
+    rows = min(batch_size, len(x))
+    if not is_timed(precision, device) or rows < 2:  # one row: batch norm cannot train on it
         return dtype, ""
-    try:
-        ms = step_times(model, x, device, batch_size)
-    except Exception:  # noqa: BLE001 - a training step that fails here fails in training, which says why; keep the rule
+    ms = step_times(model, x, device, rows)
+    if not math.isfinite(ms[None]):  # a training step that fails in fp32 fails in training too, which says why
         return dtype, ""
-    return faster_of(ms, dtype, min(batch_size, len(x)))
+    if not math.isfinite(ms[dtype]):
+        return None, "its training step does not run under bf16 autocast"
+    return faster_of(ms, dtype, rows)
+
+
+BF16_GAIN = 0.95  # bf16 autocast rounds more than fp32: auto takes it for a step at most this fraction of fp32's
 
 
 def faster_of(ms: dict, dtype: torch.dtype, rows: int) -> tuple[torch.dtype | None, str]:
-    """The arithmetic of the faster step in ``step_times``' ``ms`` (fp32 on a tie: it rounds less), and the timing."""
+    """The arithmetic ``step_times``' ``ms`` favour: bf16 where its step is clearly faster (``BF16_GAIN``, above the
+    timing's noise, which must not flip a run's arithmetic), else fp32; and the timing."""
     timing = f"a training step of {rows} rows took {ms[dtype]:.2f} ms in bf16 autocast, {ms[None]:.2f} ms in fp32"
-    return (dtype, timing) if ms[dtype] < ms[None] else (None, timing)
+    return (dtype, timing) if ms[dtype] <= BF16_GAIN * ms[None] else (None, timing)
 
 
 def step_times(model: nn.Module, x, device: torch.device, batch_size: int, repeats: int = 3, steps: int = 3) -> dict:
     """Milliseconds of one forward and backward of ``batch_size`` rows, in fp32 (key None) and in bf16 autocast: the
-    best of ``repeats`` interleaved runs of ``steps`` steps each, after a warm-up step each (kernel choice). Nothing the
-    model holds changes: gradients are returned, not stored; batch-norm statistics and the random state are restored."""
+    best of ``repeats`` interleaved runs of ``steps`` steps each, after a warm-up step each (kernel choice); infinite for
+    an arithmetic whose step fails. Nothing the model holds changes: gradients are returned, not stored; batch-norm
+    statistics and the random state are restored."""
     import time
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -147,13 +159,21 @@ def step_times(model: nn.Module, x, device: torch.device, batch_size: int, repea
         sync()
         return (time.perf_counter() - t0) * 1000 / n
 
+    failed = set()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad(), in_mode(model, True):
-            for dtype in best:
-                run(dtype, 1)
-            for _ in range(repeats):
+            for i, n in enumerate([1] + [steps] * repeats):  # the first: a warm-up, not counted
                 for dtype in best:
-                    best[dtype] = min(best[dtype], run(dtype, steps))
+                    if dtype in failed:
+                        continue
+                    try:
+                        ms = run(dtype, n)
+                    except Exception:  # noqa: BLE001 - a step training cannot run either (a tuple out, a bf16-only failure)
+                        failed.add(dtype)
+                        best[dtype] = math.inf
+                        continue
+                    if i:
+                        best[dtype] = min(best[dtype], ms)
     finally:
         with torch.no_grad():
             for name, b in model.named_buffers():

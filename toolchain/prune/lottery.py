@@ -27,7 +27,7 @@ from toolchain.errors import UserError
 from toolchain.gate import class_label
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
-from toolchain.models.train import (TrainConfig, arithmetic_label, fp32_hint, pick_device, precision_choice, predict_logits, resolved_precision,
+from toolchain.models.train import (TrainConfig, arithmetic_label, fp32_hint, is_timed, pick_device, precision_choice, predict_logits, resolved_precision,
                                     seed_everything, train)
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
@@ -135,6 +135,21 @@ class LotteryPruner:
         # in the retraining's arithmetic: a target for the student, not a number any decision rests on
         return torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device, precision=self.precision))
 
+    def _arithmetic(self, resume: bool):
+        """(autocast dtype, why) of the retraining. auto on a GPU times it on the dense model, at each process's share of
+        a batch, and process 0's choice holds for all; a resumed run keeps the choice its rounds were made with (the
+        timing, done again, could choose otherwise)."""
+        cfg = self.config
+        timed = is_timed(cfg.train_precision, self.device)
+        saved = self.files.read(self.files.saved_training) if resume and timed else None
+        if saved is not None and saved["device"] == self.device.type and saved["timed"]:
+            dtype, _ = precision_choice(self.dense, self.dataset.x_train, saved["precision"], self.device)
+            return dtype, "as the run's earlier rounds were retrained (rounds/round_1.json)"
+        group = distributed.current()
+        rows = cfg.batch_size if group is None else math.ceil(cfg.batch_size / group.world)
+        dtype, why = precision_choice(self.dense, self.dataset.x_train, cfg.train_precision, self.device, rows)
+        return distributed.agreed(dtype), why  # timings differ between processes: process 0 decides
+
     def train_config(self, epochs: int, lr: float, seed: int) -> TrainConfig:
         """Retraining settings of a round or of the final fine-tuning; how the train split is read comes with the data."""
         return TrainConfig(epochs=epochs, lr=lr, batch_size=self.config.batch_size, seed=seed, augment=self.dataset.augment,
@@ -173,14 +188,14 @@ class LotteryPruner:
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
         self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence)
         self.multipliers = {k: 0.0 for k in self.protected}
-        self.low_precision, why = precision_choice(self.dense, self.dataset.x_train, cfg.train_precision, self.device, cfg.batch_size)
-        self.low_precision = distributed.agreed(self.low_precision)  # process 0's timing decides for every process
+        self.low_precision, why = self._arithmetic(resume)
         self.precision = resolved_precision(self.low_precision)
+        self.files.training = {"precision": self.precision, "device": self.device.type, "timed": is_timed(self.config.train_precision, self.device)}
         arithmetic = arithmetic_label(self.low_precision)
         if why:
             self.log(f"retraining in {arithmetic}: {why}")
         result = PruneResult(dense={"val": self.dense_eval, "params": self.dense_params, "macs": self.dense_macs}, targets=self.targets,
-                             guard=self.guard, arithmetic=arithmetic)
+                             guard=self.guard, arithmetic=arithmetic, arithmetic_chosen_by=why)
         teacher = self.teacher() if cfg.distill_weight or cfg.agree_weight else None
 
         current = copy.deepcopy(self.dense)

@@ -28,6 +28,7 @@ class RoundFiles:
                  dense_sizes: dict[str, int]):
         self.run_dir = run_dir
         self.arch, self.arch_kwargs, self.input_shape, self.dense_sizes = arch, arch_kwargs, input_shape, dense_sizes
+        self.training: dict = {}  # the retraining's resolved arithmetic, in every round's summary (saved_training)
 
     def _writes(self) -> bool:
         return self.run_dir is not None and distributed.is_main()  # under torchrun, rank 0 writes the run directory
@@ -51,7 +52,7 @@ class RoundFiles:
             with staged_path(run.round_start(ticket.round)) as tmp:
                 torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
         atomic_write_json(run.round_summary(ticket.round),  # written last: it marks the round done
-                          {**ticket.summary(), "multipliers": {str(k): v for k, v in multipliers.items()},
+                          {**ticket.summary(), "multipliers": {str(k): v for k, v in multipliers.items()}, "training": self.training,
                            "run_id": self._run_id(), "weights_sha256": file_sha256(run.round_checkpoint(ticket.round))})
 
     def _manifest(self) -> dict:
@@ -129,6 +130,18 @@ class RoundFiles:
             raise ValueError(f"{where} belongs to another run")
         if (named or summary.get("weights_sha256") is not None) and summary.get("weights_sha256") != file_sha256(weights_path):
             raise ValueError(f"{weights_path.name} is not the file {what} wrote")
+
+    def saved_training(self) -> dict | None:
+        """The arithmetic round 1 was retrained in ({"precision": "fp32" or "bf16", "device": "cpu" or "cuda", "timed": bool}),
+        as its summary records it; None where it does not (a run from before, or no round done)."""
+        if self.run_dir is None or not self.run_dir.round_summary(1).is_file():
+            return None
+        summary = json.loads(self.run_dir.round_summary(1).read_text())
+        saved = summary.get("training") if isinstance(summary, dict) else None
+        if (not isinstance(saved, dict) or saved.get("precision") not in ("fp32", "bf16") or saved.get("device") not in ("cpu", "cuda")
+                or not isinstance(saved.get("timed"), bool)):
+            return None
+        return saved
 
     def saved_rewind(self) -> tuple[dict, Survivors] | None:
         """(weights, survivors) of the rewind point, if round 1 saved one."""

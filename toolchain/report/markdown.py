@@ -116,7 +116,8 @@ def render_report(report: dict) -> str:
             lines += ["", "Not retrained (`--epochs 0`): each round's channels were removed and the model evaluated as it was."]
         elif "training" in report:  # reports written before it was recorded lack it
             lines += ["", f"Retrained on {report['training']['device']} in {report['training']['arithmetic']} "
-                          f"(`--train-precision {report['config'].get('train_precision', 'fp32')}`)."]
+                          f"(`--train-precision {report['config'].get('train_precision', 'fp32')}`"
+                          + (f"; {report['training']['chosen_by']}" if report["training"].get("chosen_by") else "") + ")."]
     for s in (s for s in report["stages"] if s["stage"] == "final_finetune"):
         offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
         verdict = "kept" if s["kept"] else "not kept (outside the budget)"
