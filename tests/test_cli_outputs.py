@@ -17,7 +17,14 @@ class WorkStarted(Exception):
 
 
 def _forbid(monkeypatch, target: str) -> None:
-    """Make the command's first piece of real work fail loudly: the check must come before it."""
+    """Make the command's first piece of real work fail loudly: the check must come before it. The commands' modules
+    are imported first: one imported while the patch is on (``from toolchain.export.stage import export_all``) would
+    keep the refusal after the test, and a later test in this process would end in it."""
+    import importlib
+
+    for module in ("toolchain.bench", "toolchain.cli.targets", "toolchain.export.standalone", "toolchain.pipeline", "toolchain.verify"):
+        importlib.import_module(module)
+
     def refuse(*args, **kwargs):
         raise WorkStarted(target)
 

@@ -19,6 +19,16 @@ def flag(group: str, help: str, *decls: str, default=None, **kw) -> dict:
 
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # the retraining's arithmetic (toolchain.models.train.autocast_dtype)
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` (--device) is not one cwtool runs on, or None: auto, cpu or cuda[:N] (whether this machine has it is
+    the caller's to say)."""
+    import re
+
+    if device == "auto" or re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        return None
+    return f"--device '{device}' is not one cwtool runs on: use auto, cpu or cuda[:N]"
 MAX_LR = 10.0  # a peak learning rate beyond it diverges at once, or overflows float32 inside the optimizer
 MAX_EPOCHS = 100_000
 ALLOCATIONS = ("uniform", "global")  # how a round's removals are shared among layers (toolchain.prune.plan)

@@ -51,16 +51,17 @@ def start(device: str = "auto") -> Group | None:
         return None
     import torch
 
+    from toolchain.config import device_problem
     from toolchain.errors import UserError
-    from toolchain.models.train import pick_device
 
     rank, world, local = env
     on_gpu = device != "cpu" and torch.cuda.is_available()
     backend = "nccl" if on_gpu else "gloo"
     _group = Group(rank, world, local, backend)  # before the checks: a bad input is then said once a machine
+    if device_problem(device) is not None:  # a value cwtool does not run on is said as such
+        raise UserError(device_problem(device))
     if on_gpu:
         if device not in ("auto", "cuda"):
-            pick_device(device)  # a value cwtool does not run on is said as such
             raise UserError(f"--device {device} under torchrun: each process takes the GPU of its LOCAL_RANK; "
                             "give --device auto (or cuda), or cpu")
         gpus = torch.cuda.device_count()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolchain.config import MAX_EPOCHS, MAX_LR, TRAIN_PRECISIONS
+from toolchain.config import MAX_EPOCHS, MAX_LR, TRAIN_PRECISIONS, device_problem
 from toolchain.models.modes import evaluating, in_mode
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
@@ -220,10 +220,6 @@ def _has_unused_parameters(model: nn.Module, x, device: torch.device) -> bool:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    from toolchain.errors import UserError
-
-    import re
-
     from toolchain import distributed
 
     own = distributed.device_of_this_process()
@@ -231,8 +227,9 @@ def pick_device(requested: str = "auto") -> torch.device:
         return own
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", requested):
-        raise UserError(f"--device '{requested}' is not one cwtool runs on: use auto, cpu or cuda[:N]")
+    problem = device_problem(requested)
+    if problem is not None:
+        raise UserError(problem)
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {requested}: no CUDA device here; use --device auto or cpu")
     try:
