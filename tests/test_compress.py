@@ -78,6 +78,16 @@ def test_existing_run_dir_needs_resume(compress_run, trained_digits, capsys):
     assert code == 2 and "--resume" in err
 
 
+def test_a_folder_of_the_users_is_not_offered_a_resume(trained_digits, tmp_path, capsys):
+    """Told "pass --resume to finish it", the user was then told it is not a cwtool run directory."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--out", tmp_path / "mine"], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"cwtool: error: '{tmp_path / 'mine'}' exists and is not a cwtool run directory (no manifest.json): give another --out, or an empty folder"]
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
 def test_a_resume_interrupted_while_exporting_leaves_no_report_of_other_files(compress_run, trained_digits, tmp_path, capsys, monkeypatch):
     """A finished run resumed with other export options and stopped by SIGTERM while its files were being made again
     kept its old report.json ("gate PASSED", the old files' sha256) beside new files. The report goes first now."""

@@ -110,15 +110,26 @@ class RoundFiles:
         of this run wrote: its summary names the run and the weights' sha256 (a run whose manifest lacks round_identity
         was begun before rounds named themselves: a summary without the names is taken as it is)."""
         path = self.run_dir.round_checkpoint(r)
+        summary = self._round_summary(r)
+        ckpt = load_weights(path)
+        survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
+        return survivors, _finite(ckpt["state_dict"], path.name), _multipliers(summary, protected), _seconds(summary)
+
+    def _round_summary(self, r: int) -> dict:
+        """Finished round ``r``'s summary, checked to be round ``r``'s of this run and to name its weights' bytes."""
         summary = json.loads(self.run_dir.round_summary(r).read_text())
         if not isinstance(summary, dict):
             raise ValueError(f"rounds/round_{r}.json is not a round summary")
         if summary.get("round") != r:
             raise ValueError(f"rounds/round_{r}.json is the summary of round {one_line(summary.get('round'))[:20]}")
-        self._check_identity(summary, self.run_dir.round_summary(r), path, f"round {r}")
-        ckpt = load_weights(path)
-        survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
-        return survivors, _finite(ckpt["state_dict"], path.name), _multipliers(summary, protected), _seconds(summary)
+        self._check_identity(summary, self.run_dir.round_summary(r), self.run_dir.round_checkpoint(r), f"round {r}")
+        return summary
+
+    def check_saved(self) -> None:
+        """Every finished round's summary and weights are this run's (their bytes, not yet their contents): read before
+        --resume says anything, so that a damaged round is one line of bad input, not the end of a run's first lines."""
+        for r in self.done_rounds():
+            self._round_summary(r)
 
     def _check_identity(self, summary: dict, summary_path, weights_path, what: str, flag: str = "round_identity") -> None:
         """A summary names the run it belongs to (the manifest's run id) and the sha256 of the weights it marks done; the
