@@ -188,6 +188,22 @@ def _one_line_error(code, err, *words):
 # --------------------------------------------------------------------------- models
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bytes_are_not_called_a_pickled_model_to_trust(trained_digits, tmp_path, capsys, seed):
+    """4 KB of random bytes were "a pickled model: it names code cwtool does not run ... or --trust-model if you trust this
+    file": an invitation to unpickle noise. A truncated checkpoint's line ended in torch's advice, cut mid-sentence."""
+    import numpy as np
+
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(seed).bytes(4096))
+    (tmp_path / "cut.pt").write_bytes(Path(trained_digits[0]).read_bytes()[:3000])
+    for name, said in (("noise.pt", "not a PyTorch checkpoint (its bytes are no pickle: Unsupported operand"),
+                       ("cut.pt", "not a PyTorch checkpoint (RuntimeError: PytorchStreamReader failed reading zip archive: "
+                                  "failed finding central directory)")):
+        code, _, err = run_cli(["evaluate", tmp_path / name, "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
+        _one_line_error(code, err, said)
+        assert "--trust-model" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("name, kind", [("TupleOut", "tuple"), ("DictOut", "dict")])
 @pytest.mark.parametrize("command", ["evaluate", "compress"])
 def test_a_model_returning_more_than_logits_is_bad_input(nets, name, kind, command, tmp_path, capsys):

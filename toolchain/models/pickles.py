@@ -91,6 +91,9 @@ def _load_restricted(path: Path, arch: str | None):
             ) from exc
         hint = ""
         named = re.search(r"unsupported GLOBAL (\S+)", detail)  # the legacy format's wording
+        garbled = re.search(r"Unsupported operand \S+", detail)  # an opcode no pickle of objects uses there: not a pickle at all
+        if garbled:
+            raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint (its bytes are no pickle: {garbled.group(0)})") from exc
         if "Unsupported global" in detail or "WeightsUnpickler" in detail or named:
             detail = (detail.split("Unsupported global:")[-1].split(". ")[0].strip() if "Unsupported global" in detail
                       else named.group(1) if named else "")
@@ -98,7 +101,8 @@ def _load_restricted(path: Path, arch: str | None):
                     + (f" ({detail})" if detail else "")
                     + "; pass --arch with the module that defines the model, or --trust-model if you trust this file (it can run code)")
             raise UserError(f"'{path}' is a pickled model{hint}") from exc
-        raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint ({type(exc).__name__}: {detail[:200]})") from exc
+        first = detail.split(". ")[0][:200]  # torch's own advice after it is not for a file that is no checkpoint
+        raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint ({type(exc).__name__}: {first})") from exc
 
 
 def _qualname(cls: type) -> str:
