@@ -81,6 +81,11 @@ def _cases(p):
         "compress --device keeps the user's words": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--device", "my rate"], "toolchain.pipeline.compress", "--device must be auto, cpu or cuda[:N], not 'my rate'"),
         "compress --calibration with --skip-export": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", p / "calib.npz", "--skip-export"], "toolchain.pipeline.compress", "--skip-export writes none"),
         "export --calibration without int8": (["export", p / "m.pt", "-d", "digits", "-p", "3", "--out", p / "e", "--calibration", p / "calib.npz", "--precision", "fp32"], "toolchain.export.stage.export_all", "writes onnx fp32, tflite fp32"),
+        "compress --calibration-size with --calibration": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", p / "calib.npz", "--calibration-size", "10"], "toolchain.pipeline.compress", "--calibration-size is the size of the set drawn"),
+        "compress --format with --skip-export": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--format", "onnx", "--skip-export"], "toolchain.pipeline.compress", "--skip-export writes none"),
+        "compress --format the --target does not run": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--format", "onnx", "--target", "raspberry-pi-4"], "toolchain.pipeline.compress", "--target raspberry-pi-4 runs tflite files, and this run writes onnx fp32, onnx int8"),
+        "export --format the --target does not run": (["export", p / "m.pt", "-d", "digits", "-p", "3", "--out", p / "e", "--format", "onnx", "--target", "raspberry-pi-4"], "toolchain.export.stage.export_all", "runs tflite files"),
+        "compress --round-to on weight tickets": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--granularity", "weight", "--round-to", "8"], "toolchain.pipeline.compress", "--round-to is for channel pruning"),
         "compress --calibration is a folder": (["compress", p / "m.pt", "-d", "digits", "-p", "3", "--calibration", folder], "toolchain.pipeline.compress", "is a folder"),
         # an output never replaces an input, nor writes into an input folder
         "evaluate --json is the data": (["evaluate", p / "m.pt", "-d", p / "data.npz", "-p", "3", "--json", p / "data.npz"], "toolchain.data.load_data", "also an input"),

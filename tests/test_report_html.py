@@ -129,3 +129,6 @@ def test_fit_verdict_in_words():
     assert "precision int8, the profile asks for fp32" in text
     assert fit_sentence(report) == "target raspberry-pi-4: does NOT fit; 0 of 1 files fit (does not fit: too big)"
     assert fit_lines({"artifacts": []}) == [] and fit_sentence({}) is None
+    # --skip-export with a --target (its kernel block shaped the pruning): "does NOT fit; 0 of 0 files fit" said nothing true
+    skipped = {"target": {"name": "raspberry-pi-4", "fits": False, "files": 0, "files_fitting": 0, "verdict": "no files to check"}}
+    assert fit_sentence(skipped) == "target raspberry-pi-4: no file to check (none was written)"

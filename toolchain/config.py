@@ -114,6 +114,8 @@ class PruneConfig:
             raise ValueError(f"rewind early needs at least {self.rewind_epoch} retraining epoch(s) per round to take its checkpoint")
         if self.round_to is not None and self.round_to < 1:
             raise ValueError("round_to must be >= 1")
+        if self.round_to not in (None, 1) and self.granularity == "weight":
+            raise ValueError("round_to is for channel pruning: weight tickets have no channels to round")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
         if self.lr > MAX_LR or max(self.epochs, self.final_epochs) > MAX_EPOCHS:
@@ -135,7 +137,7 @@ class PruneConfig:
         """round_to resolved: given, else the target's kernel block (channel_multiple), else 1."""
         if self.round_to is not None:
             return self
-        return replace(self, round_to=channel_multiple or 1)
+        return replace(self, round_to=1 if self.granularity == "weight" else channel_multiple or 1)  # no channels to round
 
     def effective(self) -> "PruneConfig":
         """--no-class-aware switches the class-dependent parts off -- protected CE weight, rank loss, Taylor

@@ -11,6 +11,7 @@ import typer
 from toolchain.cli.options import (ArchKwargsOpt, ArchOpt, ClassNamesOpt, DataOpt, FormatOpt, ImageOptions, ImageSizeOpt, InputShapeOpt, LabelColumnOpt, ProtectOpt,
                                    TestOpt, TrainingInput, TrustOpt, ValOpt, parse_kwargs, with_config)
 from toolchain.config import ExportOptions, PruneConfig
+from toolchain.errors import UserError
 
 
 @with_config(PruneConfig, ExportOptions, ImageOptions, TrainingInput)
@@ -48,6 +49,8 @@ def compress(
     calibration = resolve_calibration(export_options.calibration)[0] if export_options.calibration else None  # a name or a path
     check_output_dir(out, "--out", inputs=input_paths(model, data, calibration, val, test, profile and profile.path, arch=arch))
     settings = export_settings(export_options)
+    if formats and export_options.skip_export:
+        raise UserError("--format chooses the files to write, and --skip-export writes none: drop one of them")
     if formats and settings.artifacts:  # a model one converter cannot take: the other format alone
         settings = dataclasses.replace(settings, artifacts=choose_artifacts(settings.artifacts, list(formats), None))
     check_options_used(export_options, settings.artifacts)

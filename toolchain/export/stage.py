@@ -71,11 +71,21 @@ def check_options_used(options, artifacts: tuple) -> None:
     if options.layout == "NHWC" and artifacts and not any(fmt == "tflite" for fmt, _ in artifacts):
         raise UserError("--layout NHWC is the TFLite file's input layout, and no TFLite file is written here (ONNX files take NCHW): "
                         "add --format tflite or drop --layout")
+    written = ", ".join(f"{fmt} {precision}" for fmt, precision in artifacts)
     if options.calibration and not any(precision == "int8" for _, precision in artifacts):
         if not artifacts:
             raise UserError("--calibration quantizes int8 files, and --skip-export writes none: drop one of them")
-        written = ", ".join(f"{fmt} {precision}" for fmt, precision in artifacts)
         raise UserError(f"--calibration quantizes int8 files, and this run writes {written}: drop --calibration, or ask for an int8 file")
+    if options.calibration and options.calibration_size != type(options)().calibration_size:
+        raise UserError("--calibration-size is the size of the set drawn from the train split, and --calibration gives a set of its "
+                        "own rows: drop one of them")
+    if options.target and artifacts:
+        from toolchain.targets import target_export_plan
+
+        runs = target_export_plan(options.target)["formats"]
+        if not any(fmt in runs for fmt, _ in artifacts):  # every file would be judged "does not fit", after the work
+            raise UserError(f"--target {options.target} runs {' and '.join(runs)} files, and this run writes {written}: drop --format, "
+                            f"or add --format {runs[0]}")
 
 
 def export_settings(options) -> ExportSettings:

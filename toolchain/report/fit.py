@@ -35,6 +35,8 @@ def fit_sentence(report: dict) -> str | None:
     target = report.get("target")
     if not target:
         return None
+    if target.get("files") == 0:  # --skip-export: the target shaped the pruning (its kernel block), and no file was made to judge
+        return printable(f"target {target['name']}: no file to check (none was written)")
     count = f"{target.get('files_fitting', '?')} of {target.get('files', '?')} files fit"
     word = "fits" if target["fits"] else "does NOT fit"
     why = "" if target["fits"] else f" ({target.get('verdict', '')})"
