@@ -405,6 +405,33 @@ def test_a_baseline_fp_that_is_not_a_count_is_malformed(tmp_path):
         load_baseline(tmp_path / "b.json")
 
 
+@pytest.mark.parametrize("version, accepted", [(1, True), (None, True), (2, False), (99, False), ("1", False), (True, False)])
+def test_a_baseline_of_another_schema_is_refused_not_read_as_this_one(tmp_path, version, accepted):
+    """A report.json claiming schema_version 99 was compared field by field as if this cwtool had written it."""
+    from toolchain.errors import UserError
+    from toolchain.verify import load_baseline
+
+    evaluation = {"n": 10, "accuracy": 0.9, "fn_per_class": [0, 1], "protected": [{"class": 1, "fn": 1, "support": 5, "fp": 0}]}
+    document = {"baseline": {"test": evaluation}, **({"schema_version": version} if version is not None else {})}
+    (tmp_path / "b.json").write_text(json.dumps(document))
+    if accepted:
+        assert load_baseline(tmp_path / "b.json")["evaluation"]["accuracy"] == 0.9
+    else:
+        with pytest.raises(UserError, match=r"has schema_version .*, and this cwtool reads 1"):
+            load_baseline(tmp_path / "b.json")
+
+
+def test_a_checkpoint_of_another_cwtool_format_is_named_so_not_a_state_dict(trained_digits, tmp_path, capsys):
+    """format "cwtool.model/99" was "a state_dict: pass --arch ..."."""
+    import torch
+
+    checkpoint = torch.load(trained_digits[0], weights_only=True)
+    checkpoint["format"] = "cwtool.model/99"
+    torch.save(checkpoint, tmp_path / "future.pt")
+    code, _, err = run_cli(["evaluate", tmp_path / "future.pt", "-d", "digits", "-p", "3"], capsys)
+    _one_line_error(code, err, "is a cwtool checkpoint of format cwtool.model/99, and this cwtool reads cwtool.model/1")
+
+
 # --------------------------------------------------------------------------- user architectures in compress (second review)
 
 

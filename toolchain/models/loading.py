@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.limits import check_fits
 from toolchain.models import registry
 from toolchain.models.arch import build_arch, load_state_into, resolve_arch
@@ -96,6 +96,9 @@ def load_model(
         return LoadedModel(obj.eval(), arch=arch, arch_kwargs=arch_kwargs or {}, kind="pickle")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return LoadedModel(**rebuild_checkpoint(obj, path, arch, arch_kwargs, trust_model, input_shape), kind="cwtool")
+    if isinstance(obj, dict) and isinstance(obj.get("format"), str) and obj["format"].startswith("cwtool.model/"):
+        raise UserError(f"'{path}' is a cwtool checkpoint of format {one_line(obj['format'])[:40]}, and this cwtool reads "
+                        f"{CHECKPOINT_FORMAT}: load it with the cwtool version that wrote it")
     if isinstance(obj, dict):
         state = _find_state_dict(obj)
         if state is None:
