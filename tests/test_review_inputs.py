@@ -432,6 +432,19 @@ def test_a_checkpoint_of_another_cwtool_format_is_named_so_not_a_state_dict(trai
     _one_line_error(code, err, "is a cwtool checkpoint of format cwtool.model/99, and this cwtool reads cwtool.model/1")
 
 
+def test_a_checkpoint_whose_recorded_arch_kwargs_fail_is_blamed_not_the_users_flags(trained_digits, tmp_path, capsys):
+    """"--arch 'digits-cnn' rejected --arch-kwargs {...}" named two flags the user had not given."""
+    import torch
+
+    checkpoint = torch.load(trained_digits[0], weights_only=True)
+    checkpoint["arch_kwargs"] = {"num_classes": -5}
+    torch.save(checkpoint, tmp_path / "bad.pt")
+    code, _, err = run_cli(["evaluate", tmp_path / "bad.pt", "-d", "digits", "-p", "3"], capsys)
+    _one_line_error(code, err, f"'{tmp_path / 'bad.pt'}' records arch 'digits-cnn' with arch_kwargs {{\"num_classes\": -5}}, which it "
+                               "rejected", "the checkpoint is damaged")
+    assert "--arch-kwargs" not in err
+
+
 # --------------------------------------------------------------------------- user architectures in compress (second review)
 
 

@@ -69,14 +69,19 @@ def _why(exc: BaseException) -> str:
     return describe(exc)
 
 
-def build_arch(spec: str, kwargs: dict | None = None) -> nn.Module:
+def build_arch(spec: str, kwargs: dict | None = None, recorded_in: Path | None = None) -> nn.Module:
+    """``spec`` built with ``kwargs``: the user's --arch-kwargs, or those the checkpoint ``recorded_in`` records."""
     factory = resolve_arch(spec)
     try:
         model = factory(**(kwargs or {}))
     except UserError:
         raise
     except (Exception, SystemExit) as exc:  # the kwargs come from the user or a file: a constructor that refuses them is bad input
-        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {json.dumps(kwargs or {})[:200]}: {_why(exc)}") from exc
+        given = json.dumps(kwargs or {})[:200]
+        if recorded_in is not None:
+            raise UserError(f"'{recorded_in}' records arch '{spec}' with arch_kwargs {given}, which it rejected: {_why(exc)}; the "
+                            "checkpoint is damaged, or was written for another version of that code") from exc
+        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {given}: {_why(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise UserError(f"--arch '{spec}' did not build a torch.nn.Module (got {type(model).__name__})")
     return model

@@ -21,7 +21,7 @@ from toolchain.errors import UserError
 from toolchain.io import atomic_write_bytes
 from toolchain.limits import check_fits, memory_cap
 from toolchain.models import registry
-from toolchain.models.arch import absolute_arch, arch_file, build_arch, load_state_into
+from toolchain.models.arch import absolute_arch, arch_file, build_arch, load_state_into, resolve_arch
 from toolchain.models.pickles import LOAD_HEADROOM
 
 CHECKPOINT_FORMAT = "cwtool.model/1"
@@ -119,12 +119,13 @@ def _checked_checkpoint(obj: dict, path: Path) -> dict:
 def _check_build_size(spec: str, kwargs: dict, path: Path) -> None:
     """Build the architecture on the meta device first: kwargs from a file (a width of 10**9) must not
     allocate more than the machine has before the weights are compared."""
+    factory = resolve_arch(spec)
     try:
         with torch.device("meta"):
-            model = build_arch(spec, kwargs)
-    except UserError:
-        raise
-    except Exception:  # code that cannot run on meta: built for real below, where errors surface
+            model = factory(**kwargs)
+    except (Exception, SystemExit):  # kwargs it rejects, or code that cannot run on meta: built for real below, where errors are said
+        return
+    if not isinstance(model, nn.Module):
         return
     need = sum(p.numel() * p.element_size() for p in model.parameters())
     check_fits(need, f"'{path}' (--arch '{spec}' with {json.dumps(kwargs)[:120]})", "check the checkpoint's arch_kwargs")
@@ -148,7 +149,7 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
     kwargs = ckpt["arch_kwargs"]
     spec = _checkpoint_arch(ckpt["arch"], path, arch, arch_kwargs, kwargs, trust_model)
     _check_build_size(spec, kwargs, path)
-    model = build_arch(spec, kwargs)
+    model = build_arch(spec, kwargs, recorded_in=path)
     plan, input_shape = ckpt["channel_plan"] or None, ckpt["input_shape"]
     if plan:
         from toolchain.prune.shrink import shrink
