@@ -103,6 +103,32 @@ def test_under_torchrun_a_bad_input_is_said_once_a_machine(rank, local, line):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ([line] if line else []), proc.stderr
 
 
+@pytest.mark.parametrize("rank, local, started_by_torchrun, line", [
+    ("0", "0", True, "cwtool: error: --device 'bogus' is not one cwtool runs on"), ("1", "1", True, None),
+    ("2", "0", True, "cwtool: error (machine of process 2): --device 'bogus' is not one cwtool runs on"),
+    ("1", "1", False, "cwtool: error: --device 'bogus' is not one cwtool runs on")])  # RANK inherited in a pod: not torchrun's
+def test_under_torchrun_a_bad_input_found_before_joining_is_said_once_a_machine(rank, local, started_by_torchrun, line):
+    """A flag or a missing file is found before the processes join their group: every process printed the same line."""
+    import textwrap
+
+    script = textwrap.dedent("""
+        import toolchain.cli as cli
+        from toolchain.errors import UserError
+
+        def refused(argv):  # before distributed.start
+            raise UserError("--device 'bogus' is not one cwtool runs on")
+
+        cli._printable_arguments = refused
+        cli.main(["evaluate"])
+    """)
+    env = {**os.environ, "RANK": rank, "WORLD_SIZE": "4", "LOCAL_RANK": local}
+    env.pop("TORCHELASTIC_RUN_ID", None)
+    if started_by_torchrun:
+        env["TORCHELASTIC_RUN_ID"] = "test"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ([line] if line else []), proc.stderr
+
+
 @pytest.fixture
 def torchrun_rank_1_of_2(monkeypatch):
     """This process as torchrun's second of two on one machine with GPUs (faked: this machine has none); nothing joins."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["Group", "current", "start", "device_of_this_process", "is_main", "speaks_for_its_node", "barrier", "agreed", "stop"]
+__all__ = ["Group", "current", "start", "device_of_this_process", "is_main", "rank_of_this_process", "speaks_for_its_node", "barrier", "agreed", "stop"]
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,29 @@ def is_main() -> bool:
     return _group is None or _group.rank == 0
 
 
+def _started_by_torchrun() -> Group | None:
+    """This process's place among those torchrun started, before it joins their group (torchrun's agent sets
+    TORCHELASTIC_RUN_ID; a process that only inherited RANK and WORLD_SIZE, in a pod or a script, was not started so)."""
+    env = _torchrun_env()
+    if env is None or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    rank, world, local = env
+    return Group(rank, world, local, "")
+
+
+def rank_of_this_process() -> int:
+    """0 for a single process; under torchrun the process's global rank, joined or not yet."""
+    place = _group or _started_by_torchrun()
+    return place.rank if place is not None else 0
+
+
 def speaks_for_its_node() -> bool:
     """Whether this process says a bad input or a stop: process 0, and the first process of every other machine. Every
     process meets the same input and the same torchrun stop, but each machine's torchrun has a terminal of its own, and a
-    path missing on machine 2 alone was said nowhere (its processes left in silence, process 0 then lost its peers)."""
-    return _group is None or _group.rank == 0 or _group.local_rank == 0
+    path missing on machine 2 alone was said nowhere (its processes left in silence, process 0 then lost its peers). A
+    bad input found before the group is joined (a flag, a missing file) is said the same way."""
+    place = _group or _started_by_torchrun()
+    return place is None or place.rank == 0 or place.local_rank == 0
 
 
 def barrier() -> None:

@@ -264,8 +264,8 @@ def _run(argv: Optional[list[str]]) -> None:
         elif native:
             exc = UserError(f"{exc} (rerun with --debug to see the converter's own output)")
         if distributed.speaks_for_its_node():  # under torchrun every process meets the same input: one line a machine
-            group = distributed.current()
-            where = f" (machine of process {group.rank})" if group is not None and group.rank != 0 else ""
+            rank = distributed.rank_of_this_process()
+            where = f" (machine of process {rank})" if rank != 0 else ""
             print(f"cwtool: error{where}: {exc}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
