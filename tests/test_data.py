@@ -427,6 +427,15 @@ def test_csv_label_column_by_name_and_string_labels(tmp_path):
         assert ds.class_names[lab] == names[i % 3]
 
 
+def test_csv_label_column_named_twice_is_refused_not_guessed(tmp_path):
+    """Two columns named "species": the first was taken as the labels without a word."""
+    from toolchain.errors import UserError
+
+    f = _write_csv(tmp_path / "s.csv", ["species", "f1", "species"], [[i % 2, i, (i + 1) % 2] for i in range(20)])
+    with pytest.raises(UserError, match="--label-column 'species' names 2 columns of .*: give the columns distinct names"):
+        load_data(str(f), label_column="species")
+
+
 def test_csv_class_names_set_the_order_of_string_labels(tmp_path):
     rows = [[i, "benign" if i % 3 else "malignant"] for i in range(30)]
     f = _write_csv(tmp_path / "bc.csv", ["f", "diagnosis"], rows)

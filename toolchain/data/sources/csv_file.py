@@ -71,6 +71,9 @@ def load_csv(
                         )
                     if label_column is None:
                         li = len(header) - 1
+                    elif header.count(label_column) > 1:  # which one holds the labels is a guess: not made
+                        raise UserError(f"--label-column '{label_column}' names {header.count(label_column)} columns of {where}: "
+                                        "give the columns distinct names")
                     elif label_column in header:
                         li = header.index(label_column)
                     else:
