@@ -186,3 +186,18 @@ def test_under_torchrun_a_process_without_a_gpu_of_its_own_is_refused(torchrun_r
     assert not distributed.speaks_for_its_node()  # process 0 of this machine says it; this one leaves in silence
     with pytest.raises(UserError):  # asked again (a caller that caught it), it is refused again: nothing was joined
         distributed.start(device)
+
+
+@pytest.mark.parametrize("speaks", [True, False])
+def test_a_silent_torchrun_process_waits_for_the_speaking_one_before_it_exits(monkeypatch, capsys, speaks):
+    """The silent process exited at once; torchrun then stopped the speaking one before its line was out: no line at all,
+    or only a false "interrupted by SIGTERM" (2 runs of 8, when the silence came in)."""
+    import toolchain.cli as cli
+    from toolchain import distributed
+
+    waited = []
+    monkeypatch.setattr(distributed, "speaks_for_its_node", lambda: speaks)
+    monkeypatch.setattr(cli.time, "sleep", waited.append)
+    cli._say_once_a_machine("cwtool: error: no such data")
+    assert capsys.readouterr().err == ("cwtool: error: no such data\n" if speaks else "")
+    assert waited == ([] if speaks else [cli.SILENT_WAIT_S]) and cli.SILENT_WAIT_S >= 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import traceback
 from typing import Optional
 
@@ -238,6 +239,21 @@ def _main(argv: Optional[list[str]]) -> None:
             distributed.stop()
 
 
+SILENT_WAIT_S = 3.0  # how long a silent torchrun process waits before it exits (see _say_once_a_machine)
+
+
+def _say_once_a_machine(line: str) -> None:
+    """A bad input's line, said by one process a machine under torchrun (every process meets the same input). The others
+    wait before they exit: torchrun stops the rest of the group as soon as one process ends, and a silent process that
+    ended first had the speaking one stopped before its line was out (no line, or a false "interrupted")."""
+    from toolchain import distributed
+
+    if distributed.speaks_for_its_node():
+        print(line, file=sys.stderr, flush=True)
+    else:
+        time.sleep(SILENT_WAIT_S)  # the speaking process ends first; torchrun's stop then ends this one, silently
+
+
 def _run(argv: Optional[list[str]]) -> None:
     try:  # typer >= 0.29 vendors click as typer._click; older typers depend on click itself
         from typer._click.exceptions import ClickException
@@ -263,10 +279,8 @@ def _run(argv: Optional[list[str]]) -> None:
             traceback.print_exc()
         elif native:
             exc = UserError(f"{exc} (rerun with --debug to see the converter's own output)")
-        if distributed.speaks_for_its_node():  # under torchrun every process meets the same input: one line a machine
-            rank = distributed.rank_of_this_process()
-            where = f" (machine of process {rank})" if rank != 0 else ""
-            print(f"cwtool: error{where}: {exc}", file=sys.stderr)
+        rank = distributed.rank_of_this_process()
+        _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank != 0 else ''}: {exc}")
         sys.exit(2)
     except Interrupted as exc:
         _say_interrupted(exc.signal_name, exc.run_dir)
@@ -286,7 +300,7 @@ def _run(argv: Optional[list[str]]) -> None:
             from toolchain.cli.verify import replace_stale_reports
 
             replace_stale_reports(argv, line.removeprefix("cwtool: error: "))
-        print(line, file=sys.stderr)
+        _say_once_a_machine(line)
         sys.exit(2)
     except ModuleNotFoundError as exc:
         hint = _install_hint(exc.name or "")
