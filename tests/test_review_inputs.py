@@ -188,6 +188,20 @@ def _one_line_error(code, err, *words):
 # --------------------------------------------------------------------------- models
 
 
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_legacy_pickle_the_safe_reader_lacks_an_opcode_for_keeps_its_trust_route(trained_digits, tmp_path, capsys, protocol):
+    """A real state_dict saved in torch's legacy format with pickle protocol 4 or 5 (FRAME, opcode 149) was called
+    "no pickle" by the first fix for random bytes; it is a pickle that --trust-model reads."""
+    import torch
+
+    state = torch.load(trained_digits[0], weights_only=True)["state_dict"]
+    torch.save(state, tmp_path / "old.pt", pickle_protocol=protocol, _use_new_zipfile_serialization=False)
+    code, _, err = run_cli(["evaluate", tmp_path / "old.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
+    _one_line_error(code, err, "is a pickle that only a full unpickle reads (Unsupported operand 149)", "--trust-model")
+    code, _, err = run_cli(["evaluate", tmp_path / "old.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3", "--trust-model"], capsys)
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_random_bytes_are_not_called_a_pickled_model_to_trust(trained_digits, tmp_path, capsys, seed):
     """4 KB of random bytes were "a pickled model: it names code cwtool does not run ... or --trust-model if you trust this

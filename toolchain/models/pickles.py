@@ -91,9 +91,12 @@ def _load_restricted(path: Path, arch: str | None):
             ) from exc
         hint = ""
         named = re.search(r"unsupported GLOBAL (\S+)", detail)  # the legacy format's wording
-        garbled = re.search(r"Unsupported operand \S+", detail)  # an opcode no pickle of objects uses there: not a pickle at all
-        if garbled:
+        garbled = re.search(r"Unsupported operand \S+", detail)
+        if garbled and not _pickle_header(path):  # no protocol 2-5 pickle (legacy torch files are): bytes of something else
             raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint (its bytes are no pickle: {garbled.group(0)})") from exc
+        if garbled:  # a pickle of an opcode torch's safe reader lacks (protocol 4-5 frames in the legacy format)
+            raise UserError(f"'{path}' is a pickle that only a full unpickle reads ({garbled.group(0)}): save it again with torch.save's "
+                            "defaults, or pass --trust-model if you trust this file (it can run code)") from exc
         if "Unsupported global" in detail or "WeightsUnpickler" in detail or named:
             detail = (detail.split("Unsupported global:")[-1].split(". ")[0].strip() if "Unsupported global" in detail
                       else named.group(1) if named else "")
@@ -103,6 +106,14 @@ def _load_restricted(path: Path, arch: str | None):
             raise UserError(f"'{path}' is a pickled model{hint}") from exc
         first = detail.split(". ")[0][:200]  # torch's own advice after it is not for a file that is no checkpoint
         raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint ({type(exc).__name__}: {first})") from exc
+
+
+def _pickle_header(path: Path) -> bool:
+    """Whether the file starts as a pickle of protocol 2 to 5 does (PROTO and its number): what torch's legacy format and
+    a pickled module start with. Random bytes do so once in 16,384."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _qualname(cls: type) -> str:
