@@ -903,8 +903,11 @@ def test_a_resume_refuses_a_final_fine_tuning_that_is_not_this_runs_own(trained_
     else:
         torch.save(torch.load(rounds / "round_1.pt", weights_only=True)["state_dict"], rounds / "final_1.pt")
     (out / "report.json").unlink()
+    manifest = (out / "manifest.json").read_bytes()
     code, _, err = run_cli([*args, "--resume"], capsys)
     _one_line_error(code, err, "damaged round", said, "remove rounds/final_1.pt and rounds/final_1.json")
+    assert len(err.strip().splitlines()) == 1, err  # found before the run said a word,
+    assert (out / "manifest.json").read_bytes() == manifest  # or rewrote its manifest
 
 
 def test_a_run_begun_before_fine_tunings_named_themselves_resumes(trained_digits, tmp_path, capsys):

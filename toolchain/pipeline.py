@@ -133,8 +133,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     if resuming:
         from toolchain.prune.round_files import RoundFiles
 
-        rounds = RoundFiles(RunDir(run_dir), arch, loaded.arch_kwargs, dataset.input_shape, {})
-        rounds.read(rounds.check_saved)
+        RoundFiles(RunDir(run_dir), arch, loaded.arch_kwargs, dataset.input_shape, {}).check_saved()
     inputs, run_id = before.inputs or inputs, before.run_id or run_id
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
     problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)

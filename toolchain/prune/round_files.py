@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import torch
 
@@ -126,10 +127,28 @@ class RoundFiles:
         return summary
 
     def check_saved(self) -> None:
-        """Every finished round's summary and weights are this run's (their bytes, not yet their contents): read before
-        --resume says anything, so that a damaged round is one line of bad input, not the end of a run's first lines."""
-        for r in self.done_rounds():
-            self._round_summary(r)
+        """Every finished round's and final fine-tuning's summary and weights are this run's (their bytes, not yet their
+        contents): read before --resume says anything or rewrites the manifest, so that a damaged round is one line of bad
+        input, not the end of a run's first lines."""
+        self.read(lambda: [self._round_summary(r) for r in self.done_rounds()])
+        for r in self.final_rounds():
+            self.read(lambda: self._final_summary(r), final_round=r)
+
+    def final_rounds(self) -> list[int]:
+        """The rounds whose final fine-tuning left a summary (rounds/final_N.json)."""
+        if self.run_dir is None or not self.run_dir.rounds.is_dir():
+            return []
+        found = (re.fullmatch(r"final_(\d{1,6})\.json", p.name) for p in self.run_dir.rounds.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def _final_summary(self, r: int) -> dict | None:
+        """Round ``r``'s final fine-tuning summary, checked as ``saved_final`` reads it; None where it marks nothing done."""
+        summary = json.loads(self.run_dir.final_summary(r).read_text())
+        if not isinstance(summary, dict) or summary.get("round") != r:
+            return None
+        self._check_identity(summary, self.run_dir.final_summary(r), self.run_dir.final_checkpoint(r), f"round {r}'s fine-tuning",
+                             "final_identity")
+        return summary
 
     def _check_identity(self, summary: dict, summary_path, weights_path, what: str, flag: str = "round_identity") -> None:
         """A summary names the run it belongs to (the manifest's run id) and the sha256 of the weights it marks done; the
@@ -168,13 +187,8 @@ class RoundFiles:
 
     def saved_final(self, r: int) -> dict | None:
         """The weights of round ``r``'s finished final fine-tuning, or None."""
-        if self.run_dir is None or not self.run_dir.final_summary(r).is_file():
+        if self.run_dir is None or not self.run_dir.final_summary(r).is_file() or self._final_summary(r) is None:
             return None
-        summary = json.loads(self.run_dir.final_summary(r).read_text())
-        if not isinstance(summary, dict) or summary.get("round") != r:
-            return None
-        self._check_identity(summary, self.run_dir.final_summary(r), self.run_dir.final_checkpoint(r), f"round {r}'s fine-tuning",
-                             "final_identity")
         return _finite(load_weights(self.run_dir.final_checkpoint(r)), self.run_dir.final_checkpoint(r).name)
 
 
