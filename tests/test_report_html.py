@@ -132,3 +132,4 @@ def test_fit_verdict_in_words():
     # --skip-export with a --target (its kernel block shaped the pruning): "does NOT fit; 0 of 0 files fit" said nothing true
     skipped = {"target": {"name": "raspberry-pi-4", "fits": False, "files": 0, "files_fitting": 0, "verdict": "no files to check"}}
     assert fit_sentence(skipped) == "target raspberry-pi-4: no file to check (none was written)"
+    assert fit_lines(skipped)[1] == "## Target raspberry-pi-4: no file to check" and "does not fit" not in "".join(fit_lines(skipped))

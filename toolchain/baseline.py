@@ -141,7 +141,7 @@ def load_baseline(path: str | Path) -> dict:
         raise UserError(f"cannot read baseline {path} as JSON ({' '.join(str(exc).split())[:120]}): give a cwtool report.json") from None
     version = obj.get("schema_version", 1) if isinstance(obj, dict) else 1
     if version != 1 or isinstance(version, bool):  # every document cwtool writes (report, verify, evaluation) is at 1
-        raise UserError(f"baseline {path} has schema_version {one_line(version)[:20]}, and this cwtool reads 1: give a report.json of "
+        raise UserError(f"baseline {path} has schema_version {one_line(json.dumps(version))[:20]}, and this cwtool reads 1: give a report.json of "
                         "this cwtool version, or verify with the version that wrote it")
     names = obj.get("class_names") if isinstance(obj, dict) else None
     if names is not None and not (isinstance(names, list) and len(names) <= MAX_CLASSES and all(isinstance(n, str) for n in names)):

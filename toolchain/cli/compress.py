@@ -87,7 +87,7 @@ def print_summary(report: dict, run_dir: Path) -> None:
     print_markdown(render_report(report))
     verdict = fit_sentence(report)
     if verdict:
-        log_console().print(verdict, style="green" if report["target"]["fits"] else "bold red")
+        log_console().print(verdict, style="green" if report["target"]["fits"] or not report["target"].get("files") else "bold red")
     for line in deploy_sentences(report):
         log_console().print(line, style="bold yellow" if line.startswith("finding") else None)
     log_console().print(f"run directory: {run_dir} (report.json, report.md, report.html)")

@@ -71,7 +71,7 @@ def export(
     print_markdown(render_export_report(report))
     verdict = fit_sentence(report)
     if verdict:
-        console.print(verdict, style="green" if report["target"]["fits"] else "bold red")
+        console.print(verdict, style="green" if report["target"]["fits"] or not report["target"].get("files") else "bold red")
     for line in deploy_sentences(report):
         console.print(line, style="bold yellow" if line.startswith("finding") else None)
     console.print(f"written: {folder} (artifacts/, export.json, export.md, export.log)")

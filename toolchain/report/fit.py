@@ -50,6 +50,9 @@ def fit_lines(report: dict) -> list[str]:
     if not target:
         return []
     arts = [a for a in report.get("artifacts", []) if "fit" in a]
+    if target.get("files") == 0:  # --skip-export: nothing was judged
+        return ["", f"## Target {target['name']}: no file to check", "",
+                "No file was written (`--skip-export`): the profile set only the pruning's channel multiple."]
     lines = ["", f"## Target {target['name']}: {'fits' if target['fits'] else '**does not fit**'}", ""]
     if target.get("description"):
         lines += [f"{target['description']}.", ""]
