@@ -77,7 +77,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-TIMED_DEVICES = ("cuda",)  # where auto times both arithmetics; CPUs follow the hardware rule (measured on two kinds)
+TIMED_DEVICES = ("cuda",)  # where auto times both arithmetics; CPUs follow the hardware rule (reproduce/precision_steps.py)
 
 
 def is_timed(precision: str, device: torch.device) -> bool:
@@ -94,7 +94,7 @@ def precision_choice(model: nn.Module, x, precision: str, device: torch.device, 
     """``autocast_dtype``, checked on ``model``, and why (a clause for the log, "" when there is nothing to say). A
     forward that cannot run under bf16 autocast (``index_add_`` or ``scatter`` of bf16 activations into an fp32
     tensor, numpy inside the forward) runs in fp32 under auto; asked for by name, it is a clear error. On a GPU, auto
-    times a few training steps of ``batch_size`` rows each way and keeps the faster: a small model's steps are bound
+    times a few training steps of ``batch_size`` rows each way (``faster_of`` decides): a small model's steps are bound
     by kernel launches, which autocast's casts add to, and it trains faster in fp32 there."""
     from toolchain.errors import UserError
 
