@@ -205,14 +205,16 @@ def test_a_legacy_pickle_the_safe_reader_lacks_an_opcode_for_keeps_its_trust_rou
 @pytest.mark.parametrize("seed", range(4))
 def test_random_bytes_are_not_called_a_pickled_model_to_trust(trained_digits, tmp_path, capsys, seed):
     """4 KB of random bytes were "a pickled model: it names code cwtool does not run ... or --trust-model if you trust this
-    file": an invitation to unpickle noise. A truncated checkpoint's line ended in torch's advice, cut mid-sentence."""
+    file": an invitation to unpickle noise. A truncated checkpoint's line ended in torch's advice, cut mid-sentence (or
+    in "OSError: [Errno 22] Invalid argument"), an empty file's in "EOFError: "."""
     import numpy as np
 
     (tmp_path / "noise.pt").write_bytes(np.random.default_rng(seed).bytes(4096))
     (tmp_path / "cut.pt").write_bytes(Path(trained_digits[0]).read_bytes()[:3000])
+    (tmp_path / "empty.pt").write_bytes(b"")
     for name, said in (("noise.pt", "not a PyTorch checkpoint (its bytes are no pickle: Unsupported operand"),
-                       ("cut.pt", "not a PyTorch checkpoint (RuntimeError: PytorchStreamReader failed reading zip archive: "
-                                  "failed finding central directory)")):
+                       ("cut.pt", "is a cut-off checkpoint: it starts as torch.save's zip archive but its end is missing"),
+                       ("empty.pt", "is an empty file (0 bytes), not a model")):
         code, _, err = run_cli(["evaluate", tmp_path / name, "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
         _one_line_error(code, err, said)
         assert "--trust-model" not in err and len(err.strip().splitlines()) == 1

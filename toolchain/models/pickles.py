@@ -52,6 +52,10 @@ def _not_a_pickle(path: Path) -> str | None:
     the legacy format, which starts with 0x80): the advice for a pickle (--arch, --trust-model) does not apply to it."""
     with open(path, "rb") as f:
         head = f.read(16)
+    if not head:
+        return "an empty file (0 bytes), not a model: give the checkpoint or state_dict torch.save wrote"
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):  # torch.save's zip, its end (the directory) missing
+        return "a cut-off checkpoint: it starts as torch.save's zip archive but its end is missing (a copy or download that stopped)"
     if head.startswith(b"PK") or head[:1] == b"\x80":
         return None
     if head[4:8] == b"TFL3" or path.suffix.lower() == ".tflite":
