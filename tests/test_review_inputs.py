@@ -461,6 +461,17 @@ def test_a_checkpoint_whose_recorded_arch_kwargs_fail_is_blamed_not_the_users_fl
     assert "--arch-kwargs" not in err
 
 
+def test_an_error_from_torch_is_described_without_its_cpp_source_location():
+    """An arch_kwargs width of 10**30 was said with "Exception raised from THPUtils_unpackLong at /__w/pytorch/..."."""
+    from toolchain.errors import describe
+
+    torch_error = TypeError('empty(): argument \'size\' failed to unpack the object at pos 1 with error "Overflow when unpacking '
+                            'long long\nException raised from THPUtils_unpackLong at /__w/pytorch/pytorch/torch/csrc/utils/python_numbers.h:'
+                            '187 (most recent call first):\nframe #0: c10::Error::Error"')
+    assert describe(torch_error) == ('TypeError: empty(): argument \'size\' failed to unpack the object at pos 1 with error "Overflow '
+                                     'when unpacking long long')
+
+
 # --------------------------------------------------------------------------- user architectures in compress (second review)
 
 

@@ -40,7 +40,7 @@ def describe(exc: BaseException, limit: int = 200) -> str:
             code = "..."
         return one_line(f"sys.exit({code})")
     try:
-        text = " ".join(str(exc).split())
+        text = " ".join(str(exc).split()).split(" Exception raised from ")[0]  # torch's C++ source location: not the user's
     except Exception:
         text = ""
     name = type(exc).__name__
