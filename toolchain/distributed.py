@@ -58,8 +58,9 @@ def start(device: str = "auto") -> Group | None:
     on_gpu = device != "cpu" and torch.cuda.is_available()
     backend = "nccl" if on_gpu else "gloo"
     _group = Group(rank, world, local, backend)  # before the checks: a bad input is then said once a machine
-    if device_problem(device) is not None:  # a value cwtool does not run on is said as such
-        raise UserError(device_problem(device))
+    problem = device_problem(device)
+    if problem is not None:  # a value cwtool does not run on is said as such
+        raise UserError(problem)
     if on_gpu:
         if device not in ("auto", "cuda"):
             raise UserError(f"--device {device} under torchrun: each process takes the GPU of its LOCAL_RANK; "

@@ -81,13 +81,13 @@ def print_summary(report: dict, run_dir: Path) -> None:
     """report.md on stdout, then the target's verdict (when there is one) and where the files are."""
     from toolchain.report.consoles import log_console, print_markdown
     from toolchain.report.deploy import deploy_sentences
-    from toolchain.report.fit import fit_sentence
+    from toolchain.report.fit import fit_sentence, fit_style
     from toolchain.report.markdown import render_report
 
     print_markdown(render_report(report))
     verdict = fit_sentence(report)
     if verdict:
-        log_console().print(verdict, style="green" if report["target"]["fits"] or not report["target"].get("files") else "bold red")
+        log_console().print(verdict, style=fit_style(report))
     for line in deploy_sentences(report):
         log_console().print(line, style="bold yellow" if line.startswith("finding") else None)
     log_console().print(f"run directory: {run_dir} (report.json, report.md, report.html)")

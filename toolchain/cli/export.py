@@ -52,7 +52,7 @@ def export(
     from toolchain.report.pace import saying_progress
     from toolchain.report.export_markdown import render_export_report
     from toolchain.report.deploy import deploy_sentences
-    from toolchain.report.fit import fit_sentence
+    from toolchain.report.fit import fit_sentence, fit_style
     from toolchain.targets import load_target
 
     options = export_file_options
@@ -71,7 +71,7 @@ def export(
     print_markdown(render_export_report(report))
     verdict = fit_sentence(report)
     if verdict:
-        console.print(verdict, style="green" if report["target"]["fits"] or not report["target"].get("files") else "bold red")
+        console.print(verdict, style=fit_style(report))
     for line in deploy_sentences(report):
         console.print(line, style="bold yellow" if line.startswith("finding") else None)
     console.print(f"written: {folder} (artifacts/, export.json, export.md, export.log)")

@@ -141,8 +141,9 @@ def step_times(model: nn.Module, x, device: torch.device, batch_size: int, repea
 
     params = [p for p in model.parameters() if p.requires_grad]
     rows = torch.as_tensor(np.asarray(x[np.arange(min(batch_size, len(x)))]), dtype=torch.float32).to(device)
-    moved = not _in_channels_last(model) and _runs_channels_last(model, x, device)  # as train() will run it
-    if moved or _in_channels_last(model):
+    already = _in_channels_last(model)
+    moved = not already and _runs_channels_last(model, x, device)  # as train() will run it
+    if moved or already:
         rows = rows.contiguous(memory_format=torch.channels_last)
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     best = {None: math.inf, torch.bfloat16: math.inf}

@@ -190,7 +190,7 @@ class LotteryPruner:
         self.multipliers = {k: 0.0 for k in self.protected}
         self.low_precision, why = self._arithmetic(resume)
         self.precision = resolved_precision(self.low_precision)
-        self.files.training = {"precision": self.precision, "device": self.device.type, "timed": is_timed(self.config.train_precision, self.device)}
+        self.files.training = {"precision": self.precision, "device": self.device.type, "timed": is_timed(cfg.train_precision, self.device)}
         arithmetic = arithmetic_label(self.low_precision)
         if why:
             self.log(f"retraining in {arithmetic}: {why}")

@@ -30,12 +30,23 @@ def _latency(fit: dict) -> str:
     return f"{lat['estimate_ms']:.3g} ms ({lat['precision']}, {lat['gmacs']:g} GMAC/s, {lat['threads']} threads)"
 
 
+def _nothing_judged(target: dict) -> bool:
+    """--skip-export: the target shaped the pruning (its kernel block), and no file was made to judge."""
+    return target.get("files") == 0
+
+
+def fit_style(report: dict) -> str:
+    """The console style of ``fit_sentence``'s line: red only where a file does not fit."""
+    target = report["target"]
+    return "green" if target["fits"] or _nothing_judged(target) else "bold red"
+
+
 def fit_sentence(report: dict) -> str | None:
     """One line for the console after a run: the target, its verdict, how many files fit."""
     target = report.get("target")
     if not target:
         return None
-    if target.get("files") == 0:  # --skip-export: the target shaped the pruning (its kernel block), and no file was made to judge
+    if _nothing_judged(target):
         return printable(f"target {target['name']}: no file to check (none was written)")
     count = f"{target.get('files_fitting', '?')} of {target.get('files', '?')} files fit"
     word = "fits" if target["fits"] else "does NOT fit"
@@ -50,7 +61,7 @@ def fit_lines(report: dict) -> list[str]:
     if not target:
         return []
     arts = [a for a in report.get("artifacts", []) if "fit" in a]
-    if target.get("files") == 0:  # --skip-export: nothing was judged
+    if _nothing_judged(target):
         return ["", f"## Target {target['name']}: no file to check", "",
                 "No file was written (`--skip-export`): the profile set only the pruning's channel multiple."]
     lines = ["", f"## Target {target['name']}: {'fits' if target['fits'] else '**does not fit**'}", ""]
