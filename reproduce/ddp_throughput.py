@@ -33,7 +33,8 @@ def worker(args) -> None:
     from toolchain.data import load_data
     from toolchain.models.loading import load_model
     from toolchain.models.registry import create
-    from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, precision_choice, predict_logits, resolved_precision, train
+    from toolchain.models.fast_paths import arithmetic_label, precision_choice, resolved_precision
+    from toolchain.models.train import TrainConfig, pick_device, predict_logits, train
     from toolchain.prune.loss import ClassDependentLoss
 
     group = distributed.start(args.device)  # --device cpu on a GPU machine: gloo

@@ -1,5 +1,5 @@
 """Does auto's arithmetic pay for each architecture? Per model: one training step in fp32 and in bf16 autocast, as
-auto times it on a GPU (toolchain.models.train.step_times), beside the images/s of whole training epochs in each
+auto times it on a GPU (toolchain.models.fast_paths.step_times), beside the images/s of whole training epochs in each
 (toolchain.models.train.train, the second of two epochs each, interleaved). Random rows of the input shape: speed
 does not depend on the pixels.
 
@@ -22,7 +22,8 @@ def main() -> None:
     import torch
 
     from toolchain.models import registry
-    from toolchain.models.train import TrainConfig, native_bf16, pick_device, step_times, train
+    from toolchain.models.fast_paths import native_bf16, step_times
+    from toolchain.models.train import TrainConfig, pick_device, train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", default=",".join(ARCHS))

@@ -146,7 +146,7 @@ def test_conv_nets_train_channels_last_and_come_back_in_the_default_order():
     x = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
     y = np.arange(40) % 10
     seen, weights = _formats_seen(registry.create("digits-cnn"), x, y, TrainConfig(epochs=1, batch_size=16))
-    from toolchain.models.train import autocast_dtype
+    from toolchain.models.fast_paths import autocast_dtype
 
     bf16_probe = autocast_dtype("auto", torch.device("cpu")) is not None  # where bf16 is native: the arithmetic's probe too
     assert len(seen) == 1 + bf16_probe + 3 and all(seen)  # the probes on two rows, then every training batch: channels-last

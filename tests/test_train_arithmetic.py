@@ -11,14 +11,16 @@ from torch import nn
 
 from clirun import run_cli
 from toolchain.models import registry
+from toolchain.models import fast_paths
 from toolchain.models import train as training
-from toolchain.models.train import TrainConfig, autocast_dtype, predict_logits, train
+from toolchain.models.fast_paths import autocast_dtype
+from toolchain.models.train import TrainConfig, predict_logits, train
 
 
 @pytest.mark.parametrize("precision, native, expected", [("fp32", True, None), ("bf16", False, torch.bfloat16),
                                                          ("auto", True, torch.bfloat16), ("auto", False, None)])
 def test_auto_takes_bf16_only_where_the_hardware_runs_it(precision, native, expected, monkeypatch):
-    monkeypatch.setattr(training, "native_bf16", lambda device: native)
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: native)
     assert autocast_dtype(precision, torch.device("cpu")) is expected
 
 
@@ -118,9 +120,9 @@ class _IndexAdding(nn.Module):
 
 
 def test_auto_falls_back_to_fp32_for_a_forward_that_cannot_run_in_bf16(digits_dataset, monkeypatch):
-    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: True)
     model = _IndexAdding()
-    assert training.training_dtype(model, digits_dataset.x_train, "auto", torch.device("cpu")) is None
+    assert fast_paths.training_dtype(model, digits_dataset.x_train, "auto", torch.device("cpu")) is None
     train(model, digits_dataset.x_train[:256], digits_dataset.y_train[:256], TrainConfig(epochs=1), device=torch.device("cpu"))
     assert predict_logits(model, digits_dataset.x_val, precision="auto").dtype == np.float32
 
@@ -160,7 +162,8 @@ def test_the_probes_give_every_module_its_own_mode_back(monkeypatch):
     probes training, counting and tracing run (bf16, channels-last, unused parameters, MACs per layer, the dependency
     graph);
     the root's mode copied onto every module would unfreeze it."""
-    from toolchain.models.train import _has_unused_parameters, _runs_channels_last, training_dtype
+    from toolchain.models.fast_paths import runs_channels_last, training_dtype
+    from toolchain.models.train import _has_unused_parameters
     from toolchain.prune.graph import ChannelGraph
     from toolchain.prune.macs import MacModel
 
@@ -169,9 +172,9 @@ def test_the_probes_give_every_module_its_own_mode_back(monkeypatch):
     frozen.eval()
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     cpu = torch.device("cpu")
-    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: True)
     training_dtype(model, x, "auto", cpu)
-    _runs_channels_last(model, x, cpu)
+    runs_channels_last(model, x, cpu)
     model.to(memory_format=torch.contiguous_format)
     _has_unused_parameters(model, x, cpu)
     MacModel(model, torch.zeros(1, 1, 28, 28))
@@ -191,7 +194,7 @@ def _conv_net_with_dropout() -> nn.Module:
 def test_timing_the_arithmetics_leaves_the_model_as_it_was():
     """auto on a GPU times training steps of the model it is about to train: nothing of it may move (weights,
     batch-norm statistics, gradients, memory order, a frozen layer's mode), nor the random state the training draws from."""
-    from toolchain.models.train import step_times
+    from toolchain.models.fast_paths import step_times
 
     model = _conv_net_with_dropout().train()
     frozen = model[1]
@@ -236,10 +239,10 @@ class _Bf16TrainingFails(_TupleInTraining):
     (_Bf16TrainingFails, 300, None, "its training step does not run under bf16 autocast"),
     (lambda: registry.create("digits-cnn", width=4), 1, torch.bfloat16, "")])  # one row: batch norm cannot train on it
 def test_auto_on_a_gpu_falls_back_where_a_timed_step_fails(monkeypatch, model, rows, expected, why):
-    from toolchain.models.train import precision_choice
+    from toolchain.models.fast_paths import precision_choice
 
-    monkeypatch.setattr(training, "TIMED_DEVICES", ("cpu",))
-    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setattr(fast_paths, "TIMED_DEVICES", ("cpu",))
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: True)
     x = np.random.default_rng(0).random((rows, 1, 8, 8), dtype=np.float32)
     assert precision_choice(model(), x, "auto", torch.device("cpu"), batch_size=64) == (expected, why)
 
@@ -250,12 +253,12 @@ def test_auto_on_a_gpu_keeps_the_arithmetic_whose_steps_were_faster(fp32_ms, bf1
     """Measured on an H200: fmnist-cnn's launch-bound steps ran 20% slower in bf16 autocast; auto there times both and keeps
     bf16 only where it is clearly faster (5%: the timing's noise must not decide). Asked for by name, nothing is timed.
     The device timed is faked as the CPU here."""
-    from toolchain.models.train import precision_choice
+    from toolchain.models.fast_paths import precision_choice
 
-    monkeypatch.setattr(training, "TIMED_DEVICES", ("cpu",))
-    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setattr(fast_paths, "TIMED_DEVICES", ("cpu",))
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: True)
     timed = []
-    monkeypatch.setattr(training, "step_times", lambda *a: timed.append(a) or {None: fp32_ms, torch.bfloat16: bf16_ms})
+    monkeypatch.setattr(fast_paths, "step_times", lambda *a: timed.append(a) or {None: fp32_ms, torch.bfloat16: bf16_ms})
     model, x = registry.create("digits-cnn", width=4), np.zeros((300, 1, 8, 8), np.float32)
     dtype, why = precision_choice(model, x, "auto", torch.device("cpu"), batch_size=64)
     assert dtype is expected and len(timed) == 1
@@ -270,10 +273,10 @@ def test_compress_times_auto_once_and_every_round_and_the_teacher_use_the_choice
     from toolchain.config import PruneConfig
     from toolchain.prune.lottery import LotteryPruner
 
-    monkeypatch.setattr(training, "TIMED_DEVICES", ("cpu",))
-    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setattr(fast_paths, "TIMED_DEVICES", ("cpu",))
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: True)
     timed, precisions = [], []
-    monkeypatch.setattr(training, "step_times", lambda *a: timed.append(a) or {None: 2.0, torch.bfloat16: 1.0})
+    monkeypatch.setattr(fast_paths, "step_times", lambda *a: timed.append(a) or {None: 2.0, torch.bfloat16: 1.0})
     real_train = training.train
     monkeypatch.setattr("toolchain.prune.lottery.train", lambda *a, **k: precisions.append(a[3].precision) or real_train(*a, **k))
     torch.manual_seed(0)
@@ -294,10 +297,10 @@ def _timed_pruner(monkeypatch, digits_dataset, faster: str, run_dir=None, calls=
     from toolchain.config import PruneConfig
     from toolchain.prune.lottery import LotteryPruner
 
-    monkeypatch.setattr(training, "TIMED_DEVICES", ("cpu",))
-    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setattr(fast_paths, "TIMED_DEVICES", ("cpu",))
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: True)
     ms = {None: 2.0, torch.bfloat16: 1.0} if faster == "bf16" else {None: 1.0, torch.bfloat16: 2.0}
-    monkeypatch.setattr(training, "step_times", lambda *a: (calls if calls is not None else []).append(a) or ms)
+    monkeypatch.setattr(fast_paths, "step_times", lambda *a: (calls if calls is not None else []).append(a) or ms)
     torch.manual_seed(0)
     model = registry.create("digits-cnn", width=8)
     train(model, digits_dataset.x_train, digits_dataset.y_train, TrainConfig(epochs=5, lr=1e-2, precision="fp32"), device=torch.device("cpu"))

@@ -18,7 +18,7 @@ def flag(group: str, help: str, *decls: str, default=None, **kw) -> dict:
     return {"flag": {"group": group, "help": help, "decls": decls, **kw}, **({"default": default} if default is not None else {})}
 
 
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # the retraining's arithmetic (toolchain.models.train.autocast_dtype)
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # the retraining's arithmetic (toolchain.models.fast_paths.autocast_dtype)
 
 
 def device_problem(device: str) -> str | None:

@@ -45,7 +45,8 @@ def train(
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.config import TRAIN_PRECISIONS
-    from toolchain.models.train import TrainConfig, arithmetic_label, pick_device, precision_choice, predict_logits, resolved_precision, seed_everything, train as run_train
+    from toolchain.models.fast_paths import arithmetic_label, precision_choice, resolved_precision
+    from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
     from toolchain.report.consoles import RunLog, log_console, progress_bar
     from toolchain.report.pace import EpochPace
 

@@ -27,8 +27,8 @@ from toolchain.errors import UserError
 from toolchain.gate import class_label
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
-from toolchain.models.train import (TrainConfig, arithmetic_label, fp32_hint, is_timed, pick_device, precision_choice, predict_logits, resolved_precision,
-                                    seed_everything, train)
+from toolchain.models.fast_paths import arithmetic_label, fp32_hint, is_timed, precision_choice, resolved_precision
+from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss

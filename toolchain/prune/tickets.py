@@ -42,7 +42,7 @@ class PruneResult:
     final: Ticket | None = None  # the selected ticket after final_epochs more (selected, if it stayed within budget)
     finals: list[Ticket] = field(default_factory=list)  # every final fine-tuning in the order run (final is the last)
     guard: object | None = None  # the PromiseGuard every ticket's operating point met (or not)
-    arithmetic: str = "fp32"  # of the retraining: "bf16 autocast" or "fp32" (toolchain.models.train.precision_choice)
+    arithmetic: str = "fp32"  # of the retraining: "bf16 autocast" or "fp32" (toolchain.models.fast_paths.precision_choice)
     arithmetic_chosen_by: str = ""  # what auto measured to choose it, where it timed both (a GPU); "" otherwise
 
 
