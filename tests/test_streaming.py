@@ -428,13 +428,45 @@ def test_with_augmentation_the_teacher_is_computed_on_the_augmented_batch():
     assert not torch.allclose(live(logits, targets, idx, inputs + 1), cached(logits, targets, idx, inputs + 1))
 
 
+def test_the_live_teacher_runs_in_the_retrainings_arithmetic_and_leaves_the_dense_model_alone():
+    import torch
+    from torch import nn
+
+    from toolchain.prune.loss import LiveTeacher
+
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(2, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 10 * 10, 3))
+    x = torch.randn(16, 2, 12, 12)  # two input channels: a one-channel kernel is in both memory orders
+    dense.train()
+    dense(x)  # batch norm statistics that differ from a fresh layer's
+    dense.eval()
+    with torch.no_grad():
+        fp32 = dense(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = dense(x).float()
+    stats = dense[1].running_mean.clone()
+    teacher = LiveTeacher(dense, x.numpy(), torch.bfloat16, torch.device("cpu"))
+    teacher.train()  # the training loop's train() does not reach it: a target always evaluates
+    out = teacher(x)
+    assert not teacher.model.training and out.dtype == torch.float32 and not out.requires_grad
+    assert teacher.channels_last and torch.allclose(out, bf16, atol=0.05) and not torch.allclose(out, fp32, atol=1e-4)
+    assert torch.equal(teacher.model[1].running_mean, stats)
+    # the dense model is untouched: its memory order, its gradients, its statistics
+    assert dense[0].weight.is_contiguous() and not dense[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.requires_grad for p in dense.parameters()) and torch.equal(dense[1].running_mean, stats)
+    assert torch.allclose(LiveTeacher(dense, x.numpy(), None, torch.device("cpu"))(x), fp32, atol=1e-5)
+
+
 def test_compress_records_preprocessing_and_augmentation_in_report_and_artifacts(tmp_path, capsys):
     import onnx
+    import torch
 
     from toolchain.models import registry
     from toolchain.models.loading import save_checkpoint
     from toolchain.models.train import seed_everything
+    from toolchain.models.fast_paths import autocast_dtype
     from toolchain.prune.lottery import LotteryPruner
+    from toolchain.prune.loss import LiveTeacher
 
     folder = image_folder(tmp_path / "imgs", 60, 20, seed=2)
     seed_everything(0)
@@ -450,7 +482,8 @@ def test_compress_records_preprocessing_and_augmentation_in_report_and_artifacts
     finally:
         LotteryPruner.teacher = real_teacher
     assert code in (0, 1), err
-    assert len(teachers) == 1 and isinstance(teachers[0], registry.get("digits-cnn"))  # live, not cached logits
+    assert len(teachers) == 1 and isinstance(teachers[0], LiveTeacher)  # live, not cached logits
+    assert isinstance(teachers[0].model, registry.get("digits-cnn")) and teachers[0].dtype == autocast_dtype("auto", torch.device("cpu"))
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     pre = report["data"]["preprocessing"]
     assert pre["resize"] == [18] and pre["crop"] == [16, 16] and pre["mean"] == pytest.approx([0.485, 0.456, 0.406])

@@ -13,10 +13,14 @@ margin grows with how many of them the two models decide differently (docs/FN_PR
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as F
+
+from toolchain.models.fast_paths import autocast, runs_channels_last
 
 
 def protected_log_odds(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -32,6 +36,28 @@ def squared_hinge_rank_loss(logits: torch.Tensor, targets: torch.Tensor, k: int,
         return logits.new_zeros(())
     gaps = margin - (pos[:, None] - neg[None, :])
     return F.relu(gaps).pow(2).mean()
+
+
+class LiveTeacher(nn.Module):
+    """The dense model as the distillation target of augmented batches (their logits cannot be cached): a frozen
+    copy run on each batch in the retraining's arithmetic and memory order, as the cached logits are computed. In
+    fp32 on contiguous weights the teacher's forward took most of an augmented step."""
+
+    def __init__(self, dense: nn.Module, x, dtype: torch.dtype | None, device: torch.device):
+        super().__init__()
+        self.model = copy.deepcopy(dense).to(device).eval()  # the dense model keeps its own memory order
+        self.model.requires_grad_(False)
+        self.dtype, self.device = dtype, device
+        self.channels_last = runs_channels_last(self.model, x, device)
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # a target: its batch norm always uses the dense model's statistics
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast(self.dtype, self.device):
+            return self.model(inputs).float()
 
 
 @dataclass

@@ -31,7 +31,7 @@ from toolchain.models.fast_paths import arithmetic_label, fp32_hint, is_timed, p
 from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
-from toolchain.prune.loss import ClassDependentLoss
+from toolchain.prune.loss import ClassDependentLoss, LiveTeacher
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
 from toolchain.prune.plan import plan_for_target
 from toolchain.prune.round_files import RoundFiles
@@ -128,11 +128,11 @@ class LotteryPruner:
             loss.set_weight(k, 1.0 + self.multipliers[k])
 
     def teacher(self):
-        """The dense model's logits on the training rows, cached; the dense model itself when training batches are
-        augmented (their logits differ every time: the loss computes them on the batch)."""
+        """The dense model's logits on the training rows, cached; a copy of the dense model when training batches are
+        augmented (their logits differ every time: the loss computes them on the batch). Either in the retraining's
+        arithmetic: a target for the student, not a number any decision rests on."""
         if self.dataset.augment is not None:
-            return self.dense
-        # in the retraining's arithmetic: a target for the student, not a number any decision rests on
+            return LiveTeacher(self.dense, self.dataset.x_train, self.low_precision, self.device)
         return torch.as_tensor(predict_logits(self.dense, self.dataset.x_train, device=self.device, precision=self.precision))
 
     def _arithmetic(self, resume: bool):
