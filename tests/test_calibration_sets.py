@@ -164,6 +164,26 @@ def test_the_hint_after_calibrate_pastes_into_a_shell(capsys, tmp_path):
     assert shlex.split(hint) == ["use", "it:", "--calibration", str(out)]
 
 
+def test_the_hint_after_calibrate_names_a_set_only_where_compress_finds_it_by_name(capsys, tmp_path, monkeypatch):
+    """A set written to some calibration/ folder was offered as `--calibration NAME`, which compress refused outside the
+    checkout (only CWTOOL_CALIBRATION_DIR, the checkout's and the package's folders are searched by name)."""
+    elsewhere = tmp_path / "calibration" / "mine.npz"
+    elsewhere.parent.mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(["calibrate", "--data", "digits", "-p", "3", "--out", "calibration/mine.npz"], capsys)
+    assert code == 0, err
+    assert "use it: --calibration calibration/mine.npz" in stdout + err
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setenv("CWTOOL_CALIBRATION_DIR", str(shared))
+    code, stdout, err = run_cli(["calibrate", "--data", "digits", "-p", "3", "--out", shared / "team.npz"], capsys)
+    assert code == 0, err
+    assert "use it: --calibration team\n" in stdout + err + "\n"
+    from toolchain.quantize.calibration import calibration_sets
+
+    assert calibration_sets()["team"].resolve() == (shared / "team.npz").resolve()
+
+
 def test_calibrate_refuses_a_protected_class_the_train_split_lacks(tmp_path, capsys):
     """It wrote the set and said "protected 3 enriched" with no row of class 3 in it."""
     from sklearn.datasets import load_digits

@@ -39,7 +39,7 @@ def calibrate(
     from toolchain.input_paths import input_paths
     from toolchain.provenance import file_sha256
     from toolchain.errors import UserError
-    from toolchain.quantize.calibration import calibration_recipe, calibration_rows_sha256, is_calibration_set, save_calibration
+    from toolchain.quantize.calibration import calibration_recipe, calibration_rows_sha256, calibration_sets, is_calibration_set, save_calibration
     from toolchain.report.consoles import log_console
 
     check_output_file(out, "--out", inputs=input_paths(data, val, test))
@@ -64,6 +64,7 @@ def calibrate(
     console.print(f"wrote {out}: {len(x)} rows of shape {shape} from the train split (seed {seed}"
                   + (f", protected {', '.join(map(str, protected))} enriched" if protected else "") + ")")
     console.print(f"sha256 {file_sha256(out)}; rows sha256 {calibration_rows_sha256(x)}")
-    name = out.stem if out.parent.name == "calibration" else str(out)
+    found = calibration_sets().get(out.stem)  # the name alone only where --calibration NAME finds this very file
+    name = out.stem if found is not None and found.resolve() == out.resolve() else str(out)
     console.print(f"use it: --calibration {shlex.quote(name)}")  # pasted into a shell as it stands
     return 0
