@@ -1143,7 +1143,9 @@ def test_what_counts_as_detecting_nothing():
     score = binary * 2.0 + rng.normal(0, 0.8, 5000)
     logits = np.stack([np.zeros(5000), score - 3.5], 1)
     assert detection_problem(logits, binary, [1], ["no", "yes"]) is None and 0 < np.sum(logits.argmax(1) == 1) < 60
-    assert "never answer" in detection_problem(np.stack([np.zeros(5000), score - 9.0], 1), binary, [1], ["no", "yes"])
+    never = detection_problem(np.stack([np.zeros(5000), score - 9.0], 1), binary, [1], ["no", "yes"])
+    # ranked well (AUC about 0.96) and never answered: a new user's model fed unnormalized images; preprocessing comes first
+    assert "never answer" in never and "--normalize" in never and never.index("--normalize") < never.index("bias"), never
     # answered for every row (a reviewer's wrong --normalize): ranked well, but no miss to keep from growing
     assert "for every row" in detection_problem(np.stack([np.zeros(5000), score + 9.0], 1), binary, [1], ["no", "yes"])
     few_others = np.array([1] * 30 + [0] * 2)  # 2 rows of the other class are too few to call "every row" a fault

@@ -185,12 +185,14 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
             return (f"the model ranks {name} no better than chance in {where} (AUC {auc:.3f} over {n:,} of its samples; it "
                     f"catches {caught}): check that the labels are numbered as in its training (--class-names) and that its "
                     "inputs are preprocessed alike (--normalize, pixel scaling)")
-        if caught == 0:
-            suspect = (" A ranking this weak is more often labels numbered otherwise than in its training (--class-names) or "
-                       "inputs preprocessed otherwise (--normalize, pixel scaling)." if auc < WEAK_AUC else "")
+        if caught == 0:  # inputs prepared otherwise than in training do this to a good model too: named first
+            first = ("labels numbered otherwise than in its training (--class-names) or inputs preprocessed otherwise "
+                     "(--normalize, pixel scaling)" if auc < WEAK_AUC else "inputs preprocessed otherwise than in its training "
+                     "(--normalize, --resize, pixel scaling) or labels numbered otherwise (--class-names)")
             return (f"the model's own decisions never answer {name} in {where} (it misses all {n:,}, though it ranks the "
-                    f"class with AUC {auc:.3f}): cwtool keeps a model's decisions, and 'no more missed' than all of them "
-                    f"promises nothing; bake the threshold you use into its last layer's bias for that class, then compress.{suspect}")
+                    f"class with AUC {auc:.3f}; accuracy {float(np.mean(predicted == y)):.3f}): check first for {first}; "
+                    "if the model does decide so, cwtool keeps a model's decisions and 'no more missed' than all of them "
+                    "promises nothing: bake the threshold you use into its last layer's bias for that class, then compress")
         others = ~positives
         if int(others.sum()) >= MIN_POSITIVES and np.all(predicted[others] == k):  # (a handful of others tells nothing)
             return (f"the model's own decisions answer {name} for every row in {where}, the {int(others.sum()):,} of other classes "
