@@ -106,8 +106,8 @@ def test_unreachable_within_accuracy_is_reported_with_what_is_reachable():
     y, dense, cand = _scores(shift=-3.0)  # the candidate lost most of class 6
     guard = PromiseGuard(y, dense.argmax(1), [6], budget=0, confidence=0.95)
     offsets = guard.choose(cand)
-    reach = guard.reachable(cand, offsets, min_accuracy=0.99)[6]  # accuracy no offset keeps
-    assert reach == 0.0
+    reach = guard.reachable(cand, offsets, min_accuracy=0.99)[6]  # accuracy no offset keeps: accuracy binds, not confidence
+    assert reach is None
     assert 0.0 < guard.reachable(cand, offsets, min_accuracy=0.5)[6] <= 1.0
 
 
@@ -166,9 +166,9 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
 
     from toolchain.prune.tickets import promise_section
 
-    def section(b, dense_fn):
+    def section(b, dense_fn, reach=0.77):
         entry = {"n": 27, "n_new": 27, "fn": dense_fn + b, "dense_fn": dense_fn, "b": b, "c": 0, "confidence": 0.77,
-                 "confidence_target": 0.95, "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0, "reachable_confidence": 0.77}
+                 "confidence_target": 0.95, "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0, "reachable_confidence": reach}
         ticket = SimpleNamespace(val={"promise": {"3": entry}, "accuracy": 0.97}, round=1)
         result = SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.98}})
         config = SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5)
@@ -188,6 +188,10 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
     assert "no larger validation split" not in at_ceiling  # a statement about this split, not about any (review I)
     below = section(b=2, dense_fn=0)
     assert below.endswith("raise --keep-params or give more validation data"), below
+    # no offset keeps accuracy: a new user's run was told "reachable 0.000" beside "probability 0.770", and to lower --confidence
+    stuck = section(b=2, dense_fn=0, reach=None)
+    assert stuck.startswith("no ticket stays within the accuracy budget") and "whatever the confidence asked" in stuck, stuck
+    assert "--confidence" not in stuck and "0.000" not in stuck and stuck.endswith("--keep-params or --epochs"), stuck
 
 
 def test_a_run_stopped_by_accuracy_not_by_the_promise_says_so(trained_digits, tmp_path, capsys):

@@ -327,7 +327,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                     reached = ", ".join(f"{class_label(k, dataset.class_names)} {v['confidence']:.3f}" for k, v in val_promise.items())
                     entry["gate"]["passed"] = False
                     entry["gate"]["reasons"].append(f"short of the FN promise on validation: confidence {reached} against the "
-                                                    f"{guard.confidence:g} asked (neither its own offset nor float layers reached it)")
+                                                    f"{guard.confidence:.3f} it is held to (neither its own offset nor float layers "
+                                                    "reached it)")
                     short = "; SHORT of the FN promise on validation"
             entries.append(entry)
             prot = ", ".join(f"{class_label(p['class'], dataset.class_names)} FN {p['fn']}" for p in evaluation["protected"])

@@ -196,9 +196,10 @@ class PromiseGuard:
     def met(self, logits: np.ndarray, offsets: dict[int, float]) -> bool:
         return all(v["confidence"] >= self.confidence for v in self.check(logits, offsets).values())
 
-    def reachable(self, logits: np.ndarray, offsets: dict[int, float], min_accuracy: float) -> dict[int, float]:
+    def reachable(self, logits: np.ndarray, offsets: dict[int, float], min_accuracy: float) -> dict[int, float | None]:
         """Per class, the highest confidence an offset can give while validation accuracy stays at or above
-        ``min_accuracy`` (the other classes' offsets fixed): what a too-small validation split allows."""
+        ``min_accuracy`` (the other classes' offsets fixed): what a too-small validation split allows. None where no
+        offset keeps that accuracy: then accuracy, not the confidence, is what binds."""
         out = {}
         for k in self.protected:
             ns, ends, b, c = self._path(logits, k, offsets)
@@ -208,7 +209,7 @@ class PromiseGuard:
             deltas = np.array([ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])) if m else ns[0] - _EPS * max(1.0, abs(ns[0])) for m in ends])
             accuracy = _accuracy_along(apply_offsets(logits, {j: d for j, d in offsets.items() if j != k}), self.y, k, deltas)
             feasible = np.flatnonzero(accuracy >= min_accuracy - 1e-12)
-            out[k] = self._confidence(k, b[feasible[-1]], c[feasible[-1]], len(ns)) if len(feasible) else 0.0
+            out[k] = self._confidence(k, b[feasible[-1]], c[feasible[-1]], len(ns)) if len(feasible) else None
         return out
 
 

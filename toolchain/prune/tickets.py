@@ -148,16 +148,19 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples{share} with probability "
                      f"{v['confidence']:.3f} (asked {v['confidence_target']:g}){vacuous}; margin {v['margin_fn']} FN under {allowed} "
                      f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
+    stuck = [k for k, v in per_class.items() if "reachable_confidence" in v and v["reachable_confidence"] is None]
     if met:
         statement = "the FN promise holds: " + "; ".join(words)
         if len(per_class) > 1:  # each class has its own promise; together they hold at least as often as this
             together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values()))
             statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
-    elif all(map(promise_kept, per_class.values())):  # the promise held; accuracy did not
+    elif all(map(promise_kept, per_class.values())) or stuck:  # accuracy binds: a lower confidence would not help
         more = ["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
+        there = ("the promise itself holds there" if not stuck else
+                 f"no offset of {', '.join(f'class {k}' for k in stuck)} brings accuracy within it, whatever the confidence asked")
         statement = (f"no ticket stays within the accuracy budget on validation where it keeps the FN promise (the selected round "
                      f"{ticket.round}: accuracy {ticket.val['accuracy']:.4f} at that operating point, needs >= {accuracy_floor:.4f}; "
-                     f"the promise itself holds there: {'; '.join(words)}): {', '.join(more[:-1])} or {more[-1]}")
+                     f"{there}: {'; '.join(words)}): {', '.join(more[:-1])} or {more[-1]}")
     else:
         reach = ", ".join(f"class {k} {v.get('reachable_confidence', v['confidence']):.3f}" for k, v in per_class.items())
         short = [v for v in per_class.values() if not promise_kept(v)]
