@@ -164,6 +164,21 @@ def test_degraded_artifact_fails_naming_the_class(art, capsys):
     assert "artifact" not in out
 
 
+def test_a_file_of_a_run_that_failed_its_gate_is_said_so_even_quiet(art, capsys, tmp_path):
+    """verify against the report.json of a run whose gate failed (it recommended no file) said "gate: passed" and
+    nothing else, and a CI went green on a file compress had not recommended (a new user's finding)."""
+    report = json.loads(Path(art["report"]).read_text())
+    report["gate"] = {"passed": False, "reasons": ["no ticket keeps the FN promise"]}
+    failed = tmp_path / "report.json"
+    failed.write_text(json.dumps(report))
+    code, out, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", failed, "--quiet"], capsys)
+    assert code == 0 and out.strip().splitlines()[-1].startswith("gate: passed, against a compress run that FAILED its own gate"), out
+    res = run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)
+    assert res["baseline"]["run_failed"] is True and any("failed its own gate" in n for n in res["notes"]), res["notes"]
+    res = run_json(art, capsys, [art["good"]], "--baseline", art["report"], expect=0)  # a passed run: nothing said
+    assert res["baseline"]["run_failed"] is False and not any("failed its own gate" in n for n in res["notes"])
+
+
 def test_collapsed_artifact_fails_with_a_collapse_reason(art, capsys):
     res = run_json(art, capsys, [art["collapsed"]], "--baseline", art["report"], expect=1)
     assert any("collapse: class 0 takes 100.0%" in r for r in res["gate"]["reasons"])

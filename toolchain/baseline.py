@@ -188,8 +188,10 @@ def _found_evaluation(obj, path: Path, names) -> dict:
     if isinstance(obj, dict) and isinstance(obj.get("baseline"), dict) and _is_evaluation(obj["baseline"].get("test")):
         config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
         budget = config.get("max_fn_increase")  # only ever named in a note: verify's gate takes its budget from its options
+        gate = obj.get("gate") if isinstance(obj.get("gate"), dict) else {}
         return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names,
-                **({"run_budget": budget} if type(budget) is int and 0 < budget <= 10_000 else {})}
+                **({"run_budget": budget} if type(budget) is int and 0 < budget <= 10_000 else {}),
+                **({"run_failed": True} if gate.get("passed") is False else {})}  # only ever said: the file decides nothing
     if _is_evaluation(obj):
         return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}
     raise UserError(

@@ -22,7 +22,7 @@ def verify(
     data: str = typer.Option(..., "--data", "-d", help="A .npz (x, y: every row; or given splits: test), digits, a .csv, an idx or ImageFolder folder.",
                              callback=stripped_data),
     protect_class: List[str] = typer.Option(..., "--protect-class", "-p", help="Class name (or index, where no class has that name) whose false negatives matter (repeatable)."),
-    baseline: Optional[Path] = typer.Option(None, help="cwtool compress report.json (its baseline.test), an earlier verify JSON, or an evaluate JSON."),
+    baseline: Optional[Path] = typer.Option(None, help="cwtool compress report.json (its baseline.test), an export folder's export.json, an earlier verify JSON, or an evaluate JSON."),
     max_fn_increase: Optional[int] = typer.Option(None, help="FN budget per protected class over the baseline (default 0 with a baseline)."),
     max_fnr_increase: Optional[float] = typer.Option(None, help="FN budget as a fraction of the class's samples (instead of --max-fn-increase)."),
     max_fnr: Optional[float] = typer.Option(None, help="Absolute FNR ceiling per protected class (works without a baseline)."),
