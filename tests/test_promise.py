@@ -232,8 +232,13 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     promise = report["promise"]
     assert promise["confidence"] == 0.8 and promise["max_fn_increase"] == 2 and promise["met_on_val"], err
     entry = promise["classes"]["3"]
-    assert set(entry) >= {"confidence", "confidence_target", "n", "n_new", "fn", "dense_fn", "b", "c", "margin_fn", "fp", "fp_plain"}
+    assert set(entry) >= {"confidence", "confidence_target", "n", "n_new", "fn", "dense_fn", "b", "c", "margin_fn", "fp", "fp_plain",
+                          "offset", "fn_no_offset", "fp_no_offset"}
     assert entry["confidence"] >= 0.8 and entry["margin_fn"] == entry["dense_fn"] + 2 - entry["fn"] >= 0
+    finals = [s for s in report["stages"] if s["stage"] == "final_finetune" and s["kept"]]
+    selected = finals[0] if finals else next(s for s in report["stages"] if s["stage"] == "prune_round" and s["round"] == promise["round"])
+    own = next(p for p in selected["val_raw"]["protected"] if p["class"] == 3)  # the model's own decisions, as recorded
+    assert (entry["fn_no_offset"], entry["fp_no_offset"]) == (own["fn"], own["fp"]) and entry["offset"] == selected["offsets"]["3"]
     text = (out / "report.md").read_text()
     assert "## The FN promise" in text and "with probability **" in text and "false positives" in text
     allowed = entry["dense_fn"] + 2  # said as counts a reader can add up ("1 FN under the dense model's + 1" was not)
@@ -355,3 +360,27 @@ def test_the_edge_of_a_tie_is_one_sample_whatever_the_row_order():
         assert guard.met(logits[rows], offsets)  # the point chosen is one its own check keeps
         chosen.append((offsets[1], guard.check(logits[rows], offsets)[1]["confidence"]))
     assert chosen[0] == chosen[1] == chosen[2], chosen
+
+
+def test_the_report_says_what_the_offset_does_and_what_all_promises_give_together():
+    """A new user's run shipped an offset of -2.18 on the protected logit (the budget of 2 spent on fewer false alarms)
+    and report.md never said it lowers the class's sensitivity, nor the model's own FN and FP; with two protected classes
+    the probability that both promises hold was only in report.json; a negative price read "costs -1 false positives"."""
+    from toolchain.report.markdown import _promise_lines
+
+    def entry(offset, fp, fp_plain):
+        return {"n": 36, "n_new": 36, "fn": 2, "dense_fn": 1, "b": 2, "c": 1, "confidence": 0.831, "confidence_target": 0.8,
+                "budget": 2, "margin_fn": 1, "fp": fp, "fp_plain": fp_plain, "offset": offset, "fn_no_offset": 2, "fp_no_offset": 3}
+
+    promise = {"met_on_val": True, "statement": "", "together_confidence": 0.662,
+               "classes": {"3": entry(-2.18, 0, 1), "8": entry(0.0, 4, 2)}}
+    text = "\n".join(_promise_lines(promise))
+    assert ("The shipped offset -2.180 on the class's logit lowers its sensitivity: the model's own decisions (no offset) "
+            "miss 2 with 3 false positives on validation.") in text, text
+    assert text.count("The shipped offset") == 1  # no offset, nothing to say
+    assert "At the unguarded point there are 1 more false positives than here" in text and "costs -" not in text, text
+    assert "That margin costs +2 false positives" in text
+    assert "every promise above holds at once with probability at least **0.662**" in text, text
+    old = {"met_on_val": True, "statement": "", "classes": {"3": {k: v for k, v in entry(1.0, 2, 1).items()
+                                                                 if k not in ("offset", "fn_no_offset", "fp_no_offset")}}}
+    assert "offset" not in "\n".join(_promise_lines(old)) and "together" not in "\n".join(_promise_lines(old))  # an older run's

@@ -95,9 +95,11 @@ class LotteryPruner:
         met = all(v["confidence"] >= self.guard.confidence for v in check.values())
         reach = self.guard.reachable(logits, offsets, floor) if not met or at_op["accuracy"] < floor else {}
         fp_plain = {p["class"]: p["fp"] for p in plain["protected"]}
+        own = {p["class"]: p for p in raw["protected"]}  # the model's own decisions: what the offset moves away from
         at_op["promise"] = {str(k): {**v, "confidence_target": self.guard.confidence, "budget": self.guard.budget,
                                      "margin_fn": v["dense_fn"] + self.guard.budget - v["fn"],
                                      "fp": next(p["fp"] for p in at_op["protected"] if p["class"] == k), "fp_plain": fp_plain[k],
+                                     "offset": float(offsets.get(k, 0.0)), "fn_no_offset": own[k]["fn"], "fp_no_offset": own[k]["fp"],
                                      **({"reachable_confidence": reach[k]} if k in reach else {})}
                             for k, v in check.items()}
         return raw, at_op, logits, offsets

@@ -149,10 +149,11 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
                      f"{v['confidence']:.3f} (asked {v['confidence_target']:g}){vacuous}; margin {v['margin_fn']} FN under {allowed} "
                      f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
     stuck = [k for k, v in per_class.items() if "reachable_confidence" in v and v["reachable_confidence"] is None]
+    # each class has its own promise; together they hold at least this often (Bonferroni: no independence assumed)
+    together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values())) if len(per_class) > 1 else None
     if met:
         statement = "the FN promise holds: " + "; ".join(words)
-        if len(per_class) > 1:  # each class has its own promise; together they hold at least as often as this
-            together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values()))
+        if together is not None:
             statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
     elif all(map(promise_kept, per_class.values())) or stuck:  # accuracy binds: a lower confidence would not help
         more = ["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
@@ -182,4 +183,5 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
                      f"({why}): {either}")
     return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
-            "round": ticket.round, "classes": per_class, "statement": statement}
+            "round": ticket.round, "classes": per_class, "statement": statement,
+            **({"together_confidence": together} if together is not None else {})}

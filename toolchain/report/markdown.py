@@ -49,16 +49,31 @@ def _promise_lines(promise: dict | None) -> list[str]:
     lines = ["", "## The FN promise", ""]
     for k, v in promise["classes"].items():
         budget = f" + {v['budget']}" if v["budget"] else ""
+        price = v["fp"] - v["fp_plain"]
+        cost = (f"That margin costs {price:+d} false positives" if price >= 0 else
+                f"At the unguarded point there are {-price} more false positives than here")  # a budget spent buys FP back
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "
             f"{v['fn']} of {v['n']}, {v['margin_fn']} under the {v['dense_fn'] + v['budget']} allowed (the dense model misses "
-            f"{v['dense_fn']}{budget}); {v['b']} the dense model catches are missed, {v['c']} it misses are caught. That margin costs "
-            f"{v['fp'] - v['fp_plain']:+d} false positives on validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, "
-            f"where FN is just the {v['dense_fn'] + v['budget']} allowed).")
+            f"{v['dense_fn']}{budget}); {v['b']} the dense model catches are missed, {v['c']} it misses are caught. {cost} on "
+            f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, where FN is just the {v['dense_fn'] + v['budget']} "
+            f"allowed).{_offset_words(v)}")
+    if promise.get("together_confidence") is not None:
+        lines.append(f"- all {len(promise['classes'])} classes together: every promise above holds at once with probability at "
+                     f"least **{promise['together_confidence']:.3f}** (each class's own is stated above).")
     if not promise["met_on_val"]:
         lines.append(f"- **not met**: {promise['statement']}")
     return lines
+
+
+def _offset_words(v: dict) -> str:
+    """What the shipped offset does to the class: a negative one lowers its sensitivity, for fewer false alarms."""
+    if "offset" not in v or abs(v["offset"]) < 1e-6:
+        return ""
+    way = "raises" if v["offset"] > 0 else "lowers"
+    return (f" The shipped offset {v['offset']:+.3f} on the class's logit {way} its sensitivity: the model's own decisions "
+            f"(no offset) miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation.")
 
 
 def _data_line(data: dict) -> str:
