@@ -830,7 +830,7 @@ def test_what_the_user_must_make_sure_of_reaches_the_log_and_the_reports(trained
     for text in ((out / "compress.log").read_text(), (out / "report.md").read_text()):
         assert "cannot tell which rows trained" in text
     assert any("cannot tell which rows trained" in n for n in json.loads((out / "report.json").read_text())["data"]["notes"])
-    assert "Data: `digits`; validation rows split from it (" in (out / "report.md").read_text()
+    assert "Data: `digits`; validation rows split from it with seed 0 (" in (out / "report.md").read_text()
 
 
 def test_a_model_that_exits_while_cwtool_runs_it_is_bad_input(tmp_path, capsys):
@@ -1330,3 +1330,19 @@ def test_a_mistyped_data_path_is_named_before_the_image_flags(tmp_path, capsys, 
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "--data", tmp_path / "link", "--resize", "64",
                             "-p", "1"], capsys)
     _one_line_error(code, err, f"--data '{tmp_path / 'link'}' is a link to nothing ('{tmp_path / data}')")
+
+
+def test_the_report_names_the_data_as_given_and_where_its_splits_come_from():
+    """--data images/train read "Data: `train`", and an .npz with its own x_val and x_test read "validation rows split
+    from it" (a new user's findings)."""
+    from toolchain.report.markdown import _data_line
+
+    sizes = {"train": 700, "val": 359, "test": 360}
+    own = _data_line({"name": "split", "spec": "data/split.npz", "given_splits": True, "seed": 0, "sizes": sizes})
+    assert own == "`data/split.npz`; validation rows from it (359 rows), test rows from it (360 rows)", own
+    pool = _data_line({"name": "train", "spec": "images/train", "given_splits": False, "seed": 3, "sizes": sizes})
+    assert pool.startswith("`images/train`; validation rows split from it with seed 3 (359 rows)"), pool
+    held = _data_line({"name": "train", "spec": "images/train", "given_splits": False, "seed": 3, "sizes": sizes,
+                       "held_out_from": {"val": "images/val", "test": "images/test"}})
+    assert held == "`images/train`; validation rows from `images/val` (359 rows), test rows from `images/test` (360 rows)", held
+    assert _data_line({"name": "digits", "sizes": sizes}).startswith("`digits`; validation rows from it")  # an older report

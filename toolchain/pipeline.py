@@ -267,7 +267,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "run_id": run_id,
             "protected": protected,
             "class_names": class_names,
-            "data": {**dataset.describe(), "test_rows_sha256": test_rows, "notes": input_notes},
+            "data": {**dataset.describe(), "spec": str(request.data), "test_rows_sha256": test_rows, "notes": input_notes},
             "config": config.to_dict(),
             "training": {"device": str(pruner.device), "arithmetic": result.arithmetic,  # auto: the machine decided
                          **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {})},  # a GPU: how

@@ -77,16 +77,20 @@ def _offset_words(v: dict) -> str:
 
 
 def _data_line(data: dict) -> str:
-    """Where the validation and test rows came from: --data's splits, or the user's --val and --test (named: "train" was
-    the folder name)."""
+    """Where the validation and test rows came from: --data's splits (its own, where it defines them, or cwtool's split with
+    a seed), or the user's --val and --test (named: "train" was the folder name). --data as given: a folder's name alone
+    ("train") did not say which."""
     given = data.get("held_out_from") or {}
+    seed = data.get("seed")
+    origin = "from it" if data.get("given_splits") or type(seed) is not int else f"split from it with seed {seed}"
     parts = []
     for split, what in (("val", "validation"), ("test", "test")):
         rows = f"{data['sizes'][split]} rows" if split in data.get("sizes", {}) else "rows"
         path = given.get(split)
         parts.append(f"{what} rows from `{one_line(path).replace('`', chr(39))}` ({rows})" if isinstance(path, str)
-                     else f"{what} rows split from it ({rows})")
-    return f"`{one_line(data['name']).replace('`', chr(39))}`; " + ", ".join(parts)
+                     else f"{what} rows {origin} ({rows})")
+    name = data["spec"] if isinstance(data.get("spec"), str) else data["name"]
+    return f"`{one_line(name).replace('`', chr(39))}`; " + ", ".join(parts)
 
 
 def render_report(report: dict) -> str:
