@@ -133,3 +133,14 @@ def test_fit_verdict_in_words():
     skipped = {"target": {"name": "raspberry-pi-4", "fits": False, "files": 0, "files_fitting": 0, "verdict": "no files to check"}}
     assert fit_sentence(skipped) == "target raspberry-pi-4: no file to check (none was written)"
     assert fit_lines(skipped)[1] == "## Target raspberry-pi-4: no file to check" and "does not fit" not in "".join(fit_lines(skipped))
+    # files that fit the device, from a run whose gate failed: "fits" alone read as a go (a new user's finding)
+    from toolchain.report.fit import fit_style
+
+    report["artifacts"][0]["fit"]["fits"] = True
+    report["target"].update(fits=True, files_fitting=1, verdict="fits")
+    report["gate"] = {"passed": False}
+    assert fit_sentence(report) == ("target raspberry-pi-4: fits; 1 of 1 files fit (the device's limits only: the gate FAILED, "
+                                    "no file is recommended)") and fit_style(report) == "yellow"
+    assert "## Target raspberry-pi-4: fits (the device's limits only: the gate FAILED" in "\n".join(fit_lines(report))
+    report["gate"] = {"passed": True}
+    assert fit_sentence(report) == "target raspberry-pi-4: fits; 1 of 1 files fit" and fit_style(report) == "green"

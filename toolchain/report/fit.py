@@ -35,10 +35,20 @@ def _nothing_judged(target: dict) -> bool:
     return target.get("files") == 0
 
 
+def _gate_failed(report: dict) -> bool:
+    """The files fit the device, but the run's gate failed: "fits" alone read as a go (a new user's finding)."""
+    return (report.get("gate") or {}).get("passed") is False
+
+
+_UNVETTED = " (the device's limits only: the gate FAILED, no file is recommended)"
+
+
 def fit_style(report: dict) -> str:
-    """The console style of ``fit_sentence``'s line: red only where a file does not fit."""
+    """The console style of ``fit_sentence``'s line: red where a file does not fit, yellow where they fit a failed run."""
     target = report["target"]
-    return "green" if target["fits"] or _nothing_judged(target) else "bold red"
+    if not (target["fits"] or _nothing_judged(target)):
+        return "bold red"
+    return "yellow" if _gate_failed(report) and not _nothing_judged(target) else "green"
 
 
 def fit_sentence(report: dict) -> str | None:
@@ -50,7 +60,7 @@ def fit_sentence(report: dict) -> str | None:
         return printable(f"target {target['name']}: no file to check (none was written)")
     count = f"{target.get('files_fitting', '?')} of {target.get('files', '?')} files fit"
     word = "fits" if target["fits"] else "does NOT fit"
-    why = "" if target["fits"] else f" ({target.get('verdict', '')})"
+    why = (_UNVETTED if _gate_failed(report) else "") if target["fits"] else f" ({target.get('verdict', '')})"
     return printable(f"target {target['name']}: {word}; {count}{why}")
 
 
@@ -64,7 +74,8 @@ def fit_lines(report: dict) -> list[str]:
     if _nothing_judged(target):
         return ["", f"## Target {target['name']}: no file to check", "",
                 "No file was written (`--skip-export`): the profile set only the pruning's channel multiple."]
-    lines = ["", f"## Target {target['name']}: {'fits' if target['fits'] else '**does not fit**'}", ""]
+    verdict = ("fits" + (_UNVETTED if _gate_failed(report) else "")) if target["fits"] else "**does not fit**"
+    lines = ["", f"## Target {target['name']}: {verdict}", ""]
     if target.get("description"):
         lines += [f"{target['description']}.", ""]
     lines += ["| file | verdict | bytes (limit) | peak memory, est. (RAM) | operators | latency per sample, est. |",
