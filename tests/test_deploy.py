@@ -72,3 +72,9 @@ def test_no_timing_names_nothing():
     deploy = recommend(ONNX, {}, threads=1)
     assert not deploy["timed"] and deploy["choices"] == [] and deploy_sentences({"deploy": deploy}) == []
     assert "not timed" in "\n".join(deploy_lines({"deploy": deploy}))
+    # a run that withholds every file still says so untimed: "files not timed" alone beside a failed gate (a new user's finding)
+    withheld = recommend(ONNX + TFLITE, {}, threads=1, withheld="the run did not keep the FN promise")
+    assert [c["file"] for c in withheld["choices"]] == [None, None]
+    assert deploy_sentences({"deploy": withheld}) == ["deploy (onnx): none, the run did not keep the FN promise",
+                                                      "deploy (tflite): none, the run did not keep the FN promise"]
+    assert "- tflite: none, the run did not keep the FN promise." in deploy_lines({"deploy": withheld})

@@ -65,8 +65,9 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withh
     """report.json's "deploy": each file's batch-1 latency here, per format the file to deploy and why,
     and the findings (int8 slower than its fp32 twin). ``withheld``: why no file is recommended at all (a run
     whose promise failed on validation, whatever each file's own re-check says)."""
-    if not timings:
-        return {"timed": False, "note": "files not timed (--time-runs 0)", "choices": [], "findings": []}
+    if not timings:  # nothing to choose by; a withheld run still says that no file is recommended
+        choices = [{"format": fmt, "file": None, "why": withheld} for fmt in dict.fromkeys(e["format"] for e in entries)] if withheld else []
+        return {"timed": False, "note": "files not timed (--time-runs 0)", "choices": choices, "findings": []}
     latency = {p: _ms(t) for p, t in timings.items()}
     findings = []
     for e in entries:

@@ -13,7 +13,7 @@ __all__ = ["deploy_lines", "deploy_sentences"]
 def deploy_sentences(report: dict) -> list[str]:
     """The console lines: per format the file to deploy, then each finding."""
     deploy = report.get("deploy")
-    if not deploy or not deploy.get("timed"):
+    if not deploy or not (deploy.get("timed") or deploy.get("choices")):
         return []
     lines = [f"deploy ({c['format']}): {c['file']}, {c['why']}" if c["file"] else f"deploy ({c['format']}): none, {c['why']}"
              for c in deploy["choices"]]
@@ -29,7 +29,7 @@ def deploy_lines(report: dict) -> list[str]:
         return []
     lines = ["", "## Which file to deploy", ""]
     if not deploy.get("timed"):
-        return lines + [deploy.get("note", "files not timed")]
+        return lines + [deploy.get("note", "files not timed")] + [f"- {c['format']}: none, {c['why']}." for c in deploy.get("choices") or []]
     chosen = {c["file"] for c in deploy["choices"] if c["file"]}
     lines += ["| file | bytes | ms per call, batch 1, here | gate | deploy |", "|---|--:|--:|---|---|"]
     for art in report.get("artifacts", []):
