@@ -979,14 +979,25 @@ def test_a_json_option_may_span_lines(trained_digits, tmp_path, capsys):
     assert code == 0, err
 
 
-@pytest.mark.parametrize("command", ["compress", "export"])
-def test_an_nhwc_layout_with_no_tflite_file_to_write_is_refused(trained_digits, command, tmp_path, capsys):
-    """--format onnx --layout NHWC dropped the layout in silence."""
+@pytest.mark.parametrize("command, layout", [("compress", "NHWC"), ("export", "NHWC"), ("export", "nhwc")])
+def test_an_nhwc_layout_with_no_tflite_file_to_write_is_refused(trained_digits, command, layout, tmp_path, capsys):
+    """--format onnx --layout NHWC dropped the layout in silence. The layout's case does not matter (nhwc was refused)."""
     extra = ["--epochs", "1"] if command == "compress" else []
-    code, _, err = run_cli([command, trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--layout", "NHWC", *extra,
+    code, _, err = run_cli([command, trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--layout", layout, *extra,
                             "--out", tmp_path / "out"], capsys)
     _one_line_error(code, err, "--layout NHWC is the TFLite file's input layout")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_layout_is_read_in_any_case():
+    from toolchain.config import ExportOptions
+    from toolchain.errors import UserError
+    from toolchain.export.stage import export_settings
+
+    assert export_settings(ExportOptions(layout="nhwc")).layout == "NHWC"
+    assert export_settings(ExportOptions(layout="Nchw")).layout == "NCHW"
+    with pytest.raises(UserError, match="--layout 'nwhc' is not NCHW or NHWC"):
+        export_settings(ExportOptions(layout="nwhc"))
 
 
 def test_a_model_with_logits_in_the_ten_thousands_compresses(trained_digits, tmp_path, capsys):
@@ -1346,3 +1357,15 @@ def test_the_report_names_the_data_as_given_and_where_its_splits_come_from():
                        "held_out_from": {"val": "images/val", "test": "images/test"}})
     assert held == "`images/train`; validation rows from `images/val` (359 rows), test rows from `images/test` (360 rows)", held
     assert _data_line({"name": "digits", "sizes": sizes}).startswith("`digits`; validation rows from it")  # an older report
+
+
+def test_a_bare_state_dict_is_told_every_built_in_architecture(tmp_path):
+    """The list named the small built-ins only, not the mobile architectures the README lists (a new user's finding)."""
+    from toolchain.errors import UserError
+    from toolchain.models import registry
+    from toolchain.models.loading import load_model
+
+    torch.save({"fc.weight": torch.zeros(2, 3), "fc.bias": torch.zeros(2)}, tmp_path / "sd.pt")
+    with pytest.raises(UserError, match="is a state_dict: pass --arch") as caught:
+        load_model(tmp_path / "sd.pt")
+    assert all(name in str(caught.value) for name in registry.names(mobile=True)) and "mobilenetv2" in str(caught.value)

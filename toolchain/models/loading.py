@@ -109,7 +109,7 @@ def load_model(
         if arch is None:
             raise UserError(
                 f"'{path}' is a state_dict: pass --arch module:Class or path/to/file.py:Class "
-                f"(built-in: {', '.join(registry.names())}) so cwtool can rebuild the model"
+                f"(built-in: {', '.join(registry.names(mobile=True))}) so cwtool can rebuild the model"
             )
         model = build_arch(arch, arch_kwargs)
         load_state_into(model, state, arch)
