@@ -111,6 +111,6 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withh
 def deploy_choice(entries: list[dict], root: Path, threads: int, runs: int, log=None, withheld: str | None = None) -> dict:
     """time_files, then recommend: report.json's "deploy" for the files under ``root``."""
     if log is not None and runs and entries:
-        log(f"timing {len(entries)} files at batch 1 on this machine" + (", to name the file to deploy" if withheld is None else "")
+        log(f"timing {len(entries)} file{'s' if len(entries) != 1 else ''} at batch 1 on this machine" + (", to name the file to deploy" if withheld is None else "")
             + " (--time-runs 0 skips)")
     return recommend(entries, time_files(root, entries, threads, runs), threads, withheld)

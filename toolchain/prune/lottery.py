@@ -224,7 +224,8 @@ class LotteryPruner:
             targets = ", ".join(f"{class_label(k, self.dataset.class_names)} FN <= dense + {cfg.max_fn_increase} on new data with probability "
                                 f"{cfg.confidence:g}" for k in self.targets)  # named once: the lines below say "class 7"
             macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
-            self.log(f"pruning: rounds {start}-{rounds} of {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} each on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
+            which = f"round {start}" if start == rounds else f"rounds {start}-{rounds}"  # "rounds 1-1 ... each" read oddly
+            self.log(f"pruning: {which} of {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}{'' if start == rounds else ' each'} on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
                      f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
             if self.kept_whole:
                 self.log("kept whole: " + "; ".join(f"{key} ({why})" for key, why in self.kept_whole.items()))

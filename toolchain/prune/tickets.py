@@ -152,7 +152,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     # each class has its own promise; together they hold at least this often (Bonferroni: no independence assumed)
     together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values())) if len(per_class) > 1 else None
     if met:
-        statement = "the FN promise holds: " + "; ".join(words)
+        statement = "the FN promise is backed on validation: " + "; ".join(words)  # a probability: one test draw may still miss
         if together is not None:
             statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
     elif all(map(promise_kept, per_class.values())) or stuck:  # accuracy binds: a lower confidence would not help
