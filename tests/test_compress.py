@@ -204,7 +204,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digi
     assert [line.split(" to go")[0] for line in to_go] == ["rounds 2-3", "round 3"][:len(whole.tickets) - 1], recorded
     assert all(re.search(r"about [\d.]+ (s|min) at round \d's pace", line) for line in to_go), to_go
     assert sum("retrain: epoch 1/2 done (" in line for line in recorded) == len(whole.tickets)
-    assert re.match(r"pruning: rounds 1-3 of 2 epochs each on cpu \((bf16 autocast|fp32)\), to 20% of", whole_lines[0])
+    assert re.match(r"pruning: rounds 1-3, 2 epochs each, on cpu \((bf16 autocast|fp32)\), to 20% of", whole_lines[0])
     assert "class 3 FN <=" in whole_lines[0]
 
     def die_after_round_2(line):
@@ -217,7 +217,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digi
     assert not (tmp_path / "killed" / "rounds" / "round_3.pt").exists()
     resumed_lines = []
     resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=resumed_lines.append).run(resume=True)
-    assert resumed_lines[:2] == ["resuming after round 2", whole_lines[0].replace("rounds 1-3", "rounds 3-3")]
+    assert resumed_lines[:2] == ["resuming after round 2", whole_lines[0].replace("rounds 1-3, 2 epochs each,", "round 3, 2 epochs,")]
     assert [t.round for t in resumed.tickets] == [t.round for t in whole.tickets] == [1, 2, 3]
     a, b = whole.selected.model.state_dict(), resumed.selected.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

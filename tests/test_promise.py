@@ -248,7 +248,7 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     assert said in promise["statement"], promise["statement"]
     assert code in (0, 1)  # the test split's verdict is reported, not chosen from
     assert promise["statement"].startswith("the FN promise is backed on validation: ")  # "holds" read as a fact about test
-    assert "pruning: round 1 of 1 epoch on " in (out / "compress.log").read_text()  # not "rounds 1-1 of 1 epoch each"
+    assert "pruning: round 1, 1 epoch, on " in (out / "compress.log").read_text()  # not "rounds 1-1 of 1 epoch each"
 
 
 def test_a_share_of_new_samples_is_not_rounded_away():

@@ -224,8 +224,9 @@ class LotteryPruner:
             targets = ", ".join(f"{class_label(k, self.dataset.class_names)} FN <= dense + {cfg.max_fn_increase} on new data with probability "
                                 f"{cfg.confidence:g}" for k in self.targets)  # named once: the lines below say "class 7"
             macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
-            which = f"round {start}" if start == rounds else f"rounds {start}-{rounds}"  # "rounds 1-1 ... each" read oddly
-            self.log(f"pruning: {which} of {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}{'' if start == rounds else ' each'} on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
+            epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"  # "rounds 1-1 of 25 epochs each" read oddly
+            which = f"round {start}, {epochs}" if start == rounds else f"rounds {start}-{rounds}, {epochs} each"
+            self.log(f"pruning: {which}, on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
                      f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
             if self.kept_whole:
                 self.log("kept whole: " + "; ".join(f"{key} ({why})" for key, why in self.kept_whole.items()))
