@@ -685,7 +685,7 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["baseline"]["test"]["n"] == 30 and report["data"]["sizes"]["test"] == 30 and "--test " in report["data"]["preprocessing"]["note"]
     assert report["data"]["held_out_from"] == {"val": str(held["val"]), "test": str(held["test"])}
-    assert (f"Data: `train`; validation rows from `{held['val']}` ({report['data']['sizes']['val']} rows), test rows from "
+    assert (f"Data: `{train}`; validation rows from `{held['val']}` ({report['data']['sizes']['val']} rows), test rows from "
             f"`{held['test']}` (30 rows)") in (tmp_path / "run" / "report.md").read_text()
     # the same folder judged again (evaluate and verify read a folder's every row in listing order): the same rows
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", held["test"], "-p", "1", "--split", "all", "--json",
