@@ -11,6 +11,7 @@ rules every other x array gets (`toolchain.data.features.Conversion`). Members s
 from __future__ import annotations
 
 import struct
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,10 @@ from typing import Callable
 import numpy as np
 
 from toolchain.data.samples import Samples
+
+# what numpy raises on a malformed .npy header besides ValueError: its literal parser's errors, and tokenize's where
+# it retries an old-style header through the tokenizer (an unclosed bracket)
+HEADER_ERRORS = (SyntaxError, TypeError, OverflowError, RecursionError, tokenize.TokenError)
 
 __all__ = ["MAP_BYTES", "MappedMember", "Mapped", "map_member", "mappable"]
 
@@ -75,7 +80,7 @@ def map_member(path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype:
             version = np.lib.format.read_magic(fh)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             header = read(fh, max_header_size=_MAX_HEADER)
-        except (ValueError, OSError, SyntaxError, TypeError):
+        except (ValueError, OSError) + HEADER_ERRORS:
             return None
         offset = fh.tell()
         fh.seek(0, 2)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.data.mapped import MappedMember, map_member, mappable
+from toolchain.data.mapped import HEADER_ERRORS, MappedMember, map_member, mappable
 from toolchain.limits import check_fits, format_bytes, product
 from toolchain.errors import UserError, one_line
 
@@ -87,7 +87,7 @@ def _header(fp, name: str, where: str) -> tuple[tuple[int, ...], bool, np.dtype]
             shape, fortran, dtype = fmt.read_array_header_2_0(fp, max_header_size=_MAX_HEADER)
         else:  # pragma: no cover - read_magic accepts only these
             raise ValueError(f"unsupported .npy version {version}")
-    except _ZIP_ERRORS + (SyntaxError, TypeError, OverflowError, RecursionError) as exc:
+    except _ZIP_ERRORS + HEADER_ERRORS as exc:
         raise UserError(f"'{name}' in {where} is not a valid .npy array ({_msg(exc)}): {NPZ_FIX}") from None
     shape = tuple(int(d) for d in shape)
     if any(d >= 2**62 for d in shape):  # numpy counts elements in int64
@@ -149,7 +149,7 @@ def read_npz(path: str | Path, wanted: set[str] | None = None,
             try:
                 with zf.open(info) as fp:
                     arr = np.lib.format.read_array(fp, allow_pickle=False, max_header_size=_MAX_HEADER)
-            except _ZIP_ERRORS + (SyntaxError, TypeError, OverflowError) as exc:
+            except _ZIP_ERRORS + HEADER_ERRORS as exc:
                 raise UserError(f"cannot read '{key}' in {where} ({_msg(exc)}): {NPZ_FIX}") from None
             if arr.shape != shape or arr.dtype != dtype:  # pragma: no cover - read_array read another header
                 raise UserError(f"'{key}' in {where} changed while it was read: {NPZ_FIX}")
