@@ -839,6 +839,20 @@ def test_verify_reads_a_folder_normalized_as_its_files_record(tmp_path, capsys):
         code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1", "--normalize", given, "--baseline",
                                 tmp_path / "e" / "export.json"], capsys)
         assert code == 2 and "not the rows the baseline was measured on" in err, err
+    # a record edited to a normalization these images cannot take was blamed on --normalize, never given (a reviewer's)
+    import json as _json
+
+    import onnx
+
+    proto = onnx.load(str(artifact))
+    prop = next(p for p in proto.metadata_props if p.key == "preprocessing")
+    record = _json.loads(prop.value)
+    record.update(mean=[0.1, 0.2], std=[1.0, 1.0])
+    prop.value = _json.dumps(record)
+    onnx.save(proto, str(artifact))
+    code, _, err = run_cli(["verify", artifact, "--data", folder, "-p", "1"], capsys)
+    assert code == 2 and err.strip().startswith("cwtool: error: the normalization the files record") and "pass --normalize" in err, err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_a_file_made_from_arrays_records_no_normalization_for_a_folder():

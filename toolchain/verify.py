@@ -185,6 +185,7 @@ def run_verify(req: VerifyRequest) -> dict:
     # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
     # The same for the normalization the files record, unless --normalize names one (auto is a guess from the image size).
     opened, color, normalize, resize, image_size = None, req.color, req.normalize, req.resize, req.image_size
+    normalize_recorded = False  # taken from the files' record, not from --normalize: a refusal names the record
     sized_as_recorded = False
     if (color is None or normalize in (None, "auto") or (resize is None and image_size is None)) and is_image_folder(req.data):
         try:
@@ -195,6 +196,7 @@ def run_verify(req: VerifyRequest) -> dict:
         color = color or (recorded_color(runners) if runners else None)
         if normalize in (None, "auto") and runners:  # verify's auto, as its --color auto: as the files were made
             normalize = recorded_normalization(runners) or normalize
+            normalize_recorded = normalize not in (None, "auto")
         if resize is None and image_size is None and runners:  # sized as the files were made: not a plain stretch
             resize, image_size = recorded_resizing(runners) or (None, None)
             sized_as_recorded = image_size is not None
@@ -203,6 +205,10 @@ def run_verify(req: VerifyRequest) -> dict:
                              class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
                              resize=resize, normalize=normalize, color=color)
     except UserError as exc:  # a folder's images that the files' record would have prepared, had it travelled with them
+        if normalize_recorded and str(exc).startswith("--normalize "):  # the user gave no --normalize: the record is at fault
+            what = str(exc)[len("--normalize "):].split(":")[0]
+            raise UserError(f"the normalization the files record (their metadata or .json sidecar) {what}: the record does "
+                            "not fit these images; pass --normalize to set it") from exc
         hint = _no_sidecar_hint(opened or [], req.data)
         if not hint:
             raise
