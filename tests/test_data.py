@@ -637,6 +637,11 @@ def test_idx_folder_errors(tmp_path):
     write_idx(tmp_path / "mismatch" / "train-labels-idx1-ubyte.gz", data["train-labels-idx1-ubyte"][:-1])
     expect_error("60 samples but", tmp_path / "mismatch")
 
+    # a plain and a .gz copy of one file: the plain one was read without a word, whatever the .gz held (a reviewer's)
+    make_idx_folder(tmp_path / "both")
+    write_idx(tmp_path / "both" / "train-images-idx3-ubyte", np.zeros((60, 28, 28), np.uint8))
+    expect_error("holds train-images-idx3-ubyte and train-images-idx3-ubyte.gz: keep one", tmp_path / "both")
+
 
 def test_fashion_mnist_shortcut_missing_says_apt_get(tmp_path, monkeypatch):
     monkeypatch.setattr(named, "FASHION_MNIST_DIR", tmp_path / "absent")

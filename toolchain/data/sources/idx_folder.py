@@ -39,11 +39,11 @@ def find_idx_files(folder: Path) -> dict[str, Path] | None:
     found: dict[str, Path] = {}
     for key, base in _IDX_FILES.items():
         alt = base.replace("-idx", ".idx")
-        for cand in (base, base + ".gz", alt, alt + ".gz"):
-            p = folder / cand
-            if p.is_file():
-                found[key] = p
-                break
+        present = [folder / cand for cand in (base, base + ".gz", alt, alt + ".gz") if (folder / cand).is_file()]
+        if len(present) > 1:  # which one is meant is not for cwtool to guess (a gunzip -k leaves both; they may differ)
+            raise UserError(f"idx folder '{folder}' holds {' and '.join(p.name for p in present)}: keep one of them")
+        if present:
+            found[key] = present[0]
     if not found:
         return None
     if len(found) < len(_IDX_FILES):
