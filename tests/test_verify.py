@@ -991,3 +991,23 @@ def test_rows_that_cannot_fit_the_file_are_refused_before_any_image_is_decoded(a
     monkeypatch.setattr(images.ImageFiles, "read", decoded)
     code, _, err = cli([art["good"], "--data", tmp_path / "imgs", "-p", "1", "--resize", "64", "--split", "all"], capsys)
     assert code == 2 and "data samples have shape (1, 64, 64)" in err, err
+
+
+def test_a_recorded_layout_that_contradicts_the_files_own_input_is_named(tmp_path, capsys):
+    """An NCHW file whose metadata was edited to NHWC: 'data samples have shape (1, 8, 8) but model.onnx expects (8, 1, 8)
+    (NCHW, dataset layout): pass data that matches' blamed the data and named the layout the record did not say."""
+    import onnx
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10))
+    x = np.random.default_rng(0).random((20, 1, 8, 8), dtype=np.float32)
+    path = _export(model, torch.from_numpy(x), tmp_path / "model.onnx")
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "layout", "NHWC"
+    onnx.save(proto, str(path))
+    np.savez(tmp_path / "rows.npz", x=x, y=np.arange(20) % 10)
+    code, out, err = cli([path, "--data", tmp_path / "rows.npz", "-p", "3", "--split", "all"], capsys)
+    assert code == 2 and "model.onnx records its input layout as NHWC (its metadata or .json sidecar)" in err, (code, out, err)
+    assert "restore it" in err and len(err.strip().splitlines()) == 1, err

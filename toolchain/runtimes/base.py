@@ -280,6 +280,15 @@ class Runner(abc.ABC):
             if not fits:
                 self.layout = guessed
         want = self.dataset_sample_shape()
+        if x.ndim >= 2 and not fits and getattr(self, "layout_source", "") == "metadata" and self.layout in ("NCHW", "NHWC"):
+            recorded = self.layout
+            self.layout = "NHWC" if recorded == "NCHW" else "NCHW"
+            other_fits = self._fits(got)
+            self.layout = recorded
+            if other_fits:  # the data fits the file's input read the other way: the record, not the data, is at fault
+                raise UserError(f"{self.path.name} records its input layout as {recorded} (its metadata or .json sidecar), "
+                                f"which does not fit its own input {tuple(self.input_shape)} for samples of shape {got}: "
+                                f"the record was edited or belongs to another file; restore it")
         if x.ndim < 2 or not fits:
             layout = "NCHW" if self.layout == "NHWC" else self.layout
             raise UserError(
