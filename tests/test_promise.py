@@ -380,7 +380,7 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     assert ("The shipped offset -2.180 on the class's logit lowers its sensitivity: the model's own decisions (no offset) "
             "miss 2 with 3 false positives on validation.") in text, text
     assert text.count("The shipped offset") == 1  # no offset, nothing to say
-    assert "At the unguarded point there are 1 more false positives than here" in text and "costs -" not in text, text
+    assert "At the unguarded point there is 1 more false positive than here" in text and "costs -" not in text, text
     assert "That margin costs +2 false positives" in text
     assert "every promise above holds at once with probability at least **0.662**" in text, text
     old = {"met_on_val": True, "statement": "", "classes": {"3": {k: v for k, v in entry(1.0, 2, 1).items()

@@ -138,9 +138,10 @@ def test_fit_verdict_in_words():
 
     report["artifacts"][0]["fit"]["fits"] = True
     report["target"].update(fits=True, files_fitting=1, verdict="fits")
-    report["gate"] = {"passed": False}
-    assert fit_sentence(report) == ("target raspberry-pi-4: fits; 1 of 1 files fit (the device's limits only: the gate FAILED, "
-                                    "no file is recommended)") and fit_style(report) == "yellow"
-    assert "## Target raspberry-pi-4: fits (the device's limits only: the gate FAILED" in "\n".join(fit_lines(report))
-    report["gate"] = {"passed": True}
+    report["gate"] = {"passed": False}  # a failed int8 file alone: its fp32 twin is still recommended, nothing to add
+    report["deploy"] = {"choices": [{"format": "onnx", "file": "artifacts/model_fp32.onnx"}]}
     assert fit_sentence(report) == "target raspberry-pi-4: fits; 1 of 1 files fit" and fit_style(report) == "green"
+    report["deploy"] = {"choices": [{"format": "onnx", "file": None, "why": "the run did not keep the FN promise"}]}
+    assert fit_sentence(report) == ("target raspberry-pi-4: fits; 1 of 1 files fit (the device's limits only: no file is "
+                                    "recommended)") and fit_style(report) == "yellow"
+    assert "## Target raspberry-pi-4: fits (the device's limits only: no file is recommended)" in "\n".join(fit_lines(report))

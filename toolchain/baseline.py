@@ -188,10 +188,12 @@ def _found_evaluation(obj, path: Path, names) -> dict:
     if isinstance(obj, dict) and isinstance(obj.get("baseline"), dict) and _is_evaluation(obj["baseline"].get("test")):
         config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
         budget = config.get("max_fn_increase")  # only ever named in a note: verify's gate takes its budget from its options
-        gate = obj.get("gate") if isinstance(obj.get("gate"), dict) else {}
+        promise = obj.get("promise") if isinstance(obj.get("promise"), dict) else {}
         return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names,
                 **({"run_budget": budget} if type(budget) is int and 0 < budget <= 10_000 else {}),
-                **({"run_failed": True} if gate.get("passed") is False else {})}  # only ever said: the file decides nothing
+                # a compress run that did not keep its promise recommends no file (a failed int8 file alone does not
+                # withhold the others); only ever said: the file decides nothing
+                **({"run_failed": True} if promise.get("met_on_val") is False else {})}
     if _is_evaluation(obj):
         return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}
     raise UserError(

@@ -343,8 +343,8 @@ def run_verify(req: VerifyRequest) -> dict:
     budget = dict(entries[0]["gate"]["budget"]) if entries else {}
     run_budget = (base or {}).get("run_budget")
     if (base or {}).get("run_failed"):  # its files pass or fail here against its dense model, not as a vetted output
-        notes.append("the baseline's compress run failed its own gate (its report.json: gate not passed; it recommended no file "
-                     "to deploy): a file of that run passing here is not a run's vetted output; read its report.md")
+        notes.append("the baseline's compress run did not keep its FN promise on validation and recommended no file to "
+                     "deploy: a file of that run passing here is not a run's vetted output; read its report.md")
     if run_budget and req.max_fn_increase is None and req.max_fnr_increase is None and any(
             _passes_with(e["gate"], run_budget) for e in entries if not e["gate"]["passed"]):
         notes.append(f"the baseline's compress run allowed --max-fn-increase {run_budget}; verify holds files to 0 unless told: "

@@ -147,7 +147,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
                    if v.get("n_new") and v["budget"] >= v["n_new"] else "")
         words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples{share} with probability "
                      f"{v['confidence']:.3f} (asked {v['confidence_target']:g}){vacuous}; margin {v['margin_fn']} FN under {allowed} "
-                     f"on validation, for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point")
+                     f"on validation, " + (f"for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point" if v['fp'] >= v['fp_plain'] else f"with {v['fp_plain'] - v['fp']} fewer false positives than the unguarded point"))
     stuck = [k for k, v in per_class.items() if "reachable_confidence" in v and v["reachable_confidence"] is None]
     # each class has its own promise; together they hold at least this often (Bonferroni: no independence assumed)
     together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values())) if len(per_class) > 1 else None

@@ -36,11 +36,13 @@ def _nothing_judged(target: dict) -> bool:
 
 
 def _gate_failed(report: dict) -> bool:
-    """The files fit the device, but the run's gate failed: "fits" alone read as a go (a new user's finding)."""
-    return (report.get("gate") or {}).get("passed") is False
+    """The files fit the device, but the run recommends none of them: "fits" alone read as a go (a new user's finding).
+    A failed gate alone does not say it: an int8 file that failed leaves its fp32 twin recommended."""
+    choices = (report.get("deploy") or {}).get("choices") or []
+    return bool(choices) and all(c.get("file") is None for c in choices)
 
 
-_UNVETTED = " (the device's limits only: the gate FAILED, no file is recommended)"
+_UNVETTED = " (the device's limits only: no file is recommended)"
 
 
 def fit_style(report: dict) -> str:

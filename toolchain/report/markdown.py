@@ -51,7 +51,7 @@ def _promise_lines(promise: dict | None) -> list[str]:
         budget = f" + {v['budget']}" if v["budget"] else ""
         price = v["fp"] - v["fp_plain"]
         cost = (f"That margin costs {price:+d} false positives" if price >= 0 else
-                f"At the unguarded point there are {-price} more false positives than here")  # a budget spent buys FP back
+                f"At the unguarded point there {'is' if price == -1 else 'are'} {-price} more false positive{'' if price == -1 else 's'} than here")  # a budget spent buys FP back
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "

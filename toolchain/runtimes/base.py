@@ -286,9 +286,10 @@ class Runner(abc.ABC):
             other_fits = self._fits(got)
             self.layout = recorded
             if other_fits:  # the data fits the file's input read the other way: the record, not the data, is at fault
-                raise UserError(f"{self.path.name} records its input layout as {recorded} (its metadata or .json sidecar), "
-                                f"which does not fit its own input {tuple(self.input_shape)} for samples of shape {got}: "
-                                f"the record was edited or belongs to another file; restore it")
+                raise UserError(f"{self.path.name} records its input layout as {recorded} (its metadata or .json sidecar), and "
+                                f"samples of shape {got} fit its input {tuple(self.input_shape)} only read the other way: "
+                                f"either the data is laid out otherwise than the file takes it (give NCHW rows), or the "
+                                f"record was edited (restore it)")
         if x.ndim < 2 or not fits:
             layout = "NCHW" if self.layout == "NHWC" else self.layout
             raise UserError(
