@@ -202,3 +202,7 @@ class ExportOptions:
     time_runs: int = _f(100, EXPORT, "Batch-1 timed calls per file on this machine, to name the file to deploy (fewer for slow "
                                       "files; 0: no timing).")
     skip_export: bool = _f(False, EXPORT, "Stop after pruning (no quantization or export).")
+
+    def __post_init__(self):
+        if isinstance(self.layout, str) and self.layout.upper() in ("NCHW", "NHWC"):
+            self.layout = self.layout.upper()  # nhwc is NHWC, for every reader of the options

@@ -61,13 +61,30 @@ def _ms(timing: dict) -> float:
     return float(timing["runtime_latency_ms"]["p50"])
 
 
+def _choice(fmt: str, entries: list[dict], latency: dict[str, float]) -> dict:
+    """The file of format ``fmt`` to deploy: the fastest that passed the gate (and fits), a smaller one within TIE of it."""
+    files = [e for e in entries if e["format"] == fmt]
+    targeted = any("fit" in e for e in files)
+    ok = [e for e in files if _eligible(e)]
+    if not ok:
+        return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")}
+    fastest = min(ok, key=lambda e: latency[e["path"]])
+    near = [e for e in ok if latency[e["path"]] <= latency[fastest["path"]] * (1 + TIE)]
+    pick = min(near, key=lambda e: (e["bytes"], latency[e["path"]]))
+    why = (f"the fastest here ({latency[pick['path']]:.3g} ms per call)" if pick is fastest
+           else f"within {TIE:.0%} of the fastest ({Path(fastest['path']).name}) and smaller")
+    why += " of the files that passed the gate" + (" and fit the target" if targeted else "")
+    return {"format": fmt, "file": pick["path"], "latency_ms": latency[pick["path"]], "bytes": pick["bytes"], "why": why}
+
+
 def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withheld: str | None = None) -> dict:
     """report.json's "deploy": each file's batch-1 latency here, per format the file to deploy and why,
     and the findings (int8 slower than its fp32 twin). ``withheld``: why no file is recommended at all (a run
     whose promise failed on validation, whatever each file's own re-check says)."""
+    formats = list(dict.fromkeys(e["format"] for e in entries))
+    withheld_choices = None if withheld is None else [{"format": fmt, "file": None, "why": withheld} for fmt in formats]
     if not timings:  # nothing to choose by; a withheld run still says that no file is recommended
-        choices = [{"format": fmt, "file": None, "why": withheld} for fmt in dict.fromkeys(e["format"] for e in entries)] if withheld else []
-        return {"timed": False, "note": "files not timed (--time-runs 0)", "choices": choices, "findings": []}
+        return {"timed": False, "note": "files not timed (--time-runs 0)", "choices": withheld_choices or [], "findings": []}
     latency = {p: _ms(t) for p, t in timings.items()}
     findings = []
     for e in entries:
@@ -81,25 +98,7 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withh
             findings.append(
                 f"{Path(e['path']).name} ran {ratio:.2f}x slower than its fp32 twin {Path(twin['path']).name} here "
                 f"({latency[e['path']]:.3g} ms vs {latency[twin['path']]:.3g} ms per call): {buys}, on this CPU")
-    choices = []
-    for fmt in dict.fromkeys(e["format"] for e in entries):
-        if withheld is not None:
-            choices.append({"format": fmt, "file": None, "why": withheld})
-            continue
-        files = [e for e in entries if e["format"] == fmt]
-        targeted = any("fit" in e for e in files)
-        ok = [e for e in files if _eligible(e)]
-        if not ok:
-            choices.append({"format": fmt, "file": None,
-                            "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")})
-            continue
-        fastest = min(ok, key=lambda e: latency[e["path"]])
-        near = [e for e in ok if latency[e["path"]] <= latency[fastest["path"]] * (1 + TIE)]
-        pick = min(near, key=lambda e: (e["bytes"], latency[e["path"]]))
-        why = (f"the fastest here ({latency[pick['path']]:.3g} ms per call)" if pick is fastest
-               else f"within {TIE:.0%} of the fastest ({Path(fastest['path']).name}) and smaller")
-        why += " of the files that passed the gate" + (" and fit the target" if targeted else "")
-        choices.append({"format": fmt, "file": pick["path"], "latency_ms": latency[pick["path"]], "bytes": pick["bytes"], "why": why})
+    choices = withheld_choices if withheld_choices is not None else [_choice(fmt, entries, latency) for fmt in formats]
     first = next(iter(timings.values()))
     return {
         "timed": True, "threads": threads, "runs": first["runs"], "machine": first["machine"],

@@ -68,7 +68,7 @@ def check_options_used(options, artifacts: tuple) -> None:
     """Export flags that no file to be written would use are refused, not dropped in silence: --layout NHWC sets the
     TFLite file's input layout (ONNX stays NCHW, and the device would be fed what it did not expect); --calibration
     sets the int8 files' ranges (a user who gave one believes the files were quantized with it)."""
-    if str(options.layout).upper() == "NHWC" and artifacts and not any(fmt == "tflite" for fmt, _ in artifacts):
+    if options.layout == "NHWC" and artifacts and not any(fmt == "tflite" for fmt, _ in artifacts):
         raise UserError("--layout NHWC is the TFLite file's input layout, and no TFLite file is written here (ONNX files take NCHW): "
                         "add --format tflite or drop --layout")
     written = ", ".join(f"{fmt} {precision}" for fmt, precision in artifacts)
@@ -92,7 +92,6 @@ def export_settings(options) -> ExportSettings:
     """The files to write and how, from what the user asked (toolchain.config.ExportOptions) and, with a
     --target, the device profile: its formats, precision, layout, threads and int8 input scheme."""
     layout, calibration = options.layout, options.calibration
-    layout = layout.upper() if isinstance(layout, str) and layout.upper() in ("NCHW", "NHWC") else layout  # nhwc is NHWC
     if layout not in (None, "NCHW", "NHWC"):
         raise UserError(f"--layout '{layout}' is not NCHW or NHWC")
     if options.calibration_method not in ("minmax", "entropy", "percentile"):

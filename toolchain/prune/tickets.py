@@ -145,9 +145,12 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         allowed = f"the {v['dense_fn'] + v['budget']} allowed (the dense model's {v['dense_fn']}{extra})" if v["budget"] else "the dense model's"
         vacuous = (f" (a budget of {v['budget']} allows missing all {v['n_new']}: it promises nothing about this class)"
                    if v.get("n_new") and v["budget"] >= v["n_new"] else "")
+        price = v["fp"] - v["fp_plain"]
+        cost = (f"for {price:+d} false positives against the unguarded point" if price >= 0 else
+                f"with {-price} fewer false positives than the unguarded point")  # a budget spent buys FP back
         words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples{share} with probability "
                      f"{v['confidence']:.3f} (asked {v['confidence_target']:g}){vacuous}; margin {v['margin_fn']} FN under {allowed} "
-                     f"on validation, " + (f"for {v['fp'] - v['fp_plain']:+d} false positives against the unguarded point" if v['fp'] >= v['fp_plain'] else f"with {v['fp_plain'] - v['fp']} fewer false positives than the unguarded point"))
+                     f"on validation, {cost}")
     stuck = [k for k, v in per_class.items() if "reachable_confidence" in v and v["reachable_confidence"] is None]
     # each class has its own promise; together they hold at least this often (Bonferroni: no independence assumed)
     together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values())) if len(per_class) > 1 else None

@@ -35,7 +35,7 @@ def _nothing_judged(target: dict) -> bool:
     return target.get("files") == 0
 
 
-def _gate_failed(report: dict) -> bool:
+def _none_recommended(report: dict) -> bool:
     """The files fit the device, but the run recommends none of them: "fits" alone read as a go (a new user's finding).
     A failed gate alone does not say it: an int8 file that failed leaves its fp32 twin recommended."""
     choices = (report.get("deploy") or {}).get("choices") or []
@@ -50,7 +50,7 @@ def fit_style(report: dict) -> str:
     target = report["target"]
     if not (target["fits"] or _nothing_judged(target)):
         return "bold red"
-    return "yellow" if _gate_failed(report) and not _nothing_judged(target) else "green"
+    return "yellow" if _none_recommended(report) and not _nothing_judged(target) else "green"
 
 
 def fit_sentence(report: dict) -> str | None:
@@ -62,7 +62,7 @@ def fit_sentence(report: dict) -> str | None:
         return printable(f"target {target['name']}: no file to check (none was written)")
     count = f"{target.get('files_fitting', '?')} of {target.get('files', '?')} files fit"
     word = "fits" if target["fits"] else "does NOT fit"
-    why = (_UNVETTED if _gate_failed(report) else "") if target["fits"] else f" ({target.get('verdict', '')})"
+    why = (_UNVETTED if _none_recommended(report) else "") if target["fits"] else f" ({target.get('verdict', '')})"
     return printable(f"target {target['name']}: {word}; {count}{why}")
 
 
@@ -76,7 +76,7 @@ def fit_lines(report: dict) -> list[str]:
     if _nothing_judged(target):
         return ["", f"## Target {target['name']}: no file to check", "",
                 "No file was written (`--skip-export`): the profile set only the pruning's channel multiple."]
-    verdict = ("fits" + (_UNVETTED if _gate_failed(report) else "")) if target["fits"] else "**does not fit**"
+    verdict = ("fits" + (_UNVETTED if _none_recommended(report) else "")) if target["fits"] else "**does not fit**"
     lines = ["", f"## Target {target['name']}: {verdict}", ""]
     if target.get("description"):
         lines += [f"{target['description']}.", ""]

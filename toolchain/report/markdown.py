@@ -50,8 +50,9 @@ def _promise_lines(promise: dict | None) -> list[str]:
     for k, v in promise["classes"].items():
         budget = f" + {v['budget']}" if v["budget"] else ""
         price = v["fp"] - v["fp_plain"]
+        more = "is 1 more false positive" if price == -1 else f"are {-price} more false positives"
         cost = (f"That margin costs {price:+d} false positives" if price >= 0 else
-                f"At the unguarded point there {'is' if price == -1 else 'are'} {-price} more false positive{'' if price == -1 else 's'} than here")  # a budget spent buys FP back
+                f"At the unguarded point there {more} than here")  # a budget spent buys FP back
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "

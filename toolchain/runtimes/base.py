@@ -243,10 +243,11 @@ class Runner(abc.ABC):
         return lambda: self._run(prepared)
 
     # ---- shared logic ---------------------------------------------------------------------
-    def dataset_sample_shape(self) -> tuple:
-        """The per-sample shape the runner expects from the caller (dataset layout, no batch)."""
+    def dataset_sample_shape(self, layout: str | None = None) -> tuple:
+        """The per-sample shape the runner expects from the caller (dataset layout, no batch), with the file's input read
+        in ``layout`` (default: its own)."""
         s = tuple(self.input_shape[1:])
-        if self.layout == "NHWC" and len(s) == 3:
+        if (layout or self.layout) == "NHWC" and len(s) == 3:
             return (s[2], s[0], s[1])
         return s
 
@@ -255,8 +256,8 @@ class Runner(abc.ABC):
             return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         return np.ascontiguousarray(x)
 
-    def _fits(self, got: tuple) -> bool:
-        want = self.dataset_sample_shape()
+    def _fits(self, got: tuple, layout: str | None = None) -> bool:
+        want = self.dataset_sample_shape(layout)
         return len(want) == len(got) and all(w == -1 or w == g for w, g in zip(want, got))
 
     def check_input(self, x) -> None:
@@ -271,25 +272,19 @@ class Runner(abc.ABC):
                 x = x.astype(np.float32)
         got = tuple(x.shape[1:])
         fits = self._fits(got)
-        if not fits and getattr(self, "layout_source", "") == "guess" and self.layout in ("NCHW", "NHWC"):
+        source = getattr(self, "layout_source", "")
+        other = {"NCHW": "NHWC", "NHWC": "NCHW"}.get(self.layout)
+        if not fits and source == "guess" and other is not None and self._fits(got, other):
             # No metadata said which layout the artifact has, and the guess does not fit the data:
-            # the other image layout might (e.g. a 3x8x8 NHWC input looks channels-first).
-            guessed = self.layout
-            self.layout = "NHWC" if guessed == "NCHW" else "NCHW"
-            fits = self._fits(got)
-            if not fits:
-                self.layout = guessed
+            # the other image layout does (e.g. a 3x8x8 NHWC input looks channels-first).
+            self.layout, fits = other, True
+        if x.ndim >= 2 and not fits and source == "metadata" and other is not None and self._fits(got, other):
+            # the data fits the file's input read the other way: the data's layout, or an edited record
+            raise UserError(f"{self.path.name} records its input layout as {self.layout} (its metadata or .json sidecar), and "
+                            f"samples of shape {got} fit its input {tuple(self.input_shape)} only read the other way: "
+                            f"either the data is laid out otherwise than the file takes it (give NCHW rows), or the "
+                            f"record was edited (restore it)")
         want = self.dataset_sample_shape()
-        if x.ndim >= 2 and not fits and getattr(self, "layout_source", "") == "metadata" and self.layout in ("NCHW", "NHWC"):
-            recorded = self.layout
-            self.layout = "NHWC" if recorded == "NCHW" else "NCHW"
-            other_fits = self._fits(got)
-            self.layout = recorded
-            if other_fits:  # the data fits the file's input read the other way: the record, not the data, is at fault
-                raise UserError(f"{self.path.name} records its input layout as {recorded} (its metadata or .json sidecar), and "
-                                f"samples of shape {got} fit its input {tuple(self.input_shape)} only read the other way: "
-                                f"either the data is laid out otherwise than the file takes it (give NCHW rows), or the "
-                                f"record was edited (restore it)")
         if x.ndim < 2 or not fits:
             layout = "NCHW" if self.layout == "NHWC" else self.layout
             raise UserError(
