@@ -1369,3 +1369,30 @@ def test_a_bare_state_dict_is_told_every_built_in_architecture(tmp_path):
     with pytest.raises(UserError, match="is a state_dict: pass --arch") as caught:
         load_model(tmp_path / "sd.pt")
     assert all(name in str(caught.value) for name in registry.names(mobile=True)) and "mobilenetv2" in str(caught.value)
+
+
+def test_the_report_says_validation_was_carved_from_a_sources_train_split(tmp_path):
+    """An idx folder (Fashion-MNIST) or an .npz with x_train and x_test keeps its test split and cwtool carves validation
+    from its train split with the seed: report.md said "validation rows from it", as if the source had defined them (a
+    reviewer's finding). --test beside a pool: validation is still cwtool's split of the pool."""
+    from tests.test_data import make_idx_folder
+    from toolchain.data import load_data
+    from toolchain.data.given import with_given_rows
+    from toolchain.report.markdown import _data_line
+
+    make_idx_folder(tmp_path / "idx", n_train=100)
+    line = _data_line(load_data(str(tmp_path / "idx"), seed=4, val_fraction=0.2).describe())
+    assert "validation rows carved from its train split with seed 4 (20 rows), test rows from its test split (20 rows)" in line, line
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(90, 5)).astype(np.float32), np.arange(90) % 3
+    np.savez(tmp_path / "carve.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:], y_test=y[60:])
+    line = _data_line(load_data(str(tmp_path / "carve.npz"), seed=2).describe())
+    assert "validation rows carved from its train split with seed 2 (9 rows), test rows from its test split (30 rows)" in line, line
+    np.savez(tmp_path / "own.npz", x_train=x[:50], y_train=y[:50], x_val=x[50:70], y_val=y[50:70], x_test=x[70:], y_test=y[70:])
+    line = _data_line(load_data(str(tmp_path / "own.npz"), seed=2).describe())
+    assert line.endswith("validation rows from it (20 rows), test rows from it (20 rows)"), line
+    np.savez(tmp_path / "pool.npz", x=x, y=y)
+    np.savez(tmp_path / "test.npz", x=x[:30] + 10, y=y[:30])
+    pool = load_data(str(tmp_path / "pool.npz"), seed=5)
+    line = _data_line(with_given_rows(pool, test=str(tmp_path / "test.npz")).describe())
+    assert "validation rows split from it with seed 5 (" in line and f"test rows from `{tmp_path / 'test.npz'}` (30 rows)" in line, line

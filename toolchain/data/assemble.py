@@ -20,11 +20,13 @@ def assemble_dataset(
     class_names: list[str] | None,
     given_splits: bool,
     seed: int,
+    val_from_train: bool = False,
     label_mapping: dict[str, int] | None = None,
     min_classes: int = 2,
 ) -> Dataset:
     """Check what no source may break (names cover the labels, no split empty, two classes at
-    least, or ``min_classes``) and build the `Dataset`; without ``class_names`` the classes are named by number."""
+    least, or ``min_classes``) and build the `Dataset`; without ``class_names`` the classes are named by number.
+    ``val_from_train``: validation was carved with ``seed`` from the source's own train split (its test split is its own)."""
     x_train, y_train, x_val, y_val, x_test, y_test = splits
     if class_names is not None and len(class_names) > MAX_CLASSES:
         raise UserError(
@@ -63,5 +65,7 @@ def assemble_dataset(
         preprocessing=preprocessing,
         given_splits=given_splits,
         seed=seed,
+        held_out_origin={"val": "train" if val_from_train else "source" if given_splits else "pool",
+                         "test": "source" if given_splits else "pool"},
         label_mapping=dict(label_mapping) if label_mapping is not None else None,
     )

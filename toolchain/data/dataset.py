@@ -82,6 +82,10 @@ class Dataset:
     augment: Augment | None = None
     workers: int | None = None
     held_out_from: dict[str, str] | None = None  # {"val"/"test": the --val/--test path} where the user gave those rows
+    # {"val"/"test": where its rows came from}: "pool" (cwtool split the source's rows with ``seed``), "train" (carved from
+    # the source's own train split with ``seed``), "source" (the source's own split), "given" (--val/--test); None: an older
+    # record, read from ``given_splits``
+    held_out_origin: dict[str, str] | None = None
 
     def split(self, name: str) -> tuple[np.ndarray | Samples, np.ndarray]:
         """(x, y) of one split: "train", "val", "test", or "all" (every row, in that order; lazy when the
@@ -112,6 +116,7 @@ class Dataset:
             "preprocessing": self.preprocessing.to_dict(),
             "label_mapping": self.label_mapping,
             **({"held_out_from": self.held_out_from} if self.held_out_from else {}),
+            **({"held_out_origin": self.held_out_origin} if self.held_out_origin else {}),
             "streamed": is_lazy(self.x_train),
             "augment": self.augment.to_dict() if self.augment else None,
         }

@@ -159,7 +159,9 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
     note = f"{dataset.preprocessing.note}; held-out rows from {', '.join(said)}"
     return replace(dataset, x_train=x_train, y_train=y_train, x_val=new["val"][0], y_val=new["val"][1], x_test=new["test"][0],
                    y_test=new["test"][1], given_splits=True, preprocessing=replace(dataset.preprocessing, note=note),
-                   held_out_from={name: str(path) for name, path in (("val", val), ("test", test)) if path})
+                   held_out_from={name: str(path) for name, path in (("val", val), ("test", test)) if path},
+                   held_out_origin={name: "given" if path else (dataset.held_out_origin or {}).get(name, "source")
+                                    for name, path in (("val", val), ("test", test))})
 
 
 def load_with_given_rows(data: str, val: str | None, test: str | None, **load_args) -> Dataset:

@@ -78,18 +78,22 @@ def _offset_words(v: dict) -> str:
 
 
 def _data_line(data: dict) -> str:
-    """Where the validation and test rows came from: --data's splits (its own, where it defines them, or cwtool's split with
-    a seed), or the user's --val and --test (named: "train" was the folder name). --data as given: a folder's name alone
-    ("train") did not say which."""
+    """Where the validation and test rows came from: --data's own splits, cwtool's split of its rows or of its train split
+    with a seed, or the user's --val and --test (named: "train" was the folder name). --data as given: a folder's name alone
+    ("train") did not say which. An older report without ``held_out_origin`` is read from ``given_splits``."""
     given = data.get("held_out_from") or {}
+    origins = data.get("held_out_origin") if isinstance(data.get("held_out_origin"), dict) else {}
     seed = data.get("seed")
-    origin = "from it" if data.get("given_splits") or type(seed) is not int else f"split from it with seed {seed}"
+    seeded = type(seed) is int
+    words = {"pool": f"split from it with seed {seed}", "train": f"carved from its train split with seed {seed}",
+             "source": "from its test split" if origins.get("val") == "train" else "from it"}
     parts = []
     for split, what in (("val", "validation"), ("test", "test")):
         rows = f"{data['sizes'][split]} rows" if split in data.get("sizes", {}) else "rows"
         path = given.get(split)
+        origin = origins.get(split) or ("source" if data.get("given_splits") else "pool")
         parts.append(f"{what} rows from `{one_line(path).replace('`', chr(39))}` ({rows})" if isinstance(path, str)
-                     else f"{what} rows {origin} ({rows})")
+                     else f"{what} rows {words.get(origin, 'from it') if seeded or origin == 'source' else 'from it'} ({rows})")
     name = data["spec"] if isinstance(data.get("spec"), str) else data["name"]
     return f"`{one_line(name).replace('`', chr(39))}`; " + ", ".join(parts)
 

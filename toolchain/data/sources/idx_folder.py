@@ -107,7 +107,7 @@ def load_idx_folder(
     pre = Preprocessing(scale=1 / 255, layout="NCHW", note=note)
     return assemble_dataset(
         name, (xtr, ytr, xva, yva, xte, ys["test"]), pre,
-        where=where, class_names=names, given_splits=True, seed=seed,
+        where=where, class_names=names, given_splits=True, seed=seed, val_from_train=True,
     )
 
 

@@ -106,4 +106,5 @@ def load_npz(path: Path, seed: int, fr: tuple[float, float], given: list[str] | 
         pre.note += "; validation carved from x_train"
     if given is not None and "class_names" not in keys:
         pre.note += "; " + mapping_note(given, "numeric labels, named by --class-names")
-    return assemble_dataset(path.name, splits, pre, where=where, class_names=names, given_splits=True, seed=seed)
+    return assemble_dataset(path.name, splits, pre, where=where, class_names=names, given_splits=True, seed=seed,
+                            val_from_train="x_val" not in xd)
