@@ -166,13 +166,14 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
 
     from toolchain.prune.tickets import promise_section
 
-    def section(b, dense_fn, reach=0.77):
+    def section(b, dense_fn, reach=0.77, whole=False):
         entry = {"n": 27, "n_new": 27, "fn": dense_fn + b, "dense_fn": dense_fn, "b": b, "c": 0, "confidence": 0.77,
                  "confidence_target": 0.95, "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0, "reachable_confidence": reach}
         ticket = SimpleNamespace(val={"promise": {"3": entry}, "accuracy": 0.97}, round=1)
         result = SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.98}})
         config = SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5)
-        return promise_section(result, ticket, config)["statement"]
+        made = promise_section(result, ticket, config)
+        return made if whole else made["statement"]
 
     vacuous = promise_section(SimpleNamespace(budget_met=True, dense={"val": {"accuracy": 0.98}}), SimpleNamespace(
         val={"promise": {"3": {"n": 1, "n_new": 1, "fn": 1, "dense_fn": 0, "b": 1, "c": 0, "confidence": 1.0, "confidence_target": 0.95,
@@ -192,6 +193,17 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
     stuck = section(b=2, dense_fn=0, reach=None)
     assert stuck.startswith("no ticket stays within the accuracy budget") and "whatever the confidence asked" in stuck, stuck
     assert "--confidence" not in stuck and "0.000" not in stuck and stuck.endswith("--keep-params or --epochs"), stuck
+    # deploy's "no file is recommended" names the budget that binds from this: "did not keep the FN promise" where no offset
+    # brings accuracy within its budget read as melanomas missed
+    assert section(b=2, dense_fn=0, reach=None, whole=True)["binds"] == "accuracy"
+    assert section(b=2, dense_fn=0, whole=True)["binds"] == "fn_promise"
+    two = promise_section(SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.98}}), SimpleNamespace(
+        val={"promise": {"3": {"n": 27, "n_new": 27, "fn": 2, "dense_fn": 0, "b": 2, "c": 0, "confidence": 0.77, "confidence_target": 0.95,
+                               "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0, "reachable_confidence": None},
+                         "5": {"n": 40, "n_new": 40, "fn": 2, "dense_fn": 2, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
+                               "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0}}, "accuracy": 0.97}, round=1),
+        SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5))
+    assert two["binds"] == "accuracy" and "(with the other classes' offsets where their promises put them)" in two["statement"], two
 
 
 def test_a_run_stopped_by_accuracy_not_by_the_promise_says_so(trained_digits, tmp_path, capsys):

@@ -176,8 +176,21 @@ def test_a_file_of_a_run_that_failed_its_gate_is_said_so_even_quiet(art, capsys,
     assert code == 0 and out.strip().splitlines()[-1].startswith("gate: passed, against a compress run that did NOT keep its FN promise"), out
     res = run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)
     assert res["baseline"]["run_failed"] is True and any("did not keep its FN promise" in n for n in res["notes"]), res["notes"]
+    chained = tmp_path / "verify.json"  # a verify JSON of that run as the next baseline: the note followed only report.json
+    chained.write_text(json.dumps(res))
+    again = run_json(art, capsys, [art["good"]], "--baseline", chained, expect=0)
+    assert again["baseline"]["run_failed"] is True and any("did not keep its FN promise" in n for n in again["notes"]), again["notes"]
     res = run_json(art, capsys, [art["good"]], "--baseline", art["report"], expect=0)  # a passed run: nothing said
     assert res["baseline"]["run_failed"] is False and not any("did not keep its FN promise" in n for n in res["notes"])
+    report["promise"] = {"met_on_val": False, "binds": "accuracy"}  # the promise held; accuracy stopped the run
+    failed.write_text(json.dumps(report))
+    code, out, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", failed, "--quiet"], capsys)
+    assert out.strip().splitlines()[-1].startswith("gate: passed, against a compress run that did NOT stay within its accuracy budget"), out
+    res = run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)
+    assert any("did not stay within its accuracy budget on validation" in n for n in res["notes"]), res["notes"]
+    assert not any("FN promise" in n for n in res["notes"]) and res["baseline"]["run_binds"] == "accuracy", res["notes"]
+    chained.write_text(json.dumps(res))
+    assert run_json(art, capsys, [art["good"]], "--baseline", chained, expect=0)["baseline"].get("run_binds") == "accuracy"
     report["promise"] = {"met_on_val": True}  # a failed gate alone (an int8 file): its other files are still recommended
     failed.write_text(json.dumps(report))
     assert run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)["baseline"]["run_failed"] is False

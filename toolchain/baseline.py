@@ -179,7 +179,10 @@ def _found_evaluation(obj, path: Path, names) -> dict:
     if isinstance(obj, dict) and obj.get("kind") == "cwtool-verify":
         ref = obj.get("baseline")
         if isinstance(ref, dict) and _is_evaluation(ref.get("evaluation")):
-            return {"path": str(path), "from": "verify.baseline", "evaluation": ref["evaluation"], "class_names": names}
+            return {"path": str(path), "from": "verify.baseline", "evaluation": ref["evaluation"], "class_names": names,
+                    # a verify of a run that recommended no file, chained: the note follows its baseline
+                    **({"run_failed": True} if ref.get("run_failed") is True else {}),
+                    **({"run_binds": "accuracy"} if ref.get("run_failed") is True and ref.get("run_binds") == "accuracy" else {})}
         arts = obj.get("artifacts") or []
         if isinstance(arts, list) and arts and isinstance(arts[0], dict) and _is_evaluation(arts[0].get("evaluation")):
             return {"path": str(path), "from": f"verify.artifacts[0] ({one_line(arts[0].get('path'))[:200]})",
@@ -193,7 +196,9 @@ def _found_evaluation(obj, path: Path, names) -> dict:
                 **({"run_budget": budget} if type(budget) is int and 0 < budget <= 10_000 else {}),
                 # a compress run that did not keep its promise recommends no file (a failed int8 file alone does not
                 # withhold the others); only ever said: the file decides nothing
-                **({"run_failed": True} if promise.get("met_on_val") is False else {})}
+                **({"run_failed": True} if promise.get("met_on_val") is False else {}),
+                # what stopped it, as its statement says: its accuracy budget (the promise held) or the promise itself
+                **({"run_binds": "accuracy"} if promise.get("met_on_val") is False and promise.get("binds") == "accuracy" else {})}
     if _is_evaluation(obj):
         return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}
     raise UserError(

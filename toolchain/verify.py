@@ -343,7 +343,9 @@ def run_verify(req: VerifyRequest) -> dict:
     budget = dict(entries[0]["gate"]["budget"]) if entries else {}
     run_budget = (base or {}).get("run_budget")
     if (base or {}).get("run_failed"):  # its files pass or fail here against its dense model, not as a vetted output
-        notes.append("the baseline's compress run did not keep its FN promise on validation and recommended no file to "
+        failed = ("did not stay within its accuracy budget on validation" if base.get("run_binds") == "accuracy" else
+                  "did not keep its FN promise on validation")
+        notes.append(f"the baseline's compress run {failed} and recommended no file to "
                      "deploy: a file of that run passing here is not a run's vetted output; read its report.md")
     if run_budget and req.max_fn_increase is None and req.max_fnr_increase is None and any(
             _passes_with(e["gate"], run_budget) for e in entries if not e["gate"]["passed"]):
@@ -360,6 +362,7 @@ def run_verify(req: VerifyRequest) -> dict:
         "class_names": names,
         "baseline": None if base is None else {"path": base["path"], "from": base["from"], "evaluation": base_eval,
                                                "run_failed": bool(base.get("run_failed")),
+                                               **({"run_binds": "accuracy"} if base.get("run_binds") == "accuracy" else {}),
                                                "paired": bool(base_eval and base_eval.get("predictions") is not None)},
         "notes": notes,
         "artifacts": entries,

@@ -154,14 +154,16 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     stuck = [k for k, v in per_class.items() if "reachable_confidence" in v and v["reachable_confidence"] is None]
     # each class has its own promise; together they hold at least this often (Bonferroni: no independence assumed)
     together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values())) if len(per_class) > 1 else None
+    binds = None if met else "accuracy" if all(map(promise_kept, per_class.values())) or stuck else "fn_promise"
     if met:
         statement = "the FN promise is backed on validation: " + "; ".join(words)  # a probability: one test draw may still miss
         if together is not None:
             statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
-    elif all(map(promise_kept, per_class.values())) or stuck:  # accuracy binds: a lower confidence would not help
+    elif binds == "accuracy":  # a lower confidence would not help
         more = ["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
         there = ("the promise itself holds there" if not stuck else
-                 f"no offset of {', '.join(f'class {k}' for k in stuck)} brings accuracy within it, whatever the confidence asked")
+                 f"no offset of {', '.join(f'class {k}' for k in stuck)} brings accuracy within it, whatever the confidence asked"
+                 + (" (with the other classes' offsets where their promises put them)" if len(per_class) > len(stuck) else ""))
         statement = (f"no ticket stays within the accuracy budget on validation where it keeps the FN promise (the selected round "
                      f"{ticket.round}: accuracy {ticket.val['accuracy']:.4f} at that operating point, needs >= {accuracy_floor:.4f}; "
                      f"{there}: {'; '.join(words)}): {', '.join(more[:-1])} or {more[-1]}")
@@ -186,5 +188,5 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
                      f"({why}): {either}")
     return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
-            "round": ticket.round, "classes": per_class, "statement": statement,
+            "round": ticket.round, "classes": per_class, "statement": statement, "binds": binds,
             **({"together_confidence": together} if together is not None else {})}

@@ -103,7 +103,9 @@ def print_verdict(result: dict, console: Console | None = None) -> None:
     if (result.get("data") or {}).get("only_protected"):
         line.append(", on rows of the protected class alone (a model answering it for every row passes)")
     if (result.get("baseline") or {}).get("run_failed"):  # --quiet too: a CI reads this line alone
-        line.append(", against a compress run that did NOT keep its FN promise (it recommended no file)")
+        failed = ("did NOT stay within its accuracy budget" if result["baseline"].get("run_binds") == "accuracy" else
+                  "did NOT keep its FN promise")
+        line.append(f", against a compress run that {failed} (it recommended no file)")
     if result.get("baseline"):  # none: nothing compared, paired or not
         if (result.get("data") or {}).get("same_rows_as_baseline") is False:
             line.append(", by FN rate against a baseline of other rows (unpaired)")
