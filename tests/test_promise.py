@@ -254,7 +254,8 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert "## The FN promise" in text and "with probability **" in text and "false positives" in text
     allowed = entry["dense_fn"] + 2  # said as counts a reader can add up ("1 FN under the dense model's + 1" was not)
-    assert f"misses {entry['fn']} of {entry['n']}, {entry['margin_fn']} under the {allowed} allowed" in text, text
+    margin = f"{entry['margin_fn']} fewer than the {allowed} allowed" if entry["margin_fn"] else f"exactly the {allowed} allowed"
+    assert f"misses {entry['fn']} of {entry['n']}, {margin}" in text, text
     # the statement too: its margin is under the allowed, not "under the dense model" (FN 0 against a dense 0 had "margin 1")
     said = f"margin {entry['margin_fn']} FN under the {allowed} allowed (the dense model's {entry['dense_fn']} + 2) on validation"
     assert said in promise["statement"], promise["statement"]
@@ -398,3 +399,12 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     old = {"met_on_val": True, "statement": "", "classes": {"3": {k: v for k, v in entry(1.0, 2, 1).items()
                                                                  if k not in ("offset", "fn_no_offset", "fp_no_offset")}}}
     assert "offset" not in "\n".join(_promise_lines(old)) and "together" not in "\n".join(_promise_lines(old))  # an older run's
+
+
+def test_the_margin_is_said_as_a_count_of_the_allowed():
+    """"misses 0 of 36, 1 under the 1 allowed" read as nonsense to a new user."""
+    from toolchain.report.markdown import _margin_words
+
+    assert _margin_words(1, 1) == "1 fewer than the 1 allowed"
+    assert _margin_words(0, 166) == "exactly the 166 allowed"
+    assert _margin_words(-3, 20) == "3 more than the 20 allowed"

@@ -42,6 +42,13 @@ def files_lines(artifacts: list[dict]) -> list[str]:
     return ["", "## Files", "", "| artifact | file | bytes | sha256 |", "|---|---|--:|---|", *rows]
 
 
+def _margin_words(margin: int, allowed: int) -> str:
+    """"1 fewer than the 1 allowed", not "1 under the 1 allowed" (a new user's reading)."""
+    if margin == 0:
+        return f"exactly the {allowed} allowed"
+    return f"{abs(margin)} {'fewer' if margin > 0 else 'more'} than the {allowed} allowed"
+
+
 def _promise_lines(promise: dict | None) -> list[str]:
     """The FN promise in plain words: its confidence, the margin it keeps on validation, its price in FP."""
     if not promise:
@@ -56,7 +63,7 @@ def _promise_lines(promise: dict | None) -> list[str]:
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "
-            f"{v['fn']} of {v['n']}, {v['margin_fn']} under the {v['dense_fn'] + v['budget']} allowed (the dense model misses "
+            f"{v['fn']} of {v['n']}, {_margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (the dense model misses "
             f"{v['dense_fn']}{budget}); {v['b']} the dense model catches are missed, {v['c']} it misses are caught. {cost} on "
             f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, where FN is just the {v['dense_fn'] + v['budget']} "
             f"allowed).{_offset_words(v)}")
