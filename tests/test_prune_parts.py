@@ -171,6 +171,48 @@ def test_bake_offsets_accepts_a_classifier_followed_by_log_softmax():
     assert torch.allclose(model.fc.bias.detach() - before, torch.tensor([0.0, 0.75, 0.0]))
 
 
+BIASLESS_NET = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=3, wrap=False):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4, num_classes, bias=False)
+        self.wrap = wrap
+
+    def forward(self, x):
+        out = self.head(self.body(x))
+        return torch.sin(out) if self.wrap else out
+"""
+
+
+def test_a_bias_less_classifier_holds_its_offsets_and_loads_again(tmp_path):
+    """compress gave a bias-less classifier (mobilenetv2's 1x1 conv, a user's Linear(bias=False)) a bias to hold the
+    offsets, and its pruned.pt was then refused by evaluate and export ("unexpected head.bias"), a passed run's model
+    (a new user's finding). A layer that turns out not to be the classifier is left without one."""
+    from toolchain.models.arch import build_arch
+    from toolchain.models.loading import load_model, save_checkpoint
+
+    (tmp_path / "net.py").write_text(BIASLESS_NET)
+    spec = f"{tmp_path / 'net.py'}:Net"
+    torch.manual_seed(0)
+    model = build_arch(spec, {}).eval()
+    x = torch.randn(4, 1, 8, 8)
+    before = model(x).detach()
+    bake_offsets(model, {1: 0.5}, x[:1])
+    assert torch.allclose(model(x).detach() - before, torch.tensor([0.0, 0.5, 0.0]).expand(4, 3), atol=1e-6)
+    save_checkpoint(tmp_path / "pruned.pt", model, spec, {}, (1, 8, 8))
+    loaded = load_model(tmp_path / "pruned.pt", arch=spec)
+    assert torch.equal(loaded.module(x), model(x)) and loaded.module.head.bias.tolist() == [0.0, 0.5, 0.0]
+    wrapped = build_arch(spec, {"wrap": True}).eval()  # sin() after the head: no layer moves the logits by the probe
+    with pytest.raises(ValueError):
+        bake_offsets(wrapped, {1: 0.5}, x[:1])
+    assert wrapped.head.bias is None and "head.bias" not in wrapped.state_dict()
+
+
 @pytest.mark.parametrize("size,keep,expected", [(64, 21, 24), (64, 19, 16), (64, 3, 8), (64, 63, 64), (128, 40, 40), (10, 5, 8), (8, 3, 8), (8, 8, 8), (4, 3, 3)])
 def test_rounded_keep_moves_to_the_nearest_multiple(size, keep, expected):
     from toolchain.prune.plan import rounded_keep

@@ -26,7 +26,8 @@ def bake_offsets(model: nn.Module, offsets: dict[int, float], example: torch.Ten
     candidates = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes
                   or isinstance(m, nn.modules.conv._ConvNd) and m.out_channels == num_classes]
     for layer in reversed(candidates):
-        if layer.bias is None:
+        added = layer.bias is None  # a bias-less classifier gets one to hold the offsets (the checkpoint loader expects it)
+        if added:
             layer.bias = nn.Parameter(torch.zeros(num_classes, device=layer.weight.device, dtype=layer.weight.dtype))
         saved = layer.bias.detach().clone()
         probe = torch.zeros_like(saved)
@@ -43,4 +44,6 @@ def bake_offsets(model: nn.Module, offsets: dict[int, float], example: torch.Ten
             with torch.no_grad():
                 layer.bias.add_(delta)
             return model
+        if added:  # not the classifier: left as it was
+            layer.bias = None
     raise ValueError("could not find the layer that produces the logits to bake the operating-point offsets into")
