@@ -201,3 +201,40 @@ def test_a_silent_torchrun_process_waits_for_the_speaking_one_before_it_exits(mo
     cli._say_once_a_machine("cwtool: error: no such data")
     assert capsys.readouterr().err == ("cwtool: error: no such data\n" if speaks else "")
     assert waited == ([] if speaks else [cli.SILENT_WAIT_S]) and cli.SILENT_WAIT_S >= 1
+
+
+BN_RANKS = """
+import json, sys, torch, torch.distributed as dist
+from torch import nn
+from toolchain import distributed
+from toolchain.models.train import train, TrainConfig
+
+distributed.start("cpu")
+torch.manual_seed(0)
+x = torch.randn(512, 3, 16, 16)
+y = (x.mean((1, 2, 3)) > 0).long()
+model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(8, 2))
+train(model, x.numpy(), y.numpy(), TrainConfig(epochs=1, batch_size=128, precision="fp32"), device=torch.device("cpu"))
+state = torch.cat([t.float().flatten() for t in model.state_dict().values()])
+every = [torch.zeros_like(state) for _ in range(dist.get_world_size())]
+dist.all_gather(every, state)
+if dist.get_rank() == 0:
+    print(json.dumps({"max_difference": float((every[0] - every[1]).abs().max())}))
+distributed.stop()
+"""
+
+
+def test_two_processes_end_training_with_the_same_batchnorm_statistics(tmp_path):
+    """Each process updated BatchNorm's running statistics on its own share of every batch, and DistributedDataParallel
+    broadcasts process 0's before each forward, not after the last: the processes judged validation with different
+    statistics, one kept a round the other stopped, and the run ended in 'interrupted by the loss of another torchrun
+    process' for any BatchNorm model (a reviewer's finding)."""
+    script = tmp_path / "bn_ranks.py"
+    script.write_text(BN_RANKS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(script)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert said["max_difference"] == 0.0, said

@@ -143,6 +143,23 @@ def agreed(value):
     return box[0]
 
 
+def same_buffers(model) -> None:
+    """One set of buffers on every process: BatchNorm's running statistics, updated by each process on its own share of
+    every batch, are averaged (integer counters taken from process 0). DistributedDataParallel keeps the weights alike
+    and broadcasts process 0's buffers before each forward, not after the last: the processes then judged validation
+    with different statistics, decided differently and lost each other (a reviewer's finding)."""
+    if _group is None:
+        return
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(_group.world)
+        else:
+            dist.broadcast(buffer, src=0)
+
+
 def stop() -> None:
     global _group
     if _group is not None:

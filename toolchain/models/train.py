@@ -190,6 +190,8 @@ def train(
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
                 raise UserError(f"training diverged in epoch {epoch}: the weights became NaN or infinite; {config.diverged_hint} "
                                 f"(the peak --lr was {config.lr:g}){fp32_hint(low_precision)}")
+            if group is not None:
+                distributed.same_buffers(model)  # before anything reads the model: every process decides alike
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
             if task is not None:

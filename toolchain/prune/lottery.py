@@ -82,7 +82,9 @@ class LotteryPruner:
         """(validation evaluation without offsets, at the guarded operating point, logits, offsets). The
         operating point's evaluation carries the promise per protected class (its confidence, the margin
         it keeps under the dense FN) and its price: the FP of the plain point (FN at the dense model's) beside."""
-        logits = predict_logits(model, self.dataset.x_val, device=self.device)
+        # process 0's logits decide on every process: machines of other CPUs compute the last bits otherwise, and a round
+        # kept by one process and stopped by another lost the run
+        logits = distributed.agreed(predict_logits(model, self.dataset.x_val, device=self.device))
         if not np.isfinite(logits).all():  # the dense model's were finite: the retraining diverged
             raise UserError(f"the retrained model gives NaN or infinite logits: the retraining diverged; {DIVERGED_HINT}{fp32_hint(self.low_precision)}")
         y = self.dataset.y_val
