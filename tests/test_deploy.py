@@ -78,3 +78,19 @@ def test_no_timing_names_nothing():
     assert deploy_sentences({"deploy": withheld}) == ["deploy (onnx): none, the run did not keep the FN promise",
                                                       "deploy (tflite): none, the run did not keep the FN promise"]
     assert "- tflite: none, the run did not keep the FN promise." in deploy_lines({"deploy": withheld})
+
+
+def test_a_finding_advises_its_fp32_twin_only_where_that_file_is_recommended():
+    """A run that recommended no file said "no file is recommended" and then "deploy the fp32 file unless bytes decide" in
+    the same section (a new user's finding); so did a run whose fp32 twin failed its gate."""
+    times = [0.012, 0.021, 0.010, 0.006]
+    withheld = recommend(ONNX + TFLITE, {e["path"]: _timing(m) for e, m in zip(ONNX + TFLITE, times)}, threads=1,
+                         withheld="the run did not keep the FN promise on validation")
+    md = "\n".join(deploy_lines({"deploy": withheld, "artifacts": ONNX + TFLITE}))
+    assert "**Finding**: model_int8.onnx ran 1.75x slower" in md and "deploy the fp32 file" not in md, md
+    twin_failed = [_entry("artifacts/model_fp32.onnx", "onnx", "fp32", 80_000, passed=False), ONNX[1]]
+    deploy = _recommend(twin_failed, [0.012, 0.021])
+    assert deploy["choices"][0]["file"] == "artifacts/model_int8.onnx" and len(deploy["findings"]) == 1
+    assert "deploy the fp32 file" not in "\n".join(deploy_lines({"deploy": deploy, "artifacts": twin_failed}))
+    kept = _recommend(ONNX, [0.012, 0.021])
+    assert "; deploy the fp32 file unless bytes decide." in "\n".join(deploy_lines({"deploy": kept, "artifacts": ONNX}))

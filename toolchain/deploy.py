@@ -86,7 +86,7 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withh
     if not timings:  # nothing to choose by; a withheld run still says that no file is recommended
         return {"timed": False, "note": "files not timed (--time-runs 0)", "choices": withheld_choices or [], "findings": []}
     latency = {p: _ms(t) for p, t in timings.items()}
-    findings = []
+    findings, twins = [], []
     for e in entries:
         twin = _twin(e, entries) if e["precision"] == "int8" else None
         if twin is not None and latency[e["path"]] > latency[twin["path"]] * (1 + TIE):
@@ -98,12 +98,14 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withh
             findings.append(
                 f"{Path(e['path']).name} ran {ratio:.2f}x slower than its fp32 twin {Path(twin['path']).name} here "
                 f"({latency[e['path']]:.3g} ms vs {latency[twin['path']]:.3g} ms per call): {buys}, on this CPU")
+            twins.append(twin["path"])
     choices = withheld_choices if withheld_choices is not None else [_choice(fmt, entries, latency) for fmt in formats]
     first = next(iter(timings.values()))
     return {
         "timed": True, "threads": threads, "runs": first["runs"], "machine": first["machine"],
         "note": "batch-1 p50 of the runtime's own call on this machine, interleaved; on the device, `cwtool bench` decides",
         "latency_ms": latency, "choices": choices, "findings": findings,
+        "findings_fp32": twins,  # each finding's fp32 twin: report.md advises it only where it is the file recommended
     }
 
 

@@ -42,8 +42,10 @@ def deploy_lines(report: dict) -> list[str]:
     lines += [""]
     lines += [f"- {c['format']}: " + (f"`{PurePath(c['file']).name}`, {c['why']}." if c["file"] else f"none, {c['why']}.")
               for c in deploy["choices"]]
-    lines += [f"- **Finding**: {f}; deploy the fp32 file" + ("." if "neither speed nor bytes" in f else " unless bytes decide.")
-              for f in deploy["findings"]]
+    twins = deploy.get("findings_fp32") or [None] * len(deploy["findings"])  # an older report: none
+    lines += [f"- **Finding**: {f}" + ((("; deploy the fp32 file" + ("." if "neither speed nor bytes" in f else " unless bytes decide.")))
+                                       if twin in chosen else ".")  # not where no file, or the int8 file alone, is recommended
+              for f, twin in zip(deploy["findings"], twins)]
     lines += ["", f"Timing: {deploy['note']} ({deploy['runs']} calls per file, {deploy['threads']} thread"
               f"{'s' if deploy['threads'] != 1 else ''})."]
     return lines
