@@ -1396,3 +1396,24 @@ def test_the_report_says_validation_was_carved_from_a_sources_train_split(tmp_pa
     pool = load_data(str(tmp_path / "pool.npz"), seed=5)
     line = _data_line(with_given_rows(pool, test=str(tmp_path / "test.npz")).describe())
     assert "validation rows split from it with seed 5 (" in line and f"test rows from `{tmp_path / 'test.npz'}` (30 rows)" in line, line
+
+
+def test_a_dense_model_that_catches_few_of_a_protected_class_and_a_validation_split_without_a_class_are_noted():
+    """A model fed images resized otherwise than in training missed 55 of 60 melanomas on validation (AUC 0.84) and the run
+    passed its gate without a word; a --val folder without one class's folder was judged silently (a new user's findings)."""
+    from toolchain.evaluate import weak_detection_notes
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 60)
+    logits = rng.normal(size=(180, 3))
+    logits[np.arange(180), y] += 3.0  # a good model
+    names = ["benign", "melanoma", "nevus"]
+    assert weak_detection_notes(logits, y, [1], names, y) == []
+    weak = logits.copy()
+    weak[(y == 1) & (np.arange(180) % 12 != 0), 1] -= 10.0  # catches 5 of 60
+    (note,) = weak_detection_notes(weak, y, [1], names, y)
+    assert note.startswith("note: the dense model catches 5 of the 60 validation samples of protected class 1 (melanoma), 8%"), note
+    assert "--normalize, --resize" in note
+    no_nevus = y != 2
+    (note,) = weak_detection_notes(logits[no_nevus], y[no_nevus], [1], names, y)
+    assert note.startswith("note: the validation split holds no sample of class 2 (nevus)"), note

@@ -201,6 +201,34 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
     return None
 
 
+WEAK_RECALL = 0.5  # a dense model that catches fewer of a protected class than this: "no more missed" than it is little
+
+
+def weak_detection_notes(logits: np.ndarray, y: np.ndarray, protected: list[int], names: list[str],
+                         y_train: np.ndarray) -> list[str]:
+    """Notes, not refusals: a protected class the dense model's own decisions catch fewer than half of on validation (the
+    promise is "no more missed than it", so it is as weak as that; a resize or normalization other than its training's
+    does this to a good model), and classes of the train split that the validation split holds no row of (the accuracy
+    budget is judged without them)."""
+    predicted = np.asarray(logits).argmax(1)
+    notes = []
+    for k in protected:
+        positives = y == k
+        n = int(positives.sum())
+        caught = int(np.sum(predicted[positives] == k))
+        if n >= MIN_POSITIVES and caught < WEAK_RECALL * n:
+            notes.append(f"note: the dense model catches {caught} of the {n:,} validation samples of protected class {k} "
+                         f"({one_line(names[k])[:60]}), {caught / n:.0%}, at {float(np.mean(predicted == y)):.1%} accuracy: the "
+                         "promise is 'no more missed than it'; if it does better where it was trained, check that the inputs "
+                         "are prepared alike (--normalize, --resize, pixel scaling) and the labels numbered alike (--class-names)")
+    absent = sorted(set(np.unique(y_train).tolist()) - set(np.unique(y).tolist()))
+    if absent:
+        said = ", ".join(f"{k} ({one_line(names[k])[:40]})" for k in absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        notes.append(f"note: the validation split holds no sample of class {said}: the accuracy budget and the operating point "
+                     "are judged without it")
+    return notes
+
+
 def check_model_on_splits(model, dataset: Dataset, protect) -> tuple[int, list[str], list[int], np.ndarray]:
     """The checks compress and export make before writing anything: the model runs on the whole validation
     split (a model that fails on it is bad input) and every split's labels fit its outputs. Returns the

@@ -60,7 +60,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
     import numpy as np
 
-    from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem
+    from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import load_model, save_checkpoint
@@ -149,6 +149,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)
+    for line in weak_detection_notes(val_logits, dataset.y_val, protected, class_names, dataset.y_train):
+        note_input(line)
     for k in protected:
         n = int(np.sum(dataset.y_val == k))
         if n < MIN_POSITIVES:
