@@ -358,6 +358,14 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
     assert "onnx int8: keeping the most harmful layers in float" in "\n".join(said)
     still_int8 = _quantized_weight_layers(result.path)
     assert len(still_int8) == 1 and still_int8[0] not in result.float_layers
+    # a run that failed on validation recommends no file: no file a layer (a mobile net's search took minutes of a run
+    # bound to fail; a new user's finding), the file as it is, said so
+    built, said = [], []
+    counted = lambda excluded, dest: built.append(dest) or build(excluded, dest)
+    skipped = fn_aware_quantize(counted, score, layers, tmp_path / "w2", tmp_path / "q2.onnx", log=said.append, label="onnx int8",
+                                search=False)
+    assert len(built) == 1 and not skipped.within_budget and skipped.float_layers == [] and not skipped.ranking
+    assert "recommends no file: no layers searched to keep in float" in skipped.reason and said[-1].endswith(skipped.reason), said
 
 
 @pytest.mark.parametrize("min_val_accuracy", [0.0, 1.01])

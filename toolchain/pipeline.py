@@ -253,7 +253,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
             try:
                 artifacts, calibration = export_all(pruned, dataset, protected, _int8_guard(result), dense_test, settings, run_dir, config.seed,
-                                                    gate_fn, log=log.print, min_val_accuracy=min_val_accuracy) if settings.artifacts else ([], None)
+                                                    gate_fn, log=log.print, min_val_accuracy=min_val_accuracy,
+                                                    search_float_layers=result.budget_met) if settings.artifacts else ([], None)
             except UserError as exc:  # the rounds are done and saved: say how to finish without them
                 raise UserError(f"{exc} (the pruning is saved in {run_dir}: rerun with --resume and the changed export options, such as "
                                 "--format, to finish it without retraining)") from exc

@@ -206,8 +206,12 @@ def _grid_step(logits: np.ndarray) -> float:
 
 
 def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: dict, settings: ExportSettings,
-               run_dir: Path, seed: int, gate_fn, log=print, min_val_accuracy: float = 0.0) -> tuple[list[dict], dict]:
+               run_dir: Path, seed: int, gate_fn, log=print, min_val_accuracy: float = 0.0,
+               search_float_layers: bool = True) -> tuple[list[dict], dict]:
     """Returns (artifact entries for report.json, calibration record).
+
+    search_float_layers: False where the run failed on validation already (it recommends no file): an int8 file short of
+    the promise gets its own operating point, not the layer search (one file a layer: minutes to hours at 224 px).
 
     guard: the FN promise the pruned model's operating point met on validation; every int8 file must
     meet it too (its own operating point, then float layers, see quantize.fallback).
@@ -289,7 +293,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                 candidates = [n for n in source.quantizable_units() if n not in stem]
                 fallback = fn_aware_quantize(keeping_float(source, stem), score, candidates, work / fmt,
                                              backend.artifact_path(job, "int8"), retune=retuner(backend, stem), log=log,
-                                             label=f"{fmt} int8")
+                                             label=f"{fmt} int8", search=search_float_layers)
                 path = fallback.path
             else:
                 path = backend.export_float(model, job, precision)

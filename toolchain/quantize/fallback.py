@@ -62,9 +62,10 @@ def _offsets_text(offsets: dict[int, float]) -> str:
 
 
 def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir: Path, final_path: Path,
-                      retune: Retune | None = None, log=None, label: str = "int8") -> FallbackResult:
+                      retune: Retune | None = None, log=None, label: str = "int8", search: bool = True) -> FallbackResult:
     """``log``: where the search says what it does (a mobile net's layer ranking builds and scores one file a layer:
-    minutes), as "``label``: ..." lines."""
+    minutes), as "``label``: ..." lines. ``search`` False: no float layers are searched for (a run that recommends no
+    file), the file as its own operating point left it."""
     from toolchain.report.pace import RowPace
 
     say = log or (lambda line: None)
@@ -86,6 +87,11 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
         if met:
             return FallbackResult(path, [], fn, True, offsets=offsets,
                                   reason=f"operating point re-set for this file on validation ({_offsets_text(offsets)})")
+    if not search:
+        said = ("the run did not keep its budget on validation and recommends no file: no layers searched to keep in float"
+                + (f"; operating point re-set ({_offsets_text(offsets)})" if offsets else ""))
+        say(f"{label}: short of the FN promise on validation; {said}")
+        return FallbackResult(path, [], fn, False, offsets=offsets, reason=said)
     say(f"{label}: still short of the FN promise on validation; ranking {len(layers)} layers by what quantizing each alone "
         "costs the protected classes (a file each)")
     ranking = []
