@@ -509,6 +509,14 @@ def test_compress_records_preprocessing_and_augmentation_in_report_and_artifacts
         assert code in (0, 1), err
         notes = json.loads((tmp_path / "v.json").read_text())["notes"]
         assert any("preprocessed otherwise" in n for n in notes) == mismatch, notes
+    # against a baseline, rows prepared otherwise are other rows: the refusal named the row order and 8-bit rounding, never
+    # the file's recorded preprocessing (a new user's finding)
+    code, _, err = run_cli(["verify", files[0], "--data", folder, "-p", "1", "--image-size", "16", "--baseline",
+                            tmp_path / "exp" / "export.json"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "was made for inputs preprocessed otherwise" in err.split("; so ")[0] and "rows are not the rows the baseline" in err, err
+    code, _, err = run_cli(["verify", files[0], "--data", folder, "-p", "1", *same, "--baseline", tmp_path / "exp" / "export.json"], capsys)
+    assert code in (0, 1), err
 
 
 def test_an_image_replaced_by_a_pipe_is_refused_not_waited_for(tmp_path):

@@ -246,8 +246,10 @@ def run_verify(req: VerifyRequest) -> dict:
     if normalize not in (None, "auto") and req.normalize in (None, "auto") and normalize != _auto_normalization(x):
         notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
+    prepared_otherwise = []  # an artifact made for inputs prepared otherwise than these rows: said, and named first below
     if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured
-        notes += [n for n in (preprocessing_mismatch(runner, rows) for _, runner, _ in opened) if n]
+        prepared_otherwise = [n for n in (preprocessing_mismatch(runner, rows) for _, runner, _ in opened) if n]
+        notes += prepared_otherwise
     protected: list[int] | None = None
     names: list[str] | None = None
     base_eval, same_rows = None, True
@@ -296,8 +298,13 @@ def run_verify(req: VerifyRequest) -> dict:
             raise UserError(f"--data ({rows['name']}, {rows['split']}, {len(y)} rows) holds no row of protected class "
                             f"{', '.join(map(str, absent))}: its false negatives cannot be counted; give rows that include it")
         if base is not None and base_eval is None:
-            base_eval, same_rows = check_baseline(base, y, digest, k, protected, req.allow_other_data, notes,
-                                                  here=describe_rows(rows, digest))
+            try:
+                base_eval, same_rows = check_baseline(base, y, digest, k, protected, req.allow_other_data, notes,
+                                                      here=describe_rows(rows, digest))
+            except UserError as exc:  # other rows: where the preprocessing differs from the file's, that is the likely cause
+                if not prepared_otherwise or "rows are not the rows" not in str(exc):
+                    raise
+                raise UserError(f"{prepared_otherwise[0]}; so {exc}") from exc
         elif base_eval is not None and len(base_eval["fn_per_class"]) != k:
             raise UserError(f"{Path(path).name} outputs {k} classes, the baseline {len(base_eval['fn_per_class'])}")
         t0 = time.perf_counter()
