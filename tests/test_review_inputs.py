@@ -1414,6 +1414,48 @@ def test_a_dense_model_that_catches_few_of_a_protected_class_and_a_validation_sp
     (note,) = weak_detection_notes(weak, y, [1], names, y)
     assert note.startswith("note: the dense model catches 5 of the 60 validation samples of protected class 1 (melanoma), 8%"), note
     assert "--normalize, --resize" in note
+    (flat,) = weak_detection_notes(weak, y, [1], names, y, flat=True)  # CSV rows: --normalize is for images
+    assert "scaled as in its training (a standardization belongs in its first layer: docs/DATA.md)" in flat and "--resize" not in flat
     no_nevus = y != 2
     (note,) = weak_detection_notes(logits[no_nevus], y[no_nevus], [1], names, y)
     assert note.startswith("note: the validation split holds no sample of class 2 (nevus)"), note
+
+
+def test_features_of_very_different_scales_are_named_for_int8():
+    """A CSV of sensors from 0.01 to 1,000 made an int8 TFLite file whose input scale erased the small features (a new
+    user's finding): the spread is said before the int8 files are made, and beside a file its runtime cannot run."""
+    from toolchain.export.stage import feature_scale_spread
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)) * np.array([0.01, 1.0, 10.0, 1000.0])
+    said = feature_scale_spread(x)
+    assert said is not None and said.startswith("the features' scales differ by ") and "x (standard deviations 0.00" in said, said
+    assert feature_scale_spread(rng.normal(size=(200, 4))) is None  # standardized
+    assert feature_scale_spread(rng.normal(size=(20, 1, 8, 8))) is None  # images: one scale per pixel by construction
+    assert feature_scale_spread(np.c_[np.zeros(50), rng.normal(size=50)]) is None  # a constant column is no scale
+
+
+def test_a_file_its_own_runtime_cannot_run_is_said_as_such_and_not_left(trained_digits, tmp_path, capsys, monkeypatch):
+    """XNNPACK refused to prepare an int8 TFLite file compress had just made: "the file is corrupt or unsupported: re-export
+    it" (exit 2, as if the user's), and the file stayed in artifacts/ (a new user's finding)."""
+    import toolchain.runtimes as runtimes
+    from toolchain.runtimes.base import runtime_failure
+
+    real = runtimes.load_runner
+
+    def refusing(path, *args, **kwargs):
+        if str(path).endswith("int8.onnx"):
+            raise runtime_failure(path, "prepare", RuntimeError("XNNPACK delegate failed to prepare"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(runtimes, "load_runner", refusing)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--max-fn-increase", "2", "--confidence", "0.8", "--max-accuracy-drop", "0.5", "--format", "onnx",
+                            "--time-runs", "0", "--out", out], capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("cwtool: error: the onnx int8 file made from this model does not run in its runtime "
+                                         "(failed to prepare"), err
+    assert "XNNPACK delegate failed to prepare" in line and "leave it out (--format, --precision)" in line, line
+    assert "corrupt" not in line and "--resume" in line, line
+    assert not list((out / "artifacts").glob("model_int8*")), list((out / "artifacts").iterdir())

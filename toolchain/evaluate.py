@@ -205,12 +205,14 @@ WEAK_RECALL = 0.5  # a dense model that catches fewer of a protected class than 
 
 
 def weak_detection_notes(logits: np.ndarray, y: np.ndarray, protected: list[int], names: list[str],
-                         y_train: np.ndarray) -> list[str]:
+                         y_train: np.ndarray, flat: bool = False) -> list[str]:
     """Notes, not refusals: a protected class the dense model's own decisions catch fewer than half of on validation (the
     promise is "no more missed than it", so it is as weak as that; a resize or normalization other than its training's
     does this to a good model), and classes of the train split that the validation split holds no row of (the accuracy
     budget is judged without them)."""
     predicted = np.asarray(logits).argmax(1)
+    prepared = ("the features are scaled as in its training (a standardization belongs in its first layer: docs/DATA.md)"
+                if flat else "the inputs are prepared alike (--normalize, --resize, pixel scaling)")
     notes = []
     for k in protected:
         positives = y == k
@@ -219,8 +221,8 @@ def weak_detection_notes(logits: np.ndarray, y: np.ndarray, protected: list[int]
         if n >= MIN_POSITIVES and caught < WEAK_RECALL * n:
             notes.append(f"note: the dense model catches {caught} of the {n:,} validation samples of protected class {k} "
                          f"({one_line(names[k])[:60]}), {caught / n:.0%}, at {float(np.mean(predicted == y)):.1%} accuracy: the "
-                         "promise is 'no more missed than it'; if it does better where it was trained, check that the inputs "
-                         "are prepared alike (--normalize, --resize, pixel scaling) and the labels numbered alike (--class-names)")
+                         f"promise is 'no more missed than it'; if it does better where it was trained, check that {prepared} "
+                         "and the labels numbered alike (--class-names)")
     absent = sorted(set(np.unique(y_train).tolist()) - set(np.unique(y).tolist()))
     if absent:
         said = ", ".join(f"{k} ({one_line(names[k])[:40]})" for k in absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")

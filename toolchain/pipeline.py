@@ -149,7 +149,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)
-    for line in weak_detection_notes(val_logits, dataset.y_val, protected, class_names, dataset.y_train):
+    for line in weak_detection_notes(val_logits, dataset.y_val, protected, class_names, dataset.y_train,
+                                     flat=len(dataset.input_shape) == 1):
         note_input(line)
     for k in protected:
         n = int(np.sum(dataset.y_val == k))

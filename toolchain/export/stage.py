@@ -281,66 +281,98 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             return keeping_float(backend.int8_source(shifted, job, scratch=True), stem), offsets
         return retune
 
+    def one_file(fmt: str, precision: str) -> dict:
+        backend = export_backend(fmt)
+        t0 = time.perf_counter()
+        fallback, stem = None, []
+        if precision == "int8":
+            source = backend.int8_source(model, job)
+            stem = source.thin_input_units() if settings.float_input_conv else []
+            candidates = [n for n in source.quantizable_units() if n not in stem]
+            fallback = fn_aware_quantize(keeping_float(source, stem), score, candidates, work / fmt,
+                                         backend.artifact_path(job, "int8"), retune=retuner(backend, stem), log=log,
+                                         label=f"{fmt} int8", search=search_float_layers)
+            path = fallback.path
+        else:
+            path = backend.export_float(model, job, precision)
+        convert_seconds = time.perf_counter() - t0
+        try:
+            runner = load_runner(path, threads=settings.threads)
+        except InputCountError as exc:
+            raise UserError(f"the {fmt} file made from the model does not take one input tensor ({exc.count} inputs): "
+                            "its forward leaves torch on the way (numpy, .item(), a Python number), so the traced graph "
+                            "does not read the input; keep the forward in torch operations") from exc
+        logits = runner.predict(x_test)
+        evaluation = evaluate_logits(y_test, logits, protected, num_classes)
+        evaluation["predictions"] = logits.argmax(1).tolist()
+        evaluation["rows_sha256"] = test_rows
+        info = artifact_info(path, runner=runner)
+        entry = {
+            "path": str(path.relative_to(run_dir)), "format": fmt, "precision": precision,
+            "bytes": info["bytes"], **artifact_sha256(path),  # all its files: an ONNX model's external data too
+            "runtime": runner.runtime, "layout": runner.layout, "input_dtype": info.get("input_dtype"),
+            "weights_precision": info.get("precision"), "convert_seconds": convert_seconds,
+            "agreement": float(np.mean(logits.argmax(1) == torch_test_pred)), "evaluation": evaluation,
+            "gate": gate_fn(baseline_test, evaluation),
+        }
+        short = ""
+        if fallback is not None:
+            val_promise = guard.check(val_logits(path), {})  # the file's own disagreements with the dense model
+            entry["quantization"] = {"calibration_method": settings.calibration_method, "float_layers": fallback.float_layers,
+                                     "float_input_layers": stem, "offsets": {str(k): v for k, v in fallback.offsets.items()},
+                                     "val_protected_fn": {str(k): v for k, v in fallback.fn.items()},
+                                     "val_promise": {str(k): {f: v[f] for f in ("confidence", "fn", "dense_fn", "b", "c")}
+                                                     for k, v in val_promise.items()},
+                                     "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
+                                     "ranking": fallback.ranking}
+            if not fallback.within_budget:  # the promise is about the file the device runs: one test draw cannot stand in
+                reached = ", ".join(f"{class_label(k, dataset.class_names)} {v['confidence']:.3f}" for k, v in val_promise.items())
+                entry["gate"]["passed"] = False
+                entry["gate"]["reasons"].append(f"short of the FN promise on validation: confidence {reached} against the "
+                                                f"{guard.confidence:.3f} it is held to (neither its own offset nor float layers "
+                                                "reached it)")
+                short = "; SHORT of the FN promise on validation"
+        prot = ", ".join(f"{class_label(p['class'], dataset.class_names)} FN {p['fn']}" for p in evaluation["protected"])
+        log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, "
+            f"agreement {entry['agreement']:.1%}{short}")
+        return entry
+
+    spread = feature_scale_spread(calib_x) if int8 else None
+    if spread is not None:
+        log(f"note: {spread}; an int8 file quantizes its input on one scale, which erases the small ones: standardize the "
+            "features, and hand the model the standardization in its first layer (docs/DATA.md)")
     entries = []
     try:
         for fmt, precision in settings.artifacts:
-            backend = export_backend(fmt)
-            t0 = time.perf_counter()
-            fallback, stem = None, []
-            if precision == "int8":
-                source = backend.int8_source(model, job)
-                stem = source.thin_input_units() if settings.float_input_conv else []
-                candidates = [n for n in source.quantizable_units() if n not in stem]
-                fallback = fn_aware_quantize(keeping_float(source, stem), score, candidates, work / fmt,
-                                             backend.artifact_path(job, "int8"), retune=retuner(backend, stem), log=log,
-                                             label=f"{fmt} int8", search=search_float_layers)
-                path = fallback.path
-            else:
-                path = backend.export_float(model, job, precision)
-            convert_seconds = time.perf_counter() - t0
             try:
-                runner = load_runner(path, threads=settings.threads)
-            except InputCountError as exc:
-                raise UserError(f"the {fmt} file made from the model does not take one input tensor ({exc.count} inputs): "
-                                "its forward leaves torch on the way (numpy, .item(), a Python number), so the traced graph "
-                                "does not read the input; keep the forward in torch operations") from exc
-            logits = runner.predict(x_test)
-            evaluation = evaluate_logits(y_test, logits, protected, num_classes)
-            evaluation["predictions"] = logits.argmax(1).tolist()
-            evaluation["rows_sha256"] = test_rows
-            info = artifact_info(path, runner=runner)
-            entry = {
-                "path": str(path.relative_to(run_dir)), "format": fmt, "precision": precision,
-                "bytes": info["bytes"], **artifact_sha256(path),  # all its files: an ONNX model's external data too
-                "runtime": runner.runtime, "layout": runner.layout, "input_dtype": info.get("input_dtype"),
-                "weights_precision": info.get("precision"), "convert_seconds": convert_seconds,
-                "agreement": float(np.mean(logits.argmax(1) == torch_test_pred)), "evaluation": evaluation,
-                "gate": gate_fn(baseline_test, evaluation),
-            }
-            short = ""
-            if fallback is not None:
-                val_promise = guard.check(val_logits(path), {})  # the file's own disagreements with the dense model
-                entry["quantization"] = {"calibration_method": settings.calibration_method, "float_layers": fallback.float_layers,
-                                         "float_input_layers": stem, "offsets": {str(k): v for k, v in fallback.offsets.items()},
-                                         "val_protected_fn": {str(k): v for k, v in fallback.fn.items()},
-                                         "val_promise": {str(k): {f: v[f] for f in ("confidence", "fn", "dense_fn", "b", "c")}
-                                                         for k, v in val_promise.items()},
-                                         "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
-                                         "ranking": fallback.ranking}
-                if not fallback.within_budget:  # the promise is about the file the device runs: one test draw cannot stand in
-                    reached = ", ".join(f"{class_label(k, dataset.class_names)} {v['confidence']:.3f}" for k, v in val_promise.items())
-                    entry["gate"]["passed"] = False
-                    entry["gate"]["reasons"].append(f"short of the FN promise on validation: confidence {reached} against the "
-                                                    f"{guard.confidence:.3f} it is held to (neither its own offset nor float layers "
-                                                    "reached it)")
-                    short = "; SHORT of the FN promise on validation"
-            entries.append(entry)
-            prot = ", ".join(f"{class_label(p['class'], dataset.class_names)} FN {p['fn']}" for p in evaluation["protected"])
-            log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, "
-                f"agreement {entry['agreement']:.1%}{short}")
+                entries.append(one_file(fmt, precision))
+            except UserError as exc:  # a file cwtool made that its own runtime cannot run: not "corrupt, re-export it"
+                if not str(exc).startswith("the runtime failed to"):
+                    raise
+                for made in out.iterdir():  # no file its runtime cannot run is left beside the others
+                    if made.is_file() and made.name.startswith(f"model_{precision}") and made.name.split(".")[1:2] == [fmt]:
+                        made.unlink(missing_ok=True)
+                cause = str(exc).removeprefix("the runtime failed to ").split("; the file is corrupt")[0]
+                hint = (f"; {spread}, and int8 quantizes the input on one scale: standardize them (docs/DATA.md)"
+                        if spread is not None and precision == "int8" else "")
+                raise UserError(f"the {fmt} {precision} file made from this model does not run in its runtime (failed to "
+                                f"{cause}){hint}; leave it out (--format, --precision)") from exc
     finally:  # half-built int8 candidates never outlive the stage
         shutil.rmtree(work, ignore_errors=True)
     return entries, calib_record
+
+
+def feature_scale_spread(x) -> str | None:
+    """Flat feature rows (a CSV, an x/y .npz) whose columns' scales differ by 1,000x or more, in words; None for images
+    and for features of like scales."""
+    if x is None or np.ndim(x) != 2 or len(x) < 2:
+        return None
+    scales = np.asarray(x, dtype=np.float64).std(axis=0)
+    scales = scales[np.isfinite(scales) & (scales > 0)]
+    if len(scales) < 2 or scales.max() < 1e3 * scales.min():
+        return None
+    return (f"the features' scales differ by {scales.max() / scales.min():,.0f}x (standard deviations {scales.min():.3g} to "
+            f"{scales.max():.3g}, as stored)")
 
 
 def fit_verdicts(entries: list[dict], root: Path, profile, macs: int | None, macs_source: str) -> dict:
