@@ -408,3 +408,15 @@ def test_the_margin_is_said_as_a_count_of_the_allowed():
     assert _margin_words(1, 1) == "1 fewer than the 1 allowed"
     assert _margin_words(0, 166) == "exactly the 166 allowed"
     assert _margin_words(-3, 20) == "3 more than the 20 allowed"
+
+
+def test_the_disagreements_are_counted_in_words_that_read_for_one():
+    """"1 the dense model catches are missed" (a new user's finding)."""
+    from toolchain.report.markdown import _promise_lines
+
+    entry = {"n": 60, "n_new": 60, "fn": 3, "dense_fn": 3, "b": 1, "c": 1, "confidence": 0.96, "confidence_target": 0.95,
+             "budget": 0, "margin_fn": 0, "fp": 5, "fp_plain": 5}
+    text = "\n".join(_promise_lines({"classes": {"1": entry}, "met_on_val": True}))
+    assert "of the samples the dense model catches, 1 is missed, and of those it misses, 1 is caught." in text, text
+    text = "\n".join(_promise_lines({"classes": {"1": {**entry, "b": 0, "c": 2}}, "met_on_val": True}))
+    assert "of the samples the dense model catches, 0 are missed, and of those it misses, 2 are caught." in text, text

@@ -1459,3 +1459,18 @@ def test_a_file_its_own_runtime_cannot_run_is_said_as_such_and_not_left(trained_
     assert "XNNPACK delegate failed to prepare" in line and "leave it out (--format, --precision)" in line, line
     assert "corrupt" not in line and "--resume" in line, line
     assert not list((out / "artifacts").glob("model_int8*")), list((out / "artifacts").iterdir())
+
+
+def test_a_csv_s_missing_or_infinite_value_is_named_where_it_is(tmp_path):
+    """An empty cell read "holds '', not a number ... encode or drop that column", and a NaN "contains 1 NaN or inf value"
+    with no row or column (a new user's findings). Rows are numbered as in the CSV's other messages: the header is row 1."""
+    from toolchain.data import load_data
+    from toolchain.errors import UserError
+
+    rows = ["a,b,label"] + [f"{i},{i % 7},{'ok' if i % 3 else 'fault'}" for i in range(60)]
+    (tmp_path / "empty.csv").write_text("\n".join(rows[:5] + ["4,,ok"] + rows[6:]) + "\n")
+    with pytest.raises(UserError, match=r"row 6 of .*, column 'b' holds '', not a number: a missing value: impute it or drop the row"):
+        load_data(str(tmp_path / "empty.csv"), seed=0)
+    (tmp_path / "nan.csv").write_text("\n".join(rows[:8] + ["7,nan,ok"] + rows[9:]) + "\n")
+    with pytest.raises(UserError, match=r"contain 1 NaN or infinite value, the first at row 9, column 'b' \(as float32"):
+        load_data(str(tmp_path / "nan.csv"), seed=0)

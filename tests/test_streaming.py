@@ -612,7 +612,7 @@ def test_a_mapped_float64_value_float32_cannot_hold_is_refused_as_data(tmp_path,
     x[7, 1, 2] = 1e300
     np.savez(tmp_path / "big.npz", x=x, y=np.arange(60) % 3)
     monkeypatch.setattr(mapped, "MAP_BYTES", 0)
-    with pytest.raises(UserError, match="1 NaN or inf value"):
+    with pytest.raises(UserError, match=r"1 NaN or infinite value, the first at row 7 \(counted from 0\)"):
         load_data(str(tmp_path / "big.npz"), seed=0)
 
 

@@ -20,12 +20,19 @@ from toolchain.limits import check_fits
 __all__ = ["Conversion", "check_finite", "npz_features"]
 
 
-def check_finite(x: np.ndarray, what: str, where: str) -> None:
+def check_finite(x: np.ndarray, what: str, where: str, first_row: int = 0, place=None) -> None:
+    """``first_row``: the index of x's first row in the whole array (a chunk of a mapped one); ``place(row, column)``:
+    where a feature row's value is, in the file's own words (a CSV's line and column name)."""
     if x.dtype.kind == "f" and not np.isfinite(x).all():
-        n = int(x.size - np.count_nonzero(np.isfinite(x)))
+        bad = ~np.isfinite(x)
+        n = int(bad.sum())
+        first = np.argwhere(bad)[0]  # row, then the place in it: where to look first
+        row = first_row + int(first[0])
+        at = (place(row, int(first[1])) if place is not None and x.ndim == 2 else
+              f"row {row}" + (f", column {int(first[1])}" if x.ndim == 2 else "") + " (counted from 0)")
         raise UserError(
-            f"{what} in {where} contains {n} NaN or inf value{'s' if n != 1 else ''} (as float32: a value beyond +-3.4e38 "
-            "is infinite there): clean, impute or rescale them before loading"
+            f"{what} in {where} {'contain' if what.endswith('s') else 'contains'} {n} NaN or infinite value{'s' if n != 1 else ''}, "
+            f"the first at {at} (as float32: a value beyond +-3.4e38 is infinite there): clean, impute or rescale them before loading"
         )
 
 
@@ -57,7 +64,7 @@ def _check_finite_rows(member: MappedMember, key: str, where: str, rule) -> None
     raw = member.array()
     step = max(1, (64 << 20) // max(1, raw[:1].nbytes))
     for start in range(0, len(raw), step):
-        check_finite(rule(np.asarray(raw[start : start + step])), key, where)
+        check_finite(rule(np.asarray(raw[start : start + step])), key, where, first_row=start)
 
 
 def npz_features(

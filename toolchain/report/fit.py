@@ -20,7 +20,8 @@ def _operators(check: dict) -> str:
     if used is None:
         return f"not read ({check.get('note', 'no reader here')})"
     bad = sorted(set(check.get("unsupported") or []) | set(check.get("rejected") or []))
-    return f"{len(used)} kinds, all supported" if not bad else f"{len(used)} kinds; not supported: {', '.join(bad)}"
+    kinds = f"{len(used)} kind{'s' if len(used) != 1 else ''}"
+    return f"{kinds}, all supported" if not bad else f"{kinds}; not supported: {', '.join(bad)}"
 
 
 def _latency(fit: dict) -> str:

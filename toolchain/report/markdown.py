@@ -64,7 +64,8 @@ def _promise_lines(promise: dict | None) -> list[str]:
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "
             f"{v['fn']} of {v['n']}, {_margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (the dense model misses "
-            f"{v['dense_fn']}{budget}); {v['b']} the dense model catches are missed, {v['c']} it misses are caught. {cost} on "
+            f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
+            f"missed, and of those it misses, {v['c']} {'is' if v['c'] == 1 else 'are'} caught. {cost} on "
             f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, where FN is just the {v['dense_fn'] + v['budget']} "
             f"allowed).{_offset_words(v)}")
     if promise.get("together_confidence") is not None:

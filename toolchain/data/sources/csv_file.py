@@ -115,7 +115,8 @@ def load_csv(
                             col = header[i if i < li else i + 1]
                             raise UserError(
                                 f"row {row_no} of {where}, column '{col}' holds {v[:50]!r}, not a number: "
-                                "features must be numeric (encode or drop that column)"
+                                + ("a missing value: impute it or drop the row" if not v.strip() or v.strip().lower() in
+                                 ("na", "n/a", "null", "none", "?") else "features must be numeric (encode or drop that column)")
                             ) from None
                     raise  # pragma: no cover - every value parsed one by one
                 if row_no % 8192 == 0:  # what is held must leave as much again for the split copies
@@ -134,7 +135,9 @@ def load_csv(
     if not codes:
         raise UserError(f"{where} has a header but no data rows: add one row per sample")
     x = np.frombuffer(feats, dtype=np.float32).reshape(len(codes), n_feat)
-    check_finite(x, "the features", where)
+    feature_names = [h for i, h in enumerate(header) if i != li]
+    check_finite(x, "the features", where,  # numbered as the CSV's other messages number rows (the header is row 1)
+                 place=lambda row, col: f"row {row + 2}, column '{feature_names[col]}'")
     code_arr = np.frombuffer(codes, dtype=np.int64)
     distinct = list(label_code)
 
