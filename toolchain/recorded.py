@@ -30,10 +30,16 @@ def recorded_value(runner, key: str):
 def preprocessing_mismatch(runner, rows: dict) -> str | None:
     """A note when the artifact records (ONNX metadata_props or TFLite sidecar, written by compress and export)
     preprocessing other than the rows of --data got: the file was made for inputs prepared another way."""
+    from toolchain.data.identity import column_differences
+
     recorded = recorded_value(runner, "preprocessing")
     here = rows.get("preprocessing")
     if not isinstance(recorded, dict) or not isinstance(here, dict):
         return None
+    columns = column_differences(recorded, here)
+    if columns is not None:
+        return (f"{Path(runner.path).name} was made for rows of other feature columns ({columns}): features are read by "
+                "position, so give --data the columns it was made for, in their order, or its FN here mean little")
     steps = [k for k in PREPROCESSING_STEPS if here.get("color") or k not in IMAGE_FILE_STEPS]
     differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
     if not differ:

@@ -34,6 +34,7 @@ class Preprocessing:
     resize: list[int] = field(default_factory=list)
     crop: list[int] = field(default_factory=list)
     interpolation: str = ""
+    columns: list[str] = field(default_factory=list)  # a CSV's feature columns in order: features are read by position
 
     def to_dict(self) -> dict:
         return asdict(self)

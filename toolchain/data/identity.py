@@ -119,11 +119,38 @@ def check_preprocessing(record: dict | None, here: dict | None, model: str | Pat
     inputs than it learnt on misses a protected class for that reason alone: compress and export refuse, evaluate warns.
     ``here``: this data's Preprocessing, as a dict."""
     recorded = record.get("preprocessing") if isinstance(record, dict) else None
+    columns = column_differences(recorded, here)
+    if columns is not None:
+        return (f"'{model}' was trained on rows of other feature columns ({columns}; its checkpoint records them): features "
+                "are read by position, so give the rows with its training's columns, in their order")
     found = preprocessing_differences(recorded, here)
     if found is None:
         return None
     shown, flags = found
     return f"'{model}' was trained on images prepared otherwise than these ({shown}; its checkpoint records it): give {flags}"
+
+
+def column_differences(recorded, here) -> str | None:
+    """Where both records name a CSV's feature columns (``recorded`` read from a file: untrusted) and they differ, how,
+    in words: the same columns in another order, or columns missing and new. None where they agree or either names none."""
+    def names(record) -> list[str] | None:
+        cols = record.get("columns") if isinstance(record, dict) else None
+        ok = isinstance(cols, list) and 0 < len(cols) <= 1_000_000 and all(isinstance(c, str) for c in cols)
+        return cols if ok else None
+
+    there, this = names(recorded), names(here)
+    if there is None or this is None or there == this:
+        return None
+    if sorted(there) == sorted(this):
+        i = next(i for i, (a, b) in enumerate(zip(there, this)) if a != b)
+        return (f"the same {len(there):,} columns in another order: column {i + 1} is '{one_line(there[i])[:60]}' there, "
+                f"'{one_line(this[i])[:60]}' here")
+    missing = [c for c in there if c not in set(this)]
+    new = [c for c in this if c not in set(there)]
+    shown = lambda cols: ", ".join(f"'{one_line(c)[:40]}'" for c in cols[:3]) + (f" and {len(cols) - 3:,} more" if len(cols) > 3 else "")
+    return "; ".join(part for part in (f"missing here: {shown(missing)}" if missing else "",
+                                       f"new here: {shown(new)}" if new else "",
+                                       "" if missing or new else "the same names, some repeated otherwise") if part)
 
 
 def preprocessing_differences(recorded, here: dict | None) -> tuple[str, str] | None:

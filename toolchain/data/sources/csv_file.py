@@ -169,7 +169,7 @@ def load_csv(
             names = given
             note += "; " + mapping_note(given, "numeric labels, named by --class-names")
     splits = split_pool(x, y, seed, fr, names, where)
-    pre = Preprocessing(scale=1.0, layout="NC", note=note)
+    pre = Preprocessing(scale=1.0, layout="NC", note=note, columns=feature_names)
     return assemble_dataset(
         path.name, splits, pre, where=where, class_names=names, given_splits=False, seed=seed,
         label_mapping=mapping,
