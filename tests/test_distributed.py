@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,12 +216,13 @@ x = torch.randn(512, 3, 16, 16)
 y = (x.mean((1, 2, 3)) > 0).long()
 model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                       nn.Linear(8, 2))
+model.register_buffer("fill", torch.tensor(torch.finfo(torch.float32).min))  # a mask's fill value: a sum overflows it
 train(model, x.numpy(), y.numpy(), TrainConfig(epochs=1, batch_size=128, precision="fp32"), device=torch.device("cpu"))
 state = torch.cat([t.float().flatten() for t in model.state_dict().values()])
 every = [torch.zeros_like(state) for _ in range(dist.get_world_size())]
 dist.all_gather(every, state)
 if dist.get_rank() == 0:
-    print(json.dumps({"max_difference": float((every[0] - every[1]).abs().max())}))
+    print(json.dumps({"max_difference": float((every[0] - every[1]).abs().max()), "fill": float(model.fill)}))
 distributed.stop()
 """
 
@@ -237,4 +239,4 @@ def test_two_processes_end_training_with_the_same_batchnorm_statistics(tmp_path)
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     said = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
-    assert said["max_difference"] == 0.0, said
+    assert said["max_difference"] == 0.0 and said["fill"] == float(np.finfo(np.float32).min), said

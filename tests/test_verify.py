@@ -736,6 +736,19 @@ def test_a_failure_under_the_default_budget_names_the_runs_own(art, capsys, tmp_
         with_budget.write_text(json.dumps({**report, "config": {"max_fn_increase": forged}}))
         res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, expect=1)
         assert not any("allowed --max-fn-increase" in n for n in res["notes"])
+    # the run's accuracy budget too (a run at --max-accuracy-drop 0.2 recommended a file verify then failed at 0.02 without a
+    # word: an adversarial reviewer's finding); and both follow a verify JSON chained as the next baseline
+    with_budget.write_text(json.dumps({**report, "config": {"max_fn_increase": 1, "max_accuracy_drop": 0.5}}))
+    res = run_json(art, capsys, [art["degraded"]], "--baseline", with_budget, expect=1)
+    assert any("allowed --max-accuracy-drop 0.5; verify holds files to 0.02 unless told" in n for n in res["notes"]), res["notes"]
+    chained = tmp_path / "verify.json"
+    chained.write_text(json.dumps(res))
+    again = run_json(art, capsys, [art["degraded"]], "--baseline", chained, expect=1)
+    assert any("allowed --max-accuracy-drop 0.5" in n for n in again["notes"]), again["notes"]
+    res = run_json(art, capsys, [art["degraded"]], "--baseline", with_budget, "--max-accuracy-drop", "0.5", expect=1)
+    assert not any("allowed --max-accuracy-drop" in n for n in res["notes"]), res["notes"]
+    res = run_json(art, capsys, [art["plus1"]], "--baseline", chained, expect=1)
+    assert any("allowed --max-fn-increase 1" in n for n in res["notes"]), res["notes"]
 
 
 def test_an_artifact_records_its_class_names_and_verify_refuses_data_numbered_otherwise(tmp_path, capsys):

@@ -182,7 +182,11 @@ def _found_evaluation(obj, path: Path, names) -> dict:
             return {"path": str(path), "from": "verify.baseline", "evaluation": ref["evaluation"], "class_names": names,
                     # a verify of a run that recommended no file, chained: the note follows its baseline
                     **({"run_failed": True} if ref.get("run_failed") is True else {}),
-                    **({"run_binds": "accuracy"} if ref.get("run_failed") is True and ref.get("run_binds") == "accuracy" else {})}
+                    **({"run_binds": "accuracy"} if ref.get("run_failed") is True and ref.get("run_binds") == "accuracy" else {}),
+                    # the run's own budgets, named in notes only, follow a chained baseline as its verdict does
+                    **({"run_budget": ref["run_budget"]} if type(ref.get("run_budget")) is int and 0 < ref["run_budget"] <= 10_000 else {}),
+                    **({"run_accuracy_drop": float(ref["run_accuracy_drop"])} if type(ref.get("run_accuracy_drop")) in (int, float)
+                       and 0 <= ref["run_accuracy_drop"] <= 1 else {})}
         arts = obj.get("artifacts") or []
         if isinstance(arts, list) and arts and isinstance(arts[0], dict) and _is_evaluation(arts[0].get("evaluation")):
             return {"path": str(path), "from": f"verify.artifacts[0] ({one_line(arts[0].get('path'))[:200]})",
@@ -191,9 +195,11 @@ def _found_evaluation(obj, path: Path, names) -> dict:
     if isinstance(obj, dict) and isinstance(obj.get("baseline"), dict) and _is_evaluation(obj["baseline"].get("test")):
         config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
         budget = config.get("max_fn_increase")  # only ever named in a note: verify's gate takes its budget from its options
+        drop = config.get("max_accuracy_drop")
         promise = obj.get("promise") if isinstance(obj.get("promise"), dict) else {}
         return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names,
                 **({"run_budget": budget} if type(budget) is int and 0 < budget <= 10_000 else {}),
+                **({"run_accuracy_drop": float(drop)} if type(drop) in (int, float) and 0 <= drop <= 1 else {}),
                 # a compress run that did not keep its promise recommends no file (a failed int8 file alone does not
                 # withhold the others); only ever said: the file decides nothing
                 **({"run_failed": True} if promise.get("met_on_val") is False else {}),

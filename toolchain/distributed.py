@@ -145,15 +145,19 @@ def agreed(value):
 
 def same_buffers(model) -> None:
     """One set of buffers on every process: BatchNorm's running statistics, updated by each process on its own share of
-    every batch, are averaged (integer counters taken from process 0). DistributedDataParallel keeps the weights alike
+    every batch, are averaged; every other buffer (counters, a mask's fill value near float32's limit, which a sum would
+    overflow) is process 0's. DistributedDataParallel keeps the weights alike
     and broadcasts process 0's buffers before each forward, not after the last: the processes then judged validation
     with different statistics, decided differently and lost each other (a reviewer's finding)."""
     if _group is None:
         return
     import torch.distributed as dist
+    from torch.nn.modules.batchnorm import _NormBase
 
+    statistics = {id(getattr(m, name)) for m in model.modules() if isinstance(m, _NormBase)
+                  for name in ("running_mean", "running_var") if getattr(m, name, None) is not None}
     for buffer in model.buffers():
-        if buffer.is_floating_point():
+        if id(buffer) in statistics:
             dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
             buffer.div_(_group.world)
         else:

@@ -354,6 +354,11 @@ def run_verify(req: VerifyRequest) -> dict:
                   "did not keep its FN promise on validation")
         notes.append(f"the baseline's compress run {failed} and recommended no file to "
                      "deploy: a file of that run passing here is not a run's vetted output; read its report.md")
+    run_drop = (base or {}).get("run_accuracy_drop")
+    if run_drop is not None and req.max_accuracy_drop is None and abs(run_drop - max_accuracy_drop) > 1e-12 and any(
+            (e["gate"].get("accuracy") or {}).get("passed") is False for e in entries):
+        notes.append(f"the baseline's compress run allowed --max-accuracy-drop {run_drop:g}; verify holds files to "
+                     f"{max_accuracy_drop:g} unless told: pass --max-accuracy-drop {run_drop:g} to check them against the run's own budget")
     if run_budget and req.max_fn_increase is None and req.max_fnr_increase is None and any(
             _passes_with(e["gate"], run_budget) for e in entries if not e["gate"]["passed"]):
         notes.append(f"the baseline's compress run allowed --max-fn-increase {run_budget}; verify holds files to 0 unless told: "
@@ -370,6 +375,7 @@ def run_verify(req: VerifyRequest) -> dict:
         "baseline": None if base is None else {"path": base["path"], "from": base["from"], "evaluation": base_eval,
                                                "run_failed": bool(base.get("run_failed")),
                                                **({"run_binds": "accuracy"} if base.get("run_binds") == "accuracy" else {}),
+                                               **{k: base[k] for k in ("run_budget", "run_accuracy_drop") if k in base},
                                                "paired": bool(base_eval and base_eval.get("predictions") is not None)},
         "notes": notes,
         "artifacts": entries,
