@@ -1382,15 +1382,20 @@ def test_the_report_says_validation_was_carved_from_a_sources_train_split(tmp_pa
 
     make_idx_folder(tmp_path / "idx", n_train=100)
     line = _data_line(load_data(str(tmp_path / "idx"), seed=4, val_fraction=0.2).describe())
-    assert "validation rows carved from its train split with seed 4 (20 rows), test rows from its test split (20 rows)" in line, line
+    assert "validation rows carved from its train split with seed 4 (20 rows), test rows from its own test split (20 rows)" in line, line
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(90, 5)).astype(np.float32), np.arange(90) % 3
     np.savez(tmp_path / "carve.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:], y_test=y[60:])
     line = _data_line(load_data(str(tmp_path / "carve.npz"), seed=2).describe())
-    assert "validation rows carved from its train split with seed 2 (9 rows), test rows from its test split (30 rows)" in line, line
+    assert "validation rows carved from its train split with seed 2 (9 rows), test rows from its own test split (30 rows)" in line, line
+    np.savez(tmp_path / "val.npz", x=x[:12] + 50, y=y[:12])  # --val in place of the carved rows: the test split is still its own
+    line = _data_line(with_given_rows(load_data(str(tmp_path / "carve.npz"), seed=2), val=str(tmp_path / "val.npz")).describe())
+    assert f"validation rows from `{tmp_path / 'val.npz'}` (12 rows), test rows from its own test split (30 rows)" in line, line
+    given = with_given_rows(load_data(str(tmp_path / "carve.npz"), seed=2), val=str(tmp_path / "val.npz"))
+    assert "carved" not in given.preprocessing.note and "held-out rows from --val" in given.preprocessing.note, given.preprocessing.note
     np.savez(tmp_path / "own.npz", x_train=x[:50], y_train=y[:50], x_val=x[50:70], y_val=y[50:70], x_test=x[70:], y_test=y[70:])
     line = _data_line(load_data(str(tmp_path / "own.npz"), seed=2).describe())
-    assert line.endswith("validation rows from it (20 rows), test rows from it (20 rows)"), line
+    assert line.endswith("validation rows from its own validation split (20 rows), test rows from its own test split (20 rows)"), line
     np.savez(tmp_path / "pool.npz", x=x, y=y)
     np.savez(tmp_path / "test.npz", x=x[:30] + 10, y=y[:30])
     pool = load_data(str(tmp_path / "pool.npz"), seed=5)
@@ -1419,6 +1424,9 @@ def test_a_dense_model_that_catches_few_of_a_protected_class_and_a_validation_sp
     no_nevus = y != 2
     (note,) = weak_detection_notes(logits[no_nevus], y[no_nevus], [1], names, y)
     assert note.startswith("note: the validation split holds no sample of class 2 (nevus)"), note
+    assert note.endswith("judged without it"), note
+    (note,) = weak_detection_notes(logits[y == 0], y[y == 0], [0], names, y)
+    assert "no sample of class 1 (melanoma), 2 (nevus): " in note and note.endswith("judged without them"), note
 
 
 def test_features_of_very_different_scales_are_named_for_int8():

@@ -227,7 +227,7 @@ def weak_detection_notes(logits: np.ndarray, y: np.ndarray, protected: list[int]
     if absent:
         said = ", ".join(f"{k} ({one_line(names[k])[:40]})" for k in absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
         notes.append(f"note: the validation split holds no sample of class {said}: the accuracy budget and the operating point "
-                     "are judged without it")
+                     f"are judged without {'it' if len(absent) == 1 else 'them'}")
     return notes
 
 

@@ -156,7 +156,9 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
     y_train = np.concatenate([y for _, y in parts["train"]])
     _check_rows_held_out(x_train, y_train, {flag: new[name] for name, given, flag in
                                             (("val", val, "--val"), ("test", test, "--test")) if given is not None})
-    note = f"{dataset.preprocessing.note}; held-out rows from {', '.join(said)}"
+    kept = [part for part in dataset.preprocessing.note.split("; ")  # --val's rows replace the carved ones: not said
+            if not (val is not None and part.startswith("validation carved from"))]
+    note = f"{'; '.join(kept)}; held-out rows from {', '.join(said)}"
     return replace(dataset, x_train=x_train, y_train=y_train, x_val=new["val"][0], y_val=new["val"][1], x_test=new["test"][0],
                    y_test=new["test"][1], given_splits=True, preprocessing=replace(dataset.preprocessing, note=note),
                    held_out_from={name: str(path) for name, path in (("val", val), ("test", test)) if path},

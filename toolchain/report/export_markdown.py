@@ -8,7 +8,7 @@ import shlex
 from toolchain.errors import printable
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
-from toolchain.report.markdown import files_lines, fmt_value, protected_cell
+from toolchain.report.markdown import files_lines, fmt_value, held_out_rows, protected_cell
 
 __all__ = ["render_export_report"]
 
@@ -49,7 +49,7 @@ def render_export_report(report: dict) -> str:
         f"Model: `{model['path']}` ({model.get('arch') or model['kind']}{', pruned' if model.get('pruned') else ''}, "
         f"{model['params']:,} parameters, sha256 `{model['sha256']}`).",
         "",
-        f"Data: {data['name']}, test split of {data['sizes']['test']} rows (seed {data['seed']}), sha256 `{data['test_rows_sha256']}`. "
+        f"Data: {data['name']}, test rows {held_out_rows(data, 'test')} ({data['sizes']['test']} rows), sha256 `{data['test_rows_sha256']}`. "
         f"Protected classes: {_classes(report)}.",
         "",
         f"**Every file {'matches' if gate['passed'] else 'does NOT match'} the torch model** (test FN +{budget['max_fn_increase']} "

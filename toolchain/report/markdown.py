@@ -85,23 +85,31 @@ def _offset_words(v: dict) -> str:
             f"(no offset) miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation.")
 
 
-def _data_line(data: dict) -> str:
-    """Where the validation and test rows came from: --data's own splits, cwtool's split of its rows or of its train split
-    with a seed, or the user's --val and --test (named: "train" was the folder name). --data as given: a folder's name alone
-    ("train") did not say which. An older report without ``held_out_origin`` is read from ``given_splits``."""
-    given = data.get("held_out_from") or {}
+def held_out_rows(data: dict, split: str) -> str:
+    """Where a held-out split's rows came from, in words: the user's --val/--test (named), cwtool's split of the source's
+    rows or of its train split with the seed, or the source's own split. An older report without ``held_out_origin`` is
+    read from ``given_splits``."""
+    given = data.get("held_out_from") if isinstance(data.get("held_out_from"), dict) else {}
     origins = data.get("held_out_origin") if isinstance(data.get("held_out_origin"), dict) else {}
+    path = given.get(split)
+    if isinstance(path, str):
+        return f"from `{one_line(path).replace('`', chr(39))}`"
     seed = data.get("seed")
-    seeded = type(seed) is int
-    words = {"pool": f"split from it with seed {seed}", "train": f"carved from its train split with seed {seed}",
-             "source": "from its test split" if origins.get("val") == "train" else "from it"}
+    origin = origins.get(split) or ("source" if data.get("given_splits") else "pool")
+    if origin == "source":
+        return f"from its own {'validation' if split == 'val' else 'test'} split" if origins else "from it"
+    if type(seed) is not int:
+        return "from it"
+    return f"split from it with seed {seed}" if origin == "pool" else f"carved from its train split with seed {seed}"
+
+
+def _data_line(data: dict) -> str:
+    """Where the validation and test rows came from (``held_out_rows``), after --data as given: a folder's name alone
+    ("train") did not say which."""
     parts = []
     for split, what in (("val", "validation"), ("test", "test")):
         rows = f"{data['sizes'][split]} rows" if split in data.get("sizes", {}) else "rows"
-        path = given.get(split)
-        origin = origins.get(split) or ("source" if data.get("given_splits") else "pool")
-        parts.append(f"{what} rows from `{one_line(path).replace('`', chr(39))}` ({rows})" if isinstance(path, str)
-                     else f"{what} rows {words.get(origin, 'from it') if seeded or origin == 'source' else 'from it'} ({rows})")
+        parts.append(f"{what} rows {held_out_rows(data, split)} ({rows})")
     name = data["spec"] if isinstance(data.get("spec"), str) else data["name"]
     return f"`{one_line(name).replace('`', chr(39))}`; " + ", ".join(parts)
 
