@@ -207,6 +207,18 @@ def test_a_bias_less_classifier_holds_its_offsets_and_loads_again(tmp_path):
     save_checkpoint(tmp_path / "pruned.pt", model, spec, {}, (1, 8, 8))
     loaded = load_model(tmp_path / "pruned.pt", arch=spec)
     assert torch.equal(loaded.module(x), model(x)) and loaded.module.head.bias.tolist() == [0.0, 0.5, 0.0]
+    from toolchain.errors import UserError
+
+    for bad in (torch.zeros(4), torch.zeros(3, 1)):  # another size than the layer's outputs: the file's fault, said so
+        save_checkpoint(tmp_path / "bad.pt", model, spec, {}, (1, 8, 8))
+        ckpt = torch.load(tmp_path / "bad.pt", weights_only=True)
+        ckpt["state_dict"]["head.bias"] = bad
+        torch.save(ckpt, tmp_path / "bad.pt")
+        with pytest.raises(UserError, match=r"damaged cwtool checkpoint \(a bias of shape .* for its bias-less layer 'head' of 3"):
+            load_model(tmp_path / "bad.pt", arch=spec)
+    ckpt["state_dict"] = {f"module.{k}": v for k, v in model.state_dict().items()}  # saved from DistributedDataParallel
+    torch.save(ckpt, tmp_path / "ddp.pt")
+    assert torch.equal(load_model(tmp_path / "ddp.pt", arch=spec).module(x), model(x))
     wrapped = build_arch(spec, {"wrap": True}).eval()  # sin() after the head: no layer moves the logits by the probe
     with pytest.raises(ValueError):
         bake_offsets(wrapped, {1: 0.5}, x[:1])

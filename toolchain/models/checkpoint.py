@@ -131,19 +131,24 @@ def _check_build_size(spec: str, kwargs: dict, path: Path) -> None:
     check_fits(need, f"'{path}' (--arch '{spec}' with {json.dumps(kwargs)[:120]})", "check the checkpoint's arch_kwargs")
 
 
-def _add_baked_biases(model: nn.Module, state: dict) -> None:
+def _add_baked_biases(model: nn.Module, state: dict, path: Path) -> None:
     """compress bakes the protected classes' offsets into the classifier's bias, and gives a classifier without one (a
     bias-less 1x1 conv, ``Linear(bias=False)``) a bias to hold them: the architecture rebuilt by name has none. A bias in
     the file for a bias-less Linear or convolution is a weight like any other, of exactly its outputs' size."""
     layers = dict(model.named_modules())
     for key, tensor in state.items():
+        for wrapper in ("module.", "_orig_mod."):  # saved from DistributedDataParallel or torch.compile: load_state_into strips it
+            if key.startswith(wrapper) and key[len(wrapper):].rpartition(".")[0] in layers:
+                key = key[len(wrapper):]
         name, _, leaf = key.rpartition(".")
         layer = layers.get(name)
         if leaf != "bias" or not isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)) or layer.bias is not None:
             continue
         outputs = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-        if tuple(tensor.shape) == (outputs,):  # any other shape is left for load_state_into to name
-            layer.bias = nn.Parameter(torch.zeros(outputs, dtype=layer.weight.dtype, device=layer.weight.device))
+        if tuple(tensor.shape) != (outputs,):
+            raise UserError(f"'{path}' is a damaged cwtool checkpoint (a bias of shape {tuple(tensor.shape)} for its bias-less "
+                            f"layer '{name}' of {outputs} outputs): re-create it with cwtool train or compress")
+        layer.bias = nn.Parameter(torch.zeros(outputs, dtype=layer.weight.dtype, device=layer.weight.device))
 
 
 def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dict | None, trust_model: bool,
@@ -180,7 +185,7 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
         except Exception as exc:  # the architecture's forward, traced with the file's plan and shape: any failure is the file's
             raise UserError(f"'{path}': its channel plan does not fit --arch '{spec}' "
                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from exc
-    _add_baked_biases(model, ckpt["state_dict"])
+    _add_baked_biases(model, ckpt["state_dict"], path)
     load_state_into(model, ckpt["state_dict"], spec)
     return {"module": model.eval(), "arch": spec, "arch_kwargs": kwargs, "channel_plan": plan, "input_shape": input_shape,
             "extra": ckpt["extra"]}
