@@ -515,6 +515,8 @@ def test_compress_records_preprocessing_and_augmentation_in_report_and_artifacts
                             tmp_path / "exp" / "export.json"], capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert "was made for inputs preprocessed otherwise" in err.split("; so ")[0] and "rows are not the rows the baseline" in err, err
+    assert "8-bit pixels" not in err and "(--allow-other-data compares other rows on purpose, unpaired)" in err, err
+    assert "crop [16, 16] there, none here" in err, err
     code, _, err = run_cli(["verify", files[0], "--data", folder, "-p", "1", *same, "--baseline", tmp_path / "exp" / "export.json"], capsys)
     assert code in (0, 1), err
 

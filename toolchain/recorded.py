@@ -44,7 +44,8 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
     differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
     if not differ:
         return None
-    shown = ", ".join(f"{k} {recorded[k]!r} there, {here.get(k)!r} here" for k in differ)
+    said = lambda v: "none" if v in ([], "", None) else repr(v)  # an empty step was not applied: "[]" read as a value
+    shown = ", ".join(f"{k} {said(recorded[k])} there, {said(here.get(k))} here" for k in differ)
     return (f"{Path(runner.path).name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
             "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
 

@@ -304,7 +304,8 @@ def run_verify(req: VerifyRequest) -> dict:
             except UserError as exc:  # other rows: where the preprocessing differs from the file's, that is the likely cause
                 if not prepared_otherwise or "rows are not the rows" not in str(exc):
                     raise
-                raise UserError(f"{prepared_otherwise[0]}; so {exc}") from exc
+                raise UserError(f"{prepared_otherwise[0]}; so --data's rows are not the rows the baseline was measured on "
+                                "(--allow-other-data compares other rows on purpose, unpaired)") from exc
         elif base_eval is not None and len(base_eval["fn_per_class"]) != k:
             raise UserError(f"{Path(path).name} outputs {k} classes, the baseline {len(base_eval['fn_per_class'])}")
         t0 = time.perf_counter()
