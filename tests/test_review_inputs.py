@@ -1512,3 +1512,20 @@ def test_a_csv_with_its_columns_in_another_order_is_named(tmp_path, capsys):
     assert code == 0, err
     code, out, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", tmp_path / "flipped.csv", "-p", "fault"], capsys)
     assert code == 0 and "other feature columns (the same 3 columns in another order" in out + err, out + err
+
+
+def test_a_runs_notes_follow_its_header(trained_digits, tmp_path, capsys):
+    """"note: cwtool cannot tell which rows trained ..." printed before the "cwtool ... compress" line that opens the run
+    (a new user's finding); in compress.log it follows it too."""
+    import torch
+
+    torch.save(trained_digits[1].state_dict(), tmp_path / "bare.pt")
+    out = tmp_path / "run"
+    code, _, err = run_cli(["compress", tmp_path / "bare.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3", "--keep-params",
+                            "0.5", "--epochs", "1", "--max-fn-increase", "2", "--confidence", "0.8", "--max-accuracy-drop", "0.5",
+                            "--skip-export", "--out", out], capsys)
+    assert code in (0, 1), err
+    header, note = err.index(" compress "), err.index("note: cwtool cannot tell which rows trained")
+    assert header < note, err[:2000]
+    log = (out / "compress.log").read_text()
+    assert log.index(" compress ") < log.index("note: cwtool cannot tell which rows trained"), log[:2000]

@@ -139,10 +139,11 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)
     if problem is not None:  # a model fed other inputs than it learnt on: no promise about it means anything
         raise UserError(problem)
-    input_notes: list[str] = []  # what the user must make sure of: on the console now, in compress.log and the reports later
+    input_notes: list[str] = []  # what the user must make sure of: on the console and in compress.log after the run's header
+    shown_notes: list[str] = []  # (a refusal before it stays one line), in the reports later
 
     def note_input(line: str) -> None:
-        console.print(line)
+        shown_notes.append(line)
         input_notes.append(line.removeprefix("note: ").encode("utf-8", "backslashreplace").decode("utf-8"))  # a name not UTF-8
 
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
@@ -187,7 +188,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                                           "processes_by_session": [*before.processes, processes],
                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
-        for line in input_notes:
+        for shown, line in zip(shown_notes, input_notes):
+            console.print(shown)
             log.record(f"note: {line}")
         ignored = config.switched_off()
         if ignored:
