@@ -1529,3 +1529,16 @@ def test_a_runs_notes_follow_its_header(trained_digits, tmp_path, capsys):
     assert header < note, err[:2000]
     log = (out / "compress.log").read_text()
     assert log.index(" compress ") < log.index("note: cwtool cannot tell which rows trained"), log[:2000]
+
+
+def test_a_csv_whose_labels_are_not_last_is_told_the_flag(tmp_path):
+    """A CSV with its label column first read "column 'label' holds 'ok', not a number ... encode or drop that column"
+    (a new user's finding): cwtool takes the last column unless told, and says the flag."""
+    from toolchain.data import load_data
+    from toolchain.errors import UserError
+
+    rows = ["label,a,b"] + [f"{'ok' if i % 3 else 'fault'},{i},{i % 7}" for i in range(60)]
+    (tmp_path / "first.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(UserError, match=r"column 'label' holds 'fault', not a number: .*; if it holds the labels, give --label-column label$"):
+        load_data(str(tmp_path / "first.csv"), seed=0)
+    assert load_data(str(tmp_path / "first.csv"), seed=0, label_column="label").class_names == ["fault", "ok"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import shlex
 from array import array
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def load_csv(
                             raise UserError(
                                 f"row {row_no} of {where}, column '{col}' holds {v[:50]!r}, not a number: "
                                 + ("a missing value: impute it or drop the row" if not v.strip() or v.strip().lower() in
-                                 ("na", "n/a", "null", "none", "?") else "features must be numeric (encode or drop that column)")
+                                 ("na", "n/a", "null", "none", "?") else "features must be numeric (encode or drop that column)"
+                                   + ("" if label_column is not None else  # the last column is the label unless told
+                                      f"; if it holds the labels, give --label-column {shlex.quote(col)}"))
                             ) from None
                     raise  # pragma: no cover - every value parsed one by one
                 if row_no % 8192 == 0:  # what is held must leave as much again for the split copies
