@@ -175,18 +175,23 @@ def _find_evaluation(obj, path: Path, names) -> dict:
     return found
 
 
+def _run_facts(failed: bool, binds, budget, drop) -> dict:
+    """What a baseline says of the compress run behind it, each value checked (the file is untrusted) and only ever said
+    in notes, never gated on: whether it recommended no file and which budget stopped it ("accuracy", where the promise
+    held), and its own --max-fn-increase and --max-accuracy-drop (verify's gate takes its budgets from its options)."""
+    return {**({"run_failed": True} if failed else {}),
+            **({"run_binds": "accuracy"} if failed and binds == "accuracy" else {}),
+            **({"run_budget": budget} if type(budget) is int and 0 < budget <= 10_000 else {}),
+            **({"run_accuracy_drop": float(drop)} if type(drop) in (int, float) and 0 <= drop <= 1 else {})}
+
+
 def _found_evaluation(obj, path: Path, names) -> dict:
     if isinstance(obj, dict) and obj.get("kind") == "cwtool-verify":
         ref = obj.get("baseline")
         if isinstance(ref, dict) and _is_evaluation(ref.get("evaluation")):
+            # a verify of a compress run, chained: what it said of the run follows its baseline
             return {"path": str(path), "from": "verify.baseline", "evaluation": ref["evaluation"], "class_names": names,
-                    # a verify of a run that recommended no file, chained: the note follows its baseline
-                    **({"run_failed": True} if ref.get("run_failed") is True else {}),
-                    **({"run_binds": "accuracy"} if ref.get("run_failed") is True and ref.get("run_binds") == "accuracy" else {}),
-                    # the run's own budgets, named in notes only, follow a chained baseline as its verdict does
-                    **({"run_budget": ref["run_budget"]} if type(ref.get("run_budget")) is int and 0 < ref["run_budget"] <= 10_000 else {}),
-                    **({"run_accuracy_drop": float(ref["run_accuracy_drop"])} if type(ref.get("run_accuracy_drop")) in (int, float)
-                       and 0 <= ref["run_accuracy_drop"] <= 1 else {})}
+                    **_run_facts(ref.get("run_failed") is True, ref.get("run_binds"), ref.get("run_budget"), ref.get("run_accuracy_drop"))}
         arts = obj.get("artifacts") or []
         if isinstance(arts, list) and arts and isinstance(arts[0], dict) and _is_evaluation(arts[0].get("evaluation")):
             return {"path": str(path), "from": f"verify.artifacts[0] ({one_line(arts[0].get('path'))[:200]})",
@@ -194,17 +199,12 @@ def _found_evaluation(obj, path: Path, names) -> dict:
         raise UserError(f"verify JSON {path} has neither a baseline nor an artifact evaluation: give a complete verify JSON")
     if isinstance(obj, dict) and isinstance(obj.get("baseline"), dict) and _is_evaluation(obj["baseline"].get("test")):
         config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
-        budget = config.get("max_fn_increase")  # only ever named in a note: verify's gate takes its budget from its options
-        drop = config.get("max_accuracy_drop")
         promise = obj.get("promise") if isinstance(obj.get("promise"), dict) else {}
+        # a compress run that did not keep its promise recommends no file (a failed int8 file alone does not withhold the
+        # others)
         return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names,
-                **({"run_budget": budget} if type(budget) is int and 0 < budget <= 10_000 else {}),
-                **({"run_accuracy_drop": float(drop)} if type(drop) in (int, float) and 0 <= drop <= 1 else {}),
-                # a compress run that did not keep its promise recommends no file (a failed int8 file alone does not
-                # withhold the others); only ever said: the file decides nothing
-                **({"run_failed": True} if promise.get("met_on_val") is False else {}),
-                # what stopped it, as its statement says: its accuracy budget (the promise held) or the promise itself
-                **({"run_binds": "accuracy"} if promise.get("met_on_val") is False and promise.get("binds") == "accuracy" else {})}
+                **_run_facts(promise.get("met_on_val") is False, promise.get("binds"), config.get("max_fn_increase"),
+                             config.get("max_accuracy_drop"))}
     if _is_evaluation(obj):
         return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}
     raise UserError(
@@ -213,7 +213,8 @@ def _found_evaluation(obj, path: Path, names) -> dict:
 
 
 def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int, protected: list[int],
-                    allow_other_data: bool, notes: list[str], here: str | None = None) -> tuple[dict, bool]:
+                    allow_other_data: bool, notes: list[str], here: str | None = None,
+                    cause: str | None = None) -> tuple[dict, bool]:
     """(the baseline evaluation, whether its rows are these rows). Same classes and protected classes
     always; other rows only under --allow-other-data, and then without per-sample pairing. ``here`` names
     the rows verified, beside the baseline's, when they differ."""
@@ -252,6 +253,9 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
         other += ("; as many rows of each class as the baseline's: if they are its rows, they are in another order (give them "
                   "in the baseline's) or prepared otherwise (8-bit pixels scaled as x / 255 in float32 differ in the last bit "
                   "from cwtool's; give the uint8 pixels or the very file)")
+    if not allow_other_data and cause is not None:  # a known reason the rows differ (prepared otherwise) says more than guesses
+        raise UserError(f"{cause}; so --data's rows are not the rows the baseline was measured on (--allow-other-data "
+                        "compares other rows on purpose, unpaired)")
     if not allow_other_data:
         raise UserError(
             f"--data's rows are not the rows the baseline was measured on ({other}): verify on the same data, split and "

@@ -139,13 +139,10 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)
     if problem is not None:  # a model fed other inputs than it learnt on: no promise about it means anything
         raise UserError(problem)
-    input_notes: list[str] = []  # what the user must make sure of: on the console and in compress.log after the run's header
-    shown_notes: list[str] = []  # (a refusal before it stays one line), in the reports later
-
-    def note_input(line: str) -> None:
-        shown_notes.append(line)
-        input_notes.append(line.removeprefix("note: ").encode("utf-8", "backslashreplace").decode("utf-8"))  # a name not UTF-8
-
+    # what the user must make sure of: on the console and in compress.log after the run's header (a refusal before it stays
+    # one line), in the reports later
+    shown_notes: list[str] = []
+    note_input = shown_notes.append
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all
@@ -158,6 +155,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         if n < MIN_POSITIVES:
             note_input(f"note: validation holds {n} sample(s) of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
                        f"check that the dense model detects it (cwtool checks from {MIN_POSITIVES}), and the promise rests on them")
+    input_notes = [line.removeprefix("note: ").encode("utf-8", "backslashreplace").decode("utf-8")  # a name not UTF-8
+                   for line in shown_notes]
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     held = None
     made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # what mkdir makes: gone again if the run is

@@ -298,14 +298,9 @@ def run_verify(req: VerifyRequest) -> dict:
             raise UserError(f"--data ({rows['name']}, {rows['split']}, {len(y)} rows) holds no row of protected class "
                             f"{', '.join(map(str, absent))}: its false negatives cannot be counted; give rows that include it")
         if base is not None and base_eval is None:
-            try:
-                base_eval, same_rows = check_baseline(base, y, digest, k, protected, req.allow_other_data, notes,
-                                                      here=describe_rows(rows, digest))
-            except UserError as exc:  # other rows: where the preprocessing differs from the file's, that is the likely cause
-                if not prepared_otherwise or "rows are not the rows" not in str(exc):
-                    raise
-                raise UserError(f"{prepared_otherwise[0]}; so --data's rows are not the rows the baseline was measured on "
-                                "(--allow-other-data compares other rows on purpose, unpaired)") from exc
+            base_eval, same_rows = check_baseline(base, y, digest, k, protected, req.allow_other_data, notes,
+                                                  here=describe_rows(rows, digest),
+                                                  cause=prepared_otherwise[0] if prepared_otherwise else None)
         elif base_eval is not None and len(base_eval["fn_per_class"]) != k:
             raise UserError(f"{Path(path).name} outputs {k} classes, the baseline {len(base_eval['fn_per_class'])}")
         t0 = time.perf_counter()

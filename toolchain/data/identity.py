@@ -145,8 +145,9 @@ def column_differences(recorded, here) -> str | None:
         i = next(i for i, (a, b) in enumerate(zip(there, this)) if a != b)
         return (f"the same {len(there):,} columns in another order: column {i + 1} is '{one_line(there[i])[:60]}' there, "
                 f"'{one_line(this[i])[:60]}' here")
-    missing = [c for c in there if c not in set(this)]
-    new = [c for c in this if c not in set(there)]
+    these, those = set(this), set(there)  # up to a million names: looked up, not rebuilt per column
+    missing = [c for c in there if c not in these]
+    new = [c for c in this if c not in those]
     shown = lambda cols: ", ".join(f"'{one_line(c)[:40]}'" for c in cols[:3]) + (f" and {len(cols) - 3:,} more" if len(cols) > 3 else "")
     return "; ".join(part for part in (f"missing here: {shown(missing)}" if missing else "",
                                        f"new here: {shown(new)}" if new else "",

@@ -224,6 +224,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
 
     from toolchain.models.train import predict_logits
     from toolchain.runtimes import artifact_info, load_runner
+    from toolchain.runtimes.base import RuntimeFailure
 
     model = model.cpu().eval()
     out = RunDir(run_dir).artifacts
@@ -346,17 +347,14 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
         for fmt, precision in settings.artifacts:
             try:
                 entries.append(one_file(fmt, precision))
-            except UserError as exc:  # a file cwtool made that its own runtime cannot run: not "corrupt, re-export it"
-                if not str(exc).startswith("the runtime failed to"):
-                    raise
+            except RuntimeFailure as exc:  # a file cwtool made that its own runtime cannot run: not "corrupt, re-export it"
                 for made in out.iterdir():  # no file its runtime cannot run is left beside the others
                     if made.is_file() and made.name.startswith(f"model_{precision}") and made.name.split(".")[1:2] == [fmt]:
                         made.unlink(missing_ok=True)
-                cause = str(exc).removeprefix("the runtime failed to ").split("; the file is corrupt")[0]
                 hint = (f"; {spread}, and int8 quantizes the input on one scale: standardize them (docs/DATA.md)"
                         if spread is not None and precision == "int8" else "")
                 raise UserError(f"the {fmt} {precision} file made from this model does not run in its runtime (failed to "
-                                f"{cause}){hint}; leave it out (--format, --precision)") from exc
+                                f"{exc.failed}){hint}; leave it out (--format, --precision)") from exc
     finally:  # half-built int8 candidates never outlive the stage
         shutil.rmtree(work, ignore_errors=True)
     return entries, calib_record

@@ -47,10 +47,19 @@ def short_error(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def runtime_failure(path: str | Path, what: str, exc: BaseException) -> UserError:
+class RuntimeFailure(UserError):
+    """A runtime call that failed on an artifact: ``failed`` says which call and why ("run m.onnx: ..."), so that a caller
+    that made the file itself (export) words it otherwise than "re-export it"."""
+
+    def __init__(self, failed: str):
+        super().__init__(f"the runtime failed to {failed}; the file is corrupt or unsupported: re-export it")
+        self.failed = failed
+
+
+def runtime_failure(path: str | Path, what: str, exc: BaseException) -> RuntimeFailure:
     """The UserError for a runtime call that failed on an artifact the runtime had loaded: such a file
     is corrupt or uses what this runtime cannot run; either way the user's file, not cwtool's bug."""
-    return UserError(f"the runtime failed to {what} {path}: {short_error(exc)}; the file is corrupt or unsupported: re-export it")
+    return RuntimeFailure(f"{what} {path}: {short_error(exc)}")
 
 
 @contextmanager
