@@ -24,7 +24,7 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
     on that file's test split (baseline_n equals the test split's size and not the file's); every
     image of a folder where the baseline was measured on as many (a compress run's --test folder);
-    the test split for everything else.
+    every row of a CSV, in file order, likewise; the test split for everything else.
     """
     from toolchain.data.options import reshaped
     from toolchain.data.rows import is_pool_npz, load_rows
@@ -40,10 +40,19 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
 
     dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size, input_shape=input_shape,
                         resize=resize, normalize=normalize, color=color, min_classes=1)  # rows to judge: one class will do
-    if split == "auto" and baseline_n is not None and Path(data).is_dir() \
+    is_csv = str(data).strip().lower().endswith(".csv")
+    if split == "auto" and baseline_n is not None and (Path(data).is_dir() or is_csv) \
             and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
-        split = "all"  # a baseline measured on every image of the folder: a compress run's --test folder, judged again
+        split = "all"  # a baseline measured on every row of the file or folder: a compress run's --test, judged again
     used = "test" if split == "auto" else split
+    if split == "all" and is_csv:  # every row in file order, as a --test CSV is read
+        from toolchain.data.labels import given_names
+        from toolchain.data.sources.csv_file import csv_rows_in_file_order
+        from toolchain.input_paths import user_path
+
+        x, y = csv_rows_in_file_order(user_path(str(data).strip()), label_column, given_names(class_names))
+        return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": "all", "name": dataset.name, "seed": None,
+                "note": dataset.preprocessing.note, "preprocessing": dataset.preprocessing.to_dict()}
     if split == "all" and dataset.preprocessing.color and Path(data).is_dir():
         # every image in listing order, as --val/--test folders are read: a compress run's --test folder is judged again
         from toolchain.data.sources.image_folder import image_folder_rows

@@ -6,7 +6,7 @@ instead. Each is an .npz with x and y (every row, in file order) or, when --data
 folder laid out like it. They get --data's preprocessing, since the promise is judged on them and the
 device feeds the exported file the same way: a folder's images are decoded, resized, cropped and
 normalized as --data's were; an .npz's 8-bit pixels are scaled and normalized as they were; an .npz's
-float rows are taken as already prepared, and the data line says so.
+float rows are taken as already prepared, and the data line says so. With a CSV --data, a CSV of the same columns.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
 
         x, y, left_out = image_folder_rows(Path(path), pre, tuple(dataset.input_shape[1:]), list(dataset.class_names), flag)
         return x, y, "images prepared as --data's" + (f"; {left_out}" if left_out else "")
+    if Path(path).suffix.lower() == ".csv":
+        from toolchain.data.sources.csv_file import held_out_csv_rows
+
+        x, y = held_out_csv_rows(Path(path), flag, dataset)
+        return x, y, f"CSV rows of --data's {x.shape[1]:,} columns"
     if not is_pool_npz(path):
         raise UserError(f"{flag} '{path}' is not an .npz with x and y arrays: save it with numpy.savez(file, x=..., y=...)"
                         + (", or give a folder of class sub-folders like --data's" if pre.color else ""))

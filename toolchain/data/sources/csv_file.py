@@ -14,12 +14,13 @@ from toolchain import limits
 from toolchain.data.assemble import assemble_dataset
 from toolchain.data.dataset import Dataset, Preprocessing
 from toolchain.data.features import check_finite
+from toolchain.data.identity import column_differences
 from toolchain.data.labels import check_labels, mapping_note, short_names, string_labels
 from toolchain.data.splits import split_pool
 from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES, MAX_CSV_LINE, MAX_LABEL_CHARS, format_bytes
 
-__all__ = ["load_csv"]
+__all__ = ["csv_rows_in_file_order", "held_out_csv_rows", "load_csv"]
 
 
 def _csv_lines(fh, where: str):
@@ -38,14 +39,24 @@ def _csv_lines(fh, where: str):
         yield line
 
 
-def load_csv(
-    path: Path,
-    seed: int,
-    fr: tuple[float, float],
-    label_column: str | None,
-    given: list[str] | None = None,
-) -> Dataset:
-    """Stream a CSV: features straight into a float32 buffer, labels as codes of distinct strings.
+class _Table:
+    """A CSV's rows as read: the features as float32, each row's label as a code of its distinct text."""
+
+    def __init__(self, x, codes, distinct, first_row, header, li, feature_names):
+        self.x, self.codes, self.distinct, self.first_row = x, codes, distinct, first_row
+        self.header, self.li, self.feature_names = header, li, feature_names
+
+    @property
+    def label_name(self) -> str:
+        return self.header[self.li]
+
+    def first_row_of(self, text: str) -> int:
+        return self.first_row[self.distinct.index(text)]
+
+
+def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table:
+    """Stream a CSV: features straight into a float32 buffer, labels as codes of distinct strings. The label column is
+    ``label_column``, else what ``pick_label(header)`` says (an index), else the last.
 
     Memory is bounded by the data itself (4 bytes a feature, 8 a row) and checked as it grows.
     """
@@ -70,7 +81,10 @@ def load_csv(
                         raise UserError(
                             f"{where} has {len(header)} column: give at least one feature column and a label column"
                         )
-                    if label_column is None:
+                    if pick_label is not None:
+                        li = pick_label(header)
+                        label_column = header[li]
+                    elif label_column is None:
                         li = len(header) - 1
                     elif header.count(label_column) > 1:  # which one holds the labels is a guess: not made
                         raise UserError(f"--label-column '{label_column}' names {header.count(label_column)} columns of {where}: "
@@ -141,8 +155,42 @@ def load_csv(
     feature_names = [h for i, h in enumerate(header) if i != li]
     check_finite(x, "the features", where,  # numbered as the CSV's other messages number rows (the header is row 1)
                  place=lambda row, col: f"row {row + 2}, column '{feature_names[col]}'")
-    code_arr = np.frombuffer(codes, dtype=np.int64)
-    distinct = list(label_code)
+    return _Table(x, np.frombuffer(codes, dtype=np.int64), list(label_code), first_row, header, li, feature_names)
+
+
+def load_csv(
+    path: Path,
+    seed: int,
+    fr: tuple[float, float],
+    label_column: str | None,
+    given: list[str] | None = None,
+) -> Dataset:
+    """A CSV --data file, split into train, validation and test."""
+    x, y, names, mapping, note, feature_names = _labelled(path, label_column, given)
+    splits = split_pool(x, y, seed, fr, names, f"'{path}'")
+    pre = Preprocessing(scale=1.0, layout="NC", note=note, columns=feature_names)
+    return assemble_dataset(
+        path.name, splits, pre, where=f"'{path}'", class_names=names, given_splits=False, seed=seed,
+        label_mapping=mapping,
+    )
+
+
+def csv_rows_in_file_order(path: Path, label_column: str | None, given: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every row of a CSV in file order, labelled as load_csv labels them: what a compress run's --test CSV was judged
+    on, judged again."""
+    x, y, *_ = _labelled(path, label_column, given)
+    return x, y
+
+
+def _labelled(path: Path, label_column: str | None, given: list[str] | None):
+    """(x, y, class names, {label text: index} or None, the data note, the feature columns) of a CSV, in file order."""
+    where = f"'{path}'"
+    table = _read_table(path, label_column)
+    x, code_arr, distinct, header, li, feature_names = (table.x, table.codes, table.distinct, table.header, table.li,
+                                                         table.feature_names)
+    n_feat = len(feature_names)
+    label_code = {text: i for i, text in enumerate(distinct)}
+    first_row = table.first_row
 
     names: list[str] | None = None
     mapping: dict[str, int] | None = None
@@ -171,12 +219,51 @@ def load_csv(
         if given is not None:
             names = given
             note += "; " + mapping_note(given, "numeric labels, named by --class-names")
-    splits = split_pool(x, y, seed, fr, names, where)
-    pre = Preprocessing(scale=1.0, layout="NC", note=note, columns=feature_names)
-    return assemble_dataset(
-        path.name, splits, pre, where=where, class_names=names, given_splits=False, seed=seed,
-        label_mapping=mapping,
-    )
+    return x, y, names, mapping, note, feature_names
+
+
+
+def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of a CSV given as --val or --test with a CSV --data: --data's feature columns in its order, and one
+    column more that holds the labels, written as --data's are (the same names, or indices below its class count)."""
+    where = f"{flag} '{path}'"
+    columns = dataset.preprocessing.columns
+    if not columns:
+        raise UserError(f"{where} is a CSV, but --data '{dataset.name}' is not: give an .npz with x and y arrays")
+    known = set(columns)
+
+    def pick_label(header: list[str]) -> int:
+        extra = [i for i, name in enumerate(header) if name not in known]
+        features = [name for name in header if name in known]
+        if len(extra) == 1 and features == list(columns):
+            return extra[0]
+        if len(extra) == 1:
+            how = column_differences({"columns": list(columns)}, {"columns": features}) or "the same names, some repeated"
+        else:
+            how = (f"{len(extra)} columns that --data does not have ({short_names([header[i] for i in extra], 5)}): one "
+                   "holds the labels, the others are not --data's" if extra else "no column beside --data's to hold the labels")
+        raise UserError(f"{where} has other columns than --data '{dataset.name}' ({how}): give --data's {len(columns):,} "
+                        "feature columns, in its order, and its label column")
+
+    table = _read_table(path, None, pick_label)
+    label = f"label column '{table.label_name}' of {where}"
+    if dataset.label_mapping is not None:
+        unknown = [text for text in table.distinct if text not in dataset.label_mapping]
+        if unknown:
+            raise UserError(f"{label} holds {one_line(unknown[0])[:40]!r} (row {table.first_row_of(unknown[0])}), not a "
+                            f"label of --data '{dataset.name}' ({short_names(list(dataset.label_mapping), 12)})")
+        lookup = np.array([dataset.label_mapping[text] for text in table.distinct], dtype=np.int64)
+    else:
+        try:
+            values = np.array([float(text) for text in table.distinct], dtype=np.float64)
+        except ValueError:
+            odd = next(text for text in table.distinct if not _is_number(text))
+            raise UserError(f"{label} holds {one_line(odd)[:40]!r} (row {table.first_row_of(odd)}); --data "
+                            f"'{dataset.name}' labels its rows by class index: label these the same way") from None
+        lookup = check_labels(values, label, where)
+        if int(lookup.max()) >= dataset.num_classes:
+            raise UserError(f"{label} has label {int(lookup.max())}, beyond --data's {dataset.num_classes} classes")
+    return table.x, lookup[table.codes]
 
 
 def _is_number(text: str) -> bool:
