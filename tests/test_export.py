@@ -528,3 +528,17 @@ def test_a_logging_handler_made_inside_the_quiet_block_still_writes_after_it(cap
         logger.removeHandler(handler)
     err = capsys.readouterr().err
     assert "Logging error" not in err and "mkdir -p failed" in err, err
+
+
+@pytest.mark.parametrize("shape, layout, name", [((1, 1, 8, 8), "NCHW", "model_int8_nchw.tflite"),
+                                                  ((1, 1, 8, 8), "NHWC", "model_int8_nhwc.tflite"),
+                                                  ((1, 30), "NCHW", "model_int8.tflite")])
+def test_a_tflite_file_is_named_by_its_layout_only_where_its_input_has_one(tmp_path, shape, layout, name):
+    import torch
+
+    from toolchain.export.backend import ExportJob
+    from toolchain.export.tflite_backend import TFLiteBackend
+
+    job = ExportJob(example=torch.zeros(shape), num_classes=2, layout=layout, calibration_x=None, calibration_method="minmax",
+                    out=tmp_path, work=tmp_path / "work")
+    assert TFLiteBackend().artifact_path(job, "int8") == tmp_path / name

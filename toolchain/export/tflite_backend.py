@@ -34,7 +34,8 @@ class TFLiteBackend(ExportBackend):
     needs = ("litert_torch", "litert-torch")
 
     def artifact_path(self, job: ExportJob, precision: str) -> Path:
-        return job.out / f"model_{precision}_{job.layout.lower()}.tflite"
+        layout = f"_{job.layout.lower()}" if job.example.dim() == 4 else ""  # feature rows have no layout to name
+        return job.out / f"model_{precision}{layout}.tflite"
 
     def export_float(self, model, job: ExportJob, precision: str = "fp32") -> Path:
         """fp32, or fp16 (fp16 weights, fp32 compute and I/O)."""
