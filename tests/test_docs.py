@@ -167,7 +167,9 @@ def _run_dir_names() -> dict[str, set[str]]:
     top = {p.name + ("/" if p in (run.rounds, run.artifacts, run.plots) else "")
            for p in (run.manifest, run.log, run.rounds, run.pruned, run.calibration, run.artifacts, run.plots, run.report_json, run.report_md)}
     top.add(run.report_md.with_suffix(".html").name)
-    job = ExportJob(example=None, num_classes=10, layout=ExportSettings().layout, calibration_x=None, calibration_method="minmax",
+    import torch
+
+    job = ExportJob(example=torch.zeros(1, 1, 28, 28), num_classes=10, layout=ExportSettings().layout,  # an image model's run calibration_x=None, calibration_method="minmax",
                     out=run.artifacts, work=run.work)
     artifacts = set()
     for fmt, precision in DEFAULT_ARTIFACTS:
