@@ -169,8 +169,8 @@ def _run_dir_names() -> dict[str, set[str]]:
     top.add(run.report_md.with_suffix(".html").name)
     import torch
 
-    job = ExportJob(example=torch.zeros(1, 1, 28, 28), num_classes=10, layout=ExportSettings().layout,  # an image model's run calibration_x=None, calibration_method="minmax",
-                    out=run.artifacts, work=run.work)
+    job = ExportJob(example=torch.zeros(1, 1, 28, 28), num_classes=10, layout=ExportSettings().layout,  # an image model's
+                    calibration_x=None, calibration_method="minmax", out=run.artifacts, work=run.work)
     artifacts = set()
     for fmt, precision in DEFAULT_ARTIFACTS:
         path = export_backend(fmt).artifact_path(job, precision)
