@@ -719,6 +719,24 @@ def test_a_file_named_twice_is_judged_once(art, capsys, tmp_path):
     assert [a["path"] for a in json.loads(out.read_text())["artifacts"]] == [str(art["good"])]
 
 
+def test_a_failure_on_other_rows_under_a_run_s_budget_is_a_verdict_not_a_crash(art, capsys, tmp_path):
+    """Rows other than the baseline's (--allow-other-data: unpaired, no FN change) and a run that allowed
+    --max-fn-increase 1: a file over its budget ended in a TypeError, exit 3 (a device reviewer's finding)."""
+    report = json.loads(Path(art["report"]).read_text())
+    with_budget = tmp_path / "report.json"
+    with_budget.write_text(json.dumps({**report, "config": {"max_fn_increase": 1}}))
+    with np.load(art["data"]) as rows:
+        reversed_rows = tmp_path / "reversed.npz"  # the same rows in another order: other rows, by their hash
+        np.savez(reversed_rows, x=rows["x"][::-1], y=rows["y"][::-1])
+    out = tmp_path / "v.json"
+    code, _, err = cli([art["plus1"], "--data", reversed_rows, "-p", PROT, "--baseline", with_budget, "--allow-other-data",
+                        "--json", out], capsys)
+    assert code == 1, err
+    res = json.loads(out.read_text())
+    assert res["data"]["same_rows_as_baseline"] is False and not res["gate"]["passed"]
+    assert not any("allowed --max-fn-increase" in n for n in res["notes"])  # whether it would turn is not known here
+
+
 def test_a_failure_under_the_default_budget_names_the_runs_own(art, capsys, tmp_path):
     """The same file failed in verify (budget 0 by default) that compress had passed at --max-fn-increase 1, with
     nothing to say why. The gate keeps its options' budget (the report is a file a user hands over); a note names the
