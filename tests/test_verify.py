@@ -975,6 +975,16 @@ def test_a_usage_error_or_a_stop_replaces_a_report_an_earlier_run_left(art, caps
     code, _, err = cli(green, capsys)
     assert code == 143 and ET.parse(outs["--junit"]).getroot().get("errors") == "1", err
     assert "interrupted by SIGTERM before a verdict" in outs["--markdown"].read_text()
+    code, _, err = cli(green, capsys)
+
+    def crashed(request):
+        raise TypeError("a bug")  # exit 3 left the last green JUnit in place (a device reviewer's finding)
+
+    monkeypatch.setattr(toolchain.verify, "run_verify", crashed)
+    code, _, err = cli(green, capsys)
+    assert code == 3 and ET.parse(outs["--junit"]).getroot().get("errors") == "1", err
+    assert "internal error before a verdict: TypeError: a bug" in json.loads(outs["--json"].read_text())["error"]
+    monkeypatch.setattr(toolchain.verify, "run_verify", stopped)
     # an earlier verify JSON given as --baseline and, by mistake, as --json too: an input, never replaced
     code, _, err = cli(green, capsys)
     before = outs["--json"].read_bytes()

@@ -80,6 +80,12 @@ def verify(
             with writing_after_stop():
                 _write_error_documents(f"interrupted by {exc.signal_name} before a verdict", json_out, markdown, junit, inputs)
         raise
+    except Exception as exc:  # a bug in cwtool (exit 3): no verdict either, so no earlier run's report may stand for one
+        if inputs is not None:
+            from toolchain.errors import describe
+
+            _write_error_documents(f"internal error before a verdict: {describe(exc, 200)}", json_out, markdown, junit, inputs)
+        raise
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
     if json_out is not None:
