@@ -317,6 +317,26 @@ def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, 
     assert len(err.strip().splitlines()) == 1
 
 
+def test_an_npz_of_other_rows_is_judged_whole_not_on_a_split_of_it(art, capsys, tmp_path):
+    """An x/y .npz whose row count is not the baseline's was judged on its seeded 15% test split (30 of 200 rows) with no
+    word but the rows line, and a one-row file was refused as too small to split (a device reviewer's finding). Only a
+    file whose seeded test split has the baseline's row count is split; any other is every row, as the docs say."""
+    sub, one = tmp_path / "sub.npz", tmp_path / "one.npz"
+    np.savez(sub, x=art["x"][:200], y=art["y"][:200])
+    first = int(np.flatnonzero(art["y"] == PROT)[0])
+    np.savez(one, x=art["x"][first:first + 1], y=art["y"][first:first + 1])
+    for rows, n in ((sub, 200), (one, 1)):
+        out = tmp_path / "o.json"
+        code, _, err = cli([art["good"], "--data", rows, "-p", PROT, "--baseline", art["report"], "--allow-other-data",
+                            "--json", out, "-q"], capsys)
+        res = json.loads(out.read_text())
+        assert code in (0, 1) and res["data"]["split"] == "all" and res["data"]["n"] == n, err
+        assert not any("preprocessed otherwise" in note or "prepared otherwise" in note for note in res["notes"]), res["notes"]
+    # without --allow-other-data: other rows, said as such (not as rows "preprocessed otherwise": an .npz holds prepared rows)
+    code, _, err = cli([art["good"], "--data", sub, "-p", PROT, "--baseline", art["report"], "-q"], capsys)
+    assert code == 2 and "540 rows there, 200 here" in err and "preprocessed otherwise" not in err, err
+
+
 # --------------------------------------------------------------------------- outputs
 
 

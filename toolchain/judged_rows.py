@@ -22,7 +22,7 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     """The rows to verify on: {"x", "y", "class_names", "split", "name", "seed", "note"}.
 
     split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
-    on that file's test split (baseline_n equals the test split's size and not the file's); every
+    on that file's seeded test split (baseline_n equals that split's size and not the file's); every
     image of a folder where the baseline was measured on as many (a compress run's --test folder);
     every row of a CSV, in file order, likewise; the test split for everything else.
     """
@@ -30,16 +30,25 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     from toolchain.data.rows import is_pool_npz, load_rows
 
     if split in ("auto", "all") and is_pool_npz(data):
-        if resize is not None or normalize not in (None, "auto") or color is not None:
-            raise UserError(f"--resize, --normalize and --color only apply to an ImageFolder folder, not to --data '{data}': drop them")
+        if resize is not None or normalize not in (None, "auto") or color is not None or image_size is not None:
+            raise UserError(f"--resize, --normalize, --color and --image-size only apply to an ImageFolder folder, not to --data "
+                            f"'{data}': drop them")
+        if label_column is not None:
+            raise UserError(f"--label-column only applies to a .csv file, not to --data '{data}': drop it")
         x, y, names, note = load_rows(data, class_names=class_names)
         x = reshaped(x, input_shape, Path(data).name)
+        whole = {"x": x, "y": y, "class_names": names, "split": "all", "name": Path(data).name, "seed": None, "note": note}
         if not (split == "auto" and baseline_n is not None and baseline_n != len(y)):
-            return {"x": x, "y": y, "class_names": names, "split": "all", "name": Path(data).name, "seed": None, "note": note}
-    from toolchain.data import load_data
+            return whole
+        dataset = _seeded_test_split_of(data, seed, class_names, input_shape, baseline_n)
+        if dataset is None:  # other rows than the baseline's, judged whole as the docs say; the rows' hash tells
+            return whole
+    else:
+        from toolchain.data import load_data
 
-    dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size, input_shape=input_shape,
-                        resize=resize, normalize=normalize, color=color, min_classes=1)  # rows to judge: one class will do
+        dataset = load_data(data, seed=seed, label_column=label_column, class_names=class_names, image_size=image_size,
+                            input_shape=input_shape, resize=resize, normalize=normalize, color=color,
+                            min_classes=1)  # rows to judge: one class will do
     is_csv = str(data).strip().lower().endswith(".csv")
     if split == "auto" and baseline_n is not None and (Path(data).is_dir() or is_csv) \
             and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
@@ -64,9 +73,23 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     if split == "all":
         used = "all"
     pooled = sum(len(dataset.split(s)[1]) for s in ("train", "val", "test"))  # a share of a folder the user may see as a split
+    # an .npz holds rows prepared already: its scale is the file's, not a preprocessing to compare with an artifact's
+    prepared = {} if str(data).strip().lower().endswith(".npz") else {"preprocessing": dataset.preprocessing.to_dict()}
     return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name,
             "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note,
-            "preprocessing": dataset.preprocessing.to_dict(), **({"of_rows": pooled} if used != "all" and pooled > len(y) else {})}
+            **prepared, **({"of_rows": pooled} if used != "all" and pooled > len(y) else {})}
+
+
+def _seeded_test_split_of(data: str, seed: int, class_names, input_shape, baseline_n: int):
+    """An x/y .npz as `cwtool compress --data pool.npz` split it, where its seeded test split has the baseline's row count
+    (the baseline was measured on that split); else None: the file is judged whole."""
+    from toolchain.data import load_data
+
+    try:
+        dataset = load_data(data, seed=seed, class_names=class_names, input_shape=input_shape, min_classes=1)
+    except UserError:  # too few rows of a class to split: not a pool compress split
+        return None
+    return dataset if len(dataset.split("test")[1]) == baseline_n else None
 
 
 def describe_rows(rows: dict, digest: str | None = None) -> str:
