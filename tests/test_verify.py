@@ -337,6 +337,29 @@ def test_an_npz_of_other_rows_is_judged_whole_not_on_a_split_of_it(art, capsys, 
     assert code == 2 and "540 rows there, 200 here" in err and "preprocessed otherwise" not in err, err
 
 
+def test_save_rows_writes_the_rows_judged_for_a_device(art, capsys, tmp_path):
+    """A device with numpy and one runtime cannot load a named set (digits needs scikit-learn) or prepare a folder as the
+    workstation did: --save-rows writes the rows judged, and verify --data on that file judges the very same rows (the
+    same hash: paired with the baseline). An input is never replaced by it (a device reviewer's finding)."""
+    saved, out1, out2 = tmp_path / "eval.npz", tmp_path / "a.json", tmp_path / "b.json"
+    code, _, err = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--split", "all",
+                        "--json", out1, "--save-rows", saved, "-q"], capsys)
+    assert code == 1, err
+    with np.load(saved) as rows:
+        assert rows["x"].dtype == np.float32 and np.array_equal(rows["x"], art["x"]) and np.array_equal(rows["y"], art["y"])
+        assert list(rows["class_names"]) == [str(i) for i in range(10)]
+    code, _, err = cli([art["plus1"], "--data", saved, "-p", PROT, "--baseline", art["report"], "--json", out2, "-q"], capsys)
+    first, again = json.loads(out1.read_text()), json.loads(out2.read_text())
+    assert code == 1 and again["data"]["rows_sha256"] == first["data"]["rows_sha256"], err
+    assert again["artifacts"][0]["gate"]["checks"] == first["artifacts"][0]["gate"]["checks"]
+    before = Path(art["report"]).read_bytes()
+    for target, match in ((art["report"], "--save-rows"), (tmp_path / "rows.txt", "must end in .npz")):
+        code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--save-rows", target],
+                           capsys)
+        assert code == 2 and match in err, err
+    assert Path(art["report"]).read_bytes() == before and not (tmp_path / "rows.txt").exists()
+
+
 # --------------------------------------------------------------------------- outputs
 
 

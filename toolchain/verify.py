@@ -56,6 +56,8 @@ class VerifyRequest:
     color: str | None = None  # ImageFolder: None (the artifact's recorded color, else as the images are), "RGB" or "L"
     allow_other_data: bool = False
     notes: list[str] = field(default_factory=list)
+    keep_rows: bool = False  # --save-rows: the rows judged are left in ``rows_kept`` (x, y, class_names) for the CLI to write
+    rows_kept: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.artifacts:
@@ -107,6 +109,19 @@ def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increa
                        "confidence": promise_confidence(check["b"], check["c"], check["support"], budget=budget),
                        "fp": fp_here.get(k), "baseline_fp": fp_base.get(k)}
     return out
+
+
+def _check_rows_fit_in_memory(x) -> None:
+    """--save-rows holds every row at once (an .npz is written whole): refused before any file runs where it cannot."""
+    from toolchain.data.samples import is_lazy, sample_bytes
+    from toolchain.limits import available_memory, format_bytes
+
+    need = sample_bytes(x) * len(x)
+    avail = available_memory()
+    if is_lazy(x) and avail is not None and 2 * need > avail[0]:
+        raise UserError(f"--save-rows would hold {len(x):,} rows as float32 ({format_bytes(need)}, twice that to write them) "
+                        f"at once, more than the {format_bytes(avail[0])} available ({avail[1]}): give the device the data "
+                        "itself (the same folder or file), or fewer rows")
 
 
 def _passes_with(gate: dict, fn_budget: int) -> bool:
@@ -220,6 +235,8 @@ def run_verify(req: VerifyRequest) -> dict:
             raise
         raise UserError(f"{exc}{hint}") from exc
     x, y = rows["x"], rows["y"]
+    if req.keep_rows:
+        _check_rows_fit_in_memory(x)
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
         max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
@@ -365,6 +382,8 @@ def run_verify(req: VerifyRequest) -> dict:
             _passes_with(e["gate"], run_budget) for e in entries if not e["gate"]["passed"]):
         notes.append(f"the baseline's compress run allowed --max-fn-increase {run_budget}; verify holds files to 0 unless told: "
                      f"pass --max-fn-increase {run_budget} to check them against the run's own budget")
+    if req.keep_rows:
+        req.rows_kept.update(x=x, y=y, class_names=names)
     return {
         "schema_version": VERIFY_SCHEMA,
         "kind": "cwtool-verify",

@@ -39,6 +39,8 @@ def verify(
     image_size: Optional[str] = typer.Option(None, "--image-size", help="ImageFolder: resize every image to HEIGHTxWIDTH (or one side)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28 (flat rows fed to an image model)."),
     allow_other_data: bool = typer.Option(False, "--allow-other-data", help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
+    save_rows: Optional[Path] = typer.Option(None, "--save-rows", help="Also write the rows judged as an x/y .npz with their class names: "
+                                             "a device's verify --data FILE judges the very same rows, with numpy alone."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal: the verdict alone (with a failure's reasons)."),
     image_options: ImageOptions = None,
 ) -> int:
@@ -54,16 +56,19 @@ def verify(
     try:  # on bad input, a report an earlier run left at --junit would be read as this run's ("0 failures")
         artifacts = unique_paths(artifacts)
         inputs = input_paths(data, baseline, artifacts=artifacts)
-        for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit")):
+        for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit"), (save_rows, "--save-rows")):
             check_output_file(path, flag, inputs=inputs)
-        named = [p.resolve() for p in (json_out, markdown, junit) if p is not None]
+        if save_rows is not None and not save_rows.name.lower().endswith(".npz"):
+            raise UserError(f"--save-rows '{save_rows}' must end in .npz: it is an x/y .npz for verify --data")
+        named = [p.resolve() for p in (json_out, markdown, junit, save_rows) if p is not None]
         if len(set(named)) < len(named):
-            raise UserError("--json, --markdown and --junit must name different files")
+            raise UserError("--json, --markdown, --junit and --save-rows must name different files")
         request = VerifyRequest(
             artifacts=[str(a) for a in artifacts], data=data, protect=list(protect_class),
             baseline=str(baseline) if baseline is not None else None, max_fn_increase=max_fn_increase,
             max_fnr_increase=max_fnr_increase, max_fnr=max_fnr, max_accuracy_drop=max_accuracy_drop, gate=gate,
             threads=threads, split=split, seed=seed, label_column=label_column, allow_other_data=allow_other_data,
+            keep_rows=save_rows is not None,
             class_names=class_names, image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
             **image_options.load_args(),
         )
@@ -102,9 +107,28 @@ def verify(
     from toolchain.report.verify_console import print_verdict, print_verify
 
     (print_verdict if quiet else print_verify)(result)  # a failed gate says why, even --quiet
+    if save_rows is not None:
+        _write_rows(save_rows, request.rows_kept, inputs)
     for path, flag, payload in outputs:
         write_named_output(path, payload, flag, inputs)
     return 0 if result["gate"]["passed"] else 1
+
+
+def _write_rows(path: Path, rows: dict, inputs) -> None:
+    """The rows judged, as an x/y .npz (x float32 as prepared, y int64, class_names): the same rows hash on a device."""
+    import io
+
+    import numpy as np
+
+    from toolchain.data.samples import batches, is_lazy
+    from toolchain.io import atomic_write_bytes, check_output_file
+
+    x = np.concatenate(list(batches(rows["x"]))) if is_lazy(rows["x"]) else np.asarray(rows["x"])
+    buffer = io.BytesIO()
+    extra = {"class_names": np.array(rows["class_names"], dtype=str)} if rows.get("class_names") else {}
+    np.savez(buffer, x=np.ascontiguousarray(x, dtype=np.float32), y=np.asarray(rows["y"], dtype=np.int64), **extra)
+    check_output_file(path, "--save-rows", inputs)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 REPORT_FLAGS = ("--json", "--markdown", "--junit")

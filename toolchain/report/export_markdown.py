@@ -73,7 +73,9 @@ def render_export_report(report: dict) -> str:
     names = report.get("class_names") or []
     named = len(names) > max(report["protected"], default=0) and names != [str(i) for i in range(len(names))]
     protect = "".join(f" -p {shlex.quote(names[k]) if named else k}" for k in report["protected"])  # a name wins over an index
-    lines += ["", "Re-check a file anywhere (numpy and one runtime), from this folder: "
-                  f"`cwtool verify {first} --data {shlex.quote(data.get('spec') or data['name'])}{seed}"
-                  f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline export.json`"]
+    command = (f"cwtool verify {first} --data {shlex.quote(data.get('spec') or data['name'])}{seed}"
+               f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline export.json")
+    lines += ["", f"Re-check a file here, from this folder: `{command}`. Add `--save-rows eval.npz` to keep the rows it judges: "
+                  f"a device with numpy and one runtime judges the same rows with `cwtool verify {first} --data eval.npz{protect} "
+                  "--baseline export.json` (a named set such as digits needs scikit-learn, a folder of images Pillow)."]
     return printable("\n".join(lines)) + "\n"
