@@ -110,3 +110,22 @@ def test_bench_counts_the_external_data_of_an_onnx_model(artifacts, tmp_path, cl
         cli_main(["bench", str(path), "--runs", "5", "--warmup", "1", "--json", str(tmp_path / "b.json")])
     capsys.readouterr()
     assert exc.value.code == 0 and json.loads((tmp_path / "b.json").read_text())["results"][0]["bytes"] == total
+
+
+def test_an_onnx_file_s_macs_without_the_onnx_package_name_the_package(monkeypatch, tmp_path):
+    """On a device install without the onnx package, bench --target said only 'cannot count MACs here' (a device
+    reviewer's finding): it names the package, and --macs."""
+    import importlib.util
+
+    import toolchain.runtimes
+    from toolchain.bench import device_estimate
+    from toolchain.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    monkeypatch.setattr(toolchain.runtimes, "describe_graph", lambda path: {})
+    with pytest.raises(UserError, match=r"model\.onnx here \(it reads an ONNX graph with the onnx package, not installed here: "
+                                        r"pip install onnx, or pass --macs N"):
+        device_estimate("raspberry-pi-4", tmp_path / "model.onnx", "int8")
+    with pytest.raises(UserError, match=r"model\.tflite here: pass --macs N"):
+        device_estimate("raspberry-pi-4", tmp_path / "model.tflite", "int8")

@@ -190,7 +190,12 @@ def device_estimate(target, path: str | Path, precision: str | None, macs: int |
         macs = describe_graph(path).get("macs")
         source = "read from the artifact graph (Conv/Gemm/MatMul/FC layers only)"
         if not macs:
-            raise UserError(f"cannot count MACs in {Path(path).name} here: pass --macs N (from `cwtool compress`'s report)")
+            import importlib.util
+
+            why = (" (it reads an ONNX graph with the onnx package, not installed here: pip install onnx, or"
+                   if Path(path).suffix.lower() == ".onnx" and importlib.util.find_spec("onnx") is None else ":")
+            raise UserError(f"cannot count MACs in {Path(path).name} here{why} pass --macs N (from `cwtool compress`'s report)"
+                            + (")" if why != ":" else ""))
     elif macs <= 0:
         raise UserError(f"--macs {macs}: give the model's multiply-accumulates per sample (> 0)")
     prec = precision if precision in PRECISIONS else "fp32"
