@@ -360,6 +360,19 @@ def test_save_rows_writes_the_rows_judged_for_a_device(art, capsys, tmp_path):
     assert Path(art["report"]).read_bytes() == before and not (tmp_path / "rows.txt").exists()
 
 
+def test_a_verify_json_made_on_other_rows_names_its_baseline_s_rows_when_chained(art, capsys, tmp_path):
+    """A verify JSON made with --allow-other-data, given as the next baseline on the same rows, was refused as 'the
+    baseline's: every row of sub.npz ... these: every row of sub.npz', the same words twice (a device reviewer's
+    finding): its baseline's evaluation is the report's rows, not the ones that verify judged."""
+    sub, first = tmp_path / "sub.npz", tmp_path / "first.json"
+    np.savez(sub, x=art["x"][:200], y=art["y"][:200])
+    code, _, err = cli([art["good"], "--data", sub, "--split", "all", "-p", PROT, "--baseline", art["report"],
+                        "--allow-other-data", "--json", first, "-q"], capsys)
+    assert code in (0, 1), err
+    code, _, err = cli([art["good"], "--data", sub, "--split", "all", "-p", PROT, "--baseline", first, "-q"], capsys)
+    assert code == 2 and "the rows of that verify's own baseline, not the rows it judged" in err, err
+
+
 # --------------------------------------------------------------------------- outputs
 
 

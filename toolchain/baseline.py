@@ -172,6 +172,9 @@ def _find_evaluation(obj, path: Path, names) -> dict:
     data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
     rows = data.get("rows") if found["from"].startswith("verify") else {**data, "split": "test"} if data else obj.get("rows")
     found["measured_on"] = _measured_on(rows)
+    if found["from"] == "verify.baseline" and data.get("same_rows_as_baseline") is False:
+        # a verify under --allow-other-data judged other rows than its baseline's: what it names are not these
+        found["measured_on"] = "the rows of that verify's own baseline, not the rows it judged (it ran with --allow-other-data)"
     return found
 
 
