@@ -404,7 +404,9 @@ def test_every_format_has_a_host_backend_and_a_device_format():
     from toolchain.runtimes import DEVICE_FORMATS
 
     assert list(EXPORT_BACKENDS) == list(DEVICE_FORMATS) == ["onnx", "tflite"]
-    job = ExportJob(example=None, num_classes=10, layout="NHWC", calibration_x=np.zeros((1, 1)), calibration_method="minmax",
+    import torch
+
+    job = ExportJob(example=torch.zeros(1, 1, 8, 8), num_classes=10, layout="NHWC", calibration_x=np.zeros((1, 1)), calibration_method="minmax",
                     out=Path("a"), work=Path("w"))
     for name, backend in EXPORT_BACKENDS.items():
         assert export_backend(name) is backend

@@ -123,7 +123,7 @@ def test_the_run_log_never_appends_through_a_link_that_took_its_name(tmp_path):
     log.record("round 2")
     log.record("round 3")
     assert victim.read_bytes() == b"weights"
-    assert "became a symbolic link" in console.export_text()
+    assert "became a symbolic link" in " ".join(console.export_text().split())  # the console wraps long paths
 
 
 def test_a_link_that_took_a_named_outputs_name_while_the_command_ran_is_replaced(tmp_path):
