@@ -373,6 +373,13 @@ def test_a_verify_json_made_on_other_rows_names_its_baseline_s_rows_when_chained
     assert code == 2 and "the rows of that verify's own baseline, not the rows it judged" in err, err
 
 
+def test_an_empty_report_path_says_it_is_empty(art, capsys, tmp_path, monkeypatch):
+    """`--markdown "$GITHUB_STEP_SUMMARY"` run outside GitHub gives an empty path, which read as "'.' is a folder"."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--markdown", ""], capsys)
+    assert code == 2 and "an empty value, such as an unset $GITHUB_STEP_SUMMARY" in err, err
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -417,6 +424,10 @@ def test_accuracy_budget_defaults_to_compress_s(art, capsys, tmp_path):
     assert any("accuracy" in r for r in res["gate"]["reasons"])
     code, _, _ = cli([art["degraded"], "--data", art["data"], "-p", "8", "--baseline", art["report"], "--max-accuracy-drop", "0.2", "-q"], capsys)
     assert code == 0
+    xml = tmp_path / "a.xml"  # class 8's case fails on the file's accuracy, not on its own FN: typed so
+    code, _, _ = cli([art["degraded"], "--data", art["data"], "-p", "8", "--baseline", art["report"], "--junit", xml, "-q"], capsys)
+    failure = ET.parse(xml).getroot().find(".//testcase/failure")
+    assert code == 1 and failure.get("type") == "AccuracyDrop" and failure.get("message").startswith("accuracy")
 
 
 def test_collapse_fails_every_junit_case_of_that_artifact(art, capsys, tmp_path):

@@ -141,7 +141,8 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     _printable_name(path, flag)
     kind = _kind(path)
     if kind == "folder":
-        raise UserError(f"{flag} '{path}' is a folder: give a file path")
+        empty = " (an empty value, such as an unset $GITHUB_STEP_SUMMARY, reads as '.')" if str(path) == "." else ""
+        raise UserError(f"{flag} '{path}' is a folder{empty}: give a file path")
     if kind in (SPECIAL, "dangling link"):
         raise UserError(f"{flag} '{path}' is a {kind}: give a plain file path")
     clash = _overlaps(path, inputs)

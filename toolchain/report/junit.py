@@ -14,6 +14,15 @@ from toolchain.report.verify_console import artifact_wide_reasons, shown_name
 __all__ = ["render_junit", "render_junit_error"]
 
 
+
+def _failure_type(own_reasons: list[str], artifact_wide: list[str]) -> str:
+    """A failure's JUnit type, from the reason it fails first: this class's FN, else what fails the whole file."""
+    if own_reasons:
+        return "FalseNegativeRegression"
+    first = artifact_wide[0] if artifact_wide else ""
+    return "ClassCollapse" if first.startswith("collapse") else "AccuracyDrop" if first.startswith("accuracy") else "GateFailure"
+
+
 def _class_label(k: int, class_names) -> str:
     if class_names and 0 <= k < len(class_names) and str(class_names[k]) != str(k):
         return f"class {k} ({class_names[k]})"
@@ -55,8 +64,7 @@ def render_junit(result: dict) -> str:
             summary = f"FN {check['fn']}/{check['support']}" + (f" (baseline {base}, limit {check['limit']})" if base is not None else "")
             if why:
                 n_fail += 1
-                fail = ET.SubElement(case, "failure", message=why[0],
-                                     type="ClassCollapse" if why[0].startswith("collapse") and not check["reasons"] else "FalseNegativeRegression")
+                fail = ET.SubElement(case, "failure", message=why[0], type=_failure_type(check["reasons"], artifact_wide))
                 fail.text = "\n".join([*why, summary, f"runtime: {art.get('runtime')}"])
             else:
                 unbudgeted = (result.get("gate") or {}).get("fn_budget") is False
