@@ -5,6 +5,7 @@ nothing half-written. Each attack tries to create a file; the test fails if it e
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -881,4 +882,34 @@ def test_output_to_a_full_disk_is_the_environments_error_not_a_bug():
                               cwd=REPO, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "cwtool: error: cannot write the output (stdout or a file): No space left on device: free some space or write elsewhere"]
+        "cwtool: error: cannot write a file (or the output): No space left on device: free some space or write elsewhere"]
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "NAME.pt", "--data", "digits", "-p", "3"], ["targets", "NAME.toml"],
+                                  ["bench", "NAME.onnx"]])
+def test_a_name_too_long_for_the_file_system_is_bad_input_not_a_bug(argv):
+    """A path component over 255 bytes ended in "internal error: OSError: [Errno 36] File name too long", exit 3 (an
+    adversarial reviewer's finding)."""
+    long = "a" * 300
+    proc = subprocess.run([sys.executable, "-m", "toolchain", *[a.replace("NAME", long) for a in argv]],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    assert "File name too long: give a shorter name" in proc.stderr
+
+
+def test_a_file_size_limit_or_a_read_only_file_system_is_the_environment_s_error(monkeypatch, capsys):
+    """EFBIG (ulimit -f inside onnx.save) and EROFS (a file system remounted read-only mid-run) were exit 3."""
+    import errno
+
+    import toolchain.targets as targets_module
+    from toolchain.cli import main
+
+    for code, words in ((errno.EFBIG, "raise the file size limit (ulimit -f)"), (errno.EROFS, "write elsewhere")):
+        def failing(*args, _code=code, **kwargs):
+            raise OSError(_code, os.strerror(_code), "/tmp/out/model.onnx")
+
+        monkeypatch.setattr(targets_module, "list_targets", failing)
+        with pytest.raises(SystemExit) as exc:
+            main(["targets"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "cannot write '/tmp/out/model.onnx'" in err and words in err, err

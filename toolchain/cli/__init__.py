@@ -326,11 +326,17 @@ def _run(argv: Optional[list[str]]) -> None:
     except OSError as exc:
         import errno
 
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        # the environment's, not a bug: a full disk, a file size limit, a file system turned read-only, a name too long
+        advice = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+                  errno.EFBIG: "raise the file size limit (ulimit -f) or write elsewhere", errno.EROFS: "write elsewhere",
+                  errno.ENAMETOOLONG: "give a shorter name"}.get(exc.errno)
+        if advice is None:
             raise_as_bug(exc)
-        where = f"'{one_line(exc.filename)}'" if exc.filename else "the output (stdout or a file)"  # the environment's, not a bug
-        print(f"cwtool: error: cannot write {where}: {exc.strerror or 'no space left'}: free some space or write elsewhere",
-              file=sys.stderr)
+        if _state["debug"]:
+            traceback.print_exc()
+        where = f"'{one_line(exc.filename)[:300]}'" if exc.filename else "a file (or the output)"
+        doing = "use" if exc.errno == errno.ENAMETOOLONG else "write"
+        print(f"cwtool: error: cannot {doing} {where}: {exc.strerror or exc}: {advice}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # a bug, not bad input
         raise_as_bug(exc)
