@@ -896,6 +896,29 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         assert len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("damaged, said", [("rewind.pt", "rewind.pt is not the file round 1 wrote (the rewind point)"),
+                                            ("round_2_start.pt", "round_2_start.pt is not the file round 2 wrote")])
+def test_a_resume_refuses_a_rewind_point_or_starting_weights_that_are_not_the_run_s(trained_digits, damaged, said, tmp_path,
+                                                                                      capsys):
+    """rounds/rewind.pt (--rewind early) and rounds/round_N_start.pt (--increase-weight) were checked for NaN only: scaled,
+    or copied from another run, they resumed into another model with exit 0 and no word (an adversarial reviewer's
+    finding). Round summaries now name their bytes, as they name the weights'."""
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out, "--rewind", "early", "--increase-weight", "0.5", keep="0.25")
+    path = out / "rounds" / damaged
+    saved = torch.load(path, weights_only=True)
+    weights = saved["state_dict"] if "state_dict" in saved else saved
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[first].mul_(1.5)  # finite, loads fine: another model
+    torch.save(saved, path)
+    (out / "report.json").unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, "damaged round", said)
+    path.unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, "damaged round", f"{damaged} (")
+
+
 @pytest.mark.parametrize("damage, said", [("foreign", "rounds/final_1.json belongs to another run"),
                                           ("names removed", "rounds/final_1.json belongs to another run"),
                                           ("weights swapped", "final_1.pt is not the file round 1's fine-tuning wrote")])

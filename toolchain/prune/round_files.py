@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import torch
 
@@ -46,15 +47,18 @@ class RoundFiles:
         save_checkpoint(run.round_checkpoint(ticket.round), ticket.model.cpu(), self.arch or "?", self.arch_kwargs, self.input_shape,
                         removed_plan(self.dense_sizes, ticket.survivors), extra)
         ticket.model.to(device)
+        also = {}  # the other files a resume reads, named by their bytes as the weights are
         if rewind_model is not None and ticket.round == 1:
             with staged_path(run.rewind) as tmp:
                 torch.save({"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors}, tmp)
+            also["rewind_sha256"] = file_sha256(run.rewind)
         if start_state is not None:  # the next round's magnitude increase needs it
             with staged_path(run.round_start(ticket.round)) as tmp:
                 torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
+            also["start_sha256"] = file_sha256(run.round_start(ticket.round))
         atomic_write_json(run.round_summary(ticket.round),  # written last: it marks the round done
                           {**ticket.summary(), "multipliers": {str(k): v for k, v in multipliers.items()}, "training": self.training,
-                           "run_id": self._run_id(), "weights_sha256": file_sha256(run.round_checkpoint(ticket.round))})
+                           "run_id": self._run_id(), "weights_sha256": file_sha256(run.round_checkpoint(ticket.round)), **also})
 
     def _manifest(self) -> dict:
         """The manifest beside the rounds (written before round 1), or {}."""
@@ -175,7 +179,7 @@ class RoundFiles:
 
     def saved_rewind(self) -> tuple[dict, Survivors] | None:
         """(weights, survivors) of the rewind point, if round 1 saved one."""
-        if self.run_dir is None or not self.run_dir.rewind.is_file():
+        if self.run_dir is None or not self._named_by_summary(1, "rewind_sha256", self.run_dir.rewind, "the rewind point"):
             return None
         saved = load_weights(self.run_dir.rewind)
         return _finite(saved["state_dict"], self.run_dir.rewind.name), saved["survivors"]
@@ -183,7 +187,22 @@ class RoundFiles:
     def saved_start(self, r: int) -> dict | None:
         """The weights round ``r``'s retraining started from, if it saved them."""
         path = self.run_dir.round_start(r) if self.run_dir is not None else None
-        return _finite(load_weights(path), path.name) if path is not None and path.is_file() else None
+        if path is None or not self._named_by_summary(r, "start_sha256", path, f"round {r}'s starting weights"):
+            return None
+        return _finite(load_weights(path), path.name)
+
+    def _named_by_summary(self, r: int, key: str, path: Path, what: str) -> bool:
+        """Whether ``path`` is there to be read: where round ``r``'s summary names its bytes (``key``), they must be the
+        file's (a damaged or swapped rewind point resumed silently into another model; a reviewer's finding), and a file
+        it names must be there. A summary from before files were named is taken as it is."""
+        named = self._round_summary(r).get(key)
+        if named is None:
+            return path.is_file()
+        if not path.is_file():
+            raise ValueError(f"{path.name} ({what}) is missing")
+        if named != file_sha256(path):
+            raise ValueError(f"{path.name} is not the file round {r} wrote ({what})")
+        return True
 
     def saved_final(self, r: int) -> dict | None:
         """The weights of round ``r``'s finished final fine-tuning, or None."""
