@@ -896,6 +896,33 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         assert len(err.strip().splitlines()) == 1, err
 
 
+def test_a_disk_full_while_the_reports_are_written_leaves_no_report_saying_passed(trained_digits, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """report.md ("Gate: PASSED") and report.html stayed where report.json, the run's finished mark, could not be written
+    (a full disk; an adversarial reviewer's finding). Now none stays, and --resume finishes the run."""
+    import errno
+
+    import toolchain.pipeline
+
+    real = toolchain.pipeline.atomic_write_text
+
+    def full_at_json(path, text, *a, **k):
+        if Path(path).name == "report.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, text, *a, **k)
+
+    monkeypatch.setattr(toolchain.pipeline, "atomic_write_text", full_at_json)
+    out = tmp_path / "run"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence",
+            "0.5", "--max-fn-increase", "2", "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    code, _, err = run_cli(args, capsys)
+    _one_line_error(code, err, "No space left on device")
+    assert not any((out / name).exists() for name in ("report.md", "report.html", "report.json"))
+    monkeypatch.setattr(toolchain.pipeline, "atomic_write_text", real)
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code in (0, 1) and (out / "report.json").is_file() and (out / "report.md").is_file(), err
+
+
 @pytest.mark.parametrize("damaged, said", [("rewind.pt", "rewind.pt is not the file round 1 wrote (the rewind point)"),
                                             ("round_2_start.pt", "round_2_start.pt is not the file round 2 wrote")])
 def test_a_resume_refuses_a_rewind_point_or_starting_weights_that_are_not_the_run_s(trained_digits, damaged, said, tmp_path,

@@ -400,6 +400,12 @@ def finish(report: dict, run_dir: Path) -> None:
     markdown = render_report(report)
     page = render_html(markdown, [(p, CAPTIONS.get(p.name, p.name)) for p in plots], "cwtool compress report")
     document = json_text(report)
-    atomic_write_text(run.report_md, markdown)
-    atomic_write_text(html_path, page)
-    atomic_write_text(run.report_json, document)
+    written = []
+    try:  # report.json marks the run finished: written last, and without it no other document stays to say "PASSED"
+        for path, text in ((run.report_md, markdown), (html_path, page), (run.report_json, document)):
+            atomic_write_text(path, text)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
