@@ -1592,3 +1592,29 @@ def test_a_csv_whose_labels_are_not_last_is_told_the_flag(tmp_path):
     with pytest.raises(UserError, match=r"column 'label' holds 'fault', not a number: .*; if it holds the labels, give --label-column label$"):
         load_data(str(tmp_path / "first.csv"), seed=0)
     assert load_data(str(tmp_path / "first.csv"), seed=0, label_column="label").class_names == ["fault", "ok"]
+
+
+def test_a_folder_or_a_pipe_where_a_file_is_expected_is_named_as_such(tmp_path):
+    """A FIFO as --calibration read 'does not exist', a folder as --arch FILE.py 'does not exist', a folder as a target
+    'unknown target' (an adversarial reviewer's findings)."""
+    import os
+
+    from toolchain.errors import UserError
+    from toolchain.models.arch import resolve_arch
+    from toolchain.quantize.calibration import resolve_calibration
+    from toolchain.targets import load_target
+
+    os.mkfifo(tmp_path / "f.npz")
+    (tmp_path / "d.py").mkdir()
+    (tmp_path / "imgs").mkdir()
+    with pytest.raises(UserError, match="is a pipe or device, not a file"):
+        resolve_calibration(str(tmp_path / "f.npz"))
+    with pytest.raises(UserError, match="is a folder, not a Python file"):
+        resolve_arch(f"{tmp_path / 'd.py'}:Net")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(UserError, match="target 'imgs' is a folder"):
+            load_target("imgs")
+    finally:
+        os.chdir(cwd)

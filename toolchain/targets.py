@@ -135,6 +135,8 @@ def load_target(name_or_path: str | Path) -> Target:
             raise UserError(f"target file {path} does not exist: pass a profile name ({_names()}) or a .toml path")
     else:
         files = target_files()
+        if text not in files and path.is_dir():
+            raise UserError(f"target '{text}' is a folder: give a profile name ({_names()}) or the path of a .toml file")
         if text not in files:
             raise UserError(f"unknown target {text!r}: use one of {_names()} or a path to your own .toml")
         path, by_name = files[text], True

@@ -47,6 +47,8 @@ def resolve_arch(spec: str):
 
 def _import_file(path: str):
     file = Path(path)
+    if file.is_dir():
+        raise UserError(f"--arch: '{path}' is a folder, not a Python file: give path/to/file.py:Class")
     if not file.is_file():
         raise UserError(f"--arch: file '{path}' does not exist")
     name = f"cwtool_user_arch_{file.stem}"

@@ -209,6 +209,8 @@ def resolve_calibration(name_or_path: str | Path) -> tuple[Path, str | None]:
     if path.suffix.lower() == ".npz" or os.sep in text or "/" in text or text.startswith("~"):
         if path.is_dir():
             raise UserError(f"--calibration '{text}' is a folder: give the calibration .npz file")
+        if path.exists() and not path.is_file():  # a pipe or a device: read more than once, so never a stream
+            raise UserError(f"--calibration '{text}' is a pipe or device, not a file: save the set to an .npz file first")
         if not path.is_file():
             raise UserError(f"--calibration file '{text}' does not exist: give a set name ({_set_names()}) or a saved .npz")
         return path, None
