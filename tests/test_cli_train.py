@@ -27,14 +27,20 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     for e, line in enumerate(lines[3:8], 1):
         assert re.fullmatch(rf"epoch {e}/5 done \([\d.]+ (s|min) an epoch" + (r", about [\d.]+ (s|min) to go\)" if e < 5 else r"\)"), line), line
     logged = (tmp_path / "mlp.pt.log").read_text().splitlines()
-    assert [line.split("s ", 1)[1] for line in logged] == lines  # each line stamped with the time since the start
+    from toolchain.provenance import file_sha256
+
+    written = f"{out} written (sha256 {file_sha256(out)[:12]})"  # the log names the bytes it describes
+    assert [line.split("s ", 1)[1] for line in logged] == [*lines[:-1], written, lines[-1]]  # each line stamped
     code, _, err = run_cli(["evaluate", out, "--data", "breast-cancer", "-p", "malignant", "--json", tmp_path / "e.json"], capsys)
     assert code == 0, err
     evaluation = json.loads((tmp_path / "e.json").read_text())
     assert evaluation["accuracy"] > 0.85 and evaluation["protected"][0]["class"] == 0
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "1", "--device", "cpu", "--out", out], capsys)
     assert code == 0, err
-    assert len((tmp_path / "mlp.pt.log").read_text().splitlines()) == 5  # the log of the checkpoint --out holds now
+    again = (tmp_path / "mlp.pt.log").read_text().splitlines()  # the log of the checkpoint --out holds now
+    assert len(again) == 7 and again[-2].endswith(f"{out} written (sha256 {file_sha256(out)[:12]})")
+    # until the new training writes it, --out is the earlier one's: a training killed before its end leaves that said
+    assert again[1].endswith(f"{out} is an earlier training's checkpoint (sha256 {written.split()[-1][:12]}) until this one writes it")
 
 
 def test_a_built_in_architecture_is_sized_to_the_data(tmp_path, capsys):

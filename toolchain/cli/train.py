@@ -43,6 +43,7 @@ def train(
     from toolchain.io import check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.metrics import evaluate_logits
+    from toolchain.provenance import file_sha256
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.config import TRAIN_PRECISIONS
     from toolchain.models.fast_paths import arithmetic_label, precision_choice, resolved_precision
@@ -90,8 +91,11 @@ def train(
         raise UserError(f"--arch '{arch}' has {num_outputs} outputs but the data has {classes} classes: {fix}")
     check_output_width(num_outputs, dataset.y_train, declared, f"--arch '{arch}'")
     console = log_console()
+    earlier = file_sha256(out) if out.is_file() else None  # read before this log replaces the earlier training's
     log = _fresh_log(RunLog(console), log_path)
     log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
+    if earlier is not None:  # a training killed before its end leaves this log beside the earlier checkpoint: said here
+        log.record(f"{one_line(out)} is an earlier training's checkpoint (sha256 {earlier[:12]}) until this one writes it")
     log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
     filled = {k: v for k, v in kwargs.items() if k not in parse_kwargs(arch_kwargs)}
     if filled:
@@ -115,6 +119,7 @@ def train(
     except BaseException as exc:  # the log says how the run ended, and that --out is what it was
         log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
         raise
+    log.record(f"{one_line(out)} written (sha256 {file_sha256(out)[:12]})")
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
 
 
