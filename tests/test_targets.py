@@ -144,8 +144,20 @@ def test_a_profile_folder_lists_each_profile_under_the_name_target_takes(capsys,
         (lambda s: re.sub(r"^int8_gmacs = .*\n", "", s, flags=re.M), "throughput.int8_gmacs"),
         (lambda s: s.replace('"CONV_2D",', "3,"), "operators.supported"),
         (lambda s: s + "\nthis is = not [toml\n", "TOML"),
+        # a reviewer's findings: each was taken in silence, and changed what the profile meant
+        (lambda s: s.replace("channel_multiple = 8", "channel_multiples = 8"), "unknown field 'channel_multiples': did you "
+                                                                              "mean 'channel_multiple'?"),
+        (lambda s: s.replace("supported = [", "suported = ["), "unknown field 'operators.suported': did you mean 'supported'?"),
+        (lambda s: s.replace("fp16_gmacs = 12.0", "fp16_gmac = 99.0"), "unknown field 'throughput.fp16_gmac'"),
+        (lambda s: s.split("[operators]")[0].replace('name = "raspberry-pi-4"', 'name = "raspberry-pi-4"\noperators = "none"'),
+         "'operators' must be a table"),
+        (lambda s: s.split("[operators]")[0] + "[operators]\n", "missing table '[operators]' or its lists"),
+        (lambda s: s.replace('int8_scheme = "full-integer"', 'int8_scheme = "dynamic-range"'),
+         "cwtool writes tflite int8 files as 'full-integer' only"),
+        (lambda s: s.replace('name = "raspberry-pi-4"', 'name = " "'), "field 'name' is empty"),
     ],
-    ids=["missing", "wrong-type", "negative", "bad-choice", "format-vs-runtime", "missing-nested", "ops-type", "syntax"],
+    ids=["missing", "wrong-type", "negative", "bad-choice", "format-vs-runtime", "missing-nested", "ops-type", "syntax",
+         "typo", "typo-nested", "typo-throughput", "operators-not-a-table", "operators-empty", "scheme-not-written", "empty-name"],
 )
 def test_bad_toml_is_a_one_line_user_error(capsys, tmp_path, edit, field):
     path = tmp_path / "bad.toml"
@@ -269,3 +281,10 @@ def test_a_targets_folder_is_taken_by_its_name_as_set(capsys, monkeypatch, tmp_p
     monkeypatch.setenv("CWTOOL_TARGETS_DIR", str(folder))
     code, out, err = run_cli(["targets"], capsys)
     assert code == 0 and "my-board" in out, out + err
+
+
+def test_a_profile_saved_with_a_byte_order_mark_loads(tmp_path):
+    """Windows editors start UTF-8 files with a BOM: it read as "not valid TOML (line 1, column 1)"."""
+    path = _user_toml(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_target(path).name == "my-board"

@@ -61,7 +61,7 @@ class Target:
     runtime: str  # "litert" | "onnxruntime"
     format: str  # "tflite" | "onnx"
     precision: str  # "int8" | "fp16" | "fp32"
-    int8_scheme: str  # "full-integer" | "dynamic-range" (tflite); "qdq" | "qoperator" (onnx)
+    int8_scheme: str  # "full-integer" (tflite); "qdq" (onnx): the int8 files cwtool writes
     layout: str  # "NHWC" | "NCHW" (input layout of image models)
     threads: int
     ram_mb: float  # memory the model process may use on the device
@@ -122,7 +122,7 @@ def _profile_text(path: Path) -> str:
     """The text of a profile file, by path or found by name."""
     from toolchain.small_files import read_small_file
 
-    return read_small_file(path, MAX_PROFILE_BYTES, "target file", "give a .toml profile or a profile name").decode("utf-8")
+    return read_small_file(path, MAX_PROFILE_BYTES, "target file", "give a .toml profile or a profile name").decode("utf-8-sig")
 
 
 def load_target(name_or_path: str | Path) -> Target:
@@ -206,11 +206,37 @@ def _ops(data: dict, key: str, where: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+PROFILE_KEYS = {"": {"name", "description", "runtime", "format", "precision", "int8_scheme", "layout", "threads",
+                     "channel_multiple", "ram_mb", "storage_mb", "max_model_bytes", "runtime_overhead_mb", "device",
+                     "throughput", "operators"},
+                "throughput": {"fp32_gmacs", "fp16_gmacs", "int8_gmacs", "overhead_ms", "source"},
+                "operators": {"supported", "rejected"}}  # [device] is free-form: informational only
+
+
+def _check_keys(data: dict, where: str) -> None:
+    """A misspelled optional field (channel_multiples, suported) would be a default taken in silence: refused, named."""
+    import difflib
+
+    for table, known in PROFILE_KEYS.items():
+        part = data if not table else data.get(table)
+        if not isinstance(part, dict):
+            continue
+        for key in part:
+            if key not in known:
+                near = difflib.get_close_matches(str(key), sorted(known), n=1)
+                field_name = f"{table}.{key}" if table else str(key)
+                raise UserError(f"{where}: unknown field '{one_line(field_name)[:60]}'"
+                                + (f": did you mean '{near[0]}'?" if near else f": the fields are {', '.join(sorted(known))}"))
+
+
 def target_from_dict(data: dict, source: str = "<dict>") -> Target:
     """Validate a parsed profile. Errors name the file and the bad field."""
     where = f"target {source}"
     num = (int, float)
+    _check_keys(data, where)
     name = _get(data, "name", str, where)
+    if not name.strip():
+        raise UserError(f"{where}: field 'name' is empty: name the device (reports and --target use it)")
     fmt = _get(data, "format", str, where)
     runtime = _choice(_get(data, "runtime", str, where), tuple(RUNTIMES), "runtime", where)
     _choice(fmt, tuple(RUNTIMES.values()), "format", where)
@@ -220,14 +246,19 @@ def target_from_dict(data: dict, source: str = "<dict>") -> Target:
     if (fmt, precision) == ("onnx", "fp16"):  # cwtool writes no such file: the profile would be reported as met by an fp32 one
         raise UserError(f"{where}: precision 'fp16' with format 'onnx': cwtool writes ONNX files in fp32 or int8 (fp16 is a TFLite "
                         "precision)")
-    scheme = _choice(_get(data, "int8_scheme", str, where), INT8_SCHEMES[fmt], "int8_scheme", where)
+    scheme = _get(data, "int8_scheme", str, where)
+    if scheme not in INT8_SCHEMES[fmt]:  # a file of another layout would be reported as the profile's: refused
+        raise UserError(f"{where}: field 'int8_scheme' is {scheme!r}: cwtool writes {fmt} int8 files as "
+                        f"{' or '.join(repr(s) for s in INT8_SCHEMES[fmt])} only; set that")
     layout = _choice(_get(data, "layout", str, where).upper(), LAYOUTS, "layout", where)
     threads = _get(data, "threads", int, where, positive=True, within=(1, MAX_THREADS))
     fp32 = float(_get(data, "throughput.fp32_gmacs", num, where, positive=True, within=GMACS))
     supported = _ops(data, "operators.supported", where)
     rejected = _ops(data, "operators.rejected", where) or ()
-    if supported is None and not rejected and "operators" not in data:
-        raise UserError(f"{where}: missing table '[operators]': give 'supported' and/or 'rejected' operator lists")
+    if "operators" in data and not isinstance(data["operators"], dict):
+        raise UserError(f"{where}: 'operators' must be a table ([operators] with 'supported' and/or 'rejected' lists)")
+    if supported is None and not rejected:  # an empty [operators] would accept every operator in silence
+        raise UserError(f"{where}: missing table '[operators]' or its lists: give 'supported' and/or 'rejected' operator lists")
     device = _get(data, "device", dict, where, required=False, default={})
     def plain(v) -> bool:
         return isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and not math.isfinite(v))

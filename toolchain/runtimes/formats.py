@@ -26,7 +26,7 @@ class DeviceFormat:
     name: str  # report.json's "format" and a profile's `format`
     suffix: str  # the file extension that selects it
     runtime: str  # the runtime a profile names for it
-    int8_schemes: tuple[str, ...]  # what a profile's int8_scheme may say for this format
+    int8_schemes: tuple[str, ...]  # the int8 layouts cwtool writes in this format: all a profile's int8_scheme may ask
     layouts: tuple[str, ...]  # image input layouts its files can have; the first is the default
     runner: Callable[..., Runner]  # runner(path, threads=1, layout=None)
     artifact_info: Callable[..., dict[str, Any]]  # artifact_info(path, runner=None)
@@ -41,10 +41,10 @@ DEVICE_FORMATS: dict[str, DeviceFormat] = {
     f.name: f
     for f in (
         # onnxruntime's CPU kernels take NCHW; the exporter keeps torch's layout
-        DeviceFormat("onnx", ".onnx", "onnxruntime", ("qdq", "qoperator"), ("NCHW",),
+        DeviceFormat("onnx", ".onnx", "onnxruntime", ("qdq",), ("NCHW",),
                      OnnxRunner, onnx_artifact_info, describe_onnx_graph),
         # litert-torch can transpose the input in-graph (NHWC: TFLite's native layout)
-        DeviceFormat("tflite", ".tflite", "litert", ("full-integer", "dynamic-range"), ("NCHW", "NHWC"),
+        DeviceFormat("tflite", ".tflite", "litert", ("full-integer",), ("NCHW", "NHWC"),
                      LiteRTRunner, litert_artifact_info, describe_tflite_graph),
     )
 }
