@@ -288,3 +288,23 @@ def test_a_profile_saved_with_a_byte_order_mark_loads(tmp_path):
     path = _user_toml(tmp_path)
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert load_target(path).name == "my-board"
+
+
+@pytest.mark.parametrize("command", [["export", "MODEL", "--data", "digits", "-p", "3", "--out", "OUT"],
+                                     ["compress", "MODEL", "--data", "digits", "-p", "3", "--out", "OUT"],
+                                     ["bench", "ARTIFACT"]])
+def test_an_empty_target_is_refused_not_taken_as_none(capsys, tmp_path, artifacts, command):
+    """`--target "$TARGET"` with TARGET unset ran with no target at all: no fit check, no estimate, exit 0."""
+    argv = [str(artifacts["onnx"]) if a == "ARTIFACT" else str(tmp_path / "m.pt") if a == "MODEL" else
+            str(tmp_path / "out") if a == "OUT" else a for a in command]
+    code, _, err = run_cli([*argv, "--target", ""], capsys)
+    assert code == 2 and "--target is empty (an unset variable?)" in err and not (tmp_path / "out").exists(), err
+
+
+def test_the_report_s_bench_hint_finds_the_profile_again():
+    """A profile given by path was suggested by its name, which --target does not find."""
+    from toolchain.report.fit import _target_argument
+
+    built_in = TARGETS_DIR / "raspberry-pi-4.toml"
+    assert _target_argument({"name": "raspberry-pi-4", "profile": str(built_in)}) == "raspberry-pi-4"
+    assert _target_argument({"name": "my pi", "profile": "/boards/my pi.toml"}) == "'/boards/my pi.toml'"

@@ -206,3 +206,5 @@ class ExportOptions:
     def __post_init__(self):
         if isinstance(self.layout, str) and self.layout.upper() in ("NCHW", "NHWC"):
             self.layout = self.layout.upper()  # nhwc is NHWC, for every reader of the options
+        if isinstance(self.target, str) and not self.target.strip():  # `--target "$TARGET"` with TARGET unset in CI
+            raise ValueError("target is empty (an unset variable?): give a profile name or a .toml path, or leave target out")

@@ -37,6 +37,8 @@ def bench(
     from toolchain.input_paths import input_paths
     from toolchain.targets import load_target
 
+    if target is not None and not target.strip():  # `--target "$TARGET"` with TARGET unset in CI: not silently no target
+        raise UserError("--target is empty (an unset variable?): give a profile name or a .toml path, or leave --target out")
     tgt = load_target(target) if target else None
     inputs = input_paths(tgt and tgt.path, artifacts=artifacts)
     check_output_file(json_out, "--json", inputs=inputs)

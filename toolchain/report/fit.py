@@ -4,6 +4,8 @@ operators, estimated latency and where its numbers come from). Standard library 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from toolchain.errors import printable
 
 __all__ = ["fit_lines", "fit_sentence"]
@@ -99,5 +101,19 @@ def fit_lines(report: dict) -> list[str]:
                      f"throughput: {target.get('throughput_source') or lat.get('throughput_source')}.")
     if target.get("memory_note"):
         lines.append(f"Peak memory is an {target['memory_note']}.")
-    lines.append("Measure on the device with `cwtool bench FILE --target " + target["name"] + "`.")
+    lines.append(f"Measure on the device with `cwtool bench FILE --target {_target_argument(target)}`.")
     return lines
+
+
+def _target_argument(target: dict) -> str:
+    """What --target takes to find this profile again: its name where that finds this very file, else its path."""
+    import shlex
+
+    from toolchain.targets import target_files
+
+    path = target.get("profile")  # the file the run read
+    if not isinstance(path, str) or not path:
+        return shlex.quote(str(target.get("name")))
+    found = target_files().get(str(target.get("name")))
+    same = found is not None and Path(found).resolve() == Path(path).resolve()
+    return shlex.quote(str(target["name"]) if same else path)
