@@ -146,3 +146,16 @@ def test_each_runtime_is_warmed_up_before_any_file_s_memory_is_read(artifacts, m
     toolchain.bench.bench_many([artifacts["onnx"], artifacts["tflite"], artifacts["onnx"]], runs=2, warmup=0, rounds=1)
     assert events[:3] == [".onnx", ".tflite", "rss"]  # the warm-up, one file of each format, before the first reading
     assert events[3:] == [".onnx", "rss", "rss", ".tflite", "rss", "rss", ".onnx", "rss"]  # then each file, read around
+
+
+def test_an_estimate_for_a_format_the_device_does_not_run_is_warned(cli_main, artifacts, capsys):
+    """bench --target raspberry-pi-4 (TFLite) on an ONNX file printed an estimate 'on raspberry-pi-4' with no word."""
+    from toolchain.bench import device_estimate
+
+    assert "warning" not in device_estimate("raspberry-pi-4", artifacts["tflite"], "fp32")
+    warned = device_estimate("raspberry-pi-4", artifacts["onnx"], "fp32")
+    assert warned["warning"].startswith("raspberry-pi-4 runs tflite files (litert), not onnx")
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", str(artifacts["onnx"]), "--runs", "2", "--warmup", "0", "--target", "raspberry-pi-4"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 0 and "warning: m.onnx: raspberry-pi-4 runs tflite files" in " ".join(err.split()), err

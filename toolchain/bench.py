@@ -228,4 +228,15 @@ def device_estimate(target, path: str | Path, precision: str | None, macs: int |
         "gmacs": t.gmacs(prec),
         "note": LATENCY_NOTE,
         "throughput_source": t.throughput_source,
+        **_format_warning(t, path),
     }
+
+
+def _format_warning(t, path) -> dict[str, str]:
+    """{"warning": ...} where the device runs another format than ``path``'s: its estimate is for a file it cannot run."""
+    from toolchain.runtimes.formats import device_format
+
+    fmt = device_format(path).name
+    if fmt == t.format:
+        return {}
+    return {"warning": f"{t.name} runs {t.format} files ({t.runtime}), not {fmt}: this estimate is for a file it does not run"}

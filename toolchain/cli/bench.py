@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from toolchain.errors import UserError
-from toolchain.report.consoles import out_console
+from toolchain.report.consoles import log_console, out_console
 
 MIB = 1024 * 1024
 
@@ -74,5 +74,8 @@ def bench(
         console.print(f"speed-up: call p50 of {Path(results[0]['artifact']).name} / call p50 of each")
     if tgt is not None:
         console.print(f"est. ms: ESTIMATED latency on {tgt.name} ({tgt.threads} threads) = MACs / {tgt.name}'s effective GMAC/s, not a measurement; source: {tgt.throughput_source}")
+        for r in results:
+            if r["estimate"].get("warning"):
+                log_console().print(f"warning: {Path(r['artifact']).name}: {r['estimate']['warning']}")
     if json_out is not None:
         write_named_output(json_out, json_text({"schema_version": 1, "results": results}), "--json", inputs)
