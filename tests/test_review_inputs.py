@@ -1618,3 +1618,21 @@ def test_a_folder_or_a_pipe_where_a_file_is_expected_is_named_as_such(tmp_path):
             load_target("imgs")
     finally:
         os.chdir(cwd)
+
+
+def test_a_resume_with_an_edited_device_profile_is_another_run(trained_digits, tmp_path, capsys):
+    """The profile a run was made for is an input: edited between an interrupted run and its --resume, its new limits
+    were used in silence (a targets reviewer's finding). The manifest records its sha256; a resume names the change."""
+    from toolchain.targets import target_dirs
+
+    profile = tmp_path / "board.toml"
+    text = (next(d for d in target_dirs() if (d / "x86-edge.toml").is_file()) / "x86-edge.toml").read_text()
+    profile.write_text(text.replace('name = "x86-edge"', 'name = "board"'))
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out, "--target", str(profile), "--time-runs", "0")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["target"]["name"] == "board" and len(manifest["inputs"]["target"]["sha256"]) == 64
+    profile.write_text(profile.read_text().replace("max_model_bytes = ", "max_model_bytes = 1"))
+    (out / "report.json").unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, "target differs")

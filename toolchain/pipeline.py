@@ -17,7 +17,7 @@ from toolchain.errors import Interrupted, UserError, describe, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, json_text, own_folder, sweep_temporaries
 from toolchain.input_paths import input_paths
-from toolchain.provenance import rows_sha256
+from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.report.pace import say_progress_to
 from toolchain.rundir import RunDir, Sessions, earlier_sessions, package_versions, run_inputs, version_changes
@@ -112,6 +112,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         from toolchain.targets import load_target
 
         profile = load_target(export.target)
+        # a file the run reads (its channel multiple shapes the pruning): an edited profile is another run
+        inputs["target"] = {"name": profile.name, "sha256": file_sha256(profile.path)}
     config = config.for_target(profile.channel_multiple if profile else None)
     run_id = config_hash(inputs, config)
     run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
