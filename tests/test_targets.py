@@ -88,6 +88,7 @@ def test_cli_shows_one_target_and_writes_json(capsys, tmp_path):
     code, out, _ = run_cli(["targets", "raspberry-pi-zero-2w", "--json", tmp_path / "t.json"], capsys)
     assert code == 0
     assert "raspberry-pi-zero-2w" in out and "Cortex-A53" in out and "estimate" in out
+    assert re.search(r"channel multiple\s+│\s+8 ", out)  # it shapes the pruning: shown (a targets reviewer's finding)
     data = json.loads((tmp_path / "t.json").read_text())
     assert data["ram_mb"] == 128 and data["export_plan"]["layout"] == "NHWC"
 

@@ -60,6 +60,7 @@ def targets(
         ("int8 scheme", t.int8_scheme),
         ("input layout", t.layout),
         ("threads", str(t.threads)),
+        ("channel multiple", f"{t.channel_multiple} (compress --target rounds each pruned layer's channels to it)"),
         ("RAM budget", f"{t.ram_mb:g} MiB"),
         ("storage budget", f"{t.storage_mb:g} MiB"),
         ("max model bytes", f"{t.max_model_bytes:,}"),
