@@ -879,3 +879,32 @@ def test_verify_reads_a_csv_whole_in_file_order_where_its_baseline_was(tmp_path)
     assert rows_sha256(got["x"], got["y"]) == rows_sha256(in_order, got["y"])
     shared = load_rows_for(str(test), split="auto", baseline_n=None, class_names=["fault", "ok"])
     assert shared["split"] == "test" and len(shared["y"]) < 40  # no baseline: the seeded test split, as before
+
+
+def test_held_out_and_whole_csv_rows_take_the_input_shape(tmp_path):
+    """Flat CSV rows fed to an image model (--input-shape 1,4,4): --val/--test CSV rows were left flat (exit 3 in train,
+    compress and export) and verify --split all on a CSV ignored the flag (an adversarial reviewer's findings)."""
+    from toolchain.data.given import with_given_rows
+    from toolchain.judged_rows import load_rows_for
+
+    rng = np.random.default_rng(0)
+    header = [f"p{i}" for i in range(16)] + ["y"]
+    rows = [[f"{v:.4f}" for v in rng.random(16)] + [i % 2] for i in range(40)]
+    data = _write_csv(tmp_path / "data.csv", header, rows)
+    held = _write_csv(tmp_path / "held.csv", header, [[f"{v:.4f}" for v in rng.random(16)] + [i % 2] for i in range(6)])
+    ds = with_given_rows(load_data(str(data), seed=0, input_shape=(1, 4, 4)), test=str(held))
+    assert ds.split("test")[0].shape == (6, 1, 4, 4) and ds.split("train")[0].shape[1:] == (1, 4, 4)
+    whole = load_rows_for(str(held), split="all", input_shape=(1, 4, 4))
+    assert whole["x"].shape == (6, 1, 4, 4)
+
+
+def test_a_held_out_csv_may_hold_a_class_that_class_names_adds(tmp_path):
+    """--class-names benign,malignant,other over --data without 'other' rows: a --test row labelled 'other' was refused as
+    not a label of --data, though the data line numbers it 2 (an adversarial reviewer's finding)."""
+    from toolchain.data.given import with_given_rows
+
+    rows = [[f"{i * 0.1:.1f}", ["benign", "malignant"][i % 2]] for i in range(30)]
+    data = _write_csv(tmp_path / "data.csv", ["f", "state"], rows)
+    test = _write_csv(tmp_path / "test.csv", ["f", "state"], [["0.55", "other"], ["0.65", "benign"]])
+    ds = with_given_rows(load_data(str(data), seed=0, class_names="benign,malignant,other"), test=str(test))
+    assert ds.split("test")[1].tolist() == [2, 0]

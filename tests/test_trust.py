@@ -913,3 +913,13 @@ def test_a_file_size_limit_or_a_read_only_file_system_is_the_environment_s_error
             main(["targets"])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and "cannot write '/tmp/out/model.onnx'" in err and words in err, err
+
+
+def test_an_output_name_near_the_file_system_s_limit_is_written(tmp_path):
+    """A legal 244-character name was refused as 'File name too long': the temporary name staged beside it was longer
+    (an adversarial reviewer's finding)."""
+    from toolchain.io import atomic_write_text
+
+    target = tmp_path / ("a" * 240 + ".json")
+    atomic_write_text(target, "{}")
+    assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [target.name]

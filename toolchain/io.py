@@ -196,7 +196,18 @@ def check_own_files(folder, flag: str, limit: int = 100_000) -> None:
 
 
 def _cannot_write(path: Path, exc: OSError) -> UserError:
-    return UserError(f"cannot write '{path}': {exc.strerror or exc}")
+    advice = environment_advice(exc)
+    return UserError(f"cannot write '{path}': {exc.strerror or exc}" + (f": {advice}" if advice else ""))
+
+
+def environment_advice(exc: OSError) -> str | None:
+    """What to do about an error of the machine's, not of cwtool's (a full disk, a size limit, a read-only file system,
+    a name too long); None for any other."""
+    import errno
+
+    return {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+            errno.EFBIG: "raise the file size limit (ulimit -f) or write elsewhere", errno.EROFS: "write elsewhere",
+            errno.ENAMETOOLONG: "give a shorter name"}.get(exc.errno)
 
 
 @contextmanager
@@ -216,7 +227,10 @@ def staged_path(path: str | Path, follow_link: bool = False):
         raise UserError(f"cannot write '{path}': it is a device, pipe or socket")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+        # the stem shortened so that prefix, stem, mkstemp's 8 characters and the suffix fit a 255-byte name
+        stem = path.stem.encode("utf-8", "surrogateescape")[:180].decode("utf-8", "ignore") if len(path.name.encode(
+            "utf-8", "surrogateescape")) > 200 else path.stem
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{stem}.", suffix=(path.suffix or ".tmp")[:40], dir=path.parent)
     except OSError as exc:  # a path under a file, a read-only or full disk: the user's to fix
         raise _cannot_write(path, exc) from exc
     os.close(fd)

@@ -60,6 +60,7 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
         from toolchain.input_paths import user_path
 
         x, y = csv_rows_in_file_order(user_path(str(data).strip()), label_column, given_names(class_names))
+        x = reshaped(x, input_shape, Path(data).name)  # --input-shape, as the split's rows were
         return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": "all", "name": dataset.name, "seed": None,
                 "note": dataset.preprocessing.note, "preprocessing": dataset.preprocessing.to_dict()}
     if split == "all" and dataset.preprocessing.color and Path(data).is_dir():

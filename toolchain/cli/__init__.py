@@ -326,10 +326,9 @@ def _run(argv: Optional[list[str]]) -> None:
     except OSError as exc:
         import errno
 
-        # the environment's, not a bug: a full disk, a file size limit, a file system turned read-only, a name too long
-        advice = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
-                  errno.EFBIG: "raise the file size limit (ulimit -f) or write elsewhere", errno.EROFS: "write elsewhere",
-                  errno.ENAMETOOLONG: "give a shorter name"}.get(exc.errno)
+        from toolchain.io import environment_advice
+
+        advice = environment_advice(exc)  # the environment's, not a bug
         if advice is None:
             raise_as_bug(exc)
         if _state["debug"]:

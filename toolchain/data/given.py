@@ -64,8 +64,13 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
     if Path(path).suffix.lower() == ".csv":
         from toolchain.data.sources.csv_file import held_out_csv_rows
 
+        from toolchain.data.options import reshaped
+
         x, y = held_out_csv_rows(Path(path), flag, dataset)
-        return x, y, f"CSV rows of --data's {x.shape[1]:,} columns"
+        n_columns = x.shape[1]
+        if tuple(x.shape[1:]) != tuple(dataset.input_shape):  # --input-shape: flat rows fed to an image model, as --data's
+            x = reshaped(x, tuple(dataset.input_shape), f"{flag} '{path}'")
+        return x, y, f"CSV rows of --data's {n_columns:,} columns"
     if not is_pool_npz(path):
         raise UserError(f"{flag} '{path}' is not an .npz with x and y arrays: save it with numpy.savez(file, x=..., y=...)"
                         + (", or give a folder of class sub-folders like --data's" if pre.color else ""))

@@ -248,11 +248,14 @@ def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarr
     table = _read_table(path, None, pick_label)
     label = f"label column '{table.label_name}' of {where}"
     if dataset.label_mapping is not None:
-        unknown = [text for text in table.distinct if text not in dataset.label_mapping]
+        known = dict(dataset.label_mapping)  # with every class --class-names names, those --data has no row of too
+        for index, name in enumerate(dataset.class_names or []):
+            known.setdefault(name, index)
+        unknown = [text for text in table.distinct if text not in known]
         if unknown:
             raise UserError(f"{label} holds {one_line(unknown[0])[:40]!r} (row {table.first_row_of(unknown[0])}), not a "
-                            f"label of --data '{dataset.name}' ({short_names(list(dataset.label_mapping), 12)})")
-        lookup = np.array([dataset.label_mapping[text] for text in table.distinct], dtype=np.int64)
+                            f"label of --data '{dataset.name}' ({short_names(list(known), 12)})")
+        lookup = np.array([known[text] for text in table.distinct], dtype=np.int64)
     else:
         try:
             values = np.array([float(text) for text in table.distinct], dtype=np.float64)
