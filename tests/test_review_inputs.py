@@ -944,6 +944,14 @@ def test_a_resume_refuses_a_rewind_point_or_starting_weights_that_are_not_the_ru
     path.unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
     _one_line_error(code, err, "damaged round", f"{damaged} (")
+    # the summary's name for it removed, the file another's: refused where the manifest says summaries name such files
+    torch.save(saved, path)
+    r = 1 if damaged == "rewind.pt" else 2
+    summary = json.loads((out / "rounds" / f"round_{r}.json").read_text())
+    summary.pop("rewind_sha256" if damaged == "rewind.pt" else "start_sha256")
+    (out / "rounds" / f"round_{r}.json").write_text(json.dumps(summary))
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, "damaged round", f"{damaged} (", f"is not named by rounds/round_{r}.json")
 
 
 @pytest.mark.parametrize("damage, said", [("foreign", "rounds/final_1.json belongs to another run"),

@@ -183,7 +183,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                       "(if any remain) see other batches, so the result differs from a run that kept one number of processes")
         atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
                                           **({"started_with": before.started_with} if changed else {}), "round_identity": before.round_identity,
-                                          "final_identity": before.final_identity,
+                                          "final_identity": before.final_identity, "file_identity": before.file_identity,
                                           "argv": sys.argv, "data": dataset.describe(), "processes": processes,
                                           **({"began_on_processes": before.began_on} if before.began_on not in (None, processes) else {}),
                                           "processes_by_session": [*before.processes, processes],

@@ -330,6 +330,7 @@ class Sessions:
     processes: list[int] = field(default_factory=list)  # every session's number of processes
     round_identity: bool = True  # its rounds (and fine-tunings) name their run and weights (prune.round_files)
     final_identity: bool = True
+    file_identity: bool = True  # its round summaries name the rewind point's and starting weights' bytes too
 
     @property
     def began_on(self) -> int | None:
@@ -366,4 +367,5 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
     return Sessions(inputs, run_id, recorded_versions(manifest.get("started_with") or manifest.get("versions")),
                     [n for n in sessions if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 100_000][-1000:],
                     manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds(),
-                    manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json")))
+                    manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json")),
+                    manifest.get("file_identity") is True or not RunDir(run_dir).done_rounds())

@@ -194,9 +194,11 @@ class RoundFiles:
     def _named_by_summary(self, r: int, key: str, path: Path, what: str) -> bool:
         """Whether ``path`` is there to be read: where round ``r``'s summary names its bytes (``key``), they must be the
         file's (a damaged or swapped rewind point resumed silently into another model; a reviewer's finding), and a file
-        it names must be there. A summary from before files were named is taken as it is."""
+        it names must be there. A summary from before files were named (the manifest lacks file_identity) is taken as it is."""
         named = self._round_summary(r).get(key)
         if named is None:
+            if path.is_file() and self._manifest().get("file_identity") is True:  # its summary would have named it
+                raise ValueError(f"{path.name} ({what}) is not named by rounds/round_{r}.json")
             return path.is_file()
         if not path.is_file():
             raise ValueError(f"{path.name} ({what}) is missing")
