@@ -358,6 +358,13 @@ def test_save_rows_writes_the_rows_judged_for_a_device(art, capsys, tmp_path):
                            capsys)
         assert code == 2 and match in err, err
     assert Path(art["report"]).read_bytes() == before and not (tmp_path / "rows.txt").exists()
+    # a run that judges nothing removes the rows an earlier run saved there (a device would copy them as this run's), but
+    # never the data itself named as --save-rows
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", "99", "--save-rows", saved], capsys)
+    assert code == 2 and not saved.exists(), err
+    data_before = Path(art["data"]).read_bytes()
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", art["data"]], capsys)
+    assert code == 2 and Path(art["data"]).read_bytes() == data_before, err
 
 
 def test_a_verify_json_made_on_other_rows_names_its_baseline_s_rows_when_chained(art, capsys, tmp_path):
@@ -1051,6 +1058,7 @@ def test_a_usage_error_or_a_stop_replaces_a_report_an_earlier_run_left(art, caps
     code, _, err = cli(green, capsys)
     assert code == 3 and ET.parse(outs["--junit"]).getroot().get("errors") == "1", err
     assert "internal error before a verdict: TypeError: a bug" in json.loads(outs["--json"].read_text())["error"]
+    assert ET.parse(outs["--junit"]).getroot().find(".//error").get("type") == "InternalError"  # not the user's bad input
     monkeypatch.setattr(toolchain.verify, "run_verify", stopped)
     # an earlier verify JSON given as --baseline and, by mistake, as --json too: an input, never replaced
     code, _, err = cli(green, capsys)

@@ -76,20 +76,22 @@ def verify(
             result = run_verify(request)
     except UserError as exc:
         if inputs is not None:
-            _write_error_documents(str(exc), json_out, markdown, junit, inputs)
+            _write_error_documents(str(exc), json_out, markdown, junit, inputs, save_rows=save_rows)
         raise
     except Interrupted as exc:  # a CI job stopped or timed out: the last run's green report must not be published as this one's
         if inputs is not None:
             from toolchain.interrupts import writing_after_stop
 
             with writing_after_stop():
-                _write_error_documents(f"interrupted by {exc.signal_name} before a verdict", json_out, markdown, junit, inputs)
+                _write_error_documents(f"interrupted by {exc.signal_name} before a verdict", json_out, markdown, junit, inputs,
+                                   "Interrupted", save_rows)
         raise
     except Exception as exc:  # a bug in cwtool (exit 3): no verdict either, so no earlier run's report may stand for one
         if inputs is not None:
             from toolchain.errors import describe
 
-            _write_error_documents(f"internal error before a verdict: {describe(exc, 200)}", json_out, markdown, junit, inputs)
+            _write_error_documents(f"internal error before a verdict: {describe(exc, 200)}", json_out, markdown, junit, inputs,
+                                   "InternalError", save_rows)
         raise
     # Render everything first, then write: a rendering error leaves no file behind.
     outputs = []
@@ -129,6 +131,23 @@ def _write_rows(path: Path, rows: dict, inputs) -> None:
     np.savez(buffer, x=np.ascontiguousarray(x, dtype=np.float32), y=np.asarray(rows["y"], dtype=np.int64), **extra)
     check_output_file(path, "--save-rows", inputs)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _remove_stale_rows(path, inputs) -> None:
+    """A --save-rows file an earlier run left, removed where this run judged nothing: a device step that copies it would
+    judge rows this run never chose. Only an .npz of verify's keys (x, y, class names), no link and never an input (the
+    refusal of --save-rows naming the data itself is an error too) is touched."""
+    if path is None or not Path(path).is_file() or Path(path).is_symlink():
+        return
+    try:
+        from toolchain.data.npz import npz_keys
+        from toolchain.io import check_output_file
+
+        check_output_file(path, "--save-rows", inputs)  # raises for an input: left as it is
+        if npz_keys(Path(path)) <= {"x", "y", "class_names"}:
+            Path(path).unlink()
+    except (OSError, UserError):
+        pass
 
 
 REPORT_FLAGS = ("--json", "--markdown", "--junit")
@@ -172,7 +191,7 @@ def _is_verify_report(path: Path) -> bool:
             or head.startswith(("## \u2705 cwtool verify:", "## \u274c cwtool verify:")))
 
 
-def _write_error_documents(message: str, json_out, markdown, junit, inputs) -> None:
+def _write_error_documents(message: str, json_out, markdown, junit, inputs, kind: str = "BadInput", save_rows=None) -> None:
     """A verify that could not judge writes no report, but one an earlier run left at --json, --markdown or --junit (a
     persistent CI workspace, a device's loop) would be read as this run's: it is replaced by one that says so. Best
     effort: the error is the news."""
@@ -186,7 +205,8 @@ def _write_error_documents(message: str, json_out, markdown, junit, inputs) -> N
     documents = ((json_out, "--json", lambda: json_text({"schema_version": VERIFY_SCHEMA, "kind": "cwtool-verify", "error": message,
                                                          "artifacts": [], "gate": {"passed": False, "error": message}})),
                  (markdown, "--markdown", lambda: render_verify_error_markdown(message)),
-                 (junit, "--junit", lambda: render_junit_error(message)))
+                 (junit, "--junit", lambda: render_junit_error(message, kind)))
+    _remove_stale_rows(save_rows, inputs)
     for path, flag, render in documents:
         if path is not None and path.is_file():
             try:

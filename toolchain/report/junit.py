@@ -84,12 +84,12 @@ def render_junit(result: dict) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + printable(ET.tostring(suites, encoding="unicode")) + "\n"
 
 
-def render_junit_error(message: str) -> str:
-    """The JUnit XML document of a verify that could not judge (bad input, exit 2): one test case in error, so that a
-    report left by an earlier run is not read as this one's."""
+def render_junit_error(message: str, kind: str = "BadInput") -> str:
+    """The JUnit XML document of a verify that could not judge (``kind``: BadInput, exit 2; Interrupted; InternalError,
+    exit 3, a bug in cwtool): one test case in error, so that a report left by an earlier run is not read as this one's."""
     suites = ET.Element("testsuites", name="cwtool verify", tests="1", failures="0", errors="1")
     suite = ET.SubElement(suites, "testsuite", name="cwtool verify", tests="1", failures="0", errors="1", time="0.000")
     case = ET.SubElement(suite, "testcase", classname="cwtool.verify", name="verify could not judge the files", time="0.000")
-    ET.SubElement(case, "error", message=message, type="BadInput").text = message
+    ET.SubElement(case, "error", message=message, type=kind).text = message
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + printable(ET.tostring(suites, encoding="unicode")) + "\n"
