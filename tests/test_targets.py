@@ -309,3 +309,8 @@ def test_the_report_s_bench_hint_finds_the_profile_again():
     built_in = TARGETS_DIR / "raspberry-pi-4.toml"
     assert _target_argument({"name": "raspberry-pi-4", "profile": str(built_in)}) == "raspberry-pi-4"
     assert _target_argument({"name": "my pi", "profile": "/boards/my pi.toml"}) == "'/boards/my pi.toml'"
+
+
+def test_targets_of_an_empty_name_says_it_is_empty(capsys):
+    code, _, err = run_cli(["targets", ""], capsys)
+    assert code == 2 and "the target is empty (an unset variable?)" in err, err

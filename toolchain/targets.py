@@ -128,6 +128,8 @@ def _profile_text(path: Path) -> str:
 def load_target(name_or_path: str | Path) -> Target:
     """A profile by name (targets/<name>.toml) or from a TOML file path; one-line UserError when invalid."""
     text = str(name_or_path)
+    if not text.strip():  # `cwtool targets "$TARGET"` with TARGET unset read as the folder '.'
+        raise UserError("the target is empty (an unset variable?): give a profile name or a .toml path")
     path = Path(text)
     by_name = False
     if path.suffix.lower() == ".toml" or os.sep in text or "/" in text:

@@ -48,11 +48,11 @@ ImageSizeOpt = typer.Option(None, "--image-size", help="ImageFolder: resize ever
                             "all images must share one size.", rich_help_panel=INPUTS)
 InputShapeOpt = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28: flat rows (a CSV, "
                              "an .npz of vectors) fed to an image model.", rich_help_panel=INPUTS)
-ValOpt = typer.Option(None, "--val", help="Validation rows the model has not seen (.npz with x, y, or an ImageFolder like --data's, prepared "
-                      "as --data), in place of cwtool's split of --data.",
+ValOpt = typer.Option(None, "--val", help="Validation rows the model has not seen (.npz with x, y; an ImageFolder like --data's; a .csv of "
+                      "a CSV --data's columns; prepared as --data), in place of cwtool's split of --data.",
                       rich_help_panel=INPUTS)
-TestOpt = typer.Option(None, "--test", help="Test rows the model has not seen (.npz with x, y, or an ImageFolder like --data's, prepared as "
-                       "--data), in place of cwtool's split of --data.",
+TestOpt = typer.Option(None, "--test", help="Test rows the model has not seen (.npz with x, y; an ImageFolder like --data's; a .csv of a "
+                       "CSV --data's columns; prepared as --data), in place of cwtool's split of --data.",
                        rich_help_panel=INPUTS)
 FormatOpt = typer.Option(None, "--format", metavar="FORMAT", help="onnx or tflite (repeatable; default: both, or the --target's).",
                          rich_help_panel="Export")

@@ -73,7 +73,8 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
         return x, y, f"CSV rows of --data's {n_columns:,} columns"
     if not is_pool_npz(path):
         raise UserError(f"{flag} '{path}' is not an .npz with x and y arrays: save it with numpy.savez(file, x=..., y=...)"
-                        + (", or give a folder of class sub-folders like --data's" if pre.color else ""))
+                        + (", or give a folder of class sub-folders like --data's" if pre.color else "")
+                        + (", or name the CSV file .csv" if pre.columns else ""))
     x, y, names, given = load_prepared_rows(path)
     if names is not None and names != list(dataset.class_names)[: len(names)]:
         raise UserError(f"{flag} '{path}' names its classes {', '.join(names[:12])}; --data numbers them "

@@ -263,7 +263,7 @@ def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarr
             odd = next(text for text in table.distinct if not _is_number(text))
             raise UserError(f"{label} holds {one_line(odd)[:40]!r} (row {table.first_row_of(odd)}); --data "
                             f"'{dataset.name}' labels its rows by class index: label these the same way") from None
-        lookup = check_labels(values, label, where)
+        lookup = check_labels(values, f"label column '{table.label_name}'", where)
         if int(lookup.max()) >= dataset.num_classes:
             raise UserError(f"{label} has label {int(lookup.max())}, beyond --data's {dataset.num_classes} classes")
     return table.x, lookup[table.codes]
