@@ -208,4 +208,4 @@ def test_an_edited_preprocessing_record_is_not_compared_nor_advised():
         assert preprocessing_differences({**here, **edited}, here) is None, edited
     assert preprocessing_differences(here, here) is None
     shown, flags = preprocessing_differences({**here, "mean": [], "std": []}, here)
-    assert flags == "--color rgb --resize 18 --image-size 16x16 --normalize none" and "mean [] there" in shown, flags
+    assert flags == "--color rgb --resize 18 --image-size 16x16 --normalize none" and "mean none there" in shown, flags

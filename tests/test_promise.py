@@ -171,7 +171,7 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
                  "confidence_target": 0.95, "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0, "reachable_confidence": reach}
         ticket = SimpleNamespace(val={"promise": {"3": entry}, "accuracy": 0.97}, round=1)
         result = SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.98}})
-        config = SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5)
+        config = SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5, rate=0.5)
         made = promise_section(result, ticket, config)
         return made if whole else made["statement"]
 
@@ -180,7 +180,7 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
                                "budget": 1, "margin_fn": 0, "fp": 0, "fp_plain": 0},
                          "5": {"n": 40, "n_new": 40, "fn": 2, "dense_fn": 2, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
                                "budget": 2, "margin_fn": 2, "fp": 0, "fp_plain": 0}}, "accuracy": 0.97}, round=1),
-        SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=1, keep_params=0.5))["statement"]
+        SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=1, keep_params=0.5, rate=0.5))["statement"]
     assert "(a budget of 1 allows missing all 1: it promises nothing about this class)" in vacuous, vacuous
     assert vacuous.count("promises nothing") == 1 and "all 2 together with probability at least 0.960" in vacuous, vacuous
     at_ceiling = section(b=0, dense_fn=0)
@@ -192,7 +192,7 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
     # no offset keeps accuracy: a new user's run was told "reachable 0.000" beside "probability 0.770", and to lower --confidence
     stuck = section(b=2, dense_fn=0, reach=None)
     assert stuck.startswith("no ticket stays within the accuracy budget") and "whatever the confidence asked" in stuck, stuck
-    assert "--confidence" not in stuck and "0.000" not in stuck and stuck.endswith("--keep-params or --epochs"), stuck
+    assert "--confidence" not in stuck and "0.000" not in stuck and stuck.endswith("--keep-params, --epochs or a gentler --rate a round (more rounds)"), stuck
     # deploy's "no file is recommended" names the budget that binds from this: "did not keep the FN promise" where no offset
     # brings accuracy within its budget read as melanomas missed
     assert section(b=2, dense_fn=0, reach=None, whole=True)["binds"] == "accuracy"
@@ -202,7 +202,7 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
                                "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0, "reachable_confidence": None},
                          "5": {"n": 40, "n_new": 40, "fn": 2, "dense_fn": 2, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
                                "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0}}, "accuracy": 0.97}, round=1),
-        SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5))
+        SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=0, keep_params=0.5, rate=0.5))
     assert two["binds"] == "accuracy" and "(with the other classes' offsets where their promises put them)" in two["statement"], two
 
 
@@ -254,7 +254,8 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert "## The FN promise" in text and "with probability **" in text and "false positives" in text
     allowed = entry["dense_fn"] + 2  # said as counts a reader can add up ("1 FN under the dense model's + 1" was not)
-    margin = f"{entry['margin_fn']} fewer than the {allowed} allowed" if entry["margin_fn"] else f"exactly the {allowed} allowed"
+    margin = (f"where {allowed} {'is' if allowed == 1 else 'are'} allowed: {entry['margin_fn']} {'is' if entry['margin_fn'] == 1 else 'are'} kept in reserve"
+              if entry["margin_fn"] else f"exactly the {allowed} allowed: none is kept in reserve")
     assert f"misses {entry['fn']} of {entry['n']}, {margin}" in text, text
     # the statement too: its margin is under the allowed, not "under the dense model" (FN 0 against a dense 0 had "margin 1")
     said = f"margin {entry['margin_fn']} FN under the {allowed} allowed (the dense model's {entry['dense_fn']} + 2) on validation"
@@ -405,8 +406,9 @@ def test_the_margin_is_said_as_a_count_of_the_allowed():
     """"misses 0 of 36, 1 under the 1 allowed" read as nonsense to a new user."""
     from toolchain.report.markdown import _margin_words
 
-    assert _margin_words(1, 1) == "1 fewer than the 1 allowed"
-    assert _margin_words(0, 166) == "exactly the 166 allowed"
+    assert _margin_words(1, 1) == "where 1 is allowed: 1 is kept in reserve for new data"
+    assert _margin_words(2, 2) == "where 2 are allowed: 2 are kept in reserve for new data"
+    assert _margin_words(0, 166) == "exactly the 166 allowed: none is kept in reserve for new data"
     assert _margin_words(-3, 20) == "3 more than the 20 allowed"
 
 

@@ -88,7 +88,7 @@ class TrainingInput:
         INPUTS, "Training augmentation of images: none, crop (random resized crop), flip (horizontal) or crop,flip "
         "(never evaluation or calibration)."))
     workers: Optional[int] = field(default=None, metadata=flag(
-        "Run", "Processes that read data read on demand (ImageFolder, large .npz) ahead of training; default: one per "
+        "Run", "Processes that read the training rows ahead of the training, where rows are read on demand (an ImageFolder, a large .npz); default: one per "
         "spare CPU core (at most 4), 0: none.", min=0, max=64))
 
 

@@ -169,7 +169,8 @@ def preprocessing_differences(recorded, here: dict | None) -> tuple[str, str] | 
     differ = [k for k in IMAGE_STEPS if not same(recorded.get(k, [] if k != "color" else ""), here.get(k))]
     if not differ:
         return None
-    return ", ".join(f"{k} {recorded.get(k)!r} there, {here.get(k)!r} here" for k in differ), preprocessing_flags(recorded)
+    said = lambda v: "none" if v in ([], "", None) else repr(v)  # noqa: E731  an empty step was not applied: "[]" read as a value
+    return ", ".join(f"{k} {said(recorded.get(k))} there, {said(here.get(k))} here" for k in differ), preprocessing_flags(recorded)
 
 
 def recorded_flags(record) -> str | None:

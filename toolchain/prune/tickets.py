@@ -160,7 +160,8 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         if together is not None:
             statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
     elif binds == "accuracy":  # a lower confidence would not help
-        more = ["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
+        more = (["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
+                + (["a gentler --rate a round (more rounds)"] if ticket.round == 1 and config.rate > 0.3 else []))
         there = ("the promise itself holds there" if not stuck else
                  f"no offset of {', '.join(f'class {k}' for k in stuck)} brings accuracy within it, whatever the confidence asked"
                  + (" (with the other classes' offsets where their promises put them)" if len(per_class) > len(stuck) else ""))

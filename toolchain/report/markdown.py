@@ -43,10 +43,14 @@ def files_lines(artifacts: list[dict]) -> list[str]:
 
 
 def _margin_words(margin: int, allowed: int) -> str:
-    """"1 fewer than the 1 allowed", not "1 under the 1 allowed" (a new user's reading)."""
+    """What is kept in reserve for new data, as counts a reader can add up ("2 fewer than the 2 allowed (the dense model
+    misses 0 + 2)" read as a puzzle to two new users)."""
     if margin == 0:
-        return f"exactly the {allowed} allowed"
-    return f"{abs(margin)} {'fewer' if margin > 0 else 'more'} than the {allowed} allowed"
+        return f"exactly the {allowed} allowed: none is kept in reserve for new data"
+    if margin > 0:
+        return (f"where {allowed} {'is' if allowed == 1 else 'are'} allowed: {margin} {'is' if margin == 1 else 'are'} kept in "
+                "reserve for new data")
+    return f"{-margin} more than the {allowed} allowed"
 
 
 def _promise_lines(promise: dict | None) -> list[str]:
@@ -63,11 +67,11 @@ def _promise_lines(promise: dict | None) -> list[str]:
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "
-            f"{v['fn']} of {v['n']}, {_margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (the dense model misses "
+            f"{v['fn']} of {v['n']}, {_margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (allowed: the dense model's "
             f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
             f"missed, and of those it misses, {v['c']} {'is' if v['c'] == 1 else 'are'} caught. {cost} on "
-            f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, where FN is just the {v['dense_fn'] + v['budget']} "
-            f"allowed).{_offset_words(v)}")
+            f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, which may miss all {v['dense_fn'] + v['budget']} "
+            f"allowed, none in reserve).{_offset_words(v)}")
     if promise.get("together_confidence") is not None:
         lines.append(f"- all {len(promise['classes'])} classes together: every promise above holds at once with probability at "
                      f"least **{promise['together_confidence']:.3f}** (each class's own is stated above).")
