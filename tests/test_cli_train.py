@@ -37,7 +37,8 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     assert evaluation["accuracy"] > 0.85 and evaluation["protected"][0]["class"] == 0
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "1", "--device", "cpu", "--out", out], capsys)
     assert code == 0, err
-    again = (tmp_path / "mlp.pt.log").read_text().splitlines()  # the log of the checkpoint --out holds now
+    again = [line for line in (tmp_path / "mlp.pt.log").read_text().splitlines()  # the log of the checkpoint --out holds now
+             if "warning: the model learned nothing" not in line]  # one epoch may not have taught it anything
     assert len(again) == 7 and again[-2].endswith(f"{out} written (sha256 {file_sha256(out)[:12]})")
     # until the new training writes it, --out is the earlier one's: a training killed before its end leaves that said
     assert again[1].endswith(f"{out} is an earlier training's checkpoint (sha256 {written.split()[-1][:12]}) until this one writes it")
@@ -420,3 +421,17 @@ def test_an_empty_training_log_is_replaced(tmp_path, capsys):
     (tmp_path / "m.pt.log").write_text("")  # what a run stopped before its first line leaves
     code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m.pt"], capsys)
     assert code == 0 and "training --arch" in (tmp_path / "m.pt.log").read_text(), err
+
+
+def test_a_training_that_learned_nothing_says_so_and_what_to_try(tmp_path, capsys):
+    """'validation accuracy 0.3333' at chance was all a new user got from 3 steps an epoch: no word that the model had
+    learned nothing, nor what to change."""
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", "digits", "--epochs", "1", "--lr", "1e-9", "--device", "cpu",
+                            "--out", out], capsys)
+    assert code == 0, err
+    last = " ".join(err.split("warning: ", 1)[1].split()) if "warning: " in err else err
+    assert last.startswith("the model learned nothing useful:") and "try more --epochs, a smaller --batch-size" in last, err
+    assert "warning: the model learned nothing useful" in (tmp_path / "m.pt.log").read_text()
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", "digits", "--epochs", "3", "--device", "cpu", "--out", out], capsys)
+    assert code == 0 and "learned nothing" not in err, err

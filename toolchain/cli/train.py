@@ -114,13 +114,41 @@ def train(
             run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}",
                       on_epoch_end=epoch_done)
         model = model.cpu().eval()
-        score = evaluate_logits(dataset.y_val, predict_logits(model, dataset.x_val), [0], num_outputs)
+        val_logits = predict_logits(model, dataset.x_val)
+        score = evaluate_logits(dataset.y_val, val_logits, [0], num_outputs)
         save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
     except BaseException as exc:  # the log says how the run ended, and that --out is what it was
         log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
         raise
     log.record(f"{one_line(out)} written (sha256 {file_sha256(out)[:12]})")
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
+    learned_nothing = _learned_nothing(val_logits, dataset, config)
+    if learned_nothing:
+        log.print(f"warning: {learned_nothing}")
+
+
+def _learned_nothing(val_logits, dataset, config) -> str | None:
+    """Where the trained model answers one class for every validation row, or scores within 5 points of always answering
+    the commonest class, what to try: a run of 3 steps an epoch ended "validation accuracy 0.3333" and nothing else (a new
+    user's finding)."""
+    import math
+
+    import numpy as np
+
+    y = np.asarray(dataset.y_val)
+    if len(y) < 10:
+        return None
+    answers = np.unique(val_logits.argmax(1))
+    majority = np.bincount(y).max() / len(y)
+    accuracy = float(np.mean(val_logits.argmax(1) == y))
+    if len(answers) > 1 and accuracy >= majority + 0.05:  # 5 points over the commonest class: it learned something
+        return None
+    steps = math.ceil(len(dataset.y_train) / config.batch_size)
+    said = (f"it answers class {dataset.class_names[int(answers[0])] if dataset.class_names else int(answers[0])} for every "
+            "validation row" if len(answers) == 1 else f"its accuracy {accuracy:.4f} is within 5 points of always answering the commonest class ({majority:.4f})")
+    return (f"the model learned nothing useful: {said}. {config.epochs} epochs of {steps} steps ({len(dataset.y_train):,} rows, "
+            f"--batch-size {config.batch_size}) may be too few: try more --epochs, a smaller --batch-size or another --lr "
+            f"(now {config.lr:g}); or check the data's preprocessing")
 
 
 def _is_training_log(path) -> bool:
