@@ -117,6 +117,13 @@ def run_json(art, capsys, artifacts, *extra, expect):
 # --------------------------------------------------------------------------- verdicts
 
 
+def test_the_console_says_the_budget_the_verdict_held_to(art, capsys):
+    """The budget was written only in --markdown: a user whose compress run allowed +2 saw pass/FAIL against +0 (a new
+    user's finding)."""
+    code, out, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", art["report"]], capsys)
+    assert code == 0 and "budget: FN +0, accuracy -0.02, gate plain" in out, out
+
+
 def test_good_artifact_passes_with_the_baselines_numbers(art, capsys):
     res = run_json(art, capsys, [art["good"]], "--baseline", art["report"], expect=0)
     a = res["artifacts"][0]

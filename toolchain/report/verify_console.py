@@ -53,6 +53,23 @@ def _fnr(chk: dict) -> str:
     return DASH if v is None else f"{100 * v:.1f}%"
 
 
+def budget_words(result: dict) -> str:
+    """The budgets the gate held the files to: "FN +0, accuracy -0.02, gate plain" (console and Markdown alike)."""
+    gate = result["gate"]
+    budget = gate.get("budget", {})
+    parts = []
+    if budget.get("max_fnr_increase") is not None:
+        parts.append(f"FNR +{budget['max_fnr_increase']:g}")
+    elif result.get("baseline"):
+        parts.append(f"FN +{budget.get('max_fn_increase', 0)}")
+    if budget.get("max_fnr") is not None:
+        parts.append(f"FNR <= {budget['max_fnr']:g}")
+    if budget.get("max_accuracy_drop") is not None:
+        parts.append(f"accuracy -{budget['max_accuracy_drop']:g}")
+    parts.append(f"gate {gate.get('mode', 'plain')}")
+    return ", ".join(parts)
+
+
 def print_verify(result: dict, console: Console | None = None) -> None:
     console = console or out_console()
     names = result.get("class_names") or []
@@ -88,6 +105,7 @@ def print_verify(result: dict, console: Console | None = None) -> None:
                           f"probability {v['confidence']:.3f} (missed here and caught by the baseline {v['b']}, the reverse {v['c']}{fp})")
     for note in result.get("notes", []):
         console.print(f"note: {note}", markup=False)
+    console.print(f"budget: {budget_words(result)}", markup=False)  # what the verdict below held the files to
     print_verdict(result, console)
 
 

@@ -6,7 +6,7 @@ import re
 
 
 from toolchain.errors import one_line, printable
-from toolchain.report.verify_console import artifact_wide_reasons, shown_name
+from toolchain.report.verify_console import artifact_wide_reasons, budget_words, shown_name
 
 __all__ = ["render_verify_markdown"]
 
@@ -68,7 +68,6 @@ def render_verify_markdown(result: dict) -> str:
     data = result["data"]
     lines = [f"## {icon} cwtool verify: {verdict}", ""]
     base = result.get("baseline")
-    budget = gate.get("budget", {})
     lines.append(f"- data: {_code(data['spec'])} ({data['split']}, {data['n']} rows"
                  + (f", sha256 `{data['rows_sha256']}`" if data.get("rows_sha256") else "") + ")")
     if base:
@@ -76,17 +75,7 @@ def render_verify_markdown(result: dict) -> str:
         lines.append(f"- baseline: {_code(base['path'])} ({_esc(base['from'])}){paired}")
     else:
         lines.append("- baseline: none (absolute ceiling and collapse only)")
-    parts = []
-    if budget.get("max_fnr_increase") is not None:
-        parts.append(f"FNR +{budget['max_fnr_increase']:g}")
-    elif base:
-        parts.append(f"FN +{budget.get('max_fn_increase', 0)}")
-    if budget.get("max_fnr") is not None:
-        parts.append(f"FNR <= {budget['max_fnr']:g}")
-    if budget.get("max_accuracy_drop") is not None:
-        parts.append(f"accuracy -{budget['max_accuracy_drop']:g}")
-    parts.append(f"gate {gate.get('mode', 'plain')}")
-    lines.append(f"- budget: {', '.join(parts)}")
+    lines.append(f"- budget: {budget_words(result)}")
     lines += ["", "| artifact | runtime | precision | class | FN | baseline FN | change (95% CI) | FNR (95% CI) | McNemar p | accuracy | verdict |",
               "|---|---|---|---|--:|--:|---|---|--:|--:|---|"]
     for art in result["artifacts"]:
