@@ -908,3 +908,12 @@ def test_a_held_out_csv_may_hold_a_class_that_class_names_adds(tmp_path):
     test = _write_csv(tmp_path / "test.csv", ["f", "state"], [["0.55", "other"], ["0.65", "benign"]])
     ds = with_given_rows(load_data(str(data), seed=0, class_names="benign,malignant,other"), test=str(test))
     assert ds.split("test")[1].tolist() == [2, 0]
+
+
+def test_a_default_that_judged_a_share_of_the_rows_says_so_apart():
+    """A new user's held-out folder was judged on 27 of its 180 images by default, said only inside the rows line."""
+    from toolchain.judged_rows import load_rows_for, share_note
+
+    shared = load_rows_for("digits", split="auto")
+    assert share_note(shared).startswith(f"judged the seeded test split of digits, {len(shared['y'])} of its 1,797 rows")
+    assert share_note(load_rows_for("digits", split="all")) is None

@@ -10,7 +10,7 @@ from pathlib import Path
 from toolchain.errors import UserError
 from toolchain.provenance import rows_sha256
 
-__all__ = ["SPLITS", "load_rows_for", "describe_rows"]
+__all__ = ["SPLITS", "load_rows_for", "describe_rows", "share_note"]
 
 SPLITS = ("auto", "train", "val", "test", "all")
 
@@ -106,3 +106,13 @@ def describe_rows(rows: dict, digest: str | None = None) -> str:
     pooled = rows.get("of_rows")
     count = f"{n:,} of its {pooled:,} rows (--split all: every row)" if isinstance(pooled, int) else f"{n:,} rows"
     return f"{where}: {count}, sha256 {(digest or rows_sha256(rows['x'], rows['y']))[:12]}"
+
+
+def share_note(rows: dict) -> str | None:
+    """Where the default judged a seeded share of --data, say so apart from the rows line: a user who named a folder of
+    held-out images was judged on 27 of its 180 (a new user's finding). None where every row was judged."""
+    pooled = rows.get("of_rows")
+    if not isinstance(pooled, int) or rows["split"] != "test":
+        return None
+    return (f"judged the seeded test split of {rows['name']}, {len(rows['y']):,} of its {pooled:,} rows, as compress splits it; "
+            "where it holds held-out rows only, --split all judges every one")

@@ -21,7 +21,7 @@ from toolchain.errors import UserError
 from toolchain.evaluate import declared_names
 from toolchain.gate import GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
-from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for
+from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.recorded import (check_baseline_order, check_class_order, numbers_as_indices, preprocessing_mismatch,
                                 recorded_class_names, recorded_color, recorded_normalization, recorded_resizing)
@@ -252,6 +252,9 @@ def run_verify(req: VerifyRequest) -> dict:
             raise UserError(f"{exc}{_no_sidecar_hint([(path, runner, None)], req.data)}") from exc
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
+    share = share_note(rows) if base is None and req.split == "auto" else None  # with a baseline: its rows, checked below
+    if share:
+        notes.append(share)
     if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not _importable("onnx"):
         notes.append("the onnx package is not installed: an ONNX file's activation sizes were not checked before it ran (a "
                      "small crafted file can ask for gigabytes); pip install onnx to check them")

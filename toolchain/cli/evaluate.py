@@ -39,7 +39,7 @@ def evaluate(
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
-    from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for
+    from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 
     inputs = input_paths(model, data, arch=arch)
     check_output_file(json_out, "--json", inputs=inputs)
@@ -53,6 +53,9 @@ def evaluate(
     with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU
         result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
+    share = share_note(rows) if split == "auto" else None
+    if share:
+        log_console().print(f"note: {share}")
     seen = seen_rows(loaded.extra.get("data"), rows["x"], rows["y"])
     if seen:
         log_console().print(f"warning: '{model}' was trained on {seen:,} of these {len(rows['y']):,} rows: its numbers here overstate "
