@@ -94,3 +94,17 @@ def test_a_finding_advises_its_fp32_twin_only_where_that_file_is_recommended():
     assert "deploy the fp32 file" not in "\n".join(deploy_lines({"deploy": deploy, "artifacts": twin_failed}))
     kept = _recommend(ONNX, [0.012, 0.021])
     assert "; deploy the fp32 file unless bytes decide." in "\n".join(deploy_lines({"deploy": kept, "artifacts": ONNX}))
+
+
+def test_files_that_failed_on_test_accuracy_alone_are_told_what_that_means():
+    """Every file's FN within budget, every file under the accuracy floor on 180 test rows: 'none' was all a new user got."""
+    def failed(path, accuracy_only):
+        entry = _entry(path, "onnx", "fp32", 80_000, passed=False)
+        entry["gate"].update(accuracy={"passed": False}, checks=[{"passed": accuracy_only}])
+        entry["evaluation"] = {"n": 180}
+        return entry
+
+    (choice,) = _recommend([failed("artifacts/model_fp32.onnx", True)], [0.01])["choices"]
+    assert choice["file"] is None and "failed on test accuracy alone; on 180 test rows one row is 0.56 points" in choice["why"]
+    (choice,) = _recommend([failed("artifacts/model_fp32.onnx", False)], [0.01])["choices"]
+    assert choice["why"] == "no file of this format passed the gate"  # an FN failure is its own news

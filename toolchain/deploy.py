@@ -61,13 +61,28 @@ def _ms(timing: dict) -> float:
     return float(timing["runtime_latency_ms"]["p50"])
 
 
+def _accuracy_alone(files: list[dict]) -> str:
+    """Where every file failed the test split's accuracy floor and nothing else, what that means and what to do: a new
+    user whose FN were all within budget got "none" and no next step."""
+    gates = [f["gate"] for f in files]
+    alone = gates and all((g.get("accuracy") or {}).get("passed") is False and not g.get("collapse")
+                          and all(c.get("passed") for c in g.get("checks") or []) for g in gates)
+    n = next((f["evaluation"].get("n") for f in files if isinstance(f.get("evaluation"), dict)), None)
+    if not alone or not isinstance(n, int) or n <= 0:
+        return ""
+    return (f": every file kept its FN within budget and failed on test accuracy alone; on {n:,} test rows one row is "
+            f"{100 / n:.2g} points, and the test split re-checks the choice made on validation, it does not make it: give more "
+            "test rows for a tighter re-check, or a --max-accuracy-drop your use can take")
+
+
 def _choice(fmt: str, entries: list[dict], latency: dict[str, float]) -> dict:
     """The file of format ``fmt`` to deploy: the fastest that passed the gate (and fits), a smaller one within TIE of it."""
     files = [e for e in entries if e["format"] == fmt]
     targeted = any("fit" in e for e in files)
     ok = [e for e in files if _eligible(e)]
     if not ok:
-        return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")}
+        return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")
+                + _accuracy_alone(files)}
     fastest = min(ok, key=lambda e: latency[e["path"]])
     near = [e for e in ok if latency[e["path"]] <= latency[fastest["path"]] * (1 + TIE)]
     pick = min(near, key=lambda e: (e["bytes"], latency[e["path"]]))
