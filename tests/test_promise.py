@@ -258,7 +258,7 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
               if entry["margin_fn"] else f"exactly the {allowed} allowed: none is kept in reserve")
     assert f"misses {entry['fn']} of {entry['n']}, {margin}" in text, text
     # the statement too: its margin is under the allowed, not "under the dense model" (FN 0 against a dense 0 had "margin 1")
-    said = f"margin {entry['margin_fn']} FN under the {allowed} allowed (the dense model's {entry['dense_fn']} + 2) on validation"
+    said = f"on validation {entry['margin_fn']} FN kept in reserve under the {allowed} allowed (the dense model's {entry['dense_fn']} + 2)"
     assert said in promise["statement"], promise["statement"]
     assert code in (0, 1)  # the test split's verdict is reported, not chosen from
     assert promise["statement"].startswith("the FN promise is backed on validation: ")  # "holds" read as a fact about test

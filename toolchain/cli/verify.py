@@ -40,7 +40,7 @@ def verify(
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="The shape of one sample for the model, e.g. 1,28,28 (flat rows fed to an image model)."),
     allow_other_data: bool = typer.Option(False, "--allow-other-data", help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
     save_rows: Optional[Path] = typer.Option(None, "--save-rows", help="Also write the rows judged as an x/y .npz with their class names: "
-                                             "a device's verify --data FILE judges the very same rows, with numpy alone."),
+                                             "a device's verify --data FILE judges the very same rows, with numpy and one runtime."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal: the verdict alone (with a failure's reasons)."),
     image_options: ImageOptions = None,
 ) -> int:

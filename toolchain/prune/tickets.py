@@ -149,8 +149,8 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         cost = (f"for {price:+d} false positives against the unguarded point" if price >= 0 else
                 f"with {-price} fewer false positives than the unguarded point")  # a budget spent buys FP back
         words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples{share} with probability "
-                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}){vacuous}; margin {v['margin_fn']} FN under {allowed} "
-                     f"on validation, {cost}")
+                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}){vacuous}; on validation {v['margin_fn']} FN kept in "
+                     f"reserve under {allowed}, {cost}")
     stuck = [k for k, v in per_class.items() if "reachable_confidence" in v and v["reachable_confidence"] is None]
     # each class has its own promise; together they hold at least this often (Bonferroni: no independence assumed)
     together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values())) if len(per_class) > 1 else None
