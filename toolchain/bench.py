@@ -6,7 +6,6 @@ most. With a target profile it adds an ESTIMATED latency on that device, from MA
 
 from __future__ import annotations
 
-import gc
 import os
 import resource
 import sys
@@ -29,8 +28,8 @@ RUNTIME_TIMING_NOTE = (
     "that keeps its buffers pays per inference"
 )
 MEMORY_NOTE = (
-    "rss_delta: resident set size (/proc/self/statm) after loading and running minus before loading, each runtime warmed "
-    "up on one file first; "
+    "rss_delta: resident set size (/proc/self/statm) after loading and running minus before loading, each file in a "
+    "Python process of its own with its runtime's library imported first (the library is a profile's runtime_overhead_mb); "
     "peak_rss: the process's high-water mark (getrusage ru_maxrss), including Python and earlier work"
 )
 
@@ -92,20 +91,41 @@ def bench(
     return bench_many([path], threads=threads, runs=runs, warmup=warmup, target=target, macs=macs, rounds=1)[0]
 
 
-def _warm_runtimes(paths, infos, threads: int) -> None:
-    """Load and run one file of each format once, then let it go: a runtime's one-time cost in this process (its
-    library's buffers, thread pools) was charged to whichever file came first, 2.7 MiB of a 3 MiB figure, so the same
-    file read 3.35 MiB first and 0.33 MiB second."""
-    from toolchain.runtimes import load_runner
+_MEMORY_PROBE = """
+import json, sys
+from toolchain.bench import _rss_bytes, _sample
+from toolchain.runtimes import load_runner
+if sys.argv[1].lower().endswith(".onnx"):  # the runtime's library first: its cost is the profile's runtime_overhead_mb
+    import onnxruntime
+else:
+    from toolchain.runtimes.litert import interpreter_class
+    interpreter_class()
+before = _rss_bytes()
+runner = load_runner(sys.argv[1], threads=int(sys.argv[2]))
+runner.predict(_sample(runner), batch_size=1)
+after = _rss_bytes()
+print(json.dumps(None if before is None or after is None else after - before))
+"""
 
-    first = {}
-    for path, info in zip(paths, infos):
-        first.setdefault(info["format"], path)
-    for path in first.values():
-        runner = load_runner(Path(path), threads=threads)
-        runner.predict(_sample(runner), batch_size=1)
-        del runner
-    gc.collect()
+
+def _memory_alone(path: Path, threads: int) -> int | None:
+    """Resident set after loading and running ``path`` once, minus before loading, in a Python process of its own: in one
+    process shared with other files the reading depended on the order (a runtime's one-time cost, memory an earlier file
+    freed and this one reused: the same file read 3.35 MiB first, 0.33 MiB after). None where it cannot be read."""
+    import json
+    import subprocess
+
+    import toolchain
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(toolchain.__file__).resolve().parents[1]),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(path), str(threads)], capture_output=True, text=True,
+                              timeout=600, env=env)
+        value = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def bench_many(
@@ -136,11 +156,8 @@ def bench_many(
 
         target = load_target(target)  # a bad name fails before the timing, not after
     infos = [artifact_info(Path(p)) for p in paths]  # every path checked before any timing
-    _warm_runtimes(paths, infos, threads)
     loaded = []
     for path, info in zip(map(Path, paths), infos):
-        gc.collect()
-        rss0 = _rss_bytes()
         t0 = time.perf_counter()
         runner = load_runner(path, threads=threads)
         load_ms = (time.perf_counter() - t0) * 1e3
@@ -149,8 +166,7 @@ def bench_many(
         call = runner.bound_call(x)
         _timed(predict, 0, warmup)
         _timed(call, 0, warmup)
-        rss1 = _rss_bytes()
-        rss_delta = (rss1 - rss0) if rss0 is not None and rss1 is not None else None
+        rss_delta = _memory_alone(path, threads)
         loaded.append((path, info, runner, load_ms, rss_delta, predict, call))
     blocks = [len(b) for b in np.array_split(np.arange(runs), min(rounds, runs))]
     times = [[] for _ in loaded]
