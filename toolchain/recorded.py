@@ -30,7 +30,7 @@ def recorded_value(runner, key: str):
 def preprocessing_mismatch(runner, rows: dict) -> str | None:
     """A note when the artifact records (ONNX metadata_props or TFLite sidecar, written by compress and export)
     preprocessing other than the rows of --data got: the file was made for inputs prepared another way."""
-    from toolchain.data.identity import column_differences
+    from toolchain.data.identity import column_differences, step_words
 
     recorded = recorded_value(runner, "preprocessing")
     here = rows.get("preprocessing")
@@ -44,8 +44,7 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
     differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
     if not differ:
         return None
-    said = lambda v: "none" if v in ([], "", None) else repr(v)  # an empty step was not applied: "[]" read as a value
-    shown = ", ".join(f"{k} {said(recorded[k])} there, {said(here.get(k))} here" for k in differ)
+    shown = ", ".join(f"{k} {step_words(recorded[k])} there, {step_words(here.get(k))} here" for k in differ)
     return (f"{Path(runner.path).name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
             "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
 

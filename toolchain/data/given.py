@@ -62,9 +62,8 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
         x, y, left_out = image_folder_rows(Path(path), pre, tuple(dataset.input_shape[1:]), list(dataset.class_names), flag)
         return x, y, "images prepared as --data's" + (f"; {left_out}" if left_out else "")
     if Path(path).suffix.lower() == ".csv":
-        from toolchain.data.sources.csv_file import held_out_csv_rows
-
         from toolchain.data.options import reshaped
+        from toolchain.data.sources.csv_file import held_out_csv_rows
 
         x, y = held_out_csv_rows(Path(path), flag, dataset)
         n_columns = x.shape[1]

@@ -169,8 +169,13 @@ def preprocessing_differences(recorded, here: dict | None) -> tuple[str, str] | 
     differ = [k for k in IMAGE_STEPS if not same(recorded.get(k, [] if k != "color" else ""), here.get(k))]
     if not differ:
         return None
-    said = lambda v: "none" if v in ([], "", None) else repr(v)  # noqa: E731  an empty step was not applied: "[]" read as a value
-    return ", ".join(f"{k} {said(recorded.get(k))} there, {said(here.get(k))} here" for k in differ), preprocessing_flags(recorded)
+    shown = ", ".join(f"{k} {step_words(recorded.get(k))} there, {step_words(here.get(k))} here" for k in differ)
+    return shown, preprocessing_flags(recorded)
+
+
+def step_words(value) -> str:
+    """A preprocessing step's value as said in a message: "none" for a step not applied ("[]" read as a value)."""
+    return "none" if value in ([], "", None) else repr(value)
 
 
 def recorded_flags(record) -> str | None:

@@ -14,7 +14,6 @@ from toolchain.report.verify_console import artifact_wide_reasons, shown_name
 __all__ = ["render_junit", "render_junit_error"]
 
 
-
 def _failure_type(own_reasons: list[str], artifact_wide: list[str]) -> str:
     """A failure's JUnit type, from the reason it fails first: this class's FN, else what fails the whole file."""
     if own_reasons:
