@@ -155,3 +155,20 @@ def test_an_estimate_for_a_format_the_device_does_not_run_is_warned(cli_main, ar
         cli_main(["bench", str(artifacts["onnx"]), "--runs", "2", "--warmup", "0", "--target", "raspberry-pi-4"])
     err = capsys.readouterr().err
     assert exc.value.code == 0 and "warning: m.onnx: raspberry-pi-4 runs tflite files" in " ".join(err.split()), err
+
+
+def test_compress_s_deploy_timing_reads_no_memory(artifacts, monkeypatch):
+    """The file to deploy is chosen by latency alone: its timing starts no process a file to read a memory figure it
+    never uses (bench itself reads one for each file)."""
+    from pathlib import Path
+
+    import toolchain.bench
+    from toolchain.deploy import time_files
+
+    def never(*a, **k):
+        raise AssertionError("a memory probe ran for the deploy choice")
+
+    monkeypatch.setattr(toolchain.bench, "_memory_alone", never)
+    onnx = Path(artifacts["onnx"])
+    timings = time_files(onnx.parent, [{"path": onnx.name}], threads=1, runs=2)
+    assert timings[onnx.name]["memory"]["rss_delta_bytes"] is None and timings[onnx.name]["latency_ms"]["p50"] > 0

@@ -136,10 +136,12 @@ def bench_many(
     target=None,
     macs: int | None = None,
     rounds: int = 10,
+    memory: bool = True,
 ) -> list[dict[str, Any]]:
     """`bench` for several artifacts, interleaved: the runs are split into ``rounds`` blocks and every
     artifact runs one block per round, so a slow spell of the machine (frequency, a neighbour) hits all
-    of them alike and their ratios hold. Each result carries its speed-up over the first artifact."""
+    of them alike and their ratios hold. Each result carries its speed-up over the first artifact.
+    ``memory`` False: no file's memory is read (a process each), where only the timings are wanted."""
     from toolchain.runtimes import artifact_info, load_runner
 
     if not 1 <= runs <= MAX_RUNS:
@@ -166,7 +168,7 @@ def bench_many(
         call = runner.bound_call(x)
         _timed(predict, 0, warmup)
         _timed(call, 0, warmup)
-        rss_delta = _memory_alone(path, threads)
+        rss_delta = _memory_alone(path, threads) if memory else None
         loaded.append((path, info, runner, load_ms, rss_delta, predict, call))
     blocks = [len(b) for b in np.array_split(np.arange(runs), min(rounds, runs))]
     times = [[] for _ in loaded]
