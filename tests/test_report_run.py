@@ -45,7 +45,7 @@ def test_the_fit_verdict_is_on_the_console_and_in_report_md(pi4_run):
         assert f"{fit['estimated_latency']['estimate_ms']:.3g} ms" in row
     # the files' own graphs, as `cwtool bench --target` counts them: the report and bench gave one file two estimates
     assert "Latency is an estimate" in md and "from artifact graph (Conv/Gemm/MatMul/FC)" in md and "Peak memory is an estimate" in md
-    from toolchain.targets import fit_check
+    from toolchain.device_fit import fit_check
 
     for art in report["artifacts"]:
         assert art["fit"]["estimated_latency"] == fit_check("raspberry-pi-4", out / art["path"])["estimated_latency"]

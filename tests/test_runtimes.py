@@ -79,7 +79,7 @@ def test_device_tier_imports_neither_torch_nor_tensorflow():
         import toolchain.report
         modules = ["toolchain.runtimes", "toolchain.runtimes.formats", "toolchain.runtimes.graph",
                    "toolchain.runtimes.onnx_graph", "toolchain.runtimes.litert_graph", "toolchain.verify", "toolchain.baseline",
-                   "toolchain.gate", "toolchain.metrics", "toolchain.targets", "toolchain.bench", "toolchain.runtimes.parts",
+                   "toolchain.gate", "toolchain.metrics", "toolchain.targets", "toolchain.device_fit", "toolchain.bench", "toolchain.runtimes.parts",
                    "toolchain.provenance"]
         modules += [f"toolchain.report.{m.name}" for m in pkgutil.iter_modules(toolchain.report.__path__)]
         for name in modules:
@@ -616,7 +616,7 @@ def external(artifacts, tmp_path_factory):
 
 def test_onnx_with_external_data_is_one_artifact(artifacts, external):
     from toolchain.runtimes import artifact_info, describe_graph, load_runner
-    from toolchain.targets import fit_check
+    from toolchain.device_fit import fit_check
 
     data = external.with_name("model.onnx.data")
     total = external.stat().st_size + data.stat().st_size

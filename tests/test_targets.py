@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from toolchain.errors import UserError
-from toolchain.targets import (
-    Target,
-    estimate_latency_ms,
-    fit_check,
-    list_targets,
-    load_target,
-    target_export_plan,
-)
+from toolchain.device_fit import estimate_latency_ms, fit_check
+from toolchain.targets import Target, list_targets, load_target, target_export_plan
 from clirun import run_cli
 
 TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"

@@ -218,7 +218,8 @@ def bench_many(
 def device_estimate(target, path: str | Path, precision: str | None, macs: int | None = None) -> dict[str, Any]:
     """The ESTIMATED batch-1 latency of ``path`` on ``target`` (a Target or a name/path)."""
     from toolchain.runtimes import describe_graph
-    from toolchain.targets import LATENCY_NOTE, PRECISIONS, Target, estimate_latency_ms, load_target
+    from toolchain.device_fit import LATENCY_NOTE, estimate_latency_ms
+    from toolchain.targets import PRECISIONS, Target, load_target
 
     t = target if isinstance(target, Target) else load_target(target)
     source = "given (--macs)"

@@ -374,10 +374,10 @@ def feature_scale_spread(x) -> str | None:
 
 
 def fit_verdicts(entries: list[dict], root: Path, profile, macs: int | None, macs_source: str) -> dict:
-    """The device verdict of every file (toolchain.targets.fit_check: bytes with external data, estimated
+    """The device verdict of every file (toolchain.device_fit.fit_check: bytes with external data, estimated
     peak memory, operators, estimated latency from ``macs``), set as each entry's "fit"; returns the
     target's summary for report.json: fits only when every file fits, and why not."""
-    from toolchain.targets import LATENCY_NOTE, MEMORY_NOTE, fit_check
+    from toolchain.device_fit import LATENCY_NOTE, MEMORY_NOTE, fit_check
 
     for entry in entries:
         fit = fit_check(profile, root / entry["path"])  # the file's own graph first: what `cwtool bench --target` counts
