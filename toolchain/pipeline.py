@@ -62,10 +62,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
     from toolchain.gate import fn_gate
-    from toolchain.metrics import evaluate_logits
     from toolchain.models.loading import load_model, save_checkpoint
     from toolchain.models.profile import count_macs, count_params
-    from toolchain.models.train import pick_device, predict_logits
+    from toolchain.models.train import pick_device
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner
     from toolchain.prune.preflight import check_before_pruning
@@ -231,14 +230,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
         dense = dense.cpu().eval()
         x_test, y_test = dataset.split("test")
-        dense_test_logits = predict_logits(dense, x_test)
-        dense_test = evaluate_logits(y_test, dense_test_logits, protected, num_outputs)
-        dense_test["predictions"] = dense_test_logits.argmax(1).tolist()  # per-sample, for paired (McNemar) tests
-        dense_test["rows_sha256"] = test_rows = rows_sha256(x_test, y_test)  # verify refuses other rows against this baseline
-        pruned_logits = predict_logits(pruned, x_test)
-        pruned_test = evaluate_logits(y_test, pruned_logits, protected, num_outputs)
-        pruned_test["predictions"] = pruned_logits.argmax(1).tolist()
-        pruned_test["rows_sha256"] = test_rows
+        test_rows = rows_sha256(x_test, y_test)  # verify refuses other rows against this baseline
+        dense_test, pruned_test = (_on_test(m, x_test, y_test, test_rows, protected, num_outputs) for m in (dense, pruned))
         gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         promise = promise_section(result, ticket, config)
         size_goal = shipped_size_goal(result, ticket, config, pruner.kept_whole)
@@ -344,6 +337,19 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         interrupts.resumable(None)
         RunDir.release(held)
         own_folder(None)
+
+
+def _on_test(model, x_test, y_test, rows: str, protected: list[int], num_outputs: int) -> dict:
+    """``model``'s evaluation on the test split with its per-sample predictions (for paired, McNemar tests) and the
+    rows' digest ``rows``."""
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.train import predict_logits
+
+    logits = predict_logits(model, x_test)
+    evaluation = evaluate_logits(y_test, logits, protected, num_outputs)
+    evaluation["predictions"] = logits.argmax(1).tolist()
+    evaluation["rows_sha256"] = rows
+    return evaluation
 
 
 def _data_record(trained, dataset) -> dict:
