@@ -931,6 +931,24 @@ def test_numbered_classes_in_another_order_than_the_files_are_refused(art, capsy
     assert code == 2 and "was made for classes numbered 1=0, 10=1, 2=2" in err, err
 
 
+def test_data_numbering_the_files_unnamed_classes_in_another_order_is_refused(art, capsys, tmp_path):
+    """A file made on data without class names records 0..9; the same rows named 0, 1, 2, 5, 4, 3, ... made -p 3 gate the
+    file's output 5 and call it class 3 (exit 1 where the rows in their own numbering pass): the numbering was not compared
+    (a security reviewer's finding). Names that are another set than the file's (a device's folder names) stay allowed."""
+    made = _named(art["good"], tmp_path / "plain.onnx", [str(i) for i in range(10)])
+    swapped = [str(i) for i in range(10)]
+    swapped[3], swapped[5] = swapped[5], swapped[3]
+    np.savez(tmp_path / "swapped.npz", x=art["x"], y=art["y"], class_names=np.array(swapped))
+    code, _, err = cli([made, "--data", tmp_path / "swapped.npz", "-p", "3"], capsys)
+    assert code == 2 and "was made for classes numbered 0=0, 1=1, 2=2, 3=3" in err and "--data numbers them 0=0, 1=1, 2=2, 5=3" in err, err
+    code, _, err = cli([art["good"], "--data", tmp_path / "swapped.npz", "-p", "3", "--baseline", art["report"]], capsys)
+    assert code == 2 and "numbers the classes 0=0, 1=1, 2=2, 3=3" in err and "--data numbers them 0=0, 1=1, 2=2, 5=3" in err, err
+    words = [f"w{i}" for i in range(10)]
+    np.savez(tmp_path / "worded.npz", x=art["x"], y=art["y"], class_names=np.array(words))
+    code, out, err = cli([made, "--data", tmp_path / "worded.npz", "-p", "w3"], capsys)
+    assert code == 0 and "gate: passed" in out + err, (code, out[-1500:], err)
+
+
 def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():
     """A compress run with --test folder: a refusal of other rows said the baseline was "the test split of train" (the
     --data folder's name), a split that does not exist."""

@@ -296,8 +296,11 @@ def run_verify(req: VerifyRequest) -> dict:
             raise UserError(f"--data names {len(declared)} of the {k} classes {Path(path).name} records (none of "
                             f"{', '.join(missing[:5])}): give --class-names {shlex.quote(class_names_value(recorded))} so its labels are the file's")
         check_output_width(k, y, declared, Path(path).name)
-        check_class_order(path, recorded, declared)
-        base_names = declared_names((base or {}).get("class_names"))
+        numbered = recorded_class_names(runner, k, placeholders=True)  # a file made on data without names records 0..k-1
+        check_class_order(path, recorded or (numbered if declared and sorted(declared) == sorted(numbered or []) else None), declared)
+        base_numbered = (base or {}).get("class_names")  # a baseline of data without names records 0..k-1 as well
+        base_names = declared_names(base_numbered) or (list(base_numbered) if declared and isinstance(base_numbered, list)
+                                                         and sorted(map(str, base_numbered)) == sorted(declared) else None)
         check_baseline_order(base, base_names, declared or recorded_class_names(runner, k, placeholders=True),
                                 "--data" if declared else Path(path).name)
         names = declared or recorded or base_names or [str(i) for i in range(k)]
