@@ -101,6 +101,28 @@ def test_html_is_one_self_contained_page_with_the_plots_embedded(tmp_path):
     assert "<table>" in page and "<th>model</th>" in page and "<strong>Gate: PASSED</strong>" in page
 
 
+def test_a_class_name_is_text_in_report_md_not_html():
+    """report.md put a data file's class name '<script>alert(1)</script>' in as raw HTML (report.html and verify's
+    Markdown escaped it; another Markdown renderer than GitHub's runs it): a security reviewer's finding."""
+    from toolchain.report.export_markdown import render_export_report
+    from toolchain.report.markdown import render_report
+
+    report = made_up_report(fn_after=1, fp_after=1)
+    report["class_names"][3] = "<script>alert(1)</script>"
+    report["gate"]["reasons"] = ["class 3 (<img src=x onerror=alert(1)>): FN 1 > 0"]
+    markdown = render_report(report)
+    assert "\\<script>alert(1)\\</script>" in markdown and "\\<img src=x" in markdown
+    assert not re.search(r"(?<!\\)<[A-Za-z/!?]", markdown), markdown  # no tag opens anywhere
+    assert "<=" in markdown or "<" not in markdown.replace("\\<", "")  # comparisons stay as written
+    exported = render_export_report({**report, "artifacts": [], "budget": report["gate"]["budget"],
+                                     "model": {"path": "m.pt", "kind": "checkpoint", "params": 1, "sha256": "0" * 64},
+                                     "data": {**report["data"], "test_rows_sha256": "1" * 64}})
+    outside_code = re.sub(r"`[^`\n]*`", "", exported)  # a code span shows its text as written, in any renderer
+    assert "\\<script>" in exported and not re.search(r"(?<!\\)<[A-Za-z/!?]", outside_code)
+    page = render_html(markdown, [], "t")  # the escape is the Markdown's: the page shows the name, not a backslash
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "\\&lt;" not in page
+
+
 def test_markdown_subset_becomes_html():
     page = render_html("# Title\n\nA **bold** `a|b` & <x>.\n\n- one\n- two\n\n| a | n |\n|---|--:|\n| `x\\|y` | 3 |\n", [], "t")
     assert "<h1>Title</h1>" in page and "<strong>bold</strong>" in page and "<code>a|b</code>" in page

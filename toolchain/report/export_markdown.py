@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 
 from toolchain.errors import printable
+from toolchain.report.html import no_raw_html
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
 from toolchain.report.markdown import files_lines, fmt_value, held_out_rows, protected_cell
@@ -78,4 +79,4 @@ def render_export_report(report: dict) -> str:
     lines += ["", f"Re-check a file here, from this folder: `{command}`. Add `--save-rows eval.npz` to keep the rows it judges: "
                   f"a device with numpy and one runtime judges the same rows with `cwtool verify {first} --data eval.npz{protect} "
                   "--baseline export.json` (a named set such as digits needs scikit-learn, a folder of images Pillow)."]
-    return printable("\n".join(lines)) + "\n"
+    return no_raw_html(printable("\n".join(lines))) + "\n"  # class names come from files: text, not HTML

@@ -12,7 +12,17 @@ import html
 import re
 from pathlib import Path
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "no_raw_html"]
+
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # where CommonMark reads raw HTML: "<=" and "< 0.5" are text
+
+
+def no_raw_html(markdown: str) -> str:
+    """``markdown`` with every '<' that would open an HTML tag, comment or declaration escaped (``\\<``) outside code
+    spans: a class name from a data file ("<script>", "<img src=...>") is text in any Markdown renderer, not markup."""
+    parts = re.split(r"(`[^`\n]*`)", markdown)
+    return "".join(part if part.startswith("`") and part.endswith("`") and len(part) >= 2 else _TAG_START.sub(r"\\<", part)
+                   for part in parts)
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -36,7 +46,8 @@ def _inline(text: str) -> str:
         if len(part) >= 2 and part.startswith("`") and part.endswith("`"):
             out.append(f"<code>{html.escape(part[1:-1])}</code>")
         else:
-            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(part)))
+            text = html.escape(part).replace("\\&lt;", "&lt;")  # no_raw_html's escape: the '<' itself
+            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text))
     return "".join(out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from toolchain.errors import one_line, printable
+from toolchain.report.html import no_raw_html
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
 
@@ -179,4 +180,5 @@ def render_report(report: dict) -> str:
             if s.get("offsets") and not kept:  # with kept layers the note says it
                 text += f"; {s.get('note')}"
             lines.append(f"- {s['path']}: {text}")
-    return printable("\n".join(lines)) + "\n"  # class names come from files: no terminal escapes in a report
+    # class names come from files: no terminal escapes, no HTML of their own in a report
+    return no_raw_html(printable("\n".join(lines))) + "\n"
