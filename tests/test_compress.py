@@ -166,6 +166,35 @@ def test_a_stop_while_the_report_is_written_names_the_run_to_resume(compress_run
     assert not (out / "report.json").exists()
 
 
+def test_a_run_stopped_after_its_export_leaves_no_file_without_a_report(compress_run, trained_digits, tmp_path, capsys, monkeypatch):
+    """SIGTERM between the export and the report left artifacts/ full of written, partly re-checked files that no report
+    listed: a user could deploy one (a security reviewer's finding). They are removed; --resume writes them again."""
+    import shutil
+
+    from toolchain.errors import Interrupted
+
+    _, finished, _ = compress_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    assert any((out / "artifacts").iterdir())
+
+    def stopped(*a, **k):
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr("toolchain.deploy.deploy_choice", stopped)  # every file written and re-checked by then
+    args = ["compress", trained_digits[0], "--data", "digits", "--protect-class", "3", "--keep-params", "0.1", "--out", out,
+            "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE, "--resume"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 143 and "of the unfinished export" in err and "--resume" in err, err
+    assert [p for p in (out / "artifacts").iterdir()] == [] and not (out / "report.json").exists()
+    assert "interrupted: --resume" in (out / "compress.log").read_text().splitlines()[-1]
+    monkeypatch.undo()
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    artifacts = json.loads((out / "report.json").read_text())["artifacts"]
+    assert artifacts and all((out / art["path"]).is_file() for art in artifacts)
+
+
 def test_a_run_directory_another_compress_holds_is_refused(compress_run, trained_digits, tmp_path, capsys):
     """Two --resume runs on one folder interleaved their logs and one removed the other's staged file."""
     import shutil

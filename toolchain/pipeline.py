@@ -14,7 +14,7 @@ from rich.console import Console
 from toolchain import __version__, distributed, interrupts
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import Interrupted, UserError, describe, one_line
-from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts
+from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts, drop_unchecked_artifacts
 from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, json_text, own_folder, sweep_temporaries
 from toolchain.input_paths import input_paths
 from toolchain.provenance import file_sha256, rows_sha256
@@ -199,6 +199,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
     distributed.barrier()
     interrupts.resumable(run_dir if config.granularity != "weight" else None)  # only channel runs resume
+    unchecked_files = False  # exported files no report lists yet: removed if the run stops before its report
     said_before = say_progress_to(log.print)  # a prediction over many rows (the dense model's, each file's re-check) says its pace
     try:  # an interrupt leaves the finished rounds: the message names the run to --resume
         # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
@@ -246,6 +247,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         settings = export or ExportSettings()
         gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         export_started = time.perf_counter()
+        unchecked_files = True  # until the report lists them
         with console.status("exporting and verifying artifacts"):
             min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
             try:
@@ -309,10 +311,13 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             report["seconds"]["timing the files"] = time.perf_counter() - timed
             report["seconds"]["total"] = time.perf_counter() - started
         finish(report, run_dir)  # before the log says finished: a stop until then names the run to --resume
+        unchecked_files = False
         log.record(f"finished: gate {'PASSED' if gate['passed'] else 'FAILED'}; seconds: "
                    + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
         return report, run_dir
     except Interrupted as exc:
+        if unchecked_files:  # before the log's last line, which names the run to --resume
+            drop_unchecked_artifacts(run_dir, log.print)
         if config.granularity == "weight":  # its rounds are saved, but only channel runs resume
             log.record(f"interrupted: a --granularity weight run does not resume: start it over with another --out (or remove {run_dir})")
             raise
@@ -320,6 +325,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         log.record(f"interrupted: --resume with the same arguments finishes {run_dir}")
         raise
     except Exception as exc:
+        if unchecked_files:
+            drop_unchecked_artifacts(run_dir, log.print)
         if distributed.peer_lost(exc):  # another torchrun process stopped: the rounds it finished are saved
             log.record(f"interrupted: another torchrun process stopped ({' '.join(str(exc).split())[:120]}); --resume with the same "
                        f"arguments finishes {run_dir}")
