@@ -86,6 +86,9 @@ def test_a_folder_of_the_users_is_not_offered_a_resume(trained_digits, tmp_path,
     assert code == 2 and err.strip().splitlines() == [
         f"cwtool: error: '{tmp_path / 'mine'}' exists and is not a cwtool run directory (no manifest.json): give another --out, or an empty folder"]
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+    (tmp_path / "mine" / "report.json").write_text("{}")  # was "holds a finished run: --resume makes its files again"
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--out", tmp_path / "mine"], capsys)
+    assert code == 2 and "is not a cwtool run directory (no manifest.json)" in err and "--resume" not in err, err
 
 
 def test_a_resume_interrupted_while_exporting_leaves_no_report_of_other_files(compress_run, trained_digits, tmp_path, capsys, monkeypatch):

@@ -123,12 +123,12 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     if resuming and not request.resume:
         if config.granularity == "weight":
             raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")
+        if not manifest_path.is_file():  # a folder of the user's (a report.json of its own too): --resume would be refused as well
+            raise UserError(f"'{run_dir}' exists and is not a cwtool run directory (no manifest.json): give another --out, or an empty "
+                            "folder")
         if RunDir(run_dir).report_json.is_file():  # a CI job retried: the run is done, not to be finished
             raise UserError(f"run directory '{run_dir}' holds a finished run (its report: {RunDir(run_dir).report_json}): --resume "
                             "makes its files and reports again from the saved pruning, or give --out for a new run")
-        if not manifest_path.is_file():  # a folder of the user's: --resume would be refused as well
-            raise UserError(f"'{run_dir}' exists and is not a cwtool run directory (no manifest.json): give another --out, or an empty "
-                            "folder")
         raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
     before = earlier_sessions(run_dir, inputs, run_id, config) if resuming else Sessions()
     if resuming:
