@@ -981,6 +981,37 @@ def test_a_resume_refuses_a_final_fine_tuning_that_is_not_this_runs_own(trained_
     assert (out / "manifest.json").read_bytes() == manifest  # or rewrote its manifest
 
 
+@pytest.mark.parametrize("forgery, said", [("a group of another model", "round_1.pt names other channel groups"),
+                                            ("a channel the group lacks", "round_1.pt keeps channels of group"),
+                                            ("round true", "rounds/round_1.json is the summary of round True")])
+def test_a_resume_refuses_forged_survivors_and_round_numbers_whose_sha256_was_forged_too(trained_digits, forgery, said, tmp_path,
+                                                                                          capsys):
+    """With the summary's sha256 recomputed, survivors naming a group the model does not have were ignored in silence
+    and "round": true passed as round 1 (True == 1): a security reviewer's finding."""
+    from toolchain.provenance import file_sha256
+
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out)
+    weights, summary_path = out / "rounds" / "round_1.pt", out / "rounds" / "round_1.json"
+    summary = json.loads(summary_path.read_text())
+    if forgery == "round true":
+        summary["round"] = True
+    else:
+        saved = torch.load(weights, weights_only=True)
+        survivors = saved["extra"]["survivors"]
+        key = next(iter(survivors))
+        if forgery == "a group of another model":
+            survivors["no.such.layer"] = [0]
+        else:
+            survivors[key] = [*survivors[key][:-1], 10_000]
+        torch.save(saved, weights)
+        summary["weights_sha256"] = file_sha256(weights)
+    summary_path.write_text(json.dumps(summary))
+    (out / "report.json").unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    _one_line_error(code, err, "damaged round", said)
+
+
 def test_a_run_begun_before_fine_tunings_named_themselves_resumes(trained_digits, tmp_path, capsys):
     out = tmp_path / "run"
     args = _finished_run(capsys, trained_digits[0], out, "--final-epochs", "1")

@@ -117,7 +117,7 @@ class RoundFiles:
         path = self.run_dir.round_checkpoint(r)
         summary = self._round_summary(r)
         ckpt = load_weights(path)
-        survivors = {k: list(v) for k, v in ckpt["extra"]["survivors"].items()}
+        survivors = self._survivors(ckpt["extra"]["survivors"], path.name)
         return survivors, _finite(ckpt["state_dict"], path.name), _multipliers(summary, protected), _seconds(summary)
 
     def _round_summary(self, r: int) -> dict:
@@ -125,7 +125,7 @@ class RoundFiles:
         summary = json.loads(self.run_dir.round_summary(r).read_text())
         if not isinstance(summary, dict):
             raise ValueError(f"rounds/round_{r}.json is not a round summary")
-        if summary.get("round") != r:
+        if type(summary.get("round")) is not int or summary["round"] != r:  # true == 1 in Python
             raise ValueError(f"rounds/round_{r}.json is the summary of round {one_line(summary.get('round'))[:20]}")
         self._check_identity(summary, self.run_dir.round_summary(r), self.run_dir.round_checkpoint(r), f"round {r}")
         return summary
@@ -148,7 +148,7 @@ class RoundFiles:
     def _final_summary(self, r: int) -> dict | None:
         """Round ``r``'s final fine-tuning summary, checked as ``saved_final`` reads it; None where it marks nothing done."""
         summary = json.loads(self.run_dir.final_summary(r).read_text())
-        if not isinstance(summary, dict) or summary.get("round") != r:
+        if not isinstance(summary, dict) or type(summary.get("round")) is not int or summary["round"] != r:
             return None
         self._check_identity(summary, self.run_dir.final_summary(r), self.run_dir.final_checkpoint(r), f"round {r}'s fine-tuning",
                              "final_identity")
@@ -182,7 +182,18 @@ class RoundFiles:
         if self.run_dir is None or not self._named_by_summary(1, "rewind_sha256", self.run_dir.rewind, "the rewind point"):
             return None
         saved = load_weights(self.run_dir.rewind)
-        return _finite(saved["state_dict"], self.run_dir.rewind.name), saved["survivors"]
+        return _finite(saved["state_dict"], self.run_dir.rewind.name), self._survivors(saved["survivors"], self.run_dir.rewind.name)
+
+    def _survivors(self, saved, name: str) -> Survivors:
+        """The channels a saved file says survive, per channel group of the dense model: every group named, each channel an
+        index into the dense group, once (a group of another model was ignored in silence)."""
+        if not isinstance(saved, dict) or set(saved) != set(self.dense_sizes):
+            raise ValueError(f"{name} names other channel groups than the dense model's")
+        for key, kept in saved.items():
+            if (not isinstance(kept, (list, tuple)) or not all(type(i) is int and 0 <= i < self.dense_sizes[key] for i in kept)
+                    or len(set(kept)) != len(kept)):
+                raise ValueError(f"{name} keeps channels of group {one_line(key)[:60]} that it does not have")
+        return {k: list(v) for k, v in saved.items()}
 
     def saved_start(self, r: int) -> dict | None:
         """The weights round ``r``'s retraining started from, if it saved them."""
