@@ -91,6 +91,27 @@ def thin_input_modules(model, example_input, max_channels: int = 4) -> list[str]
     return list(dict.fromkeys(hits))
 
 
+def _drop_eval_dropout(graph_module) -> None:
+    """Remove the exported graph's dropout nodes of eval mode (``aten.dropout(x, p, train=False)``: identities) before it
+    is quantized: with them in it, the full-integer file of a spatial mean -> Dropout -> Linear head agreed with its torch
+    model on 28-70% of the rows (the quantized torch graph itself on 99.6%), 98.5% without them."""
+    import torch
+
+    dropouts = {torch.ops.aten.dropout.default, torch.ops.aten.feature_dropout.default, torch.ops.aten.alpha_dropout.default,
+                torch.ops.aten.feature_alpha_dropout.default}
+    removed = False
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function" or node.target not in dropouts:
+            continue
+        train = node.kwargs.get("train", node.args[2] if len(node.args) > 2 else None)
+        if train is False:
+            node.replace_all_uses_with(node.args[0])
+            graph_module.graph.erase_node(node)
+            removed = True
+    if removed:
+        graph_module.recompile()
+
+
 def pt2e_int8_module(module, x, calibration_x: np.ndarray, float_modules: Sequence[str]):
     """(module quantized by PT2E and calibrated on ``calibration_x``, its quantizer): what litert-torch's
     ``convert(..., quant_config=QuantConfig(pt2e_quantizer=quantizer))`` turns into a full-integer file.
@@ -109,6 +130,7 @@ def pt2e_int8_module(module, x, calibration_x: np.ndarray, float_modules: Sequen
         graph = torch.export.export(module, (x2,), dynamic_shapes=dyn).module()
     except Exception:  # a model that specialises its batch size: calibrate row by row
         graph, batch = torch.export.export(module, (x,)).module(), 1
+    _drop_eval_dropout(graph)  # before the quantizer places its observers: the head's input is observed where it is used
     prepared = prepare_pt2e(graph, quantizer)
     calib = torch.from_numpy(np.ascontiguousarray(calibration_x, dtype=np.float32))
     with torch.no_grad():
