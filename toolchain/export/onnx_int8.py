@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from toolchain.errors import IMPORT_FAILURES, UserError, import_failed
+from toolchain.errors import IMPORT_FAILURES, UserError, import_failed, one_line
 from toolchain.export.onnx import compact, set_metadata
 from toolchain.io import scratch_folder, staged_path
 
@@ -178,6 +178,32 @@ def _calibration_failure():
                         "their activations have no int8 scale; give rows like the model's training inputs") from exc
 
 
+def _unscalable_norms(model) -> list[str]:
+    """Normalization nodes whose scale or bias is not a vector (LayerNorm over [C, H, W]): onnxruntime's quantizer fails
+    on them while it rescales biases (a ValueError from numpy), so they stay float, listed in the file's quant_excluded."""
+    shapes = {init.name: len(init.dims) for init in model.graph.initializer}
+    norms = ("LayerNormalization", "InstanceNormalization", "GroupNormalization")
+    return [n.name for n in model.graph.node if n.op_type in norms and any(shapes.get(i, 1) > 1 for i in n.input[1:])]
+
+
+@contextlib.contextmanager
+def _quantizer_failure():
+    """An error raised inside onnxruntime's quantizer on a model it cannot quantize is the model's (exit 2, with the
+    formats that can still be written); one raised in cwtool's own code stays a bug."""
+    import traceback
+
+    try:
+        yield
+    except (ValueError, TypeError, IndexError, KeyError, NotImplementedError) as exc:
+        owners = [f for f in traceback.extract_tb(exc.__traceback__) if {"onnxruntime", "toolchain"} & set(Path(f.filename).parts)]
+        if not owners or "onnxruntime" not in Path(owners[-1].filename).parts:  # the innermost of the two is cwtool's: a bug
+            raise
+        where = f"{Path(owners[-1].filename).stem}.{owners[-1].name}"
+        raise UserError(f"onnxruntime's quantizer cannot quantize this model ({type(exc).__name__} in {where}: "
+                        f"{one_line(str(exc))[:160]}): write the int8 file "
+                        "as TFLite (--format tflite) or the ONNX file in fp32 (--precision fp32)") from exc
+
+
 def quantize_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -221,11 +247,12 @@ def quantize_onnx(
         unknown = [n for n in exclude if n not in names]
         if unknown:
             raise UserError(f"nodes_to_exclude names unknown nodes {unknown[:3]}: take names from quantizable_nodes()")
+        exclude += [n for n in _unscalable_norms(model) if n not in exclude]
         q_tmp = Path(tmp) / "q.onnx"
         extra: dict = {}
         if calib_method.name == "Percentile":
             extra["CalibPercentile"] = 99.999
-        with _quiet(), _calibration_failure():
+        with _quiet(), _calibration_failure(), _quantizer_failure():
             quantize_static(
                 str(pre),
                 str(q_tmp),
