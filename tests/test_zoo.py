@@ -245,6 +245,25 @@ def test_shufflenet_keeps_the_channels_through_its_shuffles_whole():
     assert groups["features.final_block.conv"].prunable and not groups["output"].prunable
 
 
+def test_a_one_channel_conv_is_not_called_a_depthwise_conv():
+    """Conv2d(16, 1, 1), an attention map broadcast over the channels (CBAM-style), was kept whole as a "channel-multiplier
+    depthwise conv" (groups == out_channels holds for groups=1, out=1): the reason named the wrong operation."""
+    class SpatialGate(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.gate = torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.Conv2d(16, 1, 1)
+            self.c2, self.fc = torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.c1(x))
+            x = x + torch.sigmoid(self.gate(x))
+            return self.fc(torch.relu(self.c2(x)).mean((2, 3)))
+
+    groups = {g.key: g for g in ChannelGraph(SpatialGate().eval(), torch.randn(1, 1, 8, 8)).all_groups}
+    assert not groups["c1"].prunable and "depthwise" not in groups["c1"].reason and "gate" in groups["c1"].reason
+    assert groups["c2"].prunable
+
+
 def test_a_models_own_forward_error_is_not_taken_for_the_graphs():
     class Broken(torch.nn.Module):
         def __init__(self):

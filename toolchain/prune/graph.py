@@ -164,7 +164,7 @@ def _describe(dg, group, root: nn.Module, names: dict[nn.Module, str], sinks: se
             reason = reason or f"touches {name}, which is frozen (requires_grad=False) and so not retrained"
         if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, _SUPPORTED):
             reason = reason or f"touches unsupported layer {name} ({type(m).__name__})"
-        if isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.out_channels and m.in_channels != m.out_channels:
+        if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.out_channels and m.in_channels != m.out_channels:
             reason = reason or f"touches channel-multiplier depthwise conv {name}"
         if _is_grouped(m):
             total = m.out_channels if is_out else m.in_channels
