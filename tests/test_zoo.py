@@ -264,6 +264,30 @@ def test_a_one_channel_conv_is_not_called_a_depthwise_conv():
     assert groups["c2"].prunable
 
 
+@pytest.mark.parametrize("ending, said", [("softmax", "a softmax ends its forward"), ("sigmoid", "a sigmoid ends its forward"),
+                                           ("temperature", "an operation after its classifier changes the logits")])
+def test_a_model_that_does_not_end_in_its_logits_is_refused_naming_what_ends_it(ending, said):
+    """A softmax at the end of a forward is common; the refusal said only that the logits came from no layer cwtool can
+    move, never that the softmax (or a division by a temperature) was the reason (a reviewer's model zoo)."""
+    from toolchain.errors import UserError
+    from toolchain.prune.preflight import check_before_pruning
+
+    class Ending(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.fc = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            logits = self.fc(torch.relu(self.c1(x)).mean((2, 3)))
+            if ending == "softmax":
+                return torch.softmax(logits, 1)
+            return torch.sigmoid(logits) if ending == "sigmoid" else logits / 2.0
+
+    torch.manual_seed(0)
+    with pytest.raises(UserError, match=said):
+        check_before_pruning(Ending().eval(), (1, 8, 8), [3])
+
+
 def test_a_models_own_forward_error_is_not_taken_for_the_graphs():
     class Broken(torch.nn.Module):
         def __init__(self):

@@ -67,8 +67,20 @@ def _check_offsets_bake(model: nn.Module, example: torch.Tensor, protected: list
         bake_offsets(model, {protected[0]: 1.0}, example)
     except ValueError as exc:
         raise UserError("the model's logits do not come from a layer cwtool can move (an nn.Linear or a Conv with one output per "
-                        "class, last in the forward, up to a log_softmax): its operating point is an offset baked into that "
-                        "layer's bias, so this model cannot be compressed") from exc
+                        f"class, last in the forward, up to a log_softmax){_after_the_classifier(model, example)}: its operating "
+                        "point is an offset baked into that layer's bias, so this model cannot be compressed") from exc
+
+
+def _after_the_classifier(model: nn.Module, example: torch.Tensor) -> str:
+    """What the outputs say of the operation after the classifier, in words: probabilities are a softmax's or a
+    sigmoid's (the commonest case: a model that returns them instead of its logits)."""
+    with torch.no_grad():
+        out = model(example).float()
+    if out.numel() and bool(((out >= 0) & (out <= 1)).all()):
+        if torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4):
+            return "; its outputs are probabilities summing to 1: a softmax ends its forward; give the model up to its logits"
+        return "; its outputs all lie in [0, 1]: a sigmoid ends its forward; give the model up to its logits"
+    return "; an operation after its classifier changes the logits (a scale, a temperature, an index?): give the model up to them"
 
 
 def _unfollowed(model: nn.Module, example: torch.Tensor, probe: torch.Tensor) -> dict[str, str]:
