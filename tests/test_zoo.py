@@ -269,7 +269,6 @@ def test_a_one_channel_conv_is_not_called_a_depthwise_conv():
 def test_a_model_that_does_not_end_in_its_logits_is_refused_naming_what_ends_it(ending, said):
     """A softmax at the end of a forward is common; the refusal said only that the logits came from no layer cwtool can
     move, never that the softmax (or a division by a temperature) was the reason (a reviewer's model zoo)."""
-    from toolchain.errors import UserError
     from toolchain.prune.preflight import check_before_pruning
 
     class Ending(torch.nn.Module):
@@ -286,6 +285,19 @@ def test_a_model_that_does_not_end_in_its_logits_is_refused_naming_what_ends_it(
     torch.manual_seed(0)
     with pytest.raises(UserError, match=said):
         check_before_pruning(Ending().eval(), (1, 8, 8), [3])
+
+
+def test_a_torch_export_archive_is_named_as_one(tmp_path, capsys):
+    """torch.export.save's archive was "not a PyTorch checkpoint (RuntimeError)", or under --trust-model torch's "your
+    checkpoint file is corrupted": the file is sound, and what to save instead was not said (a reviewer's model zoo)."""
+    from clirun import run_cli
+
+    model = registry.create("digits-cnn").eval()
+    path = tmp_path / "digits.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(1, 1, 8, 8),)), path)
+    for extra in ([], ["--trust-model"]):
+        code, _, err = run_cli(["evaluate", path, "--arch", "digits-cnn", "--data", "digits", "-p", "3", *extra], capsys)
+        assert code == 2 and "is a torch.export archive" in err and "state_dict" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_models_own_forward_error_is_not_taken_for_the_graphs():

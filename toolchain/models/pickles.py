@@ -56,6 +56,9 @@ def _not_a_pickle(path: Path) -> str | None:
         return "an empty file (0 bytes), not a model: give the checkpoint or state_dict torch.save wrote"
     if head.startswith(b"PK") and not zipfile.is_zipfile(path):  # torch.save's zip, its end (the directory) missing
         return "a cut-off checkpoint: it starts as torch.save's zip archive but its end is missing (a copy or download that stopped)"
+    if head.startswith(b"PK") and _is_exported_program(path):
+        return ("a torch.export archive (torch.export.save): it holds a traced graph, not the module cwtool retrains and "
+                "prunes; save the model's state_dict (torch.save(model.state_dict(), 'model.pt')) and pass --arch")
     if head.startswith(b"PK") or head[:1] == b"\x80":
         return None
     if head[4:8] == b"TFL3" or path.suffix.lower() == ".tflite":
@@ -67,6 +70,16 @@ def _not_a_pickle(path: Path) -> str | None:
     if head.startswith(b"\x89HDF"):
         return "an HDF5 file (Keras?), not a PyTorch model: cwtool takes PyTorch models"
     return None
+
+
+def _is_exported_program(path: Path) -> bool:
+    """torch.export.save's archive: a folder with models/model.json (its graph) and no data.pkl (torch.save's pickle)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return any(n.endswith("/models/model.json") for n in names) and not any(n.endswith("/data.pkl") for n in names)
 
 
 def _load_restricted(path: Path, arch: str | None):
