@@ -99,7 +99,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
         load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
-    unfollowed = check_before_pruning(loaded.module, dataset.input_shape, protected)  # the channel groups to keep whole
+    unfollowed = check_before_pruning(loaded.module, dataset.input_shape, protected,  # the channel groups to keep whole
+                                      channels=config.granularity != "weight")
     check_export_inputs(export, dataset)
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "

@@ -14,14 +14,25 @@ from torch import nn
 from toolchain.errors import UserError, describe
 
 
-def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protected: list[int]) -> dict[str, str]:
-    """{group key: why} of the channel groups to keep whole; a UserError (exit 2) for a model compress cannot take."""
+def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protected: list[int], channels: bool = True) -> dict[str, str]:
+    """{group key: why} of the channel groups to keep whole; a UserError (exit 2) for a model compress cannot take
+    (``channels``: pruned by channels, which needs at least one group that can lose some)."""
+    from toolchain.prune.graph import ChannelGraph
+
     example = torch.zeros(1, *input_shape)
     probe = _probe(input_shape)
     dense = copy.deepcopy(model).float().eval()  # compress retrains, prunes and exports in float32
     _check_float32_and_deterministic(dense, probe)
     _check_offsets_bake(copy.deepcopy(dense), example, protected)
-    return _unfollowed(dense, example, probe)
+    graph = ChannelGraph(copy.deepcopy(dense), example)
+    unfollowed = _unfollowed(dense, example, probe, graph.groups)
+    if channels and all(g.key in unfollowed for g in graph.groups):  # rounds of retraining that could remove nothing
+        kept = {g.key: g.reason.removesuffix(": kept whole") for g in graph.all_groups if not g.prunable and not g.output}
+        kept.update({key: "removing a channel changes what the forward computes" for key in unfollowed})
+        why = "; ".join(f"{key}: {reason}" for key, reason in list(kept.items())[:3]) + ("; ..." if len(kept) > 3 else "")
+        raise UserError(f"no channel of this model can be removed: every channel group is kept whole ({why}), so channel pruning "
+                        "cannot make it smaller; --granularity weight zeroes single weights instead")
+    return unfollowed
 
 
 def check_float32(model: nn.Module, input_shape: tuple[int, ...]) -> None:
@@ -83,11 +94,11 @@ def _after_the_classifier(model: nn.Module, example: torch.Tensor) -> str:
     return "; an operation after its classifier changes the logits (a scale, a temperature, an index?): give the model up to them"
 
 
-def _unfollowed(model: nn.Module, example: torch.Tensor, probe: torch.Tensor) -> dict[str, str]:
+def _unfollowed(model: nn.Module, example: torch.Tensor, probe: torch.Tensor, groups: list) -> dict[str, str]:
     """Removing a channel must compute what zeroing it computes: a forward that uses channels by position through
     an operation the dependency graph does not see would otherwise fail after minutes of pruning (or, worse, pair
     the next layer's weights with the wrong channels). A model no set of whole groups saves is refused (exit 2)."""
     from toolchain.prune.shrink import unfollowed_groups
 
     return {key: f"removing one of its channels does not give the model that zeroing it gives ({why}): the forward uses them by "
-                 "position through an operation the dependency graph does not see" for key, why in unfollowed_groups(model, example, probe).items()}
+                 "position through an operation the dependency graph does not see" for key, why in unfollowed_groups(model, example, probe, groups).items()}

@@ -170,7 +170,7 @@ def _removal_differs(model: nn.Module, plan: ChannelPlan, example_input: Any, pr
     return ""
 
 
-def unfollowed_groups(model: nn.Module, example_input: Any, probe: Any) -> dict[str, str]:
+def unfollowed_groups(model: nn.Module, example_input: Any, probe: Any, groups: list | None = None) -> dict[str, str]:
     """{group key: what goes wrong} for the prunable channel groups whose physical removal does not compute what
     masking them computes, on ``probe`` rows (eval mode). Empty for every model Torch-Pruning follows.
 
@@ -181,8 +181,8 @@ def unfollowed_groups(model: nn.Module, example_input: Any, probe: Any) -> dict[
     onto itself; a slice [:, :8] leaves the last unused) -- all groups at once, group by group only when that
     fails -- finds it before any pruning. Those groups can be kept whole; when the other groups together still do
     not remove exactly, a UserError says so (exit 2). ``model`` must be deterministic in eval mode (the pipeline
-    checks it first)."""
-    groups = ChannelGraph(copy.deepcopy(model), example_input).groups
+    checks it first). ``groups``: the prunable groups of the model's ChannelGraph, where the caller has built it."""
+    groups = ChannelGraph(copy.deepcopy(model), example_input).groups if groups is None else groups
     found: dict[str, str] = {}
     for position in (0, -1):
         plan = {g.key: g.expand_offsets([range(g.block_size)[position]]) for g in groups if g.block_size > 1 and g.key not in found}
