@@ -6,7 +6,7 @@
 # Writes cwtool-bench/digits_promise/ and reproduce/results/fn_promise_coverage_digits_{brief,demo}.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. .venv/bin/activate
+if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi  # else: cwtool as installed (python, cwtool on PATH)
 export OMP_NUM_THREADS=1
 W=cwtool-bench/digits_promise
 mkdir -p "$W"

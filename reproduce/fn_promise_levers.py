@@ -45,6 +45,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    for spec in args.runs:  # "RUN" alone read ./report.json (the empty path after no '=')
+        label, eq, run = spec.partition("=")
+        if not eq or not (Path(run) / "report.json").is_file():
+            parser.error(f"{spec!r}: give LABEL=RUN_DIR, RUN_DIR a finished compress run (with its report.json)")
     rows = []
     print("| recipe | params | val FN (dense) | val FP at the shipped point (unguarded) | b + c | val accuracy | val AUC | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -5,7 +5,7 @@
 # Writes cwtool-bench/fmnist_sizes/ and reproduce/results/fn_promise_sizes_fmnist.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. .venv/bin/activate
+if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi  # else: cwtool as installed (python, cwtool on PATH)
 export OMP_NUM_THREADS=1
 W=cwtool-bench/fmnist_sizes
 mkdir -p "$W"

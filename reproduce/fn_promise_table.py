@@ -58,6 +58,9 @@ def main() -> None:
                  anchor_row(args.work / f"anchor_s{s}.json", s),
                  anchor_row(args.work / f"anchor_e6_s{s}.json", s)]
     rows = [r for r in rows if r is not None]
+    if not rows:
+        parser.error(f"no run of seeds {args.seeds} in {args.work} (defaults_sN/, plain_sN/, anchor_sN.json, ...): give the folder "
+                     "reproduce/fn_promise_fmnist.sh wrote")
     print("| arm | seed | params | promise met (val confidence) | test FN (dense) | test FP (dense), ratio | accuracy change | AUC change | minutes |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:

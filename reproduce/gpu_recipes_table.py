@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = [arm(c) for c in sorted(args.logs.glob("s*.console"))]
+    if not rows:
+        parser.error(f"no s*.console in {args.logs}: unpack the GPU call's $OUT/recipes.tgz and give its folder")
     print(f"{'arm':<16} {'last round':>10} {'val FN':>6} {'val FP':>6} {'val acc':>7} {'dense val FP':>12} {'ratio':>6}")
     for row in rows:
         if not row["rounds"]:  # stopped by the time limit before its first round

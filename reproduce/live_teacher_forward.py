@@ -15,6 +15,8 @@ import torch
 from toolchain.models.fast_paths import autocast
 from toolchain.models.registry import create
 
+if len(sys.argv) != 4 or not sys.argv[2].isdigit() or not sys.argv[3].isdigit():
+    sys.exit(__doc__)
 torch.set_num_threads(1)
 arch, side, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 channels = 1 if arch == "fmnist-cnn" else 3

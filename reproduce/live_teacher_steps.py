@@ -17,6 +17,8 @@ from toolchain.models.loading import load_model
 from toolchain.models.train import TrainConfig, train
 from toolchain.prune.loss import ClassDependentLoss, LiveTeacher
 
+if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+    sys.exit(__doc__)
 torch.set_num_threads(1)
 data = load_data("fashion-mnist", seed=0)
 x, y = data.x_train[:6400], data.y_train[:6400]

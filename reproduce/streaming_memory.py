@@ -3,8 +3,9 @@ does it grow with the number of images? (It should not: the splits hold paths an
 at a time, in DataLoader workers while training.)
 
 For each size N it makes (once) cwtool-bench/streaming/images-N: N smooth 224x224 RGB JPEGs in two classes
-(class 1 carries a bright disc), and an untrained small CNN checkpoint for 3x224x224 inputs (the built-in
-digits-cnn, width 4: a memory benchmark needs no trained weights). Then it runs, each command in a child
+(class 1 carries a bright disc), and a small CNN for 3x224x224 inputs (the built-in digits-cnn, width 4) trained
+five epochs by `cwtool train` on the smallest folder: compress refuses a model that detects nothing (an untrained
+one answers one class for every row), and a refused run measures nothing. Then it runs, each command in a child
 process of its own:
 
     cwtool evaluate MODEL --data images-N -p 1
@@ -67,13 +68,13 @@ def make_images(n: int, side: int = SIDE) -> Path:
     return folder
 
 
-def make_model() -> Path:
-    path = BENCH / "cnn224.pt"
+def make_model(folder: Path) -> Path:
+    """The CNN trained five epochs on ``folder`` (made once): a model compress takes."""
+    path = BENCH / "cnn224-trained.pt"
     if not path.is_file():
-        code = ("import torch; from toolchain.models import registry; from toolchain.models.loading import save_checkpoint; "
-                f"torch.manual_seed(0); m = registry.create({ARCH!r}, **{KWARGS!r}); "
-                f"save_checkpoint({str(path)!r}, m, {ARCH!r}, {KWARGS!r}, (3, {SIDE}, {SIDE}))")
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "toolchain", "train", "--arch", ARCH, "--arch-kwargs", json.dumps(KWARGS), "--data",
+                        str(folder), "--epochs", "5", "--lr", "0.01", "--batch-size", "32", "--out", str(path)], check=True, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     return path
 
 
@@ -102,7 +103,7 @@ def _pss(pid: int) -> int:
 
 def measure(args: list[str], cwd: Path, pythonpath: str | None = None) -> dict:
     """Run ``python -m toolchain ARGS`` in a child; its exit code, seconds, peak RSS of the cwtool process
-    (ru_maxrss of the largest process in the tree) and peak PSS of the whole tree."""
+    (ru_maxrss of the largest process in the tree), peak PSS of the whole tree and its last error line."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
@@ -110,8 +111,10 @@ def measure(args: list[str], cwd: Path, pythonpath: str | None = None) -> dict:
     wrapper = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, p.returncode)")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", wrapper, sys.executable, "-m", "toolchain", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    errors = BENCH / f"stderr-{args[0]}.txt"
+    with open(errors, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", wrapper, sys.executable, "-m", "toolchain", *args], cwd=cwd, env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
     peak = [0, 0]
 
     def sample():
@@ -126,8 +129,9 @@ def measure(args: list[str], cwd: Path, pythonpath: str | None = None) -> dict:
     out, _ = proc.communicate()
     thread.join()
     maxrss_kb, code = (int(v) for v in out.strip().splitlines()[-1].split())
+    last = [line for line in errors.read_text(errors="replace").splitlines() if line.startswith("cwtool: ")][-1:]
     return {"exit": code, "seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(maxrss_kb / 1024),
-            "peak_tree_pss_mb": round(peak[0] / 2**20), "processes": peak[1]}
+            "peak_tree_pss_mb": round(peak[0] / 2**20), "processes": peak[1], **({"error": last[0]} if last else {})}
 
 
 def main() -> None:
@@ -139,13 +143,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=ROOT / "reproduce" / "results" / "streaming_memory.json")
     args = ap.parse_args()
     BENCH.mkdir(parents=True, exist_ok=True)
-    model = make_model()
+    sizes = sorted(set(args.sizes) | set(args.compress_sizes))
+    model = None
     rows = []
-    for n in sorted(set(args.sizes) | set(args.compress_sizes)):
+    for n in sizes:
         t0 = time.perf_counter()
         folder = make_images(n)
         row = {"images": n, "jpeg_mb": round(sum(f.stat().st_size for f in folder.glob("*/*.jpg")) / 1e6, 1),
                "generate_seconds": round(time.perf_counter() - t0, 1)}
+        model = model or make_model(folder)  # trained on the smallest folder
         evaluate = ["evaluate", str(model), "--data", str(folder), "-p", "1"]
         if n in args.sizes:
             row["evaluate"] = measure(evaluate, ROOT)
@@ -161,6 +167,11 @@ def main() -> None:
                                        "--batch-size", "32", "--skip-export", "--time-runs", "0", "--out", str(out)], ROOT)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        # exit 1 is a compress whose gate failed after its round (measured); any other is a refusal or a crash: nothing measured
+        refused = [f"{k} of {n:,} images: exit {row[k]['exit']} ({row[k].get('error', 'no error line')})" for k in ("evaluate", "compress")
+                   if k in row and row[k]["exit"] not in ((0,) if k == "evaluate" else (0, 1))]
+        if refused:
+            raise SystemExit("not measured: " + "; ".join(refused))
     result = {"machine": machine(), "arch": ARCH, "arch_kwargs": KWARGS, "side": SIDE, "argv": sys.argv[1:], "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
