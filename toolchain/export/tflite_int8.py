@@ -97,8 +97,12 @@ def _drop_eval_dropout(graph_module) -> None:
     model on 28-70% of the rows (the quantized torch graph itself on 99.6%), 98.5% without them."""
     import torch
 
-    dropouts = {torch.ops.aten.dropout.default, torch.ops.aten.feature_dropout.default, torch.ops.aten.alpha_dropout.default,
-                torch.ops.aten.feature_alpha_dropout.default}
+    aten = torch.ops.aten
+    # the in-place variants (``nn.Dropout(inplace=True)``: torchvision's MobileNetV3 and EfficientNet heads) are
+    # identities too in eval mode
+    dropouts = {aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
+                aten.feature_alpha_dropout.default, aten.dropout_.default, aten.feature_dropout_.default,
+                aten.alpha_dropout_.default, aten.feature_alpha_dropout_.default}
     removed = False
     for node in list(graph_module.graph.nodes):
         if node.op != "call_function" or node.target not in dropouts:
