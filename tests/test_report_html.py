@@ -123,6 +123,33 @@ def test_a_class_name_is_text_in_report_md_not_html():
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "\\&lt;" not in page
 
 
+_HOSTILE_NAMES = ["\\<script>alert(2)</script>", "a\\`<img src=x onerror=alert(3)>`", "```<iframe src=x>",
+                  "`` <img src=y onerror=alert(4)> ``", "\\\\<svg onload=alert(5)>", "x`y\\`<object data=z>"]
+
+
+@pytest.mark.parametrize("name", _HOSTILE_NAMES)
+def test_a_class_name_opens_no_tag_in_a_commonmark_renderer(name):
+    """A name starting with a backslash (the escape became '\\\\<': an escaped backslash, then a live tag) or with
+    backticks of its own (a code span that ends elsewhere in a renderer than where cwtool split it) opened a tag in
+    report.md: a reviewer of the escape. Rendered here by markdown-it (CommonMark, raw HTML allowed; rich brings it)."""
+    from markdown_it import MarkdownIt
+
+    from toolchain.report.export_markdown import render_export_report
+    from toolchain.report.markdown import render_report
+
+    report = made_up_report(fn_after=1, fp_after=1)
+    report["class_names"][3] = name
+    report["gate"]["reasons"] = [f"class 3 ({name}): FN 1 > 0"]
+    exported = render_export_report({**report, "artifacts": [], "budget": report["gate"]["budget"],
+                                     "model": {"path": "m.pt", "kind": "checkpoint", "params": 1, "sha256": "0" * 64},
+                                     "data": {**report["data"], "test_rows_sha256": "1" * 64}})
+    for markdown in (render_report(report), exported):
+        page = MarkdownIt("commonmark").render(markdown)
+        assert not re.search(r"<(script|img|iframe|svg|object)\b", page), page
+        html_page = render_html(markdown, [], "t")
+        assert not re.search(r"<(script|img|iframe|svg|object)\b", html_page)
+
+
 def test_markdown_subset_becomes_html():
     page = render_html("# Title\n\nA **bold** `a|b` & <x>.\n\n- one\n- two\n\n| a | n |\n|---|--:|\n| `x\\|y` | 3 |\n", [], "t")
     assert "<h1>Title</h1>" in page and "<strong>bold</strong>" in page and "<code>a|b</code>" in page

@@ -14,15 +14,23 @@ from pathlib import Path
 
 __all__ = ["render_html", "no_raw_html"]
 
-_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # where CommonMark reads raw HTML: "<=" and "< 0.5" are text
+_TAG_START = re.compile(r"(\\*)<(?=[A-Za-z/!?])")  # where CommonMark reads raw HTML: "<=" and "< 0.5" are text
+_ESCAPED_TAG_START = re.compile(r"(\\+)&lt;")  # the same, in no_raw_html's output after html.escape
 
 
 def no_raw_html(markdown: str) -> str:
-    """``markdown`` with every '<' that would open an HTML tag, comment or declaration escaped (``\\<``) outside code
-    spans: a class name from a data file ("<script>", "<img src=...>") is text in any Markdown renderer, not markup."""
-    parts = re.split(r"(`[^`\n]*`)", markdown)
-    return "".join(part if part.startswith("`") and part.endswith("`") and len(part) >= 2 else _TAG_START.sub(r"\\<", part)
-                   for part in parts)
+    """``markdown`` with every '<' that would open an HTML tag, comment or declaration escaped: a class name from a data
+    file ("<script>", "<img src=...>") is text in any Markdown renderer, not markup. The backslashes already before it
+    are doubled (k become 2k + 1), so a name ending in '\\' cannot cancel the escape. Inside code spans too: a name
+    with backticks of its own can make a renderer and any splitter of ours disagree on where a span ends, and a '\\<'
+    in a true code span is only shown, never run."""
+    return _TAG_START.sub(lambda m: "\\" * (2 * len(m.group(1)) + 1) + "<", markdown)
+
+
+def _tag_text(escaped: str) -> str:
+    """html.escape'd Markdown with no_raw_html's escape undone: the page shows the name as the data file has it."""
+    return _ESCAPED_TAG_START.sub(lambda m: "\\" * (len(m.group(1)) // 2) + "&lt;", escaped)
+
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -44,9 +52,9 @@ def _inline(text: str) -> str:
     out = []
     for part in parts:
         if len(part) >= 2 and part.startswith("`") and part.endswith("`"):
-            out.append(f"<code>{html.escape(part[1:-1])}</code>")
+            out.append(f"<code>{_tag_text(html.escape(part[1:-1]))}</code>")
         else:
-            text = html.escape(part).replace("\\&lt;", "&lt;")  # no_raw_html's escape: the '<' itself
+            text = _tag_text(html.escape(part))
             out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text))
     return "".join(out)
 
