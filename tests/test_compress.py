@@ -198,6 +198,29 @@ def test_a_run_stopped_after_its_export_leaves_no_file_without_a_report(compress
     assert artifacts and all((out / art["path"]).is_file() for art in artifacts)
 
 
+def test_a_resumed_run_stopped_after_dropping_its_report_leaves_no_file_without_one(compress_run, trained_digits, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """A --resume of a finished run removes the old report first; a stop right after that left the old run's files in
+    artifacts/ with no report listing them (a reviewer of the unchecked-files fix)."""
+    import shutil
+
+    from toolchain.errors import Interrupted
+
+    _, finished, _ = compress_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    assert any((out / "artifacts").iterdir()) and (out / "report.json").is_file()
+
+    def stopped(*a, **k):
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr("toolchain.models.loading.save_checkpoint", stopped)  # the first thing after the report is removed
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "--protect-class", "3", "--keep-params", "0.1",
+                            "--out", out, "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE, "--resume"], capsys)
+    assert code == 143 and "--resume" in err, err
+    assert not (out / "report.json").exists() and [p for p in (out / "artifacts").iterdir()] == []
+
+
 def test_a_run_directory_another_compress_holds_is_refused(compress_run, trained_digits, tmp_path, capsys):
     """Two --resume runs on one folder interleaved their logs and one removed the other's staged file."""
     import shutil

@@ -223,6 +223,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         example = torch.zeros(1, *dataset.input_shape)
         bake_offsets(pruned, ticket.offsets, example)
         plan = removed_plan(pruner.dense_sizes, ticket.survivors)
+        unchecked_files = True  # from here to the report: an earlier finish's files are no report's any more
         if RunDir(run_dir).drop_report():
             log.print("removed this run's earlier report: the pruned model and the files are made again, then the report")
         pruned_path = save_checkpoint(RunDir(run_dir).pruned, pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
@@ -248,7 +249,6 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         settings = export or ExportSettings()
         gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         export_started = time.perf_counter()
-        unchecked_files = True  # until the report lists them
         with console.status("exporting and verifying artifacts"):
             min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
             try:
