@@ -287,6 +287,35 @@ def test_a_model_that_does_not_end_in_its_logits_is_refused_naming_what_ends_it(
         check_before_pruning(Ending().eval(), (1, 8, 8), [3])
 
 
+def test_a_bias_free_model_scaled_after_its_classifier_is_not_called_a_sigmoid():
+    """The diagnosis ran the model on one row of zeros: a model with no biases answers it with zeros, "all in [0, 1]",
+    and a temperature after its classifier was called a sigmoid (a reviewer of the refusal)."""
+    from toolchain.prune.preflight import check_before_pruning
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(1, 8, 3, padding=1, bias=False)
+            self.fc = torch.nn.Linear(8, 10, bias=False)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.c1(x)).mean((2, 3))) / 2.0
+
+    torch.manual_seed(0)
+    with pytest.raises(UserError, match="an operation after its classifier changes the logits"):
+        check_before_pruning(Scaled().eval(), (1, 8, 8), [3])
+
+
+def test_a_model_with_no_hidden_channels_is_refused_in_words():
+    """A single Linear layer (a logistic regression) was refused with "every channel group is kept whole ()"."""
+    from toolchain.prune.preflight import check_before_pruning
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    with pytest.raises(UserError, match="it has no hidden channels") as refused:
+        check_before_pruning(model, (1, 8, 8), [3])
+    assert "()" not in str(refused.value) and "--granularity weight" in str(refused.value)
+
+
 def test_a_torch_export_archive_is_named_as_one(tmp_path, capsys):
     """torch.export.save's archive was "not a PyTorch checkpoint (RuntimeError)", or under --trust-model torch's "your
     checkpoint file is corrupted": the file is sound, and what to save instead was not said (a reviewer's model zoo)."""

@@ -23,14 +23,15 @@ def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protect
     probe = _probe(input_shape)
     dense = copy.deepcopy(model).float().eval()  # compress retrains, prunes and exports in float32
     _check_float32_and_deterministic(dense, probe)
-    _check_offsets_bake(copy.deepcopy(dense), example, protected)
+    _check_offsets_bake(copy.deepcopy(dense), example, probe, protected)
     graph = ChannelGraph(copy.deepcopy(dense), example)
     unfollowed = _unfollowed(dense, example, probe, graph.groups)
     if channels and all(g.key in unfollowed for g in graph.groups):  # rounds of retraining that could remove nothing
         kept = {g.key: g.reason.removesuffix(": kept whole") for g in graph.all_groups if not g.prunable and not g.output}
         kept.update({key: "removing a channel changes what the forward computes" for key in unfollowed})
         why = "; ".join(f"{key}: {reason}" for key, reason in list(kept.items())[:3]) + ("; ..." if len(kept) > 3 else "")
-        raise UserError(f"no channel of this model can be removed: every channel group is kept whole ({why}), so channel pruning "
+        whole = f"every channel group is kept whole ({why})" if kept else "it has no hidden channels, only its classes' outputs"
+        raise UserError(f"no channel of this model can be removed: {whole}, so channel pruning "
                         "cannot make it smaller; --granularity weight zeroes single weights instead")
     return unfollowed
 
@@ -68,7 +69,7 @@ def _check_float32_and_deterministic(model: nn.Module, rows: torch.Tensor) -> No
                         "its FN promise needs one answer per input; compress the deterministic model")
 
 
-def _check_offsets_bake(model: nn.Module, example: torch.Tensor, protected: list[int]) -> None:
+def _check_offsets_bake(model: nn.Module, example: torch.Tensor, probe: torch.Tensor, protected: list[int]) -> None:
     """The shipped operating point is a protected-logit offset baked into the classifier's bias: a model whose
     logits come from no layer with a bias per class (a scatter or an index_add into a fresh tensor) cannot carry
     it. ``model`` is a copy: the offset is baked into it."""
@@ -78,15 +79,16 @@ def _check_offsets_bake(model: nn.Module, example: torch.Tensor, protected: list
         bake_offsets(model, {protected[0]: 1.0}, example)
     except ValueError as exc:
         raise UserError("the model's logits do not come from a layer cwtool can move (an nn.Linear or a Conv with one output per "
-                        f"class, last in the forward, up to a log_softmax){_after_the_classifier(model, example)}: its operating "
+                        f"class, last in the forward, up to a log_softmax){_after_the_classifier(model, probe)}: its operating "
                         "point is an offset baked into that layer's bias, so this model cannot be compressed") from exc
 
 
-def _after_the_classifier(model: nn.Module, example: torch.Tensor) -> str:
+def _after_the_classifier(model: nn.Module, rows: torch.Tensor) -> str:
     """What the outputs say of the operation after the classifier, in words: probabilities are a softmax's or a
-    sigmoid's (the commonest case: a model that returns them instead of its logits)."""
+    sigmoid's (the commonest case: a model that returns them instead of its logits). ``rows``: the random probe rows,
+    not a row of zeros, which a model with no biases answers with zeros, read as a sigmoid's."""
     with torch.no_grad():
-        out = model(example).float()
+        out = model(rows).float()
     if out.numel() and bool(((out >= 0) & (out <= 1)).all()):
         if torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4):
             return "; its outputs are probabilities summing to 1: a softmax ends its forward; give the model up to its logits"
