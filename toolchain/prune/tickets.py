@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from toolchain.config import PruneConfig
+from toolchain.promise import SMALL_SPLIT
 
 Survivors = dict[str, list[int]]  # group key -> original channel indices still present
 
@@ -159,6 +160,11 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         statement = "the FN promise is backed on validation: " + "; ".join(words)  # a probability: one test draw may still miss
         if together is not None:
             statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
+        few = [f"class {k} on {v['n']}" for k, v in per_class.items() if v.get("n", SMALL_SPLIT) < SMALL_SPLIT]
+        if few:
+            statement += (f"; it rests on few validation samples ({', '.join(few)}): below {SMALL_SPLIT} the probability is an "
+                          "average over validation draws, which a ticket that ranks the class unlike the dense model falls short "
+                          "of (0.81-0.92 for 0.95 measured at 15-30 samples, docs/FN_PROMISE.md); more validation data firms it up")
     elif binds == "accuracy":  # a lower confidence would not help
         more = (["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
                 + (["a gentler --rate a round (more rounds)"] if ticket.round == 1 and config.rate > 0.3 else []))
