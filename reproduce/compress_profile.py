@@ -58,6 +58,14 @@ def main() -> None:
     ap.add_argument("--anchor", action="append", type=Path, default=[])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    for run in args.runs:
+        if not (run / "report.json").is_file():
+            ap.error(f"{run}: not a finished compress run (no report.json in it)")
+        if len(json.loads((run / "report.json").read_text(encoding="utf-8")).get("protected", [])) != 1:
+            ap.error(f"{run}: profiles runs of one protected class")
+    for anchor in args.anchor:
+        if not anchor.is_file():
+            ap.error(f"--anchor {anchor}: no such file (reproduce/fn_promise_anchor.py --json writes it)")
     rows = [profile(r) for r in args.runs]
     anchors = [json.loads(a.read_text(encoding="utf-8")) for a in args.anchor]
     for r in rows:

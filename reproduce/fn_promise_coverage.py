@@ -50,6 +50,8 @@ def main() -> None:
                              "which differs from the validation part's), or the validation part's count, as compress states it")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if not (args.run_dir / "manifest.json").is_file() or not (args.run_dir / "report.json").is_file():
+        parser.error(f"{args.run_dir}: not a finished compress run (it needs its manifest.json and report.json)")
 
     manifest = json.loads((args.run_dir / "manifest.json").read_text())
     inputs, config = manifest["inputs"], manifest["config"]
@@ -57,6 +59,8 @@ def main() -> None:
     dataset = load_data(inputs["data"]["spec"], seed=inputs["data_seed"], label_column=inputs.get("label_column"))
     dense = load_model(inputs["model"]["path"], arch=arch, arch_kwargs=kwargs).module.float().eval()
     ticket = shipped_ticket(args.run_dir, arch)
+    if len(inputs["protected"]) != 1:
+        parser.error(f"{args.run_dir}: re-splits runs of one protected class")
     (k,) = inputs["protected"]
     budget = int(config["max_fn_increase"]) if args.budget is None else args.budget
 

@@ -57,6 +57,10 @@ def main() -> None:
     for spec in args.runs:
         key, _, path = spec.partition("=")
         recipe, _, seed = key.rpartition(":")
+        if not (recipe and seed.isdigit() and path):
+            parser.error(f"{spec!r}: give RECIPE:DATA_SEED=PATH")
+        if not ((Path(path) / "report.json").is_file() or Path(path).is_file()):
+            parser.error(f"{spec!r}: {path} is neither a finished compress run (with its report.json) nor an anchor's JSON")
         cells.setdefault((recipe, int(seed)), []).append({"path": path, **read_run(Path(path))})
     print("| recipe | data seed | runs | val FP at the shipped point | mean (range) | accuracy | AUC |")
     print("|---|---:|---:|---|---|---:|---:|")

@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("cwtool-bench/shapes"))
     ap.add_argument("--summary", type=Path, help="write a small summary (reproduce/bench_summary.py) here")
     args = ap.parse_args()
+    if not Path(args.dense).is_file():
+        ap.error(f"--dense {args.dense}: no such file (reproduce/fmnist_latency.sh trains it)")
     args.work.mkdir(parents=True, exist_ok=True)
     dense = load_model(args.dense).module.eval()
     example = torch.zeros(1, 1, 28, 28)
