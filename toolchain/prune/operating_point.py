@@ -21,7 +21,7 @@ import numpy as np
 from toolchain.promise import disagreements, promise_confidence
 
 _EPS = 1e-4
-_MAX_PASSES = 200  # a bound only: each pass moves an offset past at least one more sample, or stops
+_MAX_PASSES = 20  # two classes claiming the same samples climb together a hair a pass: a bound on the chase
 
 
 def apply_offsets(logits: np.ndarray, offsets: dict[int, float]) -> np.ndarray:
@@ -167,14 +167,23 @@ class PromiseGuard:
         (every sample of the class caught), which the caller sees in `check`."""
         offsets = {k: 0.0 for k in self.protected}
         # Offsets interact: raising one class's logit can take another's samples, which then needs a higher offset of its
-        # own. Each pass only raises them, so passes go on until the guard is met or nothing moves (a fixed number of
-        # passes left 9% of simulated two-class draws short of a guard they reached a few passes later).
+        # own. Passes go on until the guard is met, nothing moves, or _MAX_PASSES: two classes that claim the same samples
+        # raise each other a hair a pass, and without a bound had taken offsets to +400 and accuracy to 0.49 where the guard
+        # cannot be met. The best pass is kept (the most classes met, then the highest confidences, then the fewest
+        # decisions moved from the model's own), not the last. Measured on 300 simulated two-class draws whose every class
+        # meets its guard alone: 4 fixed passes left 28 short, 20 leave 4 (unbounded: 0, at up to 116 passes).
+        best, best_score = dict(offsets), None
         for _ in range(_MAX_PASSES):
             before = dict(offsets)
             for k in self.protected:
                 offsets[k] = self._offset_for(logits, k, offsets)
-            if offsets == before or self.met(logits, offsets):
+            decisions = apply_offsets(logits, offsets).argmax(1)
+            score = self._closeness(logits, offsets, decisions)
+            if best_score is None or score > best_score:
+                best, best_score = dict(offsets), score
+            if offsets == before or score[0] == len(self.protected):
                 break
+        offsets = best
         met = self.met(logits, offsets)
         for k in self.protected:
             spent = {**offsets, k: self._spend_free_room(logits, k, offsets)}
@@ -183,6 +192,14 @@ class PromiseGuard:
             if not met or self.met(logits, spent):
                 offsets = spent
         return offsets
+
+    def _closeness(self, logits: np.ndarray, offsets: dict[int, float], decisions: np.ndarray) -> tuple:
+        """How close these offsets come to the guard, larger is closer: classes met, their confidences (each capped at
+        the target), and fewer decisions moved from the model's own (fewer false alarms bought)."""
+        checked = self.check(logits, offsets)
+        confidences = [min(v["confidence"], self.confidence) for v in checked.values()]
+        moved = int(np.sum(decisions != np.asarray(logits).argmax(1)))
+        return sum(v["confidence"] >= self.confidence for v in checked.values()), sum(confidences), -moved
 
     def check(self, logits: np.ndarray, offsets: dict[int, float]) -> dict[int, dict]:
         """Per class at these offsets: validation FN (candidate and dense), b, c, and the confidence."""
