@@ -76,6 +76,8 @@ def _promise_lines(promise: dict | None) -> list[str]:
     if promise.get("together_confidence") is not None:
         lines.append(f"- all {len(promise['classes'])} classes together: every promise above holds at once with probability at "
                      f"least **{promise['together_confidence']:.3f}** (each class's own is stated above).")
+    if promise.get("few_samples"):
+        lines.append(f"- **few samples**: {promise['few_samples']}.")
     if not promise["met_on_val"]:
         lines.append(f"- **not met**: {promise['statement']}")
     return lines
