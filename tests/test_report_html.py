@@ -4,6 +4,7 @@ ticks, no bars of nothing, the budget and the dense model marked; the fit verdic
 from __future__ import annotations
 
 import base64
+import html
 import re
 
 import numpy as np
@@ -124,14 +125,16 @@ def test_a_class_name_is_text_in_report_md_not_html():
 
 
 _HOSTILE_NAMES = ["\\<script>alert(2)</script>", "a\\`<img src=x onerror=alert(3)>`", "```<iframe src=x>",
-                  "`` <img src=y onerror=alert(4)> ``", "\\\\<svg onload=alert(5)>", "x`y\\`<object data=z>"]
+                  "`` <img src=y onerror=alert(4)> ``", "\\\\<svg onload=alert(5)>", "x`y\\`<object data=z>",
+                  "![x](http://evil.example/p.png)", "[x](javascript:alert(6))", "<1@evil.example>"]
 
 
 @pytest.mark.parametrize("name", _HOSTILE_NAMES)
 def test_a_class_name_opens_no_tag_in_a_commonmark_renderer(name):
     """A name starting with a backslash (the escape became '\\\\<': an escaped backslash, then a live tag) or with
     backticks of its own (a code span that ends elsewhere in a renderer than where cwtool split it) opened a tag in
-    report.md: a reviewer of the escape. Rendered here by markdown-it (CommonMark, raw HTML allowed; rich brings it)."""
+    report.md, and an image, a link or an e-mail autolink passed: reviewers of the escape. Rendered here by markdown-it
+    (CommonMark, raw HTML allowed, every link target accepted as a renderer without a URL check does; rich brings it)."""
     from markdown_it import MarkdownIt
 
     from toolchain.report.export_markdown import render_export_report
@@ -143,11 +146,34 @@ def test_a_class_name_opens_no_tag_in_a_commonmark_renderer(name):
     exported = render_export_report({**report, "artifacts": [], "budget": report["gate"]["budget"],
                                      "model": {"path": "m.pt", "kind": "checkpoint", "params": 1, "sha256": "0" * 64},
                                      "data": {**report["data"], "test_rows_sha256": "1" * 64}})
+    renderer = MarkdownIt("commonmark")
+    renderer.validateLink = lambda url: True
     for markdown in (render_report(report), exported):
-        page = MarkdownIt("commonmark").render(markdown)
-        assert not re.search(r"<(script|img|iframe|svg|object)\b", page), page
+        page = renderer.render(markdown)
+        assert not re.search(r"<(script|img|iframe|svg|object|a)\b", page), page
         html_page = render_html(markdown, [], "t")
-        assert not re.search(r"<(script|img|iframe|svg|object)\b", html_page)
+        assert not re.search(r"<(script|img|iframe|svg|object|a)\b", html_page)
+        if "`" not in name:  # cwtool's own page reads backticks as code spans
+            assert "class 3 (" + name + ")" in html.unescape(re.sub(r"<[^>]+>", "", html_page))  # shown as written
+
+
+@pytest.mark.parametrize("name, shown", [("Shirt", "Shirt"), ("<b>", "3"), ("a\\<b", "3"), ("x`y", "'x`y'"), ("[a](b)", "3")])
+def test_the_verify_command_export_md_gives_pastes_as_the_class(name, shown):
+    """With the escape inside code spans, a class named '<b>' was given as "-p '\\<b>'" in export.md's command (a wrong
+    class once pasted): such a name is given by its index; a backtick no longer ends the command's code span."""
+    from markdown_it import MarkdownIt
+
+    from toolchain.report.export_markdown import render_export_report
+
+    report = made_up_report(fn_after=1, fp_after=1)
+    report["class_names"][3] = name
+    exported = render_export_report({**report, "artifacts": [], "budget": report["gate"]["budget"],
+                                     "model": {"path": "m.pt", "kind": "checkpoint", "params": 1, "sha256": "0" * 64},
+                                     "data": {**report["data"], "test_rows_sha256": "1" * 64}})
+    commands = re.findall(r"<code>(cwtool verify [^<]*)</code>", html.unescape(MarkdownIt("commonmark").render(exported))
+                          .replace("&lt;", "<"))
+    assert len(commands) == 2, exported
+    assert all(f" -p {shown} " in command for command in commands), commands
 
 
 def test_markdown_subset_becomes_html():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 from toolchain.errors import printable
-from toolchain.report.html import no_raw_html
+from toolchain.report.html import code_span, no_raw_html, shown_as_written
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
 from toolchain.report.markdown import files_lines, fmt_value, held_out_rows, protected_cell
@@ -73,10 +73,13 @@ def render_export_report(report: dict) -> str:
     seed = f" --seed {data['seed']}" if data.get("seed") and not data.get("held_out_from", {}).get("test") else ""
     names = report.get("class_names") or []
     named = len(names) > max(report["protected"], default=0) and names != [str(i) for i in range(len(names))]
-    protect = "".join(f" -p {shlex.quote(names[k]) if named else k}" for k in report["protected"])  # a name wins over an index
+    # a name wins over an index, where the command shows it as typed (a name the Markdown escapes would be pasted escaped)
+    protect = "".join(f" -p {shlex.quote(names[k]) if named and shown_as_written(shlex.quote(names[k])) else k}"
+                      for k in report["protected"])
     command = (f"cwtool verify {first} --data {shlex.quote(data.get('spec') or data['name'])}{seed}"
                f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline export.json")
-    lines += ["", f"Re-check a file here, from this folder: `{command}`. Add `--save-rows eval.npz` to keep the rows it judges: "
-                  f"a device with numpy and one runtime judges the same rows with `cwtool verify {first} --data eval.npz{protect} "
-                  "--baseline export.json` (a named set such as digits needs scikit-learn, a folder of images Pillow)."]
+    lines += ["", f"Re-check a file here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep the rows it "
+                  f"judges: a device with numpy and one runtime judges the same rows with "
+                  f"{code_span(f'cwtool verify {first} --data eval.npz{protect} --baseline export.json')} (a named set such as digits "
+                  "needs scikit-learn, a folder of images Pillow)."]
     return no_raw_html(printable("\n".join(lines))) + "\n"  # class names come from files: text, not HTML

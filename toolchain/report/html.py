@@ -12,24 +12,39 @@ import html
 import re
 from pathlib import Path
 
-__all__ = ["render_html", "no_raw_html"]
+__all__ = ["render_html", "no_raw_html", "code_span", "shown_as_written"]
 
-_TAG_START = re.compile(r"(\\*)<(?=[A-Za-z/!?])")  # where CommonMark reads raw HTML: "<=" and "< 0.5" are text
-_ESCAPED_TAG_START = re.compile(r"(\\+)&lt;")  # the same, in no_raw_html's output after html.escape
+# Where a renderer reads markup from text: a '<' opening raw HTML or an autolink (a tag, "<http:...>", "<1@x.com>"), and
+# the "](" of a link or an image ("![x](http://...)" loads a remote image). "<=" and "< 0.5" are text.
+_MARKUP = re.compile(r"(\\*)(<(?=[^\s=])|\](?=\())")
+_ESCAPED_MARKUP = re.compile(r"(\\+)(&lt;(?=[^\s=])|\](?=\())")  # the same, in no_raw_html's output after html.escape
 
 
 def no_raw_html(markdown: str) -> str:
-    """``markdown`` with every '<' that would open an HTML tag, comment or declaration escaped: a class name from a data
-    file ("<script>", "<img src=...>") is text in any Markdown renderer, not markup. The backslashes already before it
-    are doubled (k become 2k + 1), so a name ending in '\\' cannot cancel the escape. Inside code spans too: a name
-    with backticks of its own can make a renderer and any splitter of ours disagree on where a span ends, and a '\\<'
-    in a true code span is only shown, never run."""
-    return _TAG_START.sub(lambda m: "\\" * (2 * len(m.group(1)) + 1) + "<", markdown)
+    """``markdown`` with every '<' that would open raw HTML or an autolink, and every "](" of a link or an image, escaped:
+    a class name from a data file ("<script>", "<img src=...>", "![x](http://...)") is text in any Markdown renderer,
+    not markup. The backslashes already before it are doubled (k become 2k + 1), so a name ending in '\\' cannot cancel
+    the escape. Inside code spans too: a name with backticks of its own can make a renderer and any splitter of ours
+    disagree on where a span ends; in a true code span the escape is only shown (``shown_as_written``)."""
+    return _MARKUP.sub(lambda m: "\\" * (2 * len(m.group(1)) + 1) + m.group(2), markdown)
 
 
 def _tag_text(escaped: str) -> str:
     """html.escape'd Markdown with no_raw_html's escape undone: the page shows the name as the data file has it."""
-    return _ESCAPED_TAG_START.sub(lambda m: "\\" * (len(m.group(1)) // 2) + "&lt;", escaped)
+    return _ESCAPED_MARKUP.sub(lambda m: "\\" * (len(m.group(1)) // 2) + m.group(2), escaped)
+
+
+def code_span(text: str) -> str:
+    """``text`` as a Markdown code span: fenced by more backticks than it holds, so a backtick of its own cannot end it."""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def shown_as_written(text: str) -> bool:
+    """Whether ``text`` reads the same inside a code span of a no_raw_html document: no_raw_html's escapes ('<', '](',
+    backslashes before them) show there as typed."""
+    return _MARKUP.search(text) is None
 
 
 STYLE = """

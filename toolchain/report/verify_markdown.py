@@ -6,6 +6,7 @@ import re
 
 
 from toolchain.errors import one_line, printable
+from toolchain.report.html import code_span
 from toolchain.report.verify_console import artifact_wide_reasons, budget_words, shown_name
 
 __all__ = ["render_verify_markdown"]
@@ -25,10 +26,7 @@ def _esc(text) -> str:
 def _code(text, in_table: bool = False) -> str:
     """A path or file name as a Markdown code span: fenced by more backticks than it holds (a backtick in the name ended
     a one-backtick span); in a table, its cell border escaped (GitHub's tables split cells on | even inside code)."""
-    text = one_line(text).replace("|", "\\|") if in_table else one_line(text)
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+    return code_span(one_line(text).replace("|", "\\|") if in_table else one_line(text))
 
 
 def _pct(x) -> str:
