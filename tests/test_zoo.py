@@ -265,7 +265,8 @@ def test_a_one_channel_conv_is_not_called_a_depthwise_conv():
 
 
 @pytest.mark.parametrize("ending, said", [("softmax", "a softmax ends its forward"), ("sigmoid", "a sigmoid ends its forward"),
-                                           ("temperature", "an operation after its classifier changes the logits")])
+                                           ("temperature", "an operation after its classifier changes the logits"),
+                                           ("relu", "a ReLU \\(or a clamp\\) ends its forward")])
 def test_a_model_that_does_not_end_in_its_logits_is_refused_naming_what_ends_it(ending, said):
     """A softmax at the end of a forward is common; the refusal said only that the logits came from no layer cwtool can
     move, never that the softmax (or a division by a temperature) was the reason (a reviewer's model zoo)."""
@@ -280,11 +281,30 @@ def test_a_model_that_does_not_end_in_its_logits_is_refused_naming_what_ends_it(
             logits = self.fc(torch.relu(self.c1(x)).mean((2, 3)))
             if ending == "softmax":
                 return torch.softmax(logits, 1)
+            if ending == "relu":  # the protected class's logit is positive on a row of zeros: that row alone let it pass
+                return torch.relu(logits + 0.5 * torch.nn.functional.one_hot(torch.tensor(3), 10))
             return torch.sigmoid(logits) if ending == "sigmoid" else logits / 2.0
 
     torch.manual_seed(0)
     with pytest.raises(UserError, match=said):
         check_before_pruning(Ending().eval(), (1, 8, 8), [3])
+
+
+def test_a_model_ending_in_a_relu_is_refused_even_where_a_row_of_zeros_passes():
+    """The offset check read one row of zeros: where the protected logit is positive there, a ReLU after the classifier
+    passes the offset through, and the model was taken; on other rows the ReLU clips it (a reviewer of the refusals)."""
+    from toolchain.prune.preflight import check_before_pruning
+
+    hidden, head = torch.nn.Linear(64, 16), torch.nn.Linear(16, 10)
+    with torch.no_grad():
+        for layer in (hidden, head):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        hidden.weight[0] = 1.0  # hidden 0: the sum of the pixels, clipped at 0
+        head.bias[3], head.weight[3, 0] = 0.5, -1.0  # class 3: 0.5 on a row of zeros, 0 once the pixels sum above 0.5
+    model = torch.nn.Sequential(torch.nn.Flatten(), hidden, torch.nn.ReLU(), head, torch.nn.ReLU()).eval()
+    with pytest.raises(UserError, match="a ReLU \\(or a clamp\\) ends its forward"):
+        check_before_pruning(model, (1, 8, 8), [3])
 
 
 def test_a_bias_free_model_scaled_after_its_classifier_is_not_called_a_sigmoid():

@@ -76,7 +76,7 @@ def _check_offsets_bake(model: nn.Module, example: torch.Tensor, probe: torch.Te
     from toolchain.prune.bake import bake_offsets
 
     try:
-        bake_offsets(model, {protected[0]: 1.0}, example)
+        bake_offsets(model, {protected[0]: 1.0}, torch.cat([example, probe]))  # a ReLU after it passes a zeros row alone
     except ValueError as exc:
         raise UserError("the model's logits do not come from a layer cwtool can move (an nn.Linear or a Conv with one output per "
                         f"class, last in the forward, up to a log_softmax){_after_the_classifier(model, probe)}: its operating "
@@ -89,6 +89,8 @@ def _after_the_classifier(model: nn.Module, rows: torch.Tensor) -> str:
     not a row of zeros, which a model with no biases answers with zeros, read as a sigmoid's."""
     with torch.no_grad():
         out = model(rows).float()
+    if out.numel() and bool((out >= 0).all()) and bool((out == 0).any()):
+        return "; its outputs are clipped at 0: a ReLU (or a clamp) ends its forward; give the model up to its logits"
     if out.numel() and bool(((out >= 0) & (out <= 1)).all()):
         if torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4):
             return "; its outputs are probabilities summing to 1: a softmax ends its forward; give the model up to its logits"
