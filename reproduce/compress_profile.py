@@ -61,7 +61,11 @@ def main() -> None:
     for run in args.runs:
         if not (run / "report.json").is_file():
             ap.error(f"{run}: not a finished compress run (no report.json in it)")
-        if len(json.loads((run / "report.json").read_text(encoding="utf-8")).get("protected", [])) != 1:
+        try:
+            protected = json.loads((run / "report.json").read_text(encoding="utf-8"))["protected"]
+        except (ValueError, KeyError, TypeError) as exc:
+            ap.error(f"{run}: its report.json is not compress's ({type(exc).__name__})")
+        if len(protected) != 1:
             ap.error(f"{run}: profiles runs of one protected class")
     for anchor in args.anchor:
         if not anchor.is_file():

@@ -53,14 +53,17 @@ def main() -> None:
     if not (args.run_dir / "manifest.json").is_file() or not (args.run_dir / "report.json").is_file():
         parser.error(f"{args.run_dir}: not a finished compress run (it needs its manifest.json and report.json)")
 
-    manifest = json.loads((args.run_dir / "manifest.json").read_text())
-    inputs, config = manifest["inputs"], manifest["config"]
+    try:
+        manifest = json.loads((args.run_dir / "manifest.json").read_text())
+        inputs, config = manifest["inputs"], manifest["config"]
+    except (ValueError, KeyError, TypeError) as exc:
+        parser.error(f"{args.run_dir}: its manifest.json is not compress's ({type(exc).__name__})")
+    if len(inputs.get("protected") or []) != 1:
+        parser.error(f"{args.run_dir}: re-splits runs of one protected class")
     arch, kwargs = inputs["arch"], inputs.get("arch_kwargs") or {}
     dataset = load_data(inputs["data"]["spec"], seed=inputs["data_seed"], label_column=inputs.get("label_column"))
     dense = load_model(inputs["model"]["path"], arch=arch, arch_kwargs=kwargs).module.float().eval()
     ticket = shipped_ticket(args.run_dir, arch)
-    if len(inputs["protected"]) != 1:
-        parser.error(f"{args.run_dir}: re-splits runs of one protected class")
     (k,) = inputs["protected"]
     budget = int(config["max_fn_increase"]) if args.budget is None else args.budget
 
