@@ -21,7 +21,16 @@ import numpy as np
 from toolchain.promise import disagreements, promise_confidence
 
 _EPS = 1e-4
+_TIE = 1e-9  # relative: needs closer than this are one tie (float rounding), far below _EPS
 _MAX_PASSES = 20  # two classes claiming the same samples climb together a hair a pass: a bound on the chase
+
+
+def _tie_groups(sorted_needs: np.ndarray) -> np.ndarray:
+    """Tie group of each of these ascending needs: one within float rounding of the previous is a tie (equal needs on a
+    logit grid, computed along other sums, differ in their last bits, and the edge rule judged such a pair apart at one
+    offset and tied at the next)."""
+    gaps = np.diff(sorted_needs) > _TIE * np.maximum(1.0, np.abs(sorted_needs[1:]))
+    return np.concatenate([[0], np.cumsum(gaps)])
 
 
 def apply_offsets(logits: np.ndarray, offsets: dict[int, float]) -> np.ndarray:
@@ -104,11 +113,14 @@ class PromiseGuard:
         pos = self.y == k
         need = needs(z[pos], k)
         hit = self.dense_pred[pos] == k
-        order = np.lexsort((hit, need))  # by need; among tied needs the dense model's catches last: a tie's edge is one
+        order = np.argsort(need, kind="stable")
+        group = _tie_groups(need[order])
+        within = np.lexsort((hit[order], group))  # by need; among tied needs the dense model's catches last: a tie's edge is one
+        order, group = order[within], group[within]
         ns = need[order]
         dense_hit = hit[order]
         caught_dense = np.concatenate([[0], np.cumsum(dense_hit)])
-        ends = np.concatenate([[0], np.searchsorted(ns, np.unique(ns), side="right")])
+        ends = np.concatenate([[0], np.flatnonzero(np.diff(group)) + 1, [len(ns)]]) if len(ns) else np.zeros(1, dtype=int)
         b = int(dense_hit.sum()) - caught_dense[ends]
         c = ends - caught_dense[ends]
         edge = np.concatenate([[False], dense_hit])[ends]  # the hardest positive caught at each point: m - 1
@@ -213,7 +225,8 @@ class PromiseGuard:
             edge_dense_catches = False
             if len(caught):  # the hardest positive caught; tied: one the dense model catches where there is one (as _path)
                 need = needs(shifted[pos][caught], k)
-                edge_dense_catches = bool(np.any(self.dense_pred[pos][caught[need == need.max()]] == k))
+                tied = need >= need.max() - _TIE * max(1.0, abs(float(need.max())))
+                edge_dense_catches = bool(np.any(self.dense_pred[pos][caught[tied]] == k))
             b_judged, c_judged = self._judged(b, c, np.bool_(len(caught) > 0), np.bool_(edge_dense_catches))
             n = int(pos.sum())
             out[k] = {"n": n, "n_new": self._n_new(k), "fn": int(np.sum(pred[pos] != k)), "dense_fn": int(np.sum(self.dense_pred[pos] != k)),
