@@ -1403,6 +1403,20 @@ def test_a_protected_class_named_in_another_case_is_suggested():
     assert resolve_protected(["melanoma"], ["benign", "melanoma", "nevus"], 3) == [1]
 
 
+@pytest.mark.parametrize("given", [["3", "3"], ["melanoma", "1"], ["1", "01"]])
+def test_a_class_protected_twice_is_refused(given, trained_digits, capsys):
+    """'-p 3 -p 3' (a typo for '-p 3 -p 8'), or a class by its name and its number, ran with the class once and no word:
+    the class meant second lost its protection in silence (a two-class user)."""
+    from toolchain.errors import UserError
+    from toolchain.evaluate import resolve_protected
+
+    with pytest.raises(UserError, match=r"name the same class 1: give each protected class once" if given[0] != "3" else
+                       r"'3' and '3' name the same class 3"):
+        resolve_protected(given, ["benign", "melanoma", "nevus", "other"], 4)
+    code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", "-p", "3"], capsys)
+    assert code == 2 and "'3' and '3' name the same class 3" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_the_same_command_on_a_finished_run_says_it_is_finished(trained_digits, tmp_path, capsys):
     """A retried CI job was told to "pass --resume to finish" a run that was done."""
     args = _finished_run(capsys, trained_digits[0], tmp_path / "run")

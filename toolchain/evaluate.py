@@ -18,6 +18,7 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
     if not values:
         raise UserError("give at least one --protect-class (a class index or name)")
     resolved: list[int] = []
+    given: dict[int, str] = {}
     for value in values:
         text = str(value).strip()
         if text in class_names:
@@ -31,8 +32,11 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
                             f"({', '.join(one_line(n)[:60] for n in class_names[:12])}){hint}")
         if not 0 <= k < num_classes:
             raise UserError(f"--protect-class {k} is outside {outputs} (classes 0..{num_classes - 1})")
-        if k not in resolved:
-            resolved.append(k)
+        if k in given:  # a typo ("-p 3 -p 3" for "-p 3 -p 8") would drop a class's protection in silence
+            raise UserError(f"--protect-class '{one_line(given[k])[:60]}' and '{one_line(text)[:60]}' name the same class {k}: "
+                            "give each protected class once")
+        given[k] = text
+        resolved.append(k)
     return resolved
 
 
