@@ -191,7 +191,8 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         more = ["lower --confidence"] + (["raise --max-fn-increase"] if config.max_fn_increase < 1e6 else [])
         if ceiling:
             more.append("give more validation data (where the dense model misses some, an offset can catch them)")
-            why = (f"the selected round {ticket.round} misses no validation sample of the class that the dense model catches, and "
+            which = "the class" if len(short) == 1 else "these classes"
+            why = (f"the selected round {ticket.round} misses no validation sample of {which} that the dense model catches, and "
                    f"the dense model misses none: the best any ticket does on this split at --max-fn-increase "
                    f"{config.max_fn_increase:g}; reachable: {reach}; docs/FN_PROMISE.md")
         else:
