@@ -264,9 +264,10 @@ def test_a_one_channel_conv_is_not_called_a_depthwise_conv():
     assert groups["c2"].prunable
 
 
-@pytest.mark.parametrize("ending, said", [("softmax", "a softmax ends its forward"), ("sigmoid", "a sigmoid ends its forward"),
+@pytest.mark.parametrize("ending, said", [("softmax", "a softmax ends its forward"), ("sigmoid", "a sigmoid \\(or a ReLU before a pooling\\) ends"),
                                            ("temperature", "an operation after its classifier changes the logits"),
-                                           ("relu", "a ReLU \\(or a clamp\\) ends its forward")])
+                                           ("relu", "a ReLU \\(or a clamp\\) ends its forward"),
+                                           ("sharp softmax", "a softmax ends its forward")])
 def test_a_model_that_does_not_end_in_its_logits_is_refused_naming_what_ends_it(ending, said):
     """A softmax at the end of a forward is common; the refusal said only that the logits came from no layer cwtool can
     move, never that the softmax (or a division by a temperature) was the reason (a reviewer's model zoo)."""
@@ -281,6 +282,8 @@ def test_a_model_that_does_not_end_in_its_logits_is_refused_naming_what_ends_it(
             logits = self.fc(torch.relu(self.c1(x)).mean((2, 3)))
             if ending == "softmax":
                 return torch.softmax(logits, 1)
+            if ending == "sharp softmax":  # probabilities that underflow to 0 had been read as a ReLU's clipping
+                return torch.softmax(200 * logits, 1)
             if ending == "relu":  # the protected class's logit is positive on a row of zeros: that row alone let it pass
                 return torch.relu(logits + 0.5 * torch.nn.functional.one_hot(torch.tensor(3), 10))
             return torch.sigmoid(logits) if ending == "sigmoid" else logits / 2.0

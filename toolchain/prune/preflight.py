@@ -89,13 +89,16 @@ def _after_the_classifier(model: nn.Module, rows: torch.Tensor) -> str:
     not a row of zeros, which a model with no biases answers with zeros, read as a sigmoid's."""
     with torch.no_grad():
         out = model(rows).float()
-    if out.numel() and bool((out >= 0).all()) and bool((out == 0).any()):
+    if not out.numel() or not bool((out >= 0).all()):
+        return "; an operation after its classifier changes the logits (a scale, a temperature, an index?): give the model up to them"
+    # a sharp softmax underflows to exact zeros: the sum is read before the zeros
+    if bool((out <= 1).all()) and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4):
+        return "; its outputs are probabilities summing to 1: a softmax ends its forward; give the model up to its logits"
+    if bool((out == 0).any()):
         return "; its outputs are clipped at 0: a ReLU (or a clamp) ends its forward; give the model up to its logits"
-    if out.numel() and bool(((out >= 0) & (out <= 1)).all()):
-        if torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4):
-            return "; its outputs are probabilities summing to 1: a softmax ends its forward; give the model up to its logits"
-        return "; its outputs all lie in [0, 1]: a sigmoid ends its forward; give the model up to its logits"
-    return "; an operation after its classifier changes the logits (a scale, a temperature, an index?): give the model up to them"
+    if bool((out <= 1).all()):
+        return "; its outputs all lie in [0, 1]: a sigmoid (or a ReLU before a pooling) ends its forward; give the model up to its logits"
+    return "; its outputs are never negative: a ReLU, an exp or a softplus ends its forward; give the model up to its logits"
 
 
 def _unfollowed(model: nn.Module, example: torch.Tensor, probe: torch.Tensor, groups: list) -> dict[str, str]:
