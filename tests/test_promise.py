@@ -223,7 +223,7 @@ def test_a_promise_kept_on_few_validation_samples_says_its_probability_can_be_op
                               SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=budget))
     assert promise["statement"].startswith("the FN promise is backed on validation")
     markdown = "\n".join(_promise_lines(promise))
-    assert (f"fewer than 60 validation samples of a class (class 3 on {n}), the stated probability can be optimistic"
+    assert (f"fewer than 60 validation samples of a class (class 3: {n}), the stated probability can be optimistic"
             in markdown) == said == ("few_samples" in promise), markdown
 
 

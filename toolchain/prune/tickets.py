@@ -136,7 +136,7 @@ def _percent(share: float) -> str:
 def _few_samples(per_class: dict) -> str | None:
     """A kept promise resting on few validation samples of a class, in words; None where none does (a vacuous promise,
     a budget as large as the class, says so already)."""
-    few = [f"class {k} on {v['n']}" for k, v in per_class.items()
+    few = [f"class {k}: {v['n']}" for k, v in per_class.items()
            if v.get("n", SMALL_SPLIT) < SMALL_SPLIT and not (v.get("n_new") and v["budget"] >= v["n_new"])]
     if not few:
         return None
