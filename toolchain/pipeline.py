@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -12,15 +11,15 @@ from pathlib import Path
 from rich.console import Console
 
 from toolchain import __version__, distributed, interrupts
-from toolchain.config import PruneConfig, config_hash
-from toolchain.errors import Interrupted, UserError, describe, one_line
-from toolchain.export.stage import ExportSettings, check_export_inputs, drop_stale_artifacts, drop_unchecked_artifacts
-from toolchain.io import atomic_write_json, atomic_write_text, check_output_dir, json_text, own_folder, sweep_temporaries
-from toolchain.input_paths import input_paths
-from toolchain.provenance import file_sha256, rows_sha256
+from toolchain.compress_inputs import CheckedInputs, check_compress_inputs
+from toolchain.config import PruneConfig
+from toolchain.errors import Interrupted, UserError, describe
+from toolchain.export.stage import ExportSettings, drop_stale_artifacts, drop_unchecked_artifacts
+from toolchain.io import atomic_write_json, atomic_write_text, json_text, own_folder, sweep_temporaries
+from toolchain.provenance import rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.report.pace import say_progress_to
-from toolchain.rundir import RunDir, Sessions, earlier_sessions, package_versions, run_inputs, version_changes
+from toolchain.rundir import RunDir, package_versions, version_changes
 
 REPORT_SCHEMA = 1
 
@@ -56,148 +55,26 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    from toolchain.data.given import load_with_given_rows
-    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
-    import numpy as np
-
-    from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
     from toolchain.gate import fn_gate
-    from toolchain.models.loading import load_model, save_checkpoint
+    from toolchain.models.loading import save_checkpoint
     from toolchain.models.profile import count_macs, count_params
-    from toolchain.models.train import pick_device
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner
-    from toolchain.prune.preflight import check_before_pruning
     from toolchain.prune.tickets import promise_section, removed_plan, shipped_size_goal
 
     started = time.perf_counter()
     group = distributed.start(config.device)  # under torchrun: retraining on every process, rank 0 writes and talks
     console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
     log = RunLog(console)
-    # --- inputs: every check before anything is written ---------------------------------------------
-    dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.data_seed, label_column=request.label_column,
-                                   class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
-                                   resize=request.resize, normalize=request.normalize, color=request.color)
-    dataset = dataclasses.replace(dataset, augment=request.augment, workers=request.workers)
-    loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
-                        input_shape=dataset.input_shape)
-    arch = loaded.arch or request.arch
-    if loaded.kind == "torchscript" or arch is None:
-        raise UserError("compress needs a model cwtool can rebuild: a state_dict or pickled module with --arch, or a cwtool checkpoint")
-    if loaded.channel_plan:
-        raise UserError(f"'{request.model}' is already a pruned cwtool model: compress the dense model it came from")
-    float32 = all(t.dtype == torch.float32 for t in [*loaded.module.parameters(), *loaded.module.buffers()] if t.is_floating_point())
-    num_outputs, class_names, protected, val_logits = check_model_on_splits(loaded.module, dataset, request.protect)
-    for k in protected:
-        if not (dataset.y_val == k).any():
-            raise UserError(f"the validation split has no samples of protected class {k}: the FN budget cannot be checked")
-        if not (dataset.y_test == k).any():
-            raise UserError(f"the test split has no samples of protected class {k}: the files' FN cannot be re-checked; "
-                            "give test rows that include it")
-    if loaded.kind == "pickle":  # checkpoints are rebuilt from --arch + --arch-kwargs: they must fit the module
-        from toolchain.models.arch import build_arch, load_state_into
-
-        load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
-    pick_device(config.device)  # an unavailable device is bad input, found before anything is written
-    unfollowed = check_before_pruning(loaded.module, dataset.input_shape, protected,  # the channel groups to keep whole
-                                      channels=config.granularity != "weight")
-    check_export_inputs(export, dataset)
-    if request.resume and config.granularity == "weight":
-        raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
-                        "after removing its run directory")
-
-    inputs = run_inputs(request, dataset, loaded.arch_kwargs, arch, protected)
-    profile = None
-    if export is not None and export.target:
-        from toolchain.targets import load_target
-
-        profile = load_target(export.target)
-        # a file the run reads (its channel multiple shapes the pruning): an edited profile is another run
-        inputs["target"] = {"name": profile.name, "sha256": file_sha256(profile.path)}
-    config = config.for_target(profile.channel_multiple if profile else None)
-    run_id = config_hash(inputs, config)
-    run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
-    manifest_path = RunDir(run_dir).manifest
-    inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
-    check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
-    resuming = run_dir.exists() and any(run_dir.iterdir())
-    if resuming and not request.resume:
-        if config.granularity == "weight":
-            raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")
-        if not manifest_path.is_file():  # a folder of the user's (a report.json of its own too): --resume would be refused as well
-            raise UserError(f"'{run_dir}' exists and is not a cwtool run directory (no manifest.json): give another --out, or an empty "
-                            "folder")
-        if RunDir(run_dir).report_json.is_file():  # a CI job retried: the run is done, not to be finished
-            raise UserError(f"run directory '{run_dir}' holds a finished run (its report: {RunDir(run_dir).report_json}): --resume "
-                            "makes its files and reports again from the saved pruning, or give --out for a new run")
-        raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
-    before = earlier_sessions(run_dir, inputs, run_id, config) if resuming else Sessions()
-    if resuming:
-        from toolchain.prune.round_files import RoundFiles
-
-        RoundFiles(RunDir(run_dir), arch, loaded.arch_kwargs, dataset.input_shape, {}).check_saved()
-    inputs, run_id = before.inputs or inputs, before.run_id or run_id
-    check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
-    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)
-    if problem is not None:  # a model fed other inputs than it learnt on: no promise about it means anything
-        raise UserError(problem)
-    # what the user must make sure of: on the console and in compress.log after the run's header (a refusal before it stays
-    # one line), in the reports later
-    shown_notes: list[str] = []
-    note_input = shown_notes.append
-    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
-    problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
-    if problem is not None:  # than a model that detects nothing is no promise at all
-        raise UserError(problem)
-    for line in weak_detection_notes(val_logits, dataset.y_val, protected, class_names, dataset.y_train,
-                                     flat=len(dataset.input_shape) == 1):
-        note_input(line)
-    for k in protected:
-        n = int(np.sum(dataset.y_val == k))
-        if n < MIN_POSITIVES:
-            note_input(f"note: validation holds {n} sample(s) of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
-                       f"check that the dense model detects it (cwtool checks from {MIN_POSITIVES}), and the promise rests on them")
+    checked = check_compress_inputs(request, config, export)  # every check before anything is written
+    dataset, protected, config, run_dir = checked.dataset, checked.protected, checked.config, checked.run_dir
+    loaded, arch, class_names, run_id = checked.loaded, checked.arch, checked.class_names, checked.run_id
     input_notes = [line.removeprefix("note: ").encode("utf-8", "backslashreplace").decode("utf-8")  # a name not UTF-8
-                   for line in shown_notes]
+                   for line in checked.notes]
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
-    held = None
     made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # what mkdir makes: gone again if the run is
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        held = RunDir(run_dir).hold()  # until this process ends: a second compress on the folder is refused, not interleaved
-        own_folder(run_dir)  # checked for links above: one that appears later never takes a file out of it
-        log.attach(RunDir(run_dir).log)
-        log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if resuming else ''})")
-        if request.resume and not resuming:
-            log.print(f"note: --resume found no run in {run_dir}: this run starts from the beginning")
-        versions = package_versions()
-        changed = version_changes(before.started_with, versions)
-        if changed:  # rounds from both are mixed in the result: allowed (a pip upgrade between sessions), but said
-            log.print(f"note: this run was started with other versions ({', '.join(changed)}); "
-                      "its earlier rounds were made with the old ones")
-        processes = group.world if group else 1
-        if any(n != processes for n in before.processes):  # allowed (a GPU less tonight), but the batches differ: said
-            counts = [n for i, n in enumerate(before.processes) if i == 0 or n != before.processes[i - 1]]
-            went_on = "".join(f", went on with {n}" for n in counts[1:])
-            log.print(f"note: this run began on {before.began_on} process(es){went_on} and goes on with {processes}; the rounds made from here "
-                      "(if any remain) see other batches, so the result differs from a run that kept one number of processes")
-        atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
-                                          **({"started_with": before.started_with} if changed else {}), "round_identity": before.round_identity,
-                                          "final_identity": before.final_identity, "file_identity": before.file_identity,
-                                          "argv": sys.argv, "data": dataset.describe(), "processes": processes,
-                                          **({"began_on_processes": before.began_on} if before.began_on not in (None, processes) else {}),
-                                          "processes_by_session": [*before.processes, processes],
-                                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
-        for shown, line in zip(shown_notes, input_notes):
-            console.print(shown)
-            log.record(f"note: {line}")
-        ignored = config.switched_off()
-        if ignored:
-            log.print(f"note: --no-class-aware switches the class-dependent parts off: {', '.join(ignored)} changes nothing in this run")
-        swept = sweep_temporaries(run_dir)
-        if swept:
-            log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
+    # refused on its first session
+    held = _open_run_dir(checked, request, input_notes, log, console, group) if distributed.is_main() else None
     distributed.barrier()
     interrupts.resumable(run_dir if config.granularity != "weight" else None)  # only channel runs resume
     unchecked_files = False  # exported files no report lists yet: removed if the run stops before its report
@@ -209,8 +86,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with progress_bar(console, *columns) as progress:
             pruner = LotteryPruner(dense, dataset, protected, config, run_dir=run_dir, progress=progress, log=log.print,
-                                   arch=arch, arch_kwargs=loaded.arch_kwargs, keep_whole=unfollowed,
-                                   dense_val_logits=val_logits if float32 else None,  # .float() changed nothing: the check's logits hold
+                                   arch=arch, arch_kwargs=loaded.arch_kwargs, keep_whole=checked.unfollowed,
+                                   dense_val_logits=checked.val_logits if checked.float32 else None,  # .float() changed nothing: the check's logits hold
                                    record=log.progress)
             result = pruner.run(resume=request.resume)
         prune_seconds = time.perf_counter() - t0
@@ -234,7 +111,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         dense = dense.cpu().eval()
         x_test, y_test = dataset.split("test")
         test_rows = rows_sha256(x_test, y_test)  # verify refuses other rows against this baseline
-        dense_test, pruned_test = (_on_test(m, x_test, y_test, test_rows, protected, num_outputs) for m in (dense, pruned))
+        dense_test, pruned_test = (_on_test(m, x_test, y_test, test_rows, protected, checked.num_outputs) for m in (dense, pruned))
         gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         promise = promise_section(result, ticket, config)
         size_goal = shipped_size_goal(result, ticket, config, pruner.kept_whole)
@@ -299,8 +176,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         # The quantized stage, one entry per int8 file: calibration, layers kept in float and why.
         report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}
                              for a in artifacts if "quantization" in a]
-        if profile is not None:
-            _fit(report, run_dir, profile)
+        if checked.profile is not None:
+            _fit(report, run_dir, checked.profile)
         if artifacts:  # after the fit verdicts: a file that does not fit the target is not named
             from toolchain.deploy import deploy_choice
 
@@ -335,7 +212,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             lost.run_dir = run_dir
             raise lost from exc
         log.record(f"stopped: {describe(exc)}")
-        if isinstance(exc, UserError) and not resuming and distributed.is_main():
+        if isinstance(exc, UserError) and not checked.resuming and distributed.is_main():
             RunDir.release(held)  # its descriptor is closed once: below it is None
             held = None
             RunDir(run_dir).remove_if_roundless(made)  # fixed and run again, the same command starts over
@@ -345,6 +222,51 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         interrupts.resumable(None)
         RunDir.release(held)
         own_folder(None)
+
+
+def _open_run_dir(checked: CheckedInputs, request: CompressRequest, input_notes: list[str], log: RunLog, console: Console, group) -> object:
+    """Rank 0's start of a session in the run directory: made and held (a second compress on it is refused), the log
+    attached, the session's header and notes said, manifest.json written, an interrupted run's temporaries swept. Returns
+    the hold, released when the run ends."""
+    run_dir, config, before, dataset = checked.run_dir, checked.config, checked.before, checked.dataset
+    run_id, resuming, manifest_path, inputs = checked.run_id, checked.resuming, RunDir(checked.run_dir).manifest, checked.inputs
+    shown_notes = checked.notes
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held = RunDir(run_dir).hold()  # until this process ends: a second compress on the folder is refused, not interleaved
+    own_folder(run_dir)  # checked for links by the input checks: one that appears later never takes a file out of it
+    log.attach(RunDir(run_dir).log)
+    log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if resuming else ''})")
+    if request.resume and not resuming:
+        log.print(f"note: --resume found no run in {run_dir}: this run starts from the beginning")
+    versions = package_versions()
+    changed = version_changes(before.started_with, versions)
+    if changed:  # rounds from both are mixed in the result: allowed (a pip upgrade between sessions), but said
+        log.print(f"note: this run was started with other versions ({', '.join(changed)}); "
+                  "its earlier rounds were made with the old ones")
+    processes = group.world if group else 1
+    if any(n != processes for n in before.processes):  # allowed (a GPU less tonight), but the batches differ: said
+        counts = [n for i, n in enumerate(before.processes) if i == 0 or n != before.processes[i - 1]]
+        went_on = "".join(f", went on with {n}" for n in counts[1:])
+        log.print(f"note: this run began on {before.began_on} process(es){went_on} and goes on with {processes}; the rounds made from here "
+                  "(if any remain) see other batches, so the result differs from a run that kept one number of processes")
+    atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
+                                      **({"started_with": before.started_with} if changed else {}), "round_identity": before.round_identity,
+                                      "final_identity": before.final_identity, "file_identity": before.file_identity,
+                                      "argv": sys.argv, "data": dataset.describe(), "processes": processes,
+                                      **({"began_on_processes": before.began_on} if before.began_on not in (None, processes) else {}),
+                                      "processes_by_session": [*before.processes, processes],
+                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+    for shown, line in zip(shown_notes, input_notes):
+        console.print(shown)
+        log.record(f"note: {line}")
+    ignored = config.switched_off()
+    if ignored:
+        log.print(f"note: --no-class-aware switches the class-dependent parts off: {', '.join(ignored)} changes nothing in this run")
+    swept = sweep_temporaries(run_dir)
+    if swept:
+        log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
+    return held
 
 
 def _on_test(model, x_test, y_test, rows: str, protected: list[int], num_outputs: int) -> dict:

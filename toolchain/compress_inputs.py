@@ -1,0 +1,156 @@
+"""compress's first stage: every check of its inputs before anything is written.
+
+Data, model, classes, the protected classes' detection, the export options, the run directory and the
+earlier sessions of a run that resumes: a bad input is refused here (exit 2), so a refused run leaves
+nothing behind, and the stages after it (toolchain.pipeline) start from what these checks settled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.config import PruneConfig, config_hash
+from toolchain.errors import UserError, one_line
+from toolchain.export.stage import ExportSettings, check_export_inputs
+from toolchain.input_paths import input_paths
+from toolchain.io import check_output_dir
+from toolchain.provenance import file_sha256
+from toolchain.rundir import RunDir, Sessions, earlier_sessions, run_inputs
+
+__all__ = ["CheckedInputs", "check_compress_inputs"]
+
+
+@dataclass
+class CheckedInputs:
+    """What the checks settled: the data and model, the classes, the run directory and its earlier sessions."""
+
+    dataset: Any
+    loaded: Any  # toolchain.models.loading.LoadedModel
+    arch: str
+    float32: bool  # every floating-point tensor of the model is float32: the check's validation logits hold for retraining
+    num_outputs: int
+    class_names: list[str]
+    protected: list[int]
+    val_logits: np.ndarray  # the dense model's, from the check
+    unfollowed: Any  # channel groups the dependency graph cannot follow: kept whole
+    profile: Any  # the --target's device profile, or None
+    config: PruneConfig  # with the target's channel multiple
+    inputs: dict  # what the run's identity is made of (manifest.json)
+    run_id: str
+    run_dir: Path
+    resuming: bool
+    before: Sessions  # the earlier sessions of a resumed run
+    notes: list[str]  # what the user must make sure of, as shown: said after the run's header
+
+
+def check_compress_inputs(request, config: PruneConfig, export: ExportSettings | None) -> CheckedInputs:
+    """Every check of compress's inputs (``request``: a toolchain.pipeline.CompressRequest); raises UserError on the first
+    that fails, before anything is written."""
+    import dataclasses
+
+    import torch
+
+    from toolchain.data.given import load_with_given_rows
+    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
+    from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
+    from toolchain.models.loading import load_model
+    from toolchain.models.train import pick_device
+    from toolchain.prune.preflight import check_before_pruning
+
+    dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.data_seed, label_column=request.label_column,
+                                   class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
+                                   resize=request.resize, normalize=request.normalize, color=request.color)
+    dataset = dataclasses.replace(dataset, augment=request.augment, workers=request.workers)
+    loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
+                        input_shape=dataset.input_shape)
+    arch = loaded.arch or request.arch
+    if loaded.kind == "torchscript" or arch is None:
+        raise UserError("compress needs a model cwtool can rebuild: a state_dict or pickled module with --arch, or a cwtool checkpoint")
+    if loaded.channel_plan:
+        raise UserError(f"'{request.model}' is already a pruned cwtool model: compress the dense model it came from")
+    float32 = all(t.dtype == torch.float32 for t in [*loaded.module.parameters(), *loaded.module.buffers()] if t.is_floating_point())
+    num_outputs, class_names, protected, val_logits = check_model_on_splits(loaded.module, dataset, request.protect)
+    for k in protected:
+        if not (dataset.y_val == k).any():
+            raise UserError(f"the validation split has no samples of protected class {k}: the FN budget cannot be checked")
+        if not (dataset.y_test == k).any():
+            raise UserError(f"the test split has no samples of protected class {k}: the files' FN cannot be re-checked; "
+                            "give test rows that include it")
+    if loaded.kind == "pickle":  # checkpoints are rebuilt from --arch + --arch-kwargs: they must fit the module
+        from toolchain.models.arch import build_arch, load_state_into
+
+        load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
+    pick_device(config.device)  # an unavailable device is bad input, found before anything is written
+    unfollowed = check_before_pruning(loaded.module, dataset.input_shape, protected,  # the channel groups to keep whole
+                                      channels=config.granularity != "weight")
+    check_export_inputs(export, dataset)
+    if request.resume and config.granularity == "weight":
+        raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
+                        "after removing its run directory")
+
+    inputs, profile, config, run_id, run_dir, resuming, before = _run_directory(request, config, export, dataset, loaded, arch,
+                                                                                protected)
+    check_class_order(loaded.extra.get("data"), dataset.class_names, request.model)
+    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)
+    if problem is not None:  # a model fed other inputs than it learnt on: no promise about it means anything
+        raise UserError(problem)
+    # what the user must make sure of: on the console and in compress.log after the run's header (a refusal before it stays
+    # one line), in the reports later
+    shown_notes: list[str] = []
+    note_input = shown_notes.append
+    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
+    problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
+    if problem is not None:  # than a model that detects nothing is no promise at all
+        raise UserError(problem)
+    for line in weak_detection_notes(val_logits, dataset.y_val, protected, class_names, dataset.y_train,
+                                     flat=len(dataset.input_shape) == 1):
+        note_input(line)
+    for k in protected:
+        n = int(np.sum(dataset.y_val == k))
+        if n < MIN_POSITIVES:
+            note_input(f"note: validation holds {n} sample(s) of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
+                       f"check that the dense model detects it (cwtool checks from {MIN_POSITIVES}), and the promise rests on them")
+    return CheckedInputs(dataset=dataset, loaded=loaded, arch=arch, float32=float32, num_outputs=num_outputs,
+                         class_names=class_names, protected=protected, val_logits=val_logits, unfollowed=unfollowed,
+                         profile=profile, config=config, inputs=inputs, run_id=run_id, run_dir=run_dir,
+                         resuming=resuming, before=before, notes=shown_notes)
+
+
+def _run_directory(request, config: PruneConfig, export: ExportSettings | None, dataset, loaded, arch: str, protected: list[int]):
+    """The run's identity and folder: (inputs, target profile or None, config for the target, run id, run directory,
+    whether it resumes, its earlier sessions). A folder that is not this run's, or a finished run, is refused."""
+    from toolchain.prune.round_files import RoundFiles
+
+    inputs = run_inputs(request, dataset, loaded.arch_kwargs, arch, protected)
+    profile = None
+    if export is not None and export.target:
+        from toolchain.targets import load_target
+
+        profile = load_target(export.target)
+        # a file the run reads (its channel multiple shapes the pruning): an edited profile is another run
+        inputs["target"] = {"name": profile.name, "sha256": file_sha256(profile.path)}
+    config = config.for_target(profile.channel_multiple if profile else None)
+    run_id = config_hash(inputs, config)
+    run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
+    manifest_path = RunDir(run_dir).manifest
+    inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
+    check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
+    resuming = run_dir.exists() and any(run_dir.iterdir())
+    if resuming and not request.resume:
+        if config.granularity == "weight":
+            raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")
+        if not manifest_path.is_file():  # a folder of the user's (a report.json of its own too): --resume would be refused as well
+            raise UserError(f"'{run_dir}' exists and is not a cwtool run directory (no manifest.json): give another --out, or an empty "
+                            "folder")
+        if RunDir(run_dir).report_json.is_file():  # a CI job retried: the run is done, not to be finished
+            raise UserError(f"run directory '{run_dir}' holds a finished run (its report: {RunDir(run_dir).report_json}): --resume "
+                            "makes its files and reports again from the saved pruning, or give --out for a new run")
+        raise UserError(f"run directory '{run_dir}' already exists: pass --resume to finish it, or --out for a new one")
+    before = earlier_sessions(run_dir, inputs, run_id, config) if resuming else Sessions()
+    if resuming:
+        RoundFiles(RunDir(run_dir), arch, loaded.arch_kwargs, dataset.input_shape, {}).check_saved()
+    inputs, run_id = before.inputs or inputs, before.run_id or run_id
+    return inputs, profile, config, run_id, run_dir, resuming, before
