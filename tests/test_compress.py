@@ -397,7 +397,7 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
     build = lambda excluded, dest: quantize_onnx(fp32, dest, calib, nodes_to_exclude=excluded)
     def score(p):
         fn = len(_quantized_weight_layers(p))
-        return fn <= 1, {3: fn}, 0.0
+        return fn <= 1, {3: fn}, 0.0, 1.0
 
     layers = quantizable_nodes(fp32)
     assert len(layers) >= 3
@@ -421,6 +421,41 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
                                 search=False)
     assert len(built) == 1 and not skipped.within_budget and skipped.float_layers == [] and not skipped.ranking
     assert "recommends no file: no layers searched to keep in float" in skipped.reason and said[-1].endswith(skipped.reason), said
+
+
+def test_an_int8_file_that_keeps_the_promise_but_loses_accuracy_keeps_the_costly_layer_in_float(tmp_path):
+    """A file that met the FN promise was shipped whatever its validation accuracy: an int8 file answering the protected
+    class for nearly every row meets it (no positive missed), and only the test gate failed it, as a collapse or an
+    accuracy drop, with nothing repaired. The accuracy budget now binds on validation too, and the layers are ranked by
+    the accuracy their quantization costs."""
+    import json
+
+    from toolchain.quantize.fallback import fn_aware_quantize
+
+    layers = ["stem", "block1", "block2", "head"]
+    cost = {"stem": 0.001, "block1": 0.3, "block2": 0.002, "head": 0.001}  # block1's quantization erases what tells rows apart
+
+    def build(excluded, dest):
+        dest.write_text(json.dumps(sorted(excluded)))
+        return dest
+
+    def score(path):
+        quantized = [name for name in layers if name not in json.loads(path.read_text())]
+        return True, {1: 0}, 0.0, 0.95 - sum(cost[name] for name in quantized)  # the promise holds throughout
+
+    said = []
+    result = fn_aware_quantize(build, score, layers, tmp_path / "w", tmp_path / "q.onnx", log=said.append, label="onnx int8",
+                               min_accuracy=0.93)
+    assert result.within_budget and result.float_layers == ["block1"], result
+    assert result.ranking[0]["layer"] == "block1" and result.ranking[0]["val_accuracy"] < 0.7
+    assert "quantizing them cost validation accuracy" in result.reason
+    assert any("still short of the accuracy budget on validation" in line and "in validation accuracy" in line for line in said), said
+    # without the budget (min_accuracy 0, as before) the same file ships fully int8
+    assert fn_aware_quantize(build, score, layers, tmp_path / "w", tmp_path / "q.onnx").float_layers == []
+    # no mix reaches it: the best kept, said short of the accuracy budget
+    short = fn_aware_quantize(build, score, layers, tmp_path / "w", tmp_path / "q.onnx", min_accuracy=0.99)
+    assert not short.within_budget and short.short_of == "the accuracy budget"
+    assert short.reason.startswith("no mix of float layers met the accuracy budget on validation")
 
 
 @pytest.mark.parametrize("min_val_accuracy", [0.0, 1.01])

@@ -99,11 +99,19 @@ def _preprocessed(fp32_path: str | Path):
         return _preprocess(Path(fp32_path), Path(tmp) / "pre.onnx")
 
 
+INPUT_ARITHMETIC_OPS = ("Mul", "Add", "Sub", "Div")  # a model's own scaling of its input: quantized by onnxruntime too
+
+
 def quantizable_nodes(fp32_path: str | Path) -> list[str]:
     """Names of the Conv/Gemm/MatMul nodes of the pre-processed graph, in topological order
-    (the order onnx graphs are stored in). These are the names quantize_onnx's nodes_to_exclude takes."""
+    (the order onnx graphs are stored in), and of the arithmetic that reads the graph input (a model's own
+    standardization, ``x * scale``): onnxruntime quantizes that too, so the input is rounded on one scale before the
+    model scales it, which erases features whose scale is small (a file answering one class for every row; a reviewer's
+    finding). Only kept in float can it be repaired. These are the names quantize_onnx's nodes_to_exclude takes."""
     model = _preprocessed(fp32_path)
-    return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
+    graph_inputs = {v.name for v in model.graph.input}
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS
+            or (n.op_type in INPUT_ARITHMETIC_OPS and any(i in graph_inputs for i in n.input))]
 
 
 def thin_input_convs(fp32_path: str | Path, max_channels: int = 4) -> list[str]:

@@ -216,8 +216,9 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     guard: the FN promise the pruned model's operating point met on validation; every int8 file must
     meet it too (its own operating point, then float layers, see quantize.fallback).
 
-    min_val_accuracy: an int8 file's own operating point (see quantize.fallback) is re-set only when
-    its validation accuracy stays at or above this (the dense model's minus the accuracy budget)."""
+    min_val_accuracy: the validation accuracy every int8 file must keep (the dense model's minus the accuracy budget):
+    a file below it is short as a file short of the promise is, and its own operating point (see quantize.fallback) is
+    re-set only where accuracy stays at or above it."""
     import copy
 
     import torch
@@ -256,7 +257,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
 
     def score(path: Path):
         logits = val_logits(path)
-        return (guard.met(logits, {}), {k: fn_count(logits, y_val, k) for k in protected}, protected_log_odds(logits, y_val, protected))
+        return (guard.met(logits, {}), {k: fn_count(logits, y_val, k) for k in protected}, protected_log_odds(logits, y_val, protected),
+                float(np.mean(logits.argmax(1) == y_val)))
 
     def keeping_float(source, stem: list[str]):
         """A Build for fn_aware_quantize: the source quantized with the stem and the excluded units in float."""
@@ -292,7 +294,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             candidates = [n for n in source.quantizable_units() if n not in stem]
             fallback = fn_aware_quantize(keeping_float(source, stem), score, candidates, work / fmt,
                                          backend.artifact_path(job, "int8"), retune=retuner(backend, stem), log=log,
-                                         label=f"{fmt} int8", search=search_float_layers)
+                                         label=f"{fmt} int8", search=search_float_layers, min_accuracy=min_val_accuracy)
             path = fallback.path
         else:
             path = backend.export_float(model, job, precision)
@@ -319,20 +321,27 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
         short = ""
         if fallback is not None:
             val_promise = guard.check(val_logits(path), {})  # the file's own disagreements with the dense model
+            val_accuracy = float(np.mean(val_logits(path).argmax(1) == y_val))
             entry["quantization"] = {"calibration_method": settings.calibration_method, "float_layers": fallback.float_layers,
                                      "float_input_layers": stem, "offsets": {str(k): v for k, v in fallback.offsets.items()},
                                      "val_protected_fn": {str(k): v for k, v in fallback.fn.items()},
                                      "val_promise": {str(k): {f: v[f] for f in ("confidence", "fn", "dense_fn", "b", "c")}
                                                      for k, v in val_promise.items()},
+                                     "val_accuracy": val_accuracy, "min_val_accuracy": min_val_accuracy,
                                      "within_budget_on_val": fallback.within_budget, "note": fallback.reason,
                                      "ranking": fallback.ranking}
             if not fallback.within_budget:  # the promise is about the file the device runs: one test draw cannot stand in
-                reached = ", ".join(f"{class_label(k, dataset.class_names)} {v['confidence']:.3f}" for k, v in val_promise.items())
                 entry["gate"]["passed"] = False
-                entry["gate"]["reasons"].append(f"short of the FN promise on validation: confidence {reached} against the "
-                                                f"{guard.confidence:.3f} it is held to (neither its own offset nor float layers "
-                                                "reached it)")
-                short = "; SHORT of the FN promise on validation"
+                if fallback.short_of == "the accuracy budget":
+                    entry["gate"]["reasons"].append(f"short of the accuracy budget on validation: accuracy {val_accuracy:.4f} "
+                                                    f"against the {min_val_accuracy:.4f} it is held to (neither its own offset "
+                                                    "nor float layers reached it)")
+                else:
+                    reached = ", ".join(f"{class_label(k, dataset.class_names)} {v['confidence']:.3f}" for k, v in val_promise.items())
+                    entry["gate"]["reasons"].append(f"short of the FN promise on validation: confidence {reached} against the "
+                                                    f"{guard.confidence:.3f} it is held to (neither its own offset nor float "
+                                                    "layers reached it)")
+                short = f"; SHORT of {fallback.short_of or 'the FN promise'} on validation"
         prot = ", ".join(f"{class_label(p['class'], dataset.class_names)} FN {p['fn']}" for p in evaluation["protected"])
         log(f"{fmt} {precision}: {entry['bytes']:,} bytes, test accuracy {evaluation['accuracy']:.4f}, {prot}, "
             f"agreement {entry['agreement']:.1%}{short}")

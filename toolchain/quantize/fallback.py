@@ -12,6 +12,11 @@ kept in float) and ranked by the harm it does to the protected classes: their va
 the drop of their mean log-odds on their own samples (a continuous tie-breaker that sees harm before
 it flips a prediction). The most harmful layers are then kept in float, one at a time, until the
 rule is met. If no mix meets the budget, the best artifact is kept and reported.
+
+The file must also keep the run's accuracy budget on validation (``min_accuracy``): a file that
+meets the promise by answering the protected class for nearly every row (an int8 input scale that
+erases small features does so) is short of it, not a file to ship. Where accuracy is what falls
+short, the layers are ranked by the validation accuracy each one's quantization costs instead.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import numpy as np
 
 # build(excluded layer names, destination) -> path of the int8 artifact
 Build = Callable[[Sequence[str], Path], Path]
-# score(path) -> (the rule met on validation, validation FN per protected class, mean protected log-odds)
-Score = Callable[[Path], tuple[bool, dict[int, int], float]]
+# score(path) -> (the rule met on validation, validation FN per protected class, mean protected log-odds, validation
+# accuracy)
+Score = Callable[[Path], tuple[bool, dict[int, int], float, float]]
 # retune(int8 file over budget, offsets already baked into it) -> (a Build with the file's own offsets baked
 # into its float source, those offsets in total), or None when no offset may be used
 Retune = Callable[[Path, dict], "tuple[Build, dict[int, float]] | None"]
@@ -41,6 +47,7 @@ class FallbackResult:
     ranking: list[dict] = field(default_factory=list)
     reason: str = ""
     offsets: dict[int, float] = field(default_factory=dict)  # this file's extra protected-logit offsets
+    short_of: str = ""  # where not within budget: "the FN promise" or "the accuracy budget" (on validation)
 
 
 def protected_log_odds(logits: np.ndarray, y: np.ndarray, protected: Sequence[int]) -> float:
@@ -61,21 +68,31 @@ def _offsets_text(offsets: dict[int, float]) -> str:
     return ", ".join(f"class {k} {v:+.3f}" for k, v in offsets.items())
 
 
+def _short_of(promise_met: bool) -> str:
+    return "the accuracy budget" if promise_met else "the FN promise"
+
+
 def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir: Path, final_path: Path,
-                      retune: Retune | None = None, log=None, label: str = "int8", search: bool = True) -> FallbackResult:
+                      retune: Retune | None = None, log=None, label: str = "int8", search: bool = True,
+                      min_accuracy: float = 0.0) -> FallbackResult:
     """``log``: where the search says what it does (a mobile net's layer ranking builds and scores one file a layer:
     minutes), as "``label``: ..." lines. ``search`` False: no float layers are searched for (a run that recommends no
-    file), the file as its own operating point left it."""
+    file), the file as its own operating point left it. ``min_accuracy``: the validation accuracy a file must keep."""
     from toolchain.report.pace import RowPace
 
     say = log or (lambda line: None)
+
+    def judged(path: Path):
+        promise_met, fn, odds, accuracy = score(path)
+        return promise_met and accuracy >= min_accuracy - 1e-12, promise_met, fn, odds, accuracy
+
     workdir.mkdir(parents=True, exist_ok=True)
     path = build([], final_path)
-    met, fn, _ = score(path)
+    met, promise_met, fn, _, accuracy = judged(path)
     if met:
         return FallbackResult(path, [], fn, True)
     if retune is not None:
-        say(f"{label}: short of the FN promise on validation; setting its own operating point")
+        say(f"{label}: short of {_short_of(promise_met)} on validation; setting its own operating point")
     offsets: dict[int, float] = {}
     for _ in range(RETUNE_TRIES if retune is not None else 0):
         retuned = retune(path, offsets)
@@ -83,27 +100,33 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
             break
         build, offsets = retuned
         path = build([], final_path)
-        met, fn, _ = score(path)
+        met, promise_met, fn, _, accuracy = judged(path)
         if met:
             return FallbackResult(path, [], fn, True, offsets=offsets,
                                   reason=f"operating point re-set for this file on validation ({_offsets_text(offsets)})")
+    short = _short_of(promise_met)
     if not search:
         said = ("the run did not keep its budget on validation and recommends no file: no layers searched to keep in float"
                 + (f"; operating point re-set ({_offsets_text(offsets)})" if offsets else ""))
-        say(f"{label}: short of the FN promise on validation; {said}")
-        return FallbackResult(path, [], fn, False, offsets=offsets, reason=said)
-    say(f"{label}: still short of the FN promise on validation; ranking {len(layers)} layers by what quantizing each alone "
-        "costs the protected classes (a file each)")
+        say(f"{label}: short of {short} on validation; {said}")
+        return FallbackResult(path, [], fn, False, offsets=offsets, reason=said, short_of=short)
+    accuracy_binds = promise_met  # the promise holds and accuracy does not: rank by what each layer costs in accuracy
+    say(f"{label}: still short of {short} on validation; ranking {len(layers)} layers by what quantizing each alone "
+        f"costs {'in validation accuracy' if accuracy_binds else 'the protected classes'} (a file each)")
     ranking = []
     pace = RowPace(f"{label}: layer ranking", len(layers), unit="layers")
     for i, layer in enumerate(layers):
         alone = build([other for other in layers if other != layer], workdir / f"only_{i}{final_path.suffix}")
-        _, layer_fn, odds = score(alone)
-        ranking.append({"layer": layer, "protected_fn": layer_fn, "protected_log_odds": odds})
+        _, layer_fn, odds, layer_accuracy = score(alone)
+        ranking.append({"layer": layer, "protected_fn": layer_fn, "protected_log_odds": odds, "val_accuracy": layer_accuracy})
         pace(i + 1)
-    say(f"{label}: keeping the most harmful layers in float, one at a time, until the promise holds")
-    ranking.sort(key=lambda r: (-sum(r["protected_fn"].values()), r["protected_log_odds"]))
-    best = FallbackResult(path, [], fn, False, ranking, offsets=offsets)
+    say(f"{label}: keeping the most harmful layers in float, one at a time, until {'accuracy' if accuracy_binds else 'the promise'} holds")
+    if accuracy_binds:
+        ranking.sort(key=lambda r: (r["val_accuracy"], -sum(r["protected_fn"].values()), r["protected_log_odds"]))
+    else:
+        ranking.sort(key=lambda r: (-sum(r["protected_fn"].values()), r["protected_log_odds"], r["val_accuracy"]))
+    best = FallbackResult(path, [], fn, False, ranking, offsets=offsets, short_of=short)
+    best_key = (promise_met, -sum(fn.values()), accuracy)
     also = f"; operating point re-set first ({_offsets_text(offsets)})" if offsets else ""
     excluded: list[str] = []
     pace = RowPace(f"{label}: layers kept in float", len(ranking), unit="layers tried")
@@ -111,14 +134,15 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
         pace(len(excluded))
         excluded.append(entry["layer"])
         path = build(excluded, final_path)
-        met, fn, _ = score(path)
-        if sum(fn.values()) < sum(best.fn.values()):
-            best = FallbackResult(path, list(excluded), fn, False, ranking, offsets=offsets)
+        met, promise_met, fn, _, accuracy = judged(path)
+        if (promise_met, -sum(fn.values()), accuracy) > best_key:
+            best = FallbackResult(path, list(excluded), fn, False, ranking, offsets=offsets, short_of=_short_of(promise_met))
+            best_key = (promise_met, -sum(fn.values()), accuracy)
         if met:
+            cost = "cost validation accuracy" if accuracy_binds else "raised the protected FN on validation"
             return FallbackResult(path, list(excluded), fn, True, ranking,
-                                  f"kept {len(excluded)} layer(s) in float: quantizing them raised the protected FN on validation{also}",
-                                  offsets)
+                                  f"kept {len(excluded)} layer(s) in float: quantizing them {cost}{also}", offsets)
     # Nothing met the budget: rebuild the best mix found, keep it, and let the gate fail on it.
     path = build(best.float_layers, final_path)
-    best.path, best.reason = path, f"no mix of float layers met the FN promise on validation; kept the best artifact{also}"
+    best.path, best.reason = path, f"no mix of float layers met {best.short_of} on validation; kept the best artifact{also}"
     return best

@@ -31,7 +31,9 @@ def _int8_lines(artifacts: list[dict], calibration: dict | None) -> list[str]:
         if q.get("offsets"):
             parts.append("own protected-logit offset " + ", ".join(f"class {k} {v:+.3f}" for k, v in q["offsets"].items()))
         if not q.get("within_budget_on_val", True):
-            parts.append("**short of the float model's protected FN on validation**")
+            below = q.get("val_accuracy") is not None and q.get("min_val_accuracy") is not None and q["val_accuracy"] < q["min_val_accuracy"]
+            parts.append("**short of the accuracy budget on validation**" if below else
+                         "**short of the float model's protected FN on validation**")
         lines.append(f"- {art['path']}: {'; '.join(parts) or 'fully int8'}")
     if not lines:
         return []
