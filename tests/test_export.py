@@ -412,6 +412,54 @@ def test_tflite_int8_float_fallback_module(digits, tmp_path):
                       calibration_x=digits["calib"], float_modules=["no.such.module"])
 
 
+class _ScalesAtTopLevel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.full((1, 1, 8, 8), 0.5))
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.head = torch.nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x * self.scale)).flatten(1))
+
+
+class _Normalize(torch.nn.Module):
+    def forward(self, x):
+        return (x - 0.5) * 4.0
+
+
+class _NormalizesInASubmodule(_ScalesAtTopLevel):
+    def __init__(self):
+        super().__init__()
+        self.norm = _Normalize()
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(self.norm(x))).flatten(1))
+
+
+def test_what_scales_the_input_before_any_layer_is_a_tflite_unit_too(digits, tmp_path):
+    """A model that scales its own input (x * scale in its forward, or a Normalize submodule) had no unit to keep that
+    scaling in float: the full-integer file rounded the input on one scale first, and a spread-feature model's file
+    answered one class for every row (test accuracy 0.64) with no repair possible. The scaling is now a candidate, in
+    front of the layers, and kept in float it converts, in either layout."""
+    from toolchain.export.tflite import export_tflite
+    from toolchain.export.tflite_int8 import TOP_LEVEL, quantizable_modules
+
+    x = torch.rand(1, 1, 8, 8)
+    assert quantizable_modules(digits["model"], torch.from_numpy(digits["x_test"][:1])) == quantizable_modules(digits["model"])
+    assert quantizable_modules(_ScalesAtTopLevel(), x) == [TOP_LEVEL, "conv", "head"]
+    assert quantizable_modules(_NormalizesInASubmodule(), x) == ["norm", "conv", "head"]
+    calib = np.random.default_rng(0).random((32, 1, 8, 8), dtype=np.float32)
+    for layout in ("NCHW", "NHWC"):
+        for model, unit in ((_ScalesAtTopLevel().eval(), TOP_LEVEL), (_NormalizesInASubmodule().eval(), "norm")):
+            path = export_tflite(model, x, tmp_path / f"{layout}_{unit}.tflite", "int8", layout=layout, calibration_x=calib,
+                                 float_modules=[unit])
+            with torch.no_grad():
+                expected = model(torch.from_numpy(calib)).numpy()
+            got = load_runner(path).predict(calib)  # rows as the data lays them out: the runner lays them out as the file takes them
+            assert got.shape == expected.shape and np.mean(got.argmax(1) == expected.argmax(1)) >= 0.8
+
+
 def test_tflite_thin_input_module_is_found_and_kept_float(digits, tmp_path):
     from toolchain.export.tflite import export_tflite
     from toolchain.export.tflite_int8 import quantizable_modules, thin_input_modules

@@ -18,7 +18,7 @@ class TFLiteInt8Source(Int8Source):
         self.model, self.job = model, job
 
     def quantizable_units(self) -> list[str]:
-        return quantizable_modules(self.model)
+        return quantizable_modules(self.model, self.job.example)
 
     def thin_input_units(self, max_channels: int = 4) -> list[str]:
         return thin_input_modules(self.model, self.job.example, max_channels)

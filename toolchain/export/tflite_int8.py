@@ -15,6 +15,17 @@ import numpy as np
 from toolchain.errors import UserError
 
 
+TOP_LEVEL = "(top level)"  # a unit too: the operations the model's own forward runs outside any submodule (x * scale)
+
+
+def _top_level_of(unit: str) -> str | None:
+    """The module whose own forward ``unit`` names (TOP_LEVEL: the model, "" ; ``wrapped.`` + TOP_LEVEL: the model inside
+    a layout wrapper), or None for a submodule's name."""
+    if unit == TOP_LEVEL:
+        return ""
+    return unit[: -len(TOP_LEVEL) - 1] if unit.endswith("." + TOP_LEVEL) else None
+
+
 def _module_names(node) -> list[str]:
     stack = node.meta.get("nn_module_stack") or {}
     return [v[0] for v in stack.values() if isinstance(v, tuple) and v and isinstance(v[0], str)]
@@ -45,7 +56,9 @@ def make_pt2e_quantizer(float_modules: Iterable[str] = ()):
             model = self._annotate_for_static_quantization_config(model)
             for node in model.graph.nodes:
                 names = _module_names(node)
-                if any(n == m or n.startswith(m + ".") for n in names for m in self.float_modules):
+                innermost = names[-1] if names else None
+                if any(innermost == _top_level_of(m) if _top_level_of(m) is not None else
+                       any(n == m or n.startswith(m + ".") for n in names) for m in self.float_modules):
                     if node.meta.pop("quantization_annotation", None) is not None:
                         self.stripped.append(node.name)
             propagate_annotation(model)
@@ -56,11 +69,49 @@ def make_pt2e_quantizer(float_modules: Iterable[str] = ()):
     return q
 
 
-def quantizable_modules(model) -> list[str]:
-    """Names of Conv/Linear submodules in definition order: candidates for ``float_modules``."""
+def quantizable_modules(model, example_input=None) -> list[str]:
+    """Names of Conv/Linear submodules in definition order: candidates for ``float_modules``. With ``example_input``, in
+    front of them what scales the input before any of them sees it, where that is not one of them: the model's own
+    forward (``TOP_LEVEL``: ``self.body(x * self.scale)``) or a submodule without a Conv/Linear of its own (a
+    ``Normalize``). Quantized, it rounds the input on one scale and erases the features whose scale is small: the file
+    answers one class for every row (the TFLite twin of export.onnx_int8.quantizable_nodes's input arithmetic)."""
     from torch import nn
 
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    layers = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    names = [n for n, m in model.named_modules() if isinstance(m, layers)]
+    first = _first_reader(model, example_input) if example_input is not None else None
+    if first is not None and first not in names:
+        names.insert(0, first)
+    return names
+
+
+def _first_reader(model, example_input) -> str | None:
+    """What first works on the input: the first submodule called (TOP_LEVEL where it is not handed the input itself), or
+    None where that is a Conv/Linear or contains one, or the forward fails."""
+    import torch
+    from torch import nn
+
+    from toolchain.models.modes import evaluating
+
+    x = example_input.detach().float()[:1]
+    calls: list[tuple[str, bool]] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: calls.append((name, bool(args) and args[0] is x)))
+             for name, m in model.named_modules() if name]
+    try:
+        with evaluating(model), torch.no_grad():
+            model(x)
+    except Exception:  # a forward that fails here fails where it matters too, and says so there
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+    if not calls:
+        return None
+    name, handed_the_input = calls[0]
+    if not handed_the_input:
+        return TOP_LEVEL
+    module = model.get_submodule(name)
+    return None if any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) for m in module.modules()) else name
 
 
 def thin_input_modules(model, example_input, max_channels: int = 4) -> list[str]:
@@ -145,6 +196,8 @@ def pt2e_int8_module(module, x, calibration_x: np.ndarray, float_modules: Sequen
         from torchao.quantization.pt2e import move_exported_model_to_eval
 
         move_exported_model_to_eval(converted)
-    if float_modules and not quantizer.stripped:
-        raise UserError(f"float_modules {list(float_modules)} match no submodule: use names from quantizable_modules(model)")
+    submodules = dict(module.named_modules())
+    unknown = [m for m in float_modules if _top_level_of(m) not in submodules and m not in submodules]
+    if unknown:
+        raise UserError(f"float_modules {unknown} name no submodule: use names from quantizable_modules(model)")
     return converted, quantizer
