@@ -14,7 +14,8 @@ from toolchain import __version__, distributed, interrupts
 from toolchain.compress_inputs import CheckedInputs, check_compress_inputs
 from toolchain.config import PruneConfig
 from toolchain.errors import Interrupted, UserError, describe
-from toolchain.export.stage import ExportSettings, drop_stale_artifacts, drop_unchecked_artifacts
+from toolchain.export.leftovers import drop_stale_artifacts, drop_unchecked_artifacts
+from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text, json_text, own_folder, sweep_temporaries
 from toolchain.provenance import rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
