@@ -1101,7 +1101,7 @@ def test_without_the_onnx_package_the_unchecked_activations_are_said(art, capsys
     for gigabytes of activations was off, without a word."""
     from toolchain import verify
 
-    monkeypatch.setattr(verify, "_importable", lambda module: module != "onnx")
+    monkeypatch.setattr(verify, "importable", lambda module: module != "onnx")
     res = run_json(art, capsys, [art["good"]], expect=0)
     assert any("the onnx package is not installed" in n for n in res["notes"])
     monkeypatch.undo()

@@ -24,7 +24,9 @@ from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.recorded import (check_baseline_order, check_class_order, numbers_as_indices, preprocessing_mismatch,
-                                recorded_class_names, recorded_color, recorded_normalization, recorded_resizing)
+                                recorded_class_names)
+from toolchain.verify_inputs import (auto_normalization, check_rows_fit_in_memory, distinct_names, importable, load_verify_rows,
+                                     no_sidecar_hint, open_artifact)
 
 __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
 
@@ -111,19 +113,6 @@ def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increa
     return out
 
 
-def _check_rows_fit_in_memory(x) -> None:
-    """--save-rows holds every row at once (an .npz is written whole): refused before any file runs where it cannot."""
-    from toolchain.data.samples import is_lazy, sample_bytes
-    from toolchain.limits import available_memory, format_bytes
-
-    need = sample_bytes(x) * len(x)
-    avail = available_memory()
-    if is_lazy(x) and avail is not None and 2 * need > avail[0]:
-        raise UserError(f"--save-rows would hold {len(x):,} rows as float32 ({format_bytes(need)}, twice that to write them) "
-                        f"at once, more than the {format_bytes(avail[0])} available ({avail[1]}): give the device the data "
-                        "itself (the same folder or file), or fewer rows")
-
-
 def _passes_with(gate: dict, fn_budget: int) -> bool:
     """Whether a failed file's verdict would turn with this FN budget: every check fails on FN alone, by no more. On other
     rows than the baseline's (unpaired: no FN change, the budget scales with the rows) that is not known: not said."""
@@ -138,124 +127,38 @@ def _passes_with(gate: dict, fn_budget: int) -> bool:
     return all(c.get("passed") or turns(c) for c in checks)
 
 
-def _no_sidecar_hint(opened, data) -> str:
-    """For an error about an image folder's rows: a TFLite file without its sidecar lost the preprocessing verify would
-    have applied (it travels in the sidecar)."""
-    from toolchain.data.loaders import is_image_folder
-    from toolchain.runtimes.base import sidecar_path
-
-    blind = [Path(p).name for p, runner, _ in opened if Path(p).suffix.lower() == ".tflite" and not runner.metadata]
-    if not blind or not is_image_folder(data):
-        return ""
-    return (f" ({blind[0]} has no readable sidecar {sidecar_path(blind[0]).name} beside it: the preprocessing it was made for, "
-            "which verify applies to a folder's images, travels in it; copy it with the file)")
-
-
-def _auto_normalization(x):
-    """What --normalize auto gives images of ``x``'s shape, as recorded_normalization says it ("none" or (means, stds))."""
-    from toolchain.data.sources.image_folder import normalization_for
-
-    mean, std, _ = normalization_for("auto", int(x.shape[1]), tuple(x.shape[2:]))
-    return (tuple(mean), tuple(std)) if mean else "none"
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-# --------------------------------------------------------------------------- run
-
-
-def _open(path: str, threads: int):
-    from toolchain.runtimes import artifact_info, load_runner
-
-    runner = load_runner(path, threads=threads)
-    info = artifact_info(path, runner=runner)
-    return runner, info
-
-
-def distinct_names(paths: list[str]) -> list[str]:
-    """Each path's file name, with as many of its folders as tell it from the others: candidate/model.onnx and
-    accepted/model.onnx were two "model.onnx" rows, one failing, and one JUnit test id for both."""
-    parts = [Path(p).parts or (str(p),) for p in paths]
-    depth = [1] * len(paths)
-    while True:
-        shown = ["/".join(pp[-d:]) for pp, d in zip(parts, depth)]
-        clash = [i for i, name in enumerate(shown) if shown.count(name) > 1 and depth[i] < len(parts[i])]
-        if not clash:
-            return shown
-        for i in clash:
-            depth[i] += 1
-
-
 def run_verify(req: VerifyRequest) -> dict:
     """Evaluate every artifact, gate it, and return the verify result (JSON-ready)."""
-    from toolchain.data.loaders import is_image_folder
     from toolchain.evaluate import check_labels, check_output_width, resolve_protected
     from toolchain.runtimes.base import cpu_lacks_vnni, sidecar_path
 
     req.validate()
     base = load_baseline(req.baseline) if req.baseline else None
     base_n = int(base["evaluation"]["n"]) if base is not None else None
-    # Rows first (bad data is named before the artifacts are opened), except that an ImageFolder is read in the color the
-    # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
-    # The same for the normalization the files record, unless --normalize names one (auto is a guess from the image size).
-    opened, color, normalize, resize, image_size = None, req.color, req.normalize, req.resize, req.image_size
-    normalize_recorded = False  # taken from the files' record, not from --normalize: a refusal names the record
-    sized_as_recorded = False
-    if (color is None or normalize in (None, "auto") or (resize is None and image_size is None)) and is_image_folder(req.data):
-        try:
-            opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
-        except UserError:  # named below, after the data's own problems, as for any data
-            opened = None
-        runners = [runner for _, runner, _ in opened or []]
-        color = color or (recorded_color(runners) if runners else None)
-        if normalize in (None, "auto") and runners:  # verify's auto, as its --color auto: as the files were made
-            normalize = recorded_normalization(runners) or normalize
-            normalize_recorded = normalize not in (None, "auto")
-        if resize is None and image_size is None and runners:  # sized as the files were made: not a plain stretch
-            resize, image_size = recorded_resizing(runners) or (None, None)
-            sized_as_recorded = image_size is not None
-    try:
-        rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
-                             class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
-                             resize=resize, normalize=normalize, color=color)
-    except UserError as exc:  # a folder's images that the files' record would have prepared, had it travelled with them
-        if normalize_recorded and str(exc).startswith("--normalize "):  # the user gave no --normalize: the record is at fault
-            what = str(exc)[len("--normalize "):].split(":")[0]
-            raise UserError(f"the normalization the files record (their metadata or .json sidecar) {what}: the record does "
-                            "not fit these images; pass --normalize to set it") from exc
-        hint = _no_sidecar_hint(opened or [], req.data)
-        if not hint:
-            raise
-        raise UserError(f"{exc}{hint}") from exc
+    got = load_verify_rows(req, base_n)  # rows first: bad data is named before the artifacts run
+    rows, opened, normalize, resize, image_size = got.rows, got.opened, got.normalize, got.resize, got.image_size
     x, y = rows["x"], rows["y"]
     if req.keep_rows:
-        _check_rows_fit_in_memory(x)
+        check_rows_fit_in_memory(x)
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
         max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
 
     # Open every artifact before running any: a bad one stops the run before work is done.
     if opened is None:
-        opened = [(path, *_open(path, req.threads)) for path in req.artifacts]
+        opened = [(path, *open_artifact(path, req.threads)) for path in req.artifacts]
     for (path, runner, _), name in zip(opened, distinct_names([path for path, _, _ in opened])):
         runner.shown_name = name  # its progress lines tell it from another file of its name
         try:
             runner.check_input(x)  # before every row is read: 20,000 images resized to a wrong size take minutes
         except UserError as exc:
-            raise UserError(f"{exc}{_no_sidecar_hint([(path, runner, None)], req.data)}") from exc
+            raise UserError(f"{exc}{no_sidecar_hint([(path, runner, None)], req.data)}") from exc
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes)
     share = share_note(rows) if base is None and req.split == "auto" else None  # with a baseline: its rows, checked below
     if share:
         notes.append(share)
-    if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not _importable("onnx"):
+    if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not importable("onnx"):
         notes.append("the onnx package is not installed: an ONNX file's activation sizes were not checked before it ran (a "
                      "small crafted file can ask for gigabytes); pip install onnx to check them")
     for path, runner, _ in opened:
@@ -266,10 +169,10 @@ def run_verify(req: VerifyRequest) -> dict:
             notes.append(f"{what}: the class names and preprocessing it was made for are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
-    if sized_as_recorded:
+    if got.sized_as_recorded:
         notes.append("the images were sized as the artifacts record (" + (f"shorter side resized to {resize}, center-cropped to "
                      if resize else "resized to ") + f"{image_size[0]}x{image_size[1]}): give --resize or --image-size to choose otherwise")
-    if normalize not in (None, "auto") and req.normalize in (None, "auto") and normalize != _auto_normalization(x):
+    if normalize not in (None, "auto") and req.normalize in (None, "auto") and normalize != auto_normalization(x):
         notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
     prepared_otherwise = []  # an artifact made for inputs prepared otherwise than these rows: said, and named first below
