@@ -435,3 +435,18 @@ def test_a_training_that_learned_nothing_says_so_and_what_to_try(tmp_path, capsy
     assert "warning: the model learned nothing useful" in (tmp_path / "m.pt.log").read_text()
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", "digits", "--epochs", "3", "--device", "cpu", "--out", out], capsys)
     assert code == 0 and "learned nothing" not in err, err
+
+
+def test_a_model_below_the_commonest_class_is_not_said_to_be_within_5_points_of_it():
+    """'its accuracy 0.3389 is within 5 points of always answering the commonest class (0.6667)': 33 points below."""
+    from types import SimpleNamespace
+
+    from toolchain.cli.train import _learned_nothing
+
+    y = np.array([0] * 20 + [1] * 10)
+    config = SimpleNamespace(epochs=1, batch_size=128, lr=1e-3)
+    data = SimpleNamespace(y_val=y, y_train=y, class_names=["a", "b"])
+    below = np.eye(2)[np.r_[np.ones(20, int), np.zeros(10, int)]]  # answers both classes, each the wrong one: accuracy 0
+    near = np.eye(2)[np.r_[np.zeros(19, int), [1], np.zeros(10, int)]]  # accuracy 0.633, the commonest class 0.667
+    assert "is below always answering the commonest class (0.6667)" in _learned_nothing(below, data, config)
+    assert "within 5 points of always answering" in _learned_nothing(near, data, config)

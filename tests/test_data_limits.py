@@ -524,7 +524,8 @@ def test_truncated_and_16bit_images_are_user_errors(tmp_path):
     def junk_jpeg(p):
         p.with_suffix(".jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 50)
 
-    expect("cannot read image", _folder_with(tmp_path, "junk", junk_jpeg))
+    said = expect("cannot read image", _folder_with(tmp_path, "junk", junk_jpeg))
+    assert "_io." not in said and "name=" not in said, said  # PIL's file object ("<_io.BufferedReader name=6>") is no path
 
     def gif_named_png(p):  # only the PNG and JPEG decoders run (an .eps would start Ghostscript)
         Image.new("L", (8, 8), 3).save(p, format="GIF")

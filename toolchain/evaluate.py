@@ -186,8 +186,11 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
         caught = int(np.sum(predicted[positives] == k))
         name = f"protected class {k} ({names[k]})"
         if auc <= CHANCE_AUC:
-            return (f"the model ranks {name} no better than chance in {where} (AUC {auc:.3f} over {n:,} of its samples; it "
-                    f"catches {caught}): check that the labels are numbered as in its training (--class-names) and that its "
+            how = ("ranks {name} the wrong way round" if auc < 1 - WEAK_AUC else "ranks {name} no better than chance").format(name=name)
+            first = ("the labels numbered otherwise than in its training, swapped (--class-names)" if auc < 1 - WEAK_AUC else
+                     "that the labels are numbered as in its training (--class-names)")
+            return (f"the model {how} in {where} (AUC {auc:.3f} over {n:,} of its samples; it "
+                    f"catches {caught}): check {first} and that its "
                     "inputs are preprocessed alike (--normalize, pixel scaling)")
         if caught == 0:  # inputs prepared otherwise than in training do this to a good model too: named first
             first = ("labels numbered otherwise than in its training (--class-names) or inputs preprocessed otherwise "

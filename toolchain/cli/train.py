@@ -145,7 +145,8 @@ def _learned_nothing(val_logits, dataset, config) -> str | None:
         return None
     steps = math.ceil(len(dataset.y_train) / config.batch_size)
     said = (f"it answers class {dataset.class_names[int(answers[0])] if dataset.class_names else int(answers[0])} for every "
-            "validation row" if len(answers) == 1 else f"its accuracy {accuracy:.4f} is within 5 points of always answering the commonest class ({majority:.4f})")
+            "validation row" if len(answers) == 1 else f"its accuracy {accuracy:.4f} is "
+            + ("within 5 points of" if accuracy >= majority - 0.05 else "below") + f" always answering the commonest class ({majority:.4f})")
     return (f"the model learned nothing useful: {said}. {config.epochs} epochs of {steps} steps ({len(dataset.y_train):,} rows, "
             f"--batch-size {config.batch_size}) may be too few: try more --epochs, a smaller --batch-size or another --lr "
             f"(now {config.lr:g}); or check the data's preprocessing")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass
@@ -78,9 +79,9 @@ def image_problem(p: Path, exc: BaseException, Image) -> UserError:
             f"image '{p}' is too large to decode safely ({' '.join(str(exc).split())[:160]}): "
             "it may be a decompression bomb; resize it or remove it"
         )
-    return UserError(
-        f"cannot read image '{p}' ({describe(exc, 120)}): replace or remove it"
-    )
+    # PIL names the file object it was handed ("<_io.BufferedReader name=6>"): the path is said already
+    detail = re.sub(r"\s*<_io\.\w+ name=[^>]*>", "", describe(exc, 160)).replace(" image file", " the image file", 1)
+    return UserError(f"cannot read image '{p}' ({detail[:120]}): replace or remove it")
 
 
 def normalize_channels(x: np.ndarray, mean, std) -> np.ndarray:
