@@ -1169,3 +1169,19 @@ def test_a_recorded_layout_that_contradicts_the_files_own_input_is_named(tmp_pat
     code, out, err = cli([path, "--data", tmp_path / "rows.npz", "-p", "3", "--split", "all"], capsys)
     assert code == 2 and "model.onnx records its input layout as NHWC (its metadata or .json sidecar)" in err, (code, out, err)
     assert "restore it" in err and "give NCHW rows" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_missing_artifact_is_named_where_an_image_folder_would_be_sized_by_its_record(tmp_path, capsys):
+    """An image folder of mixed sizes is sized as the artifacts record; an artifact path that does not exist (or a
+    sidecar given as the artifact) left no record to read, and verify said the images differ in size, not that the file
+    is missing (a new user's finding)."""
+    from PIL import Image
+
+    from clirun import run_cli
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16 + i, 16), (40 * i, 0, 0)).save(tmp_path / "imgs" / c / f"{i}.png")
+    code, _, err = run_cli(["verify", tmp_path / "nothere.onnx", "--data", tmp_path / "imgs", "-p", "b"], capsys)
+    assert code == 2 and "nothere.onnx does not exist" in err and "differ in size" not in err, err

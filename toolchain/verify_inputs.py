@@ -35,11 +35,12 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
     opened, color, normalize, resize, image_size = None, req.color, req.normalize, req.resize, req.image_size
     normalize_recorded = False  # taken from the files' record, not from --normalize: a refusal names the record
     sized_as_recorded = False
+    unopened = None  # why an artifact could not be opened to read its record
     if (color is None or normalize in (None, "auto") or (resize is None and image_size is None)) and is_image_folder(req.data):
         try:
             opened = [(path, *open_artifact(path, req.threads)) for path in req.artifacts]
-        except UserError:  # named below, after the data's own problems, as for any data
-            opened = None
+        except UserError as exc:  # named below, after the data's own problems, as for any data
+            opened, unopened = None, exc
         runners = [runner for _, runner, _ in opened or []]
         color = color or (recorded_color(runners) if runners else None)
         if normalize in (None, "auto") and runners:  # verify's auto, as its --color auto: as the files were made
@@ -53,6 +54,8 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
                              class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
                              resize=resize, normalize=normalize, color=color)
     except UserError as exc:  # a folder's images that the files' record would have prepared, had it travelled with them
+        if unopened is not None:  # the record was never read: a missing or unreadable file, not the images, is the cause
+            raise unopened from exc
         if normalize_recorded and str(exc).startswith("--normalize "):  # the user gave no --normalize: the record is at fault
             what = str(exc)[len("--normalize "):].split(":")[0]
             raise UserError(f"the normalization the files record (their metadata or .json sidecar) {what}: the record does "
