@@ -1123,3 +1123,21 @@ def test_a_shape_error_names_the_preprocessing_a_checkpoint_records(tmp_path, ca
         code, _, err = run_cli([*command, "--data", folder, "-p", "1"], capsys)
         assert code == 2 and "its checkpoint records how its images were prepared: give --color rgb --resize 18 --image-size 16x16 " \
                              "--normalize none" in err, err
+
+
+def test_a_test_image_that_cannot_be_read_is_said_before_any_round(tmp_path, capsys):
+    """The test rows were first read after every round: a truncated test image ended the run there (exit 2), and replacing
+    it, as the message said, changed the folder, so --resume refused the rounds as other inputs: all retraining lost (a
+    new user's finding). The test rows are now read with the other checks, before anything is written."""
+    from toolchain.models.loading import save_checkpoint
+
+    train = image_folder(tmp_path / "train", 60, 16, seed=10)
+    held = {name: image_folder(tmp_path / name, 30, 16, seed=11 + i) for i, name in enumerate(("val", "test"))}
+    broken = sorted(held["test"].glob("class1/*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    save_checkpoint(tmp_path / "m.pt", _learnt_cnn(train), "digits-cnn", {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    code, _, err = run_cli(["compress", tmp_path / "m.pt", "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1",
+                            "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1", "--confidence", "0.5",
+                            "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "cannot read image" in err and broken.name in err, err
+    assert not (tmp_path / "run").exists() and "round 1" not in err, err

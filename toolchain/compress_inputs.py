@@ -17,10 +17,10 @@ from toolchain.errors import UserError, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
 from toolchain.io import check_output_dir
-from toolchain.provenance import file_sha256
+from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.rundir import RunDir, Sessions, earlier_sessions, run_inputs
 
-__all__ = ["CheckedInputs", "check_compress_inputs"]
+__all__ = ["CheckedInputs", "check_compress_inputs", "evaluate_on_test"]
 
 
 @dataclass
@@ -44,6 +44,8 @@ class CheckedInputs:
     resuming: bool
     before: Sessions  # the earlier sessions of a resumed run
     notes: list[str]  # what the user must make sure of, as shown: said after the run's header
+    test_rows: str  # the test rows' digest: verify refuses other rows against this run's report
+    dense_test: dict  # the dense model's evaluation on test (reported beside the files' re-checks; nothing is chosen from it)
 
 
 def check_compress_inputs(request, config: PruneConfig, export: ExportSettings | None) -> CheckedInputs:
@@ -113,10 +115,16 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
         if n < MIN_POSITIVES:
             note_input(f"note: validation holds {n} sample(s) of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
                        f"check that the dense model detects it (cwtool checks from {MIN_POSITIVES}), and the promise rests on them")
+    # the test rows read once before any work (report only: nothing is chosen from them): an image that cannot be read is
+    # said now, not after the rounds, when fixing it changes the folder and a --resume is refused as other inputs
+    x_test, y_test = dataset.split("test")
+    test_rows = rows_sha256(x_test, y_test)
+    dense_test = evaluate_on_test(loaded.module.float().eval(), x_test, y_test, test_rows, protected, num_outputs)
     return CheckedInputs(dataset=dataset, loaded=loaded, arch=arch, float32=float32, num_outputs=num_outputs,
                          class_names=class_names, protected=protected, val_logits=val_logits, unfollowed=unfollowed,
                          profile=profile, config=config, inputs=inputs, run_id=run_id, run_dir=run_dir,
-                         resuming=resuming, before=before, notes=shown_notes)
+                         resuming=resuming, before=before, notes=shown_notes,
+                         test_rows=test_rows, dense_test=dense_test)
 
 
 def _run_directory(request, config: PruneConfig, export: ExportSettings | None, dataset, loaded, arch: str, protected: list[int]):
@@ -154,3 +162,16 @@ def _run_directory(request, config: PruneConfig, export: ExportSettings | None, 
         RoundFiles(RunDir(run_dir), arch, loaded.arch_kwargs, dataset.input_shape, {}).check_saved()
     inputs, run_id = before.inputs or inputs, before.run_id or run_id
     return inputs, profile, config, run_id, run_dir, resuming, before
+
+
+def evaluate_on_test(model, x_test, y_test, rows: str, protected: list[int], num_outputs: int) -> dict:
+    """``model``'s evaluation on the test split with its per-sample predictions (for paired, McNemar tests) and the
+    rows' digest ``rows``."""
+    from toolchain.metrics import evaluate_logits
+    from toolchain.models.train import predict_logits
+
+    logits = predict_logits(model, x_test)
+    evaluation = evaluate_logits(y_test, logits, protected, num_outputs)
+    evaluation["predictions"] = logits.argmax(1).tolist()
+    evaluation["rows_sha256"] = rows
+    return evaluation

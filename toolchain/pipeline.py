@@ -11,13 +11,12 @@ from pathlib import Path
 from rich.console import Console
 
 from toolchain import __version__, distributed, interrupts
-from toolchain.compress_inputs import CheckedInputs, check_compress_inputs
+from toolchain.compress_inputs import CheckedInputs, check_compress_inputs, evaluate_on_test
 from toolchain.config import PruneConfig
 from toolchain.errors import Interrupted, UserError, describe
 from toolchain.export.leftovers import drop_stale_artifacts, drop_unchecked_artifacts
 from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text, json_text, own_folder, sweep_temporaries
-from toolchain.provenance import rows_sha256
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.report.pace import say_progress_to
 from toolchain.rundir import RunDir, package_versions, version_changes
@@ -111,8 +110,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
         dense = dense.cpu().eval()
         x_test, y_test = dataset.split("test")
-        test_rows = rows_sha256(x_test, y_test)  # verify refuses other rows against this baseline
-        dense_test, pruned_test = (_on_test(m, x_test, y_test, test_rows, protected, checked.num_outputs) for m in (dense, pruned))
+        test_rows, dense_test = checked.test_rows, checked.dense_test
+        pruned_test = evaluate_on_test(pruned, x_test, y_test, test_rows, protected, checked.num_outputs)
         gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         promise = promise_section(result, ticket, config)
         size_goal = shipped_size_goal(result, ticket, config, pruner.kept_whole)
@@ -268,19 +267,6 @@ def _open_run_dir(checked: CheckedInputs, request: CompressRequest, input_notes:
     if swept:
         log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
     return held
-
-
-def _on_test(model, x_test, y_test, rows: str, protected: list[int], num_outputs: int) -> dict:
-    """``model``'s evaluation on the test split with its per-sample predictions (for paired, McNemar tests) and the
-    rows' digest ``rows``."""
-    from toolchain.metrics import evaluate_logits
-    from toolchain.models.train import predict_logits
-
-    logits = predict_logits(model, x_test)
-    evaluation = evaluate_logits(y_test, logits, protected, num_outputs)
-    evaluation["predictions"] = logits.argmax(1).tolist()
-    evaluation["rows_sha256"] = rows
-    return evaluation
 
 
 def _data_record(trained, dataset) -> dict:
