@@ -71,6 +71,16 @@ def _accuracy_alone(files: list[dict]) -> str:
     n = next((f["evaluation"].get("n") for f in files if isinstance(f.get("evaluation"), dict)), None)
     if not alone or not isinstance(n, int) or n <= 0:
         return ""
+    measured = [g["accuracy"] for g in gates if isinstance(g["accuracy"].get("value"), float) and isinstance(g["accuracy"].get("floor"), float)]
+    worst = min(measured, key=lambda a: a["value"] - a["floor"]) if measured else None
+    short_rows = (worst["floor"] - worst["value"]) * n if worst else 0.0
+    noise_rows = 2 * (n * worst["value"] * (1 - worst["value"])) ** 0.5 if worst else 0.0  # two sd of one draw's count
+    if worst and short_rows > max(noise_rows, 2):  # more than one test draw explains: say so, not "one row is 0.56 points"
+        return (f": every file kept its FN within budget and failed on test accuracy alone, {100 * (worst['floor'] - worst['value']):.2g} "
+                f"points (about {short_rows:.0f} of {n:,} test rows) under the floor, more than one test draw explains: the "
+                "accuracy validation showed did not carry over; check that the validation rows are like the test rows and "
+                "hold every class (accuracy lost on a class validation lacks is never seen), or give a --max-accuracy-drop "
+                "your use can take")
     return (f": every file kept its FN within budget and failed on test accuracy alone; on {n:,} test rows one row is "
             f"{100 / n:.2g} points, and the test split re-checks the choice made on validation, it does not make it: give more "
             "test rows for a tighter re-check, or a --max-accuracy-drop your use can take")
