@@ -112,3 +112,24 @@ def test_files_that_failed_on_test_accuracy_alone_are_told_what_that_means():
     assert "hold every class" in choice["why"]
     (choice,) = _recommend([failed("artifacts/model_fp32.onnx", False)], [0.01])["choices"]
     assert choice["why"] == "no file of this format passed the gate"  # an FN failure is its own news
+
+
+def test_with_a_target_the_file_named_is_the_fastest_the_target_s_profile_estimates():
+    """--target raspberry-pi-4: the report's target table estimated the int8 file at 0.28 ms on the Pi and the fp32 one at
+    0.51 ms, while "which file to deploy" named the fp32 file from this x86 machine's timing and advised it again in a
+    finding. With every file estimated, the estimate names the file, and the finding says the device may differ."""
+    from toolchain.report.deploy import deploy_lines
+
+    files = [_entry("artifacts/model_fp32_nhwc.tflite", "tflite", "fp32", 62_548, fits=True),
+             _entry("artifacts/model_int8_nhwc.tflite", "tflite", "int8", 21_000, fits=True)]
+    for entry, ms in zip(files, (0.5139, 0.2819)):
+        entry["fit"]["estimated_latency"] = {"estimate_ms": ms}
+    deploy = _recommend(files, [0.147, 0.21])  # int8 1.43x slower here
+    (choice,) = deploy["choices"]
+    assert choice["file"] == "artifacts/model_int8_nhwc.tflite", choice
+    assert "the fastest on the target by its profile's estimate (0.282 ms per call; here 0.21 ms)" in choice["why"]
+    assert "estimates it faster there (0.282 ms vs 0.514 ms)" in deploy["findings"][0]
+    assert "deploy the fp32 file" not in "\n".join(deploy_lines({"deploy": deploy, "artifacts": files}))
+    for entry in files:  # no estimate (a profile without throughput): this machine's timing, as before
+        entry["fit"].pop("estimated_latency")
+    assert _recommend(files, [0.147, 0.21])["choices"][0]["file"] == "artifacts/model_fp32_nhwc.tflite"

@@ -86,20 +86,38 @@ def _accuracy_alone(files: list[dict]) -> str:
             "test rows for a tighter re-check, or a --max-accuracy-drop your use can take")
 
 
+def _estimate_ms(entry: dict) -> float | None:
+    """The --target profile's latency estimate of a file on the device, or None."""
+    value = ((entry.get("fit") or {}).get("estimated_latency") or {}).get("estimate_ms")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _choice(fmt: str, entries: list[dict], latency: dict[str, float]) -> dict:
-    """The file of format ``fmt`` to deploy: the fastest that passed the gate (and fits), a smaller one within TIE of it."""
+    """The file of format ``fmt`` to deploy: the fastest that passed the gate (and fits), a smaller one within TIE of it.
+    With a --target whose profile estimates every such file, fastest on the target by that estimate: this machine's timing
+    had named the fp32 file where the same report estimated the int8 one twice as fast on the device (a reviewer's
+    finding)."""
     files = [e for e in entries if e["format"] == fmt]
     targeted = any("fit" in e for e in files)
     ok = [e for e in files if _eligible(e)]
     if not ok:
         return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")
                 + _accuracy_alone(files)}
-    fastest = min(ok, key=lambda e: latency[e["path"]])
-    near = [e for e in ok if latency[e["path"]] <= latency[fastest["path"]] * (1 + TIE)]
-    pick = min(near, key=lambda e: (e["bytes"], latency[e["path"]]))
-    why = (f"the fastest here ({latency[pick['path']]:.3g} ms per call)" if pick is fastest
-           else f"within {TIE:.0%} of the fastest ({Path(fastest['path']).name}) and smaller")
+    on_target = all(_estimate_ms(e) is not None for e in ok)
+    speed = {e["path"]: _estimate_ms(e) for e in ok} if on_target else latency
+    fastest = min(ok, key=lambda e: speed[e["path"]])
+    near = [e for e in ok if speed[e["path"]] <= speed[fastest["path"]] * (1 + TIE)]
+    pick = min(near, key=lambda e: (e["bytes"], speed[e["path"]]))
+    if on_target:
+        why = (f"the fastest on the target by its profile's estimate ({speed[pick['path']]:.3g} ms per call; here "
+               f"{latency[pick['path']]:.3g} ms)" if pick is fastest else
+               f"within {TIE:.0%} of the fastest on the target by its profile's estimate ({Path(fastest['path']).name}) and smaller")
+    else:
+        why = (f"the fastest here ({latency[pick['path']]:.3g} ms per call)" if pick is fastest
+               else f"within {TIE:.0%} of the fastest ({Path(fastest['path']).name}) and smaller")
     why += " of the files that passed the gate" + (" and fit the target" if targeted else "")
+    if on_target:
+        why += "; an estimate, not a measurement: `cwtool bench` on the device decides"
     return {"format": fmt, "file": pick["path"], "latency_ms": latency[pick["path"]], "bytes": pick["bytes"], "why": why}
 
 
@@ -121,9 +139,13 @@ def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withh
             buys = (f"int8 buys {smaller:.1f}x fewer bytes, not speed" if smaller >= 1.05 else
                     f"int8 buys neither speed nor bytes ({e['bytes']:,} against {twin['bytes']:,}: the quantization's scales "
                     "outweigh the weights of so small a model)")
+            there = ""
+            if _estimate_ms(e) is not None and _estimate_ms(twin) is not None and _estimate_ms(e) < _estimate_ms(twin):
+                there = (f"; the target's profile estimates it faster there ({_estimate_ms(e):.3g} ms vs {_estimate_ms(twin):.3g} ms), "
+                         "so this CPU's timing does not decide for the device")
             findings.append(
                 f"{Path(e['path']).name} ran {ratio:.2f}x slower than its fp32 twin {Path(twin['path']).name} here "
-                f"({latency[e['path']]:.3g} ms vs {latency[twin['path']]:.3g} ms per call): {buys}, on this CPU")
+                f"({latency[e['path']]:.3g} ms vs {latency[twin['path']]:.3g} ms per call): {buys}, on this CPU{there}")
             twins.append(twin["path"])
     choices = withheld_choices if withheld_choices is not None else [_choice(fmt, entries, latency) for fmt in formats]
     first = next(iter(timings.values()))
