@@ -1141,3 +1141,26 @@ def test_a_test_image_that_cannot_be_read_is_said_before_any_round(tmp_path, cap
                             "--skip-export", "--out", tmp_path / "run"], capsys)
     assert code == 2 and "cannot read image" in err and broken.name in err, err
     assert not (tmp_path / "run").exists() and "round 1" not in err, err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "compress"])
+def test_images_refused_for_their_sizes_name_the_flags_the_model_s_checkpoint_records(command, tmp_path, capsys):
+    """A folder of mixed sizes without --resize was refused with "give an image size", then the model asked for --arch,
+    and only a third try named the flags its checkpoint records (a new user's finding): the first refusal names them."""
+    from toolchain.data.identity import preprocessing_record
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 12, 16, seed=5)
+    odd = sorted(folder.glob("class0/*.png"))[0]
+    from PIL import Image
+
+    Image.new("RGB", (20, 18)).save(odd)
+    prepared = load_data(str(folder), seed=0, resize=16, normalize=((0.5,) * 3, (0.5,) * 3)).preprocessing
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16),
+                    extra={"data": {"preprocessing": preprocessing_record(prepared)}})
+    extra = {"evaluate": [], "export": ["--out", tmp_path / "x"], "compress": ["--out", tmp_path / "c"]}[command]
+    code, _, err = run_cli([command, tmp_path / "m.pt", "--data", folder, "-p", "1", *extra], capsys)
+    assert code == 2 and "differ in size" in err and "records how its training's images were prepared: give --color rgb --resize 16 " \
+        "--normalize 0.5,0.5,0.5:0.5,0.5,0.5" in " ".join(err.split()), err
