@@ -48,7 +48,7 @@ def test_export_writes_compress_s_files_with_their_metadata(exported):
         assert art["gate"]["passed"] and art["agreement"] > 0.95 and art["runtime"]
     assert "# cwtool export report" in stdout and (out / "export.md").read_text().startswith("# cwtool export report")
     # where the test rows came from, as report.md says it ("test split of 270 rows (seed 0)" named a seed for a --test file)
-    assert "Data: digits, test rows split from it with seed 0 (" in (out / "export.md").read_text()
+    assert "Data: `digits`, test rows split from it with seed 0 (" in (out / "export.md").read_text()
     assert "--data digits -p 3 --baseline export.json" in stdout  # digits' classes are their numbers: the index
     assert "`cwtool verify artifacts/model_int8.onnx --data" in stdout  # the file a device most likely runs
     assert not list(out.parent.glob(".cwtool-tmp*"))  # the staged folder became the output

@@ -204,7 +204,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     try:
         if attach_log is not None:
             attach_log(stage / "export.log")
-        log(f"data: {dataset.name}: {dataset.preprocessing.note}")
+        log(f"data: {request.data}: {dataset.preprocessing.note}")
         model = loaded.module.float().cpu().eval()
         x_val, y_val = dataset.split("val")
         x_test, y_test = dataset.split("test")
@@ -227,7 +227,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
                       "arch": loaded.arch or request.arch, "pruned": bool(loaded.channel_plan), "params": count_params(model),
                       "macs": macs},
             "protected": protected, "class_names": names,
-            "data": {**dataset.describe(), "spec": _data_spec(request.test or request.data), "verify_options": _row_options(request),
+            "data": {**dataset.describe(), "spec": _data_spec(request.test or request.data), "source": str(request.data), "verify_options": _row_options(request),
                      "test_rows_sha256": reference["rows_sha256"]},
             "baseline": {"source": "the torch model itself", "val": {"accuracy": val_accuracy}, "test": reference},
             "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},

@@ -52,7 +52,7 @@ def render_export_report(report: dict) -> str:
         f"Model: `{model['path']}` ({model.get('arch') or model['kind']}{', pruned' if model.get('pruned') else ''}, "
         f"{model['params']:,} parameters, sha256 `{model['sha256']}`).",
         "",
-        f"Data: {data['name']}, test rows {held_out_rows(data, 'test')} ({data['sizes']['test']} rows), sha256 `{data['test_rows_sha256']}`. "
+        f"Data: {code_span(data['source']) if isinstance(data.get('source'), str) else data['name']}, test rows {held_out_rows(data, 'test')} ({data['sizes']['test']} rows), sha256 `{data['test_rows_sha256']}`. "
         f"Protected classes: {_classes(report)}.",
         "",
         f"**Every file {'matches' if gate['passed'] else 'does NOT match'} the torch model** (test FN +{budget['max_fn_increase']} "
