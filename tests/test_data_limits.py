@@ -99,11 +99,25 @@ def idx_folder(folder: Path, train_images: bytes | None = None, gz_name=True) ->
     return folder
 
 
-def run_verify_limited(data: Path | str) -> tuple[int, str, float]:
+def _plain_onnx(folder: Path) -> Path:
+    """A tiny classifier file with no metadata of cwtool's (8x8 gray images, 2 classes)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.zeros((64, 2), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])], "plain",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [weights])
+    path = folder / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def run_verify_limited(data: Path | str, artifact: str = "nonexistent.onnx") -> tuple[int, str, float]:
     """(exit code, stderr, seconds) of `cwtool verify` on ``data`` under `ulimit -v 3000000`."""
     cmd = (
         f"ulimit -v {ADDRESS_LIMIT_KB}; exec {sys.executable} -m toolchain "
-        f"verify nonexistent.onnx --data '{data}' -p 0"
+        f"verify '{artifact}' --data '{data}' -p 0"
     )
     t0 = time.perf_counter()
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=ROOT, timeout=120,
@@ -111,8 +125,8 @@ def run_verify_limited(data: Path | str) -> tuple[int, str, float]:
     return out.returncode, out.stderr, time.perf_counter() - t0
 
 
-def assert_refused(data, *match: str) -> str:
-    code, err, secs = run_verify_limited(data)
+def assert_refused(data, *match: str, artifact: str = "nonexistent.onnx") -> str:
+    code, err, secs = run_verify_limited(data, artifact)
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1, err
@@ -189,7 +203,9 @@ def test_cli_image_folder_with_huge_first_image_exits_2(tmp_path):
         for i in range(3):
             small_png(root / cls / f"{i}.png", value=40 * i)
     (root / "a" / "0.png").write_bytes(png_bytes(9000, 9000, rows=10))
-    line = assert_refused(root, "differ in size", "a/0.png", "9000x9000", "image size")
+    # a folder of mixed sizes is sized as the artifacts record: a file that exists (recording none), so that the refusal is
+    # the data's (a missing one is named as missing: nothing was there to record a size)
+    line = assert_refused(root, "differ in size", "a/0.png", "9000x9000", "image size", artifact=str(_plain_onnx(tmp_path)))
     assert "8x8" in line
 
 

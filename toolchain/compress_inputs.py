@@ -56,9 +56,9 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     import torch
 
     from toolchain.data.given import load_with_given_rows
-    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, with_recorded_preparation
+    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
-    from toolchain.models.loading import load_model
+    from toolchain.models.loading import load_model, with_recorded_preparation
     from toolchain.models.train import pick_device
     from toolchain.prune.preflight import check_before_pruning
 

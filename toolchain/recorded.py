@@ -13,7 +13,8 @@ from toolchain.evaluate import declared_names
 
 PREPROCESSING_STEPS = ("color", "resize", "crop", "scale", "mean", "std")
 IMAGE_FILE_STEPS = ("color", "resize", "crop")  # only where cwtool decoded image files: arrays come prepared
-
+# what a refusal of image files says where the flags a model's or a file's record holds would have prepared them otherwise
+PREPARATION_WORDS = ("differ in size", "--image-size", "--resize", "--normalize", "--color")
 
 def recorded_value(runner, key: str):
     """The value an artifact records under ``key`` (ONNX metadata_props hold JSON text, a TFLite sidecar the value), or

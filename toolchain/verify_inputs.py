@@ -9,7 +9,7 @@ from typing import Any
 
 from toolchain.errors import UserError
 from toolchain.judged_rows import load_rows_for
-from toolchain.recorded import recorded_color, recorded_normalization, recorded_resizing
+from toolchain.recorded import PREPARATION_WORDS, recorded_color, recorded_normalization, recorded_resizing
 
 __all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "check_rows_fit_in_memory", "no_sidecar_hint",
            "auto_normalization", "importable"]
@@ -54,8 +54,8 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
                              class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
                              resize=resize, normalize=normalize, color=color)
     except UserError as exc:  # a folder's images that the files' record would have prepared, had it travelled with them
-        if unopened is not None:  # the record was never read: a missing or unreadable file, not the images, is the cause
-            raise unopened from exc
+        if unopened is not None and any(word in str(exc) for word in PREPARATION_WORDS):  # a refusal the record would have
+            raise unopened from exc  # prevented, and it was never read: the missing or unreadable file is the cause
         if normalize_recorded and str(exc).startswith("--normalize "):  # the user gave no --normalize: the record is at fault
             what = str(exc)[len("--normalize "):].split(":")[0]
             raise UserError(f"the normalization the files record (their metadata or .json sidecar) {what}: the record does "

@@ -30,12 +30,12 @@ def evaluate(
     image_options: ImageOptions = None,
 ):
     """Per-class false negatives of a PyTorch model on one split of the data."""
-    from toolchain.data.identity import check_class_order, check_preprocessing, seen_rows, with_recorded_preparation
+    from toolchain.data.identity import check_class_order, check_preprocessing, seen_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
     from toolchain.io import check_output_file, json_text, write_named_output
     from toolchain.input_paths import input_paths
-    from toolchain.models.loading import load_model
+    from toolchain.models.loading import load_model, with_recorded_preparation
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress

@@ -185,29 +185,6 @@ def recorded_flags(record) -> str | None:
     return preprocessing_flags(recorded) if _readable_record(recorded) else None
 
 
-def with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
-    """``exc``, a refusal of a folder's images for how they are prepared (sizes that differ, no resize given), with the
-    flags ``model``'s checkpoint records of its training's images, where it is a cwtool checkpoint that records them:
-    the data is read before the model, and a user who left --resize out was told to choose a size, then to give --arch,
-    and only a third try named the flags the checkpoint holds (a new user's finding)."""
-    text = str(exc)
-    if not any(word in text for word in ("differ in size", "--image-size", "--resize", "--normalize", "--color")):
-        return exc
-    try:
-        from toolchain.models.checkpoint import CHECKPOINT_FORMAT
-        from toolchain.models.pickles import load_pickle
-
-        obj = load_pickle(Path(model), None, False)  # the safe unpickler: this file is read again, whole, later
-    except Exception:  # not a readable cwtool checkpoint: its own error comes when it is loaded
-        return exc
-    if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and isinstance(obj.get("extra"), dict)):
-        return exc
-    flags = recorded_flags(obj["extra"].get("data"))
-    if flags is None:
-        return exc
-    return UserError(f"{text}; '{one_line(str(model))}' records how its training's images were prepared: give {flags}")
-
-
 def _readable_record(recorded) -> bool:
     """Whether a recorded preprocessing is image-file steps as cwtool writes them: a color, sides as positive whole numbers
     (a resize of one or two, a crop of two), finite means and positive finite stds of one length."""

@@ -91,9 +91,9 @@ def _inputs(request: ExportRequest, settings, log):
     """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names, what
     the model fails to detect on validation or None)."""
     from toolchain.data.given import load_with_given_rows
-    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, with_recorded_preparation
+    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
     from toolchain.evaluate import check_model_on_splits, detection_problem
-    from toolchain.models.loading import load_model
+    from toolchain.models.loading import load_model, with_recorded_preparation
 
     try:
         dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.seed, label_column=request.label_column,

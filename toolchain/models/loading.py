@@ -152,3 +152,26 @@ def _find_state_dict(obj: dict) -> dict | None:
         if _is_state_dict(obj.get(key)):
             return obj[key]
     return None
+
+
+def with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
+    """``exc``, a refusal of a folder's images for how they are prepared (sizes that differ, no resize given), with the
+    flags ``model``'s checkpoint records of its training's images, where it is a cwtool checkpoint that records them:
+    the data is read before the model, and a user who left --resize out was told to choose a size, then to give --arch,
+    and only a third try named the flags the checkpoint holds (a new user's finding)."""
+    from toolchain.data.identity import recorded_flags
+    from toolchain.recorded import PREPARATION_WORDS
+
+    text = str(exc)
+    if not any(word in text for word in PREPARATION_WORDS):
+        return exc
+    try:
+        obj = load_pickle(Path(model), None, False)  # the safe unpickler: this file is read again, whole, later
+    except Exception:  # not a readable cwtool checkpoint: its own error comes when it is loaded
+        return exc
+    if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and isinstance(obj.get("extra"), dict)):
+        return exc
+    flags = recorded_flags(obj["extra"].get("data"))
+    if flags is None:
+        return exc
+    return UserError(f"{text}; '{one_line(str(model))}' records how its training's images were prepared: give {flags}")
