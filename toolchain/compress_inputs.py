@@ -58,19 +58,14 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     from toolchain.data.given import load_with_given_rows
     from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
-    from toolchain.models.loading import load_model, with_recorded_preparation
+    from toolchain.models.loading import load_model, naming_recorded_preparation
     from toolchain.models.train import pick_device
     from toolchain.prune.preflight import check_before_pruning
 
-    try:
+    with naming_recorded_preparation(request.model):  # images prepared otherwise than its checkpoint records: its flags named
         dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.data_seed, label_column=request.label_column,
                                        class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
                                        resize=request.resize, normalize=request.normalize, color=request.color)
-    except UserError as exc:  # images prepared otherwise than the model's checkpoint records: its flags named
-        hinted = with_recorded_preparation(exc, request.model)
-        if hinted is exc:
-            raise
-        raise hinted from exc
     dataset = dataclasses.replace(dataset, augment=request.augment, workers=request.workers)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape)

@@ -35,7 +35,7 @@ def evaluate(
     from toolchain.evaluate import evaluate_rows
     from toolchain.io import check_output_file, json_text, write_named_output
     from toolchain.input_paths import input_paths
-    from toolchain.models.loading import load_model, with_recorded_preparation
+    from toolchain.models.loading import load_model, naming_recorded_preparation
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
@@ -45,14 +45,9 @@ def evaluate(
     check_output_file(json_out, "--json", inputs=inputs)
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
-    try:
+    with naming_recorded_preparation(model):  # images prepared otherwise than its checkpoint records: its flags named
         rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size),
                              input_shape=parse_input_shape(input_shape), **image_options.load_args())
-    except UserError as exc:  # images prepared otherwise than the model's checkpoint records: its flags named
-        hinted = with_recorded_preparation(exc, model)
-        if hinted is exc:
-            raise
-        raise hinted from exc
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
     prepared_otherwise = check_preprocessing(loaded.extra.get("data"), rows.get("preprocessing"), model)

@@ -48,7 +48,6 @@ def make_pt2e_quantizer(float_modules: Iterable[str] = ()):
         def __init__(self):
             super().__init__()
             self.float_modules = keep
-            self.stripped: list[str] = []
 
         def annotate(self, model):
             if not self.float_modules:
@@ -59,8 +58,7 @@ def make_pt2e_quantizer(float_modules: Iterable[str] = ()):
                 innermost = names[-1] if names else None
                 if any(innermost == _top_level_of(m) if _top_level_of(m) is not None else
                        any(n == m or n.startswith(m + ".") for n in names) for m in self.float_modules):
-                    if node.meta.pop("quantization_annotation", None) is not None:
-                        self.stripped.append(node.name)
+                    node.meta.pop("quantization_annotation", None)
             propagate_annotation(model)
             return model
 
@@ -79,17 +77,16 @@ def quantizable_modules(model, example_input=None) -> list[str]:
 
     layers = (nn.Conv1d, nn.Conv2d, nn.Linear)
     names = [n for n, m in model.named_modules() if isinstance(m, layers)]
-    first = _first_reader(model, example_input) if example_input is not None else None
+    first = _first_reader(model, example_input, layers) if example_input is not None else None
     if first is not None and first not in names:
         names.insert(0, first)
     return names
 
 
-def _first_reader(model, example_input) -> str | None:
+def _first_reader(model, example_input, layers: tuple) -> str | None:
     """What first works on the input: the first submodule called (TOP_LEVEL where it is not handed the input itself), or
-    None where that is a Conv/Linear or contains one, or the forward fails."""
+    None where that is one of ``layers`` or contains one, or the forward fails."""
     import torch
-    from torch import nn
 
     from toolchain.models.modes import evaluating
 
@@ -111,7 +108,7 @@ def _first_reader(model, example_input) -> str | None:
     if not handed_the_input:
         return TOP_LEVEL
     module = model.get_submodule(name)
-    return None if any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) for m in module.modules()) else name
+    return None if any(isinstance(m, layers) for m in module.modules()) else name
 
 
 def thin_input_modules(model, example_input, max_channels: int = 4) -> list[str]:

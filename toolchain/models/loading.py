@@ -24,6 +24,7 @@ unpickling and `checkpoint` the cwtool format. Their public names are re-exporte
 from __future__ import annotations
 
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,7 +155,20 @@ def _find_state_dict(obj: dict) -> dict | None:
     return None
 
 
-def with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
+@contextmanager
+def naming_recorded_preparation(model: str | Path):
+    """Data read inside it that is refused for how its images are prepared names the flags ``model``'s checkpoint
+    records (``_with_recorded_preparation``); any other refusal passes as it is."""
+    try:
+        yield
+    except UserError as exc:
+        hinted = _with_recorded_preparation(exc, model)
+        if hinted is exc:
+            raise
+        raise hinted from exc
+
+
+def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
     """``exc``, a refusal of a folder's images for how they are prepared (sizes that differ, no resize given), with the
     flags ``model``'s checkpoint records of its training's images, where it is a cwtool checkpoint that records them:
     the data is read before the model, and a user who left --resize out was told to choose a size, then to give --arch,
