@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
         text = str(value).strip()
         if text in class_names:
             k = class_names.index(text)
-        elif text.lstrip("-").isdigit():
+        elif re.fullmatch(r"-?[0-9]+", text):  # str.isdigit takes "²", which int() refuses
             k = int(text)
         else:
             alike = [n for n in class_names if n.casefold() == text.casefold()]  # not taken: a class name is exact

@@ -50,7 +50,7 @@ def _read_int(path: str) -> int | None:
             text = fh.read(64).strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None  # "max" (no limit) -> None
+    return int(text) if text.isascii() and text.isdigit() else None  # "max" (no limit) -> None
 
 
 def _rlimit(name: str) -> int | None:

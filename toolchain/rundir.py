@@ -75,7 +75,7 @@ class RunDir:
         done = []
         for p in self.rounds.glob("round_*.json"):
             number = p.stem.split("_")[1]
-            if number.isdigit():
+            if number.isascii() and number.isdigit():  # "²" is a digit to isdigit, not to int()
                 done.append(int(number))
         return sorted(done)
 

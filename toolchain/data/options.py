@@ -17,7 +17,7 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     """``--image-size 224`` or ``224x160`` (height x width) -> (224, 224) / (224, 160)."""
     if text is None:
         return None
-    found = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", str(text))
+    found = re.fullmatch(r"\s*([0-9]+)\s*(?:[xX]\s*([0-9]+))?\s*", str(text))
     if not found:
         raise UserError(f"--image-size '{text}' is not HEIGHTxWIDTH or one side: give e.g. 224 or 224x160")
     h = int(found.group(1))
@@ -31,8 +31,8 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     """``--input-shape 1,28,28`` (or 1x28x28): the shape one sample of flat rows has for the model."""
     if text is None:
         return None
-    parts = [p for p in re.split(r"[,x\s]+", str(text).strip()) if p]
-    if not parts or len(parts) > 4 or not all(p.isdigit() and 0 < int(p) <= MAX_SIDE for p in parts):
+    parts = re.split(r"\s*[,xX]\s*|\s+", str(text).strip())  # an empty part ("1,2,x", "1,,2") is a typo, not a size
+    if not parts or len(parts) > 4 or not all(re.fullmatch(r"[0-9]+", p) and 0 < int(p) <= MAX_SIDE for p in parts):
         raise UserError(f"--input-shape '{text}' is not 1 to 4 positive sizes: give e.g. 1,28,28 (channels, height, width)")
     return tuple(int(p) for p in parts)
 

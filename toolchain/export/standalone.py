@@ -146,7 +146,7 @@ def _left_by_the_dead(out: Path) -> list[Path]:
     found = []
     for entry in out.parent.glob(f"{glob.escape(prefix)}*"):
         fields = entry.name[len(prefix):].split(".")  # <pid>.<random>: another --out's name may add fields ("v" and "v.2024")
-        if len(fields) == 2 and fields[0].isdigit() and entry.is_dir() and not entry.is_symlink() and not _alive(int(fields[0])):
+        if len(fields) == 2 and fields[0].isascii() and fields[0].isdigit() and entry.is_dir() and not entry.is_symlink() and not _alive(int(fields[0])):
             found.append(entry)
     return found
 

@@ -1,0 +1,44 @@
+"""Data a reviewer of the data layer handed cwtool (each once an exit 3, an out-of-memory kill or a class dropped in
+silence): every one is now read as meant or refused as bad input -- one line, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clirun import run_cli
+
+
+def _one_line_error(code, err, *words):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("cwtool: error: ") and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[-1], err
+
+
+@pytest.mark.parametrize("protect", ["\u00b2", "-\u00b2", "\u00b9\u2070"])
+def test_a_superscript_digit_as_protected_class_is_bad_input(trained_digits, protect, capsys):
+    code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", protect], capsys)
+    _one_line_error(code, err, "--protect-class", "neither a class index nor one of the class names")
+
+
+@pytest.mark.parametrize("shape", ["\u00b2,2", "1,2,x", "1,,64", "64,"])
+def test_an_input_shape_that_is_not_ascii_sizes_is_bad_input(trained_digits, shape, tmp_path, capsys):
+    x = np.random.default_rng(0).random((40, 64), dtype=np.float32)
+    np.savez(tmp_path / "flat.npz", x=x, y=np.arange(40) % 10)
+    code, _, err = run_cli(["evaluate", trained_digits[0], "-d", tmp_path / "flat.npz", "-p", "1", "--input-shape", shape],
+                           capsys)
+    _one_line_error(code, err, "--input-shape", "is not 1 to 4 positive sizes")
+
+
+def test_a_round_file_named_by_a_superscript_is_not_a_done_round(tmp_path):
+    from toolchain.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.rounds.mkdir(parents=True)
+    (run.rounds / "round_\u00b2.json").write_text("{}")
+    (run.rounds / "round_1.json").write_text("{}")
+    assert run.done_rounds() == [1]
