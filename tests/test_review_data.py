@@ -42,3 +42,36 @@ def test_a_round_file_named_by_a_superscript_is_not_a_done_round(tmp_path):
     (run.rounds / "round_\u00b2.json").write_text("{}")
     (run.rounds / "round_1.json").write_text("{}")
     assert run.done_rounds() == [1]
+
+
+class _RowsReadOnDemand:
+    """Rows a folder would give, made as they are read: 128 MiB in all, never held."""
+
+    shape = (4096, 8, 32, 32)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        start, stop, _ = index.indices(len(self))
+        return np.arange(start, stop, dtype=np.float32).reshape(-1, 1, 1, 1) * np.ones(self.shape[1:], np.float32)
+
+
+def test_save_rows_writes_a_folder_s_rows_a_batch_at_a_time(tmp_path):
+    import tracemalloc
+
+    from toolchain.cli.verify import _write_rows
+
+    rows = _RowsReadOnDemand()
+    tracemalloc.start()
+    try:
+        _write_rows(tmp_path / "rows.npz", {"x": rows, "y": np.arange(len(rows)) % 3, "class_names": ["a", "b", "c"]}, ())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 << 20, f"{peak / 2**20:.0f} MiB held to write 128 MiB of rows"
+    saved = np.load(tmp_path / "rows.npz")
+    assert saved["x"].shape == rows.shape and saved["x"].dtype == np.float32
+    assert np.array_equal(saved["x"][:, 0, 0, 0], np.arange(len(rows), dtype=np.float32))
+    assert np.array_equal(saved["x"][1234], rows[1234:1235][0])
+    assert list(saved["class_names"]) == ["a", "b", "c"] and np.array_equal(saved["y"], np.arange(len(rows)) % 3)

@@ -271,6 +271,34 @@ def atomic_write_bytes(path: str | Path, data: bytes, follow_link: bool = False)
     return Path(path)
 
 
+def atomic_write_npz(path: str | Path, arrays: dict) -> Path:
+    """An .npz numpy reads as ``np.savez`` writes it, written a chunk at a time: a value is an array or
+    (shape, dtype, chunks) whose chunks, stacked on the first axis, make that array."""
+    import zipfile
+
+    import numpy as np
+
+    with staged_path(path) as tmp:
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, value in arrays.items():
+                    shape, dtype, chunks = (value.shape, value.dtype, [value]) if isinstance(value, np.ndarray) else value
+                    dtype = np.dtype(dtype)
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                        np.lib.format.write_array_header_1_0(
+                            entry, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
+                        written = 0
+                        for chunk in chunks:
+                            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                            written += len(chunk) if chunk.ndim else 1
+                            entry.write(chunk.tobytes())
+                        if written != (shape[0] if len(shape) else 1):
+                            raise ValueError(f"{name}: {written} rows written for shape {tuple(shape)}")
+        except OSError as exc:  # a full disk, a file-size limit
+            raise _cannot_write(Path(path), exc) from exc
+    return Path(path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

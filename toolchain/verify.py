@@ -25,7 +25,7 @@ from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_no
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.recorded import (check_baseline_order, check_class_order, numbers_as_indices, preprocessing_mismatch,
                                 recorded_class_names)
-from toolchain.verify_inputs import (auto_normalization, check_rows_fit_in_memory, distinct_names, importable, load_verify_rows,
+from toolchain.verify_inputs import (auto_normalization, distinct_names, importable, load_verify_rows,
                                      no_sidecar_hint, open_artifact)
 
 __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
@@ -138,8 +138,6 @@ def run_verify(req: VerifyRequest) -> dict:
     got = load_verify_rows(req, base_n)  # rows first: bad data is named before the artifacts run
     rows, opened, normalize, resize, image_size = got.rows, got.opened, got.normalize, got.resize, got.image_size
     x, y = rows["x"], rows["y"]
-    if req.keep_rows:
-        check_rows_fit_in_memory(x)
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
         max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP

@@ -11,7 +11,7 @@ from toolchain.errors import UserError
 from toolchain.judged_rows import load_rows_for
 from toolchain.recorded import PREPARATION_WORDS, recorded_color, recorded_normalization, recorded_resizing
 
-__all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "check_rows_fit_in_memory", "no_sidecar_hint",
+__all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "no_sidecar_hint",
            "auto_normalization", "importable"]
 
 
@@ -66,19 +66,6 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
         raise UserError(f"{exc}{hint}") from exc
     return VerifyRows(rows=rows, opened=opened, normalize=normalize, resize=resize, image_size=image_size,
                       sized_as_recorded=sized_as_recorded)
-
-
-def check_rows_fit_in_memory(x) -> None:
-    """--save-rows holds every row at once (an .npz is written whole): refused before any file runs where it cannot."""
-    from toolchain.data.samples import is_lazy, sample_bytes
-    from toolchain.limits import available_memory, format_bytes
-
-    need = sample_bytes(x) * len(x)
-    avail = available_memory()
-    if is_lazy(x) and avail is not None and 2 * need > avail[0]:
-        raise UserError(f"--save-rows would hold {len(x):,} rows as float32 ({format_bytes(need)}, twice that to write them) "
-                        f"at once, more than the {format_bytes(avail[0])} available ({avail[1]}): give the device the data "
-                        "itself (the same folder or file), or fewer rows")
 
 
 def no_sidecar_hint(opened, data) -> str:

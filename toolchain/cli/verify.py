@@ -117,20 +117,19 @@ def verify(
 
 
 def _write_rows(path: Path, rows: dict, inputs) -> None:
-    """The rows judged, as an x/y .npz (x float32 as prepared, y int64, class_names): the same rows hash on a device."""
-    import io
-
+    """The rows judged, as an x/y .npz (x float32 as prepared, y int64, class_names): the same rows hash on a device.
+    x is written a batch at a time, never held whole: a folder's rows can outgrow memory."""
     import numpy as np
 
-    from toolchain.data.samples import batches, is_lazy
-    from toolchain.io import atomic_write_bytes, check_output_file
+    from toolchain.data.samples import batches
+    from toolchain.io import atomic_write_npz, check_output_file
 
-    x = np.concatenate(list(batches(rows["x"]))) if is_lazy(rows["x"]) else np.asarray(rows["x"])
-    buffer = io.BytesIO()
-    extra = {"class_names": np.array(rows["class_names"], dtype=str)} if rows.get("class_names") else {}
-    np.savez(buffer, x=np.ascontiguousarray(x, dtype=np.float32), y=np.asarray(rows["y"], dtype=np.int64), **extra)
+    x = rows["x"]
+    arrays = {"x": ((len(x), *x.shape[1:]), np.float32, batches(x)), "y": np.asarray(rows["y"], dtype=np.int64)}
+    if rows.get("class_names"):
+        arrays["class_names"] = np.array(rows["class_names"], dtype=str)
     check_output_file(path, "--save-rows", inputs)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_npz(path, arrays)
 
 
 def _remove_stale_rows(path, inputs) -> None:
