@@ -75,3 +75,45 @@ def test_save_rows_writes_a_folder_s_rows_a_batch_at_a_time(tmp_path):
     assert np.array_equal(saved["x"][:, 0, 0, 0], np.arange(len(rows), dtype=np.float32))
     assert np.array_equal(saved["x"][1234], rows[1234:1235][0])
     assert list(saved["class_names"]) == ["a", "b", "c"] and np.array_equal(saved["y"], np.arange(len(rows)) % 3)
+
+
+def test_layer_outputs_count_an_in_place_layer_once_and_a_view_not_at_all():
+    import torch
+    from torch import nn
+
+    from toolchain.models.memory import activation_bytes
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8 * 16 * 16, 2))
+    assert activation_bytes(net, (3, 16, 16), 5) == 4 * 5 * (8 * 16 * 16 + 2)
+    assert activation_bytes(net, (3, 16, 16), 5, element_bytes=2) == 2 * 5 * (8 * 16 * 16 + 2)
+    weights = [p.clone() for p in net.parameters()]
+    assert all(torch.equal(a, b) and b.device.type == "cpu" for a, b in zip(weights, net.parameters()))
+
+    class Numpy(nn.Module):  # a forward the meta device cannot follow: no estimate
+        def forward(self, x):
+            return torch.as_tensor(x.numpy())
+
+    assert activation_bytes(Numpy(), (3, 4, 4), 2) is None
+
+
+def test_training_that_cannot_fit_in_memory_is_refused_before_any_step(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import toolchain.models.memory as memory
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    monkeypatch.setattr(memory, "available_memory", lambda: (64 << 20, "a test's limit"))
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", tmp_path / "imgs", "--out", out, "--image-size", "512",
+                            "--epochs", "1"], capsys)
+    _one_line_error(code, err, "a training step on 8 samples of 3x512x512 needs about", "a test's limit", "--batch-size")
+    assert not out.exists()
+    # the same at a size that fits trains
+    code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", tmp_path / "imgs", "--out", out, "--image-size", "16",
+                            "--epochs", "1"], capsys)
+    assert code == 0, err
+    assert out.exists()

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from toolchain.config import MAX_EPOCHS, MAX_LR, TRAIN_PRECISIONS, device_problem
-from toolchain.models.fast_paths import autocast, in_channels_last, probe_rows, runs_channels_last, fp32_hint, training_dtype
+from toolchain.models.fast_paths import autocast, autocast_dtype, in_channels_last, probe_rows, runs_channels_last, fp32_hint, training_dtype
+from toolchain.models.memory import check_training_fits
 from toolchain.models.modes import evaluating
 from toolchain.data.dataset import Augment
 from toolchain.data.samples import batch_rows, is_lazy
@@ -116,6 +117,8 @@ def train(
     device = device or pick_device()
     model.to(device).train()
     group = distributed.current()
+    check_training_fits(model, x, math.ceil(config.batch_size / (1 if group is None else group.world)), device,
+                        autocast_dtype(config.precision, device) is not None)
     channels_last = runs_channels_last(model, x, device)  # before DistributedDataParallel sees the weights
     low_precision = training_dtype(model, x, config.precision, device, config.batch_size)
     net = model
