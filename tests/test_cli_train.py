@@ -136,8 +136,8 @@ def _formats_seen(model, x, y, config):
 
     seen = []
     conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    hook = conv.register_forward_pre_hook(lambda m, args: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last)
-                                                                       and not m.weight.is_contiguous()))
+    hook = conv.register_forward_pre_hook(lambda m, args: args[0].is_meta or seen.append(  # not the memory estimate's pass
+        m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()))
     train(model, x, y, config, device=torch.device("cpu"))
     hook.remove()
     return seen, [p.is_contiguous() for p in model.parameters()]

@@ -27,11 +27,13 @@ def activation_bytes(model: nn.Module, sample_shape: tuple[int, ...], rows: int,
                 seen.append(t)
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    hooks = [m.register_forward_hook(count) for m in leaves]
+    hooks = []
     try:
+        for m in leaves:
+            hooks.append(m.register_forward_hook(count))  # a TorchScript module takes no hook: no estimate
         with evaluating(model), torch.no_grad():
             torch.func.functional_call(model, meta, (torch.empty((rows, *sample_shape), device="meta"),))
-    except Exception:  # noqa: BLE001 - a forward the meta device cannot follow: no estimate, training finds out
+    except Exception:  # noqa: BLE001 - a model the meta device cannot follow: no estimate, training finds out
         return None
     finally:
         for h in hooks:
