@@ -56,7 +56,7 @@ def load_image_folder(
     the memory available); pixels are decoded only when rows are read.
     """
     where = f"'{folder}'"
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = _class_dirs(folder, where)
     if not class_dirs:
         raise UserError(
             f"unknown --data '{folder}' (a folder with neither idx files nor class sub-folders): {KNOWN_SOURCES}"
@@ -145,6 +145,21 @@ def _converted_note(files: list[Path], modes: list[str], folder: Path) -> str:
 SPLIT_FOLDERS = {"train": "--data", "val": "--val", "valid": "--val", "validation": "--val", "test": "--test"}
 
 
+def _class_dirs(folder: Path, where: str) -> list[Path]:
+    """The class folders of ``folder``, sorted (hidden ones left out). A link among them that leads to no folder (to
+    nothing, or round in a loop) is refused: left out, a whole class would vanish from every count."""
+    dirs = []
+    for p in folder.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            dirs.append(p)
+        elif p.is_symlink() and not p.exists():
+            raise UserError(f"'{one_line(p.name)}' in {where} is a link to nothing (or a loop of links): a class folder there would "
+                            "be left out; mend the link or remove it")
+    return sorted(dirs)
+
+
 def _refuse_split_layout(folder: Path, class_dirs: list[Path]) -> None:
     """A folder of train/val/test folders, each of class folders (a common layout), is not one of class folders:
     say how to give it instead of calling its 'test' folder a class without images."""
@@ -198,7 +213,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
     Also a note on the entries left out ("" if none). An entry named like an image that cannot be read as a file is
     refused: these rows are the gate's, and a git-annex or DVC checkout whose content was never fetched is links to nothing."""
     where = f"{flag} '{folder}'"
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = _class_dirs(folder, where)
     if not class_dirs:
         raise UserError(f"{where} has no class sub-folders: give a folder laid out like --data (one sub-folder per class)")
     shown = {d.name: one_line(d.name) for d in class_dirs}  # --data's names are kept as printed (toolchain.data.assemble)
