@@ -117,3 +117,50 @@ def test_training_that_cannot_fit_in_memory_is_refused_before_any_step(tmp_path,
                             "--epochs", "1"], capsys)
     assert code == 0, err
     assert out.exists()
+
+
+def _image_folder(root: Path, classes=("a", "b", "c"), per_class: int = 4, side: int = 12) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("link", ["nothing", "loop"])
+@pytest.mark.parametrize("flag", ["--data", "--val"])
+def test_a_class_folder_that_is_a_broken_link_is_refused_not_dropped(link, flag, tmp_path, capsys):
+    data = _image_folder(tmp_path / "train")
+    val = _image_folder(tmp_path / "val")
+    broken = (data if flag == "--data" else val) / "c"
+    for p in broken.iterdir():
+        p.unlink()
+    broken.rmdir()
+    if link == "nothing":
+        broken.symlink_to(tmp_path / "gone")
+    else:
+        broken.symlink_to(broken.parent / ".c2")
+        (broken.parent / ".c2").symlink_to(broken)  # hidden: only the loop through c is seen
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--val", val, "--out", out, "--epochs", "1"], capsys)
+    _one_line_error(code, err, "'c' in", "is a link to nothing (or a loop of links)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("missing_from", ["train", "train-but-named"])
+def test_a_train_split_without_a_class_the_held_out_splits_hold_is_refused(missing_from, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y_train = np.arange(60) % 2  # classes 0 and 1; the test split also holds 2
+    splits = {"x_train": rng.random((60, 4), dtype=np.float32), "y_train": y_train,
+              "x_test": rng.random((12, 4), dtype=np.float32), "y_test": np.arange(12) % 3}
+    if missing_from == "train-but-named":
+        splits["class_names"] = np.array(["cat", "dog", "fox"])
+    np.savez(tmp_path / "d.npz", **splits)
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "d.npz", "--out", out, "--epochs", "1"], capsys)
+    _one_line_error(code, err, "the train split of", "has no row of " + ("class 2," if missing_from == "train" else
+                                                                        "class 'fox' (label 2),"), "its test split holds")
+    assert not out.exists()

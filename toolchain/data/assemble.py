@@ -52,6 +52,13 @@ def assemble_dataset(
         raise UserError(
             f"{where} has only one class (label {int(present[0])}): a classifier needs at least two"
         )
+    unlearnt = np.setdiff1d(present, y_train) if min_classes >= 2 else []
+    if len(unlearnt):  # rows of a class training never showed the model: every one a false negative, by construction
+        k = int(unlearnt[0])
+        held = "validation" if k in y_val else "test"
+        named = f"class {k}" if class_names[k] == str(k) else f"class '{one_line(class_names[k])[:60]}' (label {k})"
+        raise UserError(f"the train split of {where} has no row of {named}, which its "
+                        f"{held} split holds: a model cannot learn a class it never sees; give training rows of every class")
     return Dataset(
         name=name,
         x_train=x_train,
