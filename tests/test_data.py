@@ -617,11 +617,14 @@ def test_idx_folder_loads_with_given_test_and_carved_val(tmp_path, gz):
     assert np.array_equal(data["train-labels-idx1-ubyte"][idx], np.concatenate([ds.y_train, ds.y_val]))
 
 
-def test_idx_folder_named_fashion_gets_fashion_class_names(tmp_path):
-    make_idx_folder(tmp_path / "my-fashion-copy", size=(5, 5))
+def test_idx_folder_named_fashion_gets_fashion_class_names_only_as_a_copy_of_it(tmp_path):
+    make_idx_folder(tmp_path / "my-fashion-copy", n_train=60000, n_test=10000)
     ds = load_data(str(tmp_path / "my-fashion-copy"))
     assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
-    assert ds.input_shape == (1, 5, 5)
+    assert ds.input_shape == (1, 28, 28)
+    make_idx_folder(tmp_path / "fashion-shoes", size=(5, 5))  # the user's own classes: named by number, not as shirts
+    ds = load_data(str(tmp_path / "fashion-shoes"))
+    assert ds.class_names == [str(i) for i in range(10)] and ds.input_shape == (1, 5, 5)
 
 
 def test_idx_folder_errors(tmp_path):

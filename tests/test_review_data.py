@@ -164,3 +164,18 @@ def test_a_train_split_without_a_class_the_held_out_splits_hold_is_refused(missi
     _one_line_error(code, err, "the train split of", "has no row of " + ("class 2," if missing_from == "train" else
                                                                         "class 'fox' (label 2),"), "its test split holds")
     assert not out.exists()
+
+
+def test_a_folder_named_like_a_bundled_set_is_not_read_as_that_set(tmp_path, monkeypatch, capsys):
+    _image_folder(tmp_path / "digits", classes=("a", "b"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "m.pt"
+    args = ["train", "--arch", "mlp", "--out", out, "--epochs", "1", "--image-size", "8"]
+    code, _, err = run_cli([*args, "--data", "digits"], capsys)
+    _one_line_error(code, err, "names both the bundled data set and the 'digits' here", "give './digits'")
+    assert not out.exists()
+    code, _, err = run_cli([*args, "--data", "./digits"], capsys)
+    assert code == 0, err
+    from toolchain.models.loading import load_model
+
+    assert load_model(out).extra["data"]["class_names"] == ["a", "b"]

@@ -1,7 +1,8 @@
 """A folder of the four MNIST-format idx files (train/t10k images and labels, plain or .gz).
 
 The t10k files are the test split; validation is carved from train. 8-bit images are scaled by
-1/255; a folder named like Fashion-MNIST gets its class names.
+1/255; Fashion-MNIST (installed, or a copy of it named so) gets its class names, any other folder numbers
+(--class-names names them).
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ def find_idx_files(folder: Path) -> dict[str, Path] | None:
 
 
 def load_idx_folder(
-    folder: Path, seed: int, val_fraction: float, *, name: str, given: list[str] | None = None
+    folder: Path, seed: int, val_fraction: float, *, name: str, given: list[str] | None = None, fashion_mnist: bool = False
 ) -> Dataset:
+    """``fashion_mnist``: the installed Fashion-MNIST, whose classes get their names, as a copy of it does (a folder named
+    like it, of its 60,000 and 10,000 28x28 images); any other is named by number (a folder called 'fashion-shoes' holds
+    other classes)."""
     files = find_idx_files(folder)
     assert files is not None
     where = f"'{folder}'"
@@ -97,7 +101,8 @@ def load_idx_folder(
         names = given
         note += "; " + mapping_note(given, "numeric labels, named by --class-names")
     else:
-        names = FASHION_MNIST_CLASSES if "fashion" in name.lower() else None
+        copy = "fashion" in name.lower() and [x.shape for x in xs.values()] == [(60000, 1, 28, 28), (10000, 1, 28, 28)]
+        names = FASHION_MNIST_CLASSES if fashion_mnist or copy else None
         if names is None:
             names = [str(i) for i in range(top + 1)]
         elif top >= len(names):

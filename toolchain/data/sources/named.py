@@ -81,4 +81,4 @@ def load_fashion_mnist(seed: int, val_fraction: float, given: list[str] | None =
             f"Fashion-MNIST is not installed (no idx files in {FASHION_MNIST_DIR}): "
             "run `apt-get install dataset-fashion-mnist` or pass a folder of idx files"
         )
-    return load_idx_folder(FASHION_MNIST_DIR, seed, val_fraction, name="fashion-mnist", given=given)
+    return load_idx_folder(FASHION_MNIST_DIR, seed, val_fraction, name="fashion-mnist", given=given, fashion_mnist=True)
