@@ -179,3 +179,16 @@ def test_a_folder_named_like_a_bundled_set_is_not_read_as_that_set(tmp_path, mon
     from toolchain.models.loading import load_model
 
     assert load_model(out).extra["data"]["class_names"] == ["a", "b"]
+
+
+def test_a_model_trained_on_unresized_images_is_advised_without_a_size_and_a_syntax_error_is_not_advised(tmp_path, capsys):
+    data = _image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=6, side=12)
+    model = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", data, "--out", model, "--epochs", "1"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", model, "--data", data, "-p", "b", "--image-size", "16"], capsys)
+    _one_line_error(code, err, "give --color rgb --normalize none, and no --image-size or --resize")
+    for bad in (["--image-size", "abc"], ["--color", "purple"]):
+        code, _, err = run_cli(["evaluate", model, "--data", data, "-p", "b", *bad], capsys)
+        _one_line_error(code, err, f"{bad[0]} '{bad[1]}' is not")
+        assert "records how its training's images were prepared" not in err, err

@@ -45,9 +45,10 @@ def evaluate(
     check_output_file(json_out, "--json", inputs=inputs)
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
+    sides, shape, image_args = parse_image_size(image_size), parse_input_shape(input_shape), image_options.load_args()
     with naming_recorded_preparation(model):  # images prepared otherwise than its checkpoint records: its flags named
-        rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=parse_image_size(image_size),
-                             input_shape=parse_input_shape(input_shape), **image_options.load_args())
+        rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=sides, input_shape=shape,
+                             **image_args)
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
     prepared_otherwise = check_preprocessing(loaded.extra.get("data"), rows.get("preprocessing"), model)

@@ -113,6 +113,13 @@ def preprocessing_flags(recorded: dict) -> str:
     return " ".join(flags)
 
 
+def preprocessing_advice(recorded: dict) -> str:
+    """``preprocessing_flags`` as advice: where ``recorded`` resized nothing, a size given here is what differs, and the
+    flags alone would not say to drop it."""
+    flags = preprocessing_flags(recorded)
+    return flags if recorded.get("resize") else f"{flags}, and no --image-size or --resize"
+
+
 def check_preprocessing(record: dict | None, here: dict | None, model: str | Path) -> str | None:
     """Where the model's checkpoint records how its training images were prepared and this data's images were prepared
     otherwise (flags left out: another normalization, no resize), the problem in one line; else None. A model fed other
@@ -170,7 +177,7 @@ def preprocessing_differences(recorded, here: dict | None) -> tuple[str, str] | 
     if not differ:
         return None
     shown = ", ".join(f"{k} {step_words(recorded.get(k))} there, {step_words(here.get(k))} here" for k in differ)
-    return shown, preprocessing_flags(recorded)
+    return shown, preprocessing_advice(recorded)
 
 
 def step_words(value) -> str:
@@ -182,7 +189,7 @@ def recorded_flags(record) -> str | None:
     """The flags that prepare images as a checkpoint's training record says (``record``: its extra["data"]), or None where
     it records no readable image preprocessing: what a shape error names before "give the data it was trained on"."""
     recorded = record.get("preprocessing") if isinstance(record, dict) else None
-    return preprocessing_flags(recorded) if _readable_record(recorded) else None
+    return preprocessing_advice(recorded) if _readable_record(recorded) else None
 
 
 def _readable_record(recorded) -> bool:

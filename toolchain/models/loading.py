@@ -177,8 +177,8 @@ def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
     from toolchain.recorded import PREPARATION_WORDS
 
     text = str(exc)
-    if not any(word in text for word in PREPARATION_WORDS):
-        return exc
+    if not any(word in text for word in PREPARATION_WORDS) or text.startswith("--") or "only applies to" in text:
+        return exc  # a flag's own syntax or a flag given to data it does not fit: its fix is in the message
     try:
         obj = load_pickle(Path(model), None, False)  # the safe unpickler: this file is read again, whole, later
     except Exception:  # not a readable cwtool checkpoint: its own error comes when it is loaded
