@@ -119,10 +119,10 @@ def test_training_that_cannot_fit_in_memory_is_refused_before_any_step(tmp_path,
     assert out.exists()
 
 
-def _image_folder(root: Path, classes=("a", "b", "c"), per_class: int = 4, side: int = 12) -> Path:
+def _image_folder(root: Path, classes=("a", "b", "c"), per_class: int = 4, side: int = 12, seed: int = 0) -> Path:
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for cls in classes:
         (root / cls).mkdir(parents=True)
         for i in range(per_class):
@@ -192,3 +192,29 @@ def test_a_model_trained_on_unresized_images_is_advised_without_a_size_and_a_syn
         code, _, err = run_cli(["evaluate", model, "--data", data, "-p", "b", *bad], capsys)
         _one_line_error(code, err, f"{bad[0]} '{bad[1]}' is not")
         assert "records how its training's images were prepared" not in err, err
+
+
+@pytest.mark.parametrize("direction", ["val-npz-of-the-training-images", "test-npz-of-the-val-images"])
+def test_held_out_rows_saved_from_images_of_another_split_are_refused(direction, tmp_path, capsys):
+    from toolchain.data import load_data
+    from toolchain.data.samples import batches
+
+    folder = _image_folder(tmp_path / "imgs", per_class=20)
+    val = _image_folder(tmp_path / "val", per_class=8, seed=1)  # other images than the training ones
+    read = lambda rows: np.concatenate(list(batches(rows)))  # noqa: E731
+    rows = tmp_path / "rows.npz"
+    out = tmp_path / "m.pt"
+    if direction == "val-npz-of-the-training-images":  # the folder's own training images, prepared and saved as rows
+        ds = load_data(str(folder), seed=0)
+        np.savez(rows, x=read(ds.x_train), y=ds.y_train, class_names=np.array(ds.class_names))
+        args = ["--val", rows]
+        said = "images of --data's training rows (a sample, decoded) are also in the rows of --val"
+    else:  # the validation images, prepared and saved as the test rows
+        ds = load_data(str(val), seed=0, val_fraction=0.25, test_fraction=0.25)
+        np.savez(rows, x=np.concatenate([read(ds.x_train), read(ds.x_val), read(ds.x_test)]),
+                 y=np.concatenate([ds.y_train, ds.y_val, ds.y_test]), class_names=np.array(ds.class_names))
+        args = ["--val", val, "--test", rows]
+        said = "images of --val (a sample, decoded) are also in the rows of --test"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--out", out, "--epochs", "1", "--data", folder, *args], capsys)
+    _one_line_error(code, err, said, "held-out rows must be held out")
+    assert not out.exists()

@@ -128,18 +128,23 @@ def _fingerprints(x, y: np.ndarray) -> tuple[str, np.ndarray]:
 def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
     """Rows of --val or --test that are also training rows, or in both: files of other bytes (a subset, a re-save) and
     folders of other names (an all/ folder beside train/, val/ and test/) can hold the same rows. Arrays are compared row
-    by row; image folders file by file, by their bytes (a copy), without decoding them."""
+    by row; image folders file by file, by their bytes (a copy), without decoding them. An image folder against an
+    array (a folder's rows saved as an .npz, by verify --save-rows or by hand) is compared on a sample of its images,
+    decoded."""
     from toolchain.data.identity import OVERLAP_TOLERANCE
 
-    given = {flag: _fingerprints(x, y) for flag, (x, y) in given.items() if len(y)}
+    rows = {flag: xy for flag, xy in given.items() if len(xy[1])}
+    given = {flag: _fingerprints(x, y) for flag, (x, y) in rows.items()}
     if not given:
         return
+    rows["--data"] = (x_train, y_train)
     train = _fingerprints(x_train, y_train)
-    pairs = [(flag, "--data's training rows", prints, train) for flag, prints in given.items()]
+    pairs = [(flag, "--data", "--data's training rows", prints, train) for flag, prints in given.items()]
     if len(given) == 2:
-        pairs.append(("--test", "--val", given["--test"], given["--val"]))
-    for flag, other, (kind, fingerprints), (other_kind, against) in pairs:
-        if kind != other_kind:  # arrays against image files: no row of one is a row of the other
+        pairs.append(("--test", "--val", "--val", given["--test"], given["--val"]))
+    for flag, other_flag, other, (kind, fingerprints), (other_kind, against) in pairs:
+        if kind != other_kind:  # image files against arrays: the files' rows, decoded, against the arrays'
+            _check_decoded_sample(flag, rows[flag], other_flag, rows[other_flag], other, OVERLAP_TOLERANCE)
             continue
         shared = int(np.isin(fingerprints, against).sum())
         if shared > OVERLAP_TOLERANCE * len(fingerprints):  # a few exact duplicates occur in real data sets
@@ -147,6 +152,28 @@ def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
             same = "same file bytes and label" if kind == "files" else "same input and label"
             raise UserError(f"{shared:,} of the {len(fingerprints):,} {what} of {flag} are also in {other} ({same}): "
                             f"held-out rows must be held out; give {flag} rows that are not there")
+
+
+DECODED_SAMPLE = 256  # images of a folder decoded to compare it with an array's rows: seconds, not the whole folder
+
+
+def _check_decoded_sample(flag: str, rows, other_flag: str, other_rows, other: str, tolerance: float) -> None:
+    """Of two sets of rows, one of image files and one an array, a seeded sample of the files' rows, decoded, looked up
+    among the array's: a share above ``tolerance`` is refused as for files or arrays alike."""
+    from toolchain.data.identity import row_fingerprints
+    from toolchain.data.samples import subset
+
+    (x, y), (ox, oy) = rows, other_rows
+    files_side = flag if row_files(x) is not None else other_flag
+    (fx, fy), (ax, ay) = (rows, other_rows) if files_side == flag else (other_rows, rows)
+    pick = np.sort(np.random.default_rng(0).choice(len(fy), size=min(DECODED_SAMPLE, len(fy)), replace=False))
+    decoded = row_fingerprints(subset(fx, pick), fy[pick])
+    shared = int(np.isin(decoded, row_fingerprints(ax, ay)).sum())
+    if shared > tolerance * len(pick):
+        whose = f"images of {flag}" if files_side == flag else f"images of {other}"
+        where = other if files_side == flag else f"the rows of {flag}"
+        raise UserError(f"{shared:,} of {len(pick):,} {whose} (a sample, decoded) are also in {where} (same input and label): "
+                        f"held-out rows must be held out; give {flag} rows that are not there")
 
 
 def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None = None) -> Dataset:
