@@ -218,3 +218,21 @@ def test_held_out_rows_saved_from_images_of_another_split_are_refused(direction,
     code, _, err = run_cli(["train", "--arch", "mlp", "--out", out, "--epochs", "1", "--data", folder, *args], capsys)
     _one_line_error(code, err, said, "held-out rows must be held out")
     assert not out.exists()
+
+
+def test_a_mac_zip_s_metadata_folder_is_no_class_and_loose_images_are_said(tmp_path):
+    from toolchain.data import load_data
+
+    folder = _image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=6)
+    (folder / "__MACOSX" / "a").mkdir(parents=True)
+    (folder / "__MACOSX" / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    (folder / "stray.png").write_bytes((folder / "a" / "0.png").read_bytes())
+    ds = load_data(str(folder), seed=0)
+    assert ds.class_names == ["a", "b"]
+    assert "1 image directly in" in ds.preprocessing.note and "'stray.png'" in ds.preprocessing.note, ds.preprocessing.note
+
+
+def test_a_csv_without_a_header_row_is_refused_not_read_short_of_its_first_sample(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("".join(f"{i % 7}.5,{i % 3},{i % 2}\n" for i in range(40)))
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "d.csv", "--out", tmp_path / "m.pt"], capsys)
+    _one_line_error(code, err, "the first row of", "is all numbers", "add a header row")

@@ -39,6 +39,14 @@ def _csv_lines(fh, where: str):
         yield line
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class _Table:
     """A CSV's rows as read: the features as float32, each row's label as a code of its distinct text."""
 
@@ -81,6 +89,9 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                         raise UserError(
                             f"{where} has {len(header)} column: give at least one feature column and a label column"
                         )
+                    if all(_is_number(h) for h in header):  # read as names, the first sample would vanish
+                        raise UserError(f"the first row of {where} is all numbers ({one_line(','.join(r))[:80]}): it reads as a "
+                                        "sample, not a header; add a header row naming the columns")
                     if pick_label is not None:
                         li = pick_label(header)
                         label_column = header[li]

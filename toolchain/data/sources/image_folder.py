@@ -70,6 +70,11 @@ def load_image_folder(
     files, labels, skipped = _listed(class_dirs, lookup, where)
     skipped_note = (f"; {len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} of the class folders left out (not a PNG/JPEG "
                     f"file: another format, a folder without images, or a link to nothing), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
+    loose = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+                   and p.is_file())
+    if loose:  # torchvision reads only the class folders too: said, since a class's images may have been meant
+        skipped_note += (f"; {len(loose):,} image{'s' if len(loose) > 1 else ''} directly in {where} left out (only the class "
+                         f"folders' images are read, each labelled by its folder), such as '{one_line(loose[0])[:120]}'")
     size_hw = _size(image_size)
     modes, sizes = _headers(files)
     if resize is not None:
@@ -146,11 +151,12 @@ SPLIT_FOLDERS = {"train": "--data", "val": "--val", "valid": "--val", "validatio
 
 
 def _class_dirs(folder: Path, where: str) -> list[Path]:
-    """The class folders of ``folder``, sorted (hidden ones left out). A link among them that leads to no folder (to
-    nothing, or round in a loop) is refused: left out, a whole class would vanish from every count."""
+    """The class folders of ``folder``, sorted (hidden ones, and the __MACOSX folder of a zip made on a Mac, left out). A
+    link among them that leads to no folder (to nothing, or round in a loop) is refused: left out, a whole class would
+    vanish from every count."""
     dirs = []
     for p in folder.iterdir():
-        if p.name.startswith("."):
+        if p.name.startswith(".") or p.name == "__MACOSX":
             continue
         if p.is_dir():
             dirs.append(p)
