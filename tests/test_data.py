@@ -509,7 +509,7 @@ def test_csv_integer_labels_kept_as_they_are(tmp_path):
     [
         ("bad_column", "not a column"),
         ("text_feature", "column 'f' holds 'abc', not a number"),
-        ("ragged", "row 3"),
+        ("ragged", "line 3"),
         ("empty", "is empty"),
         ("header_only", "no data rows"),
         ("fraction_label", "non-integer label"),
@@ -831,7 +831,7 @@ def test_a_held_out_csv_takes_data_s_columns_and_labels(tmp_path):
     ("order", "other columns than --data.*another order: column 1 is 'vib' there, 'temp' here"),
     ("missing", "other columns than --data.*no column beside --data's to hold the labels"),
     ("extra", "2 columns that --data does not have"),
-    ("label", "holds 'broken' \\(row 3\\), not a label of --data"),
+    ("label", "holds 'broken' \\(line 3\\), not a label of --data"),
 ])
 def test_a_held_out_csv_of_other_columns_or_labels_is_refused(tmp_path, case, match):
     from toolchain.data.given import with_given_rows

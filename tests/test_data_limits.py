@@ -641,7 +641,7 @@ def test_a_numeric_label_column_with_one_stray_word_is_refused_not_renumbered(tm
 
     rows = [f"{i % 7},{i % 3},{1 + i % 10}" for i in range(60)] + ["5,5,n/a"] * 3
     (tmp_path / "d.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
-    with pytest.raises(UserError, match=r"holds numbers and 'n/a' \(row 62\)"):
+    with pytest.raises(UserError, match=r"holds numbers and 'n/a' \(line 62\)"):
         load_data(str(tmp_path / "d.csv"), seed=0)
     names = [str(v) for v in range(1, 11)] + ["n/a"]
     assert load_data(str(tmp_path / "d.csv"), seed=0, class_names=names).class_names == names

@@ -1580,16 +1580,16 @@ def test_a_file_its_own_runtime_cannot_run_is_said_as_such_and_not_left(trained_
 
 def test_a_csv_s_missing_or_infinite_value_is_named_where_it_is(tmp_path):
     """An empty cell read "holds '', not a number ... encode or drop that column", and a NaN "contains 1 NaN or inf value"
-    with no row or column (a new user's findings). Rows are numbered as in the CSV's other messages: the header is row 1."""
+    with no row or column (a new user's findings). Places are the file's lines, as an editor numbers them: blank lines count."""
     from toolchain.data import load_data
     from toolchain.errors import UserError
 
     rows = ["a,b,label"] + [f"{i},{i % 7},{'ok' if i % 3 else 'fault'}" for i in range(60)]
     (tmp_path / "empty.csv").write_text("\n".join(rows[:5] + ["4,,ok"] + rows[6:]) + "\n")
-    with pytest.raises(UserError, match=r"row 6 of .*, column 'b' holds '', not a number: a missing value: impute it or drop the row"):
+    with pytest.raises(UserError, match=r"line 6 of .*, column 'b' holds '', not a number: a missing value: impute it or drop the row"):
         load_data(str(tmp_path / "empty.csv"), seed=0)
-    (tmp_path / "nan.csv").write_text("\n".join(rows[:8] + ["7,nan,ok"] + rows[9:]) + "\n")
-    with pytest.raises(UserError, match=r"contain 1 NaN or infinite value, the first at row 9, column 'b' \(as float32"):
+    (tmp_path / "nan.csv").write_text("\n".join(rows[:3] + ["", ""] + rows[3:8] + ["7,nan,ok"] + rows[9:]) + "\n")
+    with pytest.raises(UserError, match=r"contain 1 NaN or infinite value, the first at line 11, column 'b' \(as float32"):
         load_data(str(tmp_path / "nan.csv"), seed=0)
 
 

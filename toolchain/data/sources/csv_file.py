@@ -50,16 +50,16 @@ def _is_number(text: str) -> bool:
 class _Table:
     """A CSV's rows as read: the features as float32, each row's label as a code of its distinct text."""
 
-    def __init__(self, x, codes, distinct, first_row, header, li, feature_names):
-        self.x, self.codes, self.distinct, self.first_row = x, codes, distinct, first_row
+    def __init__(self, x, codes, distinct, first_line, header, li, feature_names):
+        self.x, self.codes, self.distinct, self.first_line = x, codes, distinct, first_line
         self.header, self.li, self.feature_names = header, li, feature_names
 
     @property
     def label_name(self) -> str:
         return self.header[self.li]
 
-    def first_row_of(self, text: str) -> int:
-        return self.first_row[self.distinct.index(text)]
+    def first_line_of(self, text: str) -> int:
+        return self.first_line[self.distinct.index(text)]
 
 
 def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table:
@@ -73,14 +73,16 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
     feats = array("f")
     codes = array("q")
     label_code: dict[str, int] = {}  # distinct label text -> code, in order of first appearance
-    first_row: list[int] = []  # code -> first row it appears in
+    first_line: list[int] = []  # code -> the line it first appears on
+    lines = array("q")  # each row's line in the file: what an editor shows (blank lines and quoted line breaks count)
     header: list[str] | None = None
     li = 0
     n_feat = 0
     row_no = 1
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            for r in csv.reader(_csv_lines(fh, where)):
+            reader = csv.reader(_csv_lines(fh, where))
+            for r in reader:
                 if not r or not any(c.strip() for c in r):
                     continue
                 if header is None:
@@ -110,16 +112,17 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                     n_feat = len(header) - 1
                     continue
                 row_no += 1
+                line = reader.line_num
                 if len(r) != len(header):
                     raise UserError(
-                        f"row {row_no} of {where} has {len(r)} fields but the header has {len(header)}: fix that row"
+                        f"line {line} of {where} has {len(r)} fields but the header has {len(header)}: fix that row"
                     )
                 lab = r[li].strip()
                 code = label_code.get(lab)
                 if code is None:
                     if len(lab) > MAX_LABEL_CHARS:
                         raise UserError(
-                            f"row {row_no} of {where} has a label of {len(lab):,} characters in column "
+                            f"line {line} of {where} has a label of {len(lab):,} characters in column "
                             f"'{header[li]}': labels are class names or indices (pick the label column with --label-column)"
                         )
                     if len(label_code) >= MAX_CLASSES:
@@ -128,8 +131,9 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                             "beyond cwtool's class limit: is it the label column? (pick it with --label-column)"
                         )
                     code = label_code[lab] = len(label_code)
-                    first_row.append(row_no)
+                    first_line.append(line)
                 codes.append(code)
+                lines.append(line)
                 vals = r[:li] + r[li + 1 :]
                 try:
                     feats.extend([float(v) for v in vals])
@@ -140,7 +144,7 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                         except ValueError:
                             col = header[i if i < li else i + 1]
                             raise UserError(
-                                f"row {row_no} of {where}, column '{col}' holds {v[:50]!r}, not a number: "
+                                f"line {line} of {where}, column '{col}' holds {v[:50]!r}, not a number: "
                                 + ("a missing value: impute it or drop the row" if not v.strip() or v.strip().lower() in
                                  ("na", "n/a", "null", "none", "?") else "features must be numeric (encode or drop that column)"
                                    + ("" if label_column is not None else  # the last column is the label unless told
@@ -148,7 +152,7 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                             ) from None
                     raise  # pragma: no cover - every value parsed one by one
                 if row_no % 8192 == 0:  # what is held must leave as much again for the split copies
-                    held = 4 * len(feats) + 8 * len(codes)
+                    held = 4 * len(feats) + 16 * len(codes)
                     avail = limits.available_memory()
                     if avail is not None and held > avail[0]:
                         raise UserError(
@@ -164,9 +168,8 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
         raise UserError(f"{where} has a header but no data rows: add one row per sample")
     x = np.frombuffer(feats, dtype=np.float32).reshape(len(codes), n_feat)
     feature_names = [h for i, h in enumerate(header) if i != li]
-    check_finite(x, "the features", where,  # numbered as the CSV's other messages number rows (the header is row 1)
-                 place=lambda row, col: f"row {row + 2}, column '{feature_names[col]}'")
-    return _Table(x, np.frombuffer(codes, dtype=np.int64), list(label_code), first_row, header, li, feature_names)
+    check_finite(x, "the features", where, place=lambda row, col: f"line {lines[row]}, column '{feature_names[col]}'")
+    return _Table(x, np.frombuffer(codes, dtype=np.int64), list(label_code), first_line, header, li, feature_names)
 
 
 def load_csv(
@@ -201,7 +204,7 @@ def _labelled(path: Path, label_column: str | None, given: list[str] | None):
                                                          table.feature_names)
     n_feat = len(feature_names)
     label_code = {text: i for i, text in enumerate(distinct)}
-    first_row = table.first_row
+    first_line = table.first_line
 
     names: list[str] | None = None
     mapping: dict[str, int] | None = None
@@ -212,13 +215,13 @@ def _labelled(path: Path, label_column: str | None, given: list[str] | None):
         values = None
     if values is None:
         if "" in label_code:
-            n = first_row[label_code[""]]
-            raise UserError(f"row {n} of {where} has an empty label in column '{header[li]}': give every row a label")
+            n = first_line[label_code[""]]
+            raise UserError(f"line {n} of {where} has an empty label in column '{header[li]}': give every row a label")
         numeric = [v for v in distinct if _is_number(v)]
         if given is None and len(numeric) * 2 >= len(distinct):
             odd = next(v for v in distinct if not _is_number(v))
-            raise UserError(f"label column '{header[li]}' of {where} holds numbers and {one_line(odd)[:40]!r} (row "
-                            f"{first_row[label_code[odd]]}): one label that is not a number would make every label a name, "
+            raise UserError(f"label column '{header[li]}' of {where} holds numbers and {one_line(odd)[:40]!r} (line "
+                            f"{first_line[label_code[odd]]}): one label that is not a number would make every label a name, "
                             f"numbered alphabetically (10 before 2); fix or drop those rows, or give --class-names to order "
                             "the names yourself")
         names, lookup, label_note = string_labels(distinct, given, where, "")
@@ -264,7 +267,7 @@ def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarr
             known.setdefault(name, index)
         unknown = [text for text in table.distinct if text not in known]
         if unknown:
-            raise UserError(f"{label} holds {one_line(unknown[0])[:40]!r} (row {table.first_row_of(unknown[0])}), not a "
+            raise UserError(f"{label} holds {one_line(unknown[0])[:40]!r} (line {table.first_line_of(unknown[0])}), not a "
                             f"label of --data '{dataset.name}' ({short_names(list(known), 12)})")
         lookup = np.array([known[text] for text in table.distinct], dtype=np.int64)
     else:
@@ -272,17 +275,10 @@ def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarr
             values = np.array([float(text) for text in table.distinct], dtype=np.float64)
         except ValueError:
             odd = next(text for text in table.distinct if not _is_number(text))
-            raise UserError(f"{label} holds {one_line(odd)[:40]!r} (row {table.first_row_of(odd)}); --data "
+            raise UserError(f"{label} holds {one_line(odd)[:40]!r} (line {table.first_line_of(odd)}); --data "
                             f"'{dataset.name}' labels its rows by class index: label these the same way") from None
         lookup = check_labels(values, f"label column '{table.label_name}'", where)
         if int(lookup.max()) >= dataset.num_classes:
             raise UserError(f"{label} has label {int(lookup.max())}, beyond --data's {dataset.num_classes} classes")
     return table.x, lookup[table.codes]
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
