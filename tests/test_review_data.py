@@ -236,3 +236,20 @@ def test_a_csv_without_a_header_row_is_refused_not_read_short_of_its_first_sampl
     (tmp_path / "d.csv").write_text("".join(f"{i % 7}.5,{i % 3},{i % 2}\n" for i in range(40)))
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "d.csv", "--out", tmp_path / "m.pt"], capsys)
     _one_line_error(code, err, "the first row of", "is all numbers", "add a header row")
+
+
+def test_a_class_folder_named_with_decomposed_accents_is_the_class_typed_with_composed_ones(tmp_path, capsys):
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "mélanome")
+    data = _image_folder(tmp_path / "train", classes=("naevus", decomposed), per_class=8)
+    val = _image_folder(tmp_path / "val", classes=("naevus", "mélanome"), per_class=4, seed=1)
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--val", val, "--out", out, "--epochs", "1",
+                            "--class-names", "naevus,mélanome"], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["evaluate", out, "--data", data, "-p", "mélanome", "--class-names", "naevus,mélanome"], capsys)
+    assert code in (0, 1) and "Traceback" not in err, err
+    (data / "mélanome").mkdir()  # the same name composed, beside the decomposed one: two folders, one class
+    code, _, err = run_cli(["evaluate", out, "--data", data, "-p", "1"], capsys)
+    _one_line_error(code, err, "two class folders named 'mélanome'", "merge them")

@@ -9,6 +9,7 @@ import numpy as np
 
 from toolchain.data import Dataset
 from toolchain.data.images import channels_hint
+from toolchain.data.labels import composed
 from toolchain.errors import UserError, describe, one_line
 
 
@@ -21,7 +22,7 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
     resolved: list[int] = []
     given: dict[int, str] = {}
     for value in values:
-        text = str(value).strip()
+        text = composed(str(value).strip())
         if text in class_names:
             k = class_names.index(text)
         elif re.fullmatch(r"-?[0-9]+", text):  # str.isdigit takes "²", which int() refuses

@@ -55,6 +55,14 @@ def check_labels(y: np.ndarray, what: str, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def composed(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC): a folder made on a Mac names 'Mélanome' with a decomposed é, which a
+    name typed elsewhere ('-p Mélanome', --class-names) would otherwise never equal."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", text)
+
+
 def given_names(class_names) -> list[str] | None:
     """Validate a user-given class-name list (None: not given). A string is split at commas, or read as a JSON list of
     strings where it starts with '[' (names that hold a comma: '["naevus, benign", "melanoma"]')."""
@@ -74,7 +82,7 @@ def given_names(class_names) -> list[str] | None:
     elif isinstance(class_names, str):
         class_names = class_names.split(",")
     try:
-        names = [str(n).strip() for n in class_names]
+        names = [composed(str(n).strip()) for n in class_names]
     except TypeError:
         raise UserError(f"class names {class_names!r} are not a list: give one name per class, in label order") from None
     if not names:

@@ -18,7 +18,7 @@ from toolchain.data.assemble import assemble_dataset
 from toolchain.data.dataset import Dataset, Preprocessing
 from toolchain.data.images import COLOR_AMONG_GRAY, IMAGENET_MEAN, IMAGENET_STD, PIL_BAD_MODES, PIL_FORMATS, ImageFiles, ImageTransform, image_problem, \
     open_plain, pil_errors, pillow
-from toolchain.data.labels import string_labels
+from toolchain.data.labels import composed, string_labels
 from toolchain.data.sources import KNOWN_SOURCES
 from toolchain.data.splits import split_pool
 from toolchain.errors import UserError, one_line
@@ -66,7 +66,13 @@ def load_image_folder(
             f"{where} has {len(class_dirs):,} class folders, beyond cwtool's limit of {MAX_CLASSES:,} classes"
         )
     _refuse_split_layout(folder, class_dirs)
-    names, lookup, label_note = string_labels([d.name for d in class_dirs], given, where, "folder names, ")
+    texts = {d.name: composed(d.name) for d in class_dirs}
+    if len(set(texts.values())) < len(texts):
+        twin = next(d.name for d in class_dirs if list(texts.values()).count(texts[d.name]) > 1)
+        raise UserError(f"{where} has two class folders named '{one_line(texts[twin])}', their letters encoded two ways (composed "
+                        "and decomposed accents): merge them into one folder")
+    names, lookup, label_note = string_labels(list(texts.values()), given, where, "folder names, ")
+    lookup = {d.name: lookup[texts[d.name]] for d in class_dirs}  # by the folder's own name, as it lists its files
     files, labels, skipped = _listed(class_dirs, lookup, where)
     skipped_note = (f"; {len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} of the class folders left out (not a PNG/JPEG "
                     f"file: another format, a folder without images, or a link to nothing), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
@@ -130,7 +136,7 @@ def load_image_folder(
     return assemble_dataset(
         folder.resolve().name, split_pool(x, y, seed, fr, names, where), pre,
         where=where, class_names=names, given_splits=False, seed=seed,
-        label_mapping={d.name: lookup[d.name] for d in class_dirs}, min_classes=min_classes,
+        label_mapping={texts[d.name]: lookup[d.name] for d in class_dirs}, min_classes=min_classes,
     )
 
 
@@ -222,7 +228,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
     class_dirs = _class_dirs(folder, where)
     if not class_dirs:
         raise UserError(f"{where} has no class sub-folders: give a folder laid out like --data (one sub-folder per class)")
-    shown = {d.name: one_line(d.name) for d in class_dirs}  # --data's names are kept as printed (toolchain.data.assemble)
+    shown = {d.name: one_line(composed(d.name)) for d in class_dirs}  # --data's names are kept as printed (toolchain.data.assemble)
     unknown = [shown[d.name] for d in class_dirs if shown[d.name] not in class_names]
     if unknown:
         raise UserError(f"{where} has class folder '{unknown[0]}', which is not one of --data's classes "
