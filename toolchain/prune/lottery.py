@@ -37,9 +37,9 @@ from toolchain.prune.plan import plan_for_target
 from toolchain.prune.round_files import RoundFiles
 from toolchain.prune.shrink import checked, shrink
 from toolchain.prune.tickets import PruneResult, Survivors, Ticket, promise_text, relative_plan, removed_plan, round_line, select
-from toolchain.report.pace import EpochPace, duration
+from toolchain.report.pace import Clock, EpochPace, duration
 from toolchain.rundir import RunDir
-from toolchain.prune.weights import run_weight_rounds, weights_copy
+from toolchain.prune.weights import reinitialised, run_weight_rounds, weights_copy
 
 DUAL_LR = 20.0  # Lagrange rule: a validation FN excess of 5% of the class's samples adds 1 to its weight per epoch
 
@@ -207,7 +207,7 @@ class LotteryPruner:
         rewind_model, rewind_survivors = None, None
         if cfg.rewind == "init":
             seed_everything(cfg.seed)
-            rewind_model = _reinitialised(self.dense)
+            rewind_model = reinitialised(self.dense)
             rewind_survivors = {k: list(v) for k, v in survivors.items()}
         if cfg.granularity == "weight":  # every round is saved, but only channel runs resume
             return run_weight_rounds(self, result, teacher)
@@ -383,7 +383,7 @@ class LotteryPruner:
             rewind_model = self._shrunk(rewind_survivors, weights)
         if self.config.rewind == "init":
             seed_everything(self.config.seed)
-            rewind_model, rewind_survivors = _reinitialised(self.dense), {k: list(range(n)) for k, n in self.dense_sizes.items()}
+            rewind_model, rewind_survivors = reinitialised(self.dense), {k: list(range(n)) for k, n in self.dense_sizes.items()}
         start_state = None
         if self.config.increase_weight:
             saved = self.files.saved_start(done[-1])
@@ -400,27 +400,3 @@ class LotteryPruner:
 
 
 DIVERGED_HINT = "lower --lr or the loss weights (--gamma, --rank-weight, --distill-weight, --agree-weight)"
-
-
-class Clock:
-    """Seconds per step of a round, so a report says where the time went."""
-
-    def __init__(self):
-        import time
-
-        self._now = time.perf_counter
-        self._last = self._now()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = self._now()
-        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 3)
-        self._last = now
-
-
-def _reinitialised(model: nn.Module) -> nn.Module:
-    fresh = copy.deepcopy(model)
-    for m in fresh.modules():
-        if hasattr(m, "reset_parameters") and m is not fresh:
-            m.reset_parameters()
-    return fresh

@@ -120,3 +120,12 @@ def empty_channels(graph: ChannelGraph, masks) -> dict[str, list[int]]:
         if g.blocks == 1 and 0 < len(empty) < g.size:
             plan[g.key] = empty
     return plan
+
+
+def reinitialised(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with every layer's parameters drawn afresh: the rewind point of a random-reinit control."""
+    fresh = copy.deepcopy(model)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters") and m is not fresh:
+            m.reset_parameters()
+    return fresh

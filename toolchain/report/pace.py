@@ -72,3 +72,17 @@ class RowPace:
         self.said = now
         taken = now - self.started
         _say(f"{self.what}: {done:,} of {self.total:,} {self.unit} ({duration(taken)}, about {duration(taken / max(done, 1) * (self.total - done))} to go)")
+
+
+class Clock:
+    """Seconds per step of a round, so a report says where the time went."""
+
+    def __init__(self):
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._now()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 3)
+        self._last = now
