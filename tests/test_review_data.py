@@ -253,3 +253,24 @@ def test_a_class_folder_named_with_decomposed_accents_is_the_class_typed_with_co
     (data / "mélanome").mkdir()  # the same name composed, beside the decomposed one: two folders, one class
     code, _, err = run_cli(["evaluate", out, "--data", data, "-p", "1"], capsys)
     _one_line_error(code, err, "two class folders named 'mélanome'", "merge them")
+
+
+def test_the_memory_check_judges_the_batch_asked_for_and_never_a_prediction(trained_digits, tmp_path, monkeypatch, capsys):
+    import toolchain.models.memory as memory
+    from toolchain.models import registry
+
+    data = _image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=12, side=32)
+    net = registry.create("tiny-resnet", in_channels=3, num_classes=2)
+    step = lambda rows: 2 * 4 * rows * 3 * 32 * 32 + memory.STEP_PER_OUTPUT * memory.activation_bytes(net, (3, 32, 32), rows, 2)  # noqa: E731
+    limit = int(step(2) * 1.5)
+    assert step(16) > limit
+    monkeypatch.setattr(memory, "available_memory", lambda: (limit, "a test's limit"))
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", data, "--out", out, "--epochs", "1", "--batch-size", "2",
+                            "--train-precision", "bf16"], capsys)
+    assert code == 0 and out.exists(), err  # its validation pass predicts many rows at a time: no training step
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", "digits", "-p", "1"], capsys)
+    assert code in (0, 1), err
+    monkeypatch.setattr(memory, "available_memory", lambda: (1 << 20, "a test's limit"))
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", "digits", "-p", "1"], capsys)
+    assert code in (0, 1), err

@@ -46,7 +46,8 @@ def train(
     from toolchain.provenance import file_sha256
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
     from toolchain.config import TRAIN_PRECISIONS
-    from toolchain.models.fast_paths import arithmetic_label, precision_choice, resolved_precision
+    from toolchain.models.fast_paths import arithmetic_label, autocast_dtype, precision_choice, resolved_precision
+    from toolchain.models.memory import check_training_fits
     from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train as run_train
     from toolchain.report.consoles import RunLog, log_console, progress_bar
     from toolchain.report.pace import EpochPace
@@ -100,6 +101,7 @@ def train(
     filled = {k: v for k, v in kwargs.items() if k not in parse_kwargs(arch_kwargs)}
     if filled:
         log.print(f"--arch '{arch}' built for the data: {', '.join(f'{k} {v}' for k, v in filled.items())} (--arch-kwargs sets them)")
+    check_training_fits(model, dataset.x_train, batch_size, torch_device, autocast_dtype(train_precision, torch_device) is not None)
     low_precision, why = precision_choice(model, dataset.x_train, train_precision, torch_device, batch_size)
     config = dataclasses.replace(config, precision=resolved_precision(low_precision))  # one arithmetic: timed once on a GPU
     log.print(f"training on {torch_device} in {arithmetic_label(low_precision)}" + (f" ({why})" if why else ""))

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from toolchain.errors import UserError
-from toolchain.models.memory import check_training_fits
 from toolchain.models.modes import evaluating, in_mode
 
 
@@ -55,7 +54,6 @@ def precision_choice(model: nn.Module, x, precision: str, device: torch.device, 
     times a few training steps of ``batch_size`` rows each way (``faster_of`` decides): a small model's steps are bound
     by kernel launches, which autocast's casts add to, and it trains faster in fp32 there."""
     dtype = autocast_dtype(precision, device)
-    check_training_fits(model, x, batch_size, device, dtype is not None)  # before the probe: it could be killed too
     if dtype is None or len(x) == 0:
         return dtype, ""
     probe = probe_rows(x, device)

@@ -27,7 +27,8 @@ from toolchain.errors import UserError
 from toolchain.gate import class_label
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
-from toolchain.models.fast_paths import arithmetic_label, fp32_hint, is_timed, precision_choice, resolved_precision
+from toolchain.models.fast_paths import arithmetic_label, autocast_dtype, fp32_hint, is_timed, precision_choice, resolved_precision
+from toolchain.models.memory import check_training_fits
 from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
@@ -144,13 +145,16 @@ class LotteryPruner:
         a batch, and process 0's choice holds for all; a resumed run keeps the choice its rounds were made with (the
         timing, done again, could choose otherwise)."""
         cfg = self.config
+        group = distributed.current()
+        rows = cfg.batch_size if group is None else math.ceil(cfg.batch_size / group.world)
+        # before the arithmetic's probe: a step that cannot fit is refused before anything runs the model on the data
+        check_training_fits(self.dense, self.dataset.x_train, rows, self.device,
+                            autocast_dtype(cfg.train_precision, self.device) is not None)
         timed = is_timed(cfg.train_precision, self.device)
         saved = self.files.read(self.files.saved_training) if resume and timed else None
         if saved is not None and saved["device"] == self.device.type and saved["timed"]:
-            dtype, _ = precision_choice(self.dense, self.dataset.x_train, saved["precision"], self.device)
+            dtype, _ = precision_choice(self.dense, self.dataset.x_train, saved["precision"], self.device, rows)
             return dtype, "as the run's earlier rounds were retrained (rounds/round_1.json)"
-        group = distributed.current()
-        rows = cfg.batch_size if group is None else math.ceil(cfg.batch_size / group.world)
         dtype, why = precision_choice(self.dense, self.dataset.x_train, cfg.train_precision, self.device, rows)
         return distributed.agreed(dtype), why  # timings differ between processes: process 0 decides
 
