@@ -274,3 +274,33 @@ def test_the_memory_check_judges_the_batch_asked_for_and_never_a_prediction(trai
     monkeypatch.setattr(memory, "available_memory", lambda: (1 << 20, "a test's limit"))
     code, _, err = run_cli(["evaluate", trained_digits[0], "--data", "digits", "-p", "1"], capsys)
     assert code in (0, 1), err
+
+
+def test_the_memory_estimate_leaves_the_model_as_it_was_and_counts_only_what_backward_keeps():
+    import torch
+    from torch import nn
+
+    from toolchain.models.memory import activation_bytes
+
+    class Keeps(nn.Module):  # state kept by the forward, a user's hook: neither may end up holding a meta tensor
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+            self.head = nn.Linear(8, 2)
+            self.last = None
+
+        def forward(self, x):
+            self.last = self.body(x)
+            return self.head(self.last.mean((2, 3)))
+
+    net = Keeps()
+    captured = []
+    net.body[0].register_forward_hook(lambda m, i, out: captured.append(out))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    full = activation_bytes(net, (3, 16, 16), 4)
+    assert full == 4 * 4 * (3 * 8 * 16 * 16 + 2)  # three maps of 8x16x16 (the in-place-free ReLU too) and the logits
+    assert net.last is None and captured == []
+    assert all(torch.equal(before[k], v) and v.device.type == "cpu" for k, v in net.state_dict().items())
+    for p in net.body.parameters():  # a frozen backbone: its outputs are not kept for backward
+        p.requires_grad_(False)
+    assert activation_bytes(net, (3, 16, 16), 4) == 4 * 4 * 2

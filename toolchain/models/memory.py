@@ -9,35 +9,38 @@ from torch import nn
 
 from toolchain.errors import UserError
 from toolchain.limits import available_memory, format_bytes
-from toolchain.models.modes import evaluating
 
 STEP_PER_OUTPUT = 1.4  # a training step's growth in memory per byte of its layers' outputs, at the least measured
 
 
 def activation_bytes(model: nn.Module, sample_shape: tuple[int, ...], rows: int, element_bytes: int = 4) -> int | None:
-    """Bytes of the outputs of ``model``'s leaf layers for ``rows`` samples of ``sample_shape``: what backward keeps for a
-    batch, at least (functional ops add to it). Measured on the meta device, which allocates nothing; None where the
-    forward cannot run there (numpy or a data-dependent branch inside it)."""
-    meta = {name: torch.empty_like(t, device="meta") for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    """Bytes of the outputs of ``model``'s leaf layers that backward would keep for ``rows`` samples of ``sample_shape`` (those
+    that depend on a trainable weight: a frozen backbone's and a checkpointed block's inner outputs are not kept), at least:
+    functional ops add to it. Measured on a copy of the model on the meta device, which allocates nothing and leaves the
+    model as it was; None where the forward cannot run there (numpy or a data-dependent branch inside it)."""
+    import copy
+
     seen: list[torch.Tensor] = []  # held: an in-place layer's output is its input, counted once; a view (Flatten) not at all
 
     def count(_module, _inputs, output):
         for t in output if isinstance(output, (tuple, list)) else (output,):
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and t._base is None and not any(t is s for s in seen):
+            if (isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad and t._base is None
+                    and not any(t is s for s in seen)):
                 seen.append(t)
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    hooks = []
     try:
-        for m in leaves:
-            hooks.append(m.register_forward_hook(count))  # a TorchScript module takes no hook: no estimate
-        with evaluating(model), torch.no_grad():
-            torch.func.functional_call(model, meta, (torch.empty((rows, *sample_shape), device="meta"),))
+        # the weights are not copied: the memo hands deepcopy their meta stand-ins
+        memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad) for p in model.parameters()}
+        memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
+        twin = copy.deepcopy(model, memo)
+        for m in twin.modules():
+            m._forward_hooks.clear()  # a user's hooks (capturing outputs) stay on the model; pre-hooks compute weights
+            if not any(True for _ in m.children()):
+                m.register_forward_hook(count)  # a TorchScript module takes no hook: no estimate
+        with torch.enable_grad():
+            twin.eval()(torch.empty((rows, *sample_shape), device="meta"))
     except Exception:  # noqa: BLE001 - a model the meta device cannot follow: no estimate, training finds out
         return None
-    finally:
-        for h in hooks:
-            h.remove()
     return sum(t.numel() for t in seen) * element_bytes
 
 
