@@ -304,3 +304,25 @@ def test_the_memory_estimate_leaves_the_model_as_it_was_and_counts_only_what_bac
     for p in net.body.parameters():  # a frozen backbone: its outputs are not kept for backward
         p.requires_grad_(False)
     assert activation_bytes(net, (3, 16, 16), 4) == 4 * 4 * 2
+
+
+def test_verify_refuses_a_csv_whose_columns_are_not_the_ones_its_files_were_made_for(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    header = ["temp", "press", "flow", "label"]
+    values = rng.normal(size=(160, 3))
+    lines = [f"{a:.3f},{b:.3f},{c:.3f},{'fault' if a + b > 1 else 'ok'}" for a, b, c in values]
+    (tmp_path / "s.csv").write_text("\n".join([",".join(header), *lines]) + "\n")
+    (tmp_path / "flipped.csv").write_text("\n".join([",".join(["flow", "press", "temp", "label"])] + [
+        ",".join([r.split(",")[2], r.split(",")[1], r.split(",")[0], r.split(",")[3]]) for r in lines]) + "\n")
+    code, _, err = run_cli(["train", "--data", tmp_path / "s.csv", "--arch", "mlp", "--epochs", "3", "--out", tmp_path / "m.pt"],
+                           capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", tmp_path / "s.csv", "-p", "fault", "--format", "onnx",
+                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    onnx = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    code, _, err = run_cli(["verify", onnx, "--data", tmp_path / "s.csv", "-p", "fault", "--split", "all"], capsys)
+    assert code in (0, 1), err
+    code, _, err = run_cli(["verify", onnx, "--data", tmp_path / "flipped.csv", "-p", "fault", "--split", "all"], capsys)
+    _one_line_error(code, err, "was made for rows of other feature columns (the same 3 columns in another order",
+                    "give --data the columns it was made for, in their order")

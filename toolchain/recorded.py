@@ -28,19 +28,30 @@ def recorded_value(runner, key: str):
     return value
 
 
+def column_mismatch(runner, rows: dict) -> str | None:
+    """Where the artifact records the feature columns it was made for (a CSV's) and the rows of --data have others, or
+    the same in another order, the refusal: features are read by position, and a gate that passed such rows (a note
+    had said so) judged a model fed the wrong features."""
+    from toolchain.data.identity import column_differences
+
+    recorded = recorded_value(runner, "preprocessing")
+    here = rows.get("preprocessing")
+    columns = column_differences(recorded, here) if isinstance(recorded, dict) and isinstance(here, dict) else None
+    if columns is None:
+        return None
+    return (f"{Path(runner.path).name} was made for rows of other feature columns ({columns}): features are read by "
+            "position; give --data the columns it was made for, in their order")
+
+
 def preprocessing_mismatch(runner, rows: dict) -> str | None:
     """A note when the artifact records (ONNX metadata_props or TFLite sidecar, written by compress and export)
     preprocessing other than the rows of --data got: the file was made for inputs prepared another way."""
-    from toolchain.data.identity import column_differences, step_words
+    from toolchain.data.identity import step_words
 
     recorded = recorded_value(runner, "preprocessing")
     here = rows.get("preprocessing")
     if not isinstance(recorded, dict) or not isinstance(here, dict):
         return None
-    columns = column_differences(recorded, here)
-    if columns is not None:
-        return (f"{Path(runner.path).name} was made for rows of other feature columns ({columns}): features are read by "
-                "position, so give --data the columns it was made for, in their order, or its FN here mean little")
     steps = [k for k in PREPROCESSING_STEPS if here.get("color") or k not in IMAGE_FILE_STEPS]
     differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
     if not differ:

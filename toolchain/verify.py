@@ -23,8 +23,8 @@ from toolchain.gate import GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 from toolchain.provenance import artifact_sha256, rows_sha256
-from toolchain.recorded import (check_baseline_order, check_class_order, numbers_as_indices, preprocessing_mismatch,
-                                recorded_class_names)
+from toolchain.recorded import (check_baseline_order, check_class_order, column_mismatch, numbers_as_indices,
+                                preprocessing_mismatch, recorded_class_names)
 from toolchain.verify_inputs import (auto_normalization, distinct_names, importable, load_verify_rows,
                                      no_sidecar_hint, open_artifact)
 
@@ -173,6 +173,9 @@ def run_verify(req: VerifyRequest) -> dict:
     if normalize not in (None, "auto") and req.normalize in (None, "auto") and normalize != auto_normalization(x):
         notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
+    refused = next((n for n in (column_mismatch(runner, rows) for _, runner, _ in opened) if n), None)
+    if refused:
+        raise UserError(refused)
     prepared_otherwise = []  # an artifact made for inputs prepared otherwise than these rows: said, and named first below
     if not (base is not None and base["evaluation"].get("rows_sha256") == digest):  # the very rows the baseline measured
         prepared_otherwise = [n for n in (preprocessing_mismatch(runner, rows) for _, runner, _ in opened) if n]
