@@ -162,7 +162,7 @@ def test_a_train_split_without_a_class_the_held_out_splits_hold_is_refused(missi
     out = tmp_path / "m.pt"
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "d.npz", "--out", out, "--epochs", "1"], capsys)
     _one_line_error(code, err, "the train split of", "has no row of " + ("class 2," if missing_from == "train" else
-                                                                        "class 'fox' (label 2),"), "its test split holds")
+                                                                        "class 'fox' (label 2),"), "which the test rows hold")
     assert not out.exists()
 
 
@@ -326,3 +326,16 @@ def test_verify_refuses_a_csv_whose_columns_are_not_the_ones_its_files_were_made
     code, _, err = run_cli(["verify", onnx, "--data", tmp_path / "flipped.csv", "-p", "fault", "--split", "all"], capsys)
     _one_line_error(code, err, "was made for rows of other feature columns (the same 3 columns in another order",
                     "give --data the columns it was made for, in their order")
+
+
+@pytest.mark.parametrize("flag", ["--val", "--test"])
+def test_given_held_out_rows_of_a_class_training_lacks_are_refused(flag, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    names = np.array(["a", "b", "c"])
+    np.savez(tmp_path / "d.npz", x=rng.random((300, 20), dtype=np.float32), y=np.arange(300) % 2, class_names=names)
+    np.savez(tmp_path / "held.npz", x=rng.random((30, 20), dtype=np.float32), y=np.arange(30) % 3, class_names=names)
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--epochs", "1", "--data", tmp_path / "d.npz", flag, tmp_path / "held.npz",
+                            "--out", out], capsys)
+    _one_line_error(code, err, "--data 'd.npz' has no row of class 'c' (label 2), which the", f"{flag} ", "rows hold")
+    assert not out.exists()

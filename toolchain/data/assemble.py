@@ -11,6 +11,18 @@ from toolchain.limits import MAX_CLASSES
 __all__ = ["assemble_dataset"]
 
 
+def check_every_class_trained(y_train: np.ndarray, held_out: dict, class_names: list[str], train: str) -> None:
+    """Refuse held-out rows (``held_out``: split name -> labels) of a class no training row has: the model never shown it
+    misses every one of them, by construction."""
+    for split, y in held_out.items():
+        unlearnt = np.setdiff1d(np.unique(y), y_train)
+        if len(unlearnt):
+            k = int(unlearnt[0])
+            named = f"class {k}" if class_names[k] == str(k) else f"class '{one_line(class_names[k])[:60]}' (label {k})"
+            raise UserError(f"{train} has no row of {named}, which the {split} rows hold: a model cannot learn a class it "
+                            "never sees; give training rows of every class")
+
+
 def assemble_dataset(
     name: str,
     splits: tuple[np.ndarray, ...],
@@ -52,13 +64,8 @@ def assemble_dataset(
         raise UserError(
             f"{where} has only one class (label {int(present[0])}): a classifier needs at least two"
         )
-    unlearnt = np.setdiff1d(present, y_train) if min_classes >= 2 else []
-    if len(unlearnt):  # rows of a class training never showed the model: every one a false negative, by construction
-        k = int(unlearnt[0])
-        held = "validation" if k in y_val else "test"
-        named = f"class {k}" if class_names[k] == str(k) else f"class '{one_line(class_names[k])[:60]}' (label {k})"
-        raise UserError(f"the train split of {where} has no row of {named}, which its "
-                        f"{held} split holds: a model cannot learn a class it never sees; give training rows of every class")
+    if min_classes >= 2:
+        check_every_class_trained(y_train, {"validation": y_val, "test": y_test}, class_names, f"the train split of {where}")
     return Dataset(
         name=name,
         x_train=x_train,
