@@ -901,16 +901,21 @@ def test_held_out_and_whole_csv_rows_take_the_input_shape(tmp_path):
     assert whole["x"].shape == (6, 1, 4, 4)
 
 
-def test_a_held_out_csv_may_hold_a_class_that_class_names_adds(tmp_path):
+def test_a_held_out_csv_of_a_class_that_class_names_adds_is_read_by_its_number_and_refused_untrained(tmp_path):
     """--class-names benign,malignant,other over --data without 'other' rows: a --test row labelled 'other' was refused as
-    not a label of --data, though the data line numbers it 2 (an adversarial reviewer's finding)."""
+    not a label of --data, though the data line numbers it 2 (an adversarial reviewer's finding). It is read as class 2,
+    and refused because no training row shows the model that class (a later reviewer's finding)."""
     from toolchain.data.given import with_given_rows
+    from toolchain.errors import UserError
 
     rows = [[f"{i * 0.1:.1f}", ["benign", "malignant"][i % 2]] for i in range(30)]
     data = _write_csv(tmp_path / "data.csv", ["f", "state"], rows)
     test = _write_csv(tmp_path / "test.csv", ["f", "state"], [["0.55", "other"], ["0.65", "benign"]])
-    ds = with_given_rows(load_data(str(data), seed=0, class_names="benign,malignant,other"), test=str(test))
-    assert ds.split("test")[1].tolist() == [2, 0]
+    with pytest.raises(UserError, match=r"has no row of class 'other' \(label 2\), which the --test .* rows hold"):
+        with_given_rows(load_data(str(data), seed=0, class_names="benign,malignant,other"), test=str(test))
+    known = _write_csv(tmp_path / "known.csv", ["f", "state"], [["0.55", "malignant"], ["0.65", "benign"]])
+    ds = with_given_rows(load_data(str(data), seed=0, class_names="benign,malignant,other"), test=str(known))
+    assert ds.split("test")[1].tolist() == [1, 0]
 
 
 def test_a_default_that_judged_a_share_of_the_rows_says_so_apart():
