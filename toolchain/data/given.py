@@ -155,26 +155,33 @@ def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
                             f"held-out rows must be held out; give {flag} rows that are not there")
 
 
-DECODED_SAMPLE = 256  # images of a folder decoded to compare it with an array's rows: seconds, not the whole folder
+DECODED_SAMPLE = 1024  # images of a folder decoded to compare it with an array's rows: seconds, not the whole folder
 
 
 def _check_decoded_sample(flag: str, rows, other_flag: str, other_rows, other: str, tolerance: float) -> None:
-    """Of two sets of rows, one of image files and one an array, a seeded sample of the files' rows, decoded, looked up
-    among the array's: a share above ``tolerance`` is refused as for files or arrays alike."""
+    """``flag``'s held-out rows against ``other``'s, one side image files and the other an array: up to DECODED_SAMPLE of
+    the files' rows are decoded (a seeded sample of a larger folder) and looked up among the array's. Held-out images
+    found in the array count as the arrays' rule counts them (a sample must show twice the tolerance); held-out rows
+    found among a sample of the other side's images are at least that many shared, however many copies that side holds."""
     from toolchain.data.identity import row_fingerprints
     from toolchain.data.samples import subset
 
-    (x, y), (ox, oy) = rows, other_rows
-    files_side = flag if row_files(x) is not None else other_flag
-    (fx, fy), (ax, ay) = (rows, other_rows) if files_side == flag else (other_rows, rows)
+    held_files = row_files(rows[0]) is not None
+    (fx, fy), (ax, ay) = (rows, other_rows) if held_files else (other_rows, rows)
     pick = np.sort(np.random.default_rng(0).choice(len(fy), size=min(DECODED_SAMPLE, len(fy)), replace=False))
     decoded = row_fingerprints(subset(fx, pick), fy[pick])
-    shared = int(np.isin(decoded, row_fingerprints(ax, ay)).sum())
-    if shared > tolerance * len(pick):
-        whose = f"images of {flag}" if files_side == flag else f"images of {other}"
-        where = other if files_side == flag else f"the rows of {flag}"
-        raise UserError(f"{shared:,} of {len(pick):,} {whose} (a sample, decoded) are also in {where} (same input and label): "
-                        f"held-out rows must be held out; give {flag} rows that are not there")
+    whole = len(pick) == len(fy)
+    looked = f"all {len(fy):,} of its images, decoded" if whole else f"{len(pick):,} of its {len(fy):,} images, decoded"
+    if held_files:
+        shared = int(np.isin(decoded, row_fingerprints(ax, ay)).sum())
+        if shared > (1 if whole else 2) * tolerance * len(pick):
+            raise UserError(f"{shared:,} of {'the' if whole else 'a sample of'} {len(pick):,} images of {flag} are also in {other} "
+                            f"(same input and label, {looked}): held-out rows must be held out; give {flag} rows that are not there")
+    else:
+        shared = int(np.isin(row_fingerprints(ax, ay), decoded).sum())
+        if shared > tolerance * len(ay):
+            raise UserError(f"{'' if whole else 'at least '}{shared:,} of the {len(ay):,} rows of {flag} are also in {other} (same "
+                            f"input and label; {looked}): held-out rows must be held out; give {flag} rows that are not there")
 
 
 def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None = None) -> Dataset:
