@@ -172,7 +172,9 @@ def test_a_folder_named_like_a_bundled_set_is_not_read_as_that_set(tmp_path, mon
     out = tmp_path / "m.pt"
     args = ["train", "--arch", "mlp", "--out", out, "--epochs", "1", "--image-size", "8"]
     code, _, err = run_cli([*args, "--data", "digits"], capsys)
-    _one_line_error(code, err, "names both the bundled data set and the 'digits' here", "give './digits'")
+    _one_line_error(code, err, "names both the bundled data set and the folder 'digits' here", "give './digits'")
+    code, _, err = run_cli(["demo"], capsys)
+    _one_line_error(code, err, "a folder 'digits' here", "run the demo from another folder")
     assert not out.exists()
     code, _, err = run_cli([*args, "--data", "./digits"], capsys)
     assert code == 0, err

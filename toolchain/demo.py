@@ -75,6 +75,9 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     from toolchain.io import check_output_dir
 
     # Every check before anything is trained or deleted.
+    if Path(DEMO_DATA).is_dir():  # --data digits would be ambiguous here, and the demo takes no --data
+        raise UserError(f"a folder '{DEMO_DATA}' here would be read as the demo's bundled {DEMO_DATA} data set: run the demo from "
+                        "another folder")
     digits = load_data(DEMO_DATA, seed=0)
     resolve_protected(protect_class, digits.class_names, digits.num_classes)
     out = Path(out)

@@ -118,9 +118,9 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
             f"--label-column only applies to a .csv file, not to --data '{spec}': drop it"
         )
     path = user_path(spec)
-    if spec in NAMED_SETS and (path.exists() or path.is_symlink()):  # read as the bundled set, the folder's flags were ignored
-        raise UserError(f"--data '{spec}' names both the bundled data set and the '{spec}' here: give './{spec}' for yours, or run "
-                        f"where no '{spec}' is for the bundled one")
+    if spec in NAMED_SETS and path.is_dir():  # read as the bundled set, the folder's images and flags were ignored
+        raise UserError(f"--data '{spec}' names both the bundled data set and the folder '{spec}' here: give './{spec}' for the "
+                        f"folder, or run where no folder '{spec}' is for the bundled set")
     if not path.exists() and spec not in NAMED_SETS:  # a mistyped path is the news, not the flags that only fit a folder
         if path.is_symlink():
             raise UserError(f"--data '{spec}' is a link to nothing ('{one_line(os.readlink(path))[:200]}'): give the data it was "
