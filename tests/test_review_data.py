@@ -365,3 +365,47 @@ def test_blank_frames_repeated_in_a_training_folder_do_not_make_held_out_rows_lo
     code, _, err = run_cli(["train", "--arch", "mlp", "--epochs", "1", "--data", train, "--val", tmp_path / "held.npz",
                             "--out", out], capsys)
     assert code == 0, err
+
+
+def _csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case, header, row, said", [
+    ("semicolons", "a;b;label", "{a};{b};{l}", "its header is split by ';', not by commas: save it comma-separated"),
+    ("trailing-comma", "a,b,label,", "{a},{b},{l},", "column 4 of"),
+    ("pandas-index", ",a,b,label", "{i},{a},{b},{l}", "(pandas writes its index so: to_csv(index=False) leaves it out)"),
+    ("case", "a,b,label", "{a},{b},{L}", "which differ only in case"),
+    ("from-one", "a,b,label", "{a},{b},{n}", "have no 0 (they are 1, 2)"),
+])
+def test_spreadsheet_habits_in_a_csv_are_named_with_their_fix(case, header, row, said, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(60):
+        a, b = rng.normal(size=2)
+        label = ["benign", "malignant"][i % 2]
+        rows.append(row.format(i=i, a=f"{a:.3f}", b=f"{b:.3f}", l=label, L=label.capitalize() if i % 4 == 0 else label,
+                               n=1 + i % 2))
+    data = _csv(tmp_path / "d.csv", header, rows)
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "1"], capsys)
+    _one_line_error(code, err, said)
+    if case in ("case", "from-one"):  # --class-names says what the labels are: accepted
+        names = "benign,Benign,malignant,Malignant" if case == "case" else "none,one,two"
+        code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "1",
+                                "--class-names", names], capsys)
+        assert code == 0, err
+
+
+def test_verify_takes_a_csv_of_the_protected_class_alone_as_it_takes_a_folder(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    lines = [f"{a:.3f},{b:.3f},{'malignant' if a + b > 0.3 else 'benign'}" for a, b in rng.normal(size=(200, 2))]
+    data = _csv(tmp_path / "d.csv", "a,b,diagnosis", lines)
+    only = _csv(tmp_path / "only.csv", "a,b,diagnosis", [r for r in lines if r.endswith("malignant")][:30])
+    assert run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "3"], capsys)[0] == 0
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "-p", "malignant", "--format", "onnx", "--time-runs", "0",
+                            "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    code, out, err = run_cli(["verify", tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", only, "-p", "malignant",
+                              "--split", "all", "--class-names", "benign,malignant"], capsys)
+    assert code in (0, 1) and "only rows of protected class" in out + err, out + err

@@ -143,7 +143,7 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
     if lower.endswith(".npz"):
         return load_npz(_existing_file(path, spec), seed, fr, given)
     if is_csv:
-        return load_csv(_existing_file(path, spec), seed, fr, label_column, given)
+        return load_csv(_existing_file(path, spec), seed, fr, label_column, given, min_classes=min_classes)
     if path.is_dir():
         if find_idx_files(path):
             return load_idx_folder(path, seed, val_fraction, name=path.resolve().name, given=given)

@@ -88,9 +88,17 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                 if header is None:
                     header = [h.strip() for h in r]
                     if len(header) < 2:
+                        sep = next((s for s in (";", "\t", "|") if s in r[0]), None)  # European Excel saves with ';'
                         raise UserError(
                             f"{where} has {len(header)} column: give at least one feature column and a label column"
+                            + (f" (its header is split by {sep!r}, not by commas: save it comma-separated)" if sep else "")
                         )
+                    if "" in header:  # an unnamed column: a trailing comma, or a saved pandas index (row numbers, no feature)
+                        i = header.index("")
+                        raise UserError(f"column {i + 1} of {where} has no name"
+                                        + (" (the header ends in a comma, as Excel writes)" if i == len(header) - 1 else
+                                           " (pandas writes its index so: to_csv(index=False) leaves it out)" if i == 0 else "")
+                                        + ": name it, or remove the column")
                     if all(_is_number(h) for h in header):  # read as names, the first sample would vanish
                         raise UserError(f"the first row of {where} is all numbers ({one_line(','.join(r))[:80]}): it reads as a "
                                         "sample, not a header; add a header row naming the columns")
@@ -178,14 +186,20 @@ def load_csv(
     fr: tuple[float, float],
     label_column: str | None,
     given: list[str] | None = None,
+    min_classes: int = 2,
 ) -> Dataset:
-    """A CSV --data file, split into train, validation and test."""
+    """A CSV --data file, split into train, validation and test (``min_classes`` 1: rows to judge, one class will do)."""
     x, y, names, mapping, note, feature_names = _labelled(path, label_column, given)
+    if names is None and min_classes >= 2 and len(y) and int(y.min()) > 0:  # classes counted from 1 (R, SPSS): class 0 empty
+        labels = np.unique(y)
+        raise UserError(f"the labels of '{path}' have no 0 (they are {', '.join(map(str, labels[:6]))}{', ...' if len(labels) > 6 else ''}): "
+                        "labels are class indices from 0, so class 0 would have no row; subtract 1 from every label, or give "
+                        "--class-names naming class 0 too")
     splits = split_pool(x, y, seed, fr, names, f"'{path}'")
     pre = Preprocessing(scale=1.0, layout="NC", note=note, columns=feature_names)
     return assemble_dataset(
         path.name, splits, pre, where=f"'{path}'", class_names=names, given_splits=False, seed=seed,
-        label_mapping=mapping,
+        label_mapping=mapping, min_classes=min_classes,
     )
 
 
@@ -224,6 +238,14 @@ def _labelled(path: Path, label_column: str | None, given: list[str] | None):
                             f"{first_line[label_code[odd]]}): one label that is not a number would make every label a name, "
                             f"numbered alphabetically (10 before 2); fix or drop those rows, or give --class-names to order "
                             "the names yourself")
+        folded: dict[str, str] = {}
+        for v in distinct if given is None else []:  # 'Benign' and 'benign' became two classes without a word
+            twin = folded.setdefault(v.casefold(), v)
+            if twin != v:
+                raise UserError(f"label column '{header[li]}' of {where} holds {one_line(twin)[:40]!r} (line "
+                                f"{first_line[label_code[twin]]}) and {one_line(v)[:40]!r} (line {first_line[label_code[v]]}), "
+                                "which differ only in case: write each class one way, or give --class-names naming both "
+                                "as classes of their own")
         names, lookup, label_note = string_labels(distinct, given, where, "")
         y = np.array([lookup[v] for v in distinct], dtype=np.int64)[code_arr]
         mapping = {v: lookup[v] for v in distinct}
