@@ -409,3 +409,30 @@ def test_verify_takes_a_csv_of_the_protected_class_alone_as_it_takes_a_folder(tm
     code, out, err = run_cli(["verify", tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", only, "-p", "malignant",
                               "--split", "all", "--class-names", "benign,malignant"], capsys)
     assert code in (0, 1) and "only rows of protected class" in out + err, out + err
+
+
+def test_small_things_a_tabular_user_met():
+    from toolchain.config import device_problem
+    from toolchain.errors import UserError
+    from toolchain.evaluate import check_output_width
+    from toolchain.io import atomic_write_npz
+    from toolchain.report.markdown import protected_cell
+
+    evaluation = {"protected": [{"class": 1, "fn": 0, "fp": 3, "auc": 0.99}, {"class": 2, "fn": 1, "fp": 0, "auc": None}]}
+    assert protected_cell(evaluation, ["benign", "malig|nant", "2"]) == \
+        "1 (malig\\|nant): FN 0, FP 3, AUC 0.9900; 2: FN 1, FP 0, AUC -"  # a '|' in a name would end the table cell
+    assert device_problem("cuda:\u0663") is not None and device_problem("cuda:3") is None
+    with pytest.raises(UserError, match="--class-names naming all 3 in its order"):
+        check_output_width(3, np.array([0, 1]), ["healthy", "sepsis"], "the model")
+    with pytest.raises(ValueError, match="a chunk of shape"):
+        atomic_write_npz("/tmp/never-written.npz", {"x": ((4, 2), np.float32, [np.ones((4, 3))])})
+    assert not Path("/tmp/never-written.npz").exists()
+
+
+def test_a_constructor_that_fails_with_no_kwargs_given_is_not_said_to_reject_them(tmp_path, capsys):
+    (tmp_path / "net.py").write_text("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
+                                     "        raise RuntimeError('boom')\n")
+    code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'net.py'}:Net", "--data", "digits", "--out", tmp_path / "m.pt"],
+                           capsys)
+    _one_line_error(code, err, "failed to build", "boom")
+    assert "rejected --arch-kwargs" not in err

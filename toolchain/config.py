@@ -26,7 +26,7 @@ def device_problem(device: str) -> str | None:
     the caller's to say)."""
     import re
 
-    if device == "auto" or re.fullmatch(r"cpu|cuda(:\d+)?", device):
+    if device == "auto" or re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):
         return None
     return f"--device '{device}' is not one cwtool runs on: use auto, cpu or cuda[:N]"
 MAX_LR = 10.0  # a peak learning rate beyond it diverges at once, or overflows float32 inside the optimizer

@@ -282,14 +282,19 @@ def atomic_write_npz(path: str | Path, arrays: dict) -> Path:
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
                 for name, value in arrays.items():
+                    value = value if isinstance(value, tuple) else np.asarray(value)
                     shape, dtype, chunks = (value.shape, value.dtype, [value]) if isinstance(value, np.ndarray) else value
                     dtype = np.dtype(dtype)
+                    if dtype.hasobject:  # its bytes would be pointers
+                        raise ValueError(f"{name}: an object array cannot be written as bytes")
                     with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
                         np.lib.format.write_array_header_1_0(
                             entry, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
                         written = 0
                         for chunk in chunks:
                             chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                            if chunk.shape[1:] != tuple(shape[1:]):  # its bytes would be read as rows of another shape
+                                raise ValueError(f"{name}: a chunk of shape {chunk.shape} for rows of {tuple(shape[1:])}")
                             written += len(chunk) if chunk.ndim else 1
                             entry.write(chunk.tobytes())
                         if written != (shape[0] if len(shape) else 1):

@@ -83,6 +83,8 @@ def build_arch(spec: str, kwargs: dict | None = None, recorded_in: Path | None =
         if recorded_in is not None:
             raise UserError(f"'{recorded_in}' records arch '{spec}' with arch_kwargs {given}, which it rejected: {_why(exc)}; the "
                             "checkpoint is damaged, or was written for another version of that code") from exc
+        if not kwargs:  # nothing of the user's was passed: the constructor itself failed
+            raise UserError(f"--arch '{spec}' failed to build: {_why(exc)}") from exc
         raise UserError(f"--arch '{spec}' rejected --arch-kwargs {given}: {_why(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise UserError(f"--arch '{spec}' did not build a torch.nn.Module (got {type(model).__name__})")

@@ -61,11 +61,11 @@ def render_export_report(report: dict) -> str:
     lines += [f"- {r}" for r in gate["reasons"]]
     lines += [x for w in report.get("warnings") or [] for x in ("", f"**Warning**: {w}")]
     lines += ["", "| model | bytes | accuracy | protected (test) | agreement with torch | verdict |", "|---|--:|--:|---|--:|---|",
-              f"| torch model | - | {fmt_value(report['baseline']['test']['accuracy'])} | {protected_cell(report['baseline']['test'])} | - | reference |"]
+              f"| torch model | - | {fmt_value(report['baseline']['test']['accuracy'])} | {protected_cell(report['baseline']['test'], report.get('class_names'))} | - | reference |"]
     for art in report["artifacts"]:
         verdict = "pass" if art["gate"]["passed"] else "FAIL"
         lines.append(f"| {art['path']} ({art.get('runtime', '?')}) | {art['bytes']:,} | {fmt_value(art['evaluation']['accuracy'])} | "
-                     f"{protected_cell(art['evaluation'])} | {art['agreement']:.1%} | {verdict} |")
+                     f"{protected_cell(art['evaluation'], report.get('class_names'))} | {art['agreement']:.1%} | {verdict} |")
     lines += fit_lines(report)
     lines += deploy_lines(report)
     lines += _int8_lines(report["artifacts"], report.get("calibration"))

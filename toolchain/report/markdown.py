@@ -17,9 +17,14 @@ def fmt_value(v, digits=4):
     return str(v)
 
 
-def protected_cell(evaluation: dict) -> str:
-    """FN, FP and AUC of every protected class, in one table cell."""
-    return "; ".join(f"{p['class']}: FN {p['fn']}, FP {p.get('fp', '-')}, AUC {fmt_value(p.get('auc'))}" for p in evaluation["protected"])
+def protected_cell(evaluation: dict, names=None) -> str:
+    """FN, FP and AUC of every protected class, in one table cell; a class by its name too where ``names`` gives one."""
+    def label(k) -> str:
+        named = isinstance(k, int) and names and 0 <= k < len(names) and str(names[k]) != str(k)
+        return f"{k} ({one_line(names[k]).replace('|', chr(92) + '|')})" if named else str(k)  # a '|' would end the cell
+
+    return "; ".join(f"{label(p['class'])}: FN {p['fn']}, FP {p.get('fp', '-')}, AUC {fmt_value(p.get('auc'))}"
+                     for p in evaluation["protected"])
 
 
 def ledger_rows(report: dict) -> list[dict]:
@@ -141,7 +146,7 @@ def render_report(report: dict) -> str:
     lines += _promise_lines(report.get("promise"))
     lines += ["", "| model | params | bytes | accuracy | protected (test) | verdict |", "|---|---:|---:|---:|---|---|"]
     for row in ledger_rows(report):
-        lines.append(f"| {row['name']} | {fmt_value(row['params'])} | {fmt_value(row['bytes'])} | {fmt_value(row['eval']['accuracy'])} | {protected_cell(row['eval'])} | {row['verdict'] or '-'} |")
+        lines.append(f"| {row['name']} | {fmt_value(row['params'])} | {fmt_value(row['bytes'])} | {fmt_value(row['eval']['accuracy'])} | {protected_cell(row['eval'], names)} | {row['verdict'] or '-'} |")
     lines += fit_lines(report)
     lines += deploy_lines(report)
     lines += files_lines(report.get("artifacts", []))
@@ -154,7 +159,7 @@ def render_report(report: dict) -> str:
         for s in rounds:
             offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
             size = f"{s['params']:,} | {s['weight_sparsity']:.1%}" if sparse else f"{s['params']:,}"
-            lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {fmt_value(s['val']['accuracy'])} | {protected_cell(s['val'])} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
+            lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {fmt_value(s['val']['accuracy'])} | {protected_cell(s['val'], names)} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
         kept = next((s.get("kept_whole") for s in report["stages"] if s["stage"] == "shrunk"), None)
         if kept:
             lines += ["", "Channels kept whole: "
@@ -169,7 +174,7 @@ def render_report(report: dict) -> str:
         offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
         verdict = "kept" if s["kept"] else "not kept (outside the budget)"
         lines += ["", f"Final fine-tuning of round {s['round']} ({s['epochs']} epochs), validation at its own operating point: "
-                      f"accuracy {fmt_value(s['val']['accuracy'])}, {protected_cell(s['val'])}, offsets {offs}: {verdict}."]
+                      f"accuracy {fmt_value(s['val']['accuracy'])}, {protected_cell(s['val'], names)}, offsets {offs}: {verdict}."]
     quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
     if quantized:
         lines += ["", "## int8 files: layers kept in float", ""]
