@@ -436,21 +436,3 @@ def test_a_constructor_that_fails_with_no_kwargs_given_is_not_said_to_reject_the
                            capsys)
     _one_line_error(code, err, "failed to build", "boom")
     assert "rejected --arch-kwargs" not in err
-
-
-def test_verify_judges_every_row_of_held_out_data_and_the_test_split_of_the_data_its_files_were_made_on(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    lines = [f"{a:.3f},{b:.3f},{'malignant' if a + b > 0.3 else 'benign'}" for a, b in rng.normal(size=(300, 2))]
-    data = _csv(tmp_path / "d.csv", "a,b,diagnosis", lines[:200])
-    fresh = _csv(tmp_path / "fresh.csv", "a,b,diagnosis", lines[200:])
-    assert run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "3"], capsys)[0] == 0
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "-p", "malignant", "--format", "onnx", "--time-runs", "0",
-                            "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    onnx = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
-    code, out, err = run_cli(["verify", onnx, "--data", data, "-p", "malignant"], capsys)
-    assert code in (0, 1) and "rows: the test split of d.csv, split seed 0: 30 of its 200 rows" in out + err, out + err
-    code, out, err = run_cli(["verify", onnx, "--data", fresh, "-p", "malignant"], capsys)
-    assert code in (0, 1) and "rows: every row of fresh.csv, in file order: 100 rows" in out + err, out + err
-    code, out, err = run_cli(["verify", onnx, "--data", fresh, "-p", "malignant", "--split", "test"], capsys)
-    assert code in (0, 1) and "rows: the test split of fresh.csv" in out + err, out + err  # --split still chooses

@@ -18,15 +18,13 @@ SPLITS = ("auto", "train", "val", "test", "all")
 def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: str | None = None,
                   baseline_n: int | None = None, class_names: list[str] | None = None,
                   image_size: tuple[int, int] | None = None, input_shape: tuple[int, ...] | None = None,
-                  resize: int | None = None, normalize=None, color: str | None = None, made_on: set[str] | None = None) -> dict:
+                  resize: int | None = None, normalize=None, color: str | None = None) -> dict:
     """The rows to verify on: {"x", "y", "class_names", "split", "name", "seed", "note"}.
 
     split "auto": every row in file order for an x/y-only .npz -- unless a baseline was measured
     on that file's seeded test split (baseline_n equals that split's size and not the file's); every
     image of a folder where the baseline was measured on as many (a compress run's --test folder);
-    every row of a CSV, in file order, likewise; the test split for everything else -- except a folder or CSV whose
-    seeded test split is none of ``made_on`` (the test rows the artifacts record they were made on): other data than
-    theirs, held out, judged whole.
+    every row of a CSV, in file order, likewise; the test split for everything else.
     """
     from toolchain.data.options import reshaped
     from toolchain.data.rows import is_pool_npz, load_rows
@@ -55,9 +53,6 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     if split == "auto" and baseline_n is not None and (Path(data).is_dir() or is_csv) \
             and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
         split = "all"  # a baseline measured on every row of the file or folder: a compress run's --test, judged again
-    if split == "auto" and baseline_n is None and made_on and (Path(data).is_dir() or is_csv) \
-            and rows_sha256(*dataset.split("test")) not in made_on:
-        split = "all"  # not the data the files were made on (their test rows differ): a held-out set, every row of it
     used = "test" if split == "auto" else split
     if split == "all" and is_csv:  # every row in file order, as a --test CSV is read
         from toolchain.data.labels import given_names

@@ -106,15 +106,6 @@ def check_baseline_order(base: dict | None, base_names: list[str] | None, names:
                         "classes' numbering")
 
 
-def recorded_test_rows(runners) -> set[str]:
-    """The sha256 of the test rows each artifact records it was made and checked on (compress and export write it):
-    hex digests only, an edited file's other values ignored."""
-    import re
-
-    found = {(getattr(runner, "metadata", None) or {}).get("test_rows_sha256") for runner in runners}  # plain text, not JSON
-    return {v for v in found if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)}
-
-
 def recorded_color(runners) -> str | None:
     """The color ("L" or "RGB") every artifact's recorded preprocessing names, or None (none recorded, or they differ)."""
     recorded = [recorded_value(runner, "preprocessing") for runner in runners]

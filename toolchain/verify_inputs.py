@@ -9,8 +9,7 @@ from typing import Any
 
 from toolchain.errors import UserError
 from toolchain.judged_rows import load_rows_for
-from toolchain.recorded import (PREPARATION_WORDS, recorded_color, recorded_normalization, recorded_resizing,
-                                recorded_test_rows)
+from toolchain.recorded import PREPARATION_WORDS, recorded_color, recorded_normalization, recorded_resizing
 
 __all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "no_sidecar_hint",
            "auto_normalization", "importable"]
@@ -37,17 +36,12 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
     normalize_recorded = False  # taken from the files' record, not from --normalize: a refusal names the record
     sized_as_recorded = False
     unopened = None  # why an artifact could not be opened to read its record
-    folder = is_image_folder(req.data)
-    # a folder or CSV judged by default without a baseline: the files' record of their test rows tells held-out data
-    # (judged whole) from the data they were made on (its seeded test split, judged again)
-    split_by_record = req.split == "auto" and base_n is None and (folder or str(req.data).strip().lower().endswith(".csv"))
-    if split_by_record or ((color is None or normalize in (None, "auto") or (resize is None and image_size is None)) and folder):
+    if (color is None or normalize in (None, "auto") or (resize is None and image_size is None)) and is_image_folder(req.data):
         try:
             opened = [(path, *open_artifact(path, req.threads)) for path in req.artifacts]
         except UserError as exc:  # named below, after the data's own problems, as for any data
             opened, unopened = None, exc
         runners = [runner for _, runner, _ in opened or []]
-    if folder and opened is not None:
         color = color or (recorded_color(runners) if runners else None)
         if normalize in (None, "auto") and runners:  # verify's auto, as its --color auto: as the files were made
             normalize = recorded_normalization(runners) or normalize
@@ -58,8 +52,7 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
     try:
         rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
                              class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
-                             resize=resize, normalize=normalize, color=color,
-                             made_on=recorded_test_rows(runners) if split_by_record and opened else None)
+                             resize=resize, normalize=normalize, color=color)
     except UserError as exc:  # a folder's images that the files' record would have prepared, had it travelled with them
         if unopened is not None and any(word in str(exc) for word in PREPARATION_WORDS):  # a refusal the record would have
             raise unopened from exc  # prevented, and it was never read: the missing or unreadable file is the cause

@@ -235,16 +235,15 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     int8 = any(p == "int8" for _, p in settings.artifacts)  # only int8 files are calibrated
     calib_x, calib_record = _calibration(dataset, protected, settings, seed, run_dir) if int8 else (None, None)
     layout = settings.layout if example.dim() == 4 else "NCHW"  # feature rows have no channels to lay out
-    x_test, y_test = dataset.split("test")
-    test_rows = rows_sha256(x_test, y_test)
     job = ExportJob(example=example, num_classes=num_classes, layout=layout, calibration_x=calib_x,
                     calibration_method=settings.calibration_method, out=out, work=work,
                     metadata={"preprocessing": dataset.preprocessing.to_dict(),  # the device feeds the same input
-                              "test_rows_sha256": test_rows,  # verify: the data it was made on judged on these rows again
                               **({"class_names": [str(n) for n in dataset.class_names]}  # and reads the outputs alike
                                  if len(dataset.class_names) == num_classes else {})})
     x_val, y_val = dataset.split("val")
+    x_test, y_test = dataset.split("test")
     torch_test_pred = predict_logits(model, x_test).argmax(1)
+    test_rows = rows_sha256(x_test, y_test)
 
     last_scored: dict[tuple, np.ndarray] = {}  # the int8 search ends on the file it ships: its validation rows run once
 
