@@ -436,3 +436,28 @@ def test_a_constructor_that_fails_with_no_kwargs_given_is_not_said_to_reject_the
                            capsys)
     _one_line_error(code, err, "failed to build", "boom")
     assert "rejected --arch-kwargs" not in err
+
+
+def test_the_memory_estimate_copies_no_tensor_a_model_holds():
+    """A plain tensor attribute (a lookup table) had been deep-copied whole by the estimate meant to prevent running out."""
+    import torch
+    from torch import nn
+
+    from toolchain.models.memory import activation_bytes
+
+    class NoCopy(torch.Tensor):  # what the estimate must not copy: a copy of it raises, and the estimate gives up
+        def __deepcopy__(self, memo):
+            raise RuntimeError("copied")
+
+    class Table(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            self.table = torch.ones(16).as_subclass(NoCopy)
+
+        def forward(self, x):
+            return self.fc(x) + self.table[:2]
+
+    net = Table()
+    assert activation_bytes(net, (4,), 3) == 4 * 3 * 2
+    assert net.table.device.type == "cpu"

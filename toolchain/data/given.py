@@ -201,7 +201,7 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
     y_train = np.concatenate([y for _, y in parts["train"]])
     _check_rows_held_out(x_train, y_train, {flag: new[name] for name, given, flag in
                                             (("val", val, "--val"), ("test", test, "--test")) if given is not None})
-    check_every_class_trained(y_train, {f"{flag} {given}": new[name][1] for name, given, flag in
+    check_every_class_trained(y_train, {f"{flag} '{given}'": new[name][1] for name, given, flag in
                                         (("val", val, "--val"), ("test", test, "--test")) if given is not None},
                               dataset.class_names, f"--data '{dataset.name}'")
     kept = [part for part in dataset.preprocessing.note.split("; ")  # --val's rows replace the carved ones: not said

@@ -32,6 +32,8 @@ def activation_bytes(model: nn.Module, sample_shape: tuple[int, ...], rows: int,
         # the weights are not copied: the memo hands deepcopy their meta stand-ins
         memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad) for p in model.parameters()}
         memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
+        memo.update({id(v): torch.empty_like(v, device="meta") for m in model.modules() for v in vars(m).values()
+                     if isinstance(v, torch.Tensor) and id(v) not in memo})  # a plain tensor attribute (a lookup table)
         twin = copy.deepcopy(model, memo)
         for m in twin.modules():
             m._forward_hooks.clear()  # a user's hooks (capturing outputs) stay on the model; pre-hooks compute weights
