@@ -25,3 +25,12 @@ def trained_briefly(model, data=None, epochs: int = 5, seed: int = 0, lr: float 
     data = data if data is not None else load_data("digits", seed=0)
     seed_everything(seed)
     return train(model, data.x_train, data.y_train, TrainConfig(epochs=epochs, lr=lr, batch_size=32, seed=seed))
+
+
+def one_line_error(code, err, *words):
+    """Bad input, as cwtool's contract says: exit 2 and one line on stderr, naming each of ``words``."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("cwtool: error: ") and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[-1], err

@@ -8,21 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clirun import run_cli
-
-
-def _one_line_error(code, err, *words):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("cwtool: error: ") and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[-1], err
+from clirun import one_line_error, run_cli
 
 
 @pytest.mark.parametrize("protect", ["\u00b2", "-\u00b2", "\u00b9\u2070"])
 def test_a_superscript_digit_as_protected_class_is_bad_input(trained_digits, protect, capsys):
     code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", protect], capsys)
-    _one_line_error(code, err, "--protect-class", "neither a class index nor one of the class names")
+    one_line_error(code, err, "--protect-class", "neither a class index nor one of the class names")
 
 
 @pytest.mark.parametrize("shape", ["\u00b2,2", "1,2,x", "1,,64", "64,"])
@@ -31,7 +23,7 @@ def test_an_input_shape_that_is_not_ascii_sizes_is_bad_input(trained_digits, sha
     np.savez(tmp_path / "flat.npz", x=x, y=np.arange(40) % 10)
     code, _, err = run_cli(["evaluate", trained_digits[0], "-d", tmp_path / "flat.npz", "-p", "1", "--input-shape", shape],
                            capsys)
-    _one_line_error(code, err, "--input-shape", "is not 1 to 4 positive sizes")
+    one_line_error(code, err, "--input-shape", "is not 1 to 4 positive sizes")
 
 
 def test_a_round_file_named_by_a_superscript_is_not_a_done_round(tmp_path):
@@ -110,7 +102,7 @@ def test_training_that_cannot_fit_in_memory_is_refused_before_any_step(tmp_path,
     out = tmp_path / "m.pt"
     code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", tmp_path / "imgs", "--out", out, "--image-size", "512",
                             "--epochs", "1"], capsys)
-    _one_line_error(code, err, "a training step on 8 samples of 3x512x512 needs about", "a test's limit", "--batch-size")
+    one_line_error(code, err, "a training step on 8 samples of 3x512x512 needs about", "a test's limit", "--batch-size")
     assert not out.exists()
     # the same at a size that fits trains
     code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", tmp_path / "imgs", "--out", out, "--image-size", "16",
@@ -146,7 +138,7 @@ def test_a_class_folder_that_is_a_broken_link_is_refused_not_dropped(link, flag,
         (broken.parent / ".c2").symlink_to(broken)  # hidden: only the loop through c is seen
     out = tmp_path / "m.pt"
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--val", val, "--out", out, "--epochs", "1"], capsys)
-    _one_line_error(code, err, "'c' in", "is a link to nothing (or a loop of links)")
+    one_line_error(code, err, "'c' in", "is a link to nothing (or a loop of links)")
     assert not out.exists()
 
 
@@ -161,7 +153,7 @@ def test_a_train_split_without_a_class_the_held_out_splits_hold_is_refused(missi
     np.savez(tmp_path / "d.npz", **splits)
     out = tmp_path / "m.pt"
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "d.npz", "--out", out, "--epochs", "1"], capsys)
-    _one_line_error(code, err, "the train split of", "has no row of " + ("class 2," if missing_from == "train" else
+    one_line_error(code, err, "the train split of", "has no row of " + ("class 2," if missing_from == "train" else
                                                                         "class 'fox' (label 2),"), "which the test rows hold")
     assert not out.exists()
 
@@ -172,9 +164,9 @@ def test_a_folder_named_like_a_bundled_set_is_not_read_as_that_set(tmp_path, mon
     out = tmp_path / "m.pt"
     args = ["train", "--arch", "mlp", "--out", out, "--epochs", "1", "--image-size", "8"]
     code, _, err = run_cli([*args, "--data", "digits"], capsys)
-    _one_line_error(code, err, "names both the bundled data set and the folder 'digits' here", "give './digits'")
+    one_line_error(code, err, "names both the bundled data set and the folder 'digits' here", "give './digits'")
     code, _, err = run_cli(["demo"], capsys)
-    _one_line_error(code, err, "a folder 'digits' here", "run the demo from another folder")
+    one_line_error(code, err, "a folder 'digits' here", "run the demo from another folder")
     assert not out.exists()
     code, _, err = run_cli([*args, "--data", "./digits"], capsys)
     assert code == 0, err
@@ -189,10 +181,10 @@ def test_a_model_trained_on_unresized_images_is_advised_without_a_size_and_a_syn
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", data, "--out", model, "--epochs", "1"], capsys)
     assert code == 0, err
     code, _, err = run_cli(["evaluate", model, "--data", data, "-p", "b", "--image-size", "16"], capsys)
-    _one_line_error(code, err, "give --color rgb --normalize none, and no --image-size or --resize")
+    one_line_error(code, err, "give --color rgb --normalize none, and no --image-size or --resize")
     for bad in (["--image-size", "abc"], ["--color", "purple"]):
         code, _, err = run_cli(["evaluate", model, "--data", data, "-p", "b", *bad], capsys)
-        _one_line_error(code, err, f"{bad[0]} '{bad[1]}' is not")
+        one_line_error(code, err, f"{bad[0]} '{bad[1]}' is not")
         assert "records how its training's images were prepared" not in err, err
 
 
@@ -218,7 +210,7 @@ def test_held_out_rows_saved_from_images_of_another_split_are_refused(direction,
         args = ["--val", val, "--test", rows]
         said = "24 of the 24 rows of --test are also in --val (same input and label; all 24 of its images, decoded)"
     code, _, err = run_cli(["train", "--arch", "mlp", "--out", out, "--epochs", "1", "--data", folder, *args], capsys)
-    _one_line_error(code, err, said, "held-out rows must be held out")
+    one_line_error(code, err, said, "held-out rows must be held out")
     assert not out.exists()
 
 
@@ -237,7 +229,7 @@ def test_a_mac_zip_s_metadata_folder_is_no_class_and_loose_images_are_said(tmp_p
 def test_a_csv_without_a_header_row_is_refused_not_read_short_of_its_first_sample(tmp_path, capsys):
     (tmp_path / "d.csv").write_text("".join(f"{i % 7}.5,{i % 3},{i % 2}\n" for i in range(40)))
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "d.csv", "--out", tmp_path / "m.pt"], capsys)
-    _one_line_error(code, err, "the first row of", "is all numbers", "add a header row")
+    one_line_error(code, err, "the first row of", "is all numbers", "add a header row")
 
 
 def test_a_class_folder_named_with_decomposed_accents_is_the_class_typed_with_composed_ones(tmp_path, capsys):
@@ -254,7 +246,7 @@ def test_a_class_folder_named_with_decomposed_accents_is_the_class_typed_with_co
     assert code in (0, 1) and "Traceback" not in err, err
     (data / "mélanome").mkdir()  # the same name composed, beside the decomposed one: two folders, one class
     code, _, err = run_cli(["evaluate", out, "--data", data, "-p", "1"], capsys)
-    _one_line_error(code, err, "two class folders named 'mélanome'", "merge them")
+    one_line_error(code, err, "two class folders named 'mélanome'", "merge them")
 
 
 def test_the_memory_check_judges_the_batch_asked_for_and_never_a_prediction(trained_digits, tmp_path, monkeypatch, capsys):
@@ -326,7 +318,7 @@ def test_verify_refuses_a_csv_whose_columns_are_not_the_ones_its_files_were_made
     code, _, err = run_cli(["verify", onnx, "--data", tmp_path / "s.csv", "-p", "fault", "--split", "all"], capsys)
     assert code in (0, 1), err
     code, _, err = run_cli(["verify", onnx, "--data", tmp_path / "flipped.csv", "-p", "fault", "--split", "all"], capsys)
-    _one_line_error(code, err, "was made for rows of other feature columns (the same 3 columns in another order",
+    one_line_error(code, err, "was made for rows of other feature columns (the same 3 columns in another order",
                     "give --data the columns it was made for, in their order")
 
 
@@ -339,7 +331,7 @@ def test_given_held_out_rows_of_a_class_training_lacks_are_refused(flag, tmp_pat
     out = tmp_path / "m.pt"
     code, _, err = run_cli(["train", "--arch", "mlp", "--epochs", "1", "--data", tmp_path / "d.npz", flag, tmp_path / "held.npz",
                             "--out", out], capsys)
-    _one_line_error(code, err, "--data 'd.npz' has no row of class 'c' (label 2), which the", f"{flag} ", "rows hold")
+    one_line_error(code, err, "--data 'd.npz' has no row of class 'c' (label 2), which the", f"{flag} ", "rows hold")
     assert not out.exists()
 
 
@@ -389,7 +381,7 @@ def test_spreadsheet_habits_in_a_csv_are_named_with_their_fix(case, header, row,
                                n=1 + i % 2))
     data = _csv(tmp_path / "d.csv", header, rows)
     code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "1"], capsys)
-    _one_line_error(code, err, said)
+    one_line_error(code, err, said)
     if case in ("case", "from-one"):  # --class-names says what the labels are: accepted
         names = "benign,Benign,malignant,Malignant" if case == "case" else "none,one,two"
         code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "1",
@@ -434,7 +426,7 @@ def test_a_constructor_that_fails_with_no_kwargs_given_is_not_said_to_reject_the
                                      "        raise RuntimeError('boom')\n")
     code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'net.py'}:Net", "--data", "digits", "--out", tmp_path / "m.pt"],
                            capsys)
-    _one_line_error(code, err, "failed to build", "boom")
+    one_line_error(code, err, "failed to build", "boom")
     assert "rejected --arch-kwargs" not in err
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from clirun import run_cli, trained_briefly
+from clirun import one_line_error, run_cli, trained_briefly
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,14 +177,6 @@ def nets(tmp_path_factory):
     return folder
 
 
-def _one_line_error(code, err, *words):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("cwtool: error: ") and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[-1], err
-
-
 # --------------------------------------------------------------------------- models
 
 
@@ -197,7 +189,7 @@ def test_a_legacy_pickle_the_safe_reader_lacks_an_opcode_for_keeps_its_trust_rou
     state = torch.load(trained_digits[0], weights_only=True)["state_dict"]
     torch.save(state, tmp_path / "old.pt", pickle_protocol=protocol, _use_new_zipfile_serialization=False)
     code, _, err = run_cli(["evaluate", tmp_path / "old.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
-    _one_line_error(code, err, "is a pickle that only a full unpickle reads (Unsupported operand 149)", "--trust-model")
+    one_line_error(code, err, "is a pickle that only a full unpickle reads (Unsupported operand 149)", "--trust-model")
     code, _, err = run_cli(["evaluate", tmp_path / "old.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3", "--trust-model"], capsys)
     assert code == 0, err
 
@@ -216,7 +208,7 @@ def test_random_bytes_are_not_called_a_pickled_model_to_trust(trained_digits, tm
                        ("cut.pt", "is a cut-off checkpoint: it starts as torch.save's zip archive but its end is missing"),
                        ("empty.pt", "is an empty file (0 bytes), not a model")):
         code, _, err = run_cli(["evaluate", tmp_path / name, "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
-        _one_line_error(code, err, said)
+        one_line_error(code, err, said)
         assert "--trust-model" not in err and len(err.strip().splitlines()) == 1
 
 
@@ -225,20 +217,20 @@ def test_random_bytes_are_not_called_a_pickled_model_to_trust(trained_digits, tm
 def test_a_model_returning_more_than_logits_is_bad_input(nets, name, kind, command, tmp_path, capsys):
     extra = ["--epochs", "1", "--out", tmp_path / "run"] if command == "compress" else []
     code, _, err = run_cli([command, nets / "weights.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3", *extra], capsys)
-    _one_line_error(code, err, f"returns a {kind}, not one tensor")
+    one_line_error(code, err, f"returns a {kind}, not one tensor")
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("name, dtype", [("ComplexOut", "complex64"), ("IntOut", "int64")])
 def test_a_model_returning_no_real_logits_is_bad_input(nets, name, dtype, capsys):
     code, _, err = run_cli(["evaluate", nets / "weights.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3"], capsys)
-    _one_line_error(code, err, f"the model returns torch.{dtype} values")
+    one_line_error(code, err, f"the model returns torch.{dtype} values")
 
 
 def test_a_state_dict_with_a_key_that_is_not_a_name_is_bad_input(untrained_digits, tmp_path, capsys):
     torch.save({**untrained_digits[0].state_dict(), 0: torch.zeros(1)}, tmp_path / "m.pt")
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
-    _one_line_error(code, err, "not a state_dict", "key 0 is not text")
+    one_line_error(code, err, "not a state_dict", "key 0 is not text")
 
 
 def test_a_state_dict_of_complex_weights_is_bad_input_not_cut_to_its_real_part(untrained_digits, tmp_path, capsys):
@@ -246,7 +238,7 @@ def test_a_state_dict_of_complex_weights_is_bad_input_not_cut_to_its_real_part(u
     state = {k: torch.complex(torch.zeros_like(v), v) if v.is_floating_point() else v for k, v in untrained_digits[0].state_dict().items()}
     torch.save(state, tmp_path / "m.pt")
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
-    _one_line_error(code, err, "is complex64 in the file: the model's weights are real numbers")
+    one_line_error(code, err, "is complex64 in the file: the model's weights are real numbers")
 
 
 def test_a_checkpoint_whose_data_record_holds_a_tensor_is_read_as_data(trained_digits, digits_dataset, tmp_path, capsys):
@@ -257,14 +249,14 @@ def test_a_checkpoint_whose_data_record_holds_a_tensor_is_read_as_data(trained_d
     record = {**training_record("digits", digits_dataset), "seed": torch.zeros(3)}
     save_checkpoint(tmp_path / "m.pt", trained_digits[1], "digits-cnn", {}, digits_dataset.input_shape, extra={"data": record})
     code, _, err = run_cli(["compress", tmp_path / "m.pt", "-d", "digits", "-p", "3", "--seed", "1", "--out", tmp_path / "run"], capsys)
-    _one_line_error(code, err, "was trained on", "split seed unknown")
+    one_line_error(code, err, "was trained on", "split seed unknown")
 
 
 def test_a_model_litert_cannot_convert_is_bad_input_and_compress_finishes_in_onnx(nets, tmp_path, capsys):
     arch = f"{nets / 'nets.py'}:DataDependent"
     code, _, err = run_cli(["export", nets / "weights.pt", "--arch", arch, "-d", "digits", "-p", "3", "--format", "tflite",
                             "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
-    _one_line_error(code, err, "litert-torch cannot convert this model to TFLite", "--format onnx", "--debug")
+    one_line_error(code, err, "litert-torch cannot convert this model to TFLite", "--format onnx", "--debug")
     assert "def forward" not in err and "torch.ops" not in err, err  # litert-torch's own ~38 lines (FX dumps) only under --debug
     assert not (tmp_path / "ex").exists()
     code, _, err = run_cli(["--debug", "export", nets / "weights.pt", "--arch", arch, "-d", "digits", "-p", "3", "--format", "tflite",
@@ -274,7 +266,7 @@ def test_a_model_litert_cannot_convert_is_bad_input_and_compress_finishes_in_onn
     args = ["compress", nets / "weights.pt", "--arch", arch, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
             "--max-accuracy-drop", "1", "--confidence", "0.5", "--time-runs", "0", "--out", tmp_path / "run"]
     code, _, err = run_cli(args, capsys)
-    _one_line_error(code, err, "cannot convert this model to TFLite", "rerun with --resume")
+    one_line_error(code, err, "cannot convert this model to TFLite", "rerun with --resume")
     code, _, err = run_cli([*args, "--resume", "--format", "onnx"], capsys)
     assert code in (0, 1), err
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -341,7 +333,7 @@ def test_calibration_rows_no_int8_scale_can_hold_are_bad_input(trained_digits, t
     save_calibration(tmp_path / "huge.npz", np.full((16, 1, 8, 8), 3e38, np.float32), {"seed": 0})
     code, _, err = run_cli(["export", trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--precision", "int8",
                             "--calibration", tmp_path / "huge.npz", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
-    _one_line_error(code, err, "cannot quantize the model on these calibration rows")
+    one_line_error(code, err, "cannot quantize the model on these calibration rows")
     assert not (tmp_path / "ex").exists()
 
 
@@ -354,7 +346,7 @@ def test_calibrate_never_replaces_a_file_that_is_not_a_calibration_set(name, tmp
         victim.write_bytes(b"a model the user needs")
     before = victim.read_bytes()
     code, _, err = run_cli(["calibrate", "-d", "digits", "-p", "3", "--out", victim], capsys)
-    _one_line_error(code, err, "--out")
+    one_line_error(code, err, "--out")
     assert victim.read_bytes() == before
 
     code, _, err = run_cli(["calibrate", "-d", "digits", "-p", "3", "--calibration-size", "8", "--out", tmp_path / "cal.npz"], capsys)
@@ -377,13 +369,13 @@ def test_a_profile_value_no_device_has_is_refused_naming_its_field(old, new, fie
     assert old in text
     (tmp_path / "t.toml").write_text(text.replace(old, new, 1))
     code, _, err = run_cli(["targets", tmp_path / "t.toml"], capsys)
-    _one_line_error(code, err, f"field '{field}'", "outside what a device has")
+    one_line_error(code, err, f"field '{field}'", "outside what a device has")
 
 
 @pytest.mark.parametrize("flag, value", [("--macs", "1" + "0" * 400), ("--runs", "99999999999999999999"), ("--warmup", "10" * 12)])
 def test_bench_counts_beyond_any_machine_are_bad_input(flag, value, tmp_path, capsys):
     code, _, err = run_cli(["bench", tmp_path / "m.onnx", "--target", "raspberry-pi-4", flag, value], capsys)
-    _one_line_error(code, err, flag)
+    one_line_error(code, err, flag)
 
 
 # --------------------------------------------------------------------------- text from files on the console
@@ -445,7 +437,7 @@ def test_a_checkpoint_of_another_cwtool_format_is_named_so_not_a_state_dict(trai
     checkpoint["format"] = "cwtool.model/99"
     torch.save(checkpoint, tmp_path / "future.pt")
     code, _, err = run_cli(["evaluate", tmp_path / "future.pt", "-d", "digits", "-p", "3"], capsys)
-    _one_line_error(code, err, "is a cwtool checkpoint of format cwtool.model/99, and this cwtool reads cwtool.model/1")
+    one_line_error(code, err, "is a cwtool checkpoint of format cwtool.model/99, and this cwtool reads cwtool.model/1")
 
 
 def test_a_checkpoint_whose_recorded_arch_kwargs_fail_is_blamed_not_the_users_flags(trained_digits, tmp_path, capsys):
@@ -456,7 +448,7 @@ def test_a_checkpoint_whose_recorded_arch_kwargs_fail_is_blamed_not_the_users_fl
     checkpoint["arch_kwargs"] = {"num_classes": -5}
     torch.save(checkpoint, tmp_path / "bad.pt")
     code, _, err = run_cli(["evaluate", tmp_path / "bad.pt", "-d", "digits", "-p", "3"], capsys)
-    _one_line_error(code, err, f"'{tmp_path / 'bad.pt'}' records arch 'digits-cnn' with arch_kwargs {{\"num_classes\": -5}}, which it "
+    one_line_error(code, err, f"'{tmp_path / 'bad.pt'}' records arch 'digits-cnn' with arch_kwargs {{\"num_classes\": -5}}, which it "
                                "rejected", "the checkpoint is damaged")
     assert "--arch-kwargs" not in err
 
@@ -507,7 +499,7 @@ def test_a_model_whose_every_channel_group_is_kept_whole_is_refused_before_any_r
     args = ["compress", tmp_path / "m.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3", "--keep-params", "0.5",
             "--epochs", "1", "--skip-export", "--confidence", "0.5", "--max-accuracy-drop", "1"]
     code, out, err = run_cli([*args, "--out", tmp_path / "run"], capsys)
-    _one_line_error(code, err, "no channel of this model can be removed: every channel group is kept whole", reason,
+    one_line_error(code, err, "no channel of this model can be removed: every channel group is kept whole", reason,
                     "--granularity weight")
     assert not (tmp_path / "run").exists()
     code, out, err = run_cli([*args, "--granularity", "weight", "--out", tmp_path / "weights"], capsys)
@@ -529,9 +521,9 @@ def test_a_weight_run_names_the_way_forward_instead_of_resume(trained_digits, tm
     assert code in (0, 1), err
     assert json.loads((tmp_path / "run" / "report.json").read_text())["size_goal"]["met"]  # counted in non-zero weights
     code, _, err = run_cli(args, capsys)
-    _one_line_error(code, err, "does not resume", "another --out")
+    one_line_error(code, err, "does not resume", "another --out")
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "start a --granularity weight run over")
+    one_line_error(code, err, "start a --granularity weight run over")
 
 
 def test_distributed_training_is_told_of_parameters_forward_does_not_use(nets):
@@ -580,7 +572,7 @@ def test_a_random_or_float64_forward_is_refused_for_what_it_is(nets, name, words
     torch.save(_arch(nets, name).state_dict(), tmp_path / "m.pt")
     code, _, err = run_cli(["compress", tmp_path / "m.pt", "--arch", f"{nets / 'nets.py'}:{name}", "-d", "digits", "-p", "3",
                             "--epochs", "1", "--out", tmp_path / "run"], capsys)
-    _one_line_error(code, err, words)
+    one_line_error(code, err, words)
     assert not (tmp_path / "run").exists()
 
 
@@ -620,12 +612,12 @@ def test_evaluate_refuses_rows_without_the_protected_class_as_verify_does(traine
     keep = y != 3
     np.savez(tmp_path / "no3.npz", x=(x[keep] / 16).reshape(-1, 1, 8, 8).astype(np.float32), y=y[keep])
     code, _, err = run_cli(["evaluate", trained_digits[0], "-d", tmp_path / "no3.npz", "-p", "3"], capsys)
-    _one_line_error(code, err, "no row of protected class 3")
+    one_line_error(code, err, "no row of protected class 3")
 
 
 def test_calibrate_names_the_data_not_a_model_it_does_not_have(tmp_path, capsys):
     code, _, err = run_cli(["calibrate", "-d", "digits", "-p", "10", "--out", tmp_path / "c.npz"], capsys)
-    _one_line_error(code, err, "outside the data's classes")
+    one_line_error(code, err, "outside the data's classes")
     assert not (tmp_path / "c.npz").exists()
 
 
@@ -687,7 +679,7 @@ def test_an_architecture_script_that_exits_at_import_is_bad_input_not_its_exit_c
     monkeypatch.syspath_prepend(str(tmp_path))
     arch = f"{tmp_path / 'trainer.py'}:Net" if form == "file" else "trainer:Net"
     code, _, err = run_cli(["train", "--arch", arch, "--data", "breast-cancer", "--out", "m.pt"], capsys)
-    _one_line_error(code, err, "sys.exit(2)", "if __name__ == '__main__'")
+    one_line_error(code, err, "sys.exit(2)", "if __name__ == '__main__'")
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -695,7 +687,7 @@ def test_an_architecture_whose_constructor_exits_is_bad_input(tmp_path, capsys):
     (tmp_path / "net.py").write_text(SCRIPT_THAT_EXITS.rsplit("\n\nargparse", 1)[0] + "\n")
     code, _, err = run_cli(["train", "--arch", f"{tmp_path / 'net.py'}:Net", "--arch-kwargs", '{"exit_code": 7}',
                             "--data", "breast-cancer", "--out", tmp_path / "m.pt"], capsys)
-    _one_line_error(code, err, "sys.exit(7)")
+    one_line_error(code, err, "sys.exit(7)")
 
 
 def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(trained_digits, tmp_path, capsys):
@@ -744,7 +736,7 @@ def test_a_resume_never_writes_through_a_link_in_its_run_directory(trained_digit
         os.link(victim, out / name)
     code, _, err = run_cli([*args, "--resume"], capsys)
     if link == "symbolic link":
-        _one_line_error(code, err, f"'{out / name}' is a {link}")
+        one_line_error(code, err, f"'{out / name}' is a {link}")
     else:
         assert code in (0, 1), err
         assert (out / "report.json").is_file() and (out / name).read_bytes() != before
@@ -804,7 +796,7 @@ def test_a_folder_link_that_appears_in_the_run_directory_while_compress_runs_tak
     monkeypatch.setattr(RunDir, "hold", hold_then_plant)
     code, _, err = run_cli(["compress", model, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence",
                             "0.5", "--max-accuracy-drop", "1", "--skip-export", "--out", out], capsys)
-    _one_line_error(code, err, "leads outside")
+    one_line_error(code, err, "leads outside")
     assert model.read_bytes() == before and sorted(p.name for p in inputs.iterdir()) == ["round_1.pt"]
 
 
@@ -822,7 +814,7 @@ def test_an_output_the_user_named_is_checked_again_before_it_is_written(trained_
 
     monkeypatch.setattr(console, "print_evaluation", plant_then_print)
     code, _, err = run_cli(["evaluate", model, "-d", "digits", "-p", "3", "--json", data], capsys)
-    _one_line_error(code, err, "also an input")
+    one_line_error(code, err, "also an input")
     assert model.read_bytes() == before
 
 
@@ -846,7 +838,7 @@ def test_a_model_that_exits_while_cwtool_runs_it_is_bad_input(tmp_path, capsys):
 
     torch.save(resolve_arch(f"{tmp_path / 'net.py'}:Net")().state_dict(), tmp_path / "w.pt")
     code, _, err = run_cli(["evaluate", tmp_path / "w.pt", "--arch", f"{tmp_path / 'net.py'}:Net", "-d", "breast-cancer", "-p", "1"], capsys)
-    _one_line_error(code, err, "called sys.exit(0)")
+    one_line_error(code, err, "called sys.exit(0)")
 
 
 @pytest.mark.parametrize("damage, said", [
@@ -895,7 +887,7 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         (out / "manifest.json").write_text(json.dumps(manifest))
     (out / "report.json").unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "damaged round", said)
+    one_line_error(code, err, "damaged round", said)
     if damage != "nan":  # files that are not the run's own are found before the run says a word: one line in all
         assert len(err.strip().splitlines()) == 1, err
 
@@ -920,7 +912,7 @@ def test_a_disk_full_while_the_reports_are_written_leaves_no_report_saying_passe
     args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence",
             "0.5", "--max-fn-increase", "2", "--max-accuracy-drop", "1", "--skip-export", "--out", out]
     code, _, err = run_cli(args, capsys)
-    _one_line_error(code, err, "No space left on device")
+    one_line_error(code, err, "No space left on device")
     assert not any((out / name).exists() for name in ("report.md", "report.html", "report.json"))
     monkeypatch.setattr(toolchain.pipeline, "atomic_write_text", real)
     code, _, err = run_cli([*args, "--resume"], capsys)
@@ -944,10 +936,10 @@ def test_a_resume_refuses_a_rewind_point_or_starting_weights_that_are_not_the_ru
     torch.save(saved, path)
     (out / "report.json").unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "damaged round", said)
+    one_line_error(code, err, "damaged round", said)
     path.unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "damaged round", f"{damaged} (")
+    one_line_error(code, err, "damaged round", f"{damaged} (")
     # the summary's name for it removed, the file another's: refused where the manifest says summaries name such files
     torch.save(saved, path)
     r = 1 if damaged == "rewind.pt" else 2
@@ -955,7 +947,7 @@ def test_a_resume_refuses_a_rewind_point_or_starting_weights_that_are_not_the_ru
     summary.pop("rewind_sha256" if damaged == "rewind.pt" else "start_sha256")
     (out / "rounds" / f"round_{r}.json").write_text(json.dumps(summary))
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "damaged round", f"{damaged} (", f"is not named by rounds/round_{r}.json")
+    one_line_error(code, err, "damaged round", f"{damaged} (", f"is not named by rounds/round_{r}.json")
 
 
 @pytest.mark.parametrize("damage, said", [("foreign", "rounds/final_1.json belongs to another run"),
@@ -980,7 +972,7 @@ def test_a_resume_refuses_a_final_fine_tuning_that_is_not_this_runs_own(trained_
     (out / "report.json").unlink()
     manifest = (out / "manifest.json").read_bytes()
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "damaged round", said, "remove rounds/final_1.pt and rounds/final_1.json")
+    one_line_error(code, err, "damaged round", said, "remove rounds/final_1.pt and rounds/final_1.json")
     assert len(err.strip().splitlines()) == 1, err  # found before the run said a word,
     assert (out / "manifest.json").read_bytes() == manifest  # or rewrote its manifest
 
@@ -1013,7 +1005,7 @@ def test_a_resume_refuses_forged_survivors_and_round_numbers_whose_sha256_was_fo
     summary_path.write_text(json.dumps(summary))
     (out / "report.json").unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "damaged round", said)
+    one_line_error(code, err, "damaged round", said)
 
 
 def test_a_run_begun_before_fine_tunings_named_themselves_resumes(trained_digits, tmp_path, capsys):
@@ -1038,7 +1030,7 @@ def test_an_output_named_with_a_line_break_or_escape_is_refused(trained_digits, 
     args = (["train", "--arch", "digits-cnn", "--epochs", "1"] if command == "train" else
             ["compress", trained_digits[0], "-p", "3", "--epochs", "1", "--skip-export"])
     code, out, err = run_cli([*args, "-d", "digits", "--out", tmp_path / name], capsys)
-    _one_line_error(code, err, "the value of --out has a line break or a control character")
+    one_line_error(code, err, "the value of --out has a line break or a control character")
     assert not any(line.startswith("gate: passed") for line in (out + err).splitlines()) and "\x1b" not in out + err
     assert list(tmp_path.iterdir()) == []
 
@@ -1053,7 +1045,7 @@ def test_logits_float32_cannot_offset_are_named_for_what_they_are(trained_digits
     torch.save(checkpoint, tmp_path / "scaled.pt")
     code, _, err = run_cli(["compress", tmp_path / "scaled.pt", "-d", "digits", "-p", "3", "--epochs", "1", "--skip-export",
                             "--out", tmp_path / "run"], capsys)
-    _one_line_error(code, err, "the model's logits reach")
+    one_line_error(code, err, "the model's logits reach")
 
 
 def test_an_input_named_with_a_line_break_is_refused_before_it_is_printed(trained_digits, tmp_path, capsys):
@@ -1061,10 +1053,10 @@ def test_an_input_named_with_a_line_break_is_refused_before_it_is_printed(traine
     model = tmp_path / "m\ngate: passed.pt"
     model.write_bytes(Path(trained_digits[0]).read_bytes())
     code, out, err = run_cli(["evaluate", model, "-d", "digits", "-p", "3"], capsys)
-    _one_line_error(code, err, "has a line break or a control character (\\n)")
+    one_line_error(code, err, "has a line break or a control character (\\n)")
     assert not any(line.startswith("gate: passed") for line in (out + err).splitlines())
     code, _, err = run_cli(["evaluate", trained_digits[0], "--data=digits\r", "-p", "3"], capsys)
-    _one_line_error(code, err, "the value of --data has a line break")
+    one_line_error(code, err, "the value of --data has a line break")
 
 
 def test_a_json_option_may_span_lines(trained_digits, tmp_path, capsys):
@@ -1078,7 +1070,7 @@ def test_an_nhwc_layout_with_no_tflite_file_to_write_is_refused(trained_digits, 
     extra = ["--epochs", "1"] if command == "compress" else []
     code, _, err = run_cli([command, trained_digits[0], "-d", "digits", "-p", "3", "--format", "onnx", "--layout", layout, *extra,
                             "--out", tmp_path / "out"], capsys)
-    _one_line_error(code, err, "--layout NHWC is the TFLite file's input layout")
+    one_line_error(code, err, "--layout NHWC is the TFLite file's input layout")
     assert not (tmp_path / "out").exists()
 
 
@@ -1135,14 +1127,14 @@ def test_a_pipe_in_a_run_directory_is_refused_not_waited_on(trained_digits, tmp_
     (out / "compress.log").unlink()
     os.mkfifo(out / "compress.log")
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "is a device, pipe or socket")
+    one_line_error(code, err, "is a device, pipe or socket")
 
 
 def test_an_output_named_dash_is_refused_and_dot_slash_dash_is_a_file(trained_digits, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for value in (["--json", "-"], ["--json=-"]):
         code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", *value], capsys)
-        _one_line_error(code, err, "cwtool writes files, not standard output")
+        one_line_error(code, err, "cwtool writes files, not standard output")
     assert not (tmp_path / "-").exists()
     code, _, err = run_cli(["evaluate", trained_digits[0], "-d", "digits", "-p", "3", "--json", "./-"], capsys)
     assert code == 0 and json.loads((tmp_path / "-").read_text())["n"] > 0, err
@@ -1154,7 +1146,7 @@ def test_a_path_cannot_pass_as_json_by_following_an_option_that_took_the_json_fl
     model = tmp_path / "m\ngate: passed.pt"
     model.write_bytes(Path(trained_digits[0]).read_bytes())
     code, out, err = run_cli(["evaluate", "-d", "digits", "-p", "3", "--json", "--arch-kwargs", model], capsys)
-    _one_line_error(code, err, "has a line break or a control character")
+    one_line_error(code, err, "has a line break or a control character")
     assert not any(line.startswith("gate: passed") for line in (out + err).splitlines())
 
 
@@ -1187,7 +1179,7 @@ def test_a_folder_this_user_cannot_read_is_bad_input(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(P, "iterdir", denied)
     code, _, err = run_cli(["calibrate", "--data", folder, "--out", tmp_path / "c.npz"], capsys)
-    _one_line_error(code, err, f"permission denied on '{folder / 'a'}'", "give this user access")
+    one_line_error(code, err, f"permission denied on '{folder / 'a'}'", "give this user access")
 
 
 @pytest.mark.parametrize("command", [["bench", "-n", "5"], ["verify", "-d", "digits", "-p", "3"]])
@@ -1199,7 +1191,7 @@ def test_a_pipe_or_device_named_as_an_onnx_artifact_is_refused_before_it_is_read
     zeros.symlink_to("/dev/zero")
     for artifact in (pipe, zeros):
         code, _, err = run_cli([command[0], artifact, *command[1:]], capsys)
-        _one_line_error(code, err, "is not a file")
+        one_line_error(code, err, "is not a file")
 
 
 @pytest.mark.parametrize("labels", [
@@ -1435,7 +1427,7 @@ def test_an_exported_file_given_as_the_model_is_named_for_what_it_is(trained_dig
     odd.write_bytes(head + b"\x00" * 64)
     for extra in ([], ["--trust-model"]):
         code, _, err = run_cli(["evaluate", odd, "--data", "digits", "-p", "3", "--arch", "digits-cnn", *extra], capsys)
-        _one_line_error(code, err, {"onnx": "is an ONNX file", "tflite": "is a TFLite file", "json": "is a JSON file"}[kind])
+        one_line_error(code, err, {"onnx": "is an ONNX file", "tflite": "is a TFLite file", "json": "is a JSON file"}[kind])
         assert "--trust-model" not in err and "pickled" not in err
 
 
@@ -1445,11 +1437,11 @@ def test_a_mistyped_data_path_is_named_before_the_image_flags(tmp_path, capsys, 
     """With --resize, a mistyped folder was answered "--resize only applies to an ImageFolder folder: drop it"."""
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "--data", tmp_path / data, "--resize", "64",
                             "-p", "1"], capsys)
-    _one_line_error(code, err, said.replace("DIR", str(tmp_path)))
+    one_line_error(code, err, said.replace("DIR", str(tmp_path)))
     (tmp_path / "link").symlink_to(tmp_path / data)  # a link to the mistyped path (an unmounted share): named as such
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "--data", tmp_path / "link", "--resize", "64",
                             "-p", "1"], capsys)
-    _one_line_error(code, err, f"--data '{tmp_path / 'link'}' is a link to nothing ('{tmp_path / data}')")
+    one_line_error(code, err, f"--data '{tmp_path / 'link'}' is a link to nothing ('{tmp_path / data}')")
 
 
 def test_the_report_names_the_data_as_given_and_where_its_splits_come_from():
@@ -1694,4 +1686,4 @@ def test_a_resume_with_an_edited_device_profile_is_another_run(trained_digits, t
     profile.write_text(profile.read_text().replace("max_model_bytes = ", "max_model_bytes = 1"))
     (out / "report.json").unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
-    _one_line_error(code, err, "target differs")
+    one_line_error(code, err, "target differs")
