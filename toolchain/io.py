@@ -282,8 +282,8 @@ def atomic_write_npz(path: str | Path, arrays: dict) -> Path:
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
                 for name, value in arrays.items():
-                    value = value if isinstance(value, tuple) else np.asarray(value)
-                    shape, dtype, chunks = (value.shape, value.dtype, [value]) if isinstance(value, np.ndarray) else value
+                    whole = None if isinstance(value, tuple) else np.asarray(value)
+                    shape, dtype, chunks = value if whole is None else (whole.shape, whole.dtype, [whole])
                     dtype = np.dtype(dtype)
                     if dtype.hasobject:  # its bytes would be pointers
                         raise ValueError(f"{name}: an object array cannot be written as bytes")

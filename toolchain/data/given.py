@@ -144,8 +144,9 @@ def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
     if len(given) == 2:
         pairs.append(("--test", "--val", "--val", given["--test"], given["--val"]))
     for flag, other_flag, other, (kind, fingerprints), (other_kind, against) in pairs:
-        if kind != other_kind:  # image files against arrays: the files' rows, decoded, against the arrays'
-            _check_decoded_sample(flag, rows[flag], other_flag, rows[other_flag], other, OVERLAP_TOLERANCE)
+        if kind != other_kind:  # image files against arrays: the files' rows, decoded, against the arrays' fingerprints
+            _check_decoded_sample(flag, rows[flag], rows[other_flag], fingerprints if kind == "rows" else against, other,
+                                  OVERLAP_TOLERANCE)
             continue
         shared = int(np.isin(fingerprints, against).sum())
         if shared > OVERLAP_TOLERANCE * len(fingerprints):  # a few exact duplicates occur in real data sets
@@ -158,29 +159,30 @@ def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
 DECODED_SAMPLE = 1024  # images of a folder decoded to compare it with an array's rows: seconds, not the whole folder
 
 
-def _check_decoded_sample(flag: str, rows, other_flag: str, other_rows, other: str, tolerance: float) -> None:
-    """``flag``'s held-out rows against ``other``'s, one side image files and the other an array: up to DECODED_SAMPLE of
-    the files' rows are decoded (a seeded sample of a larger folder) and looked up among the array's. Held-out images
-    found in the array count as the arrays' rule counts them (a sample must show twice the tolerance); held-out rows
-    found among a sample of the other side's images are at least that many shared, however many copies that side holds."""
+def _check_decoded_sample(flag: str, rows, other_rows, array_prints: np.ndarray, other: str, tolerance: float) -> None:
+    """``flag``'s held-out rows against ``other``'s, one side image files and the other an array (``array_prints``: its
+    rows' fingerprints): up to DECODED_SAMPLE of the files' rows are decoded (a seeded sample of a larger folder) and
+    looked up among the array's. Held-out images found in the array count as the arrays' rule counts them (a sample must
+    show twice the tolerance); held-out rows found among a sample of the other side's images are at least that many
+    shared, however many copies that side holds."""
     from toolchain.data.identity import row_fingerprints
     from toolchain.data.samples import subset
 
     held_files = row_files(rows[0]) is not None
-    (fx, fy), (ax, ay) = (rows, other_rows) if held_files else (other_rows, rows)
+    fx, fy = rows if held_files else other_rows
     pick = np.sort(np.random.default_rng(0).choice(len(fy), size=min(DECODED_SAMPLE, len(fy)), replace=False))
     decoded = row_fingerprints(subset(fx, pick), fy[pick])
     whole = len(pick) == len(fy)
     looked = f"all {len(fy):,} of its images, decoded" if whole else f"{len(pick):,} of its {len(fy):,} images, decoded"
     if held_files:
-        shared = int(np.isin(decoded, row_fingerprints(ax, ay)).sum())
+        shared = int(np.isin(decoded, array_prints).sum())
         if shared > (1 if whole else 2) * tolerance * len(pick):
             raise UserError(f"{shared:,} of {'the' if whole else 'a sample of'} {len(pick):,} images of {flag} are also in {other} "
                             f"(same input and label, {looked}): held-out rows must be held out; give {flag} rows that are not there")
     else:
-        shared = int(np.isin(row_fingerprints(ax, ay), decoded).sum())
-        if shared > tolerance * len(ay):
-            raise UserError(f"{'' if whole else 'at least '}{shared:,} of the {len(ay):,} rows of {flag} are also in {other} (same "
+        shared = int(np.isin(array_prints, decoded).sum())
+        if shared > tolerance * len(array_prints):
+            raise UserError(f"{'' if whole else 'at least '}{shared:,} of the {len(array_prints):,} rows of {flag} are also in {other} (same "
                             f"input and label; {looked}): held-out rows must be held out; give {flag} rows that are not there")
 
 

@@ -67,10 +67,12 @@ def load_image_folder(
         )
     _refuse_split_layout(folder, class_dirs)
     texts = {d.name: composed(d.name) for d in class_dirs}
-    if len(set(texts.values())) < len(texts):
-        twin = next(d.name for d in class_dirs if list(texts.values()).count(texts[d.name]) > 1)
-        raise UserError(f"{where} has two class folders named '{one_line(texts[twin])}', their letters encoded two ways (composed "
-                        "and decomposed accents): merge them into one folder")
+    named: set[str] = set()
+    for text in texts.values():
+        if text in named:
+            raise UserError(f"{where} has two class folders named '{one_line(text)}', their letters encoded two ways (composed "
+                            "and decomposed accents): merge them into one folder")
+        named.add(text)
     names, lookup, label_note = string_labels(list(texts.values()), given, where, "folder names, ")
     lookup = {d.name: lookup[texts[d.name]] for d in class_dirs}  # by the folder's own name, as it lists its files
     files, labels, skipped = _listed(class_dirs, lookup, where)
