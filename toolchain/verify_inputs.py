@@ -9,7 +9,7 @@ from typing import Any
 
 from toolchain.errors import UserError
 from toolchain.judged_rows import load_rows_for
-from toolchain.recorded import PREPARATION_WORDS, recorded_color, recorded_normalization, recorded_resizing
+from toolchain.recorded import PREPARATION_WORDS, recorded_color, recorded_normalization, recorded_resizing, recorded_value
 
 __all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "no_sidecar_hint",
            "auto_normalization", "importable"]
@@ -23,6 +23,7 @@ class VerifyRows:
     resize: int | None
     image_size: tuple[int, int] | None
     sized_as_recorded: bool  # an image folder sized as the artifacts record, not by --resize or --image-size
+    said: list  # notes on which rows are judged, and why
 
 
 def load_verify_rows(req, base_n: int | None) -> VerifyRows:
@@ -64,8 +65,71 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
         if not hint:
             raise
         raise UserError(f"{exc}{hint}") from exc
+    if opened is None:  # what the files record of the rows they were fitted to decides which rows are judged
+        opened = [(path, *open_artifact(path, req.threads)) for path in req.artifacts]
+
+    def load(split: str) -> dict:
+        return load_rows_for(req.data, split, req.seed, req.label_column, class_names=req.class_names, image_size=image_size,
+                             input_shape=req.input_shape, resize=resize, normalize=normalize, color=color)
+
+    rows, said = rows_not_fitted(req, base_n, rows, opened, load)
     return VerifyRows(rows=rows, opened=opened, normalize=normalize, resize=resize, image_size=image_size,
-                      sized_as_recorded=sized_as_recorded)
+                      sized_as_recorded=sized_as_recorded, said=said)
+
+
+def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> tuple[dict, list[str]]:
+    """The rows to judge, and what to say of them, from the sample of fitted rows (training and validation) each file
+    records (toolchain.data.seen_sample). Without a baseline or --split: a seeded test split of data that holds none of
+    them is widened to every row (a held-out CSV or folder was judged on 15% of its rows); an x/y .npz that holds them is
+    narrowed to its seeded test split (compress split it). Rows judged that hold more than a few are refused where the
+    split was cwtool's choice, said where it was the user's: a gate on rows the model learnt says nothing of new ones."""
+    from toolchain.data.rows import is_pool_npz
+    from toolchain.data.seen_sample import found_in, read_seen_sample
+
+    samples = [(path, s) for path, s in ((path, read_seen_sample(recorded_value(runner, "seen_rows")))
+                                         for path, runner, _ in opened) if s is not None]
+    if not samples:
+        return rows, []
+    chosen = req.split == "auto" and base_n is None  # the rows are cwtool's choice, not the user's or a baseline's
+    said = []
+    seeded_share = rows["split"] == "test" and rows.get("seed") is not None and isinstance(rows.get("of_rows"), int)
+    if chosen and seeded_share:
+        every = load("all")
+        if all(found_in(s, every["x"], every["y"], every["class_names"]) == 0 for _, s in samples):
+            said.append(f"--data holds none of the rows {_files(samples)} fitted to (of the {len(samples[0][1]['sample'])} "
+                        f"{'each records' if len(samples) > 1 else 'it records'} a sample of): held out, every row is judged "
+                        "(--split test judges the seeded test split compress would have drawn)")
+            return every, said
+        said.append(f"--data holds rows {_files(samples)} fitted to: its seeded test split (seed {req.seed}) is judged, as "
+                    "compress split it")
+    elif chosen and rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data):
+        if any(found_in(s, rows["x"], rows["y"], rows["class_names"]) for _, s in samples):
+            rows = load("test")
+            said.append(f"--data holds rows {_files(samples)} fitted to: its seeded test split (seed {req.seed}) is judged, as "
+                        "compress split it (--split all judges every row)")
+    for path, sample in samples:
+        found = found_in(sample, rows["x"], rows["y"], rows["class_names"])
+        if not found:
+            continue
+        n = len(sample["sample"])
+        what = (f"{found} of the {n} rows {Path(path).name} records a sample of from the rows it was trained and validated "
+                f"on are among the {len(rows['y']):,} rows judged ({rows['split']} split of {rows['name']})")
+        if found <= max(2, n // 50):  # real data sets hold a few exact duplicates across their splits
+            said.append(f"{what}: a few exact duplicates across splits are common; more would void the gate")
+            continue
+        seed = sample.get("seed")
+        fix = (f"give the --seed its data was split with ({seed}; this is {req.seed})" if rows.get("seed") is not None
+               and seed is not None and seed != req.seed else "give rows it was not fitted to")
+        if chosen:
+            raise UserError(f"{what}: a gate on rows the model was fitted to says nothing of new rows; {fix}")
+        said.append(f"{what}: its FN here are optimistic ({fix})")
+    return rows, said
+
+
+def _files(samples) -> str:
+    """Who was fitted to the rows, in words: "model.onnx was" or "the files were"."""
+    names = [Path(path).name for path, _ in samples]
+    return f"{names[0]} was" if len(names) == 1 else "the files were"
 
 
 def no_sidecar_hint(opened, data) -> str:

@@ -172,6 +172,14 @@ def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_di
     return x, calibration_record(run.calibration, x, meta, None, run.relative(run.calibration))
 
 
+def _seen_rows(dataset) -> dict:
+    """A sample of the rows the model was fitted to, by which verify tells held-out rows from these (seen_sample)."""
+    from toolchain.data.seen_sample import seen_sample
+
+    record = seen_sample([dataset.split("train"), dataset.split("val")], dataset.class_names, dataset.seed)
+    return {"seen_rows": record} if record else {}
+
+
 def _check_unseen_test(x: np.ndarray, dataset, shown: str) -> None:
     """A given calibration set must not hold test rows: the test split decides the gate and is never used to calibrate.
     A row the train split holds as well (a duplicate across splits) is a train row."""
@@ -239,7 +247,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                     calibration_method=settings.calibration_method, out=out, work=work,
                     metadata={"preprocessing": dataset.preprocessing.to_dict(),  # the device feeds the same input
                               **({"class_names": [str(n) for n in dataset.class_names]}  # and reads the outputs alike
-                                 if len(dataset.class_names) == num_classes else {})})
+                                 if len(dataset.class_names) == num_classes else {}),
+                              **_seen_rows(dataset)})
     x_val, y_val = dataset.split("val")
     x_test, y_test = dataset.split("test")
     torch_test_pred = predict_logits(model, x_test).argmax(1)

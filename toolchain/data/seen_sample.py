@@ -1,0 +1,114 @@
+"""A sample of the rows an exported file's model was fitted to (its training and validation rows), carried in the file's
+metadata so that `cwtool verify` can tell rows it may judge from rows it may not: a held-out set holds none of them and is
+judged whole; the data compress split holds them all and is judged on its seeded test split; a test split drawn with
+another seed holds some, and a gate on them would pass a model on rows it learnt. numpy only.
+
+A row is known by what does not depend on how it is prepared for the model: an image file by its bytes, a feature row by
+its float32 values, each with its class's name (a held-out file may number its classes otherwise). 128 rows of 32 bits
+(684 bytes in a file): a set holding 5% of the fitted rows is found with probability 99.9% (2%: 92%), the whole data
+set or a test split drawn with another seed surely; a fresh row matches one by chance with probability 3e-8."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import numpy as np
+
+from toolchain.data.samples import batches, row_files
+
+__all__ = ["SAMPLE_ROWS", "seen_sample", "read_seen_sample", "found_in"]
+
+SAMPLE_ROWS = 128
+MAX_SAMPLE_ROWS = 4096  # a record read from a file says how many it holds: more is not one cwtool wrote
+
+
+def _fingerprints(x, y: np.ndarray, class_names, index=None) -> tuple[str, np.ndarray]:
+    """("files" or "rows", a 32-bit fingerprint of each row of ``x`` (or of its rows ``index``) with its class name)."""
+    from toolchain.provenance import file_sha256
+
+    y = np.asarray(y, dtype=np.int64)
+    picked = np.arange(len(y)) if index is None else np.asarray(index, dtype=np.int64)
+    names = [str(n).encode("utf-8") for n in class_names or []]  # rows without names: a class is its number
+    out = np.empty(len(picked), dtype=np.uint32)
+
+    def mark(i: int, key: bytes, label: int) -> None:
+        h = hashlib.blake2b(key, digest_size=4)
+        h.update(names[label] if 0 <= label < len(names) else str(label).encode("ascii"))
+        out[i] = int.from_bytes(h.digest(), "little")
+
+    files = row_files(x)
+    if files is not None:  # an image file's bytes: the same whatever its resize, crop or normalization
+        for i, row in enumerate(picked):
+            mark(i, file_sha256(files[row]).encode("ascii"), int(y[row]))
+        return "files", out
+    order = np.argsort(picked, kind="stable")  # a lazy array reads its rows in order
+    done = 0
+    for batch in batches(_take(x, picked[order])):
+        batch = np.ascontiguousarray(batch, dtype=np.float32).reshape(len(batch), -1)
+        for row in batch:
+            j = int(order[done])
+            mark(j, row.tobytes(), int(y[picked[j]]))
+            done += 1
+    return "rows", out
+
+
+def _take(x, index: np.ndarray):
+    from toolchain.data.samples import subset
+
+    return x if len(index) == len(x) and np.array_equal(index, np.arange(len(x))) else subset(x, index)
+
+
+def seen_sample(parts, class_names, seed: int) -> dict | None:
+    """The record an exported file carries: a seeded sample of the rows of ``parts`` ((x, y) pairs: the training and the
+    validation split), fingerprinted. None where the parts are not of one kind (image files and arrays): nothing to match."""
+    parts = [(x, np.asarray(y)) for x, y in parts if len(y)]
+    if not parts:
+        return None
+    sizes = [len(y) for _, y in parts]
+    total = int(sum(sizes))
+    rng = np.random.default_rng([int(seed), 0x5EE1])
+    pick = np.sort(rng.choice(total, size=min(SAMPLE_ROWS, total), replace=False))
+    kinds, prints, start = set(), [], 0
+    for (x, y), n in zip(parts, sizes):
+        here = pick[(pick >= start) & (pick < start + n)] - start
+        start += n
+        if not len(here):
+            continue
+        kind, found = _fingerprints(x, y, class_names, here)
+        kinds.add(kind)
+        prints.append(found)
+    if len(kinds) != 1:
+        return None
+    sample = np.concatenate(prints).astype("<u4")
+    return {"kind": kinds.pop(), "rows": total, "seed": int(seed), "sample": base64.b64encode(sample.tobytes()).decode("ascii")}
+
+
+def read_seen_sample(value) -> dict | None:
+    """A record as a file holds it (untrusted: an edited file's value may be anything): {"kind", "rows", "seed",
+    "sample": uint32 array}, or None where it is not one cwtool wrote."""
+    if not isinstance(value, dict) or value.get("kind") not in ("files", "rows") or not isinstance(value.get("sample"), str):
+        return None
+    text = value["sample"]
+    if len(text) > 4 * (MAX_SAMPLE_ROWS * 4 + 2) // 3 + 4:
+        return None
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        return None
+    if not raw or len(raw) % 4:
+        return None
+    rows, seed = value.get("rows"), value.get("seed")
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63  # noqa: E731
+    return {"kind": value["kind"], "rows": rows if whole(rows) else None, "seed": seed if whole(seed) else None,
+            "sample": np.frombuffer(raw, dtype="<u4")}
+
+
+def found_in(record: dict, x, y: np.ndarray, class_names) -> int | None:
+    """How many of ``record``'s sampled rows (read_seen_sample's) are among the rows ``x``, ``y``; None where the rows are
+    of another kind than the sample's (image files against arrays): they cannot be matched."""
+    is_files = row_files(x) is not None
+    if (record["kind"] == "files") != is_files:
+        return None
+    _, here = _fingerprints(x, y, class_names)
+    return int(np.isin(record["sample"], here).sum())
