@@ -453,3 +453,23 @@ def test_the_memory_estimate_copies_no_tensor_a_model_holds():
     net = Table()
     assert activation_bytes(net, (4,), 3) == 4 * 3 * 2
     assert net.table.device.type == "cpu"
+
+
+@pytest.mark.parametrize("header, ids, said", [
+    ("PatientID", "shuffled", True),  # a hospital export's record number, under its name
+    ("n", "consecutive", True),  # the row number, under any name
+    ("fluid", "shuffled", False),  # distinct whole numbers under a feature's name: a measurement, not said
+    ("case_no", "repeated", False),  # whole numbers that repeat: a category, not a record number
+])
+def test_a_csv_column_that_numbers_the_records_is_named(header, ids, said, tmp_path):
+    from toolchain.data import load_data
+
+    rng = np.random.default_rng(0)
+    n = 120
+    column = {"shuffled": rng.permutation(90_000)[:n] + 1000, "consecutive": np.arange(1, n + 1),
+              "repeated": rng.integers(0, 20, n)}[ids]
+    lines = [f"{header},a,b,label"] + [f"{column[i]},{rng.normal():.3f},{rng.normal():.3f},{'yes' if i % 3 else 'no'}"
+                                       for i in range(n)]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    note = load_data(str(tmp_path / "rows.csv")).preprocessing.note
+    assert (f"column '{header}' holds a different whole number on every row" in note) is said, note

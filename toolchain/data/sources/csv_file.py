@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shlex
 from array import array
 from pathlib import Path
@@ -223,6 +224,10 @@ def _labelled(path: Path, label_column: str | None, given: list[str] | None):
     names: list[str] | None = None
     mapping: dict[str, int] | None = None
     note = f"CSV features as stored ({n_feat} columns), label column '{header[li]}'"
+    identifier = _identifier_column(x, feature_names)
+    if identifier:
+        note += (f"; column '{one_line(identifier)[:60]}' holds a different whole number on every row, like a record "
+                 "number: a model learns nothing from it that holds for new rows (drop the column if it is one)")
     try:
         values = np.array([float(v) for v in distinct], dtype=np.float64)
     except ValueError:
@@ -257,6 +262,31 @@ def _labelled(path: Path, label_column: str | None, given: list[str] | None):
             note += "; " + mapping_note(given, "numeric labels, named by --class-names")
     return x, y, names, mapping, note, feature_names
 
+
+
+ID_WORDS = ("id", "index", "record", "row", "patient", "case", "sample", "subject", "mrn")
+
+
+def _identifier_column(x: np.ndarray, feature_names: list[str]) -> str | None:
+    """The first feature column that looks like a record number: a distinct whole number on each of 50 or more rows,
+    numbered consecutively or under a name such as 'patient_id'. A hospital export's first column was learnt as a
+    feature without a word."""
+    if len(x) < 50:
+        return None
+    for j, name in enumerate(feature_names):
+        head = np.asarray(x[:1000, j], dtype=np.float64)
+        if not np.all(head == np.round(head)):  # most feature columns stop here, having read a thousand values
+            continue
+        col = np.asarray(x[:, j], dtype=np.float64)
+        if not (np.all(np.isfinite(col)) and np.all(col == np.round(col))):
+            continue
+        ordered = np.sort(col)
+        if np.any(ordered[1:] == ordered[:-1]):
+            continue
+        words = [w.casefold() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)]  # PatientID, case_no
+        if ordered[-1] - ordered[0] == len(col) - 1 or any(w in ID_WORDS for w in words):
+            return name
+    return None
 
 
 def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
