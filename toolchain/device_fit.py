@@ -142,3 +142,22 @@ def fit_check(target: Target | str, artifact_path: str | Path, macs: int | None 
         "checks": checks,
         "estimated_latency": latency,
     }
+
+
+def fit_verdicts(entries: list[dict], root: Path, profile, macs: int | None, macs_source: str) -> dict:
+    """The device verdict of every file (toolchain.device_fit.fit_check: bytes with external data, estimated
+    peak memory, operators, estimated latency from ``macs``), set as each entry's "fit"; returns the
+    target's summary for report.json: fits only when every file fits, and why not."""
+    for entry in entries:
+        fit = fit_check(profile, root / entry["path"])  # the file's own graph first: what `cwtool bench --target` counts
+        if fit["estimated_latency"] is None and macs is not None:  # a graph cwtool cannot count: the torch model's MACs
+            fit = fit_check(profile, root / entry["path"], macs=macs)
+            fit["estimated_latency"]["macs_source"] = macs_source
+        fit["artifact"] = entry["path"]  # as the report names it, not where it was checked
+        entry["fit"] = fit
+    failing = [f"{e['path']}: {'; '.join(e['fit']['reasons'])}" for e in entries if not e["fit"]["fits"]]
+    fits = bool(entries) and not failing
+    verdict = ("fits" if fits else "does not fit: " + " | ".join(failing)) if entries else "no files to check"
+    return {"name": profile.name, "description": profile.description, "profile": str(profile.path), "fits": fits,
+            "verdict": verdict, "files": len(entries), "files_fitting": len(entries) - len(failing),
+            "throughput_source": profile.throughput_source, "latency_note": LATENCY_NOTE, "memory_note": MEMORY_NOTE}

@@ -302,8 +302,8 @@ def _sparsity(config: PruneConfig, ticket, model=None) -> dict:
 
 
 def _fit(report: dict, run_dir: Path, profile) -> None:
-    """The device verdict for every file and for the run (toolchain.export.stage.fit_verdicts)."""
-    from toolchain.export.stage import fit_verdicts
+    """The device verdict for every file and for the run (toolchain.device_fit.fit_verdicts)."""
+    from toolchain.device_fit import fit_verdicts
 
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
     report["target"] = fit_verdicts(report["artifacts"], run_dir, profile, shrunk["macs"],

@@ -30,9 +30,10 @@ import numpy as np
 
 from toolchain import __version__, interrupts
 from toolchain.config import ExportOptions
+from toolchain.device_fit import fit_verdicts
 from toolchain.errors import UserError
-from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all, export_settings,
-                                    fit_verdicts)
+from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all,
+                                    export_settings)
 from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text
 from toolchain.promise import promise_confidence
 from toolchain.prune.operating_point import PromiseGuard

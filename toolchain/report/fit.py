@@ -1,6 +1,6 @@
 """The target's verdict in words: does each file fit the device, and why (bytes, estimated peak memory,
 operators, estimated latency and where its numbers come from). Standard library only: reads the
-"target" summary and each artifact's "fit" (toolchain.export.stage.fit_verdicts)."""
+"target" summary and each artifact's "fit" (toolchain.device_fit.fit_verdicts)."""
 
 from __future__ import annotations
 
