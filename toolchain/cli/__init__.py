@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from toolchain.cli import bench, calibrate, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
+from toolchain.cli.failures import install_hint, native_output, raised_by_the_cli_libraries
 from toolchain.errors import Interrupted, UserError, describe, one_line, unprintable_in
 
 __all__ = ["app", "main"]
@@ -273,7 +274,7 @@ def _run(argv: Optional[list[str]]) -> None:
     except UserError as exc:
         from toolchain import distributed
 
-        native = _native_output(exc)
+        native = native_output(exc)
         if _state["debug"]:
             sys.stderr.write(native or "")
             traceback.print_exc()
@@ -303,7 +304,7 @@ def _run(argv: Optional[list[str]]) -> None:
         _say_once_a_machine(line)
         sys.exit(2)
     except ModuleNotFoundError as exc:
-        hint = _install_hint(exc.name or "")
+        hint = install_hint(exc.name or "")
         if hint is None:
             raise_as_bug(exc)
         if _state["debug"]:
@@ -311,7 +312,7 @@ def _run(argv: Optional[list[str]]) -> None:
         print(f"cwtool: error: {hint}", file=sys.stderr)
         sys.exit(2)
     except SystemExit as exc:
-        if _raised_by_the_cli_libraries(exc):  # rich's and click's own exits (a closed pipe: `cwtool ... | head`)
+        if raised_by_the_cli_libraries(exc):  # rich's and click's own exits (a closed pipe: `cwtool ... | head`)
             raise
         # cwtool's commands return their code: this came from code cwtool ran (a model's, a data loader's)
         print(f"cwtool: error: code cwtool ran (the model's or the data's) called {describe(exc)}", file=sys.stderr)
@@ -361,45 +362,10 @@ def _raised_not_signalled() -> bool:
     return watcher is not None and watcher._thread is not None and watcher.received is None
 
 
-def _raised_by_the_cli_libraries(exc: BaseException) -> bool:
-    """Whether the innermost frame that raised ``exc`` is rich's, click's or typer's."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return module.split(".")[0] in ("rich", "click", "typer")
-
-
-def _native_output(exc: BaseException) -> str | None:
-    """What a native library printed while it failed (toolchain.export.tflite.quiet_native), on ``exc`` or its cause."""
-    while exc is not None:
-        native = getattr(exc, "native_output", None)
-        if isinstance(native, str) and native.strip():
-            return native
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def raise_as_bug(exc: BaseException) -> None:
     """Exit 3 with one line; the traceback too under --debug (the exit code stays what it means)."""
     if _state["debug"]:
-        sys.stderr.write(_native_output(exc) or "")
+        sys.stderr.write(native_output(exc) or "")
         traceback.print_exception(exc)
     print(f"cwtool: internal error: {describe(exc, 300)} (rerun with --debug for the traceback)", file=sys.stderr)
     sys.exit(3)
-
-
-# Packages of the full install that a light one (numpy, typer and one runtime: `cwtool verify` on a
-# device) lacks: a command that needs one says what to install instead of failing as a bug.
-_PACKAGES = {"torch": "torch==2.13.0", "sklearn": "scikit-learn", "PIL": "pillow", "onnx": "onnx", "onnxscript": "onnxscript",
-             "onnxruntime": "onnxruntime", "torch_pruning": "torch-pruning", "litert_torch": "litert-torch",
-             "matplotlib": "matplotlib", "ai_edge_litert": "ai-edge-litert"}
-
-
-def _install_hint(module: str) -> str | None:
-    package = _PACKAGES.get(module.split(".")[0])
-    if package is None:
-        return None
-    full = "pip install torch==2.13.0, then pip install 'cwtool[compress]'" if package != "onnxruntime" else "pip install 'cwtool[onnx]'"
-    return f"this command needs {package}, which is not installed here: {full} (or pip install {package})"
-

@@ -1,0 +1,40 @@
+"""How cwtool tells a failure's cause: a light install's missing package, the CLI libraries' own errors, what a native
+library printed while it failed."""
+
+from __future__ import annotations
+
+__all__ = ["raised_by_the_cli_libraries", "native_output", "install_hint"]
+
+
+def raised_by_the_cli_libraries(exc: BaseException) -> bool:
+    """Whether the innermost frame that raised ``exc`` is rich's, click's or typer's."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module.split(".")[0] in ("rich", "click", "typer")
+
+
+def native_output(exc: BaseException) -> str | None:
+    """What a native library printed while it failed (toolchain.export.tflite.quiet_native), on ``exc`` or its cause."""
+    while exc is not None:
+        native = getattr(exc, "native_output", None)
+        if isinstance(native, str) and native.strip():
+            return native
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+# Packages of the full install that a light one (numpy, typer and one runtime: `cwtool verify` on a
+# device) lacks: a command that needs one says what to install instead of failing as a bug.
+PACKAGES = {"torch": "torch==2.13.0", "sklearn": "scikit-learn", "PIL": "pillow", "onnx": "onnx", "onnxscript": "onnxscript",
+             "onnxruntime": "onnxruntime", "torch_pruning": "torch-pruning", "litert_torch": "litert-torch",
+             "matplotlib": "matplotlib", "ai_edge_litert": "ai-edge-litert"}
+
+
+def install_hint(module: str) -> str | None:
+    package = PACKAGES.get(module.split(".")[0])
+    if package is None:
+        return None
+    full = "pip install torch==2.13.0, then pip install 'cwtool[compress]'" if package != "onnxruntime" else "pip install 'cwtool[onnx]'"
+    return f"this command needs {package}, which is not installed here: {full} (or pip install {package})"
