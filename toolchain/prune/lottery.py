@@ -38,9 +38,9 @@ from toolchain.prune.plan import plan_for_target
 from toolchain.prune.round_files import RoundFiles
 from toolchain.prune.shrink import checked, shrink
 from toolchain.prune.tickets import PruneResult, Survivors, Ticket, promise_text, relative_plan, removed_plan, round_line, select
+from toolchain.prune.weights import reinitialised, run_weight_rounds, weights_copy
 from toolchain.report.pace import Clock, EpochPace, duration
 from toolchain.rundir import RunDir
-from toolchain.prune.weights import reinitialised, run_weight_rounds, weights_copy
 
 DUAL_LR = 20.0  # Lagrange rule: a validation FN excess of 5% of the class's samples adds 1 to its weight per epoch
 
