@@ -160,31 +160,3 @@ def test_a_held_out_image_folder_is_judged_whole_and_the_training_folder_by_its_
     assert code in (0, 1) and result is not None, err  # which rows are judged, whatever the verdict on them
     assert result["data"]["split"] == "test" and result["data"]["n"] < 21
     assert any("holds rows model_fp32.onnx was fitted to" in n for n in result["notes"])
-
-
-def _csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    names = np.array(["benign", "malignant"])
-    lines = ["f0,f1,f2,f3,diagnosis"] + [",".join(f"{v:.4f}" for v in row) + f",{names[k]}" for row, k in zip(x, y)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def test_evaluate_and_verify_judge_a_held_out_csv_whole_and_pair_as_baseline(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(700, 4))
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0.3).astype(np.int64)
-    train, fresh = _csv(tmp_path / "train.csv", x[:500], y[:500]), _csv(tmp_path / "fresh.csv", x[500:], y[500:])
-    code, _, err = run_cli(["train", "--arch", "mlp", "--data", train, "--out", tmp_path / "m.pt", "--epochs", "20"], capsys)
-    assert code == 0, err
-    code, out, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", fresh, "-p", "malignant", "--json", tmp_path / "ev.json"], capsys)
-    assert code == 0, err
-    assert "every row of fresh.csv, in file order: 200 rows" in err and "holds none of the rows" in err, err
-    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", train, "-p", "malignant"], capsys)
-    assert code == 0 and "the test split of train.csv" in err, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", train, "-p", "malignant", "--format", "onnx", "--precision",
-                            "fp32", "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
-    code, result, err = _verified([onnx_file, "--data", fresh, "-p", "malignant", "--baseline", tmp_path / "ev.json"], tmp_path, capsys)
-    assert code in (0, 1) and result is not None, err
-    assert result["data"]["n"] == 200 and result["data"]["same_rows_as_baseline"] is True

@@ -10,7 +10,7 @@ from pathlib import Path
 from toolchain.errors import UserError
 from toolchain.provenance import rows_sha256
 
-__all__ = ["SPLITS", "load_rows_for", "describe_rows", "share_note", "whole_if_held_out"]
+__all__ = ["SPLITS", "load_rows_for", "describe_rows", "share_note"]
 
 SPLITS = ("auto", "train", "val", "test", "all")
 
@@ -79,20 +79,6 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name,
             "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note,
             **prepared, **({"of_rows": pooled} if used != "all" and pooled > len(y) else {})}
-
-
-def whole_if_held_out(record, rows: dict, load_every) -> dict | None:
-    """Every row of --data (``load_every()``), where ``rows`` are a seeded test split of a CSV, folder or idx set whose
-    rows hold none of those a checkpoint's training ``record`` fingerprints (`cwtool train` writes it): held-out data,
-    judged whole as verify judges it. None where the record cannot tell (none, other class names) or the data holds any."""
-    from toolchain.data.identity import seen_rows
-
-    names = record.get("class_names") if isinstance(record, dict) else None
-    if not (rows["split"] == "test" and rows.get("seed") is not None and isinstance(rows.get("of_rows"), int)
-            and names == list(rows["class_names"])):  # the fingerprints number classes as the training did
-        return None
-    every = load_every()
-    return every if seen_rows(record, every["x"], every["y"]) == 0 else None
 
 
 def _seeded_test_split_of(data: str, seed: int, class_names, input_shape, baseline_n: int):

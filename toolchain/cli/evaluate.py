@@ -39,7 +39,7 @@ def evaluate(
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
-    from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note, whole_if_held_out
+    from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 
     inputs = input_paths(model, data, arch=arch)
     check_output_file(json_out, "--json", inputs=inputs)
@@ -52,19 +52,12 @@ def evaluate(
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
     prepared_otherwise = check_preprocessing(loaded.extra.get("data"), rows.get("preprocessing"), model)
-    held_out = split == "auto" and whole_if_held_out(loaded.extra.get("data"), rows, lambda: load_rows_for(
-        data, "all", seed, label_column, class_names=class_names, image_size=sides, input_shape=shape, **image_args))
-    if held_out:  # as verify judges it: a held-out CSV or folder whole, not its seeded 15%
-        rows = held_out
     with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU
         result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
     share = share_note(rows) if split == "auto" else None
     if share:
         log_console().print(f"note: {share}")
-    if held_out:
-        log_console().print(f"note: --data holds none of the rows '{model}' was trained on (its checkpoint records them): held "
-                            "out, every row is judged (--split test judges the seeded test split)")
     seen = seen_rows(loaded.extra.get("data"), rows["x"], rows["y"])
     if seen:
         log_console().print(f"warning: '{model}' was trained on {seen:,} of these {len(rows['y']):,} rows: its numbers here overstate "
