@@ -1,12 +1,11 @@
-"""Which rows `cwtool verify` judges by default, from the sample of fitted rows (training and validation) that exported
-files carry: a held-out CSV, folder or .npz is judged whole, the data compress split on its seeded test split, and a test
-split drawn with another seed -- rows the model learnt -- is refused."""
+"""verify refuses to judge rows an exported file's model was fitted to, found by the sample of its training and
+validation rows the file carries: a test split drawn with another seed than compress's, an x/y .npz of every row. A sample
+not found decides nothing: a held-out set keeps verify's default rows."""
 
 from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +32,29 @@ def test_the_sample_finds_its_rows_by_class_name_and_not_others():
     x, y = rng.normal(size=(500, 6)).astype(np.float32), rng.integers(0, 3, 500)
     record = _sample(x, y, ["a", "b", "c"])
     assert len(record["sample"]) == SAMPLE_ROWS and record["kind"] == "rows" and record["rows"] == 500
-    assert found_in(record, x, y, ["a", "b", "c"]) == SAMPLE_ROWS
+    assert found_in(record, x, y, ["a", "b", "c"]) == (SAMPLE_ROWS, SAMPLE_ROWS, 0.0)
     # a file that numbers its classes otherwise holds the same rows
-    assert found_in(record, x, 2 - y, ["c", "b", "a"]) == SAMPLE_ROWS
+    assert found_in(record, x, 2 - y, ["c", "b", "a"])[0] == SAMPLE_ROWS
     # the same values under another class are another row; fresh rows are none of them
-    assert found_in(record, x, (y + 1) % 3, ["a", "b", "c"]) == 0
-    assert found_in(record, rng.normal(size=(500, 6)).astype(np.float32), y, ["a", "b", "c"]) == 0
+    assert found_in(record, x, (y + 1) % 3, ["a", "b", "c"])[0] == 0
+    assert found_in(record, rng.normal(size=(500, 6)).astype(np.float32), y, ["a", "b", "c"])[0] == 0
     # a test split drawn with another seed holds its share of them
-    assert 10 <= found_in(record, x[:100], y[:100], ["a", "b", "c"]) <= 45
+    assert 10 <= found_in(record, x[:100], y[:100], ["a", "b", "c"])[0] <= 45
+
+
+def test_rows_that_repeat_are_counted_once_and_said_to_repeat():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 2, size=(800, 3)).astype(np.float32), rng.integers(0, 2, 800)  # 16 distinct rows
+    record = _sample(x, y, ["a", "b"])
+    count, sampled, repeats = found_in(record, x[:45], y[:45], ["a", "b"])
+    assert count <= sampled <= 16 and count <= 45 and repeats > 0.5
 
 
 @pytest.mark.parametrize("value", [None, "x", [], {"kind": "rows"}, {"kind": "other", "sample": "AAAAAA=="},
                                    {"kind": "rows", "sample": "not base64!"}, {"kind": "rows", "sample": "AAA="},
                                    {"kind": "rows", "sample": ""}, {"kind": "rows", "sample": "A" * 100_000},
-                                   {"kind": "files", "sample": 7}])
+                                   {"kind": "files", "sample": 7},
+                                   {"kind": "rows", "sample": base64.b64encode(bytes(4 * (SAMPLE_ROWS + 1))).decode()}])
 def test_a_record_cwtool_did_not_write_is_no_record(value):
     assert read_seen_sample(value) is None
 
@@ -82,8 +90,8 @@ def test_the_exported_file_records_a_sample_of_its_training_and_validation_rows(
     assert record["seed"] == 0 and record["rows"] == len(data.y_train) + len(data.split("val")[1])
     x_fit = np.concatenate([data.x_train, data.split("val")[0]])
     y_fit = np.concatenate([data.y_train, data.split("val")[1]])
-    assert found_in(record, x_fit, y_fit, data.class_names) == SAMPLE_ROWS
-    assert found_in(record, *data.split("test"), data.class_names) == 0
+    assert found_in(record, x_fit, y_fit, data.class_names)[0] == SAMPLE_ROWS
+    assert found_in(record, *data.split("test"), data.class_names)[0] == 0
 
 
 def test_verify_judges_the_seeded_test_split_of_the_data_the_file_was_fitted_to(exported, tmp_path, capsys):
@@ -91,13 +99,13 @@ def test_verify_judges_the_seeded_test_split_of_the_data_the_file_was_fitted_to(
     code, result, err = _verified([path, "--data", "digits", "-p", "3"], tmp_path, capsys)
     assert code == 0, err
     assert result["data"]["split"] == "test" and result["data"]["n"] == len(data.split("test")[1])
-    assert any("its seeded test split (seed 0) is judged" in n for n in result["notes"])
+    assert not any("records a sample of" in n for n in result["notes"])  # that split holds none of the fitted rows
 
 
 def test_verify_refuses_a_test_split_drawn_with_another_seed(exported, capsys):
     path, _ = exported
     code, _, err = run_cli(["verify", path, "--data", "digits", "-p", "3", "--seed", "5"], capsys)
-    one_line_error(code, err, "model_fp32.onnx records a sample of", "give the --seed its data was split with (0; this is 5)")
+    one_line_error(code, err, "model_fp32.onnx records a sample of", "give --seed 0, the seed its data was split with, not 5")
 
 
 def test_verify_says_so_where_the_user_chose_fitted_rows(exported, tmp_path, capsys):
@@ -107,18 +115,95 @@ def test_verify_says_so_where_the_user_chose_fitted_rows(exported, tmp_path, cap
     assert any(f"{SAMPLE_ROWS} of the {SAMPLE_ROWS} rows" in n and "optimistic" in n for n in result["notes"])
 
 
-def test_verify_judges_a_held_out_npz_whole_and_a_pool_holding_fitted_rows_on_its_test_split(exported, tmp_path, capsys):
+def test_an_npz_of_every_row_is_narrowed_to_its_test_split_and_refused_a_held_out_one_judged_whole(exported, tmp_path, capsys):
     path, data = exported
     x_test, y_test = data.split("test")
     np.savez(tmp_path / "held_out.npz", x=x_test, y=y_test)
     code, result, err = _verified([path, "--data", tmp_path / "held_out.npz", "-p", "3"], tmp_path, capsys)
     assert code == 0, err
     assert result["data"]["n"] == len(y_test) and not any("fitted" in n for n in result["notes"])
-    # every digit in one pool: its own seeded test split is other rows than the bundled split's, some of them fitted
+    # every digit in one pool, without class names (the file's name its numbers): its own seeded test split is other
+    # rows than the bundled split's, some of them fitted, under any seed
     x_all, y_all = data.split("all")
     np.savez(tmp_path / "pool.npz", x=x_all, y=y_all)
     code, _, err = run_cli(["verify", path, "--data", tmp_path / "pool.npz", "-p", "3"], capsys)
-    one_line_error(code, err, "records a sample of", "are among the", "rows judged (test split of pool.npz)")
+    one_line_error(code, err, "records a sample of", "rows judged (the test split of pool.npz)", "give rows it was not fitted to")
+
+
+def _csv(path: Path, x: np.ndarray, y: np.ndarray, names) -> Path:
+    lines = ["f0,f1,f2,f3,label"] + [",".join(f"{v:.4f}" for v in row) + f",{names[k]}" for row, k in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def csv_files(tmp_path_factory):
+    """Two models' fp32 ONNX files exported from one CSV with split seeds 0 and 3, the CSV, and its rows labelled 0/1/2."""
+    import contextlib
+    import io
+
+    from toolchain.cli import main
+
+    d = tmp_path_factory.mktemp("seen_csv")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4))
+    y = (x[:, 0] > 0.4).astype(np.int64) + (x[:, 1] > 0.8).astype(np.int64)
+    train = _csv(d / "train.csv", x, y, ["cat", "dog", "eel"])
+    numbered = _csv(d / "numbered.csv", x, y, ["0", "1", "2"])
+
+    def cli(args):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        assert exc.value.code in (0, 1)
+
+    files = []
+    for seed in (0, 3):
+        cli(["train", "--arch", "mlp", "--data", train, "--out", d / f"m{seed}.pt", "--epochs", "10", "--seed", seed])
+        cli(["export", d / f"m{seed}.pt", "--data", train, "-p", "eel", "--format", "onnx", "--precision", "fp32", "--seed", seed,
+             "--time-runs", "0", "--out", d / f"e{seed}"])
+        files.append(d / f"e{seed}" / "artifacts" / "model_fp32.onnx")
+    return files, train, numbered
+
+
+def test_rows_labelled_by_number_are_matched_by_the_names_the_file_records(csv_files, capsys):
+    (seed0, _), _, numbered = csv_files
+    code, _, err = run_cli(["verify", seed0, "--data", numbered, "-p", "2", "--seed", "5"], capsys)
+    one_line_error(code, err, "give --seed 0, the seed its data was split with, not 5")
+
+
+def test_files_of_two_split_seeds_are_told_to_be_verified_apart(csv_files, capsys):
+    files, train, _ = csv_files
+    for seed in (0, 3):
+        code, _, err = run_cli(["verify", *files, "--data", train, "-p", "eel", "--seed", seed], capsys)
+        one_line_error(code, err, "the files were made from splits of seeds 0, 3: verify each with its own --seed")
+    code, _, err = run_cli(["verify", files[1], "--data", train, "-p", "eel", "--seed", "3"], capsys)
+    assert code in (0, 1), err
+
+
+def test_a_held_out_csv_keeps_the_default_rows_and_its_note(csv_files, tmp_path, capsys):
+    (seed0, _), _, _ = csv_files
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 4))
+    y = (x[:, 0] > 0.4).astype(np.int64) + (x[:, 1] > 0.8).astype(np.int64)
+    held = _csv(tmp_path / "held.csv", x, y, ["cat", "dog", "eel"])
+    code, result, err = _verified([seed0, "--data", held, "-p", "eel"], tmp_path, capsys)
+    assert code in (0, 1) and result is not None, err
+    assert result["data"]["split"] == "test" and any("--split all judges every one" in n for n in result["notes"])
+
+
+def test_discrete_rows_that_repeat_are_not_refused(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(800, 4)).astype(np.float64)
+    y = (x[:, 0] + x[:, 1] > 2).astype(np.int64)
+    data = _csv(tmp_path / "cat.csv", x, y, ["neg", "pos"])
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "5"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "-p", "pos", "--format", "onnx", "--precision", "fp32",
+                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", data, "-p", "pos"], tmp_path, capsys)
+    assert code in (0, 1) and result is not None, err
+    assert any("cannot be told apart here" in n for n in result["notes"])
 
 
 def _images(root: Path, per_class: int, seed: int) -> Path:
@@ -133,30 +218,16 @@ def _images(root: Path, per_class: int, seed: int) -> Path:
     return root
 
 
-def test_a_held_out_image_folder_is_judged_whole_and_the_training_folder_by_its_files(tmp_path, capsys):
+def test_the_training_folder_is_known_by_its_files_however_prepared(tmp_path, capsys):
     train = _images(tmp_path / "train", 40, seed=0)
     code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", train, "--out", tmp_path / "m.pt", "--epochs", "2"], capsys)
     assert code == 0, err
     code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", train, "-p", "cat", "--format", "onnx", "--precision",
-                            "fp32", "--out", tmp_path / "e"], capsys)
-    assert code == 0, err
+                            "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
     onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
-    fresh = _images(tmp_path / "fresh", 10, seed=1)
-    code, result, err = _verified([onnx_file, "--data", fresh, "-p", "cat"], tmp_path, capsys)
-    assert code in (0, 1) and result is not None, err  # which rows are judged, whatever the verdict on them
-    assert result["data"]["n"] == 20 and result["data"]["split"] == "all"
-    assert any("holds none of the rows model_fp32.onnx was fitted to" in n for n in result["notes"])
-    # the training folder, however its images are prepared, is known by its files' bytes
     code, _, err = run_cli(["verify", onnx_file, "--data", train, "-p", "cat", "--seed", "3", "--normalize", "none"], capsys)
-    one_line_error(code, err, "give the --seed its data was split with (0; this is 3)")
-    # a folder with a copy of one training image among its own is not held out: its seeded test split is judged
-    from toolchain.data import load_data
-    from toolchain.data.samples import row_files
-
-    fitted = load_data(str(train), seed=0)
-    first = Path(row_files(fitted.x_train)[0])
-    shutil.copy(first, fresh / first.parent.name / "copied.png")
-    code, result, err = _verified([onnx_file, "--data", fresh, "-p", "cat"], tmp_path, capsys)
-    assert code in (0, 1) and result is not None, err  # which rows are judged, whatever the verdict on them
-    assert result["data"]["split"] == "test" and result["data"]["n"] < 21
-    assert any("holds rows model_fp32.onnx was fitted to" in n for n in result["notes"])
+    one_line_error(code, err, "give --seed 0, the seed its data was split with, not 3")
+    code, result, err = _verified([onnx_file, "--data", train, "-p", "cat"], tmp_path, capsys)
+    assert code in (0, 1) and result is not None, err
+    assert result["data"]["split"] == "test" and not any("records a sample of" in n for n in result["notes"])

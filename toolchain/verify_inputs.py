@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from toolchain.errors import UserError
 from toolchain.judged_rows import load_rows_for
 from toolchain.recorded import PREPARATION_WORDS, recorded_color, recorded_normalization, recorded_resizing, recorded_value
@@ -68,8 +70,8 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
     if opened is None:  # what the files record of the rows they were fitted to decides which rows are judged
         opened = [(path, *open_artifact(path, req.threads)) for path in req.artifacts]
 
-    def load(split: str) -> dict:
-        return load_rows_for(req.data, split, req.seed, req.label_column, class_names=req.class_names, image_size=image_size,
+    def load(split: str, seed: int) -> dict:
+        return load_rows_for(req.data, split, seed, req.label_column, class_names=req.class_names, image_size=image_size,
                              input_shape=req.input_shape, resize=resize, normalize=normalize, color=color)
 
     rows, said = rows_not_fitted(req, base_n, rows, opened, load)
@@ -77,58 +79,82 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
                       sized_as_recorded=sized_as_recorded, said=said)
 
 
+FITTED_TOLERANCE = 2  # of the 128 sampled rows: real data sets hold a few exact duplicates across their splits
+
+
 def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> tuple[dict, list[str]]:
     """The rows to judge, and what to say of them, from the sample of fitted rows (training and validation) each file
-    records (toolchain.data.seen_sample). Without a baseline or --split: a seeded test split of data that holds none of
-    them is widened to every row (a held-out CSV or folder was judged on 15% of its rows); an x/y .npz that holds them is
+    records (toolchain.data.seen_sample). Without a baseline or --split, an x/y .npz judged whole that holds them is
     narrowed to its seeded test split (compress split it). Rows judged that hold more than a few are refused where the
-    split was cwtool's choice, said where it was the user's: a gate on rows the model learnt says nothing of new ones."""
+    rows were cwtool's choice, said where they were the user's: a gate on rows the model learnt says nothing of new ones.
+    A sample not found changes nothing: the rows may be the fitted ones re-encoded, or the record edited.
+    ``load(split, seed)``: --data's rows of that split."""
     from toolchain.data.rows import is_pool_npz
     from toolchain.data.seen_sample import found_in, read_seen_sample
 
-    samples = [(path, s) for path, s in ((path, read_seen_sample(recorded_value(runner, "seen_rows")))
-                                         for path, runner, _ in opened) if s is not None]
+    samples = [(path, s, _names_for(runner, rows)) for path, s, runner in
+               ((path, read_seen_sample(recorded_value(runner, "seen_rows")), runner) for path, runner, _ in opened)
+               if s is not None]
     if not samples:
         return rows, []
     chosen = req.split == "auto" and base_n is None  # the rows are cwtool's choice, not the user's or a baseline's
     said = []
-    seeded_share = rows["split"] == "test" and rows.get("seed") is not None and isinstance(rows.get("of_rows"), int)
-    if chosen and seeded_share:
-        every = load("all")
-        if all(found_in(s, every["x"], every["y"], every["class_names"]) == 0 for _, s in samples):
-            said.append(f"--data holds none of the rows {_files(samples)} fitted to (of the {len(samples[0][1]['sample'])} "
-                        f"{'each records' if len(samples) > 1 else 'it records'} a sample of): held out, every row is judged "
-                        "(--split test judges the seeded test split compress would have drawn)")
-            return every, said
+
+    def fitted(rows: dict, sample, names) -> int:
+        found = found_in(sample, rows["x"], rows["y"], names)
+        return 0 if found is None or found[2] > 0.01 else found[0]  # rows that repeat often cannot tell fitted from fresh
+
+    if chosen and rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data) \
+            and any(fitted(rows, s, names) > FITTED_TOLERANCE for _, s, names in samples):
+        rows = load("test", req.seed)
         said.append(f"--data holds rows {_files(samples)} fitted to: its seeded test split (seed {req.seed}) is judged, as "
-                    "compress split it")
-    elif chosen and rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data):
-        if any(found_in(s, rows["x"], rows["y"], rows["class_names"]) for _, s in samples):
-            rows = load("test")
-            said.append(f"--data holds rows {_files(samples)} fitted to: its seeded test split (seed {req.seed}) is judged, as "
-                        "compress split it (--split all judges every row)")
-    for path, sample in samples:
-        found = found_in(sample, rows["x"], rows["y"], rows["class_names"])
-        if not found:
+                    "compress splits it; --split all judges every row")
+    seeds = sorted({s["seed"] for _, s, _ in samples if s.get("seed") is not None})
+    for path, sample, names in samples:
+        found = found_in(sample, rows["x"], rows["y"], names)
+        if not found or not found[0]:
             continue
-        n = len(sample["sample"])
-        what = (f"{found} of the {n} rows {Path(path).name} records a sample of from the rows it was trained and validated "
-                f"on are among the {len(rows['y']):,} rows judged ({rows['split']} split of {rows['name']})")
-        if found <= max(2, n // 50):  # real data sets hold a few exact duplicates across their splits
+        count, sampled, repeats = found
+        what = (f"{count} of the {sampled} rows {Path(path).name} records a sample of from its training and validation rows "
+                f"are among the {len(rows['y']):,} rows judged (the {rows['split']} split of {rows['name']})")
+        if repeats > 0.01:
+            said.append(f"{what}, but {repeats:.0%} of these rows repeat another: equal rows may be other samples, so fitted "
+                        "rows cannot be told apart here")
+            continue
+        if count <= FITTED_TOLERANCE:
             said.append(f"{what}: a few exact duplicates across splits are common; more would void the gate")
             continue
-        seed = sample.get("seed")
-        fix = (f"give the --seed its data was split with ({seed}; this is {req.seed})" if rows.get("seed") is not None
-               and seed is not None and seed != req.seed else "give rows it was not fitted to")
+        fix = "give rows it was not fitted to"
+        if len(seeds) > 1:
+            fix = f"the files were made from splits of seeds {', '.join(map(str, seeds))}: verify each with its own --seed"
+        elif rows.get("seed") is not None and sample.get("seed") not in (None, req.seed):
+            other = load(rows["split"], sample["seed"])  # advised only where that seed's split holds none of them
+            if fitted(other, sample, names) <= FITTED_TOLERANCE:
+                fix = f"give --seed {sample['seed']}, the seed its data was split with, not {req.seed}"
         if chosen:
             raise UserError(f"{what}: a gate on rows the model was fitted to says nothing of new rows; {fix}")
-        said.append(f"{what}: its FN here are optimistic ({fix})")
+        said.append(f"{what}: its FN here are optimistic; {fix}")
     return rows, said
+
+
+def _names_for(runner, rows: dict) -> list[str] | None:
+    """The class names a row's fingerprint takes: the data's own, or where it only numbers its classes, those the file
+    records (a CSV labelled 0/1/2 holds the rows of one labelled cat/dog/eel)."""
+    from toolchain.evaluate import declared_names
+
+    declared = declared_names(rows["class_names"])
+    if declared is not None:
+        return declared
+    recorded = recorded_value(runner, "class_names")
+    top = int(np.max(rows["y"])) + 1 if len(rows["y"]) else 0
+    if isinstance(recorded, list) and top <= len(recorded) <= 100_000 and all(isinstance(n, str) for n in recorded):
+        return recorded
+    return rows["class_names"]
 
 
 def _files(samples) -> str:
     """Who was fitted to the rows, in words: "model.onnx was" or "the files were"."""
-    names = [Path(path).name for path, _ in samples]
+    names = [Path(path).name for path, _, _ in samples]
     return f"{names[0]} was" if len(names) == 1 else "the files were"
 
 

@@ -1,12 +1,12 @@
 """A sample of the rows an exported file's model was fitted to (its training and validation rows), carried in the file's
-metadata so that `cwtool verify` can tell rows it may judge from rows it may not: a held-out set holds none of them and is
-judged whole; the data compress split holds them all and is judged on its seeded test split; a test split drawn with
-another seed holds some, and a gate on them would pass a model on rows it learnt. numpy only.
+metadata so that `cwtool verify` can refuse to judge rows the model learnt: a test split drawn with another seed than
+compress's holds some, and a gate on them passes a model on its own training rows. Only found rows count: a sample not
+found decides nothing (the rows may be the same ones, re-encoded or renamed; the record may be edited). numpy only.
 
 A row is known by what does not depend on how it is prepared for the model: an image file by its bytes, a feature row by
 its float32 values, each with its class's name (a held-out file may number its classes otherwise). 128 rows of 32 bits
-(684 bytes in a file): a set holding 5% of the fitted rows is found with probability 99.9% (2%: 92%), the whole data
-set or a test split drawn with another seed surely; a fresh row matches one by chance with probability 3e-8."""
+(684 bytes in a file): a test split drawn with another seed holds about 19 of them; a fresh row matches one by chance
+with probability 3e-8."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from toolchain.data.samples import batches, row_files
 __all__ = ["SAMPLE_ROWS", "seen_sample", "read_seen_sample", "found_in"]
 
 SAMPLE_ROWS = 128
-MAX_SAMPLE_ROWS = 4096  # a record read from a file says how many it holds: more is not one cwtool wrote
+MAX_SAMPLE_ROWS = SAMPLE_ROWS  # a record read from a file holding more is not one cwtool wrote
 
 
 def _fingerprints(x, y: np.ndarray, class_names, index=None) -> tuple[str, np.ndarray]:
@@ -96,7 +96,7 @@ def read_seen_sample(value) -> dict | None:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError):
         return None
-    if not raw or len(raw) % 4:
+    if not raw or len(raw) % 4 or len(raw) > 4 * MAX_SAMPLE_ROWS:
         return None
     rows, seed = value.get("rows"), value.get("seed")
     whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63  # noqa: E731
@@ -104,11 +104,15 @@ def read_seen_sample(value) -> dict | None:
             "sample": np.frombuffer(raw, dtype="<u4")}
 
 
-def found_in(record: dict, x, y: np.ndarray, class_names) -> int | None:
-    """How many of ``record``'s sampled rows (read_seen_sample's) are among the rows ``x``, ``y``; None where the rows are
-    of another kind than the sample's (image files against arrays): they cannot be matched."""
+def found_in(record: dict, x, y: np.ndarray, class_names) -> tuple[int, int, float] | None:
+    """(how many of ``record``'s distinct sampled rows are among the rows ``x``, ``y``; how many distinct rows it samples;
+    the share of these rows that repeat another of them), or None where the rows are of another kind than the sample's
+    (image files against arrays): they cannot be matched. Where rows repeat often (a few discrete features), a held-out
+    row can equal a fitted one without being it: the caller cannot tell the two apart."""
     is_files = row_files(x) is not None
     if (record["kind"] == "files") != is_files:
         return None
     _, here = _fingerprints(x, y, class_names)
-    return int(np.isin(record["sample"], here).sum())
+    sampled = np.unique(record["sample"])
+    repeats = 1.0 - len(np.unique(here)) / len(here) if len(here) else 0.0
+    return int(np.isin(sampled, here).sum()), int(len(sampled)), float(repeats)
