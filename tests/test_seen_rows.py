@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from clirun import one_line_error, run_cli
-from toolchain.data.seen_sample import SAMPLE_ROWS, found_in, read_seen_sample, seen_sample
+from toolchain.data.seen_sample import SAMPLE_ROWS, fingerprints, fitted_counts, read_seen_sample, seen_sample
 
 
 def _verified(args, tmp_path, capsys) -> tuple[int, dict | None, str]:
@@ -21,6 +21,10 @@ def _verified(args, tmp_path, capsys) -> tuple[int, dict | None, str]:
     out.unlink(missing_ok=True)
     code, _, err = run_cli(["verify", *args, "--json", out], capsys)
     return code, json.loads(out.read_text()) if out.exists() else None, err
+
+
+def found_in(record, x, y, names, every=None) -> dict:
+    return fitted_counts(record, fingerprints(x, y, names), None if every is None else fingerprints(*every, names))
 
 
 def _sample(x, y, names, seed=0):
@@ -32,22 +36,34 @@ def test_the_sample_finds_its_rows_by_class_name_and_not_others():
     x, y = rng.normal(size=(500, 6)).astype(np.float32), rng.integers(0, 3, 500)
     record = _sample(x, y, ["a", "b", "c"])
     assert len(record["sample"]) == SAMPLE_ROWS and record["kind"] == "rows" and record["rows"] == 500
-    assert found_in(record, x, y, ["a", "b", "c"]) == (SAMPLE_ROWS, SAMPLE_ROWS, 0.0)
+    assert found_in(record, x, y, ["a", "b", "c"]) == {"sampled": SAMPLE_ROWS, "judged": SAMPLE_ROWS,
+                                                      "only_judged": SAMPLE_ROWS, "elsewhere": 0, "repeats": 0.0}
     # a file that numbers its classes otherwise holds the same rows
-    assert found_in(record, x, 2 - y, ["c", "b", "a"])[0] == SAMPLE_ROWS
+    assert found_in(record, x, 2 - y, ["c", "b", "a"])["judged"] == SAMPLE_ROWS
     # the same values under another class are another row; fresh rows are none of them
-    assert found_in(record, x, (y + 1) % 3, ["a", "b", "c"])[0] == 0
-    assert found_in(record, rng.normal(size=(500, 6)).astype(np.float32), y, ["a", "b", "c"])[0] == 0
-    # a test split drawn with another seed holds its share of them
-    assert 10 <= found_in(record, x[:100], y[:100], ["a", "b", "c"])[0] <= 45
+    assert found_in(record, x, (y + 1) % 3, ["a", "b", "c"])["judged"] == 0
+    assert found_in(record, rng.normal(size=(500, 6)).astype(np.float32), y, ["a", "b", "c"])["judged"] == 0
+    # a split of these rows holds its share of them, found nowhere else in the data
+    part = found_in(record, x[:100], y[:100], ["a", "b", "c"], every=(x, y))
+    assert 10 <= part["judged"] == part["only_judged"] <= 45 and part["elsewhere"] == SAMPLE_ROWS - part["judged"]
+
+
+def test_a_twin_in_another_split_is_not_a_row_found_only_there():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(500, 6)).astype(np.float32), rng.integers(0, 3, 500)
+    record = _sample(x[:400], y[:400], ["a", "b", "c"])  # fitted: the first 400
+    test_x, test_y = np.concatenate([x[400:], x[:30]]), np.concatenate([y[400:], y[:30]])  # 30 twins of fitted rows
+    every = (np.concatenate([x[:400], test_x]), np.concatenate([y[:400], test_y]))
+    found = found_in(record, test_x, test_y, ["a", "b", "c"], every=every)
+    assert found["judged"] > 0 and found["only_judged"] == 0 and found["elsewhere"] == SAMPLE_ROWS
 
 
 def test_rows_that_repeat_are_counted_once_and_said_to_repeat():
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 2, size=(800, 3)).astype(np.float32), rng.integers(0, 2, 800)  # 16 distinct rows
     record = _sample(x, y, ["a", "b"])
-    count, sampled, repeats = found_in(record, x[:45], y[:45], ["a", "b"])
-    assert count <= sampled <= 16 and count <= 45 and repeats > 0.5
+    found = found_in(record, x[:45], y[:45], ["a", "b"])
+    assert found["judged"] <= found["sampled"] <= 16 and found["judged"] <= 45 and found["repeats"] > 0.5
 
 
 @pytest.mark.parametrize("value", [None, "x", [], {"kind": "rows"}, {"kind": "other", "sample": "AAAAAA=="},
@@ -78,7 +94,15 @@ def exported(trained_digits, tmp_path_factory):
         main(["export", str(trained_digits[0]), "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "fp32",
               "--out", str(out)])
     assert exc.value.code == 0
+    _DENSE[out / "artifacts" / "model_fp32.onnx"] = trained_digits[0]
     return out / "artifacts" / "model_fp32.onnx", load_data("digits", seed=0)
+
+
+_DENSE: dict = {}  # an exported file -> the checkpoint it was exported from
+
+
+def trained_digits_path(exported_file) -> Path:
+    return _DENSE[exported_file]
 
 
 def test_the_exported_file_records_a_sample_of_its_training_and_validation_rows(exported):
@@ -90,8 +114,8 @@ def test_the_exported_file_records_a_sample_of_its_training_and_validation_rows(
     assert record["seed"] == 0 and record["rows"] == len(data.y_train) + len(data.split("val")[1])
     x_fit = np.concatenate([data.x_train, data.split("val")[0]])
     y_fit = np.concatenate([data.y_train, data.split("val")[1]])
-    assert found_in(record, x_fit, y_fit, data.class_names)[0] == SAMPLE_ROWS
-    assert found_in(record, *data.split("test"), data.class_names)[0] == 0
+    assert found_in(record, x_fit, y_fit, data.class_names)["judged"] == SAMPLE_ROWS
+    assert found_in(record, *data.split("test"), data.class_names)["judged"] == 0
 
 
 def test_verify_judges_the_seeded_test_split_of_the_data_the_file_was_fitted_to(exported, tmp_path, capsys):
@@ -127,7 +151,17 @@ def test_an_npz_of_every_row_is_narrowed_to_its_test_split_and_refused_a_held_ou
     x_all, y_all = data.split("all")
     np.savez(tmp_path / "pool.npz", x=x_all, y=y_all)
     code, _, err = run_cli(["verify", path, "--data", tmp_path / "pool.npz", "-p", "3"], capsys)
-    one_line_error(code, err, "records a sample of", "rows judged (the test split of pool.npz)", "give rows it was not fitted to")
+    one_line_error(code, err, "128 of the 128 rows", "rows judged (every row of pool.npz): about 85% of the rows judged are rows it "
+                   "was trained or tuned on", "give rows it was not trained or tuned on")
+    # the pool a file was exported from: narrowed to the test split drawn from it
+    code, _, err = run_cli(["export", trained_digits_path(path), "--data", tmp_path / "pool.npz", "-p", "3", "--format", "onnx",
+                            "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", tmp_path / "pool.npz", "-p", "3"],
+                                  tmp_path, capsys)
+    assert code in (0, 1) and result is not None, err
+    assert result["data"]["split"] == "test" and result["data"]["n"] < len(y_all) // 5
+    assert any("--data is the pool model_fp32.onnx split" in n for n in result["notes"])
 
 
 def _csv(path: Path, x: np.ndarray, y: np.ndarray, names) -> Path:
@@ -203,7 +237,14 @@ def test_discrete_rows_that_repeat_are_not_refused(tmp_path, capsys):
     assert code in (0, 1), err
     code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", data, "-p", "pos"], tmp_path, capsys)
     assert code in (0, 1) and result is not None, err
-    assert any("cannot be told apart here" in n for n in result["notes"])
+    assert any("a twin across splits, not a row it learnt" in n for n in result["notes"])
+    # fresh draws of the same few values, as an x/y .npz judged whole: nothing else to tell twins by, so nothing refused
+    fresh = rng.integers(0, 3, size=(300, 4)).astype(np.float32)
+    np.savez(tmp_path / "fresh.npz", x=fresh, y=(fresh[:, 0] + fresh[:, 1] > 2).astype(np.int64), class_names=np.array(["neg", "pos"]))
+    code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", tmp_path / "fresh.npz", "-p", "pos"],
+                                  tmp_path, capsys)
+    assert code in (0, 1) and result is not None, err
+    assert result["data"]["n"] == 300 and any("cannot be told apart here" in n for n in result["notes"])
 
 
 def _images(root: Path, per_class: int, seed: int) -> Path:
@@ -231,3 +272,43 @@ def test_the_training_folder_is_known_by_its_files_however_prepared(tmp_path, ca
     code, result, err = _verified([onnx_file, "--data", train, "-p", "cat"], tmp_path, capsys)
     assert code in (0, 1) and result is not None, err
     assert result["data"]["split"] == "test" and not any("records a sample of" in n for n in result["notes"])
+
+
+def test_twins_across_the_splits_compress_drew_are_not_refused(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4))
+    twins = rng.choice(600, 60, replace=False)  # a tenth of the rows recorded twice
+    x = np.concatenate([x, x[twins]])
+    y = (x[:, 0] > 0.2).astype(np.int64)
+    data = _csv(tmp_path / "twins.csv", x, y, ["neg", "pos"])
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "5"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "-p", "pos", "--format", "onnx", "--precision", "fp32",
+                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    code, result, err = _verified([onnx_file, "--data", data, "-p", "pos"], tmp_path, capsys)
+    assert code in (0, 1) and result is not None, err
+    assert result["data"]["split"] == "test"
+    code, _, err = run_cli(["verify", onnx_file, "--data", data, "-p", "pos", "--seed", "4"], capsys)
+    one_line_error(code, err, "give --seed 0, the seed its data was split with, not 4")
+
+
+def test_a_tiny_set_whose_sample_is_every_fitted_row_refuses_one_found(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4))
+    y = (x[:, 0] > 0).astype(np.int64)
+    data = _csv(tmp_path / "tiny.csv", x, y, ["neg", "pos"])
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "5"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "-p", "pos", "--format", "onnx", "--precision", "fp32",
+                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    refused = 0
+    for seed in range(1, 6):
+        code, _, err = run_cli(["verify", onnx_file, "--data", data, "-p", "pos", "--seed", seed], capsys)
+        if code == 2:
+            one_line_error(code, err, "of the rows judged are rows it was trained or tuned on")
+            refused += 1
+    assert refused >= 4  # a 6-row test split drawn with another seed holds one or more of the 34 fitted rows

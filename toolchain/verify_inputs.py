@@ -25,7 +25,8 @@ class VerifyRows:
     resize: int | None
     image_size: tuple[int, int] | None
     sized_as_recorded: bool  # an image folder sized as the artifacts record, not by --resize or --image-size
-    said: list  # notes on which rows are judged, and why
+    said: list  # notes on the rows judged: rows the files' models were trained or tuned on among them
+    narrowed: bool  # an x/y .npz, the pool compress split, narrowed to its seeded test split
 
 
 def load_verify_rows(req, base_n: int | None) -> VerifyRows:
@@ -74,67 +75,108 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
         return load_rows_for(req.data, split, seed, req.label_column, class_names=req.class_names, image_size=image_size,
                              input_shape=req.input_shape, resize=resize, normalize=normalize, color=color)
 
-    rows, said = rows_not_fitted(req, base_n, rows, opened, load)
-    return VerifyRows(rows=rows, opened=opened, normalize=normalize, resize=resize, image_size=image_size,
-                      sized_as_recorded=sized_as_recorded, said=said)
+    judged, said = rows_not_fitted(req, base_n, rows, opened, load)
+    return VerifyRows(rows=judged, opened=opened, normalize=normalize, resize=resize, image_size=image_size,
+                      sized_as_recorded=sized_as_recorded, said=said, narrowed=judged is not rows)
 
 
-FITTED_TOLERANCE = 2  # of the 128 sampled rows: real data sets hold a few exact duplicates across their splits
+FITTED_TOLERANCE = 2  # sampled rows: a held-out set may hold a twin or two of a fitted row by chance
+FITTED_SHARE = 0.10  # refused where about a tenth or more of the rows judged are rows the model was trained or tuned on
 
 
 def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> tuple[dict, list[str]]:
-    """The rows to judge, and what to say of them, from the sample of fitted rows (training and validation) each file
-    records (toolchain.data.seen_sample). Without a baseline or --split, an x/y .npz judged whole that holds them is
-    narrowed to its seeded test split (compress split it). Rows judged that hold more than a few are refused where the
-    rows were cwtool's choice, said where they were the user's: a gate on rows the model learnt says nothing of new ones.
-    A sample not found changes nothing: the rows may be the fitted ones re-encoded, or the record edited.
+    """The rows to judge, and what to say of them, from the sample of rows each file's model was trained or tuned on
+    (toolchain.data.seen_sample). A fitted row counts where it is among the rows judged and nowhere else in --data: the
+    split compress drew holds each fitted row outside its test split, so a twin across splits is no fitted row. Where the
+    rows judged are an estimated tenth or more such rows, verify refuses if the rows were its own choice (no --split, no
+    baseline), says so otherwise. An x/y .npz judged whole that is the pool compress split is narrowed to its seeded
+    test split. A sample not found changes nothing: the rows may be the fitted ones re-encoded, or the record edited.
     ``load(split, seed)``: --data's rows of that split."""
     from toolchain.data.rows import is_pool_npz
-    from toolchain.data.seen_sample import found_in, read_seen_sample
+    from toolchain.data.seen_sample import fingerprints, fitted_counts, read_seen_sample
 
-    samples = [(path, s, _names_for(runner, rows)) for path, s, runner in
-               ((path, read_seen_sample(recorded_value(runner, "seen_rows")), runner) for path, runner, _ in opened)
-               if s is not None]
+    shown = distinct_names([path for path, _, _ in opened])
+    samples = [(name, sample, _names_for(runner, rows)) for (path, runner, _), name in zip(opened, shown)
+               if (sample := read_seen_sample(recorded_value(runner, "seen_rows"))) is not None]
     if not samples:
         return rows, []
     chosen = req.split == "auto" and base_n is None  # the rows are cwtool's choice, not the user's or a baseline's
-    said = []
+    printed: dict = {}  # fingerprints of a set of rows under a list of class names, computed once for every file
 
-    def fitted(rows: dict, sample, names) -> int:
-        found = found_in(sample, rows["x"], rows["y"], names)
-        return 0 if found is None or found[2] > 0.01 else found[0]  # rows that repeat often cannot tell fitted from fresh
+    def counts(sample, names, judged: dict, every: dict | None = None):
+        def prints(these):
+            key = (id(these), tuple(names or []))
+            if key not in printed:
+                printed[key] = fingerprints(these["x"], these["y"], names)
+            return printed[key]
+        return fitted_counts(sample, prints(judged), None if every is None else prints(every))
 
-    if chosen and rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data) \
-            and any(fitted(rows, s, names) > FITTED_TOLERANCE for _, s, names in samples):
-        rows = load("test", req.seed)
-        said.append(f"--data holds rows {_files(samples)} fitted to: its seeded test split (seed {req.seed}) is judged, as "
-                    "compress splits it; --split all judges every row")
+    said, every = [], None
+    if chosen and rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data):
+        found = [(s, names, counts(s, names, rows)) for _, s, names in samples]
+        holding = [(s, names) for s, names, c in found if c and c["judged"] > FITTED_TOLERANCE and c["repeats"] <= 0.01]
+        test = load("test", req.seed) if holding else None
+        fitted_here = None if test is None else test.get("of_rows", len(rows["y"])) - len(test["y"])  # its train and val rows
+        if holding and all(s["rows"] == fitted_here and _drawn_like_compress(counts(s, names, test, rows)) for s, names in holding):
+            rows, every = test, rows
+            said.append(f"--data is the pool {_who(samples)} split: its seeded test split (seed {req.seed}) is judged, as "
+                        "compress split it; --split all judges every row")
+    if rows["split"] != "all" and every is None:
+        every = load("all", req.seed)
     seeds = sorted({s["seed"] for _, s, _ in samples if s.get("seed") is not None})
-    for path, sample, names in samples:
-        found = found_in(sample, rows["x"], rows["y"], names)
-        if not found or not found[0]:
+    for name, sample, names in samples:
+        found = counts(sample, names, rows, every)
+        if not found or not found["judged"]:
             continue
-        count, sampled, repeats = found
-        what = (f"{count} of the {sampled} rows {Path(path).name} records a sample of from its training and validation rows "
-                f"are among the {len(rows['y']):,} rows judged (the {rows['split']} split of {rows['name']})")
-        if repeats > 0.01:
-            said.append(f"{what}, but {repeats:.0%} of these rows repeat another: equal rows may be other samples, so fitted "
-                        "rows cannot be told apart here")
+        what = (f"{found['judged']} of the {found['sampled']} rows {name} records a sample of from its training and "
+                f"validation rows are among the {len(rows['y']):,} rows judged ("
+                + (f"every row of {rows['name']})" if rows["split"] == "all" else f"the {rows['split']} split of {rows['name']})"))
+        if every is None and found["repeats"] > 0.01:  # judged whole: no other rows to tell twins from fitted rows by
+            said.append(f"{what}, but {found['repeats']:.0%} of these rows repeat another: equal rows may be other samples, so "
+                        "rows it was trained or tuned on cannot be told apart here")
             continue
-        if count <= FITTED_TOLERANCE:
-            said.append(f"{what}: a few exact duplicates across splits are common; more would void the gate")
+        fitted, share = found["only_judged"], _fitted_share(sample, found, len(rows["y"]))
+        if not _void(sample, found, share):
+            said.append(f"{what}: " + (f"about {share:.0%} of the rows judged may be rows it was trained or tuned on: its FN here "
+                                       "may be optimistic" if fitted else
+                                       "each is also in another split of --data, a twin across splits, not a row it learnt"))
             continue
-        fix = "give rows it was not fitted to"
+        fix = "give rows it was not trained or tuned on"
         if len(seeds) > 1:
             fix = f"the files were made from splits of seeds {', '.join(map(str, seeds))}: verify each with its own --seed"
         elif rows.get("seed") is not None and sample.get("seed") not in (None, req.seed):
-            other = load(rows["split"], sample["seed"])  # advised only where that seed's split holds none of them
-            if fitted(other, sample, names) <= FITTED_TOLERANCE:
+            other = counts(sample, names, load(rows["split"], sample["seed"]), every)
+            if other is not None and not _void(sample, other, _fitted_share(sample, other, len(rows["y"]))):
                 fix = f"give --seed {sample['seed']}, the seed its data was split with, not {req.seed}"
+        what = f"{what}: about {share:.0%} of the rows judged are rows it was trained or tuned on"
         if chosen:
-            raise UserError(f"{what}: a gate on rows the model was fitted to says nothing of new rows; {fix}")
+            raise UserError(f"{what}, and a gate on them says nothing of new rows; {fix}")
         said.append(f"{what}: its FN here are optimistic; {fix}")
     return rows, said
+
+
+def _fitted_share(sample: dict, found: dict, n_judged: int) -> float:
+    """The estimated share of the rows judged that the model was trained or tuned on: each sampled row found only there
+    stands for rows/sampled of them."""
+    per_sampled = (sample["rows"] or found["sampled"]) / max(found["sampled"], 1)
+    return min(1.0, found["only_judged"] * per_sampled / max(n_judged, 1))
+
+
+def _void(sample: dict, found: dict, share: float) -> bool:
+    """Whether the rows judged hold enough rows the model was trained or tuned on to void a gate: a tenth or more, found
+    beyond chance twins (or, where the sample is every such row, found at all)."""
+    every_fitted = sample["rows"] is not None and found["sampled"] >= sample["rows"]
+    return share >= FITTED_SHARE and (found["only_judged"] > FITTED_TOLERANCE or (every_fitted and found["only_judged"] > 0))
+
+
+def _drawn_like_compress(found: dict | None) -> bool:
+    """Whether a split holds the sampled rows as compress's split of that data does: each outside the rows judged."""
+    return found is not None and found["only_judged"] <= FITTED_TOLERANCE and found["elsewhere"] >= found["sampled"] - FITTED_TOLERANCE
+
+
+def _who(samples) -> str:
+    """Whose rows, in words: "model.onnx" or "the files"."""
+    return samples[0][0] if len(samples) == 1 else "the files"
 
 
 def _names_for(runner, rows: dict) -> list[str] | None:
@@ -150,12 +192,6 @@ def _names_for(runner, rows: dict) -> list[str] | None:
     if isinstance(recorded, list) and top <= len(recorded) <= 100_000 and all(isinstance(n, str) for n in recorded):
         return recorded
     return rows["class_names"]
-
-
-def _files(samples) -> str:
-    """Who was fitted to the rows, in words: "model.onnx was" or "the files were"."""
-    names = [Path(path).name for path, _, _ in samples]
-    return f"{names[0]} was" if len(names) == 1 else "the files were"
 
 
 def no_sidecar_hint(opened, data) -> str:

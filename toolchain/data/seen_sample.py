@@ -17,13 +17,13 @@ import numpy as np
 
 from toolchain.data.samples import batches, row_files
 
-__all__ = ["SAMPLE_ROWS", "seen_sample", "read_seen_sample", "found_in"]
+__all__ = ["SAMPLE_ROWS", "fingerprints", "seen_sample", "read_seen_sample", "fitted_counts"]
 
 SAMPLE_ROWS = 128
 MAX_SAMPLE_ROWS = SAMPLE_ROWS  # a record read from a file holding more is not one cwtool wrote
 
 
-def _fingerprints(x, y: np.ndarray, class_names, index=None) -> tuple[str, np.ndarray]:
+def fingerprints(x, y: np.ndarray, class_names, index=None) -> tuple[str, np.ndarray]:
     """("files" or "rows", a 32-bit fingerprint of each row of ``x`` (or of its rows ``index``) with its class name)."""
     from toolchain.provenance import file_sha256
 
@@ -75,7 +75,7 @@ def seen_sample(parts, class_names, seed: int) -> dict | None:
         start += n
         if not len(here):
             continue
-        kind, found = _fingerprints(x, y, class_names, here)
+        kind, found = fingerprints(x, y, class_names, here)
         kinds.add(kind)
         prints.append(found)
     if len(kinds) != 1:
@@ -104,15 +104,29 @@ def read_seen_sample(value) -> dict | None:
             "sample": np.frombuffer(raw, dtype="<u4")}
 
 
-def found_in(record: dict, x, y: np.ndarray, class_names) -> tuple[int, int, float] | None:
-    """(how many of ``record``'s distinct sampled rows are among the rows ``x``, ``y``; how many distinct rows it samples;
-    the share of these rows that repeat another of them), or None where the rows are of another kind than the sample's
-    (image files against arrays): they cannot be matched. Where rows repeat often (a few discrete features), a held-out
-    row can equal a fitted one without being it: the caller cannot tell the two apart."""
-    is_files = row_files(x) is not None
-    if (record["kind"] == "files") != is_files:
+def fitted_counts(record: dict, judged: tuple[str, np.ndarray], every: tuple[str, np.ndarray] | None = None) -> dict | None:
+    """How ``record``'s sampled rows (read_seen_sample's) lie among the rows judged and the data they were drawn from.
+    ``judged``, ``every``: (kind, fingerprints) of the rows judged and of every row of their data (None: the rows judged
+    are every row). {"sampled": distinct sampled rows, "judged": of them among the rows judged, "only_judged": among the
+    rows judged and nowhere else in the data (a row's twin in another split does not count: the same data split as
+    compress split it holds each fitted row outside the rows judged), "elsewhere": among the data's other rows, "repeats": the share of the rows judged that
+    repeat another of them}. None where the rows are of another kind than the sample's (image files against arrays)."""
+    if judged[0] != record["kind"] or (every is not None and every[0] != record["kind"]):
         return None
-    _, here = _fingerprints(x, y, class_names)
     sampled = np.unique(record["sample"])
+    here = judged[1]
+    in_judged = _occurrences(sampled, here)
+    in_every = in_judged if every is None else _occurrences(sampled, every[1])
     repeats = 1.0 - len(np.unique(here)) / len(here) if len(here) else 0.0
-    return int(np.isin(sampled, here).sum()), int(len(sampled)), float(repeats)
+    return {"sampled": int(len(sampled)), "judged": int((in_judged > 0).sum()),
+            "only_judged": int(((in_judged > 0) & (in_every <= in_judged)).sum()),
+            "elsewhere": int((in_every > in_judged).sum()), "repeats": float(repeats)}
+
+
+def _occurrences(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """How often each of the sorted, distinct ``keys`` occurs in ``values``."""
+    found, counts = np.unique(values, return_counts=True)
+    if not len(found):
+        return np.zeros(len(keys), dtype=np.int64)
+    at = np.minimum(np.searchsorted(found, keys), len(found) - 1)
+    return np.where(found[at] == keys, counts[at], 0)
