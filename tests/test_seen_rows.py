@@ -37,7 +37,8 @@ def test_the_sample_finds_its_rows_by_class_name_and_not_others():
     record = _sample(x, y, ["a", "b", "c"])
     assert len(record["sample"]) == SAMPLE_ROWS and record["kind"] == "rows" and record["rows"] == 500
     assert found_in(record, x, y, ["a", "b", "c"]) == {"sampled": SAMPLE_ROWS, "judged": SAMPLE_ROWS,
-                                                      "only_judged": SAMPLE_ROWS, "elsewhere": 0, "repeats": 0.0}
+                                                      "only_judged": SAMPLE_ROWS, "elsewhere": 0, "in_data": SAMPLE_ROWS,
+                                                      "repeats": 0.0}
     # a file that numbers its classes otherwise holds the same rows
     assert found_in(record, x, 2 - y, ["c", "b", "a"])["judged"] == SAMPLE_ROWS
     # the same values under another class are another row; fresh rows are none of them
@@ -237,7 +238,7 @@ def test_discrete_rows_that_repeat_are_not_refused(tmp_path, capsys):
     assert code in (0, 1), err
     code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", data, "-p", "pos"], tmp_path, capsys)
     assert code in (0, 1) and result is not None, err
-    assert any("a twin across splits, not a row it learnt" in n for n in result["notes"])
+    assert any("cannot be told apart here" in n for n in result["notes"])
     # fresh draws of the same few values, as an x/y .npz judged whole: nothing else to tell twins by, so nothing refused
     fresh = rng.integers(0, 3, size=(300, 4)).astype(np.float32)
     np.savez(tmp_path / "fresh.npz", x=fresh, y=(fresh[:, 0] + fresh[:, 1] > 2).astype(np.int64), class_names=np.array(["neg", "pos"]))
@@ -312,3 +313,64 @@ def test_a_tiny_set_whose_sample_is_every_fitted_row_refuses_one_found(tmp_path,
             one_line_error(code, err, "of the rows judged are rows it was trained or tuned on")
             refused += 1
     assert refused >= 4  # a 6-row test split drawn with another seed holds one or more of the 34 fitted rows
+
+
+def test_a_held_out_csv_sharing_a_few_twins_with_the_training_rows_is_not_refused(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=(160, 4)), 4)
+    y = (x[:, 0] > 0).astype(np.int64)
+    train = _csv(tmp_path / "train.csv", x[:100], y[:100], ["neg", "pos"])
+    held_x = np.concatenate([x[100:], x[:6]])  # 60 fresh rows and 6 that equal training rows (about 9%)
+    held = _csv(tmp_path / "held.csv", held_x, np.concatenate([y[100:], y[:6]]), ["neg", "pos"])
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", train, "--out", tmp_path / "m.pt", "--epochs", "5"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", train, "-p", "pos", "--format", "onnx", "--precision", "fp32",
+                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    for seed in range(6):  # whichever of them lands in the judged split, the file is no training data
+        code, result, err = _verified([onnx_file, "--data", held, "-p", "pos", "--seed", seed], tmp_path, capsys)
+        assert code in (0, 1) and result is not None, err
+
+
+def test_a_class_order_problem_is_named_before_fitted_rows(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    y = (x[:, 0] > 0).astype(np.int64)
+    data = _csv(tmp_path / "rows.csv", x, y, ["yes", "no"])
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--class-names", "yes,no", "--out", tmp_path / "m.pt",
+                            "--epochs", "5"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "--class-names", "yes,no", "-p", "yes", "--format",
+                            "onnx", "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    code, _, err = run_cli(["verify", tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", data, "-p", "yes", "--seed",
+                            "4"], capsys)
+    one_line_error(code, err, "--class-names")
+
+
+def test_a_pool_split_with_another_seed_is_told_the_seed(exported, tmp_path, capsys):
+    path, data = exported
+    x_all, y_all = data.split("all")
+    np.savez(tmp_path / "pool.npz", x=x_all, y=y_all)
+    code, _, err = run_cli(["export", trained_digits_path(path), "--data", tmp_path / "pool.npz", "-p", "3", "--seed", "5",
+                            "--format", "onnx", "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    code, _, err = run_cli(["verify", onnx_file, "--data", tmp_path / "pool.npz", "-p", "3"], capsys)
+    one_line_error(code, err, "give --seed 5, the seed its data was split with, not 0")
+    code, result, err = _verified([onnx_file, "--data", tmp_path / "pool.npz", "-p", "3", "--seed", "5"], tmp_path, capsys)
+    assert code in (0, 1) and result["data"]["split"] == "test", err
+
+
+def test_a_held_out_folder_with_an_entry_left_out_is_judged_as_before(tmp_path, capsys):
+    train = _images(tmp_path / "train", 30, seed=0)
+    held = _images(tmp_path / "held", 20, seed=1)
+    (held / "cat" / "zz_missing.png").symlink_to(tmp_path / "gone.png")  # a git-annex checkout's unfetched file
+    code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", train, "--out", tmp_path / "m.pt", "--epochs", "1"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", train, "-p", "cat", "--format", "onnx", "--precision",
+                            "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1), err
+    code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", held, "-p", "cat"], tmp_path, capsys)
+    assert code in (0, 1) and result is not None, err

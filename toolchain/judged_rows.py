@@ -78,7 +78,8 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     prepared = {} if str(data).strip().lower().endswith(".npz") else {"preprocessing": dataset.preprocessing.to_dict()}
     return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name,
             "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note,
-            **prepared, **({"of_rows": pooled} if used != "all" and pooled > len(y) else {})}
+            **prepared, **({"of_rows": pooled} if used != "all" and pooled > len(y) else {}),
+            "every_row": lambda: dict(zip(("x", "y"), dataset.split("all")))}  # the rows these were drawn from, read once asked
 
 
 def _seeded_test_split_of(data: str, seed: int, class_names, input_shape, baseline_n: int):

@@ -82,22 +82,28 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
 
 FITTED_TOLERANCE = 2  # sampled rows: a held-out set may hold a twin or two of a fitted row by chance
 FITTED_SHARE = 0.10  # refused where about a tenth or more of the rows judged are rows the model was trained or tuned on
+HOLDS_FITTED = 0.5  # --data holds half or more of the sampled rows: it is, or holds, the data the model was fitted to
+MAX_REPEATS = 0.2  # where more of --data's rows repeat another (a few discrete features), fresh rows equal fitted ones
+MOSTLY_FITTED = 0.5  # rows judged estimated half or more fitted rows: refused even where --data holds few of them, if
+# its rows are all but distinct (fresh rows of a few discrete features equal fitted ones by chance)
 
 
 def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> tuple[dict, list[str]]:
     """The rows to judge, and what to say of them, from the sample of rows each file's model was trained or tuned on
-    (toolchain.data.seen_sample). A fitted row counts where it is among the rows judged and nowhere else in --data: the
-    split compress drew holds each fitted row outside its test split, so a twin across splits is no fitted row. Where the
-    rows judged are an estimated tenth or more such rows, verify refuses if the rows were its own choice (no --split, no
-    baseline), says so otherwise. An x/y .npz judged whole that is the pool compress split is narrowed to its seeded
-    test split. A sample not found changes nothing: the rows may be the fitted ones re-encoded, or the record edited.
-    ``load(split, seed)``: --data's rows of that split."""
+    (toolchain.data.seen_sample). Refused, where the rows were verify's own choice (no --split, no baseline), only on
+    evidence: the rows judged are an estimated tenth or more rows that are nowhere else in --data (the split compress
+    drew holds each fitted row outside its test split: a twin across splits is no fitted row), and either --data holds
+    most of the sampled rows (it is the data the model was fitted to, not a held-out set that shares a few twins with
+    it) or the rows judged are estimated half such rows and --data's rows are all but distinct. Else a note. An x/y .npz judged whole that is the pool compress split is narrowed to its seeded test split. A sample not
+    found changes nothing: the rows may be the fitted ones re-encoded, or the record edited. ``load(split, seed)``:
+    --data's rows of that split."""
     from toolchain.data.rows import is_pool_npz
     from toolchain.data.seen_sample import fingerprints, fitted_counts, read_seen_sample
 
     shown = distinct_names([path for path, _, _ in opened])
     samples = [(name, sample, _names_for(runner, rows)) for (path, runner, _), name in zip(opened, shown)
-               if (sample := read_seen_sample(recorded_value(runner, "seen_rows"))) is not None]
+               if (sample := read_seen_sample(recorded_value(runner, "seen_rows"))) is not None
+               and not _ordered_otherwise(runner, rows)]  # the class-order refusal names the cause: let it speak
     if not samples:
         return rows, []
     chosen = req.split == "auto" and base_n is None  # the rows are cwtool's choice, not the user's or a baseline's
@@ -111,18 +117,25 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
             return printed[key]
         return fitted_counts(sample, prints(judged), None if every is None else prints(every))
 
+    def loaded(split: str, seed: int) -> dict | None:
+        try:
+            return load(split, seed)
+        except UserError:  # a split cwtool cannot draw from --data (a class of two rows): not one to advise or narrow to
+            return None
+
     said, every = [], None
-    if chosen and rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data):
-        found = [(s, names, counts(s, names, rows)) for _, s, names in samples]
-        holding = [(s, names) for s, names, c in found if c and c["judged"] > FITTED_TOLERANCE and c["repeats"] <= 0.01]
-        test = load("test", req.seed) if holding else None
+    whole_pool = rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data)
+    if chosen and whole_pool:
+        holding = [(s, names) for _, s, names in samples if _fitted_data(counts(s, names, rows))]
+        test = loaded("test", req.seed) if holding else None
         fitted_here = None if test is None else test.get("of_rows", len(rows["y"])) - len(test["y"])  # its train and val rows
-        if holding and all(s["rows"] == fitted_here and _drawn_like_compress(counts(s, names, test, rows)) for s, names in holding):
+        if test is not None and all(s["rows"] == fitted_here and _drawn_like_compress(counts(s, names, test, rows))
+                                    for s, names in holding):
             rows, every = test, rows
             said.append(f"--data is the pool {_who(samples)} split: its seeded test split (seed {req.seed}) is judged, as "
                         "compress split it; --split all judges every row")
     if rows["split"] != "all" and every is None:
-        every = load("all", req.seed)
+        every = rows["every_row"]() if callable(rows.get("every_row")) else load("all", req.seed)
     seeds = sorted({s["seed"] for _, s, _ in samples if s.get("seed") is not None})
     for name, sample, names in samples:
         found = counts(sample, names, rows, every)
@@ -131,28 +144,54 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
         what = (f"{found['judged']} of the {found['sampled']} rows {name} records a sample of from its training and "
                 f"validation rows are among the {len(rows['y']):,} rows judged ("
                 + (f"every row of {rows['name']})" if rows["split"] == "all" else f"the {rows['split']} split of {rows['name']})"))
-        if every is None and found["repeats"] > 0.01:  # judged whole: no other rows to tell twins from fitted rows by
-            said.append(f"{what}, but {found['repeats']:.0%} of these rows repeat another: equal rows may be other samples, so "
-                        "rows it was trained or tuned on cannot be told apart here")
+        if found["repeats"] > MAX_REPEATS:
+            said.append(f"{what}, but {found['repeats']:.0%} of --data's rows repeat another: equal rows may be other samples, "
+                        "so rows it was trained or tuned on cannot be told apart here")
             continue
-        fitted, share = found["only_judged"], _fitted_share(sample, found, len(rows["y"]))
-        if not _void(sample, found, share):
+        share = _fitted_share(sample, found, len(rows["y"]))
+        mostly = share >= MOSTLY_FITTED and found["repeats"] <= 0.01  # rows all but distinct: equal ones were copied
+        if not ((_fitted_data(found) or mostly) and _void(sample, found, share)):
             said.append(f"{what}: " + (f"about {share:.0%} of the rows judged may be rows it was trained or tuned on: its FN here "
-                                       "may be optimistic" if fitted else
+                                       "may be optimistic" if found["only_judged"] else
                                        "each is also in another split of --data, a twin across splits, not a row it learnt"))
             continue
         fix = "give rows it was not trained or tuned on"
         if len(seeds) > 1:
             fix = f"the files were made from splits of seeds {', '.join(map(str, seeds))}: verify each with its own --seed"
-        elif rows.get("seed") is not None and sample.get("seed") not in (None, req.seed):
-            other = counts(sample, names, load(rows["split"], sample["seed"]), every)
-            if other is not None and not _void(sample, other, _fitted_share(sample, other, len(rows["y"]))):
-                fix = f"give --seed {sample['seed']}, the seed its data was split with, not {req.seed}"
+        elif (rows.get("seed") is not None or whole_pool) and sample.get("seed") not in (None, req.seed) \
+                and _clean(sample, counts, names, loaded("test" if whole_pool else rows["split"], sample["seed"]), every or rows):
+            fix = f"give --seed {sample['seed']}, the seed its data was split with, not {req.seed}"
+        elif whole_pool and _clean(sample, counts, names, loaded("test", req.seed), rows):
+            fix = "give --split test to judge the seeded test split of --data, or rows it was not trained or tuned on"
         what = f"{what}: about {share:.0%} of the rows judged are rows it was trained or tuned on"
         if chosen:
             raise UserError(f"{what}, and a gate on them says nothing of new rows; {fix}")
         said.append(f"{what}: its FN here are optimistic; {fix}")
     return rows, said
+
+
+def _fitted_data(found: dict | None) -> bool:
+    """Whether --data is, or holds, the data the model was fitted to: most of the sampled rows are in it, and its rows
+    are not so repetitive that fresh rows equal them by chance."""
+    return found is not None and found["in_data"] >= HOLDS_FITTED * found["sampled"] and found["repeats"] <= MAX_REPEATS
+
+
+def _clean(sample: dict, counts, names, split: dict | None, every: dict) -> bool:
+    """Whether the rows ``split`` hold too few fitted rows to void a gate (the advice to judge them works when followed)."""
+    if split is None:
+        return False
+    found = counts(sample, names, split, every)
+    return found is not None and not _void(sample, found, _fitted_share(sample, found, len(split["y"])))
+
+
+def _ordered_otherwise(runner, rows: dict) -> bool:
+    """Whether the file records its class names in another order than --data names them (verify refuses that, naming
+    the --class-names to give)."""
+    from toolchain.evaluate import declared_names
+
+    recorded, declared = recorded_value(runner, "class_names"), declared_names(rows["class_names"])
+    return (isinstance(recorded, list) and declared is not None and recorded != declared
+            and sorted(map(str, recorded)) == sorted(declared))
 
 
 def _fitted_share(sample: dict, found: dict, n_judged: int) -> float:

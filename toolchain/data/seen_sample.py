@@ -109,18 +109,18 @@ def fitted_counts(record: dict, judged: tuple[str, np.ndarray], every: tuple[str
     ``judged``, ``every``: (kind, fingerprints) of the rows judged and of every row of their data (None: the rows judged
     are every row). {"sampled": distinct sampled rows, "judged": of them among the rows judged, "only_judged": among the
     rows judged and nowhere else in the data (a row's twin in another split does not count: the same data split as
-    compress split it holds each fitted row outside the rows judged), "elsewhere": among the data's other rows, "repeats": the share of the rows judged that
-    repeat another of them}. None where the rows are of another kind than the sample's (image files against arrays)."""
+    compress split it holds each fitted row outside the rows judged), "elsewhere": among the data's other rows, "in_data": anywhere
+    in the data, "repeats": the share of the data's rows that repeat another of them}. None where the rows are of another kind than the sample's (image files against arrays)."""
     if judged[0] != record["kind"] or (every is not None and every[0] != record["kind"]):
         return None
     sampled = np.unique(record["sample"])
-    here = judged[1]
-    in_judged = _occurrences(sampled, here)
-    in_every = in_judged if every is None else _occurrences(sampled, every[1])
-    repeats = 1.0 - len(np.unique(here)) / len(here) if len(here) else 0.0
+    in_judged = _occurrences(sampled, judged[1])
+    data = judged[1] if every is None else every[1]
+    in_every = in_judged if every is None else _occurrences(sampled, data)
+    repeats = 1.0 - len(np.unique(data)) / len(data) if len(data) else 0.0
     return {"sampled": int(len(sampled)), "judged": int((in_judged > 0).sum()),
             "only_judged": int(((in_judged > 0) & (in_every <= in_judged)).sum()),
-            "elsewhere": int((in_every > in_judged).sum()), "repeats": float(repeats)}
+            "elsewhere": int((in_every > in_judged).sum()), "in_data": int((in_every > 0).sum()), "repeats": float(repeats)}
 
 
 def _occurrences(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
