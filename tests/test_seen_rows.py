@@ -27,6 +27,17 @@ def found_in(record, x, y, names, every=None) -> dict:
     return fitted_counts(record, fingerprints(x, y, names), None if every is None else fingerprints(*every, names))
 
 
+def _exported(data, protect: str, folder: Path, capsys, arch: str = "mlp", epochs: int = 5, names: str | None = None) -> Path:
+    """A model trained on ``data`` and exported to one fp32 ONNX file, as a user would: the file's path."""
+    given = ["--class-names", names] if names else []
+    code, _, err = run_cli(["train", "--arch", arch, "--data", data, *given, "--out", folder / "m.pt", "--epochs", epochs], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", folder / "m.pt", "--data", data, *given, "-p", protect, "--format", "onnx", "--precision",
+                            "fp32", "--time-runs", "0", "--out", folder / "e"], capsys)
+    assert code in (0, 1), err
+    return folder / "e" / "artifacts" / "model_fp32.onnx"
+
+
 def _sample(x, y, names, seed=0):
     return read_seen_sample(json.loads(json.dumps(seen_sample([(x, y)], names, seed))))
 
@@ -231,19 +242,14 @@ def test_discrete_rows_that_repeat_are_not_refused(tmp_path, capsys):
     x = rng.integers(0, 3, size=(800, 4)).astype(np.float64)
     y = (x[:, 0] + x[:, 1] > 2).astype(np.int64)
     data = _csv(tmp_path / "cat.csv", x, y, ["neg", "pos"])
-    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "5"], capsys)
-    assert code == 0, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "-p", "pos", "--format", "onnx", "--precision", "fp32",
-                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", data, "-p", "pos"], tmp_path, capsys)
+    onnx_file = _exported(data, "pos", tmp_path, capsys)
+    code, result, err = _verified([onnx_file, "--data", data, "-p", "pos"], tmp_path, capsys)
     assert code in (0, 1) and result is not None, err
     assert any("cannot be told apart here" in n for n in result["notes"])
     # fresh draws of the same few values, as an x/y .npz judged whole: nothing else to tell twins by, so nothing refused
     fresh = rng.integers(0, 3, size=(300, 4)).astype(np.float32)
     np.savez(tmp_path / "fresh.npz", x=fresh, y=(fresh[:, 0] + fresh[:, 1] > 2).astype(np.int64), class_names=np.array(["neg", "pos"]))
-    code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", tmp_path / "fresh.npz", "-p", "pos"],
-                                  tmp_path, capsys)
+    code, result, err = _verified([onnx_file, "--data", tmp_path / "fresh.npz", "-p", "pos"], tmp_path, capsys)
     assert code in (0, 1) and result is not None, err
     assert result["data"]["n"] == 300 and any("cannot be told apart here" in n for n in result["notes"])
 
@@ -262,12 +268,7 @@ def _images(root: Path, per_class: int, seed: int) -> Path:
 
 def test_the_training_folder_is_known_by_its_files_however_prepared(tmp_path, capsys):
     train = _images(tmp_path / "train", 40, seed=0)
-    code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", train, "--out", tmp_path / "m.pt", "--epochs", "2"], capsys)
-    assert code == 0, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", train, "-p", "cat", "--format", "onnx", "--precision",
-                            "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    onnx_file = _exported(train, "cat", tmp_path, capsys, arch="tiny-resnet", epochs=2)
     code, _, err = run_cli(["verify", onnx_file, "--data", train, "-p", "cat", "--seed", "3", "--normalize", "none"], capsys)
     one_line_error(code, err, "give --seed 0, the seed its data was split with, not 3")
     code, result, err = _verified([onnx_file, "--data", train, "-p", "cat"], tmp_path, capsys)
@@ -282,12 +283,7 @@ def test_twins_across_the_splits_compress_drew_are_not_refused(tmp_path, capsys)
     x = np.concatenate([x, x[twins]])
     y = (x[:, 0] > 0.2).astype(np.int64)
     data = _csv(tmp_path / "twins.csv", x, y, ["neg", "pos"])
-    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "5"], capsys)
-    assert code == 0, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "-p", "pos", "--format", "onnx", "--precision", "fp32",
-                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    onnx_file = _exported(data, "pos", tmp_path, capsys)
     code, result, err = _verified([onnx_file, "--data", data, "-p", "pos"], tmp_path, capsys)
     assert code in (0, 1) and result is not None, err
     assert result["data"]["split"] == "test"
@@ -300,12 +296,7 @@ def test_a_tiny_set_whose_sample_is_every_fitted_row_refuses_one_found(tmp_path,
     x = rng.normal(size=(40, 4))
     y = (x[:, 0] > 0).astype(np.int64)
     data = _csv(tmp_path / "tiny.csv", x, y, ["neg", "pos"])
-    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "5"], capsys)
-    assert code == 0, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "-p", "pos", "--format", "onnx", "--precision", "fp32",
-                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    onnx_file = _exported(data, "pos", tmp_path, capsys)
     refused = 0
     for seed in range(1, 6):
         code, _, err = run_cli(["verify", onnx_file, "--data", data, "-p", "pos", "--seed", seed], capsys)
@@ -322,12 +313,7 @@ def test_a_held_out_csv_sharing_a_few_twins_with_the_training_rows_is_not_refuse
     train = _csv(tmp_path / "train.csv", x[:100], y[:100], ["neg", "pos"])
     held_x = np.concatenate([x[100:], x[:6]])  # 60 fresh rows and 6 that equal training rows (about 9%)
     held = _csv(tmp_path / "held.csv", held_x, np.concatenate([y[100:], y[:6]]), ["neg", "pos"])
-    code, _, err = run_cli(["train", "--arch", "mlp", "--data", train, "--out", tmp_path / "m.pt", "--epochs", "5"], capsys)
-    assert code == 0, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", train, "-p", "pos", "--format", "onnx", "--precision", "fp32",
-                            "--time-runs", "0", "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    onnx_file = _exported(train, "pos", tmp_path, capsys)
     for seed in range(6):  # whichever of them lands in the judged split, the file is no training data
         code, result, err = _verified([onnx_file, "--data", held, "-p", "pos", "--seed", seed], tmp_path, capsys)
         assert code in (0, 1) and result is not None, err
@@ -338,14 +324,8 @@ def test_a_class_order_problem_is_named_before_fitted_rows(tmp_path, capsys):
     x = rng.normal(size=(300, 4))
     y = (x[:, 0] > 0).astype(np.int64)
     data = _csv(tmp_path / "rows.csv", x, y, ["yes", "no"])
-    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--class-names", "yes,no", "--out", tmp_path / "m.pt",
-                            "--epochs", "5"], capsys)
-    assert code == 0, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", data, "--class-names", "yes,no", "-p", "yes", "--format",
-                            "onnx", "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    code, _, err = run_cli(["verify", tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", data, "-p", "yes", "--seed",
-                            "4"], capsys)
+    onnx_file = _exported(data, "yes", tmp_path, capsys, names="yes,no")
+    code, _, err = run_cli(["verify", onnx_file, "--data", data, "-p", "yes", "--seed", "4"], capsys)
     one_line_error(code, err, "--class-names")
 
 
@@ -367,10 +347,6 @@ def test_a_held_out_folder_with_an_entry_left_out_is_judged_as_before(tmp_path, 
     train = _images(tmp_path / "train", 30, seed=0)
     held = _images(tmp_path / "held", 20, seed=1)
     (held / "cat" / "zz_missing.png").symlink_to(tmp_path / "gone.png")  # a git-annex checkout's unfetched file
-    code, _, err = run_cli(["train", "--arch", "tiny-resnet", "--data", train, "--out", tmp_path / "m.pt", "--epochs", "1"], capsys)
-    assert code == 0, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--data", train, "-p", "cat", "--format", "onnx", "--precision",
-                            "fp32", "--time-runs", "0", "--out", tmp_path / "e"], capsys)
-    assert code in (0, 1), err
-    code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", held, "-p", "cat"], tmp_path, capsys)
+    onnx_file = _exported(train, "cat", tmp_path, capsys, arch="tiny-resnet", epochs=1)
+    code, result, err = _verified([onnx_file, "--data", held, "-p", "cat"], tmp_path, capsys)
     assert code in (0, 1) and result is not None, err
