@@ -131,7 +131,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             try:
                 artifacts, calibration = export_all(pruned, dataset, protected, _int8_guard(result), dense_test, settings, run_dir, config.seed,
                                                     gate_fn, log=log.print, min_val_accuracy=min_val_accuracy,
-                                                    search_float_layers=result.budget_met) if settings.artifacts else ([], None)
+                                                    search_float_layers=result.budget_met,
+                                                    seen_rows=_fitted_rows(dataset)) if settings.artifacts else ([], None)
             except UserError as exc:  # the rounds are done and saved: say how to finish without them
                 raise UserError(f"{exc} (the pruning is saved in {run_dir}: rerun with --resume and the changed export options, such as "
                                 "--format, to finish it without retraining)") from exc
@@ -278,6 +279,14 @@ def _data_record(trained, dataset) -> dict:
     record.setdefault("class_names", [str(n) for n in dataset.class_names])
     record.setdefault("preprocessing", preprocessing_record(dataset.preprocessing))
     return record
+
+
+def _fitted_rows(dataset) -> dict | None:
+    """The sample of compress's fitted rows its files record: it retrains on the train split and chooses the operating
+    point on validation."""
+    from toolchain.data.seen_sample import seen_sample
+
+    return seen_sample([dataset.split("train"), dataset.split("val")], dataset.class_names, dataset.seed)
 
 
 def _int8_guard(result):

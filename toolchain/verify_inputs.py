@@ -128,11 +128,12 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
     if chosen and whole_pool:
         holding = [(s, names) for _, s, names in samples if _fitted_data(counts(s, names, rows))]
         test = loaded("test", req.seed) if holding else None
-        fitted_here = None if test is None else test.get("of_rows", len(rows["y"])) - len(test["y"])  # its train and val rows
-        if test is not None and all(s["rows"] == fitted_here and _drawn_like_compress(counts(s, names, test, rows))
+        fitted_here = None if test is None else test.get("of_rows", len(rows["y"])) - len(test["y"])  # its train and val rows: the
+        # fitted rows lie among them (compress's record: all of them; export's: the training rows its checkpoint records)
+        if test is not None and all((s["rows"] or 0) <= fitted_here and _drawn_like_compress(counts(s, names, test, rows))
                                     for s, names in holding):
             rows, every = test, rows
-            said.append(f"--data is the pool {_who(samples)} split: its seeded test split (seed {req.seed}) is judged, as "
+            said.append(f"--data is the pool {_who(samples)} {'was' if len(samples) == 1 else 'were'} split from: its seeded test split (seed {req.seed}) is judged, as "
                         "compress split it; --split all judges every row")
     if rows["split"] != "all" and every is None:
         every = rows["every_row"]() if callable(rows.get("every_row")) else load("all", req.seed)

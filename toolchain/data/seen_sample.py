@@ -17,7 +17,7 @@ import numpy as np
 
 from toolchain.data.samples import batches, row_files
 
-__all__ = ["SAMPLE_ROWS", "fingerprints", "seen_sample", "read_seen_sample", "fitted_counts"]
+__all__ = ["SAMPLE_ROWS", "fingerprints", "seen_sample", "trained_sample", "read_seen_sample", "fitted_counts"]
 
 SAMPLE_ROWS = 128
 MAX_SAMPLE_ROWS = SAMPLE_ROWS  # a record read from a file holding more is not one cwtool wrote
@@ -82,6 +82,41 @@ def seen_sample(parts, class_names, seed: int) -> dict | None:
         return None
     sample = np.concatenate(prints).astype("<u4")
     return {"kind": kinds.pop(), "rows": total, "seed": int(seed), "sample": base64.b64encode(sample.tobytes()).decode("ascii")}
+
+
+def trained_sample(record, dataset) -> dict | None:
+    """The record for a model exported as it is (`cwtool export`): a seeded sample of the rows of ``dataset`` its
+    checkpoint's training ``record`` says it was trained on (`cwtool train` stores every training row's fingerprint).
+    None where the checkpoint records none (a model from elsewhere: its training rows are unknown) or none of these rows
+    are among them. Rows are looked up in a seeded order until the sample is full: a folder is not decoded whole."""
+    from toolchain.data.identity import row_fingerprints
+    from toolchain.data.samples import subset
+
+    blob = record.get("train_row_fingerprints") if isinstance(record, dict) else None
+    if not isinstance(blob, bytes) or not blob or len(blob) % 8:
+        return None
+    trained = np.frombuffer(blob, dtype=np.uint64)
+    x, y = dataset.split("all")
+    y = np.asarray(y)
+    rng = np.random.default_rng([int(dataset.seed), 0x5EE1])
+    order = rng.permutation(len(y))
+    found, looked = [], 0
+    for start in range(0, len(order), 4 * SAMPLE_ROWS):
+        chunk = np.sort(order[start:start + 4 * SAMPLE_ROWS])
+        found.extend(chunk[np.isin(row_fingerprints(subset(x, chunk), y[chunk]), trained)].tolist())
+        looked += len(chunk)
+        if len(found) >= SAMPLE_ROWS:
+            break
+    if not found:
+        return None
+    # every trained row of the chunks looked at is as likely (the first found of a sorted chunk were the lowest indices:
+    # one split's rows)
+    pick = np.sort(rng.choice(np.array(found, dtype=np.int64), size=min(SAMPLE_ROWS, len(found)), replace=False))
+    kind, prints = fingerprints(x, y, dataset.class_names, pick)
+    seed = record.get("seed")
+    return {"kind": kind, "rows": int(round(len(found) / looked * len(y))),  # the trained rows among these, estimated
+            "seed": int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            "sample": base64.b64encode(prints.astype("<u4").tobytes()).decode("ascii")}
 
 
 def read_seen_sample(value) -> dict | None:

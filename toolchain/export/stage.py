@@ -172,14 +172,6 @@ def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_di
     return x, calibration_record(run.calibration, x, meta, None, run.relative(run.calibration))
 
 
-def _seen_rows(dataset) -> dict:
-    """A sample of the rows the model was fitted to, by which verify tells held-out rows from these (seen_sample)."""
-    from toolchain.data.seen_sample import seen_sample
-
-    record = seen_sample([dataset.split("train"), dataset.split("val")], dataset.class_names, dataset.seed)
-    return {"seen_rows": record} if record else {}
-
-
 def _check_unseen_test(x: np.ndarray, dataset, shown: str) -> None:
     """A given calibration set must not hold test rows: the test split decides the gate and is never used to calibrate.
     A row the train split holds as well (a duplicate across splits) is a train row."""
@@ -214,7 +206,7 @@ def _grid_step(logits: np.ndarray) -> float:
 
 def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: dict, settings: ExportSettings,
                run_dir: Path, seed: int, gate_fn, log=print, min_val_accuracy: float = 0.0,
-               search_float_layers: bool = True) -> tuple[list[dict], dict]:
+               search_float_layers: bool = True, seen_rows: dict | None = None) -> tuple[list[dict], dict]:
     """Returns (artifact entries for report.json, calibration record).
 
     search_float_layers: False where the run failed on validation already (it recommends no file): an int8 file short of
@@ -225,7 +217,10 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
 
     min_val_accuracy: the validation accuracy every int8 file must keep (the dense model's minus the accuracy budget):
     a file below it is short as a file short of the promise is, and its own operating point (see quantize.fallback) is
-    re-set only where accuracy stays at or above it."""
+    re-set only where accuracy stays at or above it.
+
+    seen_rows: the sample of the rows the model was trained or tuned on (toolchain.data.seen_sample) every file records,
+    by which verify refuses to judge it on them; None: not known, none recorded."""
     import copy
 
     import torch
@@ -248,7 +243,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                     metadata={"preprocessing": dataset.preprocessing.to_dict(),  # the device feeds the same input
                               **({"class_names": [str(n) for n in dataset.class_names]}  # and reads the outputs alike
                                  if len(dataset.class_names) == num_classes else {}),
-                              **_seen_rows(dataset)})
+                              **({"seen_rows": seen_rows} if seen_rows else {})})  # what verify refuses to judge on
     x_val, y_val = dataset.split("val")
     x_test, y_test = dataset.split("test")
     torch_test_pred = predict_logits(model, x_test).argmax(1)

@@ -178,6 +178,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
 
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
+    from toolchain.data.seen_sample import trained_sample
     from toolchain.models.profile import count_params
     from toolchain.models.train import predict_logits
     from toolchain.provenance import file_sha256, rows_sha256
@@ -214,7 +215,8 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
         t0 = time.perf_counter()
         entries, calibration = export_all(model, dataset, protected, reference_guard(y_val, val_logits.argmax(1), protected),
                                           reference, settings, stage, request.seed, gate_fn, log=log,
-                                          min_val_accuracy=val_accuracy - MAX_ACCURACY_DROP)
+                                          min_val_accuracy=val_accuracy - MAX_ACCURACY_DROP,
+                                          seen_rows=trained_sample(loaded.extra.get("data"), dataset))  # its training's rows
         example = torch.zeros(1, *dataset.input_shape)
         macs = _macs(model, example)
         report = {
