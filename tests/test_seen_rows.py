@@ -27,13 +27,15 @@ def found_in(record, x, y, names, every=None) -> dict:
     return fitted_counts(record, fingerprints(x, y, names), None if every is None else fingerprints(*every, names))
 
 
-def _exported(data, protect: str, folder: Path, capsys, arch: str = "mlp", epochs: int = 5, names: str | None = None) -> Path:
-    """A model trained on ``data`` and exported to one fp32 ONNX file, as a user would: the file's path."""
+def _exported(data, protect: str, folder: Path, capsys, arch: str = "mlp", epochs: int = 5, names: str | None = None,
+              export_seed: int = 0) -> Path:
+    """A model trained on ``data`` (split seed 0) and exported to one fp32 ONNX file (split seed ``export_seed``), as a
+    user would: the file's path."""
     given = ["--class-names", names] if names else []
     code, _, err = run_cli(["train", "--arch", arch, "--data", data, *given, "--out", folder / "m.pt", "--epochs", epochs], capsys)
     assert code == 0, err
     code, _, err = run_cli(["export", folder / "m.pt", "--data", data, *given, "-p", protect, "--format", "onnx", "--precision",
-                            "fp32", "--time-runs", "0", "--out", folder / "e"], capsys)
+                            "fp32", "--time-runs", "0", "--seed", export_seed, "--out", folder / "e"], capsys)
     assert code in (0, 1), err
     return folder / "e" / "artifacts" / "model_fp32.onnx"
 
@@ -187,6 +189,12 @@ def test_an_npz_of_every_row_is_narrowed_to_its_test_split_and_refused_a_held_ou
     assert any("--data is the pool model_fp32.onnx was split from" in n for n in result["notes"])
 
 
+def _separable_csv(path: Path, n: int, names=("neg", "pos")) -> Path:
+    """``n`` rows of 4 normal features, labelled by the sign of the first: a model learns them in a few epochs."""
+    x = np.random.default_rng(0).normal(size=(n, 4))
+    return _csv(path, x, (x[:, 0] > 0).astype(np.int64), names)
+
+
 def _csv(path: Path, x: np.ndarray, y: np.ndarray, names) -> Path:
     lines = ["f0,f1,f2,f3,label"] + [",".join(f"{v:.4f}" for v in row) + f",{names[k]}" for row, k in zip(x, y)]
     path.write_text("\n".join(lines) + "\n")
@@ -293,10 +301,7 @@ def test_twins_across_the_splits_compress_drew_are_not_refused(tmp_path, capsys)
 
 
 def test_a_tiny_set_whose_sample_is_every_fitted_row_refuses_one_found(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 4))
-    y = (x[:, 0] > 0).astype(np.int64)
-    data = _csv(tmp_path / "tiny.csv", x, y, ["neg", "pos"])
+    data = _separable_csv(tmp_path / "tiny.csv", 40)
     onnx_file = _exported(data, "pos", tmp_path, capsys)
     refused = 0
     for seed in range(1, 6):
@@ -321,10 +326,7 @@ def test_a_held_out_csv_sharing_a_few_twins_with_the_training_rows_is_not_refuse
 
 
 def test_a_class_order_problem_is_named_before_fitted_rows(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 4))
-    y = (x[:, 0] > 0).astype(np.int64)
-    data = _csv(tmp_path / "rows.csv", x, y, ["yes", "no"])
+    data = _separable_csv(tmp_path / "rows.csv", 300, names=("yes", "no"))
     onnx_file = _exported(data, "yes", tmp_path, capsys, names="yes,no")
     code, _, err = run_cli(["verify", onnx_file, "--data", data, "-p", "yes", "--seed", "4"], capsys)
     one_line_error(code, err, "--class-names")
@@ -352,14 +354,8 @@ def test_a_held_out_folder_with_an_entry_left_out_is_judged_as_before(tmp_path, 
 
 def test_export_with_another_seed_records_the_rows_the_model_was_trained_on(tmp_path, capsys):
     """The sample is the checkpoint's training rows, drawn evenly: export's own split (seed 1) says nothing of them."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(600, 4))
-    y = (x[:, 0] > 0).astype(np.int64)
-    data = _csv(tmp_path / "rows.csv", x, y, ["neg", "pos"])
-    assert _cli("train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "5") == 0
-    assert _cli("export", tmp_path / "m.pt", "--data", data, "--seed", "1", "-p", "pos", "--format", "onnx", "--precision", "fp32",
-                "--time-runs", "0", "--out", tmp_path / "e") in (0, 1)
-    onnx_file = tmp_path / "e" / "artifacts" / "model_fp32.onnx"
+    data = _separable_csv(tmp_path / "rows.csv", 600)
+    onnx_file = _exported(data, "pos", tmp_path, capsys, export_seed=1)
     code, result, err = _verified([onnx_file, "--data", data, "-p", "pos"], tmp_path, capsys)  # the training's test split
     assert code in (0, 1) and result is not None and not any("records a sample of" in n for n in result["notes"]), err
     code, _, err = run_cli(["verify", onnx_file, "--data", data, "-p", "pos", "--seed", "1"], capsys)

@@ -145,7 +145,7 @@ def fit_check(target: Target | str, artifact_path: str | Path, macs: int | None 
 
 
 def fit_verdicts(entries: list[dict], root: Path, profile, macs: int | None, macs_source: str) -> dict:
-    """The device verdict of every file (toolchain.device_fit.fit_check: bytes with external data, estimated
+    """The device verdict of every file (fit_check: bytes with external data, estimated
     peak memory, operators, estimated latency from ``macs``), set as each entry's "fit"; returns the
     target's summary for report.json: fits only when every file fits, and why not."""
     for entry in entries:

@@ -153,7 +153,8 @@ def run_verify(req: VerifyRequest) -> dict:
             raise UserError(f"{exc}{no_sidecar_hint([(path, runner, None)], req.data)}") from exc
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes) + got.said
-    share = share_note(rows) if base is None and req.split == "auto" and not got.narrowed else None  # with a baseline: its rows, checked below
+    # with a baseline: its rows, checked below; an .npz narrowed to the pool's test split: said in got.said
+    share = share_note(rows) if base is None and req.split == "auto" and not got.narrowed else None
     if share:
         notes.append(share)
     if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not importable("onnx"):

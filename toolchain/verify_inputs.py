@@ -84,8 +84,8 @@ FITTED_TOLERANCE = 2  # sampled rows: a held-out set may hold a twin or two of a
 FITTED_SHARE = 0.10  # refused where about a tenth or more of the rows judged are rows the model was trained or tuned on
 HOLDS_FITTED = 0.5  # --data holds half or more of the sampled rows: it is, or holds, the data the model was fitted to
 MAX_REPEATS = 0.2  # where more of --data's rows repeat another (a few discrete features), fresh rows equal fitted ones
-MOSTLY_FITTED = 0.5  # rows judged estimated half or more fitted rows: refused even where --data holds few of them, if
-# its rows are all but distinct (fresh rows of a few discrete features equal fitted ones by chance)
+MOSTLY_FITTED = 0.5  # rows judged estimated half or more fitted rows: refused even where --data holds few of them...
+ALL_BUT_DISTINCT = 0.01  # ...if no more of its rows repeat another (fresh rows of few discrete values equal fitted ones)
 
 
 def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> tuple[dict, list[str]]:
@@ -94,9 +94,10 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
     evidence: the rows judged are an estimated tenth or more rows that are nowhere else in --data (the split compress
     drew holds each fitted row outside its test split: a twin across splits is no fitted row), and either --data holds
     most of the sampled rows (it is the data the model was fitted to, not a held-out set that shares a few twins with
-    it) or the rows judged are estimated half such rows and --data's rows are all but distinct. Else a note. An x/y .npz judged whole that is the pool compress split is narrowed to its seeded test split. A sample not
-    found changes nothing: the rows may be the fitted ones re-encoded, or the record edited. ``load(split, seed)``:
-    --data's rows of that split."""
+    it) or the rows judged are estimated half such rows and --data's rows are all but distinct. Else a note. An x/y .npz
+    judged whole that is the pool compress split is narrowed to its seeded test split. A sample not found changes
+    nothing: the rows may be the fitted ones re-encoded, or the record edited. ``load(split, seed)``: --data's rows of
+    that split."""
     from toolchain.data.rows import is_pool_npz
     from toolchain.data.seen_sample import fingerprints, fitted_counts, read_seen_sample
 
@@ -128,15 +129,15 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
     if chosen and whole_pool:
         holding = [(s, names) for _, s, names in samples if _fitted_data(counts(s, names, rows))]
         test = loaded("test", req.seed) if holding else None
-        fitted_here = None if test is None else test.get("of_rows", len(rows["y"])) - len(test["y"])  # its train and val rows: the
-        # fitted rows lie among them (compress's record: all of them; export's: the training rows its checkpoint records)
+        # its train and val rows: the fitted rows lie among them (compress's record: all of them; export's: the training rows)
+        fitted_here = None if test is None else test.get("of_rows", len(rows["y"])) - len(test["y"])
         if test is not None and all((s["rows"] or 0) <= fitted_here and _drawn_like_compress(counts(s, names, test, rows))
                                     for s, names in holding):
             rows, every = test, rows
-            said.append(f"--data is the pool {_who(samples)} {'was' if len(samples) == 1 else 'were'} split from: its seeded test split (seed {req.seed}) is judged, as "
-                        "compress split it; --split all judges every row")
-    if rows["split"] != "all" and every is None:
-        every = rows["every_row"]() if callable(rows.get("every_row")) else load("all", req.seed)
+            said.append(f"--data is the pool {_who(samples)} split from: its seeded test split (seed {req.seed}) is judged, "
+                        "as compress split it; --split all judges every row")
+    if rows["split"] != "all" and every is None:  # a split of --data: load_rows_for gives the rows it was drawn from
+        every = rows["every_row"]()
     seeds = sorted({s["seed"] for _, s, _ in samples if s.get("seed") is not None})
     for name, sample, names in samples:
         found = counts(sample, names, rows, every)
@@ -150,7 +151,7 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
                         "so rows it was trained or tuned on cannot be told apart here")
             continue
         share = _fitted_share(sample, found, len(rows["y"]))
-        mostly = share >= MOSTLY_FITTED and found["repeats"] <= 0.01  # rows all but distinct: equal ones were copied
+        mostly = share >= MOSTLY_FITTED and found["repeats"] <= ALL_BUT_DISTINCT  # equal rows there were copied
         if not ((_fitted_data(found) or mostly) and _void(sample, found, share)):
             said.append(f"{what}: " + (f"about {share:.0%} of the rows judged may be rows it was trained or tuned on: its FN here "
                                        "may be optimistic" if found["only_judged"] else
@@ -211,12 +212,13 @@ def _void(sample: dict, found: dict, share: float) -> bool:
 
 def _drawn_like_compress(found: dict | None) -> bool:
     """Whether a split holds the sampled rows as compress's split of that data does: each outside the rows judged."""
-    return found is not None and found["only_judged"] <= FITTED_TOLERANCE and found["elsewhere"] >= found["sampled"] - FITTED_TOLERANCE
+    return (found is not None and found["only_judged"] <= FITTED_TOLERANCE
+            and found["elsewhere"] >= found["sampled"] - FITTED_TOLERANCE)
 
 
 def _who(samples) -> str:
-    """Whose rows, in words: "model.onnx" or "the files"."""
-    return samples[0][0] if len(samples) == 1 else "the files"
+    """Whose rows, in words: "model.onnx was" or "the files were"."""
+    return f"{samples[0][0]} was" if len(samples) == 1 else "the files were"
 
 
 def _names_for(runner, rows: dict) -> list[str] | None:

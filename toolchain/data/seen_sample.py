@@ -1,7 +1,8 @@
-"""A sample of the rows an exported file's model was fitted to (its training and validation rows), carried in the file's
-metadata so that `cwtool verify` can refuse to judge rows the model learnt: a test split drawn with another seed than
-compress's holds some, and a gate on them passes a model on its own training rows. Only found rows count: a sample not
-found decides nothing (the rows may be the same ones, re-encoded or renamed; the record may be edited). numpy only.
+"""A sample of the rows an exported file's model was trained or tuned on (compress's training and validation rows; the
+training rows a checkpoint records, for `cwtool export`), carried in the file's metadata so that `cwtool verify` can
+refuse to judge rows the model learnt: a test split drawn with another seed than compress's holds some, and a gate on
+them passes a model on its own training rows. Only found rows count: a sample not found decides nothing (the rows may
+be the same ones, re-encoded or renamed; the record may be edited). numpy only.
 
 A row is known by what does not depend on how it is prepared for the model: an image file by its bytes, a feature row by
 its float32 values, each with its class's name (a held-out file may number its classes otherwise). 128 rows of 32 bits
@@ -15,12 +16,13 @@ import hashlib
 
 import numpy as np
 
-from toolchain.data.samples import batches, row_files
+from toolchain.data.samples import batches, row_files, subset
 
 __all__ = ["SAMPLE_ROWS", "fingerprints", "seen_sample", "trained_sample", "read_seen_sample", "fitted_counts"]
 
 SAMPLE_ROWS = 128
 MAX_SAMPLE_ROWS = SAMPLE_ROWS  # a record read from a file holding more is not one cwtool wrote
+SAMPLE_SALT = 0x5EE1  # the sample's draw, apart from the split's own draw of the same seed
 
 
 def fingerprints(x, y: np.ndarray, class_names, index=None) -> tuple[str, np.ndarray]:
@@ -54,8 +56,6 @@ def fingerprints(x, y: np.ndarray, class_names, index=None) -> tuple[str, np.nda
 
 
 def _take(x, index: np.ndarray):
-    from toolchain.data.samples import subset
-
     return x if len(index) == len(x) and np.array_equal(index, np.arange(len(x))) else subset(x, index)
 
 
@@ -67,7 +67,7 @@ def seen_sample(parts, class_names, seed: int) -> dict | None:
         return None
     sizes = [len(y) for _, y in parts]
     total = int(sum(sizes))
-    rng = np.random.default_rng([int(seed), 0x5EE1])
+    rng = np.random.default_rng([int(seed), SAMPLE_SALT])
     pick = np.sort(rng.choice(total, size=min(SAMPLE_ROWS, total), replace=False))
     kinds, prints, start = set(), [], 0
     for (x, y), n in zip(parts, sizes):
@@ -80,8 +80,7 @@ def seen_sample(parts, class_names, seed: int) -> dict | None:
         prints.append(found)
     if len(kinds) != 1:
         return None
-    sample = np.concatenate(prints).astype("<u4")
-    return {"kind": kinds.pop(), "rows": total, "seed": int(seed), "sample": base64.b64encode(sample.tobytes()).decode("ascii")}
+    return _record(kinds.pop(), total, int(seed), np.concatenate(prints))
 
 
 def trained_sample(record, dataset) -> dict | None:
@@ -90,7 +89,6 @@ def trained_sample(record, dataset) -> dict | None:
     None where the checkpoint records none (a model from elsewhere: its training rows are unknown) or none of these rows
     are among them. Rows are looked up in a seeded order until the sample is full: a folder is not decoded whole."""
     from toolchain.data.identity import row_fingerprints
-    from toolchain.data.samples import subset
 
     blob = record.get("train_row_fingerprints") if isinstance(record, dict) else None
     if not isinstance(blob, bytes) or not blob or len(blob) % 8:
@@ -98,7 +96,7 @@ def trained_sample(record, dataset) -> dict | None:
     trained = np.frombuffer(blob, dtype=np.uint64)
     x, y = dataset.split("all")
     y = np.asarray(y)
-    rng = np.random.default_rng([int(dataset.seed), 0x5EE1])
+    rng = np.random.default_rng([int(dataset.seed), SAMPLE_SALT])
     order = rng.permutation(len(y))
     found, looked = [], 0
     for start in range(0, len(order), 4 * SAMPLE_ROWS):
@@ -114,9 +112,13 @@ def trained_sample(record, dataset) -> dict | None:
     pick = np.sort(rng.choice(np.array(found, dtype=np.int64), size=min(SAMPLE_ROWS, len(found)), replace=False))
     kind, prints = fingerprints(x, y, dataset.class_names, pick)
     seed = record.get("seed")
-    return {"kind": kind, "rows": int(round(len(found) / looked * len(y))),  # the trained rows among these, estimated
-            "seed": int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None,
-            "sample": base64.b64encode(prints.astype("<u4").tobytes()).decode("ascii")}
+    return _record(kind, int(round(len(found) / looked * len(y))),  # the trained rows among these, estimated
+                   int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None, prints)
+
+
+def _record(kind: str, rows: int, seed: int | None, prints: np.ndarray) -> dict:
+    """The record as a file holds it (plain values: ONNX metadata holds it as JSON text, a TFLite sidecar as JSON)."""
+    return {"kind": kind, "rows": rows, "seed": seed, "sample": base64.b64encode(prints.astype("<u4").tobytes()).decode("ascii")}
 
 
 def read_seen_sample(value) -> dict | None:
@@ -144,8 +146,9 @@ def fitted_counts(record: dict, judged: tuple[str, np.ndarray], every: tuple[str
     ``judged``, ``every``: (kind, fingerprints) of the rows judged and of every row of their data (None: the rows judged
     are every row). {"sampled": distinct sampled rows, "judged": of them among the rows judged, "only_judged": among the
     rows judged and nowhere else in the data (a row's twin in another split does not count: the same data split as
-    compress split it holds each fitted row outside the rows judged), "elsewhere": among the data's other rows, "in_data": anywhere
-    in the data, "repeats": the share of the data's rows that repeat another of them}. None where the rows are of another kind than the sample's (image files against arrays)."""
+    compress split it holds each fitted row outside the rows judged), "elsewhere": among the data's other rows,
+    "in_data": anywhere in the data, "repeats": the share of the data's rows that repeat another of them}. None where the
+    rows are of another kind than the sample's (image files against arrays)."""
     if judged[0] != record["kind"] or (every is not None and every[0] != record["kind"]):
         return None
     sampled = np.unique(record["sample"])

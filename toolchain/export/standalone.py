@@ -176,9 +176,9 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     from then on ``log``'s lines also go to the file ``path`` (export.log, in the staged folder, then in OUT)."""
     import torch
 
+    from toolchain.data.seen_sample import trained_sample
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
-    from toolchain.data.seen_sample import trained_sample
     from toolchain.models.profile import count_params
     from toolchain.models.train import predict_logits
     from toolchain.provenance import file_sha256, rows_sha256
