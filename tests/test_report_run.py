@@ -128,3 +128,26 @@ def test_a_stopped_run_says_why_in_its_log(trained_digits, tmp_path, monkeypatch
     with pytest.raises(SystemExit):
         main(["compress", str(trained_digits[0]), "--data", "digits", "-p", "3", "--out", str(out)])
     assert "stopped: RuntimeError: disk on fire" in (out / "compress.log").read_text().splitlines()[-1]
+
+
+def test_report_md_s_verify_command_runs_as_printed_from_the_run_directory(pi4_run, monkeypatch, capsys):
+    """report.md names the command that re-checks the int8 file against report.json on the rows the run measured: run as
+    printed from the run directory, it judges the same rows (their sha256) and says pass or fail, not a refusal."""
+    import shlex
+
+    from toolchain.cli import main
+
+    _, out, _, _ = pi4_run
+    report = json.loads((out / "report.json").read_text())
+    found = re.search(r"from this folder: `cwtool (verify [^`]+)`", (out / "report.md").read_text())
+    assert found, "report.md names no verify command"
+    args = shlex.split(found.group(1))
+    int8 = [a["path"] for a in report["artifacts"] if a["precision"] == "int8"]
+    assert args[1] == int8[0] and args[args.index("--baseline") + 1] == "report.json"
+    monkeypatch.chdir(out)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--json", str(out.parent / "verify.json"), "--quiet"])
+    assert exc.value.code in (0, 1), capsys.readouterr().err
+    result = json.loads((out.parent / "verify.json").read_text())
+    assert result["data"]["rows_sha256"] == report["data"]["test_rows_sha256"]

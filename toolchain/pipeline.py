@@ -13,6 +13,7 @@ from rich.console import Console
 from toolchain import __version__, distributed, interrupts
 from toolchain.compress_inputs import CheckedInputs, check_compress_inputs, evaluate_on_test
 from toolchain.config import PruneConfig
+from toolchain.data.options import data_found_anywhere, verify_row_flags
 from toolchain.errors import Interrupted, UserError, describe
 from toolchain.export.leftovers import drop_stale_artifacts, drop_unchecked_artifacts
 from toolchain.export.stage import ExportSettings
@@ -148,7 +149,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "run_id": run_id,
             "protected": protected,
             "class_names": class_names,
-            "data": {**dataset.describe(), "spec": str(request.data), "test_rows_sha256": test_rows, "notes": input_notes},
+            "data": {**dataset.describe(), "spec": str(request.data), "test_rows_sha256": test_rows, "notes": input_notes,
+                     "verify_data": data_found_anywhere(request.test or request.data), "verify_options": verify_row_flags(request)},
             "config": config.to_dict(),
             "training": {"device": str(pruner.device), "arithmetic": result.arithmetic,  # auto: the machine decided
                          **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {})},  # a GPU: how

@@ -97,3 +97,31 @@ def parse_augment(text: str | None):
     if "" in words or not words <= {"crop", "flip"}:  # "crop," or "," is a typo, not "none"
         raise UserError(f"--augment '{text}' is not none, crop, flip or crop,flip: give e.g. crop,flip")
     return Augment(crop_scale=(0.25, 1.0) if "crop" in words else None, flip="flip" in words)
+
+
+def verify_row_flags(request) -> list[str]:
+    """The flags that prepared ``request``'s rows (a compress or export request), as `cwtool verify` takes them: the
+    re-check command a report prints runs as printed (the normalization verify reads from the files themselves)."""
+    flags = []
+    if request.image_size:
+        flags += ["--image-size", "x".join(map(str, request.image_size))]
+    if request.resize:
+        flags += ["--resize", str(request.resize)]
+    if request.color:
+        flags += ["--color", {"RGB": "rgb", "L": "gray"}.get(request.color, str(request.color))]
+    if request.input_shape:
+        flags += ["--input-shape", ",".join(map(str, request.input_shape))]
+    if request.label_column and not request.test:
+        flags += ["--label-column", str(request.label_column)]
+    if request.class_names:
+        names = request.class_names if isinstance(request.class_names, str) else ",".join(request.class_names)
+        flags += ["--class-names", names]
+    return flags
+
+
+def data_found_anywhere(spec: str) -> str:
+    """``--data`` as a command run from another folder finds it: a path made absolute, a data set's name as it is."""
+    from pathlib import Path
+
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec

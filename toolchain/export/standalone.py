@@ -30,6 +30,7 @@ import numpy as np
 
 from toolchain import __version__, interrupts
 from toolchain.config import ExportOptions
+from toolchain.data.options import data_found_anywhere, verify_row_flags
 from toolchain.device_fit import fit_verdicts
 from toolchain.errors import UserError
 from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all,
@@ -225,7 +226,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
                       "arch": loaded.arch or request.arch, "pruned": bool(loaded.channel_plan), "params": count_params(model),
                       "macs": macs},
             "protected": protected, "class_names": names,
-            "data": {**dataset.describe(), "spec": _data_spec(request.test or request.data), "source": str(request.data), "verify_options": _row_options(request),
+            "data": {**dataset.describe(), "spec": data_found_anywhere(request.test or request.data), "source": str(request.data), "verify_options": verify_row_flags(request),
                      "test_rows_sha256": reference["rows_sha256"]},
             "baseline": {"source": "the torch model itself", "val": {"accuracy": val_accuracy}, "test": reference},
             "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},
@@ -253,32 +254,6 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     finally:
         interrupts.unstaged(str(stage))
     return report, out
-
-
-def _row_options(request: ExportRequest) -> list[str]:
-    """The flags that prepared the rows, as `cwtool verify` takes them: its command in export.md runs as printed (the
-    normalization it reads from the files themselves)."""
-    options = []
-    if request.image_size:
-        options += ["--image-size", "x".join(map(str, request.image_size))]
-    if request.resize:
-        options += ["--resize", str(request.resize)]
-    if request.color:
-        options += ["--color", {"RGB": "rgb", "L": "gray"}.get(request.color, str(request.color))]
-    if request.input_shape:
-        options += ["--input-shape", ",".join(map(str, request.input_shape))]
-    if request.label_column and not request.test:
-        options += ["--label-column", str(request.label_column)]
-    if request.class_names:
-        names = request.class_names if isinstance(request.class_names, str) else ",".join(request.class_names)
-        options += ["--class-names", names]
-    return options
-
-
-def _data_spec(spec: str) -> str:
-    """The rows' spec as a command run from elsewhere finds them: a path made absolute, a data set's name as it is."""
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
 
 
 def _write(report: dict, folder: Path) -> None:

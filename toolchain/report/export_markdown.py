@@ -3,13 +3,11 @@ from (test split), the device verdict with --target, and the files' sha256. No t
 
 from __future__ import annotations
 
-import shlex
-
 from toolchain.errors import printable
-from toolchain.report.html import code_span, no_raw_html, shown_as_written
+from toolchain.report.html import code_span, no_raw_html
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
-from toolchain.report.markdown import files_lines, fmt_value, held_out_rows, protected_cell
+from toolchain.report.markdown import files_lines, fmt_value, held_out_rows, protected_cell, recheck_lines
 
 __all__ = ["render_export_report"]
 
@@ -70,18 +68,5 @@ def render_export_report(report: dict) -> str:
     lines += deploy_lines(report)
     lines += _int8_lines(report["artifacts"], report.get("calibration"))
     lines += files_lines(report["artifacts"])
-    quantized = [a for a in report["artifacts"] if a.get("precision") == "int8"]  # the file a device most likely runs
-    first = (quantized or report["artifacts"])[0]["path"] if report["artifacts"] else "artifacts/FILE"
-    seed = f" --seed {data['seed']}" if data.get("seed") and not data.get("held_out_from", {}).get("test") else ""
-    names = report.get("class_names") or []
-    named = len(names) > max(report["protected"], default=0) and names != [str(i) for i in range(len(names))]
-    # a name wins over an index, where the command shows it as typed (a name the Markdown escapes would be pasted escaped)
-    protect = "".join(f" -p {shlex.quote(names[k]) if named and shown_as_written(shlex.quote(names[k])) else k}"
-                      for k in report["protected"])
-    command = (f"cwtool verify {first} --data {shlex.quote(data.get('spec') or data['name'])}{seed}"
-               f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline export.json")
-    lines += ["", f"Re-check a file here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep the rows it "
-                  f"judges: a device with numpy and one runtime judges the same rows with "
-                  f"{code_span(f'cwtool verify {first} --data eval.npz{protect} --baseline export.json')} (a named set such as digits "
-                  "needs scikit-learn, a folder of images Pillow)."]
+    lines += recheck_lines(report, "export.json")
     return no_raw_html(printable("\n".join(lines))) + "\n"  # class names come from files: text, not HTML

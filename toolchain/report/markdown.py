@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+
 from toolchain.errors import one_line, printable
-from toolchain.report.html import no_raw_html
+from toolchain.report.html import code_span, no_raw_html, shown_as_written
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
 
@@ -97,6 +99,29 @@ def _offset_words(v: dict) -> str:
             f"(no offset) miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation.")
 
 
+def recheck_lines(report: dict, baseline: str) -> list[str]:
+    """The `cwtool verify` command that re-checks the report's int8 file (the one a device most likely runs) against
+    ``baseline`` (the report's own JSON, beside it) on the rows the report was measured on, run from the report's
+    folder; then the same on a device from rows saved with --save-rows."""
+    data = report["data"]
+    quantized = [a for a in report.get("artifacts") or [] if a.get("precision") == "int8"]
+    first = (quantized or report.get("artifacts") or [{"path": "artifacts/FILE"}])[0]["path"]
+    given = data.get("held_out_from") if isinstance(data.get("held_out_from"), dict) else {}
+    seed = f" --seed {data['seed']}" if data.get("seed") and not given.get("test") else ""
+    names = report.get("class_names") or []
+    named = len(names) > max(report["protected"], default=0) and names != [str(i) for i in range(len(names))]
+    # a name wins over an index, where the command shows it as typed (a name the Markdown escapes would be pasted escaped)
+    protect = "".join(f" -p {shlex.quote(names[k]) if named and shown_as_written(shlex.quote(names[k])) else k}"
+                      for k in report["protected"])
+    rows = data.get("verify_data") or data.get("spec") or data["name"]
+    command = (f"cwtool verify {first} --data {shlex.quote(rows)}{seed}"
+               f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline {baseline}")
+    return ["", f"Re-check a file here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep "
+                f"the rows it judges: a device with numpy and one runtime judges the same rows with "
+                f"{code_span(f'cwtool verify {first} --data eval.npz{protect} --baseline {baseline}')} (a named set such as "
+                "digits needs scikit-learn, a folder of images Pillow)."]
+
+
 def held_out_rows(data: dict, split: str) -> str:
     """Where a held-out split's rows came from, in words: the user's --val/--test (named), cwtool's split of the source's
     rows or of its train split with the seed, or the source's own split. An older report without ``held_out_origin`` is
@@ -187,5 +212,7 @@ def render_report(report: dict) -> str:
             if s.get("offsets") and not kept:  # with kept layers the note says it
                 text += f"; {s.get('note')}"
             lines.append(f"- {s['path']}: {text}")
+    if report.get("artifacts"):
+        lines += recheck_lines(report, "report.json")
     # class names come from files: no terminal escapes, no HTML of their own in a report
     return no_raw_html(printable("\n".join(lines))) + "\n"
