@@ -436,6 +436,16 @@ def test_csv_label_column_named_twice_is_refused_not_guessed(tmp_path):
         load_data(str(f), label_column="species")
 
 
+def test_csv_last_column_named_twice_is_refused_not_learnt_as_a_feature(tmp_path):
+    """Without --label-column the last column holds the labels; a column of the same name earlier (a copy of the labels
+    saved twice) had been read as a feature, and a model trained on it learnt the answer."""
+    from toolchain.errors import UserError
+
+    f = _write_csv(tmp_path / "s.csv", ["f0", "label", "f1", "label"], [[i, i % 2, i * 0.5, i % 2] for i in range(20)])
+    with pytest.raises(UserError, match="the label column 'label' \\(the last\\) of .* has the name of column 2 too"):
+        load_data(str(f))
+
+
 def test_csv_class_names_set_the_order_of_string_labels(tmp_path):
     rows = [[i, "benign" if i % 3 else "malignant"] for i in range(30)]
     f = _write_csv(tmp_path / "bc.csv", ["f", "diagnosis"], rows)

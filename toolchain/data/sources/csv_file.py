@@ -108,6 +108,10 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                         label_column = header[li]
                     elif label_column is None:
                         li = len(header) - 1
+                        if header.count(header[li]) > 1:  # its twin would be read as a feature: likely the labels again
+                            raise UserError(f"the label column '{one_line(header[li])[:40]}' (the last) of {where} has the "
+                                            f"name of column {header.index(header[li]) + 1} too: give the columns distinct names "
+                                            "(a copy of the labels among the features would be learnt as one)")
                     elif header.count(label_column) > 1:  # which one holds the labels is a guess: not made
                         raise UserError(f"--label-column '{label_column}' names {header.count(label_column)} columns of {where}: "
                                         "give the columns distinct names")
