@@ -282,6 +282,7 @@ def test_a_tflite_file_copied_without_its_sidecar_is_said_so(exported, tmp_path,
     shutil.copy(out / "artifacts" / "model_fp32_nchw.tflite", tmp_path / "moved.tflite")
     code, stdout, err = run_cli(["verify", tmp_path / "moved.tflite", "--data", "digits", "-p", "3"], capsys)
     assert code in (0, 1) and "moved.tflite has no sidecar moved.tflite.json beside it" in stdout + err, stdout + err
+    assert "the rows its model was trained or tuned on (no refusal of them), are unknown here" in " ".join((stdout + err).split())
     code, stdout, err = run_cli(["verify", out / "artifacts" / "model_fp32_nchw.tflite", "--data", "digits", "-p", "3"], capsys)
     assert code in (0, 1) and "no sidecar" not in stdout + err
     (tmp_path / "moved.tflite.json").write_text("not json{")  # there, but of no use: said so, not "no sidecar"

@@ -165,7 +165,8 @@ def run_verify(req: VerifyRequest) -> dict:
             name = runner.shown_name
             what = (f"{name}: its sidecar records nothing cwtool reads (unreadable, or not a JSON object of cwtool's)"
                     if sidecar_path(path).exists() else f"{name} has no sidecar {sidecar_path(path).name} beside it (compress and export write one)")
-            notes.append(f"{what}: the class names and preprocessing it was made for are unknown here, and its layout "
+            notes.append(f"{what}: the class names and preprocessing it was made for, and the rows its model was trained or "
+                         "tuned on (no refusal of them), are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
     if got.sized_as_recorded:
