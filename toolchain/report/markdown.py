@@ -114,12 +114,28 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
     protect = "".join(f" -p {shlex.quote(names[k]) if named and shown_as_written(shlex.quote(names[k])) else k}"
                       for k in report["protected"])
     rows = data.get("verify_data") or data.get("spec") or data["name"]
+    budget = _budget_flags((report.get("gate") or {}).get("budget") or report.get("budget") or {})
     command = (f"cwtool verify {first} --data {shlex.quote(rows)}{seed}"
-               f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline {baseline}")
+               f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline {baseline}{budget}")
     return ["", f"Re-check a file here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep "
                 f"the rows it judges: a device with numpy and one runtime judges the same rows with "
-                f"{code_span(f'cwtool verify {first} --data eval.npz{protect} --baseline {baseline}')} (a named set such as "
+                f"{code_span(f'cwtool verify {first} --data eval.npz{protect} --baseline {baseline}{budget}')} (a named set such as "
                 "digits needs scikit-learn, a folder of images Pillow)."]
+
+
+def _budget_flags(budget: dict) -> str:
+    """The run's own gate as verify's flags, where it differs from verify's defaults (FN +0, 2 accuracy points, plain)."""
+    flags = ""
+    for key, flag in (("max_fn_increase", "--max-fn-increase"), ("max_fnr_increase", "--max-fnr-increase"), ("max_fnr", "--max-fnr")):
+        value = budget.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value:
+            flags += f" {flag} {value:g}"
+    drop = budget.get("max_accuracy_drop")
+    if isinstance(drop, (int, float)) and not isinstance(drop, bool) and abs(drop - 0.02) > 1e-12:
+        flags += f" --max-accuracy-drop {drop:g}"
+    if budget.get("mode") == "significant":
+        flags += " --gate significant"
+    return flags
 
 
 def held_out_rows(data: dict, split: str) -> str:
