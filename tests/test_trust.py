@@ -684,6 +684,31 @@ def test_a_damaged_round_on_resume_is_bad_input(trained_digits, tmp_path, capsys
     assert code == 2 and last.startswith("cwtool: error: ") and "damaged round" in last, err
 
 
+@pytest.mark.parametrize("field, value, refused", [
+    ("multipliers", {"3": 10**400}, True),  # float() of it overflows: had been an internal error, exit 3
+    ("multipliers", {}, True),  # the run saves one per protected class: none is not the run's state
+    ("seconds", {"retrain": 10**400}, False),  # timings are for the report only: dropped, the resume goes on
+])
+def test_a_round_summary_with_out_of_range_numbers_is_a_damaged_round(trained_digits, tmp_path, capsys, field, value, refused):
+    import json
+
+    out = tmp_path / "run"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
+            "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    summary = out / "rounds" / "round_1.json"
+    record = json.loads(summary.read_text())
+    record[field] = value
+    summary.write_text(json.dumps(record))
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    last = err.strip().splitlines()[-1]
+    if refused:
+        assert code == 2 and last.startswith("cwtool: error: ") and "damaged round" in last, err
+    else:
+        assert code in (0, 1), err
+
+
 def _endless_onnx(path) -> None:
     """A classifier whose graph holds a Loop of 10**15 steps: the runtime never returns on its own."""
     import onnx

@@ -240,8 +240,9 @@ def _multipliers(summary, protected: list[int]) -> dict[int, float]:
     saved = summary.get("multipliers") if isinstance(summary, dict) else None
     if saved is None:
         return {}
-    if not isinstance(saved, dict) or not all(k in {str(p) for p in protected} and isinstance(v, (int, float)) and not isinstance(v, bool)
-                                              and math.isfinite(v) and 0 <= v <= 1e6 for k, v in saved.items()):
+    # the range first: an integer of 400 digits has no float for isfinite (OverflowError)
+    if not isinstance(saved, dict) or set(saved) != {str(p) for p in protected} or not all(
+            _plain_number(v) and 0 <= v <= 1e6 and math.isfinite(v) for v in saved.values()):
         raise ValueError("its Lagrange multipliers are not one non-negative number per protected class")
     return {int(k): float(v) for k, v in saved.items()}
 
@@ -249,7 +250,11 @@ def _multipliers(summary, protected: list[int]) -> dict[int, float]:
 def _seconds(summary) -> dict[str, float]:
     """A round's timings, for the report only: dropped unless they are plain numbers."""
     laps = summary.get("seconds") if isinstance(summary, dict) else None
-    if isinstance(laps, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(laps, dict) and all(isinstance(k, str) and _plain_number(v) and abs(v) <= 1e12 and math.isfinite(v)
                                       for k, v in laps.items()):
         return {k: float(v) for k, v in laps.items()}
     return {}
+
+
+def _plain_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
