@@ -510,6 +510,34 @@ def test_a_stop_as_the_process_exits_after_the_command_says_the_output_is_comple
     assert proc.stderr.strip().splitlines() == [f"cwtool: {sig} arrived as the command finished: what it wrote is complete"]
 
 
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_while_compress_prints_its_summary_says_the_run_is_complete(sig, code, tmp_path):
+    """A stop after the run's report was written, while the summary printed, said "interrupted; temporary files removed"
+    and named no run (a reviewer: 3 of 3 runs): the run directory was whole. It now says so, and where."""
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from pathlib import Path
+        import toolchain.cli as cli
+        import toolchain.cli.compress as command
+        import toolchain.pipeline as pipeline
+
+        run = Path({str(tmp_path / "run")!r})
+        pipeline.compress = lambda request, config, export=None: ({{"gate": {{"passed": True}}}}, run)
+
+        def summary(report, run_dir):  # the stop meets the summary half-printed (Python code runs: it is raised there)
+            os.kill(os.getpid(), signal.{sig})
+            for _ in range(2000):
+                time.sleep(0.01)
+
+        command.print_summary = summary
+        cli.main(["compress", {str(tmp_path / "m.pt")!r}, "--data", "digits", "-p", "3", "--out", str(run)])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"cwtool: {sig} arrived as the command finished: what it wrote is complete "
+                                                    f"(run directory: {tmp_path / 'run'})"), proc.stderr
+
+
 def test_a_stop_outside_mains_own_handlers_never_kills_the_process_silently():
     """main gives its handlers back as it ends: a SIGTERM between that and the entry's own (a reviewer: 1 of 100 runs)
     killed the process with no line. The entry's handlers now stand before and after main's."""

@@ -125,6 +125,18 @@ def _interrupted_line(signal_name: str, run_dir) -> str:
     return line
 
 
+def _say_stopped(stop) -> None:
+    """The one line of an Interrupted: complete where the command had finished its work (its files whole), else the stop."""
+    from toolchain import interrupts
+
+    if not stop.completed:
+        _say_interrupted(stop.signal_name, stop.run_dir)
+    elif interrupts.claim_the_line():
+        where = f" (run directory: {stop.run_dir})" if stop.run_dir else ""
+        print(f"cwtool: {stop.signal_name} arrived as the command finished: what it wrote is complete{where}",
+              file=sys.stderr, flush=True)
+
+
 def _say_interrupted(signal_name: str, run_dir) -> None:
     """The one line of a stop; the watcher's grace path (an exit that then hangs) says nothing more."""
     from toolchain import distributed, interrupts
@@ -179,12 +191,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         with watcher:
             _main(argv)
     except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
-        if exc.completed:
-            if interrupts.claim_the_line():
-                print(f"cwtool: {exc.signal_name} arrived as the command finished: what it wrote is complete",
-                      file=sys.stderr, flush=True)
-        else:
-            _say_interrupted(exc.signal_name, exc.run_dir)
+        _say_stopped(exc)
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     finally:  # in-process callers (tests, notebooks) get their own handlers back
         _state["ended"] = True  # a stop from here on finds the command's work done (entry's handlers say so)
@@ -284,7 +291,7 @@ def _run(argv: Optional[list[str]]) -> None:
         _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank != 0 else ''}: {exc}")
         sys.exit(2)
     except Interrupted as exc:
-        _say_interrupted(exc.signal_name, exc.run_dir)
+        _say_stopped(exc)
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     except Abort as exc:  # a KeyboardInterrupt that reached the parser before our handler was in place
         cause = exc.__cause__ or exc.__context__

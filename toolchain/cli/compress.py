@@ -61,8 +61,7 @@ def compress(
     report, run_dir = run_compress(request, prune_config, export=settings)
     if report is None:  # a torchrun process other than rank 0: its share of the retraining is done
         return 0
-    print_summary(report, run_dir)
-    return 0 if report["gate"]["passed"] else 1
+    return _summary_of_a_finished_run(report, run_dir)
 
 
 def demo(
@@ -73,7 +72,19 @@ def demo(
     from toolchain.demo import run_demo
 
     report, run_dir = run_demo(protect_class, retrain=retrain)
-    print_summary(report, run_dir)
+    return _summary_of_a_finished_run(report, run_dir)
+
+
+def _summary_of_a_finished_run(report: dict, run_dir: Path) -> int:
+    """The summary on the console, then the exit code of the gate. Its run directory was whole before the summary began:
+    a stop while it prints says so, and where the run is (not "interrupted", as if there were anything to resume)."""
+    from toolchain.errors import Interrupted
+
+    try:
+        print_summary(report, run_dir)
+    except Interrupted as stop:
+        stop.completed, stop.run_dir = True, run_dir
+        raise
     return 0 if report["gate"]["passed"] else 1
 
 
