@@ -423,6 +423,40 @@ def test_forced_budget_breach_keeps_layers_in_float(compress_run, digits_dataset
     assert "recommends no file: no layers searched to keep in float" in skipped.reason and said[-1].endswith(skipped.reason), said
 
 
+def test_the_int8_search_never_writes_a_rejected_candidate_under_the_artifact_s_name(tmp_path):
+    """Every candidate was built at the artifact's own name: a run killed mid-search (kill -9) left a file the search had
+    just rejected there. Candidates are built in the work folder; the chosen one (with its sidecar) is moved there."""
+    import json
+    from pathlib import Path
+
+    from toolchain.quantize.fallback import fn_aware_quantize
+
+    layers = ["stem", "block1", "block2", "head"]
+    final = tmp_path / "artifacts" / "model_int8.tflite"
+    final.parent.mkdir()
+    built = []
+
+    def build(excluded, dest):
+        built.append(dest)
+        dest.write_text(json.dumps(sorted(excluded)))
+        Path(f"{dest}.json").write_text(json.dumps({"float_modules": sorted(excluded)}))
+        return dest
+
+    def score(path):  # the promise holds once block1 and block2 are kept in float
+        kept = set(json.loads(path.read_text()))
+        return {"block1", "block2"} <= kept, {1: 2 - len(kept & {"block1", "block2"})}, 0.0, 0.95
+
+    result = fn_aware_quantize(build, score, layers, tmp_path / "w", final)
+    assert result.within_budget and sorted(result.float_layers) == ["block1", "block2"]
+    assert final not in built and result.path == final
+    assert sorted(json.loads(final.read_text())) == ["block1", "block2"]
+    assert json.loads(Path(f"{final}.json").read_text())["float_modules"] == ["block1", "block2"]
+    assert not (tmp_path / "w" / "candidate.tflite").exists()
+    # nothing meets it: the best mix is what lands under the name
+    short = fn_aware_quantize(build, lambda path: (False, {1: 1}, 0.0, 0.95), layers, tmp_path / "w", final)
+    assert not short.within_budget and short.path == final and final not in built
+
+
 def test_an_int8_file_that_keeps_the_promise_but_loses_accuracy_keeps_the_costly_layer_in_float(tmp_path):
     """A file that met the FN promise was shipped whatever its validation accuracy: an int8 file answering the protected
     class for nearly every row meets it (no positive missed), and only the test gate failed it, as a collapse or an

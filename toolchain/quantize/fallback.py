@@ -87,10 +87,12 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
         return promise_met and accuracy >= min_accuracy - 1e-12, promise_met, fn, odds, accuracy
 
     workdir.mkdir(parents=True, exist_ok=True)
-    path = build([], final_path)
+    # final_path holds only the file chosen: a stop mid-search (kill -9) had left a rejected candidate under its name
+    candidate = workdir / f"candidate{final_path.suffix}"
+    path = build([], candidate)
     met, promise_met, fn, _, accuracy = judged(path)
     if met:
-        return FallbackResult(path, [], fn, True)
+        return FallbackResult(_ship(path, final_path), [], fn, True)
     if retune is not None:
         say(f"{label}: short of {_short_of(promise_met)} on validation; setting its own operating point")
     offsets: dict[int, float] = {}
@@ -99,17 +101,17 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
         if retuned is None:
             break
         build, offsets = retuned
-        path = build([], final_path)
+        path = build([], candidate)
         met, promise_met, fn, _, accuracy = judged(path)
         if met:
-            return FallbackResult(path, [], fn, True, offsets=offsets,
+            return FallbackResult(_ship(path, final_path), [], fn, True, offsets=offsets,
                                   reason=f"operating point re-set for this file on validation ({_offsets_text(offsets)})")
     short = _short_of(promise_met)
     if not search:
         said = ("the run did not keep its budget on validation and recommends no file: no layers searched to keep in float"
                 + (f"; operating point re-set ({_offsets_text(offsets)})" if offsets else ""))
         say(f"{label}: short of {short} on validation; {said}")
-        return FallbackResult(path, [], fn, False, offsets=offsets, reason=said, short_of=short)
+        return FallbackResult(_ship(path, final_path), [], fn, False, offsets=offsets, reason=said, short_of=short)
     accuracy_binds = promise_met  # the promise holds and accuracy does not: rank by what each layer costs in accuracy
     say(f"{label}: still short of {short} on validation; ranking {len(layers)} layers by what quantizing each alone "
         f"costs {'in validation accuracy' if accuracy_binds else 'the protected classes'} (a file each)")
@@ -133,16 +135,28 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
     for entry in ranking:
         pace(len(excluded))
         excluded.append(entry["layer"])
-        path = build(excluded, final_path)
+        path = build(excluded, candidate)
         met, promise_met, fn, _, accuracy = judged(path)
         if (promise_met, -sum(fn.values()), accuracy) > best_key:
             best = FallbackResult(path, list(excluded), fn, False, ranking, offsets=offsets, short_of=_short_of(promise_met))
             best_key = (promise_met, -sum(fn.values()), accuracy)
         if met:
             cost = "cost validation accuracy" if accuracy_binds else "raised the protected FN on validation"
-            return FallbackResult(path, list(excluded), fn, True, ranking,
+            return FallbackResult(_ship(path, final_path), list(excluded), fn, True, ranking,
                                   f"kept {len(excluded)} layer(s) in float: quantizing them {cost}{also}", offsets)
     # Nothing met the budget: rebuild the best mix found, keep it, and let the gate fail on it.
-    path = build(best.float_layers, final_path)
-    best.path, best.reason = path, f"no mix of float layers met {best.short_of} on validation; kept the best artifact{also}"
+    path = build(best.float_layers, candidate)
+    best.path, best.reason = _ship(path, final_path), f"no mix of float layers met {best.short_of} on validation; kept the best artifact{also}"
     return best
+
+
+def _ship(path: Path, final_path: Path) -> Path:
+    """The chosen candidate moved to the artifact's name, its sidecar (a TFLite file's ``.json``) first: a model file never
+    stands without it."""
+    import shutil
+
+    side = Path(f"{path}.json")
+    if side.exists():
+        shutil.move(side, f"{final_path}.json")
+    shutil.move(path, final_path)
+    return final_path
