@@ -453,6 +453,22 @@ def test_a_checkpoint_whose_recorded_arch_kwargs_fail_is_blamed_not_the_users_fl
     assert "--arch-kwargs" not in err
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_arch_kwargs_too_large_for_the_memory_are_refused_before_anything_is_allocated(command, tmp_path, capsys, monkeypatch):
+    """A checkpoint's arch_kwargs were sized on the meta device before the model was built; the same sizes typed as
+    --arch-kwargs were allocated at once, and a width of 10**9 had the kernel kill the process with no word (exit 137)."""
+    from toolchain import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: (20_000_000, "test limit"))
+    weights = tmp_path / "w.pt"
+    torch.save({"net.0.weight": torch.zeros(1, 1)}, weights)
+    args = (["train", "--out", tmp_path / "m.pt", "--epochs", "1"] if command == "train" else ["evaluate", weights, "-p", "1"])
+    code, _, err = run_cli([*args, "--arch", "mlp", "--arch-kwargs", '{"hidden": [10000000]}', "--data", "breast-cancer"], capsys)
+    one_line_error(code, err, "--arch 'mlp' with --arch-kwargs {\"hidden\": [10000000]", "more than the 20.0 MB of memory available "
+                   "(test limit): give smaller --arch-kwargs")
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_an_error_from_torch_is_described_without_its_cpp_source_location():
     """An arch_kwargs width of 10**30 was said with "Exception raised from THPUtils_unpackLong at /__w/pytorch/..."."""
     from toolchain.errors import describe

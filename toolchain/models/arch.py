@@ -74,6 +74,7 @@ def _why(exc: BaseException) -> str:
 def build_arch(spec: str, kwargs: dict | None = None, recorded_in: Path | None = None) -> nn.Module:
     """``spec`` built with ``kwargs``: the user's --arch-kwargs, or those the checkpoint ``recorded_in`` records."""
     factory = resolve_arch(spec)
+    _check_build_size(factory, spec, kwargs or {}, recorded_in)
     try:
         model = factory(**(kwargs or {}))
     except UserError:
@@ -89,6 +90,28 @@ def build_arch(spec: str, kwargs: dict | None = None, recorded_in: Path | None =
     if not isinstance(model, nn.Module):
         raise UserError(f"--arch '{spec}' did not build a torch.nn.Module (got {type(model).__name__})")
     return model
+
+
+def _check_build_size(factory, spec: str, kwargs: dict, recorded_in: Path | None) -> None:
+    """Build the architecture on the meta device first: kwargs from the command line or a file (a width of 10**9) must not
+    allocate more than the machine has (the kernel's OOM killer ends the process with no word)."""
+    import torch
+
+    from toolchain.limits import check_fits
+
+    try:
+        with torch.device("meta"):
+            model = factory(**kwargs)
+    except (Exception, SystemExit):  # kwargs it rejects, or code that cannot run on meta: built for real, where errors are said
+        return
+    if not isinstance(model, nn.Module):
+        return
+    need = sum(p.numel() * p.element_size() for p in model.parameters())
+    given = json.dumps(kwargs)[:120]
+    if recorded_in is not None:
+        check_fits(need, f"'{recorded_in}' (--arch '{spec}' with {given})", "check the checkpoint's arch_kwargs")
+    else:
+        check_fits(need, f"--arch '{spec}' with --arch-kwargs {given}", "give smaller --arch-kwargs")
 
 
 def arch_file(spec: str) -> tuple[Path, str] | None:

@@ -19,9 +19,9 @@ from torch import nn
 from toolchain.data.images import channels_hint
 from toolchain.errors import UserError
 from toolchain.io import atomic_write_bytes
-from toolchain.limits import check_fits, memory_cap
+from toolchain.limits import memory_cap
 from toolchain.models import registry
-from toolchain.models.arch import absolute_arch, arch_file, build_arch, load_state_into, resolve_arch
+from toolchain.models.arch import absolute_arch, arch_file, build_arch, load_state_into
 from toolchain.models.pickles import LOAD_HEADROOM
 
 CHECKPOINT_FORMAT = "cwtool.model/1"
@@ -116,21 +116,6 @@ def _checked_checkpoint(obj: dict, path: Path) -> dict:
             "channel_plan": {k: [int(i) for i in v] for k, v in plan.items()}, "state_dict": state, "extra": extra}
 
 
-def _check_build_size(spec: str, kwargs: dict, path: Path) -> None:
-    """Build the architecture on the meta device first: kwargs from a file (a width of 10**9) must not
-    allocate more than the machine has before the weights are compared."""
-    factory = resolve_arch(spec)
-    try:
-        with torch.device("meta"):
-            model = factory(**kwargs)
-    except (Exception, SystemExit):  # kwargs it rejects, or code that cannot run on meta: built for real below, where errors are said
-        return
-    if not isinstance(model, nn.Module):
-        return
-    need = sum(p.numel() * p.element_size() for p in model.parameters())
-    check_fits(need, f"'{path}' (--arch '{spec}' with {json.dumps(kwargs)[:120]})", "check the checkpoint's arch_kwargs")
-
-
 def _add_baked_biases(model: nn.Module, state: dict, path: Path) -> None:
     """compress bakes the protected classes' offsets into the classifier's bias, and gives a classifier without one (a
     bias-less 1x1 conv, ``Linear(bias=False)``) a bias to hold them: the architecture rebuilt by name has none. A bias in
@@ -168,7 +153,6 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
                         + channels_hint(tuple(expected_shape), wanted))
     kwargs = ckpt["arch_kwargs"]
     spec = _checkpoint_arch(ckpt["arch"], path, arch, arch_kwargs, kwargs, trust_model)
-    _check_build_size(spec, kwargs, path)
     model = build_arch(spec, kwargs, recorded_in=path)
     plan, input_shape = ckpt["channel_plan"] or None, ckpt["input_shape"]
     if plan:
