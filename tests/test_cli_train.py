@@ -285,6 +285,22 @@ def test_a_model_that_fails_while_training_is_bad_input_not_a_cwtool_bug(tmp_pat
     assert "was not written" in (tmp_path / "m.pt.log").read_text().splitlines()[-1]
 
 
+def test_a_check_that_refuses_before_the_first_epoch_ends_the_log_with_why(tmp_path, capsys, monkeypatch):
+    """The training-memory check and the precision probe ran after the log was opened but outside what records how a run
+    ended: the log stopped at "--arch ... built for the data" with no word of why (a reviewer's find)."""
+    from toolchain.errors import UserError
+    from toolchain.models import memory
+
+    def refuses(*args, **kwargs):
+        raise UserError("a training step on 128 samples needs more memory than there is")
+
+    monkeypatch.setattr(memory, "check_training_fits", refuses)
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", "breast-cancer", "--epochs", "1", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "a training step on 128 samples" in err.splitlines()[-1], err
+    last = (tmp_path / "m.pt.log").read_text().splitlines()[-1]
+    assert "stopped (UserError: a training step on 128 samples" in last and "was not written" in last, last
+
+
 def test_a_module_architecture_is_checked_without_running_its_package(tmp_path, monkeypatch, capsys):
     """The output checks come first: a package's __init__ is code, and one that fails to import is exit 2 (its own
     error, from the import the architecture needs), not an internal error."""

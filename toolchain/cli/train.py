@@ -94,24 +94,24 @@ def train(
     console = log_console()
     earlier = file_sha256(out) if out.is_file() else None  # read before this log replaces the earlier training's
     log = _fresh_log(RunLog(console), log_path)
-    log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
-    if earlier is not None:  # a training killed before its end leaves this log beside the earlier checkpoint: said here
-        log.record(f"{one_line(out)} is an earlier training's checkpoint (sha256 {earlier[:12]}) until this one writes it")
-    log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
-    filled = {k: v for k, v in kwargs.items() if k not in parse_kwargs(arch_kwargs)}
-    if filled:
-        log.print(f"--arch '{arch}' built for the data: {', '.join(f'{k} {v}' for k, v in filled.items())} (--arch-kwargs sets them)")
-    check_training_fits(model, dataset.x_train, batch_size, torch_device, autocast_dtype(train_precision, torch_device) is not None)
-    low_precision, why = precision_choice(model, dataset.x_train, train_precision, torch_device, batch_size)
-    config = dataclasses.replace(config, precision=resolved_precision(low_precision))  # one arithmetic: timed once on a GPU
-    log.print(f"training on {torch_device} in {arithmetic_label(low_precision)}" + (f" ({why})" if why else ""))
+    try:  # from here on, the log says how the run ended (a check that refuses too)
+        log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
+        if earlier is not None:  # a training killed before its end leaves this log beside the earlier checkpoint: said here
+            log.record(f"{one_line(out)} is an earlier training's checkpoint (sha256 {earlier[:12]}) until this one writes it")
+        log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+        filled = {k: v for k, v in kwargs.items() if k not in parse_kwargs(arch_kwargs)}
+        if filled:
+            log.print(f"--arch '{arch}' built for the data: {', '.join(f'{k} {v}' for k, v in filled.items())} (--arch-kwargs sets them)")
+        check_training_fits(model, dataset.x_train, batch_size, torch_device, autocast_dtype(train_precision, torch_device) is not None)
+        low_precision, why = precision_choice(model, dataset.x_train, train_precision, torch_device, batch_size)
+        config = dataclasses.replace(config, precision=resolved_precision(low_precision))  # one arithmetic: timed once on a GPU
+        log.print(f"training on {torch_device} in {arithmetic_label(low_precision)}" + (f" ({why})" if why else ""))
 
-    pace = EpochPace(epochs)
+        pace = EpochPace(epochs)
 
-    def epoch_done(epoch: int, _model) -> None:
-        log.progress(pace.line(epoch))
+        def epoch_done(epoch: int, _model) -> None:
+            log.progress(pace.line(epoch))
 
-    try:
         with progress_bar(console) as progress:
             run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}",
                       on_epoch_end=epoch_done)
