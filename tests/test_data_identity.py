@@ -149,6 +149,26 @@ def test_a_model_trained_with_its_classes_in_another_order_is_refused_naming_the
     assert code == 0, err
 
 
+def test_a_class_order_an_npz_fixes_is_not_told_to_take_class_names(tmp_path, capsys):
+    """An .npz whose class_names number the classes otherwise than the model was told "give --class-names a, b", which the
+    next run refused (the file fixes its labels' order): it is told to save the data in the model's order."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "ab.npz", x=x, y=y, class_names=np.array(["a", "b"]))
+    np.savez(tmp_path / "ba.npz", x=x, y=1 - y, class_names=np.array(["b", "a"]))
+    model = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "-d", tmp_path / "ab.npz", "--epochs", "1", "--out", model], capsys)
+    assert code == 0, err
+    for command in (["compress", model, "-d", tmp_path / "ba.npz", "-p", "a", "--out", tmp_path / "run"],
+                    ["export", model, "-d", tmp_path / "ba.npz", "-p", "a", "--out", tmp_path / "files"]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 2 and "this data numbers them b, a: save the data with its labels numbered in the model's order" in err, err
+        assert "--class-names" not in err, err
+
+
 def test_exports_warning_about_seen_rows_names_what_export_takes(digits_dataset, tmp_path, capsys):
     """A model trained on another split of the data, exported with --data whose split reuses its training rows: the
     warning names what export takes (--val and --test, as compress does)."""

@@ -79,17 +79,23 @@ def seen_rows(record: dict | None, x: np.ndarray, y: np.ndarray) -> int | None:
     return int(np.isin(row_fingerprints(x, y), trained).sum())
 
 
-def check_class_order(record: dict | None, class_names, model: str | Path) -> None:
+def check_class_order(record: dict | None, class_names, model: str | Path, order_fixed: bool | None = None) -> None:
     """The model's outputs are its classes in the order it was trained with: the same names in another order (string
-    labels numbered alphabetically here, by --class-names there) would score every prediction against another label."""
+    labels numbered alphabetically here, by --class-names there) would score every prediction against another label.
+    ``order_fixed``: the data's source numbers its classes itself (an .npz's class_names, a named set), so --class-names
+    cannot renumber them; None where the caller cannot tell."""
     trained = record.get("class_names") if isinstance(record, dict) else None
     if not isinstance(trained, list) or not all(isinstance(n, str) for n in trained) or class_names is None:
         return
     names = [str(n) for n in class_names]
     if names != trained and sorted(names) == sorted(trained):
         order = ", ".join(trained)
+        flag = f"give --class-names \"{one_line(order)[:300]}\""
+        resave = "save the data with its labels numbered in the model's order"
+        fix = (resave + " (its source fixes the numbering)" if order_fixed else flag if order_fixed is False
+               else f"{flag} where the labels are written as names (a CSV, folders of images), else {resave}")
         raise UserError(f"'{model}' was trained with its classes in the order {one_line(order)[:300]}; this data numbers them "
-                        f"{one_line(', '.join(names))[:300]}: give --class-names \"{one_line(order)[:300]}\"")
+                        f"{one_line(', '.join(names))[:300]}: {fix}")
 
 
 IMAGE_STEPS = ("color", "resize", "crop", "mean", "std")  # what an image file goes through before the model sees it
