@@ -935,3 +935,17 @@ def test_a_default_that_judged_a_share_of_the_rows_says_so_apart():
     shared = load_rows_for("digits", split="auto")
     assert share_note(shared).startswith(f"judged the seeded test split of digits, {len(shared['y'])} of its 1,797 rows")
     assert share_note(load_rows_for("digits", split="all")) is None
+
+
+def test_an_npz_s_own_test_split_is_not_called_a_seeded_share(tmp_path):
+    """An .npz with x_train/x_test was judged on its own x_test, yet said to be judged on "the seeded test split ... as
+    compress splits it", with --split all (which adds its training rows) as the way to judge every row (a reviewer)."""
+    from toolchain.judged_rows import describe_rows, load_rows_for, share_note
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "split.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    rows = load_rows_for(str(tmp_path / "split.npz"), split="auto")
+    assert rows["split"] == "test" and np.array_equal(rows["y"], y[200:])
+    assert share_note(rows) is None and "--split all" not in describe_rows(rows)

@@ -76,9 +76,10 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     pooled = sum(len(dataset.split(s)[1]) for s in ("train", "val", "test"))  # a share of a folder the user may see as a split
     # an .npz holds rows prepared already: its scale is the file's, not a preprocessing to compare with an artifact's
     prepared = {} if str(data).strip().lower().endswith(".npz") else {"preprocessing": dataset.preprocessing.to_dict()}
+    seeded = not (dataset.given_splits and used in ("test", "all"))  # a source's own test split was drawn by no seed of ours
     return {"x": x, "y": y, "class_names": list(dataset.class_names), "split": used, "name": dataset.name,
-            "seed": None if dataset.given_splits and used in ("test", "all") else seed, "note": dataset.preprocessing.note,
-            **prepared, **({"of_rows": pooled} if used != "all" and pooled > len(y) else {}),
+            "seed": seed if seeded else None, "note": dataset.preprocessing.note,
+            **prepared, **({"of_rows": pooled} if seeded and used != "all" and pooled > len(y) else {}),
             "every_row": lambda: dict(zip(("x", "y"), dataset.split("all")))}  # the rows these were drawn from, read once asked
 
 
