@@ -84,6 +84,23 @@ def test_bench_bad_input_is_exit_2(cli_main, artifacts, capsys, tmp_path):
         bench(artifacts["onnx"], target="no-such-board")
 
 
+def test_an_input_of_no_declared_rank_is_said_as_such(cli_main, capsys, tmp_path):
+    """An ONNX input with no shape was refused with "data samples have shape () but it expects ()": bench takes no data,
+    and the two shapes were the same (a reviewer's find)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "norank.onnx")
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", str(tmp_path / "norank.onnx"), "--runs", "5"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1, err
+    assert "norank.onnx takes an input of no declared shape" in err and "expects" not in err, err
+
+
 def test_bench_many_splits_runs_into_interleaved_rounds(artifacts):
     from toolchain.bench import bench_many
 

@@ -50,6 +50,11 @@ def _maxrss_bytes() -> int:
 
 def _sample(runner, seed: int = 0) -> np.ndarray:
     shape = runner.dataset_sample_shape()
+    if not len(shape):  # an input of no declared rank, or a batch axis alone: no sample to time
+        declared = getattr(runner, "input_shape", None)
+        what = f"an input of shape {tuple(declared)}" if declared else "an input of no declared shape"
+        raise UserError(f"{runner.path.name} takes {what}, no sample axes after a batch axis: export it with a batch axis "
+                        "and a fixed sample shape")
     if any(int(d) <= 0 for d in shape):
         raise UserError(f"{runner.path.name} has a dynamic input shape {tuple(shape)}: export it with a fixed sample shape")
     return np.random.default_rng(seed).standard_normal((1, *shape)).astype(np.float32)
