@@ -670,3 +670,24 @@ def test_a_tflite_file_is_named_by_its_layout_only_where_its_input_has_one(tmp_p
     job = ExportJob(example=torch.zeros(shape), num_classes=2, layout=layout, calibration_x=None, calibration_method="minmax",
                     out=tmp_path, work=tmp_path / "work")
     assert TFLiteBackend().artifact_path(job, "int8") == tmp_path / name
+
+
+def test_a_calibration_set_that_cannot_be_written_names_its_file(tmp_path, monkeypatch):
+    """A full disk while `cwtool calibrate` wrote its set was said as "cannot write a file (or the output)", where every
+    other command names the path (a reviewer's find); nothing is left behind."""
+    import errno
+    import zipfile
+
+    import numpy as np
+
+    from toolchain.errors import UserError
+    from toolchain.quantize import calibration
+
+    class FullDisk(zipfile.ZipFile):
+        def open(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(calibration.zipfile, "ZipFile", FullDisk)
+    with pytest.raises(UserError, match=f"cannot write '{tmp_path / 'c.npz'}': No space left on device: free some space"):
+        calibration.save_calibration(tmp_path / "c.npz", np.zeros((2, 3), np.float32), {})
+    assert list(tmp_path.iterdir()) == []

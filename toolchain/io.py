@@ -195,7 +195,7 @@ def check_own_files(folder, flag: str, limit: int = 100_000) -> None:
             raise UserError(f"{flag}: '{path}' is a {SPECIAL}, not a file cwtool wrote: remove it or give another folder")
 
 
-def _cannot_write(path: Path, exc: OSError) -> UserError:
+def cannot_write(path: Path, exc: OSError) -> UserError:
     advice = environment_advice(exc)
     return UserError(f"cannot write '{path}': {exc.strerror or exc}" + (f": {advice}" if advice else ""))
 
@@ -232,7 +232,7 @@ def staged_path(path: str | Path, follow_link: bool = False):
             "utf-8", "surrogateescape")) > 200 else path.stem
         fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{stem}.", suffix=(path.suffix or ".tmp")[:40], dir=path.parent)
     except OSError as exc:  # a path under a file, a read-only or full disk: the user's to fix
-        raise _cannot_write(path, exc) from exc
+        raise cannot_write(path, exc) from exc
     os.close(fd)
     interrupts.staged(tmp)  # a signal that finds the main thread stuck in native code still removes it
     try:
@@ -242,7 +242,7 @@ def staged_path(path: str | Path, follow_link: bool = False):
         except IsADirectoryError as exc:
             raise UserError(f"cannot write '{path}': it is a folder") from exc
         except OSError as exc:
-            raise _cannot_write(path, exc) from exc
+            raise cannot_write(path, exc) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -267,7 +267,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, follow_link: bool = False)
             with open(tmp, "wb") as f:
                 f.write(data)
         except OSError as exc:  # a full disk, a file-size limit
-            raise _cannot_write(Path(path), exc) from exc
+            raise cannot_write(Path(path), exc) from exc
     return Path(path)
 
 
@@ -300,7 +300,7 @@ def atomic_write_npz(path: str | Path, arrays: dict) -> Path:
                         if written != (shape[0] if len(shape) else 1):
                             raise ValueError(f"{name}: {written} rows written for shape {tuple(shape)}")
         except OSError as exc:  # a full disk, a file-size limit
-            raise _cannot_write(Path(path), exc) from exc
+            raise cannot_write(Path(path), exc) from exc
     return Path(path)
 
 

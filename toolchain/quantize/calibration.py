@@ -24,7 +24,7 @@ import numpy as np
 
 from toolchain.bundled import bundled_dirs, bundled_files
 from toolchain.errors import UserError
-from toolchain.io import staged_path
+from toolchain.io import cannot_write, staged_path
 from toolchain.input_paths import user_path
 
 CALIBRATION_FORMAT = 1
@@ -155,13 +155,17 @@ def save_calibration(path: str | Path, x: np.ndarray, meta: dict[str, Any] | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": CALIBRATION_FORMAT, **(meta or {})}
     arrays = {"x": np.ascontiguousarray(x, dtype=np.float32), "meta": np.array(json.dumps(meta, sort_keys=True, default=str))}
-    with staged_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for key, value in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, value, allow_pickle=False)
+    with staged_path(path) as tmp:
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                for key, value in arrays.items():
+                    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME)
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    info.external_attr = 0o644 << 16
+                    with zf.open(info, "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, value, allow_pickle=False)
+        except OSError as exc:  # a full disk, a file-size limit: said with the file's name
+            raise cannot_write(path, exc) from exc
     return path
 
 
