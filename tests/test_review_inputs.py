@@ -469,6 +469,23 @@ def test_arch_kwargs_too_large_for_the_memory_are_refused_before_anything_is_all
     assert not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate", "compress"])
+def test_a_single_logit_binary_model_is_told_how_to_give_one_logit_per_class(command, tmp_path, capsys):
+    """A sigmoid classifier (one output) got three wrong messages: "--protect-class 1 is outside the model's outputs",
+    "check --data and --label-column", and "set num_classes in --arch-kwargs", which it then rejected (a new user)."""
+    (tmp_path / "bin_net.py").write_text("from torch import nn\n\nclass BinNet(nn.Module):\n    def __init__(self):\n"
+                                         "        super().__init__()\n        self.fc = nn.Linear(30, 1)\n\n"
+                                         "    def forward(self, x):\n        return self.fc(x)\n")
+    arch = f"{tmp_path / 'bin_net.py'}:BinNet"
+    weights = tmp_path / "w.pt"
+    torch.save({"fc.weight": torch.zeros(1, 30), "fc.bias": torch.zeros(1)}, weights)
+    args = {"train": ["train", "--out", tmp_path / "m.pt", "--epochs", "1"],
+            "evaluate": ["evaluate", weights, "-p", "malignant"],
+            "compress": ["compress", weights, "-p", "malignant", "--out", tmp_path / "run"]}[command]
+    code, _, err = run_cli([*args, "--arch", arch, "--data", "breast-cancer"], capsys)
+    one_line_error(code, err, "the model returns one output a sample (a single logit", "torch.cat([torch.zeros_like(z), z], 1)")
+
+
 def test_an_error_from_torch_is_described_without_its_cpp_source_location():
     """An arch_kwargs width of 10**30 was said with "Exception raised from THPUtils_unpackLong at /__w/pytorch/..."."""
     from toolchain.errors import describe

@@ -103,6 +103,11 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
         raise UserError(f"the model returns shape {tuple(out.shape)}; cwtool needs (batch, classes) logits")
     if not out.is_floating_point():  # a complex part would be dropped, integer "logits" ranked as ties
         raise UserError(f"the model returns {out.dtype} values; cwtool needs real floating-point logits")
+    if out.shape[1] == 1:  # a sigmoid/BCE binary classifier: every argmax would be class 0
+        raise UserError("the model returns one output a sample (a single logit, as a sigmoid or BCE binary classifier has); "
+                        "cwtool needs one logit per class: wrap it in a module whose forward returns "
+                        "torch.cat([torch.zeros_like(z), z], 1) for its logit z before any sigmoid (softmax of that is "
+                        "sigmoid(z) for class 1)")
     return int(out.shape[1])
 
 
