@@ -72,10 +72,11 @@ def test_saved_pruned_model_reproduces_reported_test_numbers(compress_run, digit
     assert evaluation["fn_per_class"] == shrunk["test"]["fn_per_class"]
 
 
-def test_existing_run_dir_needs_resume(compress_run, trained_digits, capsys):
+def test_an_existing_run_dir_of_other_settings_is_not_offered_a_resume(compress_run, trained_digits, capsys):
+    """The run there has other settings: --resume would be refused as well, so only another --out is offered."""
     _, out, _ = compress_run
     code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--out", out], capsys)
-    assert code == 2 and "--resume" in err
+    assert code == 2 and "holds another run (other inputs or settings (here " in err and "--resume" not in err, err
 
 
 def test_a_folder_of_the_users_is_not_offered_a_resume(trained_digits, tmp_path, capsys):

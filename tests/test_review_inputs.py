@@ -1450,6 +1450,11 @@ def test_the_same_command_on_a_finished_run_says_it_is_finished(trained_digits, 
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "holds a finished run (its report: " in err and "--resume makes its files and reports again" in err, err
 
+    other = [*args[:args.index("--out")], "--seed", "7", *args[args.index("--out"):]]  # the run is another's: --resume would fail
+    code, _, err = run_cli(other, capsys)
+    assert code == 2 and "holds another run (other inputs or settings" in err and "give another --out" in err, err
+    assert "--resume" not in err.strip().splitlines()[-1], err
+
 
 @pytest.mark.parametrize("kind", ["onnx", "tflite", "json"])
 def test_an_exported_file_given_as_the_model_is_named_for_what_it_is(trained_digits, tmp_path, capsys, kind):

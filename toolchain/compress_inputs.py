@@ -18,7 +18,7 @@ from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
 from toolchain.io import check_output_dir
 from toolchain.provenance import file_sha256, rows_sha256
-from toolchain.rundir import RunDir, Sessions, earlier_sessions, run_inputs
+from toolchain.rundir import OtherRun, RunDir, Sessions, earlier_sessions, run_inputs
 
 __all__ = ["CheckedInputs", "check_compress_inputs", "evaluate_on_test"]
 
@@ -154,6 +154,11 @@ def _run_directory(request, config: PruneConfig, export: ExportSettings | None, 
         if not manifest_path.is_file():  # a folder of the user's (a report.json of its own too): --resume would be refused as well
             raise UserError(f"'{run_dir}' exists and is not a cwtool run directory (no manifest.json): give another --out, or an empty "
                             "folder")
+        try:  # a run of other settings: --resume would be refused too, so it is not offered
+            earlier_sessions(run_dir, inputs, run_id, config)
+        except OtherRun as exc:
+            raise UserError(f"run directory '{run_dir}' holds another run (other inputs or settings{exc.hint}): give another "
+                            "--out") from exc
         if RunDir(run_dir).report_json.is_file():  # a CI job retried: the run is done, not to be finished
             raise UserError(f"run directory '{run_dir}' holds a finished run (its report: {RunDir(run_dir).report_json}): --resume "
                             "makes its files and reports again from the saved pruning, or give --out for a new run")

@@ -337,6 +337,14 @@ class Sessions:
         return self.processes[0] if self.processes else None
 
 
+class OtherRun(UserError):
+    """A run directory that holds a run of other inputs or settings; ``hint`` names them (" (here ..., the run ...)")."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
 def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessions:
     """The manifest of the run in ``run_dir``, refused unless it is this run: the same inputs (by any path) and settings
     (``config``, a PruneConfig)."""
@@ -357,8 +365,8 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
         older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
         hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
                 if older and config.train_precision != "fp32" else differences(manifest, moved, config))
-        raise UserError(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
-                        "or use another --out")
+        raise OtherRun(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
+                       "or use another --out", hint)
     sessions = manifest.get("processes_by_session")
     if not isinstance(sessions, list):  # a manifest from before the list: its first session's count and its last
         sessions = [manifest.get("began_on_processes", manifest.get("processes")), manifest.get("processes")]
