@@ -989,7 +989,11 @@ def test_a_checkpoint_records_its_images_preprocessing_and_export_refuses_other(
     code, _, err = run_cli([*export, *flags, "--out", tmp_path / "e2"], capsys)
     assert code in (0, 1) and (tmp_path / "e2" / "export.md").is_file(), err
     code, out, err = run_cli(["evaluate", tmp_path / "run" / "pruned.pt", "--data", held["test"], "-p", "1"], capsys)
-    assert code == 0 and "warning: '" in out + err and "prepared otherwise" in out + err, out + err  # said, not refused
+    assert code == 0 and "prepared otherwise" not in out + err, out + err  # evaluate prepares them as recorded, and says so
+    assert "the images were normalized as" in err and "std [0.25, 0.25, 0.25]" in err, err
+    code, out, err = run_cli(["evaluate", tmp_path / "run" / "pruned.pt", "--data", held["test"], "-p", "1", "--normalize", "none"],
+                             capsys)
+    assert code == 0 and "warning: '" in out + err and "prepared otherwise" in out + err, out + err  # a flag's choice: said, not refused
     # the state_dict itself records nothing: its export is made, and what the model fails to detect is in the report too
     code, _, err = run_cli([*export[:1], tmp_path / "sd.pt", "--arch", "digits-cnn", "--arch-kwargs",
                             '{"in_channels": 3, "num_classes": 2, "width": 8}', *export[2:], "--out", tmp_path / "e3"], capsys)
@@ -1119,10 +1123,13 @@ def test_a_shape_error_names_the_preprocessing_a_checkpoint_records(tmp_path, ca
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", folder, "--resize", "18", "--image-size", "16x16", "--epochs", "1",
                             "--out", tmp_path / "m.pt"], capsys)
     assert code == 0, err
-    for command in (["export", tmp_path / "m.pt", "--format", "onnx", "--out", tmp_path / "e"], ["evaluate", tmp_path / "m.pt"]):
-        code, _, err = run_cli([*command, "--data", folder, "-p", "1"], capsys)
-        assert code == 2 and "its checkpoint records how its images were prepared: give --color rgb --resize 18 --image-size 16x16 " \
-                             "--normalize none" in err, err
+    code, _, err = run_cli(["export", tmp_path / "m.pt", "--format", "onnx", "--out", tmp_path / "e", "--data", folder, "-p", "1"],
+                           capsys)
+    assert code == 2 and "its checkpoint records how its images were prepared: give --color rgb --resize 18 --image-size 16x16 " \
+                         "--normalize none" in err, err
+    # evaluate prepares them as recorded (as verify does from a file's record), and says so
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", folder, "-p", "1"], capsys)
+    assert code == 0 and "shorter side resized to 18, center-cropped to 16x16" in err, err
 
 
 def test_a_test_image_that_cannot_be_read_is_said_before_any_round(tmp_path, capsys):
@@ -1162,5 +1169,31 @@ def test_images_refused_for_their_sizes_name_the_flags_the_model_s_checkpoint_re
                     extra={"data": {"preprocessing": preprocessing_record(prepared)}})
     extra = {"evaluate": [], "export": ["--out", tmp_path / "x"], "compress": ["--out", tmp_path / "c"]}[command]
     code, _, err = run_cli([command, tmp_path / "m.pt", "--data", folder, "-p", "1", *extra], capsys)
+    if command == "evaluate":  # prepares them as the checkpoint records (as verify does from a file's record), and says so
+        assert code == 0 and "the images were sized as" in err and "shorter side resized to 16, center-cropped to 16x16" in err, err
+        return
     assert code == 2 and "differ in size" in err and "records how its training's images were prepared: give --color rgb --resize 16 " \
         "--normalize 0.5,0.5,0.5:0.5,0.5,0.5" in " ".join(err.split()), err
+
+
+def test_evaluate_prepares_a_folder_as_the_checkpoint_records_its_training_s_images(tmp_path, capsys):
+    """A model trained with --normalize 0.5:0.5 and --image-size was evaluated without them on its own images: other inputs
+    than it learnt on, a warning, and its numbers (AUC 0.09 for a new user's pruned.pt) with exit 0. evaluate now
+    prepares the images as the checkpoint records, as verify does from a file's record, and says so."""
+    folder = image_folder(tmp_path / "imgs", 40, 20, seed=5)
+    model = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", folder, "--image-size", "16", "--normalize", "0.5:0.5",
+                            "--epochs", "1", "--out", model], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", model, "--data", folder, "-p", "class1", "--json", tmp_path / "as_recorded.json"], capsys)
+    assert code == 0 and "prepared otherwise" not in err, err
+    assert "the images were normalized as" in err and "(mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5])" in err, err
+    assert "the images were sized as" in err and "resized to 16x16" in err, err
+    code, _, err = run_cli(["evaluate", model, "--data", folder, "-p", "class1", "--image-size", "16", "--normalize", "0.5:0.5",
+                            "--json", tmp_path / "given.json"], capsys)
+    assert code == 0 and "the images were" not in err, err
+    recorded, given = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("as_recorded", "given"))
+    assert recorded["rows_sha256"] == given["rows_sha256"] and recorded["protected"] == given["protected"]
+    # a flag still chooses otherwise: said, as before
+    code, _, err = run_cli(["evaluate", model, "--data", folder, "-p", "class1", "--image-size", "16", "--normalize", "none"], capsys)
+    assert code == 0 and "prepared otherwise" in err, err

@@ -106,25 +106,38 @@ def check_baseline_order(base: dict | None, base_names: list[str] | None, names:
                         "classes' numbering")
 
 
+def _preprocessing(runners) -> list:
+    """Every artifact's recorded preprocessing, as read (untrusted: any value)."""
+    return [recorded_value(runner, "preprocessing") for runner in runners]
+
+
 def recorded_color(runners) -> str | None:
     """The color ("L" or "RGB") every artifact's recorded preprocessing names, or None (none recorded, or they differ)."""
-    recorded = [recorded_value(runner, "preprocessing") for runner in runners]
-    colors = {r.get("color") if isinstance(r, dict) else None for r in recorded}
+    return color_in(_preprocessing(runners))
+
+
+def color_in(records: list) -> str | None:
+    """``recorded_color`` of preprocessing records (an artifact's, or a checkpoint's training record's)."""
+    colors = {r.get("color") if isinstance(r, dict) else None for r in records}
     return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
 
 
-def _image_records(runners) -> list[dict] | None:
-    """Every artifact's recorded preprocessing, where each was made from image files (not arrays); else None."""
-    recorded = [recorded_value(runner, "preprocessing") for runner in runners]
-    return recorded if all(isinstance(r, dict) and r.get("color") in ("L", "RGB") for r in recorded) else None
+def _image_records(records: list) -> list[dict] | None:
+    """The records, where each was made from image files (not arrays); else None."""
+    return records if all(isinstance(r, dict) and r.get("color") in ("L", "RGB") for r in records) else None
 
 
 def recorded_resizing(runners) -> tuple[int | None, tuple[int, int] | None] | None:
     """How every artifact records its images were sized, as verify's flags take it: (--resize, --image-size) --
     (s, (h, w)) for the shorter side resized to s and center-cropped to h x w, (None, (h, w)) for a resize to h x w --
     or None (not recorded alike by all, none recorded, not made from image files, or values those flags would refuse)."""
+    return resizing_in(_preprocessing(runners))
+
+
+def resizing_in(records: list) -> tuple[int | None, tuple[int, int] | None] | None:
+    """``recorded_resizing`` of preprocessing records."""
     found = set()
-    for recorded in _image_records(runners) or []:  # none, or not all of image files: nothing found, None
+    for recorded in _image_records(records) or []:  # none, or not all of image files: nothing found, None
         resize, crop = recorded.get("resize"), recorded.get("crop")
         sides = [v for v in (resize or []) + (crop or []) if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65_536]
         if not (isinstance(resize, list) and isinstance(crop, list) and len(sides) == len(resize) + len(crop)):
@@ -141,10 +154,15 @@ def recorded_resizing(runners) -> tuple[int | None, tuple[int, int] | None] | No
 def recorded_normalization(runners):
     """The normalization every artifact's recorded preprocessing names -- "none", or (means, stds) as --normalize takes
     them -- or None (none recorded, they differ, or a value --normalize would refuse)."""
+    return normalization_in(_preprocessing(runners))
+
+
+def normalization_in(records: list):
+    """``recorded_normalization`` of preprocessing records."""
     from toolchain.data.options import parse_normalize
 
     found = set()
-    for recorded in _image_records(runners) or []:  # none, or not all of image files: nothing found, None
+    for recorded in _image_records(records) or []:  # none, or not all of image files: nothing found, None
         mean, std = recorded.get("mean"), recorded.get("std")
         if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) <= 4
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean + std)):

@@ -168,6 +168,19 @@ def naming_recorded_preparation(model: str | Path):
         raise hinted from exc
 
 
+def recorded_training(model: str | Path) -> dict | None:
+    """What a cwtool checkpoint records of its training's data (extra["data"]: untrusted values), read before the data
+    is; None for any other file, or one that cannot be read (its own error comes when it is loaded)."""
+    try:
+        obj = load_pickle(Path(model), None, False)  # the safe unpickler: this file is read again, whole, later
+    except Exception:
+        return None
+    if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and isinstance(obj.get("extra"), dict)):
+        return None
+    data = obj["extra"].get("data")
+    return data if isinstance(data, dict) else None
+
+
 def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
     """``exc``, a refusal of a folder's images for how they are prepared (sizes that differ, no resize given), with the
     flags ``model``'s checkpoint records of its training's images, where it is a cwtool checkpoint that records them:
@@ -179,13 +192,7 @@ def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
     text = str(exc)
     if not any(word in text for word in PREPARATION_WORDS) or text.startswith("--") or "only applies to" in text:
         return exc  # a flag's own syntax or a flag given to data it does not fit: its fix is in the message
-    try:
-        obj = load_pickle(Path(model), None, False)  # the safe unpickler: this file is read again, whole, later
-    except Exception:  # not a readable cwtool checkpoint: its own error comes when it is loaded
-        return exc
-    if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and isinstance(obj.get("extra"), dict)):
-        return exc
-    flags = recorded_flags(obj["extra"].get("data"))
+    flags = recorded_flags(recorded_training(model))
     if flags is None:
         return exc
     return UserError(f"{text}; '{one_line(str(model))}' records how its training's images were prepared: give {flags}")
