@@ -41,7 +41,9 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
              if "warning: the model learned nothing" not in line]  # one epoch may not have taught it anything
     assert len(again) == 7 and again[-2].endswith(f"{out} written (sha256 {file_sha256(out)[:12]})")
     # until the new training writes it, --out is the earlier one's: a training killed before its end leaves that said
-    assert again[1].endswith(f"{out} is an earlier training's checkpoint (sha256 {written.split()[-1][:12]}) until this one writes it")
+    assert again[1].endswith(f"{out} is an earlier training's checkpoint (sha256 {written.split()[-1][:12]}) until this one writes it: "
+                             "it is replaced at the end (give another --out to keep it)")
+    assert "is replaced at the end (give another --out to keep it)" in " ".join(err.split())  # on the console too, not only in the log
 
 
 def test_a_built_in_architecture_is_sized_to_the_data(tmp_path, capsys):
@@ -74,6 +76,9 @@ def test_weights_of_a_built_in_made_for_other_sizes_name_the_sizes_it_takes(tmp_
 
 def test_too_few_outputs_for_the_classes_exits_2(tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", '{"num_classes": 1}', "--data", "breast-cancer",
+                            "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "set num_classes to 2" in err and not (tmp_path / "m.pt").exists() and not (tmp_path / "m.pt.log").exists()
+    code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", '{"num_classes": 2}', "--data", "digits",
                             "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "num_classes" in err and not (tmp_path / "m.pt").exists() and not (tmp_path / "m.pt.log").exists()
 

@@ -81,6 +81,9 @@ def train(
     kwargs = _sized_to_data(arch, kwargs, dataset.input_shape, len(declared) if declared else dataset.num_classes)
     seed_everything(seed)
     model = build_arch(arch, kwargs)
+    if kwargs.get("num_classes") == 1:  # a built-in asked for one output: probe_outputs' advice (wrap the model) does not fit
+        raise UserError(f"--arch-kwargs num_classes 1 gives --arch '{arch}' one output; cwtool needs one logit per class: set "
+                        f"num_classes to {len(declared) if declared else dataset.num_classes}")
     num_outputs = probe_outputs(model, dataset.input_shape)
     if declared is not None and num_outputs != len(declared) and "num_classes" not in kwargs:
         model, num_outputs, kwargs = _one_output_per_class(arch, kwargs, len(declared), dataset.input_shape, seed) or (model, num_outputs, kwargs)
@@ -96,8 +99,10 @@ def train(
     log = _fresh_log(RunLog(console), log_path)
     try:  # from here on, the log says how the run ended (a check that refuses too)
         log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
-        if earlier is not None:  # a training killed before its end leaves this log beside the earlier checkpoint: said here
-            log.record(f"{one_line(out)} is an earlier training's checkpoint (sha256 {earlier[:12]}) until this one writes it")
+        if earlier is not None:  # a training killed before its end leaves this log beside the earlier checkpoint: said here,
+            # and on the console: the file may be the model a compress run was made from (its --resume then refuses it)
+            log.print(f"{one_line(out)} is an earlier training's checkpoint (sha256 {earlier[:12]}) until this one writes it: "
+                      "it is replaced at the end (give another --out to keep it)")
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
         filled = {k: v for k, v in kwargs.items() if k not in parse_kwargs(arch_kwargs)}
         if filled:
