@@ -486,6 +486,24 @@ def test_a_single_logit_binary_model_is_told_how_to_give_one_logit_per_class(com
     one_line_error(code, err, "the model returns one output a sample (a single logit", "torch.cat([torch.zeros_like(z), z], 1)")
 
 
+def test_a_newcomer_s_typos_are_answered_with_what_was_meant(tmp_path, capsys):
+    """A new user's first hour: a misspelled class got no suggestion (a case slip did), --arch mlpp listed only the small
+    built-ins, and a file given without its class was an "unknown --arch"."""
+    from toolchain.errors import UserError
+    from toolchain.evaluate import resolve_protected
+
+    with pytest.raises(UserError, match="did you mean 'lesion'"):
+        resolve_protected(["lesoin"], ["benign", "lesion"], 2)
+    with pytest.raises(UserError) as refused:
+        resolve_protected(["xyz"], ["benign", "lesion"], 2)
+    assert "did you mean" not in str(refused.value)
+    code, _, err = run_cli(["train", "--arch", "mlpp", "--data", "breast-cancer", "--out", tmp_path / "m.pt"], capsys)
+    one_line_error(code, err, "unknown --arch 'mlpp' (did you mean mlp?)", "mobilenetv2", "resnet50")
+    (tmp_path / "net.py").write_text("from torch import nn\n")
+    code, _, err = run_cli(["train", "--arch", tmp_path / "net.py", "--data", "breast-cancer", "--out", tmp_path / "m.pt"], capsys)
+    one_line_error(code, err, "names a file, not the class in it: give path/to/file.py:ClassName")
+
+
 def test_an_error_from_torch_is_described_without_its_cpp_source_location():
     """An arch_kwargs width of 10**30 was said with "Exception raised from THPUtils_unpackLong at /__w/pytorch/..."."""
     from toolchain.errors import describe

@@ -29,6 +29,11 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
             k = int(text)
         else:
             alike = [n for n in class_names if n.casefold() == text.casefold()]  # not taken: a class name is exact
+            if not alike and len(class_names) <= 10_000:  # a typo ("lesoin"): the closest name, where one is close
+                import difflib
+
+                folded = {n.casefold(): n for n in class_names}
+                alike = [folded[n] for n in difflib.get_close_matches(text.casefold(), list(folded), n=1, cutoff=0.75)]
             hint = f": did you mean '{one_line(alike[0])[:60]}'?" if alike else ""
             raise UserError(f"--protect-class '{one_line(text)[:60]}' is neither a class index nor one of the class names "
                             f"({', '.join(one_line(n)[:60] for n in class_names[:12])}){hint}")

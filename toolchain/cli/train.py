@@ -154,7 +154,7 @@ def _learned_nothing(val_logits, dataset, config) -> str | None:
     said = (f"it answers class {dataset.class_names[int(answers[0])] if dataset.class_names else int(answers[0])} for every "
             "validation row" if len(answers) == 1 else f"its accuracy {accuracy:.4f} is "
             + ("within 5 points of" if accuracy >= majority - 0.05 else "below") + f" always answering the commonest class ({majority:.4f})")
-    return (f"the model learned nothing useful: {said}. {config.epochs} epochs of {steps} steps ({len(dataset.y_train):,} rows, "
+    return (f"the model learned nothing useful: {said}. {_count(config.epochs, 'epoch')} of {_count(steps, 'step')} ({len(dataset.y_train):,} rows, "
             f"--batch-size {config.batch_size}) may be too few: try more --epochs, a smaller --batch-size or another --lr "
             f"(now {config.lr:g}); or check the data's preprocessing")
 
@@ -222,3 +222,7 @@ def _one_output_per_class(arch: str, kwargs: dict, classes: int, input_shape, se
     except (TypeError, UserError):
         return None
     return (model, outputs, with_classes) if outputs == classes else None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -25,8 +25,14 @@ def resolve_arch(spec: str):
     if registry.is_registered(spec):
         return registry.get(spec)
     if ":" not in spec:
+        if spec.strip().endswith(".py"):  # the file without its class
+            raise UserError(f"--arch '{spec}' names a file, not the class in it: give path/to/file.py:ClassName")
+        import difflib
+
+        known = registry.names(mobile=True)
+        close = difflib.get_close_matches(spec.strip().lower(), known, n=1, cutoff=0.75)
         raise UserError(
-            f"unknown --arch '{spec}': give a built-in ({', '.join(registry.names())}), "
+            f"unknown --arch '{spec}'{f' (did you mean {close[0]}?)' if close else ''}: give a built-in ({', '.join(known)}), "
             "module:Class, or path/to/file.py:Class"
         )
     target, _, attr = spec.rpartition(":")
