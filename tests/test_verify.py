@@ -352,6 +352,7 @@ def test_save_rows_writes_the_rows_judged_for_a_device(art, capsys, tmp_path):
     code, _, err = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--split", "all",
                         "--json", out1, "--save-rows", saved, "-q"], capsys)
     assert code == 1, err
+    assert f"rows saved: {saved} ({len(art['y']):,} rows, the same sha256)" in " ".join(err.split()), err  # said, not silent
     with np.load(saved) as rows:
         assert rows["x"].dtype == np.float32 and np.array_equal(rows["x"], art["x"]) and np.array_equal(rows["y"], art["y"])
         assert list(rows["class_names"]) == [str(i) for i in range(10)]

@@ -111,6 +111,8 @@ def verify(
     (print_verdict if quiet else print_verify)(result)  # a failed gate says why, even --quiet
     if save_rows is not None:
         _write_rows(save_rows, request.rows_kept, inputs)
+        log_console().print(f"rows saved: {save_rows} ({len(request.rows_kept['y']):,} rows, the same sha256): a device with numpy "
+                            f"and one runtime judges them with --data {save_rows.name}")
     for path, flag, payload in outputs:
         write_named_output(path, payload, flag, inputs)
     return 0 if result["gate"]["passed"] else 1
