@@ -504,6 +504,15 @@ def test_a_newcomer_s_typos_are_answered_with_what_was_meant(tmp_path, capsys):
     one_line_error(code, err, "names a file, not the class in it: give path/to/file.py:ClassName")
 
 
+@pytest.mark.parametrize("flag, value, said", [("--max-fn-increase", "-1", "--max-fn-increase must be >= 0"),
+                                               ("--max-accuracy-drop", "2", "--max-accuracy-drop must be in [0, 1]")])
+def test_a_budget_out_of_range_names_only_its_own_flag(flag, value, said, tmp_path, capsys):
+    """--max-fn-increase -1 was told "must be >= 0 and --max-accuracy-drop in [0, 1]", a flag the user had not given."""
+    code, _, err = run_cli(["compress", tmp_path / "m.pt", "--data", "digits", "-p", "3", flag, value], capsys)
+    one_line_error(code, err, said)
+    assert err.count("--max-") == 1, err
+
+
 def test_an_error_from_torch_is_described_without_its_cpp_source_location():
     """An arch_kwargs width of 10**30 was said with "Exception raised from THPUtils_unpackLong at /__w/pytorch/..."."""
     from toolchain.errors import describe

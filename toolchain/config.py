@@ -126,8 +126,10 @@ class PruneConfig:
             raise ValueError("final_epochs is for channel tickets: weight tickets would need their masks kept during it")
         if min(self.gamma, self.rank_weight, self.distill_weight, self.taylor_weight, self.increase_weight, self.agree_weight) < 0:
             raise ValueError("gamma, rank_weight, distill_weight, taylor_weight, increase_weight and agree_weight must be >= 0")
-        if self.max_fn_increase < 0 or not 0 <= self.max_accuracy_drop <= 1:
-            raise ValueError("max_fn_increase must be >= 0 and max_accuracy_drop in [0, 1]")
+        if self.max_fn_increase < 0:
+            raise ValueError("max_fn_increase must be >= 0")
+        if not 0 <= self.max_accuracy_drop <= 1:
+            raise ValueError("max_accuracy_drop must be in [0, 1] (a fraction: 0.02 is 2 points)")
         if not 0.5 <= self.confidence < 1:
             raise ValueError("confidence must be in [0.5, 1): the probability that the FN promise holds on new data")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
