@@ -1197,3 +1197,20 @@ def test_evaluate_prepares_a_folder_as_the_checkpoint_records_its_training_s_ima
     # a flag still chooses otherwise: said, as before
     code, _, err = run_cli(["evaluate", model, "--data", folder, "-p", "class1", "--image-size", "16", "--normalize", "none"], capsys)
     assert code == 0 and "prepared otherwise" in err, err
+
+
+def test_held_out_images_of_another_size_take_a_resize_to_the_model_s_own_size(tmp_path, capsys):
+    """A model trained on 16-px images without a resize, held-out images of 20 px: --image-size 16 (a no-op for the training
+    images, which were all 16 px) was refused as "prepared otherwise (resize none there, [16, 16] here)", and the advice
+    named --image-size and "no --image-size" at once: the only way out was resizing the files (a new user's finding)."""
+    train = image_folder(tmp_path / "train", 40, 16, seed=21)
+    held = {name: image_folder(tmp_path / name, 20, 20, seed=22 + i) for i, name in enumerate(("val", "test"))}
+    model = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", train, "--epochs", "1", "--out", model], capsys)
+    assert code == 0, err
+    export = ["export", model, "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1", "--format", "onnx",
+              "--precision", "fp32", "--time-runs", "0"]
+    code, _, err = run_cli([*export, "--image-size", "16", "--out", tmp_path / "e"], capsys)
+    assert code in (0, 1) and "prepared otherwise" not in err and (tmp_path / "e" / "export.json").is_file(), err
+    code, _, err = run_cli([*export, "--image-size", "12", "--out", tmp_path / "e12"], capsys)  # another size is another input
+    assert code == 2 and "was made for samples of shape (3, 16, 16), the data's are (3, 12, 12)" in err, err

@@ -97,7 +97,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     inputs, profile, config, run_id, run_dir, resuming, before = _run_directory(request, config, export, dataset, loaded, arch,
                                                                                 protected)
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model, dataset.label_mapping is None)
-    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)
+    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model, loaded.input_shape)
     if problem is not None:  # a model fed other inputs than it learnt on: no promise about it means anything
         raise UserError(problem)
     # what the user must make sure of: on the console and in compress.log after the run's header (a refusal before it stays

@@ -53,7 +53,7 @@ def evaluate(
                              **image_args)
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
-    prepared_otherwise = check_preprocessing(loaded.extra.get("data"), rows.get("preprocessing"), model)
+    prepared_otherwise = check_preprocessing(loaded.extra.get("data"), rows.get("preprocessing"), model, loaded.input_shape)
     with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU
         result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")

@@ -123,20 +123,20 @@ def preprocessing_advice(recorded: dict) -> str:
     """``preprocessing_flags`` as advice: where ``recorded`` resized nothing, a size given here is what differs, and the
     flags alone would not say to drop it."""
     flags = preprocessing_flags(recorded)
-    return flags if recorded.get("resize") else f"{flags}, and no --image-size or --resize"
+    return flags if recorded.get("resize") else f"{flags}, and no --image-size or --resize (or --image-size of the model's own size)"
 
 
-def check_preprocessing(record: dict | None, here: dict | None, model: str | Path) -> str | None:
+def check_preprocessing(record: dict | None, here: dict | None, model: str | Path, input_shape=None) -> str | None:
     """Where the model's checkpoint records how its training images were prepared and this data's images were prepared
     otherwise (flags left out: another normalization, no resize), the problem in one line; else None. A model fed other
     inputs than it learnt on misses a protected class for that reason alone: compress and export refuse, evaluate warns.
-    ``here``: this data's Preprocessing, as a dict."""
+    ``here``: this data's Preprocessing, as a dict; ``input_shape``: the checkpoint's sample shape, where it has one."""
     recorded = record.get("preprocessing") if isinstance(record, dict) else None
     columns = column_differences(recorded, here)
     if columns is not None:
         return (f"'{model}' was trained on rows of other feature columns ({columns}; its checkpoint records them): features "
                 "are read by position, so give the rows with its training's columns, in their order")
-    found = preprocessing_differences(recorded, here)
+    found = preprocessing_differences(recorded, here, input_shape)
     if found is None:
         return None
     shown, flags = found
@@ -167,12 +167,17 @@ def column_differences(recorded, here) -> str | None:
                                        "" if missing or new else "the same names, some repeated otherwise") if part)
 
 
-def preprocessing_differences(recorded, here: dict | None) -> tuple[str, str] | None:
+def preprocessing_differences(recorded, here: dict | None, input_shape=None) -> tuple[str, str] | None:
     """Where ``recorded`` (read from a file: untrusted) and ``here`` are both image-file preprocessing and differ: (what
     differs, in words; the flags that repeat the recorded). None where they agree, either is not of image files, or the
-    record holds what cwtool never writes (an edited file: nothing to compare, and no flags to advise)."""
+    record holds what cwtool never writes (an edited file: nothing to compare, and no flags to advise). A record that
+    resized nothing was trained on images all of the model's size (``input_shape``, where known): a plain resize to that
+    size here is the same preparation for them (held-out images of another size need it)."""
     if not (_readable_record(recorded) and isinstance(here, dict) and here.get("color")):
         return None  # not recorded (older files, other tools), arrays on either side, or unreadable: nothing to compare
+    sides = [int(d) for d in input_shape[-2:]] if input_shape is not None and len(input_shape) == 3 else None
+    if sides and not recorded.get("resize") and not recorded.get("crop") and here.get("resize") == sides and not here.get("crop"):
+        here = {**here, "resize": [], "crop": []}
 
     def same(a, b) -> bool:
         if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):

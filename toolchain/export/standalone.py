@@ -116,7 +116,7 @@ def _inputs(request: ExportRequest, settings, log):
             raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
     check_export_inputs(settings, dataset, skip_hint="")
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model, dataset.label_mapping is None)
-    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model)
+    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model, loaded.input_shape)
     if problem is not None:  # its files would record this preprocessing, and the device feed it
         raise UserError(problem)
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
