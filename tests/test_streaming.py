@@ -871,16 +871,16 @@ def test_a_file_made_from_arrays_records_no_normalization_for_a_folder():
     import json as json_
     from types import SimpleNamespace
 
-    from toolchain.recorded import recorded_normalization
+    from toolchain.recorded import normalization_in, recorded_value
 
-    def runner(pre):
-        return SimpleNamespace(metadata={"preprocessing": json_.dumps(pre)})
+    def runner(pre):  # what a file's record reads as
+        return recorded_value(SimpleNamespace(metadata={"preprocessing": json_.dumps(pre)}), "preprocessing")
 
-    assert recorded_normalization([runner({"color": "", "mean": [], "std": []})]) is None
-    assert recorded_normalization([runner({"color": "RGB", "mean": [], "std": []})]) == "none"
-    assert recorded_normalization([runner({"color": "L", "mean": [0.5], "std": [0.25]})]) == ((0.5,), (0.25,))
-    assert recorded_normalization([runner({"color": "L", "mean": [0.5], "std": [0.25]}),
-                                   runner({"color": "L", "mean": [0.4], "std": [0.25]})]) is None  # files that disagree
+    assert normalization_in([runner({"color": "", "mean": [], "std": []})]) is None
+    assert normalization_in([runner({"color": "RGB", "mean": [], "std": []})]) == "none"
+    assert normalization_in([runner({"color": "L", "mean": [0.5], "std": [0.25]})]) == ((0.5,), (0.25,))
+    assert normalization_in([runner({"color": "L", "mean": [0.5], "std": [0.25]}),
+                             runner({"color": "L", "mean": [0.4], "std": [0.25]})]) is None  # files that disagree
 
 
 def test_export_md_s_verify_command_runs_as_printed_for_resized_images(tmp_path, capsys, monkeypatch):
@@ -927,19 +927,20 @@ def test_recorded_resizing_reads_only_what_the_size_flags_would_take():
     import json as json_
     from types import SimpleNamespace
 
-    from toolchain.recorded import recorded_resizing
+    from toolchain.recorded import recorded_value, resizing_in
 
-    def runner(**pre):
-        return SimpleNamespace(metadata={"preprocessing": json_.dumps({"color": "RGB", "resize": [], "crop": [], **pre})})
+    def runner(**pre):  # what a file's record reads as
+        return recorded_value(SimpleNamespace(metadata={"preprocessing": json_.dumps({"color": "RGB", "resize": [], "crop": [], **pre})}),
+                              "preprocessing")
 
-    assert recorded_resizing([runner(resize=[18], crop=[16, 16])]) == (18, (16, 16))
-    assert recorded_resizing([runner(resize=[16, 20])]) == (None, (16, 20))
-    assert recorded_resizing([runner()]) is None  # not resized: the images fed as they are
-    assert recorded_resizing([runner(resize=[18], crop=[16, 16], color="")]) is None  # made from arrays
-    assert recorded_resizing([runner(resize=[18], crop=[16, 16]), runner(resize=[20], crop=[16, 16])]) is None  # files disagree
+    assert resizing_in([runner(resize=[18], crop=[16, 16])]) == (18, (16, 16))
+    assert resizing_in([runner(resize=[16, 20])]) == (None, (16, 20))
+    assert resizing_in([runner()]) is None  # not resized: the images fed as they are
+    assert resizing_in([runner(resize=[18], crop=[16, 16], color="")]) is None  # made from arrays
+    assert resizing_in([runner(resize=[18], crop=[16, 16]), runner(resize=[20], crop=[16, 16])]) is None  # files disagree
     for edited in ([0], [True], ["18"], [10**9], [18, 1, 2]):
-        assert recorded_resizing([runner(resize=edited, crop=[16, 16])]) is None, edited
-    assert recorded_resizing([runner(resize=[12], crop=[16, 16])]) is None  # a crop larger than the resize: --resize refuses it
+        assert resizing_in([runner(resize=edited, crop=[16, 16])]) is None, edited
+    assert resizing_in([runner(resize=[12], crop=[16, 16])]) is None  # a crop larger than the resize: --resize refuses it
 
 
 def test_bad_input_found_in_round_one_leaves_no_run_to_resume(tmp_path, capsys):

@@ -5,7 +5,9 @@ a baseline against it: the class numbering a gate judges by, and the preprocessi
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from toolchain.errors import UserError, one_line, unprintable_in
 from toolchain.evaluate import declared_names
@@ -106,18 +108,9 @@ def check_baseline_order(base: dict | None, base_names: list[str] | None, names:
                         "classes' numbering")
 
 
-def _preprocessing(runners) -> list:
-    """Every artifact's recorded preprocessing, as read (untrusted: any value)."""
-    return [recorded_value(runner, "preprocessing") for runner in runners]
-
-
-def recorded_color(runners) -> str | None:
-    """The color ("L" or "RGB") every artifact's recorded preprocessing names, or None (none recorded, or they differ)."""
-    return color_in(_preprocessing(runners))
-
-
 def color_in(records: list) -> str | None:
-    """``recorded_color`` of preprocessing records (an artifact's, or a checkpoint's training record's)."""
+    """The color ("L" or "RGB") every preprocessing record names (an artifact's, as recorded_value reads it, or a
+    checkpoint's training record's: untrusted values), or None (none recorded, or they differ)."""
     colors = {r.get("color") if isinstance(r, dict) else None for r in records}
     return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
 
@@ -127,15 +120,10 @@ def _image_records(records: list) -> list[dict] | None:
     return records if all(isinstance(r, dict) and r.get("color") in ("L", "RGB") for r in records) else None
 
 
-def recorded_resizing(runners) -> tuple[int | None, tuple[int, int] | None] | None:
-    """How every artifact records its images were sized, as verify's flags take it: (--resize, --image-size) --
+def resizing_in(records: list) -> tuple[int | None, tuple[int, int] | None] | None:
+    """How every preprocessing record says its images were sized, as the size flags take it: (--resize, --image-size) --
     (s, (h, w)) for the shorter side resized to s and center-cropped to h x w, (None, (h, w)) for a resize to h x w --
     or None (not recorded alike by all, none recorded, not made from image files, or values those flags would refuse)."""
-    return resizing_in(_preprocessing(runners))
-
-
-def resizing_in(records: list) -> tuple[int | None, tuple[int, int] | None] | None:
-    """``recorded_resizing`` of preprocessing records."""
     found = set()
     for recorded in _image_records(records) or []:  # none, or not all of image files: nothing found, None
         resize, crop = recorded.get("resize"), recorded.get("crop")
@@ -151,14 +139,9 @@ def resizing_in(records: list) -> tuple[int | None, tuple[int, int] | None] | No
     return found.pop() if len(found) == 1 else None
 
 
-def recorded_normalization(runners):
-    """The normalization every artifact's recorded preprocessing names -- "none", or (means, stds) as --normalize takes
-    them -- or None (none recorded, they differ, or a value --normalize would refuse)."""
-    return normalization_in(_preprocessing(runners))
-
-
 def normalization_in(records: list):
-    """``recorded_normalization`` of preprocessing records."""
+    """The normalization every preprocessing record names -- "none", or (means, stds) as --normalize takes them -- or
+    None (none recorded, they differ, or a value --normalize would refuse)."""
     from toolchain.data.options import parse_normalize
 
     found = set()
@@ -177,3 +160,49 @@ def normalization_in(records: list):
         return parse_normalize(f"{','.join(map(repr, map(float, mean)))}:{','.join(map(repr, map(float, std)))}")
     except UserError:
         return None
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """How a folder of images is read: each flag as given, else as the records (the files', or a checkpoint's training
+    record) say the model's images were prepared."""
+
+    color: str | None
+    normalize: Any  # as applied: --normalize, or what the records say
+    resize: int | None
+    image_size: tuple[int, int] | None
+    normalize_recorded: bool  # taken from the records, not from --normalize: a refusal names the record
+    sized_as_recorded: bool  # sized as the records say, not by --resize or --image-size
+
+
+def prepared_as(records: list, color, normalize, resize, image_size) -> Preparation:
+    """The flags given (``normalize`` None or "auto": not given, auto being a guess from the image size), completed from
+    preprocessing ``records`` (untrusted; none: the flags as given)."""
+    recorded = normalization_in(records) if normalize in (None, "auto") else None
+    sizing = resizing_in(records) if resize is None and image_size is None else None
+    resize, image_size = sizing or (resize, image_size)
+    return Preparation(color or color_in(records), normalize if recorded is None else recorded, resize, image_size,
+                       recorded is not None, sizing is not None)
+
+
+def preparation_notes(prepared: Preparation, x, whose: str) -> list[str]:
+    """What the records chose that the flags and the images' own size would not have, with the flag that chooses
+    otherwise; ``whose``: who records it ("the artifacts record")."""
+    notes = []
+    if prepared.sized_as_recorded:
+        h, w = prepared.image_size
+        notes.append(f"the images were sized as {whose} (" + (f"shorter side resized to {prepared.resize}, center-cropped to "
+                     if prepared.resize else "resized to ") + f"{h}x{w}): give --resize or --image-size to choose otherwise")
+    normalize = prepared.normalize
+    if prepared.normalize_recorded and len(x.shape) == 4 and normalize != auto_normalization(x):
+        notes.append(f"the images were normalized as {whose} (" + ("none" if normalize == "none" else
+                     f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
+    return notes
+
+
+def auto_normalization(x):
+    """What --normalize auto gives images of ``x``'s shape, as normalization_in says it ("none" or (means, stds))."""
+    from toolchain.data.sources.image_folder import normalization_for
+
+    mean, std, _ = normalization_for("auto", int(x.shape[1]), tuple(x.shape[2:]))
+    return (tuple(mean), tuple(std)) if mean else "none"

@@ -24,9 +24,8 @@ from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.recorded import (check_baseline_order, check_class_order, column_mismatch, numbers_as_indices,
-                                preprocessing_mismatch, recorded_class_names)
-from toolchain.verify_inputs import (auto_normalization, distinct_names, importable, load_verify_rows,
-                                     no_sidecar_hint, open_artifact)
+                                preparation_notes, preprocessing_mismatch, recorded_class_names)
+from toolchain.verify_inputs import distinct_names, importable, load_verify_rows, no_sidecar_hint, open_artifact
 
 __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
 
@@ -136,7 +135,7 @@ def run_verify(req: VerifyRequest) -> dict:
     base = load_baseline(req.baseline) if req.baseline else None
     base_n = int(base["evaluation"]["n"]) if base is not None else None
     got = load_verify_rows(req, base_n)  # rows first: bad data is named before the artifacts run
-    rows, opened, normalize, resize, image_size = got.rows, got.opened, got.normalize, got.resize, got.image_size
+    rows, opened = got.rows, got.opened
     x, y = rows["x"], rows["y"]
     max_accuracy_drop = req.max_accuracy_drop
     if max_accuracy_drop is None and base is not None:
@@ -169,12 +168,7 @@ def run_verify(req: VerifyRequest) -> dict:
                          "tuned on (no refusal of them), are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
-    if got.sized_as_recorded:
-        notes.append("the images were sized as the artifacts record (" + (f"shorter side resized to {resize}, center-cropped to "
-                     if resize else "resized to ") + f"{image_size[0]}x{image_size[1]}): give --resize or --image-size to choose otherwise")
-    if normalize not in (None, "auto") and req.normalize in (None, "auto") and normalize != auto_normalization(x):
-        notes.append("the images were normalized as the artifacts record (" + ("none" if normalize == "none" else
-                     f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
+    notes += preparation_notes(got.prepared, x, "the artifacts record")
     refused = next((n for n in (column_mismatch(runner, rows) for _, runner, _ in opened) if n), None)
     if refused:
         raise UserError(refused)

@@ -5,26 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.judged_rows import load_rows_for
-from toolchain.recorded import PREPARATION_WORDS, recorded_color, recorded_normalization, recorded_resizing, recorded_value
+from toolchain.recorded import PREPARATION_WORDS, Preparation, prepared_as, recorded_value
 
-__all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "no_sidecar_hint",
-           "auto_normalization", "importable"]
+__all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "no_sidecar_hint", "importable"]
 
 
 @dataclass
 class VerifyRows:
     rows: dict  # toolchain.judged_rows.load_rows_for's
     opened: list | None  # (path, runner, info) of every artifact where the rows needed their record first, else None
-    normalize: Any  # as applied: --normalize, or what the artifacts record
-    resize: int | None
-    image_size: tuple[int, int] | None
-    sized_as_recorded: bool  # an image folder sized as the artifacts record, not by --resize or --image-size
+    prepared: Preparation  # an image folder's flags: as given, else as the artifacts record
     said: list  # notes on the rows judged: rows the files' models were trained or tuned on among them
     narrowed: bool  # an x/y .npz, the pool compress split, narrowed to its seeded test split
 
@@ -36,23 +31,18 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
     # Rows first (bad data is named before the artifacts are opened), except that an ImageFolder is read in the color the
     # files were made for (a device's gray images for an RGB model) unless --color says otherwise: they are opened first.
     # The same for the normalization the files record, unless --normalize names one (auto is a guess from the image size).
-    opened, color, normalize, resize, image_size = None, req.color, req.normalize, req.resize, req.image_size
-    normalize_recorded = False  # taken from the files' record, not from --normalize: a refusal names the record
-    sized_as_recorded = False
+    opened, records = None, []
     unopened = None  # why an artifact could not be opened to read its record
-    if (color is None or normalize in (None, "auto") or (resize is None and image_size is None)) and is_image_folder(req.data):
+    if (req.color is None or req.normalize in (None, "auto") or (req.resize is None and req.image_size is None)) \
+            and is_image_folder(req.data):
         try:
             opened = [(path, *open_artifact(path, req.threads)) for path in req.artifacts]
         except UserError as exc:  # named below, after the data's own problems, as for any data
             opened, unopened = None, exc
-        runners = [runner for _, runner, _ in opened or []]
-        color = color or (recorded_color(runners) if runners else None)
-        if normalize in (None, "auto") and runners:  # verify's auto, as its --color auto: as the files were made
-            normalize = recorded_normalization(runners) or normalize
-            normalize_recorded = normalize not in (None, "auto")
-        if resize is None and image_size is None and runners:  # sized as the files were made: not a plain stretch
-            resize, image_size = recorded_resizing(runners) or (None, None)
-            sized_as_recorded = image_size is not None
+        records = [recorded_value(runner, "preprocessing") for _, runner, _ in opened or []]
+    # verify's auto, as its --color auto: as the files were made (sized so: not a plain stretch)
+    prepared = prepared_as(records, req.color, req.normalize, req.resize, req.image_size)
+    color, normalize, resize, image_size = prepared.color, prepared.normalize, prepared.resize, prepared.image_size
     try:
         rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
                              class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
@@ -60,7 +50,7 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
     except UserError as exc:  # a folder's images that the files' record would have prepared, had it travelled with them
         if unopened is not None and any(word in str(exc) for word in PREPARATION_WORDS):  # a refusal the record would have
             raise unopened from exc  # prevented, and it was never read: the missing or unreadable file is the cause
-        if normalize_recorded and str(exc).startswith("--normalize "):  # the user gave no --normalize: the record is at fault
+        if prepared.normalize_recorded and str(exc).startswith("--normalize "):  # the user gave no --normalize: the record is at fault
             what = str(exc)[len("--normalize "):].split(":")[0]
             raise UserError(f"the normalization the files record (their metadata or .json sidecar) {what}: the record does "
                             "not fit these images; pass --normalize to set it") from exc
@@ -76,8 +66,7 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
                              input_shape=req.input_shape, resize=resize, normalize=normalize, color=color)
 
     judged, said = rows_not_fitted(req, base_n, rows, opened, load)
-    return VerifyRows(rows=judged, opened=opened, normalize=normalize, resize=resize, image_size=image_size,
-                      sized_as_recorded=sized_as_recorded, said=said, narrowed=judged is not rows)
+    return VerifyRows(rows=judged, opened=opened, prepared=prepared, said=said, narrowed=judged is not rows)
 
 
 FITTED_TOLERANCE = 2  # sampled rows: a held-out set may hold a twin or two of a fitted row by chance
@@ -247,14 +236,6 @@ def no_sidecar_hint(opened, data) -> str:
         return ""
     return (f" ({blind[0]} has no readable sidecar {sidecar_path(blind[0]).name} beside it: the preprocessing it was made for, "
             "which verify applies to a folder's images, travels in it; copy it with the file)")
-
-
-def auto_normalization(x):
-    """What --normalize auto gives images of ``x``'s shape, as recorded_normalization says it ("none" or (means, stds))."""
-    from toolchain.data.sources.image_folder import normalization_for
-
-    mean, std, _ = normalization_for("auto", int(x.shape[1]), tuple(x.shape[2:]))
-    return (tuple(mean), tuple(std)) if mean else "none"
 
 
 def importable(module: str) -> bool:

@@ -36,6 +36,7 @@ def evaluate(
     from toolchain.io import check_output_file, json_text, write_named_output
     from toolchain.input_paths import input_paths
     from toolchain.models.loading import load_model, naming_recorded_preparation
+    from toolchain.recorded import preparation_notes
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
@@ -46,8 +47,9 @@ def evaluate(
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
     sides, shape, image_args = parse_image_size(image_size), parse_input_shape(input_shape), image_options.load_args()
-    given_normalize = image_args["normalize"]
-    image_args, sides, sized_as_recorded = _prepared_as_recorded(model, data, image_args, sides)
+    prepared = _prepared_as_recorded(model, data, image_args, sides)
+    image_args = {"resize": prepared.resize, "normalize": prepared.normalize, "color": prepared.color}
+    sides = prepared.image_size
     with naming_recorded_preparation(model):  # images prepared otherwise than its checkpoint records: its flags named
         rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=sides, input_shape=shape,
                              **image_args)
@@ -66,7 +68,7 @@ def evaluate(
                             "what it does on new data (evaluate the split it has not seen: --split, --seed, or other --data)")
     if prepared_otherwise:  # said, not refused: evaluating under other preprocessing may be the point
         log_console().print(f"warning: {prepared_otherwise}")
-    for line in _recorded_notes(model, rows["x"], image_args, given_normalize, sides if sized_as_recorded else None):
+    for line in preparation_notes(prepared, rows["x"], f"'{model}' records its training's were"):
         log_console().print(f"note: {line}")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
     if result.problem is not None:
@@ -80,42 +82,11 @@ def evaluate(
 def _prepared_as_recorded(model, data, image_args: dict, sides):
     """A folder of images is prepared as the model's checkpoint records its training's images were, where no flag says
     otherwise (verify does the same from a file's record): its color, normalization and sizing. A --normalize 0.5:0.5 run's
-    pruned.pt evaluated without the flag scored AUC 0.09 with exit 0 (a new user's finding). Returns (the load's image
-    keywords, --image-size, whether the sizing was the record's)."""
+    pruned.pt evaluated without the flag scored AUC 0.09 with exit 0 (a new user's finding)."""
     from toolchain.data.loaders import is_image_folder
     from toolchain.models.loading import recorded_training
-    from toolchain.recorded import color_in, normalization_in, resizing_in
+    from toolchain.recorded import prepared_as
 
-    if not is_image_folder(data):
-        return image_args, sides, False
-    record = recorded_training(model)
+    record = recorded_training(model) if is_image_folder(data) else None
     records = [record.get("preprocessing")] if record else []
-    if not records:
-        return image_args, sides, False
-    args = dict(image_args)
-    args["color"] = args["color"] or color_in(records)
-    if args["normalize"] in (None, "auto"):
-        args["normalize"] = normalization_in(records) or args["normalize"]
-    sized = args["resize"] is None and sides is None and resizing_in(records) is not None
-    if sized:
-        args["resize"], sides = resizing_in(records)
-    return args, sides, sized
-
-
-def _recorded_notes(model, x, image_args: dict, given_normalize, recorded_sides) -> list[str]:
-    """What the record chose that the images' own size would not have: said, with the flag that chooses otherwise."""
-    from toolchain.verify_inputs import auto_normalization
-
-    notes = []
-    normalize = image_args.get("normalize")
-    if given_normalize in (None, "auto") and normalize not in (None, "auto") and len(x.shape) == 4 \
-            and normalize != auto_normalization(x):
-        shown = "none" if normalize == "none" else f"mean {list(normalize[0])}, std {list(normalize[1])}"
-        notes.append(f"the images were normalized as '{model}' records its training's were ({shown}): give --normalize to "
-                     "choose otherwise")
-    if recorded_sides is not None:
-        resize = image_args.get("resize")
-        notes.append(f"the images were sized as '{model}' records its training's were ("
-                     + (f"shorter side resized to {resize}, center-cropped to " if resize else "resized to ")
-                     + f"{recorded_sides[0]}x{recorded_sides[1]}): give --resize or --image-size to choose otherwise")
-    return notes
+    return prepared_as(records, image_args["color"], image_args["normalize"], image_args["resize"], sides)
