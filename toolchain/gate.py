@@ -37,9 +37,10 @@ import numpy as np
 from toolchain.errors import UserError
 from toolchain.metrics import clopper_pearson, mcnemar_exact, per_class
 
-__all__ = ["GATE_MODES", "class_label", "collapse_check", "fn_gate", "paired_counts"]
+__all__ = ["DEFAULT_MAX_ACCURACY_DROP", "GATE_MODES", "class_label", "collapse_check", "fn_gate", "paired_counts"]
 
 GATE_MODES = ("plain", "significant")
+DEFAULT_MAX_ACCURACY_DROP = 0.02  # compress's default budget, and verify's against a baseline: the same gate on both sides
 _EPS = 1e-12
 
 

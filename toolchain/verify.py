@@ -19,7 +19,7 @@ from toolchain import __version__
 from toolchain.baseline import check_baseline, load_baseline
 from toolchain.errors import UserError
 from toolchain.evaluate import declared_names
-from toolchain.gate import GATE_MODES, fn_gate
+from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP, GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 from toolchain.provenance import artifact_sha256, rows_sha256
@@ -31,7 +31,6 @@ __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_ro
 
 VERIFY_SCHEMA = 1
 MAX_THREADS = 256
-DEFAULT_MAX_ACCURACY_DROP = 0.02  # compress's default budget: the same gate on both sides
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from toolchain.errors import one_line, printable
+from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP
 from toolchain.report.html import code_span, no_raw_html, shown_as_written
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
@@ -131,7 +132,7 @@ def _budget_flags(budget: dict) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value:
             flags += f" {flag} {value:g}"
     drop = budget.get("max_accuracy_drop")
-    if isinstance(drop, (int, float)) and not isinstance(drop, bool) and abs(drop - 0.02) > 1e-12:
+    if isinstance(drop, (int, float)) and not isinstance(drop, bool) and abs(drop - DEFAULT_MAX_ACCURACY_DROP) > 1e-12:
         flags += f" --max-accuracy-drop {drop:g}"
     if budget.get("mode") == "significant":
         flags += " --gate significant"
