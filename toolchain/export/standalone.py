@@ -33,6 +33,7 @@ from toolchain.config import ExportOptions
 from toolchain.data.options import data_found_anywhere, verify_row_flags
 from toolchain.device_fit import fit_verdicts
 from toolchain.errors import UserError
+from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP as MAX_ACCURACY_DROP  # each file against the torch model it came from
 from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all,
                                     export_settings)
 from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text
@@ -42,7 +43,6 @@ from toolchain.prune.operating_point import PromiseGuard
 __all__ = ["ExportRequest", "export_model", "choose_artifacts", "reference_guard", "EXPORT_SCHEMA"]
 
 EXPORT_SCHEMA = 1
-MAX_ACCURACY_DROP = 0.02  # compress's default budget: each file against the torch model it came from
 GUARD_CONFIDENCE = 0.95  # compress's default confidence, lowered to what a perfect copy can back (reference_guard)
 
 
