@@ -214,6 +214,8 @@ def test_flat_rows_feed_an_image_model_with_input_shape(trained_digits, digits_d
     run_cli(["evaluate", trained_digits[0], "--data", images, "-p", "3", "--json", tmp_path / "i.json"], capsys)
     flat_ev, image_ev = (json.loads((tmp_path / name).read_text()) for name in ("f.json", "i.json"))
     assert flat_ev["fn_per_class"] == image_ev["fn_per_class"] and flat_ev["rows_sha256"] == image_ev["rows_sha256"]
+    pred = np.asarray(image_ev["predictions"])  # a baseline verify pairs with: its FN are these rows' own
+    assert len(pred) == len(y) and np.bincount(y[pred != y], minlength=10).tolist() == image_ev["fn_per_class"]
     code, _, err = run_cli(["evaluate", trained_digits[0], "--data", flat, "-p", "3", "--input-shape", "1,9,9"], capsys)
     assert code == 2 and "81" in err and "64" in err, err
 

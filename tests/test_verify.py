@@ -732,9 +732,10 @@ def test_a_baseline_whose_fn_was_raised_is_malformed(art, capsys, tmp_path, drop
     assert code == 2 and "malformed" in err and (f"class {PROT}" in err or "false negatives /" in err), err
 
 
-def test_a_baseline_stripped_of_its_matrix_and_predictions_is_still_checked_and_said_unpaired(art, capsys, tmp_path):
+def test_a_baseline_stripped_of_its_matrix_and_predictions_is_refused_unless_other_data_is_allowed(art, capsys, tmp_path):
     """A baseline edited to a weak model's FN and accuracy, its confusion matrix and predictions deleted, passed every
-    check: a model missing every protected sample passed, with no note."""
+    check: a model missing every protected sample passed (with a note, then without). Nothing ties such counts to the
+    rows: refused; --allow-other-data compares them, said unpaired."""
     report = json.loads(Path(art["report"]).read_text())
     test = report["baseline"]["test"]
     for key in ("confusion", "predictions", "support_per_class", "recall_per_class"):
@@ -746,9 +747,12 @@ def test_a_baseline_stripped_of_its_matrix_and_predictions_is_still_checked_and_
     edited.write_text(json.dumps(report))  # the accuracy left as it was: it no longer adds up
     code, _, err = cli([art["degraded"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
     assert code == 2 and "is not 1 - its" in err, err
-    test["accuracy"] = 1 - sum(test["fn_per_class"]) / test["n"]  # an edit that adds up: the comparison is said unpaired
+    test["accuracy"] = 1 - sum(test["fn_per_class"]) / test["n"]  # an edit that adds up
     edited.write_text(json.dumps(report))
-    code, out, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q", "--json", tmp_path / "v.json"], capsys)
+    code, _, err = cli([art["degraded"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
+    assert code == 2 and "holds no per-sample predictions" in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q", "--allow-other-data",
+                          "--json", tmp_path / "v.json"], capsys)
     res = json.loads((tmp_path / "v.json").read_text())
     assert any("holds no per-sample predictions" in n for n in res["notes"]) and res["baseline"]["paired"] is False
     assert "without per-sample predictions (unpaired)" in out, out + err

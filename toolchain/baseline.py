@@ -240,13 +240,19 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
             c = next(i for i in range(num_classes) if missed[i] != ev["fn_per_class"][i])
             raise UserError(f"baseline {base['path']} is malformed (fn_per_class says {ev['fn_per_class'][c]} for class {c} but its "
                             f"per-sample predictions miss {missed[c]} of these rows): give the JSON file cwtool wrote, unedited")
+    if other is None and ev.get("predictions") is None and not allow_other_data:
+        # without them nothing ties its FN to these rows: a file stripped of them and edited consistently passed a
+        # model missing half the protected rows
+        raise UserError(f"baseline {base['path']} holds no per-sample predictions, so its false negatives cannot be checked "
+                        "against these rows: give the JSON file cwtool wrote, unedited (compress's report.json, a verify or "
+                        "evaluate --json), or --allow-other-data to compare FN rates unpaired")
     if other is None:
         if ev.get("rows_sha256") is None:
             notes.append("the baseline carries no row fingerprint (made by an older cwtool): its rows were matched by count, "
                          "class counts and per-sample predictions only")
-        if ev.get("predictions") is None:
-            notes.append("the baseline holds no per-sample predictions (compress and verify write them): its FN are compared "
-                         "as counts, unpaired, with no McNemar test")
+        if ev.get("predictions") is None:  # --allow-other-data
+            notes.append("--allow-other-data: the baseline holds no per-sample predictions: its FN are compared as counts, "
+                         "unpaired, with no McNemar test")
         return ev, True
     if base.get("measured_on") and here:
         other += f"; the baseline's: {base['measured_on']}; these: {here}"
