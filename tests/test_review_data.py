@@ -249,6 +249,31 @@ def test_a_class_folder_named_with_decomposed_accents_is_the_class_typed_with_co
     one_line_error(code, err, "two class folders named 'mélanome'", "merge them")
 
 
+def test_a_folder_copied_with_decomposed_names_gives_the_same_rows_in_the_same_order(tmp_path):
+    """A test folder copied on a Mac (decomposed accents in folder and file names) was refused against its own baseline
+    as "the rows in another order": its folders and files sorted by their raw names ('ñandú' decomposed before 'oso')."""
+    import shutil
+    import unicodedata
+
+    from toolchain.data import load_data
+    from toolchain.provenance import rows_sha256
+    from toolchain.data.samples import batches
+
+    composed = _image_folder(tmp_path / "nfc", classes=("oso", "ñandú"), per_class=5)
+    for i, name in enumerate(("é1", "a2", "ó0")):
+        shutil.copy(composed / "oso" / f"{i}.png", composed / "oso" / f"{name}.png")
+    decomposed = tmp_path / "nfd"
+    shutil.copytree(composed, decomposed)
+    for path in sorted(decomposed.rglob("*"), key=lambda p: -len(p.parts)):
+        path.rename(path.with_name(unicodedata.normalize("NFD", path.name)))
+    assert sorted(p.name for p in decomposed.iterdir()) != sorted(p.name for p in composed.iterdir())
+    digests = []
+    for folder in (composed, decomposed):
+        x, y = load_data(str(folder), seed=0).split("all")
+        digests.append(rows_sha256(np.concatenate(list(batches(x, 64))), y))
+    assert digests[0] == digests[1]
+
+
 def test_the_memory_check_judges_the_batch_asked_for_and_never_a_prediction(trained_digits, tmp_path, monkeypatch, capsys):
     import toolchain.models.memory as memory
     from toolchain.models import registry

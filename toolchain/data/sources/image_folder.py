@@ -158,6 +158,12 @@ def _converted_note(files: list[Path], modes: list[str], folder: Path) -> str:
 SPLIT_FOLDERS = {"train": "--data", "val": "--val", "valid": "--val", "validation": "--val", "test": "--test"}
 
 
+def _in_order(p: Path) -> tuple[str, str]:
+    """Folders and files sort by their composed names: a copy made on a Mac (decomposed accents) lists the same rows in
+    the same order, and so has the same rows' sha256."""
+    return composed(p.name), p.name
+
+
 def _class_dirs(folder: Path, where: str) -> list[Path]:
     """The class folders of ``folder``, sorted (hidden ones, and the __MACOSX folder of a zip made on a Mac, left out). A
     link among them that leads to no folder (to nothing, or round in a loop) is refused: left out, a whole class would
@@ -171,7 +177,7 @@ def _class_dirs(folder: Path, where: str) -> list[Path]:
         elif p.is_symlink() and not p.exists():
             raise UserError(f"'{one_line(p.name)}' in {where} is a link to nothing (or a loop of links): a class folder there would "
                             "be left out; mend the link or remove it")
-    return sorted(dirs)
+    return sorted(dirs, key=_in_order)
 
 
 def _refuse_split_layout(folder: Path, class_dirs: list[Path]) -> None:
@@ -193,7 +199,7 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
     skipped: list[Path] = []
     for d in class_dirs:
         imgs = []
-        for p in sorted(p for p in d.iterdir() if not p.name.startswith(".")):  # one stat per entry: 20,000 images
+        for p in sorted((p for p in d.iterdir() if not p.name.startswith(".")), key=_in_order):  # one stat per entry: 20,000 images
             (imgs if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else skipped).append(p)
         nested = next((p for p in skipped if p.is_dir() and _holds_images(p)), None)
         if nested is not None:  # torchvision reads below the class folders; left out, half a class would vanish from every count
