@@ -1215,3 +1215,28 @@ def test_held_out_images_of_another_size_take_a_resize_to_the_model_s_own_size(t
     assert code in (0, 1) and "prepared otherwise" not in err and (tmp_path / "e" / "export.json").is_file(), err
     code, _, err = run_cli([*export, "--image-size", "12", "--out", tmp_path / "e12"], capsys)  # another size is another input
     assert code == 2 and "was made for samples of shape (3, 16, 16), the data's are (3, 12, 12)" in err, err
+
+
+def test_images_of_another_size_than_a_model_trained_without_resize_are_told_the_size_that_works(tmp_path, capsys):
+    """A model trained on 12-px images (no resize recorded) and held-out images of 20 px: evaluate advised "no
+    --image-size" (the same refusal again), verify named no way out, and two files of different sizes verified together
+    were refused as one shape mismatch naming neither cause nor file. Each now names what works, and it does."""
+    train, big = image_folder(tmp_path / "train", 40, 12, seed=3), image_folder(tmp_path / "big", 30, 20, seed=4)
+    for name, extra in (("m12", []), ("m8", ["--image-size", "8x8"])):
+        code, _, err = run_cli(["train", "--arch", "mlp", "--data", train, "--epochs", "1", "--out", tmp_path / f"{name}.pt", *extra], capsys)
+        assert code == 0, err
+        code, _, err = run_cli(["export", tmp_path / f"{name}.pt", "--data", train, "-p", "1", "--format", "onnx", "--precision",
+                                "fp32", "--time-runs", "0", "--out", tmp_path / name, *extra], capsys)
+        assert code in (0, 1), err
+    code, _, err = run_cli(["evaluate", tmp_path / "m12.pt", "--data", big, "-p", "1", "--split", "all"], capsys)
+    assert code == 2 and "--image-size 12x12 (the model's own size)" in err and "no --image-size" not in err, err
+    code, _, err = run_cli(["evaluate", tmp_path / "m12.pt", "--data", big, "-p", "1", "--split", "all", "--image-size", "12x12"], capsys)
+    assert code == 0, err
+    m12, m8 = (str(tmp_path / name / "artifacts" / "model_fp32.onnx") for name in ("m12", "m8"))
+    code, _, err = run_cli(["verify", m12, "--data", big, "-p", "1", "--split", "all"], capsys)
+    assert code == 2 and "--image-size 12x12 resizes them" in err, err
+    code, _, err = run_cli(["verify", m12, "--data", big, "-p", "1", "--split", "all", "--image-size", "12x12"], capsys)
+    assert code in (0, 1) and "Traceback" not in err, err
+    code, _, err = run_cli(["verify", m12, m8, "--data", train, "-p", "1", "--split", "all"], capsys)
+    assert code == 2 and "record different preparations" in err and "m12/" in err and "resized to 8x8" in err, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -25,7 +25,7 @@ from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_no
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.recorded import (check_baseline_order, check_class_order, column_mismatch, numbers_as_indices,
                                 preparation_notes, preprocessing_mismatch, recorded_class_names)
-from toolchain.verify_inputs import distinct_names, importable, load_verify_rows, no_sidecar_hint, open_artifact
+from toolchain.verify_inputs import distinct_names, image_size_hint, importable, load_verify_rows, no_sidecar_hint, open_artifact
 
 __all__ = ["VerifyRequest", "VERIFY_SCHEMA", "SPLITS", "describe_rows", "load_rows_for", "load_baseline", "run_verify"]
 
@@ -148,7 +148,8 @@ def run_verify(req: VerifyRequest) -> dict:
         try:
             runner.check_input(x)  # before every row is read: 20,000 images resized to a wrong size take minutes
         except UserError as exc:
-            raise UserError(f"{exc}{no_sidecar_hint([(path, runner, None)], req.data)}") from exc
+            hint = no_sidecar_hint([(path, runner, None)], req.data) or image_size_hint(runner, x, req.data, got.prepared)
+            raise UserError(f"{exc}{hint}") from exc
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
     notes = list(req.notes) + got.said
     # with a baseline: its rows, checked below; an .npz narrowed to the pool's test split: said in got.said

@@ -10,7 +10,7 @@ import numpy as np
 
 from toolchain.errors import UserError
 from toolchain.judged_rows import load_rows_for
-from toolchain.recorded import PREPARATION_WORDS, Preparation, prepared_as, recorded_value
+from toolchain.recorded import PREPARATION_WORDS, Preparation, color_in, normalization_in, prepared_as, recorded_value, resizing_in
 
 __all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "no_sidecar_hint", "importable"]
 
@@ -40,6 +40,7 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
         except UserError as exc:  # named below, after the data's own problems, as for any data
             opened, unopened = None, exc
         records = [recorded_value(runner, "preprocessing") for _, runner, _ in opened or []]
+    check_records_agree(req, opened or [], records)
     # verify's auto, as its --color auto: as the files were made (sized so: not a plain stretch)
     prepared = prepared_as(records, req.color, req.normalize, req.resize, req.image_size)
     color, normalize, resize, image_size = prepared.color, prepared.normalize, prepared.resize, prepared.image_size
@@ -223,6 +224,57 @@ def _names_for(runner, rows: dict) -> list[str] | None:
     if isinstance(recorded, list) and top <= len(recorded) <= 100_000 and all(isinstance(n, str) for n in recorded):
         return recorded
     return rows["class_names"]
+
+
+def _preparation_words(record) -> dict:
+    """How one file's record says its images were prepared, step by step, in words (a step it does not say: absent)."""
+    words = {}
+    color = color_in([record])
+    if color:
+        words["color"] = "gray" if color == "L" else "RGB"
+    sizing = resizing_in([record])
+    if sizing:
+        resize, (h, w) = sizing
+        words["size"] = f"shorter side {resize}, cropped to {h}x{w}" if resize else f"resized to {h}x{w}"
+    elif color:  # made from image files and resized nothing: its images were all of its input's size
+        words["size"] = "not resized"
+    normalize = normalization_in([record])
+    if normalize is not None:
+        words["normalization"] = "none" if normalize == "none" else f"mean {list(normalize[0])}, std {list(normalize[1])}"
+    return words
+
+
+def check_records_agree(req, opened: list, records: list) -> None:
+    """Files whose records prepare a folder's images otherwise (another size, normalization or color) cannot be judged on
+    one preparation of it: refused, naming each, where no flag chooses that step for all (one was judged on a guess, and
+    the error named neither the files nor the cause)."""
+    given = {"color": req.color is not None, "normalization": req.normalize not in (None, "auto"),
+             "size": req.resize is not None or req.image_size is not None}
+    said = [(name, _preparation_words(record)) for name, record in
+            zip(distinct_names([path for path, _, _ in opened]), records) if record is not None]
+    differ = [step for step in ("size", "normalization", "color") if not given[step]
+              and len({words.get(step) for _, words in said if step in words}) > 1]
+    if differ:
+        shown = "; ".join(f"{name}: " + ", ".join(f"{step} {words.get(step, 'not recorded')}" for step in differ)
+                          for name, words in said)
+        raise UserError(f"the files record different preparations of a folder's images ({shown}): verify them one at a time, "
+                        f"or give the flag that prepares them alike for all ({', '.join(FLAG_OF[step] for step in differ)})")
+
+
+FLAG_OF = {"size": "--image-size / --resize", "normalization": "--normalize", "color": "--color"}
+
+
+def image_size_hint(runner, x, data, prepared: Preparation) -> str:
+    """For a file whose input the rows do not fit: a folder's images of another size than the file's input, which
+    nothing resized, take --image-size of the input's size (said with the error, which named no way out)."""
+    from toolchain.data.loaders import is_image_folder
+
+    want, got = tuple(runner.dataset_sample_shape()), tuple(np.shape(x)[1:])
+    if prepared.image_size is not None or len(want) != 3 or len(got) != 3 or want[0] != got[0] or not is_image_folder(data):
+        return ""
+    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in want[1:]):
+        return ""
+    return f" (the images are {got[1]}x{got[2]}: --image-size {want[1]}x{want[2]} resizes them to the file's input)"
 
 
 def no_sidecar_hint(opened, data) -> str:

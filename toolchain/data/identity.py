@@ -119,11 +119,16 @@ def preprocessing_flags(recorded: dict) -> str:
     return " ".join(flags)
 
 
-def preprocessing_advice(recorded: dict) -> str:
-    """``preprocessing_flags`` as advice: where ``recorded`` resized nothing, a size given here is what differs, and the
-    flags alone would not say to drop it."""
+def preprocessing_advice(recorded: dict, input_shape=None) -> str:
+    """``preprocessing_flags`` as advice: where ``recorded`` resized nothing, its images were all of the model's size
+    (``input_shape``'s sides, where known): other images take --image-size of that size, and no other."""
     flags = preprocessing_flags(recorded)
-    return flags if recorded.get("resize") else f"{flags}, and no --image-size or --resize (or --image-size of the model's own size)"
+    if recorded.get("resize"):
+        return flags
+    sides = [int(d) for d in input_shape[-2:]] if input_shape is not None and len(input_shape) == 3 else None
+    if sides:
+        return f"{flags}, and --image-size {sides[0]}x{sides[1]} (the model's own size) for images of another size, no --resize"
+    return f"{flags}, and no --image-size or --resize (or --image-size of the model's own size)"
 
 
 def check_preprocessing(record: dict | None, here: dict | None, model: str | Path, input_shape=None) -> str | None:
@@ -188,7 +193,7 @@ def preprocessing_differences(recorded, here: dict | None, input_shape=None) -> 
     if not differ:
         return None
     shown = ", ".join(f"{k} {step_words(recorded.get(k))} there, {step_words(here.get(k))} here" for k in differ)
-    return shown, preprocessing_advice(recorded)
+    return shown, preprocessing_advice(recorded, input_shape)
 
 
 def step_words(value) -> str:
@@ -196,11 +201,11 @@ def step_words(value) -> str:
     return "none" if value in ([], "", None) else repr(value)
 
 
-def recorded_flags(record) -> str | None:
+def recorded_flags(record, input_shape=None) -> str | None:
     """The flags that prepare images as a checkpoint's training record says (``record``: its extra["data"]), or None where
     it records no readable image preprocessing: what a shape error names before "give the data it was trained on"."""
     recorded = record.get("preprocessing") if isinstance(record, dict) else None
-    return preprocessing_advice(recorded) if _readable_record(recorded) else None
+    return preprocessing_advice(recorded, input_shape) if _readable_record(recorded) else None
 
 
 def _readable_record(recorded) -> bool:

@@ -145,7 +145,7 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
         from toolchain.data.identity import recorded_flags
 
         wanted = tuple(ckpt["input_shape"])
-        flags = recorded_flags(ckpt["extra"].get("data"))  # its images' preprocessing, where the checkpoint records it
+        flags = recorded_flags(ckpt["extra"].get("data"), wanted)  # its images' preprocessing, where the checkpoint records it
         fix = (f"pass --input-shape {','.join(map(str, wanted))}" if math.prod(wanted) == math.prod(expected_shape)
                else f"its checkpoint records how its images were prepared: give {flags}" if flags
                else "give the data it was trained on")

@@ -297,7 +297,7 @@ class Runner(abc.ABC):
         if x.ndim < 2 or not fits:
             layout = "NCHW" if self.layout == "NHWC" else self.layout
             raise UserError(
-                f"data samples have shape {got} but {self.path.name} expects {want} ({layout}, dataset layout): "
+                f"data samples have shape {got} but {getattr(self, 'shown_name', None) or self.path.name} expects {want} ({layout}, dataset layout): "
                 f"pass data that matches the model's input"
             )
         return x
