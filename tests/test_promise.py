@@ -528,6 +528,8 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     text = "\n".join(_promise_lines(promise))
     assert ("The shipped offset -2.180 on the class's logit lowers its sensitivity: the model's own decisions (no offset) "
             "miss 2 with 3 false positives on validation.") in text, text
+    gap = {**promise, "classes": {"3": {**entry(0.021, 3, 3)}}}  # the demo's: a raise that moved no validation decision
+    assert "changes no decision on validation" in "\n".join(_promise_lines(gap)) and "raises" not in "\n".join(_promise_lines(gap))
     assert text.count("The shipped offset") == 1  # no offset, nothing to say
     assert "At the unguarded point there is 1 more false positive than here" in text and "costs -" not in text, text
     assert "That margin costs +2 false positives" in text

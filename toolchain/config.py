@@ -46,8 +46,8 @@ class PruneConfig:
     keep_macs: float = _f(1.0, GOALS, "Latency goal: fraction of the dense multiply-accumulates to keep as well (small CPUs pay per MAC "
                                "and per operator, not per parameter; 1: no MAC goal).")
     max_fn_increase: int = _f(0, GOALS, "FN budget per protected class over the dense model's, on new data.")
-    confidence: float = _f(0.95, GOALS, "Probability that the FN promise (FN <= dense FN + budget on new data of the validation "
-                                   "split's size) holds: sets the guarded operating point.")
+    confidence: float = _f(0.95, GOALS, "Probability that the FN promise (FN <= dense FN + budget on as many new samples of the "
+                                   "class as validation holds) holds: sets the guarded operating point.")
     max_accuracy_drop: float = _f(DEFAULT_MAX_ACCURACY_DROP, GOALS, "Accuracy budget (fraction, 0.02 = 2 points).")
     rate: float = _f(0.5, METHOD, "Fraction of the remaining parameters removed per round.")
     granularity: str = _f("channel", METHOD, "channel (physically removed) or weight (unstructured masks).")

@@ -20,7 +20,7 @@ def evaluate(
     arch: Optional[str] = ArchOpt,
     arch_kwargs: Optional[str] = ArchKwargsOpt,
     trust_model: bool = TrustOpt,
-    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test; the rows verify judges)."),
+    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test, as verify; verify narrows an .npz its files were split from to that test split)."),
     label_column: Optional[str] = LabelColumnOpt,
     seed: int = seed_option("Seed of the train/val/test split when the data has none."),
     class_names: Optional[str] = ClassNamesOpt,

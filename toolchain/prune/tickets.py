@@ -142,7 +142,7 @@ def _few_samples(per_class: dict) -> str | None:
         return None
     return (f"with fewer than {SMALL_SPLIT} validation samples of a class ({', '.join(few)}), the stated probability can be "
             "optimistic: in simulations of a ticket that ranks the class unlike the dense model, promises of 0.95 held "
-            "0.81-0.92 of the time on new data (docs/FN_PROMISE.md); more validation data firms it up")
+            "0.81-0.92 of the time on new data (docs/FN_PROMISE.md); more validation data makes it more reliable, not higher")
 
 
 def promise_section(result, ticket, config: PruneConfig) -> dict:

@@ -95,6 +95,9 @@ def _offset_words(v: dict) -> str:
     """What the shipped offset does to the class: a negative one lowers its sensitivity, for fewer false alarms."""
     if "offset" not in v or abs(v["offset"]) < 1e-6:
         return ""
+    if v.get("fn") == v["fn_no_offset"] and v.get("fp") == v["fp_no_offset"]:  # it moved the threshold within a gap
+        return (f" The shipped offset {v['offset']:+.3f} on the class's logit changes no decision on validation: the model's "
+                f"own decisions (no offset) also miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives there.")
     way = "raises" if v["offset"] > 0 else "lowers"
     return (f" The shipped offset {v['offset']:+.3f} on the class's logit {way} its sensitivity: the model's own decisions "
             f"(no offset) miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation.")
