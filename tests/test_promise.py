@@ -266,7 +266,7 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
     assert promise["confidence"] == 0.8 and promise["max_fn_increase"] == 2 and promise["met_on_val"], err
     entry = promise["classes"]["3"]
     assert set(entry) >= {"confidence", "confidence_target", "n", "n_new", "fn", "dense_fn", "b", "c", "margin_fn", "fp", "fp_plain",
-                          "offset", "fn_no_offset", "fp_no_offset"}
+                          "offset", "fn_no_offset", "fp_no_offset", "b_judged", "c_judged"}
     assert entry["confidence"] >= 0.8 and entry["margin_fn"] == entry["dense_fn"] + 2 - entry["fn"] >= 0
     finals = [s for s in report["stages"] if s["stage"] == "final_finetune" and s["kept"]]
     selected = finals[0] if finals else next(s for s in report["stages"] if s["stage"] == "prune_round" and s["round"] == promise["round"])
@@ -529,6 +529,8 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     assert ("The shipped offset -2.180 on the class's logit lowers its sensitivity: the model's own decisions (no offset) "
             "miss 2 with 3 false positives on validation.") in text, text
     gap = {**promise, "classes": {"3": {**entry(0.021, 3, 3)}}}  # the demo's: a raise that moved no validation decision
+    edge = "\n".join(_promise_lines({**promise, "classes": {"3": {**entry(0.0, 3, 3), "b_judged": 3, "c_judged": 1}}}))
+    assert "it reads 3 missed and 1 caught" in edge and "reads" not in text, edge  # the demo's 0 and 0 beside 0.458
     assert "changes no decision on validation" in "\n".join(_promise_lines(gap)) and "raises" not in "\n".join(_promise_lines(gap))
     assert text.count("The shipped offset") == 1  # no offset, nothing to say
     assert "At the unguarded point there is 1 more false positive than here" in text and "costs -" not in text, text

@@ -233,7 +233,8 @@ class PromiseGuard:
             b_judged, c_judged = self._judged(b, c, np.bool_(len(caught) > 0), np.bool_(edge_dense_catches))
             n = int(pos.sum())
             out[k] = {"n": n, "n_new": self._n_new(k), "fn": int(np.sum(pred[pos] != k)), "dense_fn": int(np.sum(self.dense_pred[pos] != k)),
-                      "b": b, "c": c, "confidence": self._confidence(k, b_judged, c_judged, n)}
+                      "b": b, "c": c, "confidence": self._confidence(k, b_judged, c_judged, n),
+                      "b_judged": int(b_judged), "c_judged": int(c_judged)}  # the edge counted: what the confidence read
         return out
 
     def met(self, logits: np.ndarray, offsets: dict[int, float]) -> bool:

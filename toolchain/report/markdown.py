@@ -75,12 +75,13 @@ def _promise_lines(promise: dict | None) -> list[str]:
                 f"At the unguarded point there {more} than here")  # a budget spent buys FP back
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
-            f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}). On validation it misses "
+            f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}; predicted from the validation counts below, "
+            f"docs/FN_PROMISE.md). On validation it misses "
             f"{v['fn']} of {v['n']}, {_margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (allowed: the dense model's "
             f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
             f"missed, and of those it misses, {v['c']} {'is' if v['c'] == 1 else 'are'} caught. {cost} on "
             f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, which may miss all {v['dense_fn'] + v['budget']} "
-            f"allowed, none in reserve).{_offset_words(v)}")
+            f"allowed, none in reserve).{_edge_words(v)}{_offset_words(v)}")
     if promise.get("together_confidence") is not None:
         lines.append(f"- all {len(promise['classes'])} classes together: every promise above holds at once with probability at "
                      f"least **{promise['together_confidence']:.3f}** (each class's own is stated above).")
@@ -89,6 +90,15 @@ def _promise_lines(promise: dict | None) -> list[str]:
     if not promise["met_on_val"]:
         lines.append(f"- **not met**: {promise['statement']}")
     return lines
+
+
+def _edge_words(v: dict) -> str:
+    """Why the probability reads other counts than the b and c said: the hardest positive caught sits at the threshold."""
+    b, c = v.get("b_judged", v["b"]), v.get("c_judged", v["c"])
+    if (b, c) == (v["b"], v["c"]):
+        return ""
+    return (f" The probability counts the hardest sample of the class it catches, at the threshold where new samples fall "
+            f"either side, as missed: it reads {b} missed and {c} caught (docs/FN_PROMISE.md).")
 
 
 def _offset_words(v: dict) -> str:
