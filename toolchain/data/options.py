@@ -33,7 +33,8 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
         return None
     parts = re.split(r"\s*[,xX]\s*|\s+", str(text).strip())  # an empty part ("1,2,x", "1,,2") is a typo, not a size
     if not parts or len(parts) > 4 or not all(re.fullmatch(r"[0-9]+", p) and 0 < int(p) <= MAX_SIDE for p in parts):
-        raise UserError(f"--input-shape '{text}' is not 1 to 4 positive sizes: give e.g. 1,28,28 (channels, height, width)")
+        raise UserError(f"--input-shape '{text}' is not 1 to 4 sizes from 1 to {MAX_SIDE:,}: give e.g. 1,28,28 (channels, "
+                        "height, width)")
     return tuple(int(p) for p in parts)
 
 
