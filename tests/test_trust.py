@@ -367,6 +367,7 @@ def test_a_stop_that_finds_compress_stuck_in_native_code_still_names_the_run_to_
     assert proc.returncode == 143, proc.stderr
     line = proc.stderr.strip()
     assert line.startswith("cwtool: interrupted by SIGTERM") and "--resume" in line and str(tmp_path / "run") in line, line
+    assert "no round had finished" in line, line  # it said "the finished rounds are kept" of none
 
 
 def test_a_stop_that_finds_a_converter_stuck_with_its_logs_redirected_still_says_its_line_and_cleans_up(tmp_path):

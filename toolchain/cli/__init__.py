@@ -121,7 +121,14 @@ def _catch_signals(handler=None) -> dict:
 def _interrupted_line(signal_name: str, run_dir) -> str:
     line = f"cwtool: interrupted by {signal_name}; temporary files removed"
     if run_dir is not None:
-        line += f"; the finished rounds are kept in '{run_dir}': rerun the same command with --resume to finish the run"
+        from toolchain.rundir import RunDir  # imported already by the compress that named the run
+
+        try:
+            finished = bool(RunDir(run_dir).done_rounds())
+        except OSError:  # the line is said whatever the folder's state
+            finished = True
+        kept = "the finished rounds are kept" if finished else "no round had finished; what the run holds is kept"
+        line += f"; {kept} in '{run_dir}': rerun the same command with --resume to finish the run"
     return line
 
 
