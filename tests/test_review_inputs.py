@@ -497,6 +497,8 @@ def test_a_newcomer_s_typos_are_answered_with_what_was_meant(tmp_path, capsys):
     with pytest.raises(UserError) as refused:
         resolve_protected(["xyz"], ["benign", "lesion"], 2)
     assert "did you mean" not in str(refused.value)
+    with pytest.raises(UserError, match=r"did you mean 'dog bird'\? \(the spaces differ\)"):  # shown alike on a terminal
+        resolve_protected(["dog  bird"], ["cat", "dog bird"], 2)
     code, _, err = run_cli(["train", "--arch", "mlpp", "--data", "breast-cancer", "--out", tmp_path / "m.pt"], capsys)
     one_line_error(code, err, "unknown --arch 'mlpp' (did you mean mlp?)", "mobilenetv2", "resnet50")
     (tmp_path / "net.py").write_text("from torch import nn\n")

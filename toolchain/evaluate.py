@@ -35,6 +35,8 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
                 folded = {n.casefold(): n for n in class_names}
                 alike = [folded[n] for n in difflib.get_close_matches(text.casefold(), list(folded), n=1, cutoff=0.75)]
             hint = f": did you mean '{one_line(alike[0])[:60]}'?" if alike else ""
+            if alike and text.split() == alike[0].split():  # "dog  bird": a terminal can show both alike
+                hint += " (the spaces differ)"
             raise UserError(f"--protect-class '{one_line(text)[:60]}' is neither a class index nor one of the class names "
                             f"({', '.join(one_line(n)[:60] for n in class_names[:12])}){hint}")
         if not 0 <= k < num_classes:
