@@ -498,3 +498,26 @@ def test_a_csv_column_that_numbers_the_records_is_named(header, ids, said, tmp_p
     (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
     note = load_data(str(tmp_path / "rows.csv")).preprocessing.note
     assert (f"column '{header}' holds a different whole number on every row" in note) is said, note
+
+
+@pytest.mark.parametrize("palette_of", ["grays", "colors"])
+def test_a_palette_image_of_grays_among_gray_images_keeps_the_folder_gray(tmp_path, palette_of):
+    """A palette PNG whose palette holds only grays was called "in color" and made a gray folder RGB (a 3-channel
+    model for gray images); a palette of colors still does."""
+    from PIL import Image
+
+    from toolchain.data import load_data
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8), "L").save(tmp_path / cls / f"{i}.png")
+    odd = Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8), "L").convert("P")  # a palette of 256 grays
+    if palette_of == "colors":
+        odd.putpalette([v for g in range(256) for v in (g, 255 - g, g // 2)])
+    odd.save(tmp_path / "a" / "pal.png")
+    assert Image.open(tmp_path / "a" / "pal.png").mode == "P"
+    ds = load_data(str(tmp_path), seed=0)
+    assert ds.x_train.shape[1] == (1 if palette_of == "grays" else 3)
+    assert "a palette converted" in ds.preprocessing.note

@@ -111,7 +111,7 @@ def load_image_folder(
             )
         steps, size_hw = {}, first
         size_note = f"all {first[0]}x{first[1]}, not resized"
-    is_gray = [m in ("L", "LA", "1") for m in modes]  # gray with alpha (a transparent PNG) is gray: the alpha is dropped
+    is_gray = [m in ("L", "LA", "1", "P of grays", "PA of grays") for m in modes]  # gray with alpha is gray: the alpha is dropped
     gray = all(is_gray) if color is None else color == "L"
     in_color = [f for f, g in zip(files, is_gray) if not g]
     mixed_note = ""
@@ -145,8 +145,8 @@ def load_image_folder(
 def _converted_note(files: list[Path], modes: list[str], folder: Path) -> str:
     """Images whose pixels are not read as they are stored: an alpha channel dropped (not composited on a background),
     CMYK and palette images converted; counted in the data note, as gray images among color ones are."""
-    kinds = {"an alpha channel dropped": ("RGBA", "LA", "PA", "La", "RGBa"), "CMYK converted": ("CMYK",),
-             "a palette converted": ("P",)}
+    kinds = {"an alpha channel dropped": ("RGBA", "LA", "PA", "La", "RGBa", "PA of grays"), "CMYK converted": ("CMYK",),
+             "a palette converted": ("P", "P of grays")}
     said = []
     for what, among in kinds.items():
         hit = [f for f, m in zip(files, modes) if m in among]
@@ -300,6 +300,8 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
                     modes.append(im.mode)
                     sizes.append((im.height, im.width))
                     bands = len(im.getbands())
+                    if im.mode in ("P", "PA") and _gray_palette(im):  # a palette of grays holds a gray image
+                        modes[-1] = f"{im.mode} of grays"
                     if im.format == "PNG" and im.mode not in PIL_BAD_MODES:  # Pillow opens 16-bit color PNGs as 8-bit RGB(A): the IHDR says what they hold
                         f.seek(24)
                         if f.read(1) == b"\x10":
@@ -316,6 +318,15 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
             # Decoding holds the image, its converted copy and the array: about 4 bytes a band a pixel.
             check_fits(h * w * max(bands, 3) * 4, f"decoding image '{p}' ({w}x{h} pixels)")
     return modes, sizes
+
+
+def _gray_palette(im) -> bool:
+    """Whether a palette image's palette (read with its header) holds grays only: R = G = B in every entry."""
+    try:
+        palette = im.getpalette("RGB")
+    except (ValueError, TypeError, OSError):
+        return False
+    return bool(palette) and all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
 
 
 def normalization_for(normalize, channels: int, size_hw: tuple[int, int]) -> tuple[tuple, tuple, str]:
