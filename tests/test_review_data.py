@@ -521,3 +521,17 @@ def test_a_palette_image_of_grays_among_gray_images_keeps_the_folder_gray(tmp_pa
     ds = load_data(str(tmp_path), seed=0)
     assert ds.x_train.shape[1] == (1 if palette_of == "grays" else 3)
     assert "a palette converted" in ds.preprocessing.note
+
+
+@pytest.mark.parametrize("fmt, said", [("GIF", "a GIF file"), ("WEBP", "a WebP file")])
+def test_an_image_of_another_format_under_a_png_or_jpeg_name_is_named_for_what_it_is(tmp_path, fmt, said):
+    """A GIF or WebP saved as .jpg was "cannot identify the image file" (Pillow reads it; cwtool decodes PNG and JPEG only)."""
+    from PIL import Image
+
+    from toolchain.data import load_data
+    from toolchain.errors import UserError
+
+    folder = _image_folder(tmp_path / "d", classes=("a", "b"), per_class=5)
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(folder / "a" / "odd.jpg", format=fmt)
+    with pytest.raises(UserError, match=f"is {said}, not the PNG or JPEG its name says"):
+        load_data(str(folder), seed=0)

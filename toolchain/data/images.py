@@ -79,9 +79,30 @@ def image_problem(p: Path, exc: BaseException, Image) -> UserError:
             f"image '{p}' is too large to decode safely ({' '.join(str(exc).split())[:160]}): "
             "it may be a decompression bomb; resize it or remove it"
         )
+    other = _other_format(p) if isinstance(exc, Image.UnidentifiedImageError) else None
+    if other:  # readable by another decoder, which cwtool does not run on untrusted files
+        return UserError(f"image '{p}' is a {other} file, not the PNG or JPEG its name says: convert it to PNG or JPEG, or "
+                         "remove it")
     # PIL names the file object it was handed ("<_io.BufferedReader name=6>"): the path is said already
     detail = re.sub(r"\s*<_io\.\w+ name=[^>]*>", "", describe(exc, 160)).replace(" image file", " the image file", 1)
     return UserError(f"cannot read image '{p}' ({detail[:120]}): replace or remove it")
+
+
+OTHER_FORMATS = ((b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"))
+
+
+def _other_format(p: Path) -> str | None:
+    """The format an image named like a PNG or JPEG holds instead, from its first bytes, where it is a common one."""
+    try:
+        with open_plain(p) as f:
+            head = f.read(16)
+    except (OSError, UserError):
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"avif"):
+        return "HEIF/AVIF"
+    return next((name for magic, name in OTHER_FORMATS if head.startswith(magic)), None)
 
 
 def normalize_channels(x: np.ndarray, mean, std) -> np.ndarray:
