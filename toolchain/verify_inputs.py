@@ -133,8 +133,8 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
         found = counts(sample, names, rows, every)
         if not found or not found["judged"]:
             continue
-        what = (f"{found['judged']} of the {found['sampled']} rows {name} records a sample of from its training and "
-                f"validation rows are among the {len(rows['y']):,} rows judged ("
+        what = (f"{found['judged']} of the {found['sampled']} rows {name} records a sample of from the rows its model was "
+                f"trained or tuned on are among the {len(rows['y']):,} rows judged ("
                 + (f"every row of {rows['name']})" if rows["split"] == "all" else f"the {rows['split']} split of {rows['name']})"))
         if found["repeats"] > MAX_REPEATS:
             said.append(f"{what}, but {found['repeats']:.0%} of --data's rows repeat another: equal rows may be other samples, "
