@@ -546,7 +546,7 @@ def test_truncated_and_16bit_images_are_user_errors(tmp_path):
     def gif_named_png(p):  # only the PNG and JPEG decoders run (an .eps would start Ghostscript)
         Image.new("L", (8, 8), 3).save(p, format="GIF")
 
-    expect("cannot read image", _folder_with(tmp_path, "gif", gif_named_png))
+    expect("is a GIF file, not the PNG or JPEG its name says", _folder_with(tmp_path, "gif", gif_named_png))
 
 
 def test_unusual_but_valid_images_load_as_rgb(tmp_path):
