@@ -561,3 +561,28 @@ def test_the_disagreements_are_counted_in_words_that_read_for_one():
     assert "of the samples the dense model catches, 1 is missed, and of those it misses, 1 is caught." in text, text
     text = "\n".join(_promise_lines({"classes": {"1": {**entry, "b": 0, "c": 2}}, "met_on_val": True}))
     assert "of the samples the dense model catches, 0 are missed, and of those it misses, 2 are caught." in text, text
+
+
+def test_two_protected_classes_get_the_same_offsets_in_either_order_each_with_a_margin():
+    """-p 3 -p 8 and -p 8 -p 3 shipped different models (a class-8 offset +0.133 against +0.099): the free room was spent
+    a class at a time in the command line's order, and spending the second moved the first's hardest positive to its
+    edge (0.0001 logit from it, 0.067 from the next negative). Same offsets either way, each inside its free room."""
+    from toolchain.prune.operating_point import apply_offsets, needs
+
+    differ, cramped, judged = 0, 0, 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 10, 600)
+        dense = rng.normal(size=(600, 10))
+        dense[np.arange(600), y] += 2.0
+        cand = dense + rng.normal(scale=0.7, size=(600, 10))
+        ways = [PromiseGuard(y, dense.argmax(1), order, budget=2, confidence=0.8).choose(cand) for order in ([3, 8], [8, 3])]
+        differ += any(abs(ways[0][k] - ways[1][k]) > 1e-12 for k in (3, 8))
+        offsets = ways[0]
+        for k in (3, 8):
+            need = needs(apply_offsets(cand, {j: d for j, d in offsets.items() if j != k}), k)
+            caught, flips = np.sort(need[(y == k) & (need < offsets[k])]), need[(y != k) & (need >= offsets[k])]
+            if len(caught) and len(flips) and flips.min() - caught[-1] > 1e-3:
+                judged += 1
+                cramped += (offsets[k] - caught[-1]) < 0.2 * (flips.min() - caught[-1])
+    assert differ == 0 and judged >= 30 and cramped == 0, (differ, cramped, judged)
