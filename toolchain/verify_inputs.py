@@ -144,7 +144,7 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
         mostly = share >= MOSTLY_FITTED and found["repeats"] <= ALL_BUT_DISTINCT  # equal rows there were copied
         if not ((_fitted_data(found) or mostly) and _void(sample, found, share)):
             said.append(f"{what}: " + (f"about {share:.0%} of the rows judged may be rows it was trained or tuned on: its FN here "
-                                       "may be optimistic" if found["only_judged"] else
+                                       "and the promise's probability may be optimistic" if found["only_judged"] else
                                        "each is also in another split of --data, a twin across splits, not a row it learnt"))
             continue
         fix = "give rows it was not trained or tuned on"
@@ -158,7 +158,8 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
         what = f"{what}: about {share:.0%} of the rows judged are rows it was trained or tuned on"
         if chosen:
             raise UserError(f"{what}, and a gate on them says nothing of new rows; {fix}")
-        said.append(f"{what}: its FN here are optimistic; {fix}")
+        said.append(f"{what}: its FN here are optimistic, and so is the promise's probability (compress, which set the "
+                    f"threshold on its validation rows, counts the hardest positive caught as missed); {fix}")
     return rows, said
 
 
