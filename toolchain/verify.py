@@ -199,11 +199,8 @@ def run_verify(req: VerifyRequest) -> dict:
         numbered = recorded_class_names(runner, k, placeholders=True)  # a file made on data without names records 0..k-1
         check_class_order(path, recorded or (numbered if declared and sorted(declared) == sorted(numbered or []) else None), declared)
         base_numbered = (base or {}).get("class_names")  # a baseline of data without names records 0..k-1 as well
-        # a baseline numbered 0..k-1 numbers the classes too: against a file that records the same names in another
-        # order (an edited sidecar) it was taken, while the same pair the other way round was refused
-        against = declared or recorded
-        base_names = declared_names(base_numbered) or (list(base_numbered) if against and isinstance(base_numbered, list)
-                                                         and sorted(map(str, base_numbered)) == sorted(against) else None)
+        base_names = declared_names(base_numbered) or (list(base_numbered) if declared and isinstance(base_numbered, list)
+                                                         and sorted(map(str, base_numbered)) == sorted(declared) else None)
         check_baseline_order(base, base_names, declared or recorded_class_names(runner, k, placeholders=True),
                                 "--data" if declared else Path(path).name)
         names = declared or recorded or base_names or [str(i) for i in range(k)]
