@@ -288,6 +288,10 @@ def test_rows_in_another_order_are_other_rows(art, capsys):
     assert code == 1 and chk["fn_change"] is None and "mcnemar_p" not in chk  # FN rate over the baseline's: unpaired
     assert res["data"]["same_rows_as_baseline"] is False and res["gate"]["budget"]["same_rows"] is False
     assert any("--allow-other-data" in n and "unpaired" in n for n in res["notes"])
+    # chained as the next baseline on the report's own rows: its predictions are kept (they were dropped, and refused)
+    assert res["baseline"]["paired"] is False and len(res["baseline"]["evaluation"]["predictions"]) == len(art["y"])
+    code, _, err = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", out, "-q"], capsys)
+    assert code in (0, 1) and "no per-sample predictions" not in err, err
 
 
 def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, tmp_path):

@@ -244,8 +244,9 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
         # without them nothing ties its FN to these rows: a file stripped of them and edited consistently passed a
         # model missing half the protected rows
         raise UserError(f"baseline {base['path']} holds no per-sample predictions, so its false negatives cannot be checked "
-                        "against these rows: give the JSON file cwtool wrote, unedited (compress's report.json, a verify or "
-                        "evaluate --json), or --allow-other-data to compare FN rates unpaired")
+                        "against these rows (an evaluate --json of a cwtool before December 2026 wrote none; an edited file "
+                        "may have lost them): write it again with this cwtool (compress's report.json, a verify or evaluate "
+                        "--json), or pass --allow-other-data to compare FN rates unpaired")
     if other is None:
         if ev.get("rows_sha256") is None:
             notes.append("the baseline carries no row fingerprint (made by an older cwtool): its rows were matched by count, "

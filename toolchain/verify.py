@@ -299,7 +299,10 @@ def run_verify(req: VerifyRequest) -> dict:
                  "only_protected": bool(protected) and bool(np.all(np.isin(y, protected)))},
         "protected": protected,
         "class_names": names,
-        "baseline": None if base is None else {"path": base["path"], "from": base["from"], "evaluation": base_eval,
+        # the baseline as read, its predictions kept where this comparison was unpaired: they belong to its own rows, and
+        # this JSON chained as the next baseline on those rows had lost them (and was refused)
+        "baseline": None if base is None else {"path": base["path"], "from": base["from"],
+                                               "evaluation": None if base_eval is None else base["evaluation"],
                                                "run_failed": bool(base.get("run_failed")),
                                                **({"run_binds": "accuracy"} if base.get("run_binds") == "accuracy" else {}),
                                                **{k: base[k] for k in ("run_budget", "run_accuracy_drop") if k in base},
