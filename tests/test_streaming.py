@@ -1238,5 +1238,18 @@ def test_images_of_another_size_than_a_model_trained_without_resize_are_told_the
     code, _, err = run_cli(["verify", m12, "--data", big, "-p", "1", "--split", "all", "--image-size", "12x12"], capsys)
     assert code in (0, 1) and "Traceback" not in err, err
     code, _, err = run_cli(["verify", m12, m8, "--data", train, "-p", "1", "--split", "all"], capsys)
-    assert code == 2 and "record different preparations" in err and "m12/" in err and "resized to 8x8" in err, err
+    assert code == 2 and "record different preparations" in err and "m12/" in err and "size 8x8" in err, err
     assert len(err.strip().splitlines()) == 1, err
+    code, out, err = run_cli(["verify", m12, "--data", big, "-p", "1", "--split", "all", "--image-size", "12x12", "--json",
+                              tmp_path / "v.json"], capsys)  # the advice followed: no note that it was prepared otherwise
+    assert code in (0, 1) and not any("preprocessed otherwise" in n for n in json.loads((tmp_path / "v.json").read_text())["notes"])
+    # a file whose images were all 12 px (no resize) and one made with --image-size 12x12 prepare 12-px images alike
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", train, "--epochs", "1", "--image-size", "12x12", "--out",
+                            tmp_path / "r12.pt"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["export", tmp_path / "r12.pt", "--data", train, "-p", "1", "--format", "onnx", "--precision",
+                            "fp32", "--time-runs", "0", "--image-size", "12x12", "--out", tmp_path / "r12"], capsys)
+    assert code in (0, 1), err
+    code, _, err = run_cli(["verify", m12, str(tmp_path / "r12" / "artifacts" / "model_fp32.onnx"), "--data", train, "-p", "1",
+                            "--split", "all"], capsys)
+    assert code in (0, 1) and "record different preparations" not in err, err

@@ -48,12 +48,13 @@ def column_mismatch(runner, rows: dict) -> str | None:
 def preprocessing_mismatch(runner, rows: dict) -> str | None:
     """A note when the artifact records (ONNX metadata_props or TFLite sidecar, written by compress and export)
     preprocessing other than the rows of --data got: the file was made for inputs prepared another way."""
-    from toolchain.data.identity import step_words
+    from toolchain.data.identity import as_recorded_size, step_words
 
     recorded = recorded_value(runner, "preprocessing")
     here = rows.get("preprocessing")
     if not isinstance(recorded, dict) or not isinstance(here, dict):
         return None
+    here = as_recorded_size(recorded, here, runner.dataset_sample_shape())  # verify's advice for other-size images
     steps = [k for k in PREPROCESSING_STEPS if here.get("color") or k not in IMAGE_FILE_STEPS]
     differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
     if not differ:

@@ -227,8 +227,9 @@ def _names_for(runner, rows: dict) -> list[str] | None:
     return rows["class_names"]
 
 
-def _preparation_words(record) -> dict:
-    """How one file's record says its images were prepared, step by step, in words (a step it does not say: absent)."""
+def _preparation_words(record, input_shape) -> dict:
+    """How one file's record says its images were prepared, step by step, in words (a step it does not say: absent). A
+    record that resized nothing had images of the file's input size: a plain resize to it is the same preparation."""
     words = {}
     color = color_in([record])
     if color:
@@ -236,9 +237,10 @@ def _preparation_words(record) -> dict:
     sizing = resizing_in([record])
     if sizing:
         resize, (h, w) = sizing
-        words["size"] = f"shorter side {resize}, cropped to {h}x{w}" if resize else f"resized to {h}x{w}"
+        words["size"] = f"shorter side {resize}, cropped to {h}x{w}" if resize else f"{h}x{w}"
     elif color:  # made from image files and resized nothing: its images were all of its input's size
-        words["size"] = "not resized"
+        sides = tuple(input_shape[-2:]) if len(input_shape) == 3 else None
+        words["size"] = f"{sides[0]}x{sides[1]}" if sides else "not resized"
     normalize = normalization_in([record])
     if normalize is not None:
         words["normalization"] = "none" if normalize == "none" else f"mean {list(normalize[0])}, std {list(normalize[1])}"
@@ -251,8 +253,8 @@ def check_records_agree(req, opened: list, records: list) -> None:
     the error named neither the files nor the cause)."""
     given = {"color": req.color is not None, "normalization": req.normalize not in (None, "auto"),
              "size": req.resize is not None or req.image_size is not None}
-    said = [(name, _preparation_words(record)) for name, record in
-            zip(distinct_names([path for path, _, _ in opened]), records) if record is not None]
+    said = [(name, _preparation_words(record, tuple(runner.dataset_sample_shape()))) for name, (_, runner, _), record in
+            zip(distinct_names([path for path, _, _ in opened]), opened, records) if record is not None]
     differ = [step for step in ("size", "normalization", "color") if not given[step]
               and len({words.get(step) for _, words in said if step in words}) > 1]
     if differ:

@@ -180,9 +180,7 @@ def preprocessing_differences(recorded, here: dict | None, input_shape=None) -> 
     size here is the same preparation for them (held-out images of another size need it)."""
     if not (_readable_record(recorded) and isinstance(here, dict) and here.get("color")):
         return None  # not recorded (older files, other tools), arrays on either side, or unreadable: nothing to compare
-    sides = [int(d) for d in input_shape[-2:]] if input_shape is not None and len(input_shape) == 3 else None
-    if sides and not recorded.get("resize") and not recorded.get("crop") and here.get("resize") == sides and not here.get("crop"):
-        here = {**here, "resize": [], "crop": []}
+    here = as_recorded_size(recorded, here, input_shape)
 
     def same(a, b) -> bool:
         if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
@@ -194,6 +192,15 @@ def preprocessing_differences(recorded, here: dict | None, input_shape=None) -> 
         return None
     shown = ", ".join(f"{k} {step_words(recorded.get(k))} there, {step_words(here.get(k))} here" for k in differ)
     return shown, preprocessing_advice(recorded, input_shape)
+
+
+def as_recorded_size(recorded: dict, here: dict, input_shape) -> dict:
+    """``here`` with a plain resize to the model's own size (``input_shape``'s sides) read as none, where ``recorded``
+    resized nothing: its images were all of that size, and the resize is the same preparation for them."""
+    sides = [int(d) for d in input_shape[-2:]] if input_shape is not None and len(input_shape) == 3 else None
+    if sides and not recorded.get("resize") and not recorded.get("crop") and here.get("resize") == sides and not here.get("crop"):
+        return {**here, "resize": [], "crop": []}
+    return here
 
 
 def step_words(value) -> str:
