@@ -523,7 +523,8 @@ def test_a_palette_image_of_grays_among_gray_images_keeps_the_folder_gray(tmp_pa
     assert "a palette converted" in ds.preprocessing.note
 
 
-@pytest.mark.parametrize("fmt, said", [("GIF", "a GIF file"), ("WEBP", "a WebP file")])
+@pytest.mark.parametrize("fmt, said", [("GIF", "a GIF file"), ("WEBP", "a WebP file"), ("BMP", "a BMP file"),
+                                       ("text", "cannot read image")])
 def test_an_image_of_another_format_under_a_png_or_jpeg_name_is_named_for_what_it_is(tmp_path, fmt, said):
     """A GIF or WebP saved as .jpg was "cannot identify the image file" (Pillow reads it; cwtool decodes PNG and JPEG only)."""
     from PIL import Image
@@ -532,6 +533,9 @@ def test_an_image_of_another_format_under_a_png_or_jpeg_name_is_named_for_what_i
     from toolchain.errors import UserError
 
     folder = _image_folder(tmp_path / "d", classes=("a", "b"), per_class=5)
-    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(folder / "a" / "odd.jpg", format=fmt)
-    with pytest.raises(UserError, match=f"is {said}, not the PNG or JPEG its name says"):
+    if fmt == "text":  # "BM" starts a CSV's header too: no BMP
+        (folder / "a" / "odd.jpg").write_text("BMI,weight,height\n22.5,70,176\n")
+    else:
+        Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(folder / "a" / "odd.jpg", format=fmt)
+    with pytest.raises(UserError, match=said if fmt == "text" else f"is {said}, not the PNG or JPEG its name says"):
         load_data(str(folder), seed=0)

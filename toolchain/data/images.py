@@ -88,20 +88,24 @@ def image_problem(p: Path, exc: BaseException, Image) -> UserError:
     return UserError(f"cannot read image '{p}' ({detail[:120]}): replace or remove it")
 
 
-OTHER_FORMATS = ((b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"))
+OTHER_FORMATS = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+                 (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"))
+BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)  # "BM" alone starts text files too ("BMI,weight")
 
 
 def _other_format(p: Path) -> str | None:
     """The format an image named like a PNG or JPEG holds instead, from its first bytes, where it is a common one."""
     try:
         with open_plain(p) as f:
-            head = f.read(16)
+            head = f.read(18)
     except (OSError, UserError):
         return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"avif"):
         return "HEIF/AVIF"
+    if head[:2] == b"BM" and len(head) == 18 and int.from_bytes(head[14:18], "little") in BMP_HEADER_SIZES:
+        return "BMP"
     return next((name for magic, name in OTHER_FORMATS if head.startswith(magic)), None)
 
 
