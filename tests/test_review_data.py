@@ -181,7 +181,8 @@ def test_a_model_trained_on_unresized_images_is_advised_without_a_size_and_a_syn
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", data, "--out", model, "--epochs", "1"], capsys)
     assert code == 0, err
     code, _, err = run_cli(["evaluate", model, "--data", data, "-p", "b", "--image-size", "16"], capsys)
-    one_line_error(code, err, "give --color rgb --normalize none, and no --image-size or --resize")
+    one_line_error(code, err, "give --color rgb --normalize none, and --image-size 12x12 (the model's own size) for images of "
+                   "another size, no --resize")
     for bad in (["--image-size", "abc"], ["--color", "purple"]):
         code, _, err = run_cli(["evaluate", model, "--data", data, "-p", "b", *bad], capsys)
         one_line_error(code, err, f"{bad[0]} '{bad[1]}' is not")

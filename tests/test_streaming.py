@@ -1251,5 +1251,6 @@ def test_images_of_another_size_than_a_model_trained_without_resize_are_told_the
                             "fp32", "--time-runs", "0", "--image-size", "12x12", "--out", tmp_path / "r12"], capsys)
     assert code in (0, 1), err
     code, _, err = run_cli(["verify", m12, str(tmp_path / "r12" / "artifacts" / "model_fp32.onnx"), "--data", train, "-p", "1",
-                            "--split", "all"], capsys)
+                            "--split", "all", "--json", tmp_path / "both.json"], capsys)
     assert code in (0, 1) and "record different preparations" not in err, err
+    assert not any("preprocessed otherwise" in n for n in json.loads((tmp_path / "both.json").read_text())["notes"])

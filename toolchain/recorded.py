@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from toolchain.errors import UserError, one_line, unprintable_in
 from toolchain.evaluate import declared_names
 
@@ -54,13 +56,18 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
     here = rows.get("preprocessing")
     if not isinstance(recorded, dict) or not isinstance(here, dict):
         return None
-    here = as_recorded_size(recorded, here, runner.dataset_sample_shape())  # verify's advice for other-size images
+    shape = runner.dataset_sample_shape() if hasattr(runner, "dataset_sample_shape") else None
+    here = as_recorded_size(recorded, here, shape)  # verify's advice for other-size images
+    sides, x = list(shape[-2:]) if shape is not None and len(shape) == 3 else None, rows.get("x")
+    if sides and recorded.get("resize") == sides and not recorded.get("crop") and not here.get("resize") \
+            and not here.get("crop") and x is not None and list(np.shape(x)[-2:]) == sides:
+        here = {**here, "resize": sides, "crop": []}  # images of its size, not resized: what a resize to its size gives
     steps = [k for k in PREPROCESSING_STEPS if here.get("color") or k not in IMAGE_FILE_STEPS]
     differ = [k for k in steps if k in recorded and recorded[k] != here.get(k)]
     if not differ:
         return None
     shown = ", ".join(f"{k} {step_words(recorded[k])} there, {step_words(here.get(k))} here" for k in differ)
-    return (f"{Path(runner.path).name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
+    return (f"{getattr(runner, 'shown_name', None) or Path(runner.path).name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
             "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
 
 

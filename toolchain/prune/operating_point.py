@@ -22,6 +22,7 @@ from toolchain.promise import disagreements, promise_confidence
 
 _EPS = 1e-4
 _TIE = 1e-9  # relative: needs closer than this are one tie (float rounding), far below _EPS
+_SPEND_PASSES = 5  # spending free room class by class, repeated until it settles
 _MAX_PASSES = 20  # two classes claiming the same samples climb together a hair a pass: a bound on the chase
 
 
@@ -197,14 +198,19 @@ class PromiseGuard:
                 break
         offsets = best
         met = self.met(logits, offsets)
-        # Twice: a class's room is spent with the others' offsets as they stand, and spending theirs after it can move
-        # its hardest positive to its edge (0.0001 logit from it, 0.067 from the next negative); the second pass re-centres.
-        for k in order + order[:-1] if len(order) > 1 else order:
-            spent = {**offsets, k: self._spend_free_room(logits, k, offsets)}
-            # free on validation, but with two protected classes it can move which of the other's positives is its
-            # hardest (the one the guard counts against it), and so its confidence: kept only where the guard still holds
-            if not met or self.met(logits, spent):
-                offsets = spent
+        # Until nothing moves (at most _SPEND_PASSES): a class's room is spent with the others' offsets as they stand,
+        # and spending theirs after it can move its hardest positive to its edge (0.0001 logit from it, 0.067 from the
+        # next negative); later passes re-centre it.
+        for _ in range(_SPEND_PASSES if len(order) > 1 else 1):
+            before = dict(offsets)
+            for k in order:
+                spent = {**offsets, k: self._spend_free_room(logits, k, offsets)}
+                # free on validation, but with two protected classes it can move which of the other's positives is its
+                # hardest (the one the guard counts against it), and so its confidence: kept only where the guard holds
+                if not met or self.met(logits, spent):
+                    offsets = spent
+            if offsets == before:
+                break
         return offsets
 
     def _closeness(self, logits: np.ndarray, offsets: dict[int, float], decisions: np.ndarray) -> tuple:
