@@ -121,12 +121,12 @@ def _catch_signals(handler=None) -> dict:
 def _interrupted_line(signal_name: str, run_dir) -> str:
     line = f"cwtool: interrupted by {signal_name}; temporary files removed"
     if run_dir is not None:
-        from toolchain.rundir import RunDir  # imported already by the compress that named the run
+        import os  # no import of cwtool's here: the watcher thread says this line while the main thread may hold locks
 
-        try:
-            finished = bool(RunDir(run_dir).done_rounds())
-        except OSError:  # the line is said whatever the folder's state
-            finished = True
+        try:  # a round is done once its summary is written (rundir.RunDir.done_rounds)
+            finished = any(n.startswith("round_") and n.endswith(".json") for n in os.listdir(os.path.join(run_dir, "rounds")))
+        except OSError:  # no rounds folder yet, or unreadable: the line is said whatever the folder's state
+            finished = False
         kept = "the finished rounds are kept" if finished else "no round had finished; what the run holds is kept"
         line += f"; {kept} in '{run_dir}': rerun the same command with --resume to finish the run"
     return line
