@@ -8,7 +8,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP
 
 
 GOALS, METHOD, EXPORT, RUN = "Goals", "Method", "Export", "Run"
@@ -48,7 +47,7 @@ class PruneConfig:
     max_fn_increase: int = _f(0, GOALS, "FN budget per protected class over the dense model's, on new data.")
     confidence: float = _f(0.95, GOALS, "Probability that the FN promise (FN <= dense FN + budget on as many new samples of the "
                                    "class as validation holds) holds: sets the guarded operating point.")
-    max_accuracy_drop: float = _f(DEFAULT_MAX_ACCURACY_DROP, GOALS, "Accuracy budget (fraction, 0.02 = 2 points).")
+    max_accuracy_drop: float = _f(0.02, GOALS, "Accuracy budget (fraction, 0.02 = 2 points).")
     rate: float = _f(0.5, METHOD, "Fraction of the remaining parameters removed per round.")
     granularity: str = _f("channel", METHOD, "channel (physically removed) or weight (unstructured masks).")
     rewind: str = _f("none", METHOD, "none (fine-tune survivors), early (late rewinding) or init.")
