@@ -9,7 +9,6 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 
-
 GOALS, METHOD, EXPORT, RUN = "Goals", "Method", "Export", "Run"
 
 
