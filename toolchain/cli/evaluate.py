@@ -87,6 +87,6 @@ def _prepared_as_recorded(model, data, image_args: dict, sides):
     from toolchain.models.loading import recorded_training
     from toolchain.recorded import prepared_as
 
-    record = recorded_training(model) if is_image_folder(data) else None
+    record = recorded_training(model)[0] if is_image_folder(data) else None
     records = [record.get("preprocessing")] if record else []
     return prepared_as(records, image_args["color"], image_args["normalize"], image_args["resize"], sides)

@@ -168,23 +168,20 @@ def naming_recorded_preparation(model: str | Path):
         raise hinted from exc
 
 
-def recorded_training(model: str | Path, with_input_shape: bool = False):
-    """What a cwtool checkpoint records of its training's data (extra["data"]: untrusted values), read before the data
-    is; None for any other file, or one that cannot be read (its own error comes when it is loaded). With
-    ``with_input_shape``: (that, the sample shape it records, or None)."""
+def recorded_training(model: str | Path) -> tuple[dict | None, tuple[int, int, int] | None]:
+    """What a cwtool checkpoint records of its training's data (extra["data"]: untrusted values) and the sample shape it
+    records, read before the data is; (None, None) for any other file, or one that cannot be read (its own error comes
+    when it is loaded), and None for a value that is not of its kind."""
     try:
         obj = load_pickle(Path(model), None, False)  # the safe unpickler: this file is read again, whole, later
     except Exception:
         obj = None
     if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and isinstance(obj.get("extra"), dict)):
-        return (None, None) if with_input_shape else None
+        return None, None
     data = obj["extra"].get("data")
-    data = data if isinstance(data, dict) else None
-    if not with_input_shape:
-        return data
     shape = obj.get("input_shape")
     ok = isinstance(shape, (list, tuple)) and len(shape) == 3 and all(type(d) is int and 0 < d <= 65_536 for d in shape)
-    return data, (tuple(shape) if ok else None)
+    return (data if isinstance(data, dict) else None), (tuple(shape) if ok else None)
 
 
 def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
@@ -198,7 +195,7 @@ def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
     text = str(exc)
     if not any(word in text for word in PREPARATION_WORDS) or text.startswith("--") or "only applies to" in text:
         return exc  # a flag's own syntax or a flag given to data it does not fit: its fix is in the message
-    flags = recorded_flags(*recorded_training(model, with_input_shape=True))
+    flags = recorded_flags(*recorded_training(model))
     if flags is None:
         return exc
     return UserError(f"{text}; '{one_line(str(model))}' records how its training's images were prepared: give {flags}")
