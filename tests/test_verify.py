@@ -1056,6 +1056,30 @@ def test_bad_input_replaces_a_report_an_earlier_run_left(art, capsys, tmp_path):
     assert Path(art["report"]).read_bytes() == baseline_bytes
 
 
+def test_json_replaces_no_compress_report(art, capsys, tmp_path):
+    """verify --json runs/x/report.json (a new user's slip) replaced the run's report with a verify of its own artifact:
+    a later --baseline on it compared the file with itself and passed a file the run had failed. Refused, and a bad
+    input's error report is not written over it either; an earlier verify's own JSON is still replaced."""
+    import shutil
+
+    report = tmp_path / "report.json"
+    shutil.copy(art["report"], report)
+    before = report.read_bytes()
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--json", report], capsys)
+    assert code == 2 and "holds a file verify did not write" in err and len(err.strip().splitlines()) == 1, err
+    assert report.read_bytes() == before
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    code, _, err = cli([tmp_path / "empty.onnx", "--data", art["data"], "-p", PROT, "--json", report], capsys)
+    assert code == 2 and report.read_bytes() == before, err
+    ours = tmp_path / "v.json"
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", report, "--json", ours], capsys)
+    assert code == 0, err
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", report, "--json", ours], capsys)
+    assert code == 0 and json.loads(ours.read_text())["kind"] == "cwtool-verify", err
+    code, _, err = cli([tmp_path / "empty.onnx", "--data", art["data"], "-p", PROT, "--json", ours], capsys)
+    assert code == 2 and json.loads(ours.read_text())["gate"]["passed"] is False, err
+
+
 def test_a_usage_error_or_a_stop_replaces_a_report_an_earlier_run_left(art, capsys, tmp_path, monkeypatch):
     """docs/CI.md's exit 2 replaced old reports only for cwtool's own checks: a parser's usage error (an empty CI variable
     after --max-fn-increase) and a stopped or timed-out job (exit 143) left the last green JUnit for `if: always()`."""

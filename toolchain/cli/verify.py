@@ -5,6 +5,7 @@ Imports typer at module level only; the library (numpy and one runtime) is impor
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -58,6 +59,7 @@ def verify(
         inputs = input_paths(data, baseline, artifacts=artifacts)
         for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit"), (save_rows, "--save-rows")):
             check_output_file(path, flag, inputs=inputs)
+        _check_json_replaceable(json_out)
         if save_rows is not None and not save_rows.name.lower().endswith(".npz"):
             raise UserError(f"--save-rows '{save_rows}' must end in .npz: it is an x/y .npz for verify --data")
         named = [p.resolve() for p in (json_out, markdown, junit, save_rows) if p is not None]
@@ -116,6 +118,18 @@ def verify(
     for path, flag, payload in outputs:
         write_named_output(path, payload, flag, inputs)
     return 0 if result["gate"]["passed"] else 1
+
+
+def _check_json_replaceable(path: Path | None) -> None:
+    """--json replaces only a verify report (an earlier run's, in a CI workspace) or an empty file: a compress run's
+    report.json given there by mistake became a verify of its own artifact, and a later --baseline on it passed a file
+    the run had failed (a new user's finding)."""
+    from toolchain.errors import one_line
+
+    if path is None or not path.is_file() or path.stat().st_size == 0 or _verify_wrote(path):
+        return
+    raise UserError(f"--json '{one_line(str(path))}' holds a file verify did not write (a compress report.json or export.json "
+                    "is a baseline, not an output): give another path, or remove it first")
 
 
 def _write_rows(path: Path, rows: dict, inputs) -> None:
@@ -179,23 +193,37 @@ def replace_stale_reports(argv: list[str], message: str) -> None:
 
 
 def _is_verify_report(path: Path) -> bool:
-    """A file cwtool verify wrote as a report (its JSON's kind, its JUnit suite's name, its Markdown heading)."""
-    from toolchain.small_files import read_small_file
+    """A file cwtool verify wrote as a report, not a link."""
 
     try:
         if not path.is_file() or path.is_symlink():
             return False
-        head = read_small_file(path, 64 << 20, "report", "").decode("utf-8", "replace")
-    except (OSError, UserError):
+    except OSError:
         return False
-    return ('"kind": "cwtool-verify"' in head or '<testsuites name="cwtool verify"' in head
-            or head.startswith(("## \u2705 cwtool verify:", "## \u274c cwtool verify:")))
+    return _verify_wrote(path)
+
+
+def _verify_wrote(path: Path) -> bool:
+    """Whether the file at ``path`` (a link followed) begins as a report cwtool verify writes: its JSON's schema and kind,
+    its JUnit suite's name, its Markdown heading."""
+    head = _head(path)
+    return (re.match(r'\{\s*"schema_version":\s*\d+,\s*"kind":\s*"cwtool-verify"', head) is not None
+            or '<testsuites name="cwtool verify"' in head or head.startswith(("## \u2705 cwtool verify:", "## \u274c cwtool verify:")))
+
+
+def _head(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(512).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def _write_error_documents(message: str, json_out, markdown, junit, inputs, kind: str = "BadInput", save_rows=None) -> None:
     """A verify that could not judge writes no report, but one an earlier run left at --json, --markdown or --junit (a
-    persistent CI workspace, a device's loop) would be read as this run's: it is replaced by one that says so. Best
-    effort: the error is the news."""
+    persistent CI workspace, a device's loop) would be read as this run's: it is replaced by one that says so. Only
+    verify's own reports (or empty files) are: a compress report.json named by --json stays. Best effort: the error is
+    the news."""
     from toolchain.errors import one_line
     from toolchain.io import json_text, write_named_output
     from toolchain.report.junit import render_junit_error
@@ -209,7 +237,7 @@ def _write_error_documents(message: str, json_out, markdown, junit, inputs, kind
                  (junit, "--junit", lambda: render_junit_error(message, kind)))
     _remove_stale_rows(save_rows, inputs)
     for path, flag, render in documents:
-        if path is not None and path.is_file():
+        if path is not None and path.is_file() and (path.stat().st_size == 0 or _verify_wrote(path)):
             try:
                 write_named_output(path, render(), flag, inputs)
             except (OSError, UserError):
