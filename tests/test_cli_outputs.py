@@ -46,6 +46,8 @@ def paths(tmp_path):
     (tmp_path / "folder" / "link.png").symlink_to(tmp_path / "elsewhere" / "a.png")
     (tmp_path / "folder" / "linked").symlink_to(tmp_path / "other")
     os.link(tmp_path / "m.pt", tmp_path / "alias.pt")
+    (tmp_path / "report.json").write_text('{\n  "schema_version": 1,\n  "tool": {\n    "name": "cwtool",\n    "version": "0.1.0"\n  },\n  "run_id": "137a17f68967"\n}\n')
+    (tmp_path / "export.json").write_text('{\n  "schema_version": 1,\n  "kind": "cwtool-export"\n}\n')
     (tmp_path / "pi.toml").write_text((Path(__file__).resolve().parents[1] / "targets" / "raspberry-pi-4.toml").read_text())
     return tmp_path
 
@@ -108,6 +110,11 @@ def _cases(p):
         "evaluate --json is where a linked image points": (["evaluate", p / "m.pt", "-d", folder, "-p", "3", "--json", p / "elsewhere" / "a.png"], "toolchain.data.load_data", "also an input"),
         "verify --markdown in a linked class folder": (["verify", onnx, "-d", folder, "-p", "3", "--markdown", folder / "linked" / "a.png"], "toolchain.verify.run_verify", "inside the input folder"),
         "verify --markdown where a linked class folder points": (["verify", onnx, "-d", folder, "-p", "3", "--markdown", p / "other" / "v.md"], "toolchain.verify.run_verify", "inside the input folder"),
+        # nor a run's record, which verify's baselines and --resume rest on (a report.json given by mistake)
+        "evaluate --json is a run's report.json": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", p / "report.json"], "toolchain.data.load_data", "a compress run's report.json"),
+        "verify --json is a run's report.json": (["verify", onnx, "-d", "digits", "-p", "3", "--json", p / "report.json"], "toolchain.verify.run_verify", "a compress run's report.json"),
+        "bench --json is an export.json": (["bench", onnx, "--json", p / "export.json"], "toolchain.bench.bench_many", "an export's export.json"),
+        "targets --json is a run's report.json": (["targets", "raspberry-pi-4", "--json", p / "report.json"], "toolchain.cli.targets.out_console", "report.json"),
         "evaluate --json is a hard link to the model": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", p / "alias.pt"], "toolchain.data.load_data", "also an input"),
     }
 

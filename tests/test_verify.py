@@ -1068,6 +1068,9 @@ def test_json_replaces_no_compress_report(art, capsys, tmp_path):
     code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--json", report], capsys)
     assert code == 2 and "holds a file verify did not write" in err and len(err.strip().splitlines()) == 1, err
     assert report.read_bytes() == before
+    (tmp_path / "notes.json").write_text('{"mine": 1}')  # any other file: verify replaces only its own reports
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--json", tmp_path / "notes.json"], capsys)
+    assert code == 2 and "holds a file verify did not write" in err and (tmp_path / "notes.json").read_text() == '{"mine": 1}', err
     (tmp_path / "empty.onnx").write_bytes(b"")
     code, _, err = cli([tmp_path / "empty.onnx", "--data", art["data"], "-p", PROT, "--json", report], capsys)
     assert code == 2 and report.read_bytes() == before, err

@@ -150,7 +150,28 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
         where = f"lies inside the input folder '{clash}', which is" if is_dir(clash) else (
             "is" if _real(clash) == _real(path) else f"is '{clash}', which is")
         raise UserError(f"{flag} '{path}' {where} also an input of this command: give another path")
+    record = _run_record(path) if kind == "file" else None
+    if record is not None:
+        raise UserError(f"{flag} '{path}' is {record}, which the files it lists are checked against: give another path")
     _writable_folder(path.parent, flag, path)
+
+
+def _run_record(path: Path) -> str | None:
+    """What ``path`` holds where it begins as a compress run's report.json or an export's export.json (a record other
+    checks rest on: verify's baseline, --resume's), else None. A verify --json given a run's report.json by mistake made it
+    a verify of its own artifact, and a later --baseline on it passed a file the run had failed."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512).decode("utf-8", "replace")
+    except OSError:
+        return None
+    if re.match(r'\{\s*"schema_version":\s*\d+,\s*"kind":\s*"cwtool-export"', head):
+        return "an export's export.json"
+    if re.match(r'\{\s*"schema_version":\s*\d+,\s*"tool":\s*\{[^{}]*\},\s*"run_id":', head):
+        return "a compress run's report.json"
+    return None
 
 
 def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
