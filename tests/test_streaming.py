@@ -1131,6 +1131,12 @@ def test_a_shape_error_names_the_preprocessing_a_checkpoint_records(tmp_path, ca
     # evaluate prepares them as recorded (as verify does from a file's record), and says so
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", folder, "-p", "1"], capsys)
     assert code == 0 and "shorter side resized to 18, center-cropped to 16x16" in err, err
+    # rows of an .npz take no image flag (--image-size "only applies to an ImageFolder"): the advice names the folder
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "rows.npz", x=rng.normal(size=(40, 12)).astype(np.float32), y=np.arange(40) % 2)
+    for command in (["evaluate", tmp_path / "m.pt"], ["compress", tmp_path / "m.pt", "--out", tmp_path / "c"]):
+        code, _, err = run_cli([*command, "--data", tmp_path / "rows.npz", "-p", "1"], capsys)
+        assert code == 2 and "give the data it was trained on: a folder of images, prepared with --color rgb --resize 18" in err, err
 
 
 def test_a_test_image_that_cannot_be_read_is_said_before_any_round(tmp_path, capsys):

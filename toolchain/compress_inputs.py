@@ -56,6 +56,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     import torch
 
     from toolchain.data.given import load_with_given_rows
+    from toolchain.data.loaders import is_image_folder
     from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
     from toolchain.models.loading import load_model, naming_recorded_preparation
@@ -68,7 +69,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
                                        resize=request.resize, normalize=request.normalize, color=request.color)
     dataset = dataclasses.replace(dataset, augment=request.augment, workers=request.workers)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
-                        input_shape=dataset.input_shape)
+                        input_shape=dataset.input_shape, image_folder=is_image_folder(request.data))
     arch = loaded.arch or request.arch
     if loaded.kind == "torchscript" or arch is None:
         raise UserError("compress needs a model cwtool can rebuild: a state_dict or pickled module with --arch, or a cwtool checkpoint")

@@ -41,6 +41,7 @@ def evaluate(
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
     from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
+    from toolchain.data.loaders import is_image_folder
 
     inputs = input_paths(model, data, arch=arch)
     check_output_file(json_out, "--json", inputs=inputs)
@@ -53,7 +54,8 @@ def evaluate(
     with naming_recorded_preparation(model):  # images prepared otherwise than its checkpoint records: its flags named
         rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=sides, input_shape=shape,
                              **image_args)
-    loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]))
+    loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]),
+                        image_folder=is_image_folder(data))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
     prepared_otherwise = check_preprocessing(loaded.extra.get("data"), rows.get("preprocessing"), model, loaded.input_shape)
     with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU

@@ -93,6 +93,7 @@ def _inputs(request: ExportRequest, settings, log):
     """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names, what
     the model fails to detect on validation or None)."""
     from toolchain.data.given import load_with_given_rows
+    from toolchain.data.loaders import is_image_folder
     from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
     from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.models.loading import load_model, naming_recorded_preparation
@@ -102,7 +103,7 @@ def _inputs(request: ExportRequest, settings, log):
                                        class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
                                        resize=request.resize, normalize=request.normalize, color=request.color)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
-                        input_shape=dataset.input_shape)
+                        input_shape=dataset.input_shape, image_folder=is_image_folder(request.data))
     if loaded.kind == "torchscript":
         raise UserError("cwtool exports models it can rebuild and trace, and a TorchScript archive carries a compiled program "
                         "instead (evaluate runs it): give its state_dict with --arch")

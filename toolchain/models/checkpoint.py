@@ -137,9 +137,10 @@ def _add_baked_biases(model: nn.Module, state: dict, path: Path) -> None:
 
 
 def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dict | None, trust_model: bool,
-                       expected_shape: tuple[int, ...] | None = None) -> dict:
+                       expected_shape: tuple[int, ...] | None = None, image_folder: bool = False) -> dict:
     """The model a checkpoint describes, built and filled: {"module", "arch", "arch_kwargs", "channel_plan",
-    "input_shape", "extra"} (the fields of a `LoadedModel`). ``expected_shape``: the data's sample shape."""
+    "input_shape", "extra"} (the fields of a `LoadedModel`). ``expected_shape``: the data's sample shape;
+    ``image_folder``: whether that data is a folder of images, which the image flags a refusal names prepare."""
     ckpt = _checked_checkpoint(obj, path)
     if expected_shape is not None and tuple(ckpt["input_shape"]) != tuple(expected_shape):
         from toolchain.data.identity import recorded_flags
@@ -147,7 +148,8 @@ def rebuild_checkpoint(obj: dict, path: Path, arch: str | None, arch_kwargs: dic
         wanted = tuple(ckpt["input_shape"])
         flags = recorded_flags(ckpt["extra"].get("data"), wanted)  # its images' preprocessing, where the checkpoint records it
         fix = (f"pass --input-shape {','.join(map(str, wanted))}" if math.prod(wanted) == math.prod(expected_shape)
-               else f"its checkpoint records how its images were prepared: give {flags}" if flags
+               else f"its checkpoint records how its images were prepared: give {flags}" if flags and image_folder
+               else f"give the data it was trained on: a folder of images, prepared with {flags}" if flags
                else "give the data it was trained on")
         raise UserError(f"'{path}' was made for samples of shape {wanted}, the data's are {tuple(expected_shape)}: {fix}"
                         + channels_hint(tuple(expected_shape), wanted))

@@ -67,9 +67,11 @@ def load_model(
     arch_kwargs: dict | None = None,
     trust_model: bool = False,
     input_shape: tuple[int, ...] | None = None,
+    image_folder: bool = False,
 ) -> LoadedModel:
     """``input_shape`` (one sample, when the caller knows the data): a cwtool checkpoint recorded for other
-    inputs is refused before anything is built for it."""
+    inputs is refused before anything is built for it (``image_folder``: the data is a folder of images, which the
+    image flags its refusal names prepare)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"model '{path}' is a folder: give the model file")
@@ -96,7 +98,7 @@ def load_model(
             check_module_tree(obj, path)
         return LoadedModel(obj.eval(), arch=arch, arch_kwargs=arch_kwargs or {}, kind="pickle")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        return LoadedModel(**rebuild_checkpoint(obj, path, arch, arch_kwargs, trust_model, input_shape), kind="cwtool")
+        return LoadedModel(**rebuild_checkpoint(obj, path, arch, arch_kwargs, trust_model, input_shape, image_folder), kind="cwtool")
     if isinstance(obj, dict) and isinstance(obj.get("format"), str) and obj["format"].startswith("cwtool.model/"):
         raise UserError(f"'{path}' is a cwtool checkpoint of format {one_line(obj['format'])[:40]}, and this cwtool reads "
                         f"{CHECKPOINT_FORMAT}: load it with the cwtool version that wrote it")
