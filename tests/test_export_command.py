@@ -50,7 +50,8 @@ def test_export_writes_compress_s_files_with_their_metadata(exported):
     # where the test rows came from, as report.md says it ("test split of 270 rows (seed 0)" named a seed for a --test file)
     assert "Data: `digits`, test rows split from it with seed 0 (" in (out / "export.md").read_text()
     assert "--data digits -p 3 --baseline export.json" in stdout  # digits' classes are their numbers: the index
-    assert "`cwtool verify artifacts/model_int8.onnx --data" in stdout  # the file a device most likely runs
+    chosen = " ".join(c["file"] for c in report["deploy"]["choices"] if c["file"])
+    assert f"`cwtool verify {chosen or 'artifacts/model_int8.onnx'} --data" in stdout  # the files it recommends
     assert not list(out.parent.glob(".cwtool-tmp*"))  # the staged folder became the output
 
 

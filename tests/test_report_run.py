@@ -131,7 +131,7 @@ def test_a_stopped_run_says_why_in_its_log(trained_digits, tmp_path, monkeypatch
 
 
 def test_report_md_s_verify_command_runs_as_printed_from_the_run_directory(pi4_run, monkeypatch, capsys):
-    """report.md names the command that re-checks the int8 file against report.json on the rows the run measured, with the
+    """report.md names the command that re-checks the files to deploy against report.json on the rows the run measured, with the
     run's own budget: run as printed from the run directory, it judges the same rows (their sha256) and says pass or fail,
     not a refusal."""
     import shlex
@@ -143,8 +143,11 @@ def test_report_md_s_verify_command_runs_as_printed_from_the_run_directory(pi4_r
     found = re.search(r"from this folder: `cwtool (verify [^`]+)`", (out / "report.md").read_text())
     assert found, "report.md names no verify command"
     args = shlex.split(found.group(1))
+    # the files it recommends to deploy (a command naming the int8 file beside "deploy: model_fp32.onnx" re-checked a file
+    # the user was told not to ship), else the int8 file
+    chosen = [c["file"] for c in report["deploy"]["choices"] if c["file"]]
     int8 = [a["path"] for a in report["artifacts"] if a["precision"] == "int8"]
-    assert args[1] == int8[0] and args[args.index("--baseline") + 1] == "report.json"
+    assert args[1:args.index("--data")] == (chosen or int8[:1]) and args[args.index("--baseline") + 1] == "report.json"
     assert args[args.index("--max-fn-increase") + 1] == "2"  # the run's own budget, not verify's default 0
     monkeypatch.chdir(out)
     capsys.readouterr()

@@ -114,12 +114,14 @@ def _offset_words(v: dict) -> str:
 
 
 def recheck_lines(report: dict, baseline: str) -> list[str]:
-    """The `cwtool verify` command that re-checks the report's int8 file (the one a device most likely runs) against
-    ``baseline`` (the report's own JSON, beside it) on the rows the report was measured on, run from the report's
-    folder; then the same on a device from rows saved with --save-rows."""
+    """The `cwtool verify` command that re-checks the files the report recommends to deploy (else its int8 file, the one
+    a device most likely runs) against ``baseline`` (the report's own JSON, beside it) on the rows the report was measured
+    on, run from the report's folder; then the same on a device from rows saved with --save-rows. A command naming the
+    int8 file beside "deploy: model_fp32.onnx" was copied to re-check a file the user was told not to ship."""
     data = report["data"]
+    chosen = [c["file"] for c in (report.get("deploy") or {}).get("choices") or [] if c.get("file")]
     quantized = [a for a in report.get("artifacts") or [] if a.get("precision") == "int8"]
-    first = (quantized or report.get("artifacts") or [{"path": "artifacts/FILE"}])[0]["path"]
+    first = " ".join(shlex.quote(f) for f in chosen) or (quantized or report.get("artifacts") or [{"path": "artifacts/FILE"}])[0]["path"]
     given = data.get("held_out_from") if isinstance(data.get("held_out_from"), dict) else {}
     seed = f" --seed {data['seed']}" if data.get("seed") and not given.get("test") else ""
     names = report.get("class_names") or []
@@ -131,7 +133,8 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
     budget = _budget_flags((report.get("gate") or {}).get("budget") or report.get("budget") or {})
     command = (f"cwtool verify {first} --data {shlex.quote(rows)}{seed}"
                f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline {baseline}{budget}")
-    return ["", f"Re-check a file here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep "
+    what = "the files to deploy" if len(chosen) > 1 else "the file to deploy" if chosen else "a file"
+    return ["", f"Re-check {what} here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep "
                 f"the rows it judges: a device with numpy and one runtime judges the same rows with "
                 f"{code_span(f'cwtool verify {first} --data eval.npz{protect} --baseline {baseline}{budget}')} (a named set such as "
                 "digits needs scikit-learn, a folder of images Pillow)."]
