@@ -52,6 +52,8 @@ def test_export_writes_compress_s_files_with_their_metadata(exported):
     assert "--data digits -p 3 --baseline export.json" in stdout  # digits' classes are their numbers: the index
     chosen = " ".join(c["file"] for c in report["deploy"]["choices"] if c["file"])
     assert f"`cwtool verify {chosen or 'artifacts/model_int8.onnx'} --data" in stdout  # the files it recommends
+    for file in chosen.split() or ["artifacts/model_int8.onnx"]:  # a device runs one runtime: a command of its file alone
+        assert f"`cwtool verify {file} --data eval.npz -p 3" in stdout
     assert not list(out.parent.glob(".cwtool-tmp*"))  # the staged folder became the output
 
 

@@ -121,7 +121,7 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
     data = report["data"]
     chosen = [c["file"] for c in (report.get("deploy") or {}).get("choices") or [] if c.get("file")]
     quantized = [a for a in report.get("artifacts") or [] if a.get("precision") == "int8"]
-    first = " ".join(shlex.quote(f) for f in chosen) or (quantized or report.get("artifacts") or [{"path": "artifacts/FILE"}])[0]["path"]
+    files = [shlex.quote(f) for f in chosen] or [(quantized or report.get("artifacts") or [{"path": "artifacts/FILE"}])[0]["path"]]
     given = data.get("held_out_from") if isinstance(data.get("held_out_from"), dict) else {}
     seed = f" --seed {data['seed']}" if data.get("seed") and not given.get("test") else ""
     names = report.get("class_names") or []
@@ -131,13 +131,13 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
                       for k in report["protected"])
     rows = data.get("verify_data") or data.get("spec") or data["name"]
     budget = _budget_flags((report.get("gate") or {}).get("budget") or report.get("budget") or {})
-    command = (f"cwtool verify {first} --data {shlex.quote(rows)}{seed}"
+    command = (f"cwtool verify {' '.join(files)} --data {shlex.quote(rows)}{seed}"
                f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline {baseline}{budget}")
     what = "the files to deploy" if len(chosen) > 1 else "the file to deploy" if chosen else "a file"
     return ["", f"Re-check {what} here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep "
                 f"the rows it judges: a device with numpy and one runtime judges the same rows with "
-                f"{code_span(f'cwtool verify {first} --data eval.npz{protect} --baseline {baseline}{budget}')} (a named set such as "
-                "digits needs scikit-learn, a folder of images Pillow)."]
+                + " or ".join(code_span(f"cwtool verify {f} --data eval.npz{protect} --baseline {baseline}{budget}") for f in files)
+                + " (a named set such as digits needs scikit-learn, a folder of images Pillow)."]
 
 
 def _budget_flags(budget: dict) -> str:
