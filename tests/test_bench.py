@@ -61,6 +61,21 @@ def test_cli_bench_prints_p50_and_writes_json(cli_main, artifacts, capsys, tmp_p
         assert est["macs"] == 1_788_544  # counted from the graph
 
 
+def test_files_of_one_name_are_told_apart(cli_main, artifacts, capsys, tmp_path):
+    """dense/artifacts/model_fp32.onnx and run/artifacts/model_fp32.onnx were two rows named model_fp32.onnx (README's own
+    example, a dense file against its pruned twin): which was faster could not be read."""
+    import shutil
+
+    for folder in ("dense", "run"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(artifacts["onnx"], tmp_path / folder / "m.onnx")
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", str(tmp_path / "dense" / "m.onnx"), str(tmp_path / "run" / "m.onnx"), "--runs", "5", "--warmup", "1",
+                  "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "dense/m.onnx" in out and "run/m.onnx" in out and "speed-up: call p50 of dense/m.onnx" in out, out
+
+
 def test_bench_api_threads_and_given_macs(artifacts):
     from toolchain.bench import bench
 

@@ -55,10 +55,13 @@ def bench(
         table.add_column(c, no_wrap=True)
     if tgt is not None:
         table.add_column("est. ms", no_wrap=True)
+    from toolchain.verify_inputs import distinct_names
+
+    shown = dict(zip((r["artifact"] for r in results), distinct_names([r["artifact"] for r in results])))  # dense/ and run/ files of one name
     for r in results:
         lat = r["latency_ms"]
         row = [
-            Path(r["artifact"]).name, r["runtime"].split()[0], str(r["precision"]), f"{r['bytes'] / 1000:,.1f}",
+            shown[r["artifact"]], r["runtime"].split()[0], str(r["precision"]), f"{r['bytes'] / 1000:,.1f}",
             f"{lat['p50']:.3f}", f"{lat['p99']:.3f}",
             f"{r['runtime_latency_ms']['p50']:.3f}", _mb(r["memory"]["rss_delta_bytes"]),
         ]
@@ -71,11 +74,11 @@ def bench(
     console.print(table)
     console.print("p50/p99: Runner.predict per sample (checks, layout, int8 I/O in numpy); call p50: the runtime's own call on a prepared input")
     if len(results) > 1:
-        console.print(f"speed-up: call p50 of {Path(results[0]['artifact']).name} / call p50 of each")
+        console.print(f"speed-up: call p50 of {shown[results[0]['artifact']]} / call p50 of each")
     if tgt is not None:
         console.print(f"est. ms: ESTIMATED latency on {tgt.name} ({tgt.threads} threads) = MACs / {tgt.name}'s effective GMAC/s, not a measurement; source: {tgt.throughput_source}")
         for r in results:
             if r["estimate"].get("warning"):
-                log_console().print(f"warning: {Path(r['artifact']).name}: {r['estimate']['warning']}")
+                log_console().print(f"warning: {shown[r['artifact']]}: {r['estimate']['warning']}")
     if json_out is not None:
         write_named_output(json_out, json_text({"schema_version": 1, "results": results}), "--json", inputs)
