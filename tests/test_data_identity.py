@@ -229,3 +229,19 @@ def test_an_edited_preprocessing_record_is_not_compared_nor_advised():
     assert preprocessing_differences(here, here) is None
     shown, flags = preprocessing_differences({**here, "mean": [], "std": []}, here)
     assert flags == "--color rgb --resize 18 --image-size 16x16 --normalize none" and "mean none there" in shown, flags
+
+
+def test_a_class_folder_renamed_or_missing_numbers_the_rest_otherwise():
+    """A training folder a, b, c evaluated on folders b, c, zed (a renamed) or a, c (b missing): every class after it took
+    another index, and evaluate scored them against other outputs with exit 0 (a data reviewer's finding)."""
+    from toolchain.data.identity import check_class_order
+    from toolchain.errors import UserError
+
+    record = {"class_names": ["a", "b", "c"]}
+    for names, words in ((["b", "c", "zed"], "(not among its classes: zed)"), (["a", "c"], "this data numbers them a, c:")):
+        with pytest.raises(UserError, match="was trained with its classes in the order a, b, c") as exc:
+            check_class_order(record, names, "m.pt")
+        assert words in str(exc.value)
+    check_class_order(record, ["a", "b"], "m.pt")  # the last class missing: the others keep their numbers
+    check_class_order(record, ["x", "y", "z"], "m.pt")  # other names: nothing to compare
+    check_class_order(record, ["0", "1", "2"], "m.pt")  # data that only numbers its classes

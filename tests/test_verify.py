@@ -962,6 +962,16 @@ def test_data_numbering_the_files_unnamed_classes_in_another_order_is_refused(ar
     assert code == 0 and "gate: passed" in out + err, (code, out[-1500:], err)
 
 
+def test_a_renamed_class_that_sorts_elsewhere_is_refused(art, capsys, tmp_path):
+    """A device's folder with "3" renamed "three" numbers 4..9 as 3..8 and "three" as 9: verify passed a gate on it (exit 0,
+    accuracy 30%), since only the same names in another order were compared (a data reviewer's finding)."""
+    made = _named(art["good"], tmp_path / "plain.onnx", [str(i) for i in range(10)])
+    renamed = sorted([str(i) for i in range(10) if i != 3] + ["three"])
+    np.savez(tmp_path / "renamed.npz", x=art["x"], y=art["y"], class_names=np.array(renamed))
+    code, _, err = cli([made, "--data", tmp_path / "renamed.npz", "-p", "0", "--max-fnr", "0.5"], capsys)
+    assert code == 2 and "was made for classes numbered 0=0, 1=1, 2=2, 3=3, 4=4" in err and "--data numbers them 0=0, 1=1, 2=2, 4=3" in err, err
+
+
 def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():
     """A compress run with --test folder: a refusal of other rows said the baseline was "the test split of train" (the
     --data folder's name), a split that does not exist."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from toolchain import __version__
 from toolchain.baseline import check_baseline, load_baseline
+from toolchain.data.labels import numbered_apart
 from toolchain.errors import UserError
 from toolchain.evaluate import declared_names
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP, GATE_MODES, fn_gate
@@ -197,7 +198,8 @@ def run_verify(req: VerifyRequest) -> dict:
                             f"{', '.join(missing[:5])}): give --class-names {shlex.quote(class_names_value(recorded))} so its labels are the file's")
         check_output_width(k, y, declared, Path(path).name)
         numbered = recorded_class_names(runner, k, placeholders=True)  # a file made on data without names records 0..k-1
-        check_class_order(path, recorded or (numbered if declared and sorted(declared) == sorted(numbered or []) else None), declared)
+        check_class_order(path, recorded or (numbered if declared and numbered and (sorted(declared) == sorted(numbered)
+                                                                     or numbered_apart(declared, numbered)) else None), declared)
         base_numbered = (base or {}).get("class_names")  # a baseline of data without names records 0..k-1 as well
         base_names = declared_names(base_numbered) or (list(base_numbered) if declared and isinstance(base_numbered, list)
                                                          and sorted(map(str, base_numbered)) == sorted(declared) else None)

@@ -81,21 +81,27 @@ def seen_rows(record: dict | None, x: np.ndarray, y: np.ndarray) -> int | None:
 
 def check_class_order(record: dict | None, class_names, model: str | Path, order_fixed: bool | None = None) -> None:
     """The model's outputs are its classes in the order it was trained with: the same names in another order (string
-    labels numbered alphabetically here, by --class-names there) would score every prediction against another label.
+    labels numbered alphabetically here, by --class-names there), or a name of both at another index (a class folder
+    renamed or missing), would score every prediction against another label.
     ``order_fixed``: the data's source numbers its classes itself (an .npz's class_names, a named set), so --class-names
     cannot renumber them; None where the caller cannot tell."""
     trained = record.get("class_names") if isinstance(record, dict) else None
     if not isinstance(trained, list) or not all(isinstance(n, str) for n in trained) or class_names is None:
         return
+    from toolchain.data.labels import numbered_apart
+    from toolchain.evaluate import declared_names
+
     names = [str(n) for n in class_names]
-    if names != trained and sorted(names) == sorted(trained):
+    if names != trained and (sorted(names) == sorted(trained) or (declared_names(names) and numbered_apart(names, trained))):
         order = ", ".join(trained)
         flag = f"give --class-names \"{one_line(order)[:300]}\""
         resave = "save the data with its labels numbered in the model's order"
         fix = (resave + " (its source fixes the numbering)" if order_fixed else flag if order_fixed is False
                else f"{flag} where the labels are written as names (a CSV, folders of images), else {resave}")
+        only = [n for n in names if n not in trained]
+        renamed = f" (not among its classes: {one_line(', '.join(only[:5]))[:200]})" if only else ""
         raise UserError(f"'{model}' was trained with its classes in the order {one_line(order)[:300]}; this data numbers them "
-                        f"{one_line(', '.join(names))[:300]}: {fix}")
+                        f"{one_line(', '.join(names))[:300]}{renamed}: {fix}")
 
 
 IMAGE_STEPS = ("color", "resize", "crop", "mean", "std")  # what an image file goes through before the model sees it

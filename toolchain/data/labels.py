@@ -14,7 +14,7 @@ from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES
 
 __all__ = [
-    "agree_names", "check_labels", "check_pair", "given_names", "mapping_note", "short_names", "string_labels",
+    "agree_names", "check_labels", "check_pair", "given_names", "mapping_note", "numbered_apart", "short_names", "string_labels",
 ]
 
 
@@ -125,6 +125,15 @@ def agree_names(stored: list[str] | None, given: list[str] | None, where: str) -
             "the same names in the same order"
         )
     return stored
+
+
+def numbered_apart(names: list[str], other: list[str]) -> bool:
+    """Whether a class name in both lists has another index in each (NFC forms compared): labels of one mean another
+    output of the other. A folder renamed ("3" to "three") moves every class after it down one."""
+    import unicodedata
+
+    index = {unicodedata.normalize("NFC", n): i for i, n in enumerate(other)}
+    return any(index.get(unicodedata.normalize("NFC", n), i) != i for i, n in enumerate(names))
 
 
 def mapping_note(names: list[str], how: str) -> str:
