@@ -427,6 +427,18 @@ def test_csv_label_column_by_name_and_string_labels(tmp_path):
         assert ds.class_names[lab] == names[i % 3]
 
 
+@pytest.mark.parametrize("cell", ["1_0", "\u0661", "\uff11"])
+def test_csv_cells_a_csv_reader_reads_as_text_are_not_numbers(tmp_path, cell):
+    """Python's float() reads "1_0" as 10 and Arabic-Indic or full-width digits as numbers, where pandas and numpy read
+    text: a label "0_3" became class 3 and a feature "1_0" the number 10 (a data reviewer's finding)."""
+    rows = [[i, i % 2] for i in range(12)]
+    rows[4][0] = cell
+    expect_error(f"column 'f' holds {cell!r}, not a number", _write_csv(tmp_path / "f.csv", ["f", "y"], rows))
+    rows = [[i, i % 2] for i in range(12)]
+    rows[5][1] = "0_3" if cell == "1_0" else cell
+    expect_error(f"holds numbers and {rows[5][1]!r} (line 7)", _write_csv(tmp_path / "l.csv", ["f", "y"], rows))
+
+
 def test_csv_label_column_named_twice_is_refused_not_guessed(tmp_path):
     """Two columns named "species": the first was taken as the labels without a word."""
     from toolchain.errors import UserError

@@ -40,9 +40,17 @@ def _csv_lines(fh, where: str):
         yield line
 
 
+def _number(text: str) -> float:
+    """``text`` as a number as a CSV writes one: Python's float() also reads "1_0" as 10 and Arabic-Indic digits, which
+    pandas and numpy read as text (a label "0_3" became class 3)."""
+    if "_" in text or not text.isascii():
+        raise ValueError(text)
+    return float(text)
+
+
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        _number(text)
     except ValueError:
         return False
     return True
@@ -149,11 +157,14 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                 lines.append(line)
                 vals = r[:li] + r[li + 1 :]
                 try:
+                    joined = "".join(vals)  # one look per row: a cell float() reads but a CSV reader would not
+                    if "_" in joined or not joined.isascii():
+                        raise ValueError(joined)
                     feats.extend([float(v) for v in vals])
                 except ValueError:
                     for i, v in enumerate(vals):
                         try:
-                            float(v)
+                            _number(v)
                         except ValueError:
                             col = header[i if i < li else i + 1]
                             raise UserError(
@@ -233,7 +244,7 @@ def _labelled(path: Path, label_column: str | None, given: list[str] | None):
         note += (f"; column '{one_line(identifier)[:60]}' holds a different whole number on every row, like a record "
                  "number: a model learns nothing from it that holds for new rows (drop the column if it is one)")
     try:
-        values = np.array([float(v) for v in distinct], dtype=np.float64)
+        values = np.array([_number(v) for v in distinct], dtype=np.float64)
     except ValueError:
         values = None
     if values is None:
@@ -328,7 +339,7 @@ def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarr
         lookup = np.array([known[text] for text in table.distinct], dtype=np.int64)
     else:
         try:
-            values = np.array([float(text) for text in table.distinct], dtype=np.float64)
+            values = np.array([_number(text) for text in table.distinct], dtype=np.float64)
         except ValueError:
             odd = next(text for text in table.distinct if not _is_number(text))
             raise UserError(f"{label} holds {one_line(odd)[:40]!r} (line {table.first_line_of(odd)}); --data "
