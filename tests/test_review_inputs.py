@@ -1389,11 +1389,21 @@ def test_one_color_image_among_gray_ones_is_named_when_a_gray_model_meets_three_
     code, _, err = run_cli(["train", "--data", tmp_path / "imgs", "--arch", "digits-cnn", "--epochs", "1", "--out", tmp_path / "g.pt"], capsys)
     assert code == 0, err
     Image.fromarray(np.full((16, 16, 3), 7, dtype=np.uint8)).save(tmp_path / "imgs" / "b" / "color.png")
-    code, _, err = run_cli(["export", tmp_path / "g.pt", "--data", tmp_path / "imgs", "-p", "b", "--out", tmp_path / "e"], capsys)
-    assert code == 2 and "(1, 16, 16)" in err and "b/color.png" in err and "1 of 25 images" in err, err
-    # evaluate reads the folder in the color the checkpoint records (as verify does from a file's record): gray
+    import json
+
+    from toolchain.models.loading import load_model
+
+    loaded = load_model(tmp_path / "g.pt")  # its weights alone record no color
+    torch.save(loaded.module.state_dict(), tmp_path / "sd.pt")
+    code, _, err = run_cli(["export", tmp_path / "sd.pt", "--arch", "digits-cnn", "--arch-kwargs", json.dumps(loaded.arch_kwargs),
+                            "--data", tmp_path / "imgs", "-p", "b", "--out", tmp_path / "e"], capsys)
+    assert code == 2 and "(3, 16, 16)" in err and "b/color.png" in err and "1 of 25 images" in err, err
+    # evaluate and export read the folder in the color the checkpoint records (as verify does from a file's record): gray
     code, _, err = run_cli(["evaluate", tmp_path / "g.pt", "--data", tmp_path / "imgs", "-p", "b"], capsys)
     assert code == 0 and "ImageFolder, grayscale" in err, err
+    code, _, err = run_cli(["export", tmp_path / "g.pt", "--data", tmp_path / "imgs", "-p", "b", "--format", "onnx", "--precision",
+                            "fp32", "--time-runs", "0", "--out", tmp_path / "e2"], capsys)
+    assert code in (0, 1) and "ImageFolder, grayscale" in err, err
 
 
 def test_export_of_a_model_that_casts_to_float64_is_bad_input(tmp_path, capsys):

@@ -984,11 +984,16 @@ def test_a_checkpoint_records_its_images_preprocessing_and_export_refuses_other(
     assert code in (0, 1), err
     export = ["export", tmp_path / "run" / "pruned.pt", "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1",
               "--format", "onnx", "--precision", "fp32", "--time-runs", "0"]
-    code, _, err = run_cli([*export, "--out", tmp_path / "e1"], capsys)
+    code, _, err = run_cli([*export, "--normalize", "none", "--out", tmp_path / "e1"], capsys)  # a flag against the record
     assert code == 2 and "was trained on images prepared otherwise" in err and "--normalize 0.5,0.5,0.5:0.25,0.25,0.25" in err, err
     assert not (tmp_path / "e1").exists()
     code, _, err = run_cli([*export, *flags, "--out", tmp_path / "e2"], capsys)
     assert code in (0, 1) and (tmp_path / "e2" / "export.md").is_file(), err
+    # without the flag: prepared as its checkpoint records (as evaluate and verify do), and said; the same files
+    code, _, err = run_cli([*export, "--out", tmp_path / "e4"], capsys)
+    assert code in (0, 1) and "note: the images were normalized as" in err and "std [0.25, 0.25, 0.25]" in err, err
+    assert [a["sha256"] for a in json.loads((tmp_path / "e4" / "export.json").read_text())["artifacts"]] == \
+        [a["sha256"] for a in json.loads((tmp_path / "e2" / "export.json").read_text())["artifacts"]]
     code, out, err = run_cli(["evaluate", tmp_path / "run" / "pruned.pt", "--data", held["test"], "-p", "1"], capsys)
     assert code == 0 and "prepared otherwise" not in out + err, out + err  # evaluate prepares them as recorded, and says so
     assert "the images were normalized as" in err and "std [0.25, 0.25, 0.25]" in err, err
@@ -1002,13 +1007,18 @@ def test_a_checkpoint_records_its_images_preprocessing_and_export_refuses_other(
     assert code in (0, 1) and len(report["warnings"]) == 1 and "the model's own decisions" in report["warnings"][0], err
     assert "**Warning**: the model's own decisions" in (tmp_path / "e3" / "export.md").read_text()
     assert all(c["file"] is None for c in report["deploy"]["choices"]), report["deploy"]  # no file named to deploy
-    # a model from `cwtool train` records it too: compress of it without the flag is refused before any work
+    # a model from `cwtool train` records it too: compress of it with another flag is refused before any work, without
+    # one it is prepared as recorded (evaluate did so, and compress refused it, naming the flags)
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "--arch-kwargs", '{"in_channels": 3, "num_classes": 2, "width": 8}',
-                            "--data", train, *flags, "--epochs", "1", "--out", tmp_path / "trained.pt"], capsys)
+                            "--data", train, *flags, "--epochs", "10", "--batch-size", "8", "--out", tmp_path / "trained.pt"], capsys)
     assert code == 0, err
-    code, _, err = run_cli(["compress", tmp_path / "trained.pt", "--data", train, "--val", held["val"], "--test", held["test"],
-                            "-p", "1", "--skip-export", "--out", tmp_path / "run2"], capsys)
+    compress = ["compress", tmp_path / "trained.pt", "--data", train, "--val", held["val"], "--test", held["test"], "-p", "1",
+                "--skip-export", "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "1", "--confidence", "0.5"]
+    code, _, err = run_cli([*compress, "--normalize", "none", "--out", tmp_path / "run2"], capsys)
     assert code == 2 and "prepared otherwise" in err and not (tmp_path / "run2").exists(), err
+    code, _, err = run_cli([*compress, "--out", tmp_path / "run3"], capsys)
+    assert code in (0, 1) and "note: the images were normalized as" in err, err
+    assert "std [0.25, 0.25, 0.25]" in (tmp_path / "run3" / "compress.log").read_text()
 
 
 def test_a_folder_of_images_inside_a_class_folder_is_refused_not_left_out(tmp_path):
@@ -1176,11 +1186,15 @@ def test_images_refused_for_their_sizes_name_the_flags_the_model_s_checkpoint_re
                     extra={"data": {"preprocessing": preprocessing_record(prepared)}})
     extra = {"evaluate": [], "export": ["--out", tmp_path / "x"], "compress": ["--out", tmp_path / "c"]}[command]
     code, _, err = run_cli([command, tmp_path / "m.pt", "--data", folder, "-p", "1", *extra], capsys)
-    if command == "evaluate":  # prepares them as the checkpoint records (as verify does from a file's record), and says so
-        assert code == 0 and "the images were sized as" in err and "shorter side resized to 16, center-cropped to 16x16" in err, err
-        return
-    assert code == 2 and "differ in size" in err and "records how its training's images were prepared: give --color rgb --resize 16 " \
-        "--normalize 0.5,0.5,0.5:0.5,0.5,0.5" in " ".join(err.split()), err
+    # each prepares them as the checkpoint records (as verify does from a file's record), and says so: export and compress
+    # refused them, naming the flags, where evaluate went on
+    assert "differ in size" not in err and "the images were sized as" in err, err
+    assert "shorter side resized to 16, center-cropped to 16x16" in err, err
+    # a flag given otherwise is the user's choice: export and compress refuse it naming the checkpoint's flags, evaluate warns
+    extra = {"evaluate": [], "export": ["--out", tmp_path / "x2"], "compress": ["--out", tmp_path / "c2"]}[command]
+    code, _, err = run_cli([command, tmp_path / "m.pt", "--data", folder, "-p", "1", "--normalize", "none", *extra], capsys)
+    assert code == (0 if command == "evaluate" else 2) and "was trained on images prepared otherwise" in err, err
+    assert "give --color rgb --resize 16 --normalize 0.5,0.5,0.5:0.5,0.5,0.5" in " ".join(err.split()), err
 
 
 def test_evaluate_prepares_a_folder_as_the_checkpoint_records_its_training_s_images(tmp_path, capsys):

@@ -48,9 +48,10 @@ class CheckedInputs:
     dense_test: dict  # the dense model's evaluation on test (reported beside the files' re-checks; nothing is chosen from it)
 
 
-def check_compress_inputs(request, config: PruneConfig, export: ExportSettings | None) -> CheckedInputs:
+def check_compress_inputs(request, config: PruneConfig, export: ExportSettings | None, prepared=None) -> CheckedInputs:
     """Every check of compress's inputs (``request``: a toolchain.pipeline.CompressRequest); raises UserError on the first
-    that fails, before anything is written."""
+    that fails, before anything is written. ``prepared``: how its images are prepared (toolchain.models.loading.as_recorded),
+    said where the checkpoint's record chose it."""
     import dataclasses
 
     import torch
@@ -106,6 +107,11 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     shown_notes: list[str] = []
     note_input = shown_notes.append
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
+    if prepared is not None:
+        from toolchain.recorded import preparation_notes
+
+        for line in preparation_notes(prepared, np.empty((0, *dataset.input_shape), np.float32), f"'{request.model}' records its training's were"):
+            note_input(f"note: {line}")
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)

@@ -42,13 +42,14 @@ def evaluate(
     from toolchain.report.pace import saying_progress
     from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
     from toolchain.data.loaders import is_image_folder
+    from toolchain.models.loading import prepared_as_recorded
 
     inputs = input_paths(model, data, arch=arch)
     check_output_file(json_out, "--json", inputs=inputs)
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
     sides, shape, image_args = parse_image_size(image_size), parse_input_shape(input_shape), image_options.load_args()
-    prepared = _prepared_as_recorded(model, data, image_args, sides)
+    prepared = prepared_as_recorded(model, data, image_args["color"], image_args["normalize"], image_args["resize"], sides)
     image_args = {"resize": prepared.resize, "normalize": prepared.normalize, "color": prepared.color}
     sides = prepared.image_size
     with naming_recorded_preparation(model):  # images prepared otherwise than its checkpoint records: its flags named
@@ -79,16 +80,3 @@ def evaluate(
         rows_record = {"split": rows["split"], "seed": rows["seed"], "name": rows["name"],
                        **({"preprocessing": rows["preprocessing"]} if "preprocessing" in rows else {})}
         write_named_output(json_out, json_text({**result.metrics, "rows": rows_record}), "--json", inputs)
-
-
-def _prepared_as_recorded(model, data, image_args: dict, sides):
-    """A folder of images is prepared as the model's checkpoint records its training's images were, where no flag says
-    otherwise (verify does the same from a file's record): its color, normalization and sizing. A --normalize 0.5:0.5 run's
-    pruned.pt evaluated without the flag scored AUC 0.09 with exit 0 (a new user's finding)."""
-    from toolchain.data.loaders import is_image_folder
-    from toolchain.models.loading import recorded_training
-    from toolchain.recorded import prepared_as
-
-    record = recorded_training(model)[0] if is_image_folder(data) else None
-    records = [record.get("preprocessing")] if record else []
-    return prepared_as(records, image_args["color"], image_args["normalize"], image_args["resize"], sides)

@@ -179,6 +179,8 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     import torch
 
     from toolchain.data.seen_sample import trained_sample
+    from toolchain.models.loading import as_recorded
+    from toolchain.recorded import preparation_notes
     from toolchain.gate import fn_gate
     from toolchain.metrics import evaluate_logits
     from toolchain.models.profile import count_params
@@ -190,7 +192,10 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     settings = dataclasses.replace(base, artifacts=choose_artifacts(base.artifacts or DEFAULT_ARTIFACTS, request.formats,
                                                                     request.precisions))
     check_options_used(options, settings.artifacts)
+    request, prepared = as_recorded(request)  # a folder of images prepared as the checkpoint records, where no flag says
     dataset, loaded, protected, names, undetected = _inputs(request, settings, log)
+    for line in preparation_notes(prepared, np.empty((0, *dataset.input_shape), np.float32), f"'{request.model}' records its training's were"):
+        log(f"note: {line}")
     profile = None
     if settings.target:
         from toolchain.targets import load_target

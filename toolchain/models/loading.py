@@ -186,6 +186,30 @@ def recorded_training(model: str | Path) -> tuple[dict | None, tuple[int, int, i
     return (data if isinstance(data, dict) else None), (tuple(shape) if ok else None)
 
 
+def prepared_as_recorded(model: str | Path, data, color, normalize, resize, image_size):
+    """How a folder of images is prepared: as ``model``'s checkpoint records its training's images were, where no flag says
+    otherwise (verify does the same from a file's record): its color, normalization and sizing (a
+    toolchain.recorded.Preparation). A --normalize 0.5:0.5 run's pruned.pt evaluated without the flag scored AUC 0.09
+    with exit 0 (a new user's finding)."""
+    from toolchain.data.loaders import is_image_folder
+    from toolchain.recorded import prepared_as
+
+    record = recorded_training(model)[0] if is_image_folder(data) else None
+    records = [record.get("preprocessing")] if record else []
+    return prepared_as(records, color, normalize, resize, image_size)
+
+
+def as_recorded(request):
+    """``request`` (compress's or export's) with the image flags it leaves out as its model's checkpoint records them, and
+    the toolchain.recorded.Preparation: evaluate prepared a folder so, and compress refused it asking for those flags."""
+    import dataclasses
+
+    prepared = prepared_as_recorded(request.model, request.data, request.color, request.normalize, request.resize,
+                                    request.image_size)
+    return dataclasses.replace(request, color=prepared.color, normalize=prepared.normalize, resize=prepared.resize,
+                               image_size=prepared.image_size), prepared
+
+
 def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
     """``exc``, a refusal of a folder's images for how they are prepared (sizes that differ, no resize given), with the
     flags ``model``'s checkpoint records of its training's images, where it is a cwtool checkpoint that records them:
