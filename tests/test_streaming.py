@@ -1134,8 +1134,10 @@ def test_a_shape_error_names_the_preprocessing_a_checkpoint_records(tmp_path, ca
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", folder, "--resize", "18", "--image-size", "16x16", "--epochs", "1",
                             "--out", tmp_path / "m.pt"], capsys)
     assert code == 0, err
-    code, _, err = run_cli(["export", tmp_path / "m.pt", "--format", "onnx", "--out", tmp_path / "e", "--data", folder, "-p", "1"],
-                           capsys)
+    export = ["export", tmp_path / "m.pt", "--format", "onnx", "--data", folder, "-p", "1", "--time-runs", "0"]
+    code, _, err = run_cli([*export, "--out", tmp_path / "e"], capsys)  # prepared as the checkpoint records, and said
+    assert code in (0, 1) and "the images were sized as" in err and "(shorter side resized to 18, center-cropped to 16x16)" in err, err
+    code, _, err = run_cli([*export, "--image-size", "12", "--out", tmp_path / "e2"], capsys)  # a size given otherwise
     assert code == 2 and "its checkpoint records how its images were prepared: give --color rgb --resize 18 --image-size 16x16 " \
                          "--normalize none" in err, err
     # evaluate prepares them as recorded (as verify does from a file's record), and says so
