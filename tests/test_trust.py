@@ -428,6 +428,37 @@ def test_a_swallowed_stop_the_main_thread_took_first_still_ends_the_command_afte
     assert "ran to its end" not in proc.stdout and not staged.exists()
 
 
+def test_a_stop_waits_for_a_native_import_then_ends_the_command(tmp_path):
+    """A SIGTERM as LiteRT's first import began (compress's TFLite export) was raised inside TensorFlow's initialisation:
+    exit 134 with no line, or an ImportError said as "reinstall it" (an interruption reviewer's finding). The stop now
+    waits for the import, then ends the command as anywhere else."""
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        import toolchain.cli as cli
+        from toolchain import interrupts
+
+        def importing(argv):
+            with interrupts.uninterrupted_import():
+                os.kill(os.getpid(), signal.SIGTERM)
+                started = time.monotonic()
+                while time.monotonic() - started < 1.0:  # the import's own Python code: no stop may arise in it
+                    pass
+                print("import finished", flush=True)
+            started = time.monotonic()
+            while time.monotonic() - started < 20:
+                pass
+            print("ran to its end")
+
+        cli._main = importing
+        cli.main([])
+    """)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 143 and time.monotonic() - started < 15, proc.stdout + proc.stderr
+    assert "import finished" in proc.stdout and "ran to its end" not in proc.stdout, proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("cwtool: interrupted by SIGTERM"), proc.stderr
+
+
 def _swallowing_a_sigterm(then: str) -> str:
     """A script whose command swallows the Interrupted of its own SIGTERM (as a converter's tracing does), then runs
     the lines ``then``."""
@@ -785,8 +816,9 @@ def test_sigterm_replaces_an_earlier_run_s_reports(tmp_path, rows):
 
     _endless_onnx(tmp_path / "endless.onnx")
     green = {"--json": tmp_path / "v.json", "--junit": tmp_path / "v.xml"}
-    for path in green.values():
-        path.write_text("an earlier run's green report\n")
+    green["--json"].write_text(json.dumps({"schema_version": 1, "kind": "cwtool-verify", "gate": {"passed": True}}, indent=2))
+    green["--junit"].write_text('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites name="cwtool verify" tests="1" failures="0" '
+                                'errors="0" />\n')  # an earlier run's green reports
     proc = subprocess.Popen([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3",
                              *[str(v) for pair in green.items() for v in pair]], cwd=REPO, stderr=subprocess.PIPE, text=True)
     time.sleep(4)  # well inside session.run by now

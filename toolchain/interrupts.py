@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import threading
+import time  # at the top: the watcher thread waits with it while the main thread may hold an import
 
 GRACE_SECONDS = 5.0
 _STOP = signal.SIGUSR1  # the watcher's own "stand down"
@@ -52,6 +53,32 @@ class writing_after_stop:
     def __exit__(self, *exc):
         _saying_so.pop()
         return False
+
+
+_importing: list = []  # inside uninterrupted_import: a stop waits for the block's end (or for the grace period)
+
+
+class uninterrupted_import:
+    """A native library's first import (LiteRT, TensorFlow, onnxruntime): a stop raised inside its initialisation
+    aborted the process (exit 134, no line) or left an ImportError that was said as "reinstall it". The stop waits for
+    the import, up to the grace period, then unwinds as anywhere else."""
+
+    def __enter__(self):
+        with _lock:
+            _importing.append(1)
+        return self
+
+    def __exit__(self, *exc):
+        with _lock:
+            _importing.pop()
+        return False
+
+
+def _wait_for_imports(finished: threading.Event) -> None:
+    """Back from an uninterrupted import, or the grace period spent (then the stop goes on as if none ran)."""
+    deadline = time.monotonic() + GRACE_SECONDS
+    while _importing and time.monotonic() < deadline and not finished.is_set():
+        time.sleep(0.01)
 
 
 def staged(path: str) -> None:
@@ -154,6 +181,11 @@ class Watcher:
         """The main thread's handler: the signal becomes an exception where Python runs next."""
         from toolchain.errors import Interrupted
 
+        if _importing and self._thread is not None and not self.finished.is_set():
+            if self.received is None:  # inside a native import: the watcher interrupts once it is back
+                self.received = signum
+                signal.pthread_kill(self._thread.ident, signum)
+            return
         self.delivered = True
         if self.received is None:  # taken by a thread that does not block it (one started before the watcher)
             self.received = signum
@@ -174,6 +206,7 @@ class Watcher:
                     options.terminate = True
             import _thread
 
+            _wait_for_imports(self.finished)
             if not self.delivered:  # (delivered: the main thread's handler had it first, and forwarded it here)
                 _thread.interrupt_main(signum)  # the main thread's handler raises Interrupted where Python runs next
             if self.finished.wait(GRACE_SECONDS):

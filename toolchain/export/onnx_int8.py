@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from toolchain import interrupts
 from toolchain.errors import IMPORT_FAILURES, UserError, import_failed, one_line
 from toolchain.export.onnx import compact, set_metadata
 from toolchain.io import scratch_folder, staged_path
@@ -27,7 +28,8 @@ METHODS = ("minmax", "entropy", "percentile")
 def _quantization():
     """onnxruntime.quantization; a UserError when onnxruntime is not installed or does not import."""
     try:
-        from onnxruntime import quantization
+        with interrupts.uninterrupted_import():
+            from onnxruntime import quantization
     except IMPORT_FAILURES as e:
         raise import_failed(e, "onnxruntime", "onnxruntime", "pip install onnxruntime, or cwtool[onnx]") from e
     return quantization

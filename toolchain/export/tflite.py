@@ -102,7 +102,8 @@ def quiet_native(enabled: bool = True):
 def import_litert_torch():
     """litert_torch, configured quiet; a UserError when it is not installed or does not import."""
     try:
-        import litert_torch
+        with interrupts.uninterrupted_import():  # TensorFlow's first import: a stop inside it aborted the process
+            import litert_torch
     except IMPORT_FAILURES as e:
         raise import_failed(e, "litert_torch", "litert-torch", "pip install 'cwtool[compress]'") from e
     litert_torch.config.show_progress = False

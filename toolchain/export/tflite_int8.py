@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from toolchain import interrupts
 from toolchain.errors import UserError
 
 
@@ -39,8 +40,9 @@ def make_pt2e_quantizer(float_modules: Iterable[str] = ()):
     ``L__self__x`` -- so it never matches. Here annotations are stripped by the fully qualified
     module names torch.export records in ``nn_module_stack`` instead.
     """
-    from litert_torch.quantize import pt2e_quantizer as pq
-    from litert_torch.quantize.pt2e_quantizer_utils import propagate_annotation
+    with interrupts.uninterrupted_import():
+        from litert_torch.quantize import pt2e_quantizer as pq
+        from litert_torch.quantize.pt2e_quantizer_utils import propagate_annotation
 
     keep = tuple(float_modules)
 

@@ -53,7 +53,15 @@ def interpreter_source(path: Path) -> dict:
 
 
 def interpreter_class() -> tuple[type, str]:
-    """(Interpreter class, "package version") from the first LiteRT interpreter that imports."""
+    """(Interpreter class, "package version") from the first LiteRT interpreter that imports; a stop waits for the
+    imports (one raised inside a native library's initialisation aborts the process)."""
+    from toolchain import interrupts
+
+    with interrupts.uninterrupted_import():
+        return _interpreter_class()
+
+
+def _interpreter_class() -> tuple[type, str]:
     from importlib import metadata
 
     failures = []  # (module, package, install, exception): said at the end if none imports

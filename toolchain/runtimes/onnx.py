@@ -43,7 +43,8 @@ _ORT_TYPES = {
 
 def _ort():
     try:
-        import onnxruntime
+        with interrupts.uninterrupted_import():
+            import onnxruntime
     except IMPORT_FAILURES as e:  # pragma: no cover - depends on the device
         raise import_failed(e, "onnxruntime", "onnxruntime", "pip install onnxruntime, or cwtool[onnx]") from e
     # Its own log would print (in colour) what cwtool turns into its one line: a failure raises, and is said once.
