@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,32 @@ def test_report_md_s_verify_command_runs_as_printed_from_the_run_directory(pi4_r
     assert exc.value.code in (0, 1), capsys.readouterr().err
     result = json.loads((out.parent / "verify.json").read_text())
     assert result["data"]["rows_sha256"] == report["data"]["test_rows_sha256"]
+
+
+def test_report_json_is_written_first_and_an_error_leaves_no_document(pi4_run, tmp_path, monkeypatch):
+    """report.json marks a run finished: a kill -9 between report.md and report.json left "Gate: PASSED" in a run that was
+    not (an interruption reviewer's finding). It is written first now; an error after it removes all it wrote."""
+    import shutil
+
+    from toolchain import pipeline
+
+    _, out, _, _ = pi4_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    report = json.loads((run / "report.json").read_text())
+    for name in ("report.json", "report.md", "report.html"):
+        (run / name).unlink()
+    order = []
+    real = pipeline.atomic_write_text
+
+    def writing(path, text):
+        order.append(Path(path).name)
+        if Path(path).name == "report.md":
+            raise OSError(28, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(pipeline, "atomic_write_text", writing)
+    with pytest.raises(OSError):
+        pipeline.finish(report, run)
+    assert order == ["report.json", "report.md"]
+    assert not any((run / name).exists() for name in ("report.json", "report.md", "report.html"))

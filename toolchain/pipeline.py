@@ -338,8 +338,10 @@ def finish(report: dict, run_dir: Path) -> None:
     page = render_html(markdown, [(p, CAPTIONS.get(p.name, p.name)) for p in plots], "cwtool compress report")
     document = json_text(report)
     written = []
-    try:  # report.json marks the run finished: written last, and without it no other document stays to say "PASSED"
-        for path, text in ((run.report_md, markdown), (html_path, page), (run.report_json, document)):
+    # report.json marks the run finished: written first, so that a kill -9 between the writes never leaves a report.md
+    # saying "PASSED" in a run that is not (report.md and report.html are views of it); an error removes all it wrote
+    try:
+        for path, text in ((run.report_json, document), (run.report_md, markdown), (html_path, page)):
             atomic_write_text(path, text)
             written.append(path)
     except BaseException:
