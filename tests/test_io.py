@@ -137,3 +137,27 @@ def test_a_link_that_took_a_named_outputs_name_while_the_command_ran_is_replaced
     out.symlink_to(victim)
     write_named_output(out, "{}\n", "--json")
     assert victim.read_text() == "precious" and not out.is_symlink() and out.read_text() == "{}\n"
+
+
+def test_a_scratch_folder_removes_what_a_killed_process_left(tmp_path, monkeypatch):
+    """kill -9 during the ONNX int8 quantization left /tmp/cwtool-q-* behind (no cleanup runs), and none ever removed it:
+    they piled up. A scratch folder names its process, and the next one removes a dead process's."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from pathlib import Path
+
+    from toolchain.io import scratch_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    left = tmp_path / f"cwtool-q-{dead}.abcd1234"
+    alive = tmp_path / f"cwtool-q-{os.getppid()}.efgh5678"
+    other = tmp_path / "cwtool-q-abcdefgh"  # an older name without a process: not ours to judge
+    for folder in (left, alive, other):
+        folder.mkdir()
+        (folder / "pre.onnx").write_bytes(b"x")
+    with scratch_folder("cwtool-q-") as folder:
+        assert Path(folder).name.startswith(f"cwtool-q-{os.getpid()}.")
+    assert not left.exists() and alive.is_dir() and other.is_dir() and not Path(folder).exists()

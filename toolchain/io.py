@@ -270,11 +270,39 @@ def staged_path(path: str | Path, follow_link: bool = False):
         interrupts.unstaged(tmp)
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or not a pid this system has: not ours to judge
+    return True
+
+
+def left_by_the_dead(parent: Path, prefix: str) -> list[Path]:
+    """Folders ``<prefix><pid>.<random>`` in ``parent`` whose process is gone (kill -9 runs no cleanup); a running
+    process's are left alone, and so is any other name (``prefix`` may be another's start: "v." and "v.2024.")."""
+    import glob
+
+    found = []
+    for entry in Path(parent).glob(f"{glob.escape(prefix)}*"):
+        fields = entry.name[len(prefix):].split(".")
+        if (len(fields) == 2 and fields[0].isascii() and fields[0].isdigit() and entry.is_dir() and not entry.is_symlink()
+                and not process_alive(int(fields[0]))):
+            found.append(entry)
+    return found
+
+
 @contextmanager
 def scratch_folder(prefix: str = "cwtool-"):
     """A temporary folder (in the system's temp dir) removed afterwards, even by a stop that finds the main thread
-    stuck in native code."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+    stuck in native code; it names this process, so that the next one removes what a killed one left there."""
+    import shutil
+
+    for left in left_by_the_dead(Path(tempfile.gettempdir()), prefix):
+        shutil.rmtree(left, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}.") as folder:
         interrupts.staged(folder)
         try:
             yield folder

@@ -18,7 +18,6 @@ interrupted export leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import shutil
 import tempfile
@@ -36,7 +35,7 @@ from toolchain.errors import UserError
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP as MAX_ACCURACY_DROP  # each file against the torch model it came from
 from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all,
                                     export_settings)
-from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text
+from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text, left_by_the_dead
 from toolchain.promise import promise_confidence
 from toolchain.prune.operating_point import PromiseGuard
 
@@ -135,33 +134,12 @@ def _staged_folder(out: Path, log=print) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out '{out}' exists and is not empty: give a new folder (export never mixes its files with others)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    left = _left_by_the_dead(out)
+    left = left_by_the_dead(out.parent, f"{TMP_PREFIX}{out.name}.")
     for folder in left:
         shutil.rmtree(folder, ignore_errors=True)
     if left:
         log(f"removed {len(left)} staging folder(s) an export to '{out}' left when it was killed")
     return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}.{os.getpid()}.", dir=out.parent))
-
-
-def _left_by_the_dead(out: Path) -> list[Path]:
-    """Staging folders of exports to ``out`` whose process is gone (a running one's is left alone)."""
-    prefix = f"{TMP_PREFIX}{out.name}."
-    found = []
-    for entry in out.parent.glob(f"{glob.escape(prefix)}*"):
-        fields = entry.name[len(prefix):].split(".")  # <pid>.<random>: another --out's name may add fields ("v" and "v.2024")
-        if len(fields) == 2 and fields[0].isascii() and fields[0].isdigit() and entry.is_dir() and not entry.is_symlink() and not _alive(int(fields[0])):
-            found.append(entry)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # another user's process, or not a pid this system has: not ours to judge
-    return True
 
 
 def _macs(model, example) -> int | None:
