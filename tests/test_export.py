@@ -691,3 +691,33 @@ def test_a_calibration_set_that_cannot_be_written_names_its_file(tmp_path, monke
     with pytest.raises(UserError, match=f"cannot write '{tmp_path / 'c.npz'}': No space left on device: free some space"):
         calibration.save_calibration(tmp_path / "c.npz", np.zeros((2, 3), np.float32), {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(untrained_digits, tmp_path, monkeypatch):
+    """ENOSPC while the TFLite bytes or a plot were written said "cannot write a file (or the output)": the OSError of a
+    write carries no file name (an interruption reviewer's finding on a small tmpfs)."""
+    import errno
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from toolchain.errors import UserError
+    from toolchain.export.tflite import export_tflite
+    from toolchain.report.plots import _save
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    model, x = untrained_digits
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(UserError, match=r"cannot write '.*m\.tflite': No space left on device: free some space"):
+        export_tflite(model, x, tmp_path / "m.tflite")
+    monkeypatch.undo()
+    fig = plt.figure()
+    monkeypatch.setattr(fig, "savefig", lambda *a, **k: full(None, None))
+    with pytest.raises(UserError, match=r"cannot write '.*ledger\.png': No space left on device"):
+        _save(fig, tmp_path / "ledger.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -34,7 +34,7 @@ import numpy as np
 from toolchain import interrupts
 from toolchain.errors import IMPORT_FAILURES, Interrupted, UserError, import_failed
 from toolchain.export.tflite_int8 import pt2e_int8_module
-from toolchain.io import TMP_PREFIX, publish
+from toolchain.io import TMP_PREFIX, cannot_write, publish
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -229,7 +229,10 @@ def export_tflite(
             if content is None:
                 edge.export(tmp)
                 content = Path(tmp).read_bytes()
-        Path(tmp).write_bytes(compact(content))
+        try:
+            Path(tmp).write_bytes(compact(content))
+        except OSError as exc:  # a full disk: said of the file being written (the staged name meant nothing)
+            raise cannot_write(path, exc) from exc
         side = {  # no timings: the sidecar is part of the artifact, hashed with it, and the same export gives the same bytes
             "cwtool_version": toolchain.__version__,
             "format": "tflite",
@@ -243,7 +246,10 @@ def export_tflite(
             **(metadata or {}),
         }
         side_tmp = tmp + ".json"
-        Path(side_tmp).write_text(json.dumps(side, indent=2, sort_keys=True))
+        try:
+            Path(side_tmp).write_text(json.dumps(side, indent=2, sort_keys=True))
+        except OSError as exc:
+            raise cannot_write(path.with_name(path.name + ".json"), exc) from exc
         publish(tmp, path)
         publish(side_tmp, path.with_name(path.name + ".json"))
     finally:

@@ -30,12 +30,15 @@ def _save(fig, path: Path) -> Path:
     """Staged and moved into place, like every file cwtool writes: never written through an existing name's bytes."""
     import matplotlib.pyplot as plt
 
-    from toolchain.io import staged_path
+    from toolchain.io import cannot_write, staged_path
 
     fig.tight_layout()
     try:
         with staged_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+            try:
+                fig.savefig(tmp, dpi=110, format="png")
+            except OSError as exc:  # a full disk: said of the plot (the staged name meant nothing)
+                raise cannot_write(path, exc) from exc
     finally:
         plt.close(fig)
     return path
