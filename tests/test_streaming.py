@@ -1019,6 +1019,9 @@ def test_a_checkpoint_records_its_images_preprocessing_and_export_refuses_other(
     code, _, err = run_cli([*compress, "--out", tmp_path / "run3"], capsys)
     assert code in (0, 1) and "note: the images were normalized as" in err, err
     assert "std [0.25, 0.25, 0.25]" in (tmp_path / "run3" / "compress.log").read_text()
+    # the run's identity is the flags given (the checkpoint, known by its sha256, fixes the rest): a run an earlier cwtool
+    # began without them, reading the folder alike, resumes
+    assert "color" not in json.loads((tmp_path / "run3" / "manifest.json").read_text())["inputs"]["data"]
 
 
 def test_a_folder_of_images_inside_a_class_folder_is_refused_not_left_out(tmp_path):

@@ -48,10 +48,11 @@ class CheckedInputs:
     dense_test: dict  # the dense model's evaluation on test (reported beside the files' re-checks; nothing is chosen from it)
 
 
-def check_compress_inputs(request, config: PruneConfig, export: ExportSettings | None, prepared=None) -> CheckedInputs:
+def check_compress_inputs(request, config: PruneConfig, export: ExportSettings | None, prepared=None, given=None) -> CheckedInputs:
     """Every check of compress's inputs (``request``: a toolchain.pipeline.CompressRequest); raises UserError on the first
     that fails, before anything is written. ``prepared``: how its images are prepared (toolchain.models.loading.as_recorded),
-    said where the checkpoint's record chose it."""
+    said where the checkpoint's record chose it; ``given``: the request as the user gave it, before the record completed
+    it, which the run's identity is made of (a run begun by an earlier cwtool, which read the folder alike, resumes)."""
     import dataclasses
 
     import torch
@@ -96,7 +97,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
         raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
                         "after removing its run directory")
 
-    inputs, profile, config, run_id, run_dir, resuming, before = _run_directory(request, config, export, dataset, loaded, arch,
+    inputs, profile, config, run_id, run_dir, resuming, before = _run_directory(request, given or request, config, export, dataset, loaded, arch,
                                                                                 protected)
     check_class_order(loaded.extra.get("data"), dataset.class_names, request.model, dataset.label_mapping is None)
     problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model, loaded.input_shape)
@@ -135,12 +136,12 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
                          test_rows=test_rows, dense_test=dense_test)
 
 
-def _run_directory(request, config: PruneConfig, export: ExportSettings | None, dataset, loaded, arch: str, protected: list[int]):
+def _run_directory(request, given, config: PruneConfig, export: ExportSettings | None, dataset, loaded, arch: str, protected: list[int]):
     """The run's identity and folder: (inputs, target profile or None, config for the target, run id, run directory,
     whether it resumes, its earlier sessions). A folder that is not this run's, or a finished run, is refused."""
     from toolchain.prune.round_files import RoundFiles
 
-    inputs = run_inputs(request, dataset, loaded.arch_kwargs, arch, protected)
+    inputs = run_inputs(given, dataset, loaded.arch_kwargs, arch, protected)
     profile = None
     if export is not None and export.target:
         from toolchain.targets import load_target
