@@ -910,3 +910,18 @@ def test_a_retraining_that_diverges_is_named_not_blamed_on_the_model(trained_dig
     assert code == 2 and "--agree-weight" in err.splitlines()[-1], err
     assert re.match(r"cwtool: error: (training diverged in epoch 1: the weights became NaN or infinite|the retrained model gives "
                     r"NaN or infinite logits: the retraining diverged); lower --lr or the loss weights", err.splitlines()[-1]), err
+
+
+def test_a_resume_on_other_data_names_both():
+    """--resume with --data digits.npz (the same rows saved) where the run used --data digits said only "the data differs",
+    where every other difference names both values (an interruption reviewer's finding)."""
+    from toolchain.config import PruneConfig
+    from toolchain.rundir import differences
+
+    config = PruneConfig()
+    manifest = {"config": config.to_dict(), "inputs": {"data": {"spec": "digits"}, "model": {"path": "m.pt"}}}
+    said = differences(manifest, {"data": {"spec": "/work/" + "d" * 80 + "/digits.npz"}, "model": {"path": "m.pt"}}, config)
+    assert said.startswith(" (here --data ...") and said.endswith("/digits.npz, the run digits)"), said
+    folder = {"spec": "imgs", "listing_sha256": "ab"}
+    said = differences({**manifest, "inputs": {"data": {**folder, "listing_sha256": "cd"}}}, {"data": folder}, config)
+    assert "the data differs (a folder is known by its files' names" in said, said

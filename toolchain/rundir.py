@@ -288,6 +288,11 @@ def differences(manifest, inputs: dict, config) -> str:
                 found.append(f"{what} {show(value)}, the run {show(recorded.get(key))}")
                 continue
             then_data = recorded.get(key) if isinstance(recorded.get(key), dict) else {}
+            now_spec, then_spec = (value or {}).get("spec") if isinstance(value, dict) else None, then_data.get("spec")
+            if key == "data" and scalar(now_spec) and scalar(then_spec) and now_spec != then_spec:
+                tail = lambda v: (lambda t: t if len(t) <= 60 else "..." + t[-57:])(one_line(str(v)))  # noqa: E731 - a path's end names it
+                found.append(f"--data {tail(now_spec)}, the run {tail(then_spec)}")
+                continue
             folder = key == "data" and any(isinstance(d, dict) and "listing_sha256" in d for d in (then_data, *then_data.values()))
             found.append(f"{what} differs" + (" (a folder is known by its files' names, sizes and modification times)" if folder else ""))
     return f" (here {'; '.join(found[:4])})" if found else ""
