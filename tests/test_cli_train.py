@@ -426,6 +426,29 @@ def test_train_replaces_its_own_log_and_no_other_file_of_that_name(tmp_path, cap
     assert (tmp_path / "notes.log").read_text() == "precious\n" and not (tmp_path / "notes").exists()
 
 
+def test_a_stopped_training_keeps_the_log_of_the_checkpoint_it_did_not_replace(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in a second training to one --out left the first checkpoint and replaced its log with the stopped run's
+    (3,381 bytes to 1,096: a new user's finding). The earlier log stays first, then the stopped run's lines."""
+    from toolchain.errors import Interrupted
+    from toolchain.models import train
+
+    rows = _rows(tmp_path / "rows.npz")
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m.pt"], capsys)
+    assert code == 0, err
+    first, checkpoint = (tmp_path / "m.pt.log").read_text(), (tmp_path / "m.pt").read_bytes()
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("SIGINT")
+
+    monkeypatch.setattr(train, "train", stopped)
+    code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m.pt"], capsys)
+    assert code == 130, err
+    log = (tmp_path / "m.pt.log").read_text()
+    assert log.startswith(first) and log.count("training --arch") == 2 and (tmp_path / "m.pt").read_bytes() == checkpoint
+    assert "stopped (" in log.splitlines()[-1] and "was not written" in log.splitlines()[-1]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cwtool")]
+
+
 def test_train_never_writes_its_log_through_a_link(tmp_path, capsys):
     rows = _rows(tmp_path / "rows.npz")
     code, _, err = run_cli(["train", *MLP3, "--data", rows, "--out", tmp_path / "m.pt"], capsys)

@@ -96,6 +96,7 @@ def train(
     check_output_width(num_outputs, dataset.y_train, declared, f"--arch '{arch}'")
     console = log_console()
     earlier = file_sha256(out) if out.is_file() else None  # read before this log replaces the earlier training's
+    earlier_log = _earlier_log(log_path) if earlier is not None else None
     log = _fresh_log(RunLog(console), log_path)
     try:  # from here on, the log says how the run ended (a check that refuses too)
         log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
@@ -126,6 +127,8 @@ def train(
         save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
     except BaseException as exc:  # the log says how the run ended, and that --out is what it was
         log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
+        if earlier_log is not None:
+            _restore_earlier_log(log_path, earlier_log)
         raise
     log.record(f"{one_line(out)} written (sha256 {file_sha256(out)[:12]})")
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
@@ -170,6 +173,32 @@ def _is_training_log(path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+ *\d+\.\ds training --arch ", first) is not None
+
+
+def _earlier_log(path: Path) -> str | None:
+    """The log of the training whose checkpoint --out holds, where it is one (up to 16 MB): kept if this one stops."""
+    from toolchain.errors import UserError
+    from toolchain.small_files import read_small_file
+
+    try:
+        return read_small_file(path, 16 << 20, "log", "").decode("utf-8", "replace") if _is_training_log(path) else None
+    except (OSError, UserError):
+        return None
+
+
+def _restore_earlier_log(path: Path, earlier: str) -> None:
+    """A stopped training leaves the checkpoint it did not replace with its own log first (an interrupted run's log had
+    taken its place: a new user's finding), then this run's lines, which say it stopped. Best effort."""
+    from toolchain import interrupts
+    from toolchain.io import atomic_write_text
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            this_run = f.read(16 << 20)
+        with interrupts.writing_after_stop():
+            atomic_write_text(path, earlier.rstrip("\n") + "\n" + this_run)
+    except Exception:
+        pass
 
 
 def _fresh_log(log, path: Path):
