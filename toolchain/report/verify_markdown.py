@@ -103,6 +103,9 @@ def render_verify_markdown(result: dict) -> str:
             lines.append(f"- {_code(shown_name(art))}, {_esc(_class_label(int(k), names))}: FN <= baseline{extra} on new data of "
                          f"{v['n']} such samples with probability **{v['confidence']:.3f}** (b={v['b']}, c={v['c']}"
                          + (f"; FP {v['baseline_fp']} -> {v['fp']}" if v.get("fp") is not None and v.get("baseline_fp") is not None else "") + ")")
+        lines += ["", "The probabilities count these rows as they are: they set no threshold, so none sits at its edge. compress's "
+                  "report.md, read from validation where its threshold sits at a sample, counts that sample as missed and reads "
+                  "lower on the same counts (docs/FN_PROMISE.md)."]
     if gate["reasons"]:
         lines += ["", "### Why it failed", ""]
         lines += [f"- {_esc(r)}" for r in gate["reasons"]]
