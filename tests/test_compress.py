@@ -925,3 +925,22 @@ def test_a_resume_on_other_data_names_both():
     folder = {"spec": "imgs", "listing_sha256": "ab"}
     said = differences({**manifest, "inputs": {"data": {**folder, "listing_sha256": "cd"}}}, {"data": folder}, config)
     assert "the data differs (a folder is known by its files' names" in said, said
+
+
+def test_a_promise_the_validation_split_cannot_back_is_said_before_any_retraining(trained_digits, tmp_path, capsys):
+    """9 validation samples, --max-fn-increase 1 --confidence 0.8: the run pruned, retrained, exported and timed every file,
+    then failed with "reachable: 0.702", a number the split alone gives (a new user's finding)."""
+    import numpy as np
+
+    from toolchain.compress_inputs import unreachable_confidence
+    from toolchain.config import PruneConfig
+
+    y = np.array([1] * 9 + [0] * 30)
+    logits = np.where(np.arange(2)[None, :] == y[:, None], 5.0, 0.0)  # the dense model catches all 9
+    said = unreachable_confidence(logits, y, [1], ["no", "yes"], PruneConfig(max_fn_increase=1, confidence=0.8))
+    assert len(said) == 1 and "reaches 0.702 at --max-fn-increase 1" in said[0] and "validation holds 9" in said[0], said
+    assert unreachable_confidence(logits, y, [1], ["no", "yes"], PruneConfig(max_fn_increase=1, confidence=0.7)) == []
+    # on the console before round 1, and the run goes on to its report (its gate then fails)
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--skip-export", "--max-accuracy-drop", "0.5", "--out", tmp_path / "r"], capsys)
+    assert code == 1 and err.index("warning: --confidence 0.95 cannot be backed for protected class 3") < err.index("round 1"), err

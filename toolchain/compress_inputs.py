@@ -116,6 +116,8 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)
+    for line in unreachable_confidence(val_logits, dataset.y_val, protected, class_names, config):
+        note_input(line)
     for line in weak_detection_notes(val_logits, dataset.y_val, protected, class_names, dataset.y_train,
                                      flat=len(dataset.input_shape) == 1):
         note_input(line)
@@ -134,6 +136,28 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
                          profile=profile, config=config, inputs=inputs, run_id=run_id, run_dir=run_dir,
                          resuming=resuming, before=before, notes=shown_notes,
                          test_rows=test_rows, dense_test=dense_test)
+
+
+def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected: list[int], class_names: list[str],
+                           config: PruneConfig) -> list[str]:
+    """A warning for each protected class whose promise no model can back on this validation split, said before any
+    retraining: a run on 9 validation samples at --max-fn-increase 1 --confidence 0.8 pruned, retrained, exported and
+    timed every file, then failed ("reachable: 0.702"), a number known from the split alone (a new user's finding)."""
+    from toolchain.promise import confidence_ceiling
+
+    lines = []
+    for k in protected:
+        positives = y_val == k
+        n, dense_fn = int(positives.sum()), int(np.sum(val_logits[positives].argmax(1) != k))
+        ceiling = confidence_ceiling(n, dense_fn, int(config.max_fn_increase))
+        if ceiling < config.confidence:
+            lines.append(
+                f"warning: --confidence {config.confidence:g} cannot be backed for protected class {k} ({one_line(class_names[k])[:60]}): "
+                f"validation holds {n} of its samples and the dense model misses {dense_fn}, so even a model that misses none it "
+                f"catches and catches every one it misses reaches {ceiling:.3f} at --max-fn-increase {config.max_fn_increase:g} "
+                "(docs/FN_PROMISE.md). This run will end with its gate failed: stop it and lower --confidence, raise "
+                "--max-fn-increase, or give more validation data")
+    return lines
 
 
 def _run_directory(request, given, config: PruneConfig, export: ExportSettings | None, dataset, loaded, arch: str, protected: list[int]):

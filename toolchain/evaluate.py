@@ -9,7 +9,7 @@ import numpy as np
 
 from toolchain.data import Dataset
 from toolchain.data.images import channels_hint
-from toolchain.data.labels import composed
+from toolchain.data.labels import composed, declared_names
 from toolchain.errors import UserError, describe, one_line
 
 
@@ -55,11 +55,6 @@ def check_labels(y: np.ndarray, num_outputs: int, what: str = "the data") -> Non
             f"{what} has label {int(y.max())} but the model has only {num_outputs} outputs (classes 0..{num_outputs - 1}): "
             "check --data and --label-column"
         )
-
-
-def declared_names(class_names: list[str] | None) -> list[str] | None:
-    """The data's class names when it names its classes (an ImageFolder's folders, --class-names), None for indices."""
-    return list(class_names) if class_names and list(class_names) != [str(i) for i in range(len(class_names))] else None
 
 
 def check_output_width(k: int, y: np.ndarray, declared: list[str] | None, what: str) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-__all__ = ["PRIOR", "promise_confidence", "disagreements"]
+__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling"]
 
 PRIOR = 0.5  # Jeffreys: half a pseudo-count per cell
 # Below this many validation samples of a class, the confidence averaged over shipped validation draws fell to 0.81-0.92
@@ -86,3 +86,17 @@ def promise_confidence(b: int, c: int, n: int, n_new: int | None = None, budget:
         w = np.exp(log_w - log_w.max())
         caught += p_s[i] * w[: most + 1].sum() / w.sum()
     return float(min(1.0, max(0.0, caught / p_s[kept].sum())))
+
+
+def confidence_ceiling(n: int, dense_fn: int, budget: int = 0) -> float:
+    """The highest confidence any model can back on a validation split of ``n`` samples of a class the dense model misses
+    ``dense_fn`` of: one that misses none the dense model catches and catches every one it misses, its hardest positive
+    counted as missed as the guard counts it (b + 1, or c - 1 where the dense model missed it). Below the confidence
+    asked, no pruning can make the promise: known before any retraining."""
+    if n <= 0:
+        return 0.0
+    best = promise_confidence(1, dense_fn, n, budget=budget) if dense_fn + 1 <= n else 0.0
+    if dense_fn > 0:
+        best = max(best, promise_confidence(0, dense_fn - 1, n, budget=budget))
+    return best
+

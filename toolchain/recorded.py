@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import UserError, one_line, unprintable_in
-from toolchain.evaluate import declared_names
+from toolchain.data.labels import declared_names
 
 
 PREPROCESSING_STEPS = ("color", "resize", "crop", "scale", "mean", "std")

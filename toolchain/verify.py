@@ -17,9 +17,8 @@ import numpy as np
 
 from toolchain import __version__
 from toolchain.baseline import check_baseline, load_baseline
-from toolchain.data.labels import numbered_apart
+from toolchain.data.labels import declared_names, numbered_apart
 from toolchain.errors import UserError
-from toolchain.evaluate import declared_names
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP, GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note

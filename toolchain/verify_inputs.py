@@ -180,7 +180,7 @@ def _clean(sample: dict, counts, names, split: dict | None, every: dict) -> bool
 def _ordered_otherwise(runner, rows: dict) -> bool:
     """Whether the file records its class names in another order than --data names them (verify refuses that, naming
     the --class-names to give)."""
-    from toolchain.evaluate import declared_names
+    from toolchain.data.labels import declared_names
 
     recorded, declared = recorded_value(runner, "class_names"), declared_names(rows["class_names"])
     return (isinstance(recorded, list) and declared is not None and recorded != declared
@@ -215,7 +215,7 @@ def _who(samples) -> str:
 def _names_for(runner, rows: dict) -> list[str] | None:
     """The class names a row's fingerprint takes: the data's own, or where it only numbers its classes, those the file
     records (a CSV labelled 0/1/2 holds the rows of one labelled cat/dog/eel)."""
-    from toolchain.evaluate import declared_names
+    from toolchain.data.labels import declared_names
 
     declared = declared_names(rows["class_names"])
     if declared is not None:

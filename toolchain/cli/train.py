@@ -39,7 +39,8 @@ def train(
     from toolchain.data.given import load_with_given_rows
     from toolchain.data.identity import training_record
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
-    from toolchain.evaluate import check_output_width, declared_names, probe_outputs
+    from toolchain.data.labels import declared_names
+    from toolchain.evaluate import check_output_width, probe_outputs
     from toolchain.io import check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.metrics import evaluate_logits

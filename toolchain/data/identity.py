@@ -88,8 +88,7 @@ def check_class_order(record: dict | None, class_names, model: str | Path, order
     trained = record.get("class_names") if isinstance(record, dict) else None
     if not isinstance(trained, list) or not all(isinstance(n, str) for n in trained) or class_names is None:
         return
-    from toolchain.data.labels import numbered_apart
-    from toolchain.evaluate import declared_names
+    from toolchain.data.labels import declared_names, numbered_apart
 
     names = [str(n) for n in class_names]
     if names != trained and (sorted(names) == sorted(trained) or (declared_names(names) and numbered_apart(names, trained))):

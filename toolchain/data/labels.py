@@ -14,7 +14,7 @@ from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES
 
 __all__ = [
-    "agree_names", "check_labels", "check_pair", "given_names", "mapping_note", "numbered_apart", "short_names", "string_labels",
+    "agree_names", "check_labels", "check_pair", "declared_names", "given_names", "mapping_note", "numbered_apart", "short_names", "string_labels",
 ]
 
 
@@ -125,6 +125,11 @@ def agree_names(stored: list[str] | None, given: list[str] | None, where: str) -
             "the same names in the same order"
         )
     return stored
+
+
+def declared_names(class_names: list[str] | None) -> list[str] | None:
+    """The data's class names when it names its classes (an ImageFolder's folders, --class-names), None for indices."""
+    return list(class_names) if class_names and list(class_names) != [str(i) for i in range(len(class_names))] else None
 
 
 def numbered_apart(names: list[str], other: list[str]) -> bool:
