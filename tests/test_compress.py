@@ -76,7 +76,7 @@ def test_an_existing_run_dir_of_other_settings_is_not_offered_a_resume(compress_
     """The run there has other settings: --resume would be refused as well, so only another --out is offered."""
     _, out, _ = compress_run
     code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--out", out], capsys)
-    assert code == 2 and "holds another run (other inputs or settings (here " in err and "--resume" not in err, err
+    assert code == 2 and "holds another run, of other inputs or settings (here " in err and "--resume" not in err, err
 
 
 def test_a_folder_of_the_users_is_not_offered_a_resume(trained_digits, tmp_path, capsys):

@@ -1494,7 +1494,7 @@ def test_the_same_command_on_a_finished_run_says_it_is_finished(trained_digits, 
 
     other = [*args[:args.index("--out")], "--seed", "7", *args[args.index("--out"):]]  # the run is another's: --resume would fail
     code, _, err = run_cli(other, capsys)
-    assert code == 2 and "holds another run (other inputs or settings" in err and "give another --out" in err, err
+    assert code == 2 and "holds another run, of other inputs or settings" in err and "give another --out" in err, err
     assert "--resume" not in err.strip().splitlines()[-1], err
 
 

@@ -189,7 +189,7 @@ def _run_directory(request, given, config: PruneConfig, export: ExportSettings |
         try:  # a run of other settings: --resume would be refused too, so it is not offered
             earlier_sessions(run_dir, inputs, run_id, config)
         except OtherRun as exc:
-            raise UserError(f"run directory '{run_dir}' holds another run (other inputs or settings{exc.hint}): give another "
+            raise UserError(f"run directory '{run_dir}' holds another run, of other inputs or settings{exc.hint}: give another "
                             "--out") from exc
         if RunDir(run_dir).report_json.is_file():  # a CI job retried: the run is done, not to be finished
             raise UserError(f"run directory '{run_dir}' holds a finished run (its report: {RunDir(run_dir).report_json}): --resume "
