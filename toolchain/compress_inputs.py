@@ -59,7 +59,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
 
     from toolchain.data.given import load_with_given_rows
     from toolchain.data.loaders import is_image_folder
-    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
+    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, scale_mismatch
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
     from toolchain.models.loading import load_model, naming_recorded_preparation
     from toolchain.models.train import pick_device
@@ -108,6 +108,9 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     shown_notes: list[str] = []
     note_input = shown_notes.append
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
+    scaled_otherwise = scale_mismatch(loaded.extra.get("data"), dataset.x_val, request.model)
+    if scaled_otherwise:
+        note_input(f"warning: {scaled_otherwise}")
     if prepared is not None:
         from toolchain.recorded import preparation_notes
 

@@ -30,7 +30,7 @@ def evaluate(
     image_options: ImageOptions = None,
 ):
     """Per-class false negatives of a PyTorch model on one split of the data."""
-    from toolchain.data.identity import check_class_order, check_preprocessing, seen_rows
+    from toolchain.data.identity import check_class_order, check_preprocessing, scale_mismatch, seen_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
     from toolchain.io import check_output_file, json_text, write_named_output
@@ -71,6 +71,9 @@ def evaluate(
                             "what it does on new data (evaluate the split it has not seen: --split, --seed, or other --data)")
     if prepared_otherwise:  # said, not refused: evaluating under other preprocessing may be the point
         log_console().print(f"warning: {prepared_otherwise}")
+    scaled_otherwise = scale_mismatch(loaded.extra.get("data"), rows["x"], model)
+    if scaled_otherwise:
+        log_console().print(f"warning: {scaled_otherwise}")
     for line in preparation_notes(prepared, rows["x"], f"'{model}' records its training's were"):
         log_console().print(f"note: {line}")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")

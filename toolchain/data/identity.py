@@ -65,7 +65,39 @@ def training_record(spec: str, dataset: Dataset) -> dict:
               "preprocessing": preprocessing_record(dataset.preprocessing)}
     if len(dataset.y_train) <= MAX_RECORDED_ROWS:
         record["train_row_fingerprints"] = row_fingerprints(dataset.x_train, dataset.y_train).tobytes()
+    largest = largest_value(dataset.x_train) if not dataset.preprocessing.color else None
+    if largest is not None:  # arrays of images, scaled by their user: the scale new rows must share
+        record["largest_value"] = largest
     return record
+
+
+RANGE_ROWS = 256  # rows spread over an array whose largest value is read: a mapped array is not read whole
+SCALE_APART = 50.0  # 255 (0..255 against 0..1) and more is another scale; data's own spread stays well inside
+
+
+def largest_value(x) -> float | None:
+    """The largest absolute value of up to RANGE_ROWS rows spread over ``x``, an array of images (N, C, H, W); None for
+    other rows (a CSV's features) or none at all."""
+    if isinstance(x, np.ndarray) and x.ndim == 4 and len(x):
+        rows = np.unique(np.linspace(0, len(x) - 1, min(len(x), RANGE_ROWS)).astype(np.int64))
+        value = float(np.max(np.abs(np.asarray(x[rows], dtype=np.float64))))
+        return value if math.isfinite(value) else None
+    return None
+
+
+def scale_mismatch(record: dict | None, x, model: str | Path) -> str | None:
+    """Where the checkpoint records the largest value of its training's image arrays and these rows reach another by
+    50 times or more (0..255 against 0..1), the warning: such a model scored 42.9% with exit 0 and no word, its uint8
+    copy of the same rows 99.9% (a data reviewer's finding)."""
+    there = record.get("largest_value") if isinstance(record, dict) else None
+    here = largest_value(x)
+    if not (isinstance(there, (int, float)) and not isinstance(there, bool) and math.isfinite(there) and there > 0 and here):
+        return None
+    if max(here / there, there / here) < SCALE_APART:
+        return None
+    return (f"these rows' values reach {here:g} where '{model}' was trained on rows reaching {there:g} (its checkpoint records "
+            "it): pixels scaled otherwise (0..255 against 0..1?) make its numbers here mean little; give rows scaled as its "
+            "training's were")
 
 
 def seen_rows(record: dict | None, x: np.ndarray, y: np.ndarray) -> int | None:

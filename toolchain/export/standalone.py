@@ -93,7 +93,7 @@ def _inputs(request: ExportRequest, settings, log):
     the model fails to detect on validation or None)."""
     from toolchain.data.given import load_with_given_rows
     from toolchain.data.loaders import is_image_folder
-    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen
+    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, scale_mismatch
     from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.models.loading import load_model, naming_recorded_preparation
 
@@ -120,6 +120,9 @@ def _inputs(request: ExportRequest, settings, log):
     if problem is not None:  # its files would record this preprocessing, and the device feed it
         raise UserError(problem)
     check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
+    scaled_otherwise = scale_mismatch(loaded.extra.get("data"), dataset.x_val, request.model)
+    if scaled_otherwise:
+        log(f"warning: {scaled_otherwise}")
     problem = detection_problem(val_logits, dataset.y_val, protected, names)
     if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
         log(f"warning: {problem}")
