@@ -156,7 +156,7 @@ def test_cli_npz_bomb_declaring_20gb_exits_2(tmp_path):
     # x declares 5e9 float32 (20 GB); its member holds 1 MB of zeros, deflated to about 1 KB.
     bomb = write_npz(tmp_path / "bomb.npz", {
         "x": npy_bytes("<f4", (5_000_000_000,), b"\x00" * 1_000_000),
-        "y": npy_of(np.arange(10) % 2),
+        "y": npy_bytes("<i8", (5_000_000_000,), b"\x00" * 1_000),  # as many labels: refused for its size, not its counts
     })
     assert bomb.stat().st_size < 10_000
     line = assert_refused(bomb, "'x'", "20.0 GB", "memory available")
@@ -663,3 +663,20 @@ def test_images_read_at_a_size_the_memory_cannot_hold_are_refused_before_the_all
     code, _, err = run_cli(["calibrate", "--data", tmp_path / "imgs", "--image-size", "4096x4096", "--out", tmp_path / "c.npz"], capsys)
     assert code == 2 and "images of 1x4096x4096 as float32 needs" in err and "--image-size" in err, err
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_an_npz_refused_for_its_counts_inflates_nothing(tmp_path, monkeypatch):
+    """A 1 MB member declaring 4 million rows beside 3 labels was inflated (1.5 GB) before "x has 4000000 samples but y has
+    3 labels": the headers say so first (a data reviewer's finding)."""
+    import numpy as np
+
+    from toolchain.data import npz
+
+    np.savez_compressed(tmp_path / "bomb.npz", x=np.zeros((400_000, 1, 8, 8), np.float32), y=np.zeros(3, np.int64))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a member was read")
+
+    monkeypatch.setattr(np.lib.format, "read_array", no_reading)
+    with pytest.raises(UserError, match="x has 400000 samples but y has 3 labels"):
+        npz.read_npz(tmp_path / "bomb.npz", {"x", "y"})
