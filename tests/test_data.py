@@ -961,3 +961,11 @@ def test_an_npz_s_own_test_split_is_not_called_a_seeded_share(tmp_path):
     rows = load_rows_for(str(tmp_path / "split.npz"), split="auto")
     assert rows["split"] == "test" and np.array_equal(rows["y"], y[200:])
     assert share_note(rows) is None and "--split all" not in describe_rows(rows)
+
+
+def test_a_csv_whose_labels_come_first_is_told_of_label_column(tmp_path):
+    """label,f1,f2 read f2 as the labels: "has a non-integer label 0.25: labels must be integers >= 0" named no way out,
+    where other CSV refusals name --label-column (a data reviewer's finding)."""
+    rows = [[i % 2, i * 0.25, i * 0.5] for i in range(12)]
+    msg = expect_error("non-integer label", _write_csv(tmp_path / "first.csv", ["label", "f1", "f2"], rows))
+    assert "--label-column" in msg, msg

@@ -271,7 +271,13 @@ def _labelled(path: Path, label_column: str | None, given: list[str] | None):
         mapping = {v: lookup[v] for v in distinct}
         note += "; " + label_note
     else:
-        y = check_labels(values, f"label column '{header[li]}'", where)[code_arr]  # checks each distinct value
+        try:
+            y = check_labels(values, f"label column '{header[li]}'", where)[code_arr]  # checks each distinct value
+        except UserError as exc:
+            if label_column is not None:
+                raise
+            # the last column is the label unless told: a CSV with its labels first read a feature as them
+            raise UserError(f"{exc} (the last column is read as the labels unless --label-column names another)") from exc
         if given is not None:
             names = given
             note += "; " + mapping_note(given, "numeric labels, named by --class-names")
