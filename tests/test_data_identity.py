@@ -267,3 +267,19 @@ def test_image_rows_scaled_otherwise_than_the_training_s_are_warned_of(tmp_path,
         said[name] = err
     assert "these rows' values reach 255 where" in said["f255"] and "pixels scaled otherwise" in said["f255"], said["f255"]
     assert "pixels scaled otherwise" not in said["d"] + said["u8"]
+
+
+def test_a_file_made_from_arrays_checked_on_image_files_is_told_to_take_arrays():
+    """A file exported from an .npz, verified on a folder of the same images: "scale 1.0 there, 0.0039 here: give --data the
+    same --image-size, --resize and --normalize", none of which scales images as its arrays were (a data reviewer's
+    finding)."""
+    from types import SimpleNamespace
+
+    from toolchain.recorded import preprocessing_mismatch
+
+    arrays = {"scale": 1.0, "mean": [], "std": [], "layout": "NCHW"}
+    runner = SimpleNamespace(path="m.onnx", metadata={"preprocessing": json.dumps(arrays)},
+                             dataset_sample_shape=lambda: (1, 8, 8))
+    here = {"color": "L", "resize": [], "crop": [], "scale": 1 / 255, "mean": [], "std": [], "layout": "NCHW"}
+    said = preprocessing_mismatch(runner, {"preprocessing": here, "x": np.zeros((2, 1, 8, 8), np.float32)})
+    assert said and "made for rows given as arrays, not image files" in said and "an .npz" in said and "--resize" not in said, said

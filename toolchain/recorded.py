@@ -67,7 +67,11 @@ def preprocessing_mismatch(runner, rows: dict) -> str | None:
     if not differ:
         return None
     shown = ", ".join(f"{k} {step_words(recorded[k])} there, {step_words(here.get(k))} here" for k in differ)
-    return (f"{getattr(runner, 'shown_name', None) or Path(runner.path).name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
+    name = getattr(runner, 'shown_name', None) or Path(runner.path).name
+    if here.get("color") and not recorded.get("color"):  # no image flag scales image files as its arrays were
+        return (f"{name} was made for rows given as arrays, not image files, and prepared otherwise ({shown}): give --data "
+                "rows prepared as its training's were (an .npz of them), or its FN here mean little")
+    return (f"{name} was made for inputs preprocessed otherwise ({shown}): give --data the same "
             "--image-size, --resize and --normalize as when it was exported, or its FN here mean little")
 
 
