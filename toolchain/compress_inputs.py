@@ -121,6 +121,11 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
         raise UserError(problem)
     for line in unreachable_confidence(val_logits, dataset.y_val, protected, class_names, config):
         note_input(line)
+    steps = -(-len(dataset.y_train) // config.batch_size) * config.epochs
+    if steps < FEW_STEPS:  # a round of 2 steps took a model from accuracy 1.0 to 0.41 on validation (a new user's finding)
+        note_input(f"warning: a round retrains {steps} step{'s' if steps != 1 else ''} ({config.epochs} epoch"
+                   f"{'s' if config.epochs != 1 else ''} of {len(dataset.y_train):,} train rows at --batch-size {config.batch_size}): "
+                   f"likely too few to recover what a round prunes; give more --epochs or a smaller --batch-size")
     for line in weak_detection_notes(val_logits, dataset.y_val, protected, class_names, dataset.y_train,
                                      flat=len(dataset.input_shape) == 1):
         note_input(line)
@@ -139,6 +144,9 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
                          profile=profile, config=config, inputs=inputs, run_id=run_id, run_dir=run_dir,
                          resuming=resuming, before=before, notes=shown_notes,
                          test_rows=test_rows, dense_test=dense_test)
+
+
+FEW_STEPS = 20  # retraining steps a round below which a pruned model rarely recovers
 
 
 def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected: list[int], class_names: list[str],
