@@ -977,6 +977,18 @@ def test_a_renamed_class_that_sorts_elsewhere_is_refused(art, capsys, tmp_path):
     assert code == 2 and "was made for classes numbered 0=0, 1=1, 2=2, 3=3, 4=4" in err and "--data numbers them 0=0, 1=1, 2=2, 4=3" in err, err
 
 
+def test_a_baseline_saved_with_a_byte_order_mark_reads_and_one_with_a_key_twice_is_refused(art, capsys, tmp_path):
+    """A report.json an editor saved with a BOM was refused where a CSV's is read; a key given twice was read last-wins,
+    where another JSON reader takes the first (a data reviewer's finding)."""
+    text = Path(art["report"]).read_text()
+    (tmp_path / "bom.json").write_text("\ufeff" + text, encoding="utf-8")
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", tmp_path / "bom.json"], capsys)
+    assert code == 0, err
+    (tmp_path / "twice.json").write_text(text.replace('{"schema_version": 1,', '{"schema_version": 1, "protected": [0],', 1))
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", tmp_path / "twice.json"], capsys)
+    assert code == 2 and "the key 'protected' is given twice" in err, err
+
+
 def test_a_baseline_measured_on_a_given_test_folder_is_described_as_such():
     """A compress run with --test folder: a refusal of other rows said the baseline was "the test split of train" (the
     --data folder's name), a split that does not exist."""

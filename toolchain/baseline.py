@@ -123,6 +123,14 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
     return ev
 
 
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) < len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"the key {one_line(twice)[:40]!r} is given twice in one object (cwtool writes each once)")
+    return dict(pairs)
+
+
 def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number (cwtool writes none)")
 
@@ -136,7 +144,8 @@ def load_baseline(path: str | Path) -> dict:
         raise UserError(f"baseline {path} does not exist: give a cwtool report.json or verify JSON")
     try:
         text = read_small_file(path, MAX_BASELINE_BYTES, "baseline", "give the report.json cwtool wrote").decode("utf-8")
-        obj = json.loads(text, parse_constant=_no_constant)
+        # a byte-order mark (an editor's save) is no content; a key given twice is read one way here and another elsewhere
+        obj = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UserError(f"cannot read baseline {path} as JSON ({' '.join(str(exc).split())[:120]}): give a cwtool report.json") from None
     version = obj.get("schema_version", 1) if isinstance(obj, dict) else 1
