@@ -48,6 +48,8 @@ def paths(tmp_path):
     os.link(tmp_path / "m.pt", tmp_path / "alias.pt")
     (tmp_path / "report.json").write_text('{\n  "schema_version": 1,\n  "tool": {\n    "name": "cwtool",\n    "version": "0.1.0"\n  },\n  "run_id": "137a17f68967"\n}\n')
     (tmp_path / "export.json").write_text('{\n  "schema_version": 1,\n  "kind": "cwtool-export"\n}\n')
+    (tmp_path / "manifest.json").write_text('{\n  "run_id": "137a17f68967",\n  "inputs": {}\n}\n')
+    (tmp_path / "report.md").write_text("# cwtool compress report\n\n**Gate: PASSED**\n")
     (tmp_path / "pi.toml").write_text((Path(__file__).resolve().parents[1] / "targets" / "raspberry-pi-4.toml").read_text())
     return tmp_path
 
@@ -114,6 +116,8 @@ def _cases(p):
         "evaluate --json is a run's report.json": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", p / "report.json"], "toolchain.data.load_data", "a compress run's report.json"),
         "verify --json is a run's report.json": (["verify", onnx, "-d", "digits", "-p", "3", "--json", p / "report.json"], "toolchain.verify.run_verify", "a compress run's report.json"),
         "bench --json is an export.json": (["bench", onnx, "--json", p / "export.json"], "toolchain.bench.bench_many", "an export's export.json"),
+        "evaluate --json is a run's manifest.json": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", p / "manifest.json"], "toolchain.data.load_data", "a compress run's manifest.json"),
+        "verify --markdown is a run's report.md": (["verify", onnx, "-d", "digits", "-p", "3", "--markdown", p / "report.md"], "toolchain.verify.run_verify", "a compress run's report.md"),
         "targets --json is a run's report.json": (["targets", "raspberry-pi-4", "--json", p / "report.json"], "toolchain.cli.targets.out_console", "report.json"),
         "evaluate --json is a hard link to the model": (["evaluate", p / "m.pt", "-d", "digits", "-p", "3", "--json", p / "alias.pt"], "toolchain.data.load_data", "also an input"),
     }

@@ -155,9 +155,13 @@ def test_a_scratch_folder_removes_what_a_killed_process_left(tmp_path, monkeypat
     left = tmp_path / f"cwtool-q-{dead}.abcd1234"
     alive = tmp_path / f"cwtool-q-{os.getppid()}.efgh5678"
     other = tmp_path / "cwtool-q-abcdefgh"  # an older name without a process: not ours to judge
-    for folder in (left, alive, other):
+    recent = tmp_path / f"cwtool-q-{dead}.ijkl9012"  # a live process's in another container looks dead: left for hours
+    for folder in (left, alive, other, recent):
         folder.mkdir()
         (folder / "pre.onnx").write_bytes(b"x")
+    day_ago = os.stat(left).st_mtime - 24 * 3600
+    for folder in (left, alive, other):
+        os.utime(folder, (day_ago, day_ago))
     with scratch_folder("cwtool-q-") as folder:
         assert Path(folder).name.startswith(f"cwtool-q-{os.getpid()}.")
-    assert not left.exists() and alive.is_dir() and other.is_dir() and not Path(folder).exists()
+    assert not left.exists() and alive.is_dir() and other.is_dir() and recent.is_dir() and not Path(folder).exists()

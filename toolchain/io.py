@@ -157,9 +157,10 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
 
 
 def _run_record(path: Path) -> str | None:
-    """What ``path`` holds where it begins as a compress run's report.json or an export's export.json (a record other
-    checks rest on: verify's baseline, --resume's), else None. A verify --json given a run's report.json by mistake made it
-    a verify of its own artifact, and a later --baseline on it passed a file the run had failed."""
+    """What ``path`` holds where it begins as a compress run's report.json, report.md or manifest.json, or an export's
+    export.json or export.md (records other checks rest on, verify's baseline and --resume's, and their words), else
+    None. A verify --json given a run's report.json by mistake made it a verify of its own artifact, and a later
+    --baseline on it passed a file the run had failed."""
     import re
 
     try:
@@ -171,6 +172,12 @@ def _run_record(path: Path) -> str | None:
         return "an export's export.json"
     if re.match(r'\{\s*"schema_version":\s*\d+,\s*"tool":\s*\{[^{}]*\},\s*"run_id":', head):
         return "a compress run's report.json"
+    if re.match(r'\{\s*"run_id":\s*"[0-9a-f]+",\s*"inputs":', head):  # what --resume rests on
+        return "a compress run's manifest.json"
+    if head.startswith("# cwtool compress report"):
+        return "a compress run's report.md"
+    if head.startswith("# cwtool export report"):
+        return "an export's export.md"
     return None
 
 
@@ -280,18 +287,28 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def left_by_the_dead(parent: Path, prefix: str) -> list[Path]:
+def left_by_the_dead(parent: Path, prefix: str, older_than: float = 0.0) -> list[Path]:
     """Folders ``<prefix><pid>.<random>`` in ``parent`` whose process is gone (kill -9 runs no cleanup); a running
-    process's are left alone, and so is any other name (``prefix`` may be another's start: "v." and "v.2024.")."""
+    process's are left alone, and so is any other name (``prefix`` may be another's start: "v." and "v.2024.").
+    ``older_than``: seconds since the folder last changed, for a folder others share (the system's temp dir): a process
+    in another container sees none of this one's pids, and its live folder would look left."""
     import glob
+    import time
 
     found = []
     for entry in Path(parent).glob(f"{glob.escape(prefix)}*"):
         fields = entry.name[len(prefix):].split(".")
+        try:
+            age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
         if (len(fields) == 2 and fields[0].isascii() and fields[0].isdigit() and entry.is_dir() and not entry.is_symlink()
-                and not process_alive(int(fields[0]))):
+                and age >= older_than and not process_alive(int(fields[0]))):
             found.append(entry)
     return found
+
+
+SCRATCH_LEFT_AFTER = 6 * 3600.0  # a scratch folder unchanged this long, its pid gone, was left (a quantization takes minutes)
 
 
 @contextmanager
@@ -300,7 +317,7 @@ def scratch_folder(prefix: str = "cwtool-"):
     stuck in native code; it names this process, so that the next one removes what a killed one left there."""
     import shutil
 
-    for left in left_by_the_dead(Path(tempfile.gettempdir()), prefix):
+    for left in left_by_the_dead(Path(tempfile.gettempdir()), prefix, older_than=SCRATCH_LEFT_AFTER):
         shutil.rmtree(left, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}.") as folder:
         interrupts.staged(folder)
