@@ -1018,6 +1018,7 @@ def test_a_checkpoint_records_its_images_preprocessing_and_export_refuses_other(
     assert code == 2 and "prepared otherwise" in err and not (tmp_path / "run2").exists(), err
     code, _, err = run_cli([*compress, "--out", tmp_path / "run3"], capsys)
     assert code in (0, 1) and "note: the images were normalized as" in err, err
+    assert "to choose otherwise" not in err, err  # compress refuses another normalization than the checkpoint's (above)
     assert "std [0.25, 0.25, 0.25]" in (tmp_path / "run3" / "compress.log").read_text()
     # the run's identity is the flags given (the checkpoint, known by its sha256, fixes the rest): a run an earlier cwtool
     # began without them, reading the folder alike, resumes

@@ -114,7 +114,8 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     if prepared is not None:
         from toolchain.recorded import preparation_notes
 
-        for line in preparation_notes(prepared, np.empty((0, *dataset.input_shape), np.float32), f"'{request.model}' records its training's were"):
+        for line in preparation_notes(prepared, np.empty((0, *dataset.input_shape), np.float32), f"'{request.model}' records its training's were",
+                                  choosable=False):
             note_input(f"note: {line}")
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all

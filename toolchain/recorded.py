@@ -197,18 +197,21 @@ def prepared_as(records: list, color, normalize, resize, image_size) -> Preparat
                        recorded is not None, sizing is not None)
 
 
-def preparation_notes(prepared: Preparation, x, whose: str) -> list[str]:
+def preparation_notes(prepared: Preparation, x, whose: str, choosable: bool = True) -> list[str]:
     """What the records chose that the flags and the images' own size would not have, with the flag that chooses
-    otherwise; ``whose``: who records it ("the artifacts record")."""
+    otherwise where ``choosable`` (evaluate and verify; compress and export refuse a preparation other than a
+    checkpoint's); ``whose``: who records it ("the artifacts record")."""
     notes = []
     if prepared.sized_as_recorded:
         h, w = prepared.image_size
         notes.append(f"the images were sized as {whose} (" + (f"shorter side resized to {prepared.resize}, center-cropped to "
-                     if prepared.resize else "resized to ") + f"{h}x{w}): give --resize or --image-size to choose otherwise")
+                     if prepared.resize else "resized to ") + f"{h}x{w})" + (": give --resize or --image-size to choose otherwise"
+                                                                             if choosable else ""))
     normalize = prepared.normalize
     if prepared.normalize_recorded and len(x.shape) == 4 and normalize != auto_normalization(x):
         notes.append(f"the images were normalized as {whose} (" + ("none" if normalize == "none" else
-                     f"mean {list(normalize[0])}, std {list(normalize[1])}") + "): give --normalize to choose otherwise")
+                     f"mean {list(normalize[0])}, std {list(normalize[1])}") + ")"
+                     + (": give --normalize to choose otherwise" if choosable else ""))
     return notes
 
 
