@@ -925,6 +925,8 @@ def test_a_resume_on_other_data_names_both():
     folder = {"spec": "imgs", "listing_sha256": "ab"}
     said = differences({**manifest, "inputs": {"data": {**folder, "listing_sha256": "cd"}}}, {"data": folder}, config)
     assert "the data differs (a folder is known by its files' names" in said, said
+    said = differences({**manifest, "inputs": {"data": {**folder, "color": "L"}}}, {"data": folder}, config)
+    assert "the data's color none, the run L" in said and "files' names" not in said, said  # a flag, not the files
 
 
 def test_a_promise_the_validation_split_cannot_back_is_said_before_any_retraining(trained_digits, tmp_path, capsys):

@@ -1023,6 +1023,8 @@ def test_a_checkpoint_records_its_images_preprocessing_and_export_refuses_other(
     # the run's identity is the flags given (the checkpoint, known by its sha256, fixes the rest): a run an earlier cwtool
     # began without them, reading the folder alike, resumes
     assert "color" not in json.loads((tmp_path / "run3" / "manifest.json").read_text())["inputs"]["data"]
+    code, _, err = run_cli([*compress, *flags, "--color", "rgb", "--resume", "--out", tmp_path / "run3"], capsys)  # spelled out
+    assert code in (0, 1) and "other inputs" not in err, err
 
 
 def test_a_folder_of_images_inside_a_class_folder_is_refused_not_left_out(tmp_path):

@@ -51,8 +51,8 @@ class CheckedInputs:
 def check_compress_inputs(request, config: PruneConfig, export: ExportSettings | None, prepared=None, given=None) -> CheckedInputs:
     """Every check of compress's inputs (``request``: a toolchain.pipeline.CompressRequest); raises UserError on the first
     that fails, before anything is written. ``prepared``: how its images are prepared (toolchain.models.loading.as_recorded),
-    said where the checkpoint's record chose it; ``given``: the request as the user gave it, before the record completed
-    it, which the run's identity is made of (a run begun by an earlier cwtool, which read the folder alike, resumes)."""
+    said where the checkpoint's record chose it; ``given``: the request whose image flags the run's identity holds
+    (toolchain.models.loading.identity_flags: those the checkpoint records left out)."""
     import dataclasses
 
     import torch

@@ -266,6 +266,9 @@ def as_recorded(inputs: dict, recorded) -> dict:
     return out
 
 
+DATA_FLAGS = ("image_size", "input_shape", "resize", "crop", "normalize", "color", "augment", "label_mapping")  # run_inputs'
+
+
 def differences(manifest, inputs: dict, config) -> str:
     """What differs between a run directory's manifest and this command (its inputs and ``config``, a PruneConfig), in
     flag terms: " (here --epochs 4, the run 8)". Read from a file: only plain values are shown, shortened."""
@@ -292,6 +295,12 @@ def differences(manifest, inputs: dict, config) -> str:
             if key == "data" and scalar(now_spec) and scalar(then_spec) and now_spec != then_spec:
                 tail = lambda v: (lambda t: t if len(t) <= 60 else "..." + t[-57:])(one_line(str(v)))  # noqa: E731 - a path's end names it
                 found.append(f"--data {tail(now_spec)}, the run {tail(then_spec)}")
+                continue
+            now_data = value if isinstance(value, dict) else {}
+            flagged = [f"the data's {sub.replace('_', ' ')} {show(now_data.get(sub, 'none'))}, the run {show(then_data.get(sub, 'none'))}"
+                       for sub in DATA_FLAGS if key == "data" and now_data.get(sub) != then_data.get(sub)]
+            if flagged:  # a flag that prepares the rows, not the folder's files
+                found += flagged
                 continue
             folder = key == "data" and any(isinstance(d, dict) and "listing_sha256" in d for d in (then_data, *then_data.values()))
             found.append(f"{what} differs" + (" (a folder is known by its files' names, sizes and modification times)" if folder else ""))

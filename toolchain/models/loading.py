@@ -210,6 +210,19 @@ def as_recorded(request):
                                image_size=prepared.image_size), prepared
 
 
+IMAGE_FLAGS = ("color", "normalize", "resize", "image_size")
+
+
+def identity_flags(given):
+    """``given`` (a compress request as the user gave it) with each image flag that says what the model's checkpoint
+    records left out: the run's identity. A run begun without them (by an earlier cwtool too) and resumed with them, or
+    the reverse, reads the folder alike and is one run (a resume with the recorded flags spelled out was refused)."""
+    import dataclasses
+
+    recorded, _ = as_recorded(dataclasses.replace(given, **{f: None for f in IMAGE_FLAGS}))
+    return dataclasses.replace(given, **{f: None for f in IMAGE_FLAGS if getattr(given, f) == getattr(recorded, f)})
+
+
 def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
     """``exc``, a refusal of a folder's images for how they are prepared (sizes that differ, no resize given), with the
     flags ``model``'s checkpoint records of its training's images, where it is a cwtool checkpoint that records them:
