@@ -6,6 +6,7 @@ nothing behind, and the stages after it (toolchain.pipeline) start from what the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,12 +164,19 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
         n, dense_fn = int(positives.sum()), int(np.sum(val_logits[positives].argmax(1) != k))
         ceiling = confidence_ceiling(n, dense_fn, int(config.max_fn_increase))
         if ceiling < config.confidence:
+            fixes = [f"--confidence {math.floor(ceiling * 100) / 100:g}"] if ceiling >= 0.5 else []  # its floor is 0.5
+            budget = next((b for b in range(int(config.max_fn_increase) + 1, n + 1)
+                           if confidence_ceiling(n, dense_fn, b) >= config.confidence), None)
+            if budget is not None:
+                fixes.append(f"--max-fn-increase {budget}")
+            if dense_fn:  # where the dense model misses none, a larger split backs no more (the ceiling holds at any size)
+                fixes.append("more validation data")
+            either = " or ".join(fixes) if len(fixes) <= 2 else f"{', '.join(fixes[:-1])} or {fixes[-1]}"
             lines.append(
                 f"warning: --confidence {config.confidence:g} cannot be backed for protected class {k} ({one_line(class_names[k])[:60]}): "
                 f"validation holds {n} of its samples and the dense model misses {dense_fn}, so even a model that misses none it "
                 f"catches and catches every one it misses reaches {ceiling:.3f} at --max-fn-increase {config.max_fn_increase:g} "
-                "(docs/FN_PROMISE.md). This run will end with its gate failed: stop it and lower --confidence, raise "
-                "--max-fn-increase, or give more validation data")
+                f"(docs/FN_PROMISE.md). This run will end with its gate failed: stop it and give {either or 'more validation data'}")
     return lines
 
 
