@@ -192,7 +192,8 @@ def render_report(report: dict) -> str:
         "# cwtool compress report",
         "",
         f"Protected classes: {prot}. Data: {_data_line(report['data'])}.",
-        *[f"\n**Note**: {one_line(n)}" for n in report["data"].get("notes") or [] if isinstance(n, str)],
+        *[f"\n**Warning**: {one_line(n.removeprefix('warning: '))}" if n.startswith("warning: ") else f"\n**Note**: {one_line(n)}"
+          for n in report["data"].get("notes") or [] if isinstance(n, str)],
         "",
         f"**Gate: {'PASSED' if gate['passed'] else 'FAILED'}** (FN budget +{gate['budget']['max_fn_increase']} per protected class"
         + (f", accuracy drop <= {gate['budget']['max_accuracy_drop']}" if gate["budget"].get("max_accuracy_drop") is not None else "") + ")",
