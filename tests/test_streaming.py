@@ -1098,6 +1098,13 @@ def test_a_calibration_set_of_images_prepared_otherwise_is_refused(tmp_path, cap
     assert code == 0, err
     code, _, err = run_cli([*export, "--calibration", tmp_path / "norm.npz", "--out", tmp_path / "e2"], capsys)
     assert code in (0, 1), err
+    # a set of another size: the flags that make one for this data are named too (the user typed none of them)
+    code, _, err = run_cli(["calibrate", "--data", folder, "-p", "1", "--calibration-size", "16", "--image-size", "12",
+                            "--out", tmp_path / "small.npz"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*export, "--calibration", tmp_path / "small.npz", "--out", tmp_path / "e3"], capsys)
+    assert code == 2 and "holds rows of shape (3, 12, 12), the model's input is (3, 16, 16)" in err, err
+    assert "cwtool calibrate with --color rgb --normalize 0.5,0.5,0.5:0.25,0.25,0.25)" in err, err
 
 
 def test_class_names_with_a_comma_are_given_as_a_json_list(tmp_path):

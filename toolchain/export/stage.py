@@ -135,10 +135,11 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
 
         x, meta = load_calibration(export.calibration_file)
         which = f"set '{export.calibration_name}'" if export.calibration_name else f"file '{export.calibration_file}'"
-        if tuple(x.shape[1:]) != tuple(dataset.input_shape):
-            raise UserError(f"--calibration {which} holds rows of shape {_shape(x.shape[1:])}, the model's input is "
-                            f"{_shape(dataset.input_shape)}: give a set made for this data (calibration/README.md)")
         here = dataset.preprocessing.to_dict()
+        if tuple(x.shape[1:]) != tuple(dataset.input_shape):
+            how = f" (cwtool calibrate with {preprocessing_flags(here)})" if here.get("color") else ""  # the folder's flags
+            raise UserError(f"--calibration {which} holds rows of shape {_shape(x.shape[1:])}, the model's input is "
+                            f"{_shape(dataset.input_shape)}: give a set made for this data{how} (calibration/README.md)")
         found = preprocessing_differences(meta.get("preprocessing"), here)
         if found is not None:  # rows of other ranges would set every int8 scale wrong, with no word of why
             raise UserError(f"--calibration {which} holds images prepared otherwise than this data's ({found[0]}): give a set "
