@@ -53,7 +53,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     """Every check of compress's inputs (``request``: a toolchain.pipeline.CompressRequest); raises UserError on the first
     that fails, before anything is written. ``prepared``: how its images are prepared (toolchain.models.loading.as_recorded),
     said where the checkpoint's record chose it; ``given``: the request whose image flags the run's identity holds
-    (toolchain.models.loading.identity_flags: those the checkpoint records left out)."""
+    (toolchain.models.loading.as_recorded: those that say what the checkpoint records left out)."""
     import dataclasses
 
     import torch
@@ -115,8 +115,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     if prepared is not None:
         from toolchain.recorded import preparation_notes
 
-        for line in preparation_notes(prepared, np.empty((0, *dataset.input_shape), np.float32), f"'{request.model}' records its training's were",
-                                  choosable=False):
+        for line in preparation_notes(prepared, dataset.input_shape, f"'{request.model}' records its training's were", choosable=False):
             note_input(f"note: {line}")
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
     if problem is not None:  # than a model that detects nothing is no promise at all

@@ -163,11 +163,7 @@ def _run_record(path: Path) -> str | None:
     --baseline on it passed a file the run had failed."""
     import re
 
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512).decode("utf-8", "replace")
-    except OSError:
-        return None
+    head = file_head(path)
     if re.match(r'\{\s*"schema_version":\s*\d+,\s*"kind":\s*"cwtool-export"', head):
         return "an export's export.json"
     if re.match(r'\{\s*"schema_version":\s*\d+,\s*"tool":\s*\{[^{}]*\},\s*"run_id":', head):
@@ -179,6 +175,16 @@ def _run_record(path: Path) -> str | None:
     if head.startswith("# cwtool export report"):
         return "an export's export.md"
     return None
+
+
+def file_head(path: str | Path, size: int = 512) -> str:
+    """The first ``size`` bytes of a plain file (callers check it is one: a FIFO would block), as text; "" where it
+    cannot be read. Enough to tell what cwtool wrote from its opening lines."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(size).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:

@@ -57,7 +57,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from toolchain.gate import fn_gate
-    from toolchain.models.loading import as_recorded, identity_flags, save_checkpoint
+    from toolchain.models.loading import as_recorded, save_checkpoint
     from toolchain.models.profile import count_macs, count_params
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner
@@ -67,9 +67,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     group = distributed.start(config.device)  # under torchrun: retraining on every process, rank 0 writes and talks
     console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
     log = RunLog(console)
-    given = request
-    request, prepared = as_recorded(request)  # a folder of images prepared as the checkpoint records, where no flag says
-    checked = check_compress_inputs(request, config, export, prepared, identity_flags(given))  # every check before anything is written
+    request, prepared, identity = as_recorded(request)  # a folder of images prepared as the checkpoint records, where no flag says
+    checked = check_compress_inputs(request, config, export, prepared, identity)  # every check before anything is written
     dataset, protected, config, run_dir = checked.dataset, checked.protected, checked.config, checked.run_dir
     loaded, arch, class_names, run_id = checked.loaded, checked.arch, checked.class_names, checked.run_id
     input_notes = [line.removeprefix("note: ").encode("utf-8", "backslashreplace").decode("utf-8")  # a name not UTF-8

@@ -197,10 +197,10 @@ def prepared_as(records: list, color, normalize, resize, image_size) -> Preparat
                        recorded is not None, sizing is not None)
 
 
-def preparation_notes(prepared: Preparation, x, whose: str, choosable: bool = True) -> list[str]:
-    """What the records chose that the flags and the images' own size would not have, with the flag that chooses
-    otherwise where ``choosable`` (evaluate and verify; compress and export refuse a preparation other than a
-    checkpoint's); ``whose``: who records it ("the artifacts record")."""
+def preparation_notes(prepared: Preparation, sample_shape, whose: str, choosable: bool = True) -> list[str]:
+    """What the records chose that the flags and the images' own size would not have (for samples of ``sample_shape``),
+    with the flag that chooses otherwise where ``choosable`` (evaluate and verify; compress and export refuse a
+    preparation other than a checkpoint's); ``whose``: who records it ("the artifacts record")."""
     notes = []
     if prepared.sized_as_recorded:
         h, w = prepared.image_size
@@ -208,16 +208,17 @@ def preparation_notes(prepared: Preparation, x, whose: str, choosable: bool = Tr
                      if prepared.resize else "resized to ") + f"{h}x{w})" + (": give --resize or --image-size to choose otherwise"
                                                                              if choosable else ""))
     normalize = prepared.normalize
-    if prepared.normalize_recorded and len(x.shape) == 4 and normalize != auto_normalization(x):
+    if prepared.normalize_recorded and len(sample_shape) == 3 and normalize != auto_normalization(sample_shape):
         notes.append(f"the images were normalized as {whose} (" + ("none" if normalize == "none" else
                      f"mean {list(normalize[0])}, std {list(normalize[1])}") + ")"
                      + (": give --normalize to choose otherwise" if choosable else ""))
     return notes
 
 
-def auto_normalization(x):
-    """What --normalize auto gives images of ``x``'s shape, as normalization_in says it ("none" or (means, stds))."""
+def auto_normalization(sample_shape):
+    """What --normalize auto gives images of ``sample_shape`` (C, H, W), as normalization_in says it ("none" or
+    (means, stds))."""
     from toolchain.data.sources.image_folder import normalization_for
 
-    mean, std, _ = normalization_for("auto", int(x.shape[1]), tuple(x.shape[2:]))
+    mean, std, _ = normalization_for("auto", int(sample_shape[0]), tuple(sample_shape[1:]))
     return (tuple(mean), tuple(std)) if mean else "none"

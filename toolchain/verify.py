@@ -168,7 +168,7 @@ def run_verify(req: VerifyRequest) -> dict:
                          "tuned on (no refusal of them), are unknown here, and its layout "
                          f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
                          "copy the sidecar with the file")
-    notes += preparation_notes(got.prepared, x, "the artifacts record")
+    notes += preparation_notes(got.prepared, tuple(x.shape[1:]), "the artifacts record")
     refused = next((n for n in (column_mismatch(runner, rows) for _, runner, _ in opened) if n), None)
     if refused:
         raise UserError(refused)

@@ -74,7 +74,7 @@ def evaluate(
     scaled_otherwise = scale_mismatch(loaded.extra.get("data"), rows["x"], model)
     if scaled_otherwise:
         log_console().print(f"warning: {scaled_otherwise}")
-    for line in preparation_notes(prepared, rows["x"], f"'{model}' records its training's were"):
+    for line in preparation_notes(prepared, tuple(rows["x"].shape[1:]), f"'{model}' records its training's were"):
         log_console().print(f"note: {line}")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
     if result.problem is not None:

@@ -206,17 +206,11 @@ def _is_verify_report(path: Path) -> bool:
 def _verify_wrote(path: Path) -> bool:
     """Whether the file at ``path`` (a link followed) begins as a report cwtool verify writes: its JSON's schema and kind,
     its JUnit suite's name, its Markdown heading."""
-    head = _head(path)
+    from toolchain.io import file_head
+
+    head = file_head(path)
     return (re.match(r'\{\s*"schema_version":\s*\d+,\s*"kind":\s*"cwtool-verify"', head) is not None
             or '<testsuites name="cwtool verify"' in head or head.startswith(("## \u2705 cwtool verify:", "## \u274c cwtool verify:")))
-
-
-def _head(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read(512).decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _write_error_documents(message: str, json_out, markdown, junit, inputs, kind: str = "BadInput", save_rows=None) -> None:

@@ -162,7 +162,7 @@ def preprocessing_advice(recorded: dict, input_shape=None) -> str:
     flags = preprocessing_flags(recorded)
     if recorded.get("resize"):
         return flags
-    sides = [int(d) for d in input_shape[-2:]] if input_shape is not None and len(input_shape) == 3 else None
+    sides = _sides(input_shape)
     if sides:
         return f"{flags}, and --image-size {sides[0]}x{sides[1]} (the model's own size) for images of another size, no --resize"
     return f"{flags}, and no --image-size or --resize (or --image-size of the model's own size)"
@@ -234,10 +234,15 @@ def preprocessing_differences(recorded, here: dict | None, input_shape=None) -> 
 def as_recorded_size(recorded: dict, here: dict, input_shape) -> dict:
     """``here`` with a plain resize to the model's own size (``input_shape``'s sides) read as none, where ``recorded``
     resized nothing: its images were all of that size, and the resize is the same preparation for them."""
-    sides = [int(d) for d in input_shape[-2:]] if input_shape is not None and len(input_shape) == 3 else None
+    sides = _sides(input_shape)
     if sides and not recorded.get("resize") and not recorded.get("crop") and here.get("resize") == sides and not here.get("crop"):
         return {**here, "resize": [], "crop": []}
     return here
+
+
+def _sides(input_shape) -> list[int] | None:
+    """[height, width] of a model's (C, H, W) input, or None for another shape or none known."""
+    return [int(d) for d in input_shape[-2:]] if input_shape is not None and len(input_shape) == 3 else None
 
 
 def step_words(value) -> str:

@@ -173,10 +173,9 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     settings = dataclasses.replace(base, artifacts=choose_artifacts(base.artifacts or DEFAULT_ARTIFACTS, request.formats,
                                                                     request.precisions))
     check_options_used(options, settings.artifacts)
-    request, prepared = as_recorded(request)  # a folder of images prepared as the checkpoint records, where no flag says
+    request, prepared, _ = as_recorded(request)  # a folder of images prepared as the checkpoint records, where no flag says
     dataset, loaded, protected, names, undetected = _inputs(request, settings, log)
-    for line in preparation_notes(prepared, np.empty((0, *dataset.input_shape), np.float32), f"'{request.model}' records its training's were",
-                                  choosable=False):
+    for line in preparation_notes(prepared, dataset.input_shape, f"'{request.model}' records its training's were", choosable=False):
         log(f"note: {line}")
     profile = None
     if settings.target:

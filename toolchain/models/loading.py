@@ -186,41 +186,45 @@ def recorded_training(model: str | Path) -> tuple[dict | None, tuple[int, int, i
     return (data if isinstance(data, dict) else None), (tuple(shape) if ok else None)
 
 
+def _recorded_preprocessing(model: str | Path, data) -> list:
+    """The image preprocessing ``model``'s checkpoint records, as the list toolchain.recorded.prepared_as reads: empty
+    where ``data`` is not a folder of images or the file records none."""
+    from toolchain.data.loaders import is_image_folder
+
+    record = recorded_training(model)[0] if is_image_folder(data) else None
+    return [record.get("preprocessing")] if record else []
+
+
 def prepared_as_recorded(model: str | Path, data, color, normalize, resize, image_size):
     """How a folder of images is prepared: as ``model``'s checkpoint records its training's images were, where no flag says
     otherwise (verify does the same from a file's record): its color, normalization and sizing (a
     toolchain.recorded.Preparation). A --normalize 0.5:0.5 run's pruned.pt evaluated without the flag scored AUC 0.09
     with exit 0 (a new user's finding)."""
-    from toolchain.data.loaders import is_image_folder
     from toolchain.recorded import prepared_as
 
-    record = recorded_training(model)[0] if is_image_folder(data) else None
-    records = [record.get("preprocessing")] if record else []
-    return prepared_as(records, color, normalize, resize, image_size)
-
-
-def as_recorded(request):
-    """``request`` (compress's or export's) with the image flags it leaves out as its model's checkpoint records them, and
-    the toolchain.recorded.Preparation: evaluate prepared a folder so, and compress refused it asking for those flags."""
-    import dataclasses
-
-    prepared = prepared_as_recorded(request.model, request.data, request.color, request.normalize, request.resize,
-                                    request.image_size)
-    return dataclasses.replace(request, color=prepared.color, normalize=prepared.normalize, resize=prepared.resize,
-                               image_size=prepared.image_size), prepared
+    return prepared_as(_recorded_preprocessing(model, data), color, normalize, resize, image_size)
 
 
 IMAGE_FLAGS = ("color", "normalize", "resize", "image_size")
 
 
-def identity_flags(given):
-    """``given`` (a compress request as the user gave it) with each image flag that says what the model's checkpoint
-    records left out: the run's identity. A run begun without them (by an earlier cwtool too) and resumed with them, or
-    the reverse, reads the folder alike and is one run (a resume with the recorded flags spelled out was refused)."""
+def as_recorded(request):
+    """(``request``, compress's or export's, with the image flags it leaves out as its model's checkpoint records them;
+    the toolchain.recorded.Preparation; ``request`` with each image flag that says what the checkpoint records left
+    out). evaluate prepared a folder so, and compress refused it asking for those flags. The third is a compress run's
+    identity: a run begun without the flags (by an earlier cwtool too) and resumed with them spelled out, or the
+    reverse, reads the folder alike and is one run (such a resume was refused)."""
     import dataclasses
 
-    recorded, _ = as_recorded(dataclasses.replace(given, **{f: None for f in IMAGE_FLAGS}))
-    return dataclasses.replace(given, **{f: None for f in IMAGE_FLAGS if getattr(given, f) == getattr(recorded, f)})
+    from toolchain.recorded import prepared_as
+
+    records = _recorded_preprocessing(request.model, request.data)  # the checkpoint read once
+    prepared = prepared_as(records, request.color, request.normalize, request.resize, request.image_size)
+    filled = dataclasses.replace(request, color=prepared.color, normalize=prepared.normalize, resize=prepared.resize,
+                                 image_size=prepared.image_size)
+    recorded = prepared_as(records, None, None, None, None)
+    identity = dataclasses.replace(request, **{f: None for f in IMAGE_FLAGS if getattr(request, f) == getattr(recorded, f)})
+    return filled, prepared, identity
 
 
 def _with_recorded_preparation(exc: UserError, model: str | Path) -> UserError:
