@@ -126,7 +126,7 @@ def _check_json_replaceable(path: Path | None) -> None:
     the run had failed (a new user's finding)."""
     from toolchain.errors import one_line
 
-    if path is None or not path.is_file() or path.stat().st_size == 0 or _verify_wrote(path):
+    if path is None or not path.is_file() or _ours_to_replace(path):
         return
     raise UserError(f"--json '{one_line(str(path))}' holds a file verify did not write (a compress report.json or export.json "
                     "is a baseline, not an output): give another path, or remove it first")
@@ -203,6 +203,11 @@ def _is_verify_report(path: Path) -> bool:
     return _verify_wrote(path)
 
 
+def _ours_to_replace(path: Path) -> bool:
+    """A file a report of verify's may replace: an empty one (made for it), or one verify wrote."""
+    return path.stat().st_size == 0 or _verify_wrote(path)
+
+
 def _verify_wrote(path: Path) -> bool:
     """Whether the file at ``path`` (a link followed) begins as a report cwtool verify writes: its JSON's schema and kind,
     its JUnit suite's name, its Markdown heading."""
@@ -231,7 +236,7 @@ def _write_error_documents(message: str, json_out, markdown, junit, inputs, kind
                  (junit, "--junit", lambda: render_junit_error(message, kind)))
     _remove_stale_rows(save_rows, inputs)
     for path, flag, render in documents:
-        if path is not None and path.is_file() and (path.stat().st_size == 0 or _verify_wrote(path)):
+        if path is not None and path.is_file() and _ours_to_replace(path):
             try:
                 write_named_output(path, render(), flag, inputs)
             except (OSError, UserError):
