@@ -6,6 +6,7 @@ nothing behind, and the stages after it (toolchain.pipeline) start from what the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,25 +55,15 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     that fails, before anything is written. ``prepared``: how its images are prepared (toolchain.models.loading.as_recorded),
     said where the checkpoint's record chose it; ``given``: the request whose image flags the run's identity holds
     (toolchain.models.loading.as_recorded: those that say what the checkpoint records left out)."""
-    import dataclasses
-
     import torch
 
-    from toolchain.data.given import load_with_given_rows
-    from toolchain.data.loaders import is_image_folder
-    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, scale_mismatch
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
-    from toolchain.models.loading import load_model, naming_recorded_preparation
+    from toolchain.model_on_data import check_model_fits_data, read_model_and_data
     from toolchain.models.train import pick_device
     from toolchain.prune.preflight import check_before_pruning
 
-    with naming_recorded_preparation(request.model):  # images prepared otherwise than its checkpoint records: its flags named
-        dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.data_seed, label_column=request.label_column,
-                                       class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
-                                       resize=request.resize, normalize=request.normalize, color=request.color)
+    dataset, loaded = read_model_and_data(request, request.data_seed)
     dataset = dataclasses.replace(dataset, augment=request.augment, workers=request.workers)
-    loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
-                        input_shape=dataset.input_shape, image_folder=is_image_folder(request.data))
     arch = loaded.arch or request.arch
     if loaded.kind == "torchscript" or arch is None:
         raise UserError("compress needs a model cwtool can rebuild: a state_dict or pickled module with --arch, or a cwtool checkpoint")
@@ -100,18 +91,11 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
 
     inputs, profile, config, run_id, run_dir, resuming, before = _run_directory(request, given or request, config, export, dataset, loaded, arch,
                                                                                 protected)
-    check_class_order(loaded.extra.get("data"), dataset.class_names, request.model, dataset.label_mapping is None)
-    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model, loaded.input_shape)
-    if problem is not None:  # a model fed other inputs than it learnt on: no promise about it means anything
-        raise UserError(problem)
     # what the user must make sure of: on the console and in compress.log after the run's header (a refusal before it stays
     # one line), in the reports later
     shown_notes: list[str] = []
     note_input = shown_notes.append
-    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=True, note=note_input)
-    scaled_otherwise = scale_mismatch(loaded.extra.get("data"), dataset.x_val, request.model)
-    if scaled_otherwise:
-        note_input(f"warning: {scaled_otherwise}")
+    check_model_fits_data(loaded, dataset, request.model, refuse_unseen=True, note=note_input)
     if prepared is not None:
         from toolchain.recorded import preparation_notes
 

@@ -91,18 +91,10 @@ def reference_guard(y_val: np.ndarray, reference_pred: np.ndarray, protected: li
 def _inputs(request: ExportRequest, settings, log):
     """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names, what
     the model fails to detect on validation or None)."""
-    from toolchain.data.given import load_with_given_rows
-    from toolchain.data.loaders import is_image_folder
-    from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, scale_mismatch
     from toolchain.evaluate import check_model_on_splits, detection_problem
-    from toolchain.models.loading import load_model, naming_recorded_preparation
+    from toolchain.model_on_data import check_model_fits_data, read_model_and_data
 
-    with naming_recorded_preparation(request.model):  # images prepared otherwise than its checkpoint records: its flags named
-        dataset = load_with_given_rows(request.data, request.val, request.test, seed=request.seed, label_column=request.label_column,
-                                       class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
-                                       resize=request.resize, normalize=request.normalize, color=request.color)
-    loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
-                        input_shape=dataset.input_shape, image_folder=is_image_folder(request.data))
+    dataset, loaded = read_model_and_data(request, request.seed)
     if loaded.kind == "torchscript":
         raise UserError("cwtool exports models it can rebuild and trace, and a TorchScript archive carries a compiled program "
                         "instead (evaluate runs it): give its state_dict with --arch")
@@ -115,14 +107,7 @@ def _inputs(request: ExportRequest, settings, log):
         if absent:
             raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
     check_export_inputs(settings, dataset, skip_hint="")
-    check_class_order(loaded.extra.get("data"), dataset.class_names, request.model, dataset.label_mapping is None)
-    problem = check_preprocessing(loaded.extra.get("data"), dataset.preprocessing.to_dict(), request.model, loaded.input_shape)
-    if problem is not None:  # its files would record this preprocessing, and the device feed it
-        raise UserError(problem)
-    check_unseen(loaded.extra.get("data"), request.model, dataset, refuse=False, note=log)  # the numbers would overstate
-    scaled_otherwise = scale_mismatch(loaded.extra.get("data"), dataset.x_val, request.model)
-    if scaled_otherwise:
-        log(f"warning: {scaled_otherwise}")
+    check_model_fits_data(loaded, dataset, request.model, refuse_unseen=False, note=log)  # unseen: the numbers would overstate
     problem = detection_problem(val_logits, dataset.y_val, protected, names)
     if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
         log(f"warning: {problem}")
