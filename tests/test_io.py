@@ -47,21 +47,21 @@ def test_a_path_that_cannot_be_written_is_the_users_error(tmp_path, where):
 
 def test_a_folder_that_refuses_the_probe_is_the_users_error(tmp_path, monkeypatch):
     """Root passes os.access on read-only mounts; the probe file is what tells."""
-    from toolchain import io
+    from toolchain import output_paths
     from toolchain.errors import UserError
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(output_paths.tempfile, "mkstemp", refuse)
     with pytest.raises(UserError, match="cannot write in"):
-        io.check_output_file(tmp_path / "r.json", "--json")
+        output_paths.check_output_file(tmp_path / "r.json", "--json")
 
 
 def test_a_folder_that_cannot_be_looked_into_is_the_users_error(tmp_path, monkeypatch):
     import pathlib
 
-    from toolchain import io
+    from toolchain import output_paths
     from toolchain.errors import UserError
 
     def refuse(self):
@@ -69,11 +69,12 @@ def test_a_folder_that_cannot_be_looked_into_is_the_users_error(tmp_path, monkey
 
     monkeypatch.setattr(pathlib.Path, "is_symlink", refuse)
     with pytest.raises(UserError, match="cannot look at"):
-        io.check_output_dir(tmp_path / "private" / "run", "--out")
+        output_paths.check_output_dir(tmp_path / "private" / "run", "--out")
 
 
 def test_a_link_the_user_named_is_written_through_any_other_is_replaced(tmp_path):
-    from toolchain.io import check_output_file, write_named_output
+    from toolchain.io import write_named_output
+    from toolchain.output_paths import check_output_file
 
     target = tmp_path / "real.json"
     target.write_text("old")
@@ -90,7 +91,7 @@ def test_a_link_the_user_named_is_written_through_any_other_is_replaced(tmp_path
 def test_link_loops_and_links_the_loaders_never_read_leave_the_output_check_alone(tmp_path):
     """A link loop inside a data folder (a hidden cache, or at its top) is neither an input nor a crash; a link to a
     folder inside a class folder (the loaders read only its images) does not make that folder an input."""
-    from toolchain.io import check_output_dir, check_output_file
+    from toolchain.output_paths import check_output_dir, check_output_file
     from toolchain.input_paths import input_paths
 
     data = tmp_path / "data"
@@ -128,7 +129,8 @@ def test_the_run_log_never_appends_through_a_link_that_took_its_name(tmp_path):
 
 def test_a_link_that_took_a_named_outputs_name_while_the_command_ran_is_replaced(tmp_path):
     """--json named a path that did not exist at the start; a link planted there meanwhile took the JSON onto its target."""
-    from toolchain.io import check_output_file, write_named_output
+    from toolchain.io import write_named_output
+    from toolchain.output_paths import check_output_file
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")

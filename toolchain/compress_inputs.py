@@ -18,7 +18,7 @@ from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
-from toolchain.io import check_output_dir
+from toolchain.output_paths import check_output_dir
 from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.rundir import OtherRun, RunDir, Sessions, earlier_sessions, run_inputs
 

@@ -49,7 +49,7 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
     if path.is_file() and not retrain:
         console.print(f"reusing the cached demo model {path}", style="dim")
         return path
-    from toolchain.io import check_output_file
+    from toolchain.output_paths import check_output_file
 
     check_output_file(path, "the demo model cache (CWTOOL_CACHE)")  # before seconds of training, not after
     dataset = load_data(DEMO_DATA, seed=0)
@@ -72,7 +72,7 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     from toolchain.data import load_data
     from toolchain.errors import UserError
     from toolchain.evaluate import resolve_protected
-    from toolchain.io import check_output_dir
+    from toolchain.output_paths import check_output_dir
 
     # Every check before anything is trained or deleted.
     if Path(DEMO_DATA).is_dir():  # --data digits would be ambiguous here, and the demo takes no --data

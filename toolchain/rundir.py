@@ -363,7 +363,7 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
     """The manifest of the run in ``run_dir``, refused unless it is this run: the same inputs (by any path) and settings
     (``config``, a PruneConfig)."""
     from toolchain.config import config_hash
-    from toolchain.io import check_own_files
+    from toolchain.output_paths import check_own_files
 
     manifest_path = RunDir(run_dir).manifest
     if not manifest_path.is_file():

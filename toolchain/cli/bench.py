@@ -33,7 +33,8 @@ def bench(
     from rich.table import Table
 
     from toolchain.bench import bench_many
-    from toolchain.io import check_output_file, json_text, write_named_output
+    from toolchain.io import json_text, write_named_output
+    from toolchain.output_paths import check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.targets import load_target
 

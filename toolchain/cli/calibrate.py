@@ -35,7 +35,7 @@ def calibrate(
     from toolchain.data.given import load_with_given_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import resolve_protected
-    from toolchain.io import check_output_file
+    from toolchain.output_paths import check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.provenance import file_sha256
     from toolchain.errors import UserError

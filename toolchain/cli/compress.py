@@ -39,7 +39,7 @@ def compress(
     """Prune (class-aware lottery tickets), shrink, quantize, export, and gate the protected classes' FN on every file."""
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
     from toolchain.export.stage import check_options_used, choose_artifacts, export_settings
-    from toolchain.io import check_output_dir
+    from toolchain.output_paths import check_output_dir
     from toolchain.input_paths import input_paths
     from toolchain.pipeline import CompressRequest, compress as run_compress
     from toolchain.quantize.calibration import resolve_calibration

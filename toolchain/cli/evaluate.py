@@ -33,7 +33,8 @@ def evaluate(
     from toolchain.data.identity import check_class_order, check_preprocessing, scale_mismatch, seen_rows
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
-    from toolchain.io import check_output_file, json_text, write_named_output
+    from toolchain.io import json_text, write_named_output
+    from toolchain.output_paths import check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.models.loading import load_model, naming_recorded_preparation
     from toolchain.recorded import preparation_notes

@@ -45,7 +45,7 @@ def export(
     from toolchain import __version__
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.export.standalone import ExportRequest, export_model
-    from toolchain.io import check_output_dir
+    from toolchain.output_paths import check_output_dir
     from toolchain.input_paths import input_paths
     from toolchain.quantize.calibration import resolve_calibration
     from toolchain.report.consoles import RunLog, log_console, print_markdown

@@ -18,7 +18,8 @@ def targets(
     """List the device profiles, or show one (a name or a path to your own TOML)."""
     from rich.table import Table
 
-    from toolchain.io import check_output_file, json_text, write_named_output
+    from toolchain.io import json_text, write_named_output
+    from toolchain.output_paths import check_output_file
     from toolchain.targets import list_targets, load_target, target_export_plan
 
     skipped: list[str] = []

@@ -41,7 +41,7 @@ def train(
     from toolchain.data.options import parse_augment, parse_image_size, parse_input_shape
     from toolchain.data.labels import declared_names
     from toolchain.evaluate import check_output_width, probe_outputs
-    from toolchain.io import check_output_file
+    from toolchain.output_paths import check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.metrics import evaluate_logits
     from toolchain.provenance import file_sha256

@@ -47,7 +47,8 @@ def verify(
 ) -> int:
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
     from toolchain.data.options import parse_image_size, parse_input_shape
-    from toolchain.io import check_output_file, json_text, write_named_output
+    from toolchain.io import json_text, write_named_output
+    from toolchain.output_paths import check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
@@ -138,7 +139,8 @@ def _write_rows(path: Path, rows: dict, inputs) -> None:
     import numpy as np
 
     from toolchain.data.samples import batches
-    from toolchain.io import atomic_write_npz, check_output_file
+    from toolchain.io import atomic_write_npz
+    from toolchain.output_paths import check_output_file
 
     x = rows["x"]
     arrays = {"x": ((len(x), *x.shape[1:]), np.float32, batches(x)), "y": np.asarray(rows["y"], dtype=np.int64)}
@@ -156,7 +158,7 @@ def _remove_stale_rows(path, inputs) -> None:
         return
     try:
         from toolchain.data.npz import npz_keys
-        from toolchain.io import check_output_file
+        from toolchain.output_paths import check_output_file
 
         check_output_file(path, "--save-rows", inputs)  # raises for an input: left as it is
         if npz_keys(Path(path)) <= {"x", "y", "class_names"}:
@@ -211,7 +213,7 @@ def _ours_to_replace(path: Path) -> bool:
 def _verify_wrote(path: Path) -> bool:
     """Whether the file at ``path`` (a link followed) begins as a report cwtool verify writes: its JSON's schema and kind,
     its JUnit suite's name, its Markdown heading."""
-    from toolchain.io import file_head
+    from toolchain.output_paths import file_head
 
     head = file_head(path)
     return (re.match(r'\{\s*"schema_version":\s*\d+,\s*"kind":\s*"cwtool-verify"', head) is not None
