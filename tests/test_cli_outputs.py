@@ -301,6 +301,8 @@ def test_no_help_cuts_a_word_in_a_pipe_at_80_columns(command):
                          env={**os.environ, "COLUMNS": "80"}, cwd=Path(__file__).resolve().parents[1]).stdout
     assert "Usage: cwtool" in out and max(len(line) for line in out.splitlines()) <= 80
     assert [line for line in out.splitlines() if "…" in line] == []
+    # a flag shown with a type ("--resume <bool>") reads as one that takes a value; `--resume true` is then refused
+    assert [line for line in out.splitlines() if "<bool>" in line] == []
 
 
 def test_demo_checks_its_model_cache_before_training(tmp_path, monkeypatch, capsys):

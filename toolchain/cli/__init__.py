@@ -21,6 +21,24 @@ from toolchain.errors import Interrupted, UserError, describe, one_line, unprint
 
 __all__ = ["app", "main"]
 
+
+
+def _flags_show_no_type() -> None:
+    """typer's help writes a flag's type beside it (`--resume <bool>`), which reads as a flag that takes a value, and
+    `--resume true` is then refused as an extra argument: a flag shows none, as click's plain help does."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_flags_show_none", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) or getattr(self, "count", False) else shown(self, ctx)
+
+    display_type_rich._flags_show_none = True
+    option.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
