@@ -167,3 +167,30 @@ def test_a_scratch_folder_removes_what_a_killed_process_left(tmp_path, monkeypat
     with scratch_folder("cwtool-q-") as folder:
         assert Path(folder).name.startswith(f"cwtool-q-{os.getpid()}.")
     assert not left.exists() and alive.is_dir() and other.is_dir() and recent.is_dir() and not Path(folder).exists()
+
+
+def test_a_folder_nested_deeper_than_python_recurses_is_refused_in_words(tmp_path):
+    """os.walk recursed: a run directory holding 1,100 nested folders ended --resume (and the demo) in exit 3."""
+    from toolchain.errors import UserError
+    from toolchain.output_paths import check_own_files
+
+    deep = tmp_path / "run" / "rounds"
+    deep.mkdir(parents=True)
+    for _ in range(1100):  # os.makedirs recurses too
+        deep = deep / "a"
+        deep.mkdir()
+    try:
+        with pytest.raises(UserError, match="nested more than 32 deep"):
+            check_own_files(tmp_path / "run", "--out")
+    finally:
+        remove_chain(deep, tmp_path)
+    (tmp_path / "shallow" / "rounds").mkdir(parents=True)
+    check_own_files(tmp_path / "shallow", "--out")
+
+
+def remove_chain(deepest, top):
+    """Remove a chain of nested empty folders from its deepest up to ``top`` (shutil.rmtree, pytest's cleanup of its
+    temporary folders included, recurses and would fail on it for every later test run)."""
+    while deepest != top:
+        deepest.rmdir()
+        deepest = deepest.parent

@@ -540,3 +540,21 @@ def test_an_image_of_another_format_under_a_png_or_jpeg_name_is_named_for_what_i
         Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(folder / "a" / "odd.jpg", format=fmt)
     with pytest.raises(UserError, match=said if fmt == "text" else f"is {said}, not the PNG or JPEG its name says"):
         load_data(str(folder), seed=0)
+
+
+def test_a_class_folder_holding_folders_nested_deeper_than_python_recurses_is_read(tmp_path):
+    """Looking for images below a class folder's subfolders recursed (os.walk): 1,100 nested folders ended in exit 3."""
+    from test_io import remove_chain
+
+    from toolchain.data import load_data
+
+    data = _image_folder(tmp_path / "train", per_class=6)
+    deep = data / "a"
+    for _ in range(1100):  # os.makedirs recurses too
+        deep = deep / "d"
+        deep.mkdir()
+    try:
+        dataset = load_data(str(data), seed=0)
+    finally:
+        remove_chain(deep, data / "a")
+    assert dataset.num_classes == 3 and len(dataset.y_train) + len(dataset.y_val) + len(dataset.y_test) == 18

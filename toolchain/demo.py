@@ -72,7 +72,7 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     from toolchain.data import load_data
     from toolchain.errors import UserError
     from toolchain.evaluate import resolve_protected
-    from toolchain.output_paths import check_output_dir
+    from toolchain.output_paths import check_output_dir, check_own_files
 
     # Every check before anything is trained or deleted.
     if Path(DEMO_DATA).is_dir():  # --data digits would be ambiguous here, and the demo takes no --data
@@ -90,6 +90,7 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
         why = _not_a_demo_run(out)
         if why:
             raise UserError(f"'{out.resolve()}' exists and is not a demo run ({why}): move it, or run the demo from another folder")
+        check_own_files(out, "the demo folder")  # what it removes: nothing it did not make (a link, a pipe, a folder nested 1,500 deep)
     if out.is_dir():  # refused while another demo runs in it: its files must not vanish under it
         from toolchain.rundir import RunDir
 

@@ -179,10 +179,10 @@ def check_own_files(folder, flag: str, limit: int = 100_000) -> None:
     would send cwtool's output onto an input or elsewhere. Hard links are fine: a staged write gives the name new bytes
     and leaves the other name's, and the log is made a file of its own before it is appended to (RunLog.attach).
     The folder is walked without following links inside it (a link to the folder itself is the user's choice)."""
-    entries = (Path(root) / name for root, dirs, files in os.walk(folder, followlinks=False) for name in dirs + files)
-    for seen, path in enumerate(entries, 1):
-        if seen > limit:
-            raise UserError(f"{flag} holds more than {limit:,} entries: it is not a folder cwtool made; give another")
+    for seen, (path, depth) in enumerate(_entries(Path(folder)), 1):
+        if seen > limit or depth > MAX_DEPTH:
+            too_much = f"more than {limit:,} entries" if seen > limit else f"folders nested more than {MAX_DEPTH} deep"
+            raise UserError(f"{flag} holds {too_much}: it is not a folder cwtool made; give another")
         try:
             st = path.lstat()
         except OSError:  # gone meanwhile: nothing to write through
@@ -191,3 +191,26 @@ def check_own_files(folder, flag: str, limit: int = 100_000) -> None:
             raise UserError(f"{flag}: '{path}' is a symbolic link, and cwtool writes its own files there: remove it or give another folder")
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # reading or appending to a pipe waits for ever
             raise UserError(f"{flag}: '{path}' is a {SPECIAL}, not a file cwtool wrote: remove it or give another folder")
+
+
+MAX_DEPTH = 32  # a run directory cwtool made nests 3 deep: os.walk's recursion ended 1,500 nested folders in exit 3
+
+
+def _entries(folder: Path):
+    """(path, depth) of every entry below ``folder``, links not followed, without recursion (a folder nested thousands
+    deep is walked as any other); an entry gone or unreadable meanwhile is passed over, as os.walk does."""
+    stack = [(folder, 1)]
+    while stack:
+        here, depth = stack.pop()
+        try:
+            with os.scandir(here) as listing:
+                found = list(listing)
+        except OSError:
+            continue
+        for entry in found:
+            yield Path(entry.path), depth
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((Path(entry.path), depth + 1))
+            except OSError:
+                continue
