@@ -194,3 +194,54 @@ def remove_chain(deepest, top):
     while deepest != top:
         deepest.rmdir()
         deepest = deepest.parent
+
+
+def _fake_run(folder, record="manifest.json"):
+    folder.mkdir(parents=True)
+    head = '{"run_id": "0123abcd", "inputs": {}}' if record == "manifest.json" else '{"schema_version": 1, "kind": "cwtool-export"}'
+    (folder / record).write_text(head)
+    for sub in ("rounds", "artifacts"):
+        (folder / sub).mkdir()
+    (folder / "artifacts" / "model_int8.onnx").write_bytes(b"onnx")
+    return folder
+
+
+@pytest.mark.parametrize("record", ["manifest.json", "export.json"])
+@pytest.mark.parametrize("output", ["artifacts/model_int8.onnx", "artifacts/verify.md", "calibration.npz", "artifacts/sub/x.json"])
+def test_no_output_goes_into_what_a_run_keeps(record, output, tmp_path):
+    """verify --markdown made a compress run's artifact Markdown, bench --json a round's summary, train --out a round's
+    weights; an export --out inside plots/ was swept by the next --resume (a trust reviewer's findings)."""
+    from toolchain.errors import UserError
+    from toolchain.output_paths import check_output_dir, check_output_file
+
+    run = _fake_run(tmp_path / "runs" / "a", record)
+    with pytest.raises(UserError, match="keeps"):
+        check_output_file(run / output, "--json")
+    if (run / output).exists():  # a dangling link is refused as one
+        link = tmp_path / "elsewhere.json"
+        link.symlink_to(run / output)
+        with pytest.raises(UserError, match="keeps"):
+            check_output_file(link, "--json")
+    with pytest.raises(UserError, match="keeps"):
+        check_output_dir(run / "artifacts" / "again", "--out")
+    check_output_file(run / "my-verify.json", "--json")  # beside the run's files: the user's own
+    check_output_dir(run / "another-export", "--out")
+    check_output_dir(run, "--out")  # compress --resume writes its own
+
+
+def test_a_folder_named_like_a_runs_is_no_run_without_its_record(tmp_path):
+    from toolchain.output_paths import check_output_file
+
+    (tmp_path / "project" / "artifacts").mkdir(parents=True)
+    (tmp_path / "project" / "manifest.json").write_text('{"name": "my package"}')
+    check_output_file(tmp_path / "project" / "artifacts" / "out.json", "--json")
+
+
+def test_only_the_names_cwtool_writes_are_rounds(tmp_path):
+    """round_01.json and round_2_old.json beside rounds 1 and 2 were listed as rounds 1 and 2 again in the report."""
+    from toolchain.rundir import RunDir
+
+    (tmp_path / "rounds").mkdir()
+    for name in ("round_1.json", "round_2.json", "round_01.json", "round_2_old.json", "round_0.json", "round_².json"):
+        (tmp_path / "rounds" / name).write_text("{}")
+    assert RunDir(tmp_path).done_rounds() == [1, 2]

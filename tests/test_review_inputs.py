@@ -1014,7 +1014,9 @@ def test_a_resume_refuses_a_rewind_point_or_starting_weights_that_are_not_the_ru
 
 @pytest.mark.parametrize("damage, said", [("foreign", "rounds/final_1.json belongs to another run"),
                                           ("names removed", "rounds/final_1.json belongs to another run"),
-                                          ("weights swapped", "final_1.pt is not the file round 1's fine-tuning wrote")])
+                                          ("weights swapped", "final_1.pt is not the file round 1's fine-tuning wrote"),
+                                          ("emptied", "final_1.json is not a fine-tuning summary"),
+                                          ("another round's", "final_1.json is the summary of round 7's fine-tuning")])
 def test_a_resume_refuses_a_final_fine_tuning_that_is_not_this_runs_own(trained_digits, damage, said, tmp_path, capsys):
     """The final fine-tuning's weights were taken as they were: another run's, or any weights of the right shapes."""
     out = tmp_path / "run"
@@ -1029,6 +1031,11 @@ def test_a_resume_refuses_a_final_fine_tuning_that_is_not_this_runs_own(trained_
         summary = json.loads((rounds / "final_1.json").read_text())
         del summary["run_id"], summary["weights_sha256"]
         (rounds / "final_1.json").write_text(json.dumps(summary))
+    elif damage == "emptied":  # was taken as no fine-tuning done, and redone in silence
+        (rounds / "final_1.json").write_text("[]")
+    elif damage == "another round's":
+        summary = json.loads((rounds / "final_1.json").read_text())
+        (rounds / "final_1.json").write_text(json.dumps({**summary, "round": 7}))
     else:
         torch.save(torch.load(rounds / "round_1.pt", weights_only=True)["state_dict"], rounds / "final_1.pt")
     (out / "report.json").unlink()
@@ -1767,3 +1774,38 @@ def test_a_resume_with_an_edited_device_profile_is_another_run(trained_digits, t
     (out / "report.json").unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
     one_line_error(code, err, "target differs")
+
+
+def test_a_huge_manifest_is_refused_from_its_size_not_read(trained_digits, tmp_path, capsys):
+    """A 6 GB (sparse) manifest.json was read whole: MemoryError, exit 3, or the kernel's OOM killer first."""
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / "manifest.json", "wb") as f:
+        f.truncate(64 * 2**20)
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "--protect-class", "3", "--out", out, "--resume"], capsys)
+    one_line_error(code, err, "manifest.json", "more than")
+
+
+@pytest.mark.parametrize("left", ["artifacts/mine.onnx", "artifacts/notes.txt", "plots/myexport/export.json"])
+def test_a_resume_removes_nothing_it_did_not_write(left, trained_digits, tmp_path, capsys):
+    """--resume removed a user's copy of an artifact and notes from artifacts/ ("removed 2 file(s) an earlier export of
+    this run wrote": it wrote neither), and a whole export made inside plots/ (a trust reviewer's findings)."""
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out)
+    (out / left).parent.mkdir(parents=True, exist_ok=True)
+    (out / left).write_text("mine")
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    one_line_error(code, err, "not cwtool's", left.split("/")[1])
+    assert (out / left).read_text() == "mine"
+
+
+def test_a_resume_that_draws_no_calibration_rows_leaves_no_earlier_ones(trained_digits, tmp_path, capsys):
+    """--resume --skip-export of a run exported before removed its artifacts but left calibration.npz beside a report
+    saying "calibration": null (a trust reviewer's finding)."""
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out)
+    np.savez(out / "calibration.npz", x=np.zeros((2, 1, 8, 8), np.float32))  # as an earlier session's int8 export left it
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code in (0, 1), err
+    assert not (out / "calibration.npz").exists()
+    assert json.loads((out / "report.json").read_text())["calibration"] is None

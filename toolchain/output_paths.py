@@ -117,6 +117,7 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     record = _run_record(path) if kind == "file" else None
     if record is not None:
         raise UserError(f"{flag} '{path}' is {record}, which the files it lists are checked against: give another path")
+    _refuse_a_runs_own(path, flag)
     _writable_folder(path.parent, flag, path)
 
 
@@ -139,6 +140,33 @@ def _run_record(path: Path) -> str | None:
     if head.startswith("# cwtool export report"):
         return "an export's export.md"
     return None
+
+
+# what a compress run directory and an export folder keep, below their folder: --resume reads them back, sweeps its
+# folders of what it did not write again, and verify checks the files against the report
+RUN_KEEPS = {"manifest.json": ("rounds", "artifacts", "work", "plots", "pruned.pt", "calibration.npz", "compress.log", "report.html"),
+             "export.json": ("artifacts", "calibration.npz", "export.log")}
+
+
+def _refuse_a_runs_own(path: Path, flag: str) -> None:
+    """Refuse an output that is, or lies inside, what a compress run directory or an export folder keeps (its rounds'
+    weights, artifacts, calibration set, log, plots): a verify --markdown made a shipped artifact Markdown, a bench --json
+    a round's summary, a train --out a round's weights, and an export inside plots/ was swept by the next --resume.
+    Other files beside them (a verify report of your own) are yours."""
+    places = {Path(os.path.abspath(path)), Path(os.path.realpath(path))}  # as written, and where a link leads
+    for written, folder in ((w, f) for w in places for f in list(w.parents)[:4]):
+        for record, keeps in RUN_KEEPS.items():
+            marker = folder / record
+            try:
+                if not marker.is_file() or _run_record(marker) is None:
+                    continue
+            except OSError:
+                continue
+            part = written.relative_to(folder).parts[0]
+            if part in keeps:
+                what = "compress run directory" if record == "manifest.json" else "export folder"
+                raise UserError(f"{flag} '{path}' is in what the {what} '{folder}' keeps ('{part}'), which cwtool reads back "
+                                "and replaces: give a path outside it")
 
 
 def file_head(path: str | Path, size: int = 512) -> str:
@@ -170,6 +198,7 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
             raise UserError(f"{flag} '{path}' holds '{given}', an input of this command: give another folder")
         if is_dir(src) and ((out and _inside(out, src)) or _inside(written, src_written)):
             raise UserError(f"{flag} '{path}' lies inside the input folder '{given}': give a folder outside it")
+    _refuse_a_runs_own(path, flag)
     _writable_folder(path, flag, path)
 
 

@@ -139,6 +139,10 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                 raise UserError(f"{exc} (the pruning is saved in {run_dir}: rerun with --resume and the changed export options, such as "
                                 "--format, to finish it without retraining)") from exc
         drop_stale_artifacts(run_dir, artifacts, log.print)
+        if (calibration is None or calibration.get("given")) and RunDir(run_dir).calibration.is_file():  # an earlier session's:
+            # the report names this one's rows (none, or a set of the user's), and verify would find the file beside them
+            RunDir(run_dir).calibration.unlink()
+            log.print(f"removed {RunDir(run_dir).calibration.name}, an earlier export of this run's int8 calibration rows: this one drew none")
         for art in artifacts:
             if not art["gate"]["passed"]:
                 gate["passed"] = False

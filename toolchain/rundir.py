@@ -22,12 +22,18 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import UserError, one_line
+from toolchain.io import TMP_PREFIX
 from toolchain.provenance import file_sha256, folder_listing_sha256
+
+
+ARTIFACT_NAME = r"model_[a-z0-9_]{1,40}\.(onnx|tflite)(\.json|\.data)?"  # what the export stage writes in artifacts/
+PLOT_NAME = r"(rounds|ledger|confusion)\.png"  # report.plots
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,10 @@ class RunDir:
         """Rounds whose summary was written (a round is done only then)."""
         if not self.rounds.is_dir():
             return []
-        done = []
-        for p in self.rounds.glob("round_*.json"):
-            number = p.stem.split("_")[1]
-            if number.isascii() and number.isdigit():  # "²" is a digit to isdigit, not to int()
-                done.append(int(number))
-        return sorted(done)
+        # only the names cwtool writes: "round_01.json" or "round_2_old.json" beside round_1.json and round_2.json were
+        # counted as rounds 1 and 2 again (twice in the report) and never read
+        found = (re.fullmatch(r"round_([1-9][0-9]{0,5})\.json", p.name) for p in self.rounds.glob("round_*.json"))
+        return sorted(int(m.group(1)) for m in found if m)
 
     @property
     def pruned(self) -> Path:
@@ -161,6 +165,13 @@ class RunDir:
         for path in self.entries() - {p.name for p in folders}:
             if (self.root / path).is_dir():
                 raise UserError(f"{flag}: '{self.root / path}' is a folder where a run writes its file of that name: remove it or give another folder")
+        for folder, names in ((self.artifacts, ARTIFACT_NAME), (self.plots, PLOT_NAME)):
+            theirs = sorted(e.name + ("/" if e.is_dir() else "") for e in (folder.iterdir() if folder.is_dir() else ())
+                            if not (re.fullmatch(names, e.name) or e.name.startswith(TMP_PREFIX)) or e.is_dir())
+            if theirs:  # --resume replaces what is there: it removed a user's copy of an artifact, and an export in plots/
+                raise UserError(f"{flag}: {folder} holds {', '.join(one_line(n)[:60] for n in theirs[:3])}"
+                                f"{f' and {len(theirs) - 3} more' if len(theirs) > 3 else ''}, not cwtool's, and a resumed run "
+                                "replaces that folder's files: move them out, or give another folder")
 
     def hold(self, doing: str = "compresses", fix: str = "wait for it to end, or give another --out") -> int | None:
         """Take this folder for one process: an exclusive lock on the folder itself (flock: no lock file to leave
@@ -359,6 +370,17 @@ class OtherRun(UserError):
         self.hint = hint
 
 
+RECORD_LIMIT = 16 * 2**20  # a manifest or a round's summary cwtool writes holds kilobytes; a 6 GB one ended in MemoryError
+
+
+def read_record(path: Path, hint: str):
+    """The JSON a run directory's record (its manifest, a round's summary) holds, read within RECORD_LIMIT bytes: a
+    larger one, a pipe or a folder there is bad input ending in ``hint``."""
+    from toolchain.small_files import read_small_file
+
+    return json.loads(read_small_file(path, RECORD_LIMIT, "the run's record", hint).decode("utf-8"))
+
+
 def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessions:
     """The manifest of the run in ``run_dir``, refused unless it is this run: the same inputs (by any path) and settings
     (``config``, a PruneConfig)."""
@@ -369,7 +391,7 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
     if not manifest_path.is_file():
         raise UserError(f"'{run_dir}' is not a cwtool run directory (no manifest.json): use another --out")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = read_record(manifest_path, "use another --out")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
     moved = as_recorded(inputs, manifest.get("inputs") if isinstance(manifest, dict) else None)

@@ -9,7 +9,6 @@ the verdicts are measured again from the weights by the caller, never taken from
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -22,7 +21,9 @@ from toolchain.io import atomic_write_json, staged_path
 from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.provenance import file_sha256
 from toolchain.prune.tickets import Survivors, Ticket, removed_plan
-from toolchain.rundir import RunDir
+from toolchain.rundir import RunDir, read_record
+
+FIX = "remove its rounds/ folder to start the pruning over, or use another --out"  # a damaged round's way out
 
 
 class RoundFiles:
@@ -63,7 +64,7 @@ class RoundFiles:
     def _manifest(self) -> dict:
         """The manifest beside the rounds (written before round 1), or {}."""
         try:
-            manifest = json.loads(self.run_dir.manifest.read_text(encoding="utf-8"))
+            manifest = read_record(self.run_dir.manifest, FIX)
         except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             return {}
         return manifest if isinstance(manifest, dict) else {}
@@ -87,7 +88,7 @@ class RoundFiles:
     def read(self, load, final_round: int | None = None):
         """``load()``, a damaged file turned into bad input that names the run directory (``final_round``: the files of
         that round's final fine-tuning are what is read, and removing them alone redoes it)."""
-        fix = ("remove its rounds/ folder to start the pruning over, or use another --out" if final_round is None else
+        fix = (FIX if final_round is None else
                f"remove rounds/final_{final_round}.pt and rounds/final_{final_round}.json to redo the final fine-tuning, or use "
                "another --out")
         try:
@@ -122,7 +123,7 @@ class RoundFiles:
 
     def _round_summary(self, r: int) -> dict:
         """Finished round ``r``'s summary, checked to be round ``r``'s of this run and to name its weights' bytes."""
-        summary = json.loads(self.run_dir.round_summary(r).read_text())
+        summary = read_record(self.run_dir.round_summary(r), FIX)
         if not isinstance(summary, dict):
             raise ValueError(f"rounds/round_{r}.json is not a round summary")
         if type(summary.get("round")) is not int or summary["round"] != r:  # true == 1 in Python
@@ -145,11 +146,14 @@ class RoundFiles:
         found = (re.fullmatch(r"final_(\d{1,6})\.json", p.name) for p in self.run_dir.rounds.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def _final_summary(self, r: int) -> dict | None:
-        """Round ``r``'s final fine-tuning summary, checked as ``saved_final`` reads it; None where it marks nothing done."""
-        summary = json.loads(self.run_dir.final_summary(r).read_text())
-        if not isinstance(summary, dict) or type(summary.get("round")) is not int or summary["round"] != r:
-            return None
+    def _final_summary(self, r: int) -> dict:
+        """Round ``r``'s final fine-tuning summary, checked as ``saved_final`` reads it: cwtool writes it last, whole, so
+        one that is not round ``r``'s is damage (it was taken as nothing done, and the fine-tuning redone in silence)."""
+        summary = read_record(self.run_dir.final_summary(r), FIX)
+        if not isinstance(summary, dict):
+            raise ValueError(f"rounds/final_{r}.json is not a fine-tuning summary")
+        if type(summary.get("round")) is not int or summary["round"] != r:
+            raise ValueError(f"rounds/final_{r}.json is the summary of round {one_line(summary.get('round'))[:20]}'s fine-tuning")
         self._check_identity(summary, self.run_dir.final_summary(r), self.run_dir.final_checkpoint(r), f"round {r}'s fine-tuning",
                              "final_identity")
         return summary
@@ -170,7 +174,7 @@ class RoundFiles:
         as its summary records it; None where it does not (a run from before, or no round done)."""
         if self.run_dir is None or not self.run_dir.round_summary(1).is_file():
             return None
-        summary = json.loads(self.run_dir.round_summary(1).read_text())
+        summary = read_record(self.run_dir.round_summary(1), FIX)
         saved = summary.get("training") if isinstance(summary, dict) else None
         if (not isinstance(saved, dict) or saved.get("precision") not in ("fp32", "bf16") or saved.get("device") not in ("cpu", "cuda")
                 or not isinstance(saved.get("timed"), bool)):
@@ -219,8 +223,9 @@ class RoundFiles:
 
     def saved_final(self, r: int) -> dict | None:
         """The weights of round ``r``'s finished final fine-tuning, or None."""
-        if self.run_dir is None or not self.run_dir.final_summary(r).is_file() or self._final_summary(r) is None:
+        if self.run_dir is None or not self.run_dir.final_summary(r).is_file():
             return None
+        self._final_summary(r)
         return _finite(load_weights(self.run_dir.final_checkpoint(r)), self.run_dir.final_checkpoint(r).name)
 
 
