@@ -35,7 +35,7 @@ import math
 import numpy as np
 
 from toolchain.errors import UserError
-from toolchain.metrics import clopper_pearson, mcnemar_exact, per_class
+from toolchain.metrics import clopper_pearson, mcnemar_exact, paired_change_ci, per_class
 
 __all__ = ["DEFAULT_MAX_ACCURACY_DROP", "GATE_MODES", "class_label", "collapse_check", "fn_gate", "paired_counts"]
 
@@ -79,11 +79,13 @@ def _paired(baseline: dict, candidate: dict, k: int, labels: np.ndarray | None) 
             f"(and {labels.size} labels): compare them on the same rows"
         )
     mask = labels == k
-    b, c = paired_counts(pb[mask] == k, pc[mask] == k)
-    nd = b + c
+    base_hit, cand_hit = pb[mask] == k, pc[mask] == k
+    b, c = paired_counts(base_hit, cand_hit)
     p = mcnemar_exact(b, c)
-    lo, hi = clopper_pearson(b, nd) if nd else (0.5, 0.5)
-    return {"b": b, "c": c, "mcnemar_p": p, "fn_change_ci95": [nd * (2 * lo - 1), nd * (2 * hi - 1)]}
+    both = int(np.sum(~base_hit & ~cand_hit))  # the change in FN on n new samples like these: n times the change in FNR
+    lo, hi = paired_change_ci(both, c, b, int(mask.sum()) - both - b - c)
+    n = int(mask.sum())
+    return {"b": b, "c": c, "mcnemar_p": p, "fn_change_ci95": [n * lo, n * hi]}
 
 
 def _condense(reasons: list[str]) -> list[str]:

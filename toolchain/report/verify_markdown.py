@@ -83,8 +83,7 @@ def render_verify_markdown(result: dict) -> str:
             change = DASH
             if chk.get("fn_change") is not None:
                 ci = chk.get("fn_change_ci95")
-                none_differ = chk.get("b") == 0 and chk.get("c") == 0  # the conditional interval is a point: no information
-                change = f"{chk['fn_change']:+d}" + (" (no sample differs)" if none_differ else f" {_interval(ci)}" if ci else "")
+                change = f"{chk['fn_change']:+d}" + (f" {_interval(ci)}" if ci else "")
             fnr = f"{_pct(chk.get('fnr'))} [{_pct(chk['fnr_ci95'][0])}, {_pct(chk['fnr_ci95'][1])}]"
             p = chk.get("mcnemar_p")
             ok = chk["passed"] and not wide
