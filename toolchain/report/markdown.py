@@ -87,6 +87,8 @@ def _promise_lines(promise: dict | None) -> list[str]:
                      f"least **{promise['together_confidence']:.3f}** (each class's own is stated above).")
     if promise.get("few_samples"):
         lines.append(f"- **few samples**: {promise['few_samples']}.")
+    if promise.get("competing"):
+        lines.append(f"- **classes that compete**: {promise['competing']}.")
     if not promise["met_on_val"]:
         lines.append(f"- **not met**: {promise['statement']}")
     return lines
