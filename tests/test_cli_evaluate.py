@@ -232,3 +232,24 @@ def test_a_long_evaluation_says_its_pace(trained_digits, capsys, monkeypatch):
     monkeypatch.setattr(pace, "PACE_SECONDS", 30.0)
     code, _, err = run_cli(["evaluate", trained_digits[0], "--data", "digits", "-p", "3", "--split", "all"], capsys)
     assert code == 0 and " rows (" not in err, err  # a second's work says nothing
+
+
+def test_a_home_path_the_shell_left_is_one_path_for_every_reader(trained_digits, tmp_path, monkeypatch, capsys):
+    """`--data=~/x` (the shell expands no ~ there) was expanded by the loader and not by the reader of the judged rows:
+    verify judged other rows than the baseline's and refused it, and --val refused a folder --data read (a new user's
+    finding). Every path option's ~ is expanded once, as the shell would have."""
+    from toolchain.cli import _home_expanded
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _home_expanded(["verify", "~/m.onnx", "--data=~/d", "--val", "~/v", "-d", "~/x", "--class-names", "~a,b",
+                           "--json=~/r.json"]) == ["verify", f"{tmp_path}/m.onnx", f"--data={tmp_path}/d", "--val", f"{tmp_path}/v",
+                                                   "-d", f"{tmp_path}/x", "--class-names", "~a,b", f"--json={tmp_path}/r.json"]
+    from toolchain.data import load_data
+
+    digits = load_data("digits", seed=0)
+    np.savez(tmp_path / "rows.npz", x=digits.x_test, y=digits.y_test)
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data=~/rows.npz", "-p", "3", "--json=~/out.json"], capsys)
+    assert code == 0, err
+    judged = json.loads((tmp_path / "out.json").read_text())
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--data", tmp_path / "rows.npz", "-p", "3", "--json", tmp_path / "out2.json"], capsys)
+    assert code == 0 and judged["rows_sha256"] == json.loads((tmp_path / "out2.json").read_text())["rows_sha256"], err

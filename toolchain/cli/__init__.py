@@ -57,6 +57,36 @@ for _command in (evaluate.evaluate, train.train, calibrate.calibrate, compress.c
     app.command(_command.__name__)(_command)  # in data-flow order, as --help lists them
 
 
+# Options whose value is a path (or a name, which never starts with ~): their ~ is expanded here, once, for every reader
+PATH_OPTIONS = ("--data", "-d", "--val", "--test", "--out", "--json", "--markdown", "--junit", "--baseline", "--calibration",
+                "--target", "--save-rows", "--arch")
+
+
+def _home_expanded(argv: list[str]) -> list[str]:
+    """``argv`` with a leading ~ of a path expanded where the shell left it (``--data=~/x``, or quoted): --data expanded
+    it in one reader and not in the next, so verify judged other rows than the baseline's, and --val refused a folder
+    that --data read (a new user's finding). A path's value of PATH_OPTIONS, or a command's argument (the model, the
+    artifacts) that follows no option."""
+    import os
+
+    def home(value: str) -> str:
+        try:
+            return os.path.expanduser(value) if value.startswith("~") else value
+        except (RuntimeError, KeyError):  # no home: the readers say so in their words
+            return value
+
+    out = []
+    for i, arg in enumerate(argv):
+        before = argv[i - 1] if i else ""
+        flag, eq, value = arg.partition("=")
+        if eq and flag in PATH_OPTIONS:
+            arg = f"{flag}={home(value)}"
+        elif before in PATH_OPTIONS or (arg.startswith("~/") and i and not before.startswith("-")):
+            arg = home(arg)
+        out.append(arg)
+    return out
+
+
 def _usage_error_line(exc) -> str:
     ctx = getattr(exc, "ctx", None)
     message = " ".join(exc.format_message().split())
@@ -297,7 +327,7 @@ def _run(argv: Optional[list[str]]) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in args[1:]:  # a root option, but typed after the command as often: taken from anywhere
         args = ["--debug"] + [a for a in args if a != "--debug"]
-    argv = [str(a) for a in args]
+    argv = _home_expanded([str(a) for a in args])
     try:
         _printable_arguments(argv)
         command = typer.main.get_command(app)
