@@ -1009,3 +1009,14 @@ def test_an_output_name_near_the_file_system_s_limit_is_written(tmp_path):
     target = tmp_path / ("a" * 240 + ".json")
     atomic_write_text(target, "{}")
     assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_checkpoint_of_code_given_another_arch_names_both_ways_out(tmp_path, rows, capsys):
+    """"drop --arch" for a checkpoint of a file's class was refused in turn ("pass --arch path/to/my_net.py:MyNet, or
+    --trust-model"): two messages that contradicted each other (a new user's finding). One names both."""
+    model = tmp_path / "mine.pt"
+    torch.save({"format": "cwtool.model/1", "arch": f"{tmp_path}/my_net.py:MyNet", "arch_kwargs": {}, "input_shape": [1, 8, 8],
+                "channel_plan": {}, "state_dict": {"w": torch.zeros(1)}, "extra": {}}, model)
+    code, _, err = _evaluate(capsys, model, rows, "--arch", "digits-cnn")
+    assert code == 2 and "give --arch path/to/my_net.py:MyNet" in err and "drop --arch and pass --trust-model" in err, err
+    assert len(err.strip().splitlines()) == 1

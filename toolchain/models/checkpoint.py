@@ -56,7 +56,12 @@ def _checkpoint_arch(stored: str, path: Path, arch: str | None, arch_kwargs: dic
         raise UserError(f"'{path}' is a cwtool checkpoint built with --arch-kwargs {json.dumps(stored_kwargs)}: drop --arch-kwargs")
     if arch is not None:
         if not _same_arch(arch, stored):
-            raise UserError(f"'{path}' is a cwtool checkpoint of --arch '{stored}', not '{arch}': drop --arch")
+            if registry.is_registered(stored):
+                raise UserError(f"'{path}' is a cwtool checkpoint of --arch '{stored}', not '{arch}': drop --arch")
+            found = arch_file(stored)  # code: dropping --arch is refused in turn unless trusted; both ways out named
+            named = f"path/to/{found[0].name}:{found[1]}" if found else stored
+            raise UserError(f"'{path}' is a cwtool checkpoint of --arch '{stored}', not '{arch}': give --arch {named} (the "
+                            "file that defines it, the code you trust), or drop --arch and pass --trust-model")
         return arch if not registry.is_registered(stored) else stored
     if registry.is_registered(stored):
         return stored
