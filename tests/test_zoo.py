@@ -516,3 +516,12 @@ def test_compress_and_verify_each_architecture(name, image_folder, tmp_path, cap
     code, out, err = run_cli(["verify", *files, "--data", image_folder, "-p", "0", "--baseline", run / "report.json"], capsys)
     assert code in (0, 1), err
     assert all(f.name in out + err for f in files)
+
+
+def test_arch_kwargs_a_built_in_refuses_are_named_with_those_it_takes():
+    """"mobilenetv2() got an unexpected keyword argument 'width_scale'" named none it takes (a new user's finding)."""
+    from toolchain.errors import UserError
+    from toolchain.models.arch import build_arch
+
+    with pytest.raises(UserError, match=r"rejected --arch-kwargs .*'mobilenetv2' takes num_classes, in_channels\)"):
+        build_arch("mobilenetv2", {"width_scale": 0.35})

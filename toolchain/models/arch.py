@@ -92,7 +92,7 @@ def build_arch(spec: str, kwargs: dict | None = None, recorded_in: Path | None =
                             "checkpoint is damaged, or was written for another version of that code") from exc
         if not kwargs:  # nothing of the user's was passed: the constructor itself failed
             raise UserError(f"--arch '{spec}' failed to build: {_why(exc)}") from exc
-        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {given}: {_why(exc)}") from exc
+        raise UserError(f"--arch '{spec}' rejected --arch-kwargs {given}: {_why(exc)}{_takes(spec)}") from exc
     if not isinstance(model, nn.Module):
         raise UserError(f"--arch '{spec}' did not build a torch.nn.Module (got {type(model).__name__})")
     return model
@@ -137,16 +137,33 @@ def _sizes_hint(arch: str) -> str:
     built for other data: an mlp of 20 features, not the default 30)."""
     import inspect
 
+    params = _built_in_parameters(arch) or {}
+    sizes = [f"{name} (default {p.default})" for name, p in params.items() if p.default is not inspect.Parameter.empty]
+    return f" (built-in '{arch}' takes {', '.join(sizes)})" if sizes else ""
+
+
+def _takes(arch: str) -> str:
+    """What a built-in architecture's --arch-kwargs may be, for a refusal: "mobilenetv2() got an unexpected keyword
+    argument 'width_scale'" named none (a new user's finding)."""
+    params = _built_in_parameters(arch)
+    if params is None:
+        return ""
+    names = [name for name, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return f" ('{arch}' takes {', '.join(names)})" if names else f" ('{arch}' takes none)"
+
+
+def _built_in_parameters(arch: str):
+    """A built-in architecture's constructor parameters; None for code of the user's, or where they cannot be read."""
+    import inspect
+
     from toolchain.models import registry
 
     if ":" in arch or not registry.is_registered(arch):
-        return ""
+        return None
     try:
-        params = inspect.signature(registry.get(arch)).parameters
+        return inspect.signature(registry.get(arch)).parameters
     except (TypeError, ValueError):
-        return ""
-    sizes = [f"{name} (default {p.default})" for name, p in params.items() if p.default is not inspect.Parameter.empty]
-    return f" (built-in '{arch}' takes {', '.join(sizes)})" if sizes else ""
+        return None
 
 
 def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
