@@ -70,8 +70,15 @@ def test_a_file_that_failed_the_gate_or_does_not_fit_is_never_named():
 
 def test_no_timing_names_nothing():
     deploy = recommend(ONNX, {}, threads=1)
-    assert not deploy["timed"] and deploy["choices"] == [] and deploy_sentences({"deploy": deploy}) == []
+    assert not deploy["timed"] and [c["file"] for c in deploy["choices"]] == [None]
+    assert deploy_sentences({"deploy": deploy}) == ["deploy (onnx): not timed, so none chosen; passed the gate: model_fp32.onnx, "
+                                                    "model_int8.onnx"]
     assert "not timed" in "\n".join(deploy_lines({"deploy": deploy}))
+    # a failed run untimed said only "files not timed", no word that no file passed (a new user's finding)
+    failed = recommend([_entry("a/f.onnx", "onnx", "fp32", 9, passed=False), *TFLITE], {}, threads=1)
+    lines = deploy_lines({"deploy": failed})
+    assert "- onnx: none, no file of this format passed the gate." in lines, lines
+    assert any(line.startswith("- tflite: not timed, so none chosen; passed the gate: `") for line in lines), lines
     # a run that withholds every file still says so untimed: "files not timed" alone beside a failed gate (a new user's finding)
     withheld = recommend(ONNX + TFLITE, {}, threads=1, withheld="the run did not keep the FN promise")
     assert [c["file"] for c in withheld["choices"]] == [None, None]
@@ -133,3 +140,17 @@ def test_with_a_target_the_file_named_is_the_fastest_the_target_s_profile_estima
     for entry in files:  # no estimate (a profile without throughput): this machine's timing, as before
         entry["fit"].pop("estimated_latency")
     assert _recommend(files, [0.147, 0.21])["choices"][0]["file"] == "artifacts/model_fp32_nhwc.tflite"
+
+
+def test_an_untimed_run_re_checks_a_file_that_passed():
+    """A failed run with --time-runs 0 named its failed int8 file in "Re-check a file here" (a new user's finding)."""
+    from toolchain.report.markdown import recheck_lines
+
+    report = {"data": {"name": "digits", "seed": 0}, "protected": [3], "class_names": [],
+              "deploy": recommend(ONNX, {}, threads=1),
+              "artifacts": [{"path": "artifacts/model_fp32.onnx", "precision": "fp32", "gate": {"passed": True}},
+                            {"path": "artifacts/model_int8.onnx", "precision": "int8", "gate": {"passed": False}}]}
+    text = "\n".join(recheck_lines(report, "report.json"))
+    assert "cwtool verify artifacts/model_fp32.onnx --data digits" in text and "model_int8" not in text, text
+    report["artifacts"][1]["gate"]["passed"] = True  # both passed: the int8 file, the one a device most likely runs
+    assert "cwtool verify artifacts/model_int8.onnx" in "\n".join(recheck_lines(report, "report.json"))

@@ -121,14 +121,27 @@ def _choice(fmt: str, entries: list[dict], latency: dict[str, float]) -> dict:
     return {"format": fmt, "file": pick["path"], "latency_ms": latency[pick["path"]], "bytes": pick["bytes"], "why": why}
 
 
+def _untimed_choice(fmt: str, entries: list[dict]) -> dict:
+    """Per format where nothing was timed: none where no file passed the gate (and fits the target), else which passed."""
+    files = [e for e in entries if e["format"] == fmt]
+    ok = [e["path"] for e in files if _eligible(e)]
+    if not ok:
+        targeted = any("fit" in e for e in files)
+        return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")
+                + _accuracy_alone(files)}
+    return {"format": fmt, "file": None, "why": "not timed, so none chosen", "passed": ok}
+
+
 def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withheld: str | None = None) -> dict:
     """report.json's "deploy": each file's batch-1 latency here, per format the file to deploy and why,
     and the findings (int8 slower than its fp32 twin). ``withheld``: why no file is recommended at all (a run
     whose promise failed on validation, whatever each file's own re-check says)."""
     formats = list(dict.fromkeys(e["format"] for e in entries))
     withheld_choices = None if withheld is None else [{"format": fmt, "file": None, "why": withheld} for fmt in formats]
-    if not timings:  # nothing to choose by; a withheld run still says that no file is recommended
-        return {"timed": False, "note": "files not timed (--time-runs 0)", "choices": withheld_choices or [], "findings": []}
+    if not timings:  # nothing to choose by; a withheld run still says that no file is recommended, and a failed one which
+        # format has none that passed (a failed run's report said only "files not timed", a new user's finding)
+        return {"timed": False, "note": "files not timed (--time-runs 0)", "findings": [],
+                "choices": withheld_choices or [_untimed_choice(fmt, entries) for fmt in formats]}
     latency = {p: _ms(t) for p, t in timings.items()}
     findings, twins = [], []
     for e in entries:

@@ -15,8 +15,9 @@ def deploy_sentences(report: dict) -> list[str]:
     deploy = report.get("deploy")
     if not deploy or not (deploy.get("timed") or deploy.get("choices")):
         return []
-    lines = [f"deploy ({c['format']}): {c['file']}, {c['why']}" if c["file"] else f"deploy ({c['format']}): none, {c['why']}"
-             for c in deploy["choices"]]
+    lines = [f"deploy ({c['format']}): {c['file']}, {c['why']}" if c["file"] else
+             f"deploy ({c['format']}): {c['why']}; passed the gate: {', '.join(PurePath(p).name for p in c['passed'])}" if c.get("passed")
+             else f"deploy ({c['format']}): none, {c['why']}" for c in deploy["choices"]]
     lines += [f"finding: {f}" for f in deploy["findings"]]
     return [printable(line) for line in lines]
 
@@ -29,7 +30,9 @@ def deploy_lines(report: dict) -> list[str]:
         return []
     lines = ["", "## Which file to deploy", ""]
     if not deploy.get("timed"):
-        return lines + [deploy.get("note", "files not timed")] + [f"- {c['format']}: none, {c['why']}." for c in deploy.get("choices") or []]
+        return lines + [deploy.get("note", "files not timed"), ""] + [
+            f"- {c['format']}: {c['why']}; passed the gate: {', '.join(f'`{PurePath(p).name}`' for p in c['passed'])}."
+            if c.get("passed") else f"- {c['format']}: none, {c['why']}." for c in deploy.get("choices") or []]
     chosen = {c["file"] for c in deploy["choices"] if c["file"]}
     lines += ["| file | bytes | ms per call, batch 1, here | gate | deploy |", "|---|--:|--:|---|---|"]
     for art in report.get("artifacts", []):

@@ -42,7 +42,7 @@ def _none_recommended(report: dict) -> bool:
     """The files fit the device, but the run recommends none of them: "fits" alone read as a go (a new user's finding).
     A failed gate alone does not say it: an int8 file that failed leaves its fp32 twin recommended."""
     choices = (report.get("deploy") or {}).get("choices") or []
-    return bool(choices) and all(c.get("file") is None for c in choices)
+    return bool(choices) and all(c.get("file") is None and not c.get("passed") for c in choices)  # untimed: none chosen, not none passed
 
 
 _UNVETTED = " (the device's limits only: no file is recommended)"
