@@ -961,3 +961,5 @@ def test_a_round_of_too_few_steps_is_warned_of_before_it_runs(trained_digits, tm
                             "--confidence", "0.8", "--out", tmp_path / "r"], capsys)
     assert code in (0, 1) and "warning: a round retrains 2 steps (1 epoch of " in err and "at --batch-size 1024)" in err, err
     assert err.index("a round retrains") < err.index("round 1")
+    log = (tmp_path / "r" / "compress.log").read_text()
+    assert "s warning: a round retrains" in log and "note: warning:" not in log, log  # the log said "note: warning: ..."

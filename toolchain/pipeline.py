@@ -267,7 +267,7 @@ def _open_run_dir(checked: CheckedInputs, request: CompressRequest, input_notes:
     log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
     for shown, line in zip(shown_notes, input_notes):
         console.print(shown)
-        log.record(f"note: {line}")
+        log.record(line if line.startswith("warning: ") else f"note: {line}")  # not "note: warning: ..."
     ignored = config.switched_off()
     if ignored:
         log.print(f"note: --no-class-aware switches the class-dependent parts off: {', '.join(ignored)} changes nothing in this run")
