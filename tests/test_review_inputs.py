@@ -1809,3 +1809,23 @@ def test_a_resume_that_draws_no_calibration_rows_leaves_no_earlier_ones(trained_
     assert code in (0, 1), err
     assert not (out / "calibration.npz").exists()
     assert json.loads((out / "report.json").read_text())["calibration"] is None
+
+
+def test_a_weak_model_whose_record_matches_the_data_is_called_weak_not_fed_otherwise():
+    """A model cwtool trained on these very folders ranked the class no better than chance, and the refusal said to
+    check the label numbering and the preprocessing, which its checkpoint records alike (a new user's finding)."""
+    from toolchain.evaluate import detection_problem
+    from toolchain.model_on_data import recorded_alike
+
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    logits = rng.standard_normal((300, 3))  # no better than chance
+    names = ["crack", "ok", "stain"]
+    blind = detection_problem(logits, y, [0], names)
+    weak = detection_problem(logits, y, [0], names, recorded_alike=True)
+    assert "--class-names" in blind and "--normalize" in blind
+    assert "no better than chance" in weak and "has not learnt the class" in weak and "--class-names" not in weak, weak
+    record = {"class_names": names, "preprocessing": {"color": "RGB"}}
+    x = rng.random((10, 3, 8, 8)).astype(np.float32)
+    assert recorded_alike(record, x, "m.pt") and not recorded_alike({"class_names": names}, x, "m.pt")
+    assert not recorded_alike({**record, "largest_value": 255.0}, x, "m.pt")  # scaled otherwise: it may be fed otherwise

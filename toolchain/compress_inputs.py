@@ -58,7 +58,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     import torch
 
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
-    from toolchain.model_on_data import check_model_fits_data, read_model_and_data
+    from toolchain.model_on_data import check_model_fits_data, read_model_and_data, recorded_alike
     from toolchain.models.train import pick_device
     from toolchain.prune.preflight import check_before_pruning
 
@@ -101,7 +101,8 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
 
         for line in preparation_notes(prepared, dataset.input_shape, f"'{request.model}' records its training's were", choosable=False):
             note_input(f"note: {line}")
-    problem = detection_problem(val_logits, dataset.y_val, protected, class_names)  # the last input check: "no more missed"
+    problem = detection_problem(val_logits, dataset.y_val, protected, class_names,  # the last input check: "no more missed"
+                                recorded_alike=recorded_alike(loaded.extra.get("data"), dataset.x_val, request.model))
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)
     for line in unreachable_confidence(val_logits, dataset.y_val, protected, class_names, config):

@@ -178,12 +178,14 @@ WEAK_AUC = 0.75  # never answering a class it ranks this poorly: label order or 
 
 
 def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], names: list[str],
-                      where: str = "the validation split") -> str | None:
+                      where: str = "the validation split", recorded_alike: bool = False) -> str | None:
     """Why a model's decisions on these rows give "no more missed" nothing to keep (None: they do), per protected class
     with at least MIN_POSITIVES samples: it ranks the class no better than chance (one-vs-rest AUC, what a label order
     or preprocessing other than its training's gives), or its argmax never answers the class, whatever its ranking
     (cwtool keeps a model's own decisions, and an offset over "misses every one" promises nothing), or answers it for
-    every row (no miss to keep from growing)."""
+    every row (no miss to keep from growing). ``recorded_alike``: the model's checkpoint records its training's class
+    names and preprocessing, and these rows were found alike: the model itself is what is weak (blaming the labels
+    and the preprocessing misled a user whose model cwtool had trained on these very folders)."""
     from toolchain.metrics import roc_auc_ovr
     from toolchain.prune.operating_point import needs
 
@@ -197,6 +199,11 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
         auc = roc_auc_ovr(y, -needs(logits, k), k)  # the ranking an offset moves along, as the guard works with it
         caught = int(np.sum(predicted[positives] == k))
         name = f"protected class {k} ({names[k]})"
+        if auc <= CHANCE_AUC and recorded_alike:
+            return (f"the model ranks {name} no better than chance in {where} (AUC {auc:.3f} over {n:,} of its samples; it "
+                    f"catches {caught}), though its checkpoint records the same class names and preprocessing as these rows: "
+                    "the model itself has not learnt the class; train it further or otherwise (check its validation accuracy "
+                    "against its training accuracy: far apart, it learnt its training rows by heart), then compress")
         if auc <= CHANCE_AUC:
             how = ("ranks {name} the wrong way round" if auc < 1 - WEAK_AUC else "ranks {name} no better than chance").format(name=name)
             first = ("the labels numbered otherwise than in its training, swapped (--class-names)" if auc < 1 - WEAK_AUC else

@@ -3,7 +3,7 @@ export's first step (evaluate reads rows of its own choosing, verify a file's)."
 
 from __future__ import annotations
 
-__all__ = ["read_model_and_data", "check_model_fits_data"]
+__all__ = ["read_model_and_data", "check_model_fits_data", "recorded_alike"]
 
 
 def read_model_and_data(request, seed: int):
@@ -38,3 +38,13 @@ def check_model_fits_data(loaded, dataset, model, *, refuse_unseen: bool, note) 
     scaled_otherwise = scale_mismatch(record, dataset.x_val, model)
     if scaled_otherwise:
         note(f"warning: {scaled_otherwise}")
+
+
+def recorded_alike(record, x, model) -> bool:
+    """Whether the checkpoint records its training's class names and preprocessing (which check_model_fits_data found
+    alike with this data, or refused) and its pixel scale is this data's: then a model that ranks a class no better
+    than chance is weak itself, not fed otherwise."""
+    from toolchain.data.identity import scale_mismatch
+
+    return (isinstance(record, dict) and isinstance(record.get("class_names"), list) and isinstance(record.get("preprocessing"), dict)
+            and scale_mismatch(record, x, model) is None)
