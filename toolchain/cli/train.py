@@ -125,6 +125,7 @@ def train(
         model = model.cpu().eval()
         val_logits = predict_logits(model, dataset.x_val)
         score = evaluate_logits(dataset.y_val, val_logits, [0], num_outputs)
+        train_accuracy = _train_accuracy(model, dataset)
         save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
     except BaseException as exc:  # the log says how the run ended, and that --out is what it was
         log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
@@ -132,13 +133,34 @@ def train(
             _restore_earlier_log(log_path, earlier_log)
         raise
     log.record(f"{one_line(out)} written (sha256 {file_sha256(out)[:12]})")
-    log.print(f"{out}: validation accuracy {score['accuracy']:.4f}")
-    learned_nothing = _learned_nothing(val_logits, dataset, config)
+    log.print(f"{out}: validation accuracy {score['accuracy']:.4f} (on training rows {train_accuracy:.4f})")
+    learned_nothing = _learned_nothing(val_logits, dataset, config, train_accuracy)
     if learned_nothing:
         log.print(f"warning: {learned_nothing}")
+    elif train_accuracy - score["accuracy"] >= BY_HEART:
+        log.print(f"warning: the model scores {train_accuracy:.4f} on its training rows and {score['accuracy']:.4f} on validation: it "
+                  f"learnt its training rows more than the classes; {BY_HEART_ADVICE}")
 
 
-def _learned_nothing(val_logits, dataset, config) -> str | None:
+BY_HEART = 0.25  # training rows' accuracy this far above validation's: rows learnt by heart
+BY_HEART_ADVICE = "more epochs will not help: try --augment, more training rows, a smaller model or fewer epochs"
+TRAIN_ROWS_SCORED = 2_000  # an evenly spaced sample: a folder of 20,000 images is not read twice for one number
+
+
+def _train_accuracy(model, dataset) -> float:
+    """The trained model's accuracy on up to TRAIN_ROWS_SCORED of its training rows (an evenly spaced sample)."""
+    import numpy as np
+
+    from toolchain.data.samples import subset
+    from toolchain.models.train import predict_logits
+
+    n = len(dataset.y_train)
+    index = np.unique(np.linspace(0, n - 1, min(n, TRAIN_ROWS_SCORED)).astype(np.int64))
+    logits = predict_logits(model, subset(dataset.x_train, index))
+    return float(np.mean(logits.argmax(1) == np.asarray(dataset.y_train)[index]))
+
+
+def _learned_nothing(val_logits, dataset, config, train_accuracy: float | None = None) -> str | None:
     """Where the trained model answers one class for every validation row, or scores within 5 points of always answering
     the commonest class, what to try: a run of 3 steps an epoch ended "validation accuracy 0.3333" and nothing else (a new
     user's finding)."""
@@ -158,6 +180,9 @@ def _learned_nothing(val_logits, dataset, config) -> str | None:
     said = (f"it answers class {dataset.class_names[int(answers[0])] if dataset.class_names else int(answers[0])} for every "
             "validation row" if len(answers) == 1 else f"its accuracy {accuracy:.4f} is "
             + ("within 5 points of" if accuracy >= majority - 0.05 else "below") + f" always answering the commonest class ({majority:.4f})")
+    if train_accuracy is not None and train_accuracy - accuracy >= BY_HEART:  # more epochs was the wrong advice there
+        return (f"the model learned nothing useful for new rows: {said}, where it scores {train_accuracy:.4f} on its training rows: it "
+                f"learnt those by heart; {BY_HEART_ADVICE}")
     return (f"the model learned nothing useful: {said}. {_count(config.epochs, 'epoch')} of {_count(steps, 'step')} ({len(dataset.y_train):,} rows, "
             f"--batch-size {config.batch_size}) may be too few: try more --epochs, a smaller --batch-size or another --lr "
             f"(now {config.lr:g}); or check the data's preprocessing")
