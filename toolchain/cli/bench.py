@@ -77,7 +77,9 @@ def bench(
     if len(results) > 1:
         console.print(f"speed-up: call p50 of {shown[results[0]['artifact']]} / call p50 of each")
     if tgt is not None:
-        console.print(f"est. ms: ESTIMATED latency on {tgt.name} ({tgt.threads} threads) = MACs / {tgt.name}'s effective GMAC/s, not a measurement; source: {tgt.throughput_source}")
+        console.print(f"est. ms: ESTIMATED latency on {tgt.name} (at its profile's {tgt.threads} threads, whatever --threads measures here) = "
+                      f"MACs / {tgt.name}'s effective GMAC/s + its per-call overhead ({tgt.overhead_ms:g} ms), not a measurement; source: "
+                      f"{tgt.throughput_source}")
         for r in results:
             if r["estimate"].get("warning"):
                 log_console().print(f"warning: {shown[r['artifact']]}: {r['estimate']['warning']}")
