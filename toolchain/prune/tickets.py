@@ -157,8 +157,8 @@ def _competing(per_class: dict, confusion) -> str | None:
         return None
     return (f"protected classes take validation samples from each other at the shipped point ({'; '.join(pairs)}): each one's "
             "offset moves the other's misses, and the stated probabilities can be optimistic: in simulations of two such "
-            "classes (100 validation samples each, 0.9 asked, about 0.94 stated) the shipped promises held with chance 0.78-0.91 "
-            "per class and 0.70 together on new data (docs/FN_PROMISE.md); more validation data makes them more reliable, "
+            "classes (100 validation samples each, 0.9 asked, about 0.94 stated) the shipped promises held with chance 0.76-0.91 "
+            "per class and about 0.70 together on new data (docs/FN_PROMISE.md); more validation data makes them more reliable, "
             "and one protected class alone keeps its stated probability")
 
 
