@@ -558,3 +558,21 @@ def test_a_class_folder_holding_folders_nested_deeper_than_python_recurses_is_re
     finally:
         remove_chain(deep, data / "a")
     assert dataset.num_classes == 3 and len(dataset.y_train) + len(dataset.y_val) + len(dataset.y_test) == 18
+
+
+def test_an_image_whose_exif_tag_asks_for_a_rotation_is_counted_in_the_data_note(tmp_path):
+    """A phone photo with an EXIF rotation is read as stored (docs/DATA.md), and the data line counted dropped alphas and
+    gray images, not these (a new user's finding)."""
+    from PIL import Image
+
+    from toolchain.data import load_data
+
+    data = _image_folder(tmp_path / "train", per_class=6)
+    photo = Image.open(data / "a" / "0.png").convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to show upright
+    photo.save(data / "a" / "photo.jpg", exif=exif)
+    note = load_data(str(data), seed=0).preprocessing.note
+    assert "1 with an EXIF rotation tag read as stored, not turned, such as 'a/photo.jpg'" in note, note
+    (data / "a" / "photo.jpg").unlink()
+    assert "EXIF" not in load_data(str(data), seed=0).preprocessing.note

@@ -84,7 +84,7 @@ def load_image_folder(
         skipped_note += (f"; {len(loose):,} image{'s' if len(loose) > 1 else ''} directly in {where} left out (only the class "
                          f"folders' images are read, each labelled by its folder), such as '{one_line(loose[0])[:120]}'")
     size_hw = _size(image_size)
-    modes, sizes = _headers(files)
+    modes, sizes, turned = _headers(files)
     if resize is not None:
         if not (isinstance(resize, int) and resize >= 1):
             raise UserError(f"resize {resize!r} is invalid: give the shorter side in pixels, a positive integer")
@@ -123,7 +123,7 @@ def load_image_folder(
         example = f"such as '{one_line(str(in_color[0].relative_to(folder)))[:120]}'"
         mixed_note = f" ({some} in color, {example}; the gray ones read as RGB too)"
         COLOR_AMONG_GRAY.append(f"{some} in {where} in color, {example}")
-    converted = _converted_note(files, modes, folder)
+    converted = _converted_note(files, modes, turned, folder)
     mean, std, norm_note = normalization_for(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     if resize is not None:
@@ -142,16 +142,20 @@ def load_image_folder(
     )
 
 
-def _converted_note(files: list[Path], modes: list[str], folder: Path) -> str:
+def _converted_note(files: list[Path], modes: list[str], turned: list[bool], folder: Path) -> str:
     """Images whose pixels are not read as they are stored: an alpha channel dropped (not composited on a background),
     CMYK and palette images converted; counted in the data note, as gray images among color ones are."""
     kinds = {"an alpha channel dropped": ("RGBA", "LA", "PA", "La", "RGBa", "PA of grays"), "CMYK converted": ("CMYK",),
              "a palette converted": ("P", "P of grays")}
     said = []
+    turned = [f for f, t in zip(files, turned) if t]
     for what, among in kinds.items():
         hit = [f for f, m in zip(files, modes) if m in among]
         if hit:
             said.append(f"{len(hit):,} with {what}, such as '{one_line(str(hit[0].relative_to(folder)))[:120]}'")
+    if turned:  # docs/DATA.md: a phone photo stored sideways reaches the model sideways, in training and in verify alike
+        said.append(f"{len(turned):,} {TURNED} tag read as stored, not turned, such as "
+                    f"'{one_line(str(turned[0].relative_to(folder)))[:120]}' (docs/DATA.md)")
     return f" ({'; '.join(said)})" if said else ""
 
 
@@ -260,7 +264,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
                         "or remove the entry")
     left_out = (f"{len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} left out (not a PNG/JPEG file), such as "
                 f"'{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
-    _, sizes = _headers(files)
+    _, sizes, _ = _headers(files)
     transform = ImageTransform(pre.color or "RGB", size_hw, resize=tuple(pre.resize), crop=tuple(pre.crop),
                                mean=tuple(pre.mean), std=tuple(pre.std))
     if pre.resize:
@@ -294,13 +298,15 @@ def _size(image_size) -> tuple[int, int] | None:
     return int(image_size[0]), int(image_size[1])
 
 
-def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
-    """Every image's mode and (height, width) from its header (Image.open does not decode), with the limits
-    checked: Pillow's decompression-bomb limit, 8-bit modes, the decoded size against the memory available."""
+def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]], list[bool]]:
+    """Every image's mode, (height, width) and whether an EXIF tag asks for a rotation, from its header (Image.open does
+    not decode), with the limits checked: Pillow's decompression-bomb limit, 8-bit modes, the decoded size against the
+    memory available."""
     Image = pillow()
     errors = pil_errors(Image)
     modes: list[str] = []
     sizes: list[tuple[int, int]] = []
+    turned: list[bool] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -312,6 +318,7 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
                     bands = len(im.getbands())
                     if im.mode in ("P", "PA") and _gray_palette(im):  # a palette of grays holds a gray image
                         modes[-1] = f"{im.mode} of grays"
+                    turned.append(_turned(im))  # read as stored: said in the data note, as a dropped alpha is
                     if im.format == "PNG" and im.mode not in PIL_BAD_MODES:  # Pillow opens 16-bit color PNGs as 8-bit RGB(A): the IHDR says what they hold
                         f.seek(24)
                         if f.read(1) == b"\x10":
@@ -327,7 +334,18 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]]]:
             h, w = sizes[-1]
             # Decoding holds the image, its converted copy and the array: about 4 bytes a band a pixel.
             check_fits(h * w * max(bands, 3) * 4, f"decoding image '{p}' ({w}x{h} pixels)")
-    return modes, sizes
+    return modes, sizes, turned
+
+
+TURNED = "with an EXIF rotation"  # the header says "rotate"; cwtool reads the pixels as stored
+
+
+def _turned(im) -> bool:
+    """Whether the image's EXIF orientation tag asks for a rotation or a flip (2-8) that reading it as stored ignores."""
+    try:
+        return im.getexif().get(0x0112, 1) not in (1, None)
+    except Exception:  # a damaged EXIF block: the pixels decode as they are; nothing to say
+        return False
 
 
 def _gray_palette(im) -> bool:
