@@ -434,7 +434,7 @@ def test_channels_squeezed_by_an_index_into_a_smaller_layer_are_kept_whole(index
     assert code in (0, 1), err  # 1: the gate's verdict on a net trained a few seconds
     shrunk = next(s for s in json.loads((tmp_path / "run" / "report.json").read_text())["stages"] if s["stage"] == "shrunk")
     assert list(shrunk["kept_whole"]) == ["conv2"] and set(shrunk["channel_plan"]) == {"conv"}
-    assert "kept whole: conv2 (its 16 channels reach fc" in (tmp_path / "run" / "compress.log").read_text()
+    assert "kept whole: 1 group (its 16 channels reach fc" in (tmp_path / "run" / "compress.log").read_text()
     assert "Channels kept whole" in (tmp_path / "run" / "report.md").read_text()
 
 
@@ -525,3 +525,14 @@ def test_arch_kwargs_a_built_in_refuses_are_named_with_those_it_takes():
 
     with pytest.raises(UserError, match=r"rejected --arch-kwargs .*'mobilenetv2' takes num_classes, in_channels\)"):
         build_arch("mobilenetv2", {"width_scale": 0.35})
+
+
+def test_the_groups_kept_whole_are_said_in_one_short_line_grouped_by_why():
+    """A ShuffleNetV2's groups kept whole were one log line of 3,000 characters (a new user's finding)."""
+    from toolchain.prune.lottery import kept_whole_line
+
+    kept = {f"stage{i}.unit{j}": "its channels pass through shuffle, which reorders them beyond the graph" for i in range(3) for j in range(8)}
+    kept["fc_in"] = "its 16 channels reach fc, which has 8"
+    line = kept_whole_line(kept)
+    assert line.startswith("kept whole: 24 groups (its channels pass through shuffle") and "and 21 more" in line, line
+    assert line.endswith("; 1 group (its 16 channels reach fc, which has 8): fc_in") and len(line) < 300, line

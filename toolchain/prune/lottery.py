@@ -235,7 +235,7 @@ class LotteryPruner:
             self.log(f"pruning: {which}, on {self.device.type} ({arithmetic}), to {cfg.keep_params:.0%} of "
                      f"{self.dense_params:,} parameters{macs_goal}; validation budget {targets}")
             if self.kept_whole:
-                self.log("kept whole: " + "; ".join(f"{key} ({why})" for key, why in self.kept_whole.items()))
+                self.log(kept_whole_line(self.kept_whole))
         task = self.progress.add_task("pruning rounds", total=rounds, completed=start - 1) if self.progress else None
         for r in range(start, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
@@ -404,3 +404,14 @@ class LotteryPruner:
 
 
 DIVERGED_HINT = "lower --lr or the loss weights (--gamma, --rank-weight, --distill-weight, --agree-weight)"
+
+
+def kept_whole_line(kept_whole: dict[str, str], shown: int = 3) -> str:
+    """The channel groups kept whole, grouped by why, a few named each: one line a group ran to 3,000 characters for a
+    ShuffleNetV2 (a new user's finding); report.md lists them all."""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in kept_whole.items():
+        by_reason.setdefault(why, []).append(key)
+    parts = [f"{len(keys)} group{'s' if len(keys) != 1 else ''} ({why}): {', '.join(keys[:shown])}"
+             + (f" and {len(keys) - shown} more" if len(keys) > shown else "") for why, keys in by_reason.items()]
+    return f"kept whole: {'; '.join(parts)}"
