@@ -25,7 +25,10 @@ def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
     assert lines[2] in ("training on cpu in fp32", "training on cpu in bf16 autocast")
     # each epoch says its pace, and all but the last how long the training has to go
     for e, line in enumerate(lines[3:8], 1):
-        assert re.fullmatch(rf"epoch {e}/5 done \([\d.]+ (s|min) an epoch" + (r", about [\d.]+ (s|min) to go\)" if e < 5 else r"\)"), line), line
+        assert re.fullmatch(rf"epoch {e}/5 done \([\d.]+ (s|min) an epoch" + (r", about [\d.]+ (s|min) to go\)" if e < 5 else r"\)")
+                            + r"; mean training loss [\d.]+", line), line
+    losses = [float(line.split()[-1]) for line in lines[3:8]]
+    assert losses[-1] < losses[0], losses  # it learns: the loss falls
     logged = (tmp_path / "mlp.pt.log").read_text().splitlines()
     from toolchain.provenance import file_sha256
 

@@ -115,13 +115,14 @@ def train(
         log.print(f"training on {torch_device} in {arithmetic_label(low_precision)}" + (f" ({why})" if why else ""))
 
         pace = EpochPace(epochs)
+        losses: list[float] = []
 
-        def epoch_done(epoch: int, _model) -> None:
-            log.progress(pace.line(epoch))
+        def epoch_done(epoch: int, _model) -> None:  # the loss says whether it still learns (its absence hid a stalled run)
+            log.progress(f"{pace.line(epoch)}; mean training loss {losses[-1]:.4f}")
 
         with progress_bar(console) as progress:
             run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}",
-                      on_epoch_end=epoch_done)
+                      on_epoch_end=epoch_done, epoch_losses=losses)
         model = model.cpu().eval()
         val_logits = predict_logits(model, dataset.x_val)
         score = evaluate_logits(dataset.y_val, val_logits, [0], num_outputs)

@@ -106,9 +106,11 @@ def train(
     progress=None,
     description: str = "train",
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    epoch_losses: list | None = None,
 ) -> nn.Module:
     """Train in place with Adam. ``after_step`` runs after every optimizer step (e.g. re-apply
     pruning masks). ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar.
+    ``epoch_losses``: each epoch's mean training loss (this process's batches) is appended to it, before ``on_epoch_end``.
     Under torchrun (toolchain.distributed) the model is wrapped in DistributedDataParallel and each
     process takes its share of every batch of the same seeded order. ``x`` is an array or rows read on
     demand (read ahead by ``config.workers`` DataLoader processes); ``config.augment`` augments each batch."""
@@ -152,6 +154,7 @@ def train(
     labels = int(ys.max()) + 1 if len(ys) else 0
     try:
         for epoch in range(1, config.epochs + 1):
+            loss_sum, steps = torch.zeros((), device=device), 0  # summed on the device: one sync an epoch, not a step
             order = torch.randperm(len(xs), generator=generator)
             plan = []  # (this process's rows, augmentation of them) of every step, in order
             for start in range(0, len(xs), config.batch_size):
@@ -182,6 +185,8 @@ def train(
                         raise failed from exc
                 _check_training_output(logits, len(yb), labels)
                 loss = loss_fn(logits.float(), yb, idx, xb)
+                if epoch_losses is not None:
+                    loss_sum, steps = loss_sum + loss.detach(), steps + 1
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -195,6 +200,8 @@ def train(
                                 f"(the peak --lr was {config.lr:g}){fp32_hint(low_precision)}")
             if group is not None:
                 distributed.same_buffers(model)  # before anything reads the model: every process decides alike
+            if epoch_losses is not None:
+                epoch_losses.append(float(loss_sum) / max(steps, 1))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
             if task is not None:
