@@ -963,3 +963,17 @@ def test_a_round_of_too_few_steps_is_warned_of_before_it_runs(trained_digits, tm
     assert err.index("a round retrains") < err.index("round 1")
     log = (tmp_path / "r" / "compress.log").read_text()
     assert "s warning: a round retrains" in log and "note: warning:" not in log, log  # the log said "note: warning: ..."
+
+
+def test_keep_sensitivity_reaches_the_shipped_offset(trained_digits, tmp_path, capsys):
+    """--keep-sensitivity holds every shipped offset at 0 or above, and it is another run than one without it."""
+    args = ["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--skip-export",
+            "--max-accuracy-drop", "0.5", "--max-fn-increase", "2", "--confidence", "0.8", "--keep-sensitivity", "--out", tmp_path / "r"]
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["config"]["keep_sensitivity"] is True
+    assert all(v["offset"] >= 0 for v in report["promise"]["classes"].values()), report["promise"]["classes"]
+    from toolchain.config import PruneConfig, config_hash
+
+    assert config_hash(PruneConfig()) != config_hash(PruneConfig(keep_sensitivity=True))

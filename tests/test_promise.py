@@ -630,3 +630,31 @@ def test_protected_classes_that_take_samples_from_each_other_say_their_probabili
     assert ("competing" in promise) == said == ("take validation samples from each other" in markdown), markdown
     if said:
         assert f"{exchanged[0]} of class 1's went to class 2 and {exchanged[1]} of class 2's to 1" in markdown
+
+
+def test_keep_sensitivity_never_ships_a_negative_offset():
+    """A compressed model that misses fewer than the dense model got a negative offset that spent the margin on fewer
+    false positives (a new user's crack model: its own decisions missed 6, the shipped point 13, the dense model 24).
+    --keep-sensitivity (floor 0) keeps at least its own decisions."""
+    from toolchain.prune.operating_point import PromiseGuard, apply_offsets, fn_count
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], [600, 150])
+    dense = np.eye(2)[y] * 1.0 + rng.standard_normal((750, 2))  # a weak dense model: misses many of class 1
+    candidate = np.eye(2)[y] * 3.0 + rng.standard_normal((750, 2))  # a much better ranking
+    spent = PromiseGuard(y, dense.argmax(1), [1], 0, 0.95)
+    kept = PromiseGuard(y, dense.argmax(1), [1], 0, 0.95, floor=0.0)
+    low, floored = spent.choose(candidate), kept.choose(candidate)
+    assert low[1] < 0 and floored[1] >= 0, (low, floored)
+    own = fn_count(candidate, y, 1)
+    assert fn_count(apply_offsets(candidate, floored), y, 1) <= own < fn_count(apply_offsets(candidate, low), y, 1)
+    assert kept.met(candidate, floored)  # a higher offset only strengthens a single class's promise
+
+
+def test_a_negative_offset_that_misses_more_than_the_model_names_keep_sensitivity():
+    from toolchain.report.markdown import _offset_words
+
+    entry = {"fn": 13, "fp": 1, "offset": -0.687, "fn_no_offset": 6, "fp_no_offset": 17}
+    assert "`--keep-sensitivity` keeps at least the model's own decisions" in _offset_words(entry)
+    assert "--keep-sensitivity" not in _offset_words({**entry, "fn": 6})  # lowered, but missing none more on validation
+    assert "--keep-sensitivity" not in _offset_words({**entry, "offset": 0.5, "fn": 4})

@@ -47,6 +47,9 @@ class PruneConfig:
     confidence: float = _f(0.95, GOALS, "Probability that the FN promise (FN <= dense FN + budget on as many new samples of the "
                                    "class as validation holds) holds: sets the guarded operating point.")
     max_accuracy_drop: float = _f(0.02, GOALS, "Accuracy budget (fraction, 0.02 = 2 points).")
+    keep_sensitivity: bool = _f(False, GOALS, "Never lower a protected class's sensitivity below the compressed model's own "
+                                "decisions (no negative offset): without it, a model that misses fewer than the dense model "
+                                "spends that margin on fewer false positives, as far as the promise allows.")
     rate: float = _f(0.5, METHOD, "Fraction of the remaining parameters removed per round.")
     granularity: str = _f("channel", METHOD, "channel (physically removed) or weight (unstructured masks).")
     rewind: str = _f("none", METHOD, "none (fine-tune survivors), early (late rewinding) or init.")
@@ -177,7 +180,7 @@ _PLAIN_ARM = {"gamma": 1.0, "rank_weight": 0.0, "taylor_weight": 0.0, "increase_
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
 _ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32",
-                "allocation": "uniform", "agree_weight": 0.0, "magnitude_norm": 1}
+                "allocation": "uniform", "agree_weight": 0.0, "magnitude_norm": 1, "keep_sensitivity": False}
 # Fields removed since, at the only value a run could have had: ids computed with them stay the same.
 _REMOVED = {"schedule": None, "stop_outside_budget": True}
 

@@ -194,7 +194,8 @@ class LotteryPruner:
             dense_val_logits = predict_logits(self.dense, self.dataset.x_val, device=self.device)
         self.dense_eval = evaluate_logits(self.dataset.y_val, dense_val_logits, self.protected, self.num_classes)
         self.targets = {p["class"]: p["fn"] + cfg.max_fn_increase for p in self.dense_eval["protected"]}
-        self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence)
+        self.guard = PromiseGuard(self.dataset.y_val, dense_val_logits.argmax(1), self.protected, cfg.max_fn_increase, cfg.confidence,
+                                  floor=0.0 if cfg.keep_sensitivity else None)
         self.multipliers = {k: 0.0 for k in self.protected}
         self.low_precision, why = self._arithmetic(resume)
         self.precision = resolved_precision(self.low_precision)

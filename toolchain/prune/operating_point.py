@@ -103,6 +103,9 @@ class PromiseGuard:
     # wrong side as often as not (a conformal threshold's "+1"). Counted as missed, the confidence is what re-drawn
     # splits measure; counted as caught, 27 positives "backed" 0.91 that held 72% of the time (docs/FN_PROMISE.md).
     edge_counts_against: bool = True
+    # --keep-sensitivity: no offset below this (0: never a negative one, which lowers the class's sensitivity below the
+    # model's own decisions for fewer false positives, as far as the promise allows); None: the smallest that backs it
+    floor: float | None = None
 
     def _n_new(self, k: int) -> int:
         return int(self.n_new[k]) if self.n_new and k in self.n_new else int(np.sum(self.y == k))
@@ -139,6 +142,10 @@ class PromiseGuard:
         return promise_confidence(int(b), int(c), n, self._n_new(k), self.budget)
 
     def _offset_for(self, logits: np.ndarray, k: int, offsets: dict[int, float]) -> float:
+        offset = self._lowest_backing(logits, k, offsets)
+        return offset if self.floor is None else max(offset, self.floor)
+
+    def _lowest_backing(self, logits: np.ndarray, k: int, offsets: dict[int, float]) -> float:
         ns, ends, b, c = self._path(logits, k, offsets)
         n = len(ns)
         if n == 0:

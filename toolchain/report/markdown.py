@@ -111,8 +111,10 @@ def _offset_words(v: dict) -> str:
         return (f" The shipped offset {v['offset']:+.3f} on the class's logit changes no decision on validation: the model's "
                 f"own decisions (no offset) also miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives there.")
     way = "raises" if v["offset"] > 0 else "lowers"
+    keep = (" (`--keep-sensitivity` keeps at least the model's own decisions, for more false positives)"
+            if v["offset"] < 0 and v["fn"] > v["fn_no_offset"] else "")
     return (f" The shipped offset {v['offset']:+.3f} on the class's logit {way} its sensitivity: the model's own decisions "
-            f"(no offset) miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation.")
+            f"(no offset) miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation{keep}.")
 
 
 def recheck_lines(report: dict, baseline: str) -> list[str]:
