@@ -576,3 +576,6 @@ def test_an_image_whose_exif_tag_asks_for_a_rotation_is_counted_in_the_data_note
     assert "1 with an EXIF rotation tag read as stored, not turned, such as 'a/photo.jpg'" in note, note
     (data / "a" / "photo.jpg").unlink()
     assert "EXIF" not in load_data(str(data), seed=0).preprocessing.note
+    frames = [Image.open(data / "b" / f"{i}.png").convert("RGB") for i in range(2)]
+    frames[0].save(data / "b" / "moving.png", save_all=True, append_images=frames[1:])  # an APNG: its first frame is read
+    assert "1 animated, their first frame read, such as 'b/moving.png'" in load_data(str(data), seed=0).preprocessing.note

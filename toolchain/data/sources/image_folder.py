@@ -84,7 +84,7 @@ def load_image_folder(
         skipped_note += (f"; {len(loose):,} image{'s' if len(loose) > 1 else ''} directly in {where} left out (only the class "
                          f"folders' images are read, each labelled by its folder), such as '{one_line(loose[0])[:120]}'")
     size_hw = _size(image_size)
-    modes, sizes, turned = _headers(files)
+    modes, sizes, turned, animated = _headers(files)
     if resize is not None:
         if not (isinstance(resize, int) and resize >= 1):
             raise UserError(f"resize {resize!r} is invalid: give the shorter side in pixels, a positive integer")
@@ -123,7 +123,7 @@ def load_image_folder(
         example = f"such as '{one_line(str(in_color[0].relative_to(folder)))[:120]}'"
         mixed_note = f" ({some} in color, {example}; the gray ones read as RGB too)"
         COLOR_AMONG_GRAY.append(f"{some} in {where} in color, {example}")
-    converted = _converted_note(files, modes, turned, folder)
+    converted = _converted_note(files, modes, turned, animated, folder)
     mean, std, norm_note = normalization_for(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     if resize is not None:
@@ -142,7 +142,7 @@ def load_image_folder(
     )
 
 
-def _converted_note(files: list[Path], modes: list[str], turned: list[bool], folder: Path) -> str:
+def _converted_note(files: list[Path], modes: list[str], turned: list[bool], animated: list[bool], folder: Path) -> str:
     """Images whose pixels are not read as they are stored: an alpha channel dropped (not composited on a background),
     CMYK and palette images converted; counted in the data note, as gray images among color ones are."""
     kinds = {"an alpha channel dropped": ("RGBA", "LA", "PA", "La", "RGBa", "PA of grays"), "CMYK converted": ("CMYK",),
@@ -156,6 +156,9 @@ def _converted_note(files: list[Path], modes: list[str], turned: list[bool], fol
     if turned:  # docs/DATA.md: a phone photo stored sideways reaches the model sideways, in training and in verify alike
         said.append(f"{len(turned):,} {TURNED} tag read as stored, not turned, such as "
                     f"'{one_line(str(turned[0].relative_to(folder)))[:120]}' (docs/DATA.md)")
+    moving = [f for f, a in zip(files, animated) if a]
+    if moving:
+        said.append(f"{len(moving):,} animated, their first frame read, such as '{one_line(str(moving[0].relative_to(folder)))[:120]}'")
     return f" ({'; '.join(said)})" if said else ""
 
 
@@ -264,7 +267,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
                         "or remove the entry")
     left_out = (f"{len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} left out (not a PNG/JPEG file), such as "
                 f"'{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
-    _, sizes, _ = _headers(files)
+    _, sizes, _, _ = _headers(files)
     transform = ImageTransform(pre.color or "RGB", size_hw, resize=tuple(pre.resize), crop=tuple(pre.crop),
                                mean=tuple(pre.mean), std=tuple(pre.std))
     if pre.resize:
@@ -298,15 +301,16 @@ def _size(image_size) -> tuple[int, int] | None:
     return int(image_size[0]), int(image_size[1])
 
 
-def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]], list[bool]]:
-    """Every image's mode, (height, width) and whether an EXIF tag asks for a rotation, from its header (Image.open does
-    not decode), with the limits checked: Pillow's decompression-bomb limit, 8-bit modes, the decoded size against the
-    memory available."""
+def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]], list[bool], list[bool]]:
+    """Every image's mode, (height, width), whether an EXIF tag asks for a rotation and whether it is animated, from its
+    header (Image.open does not decode), with the limits checked: Pillow's decompression-bomb limit, 8-bit modes, the
+    decoded size against the memory available."""
     Image = pillow()
     errors = pil_errors(Image)
     modes: list[str] = []
     sizes: list[tuple[int, int]] = []
     turned: list[bool] = []
+    animated: list[bool] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -319,6 +323,7 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]], list[
                     if im.mode in ("P", "PA") and _gray_palette(im):  # a palette of grays holds a gray image
                         modes[-1] = f"{im.mode} of grays"
                     turned.append(_turned(im))  # read as stored: said in the data note, as a dropped alpha is
+                    animated.append(bool(getattr(im, "is_animated", False)))  # an APNG or GIF: its first frame read
                     if im.format == "PNG" and im.mode not in PIL_BAD_MODES:  # Pillow opens 16-bit color PNGs as 8-bit RGB(A): the IHDR says what they hold
                         f.seek(24)
                         if f.read(1) == b"\x10":
@@ -334,7 +339,7 @@ def _headers(files: list[Path]) -> tuple[list[str], list[tuple[int, int]], list[
             h, w = sizes[-1]
             # Decoding holds the image, its converted copy and the array: about 4 bytes a band a pixel.
             check_fits(h * w * max(bands, 3) * 4, f"decoding image '{p}' ({w}x{h} pixels)")
-    return modes, sizes, turned
+    return modes, sizes, turned, animated
 
 
 TURNED = "with an EXIF rotation"  # the header says "rotate"; cwtool reads the pixels as stored
