@@ -244,6 +244,9 @@ def test_a_home_path_the_shell_left_is_one_path_for_every_reader(trained_digits,
     assert _home_expanded(["verify", "~/m.onnx", "--data=~/d", "--val", "~/v", "-d", "~/x", "--class-names", "~a,b",
                            "--json=~/r.json"]) == ["verify", f"{tmp_path}/m.onnx", f"--data={tmp_path}/d", "--val", f"{tmp_path}/v",
                                                    "-d", f"{tmp_path}/x", "--class-names", "~a,b", f"--json={tmp_path}/r.json"]
+    # after a flag that takes no value (a regression reviewer's find), and never a name's value
+    assert _home_expanded(["evaluate", "--trust-model", "~/m.pt", "-p", "~/odd"]) == ["evaluate", "--trust-model", f"{tmp_path}/m.pt",
+                                                                                       "-p", "~/odd"]
     from toolchain.data import load_data
 
     digits = load_data("digits", seed=0)

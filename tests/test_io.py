@@ -224,6 +224,10 @@ def test_no_output_goes_into_what_a_run_keeps(record, output, tmp_path):
             check_output_file(link, "--json")
     with pytest.raises(UserError, match="keeps"):
         check_output_dir(run / "artifacts" / "again", "--out")
+    with pytest.raises(UserError, match="keeps"):  # deeper than 4 folders (a regression reviewer's find)
+        check_output_file(run / "artifacts" / "a" / "b" / "c" / "d" / "x.pt", "--out")
+    with pytest.raises(UserError, match="keeps"):  # a record not written yet: the run's own name
+        check_output_file(run / ("report.json" if record == "manifest.json" else "export.md"), "--json")
     check_output_file(run / "my-verify.json", "--json")  # beside the run's files: the user's own
     check_output_dir(run / "another-export", "--out")
     check_output_dir(run, "--out")  # compress --resume writes its own

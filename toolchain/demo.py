@@ -113,9 +113,11 @@ def _not_a_demo_run(out: Path) -> str | None:
     others = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.startswith(TMP_PREFIX))
     if others:
         return f"it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
+    from toolchain.rundir import read_record
+
     try:
-        manifest = json.loads(RunDir(out).manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        manifest = read_record(RunDir(out).manifest, "move it")  # bounded: a 6 GB one was read whole
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, UserError):
         return "no readable manifest.json"
     data = manifest.get("inputs", {}).get("data") if isinstance(manifest, dict) and isinstance(manifest.get("inputs"), dict) else None
     if not isinstance(data, dict) or data.get("spec") != DEMO_DATA:

@@ -15,8 +15,10 @@ Statistics, per protected class k (n_k = samples of class k):
 - Paired, when both sides have per-sample predictions: among the n_k samples of class k,
   ``b`` = missed now but caught by the baseline, ``c`` = caught now but missed by the baseline,
   so FN change = b - c exactly. ``mcnemar_p`` is the exact two-sided McNemar p-value (binomial
-  test of b in b + c trials at 1/2). ``fn_change_ci95`` is the exact conditional interval of the
-  FN change: the Clopper-Pearson interval (lo, hi) of b / (b + c) mapped to (b + c) * (2p - 1).
+  test of b in b + c trials at 1/2). ``fn_change_ci95`` is a 95% interval of the change in FN on
+  n_k new samples: n_k times Newcombe's hybrid score interval of the paired FNR change
+  (toolchain.metrics.paired_change_ci; the exact interval of b in b + c, conditional on the
+  samples that differ, was [0, 0] where none differs).
 - ``significant``: paired: mcnemar_p < alpha and b > c. Unpaired (no per-sample predictions on
   one side): the discordant counts are unknown but at least b = FN change, c = 0; the exact
   McNemar p of those counts (``mcnemar_p_bound``) is the smallest p the counts allow, so this

@@ -144,8 +144,9 @@ def _run_record(path: Path) -> str | None:
 
 # what a compress run directory and an export folder keep, below their folder: --resume reads them back, sweeps its
 # folders of what it did not write again, and verify checks the files against the report
-RUN_KEEPS = {"manifest.json": ("rounds", "artifacts", "work", "plots", "pruned.pt", "calibration.npz", "compress.log", "report.html"),
-             "export.json": ("artifacts", "calibration.npz", "export.log")}
+RUN_KEEPS = {"manifest.json": ("rounds", "artifacts", "work", "plots", "pruned.pt", "calibration.npz", "compress.log", "report.html",
+                               "report.json", "report.md", "manifest.json"),
+             "export.json": ("artifacts", "calibration.npz", "export.log", "export.json", "export.md")}
 
 
 def _refuse_a_runs_own(path: Path, flag: str) -> None:
@@ -154,7 +155,7 @@ def _refuse_a_runs_own(path: Path, flag: str) -> None:
     a round's summary, a train --out a round's weights, and an export inside plots/ was swept by the next --resume.
     Other files beside them (a verify report of your own) are yours."""
     places = {Path(os.path.abspath(path)), Path(os.path.realpath(path))}  # as written, and where a link leads
-    for written, folder in ((w, f) for w in places for f in list(w.parents)[:4]):
+    for written, folder in ((w, f) for w in places for f in w.parents):  # work/a/b/c/x is swept with work/ too
         for record, keeps in RUN_KEEPS.items():
             marker = folder / record
             try:
@@ -163,7 +164,7 @@ def _refuse_a_runs_own(path: Path, flag: str) -> None:
             except OSError:
                 continue
             part = written.relative_to(folder).parts[0]
-            if part in keeps:
+            if part.casefold() in (k.casefold() for k in keeps):  # ARTIFACTS/ is artifacts/ where names ignore case (macOS)
                 what = "compress run directory" if record == "manifest.json" else "export folder"
                 raise UserError(f"{flag} '{path}' is in what the {what} '{folder}' keeps ('{part}'), which cwtool reads back "
                                 "and replaces: give a path outside it")

@@ -34,6 +34,7 @@ from toolchain.provenance import file_sha256, folder_listing_sha256
 
 ARTIFACT_NAME = r"model_[a-z0-9_]{1,40}\.(onnx|tflite)(\.json|\.data)?"  # what the export stage writes in artifacts/
 PLOT_NAME = r"(rounds|ledger|confusion)\.png"  # report.plots
+OS_LITTER = r"\.DS_Store|\._.+|Thumbs\.db|desktop\.ini"  # what Finder and Explorer leave in a folder they show: swept with the rest
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ class RunDir:
                 raise UserError(f"{flag}: '{self.root / path}' is a folder where a run writes its file of that name: remove it or give another folder")
         for folder, names in ((self.artifacts, ARTIFACT_NAME), (self.plots, PLOT_NAME)):
             theirs = sorted(e.name + ("/" if e.is_dir() else "") for e in (folder.iterdir() if folder.is_dir() else ())
-                            if not (re.fullmatch(names, e.name) or e.name.startswith(TMP_PREFIX)) or e.is_dir())
+                            if not (re.fullmatch(names, e.name) or e.name.startswith(TMP_PREFIX) or re.fullmatch(OS_LITTER, e.name))
+                            or e.is_dir())
             if theirs:  # --resume replaces what is there: it removed a user's copy of an artifact, and an export in plots/
                 raise UserError(f"{flag}: {folder} holds {', '.join(one_line(n)[:60] for n in theirs[:3])}"
                                 f"{f' and {len(theirs) - 3} more' if len(theirs) > 3 else ''}, not cwtool's, and a resumed run "

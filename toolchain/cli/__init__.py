@@ -81,10 +81,14 @@ def _home_expanded(argv: list[str]) -> list[str]:
         flag, eq, value = arg.partition("=")
         if eq and flag in PATH_OPTIONS:
             arg = f"{flag}={home(value)}"
-        elif before in PATH_OPTIONS or (arg.startswith("~/") and i and not before.startswith("-")):
-            arg = home(arg)
+        elif before in PATH_OPTIONS or (arg.startswith("~/") and i and before not in NAME_OPTIONS):
+            arg = home(arg)  # a command's argument, after a flag such as --trust-model too
         out.append(arg)
     return out
+
+
+# Options whose value is a name, never expanded (a class called "~/x" stays one)
+NAME_OPTIONS = ("--protect-class", "-p", "--class-names", "--label-column", "--arch-kwargs", "--normalize", "--rounds")
 
 
 def _usage_error_line(exc) -> str:

@@ -126,7 +126,7 @@ def train(
         model = model.cpu().eval()
         val_logits = predict_logits(model, dataset.x_val)
         score = evaluate_logits(dataset.y_val, val_logits, [0], num_outputs)
-        train_accuracy = _train_accuracy(model, dataset)
+        train_accuracy, train_majority = _train_accuracy(model, dataset)
         save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
     except BaseException as exc:  # the log says how the run ended, and that --out is what it was
         log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
@@ -135,21 +135,34 @@ def train(
         raise
     log.record(f"{one_line(out)} written (sha256 {file_sha256(out)[:12]})")
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f} (on training rows {train_accuracy:.4f})")
-    learned_nothing = _learned_nothing(val_logits, dataset, config, train_accuracy)
+    by_heart = _by_heart(train_accuracy, train_majority, score["accuracy"], dataset.y_val)
+    learned_nothing = _learned_nothing(val_logits, dataset, config, train_accuracy if by_heart else None)
     if learned_nothing:
         log.print(f"warning: {learned_nothing}")
-    elif train_accuracy - score["accuracy"] >= BY_HEART:
+    elif by_heart:
         log.print(f"warning: the model scores {train_accuracy:.4f} on its training rows and {score['accuracy']:.4f} on validation: it "
                   f"learnt its training rows more than the classes; {BY_HEART_ADVICE}")
 
 
-BY_HEART = 0.25  # training rows' accuracy this far above validation's: rows learnt by heart
+BY_HEART = 0.25  # accuracy over the commonest class this much higher on training rows than on validation: learnt by heart
 BY_HEART_ADVICE = "more epochs will not help: try --augment, more training rows, a smaller model or fewer epochs"
 TRAIN_ROWS_SCORED = 2_000  # an evenly spaced sample: a folder of 20,000 images is not read twice for one number
 
 
-def _train_accuracy(model, dataset) -> float:
-    """The trained model's accuracy on up to TRAIN_ROWS_SCORED of its training rows (an evenly spaced sample)."""
+def _by_heart(train_accuracy: float, train_majority: float, val_accuracy: float, y_val) -> bool:
+    """Whether the model learnt its training rows more than the classes: its accuracy over always answering the
+    commonest class is BY_HEART higher on training rows than on validation (each split against its own commonest class:
+    90% of one class among training rows and a balanced validation split made a model that answers one class look so)."""
+    import numpy as np
+
+    y = np.asarray(y_val)
+    val_majority = np.bincount(y).max() / len(y) if len(y) else 0.0
+    return train_accuracy > train_majority + 0.05 and (train_accuracy - train_majority) - (val_accuracy - val_majority) >= BY_HEART
+
+
+def _train_accuracy(model, dataset) -> tuple[float, float]:
+    """The trained model's accuracy on up to TRAIN_ROWS_SCORED of its training rows (an evenly spaced sample), and the
+    share of the commonest class among them."""
     import numpy as np
 
     from toolchain.data.samples import subset
@@ -158,12 +171,13 @@ def _train_accuracy(model, dataset) -> float:
     n = len(dataset.y_train)
     index = np.unique(np.linspace(0, n - 1, min(n, TRAIN_ROWS_SCORED)).astype(np.int64))
     logits = predict_logits(model, subset(dataset.x_train, index))
-    return float(np.mean(logits.argmax(1) == np.asarray(dataset.y_train)[index]))
+    y = np.asarray(dataset.y_train)[index]
+    return float(np.mean(logits.argmax(1) == y)), float(np.bincount(y).max() / len(y))
 
 
 def _learned_nothing(val_logits, dataset, config, train_accuracy: float | None = None) -> str | None:
     """Where the trained model answers one class for every validation row, or scores within 5 points of always answering
-    the commonest class, what to try: a run of 3 steps an epoch ended "validation accuracy 0.3333" and nothing else (a new
+    the commonest class, what to try (``train_accuracy``: given where it learnt its training rows by heart): a run of 3 steps an epoch ended "validation accuracy 0.3333" and nothing else (a new
     user's finding)."""
     import math
 
@@ -181,7 +195,7 @@ def _learned_nothing(val_logits, dataset, config, train_accuracy: float | None =
     said = (f"it answers class {dataset.class_names[int(answers[0])] if dataset.class_names else int(answers[0])} for every "
             "validation row" if len(answers) == 1 else f"its accuracy {accuracy:.4f} is "
             + ("within 5 points of" if accuracy >= majority - 0.05 else "below") + f" always answering the commonest class ({majority:.4f})")
-    if train_accuracy is not None and train_accuracy - accuracy >= BY_HEART:  # more epochs was the wrong advice there
+    if train_accuracy is not None:  # learnt by heart (_by_heart): more epochs was the wrong advice there
         return (f"the model learned nothing useful for new rows: {said}, where it scores {train_accuracy:.4f} on its training rows: it "
                 f"learnt those by heart; {BY_HEART_ADVICE}")
     return (f"the model learned nothing useful: {said}. {_count(config.epochs, 'epoch')} of {_count(steps, 'step')} ({len(dataset.y_train):,} rows, "

@@ -143,7 +143,7 @@ class RoundFiles:
         """The rounds whose final fine-tuning left a summary (rounds/final_N.json)."""
         if self.run_dir is None or not self.run_dir.rounds.is_dir():
             return []
-        found = (re.fullmatch(r"final_(\d{1,6})\.json", p.name) for p in self.run_dir.rounds.iterdir())
+        found = (re.fullmatch(r"final_([1-9][0-9]{0,5})\.json", p.name) for p in self.run_dir.rounds.iterdir())  # as RunDir.done_rounds
         return sorted(int(m.group(1)) for m in found if m)
 
     def _final_summary(self, r: int) -> dict:

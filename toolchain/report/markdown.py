@@ -126,7 +126,7 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
     chosen = [c["file"] for c in (report.get("deploy") or {}).get("choices") or [] if c.get("file")]
     # else a file that passed the gate, int8 first: a failed run untimed named its failed int8 file to re-check
     shipped = sorted(report.get("artifacts") or [], key=lambda a: (not (a.get("gate") or {}).get("passed"), a.get("precision") != "int8"))
-    files = [shlex.quote(f) for f in chosen] or [(shipped or [{"path": "artifacts/FILE"}])[0]["path"]]
+    files = [shlex.quote(f) for f in chosen] or [shlex.quote((shipped or [{"path": "artifacts/FILE"}])[0]["path"])]
     given = data.get("held_out_from") if isinstance(data.get("held_out_from"), dict) else {}
     seed = f" --seed {data['seed']}" if data.get("seed") and not given.get("test") else ""
     names = report.get("class_names") or []

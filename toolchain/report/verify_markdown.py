@@ -111,8 +111,9 @@ def render_verify_markdown(result: dict) -> str:
     if result.get("notes"):
         lines += ["", "### Notes", ""]
         lines += [f"- {_esc(n)}" for n in result["notes"]]
-    lines += ["", "<sub>FN change: exact conditional interval from the paired discordant counts (McNemar) when both sides have "
-              "per-sample predictions; FNR: Clopper-Pearson 95%.</sub>", ""]
+    lines += ["", "<sub>FN change: 95% interval of the change in FN on as many new samples of the class (Newcombe's hybrid "
+              "score interval of the paired FNR change) when both sides have per-sample predictions; FNR: Clopper-Pearson 95%."
+              "</sub>", ""]
     return printable("\n".join(lines))
 
 
