@@ -238,7 +238,7 @@ def test_a_home_path_the_shell_left_is_one_path_for_every_reader(trained_digits,
     """`--data=~/x` (the shell expands no ~ there) was expanded by the loader and not by the reader of the judged rows:
     verify judged other rows than the baseline's and refused it, and --val refused a folder --data read (a new user's
     finding). Every path option's ~ is expanded once, as the shell would have."""
-    from toolchain.cli import _home_expanded
+    from toolchain.cli.arguments import home_expanded as _home_expanded
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert _home_expanded(["verify", "~/m.onnx", "--data=~/d", "--val", "~/v", "-d", "~/x", "--class-names", "~a,b",

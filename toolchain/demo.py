@@ -113,6 +113,7 @@ def _not_a_demo_run(out: Path) -> str | None:
     others = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.startswith(TMP_PREFIX))
     if others:
         return f"it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
+    from toolchain.errors import UserError
     from toolchain.rundir import read_record
 
     try:

@@ -7,7 +7,6 @@ interrupted (SIGINT/SIGTERM).
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import traceback
@@ -16,29 +15,16 @@ from typing import Optional
 import typer
 
 from toolchain.cli import bench, calibrate, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
+from toolchain.cli.arguments import finite_floats as _finite_floats, flags_show_no_type, home_expanded as _home_expanded
+from toolchain.cli.arguments import printable_arguments as _printable_arguments  # a module global: tests replace it here
 from toolchain.cli.failures import install_hint, native_output, raised_by_the_cli_libraries
-from toolchain.errors import Interrupted, UserError, describe, one_line, unprintable_in
+from toolchain.errors import Interrupted, UserError, describe, one_line
 
 __all__ = ["app", "main"]
 
 
 
-def _flags_show_no_type() -> None:
-    """typer's help writes a flag's type beside it (`--resume <bool>`), which reads as a flag that takes a value, and
-    `--resume true` is then refused as an extra argument: a flag shows none, as click's plain help does."""
-    option = getattr(getattr(typer, "core", None), "TyperOption", None)
-    shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "_flags_show_none", False):
-        return
-
-    def display_type_rich(self, ctx):
-        return None if getattr(self, "is_flag", False) or getattr(self, "count", False) else shown(self, ctx)
-
-    display_type_rich._flags_show_none = True
-    option.display_type_rich = display_type_rich
-
-
-_flags_show_no_type()
+flags_show_no_type()
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -57,100 +43,12 @@ for _command in (evaluate.evaluate, train.train, calibrate.calibrate, compress.c
     app.command(_command.__name__)(_command)  # in data-flow order, as --help lists them
 
 
-# Options whose value is a path (or a name, which never starts with ~): their ~ is expanded here, once, for every reader
-PATH_OPTIONS = ("--data", "-d", "--val", "--test", "--out", "--json", "--markdown", "--junit", "--baseline", "--calibration",
-                "--target", "--save-rows", "--arch")
-
-
-def _home_expanded(argv: list[str]) -> list[str]:
-    """``argv`` with a leading ~ of a path expanded where the shell left it (``--data=~/x``, or quoted): --data expanded
-    it in one reader and not in the next, so verify judged other rows than the baseline's, and --val refused a folder
-    that --data read (a new user's finding). A path's value of PATH_OPTIONS, or a command's argument (the model, the
-    artifacts) that follows no option."""
-    import os
-
-    def home(value: str) -> str:
-        try:
-            return os.path.expanduser(value) if value.startswith("~") else value
-        except (RuntimeError, KeyError):  # no home: the readers say so in their words
-            return value
-
-    out = []
-    for i, arg in enumerate(argv):
-        before = argv[i - 1] if i else ""
-        flag, eq, value = arg.partition("=")
-        if eq and flag in PATH_OPTIONS:
-            arg = f"{flag}={home(value)}"
-        elif before in PATH_OPTIONS or (arg.startswith("~/") and i and before not in NAME_OPTIONS):
-            arg = home(arg)  # a command's argument, after a flag such as --trust-model too
-        out.append(arg)
-    return out
-
-
-# Options whose value is a name, never expanded (a class called "~/x" stays one)
-NAME_OPTIONS = ("--protect-class", "-p", "--class-names", "--label-column", "--arch-kwargs", "--normalize", "--rounds")
-
-
 def _usage_error_line(exc) -> str:
     ctx = getattr(exc, "ctx", None)
     message = " ".join(exc.format_message().split())
     if ctx is None:
         return f"cwtool: error: {message}"
     return f"cwtool: error: {message} (see '{ctx.command_path} --help')"  # the prefix of every other bad input's line
-
-
-# Options whose value is JSON, where a line break is only white space; every other value is a name or a number that
-# cwtool prints inside a console or log line, where a line break or an escape would start a forged line of its own.
-_JSON_OPTIONS = ("--arch-kwargs",)
-_OUTPUT_OPTIONS = ("--json", "--markdown", "--junit", "--out")
-
-
-def _printable_arguments(args) -> None:
-    """Checked on the words as typed (before the parser): a value exempt as JSON must follow its option and be a JSON
-    object, so that a path cannot pass as one by following an option that took the option's name as its value."""
-    previous = None
-    for arg in map(str, args):
-        option, eq, value = arg.partition("=") if arg.startswith("--") else (None, "", arg)
-        name = option if eq else previous
-        text = value if eq else arg
-        if text == "-" and name in _OUTPUT_OPTIONS:  # other tools' "standard output": here a file named '-' (./- still is)
-            raise UserError(f"{name} '-': cwtool writes files, not standard output; give a path")
-        char = unprintable_in(text)
-        if char is not None and not (name in _JSON_OPTIONS and _is_json_object(text)):
-            where = f"the value of {name}" if name and name.startswith("-") else f"the argument '{one_line(arg)[:80]}'"
-            raise UserError(f"{where} has a line break or a control character ({char}): cwtool prints it inside console and log "
-                            "lines; rename the file or give another value")
-        previous = arg
-
-
-def _is_json_object(text: str) -> bool:
-    import json
-
-    try:
-        return isinstance(json.loads(text), dict)
-    except (ValueError, RecursionError):
-        return False
-
-
-def _finite_floats(group) -> None:
-    """Every float option of every command refuses NaN and inf (the parser takes both, and a `--lr nan`
-    would train nothing and pass every `<` check): checked on the parsed values, before the command runs."""
-    import functools
-
-    for command in getattr(group, "commands", {}).values():
-        run = command.callback
-        if run is None or getattr(run, "_finite_floats", False):
-            continue
-
-        @functools.wraps(run)
-        def checked(*args, __run=run, **kwargs):
-            for name, value in kwargs.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise UserError(f"--{name.replace('_', '-')} {value} is not a finite number")
-            return __run(*args, **kwargs)
-
-        checked._finite_floats = True
-        command.callback = checked
 
 
 def _raise_interrupted(signum, frame) -> None:
