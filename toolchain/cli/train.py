@@ -118,7 +118,9 @@ def train(
         losses: list[float] = []
 
         def epoch_done(epoch: int, _model) -> None:  # the loss says whether it still learns (its absence hid a stalled run)
-            log.progress(f"{pace.line(epoch)}; mean training loss {losses[-1]:.4f}")
+            loss = (f"mean training loss {losses[-1]:.4f}" if losses[-1] == losses[-1] else
+                    "no training step ran (a model with BatchNorm skips batches of one row: give a larger --batch-size)")
+            log.progress(f"{pace.line(epoch)}; {loss}")
 
         with progress_bar(console) as progress:
             run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}",
@@ -126,7 +128,7 @@ def train(
         model = model.cpu().eval()
         val_logits = predict_logits(model, dataset.x_val)
         score = evaluate_logits(dataset.y_val, val_logits, [0], num_outputs)
-        train_accuracy, train_majority = _train_accuracy(model, dataset)
+        train_accuracy, train_balanced = _train_accuracy(model, dataset)
         save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
     except BaseException as exc:  # the log says how the run ended, and that --out is what it was
         log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
@@ -135,7 +137,7 @@ def train(
         raise
     log.record(f"{one_line(out)} written (sha256 {file_sha256(out)[:12]})")
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f} (on training rows {train_accuracy:.4f})")
-    by_heart = _by_heart(train_accuracy, train_majority, score["accuracy"], dataset.y_val)
+    by_heart = train_balanced - balanced_accuracy(dataset.y_val, val_logits.argmax(1)) >= BY_HEART
     learned_nothing = _learned_nothing(val_logits, dataset, config, train_accuracy if by_heart else None)
     if learned_nothing:
         log.print(f"warning: {learned_nothing}")
@@ -144,25 +146,23 @@ def train(
                   f"learnt its training rows more than the classes; {BY_HEART_ADVICE}")
 
 
-BY_HEART = 0.25  # accuracy over the commonest class this much higher on training rows than on validation: learnt by heart
+BY_HEART = 0.25  # balanced accuracy this much higher on training rows than on validation: learnt by heart
 BY_HEART_ADVICE = "more epochs will not help: try --augment, more training rows, a smaller model or fewer epochs"
 TRAIN_ROWS_SCORED = 2_000  # an evenly spaced sample: a folder of 20,000 images is not read twice for one number
 
 
-def _by_heart(train_accuracy: float, train_majority: float, val_accuracy: float, y_val) -> bool:
-    """Whether the model learnt its training rows more than the classes: its accuracy over always answering the
-    commonest class is BY_HEART higher on training rows than on validation (each split against its own commonest class:
-    90% of one class among training rows and a balanced validation split made a model that answers one class look so)."""
+def balanced_accuracy(y, predicted) -> float:
+    """The mean of the classes' recalls over the classes present: alike for a model that answers the commonest class
+    whatever the classes' shares (plain accuracy compared a 90/10 training set with a balanced --val as learning)."""
     import numpy as np
 
-    y = np.asarray(y_val)
-    val_majority = np.bincount(y).max() / len(y) if len(y) else 0.0
-    return train_accuracy > train_majority + 0.05 and (train_accuracy - train_majority) - (val_accuracy - val_majority) >= BY_HEART
+    y, predicted = np.asarray(y), np.asarray(predicted)
+    return float(np.mean([np.mean(predicted[y == k] == k) for k in np.unique(y)])) if len(y) else 0.0
 
 
 def _train_accuracy(model, dataset) -> tuple[float, float]:
-    """The trained model's accuracy on up to TRAIN_ROWS_SCORED of its training rows (an evenly spaced sample), and the
-    share of the commonest class among them."""
+    """The trained model's accuracy and balanced accuracy on up to TRAIN_ROWS_SCORED of its training rows (an evenly
+    spaced sample)."""
     import numpy as np
 
     from toolchain.data.samples import subset
@@ -172,7 +172,7 @@ def _train_accuracy(model, dataset) -> tuple[float, float]:
     index = np.unique(np.linspace(0, n - 1, min(n, TRAIN_ROWS_SCORED)).astype(np.int64))
     logits = predict_logits(model, subset(dataset.x_train, index))
     y = np.asarray(dataset.y_train)[index]
-    return float(np.mean(logits.argmax(1) == y)), float(np.bincount(y).max() / len(y))
+    return float(np.mean(logits.argmax(1) == y)), balanced_accuracy(y, logits.argmax(1))
 
 
 def _learned_nothing(val_logits, dataset, config, train_accuracy: float | None = None) -> str | None:
@@ -195,7 +195,7 @@ def _learned_nothing(val_logits, dataset, config, train_accuracy: float | None =
     said = (f"it answers class {dataset.class_names[int(answers[0])] if dataset.class_names else int(answers[0])} for every "
             "validation row" if len(answers) == 1 else f"its accuracy {accuracy:.4f} is "
             + ("within 5 points of" if accuracy >= majority - 0.05 else "below") + f" always answering the commonest class ({majority:.4f})")
-    if train_accuracy is not None:  # learnt by heart (_by_heart): more epochs was the wrong advice there
+    if train_accuracy is not None:  # learnt by heart (BY_HEART): more epochs was the wrong advice there
         return (f"the model learned nothing useful for new rows: {said}, where it scores {train_accuracy:.4f} on its training rows: it "
                 f"learnt those by heart; {BY_HEART_ADVICE}")
     return (f"the model learned nothing useful: {said}. {_count(config.epochs, 'epoch')} of {_count(steps, 'step')} ({len(dataset.y_train):,} rows, "

@@ -200,8 +200,8 @@ def train(
                                 f"(the peak --lr was {config.lr:g}){fp32_hint(low_precision)}")
             if group is not None:
                 distributed.same_buffers(model)  # before anything reads the model: every process decides alike
-            if epoch_losses is not None:
-                epoch_losses.append(float(loss_sum) / max(steps, 1))
+            if epoch_losses is not None:  # NaN: no step ran (BatchNorm skips one-row batches), not a loss of 0
+                epoch_losses.append(float(loss_sum) / steps if steps else float("nan"))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
             if task is not None:
