@@ -658,3 +658,17 @@ def test_a_negative_offset_that_misses_more_than_the_model_names_keep_sensitivit
     assert "`--keep-sensitivity` keeps at least the model's own decisions" in _offset_words(entry)
     assert "--keep-sensitivity" not in _offset_words({**entry, "fn": 6})  # lowered, but missing none more on validation
     assert "--keep-sensitivity" not in _offset_words({**entry, "offset": 0.5, "fn": 4})
+
+
+def test_reachable_confidence_keeps_to_the_floor():
+    """Under --keep-sensitivity, `reachable` searched negative offsets too: it named a confidence only a forbidden offset
+    reaches, and the advice ("lower --confidence") could not help where accuracy binds (a regression reviewer's find)."""
+    from toolchain.prune.operating_point import PromiseGuard
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], [600, 150])
+    logits = np.eye(2)[y] * 2.0 + rng.standard_normal((750, 2)) + np.array([0.0, 2.5])  # over-predicts class 1
+    accuracy_at_zero = float(np.mean(logits.argmax(1) == y))
+    free = PromiseGuard(y, y, [1], 0, 0.999).reachable(logits, {1: 0.0}, accuracy_at_zero + 0.1)
+    floored = PromiseGuard(y, y, [1], 0, 0.999, floor=0.0).reachable(logits, {1: 0.0}, accuracy_at_zero + 0.1)
+    assert free[1] is not None and floored[1] is None, (free, floored)

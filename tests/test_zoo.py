@@ -434,7 +434,7 @@ def test_channels_squeezed_by_an_index_into_a_smaller_layer_are_kept_whole(index
     assert code in (0, 1), err  # 1: the gate's verdict on a net trained a few seconds
     shrunk = next(s for s in json.loads((tmp_path / "run" / "report.json").read_text())["stages"] if s["stage"] == "shrunk")
     assert list(shrunk["kept_whole"]) == ["conv2"] and set(shrunk["channel_plan"]) == {"conv"}
-    assert "kept whole: 1 group (its 16 channels reach fc" in (tmp_path / "run" / "compress.log").read_text()
+    assert "1 channel group kept whole: 1 group (its 16 channels reach fc" in (tmp_path / "run" / "compress.log").read_text()
     assert "Channels kept whole" in (tmp_path / "run" / "report.md").read_text()
 
 
@@ -534,5 +534,10 @@ def test_the_groups_kept_whole_are_said_in_one_short_line_grouped_by_why():
     kept = {f"stage{i}.unit{j}": "its channels pass through shuffle, which reorders them beyond the graph" for i in range(3) for j in range(8)}
     kept["fc_in"] = "its 16 channels reach fc, which has 8"
     line = kept_whole_line(kept)
-    assert line.startswith("kept whole: 24 groups (its channels pass through shuffle") and "and 21 more" in line, line
+    assert line.startswith("25 channel groups kept whole: 24 groups (its channels pass through shuffle") and "and 21 more" in line, line
     assert line.endswith("; 1 group (its 16 channels reach fc, which has 8): fc_in") and len(line) < 300, line
+    # a ShuffleNetV2's reasons each name their own shuffle: a few reasons, then a count (2,747 characters before)
+    own = {f"stage{i}.unit{j}": f"its channels pass through stage{i}.unit{j}.c_shuffle (ChannelShuffle), which reorders them"
+           for i in range(3) for j in range(7)}
+    line = kept_whole_line(own)
+    assert line.endswith("; 18 more for 18 other reasons (report.md lists them)") and len(line) < 600, line

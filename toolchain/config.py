@@ -47,9 +47,10 @@ class PruneConfig:
     confidence: float = _f(0.95, GOALS, "Probability that the FN promise (FN <= dense FN + budget on as many new samples of the "
                                    "class as validation holds) holds: sets the guarded operating point.")
     max_accuracy_drop: float = _f(0.02, GOALS, "Accuracy budget (fraction, 0.02 = 2 points).")
-    keep_sensitivity: bool = _f(False, GOALS, "Never lower a protected class's sensitivity below the compressed model's own "
-                                "decisions (no negative offset): without it, a model that misses fewer than the dense model "
-                                "spends that margin on fewer false positives, as far as the promise allows.")
+    keep_sensitivity: bool = _f(False, GOALS, "No negative offset on a protected class's logit: its own threshold never lowers "
+                                "its sensitivity below the compressed model's own decisions (without it, a model that misses "
+                                "fewer than the dense model spends that margin on fewer false positives, as far as the promise "
+                                "allows). With several protected classes, one's offset can still take another's samples.")
     rate: float = _f(0.5, METHOD, "Fraction of the remaining parameters removed per round.")
     granularity: str = _f("channel", METHOD, "channel (physically removed) or weight (unstructured masks).")
     rewind: str = _f("none", METHOD, "none (fine-tune survivors), early (late rewinding) or init.")

@@ -408,11 +408,15 @@ DIVERGED_HINT = "lower --lr or the loss weights (--gamma, --rank-weight, --disti
 
 
 def kept_whole_line(kept_whole: dict[str, str], shown: int = 3) -> str:
-    """The channel groups kept whole, grouped by why, a few named each: one line a group ran to 3,000 characters for a
-    ShuffleNetV2 (a new user's finding); report.md lists them all."""
+    """The channel groups kept whole, grouped by why, a few named each and a few reasons: one line a group ran to 3,000
+    characters for a ShuffleNetV2, whose reasons each name their own shuffle (a new user's finding); report.md lists
+    them all."""
     by_reason: dict[str, list[str]] = {}
     for key, why in kept_whole.items():
         by_reason.setdefault(why, []).append(key)
-    parts = [f"{len(keys)} group{'s' if len(keys) != 1 else ''} ({why}): {', '.join(keys[:shown])}"
-             + (f" and {len(keys) - shown} more" if len(keys) > shown else "") for why, keys in by_reason.items()]
-    return f"kept whole: {'; '.join(parts)}"
+    parts = [f"{len(keys)} group{'s' if len(keys) != 1 else ''} ({why[:160]}): {', '.join(keys[:shown])}"
+             + (f" and {len(keys) - shown} more" if len(keys) > shown else "") for why, keys in list(by_reason.items())[:shown]]
+    rest = list(by_reason.values())[shown:]
+    if rest:
+        parts.append(f"{sum(map(len, rest))} more for {len(rest)} other reason{'s' if len(rest) != 1 else ''} (report.md lists them)")
+    return f"{len(kept_whole)} channel group{'s' if len(kept_whole) != 1 else ''} kept whole: {'; '.join(parts)}"

@@ -268,7 +268,9 @@ class PromiseGuard:
                 continue
             deltas = np.array([ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])) if m else ns[0] - _EPS * max(1.0, abs(ns[0])) for m in ends])
             accuracy = _accuracy_along(apply_offsets(logits, {j: d for j, d in offsets.items() if j != k}), self.y, k, deltas)
-            feasible = np.flatnonzero(accuracy >= min_accuracy - 1e-12)
+            # only offsets the floor allows (--keep-sensitivity): one below it reached a confidence no shipped point can
+            allowed = deltas >= self.floor - 1e-12 if self.floor is not None else np.ones(len(deltas), dtype=bool)
+            feasible = np.flatnonzero((accuracy >= min_accuracy - 1e-12) & allowed)
             out[k] = self._confidence(k, b[feasible[-1]], c[feasible[-1]], len(ns)) if len(feasible) else None
         return out
 
