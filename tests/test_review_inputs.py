@@ -1847,3 +1847,18 @@ def test_what_a_file_browser_leaves_in_a_run_does_not_stop_its_resume(litter, tr
     (out / litter).write_bytes(b"\0")
     code, _, err = run_cli([*args, "--resume"], capsys)
     assert code in (0, 1) and "not cwtool's" not in err, err
+
+
+def test_a_new_out_folder_that_a_file_browser_opened_is_a_new_run(trained_digits, tmp_path, capsys):
+    """A new --out opened in Finder holds a .DS_Store: compress refused it as "not a cwtool run directory" (a regression
+    reviewer's find); the demo refused its own folder so too."""
+    from toolchain.rundir import holds_anything
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0")
+    assert not holds_anything(out)
+    _finished_run(capsys, trained_digits[0], out)
+    assert (out / "report.json").is_file() and (out / ".DS_Store").is_file()
+    (out / "notes.txt").write_text("mine")
+    assert holds_anything(tmp_path / "run")

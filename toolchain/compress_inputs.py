@@ -20,7 +20,7 @@ from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
 from toolchain.output_paths import check_output_dir
 from toolchain.provenance import file_sha256, rows_sha256
-from toolchain.rundir import OtherRun, RunDir, Sessions, earlier_sessions, run_inputs
+from toolchain.rundir import OtherRun, RunDir, Sessions, earlier_sessions, holds_anything, run_inputs
 
 __all__ = ["CheckedInputs", "check_compress_inputs", "evaluate_on_test"]
 
@@ -183,7 +183,7 @@ def _run_directory(request, given, config: PruneConfig, export: ExportSettings |
     manifest_path = RunDir(run_dir).manifest
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
-    resuming = run_dir.exists() and any(run_dir.iterdir())
+    resuming = run_dir.exists() and holds_anything(run_dir)
     if resuming and not request.resume:
         if config.granularity == "weight":
             raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")

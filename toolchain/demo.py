@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from rich.console import Console
 
-from toolchain.rundir import RunDir
+from toolchain.rundir import OS_LITTER, RunDir, holds_anything
 
 DEMO_ARCH = "digits-cnn"
 DEMO_DATA = "digits"
@@ -86,7 +87,7 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out.resolve()}' is a file and the demo writes its run there: move it, or run the demo from another folder")
     check_output_dir(out, "the demo folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and holds_anything(out):
         why = _not_a_demo_run(out)
         if why:
             raise UserError(f"'{out.resolve()}' exists and is not a demo run ({why}): move it, or run the demo from another folder")
@@ -110,7 +111,8 @@ def _not_a_demo_run(out: Path) -> str | None:
     from toolchain.io import TMP_PREFIX
 
     known = RunDir(out).entries()  # and staged files a killed run left
-    others = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.startswith(TMP_PREFIX))
+    others = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.startswith(TMP_PREFIX)
+                    and not re.fullmatch(OS_LITTER, p.name))  # what Finder and Explorer leave there
     if others:
         return f"it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
     from toolchain.errors import UserError

@@ -37,6 +37,12 @@ PLOT_NAME = r"(rounds|ledger|confusion)\.png"  # report.plots
 OS_LITTER = r"\.DS_Store|\._.+|Thumbs\.db|desktop\.ini"  # what Finder and Explorer leave in a folder they show: swept with the rest
 
 
+def holds_anything(folder: Path) -> bool:
+    """Whether ``folder`` holds an entry other than what a file browser leaves (a new --out opened in Finder holds a
+    .DS_Store, and was refused as a folder that is not a cwtool run)."""
+    return any(not re.fullmatch(OS_LITTER, p.name) for p in Path(folder).iterdir())
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
