@@ -1831,10 +1831,13 @@ def test_a_weak_model_whose_record_matches_the_data_is_called_weak_not_fed_other
     weak = detection_problem(logits, y, [0], names, recorded_alike=True)
     assert "--class-names" in blind and "--normalize" in blind
     assert "no better than chance" in weak and "has not learnt the class" in weak and "--class-names" not in weak, weak
+    from toolchain.data.identity import scale_mismatch
+
     record = {"class_names": names, "preprocessing": {"color": "RGB"}}
     x = rng.random((10, 3, 8, 8)).astype(np.float32)
-    assert recorded_alike(record, x, "m.pt") and not recorded_alike({"class_names": names}, x, "m.pt")
-    assert not recorded_alike({**record, "largest_value": 255.0}, x, "m.pt")  # scaled otherwise: it may be fed otherwise
+    assert recorded_alike(record, scale_mismatch(record, x, "m.pt")) and not recorded_alike({"class_names": names}, None)
+    scaled = {**record, "largest_value": 255.0}
+    assert not recorded_alike(scaled, scale_mismatch(scaled, x, "m.pt"))  # scaled otherwise: it may be fed otherwise
 
 
 @pytest.mark.parametrize("litter", ["artifacts/.DS_Store", "plots/Thumbs.db", "artifacts/._model_int8.onnx", "plots/desktop.ini"])

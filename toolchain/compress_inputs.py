@@ -58,7 +58,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     import torch
 
     from toolchain.evaluate import MIN_POSITIVES, check_model_on_splits, detection_problem, weak_detection_notes
-    from toolchain.model_on_data import check_model_fits_data, read_model_and_data, recorded_alike
+    from toolchain.model_on_data import check_model_fits_data, read_model_and_data
     from toolchain.models.train import pick_device
     from toolchain.prune.preflight import check_before_pruning
 
@@ -95,14 +95,14 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     # one line), in the reports later
     shown_notes: list[str] = []
     note_input = shown_notes.append
-    check_model_fits_data(loaded, dataset, request.model, refuse_unseen=True, note=note_input)
+    alike = check_model_fits_data(loaded, dataset, request.model, refuse_unseen=True, note=note_input)
     if prepared is not None:
         from toolchain.recorded import preparation_notes
 
         for line in preparation_notes(prepared, dataset.input_shape, f"'{request.model}' records its training's were", choosable=False):
             note_input(f"note: {line}")
     problem = detection_problem(val_logits, dataset.y_val, protected, class_names,  # the last input check: "no more missed"
-                                recorded_alike=recorded_alike(loaded.extra.get("data"), dataset.x_val, request.model))
+                                recorded_alike=alike)
     if problem is not None:  # than a model that detects nothing is no promise at all
         raise UserError(problem)
     for line in unreachable_confidence(val_logits, dataset.y_val, protected, class_names, config):

@@ -22,10 +22,11 @@ def read_model_and_data(request, seed: int):
     return dataset, loaded
 
 
-def check_model_fits_data(loaded, dataset, model, *, refuse_unseen: bool, note) -> None:
+def check_model_fits_data(loaded, dataset, model, *, refuse_unseen: bool, note) -> bool:
     """What the model's checkpoint records of its training against this data: classes in another order and images
     prepared otherwise are refused (every number would be of another task); held-out rows it trained on are refused
-    (``refuse_unseen``, compress: its promise would rest on them) or said; pixels scaled otherwise are said (``note``)."""
+    (``refuse_unseen``, compress: its promise would rest on them) or said; pixels scaled otherwise are said (``note``).
+    Returns whether the record vouches for this data (``recorded_alike``)."""
     from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, scale_mismatch
     from toolchain.errors import UserError
 
@@ -38,13 +39,12 @@ def check_model_fits_data(loaded, dataset, model, *, refuse_unseen: bool, note) 
     scaled_otherwise = scale_mismatch(record, dataset.x_val, model)
     if scaled_otherwise:
         note(f"warning: {scaled_otherwise}")
+    return recorded_alike(record, scaled_otherwise)
 
 
-def recorded_alike(record, x, model) -> bool:
+def recorded_alike(record, scaled_otherwise: str | None) -> bool:
     """Whether the checkpoint records its training's class names and preprocessing (which check_model_fits_data found
-    alike with this data, or refused) and its pixel scale is this data's: then a model that ranks a class no better
-    than chance is weak itself, not fed otherwise."""
-    from toolchain.data.identity import scale_mismatch
-
+    alike with this data, or refused) and no other pixel scale (``scaled_otherwise``: scale_mismatch's warning): then a
+    model that ranks a class no better than chance is weak itself, not fed otherwise."""
     return (isinstance(record, dict) and isinstance(record.get("class_names"), list) and isinstance(record.get("preprocessing"), dict)
-            and scale_mismatch(record, x, model) is None)
+            and scaled_otherwise is None)

@@ -92,7 +92,7 @@ def _inputs(request: ExportRequest, settings, log):
     """Data, model, classes: every check before anything is written. Returns (dataset, loaded, protected, class names, what
     the model fails to detect on validation or None)."""
     from toolchain.evaluate import check_model_on_splits, detection_problem
-    from toolchain.model_on_data import check_model_fits_data, read_model_and_data, recorded_alike
+    from toolchain.model_on_data import check_model_fits_data, read_model_and_data
 
     dataset, loaded = read_model_and_data(request, request.seed)
     if loaded.kind == "torchscript":
@@ -107,9 +107,8 @@ def _inputs(request: ExportRequest, settings, log):
         if absent:
             raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
     check_export_inputs(settings, dataset, skip_hint="")
-    check_model_fits_data(loaded, dataset, request.model, refuse_unseen=False, note=log)  # unseen: the numbers would overstate
-    problem = detection_problem(val_logits, dataset.y_val, protected, names,
-                                recorded_alike=recorded_alike(loaded.extra.get("data"), dataset.x_val, request.model))
+    alike = check_model_fits_data(loaded, dataset, request.model, refuse_unseen=False, note=log)  # unseen: the numbers would overstate
+    problem = detection_problem(val_logits, dataset.y_val, protected, names, recorded_alike=alike)
     if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
         log(f"warning: {problem}")
     return dataset, loaded, protected, names, problem
