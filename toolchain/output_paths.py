@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from toolchain.errors import UserError, one_line, unprintable_in
-from toolchain.input_paths import is_dir
+from toolchain.input_paths import is_dir, walk_entries
 
 __all__ = ["check_output_file", "check_output_dir", "check_own_files", "file_head", "SPECIAL"]
 
@@ -209,7 +209,7 @@ def check_own_files(folder, flag: str, limit: int = 100_000) -> None:
     would send cwtool's output onto an input or elsewhere. Hard links are fine: a staged write gives the name new bytes
     and leaves the other name's, and the log is made a file of its own before it is appended to (RunLog.attach).
     The folder is walked without following links inside it (a link to the folder itself is the user's choice)."""
-    for seen, (path, depth) in enumerate(_entries(Path(folder)), 1):
+    for seen, (path, depth) in enumerate(walk_entries(Path(folder), MAX_DEPTH + 1), 1):
         if seen > limit or depth > MAX_DEPTH:
             too_much = f"more than {limit:,} entries" if seen > limit else f"folders nested more than {MAX_DEPTH} deep"
             raise UserError(f"{flag} holds {too_much}: it is not a folder cwtool made; give another")
@@ -224,23 +224,3 @@ def check_own_files(folder, flag: str, limit: int = 100_000) -> None:
 
 
 MAX_DEPTH = 32  # a run directory cwtool made nests 3 deep: os.walk's recursion ended 1,500 nested folders in exit 3
-
-
-def _entries(folder: Path):
-    """(path, depth) of every entry below ``folder``, links not followed, without recursion (a folder nested thousands
-    deep is walked as any other); an entry gone or unreadable meanwhile is passed over, as os.walk does."""
-    stack = [(folder, 1)]
-    while stack:
-        here, depth = stack.pop()
-        try:
-            with os.scandir(here) as listing:
-                found = list(listing)
-        except OSError:
-            continue
-        for entry in found:
-            yield Path(entry.path), depth
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((Path(entry.path), depth + 1))
-            except OSError:
-                continue

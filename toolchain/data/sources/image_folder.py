@@ -225,21 +225,13 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
 def _holds_images(folder: Path, max_depth: int = 32, limit: int = 100_000) -> bool:
     """Whether a folder holds an image file anywhere below it, within ``max_depth`` folders and ``limit`` entries (stops at
     the first; os.walk's recursion ended a folder nested 1,500 deep in exit 3)."""
-    stack, seen = [(folder, 1)], 0
-    while stack:
-        here, depth = stack.pop()
-        try:
-            with os.scandir(here) as listing:
-                for entry in listing:
-                    seen += 1
-                    if seen > limit:
-                        return False
-                    if entry.name.lower().endswith(tuple(IMAGE_EXTENSIONS)) and not entry.name.startswith("."):
-                        return True
-                    if depth < max_depth and entry.is_dir(follow_symlinks=False):
-                        stack.append((Path(entry.path), depth + 1))
-        except OSError:
-            continue
+    from toolchain.input_paths import walk_entries
+
+    for seen, (path, _) in enumerate(walk_entries(folder, max_depth), 1):
+        if seen > limit:
+            return False
+        if path.name.lower().endswith(tuple(IMAGE_EXTENSIONS)) and not path.name.startswith("."):
+            return True
     return False
 
 
