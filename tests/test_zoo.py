@@ -529,7 +529,7 @@ def test_arch_kwargs_a_built_in_refuses_are_named_with_those_it_takes():
 
 def test_the_groups_kept_whole_are_said_in_one_short_line_grouped_by_why():
     """A ShuffleNetV2's groups kept whole were one log line of 3,000 characters (a new user's finding)."""
-    from toolchain.prune.lottery import kept_whole_line
+    from toolchain.prune.preflight import kept_whole_line
 
     kept = {f"stage{i}.unit{j}": "its channels pass through shuffle, which reorders them beyond the graph" for i in range(3) for j in range(8)}
     kept["fc_in"] = "its 16 channels reach fc, which has 8"

@@ -275,6 +275,10 @@ class ChannelGraph:
     def group(self, key: str) -> ChannelGroup:
         return next(g for g in self.all_groups if g.key == key)
 
+    def groups_kept_whole(self) -> dict[str, str]:
+        """The channel groups kept at full size for a reason other than being the classes' outputs: key -> why."""
+        return {g.key: g.reason.removesuffix(": kept whole") for g in self.all_groups if not g.prunable and not g.output}
+
     def validate(self, plan: ChannelPlan) -> ChannelPlan:
         return validate_plan(self.all_groups, plan)
 

@@ -35,6 +35,7 @@ from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss, LiveTeacher
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
 from toolchain.prune.plan import plan_for_target
+from toolchain.prune.preflight import kept_whole_line
 from toolchain.prune.round_files import RoundFiles
 from toolchain.prune.shrink import checked, shrink
 from toolchain.prune.tickets import PruneResult, Survivors, Ticket, promise_text, relative_plan, removed_plan, round_line, select
@@ -73,7 +74,7 @@ class LotteryPruner:
         self.dense_sizes = {g.key: g.size for g in graph.groups}
         self.files = RoundFiles(self.run_dir, self.arch, self.arch_kwargs, dataset.input_shape, self.dense_sizes)
         # channel groups kept at full size for a reason other than being the classes: said in the log and the report
-        self.kept_whole = {g.key: g.reason.removesuffix(": kept whole") for g in graph.all_groups if not g.prunable and not g.output}
+        self.kept_whole = graph.groups_kept_whole()
         self.dense_params = count_params(self.dense)
         self.dense_macs = count_macs(self.dense, self.example)
 
@@ -405,18 +406,3 @@ class LotteryPruner:
 
 
 DIVERGED_HINT = "lower --lr or the loss weights (--gamma, --rank-weight, --distill-weight, --agree-weight)"
-
-
-def kept_whole_line(kept_whole: dict[str, str], shown: int = 3) -> str:
-    """The channel groups kept whole, grouped by why, a few named each and a few reasons: one line a group ran to 3,000
-    characters for a ShuffleNetV2, whose reasons each name their own shuffle (a new user's finding); report.md lists
-    them all."""
-    by_reason: dict[str, list[str]] = {}
-    for key, why in kept_whole.items():
-        by_reason.setdefault(why, []).append(key)
-    parts = [f"{len(keys)} group{'s' if len(keys) != 1 else ''} ({why[:160]}): {', '.join(keys[:shown])}"
-             + (f" and {len(keys) - shown} more" if len(keys) > shown else "") for why, keys in list(by_reason.items())[:shown]]
-    rest = list(by_reason.values())[shown:]
-    if rest:
-        parts.append(f"{sum(map(len, rest))} more for {len(rest)} other reason{'s' if len(rest) != 1 else ''} (report.md lists them)")
-    return f"{len(kept_whole)} channel group{'s' if len(kept_whole) != 1 else ''} kept whole: {'; '.join(parts)}"

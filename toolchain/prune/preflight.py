@@ -27,7 +27,7 @@ def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protect
     graph = ChannelGraph(copy.deepcopy(dense), example)
     unfollowed = _unfollowed(dense, example, probe, graph.groups)
     if channels and all(g.key in unfollowed for g in graph.groups):  # rounds of retraining that could remove nothing
-        kept = {g.key: g.reason.removesuffix(": kept whole") for g in graph.all_groups if not g.prunable and not g.output}
+        kept = graph.groups_kept_whole()
         kept.update({key: "removing a channel changes what the forward computes" for key in unfollowed})
         why = "; ".join(f"{key}: {reason}" for key, reason in list(kept.items())[:3]) + ("; ..." if len(kept) > 3 else "")
         whole = f"every channel group is kept whole ({why})" if kept else "it has no hidden channels, only its classes' outputs"
@@ -109,3 +109,18 @@ def _unfollowed(model: nn.Module, example: torch.Tensor, probe: torch.Tensor, gr
 
     return {key: f"removing one of its channels does not give the model that zeroing it gives ({why}): the forward uses them by "
                  "position through an operation the dependency graph does not see" for key, why in unfollowed_groups(model, example, probe, groups).items()}
+
+
+def kept_whole_line(kept_whole: dict[str, str], shown: int = 3) -> str:
+    """The channel groups kept whole (ChannelGraph.groups_kept_whole), grouped by why, a few named each and a few reasons,
+    for compress's log: one line a group ran to 3,000 characters for a ShuffleNetV2, whose reasons each name their own
+    shuffle (a new user's finding); report.md lists them all."""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in kept_whole.items():
+        by_reason.setdefault(why, []).append(key)
+    parts = [f"{len(keys)} group{'s' if len(keys) != 1 else ''} ({why[:160]}): {', '.join(keys[:shown])}"
+             + (f" and {len(keys) - shown} more" if len(keys) > shown else "") for why, keys in list(by_reason.items())[:shown]]
+    rest = list(by_reason.values())[shown:]
+    if rest:
+        parts.append(f"{sum(map(len, rest))} more for {len(rest)} other reason{'s' if len(rest) != 1 else ''} (report.md lists them)")
+    return f"{len(kept_whole)} channel group{'s' if len(kept_whole) != 1 else ''} kept whole: {'; '.join(parts)}"
