@@ -219,9 +219,8 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         either = f"{', '.join(more[:-1])} or {more[-1]}" if len(more) > 1 else more[0]
         statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
                      f"({why}): {either}")
+    said = {"few_samples": _few_samples(per_class), "competing": _competing(per_class, ticket.val.get("confusion"))} if met else {}
     return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
-            **({"few_samples": _few_samples(per_class)} if met and _few_samples(per_class) else {}),
-            **({"competing": _competing(per_class, ticket.val.get("confusion"))}
-               if met and _competing(per_class, ticket.val.get("confusion")) else {}),
+            **{key: words for key, words in said.items() if words},
             "round": ticket.round, "classes": per_class, "statement": statement, "binds": binds,
             **({"together_confidence": together} if together is not None else {})}
