@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 from rich.console import Console
 
-from toolchain.rundir import OS_LITTER, RunDir, holds_anything
+from toolchain.rundir import RunDir, holds_anything, is_os_litter
 
 DEMO_ARCH = "digits-cnn"
 DEMO_DATA = "digits"
@@ -112,7 +111,7 @@ def _not_a_demo_run(out: Path) -> str | None:
 
     known = RunDir(out).entries()  # and staged files a killed run left
     others = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.startswith(TMP_PREFIX)
-                    and not re.fullmatch(OS_LITTER, p.name))  # what Finder and Explorer leave there
+                    and not is_os_litter(p.name))  # what Finder and Explorer leave there
     if others:
         return f"it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
     from toolchain.errors import UserError

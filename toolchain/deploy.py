@@ -101,8 +101,7 @@ def _choice(fmt: str, entries: list[dict], latency: dict[str, float]) -> dict:
     targeted = any("fit" in e for e in files)
     ok = [e for e in files if _eligible(e)]
     if not ok:
-        return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")
-                + _accuracy_alone(files)}
+        return _none_passed(fmt, files)
     on_target = all(_estimate_ms(e) is not None for e in ok)
     speed = {e["path"]: _estimate_ms(e) for e in ok} if on_target else latency
     fastest = min(ok, key=lambda e: speed[e["path"]])
@@ -126,10 +125,15 @@ def _untimed_choice(fmt: str, entries: list[dict]) -> dict:
     files = [e for e in entries if e["format"] == fmt]
     ok = [e["path"] for e in files if _eligible(e)]
     if not ok:
-        targeted = any("fit" in e for e in files)
-        return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")
-                + _accuracy_alone(files)}
+        return _none_passed(fmt, files)
     return {"format": fmt, "file": None, "why": "not timed, so none chosen", "passed": ok}
+
+
+def _none_passed(fmt: str, files: list[dict]) -> dict:
+    """The choice of a format none of whose ``files`` passed the gate (and fits the target, where one is given)."""
+    targeted = any("fit" in e for e in files)
+    return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")
+            + _accuracy_alone(files)}
 
 
 def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withheld: str | None = None) -> dict:

@@ -37,10 +37,14 @@ PLOT_NAME = r"(rounds|ledger|confusion)\.png"  # report.plots
 OS_LITTER = r"\.DS_Store|\._.+|Thumbs\.db|desktop\.ini"  # what Finder and Explorer leave in a folder they show: swept with the rest
 
 
+def is_os_litter(name: str) -> bool:
+    return re.fullmatch(OS_LITTER, name) is not None
+
+
 def holds_anything(folder: Path) -> bool:
     """Whether ``folder`` holds an entry other than what a file browser leaves (a new --out opened in Finder holds a
     .DS_Store, and was refused as a folder that is not a cwtool run)."""
-    return any(not re.fullmatch(OS_LITTER, p.name) for p in Path(folder).iterdir())
+    return any(not is_os_litter(p.name) for p in Path(folder).iterdir())
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ class RunDir:
                 raise UserError(f"{flag}: '{self.root / path}' is a folder where a run writes its file of that name: remove it or give another folder")
         for folder, names in ((self.artifacts, ARTIFACT_NAME), (self.plots, PLOT_NAME)):
             theirs = sorted(e.name + ("/" if e.is_dir() else "") for e in (folder.iterdir() if folder.is_dir() else ())
-                            if not (re.fullmatch(names, e.name) or e.name.startswith(TMP_PREFIX) or re.fullmatch(OS_LITTER, e.name))
+                            if not (re.fullmatch(names, e.name) or e.name.startswith(TMP_PREFIX) or is_os_litter(e.name))
                             or e.is_dir())
             if theirs:  # --resume replaces what is there: it removed a user's copy of an artifact, and an export in plots/
                 raise UserError(f"{flag}: {folder} holds {', '.join(one_line(n)[:60] for n in theirs[:3])}"
