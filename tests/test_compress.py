@@ -916,7 +916,7 @@ def test_a_resume_on_other_data_names_both():
     """--resume with --data digits.npz (the same rows saved) where the run used --data digits said only "the data differs",
     where every other difference names both values (an interruption reviewer's finding)."""
     from toolchain.config import PruneConfig
-    from toolchain.rundir import differences
+    from toolchain.run_identity import differences
 
     config = PruneConfig()
     manifest = {"config": config.to_dict(), "inputs": {"data": {"spec": "digits"}, "model": {"path": "m.pt"}}}

@@ -20,7 +20,8 @@ from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
 from toolchain.output_paths import check_output_dir
 from toolchain.provenance import file_sha256, rows_sha256
-from toolchain.rundir import OtherRun, RunDir, Sessions, earlier_sessions, holds_anything, run_inputs
+from toolchain.run_identity import OtherRun, Sessions, earlier_sessions, run_inputs
+from toolchain.rundir import RunDir, holds_anything
 
 __all__ = ["CheckedInputs", "check_compress_inputs", "evaluate_on_test"]
 

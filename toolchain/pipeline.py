@@ -20,7 +20,8 @@ from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text, json_text, own_folder, sweep_temporaries
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.report.pace import say_progress_to
-from toolchain.rundir import RunDir, package_versions, version_changes
+from toolchain.run_identity import package_versions, version_changes
+from toolchain.rundir import RunDir
 
 REPORT_SCHEMA = 1
 

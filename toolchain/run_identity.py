@@ -1,0 +1,217 @@
+"""What names a `compress` run and how a rerun finds it: ``run_inputs`` records the inputs the run id hashes,
+``earlier_sessions`` reads the run directory's manifest back and refuses another run's, ``as_recorded`` names this
+command's files by the run's paths where their bytes are the same (another working directory), ``differences`` says
+what else differs in flag terms, and ``version_changes`` which packages were upgraded since the run began."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolchain.errors import UserError, one_line
+from toolchain.provenance import file_sha256, folder_listing_sha256
+from toolchain.rundir import RunDir, read_record
+
+
+def run_inputs(request, dataset, arch_kwargs: dict, arch: str, protected: list[int]) -> dict:
+    """What a run id records of a compress request's inputs (``toolchain.pipeline.CompressRequest``): a --resume with other
+    files, rows or preparation is another run."""
+    from toolchain.models.arch import arch_file
+
+    model_path = Path(request.model)
+    inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
+              "arch": arch, "arch_kwargs": arch_kwargs, "protected": protected, "data_seed": request.data_seed,
+              "label_column": request.label_column}
+    inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
+    code = arch_file(arch)
+    if code is not None and code[0].is_file():  # the code that gives the weights their meaning: edited, it is another run
+        inputs["arch_sha256"] = file_sha256(code[0])
+    if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
+        inputs["data"]["label_mapping"] = dataset.label_mapping
+    if request.image_size:
+        inputs["data"]["image_size"] = list(request.image_size)
+    if request.input_shape:
+        inputs["data"]["input_shape"] = list(request.input_shape)
+    pre = dataset.preprocessing  # added later: only when set, so older run ids hold
+    for key, value in (("resize", pre.resize if request.resize else None), ("crop", pre.crop if request.resize else None),
+                       ("normalize", {"mean": pre.mean, "std": pre.std} if pre.color and pre.mean else None),
+                       ("color", pre.color if request.color else None),
+                       ("augment", dataset.augment.to_dict() if dataset.augment else None)):
+        if value:
+            inputs["data"][key] = value
+    for name in ("val", "test"):
+        if getattr(request, name):
+            inputs["data"][name] = {"path": getattr(request, name), **_fingerprint(getattr(request, name))}
+    return inputs
+
+
+def _fingerprint(spec: str) -> dict:
+    """What a run id records of a data file (its sha256) or folder (its listing's); nothing for a named data set."""
+    path = Path(spec)
+    if path.is_file():
+        return {"sha256": file_sha256(path)}
+    if path.is_dir():
+        return {"listing_sha256": folder_listing_sha256(path)}
+    return {}
+
+
+def as_recorded(inputs: dict, recorded) -> dict:
+    """``inputs`` with the run's recorded path for every file whose sha256 is the recorded one: a run goes on
+    from another working directory, or with its model moved, as long as the bytes are the same."""
+    out = json.loads(json.dumps(inputs))
+    if not isinstance(recorded, dict):
+        return out
+
+    def same(now, then, key):
+        identity = lambda d: (d.get("sha256"), d.get("listing_sha256"))  # a file's bytes, a folder's listing  # noqa: E731
+        return isinstance(now, dict) and isinstance(then, dict) and any(identity(now)) and identity(now) == identity(then) \
+            and isinstance(then.get(key), str)
+
+    if same(out.get("model"), recorded.get("model"), "path"):
+        out["model"]["path"] = recorded["model"]["path"]
+    if "arch_sha256" in out and isinstance(recorded.get("arch"), str):
+        if out["arch_sha256"] == recorded.get("arch_sha256"):  # the same code by another path or from another folder:
+            from toolchain.models.arch import arch_file  # its file's path as recorded, the class as given now
+
+            then, now = arch_file(recorded["arch"]), arch_file(str(out.get("arch")))
+            if then is not None and now is not None:
+                out["arch"] = f"{then[0]}:{now[1]}"
+        elif "arch_sha256" not in recorded and out.get("arch") == recorded["arch"]:
+            del out["arch_sha256"]  # a run from before the code was hashed: known by the spec alone, as then
+    data, data_then = out.get("data"), recorded.get("data")
+    if same(data, data_then, "spec"):
+        data["spec"] = data_then["spec"]
+    for name in ("val", "test"):
+        if isinstance(data_then, dict) and same(data.get(name), data_then.get(name), "path"):
+            data[name]["path"] = data_then[name]["path"]
+    return out
+
+
+DATA_FLAGS = ("image_size", "input_shape", "resize", "crop", "normalize", "color", "augment", "label_mapping")  # run_inputs'
+
+
+def differences(manifest, inputs: dict, config) -> str:
+    """What differs between a run directory's manifest and this command (its inputs and ``config``, a PruneConfig), in
+    flag terms: " (here --epochs 4, the run 8)". Read from a file: only plain values are shown, shortened."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict) or not isinstance(manifest.get("inputs"), dict):
+        return ""
+    scalar = lambda v: isinstance(v, (str, int, float, bool, type(None)))  # noqa: E731
+    plain = lambda v: scalar(v) or (isinstance(v, list) and len(v) <= 8 and all(map(scalar, v)))  # noqa: E731
+    show = lambda v: one_line(str(v))[:40] if plain(v) else "?"  # noqa: E731
+    then = manifest["config"]
+    found = [f"--{k.replace('_', '-')} {show(v)}, the run {show(then.get(k))}" for k, v in config.to_dict().items() if then.get(k) != v]
+    recorded = manifest["inputs"]
+    for key, value in inputs.items():
+        if recorded.get(key) != value:
+            if key == "arch_sha256":
+                found.append(f"the --arch file's code differs from the run's (sha256 {show(value)[:12]}, the run "
+                             f"{show(recorded.get(key))[:12] if key in recorded else 'unknown'})")
+                continue
+            what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
+            if key not in ("model", "data") and plain(value) and plain(recorded.get(key)):
+                found.append(f"{what} {show(value)}, the run {show(recorded.get(key))}")
+                continue
+            then_data = recorded.get(key) if isinstance(recorded.get(key), dict) else {}
+            now_spec, then_spec = (value or {}).get("spec") if isinstance(value, dict) else None, then_data.get("spec")
+            if key == "data" and scalar(now_spec) and scalar(then_spec) and now_spec != then_spec:
+                tail = lambda v: (lambda t: t if len(t) <= 60 else "..." + t[-57:])(one_line(str(v)))  # noqa: E731 - a path's end names it
+                found.append(f"--data {tail(now_spec)}, the run {tail(then_spec)}")
+                continue
+            now_data = value if isinstance(value, dict) else {}
+            flagged = [f"the data's {sub.replace('_', ' ')} {show(now_data.get(sub, 'none'))}, the run {show(then_data.get(sub, 'none'))}"
+                       for sub in DATA_FLAGS if key == "data" and now_data.get(sub) != then_data.get(sub)]
+            if flagged:  # a flag that prepares the rows, not the folder's files
+                found += flagged
+                continue
+            folder = key == "data" and any(isinstance(d, dict) and "listing_sha256" in d for d in (then_data, *then_data.values()))
+            found.append(f"{what} differs" + (" (a folder is known by its files' names, sizes and modification times)" if folder else ""))
+    return f" (here {'; '.join(found[:4])})" if found else ""
+
+
+def package_versions() -> dict:
+    """cwtool's and the libraries' versions, recorded in the manifest (a resumed run says which changed)."""
+    import numpy
+    import torch
+
+    from toolchain import __version__
+
+    out = {"cwtool": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__}
+    for name in ("torch_pruning", "onnx", "onnxruntime", "ai_edge_litert", "litert_torch"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "?")
+    return out
+
+
+def recorded_versions(recorded) -> dict:
+    """The package versions a manifest names (a file a user can edit: kept as short text, never trusted)."""
+    if not isinstance(recorded, dict):
+        return {}
+    return {name: one_line(str(version))[:40] for name, version in list(recorded.items())[:20] if isinstance(name, str) and len(name) <= 40}
+
+
+def version_changes(recorded: dict, now: dict) -> list[str]:
+    """"torch 2.12.0 -> 2.13.0" for each package whose version differs from the one a resumed run began with."""
+    return [f"{name} {recorded[name]} -> {version}" for name, version in now.items() if name in recorded and recorded[name] != version]
+
+
+@dataclass
+class Sessions:
+    """What the earlier sessions of a resumed run recorded (a new run: none)."""
+
+    inputs: dict | None = None  # the run's inputs as recorded, where they are the same files named by other paths
+    run_id: str | None = None
+    started_with: dict = field(default_factory=dict)  # package versions when the run began
+    processes: list[int] = field(default_factory=list)  # every session's number of processes
+    round_identity: bool = True  # its rounds (and fine-tunings) name their run and weights (prune.round_files)
+    final_identity: bool = True
+    file_identity: bool = True  # its round summaries name the rewind point's and starting weights' bytes too
+
+    @property
+    def began_on(self) -> int | None:
+        return self.processes[0] if self.processes else None
+
+
+class OtherRun(UserError):
+    """A run directory that holds a run of other inputs or settings; ``hint`` names them (" (here ..., the run ...)")."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
+def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessions:
+    """The manifest of the run in ``run_dir``, refused unless it is this run: the same inputs (by any path) and settings
+    (``config``, a PruneConfig)."""
+    from toolchain.config import config_hash
+    from toolchain.output_paths import check_own_files
+
+    manifest_path = RunDir(run_dir).manifest
+    if not manifest_path.is_file():
+        raise UserError(f"'{run_dir}' is not a cwtool run directory (no manifest.json): use another --out")
+    try:
+        manifest = read_record(manifest_path, "use another --out")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
+    moved = as_recorded(inputs, manifest.get("inputs") if isinstance(manifest, dict) else None)
+    if isinstance(manifest, dict) and manifest.get("run_id") != run_id and manifest.get("run_id") == config_hash(moved, config):
+        inputs, run_id = moved, manifest["run_id"]  # the same files, named by other paths (another working directory)
+    if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
+        older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
+        hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
+                if older and config.train_precision != "fp32" else differences(manifest, moved, config))
+        raise OtherRun(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
+                       "or use another --out", hint)
+    sessions = manifest.get("processes_by_session")
+    if not isinstance(sessions, list):  # a manifest from before the list: its first session's count and its last
+        sessions = [manifest.get("began_on_processes", manifest.get("processes")), manifest.get("processes")]
+    check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
+    RunDir(run_dir).check_kinds("--out")
+    return Sessions(inputs, run_id, recorded_versions(manifest.get("started_with") or manifest.get("versions")),
+                    [n for n in sessions if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 100_000][-1000:],
+                    manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds(),
+                    manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json")),
+                    manifest.get("file_identity") is True or not RunDir(run_dir).done_rounds())
