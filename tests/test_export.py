@@ -604,17 +604,19 @@ def test_calibration_stratified_enriched_seeded(digits, tmp_path):
         load_calibration(tmp_path / "missing.npz")
 
 
-def test_report_numbers(digits, onnx_files, tflite_files, capsys):
-    """Not an assertion test: prints the sizes/agreements/timings quoted in docs."""
-    rows = []
-    for name, path in [("onnx fp32", onnx_files["fp32"]), ("onnx int8", onnx_files["int8"])] + [
-        (f"tflite {k}", v) for k, v in tflite_files.items() if k != "seconds"
-    ]:
-        out = load_runner(path).predict(digits["x_test"])
-        rows.append(f"{name:18s} {path.stat().st_size:>8d} B  agree {_agreement(out, digits['ref']):.4f}")
-    rows.append(f"onnx int8 quantize {onnx_files['int8_seconds']:.2f}s; tflite seconds {tflite_files['seconds']}")
-    with capsys.disabled():
-        print("\n" + "\n".join(rows))
+def test_each_precision_makes_its_file_smaller_and_still_agrees(digits, onnx_files, tflite_files):
+    """What the precisions buy, per format: an int8 file under a third of its fp32 twin's bytes, fp16 about half,
+    NHWC the same bytes as NCHW; every file agreeing with the torch model on the digits test rows."""
+    sizes = {("onnx", k): onnx_files[k].stat().st_size for k in ("fp32", "int8")}
+    sizes.update({("tflite", k): v.stat().st_size for k, v in tflite_files.items() if k != "seconds"})
+    for fmt in ("onnx", "tflite"):
+        assert sizes[(fmt, "int8")] < sizes[(fmt, "fp32")] / 3, sizes
+    assert 0.4 < sizes[("tflite", "fp16")] / sizes[("tflite", "fp32")] < 0.6, sizes
+    for layout in ("fp32", "int8"):
+        assert abs(sizes[("tflite", f"{layout}_nhwc")] - sizes[("tflite", layout)]) < 0.05 * sizes[("tflite", layout)], sizes
+    for (fmt, kind), _ in sizes.items():
+        path = onnx_files[kind] if fmt == "onnx" else tflite_files[kind]
+        assert _agreement(load_runner(path).predict(digits["x_test"]), digits["ref"]) >= (0.98 if "int8" in kind else 0.99), (fmt, kind)
 
 
 def test_a_stop_during_a_noisy_native_step_does_not_replay_its_log(capfd):
