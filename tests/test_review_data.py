@@ -250,6 +250,29 @@ def test_a_class_folder_named_with_decomposed_accents_is_the_class_typed_with_co
     one_line_error(code, err, "two class folders named 'mélanome'", "merge them")
 
 
+@pytest.mark.parametrize("names, said", [(("x\ny", "x\\ny"), "printed alike"), (("cat", "cat "), "letter case or in spaces"),
+                                          (("Cat", "cat"), "letter case or in spaces"), (("cat", " "), "spaces alone")])
+def test_class_folders_a_user_cannot_tell_apart_are_refused(names, said, tmp_path, capsys):
+    """A folder named 'x' newline 'y' beside one named 'x\\ny' printed alike, and the held-out images of one were
+    labelled as the other's; 'cat' beside 'cat ' or 'Cat' two classes no one could name apart with -p."""
+    data = _image_folder(tmp_path / "train", classes=names, per_class=6)
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "1"], capsys)
+    one_line_error(code, err, "two class folders" if said != "spaces alone" else "a class folder named", said)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_class_folder_whose_name_ends_in_a_space_is_protected_by_that_name(tmp_path, capsys):
+    data = _image_folder(tmp_path / "train", classes=("bird", "cat "), per_class=8)
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", out, "--epochs", "1"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", out, "--data", data, "-p", "cat ", "--json", tmp_path / "e.json"], capsys)
+    assert code in (0, 1), err
+    import json
+
+    assert [p["class"] for p in json.loads((tmp_path / "e.json").read_text())["protected"]] == [1]
+
+
 def test_a_folder_copied_with_decomposed_names_gives_the_same_rows_in_the_same_order(tmp_path):
     """A test folder copied on a Mac (decomposed accents in folder and file names) was refused against its own baseline
     as "the rows in another order": its folders and files sorted by their raw names ('ñandú' decomposed before 'oso')."""

@@ -22,7 +22,8 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
     resolved: list[int] = []
     given: dict[int, str] = {}
     for value in values:
-        text = composed(str(value).strip())
+        text = composed(str(value))  # a class folder may be named 'cat ': the name as typed wins, then without its spaces
+        text = text if text in class_names else text.strip()
         if text in class_names:
             k = class_names.index(text)
         elif re.fullmatch(r"-?[0-9]+", text):  # str.isdigit takes "²", which int() refuses

@@ -67,12 +67,7 @@ def load_image_folder(
         )
     _refuse_split_layout(folder, class_dirs)
     texts = {d.name: composed(d.name) for d in class_dirs}
-    named: set[str] = set()
-    for text in texts.values():
-        if text in named:
-            raise UserError(f"{where} has two class folders named '{one_line(text)}', their letters encoded two ways (composed "
-                            "and decomposed accents): merge them into one folder")
-        named.add(text)
+    _refuse_names_alike(list(texts.values()), where)
     names, lookup, label_note = string_labels(list(texts.values()), given, where, "folder names, ")
     lookup = {d.name: lookup[texts[d.name]] for d in class_dirs}  # by the folder's own name, as it lists its files
     files, labels, skipped = _listed(class_dirs, lookup, where)
@@ -185,6 +180,26 @@ def _class_dirs(folder: Path, where: str) -> list[Path]:
             raise UserError(f"'{one_line(p.name)}' in {where} is a link to nothing (or a loop of links): a class folder there would "
                             "be left out; mend the link or remove it")
     return sorted(dirs, key=_in_order)
+
+
+def _refuse_names_alike(texts: list[str], where: str) -> None:
+    """Two class folders a user cannot tell apart are refused: one name encoded two ways (a Mac's decomposed accents),
+    names printed alike ('x\\ny' and 'x' newline 'y': a class's rows were labelled as the other's), names that differ
+    only in letter case or spaces at their ends (the CSV loader refuses those labels; a copy to a Mac or to Windows
+    would merge them), or a name of spaces alone."""
+    named: dict[str, str] = {}
+    for text in texts:
+        if not text.strip():
+            raise UserError(f"{where} has a class folder named {text!r}, spaces alone: give it a name")
+        key = one_line(text).strip().casefold()
+        if key in named:
+            twin = named[key]
+            why = ("their letters encoded two ways (composed and decomposed accents): merge them into one folder" if twin == text
+                   else "printed alike (one holds a line break or another control character): rename one"
+                   if one_line(twin) == one_line(text) else
+                   "differing only in letter case or in spaces at their ends: merge them or rename one")
+            raise UserError(f"{where} has two class folders named '{one_line(twin)[:60]}' and '{one_line(text)[:60]}', {why}")
+        named[key] = text
 
 
 def _refuse_split_layout(folder: Path, class_dirs: list[Path]) -> None:
