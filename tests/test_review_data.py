@@ -273,6 +273,23 @@ def test_a_class_folder_whose_name_ends_in_a_space_is_protected_by_that_name(tmp
     assert [p["class"] for p in json.loads((tmp_path / "e.json").read_text())["protected"]] == [1]
 
 
+def test_a_class_with_no_row_is_said_and_label_codes_are_refused(tmp_path, capsys):
+    """Labels 0 and 2 made a 3-class model whose class 1 had no row, said only by the model's size; labels 0 and 99,999
+    were refused as a 100,000-class confusion matrix too large, naming the model, which train was not given."""
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "gap.npz", x=x, y=(np.arange(60) % 2) * 2)
+    np.savez(tmp_path / "codes.npz", x=x, y=(np.arange(60) % 2) * 99_999)
+    code, out, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "gap.npz", "--out", tmp_path / "m.pt", "--epochs", "1"], capsys)
+    assert code == 0 and "warning: class 1 has no row in any split" in out + err, out + err
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "codes.npz", "--out", tmp_path / "c.pt", "--epochs", "1"], capsys)
+    one_line_error(code, err, "run to 99,999 but only 2 values occur", "number the classes from 0")
+    data = _image_folder(tmp_path / "train", classes=("a", "b"), per_class=6)
+    code, out, err = run_cli(["train", "--arch", "mlp", "--data", data, "--class-names", "a,b,c", "--out", tmp_path / "n.pt",
+                              "--epochs", "1"], capsys)
+    assert code == 0 and "warning: class 'c' has no row in any split" in out + err, out + err
+
+
 def test_a_folder_copied_with_decomposed_names_gives_the_same_rows_in_the_same_order(tmp_path):
     """A test folder copied on a Mac (decomposed accents in folder and file names) was refused against its own baseline
     as "the rows in another order": its folders and files sorted by their raw names ('ñandú' decomposed before 'oso')."""

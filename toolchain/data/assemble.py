@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from toolchain.data.dataset import Dataset, Preprocessing
@@ -21,6 +23,24 @@ def check_every_class_trained(y_train: np.ndarray, held_out: dict, class_names: 
             named = f"class {k}" if class_names[k] == str(k) else f"class '{one_line(class_names[k])[:60]}' (label {k})"
             raise UserError(f"{train} has no row of {named}, which the {split} rows hold: a model cannot learn a class it "
                             "never sees; give training rows of every class")
+
+
+def _said_empty_classes(pre: Preprocessing, present: np.ndarray, class_names: list[str], numbered: bool, where: str) -> Preprocessing:
+    """A class with no row in any split (labels 0 and 2, or --class-names naming a class no folder holds) is said in the data
+    note: a model trained on it keeps an output it never learns. Labels that leave most classes empty are codes, not class
+    indices (0 and 99,999 asked for a 100,000-class model), and are refused."""
+    empty = np.setdiff1d(np.arange(len(class_names)), present)
+    if not len(empty):
+        return pre
+    if numbered and len(empty) > max(100, 10 * len(present)):
+        raise UserError(f"the labels of {where} run to {len(class_names) - 1:,} but only {len(present):,} values occur "
+                        f"({', '.join(map(str, present[:6].tolist()))}{', ...' if len(present) > 6 else ''}): labels are class "
+                        "indices 0..K-1; number the classes from 0 without gaps")
+    shown = ", ".join(n if numbered else f"'{one_line(n)[:40]}'" for n in (class_names[int(k)] for k in empty[:6]))
+    more = f", ... ({len(empty):,} in all)" if len(empty) > 6 else ""
+    said = (f"warning: class{'es' if len(empty) > 1 else ''} {shown}{more} {'have' if len(empty) > 1 else 'has'} no row in any "
+            "split: a model trained on this data keeps an output it never learns")
+    return dataclasses.replace(pre, note=f"{pre.note}; {said}" if pre.note else said)
 
 
 def assemble_dataset(
@@ -59,6 +79,7 @@ def assemble_dataset(
     else:
         num_classes = top + 1
         class_names = [str(i) for i in range(num_classes)]
+    numbered = class_names == [str(i) for i in range(num_classes)]
     present = np.unique(np.concatenate([y_train, y_val, y_test]))
     if len(present) < min_classes:
         raise UserError(
@@ -66,6 +87,7 @@ def assemble_dataset(
         )
     if min_classes >= 2:
         check_every_class_trained(y_train, {"validation": y_val, "test": y_test}, class_names, f"the train split of {where}")
+        preprocessing = _said_empty_classes(preprocessing, present, class_names, numbered, where)
     return Dataset(
         name=name,
         x_train=x_train,
