@@ -290,6 +290,17 @@ def test_a_class_with_no_row_is_said_and_label_codes_are_refused(tmp_path, capsy
     assert code == 0 and "warning: class 'c' has no row in any split" in out + err, out + err
 
 
+def test_tiny_images_whose_last_axis_could_be_colours_are_warned_of(tmp_path, capsys):
+    """(N, 4, 4, 3) uint8 arrays were read as 4 channels of 4x3 with no word: 4x4 colour images cannot be told apart."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "t.npz", x=(rng.random((60, 4, 4, 3)) * 255).astype(np.uint8), y=np.arange(60) % 2)
+    np.savez(tmp_path / "big.npz", x=(rng.random((60, 8, 8, 3)) * 255).astype(np.uint8), y=np.arange(60) % 2)
+    code, out, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "t.npz", "--out", tmp_path / "m.pt", "--epochs", "1"], capsys)
+    assert code == 0 and "warning: read as (N, C, H, W), 4 channels of 4x3" in out + err, out + err
+    code, out, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "big.npz", "--out", tmp_path / "b.pt", "--epochs", "1"], capsys)
+    assert code == 0 and "transposed from NHWC to NCHW" in out + err and "warning: read as" not in out + err, out + err
+
+
 def test_a_folder_copied_with_decomposed_names_gives_the_same_rows_in_the_same_order(tmp_path):
     """A test folder copied on a Mac (decomposed accents in folder and file names) was refused against its own baseline
     as "the rows in another order": its folders and files sorted by their raw names ('ñandú' decomposed before 'oso')."""

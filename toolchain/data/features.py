@@ -112,6 +112,10 @@ def npz_features(
         notes.append("transposed from NHWC to NCHW")
     elif len(sample) == 2:
         notes.append("channel axis added: (N,H,W) -> (N,1,H,W)")
+    elif len(sample) == 3 and sample[-1] in (1, 3, 4):  # (N, 4, 4, 3): 4x4 colour images, or 4 channels of 4x3?
+        notes.append(f"warning: read as (N, C, H, W), {sample[0]} channel{'s' if sample[0] > 1 else ''} of {sample[1]}x{sample[2]}, "
+                     f"though its last axis ({sample[-1]}) could be colours: (N, H, W, C) images 4 pixels a side or smaller are "
+                     "not told apart; store them as (N, C, H, W)")
     layout = "NC" if len(sample) == 1 else "NCHW"
     rule = Conversion(nhwc=nhwc, add_channel=len(sample) == 2)
     if kinds == {"b"}:
