@@ -507,6 +507,7 @@ MALFORMED = {
     "n is negative": ("n", -1),
     "accuracy is text": ("accuracy", "high"),
     "accuracy above 1": ("accuracy", 7.5),
+    "accuracy an integer beyond any float": ("accuracy", 10**400),
     "fn_per_class of text": ("fn_per_class", ["1"] * 10),
     "protected class is text": ("protected.0.class", "3"),
     "protected fn is a list": ("protected.0.fn", [1]),
