@@ -1020,3 +1020,11 @@ def test_a_checkpoint_of_code_given_another_arch_names_both_ways_out(tmp_path, r
     code, _, err = _evaluate(capsys, model, rows, "--arch", "digits-cnn")
     assert code == 2 and "give --arch path/to/my_net.py:MyNet" in err and "drop --arch and pass --trust-model" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_recorded_step_from_a_file_is_said_shortened():
+    """A file's preprocessing record with a 5 MiB 'scale' had verify write a 5.2 MB Markdown report of its note."""
+    from toolchain.data.identity import step_words
+
+    assert len(step_words("x" * (5 << 20))) <= 80
+    assert step_words([]) == "none" and step_words([224]) == "[224]"

@@ -246,8 +246,12 @@ def _sides(input_shape) -> list[int] | None:
 
 
 def step_words(value) -> str:
-    """A preprocessing step's value as said in a message: "none" for a step not applied ("[]" read as a value)."""
-    return "none" if value in ([], "", None) else repr(value)
+    """A preprocessing step's value as said in a message: "none" for a step not applied ("[]" read as a value). Read from a
+    file: shortened, so a 5 MB value cannot become a 5 MB report."""
+    if value in ([], "", None):
+        return "none"
+    said = repr(value)
+    return said if len(said) <= 80 else said[:77] + "..."
 
 
 def recorded_flags(record, input_shape=None) -> str | None:
