@@ -1014,6 +1014,20 @@ def test_class_names_in_another_unicode_form_are_the_same_names():
         _class_order_differs("m.onnx", ["tea", "caf\u00e9"], ["cafe\u0301", "tea"])
 
 
+def test_data_of_other_class_names_is_not_told_to_reorder_them():
+    """Folders x/ and y/ for a file made for a and b were told '--class-names a,b', which then refused label 'x' as not
+    one of a, b: a circle. Other names are said as other names; only the same names in another order get the flag."""
+    from toolchain.errors import UserError
+    from toolchain.recorded import check_class_order
+
+    for declared in (["x", "y"], ["B", "a"]):
+        with pytest.raises(UserError, match="not among them: give data labelled with the classes it was made for") as info:
+            check_class_order("m.onnx", ["a", "b"], declared)
+        assert "--class-names" not in str(info.value)
+    with pytest.raises(UserError, match="--class-names a,b"):
+        check_class_order("m.onnx", ["a", "b"], ["b", "a"])
+
+
 def test_a_long_check_says_its_pace_on_stderr_quiet_or_not(art, capsys, monkeypatch):
     """20,000 images of 224 px through each file on a device's CPU: an hour of silence before the verdict."""
     from toolchain.report import pace

@@ -105,10 +105,21 @@ def _numbered(names: list[str]) -> str:
 
 
 def check_class_order(path: str, recorded: list[str] | None, declared: list[str] | None) -> None:
-    if recorded and declared and not _same_names(recorded, declared):
-        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {_numbered(recorded)}; --data numbers them "
-                        f"{_numbered(declared)}: its FN here would count other classes; give --data the order it was trained in "
-                        f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
+    """Refuse data whose classes are numbered otherwise than the file's: in another order (--class-names restores it), or
+    other names altogether (folders x/ and y/ for a file made for a and b: no order mends that)."""
+    import unicodedata
+
+    if not (recorded and declared) or _same_names(recorded, declared):
+        return
+    known = {unicodedata.normalize("NFC", n) for n in recorded}
+    others = [n for n in declared if unicodedata.normalize("NFC", n) not in known]
+    if others:
+        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {_numbered(recorded)}; --data names "
+                        f"{', '.join(one_line(n)[:40] for n in others[:5])}, not among them: give data labelled with the "
+                        "classes it was made for (folders or labels named as they are)")
+    raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {_numbered(recorded)}; --data numbers them "
+                    f"{_numbered(declared)}: its FN here would count other classes; give --data the order it was trained in "
+                    f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
 
 
 def check_baseline_order(base: dict | None, base_names: list[str] | None, names: list[str] | None, where: str) -> None:
