@@ -301,6 +301,22 @@ def test_tiny_images_whose_last_axis_could_be_colours_are_warned_of(tmp_path, ca
     assert code == 0 and "transposed from NHWC to NCHW" in out + err and "warning: read as" not in out + err, out + err
 
 
+def test_held_out_copies_of_training_images_in_one_folder_are_named_as_copies(tmp_path, capsys):
+    """One image copied ten times into its class folder: compress blamed the model ('trained on 2 of the 5 validation
+    rows ... give rows it has not seen'), though model and run split the same data with the same seed."""
+    import shutil
+
+    data = _image_folder(tmp_path / "train", classes=("a", "b"), per_class=12)
+    for i in range(10):
+        shutil.copy(data / "a" / "0.png", data / "a" / f"copy{i}.png")
+    out = tmp_path / "m.pt"
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", data, "--out", out, "--epochs", "1"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["compress", out, "--data", data, "-p", "a", "--out", tmp_path / "run"], capsys)
+    one_line_error(code, err, "these are copies of its training rows", "remove the copies")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_folder_copied_with_decomposed_names_gives_the_same_rows_in_the_same_order(tmp_path):
     """A test folder copied on a Mac (decomposed accents in folder and file names) was refused against its own baseline
     as "the rows in another order": its folders and files sorted by their raw names ('ñandú' decomposed before 'oso')."""

@@ -301,6 +301,9 @@ def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, re
     trained_with = "its own splits" if own_splits else f"split seed {seed if seed is not None else 'unknown'}"
     fix = (f"pass --seed {seed}" if not own_splits and seed is not None and seed != dataset.seed
            else f"give rows it has not seen {own_rows}")
+    if not own_splits and seed == dataset.seed:  # the same split of the same data leaves none seen but copies of its rows
+        fix = (f"if --data is the data it was trained on, these are copies of its training rows (the same file or row more "
+               f"than once in --data): remove the copies, or {fix}")
     if seen > OVERLAP_TOLERANCE * total:
         message = (f"'{model}' was trained on {where} of --data ({spec}, trained with {trained_with}; "
                    f"this run splits with seed {dataset.seed}): results on them would not hold for new data. {fix}")
