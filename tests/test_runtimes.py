@@ -671,3 +671,118 @@ def test_artifact_sha256_names_every_file(artifacts, external):
                                                                          ("model.onnx.data", sha(external.with_name("model.onnx.data")))]
     tflite_print = artifact_sha256(artifacts["tflite_int8_nhwc"])  # the sidecar the runner reads is part of what was judged
     assert [f["role"] for f in tflite_print["files"]] == ["model", "sidecar"]
+
+
+def _graph_onnx(path, nodes, inits, x_shape=("N", 1, 8, 8)) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _unbounded_onnx(kind: str, path: Path) -> Path:
+    """Graphs whose memory or time no check before running could bound: a Loop of 10**15 steps (it never returned), an
+    If whose branch Expands a constant to 3 GiB (the branch's shapes were never read), and a ConstantOfShape of a shape
+    computed from the input (3 GB filled at batch 1, its size unknown to shape inference)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)  # noqa: E731
+    head = [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("Slice", ["flat", "st", "en", "ax"], ["sl"])]
+    inits = [i64("st", [0]), i64("en", [10]), i64("ax", [1])]
+    if kind == "Loop":
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["v"], ["v_out"])], "body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])])
+        inits += [i64("trip", 10**15), numpy_helper.from_array(np.array(True), "cond"), numpy_helper.from_array(np.zeros(1, np.float32), "v0")]
+        nodes = [helper.make_node("Loop", ["trip", "cond", "v0"], ["extra"], body=body)]
+    elif kind == "If":
+        branch = lambda name, nodes, inits: helper.make_graph(  # noqa: E731
+            nodes, name, [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])], initializer=inits)
+        then = branch("then", [helper.make_node("Expand", ["one", "shape"], ["big"]),
+                               helper.make_node("ReduceMax", ["big"], ["o"], keepdims=0)],
+                      [numpy_helper.from_array(np.ones(1, np.float32), "one"), i64("shape", [3 << 28])])
+        other = branch("else", [helper.make_node("Identity", ["z"], ["o"])], [numpy_helper.from_array(np.zeros(1, np.float32), "z")])
+        inits.append(numpy_helper.from_array(np.array(True), "cond"))
+        nodes = [helper.make_node("If", ["cond"], ["extra"], then_branch=then, else_branch=other)]
+    else:
+        inits += [i64("k", [3 << 28]), i64("s0", [0]), i64("s1", [1])]
+        nodes = [helper.make_node("Shape", ["x"], ["shp"]), helper.make_node("Slice", ["shp", "s0", "s1"], ["b"]),
+                 helper.make_node("Mul", ["b", "k"], ["n"]), helper.make_node("ConstantOfShape", ["n"], ["big"]),
+                 helper.make_node("ReduceMax", ["big"], ["extra"], keepdims=1)]
+    return _graph_onnx(path, head + nodes + [helper.make_node("Add", ["sl", "extra"], ["y"])], inits)
+
+
+@pytest.mark.parametrize("kind, said", [("Loop", "a Loop operator, control flow"), ("If", "an If operator, control flow"),
+                                        ("ConstantOfShape", "asked for more than 2 GiB while running")])
+def test_a_graph_no_check_can_bound_is_refused_before_it_runs(kind, said, tmp_path):
+    """Each ran: the Loop until a signal, the other two to 3.3 GB resident with the gate passed. Control flow is refused
+    before it runs; a graph that sizes a tensor from values it computes runs from an arena of 2 GiB, which refuses more."""
+    pytest.importorskip("onnx")
+    path = _unbounded_onnx(kind, tmp_path / f"{kind}.onnx")
+    res = subprocess.run([sys.executable, "-m", "toolchain", "verify", str(path), "-d", "digits", "-p", "3"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and said in res.stderr, res.stderr
+
+
+def test_a_tflite_operator_sized_by_a_computed_tensor_is_refused_before_it_runs(artifacts, tmp_path):
+    """SHAPE, SLICE, MUL, then FILL of 3 GB: every declared shape small, the fill made during invoke (3.2 GB resident)."""
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    import flatbuffers
+
+    S = schema
+    m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(artifacts["tflite"].read_bytes(), 0))
+    g = m.subgraphs[0]
+
+    def opcode(code):
+        for i, c in enumerate(m.operatorCodes):
+            if code in (c.builtinCode, c.deprecatedBuiltinCode):
+                return i
+        c = S.OperatorCodeT()
+        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, min(code, 127), 1
+        m.operatorCodes.append(c)
+        return len(m.operatorCodes) - 1
+
+    def tensor(name, shape, ttype, data=None):
+        b = S.BufferT()
+        b.data = None if data is None else np.frombuffer(np.asarray(data).tobytes(), np.uint8)
+        m.buffers.append(b)
+        t = S.TensorT()
+        t.name, t.shape, t.type, t.buffer = name.encode(), np.array(shape, np.int32), ttype, len(m.buffers) - 1
+        g.tensors.append(t)
+        return len(g.tensors) - 1
+
+    def op(code, ins, outs, options_type, options):
+        o = S.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = opcode(code), np.array(ins, np.int32), np.array(outs, np.int32)
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        return o
+
+    x, i32, f32 = g.inputs[0], S.TensorType.INT32, S.TensorType.FLOAT32
+    shp, b, n, big, mx = (tensor("shp", [4], i32), tensor("b", [1], i32), tensor("n", [1], i32), tensor("big", [1], f32),
+                          tensor("mx", [1], f32))
+    begin, size = tensor("begin", [1], i32, np.array([0], np.int32)), tensor("size", [1], i32, np.array([1], np.int32))
+    k, zero = tensor("k", [1], i32, np.array([3 << 28], np.int32)), tensor("zero", [], f32, np.array(0, np.float32))
+    axis, x2 = tensor("axis", [1], i32, np.array([0], np.int32)), tensor("x2", list(g.tensors[x].shape), f32)
+    shape_options, reducer = S.ShapeOptionsT(), S.ReducerOptionsT()
+    shape_options.outType = i32
+    new = [op(S.BuiltinOperator.SHAPE, [x], [shp], S.BuiltinOptions.ShapeOptions, shape_options),
+           op(S.BuiltinOperator.SLICE, [shp, begin, size], [b], S.BuiltinOptions.SliceOptions, S.SliceOptionsT()),
+           op(S.BuiltinOperator.MUL, [b, k], [n], S.BuiltinOptions.MulOptions, S.MulOptionsT()),
+           op(S.BuiltinOperator.FILL, [n, zero], [big], S.BuiltinOptions.FillOptions, S.FillOptionsT()),
+           op(S.BuiltinOperator.REDUCE_MAX, [big, axis], [mx], S.BuiltinOptions.ReducerOptions, reducer),
+           op(S.BuiltinOperator.ADD, [x, mx], [x2], S.BuiltinOptions.AddOptions, S.AddOptionsT())]
+    for o in g.operators:
+        o.inputs = np.array([x2 if i == x else i for i in o.inputs], np.int32)
+    g.operators = new + list(g.operators)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    (tmp_path / "fill.tflite").write_bytes(builder.Output())
+    res = subprocess.run([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "fill.tflite"), "-d", "digits", "-p", "3"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2 and "a FILL operator whose output size is computed at run time" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr

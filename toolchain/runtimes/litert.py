@@ -140,6 +140,35 @@ def tensor_sizes(details) -> tuple[Counter, int]:
     return counts, total
 
 
+# The inputs that set an operator's output size from their values at run time: the 2 GiB check reads declared shapes,
+# so a size computed inside the graph (SHAPE, MUL, then FILL of 3 GB) must be a constant of the file. Control flow runs
+# graphs of its own, for as long as they say.
+SIZED_BY_VALUES = {"FILL": (0,), "RANGE": (0, 1, 2), "BROADCAST_TO": (1,), "TILE": (1,), "ONE_HOT": (1,), "PAD": (1,),
+                   "PADV2": (1,), "MIRROR_PAD": (1,), "RESIZE_BILINEAR": (1,), "RESIZE_NEAREST_NEIGHBOR": (1,)}
+CONTROL_FLOW = ("WHILE", "IF", "CALL_ONCE", "CALL")
+
+
+def check_bounded(interp, path: Path) -> None:
+    """Refuse, before anything is allocated, what the declared shapes cannot bound: control flow, and an operator whose
+    output size is read from a tensor the graph computes (or takes as its input). An interpreter that lists no
+    operators (tflite-runtime) runs the file as it is."""
+    if not hasattr(interp, "_get_ops_details"):
+        return
+    with runtime_errors(path, "read the operators of"):
+        ops = interp._get_ops_details()
+        graph_inputs = {int(d["index"]) for d in interp.get_input_details()}
+    computed = {int(o) for op in ops for o in op["outputs"]} | graph_inputs
+    for op in ops:
+        name = str(op["op_name"])
+        if name in CONTROL_FLOW:
+            raise UserError(f"{path} holds a {name} operator, control flow with a graph of its own: cwtool runs classifiers "
+                            "without control flow, whose memory and time it can bound before they run; re-export it")
+        ins = [int(i) for i in op["inputs"]]
+        if any(k < len(ins) and ins[k] in computed for k in SIZED_BY_VALUES.get(name, ())):
+            raise UserError(f"{path} holds a {name} operator whose output size is computed at run time: cwtool cannot "
+                            "bound its memory before it runs; re-export it with static shapes")
+
+
 class LiteRTRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, layout: str | None = None):
         self.path = check_artifact_file(path, (".tflite",))
@@ -152,6 +181,7 @@ class LiteRTRunner(Runner):
         # Shapes come from the file: check them before allocate_tensors, which memsets whatever they ask for.
         self.tensor_bytes = tensor_sizes(details)[1]
         check_tensor_bytes(self.tensor_bytes, self.path)
+        check_bounded(self._interp, self.path)
         if len(ind) != 1 or not outd:
             raise InputCountError(self.path, len(ind))
         self._in, self._out = ind[0], outd[0]

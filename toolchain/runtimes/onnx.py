@@ -11,6 +11,7 @@ import numpy as np
 from toolchain import interrupts
 from toolchain.errors import IMPORT_FAILURES, InputCountError, UserError, import_failed
 from toolchain.runtimes.base import (
+    MAX_TENSOR_BYTES,
     Runner,
     check_artifact_file,
     model_source,
@@ -63,6 +64,21 @@ def _check_shape(shape, what: str, path: Path) -> None:
         raise UserError(f"{path} has an {what} of shape {shape}: not a classifier's; the file is corrupt: re-export it")
 
 
+RUN_TIME_SIZED_BYTES = MAX_TENSOR_BYTES  # what a graph whose sizes are set at run time may hold while it runs
+_capped_arena: list = []  # registered once per process: onnxruntime keeps one allocator per device
+
+
+def _use_capped_arena(ort, opts) -> None:
+    """Run a session from an arena of at most RUN_TIME_SIZED_BYTES: its graph sizes a tensor from values it computes,
+    which no count before running can bound (a ConstantOfShape of the batch times 805,306,368 filled 3.2 GB); the
+    runtime refuses an allocation beyond it, said as exit 2."""
+    if not _capped_arena:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(RUN_TIME_SIZED_BYTES, -1, -1, -1))
+        _capped_arena.append(info)
+    opts.add_session_config_entry("session.use_env_allocators", "1")
+
+
 class OnnxRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, layout: str | None = None):
         ort = _ort()
@@ -72,27 +88,20 @@ class OnnxRunner(Runner):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 4  # see _ort
-        try:
-            # enable_fallback=0: on a failure onnxruntime's Python wrapper would otherwise print an "EP Error"
-            # banner to stdout and load the file a second time (older versions ignore the keyword)
-            source = model_source(self.path)
-            self.session = ort.InferenceSession(source.get("path") or source["content"], sess_options=opts,
-                                                providers=["CPUExecutionProvider"], enable_fallback=0)
-        except OSError as e:
-            raise UserError(f"cannot read ONNX artifact {self.path}: {e.strerror or e}") from e
-        except Exception as e:  # InvalidProtobuf, Fail, NotImplemented...
-            if "content" in source:  # its weights in files beside it are found by the file's path, which the runtime cannot use
-                raise UserError(f"cannot load ONNX artifact {self.path} ({short_error(e)}): its name has characters this "
-                                "locale's file names encode otherwise than UTF-8; rename it, or run under a UTF-8 locale "
-                                "(LC_ALL=C.UTF-8)") from e
-            raise UserError(f"cannot load ONNX artifact {self.path}: {short_error(e)}; re-export it") from e
-        # The input is checked below; what the graph makes of it is checked here, before anything runs: a 3 KB file can
-        # Expand one image into gigabytes (needs the onnx package; a device without it runs the file as it is).
-        from toolchain.runtimes.onnx_graph import onnx_activation_peak
+        self.session = self._session(ort, opts)
+        # What the graph makes of its input is checked before anything runs: a 3 KB file can Expand one image into
+        # gigabytes, or size a tensor from values it computes (needs the onnx package; a device without it runs the file
+        # as it is). Such a graph is opened again, from the capped arena (the runtime reads the file first: a corrupt one
+        # is said as the runtime finds it).
+        from toolchain.runtimes.onnx_graph import onnx_bounds
 
-        peak = onnx_activation_peak(self.path)
-        if peak:
-            check_tensor_bytes(peak, self.path, "its activations at batch 1")
+        bounds = onnx_bounds(self.path)
+        if bounds is not None and bounds.peak:
+            check_tensor_bytes(bounds.peak, self.path, "its activations at batch 1")
+        self.sized_at_run_time = bounds.sized_at_run_time if bounds is not None else None
+        if self.sized_at_run_time:
+            _use_capped_arena(ort, opts)
+            self.session = self._session(ort, opts)
         with runtime_errors(self.path, "read the inputs and outputs of"):
             inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
             metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -126,6 +135,22 @@ class OnnxRunner(Runner):
         self.runtime = f"onnxruntime {ort.__version__}"
         self.static_batch = self.input_shape[0] if self.input_shape and self.input_shape[0] > 0 else None
 
+    def _session(self, ort, opts):
+        try:
+            # enable_fallback=0: on a failure onnxruntime's Python wrapper would otherwise print an "EP Error"
+            # banner to stdout and load the file a second time (older versions ignore the keyword)
+            source = model_source(self.path)
+            return ort.InferenceSession(source.get("path") or source["content"], sess_options=opts,
+                                        providers=["CPUExecutionProvider"], enable_fallback=0)
+        except OSError as e:
+            raise UserError(f"cannot read ONNX artifact {self.path}: {e.strerror or e}") from e
+        except Exception as e:  # InvalidProtobuf, Fail, NotImplemented...
+            if "content" in source:  # its weights in files beside it are found by the file's path, which the runtime cannot use
+                raise UserError(f"cannot load ONNX artifact {self.path} ({short_error(e)}): its name has characters this "
+                                "locale's file names encode otherwise than UTF-8; rename it, or run under a UTF-8 locale "
+                                "(LC_ALL=C.UTF-8)") from e
+            raise UserError(f"cannot load ONNX artifact {self.path}: {short_error(e)}; re-export it") from e
+
     def _session_run(self, x: np.ndarray):
         in_name, out_name = self._in.name, self._out.name
         options = _ort().RunOptions()
@@ -133,7 +158,14 @@ class OnnxRunner(Runner):
         interrupts.stoppable(options)  # a signal can stop a run that would not end (a loop of 10**15 steps)
         try:
             with runtime_errors(self.path, "run"):
-                return self.session.run([out_name], {in_name: x}, options)[0]
+                try:
+                    return self.session.run([out_name], {in_name: x}, options)[0]
+                except Exception as exc:  # noqa: BLE001 - the capped arena's refusal, said as what it is
+                    if self.sized_at_run_time and "Available memory of" in str(exc):
+                        raise UserError(f"{self.path} asked for more than {RUN_TIME_SIZED_BYTES >> 30} GiB while running "
+                                        f"{len(x):,} row{'s' if len(x) != 1 else ''}: its {self.sized_at_run_time} operator sizes a tensor from values "
+                                        "it computes; the file is corrupt or not a classifier cwtool runs; re-export it") from exc
+                    raise
         finally:
             interrupts.done(options)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolchain.errors import UserError
 from toolchain.runtimes.base import runtime_errors, shape_bytes
 from toolchain.runtimes.graph import activation_peak, static_nbytes
 
@@ -16,8 +17,24 @@ CONV_OPS = ("Conv", "QLinearConv", "ConvInteger")
 MATMUL_OPS = ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger")
 
 
+# Operators whose output size is read from another tensor's values at run time (a shape, a count, a size): the
+# count of activations bounds them only where onnx infers that size from the file (torch.zeros(x.shape[0], 16) is one,
+# sized by the batch; one ConstantOfShape of a computed shape filled 3 GB before any check saw it).
+SIZED_BY_VALUES = ("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad")
+
+
+@dataclass(frozen=True)
+class GraphBounds:
+    """What the runner learns of a graph before it runs it: its activation peak at batch 1 (bytes, as the shapes infer
+    it), and the first operator whose output size is set at run time (None: every size is the file's)."""
+
+    peak: int
+    sized_at_run_time: str | None
+
+
 def _inferred_graph(path: Path):
-    """The file's graph with the shapes onnx infers (its weights not read from external data); None without onnx."""
+    """The file's graph with the shapes onnx infers (its weights not read from external data); None without onnx. The
+    shapes the file declares for its inner tensors are dropped first: they are claims, not what the runtime makes."""
     try:
         import onnx
         from onnx import shape_inference
@@ -25,8 +42,9 @@ def _inferred_graph(path: Path):
         return None
     with runtime_errors(path, "read the graph of"):  # the file is untrusted: a broken protobuf is bad input
         model = onnx.load(str(path), load_external_data=False)
+    del model.graph.value_info[:]
     try:
-        model = shape_inference.infer_shapes(model)
+        model = shape_inference.infer_shapes(model, data_prop=True)  # torch.zeros(x.shape[0], 16): sized by the batch
     except Exception:  # noqa: BLE001 - keep what we have
         pass
     return model.graph
@@ -62,14 +80,39 @@ def _constant_names(g) -> set[str]:
     return {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
 
 
-def onnx_activation_peak(path: Path) -> int | None:
-    """The graph's activation peak at batch 1, in bytes, without reading its weights (the runner checks it on every
-    file it opens); None without the onnx package."""
+def _check_bounded(g, path: Path) -> str | None:
+    """Refuse control flow (a Loop of 10**15 steps ran until a signal stopped it; an If's branch is a graph whose sizes
+    no count of the top graph reads); return the first operator whose output size onnx cannot infer where that size is
+    read from values at run time or the operator is outside onnx's standard set (None where there is none)."""
+    symbols = {d.dim_param for i in g.input for d in i.type.tensor_type.shape.dim if d.dim_param}  # the batch, as named
+    inferred = {vi.name: vi.type.tensor_type for vi in list(g.value_info) + list(g.output)}
+
+    def known(name: str) -> bool:
+        tt = inferred.get(name)
+        return tt is not None and tt.HasField("shape") and all(
+            d.dim_value > 0 or (d.dim_param and d.dim_param in symbols) for d in tt.shape.dim)
+
+    found = None
+    for n in g.node:
+        if any(a.type in (5, 10) for a in n.attribute):  # GRAPH, GRAPHS: If, Loop, Scan or another op's subgraph
+            raise UserError(f"{path} holds {'an' if n.op_type[0] in 'AEIOU' else 'a'} {n.op_type} operator, control flow with "
+                            "a graph of its own: cwtool runs classifiers without control flow, whose memory and time it can "
+                            "bound before they run; re-export it")
+        standard = n.domain in ("", "ai.onnx")
+        if found is None and (n.op_type in SIZED_BY_VALUES or not standard) and not all(known(o) for o in n.output if o):
+            found = n.op_type if standard else f"{n.domain}.{n.op_type}"
+    return found
+
+
+def onnx_bounds(path: Path) -> GraphBounds | None:
+    """What bounds the graph's memory before it runs (the runner reads it for every file it opens, without its weights),
+    after refusing control flow; None without the onnx package."""
     g = _inferred_graph(path)
     if g is None:
         return None
+    sized = _check_bounded(g, path)
     constants = _constant_names(g)
-    return _peak(g, _tensor_shapes(g, constants)[1], constants)
+    return GraphBounds(_peak(g, _tensor_shapes(g, constants)[1], constants), sized)
 
 
 def describe_onnx_graph(path: Path) -> dict[str, Any]:
