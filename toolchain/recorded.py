@@ -114,9 +114,9 @@ def check_class_order(path: str, recorded: list[str] | None, declared: list[str]
     known = {unicodedata.normalize("NFC", n) for n in recorded}
     others = [n for n in declared if unicodedata.normalize("NFC", n) not in known]
     if others:
-        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {_numbered(recorded)}; --data names "
-                        f"{', '.join(one_line(n)[:40] for n in others[:5])}, not among them: give data labelled with the "
-                        "classes it was made for (folders or labels named as they are)")
+        raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {_numbered(recorded)}; --data numbers them "
+                        f"{_numbered(declared)}, with {', '.join(one_line(n)[:40] for n in others[:5])} not among them: give "
+                        "data labelled with the classes it was made for (folders or labels named as they are)")
     raise UserError(f"{one_line(Path(path).name)} was made for classes numbered {_numbered(recorded)}; --data numbers them "
                     f"{_numbered(declared)}: its FN here would count other classes; give --data the order it was trained in "
                     f"(--class-names {','.join(one_line(n)[:40] for n in recorded[:12])})")
