@@ -1,6 +1,7 @@
 """`cwtool train`: a dense starting point that evaluate and compress can load."""
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from clirun import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_trained_mlp_loads_and_beats_chance(tmp_path, capsys):
@@ -534,3 +537,28 @@ def test_an_epoch_without_a_step_says_so_not_a_loss_of_zero(tmp_path, capsys):
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", "digits", "--epochs", "1", "--batch-size", "1",
                             "--device", "cpu", "--out", tmp_path / "m.pt"], capsys)
     assert "no training step ran" in err and "loss 0.0000" not in err, err
+
+
+def test_a_second_training_to_the_same_out_is_refused_while_the_first_runs(tmp_path, capsys):
+    """Two trainings to one --out both exited 0, each saying it wrote the file; the log interleaved their epochs."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m.pt"
+    first = subprocess.Popen([sys.executable, "-m", "toolchain", "train", "--arch", "digits-cnn", "--data", "digits", "--epochs", "500",
+                              "--out", str(out)], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    try:
+        log = tmp_path / "m.pt.log"
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and "training --arch" in log.read_text()) and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert first.poll() is None, first.stderr.read()
+        code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", "digits", "--epochs", "1", "--out", out], capsys)
+        assert code == 2 and "is being trained by another cwtool process now" in err and len(err.strip().splitlines()) == 1, err
+        assert "training --arch digits-cnn on digits" in log.read_text() and log.read_text().count("training --arch") == 1
+    finally:
+        first.kill()
+        first.wait()
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", "digits", "--epochs", "1", "--out", out], capsys)
+    assert code == 0, err  # its lock went with it

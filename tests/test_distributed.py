@@ -240,3 +240,20 @@ def test_two_processes_end_training_with_the_same_batchnorm_statistics(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     said = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
     assert said["max_difference"] == 0.0 and said["fill"] == float(np.finfo(np.float32).min), said
+
+
+def test_a_refusal_on_rank_0_as_the_run_directory_opens_is_no_internal_error_on_rank_1(trained_digits, tmp_path):
+    """Another compress held the folder: rank 0 said so (exit 2), and rank 1, waiting at the barrier after it, ended in
+    'internal error: RuntimeError: ... Connection closed by peer', exit 3."""
+    import fcntl
+
+    (tmp_path / "run").mkdir()
+    fd = os.open(tmp_path / "run", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a compress that runs in it holds it
+    try:
+        args = [trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--skip-export", "--device", "cpu"]
+        res = _compress(args, tmp_path / "run", 2)
+    finally:
+        os.close(fd)
+    assert res.returncode != 0 and "is in use: another cwtool process" in res.stderr, res.stderr
+    assert "internal error" not in res.stderr and "exitcode  : 3" not in res.stderr, res.stderr

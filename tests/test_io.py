@@ -249,3 +249,16 @@ def test_only_the_names_cwtool_writes_are_rounds(tmp_path):
     for name in ("round_1.json", "round_2.json", "round_01.json", "round_2_old.json", "round_0.json", "round_².json"):
         (tmp_path / "rounds" / name).write_text("{}")
     assert RunDir(tmp_path).done_rounds() == [1, 2]
+
+
+def test_a_full_disk_inside_a_library_s_writer_names_the_file_it_was_writing(tmp_path):
+    """onnx.save on a full disk raised an OSError naming no file: 'cannot write a file (or the output)'."""
+    import errno
+
+    from toolchain.errors import UserError
+    from toolchain.io import staged_path
+
+    with pytest.raises(UserError, match=r"cannot write '.*model\.onnx': No space left on device: free some space"):
+        with staged_path(tmp_path / "model.onnx"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []

@@ -1023,3 +1023,95 @@ def test_a_recorded_step_from_a_file_is_said_shortened():
 
     assert len(step_words("x" * (5 << 20))) <= 80
     assert step_words([]) == "none" and step_words([224]) == "[224]"
+
+
+def _stopped_after(target: str, module: str, tmp_path, argv: list, sig: str = "SIGTERM", when: str = "True") -> subprocess.CompletedProcess:
+    """``argv`` run with ``module.target`` doing its work, then meeting a stop (as a CI job cancelled at that moment), the
+    first time ``when`` (Python, of ``args``) holds."""
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        import toolchain.cli as cli
+        import {module} as where
+
+        real = where.{target}
+        stops = [signal.{sig}]  # one stop, as a CI job sends
+
+        def then_stopped(*args, **kwargs):
+            out = real(*args, **kwargs)
+            if stops and {when}:
+                os.kill(os.getpid(), stops.pop())
+                for _ in range(300):  # Python code runs: the stop is raised here
+                    time.sleep(0.01)
+            return out
+
+        where.{target} = then_stopped
+        cli.main({[str(a) for a in argv]!r})
+    """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_a_stop_once_compress_wrote_its_reports_says_the_run_is_complete(trained_digits, tmp_path):
+    """A SIGINT after report.json, .md and .html were written (gate PASSED, every file there) said 'interrupted ... rerun
+    with --resume', and the log ended 'interrupted' where the report said finished. The folder a killed session left
+    holding its log alone had been refused by the next run ('not a cwtool run directory') and by --resume."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "compress.log").write_text("2026-12-06 09:00:00 +    0.1s cwtool 0.1.0 compress m.pt (run 0123456789ab)\n")
+    proc = _stopped_after("RunLog.record", "toolchain.report.consoles", tmp_path, [
+        "compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--skip-export",
+        "--max-fn-increase", "2", "--confidence", "0.5", "--out", run], when="args[1].startswith('finished:')")
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("cwtool: SIGTERM arrived as the command finished: what it wrote is complete "
+                                                    f"(run directory: {run})"), proc.stderr
+    log = (run / "compress.log").read_text().splitlines()
+    assert "(run 0123456789ab)" in log[0] and " finished: gate " in log[-1], log[-3:]
+    assert json.loads((run / "report.json").read_text())["gate"]
+
+
+def test_a_stop_once_calibrate_replaced_its_out_says_so(tmp_path):
+    """calibrate had replaced --out with the new set, then said 'interrupted; temporary files removed'."""
+    proc = _stopped_after("calibration_rows_sha256", "toolchain.quantize.calibration", tmp_path,
+                          ["calibrate", "--data", "digits", "-p", "3", "--out", tmp_path / "c.npz"])
+    assert proc.returncode == 143 and (tmp_path / "c.npz").is_file(), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "cwtool: SIGTERM arrived as the command finished: what it wrote is complete"
+
+
+def test_a_stop_while_verify_writes_its_outputs_writes_them_all_and_says_so(tmp_path):
+    """A SIGINT once --save-rows was written left it, no JUnit, once a 'passed' Markdown, and said 'temporary files
+    removed'. The verdict was made: every output is written, and the stop is said as arriving as it finished."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32), "W")
+    graph = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=[w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    outs = {"--save-rows": tmp_path / "rows.npz", "--json": tmp_path / "v.json", "--markdown": tmp_path / "v.md",
+            "--junit": tmp_path / "v.xml"}
+    proc = _stopped_after("_write_rows", "toolchain.cli.verify", tmp_path,
+                          ["verify", tmp_path / "m.onnx", "-d", "digits", "-p", "3", *[v for pair in outs.items() for v in pair]])
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "cwtool: SIGTERM arrived as the command finished: what it wrote is complete"
+    assert all(p.is_file() for p in outs.values()) and "gate" in json.loads(outs["--json"].read_text())
+    assert "error" not in json.loads(outs["--json"].read_text())
+
+
+def test_a_first_session_that_cannot_write_its_manifest_leaves_no_folder(trained_digits, tmp_path):
+    """A full disk as the manifest was written left the folder holding compress.log alone, which the next run refused."""
+    script = textwrap.dedent(f"""
+        import toolchain.cli as cli
+        import toolchain.pipeline as pipeline
+        from toolchain.errors import UserError
+
+        def full(path, *args, **kwargs):
+            raise UserError(f"cannot write '{{path}}': No space left on device")
+
+        pipeline.atomic_write_json = full
+        cli.main(["compress", {str(trained_digits[0])!r}, "-d", "digits", "-p", "3", "--out", {str(tmp_path / "new" / "run")!r}])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and "No space left on device" in proc.stderr, proc.stderr
+    assert not (tmp_path / "new").exists()

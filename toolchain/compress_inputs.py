@@ -184,7 +184,7 @@ def _run_directory(request, given, config: PruneConfig, export: ExportSettings |
     manifest_path = RunDir(run_dir).manifest
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
-    resuming = run_dir.exists() and holds_anything(run_dir)
+    resuming = run_dir.exists() and holds_anything(run_dir) and not RunDir(run_dir).never_began()
     if resuming and not request.resume:
         if config.granularity == "weight":
             raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")

@@ -55,6 +55,21 @@ class writing_after_stop:
         return False
 
 
+class finishing:
+    """The block after a command's output is written whole (a calibration set replaced, a run's reports): a stop inside
+    it is said as one that arrived as the command finished, not as one that removed what it wrote."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        from toolchain.errors import Interrupted
+
+        if isinstance(exc_value, Interrupted):
+            exc_value.completed = True
+        return False
+
+
 _importing: list = []  # inside uninterrupted_import: a stop waits for the block's end (or for the grace period)
 
 

@@ -93,7 +93,12 @@ def staged_path(path: str | Path, follow_link: bool = False):
     os.close(fd)
     interrupts.staged(tmp)  # a signal that finds the main thread stuck in native code still removes it
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:  # a library's own writer (onnx.save on a full disk) names no file: this is the one
+            if exc.filename is None and environment_advice(exc) is not None:
+                raise cannot_write(path, exc) from exc
+            raise
         try:
             publish(tmp, path)
         except IsADirectoryError as exc:

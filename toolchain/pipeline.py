@@ -77,10 +77,16 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # what mkdir makes: gone again if the run is
     # refused on its first session
-    held = _open_run_dir(checked, request, input_notes, log, console, group) if distributed.is_main() else None
-    distributed.barrier()
+    try:
+        held = _open_run_dir(checked, request, input_notes, log, console, group, made) if distributed.is_main() else None
+        distributed.barrier()
+    except Exception as exc:  # rank 0 refused or failed before the run began (another compress holds the folder, a full
+        if distributed.peer_lost(exc):  # disk): the others are stopped, with nothing of this session to resume
+            raise Interrupted("the loss of another torchrun process") from exc
+        raise
     interrupts.resumable(run_dir if config.granularity != "weight" else None)  # only channel runs resume
     unchecked_files = False  # exported files no report lists yet: removed if the run stops before its report
+    finished: str | None | bool = False  # once the reports are written: the log's last line, None once said
     said_before = say_progress_to(log.print)  # a prediction over many rows (the dense model's, each file's re-check) says its pace
     try:  # an interrupt leaves the finished rounds: the message names the run to --resume
         # --- stage 1: class-aware lottery-ticket pruning (train + validation only) -------------------------
@@ -197,12 +203,20 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=log.print, withheld=withheld)
             report["seconds"]["timing the files"] = time.perf_counter() - timed
             report["seconds"]["total"] = time.perf_counter() - started
+        line = (f"finished: gate {'PASSED' if gate['passed'] else 'FAILED'}; seconds: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
         finish(report, run_dir)  # before the log says finished: a stop until then names the run to --resume
+        finished = line
         unchecked_files = False
-        log.record(f"finished: gate {'PASSED' if gate['passed'] else 'FAILED'}; seconds: "
-                   + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
+        said, finished = finished, None
+        log.record(said)
         return report, run_dir
     except Interrupted as exc:
+        if finished is not False:  # the reports were written whole: the stop arrived as the run ended, and is said so
+            if finished:
+                log.record(finished)
+            exc.completed, exc.run_dir = True, run_dir
+            raise
         if unchecked_files:  # before the log's last line, which names the run to --resume
             drop_unchecked_artifacts(run_dir, log.print)
         if config.granularity == "weight":  # its rounds are saved, but only channel runs resume
@@ -218,7 +232,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             log.record(f"interrupted: another torchrun process stopped ({' '.join(str(exc).split())[:120]}); --resume with the same "
                        f"arguments finishes {run_dir}")
             lost = Interrupted("the loss of another torchrun process")
-            lost.run_dir = run_dir
+            lost.run_dir = run_dir if RunDir(run_dir).manifest.is_file() else None  # rank 0 may have removed a run of no round
             raise lost from exc
         log.record(f"stopped: {describe(exc)}")
         if isinstance(exc, UserError) and not checked.resuming and distributed.is_main():
@@ -233,15 +247,30 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         own_folder(None)
 
 
-def _open_run_dir(checked: CheckedInputs, request: CompressRequest, input_notes: list[str], log: RunLog, console: Console, group) -> object:
+def _open_run_dir(checked: CheckedInputs, request: CompressRequest, input_notes: list[str], log: RunLog, console: Console, group,
+                  made: list[Path]) -> object:
     """Rank 0's start of a session in the run directory: made and held (a second compress on it is refused), the log
     attached, the session's header and notes said, manifest.json written, an interrupted run's temporaries swept. Returns
-    the hold, released when the run ends."""
+    the hold, released when the run ends. A first session that fails here (a full disk) removes what it wrote and the
+    folders it made (``made``): a folder holding its log alone had been refused by the next run and by --resume."""
+    run_dir = checked.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held = RunDir(run_dir).hold()  # until this process ends: a second compress on the folder is refused, not interleaved
+    try:
+        _start_session(checked, request, input_notes, log, console, group)
+    except BaseException:
+        if not checked.resuming:
+            log.detach()
+            RunDir.release(held)
+            RunDir(run_dir).remove_if_roundless(made)
+        raise
+    return held
+
+
+def _start_session(checked: CheckedInputs, request: CompressRequest, input_notes: list[str], log: RunLog, console: Console, group) -> None:
     run_dir, config, before, dataset = checked.run_dir, checked.config, checked.before, checked.dataset
     run_id, resuming, manifest_path, inputs = checked.run_id, checked.resuming, RunDir(checked.run_dir).manifest, checked.inputs
     shown_notes = checked.notes
-    run_dir.mkdir(parents=True, exist_ok=True)
-    held = RunDir(run_dir).hold()  # until this process ends: a second compress on the folder is refused, not interleaved
     own_folder(run_dir)  # checked for links by the input checks: one that appears later never takes a file out of it
     log.attach(RunDir(run_dir).log)
     log.print(f"cwtool {__version__} compress {request.model} (run {run_id}{', resumed' if resuming else ''})")
@@ -275,7 +304,6 @@ def _open_run_dir(checked: CheckedInputs, request: CompressRequest, input_notes:
     swept = sweep_temporaries(run_dir)
     if swept:
         log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
-    return held
 
 
 def _data_record(trained, dataset) -> dict:

@@ -156,6 +156,13 @@ class RunDir:
             except OSError:
                 break
 
+    def never_began(self) -> bool:
+        """A session killed before it wrote its manifest leaves its log alone (and perhaps a temporary): no run to resume
+        and nothing to keep a new run from its folder (it was refused by both, in a folder cwtool had made)."""
+        return not self.manifest.is_file() and all(
+            (p.name == self.log.name and p.is_file() and not p.is_symlink()) or p.name.startswith(TMP_PREFIX) or is_os_litter(p.name)
+            for p in self.root.iterdir())
+
     def entries(self) -> set[str]:
         """The names a run writes at the top of its folder (what a folder holding only these may be replaced as)."""
         return {p.name for p in (self.manifest, self.log, self.rounds, self.pruned, self.calibration, self.artifacts, self.work,

@@ -57,14 +57,17 @@ def calibrate(
         raise UserError(f"the train split of --data ({dataset.name}) holds no row of protected class "
                         f"{', '.join(map(str, absent))}: a calibration set cannot be enriched with it; give data that has it")
     x, meta = calibration_recipe(dataset, protected, calibration_size, seed)
+    from toolchain import interrupts
+
     save_calibration(out, x, meta)
-    console = log_console()
-    console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
-    shape = "x".join(str(d) for d in x.shape[1:])
-    console.print(f"wrote {out}: {len(x)} rows of shape {shape} from the train split (seed {seed}"
-                  + (f", protected {', '.join(map(str, protected))} enriched" if protected else "") + ")")
-    console.print(f"sha256 {file_sha256(out)}; rows sha256 {calibration_rows_sha256(x)}")
-    found = calibration_sets().get(out.stem)  # the name alone only where --calibration NAME finds this very file
-    name = out.stem if found is not None and found.resolve() == out.resolve() else str(out)
-    console.print(f"use it: --calibration {shlex.quote(name)}")  # pasted into a shell as it stands
+    with interrupts.finishing():  # --out is replaced: a stop from here on is not said as if it were not
+        console = log_console()
+        console.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
+        shape = "x".join(str(d) for d in x.shape[1:])
+        console.print(f"wrote {out}: {len(x)} rows of shape {shape} from the train split (seed {seed}"
+                      + (f", protected {', '.join(map(str, protected))} enriched" if protected else "") + ")")
+        console.print(f"sha256 {file_sha256(out)}; rows sha256 {calibration_rows_sha256(x)}")
+        found = calibration_sets().get(out.stem)  # the name alone only where --calibration NAME finds this very file
+        name = out.stem if found is not None and found.resolve() == out.resolve() else str(out)
+        console.print(f"use it: --calibration {shlex.quote(name)}")  # pasted into a shell as it stands
     return 0

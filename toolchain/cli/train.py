@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -98,7 +99,13 @@ def train(
     console = log_console()
     earlier = file_sha256(out) if out.is_file() else None  # read before this log replaces the earlier training's
     earlier_log = _earlier_log(log_path) if earlier is not None else None
-    log = _fresh_log(RunLog(console), log_path)
+    held = _hold_log(log_path, out)  # the earlier training's log, then this one's: a second train to --out is refused
+    try:
+        log = _fresh_log(RunLog(console), log_path)
+        held = _hold_log(log_path, out, held)
+    except BaseException:
+        _release(held)
+        raise
     try:  # from here on, the log says how the run ended (a check that refuses too)
         log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
         if earlier is not None:  # a training killed before its end leaves this log beside the earlier checkpoint: said here,
@@ -135,6 +142,8 @@ def train(
         if earlier_log is not None:
             _restore_earlier_log(log_path, earlier_log)
         raise
+    finally:
+        _release(held)
     log.record(f"{one_line(out)} written (sha256 {file_sha256(out)[:12]})")
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f} (on training rows {train_accuracy:.4f})")
     by_heart = train_balanced - balanced_accuracy(dataset.y_val, val_logits.argmax(1)) >= BY_HEART
@@ -240,6 +249,34 @@ def _restore_earlier_log(path: Path, earlier: str) -> None:
             atomic_write_text(path, earlier.rstrip("\n") + "\n" + this_run)
     except Exception:
         pass
+
+
+def _hold_log(path: Path, out: Path, before: int | None = None) -> int | None:
+    """A lock on the training log at ``path`` (then ``before``, the lock on the log it replaced, is let go): two
+    trainings to one --out had both said they wrote it, their epochs interleaved in one log. None where there is no
+    log yet, or no flock (not POSIX)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return before
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        _release(before)
+        raise UserError(f"--out '{out}' is being trained by another cwtool process now (it holds {path.name}): wait for it to "
+                        "end, or give another --out") from None
+    _release(before)
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 def _fresh_log(log, path: Path):

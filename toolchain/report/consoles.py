@@ -106,6 +106,10 @@ class RunLog:
         if before:
             self._append(before)
 
+    def detach(self) -> None:
+        """No more lines to the file (it is about to be removed with what the run wrote): the console alone."""
+        self.path = None
+
     def print(self, *objects, **kwargs) -> None:
         self.console.print(*objects, **kwargs)
         self.record(" ".join(o if isinstance(o, str) else getattr(o, "plain", None) or "" for o in objects))
