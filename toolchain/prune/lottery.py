@@ -37,6 +37,7 @@ from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_
 from toolchain.prune.plan import plan_for_target
 from toolchain.prune.preflight import kept_whole_line
 from toolchain.prune.round_files import RoundFiles
+from toolchain.prune.schedule import n_rounds, round_mac_target, round_target
 from toolchain.prune.shrink import checked, shrink
 from toolchain.prune.tickets import PruneResult, Survivors, Ticket, promise_text, relative_plan, removed_plan, round_line, select
 from toolchain.prune.weights import reinitialised, run_weight_rounds, weights_copy
@@ -171,23 +172,6 @@ class LotteryPruner:
 
     # --- the rounds ----------------------------------------------------------------------------------
 
-    def _shrink_fraction(self, r: int) -> float:
-        return (1 - self.config.rate) ** r
-
-    def round_target(self, r: int) -> float:
-        return max(self.config.keep_params, self._shrink_fraction(r))
-
-    def round_mac_target(self, r: int) -> float | None:
-        """Fraction of the dense MACs round r may keep: MACs shrink at the parameters' pace down to
-        keep_macs; None without a MAC goal."""
-        if self.config.keep_macs >= 1:
-            return None
-        return max(self.config.keep_macs, self._shrink_fraction(r))
-
-    def n_rounds(self) -> int:
-        goals = [g for g in (self.config.keep_params, self.config.keep_macs) if g < 1]
-        return max([1] + [math.ceil(math.log(g) / math.log(1 - self.config.rate) - 1e-9) for g in goals])
-
     def run(self, resume: bool = False) -> PruneResult:
         cfg = self.config
         dense_val_logits = self.dense_val_logits
@@ -225,7 +209,7 @@ class LotteryPruner:
             if state is not None:
                 start, current, survivors, rewind_model, rewind_survivors, result.tickets, start_state = state
 
-        rounds = self.n_rounds()
+        rounds = n_rounds(cfg)
         if result.tickets and not result.tickets[-1].within_budget:
             start = rounds + 1  # the interrupted run had already stopped at a ticket outside the budget
         if start <= rounds:  # the first word in a log while round 1 trains (minutes on a CPU)
@@ -242,13 +226,13 @@ class LotteryPruner:
         for r in range(start, rounds + 1):
             seed_everything(cfg.seed * 1000 + r)
             clock = Clock()
-            target = self.round_target(r) * self.dense_params
+            target = round_target(cfg, r) * self.dense_params
             graph = ChannelGraph(copy.deepcopy(current), self.example, self.unfollowed)  # scored, planned and pruned: one graph a round
             scores = importance.channel_scores(graph, self.dataset.x_train, self.dataset.y_train, self.protected, start_state=start_state,
                                                increase_weight=cfg.increase_weight, taylor_weight=cfg.taylor_weight, seed=cfg.seed + r,
                                                norm=cfg.magnitude_norm)
             clock.lap("score")
-            mac_share = self.round_mac_target(r)
+            mac_share = round_mac_target(cfg, r)
             target_macs = None if mac_share is None else int(mac_share * self.dense_macs)
             local = plan_for_target(graph, scores, int(target), cfg.round_to, target_macs, cfg.allocation)
             new_survivors = {k: [orig for pos, orig in enumerate(v) if pos not in set(local.get(k, []))] for k, v in survivors.items()}

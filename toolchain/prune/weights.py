@@ -13,6 +13,7 @@ from toolchain.models.profile import count_macs, count_params
 from toolchain.models.train import seed_everything, train
 from toolchain.prune import importance
 from toolchain.prune.graph import ChannelGraph
+from toolchain.prune.schedule import n_rounds, round_target
 from toolchain.prune.shrink import dead_channels, shrink
 from toolchain.prune.tickets import PruneResult, Ticket, round_line, select
 
@@ -25,10 +26,10 @@ def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
     masks = {n: torch.ones_like(p) for n, p in prunable.items()}
     total = sum(p.numel() for p in prunable.values())
     start_state = None
-    rounds = pruner.n_rounds()
+    rounds = n_rounds(pruner.config)
     for r in range(1, rounds + 1):
         seed_everything(cfg.seed * 1000 + r)
-        keep_fraction = pruner.round_target(r)
+        keep_fraction = round_target(pruner.config, r)
         scores = weight_scores(model, prunable, masks, pruner.dataset, pruner.protected, cfg, pruner.device, seed=cfg.seed + r, start_state=start_state)
         for name, score in scores.items():  # layer-wise: every layer keeps keep_fraction of its weights
             keep = max(1, int(round(keep_fraction * score.numel())))
