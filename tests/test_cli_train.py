@@ -562,3 +562,29 @@ def test_a_second_training_to_the_same_out_is_refused_while_the_first_runs(tmp_p
         first.wait()
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", "digits", "--epochs", "1", "--out", out], capsys)
     assert code == 0, err  # its lock went with it
+
+
+def test_the_training_lock_is_on_the_log_the_path_names(tmp_path, monkeypatch):
+    """A second training could open the old log, the first lock it, replace it and let it go, and the second then lock
+    the replaced file and train on (two trainings, one --out): the lock is kept only where the path still names it."""
+    from toolchain.cli import train as command
+    from toolchain.errors import UserError
+
+    log = tmp_path / "m.pt.log"
+    log.write_text("old\n")
+    real_open = os.open
+
+    def replaced_while_opening(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if str(path) == str(log) and not replaced:
+            replaced.append(1)
+            (tmp_path / "new").write_text("new\n")
+            os.replace(tmp_path / "new", log)  # the first training's fresh log
+            held.append(command._hold_log(log, tmp_path / "m.pt"))  # and it holds it
+        return fd
+
+    replaced, held = [], []
+    monkeypatch.setattr(command.os, "open", replaced_while_opening)
+    with pytest.raises(UserError, match="is being trained by another cwtool process"):
+        command._hold_log(log, tmp_path / "m.pt")
+    command._release(held[0])

@@ -1115,3 +1115,13 @@ def test_a_first_session_that_cannot_write_its_manifest_leaves_no_folder(trained
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2 and "No space left on device" in proc.stderr, proc.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_a_folder_holding_a_compress_log_of_the_users_own_is_no_run_to_begin(trained_digits, tmp_path, capsys):
+    """A folder holding only a compress.log is a new run where cwtool began that log (a session killed before its
+    manifest); one of the user's own ('tee R/compress.log') was appended to."""
+    (tmp_path / "R").mkdir()
+    (tmp_path / "R" / "compress.log").write_text("MY OWN NOTES\n")
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--skip-export", "--out", tmp_path / "R"], capsys)
+    assert code == 2 and "is not a cwtool run directory" in err, err
+    assert (tmp_path / "R" / "compress.log").read_text() == "MY OWN NOTES\n"

@@ -158,10 +158,21 @@ class RunDir:
 
     def never_began(self) -> bool:
         """A session killed before it wrote its manifest leaves its log alone (and perhaps a temporary): no run to resume
-        and nothing to keep a new run from its folder (it was refused by both, in a folder cwtool had made)."""
+        and nothing to keep a new run from its folder (it was refused by both, in a folder cwtool had made). The log is
+        known by its first line, as cwtool begins it: a compress.log of the user's own is no such folder."""
         return not self.manifest.is_file() and all(
-            (p.name == self.log.name and p.is_file() and not p.is_symlink()) or p.name.startswith(TMP_PREFIX) or is_os_litter(p.name)
+            (p.name == self.log.name and self._a_log_cwtool_began()) or p.name.startswith(TMP_PREFIX) or is_os_litter(p.name)
             for p in self.root.iterdir())
+
+    def _a_log_cwtool_began(self) -> bool:
+        if self.log.is_symlink() or not self.log.is_file():
+            return False
+        try:
+            with open(self.log, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            return False
+        return not head or re.match(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+ *[0-9.]+s cwtool \S+ compress ", head) is not None
 
     def entries(self) -> set[str]:
         """The names a run writes at the top of its folder (what a folder holding only these may be replaced as)."""

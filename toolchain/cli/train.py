@@ -259,19 +259,25 @@ def _hold_log(path: Path, out: Path, before: int | None = None) -> int | None:
         import fcntl
     except ImportError:
         return None
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return before
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        _release(before)
-        raise UserError(f"--out '{out}' is being trained by another cwtool process now (it holds {path.name}): wait for it to "
-                        "end, or give another --out") from None
+    for _ in range(5):  # the log may be replaced between its open and its lock: the lock must be on what the path names
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return before
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            _release(before)
+            raise UserError(f"--out '{out}' is being trained by another cwtool process now (it holds {path.name}): wait for it "
+                            "to end, or give another --out") from None
+        held, named = os.fstat(fd), os.stat(path, follow_symlinks=False)
+        if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+            _release(before)
+            return fd
+        os.close(fd)  # another training replaced it meanwhile: its new log is the one to try
     _release(before)
-    return fd
+    raise UserError(f"--out '{out}': its log {path.name} is being replaced over and over by other processes: give another --out")
 
 
 def _release(fd: int | None) -> None:

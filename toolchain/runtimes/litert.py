@@ -144,7 +144,10 @@ def tensor_sizes(details) -> tuple[Counter, int]:
 # so a size computed inside the graph (SHAPE, MUL, then FILL of 3 GB) must be a constant of the file. Control flow runs
 # graphs of its own, for as long as they say.
 SIZED_BY_VALUES = {"FILL": (0,), "RANGE": (0, 1, 2), "BROADCAST_TO": (1,), "TILE": (1,), "ONE_HOT": (1,), "PAD": (1,),
-                   "PADV2": (1,), "MIRROR_PAD": (1,), "RESIZE_BILINEAR": (1,), "RESIZE_NEAREST_NEIGHBOR": (1,)}
+                   "PADV2": (1,), "MIRROR_PAD": (1,), "RESIZE_BILINEAR": (1,), "RESIZE_NEAREST_NEIGHBOR": (1,),
+                   "RESHAPE": (1,), "SCATTER_ND": (2,), "SPARSE_TO_DENSE": (1,), "TRANSPOSE_CONV": (0,),
+                   "UNSORTED_SEGMENT_SUM": (2,), "UNSORTED_SEGMENT_PROD": (2,), "UNSORTED_SEGMENT_MAX": (2,),
+                   "UNSORTED_SEGMENT_MIN": (2,), "RANDOM_STANDARD_NORMAL": (0,), "RANDOM_UNIFORM": (0,), "MULTINOMIAL": (1,)}
 CONTROL_FLOW = ("WHILE", "IF", "CALL_ONCE", "CALL")
 
 

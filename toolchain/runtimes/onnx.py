@@ -11,7 +11,6 @@ import numpy as np
 from toolchain import interrupts
 from toolchain.errors import IMPORT_FAILURES, InputCountError, UserError, import_failed
 from toolchain.runtimes.base import (
-    MAX_TENSOR_BYTES,
     Runner,
     check_artifact_file,
     model_source,
@@ -64,21 +63,6 @@ def _check_shape(shape, what: str, path: Path) -> None:
         raise UserError(f"{path} has an {what} of shape {shape}: not a classifier's; the file is corrupt: re-export it")
 
 
-RUN_TIME_SIZED_BYTES = MAX_TENSOR_BYTES  # what a graph whose sizes are set at run time may hold while it runs
-_capped_arena: list = []  # registered once per process: onnxruntime keeps one allocator per device
-
-
-def _use_capped_arena(ort, opts) -> None:
-    """Run a session from an arena of at most RUN_TIME_SIZED_BYTES: its graph sizes a tensor from values it computes,
-    which no count before running can bound (a ConstantOfShape of the batch times 805,306,368 filled 3.2 GB); the
-    runtime refuses an allocation beyond it, said as exit 2."""
-    if not _capped_arena:
-        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg(RUN_TIME_SIZED_BYTES, -1, -1, -1))
-        _capped_arena.append(info)
-    opts.add_session_config_entry("session.use_env_allocators", "1")
-
-
 class OnnxRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, layout: str | None = None):
         ort = _ort()
@@ -89,19 +73,14 @@ class OnnxRunner(Runner):
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 4  # see _ort
         self.session = self._session(ort, opts)
-        # What the graph makes of its input is checked before anything runs: a 3 KB file can Expand one image into
-        # gigabytes, or size a tensor from values it computes (needs the onnx package; a device without it runs the file
-        # as it is). Such a graph is opened again, from the capped arena (the runtime reads the file first: a corrupt one
-        # is said as the runtime finds it).
-        from toolchain.runtimes.onnx_graph import onnx_bounds
+        # What the graph makes of its input is checked before anything runs (the runtime has read the file first: a
+        # corrupt one is said as it finds it): a 3 KB file can Expand one image into gigabytes, or size a tensor from
+        # values it computes (needs the onnx package; a device without it runs the file as it is).
+        from toolchain.runtimes.onnx_graph import onnx_activation_peak
 
-        bounds = onnx_bounds(self.path)
-        if bounds is not None and bounds.peak:
-            check_tensor_bytes(bounds.peak, self.path, "its activations at batch 1")
-        self.sized_at_run_time = bounds.sized_at_run_time if bounds is not None else None
-        if self.sized_at_run_time:
-            _use_capped_arena(ort, opts)
-            self.session = self._session(ort, opts)
+        peak = onnx_activation_peak(self.path)
+        if peak:
+            check_tensor_bytes(peak, self.path, "its activations at batch 1")
         with runtime_errors(self.path, "read the inputs and outputs of"):
             inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
             metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -158,14 +137,7 @@ class OnnxRunner(Runner):
         interrupts.stoppable(options)  # a signal can stop a run that would not end (a loop of 10**15 steps)
         try:
             with runtime_errors(self.path, "run"):
-                try:
-                    return self.session.run([out_name], {in_name: x}, options)[0]
-                except Exception as exc:  # noqa: BLE001 - the capped arena's refusal, said as what it is
-                    if self.sized_at_run_time and "Available memory of" in str(exc):
-                        raise UserError(f"{self.path} asked for more than {RUN_TIME_SIZED_BYTES >> 30} GiB while running "
-                                        f"{len(x):,} row{'s' if len(x) != 1 else ''}: its {self.sized_at_run_time} operator sizes a tensor from values "
-                                        "it computes; the file is corrupt or not a classifier cwtool runs; re-export it") from exc
-                    raise
+                return self.session.run([out_name], {in_name: x}, options)[0]
         finally:
             interrupts.done(options)
 

@@ -17,24 +17,21 @@ CONV_OPS = ("Conv", "QLinearConv", "ConvInteger")
 MATMUL_OPS = ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger")
 
 
-# Operators whose output size is read from another tensor's values at run time (a shape, a count, a size): the
-# count of activations bounds them only where onnx infers that size from the file (torch.zeros(x.shape[0], 16) is one,
-# sized by the batch; one ConstantOfShape of a computed shape filled 3 GB before any check saw it).
-SIZED_BY_VALUES = ("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad")
-
-
 @dataclass(frozen=True)
-class GraphBounds:
-    """What the runner learns of a graph before it runs it: its activation peak at batch 1 (bytes, as the shapes infer
-    it), and the first operator whose output size is set at run time (None: every size is the file's)."""
+class _Read:
+    """A file's graph as cwtool bounds it: local functions inlined, the shapes the file declares for inner tensors and
+    outputs dropped (claims, not what the runtime makes), a symbolic batch set to 1, every size then inferred; ``free``:
+    the input's dims other than the batch that the file leaves open (none: every size follows from the file)."""
 
-    peak: int
-    sized_at_run_time: str | None
+    graph: Any
+    free: list
+    shaped: bool  # the input declares a shape at all
 
 
-def _inferred_graph(path: Path):
-    """The file's graph with the shapes onnx infers (its weights not read from external data); None without onnx. The
-    shapes the file declares for its inner tensors are dropped first: they are claims, not what the runtime makes."""
+def _inferred_graph(path: Path) -> _Read | None:
+    """The file's graph with every size inferred at batch 1 (its weights not read from external data): onnxruntime's
+    symbolic inference, which follows the shape arithmetic torch exports write (Shape, Gather, Concat into a Reshape,
+    Expand, Range or Pad), else onnx's with data propagation; None without the onnx package."""
     try:
         import onnx
         from onnx import shape_inference
@@ -42,12 +39,37 @@ def _inferred_graph(path: Path):
         return None
     with runtime_errors(path, "read the graph of"):  # the file is untrusted: a broken protobuf is bad input
         model = onnx.load(str(path), load_external_data=False)
-    del model.graph.value_info[:]
     try:
-        model = shape_inference.infer_shapes(model, data_prop=True)  # torch.zeros(x.shape[0], 16): sized by the batch
-    except Exception:  # noqa: BLE001 - keep what we have
+        from onnx import inliner
+
+        model = inliner.inline_local_functions(model)  # a function's body is graph too (a ConstantOfShape hid in one)
+    except Exception:  # noqa: BLE001 - an older onnx, or functions it cannot inline: their outputs stay unknown
         pass
-    return model.graph
+    g = model.graph
+    del g.value_info[:]
+    for output in g.output:
+        output.type.tensor_type.ClearField("shape")
+    weights = {i.name for i in g.initializer}
+    free, shaped = [], True
+    for i in g.input:
+        if i.name in weights:
+            continue
+        tt = i.type.tensor_type
+        shaped = shaped and tt.HasField("shape")
+        for k, d in enumerate(tt.shape.dim):
+            if d.dim_value <= 0 and k == 0:
+                d.Clear()
+                d.dim_value = 1
+            elif d.dim_value <= 0:
+                free.append(d.dim_param or "?")
+    inferred = _symbolic_inference(model)
+    if inferred is not None:
+        return _Read(inferred, free, shaped)
+    try:
+        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - keep what we have: its unknown sizes are refused by the runner
+        pass
+    return _Read(model.graph, free, shaped)
 
 
 def _tensor_shapes(g, constants: set[str]) -> tuple[dict[str, list], dict[str, int]]:
@@ -80,45 +102,102 @@ def _constant_names(g) -> set[str]:
     return {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
 
 
-def _check_bounded(g, path: Path) -> str | None:
-    """Refuse control flow (a Loop of 10**15 steps ran until a signal stopped it; an If's branch is a graph whose sizes
-    no count of the top graph reads); return the first operator whose output size onnx cannot infer where that size is
-    read from values at run time or the operator is outside onnx's standard set (None where there is none)."""
-    symbols = {d.dim_param for i in g.input for d in i.type.tensor_type.shape.dim if d.dim_param}  # the batch, as named
-    inferred = {vi.name: vi.type.tensor_type for vi in list(g.value_info) + list(g.output)}
+_loaded: dict = {}
 
-    def known(name: str) -> bool:
-        tt = inferred.get(name)
-        return tt is not None and tt.HasField("shape") and all(
-            d.dim_value > 0 or (d.dim_param and d.dim_param in symbols) for d in tt.shape.dim)
 
-    found = None
+def _symbolic_shape_infer():
+    """onnxruntime's symbolic_shape_infer module, loaded from its file: the package it sits in (onnxruntime.tools) imports
+    torch where torch is installed, and the device tier never imports torch. None where it is not there."""
+    if "module" not in _loaded:
+        _loaded["module"] = None
+        try:
+            import importlib.util
+            import sys
+
+            spec = importlib.util.find_spec("onnxruntime")
+            origin = Path(spec.origin).parent / "tools" / "symbolic_shape_infer.py" if spec and spec.origin else None
+            if origin is not None and origin.is_file():
+                module_spec = importlib.util.spec_from_file_location("cwtool_symbolic_shape_infer", origin)
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[module_spec.name] = module
+                module_spec.loader.exec_module(module)
+                _loaded["module"] = module
+        except Exception:  # noqa: BLE001 - another onnxruntime layout, or sympy missing: onnx's inference instead
+            _loaded["module"] = None
+    return _loaded["module"]
+
+
+def _symbolic_inference(model):
+    """onnxruntime's symbolic shape inference of ``model`` (its graph), run step by step: its own entry saves a model
+    that it cannot follow to the working directory (sym_shape_infer_temp.onnx) and logs to stderr. None where it cannot
+    run (no onnxruntime, an opset before 7, a graph it fails on): onnx's inference is used instead."""
+    import logging
+
+    ssi = _symbolic_shape_infer()
+    if ssi is None:
+        return None
+    log = logging.getLogger(ssi.__name__)
+    was, log.disabled = log.disabled, True
+    try:
+        opset = ssi.get_opset(model)
+        if not opset or opset < 7:
+            return None
+        inference = ssi.SymbolicShapeInference(2**31 - 1, False, False, 0)
+        inference._preprocess(model)
+        while inference.run_:
+            inference._infer_impl()
+        inference._update_output_from_vi()
+        return inference.out_mp_.graph  # sizes it could not follow stay unknown: refused by _check_bounded
+    except Exception:  # noqa: BLE001 - an untrusted graph it cannot follow
+        return None
+    finally:
+        log.disabled = was
+
+
+def _check_bounded(read: _Read, path: Path) -> None:
+    """Refuse what no count before running can bound: control flow (a Loop of 10**15 steps ran until a signal stopped it;
+    an If's branch is a graph of its own), an input size other than the batch that the file leaves open, and a tensor
+    whose size does not follow from the file at batch 1 (read from values the graph computes: a BlackmanWindow or a
+    ConstantOfShape of a size made from the input's values filled 2.8 GB, the gate passed)."""
+    g = read.graph
     for n in g.node:
         if any(a.type in (5, 10) for a in n.attribute):  # GRAPH, GRAPHS: If, Loop, Scan or another op's subgraph
             raise UserError(f"{path} holds {'an' if n.op_type[0] in 'AEIOU' else 'a'} {n.op_type} operator, control flow with "
                             "a graph of its own: cwtool runs classifiers without control flow, whose memory and time it can "
                             "bound before they run; re-export it")
-        standard = n.domain in ("", "ai.onnx")
-        if found is None and (n.op_type in SIZED_BY_VALUES or not standard) and not all(known(o) for o in n.output if o):
-            found = n.op_type if standard else f"{n.domain}.{n.op_type}"
-    return found
+    if not read.shaped:
+        return  # an input of no declared shape: no rows fit it (the runner's check refuses them before anything runs)
+    if read.free:
+        raise UserError(f"{path} leaves its input size open ({', '.join(map(str, read.free[:4]))}) beyond the batch: cwtool bounds "
+                        "a file's memory at its input size before it runs; export it with a fixed sample shape")
+    inferred = {vi.name: vi.type.tensor_type for vi in list(g.value_info) + list(g.output)}
+    for n in g.node:
+        for name in n.output:
+            tt = inferred.get(name)
+            if name and not (tt is not None and tt.HasField("shape") and all(d.HasField("dim_value") and d.dim_value >= 0
+                                                                               for d in tt.shape.dim)):
+                what = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+                raise UserError(f"{path} holds {'an' if what[0] in 'AEIOU' else 'a'} {what} operator whose output size does "
+                                "not follow from the file (it depends on values the graph computes): cwtool cannot bound its "
+                                "memory before it runs; re-export it with static shapes")
 
 
-def onnx_bounds(path: Path) -> GraphBounds | None:
-    """What bounds the graph's memory before it runs (the runner reads it for every file it opens, without its weights),
-    after refusing control flow; None without the onnx package."""
-    g = _inferred_graph(path)
-    if g is None:
+def onnx_activation_peak(path: Path) -> int | None:
+    """The graph's activation peak at batch 1, in bytes, without reading its weights (the runner checks it on every file it
+    opens, after refusing what no such count can bound: ``_check_bounded``); None without the onnx package."""
+    read = _inferred_graph(path)
+    if read is None:
         return None
-    sized = _check_bounded(g, path)
-    constants = _constant_names(g)
-    return GraphBounds(_peak(g, _tensor_shapes(g, constants)[1], constants), sized)
+    _check_bounded(read, path)
+    constants = _constant_names(read.graph)
+    return _peak(read.graph, _tensor_shapes(read.graph, constants)[1], constants)
 
 
 def describe_onnx_graph(path: Path) -> dict[str, Any]:
-    g = _inferred_graph(path)
-    if g is None:
+    read = _inferred_graph(path)
+    if read is None:
         return {"ops": None, "ops_note": "the onnx package is not installed: operators and MACs not read"}
+    g = read.graph
     import numpy as np
     from onnx import helper, numpy_helper
 

@@ -185,19 +185,19 @@ def _class_dirs(folder: Path, where: str) -> list[Path]:
 def _refuse_names_alike(texts: list[str], where: str) -> None:
     """Two class folders a user cannot tell apart are refused: one name encoded two ways (a Mac's decomposed accents),
     names printed alike ('x\\ny' and 'x' newline 'y': a class's rows were labelled as the other's), names that differ
-    only in letter case or spaces at their ends (the CSV loader refuses those labels; a copy to a Mac or to Windows
-    would merge them), or a name of spaces alone."""
+    only in spaces at their ends, or a name of spaces alone. Letter case tells classes apart (A/ and a/ in a set of
+    characters)."""
     named: dict[str, str] = {}
     for text in texts:
         if not text.strip():
             raise UserError(f"{where} has a class folder named {text!r}, spaces alone: give it a name")
-        key = one_line(text).strip().casefold()
+        key = one_line(text).strip()
         if key in named:
             twin = named[key]
             why = ("their letters encoded two ways (composed and decomposed accents): merge them into one folder" if twin == text
                    else "printed alike (one holds a line break or another control character): rename one"
                    if one_line(twin) == one_line(text) else
-                   "differing only in letter case or in spaces at their ends: merge them or rename one")
+                   "differing only in spaces at their ends: merge them or rename one")
             raise UserError(f"{where} has two class folders named '{one_line(twin)[:60]}' and '{one_line(text)[:60]}', {why}")
         named[key] = text
 
