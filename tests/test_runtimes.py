@@ -870,3 +870,21 @@ def test_torch_exports_that_size_tensors_from_the_batch_run_and_an_open_input_si
     onnx.save(model, str(tmp_path / "open.onnx"))
     code, _, err = run_cli(["verify", tmp_path / "open.onnx", "--data", tmp_path / "rows.npz", "-p", "1"], capsys)
     assert code == 2 and "leaves its input size open (height) beyond the batch" in err, err
+
+
+def test_rows_a_call_are_bounded_by_what_a_row_costs_inside_the_file(artifacts):
+    """A file allowed up to 2 GiB of activations a row ran 256 rows a call: the rows a call hold at most that much."""
+    from toolchain.runtimes.base import MAX_TENSOR_BYTES
+    from toolchain.runtimes.onnx import OnnxRunner
+
+    runner = OnnxRunner(artifacts["onnx"])
+    assert 0 < runner.row_bytes < 1 << 20  # a digits-cnn's activations: kilobytes a row
+    calls = []
+    real = runner._run
+    runner._run = lambda chunk: calls.append(len(chunk)) or real(chunk)
+    runner.predict(artifacts["x"])
+    assert calls == [50]
+    calls.clear()
+    runner.row_bytes = MAX_TENSOR_BYTES // 3
+    runner.predict(artifacts["x"])
+    assert max(calls) == 3 and sum(calls) == 50

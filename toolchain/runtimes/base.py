@@ -313,6 +313,9 @@ class Runner(abc.ABC):
 
         out = []
         step = batch_rows(x, batch_size)
+        per_row = getattr(self, "row_bytes", 0)  # what one row costs inside the file (its activations at batch 1)
+        if per_row:  # rows a call at most as many as MAX_TENSOR_BYTES holds: a file of 1 GiB a row ran 256 at a time
+            step = max(1, min(step, MAX_TENSOR_BYTES // per_row))
         pace = RowPace(getattr(self, "shown_name", None) or self.path.name, len(x))
         for start in range(0, len(x), step):
             chunk = self._to_artifact_layout(np.asarray(x[start : start + step], dtype=np.float32))

@@ -81,6 +81,7 @@ class OnnxRunner(Runner):
         peak = onnx_activation_peak(self.path)
         if peak:
             check_tensor_bytes(peak, self.path, "its activations at batch 1")
+        self.row_bytes = peak or 0
         with runtime_errors(self.path, "read the inputs and outputs of"):
             inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
             metadata = dict(self.session.get_modelmeta().custom_metadata_map)
