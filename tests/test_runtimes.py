@@ -873,8 +873,8 @@ def test_torch_exports_that_size_tensors_from_the_batch_run_and_an_open_input_si
 
 
 def test_rows_a_call_are_bounded_by_what_a_row_costs_inside_the_file(artifacts):
-    """A file allowed up to 2 GiB of activations a row ran 256 rows a call: the rows a call hold at most that much."""
-    from toolchain.runtimes.base import MAX_TENSOR_BYTES
+    """A file allowed up to 2 GiB of activations a row ran 256 rows a call: the rows a call hold at most CALL_BYTES."""
+    from toolchain.runtimes.base import CALL_BYTES
     from toolchain.runtimes.onnx import OnnxRunner
 
     runner = OnnxRunner(artifacts["onnx"])
@@ -885,6 +885,60 @@ def test_rows_a_call_are_bounded_by_what_a_row_costs_inside_the_file(artifacts):
     runner.predict(artifacts["x"])
     assert calls == [50]
     calls.clear()
-    runner.row_bytes = MAX_TENSOR_BYTES // 3
+    runner.row_bytes = CALL_BYTES // 3
     runner.predict(artifacts["x"])
     assert max(calls) == 3 and sum(calls) == 50
+
+
+def test_memory_no_output_shows_and_rows_that_mix_are_bounded(tmp_path):
+    """A ConvTranspose's working buffer (2.7 GB for a [1, 40, 64, 64] kernel on a 64x64 image) and a Resize whose
+    keep_aspect_ratio_policy the inference ignores (inferred [1, 1, 464, 1], 3.2 GB) each passed the gate; a Reshape of
+    the batch into one axis times itself costs the square of the rows (16 KB for one, 3.4 GB for 256 a call)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from toolchain.errors import UserError
+    from toolchain.runtimes.onnx import OnnxRunner
+
+    def save(name, nodes, inits, x_shape=("N", 1, 8, 8)):
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+        import onnx
+
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(tmp_path / name))
+        return tmp_path / name
+
+    w = numpy_helper.from_array(np.zeros((1, 40, 64, 64), np.float32), "w")
+    unfolded = save("deconv.onnx", [helper.make_node("ConvTranspose", ["x", "w"], ["y"])], [w], ("N", 1, 64, 64))
+    with pytest.raises(UserError, match="GiB for its activations at batch 1"):
+        OnnxRunner(unfolded)
+    sizes = numpy_helper.from_array(np.array([1, 1, 464, 1], np.int64), "sz")
+    policy = save("policy.onnx", [helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="nearest",
+                                                   keep_aspect_ratio_policy="not_smaller")], [sizes])
+    with pytest.raises(UserError, match="a Resize operator with keep_aspect_ratio_policy set"):
+        OnnxRunner(policy)
+    col = numpy_helper.from_array(np.array([-1, 1], np.int64), "col")
+    square = save("square.onnx", [helper.make_node("Reshape", ["x", "col"], ["c"]), helper.make_node("Transpose", ["c"], ["r"], perm=[1, 0]),
+                                  helper.make_node("MatMul", ["c", "r"], ["y"])], [col])
+    runner = OnnxRunner(square)
+    assert runner.one_row_a_call
+    calls = []
+    real = runner._run
+    runner._run = lambda chunk: calls.append(len(chunk)) or real(chunk)[:, :10]
+    runner.predict(np.zeros((5, 1, 8, 8), np.float32))
+    assert calls == [1] * 5
+
+
+def test_a_tflite_operator_that_runs_another_subgraph_is_refused(tmp_path):
+    """A STABLEHLO_COMPOSITE ran subgraph 1, whose FILL of a computed size no check read (3 GB)."""
+    from toolchain.errors import UserError
+    from toolchain.runtimes.litert import check_bounded
+
+    class Interpreter:
+        def _get_ops_details(self):
+            return [{"op_name": "STABLEHLO_COMPOSITE", "inputs": [0], "outputs": [1]}]
+
+        def get_input_details(self):
+            return [{"index": 0}]
+
+    with pytest.raises(UserError, match="holds a STABLEHLO_COMPOSITE operator, control flow"):
+        check_bounded(Interpreter(), tmp_path / "m.tflite")

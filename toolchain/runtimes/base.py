@@ -28,6 +28,7 @@ MAX_SIDECAR_BYTES = 1 << 20  # a sidecar is ~300 bytes; a bigger one is not cwto
 # need a few MB; a mutated shape asks for many GB, and LiteRT memsets its arena before it says anything
 # (a 17 GB tensor took 30 s and 17 GB of RAM): refuse before the runtime allocates.
 MAX_TENSOR_BYTES = 2 << 30
+CALL_BYTES = 512 << 20  # a file's activations in one call of many rows (the runtime's arena rounds up, the process adds its own)
 
 
 def check_threads(threads) -> int:
@@ -314,8 +315,10 @@ class Runner(abc.ABC):
         out = []
         step = batch_rows(x, batch_size)
         per_row = getattr(self, "row_bytes", 0)  # what one row costs inside the file (its activations at batch 1)
-        if per_row:  # rows a call at most as many as MAX_TENSOR_BYTES holds: a file of 1 GiB a row ran 256 at a time
-            step = max(1, min(step, MAX_TENSOR_BYTES // per_row))
+        if per_row:  # rows a call at most as many as CALL_BYTES holds: a file of 1 GiB a row ran 256 at a time
+            step = max(1, min(step, CALL_BYTES // per_row))
+        if getattr(self, "one_row_a_call", False):  # its rows mix: its memory grows faster than the rows
+            step = 1
         pace = RowPace(getattr(self, "shown_name", None) or self.path.name, len(x))
         for start in range(0, len(x), step):
             chunk = self._to_artifact_layout(np.asarray(x[start : start + step], dtype=np.float32))

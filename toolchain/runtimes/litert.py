@@ -147,8 +147,9 @@ SIZED_BY_VALUES = {"FILL": (0,), "RANGE": (0, 1, 2), "BROADCAST_TO": (1,), "TILE
                    "PADV2": (1,), "MIRROR_PAD": (1,), "RESIZE_BILINEAR": (1,), "RESIZE_NEAREST_NEIGHBOR": (1,),
                    "RESHAPE": (1,), "SCATTER_ND": (2,), "SPARSE_TO_DENSE": (1,), "TRANSPOSE_CONV": (0,),
                    "UNSORTED_SEGMENT_SUM": (2,), "UNSORTED_SEGMENT_PROD": (2,), "UNSORTED_SEGMENT_MAX": (2,),
-                   "UNSORTED_SEGMENT_MIN": (2,), "RANDOM_STANDARD_NORMAL": (0,), "RANDOM_UNIFORM": (0,), "MULTINOMIAL": (1,)}
-CONTROL_FLOW = ("WHILE", "IF", "CALL_ONCE", "CALL")
+                   "UNSORTED_SEGMENT_MIN": (2,), "RANDOM_STANDARD_NORMAL": (0,), "RANDOM_UNIFORM": (0,), "MULTINOMIAL": (1,),
+                   "SPACE_TO_BATCH_ND": (1, 2), "BATCH_TO_SPACE_ND": (1, 2)}
+CONTROL_FLOW = ("WHILE", "IF", "CALL_ONCE", "CALL", "STABLEHLO_COMPOSITE", "STABLEHLO_WHILE", "STABLEHLO_CASE")  # run other subgraphs
 
 
 def check_bounded(interp, path: Path) -> None:
@@ -203,6 +204,10 @@ class LiteRTRunner(Runner):
                 raise UserError(f"{self.path} has an integer {what} with quantization scale {scale}: the file is corrupt; re-export it")
         with _without_native_info(), runtime_errors(self.path, "allocate the tensors of"):
             self._interp.allocate_tensors()
+            allocated = self._interp.get_tensor_details()
+        # The shapes a file declares are claims: preparing the operators sizes their outputs as their constant inputs say
+        # (a FILL of constant dims [750M] declared [1] made 3 GB). Counted again, the file is refused before it runs.
+        check_tensor_bytes(tensor_sizes(allocated)[1], self.path, "its tensors as allocated")
         sig = self._in.get("shape_signature")
         self.dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
         self.metadata = read_sidecar(self.path)

@@ -76,12 +76,13 @@ class OnnxRunner(Runner):
         # What the graph makes of its input is checked before anything runs (the runtime has read the file first: a
         # corrupt one is said as it finds it): a 3 KB file can Expand one image into gigabytes, or size a tensor from
         # values it computes (needs the onnx package; a device without it runs the file as it is).
-        from toolchain.runtimes.onnx_graph import onnx_activation_peak
+        from toolchain.runtimes.onnx_graph import onnx_bounds
 
-        peak = onnx_activation_peak(self.path)
-        if peak:
-            check_tensor_bytes(peak, self.path, "its activations at batch 1")
-        self.row_bytes = peak or 0
+        bounds = onnx_bounds(self.path)
+        if bounds is not None and bounds.peak:
+            check_tensor_bytes(bounds.peak, self.path, "its activations at batch 1")
+        self.row_bytes = bounds.peak if bounds is not None else 0
+        self.one_row_a_call = bounds is not None and bounds.rows_mix
         with runtime_errors(self.path, "read the inputs and outputs of"):
             inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
             metadata = dict(self.session.get_modelmeta().custom_metadata_map)

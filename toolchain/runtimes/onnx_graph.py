@@ -26,10 +26,11 @@ class _Read:
     graph: Any
     free: list
     shaped: bool  # the input declares a shape at all
+    batched: bool = False  # its batch is left open (set here)
 
 
-def _inferred_graph(path: Path) -> _Read | None:
-    """The file's graph with every size inferred at batch 1 (its weights not read from external data): onnxruntime's
+def _inferred_graph(path: Path, batch: int = 1) -> _Read | None:
+    """The file's graph with every size inferred at ``batch`` rows, 1 unless said (its weights not read from external data): onnxruntime's
     symbolic inference, which follows the shape arithmetic torch exports write (Shape, Gather, Concat into a Reshape,
     Expand, Range or Pad), else onnx's with data propagation; None without the onnx package."""
     try:
@@ -50,7 +51,7 @@ def _inferred_graph(path: Path) -> _Read | None:
     for output in g.output:
         output.type.tensor_type.ClearField("shape")
     weights = {i.name for i in g.initializer}
-    free, shaped = [], True
+    free, shaped, batched = [], True, False
     for i in g.input:
         if i.name in weights:
             continue
@@ -59,17 +60,18 @@ def _inferred_graph(path: Path) -> _Read | None:
         for k, d in enumerate(tt.shape.dim):
             if d.dim_value <= 0 and k == 0:
                 d.Clear()
-                d.dim_value = 1
+                d.dim_value = batch
+                batched = True
             elif d.dim_value <= 0:
                 free.append(d.dim_param or "?")
     inferred = _symbolic_inference(model)
     if inferred is not None:
-        return _Read(inferred, free, shaped)
+        return _Read(inferred, free, shaped, batched)
     try:
         model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - keep what we have: its unknown sizes are refused by the runner
         pass
-    return _Read(model.graph, free, shaped)
+    return _Read(model.graph, free, shaped, batched)
 
 
 def _tensor_shapes(g, constants: set[str]) -> tuple[dict[str, list], dict[str, int]]:
@@ -172,6 +174,10 @@ def _check_bounded(read: _Read, path: Path) -> None:
                         "a file's memory at its input size before it runs; export it with a fixed sample shape")
     inferred = {vi.name: vi.type.tensor_type for vi in list(g.value_info) + list(g.output)}
     for n in g.node:
+        odd = [a.name for a in n.attribute if (a.name == "axes" and a.ints) or (a.name == "keep_aspect_ratio_policy" and a.s != b"stretch")]
+        if n.op_type == "Resize" and odd:  # the inference takes their sizes as the output's: one inferred [1, 1, 464, 1] filled 3.2 GB
+            raise UserError(f"{path} holds a Resize operator with {odd[0]} set, whose output size cwtool's count does not "
+                            "follow: re-export it without")
         for name in n.output:
             tt = inferred.get(name)
             if name and not (tt is not None and tt.HasField("shape") and all(d.HasField("dim_value") and d.dim_value >= 0
@@ -182,15 +188,52 @@ def _check_bounded(read: _Read, path: Path) -> None:
                                 "memory before it runs; re-export it with static shapes")
 
 
-def onnx_activation_peak(path: Path) -> int | None:
-    """The graph's activation peak at batch 1, in bytes, without reading its weights (the runner checks it on every file it
-    opens, after refusing what no such count can bound: ``_check_bounded``); None without the onnx package."""
+def _working_memory(g) -> int:
+    """Bytes of the largest buffer a convolution unfolds its input into besides its output (onnxruntime's CPU kernels):
+    a ConvTranspose's of kernel [1, 40, 64, 64] on a 64x64 image took 2.7 GB that no tensor of the graph shows.
+    ConvTranspose: (output channels per group x kernel) x input pixels; Conv: (input channels per group x kernel) x
+    output pixels; floats."""
+    import math
+
+    dims = {i.name: [int(d) for d in i.dims] for i in g.initializer}
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in list(g.input) + list(g.value_info) + list(g.output)}
+    most = 0
+    for n in g.node:
+        if n.op_type not in ("Conv", "ConvTranspose") or len(n.input) < 2 or not n.output:
+            continue
+        w = dims.get(n.input[1]) or shapes.get(n.input[1])
+        image = shapes.get(n.input[0] if n.op_type == "ConvTranspose" else n.output[0])
+        if w and len(w) >= 3 and image and len(image) >= 3:
+            most = max(most, max(0, w[1]) * math.prod(max(0, k) for k in w[2:]) * math.prod(max(0, d) for d in image[2:]) * 4)
+    return most
+
+
+@dataclass(frozen=True)
+class OnnxBounds:
+    """What an ONNX file's memory comes to before it runs: ``peak`` bytes at batch 1 (activations and the largest
+    convolution's working buffer), and whether its rows mix (two rows cost more than twice one: a Reshape of the batch
+    into one axis, multiplied by itself, costs the square of the rows: 16 KB for one, 3.4 GB for 256)."""
+
+    peak: int
+    rows_mix: bool
+
+
+def _peak_of(read: _Read) -> int:
+    constants = _constant_names(read.graph)
+    return _peak(read.graph, _tensor_shapes(read.graph, constants)[1], constants) + _working_memory(read.graph)
+
+
+def onnx_bounds(path: Path) -> OnnxBounds | None:
+    """The bounds of an ONNX file, without reading its weights (the runner checks them on every file it opens), after
+    refusing what no such count can bound (``_check_bounded``); None without the onnx package."""
     read = _inferred_graph(path)
     if read is None:
         return None
     _check_bounded(read, path)
-    constants = _constant_names(read.graph)
-    return _peak(read.graph, _tensor_shapes(read.graph, constants)[1], constants)
+    peak = _peak_of(read)
+    if not read.batched:
+        return OnnxBounds(peak, False)  # a static batch: the runner feeds it that many rows, no other
+    return OnnxBounds(peak, _peak_of(_inferred_graph(path, batch=2)) > 2 * peak + 4096)
 
 
 def describe_onnx_graph(path: Path) -> dict[str, Any]:
