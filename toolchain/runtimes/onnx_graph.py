@@ -27,6 +27,7 @@ class _Read:
     free: list
     shaped: bool  # the input declares a shape at all
     batched: bool = False  # its batch is left open (set here)
+    followed: bool = True  # onnxruntime's symbolic inference ran through (else onnx's, which follows less)
 
 
 def _inferred_graph(path: Path, batch: int = 1) -> _Read | None:
@@ -71,7 +72,7 @@ def _inferred_graph(path: Path, batch: int = 1) -> _Read | None:
         model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - keep what we have: its unknown sizes are refused by the runner
         pass
-    return _Read(model.graph, free, shaped, batched)
+    return _Read(model.graph, free, shaped, batched, followed=False)
 
 
 def _tensor_shapes(g, constants: set[str]) -> tuple[dict[str, list], dict[str, int]]:
@@ -156,6 +157,13 @@ def _symbolic_inference(model):
         log.disabled = was
 
 
+# Operators that make a tensor whose size is read from values: where onnxruntime's inference fails on a graph (it
+# asserts on an attention's reshapes) and onnx's leaves sizes unknown, only these are refused for an unknown size.
+SIZED_BY_VALUES = ("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad",
+                   "BlackmanWindow", "HannWindow", "HammingWindow", "MelWeightMatrix", "Col2Im", "MaxUnpool", "AffineGrid",
+                   "DFT", "STFT", "ScatterND", "ScatterElements", "NonZero", "TopK", "Compress", "Unique")
+
+
 def _check_bounded(read: _Read, path: Path) -> None:
     """Refuse what no count before running can bound: control flow (a Loop of 10**15 steps ran until a signal stopped it;
     an If's branch is a graph of its own), an input size other than the batch that the file leaves open, and a tensor
@@ -174,11 +182,13 @@ def _check_bounded(read: _Read, path: Path) -> None:
                         "a file's memory at its input size before it runs; export it with a fixed sample shape")
     inferred = {vi.name: vi.type.tensor_type for vi in list(g.value_info) + list(g.output)}
     for n in g.node:
+        standard = n.domain in ("", "ai.onnx")
+        judged = read.followed or n.op_type in SIZED_BY_VALUES or not standard
         odd = [a.name for a in n.attribute if (a.name == "axes" and a.ints) or (a.name == "keep_aspect_ratio_policy" and a.s != b"stretch")]
         if n.op_type == "Resize" and odd:  # the inference takes their sizes as the output's: one inferred [1, 1, 464, 1] filled 3.2 GB
             raise UserError(f"{path} holds a Resize operator with {odd[0]} set, whose output size cwtool's count does not "
                             "follow: re-export it without")
-        for name in n.output:
+        for name in n.output if judged else ():
             tt = inferred.get(name)
             if name and not (tt is not None and tt.HasField("shape") and all(d.HasField("dim_value") and d.dim_value >= 0
                                                                                for d in tt.shape.dim)):
