@@ -569,6 +569,7 @@ def test_the_training_lock_is_on_the_log_the_path_names(tmp_path, monkeypatch):
     the replaced file and train on (two trainings, one --out): the lock is kept only where the path still names it."""
     from toolchain.cli import train as command
     from toolchain.errors import UserError
+    from toolchain.rundir import RunDir
 
     log = tmp_path / "m.pt.log"
     log.write_text("old\n")
@@ -587,4 +588,4 @@ def test_the_training_lock_is_on_the_log_the_path_names(tmp_path, monkeypatch):
     monkeypatch.setattr(command.os, "open", replaced_while_opening)
     with pytest.raises(UserError, match="is being trained by another cwtool process"):
         command._hold_log(log, tmp_path / "m.pt")
-    command._release(held[0])
+    RunDir.release(held[0])

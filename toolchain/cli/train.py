@@ -44,6 +44,7 @@ def train(
     from toolchain.evaluate import check_output_width, probe_outputs
     from toolchain.output_paths import check_output_file
     from toolchain.input_paths import input_paths
+    from toolchain.rundir import RunDir
     from toolchain.metrics import evaluate_logits
     from toolchain.provenance import file_sha256
     from toolchain.models.loading import build_arch, is_cwtool_checkpoint, save_checkpoint
@@ -104,7 +105,7 @@ def train(
         log = _fresh_log(RunLog(console), log_path)
         held = _hold_log(log_path, out, held)
     except BaseException:
-        _release(held)
+        RunDir.release(held)
         raise
     try:  # from here on, the log says how the run ended (a check that refuses too)
         log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
@@ -143,7 +144,7 @@ def train(
             _restore_earlier_log(log_path, earlier_log)
         raise
     finally:
-        _release(held)
+        RunDir.release(held)
     log.record(f"{one_line(out)} written (sha256 {file_sha256(out)[:12]})")
     log.print(f"{out}: validation accuracy {score['accuracy']:.4f} (on training rows {train_accuracy:.4f})")
     by_heart = train_balanced - balanced_accuracy(dataset.y_val, val_logits.argmax(1)) >= BY_HEART
@@ -255,6 +256,8 @@ def _hold_log(path: Path, out: Path, before: int | None = None) -> int | None:
     """A lock on the training log at ``path`` (then ``before``, the lock on the log it replaced, is let go): two
     trainings to one --out had both said they wrote it, their epochs interleaved in one log. None where there is no
     log yet, or no flock (not POSIX)."""
+    from toolchain.rundir import RunDir
+
     try:
         import fcntl
     except ImportError:
@@ -268,21 +271,16 @@ def _hold_log(path: Path, out: Path, before: int | None = None) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            _release(before)
+            RunDir.release(before)
             raise UserError(f"--out '{out}' is being trained by another cwtool process now (it holds {path.name}): wait for it "
                             "to end, or give another --out") from None
         held, named = os.fstat(fd), os.stat(path, follow_symlinks=False)
         if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
-            _release(before)
+            RunDir.release(before)
             return fd
         os.close(fd)  # another training replaced it meanwhile: its new log is the one to try
-    _release(before)
+    RunDir.release(before)
     raise UserError(f"--out '{out}': its log {path.name} is being replaced over and over by other processes: give another --out")
-
-
-def _release(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)
 
 
 def _fresh_log(log, path: Path):

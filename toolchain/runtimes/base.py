@@ -31,6 +31,11 @@ MAX_TENSOR_BYTES = 2 << 30
 CALL_BYTES = 512 << 20  # a file's activations in one call of many rows (the runtime's arena rounds up, the process adds its own)
 
 
+def a_or_an(name: str) -> str:
+    """An operator's name with its article, as a message says it ("an If", "a FILL")."""
+    return f"{'an' if name[:1].upper() in 'AEIOU' else 'a'} {name}"
+
+
 def check_threads(threads) -> int:
     """The runtime's thread count: a whole number in 1..MAX_THREADS, else a UserError."""
     try:

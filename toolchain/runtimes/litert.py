@@ -19,6 +19,7 @@ import numpy as np
 
 from toolchain.errors import IMPORT_FAILURES, InputCountError, UserError, import_failed, is_not_installed
 from toolchain.runtimes.base import (
+    a_or_an,
     MAX_TENSOR_BYTES,
     Runner,
     check_artifact_file,
@@ -165,11 +166,11 @@ def check_bounded(interp, path: Path) -> None:
     for op in ops:
         name = str(op["op_name"])
         if name in CONTROL_FLOW:
-            raise UserError(f"{path} holds a {name} operator, control flow with a graph of its own: cwtool runs classifiers "
+            raise UserError(f"{path} holds {a_or_an(name)} operator, control flow with a graph of its own: cwtool runs classifiers "
                             "without control flow, whose memory and time it can bound before they run; re-export it")
         ins = [int(i) for i in op["inputs"]]
         if any(k < len(ins) and ins[k] in computed for k in SIZED_BY_VALUES.get(name, ())):
-            raise UserError(f"{path} holds a {name} operator whose output size is computed at run time: cwtool cannot "
+            raise UserError(f"{path} holds {a_or_an(name)} operator whose output size is computed at run time: cwtool cannot "
                             "bound its memory before it runs; re-export it with static shapes")
 
 
@@ -207,7 +208,8 @@ class LiteRTRunner(Runner):
             allocated = self._interp.get_tensor_details()
         # The shapes a file declares are claims: preparing the operators sizes their outputs as their constant inputs say
         # (a FILL of constant dims [750M] declared [1] made 3 GB). Counted again, the file is refused before it runs.
-        check_tensor_bytes(tensor_sizes(allocated)[1], self.path, "its tensors as allocated")
+        self.tensor_bytes = tensor_sizes(allocated)[1]  # what a batch is judged by (_run): the sizes as allocated
+        check_tensor_bytes(self.tensor_bytes, self.path, "its tensors as allocated")
         sig = self._in.get("shape_signature")
         self.dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
         self.metadata = read_sidecar(self.path)

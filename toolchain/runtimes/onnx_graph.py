@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import UserError
-from toolchain.runtimes.base import runtime_errors, shape_bytes
+from toolchain.runtimes.base import a_or_an, runtime_errors, shape_bytes
 from toolchain.runtimes.graph import activation_peak, static_nbytes
 
 CONV_OPS = ("Conv", "QLinearConv", "ConvInteger")
@@ -172,7 +172,7 @@ def _check_bounded(read: _Read, path: Path) -> None:
     g = read.graph
     for n in g.node:
         if any(a.type in (5, 10) for a in n.attribute):  # GRAPH, GRAPHS: If, Loop, Scan or another op's subgraph
-            raise UserError(f"{path} holds {'an' if n.op_type[0] in 'AEIOU' else 'a'} {n.op_type} operator, control flow with "
+            raise UserError(f"{path} holds {a_or_an(n.op_type)} operator, control flow with "
                             "a graph of its own: cwtool runs classifiers without control flow, whose memory and time it can "
                             "bound before they run; re-export it")
     if not read.shaped:
@@ -183,17 +183,18 @@ def _check_bounded(read: _Read, path: Path) -> None:
     inferred = {vi.name: vi.type.tensor_type for vi in list(g.value_info) + list(g.output)}
     for n in g.node:
         standard = n.domain in ("", "ai.onnx")
+        if n.op_type == "Resize" and standard:  # the inference takes these sizes as the output's: one inferred [1, 1, 464, 1] filled 3.2 GB
+            odd = [a.name for a in n.attribute if (a.name == "axes" and a.ints) or (a.name == "keep_aspect_ratio_policy" and a.s != b"stretch")]
+            if odd:
+                raise UserError(f"{path} holds a Resize operator with {odd[0]} set, whose output size cwtool's count does not "
+                                "follow: re-export it without")
         judged = read.followed or n.op_type in SIZED_BY_VALUES or not standard
-        odd = [a.name for a in n.attribute if (a.name == "axes" and a.ints) or (a.name == "keep_aspect_ratio_policy" and a.s != b"stretch")]
-        if n.op_type == "Resize" and odd:  # the inference takes their sizes as the output's: one inferred [1, 1, 464, 1] filled 3.2 GB
-            raise UserError(f"{path} holds a Resize operator with {odd[0]} set, whose output size cwtool's count does not "
-                            "follow: re-export it without")
         for name in n.output if judged else ():
             tt = inferred.get(name)
             if name and not (tt is not None and tt.HasField("shape") and all(d.HasField("dim_value") and d.dim_value >= 0
                                                                                for d in tt.shape.dim)):
-                what = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
-                raise UserError(f"{path} holds {'an' if what[0] in 'AEIOU' else 'a'} {what} operator whose output size does "
+                what = n.op_type if standard else f"{n.domain}.{n.op_type}"
+                raise UserError(f"{path} holds {a_or_an(what)} operator whose output size does "
                                 "not follow from the file (it depends on values the graph computes): cwtool cannot bound its "
                                 "memory before it runs; re-export it with static shapes")
 
