@@ -217,12 +217,26 @@ y = (x.mean((1, 2, 3)) > 0).long()
 model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                       nn.Linear(8, 2))
 model.register_buffer("fill", torch.tensor(torch.finfo(torch.float32).min))  # a mask's fill value: a sum overflows it
-train(model, x.numpy(), y.numpy(), TrainConfig(epochs=1, batch_size=128, precision="fp32"), device=torch.device("cpu"))
+own = []  # this process's loss of each step, on its share of the batch
+
+
+def loss_fn(logits, target, idx, inputs):
+    loss = nn.functional.cross_entropy(logits, target)
+    own.append(float(loss))
+    return loss
+
+
+losses = []
+train(model, x.numpy(), y.numpy(), TrainConfig(epochs=1, batch_size=128, precision="fp32"), loss_fn=loss_fn,
+      device=torch.device("cpu"), epoch_losses=losses)
 state = torch.cat([t.float().flatten() for t in model.state_dict().values()])
 every = [torch.zeros_like(state) for _ in range(dist.get_world_size())]
 dist.all_gather(every, state)
+said = [None] * dist.get_world_size()
+dist.all_gather_object(said, (losses[0], sum(own) / len(own)))
 if dist.get_rank() == 0:
-    print(json.dumps({"max_difference": float((every[0] - every[1]).abs().max()), "fill": float(model.fill)}))
+    print(json.dumps({"max_difference": float((every[0] - every[1]).abs().max()), "fill": float(model.fill),
+                      "said": [s[0] for s in said], "own": [s[1] for s in said]}))
 distributed.stop()
 """
 
@@ -240,6 +254,10 @@ def test_two_processes_end_training_with_the_same_batchnorm_statistics(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     said = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
     assert said["max_difference"] == 0.0 and said["fill"] == float(np.finfo(np.float32).min), said
+    # the epoch's loss train says is every process's batches', not each process's own share (the first said rank 0's)
+    assert said["own"][0] != said["own"][1], said
+    assert said["said"][0] == pytest.approx(said["said"][1], rel=1e-6), said
+    assert said["said"][0] == pytest.approx(sum(said["own"]) / 2, rel=1e-5), said
 
 
 def test_a_refusal_on_rank_0_as_the_run_directory_opens_is_no_internal_error_on_rank_1(trained_digits, tmp_path):

@@ -143,6 +143,17 @@ def agreed(value):
     return box[0]
 
 
+def mean_over_processes(value):
+    """The mean over the processes of ``value``, a tensor of which each process holds its own share (a loss summed
+    over its part of every batch), on every process."""
+    if _group is None:
+        return value
+    import torch.distributed as dist
+
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / _group.world
+
+
 def same_buffers(model) -> None:
     """One set of buffers on every process: BatchNorm's running statistics, updated by each process on its own share of
     every batch, are averaged; every other buffer (counters, a mask's fill value near float32's limit, which a sum would

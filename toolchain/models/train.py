@@ -110,7 +110,8 @@ def train(
 ) -> nn.Module:
     """Train in place with Adam. ``after_step`` runs after every optimizer step (e.g. re-apply
     pruning masks). ``progress`` is an optional ``rich.progress.Progress`` for an epoch bar.
-    ``epoch_losses``: each epoch's mean training loss (this process's batches) is appended to it, before ``on_epoch_end``.
+    ``epoch_losses``: each epoch's mean training loss (over every process's share of the batches) is appended to it,
+    before ``on_epoch_end``.
     Under torchrun (toolchain.distributed) the model is wrapped in DistributedDataParallel and each
     process takes its share of every batch of the same seeded order. ``x`` is an array or rows read on
     demand (read ahead by ``config.workers`` DataLoader processes); ``config.augment`` augments each batch."""
@@ -201,6 +202,7 @@ def train(
             if group is not None:
                 distributed.same_buffers(model)  # before anything reads the model: every process decides alike
             if epoch_losses is not None:  # NaN: no step ran (BatchNorm skips one-row batches), not a loss of 0
+                loss_sum = distributed.mean_over_processes(loss_sum)  # every process plans as many steps
                 epoch_losses.append(float(loss_sum) / steps if steps else float("nan"))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
