@@ -176,6 +176,26 @@ def test_an_existing_folder_is_not_mixed_with(trained_digits, tmp_path, capsys):
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["mine.txt"]
 
 
+def test_an_out_holding_only_what_a_file_browser_leaves_is_a_new_folder(trained_digits, tmp_path, capsys):
+    """A new --out opened in Finder holds a .DS_Store: export refused it as not empty, where compress and the demo take it."""
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"Bud1")
+    (out / "._model").write_bytes(b"resource fork")
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "fp32",
+                            "--time-runs", "0", "--out", out], capsys)
+    assert code in (0, 1), err
+    assert (out / "export.json").is_file() and not (out / ".DS_Store").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+
+
+def test_a_folder_named_as_litter_is_no_litter(trained_digits, tmp_path, capsys):
+    (tmp_path / "x" / "._mine").mkdir(parents=True)
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "not empty" in err
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["._mine"]
+
+
 def test_a_failed_export_leaves_nothing_behind(trained_digits, tmp_path, monkeypatch):
     from toolchain.config import ExportOptions
     from toolchain.export import standalone

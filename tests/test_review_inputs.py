@@ -1855,7 +1855,7 @@ def test_what_a_file_browser_leaves_in_a_run_does_not_stop_its_resume(litter, tr
 def test_a_new_out_folder_that_a_file_browser_opened_is_a_new_run(trained_digits, tmp_path, capsys):
     """A new --out opened in Finder holds a .DS_Store: compress refused it as "not a cwtool run directory" (a regression
     reviewer's find); the demo refused its own folder so too."""
-    from toolchain.rundir import holds_anything
+    from toolchain.output_paths import holds_anything
 
     out = tmp_path / "run"
     out.mkdir()

@@ -18,10 +18,10 @@ from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
-from toolchain.output_paths import check_output_dir
+from toolchain.output_paths import check_output_dir, holds_anything
 from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.run_identity import OtherRun, Sessions, earlier_sessions, run_inputs
-from toolchain.rundir import RunDir, holds_anything
+from toolchain.rundir import RunDir
 
 __all__ = ["CheckedInputs", "check_compress_inputs", "evaluate_on_test"]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from toolchain.rundir import RunDir, holds_anything, is_os_litter
+from toolchain.output_paths import holds_anything, is_os_litter
+from toolchain.rundir import RunDir
 
 DEMO_ARCH = "digits-cnn"
 DEMO_DATA = "digits"

@@ -5,6 +5,7 @@ link among the files cwtool writes again. toolchain.io writes them."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -16,6 +17,17 @@ __all__ = ["check_output_file", "check_output_dir", "check_own_files", "file_hea
 
 
 SPECIAL = "device, pipe or socket"
+OS_LITTER = r"\.DS_Store|\._.+|Thumbs\.db|desktop\.ini"  # what Finder and Explorer leave in a folder they show
+
+
+def is_os_litter(name: str) -> bool:
+    return re.fullmatch(OS_LITTER, name) is not None
+
+
+def holds_anything(folder: Path) -> bool:
+    """Whether ``folder`` holds an entry other than what a file browser leaves (a new --out opened in Finder holds a
+    .DS_Store, and was refused as a folder that is not a cwtool run)."""
+    return any(not is_os_litter(p.name) for p in Path(folder).iterdir())
 
 
 def path_kind(path: Path) -> str:

@@ -25,21 +25,11 @@ from pathlib import Path
 
 from toolchain.errors import UserError, one_line
 from toolchain.io import TMP_PREFIX
+from toolchain.output_paths import is_os_litter
 
 
 ARTIFACT_NAME = r"model_[a-z0-9_]{1,40}\.(onnx|tflite)(\.json|\.data)?"  # what the export stage writes in artifacts/
 PLOT_NAME = r"(rounds|ledger|confusion)\.png"  # report.plots
-OS_LITTER = r"\.DS_Store|\._.+|Thumbs\.db|desktop\.ini"  # what Finder and Explorer leave in a folder they show: swept with the rest
-
-
-def is_os_litter(name: str) -> bool:
-    return re.fullmatch(OS_LITTER, name) is not None
-
-
-def holds_anything(folder: Path) -> bool:
-    """Whether ``folder`` holds an entry other than what a file browser leaves (a new --out opened in Finder holds a
-    .DS_Store, and was refused as a folder that is not a cwtool run)."""
-    return any(not is_os_litter(p.name) for p in Path(folder).iterdir())
 
 
 @dataclass(frozen=True)

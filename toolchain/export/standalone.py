@@ -36,6 +36,7 @@ from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP as MAX_ACCURACY_DROP  # eac
 from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all,
                                     export_settings)
 from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text, left_by_the_dead
+from toolchain.output_paths import is_os_litter
 from toolchain.promise import promise_confidence
 from toolchain.prune.operating_point import PromiseGuard
 
@@ -119,7 +120,7 @@ def _staged_folder(out: Path, log=print) -> Path:
     next export to ``out`` removes what a killed one left (kill -9 runs no cleanup)."""
     if out.is_symlink():  # the finished folder takes the link's place: the link would be replaced, not followed
         raise UserError(f"--out '{out}' is a symbolic link (to '{os.readlink(out)}'): give the folder it points to, or a new name")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or not _holds_only_litter(out)):
         raise UserError(f"--out '{out}' exists and is not empty: give a new folder (export never mixes its files with others)")
     out.parent.mkdir(parents=True, exist_ok=True)
     left = left_by_the_dead(out.parent, f"{TMP_PREFIX}{out.name}.")
@@ -239,10 +240,18 @@ def _write(report: dict, folder: Path) -> None:
     atomic_write_json(folder / "export.json", report)
 
 
+def _holds_only_litter(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but files a file browser leaves (a new --out opened in Finder holds a .DS_Store)."""
+    return all(is_os_litter(p.name) and p.is_file() and not p.is_symlink() for p in folder.iterdir())
+
+
 def _publish(stage: Path, out: Path) -> None:
     stage.chmod(0o777 & ~_umask())  # mkdtemp's folder is owner-only
     try:
-        if out.is_dir():  # checked empty before the work began
+        if out.is_dir():  # checked to hold nothing but a file browser's litter before the work began
+            for entry in out.iterdir():
+                if is_os_litter(entry.name) and entry.is_file() and not entry.is_symlink():
+                    entry.unlink()
             out.rmdir()
         stage.rename(out)
     except OSError as exc:  # another process wrote --out meanwhile: its files are kept, these are not published
