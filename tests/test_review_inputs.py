@@ -1325,6 +1325,23 @@ def test_what_counts_as_detecting_nothing():
     assert detection_problem(np.stack([np.zeros(32), np.linspace(9, 1, 32)], 1), few_others, [1], ["no", "yes"]) is None
 
 
+def test_the_auc_a_detection_warning_names_is_the_one_the_table_shows():
+    """evaluate's table said class 3's AUC was 0.9886 and its warning, on the same rows, 'ranks the class with AUC 0.959'
+    (the ranking of a margin, not of the class's probability): one AUC for one class on one set of rows."""
+    import re
+
+    from toolchain.evaluate import detection_problem
+    from toolchain.metrics import evaluate_logits
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 2000)
+    logits = rng.normal(0, 1.5, (2000, 3)) + 2.0 * np.eye(3)[y]
+    logits[:, 1] -= 20.0  # ranked, never answered
+    said = detection_problem(logits, y, [1], ["a", "b", "c"])
+    shown = next(e["auc"] for e in evaluate_logits(y, logits, [1])["protected"] if e["class"] == 1)
+    assert "never answer" in said and float(re.search(r"AUC (0\.\d+)", said).group(1)) == round(shown, 3), (said, shown)
+
+
 def test_json_nested_too_deep_in_a_file_or_an_option_is_bad_input(capsys):
     """An ONNX file's preprocessing metadata of 5,000 nested brackets ended verify in exit 3 (RecursionError), and so did
     --arch-kwargs."""

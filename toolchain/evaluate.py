@@ -187,8 +187,7 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
     every row (no miss to keep from growing). ``recorded_alike``: the model's checkpoint records its training's class
     names and preprocessing, and these rows were found alike: the model itself is what is weak (blaming the labels
     and the preprocessing misled a user whose model cwtool had trained on these very folders)."""
-    from toolchain.metrics import roc_auc_ovr
-    from toolchain.prune.operating_point import needs
+    from toolchain.metrics import log_softmax_of, roc_auc_ovr
 
     logits = np.asarray(logits, dtype=np.float64)
     predicted = logits.argmax(1)
@@ -197,7 +196,7 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
         n = int(positives.sum())
         if n < MIN_POSITIVES or n == len(y):
             continue
-        auc = roc_auc_ovr(y, -needs(logits, k), k)  # the ranking an offset moves along, as the guard works with it
+        auc = roc_auc_ovr(y, log_softmax_of(logits, k), k)  # the AUC the per-class table shows (a margin's had differed)
         caught = int(np.sum(predicted[positives] == k))
         name = f"protected class {k} ({names[k]})"
         if auc <= CHANCE_AUC and recorded_alike:
