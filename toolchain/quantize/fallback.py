@@ -46,7 +46,7 @@ class FallbackResult:
     within_budget: bool = True
     ranking: list[dict] = field(default_factory=list)
     reason: str = ""
-    offsets: dict[int, float] = field(default_factory=dict)  # this file's extra protected-logit offsets
+    offsets: dict[int, float] = field(default_factory=dict)  # this file's protected-logit offsets beyond the float model's
     short_of: str = ""  # where not within budget: "the FN promise" or "the accuracy budget" (on validation)
 
 
@@ -65,7 +65,8 @@ def protected_log_odds(logits: np.ndarray, y: np.ndarray, protected: Sequence[in
 
 
 def _offsets_text(offsets: dict[int, float]) -> str:
-    return ", ".join(f"class {k} {v:+.3f}" for k, v in offsets.items())
+    """The file's offsets as added to the float model's own (what report.json's quantization.offsets holds)."""
+    return ", ".join(f"class {k} {v:+.3f}" for k, v in offsets.items()) + " beyond the float model's offset"
 
 
 def _short_of(promise_met: bool) -> str:
@@ -93,6 +94,7 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
     met, promise_met, fn, _, accuracy = judged(path)
     if met:
         return FallbackResult(_ship(path, final_path), [], fn, True)
+    accuracy_as_quantized = accuracy
     if retune is not None:
         say(f"{label}: short of {_short_of(promise_met)} on validation; setting its own operating point")
     offsets: dict[int, float] = {}
@@ -105,7 +107,8 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
         met, promise_met, fn, _, accuracy = judged(path)
         if met:
             return FallbackResult(_ship(path, final_path), [], fn, True, offsets=offsets,
-                                  reason=f"operating point re-set for this file on validation ({_offsets_text(offsets)})")
+                                  reason=f"operating point re-set for this file on validation ({_offsets_text(offsets)}; "
+                                         f"validation accuracy {accuracy_as_quantized:.4f} before, {accuracy:.4f} after)")
     short = _short_of(promise_met)
     if not search:
         said = ("the run did not keep its budget on validation and recommends no file: no layers searched to keep in float"

@@ -27,7 +27,7 @@ def _int8_lines(artifacts: list[dict], calibration: dict | None) -> list[str]:
         if q.get("float_layers"):
             parts.append(f"{', '.join(q['float_layers'])} kept float ({q.get('note') or 'protected FN'})")
         if q.get("offsets"):
-            parts.append("own protected-logit offset " + ", ".join(f"class {k} {v:+.3f}" for k, v in q["offsets"].items()))
+            parts.append("own protected-logit offset, beyond the float model's: " + ", ".join(f"class {k} {v:+.3f}" for k, v in q["offsets"].items()))
         if not q.get("within_budget_on_val", True):
             below = q.get("val_accuracy") is not None and q.get("min_val_accuracy") is not None and q["val_accuracy"] < q["min_val_accuracy"]
             parts.append("**short of the accuracy budget on validation**" if below else
