@@ -230,3 +230,24 @@ def test_profile():
     assert 0 < count_macs(shrunk, x) < macs
     assert model_bytes_fp32(model) >= 4 * count_params(model)
     assert model_bytes_fp32(shrunk) < model_bytes_fp32(model)
+
+
+def test_macs_are_multiply_accumulates_alone():
+    """A reviewer's count of convolutions and linear layers gave 1,788,544 for digits-cnn where cwtool said 1,815,178:
+    Torch-Pruning's op counter adds bias adds, normalization, activations and pooling. A functional product counts."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn, self.up = nn.BatchNorm2d(8), nn.ConvTranspose2d(8, 4, 2, stride=2)
+            self.fc = nn.Linear(4, 5)
+
+        def forward(self, x):
+            h = self.up(nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2))  # 8x8 -> 4x4 -> 8x8
+            h = self.fc(h.flatten(2).transpose(1, 2))  # the linear layer on each of 64 positions
+            return (h.transpose(1, 2) @ h).flatten(1)  # a functional product: 5 x 64 x 5
+
+    expected = 64 * 8 * 3 * 9 + 16 * 8 * 4 * 4 + 64 * 4 * 5 + 5 * 64 * 5
+    assert count_macs(Net().eval(), torch.zeros(2, 3, 8, 8)) == expected
