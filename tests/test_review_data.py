@@ -668,3 +668,31 @@ def test_reading_a_folders_headers_decodes_no_png(tmp_path, monkeypatch):
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self, *a, **kw: loads.append(self.filename) or real(self, *a, **kw))
     modes, sizes, turned, animated = _headers(sorted(data.rglob("*.png")))
     assert len(modes) == 6 and not any(turned) and not any(animated) and loads == [], loads
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_fingerprinted_printed_and_plotted(tmp_path):
+    """compress of a folder with a class named b'cl\\xffass1' ended in exit 3 twice: fingerprinting its rows encoded the
+    name as UTF-8, then matplotlib took no lone surrogate in a plot's title (evaluate and train ran)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from toolchain.data.seen_sample import fingerprints
+    from toolchain.errors import one_line, printable
+    from toolchain.report.plots import _name
+
+    odd = b"cl\xffass1".decode("utf-8", "surrogateescape")
+    x, y = np.zeros((4, 2), dtype=np.float32), np.array([0, 1, 0, 1])
+    _, marks = fingerprints(x, y, ["class0", odd])
+    assert len(set(marks[y == 1])) == 1 and marks[1] != fingerprints(x, y, ["class0", "clxass1"])[1][1]
+    assert printable(odd) == one_line(odd) == "cl\\udcffass1"
+    for name in (odd, "$\\frac{$", "a $b$ c"):
+        title = _name({"class_names": ["class0", name]}, 1)
+        fig, ax = plt.subplots()
+        ax.set_title(title)
+        fig.savefig(io.BytesIO(), format="png")  # raised for a lone surrogate and for mathematics that does not parse
+        plt.close(fig)
+        assert title.startswith("class 1 (") and "\\udcff" in title or "\\$" in title, title

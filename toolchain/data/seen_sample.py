@@ -31,7 +31,7 @@ def fingerprints(x, y: np.ndarray, class_names, index=None) -> tuple[str, np.nda
 
     y = np.asarray(y, dtype=np.int64)
     picked = np.arange(len(y)) if index is None else np.asarray(index, dtype=np.int64)
-    names = [str(n).encode("utf-8") for n in class_names or []]  # rows without names: a class is its number
+    names = [str(n).encode("utf-8", "surrogateescape") for n in class_names or []]  # a folder's name as the file system gives it
     out = np.empty(len(picked), dtype=np.uint32)
 
     def mark(i: int, key: bytes, label: int) -> None:

@@ -62,8 +62,13 @@ def _params_axis(ax, params: list[int]) -> None:
 
 
 def _name(report: dict, k: int) -> str:
+    """A class as a plot names it; its name comes from a file: matplotlib takes no lone surrogate (a folder name that
+    is not UTF-8 ended compress in exit 3) and reads text between two $ as mathematics."""
+    from toolchain.errors import one_line
+
     names = report.get("class_names") or []
-    return f"class {k} ({names[k]})" if k < len(names) and names[k] != str(k) else f"class {k}"
+    shown = one_line(names[k]).replace("$", r"\$") if k < len(names) else ""
+    return f"class {k} ({shown})" if k < len(names) and names[k] != str(k) else f"class {k}"
 
 
 def _rounds(report: dict, folder: Path, plt) -> Path | None:
