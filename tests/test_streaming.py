@@ -363,6 +363,45 @@ def test_data_loader_workers_die_with_a_process_killed_with_kill_9():
         proc.stdout.close()
 
 
+class _KilledInAWorker:
+    """Rows whose reading kills the process reading them, unless it is the one that made them: a DataLoader worker
+    ended by the kernel's out-of-memory killer."""
+
+    def __init__(self):
+        import os
+
+        from toolchain.data.samples import Samples
+
+        parent = os.getpid()
+
+        class Rows(Samples):
+            shape = (64, 4)
+
+            def read(self, index):
+                import signal
+
+                if os.getpid() != parent:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return np.zeros((len(index), 4), np.float32)
+
+        self.rows = Rows()
+
+
+def test_a_worker_killed_while_reading_is_one_line_not_an_internal_error():
+    """kill -9 of one DataLoader worker (what the out-of-memory killer does) ended compress in 'internal error:
+    RuntimeError: DataLoader worker (pid N) is killed by signal: Killed.', exit 3."""
+    from toolchain.models.batches import BatchReader
+
+    reader = BatchReader(_KilledInAWorker().rows, workers=1)
+    try:
+        with pytest.raises(UserError) as info:
+            list(reader.read([np.arange(4)] * 4))
+    finally:
+        reader.close()
+    said = str(info.value)
+    assert "\n" not in said and "DataLoader worker (pid" in said and "--workers" in said and "out of memory" in said, said
+
+
 def test_a_bad_image_read_by_a_worker_is_one_line_naming_it(tmp_path):
     from toolchain.models.train import TrainConfig, train
 

@@ -107,6 +107,17 @@ def _die_with_parent(parent: int, worker_id: int) -> None:
         os._exit(0)
 
 
+def _worker_lost(exc: RuntimeError) -> str | None:
+    """The line for a DataLoader worker that died (the kernel's out-of-memory killer ends one with SIGKILL), which
+    torch raises as a RuntimeError; None for any other error."""
+    text = str(exc)
+    if not text.startswith("DataLoader worker") or not ("killed by signal" in text or "exited unexpectedly" in text):
+        return None
+    said = text.split(". ")[0].strip().rstrip(".")  # "DataLoader worker (pid 123) is killed by signal: Killed"
+    return (f"a process reading the data ended before its batches were read ({said}); the system may be out of "
+            "memory: run again with fewer --workers (0 reads in this process)")
+
+
 class BatchReader:
     """Reads the batches of one split, pass after pass, with ``workers`` processes (0: in this process)."""
 
@@ -134,10 +145,16 @@ class BatchReader:
         else:
             self._plan.plan = [np.asarray(i, dtype=np.int64) for i in plan]
             items = iter(self._loader)
-        for batch, problem in items:
-            if problem is not None:
-                raise UserError(problem)
-            yield batch
+        try:
+            for batch, problem in items:
+                if problem is not None:
+                    raise UserError(problem)
+                yield batch
+        except RuntimeError as exc:
+            lost = _worker_lost(exc)
+            if lost is None:
+                raise
+            raise UserError(lost) from exc
 
     def close(self) -> None:
         """Stop the worker processes (they also stop when the reader is garbage-collected)."""
