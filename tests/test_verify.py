@@ -1097,6 +1097,22 @@ def test_bad_input_replaces_a_report_an_earlier_run_left(art, capsys, tmp_path):
     assert Path(art["report"]).read_bytes() == baseline_bytes
 
 
+@pytest.mark.parametrize("flag, mine", [("--junit", "dense.pt.log"), ("--markdown", "notes.md")])
+def test_junit_and_markdown_replace_only_verify_s_own_reports(art, capsys, tmp_path, flag, mine):
+    """--junit dense.pt.log replaced a training log with JUnit XML (exit 0), and --markdown a user's notes, where --json
+    refused any file verify did not write; an earlier verify's own report and an empty file are still replaced."""
+    theirs = tmp_path / mine
+    theirs.write_text("2026-12-06 12:00:00 +   0.0s cwtool 0.1 train ...\n")
+    before = theirs.read_bytes()
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, flag, theirs], capsys)
+    assert code == 2 and f"{flag} '{theirs}' holds a file verify did not write" in err and theirs.read_bytes() == before, err
+    ours = tmp_path / f"ours{Path(mine).suffix}"
+    ours.write_bytes(b"")  # a fresh $GITHUB_STEP_SUMMARY
+    for _ in range(2):  # then verify's own report, replaced by the next run
+        code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, flag, ours], capsys)
+        assert code == 0 and ours.stat().st_size > 0, err
+
+
 def test_json_replaces_no_compress_report(art, capsys, tmp_path):
     """verify --json runs/x/report.json (a new user's slip) replaced the run's report with a verify of its own artifact:
     a later --baseline on it compared the file with itself and passed a file the run had failed. Refused, and a bad

@@ -60,7 +60,8 @@ def verify(
         inputs = input_paths(data, baseline, artifacts=artifacts)
         for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit"), (save_rows, "--save-rows")):
             check_output_file(path, flag, inputs=inputs)
-        _check_json_replaceable(json_out)
+        for path, flag in ((json_out, "--json"), (markdown, "--markdown"), (junit, "--junit")):
+            _check_replaceable(path, flag)
         if save_rows is not None and not save_rows.name.lower().endswith(".npz"):
             raise UserError(f"--save-rows '{save_rows}' must end in .npz: it is an x/y .npz for verify --data")
         named = [p.resolve() for p in (json_out, markdown, junit, save_rows) if p is not None]
@@ -144,16 +145,18 @@ def _write_all(writes) -> None:
         raise stop
 
 
-def _check_json_replaceable(path: Path | None) -> None:
-    """--json replaces only a verify report (an earlier run's, in a CI workspace) or an empty file: a compress run's
-    report.json given there by mistake became a verify of its own artifact, and a later --baseline on it passed a file
-    the run had failed (a new user's finding)."""
+def _check_replaceable(path: Path | None, flag: str) -> None:
+    """A report replaces only a verify report (an earlier run's, in a CI workspace) or an empty file (a fresh
+    $GITHUB_STEP_SUMMARY): a compress run's report.json given to --json by mistake became a verify of its own artifact,
+    and a later --baseline on it passed a file the run had failed (a new user's finding); --junit replaced a training
+    log and --markdown a user's notes."""
     from toolchain.errors import one_line
 
     if path is None or not path.is_file() or _ours_to_replace(path):
         return
-    raise UserError(f"--json '{one_line(str(path))}' holds a file verify did not write (a compress report.json or export.json "
-                    "is a baseline, not an output): give another path, or remove it first")
+    what = (" (a compress report.json or export.json is a baseline, not an output)" if flag == "--json" else "")
+    raise UserError(f"{flag} '{one_line(str(path))}' holds a file verify did not write{what}: give another path, or remove "
+                    "it first")
 
 
 def _write_rows(path: Path, rows: dict, inputs) -> None:
