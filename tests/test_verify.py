@@ -1182,6 +1182,21 @@ def test_a_usage_error_or_a_stop_replaces_a_report_an_earlier_run_left(art, caps
     assert "internal error before a verdict: TypeError: a bug" in json.loads(outs["--json"].read_text())["error"]
     assert ET.parse(outs["--junit"]).getroot().find(".//error").get("type") == "InternalError"  # not the user's bad input
     monkeypatch.setattr(toolchain.verify, "run_verify", stopped)
+    # stopped before verify's code knew its inputs (a SIGTERM in its first second): the old green reports stayed
+    monkeypatch.undo()
+    code, _, err = cli(green, capsys)
+    assert code == 0, err
+    import toolchain.input_paths
+
+    monkeypatch.setattr(toolchain.input_paths, "input_paths", lambda *a, **k: stopped(None))
+    code, _, err = cli(green, capsys)
+    assert code == 143 and ET.parse(outs["--junit"]).getroot().find(".//error").get("type") == "Interrupted", err
+    assert "interrupted by SIGTERM before a verdict" in json.loads(outs["--json"].read_text())["error"]
+    baseline_bytes = Path(art["report"]).read_bytes()
+    code, _, err = cli([*green, "--json", art["report"]], capsys)  # a report path that is another argument: untouched
+    assert code == 143 and Path(art["report"]).read_bytes() == baseline_bytes, err
+    monkeypatch.undo()
+    monkeypatch.setattr(toolchain.verify, "run_verify", stopped)
     # an earlier verify JSON given as --baseline and, by mistake, as --json too: an input, never replaced
     code, _, err = cli(green, capsys)
     before = outs["--json"].read_bytes()

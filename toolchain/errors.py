@@ -95,3 +95,4 @@ class Interrupted(BaseException):
         self.signal_name = signal_name
         self.run_dir = None
         self.completed = False  # the command ran to its end regardless (the signal was swallowed or came late)
+        self.reports_replaced = False  # verify replaced an earlier run's reports by ones that say it was stopped

@@ -248,6 +248,12 @@ def _run(argv: Optional[list[str]]) -> None:
         _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank != 0 else ''}: {exc}")
         sys.exit(2)
     except Interrupted as exc:
+        if next((a for a in argv if not a.startswith("-")), None) == "verify" and not exc.reports_replaced:
+            from toolchain.cli.verify import replace_stale_reports  # stopped before verify's code knew its inputs
+            from toolchain.interrupts import writing_after_stop
+
+            with writing_after_stop():
+                replace_stale_reports(argv, f"interrupted by {exc.signal_name} before a verdict", "Interrupted")
         _say_stopped(exc)
         sys.exit(130 if exc.signal_name == "SIGINT" else 143)
     except Abort as exc:  # a KeyboardInterrupt that reached the parser before our handler was in place

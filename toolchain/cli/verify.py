@@ -83,12 +83,13 @@ def verify(
             _write_error_documents(str(exc), json_out, markdown, junit, inputs, save_rows=save_rows)
         raise
     except Interrupted as exc:  # a CI job stopped or timed out: the last run's green report must not be published as this one's
-        if inputs is not None:
+        if inputs is not None:  # (else the command line's report paths are judged as after a usage error)
             from toolchain.interrupts import writing_after_stop
 
             with writing_after_stop():
                 _write_error_documents(f"interrupted by {exc.signal_name} before a verdict", json_out, markdown, junit, inputs,
                                    "Interrupted", save_rows)
+            exc.reports_replaced = True
         raise
     except Exception as exc:  # a bug in cwtool (exit 3): no verdict either, so no earlier run's report may stand for one
         if inputs is not None:
@@ -196,7 +197,7 @@ def _remove_stale_rows(path, inputs) -> None:
 REPORT_FLAGS = ("--json", "--markdown", "--junit")
 
 
-def replace_stale_reports(argv: list[str], message: str) -> None:
+def replace_stale_reports(argv: list[str], message: str, kind: str = "BadInput") -> None:
     """After a usage error the parser found (verify's own code never ran), the reports an earlier run left at --json,
     --markdown or --junit are replaced as after any bad input. Only files that are verify's own reports are touched,
     and none that another argument names."""
@@ -217,7 +218,7 @@ def replace_stale_reports(argv: list[str], message: str) -> None:
             pass
     reports = {flag: path for flag, path in named.items() if path.resolve() not in others and _is_verify_report(path)}
     if reports:
-        _write_error_documents(message, reports.get("--json"), reports.get("--markdown"), reports.get("--junit"), [])
+        _write_error_documents(message, reports.get("--json"), reports.get("--markdown"), reports.get("--junit"), [], kind)
 
 
 def _is_verify_report(path: Path) -> bool:
