@@ -248,7 +248,7 @@ def _run(argv: Optional[list[str]]) -> None:
         _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank != 0 else ''}: {exc}")
         sys.exit(2)
     except Interrupted as exc:
-        if next((a for a in argv if not a.startswith("-")), None) == "verify" and not exc.reports_replaced:
+        if next((a for a in argv if not a.startswith("-")), None) == "verify" and not (exc.reports_replaced or exc.completed):
             from toolchain.cli.verify import replace_stale_reports  # stopped before verify's code knew its inputs
             from toolchain.interrupts import writing_after_stop
 
