@@ -127,7 +127,7 @@ def test_collapse_is_a_failure_with_its_reason(rows):
     g = fn_gate(base, everything_one)
     assert not g["passed"] and g["checks"][0]["passed"]
     assert any(r.startswith("collapse: class 1 takes 100.0%") for r in g["reasons"])
-    assert g["collapse"][-1] == "collapse: recall fell to about 0 for classes 0, 2, 3 (the baseline's was not)"
+    assert g["collapse"][-1] == "collapse: recall fell to about 0 for 3 classes: 0, 2, 3 (the baseline's was not)"
     assert g["collapse"] and fn_gate(base, everything_one, collapse=False)["passed"]
     # recall of one unprotected class falls to zero
     dead = _eval(y, _miss(pred, y, 3, range(50), to=2))
@@ -174,3 +174,27 @@ def test_the_fn_change_interval_covers_the_change_on_new_samples(n, p_both, p_b,
     assert np.mean(covered) >= 0.94
     lo, hi = paired_change_ci(0, 0, 0, 27)  # none differs: no certainty of no change
     assert 27 * lo < -1 and 27 * hi > 1
+
+
+def test_an_evaluation_of_many_classes_holds_no_matrix_and_is_still_checked_for_a_collapse():
+    """3,000 class folders made a 640 MB report.json (five 3,000 x 3,000 confusion matrices, 4.7 GB resident): above
+    100 classes an evaluation holds its per-class counts alone, and the collapse rules read those."""
+    import json
+
+    from toolchain.gate import fn_gate
+    from toolchain.metrics import CONFUSION_MAX_CLASSES, evaluate_logits
+
+    k = 3000
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, k, 12000)
+    good = np.eye(k, dtype=np.float32)[y]
+    base = evaluate_logits(y, good, [1])
+    assert k > CONFUSION_MAX_CLASSES and base["confusion"] is None and len(json.dumps(base)) < 2_000_000
+    collapsed = np.zeros_like(good)
+    collapsed[:, 7] = 1.0  # one class answered for every row
+    gate = fn_gate(base, evaluate_logits(y, collapsed, [1]), max_fn_increase=10**6, max_accuracy_drop=1.0)
+    assert any("class 7 takes 100.0% of all predictions" in r for r in gate["collapse"]), gate["collapse"]
+    assert any("recall fell to about 0 for 2,9" in r and "more (the baseline" in r and len(r) < 400 for r in gate["collapse"]), gate["collapse"]
+    assert fn_gate(base, base, max_fn_increase=0)["collapse"] == []
+    small = evaluate_logits(y % 3, np.eye(3)[y % 3], [1])
+    assert small["confusion"] == np.diag(np.bincount(y % 3)).tolist()

@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from toolchain.errors import UserError
-from toolchain.metrics import clopper_pearson, mcnemar_exact, paired_change_ci, per_class
+from toolchain.metrics import clopper_pearson, mcnemar_exact, paired_change_ci
 
 __all__ = ["DEFAULT_MAX_ACCURACY_DROP", "GATE_MODES", "class_label", "collapse_check", "fn_gate", "paired_counts"]
 
@@ -97,7 +97,8 @@ def _condense(reasons: list[str]) -> list[str]:
         return reasons
     classes = [r.split()[1] for r in fell]
     rest = [r for r in reasons if "recall fell" not in r]
-    return rest + [f"recall fell to about 0 for classes {', '.join(classes)} (the baseline's was not)"]
+    named = ", ".join(classes[:20]) + (f" and {len(classes) - 20:,} more" if len(classes) > 20 else "")  # a line, not 3,000 names
+    return rest + [f"recall fell to about 0 for {len(classes):,} classes: {named} (the baseline's was not)"]
 
 
 def fn_gate(
@@ -225,9 +226,10 @@ def fn_gate(
             )
 
     collapsed: list[str] = []
-    if collapse and candidate.get("confusion") is not None:
-        base_cm = baseline.get("confusion") if baseline is not None else None
-        collapsed = [f"collapse: {r}" for r in _condense(collapse_check(candidate["confusion"], base_cm))]
+    counts = _class_counts(candidate)
+    if collapse and counts is not None:
+        base_counts = _class_counts(baseline) if baseline is not None else None
+        collapsed = [f"collapse: {r}" for r in _condense(collapse_from_counts(counts, base_counts))]
         reasons.extend(collapsed)
 
     return {
@@ -253,10 +255,25 @@ def fn_gate(
 # --------------------------------------------------------------------------- collapse
 
 
-def _shares(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, its share of the predictions and of the samples (a confusion matrix with at least one row)."""
-    total = int(cm.sum())
-    return cm.sum(axis=0) / total, cm.sum(axis=1) / total
+def _class_counts(evaluation: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(samples, predictions, caught) per class of an evaluation: from its confusion matrix (rows, columns, diagonal),
+    or, where it holds none (above CONFUSION_MAX_CLASSES classes, toolchain.metrics), from its per-class counts; None
+    where it has neither."""
+    cm = evaluation.get("confusion")
+    if cm is not None:
+        cm = np.asarray(cm, dtype=np.int64)
+        return cm.sum(axis=1), cm.sum(axis=0), np.diag(cm)
+    support, fn, fp = (evaluation.get(key) for key in ("support_per_class", "fn_per_class", "fp_per_class"))
+    if support is None or fn is None or fp is None:
+        return None
+    support, fn, fp = (np.asarray(v, dtype=np.int64) for v in (support, fn, fp))
+    return support, support - fn + fp, support - fn
+
+
+def _shares(samples: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, its share of the predictions and of the samples (at least one row)."""
+    total = int(samples.sum())
+    return predictions / total, samples / total
 
 
 def _takes_all(pred_share: np.ndarray, true_share: np.ndarray, max_share: float) -> np.ndarray:
@@ -265,7 +282,18 @@ def _takes_all(pred_share: np.ndarray, true_share: np.ndarray, max_share: float)
 
 
 def collapse_check(cm, baseline_cm=None, max_share: float = 0.9, min_recall: float = 0.05) -> list[str]:
-    """Reasons (one line each) to think predictions collapsed; empty list when none.
+    """``collapse_from_counts`` of a confusion matrix (rows true, columns predicted) and the baseline's."""
+    counts = _class_counts({"confusion": cm})
+    base = None if baseline_cm is None else _class_counts({"confusion": baseline_cm})
+    if base is not None and np.asarray(baseline_cm).shape != np.asarray(cm).shape:
+        raise UserError(f"baseline confusion matrix has shape {np.asarray(baseline_cm).shape}, this one {np.asarray(cm).shape}; "
+                        "compare models with the same classes")
+    return collapse_from_counts(counts, base, max_share, min_recall)
+
+
+def collapse_from_counts(counts, base_counts=None, max_share: float = 0.9, min_recall: float = 0.05) -> list[str]:
+    """Reasons (one line each) to think predictions collapsed; empty list when none. ``counts``: (samples, predictions,
+    caught) per class, as ``_class_counts`` reads them; ``base_counts`` the baseline's.
 
     Two rules (int8 conversion can make a model answer one class for everything):
     - share: a class takes more than `max_share` of all predictions while leaving the
@@ -273,34 +301,29 @@ def collapse_check(cm, baseline_cm=None, max_share: float = 0.9, min_recall: flo
       (1 - pred_share) < (1 - true_share) / 2. A 90%-majority data set predicted at 92%
       is not flagged; the same model answering 99% majority is. Not flagged where the
       baseline already did the same.
-    - recall (only with `baseline_cm`): a class with samples whose recall is below
+    - recall (only with a baseline): a class with samples whose recall is below
       `min_recall` while the baseline's recall for it was at least `min_recall`.
     """
-    cm = np.asarray(cm, dtype=np.int64)
-    base = None if baseline_cm is None else np.asarray(baseline_cm, dtype=np.int64)
-    if base is not None and base.shape != cm.shape:
-        raise UserError(
-            f"baseline confusion matrix has shape {base.shape}, this one {cm.shape}; "
-            "compare models with the same classes"
-        )
-    pc = per_class(cm)
+    samples, predictions, caught = counts
     reasons: list[str] = []
-    total = int(cm.sum())
-    if total == 0:
+    if base_counts is not None and len(base_counts[0]) != len(samples):
+        raise UserError(f"the baseline has {len(base_counts[0])} classes, this one {len(samples)}; compare models with the same classes")
+    if int(samples.sum()) == 0:
         return reasons
-    pred_share, true_share = _shares(cm)
+    pred_share, true_share = _shares(samples, predictions)
     # A baseline that already answers one class for (nearly) everything passes that on to a
     # candidate that agrees with it: the share rule is about a collapse the candidate brought.
-    inherited = _takes_all(*_shares(base), max_share) if base is not None and base.sum() else np.zeros(len(cm), bool)
+    inherited = (_takes_all(*_shares(*base_counts[:2]), max_share) if base_counts is not None and base_counts[0].sum()
+                 else np.zeros(len(samples), bool))
     for c in np.flatnonzero(_takes_all(pred_share, true_share, max_share) & ~inherited):
         reasons.append(
             f"class {c} takes {pred_share[c]:.1%} of all predictions "
             f"but is only {true_share[c]:.1%} of the samples"
         )
-    if base is not None:
-        base_recall = per_class(base)["recall"]
-        for c in range(cm.shape[0]):
-            r, br = pc["recall"][c], base_recall[c]
-            if not (math.isnan(r) or math.isnan(br)) and r < min_recall <= br:
-                reasons.append(f"class {c} recall fell to {r:.1%} (baseline {br:.1%})")
+    if base_counts is not None:
+        for c in range(len(samples)):
+            if samples[c] and base_counts[0][c]:
+                r, br = caught[c] / samples[c], base_counts[2][c] / base_counts[0][c]
+                if r < min_recall <= br:
+                    reasons.append(f"class {c} recall fell to {r:.1%} (baseline {br:.1%})")
     return reasons

@@ -333,13 +333,17 @@ def _protected_list(protected, k: int) -> list[int]:
     return out
 
 
+CONFUSION_MAX_CLASSES = 100  # above, an evaluation holds no confusion matrix: 3,000 classes made a 640 MB report.json
+
+
 def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes: int | None = None) -> dict:
     """The evaluation every cwtool command emits, as plain JSON-ready Python values.
 
     Undefined quantities (recall of a class with no samples, precision of a class never
     predicted, FPR when every sample is of that class, AUC with one group empty) are None,
     so `json.dumps(..., allow_nan=False)` works. Predictions are argmax of the logits;
-    AUC scores each sample by the log softmax probability of the protected class (log_softmax_of).
+    AUC scores each sample by the log softmax probability of the protected class (log_softmax_of). Above
+    CONFUSION_MAX_CLASSES classes ``confusion`` is None: the per-class counts stay, a matrix grows with their square.
     """
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2:
@@ -387,7 +391,7 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
         "schema_version": SCHEMA_VERSION,
         "n": n,
         "accuracy": float(np.trace(cm) / n),
-        "confusion": cm.tolist(),
+        "confusion": cm.tolist() if k <= CONFUSION_MAX_CLASSES else None,
         "fn_per_class": [int(v) for v in pc["fn"]],
         "fp_per_class": [int(v) for v in pc["fp"]],
         "support_per_class": [int(v) for v in pc["support"]],
