@@ -316,7 +316,20 @@ def test_float32_conversion_and_splits_are_checked(tmp_path, monkeypatch):
     f = tmp_path / "i.npz"
     np.savez(f, x=np.zeros((3000, 10), np.uint8), y=np.arange(3000) % 2)  # 30 KB stored, 120 KB as float32
     monkeypatch.setattr(limits, "available_memory", lambda: (100_000, "test limit"))
-    expect("as float32 (30,000 values) needs 120.0 KB", f)
+    expect("(declared shape (3000, 10), uint8, then as float32) needs 150.0 KB", f)
+
+
+def test_a_compressed_member_that_cannot_be_held_as_float32_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """An 8 MB compressed .npz of 8.3 GB of uint8 zeros was inflated whole (8.4 GB resident) before its float32 copy's
+    33 GB was refused, and the refusal did not say to save it uncompressed."""
+    f = tmp_path / "c.npz"
+    np.savez_compressed(f, x=np.zeros((3000, 10), np.uint8), y=np.arange(3000) % 2)
+    monkeypatch.setattr(limits, "available_memory", lambda: (100_000, "test limit"))
+    read = []
+    real = np.lib.format.read_array
+    monkeypatch.setattr(np.lib.format, "read_array", lambda fp, **k: read.append(1) or real(fp, **k))
+    msg = expect("then as float32) needs 150.0 KB", f)
+    assert "save it uncompressed with numpy.savez" in msg and not read, msg
 
 
 def test_csv_streaming_stops_at_the_memory_limit(tmp_path, tiny_memory):
