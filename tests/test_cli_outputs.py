@@ -344,3 +344,11 @@ def test_an_openmp_thread_count_openmp_cannot_read_adds_no_line_to_a_bad_input(t
     monkeypatch.setenv("OMP_NUM_THREADS", threads)  # the suite's own setting comes back after
     _unreadable_thread_count_unset()
     assert os.environ.get("OMP_NUM_THREADS") == (threads if passed_on else None)
+
+
+def test_cwtool_alone_prints_its_help_and_a_line_that_says_something(capsys):
+    """`cwtool` with no command printed the help, then 'cwtool: error:  (see 'cwtool --help')', an empty line."""
+    code, out, err = run_cli([], capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "compress" in out + err and line.startswith("cwtool: error: ") and "no arguments given" in line, line
+    assert "error:  " not in line

@@ -46,6 +46,8 @@ for _command in (evaluate.evaluate, train.train, calibrate.calibrate, compress.c
 def _usage_error_line(exc) -> str:
     ctx = getattr(exc, "ctx", None)
     message = " ".join(exc.format_message().split())
+    if not message:  # click printed the help for a command given no arguments, and says nothing more
+        message = "no arguments given: the help above lists what to give"
     if ctx is None:
         return f"cwtool: error: {message}"
     return f"cwtool: error: {message} (see '{ctx.command_path} --help')"  # the prefix of every other bad input's line
