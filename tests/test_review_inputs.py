@@ -1649,6 +1649,9 @@ def test_features_of_very_different_scales_are_named_for_int8():
     x = rng.normal(size=(200, 4)) * np.array([0.01, 1.0, 10.0, 1000.0])
     said = feature_scale_spread(x)
     assert said is not None and said.startswith("the features' scales differ by ") and "x (standard deviations 0.00" in said, said
+    assert "feature 0, to " in said and "feature 3, as stored" in said, said  # DATA.md says they are named
+    named = feature_scale_spread(x, ["spo2", "temp", "hr", "pressure"])
+    assert "'spo2', to " in named and "'pressure', as stored" in named, named
     assert feature_scale_spread(rng.normal(size=(200, 4))) is None  # standardized
     assert feature_scale_spread(rng.normal(size=(20, 1, 8, 8))) is None  # images: one scale per pixel by construction
     assert feature_scale_spread(np.c_[np.zeros(50), rng.normal(size=50)]) is None  # a constant column is no scale

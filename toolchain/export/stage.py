@@ -351,7 +351,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             f"agreement {entry['agreement']:.1%}{short}")
         return entry
 
-    spread = feature_scale_spread(calib_x) if int8 else None
+    spread = feature_scale_spread(calib_x, getattr(dataset, "columns", None)) if int8 else None
     if spread is not None:
         log(f"note: {spread}; an int8 file quantizes its input on one scale, which erases the small ones: standardize the "
             "features, and hand the model the standardization in its first layer (docs/DATA.md)")
@@ -373,14 +373,22 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     return entries, calib_record
 
 
-def feature_scale_spread(x) -> str | None:
-    """Flat feature rows (a CSV, an x/y .npz) whose columns' scales differ by 1,000x or more, in words; None for images
-    and for features of like scales."""
+def feature_scale_spread(x, columns=None) -> str | None:
+    """Flat feature rows (a CSV, an x/y .npz) whose columns' scales differ by 1,000x or more, in words, naming the
+    narrowest and the widest (a CSV's column names, else their positions); None for images and for features of like
+    scales."""
+    from toolchain.errors import one_line
+
     if x is None or np.ndim(x) != 2 or len(x) < 2:
         return None
-    scales = np.asarray(x, dtype=np.float64).std(axis=0)
-    scales = scales[np.isfinite(scales) & (scales > 0)]
-    if len(scales) < 2 or scales.max() < 1e3 * scales.min():
+    spread = np.asarray(x, dtype=np.float64).std(axis=0)
+    used = np.flatnonzero(np.isfinite(spread) & (spread > 0))
+    if len(used) < 2 or spread[used].max() < 1e3 * spread[used].min():
         return None
-    return (f"the features' scales differ by {scales.max() / scales.min():,.0f}x (standard deviations {scales.min():.3g} to "
-            f"{scales.max():.3g}, as stored)")
+    low, high = used[np.argmin(spread[used])], used[np.argmax(spread[used])]
+
+    def named(i: int) -> str:
+        return f"'{one_line(columns[i])[:60]}'" if columns and i < len(columns) else f"feature {i}"
+
+    return (f"the features' scales differ by {spread[high] / spread[low]:,.0f}x (standard deviations {spread[low]:.3g}, "
+            f"{named(low)}, to {spread[high]:.3g}, {named(high)}, as stored)")
