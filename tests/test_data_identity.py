@@ -217,6 +217,36 @@ def test_image_folders_held_out_are_compared_file_by_file(tmp_path):
         with_given_rows(load_data(str(tmp_path / "train"), seed=0), str(tmp_path / "val"), str(tmp_path / "val_copy"))
 
 
+def test_copies_within_data_that_the_split_puts_on_both_sides_are_refused_by_compress(tmp_path):
+    """A third of a folder's files copied under other names: 50 of 113 validation and 53 of 112 test rows had a
+    byte-identical twin among the training rows, and compress said nothing (its promise rested on seen rows)."""
+    import shutil
+
+    from test_streaming import image_folder
+
+    from toolchain.data import load_data
+    from toolchain.data.given import check_no_copies_across_splits
+
+    image_folder(tmp_path / "imgs", 90, 16, seed=0)
+    said = []
+    check_no_copies_across_splits(load_data(str(tmp_path / "imgs"), seed=0), refuse=True, note=said.append)
+    assert said == []  # no copies: nothing to say
+    for f in sorted((tmp_path / "imgs").rglob("*.png"))[::3]:
+        shutil.copy(f, f.with_name(f"copy_{f.name}"))
+    data = load_data(str(tmp_path / "imgs"), seed=0)
+    with pytest.raises(UserError, match=r"of the \d+ validation rows and \d+ of the \d+ test rows of --data are byte-identical "
+                                        r"copies of training images .* give held-out rows with --val and --test"):
+        check_no_copies_across_splits(data, refuse=True, note=said.append)
+    check_no_copies_across_splits(data, refuse=False, note=said.append)  # export: said, not refused
+    assert len(said) == 1 and said[0].startswith("warning: ") and "byte-identical copies" in said[0], said
+    x = np.arange(2000, dtype=np.float32).reshape(1000, 2)
+    x[999] = x[0]  # one exact duplicate among a thousand rows: a note at most, never a refusal
+    np.savez(tmp_path / "rows.npz", x=x, y=np.arange(1000) % 2)
+    said.clear()
+    check_no_copies_across_splits(load_data(str(tmp_path / "rows.npz"), seed=0), refuse=True, note=said.append)
+    assert all(s.startswith("note: ") for s in said), said
+
+
 def test_an_edited_preprocessing_record_is_not_compared_nor_advised():
     """A checkpoint's or calibration set's record is untrusted: a 400-digit mean crashed the comparison (exit 3), and a
     string or NaN mean sent the user round in a loop of advice to give the flags they had given, or ones cwtool refuses."""

@@ -27,6 +27,7 @@ def check_model_fits_data(loaded, dataset, model, *, refuse_unseen: bool, note) 
     prepared otherwise are refused (every number would be of another task); held-out rows it trained on are refused
     (``refuse_unseen``, compress: its promise would rest on them) or said; pixels scaled otherwise are said (``note``).
     Returns whether the record vouches for this data (``recorded_alike``)."""
+    from toolchain.data.given import check_no_copies_across_splits
     from toolchain.data.identity import check_class_order, check_preprocessing, check_unseen, scale_mismatch
     from toolchain.errors import UserError
 
@@ -35,6 +36,7 @@ def check_model_fits_data(loaded, dataset, model, *, refuse_unseen: bool, note) 
     problem = check_preprocessing(record, dataset.preprocessing.to_dict(), model, loaded.input_shape)
     if problem is not None:  # a model fed other inputs than it learnt on: no promise about it means anything
         raise UserError(problem)
+    check_no_copies_across_splits(dataset, refuse=refuse_unseen, note=note)
     check_unseen(record, model, dataset, refuse=refuse_unseen, note=note)
     scaled_otherwise = scale_mismatch(record, dataset.x_val, model)
     if scaled_otherwise:

@@ -223,3 +223,36 @@ def load_with_given_rows(data: str, val: str | None, test: str | None, **load_ar
 
     check_held_out(data, val, test)
     return with_given_rows(load_data(data, **load_args), val, test)
+
+
+def check_no_copies_across_splits(dataset, *, refuse: bool, note) -> None:
+    """Where cwtool split --data itself, validation and test rows that are copies of training rows (the same image
+    file's bytes and label under another name; the same input and label): compress retrains on the training rows, so
+    the promise and the test numbers would rest on rows it has seen. A third of a folder's files copied under other names
+    put 50 of 113 validation and 53 of 112 test rows beside their twins, said nowhere. Refused (``refuse``, compress) or
+    warned of above OVERLAP_TOLERANCE of a split and two rows, noted below (real data sets hold a few exact duplicates)."""
+    from toolchain.data.identity import OVERLAP_TOLERANCE
+
+    if dataset.given_splits:  # the user chose the held-out rows: check_held_out and _check_rows_held_out judged them
+        return
+    x_train, y_train = dataset.split("train")
+    kind, train = _fingerprints(x_train, y_train)
+    shared = {}
+    for name, split in (("validation", "val"), ("test", "test")):
+        x, y = dataset.split(split)
+        if len(y):
+            shared[name] = (int(np.isin(_fingerprints(x, y)[1], train).sum()), len(y))
+    if not any(n for n, _ in shared.values()):
+        return
+    where = " and ".join(f"{n:,} of the {total:,} {name} rows" for name, (n, total) in shared.items() if n)
+    what = "byte-identical copies of training images (the same file bytes and label under another name)" if kind == "files" \
+        else "copies of training rows (the same input and label)"
+    if any(n > max(OVERLAP_TOLERANCE * total, 2) for n, total in shared.values()):  # a duplicate or two of a small split: said
+        message = (f"{where} of --data are {what}: compress retrains on the training rows, so its FN promise and test "
+                   "numbers would rest on rows the model has seen; remove the copies from --data, or give held-out rows "
+                   "with --val and --test")
+        if refuse:
+            raise UserError(message)
+        note(f"warning: {message}")
+    else:
+        note(f"note: {where} of --data are {what} (a few exact duplicates, as real data sets hold)")
