@@ -921,6 +921,21 @@ def _named(src: str, dst: Path, names: list[str]) -> Path:
     return dst
 
 
+def test_data_that_names_the_classes_a_file_numbers_is_said_to_be_judged_in_order(art, capsys, tmp_path):
+    """An .npz naming digits zero..nine against a file recording 0..9 passed with no word of how they were matched."""
+    numbered = _named(art["good"], tmp_path / "numbered.onnx", [str(i) for i in range(10)])
+    with np.load(art["data"]) as rows:
+        words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+        np.savez(tmp_path / "words.npz", x=rows["x"], y=rows["y"], class_names=np.array(words))
+    out = tmp_path / "v.json"
+    code, _, err = cli([numbered, "--data", tmp_path / "words.npz", "-p", "three", "--json", out], capsys)
+    notes = json.loads(out.read_text())["notes"]
+    assert code == 0 and any("numbered.onnx records its classes as numbers (0 to 9), --data by name: --data's zero, one, "
+                             "two, ... are judged as its classes 0, 1, 2, ..., in that order" in n for n in notes), (err, notes)
+    code, _, err = cli([numbered, "--data", art["data"], "-p", PROT, "--json", out], capsys)  # numbers against numbers
+    assert code == 0 and not any("records its classes as numbers" in n for n in json.loads(out.read_text())["notes"])
+
+
 def test_a_files_class_names_never_renumber_the_class_a_gate_judges(art, capsys, tmp_path):
     """A crafted file naming its classes "3", "1", "2", "0", ... made -p 3 gate class 0 on digits; a baseline whose names
     alone were edited so did the same (the gate judged class 6 for -p 3, and passed). A number names the data's label."""

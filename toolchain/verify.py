@@ -18,7 +18,7 @@ import numpy as np
 from toolchain import __version__
 from toolchain.baseline import check_baseline, load_baseline
 from toolchain.data.labels import declared_names, numbered_apart
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP, GATE_MODES, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
@@ -199,6 +199,11 @@ def run_verify(req: VerifyRequest) -> dict:
         numbered = recorded_class_names(runner, k, placeholders=True)  # a file made on data without names records 0..k-1
         check_class_order(path, recorded or (numbered if declared and numbered and (sorted(declared) == sorted(numbered)
                                                                      or numbered_apart(declared, numbered)) else None), declared)
+        if recorded is None and declared and numbered == [str(i) for i in range(k)] and declared != numbered \
+                and not any("records its classes as numbers" in n for n in notes):  # their order alone says which is which
+            notes.append(f"{Path(path).name} records its classes as numbers (0 to {k - 1}), --data by name: --data's "
+                         f"{', '.join(one_line(n)[:30] for n in declared[:3])}{', ...' if k > 3 else ''} are judged as its "
+                         f"classes {', '.join(map(str, range(min(k, 3))))}{', ...' if k > 3 else ''}, in that order")
         base_numbered = (base or {}).get("class_names")  # a baseline of data without names records 0..k-1 as well
         base_names = declared_names(base_numbered) or (list(base_numbered) if declared and isinstance(base_numbered, list)
                                                          and sorted(map(str, base_numbered)) == sorted(declared) else None)
