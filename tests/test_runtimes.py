@@ -752,6 +752,29 @@ def test_a_graph_no_check_can_bound_is_refused_before_it_runs(kind, said, tmp_pa
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and said in res.stderr, res.stderr
 
 
+@pytest.mark.parametrize("product", ["MatMul", "Einsum"])
+def test_a_file_whose_one_row_asks_for_too_many_operations_is_refused_before_it_runs(product, tmp_path):
+    """A 5.7 KB file chaining 4096 x 4096 products of its input ran 230 s a call (verify calls once a row): every size
+    small, nothing bounded its time. Four products of 6.9e10 multiply-accumulates each are refused at open."""
+    pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    from toolchain.runtimes.onnx_graph import onnx_bounds
+
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)  # noqa: E731
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("Slice", ["flat", "st", "en", "ax"], ["sl"]),
+             helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0), helper.make_node("Expand", ["m", "side"], ["a0"])]
+    for k in range(4):
+        nodes.append(helper.make_node("MatMul", [f"a{k}", f"a{k}"], [f"a{k + 1}"]) if product == "MatMul" else
+                     helper.make_node("Einsum", [f"a{k}", f"a{k}"], [f"a{k + 1}"], equation="ij,jk->ik"))
+    nodes += [helper.make_node("ReduceMean", ["a4"], ["extra"], keepdims=0), helper.make_node("Add", ["sl", "extra"], ["y"])]
+    path = _graph_onnx(tmp_path / "chain.onnx", nodes, [i64("st", [0]), i64("en", [10]), i64("ax", [1]), i64("side", [4096, 4096])])
+    assert onnx_bounds(path).work >= 4 * 4096**3
+    res = subprocess.run([sys.executable, "-m", "toolchain", "verify", str(path), "-d", "digits", "-p", "3"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "operations for one call" in res.stderr, res.stderr
+
+
 def test_a_tflite_operator_sized_by_a_computed_tensor_is_refused_before_it_runs(artifacts, tmp_path):
     """SHAPE, SLICE, MUL, then FILL of 3 GB: every declared shape small, the fill made during invoke (3.2 GB resident)."""
     schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
@@ -833,6 +856,25 @@ def test_a_tflite_operator_whose_size_input_the_graph_computes_is_named(op, size
     with pytest.raises(UserError, match=f"holds a {op} operator whose output size is computed at run time"):
         check_bounded(Interpreter(2), tmp_path / "m.tflite")
     check_bounded(Interpreter(1), tmp_path / "m.tflite")
+
+
+def test_a_tflite_file_is_held_to_the_operations_of_one_call(artifacts):
+    """A chain of 4096 x 4096 products (BATCH_MATMUL, as a converter writes x @ x) asks for 2.7e11 multiply-accumulates
+    in elements of 64 MB: refused as the ONNX twin is. The suite's small file counts about its convolutions' MACs."""
+    from toolchain.errors import UserError
+    from toolchain.runtimes.graph import MAX_WORK, check_work
+    from toolchain.runtimes.litert import LiteRTRunner, operations
+    from toolchain.runtimes.litert_graph import describe_tflite_graph
+
+    ops = [{"op_name": "BATCH_MATMUL", "inputs": [k, k], "outputs": [k + 1]} for k in range(4)]
+    work = operations(ops, {k: [1, 4096, 4096] for k in range(5)})
+    assert work == 4 * 4096**3 > MAX_WORK
+    with pytest.raises(UserError, match="asks for about 2.7e\\+11 operations for one call"):
+        check_work(work, "chain.tflite", "one call")
+    runner = LiteRTRunner(artifacts["tflite"])  # opens: its operations are far under the bound
+    ops, shapes = runner._interp._get_ops_details(), {int(d["index"]): list(d["shape"]) for d in runner._interp.get_tensor_details()}
+    macs = describe_tflite_graph(artifacts["tflite"])["macs"]
+    assert macs <= operations(ops, shapes) <= 3 * macs + 10**5
 
 
 def test_torch_exports_that_size_tensors_from_the_batch_run_and_an_open_input_size_is_refused(tmp_path, capsys):

@@ -40,6 +40,7 @@ from toolchain.runtimes.base import (
     short_error,
     sidecar_path,
 )
+from toolchain.runtimes.graph import check_work
 from toolchain.runtimes.parts import artifact_size
 
 
@@ -153,6 +154,40 @@ SIZED_BY_VALUES = {"FILL": (0,), "RANGE": (0, 1, 2), "BROADCAST_TO": (1,), "TILE
 CONTROL_FLOW = ("WHILE", "IF", "CALL_ONCE", "CALL", "STABLEHLO_COMPOSITE", "STABLEHLO_WHILE", "STABLEHLO_CASE")  # run other subgraphs
 
 
+def layer_macs(name: str, ins: list[int], out_n: int, shapes: dict) -> int:
+    """Multiply-accumulates of one CONV_2D, CONV_3D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV or BATCH_MATMUL
+    operator making ``out_n`` elements (0 for others); ``shapes``: {tensor index: its dims}."""
+    w = [int(d) for d in shapes.get(ins[1], [])] if len(ins) > 1 else []
+    if name == "CONV_2D" and len(w) == 4:  # weights (O, kh, kw, I)
+        return out_n * w[1] * w[2] * w[3]
+    if name == "CONV_3D" and len(w) == 5:  # weights (kd, kh, kw, I, O)
+        return out_n * w[0] * w[1] * w[2] * w[3]
+    if name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # weights (1, kh, kw, O)
+        return out_n * w[1] * w[2]
+    if name == "FULLY_CONNECTED" and len(w) == 2:  # weights (O, I)
+        return out_n * w[1]
+    if name == "TRANSPOSE_CONV" and len(ins) >= 3 and len(w) == 4 and ins[2] in shapes:
+        return math.prod(max(1, int(d)) for d in shapes[ins[2]]) * w[0] * w[1] * w[2]
+    if name == "BATCH_MATMUL" and ins and len(shapes.get(ins[0], [])) >= 2:  # whichever side is summed (adjoint or not)
+        a = [int(d) for d in shapes[ins[0]]]
+        return out_n * max(a[-1], a[-2])
+    return 0
+
+
+def operations(ops: list, shapes: dict) -> int:
+    """Operations one call asks for (runtimes/graph.py, MAX_WORK): per operator its multiply-accumulates, or the
+    elements it makes or reads, whichever are more."""
+    def elements(i: int) -> int:
+        return math.prod(max(0, int(d)) for d in shapes[i]) if i in shapes else 0
+
+    total = 0
+    for op in ops:
+        ins, outs = [int(i) for i in op["inputs"] if int(i) >= 0], [int(o) for o in op["outputs"]]
+        made = sum(elements(o) for o in outs)
+        total += max(layer_macs(str(op["op_name"]), ins, made, shapes), made, sum(elements(i) for i in ins))
+    return int(total)
+
+
 def check_bounded(interp, path: Path) -> None:
     """Refuse, before anything is allocated, what the declared shapes cannot bound: control flow, and an operator whose
     output size is read from a tensor the graph computes (or takes as its input). An interpreter that lists no
@@ -210,6 +245,11 @@ class LiteRTRunner(Runner):
         # (a FILL of constant dims [750M] declared [1] made 3 GB). Counted again, the file is refused before it runs.
         self.tensor_bytes = tensor_sizes(allocated)[1]  # what a batch is judged by (_run): the sizes as allocated
         check_tensor_bytes(self.tensor_bytes, self.path, "its tensors as allocated")
+        if hasattr(self._interp, "_get_ops_details"):  # (tflite-runtime lists no operators: its files run as they are)
+            with runtime_errors(self.path, "read the operators of"):
+                ops = self._interp._get_ops_details()
+            check_work(operations(ops, {int(d["index"]): list(d["shape"]) for d in allocated}), self.path,
+                       "one call at its input's batch")
         sig = self._in.get("shape_signature")
         self.dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
         self.metadata = read_sidecar(self.path)

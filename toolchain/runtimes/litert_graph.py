@@ -10,7 +10,7 @@ import numpy as np
 from toolchain.errors import UserError
 from toolchain.runtimes.base import check_tensor_bytes, runtime_errors
 from toolchain.runtimes.graph import activation_peak, static_nbytes
-from toolchain.runtimes.litert import interpreter_class, interpreter_source, tensor_sizes
+from toolchain.runtimes.litert import interpreter_class, interpreter_source, layer_macs, tensor_sizes
 
 
 def _interpreter(path: Path):
@@ -24,22 +24,6 @@ def _interpreter(path: Path):
             return cls(**interpreter_source(path))
         except Exception as e:  # noqa: BLE001
             raise UserError(f"cannot load TFLite artifact {path}: {str(e).splitlines()[0][:200]}; re-export it") from e
-
-
-def _layer_macs(name: str, ins: list[int], out_n: int, tensors: dict) -> int:
-    """MACs of one CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV op (0 for others)."""
-    w = [int(s) for s in tensors[ins[1]]["shape"]]
-    if name == "CONV_2D" and len(w) == 4:  # weights (O, kh, kw, I)
-        return out_n * w[1] * w[2] * w[3]
-    if name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # weights (1, kh, kw, O)
-        return out_n * w[1] * w[2]
-    if name == "FULLY_CONNECTED" and len(w) == 2:  # weights (O, I)
-        return out_n * w[1]
-    if name == "TRANSPOSE_CONV" and len(ins) >= 3:
-        inp = tensors.get(ins[2])
-        if inp is not None and len(w) == 4:
-            return static_nbytes([int(s) for s in inp["shape"]], 1) * w[0] * w[1] * w[2]
-    return 0
 
 
 def describe_tflite_graph(path: Path) -> dict[str, Any]:
@@ -64,6 +48,7 @@ def describe_tflite_graph(path: Path) -> dict[str, Any]:
     consumed = {int(i) for op in details for i in op["inputs"] if int(i) >= 0}
     weights = [i for i in consumed if i not in produced and i not in graph_inputs]
     sizes = {i: size(i) for i in (produced | set(graph_inputs))}
+    shapes = {i: list(d["shape"]) for i, d in tensors.items()}
     ops, macs = [], 0
     for op in details:
         name = op["op_name"]
@@ -74,7 +59,7 @@ def describe_tflite_graph(path: Path) -> dict[str, Any]:
         outs = [int(o) for o in op["outputs"]]
         if len(ins) < 2 or not outs or outs[0] not in tensors or ins[1] not in tensors:
             continue
-        macs += _layer_macs(name, ins, static_nbytes([int(s) for s in tensors[outs[0]]["shape"]], 1), tensors)
+        macs += layer_macs(name, ins, static_nbytes([int(s) for s in tensors[outs[0]]["shape"]], 1), shapes)
     order = [([int(i) for i in op["inputs"] if int(i) >= 0], [int(o) for o in op["outputs"]])
              for op in details if op["op_name"] != "DELEGATE"]
     return {

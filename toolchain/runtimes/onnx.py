@@ -28,6 +28,7 @@ from toolchain.runtimes.base import (
     short_error,
     sidecar_path,
 )
+from toolchain.runtimes.graph import check_work
 from toolchain.runtimes.parts import artifact_size
 
 _ORT_TYPES = {
@@ -81,6 +82,8 @@ class OnnxRunner(Runner):
         bounds = onnx_bounds(self.path)
         if bounds is not None and bounds.peak:
             check_tensor_bytes(bounds.peak, self.path, "its activations at batch 1")
+        if bounds is not None:
+            check_work(bounds.work, self.path, "one call at batch 1 (or its fixed batch)")
         self.row_bytes = bounds.peak if bounds is not None else 0
         self.one_row_a_call = bounds is not None and bounds.rows_mix
         with runtime_errors(self.path, "read the inputs and outputs of"):

@@ -219,14 +219,63 @@ def _working_memory(g) -> int:
     return most
 
 
+def _work(g) -> int:
+    """Operations one row asks for at batch 1 (runtimes/graph.py, MAX_WORK): a convolution's or matrix product's
+    multiply-accumulates (an Einsum's: its output times the sizes it sums over; a recurrent layer's: its steps times its
+    weights), and for every other operator the elements it makes or reads, whichever are more. Sizes unknown count 0."""
+    import math
+
+    dims = {i.name: [max(0, int(d)) for d in i.dims] for i in g.initializer}
+    dims.update({vi.name: [max(0, d.dim_value) if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+                 for vi in list(g.input) + list(g.value_info) + list(g.output) if vi.name not in dims})
+
+    def elements(name: str) -> int:
+        return math.prod(dims[name]) if name in dims else 0
+
+    def shape(node, k: int) -> list:
+        return dims.get(node.input[k], []) if len(node.input) > k and node.input[k] else []
+
+    total = 0
+    for n in g.node:
+        if n.op_type == "Constant":
+            continue
+        made = sum(elements(o) for o in n.output if o)
+        op = n.op_type if n.domain in ("", "ai.onnx") else ""
+        if op in ("Conv", "ConvInteger", "QLinearConv"):
+            total += made * math.prod(shape(n, 3 if op == "QLinearConv" else 1)[1:])
+        elif op == "ConvTranspose":
+            total += elements(n.input[0]) * math.prod(shape(n, 1)[1:])
+        elif op in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"):
+            a = shape(n, 0)
+            trans_a = op == "Gemm" and any(x.name == "transA" and x.i for x in n.attribute)
+            total += made * (a[0] if trans_a and a else a[-1] if a else 0)
+        elif op == "Einsum":
+            equation = next((x.s.decode("ascii", "replace") for x in n.attribute if x.name == "equation"), "")
+            sides = equation.replace(" ", "").split("->")
+            sizes = {}
+            for k, term in enumerate(sides[0].split(",")):
+                for letter, d in zip(term.replace("...", ""), shape(n, k)[-len(term.replace("...", "")):] or []):
+                    sizes[letter] = max(sizes.get(letter, 0), d)
+            summed = [d for letter, d in sizes.items() if len(sides) > 1 and letter not in sides[1]]
+            total += made * math.prod(summed)
+        elif op in ("LSTM", "GRU", "RNN"):
+            steps = shape(n, 0)[0] if shape(n, 0) else 0
+            total += steps * (math.prod(shape(n, 1)) + math.prod(shape(n, 2)))
+        else:
+            total += max(made, sum(elements(i) for i in n.input if i))
+    return int(total)
+
+
 @dataclass(frozen=True)
 class OnnxBounds:
-    """What an ONNX file's memory comes to before it runs: ``peak`` bytes at batch 1 (activations and the largest
-    convolution's working buffer), and whether its rows mix (two rows cost more than twice one: a Reshape of the batch
-    into one axis, multiplied by itself, costs the square of the rows: 16 KB for one, 3.4 GB for 256)."""
+    """What an ONNX file's memory and time come to before it runs: ``peak`` bytes at batch 1 (activations and the largest
+    convolution's working buffer), whether its rows mix (two rows cost more than twice one: a Reshape of the batch into
+    one axis, multiplied by itself, costs the square of the rows: 16 KB for one, 3.4 GB for 256), and ``work``, the
+    operations of one row (_work)."""
 
     peak: int
     rows_mix: bool
+    work: int = 0
 
 
 def _peak_of(read: _Read) -> int:
@@ -241,10 +290,10 @@ def onnx_bounds(path: Path) -> OnnxBounds | None:
     if read is None:
         return None
     _check_bounded(read, path)
-    peak = _peak_of(read)
+    peak, work = _peak_of(read), _work(read.graph)
     if not read.batched:
-        return OnnxBounds(peak, False)  # a static batch: the runner feeds it that many rows, no other
-    return OnnxBounds(peak, _peak_of(_inferred_graph(path, batch=2)) > 2 * peak + 4096)
+        return OnnxBounds(peak, False, work)  # a static batch: the runner feeds it that many rows, no other
+    return OnnxBounds(peak, _peak_of(_inferred_graph(path, batch=2)) > 2 * peak + 4096, work)
 
 
 def describe_onnx_graph(path: Path) -> dict[str, Any]:
