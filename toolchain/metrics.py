@@ -343,8 +343,7 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
     predicted, FPR when every sample is of that class, AUC with one group empty) are None,
     so `json.dumps(..., allow_nan=False)` works. Predictions are argmax of the logits;
     AUC scores each sample by the log softmax probability of the protected class (log_softmax_of). Above
-    CONFUSION_MAX_CLASSES classes ``confusion`` is None: the per-class counts stay, a matrix grows with their square.
-    """
+    CONFUSION_MAX_CLASSES classes ``confusion`` is None (a matrix grows with their square): the per-class counts stay."""
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2:
         raise UserError(f"logits must have shape (n, num_classes), got {z.shape}")
