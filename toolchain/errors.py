@@ -3,15 +3,17 @@
 import re
 
 # C0/C1 control characters (ESC, BEL, CSI...): text from a file must not drive the terminal it is printed on;
-# bidirectional overrides and isolates (U+202E...): nor reorder what the line shows ("gate: deliaf" read as passed);
-# lone surrogates (a folder name that is not UTF-8, held as surrogate escapes): no file or font can take them
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# bidirectional overrides and isolates (U+202E...): nor reorder what the line shows ("gate: deliaf" read as passed)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# printed escaped too: lone surrogates (a file name that is not UTF-8, held as surrogate escapes), which no file, font
+# or plot can take, though a name holding them is a name
+_ESCAPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def printable(text) -> str:
     """``text`` with control characters shown as \\xNN escapes, so a class name or path from a file
     cannot rewrite the terminal line ("all checks passed") or emit terminal commands."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", str(text))
+    return _ESCAPED.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", str(text))
 
 
 def one_line(text) -> str:
