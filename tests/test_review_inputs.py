@@ -1325,6 +1325,20 @@ def test_what_counts_as_detecting_nothing():
     assert detection_problem(np.stack([np.zeros(32), np.linspace(9, 1, 32)], 1), few_others, [1], ["no", "yes"]) is None
 
 
+def test_an_int8_export_of_csv_rows_names_the_columns_whose_scales_differ(tmp_path, capsys):
+    """The note read the column names from the data set, which keeps them in its preprocessing: it said "feature 0"."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3)) * np.array([0.01, 1.0, 1000.0])
+    label = (x[:, 0] / 0.01 + x[:, 2] / 1000 > 0).astype(int)
+    (tmp_path / "s.csv").write_text("spo2,temp,pressure,label\n" + "".join(
+        f"{a:.5f},{b:.3f},{c:.1f},{k}\n" for (a, b, c), k in zip(x, label)))
+    code, _, err = run_cli(["train", "--arch", "mlp", "--data", tmp_path / "s.csv", "--epochs", "1", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["export", tmp_path / "m.pt", "--data", tmp_path / "s.csv", "-p", "1", "--format", "onnx",
+                              "--precision", "int8", "--time-runs", "0", "--out", tmp_path / "files"], capsys)
+    assert "the features' scales differ by" in out + err and "'spo2', to " in out + err and "'pressure', as stored" in out + err, out + err
+
+
 def test_the_auc_a_detection_warning_names_is_the_one_the_table_shows():
     """evaluate's table said class 3's AUC was 0.9886 and its warning, on the same rows, 'ranks the class with AUC 0.959'
     (the ranking of a margin, not of the class's probability): one AUC for one class on one set of rows."""

@@ -808,6 +808,25 @@ def test_a_baseline_edited_where_the_predictions_cannot_tell_is_malformed(art, c
     assert code == 2 and "malformed" in err, err
 
 
+@pytest.mark.parametrize("fp", ["longer", "strings", "huge", "more than misses", "one class all"])
+def test_a_baseline_without_a_matrix_whose_false_positives_were_edited_is_malformed(art, capsys, tmp_path, fp):
+    """Above 100 classes a baseline holds no confusion matrix and the collapse rules read fp_per_class: one entry too
+    many, strings or 10**30 there ended verify in an internal error (exit 3), and a large count for one class marked it
+    as collapsed already, which silenced the rule for a file answering it for every row."""
+    report = json.loads(Path(art["report"]).read_text())
+    test = report["baseline"]["test"]
+    test["confusion"] = None
+    test.pop("predictions", None)
+    fps = test["fp_per_class"]
+    test["fp_per_class"] = {"longer": fps + [0], "strings": [str(v) for v in fps], "huge": [10**30] * len(fps),
+                            "more than misses": [v + 1 for v in fps],
+                            "one class all": [0] * 5 + [test["n"] - test["support_per_class"][5]] + [0] * (len(fps) - 6)}[fp]
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(report))
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
+    assert code == 2 and "malformed" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_file_named_twice_is_judged_once(art, capsys, tmp_path):
     link = tmp_path / "again.onnx"
     link.symlink_to(art["good"])

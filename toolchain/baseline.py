@@ -77,6 +77,13 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
     sup = ev.get("support_per_class")
     if sup is not None and (not isinstance(sup, list) or len(sup) != k or not all(_count(v) for v in sup)):
         raise bad("support_per_class is not a list of counts, one per class")
+    fppc = ev.get("fp_per_class")  # the collapse rules read it where a file holds no matrix (above 100 classes)
+    if fppc is not None and (not isinstance(fppc, list) or len(fppc) != k or not all(_count(v) for v in fppc)):
+        raise bad("fp_per_class is not a list of counts, one per class")
+    if fppc is not None and sum(fppc) != sum(fnpc):  # every row missed is one class's FN and another's FP
+        raise bad(f"its false positives ({sum(fppc)}) are not its false negatives ({sum(fnpc)})")
+    if fppc is not None and sup is not None and any(fp > n - s for fp, s in zip(fppc, sup)):
+        raise bad("a class has more false positives than rows of other classes")
     pred = ev.get("predictions")
     if pred is not None and (not isinstance(pred, list) or len(pred) != n
                              or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < k for v in pred)):

@@ -351,7 +351,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             f"agreement {entry['agreement']:.1%}{short}")
         return entry
 
-    spread = feature_scale_spread(calib_x, getattr(dataset, "columns", None)) if int8 else None
+    spread = feature_scale_spread(calib_x, getattr(dataset.preprocessing, "columns", None)) if int8 else None
     if spread is not None:
         log(f"note: {spread}; an int8 file quantizes its input on one scale, which erases the small ones: standardize the "
             "features, and hand the model the standardization in its first layer (docs/DATA.md)")
