@@ -251,3 +251,32 @@ def test_macs_are_multiply_accumulates_alone():
 
     expected = 64 * 8 * 3 * 9 + 16 * 8 * 4 * 4 + 64 * 4 * 5 + 5 * 64 * 5
     assert count_macs(Net().eval(), torch.zeros(2, 3, 8, 8)) == expected
+
+
+def test_macs_of_recurrent_layers_and_of_a_forward_that_takes_gradients():
+    """torch's FLOP counter sees nothing of an LSTM's fused kernel (an LSTM classifier counted 32, its linear head
+    alone), and its module tracking raised on a forward that runs autograd itself (compress would have ended in exit 3)."""
+    from torch import nn
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.fc = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.fc(self.lstm(x)[0][:, -1])
+
+    assert count_macs(Recurrent().eval(), torch.zeros(2, 5, 8)) == 5 * (4 * 16 * 8 + 4 * 16 * 16) + 16 * 2
+
+    class Gradients(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            with torch.enable_grad():
+                x = x.clone().requires_grad_(True)
+                (g,) = torch.autograd.grad(self.fc(x).sum(), x)
+            return self.fc(g)
+
+    assert count_macs(Gradients().eval(), torch.zeros(2, 4)) > 0
