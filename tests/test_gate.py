@@ -196,5 +196,12 @@ def test_an_evaluation_of_many_classes_holds_no_matrix_and_is_still_checked_for_
     assert any("class 7 takes 100.0% of all predictions" in r for r in gate["collapse"]), gate["collapse"]
     assert any("recall fell to about 0 for 2,9" in r and "more (the baseline" in r and len(r) < 400 for r in gate["collapse"]), gate["collapse"]
     assert fn_gate(base, base, max_fn_increase=0)["collapse"] == []
+    # the protected classes' cells stay: whether they take samples from each other is still said (prune/tickets.py)
+    from toolchain.prune.tickets import _competing
+
+    two = evaluate_logits(y, good[:, [*range(k)]] + np.eye(k, dtype=np.float32)[np.where(y == 1, 2, y)] * 2, [1, 2])
+    assert two["confusion_protected"] == {"1": {"1": 0, "2": int(np.sum(y == 1)), }, "2": {"1": 0, "2": int(np.sum(y == 2))}}
+    said = _competing({"1": {}, "2": {}}, two["confusion"], two["confusion_protected"])
+    assert said is not None and f"{int(np.sum(y == 1))} of class 1's went to class 2 and 0 of class 2's to 1" in said, said
     small = evaluate_logits(y % 3, np.eye(3)[y % 3], [1])
     assert small["confusion"] == np.diag(np.bincount(y % 3)).tolist()

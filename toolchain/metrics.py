@@ -333,7 +333,7 @@ def _protected_list(protected, k: int) -> list[int]:
     return out
 
 
-CONFUSION_MAX_CLASSES = 100  # above, an evaluation holds no confusion matrix: 3,000 classes made a 640 MB report.json
+CONFUSION_MAX_CLASSES = 100  # above, no confusion matrix (3,000 classes made a 640 MB report.json): protected cells alone
 
 
 def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes: int | None = None) -> dict:
@@ -391,6 +391,7 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
         "n": n,
         "accuracy": float(np.trace(cm) / n),
         "confusion": cm.tolist() if k <= CONFUSION_MAX_CLASSES else None,
+        **({} if k <= CONFUSION_MAX_CLASSES else {"confusion_protected": {str(a): {str(b): int(cm[a, b]) for b in prot} for a in prot}}),
         "fn_per_class": [int(v) for v in pc["fn"]],
         "fp_per_class": [int(v) for v in pc["fp"]],
         "support_per_class": [int(v) for v in pc["support"]],

@@ -145,14 +145,20 @@ def _few_samples(per_class: dict) -> str | None:
             "0.81-0.92 of the time on new data (docs/FN_PROMISE.md); more validation data makes it more reliable, not higher")
 
 
-def _competing(per_class: dict, confusion) -> str | None:
+def _competing(per_class: dict, confusion, protected_part=None) -> str | None:
     """Protected classes that take validation samples from each other at the shipped point, in words; None where none
     do. Their guards then pull one boundary two ways, and the draws where both are met are the lucky ones."""
     keys = sorted(int(k) for k in per_class)
-    if len(keys) < 2 or not isinstance(confusion, list) or max(keys) >= len(confusion):
+    if len(keys) < 2:
         return None
-    pairs = [f"{confusion[k][j]} of class {k}'s went to class {j} and {confusion[j][k]} of class {j}'s to {k}"
-             for i, k in enumerate(keys) for j in keys[i + 1:] if confusion[k][j] or confusion[j][k]]
+    if isinstance(protected_part, dict):  # above 100 classes an evaluation holds the protected classes' cells alone
+        cell = lambda a, b: protected_part.get(str(a), {}).get(str(b), 0)  # noqa: E731
+    elif isinstance(confusion, list) and keys and max(keys) < len(confusion):
+        cell = lambda a, b: confusion[a][b]  # noqa: E731
+    else:
+        return None
+    pairs = [f"{cell(k, j)} of class {k}'s went to class {j} and {cell(j, k)} of class {j}'s to {k}"
+             for i, k in enumerate(keys) for j in keys[i + 1:] if cell(k, j) or cell(j, k)]
     if not pairs:
         return None
     return (f"protected classes take validation samples from each other at the shipped point ({'; '.join(pairs)}): each one's "
@@ -219,7 +225,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         either = f"{', '.join(more[:-1])} or {more[-1]}" if len(more) > 1 else more[0]
         statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
                      f"({why}): {either}")
-    said = {"few_samples": _few_samples(per_class), "competing": _competing(per_class, ticket.val.get("confusion"))} if met else {}
+    said = {"few_samples": _few_samples(per_class), "competing": _competing(per_class, ticket.val.get("confusion"), ticket.val.get("confusion_protected"))} if met else {}
     return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
             **{key: words for key, words in said.items() if words},
             "round": ticket.round, "classes": per_class, "statement": statement, "binds": binds,
