@@ -239,6 +239,12 @@ def test_copies_within_data_that_the_split_puts_on_both_sides_are_refused_by_com
         check_no_copies_across_splits(data, refuse=True, note=said.append)
     check_no_copies_across_splits(data, refuse=False, note=said.append)  # export: said, not refused
     assert len(said) == 1 and said[0].startswith("warning: ") and "byte-identical copies" in said[0], said
+    from toolchain.data.given import with_given_rows  # --val alone: the test rows are still carved from --data
+
+    image_folder(tmp_path / "val", 20, 16, seed=1)
+    with pytest.raises(UserError, match=r"of the \d+ test rows of --data are byte-identical") as info:
+        check_no_copies_across_splits(with_given_rows(data, str(tmp_path / "val")), refuse=True, note=said.append)
+    assert "validation rows" not in str(info.value)
     x = np.random.default_rng(0).integers(0, 3, (2000, 4)).astype(np.float32)  # 81 distinct rows: values repeat
     np.savez(tmp_path / "rows.npz", x=x, y=(x.sum(1) > 4).astype(np.int64))
     said.clear()

@@ -226,7 +226,7 @@ def load_with_given_rows(data: str, val: str | None, test: str | None, **load_ar
 
 
 def check_no_copies_across_splits(dataset, *, refuse: bool, note) -> None:
-    """Where cwtool split --data itself, validation and test rows that are copies of training rows (the same image
+    """Where cwtool carved validation or test rows from --data itself, those that are copies of training rows (the same image
     file's bytes and label under another name): compress retrains on the training rows, so the promise and the test
     numbers would rest on rows it has seen. A third of a folder's files copied under other names put 50 of 113
     validation and 53 of 112 test rows beside their twins, said nowhere. Refused (``refuse``, compress) or warned of
@@ -234,12 +234,17 @@ def check_no_copies_across_splits(dataset, *, refuse: bool, note) -> None:
     arrays with a training row's input and label are noted only: a table's discrete features repeat."""
     from toolchain.data.identity import OVERLAP_TOLERANCE
 
-    if dataset.given_splits:  # the user chose the held-out rows: check_held_out and _check_rows_held_out judged them
+    origin = dataset.held_out_origin or {}
+    carved = [split for split in ("val", "test")  # given rows (--val, an .npz's own splits) were judged where they were read
+              if origin.get(split, "source" if dataset.given_splits else "pool") in ("pool", "train")]
+    if not carved:
         return
     x_train, y_train = dataset.split("train")
     kind, train = _fingerprints(x_train, y_train)
     shared = {}
     for name, split in (("validation", "val"), ("test", "test")):
+        if split not in carved:
+            continue
         x, y = dataset.split(split)
         if len(y):
             shared[name] = (int(np.isin(_fingerprints(x, y)[1], train).sum()), len(y))
