@@ -772,7 +772,41 @@ def test_a_file_whose_one_row_asks_for_too_many_operations_is_refused_before_it_
     assert onnx_bounds(path).work >= 4 * 4096**3
     res = subprocess.run([sys.executable, "-m", "toolchain", "verify", str(path), "-d", "digits", "-p", "3"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "operations for one call" in res.stderr, res.stderr
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "operations for a row" in res.stderr, res.stderr
+
+
+def test_work_is_judged_a_row_and_a_recurrent_layer_counts_every_row_of_its_input(tmp_path):
+    """A ResNet-50 exported with a fixed batch of 64 was refused (2.5e11 for the call, judged as one row); an LSTM over
+    an input Expanded to 1,000 rows of 1,000 steps was counted for one row (4.2e9 counted, 4.3e12 run)."""
+    pytest.importorskip("onnx")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from toolchain.runtimes.onnx_graph import onnx_bounds
+
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)  # noqa: E731
+
+    def product_file(name, batch):
+        nodes = [helper.make_node("Expand", ["x", "to"], ["a"]), helper.make_node("MatMul", ["a", "a"], ["p"]),
+                 helper.make_node("ReduceMean", ["p"], ["y"], axes=[2], keepdims=0)]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 512])],
+                                  initializer=[i64("to", [batch if isinstance(batch, int) else 1, 512, 512])])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / name))
+        return onnx_bounds(tmp_path / name).work
+
+    assert product_file("fixed.onnx", 64) == product_file("open.onnx", "N") >= 512**3
+    steps, rows, hidden = 1000, 1000, 256
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=(1, 4 * hidden, 1)).astype(np.float32), "W"),
+               numpy_helper.from_array(rng.normal(size=(1, 4 * hidden, hidden)).astype(np.float32), "R"), i64("to", [steps, rows, 1])]
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1), helper.make_node("Expand", ["m", "to"], ["seq"]),
+             helper.make_node("LSTM", ["seq", "W", "R"], ["", "yh"], hidden_size=hidden),
+             helper.make_node("ReduceMean", ["yh"], ["y"], axes=[0, 1, 2], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], initializer=weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "lstm.onnx"))
+    assert onnx_bounds(tmp_path / "lstm.onnx").work >= steps * rows * (4 * hidden + 4 * hidden * hidden)
 
 
 def test_a_tflite_operator_sized_by_a_computed_tensor_is_refused_before_it_runs(artifacts, tmp_path):

@@ -25,7 +25,8 @@ def count_macs(model: nn.Module, example_input: Any) -> int:
     from toolchain.models.modes import evaluating
 
     batch = int(example_input.shape[0]) if isinstance(example_input, torch.Tensor) and example_input.dim() else 1
-    recurrent = [0]
+    names = {m: n for n, m in model.named_modules()}
+    recurrent: dict[str, int] = {}  # the counter's name of a recurrent layer -> its multiply-accumulates
 
     def steps_of(m, inputs, output):  # every step of every layer and direction multiplies its input and hidden weights
         x = inputs[0] if inputs else None
@@ -35,7 +36,8 @@ def count_macs(model: nn.Module, example_input: Any) -> int:
             rows = int(x.shape[0] * x.shape[1]) if x.dim() == 3 else int(x.shape[0])
         else:
             return
-        recurrent[0] += rows * sum(p.numel() for name, p in m.named_parameters() if name.startswith("weight_"))
+        key = ".".join(filter(None, (type(model).__name__, names[m])))
+        recurrent[key] = recurrent.get(key, 0) + rows * sum(p.numel() for n, p in m.named_parameters() if n.startswith("weight_"))
 
     hooks = [m.register_forward_hook(steps_of) for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
     try:
@@ -49,7 +51,9 @@ def count_macs(model: nn.Module, example_input: Any) -> int:
     finally:
         for h in hooks:
             h.remove()
-    return int(round((counter.get_total_flops() / 2 + recurrent[0]) / max(1, batch)))
+    seen = counter.get_flop_counts()  # a GRU, or an LSTM with projections, runs matrix products the counter sees
+    unseen = sum(macs for key, macs in recurrent.items() if not sum(seen.get(key, {}).values()))
+    return int(round((counter.get_total_flops() / 2 + unseen) / max(1, batch)))
 
 
 def model_bytes_fp32(model: nn.Module) -> int:

@@ -53,7 +53,7 @@ def activation_peak(order: Sequence[tuple[list, list]], sizes: dict, inputs: Ite
     return int(peak)
 
 
-def check_work(work: int, path, what: str = "one row") -> None:
+def check_work(work: int, path, what: str = "a row") -> None:
     """Refuse a file whose operators ask for more than MAX_WORK operations for ``what``: a call that runs for minutes
     (and verify calls a file once a row) is no small device's classifier; time is bounded by nothing else."""
     from toolchain.errors import UserError

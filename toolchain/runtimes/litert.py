@@ -155,8 +155,8 @@ CONTROL_FLOW = ("WHILE", "IF", "CALL_ONCE", "CALL", "STABLEHLO_COMPOSITE", "STAB
 
 
 def layer_macs(name: str, ins: list[int], out_n: int, shapes: dict) -> int:
-    """Multiply-accumulates of one CONV_2D, CONV_3D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV or BATCH_MATMUL
-    operator making ``out_n`` elements (0 for others); ``shapes``: {tensor index: its dims}."""
+    """Multiply-accumulates of one CONV_2D, CONV_3D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV, BATCH_MATMUL or
+    sequence LSTM/RNN operator making ``out_n`` elements (0 for others); ``shapes``: {tensor index: its dims}."""
     w = [int(d) for d in shapes.get(ins[1], [])] if len(ins) > 1 else []
     if name == "CONV_2D" and len(w) == 4:  # weights (O, kh, kw, I)
         return out_n * w[1] * w[2] * w[3]
@@ -168,6 +168,10 @@ def layer_macs(name: str, ins: list[int], out_n: int, shapes: dict) -> int:
         return out_n * w[1]
     if name == "TRANSPOSE_CONV" and len(ins) >= 3 and len(w) == 4 and ins[2] in shapes:
         return math.prod(max(1, int(d)) for d in shapes[ins[2]]) * w[0] * w[1] * w[2]
+    if "SEQUENCE_LSTM" in name or "SEQUENCE_RNN" in name:  # every step of every row, times its weight matrices
+        x = [int(d) for d in shapes.get(ins[0], [])] if ins else []
+        rows = x[0] * x[1] if len(x) == 3 else x[0] if x else 0
+        return rows * sum(math.prod(int(d) for d in shapes[i]) for i in ins[1:] if len(shapes.get(i, [])) == 2)
     if name == "BATCH_MATMUL" and ins and len(shapes.get(ins[0], [])) >= 2:  # whichever side is summed (adjoint or not)
         a = [int(d) for d in shapes[ins[0]]]
         return out_n * max(a[-1], a[-2])
@@ -248,8 +252,8 @@ class LiteRTRunner(Runner):
         if hasattr(self._interp, "_get_ops_details"):  # (tflite-runtime lists no operators: its files run as they are)
             with runtime_errors(self.path, "read the operators of"):
                 ops = self._interp._get_ops_details()
-            check_work(operations(ops, {int(d["index"]): list(d["shape"]) for d in allocated}), self.path,
-                       "one call at its input's batch")
+            rows = max(1, int(self._in["shape"][0])) if len(self._in["shape"]) else 1  # judged a row, as an ONNX file
+            check_work(operations(ops, {int(d["index"]): list(d["shape"]) for d in allocated}) // rows, self.path)
         sig = self._in.get("shape_signature")
         self.dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
         self.metadata = read_sidecar(self.path)

@@ -83,7 +83,7 @@ class OnnxRunner(Runner):
         if bounds is not None and bounds.peak:
             check_tensor_bytes(bounds.peak, self.path, "its activations at batch 1")
         if bounds is not None:
-            check_work(bounds.work, self.path, "one call at batch 1 (or its fixed batch)")
+            check_work(bounds.work, self.path)
         self.row_bytes = bounds.peak if bounds is not None else 0
         self.one_row_a_call = bounds is not None and bounds.rows_mix
         with runtime_errors(self.path, "read the inputs and outputs of"):

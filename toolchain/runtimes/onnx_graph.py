@@ -258,9 +258,9 @@ def _work(g) -> int:
                     sizes[letter] = max(sizes.get(letter, 0), d)
             summed = [d for letter, d in sizes.items() if len(sides) > 1 and letter not in sides[1]]
             total += made * math.prod(summed)
-        elif op in ("LSTM", "GRU", "RNN"):
-            steps = shape(n, 0)[0] if shape(n, 0) else 0
-            total += steps * (math.prod(shape(n, 1)) + math.prod(shape(n, 2)))
+        elif op in ("LSTM", "GRU", "RNN"):  # every step of every row: [steps, rows, inputs] or [rows, steps, inputs]
+            steps_rows = math.prod(shape(n, 0)[:2]) if len(shape(n, 0)) >= 2 else 0
+            total += steps_rows * (math.prod(shape(n, 1)) + math.prod(shape(n, 2)))
         else:
             total += max(made, sum(elements(i) for i in n.input if i))
     return int(total)
@@ -271,7 +271,7 @@ class OnnxBounds:
     """What an ONNX file's memory and time come to before it runs: ``peak`` bytes at batch 1 (activations and the largest
     convolution's working buffer), whether its rows mix (two rows cost more than twice one: a Reshape of the batch into
     one axis, multiplied by itself, costs the square of the rows: 16 KB for one, 3.4 GB for 256), and ``work``, the
-    operations of one row (_work)."""
+    operations of one row (_work; a fixed batch's divided by its rows)."""
 
     peak: int
     rows_mix: bool
@@ -291,8 +291,10 @@ def onnx_bounds(path: Path) -> OnnxBounds | None:
         return None
     _check_bounded(read, path)
     peak, work = _peak_of(read), _work(read.graph)
-    if not read.batched:
-        return OnnxBounds(peak, False, work)  # a static batch: the runner feeds it that many rows, no other
+    if not read.batched:  # a static batch: the runner feeds it that many rows, no other; its work is judged a row
+        rows = next((d.dim_value for i in read.graph.input if i.name not in _constant_names(read.graph)
+                     for d in i.type.tensor_type.shape.dim[:1] if d.dim_value > 0), 1)
+        return OnnxBounds(peak, False, work // rows)
     return OnnxBounds(peak, _peak_of(_inferred_graph(path, batch=2)) > 2 * peak + 4096, work)
 
 
