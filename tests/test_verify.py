@@ -754,7 +754,9 @@ def test_a_baseline_stripped_of_its_matrix_and_predictions_is_refused_unless_oth
         test.pop(key, None)
     entry = next(p for p in test["protected"] if p["class"] == PROT)
     entry.pop("fnr", None)
+    raised = entry["support"] - entry["fn"]
     entry["fn"] = test["fn_per_class"][PROT] = entry["support"]
+    test["fp_per_class"][(PROT + 1) % 10] += raised  # every row missed is another class's false positive: kept adding up
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(report))  # the accuracy left as it was: it no longer adds up
     code, _, err = cli([art["degraded"], "--data", art["data"], "-p", PROT, "--baseline", edited, "-q"], capsys)
@@ -808,7 +810,7 @@ def test_a_baseline_edited_where_the_predictions_cannot_tell_is_malformed(art, c
     assert code == 2 and "malformed" in err, err
 
 
-@pytest.mark.parametrize("fp", ["longer", "strings", "huge", "more than misses", "one class all"])
+@pytest.mark.parametrize("fp", ["longer", "strings", "huge", "more than misses", "one class all", "support"])
 def test_a_baseline_without_a_matrix_whose_false_positives_were_edited_is_malformed(art, capsys, tmp_path, fp):
     """Above 100 classes a baseline holds no confusion matrix and the collapse rules read fp_per_class: one entry too
     many, strings or 10**30 there ended verify in an internal error (exit 3), and a large count for one class marked it
@@ -818,7 +820,10 @@ def test_a_baseline_without_a_matrix_whose_false_positives_were_edited_is_malfor
     test["confusion"] = None
     test.pop("predictions", None)
     fps = test["fp_per_class"]
-    test["fp_per_class"] = {"longer": fps + [0], "strings": [str(v) for v in fps], "huge": [10**30] * len(fps),
+    if fp == "support":  # a class missing more rows than it has: the collapse rules read a negative count caught
+        test["support_per_class"][5], test["support_per_class"][6] = 0, test["support_per_class"][6] + test["support_per_class"][5]
+        fp = "unchanged"
+    test["fp_per_class"] = {"unchanged": fps, "longer": fps + [0], "strings": [str(v) for v in fps], "huge": [10**30] * len(fps),
                             "more than misses": [v + 1 for v in fps],
                             "one class all": [0] * 5 + [test["n"] - test["support_per_class"][5]] + [0] * (len(fps) - 6)}[fp]
     edited = tmp_path / "edited.json"
