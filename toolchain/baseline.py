@@ -100,12 +100,13 @@ def _checked_evaluation(ev: dict, path: Path) -> dict:
     if sup is not None and (sum(sup) != n or any(fn > s for fn, s in zip(fnpc, sup))):  # what a matrix's rows would say
         raise bad("support_per_class does not count its n rows, or a class misses more rows than it has")
     fppc = ev.get("fp_per_class")  # the collapse rules read it where a file holds no matrix (above 100 classes)
-    if fppc is not None and (not isinstance(fppc, list) or len(fppc) != k or not all(_count(v) for v in fppc)):
-        raise bad("fp_per_class is not a list of counts, one per class")
-    if fppc is not None and sum(fppc) != sum(fnpc):  # every row missed is one class's FN and another's FP
-        raise bad(f"its false positives ({sum(fppc)}) are not its false negatives ({sum(fnpc)})")
-    if fppc is not None and sup is not None and any(fp > n - s for fp, s in zip(fppc, sup)):
-        raise bad("a class has more false positives than rows of other classes")
+    if fppc is not None:
+        if not isinstance(fppc, list) or len(fppc) != k or not all(_count(v) for v in fppc):
+            raise bad("fp_per_class is not a list of counts, one per class")
+        if sum(fppc) != sum(fnpc):  # every row missed is one class's FN and another's FP
+            raise bad(f"its false positives ({sum(fppc)}) are not its false negatives ({sum(fnpc)})")
+        if sup is not None and any(fp > n - s for fp, s in zip(fppc, sup)):
+            raise bad("a class has more false positives than rows of other classes")
     if cm is not None:
         off_diagonal = [sum(row) - row[i] for i, row in enumerate(cm)]
         if off_diagonal != fnpc:

@@ -4,10 +4,11 @@ import re
 
 # C0/C1 control characters (ESC, BEL, CSI...): text from a file must not drive the terminal it is printed on;
 # bidirectional overrides and isolates (U+202E...): nor reorder what the line shows ("gate: deliaf" read as passed)
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_CHARS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
 # printed escaped too: lone surrogates (a file name that is not UTF-8, held as surrogate escapes), which no file, font
 # or plot can take, though a name holding them is a name
-_ESCAPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_ESCAPED = re.compile(f"[{_CONTROL_CHARS}\ud800-\udfff]")
 
 
 def printable(text) -> str:

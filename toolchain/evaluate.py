@@ -22,9 +22,10 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
     resolved: list[int] = []
     given: dict[int, str] = {}
     for value in values:
-        text = composed(str(value))  # a class folder may be named 'cat ': the name as typed wins, then without its spaces
-        text = text if text in class_names else one_line(text) if one_line(text) in class_names else text.strip()  # a
-        # folder name that is not UTF-8 is held as printed (escaped), and typed as the file system has it
+        # as typed, then as held (a folder name that is not UTF-8 is held escaped, and typed as the file system has
+        # it), then without its spaces (a class folder may be named 'cat ')
+        typed = composed(str(value))
+        text = next((t for t in (typed, one_line(typed)) if t in class_names), typed.strip())
         if text in class_names:
             k = class_names.index(text)
         elif re.fullmatch(r"-?[0-9]+", text):  # str.isdigit takes "²", which int() refuses

@@ -226,8 +226,8 @@ def fn_gate(
             )
 
     collapsed: list[str] = []
-    counts = _class_counts(candidate)
-    if collapse and counts is not None:
+    counts = _class_counts(candidate) if collapse else None
+    if counts is not None:
         base_counts = _class_counts(baseline) if baseline is not None else None
         collapsed = [f"collapse: {r}" for r in _condense(collapse_from_counts(counts, base_counts))]
         reasons.extend(collapsed)

@@ -16,6 +16,7 @@ import numpy as np
 from toolchain.errors import UserError
 
 SCHEMA_VERSION = 1
+CONFUSION_MAX_CLASSES = 100  # above, no confusion matrix (3,000 classes made a 640 MB report.json): protected cells alone
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -331,9 +332,6 @@ def _protected_list(protected, k: int) -> list[int]:
         if p not in out:  # keep the user's order, drop repeats
             out.append(p)
     return out
-
-
-CONFUSION_MAX_CLASSES = 100  # above, no confusion matrix (3,000 classes made a 640 MB report.json): protected cells alone
 
 
 def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes: int | None = None) -> dict:

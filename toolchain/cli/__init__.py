@@ -43,6 +43,11 @@ for _command in (evaluate.evaluate, train.train, calibrate.calibrate, compress.c
     app.command(_command.__name__)(_command)  # in data-flow order, as --help lists them
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The command a command line names: its first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def _usage_error_line(exc) -> str:
     ctx = getattr(exc, "ctx", None)
     message = " ".join(exc.format_message().split())
@@ -250,7 +255,7 @@ def _run(argv: Optional[list[str]]) -> None:
         _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank != 0 else ''}: {exc}")
         sys.exit(2)
     except Interrupted as exc:
-        if next((a for a in argv if not a.startswith("-")), None) == "verify" and not (exc.reports_replaced or exc.completed):
+        if _command_of(argv) == "verify" and not (exc.reports_replaced or exc.completed):
             from toolchain.cli.verify import replace_stale_reports  # stopped before verify's code knew its inputs
             from toolchain.interrupts import writing_after_stop
 
@@ -269,7 +274,7 @@ def _run(argv: Optional[list[str]]) -> None:
         sys.exit(130)
     except ClickException as exc:  # usage errors: one line, like every other bad input
         line = _usage_error_line(exc)
-        if next((a for a in argv if not a.startswith("-")), None) == "verify":  # its code never ran: old reports are stale
+        if _command_of(argv) == "verify":  # its code never ran: old reports are stale
             from toolchain.cli.verify import replace_stale_reports
 
             replace_stale_reports(argv, line.removeprefix("cwtool: error: "))

@@ -240,18 +240,21 @@ def _write(report: dict, folder: Path) -> None:
     atomic_write_json(folder / "export.json", report)
 
 
+def _litter_file(entry: Path) -> bool:
+    """Whether ``entry`` is a file a file browser leaves (a new --out opened in Finder holds a .DS_Store), no link."""
+    return is_os_litter(entry.name) and entry.is_file() and not entry.is_symlink()
+
+
 def _holds_only_litter(folder: Path) -> bool:
-    """Whether ``folder`` holds nothing but files a file browser leaves (a new --out opened in Finder holds a .DS_Store)."""
-    return all(is_os_litter(p.name) and p.is_file() and not p.is_symlink() for p in folder.iterdir())
+    return all(_litter_file(p) for p in folder.iterdir())
 
 
 def _publish(stage: Path, out: Path) -> None:
     stage.chmod(0o777 & ~_umask())  # mkdtemp's folder is owner-only
     try:
         if out.is_dir():  # checked to hold nothing but a file browser's litter before the work began
-            for entry in out.iterdir():
-                if is_os_litter(entry.name) and entry.is_file() and not entry.is_symlink():
-                    entry.unlink()
+            for entry in filter(_litter_file, list(out.iterdir())):
+                entry.unlink()
             out.rmdir()
         stage.rename(out)
     except OSError as exc:  # another process wrote --out meanwhile: its files are kept, these are not published

@@ -153,7 +153,7 @@ def _competing(per_class: dict, confusion, protected_part=None) -> str | None:
         return None
     if isinstance(protected_part, dict):  # above 100 classes an evaluation holds the protected classes' cells alone
         cell = lambda a, b: protected_part.get(str(a), {}).get(str(b), 0)  # noqa: E731
-    elif isinstance(confusion, list) and keys and max(keys) < len(confusion):
+    elif isinstance(confusion, list) and max(keys) < len(confusion):
         cell = lambda a, b: confusion[a][b]  # noqa: E731
     else:
         return None

@@ -199,6 +199,14 @@ def _check_bounded(read: _Read, path: Path) -> None:
                                 "memory before it runs; re-export it with static shapes")
 
 
+def _dims(g) -> dict[str, list[int]]:
+    """{tensor: its dims} of the weights and of every inferred value (a size not inferred: 0)."""
+    dims = {i.name: [max(0, int(d)) for d in i.dims] for i in g.initializer}
+    dims.update({vi.name: [max(0, d.dim_value) if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+                 for vi in list(g.input) + list(g.value_info) + list(g.output) if vi.name not in dims})
+    return dims
+
+
 def _working_memory(g) -> int:
     """Bytes of the largest buffer a convolution unfolds its input into besides its output (onnxruntime's CPU kernels):
     a ConvTranspose's of kernel [1, 40, 64, 64] on a 64x64 image took 2.7 GB that no tensor of the graph shows.
@@ -206,16 +214,15 @@ def _working_memory(g) -> int:
     output pixels; floats."""
     import math
 
-    dims = {i.name: [int(d) for d in i.dims] for i in g.initializer}
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in list(g.input) + list(g.value_info) + list(g.output)}
+    dims = _dims(g)
     most = 0
     for n in g.node:
         if n.op_type not in ("Conv", "ConvTranspose") or len(n.input) < 2 or not n.output:
             continue
-        w = dims.get(n.input[1]) or shapes.get(n.input[1])
-        image = shapes.get(n.input[0] if n.op_type == "ConvTranspose" else n.output[0])
+        w = dims.get(n.input[1])
+        image = dims.get(n.input[0] if n.op_type == "ConvTranspose" else n.output[0])
         if w and len(w) >= 3 and image and len(image) >= 3:
-            most = max(most, max(0, w[1]) * math.prod(max(0, k) for k in w[2:]) * math.prod(max(0, d) for d in image[2:]) * 4)
+            most = max(most, w[1] * math.prod(w[2:]) * math.prod(image[2:]) * 4)
     return most
 
 
@@ -225,9 +232,7 @@ def _work(g) -> int:
     weights), and for every other operator the elements it makes or reads, whichever are more. Sizes unknown count 0."""
     import math
 
-    dims = {i.name: [max(0, int(d)) for d in i.dims] for i in g.initializer}
-    dims.update({vi.name: [max(0, d.dim_value) if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
-                 for vi in list(g.input) + list(g.value_info) + list(g.output) if vi.name not in dims})
+    dims = _dims(g)
 
     def elements(name: str) -> int:
         return math.prod(dims[name]) if name in dims else 0
@@ -292,7 +297,8 @@ def onnx_bounds(path: Path) -> OnnxBounds | None:
     _check_bounded(read, path)
     peak, work = _peak_of(read), _work(read.graph)
     if not read.batched:  # a static batch: the runner feeds it that many rows, no other; its work is judged a row
-        rows = next((d.dim_value for i in read.graph.input if i.name not in _constant_names(read.graph)
+        constants = _constant_names(read.graph)
+        rows = next((d.dim_value for i in read.graph.input if i.name not in constants
                      for d in i.type.tensor_type.shape.dim[:1] if d.dim_value > 0), 1)
         return OnnxBounds(peak, False, work // rows)
     return OnnxBounds(peak, _peak_of(_inferred_graph(path, batch=2)) > 2 * peak + 4096, work)
