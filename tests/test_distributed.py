@@ -32,6 +32,10 @@ def test_two_processes_make_the_same_tickets_and_one_report(trained_digits, tmp_
     assert sizes[0] == sizes[1] and len(sizes[0]) == 2
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["processes"] == 2
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert report["training"]["processes"] == 2 and "processes_by_session" not in report["training"]
+    assert "on 2 torchrun processes" in (tmp_path / "two" / "report.md").read_text()
+    assert json.loads((tmp_path / "one" / "report.json").read_text())["training"]["processes"] == 1
     assert two.stdout.count("# cwtool compress report") == 1  # rank 0 alone reports
     # --resume the same way: the rounds on disk are read by every process
     (tmp_path / "two" / "rounds" / "round_2.pt").unlink()
@@ -48,6 +52,9 @@ def test_two_processes_make_the_same_tickets_and_one_report(trained_digits, tmp_
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["processes"] == 1 and manifest["began_on_processes"] == 2
     assert manifest["processes_by_session"] == [2, 2, 1]
+    training = json.loads((tmp_path / "two" / "report.json").read_text())["training"]
+    assert training["processes"] == 1 and training["processes_by_session"] == [2, 2, 1]
+    assert "on 2, then 2, then 1 process(es)" in (tmp_path / "two" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("rank, local, group, stop, says", [("0", "0", True, "SIGTERM", True), ("1", "1", True, "SIGTERM", False),
@@ -139,7 +146,7 @@ def torchrun_rank_1_of_2(monkeypatch):
     from toolchain import distributed
 
     monkeypatch.setattr(distributed, "_group", None)
-    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "test"}.items():
         monkeypatch.setenv(name, value)
     joined, gpu = [], []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -275,3 +282,100 @@ def test_a_refusal_on_rank_0_as_the_run_directory_opens_is_no_internal_error_on_
         os.close(fd)
     assert res.returncode != 0 and "is in use: another cwtool process" in res.stderr, res.stderr
     assert "internal error" not in res.stderr and "exitcode  : 3" not in res.stderr, res.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("master_addr, master_port, says", [
+    (None, "29500", "torchrun did not start this process and MASTER_ADDR is not set"),
+    ("127.0.0.1", "notaport", "MASTER_PORT 'notaport' is not a port number")])
+def test_world_size_left_in_a_shell_without_a_master_is_bad_input(trained_digits, tmp_path, master_addr, master_port, says):
+    """WORLD_SIZE=2 RANK=0 from a stale shell, no torchrun: torch's rendezvous raised ValueError, said as an internal
+    error (exit 3)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "0", "MASTER_PORT": master_port}
+    env.pop("TORCHELASTIC_RUN_ID", None)
+    env.pop("MASTER_ADDR", None)
+    if master_addr:
+        env["MASTER_ADDR"] = master_addr
+    proc = subprocess.run([sys.executable, "-m", "toolchain", "compress", str(trained_digits[0]), "-d", "digits", "-p", "3",
+                           "--epochs", "1", "--skip-export", "--device", "cpu", "--out", str(tmp_path / "run")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "unset WORLD_SIZE and RANK" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_world_size_left_in_a_shell_waits_a_bounded_time_for_peers_that_never_come(monkeypatch, capsys):
+    """With MASTER_ADDR and MASTER_PORT set too, process 0 waited for a second process for torch's 30 minutes, saying
+    nothing (a reviewer's run, killed after 120 s): it now says why it waits, and gives up after JOIN_TIMEOUT_S."""
+    import time
+
+    from toolchain import distributed
+    from toolchain.errors import UserError
+
+    monkeypatch.setattr(distributed, "_group", None)
+    monkeypatch.setattr(distributed, "JOIN_TIMEOUT_S", 1.0)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    port = _free_port()
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=f"did not join at 127.0.0.1:{port} within 1 s"):
+        distributed.start("cpu")
+    assert time.perf_counter() - started < 30
+    assert "are set (not by torchrun): waiting up to 1 s" in capsys.readouterr().err
+    monkeypatch.setattr(distributed, "_group", None)
+
+
+def test_processes_that_torchrun_did_not_start_join_through_the_environment(tmp_path):
+    """A cluster's job operator sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT and starts one cwtool per process: they
+    join, within the bounded wait."""
+    script = "from toolchain import distributed\ng = distributed.start('cpu'); distributed.barrier(); print(g.rank, g.world); distributed.stop()\n"
+    port = str(_free_port())
+    procs = []
+    for rank in ("0", "1"):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": rank, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        env.pop("TORCHELASTIC_RUN_ID", None)
+        procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o[0].strip() for o in outs] == ["0 2", "1 2"]
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "verify", "demo", "export"])
+def test_under_torchrun_only_compress_runs(command):
+    """Every other command ran whole on each process: train wrote one checkpoint twice, verify's processes raced for
+    their reports (one's SIGTERM turned a failed gate into an error in the JUnit file), demo ended in exit 3."""
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "TORCHELASTIC_RUN_ID": "test"}
+    proc = subprocess.run([sys.executable, "-m", "toolchain", command, "--help"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"cwtool: error: '{command}' does not run under torchrun (only compress shares its work among processes): "
+        f"run 'cwtool {command} ...' as one process"), proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("batch, processes, refused", [(4, 4, True), (7, 4, True), (8, 4, False), (1, 1, True), (2, 1, False)])
+def test_a_batch_that_leaves_a_process_one_row_is_refused_with_batchnorm(batch, processes, refused):
+    """--batch-size 4 on 4 processes: every global batch was skipped (BatchNorm cannot train on one row), so no round
+    retrained, and nothing said so."""
+    from torch import nn
+
+    from toolchain.errors import UserError
+    from toolchain.models.train import check_batch_shares
+
+    with_bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    if refused:
+        with pytest.raises(UserError, match=f"--batch-size {batch} .*give --batch-size {2 * processes} or more"):
+            check_batch_shares(with_bn, batch, processes)
+    else:
+        check_batch_shares(with_bn, batch, processes)
+    check_batch_shares(nn.Sequential(nn.Conv2d(1, 4, 3)), batch, processes)  # without BatchNorm, a row a process trains

@@ -83,6 +83,12 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
 
         load_state_into(build_arch(arch, loaded.arch_kwargs), loaded.module.state_dict(), arch)
     pick_device(config.device)  # an unavailable device is bad input, found before anything is written
+    if config.epochs or config.final_epochs:
+        from toolchain import distributed
+        from toolchain.models.train import check_batch_shares
+
+        group = distributed.current()
+        check_batch_shares(loaded.module, config.batch_size, group.world if group else 1)
     unfollowed = check_before_pruning(loaded.module, dataset.input_shape, protected,  # the channel groups to keep whole
                                       channels=config.granularity != "weight")
     check_export_inputs(export, dataset)

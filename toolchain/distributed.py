@@ -3,7 +3,8 @@
 torchrun starts N copies of the command and sets RANK, WORLD_SIZE and LOCAL_RANK; cwtool then joins
 a process group (gloo on CPU, NCCL on CUDA) and every training loop wraps its model in
 DistributedDataParallel, each process taking its share of every batch (a distributed sampler over
-the same seeded order, so the global batches are the single process's). Everything else -- the
+the same seeded order, so the global batches hold the single process's samples; each process's BatchNorm and
+class-aware losses see its share alone, as in any DistributedDataParallel run). Everything else -- the
 plan search, the operating point, the export -- is the same computation on every process; only
 rank 0 writes the run directory and talks, the others wait for it at barriers. Without torchrun
 nothing here is used: one process is the default and needs nothing.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["Group", "current", "start", "device_of_this_process", "is_main", "rank_of_this_process", "speaks_for_its_node", "barrier", "agreed", "stop"]
+__all__ = ["Group", "current", "start", "device_of_this_process", "is_main", "rank_of_this_process", "speaks_for_its_node", "under_torchrun", "barrier", "agreed", "stop"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,43 @@ def start(device: str = "auto") -> Group | None:
                             f"takes the GPU of its LOCAL_RANK; give --nproc-per-node {gpus} at most, or --device cpu")
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun's agent set up the rendezvous, and started every peer
+            dist.init_process_group(backend=backend)
+        else:
+            _join_without_torchrun(backend, rank, world)
     return _group
+
+
+JOIN_TIMEOUT_S = 300.0  # how long a process that torchrun did not start waits for the others WORLD_SIZE names
+
+
+def _join_without_torchrun(backend: str, rank: int, world: int) -> None:
+    """Join a group that RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT describe, set by a launcher other than torchrun
+    (a cluster's job operator) or left over in a shell: said at once, and waited for within JOIN_TIMEOUT_S, not the 30
+    minutes of torch's rendezvous (a stale WORLD_SIZE=2 waited that long, with nothing said)."""
+    import sys
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from toolchain.errors import UserError
+
+    unset = "unset WORLD_SIZE and RANK to run as one process, or start cwtool with torchrun"
+    if not 0 <= rank < world:
+        raise UserError(f"RANK={rank} is not below WORLD_SIZE={world}: {unset}")
+    addr, port = os.environ.get("MASTER_ADDR", "").strip(), os.environ.get("MASTER_PORT", "").strip()
+    if not addr or not port.isdigit() or not 0 < int(port) < 65536:
+        missing = "MASTER_ADDR is not set" if not addr else f"MASTER_PORT {port!r} is not a port number"
+        raise UserError(f"WORLD_SIZE={world} and RANK={rank} are set, but torchrun did not start this process and {missing}: {unset}")
+    if speaks_for_its_node():
+        print(f"cwtool: WORLD_SIZE={world} and RANK={rank} are set (not by torchrun): waiting up to {JOIN_TIMEOUT_S:.0f} s "
+              f"for the other processes at {addr}:{port} ({unset})", file=sys.stderr, flush=True)
+    try:
+        store = dist.TCPStore(addr, int(port), world, rank == 0, timeout=timedelta(seconds=JOIN_TIMEOUT_S), wait_for_workers=True)
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"the other processes of WORLD_SIZE={world} did not join at {addr}:{port} within {JOIN_TIMEOUT_S:.0f} s "
+                        f"({' '.join(str(exc).split())[:200]}): {unset}") from exc
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
 
 
 def _int_env(name: str, default: int) -> int:
@@ -108,6 +144,11 @@ def _started_by_torchrun() -> Group | None:
         return None
     rank, world, local = env
     return Group(rank, world, local, "")
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun started this process as one of several."""
+    return _started_by_torchrun() is not None
 
 
 def rank_of_this_process() -> int:

@@ -165,7 +165,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                      "verify_data": data_found_anywhere(request.test or request.data), "verify_options": verify_row_flags(request)},
             "config": config.to_dict(),
             "training": {"device": str(pruner.device), "arithmetic": result.arithmetic,  # auto: the machine decided
-                         **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {})},  # a GPU: how
+                         **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {}),  # a GPU: how
+                         **_processes(checked.before.processes, group)},
             "promise": promise,
             "size_goal": size_goal,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
@@ -323,6 +324,12 @@ def _fitted_rows(dataset) -> dict | None:
     from toolchain.data.seen_sample import seen_sample
 
     return seen_sample([dataset.split("train"), dataset.split("val")], dataset.class_names, dataset.seed)
+
+
+def _processes(earlier: list[int], group) -> dict:
+    """How many processes retrained: this session's, and every session's where a resumed run changed the number."""
+    sessions = [*earlier, group.world if group else 1]
+    return {"processes": sessions[-1], **({"processes_by_session": sessions} if len(set(sessions)) > 1 else {})}
 
 
 def _int8_guard(result):

@@ -39,7 +39,8 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = debug
 
 
-for _command in (evaluate.evaluate, train.train, calibrate.calibrate, compress.compress, export.export, compress.demo, verify.verify, targets.targets, bench.bench):
+_COMMANDS = (evaluate.evaluate, train.train, calibrate.calibrate, compress.compress, export.export, compress.demo, verify.verify, targets.targets, bench.bench)
+for _command in _COMMANDS:
     app.command(_command.__name__)(_command)  # in data-flow order, as --help lists them
 
 
@@ -226,6 +227,16 @@ def _say_once_a_machine(line: str) -> None:
         time.sleep(SILENT_WAIT_S)  # the speaking process ends first; torchrun's stop then ends this one, silently
 
 
+def _only_compress_under_torchrun(name: str | None) -> None:
+    """compress alone shares its work among torchrun's processes; any other command ran whole on each (train wrote one
+    checkpoint N times, verify's processes raced for its reports and one's SIGTERM turned a failed gate into an error)."""
+    from toolchain import distributed
+
+    if name != "compress" and name in {c.__name__ for c in _COMMANDS} and distributed.under_torchrun():
+        raise UserError(f"'{name}' does not run under torchrun (only compress shares its work among processes): run "
+                        f"'cwtool {name} ...' as one process")
+
+
 def _run(argv: Optional[list[str]]) -> None:
     try:  # typer >= 0.29 vendors click as typer._click; older typers depend on click itself
         from typer._click.exceptions import ClickException
@@ -239,6 +250,7 @@ def _run(argv: Optional[list[str]]) -> None:
     argv = _home_expanded([str(a) for a in args])
     try:
         _printable_arguments(argv)
+        _only_compress_under_torchrun(_command_of(argv))
         command = typer.main.get_command(app)
         _finite_floats(command)
         code = command(args=argv, prog_name="cwtool", standalone_mode=False)

@@ -132,6 +132,7 @@ def train(
         net = DistributedDataParallel(model, device_ids=[gpu] if gpu is not None else None,
                                       find_unused_parameters=_has_unused_parameters(model, x, device))
     share = 1 if group is None else group.world
+    check_batch_shares(model, config.batch_size, share)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     lazy = is_lazy(x)
@@ -246,6 +247,15 @@ def _forward_failed(exc: BaseException, model: nn.Module, epoch: int, low_precis
     arithmetic = low_precision is not None and isinstance(exc, Exception)  # sys.exit is no rounding error
     hint = "; it ran under bf16 autocast: --train-precision fp32 trains in fp32" if arithmetic else ""
     return UserError(f"the model's forward failed while training, in epoch {epoch} ({describe(exc)}){hint}")
+
+
+def check_batch_shares(model: nn.Module, batch_size: int, processes: int) -> None:
+    """A BatchNorm model cannot train on a batch that leaves a process fewer than 2 rows: ``train`` skips such batches, and
+    a --batch-size below 2 per process skipped them all (no step, said nowhere)."""
+    if batch_size < 2 * processes and _has_batchnorm(model):
+        each = f" leaves each of the {processes} torchrun processes one row of a batch or none" if processes > 1 else " is one row"
+        raise UserError(f"--batch-size {batch_size}{each}, and BatchNorm cannot train on one row: give --batch-size "
+                        f"{2 * processes} or more" + (", or fewer processes" if processes > 1 else ""))
 
 
 def _has_batchnorm(model: nn.Module) -> bool:

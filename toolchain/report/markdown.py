@@ -189,6 +189,15 @@ def _data_line(data: dict) -> str:
     return f"`{one_line(name).replace('`', chr(39))}`; " + ", ".join(parts)
 
 
+def _processes_said(training: dict) -> str:
+    """" on 2 torchrun processes" (and each session's number where a resumed run changed it); nothing for one process."""
+    sessions = training.get("processes_by_session")
+    if isinstance(sessions, list) and len(sessions) > 1:
+        return " on " + ", then ".join(str(n) for n in sessions) + " process(es) (torchrun; the run was resumed with another number)"
+    n = training.get("processes", 1)
+    return f" on {n} torchrun processes (each BatchNorm normalizes its own share of a batch)" if isinstance(n, int) and n > 1 else ""
+
+
 def render_report(report: dict) -> str:
     names = report.get("class_names", [])
     prot = ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
@@ -231,7 +240,7 @@ def render_report(report: dict) -> str:
         if "training" in report and not report["config"].get("epochs", 1) and not report["config"].get("final_epochs"):
             lines += ["", "Not retrained (`--epochs 0`): each round's channels were removed and the model evaluated as it was."]
         elif "training" in report:  # reports written before it was recorded lack it
-            lines += ["", f"Retrained on {report['training']['device']} in {report['training']['arithmetic']} "
+            lines += ["", f"Retrained on {report['training']['device']}{_processes_said(report['training'])} in {report['training']['arithmetic']} "
                           f"(`--train-precision {report['config'].get('train_precision', 'fp32')}`"
                           + (f"; {report['training']['chosen_by']}" if report["training"].get("chosen_by") else "") + ")."]
     for s in (s for s in report["stages"] if s["stage"] == "final_finetune"):
