@@ -282,6 +282,8 @@ def test_a_refusal_on_rank_0_as_the_run_directory_opens_is_no_internal_error_on_
         os.close(fd)
     assert res.returncode != 0 and "is in use: another cwtool process" in res.stderr, res.stderr
     assert "internal error" not in res.stderr and "exitcode  : 3" not in res.stderr, res.stderr
+    # rank 1 hears the refusal from rank 0 and leaves in silence, not as an interrupted run (a reviewer's false line)
+    assert "interrupted" not in res.stderr and res.stderr.count("cwtool: error") == 1, res.stderr
 
 
 def _free_port() -> int:

@@ -77,13 +77,22 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # what mkdir makes: gone again if the run is
     # refused on its first session
+    held, refusal = None, None
+    if distributed.is_main():
+        try:
+            held = _open_run_dir(checked, request, input_notes, log, console, group, made)
+        except UserError as exc:  # another compress holds the folder: the others hear why, not "another process was lost"
+            refusal = exc
     try:
-        held = _open_run_dir(checked, request, input_notes, log, console, group, made) if distributed.is_main() else None
-        distributed.barrier()
-    except Exception as exc:  # rank 0 refused or failed before the run began (another compress holds the folder, a full
-        if distributed.peer_lost(exc):  # disk): the others are stopped, with nothing of this session to resume
+        refused_as = distributed.agreed(str(refusal) if refusal is not None else None)  # the barrier before the rounds
+    except Exception as exc:  # rank 0 failed before the run began (a full disk): the others are stopped, with nothing
+        if distributed.peer_lost(exc):  # of this session to resume
             raise Interrupted("the loss of another torchrun process") from exc
         raise
+    if refusal is not None:
+        raise refusal
+    if refused_as is not None:
+        raise UserError(refused_as)
     interrupts.resumable(run_dir if config.granularity != "weight" else None)  # only channel runs resume
     unchecked_files = False  # exported files no report lists yet: removed if the run stops before its report
     finished: str | None | bool = False  # once the reports are written: the log's last line, None once said
