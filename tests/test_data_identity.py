@@ -55,6 +55,23 @@ def test_compress_with_another_split_seed_is_refused(cwtool_trained, tmp_path, c
     assert STARTED in err, err  # the same seed: its validation and test rows are unseen, work starts
 
 
+def test_held_out_rows_it_was_trained_on_given_with_val_and_test_are_named_as_given(cwtool_trained, digits_dataset, tmp_path,
+                                                                                    capsys, monkeypatch):
+    """--val and --test files holding its training rows were said to be rows "of --data", split by cwtool with a seed,
+    and the advice was to give rows with --val and --test: the very flags given."""
+    _stop_at_pruning(monkeypatch)
+    x, y = digits_dataset.split("train")
+    np.savez(tmp_path / "pool.npz", x=x[:600], y=y[:600])
+    np.savez(tmp_path / "val.npz", x=x[600:900], y=y[600:900])
+    np.savez(tmp_path / "test.npz", x=x[900:1200], y=y[900:1200])
+    code, _, err = run_cli(["compress", cwtool_trained, "-d", tmp_path / "pool.npz", "-p", "3", "--val", tmp_path / "val.npz",
+                            "--test", tmp_path / "test.npz", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"300 of the 300 validation rows (--val '{tmp_path / 'val.npz'}'), 300 of the 300 test rows (--test" in err, err
+    assert "of --data" not in err and "this run splits with seed" not in err and "copies of its training rows" not in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_evaluate_on_training_rows_warns(cwtool_trained, capsys):
     code, _, err = run_cli(["evaluate", cwtool_trained, "-d", "digits", "-p", "3", "--split", "train"], capsys)
     assert code == 0 and "warning:" in err and "was trained on" in err, err

@@ -293,20 +293,24 @@ def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, re
     seen = sum(counts.values())
     if seen == 0:
         return
-    where = ", ".join(f"{n} of the {len(held_out[k][1]):,} {k} rows" for k, n in counts.items() if n)
+    given = {"validation": ("--val", (dataset.held_out_from or {}).get("val")), "test": ("--test", (dataset.held_out_from or {}).get("test"))}
+    where = ", ".join(f"{n} of the {len(held_out[k][1]):,} {k} rows" + (f" ({given[k][0]} '{one_line(given[k][1])[:200]}')" if given[k][1] else "")
+                      for k, n in counts.items() if n)
+    of_data = not any(given[k][1] for k, n in counts.items() if n)  # seen rows only among cwtool's split of --data
     # the record is read from the model file: only plain values of the types cwtool writes are used
     seed = record.get("seed") if isinstance(record.get("seed"), int) and not isinstance(record.get("seed"), bool) else None
     own_splits = record.get("given_splits") is True
     spec = one_line(record["spec"])[:200] if isinstance(record.get("spec"), str) else "unknown data"
     trained_with = "its own splits" if own_splits else f"split seed {seed if seed is not None else 'unknown'}"
-    fix = (f"pass --seed {seed}" if not own_splits and seed is not None and seed != dataset.seed
+    fix = (f"pass --seed {seed}" if of_data and not own_splits and seed is not None and seed != dataset.seed
            else f"give rows it has not seen {own_rows}")
-    if not own_splits and seed == dataset.seed:  # the same split of the same data leaves none seen but copies of its rows
+    if of_data and not own_splits and seed == dataset.seed:  # the same split of the same data leaves none seen but copies
         fix = (f"if --data is the data it was trained on, these are copies of its training rows (the same file or row more "
                f"than once in --data): remove the copies, or {fix}")
     if seen > OVERLAP_TOLERANCE * total:
-        message = (f"'{model}' was trained on {where} of --data ({spec}, trained with {trained_with}; "
-                   f"this run splits with seed {dataset.seed}): results on them would not hold for new data. {fix}")
+        origin = (f"of --data ({spec}, trained with {trained_with}; this run splits with seed {dataset.seed})" if of_data
+                  else f"(it was trained on {spec}, with {trained_with})")
+        message = f"'{model}' was trained on {where} {origin}: results on them would not hold for new data. {fix}"
         if refuse:
             raise UserError(message)
         note(f"warning: {message}")
