@@ -212,7 +212,9 @@ def _main(argv: Optional[list[str]]) -> None:
             distributed.stop()
 
 
-SILENT_WAIT_S = 3.0  # how long a silent torchrun process waits before it exits (see _say_once_a_machine)
+# How long a silent torchrun process waits before it exits (see _say_once_a_machine). torchrun ends it as soon as the
+# speaking one has ended, so the wait costs nothing where both met the input; 3 s lost the line of a speaker that lagged.
+SILENT_WAIT_S = 30.0
 
 
 def _say_once_a_machine(line: str) -> None:
@@ -224,7 +226,13 @@ def _say_once_a_machine(line: str) -> None:
     if distributed.speaks_for_its_node():
         print(line, file=sys.stderr, flush=True)
     else:
-        time.sleep(SILENT_WAIT_S)  # the speaking process ends first; torchrun's stop then ends this one, silently
+        # the speaking process ends first; torchrun's stop then ends this one, silently. Short sleeps: the signal watcher
+        # interrupts the main thread where Python runs next, which one long sleep put off past its grace period (whose
+        # line, "interrupted by SIGTERM", was then this silent process's)
+        waited = 0.0
+        while waited < SILENT_WAIT_S:
+            time.sleep(0.1)
+            waited += 0.1
 
 
 def _only_compress_under_torchrun(name: str | None) -> None:
