@@ -981,3 +981,27 @@ def test_keep_sensitivity_reaches_the_shipped_offset(trained_digits, tmp_path, c
     from toolchain.config import PruneConfig, config_hash
 
     assert config_hash(PruneConfig()) != config_hash(PruneConfig(keep_sensitivity=True))
+
+
+@pytest.mark.parametrize("wrap, says", [("nn.utils.parametrizations.weight_norm(nn.Conv2d(1, 8, 3))", "'c1': weight (_WeightNorm)"),
+                                        ("nn.utils.parametrizations.spectral_norm(nn.Conv2d(1, 8, 3))", "'c1': weight (_SpectralNorm)"),
+                                        ("nn.utils.weight_norm(nn.Conv2d(1, 8, 3))", "'c1': weight (WeightNorm hook)")])
+def test_a_weight_computed_from_others_is_refused_before_any_work(tmp_path, capsys, wrap, says):
+    """weight_norm or spectral_norm on any layer (a parametrization, or the older hook) ended compress in an internal
+    error, KeyError 'c1.weight', from the dependency graph (a reviewer's finding): now one line, exit 2, nothing written."""
+    import torch
+
+    (tmp_path / "wn.py").write_text(
+        "from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        f"        self.c1 = {wrap}\n        self.c2 = nn.Conv2d(8, 8, 3)\n        self.fc = nn.Linear(8, 10)\n\n"
+        "    def forward(self, x):\n        x = self.c2(self.c1(x).relu()).relu()\n        return self.fc(x.mean((2, 3)))\n")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("wn_for_test", tmp_path / "wn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.save(module.Net().state_dict(), tmp_path / "sd.pt")
+    code, _, err = run_cli(["compress", tmp_path / "sd.pt", "--arch", f"{tmp_path / 'wn.py'}:Net", "-d", "digits", "-p", "3",
+                            "--epochs", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and says in err and "remove_parametrizations" in err, err
+    assert not (tmp_path / "run").exists()

@@ -21,6 +21,7 @@ def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protect
 
     example = torch.zeros(1, *input_shape)
     probe = _probe(input_shape)
+    _check_plain_weights(model)
     dense = copy.deepcopy(model).float().eval()  # compress retrains, prunes and exports in float32
     _check_float32_and_deterministic(dense, probe)
     _check_offsets_bake(copy.deepcopy(dense), example, probe, protected)
@@ -34,6 +35,28 @@ def check_before_pruning(model: nn.Module, input_shape: tuple[int, ...], protect
         raise UserError(f"no channel of this model can be removed: {whole}, so channel pruning "
                         "cannot make it smaller; --granularity weight zeroes single weights instead")
     return unfollowed
+
+
+def _check_plain_weights(model: nn.Module) -> None:
+    """A weight computed from others (weight_norm, spectral_norm: torch.nn.utils.parametrize, or the older forward hooks)
+    is no tensor pruning can cut or retraining can mask: the dependency graph's parameters are the layer's own (an internal
+    error, KeyError 'c1.weight', a reviewer's finding)."""
+    from torch.nn.utils import parametrize
+
+    def computed(module: nn.Module) -> str | None:
+        if parametrize.is_parametrized(module):
+            return ", ".join(f"{name} ({', '.join(type(p).__name__ for p in module.parametrizations[name])})"
+                             for name in module.parametrizations)
+        hooks = [type(h).__name__ for h in module._forward_pre_hooks.values() if type(h).__name__ in ("WeightNorm", "SpectralNorm")]
+        return f"weight ({', '.join(hooks)} hook)" if hooks else None
+
+    found = [(name or "the model", why) for name, m in model.named_modules() if (why := computed(m))]
+    if found:
+        shown = "; ".join(f"'{name}': {why}" for name, why in found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+        raise UserError(f"{len(found)} layer{'s' if len(found) > 1 else ''} compute{'' if len(found) > 1 else 's'} a weight from "
+                        f"others ({shown}): cwtool prunes and exports a layer's own weights. Bake them in first "
+                        "(torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight'), or nn.utils.remove_weight_norm / "
+                        "remove_spectral_norm for the older hooks) and give that model, saved without them")
 
 
 def check_float32(model: nn.Module, input_shape: tuple[int, ...]) -> None:
