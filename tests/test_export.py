@@ -723,3 +723,38 @@ def test_a_full_disk_names_the_file_it_could_not_write(untrained_digits, tmp_pat
     with pytest.raises(UserError, match=r"cannot write '.*ledger\.png': No space left on device"):
         _save(fig, tmp_path / "ledger.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class _ClassTokenAttention(torch.nn.Module):
+    """A ViT's head in small: patches, a class token expanded to the batch, nn.MultiheadAttention."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(1, 16, 4, 4)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 16))
+        self.attention = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1)
+        x = x + self.attention(x, x, x, need_weights=False)[0]
+        return self.head(x[:, 0])
+
+
+def test_a_class_token_expanded_to_the_batch_exports_to_a_file_the_runner_opens(tmp_path):
+    """The legacy exporter wrote `cls.expand(x.shape[0], -1, -1)` through Where/Equal, whose size shape inference cannot
+    follow: the runner refused cwtool's own file ('an Expand operator whose output size does not follow from the file'),
+    after the retraining (a reviewer's TinyViT). Such a file is now written by the dynamo exporter."""
+    from toolchain.export.onnx import export_onnx
+    from toolchain.runtimes import load_runner
+
+    torch.manual_seed(0)
+    model = _ClassTokenAttention().eval()
+    x = torch.randn(5, 1, 16, 16)
+    path = export_onnx(model, x, tmp_path / "vit.onnx")
+    runner = load_runner(path)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(runner.predict(x.numpy()), expected, rtol=1e-4, atol=1e-4)
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "vit.onnx"]  # no second file left beside it

@@ -164,6 +164,24 @@ SIZED_BY_VALUES = ("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsa
                    "DFT", "STFT", "ScatterND", "ScatterElements", "NonZero", "TopK", "Compress", "Unique")
 
 
+class SizeNotFollowed(UserError):
+    """A tensor whose size the shape inference cannot follow at batch 1 (``_check_bounded``)."""
+
+
+def sizes_follow(path: Path) -> bool:
+    """Whether every size in ``path``'s graph follows from the file (the check the runner makes when it opens it): the
+    exporter tries another way of writing a graph of its own that fails it."""
+    read = _inferred_graph(path)
+    try:
+        if read is not None:
+            _check_bounded(read, path)
+    except SizeNotFollowed:
+        return False
+    except UserError:  # refused for another reason: no other writing of the graph changes that
+        return True
+    return True
+
+
 def _check_bounded(read: _Read, path: Path) -> None:
     """Refuse what no count before running can bound: control flow (a Loop of 10**15 steps ran until a signal stopped it;
     an If's branch is a graph of its own), an input size other than the batch that the file leaves open, and a tensor
@@ -194,7 +212,7 @@ def _check_bounded(read: _Read, path: Path) -> None:
             if name and not (tt is not None and tt.HasField("shape") and all(d.HasField("dim_value") and d.dim_value >= 0
                                                                                for d in tt.shape.dim)):
                 what = n.op_type if standard else f"{n.domain}.{n.op_type}"
-                raise UserError(f"{path} holds {a_or_an(what)} operator whose output size does "
+                raise SizeNotFollowed(f"{path} holds {a_or_an(what)} operator whose output size does "
                                 "not follow from the file (it depends on values the graph computes): cwtool cannot bound its "
                                 "memory before it runs; re-export it with static shapes")
 
