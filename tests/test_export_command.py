@@ -374,3 +374,21 @@ def test_an_int8_file_that_answers_one_class_for_every_row_is_repaired_on_valida
     assert any(unit in name for name in q["float_layers"]) and "cost validation accuracy" in q["note"], q
     assert int8["evaluation"]["accuracy"] > 0.9, int8["evaluation"]["accuracy"]
     assert "short of the accuracy budget on validation" in err
+
+
+def test_a_refused_file_is_named_where_it_would_have_been_not_in_the_removed_staging_folder(trained_digits, tmp_path, capsys,
+                                                                                            monkeypatch):
+    """export said '.cwtool-tmp.exp.1544.lw8ujt_c/artifacts/model_fp32.onnx holds ...': a folder already removed when the
+    user reads the line (a reviewer's finding)."""
+    import toolchain.export.standalone as standalone
+    from toolchain.errors import UserError
+
+    def refused(*args, **kwargs):
+        raise UserError(f"{args[6] / 'artifacts' / 'model_fp32.onnx'} holds an Expand operator whose output size does not follow")
+
+    monkeypatch.setattr(standalone, "export_all", refused)
+    code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx",
+                            "--out", tmp_path / "x"], capsys)
+    assert code == 2 and ".cwtool-tmp" not in err, err
+    assert f"{tmp_path / 'x' / 'artifacts' / 'model_fp32.onnx'} holds an Expand operator" in err and "(not written)" in err, err
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".cwtool-tmp*"))

@@ -224,6 +224,12 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
         _publish(stage, out)
         if attach_log is not None:
             attach_log(out / "export.log")
+    except UserError as exc:  # a file named in the staged folder, gone once this is read: named where it would have been
+        shutil.rmtree(stage, ignore_errors=True)
+        said = str(exc)
+        if str(stage) in said:
+            raise UserError(said.replace(str(stage), str(out)) + " (not written)") from exc
+        raise
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
