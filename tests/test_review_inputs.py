@@ -1308,6 +1308,7 @@ def test_what_counts_as_detecting_nothing():
     y_big = rng.integers(0, 3, 3000)
     assert "no better than chance" in detection_problem(np.eye(3)[np.zeros_like(y_big)], y_big, [1], names)
     assert "no better than chance" in detection_problem(np.eye(3)[rng.permutation(y_big)], y_big, [1], names)
+    assert "ranks protected class 1 no better" in detection_problem(np.eye(3)[rng.permutation(y_big)], y_big, [1], names)  # not "1 (1)"
     swapped = detection_problem(np.eye(2)[1 - (y_big == 1)], (y_big == 1).astype(int), [1], ["no", "yes"])  # AUC 0: inverted
     assert "the wrong way round" in swapped and "swapped (--class-names)" in swapped, swapped
     weak = np.where(rng.random(3000) < 0.4, y_big, rng.permutation(y_big))

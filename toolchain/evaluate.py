@@ -200,7 +200,7 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
             continue
         auc = roc_auc_ovr(y, log_softmax_of(logits, k), k)  # the AUC the per-class table shows (a margin's had differed)
         caught = int(np.sum(predicted[positives] == k))
-        name = f"protected class {k} ({names[k]})"
+        name = f"protected class {k}" + (f" ({names[k]})" if names[k] != str(k) else "")  # not "class 1 (1)"
         if auc <= CHANCE_AUC and recorded_alike:
             return (f"the model ranks {name} no better than chance in {where} (AUC {auc:.3f} over {n:,} of its samples; it "
                     f"catches {caught}), though its checkpoint records the same class names and preprocessing as these rows: "
