@@ -77,6 +77,9 @@ def evaluate(
         log_console().print(f"warning: {scaled_otherwise}")
     for line in preparation_notes(prepared, tuple(rows["x"].shape[1:]), f"'{model}' records its training's were"):
         log_console().print(f"note: {line}")
+    answers = _answers_problem(loaded.module, tuple(rows["x"].shape[1:]))
+    if answers:  # said, not refused: the numbers are what the model did at this batching, once
+        log_console().print(f"warning: {answers}; these numbers are this run's, at the batches it predicted in")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
     if result.problem is not None:
         log_console().print(f"warning: {result.problem}")
@@ -84,3 +87,16 @@ def evaluate(
         rows_record = {"split": rows["split"], "seed": rows["seed"], "name": rows["name"],
                        **({"preprocessing": rows["preprocessing"]} if "preprocessing" in rows else {})}
         write_named_output(json_out, json_text({**result.metrics, "rows": rows_record}), "--json", inputs)
+
+
+def _answers_problem(module, input_shape) -> str | None:
+    """preflight.answers_problem on the float32 model in eval mode; None for a TorchScript archive (not a module to probe)."""
+    import torch
+
+    from toolchain.models.modes import evaluating
+    from toolchain.prune.preflight import answers_problem
+
+    if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+        return None
+    with evaluating(module):
+        return answers_problem(module, input_shape)

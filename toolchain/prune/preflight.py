@@ -87,9 +87,47 @@ def _check_float32_and_deterministic(model: nn.Module, rows: torch.Tensor) -> No
     if not math.isfinite(largest) or largest > _LARGEST_LOGIT:
         raise UserError(f"the model's logits reach {largest:.3g} on the first rows: an operating point is an offset on them, which "
                         "float32 cannot carry at that scale; check its weights (a layer scaled by mistake, a diverged training)")
+    problem = _answers_problem(model, rows, first, again, largest)
+    if problem is not None:
+        raise UserError(problem)
+
+
+def answers_problem(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+    """Why ``model`` does not give each row one answer of its own (None: it does), on the random probe rows: what evaluate
+    says beside numbers that would otherwise hold for one run, at one batch size, alone."""
+    rows = _probe(input_shape)
+    try:
+        with torch.no_grad():
+            first, again = model(rows), model(rows)
+    except Exception:  # noqa: BLE001 - its failure on real rows is said where they run
+        return None
+    largest = first.float().abs().max().item() if first.numel() else 0.0
+    return _answers_problem(model, rows, first, again, largest if math.isfinite(largest) else 0.0)
+
+
+def _answers_problem(model: nn.Module, rows: torch.Tensor, first: torch.Tensor, again: torch.Tensor, largest: float) -> str | None:
+    """Other outputs for the same rows (dropout or noise left on in eval mode), or a row answered otherwise alone than
+    among others: BatchNorm with track_running_stats=False normalizes with each batch's statistics, so files checked at
+    256 rows a call passed the gate and missed every protected sample on a device that runs one row at a time (a
+    reviewer's model: accuracy 0.097 at batch 1, 0.970 at 256)."""
     if not torch.equal(first, again):
-        raise UserError("the model gives other outputs for the same rows in eval mode (dropout or noise left on at inference): "
-                        "its FN promise needs one answer per input; compress the deterministic model")
+        return ("the model gives other outputs for the same rows in eval mode (dropout or noise left on at inference): "
+                "its FN promise needs one answer per input; give the deterministic model")
+    batch_stats = ("its forward uses statistics of the batch (BatchNorm with track_running_stats=False, or a mean over the "
+                   "rows), and a device runs it a row at a time: give a model that answers each row by itself (BatchNorm with "
+                   "running statistics)")
+    try:
+        with torch.no_grad():
+            alone = torch.cat([model(rows[i : i + 1]) for i in range(len(rows))])
+    except Exception as exc:  # noqa: BLE001 - a forward that needs other rows (BatchNorm1d in training statistics)
+        return f"the model fails on one row alone ({describe(exc, 160)}) where it runs on {len(rows)}: {batch_stats}"
+    if alone.shape != first.shape:
+        return (f"the model answers one row alone with outputs of shape {tuple(alone.shape[1:])} where {len(rows)} rows get "
+                f"{tuple(first.shape[1:])} each (a squeeze of the batch dimension?): a device runs it a row at a time")
+    differs = float((alone.float() - first.float()).abs().max()) if first.numel() else 0.0
+    if not differs <= 1e-3 * max(1.0, largest):  # float32 kernels for 1 and 4 rows round alike to far less than this
+        return f"the model answers a row otherwise alone than among {len(rows)} rows (logits differ by up to {differs:.3g}): {batch_stats}"
+    return None
 
 
 def _check_offsets_bake(model: nn.Module, example: torch.Tensor, probe: torch.Tensor, protected: list[int]) -> None:
