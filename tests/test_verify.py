@@ -1336,3 +1336,34 @@ def test_a_missing_artifact_is_named_where_an_image_folder_would_be_sized_by_its
             Image.new("RGB", (16 + i, 16), (40 * i, 0, 0)).save(tmp_path / "imgs" / c / f"{i}.png")
     code, _, err = run_cli(["verify", tmp_path / "nothere.onnx", "--data", tmp_path / "imgs", "-p", "b"], capsys)
     assert code == 2 and "nothere.onnx does not exist" in err and "differ in size" not in err, err
+
+
+class _BatchMean:
+    """A forward that subtracts twice its batch's mean logits: deterministic, and answered otherwise a row at a time."""
+
+    def __new__(cls, model):
+        import torch
+
+        class BatchMean(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = model
+
+            def forward(self, x):
+                z = self.inner(x)
+                return z - 2 * z.mean(0, keepdim=True)
+
+        return BatchMean()
+
+
+def test_a_file_that_answers_otherwise_a_row_at_a_time_fails_the_gate(art, capsys):
+    """verify judged a file at 256 rows a call and passed it ('gate: passed', FN 2/27); a device runs it one row at a time,
+    where it missed all 27 (a reviewer's file). The good file, judged the same way, is not touched by the check."""
+    import torch
+
+    path = _export(_BatchMean(art["model"]), torch.from_numpy(art["x"]), art["dir"] / "batchmean.onnx")
+    res = run_json(art, capsys, [path], "--baseline", art["report"], expect=1)
+    reasons = res["artifacts"][0]["gate"]["reasons"]
+    assert any("answers rows otherwise one at a time than in the batches judged here" in r for r in reasons), reasons
+    res = run_json(art, capsys, [art["good"]], "--baseline", art["report"], expect=0)
+    assert not any("one at a time" in r for r in res["artifacts"][0]["gate"]["reasons"])

@@ -125,6 +125,31 @@ def _passes_with(gate: dict, fn_budget: int) -> bool:
     return all(c.get("passed") or turns(c) for c in checks)
 
 
+ALONE_ROWS = 8  # rows a file is also run on one at a time
+
+
+def _answers_alone_otherwise(runner, x, logits) -> str | None:
+    """Why the file's answers judged here are not a device's (None: they are): run one row at a time, as a device runs a
+    classifier, the first rows get other logits than in the batches judged (a forward normalized with each batch's
+    statistics passed the gate at 256 rows a call, and missed every protected sample one row at a time). The tolerance
+    leaves room for a dynamically quantized file, whose activation scale follows its batch."""
+    n = min(ALONE_ROWS, len(logits))
+    if n < 2:
+        return None
+    alone = np.concatenate([np.asarray(runner.predict(x[i : i + 1]), dtype=np.float64) for i in range(n)])
+    together = np.asarray(logits[:n], dtype=np.float64)
+    if alone.shape != together.shape:
+        return f"answers one row at a time with outputs of shape {alone.shape[1:]}, {together.shape[1:]} in batches"
+    scale = max(1.0, float(np.abs(together).max()))
+    differs = float(np.abs(alone - together).max())
+    if not differs <= 0.02 * scale:
+        decisions = int(np.sum(alone.argmax(1) != together.argmax(1)))
+        return (f"answers rows otherwise one at a time than in the batches judged here (logits differ by up to {differs:.3g}, "
+                f"{decisions} of the first {n} decisions): a device that runs it a row at a time gets other answers (its forward "
+                "uses statistics of the batch?)")
+    return None
+
+
 def run_verify(req: VerifyRequest) -> dict:
     """Evaluate every artifact, gate it, and return the verify result (JSON-ready)."""
     from toolchain.evaluate import check_labels, check_output_width, resolve_protected
@@ -252,6 +277,10 @@ def run_verify(req: VerifyRequest) -> dict:
             max_fnr_increase=req.max_fnr_increase, max_fnr=req.max_fnr, mode=req.gate, labels=y, class_names=names,
             same_rows=same_rows,
         )
+        alone = _answers_alone_otherwise(runner, x, logits)
+        if alone is not None:
+            gate["passed"] = False
+            gate["reasons"] = [*gate.get("reasons", []), alone]
         if (info.get("int8_weight_max") or 0) > 64 and cpu_lacks_vnni():
             notes.append(f"{Path(path).name}: its int8 weights use the full 8-bit range and this x86 CPU has no VNNI, where "
                          "onnxruntime's int8 kernels saturate on such weights: the FN measured here can be worse than on a VNNI "
