@@ -392,3 +392,25 @@ def test_a_refused_file_is_named_where_it_would_have_been_not_in_the_removed_sta
     assert code == 2 and ".cwtool-tmp" not in err, err
     assert f"{tmp_path / 'x' / 'artifacts' / 'model_fp32.onnx'} holds an Expand operator" in err and "(not written)" in err, err
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".cwtool-tmp*"))
+
+
+def test_an_fp16_file_that_overflows_is_named_not_the_model(tmp_path, capsys):
+    """The same function as a good MLP, its first layer scaled by 1e6 and its last by 1e-6 (a ReLU between): finite in
+    fp32, beyond fp16's 65,504 in cwtool's own fp16 file; the refusal blamed the model ('check the model and its inputs')."""
+    import torch
+
+    from toolchain.models import registry
+
+    torch.manual_seed(0)
+    model = registry.create("mlp", in_features=64, num_classes=10).eval()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        linears[0].weight.mul_(1e6), linears[0].bias.mul_(1e6)
+        for m in linears[1:-1]:
+            m.bias.mul_(1e6)
+        linears[-1].weight.mul_(1e-6)
+    torch.save(model.state_dict(), tmp_path / "scaled.pt")
+    code, _, err = run_cli(["export", tmp_path / "scaled.pt", "--arch", "mlp", "--arch-kwargs", '{"in_features": 64, "num_classes": 10}',
+                            "--data", "digits", "-p", "3", "--format", "tflite", "--precision", "fp16", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "fp16 holds values up to 65,504" in err and "file made from the model" in err, err
+    assert not (tmp_path / "x").exists()

@@ -1367,3 +1367,13 @@ def test_a_file_that_answers_otherwise_a_row_at_a_time_fails_the_gate(art, capsy
     assert any("answers rows otherwise one at a time than in the batches judged here" in r for r in reasons), reasons
     res = run_json(art, capsys, [art["good"]], "--baseline", art["report"], expect=0)
     assert not any("one at a time" in r for r in res["artifacts"][0]["gate"]["reasons"])
+
+
+def test_nan_logits_name_the_file_that_gives_them(art, capsys):
+    """Three files given, one answering NaN: 'the model produced NaN or infinite logits' named none of them."""
+    import torch
+
+    path = _export(_shifted(art["model"], 0, float("nan")), torch.from_numpy(art["x"]), art["dir"] / "gives_nan.onnx")
+    code, _, err = cli([art["good"], path, "--data", art["data"], "-p", PROT], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"gives_nan.onnx gives NaN or infinite logits on {len(art['y']):,} of the {len(art['y']):,} rows" in err, err

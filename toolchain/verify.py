@@ -268,6 +268,10 @@ def run_verify(req: VerifyRequest) -> dict:
         seconds = time.perf_counter() - t0
         if logits.ndim != 2 or logits.shape[1] != k:
             raise UserError(f"{Path(path).name} returned outputs of shape {logits.shape}: cwtool verifies classifiers with (N, classes) logits")
+        bad = int((~np.isfinite(np.asarray(logits, dtype=np.float64))).any(axis=1).sum())
+        if bad:  # one line for the run, naming the file (three files given: which one?)
+            raise UserError(f"{Path(path).name} gives NaN or infinite logits on {bad:,} of the {len(logits):,} rows: check the "
+                            "file (an fp16 file overflows beyond 65,504) and that its inputs are prepared as in its training")
         evaluation = evaluate_logits(y, logits, protected, k)
         pred = logits.argmax(1)
         evaluation["predictions"] = pred.tolist()

@@ -310,6 +310,12 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                             "its forward leaves torch on the way (numpy, .item(), a Python number), so the traced graph "
                             "does not read the input; keep the forward in torch operations") from exc
         logits = runner.predict(x_test)
+        bad = int((~np.isfinite(np.asarray(logits, dtype=np.float64))).any(axis=1).sum()) if np.ndim(logits) == 2 else 0
+        if bad:  # the torch model's were finite (checked before): the file's own arithmetic, not the model, gave these
+            overflow = (": fp16 holds values up to 65,504, and this model's weights or activations go beyond it; use "
+                        "--precision fp32 or int8 for this format" if precision == "fp16" else "")
+            raise UserError(f"{path.name}, the {fmt} {precision} file made from the model, gives NaN or infinite logits on "
+                            f"{bad:,} of the {len(logits):,} test rows, where the torch model's are finite{overflow}")
         evaluation = evaluate_logits(y_test, logits, protected, num_classes)
         evaluation["predictions"] = logits.argmax(1).tolist()
         evaluation["rows_sha256"] = test_rows
