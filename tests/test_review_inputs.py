@@ -263,6 +263,16 @@ def test_a_state_dict_of_complex_weights_is_bad_input_not_cut_to_its_real_part(u
     one_line_error(code, err, "is complex64 in the file: the model's weights are real numbers")
 
 
+@pytest.mark.parametrize("dtype", ["int8", "bool", "int64"])
+def test_a_state_dict_of_integer_weights_is_bad_input_not_cast_into_floats(untrained_digits, tmp_path, capsys, dtype):
+    """load_state_dict casts int8 codes or 0/1 into float weights in silence: evaluate then reported 13% accuracy of a
+    model that was never the user's (a reviewer's file). Integer buffers (BatchNorm's count of batches) load as before."""
+    state = {k: (v * 100).to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in untrained_digits[0].state_dict().items()}
+    torch.save(state, tmp_path / "m.pt")
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
+    one_line_error(code, err, f"is {dtype} in the file, a float in the model")
+
+
 def test_a_checkpoint_whose_data_record_holds_a_tensor_is_read_as_data(trained_digits, digits_dataset, tmp_path, capsys):
     """The record of the training rows comes from the model file: a seed that is a tensor is an unknown seed."""
     from toolchain.data.identity import training_record

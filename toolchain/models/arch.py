@@ -188,6 +188,12 @@ def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
         raise UserError(
             f"the weights do not match --arch '{arch}' ({'; '.join(parts)}): check --arch and --arch-kwargs{_sizes_hint(arch) if wrong else ''}"
         )
+    integral = next((k for k in own if own[k].is_floating_point() and hasattr(state[k], "is_floating_point")
+                     and not state[k].is_floating_point() and not state[k].is_complex()), None)
+    if integral is not None:  # load_state_dict would cast 0/1 or int8 codes into float weights in silence (13% accuracy)
+        raise UserError(f"the weights do not load into --arch '{arch}' ({integral} is {str(state[integral].dtype).removeprefix('torch.')} "
+                        "in the file, a float in the model: integers or booleans cast into weights compute another model; "
+                        "give the float weights (a quantized model's are dequantized first)")
     complex_named = next((k for k in own if state[k].is_complex() and not own[k].is_complex()), None)
     if complex_named is not None:  # load_state_dict would keep the real part and drop the rest in silence
         raise UserError(f"the weights do not load into --arch '{arch}' ({complex_named} is {str(state[complex_named].dtype).removeprefix('torch.')} "
