@@ -515,7 +515,24 @@ def test_a_single_logit_binary_model_is_told_how_to_give_one_logit_per_class(com
             "evaluate": ["evaluate", weights, "-p", "malignant"],
             "compress": ["compress", weights, "-p", "malignant", "--out", tmp_path / "run"]}[command]
     code, _, err = run_cli([*args, "--arch", arch, "--data", "breast-cancer"], capsys)
-    one_line_error(code, err, "the model returns one output a sample (a single logit", "torch.cat([torch.zeros_like(z), z], 1)")
+    one_line_error(code, err, "the model returns one output a sample (a single logit", "nn.Linear(h, 2) whose weight row and bias 0 are zeros")
+
+
+def test_the_two_output_form_advised_for_a_single_logit_is_one_compress_takes():
+    """The advice had been torch.cat([zeros_like(z), z], 1), which compress then refused ('an operation after its
+    classifier changes the logits'): the advised last layer carries the operating point, and computes sigmoid's answer."""
+    from toolchain.prune.preflight import check_before_pruning
+
+    torch.manual_seed(0)
+    single = torch.nn.Linear(16, 1)
+    two = torch.nn.Linear(16, 2)
+    with torch.no_grad():
+        two.weight.zero_(), two.bias.zero_()
+        two.weight[1], two.bias[1] = single.weight[0], single.bias[0]
+    body = torch.nn.Sequential(torch.nn.Linear(30, 16), torch.nn.ReLU())
+    x = torch.randn(8, 30)
+    assert torch.allclose(torch.softmax(torch.nn.Sequential(body, two)(x), 1)[:, 1], torch.sigmoid(torch.nn.Sequential(body, single)(x))[:, 0])
+    check_before_pruning(torch.nn.Sequential(body, two), (30,), [1])
 
 
 def test_a_newcomer_s_typos_are_answered_with_what_was_meant(tmp_path, capsys):

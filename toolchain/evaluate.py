@@ -110,9 +110,10 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
         raise UserError(f"the model returns {out.dtype} values; cwtool needs real floating-point logits")
     if out.shape[1] == 1:  # a sigmoid/BCE binary classifier: every argmax would be class 0
         raise UserError("the model returns one output a sample (a single logit, as a sigmoid or BCE binary classifier has); "
-                        "cwtool needs one logit per class: wrap it in a module whose forward returns "
-                        "torch.cat([torch.zeros_like(z), z], 1) for its logit z before any sigmoid (softmax of that is "
-                        "sigmoid(z) for class 1)")
+                        "cwtool needs one logit per class: give it a last layer of two outputs, an nn.Linear(h, 2) whose "
+                        "weight row and bias 0 are zeros and row and bias 1 are the single logit's (logits [0, z], whose "
+                        "softmax is sigmoid(z) for class 1; compress moves its operating point through that layer's bias, so "
+                        "torch.cat([torch.zeros_like(z), z], 1) after the layer serves evaluate and export, not compress)")
     return int(out.shape[1])
 
 
