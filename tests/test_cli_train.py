@@ -533,10 +533,11 @@ def test_learning_by_heart_is_judged_on_balanced_accuracy():
 
 def test_an_epoch_without_a_step_says_so_not_a_loss_of_zero(tmp_path, capsys):
     """--batch-size 1 with BatchNorm skips every batch: "mean training loss 0.0000" read as a perfect fit (a regression
-    reviewer's find)."""
+    reviewer's find). It is refused before the first epoch now, saying why."""
     code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", "digits", "--epochs", "1", "--batch-size", "1",
                             "--device", "cpu", "--out", tmp_path / "m.pt"], capsys)
-    assert "no training step ran" in err and "loss 0.0000" not in err, err
+    assert code == 2 and "--batch-size 1 is one row, and BatchNorm cannot train on one row" in err and "loss 0.0000" not in err, err
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_a_second_training_to_the_same_out_is_refused_while_the_first_runs(tmp_path, capsys):

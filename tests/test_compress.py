@@ -705,7 +705,7 @@ def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     report = json.loads((tmp_path / "f" / "report.json").read_text())
     stages = [s["stage"] for s in report["stages"]]
     assert stages == ["prune_round", "final_finetune", "shrunk"] and report["config"]["final_epochs"] == 1
-    assert report["training"] == {"device": "cpu", "arithmetic": "fp32"}
+    assert report["training"] == {"device": "cpu", "arithmetic": "fp32", "processes": 1}
     markdown = (tmp_path / "f" / "report.md").read_text()
     assert "Final fine-tuning of round 1 (1 epochs)" in markdown
     assert "Retrained on cpu in fp32 (`--train-precision fp32`)." in markdown

@@ -67,7 +67,8 @@ def test_held_out_rows_it_was_trained_on_given_with_val_and_test_are_named_as_gi
     code, _, err = run_cli(["compress", cwtool_trained, "-d", tmp_path / "pool.npz", "-p", "3", "--val", tmp_path / "val.npz",
                             "--test", tmp_path / "test.npz", "--out", tmp_path / "r"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert f"300 of the 300 validation rows (--val '{tmp_path / 'val.npz'}'), 300 of the 300 test rows (--test" in err, err
+    assert f"300 of the 300 validation rows of --val '{tmp_path / 'val.npz'}', 300 of the 300 test rows of --test" in err, err
+    assert "give --val rows it has not seen and --test rows it has not seen" in err, err
     assert "of --data" not in err and "this run splits with seed" not in err and "copies of its training rows" not in err, err
     assert not (tmp_path / "r").exists()
 

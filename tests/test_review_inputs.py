@@ -1961,3 +1961,19 @@ def test_a_new_out_folder_that_a_file_browser_opened_is_a_new_run(trained_digits
     assert (out / "report.json").is_file() and (out / ".DS_Store").is_file()
     (out / "notes.txt").write_text("mine")
     assert holds_anything(tmp_path / "run")
+
+
+def test_a_forward_that_squeezes_a_single_row_is_said_with_the_shape_it_gives():
+    """The shape said was '()' where one row gives (10,): the outputs were joined before their shape was read."""
+    from toolchain.prune.preflight import answers_problem
+
+    class Squeezer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)).squeeze()
+
+    said = answers_problem(Squeezer().eval(), (1, 8, 8))
+    assert "outputs of shape (10,) where 4 rows get (4, 10)" in said, said

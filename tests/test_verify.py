@@ -1377,3 +1377,22 @@ def test_nan_logits_name_the_file_that_gives_them(art, capsys):
     code, _, err = cli([art["good"], path, "--data", art["data"], "-p", PROT], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"gives_nan.onnx gives NaN or infinite logits on {len(art['y']):,} of the {len(art['y']):,} rows" in err, err
+
+
+def test_a_dynamically_quantized_file_answering_otherwise_alone_is_said_not_failed(art, capsys, monkeypatch):
+    """onnxruntime's quantize_dynamic scales each call's activations from its own rows: a row's logits move with the rows
+    beside it by design (5-13% of their scale on a reviewer's tabular file, which then failed the gate). Said, not failed."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    import toolchain.verify as verify
+
+    dynamic = art["dir"] / "dynamic_q8.onnx"
+    quantize_dynamic(art["good"], str(dynamic), weight_type=QuantType.QInt8)
+    assert verify._scaled_per_call(dynamic) and not verify._scaled_per_call(art["good"])
+    monkeypatch.setattr(verify, "_answers_alone_otherwise", lambda runner, x, logits: (
+        "answers rows otherwise one at a time than in the batches judged here (logits differ by up to 8.19, 1 of the first 8 "
+        "decisions): a device that runs it a row at a time gets other answers (its forward uses statistics of the batch?)"))
+    res = run_json(art, capsys, [dynamic], "--baseline", art["report"], "--max-fn-increase", "5", "--max-accuracy-drop", "0.5",
+                   expect=0)
+    assert not any("one at a time" in r for r in res["artifacts"][0]["gate"]["reasons"])
+    assert any("dynamic_q8.onnx is dynamically quantized" in n and "statistics of the batch" not in n for n in res["notes"]), res["notes"]

@@ -294,7 +294,7 @@ def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, re
     if seen == 0:
         return
     given = {"validation": ("--val", (dataset.held_out_from or {}).get("val")), "test": ("--test", (dataset.held_out_from or {}).get("test"))}
-    where = ", ".join(f"{n} of the {len(held_out[k][1]):,} {k} rows" + (f" ({given[k][0]} '{one_line(given[k][1])[:200]}')" if given[k][1] else "")
+    where = ", ".join(f"{n} of the {len(held_out[k][1]):,} {k} rows" + (f" of {given[k][0]} '{one_line(given[k][1])[:200]}'" if given[k][1] else "")
                       for k, n in counts.items() if n)
     of_data = not any(given[k][1] for k, n in counts.items() if n)  # seen rows only among cwtool's split of --data
     # the record is read from the model file: only plain values of the types cwtool writes are used
@@ -309,8 +309,10 @@ def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, re
                f"than once in --data): remove the copies, or {fix}")
     if seen > OVERLAP_TOLERANCE * total:
         origin = (f"of --data ({spec}, trained with {trained_with}; this run splits with seed {dataset.seed})" if of_data
-                  else f"(it was trained on {spec}, with {trained_with})")
-        message = f"'{model}' was trained on {where} {origin}: results on them would not hold for new data. {fix}"
+                  else f"(its checkpoint records training on {spec}, with {trained_with})")
+        if not of_data:  # the flags this user gave: held-out rows come from them
+            fix = "give " + " and ".join(f"{given[k][0]} rows it has not seen" for k, n in counts.items() if n)
+        message = f"'{model}' was trained on {where} {origin}: results on them would not hold for new data; {fix}"
         if refuse:
             raise UserError(message)
         note(f"warning: {message}")

@@ -253,7 +253,7 @@ def check_batch_shares(model: nn.Module, batch_size: int, processes: int) -> Non
     """A BatchNorm model cannot train on a batch that leaves a process fewer than 2 rows: ``train`` skips such batches, and
     a --batch-size below 2 per process skipped them all (no step, said nowhere)."""
     if batch_size < 2 * processes and _has_batchnorm(model):
-        each = f" leaves each of the {processes} torchrun processes one row of a batch or none" if processes > 1 else " is one row"
+        each = f" leaves some of the {processes} torchrun processes fewer than 2 rows of a batch" if processes > 1 else " is one row"
         raise UserError(f"--batch-size {batch_size}{each}, and BatchNorm cannot train on one row: give --batch-size "
                         f"{2 * processes} or more" + (", or fewer processes" if processes > 1 else ""))
 

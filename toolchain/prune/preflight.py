@@ -118,12 +118,14 @@ def _answers_problem(model: nn.Module, rows: torch.Tensor, first: torch.Tensor, 
                    "running statistics)")
     try:
         with torch.no_grad():
-            alone = torch.cat([model(rows[i : i + 1]) for i in range(len(rows))])
+            each = [model(rows[i : i + 1]) for i in range(len(rows))]
     except Exception as exc:  # noqa: BLE001 - a forward that needs other rows (BatchNorm1d in training statistics)
         return f"the model fails on one row alone ({describe(exc, 160)}) where it runs on {len(rows)}: {batch_stats}"
-    if alone.shape != first.shape:
-        return (f"the model answers one row alone with outputs of shape {tuple(alone.shape[1:])} where {len(rows)} rows get "
-                f"{tuple(first.shape[1:])} each (a squeeze of the batch dimension?): a device runs it a row at a time")
+    odd = next((tuple(getattr(o, "shape", ())) for o in each if tuple(getattr(o, "shape", ())) != (1, *first.shape[1:])), None)
+    if odd is not None:
+        return (f"the model answers one row alone with outputs of shape {odd} where {len(rows)} rows get {tuple(first.shape)} "
+                "(a squeeze of the batch dimension?): a device runs it a row at a time")
+    alone = torch.cat(each)
     differs = float((alone.float() - first.float()).abs().max()) if first.numel() else 0.0
     if not differs <= 1e-3 * max(1.0, largest):  # float32 kernels for 1 and 4 rows round alike to far less than this
         return f"the model answers a row otherwise alone than among {len(rows)} rows (logits differ by up to {differs:.3g}): {batch_stats}"
