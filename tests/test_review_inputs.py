@@ -1977,3 +1977,18 @@ def test_a_forward_that_squeezes_a_single_row_is_said_with_the_shape_it_gives():
 
     said = answers_problem(Squeezer().eval(), (1, 8, 8))
     assert "outputs of shape (10,) where 4 rows get (4, 10)" in said, said
+
+
+def test_evaluate_says_when_a_model_outputs_probabilities(tmp_path, capsys):
+    """A softmax at the end of the forward: evaluate read the probabilities as logits without a word (its AUC ranks their
+    log-softmax: 0.9974 against 0.9989 from the probabilities on a reviewer's model), where compress refuses the model."""
+    (tmp_path / "soft.py").write_text("import torch\nfrom torch import nn\n\n\nclass Soft(nn.Module):\n    def __init__(self):\n"
+                                      "        super().__init__()\n        self.fc = nn.Linear(64, 10)\n\n"
+                                      "    def forward(self, x):\n        return torch.softmax(self.fc(x.flatten(1)), 1)\n")
+    torch.manual_seed(0)
+    torch.save({"fc.weight": torch.randn(10, 64), "fc.bias": torch.zeros(10)}, tmp_path / "w.pt")
+    code, _, err = run_cli(["evaluate", tmp_path / "w.pt", "--arch", f"{tmp_path / 'soft.py'}:Soft", "-d", "digits", "-p", "3"], capsys)
+    assert code == 0 and "warning: the model's outputs are probabilities summing to 1" in err, err
+    code, _, err = run_cli(["compress", tmp_path / "w.pt", "--arch", f"{tmp_path / 'soft.py'}:Soft", "-d", "digits", "-p", "3",
+                            "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "probabilities summing to 1" in err, err

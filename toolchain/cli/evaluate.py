@@ -77,9 +77,8 @@ def evaluate(
         log_console().print(f"warning: {scaled_otherwise}")
     for line in preparation_notes(prepared, tuple(rows["x"].shape[1:]), f"'{model}' records its training's were"):
         log_console().print(f"note: {line}")
-    answers = _answers_problem(loaded.module, tuple(rows["x"].shape[1:]))
-    if answers:  # said, not refused: the numbers are what the model did at this batching, once
-        log_console().print(f"warning: {answers}; these numbers are this run's, at the batches it predicted in")
+    for said in _output_problems(loaded.module, tuple(rows["x"].shape[1:])):  # said, not refused: the numbers are what it did
+        log_console().print(f"warning: {said}")
     print_evaluation(result.metrics, result.class_names, title=f"{model.name} on {rows['name']} [{rows['split']}]")
     if result.problem is not None:
         log_console().print(f"warning: {result.problem}")
@@ -89,14 +88,22 @@ def evaluate(
         write_named_output(json_out, json_text({**result.metrics, "rows": rows_record}), "--json", inputs)
 
 
-def _answers_problem(module, input_shape) -> str | None:
-    """preflight.answers_problem on the float32 model in eval mode; None for a TorchScript archive (not a module to probe)."""
+def _output_problems(module, input_shape) -> list[str]:
+    """What preflight would refuse in compress, said: outputs that depend on the batch or the run (answers_problem), or
+    probabilities read as logits. Nothing for a TorchScript archive (not a module to probe)."""
     import torch
 
     from toolchain.models.modes import evaluating
-    from toolchain.prune.preflight import answers_problem
+    from toolchain.prune.preflight import answers_problem, outputs_are_probabilities
 
     if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
-        return None
+        return []
     with evaluating(module):
-        return answers_problem(module, input_shape)
+        answers = answers_problem(module, input_shape)
+        if answers:
+            return [f"{answers}; these numbers are this run's, at the batches it predicted in"]
+        try:
+            probabilities = outputs_are_probabilities(module, input_shape)
+        except Exception:  # noqa: BLE001 - a forward that fails on the probe rows: its rows' numbers say what they say
+            probabilities = None
+        return [probabilities] if probabilities else []

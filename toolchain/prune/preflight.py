@@ -105,6 +105,23 @@ def answers_problem(model: nn.Module, input_shape: tuple[int, ...]) -> str | Non
     return _answers_problem(model, rows, first, again, largest if math.isfinite(largest) else 0.0)
 
 
+def _probabilities(out: torch.Tensor) -> bool:
+    """Whether each row of ``out`` is probabilities summing to 1 (a softmax's)."""
+    return bool(((out >= 0) & (out <= 1)).all()) and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4)
+
+
+def outputs_are_probabilities(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+    """What evaluate says of a model whose outputs are probabilities summing to 1 (a softmax ends its forward): cwtool
+    reads outputs as logits, so its AUC ranks their log-softmax, not the probabilities (0.9974 against 0.9989 on a
+    reviewer's model); compress refuses such a model (``_after_the_classifier``)."""
+    with torch.no_grad():
+        out = model(_probe(input_shape)).float()
+    if out.ndim == 2 and out.numel() and _probabilities(out):
+        return ("the model's outputs are probabilities summing to 1 (a softmax ends its forward): cwtool reads them as logits, "
+                "so its AUC here ranks their log-softmax, not the probabilities, and compress refuses the model; give it up to its logits")
+    return None
+
+
 def _answers_problem(model: nn.Module, rows: torch.Tensor, first: torch.Tensor, again: torch.Tensor, largest: float) -> str | None:
     """Other outputs for the same rows (dropout or noise left on in eval mode), or a row answered otherwise alone than
     among others: BatchNorm with track_running_stats=False normalizes with each batch's statistics, so files checked at
@@ -155,7 +172,7 @@ def _after_the_classifier(model: nn.Module, rows: torch.Tensor) -> str:
     if not out.numel() or not bool((out >= 0).all()):
         return "; an operation after its classifier changes the logits (a scale, a temperature, an index?): give the model up to them"
     # a sharp softmax underflows to exact zeros: the sum is read before the zeros
-    if bool((out <= 1).all()) and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4):
+    if _probabilities(out):
         return "; its outputs are probabilities summing to 1: a softmax ends its forward; give the model up to its logits"
     if bool((out == 0).any()):
         return "; its outputs are clipped at 0: a ReLU (or a clamp) ends its forward; give the model up to its logits"
