@@ -1367,9 +1367,11 @@ def test_what_counts_as_detecting_nothing():
     assert detection_problem(np.eye(3)[y], y, [1], names) is None
     assert detection_problem(np.eye(3)[np.zeros_like(y)], y, [1], names) is None  # 3 samples: too few to judge
     y_big = rng.integers(0, 3, 3000)
-    assert "no better than chance" in detection_problem(np.eye(3)[np.zeros_like(y_big)], y_big, [1], names)
+    assert "gives every row the same outputs" in detection_problem(np.eye(3)[np.zeros_like(y_big)], y_big, [1], names)
     assert "no better than chance" in detection_problem(np.eye(3)[rng.permutation(y_big)], y_big, [1], names)
     assert "ranks protected class 1 no better" in detection_problem(np.eye(3)[rng.permutation(y_big)], y_big, [1], names)  # not "1 (1)"
+    constant = detection_problem(np.ones((3000, 3)), y_big, [1], names)  # a dead network: label order was blamed
+    assert "gives every row the same outputs" in constant and "label order is not the cause" in constant, constant
     swapped = detection_problem(np.eye(2)[1 - (y_big == 1)], (y_big == 1).astype(int), [1], ["no", "yes"])  # AUC 0: inverted
     assert "the wrong way round" in swapped and "swapped (--class-names)" in swapped, swapped
     weak = np.where(rng.random(3000) < 0.4, y_big, rng.permutation(y_big))

@@ -194,6 +194,10 @@ def detection_problem(logits: np.ndarray, y: np.ndarray, protected: list[int], n
 
     logits = np.asarray(logits, dtype=np.float64)
     predicted = logits.argmax(1)
+    if len(logits) >= MIN_POSITIVES and logits.size and float(np.ptp(logits, axis=0).max()) == 0.0:
+        return (f"the model gives every row the same outputs in {where} ({len(logits):,} rows): it tells no input from another "
+                "(a network whose activations died, weights left at zero, or inputs it cannot tell apart: check that they "
+                "are prepared as in its training); label order is not the cause")
     for k in protected:
         positives = y == k
         n = int(positives.sum())
