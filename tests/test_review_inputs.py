@@ -1967,7 +1967,7 @@ def test_a_new_out_folder_that_a_file_browser_opened_is_a_new_run(trained_digits
 
 def test_a_forward_that_squeezes_a_single_row_is_said_with_the_shape_it_gives():
     """The shape said was '()' where one row gives (10,): the outputs were joined before their shape was read."""
-    from toolchain.prune.preflight import answers_problem
+    from toolchain.prune.preflight import evaluate_warnings
 
     class Squeezer(torch.nn.Module):
         def __init__(self):
@@ -1977,8 +1977,8 @@ def test_a_forward_that_squeezes_a_single_row_is_said_with_the_shape_it_gives():
         def forward(self, x):
             return self.fc(x.flatten(1)).squeeze()
 
-    said = answers_problem(Squeezer().eval(), (1, 8, 8))
-    assert "outputs of shape (10,) where 4 rows get (4, 10)" in said, said
+    said = evaluate_warnings(Squeezer().eval(), (1, 8, 8))
+    assert len(said) == 1 and "outputs of shape (10,) where 4 rows get (4, 10)" in said[0], said
 
 
 def test_evaluate_says_when_a_model_outputs_probabilities(tmp_path, capsys):

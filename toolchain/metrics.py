@@ -334,6 +334,12 @@ def _protected_list(protected, k: int) -> list[int]:
     return out
 
 
+def nonfinite_rows(logits) -> int:
+    """How many rows of ``logits`` (n, ...) hold a NaN or an infinity."""
+    z = np.asarray(logits, dtype=np.float64)
+    return int((~np.isfinite(z.reshape(len(z), -1))).any(axis=1).sum()) if z.ndim else int(not np.isfinite(z))
+
+
 def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes: int | None = None) -> dict:
     """The evaluation every cwtool command emits, as plain JSON-ready Python values.
 

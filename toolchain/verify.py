@@ -20,7 +20,7 @@ from toolchain.baseline import check_baseline, load_baseline
 from toolchain.data.labels import declared_names, numbered_apart
 from toolchain.errors import UserError, one_line
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP, GATE_MODES, fn_gate
-from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits
+from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits, nonfinite_rows
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.recorded import (check_baseline_order, check_class_order, column_mismatch, numbers_as_indices,
@@ -128,10 +128,11 @@ def _passes_with(gate: dict, fn_budget: int) -> bool:
 ALONE_ROWS = 8  # rows a file is also run on one at a time
 
 
-def _answers_alone_otherwise(runner, x, logits) -> str | None:
-    """Why the file's answers judged here are not a device's (None: they are): run one row at a time, as a device runs a
-    classifier, the first rows get other logits than in the batches judged (a forward normalized with each batch's
-    statistics passed the gate at 256 rows a call, and missed every protected sample one row at a time)."""
+def _answers_alone_otherwise(runner, x, logits) -> tuple[str, str] | None:
+    """(what, its likely cause) where the file's answers judged here are not a device's (None: they are): run one row at
+    a time, as a device runs a classifier, the first rows get other logits than in the batches judged (a forward
+    normalized with each batch's statistics passed the gate at 256 rows a call, and missed every protected sample one row
+    at a time)."""
     n = min(ALONE_ROWS, len(logits))
     if n < 2:
         return None
@@ -139,15 +140,15 @@ def _answers_alone_otherwise(runner, x, logits) -> str | None:
     together = np.asarray(logits[:n], dtype=np.float64)
     odd = next((r.shape for r in rows if r.shape != (1, *together.shape[1:])), None)
     if odd is not None:
-        return f"answers one row with outputs of shape {odd}, where {n} rows get {together.shape} (a squeeze of the batch?)"
+        return f"answers one row with outputs of shape {odd}, where {n} rows get {together.shape}", "a squeeze of the batch?"
     alone = np.concatenate(rows)
     scale = max(1.0, float(np.abs(together).max()))
     differs = float(np.abs(alone - together).max())
     if not differs <= 0.02 * scale:
         decisions = int(np.sum(alone.argmax(1) != together.argmax(1)))
         return (f"answers rows otherwise one at a time than in the batches judged here (logits differ by up to {differs:.3g}, "
-                f"{decisions} of the first {n} decisions): a device that runs it a row at a time gets other answers (its forward "
-                "uses statistics of the batch?)")
+                f"{decisions} of the first {n} decisions): a device that runs it a row at a time gets other answers",
+                "its forward uses statistics of the batch?")
     return None
 
 
@@ -287,7 +288,7 @@ def run_verify(req: VerifyRequest) -> dict:
         seconds = time.perf_counter() - t0
         if logits.ndim != 2 or logits.shape[1] != k:
             raise UserError(f"{Path(path).name} returned outputs of shape {logits.shape}: cwtool verifies classifiers with (N, classes) logits")
-        bad = int((~np.isfinite(np.asarray(logits, dtype=np.float64))).any(axis=1).sum())
+        bad = nonfinite_rows(logits)
         if bad:  # one line for the run, naming the file (three files given: which one?)
             raise UserError(f"{Path(path).name} gives NaN or infinite logits on {bad:,} of the {len(logits):,} rows: check the "
                             "file (an fp16 file overflows beyond 65,504) and that its inputs are prepared as in its training")
@@ -303,10 +304,10 @@ def run_verify(req: VerifyRequest) -> dict:
         alone = _answers_alone_otherwise(runner, x, logits)
         if alone is not None and _scaled_per_call(path):  # its int8 activations follow the call's rows: by design, said
             notes.append(f"{Path(path).name} is dynamically quantized (its activations are scaled per call, on the rows of "
-                         f"the call): it {alone.split(' (its forward')[0]}")
+                         f"the call): it {alone[0]}")
         elif alone is not None:
             gate["passed"] = False
-            gate["reasons"] = [*gate.get("reasons", []), alone]
+            gate["reasons"] = [*gate.get("reasons", []), f"{alone[0]} ({alone[1]})"]
         if (info.get("int8_weight_max") or 0) > 64 and cpu_lacks_vnni():
             notes.append(f"{Path(path).name}: its int8 weights use the full 8-bit range and this x86 CPU has no VNNI, where "
                          "onnxruntime's int8 kernels saturate on such weights: the FN measured here can be worse than on a VNNI "

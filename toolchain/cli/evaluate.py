@@ -89,21 +89,13 @@ def evaluate(
 
 
 def _output_problems(module, input_shape) -> list[str]:
-    """What preflight would refuse in compress, said: outputs that depend on the batch or the run (answers_problem), or
-    probabilities read as logits. Nothing for a TorchScript archive (not a module to probe)."""
+    """preflight.evaluate_warnings on the model in eval mode; nothing for a TorchScript archive (not a module to probe)."""
     import torch
 
     from toolchain.models.modes import evaluating
-    from toolchain.prune.preflight import answers_problem, outputs_are_probabilities
+    from toolchain.prune.preflight import evaluate_warnings
 
     if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
         return []
     with evaluating(module):
-        answers = answers_problem(module, input_shape)
-        if answers:
-            return [f"{answers}; these numbers are this run's, at the batches it predicted in"]
-        try:
-            probabilities = outputs_are_probabilities(module, input_shape)
-        except Exception:  # noqa: BLE001 - a forward that fails on the probe rows: its rows' numbers say what they say
-            probabilities = None
-        return [probabilities] if probabilities else []
+        return evaluate_warnings(module, input_shape)

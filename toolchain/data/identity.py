@@ -302,16 +302,18 @@ def check_unseen(record: dict | None, model: str | Path, dataset: Dataset, *, re
     own_splits = record.get("given_splits") is True
     spec = one_line(record["spec"])[:200] if isinstance(record.get("spec"), str) else "unknown data"
     trained_with = "its own splits" if own_splits else f"split seed {seed if seed is not None else 'unknown'}"
-    fix = (f"pass --seed {seed}" if of_data and not own_splits and seed is not None and seed != dataset.seed
-           else f"give rows it has not seen {own_rows}")
-    if of_data and not own_splits and seed == dataset.seed:  # the same split of the same data leaves none seen but copies
+    if not of_data:  # the flags this user gave: held-out rows come from them
+        fix = "give " + " and ".join(f"{given[k][0]} rows it has not seen" for k, n in counts.items() if n)
+    elif not own_splits and seed is not None and seed != dataset.seed:
+        fix = f"pass --seed {seed}"
+    elif not own_splits and seed == dataset.seed:  # the same split of the same data leaves none seen but copies of its rows
         fix = (f"if --data is the data it was trained on, these are copies of its training rows (the same file or row more "
-               f"than once in --data): remove the copies, or {fix}")
+               f"than once in --data): remove the copies, or give rows it has not seen {own_rows}")
+    else:
+        fix = f"give rows it has not seen {own_rows}"
     if seen > OVERLAP_TOLERANCE * total:
         origin = (f"of --data ({spec}, trained with {trained_with}; this run splits with seed {dataset.seed})" if of_data
                   else f"(its checkpoint records training on {spec}, with {trained_with})")
-        if not of_data:  # the flags this user gave: held-out rows come from them
-            fix = "give " + " and ".join(f"{given[k][0]} rows it has not seen" for k, n in counts.items() if n)
         message = f"'{model}' was trained on {where} {origin}: results on them would not hold for new data; {fix}"
         if refuse:
             raise UserError(message)

@@ -17,7 +17,7 @@ import numpy as np
 from toolchain.errors import InputCountError, UserError
 from toolchain.export import ExportJob, export_backend
 from toolchain.gate import class_label
-from toolchain.metrics import evaluate_logits
+from toolchain.metrics import evaluate_logits, nonfinite_rows
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.prune.bake import bake_offsets
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, fn_count
@@ -310,7 +310,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
                             "its forward leaves torch on the way (numpy, .item(), a Python number), so the traced graph "
                             "does not read the input; keep the forward in torch operations") from exc
         logits = runner.predict(x_test)
-        bad = int((~np.isfinite(np.asarray(logits, dtype=np.float64))).any(axis=1).sum()) if np.ndim(logits) == 2 else 0
+        bad = nonfinite_rows(logits)
         if bad:  # the torch model's were finite (checked before): the file's own arithmetic, not the model, gave these
             overflow = (": fp16 holds values up to 65,504, and this model's weights or activations go beyond it; use "
                         "--precision fp32 or int8 for this format" if precision == "fp16" else "")

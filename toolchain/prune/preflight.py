@@ -92,34 +92,31 @@ def _check_float32_and_deterministic(model: nn.Module, rows: torch.Tensor) -> No
         raise UserError(problem)
 
 
-def answers_problem(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
-    """Why ``model`` does not give each row one answer of its own (None: it does), on the random probe rows: what evaluate
-    says beside numbers that would otherwise hold for one run, at one batch size, alone."""
+def evaluate_warnings(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """What evaluate says, on the random probe rows, of a model compress would refuse for its outputs: answers that are not
+    each row's own (``_answers_problem``), or probabilities summing to 1 (a softmax ends its forward), which cwtool reads
+    as logits, so its AUC ranks their log-softmax, not the probabilities (0.9974 against 0.9989 on a reviewer's model)."""
     rows = _probe(input_shape)
     try:
         with torch.no_grad():
             first, again = model(rows), model(rows)
+        out = first.float()
     except Exception:  # noqa: BLE001 - its failure on real rows is said where they run
-        return None
-    largest = first.float().abs().max().item() if first.numel() else 0.0
-    return _answers_problem(model, rows, first, again, largest if math.isfinite(largest) else 0.0)
+        return []
+    largest = out.abs().max().item() if out.numel() else 0.0
+    answers = _answers_problem(model, rows, first, again, largest if math.isfinite(largest) else 0.0)
+    if answers:
+        return [f"{answers}; these numbers are this run's, at the batches it predicted in"]
+    if out.ndim == 2 and out.numel() and _probabilities(out):
+        return ["the model's outputs are probabilities summing to 1 (a softmax ends its forward): cwtool reads them as logits, "
+                "so its AUC here ranks their log-softmax, not the probabilities, and compress refuses the model; give it up to "
+                "its logits"]
+    return []
 
 
 def _probabilities(out: torch.Tensor) -> bool:
     """Whether each row of ``out`` is probabilities summing to 1 (a softmax's)."""
     return bool(((out >= 0) & (out <= 1)).all()) and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4)
-
-
-def outputs_are_probabilities(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
-    """What evaluate says of a model whose outputs are probabilities summing to 1 (a softmax ends its forward): cwtool
-    reads outputs as logits, so its AUC ranks their log-softmax, not the probabilities (0.9974 against 0.9989 on a
-    reviewer's model); compress refuses such a model (``_after_the_classifier``)."""
-    with torch.no_grad():
-        out = model(_probe(input_shape)).float()
-    if out.ndim == 2 and out.numel() and _probabilities(out):
-        return ("the model's outputs are probabilities summing to 1 (a softmax ends its forward): cwtool reads them as logits, "
-                "so its AUC here ranks their log-softmax, not the probabilities, and compress refuses the model; give it up to its logits")
-    return None
 
 
 def _answers_problem(model: nn.Module, rows: torch.Tensor, first: torch.Tensor, again: torch.Tensor, largest: float) -> str | None:
