@@ -637,6 +637,20 @@ def test_final_finetuning_trains_the_selected_ticket_and_resumes_from_disk(train
     c = resumed.selected.model.state_dict()
     assert resumed.selected is resumed.final and all(torch.equal(b[k], c[k]) for k in b)
     assert resumed.final.offsets == final.offsets
+    # measuring the restored tickets is cwtool's own work: a fault there is a bug (exit 3), not "a damaged round"
+    measure = LotteryPruner.evaluate
+    for measured_before_fault in (0, 1):  # round 1's ticket, then the final fine-tuning's
+        calls = []
+
+        def faulty(self, model, calls=calls, n=measured_before_fault):
+            if len(calls) == n:
+                raise KeyError("a fault in measuring")
+            calls.append(model)
+            return measure(self, model)
+
+        monkeypatch.setattr(LotteryPruner, "evaluate", faulty)
+        with pytest.raises(KeyError, match="a fault in measuring"):
+            LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lambda s: None).run(resume=True)
 
 
 @pytest.mark.parametrize("comes_back", [True, False])

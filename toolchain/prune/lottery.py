@@ -206,8 +206,9 @@ class LotteryPruner:
         if resume and self.run_dir is not None:
             distributed.barrier()  # every process reads the same rounds
             state = self.files.read(self._load_state)
-            if state is not None:
-                start, current, survivors, rewind_model, rewind_survivors, result.tickets, start_state = state
+            if state is not None:  # measured outside the read: a fault in measuring is no damaged file
+                start, current, survivors, rewind_model, rewind_survivors, restored, start_state = state
+                result.tickets = [replace(self.judged(t), seconds=t.seconds) for t in restored]
 
         rounds = n_rounds(cfg)
         if result.tickets and not result.tickets[-1].within_budget:
@@ -324,7 +325,8 @@ class LotteryPruner:
         """``ticket`` after final_epochs more of the loss at half the peak lr, from the Lagrange ``multipliers``
         given (or as an interrupted run left it)."""
         cfg = self.config
-        tuned = self.files.read(lambda: self._load_final(ticket), final_round=ticket.round)
+        restored = self.files.read(lambda: self._load_final(ticket), final_round=ticket.round)
+        tuned = None if restored is None else self.judged(restored)  # outside the read: a fault in measuring is no damaged file
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
             self.multipliers = dict(multipliers)
@@ -347,15 +349,16 @@ class LotteryPruner:
     # --- resuming: the finished rounds' weights, measured again --------------------------------------------
 
     def _load_final(self, chosen: Ticket) -> Ticket | None:
-        """The fine-tuned ticket of an interrupted run, if its fine-tuning finished."""
+        """The fine-tuned ticket of an interrupted run, if its fine-tuning finished, not yet measured."""
         weights = self.files.saved_final(chosen.round)
         if weights is None:
             return None
         model = copy.deepcopy(chosen.model)
         model.load_state_dict(weights)
-        return self.judged(replace(chosen, model=model.to(self.device).eval()))
+        return replace(chosen, model=model.to(self.device).eval())
 
     def _load_state(self):
+        """The finished rounds' tickets as their files hold them (not yet measured), and where the rounds go on."""
         done = self.files.done_rounds()
         if not done:
             return None
@@ -365,7 +368,7 @@ class LotteryPruner:
             survivors, weights, multipliers, seconds = self.files.saved_round(r, self.protected)
             model = self._shrunk(survivors, weights)
             self.multipliers.update(multipliers)
-            tickets.append(replace(self.judged(Ticket(r, model, survivors, 0, 0, {}, {}, {}, False)), seconds=seconds))
+            tickets.append(replace(Ticket(r, model, survivors, 0, 0, {}, {}, {}, False), seconds=seconds))
         rewind_model, rewind_survivors = None, None
         rewind = self.files.saved_rewind()
         if rewind is not None:
