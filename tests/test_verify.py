@@ -1220,6 +1220,15 @@ def test_a_usage_error_or_a_stop_replaces_a_report_an_earlier_run_left(art, caps
     assert code == 3 and ET.parse(outs["--junit"]).getroot().get("errors") == "1", err
     assert "internal error before a verdict: TypeError: a bug" in json.loads(outs["--json"].read_text())["error"]
     assert ET.parse(outs["--junit"]).getroot().find(".//error").get("type") == "InternalError"  # not the user's bad input
+    monkeypatch.undo()
+    code, _, err = cli(green, capsys)
+    assert code == 0 and json.loads(outs["--json"].read_text())["gate"]["passed"], err
+    import toolchain.report.junit
+
+    monkeypatch.setattr(toolchain.report.junit, "render_junit", lambda result: crashed(None))  # a bug after the verdict
+    code, _, err = cli(green, capsys)
+    assert code == 3 and "internal error before a verdict: TypeError: a bug" in json.loads(outs["--json"].read_text())["error"], err
+    assert ET.parse(outs["--junit"]).getroot().find(".//error").get("type") == "InternalError"  # the green ones left in place
     monkeypatch.setattr(toolchain.verify, "run_verify", stopped)
     # stopped before verify's code knew its inputs (a SIGTERM in its first second): the old green reports stayed
     monkeypatch.undo()

@@ -78,6 +78,22 @@ def verify(
         )
         with saying_progress(log_console().print):  # on stderr, --quiet too: 20,000 images of 224 px on a device's CPU, an hour a file
             result = run_verify(request)
+        # Render and print everything first, then write: a fault there replaces the named reports with error documents.
+        outputs = []
+        if json_out is not None:
+            outputs.append((json_out, "--json", json_text(result)))
+        if markdown is not None:
+            from toolchain.report.verify_markdown import render_verify_markdown
+
+            outputs.append((markdown, "--markdown", render_verify_markdown(result)))
+        if junit is not None:
+            from toolchain.report.junit import render_junit
+
+            outputs.append((junit, "--junit", render_junit(result)))
+        log_console().print(f"rows: {result['data']['rows']}; {result['data']['preprocessing']}")
+        from toolchain.report.verify_console import print_verdict, print_verify
+
+        (print_verdict if quiet else print_verify)(result)  # a failed gate says why, even --quiet
     except UserError as exc:
         if inputs is not None:
             _write_error_documents(str(exc), json_out, markdown, junit, inputs, save_rows=save_rows)
@@ -98,22 +114,6 @@ def verify(
             _write_error_documents(f"internal error before a verdict: {describe(exc, 200)}", json_out, markdown, junit, inputs,
                                    "InternalError", save_rows)
         raise
-    # Render everything first, then write: a rendering error leaves no file behind.
-    outputs = []
-    if json_out is not None:
-        outputs.append((json_out, "--json", json_text(result)))
-    if markdown is not None:
-        from toolchain.report.verify_markdown import render_verify_markdown
-
-        outputs.append((markdown, "--markdown", render_verify_markdown(result)))
-    if junit is not None:
-        from toolchain.report.junit import render_junit
-
-        outputs.append((junit, "--junit", render_junit(result)))
-    log_console().print(f"rows: {result['data']['rows']}; {result['data']['preprocessing']}")
-    from toolchain.report.verify_console import print_verdict, print_verify
-
-    (print_verdict if quiet else print_verify)(result)  # a failed gate says why, even --quiet
     writes = [(lambda path=path, flag=flag, payload=payload: write_named_output(path, payload, flag, inputs)) for path, flag, payload in outputs]
     if save_rows is not None:
         def rows_saved():
