@@ -326,6 +326,8 @@ def test_weight_granularity_run_reports_sparsity(trained_digits, tmp_path, capsy
     (["--final-epochs", "3", "--granularity", "weight"], "--final-epochs is for channel tickets"),
     (["--keep-macs", "0"], "--keep-macs must be in (0, 1]"),
     (["--keep-macs", "0.5", "--granularity", "weight"], "--keep-macs is for channel pruning"),
+    (["--rewind", "init", "--granularity", "weight"], "--rewind is for channel tickets"),  # was ignored, yet recorded
+    (["--rewind", "early", "--granularity", "weight"], "--rewind is for channel tickets"),
 ])
 def test_bad_compress_input_exits_2(extra, needle, trained_digits, capsys, tmp_path):
     args = ["compress", trained_digits[0], "--data", "digits", "--out", tmp_path / "r"] + (extra if "-p" in extra else ["-p", "3"] + extra)

@@ -114,6 +114,8 @@ class PruneConfig:
             raise ValueError("train_precision must be auto, fp32 or bf16")
         if self.rewind not in ("none", "early", "init"):
             raise ValueError("rewind must be none, early or init")
+        if self.rewind != "none" and self.granularity == "weight":
+            raise ValueError("rewind is for channel tickets: weight tickets are fine-tuned from where each round ends")
         if self.rewind == "early" and self.epochs < self.rewind_epoch:
             raise ValueError(f"rewind early needs at least {self.rewind_epoch} retraining epoch(s) per round to take its checkpoint")
         if self.round_to is not None and self.round_to < 1:
