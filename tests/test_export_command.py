@@ -41,6 +41,10 @@ def test_export_writes_compress_s_files_with_their_metadata(exported):
     meta = {p.key: p.value for p in onnx.load(str(out / "artifacts/model_fp32.onnx")).metadata_props}
     assert meta["num_classes"] == "10" and meta["layout"] == "NCHW" and meta["precision"] == "fp32"
     assert json.loads((out / "artifacts/model_int8_nchw.tflite.json").read_text())["num_classes"] == 10
+    from toolchain.export.stage import DECISION
+
+    assert meta["decision"] == DECISION and "add nothing" in DECISION  # a reported offset added on the device moves the point twice
+    assert json.loads((out / "artifacts/model_int8_nchw.tflite.json").read_text())["decision"] == DECISION
     assert report["calibration"]["split"] == "train" and (out / "calibration.npz").is_file()
     for art in report["artifacts"]:
         path = out / art["path"]
@@ -103,6 +107,9 @@ def test_export_for_a_target_writes_its_file_with_the_verdict(trained_digits, tm
     report = json.loads((out / "export.json").read_text())
     (art,) = report["artifacts"]
     assert art["path"] == "artifacts/model_int8_nhwc.tflite" and art["layout"] == "NHWC" and art["fit"]["artifact"] == art["path"]
+    side = json.loads((out / "artifacts/model_int8_nhwc.tflite.json").read_text())
+    assert side["layout"] == side["preprocessing"]["layout"] == "NHWC"  # its record said NCHW, the data set's rows' layout
+    assert report["data"]["preprocessing"]["layout"] == "NCHW"  # the rows', as verify --save-rows writes them
     assert report["target"]["name"] == "raspberry-pi-4" and report["target"]["files"] == 1
     assert "## Target raspberry-pi-4" in (out / "export.md").read_text() and "## Target raspberry-pi-4" in stdout
     assert "target raspberry-pi-4:" in err

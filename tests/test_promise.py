@@ -533,6 +533,9 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     assert "it reads 3 missed and 1 caught" in edge and "reads" not in text, edge  # the demo's 0 and 0 beside 0.458
     assert "changes no decision on validation" in "\n".join(_promise_lines(gap)) and "raises" not in "\n".join(_promise_lines(gap))
     assert text.count("The shipped offset") == 1  # no offset, nothing to say
+    # where the offsets live: a device engineer added the reported one to the outputs again (FP 0 -> 2 on digits)
+    assert "- **on the device**: the offsets above are in every file already" in text and "adds nothing" in text
+    assert "on the device" not in "\n".join(_promise_lines({**promise, "classes": {"8": entry(0.0, 4, 2)}}))
     assert "At the unguarded point there is 1 more false positive than here" in text and "costs -" not in text, text
     assert "That margin costs +2 false positives" in text
     assert "every promise above holds at once with probability at least **0.662**" in text, text

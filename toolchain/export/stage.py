@@ -205,6 +205,10 @@ def _grid_step(logits: np.ndarray) -> float:
     return float(min(gaps)) if gaps else 0.0
 
 
+DECISION = ("the class is the argmax of the outputs (logits; the first class on a tie; an int8 output dequantized or not, "
+            "the same argmax); any operating point cwtool chose is in the classifier's bias already: add nothing to the outputs")
+
+
 def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: dict, settings: ExportSettings,
                run_dir: Path, seed: int, gate_fn, log=print, min_val_accuracy: float = 0.0,
                search_float_layers: bool = True, seen_rows: dict | None = None) -> tuple[list[dict], dict]:
@@ -242,6 +246,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     job = ExportJob(example=example, num_classes=num_classes, layout=layout, calibration_x=calib_x,
                     calibration_method=settings.calibration_method, out=out, work=work,
                     metadata={"preprocessing": dataset.preprocessing.to_dict(),  # the device feeds the same input
+                              "decision": DECISION,  # and decides alike: a reported offset added again moves the point twice
                               **({"class_names": [str(n) for n in dataset.class_names]}  # and reads the outputs alike
                                  if len(dataset.class_names) == num_classes else {}),
                               **({"seen_rows": seen_rows} if seen_rows else {})})  # what verify refuses to judge on

@@ -243,7 +243,7 @@ def export_tflite(
             "dataset_sample_shape": list(x.shape[1:]),
             "float_modules": [m.removeprefix("wrapped.") for m in float_modules],
             "converter": f"litert-torch {getattr(litert_torch, '__version__', '?')}",
-            **(metadata or {}),
+            **_own_layout(metadata or {}, layout),
         }
         side_tmp = tmp + ".json"
         try:
@@ -258,3 +258,12 @@ def export_tflite(
                 os.unlink(leftover)
             interrupts.unstaged(leftover)
     return path
+
+
+def _own_layout(metadata: dict, layout: str) -> dict:
+    """``metadata`` with its image preprocessing laid out as this file's input is (an NHWC file's record said NCHW, the
+    layout of the data set's rows, beside its own "layout": NHWC)."""
+    pre = metadata.get("preprocessing")
+    if isinstance(pre, dict) and pre.get("layout") in ("NCHW", "NHWC"):
+        return {**metadata, "preprocessing": {**pre, "layout": layout}}
+    return metadata

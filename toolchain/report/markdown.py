@@ -91,7 +91,13 @@ def _promise_lines(promise: dict | None) -> list[str]:
         lines.append(f"- **classes that compete**: {promise['competing']}.")
     if not promise["met_on_val"]:
         lines.append(f"- **not met**: {promise['statement']}")
+    if any(abs(v.get("offset", 0.0)) >= 1e-6 for v in promise["classes"].values()):
+        lines.append(f"- **on the device**: {OFFSETS_IN_FILES}")
     return lines
+
+
+OFFSETS_IN_FILES = ("the offsets above are in every file already, in its classifier's bias (an int8 file's own offset too, "
+                    "where the report gives one): a device decides by the argmax of a file's outputs and adds nothing to them")
 
 
 def _edge_words(v: dict) -> str:
