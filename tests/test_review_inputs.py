@@ -1994,3 +1994,21 @@ def test_evaluate_says_when_a_model_outputs_probabilities(tmp_path, capsys):
     code, _, err = run_cli(["compress", tmp_path / "w.pt", "--arch", f"{tmp_path / 'soft.py'}:Soft", "-d", "digits", "-p", "3",
                             "--out", tmp_path / "run"], capsys)
     assert code == 2 and "probabilities summing to 1" in err, err
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("loop", ["calibrate", "-d", "digits", "-p", "3", "--val", "{loop}", "--out", "{tmp}/c.npz"]),
+    ("loop", ["train", "--arch", "digits-cnn", "-d", "digits", "--epochs", "1", "--test", "{loop}", "--out", "{tmp}/m.pt"]),
+    ("loop.pt", ["evaluate", "{loop}", "-d", "digits", "-p", "3"]),
+    ("loop.onnx", ["verify", "{loop}", "-d", "digits", "-p", "3"]),
+    ("loop.toml", ["targets", "{loop}"]),
+])
+def test_a_loop_of_links_given_as_an_input_is_bad_input_said_as_such(name, argv, tmp_path, capsys):
+    """--val or --test at a loop of links ended in exit 3 (its path resolved to compare with --data's); a model, an
+    artifact or a profile there was said not to exist, as a typo is."""
+    loop = tmp_path / name
+    loop.symlink_to(tmp_path / "other")
+    (tmp_path / "other").symlink_to(loop)
+    code, _, err = run_cli([a.format(loop=loop, tmp=tmp_path) for a in argv], capsys)
+    one_line_error(code, err, f"{loop}", "is a link to nothing (or a loop of links)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "other"])

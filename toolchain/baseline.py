@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.errors import UserError, one_line
+from toolchain.input_paths import absent
 from toolchain.limits import MAX_CLASSES
 from toolchain.metrics import confusion_matrix
 
@@ -151,7 +152,7 @@ def load_baseline(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.exists():
-        raise UserError(f"baseline {path} does not exist: give a cwtool report.json or verify JSON")
+        raise UserError(f"baseline {path} {absent(path)}: give a cwtool report.json or verify JSON")
     try:
         text = read_small_file(path, MAX_BASELINE_BYTES, "baseline", "give the report.json cwtool wrote").decode("utf-8")
         # a byte-order mark (an editor's save) is no content; a key given twice is read one way here and another elsewhere

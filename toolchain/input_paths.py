@@ -17,6 +17,11 @@ def user_path(spec: str | Path) -> Path:
         raise UserError(f"'{spec}': {exc}: give the path without ~") from exc
 
 
+def absent(path: str | Path) -> str:
+    """How a path that does not exist is said: a link to nothing (or a loop of links) is named as such, not as a typo."""
+    return "is a link to nothing (or a loop of links)" if Path(str(path)).is_symlink() else "does not exist"
+
+
 ONNX_PROTO_LIMIT = 2 << 30  # protobuf's own limit: a larger .onnx file holds no graph onnx can parse
 
 

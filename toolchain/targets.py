@@ -24,6 +24,7 @@ from typing import Any
 
 from toolchain.bundled import bundled_dirs, bundled_files
 from toolchain.errors import UserError, one_line
+from toolchain.input_paths import absent
 from toolchain.runtimes.base import MAX_THREADS
 from toolchain.runtimes.formats import DEVICE_FORMATS
 
@@ -122,7 +123,7 @@ def load_target(name_or_path: str | Path) -> Target:
     by_name = False
     if path.suffix.lower() == ".toml" or os.sep in text or "/" in text:
         if not path.exists():
-            raise UserError(f"target file {path} does not exist: pass a profile name ({_names()}) or a .toml path")
+            raise UserError(f"target file {path} {absent(path)}: pass a profile name ({_names()}) or a .toml path")
     else:
         files = target_files()
         if text not in files and path.is_dir():

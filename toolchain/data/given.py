@@ -21,6 +21,7 @@ from toolchain.data.dataset import Dataset, Preprocessing
 from toolchain.data.images import normalize_channels
 from toolchain.data.samples import Samples, concat, is_lazy, row_files
 from toolchain.errors import UserError
+from toolchain.input_paths import absent
 
 __all__ = ["check_held_out", "load_with_given_rows", "with_given_rows"]
 
@@ -53,7 +54,7 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
 
     pre = dataset.preprocessing
     if not Path(path).exists():
-        raise UserError(f"{flag} '{path}' does not exist: check the path")
+        raise UserError(f"{flag} '{path}' {absent(path)}: check the path")
     if Path(path).is_dir():
         if not pre.color:
             raise UserError(f"{flag} '{path}' is a folder: a folder of images goes with an ImageFolder --data; for --data "
@@ -95,7 +96,10 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
 def _overlapping(a: str, b: str) -> bool:
     """Whether two paths name the same rows: the same file or folder (by any path), one inside the other, or files of
     the same bytes."""
-    ra, rb = Path(a).resolve(), Path(b).resolve()
+    try:
+        ra, rb = Path(a).resolve(), Path(b).resolve()
+    except (OSError, RuntimeError):  # a loop of links: no rows to overlap, and reading them says so (not exit 3 here)
+        return False
     if ra == rb or ra in rb.parents or rb in ra.parents:
         return True
     if ra.is_file() and rb.is_file() and ra.stat().st_size == rb.stat().st_size:

@@ -45,7 +45,7 @@ from toolchain.data.sources.image_folder import load_image_folder
 from toolchain.data.sources.named import load_breast_cancer, load_digits, load_fashion_mnist
 from toolchain.data.sources.npz_file import load_npz
 from toolchain.errors import UserError, one_line
-from toolchain.input_paths import user_path
+from toolchain.input_paths import absent, user_path
 
 __all__ = ["load_data"]
 
@@ -168,7 +168,7 @@ def _check_fractions(val: float, test: float) -> None:
 
 def _existing_file(path: Path, spec: str) -> Path:
     if not path.exists():
-        raise UserError(f"--data file '{spec}' does not exist: check the path")
+        raise UserError(f"--data file '{spec}' {absent(spec)}: check the path")
     if not path.is_file():
         raise UserError(f"--data '{spec}' is not a file (a folder, pipe or device): give a .npz or .csv file")
     return path

@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from toolchain.errors import UserError, describe
+from toolchain.input_paths import absent
 from toolchain.models import registry
 
 
@@ -56,7 +57,7 @@ def _import_file(path: str):
     if file.is_dir():
         raise UserError(f"--arch: '{path}' is a folder, not a Python file: give path/to/file.py:Class")
     if not file.is_file():
-        raise UserError(f"--arch: file '{path}' does not exist")
+        raise UserError(f"--arch: file '{path}' {absent(path)}")
     name = f"cwtool_user_arch_{file.stem}"
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from toolchain.errors import UserError, one_line
+from toolchain.input_paths import absent
 from toolchain.limits import check_fits
 from toolchain.models import registry
 from toolchain.models.arch import build_arch, load_state_into, resolve_arch
@@ -78,7 +79,7 @@ def load_model(
     if path.exists() and not path.is_file():  # a pipe from `<(cat m.pt)`, a device: cwtool reads the file more than once
         raise UserError(f"model '{path}' is a pipe or device, not a file: save the model to a file first")
     if not path.is_file():
-        raise UserError(f"model file '{path}' does not exist")
+        raise UserError(f"model file '{path}' {absent(path)}")
     _check_archive_size(path)
     if _is_torchscript(path):
         if not trust_model:

@@ -25,7 +25,7 @@ import numpy as np
 from toolchain.bundled import bundled_dirs, bundled_files
 from toolchain.errors import UserError
 from toolchain.io import cannot_write, staged_path
-from toolchain.input_paths import user_path
+from toolchain.input_paths import absent, user_path
 
 CALIBRATION_FORMAT = 1
 CALIBRATION_ROWS_HASH = b"cwtool-calibration-rows/1"
@@ -216,7 +216,7 @@ def resolve_calibration(name_or_path: str | Path) -> tuple[Path, str | None]:
         if path.exists() and not path.is_file():  # a pipe or a device: read more than once, so never a stream
             raise UserError(f"--calibration '{text}' is a pipe or device, not a file: save the set to an .npz file first")
         if not path.is_file():
-            raise UserError(f"--calibration file '{text}' does not exist: give a set name ({_set_names()}) or a saved .npz")
+            raise UserError(f"--calibration file '{text}' {absent(text)}: give a set name ({_set_names()}) or a saved .npz")
         return path, None
     sets = calibration_sets()
     if text in sets:
@@ -238,7 +238,7 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     """(x float32, meta dict) from a file written by save_calibration."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"calibration set {path} does not exist: check the path or re-create it")
+        raise UserError(f"calibration set {path} {absent(path)}: check the path or re-create it")
     from toolchain.data.npz import read_npz  # sizes checked before reading: the file is untrusted
 
     _, arrays = read_npz(path, {"x", "meta"})

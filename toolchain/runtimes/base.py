@@ -18,6 +18,7 @@ import numpy as np
 
 from toolchain.data.samples import Samples, batch_rows
 from toolchain.errors import UserError
+from toolchain.input_paths import absent
 from toolchain.limits import MAX_CLASSES  # a num_classes above cwtool's class limit is garbage, not a classifier
 
 LAYOUTS = ("NCHW", "NHWC", "NC")
@@ -187,7 +188,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
 def check_artifact_file(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     path = Path(path)
     if not path.exists():
-        raise UserError(f"artifact {path} does not exist: check the path")
+        raise UserError(f"artifact {path} {absent(path)}: check the path")
     if not path.is_file():
         raise UserError(f"artifact {path} is not a file: pass an .onnx or .tflite file")
     if path.suffix.lower() not in suffixes:
