@@ -328,6 +328,9 @@ def test_weight_granularity_run_reports_sparsity(trained_digits, tmp_path, capsy
     (["--keep-macs", "0.5", "--granularity", "weight"], "--keep-macs is for channel pruning"),
     (["--rewind", "init", "--granularity", "weight"], "--rewind is for channel tickets"),  # was ignored, yet recorded
     (["--rewind", "early", "--granularity", "weight"], "--rewind is for channel tickets"),
+    (["--rate", "1e-17"], "rounds to reach the size goal: at most 1,000 (raise --rate)"),  # log(1 - rate) was 0: exit 3
+    (["--rate", "0.001"], "--rate 0.001 takes 2,302 rounds"),
+    (["--gamma", "1e39"], "--gamma must be at most 3.4e+38"),  # beyond float32: exit 3 after round 1 had retrained
 ])
 def test_bad_compress_input_exits_2(extra, needle, trained_digits, capsys, tmp_path):
     args = ["compress", trained_digits[0], "--data", "digits", "--out", tmp_path / "r"] + (extra if "-p" in extra else ["-p", "3"] + extra)

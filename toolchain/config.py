@@ -31,6 +31,15 @@ def device_problem(device: str) -> str | None:
     return f"--device '{device}' is not one cwtool runs on: use auto, cpu or cuda[:N]"
 MAX_LR = 10.0  # a peak learning rate beyond it diverges at once, or overflows float32 inside the optimizer
 MAX_EPOCHS = 100_000
+MAX_ROUNDS = 1_000
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def rounds_to(goal: float, rate: float) -> int:
+    """Rounds that keep (1 - rate) each, from the whole model down to ``goal`` of it (log1p: a rate of 1e-17 is not 0)."""
+    if goal >= 1:
+        return 1
+    return max(1, math.ceil(math.log(goal) / math.log1p(-rate) - 1e-9))
 ALLOCATIONS = ("uniform", "global")  # how a round's removals are shared among layers (toolchain.prune.plan)
 
 
@@ -100,6 +109,9 @@ class PruneConfig:
             raise ValueError("keep_macs is for channel pruning: masked weights still cost their multiply-accumulates")
         if not 0 < self.rate < 1:
             raise ValueError("rate must be in (0, 1)")
+        if self.granularity == "channel" and rounds_to(min(self.keep_params, self.keep_macs), self.rate) > MAX_ROUNDS:
+            raise ValueError(f"rate {self.rate:g} takes {rounds_to(min(self.keep_params, self.keep_macs), self.rate):,} rounds to "
+                             f"reach the size goal: at most {MAX_ROUNDS:,} (raise rate)")
         if self.gamma_rule not in ("fixed", "lagrange"):
             raise ValueError("gamma_rule must be fixed or lagrange")
         if self.gamma_rule == "lagrange" and self.granularity == "weight":
@@ -132,6 +144,8 @@ class PruneConfig:
             raise ValueError("final_epochs is for channel tickets: weight tickets would need their masks kept during it")
         if min(self.gamma, self.rank_weight, self.distill_weight, self.taylor_weight, self.increase_weight, self.agree_weight) < 0:
             raise ValueError("gamma, rank_weight, distill_weight, taylor_weight, increase_weight and agree_weight must be >= 0")
+        if self.gamma > FLOAT32_MAX:
+            raise ValueError(f"gamma must be at most {FLOAT32_MAX:.3g}: a class weight is a float32")
         if self.max_fn_increase < 0:
             raise ValueError("max_fn_increase must be >= 0")
         if not 0 <= self.max_accuracy_drop <= 1:

@@ -3,9 +3,7 @@ MACs where --keep-macs sets a goal); as many rounds as the smaller goal needs.""
 
 from __future__ import annotations
 
-import math
-
-from toolchain.config import PruneConfig
+from toolchain.config import PruneConfig, rounds_to
 
 
 def _shrink_fraction(config: PruneConfig, r: int) -> float:
@@ -26,5 +24,4 @@ def round_mac_target(config: PruneConfig, r: int) -> float | None:
 
 
 def n_rounds(config: PruneConfig) -> int:
-    goals = [g for g in (config.keep_params, config.keep_macs) if g < 1]
-    return max([1] + [math.ceil(math.log(g) / math.log(1 - config.rate) - 1e-9) for g in goals])
+    return max(rounds_to(g, config.rate) for g in (config.keep_params, config.keep_macs))
