@@ -331,6 +331,8 @@ def test_weight_granularity_run_reports_sparsity(trained_digits, tmp_path, capsy
     (["--rate", "1e-17"], "rounds to reach the size goal: at most 1,000 (raise --rate)"),  # log(1 - rate) was 0: exit 3
     (["--rate", "0.001"], "--rate 0.001 takes 2,302 rounds"),
     (["--gamma", "1e39"], "--gamma must be at most 3.4e+38"),  # beyond float32: exit 3 after round 1 had retrained
+    *[([*flag, "--skip-export"], f"{flag[0]} sets how the exported files are made, and --skip-export writes none")  # were ignored
+      for flag in (["--layout", "NHWC"], ["--calibration-method", "entropy"], ["--calibration-size", "64"], ["--int8-input-conv"])],
 ])
 def test_bad_compress_input_exits_2(extra, needle, trained_digits, capsys, tmp_path):
     args = ["compress", trained_digits[0], "--data", "digits", "--out", tmp_path / "r"] + (extra if "-p" in extra else ["-p", "3"] + extra)

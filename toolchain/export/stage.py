@@ -67,6 +67,15 @@ def check_options_used(options, artifacts: tuple) -> None:
     """Export flags that no file to be written would use are refused, not dropped in silence: --layout NHWC sets the
     TFLite file's input layout (ONNX stays NCHW, and the device would be fed what it did not expect); --calibration
     sets the int8 files' ranges (a user who gave one believes the files were quantized with it)."""
+    if not artifacts:  # --skip-export: the flags that shape files shape none
+        defaults = type(options)()
+        shaping = [flag for flag, given in (("--layout", options.layout is not None),
+                                            ("--calibration-method", options.calibration_method != defaults.calibration_method),
+                                            ("--calibration-size", options.calibration_size != defaults.calibration_size),
+                                            ("--float-input-conv" if options.float_input_conv else "--int8-input-conv",
+                                             options.float_input_conv is not None)) if given]
+        if shaping:
+            raise UserError(f"{shaping[0]} sets how the exported files are made, and --skip-export writes none: drop one of them")
     if options.layout == "NHWC" and artifacts and not any(fmt == "tflite" for fmt, _ in artifacts):
         raise UserError("--layout NHWC is the TFLite file's input layout, and no TFLite file is written here (ONNX files take NCHW): "
                         "add --format tflite or drop --layout")
