@@ -1026,3 +1026,12 @@ def test_a_weight_computed_from_others_is_refused_before_any_work(tmp_path, caps
                             "--epochs", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and says in err and "remove_parametrizations" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_largest_seed_compress_takes_runs(trained_digits, tmp_path, capsys):
+    """--seed takes 0 to 2**31 - 1, and each round seeds numpy with seed * 1000 + round: from 4,294,968 on that passed numpy's
+    32 bits (exit 3, a run folder that --resume crashed in again)."""
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.8", "--rate", "0.3",
+                            "--epochs", "1", "--seed", "2147483647", "--skip-export", "--out", tmp_path / "r"], capsys)
+    assert code in (0, 1) and "internal error" not in err, err
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["config"]["seed"] == 2147483647
