@@ -271,6 +271,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digi
         LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=die_after_round_2).run()
     assert (tmp_path / "killed" / "rounds" / "round_2.pt").is_file()
     assert not (tmp_path / "killed" / "rounds" / "round_3.pt").exists()
+    for name in ["round_1.pt"] + (["round_1_start.pt"] if increase_weight else []):  # the same round, the same bytes
+        assert (tmp_path / "killed" / "rounds" / name).read_bytes() == (tmp_path / "whole" / "rounds" / name).read_bytes(), name
     resumed_lines = []
     resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path / "killed", log=resumed_lines.append).run(resume=True)
     assert resumed_lines[:2] == ["resuming after round 2", whole_lines[0].replace("rounds 1-3, 2 epochs each,", "round 3, 2 epochs,")]

@@ -9,6 +9,7 @@ the verdicts are measured again from the weights by the caller, never taken from
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 
 from toolchain import distributed
 from toolchain.errors import UserError, describe, one_line
-from toolchain.io import atomic_write_json, staged_path
+from toolchain.io import atomic_write_bytes, atomic_write_json
 from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.provenance import file_sha256
 from toolchain.prune.tickets import Survivors, Ticket, removed_plan
@@ -50,12 +51,10 @@ class RoundFiles:
         ticket.model.to(device)
         also = {}  # the other files a resume reads, named by their bytes as the weights are
         if rewind_model is not None and ticket.round == 1:
-            with staged_path(run.rewind) as tmp:
-                torch.save({"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors}, tmp)
+            _save_tensors(run.rewind, {"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors})
             also["rewind_sha256"] = file_sha256(run.rewind)
         if start_state is not None:  # the next round's magnitude increase needs it
-            with staged_path(run.round_start(ticket.round)) as tmp:
-                torch.save({k: v.cpu() for k, v in start_state.items()}, tmp)
+            _save_tensors(run.round_start(ticket.round), {k: v.cpu() for k, v in start_state.items()})
             also["start_sha256"] = file_sha256(run.round_start(ticket.round))
         atomic_write_json(run.round_summary(ticket.round),  # written last: it marks the round done
                           {**ticket.summary(), "multipliers": {str(k): v for k, v in multipliers.items()}, "training": self.training,
@@ -77,8 +76,7 @@ class RoundFiles:
     def save_final(self, ticket: Ticket, epochs: int) -> None:
         if not self._writes():
             return
-        with staged_path(self.run_dir.final_checkpoint(ticket.round)) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in ticket.model.state_dict().items()}, tmp)
+        _save_tensors(self.run_dir.final_checkpoint(ticket.round), {k: v.detach().cpu() for k, v in ticket.model.state_dict().items()})
         atomic_write_json(self.run_dir.final_summary(ticket.round),  # written last: it marks the fine-tuning done
                           {**ticket.summary(), "epochs": epochs, "run_id": self._run_id(),
                            "weights_sha256": file_sha256(self.run_dir.final_checkpoint(ticket.round))})
@@ -263,3 +261,11 @@ def _seconds(summary) -> dict[str, float]:
 
 def _plain_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _save_tensors(path: Path, payload) -> None:
+    """``torch.save`` through a buffer: saved to the staged file's own name, the zip named its folder after it, and the
+    same tensors made other bytes (another sha256 in the round's summary) every run."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
