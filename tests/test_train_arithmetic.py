@@ -324,6 +324,32 @@ def test_a_resumed_run_keeps_the_arithmetic_its_rounds_were_timed_into(monkeypat
     assert fresh.arithmetic == "fp32"  # a new run times anew
 
 
+def test_a_run_resumed_on_a_cpu_without_bf16_keeps_the_arithmetic_its_rounds_were_made_in(monkeypatch, digits_dataset, tmp_path):
+    """auto on a CPU follows the hardware: resumed on one without bf16, rounds 1-2 in bf16 went on in fp32, and the report
+    named fp32 alone."""
+    from toolchain.config import PruneConfig
+    from toolchain.prune.lottery import LotteryPruner
+
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: True)  # an AMX machine
+    torch.manual_seed(0)
+    model = registry.create("digits-cnn", width=8)
+    train(model, digits_dataset.x_train, digits_dataset.y_train, TrainConfig(epochs=5, lr=1e-2, precision="fp32"), device=torch.device("cpu"))
+    config = PruneConfig(keep_params=0.3, rate=0.5, epochs=1, max_fn_increase=5, confidence=0.5, max_accuracy_drop=0.5, device="cpu")
+    first = LotteryPruner(model, digits_dataset, [3], config, run_dir=tmp_path / "run", log=lambda line: None).run()
+    assert first.arithmetic == "bf16 autocast" and len(first.tickets) == 2
+    assert json.loads((tmp_path / "run" / "rounds" / "round_1.json").read_text())["training"] == {"precision": "bf16", "device": "cpu",
+                                                                                                 "timed": False}
+    for name in ("round_2.pt", "round_2.json"):
+        (tmp_path / "run" / "rounds" / name).unlink()
+    monkeypatch.setattr(fast_paths, "native_bf16", lambda device: False)  # resumed on an AVX2 machine
+    again = LotteryPruner(model, digits_dataset, [3], config, run_dir=tmp_path / "run", log=lambda line: None).run(resume=True)
+    assert again.arithmetic == "bf16 autocast", again.arithmetic
+    assert again.arithmetic_chosen_by == ("as the run's earlier rounds were retrained (rounds/round_1.json) (emulated on this CPU, "
+                                          "without bf16 in hardware: slower)")
+    fresh = LotteryPruner(model, digits_dataset, [3], config, run_dir=tmp_path / "other", log=lambda line: None).run()
+    assert fresh.arithmetic == "fp32"  # a new run follows this CPU
+
+
 def test_under_torchrun_auto_times_a_process_share_of_a_batch(monkeypatch, digits_dataset):
     """Each of N processes steps through batch_size / N rows: the global batch on one GPU is not what it will run."""
     from toolchain import distributed

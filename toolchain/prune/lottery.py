@@ -27,6 +27,7 @@ from toolchain.errors import UserError
 from toolchain.gate import class_label
 from toolchain.metrics import evaluate_logits
 from toolchain.models.profile import count_macs, count_params
+from toolchain.models import fast_paths
 from toolchain.models.fast_paths import arithmetic_label, autocast_dtype, fp32_hint, is_timed, precision_choice, resolved_precision
 from toolchain.models.memory import check_training_fits
 from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
@@ -145,18 +146,20 @@ class LotteryPruner:
     def _arithmetic(self, resume: bool):
         """(autocast dtype, why) of the retraining. auto on a GPU times it on the dense model, at each process's share of
         a batch, and process 0's choice holds for all; a resumed run keeps the choice its rounds were made with (the
-        timing, done again, could choose otherwise)."""
+        timing, done again, could choose otherwise; a CPU without bf16 in hardware, where the run began on one with it,
+        would switch half-way to fp32, and the report would name fp32 alone)."""
         cfg = self.config
         group = distributed.current()
         rows = cfg.batch_size if group is None else math.ceil(cfg.batch_size / group.world)
         # before the arithmetic's probe: a step that cannot fit is refused before anything runs the model on the data
         check_training_fits(self.dense, self.dataset.x_train, rows, self.device,
                             autocast_dtype(cfg.train_precision, self.device) is not None)
-        timed = is_timed(cfg.train_precision, self.device)
-        saved = self.files.read(self.files.saved_training) if resume and timed else None
-        if saved is not None and saved["device"] == self.device.type and saved["timed"]:
+        saved = self.files.read(self.files.saved_training) if resume and cfg.train_precision == "auto" else None
+        if saved is not None and saved["device"] == self.device.type and saved["timed"] == is_timed(cfg.train_precision, self.device):
             dtype, _ = precision_choice(self.dense, self.dataset.x_train, saved["precision"], self.device, rows)
-            return dtype, "as the run's earlier rounds were retrained (rounds/round_1.json)"
+            slower = (" (emulated on this CPU, without bf16 in hardware: slower)"
+                      if dtype is not None and not saved["timed"] and not fast_paths.native_bf16(self.device) else "")
+            return dtype, f"as the run's earlier rounds were retrained (rounds/round_1.json){slower}"
         dtype, why = precision_choice(self.dense, self.dataset.x_train, cfg.train_precision, self.device, rows)
         return distributed.agreed(dtype), why  # timings differ between processes: process 0 decides
 
