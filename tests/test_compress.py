@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -132,8 +133,9 @@ def test_a_resume_keeps_every_session_s_number_of_processes(compress_run, traine
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["processes_by_session"] == [1]
-    (out / "manifest.json").write_text(json.dumps({**manifest, "processes": 2, "processes_by_session": [1, 2]}))
+    assert manifest["processes_by_session"] == [1] and manifest["threads_by_session"] == [torch.get_num_threads()]
+    (out / "manifest.json").write_text(json.dumps({**manifest, "processes": 2, "processes_by_session": [1, 2],
+                                                   "threads_by_session": [7, 7]}))  # a thread count recorded nowhere
     args = ["compress", trained_digits[0], "--data", "digits", "--protect-class", "3", "--keep-params", "0.1", "--out", out,
             "--epochs", "10", "--lr", "3e-3", *DIGITS_PROMISE, "--resume"]
 
@@ -144,7 +146,13 @@ def test_a_resume_keeps_every_session_s_number_of_processes(compress_run, traine
     code, _, err = run_cli(args, capsys)
     assert code == 143, err
     assert "began on 1 process(es), went on with 2 and goes on with 1" in err, err
-    assert json.loads((out / "manifest.json").read_text())["processes_by_session"] == [1, 2, 1]
+    assert f"earlier sessions ran on 7 thread(s) a process and this one on {torch.get_num_threads()}" in err, err
+    assert f"(OMP_NUM_THREADS=7 keeps it)" in err, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["processes_by_session"] == [1, 2, 1] and manifest["threads_by_session"] == [7, 7, torch.get_num_threads()]
+    first, resumed = manifest["commands"]  # a resume replaced the first command line, and no folder said what its paths meant
+    assert first["argv"] and resumed["argv"] and resumed["cwd"] == os.getcwd()  # (in-process: pytest's own argv)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", resumed["started"]) and manifest["started"] == resumed["started"]
 
 
 def test_a_stop_while_the_report_is_written_names_the_run_to_resume(compress_run, trained_digits, tmp_path, capsys, monkeypatch):
@@ -728,7 +736,7 @@ def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     report = json.loads((tmp_path / "f" / "report.json").read_text())
     stages = [s["stage"] for s in report["stages"]]
     assert stages == ["prune_round", "final_finetune", "shrunk"] and report["config"]["final_epochs"] == 1
-    assert report["training"] == {"device": "cpu", "arithmetic": "fp32", "processes": 1}
+    assert report["training"] == {"device": "cpu", "arithmetic": "fp32", "processes": 1, "threads": torch.get_num_threads()}
     markdown = (tmp_path / "f" / "report.md").read_text()
     assert "Final fine-tuning of round 1 (1 epochs)" in markdown
     assert "Retrained on cpu in fp32 (`--train-precision fp32`)." in markdown

@@ -175,7 +175,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "config": config.to_dict(),
             "training": {"device": str(pruner.device), "arithmetic": result.arithmetic,  # auto: the machine decided
                          **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {}),  # a GPU: how
-                         **_processes(checked.before.processes, group)},
+                         **_processes(checked.before.processes, group), "threads": torch.get_num_threads()},
             "promise": promise,
             "size_goal": size_goal,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
@@ -297,13 +297,22 @@ def _start_session(checked: CheckedInputs, request: CompressRequest, input_notes
         went_on = "".join(f", went on with {n}" for n in counts[1:])
         log.print(f"note: this run began on {before.began_on} process(es){went_on} and goes on with {processes}; the rounds made from here "
                   "(if any remain) see other batches, so the result differs from a run that kept one number of processes")
+    import torch
+
+    threads, started = torch.get_num_threads(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # UTC: a run moves between machines
+    if before.threads and any(n != threads for n in before.threads):  # CPU sums in another order: the last digits move
+        log.print(f"note: this run's earlier sessions ran on {_listed_counts(before.threads)} thread(s) a process and this one on "
+                  f"{threads}; CPU kernels sum in another order on another number of threads, so the rounds made from here (if any "
+                  f"remain) can differ in their last digits from a run that kept one (OMP_NUM_THREADS={before.threads[-1]} keeps it)")
     atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
                                       **({"started_with": before.started_with} if changed else {}), "round_identity": before.round_identity,
                                       "final_identity": before.final_identity, "file_identity": before.file_identity,
                                       "argv": sys.argv, "data": dataset.describe(), "processes": processes,
                                       **({"began_on_processes": before.began_on} if before.began_on not in (None, processes) else {}),
                                       "processes_by_session": [*before.processes, processes],
-                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                                      "threads": threads, "threads_by_session": [*before.threads, threads],
+                                      "commands": [*before.commands, {"argv": sys.argv, "cwd": _cwd(), "started": started}],
+                                      "started": started})
     log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
     for shown, line in zip(shown_notes, input_notes):
         console.print(shown)
@@ -333,6 +342,19 @@ def _fitted_rows(dataset) -> dict | None:
     from toolchain.data.seen_sample import seen_sample
 
     return seen_sample([dataset.split("train"), dataset.split("val")], dataset.class_names, dataset.seed)
+
+
+def _cwd() -> str | None:
+    """The folder the command ran in, which its relative paths name (None: removed under it)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def _listed_counts(counts: list[int]) -> str:
+    """Each session's count where it changed: "2, then 1"."""
+    return ", then ".join(str(n) for i, n in enumerate(counts) if i == 0 or n != counts[i - 1])
 
 
 def _processes(earlier: list[int], group) -> dict:

@@ -169,6 +169,8 @@ class Sessions:
     round_identity: bool = True  # its rounds (and fine-tunings) name their run and weights (prune.round_files)
     final_identity: bool = True
     file_identity: bool = True  # its round summaries name the rewind point's and starting weights' bytes too
+    threads: list[int] = field(default_factory=list)  # every session's torch threads a process (none recorded before them)
+    commands: list[dict] = field(default_factory=list)  # every session's command line, folder and start (UTC)
 
     @property
     def began_on(self) -> int | None:
@@ -208,10 +210,26 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
     sessions = manifest.get("processes_by_session")
     if not isinstance(sessions, list):  # a manifest from before the list: its first session's count and its last
         sessions = [manifest.get("began_on_processes", manifest.get("processes")), manifest.get("processes")]
+    threads = manifest.get("threads_by_session")
     check_own_files(run_dir, "--out")  # every file in a run directory is cwtool's to replace or append to
     RunDir(run_dir).check_kinds("--out")
     return Sessions(inputs, run_id, recorded_versions(manifest.get("started_with") or manifest.get("versions")),
-                    [n for n in sessions if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 100_000][-1000:],
+                    _counts(sessions),
                     manifest.get("round_identity") is True or not RunDir(run_dir).done_rounds(),
                     manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json")),
-                    manifest.get("file_identity") is True or not RunDir(run_dir).done_rounds())
+                    manifest.get("file_identity") is True or not RunDir(run_dir).done_rounds(),
+                    _counts(threads if isinstance(threads, list) else []), _commands(manifest))
+
+
+def _commands(manifest: dict) -> list[dict]:
+    """Every earlier session's command record (a manifest from before them: its last command line, as it was kept)."""
+    kept = manifest.get("commands")
+    if not isinstance(kept, list):
+        kept = [{"argv": manifest.get("argv"), "started": manifest.get("started")}] if "argv" in manifest else []
+    return [c for c in kept if isinstance(c, dict) and isinstance(c.get("argv"), list)
+            and all(isinstance(a, str) for a in c["argv"])][-1000:]
+
+
+def _counts(values: list) -> list[int]:
+    """A manifest's per-session counts (processes, threads) that are counts: a file a user can edit."""
+    return [n for n in values if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 100_000][-1000:]
