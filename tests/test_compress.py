@@ -133,6 +133,7 @@ def test_a_resume_keeps_every_session_s_number_of_processes(compress_run, traine
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     manifest = json.loads((out / "manifest.json").read_text())
+    assert {"onnxruntime", "ai_edge_litert", "cwtool_source"} <= set(manifest["versions"])  # imported or not yet
     assert manifest["processes_by_session"] == [1] and manifest["threads_by_session"] == [torch.get_num_threads()]
     (out / "manifest.json").write_text(json.dumps({**manifest, "processes": 2, "processes_by_session": [1, 2],
                                                    "threads_by_session": [7, 7]}))  # a thread count recorded nowhere
@@ -737,6 +738,7 @@ def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     stages = [s["stage"] for s in report["stages"]]
     assert stages == ["prune_round", "final_finetune", "shrunk"] and report["config"]["final_epochs"] == 1
     assert report["training"] == {"device": "cpu", "arithmetic": "fp32", "processes": 1, "threads": torch.get_num_threads()}
+    assert report["versions"]["cwtool_source"] and report["versions"]["torch"] == torch.__version__
     markdown = (tmp_path / "f" / "report.md").read_text()
     assert "Final fine-tuning of round 1 (1 epochs)" in markdown
     assert "Retrained on cpu in fp32 (`--train-precision fp32`)." in markdown

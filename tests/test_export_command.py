@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,11 @@ def test_export_writes_compress_s_files_with_their_metadata(exported):
     assert json.loads((out / "artifacts/model_int8_nchw.tflite.json").read_text())["num_classes"] == 10
     from toolchain.export.stage import DECISION
 
+    from toolchain.run_identity import source_sha256
+
+    versions = report["versions"]  # export.json recorded none; compress's manifest none of the runtimes it imports later
+    assert versions["onnxruntime"] and versions["litert_torch"] and versions["cwtool_source"] == source_sha256()
+    assert re.fullmatch(r"[0-9a-f]{16}", versions["cwtool_source"])
     assert meta["decision"] == DECISION and "add nothing" in DECISION  # a reported offset added on the device moves the point twice
     assert json.loads((out / "artifacts/model_int8_nchw.tflite.json").read_text())["decision"] == DECISION
     assert report["calibration"]["split"] == "train" and (out / "calibration.npz").is_file()

@@ -173,6 +173,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "data": {**dataset.describe(), "spec": str(request.data), "test_rows_sha256": test_rows, "notes": input_notes,
                      "verify_data": data_found_anywhere(request.test or request.data), "verify_options": verify_row_flags(request)},
             "config": config.to_dict(),
+            "versions": package_versions(),  # this session's: a resumed run's earlier ones are in its manifest
             "training": {"device": str(pruner.device), "arithmetic": result.arithmetic,  # auto: the machine decided
                          **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {}),  # a GPU: how
                          **_processes(checked.before.processes, group), "threads": torch.get_num_threads()},

@@ -5,9 +5,9 @@ what else differs in flag terms, and ``version_changes`` which packages were upg
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,19 +131,40 @@ def differences(manifest, inputs: dict, config) -> str:
     return f" (here {'; '.join(found[:4])})" if found else ""
 
 
+RECORDED_PACKAGES = ("torch_pruning", "onnx", "onnxruntime", "ai_edge_litert", "litert_torch", "pytorchcv")
+
+
 def package_versions() -> dict:
-    """cwtool's and the libraries' versions, recorded in the manifest (a resumed run says which changed)."""
+    """cwtool's version and the sha256 of its code (one version number spans many commits), and the libraries' versions
+    as installed, imported yet or not (the manifest is written before export imports its runtimes), recorded in the
+    manifest and report (a resumed run says which changed)."""
+    from importlib import metadata
+
     import numpy
     import torch
 
     from toolchain import __version__
 
-    out = {"cwtool": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__}
-    for name in ("torch_pruning", "onnx", "onnxruntime", "ai_edge_litert", "litert_torch"):
-        mod = sys.modules.get(name)
-        if mod is not None:
-            out[name] = getattr(mod, "__version__", "?")
+    out = {"cwtool": __version__, "cwtool_source": source_sha256(), "python": platform.python_version(),
+           "numpy": numpy.__version__, "torch": torch.__version__}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def source_sha256() -> str:
+    """The first 16 hex digits of the sha256 of cwtool's own Python files, by their paths in the package and bytes."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def recorded_versions(recorded) -> dict:

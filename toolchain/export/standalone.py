@@ -39,6 +39,7 @@ from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text, left_
 from toolchain.output_paths import is_os_litter
 from toolchain.promise import promise_confidence
 from toolchain.prune.operating_point import PromiseGuard
+from toolchain.run_identity import package_versions
 
 __all__ = ["ExportRequest", "export_model", "choose_artifacts", "reference_guard", "EXPORT_SCHEMA"]
 
@@ -201,7 +202,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
             "model": {"path": str(request.model), "sha256": file_sha256(Path(request.model)), "kind": loaded.kind,
                       "arch": loaded.arch or request.arch, "pruned": bool(loaded.channel_plan), "params": count_params(model),
                       "macs": macs},
-            "protected": protected, "class_names": names,
+            "versions": package_versions(), "protected": protected, "class_names": names,
             "data": {**dataset.describe(), "spec": data_found_anywhere(request.test or request.data), "source": str(request.data), "verify_options": verify_row_flags(request),
                      "test_rows_sha256": reference["rows_sha256"]},
             "baseline": {"source": "the torch model itself", "val": {"accuracy": val_accuracy}, "test": reference},
