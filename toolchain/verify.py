@@ -170,10 +170,59 @@ def _scaled_per_call(path) -> bool:
     return any(op in _PER_CALL_SCALE for op in ops)
 
 
+def _opening_notes(req: VerifyRequest, got, base: dict | None, opened: list) -> list[str]:
+    """What verify says before judging any file: the rows' share of a pool, an ONNX graph left unchecked, a TFLite file
+    without its sidecar, how the rows were prepared."""
+    from toolchain.runtimes.base import sidecar_path
+
+    rows, x = got.rows, got.rows["x"]
+    notes = []
+    # with a baseline: its rows, checked below; an .npz narrowed to the pool's test split: said in got.said
+    share = share_note(rows) if base is None and req.split == "auto" and not got.narrowed else None
+    if share:
+        notes.append(share)
+    if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not importable("onnx"):
+        notes.append("the onnx package is not installed: an ONNX file's activation sizes were not checked before it ran (a "
+                     "small crafted file can ask for gigabytes); pip install onnx to check them")
+    for path, runner, _ in opened:
+        if Path(path).suffix.lower() == ".tflite" and not runner.metadata:
+            name = runner.shown_name
+            what = (f"{name}: its sidecar records nothing cwtool reads (unreadable, or not a JSON object of cwtool's)"
+                    if sidecar_path(path).exists() else f"{name} has no sidecar {sidecar_path(path).name} beside it (compress and export write one)")
+            notes.append(f"{what}: the class names and preprocessing it was made for, and the rows its model was trained or "
+                         "tuned on (no refusal of them), are unknown here, and its layout "
+                         f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
+                         "copy the sidecar with the file")
+    notes += preparation_notes(got.prepared, tuple(x.shape[1:]), "the artifacts record")
+    return notes
+
+
+def _baseline_run_notes(base: dict | None, entries: list[dict], req: VerifyRequest, max_accuracy_drop: float | None) -> list[str]:
+    """What the baseline's compress run says of the verdicts: a run that recommended no file, and the budgets it allowed
+    where the files fail only by verify's own defaults."""
+    notes = []
+    run_budget = (base or {}).get("run_budget")
+    if (base or {}).get("run_failed"):  # its files pass or fail here against its dense model, not as a vetted output
+        failed = ("did not stay within its accuracy budget on validation" if base.get("run_binds") == "accuracy" else
+                  "did not keep its FN promise on validation")
+        notes.append(f"the baseline's compress run {failed} and recommended no file to "
+                     "deploy: a file of that run passing here is not a run's vetted output; read its report.md")
+    run_drop = (base or {}).get("run_accuracy_drop")
+    if run_drop is not None and req.max_accuracy_drop is None and abs(run_drop - max_accuracy_drop) > 1e-12 and any(
+            (e["gate"].get("accuracy") or {}).get("passed") is False for e in entries):
+        notes.append(f"the baseline's compress run allowed --max-accuracy-drop {run_drop:g}; verify holds files to "
+                     f"{max_accuracy_drop:g} unless told: pass --max-accuracy-drop {run_drop:g} to check them against the run's own budget")
+    if run_budget and req.max_fn_increase is None and req.max_fnr_increase is None and any(
+            _passes_with(e["gate"], run_budget) for e in entries if not e["gate"]["passed"]):
+        notes.append(f"the baseline's compress run allowed --max-fn-increase {run_budget}; verify holds files to 0 unless told: "
+                     f"pass --max-fn-increase {run_budget} to check them against the run's own budget")
+    return notes
+
+
 def run_verify(req: VerifyRequest) -> dict:
     """Evaluate every artifact, gate it, and return the verify result (JSON-ready)."""
     from toolchain.evaluate import check_labels, check_output_width, resolve_protected
-    from toolchain.runtimes.base import cpu_lacks_vnni, sidecar_path
+    from toolchain.runtimes.base import cpu_lacks_vnni
 
     req.validate()
     base = load_baseline(req.baseline) if req.baseline else None
@@ -196,24 +245,7 @@ def run_verify(req: VerifyRequest) -> dict:
             hint = no_sidecar_hint([(path, runner, None)], req.data) or image_size_hint(runner, x, req.data, got.prepared)
             raise UserError(f"{exc}{hint}") from exc
     digest = rows_sha256(x, y)  # reads every row (an ImageFolder decodes them): after the artifacts opened
-    notes = list(req.notes) + got.said
-    # with a baseline: its rows, checked below; an .npz narrowed to the pool's test split: said in got.said
-    share = share_note(rows) if base is None and req.split == "auto" and not got.narrowed else None
-    if share:
-        notes.append(share)
-    if any(Path(path).suffix.lower() == ".onnx" for path, _, _ in opened) and not importable("onnx"):
-        notes.append("the onnx package is not installed: an ONNX file's activation sizes were not checked before it ran (a "
-                     "small crafted file can ask for gigabytes); pip install onnx to check them")
-    for path, runner, _ in opened:
-        if Path(path).suffix.lower() == ".tflite" and not runner.metadata:
-            name = runner.shown_name
-            what = (f"{name}: its sidecar records nothing cwtool reads (unreadable, or not a JSON object of cwtool's)"
-                    if sidecar_path(path).exists() else f"{name} has no sidecar {sidecar_path(path).name} beside it (compress and export write one)")
-            notes.append(f"{what}: the class names and preprocessing it was made for, and the rows its model was trained or "
-                         "tuned on (no refusal of them), are unknown here, and its layout "
-                         f"({runner.layout}) {'guessed from its input shape' if getattr(runner, 'layout_source', '') == 'guess' else 'as given'}; "
-                         "copy the sidecar with the file")
-    notes += preparation_notes(got.prepared, tuple(x.shape[1:]), "the artifacts record")
+    notes = list(req.notes) + got.said + _opening_notes(req, got, base, opened)
     refused = next((n for n in (column_mismatch(runner, rows) for _, runner, _ in opened) if n), None)
     if refused:
         raise UserError(refused)
@@ -335,21 +367,7 @@ def run_verify(req: VerifyRequest) -> dict:
 
     reasons = [f"{e['name']}: {r}" for e in entries for r in e["gate"]["reasons"]]
     budget = dict(entries[0]["gate"]["budget"]) if entries else {}
-    run_budget = (base or {}).get("run_budget")
-    if (base or {}).get("run_failed"):  # its files pass or fail here against its dense model, not as a vetted output
-        failed = ("did not stay within its accuracy budget on validation" if base.get("run_binds") == "accuracy" else
-                  "did not keep its FN promise on validation")
-        notes.append(f"the baseline's compress run {failed} and recommended no file to "
-                     "deploy: a file of that run passing here is not a run's vetted output; read its report.md")
-    run_drop = (base or {}).get("run_accuracy_drop")
-    if run_drop is not None and req.max_accuracy_drop is None and abs(run_drop - max_accuracy_drop) > 1e-12 and any(
-            (e["gate"].get("accuracy") or {}).get("passed") is False for e in entries):
-        notes.append(f"the baseline's compress run allowed --max-accuracy-drop {run_drop:g}; verify holds files to "
-                     f"{max_accuracy_drop:g} unless told: pass --max-accuracy-drop {run_drop:g} to check them against the run's own budget")
-    if run_budget and req.max_fn_increase is None and req.max_fnr_increase is None and any(
-            _passes_with(e["gate"], run_budget) for e in entries if not e["gate"]["passed"]):
-        notes.append(f"the baseline's compress run allowed --max-fn-increase {run_budget}; verify holds files to 0 unless told: "
-                     f"pass --max-fn-increase {run_budget} to check them against the run's own budget")
+    notes += _baseline_run_notes(base, entries, req, max_accuracy_drop)
     if req.keep_rows:
         req.rows_kept.update(x=x, y=y, class_names=names)
     return {
