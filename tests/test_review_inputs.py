@@ -1109,11 +1109,13 @@ def test_a_resume_refuses_a_final_fine_tuning_that_is_not_this_runs_own(trained_
 
 @pytest.mark.parametrize("forgery, said", [("a group of another model", "round_1.pt names other channel groups"),
                                             ("a channel the group lacks", "round_1.pt keeps channels of group"),
-                                            ("round true", "rounds/round_1.json is the summary of round True")])
+                                            ("round true", "rounds/round_1.json is the summary of round True"),
+                                            ("weights that overflow", "round_1.pt gives NaN or infinite logits")])
 def test_a_resume_refuses_forged_survivors_and_round_numbers_whose_sha256_was_forged_too(trained_digits, forgery, said, tmp_path,
                                                                                           capsys):
     """With the summary's sha256 recomputed, survivors naming a group the model does not have were ignored in silence
-    and "round": true passed as round 1 (True == 1): a security reviewer's finding."""
+    and "round": true passed as round 1 (True == 1): a security reviewer's finding. Finite weights whose logits are not
+    (a regression reviewer's) were blamed on a diverged retraining, with advice to lower --lr."""
     from toolchain.provenance import file_sha256
 
     out = tmp_path / "run"
@@ -1128,6 +1130,10 @@ def test_a_resume_refuses_forged_survivors_and_round_numbers_whose_sha256_was_fo
         key = next(iter(survivors))
         if forgery == "a group of another model":
             survivors["no.such.layer"] = [0]
+        elif forgery == "weights that overflow":
+            state = saved["state_dict"]
+            name = next(k for k, v in state.items() if v.is_floating_point() and v.dim() > 1)
+            state[name] = state[name].sign() * 3e38  # finite, but no logit is
         else:
             survivors[key] = [*survivors[key][:-1], 10_000]
         torch.save(saved, weights)

@@ -90,7 +90,8 @@ class LotteryPruner:
         # kept by one process and stopped by another lost the run
         logits = distributed.agreed(predict_logits(model, self.dataset.x_val, device=self.device))
         if not np.isfinite(logits).all():  # the dense model's were finite: the retraining diverged
-            raise UserError(f"the retrained model gives NaN or infinite logits: the retraining diverged; {DIVERGED_HINT}{fp32_hint(self.low_precision)}")
+            raise NonFiniteLogits(f"the retrained model gives NaN or infinite logits: the retraining diverged; {DIVERGED_HINT}"
+                                  f"{fp32_hint(self.low_precision)}")
         y = self.dataset.y_val
         raw = evaluate_logits(y, logits, self.protected, self.num_classes)
         offsets = self.guard.choose(logits)
@@ -211,7 +212,7 @@ class LotteryPruner:
             state = self.files.read(self._load_state)
             if state is not None:  # measured outside the read: a fault in measuring is no damaged file
                 start, current, survivors, rewind_model, rewind_survivors, restored, start_state = state
-                result.tickets = [replace(self.judged(t), seconds=t.seconds) for t in restored]
+                result.tickets = [replace(self._judged_restored(t), seconds=t.seconds) for t in restored]
 
         rounds = n_rounds(cfg)
         if result.tickets and not result.tickets[-1].within_budget:
@@ -297,6 +298,16 @@ class LotteryPruner:
         return replace(ticket, params=count_params(ticket.model), macs=count_macs(ticket.model, self.example), val=at_op, val_raw=raw,
                        offsets=offsets, within_budget=self.within_budget(at_op))
 
+    def _judged_restored(self, ticket: Ticket, final_round: int | None = None) -> Ticket:
+        """A ticket read back from its files, measured outside the read (a fault in measuring is cwtool's, no damaged file);
+        weights that give NaN or infinite logits were never saved so (a diverged retraining stops before its round is
+        saved): its file was edited or damaged, and "the retraining diverged" would send the user to lower --lr."""
+        try:
+            return self.judged(ticket)
+        except NonFiniteLogits as exc:
+            what = f"final_{final_round}.pt" if final_round is not None else f"round_{ticket.round}.pt"
+            raise self.files.damaged(f"{what} gives NaN or infinite logits", final_round) from exc
+
     def _final_finetune(self, result: PruneResult, teacher) -> PruneResult:
         """final_epochs more for one ticket alone, then a fresh operating point. A round's few epochs leave the
         smallest ticket short of what it can reach: on Fashion-MNIST at 9-10% this added 0.2-0.6 accuracy points
@@ -329,7 +340,7 @@ class LotteryPruner:
         given (or as an interrupted run left it)."""
         cfg = self.config
         restored = self.files.read(lambda: self._load_final(ticket), final_round=ticket.round)
-        tuned = None if restored is None else self.judged(restored)  # outside the read: a fault in measuring is no damaged file
+        tuned = None if restored is None else self._judged_restored(restored, final_round=ticket.round)  # outside the read
         if tuned is None:
             seed_everything(cfg.seed * 1000 + 99)
             self.multipliers = dict(multipliers)
@@ -393,6 +404,10 @@ class LotteryPruner:
         model.load_state_dict(weights)
         self.dense.to(self.device)
         return model.to(self.device).eval()
+
+
+class NonFiniteLogits(UserError):
+    """A ticket's validation logits are NaN or infinite: its retraining diverged, or its weights were read back damaged."""
 
 
 DIVERGED_HINT = "lower --lr or the loss weights (--gamma, --rank-weight, --distill-weight, --agree-weight)"

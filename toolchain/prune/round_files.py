@@ -86,19 +86,23 @@ class RoundFiles:
     def read(self, load, final_round: int | None = None):
         """``load()``, a damaged file turned into bad input that names the run directory (``final_round``: the files of
         that round's final fine-tuning are what is read, and removing them alone redoes it)."""
-        fix = (FIX if final_round is None else
-               f"remove rounds/final_{final_round}.pt and rounds/final_{final_round}.json to redo the final fine-tuning, or use "
-               "another --out")
         try:
             return load()
         except UserError:
             raise
         except (MemoryError, OSError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise UserError(f"'{self.run_dir.root}' holds a damaged round ({describe(exc, 120)}): {fix}") from exc
+            raise self.damaged(describe(exc, 120), final_round) from exc
         except Exception as exc:  # the unpickler's own errors
             if type(exc).__module__.startswith(("pickle", "_pickle", "torch")):
-                raise UserError(f"'{self.run_dir.root}' holds a damaged round ({type(exc).__name__}): {fix}") from exc
+                raise self.damaged(type(exc).__name__, final_round) from exc
             raise
+
+    def damaged(self, what: str, final_round: int | None = None) -> UserError:
+        """The refusal of a damaged round file, and how to go on (``final_round``: a final fine-tuning's files)."""
+        fix = (FIX if final_round is None else
+               f"remove rounds/final_{final_round}.pt and rounds/final_{final_round}.json to redo the final fine-tuning, or use "
+               "another --out")
+        return UserError(f"'{self.run_dir.root}' holds a damaged round ({what}): {fix}")
 
     def done_rounds(self) -> list[int]:
         """The finished rounds, 1..N: a gap means a round's summary went missing, and the rounds after it would be
