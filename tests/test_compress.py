@@ -133,7 +133,7 @@ def test_a_resume_keeps_every_session_s_number_of_processes(compress_run, traine
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"onnxruntime", "ai_edge_litert", "cwtool_source"} <= set(manifest["versions"])  # imported or not yet
+    assert {"onnxruntime", "ai-edge-litert", "cwtool_source"} <= set(manifest["versions"])  # imported or not yet
     assert manifest["processes_by_session"] == [1] and manifest["threads_by_session"] == [torch.get_num_threads()]
     (out / "manifest.json").write_text(json.dumps({**manifest, "processes": 2, "processes_by_session": [1, 2],
                                                    "threads_by_session": [7, 7]}))  # a thread count recorded nowhere
@@ -1038,6 +1038,13 @@ def test_a_weight_computed_from_others_is_refused_before_any_work(tmp_path, caps
                             "--epochs", "1", "--skip-export", "--out", tmp_path / "run"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and says in err and "remove_parametrizations" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_gamma_beyond_float32_is_refused_only_where_it_is_used():
+    """--no-class-aware trains at 1.0 whatever --gamma says (and says the flag changes nothing): not refused there."""
+    with pytest.raises(ValueError, match="gamma must be at most"):
+        PruneConfig(gamma=1e39)
+    assert PruneConfig(gamma=1e39, class_aware=False).effective().gamma == 1.0
 
 
 def test_the_largest_seed_compress_takes_runs(trained_digits, tmp_path, capsys):

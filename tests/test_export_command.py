@@ -47,7 +47,7 @@ def test_export_writes_compress_s_files_with_their_metadata(exported):
     from toolchain.run_identity import source_sha256
 
     versions = report["versions"]  # export.json recorded none; compress's manifest none of the runtimes it imports later
-    assert versions["onnxruntime"] and versions["litert_torch"] and versions["cwtool_source"] == source_sha256()
+    assert versions["onnxruntime"] and versions["litert-torch"] and versions["cwtool_source"] == source_sha256()
     assert re.fullmatch(r"[0-9a-f]{16}", versions["cwtool_source"])
     assert meta["decision"] == DECISION and "add nothing" in DECISION  # a reported offset added on the device moves the point twice
     assert json.loads((out / "artifacts/model_int8_nchw.tflite.json").read_text())["decision"] == DECISION

@@ -831,12 +831,17 @@ def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(trai
         recorded = json.loads(manifest_path.read_text())
         assert recorded["versions"] == now and recorded["started_with"]["torch"] == "1.0.0\\ngate: passed"
         assert "started with other versions" in (out / "compress.log").read_text()
+        report = json.loads((out / "report.json").read_text())  # it named this session's versions alone
+        assert report["versions"] == now and report["versions_started_with"]["torch"] == "1.0.0\\ngate: passed"
 
     (out / "report.json").unlink()
-    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "started_with": None, "versions": now}))
+    # a module's own __version__ under its module's name, as runs begun before recorded it: never compared
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "started_with": None,
+                                         "versions": {**now, "torch_pruning": "1.6.0"}}))
     code, stdout, err = run_cli([*args, "--resume"], capsys)
     assert code in (0, 1) and "other versions" not in stdout + err, stdout + err
     assert "started_with" not in json.loads(manifest_path.read_text())
+    assert "versions_started_with" not in json.loads((out / "report.json").read_text())
 
 
 @pytest.mark.parametrize("name, link", [("report.md", "symbolic link"), ("pruned.pt", "symbolic link"), ("compress.log", "hard link"),

@@ -144,7 +144,7 @@ class PruneConfig:
             raise ValueError("final_epochs is for channel tickets: weight tickets would need their masks kept during it")
         if min(self.gamma, self.rank_weight, self.distill_weight, self.taylor_weight, self.increase_weight, self.agree_weight) < 0:
             raise ValueError("gamma, rank_weight, distill_weight, taylor_weight, increase_weight and agree_weight must be >= 0")
-        if self.gamma > FLOAT32_MAX:
+        if self.gamma > FLOAT32_MAX and self.class_aware:  # --no-class-aware trains at 1.0 and says the flag changes nothing
             raise ValueError(f"gamma must be at most {FLOAT32_MAX:.3g}: a class weight is a float32")
         if self.max_fn_increase < 0:
             raise ValueError("max_fn_increase must be >= 0")

@@ -173,10 +173,13 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "data": {**dataset.describe(), "spec": str(request.data), "test_rows_sha256": test_rows, "notes": input_notes,
                      "verify_data": data_found_anywhere(request.test or request.data), "verify_options": verify_row_flags(request)},
             "config": config.to_dict(),
-            "versions": package_versions(),  # this session's: a resumed run's earlier ones are in its manifest
+            "versions": package_versions(),  # this session's; the first session's beside them where they differ
+            **({"versions_started_with": checked.before.started_with}
+               if version_changes(checked.before.started_with, package_versions()) else {}),
             "training": {"device": str(pruner.device), "arithmetic": result.arithmetic,  # auto: the machine decided
                          **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {}),  # a GPU: how
-                         **_processes(checked.before.processes, group), "threads": torch.get_num_threads()},
+                         **_by_session("processes", checked.before.processes, group.world if group else 1),
+                         **_by_session("threads", checked.before.threads, torch.get_num_threads())},
             "promise": promise,
             "size_goal": size_goal,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
@@ -358,10 +361,11 @@ def _listed_counts(counts: list[int]) -> str:
     return ", then ".join(str(n) for i, n in enumerate(counts) if i == 0 or n != counts[i - 1])
 
 
-def _processes(earlier: list[int], group) -> dict:
-    """How many processes retrained: this session's, and every session's where a resumed run changed the number."""
-    sessions = [*earlier, group.world if group else 1]
-    return {"processes": sessions[-1], **({"processes_by_session": sessions} if len(set(sessions)) > 1 else {})}
+def _by_session(name: str, earlier: list[int], now: int) -> dict:
+    """How many processes (threads) retrained: this session's, and every session's where a resumed run changed the number
+    (threads: from the first session that recorded them)."""
+    sessions = [*earlier, now]
+    return {name: now, **({f"{name}_by_session": sessions} if len(set(sessions)) > 1 else {})}
 
 
 def _int8_guard(result):

@@ -131,7 +131,7 @@ def differences(manifest, inputs: dict, config) -> str:
     return f" (here {'; '.join(found[:4])})" if found else ""
 
 
-RECORDED_PACKAGES = ("torch_pruning", "onnx", "onnxruntime", "ai_edge_litert", "litert_torch", "pytorchcv")
+RECORDED_PACKAGES = ("torch-pruning", "onnx", "onnxruntime", "ai-edge-litert", "litert-torch", "pytorchcv")
 
 
 def package_versions() -> dict:
@@ -147,9 +147,11 @@ def package_versions() -> dict:
 
     out = {"cwtool": __version__, "cwtool_source": source_sha256(), "python": platform.python_version(),
            "numpy": numpy.__version__, "torch": torch.__version__}
+    # by the distributions' names: a module's __version__, which runs begun before recorded under its module's name, can
+    # differ from its distribution's (torch_pruning's says 1.6.0 in 1.6.1), and the two names are never compared
     for name in RECORDED_PACKAGES:
         try:
-            out[name] = metadata.version(name.replace("_", "-"))
+            out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return out

@@ -196,12 +196,17 @@ def _data_line(data: dict) -> str:
 
 
 def _processes_said(training: dict) -> str:
-    """" on 2 torchrun processes" (and each session's number where a resumed run changed it); nothing for one process."""
-    sessions = training.get("processes_by_session")
+    """" on 2 torchrun processes" (and each session's number where a resumed run changed it; nothing for one process),
+    and each session's threads where a resumed run changed them."""
+    sessions, n, threads = training.get("processes_by_session"), training.get("processes", 1), training.get("threads_by_session")
     if isinstance(sessions, list) and len(sessions) > 1:
-        return " on " + ", then ".join(str(n) for n in sessions) + " process(es) (torchrun; the run was resumed with another number)"
-    n = training.get("processes", 1)
-    return f" on {n} torchrun processes (each BatchNorm normalizes its own share of a batch)" if isinstance(n, int) and n > 1 else ""
+        said = " on " + ", then ".join(str(n) for n in sessions) + " process(es) (torchrun; the run was resumed with another number)"
+    else:
+        said = f" on {n} torchrun processes (each BatchNorm normalizes its own share of a batch)" if isinstance(n, int) and n > 1 else ""
+    if isinstance(threads, list) and len(threads) > 1:
+        said += (" with " + ", then ".join(map(str, threads)) + " thread(s) a process (resumed on another number: the last digits "
+                 "can differ from an uninterrupted run's)")
+    return said
 
 
 def render_report(report: dict) -> str:
