@@ -156,7 +156,9 @@ class LotteryPruner:
         check_training_fits(self.dense, self.dataset.x_train, rows, self.device,
                             autocast_dtype(cfg.train_precision, self.device) is not None)
         saved = self.files.read(self.files.saved_training) if resume and cfg.train_precision == "auto" else None
-        if saved is not None and saved["device"] == self.device.type and saved["timed"] == is_timed(cfg.train_precision, self.device):
+        by_rule = "fp32" if autocast_dtype(cfg.train_precision, self.device) is None else "bf16"  # a CPU's choice here
+        if saved is not None and saved["device"] == self.device.type and saved["timed"] == is_timed(cfg.train_precision, self.device) \
+                and (saved["timed"] or saved["precision"] != by_rule):
             dtype, _ = precision_choice(self.dense, self.dataset.x_train, saved["precision"], self.device, rows)
             slower = (" (emulated on this CPU, without bf16 in hardware: slower)"
                       if dtype is not None and not saved["timed"] and not fast_paths.native_bf16(self.device) else "")
