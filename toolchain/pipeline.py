@@ -66,7 +66,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
     started = time.perf_counter()
     group = distributed.start(config.device)  # under torchrun: retraining on every process, rank 0 writes and talks
-    console = console or (log_console() if distributed.is_main() else Console(file=open(os.devnull, "w")))
+    console = console or (log_console() if distributed.is_main() else Console(quiet=True))  # the other processes say nothing
     log = RunLog(console)
     request, prepared, identity = as_recorded(request)  # a folder of images prepared as the checkpoint records, where no flag says
     checked = check_compress_inputs(request, config, export, prepared, identity)  # every check before anything is written
