@@ -382,6 +382,18 @@ def test_save_rows_writes_the_rows_judged_for_a_device(art, capsys, tmp_path):
     data_before = Path(art["data"]).read_bytes()
     code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", art["data"]], capsys)
     assert code == 2 and Path(art["data"]).read_bytes() == data_before, err
+    # a user's own x/y rows (verify's keys, not verify's file), not an input of this run: a failed run deleted them, and a
+    # passing one replaced them
+    mine = tmp_path / "mine.npz"
+    np.savez(mine, x=art["x"][:50], y=art["y"][:50])
+    kept = mine.read_bytes()
+    for protect in ("99", PROT):
+        code, _, err = cli([art["good"], "--data", art["data"], "-p", protect, "--save-rows", mine, "-q"], capsys)
+        assert code == 2 and mine.read_bytes() == kept, err
+    assert "--save-rows" in err and "holds a file verify did not write" in err, err
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", saved, "-q"], capsys)
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", saved, "-q"], capsys)  # its own: replaced
+    assert code == 0 and saved.is_file(), err
 
 
 def test_a_verify_json_made_on_other_rows_names_its_baseline_s_rows_when_chained(art, capsys, tmp_path):

@@ -64,6 +64,7 @@ def verify(
             _check_replaceable(path, flag)
         if save_rows is not None and not save_rows.name.lower().endswith(".npz"):
             raise UserError(f"--save-rows '{save_rows}' must end in .npz: it is an x/y .npz for verify --data")
+        _check_rows_replaceable(save_rows)
         named = [p.resolve() for p in (json_out, markdown, junit, save_rows) if p is not None]
         if len(set(named)) < len(named):
             raise UserError("--json, --markdown, --junit and --save-rows must name different files")
@@ -170,25 +171,49 @@ def _write_rows(path: Path, rows: dict, inputs) -> None:
     from toolchain.output_paths import check_output_file
 
     x = rows["x"]
-    arrays = {"x": ((len(x), *x.shape[1:]), np.float32, batches(x)), "y": np.asarray(rows["y"], dtype=np.int64)}
+    arrays = {"x": ((len(x), *x.shape[1:]), np.float32, batches(x)), "y": np.asarray(rows["y"], dtype=np.int64),
+              SAVED_ROWS_MARK: np.array("cwtool verify --save-rows")}  # what a later run may replace or remove: its own
     if rows.get("class_names"):
         arrays["class_names"] = np.array(rows["class_names"], dtype=str)
     check_output_file(path, "--save-rows", inputs)
     atomic_write_npz(path, arrays)
 
 
+SAVED_ROWS_MARK = "cwtool_saved_rows"  # the member that marks an .npz verify --save-rows wrote
+
+
+def _saved_by_verify(path: Path) -> bool:
+    """Whether ``path`` is an .npz an earlier verify --save-rows wrote (its mark and verify's keys alone): a user's own
+    x/y rows have the same keys, and a failed run deleted them."""
+    from toolchain.data.npz import npz_keys
+
+    try:
+        keys = npz_keys(path)
+    except (OSError, UserError):
+        return False
+    return SAVED_ROWS_MARK in keys and keys <= {"x", "y", "class_names", SAVED_ROWS_MARK}
+
+
+def _check_rows_replaceable(path: Path | None) -> None:
+    """--save-rows replaces only rows an earlier verify saved (or an empty file), as the reports replace only reports."""
+    from toolchain.errors import one_line
+
+    if path is None or not path.is_file() or path.stat().st_size == 0 or _saved_by_verify(path):
+        return
+    raise UserError(f"--save-rows '{one_line(str(path))}' holds a file verify did not write: give another path, or remove it first")
+
+
 def _remove_stale_rows(path, inputs) -> None:
     """A --save-rows file an earlier run left, removed where this run judged nothing: a device step that copies it would
-    judge rows this run never chose. Only an .npz of verify's keys (x, y, class names), no link and never an input (the
-    refusal of --save-rows naming the data itself is an error too) is touched."""
+    judge rows this run never chose. Only rows an earlier verify saved (marked so), no link and never an input (the
+    refusal of --save-rows naming the data itself is an error too) are touched."""
     if path is None or not Path(path).is_file() or Path(path).is_symlink():
         return
     try:
-        from toolchain.data.npz import npz_keys
         from toolchain.output_paths import check_output_file
 
         check_output_file(path, "--save-rows", inputs)  # raises for an input: left as it is
-        if npz_keys(Path(path)) <= {"x", "y", "class_names"}:
+        if _saved_by_verify(Path(path)):
             Path(path).unlink()
     except (OSError, UserError):
         pass
