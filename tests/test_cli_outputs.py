@@ -352,3 +352,37 @@ def test_cwtool_alone_prints_its_help_and_a_line_that_says_something(capsys):
     line = err.strip().splitlines()[-1]
     assert code == 2 and "compress" in out + err and line.startswith("cwtool: error: ") and "no arguments given" in line, line
     assert "error:  " not in line
+
+
+@pytest.mark.parametrize("command", ["evaluate", "targets", "targets-one"])
+def test_a_json_report_replaces_only_its_own_command_s_json(command, trained_digits, tmp_path, capsys):
+    """evaluate, bench and targets --json replaced any file not among the command's inputs: a trained checkpoint, an exported
+    TFLite file, its sidecar, a calibration set (verify's reports already replaced only verify's)."""
+    argv = {"evaluate": ["evaluate", trained_digits[0], "-d", "digits", "-p", "3"], "targets": ["targets"],
+            "targets-one": ["targets", "x86-edge"]}[command]
+    precious = tmp_path / "model.pt"
+    precious.write_bytes(Path(trained_digits[0]).read_bytes())
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    for path in (precious, notes):
+        before = path.read_bytes()
+        code, _, err = run_cli([*argv, "--json", path], capsys)
+        assert code == 2 and "holds a file" in err and "did not write" in err and path.read_bytes() == before, err
+    own = tmp_path / "own.json"
+    for _ in range(2):  # written, then replaced by the same command (a CI workspace)
+        code, _, err = run_cli([*argv, "--json", own], capsys)
+        assert code == 0 and own.stat().st_size > 0, err
+    empty = tmp_path / "empty.json"
+    empty.touch()
+    code, _, err = run_cli([*argv, "--json", empty], capsys)
+    assert code == 0 and empty.stat().st_size > 0, err
+
+
+def test_bench_knows_its_own_json():
+    import re
+
+    from toolchain.io import json_text
+    from toolchain.output_paths import OWN_JSON
+
+    assert re.match(OWN_JSON["bench"], json_text({"schema_version": 1, "results": []}))
+    assert not re.match(OWN_JSON["bench"], json_text({"schema_version": 1, "n": 3}))

@@ -192,6 +192,22 @@ def file_head(path: str | Path, size: int = 512) -> str:
         return ""
 
 
+# how the JSON each command writes begins: a --json replaces only an empty file or one of its own command's
+OWN_JSON = {
+    "evaluate": r'\{\s*"schema_version":\s*\d+,\s*"n":',
+    "bench": r'\{\s*"schema_version":\s*\d+,\s*"results":',
+    "targets": r'(\[\s*)?\{\s*"name":\s*"[^"\n]*",\s*"description":',
+}
+
+
+def check_json_replaceable(path: Path | None, command: str) -> None:
+    """A --json report replaces only an empty file (made for it) or JSON its command wrote before (a CI workspace's): it
+    replaced a trained checkpoint, an exported TFLite file, its sidecar and a calibration set given to it by mistake."""
+    if path is None or not path.is_file() or path.stat().st_size == 0 or re.match(OWN_JSON[command], file_head(path)):
+        return
+    raise UserError(f"--json '{one_line(str(path))}' holds a file {command} did not write: give another path, or remove it first")
+
+
 def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
     """Refuse, before any work starts, an output folder that could not be created or written, that
     holds one of the command's inputs, or that lies inside an input folder."""

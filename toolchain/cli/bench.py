@@ -34,7 +34,7 @@ def bench(
 
     from toolchain.bench import bench_many
     from toolchain.io import json_text, write_named_output
-    from toolchain.output_paths import check_output_file
+    from toolchain.output_paths import check_json_replaceable, check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.targets import load_target
 
@@ -43,6 +43,7 @@ def bench(
     tgt = load_target(target) if target else None
     inputs = input_paths(tgt and tgt.path, artifacts=artifacts)
     check_output_file(json_out, "--json", inputs=inputs)
+    check_json_replaceable(json_out, "bench")
     if macs is not None and target is None:
         raise UserError("--macs feeds the --target latency estimate: give --target too (or drop --macs)")
     results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)

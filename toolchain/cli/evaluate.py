@@ -34,7 +34,7 @@ def evaluate(
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.evaluate import evaluate_rows
     from toolchain.io import json_text, write_named_output
-    from toolchain.output_paths import check_output_file
+    from toolchain.output_paths import check_json_replaceable, check_output_file
     from toolchain.input_paths import input_paths
     from toolchain.models.loading import load_model, naming_recorded_preparation
     from toolchain.recorded import preparation_notes
@@ -47,6 +47,7 @@ def evaluate(
 
     inputs = input_paths(model, data, arch=arch)
     check_output_file(json_out, "--json", inputs=inputs)
+    check_json_replaceable(json_out, "evaluate")
     if split not in SPLITS:
         raise UserError(f"--split '{split}' is not one of {', '.join(SPLITS)}")
     sides, shape, image_args = parse_image_size(image_size), parse_input_shape(input_shape), image_options.load_args()

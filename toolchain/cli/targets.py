@@ -19,13 +19,14 @@ def targets(
     from rich.table import Table
 
     from toolchain.io import json_text, write_named_output
-    from toolchain.output_paths import check_output_file
+    from toolchain.output_paths import check_json_replaceable, check_output_file
     from toolchain.targets import list_targets, load_target, target_export_plan
 
     skipped: list[str] = []
     read = [load_target(name)] if name is not None else list_targets(skipped)
     inputs = [t.path for t in read if t.path]
     check_output_file(json_out, "--json", inputs=inputs)
+    check_json_replaceable(json_out, "targets")
     console = out_console()
     if name is None:
         profiles = read
