@@ -2023,3 +2023,12 @@ def test_a_loop_of_links_given_as_an_input_is_bad_input_said_as_such(name, argv,
     code, _, err = run_cli([a.format(loop=loop, tmp=tmp_path) for a in argv], capsys)
     one_line_error(code, err, f"{loop}", "is a link to nothing (or a loop of links)")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "other"])
+
+
+@pytest.mark.parametrize("command", ["verify", "bench"])
+@pytest.mark.parametrize("artifact", ["", ".", "/"])
+def test_an_artifact_argument_that_names_no_file_is_bad_input(command, artifact, capsys):
+    """`cwtool verify "$ARTIFACT"` with the variable unset ended in exit 3 (a path with no name has no sidecar name)."""
+    argv = [command, artifact, *(["-d", "digits", "-p", "3"] if command == "verify" else ["--runs", "3"])]
+    code, _, err = run_cli(argv, capsys)
+    one_line_error(code, err, "names no file", *(["unset variable"] if artifact != "/" else []))

@@ -29,6 +29,9 @@ def artifact_files(path: str | Path) -> list[Path]:
     """An exported artifact and the files that travel with it: its sidecar ``<name>.json`` and, for
     ONNX, the external weight files it names (read without loading the weights; the `onnx` package
     is optional on a device, where ``<name>.data``, torch's default name, stands in)."""
+    if not str(path).strip() or not Path(path).name:  # `cwtool verify "$ARTIFACT"`, the variable unset; '.', '/'
+        unset = " (an empty argument: an unset variable?)" if str(path).strip() in ("", ".") else ""  # '' arrives as '.'
+        raise UserError(f"artifact '{path}' names no file{unset}: give the .onnx or .tflite file")
     path = Path(path)
     files = [path, path.with_name(path.name + ".json")]
     if path.suffix.lower() == ".onnx":
