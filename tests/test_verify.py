@@ -1417,3 +1417,26 @@ def test_a_dynamically_quantized_file_answering_otherwise_alone_is_said_not_fail
                    expect=0)
     assert not any("one at a time" in r for r in res["artifacts"][0]["gate"]["reasons"])
     assert any("dynamic_q8.onnx is dynamically quantized" in n and "statistics of the batch" not in n for n in res["notes"]), res["notes"]
+
+
+def test_a_sidecar_too_large_to_be_one_is_not_hashed_as_a_part_of_the_artifact(art, capsys, tmp_path):
+    """A 50 GB file named like the artifact's sidecar was read whole to hash it (51 s, sparse) though the runner never reads
+    one above MAX_SIDECAR_BYTES: it is none of the artifact's parts, and the note says the sidecar records nothing read."""
+    import os
+    import shutil
+
+    from toolchain.runtimes.base import MAX_SIDECAR_BYTES
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(art["good"], model)
+    with open(tmp_path / "m.onnx.json", "wb") as f:
+        f.truncate(MAX_SIDECAR_BYTES + 1)
+    out = tmp_path / "v.json"
+    code, _, err = cli([model, "--data", art["data"], "-p", PROT, "--json", out, "-q"], capsys)
+    assert code == 0, err
+    files = json.loads(out.read_text())["artifacts"][0]["files"]
+    assert [f["role"] for f in files] == ["model"], files
+    os.truncate(tmp_path / "m.onnx.json", 0)
+    (tmp_path / "m.onnx.json").write_text("{}")  # one of a sidecar's size: a part, hashed
+    code, _, err = cli([model, "--data", art["data"], "-p", PROT, "--json", out, "-q"], capsys)
+    assert [f["role"] for f in json.loads(out.read_text())["artifacts"][0]["files"]] == ["model", "sidecar"], err

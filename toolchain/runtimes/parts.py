@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolchain.runtimes.base import sidecar_path
+from toolchain.runtimes.base import MAX_SIDECAR_BYTES, sidecar_path
 
 __all__ = ["external_data_files", "artifact_parts", "artifact_size"]
 
@@ -64,11 +64,12 @@ def external_data_files(path: str | Path) -> list[Path]:
 
 def artifact_parts(path: str | Path) -> list[tuple[Path, str]]:
     """Every file of the artifact with its role: "model", "external data" (ONNX weights) and, when
-    present, "sidecar" (`<name>.json`, which the runner reads for layout and class count)."""
+    present, "sidecar" (`<name>.json`, which the runner reads for layout and class count; one too large for the runner
+    to read is none of its parts, and was hashed whole: 50 GB read to fingerprint a file nothing reads)."""
     path = Path(path)
     parts = [(path, "model")] + [(f, "external data") for f in external_data_files(path)]
     side = sidecar_path(path)
-    if side.is_file():
+    if side.is_file() and side.stat().st_size <= MAX_SIDECAR_BYTES:
         parts.append((side, "sidecar"))
     return parts
 
