@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -386,3 +387,15 @@ def test_bench_knows_its_own_json():
 
     assert re.match(OWN_JSON["bench"], json_text({"schema_version": 1, "results": []}))
     assert not re.match(OWN_JSON["bench"], json_text({"schema_version": 1, "n": 3}))
+
+
+def test_an_output_named_by_spaces_alone_and_a_value_given_whole_are_one_short_line(tmp_path, capsys, monkeypatch):
+    """`--json " "` wrote a file named by one space (an unset variable in CI, as `--target " "` is refused); a bad value
+    echoed whole made a 100 KB error line."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["targets", "--json", " "], capsys)
+    assert code == 2 and "is a name of spaces alone (an unset variable?)" in err and not list(tmp_path.iterdir()), err
+    code, _, err = run_cli(["verify", "m.onnx", "-d", "digits", "-p", "3", "--gate", "x" * 100_000], capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("cwtool: error: ") and len(line) < 2_100, len(line)
+    assert re.search(r"\.\.\. \(cut: the line is 100,\d{3} characters\)$", line), line[-80:]

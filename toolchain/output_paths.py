@@ -115,6 +115,8 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     if os.path.islink(path):
         links_at_start[os.path.abspath(path)] = os.path.realpath(path)
     _printable_name(path, flag)
+    if path.name and not path.name.strip():  # `--json "$OUT"` with OUT=" ": a file named by a space
+        raise UserError(f"{flag} '{path}' is a name of spaces alone (an unset variable?): give a file path")
     kind = path_kind(path)
     if kind == "folder":
         empty = " (an empty value, such as an unset $GITHUB_STEP_SUMMARY, reads as '.')" if str(path) == "." else ""

@@ -217,6 +217,14 @@ def _main(argv: Optional[list[str]]) -> None:
 SILENT_WAIT_S = 30.0
 
 
+MAX_LINE = 2_000  # characters of one error line: a value given whole (100,000 x's as --gate) made a 100 KB line
+
+
+def _bounded(line: str) -> str:
+    """``line`` cut at MAX_LINE characters, saying how long it was."""
+    return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE]}... (cut: the line is {len(line):,} characters)"
+
+
 def _say_once_a_machine(line: str) -> None:
     """A bad input's line, said by one process a machine under torchrun (every process meets the same input). The others
     wait before they exit: torchrun stops the rest of the group as soon as one process ends, and a silent process that
@@ -224,7 +232,7 @@ def _say_once_a_machine(line: str) -> None:
     from toolchain import distributed
 
     if distributed.speaks_for_its_node():
-        print(line, file=sys.stderr, flush=True)
+        print(_bounded(line), file=sys.stderr, flush=True)
     else:
         # the speaking process ends first; torchrun's stop then ends this one, silently. Short sleeps: the signal watcher
         # interrupts the main thread where Python runs next, which one long sleep put off past its grace period (whose
