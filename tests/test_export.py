@@ -758,3 +758,18 @@ def test_a_class_token_expanded_to_the_batch_exports_to_a_file_the_runner_opens(
         expected = model(x).numpy()
     np.testing.assert_allclose(runner.predict(x.numpy()), expected, rtol=1e-4, atol=1e-4)
     assert not [p.name for p in tmp_path.iterdir() if p.name != "vit.onnx"]  # no second file left beside it
+
+
+def test_export_writes_no_sidecar_its_readers_would_refuse(tmp_path, monkeypatch):
+    """A CSV of 45,000 gene columns gave a 1.1 MB sidecar, which verify's reader (then 1 MB at most) took for none of
+    cwtool's: refused at export, naming why, and nothing written."""
+    import torch
+
+    import toolchain.export.tflite as tflite
+
+    monkeypatch.setattr(tflite, "MAX_SIDECAR_BYTES", 2_000)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2)).eval()
+    columns = [f"gene_{i:05d}" for i in range(300)]
+    with pytest.raises(UserError, match=r"the sidecar of m.tflite would hold [\d,]+ bytes of names"):
+        tflite.export_tflite(model, torch.zeros(1, 4), tmp_path / "m.tflite", "fp32", metadata={"preprocessing": {"columns": columns}})
+    assert not list(tmp_path.iterdir())

@@ -390,7 +390,7 @@ def test_save_rows_writes_the_rows_judged_for_a_device(art, capsys, tmp_path):
     for protect in ("99", PROT):
         code, _, err = cli([art["good"], "--data", art["data"], "-p", protect, "--save-rows", mine, "-q"], capsys)
         assert code == 2 and mine.read_bytes() == kept, err
-    assert "--save-rows" in err and "holds a file verify did not write" in err, err
+    assert "--save-rows" in err and "holds a file not marked as verify's own" in err, err
     code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", saved, "-q"], capsys)
     code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", saved, "-q"], capsys)  # its own: replaced
     assert code == 0 and saved.is_file(), err

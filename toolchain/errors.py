@@ -74,9 +74,10 @@ class UserError(Exception):
     The CLI prints it without a traceback (unless --debug) and exits with code 2.
     """
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, whole: bool = False):
         # One line, always: callers sometimes pass messages built from library errors; no terminal escapes.
         super().__init__(printable(" ".join(str(message).split())))
+        self.whole = whole  # a remedy the user copies (every class name): never cut, however long
 
 
 class InputCountError(UserError):

@@ -198,7 +198,7 @@ def file_head(path: str | Path, size: int = 512) -> str:
 OWN_JSON = {
     "evaluate": r'\{\s*"schema_version":\s*\d+,\s*"n":',
     "bench": r'\{\s*"schema_version":\s*\d+,\s*"results":',
-    "targets": r'(\[\s*)?\{\s*"name":\s*"[^"\n]*",\s*"description":',
+    "targets": r'(\[\s*)?\{\s*"name":\s*"(?:[^"\\\n]|\\.)*",\s*"description":',
 }
 
 

@@ -271,7 +271,8 @@ def run_verify(req: VerifyRequest) -> dict:
 
             missing = [n for n in recorded if n not in declared]  # a device's folder without some classes: number it as the file
             raise UserError(f"--data names {len(declared)} of the {k} classes {Path(path).name} records (none of "
-                            f"{', '.join(missing[:5])}): give --class-names {shlex.quote(class_names_value(recorded))} so its labels are the file's")
+                            f"{', '.join(missing[:5])}): give --class-names {shlex.quote(class_names_value(recorded))} so its labels are the file's",
+                            whole=True)
         check_output_width(k, y, declared, Path(path).name)
         numbered = recorded_class_names(runner, k, placeholders=True)  # a file made on data without names records 0..k-1
         check_class_order(path, recorded or (numbered if declared and numbered and (sorted(declared) == sorted(numbered)

@@ -217,7 +217,7 @@ def _main(argv: Optional[list[str]]) -> None:
 SILENT_WAIT_S = 30.0
 
 
-MAX_LINE = 2_000  # characters of one error line: a value given whole (100,000 x's as --gate) made a 100 KB line
+MAX_LINE = 10_000  # characters of one error line: a value given whole (100,000 x's as --gate) made a 100 KB line
 
 
 def _bounded(line: str) -> str:
@@ -225,14 +225,14 @@ def _bounded(line: str) -> str:
     return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE]}... (cut: the line is {len(line):,} characters)"
 
 
-def _say_once_a_machine(line: str) -> None:
+def _say_once_a_machine(line: str, whole: bool = False) -> None:
     """A bad input's line, said by one process a machine under torchrun (every process meets the same input). The others
     wait before they exit: torchrun stops the rest of the group as soon as one process ends, and a silent process that
     ended first had the speaking one stopped before its line was out (no line, or a false "interrupted")."""
     from toolchain import distributed
 
     if distributed.speaks_for_its_node():
-        print(_bounded(line), file=sys.stderr, flush=True)
+        print(line if whole else _bounded(line), file=sys.stderr, flush=True)
     else:
         # the speaking process ends first; torchrun's stop then ends this one, silently. Short sleeps: the signal watcher
         # interrupts the main thread where Python runs next, which one long sleep put off past its grace period (whose
@@ -280,7 +280,7 @@ def _run(argv: Optional[list[str]]) -> None:
         elif native:
             exc = UserError(f"{exc} (rerun with --debug to see the converter's own output)")
         rank = distributed.rank_of_this_process()
-        _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank != 0 else ''}: {exc}")
+        _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank != 0 else ''}: {exc}", getattr(exc, "whole", False))
         sys.exit(2)
     except Interrupted as exc:
         if _command_of(argv) == "verify" and not (exc.reports_replaced or exc.completed):

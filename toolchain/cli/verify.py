@@ -200,7 +200,8 @@ def _check_rows_replaceable(path: Path | None) -> None:
 
     if path is None or not path.is_file() or path.stat().st_size == 0 or _saved_by_verify(path):
         return
-    raise UserError(f"--save-rows '{one_line(str(path))}' holds a file verify did not write: give another path, or remove it first")
+    raise UserError(f"--save-rows '{one_line(str(path))}' holds a file not marked as verify's own (your own rows, or rows a cwtool "
+                    "from before the mark saved): give another path, or remove it first")
 
 
 def _remove_stale_rows(path, inputs) -> None:

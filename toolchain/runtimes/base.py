@@ -24,7 +24,7 @@ from toolchain.limits import MAX_CLASSES  # a num_classes above cwtool's class l
 LAYOUTS = ("NCHW", "NHWC", "NC")
 
 MAX_THREADS = 256  # --threads above this is a typo, not a machine
-MAX_SIDECAR_BYTES = 1 << 20  # a sidecar is ~300 bytes; a bigger one is not cwtool's
+MAX_SIDECAR_BYTES = 64 << 20  # a sidecar is ~1 KB, megabytes where it names 45,000 CSV columns; export writes none larger
 # The artifact's tensors together (at batch 1), and the static input of an ONNX file. Edge classifiers
 # need a few MB; a mutated shape asks for many GB, and LiteRT memsets its arena before it says anything
 # (a 17 GB tensor took 30 s and 17 GB of RAM): refuse before the runtime allocates.
