@@ -451,7 +451,9 @@ def test_sidecar_that_contradicts_the_file_is_a_user_error(artifacts, tmp_path, 
 
 
 def test_huge_sidecar_is_ignored(artifacts, tmp_path):
-    art = _copy(artifacts["tflite"], tmp_path / "m.tflite", '{"layout": "NHWC", "pad": "' + "x" * (2 << 20) + '"}')
+    from toolchain.runtimes.base import MAX_SIDECAR_BYTES
+
+    art = _copy(artifacts["tflite"], tmp_path / "m.tflite", '{"layout": "NHWC", "pad": "' + "x" * MAX_SIDECAR_BYTES + '"}')
     assert load_runner(art).layout == "NCHW"
 
 
