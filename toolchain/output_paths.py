@@ -202,12 +202,19 @@ OWN_JSON = {
 }
 
 
-def check_json_replaceable(path: Path | None, command: str) -> None:
-    """A --json report replaces only an empty file (made for it) or JSON its command wrote before (a CI workspace's): it
-    replaced a trained checkpoint, an exported TFLite file, its sidecar and a calibration set given to it by mistake."""
-    if path is None or not path.is_file() or path.stat().st_size == 0 or re.match(OWN_JSON[command], file_head(path)):
+def check_replaceable(path: Path | None, flag: str, ours, holds: str) -> None:
+    """An output replaces only an empty file (made for it) or one ``ours(path)`` knows as its command's own (an earlier
+    run's, in a CI workspace); any other existing file is refused, saying what it ``holds``."""
+    if path is None or not path.is_file() or path.stat().st_size == 0 or ours(path):
         return
-    raise UserError(f"--json '{one_line(str(path))}' holds a file {command} did not write: give another path, or remove it first")
+    raise UserError(f"{flag} '{one_line(str(path))}' holds {holds}: give another path, or remove it first")
+
+
+def check_json_replaceable(path: Path | None, command: str) -> None:
+    """A --json report replaces only an empty file or JSON its command wrote before: it replaced a trained checkpoint, an
+    exported TFLite file, its sidecar and a calibration set given to it by mistake."""
+    check_replaceable(path, "--json", lambda p: re.match(OWN_JSON[command], file_head(p)) is not None,
+                      f"a file {command} did not write")
 
 
 def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:

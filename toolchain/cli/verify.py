@@ -152,13 +152,10 @@ def _check_replaceable(path: Path | None, flag: str) -> None:
     $GITHUB_STEP_SUMMARY): a compress run's report.json given to --json by mistake became a verify of its own artifact,
     and a later --baseline on it passed a file the run had failed (a new user's finding); --junit replaced a training
     log and --markdown a user's notes."""
-    from toolchain.errors import one_line
+    from toolchain.output_paths import check_replaceable
 
-    if path is None or not path.is_file() or _ours_to_replace(path):
-        return
     what = (" (a compress report.json or export.json is a baseline, not an output)" if flag == "--json" else "")
-    raise UserError(f"{flag} '{one_line(str(path))}' holds a file verify did not write{what}: give another path, or remove "
-                    "it first")
+    check_replaceable(path, flag, _verify_wrote, f"a file verify did not write{what}")
 
 
 def _write_rows(path: Path, rows: dict, inputs) -> None:
@@ -196,12 +193,10 @@ def _saved_by_verify(path: Path) -> bool:
 
 def _check_rows_replaceable(path: Path | None) -> None:
     """--save-rows replaces only rows an earlier verify saved (or an empty file), as the reports replace only reports."""
-    from toolchain.errors import one_line
+    from toolchain.output_paths import check_replaceable
 
-    if path is None or not path.is_file() or path.stat().st_size == 0 or _saved_by_verify(path):
-        return
-    raise UserError(f"--save-rows '{one_line(str(path))}' holds a file not marked as verify's own (your own rows, or rows a cwtool "
-                    "from before the mark saved): give another path, or remove it first")
+    check_replaceable(path, "--save-rows", _saved_by_verify,
+                      "a file not marked as verify's own (your own rows, or rows a cwtool from before the mark saved)")
 
 
 def _remove_stale_rows(path, inputs) -> None:
