@@ -189,12 +189,12 @@ def test_report_json_is_written_first_and_an_error_leaves_no_document(pi4_run, t
 
 
 def test_the_report_says_each_session_s_processes_and_threads_where_a_resume_changed_them():
-    from toolchain.pipeline import _by_session
+    from toolchain.run_identity import by_session
     from toolchain.report.markdown import _processes_said
 
-    assert _by_session("threads", [2, 2], 2) == {"threads": 2}
-    training = {**_by_session("processes", [1], 1), **_by_session("threads", [1], 2)}
+    assert by_session("threads", [2, 2], 2) == {"threads": 2}
+    training = {**by_session("processes", [1], 1), **by_session("threads", [1], 2)}
     assert training == {"processes": 1, "threads": 2, "threads_by_session": [1, 2]}  # report.json said 2 alone
     assert _processes_said(training) == (" with 1, then 2 thread(s) a process (resumed on another number: the last digits can "
                                          "differ from an uninterrupted run's)")
-    assert _processes_said({**_by_session("processes", [], 2), "threads": 4}).startswith(" on 2 torchrun processes")
+    assert _processes_said({**by_session("processes", [], 2), "threads": 4}).startswith(" on 2 torchrun processes")

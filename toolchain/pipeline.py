@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, atomic_write_text, json_text, own_folder, sweep_temporaries
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.report.pace import say_progress_to
-from toolchain.run_identity import package_versions, version_changes
+from toolchain.run_identity import by_session, changed_counts, package_versions, version_changes, working_folder
 from toolchain.rundir import RunDir
 
 REPORT_SCHEMA = 1
@@ -164,6 +163,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                 gate["passed"] = False
                 gate["reasons"] += [f"{art['path']}: {r}" for r in art["gate"]["reasons"]]
         params_dense, params_pruned = count_params(dense), count_params(pruned)
+        versions = package_versions()
         report = {
             "schema_version": REPORT_SCHEMA,
             "tool": {"name": "cwtool", "version": __version__},
@@ -173,13 +173,12 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "data": {**dataset.describe(), "spec": str(request.data), "test_rows_sha256": test_rows, "notes": input_notes,
                      "verify_data": data_found_anywhere(request.test or request.data), "verify_options": verify_row_flags(request)},
             "config": config.to_dict(),
-            "versions": package_versions(),  # this session's; the first session's beside them where they differ
-            **({"versions_started_with": checked.before.started_with}
-               if version_changes(checked.before.started_with, package_versions()) else {}),
+            "versions": versions,  # this session's; the first session's beside them where they differ
+            **({"versions_started_with": checked.before.started_with} if version_changes(checked.before.started_with, versions) else {}),
             "training": {"device": str(pruner.device), "arithmetic": result.arithmetic,  # auto: the machine decided
                          **({"chosen_by": result.arithmetic_chosen_by} if result.arithmetic_chosen_by else {}),  # a GPU: how
-                         **_by_session("processes", checked.before.processes, group.world if group else 1),
-                         **_by_session("threads", checked.before.threads, torch.get_num_threads())},
+                         **by_session("processes", checked.before.processes, group.world if group else 1),
+                         **by_session("threads", checked.before.threads, torch.get_num_threads())},
             "promise": promise,
             "size_goal": size_goal,
             "baseline": {"params": params_dense, "macs": count_macs(dense, example), "accuracy": dense_test["accuracy"],
@@ -297,15 +296,14 @@ def _start_session(checked: CheckedInputs, request: CompressRequest, input_notes
                   "its earlier rounds were made with the old ones")
     processes = group.world if group else 1
     if any(n != processes for n in before.processes):  # allowed (a GPU less tonight), but the batches differ: said
-        counts = [n for i, n in enumerate(before.processes) if i == 0 or n != before.processes[i - 1]]
-        went_on = "".join(f", went on with {n}" for n in counts[1:])
+        went_on = "".join(f", went on with {n}" for n in changed_counts(before.processes)[1:])
         log.print(f"note: this run began on {before.began_on} process(es){went_on} and goes on with {processes}; the rounds made from here "
                   "(if any remain) see other batches, so the result differs from a run that kept one number of processes")
     import torch
 
     threads, started = torch.get_num_threads(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # UTC: a run moves between machines
     if before.threads and any(n != threads for n in before.threads):  # CPU sums in another order: the last digits move
-        log.print(f"note: this run's earlier sessions ran on {_listed_counts(before.threads)} thread(s) a process and this one on "
+        log.print(f"note: this run's earlier sessions ran on {', then '.join(map(str, changed_counts(before.threads)))} thread(s) a process and this one on "
                   f"{threads}; CPU kernels sum in another order on another number of threads, so the rounds made from here (if any "
                   f"remain) can differ in their last digits from a run that kept one (OMP_NUM_THREADS={before.threads[-1]} keeps it)")
     atomic_write_json(manifest_path, {"run_id": run_id, "inputs": inputs, "config": config.to_dict(), "versions": versions,
@@ -315,7 +313,7 @@ def _start_session(checked: CheckedInputs, request: CompressRequest, input_notes
                                       **({"began_on_processes": before.began_on} if before.began_on not in (None, processes) else {}),
                                       "processes_by_session": [*before.processes, processes],
                                       "threads": threads, "threads_by_session": [*before.threads, threads],
-                                      "commands": [*before.commands, {"argv": sys.argv, "cwd": _cwd(), "started": started}],
+                                      "commands": [*before.commands, {"argv": sys.argv, "cwd": working_folder(), "started": started}],
                                       "started": started})
     log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
     for shown, line in zip(shown_notes, input_notes):
@@ -346,26 +344,6 @@ def _fitted_rows(dataset) -> dict | None:
     from toolchain.data.seen_sample import seen_sample
 
     return seen_sample([dataset.split("train"), dataset.split("val")], dataset.class_names, dataset.seed)
-
-
-def _cwd() -> str | None:
-    """The folder the command ran in, which its relative paths name (None: removed under it)."""
-    try:
-        return os.getcwd()
-    except OSError:
-        return None
-
-
-def _listed_counts(counts: list[int]) -> str:
-    """Each session's count where it changed: "2, then 1"."""
-    return ", then ".join(str(n) for i, n in enumerate(counts) if i == 0 or n != counts[i - 1])
-
-
-def _by_session(name: str, earlier: list[int], now: int) -> dict:
-    """How many processes (threads) retrained: this session's, and every session's where a resumed run changed the number
-    (threads: from the first session that recorded them)."""
-    sessions = [*earlier, now]
-    return {name: now, **({f"{name}_by_session": sessions} if len(set(sessions)) > 1 else {})}
 
 
 def _int8_guard(result):

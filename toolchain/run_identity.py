@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,26 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
                     manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json")),
                     manifest.get("file_identity") is True or not RunDir(run_dir).done_rounds(),
                     _counts(threads if isinstance(threads, list) else []), _commands(manifest))
+
+
+def changed_counts(counts: list[int]) -> list[int]:
+    """Each session's count (processes, threads) where it changed from the session before: [2, 2, 1] -> [2, 1]."""
+    return [n for i, n in enumerate(counts) if i == 0 or n != counts[i - 1]]
+
+
+def by_session(name: str, earlier: list[int], now: int) -> dict:
+    """How many processes (threads) retrained, for a report: this session's, and every session's where a resumed run
+    changed the number (threads: from the first session that recorded them)."""
+    sessions = [*earlier, now]
+    return {name: now, **({f"{name}_by_session": sessions} if len(set(sessions)) > 1 else {})}
+
+
+def working_folder() -> str | None:
+    """The folder the command ran in, which its relative paths name (None: removed under it)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def _commands(manifest: dict) -> list[dict]:
