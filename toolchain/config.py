@@ -33,6 +33,7 @@ MAX_LR = 10.0  # a peak learning rate beyond it diverges at once, or overflows f
 MAX_EPOCHS = 100_000
 MAX_ROUNDS = 1_000
 FLOAT32_MAX = 3.4028234663852886e38
+ALLOCATIONS = ("uniform", "global")  # how a round's removals are shared among layers (toolchain.prune.plan)
 
 
 def rounds_to(goal: float, rate: float) -> int:
@@ -40,7 +41,6 @@ def rounds_to(goal: float, rate: float) -> int:
     if goal >= 1:
         return 1
     return max(1, math.ceil(math.log(goal) / math.log1p(-rate) - 1e-9))
-ALLOCATIONS = ("uniform", "global")  # how a round's removals are shared among layers (toolchain.prune.plan)
 
 
 def _f(default, group: str, help: str, *decls: str, **kw):
@@ -109,9 +109,9 @@ class PruneConfig:
             raise ValueError("keep_macs is for channel pruning: masked weights still cost their multiply-accumulates")
         if not 0 < self.rate < 1:
             raise ValueError("rate must be in (0, 1)")
-        if self.granularity == "channel" and rounds_to(min(self.keep_params, self.keep_macs), self.rate) > MAX_ROUNDS:
-            raise ValueError(f"rate {self.rate:g} takes {rounds_to(min(self.keep_params, self.keep_macs), self.rate):,} rounds to "
-                             f"reach the size goal: at most {MAX_ROUNDS:,} (raise rate)")
+        rounds = rounds_to(min(self.keep_params, self.keep_macs), self.rate)
+        if self.granularity == "channel" and rounds > MAX_ROUNDS:
+            raise ValueError(f"rate {self.rate:g} takes {rounds:,} rounds to reach the size goal: at most {MAX_ROUNDS:,} (raise rate)")
         if self.gamma_rule not in ("fixed", "lagrange"):
             raise ValueError("gamma_rule must be fixed or lagrange")
         if self.gamma_rule == "lagrange" and self.granularity == "weight":

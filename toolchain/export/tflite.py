@@ -247,13 +247,13 @@ def export_tflite(
             **_own_layout(metadata or {}, layout),
         }
         side_tmp = tmp + ".json"
-        side_text = json.dumps(side, indent=2, sort_keys=True)
-        if len(side_text.encode()) > MAX_SIDECAR_BYTES:  # a sidecar no reader of cwtool's would read
-            raise UserError(f"the sidecar of {path.name} would hold {len(side_text.encode()):,} bytes of names (columns, classes), "
+        side_bytes = json.dumps(side, indent=2, sort_keys=True).encode()
+        if len(side_bytes) > MAX_SIDECAR_BYTES:  # a sidecar no reader of cwtool's would read
+            raise UserError(f"the sidecar of {path.name} would hold {len(side_bytes):,} bytes of names (columns, classes), "
                             f"more than the {MAX_SIDECAR_BYTES >> 20} MB verify reads: give fewer columns or classes, or export "
                             "with --format onnx")
         try:
-            Path(side_tmp).write_text(side_text)
+            Path(side_tmp).write_bytes(side_bytes)
         except OSError as exc:
             raise cannot_write(path.with_name(path.name + ".json"), exc) from exc
         publish(tmp, path)
