@@ -396,6 +396,32 @@ def test_save_rows_writes_the_rows_judged_for_a_device(art, capsys, tmp_path):
     assert code == 0 and saved.is_file(), err
 
 
+def test_an_output_that_cannot_be_written_leaves_the_others_and_no_earlier_run_s(art, capsys, tmp_path, monkeypatch):
+    """A full disk while --save-rows was written printed "gate: passed" and exited 2 with the reports unwritten: the
+    earlier run's JUnit and JSON stood beside it as this run's. Now the other outputs are written, what an earlier run
+    left at the failed path is removed, and the error says the verdict was made."""
+    import errno
+
+    import toolchain.io as io_module
+
+    saved, out, junit = tmp_path / "rows.npz", tmp_path / "v.json", tmp_path / "v.xml"
+    argv = [art["degraded"], "--data", art["data"], "-p", PROT, "--baseline", art["report"], "--json", out, "--junit", junit,
+            "--save-rows", saved, "-q"]
+    code, _, err = cli(argv, capsys)
+    assert code == 1 and saved.is_file() and json.loads(out.read_text())["gate"]["passed"] is False, err
+
+    def full_disk(path, arrays):
+        raise io_module.cannot_write(Path(path), OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(io_module, "atomic_write_npz", full_disk)
+    argv[0] = art["good"]
+    code, _, err = cli(argv, capsys)
+    line = " ".join(err.split())
+    assert code == 2 and "No space left on device" in line and "the verdict above was made; 2 of its 3 outputs written" in line, err
+    assert not saved.exists(), "the rows of the earlier run stood as this run's"
+    assert json.loads(out.read_text())["gate"]["passed"] is True and 'failures="0"' in junit.read_text()
+
+
 def test_a_verify_json_made_on_other_rows_names_its_baseline_s_rows_when_chained(art, capsys, tmp_path):
     """A verify JSON made with --allow-other-data, given as the next baseline on the same rows, was refused as 'the
     baseline's: every row of sub.npz ... these: every row of sub.npz', the same words twice (a device reviewer's

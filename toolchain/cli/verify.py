@@ -115,13 +115,14 @@ def verify(
             _write_error_documents(f"internal error before a verdict: {describe(exc, 200)}", json_out, markdown, junit, inputs,
                                    "InternalError", save_rows)
         raise
-    writes = [(lambda path=path, flag=flag, payload=payload: write_named_output(path, payload, flag, inputs)) for path, flag, payload in outputs]
+    writes = [(path, _verify_wrote, lambda path=path, flag=flag, payload=payload: write_named_output(path, payload, flag, inputs))
+              for path, flag, payload in outputs]
     if save_rows is not None:
         def rows_saved():
             _write_rows(save_rows, request.rows_kept, inputs)
             log_console().print(f"rows saved: {save_rows} ({len(request.rows_kept['y']):,} rows, the same sha256): a device with "
                                 f"numpy and one runtime judges them with --data {save_rows.name}")
-        writes.insert(0, rows_saved)
+        writes.insert(0, (save_rows, _saved_by_verify, rows_saved))
     _write_all(writes)
     return 0 if result["gate"]["passed"] else 1
 
@@ -129,22 +130,43 @@ def verify(
 def _write_all(writes) -> None:
     """Every output of a verdict made, written whole: a stop while they are written (a CI job cancelled) lets the rest be
     written too, then is said as one that arrived as the command finished. Some had been left and some not (a 'passed'
-    Markdown beside no JUnit), the console saying 'temporary files removed'. A second stop ends it at once."""
+    Markdown beside no JUnit), the console saying 'temporary files removed'. A second stop ends it at once.
+    ``writes``: (path, whether a file there is verify's own, write). One that cannot be written (a full disk) does not
+    stop the others, and what an earlier run left at its path is removed (a 'passed' JUnit of yesterday stood beside
+    today's exit 2); the command then ends in that error."""
     from toolchain.interrupts import writing_after_stop
 
-    stop = None
-    for write in writes:
+    stop = failed = None
+    written = 0
+
+    def attempt(path, ours, write):
+        nonlocal failed, written
+        try:
+            write()
+            written += 1
+        except UserError as exc:
+            failed = failed or exc
+            try:
+                if path.is_file() and not path.is_symlink() and ours(path):
+                    path.unlink()
+            except OSError:
+                pass
+
+    for path, ours, write in writes:
         try:
             if stop is None:
-                write()
+                attempt(path, ours, write)
                 continue
         except Interrupted as exc:
             stop = exc
         with writing_after_stop():
-            write()
+            attempt(path, ours, write)
     if stop is not None:
         stop.completed = True
         raise stop
+    if failed is not None:
+        raise UserError(f"{failed} (the verdict above was made; {written} of its {len(writes)} outputs written, none an earlier "
+                        "run left at the others)")
 
 
 def _check_replaceable(path: Path | None, flag: str) -> None:
