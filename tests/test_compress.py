@@ -871,6 +871,32 @@ def test_resume_finds_its_run_from_another_directory_and_says_what_differs(train
     assert code == 2 and "(here protected [5], the run [3])" in err, err  # values, not only "protected differs"
 
 
+def test_resume_knows_an_arch_module_by_its_code(trained_digits, tmp_path, capsys, monkeypatch):
+    """--arch module:Class was known by its name alone: the module edited between the sessions resumed round 1's weights
+    inside other code. Its file, as imported to build the model, is hashed as a file.py:Class spec's is."""
+    import sys
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "cwtool_test_arch_module", None)  # restored (removed) after the test
+    del sys.modules["cwtool_test_arch_module"]
+    code_text = "from toolchain.models.architectures import DigitsCNN\n\n\nclass Net(DigitsCNN):\n    pass\n"
+    (tmp_path / "cwtool_test_arch_module.py").write_text(code_text)
+    torch.save(trained_digits[1].state_dict(), tmp_path / "sd.pt")
+    args = ["sd.pt", "--arch", "cwtool_test_arch_module:Net", "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+            "--confidence", "0.5", "--max-accuracy-drop", "1", "--skip-export", "--out", "run"]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["compress", *args], capsys)
+    assert code in (0, 1), err
+    assert len(json.loads((tmp_path / "run" / "manifest.json").read_text())["inputs"]["arch_sha256"]) == 64
+    code, _, err = run_cli(["compress", *args, "--resume"], capsys)
+    assert code in (0, 1) and "resumed)" in err, err
+    (tmp_path / "cwtool_test_arch_module.py").write_text(code_text.replace("pass", "pass  # edited"))
+    code, _, err = run_cli(["compress", *args, "--resume"], capsys)
+    assert code == 2 and "the --arch code differs from the run's" in err, err
+
+
 def test_resume_knows_an_arch_file_by_its_code(trained_digits, tmp_path, capsys, monkeypatch):
     """--arch net.py:Net was known by the text typed: edited code under the same name resumed silently (round 1's weights
     shipped inside other code, the run id unchanged), and the same file by its absolute path was refused."""
@@ -897,7 +923,7 @@ def test_resume_knows_an_arch_file_by_its_code(trained_digits, tmp_path, capsys,
     assert code in (0, 1) and trained == [] and "resumed)" in err, err  # the same code by its absolute path: the same run
     (elsewhere / "net.py").write_text(code_text.replace("pass", "pass  # edited"))
     code, _, err = run_cli(["compress", work / "sd.pt", "--arch", "net.py:Net", *args, "--out", work / "run", "--resume"], capsys)
-    assert code == 2 and "the --arch file's code differs from the run's" in err and trained == [], err
+    assert code == 2 and "the --arch code differs from the run's" in err and trained == [], err
     (elsewhere / "nets.py").write_text(code_text + "\n\nclass Other(Net):\n    pass\n")  # two classes, one file
     code, _, err = run_cli(["compress", work / "sd.pt", "--arch", "nets.py:Net", *args, "--out", elsewhere / "run2"], capsys)
     assert code in (0, 1), err

@@ -20,16 +20,14 @@ from toolchain.rundir import RunDir, read_record
 def run_inputs(request, dataset, arch_kwargs: dict, arch: str, protected: list[int]) -> dict:
     """What a run id records of a compress request's inputs (``toolchain.pipeline.CompressRequest``): a --resume with other
     files, rows or preparation is another run."""
-    from toolchain.models.arch import arch_file
-
     model_path = Path(request.model)
     inputs = {"model": {"path": str(model_path), "sha256": file_sha256(model_path)}, "data": {"spec": request.data},
               "arch": arch, "arch_kwargs": arch_kwargs, "protected": protected, "data_seed": request.data_seed,
               "label_column": request.label_column}
     inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
-    code = arch_file(arch)
-    if code is not None and code[0].is_file():  # the code that gives the weights their meaning: edited, it is another run
-        inputs["arch_sha256"] = file_sha256(code[0])
+    code = arch_code(arch)
+    if code is not None:  # the code that gives the weights their meaning: edited, it is another run
+        inputs["arch_sha256"] = file_sha256(code)
     if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
         inputs["data"]["label_mapping"] = dataset.label_mapping
     if request.image_size:
@@ -47,6 +45,21 @@ def run_inputs(request, dataset, arch_kwargs: dict, arch: str, protected: list[i
         if getattr(request, name):
             inputs["data"][name] = {"path": getattr(request, name), **_fingerprint(getattr(request, name))}
     return inputs
+
+
+def arch_code(arch: str) -> Path | None:
+    """The file of a ``file.py:Class`` or ``module:Class`` spec's code (the module as this process imported it to build
+    the model); None for a built-in name."""
+    import sys
+
+    from toolchain.models.arch import arch_file
+
+    code = arch_file(arch)
+    if code is not None:
+        return code[0] if code[0].is_file() else None
+    module, sep, _ = arch.rpartition(":")
+    origin = getattr(sys.modules.get(module), "__file__", None) if sep else None
+    return Path(origin) if isinstance(origin, str) and Path(origin).is_file() else None
 
 
 def _fingerprint(spec: str) -> dict:
@@ -108,7 +121,7 @@ def differences(manifest, inputs: dict, config) -> str:
     for key, value in inputs.items():
         if recorded.get(key) != value:
             if key == "arch_sha256":
-                found.append(f"the --arch file's code differs from the run's (sha256 {show(value)[:12]}, the run "
+                found.append(f"the --arch code differs from the run's (sha256 {show(value)[:12]}, the run "
                              f"{show(recorded.get(key))[:12] if key in recorded else 'unknown'})")
                 continue
             what = "the model file" if key == "model" else "the data" if key == "data" else key.replace("_", " ")
