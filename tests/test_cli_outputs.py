@@ -424,3 +424,18 @@ def test_targets_knows_its_own_json_of_a_profile_whose_name_holds_a_quote(tmp_pa
         code, _, err = run_cli(["targets", toml, "--json", out], capsys)
         assert code == 0, err
     assert json.loads(out.read_text())["name"] == 'lab "pi" 4'
+
+
+@pytest.mark.parametrize("args", [
+    ["evaluate", "model.pt", "--data", "digits", "--json", "res/"],
+    ["verify", "model.onnx", "--data", "digits", "--junit=res/"],
+    ["verify", "model.onnx", "--data", "digits", "--save-rows", "res/"],
+    ["train", "--data", "digits", "--out", "res/"],
+    ["targets", "--json", "res/"],
+])
+def test_a_file_output_that_names_a_folder_is_refused(args, tmp_path, monkeypatch, capsys):
+    """`--json res/` meant "put it in res": the parser dropped the '/', and a file called 'res' was written."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "ends in '/', which names a folder" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ import typer
 from toolchain.cli import bench, calibrate, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
 from toolchain.cli.arguments import finite_floats as _finite_floats, flags_show_no_type, home_expanded as _home_expanded
 from toolchain.cli.arguments import printable_arguments as _printable_arguments  # a module global: tests replace it here
+from toolchain.cli.arguments import no_folder_for_a_file
 from toolchain.cli.failures import install_hint, native_output, raised_by_the_cli_libraries
 from toolchain.errors import Interrupted, UserError, describe, one_line
 
@@ -266,6 +267,7 @@ def _run(argv: Optional[list[str]]) -> None:
     argv = _home_expanded([str(a) for a in args])
     try:
         _printable_arguments(argv)
+        no_folder_for_a_file(argv, _command_of(argv))
         _only_compress_under_torchrun(_command_of(argv))
         command = typer.main.get_command(app)
         _finite_floats(command)

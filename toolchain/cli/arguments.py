@@ -85,6 +85,28 @@ def printable_arguments(args) -> None:
         previous = arg
 
 
+# The options each command writes one file to (compress's and export's --out are folders)
+FILE_OUTPUTS = {"verify": ("--json", "--markdown", "--junit", "--save-rows"), "evaluate": ("--json",), "bench": ("--json",),
+                "targets": ("--json",), "train": ("--out",), "calibrate": ("--out",)}
+
+
+def no_folder_for_a_file(args, command: str | None) -> None:
+    """A file's output given with a trailing '/' (``--json results/``) names a folder: the parser's Path drops the '/', and
+    a file called 'results' was written where the user meant a folder to put one in."""
+    import os
+
+    flags = FILE_OUTPUTS.get(command or "", ())
+    previous = None
+    for arg in map(str, args):
+        option, eq, value = arg.partition("=") if arg.startswith("--") else (None, "", arg)
+        name = option if eq else previous
+        text = value if eq else arg
+        if name in flags and text.endswith(("/", os.sep)) and text.strip("/" + os.sep):
+            raise UserError(f"{name} '{text}' ends in '/', which names a folder: {name} writes one file; give the file's name "
+                            "(in that folder, if you meant one)")
+        previous = arg
+
+
 def _is_json_object(text: str) -> bool:
     import json
 
