@@ -233,14 +233,20 @@ def test_the_next_export_removes_what_a_killed_one_left_and_leaves_a_running_one
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     killed = tmp_path / f".cwtool-tmp.out.{int(gone.stdout)}.abc123"
     running = tmp_path / f".cwtool-tmp.out.{os.getpid()}.def456"
-    for folder in (killed, running):
+    # another --out's: removed once unchanged for hours (its pid may be another container's), left while recent
+    other_old, other_new = (tmp_path / f".cwtool-tmp.other.run.{int(gone.stdout)}.{tag}" for tag in ("old789", "new012"))
+    for folder in (killed, running, other_old, other_new):
         (folder / "artifacts").mkdir(parents=True)
         (folder / "artifacts" / "model_fp32.onnx").write_bytes(b"half-written")
+    hours_ago = os.stat(other_old).st_mtime - 7 * 3600
+    os.utime(other_old, (hours_ago, hours_ago))
     code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "fp32",
                             "--out", tmp_path / "out"], capsys)
     assert code in (0, 1), err
-    assert "removed 1 staging folder(s)" in err and not killed.exists() and running.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", running.name])
+    line = " ".join(err.split())
+    assert "removed 1 staging folder(s) an export to" in line and not killed.exists() and running.exists()
+    assert "removed 1 staging folder(s) that exports to other folders left here" in line and not other_old.exists(), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", running.name, other_new.name])
 
 
 @pytest.mark.parametrize("where,needle", [("model folder", "an input of this command"), ("a file", "is a file")])

@@ -121,17 +121,19 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def left_by_the_dead(parent: Path, prefix: str, older_than: float = 0.0) -> list[Path]:
+def left_by_the_dead(parent: Path, prefix: str, older_than: float = 0.0, any_name: bool = False) -> list[Path]:
     """Folders ``<prefix><pid>.<random>`` in ``parent`` whose process is gone (kill -9 runs no cleanup); a running
     process's are left alone, and so is any other name (``prefix`` may be another's start: "v." and "v.2024.").
-    ``older_than``: seconds since the folder last changed, for a folder others share (the system's temp dir): a process
-    in another container sees none of this one's pids, and its live folder would look left."""
+    ``any_name``: ``<prefix><any name>.<pid>.<random>`` instead. ``older_than``: seconds since the folder last changed,
+    for a folder others share (the system's temp dir): a process in another container sees none of this one's pids,
+    and its live folder would look left."""
     import glob
     import time
 
     found = []
     for entry in Path(parent).glob(f"{glob.escape(prefix)}*"):
         fields = entry.name[len(prefix):].split(".")
+        fields = fields[-2:] if any_name and len(fields) >= 3 else fields
         try:
             age = time.time() - entry.stat(follow_symlinks=False).st_mtime
         except OSError:

@@ -35,7 +35,7 @@ from toolchain.errors import UserError
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP as MAX_ACCURACY_DROP  # each file against the torch model it came from
 from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all,
                                     export_settings)
-from toolchain.io import TMP_PREFIX, atomic_write_json, atomic_write_text, left_by_the_dead
+from toolchain.io import SCRATCH_LEFT_AFTER, TMP_PREFIX, atomic_write_json, atomic_write_text, left_by_the_dead
 from toolchain.output_paths import is_os_litter
 from toolchain.promise import promise_confidence
 from toolchain.prune.operating_point import PromiseGuard
@@ -125,10 +125,15 @@ def _staged_folder(out: Path, log=print) -> Path:
         raise UserError(f"--out '{out}' exists and is not empty: give a new folder (export never mixes its files with others)")
     out.parent.mkdir(parents=True, exist_ok=True)
     left = left_by_the_dead(out.parent, f"{TMP_PREFIX}{out.name}.")
-    for folder in left:
+    # another --out's, once unchanged for hours (the folder may be shared with processes whose pids this one cannot see)
+    others = [f for f in left_by_the_dead(out.parent, TMP_PREFIX, older_than=SCRATCH_LEFT_AFTER, any_name=True) if f not in left]
+    for folder in left + others:
         shutil.rmtree(folder, ignore_errors=True)
     if left:
         log(f"removed {len(left)} staging folder(s) an export to '{out}' left when it was killed")
+    if others:
+        log(f"removed {len(others)} staging folder(s) that exports to other folders left here when they were killed: "
+            + ", ".join(f.name for f in others[:3]) + (", ..." if len(others) > 3 else ""))
     return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}.{os.getpid()}.", dir=out.parent))
 
 
