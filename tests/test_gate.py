@@ -7,7 +7,8 @@ import pytest
 
 from toolchain.errors import UserError
 from toolchain.gate import fn_gate, paired_counts
-from toolchain.metrics import clopper_pearson, evaluate_logits, mcnemar_exact, paired_change_ci
+from toolchain.intervals import clopper_pearson, mcnemar_exact, paired_change_ci
+from toolchain.metrics import evaluate_logits
 
 K = 4  # classes
 PROT = 1

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from toolchain import intervals as I
 from toolchain import metrics as M
 from toolchain.errors import UserError
 from toolchain.gate import collapse_check
@@ -116,7 +117,7 @@ CP_CASES = [
 
 @pytest.mark.parametrize("k,n", CP_CASES)
 def test_clopper_pearson_matches_scipy(k, n):
-    lo, hi = M.clopper_pearson(k, n)
+    lo, hi = I.clopper_pearson(k, n)
     slo, shi = _scipy_cp(k, n)
     assert lo == pytest.approx(slo, abs=1e-6)
     assert hi == pytest.approx(shi, abs=1e-6)
@@ -125,15 +126,15 @@ def test_clopper_pearson_matches_scipy(k, n):
 
 def test_clopper_pearson_other_confidence_and_edges():
     for k, n in [(3, 40), (17, 5000)]:
-        lo, hi = M.clopper_pearson(k, n, confidence=0.99)
+        lo, hi = I.clopper_pearson(k, n, confidence=0.99)
         assert (lo, hi) == pytest.approx(_scipy_cp(k, n, 0.99), abs=1e-6)
-    assert M.clopper_pearson(0, 0) == (0.0, 1.0)
-    assert M.clopper_pearson(0, 10)[0] == 0.0
-    assert M.clopper_pearson(10, 10)[1] == 1.0
+    assert I.clopper_pearson(0, 0) == (0.0, 1.0)
+    assert I.clopper_pearson(0, 10)[0] == 0.0
+    assert I.clopper_pearson(10, 10)[1] == 1.0
     # Known textbook value: 0 of 10 -> upper bound 1 - 0.025**(1/10) = 0.3085
-    assert M.clopper_pearson(0, 10)[1] == pytest.approx(0.30849710, abs=1e-7)
+    assert I.clopper_pearson(0, 10)[1] == pytest.approx(0.30849710, abs=1e-7)
     with pytest.raises(UserError):
-        M.clopper_pearson(5, 4)
+        I.clopper_pearson(5, 4)
 
 
 # ---------------------------------------------------------------- AUC
@@ -172,14 +173,14 @@ def test_auc_nan_when_one_group_missing():
 def test_mcnemar_matches_scipy(b, c):
     from scipy.stats import binomtest
 
-    assert M.mcnemar_exact(b, c) == pytest.approx(binomtest(b, b + c, 0.5).pvalue, rel=1e-9, abs=1e-12)
+    assert I.mcnemar_exact(b, c) == pytest.approx(binomtest(b, b + c, 0.5).pvalue, rel=1e-9, abs=1e-12)
 
 
 def test_mcnemar_edges():
-    assert M.mcnemar_exact(0, 0) == 1.0
-    assert M.mcnemar_exact(4, 4) == 1.0
-    assert M.mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # 2 * 0.5**6
-    assert M.mcnemar_exact(6, 0) == M.mcnemar_exact(0, 6)
+    assert I.mcnemar_exact(0, 0) == 1.0
+    assert I.mcnemar_exact(4, 4) == 1.0
+    assert I.mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # 2 * 0.5**6
+    assert I.mcnemar_exact(6, 0) == I.mcnemar_exact(0, 6)
 
 
 # ---------------------------------------------------------------- evaluate_logits

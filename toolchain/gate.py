@@ -1,6 +1,6 @@
 """The FN gate: is each protected class's false-negative count within budget of the baseline?
 
-numpy and the standard library only (through toolchain.metrics): `cwtool verify` runs this on a
+numpy and the standard library only (through toolchain.metrics and toolchain.intervals): `cwtool verify` runs this on a
 device, and `cwtool compress` uses the same function for its final verdict.
 
 Both sides are evaluations in the shape of `metrics.evaluate_logits`, computed on the same rows.
@@ -17,7 +17,7 @@ Statistics, per protected class k (n_k = samples of class k):
   so FN change = b - c exactly. ``mcnemar_p`` is the exact two-sided McNemar p-value (binomial
   test of b in b + c trials at 1/2). ``fn_change_ci95`` is a 95% interval of the change in FN on
   n_k new samples: n_k times Newcombe's hybrid score interval of the paired FNR change
-  (toolchain.metrics.paired_change_ci; the exact interval of b in b + c, conditional on the
+  (toolchain.intervals.paired_change_ci; the exact interval of b in b + c, conditional on the
   samples that differ, was [0, 0] where none differs).
 - ``significant``: paired: mcnemar_p < alpha and b > c. Unpaired (no per-sample predictions on
   one side): the discordant counts are unknown but at least b = FN change, c = 0; the exact
@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from toolchain.errors import UserError
-from toolchain.metrics import clopper_pearson, mcnemar_exact, paired_change_ci
+from toolchain.intervals import clopper_pearson, mcnemar_exact, paired_change_ci
 
 __all__ = ["DEFAULT_MAX_ACCURACY_DROP", "GATE_MODES", "class_label", "collapse_check", "fn_gate", "paired_counts"]
 
