@@ -1732,7 +1732,7 @@ def test_a_dense_model_that_catches_few_of_a_protected_class_and_a_validation_sp
 def test_features_of_very_different_scales_are_named_for_int8():
     """A CSV of sensors from 0.01 to 1,000 made an int8 TFLite file whose input scale erased the small features (a new
     user's finding): the spread is said before the int8 files are made, and beside a file its runtime cannot run."""
-    from toolchain.export.stage import feature_scale_spread
+    from toolchain.export.calibration_rows import feature_scale_spread
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4)) * np.array([0.01, 1.0, 10.0, 1000.0])

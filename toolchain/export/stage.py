@@ -6,7 +6,6 @@ Format-specific work goes through the backends registered in toolchain.export.""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import numpy as np
 
 from toolchain.errors import InputCountError, UserError
 from toolchain.export import ExportJob, export_backend
+from toolchain.export.calibration_rows import calibration_rows, check_unseen_test, feature_scale_spread
 from toolchain.gate import class_label
 from toolchain.metrics import evaluate_logits, nonfinite_rows
 from toolchain.provenance import artifact_sha256, rows_sha256
@@ -153,7 +153,7 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
         if found is not None:  # rows of other ranges would set every int8 scale wrong, with no word of why
             raise UserError(f"--calibration {which} holds images prepared otherwise than this data's ({found[0]}): give a set "
                             f"made with this data's preprocessing (cwtool calibrate with {preprocessing_flags(here)})")
-        _check_unseen_test(x, dataset, f"'{export.calibration_name or export.calibration_file}'")
+        check_unseen_test(x, dataset, f"'{export.calibration_name or export.calibration_file}'")
     import importlib.util
 
     for fmt in sorted({fmt for fmt, _ in export.artifacts}):
@@ -164,46 +164,6 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
 
 def _shape(shape) -> str:
     return "(" + ", ".join(str(int(d)) for d in shape) + ")"
-
-
-def _calibration(dataset, protected, settings: ExportSettings, seed: int, run_dir: Path) -> tuple[np.ndarray, dict]:
-    """The rows int8 files are calibrated on and the record of them for the report: a given set (by name
-    or path) or rows drawn from the train split and saved as RUN/calibration.npz."""
-    from toolchain.quantize.calibration import calibration_recipe, calibration_record, load_calibration, save_calibration
-
-    if settings.calibration_file:
-        x, meta = load_calibration(settings.calibration_file)  # the file's meta is data, not the record's frame
-        x = x.astype(np.float32)
-        return x, {**calibration_record(settings.calibration_file, x, meta, settings.calibration_name, str(settings.calibration_file)),
-                   "given": True}
-    x, meta = calibration_recipe(dataset, protected, settings.calibration_size, seed)
-    run = RunDir(run_dir)
-    save_calibration(run.calibration, x, meta)
-    return x, calibration_record(run.calibration, x, meta, None, run.relative(run.calibration))
-
-
-def _check_unseen_test(x: np.ndarray, dataset, shown: str) -> None:
-    """A given calibration set must not hold test rows: the test split decides the gate and is never used to calibrate.
-    A row the train split holds as well (a duplicate across splits) is a train row."""
-    from toolchain.data.samples import batches
-
-    x_test = dataset.split("test")[0]
-    if len(x_test) == 0:
-        return
-    calibration = _row_digests([x])
-    found = _row_digests(batches(x_test)) & calibration
-    if found:
-        found -= _row_digests(batches(dataset.split("train")[0]))
-    if found:
-        raise UserError(f"--calibration {shown} holds {len(found):,} rows of the test split, which decides the gate and is never "
-                        "used to calibrate: give rows of the train split (cwtool calibrate draws them, with the --seed of this command)")
-
-
-def _row_digests(parts) -> set[bytes]:
-    """A digest per float32 row: rows compared by identity, 16 bytes each whatever their size (224-px images); -0.0 + 0
-    is 0.0, so the same values give the same digests."""
-    return {hashlib.blake2b(row.tobytes(), digest_size=16).digest()
-            for part in parts for row in np.ascontiguousarray(part, dtype=np.float32) + np.float32(0)}
 
 
 def _grid_step(logits: np.ndarray) -> float:
@@ -250,7 +210,7 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     example = torch.as_tensor(dataset.x_train[:1])
     num_classes = int(model(example).shape[1])
     int8 = any(p == "int8" for _, p in settings.artifacts)  # only int8 files are calibrated
-    calib_x, calib_record = _calibration(dataset, protected, settings, seed, run_dir) if int8 else (None, None)
+    calib_x, calib_record = calibration_rows(dataset, protected, settings, seed, run_dir) if int8 else (None, None)
     layout = settings.layout if example.dim() == 4 else "NCHW"  # feature rows have no channels to lay out
     job = ExportJob(example=example, num_classes=num_classes, layout=layout, calibration_x=calib_x,
                     calibration_method=settings.calibration_method, out=out, work=work,
@@ -391,24 +351,3 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     finally:  # half-built int8 candidates never outlive the stage
         shutil.rmtree(work, ignore_errors=True)
     return entries, calib_record
-
-
-def feature_scale_spread(x, columns=None) -> str | None:
-    """Flat feature rows (a CSV, an x/y .npz) whose columns' scales differ by 1,000x or more, in words, naming the
-    narrowest and the widest (a CSV's column names, else their positions); None for images and for features of like
-    scales."""
-    from toolchain.errors import one_line
-
-    if x is None or np.ndim(x) != 2 or len(x) < 2:
-        return None
-    spread = np.asarray(x, dtype=np.float64).std(axis=0)
-    used = np.flatnonzero(np.isfinite(spread) & (spread > 0))
-    if len(used) < 2 or spread[used].max() < 1e3 * spread[used].min():
-        return None
-    low, high = used[np.argmin(spread[used])], used[np.argmax(spread[used])]
-
-    def named(i: int) -> str:
-        return f"'{one_line(columns[i])[:60]}'" if columns and i < len(columns) else f"feature {i}"
-
-    return (f"the features' scales differ by {spread[high] / spread[low]:,.0f}x (standard deviations {spread[low]:.3g}, "
-            f"{named(low)}, to {spread[high]:.3g}, {named(high)}, as stored)")
