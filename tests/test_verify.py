@@ -1435,8 +1435,8 @@ def test_a_dynamically_quantized_file_answering_otherwise_alone_is_said_not_fail
 
     dynamic = art["dir"] / "dynamic_q8.onnx"
     quantize_dynamic(art["good"], str(dynamic), weight_type=QuantType.QInt8)
-    assert verify._scaled_per_call(dynamic) and not verify._scaled_per_call(art["good"])
-    monkeypatch.setattr(verify, "_answers_alone_otherwise", lambda runner, x, logits: (
+    assert verify.scaled_per_call(dynamic) and not verify.scaled_per_call(art["good"])
+    monkeypatch.setattr(verify, "answers_alone_otherwise", lambda runner, x, logits: (
         "answers rows otherwise one at a time than in the batches judged here (logits differ by up to 8.19, 1 of the first 8 "
         "decisions): a device that runs it a row at a time gets other answers", "its forward uses statistics of the batch?"))
     res = run_json(art, capsys, [dynamic], "--baseline", art["report"], "--max-fn-increase", "5", "--max-accuracy-drop", "0.5",
