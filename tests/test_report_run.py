@@ -164,7 +164,7 @@ def test_report_json_is_written_first_and_an_error_leaves_no_document(pi4_run, t
     not (an interruption reviewer's finding). It is written first now; an error after it removes all it wrote."""
     import shutil
 
-    from toolchain import pipeline
+    from toolchain.report import run_report
 
     _, out, _, _ = pi4_run
     run = tmp_path / "run"
@@ -173,7 +173,7 @@ def test_report_json_is_written_first_and_an_error_leaves_no_document(pi4_run, t
     for name in ("report.json", "report.md", "report.html"):
         (run / name).unlink()
     order = []
-    real = pipeline.atomic_write_text
+    real = run_report.atomic_write_text
 
     def writing(path, text):
         order.append(Path(path).name)
@@ -181,9 +181,9 @@ def test_report_json_is_written_first_and_an_error_leaves_no_document(pi4_run, t
             raise OSError(28, "No space left on device")
         return real(path, text)
 
-    monkeypatch.setattr(pipeline, "atomic_write_text", writing)
+    monkeypatch.setattr(run_report, "atomic_write_text", writing)
     with pytest.raises(OSError):
-        pipeline.finish(report, run)
+        run_report.write_run_report(report, run)
     assert order == ["report.json", "report.md"]
     assert not any((run / name).exists() for name in ("report.json", "report.md", "report.html"))
 

@@ -16,10 +16,11 @@ from toolchain.data.options import data_found_anywhere, verify_row_flags
 from toolchain.errors import Interrupted, UserError, describe
 from toolchain.export.leftovers import drop_stale_artifacts, drop_unchecked_artifacts
 from toolchain.export.stage import ExportSettings
-from toolchain.io import atomic_write_json, atomic_write_text, json_text, own_folder, sweep_temporaries
+from toolchain.io import atomic_write_json, own_folder, sweep_temporaries
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.report.pace import say_progress_to
 from toolchain.run_identity import by_session, changed_counts, package_versions, version_changes, working_folder
+from toolchain.report.run_report import write_run_report
 from toolchain.rundir import RunDir
 
 REPORT_SCHEMA = 1
@@ -50,7 +51,7 @@ class CompressRequest:
 
 
 def compress(request: CompressRequest, config: PruneConfig, console: Console | None = None, export: "ExportSettings | None" = None):
-    """Run the compression; returns (report, run directory), its report written (``finish``).
+    """Run the compression; returns (report, run directory), its report written (``report.run_report.write_run_report``).
     With ``export.target`` the pruning rounds to the profile's kernel block (unless --round-to says) and
     every file gets the profile's fit verdict."""
     import torch
@@ -218,7 +219,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             report["seconds"]["total"] = time.perf_counter() - started
         line = (f"finished: gate {'PASSED' if gate['passed'] else 'FAILED'}; seconds: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
-        finish(report, run_dir)  # before the log says finished: a stop until then names the run to --resume
+        write_run_report(report, run_dir)  # before the log says finished: a stop until then names the run to --resume
         finished = line
         unchecked_files = False
         said, finished = finished, None
@@ -374,31 +375,3 @@ def _fit(report: dict, run_dir: Path, profile) -> None:
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
     report["target"] = fit_verdicts(report["artifacts"], run_dir, profile, shrunk["macs"],
                                     f"the shipped torch model ({shrunk['path']})")
-
-
-def finish(report: dict, run_dir: Path) -> None:
-    """Write plots/, report.md, report.html (the Markdown and the plots in one self-contained page) and
-    report.json; the three documents are rendered before any is written."""
-    from toolchain.report.html import render_html
-    from toolchain.report.markdown import render_report
-    from toolchain.report.plots import CAPTIONS, plot_report
-
-    run = RunDir(run_dir)
-    plots = plot_report(report, run.plots)
-    report["plots"] = [run.relative(p) for p in plots]
-    html_path = run.report_html
-    report["html"] = run.relative(html_path)
-    markdown = render_report(report)
-    page = render_html(markdown, [(p, CAPTIONS.get(p.name, p.name)) for p in plots], "cwtool compress report")
-    document = json_text(report)
-    written = []
-    # report.json marks the run finished: written first, so that a kill -9 between the writes never leaves a report.md
-    # saying "PASSED" in a run that is not (report.md and report.html are views of it); an error removes all it wrote
-    try:
-        for path, text in ((run.report_json, document), (run.report_md, markdown), (html_path, page)):
-            atomic_write_text(path, text)
-            written.append(path)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise

@@ -1,0 +1,39 @@
+"""A finished compress run's documents: plots/, report.json, report.md and report.html (the Markdown and the plots in
+one self-contained page), rendered before any is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolchain.io import atomic_write_text, json_text
+from toolchain.rundir import RunDir
+
+__all__ = ["write_run_report"]
+
+
+def write_run_report(report: dict, run_dir: Path) -> None:
+    """Write plots/, report.md, report.html (the Markdown and the plots in one self-contained page) and
+    report.json; the three documents are rendered before any is written."""
+    from toolchain.report.html import render_html
+    from toolchain.report.markdown import render_report
+    from toolchain.report.plots import CAPTIONS, plot_report
+
+    run = RunDir(run_dir)
+    plots = plot_report(report, run.plots)
+    report["plots"] = [run.relative(p) for p in plots]
+    html_path = run.report_html
+    report["html"] = run.relative(html_path)
+    markdown = render_report(report)
+    page = render_html(markdown, [(p, CAPTIONS.get(p.name, p.name)) for p in plots], "cwtool compress report")
+    document = json_text(report)
+    written = []
+    # report.json marks the run finished: written first, so that a kill -9 between the writes never leaves a report.md
+    # saying "PASSED" in a run that is not (report.md and report.html are views of it); an error removes all it wrote
+    try:
+        for path, text in ((run.report_json, document), (run.report_md, markdown), (html_path, page)):
+            atomic_write_text(path, text)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
