@@ -876,7 +876,8 @@ def test_a_link_that_appears_in_the_run_directory_while_compress_runs_is_replace
         trained_digits, name, tmp_path, capsys, monkeypatch):
     """The folder is checked for links before the work; one planted afterwards (anyone who can write in the folder) took
     the report's bytes onto its target: here the command's own input model."""
-    from toolchain import io, pipeline
+    from toolchain import io
+    from toolchain.report import run_report
 
     out = tmp_path / "run"
     args = _finished_run(capsys, trained_digits[0], out)
@@ -893,7 +894,7 @@ def test_a_link_that_appears_in_the_run_directory_while_compress_runs_is_replace
             planted.append(name)
         return io.atomic_write_text(path, text)
 
-    monkeypatch.setattr(pipeline, "atomic_write_text", plant_then_write)
+    monkeypatch.setattr(run_report, "atomic_write_text", plant_then_write)
     code, _, err = run_cli([*args, "--resume"], capsys)
     assert code in (0, 1) and planted, err
     assert model.read_bytes() == before
@@ -1026,23 +1027,23 @@ def test_a_disk_full_while_the_reports_are_written_leaves_no_report_saying_passe
     (a full disk; an adversarial reviewer's finding). Now none stays, and --resume finishes the run."""
     import errno
 
-    import toolchain.pipeline
+    import toolchain.report.run_report as run_report
 
-    real = toolchain.pipeline.atomic_write_text
+    real = run_report.atomic_write_text
 
     def full_at_json(path, text, *a, **k):
         if Path(path).name == "report.json":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, text, *a, **k)
 
-    monkeypatch.setattr(toolchain.pipeline, "atomic_write_text", full_at_json)
+    monkeypatch.setattr(run_report, "atomic_write_text", full_at_json)
     out = tmp_path / "run"
     args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence",
             "0.5", "--max-fn-increase", "2", "--max-accuracy-drop", "1", "--skip-export", "--out", out]
     code, _, err = run_cli(args, capsys)
     one_line_error(code, err, "No space left on device")
     assert not any((out / name).exists() for name in ("report.md", "report.html", "report.json"))
-    monkeypatch.setattr(toolchain.pipeline, "atomic_write_text", real)
+    monkeypatch.setattr(run_report, "atomic_write_text", real)
     code, _, err = run_cli([*args, "--resume"], capsys)
     assert code in (0, 1) and (out / "report.json").is_file() and (out / "report.md").is_file(), err
 
