@@ -975,6 +975,7 @@ def test_a_model_that_exits_while_cwtool_runs_it_is_bad_input(tmp_path, capsys):
     ("no summary", "round 1 has no summary"),
     ("foreign", "rounds/round_1.json belongs to another run"),
     ("nan", "round_2.pt holds non-finite values"),
+    ("expanded", "round_2.pt declares more values in"),
     ("names removed", "rounds/round_1.json belongs to another run"),
     ("duplicated", "rounds/round_2.json is the summary of round 1"),
 ])
@@ -1006,7 +1007,10 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
     else:
         checkpoint = torch.load(rounds / "round_2.pt", weights_only=True)
         first = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
-        checkpoint["state_dict"][first].view(-1)[0] = float("nan")
+        if damage == "nan":
+            checkpoint["state_dict"][first].view(-1)[0] = float("nan")
+        else:  # one value stored, 10**8 declared: a file of kilobytes whose check built 700 MB (a hostile-file reviewer's)
+            checkpoint["state_dict"][first] = torch.zeros(1).expand(10**8)
         torch.save(checkpoint, rounds / "round_2.pt")
         summary = json.loads((rounds / "round_2.json").read_text())
         del summary["weights_sha256"]  # as a run begun before rounds named their weights
@@ -1017,7 +1021,7 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
     (out / "report.json").unlink()
     code, _, err = run_cli([*args, "--resume"], capsys)
     one_line_error(code, err, "damaged round", said)
-    if damage != "nan":  # files that are not the run's own are found before the run says a word: one line in all
+    if damage not in ("nan", "expanded"):  # files that are not the run's own are found before the run says a word: one line in all
         assert len(err.strip().splitlines()) == 1, err
 
 

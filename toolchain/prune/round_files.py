@@ -237,6 +237,10 @@ def _finite(weights, name: str):
     if not isinstance(weights, dict):
         raise ValueError(f"{name} holds no weights")
     for key, value in weights.items():
+        # a view that declares more values than its file stores (one zero expanded to 1e9) passes the load's memory cap,
+        # and any check of its values then builds them all: cwtool saves every tensor whole
+        if isinstance(value, torch.Tensor) and value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            raise ValueError(f"{name} declares more values in {str(key)[:80]} ({value.numel():,}) than it stores")
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
             raise ValueError(f"{name} holds non-finite values in {str(key)[:80]}")
     return weights
