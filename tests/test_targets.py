@@ -308,3 +308,19 @@ def test_the_report_s_bench_hint_finds_the_profile_again():
 def test_targets_of_an_empty_name_says_it_is_empty(capsys):
     code, _, err = run_cli(["targets", ""], capsys)
     assert code == 2 and "the target is empty (an unset variable?)" in err, err
+
+
+@pytest.mark.parametrize("pattern, said", [
+    ('"' + "[" * 5000 + '", ', "no [...] sets"),
+    ('"' + "A" * 201 + '", ', "at most 200 characters"),
+    ("".join(f'"OP{i}", ' for i in range(1001)), "operators; at most 1,000"),
+])
+def test_operator_patterns_that_would_keep_the_fit_check_busy_are_refused(tmp_path, pattern, said):
+    """A profile of 67 KB whose first pattern held 64,000 '[' kept an export's fit check busy 108 s (fnmatch translates a
+    pattern in time that grows with the square of its '['; a hostile-file reviewer's finding), then said "fits"."""
+    path = _user_toml(tmp_path)
+    text = path.read_text()
+    assert "supported = [" in text
+    path.write_text(text.replace("supported = [", "supported = [" + pattern, 1))
+    with pytest.raises(UserError, match=re.escape(said)):
+        load_target(path)

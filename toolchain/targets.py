@@ -194,7 +194,19 @@ def _ops(data: dict, key: str, where: str) -> tuple[str, ...] | None:
         return None
     if not all(isinstance(v, str) and v for v in value):
         raise UserError(f"{where}: field '{key}' must be a list of operator names (strings)")
+    # bounded, and no '[...]' sets: fnmatch's translation of a pattern grows with the square of its '[' (64,000 of them in
+    # a 67 KB profile kept an export busy 108 s)
+    if len(value) > MAX_OPERATORS:
+        raise UserError(f"{where}: field '{key}' lists {len(value):,} operators; at most {MAX_OPERATORS:,}")
+    odd = next((v for v in value if len(v) > MAX_OPERATOR_CHARS or "[" in v or "]" in v), None)
+    if odd is not None:
+        raise UserError(f"{where}: field '{key}' holds '{one_line(odd)[:40]}'{'...' if len(odd) > 40 else ''}: an operator name or "
+                        f"a pattern with * and ? (no [...] sets), at most {MAX_OPERATOR_CHARS} characters")
     return tuple(value)
+
+
+MAX_OPERATORS = 1_000  # names in [operators] supported or rejected (ONNX has about 200 standard operators)
+MAX_OPERATOR_CHARS = 200
 
 
 PROFILE_KEYS = {"": {"name", "description", "runtime", "format", "precision", "int8_scheme", "layout", "threads",
