@@ -1025,6 +1025,21 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         assert len(err.strip().splitlines()) == 1, err
 
 
+def test_a_manifest_nested_too_deep_is_named_not_the_rounds(trained_digits, tmp_path, capsys):
+    """A manifest nested 966 levels deep passed the first read and ran out of stack in a round's check, read again deeper
+    in the calls: "damaged round ... remove its rounds/ folder", advice that deleted good work (a hostile-file reviewer's)."""
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    # 300 levels (966 run out of stack in this test's own deeper calls at the first read, which names the manifest too)
+    manifest["commands"][0]["cwd"] = "NESTED"
+    (out / "manifest.json").write_text(json.dumps(manifest).replace('"NESTED"', "[" * 300 + "]" * 300))
+    (out / "report.json").unlink()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    one_line_error(code, err, "is not a readable cwtool manifest (ValueError: nested deeper than 64 levels)")
+    assert "damaged round" not in err and (out / "rounds").is_dir()
+
+
 def test_a_disk_full_while_the_reports_are_written_leaves_no_report_saying_passed(trained_digits, tmp_path, capsys,
                                                                                    monkeypatch):
     """report.md ("Gate: PASSED") and report.html stayed where report.json, the run's finished mark, could not be written

@@ -234,7 +234,8 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
     try:
         manifest = read_record(manifest_path, "use another --out")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}): use another --out") from exc
+        raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}: {one_line(str(exc))[:80]}): "
+                        "use another --out") from exc
     moved = as_recorded(inputs, manifest.get("inputs") if isinstance(manifest, dict) else None)
     if isinstance(manifest, dict) and manifest.get("run_id") != run_id and manifest.get("run_id") == config_hash(moved, config):
         inputs, run_id = moved, manifest["run_id"]  # the same files, named by other paths (another working directory)

@@ -226,4 +226,22 @@ def read_record(path: Path, hint: str):
     larger one, a pipe or a folder there is bad input ending in ``hint``."""
     from toolchain.small_files import read_small_file
 
-    return json.loads(read_small_file(path, RECORD_LIMIT, "the run's record", hint).decode("utf-8"))
+    record = json.loads(read_small_file(path, RECORD_LIMIT, "the run's record", hint).decode("utf-8"))
+    if _depth(record) > RECORD_DEPTH:  # read again deeper in a call stack (a round's check), it ran out of stack there and
+        raise ValueError(f"nested deeper than {RECORD_DEPTH} levels")  # the rounds were blamed, to be deleted
+    return record
+
+
+RECORD_DEPTH = 64  # a record cwtool writes nests a few levels
+
+
+def _depth(value) -> int:
+    """How deep lists and objects nest in a JSON value (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level <= RECORD_DEPTH:
+                stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
