@@ -1040,6 +1040,31 @@ def test_a_manifest_nested_too_deep_is_named_not_the_rounds(trained_digits, tmp_
     assert "damaged round" not in err and (out / "rounds").is_dir()
 
 
+def test_a_run_folder_moved_while_compress_runs_is_not_split_in_two(trained_digits, tmp_path, capsys, monkeypatch):
+    """The run folder renamed after round 1: round 2, pruned.pt and the reports went to a new folder at the old path (no
+    manifest, no lock), the old one kept round 1, and the command said exit 0 (a concurrency reviewer's finding). Now the
+    next write refuses, nothing is made at the old path, and the moved run resumes where it is."""
+    from toolchain.prune.round_files import RoundFiles
+
+    out, moved = tmp_path / "run", tmp_path / "run.moved"
+    real = RoundFiles.save_round
+
+    def save_then_move(self, ticket, *a, **k):
+        real(self, ticket, *a, **k)
+        if ticket.round == 1:
+            out.rename(moved)
+
+    monkeypatch.setattr(RoundFiles, "save_round", save_then_move)
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
+            "--max-fn-increase", "2", "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    code, _, err = run_cli(args, capsys)
+    one_line_error(code, err, "is no longer the folder this run began in")
+    assert not out.exists() and (moved / "rounds" / "round_1.json").is_file() and not (moved / "rounds" / "round_2.json").exists()
+    monkeypatch.setattr(RoundFiles, "save_round", real)
+    code, _, err = run_cli([*args[:-1], moved, "--resume"], capsys)
+    assert code in (0, 1) and (moved / "report.json").is_file(), err
+
+
 def test_a_disk_full_while_the_reports_are_written_leaves_no_report_saying_passed(trained_digits, tmp_path, capsys,
                                                                                    monkeypatch):
     """report.md ("Gate: PASSED") and report.html stayed where report.json, the run's finished mark, could not be written

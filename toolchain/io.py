@@ -19,21 +19,32 @@ def _umask() -> int:
     return mask
 
 
-_own_folders: list[tuple[Path, Path]] = []  # (as given, made absolute; real): folders cwtool fills with its own files
+# (as given, made absolute; real; (device, inode)): folders cwtool fills with its own files
+_own_folders: list[tuple[Path, Path, tuple[int, int]]] = []
 
 
 def own_folder(folder: str | Path | None) -> None:
     """``folder`` (a run directory, checked before the work began) holds only cwtool's files from now on: a file bound for
-    it is never published outside it, through a link to a folder that appeared there meanwhile. None: no more."""
+    it is never published outside it, through a link to a folder that appeared there meanwhile, nor into another folder
+    at its path (it was moved while cwtool ran). None: no more."""
     _own_folders.clear()
     if folder is not None:
-        _own_folders.append((Path(os.path.abspath(folder)), Path(os.path.realpath(folder))))
+        found = os.stat(folder)
+        _own_folders.append((Path(os.path.abspath(folder)), Path(os.path.realpath(folder)), (found.st_dev, found.st_ino)))
 
 
 def _check_stays_inside(path: Path) -> None:
     place = Path(os.path.abspath(path))
-    for given, real in _own_folders:
+    for given, real, identity in _own_folders:
         if given in place.parents:
+            try:  # renamed while a run ran, its later files went to a new folder at the old path, the run split in two
+                found = os.stat(real)
+                same = (found.st_dev, found.st_ino) == identity
+            except OSError:
+                same = False
+            if not same:
+                raise UserError(f"'{given}' is no longer the folder this run began in (moved, renamed or removed while cwtool "
+                                "ran): nothing more was written; --resume the run in the folder where it is now")
             lands = Path(os.path.realpath(place.parent))
             if lands != real and real not in lands.parents:
                 raise UserError(f"'{place.parent}' leads outside '{given}' to '{lands}' (a symbolic link that appeared while cwtool "
