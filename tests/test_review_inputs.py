@@ -1065,6 +1065,42 @@ def test_a_run_folder_moved_while_compress_runs_is_not_split_in_two(trained_digi
     assert code in (0, 1) and (moved / "report.json").is_file(), err
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_another_process_began_while_compress_checked_is_left_alone(trained_digits, tmp_path, capsys, monkeypatch, resume):
+    """The checks run before the folder is held: a compress of other settings that began there meanwhile had its finished
+    run replaced by this one's rounds, and a session that resumed it meanwhile was dropped from the manifest (a
+    concurrency reviewer's finding). The folder is read again under the hold; what another process wrote stays."""
+    import toolchain.pipeline as pipeline
+
+    out = tmp_path / "run"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence", "0.5",
+            "--max-fn-increase", "2", "--max-accuracy-drop", "1", "--skip-export", "--out", out]
+    if resume:
+        code, _, err = run_cli(args, capsys)
+        assert code in (0, 1), err
+    real, written = pipeline.check_compress_inputs, []
+
+    def checked_then_another_began(*a, **k):
+        checked = real(*a, **k)
+        if resume:  # another session of the same run, recorded in its manifest
+            manifest = json.loads((out / "manifest.json").read_text())
+            manifest["commands"].append(dict(manifest["commands"][0]))
+            text = json.dumps(manifest)
+        else:
+            out.mkdir()
+            text = '{"run_id": "another"}'
+        (out / "manifest.json").write_text(text)
+        written.append(text)
+        return checked
+
+    monkeypatch.setattr(pipeline, "check_compress_inputs", checked_then_another_began)
+    code, _, err = run_cli([*args, *(["--resume"] if resume else [])], capsys)
+    one_line_error(code, err, "changed while this compress checked its inputs")
+    assert (out / "manifest.json").read_text() == written[0]
+    if not resume:
+        assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+
+
 def test_a_disk_full_while_the_reports_are_written_leaves_no_report_saying_passed(trained_digits, tmp_path, capsys,
                                                                                    monkeypatch):
     """report.md ("Gate: PASSED") and report.html stayed where report.json, the run's finished mark, could not be written

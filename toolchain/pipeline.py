@@ -270,6 +270,11 @@ def _open_run_dir(checked: CheckedInputs, request: CompressRequest, input_notes:
     run_dir = checked.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     held = RunDir(run_dir).hold()  # until this process ends: a second compress on the folder is refused, not interleaved
+    try:  # nothing removed on this refusal: what is there is another process's
+        _unchanged_since_checked(checked)
+    except BaseException:
+        RunDir.release(held)
+        raise
     try:
         _start_session(checked, request, input_notes, log, console, group)
     except BaseException:
@@ -279,6 +284,24 @@ def _open_run_dir(checked: CheckedInputs, request: CompressRequest, input_notes:
             RunDir(run_dir).remove_if_roundless(made)
         raise
     return held
+
+
+def _unchanged_since_checked(checked: CheckedInputs) -> None:
+    """The run directory as the checks found it, read again under the hold: the checks ran unheld (seconds to minutes of
+    the dense model's evaluation), and a compress that began there meanwhile, of other settings, had its finished run
+    replaced by this one's rounds; a session that resumed it meanwhile was dropped from the manifest's record."""
+    from toolchain.output_paths import holds_anything
+    from toolchain.run_identity import earlier_sessions
+
+    run_dir = checked.run_dir
+    began = holds_anything(run_dir) and not RunDir(run_dir).never_began()
+    changed = began != checked.resuming
+    if not changed and checked.resuming:
+        now = earlier_sessions(run_dir, checked.inputs, checked.run_id, checked.config)
+        changed = (now.commands, now.processes) != (checked.before.commands, checked.before.processes)
+    if changed:
+        raise UserError(f"'{run_dir}' changed while this compress checked its inputs (another cwtool process ran in it): give "
+                        "another --out, or run the command again once that one has ended")
 
 
 def _start_session(checked: CheckedInputs, request: CompressRequest, input_notes: list[str], log: RunLog, console: Console, group) -> None:
