@@ -439,3 +439,16 @@ def test_a_file_output_that_names_a_folder_is_refused(args, tmp_path, monkeypatc
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "ends in '/', which names a folder" in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+    if args[0] == "verify":  # a report an earlier run left is replaced, as after any other usage error
+        (tmp_path / "v.json").write_text('{"schema_version": 1, "kind": "cwtool-verify", "artifacts": [], "gate": {"passed": true}}')
+        code, _, err = run_cli([*args, "--json", "v.json"], capsys)
+        assert code == 2 and json.loads((tmp_path / "v.json").read_text())["gate"]["passed"] is False, err
+
+
+@pytest.mark.parametrize("kwargs", ['{"cfg": ' + "[" * 9 + "]" * 9 + "}", '{"width": NaN}'])
+def test_arch_kwargs_a_checkpoint_cannot_record_are_refused_at_once(kwargs, tmp_path, capsys):
+    """--arch-kwargs nested 9 levels made a checkpoint that compress then called damaged, and a run whose manifest held
+    them deeper was refused on --resume (a regression reviewer's finding)."""
+    code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", kwargs, "-d", "digits", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "--arch-kwargs nests deeper than 8 levels" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

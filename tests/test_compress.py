@@ -897,6 +897,36 @@ def test_resume_knows_an_arch_module_by_its_code(trained_digits, tmp_path, capsy
     assert code == 2 and "the --arch code differs from the run's" in err, err
 
 
+def test_a_module_arch_run_begun_before_its_code_was_hashed_resumes_in_its_default_folder(trained_digits, tmp_path, capsys,
+                                                                                         monkeypatch):
+    """The module's code joined the run id: a run in the default folder (cwtool-runs/Net-<id>), begun by a cwtool before,
+    was not found by --resume, which began again in a new folder (a regression reviewer's finding)."""
+    import sys
+
+    import torch
+
+    import toolchain.run_identity as run_identity
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "cwtool_test_arch_legacy", None)
+    del sys.modules["cwtool_test_arch_legacy"]
+    (tmp_path / "cwtool_test_arch_legacy.py").write_text(
+        "from toolchain.models.architectures import DigitsCNN\n\n\nclass Net(DigitsCNN):\n    pass\n")
+    torch.save(trained_digits[1].state_dict(), tmp_path / "sd.pt")
+    monkeypatch.chdir(tmp_path)
+    args = ["compress", "sd.pt", "--arch", "cwtool_test_arch_legacy:Net", "-d", "digits", "-p", "3", "--keep-params", "0.5",
+            "--epochs", "1", "--confidence", "0.5", "--max-accuracy-drop", "1", "--skip-export"]
+    real = run_identity.arch_code
+    monkeypatch.setattr(run_identity, "arch_code", lambda arch: None if ":" in arch and ".py:" not in arch else real(arch))
+    code, _, err = run_cli(args, capsys)
+    assert code in (0, 1), err
+    [older] = list((tmp_path / "cwtool-runs").iterdir())
+    monkeypatch.setattr(run_identity, "arch_code", real)
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code in (0, 1) and "resumed)" in err and "found no run" not in err, err
+    assert list((tmp_path / "cwtool-runs").iterdir()) == [older]
+
+
 def test_resume_knows_an_arch_file_by_its_code(trained_digits, tmp_path, capsys, monkeypatch):
     """--arch net.py:Net was known by the text typed: edited code under the same name resumed silently (round 1's weights
     shipped inside other code, the run id unchanged), and the same file by its absolute path was refused."""

@@ -175,6 +175,7 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
 def _run_directory(request, given, config: PruneConfig, export: ExportSettings | None, dataset, loaded, arch: str, protected: list[int]):
     """The run's identity and folder: (inputs, target profile or None, config for the target, run id, run directory,
     whether it resumes, its earlier sessions). A folder that is not this run's, or a finished run, is refused."""
+    from toolchain.models.arch import arch_file
     from toolchain.prune.round_files import RoundFiles
 
     inputs = run_inputs(given, dataset, loaded.arch_kwargs, arch, protected)
@@ -188,6 +189,11 @@ def _run_directory(request, given, config: PruneConfig, export: ExportSettings |
     config = config.for_target(profile.channel_multiple if profile else None)
     run_id = config_hash(inputs, config)
     run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
+    if not request.out and request.resume and not run_dir.exists() and "arch_sha256" in inputs and arch_file(arch) is None:
+        # an --arch module:Class run begun before its module's code was part of the run id: in the folder of its old id
+        before_hash = config_hash({k: v for k, v in inputs.items() if k != "arch_sha256"}, config)
+        older = run_dir.with_name(run_dir.name.removesuffix(run_id) + before_hash)
+        run_dir = older if older.is_dir() else run_dir
     manifest_path = RunDir(run_dir).manifest
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too

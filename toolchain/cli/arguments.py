@@ -102,7 +102,11 @@ def no_folder_for_a_file(args, command: str | None) -> None:
         name = option if eq else previous
         text = value if eq else arg
         if name in flags and text.endswith(("/", os.sep)) and text.strip("/" + os.sep):
-            raise UserError(f"{name} '{text}' ends in '/', which names a folder: {name} writes one file; give the file's name "
+            try:  # a usage error: verify replaces the reports an earlier run left, as after any other (typer vendors click)
+                from typer._click.exceptions import UsageError
+            except ImportError:
+                from click.exceptions import UsageError
+            raise UsageError(f"{name} '{text}' ends in '/', which names a folder: {name} writes one file; give the file's name "
                             "(in that folder, if you meant one)")
         previous = arg
 

@@ -120,6 +120,11 @@ def parse_kwargs(text: Optional[str]) -> dict:
         raise UserError("--arch-kwargs is nested too deep to read: give a flat JSON object, e.g. '{\"width\": 16}'") from exc
     if not isinstance(value, dict):
         raise UserError("--arch-kwargs must be a JSON object, e.g. '{\"width\": 16}'")
+    from toolchain.models.checkpoint import storable_kwargs
+
+    if not storable_kwargs(value):  # a checkpoint written with them was then refused as damaged, a run's manifest unread
+        raise UserError("--arch-kwargs nests deeper than 8 levels, holds over 10,000 items in one, or a number that is not "
+                        "finite: a checkpoint records no more")
     return value
 
 

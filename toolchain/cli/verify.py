@@ -137,10 +137,10 @@ def _write_all(writes) -> None:
     from toolchain.interrupts import writing_after_stop
 
     stop = failed = None
-    written = 0
+    written, kept_stale = 0, False
 
     def attempt(path, ours, write):
-        nonlocal failed, written
+        nonlocal failed, written, kept_stale
         try:
             write()
             written += 1
@@ -150,7 +150,7 @@ def _write_all(writes) -> None:
                 if path.is_file() and not path.is_symlink() and ours(path):
                     path.unlink()
             except OSError:
-                pass
+                kept_stale = True
 
     for path, ours, write in writes:
         try:
@@ -161,12 +161,12 @@ def _write_all(writes) -> None:
             stop = exc
         with writing_after_stop():
             attempt(path, ours, write)
+    if failed is not None:  # before a stop that arrived meanwhile: an output is missing, which the stop's line would not say
+        raise UserError(f"{failed} (the verdict above was made; {written} of its {len(writes)} outputs written"
+                        f"{'' if kept_stale else ', none an earlier run left at the others'})")
     if stop is not None:
         stop.completed = True
         raise stop
-    if failed is not None:
-        raise UserError(f"{failed} (the verdict above was made; {written} of its {len(writes)} outputs written, none an earlier "
-                        "run left at the others)")
 
 
 def _check_replaceable(path: Path | None, flag: str) -> None:

@@ -75,6 +75,12 @@ def _checkpoint_arch(stored: str, path: Path, arch: str | None, arch_kwargs: dic
     )
 
 
+def storable_kwargs(value) -> bool:
+    """Whether ``value`` (--arch-kwargs) is what a checkpoint records and reads back: a JSON object nested at most 8
+    levels, of at most 10,000 items a level, with finite numbers."""
+    return isinstance(value, dict) and _json_like(value)
+
+
 def _json_like(value, depth: int = 0) -> bool:
     if depth > 8:
         return False
