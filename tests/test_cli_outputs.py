@@ -228,6 +228,24 @@ def test_demo_leaves_a_demo_run_that_another_process_is_making(tmp_path, monkeyp
     assert (demo / "manifest.json").is_file()
 
 
+def test_a_second_demo_in_a_folder_waits_for_none_and_touches_nothing(tmp_path, monkeypatch, capsys):
+    """The first demo held the run folder only while it looked: a second demo's --retrain trained meanwhile, then deleted
+    the folder under the first one's compress, whose report listed four artifacts in an empty artifacts/ (exit 0; a
+    concurrency reviewer's finding). A demo holds its folder's parent from its first check to its report."""
+    from toolchain.rundir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    demo = _demo_run_folder(tmp_path)
+    _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
+    held = RunDir(tmp_path).hold()  # a demo running here
+    try:
+        code, _, err = run_cli(["demo", "--retrain"], capsys)
+    finally:
+        RunDir.release(held)
+    assert code == 2 and "is in use: another cwtool process runs the demo in it now" in err, err
+    assert (demo / "manifest.json").is_file()
+
+
 def test_demo_will_not_replace_a_file_of_that_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cwtool-demo").write_text("mine")

@@ -65,6 +65,19 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
 
 def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-demo"):
     """Compress the demo model on digits into ``out`` (replaced on every run)."""
+    from toolchain.rundir import RunDir
+
+    # One demo at a time in a folder, from its first check to its report: a demo that held the run folder only while it
+    # looked had that folder deleted under its compress by a second one (a --retrain's training took the seconds between)
+    place = next(p for p in (Path(out).absolute().parent, *Path(out).absolute().parents) if p.is_dir())
+    held = RunDir(place).hold("runs the demo", "wait for it to end, or run the demo from another folder")
+    try:
+        return _run_demo(protect_class, retrain, Path(out))
+    finally:
+        RunDir.release(held)
+
+
+def _run_demo(protect_class, retrain: bool, out: Path):
     import shutil
 
     from toolchain.config import PruneConfig
@@ -81,7 +94,6 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
                         "another folder")
     digits = load_data(DEMO_DATA, seed=0)
     resolve_protected(protect_class, digits.class_names, digits.num_classes)
-    out = Path(out)
     if out.is_symlink():
         raise UserError(f"'{out}' is a link and the demo replaces its folder on every run: remove the link, or run the demo from another folder")
     if out.exists() and not out.is_dir():
@@ -92,7 +104,7 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
         if why:
             raise UserError(f"'{out.resolve()}' exists and is not a demo run ({why}): move it, or run the demo from another folder")
         check_own_files(out, "the demo folder")  # what it removes: nothing it did not make (a link, a pipe, a folder nested 1,500 deep)
-    if out.is_dir():  # refused while another demo runs in it: its files must not vanish under it
+    if out.is_dir():  # refused while a compress runs in it (--out cwtool-demo): its files must not vanish under it
         from toolchain.rundir import RunDir
 
         RunDir.release(RunDir(out).hold("runs the demo", "wait for it to end, or run the demo from another folder"))
