@@ -2113,3 +2113,21 @@ def test_an_artifact_argument_that_names_no_file_is_bad_input(command, artifact,
     argv = [command, artifact, *(["-d", "digits", "-p", "3"] if command == "verify" else ["--runs", "3"])]
     code, _, err = run_cli(argv, capsys)
     one_line_error(code, err, "names no file", *(["unset variable"] if artifact != "/" else []))
+
+
+def test_a_round_file_this_user_cannot_read_is_not_called_damaged(tmp_path):
+    """A round made unreadable (chmod a-r, another user's umask) was "a damaged round ...: remove its rounds/ folder",
+    advice that deleted whole rounds (a concurrency reviewer's finding)."""
+    from toolchain.errors import UserError
+    from toolchain.prune.round_files import RoundFiles
+    from toolchain.rundir import RunDir
+
+    rounds = RoundFiles(RunDir(tmp_path), "digits-cnn", {}, (1, 8, 8), {})
+    locked = tmp_path / "rounds" / "round_1.pt"
+
+    def load():
+        raise PermissionError(13, "Permission denied", str(locked))
+
+    with pytest.raises(UserError) as exc:
+        rounds.read(load)
+    assert f"cannot read '{locked}' (permission denied)" in str(exc.value) and "damaged" not in str(exc.value)

@@ -90,6 +90,10 @@ class RoundFiles:
             return load()
         except UserError:
             raise
+        except PermissionError as exc:  # the files may be whole: removing the rounds, as for damage, would lose them
+            where = f"'{exc.filename}'" if exc.filename else f"a round's file in '{self.run_dir.root}'"
+            raise UserError(f"cannot read {where} (permission denied): give this user access to the run's files, then --resume "
+                            "again") from exc
         except (MemoryError, OSError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             raise self.damaged(describe(exc, 120), final_round) from exc
         except Exception as exc:  # the unpickler's own errors
