@@ -152,8 +152,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                                                     search_float_layers=result.budget_met,
                                                     seen_rows=_fitted_rows(dataset)) if settings.artifacts else ([], None)
             except UserError as exc:  # the rounds are done and saved: say how to finish without them
-                raise UserError(f"{exc} (the pruning is saved in {run_dir}: rerun with --resume and the changed export options, such as "
-                                "--format, to finish it without retraining)") from exc
+                raise UserError(f"{exc} (the pruning is saved in {run_dir}: once that is fixed, rerun with --resume, with other export "
+                                "options such as --format where they were the cause, to finish it without retraining)") from exc
         drop_stale_artifacts(run_dir, artifacts, log.print)
         if (calibration is None or calibration.get("given")) and RunDir(run_dir).calibration.is_file():  # an earlier session's:
             # the report names this one's rows (none, or a set of the user's), and verify would find the file beside them
