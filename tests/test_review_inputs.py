@@ -2131,3 +2131,33 @@ def test_a_round_file_this_user_cannot_read_is_not_called_damaged(tmp_path):
     with pytest.raises(UserError) as exc:
         rounds.read(load)
     assert f"cannot read '{locked}' (permission denied)" in str(exc.value) and "damaged" not in str(exc.value)
+
+
+def test_a_resumed_run_writes_its_rounds_byte_for_byte_as_an_uninterrupted_one(trained_digits, tmp_path, capsys, monkeypatch):
+    """After a resume, round_2.pt held the same tensors in other bytes (the survivors' key strings shared in one run and
+    not in the other: pickle's memo), and round_2.json named another sha256 (a concurrency reviewer's finding)."""
+    from toolchain.errors import Interrupted
+    from toolchain.prune.round_files import RoundFiles
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.25", "--epochs", "1", "--confidence", "0.5",
+            "--max-fn-increase", "2", "--max-accuracy-drop", "1", "--skip-export"]
+    code, _, err = run_cli([*args, "--out", whole], capsys)
+    assert code in (0, 1) and (whole / "rounds" / "round_2.pt").is_file(), err
+    real = RoundFiles.save_round
+
+    def save_then_stop(self, ticket, *a, **k):
+        real(self, ticket, *a, **k)
+        if ticket.round == 1:
+            raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr(RoundFiles, "save_round", save_then_stop)
+    code, _, err = run_cli([*args, "--out", stopped], capsys)
+    assert code == 143 and not (stopped / "rounds" / "round_2.pt").exists(), err
+    monkeypatch.setattr(RoundFiles, "save_round", real)
+    code, _, err = run_cli([*args, "--out", stopped, "--resume"], capsys)
+    assert code in (0, 1), err
+    for name in ("round_1.pt", "round_2.pt", "final_2.pt"):
+        if (whole / "rounds" / name).exists():
+            assert (stopped / "rounds" / name).read_bytes() == (whole / "rounds" / name).read_bytes(), name
+    assert (stopped / "pruned.pt").read_bytes() == (whole / "pruned.pt").read_bytes()

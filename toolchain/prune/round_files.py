@@ -45,13 +45,13 @@ class RoundFiles:
             return
         run = self.run_dir
         device = next((p.device for p in ticket.model.parameters()), torch.device("cpu"))
-        extra = {"round": ticket.round, "offsets": {str(k): v for k, v in ticket.offsets.items()}, "survivors": ticket.survivors}
+        extra = _interned({"round": ticket.round, "offsets": {str(k): v for k, v in ticket.offsets.items()}, "survivors": ticket.survivors})
         save_checkpoint(run.round_checkpoint(ticket.round), ticket.model.cpu(), self.arch or "?", self.arch_kwargs, self.input_shape,
-                        removed_plan(self.dense_sizes, ticket.survivors), extra)
+                        _interned(removed_plan(self.dense_sizes, ticket.survivors)), extra)
         ticket.model.to(device)
         also = {}  # the other files a resume reads, named by their bytes as the weights are
         if rewind_model is not None and ticket.round == 1:
-            _save_tensors(run.rewind, {"state_dict": rewind_model.state_dict(), "survivors": rewind_survivors})
+            _save_tensors(run.rewind, {"state_dict": rewind_model.state_dict(), "survivors": _interned(rewind_survivors)})
             also["rewind_sha256"] = file_sha256(run.rewind)
         if start_state is not None:  # the next round's magnitude increase needs it
             _save_tensors(run.round_start(ticket.round), {k: v.cpu() for k, v in start_state.items()})
@@ -273,6 +273,21 @@ def _seconds(summary) -> dict[str, float]:
 
 def _plain_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _interned(value):
+    """``value`` (dicts, lists and strings) rebuilt with every string interned: pickle writes an object it has met before as
+    a reference, so equal names shared in one run (a round's survivors and its plan) and read back apart after a resume
+    made the same round other bytes. Interned, equal strings are one object in both."""
+    import sys
+
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {_interned(k): _interned(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_interned(v) for v in value)
+    return value
 
 
 def _save_tensors(path: Path, payload) -> None:
