@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import time
 
 import pytest
 
@@ -262,3 +263,25 @@ def test_a_full_disk_inside_a_library_s_writer_names_the_file_it_was_writing(tmp
         with staged_path(tmp_path / "model.onnx"):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_removes_what_a_killed_writer_of_the_same_file_left(tmp_path):
+    """kill -9 during `train --out d.pt` or a verify report left its staged file (a whole checkpoint) beside the output for
+    good: no run folder's --resume sweeps there. Now each staged file names its process, and the next write of that file
+    removes a gone process's once it has been unchanged an hour; a recent one, a live process's and others' stay."""
+    import subprocess
+    import sys
+
+    from toolchain.io import LEFT_FILE_AFTER, atomic_write_bytes
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                              check=True).stdout)
+    left, recent = tmp_path / f".cwtool-tmp.d.{gone}.abcdefgh.pt", tmp_path / f".cwtool-tmp.d.{gone}.ijklmnop.pt"
+    alive, other = tmp_path / f".cwtool-tmp.d.{os.getpid()}.qrstuvwx.pt", tmp_path / f".cwtool-tmp.e.{gone}.abcdefgh.pt"
+    for path in (left, recent, alive, other):
+        path.write_bytes(b"half a checkpoint")
+    hours_ago = time.time() - LEFT_FILE_AFTER - 60
+    for path in (left, alive, other):
+        os.utime(path, (hours_ago, hours_ago))
+    atomic_write_bytes(tmp_path / "d.pt", b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["d.pt", recent.name, alive.name, other.name])

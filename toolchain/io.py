@@ -98,7 +98,10 @@ def staged_path(path: str | Path, follow_link: bool = False):
         # the stem shortened so that prefix, stem, mkstemp's 8 characters and the suffix fit a 255-byte name
         stem = path.stem.encode("utf-8", "surrogateescape")[:180].decode("utf-8", "ignore") if len(path.name.encode(
             "utf-8", "surrogateescape")) > 200 else path.stem
-        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{stem}.", suffix=(path.suffix or ".tmp")[:40], dir=path.parent)
+        suffix = (path.suffix or ".tmp")[:40]
+        _sweep_left_files(path.parent, f"{TMP_PREFIX}{stem}.", suffix)
+        # named by this process, so that a later write of the same file removes what a killed one left (kill -9)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{stem}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     except OSError as exc:  # a path under a file, a read-only or full disk: the user's to fix
         raise cannot_write(path, exc) from exc
     os.close(fd)
@@ -120,6 +123,33 @@ def staged_path(path: str | Path, follow_link: bool = False):
         if os.path.exists(tmp):
             os.unlink(tmp)
         interrupts.unstaged(tmp)
+
+
+LEFT_FILE_AFTER = 3600.0  # a staged file unchanged this long, its pid gone, was left: a write takes minutes at most
+
+
+def _sweep_left_files(parent: Path, prefix: str, suffix: str) -> None:
+    """Remove the staged files ``<prefix><pid>.<8 random><suffix>`` a killed writer of the same file left in ``parent``
+    (train --out, verify's reports: no run folder's --resume sweeps them). Best effort: only regular files, of processes
+    gone, unchanged for LEFT_FILE_AFTER (another container's pids look gone from here)."""
+    import glob
+    import stat
+    import time
+
+    try:
+        entries = list(Path(parent).glob(f"{glob.escape(prefix)}*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid, dot, tail = entry.name[len(prefix):].partition(".")
+        if not (dot and pid.isascii() and pid.isdigit() and tail.endswith(suffix) and len(tail) == 8 + len(suffix)):
+            continue
+        try:
+            found = entry.lstat()
+            if stat.S_ISREG(found.st_mode) and time.time() - found.st_mtime >= LEFT_FILE_AFTER and not process_alive(int(pid)):
+                entry.unlink()
+        except OSError:
+            pass
 
 
 def process_alive(pid: int) -> bool:
