@@ -246,6 +246,26 @@ def test_a_second_demo_in_a_folder_waits_for_none_and_touches_nothing(tmp_path, 
     assert (demo / "manifest.json").is_file()
 
 
+def test_a_demo_in_a_folder_it_may_write_in_but_not_list_still_runs(tmp_path, monkeypatch):
+    """Holding the demo's folder (opened read-only) refused a folder of mode 333, where the demo had run before (a
+    regression reviewer's finding): there the run folder alone is held, as before."""
+    import toolchain.demo as demo
+    from toolchain.rundir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    real = RunDir.hold
+
+    def unlistable(self, *a, **k):
+        if Path(self.root) == tmp_path:
+            raise PermissionError(13, "Permission denied", str(tmp_path))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(RunDir, "hold", unlistable)
+    _forbid(monkeypatch, "toolchain.demo.ensure_demo_model")
+    with pytest.raises(WorkStarted):  # past the hold, at the first piece of work
+        demo.run_demo(["3"])
+
+
 def test_demo_will_not_replace_a_file_of_that_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cwtool-demo").write_text("mine")

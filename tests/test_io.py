@@ -285,3 +285,14 @@ def test_a_write_removes_what_a_killed_writer_of_the_same_file_left(tmp_path):
         os.utime(path, (hours_ago, hours_ago))
     atomic_write_bytes(tmp_path / "d.pt", b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["d.pt", recent.name, alive.name, other.name])
+
+
+@pytest.mark.parametrize("name", ["a" * 180 + "." + "\u00e9" * 26, "b" * 10 + "." + "\u00e9" * 120, "c" * 254 + ".pt"[:1]])
+def test_a_long_legal_name_is_written(tmp_path, name):
+    """The staged name grew by the writer's pid: a legal 233-byte name (a 53-byte suffix of two-byte characters) ended a
+    finished `train --out` in "File name too long" (a regression reviewer's finding). The stem and suffix are cut in bytes."""
+    from toolchain.io import atomic_write_bytes
+
+    assert len(name.encode()) <= 255
+    atomic_write_bytes(tmp_path / name, b"whole")
+    assert (tmp_path / name).read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == [name]

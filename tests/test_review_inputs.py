@@ -2161,3 +2161,23 @@ def test_a_resumed_run_writes_its_rounds_byte_for_byte_as_an_uninterrupted_one(t
         if (whole / "rounds" / name).exists():
             assert (stopped / "rounds" / name).read_bytes() == (whole / "rounds" / name).read_bytes(), name
     assert (stopped / "pruned.pt").read_bytes() == (whole / "pruned.pt").read_bytes()
+
+
+def test_a_manifest_this_user_cannot_read_is_not_called_unreadable_as_damage(trained_digits, tmp_path, capsys, monkeypatch):
+    """chmod 000 manifest.json: "is not a readable cwtool manifest (PermissionError ...): use another --out", advice that
+    abandoned a whole run (a regression reviewer's finding)."""
+    import toolchain.run_identity as run_identity
+
+    out = tmp_path / "run"
+    args = _finished_run(capsys, trained_digits[0], out)
+    real = run_identity.read_record
+
+    def locked(path, hint):
+        if Path(path).name == "manifest.json":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, hint)
+
+    monkeypatch.setattr(run_identity, "read_record", locked)
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    one_line_error(code, err, f"cannot read '{out / 'manifest.json'}' (permission denied)")
+    assert "another --out" not in err

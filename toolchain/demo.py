@@ -70,7 +70,10 @@ def run_demo(protect_class, retrain: bool = False, out: str | Path = "cwtool-dem
     # One demo at a time in a folder, from its first check to its report: a demo that held the run folder only while it
     # looked had that folder deleted under its compress by a second one (a --retrain's training took the seconds between)
     place = next(p for p in (Path(out).absolute().parent, *Path(out).absolute().parents) if p.is_dir())
-    held = RunDir(place).hold("runs the demo", "wait for it to end, or run the demo from another folder")
+    try:
+        held = RunDir(place).hold("runs the demo", "wait for it to end, or run the demo from another folder")
+    except PermissionError:  # a folder this user may write in but not list (chmod 333) cannot be opened to hold: as before,
+        held = None  # the run folder alone is held while the demo looks at it
     try:
         return _run_demo(protect_class, retrain, Path(out))
     finally:

@@ -95,12 +95,12 @@ def staged_path(path: str | Path, follow_link: bool = False):
         raise UserError(f"cannot write '{path}': it is a device, pipe or socket")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # the stem shortened so that prefix, stem, mkstemp's 8 characters and the suffix fit a 255-byte name
-        stem = path.stem.encode("utf-8", "surrogateescape")[:180].decode("utf-8", "ignore") if len(path.name.encode(
-            "utf-8", "surrogateescape")) > 200 else path.stem
-        suffix = (path.suffix or ".tmp")[:40]
+        # named by this process, so that a later write of the same file removes what a killed one left (kill -9); the
+        # stem and suffix shortened (in bytes) so that prefix, stem, pid, mkstemp's 8 characters and suffix fit 255 bytes
+        suffix = _first_bytes(path.suffix or ".tmp", 40)
+        room = 255 - len(TMP_PREFIX) - len(f".{os.getpid()}.") - 8 - len(suffix.encode("utf-8", "surrogateescape"))
+        stem = _first_bytes(path.stem, room)
         _sweep_left_files(path.parent, f"{TMP_PREFIX}{stem}.", suffix)
-        # named by this process, so that a later write of the same file removes what a killed one left (kill -9)
         fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{stem}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     except OSError as exc:  # a path under a file, a read-only or full disk: the user's to fix
         raise cannot_write(path, exc) from exc
@@ -123,6 +123,12 @@ def staged_path(path: str | Path, follow_link: bool = False):
         if os.path.exists(tmp):
             os.unlink(tmp)
         interrupts.unstaged(tmp)
+
+
+def _first_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of its file-system encoding, never inside a character."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return text if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
 
 
 LEFT_FILE_AFTER = 3600.0  # a staged file unchanged this long, its pid gone, was left: a write takes minutes at most

@@ -233,6 +233,9 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
         raise UserError(f"'{run_dir}' is not a cwtool run directory (no manifest.json): use another --out")
     try:
         manifest = read_record(manifest_path, "use another --out")
+    except PermissionError as exc:  # the run may be whole: "use another --out" would abandon it
+        raise UserError(f"cannot read '{manifest_path}' (permission denied): give this user access to the run's files, then "
+                        "--resume again") from exc
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UserError(f"'{manifest_path}' is not a readable cwtool manifest ({type(exc).__name__}: {one_line(str(exc))[:80]}): "
                         "use another --out") from exc
