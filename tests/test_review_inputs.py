@@ -907,7 +907,7 @@ def test_a_folder_link_that_appears_in_the_run_directory_while_compress_runs_tak
     over an input named round_1.pt. Now a file bound for the run directory is never published outside it."""
     import shutil
 
-    from toolchain.rundir import RunDir
+    import toolchain.pipeline as pipeline
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -915,14 +915,13 @@ def test_a_folder_link_that_appears_in_the_run_directory_while_compress_runs_tak
     shutil.copy(trained_digits[0], model)
     before = model.read_bytes()
     out = tmp_path / "run"
-    hold = RunDir.hold
+    rechecked = pipeline._unchanged_since_checked
 
-    def hold_then_plant(self):
-        held = hold(self)
+    def held_then_plant(checked):  # once the folder is held and read again: the run's own from here on
+        rechecked(checked)
         (out / "rounds").symlink_to(inputs, target_is_directory=True)
-        return held
 
-    monkeypatch.setattr(RunDir, "hold", hold_then_plant)
+    monkeypatch.setattr(pipeline, "_unchanged_since_checked", held_then_plant)
     code, _, err = run_cli(["compress", model, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence",
                             "0.5", "--max-accuracy-drop", "1", "--skip-export", "--out", out], capsys)
     one_line_error(code, err, "leads outside")
