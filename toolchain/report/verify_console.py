@@ -125,8 +125,10 @@ def print_verdict(result: dict, console: Console | None = None) -> None:
     line = Text("gate: ").append("passed" if gate["passed"] else "failed", style="green" if gate["passed"] else "bold red")
     if gate["passed"] and gate.get("fn_budget") is False:
         line.append(", with no FN budget: nothing held the false negatives to one (give --baseline report.json or --max-fnr)")
-    if (result.get("data") or {}).get("only_protected"):
-        line.append(", on rows of the protected class alone (a model answering it for every row passes)")
+    if (result.get("data") or {}).get("only_protected"):  # one class: a model answering it always passes; several: not
+        several = len(result.get("protected") or []) > 1
+        line.append(", on rows of protected classes alone (no false positive can show)" if several else
+                    ", on rows of the protected class alone (a model answering it for every row passes)")
     if (result.get("baseline") or {}).get("run_failed"):  # --quiet too: a CI reads this line alone
         failed = ("did NOT stay within its accuracy budget" if result["baseline"].get("run_binds") == "accuracy" else
                   "did NOT keep its FN promise")
