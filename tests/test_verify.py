@@ -1495,3 +1495,17 @@ def test_an_output_that_cannot_be_written_is_said_even_when_a_stop_arrives_meanw
     with pytest.raises(UserError, match=r"No space left on device \(the verdict above was made; 2 of its 3 outputs written"):
         _write_all(writes)
     assert (tmp_path / "a").is_file() and (tmp_path / "c").is_file()
+
+
+def test_a_usage_error_removes_the_rows_an_earlier_run_saved(art, capsys, tmp_path):
+    """After a usage error the parser found, the reports an earlier run left were replaced but its --save-rows file stood,
+    for a device step to judge as this run's rows (noticed in this stop's review)."""
+    saved = tmp_path / "rows.npz"
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", saved, "-q"], capsys)
+    assert code == 0 and saved.is_file(), err
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", saved, "--max-fn-increase", "abc"], capsys)
+    assert code == 2 and not saved.exists(), err
+    kept = tmp_path / "kept.npz"  # rows verify saved, named by --data too: an input, never removed
+    code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", kept, "-q"], capsys)
+    code, _, err = cli([art["good"], "--data", kept, "-p", PROT, "--save-rows", kept, "--max-fn-increase", "abc"], capsys)
+    assert code == 2 and kept.is_file(), err

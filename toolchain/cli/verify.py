@@ -237,12 +237,12 @@ def _remove_stale_rows(path, inputs) -> None:
         pass
 
 
-REPORT_FLAGS = ("--json", "--markdown", "--junit")
+REPORT_FLAGS = ("--json", "--markdown", "--junit", "--save-rows")
 
 
 def replace_stale_reports(argv: list[str], message: str, kind: str = "BadInput") -> None:
     """After a usage error the parser found (verify's own code never ran), the reports an earlier run left at --json,
-    --markdown or --junit are replaced as after any bad input. Only files that are verify's own reports are touched,
+    --markdown or --junit are replaced as after any bad input, and rows it saved at --save-rows removed. Only files that are verify's own reports are touched,
     and none that another argument names."""
     named: dict[str, Path] = {}
     own = set()  # the positions of the report paths themselves
@@ -259,6 +259,9 @@ def replace_stale_reports(argv: list[str], message: str, kind: str = "BadInput")
             others.add(Path(arg.partition("=")[2] or arg).resolve())
         except (OSError, ValueError, RuntimeError):
             pass
+    rows = named.pop("--save-rows", None)  # rows an earlier run saved: removed, never a file another argument names
+    if rows is not None and rows.resolve() not in others:
+        _remove_stale_rows(rows, [])
     reports = {flag: path for flag, path in named.items() if path.resolve() not in others and _is_verify_report(path)}
     if reports:
         _write_error_documents(message, reports.get("--json"), reports.get("--markdown"), reports.get("--junit"), [], kind)
