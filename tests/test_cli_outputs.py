@@ -490,3 +490,15 @@ def test_arch_kwargs_a_checkpoint_cannot_record_are_refused_at_once(kwargs, tmp_
     code, _, err = run_cli(["train", "--arch", "mlp", "--arch-kwargs", kwargs, "-d", "digits", "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "--arch-kwargs nests deeper than 8 levels" in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stopped_demo_says_to_run_the_demo_again_not_to_resume(tmp_path, monkeypatch):
+    """A stopped demo said "rerun the same command with --resume", a flag the demo does not take (a concurrency reviewer's
+    finding): it starts over."""
+    import toolchain.cli as cli
+
+    monkeypatch.setitem(cli._state, "command", "demo")
+    line = cli._interrupted_line("SIGTERM", tmp_path / "cwtool-demo")
+    assert "run cwtool demo again to start over" in line and "--resume" not in line
+    monkeypatch.setitem(cli._state, "command", "compress")
+    assert "rerun the same command with --resume" in cli._interrupted_line("SIGTERM", tmp_path / "run")

@@ -79,6 +79,8 @@ def _catch_signals(handler=None) -> dict:
 
 def _interrupted_line(signal_name: str, run_dir) -> str:
     line = f"cwtool: interrupted by {signal_name}; temporary files removed"
+    if run_dir is not None and _state.get("command") == "demo":  # the demo takes no --resume: it starts over
+        return line + f"; run cwtool demo again to start over (it replaces '{run_dir}')"
     if run_dir is not None:
         import os  # no import of cwtool's here: the watcher thread says this line while the main thread may hold locks
 
@@ -266,6 +268,7 @@ def _run(argv: Optional[list[str]]) -> None:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     argv = _home_expanded([str(a) for a in args])
     try:
+        _state["command"] = _command_of(argv)
         _printable_arguments(argv)
         no_folder_for_a_file(argv, _command_of(argv))
         _only_compress_under_torchrun(_command_of(argv))
