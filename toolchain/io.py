@@ -135,25 +135,16 @@ LEFT_FILE_AFTER = 3600.0  # a staged file unchanged this long, its pid gone, was
 
 
 def _sweep_left_files(parent: Path, prefix: str, suffix: str) -> None:
-    """Remove the staged files ``<prefix><pid>.<8 random><suffix>`` a killed writer of the same file left in ``parent``
-    (train --out, verify's reports: no run folder's --resume sweeps them). Best effort: only regular files, of processes
-    gone, unchanged for LEFT_FILE_AFTER (another container's pids look gone from here)."""
-    import glob
-    import stat
-    import time
-
+    """Remove the staged files a killed writer of the same file left in ``parent`` (train --out, verify's reports: no run
+    folder's --resume sweeps them). Best effort: only regular files, of processes gone, unchanged for LEFT_FILE_AFTER
+    (another container's pids look gone from here)."""
     try:
-        entries = list(Path(parent).glob(f"{glob.escape(prefix)}*"))
+        left = left_by_the_dead(parent, prefix, LEFT_FILE_AFTER, suffix=suffix)
     except OSError:
         return
-    for entry in entries:
-        pid, dot, tail = entry.name[len(prefix):].partition(".")
-        if not (dot and pid.isascii() and pid.isdigit() and tail.endswith(suffix) and len(tail) == 8 + len(suffix)):
-            continue
+    for entry in left:
         try:
-            found = entry.lstat()
-            if stat.S_ISREG(found.st_mode) and time.time() - found.st_mtime >= LEFT_FILE_AFTER and not process_alive(int(pid)):
-                entry.unlink()
+            entry.unlink()
         except OSError:
             pass
 
@@ -168,25 +159,35 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def left_by_the_dead(parent: Path, prefix: str, older_than: float = 0.0, any_name: bool = False) -> list[Path]:
+def left_by_the_dead(parent: Path, prefix: str, older_than: float = 0.0, any_name: bool = False,
+                     suffix: str | None = None) -> list[Path]:
     """Folders ``<prefix><pid>.<random>`` in ``parent`` whose process is gone (kill -9 runs no cleanup); a running
     process's are left alone, and so is any other name (``prefix`` may be another's start: "v." and "v.2024.").
-    ``any_name``: ``<prefix><any name>.<pid>.<random>`` instead. ``older_than``: seconds since the folder last changed,
-    for a folder others share (the system's temp dir): a process in another container sees none of this one's pids,
-    and its live folder would look left."""
+    ``any_name``: ``<prefix><any name>.<pid>.<random>`` instead. ``suffix``: regular files ``<prefix><pid>.<8 random>
+    <suffix>`` (mkstemp's) instead of folders. ``older_than``: seconds since the entry last changed, for a folder others
+    share (the system's temp dir): a process in another container sees none of this one's pids, and its live entry would
+    look left."""
     import glob
+    import stat
     import time
 
     found = []
     for entry in Path(parent).glob(f"{glob.escape(prefix)}*"):
-        fields = entry.name[len(prefix):].split(".")
+        rest = entry.name[len(prefix):]
+        if suffix is not None:
+            if not rest.endswith(suffix):
+                continue
+            rest = rest[:len(rest) - len(suffix)]
+        fields = rest.split(".")
         fields = fields[-2:] if any_name and len(fields) >= 3 else fields
+        if not (len(fields) == 2 and fields[0].isascii() and fields[0].isdigit() and (suffix is None or len(fields[1]) == 8)):
+            continue
         try:
-            age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+            seen = entry.lstat()
         except OSError:
             continue
-        if (len(fields) == 2 and fields[0].isascii() and fields[0].isdigit() and entry.is_dir() and not entry.is_symlink()
-                and age >= older_than and not process_alive(int(fields[0]))):
+        kind = stat.S_ISREG(seen.st_mode) if suffix is not None else stat.S_ISDIR(seen.st_mode)  # a link is neither
+        if kind and time.time() - seen.st_mtime >= older_than and not process_alive(int(fields[0])):
             found.append(entry)
     return found
 
