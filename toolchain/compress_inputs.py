@@ -18,7 +18,7 @@ from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
-from toolchain.output_paths import check_output_dir, holds_anything
+from toolchain.output_paths import check_output_dir
 from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.run_identity import OtherRun, Sessions, earlier_sessions, run_inputs
 from toolchain.rundir import RunDir
@@ -197,7 +197,7 @@ def _run_directory(request, given, config: PruneConfig, export: ExportSettings |
     manifest_path = RunDir(run_dir).manifest
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too
-    resuming = run_dir.exists() and holds_anything(run_dir) and not RunDir(run_dir).never_began()
+    resuming = RunDir(run_dir).holds_a_run()
     if resuming and not request.resume:
         if config.granularity == "weight":
             raise UserError(f"run directory '{run_dir}' already exists (a --granularity weight run does not resume): give another --out")

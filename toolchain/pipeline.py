@@ -290,12 +290,10 @@ def _unchanged_since_checked(checked: CheckedInputs) -> None:
     """The run directory as the checks found it, read again under the hold: the checks ran unheld (seconds to minutes of
     the dense model's evaluation), and a compress that began there meanwhile, of other settings, had its finished run
     replaced by this one's rounds; a session that resumed it meanwhile was dropped from the manifest's record."""
-    from toolchain.output_paths import holds_anything
     from toolchain.run_identity import earlier_sessions
 
     run_dir = checked.run_dir
-    began = holds_anything(run_dir) and not RunDir(run_dir).never_began()
-    changed = began != checked.resuming
+    changed = RunDir(run_dir).holds_a_run() != checked.resuming
     if not changed and checked.resuming:
         now = earlier_sessions(run_dir, checked.inputs, checked.run_id, checked.config)
         changed = (now.commands, now.processes) != (checked.before.commands, checked.before.processes)

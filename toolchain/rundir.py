@@ -25,7 +25,7 @@ from pathlib import Path
 
 from toolchain.errors import UserError, one_line
 from toolchain.io import TMP_PREFIX
-from toolchain.output_paths import is_os_litter
+from toolchain.output_paths import holds_anything, is_os_litter
 
 
 ARTIFACT_NAME = r"model_[a-z0-9_]{1,40}\.(onnx|tflite)(\.json|\.data)?"  # what the export stage writes in artifacts/
@@ -145,6 +145,11 @@ class RunDir:
                 folder.rmdir()  # only when empty: nothing of anyone else's goes
             except OSError:
                 break
+
+    def holds_a_run(self) -> bool:
+        """Whether a run began here: the folder holds more than what a file browser leaves, and more than a session killed
+        before its manifest left (``never_began``)."""
+        return self.root.is_dir() and holds_anything(self.root) and not self.never_began()
 
     def never_began(self) -> bool:
         """A session killed before it wrote its manifest leaves its log alone (and perhaps a temporary): no run to resume

@@ -268,10 +268,10 @@ def _run(argv: Optional[list[str]]) -> None:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     argv = _home_expanded([str(a) for a in args])
     try:
-        _state["command"] = _command_of(argv)
+        _state["command"] = name = _command_of(argv)
         _printable_arguments(argv)
-        no_folder_for_a_file(argv, _command_of(argv))
-        _only_compress_under_torchrun(_command_of(argv))
+        no_folder_for_a_file(argv, name)
+        _only_compress_under_torchrun(name)
         command = typer.main.get_command(app)
         _finite_floats(command)
         code = command(args=argv, prog_name="cwtool", standalone_mode=False)
