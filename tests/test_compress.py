@@ -13,6 +13,7 @@ import torch
 from toolchain.cli import main
 from toolchain.config import PruneConfig
 from toolchain.errors import UserError
+from toolchain.provenance import file_sha256
 from toolchain.models.loading import load_model
 from toolchain.models.profile import count_macs, count_params
 from toolchain.prune import lottery
@@ -895,6 +896,46 @@ def test_resume_knows_an_arch_module_by_its_code(trained_digits, tmp_path, capsy
     (tmp_path / "cwtool_test_arch_module.py").write_text(code_text.replace("pass", "pass  # edited"))
     code, _, err = run_cli(["compress", *args, "--resume"], capsys)
     assert code == 2 and "the --arch code differs from the run's" in err, err
+
+
+def test_resume_knows_a_package_arch_by_its_class_s_own_file(trained_digits, tmp_path, capsys, monkeypatch):
+    """--arch pkg:Net with Net defined in pkg/net.py hashed pkg/__init__.py alone: net.py edited between the sessions
+    resumed round 1's weights inside other code. A run that recorded the package's file alone still resumes."""
+    import sys
+
+    import torch
+
+    import toolchain.run_identity as run_identity
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("cwtool_test_arch_pkg", "cwtool_test_arch_pkg.net"):
+        monkeypatch.setitem(sys.modules, name, None)  # restored (removed) after the test
+        del sys.modules[name]
+    package = tmp_path / "cwtool_test_arch_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .net import Net\n")
+    code_text = "from toolchain.models.architectures import DigitsCNN\n\n\nclass Net(DigitsCNN):\n    pass\n"
+    (package / "net.py").write_text(code_text)
+    torch.save(trained_digits[1].state_dict(), tmp_path / "sd.pt")
+    args = ["sd.pt", "--arch", "cwtool_test_arch_pkg:Net", "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+            "--confidence", "0.5", "--max-accuracy-drop", "1", "--skip-export"]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["compress", *args, "--out", "run"], capsys)
+    assert code in (0, 1), err
+    recorded = json.loads((tmp_path / "run" / "manifest.json").read_text())["inputs"]["arch_sha256"]
+    assert recorded != file_sha256(package / "__init__.py")
+    code, _, err = run_cli(["compress", *args, "--out", "run", "--resume"], capsys)
+    assert code in (0, 1) and "resumed)" in err, err
+    (package / "net.py").write_text(code_text.replace("pass", "pass  # edited"))
+    code, _, err = run_cli(["compress", *args, "--out", "run", "--resume"], capsys)
+    assert code == 2 and "the --arch code differs from the run's" in err, err
+    real = run_identity.arch_code_sha256
+    monkeypatch.setattr(run_identity, "arch_code_sha256", lambda arch: file_sha256(package / "__init__.py"))
+    code, _, err = run_cli(["compress", *args, "--out", "older"], capsys)  # the package's file alone, as recorded before
+    assert code in (0, 1), err
+    monkeypatch.setattr(run_identity, "arch_code_sha256", real)
+    code, _, err = run_cli(["compress", *args, "--out", "older", "--resume"], capsys)
+    assert code in (0, 1) and "resumed)" in err, err
 
 
 def test_a_module_arch_run_begun_before_its_code_was_hashed_resumes_in_its_default_folder(trained_digits, tmp_path, capsys,

@@ -6,6 +6,7 @@ what else differs in flag terms, and ``version_changes`` which packages were upg
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -25,9 +26,9 @@ def run_inputs(request, dataset, arch_kwargs: dict, arch: str, protected: list[i
               "arch": arch, "arch_kwargs": arch_kwargs, "protected": protected, "data_seed": request.data_seed,
               "label_column": request.label_column}
     inputs["data"].update(_fingerprint(request.data))  # --resume must not go on with other rows than the rounds were trained on
-    code = arch_code(arch)
-    if code is not None:  # the code that gives the weights their meaning: edited, it is another run
-        inputs["arch_sha256"] = file_sha256(code)
+    code_sha256 = arch_code_sha256(arch)
+    if code_sha256 is not None:  # the code that gives the weights their meaning: edited, it is another run
+        inputs["arch_sha256"] = code_sha256
     if dataset.label_mapping is not None and request.class_names:  # added later: only when set, so older run ids hold
         inputs["data"]["label_mapping"] = dataset.label_mapping
     if request.image_size:
@@ -60,6 +61,44 @@ def arch_code(arch: str) -> Path | None:
     module, sep, _ = arch.rpartition(":")
     origin = getattr(sys.modules.get(module), "__file__", None) if sep else None
     return Path(origin) if isinstance(origin, str) and Path(origin).is_file() else None
+
+
+def _defining_file(arch: str) -> Path | None:
+    """The file the class (or factory) of a ``file.py:Class`` or ``module:Class`` spec is defined in, as imported: a
+    package's ``__init__.py`` or a file that re-exports a class holds none of its code."""
+    import inspect
+    import sys
+
+    from toolchain.models.arch import arch_file, user_module_name
+
+    target, sep, attr = arch.rpartition(":")
+    found = arch_file(arch)
+    module = sys.modules.get(user_module_name(found[0]) if found else target) if sep else None
+    try:
+        source = inspect.getsourcefile(getattr(module, attr))
+    except (TypeError, AttributeError):  # a built-in or C object, a partial: no file of its own
+        return None
+    return Path(source).resolve() if source and Path(source).is_file() else None
+
+
+def _module_and_class_sha256(arch: str) -> tuple[str, str] | None:
+    """(the spec's module file's sha256, and that with the class's own file where it is defined elsewhere)."""
+    code = arch_code(arch)
+    if code is None:
+        return None
+    module_digest = file_sha256(code)
+    defined_in = _defining_file(arch)
+    if defined_in is None or defined_in == code.resolve():
+        return module_digest, module_digest
+    return module_digest, hashlib.sha256(f"{module_digest}:{file_sha256(defined_in)}".encode()).hexdigest()
+
+
+def arch_code_sha256(arch: str) -> str | None:
+    """What a run id records of a user's architecture code: its module's file, and the file its class is defined in
+    where that is another (``pkg:Net`` with Net in pkg/net.py; a file that imports its class). Code that file imports
+    in turn is not followed."""
+    digests = _module_and_class_sha256(arch)
+    return digests[1] if digests else None
 
 
 def _fingerprint(spec: str) -> dict:
@@ -95,6 +134,9 @@ def as_recorded(inputs: dict, recorded) -> dict:
                 out["arch"] = f"{then[0]}:{now[1]}"
         elif "arch_sha256" not in recorded and out.get("arch") == recorded["arch"]:
             del out["arch_sha256"]  # a run from before the code was hashed: known by the spec alone, as then
+        elif out.get("arch") == recorded["arch"] and (_module_and_class_sha256(recorded["arch"]) or ("",))[0] \
+                == recorded.get("arch_sha256"):
+            out["arch_sha256"] = recorded["arch_sha256"]  # a run from before the class's own file was hashed: as then
     data, data_then = out.get("data"), recorded.get("data")
     if same(data, data_then, "spec"):
         data["spec"] = data_then["spec"]

@@ -52,13 +52,18 @@ def resolve_arch(spec: str):
     return obj
 
 
+def user_module_name(file: Path) -> str:
+    """The name a ``file.py:Class`` spec's file is imported under (in sys.modules)."""
+    return f"cwtool_user_arch_{Path(file).stem}"
+
+
 def _import_file(path: str):
     file = Path(path)
     if file.is_dir():
         raise UserError(f"--arch: '{path}' is a folder, not a Python file: give path/to/file.py:Class")
     if not file.is_file():
         raise UserError(f"--arch: file '{path}' {absent(path)}")
-    name = f"cwtool_user_arch_{file.stem}"
+    name = user_module_name(file)
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # pickles and dataclasses look classes up by module name
