@@ -457,6 +457,36 @@ def test_huge_sidecar_is_ignored(artifacts, tmp_path):
     assert load_runner(art).layout == "NCHW"
 
 
+def test_onnx_metadata_is_measured_on_the_wire_and_a_huge_one_refused_before_any_parser_reads_it(artifacts, tmp_path,
+                                                                                                   monkeypatch):
+    """A file holding 100 MB of one metadata value took verify to 1.4 GB (onnx and onnxruntime read it whole, each in
+    copies of their own) and passed: the top-level fields are walked first, and over the cap it is refused."""
+    import onnx
+
+    from toolchain.runtimes import onnx_wire
+    from toolchain.runtimes.onnx_wire import MAX_ONNX_TEXT_BYTES, top_level_text_bytes
+
+    model = onnx.load(str(artifacts["onnx"]))
+    model.doc_string = "d" * 1000
+    art = tmp_path / "doc.onnx"
+    art.write_bytes(model.SerializeToString())
+    expected = sum(len(p.SerializeToString()) for p in model.metadata_props) + 1000
+    assert top_level_text_bytes(art) == expected and top_level_text_bytes(artifacts["onnx"]) == expected - 1000
+    assert load_runner(art).predict(artifacts["x"][:2]).shape == (2, 10)
+    model.metadata_props.add(key="junk", value="a" * (MAX_ONNX_TEXT_BYTES + 1))
+    art.write_bytes(model.SerializeToString())
+    read = []
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: read.append(a) or pytest.fail("onnx read the file"))
+    with pytest.raises(UserError, match=r"doc.onnx holds 16 MiB of metadata and doc string \(cwtool reads at most 16 MiB\)"):
+        load_runner(art)
+    for damaged in (b"\x0f" * 40, b"\x08", b"\x3a\xff\xff\xff\xff\x0f" + b"x" * 9, b""):  # a group's wire type, a cut varint,
+        (tmp_path / "bad.onnx").write_bytes(damaged)  # a length past the end: not a ModelProto's wire format
+        assert top_level_text_bytes(tmp_path / "bad.onnx") is None or damaged == b""
+    (tmp_path / "many.onnx").write_bytes(b"\x08\x01" * (onnx_wire.MAX_TOP_LEVEL_FIELDS + 1))
+    with pytest.raises(UserError, match="over 100,000 top-level protobuf fields"):
+        top_level_text_bytes(tmp_path / "many.onnx")
+
+
 @pytest.mark.parametrize("props, ok", [
     ({"num_classes": "abc"}, True), ({"num_classes": "1e12"}, True), ({"num_classes": "0"}, True),
     ({"layout": "5"}, False), ({"num_classes": "3"}, False), ({"layout": ""}, True),

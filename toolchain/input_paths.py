@@ -41,6 +41,9 @@ def artifact_files(path: str | Path) -> list[Path]:
         try:
             import onnx
 
+            from toolchain.runtimes.onnx_wire import check_onnx_text
+
+            check_onnx_text(path)
             model = onnx.load(str(path), load_external_data=False)
             for init in model.graph.initializer:
                 for entry in init.external_data:

@@ -29,6 +29,7 @@ from toolchain.runtimes.base import (
     sidecar_path,
 )
 from toolchain.runtimes.graph import check_work
+from toolchain.runtimes.onnx_wire import check_onnx_text
 from toolchain.runtimes.parts import artifact_size
 
 _ORT_TYPES = {
@@ -68,6 +69,7 @@ class OnnxRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, layout: str | None = None):
         ort = _ort()
         self.path = check_artifact_file(path, (".onnx",))
+        check_onnx_text(self.path)
         threads = check_threads(threads)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads

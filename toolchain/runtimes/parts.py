@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolchain.runtimes.base import MAX_SIDECAR_BYTES, sidecar_path
+from toolchain.runtimes.onnx_wire import check_onnx_text
 
 __all__ = ["external_data_files", "artifact_parts", "artifact_size"]
 
@@ -26,6 +27,7 @@ def _declared_locations(path: Path) -> list[str] | None:
     except ImportError:
         return None
     try:
+        check_onnx_text(path)
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - not a readable model: the runner says so in its own words
         return []
