@@ -1108,6 +1108,8 @@ def test_keep_sensitivity_reaches_the_shipped_offset(trained_digits, tmp_path, c
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["config"]["keep_sensitivity"] is True
     assert all(v["offset"] >= 0 for v in report["promise"]["classes"].values()), report["promise"]["classes"]
+    # what a baseline's reader tells this cwtool's judged promise by (test_verify: an older rule's report)
+    assert all({"b_judged", "c_judged"} <= set(v) for v in report["promise"]["classes"].values()), report["promise"]["classes"]
     from toolchain.config import PruneConfig, config_hash
 
     assert config_hash(PruneConfig()) != config_hash(PruneConfig(keep_sensitivity=True))

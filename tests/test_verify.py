@@ -208,6 +208,25 @@ def test_a_file_of_a_run_that_failed_its_gate_is_said_so_even_quiet(art, capsys,
     assert run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)["baseline"]["run_failed"] is False
 
 
+def test_a_report_whose_promise_an_older_rule_judged_is_said_so(art, capsys, tmp_path):
+    """A report.json written before the edge rule (the hardest positive caught counted as missed) says its promise was
+    kept where this cwtool's rule may say not (0.964 then, 0.831 now for a reviewer's run): verify said nothing of it."""
+    report = json.loads(Path(art["report"]).read_text())
+    judged = {"n": 30, "fn": 0, "dense_fn": 0, "b": 0, "c": 0, "budget": 2, "b_judged": 1, "c_judged": 0}  # as written now
+    report["promise"] = {"met_on_val": True, "classes": {str(PROT): dict(judged), "8": dict(judged)}}
+    older = tmp_path / "report.json"
+    older.write_text(json.dumps(report))
+    assert "run_promise_older_rule" not in run_json(art, capsys, [art["good"]], "--baseline", older, expect=0)["baseline"]
+    del report["promise"]["classes"]["8"]["b_judged"], report["promise"]["classes"]["8"]["c_judged"]
+    older.write_text(json.dumps(report))
+    res = run_json(art, capsys, [art["good"]], "--baseline", older, expect=0)
+    said = [n for n in res["notes"] if "by an older cwtool's rule" in n]
+    assert res["baseline"]["run_promise_older_rule"] is True and len(said) == 1 and "run compress with this cwtool" in said[0]
+    chained = tmp_path / "verify.json"  # a verify JSON of it as the next baseline says it too
+    chained.write_text(json.dumps(res))
+    assert run_json(art, capsys, [art["good"]], "--baseline", chained, expect=0)["baseline"]["run_promise_older_rule"] is True
+
+
 def test_collapsed_artifact_fails_with_a_collapse_reason(art, capsys):
     res = run_json(art, capsys, [art["collapsed"]], "--baseline", art["report"], expect=1)
     assert any("collapse: class 0 takes 100.0%" in r for r in res["gate"]["reasons"])

@@ -214,7 +214,8 @@ def _found_evaluation(obj, path: Path, names) -> dict:
         if isinstance(ref, dict) and _is_evaluation(ref.get("evaluation")):
             # a verify of a compress run, chained: what it said of the run follows its baseline
             return {"path": str(path), "from": "verify.baseline", "evaluation": ref["evaluation"], "class_names": names,
-                    **_run_facts(ref.get("run_failed") is True, ref.get("run_binds"), ref.get("run_budget"), ref.get("run_accuracy_drop"))}
+                    **_run_facts(ref.get("run_failed") is True, ref.get("run_binds"), ref.get("run_budget"), ref.get("run_accuracy_drop")),
+                    **({"run_promise_older_rule": True} if ref.get("run_promise_older_rule") is True else {})}
         arts = obj.get("artifacts") or []
         if isinstance(arts, list) and arts and isinstance(arts[0], dict) and _is_evaluation(arts[0].get("evaluation")):
             return {"path": str(path), "from": f"verify.artifacts[0] ({one_line(arts[0].get('path'))[:200]})",
@@ -225,9 +226,13 @@ def _found_evaluation(obj, path: Path, names) -> dict:
         promise = obj.get("promise") if isinstance(obj.get("promise"), dict) else {}
         # a compress run that did not keep its promise recommends no file (a failed int8 file alone does not withhold the
         # others)
+        classes = promise.get("classes") if isinstance(promise.get("classes"), dict) else {}
+        # a report from before the edge rule (its hardest positive caught counted as missed) says kept where this
+        # cwtool may not: it records no judged counts, and its verdict is the old rule's
+        older_rule = promise.get("met_on_val") is True and any(isinstance(v, dict) and "b_judged" not in v for v in classes.values())
         return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names,
                 **_run_facts(promise.get("met_on_val") is False, promise.get("binds"), config.get("max_fn_increase"),
-                             config.get("max_accuracy_drop"))}
+                             config.get("max_accuracy_drop")), **({"run_promise_older_rule": True} if older_rule else {})}
     if _is_evaluation(obj):
         return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}
     raise UserError(
@@ -264,7 +269,7 @@ def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int
         # without them nothing ties its FN to these rows: a file stripped of them and edited consistently passed a
         # model missing half the protected rows
         raise UserError(f"baseline {base['path']} holds no per-sample predictions, so its false negatives cannot be checked "
-                        "against these rows (an evaluate --json of a cwtool before December 2026 wrote none; an edited file "
+                        "against these rows (an evaluate --json of an older cwtool wrote none; an edited file "
                         "may have lost them): write it again with this cwtool (compress's report.json, a verify or evaluate "
                         "--json), or pass --allow-other-data to compare FN rates unpaired")
     if other is None:

@@ -163,6 +163,10 @@ def _baseline_run_notes(base: dict | None, entries: list[dict], req: VerifyReque
                   "did not keep its FN promise on validation")
         notes.append(f"the baseline's compress run {failed} and recommended no file to "
                      "deploy: a file of that run passing here is not a run's vetted output; read its report.md")
+    if (base or {}).get("run_promise_older_rule"):
+        notes.append("the baseline's compress run said it kept its FN promise by an older cwtool's rule (its report.json "
+                     "records no judged counts: written before the hardest positive caught was counted as missed); that "
+                     "is not judged again here: run compress with this cwtool to have the promise judged by its rule")
     run_drop = (base or {}).get("run_accuracy_drop")
     if run_drop is not None and req.max_accuracy_drop is None and abs(run_drop - max_accuracy_drop) > 1e-12 and any(
             (e["gate"].get("accuracy") or {}).get("passed") is False for e in entries):
@@ -342,6 +346,7 @@ def run_verify(req: VerifyRequest) -> dict:
                                                "evaluation": None if base_eval is None else base["evaluation"],
                                                "run_failed": bool(base.get("run_failed")),
                                                **({"run_binds": "accuracy"} if base.get("run_binds") == "accuracy" else {}),
+                                               **({"run_promise_older_rule": True} if base.get("run_promise_older_rule") else {}),
                                                **{k: base[k] for k in ("run_budget", "run_accuracy_drop") if k in base},
                                                "paired": bool(base_eval and base_eval.get("predictions") is not None)},
         "notes": notes,
