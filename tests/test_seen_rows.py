@@ -144,6 +144,10 @@ def test_a_model_from_elsewhere_records_no_rows(trained_digits, tmp_path, capsys
     assert code in (0, 1), err
     meta = {p.key for p in onnx.load(str(tmp_path / "e" / "artifacts" / "model_fp32.onnx")).metadata_props}
     assert "seen_rows" not in meta
+    # verify says the rows are not checked (a file of an older cwtool, with no record, passed on its very training rows)
+    code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", "digits", "-p", "3"], tmp_path, capsys)
+    said = [n for n in result["notes"] if "records no sample of the rows its model was trained or tuned on" in n]
+    assert code == 0 and len(said) == 1 and "whether --data holds them is not checked" in said[0], result["notes"]
 
 
 def test_verify_judges_the_seeded_test_split_of_the_data_the_file_was_fitted_to(exported, tmp_path, capsys):
@@ -152,6 +156,7 @@ def test_verify_judges_the_seeded_test_split_of_the_data_the_file_was_fitted_to(
     assert code == 0, err
     assert result["data"]["split"] == "test" and result["data"]["n"] == len(data.split("test")[1])
     assert not any("records a sample of" in n for n in result["notes"])  # that split holds none of the fitted rows
+    assert not any("records no sample" in n for n in result["notes"])
 
 
 def test_verify_refuses_a_test_split_drawn_with_another_seed(exported, capsys):

@@ -95,8 +95,20 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
     samples = [(name, sample, _names_for(runner, rows)) for (path, runner, _), name in zip(opened, shown)
                if (sample := read_seen_sample(recorded_value(runner, "seen_rows"))) is not None
                and not _ordered_otherwise(runner, rows)]  # the class-order refusal names the cause: let it speak
+    unrecorded = [name for (_, runner, _), name in zip(opened, shown) if _made_by_cwtool(runner)
+                  and read_seen_sample(recorded_value(runner, "seen_rows")) is None]
+    if unrecorded:  # a file of an older cwtool passed on the very rows it was trained on, and nothing was said
+        one = len(unrecorded) == 1
+        said_first = [f"{', '.join(unrecorded[:3])}{' and others' if len(unrecorded) > 3 else ''} "
+                      f"{'records' if one else 'record'} no sample of the rows {'its model was' if one else 'their models were'} "
+                      "trained or tuned on (made by an older cwtool, or exported from a model whose training rows cwtool "
+                      "was not told): "
+                      "whether --data holds them is not checked; judge rows the model never saw, or export the file again "
+                      "with this cwtool"]
+    else:
+        said_first = []
     if not samples:
-        return rows, []
+        return rows, said_first
     chosen = req.split == "auto" and base_n is None  # the rows are cwtool's choice, not the user's or a baseline's
     printed: dict = {}  # fingerprints of a set of rows under a list of class names, computed once for every file
 
@@ -114,7 +126,7 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
         except UserError:  # a split cwtool cannot draw from --data (a class of two rows): not one to advise or narrow to
             return None
 
-    said, every = [], None
+    said, every = said_first, None
     whole_pool = rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data)
     if chosen and whole_pool:
         holding = [(s, names) for _, s, names in samples if _fitted_data(counts(s, names, rows))]
@@ -322,3 +334,10 @@ def distinct_names(paths: list[str]) -> list[str]:
             return shown
         for i in clash:
             depth[i] += 1
+
+
+def _made_by_cwtool(runner) -> bool:
+    """Whether a file says a cwtool wrote it (its metadata or sidecar names the version): only such a file could have
+    recorded the rows its model was fitted to."""
+    version = (getattr(runner, "metadata", None) or {}).get("cwtool_version")
+    return isinstance(version, str) and bool(version.strip())
