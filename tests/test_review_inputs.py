@@ -843,6 +843,15 @@ def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(trai
     assert "started_with" not in json.loads(manifest_path.read_text())
     assert "versions_started_with" not in json.loads((out / "report.json").read_text())
 
+    (out / "report.json").unlink()  # begun by a cwtool that hashed no code of its own: said, and its versions kept
+    older = {k: v for k, v in now.items() if k != "cwtool_source"}
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "versions": older}))
+    code, stdout, err = run_cli([*args, "--resume"], capsys)
+    said = [line for line in (stdout + err).splitlines() if "started with other versions" in line]
+    assert code in (0, 1) and len(said) == 1 and f"cwtool's code, not recorded then -> {now['cwtool_source']}" in said[0], stdout + err
+    assert json.loads(manifest_path.read_text())["started_with"] == older
+    assert json.loads((out / "report.json").read_text())["versions_started_with"] == older
+
 
 @pytest.mark.parametrize("name, link", [("report.md", "symbolic link"), ("pruned.pt", "symbolic link"), ("compress.log", "hard link"),
                                         ("plots/rounds.png", "hard link"), ("report.md", "hard link")])

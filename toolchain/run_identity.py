@@ -233,8 +233,12 @@ def recorded_versions(recorded) -> dict:
 
 
 def version_changes(recorded: dict, now: dict) -> list[str]:
-    """"torch 2.12.0 -> 2.13.0" for each package whose version differs from the one a resumed run began with."""
-    return [f"{name} {recorded[name]} -> {version}" for name, version in now.items() if name in recorded and recorded[name] != version]
+    """"torch 2.12.0 -> 2.13.0" for each package whose version differs from the one a resumed run began with, and
+    cwtool's code where the run began with a cwtool that recorded no hash of it (its rounds may come from other code)."""
+    changes = [f"{name} {recorded[name]} -> {version}" for name, version in now.items() if name in recorded and recorded[name] != version]
+    if recorded and "cwtool_source" in now and "cwtool_source" not in recorded:
+        changes.append(f"cwtool's code, not recorded then -> {now['cwtool_source']}")
+    return changes
 
 
 @dataclass
