@@ -18,7 +18,7 @@ from toolchain.models.loading import load_model
 from toolchain.models.profile import count_macs, count_params
 from toolchain.prune import lottery
 from toolchain.prune.lottery import LotteryPruner
-from clirun import run_cli
+from clirun import one_line_error, run_cli
 
 
 # ~27 threes in digits' validation split back "at most two more missed, with 80% confidence", not compress's
@@ -806,6 +806,15 @@ def test_a_run_made_before_train_precision_existed_is_found_again_under_fp32(tra
     assert code == 2 and "made before --train-precision existed: add --train-precision fp32 to resume it" in err
     code, _, err = run_cli(args + ["--resume", "--train-precision", "fp32"], capsys)
     assert code in (0, 1), err
+    del older["config"]["confidence"]  # a setting added with no value that gives the older behaviour: one refusal, at once
+    older["run_id"] = "0123456789ab"  # the id the older cwtool hashed without it
+    manifest.write_text(json.dumps(older))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "r").rglob("*"))
+    for extra in ([], ["--train-precision", "fp32"]):
+        code, _, err = run_cli(args + ["--resume", *extra], capsys)
+        one_line_error(code, err, "holds a run made by an older cwtool, before --confidence existed: this cwtool cannot resume it; "
+                                  "start it again with another --out")
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "r").rglob("*")) == before
 
 
 SCATTERING_NET = '''

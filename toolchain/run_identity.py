@@ -289,9 +289,13 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
     if isinstance(manifest, dict) and manifest.get("run_id") != run_id and manifest.get("run_id") == config_hash(moved, config):
         inputs, run_id = moved, manifest["run_id"]  # the same files, named by other paths (another working directory)
     if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
-        older = isinstance(manifest, dict) and isinstance(manifest.get("config"), dict) and "train_precision" not in manifest["config"]
-        hint = (" (it was made before --train-precision existed: add --train-precision fp32 to resume it)"
-                if older and config.train_precision != "fp32" else differences(manifest, moved, config))
+        unresumable, settable = _flags_added_since(manifest, config)
+        if unresumable:  # no value of them gives the run's id: two refusals in a row asked for 'None'
+            flags = ", ".join(unresumable)
+            raise OtherRun(f"'{run_dir}' holds a run made by an older cwtool, before {flags} existed: this cwtool cannot "
+                           "resume it; start it again with another --out", f" (made before {flags} existed)")
+        hint = (f" (it was made before {', '.join(f'{flag} existed: add {flag} {value}' for flag, value in settable)} "
+                "to resume it)" if settable else differences(manifest, moved, config))
         raise OtherRun(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
                        "or use another --out", hint)
     sessions = manifest.get("processes_by_session")
@@ -306,6 +310,20 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
                     manifest.get("final_identity") is True or not any(RunDir(run_dir).rounds.glob("final_*.json")),
                     manifest.get("file_identity") is True or not RunDir(run_dir).done_rounds(),
                     _counts(threads if isinstance(threads, list) else []), _commands(manifest))
+
+
+def _flags_added_since(manifest, config) -> tuple[list[str], list[tuple[str, object]]]:
+    """The settings a run's recorded config lacks, as flags: those no value of which gives its id (added later without a
+    value that reproduces the older behaviour), and (flag, that value) for those given another value here."""
+    from toolchain.config import _ADDED_LATER
+
+    then = manifest.get("config") if isinstance(manifest, dict) else None
+    if not isinstance(then, dict) or not then:
+        return [], []
+    missing = [k for k in config.to_dict() if k not in then]
+    flag = lambda k: f"--{k.replace('_', '-')}"  # noqa: E731
+    return ([flag(k) for k in missing if k not in _ADDED_LATER],
+            [(flag(k), _ADDED_LATER[k]) for k in missing if k in _ADDED_LATER and getattr(config, k) != _ADDED_LATER[k]])
 
 
 def changed_counts(counts: list[int]) -> list[int]:
