@@ -463,8 +463,8 @@ def test_onnx_metadata_is_measured_on_the_wire_and_a_huge_one_refused_before_any
     copies of their own) and passed: the top-level fields are walked first, and over the cap it is refused."""
     import onnx
 
-    from toolchain.runtimes import onnx_wire
-    from toolchain.runtimes.onnx_wire import MAX_ONNX_TEXT_BYTES, top_level_text_bytes
+    from toolchain import limits
+    from toolchain.limits import MAX_ONNX_TEXT_BYTES, top_level_text_bytes
 
     model = onnx.load(str(artifacts["onnx"]))
     model.doc_string = "d" * 1000
@@ -482,7 +482,7 @@ def test_onnx_metadata_is_measured_on_the_wire_and_a_huge_one_refused_before_any
     for damaged in (b"\x0f" * 40, b"\x08", b"\x3a\xff\xff\xff\xff\x0f" + b"x" * 9, b""):  # a group's wire type, a cut varint,
         (tmp_path / "bad.onnx").write_bytes(damaged)  # a length past the end: not a ModelProto's wire format
         assert top_level_text_bytes(tmp_path / "bad.onnx") is None or damaged == b""
-    (tmp_path / "many.onnx").write_bytes(b"\x08\x01" * (onnx_wire.MAX_TOP_LEVEL_FIELDS + 1))
+    (tmp_path / "many.onnx").write_bytes(b"\x08\x01" * (limits.MAX_TOP_LEVEL_FIELDS + 1))
     with pytest.raises(UserError, match="over 100,000 top-level protobuf fields"):
         top_level_text_bytes(tmp_path / "many.onnx")
 

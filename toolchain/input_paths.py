@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from toolchain.errors import UserError
+from toolchain.limits import check_onnx_text
 
 
 def user_path(spec: str | Path) -> Path:
@@ -40,8 +41,6 @@ def artifact_files(path: str | Path) -> list[Path]:
             return list(dict.fromkeys(files))  # the memory; neither is a model: the runner refuses it in its own words
         try:
             import onnx
-
-            from toolchain.runtimes.onnx_wire import check_onnx_text
 
             check_onnx_text(path)
             model = onnx.load(str(path), load_external_data=False)

@@ -29,7 +29,7 @@ from toolchain.runtimes.base import (
     sidecar_path,
 )
 from toolchain.runtimes.graph import check_work
-from toolchain.runtimes.onnx_wire import check_onnx_text
+from toolchain.limits import check_onnx_text
 from toolchain.runtimes.parts import artifact_size
 
 _ORT_TYPES = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolchain.runtimes.base import MAX_SIDECAR_BYTES, sidecar_path
-from toolchain.runtimes.onnx_wire import check_onnx_text
+from toolchain.limits import check_onnx_text
 
 __all__ = ["external_data_files", "artifact_parts", "artifact_size"]
 
