@@ -76,8 +76,8 @@ def concat(parts: Sequence) -> np.ndarray | "Samples":
 
 
 def _indices(key, n: int) -> np.ndarray:
-    if isinstance(key, slice):
-        return np.arange(n, dtype=np.int64)[key]
+    if isinstance(key, slice):  # the slice's own rows: not a full-length range cut every batch (quadratic in the rows)
+        return np.arange(*key.indices(n), dtype=np.int64)
     index = np.asarray(key)
     if index.dtype == np.bool_:
         if index.shape != (n,):
