@@ -648,6 +648,25 @@ def test_an_image_that_cannot_be_decoded_is_named_as_the_datas_fault_by_evaluate
     assert code == 2 and "cannot read image" in err and broken.name in err and "the model fails" not in err, err
 
 
+def test_a_folder_with_a_class_of_two_images_is_judged_whole_and_refused_only_where_a_split_is_wanted(tmp_path, capsys):
+    """A compress run's --test folder may hold 2 images of a class: compress took it, and the verify command its report
+    printed (every row, as --test is read) was refused, as was evaluate --split all: 'splitting needs at least 3'."""
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+
+    folder = image_folder(tmp_path / "imgs", 12, 16, seed=7)
+    for extra in sorted(folder.glob("class1/*.png"))[2:]:
+        extra.unlink()
+    save_checkpoint(tmp_path / "m.pt", registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), "digits-cnn",
+                    {"in_channels": 3, "num_classes": 2, "width": 8}, (3, 16, 16))
+    out = tmp_path / "e.json"
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", folder, "-p", "1", "--split", "all", "--json", out], capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text())["n"] == 8  # 6 of class 0, 2 of class 1
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", folder, "-p", "1"], capsys)  # its test split: none to draw
+    assert code == 2 and "has only 2 samples" in err and "needs at least 3" in err, err
+
+
 def test_a_thin_image_that_resize_would_blow_up_is_refused_before_any_decoding(tmp_path, capsys):
     """--resize scales the shorter side: a 1 x 100,000 px PNG (178 bytes) became 2,000 x 200,000,000 before its crop, and
     ended as 'the model fails on the data's rows (MemoryError)'. Its size after the resize is checked like a decoded one's."""

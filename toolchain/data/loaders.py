@@ -64,6 +64,7 @@ def load_data(
     normalize: str | tuple | None = None,
     color: str | None = None,
     min_classes: int = 2,
+    small_classes_ok: bool = False,
 ) -> Dataset:
     """Load the dataset named by ``spec`` with train/val/test splits.
 
@@ -87,10 +88,12 @@ def load_data(
     ``resize`` (the shorter side, center-cropped to ``image_size``) and ``normalize`` ("auto", "none",
     "imagenet" or (mean, std) per channel) and ``color`` (None: as the images are; "RGB" or "L": every image read so)
     apply to ImageFolder only (`sources.image_folder`). ``min_classes`` 1: an ImageFolder of one class folder is rows to judge
-    (a device's check of the protected class alone), not data to train on.
+    (a device's check of the protected class alone), not data to train on. ``small_classes_ok``: a CSV or ImageFolder to
+    be judged whole may hold a class of fewer than 3 rows (its splits, which nothing uses then, need not hold every class).
     """
     images = (resize, normalize, color)
-    dataset = _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images, min_classes)
+    dataset = _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images, min_classes,
+                    small_classes_ok)
     if input_shape is None:
         return dataset
     from dataclasses import replace
@@ -107,7 +110,8 @@ def is_image_folder(spec) -> bool:
     return path.is_dir() and not find_idx_files(path)
 
 
-def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images, min_classes=2) -> Dataset:
+def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, class_names, images, min_classes=2,
+          small_classes_ok=False) -> Dataset:
     spec = str(spec).strip()
     _check_fractions(val_fraction, test_fraction)
     fr = (val_fraction, test_fraction)
@@ -143,11 +147,13 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
     if lower.endswith(".npz"):
         return load_npz(_existing_file(path, spec), seed, fr, given)
     if is_csv:
-        return load_csv(_existing_file(path, spec), seed, fr, label_column, given, min_classes=min_classes)
+        return load_csv(_existing_file(path, spec), seed, fr, label_column, given, min_classes=min_classes,
+                        small_classes_ok=small_classes_ok)
     if path.is_dir():
         if find_idx_files(path):
             return load_idx_folder(path, seed, val_fraction, name=path.resolve().name, given=given)
-        return load_image_folder(path, seed, fr, image_size, given, *images, min_classes=min_classes)
+        return load_image_folder(path, seed, fr, image_size, given, *images, min_classes=min_classes,
+                                 small_classes_ok=small_classes_ok)
     if path.exists() and not path.is_file():  # a pipe from `<(...)`, a device: read more than once, so never a stream
         raise UserError(f"--data '{spec}' is a pipe or device, not a file: save it to a .npz or .csv file first")
     if path.exists():

@@ -15,7 +15,11 @@ from toolchain.data.samples import held_bytes, subset
 from toolchain.errors import UserError
 from toolchain.limits import check_fits, format_bytes
 
-__all__ = ["carve_val", "split_pool", "stratified_split"]
+__all__ = ["SmallClassError", "carve_val", "split_pool", "stratified_split"]
+
+
+class SmallClassError(UserError):
+    """A class with too few rows to reach every split."""
 
 
 def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -88,10 +92,13 @@ def split_pool(
     fractions: tuple[float, float],
     names: list[str] | None,
     where: str,
+    small_classes_ok: bool = False,
 ) -> tuple[np.ndarray, ...]:
-    """(x_train, y_train, x_val, y_val, x_test, y_test) from one pool."""
+    """(x_train, y_train, x_val, y_val, x_test, y_test) from one pool. ``small_classes_ok``: rows judged whole, whose
+    splits nothing uses, may hold a class too small to reach every split."""
     val, test = fractions
-    _check_class_sizes(y, 3, "train/validation/test", names, where)
+    if not small_classes_ok:
+        _check_class_sizes(y, 3, "train/validation/test", names, where)
     _check_copy(x, where)
     tr, va, te = stratified_split(y, [1.0 - val - test, val, test], seed)
     return subset(x, tr), y[tr], subset(x, va), y[va], subset(x, te), y[te]
@@ -127,7 +134,7 @@ def _check_class_sizes(
     if small.any():
         c, n = int(classes[small][0]), int(counts[small][0])
         label = f"'{names[c]}' (label {c})" if names and c < len(names) else f"{c}"
-        raise UserError(
+        raise SmallClassError(
             f"class {label} in {where} has only {n} sample{'s' if n != 1 else ''}; splitting into {parts} "
             f"needs at least {need} per class: add samples of that class or give the splits yourself"
         )

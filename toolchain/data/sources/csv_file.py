@@ -203,15 +203,17 @@ def load_csv(
     label_column: str | None,
     given: list[str] | None = None,
     min_classes: int = 2,
+    small_classes_ok: bool = False,
 ) -> Dataset:
-    """A CSV --data file, split into train, validation and test (``min_classes`` 1: rows to judge, one class will do)."""
+    """A CSV --data file, split into train, validation and test (``min_classes`` 1: rows to judge, one class will do;
+    ``small_classes_ok``: judged whole, see split_pool)."""
     x, y, names, mapping, note, feature_names = _labelled(path, label_column, given)
     if names is None and min_classes >= 2 and len(y) and int(y.min()) > 0:  # classes counted from 1 (R, SPSS): class 0 empty
         labels = np.unique(y)
         raise UserError(f"the labels of '{path}' have no 0 (they are {', '.join(map(str, labels[:6]))}{', ...' if len(labels) > 6 else ''}): "
                         "labels are class indices from 0, so class 0 would have no row; subtract 1 from every label, or give "
                         "--class-names naming class 0 too")
-    splits = split_pool(x, y, seed, fr, names, f"'{path}'")
+    splits = split_pool(x, y, seed, fr, names, f"'{path}'", small_classes_ok)
     pre = Preprocessing(scale=1.0, layout="NC", note=note, columns=feature_names)
     return assemble_dataset(
         path.name, splits, pre, where=f"'{path}'", class_names=names, given_splits=False, seed=seed,

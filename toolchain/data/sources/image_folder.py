@@ -42,6 +42,7 @@ def load_image_folder(
     normalize: str | tuple | None = "auto",
     color: str | None = None,
     min_classes: int = 2,
+    small_classes_ok: bool = False,
 ) -> Dataset:
     """Class sub-folders of PNG/JPEG images -> (N, C, H, W) float32 inputs, decoded when read.
 
@@ -131,7 +132,7 @@ def load_image_folder(
         + label_note + skipped_note,
     )
     return assemble_dataset(
-        folder.resolve().name, split_pool(x, y, seed, fr, names, where), pre,
+        folder.resolve().name, split_pool(x, y, seed, fr, names, where, small_classes_ok), pre,
         where=where, class_names=names, given_splits=False, seed=seed,
         label_mapping={texts[d.name]: lookup[d.name] for d in class_dirs}, min_classes=min_classes,
     )
