@@ -758,6 +758,20 @@ def test_a_held_out_folder_refuses_an_image_it_cannot_read_and_says_what_it_left
 
 
 
+def test_the_re_check_command_names_the_classes_where_a_test_folder_or_csv_is_judged_again():
+    """A --test folder without one class's folder: the verify command its run printed was refused ('--data names 2 of the
+    3 classes'). The run's class names go with it; numbered classes, a name with a comma, or --data alone add nothing."""
+    from types import SimpleNamespace
+
+    from toolchain.data.options import verify_row_flags
+
+    request = SimpleNamespace(image_size=None, resize=None, color=None, input_shape=None, label_column=None, class_names=None,
+                              test="held/test")
+    assert verify_row_flags(request, ["cat", "dog", "eel"]) == ["--class-names", "cat,dog,eel"]
+    assert verify_row_flags(request, ["0", "1", "2"]) == [] and verify_row_flags(request, ["a,b", "c"]) == []
+    assert verify_row_flags(SimpleNamespace(**{**vars(request), "test": None}), ["cat", "dog"]) == []
+
+
 def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, capsys):
     from toolchain.models.loading import save_checkpoint
 
@@ -773,6 +787,9 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["baseline"]["test"]["n"] == 30 and report["data"]["sizes"]["test"] == 30 and "--test " in report["data"]["preprocessing"]["note"]
     assert report["data"]["held_out_from"] == {"val": str(held["val"]), "test": str(held["test"])}
+    # the re-check names the run's classes: a --test folder without one class's folder numbers the others otherwise
+    assert report["data"]["verify_options"][-2:] == ["--class-names", "class0,class1"]
+    assert "--class-names class0,class1 -p class1" in (tmp_path / "run" / "report.md").read_text()
     assert (f"Data: `{train}`; validation rows from `{held['val']}` ({report['data']['sizes']['val']} rows), test rows from "
             f"`{held['test']}` (30 rows)") in (tmp_path / "run" / "report.md").read_text()
     # the same folder judged again (evaluate and verify read a folder's every row in listing order): the same rows

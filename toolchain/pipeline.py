@@ -172,7 +172,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             "protected": protected,
             "class_names": class_names,
             "data": {**dataset.describe(), "spec": str(request.data), "test_rows_sha256": test_rows, "notes": input_notes,
-                     "verify_data": data_found_anywhere(request.test or request.data), "verify_options": verify_row_flags(request)},
+                     "verify_data": data_found_anywhere(request.test or request.data), "verify_options": verify_row_flags(request, dataset.class_names)},
             "config": config.to_dict(),
             "versions": versions,  # this session's; the first session's beside them where they differ
             **({"versions_started_with": checked.before.started_with} if version_changes(checked.before.started_with, versions) else {}),

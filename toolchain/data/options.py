@@ -100,9 +100,11 @@ def parse_augment(text: str | None):
     return Augment(crop_scale=(0.25, 1.0) if "crop" in words else None, flip="flip" in words)
 
 
-def verify_row_flags(request) -> list[str]:
+def verify_row_flags(request, class_names: list[str] | None = None) -> list[str]:
     """The flags that prepared ``request``'s rows (a compress or export request), as `cwtool verify` takes them: the
-    re-check command a report prints runs as printed (the normalization verify reads from the files themselves)."""
+    re-check command a report prints runs as printed (the normalization verify reads from the files themselves).
+    ``class_names``: the run's, named where its --test folder or CSV is re-checked (one without a class's folder or rows
+    reads the others in another order, and verify refuses it)."""
     flags = []
     if request.image_size:
         flags += ["--image-size", "x".join(map(str, request.image_size))]
@@ -117,6 +119,9 @@ def verify_row_flags(request) -> list[str]:
     if request.class_names:
         names = request.class_names if isinstance(request.class_names, str) else ",".join(request.class_names)
         flags += ["--class-names", names]
+    elif request.test and class_names and class_names != [str(i) for i in range(len(class_names))] \
+            and not any("," in str(n) for n in class_names):
+        flags += ["--class-names", ",".join(map(str, class_names))]
     return flags
 
 

@@ -208,7 +208,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
                       "arch": loaded.arch or request.arch, "pruned": bool(loaded.channel_plan), "params": count_params(model),
                       "macs": macs},
             "versions": package_versions(), "protected": protected, "class_names": names,
-            "data": {**dataset.describe(), "spec": data_found_anywhere(request.test or request.data), "source": str(request.data), "verify_options": verify_row_flags(request),
+            "data": {**dataset.describe(), "spec": data_found_anywhere(request.test or request.data), "source": str(request.data), "verify_options": verify_row_flags(request, dataset.class_names),
                      "test_rows_sha256": reference["rows_sha256"]},
             "baseline": {"source": "the torch model itself", "val": {"accuracy": val_accuracy}, "test": reference},
             "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},
