@@ -187,7 +187,7 @@ class PruneConfig:
         if not self.class_aware:  # flags --no-class-aware ignores change nothing: they count at their defaults
             default = asdict(PruneConfig())
             fields = {k: default[k] if k in _PLAIN_ARM else v for k, v in fields.items()}
-        kept = {k: v for k, v in fields.items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+        kept = {k: v for k, v in fields.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
         return {**_REMOVED, **kept}
 
 
@@ -196,7 +196,7 @@ _PLAIN_ARM = {"gamma": 1.0, "rank_weight": 0.0, "taylor_weight": 0.0, "increase_
               "distill_uniform": True, "agree_weight": 0.0}
 
 # Fields added after run ids were first hashed -> the value under which they change nothing.
-_ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32",
+ADDED_LATER = {"final_epochs": 0, "keep_macs": 1.0, "distill_uniform": False, "gamma_rule": "fixed", "train_precision": "fp32",
                 "allocation": "uniform", "agree_weight": 0.0, "magnitude_norm": 1, "keep_sensitivity": False}
 # Fields removed since, at the only value a run could have had: ids computed with them stay the same.
 _REMOVED = {"schedule": None, "stop_outside_budget": True}

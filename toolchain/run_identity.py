@@ -315,15 +315,15 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
 def _flags_added_since(manifest, config) -> tuple[list[str], list[tuple[str, object]]]:
     """The settings a run's recorded config lacks, as flags: those no value of which gives its id (added later without a
     value that reproduces the older behaviour), and (flag, that value) for those given another value here."""
-    from toolchain.config import _ADDED_LATER
+    from toolchain.config import ADDED_LATER
 
     then = manifest.get("config") if isinstance(manifest, dict) else None
     if not isinstance(then, dict) or not then:
         return [], []
     missing = [k for k in config.to_dict() if k not in then]
     flag = lambda k: f"--{k.replace('_', '-')}"  # noqa: E731
-    return ([flag(k) for k in missing if k not in _ADDED_LATER],
-            [(flag(k), _ADDED_LATER[k]) for k in missing if k in _ADDED_LATER and getattr(config, k) != _ADDED_LATER[k]])
+    return ([flag(k) for k in missing if k not in ADDED_LATER],
+            [(flag(k), ADDED_LATER[k]) for k in missing if k in ADDED_LATER and getattr(config, k) != ADDED_LATER[k]])
 
 
 def changed_counts(counts: list[int]) -> list[int]:
