@@ -1134,6 +1134,14 @@ def test_a_folder_of_images_inside_a_class_folder_is_refused_not_left_out(tmp_pa
         f.rename(nested / f.name)
     with pytest.raises(UserError, match=r"'class1/batch2' in .* is a folder of images inside a class folder: .* move them up into 'class1'"):
         load_data(str(folder), seed=0)
+    for f in nested.iterdir():
+        f.rename(folder / "class1" / f.name)
+    nested.rmdir()
+    for name, target in (("here", "."), ("up", ".."), ("top", folder)):  # links back up: their images are read already
+        (folder / "class1" / name).symlink_to(target)
+    loaded = load_data(str(folder), seed=0)
+    assert len(loaded.split("all")[1]) == 20 and "4 entries of the class folders left out" in loaded.preprocessing.note
+    assert "a link to nothing or back up" in loaded.preprocessing.note
 
 
 def test_verify_on_a_folder_without_some_classes_names_the_fix(tmp_path, capsys):

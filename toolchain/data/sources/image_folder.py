@@ -73,7 +73,7 @@ def load_image_folder(
     lookup = {d.name: lookup[texts[d.name]] for d in class_dirs}  # by the folder's own name, as it lists its files
     files, labels, skipped = _listed(class_dirs, lookup, where)
     skipped_note = (f"; {len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} of the class folders left out (not a PNG/JPEG "
-                    f"file: another format, a folder without images, or a link to nothing), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
+                    f"file: another format, a folder without images, a link to nothing or back up), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
     loose = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
                    and p.is_file())
     if loose:  # torchvision reads only the class folders too: said, since a class's images may have been meant
@@ -224,7 +224,7 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
         imgs = []
         for p in sorted((p for p in d.iterdir() if not p.name.startswith(".")), key=_in_order):  # one stat per entry: 20,000 images
             (imgs if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else skipped).append(p)
-        nested = next((p for p in skipped if p.is_dir() and _holds_images(p)), None)
+        nested = next((p for p in skipped if p.is_dir() and not _leads_back_up(p, d) and _holds_images(p)), None)
         if nested is not None:  # torchvision reads below the class folders; left out, half a class would vanish from every count
             raise UserError(f"'{one_line(d.name)}/{one_line(nested.name)}' in {where} is a folder of images inside a class folder: "
                             "cwtool reads the images directly in each class folder, not in folders below them; move them up into "
@@ -236,6 +236,17 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
         files += imgs
         labels += [lookup[d.name]] * len(imgs)
     return files, labels, skipped
+
+
+def _leads_back_up(entry: Path, class_dir: Path) -> bool:
+    """Whether a link in a class folder leads to that folder or one above it (``ln -s . loop``): its images are read
+    already; it is left out, not called a folder of images to move up."""
+    if not entry.is_symlink():
+        return False
+    try:
+        return class_dir.resolve().is_relative_to(entry.resolve())
+    except (OSError, RuntimeError):  # a loop of links
+        return True
 
 
 def _holds_images(folder: Path, max_depth: int = 32, limit: int = 100_000) -> bool:
