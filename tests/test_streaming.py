@@ -772,6 +772,22 @@ def test_the_re_check_command_names_the_classes_where_a_test_folder_or_csv_is_ju
     assert verify_row_flags(SimpleNamespace(**{**vars(request), "test": None}), ["cat", "dog"]) == []
 
 
+def test_given_image_rows_of_another_pixel_scale_are_refused(tmp_path):
+    """A float --val .npz of raw 0..255 pixels beside an image folder (0..1, normalized) was taken as stored: compress ran
+    to a +30.8 protected-logit offset and a failed gate, nothing said why."""
+    from toolchain.data.given import with_given_rows
+
+    data = load_data(str(image_folder(tmp_path / "train", 20, 16, seed=7)), seed=0)
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 5)
+    np.savez(tmp_path / "raw.npz", x=rng.uniform(0, 255, (10, 3, 16, 16)).astype(np.float32), y=y)
+    with pytest.raises(UserError, match=r"--val '.*raw.npz' holds values reaching 25\d(\.\d+)? where the rows of --data reach "
+                                        r"1: pixels scaled otherwise \(0..255 against 0..1\?\); give --val rows prepared"):
+        with_given_rows(data, val=str(tmp_path / "raw.npz"))
+    np.savez(tmp_path / "scaled.npz", x=rng.uniform(0, 1, (10, 3, 16, 16)).astype(np.float32), y=y)
+    assert len(with_given_rows(data, val=str(tmp_path / "scaled.npz")).y_val) == 10
+
+
 def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, capsys):
     from toolchain.models.loading import save_checkpoint
 

@@ -200,6 +200,7 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
             new[name] = dataset.split(name)
         else:
             x, y, how = _rows(given, flag, dataset)
+            _check_scale(x, dataset, flag, given)
             new[name] = (x, y)
             said.append(f"{flag} {given} ({how})")
             parts["train"].append(dataset.split(name))  # cwtool's own held-out rows train instead
@@ -218,6 +219,26 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
                    held_out_from={name: str(path) for name, path in (("val", val), ("test", test)) if path},
                    held_out_origin={name: "given" if path else (dataset.held_out_origin or {}).get(name, "source")
                                     for name, path in (("val", val), ("test", test))})
+
+
+def _check_scale(x, dataset: Dataset, flag: str, given: str) -> None:
+    """Image rows given as arrays whose values reach 50 times --data's or more (0..255 against 0..1): a --val .npz of raw
+    pixels beside an image folder ran compress to a +30.8 protected-logit offset and a failed gate, nothing said why."""
+    import math
+
+    from toolchain.data.identity import SCALE_APART, largest_value
+
+    here = largest_value(x)
+    pre = dataset.preprocessing
+    if pre.color and pre.scale:  # an image folder: pixels times the scale, normalized: a range known without decoding any
+        ranges = [(0.0, 255.0 * pre.scale)]
+        there = max(max(abs(lo - m), abs(hi - m)) / s for lo, hi in ranges for m, s in zip(pre.mean or [0.0], pre.std or [1.0]))
+    else:
+        there = largest_value(dataset.x_train)
+    if not (here and there and math.isfinite(there)) or max(here / there, there / here) < SCALE_APART:
+        return
+    raise UserError(f"{flag} '{given}' holds values reaching {here:g} where the rows of --data reach {there:g}: pixels scaled "
+                    f"otherwise (0..255 against 0..1?); give {flag} rows prepared as --data's are")
 
 
 def load_with_given_rows(data: str, val: str | None, test: str | None, **load_args) -> Dataset:
