@@ -221,10 +221,11 @@ def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple
     labels: list[int] = []
     skipped: list[Path] = []
     for d in class_dirs:
-        imgs = []
+        imgs, others = [], []
         for p in sorted((p for p in d.iterdir() if not p.name.startswith(".")), key=_in_order):  # one stat per entry: 20,000 images
-            (imgs if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else skipped).append(p)
-        nested = next((p for p in skipped if p.is_dir() and not _leads_back_up(p, d) and _holds_images(p)), None)
+            (imgs if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else others).append(p)
+        skipped += others
+        nested = next((p for p in others if p.is_dir() and not _leads_back_up(p, d) and _holds_images(p)), None)
         if nested is not None:  # torchvision reads below the class folders; left out, half a class would vanish from every count
             raise UserError(f"'{one_line(d.name)}/{one_line(nested.name)}' in {where} is a folder of images inside a class folder: "
                             "cwtool reads the images directly in each class folder, not in folders below them; move them up into "
