@@ -664,7 +664,11 @@ def test_a_folder_with_a_class_of_two_images_is_judged_whole_and_refused_only_wh
     assert code == 0, err
     assert json.loads(out.read_text())["n"] == 8  # 6 of class 0, 2 of class 1
     code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", folder, "-p", "1"], capsys)  # its test split: none to draw
-    assert code == 2 and "has only 2 samples" in err and "needs at least 3" in err, err
+    assert code == 2 and "has only 2 samples" in err and "needs at least 3" in err and "--split all judges every row" in err, err
+    for extra in sorted(folder.glob("class0/*.png"))[1:]:  # 3 images in all: a split of them would be empty
+        extra.unlink()
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "--data", folder, "-p", "1", "--split", "all", "--json", out], capsys)
+    assert code == 0 and json.loads(out.read_text())["n"] == 3, err
 
 
 def test_a_thin_image_that_resize_would_blow_up_is_refused_before_any_decoding(tmp_path, capsys):

@@ -61,8 +61,8 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     if split == "auto" and baseline_n is not None and (Path(data).is_dir() or is_csv) \
             and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
         split = "all"  # a baseline measured on every row of the file or folder: a compress run's --test, judged again
-    if split != "all" and too_small is not None:
-        raise too_small  # a split of it is wanted: it cannot be drawn
+    if split != "all" and too_small is not None:  # a split of it is wanted: it cannot be drawn
+        raise UserError(f"{too_small} (--split all judges every row as it is)") from too_small
     used = "test" if split == "auto" else split
     if split == "all" and is_csv:  # every row in file order, as a --test CSV is read
         from toolchain.data.labels import given_names

@@ -55,10 +55,12 @@ def assemble_dataset(
     val_from_train: bool = False,
     label_mapping: dict[str, int] | None = None,
     min_classes: int = 2,
+    small_classes_ok: bool = False,
 ) -> Dataset:
     """Check what no source may break (names cover the labels, no split empty, two classes at
     least, or ``min_classes``) and build the `Dataset`; without ``class_names`` the classes are named by number.
-    ``val_from_train``: validation was carved with ``seed`` from the source's own train split (its test split is its own)."""
+    ``val_from_train``: validation was carved with ``seed`` from the source's own train split (its test split is its own).
+    ``small_classes_ok``: a pool to be judged whole (splits.split_pool), whose splits may be empty."""
     x_train, y_train, x_val, y_val, x_test, y_test = splits
     if class_names is not None and len(class_names) > MAX_CLASSES:
         raise UserError(
@@ -66,9 +68,9 @@ def assemble_dataset(
             "store one name per class"
         )
     for s, x, y in (("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test)):
-        if len(y) == 0:
+        if len(y) == 0 and not small_classes_ok:
             raise UserError(f"the {s} split of {where} is empty: give more samples or other fractions")
-    top = int(max(y_train.max(), y_val.max(), y_test.max()))
+    top = int(np.concatenate([y_train, y_val, y_test]).max())
     if class_names is not None:
         if top >= len(class_names):
             raise UserError(

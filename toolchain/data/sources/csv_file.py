@@ -217,7 +217,7 @@ def load_csv(
     pre = Preprocessing(scale=1.0, layout="NC", note=note, columns=feature_names)
     return assemble_dataset(
         path.name, splits, pre, where=f"'{path}'", class_names=names, given_splits=False, seed=seed,
-        label_mapping=mapping, min_classes=min_classes,
+        label_mapping=mapping, min_classes=min_classes, small_classes_ok=small_classes_ok,
     )
 
 

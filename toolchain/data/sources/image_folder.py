@@ -135,6 +135,7 @@ def load_image_folder(
         folder.resolve().name, split_pool(x, y, seed, fr, names, where, small_classes_ok), pre,
         where=where, class_names=names, given_splits=False, seed=seed,
         label_mapping={texts[d.name]: lookup[d.name] for d in class_dirs}, min_classes=min_classes,
+        small_classes_ok=small_classes_ok,
     )
 
 
