@@ -764,7 +764,8 @@ def test_a_held_out_folder_refuses_an_image_it_cannot_read_and_says_what_it_left
 
 def test_the_re_check_command_names_the_classes_where_a_test_folder_or_csv_is_judged_again():
     """A --test folder without one class's folder: the verify command its run printed was refused ('--data names 2 of the
-    3 classes'). The run's class names go with it; numbered classes, a name with a comma, or --data alone add nothing."""
+    3 classes'). The run's class names go with it; a CSV's numbered classes, a name with a comma (which --class-names cannot
+    say), or --data alone add nothing."""
     from types import SimpleNamespace
 
     from toolchain.data.options import verify_row_flags
@@ -772,8 +773,10 @@ def test_the_re_check_command_names_the_classes_where_a_test_folder_or_csv_is_ju
     request = SimpleNamespace(image_size=None, resize=None, color=None, input_shape=None, label_column=None, class_names=None,
                               test="held/test")
     assert verify_row_flags(request, ["cat", "dog", "eel"]) == ["--class-names", "cat,dog,eel"]
-    assert verify_row_flags(request, ["0", "1", "2"]) == [] and verify_row_flags(request, ["a,b", "c"]) == []
+    assert verify_row_flags(request, ["0", "1", "2"]) == [] and verify_row_flags(request, ["a,b", "c"]) == []  # a CSV's numbers
     assert verify_row_flags(SimpleNamespace(**{**vars(request), "test": None}), ["cat", "dog"]) == []
+    folder = Path(__file__).parent  # a folder whose class folders are named 1..9 (no 0): named too
+    assert verify_row_flags(SimpleNamespace(**{**vars(request), "test": str(folder)}), ["1", "2"]) == ["--class-names", "1,2"]
 
 
 def test_given_image_rows_of_another_pixel_scale_are_refused(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -119,9 +120,9 @@ def verify_row_flags(request, class_names: list[str] | None = None) -> list[str]
     if request.class_names:
         names = request.class_names if isinstance(request.class_names, str) else ",".join(request.class_names)
         flags += ["--class-names", names]
-    elif request.test and class_names and class_names != [str(i) for i in range(len(class_names))] \
-            and not any("," in str(n) for n in class_names):
-        flags += ["--class-names", ",".join(map(str, class_names))]
+    elif request.test and class_names and not any("," in str(n) for n in class_names) and (
+            Path(str(request.test)).is_dir() or class_names != [str(i) for i in range(len(class_names))]):
+        flags += ["--class-names", ",".join(map(str, class_names))]  # folders named 1..9 too: a folder's names are text
     return flags
 
 
