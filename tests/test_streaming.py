@@ -793,6 +793,8 @@ def test_given_image_rows_of_another_pixel_scale_are_refused(tmp_path):
         with_given_rows(data, val=str(tmp_path / "raw.npz"))
     np.savez(tmp_path / "scaled.npz", x=rng.uniform(0, 1, (10, 3, 16, 16)).astype(np.float32), y=y)
     assert len(with_given_rows(data, val=str(tmp_path / "scaled.npz")).y_val) == 10
+    np.savez(tmp_path / "dark.npz", x=rng.integers(0, 5, (10, 3, 16, 16)).astype(np.uint8), y=y)  # scaled by 1/255 here
+    assert len(with_given_rows(data, val=str(tmp_path / "dark.npz")).y_val) == 10
 
 
 def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, capsys):
