@@ -464,7 +464,7 @@ def test_onnx_metadata_is_measured_on_the_wire_and_a_huge_one_refused_before_any
     import onnx
 
     from toolchain import limits
-    from toolchain.limits import MAX_ONNX_TEXT_BYTES, top_level_text_bytes
+    from toolchain.limits import MAX_CLASSES, MAX_LABEL_CHARS, MAX_ONNX_TEXT_BYTES, top_level_text_bytes
 
     model = onnx.load(str(artifacts["onnx"]))
     model.doc_string = "d" * 1000
@@ -473,14 +473,16 @@ def test_onnx_metadata_is_measured_on_the_wire_and_a_huge_one_refused_before_any
     expected = sum(len(p.SerializeToString()) for p in model.metadata_props) + 1000
     assert top_level_text_bytes(art) == expected and top_level_text_bytes(artifacts["onnx"]) == expected - 1000
     assert load_runner(art).predict(artifacts["x"][:2]).shape == (2, 10)
-    model.metadata_props.add(key="junk", value="a" * (MAX_ONNX_TEXT_BYTES + 1))
+    assert MAX_ONNX_TEXT_BYTES > MAX_CLASSES * (MAX_LABEL_CHARS + 3)  # as many class names as cwtool takes, each the longest
+    monkeypatch.setattr(limits, "MAX_ONNX_TEXT_BYTES", 1 << 20)  # the cap read when called: a small one, for a small file
+    model.metadata_props.add(key="junk", value="a" * ((1 << 20) + 1))
     art.write_bytes(model.SerializeToString())
     read = []
     monkeypatch.setattr(onnx, "load", lambda *a, **k: read.append(a) or pytest.fail("onnx read the file"))
-    with pytest.raises(UserError, match=r"doc.onnx holds 16 MiB of metadata and doc string \(cwtool reads at most 16 MiB\)"):
+    with pytest.raises(UserError, match=r"doc.onnx holds 1.0 MiB of metadata and doc string, over the 1 MiB cwtool reads"):
         load_runner(art)
-    for damaged in (b"\x0f" * 40, b"\x08", b"\x3a\xff\xff\xff\xff\x0f" + b"x" * 9, b""):  # a group's wire type, a cut varint,
-        (tmp_path / "bad.onnx").write_bytes(damaged)  # a length past the end: not a ModelProto's wire format
+    for damaged in (b"\x0f" * 40, b"\x08", b"\x3a\xff\xff\xff\xff\x0f" + b"x" * 9, b"", b"\0" * 300_000):  # a group's wire type,
+        (tmp_path / "bad.onnx").write_bytes(damaged)  # a cut varint, a length past the end, zeros: not a ModelProto's
         assert top_level_text_bytes(tmp_path / "bad.onnx") is None or damaged == b""
     (tmp_path / "many.onnx").write_bytes(b"\x08\x01" * (limits.MAX_TOP_LEVEL_FIELDS + 1))
     with pytest.raises(UserError, match="over 100,000 top-level protobuf fields"):

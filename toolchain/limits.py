@@ -186,8 +186,9 @@ def _status_bytes(key: str) -> int | None:
 # ONNX text: onnx and onnxruntime read a file's metadata_props whole, each in copies of their own, before any check of
 # cwtool's can run (100 MB of one metadata value took verify to 1.4 GB). The protobuf's top-level fields are walked here
 # instead (a tag, a length, a seek), and a file whose metadata or doc string outgrows the cap is refused first.
-MAX_ONNX_TEXT_BYTES = 16 << 20
-"""The most bytes of metadata_props and doc_string a ModelProto may hold (cwtool's own files hold a few KB)."""
+MAX_ONNX_TEXT_BYTES = 256 << 20
+"""The most bytes of metadata_props and doc_string a ModelProto may hold: cwtool's own files hold a few KB, about 100 MB
+where they name MAX_CLASSES classes of MAX_LABEL_CHARS ASCII characters each (``class_names``)."""
 
 MAX_TOP_LEVEL_FIELDS = 100_000
 """A ModelProto has a few dozen top-level fields (opset imports, one graph, metadata, functions)."""
@@ -222,6 +223,8 @@ def top_level_text_bytes(path) -> int | None:
             if tag is None:
                 return None
             field, wire = tag >> 3, tag & 7
+            if field == 0:  # no field is numbered 0: not a ModelProto (a file of zeros)
+                return None
             if wire == 0:
                 if _varint(fh) is None:
                     return None
@@ -244,5 +247,5 @@ def check_onnx_text(path) -> None:
 
     found = top_level_text_bytes(path)
     if found is not None and found > MAX_ONNX_TEXT_BYTES:
-        raise UserError(f"{path} holds {found / 2**20:,.0f} MiB of metadata and doc string (cwtool reads at most "
-                        f"{MAX_ONNX_TEXT_BYTES >> 20} MiB): not a file cwtool made; re-export it")
+        raise UserError(f"{path} holds {found / 2**20:,.1f} MiB of metadata and doc string, over the {MAX_ONNX_TEXT_BYTES >> 20} "
+                        "MiB cwtool reads (its own files hold a few KB): give a file whose metadata is smaller")
