@@ -148,6 +148,7 @@ def test_a_model_from_elsewhere_records_no_rows(trained_digits, tmp_path, capsys
     code, result, err = _verified([tmp_path / "e" / "artifacts" / "model_fp32.onnx", "--data", "digits", "-p", "3"], tmp_path, capsys)
     said = [n for n in result["notes"] if "records no sample of the rows its model was trained or tuned on" in n]
     assert code == 0 and len(said) == 1 and "whether --data holds them is not checked" in said[0], result["notes"]
+    assert "export the file again" not in said[0]  # it would record no more
 
 
 def test_verify_judges_the_seeded_test_split_of_the_data_the_file_was_fitted_to(exported, tmp_path, capsys):

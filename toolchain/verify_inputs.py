@@ -101,10 +101,9 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
         one = len(unrecorded) == 1
         said_first = [f"{', '.join(unrecorded[:3])}{' and others' if len(unrecorded) > 3 else ''} "
                       f"{'records' if one else 'record'} no sample of the rows {'its model was' if one else 'their models were'} "
-                      "trained or tuned on (made by an older cwtool, or exported from a model whose training rows cwtool "
-                      "was not told): "
-                      "whether --data holds them is not checked; judge rows the model never saw, or export the file again "
-                      "with this cwtool"]
+                      "trained or tuned on that verify can match (an older cwtool's file, or one whose model's training "
+                      "rows cwtool was not told or could not sample), so whether --data holds them is not checked: judge "
+                      "rows the model never saw"]
     else:
         said_first = []
     if not samples:
