@@ -942,9 +942,16 @@ def test_resume_knows_a_package_arch_by_its_class_s_own_file(trained_digits, tmp
     monkeypatch.setattr(run_identity, "arch_code_sha256", lambda arch: file_sha256(package / "__init__.py"))
     code, _, err = run_cli(["compress", *args, "--out", "older"], capsys)  # the package's file alone, as recorded before
     assert code in (0, 1), err
+    code, _, err = run_cli(["compress", *args], capsys)  # and in its default folder (cwtool-runs/Net-<id>)
+    assert code in (0, 1), err
+    [default_folder] = list((tmp_path / "cwtool-runs").iterdir())
     monkeypatch.setattr(run_identity, "arch_code_sha256", real)
     code, _, err = run_cli(["compress", *args, "--out", "older", "--resume"], capsys)
     assert code in (0, 1) and "resumed)" in err, err
+    (default_folder / "report.json").unlink()
+    code, _, err = run_cli(["compress", *args, "--resume"], capsys)  # found where it is: it started over in a new folder
+    assert code in (0, 1) and "resumed)" in err and "found no run" not in err, err
+    assert list((tmp_path / "cwtool-runs").iterdir()) == [default_folder]
 
 
 def test_a_module_arch_run_begun_before_its_code_was_hashed_resumes_in_its_default_folder(trained_digits, tmp_path, capsys,

@@ -20,7 +20,7 @@ from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
 from toolchain.output_paths import check_output_dir
 from toolchain.provenance import file_sha256, rows_sha256
-from toolchain.run_identity import OtherRun, Sessions, earlier_sessions, run_inputs
+from toolchain.run_identity import OtherRun, Sessions, earlier_sessions, module_file_sha256, run_inputs
 from toolchain.rundir import RunDir
 
 __all__ = ["CheckedInputs", "check_compress_inputs", "evaluate_on_test"]
@@ -189,11 +189,16 @@ def _run_directory(request, given, config: PruneConfig, export: ExportSettings |
     config = config.for_target(profile.channel_multiple if profile else None)
     run_id = config_hash(inputs, config)
     run_dir = Path(request.out) if request.out else Path("cwtool-runs") / f"{Path(arch.split(':')[-1]).stem}-{run_id}"
-    if not request.out and request.resume and not run_dir.exists() and "arch_sha256" in inputs and arch_file(arch) is None:
-        # an --arch module:Class run begun before its module's code was part of the run id: in the folder of its old id
-        before_hash = config_hash({k: v for k, v in inputs.items() if k != "arch_sha256"}, config)
-        older = run_dir.with_name(run_dir.name.removesuffix(run_id) + before_hash)
-        run_dir = older if older.is_dir() else run_dir
+    if not request.out and request.resume and not run_dir.exists() and "arch_sha256" in inputs:
+        # a run begun before its --arch module's code (module:Class), or its class's own file, was part of the run id:
+        # in the folder of its old id
+        then = [{k: v for k, v in inputs.items() if k != "arch_sha256"}] if arch_file(arch) is None else []
+        module_only = module_file_sha256(arch)
+        if module_only not in (None, inputs["arch_sha256"]):
+            then.append({**inputs, "arch_sha256": module_only})
+        older = [found for found in (run_dir.with_name(run_dir.name.removesuffix(run_id) + config_hash(ins, config)) for ins in then)
+                 if found.is_dir()]
+        run_dir = older[0] if older else run_dir
     manifest_path = RunDir(run_dir).manifest
     inputs_read = input_paths(request.model, request.data, export.calibration_file if export else None, request.val, request.test, arch=arch)
     check_output_dir(run_dir, "--out", inputs=inputs_read)  # the default cwtool-runs/... is checked here, a given --out in the CLI too

@@ -78,7 +78,12 @@ def _defining_file(arch: str) -> Path | None:
         source = inspect.getsourcefile(getattr(module, attr))
     except (TypeError, AttributeError):  # a built-in or C object, a partial: no file of its own
         return None
-    return Path(source).resolve() if source and Path(source).is_file() else None
+    if not source or not Path(source).is_file():
+        return None
+    import toolchain  # cwtool's own classes: its code is recorded as its version (a note on resume, not another run)
+
+    own = Path(toolchain.__file__).resolve().parent
+    return None if Path(source).resolve().is_relative_to(own) else Path(source).resolve()
 
 
 def _module_and_class_sha256(arch: str) -> tuple[str, str] | None:
@@ -91,6 +96,12 @@ def _module_and_class_sha256(arch: str) -> tuple[str, str] | None:
     if defined_in is None or defined_in == code.resolve():
         return module_digest, module_digest
     return module_digest, hashlib.sha256(f"{module_digest}:{file_sha256(defined_in)}".encode()).hexdigest()
+
+
+def module_file_sha256(arch: str) -> str | None:
+    """The sha256 of a spec's module file alone: what a run begun before the class's own file was hashed recorded."""
+    digests = _module_and_class_sha256(arch)
+    return digests[0] if digests else None
 
 
 def arch_code_sha256(arch: str) -> str | None:
@@ -126,6 +137,9 @@ def as_recorded(inputs: dict, recorded) -> dict:
     if same(out.get("model"), recorded.get("model"), "path"):
         out["model"]["path"] = recorded["model"]["path"]
     if "arch_sha256" in out and isinstance(recorded.get("arch"), str):
+        if out["arch_sha256"] != recorded.get("arch_sha256") and recorded.get("arch_sha256") is not None \
+                and module_file_sha256(str(out.get("arch"))) == recorded["arch_sha256"]:
+            out["arch_sha256"] = recorded["arch_sha256"]  # a run from before the class's own file was hashed: as then
         if out["arch_sha256"] == recorded.get("arch_sha256"):  # the same code by another path or from another folder:
             from toolchain.models.arch import arch_file  # its file's path as recorded, the class as given now
 
@@ -134,9 +148,6 @@ def as_recorded(inputs: dict, recorded) -> dict:
                 out["arch"] = f"{then[0]}:{now[1]}"
         elif "arch_sha256" not in recorded and out.get("arch") == recorded["arch"]:
             del out["arch_sha256"]  # a run from before the code was hashed: known by the spec alone, as then
-        elif out.get("arch") == recorded["arch"] and (_module_and_class_sha256(recorded["arch"]) or ("",))[0] \
-                == recorded.get("arch_sha256"):
-            out["arch_sha256"] = recorded["arch_sha256"]  # a run from before the class's own file was hashed: as then
     data, data_then = out.get("data"), recorded.get("data")
     if same(data, data_then, "spec"):
         data["spec"] = data_then["spec"]
