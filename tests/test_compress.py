@@ -803,7 +803,15 @@ def test_a_run_made_before_train_precision_existed_is_found_again_under_fp32(tra
     del older["config"]["train_precision"]  # as an earlier version wrote it: same run id under fp32
     manifest.write_text(json.dumps(older))
     code, _, err = run_cli(args + ["--resume"], capsys)
-    assert code == 2 and "made before --train-precision existed: add --train-precision fp32 to resume it" in err
+    assert code == 2 and "made before --train-precision existed: give --train-precision fp32 to resume it)" in err, err
+    code, _, err = run_cli(args + ["--resume", "--keep-sensitivity", "--epochs", "2"], capsys)  # said at once, with the rest
+    assert code == 2 and ("made before --train-precision existed: give --train-precision fp32 to resume it; here "
+                          "--keep-sensitivity True, the run False; --epochs 2, the run 1)") in err, err
+    del older["config"]["keep_sensitivity"]
+    manifest.write_text(json.dumps(older))
+    code, _, err = run_cli(args + ["--resume", "--keep-sensitivity"], capsys)  # a flag that is on: dropped, not given False
+    assert code == 2 and ("made before --keep-sensitivity and --train-precision existed: drop --keep-sensitivity and give "
+                          "--train-precision fp32 to resume it)") in err, err
     code, _, err = run_cli(args + ["--resume", "--train-precision", "fp32"], capsys)
     assert code in (0, 1), err
     del older["config"]["confidence"]  # a setting added with no value that gives the older behaviour: one refusal, at once

@@ -10,9 +10,10 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from toolchain.config import ADDED_LATER
 from toolchain.errors import UserError, one_line
 from toolchain.provenance import file_sha256, folder_listing_sha256
 from toolchain.rundir import RunDir, read_record
@@ -169,7 +170,8 @@ def differences(manifest, inputs: dict, config) -> str:
     plain = lambda v: scalar(v) or (isinstance(v, list) and len(v) <= 8 and all(map(scalar, v)))  # noqa: E731
     show = lambda v: one_line(str(v))[:40] if plain(v) else "?"  # noqa: E731
     then = manifest["config"]
-    found = [f"--{k.replace('_', '-')} {show(v)}, the run {show(then.get(k))}" for k, v in config.to_dict().items() if then.get(k) != v]
+    found = [f"--{k.replace('_', '-')} {show(v)}, the run {show(then.get(k))}" for k, v in config.to_dict().items()
+             if then.get(k) != v and not (k not in then and k in ADDED_LATER and v == ADDED_LATER[k])]  # unrecorded, as then
     recorded = manifest["inputs"]
     for key, value in inputs.items():
         if recorded.get(key) != value:
@@ -300,13 +302,16 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
     if isinstance(manifest, dict) and manifest.get("run_id") != run_id and manifest.get("run_id") == config_hash(moved, config):
         inputs, run_id = moved, manifest["run_id"]  # the same files, named by other paths (another working directory)
     if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
-        unresumable, settable = _flags_added_since(manifest, config)
+        unresumable, settable = _settings_added_since(manifest, config)
         if unresumable:  # no value of them gives the run's id: two refusals in a row asked for 'None'
-            flags = ", ".join(unresumable)
+            flags = _and(map(_flag, unresumable))
             raise OtherRun(f"'{run_dir}' holds a run made by an older cwtool, before {flags} existed: this cwtool cannot "
                            "resume it; start it again with another --out", f" (made before {flags} existed)")
-        hint = (f" (it was made before {', '.join(f'{flag} existed: add {flag} {value}' for flag, value in settable)} "
-                "to resume it)" if settable else differences(manifest, moved, config))
+        hint = differences(manifest, moved, replace(config, **{k: ADDED_LATER[k] for k in settable}))
+        if settable:  # the older behaviour's value resumes it: said with whatever else differs
+            fixes = _and(f"drop {_flag(k)}" if ADDED_LATER[k] is False else f"give {_flag(k)} {ADDED_LATER[k]}" for k in settable)
+            hint = (f" (it was made before {_and(map(_flag, settable))} existed: {fixes} to resume it"
+                    + (f"; {hint.strip()[1:-1]}" if hint else "") + ")")
         raise OtherRun(f"'{run_dir}' holds a run with other inputs or settings{hint}: give the run's own to resume it, "
                        "or use another --out", hint)
     sessions = manifest.get("processes_by_session")
@@ -323,18 +328,24 @@ def earlier_sessions(run_dir: Path, inputs: dict, run_id: str, config) -> Sessio
                     _counts(threads if isinstance(threads, list) else []), _commands(manifest))
 
 
-def _flags_added_since(manifest, config) -> tuple[list[str], list[tuple[str, object]]]:
-    """The settings a run's recorded config lacks, as flags: those no value of which gives its id (added later without a
-    value that reproduces the older behaviour), and (flag, that value) for those given another value here."""
-    from toolchain.config import ADDED_LATER
-
+def _settings_added_since(manifest, config) -> tuple[list[str], list[str]]:
+    """The settings a run's recorded config lacks: those no value of which gives its id (added later without a value that
+    reproduces the older behaviour), and those given another value here than that one (config.ADDED_LATER)."""
     then = manifest.get("config") if isinstance(manifest, dict) else None
     if not isinstance(then, dict) or not then:
         return [], []
     missing = [k for k in config.to_dict() if k not in then]
-    flag = lambda k: f"--{k.replace('_', '-')}"  # noqa: E731
-    return ([flag(k) for k in missing if k not in ADDED_LATER],
-            [(flag(k), ADDED_LATER[k]) for k in missing if k in ADDED_LATER and getattr(config, k) != ADDED_LATER[k]])
+    return ([k for k in missing if k not in ADDED_LATER],
+            [k for k in missing if k in ADDED_LATER and getattr(config, k) != ADDED_LATER[k]])
+
+
+def _flag(key: str) -> str:
+    return f"--{key.replace('_', '-')}"
+
+
+def _and(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def changed_counts(counts: list[int]) -> list[int]:
