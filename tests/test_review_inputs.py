@@ -647,6 +647,26 @@ def test_distributed_training_is_told_of_parameters_forward_does_not_use(nets):
     assert not _has_unused_parameters(model, rows, torch.device("cpu")) and model.training
 
 
+def test_unused_parameters_are_found_without_running_a_backward(nets, monkeypatch):
+    """The probe ran an eval-mode backward: on a pruned residual net in channels-last order it crashed both torchrun
+    processes in round 2 (SIGSEGV, a double free in oneDNN). The recorded graph is walked instead."""
+    from toolchain.models.train import _has_unused_parameters
+
+    def no_backward(*args, **kwargs):
+        raise AssertionError("the probe ran a backward")
+
+    monkeypatch.setattr(torch.autograd, "grad", no_backward)
+    monkeypatch.setattr(torch.Tensor, "backward", no_backward)
+    rows = np.zeros((2, 1, 8, 8), np.float32)
+    assert _has_unused_parameters(_arch(nets, "WithAuxHead").train(), rows, torch.device("cpu"))
+    assert not _has_unused_parameters(_arch(nets, "DataDependent").train(), rows, torch.device("cpu"))
+    from toolchain.models import registry
+
+    frozen = registry.create("digits-cnn")
+    frozen.features[0][0].weight.requires_grad_(False)  # a frozen layer is no unused parameter: it is not asked about
+    assert not _has_unused_parameters(frozen, rows, torch.device("cpu"))
+
+
 def test_a_lost_torchrun_process_is_an_interruption_not_a_bug(monkeypatch):
     from toolchain import distributed
 
