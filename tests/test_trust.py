@@ -825,6 +825,33 @@ def test_sigterm_replaces_an_earlier_run_s_reports(tmp_path, rows):
     assert 'errors="1"' in green["--junit"].read_text()
 
 
+def test_sighup_stops_a_command_as_sigterm_does_unless_the_process_ignores_it(tmp_path, rows):
+    """A closed terminal or a dropped ssh connection (SIGHUP) killed a command where it stood, exit 129 with no line and
+    its staged files left (a 237 MB calibration set beside its --out): it is a stop like SIGTERM. Under nohup it stays
+    ignored: the run goes on, as the user asked."""
+    import time
+
+    _endless_onnx(tmp_path / "endless.onnx")
+    args = [sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3",
+            "--json", str(tmp_path / "v.json")]
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # inside session.run by now
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 129 and "cwtool: interrupted by SIGHUP; temporary files removed" in err, err
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".cwtool-tmp")]
+    ignoring = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup starts it
+    time.sleep(4)
+    ignoring.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert ignoring.poll() is None  # still running
+    ignoring.send_signal(signal.SIGTERM)
+    _, err = ignoring.communicate(timeout=30)
+    assert ignoring.returncode == 143, err
+
+
 def test_a_file_onnxruntime_refuses_gets_one_line_without_its_own_log(tmp_path):
     """onnxruntime logged its own coloured error lines to the process's stderr before cwtool's one line."""
     onnx = pytest.importorskip("onnx")

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM, even while a runtime computes.
+"""SIGINT and SIGTERM (and SIGHUP: a terminal closed, an ssh dropped), even while a runtime computes.
 
 Python runs a signal handler only between bytecodes of the main thread: while onnxruntime or LiteRT
 runs one long call (a file can hold a loop of 10**15 steps), a `timeout` or a CI runner's SIGTERM would
@@ -28,6 +28,19 @@ _consoles: list[int] = []  # the user's own stderr while fd 2 goes elsewhere (a 
 
 
 _active: list = []  # the Watcher of the command that runs (one at a time in a process)
+_hup_ignored: list[bool] = []  # decided once, before cwtool's handlers take the signals
+
+
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop a command as Ctrl-C does: SIGINT, SIGTERM, and SIGHUP (the terminal closed, the ssh
+    connection dropped: it killed a run where it stood, its staged files left behind) unless the process was started
+    to ignore it (nohup), which stays so."""
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None:  # Windows
+        return signal.SIGINT, signal.SIGTERM
+    if not _hup_ignored:
+        _hup_ignored.append(signal.getsignal(hup) is signal.SIG_IGN)
+    return (signal.SIGINT, signal.SIGTERM) + (() if _hup_ignored[0] else (hup,))
 _saying_so: list = []  # inside writing_after_stop: files that say the command stopped are written after the stop
 
 
@@ -137,7 +150,10 @@ def _say(line: str) -> None:
     with _lock:
         fd = _consoles[0] if _consoles else None
     if fd is None:
-        print(line, file=sys.stderr, flush=True)
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except OSError:  # the terminal is gone (SIGHUP)
+            pass
         return
     try:
         os.write(fd, (line + "\n").encode("utf-8", "replace"))
@@ -168,7 +184,7 @@ class Watcher:
         _active.append(self)
         if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
             return self
-        self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, _STOP})
+        self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*stop_signals(), _STOP})
         self._thread = threading.Thread(target=self._watch, name="cwtool-signals", daemon=True)
         self._thread.start()
         return self
@@ -210,7 +226,7 @@ class Watcher:
 
     def _watch(self) -> None:
         while True:
-            signum = signal.sigwait({signal.SIGINT, signal.SIGTERM, _STOP})
+            signum = signal.sigwait({*stop_signals(), _STOP})
             if signum == _STOP:
                 return
             self.received = signum

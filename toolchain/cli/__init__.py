@@ -1,8 +1,8 @@
 """The `cwtool` command line: a module per command, each a thin call into the library.
 
 Exit codes: 0 done / gate passed; 1 gate failed; 2 bad input or usage (one line, a traceback only
-with --debug); 3 an internal error (a bug: please report it with the --debug traceback); 130/143
-interrupted (SIGINT/SIGTERM).
+with --debug); 3 an internal error (a bug: please report it with the --debug traceback); 130/143/129
+interrupted (SIGINT/SIGTERM/SIGHUP; a SIGHUP the process was started to ignore, nohup, stays ignored).
 """
 
 from __future__ import annotations
@@ -72,9 +72,18 @@ def _catch_signals(handler=None) -> dict:
     import signal
     import threading
 
+    from toolchain.interrupts import stop_signals
+
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, handler or _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, handler or _raise_interrupted) for sig in stop_signals()}
+
+
+def _exit_code(signal_name: str) -> int:
+    """128 + the signal's number, as a shell reports a process the signal ended: 130, 143, 129 for SIGHUP."""
+    import signal
+
+    return 128 + int(getattr(signal.Signals, signal_name, signal.SIGTERM))
 
 
 def _interrupted_line(signal_name: str, run_dir) -> str:
@@ -101,18 +110,24 @@ def _say_stopped(stop) -> None:
         _say_interrupted(stop.signal_name, stop.run_dir)
     elif interrupts.claim_the_line():
         where = f" (run directory: {stop.run_dir})" if stop.run_dir else ""
-        print(f"cwtool: {stop.signal_name} arrived as the command finished: what it wrote is complete{where}",
-              file=sys.stderr, flush=True)
+        try:
+            print(f"cwtool: {stop.signal_name} arrived as the command finished: what it wrote is complete{where}",
+                  file=sys.stderr, flush=True)
+        except OSError:  # a SIGHUP's terminal is gone
+            pass
 
 
 def _say_interrupted(signal_name: str, run_dir) -> None:
     """The one line of a stop; the watcher's grace path (an exit that then hangs) says nothing more."""
     from toolchain import distributed, interrupts
 
-    if signal_name in ("SIGINT", "SIGTERM") and not distributed.speaks_for_its_node():
+    if signal_name in ("SIGINT", "SIGTERM", "SIGHUP") and not distributed.speaks_for_its_node():
         return  # torchrun stops every process: one says so for its machine (as for a bad input); a lost peer is said by each
     if interrupts.claim_the_line():
-        print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
+        try:
+            print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
+        except OSError:  # a SIGHUP's terminal is gone (EIO): the exit code and the run's log say it
+            pass
 
 
 def _unreadable_columns_unset() -> None:
@@ -160,7 +175,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             _main(argv)
     except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
         _say_stopped(exc)
-        sys.exit(130 if exc.signal_name == "SIGINT" else 143)
+        sys.exit(_exit_code(exc.signal_name))
     finally:  # in-process callers (tests, notebooks) get their own handlers back
         _state["ended"] = True  # a stop from here on finds the command's work done (entry's handlers say so)
         for sig, handler in previous.items():
@@ -174,14 +189,19 @@ def entry() -> None:
     import os
     import signal
 
-    signal_names = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+    from toolchain.interrupts import stop_signals
+
+    signal_names = {sig: signal.Signals(sig).name for sig in stop_signals()}  # SIGHUP's disposition read before it is taken
 
     def outside(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
         name = signal_names[signum]
         line = (f"cwtool: {name} arrived as the command finished: what it wrote is complete" if _state.get("ended") else
                 f"cwtool: interrupted by {name}; temporary files removed")  # before main took the signals: nothing written
-        os.write(2, line.encode() + b"\n")
-        os._exit(130 if signum == signal.SIGINT else 143)
+        try:
+            os.write(2, line.encode() + b"\n")
+        except OSError:  # the terminal is gone (SIGHUP)
+            pass
+        os._exit(128 + signum)
 
     for sig in signal_names:  # before main: the handlers main puts back when it ends are these, with no gap between
         signal.signal(sig, outside)
@@ -295,7 +315,7 @@ def _run(argv: Optional[list[str]]) -> None:
             with writing_after_stop():
                 replace_stale_reports(argv, f"interrupted by {exc.signal_name} before a verdict", "Interrupted")
         _say_stopped(exc)
-        sys.exit(130 if exc.signal_name == "SIGINT" else 143)
+        sys.exit(_exit_code(exc.signal_name))
     except Abort as exc:  # a KeyboardInterrupt that reached the parser before our handler was in place
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, EOFError):  # click turns an EOFError into Abort too: one that got this far is a bug, not Ctrl-C
