@@ -40,6 +40,18 @@ def compress_run(trained_digits, tmp_path_factory):
     return exc.value.code, out, err.getvalue()
 
 
+def test_the_log_ends_with_the_summary_s_file_to_deploy_and_run_directory(compress_run):
+    """compress.log stopped at 'finished': the file to deploy, each finding and the run directory reached the console
+    alone (export.log had them), and a reader of the log on a remote machine never saw which file to ship."""
+    from toolchain.report.deploy import deploy_sentences
+
+    _, out, _ = compress_run
+    report = json.loads((out / "report.json").read_text())
+    log = (out / "compress.log").read_text().splitlines()
+    assert deploy_sentences(report) and all(any(line.endswith(said) for line in log) for said in deploy_sentences(report))
+    assert log[-1].endswith(f"run directory: {out} (report.json, report.md, report.html)")
+
+
 def test_compress_digits_meets_size_fn_and_accuracy_budgets(compress_run, trained_digits):
     code, out, err = compress_run
     report = json.loads((out / "report.json").read_text())

@@ -20,7 +20,7 @@ from toolchain.io import atomic_write_json, own_folder, sweep_temporaries
 from toolchain.report.consoles import RunLog, log_console, progress_bar
 from toolchain.report.pace import say_progress_to
 from toolchain.run_identity import by_session, changed_counts, package_versions, version_changes, working_folder
-from toolchain.report.run_report import write_run_report
+from toolchain.report.run_report import summary_lines, write_run_report
 from toolchain.rundir import RunDir
 
 REPORT_SCHEMA = 1
@@ -224,6 +224,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         unchecked_files = False
         said, finished = finished, None
         log.record(said)
+        for line in summary_lines(report, run_dir):  # what the console's summary ends with, for a reader of the log alone
+            log.record(line)
         return report, run_dir
     except Interrupted as exc:
         if finished is not False:  # the reports were written whole: the stop arrived as the run ended, and is said so

@@ -91,14 +91,11 @@ def _summary_of_a_finished_run(report: dict, run_dir: Path) -> int:
 def print_summary(report: dict, run_dir: Path) -> None:
     """report.md on stdout, then the target's verdict (when there is one) and where the files are."""
     from toolchain.report.consoles import log_console, print_markdown
-    from toolchain.report.deploy import deploy_sentences
     from toolchain.report.fit import fit_sentence, fit_style
     from toolchain.report.markdown import render_report
+    from toolchain.report.run_report import summary_lines
 
     print_markdown(render_report(report))
-    verdict = fit_sentence(report)
-    if verdict:
-        log_console().print(verdict, style=fit_style(report))
-    for line in deploy_sentences(report):
-        log_console().print(line, style="bold yellow" if line.startswith("finding") else None)
-    log_console().print(f"run directory: {run_dir} (report.json, report.md, report.html)")
+    for line in summary_lines(report, run_dir):
+        style = fit_style(report) if line == fit_sentence(report) else "bold yellow" if line.startswith("finding") else None
+        log_console().print(line, style=style)

@@ -1,5 +1,5 @@
 """A finished compress run's documents: plots/, report.json, report.md and report.html (the Markdown and the plots in
-one self-contained page), rendered before any is written."""
+one self-contained page), rendered before any is written; and the lines its summary ends with."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from pathlib import Path
 from toolchain.io import atomic_write_text, json_text
 from toolchain.rundir import RunDir
 
-__all__ = ["write_run_report"]
+__all__ = ["write_run_report", "summary_lines"]
+
+
+def summary_lines(report: dict, run_dir: Path) -> list[str]:
+    """What a finished run's summary ends with, on the console and in its log: the target's verdict, the file to deploy
+    per format with each finding, and where the files are."""
+    from toolchain.report.deploy import deploy_sentences
+    from toolchain.report.fit import fit_sentence
+
+    verdict = fit_sentence(report)
+    return [*([verdict] if verdict else []), *deploy_sentences(report), f"run directory: {run_dir} (report.json, report.md, report.html)"]
 
 
 def write_run_report(report: dict, run_dir: Path) -> None:
