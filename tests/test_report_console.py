@@ -136,3 +136,20 @@ def test_help_is_printed_whatever_columns_says(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "0")
     code, out, _ = run_cli(["verify", "--help"], capsys)
     assert code == 0 and "--baseline" in out and "--max-fnr" in out, out
+
+
+def test_a_terminal_that_went_away_is_a_reader_gone_not_a_stop():
+    """A run that ignores SIGHUP (nohup, a trap) lost its terminal: the next console line raised EIO and the run stopped
+    with 'OSError' and exit 1, the gate-failed code. It goes on, as after a reader of a pipe went away."""
+    import os
+
+    from toolchain.report.consoles import SafeConsole
+
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "w")
+    console = SafeConsole(file=stream, markup=False)
+    console.print("before")
+    os.close(master)  # the terminal's window closed: writes to its other end fail with EIO
+    console.print("a line nobody reads")
+    console.print("and another")
+    stream.close()

@@ -14,6 +14,7 @@ erase the line above and print "all checks passed"); rich's own styling is unaff
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -35,6 +36,18 @@ class SafeConsole(Console):
         """The reader went away (`cwtool verify ... | head`): the rest of this stream is not wanted, but the
         command still finishes -- its files written, its exit code the gate's (rich would exit 1 here)."""
         quiet_broken_stream(self.file)
+
+    def _check_buffer(self) -> None:
+        """A terminal that went away (EIO: its window closed under a run that ignores SIGHUP, nohup or a trap) is a
+        reader gone too: the run went on, its log file the place to read it, instead of stopping with 'OSError' and
+        exit 1, the gate-failed code."""
+        try:
+            super()._check_buffer()
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.ENXIO):
+                raise
+            del self._buffer[:]
+            self.on_broken_pipe()
 
 
 def quiet_broken_stream(stream) -> None:
