@@ -50,6 +50,9 @@ def test_the_log_ends_with_the_summary_s_file_to_deploy_and_run_directory(compre
     log = (out / "compress.log").read_text().splitlines()
     assert deploy_sentences(report) and all(any(line.endswith(said) for line in log) for said in deploy_sentences(report))
     assert log[-1].endswith(f"run directory: {out} (report.json, report.md, report.html)")
+    for entry in report["artifacts"]:  # each file's start is said before its converter and check run (minutes at 224 px)
+        start = f"{entry['format']} {entry['precision']}: making the file, then checking it on"
+        assert any(start in line for line in log), start
 
 
 def test_compress_digits_meets_size_fn_and_accuracy_budgets(compress_run, trained_digits):

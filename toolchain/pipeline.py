@@ -148,7 +148,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
             try:
                 artifacts, calibration = export_all(pruned, dataset, protected, _int8_guard(result), dense_test, settings, run_dir, config.seed,
-                                                    gate_fn, log=log.print, min_val_accuracy=min_val_accuracy,
+                                                    gate_fn, log=log.print, progress=log.progress, min_val_accuracy=min_val_accuracy,
                                                     search_float_layers=result.budget_met,
                                                     seen_rows=_fitted_rows(dataset)) if settings.artifacts else ([], None)
             except UserError as exc:  # the rounds are done and saved: say how to finish without them

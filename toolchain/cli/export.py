@@ -67,7 +67,7 @@ def export(
     console = RunLog(log_console())
     console.record(f"cwtool {__version__} export {model} --data {data}{''.join(f' -p {p}' for p in protect_class)} --out {out}")
     with saying_progress(console.print):
-        report, folder = export_model(request, options, log=console.print, attach_log=console.attach)
+        report, folder = export_model(request, options, log=console.print, attach_log=console.attach, progress=console.progress)
     print_markdown(render_export_report(report))
     verdict = fit_sentence(report)
     if verdict:

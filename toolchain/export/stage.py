@@ -180,7 +180,7 @@ DECISION = ("the class is the argmax of the outputs (logits; the first class on 
 
 def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: dict, settings: ExportSettings,
                run_dir: Path, seed: int, gate_fn, log=print, min_val_accuracy: float = 0.0,
-               search_float_layers: bool = True, seen_rows: dict | None = None) -> tuple[list[dict], dict]:
+               search_float_layers: bool = True, seen_rows: dict | None = None, progress=None) -> tuple[list[dict], dict]:
     """Returns (artifact entries for report.json, calibration record).
 
     search_float_layers: False where the run failed on validation already (it recommends no file): an int8 file short of
@@ -194,7 +194,10 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     re-set only where accuracy stays at or above it.
 
     seen_rows: the sample of the rows the model was trained or tuned on (toolchain.data.seen_sample) every file records,
-    by which verify refuses to judge it on them; None: not known, none recorded."""
+    by which verify refuses to judge it on them; None: not known, none recorded.
+
+    progress: where each file's start is said (a converter and its check can take minutes at 224 px: a log, or a pipe
+    into a CI log, heard nothing meanwhile)."""
     import copy
 
     import torch
@@ -264,6 +267,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
 
     def one_file(fmt: str, precision: str) -> dict:
         backend = export_backend(fmt)
+        if progress is not None:
+            progress(f"{fmt} {precision}: making the file, then checking it on {len(y_test):,} test rows")
         t0 = time.perf_counter()
         fallback, stem = None, []
         if precision == "int8":

@@ -146,9 +146,10 @@ def _macs(model, example) -> int | None:
         return None
 
 
-def export_model(request: ExportRequest, options: ExportOptions, log=print, attach_log=None) -> tuple[dict, Path]:
+def export_model(request: ExportRequest, options: ExportOptions, log=print, attach_log=None, progress=None) -> tuple[dict, Path]:
     """Write the files and the report into ``request.out``; returns (the export report, the folder). ``attach_log(path)``:
-    from then on ``log``'s lines also go to the file ``path`` (export.log, in the staged folder, then in OUT)."""
+    from then on ``log``'s lines also go to the file ``path`` (export.log, in the staged folder, then in OUT).
+    ``progress``: where each file's start is said (stage.export_all)."""
     import torch
 
     from toolchain.data.seen_sample import trained_sample
@@ -194,7 +195,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
         gate_fn = lambda ref, cand: fn_gate(ref, cand, 0, MAX_ACCURACY_DROP, labels=y_test)  # noqa: E731
         t0 = time.perf_counter()
         entries, calibration = export_all(model, dataset, protected, reference_guard(y_val, val_logits.argmax(1), protected),
-                                          reference, settings, stage, request.seed, gate_fn, log=log,
+                                          reference, settings, stage, request.seed, gate_fn, log=log, progress=progress,
                                           min_val_accuracy=val_accuracy - MAX_ACCURACY_DROP,
                                           # a model that detects nothing gives the int8 files' FN nothing to hold: no layer
                                           # search (a chance-level MobileNetV2 at 32 px searched 53 layers a format, 11 min)
