@@ -26,7 +26,7 @@ def exported(trained_digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "dense"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exc:
-        main(["export", str(trained_digits[0]), "--data", "digits", "-p", "3", "--out", str(out)])
+        main(["export", str(trained_digits[0]), "--data", "digits", "-p", "3", "--out", str(out), "--seed", "0"])
     return exc.value.code, out, stdout.getvalue(), stderr.getvalue()
 
 
@@ -77,7 +77,7 @@ def test_export_keeps_a_time_stamped_log_of_every_line_it_said(exported):
     stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+ *\d+\.\ds ")
     assert lines and all(stamp.match(line) for line in lines)
     text = [stamp.sub("", line) for line in lines]
-    assert re.match(r"cwtool \S+ export \S+ --data digits -p 3 --out ", text[0]), text[0]
+    assert re.match(r"cwtool \S+ export \S+ --data digits -p 3 --out \S+ --seed 0$", text[0]), text[0]  # every flag, as typed
     assert any(line.startswith("data: digits") for line in text) and text[-1] == f"written: {out} (artifacts/, export.json, export.md, export.log)"
     said = [line.strip() for line in stderr.splitlines() if line.strip()]
     assert said and all(line in text for line in said if not line.startswith("|")), (said, text)

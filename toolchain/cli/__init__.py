@@ -60,6 +60,13 @@ def _usage_error_line(exc) -> str:
     return f"cwtool: error: {message} (see '{ctx.command_path} --help')"  # the prefix of every other bad input's line
 
 
+def command_line() -> str:
+    """The command as typed, quoted for a shell: 'export m.pt --data d --arch x ...' (what a log's first line says)."""
+    import shlex
+
+    return shlex.join(_state.get("argv") or sys.argv[1:])
+
+
 def _raise_interrupted(signum, frame) -> None:
     import signal
 
@@ -289,6 +296,7 @@ def _run(argv: Optional[list[str]]) -> None:
     argv = _home_expanded([str(a) for a in args])
     try:
         _state["command"] = name = _command_of(argv)
+        _state["argv"] = list(argv)  # a log's first line: the command as typed (every flag, a rerun gets the same)
         _printable_arguments(argv)
         no_folder_for_a_file(argv, name)
         _only_compress_under_torchrun(name)

@@ -43,6 +43,7 @@ def export(
 ):
     """Export a model to ONNX / TFLite as compress does, re-check every file in its runtime on the test split."""
     from toolchain import __version__
+    from toolchain.cli import command_line
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.export.standalone import ExportRequest, export_model
     from toolchain.output_paths import check_output_dir
@@ -65,7 +66,7 @@ def export(
                             image_size=parse_image_size(image_size), input_shape=parse_input_shape(input_shape),
                             val=val and str(val), test=test and str(test), **image_options.load_args())
     console = RunLog(log_console())
-    console.record(f"cwtool {__version__} export {model} --data {data}{''.join(f' -p {p}' for p in protect_class)} --out {out}")
+    console.record(f"cwtool {__version__} {command_line()}")
     with saying_progress(console.print):
         report, folder = export_model(request, options, log=console.print, attach_log=console.attach, progress=console.progress)
     print_markdown(render_export_report(report))
