@@ -162,6 +162,8 @@ def test_the_hint_after_calibrate_pastes_into_a_shell(capsys, tmp_path):
     assert code == 0, err
     (hint,) = [line for line in (stdout + err).splitlines() if line.startswith("use it: ")]
     assert shlex.split(hint) == ["use", "it:", "--calibration", str(out)]
+    lines = (stdout + err).splitlines()  # the reading is said before it starts (a minute and more at 224 px, silent)
+    assert lines[0].startswith("reading up to 256 rows of the train split of digits (")
 
 
 def test_the_hint_after_calibrate_names_a_set_only_where_compress_finds_it_by_name(capsys, tmp_path, monkeypatch):
