@@ -153,3 +153,31 @@ def test_a_terminal_that_went_away_is_a_reader_gone_not_a_stop():
     console.print("a line nobody reads")
     console.print("and another")
     stream.close()
+
+
+def test_a_report_and_an_error_line_to_a_terminal_gone_leave_the_exit_code_alone(monkeypatch, capsys):
+    """A terminal gone (EIO) under a finished compress: its Markdown summary, written plainly once the terminal no longer
+    says it is one, ended in exit 3; a bad input's line, in exit 1 (the gate-failed code) instead of 2."""
+    import errno
+    import sys
+
+    import toolchain.cli as cli
+    from toolchain.report import consoles
+
+    class Gone:
+        def write(self, text):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def flush(self):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def fileno(self):
+            raise ValueError("no descriptor")
+
+        def isatty(self):
+            return False
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    monkeypatch.setattr(sys, "stderr", Gone())
+    consoles.print_markdown("# report\n")
+    cli._err("cwtool: error: a bad input")

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done / gate passed; 1 gate failed; 2 bad input or usage (one line, a traceback only
 with --debug); 3 an internal error (a bug: please report it with the --debug traceback); 130/143/129
-interrupted (SIGINT/SIGTERM/SIGHUP; a SIGHUP the process was started to ignore, nohup, stays ignored).
+interrupted (SIGINT/SIGTERM/SIGHUP; a SIGHUP the process was started to ignore, nohup, stays ignored, though torchrun's
+agent passes one on to its workers).
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def _usage_error_line(exc) -> str:
     if ctx is None:
         return f"cwtool: error: {message}"
     return f"cwtool: error: {message} (see '{ctx.command_path} --help')"  # the prefix of every other bad input's line
+
+
+def _err(line) -> None:
+    """A line on stderr. A terminal gone (EIO: its window closed under a run that ignores SIGHUP) takes nothing from the
+    exit code: a bad input's 2 became 1, the gate-failed code, and a finished run's 0 a 3."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def command_line() -> str:
@@ -117,11 +127,7 @@ def _say_stopped(stop) -> None:
         _say_interrupted(stop.signal_name, stop.run_dir)
     elif interrupts.claim_the_line():
         where = f" (run directory: {stop.run_dir})" if stop.run_dir else ""
-        try:
-            print(f"cwtool: {stop.signal_name} arrived as the command finished: what it wrote is complete{where}",
-                  file=sys.stderr, flush=True)
-        except OSError:  # a SIGHUP's terminal is gone
-            pass
+        _err(f"cwtool: {stop.signal_name} arrived as the command finished: what it wrote is complete{where}")
 
 
 def _say_interrupted(signal_name: str, run_dir) -> None:
@@ -131,10 +137,7 @@ def _say_interrupted(signal_name: str, run_dir) -> None:
     if signal_name in ("SIGINT", "SIGTERM", "SIGHUP") and not distributed.speaks_for_its_node():
         return  # torchrun stops every process: one says so for its machine (as for a bad input); a lost peer is said by each
     if interrupts.claim_the_line():
-        try:
-            print(_interrupted_line(signal_name, run_dir), file=sys.stderr, flush=True)
-        except OSError:  # a SIGHUP's terminal is gone (EIO): the exit code and the run's log say it
-            pass
+        _err(_interrupted_line(signal_name, run_dir))  # a SIGHUP's terminal may be gone: the exit code and the log say it
 
 
 def _unreadable_columns_unset() -> None:
@@ -218,7 +221,7 @@ def entry() -> None:
     except SystemExit as exc:
         code = exc.code
     if code is not None and not isinstance(code, int):  # sys.exit("message"), as Python prints it
-        print(code, file=sys.stderr)
+        _err(code)
         code = 1
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -262,7 +265,7 @@ def _say_once_a_machine(line: str, whole: bool = False) -> None:
     from toolchain import distributed
 
     if distributed.speaks_for_its_node():
-        print(line if whole else _bounded(line), file=sys.stderr, flush=True)
+        _err(line if whole else _bounded(line))
     else:
         # the speaking process ends first; torchrun's stop then ends this one, silently. Short sleeps: the signal watcher
         # interrupts the main thread where Python runs next, which one long sleep put off past its grace period (whose
@@ -329,7 +332,7 @@ def _run(argv: Optional[list[str]]) -> None:
         if isinstance(cause, EOFError):  # click turns an EOFError into Abort too: one that got this far is a bug, not Ctrl-C
             raise_as_bug(cause)
         if _raised_not_signalled():
-            print(_RAISED_INTERRUPT, file=sys.stderr)
+            _err(_RAISED_INTERRUPT)
             sys.exit(2)
         _say_interrupted("SIGINT", getattr(cause, "run_dir", None))
         sys.exit(130)
@@ -347,20 +350,20 @@ def _run(argv: Optional[list[str]]) -> None:
             raise_as_bug(exc)
         if _state["debug"]:
             traceback.print_exc()
-        print(f"cwtool: error: {hint}", file=sys.stderr)
+        _err(f"cwtool: error: {hint}")
         sys.exit(2)
     except SystemExit as exc:
         if raised_by_the_cli_libraries(exc):  # rich's and click's own exits (a closed pipe: `cwtool ... | head`)
             raise
         # cwtool's commands return their code: this came from code cwtool ran (a model's, a data loader's)
-        print(f"cwtool: error: code cwtool ran (the model's or the data's) called {describe(exc)}", file=sys.stderr)
+        _err(f"cwtool: error: code cwtool ran (the model's or the data's) called {describe(exc)}")
         sys.exit(2)
     except PermissionError as exc:  # the user's files or folders, unreadable (or unwritable) to this user: not a bug
         if _state["debug"]:
             traceback.print_exc()
         where = f"'{one_line(exc.filename)}'" if exc.filename else "a file or folder it needs"
-        print(f"cwtool: error: permission denied on {where} ({exc.strerror or 'no access'}): give this user access to it, "
-              "or give another path", file=sys.stderr)
+        _err(f"cwtool: error: permission denied on {where} ({exc.strerror or 'no access'}): give this user access to it, "
+             "or give another path")
         sys.exit(2)
     except OSError as exc:
         import errno
@@ -374,18 +377,18 @@ def _run(argv: Optional[list[str]]) -> None:
             traceback.print_exc()
         where = f"'{one_line(exc.filename)[:300]}'" if exc.filename else "a file (or the output)"
         doing = "use" if exc.errno == errno.ENAMETOOLONG else "write"
-        print(f"cwtool: error: cannot {doing} {where}: {exc.strerror or exc}: {advice}", file=sys.stderr)
+        _err(f"cwtool: error: cannot {doing} {where}: {exc.strerror or exc}: {advice}")
         sys.exit(2)
     except Exception as exc:  # a bug, not bad input
         raise_as_bug(exc)
     except BaseException as exc:  # not cwtool's (it raises Exceptions, Interrupted, or exits), nor a signal: a model's own
-        print(f"cwtool: error: code cwtool ran (the model's or the data's) raised {describe(exc)}", file=sys.stderr)
+        _err(f"cwtool: error: code cwtool ran (the model's or the data's) raised {describe(exc)}")
         sys.exit(2)
     if code == 130:  # typer's answer to a KeyboardInterrupt (signals arrive as Interrupted)
         if _raised_not_signalled():
-            print(_RAISED_INTERRUPT, file=sys.stderr)
+            _err(_RAISED_INTERRUPT)
             sys.exit(2)
-        print("cwtool: interrupted (KeyboardInterrupt); temporary files removed", file=sys.stderr)
+        _err("cwtool: interrupted (KeyboardInterrupt); temporary files removed")
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -405,5 +408,5 @@ def raise_as_bug(exc: BaseException) -> None:
     if _state["debug"]:
         sys.stderr.write(native_output(exc) or "")
         traceback.print_exception(exc)
-    print(f"cwtool: internal error: {describe(exc, 300)} (rerun with --debug for the traceback)", file=sys.stderr)
+    _err(f"cwtool: internal error: {describe(exc, 300)} (rerun with --debug for the traceback)")
     sys.exit(3)

@@ -190,5 +190,7 @@ def print_markdown(text: str) -> None:
     try:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
-    except BrokenPipeError:  # `| head`: the reader has what it wanted
+    except OSError as exc:  # `| head`: the reader has what it wanted; a terminal gone (EIO): nobody reads it
+        if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EIO, errno.ENXIO):
+            raise
         quiet_broken_stream(sys.stdout)
