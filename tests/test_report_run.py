@@ -113,8 +113,9 @@ def test_compress_log_has_every_progress_line_time_stamped_and_the_seconds(pi4_r
     assert re.search(r"^round 1/\d+ retrain: epoch 1/\d+ done \([\d.]+ (s|min) an epoch(, about [\d.]+ (s|min) to go)?\)$", text, re.M)
     assert re.search(r"^round 1/\d+ retrain: epoch 1/\d+ done ", stderr, re.M)
     assert text.splitlines()[0].startswith("cwtool ") and "data: digits" in text
-    last = text.splitlines()[-1]
+    last = next(line for line in reversed(text.splitlines()) if line.startswith("finished: "))  # then the summary's end
     assert last.startswith("finished: gate ") and "pruning " in last and "total " in last
+    assert text.splitlines()[-1].startswith("run directory: ")
 
 
 def test_a_stopped_run_says_why_in_its_log(trained_digits, tmp_path, monkeypatch):

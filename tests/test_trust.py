@@ -834,7 +834,8 @@ def test_sighup_stops_a_command_as_sigterm_does_unless_the_process_ignores_it(tm
     _endless_onnx(tmp_path / "endless.onnx")
     args = [sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3",
             "--json", str(tmp_path / "v.json")]
-    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,  # SIGHUP as a shell leaves it (a suite
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # run under nohup ignores it)
     time.sleep(4)  # inside session.run by now
     assert proc.poll() is None
     proc.send_signal(signal.SIGHUP)

@@ -18,7 +18,7 @@ import typer
 from toolchain.cli import bench, calibrate, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
 from toolchain.cli.arguments import finite_floats as _finite_floats, flags_show_no_type, home_expanded as _home_expanded
 from toolchain.cli.arguments import printable_arguments as _printable_arguments  # a module global: tests replace it here
-from toolchain.cli.arguments import no_folder_for_a_file
+from toolchain.cli.arguments import no_folder_for_a_file, remember_command
 from toolchain.cli.failures import install_hint, native_output, raised_by_the_cli_libraries
 from toolchain.errors import Interrupted, UserError, describe, one_line
 
@@ -68,13 +68,6 @@ def _err(line) -> None:
         print(line, file=sys.stderr, flush=True)
     except OSError:
         pass
-
-
-def command_line() -> str:
-    """The command as typed, quoted for a shell: 'export m.pt --data d --arch x ...' (what a log's first line says)."""
-    import shlex
-
-    return shlex.join(_state.get("argv") or sys.argv[1:])
 
 
 def _raise_interrupted(signum, frame) -> None:
@@ -299,7 +292,7 @@ def _run(argv: Optional[list[str]]) -> None:
     argv = _home_expanded([str(a) for a in args])
     try:
         _state["command"] = name = _command_of(argv)
-        _state["argv"] = list(argv)  # a log's first line: the command as typed (every flag, a rerun gets the same)
+        remember_command(argv)  # a log's first line: the command as typed (every flag, a rerun gets the same)
         _printable_arguments(argv)
         no_folder_for_a_file(argv, name)
         _only_compress_under_torchrun(name)

@@ -9,7 +9,8 @@ import typer
 
 from toolchain.errors import UserError, one_line, unprintable_in
 
-__all__ = ["flags_show_no_type", "home_expanded", "printable_arguments", "finite_floats", "PATH_OPTIONS", "NAME_OPTIONS"]
+__all__ = ["flags_show_no_type", "home_expanded", "printable_arguments", "finite_floats", "PATH_OPTIONS", "NAME_OPTIONS",
+           "remember_command", "command_line"]
 
 
 def flags_show_no_type() -> None:
@@ -139,3 +140,19 @@ def finite_floats(group) -> None:
 
         checked._finite_floats = True
         command.callback = checked
+
+
+_typed: list[str] = []  # the command of this process, as the CLI read it
+
+
+def remember_command(argv: list[str]) -> None:
+    """The command's arguments, for ``command_line``."""
+    _typed[:] = [str(a) for a in argv]
+
+
+def command_line() -> str:
+    """The command as typed, quoted for a shell: 'export m.pt --data d --arch x ...' (what a log's first line says)."""
+    import shlex
+    import sys
+
+    return shlex.join(_typed or sys.argv[1:])

@@ -43,7 +43,7 @@ def export(
 ):
     """Export a model to ONNX / TFLite as compress does, re-check every file in its runtime on the test split."""
     from toolchain import __version__
-    from toolchain.cli import command_line
+    from toolchain.cli.arguments import command_line
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.export.standalone import ExportRequest, export_model
     from toolchain.output_paths import check_output_dir
