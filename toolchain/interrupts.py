@@ -28,6 +28,7 @@ _consoles: list[int] = []  # the user's own stderr while fd 2 goes elsewhere (a 
 
 
 _active: list = []  # the Watcher of the command that runs (one at a time in a process)
+_saying_so: list = []  # inside writing_after_stop: files that say the command stopped are written after the stop
 _hup_ignored: list[bool] = []  # decided once, before cwtool's handlers take the signals
 
 
@@ -41,7 +42,6 @@ def stop_signals() -> tuple[int, ...]:
     if not _hup_ignored:
         _hup_ignored.append(signal.getsignal(hup) is signal.SIG_IGN)
     return (signal.SIGINT, signal.SIGTERM) + (() if _hup_ignored[0] else (hup,))
-_saying_so: list = []  # inside writing_after_stop: files that say the command stopped are written after the stop
 
 
 def raise_if_stopped() -> None:

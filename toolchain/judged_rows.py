@@ -30,6 +30,7 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
     from toolchain.data.rows import is_pool_npz, load_rows
 
     too_small = None  # a class of a CSV or folder too small to split, where its rows are judged whole
+    is_csv = str(data).strip().lower().endswith(".csv")
     if split in ("auto", "all") and is_pool_npz(data):
         if resize is not None or normalize not in (None, "auto") or color is not None or image_size is not None:
             raise UserError(f"--resize, --normalize, --color and --image-size only apply to an ImageFolder folder, not to --data "
@@ -54,10 +55,9 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
         try:
             dataset = load_data(data, **options)
         except SmallClassError as exc:  # a compress run's --test folder may hold a class of 2: judged whole, it needs no split
-            if split not in ("auto", "all") or not (Path(data).is_dir() or str(data).strip().lower().endswith(".csv")):
+            if split not in ("auto", "all") or not (Path(data).is_dir() or is_csv):
                 raise
             dataset, too_small = load_data(data, **options, small_classes_ok=True), exc
-    is_csv = str(data).strip().lower().endswith(".csv")
     if split == "auto" and baseline_n is not None and (Path(data).is_dir() or is_csv) \
             and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
         split = "all"  # a baseline measured on every row of the file or folder: a compress run's --test, judged again

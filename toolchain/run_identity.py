@@ -83,8 +83,8 @@ def _defining_file(arch: str) -> Path | None:
         return None
     import toolchain  # cwtool's own classes: its code is recorded as its version (a note on resume, not another run)
 
-    own = Path(toolchain.__file__).resolve().parent
-    return None if Path(source).resolve().is_relative_to(own) else Path(source).resolve()
+    source = Path(source).resolve()
+    return None if source.is_relative_to(Path(toolchain.__file__).resolve().parent) else source
 
 
 def _module_and_class_sha256(arch: str) -> tuple[str, str] | None:

@@ -92,22 +92,20 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
     from toolchain.data.seen_sample import fingerprints, fitted_counts, read_seen_sample
 
     shown = distinct_names([path for path, _, _ in opened])
-    samples = [(name, sample, _names_for(runner, rows)) for (path, runner, _), name in zip(opened, shown)
-               if (sample := read_seen_sample(recorded_value(runner, "seen_rows"))) is not None
-               and not _ordered_otherwise(runner, rows)]  # the class-order refusal names the cause: let it speak
-    unrecorded = [name for (_, runner, _), name in zip(opened, shown) if _made_by_cwtool(runner)
-                  and read_seen_sample(recorded_value(runner, "seen_rows")) is None]
+    recorded = [(name, runner, read_seen_sample(recorded_value(runner, "seen_rows"))) for (_, runner, _), name in zip(opened, shown)]
+    samples = [(name, sample, _names_for(runner, rows)) for name, runner, sample in recorded
+               if sample is not None and not _ordered_otherwise(runner, rows)]  # the class-order refusal names the cause
+    unrecorded = [name for name, runner, sample in recorded if sample is None and _made_by_cwtool(runner)]
+    said = []
     if unrecorded:  # a file of an older cwtool passed on the very rows it was trained on, and nothing was said
         one = len(unrecorded) == 1
-        said_first = [f"{', '.join(unrecorded[:3])}{' and others' if len(unrecorded) > 3 else ''} "
-                      f"{'records' if one else 'record'} no sample of the rows {'its model was' if one else 'their models were'} "
-                      "trained or tuned on that verify can match (an older cwtool's file, or one whose model's training "
-                      "rows cwtool was not told or could not sample), so whether --data holds them is not checked: judge "
-                      "rows the model never saw"]
-    else:
-        said_first = []
+        said.append(f"{', '.join(unrecorded[:3])}{' and others' if len(unrecorded) > 3 else ''} "
+                    f"{'records' if one else 'record'} no sample of the rows {'its model was' if one else 'their models were'} "
+                    "trained or tuned on that verify can match (an older cwtool's file, or one whose model's training "
+                    "rows cwtool was not told or could not sample), so whether --data holds them is not checked: judge "
+                    "rows the model never saw")
     if not samples:
-        return rows, said_first
+        return rows, said
     chosen = req.split == "auto" and base_n is None  # the rows are cwtool's choice, not the user's or a baseline's
     printed: dict = {}  # fingerprints of a set of rows under a list of class names, computed once for every file
 
@@ -125,7 +123,7 @@ def rows_not_fitted(req, base_n: int | None, rows: dict, opened: list, load) -> 
         except UserError:  # a split cwtool cannot draw from --data (a class of two rows): not one to advise or narrow to
             return None
 
-    said, every = said_first, None
+    every = None
     whole_pool = rows["split"] == "all" and rows.get("seed") is None and is_pool_npz(req.data)
     if chosen and whole_pool:
         holding = [(s, names) for _, s, names in samples if _fitted_data(counts(s, names, rows))]

@@ -231,9 +231,9 @@ def _check_scale(x, dataset: Dataset, flag: str, given: str) -> None:
 
     here = largest_value(x)
     pre = dataset.preprocessing
-    if pre.color and pre.scale:  # an image folder: pixels times the scale, normalized: a range known without decoding any
-        ranges = [(0.0, 255.0 * pre.scale)]
-        there = max(max(abs(lo - m), abs(hi - m)) / s for lo, hi in ranges for m, s in zip(pre.mean or [0.0], pre.std or [1.0]))
+    if pre.color and pre.scale:  # an image folder: pixels 0..255 times the scale, normalized: known without decoding any
+        top = 255.0 * pre.scale
+        there = max(max(abs(m), abs(top - m)) / s for m, s in zip(pre.mean or [0.0], pre.std or [1.0]))
     else:
         there = largest_value(dataset.x_train)
     if not (here and there and math.isfinite(there)) or here / there < SCALE_APART:  # dark images reach little: no scale

@@ -44,10 +44,16 @@ class SafeConsole(Console):
         try:
             super()._check_buffer()
         except OSError as exc:
-            if exc.errno not in (errno.EIO, errno.ENXIO):
+            if not reader_gone(exc):
                 raise
             del self._buffer[:]
             self.on_broken_pipe()
+
+
+def reader_gone(exc: OSError) -> bool:
+    """Whether a write failed because nobody reads the stream any more: a pipe's reader went away (`| head`), or a
+    terminal did (EIO, ENXIO: its window closed)."""
+    return isinstance(exc, BrokenPipeError) or exc.errno in (errno.EIO, errno.ENXIO)
 
 
 def quiet_broken_stream(stream) -> None:
@@ -191,6 +197,6 @@ def print_markdown(text: str) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
     except OSError as exc:  # `| head`: the reader has what it wanted; a terminal gone (EIO): nobody reads it
-        if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EIO, errno.ENXIO):
+        if not reader_gone(exc):
             raise
         quiet_broken_stream(sys.stdout)
