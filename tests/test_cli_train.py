@@ -590,3 +590,19 @@ def test_the_training_lock_is_on_the_log_the_path_names(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="is being trained by another cwtool process"):
         command._hold_log(log, tmp_path / "m.pt")
     RunDir.release(held[0])
+
+
+def test_a_long_epoch_says_how_far_its_batches_are(tmp_path, monkeypatch, capsys):
+    """An epoch of 20,000 images of 224 px on a CPU takes an hour: its log said nothing until the epoch's end."""
+    from toolchain.report import pace
+
+    rows = _rows(tmp_path / "rows.npz", n=400)
+    monkeypatch.setattr(pace, "PACE_SECONDS", 0.0)  # every batch is "long"
+    code, _, err = run_cli(["train", *MLP3, "--epochs", "2", "--batch-size", "32", "--data", rows, "--out", tmp_path / "m.pt"],
+                           capsys)
+    assert code == 0, err
+    log = (tmp_path / "m.pt.log").read_text()
+    steps = re.findall(r"training mlp, epoch (\d)/2: (\d+) of (\d+) batches \([\d.]+ s, about [\d.]+ s to go\)", log)
+    assert {s[0] for s in steps} == {"1", "2"} and len({s[2] for s in steps}) == 1, log
+    assert [int(s[1]) for s in steps if s[0] == "1"] == list(range(1, int(steps[0][2]))), log  # the last one is the epoch's end
+    assert log.index("epoch 1/2: 1 of") < log.index("epoch 1/2 done") < log.index("epoch 2/2: 1 of"), log

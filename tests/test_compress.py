@@ -273,8 +273,11 @@ class _Killed(Exception):
 
 
 @pytest.mark.parametrize("increase_weight", [0.0, 1.0])  # 1.0: round 3 needs round 2's start weights back from disk
-def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digits_dataset, tmp_path, increase_weight):
+def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digits_dataset, tmp_path, increase_weight, monkeypatch):
+    from toolchain.report import pace as pace_module
+
     _, dense = trained_digits
+    monkeypatch.setattr(pace_module, "PACE_SECONDS", 0.0)  # every batch of a round says how far its epoch is
     config = PruneConfig(keep_params=0.2, rate=0.5, epochs=2, seed=1, device="cpu", max_accuracy_drop=0.5, increase_weight=increase_weight,
                          confidence=0.5, max_fn_increase=2)  # resume mechanics: a promise 27 threes back in every round
     whole_lines, recorded = [], []
@@ -285,6 +288,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(trained_digits, digi
     assert [line.split(" to go")[0] for line in to_go] == ["rounds 2-3", "round 3"][:len(whole.tickets) - 1], recorded
     assert all(re.search(r"about [\d.]+ (s|min) at round \d's pace", line) for line in to_go), to_go
     assert sum("retrain: epoch 1/2 done (" in line for line in recorded) == len(whole.tickets)
+    assert any(re.match(r"round 1/3 retrain, epoch 2/2: 1 of \d+ batches \(", line) for line in recorded), recorded
     assert re.match(r"pruning: rounds 1-3, 2 epochs each, on cpu \((bf16 autocast|fp32)\), to 20% of", whole_lines[0])
     assert "class 3 FN <=" in whole_lines[0]
 

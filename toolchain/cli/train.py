@@ -132,7 +132,7 @@ def train(
 
         with progress_bar(console) as progress:
             run_train(model, dataset.x_train, dataset.y_train, config, device=torch_device, progress=progress, description=f"training {arch}",
-                      on_epoch_end=epoch_done, epoch_losses=losses)
+                      on_epoch_end=epoch_done, epoch_losses=losses, say_pace=log.progress)
         model = model.cpu().eval()
         val_logits = predict_logits(model, dataset.x_val)
         score = evaluate_logits(dataset.y_val, val_logits, [0], num_outputs)

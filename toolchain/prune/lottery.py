@@ -265,7 +265,9 @@ class LotteryPruner:
 
             tcfg = self.train_config(cfg.epochs, cfg.lr, cfg.seed * 1000 + r)
             start_state = weights_copy(start_model) if cfg.increase_weight else None
-            trained = train(start_model, self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device, progress=self.progress, description=f"round {r}/{rounds} retrain", on_epoch_end=on_epoch_end)
+            trained = train(start_model, self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
+                            progress=self.progress, description=f"round {r}/{rounds} retrain", on_epoch_end=on_epoch_end,
+                            say_pace=self.record)
             if "model" in snapshot:
                 rewind_model, rewind_survivors = snapshot["model"], {k: list(v) for k, v in new_survivors.items()}
 
@@ -356,7 +358,8 @@ class LotteryPruner:
                     self._dual_step(m, loss)
 
             model = train(copy.deepcopy(ticket.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
-                          progress=self.progress, description=f"final fine-tuning of round {ticket.round}", on_epoch_end=after_epoch)
+                          progress=self.progress, description=f"final fine-tuning of round {ticket.round}", on_epoch_end=after_epoch,
+                          say_pace=self.record)
             tuned = self.judged(replace(ticket, model=model))
             self.files.save_final(tuned, cfg.final_epochs)
         self.log(f"final fine-tuning ({cfg.final_epochs} epochs): " + round_line(tuned, self.dense_params))

@@ -52,7 +52,7 @@ def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
         tcfg = pruner.train_config(cfg.epochs, cfg.lr, cfg.seed * 1000 + r)
         start_state = weights_copy(model) if cfg.increase_weight else None
         train(model, pruner.dataset.x_train, pruner.dataset.y_train, tcfg, loss_fn=loss, after_step=apply, device=pruner.device,
-              progress=pruner.progress, description=f"round {r}/{rounds} retrain")
+              progress=pruner.progress, description=f"round {r}/{rounds} retrain", say_pace=pruner.record)
         nonzero = int(sum(int(mask.sum()) for mask in masks.values()))
         dense_rest = pruner.dense_params - total
         raw, at_op, _, offsets = pruner.evaluate(model)

@@ -59,19 +59,21 @@ class RowPace:
     """"model_int8.tflite: 4,096 of 20,000 rows (2 min, about 8 min to go)": a prediction over many rows (20,000 images of
     224 px on a device's CPU: an hour) says where it is every PACE_SECONDS; one that ends sooner says nothing."""
 
-    def __init__(self, what: str, total: int, unit: str = "rows"):
-        self.what, self.total, self.unit = what, total, unit
+    def __init__(self, what: str, total: int, unit: str = "rows", say=None):
+        """``say``: where the lines go (None: where ``saying_progress`` sends them)."""
+        self.what, self.total, self.unit, self.say = what, total, unit, say
         self.started = self.said = time.perf_counter()
 
     def __call__(self, done: int) -> None:
-        if _say is None or done >= self.total:
+        say = self.say or _say
+        if say is None or done >= self.total:
             return
         now = time.perf_counter()
         if now - self.said < PACE_SECONDS:
             return
         self.said = now
         taken = now - self.started
-        _say(f"{self.what}: {done:,} of {self.total:,} {self.unit} ({duration(taken)}, about {duration(taken / max(done, 1) * (self.total - done))} to go)")
+        say(f"{self.what}: {done:,} of {self.total:,} {self.unit} ({duration(taken)}, about {duration(taken / max(done, 1) * (self.total - done))} to go)")
 
 
 class Clock:
