@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -204,3 +205,17 @@ def test_compress_s_deploy_timing_reads_no_memory(artifacts, monkeypatch):
     onnx = Path(artifacts["onnx"])
     timings = time_files(onnx.parent, [{"path": onnx.name}], threads=1, runs=2)
     assert timings[onnx.name]["memory"]["rss_delta_bytes"] is None and timings[onnx.name]["latency_ms"]["p50"] > 0
+
+
+def test_a_long_bench_says_how_far_it_is(cli_main, artifacts, capsys, monkeypatch):
+    """200 calls of a 224-px net on a device's CPU take minutes a file: bench said nothing until its table."""
+    from toolchain.report import pace
+
+    monkeypatch.setattr(pace, "PACE_SECONDS", 0.0)  # every block is "long"
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", str(artifacts["onnx"]), str(artifacts["tflite"]), "--runs", "30", "--warmup", "1", "--rounds", "3"])
+    captured = capsys.readouterr()
+    assert exc.value.code == 0, captured.err
+    done = [int(n.replace(",", "")) for n in re.findall(r"^bench: ([\d,]+) of 120 timed calls \(", captured.err, re.M)]
+    assert done == [20, 40, 60, 80, 100], captured.err  # after each file's block; the last is the table
+    assert "timed calls" not in captured.out  # stdout keeps the table alone

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import UserError
+from toolchain.report.pace import RowPace
 from toolchain.runtimes.base import check_threads
 
 TIMING_NOTE = (
@@ -178,10 +179,13 @@ def bench_many(
     blocks = [len(b) for b in np.array_split(np.arange(runs), min(rounds, runs))]
     times = [[] for _ in loaded]
     runtime_times = [[] for _ in loaded]
+    pace, done = RowPace("bench", 2 * runs * len(loaded), unit="timed calls"), 0  # a 224-px net on a Pi: a second a call
     for block in blocks:
         for i, (*_, predict, call) in enumerate(loaded):
             times[i].append(_timed(predict, block, 0))
             runtime_times[i].append(_timed(call, block, 0))
+            done += 2 * block
+            pace(done)
     results = []
     for i, (path, info, runner, load_ms, rss_delta, _, _) in enumerate(loaded):
         t, rt = np.concatenate(times[i]), np.concatenate(runtime_times[i])

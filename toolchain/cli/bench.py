@@ -36,6 +36,7 @@ def bench(
     from toolchain.io import json_text, write_named_output
     from toolchain.output_paths import check_json_replaceable, check_output_file
     from toolchain.input_paths import input_paths
+    from toolchain.report.pace import saying_progress
     from toolchain.targets import load_target
 
     if target is not None and not target.strip():  # `--target "$TARGET"` with TARGET unset in CI: not silently no target
@@ -46,7 +47,8 @@ def bench(
     check_json_replaceable(json_out, "bench")
     if macs is not None and target is None:
         raise UserError("--macs feeds the --target latency estimate: give --target too (or drop --macs)")
-    results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)
+    with saying_progress(log_console().print):  # on stderr: 200 calls of a 224-px net on a device's CPU take minutes a file
+        results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)
     table = Table(title=f"cwtool bench: batch 1, {threads} thread(s), {runs} runs after {warmup} warm-up "
                         f"in {results[0]['rounds']} interleaved rounds, this machine")
     table.add_column("artifact", overflow="fold", min_width=22)
