@@ -104,6 +104,7 @@ def test_under_torchrun_a_bad_input_is_said_once_a_machine(rank, local, line):
             raise UserError("no such data")
 
         cli._printable_arguments = refused
+        cli.SILENT_WAIT_S = 0.5  # a silent process's wait: its own test; 30 s a run here
         cli.main(["evaluate"])
     """)
     env = {**os.environ, "RANK": rank, "WORLD_SIZE": "4", "LOCAL_RANK": local}
@@ -127,6 +128,7 @@ def test_under_torchrun_a_bad_input_found_before_joining_is_said_once_a_machine(
             raise UserError("--device 'bogus' is not one cwtool runs on")
 
         cli._printable_arguments = refused
+        cli.SILENT_WAIT_S = 0.5  # a silent process's wait: its own test; 30 s a run here
         cli.main(["evaluate"])
     """)
     env = {**os.environ, "RANK": rank, "WORLD_SIZE": "4", "LOCAL_RANK": local}

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from toolchain.deploy import TIE
+
 
 @pytest.fixture(scope="module")
 def pi4_run(trained_digits, tmp_path_factory):
-    """A fast compress for raspberry-pi-4 on digits (one round): the report, not the ticket, is under test."""
+    """A fast compress for raspberry-pi-4 on digits (one round): the report, not the ticket, is under test (an accuracy
+    budget one epoch reaches: a run outside it names no file to deploy, and the choice went untested)."""
     import contextlib
     import io
 
@@ -24,7 +27,8 @@ def pi4_run(trained_digits, tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exc:
         main(["compress", str(trained_digits[0]), "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
-              "--max-fn-increase", "2", "--confidence", "0.8", "--target", "raspberry-pi-4", "--out", str(out)])
+              "--max-fn-increase", "2", "--confidence", "0.8", "--max-accuracy-drop", "0.5", "--target", "raspberry-pi-4",
+              "--out", str(out)])
     return exc.value.code, out, stdout.getvalue(), stderr.getvalue()
 
 
@@ -91,10 +95,12 @@ def test_every_file_is_timed_and_one_is_named_to_deploy(pi4_run):
     assert all(ms > 0 for ms in deploy["latency_ms"].values())
     (choice,) = deploy["choices"]  # the pi4 profile asks for TFLite files only
     eligible = [a for a in report["artifacts"] if a["gate"]["passed"] and a["fit"]["fits"]]
-    assert (choice["file"] is None) == (not eligible)
-    if eligible:
-        assert choice["file"] in {a["path"] for a in eligible}
-        assert f"deploy (tflite): {choice['file']}" in stderr
+    assert eligible and choice["file"] in {a["path"] for a in eligible}, report["gate"]
+    assert f"deploy (tflite): {choice['file']}" in stderr
+    # the fastest on the target by its estimate, or a smaller file within TIE of it
+    estimate = {a["path"]: a["fit"]["estimated_latency"]["estimate_ms"] for a in eligible}
+    near = [a for a in eligible if estimate[a["path"]] <= min(estimate.values()) * (1 + TIE)]
+    assert choice["file"] == min(near, key=lambda a: (a["bytes"], estimate[a["path"]]))["path"], (estimate, choice)
     md = (out / "report.md").read_text()
     assert "## Which file to deploy" in md and f"{deploy['runs']} calls per file" in md
     assert report["seconds"]["timing the files"] > 0
@@ -108,8 +114,7 @@ def test_compress_log_has_every_progress_line_time_stamped_and_the_seconds(pi4_r
     text = "\n".join(stamp.sub("", line) for line in lines)
     assert "round 1:" in text and "round 1:" in stderr  # the console's round line, in the file too
     # each epoch's end, in the file and, the console being a pipe here, on it too: a CI log shows where a run is
-    rounds = int(re.search(r"^round 1/(\d+) retrain", text, re.M).group(1))
-    assert rounds == 1 or re.search(r"^rounds? 2(-\d+)?( and the final fine-tuning)? to go: about [\d.]+ (s|min) at round 1's pace", text, re.M)
+    # (what is left after each round: test_compress.py's resume test, of three rounds; this run has one)
     assert re.search(r"^round 1/\d+ retrain: epoch 1/\d+ done \([\d.]+ (s|min) an epoch(, about [\d.]+ (s|min) to go)?\)$", text, re.M)
     assert re.search(r"^round 1/\d+ retrain: epoch 1/\d+ done ", stderr, re.M)
     assert text.splitlines()[0].startswith("cwtool ") and "data: digits" in text
