@@ -18,6 +18,7 @@ from toolchain.models.loading import load_model
 from toolchain.models.profile import count_macs, count_params
 from toolchain.prune import lottery
 from toolchain.prune.lottery import LotteryPruner
+from toolchain.prune.schedule import n_rounds
 from clirun import one_line_error, run_cli
 
 
@@ -1196,3 +1197,23 @@ def test_the_largest_seed_compress_takes_runs(trained_digits, tmp_path, capsys):
                             "--epochs", "1", "--seed", "2147483647", "--skip-export", "--out", tmp_path / "r"], capsys)
     assert code in (0, 1) and "internal error" not in err, err
     assert json.loads((tmp_path / "r" / "report.json").read_text())["config"]["seed"] == 2147483647
+
+
+def test_rounds_stop_once_nothing_is_left_to_prune(digits_dataset, tmp_path):
+    """A width-2 net at --keep-params 1e-9: rounds 2 to 30 each retrained the same 53 parameters (the model drifting: FP
+    164 -> 129) before the run ended."""
+    from toolchain.models import registry
+    from toolchain.models.train import TrainConfig, seed_everything, train
+
+    seed_everything(0)
+    dense = registry.create("digits-cnn", width=2)
+    train(dense, digits_dataset.x_train, digits_dataset.y_train, TrainConfig(epochs=3, lr=3e-3, batch_size=64, seed=0))
+    config = PruneConfig(keep_params=1e-9, rate=0.5, epochs=1, seed=0, device="cpu", max_accuracy_drop=1.0, confidence=0.5,
+                         max_fn_increase=100)
+    lines = []
+    result = LotteryPruner(dense.eval(), digits_dataset, [3], config, run_dir=tmp_path / "run", log=lines.append).run()
+    stop = [line for line in lines if "nothing left to prune" in line]
+    assert len(stop) == 1 and len(result.tickets) < n_rounds(config.for_target(None).effective()), lines
+    last = result.tickets[-1]
+    assert stop[0].startswith(f"round {last.round + 1}: nothing left to prune (round {last.round}'s {last.params:,} params"), stop
+    assert last.round == 1 or result.tickets[-2].params > last.params  # every round kept removed something

@@ -388,3 +388,43 @@ def test_auc_ranks_a_confident_models_scores_where_the_softmax_rounds_to_one():
     moderate = rng.normal(size=(500, 4)) * 3  # where the softmax is distinct, the same order (and the same log)
     for c in range(4):
         np.testing.assert_allclose(log_softmax_of(moderate, c), np.log(softmax(moderate)[:, c]), atol=1e-12)
+
+
+def test_above_100_classes_the_counts_are_the_matrix_s_without_making_it(monkeypatch):
+    """100,000 classes sized an 80 GB confusion matrix the report does not hold: the counts come from the labels alone."""
+    from toolchain import metrics
+
+    rng = np.random.default_rng(0)
+    y, logits = rng.integers(0, 150, 3_000), rng.normal(size=(3_000, 150))
+    logits[np.arange(0, 3_000, 2), y[::2]] += 3  # half of the rows right
+    ours = metrics.per_class_of_labels(y, logits.argmax(1), 150)
+    full = metrics.per_class(metrics.confusion_matrix(y, logits.argmax(1), 150))
+    for key in full:
+        np.testing.assert_array_equal(ours[key], full[key], err_msg=key)
+
+    def no_matrix(*args):
+        raise AssertionError("a confusion matrix was made")
+
+    made = metrics.evaluate_logits(y, logits, [3, 7], 150)
+    monkeypatch.setattr(metrics, "confusion_matrix", no_matrix)
+    big = metrics.evaluate_logits(y, logits, [3, 7], 150)
+    assert big["confusion"] is None and made["confusion"] is None and big == made
+    cells = {str(a): {str(b): int(np.sum((y == a) & (logits.argmax(1) == b))) for b in (3, 7)} for a in (3, 7)}
+    assert big["confusion_protected"] == cells and big["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == y))
+    with pytest.raises(metrics.UserError, match="labels outside 0..149"):
+        metrics.evaluate_logits(np.r_[y[:-1], 150], logits, [3], 150)
+
+
+def test_non_finite_logits_are_counted_and_named_as_they_are():
+    """A log of an underflowing softmax gave -inf: "scores contain NaN", naming neither the kind, nor the rows, nor how many."""
+    from toolchain.evaluate import detection_problem
+
+    y = np.arange(40) % 2
+    z = np.eye(2)[y] * 3.0
+    z[[5, 9, 30], 0] = -np.inf
+    with pytest.raises(UserError, match=r"^the model's logits are infinite on 3 of 40 rows of the validation split \(the "
+                                        r"first: row 5\).*underflows gives -inf"):
+        detection_problem(z, y, [1], ["a", "b"], where="the validation split")
+    z[7, 1] = np.nan
+    with pytest.raises(UserError, match=r"^the model's logits are NaN and infinite on 4 of 40 rows \(the first: row 5\)"):
+        M.evaluate_logits(y, z, [1])

@@ -175,14 +175,26 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
         made = promise_section(result, ticket, config)
         return made if whole else made["statement"]
 
-    vacuous = promise_section(SimpleNamespace(budget_met=True, dense={"val": {"accuracy": 0.98}}), SimpleNamespace(
-        val={"promise": {"3": {"n": 1, "n_new": 1, "fn": 1, "dense_fn": 0, "b": 1, "c": 0, "confidence": 1.0, "confidence_target": 0.95,
-                               "budget": 1, "margin_fn": 0, "fp": 0, "fp_plain": 0},
-                         "5": {"n": 40, "n_new": 40, "fn": 2, "dense_fn": 2, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
-                               "budget": 2, "margin_fn": 2, "fp": 0, "fp_plain": 0}}, "accuracy": 0.97}, round=1),
-        SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=1, keep_params=0.5, rate=0.5))["statement"]
-    assert "(a budget of 1 allows missing all 1: it promises nothing about this class)" in vacuous, vacuous
+    def kept(per_class):
+        return promise_section(SimpleNamespace(budget_met=True, dense={"val": {"accuracy": 0.98}}), SimpleNamespace(
+            val={"promise": per_class, "accuracy": 0.97}, round=1),
+            SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=1, keep_params=0.5, rate=0.5))
+
+    five = {"n": 40, "n_new": 40, "fn": 2, "dense_fn": 2, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
+            "budget": 2, "margin_fn": 2, "fp": 0, "fp_plain": 0}
+    made = kept({"3": {"n": 1, "n_new": 1, "fn": 1, "dense_fn": 0, "b": 1, "c": 0, "confidence": 1.0, "confidence_target": 0.95,
+                       "budget": 1, "margin_fn": 0, "fp": 0, "fp_plain": 0}, "5": five})
+    vacuous = made["statement"]
+    assert "(a budget of 1 allows missing all 1 samples of the class on new data: it promises nothing about this class)" in vacuous, vacuous
     assert vacuous.count("promises nothing") == 1 and "all 2 together with probability at least 0.960" in vacuous, vacuous
+    # said beside the probability too, not in the statement alone: report.md and the console showed "probability 1.000"
+    assert made["empty"].startswith("the promise says nothing about this class (class 3: a budget of 1 allows") and "class 5" not in made["empty"]
+    assert "class 5: 40" in made["few_samples"] and "class 3" not in made["few_samples"]  # class 3's 1 sample: empty, not few
+    # a dense model that misses all 9 of the class (too few for compress's refusal, from 10): no more missed is no protection
+    blind = kept({"3": {"n": 9, "n_new": 9, "fn": 9, "dense_fn": 9, "b": 0, "c": 0, "confidence": 1.0, "confidence_target": 0.95,
+                        "budget": 1, "margin_fn": 1, "fp": 0, "fp_plain": 0}})
+    assert "the dense model misses all 9 samples of the class here" in blind["empty"] and "few_samples" not in blind, blind
+    assert "few_samples" in kept({"5": five}) and "empty" not in kept({"5": five})
     at_ceiling = section(b=0, dense_fn=0)
     assert at_ceiling.endswith("lower --confidence, raise --max-fn-increase or give more validation data (where the dense model "
                                "misses some, an offset can catch them)") and "0.770" in at_ceiling, at_ceiling
@@ -675,3 +687,16 @@ def test_reachable_confidence_keeps_to_the_floor():
     free = PromiseGuard(y, y, [1], 0, 0.999).reachable(logits, {1: 0.0}, accuracy_at_zero + 0.1)
     floored = PromiseGuard(y, y, [1], 0, 0.999, floor=0.0).reachable(logits, {1: 0.0}, accuracy_at_zero + 0.1)
     assert free[1] is not None and floored[1] is None, (free, floored)
+
+
+def test_a_confidence_near_1_is_said_as_given_not_rounded_to_1():
+    """--confidence 0.9999999999 was said as "--confidence 1 cannot be backed": a value the flag refuses."""
+    from types import SimpleNamespace
+
+    from toolchain.compress_inputs import unreachable_confidence
+
+    y = np.r_[np.zeros(50, int), np.ones(30, int)]
+    logits = np.eye(2)[y] * 4.0
+    lines = unreachable_confidence(logits, y, [1], ["0", "1"], SimpleNamespace(confidence=0.9999999999, max_fn_increase=0))
+    assert lines and lines[0].startswith("warning: --confidence 0.9999999999 cannot be backed for protected class 1"), lines
+    assert unreachable_confidence(logits, y, [1], ["0", "1"], SimpleNamespace(confidence=0.9, max_fn_increase=5)) == []

@@ -1676,8 +1676,11 @@ def test_a_model_whose_probe_runs_out_of_memory_is_told_so(monkeypatch):
     from toolchain import limits
 
     monkeypatch.setattr(limits, "available_memory", lambda: (1 << 30, "test limit"))
-    with pytest.raises(UserError, match=r"a 100,000 x 100,000 confusion matrix .*one output per class"):
-        check_output_width(100_000, np.array([0, 99_999] * 21), None, "the model")
+    # 100,000 classes make no confusion matrix (reported up to 100): its 80 GB had been sized, and the model refused with
+    # "give a model with one output per class", which it was
+    check_output_width(100_000, np.array([0, 99_999] * 21), None, "the model")
+    with pytest.raises(UserError, match=r"2,100 rows x 100,000 outputs .*use fewer rows"):
+        check_output_width(100_000, np.array([0, 99_999] * 1_050), None, "the model")
 
 
 def test_an_image_size_the_models_layers_do_not_take_names_the_size_flags():
@@ -2114,6 +2117,11 @@ def test_evaluate_says_when_a_model_outputs_probabilities(tmp_path, capsys):
     code, _, err = run_cli(["compress", tmp_path / "w.pt", "--arch", f"{tmp_path / 'soft.py'}:Soft", "-d", "digits", "-p", "3",
                             "--out", tmp_path / "run"], capsys)
     assert code == 2 and "probabilities summing to 1" in err, err
+    # export converts any model, and its files give what the model gives: said, not refused (it said nothing)
+    code, _, err = run_cli(["export", tmp_path / "w.pt", "--arch", f"{tmp_path / 'soft.py'}:Soft", "-d", "digits", "-p", "3",
+                            "--format", "onnx", "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
+    assert code in (0, 1) and "warning: the model's outputs are probabilities summing to 1" in err, err
+    assert "warning: the model's outputs are probabilities" in (tmp_path / "ex" / "export.log").read_text()
 
 
 @pytest.mark.parametrize("name, argv", [

@@ -340,7 +340,8 @@ def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, 
     code, _, err = cli([art["good"], "--data", pool, "-p", PROT, "--baseline", tmp_path / "r.json", "--json", out, "-q"], capsys)
     res = json.loads(out.read_text())
     assert code == 0 and res["data"]["split"] == "test" and res["data"]["n"] == len(yt) < 3 * len(art["y"])
-    assert res["artifacts"][0]["gate"]["checks"][0]["mcnemar_p"] == 1.0 and not res["notes"]
+    assert res["artifacts"][0]["gate"]["checks"][0]["mcnemar_p"] == 1.0
+    assert [n for n in res["notes"] if not n.startswith("the promise's probabilities rest on fewer than 60")] == [], res["notes"]
     # another --seed: other rows, refused naming both splits (the seed was the difference, and was not said)
     code, _, err = cli([art["good"], "--data", pool, "-p", PROT, "--baseline", tmp_path / "r.json", "--seed", "1", "-q"], capsys)
     assert code == 2 and "the baseline's: the test split of pool, split seed 0; these: the test split of " in err, err
@@ -1528,3 +1529,22 @@ def test_a_usage_error_removes_the_rows_an_earlier_run_saved(art, capsys, tmp_pa
     code, _, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--save-rows", kept, "-q"], capsys)
     code, _, err = cli([art["good"], "--data", kept, "-p", PROT, "--save-rows", kept, "--max-fn-increase", "abc"], capsys)
     assert code == 2 and kept.is_file(), err
+
+
+def test_a_promise_that_says_nothing_or_rests_on_few_samples_is_said():
+    """verify stated "probability 1.000" from 1 sample of the class, with a budget that allowed missing it, and nothing else."""
+    from toolchain.verify import _promise_notes
+
+    def entry(name, **classes):
+        return {"name": name, "promise": {k.removeprefix("c"): {"b": 0, "c": 0, "confidence": 1.0, **v} for k, v in classes.items()}}
+
+    names = [str(k) for k in range(10)]
+    names[3] = "three"
+    notes = _promise_notes([entry("a.onnx", c3={"n": 1, "budget": 2, "baseline_fn": 0}, c5={"n": 40, "budget": 0, "baseline_fn": 1}),
+                            entry("b.tflite", c3={"n": 9, "budget": 0, "baseline_fn": 9}, c5={"n": 60, "budget": 0, "baseline_fn": 1})],
+                           names)
+    assert notes[0].startswith("a.onnx, class 3 (three): a budget of 2 allows missing all 1 samples of the class on new data"), notes
+    assert notes[1].startswith("b.tflite, class 3 (three): the baseline misses all 9 samples of the class here"), notes
+    assert "the promise says nothing about the class" in notes[0] and len(notes) == 3, notes
+    assert notes[2].startswith("the promise's probabilities rest on fewer than 60 samples of a class here (class 5: 40)"), notes
+    assert _promise_notes([entry("c.onnx", c5={"n": 60, "budget": 1, "baseline_fn": 3})], names) == []

@@ -164,7 +164,7 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
                 fixes.append("more validation data")
             either = " or ".join(fixes) if len(fixes) <= 2 else f"{', '.join(fixes[:-1])} or {fixes[-1]}"
             lines.append(
-                f"warning: --confidence {config.confidence:g} cannot be backed for protected class {k}"
+                f"warning: --confidence {config.confidence:.12g} cannot be backed for protected class {k}"
                 + (f" ({one_line(class_names[k])[:60]})" if class_names[k] != str(k) else "") + ": "
                 f"validation holds {n} of its samples and the dense model misses {dense_fn}, so even a model that misses none it "
                 f"catches and catches every one it misses reaches {ceiling:.3f} at --max-fn-increase {config.max_fn_increase:g} "

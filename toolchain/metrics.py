@@ -74,6 +74,12 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     p = _labels(y_pred, "y_pred")
     if t.shape != p.shape:
         raise UserError(f"y_true and y_pred differ in length ({t.size} vs {p.size})")
+    k = _class_count(num_classes, t, p)
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def _class_count(num_classes: int, t: np.ndarray, p: np.ndarray) -> int:
+    """``num_classes``, checked against the true and the predicted labels."""
     k = int(num_classes)
     if k < 1:
         raise UserError(f"num_classes must be at least 1, got {k}")
@@ -83,7 +89,7 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
                 f"{name} has labels outside 0..{k - 1} (min {a.min()}, max {a.max()}); "
                 "check that the data and the model have the same classes"
             )
-    return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
+    return k
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -104,12 +110,21 @@ def per_class(cm) -> dict:
     cm = np.asarray(cm, dtype=np.int64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise UserError(f"confusion matrix must be square, got shape {cm.shape}")
-    tp = np.diag(cm).copy()
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
+    return _counts(np.diag(cm).copy(), cm.sum(axis=1), cm.sum(axis=0))
+
+
+def per_class_of_labels(y_true, y_pred, num_classes: int) -> dict:
+    """``per_class`` without the K x K matrix (100,000 classes: 80 GB of it): from the labels' own counts."""
+    t, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
+    k = _class_count(num_classes, t, p)
+    return _counts(np.bincount(t[t == p], minlength=k).astype(np.int64), np.bincount(t, minlength=k).astype(np.int64),
+                   np.bincount(p, minlength=k).astype(np.int64))
+
+
+def _counts(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> dict:
     fn = support - tp
     fp = predicted - tp
-    tn = cm.sum() - tp - fp - fn
+    tn = support.sum() - tp - fp - fn
     return {
         "tp": tp,
         "fp": fp,
@@ -182,6 +197,20 @@ def _protected_list(protected, k: int) -> list[int]:
     return out
 
 
+def check_finite_logits(logits: np.ndarray, where: str | None = None) -> None:
+    """A UserError naming how many rows give NaN or infinite logits, and the first ("scores contain NaN" had named a
+    NaN where a log of an underflowing softmax gave -inf, and neither the rows nor how many)."""
+    z = np.asarray(logits)
+    if np.isfinite(z).all():
+        return
+    bad = ~np.isfinite(z.reshape(len(z), -1)).all(axis=1)
+    first = int(np.flatnonzero(bad)[0])
+    kinds = " and ".join(kind for kind, found in (("NaN", np.isnan(z).any()), ("infinite", np.isinf(z).any())) if found)
+    raise UserError(f"the model's logits are {kinds} on {int(bad.sum()):,} of {len(z):,} rows{f' of {where}' if where else ''} "
+                    f"(the first: row {first}): cwtool "
+                    "needs finite logits; check the model (a log of a softmax that underflows gives -inf) and its inputs")
+
+
 def nonfinite_rows(logits) -> int:
     """How many rows of ``logits`` (n, ...) hold a NaN or an infinity."""
     z = np.asarray(logits, dtype=np.float64)
@@ -204,16 +233,18 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
         raise UserError(f"labels and logits differ in length ({y.size} vs {z.shape[0]})")
     if y.size == 0:
         raise UserError("nothing to evaluate: the data split is empty")
-    if not np.isfinite(z).all():
-        raise UserError("the model produced NaN or infinite logits; check the model and its inputs")
+    check_finite_logits(z)
     k = int(num_classes) if num_classes is not None else int(z.shape[1])
     if z.shape[1] != k:
         raise UserError(f"model outputs {z.shape[1]} classes but num_classes is {k}")
     prot = _protected_list(protected, k)
 
     pred = np.argmax(z, axis=1)
-    cm = confusion_matrix(y, pred, k)
-    pc = per_class(cm)
+    if k <= CONFUSION_MAX_CLASSES:
+        cm = confusion_matrix(y, pred, k)
+        pc = per_class(cm)
+    else:  # the matrix is not reported: not made either
+        cm, pc = None, per_class_of_labels(y, pred, k)
     n = int(y.size)
 
     entries = []
@@ -241,9 +272,10 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
     return {
         "schema_version": SCHEMA_VERSION,
         "n": n,
-        "accuracy": float(np.trace(cm) / n),
-        "confusion": cm.tolist() if k <= CONFUSION_MAX_CLASSES else None,
-        **({} if k <= CONFUSION_MAX_CLASSES else {"confusion_protected": {str(a): {str(b): int(cm[a, b]) for b in prot} for a in prot}}),
+        "accuracy": float(pc["tp"].sum() / n),
+        "confusion": cm.tolist() if cm is not None else None,
+        **({} if cm is not None else {"confusion_protected": {str(a): {str(b): int(np.sum((y == a) & (pred == b))) for b in prot}
+                                                              for a in prot}}),
         "fn_per_class": [int(v) for v in pc["fn"]],
         "fp_per_class": [int(v) for v in pc["fp"]],
         "support_per_class": [int(v) for v in pc["support"]],

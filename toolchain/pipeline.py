@@ -135,6 +135,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         size_goal = shipped_size_goal(result, ticket, config, pruner.kept_whole)
         if not size_goal["met"]:
             log.print(f"size goal not met: {size_goal['statement']}")
+        if promise.get("empty"):
+            log.print(f"warning: {promise['empty']}")
         if not result.budget_met:  # never ship an unguarded point quietly, whatever the test split says
             gate["passed"] = False
             gate["reasons"].insert(0, promise["statement"])

@@ -25,12 +25,25 @@ from __future__ import annotations
 import math
 import numpy as np
 
-__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling"]
+__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling", "empty_promise"]
 
 PRIOR = 0.5  # Jeffreys: half a pseudo-count per cell
 # Below this many validation samples of a class, the confidence averaged over shipped validation draws fell to 0.81-0.92
 # for 0.95 where the ticket ranks the class unlike the dense model (reproduce/fn_promise_regimes.py); from 60 it met 0.95
 SMALL_SPLIT = 60
+
+
+def empty_promise(n: int, reference_fn: int, budget: int, n_new: int | None = None, reference: str = "the dense model") -> str | None:
+    """Why "misses at most the reference's FN + budget" says nothing about a class (None: it says something): the budget
+    allows missing all ``n_new`` samples of new data, or the reference model missed all ``n`` it was judged on (a model
+    that never answers the class: no more missed than all of them). Its probability is then 1, or near it, whatever the
+    shipped model does: said wherever that probability is (a run on 1 and on 9 positives said "probability 1.000" alone)."""
+    n_new = n if n_new is None else n_new
+    if n_new and budget >= n_new:
+        return f"a budget of {budget} allows missing all {n_new} samples of the class on new data"
+    if n and reference_fn >= n:
+        return f"{reference} misses all {n} samples of the class here: missing no more than it is no protection"
+    return None
 
 
 def disagreements(dense_hit: np.ndarray, candidate_hit: np.ndarray) -> tuple[int, int]:

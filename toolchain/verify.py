@@ -20,7 +20,7 @@ from toolchain.baseline import check_baseline, load_baseline
 from toolchain.batch_answers import answers_alone_otherwise, scaled_per_call
 from toolchain.data.labels import declared_names, numbered_apart
 from toolchain.errors import UserError, one_line
-from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP, GATE_MODES, fn_gate
+from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP, GATE_MODES, class_label, fn_gate
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits, nonfinite_rows
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 from toolchain.provenance import artifact_sha256, rows_sha256
@@ -106,10 +106,34 @@ def _promise(gate: dict, evaluation: dict, base_eval: dict | None, max_fn_increa
         k = check["class"]
         # the budget the gate judged by: --max-fnr-increase gives it as a share of these rows, not --max-fn-increase's 0
         budget = max(0, int(check["limit"]) - int(check["baseline_fn"])) if "limit" in check else int(max_fn_increase or 0)
-        out[str(k)] = {"b": check["b"], "c": check["c"], "n": check["support"], "budget": budget,
+        out[str(k)] = {"b": check["b"], "c": check["c"], "n": check["support"], "budget": budget, "baseline_fn": int(check["baseline_fn"]),
                        "confidence": promise_confidence(check["b"], check["c"], check["support"], budget=budget),
                        "fp": fp_here.get(k), "baseline_fp": fp_base.get(k)}
     return out
+
+
+def _promise_notes(entries: list[dict], names: list[str]) -> list[str]:
+    """Where a file's stated probability tells little: a promise that says nothing (the budget allows missing every
+    sample of the class, or the baseline misses them all), or one resting on few samples of the class (a probability
+    from 1 positive was stated as plainly as one from 1,000)."""
+    from toolchain.promise import SMALL_SPLIT, empty_promise
+
+    notes, few = [], {}
+    for e in entries:
+        for k, v in (e.get("promise") or {}).items():
+            label = class_label(int(k), names)
+            why = empty_promise(v["n"], v["baseline_fn"], v["budget"], reference="the baseline")
+            if why:
+                notes.append(f"{e['name']}, {label}: {why}: its probability holds whatever the file does, the promise says "
+                             "nothing about the class")
+            elif v["n"] < SMALL_SPLIT:
+                few[label] = v["n"]
+    if few:
+        counts = ", ".join(f"{label}: {n}" for label, n in few.items())
+        notes.append(f"the promise's probabilities rest on fewer than {SMALL_SPLIT} samples of a class here ({counts}): "
+                     "they can be optimistic, and judge new data of that size only (docs/FN_PROMISE.md); more rows of the "
+                     "class make them more reliable")
+    return notes
 
 
 def _passes_with(gate: dict, fn_budget: int) -> bool:
@@ -329,6 +353,7 @@ def run_verify(req: VerifyRequest) -> dict:
     reasons = [f"{e['name']}: {r}" for e in entries for r in e["gate"]["reasons"]]
     budget = dict(entries[0]["gate"]["budget"]) if entries else {}
     notes += _baseline_run_notes(base, entries, req, max_accuracy_drop)
+    notes += _promise_notes(entries, names)
     if req.keep_rows:
         req.rows_kept.update(x=x, y=y, class_names=names)
     return {

@@ -95,6 +95,8 @@ def _inputs(request: ExportRequest, settings, log):
     the model fails to detect on validation or None)."""
     from toolchain.evaluate import check_model_on_splits, detection_problem
     from toolchain.model_on_data import check_model_fits_data, read_model_and_data
+    from toolchain.models.modes import evaluating
+    from toolchain.prune.preflight import evaluate_warnings
 
     dataset, loaded = read_model_and_data(request, request.seed)
     if loaded.kind == "torchscript":
@@ -113,6 +115,9 @@ def _inputs(request: ExportRequest, settings, log):
     problem = detection_problem(val_logits, dataset.y_val, protected, names, recorded_alike=alike)
     if problem is not None:  # export converts any model; its files are held to it, so it is said, not refused
         log(f"warning: {problem}")
+    with evaluating(loaded.module):  # outputs compress refuses (probabilities, answers not each row's own): said, as evaluate does
+        for line in evaluate_warnings(loaded.module, tuple(dataset.input_shape)):
+            log(f"warning: {line}")
     return dataset, loaded, protected, names, problem
 
 

@@ -221,7 +221,7 @@ class LotteryPruner:
             start = rounds + 1  # the interrupted run had already stopped at a ticket outside the budget
         if start <= rounds:  # the first word in a log while round 1 trains (minutes on a CPU)
             targets = ", ".join(f"{class_label(k, self.dataset.class_names)} FN <= dense + {cfg.max_fn_increase} on new data with probability "
-                                f"{cfg.confidence:g}" for k in self.targets)  # named once: the lines below say "class 7"
+                                f"{cfg.confidence:.12g}" for k in self.targets)  # named once: the lines below say "class 7"
             macs_goal = f" and {cfg.keep_macs:.0%} of {self.dense_macs:,} MACs" if cfg.keep_macs < 1 else ""
             epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"  # "rounds 1-1 of 25 epochs each" read oddly
             which = f"round {start}, {epochs}" if start == rounds else f"rounds {start}-{rounds}, {epochs} each"
@@ -242,6 +242,13 @@ class LotteryPruner:
             mac_share = round_mac_target(cfg, r)
             target_macs = None if mac_share is None else int(mac_share * self.dense_macs)
             local = plan_for_target(graph, scores, int(target), cfg.round_to, target_macs, cfg.allocation)
+            if result.tickets and not any(local.values()):  # every group at its floor: retraining the same size again (29
+                # rounds of a 53-parameter net) buys nothing and drifts the model
+                last = result.tickets[-1]
+                self.log(f"round {r}: nothing left to prune (round {last.round}'s {last.params:,} params, "
+                         f"{last.params / self.dense_params:.1%}, are as few as its channel groups go"
+                         f"{f' at --round-to {cfg.round_to}' if (cfg.round_to or 1) > 1 else ''}); stopping")
+                break
             new_survivors = {k: [orig for pos, orig in enumerate(v) if pos not in set(local.get(k, []))] for k, v in survivors.items()}
             if cfg.rewind == "none" or rewind_model is None:
                 start_model = checked(graph.prune(local), self.example)

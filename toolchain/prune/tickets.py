@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from toolchain.config import PruneConfig
-from toolchain.promise import SMALL_SPLIT
+from toolchain.promise import SMALL_SPLIT, empty_promise
 
 Survivors = dict[str, list[int]]  # group key -> original channel indices still present
 
@@ -90,7 +90,7 @@ def promise_text(t: Ticket) -> str:
     short = {k: v for k, v in t.val.get("promise", {}).items() if not promise_kept(v)}
     if not short:
         return "every protected class keeps its promise"
-    return ", ".join(f"class {k} promise confidence {v['confidence']:.3f} of {v['confidence_target']:g}" for k, v in short.items())
+    return ", ".join(f"class {k} promise confidence {v['confidence']:.3f} of {v['confidence_target']:.12g}" for k, v in short.items())
 
 
 def round_line(t: Ticket, dense_params: int) -> str:
@@ -133,11 +133,22 @@ def _percent(share: float) -> str:
     return f"{share:.0%}" if abs(share * 100 - round(share * 100)) < 0.05 else f"{share:.1%}"
 
 
+def _empty(per_class: dict) -> str | None:
+    """The classes whose promise says nothing, in words; None where every one says something."""
+    why = {k: empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new")) for k, v in per_class.items()}
+    empty = [f"class {k}: {w}" for k, w in why.items() if w]
+    if not empty:
+        return None
+    return (f"the promise says nothing about {'this class' if len(empty) == 1 else 'these classes'} ({'; '.join(empty)}): its "
+            "probability holds whatever the shipped model does; give more validation and test samples of the class, a model "
+            "that detects it, or a smaller --max-fn-increase")
+
+
 def _few_samples(per_class: dict) -> str | None:
-    """A kept promise resting on few validation samples of a class, in words; None where none does (a vacuous promise,
-    a budget as large as the class, says so already)."""
+    """A kept promise resting on few validation samples of a class, in words; None where none does (an empty promise
+    says so already)."""
     few = [f"class {k}: {v['n']}" for k, v in per_class.items()
-           if v.get("n", SMALL_SPLIT) < SMALL_SPLIT and not (v.get("n_new") and v["budget"] >= v["n_new"])]
+           if v.get("n", SMALL_SPLIT) < SMALL_SPLIT and not empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new"))]
     if not few:
         return None
     return (f"with fewer than {SMALL_SPLIT} validation samples of a class ({', '.join(few)}), the stated probability can be "
@@ -179,13 +190,13 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         extra = f" + {v['budget']}" if v["budget"] else ""
         share = f" ({_percent(v['budget'] / v['n_new'])} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
         allowed = f"the {v['dense_fn'] + v['budget']} allowed (the dense model's {v['dense_fn']}{extra})" if v["budget"] else "the dense model's"
-        vacuous = (f" (a budget of {v['budget']} allows missing all {v['n_new']}: it promises nothing about this class)"
-                   if v.get("n_new") and v["budget"] >= v["n_new"] else "")
+        why_empty = empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new"))
+        vacuous = f" ({why_empty}: it promises nothing about this class)" if why_empty else ""
         price = v["fp"] - v["fp_plain"]
         cost = (f"for {price:+d} false positives against the unguarded point" if price >= 0 else
                 f"with {-price} fewer false positives than the unguarded point")  # a budget spent buys FP back
         words.append(f"class {k}: FN <= the dense model's{extra} on new data of {v['n_new']} such samples{share} with probability "
-                     f"{v['confidence']:.3f} (asked {v['confidence_target']:g}){vacuous}; on validation {v['margin_fn']} FN kept in "
+                     f"{v['confidence']:.3f} (asked {v['confidence_target']:.12g}){vacuous}; on validation {v['margin_fn']} FN kept in "
                      f"reserve under {allowed}, {cost}")
     stuck = [k for k, v in per_class.items() if "reachable_confidence" in v and v["reachable_confidence"] is None]
     # each class has its own promise; together they hold at least this often (Bonferroni: no independence assumed)
@@ -223,9 +234,9 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
             why = (f"the validation split is too small or the compression too strong; reachable by the selected round "
                    f"{ticket.round} while validation accuracy stays >= {accuracy_floor:.4f}: {reach}")
         either = f"{', '.join(more[:-1])} or {more[-1]}" if len(more) > 1 else more[0]
-        statement = (f"no ticket keeps the FN promise with confidence {config.confidence:g} within the accuracy budget on validation "
+        statement = (f"no ticket keeps the FN promise with confidence {config.confidence:.12g} within the accuracy budget on validation "
                      f"({why}): {either}")
-    said = {"few_samples": _few_samples(per_class), "competing": _competing(per_class, ticket.val.get("confusion"), ticket.val.get("confusion_protected"))} if met else {}
+    said = {"empty": _empty(per_class), "few_samples": _few_samples(per_class), "competing": _competing(per_class, ticket.val.get("confusion"), ticket.val.get("confusion_protected"))} if met else {}
     return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
             **{key: words for key, words in said.items() if words},
             "round": ticket.round, "classes": per_class, "statement": statement, "binds": binds,

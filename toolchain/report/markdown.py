@@ -75,7 +75,7 @@ def _promise_lines(promise: dict | None) -> list[str]:
                 f"At the unguarded point there {more} than here")  # a budget spent buys FP back
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
-            f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:g}; predicted from the validation counts below, "
+            f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:.12g}; predicted from the validation counts below, "
             f"docs/FN_PROMISE.md). On validation it misses "
             f"{v['fn']} of {v['n']}, {_margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (allowed: the dense model's "
             f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
@@ -85,6 +85,8 @@ def _promise_lines(promise: dict | None) -> list[str]:
     if promise.get("together_confidence") is not None:
         lines.append(f"- all {len(promise['classes'])} classes together: every promise above holds at once with probability at "
                      f"least **{promise['together_confidence']:.3f}** (each class's own is stated above).")
+    if promise.get("empty"):
+        lines.append(f"- **promises nothing**: {promise['empty']}.")
     if promise.get("few_samples"):
         lines.append(f"- **few samples**: {promise['few_samples']}.")
     if promise.get("competing"):
