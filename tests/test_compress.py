@@ -86,8 +86,11 @@ def test_saved_pruned_model_reproduces_reported_test_numbers(compress_run, digit
     report = json.loads((out / "report.json").read_text())
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
     x, y = digits_dataset.split("test")
-    evaluation = evaluate_logits(y, predict_logits(load_model(out / "pruned.pt").module, x), [3])
+    loaded = load_model(out / "pruned.pt")
+    evaluation = evaluate_logits(y, predict_logits(loaded.module, x), [3])
     assert evaluation["fn_per_class"] == shrunk["test"]["fn_per_class"]
+    # whether the run kept its budget: an export of the model names a file to deploy only where the run did
+    assert loaded.extra["run"] == {"budget_met": report["promise"]["met_on_val"], "binds": report["promise"]["binds"]}
 
 
 def test_an_existing_run_dir_of_other_settings_is_not_offered_a_resume(compress_run, trained_digits, capsys):
@@ -1119,10 +1122,10 @@ def test_a_promise_the_validation_split_cannot_back_is_said_before_any_retrainin
     logits = np.where(np.arange(2)[None, :] == y[:, None], 5.0, 0.0)  # the dense model catches all 9
     said = unreachable_confidence(logits, y, [1], ["no", "yes"], PruneConfig(max_fn_increase=1, confidence=0.8))
     assert len(said) == 1 and "reaches 0.702 at --max-fn-increase 1" in said[0] and "validation holds 9" in said[0], said
-    assert said[0].endswith("give --confidence 0.7 or --max-fn-increase 2"), said  # fixes that work: not more data, where
+    assert said[0].endswith("give --confidence 0.7 or --max-fn-increase 2 (a run still going can be stopped now)"), said  # fixes that work: not more data, where
     # the dense model misses none (the ceiling holds at any size), nor a confidence under 0.5
     said = unreachable_confidence(logits, y, [1], ["no", "yes"], PruneConfig())
-    assert said[0].endswith("give --max-fn-increase 4") and "reaches 0.46" in said[0], said
+    assert said[0].endswith("give --max-fn-increase 4 (a run still going can be stopped now)") and "reaches 0.46" in said[0], said
     assert unreachable_confidence(logits, y, [1], ["no", "yes"], PruneConfig(max_fn_increase=1, confidence=0.7)) == []
     # on the console before round 1, and the run goes on to its report (its gate then fails)
     code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",

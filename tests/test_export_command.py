@@ -79,6 +79,10 @@ def test_export_keeps_a_time_stamped_log_of_every_line_it_said(exported):
     text = [stamp.sub("", line) for line in lines]
     assert re.match(r"cwtool \S+ export \S+ --data digits -p 3 --out \S+ --seed 0$", text[0]), text[0]  # every flag, as typed
     assert any(line.startswith("data: digits") for line in text) and text[-1] == f"written: {out} (artifacts/, export.json, export.md, export.log)"
+    from toolchain.report.export_markdown import files_verdict
+
+    verdict = files_verdict(json.loads((out / "export.json").read_text()))  # the log's verdict, the Markdown's headline
+    assert f"finished: {verdict}" in text and f"**{verdict}**" in (out / "export.md").read_text(), text
     said = [line.strip() for line in stderr.splitlines() if line.strip()]
     assert said and all(line in text for line in said if not line.startswith("|")), (said, text)
 
@@ -95,7 +99,7 @@ def test_verify_accepts_the_files_and_their_fn_are_evaluate_s(exported, trained_
     assert code == 0, err
     verified = json.loads((tmp_path / "v.json").read_text())
     assert verified["data"]["rows_sha256"] == evaluated["rows_sha256"] == report["data"]["test_rows_sha256"]
-    assert verified["baseline"]["from"] == "report.baseline.test" and verified["data"]["same_rows_as_baseline"] is True
+    assert verified["baseline"]["from"] == "export.baseline.test: the torch model it exported" and verified["data"]["same_rows_as_baseline"] is True
     assert report["baseline"]["test"]["fn_per_class"] == evaluated["fn_per_class"]  # the reference is evaluate's torch model
     for art, entry in zip(verified["artifacts"], report["artifacts"]):
         assert art["evaluation"]["fn_per_class"] == entry["evaluation"]["fn_per_class"]  # verify re-measures what export did
@@ -433,3 +437,44 @@ def test_an_fp16_file_that_overflows_is_named_not_the_model(tmp_path, capsys):
                             "--data", "digits", "-p", "3", "--format", "tflite", "--precision", "fp16", "--out", tmp_path / "x"], capsys)
     assert code == 2 and "fp16 holds values up to 65,504" in err and "file made from the model" in err, err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("binds, words", [("fn_promise", "did not keep the FN promise on validation"),
+                                          ("accuracy", "did not stay within the accuracy budget on validation")])
+def test_the_model_of_a_failed_compress_run_is_said_so_and_no_file_is_named_to_deploy(trained_digits, tmp_path, capsys, binds, words):
+    """A failed run's pruned.pt, exported: export.md named a file to deploy ("**yes**") that the run had recommended against,
+    nothing said of the run's verdict."""
+    from toolchain.models.loading import load_model, save_checkpoint
+
+    loaded = load_model(trained_digits[0])
+    model = tmp_path / "pruned.pt"
+    save_checkpoint(model, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None,
+                    {"run": {"budget_met": False, "binds": binds}})
+    code, _, err = run_cli(["export", model, "--data", "digits", "-p", "3", "--format", "tflite", "--time-runs", "0",
+                            "--out", tmp_path / "ex"], capsys)
+    report = json.loads((tmp_path / "ex" / "export.json").read_text())
+    assert code in (0, 1) and f"warning: '{model}' is the model of a compress run that {words}" in err, err
+    assert len(report["warnings"]) == 1 and words in report["warnings"][0], report.get("warnings")
+    assert all(c["file"] is None and "no file is recommended here either" in c["why"] for c in report["deploy"]["choices"])
+    assert "**yes**" not in (tmp_path / "ex" / "export.md").read_text()
+    # a run that kept its budget: files named as before
+    save_checkpoint(model, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None, {"run": {"budget_met": True}})
+    code, _, err = run_cli(["export", model, "--data", "digits", "-p", "3", "--format", "tflite", "--time-runs", "0",
+                            "--out", tmp_path / "ok"], capsys)
+    report = json.loads((tmp_path / "ok" / "export.json").read_text())
+    assert "is the model of a compress run" not in err and "warnings" not in report, err
+    assert not any("here either" in c["why"] for c in report["deploy"]["choices"]), report["deploy"]
+
+
+def test_the_export_headline_counts_the_files_that_do_not_match():
+    """"Every file does NOT match the torch model" was said of 1 file in 4."""
+    from toolchain.report.export_markdown import files_verdict
+
+    def report(*passed):
+        return {"artifacts": [{"gate": {"passed": p}} for p in passed], "gate": {"passed": all(passed)}}
+
+    assert files_verdict(report(True, True)) == "Every file matches the torch model"
+    assert files_verdict(report(True, False, True, True)) == "1 of 4 files does NOT match the torch model"
+    assert files_verdict(report(False, False, True)) == "2 of 3 files do NOT match the torch model"
+    assert files_verdict(report(False)) == "The file does NOT match the torch model"
+    assert files_verdict(report(False, False)) == "All 2 files do NOT match the torch model"

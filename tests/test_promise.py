@@ -186,7 +186,7 @@ def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
                        "budget": 1, "margin_fn": 0, "fp": 0, "fp_plain": 0}, "5": five})
     vacuous = made["statement"]
     assert "(a budget of 1 allows missing all 1 samples of the class on new data: it promises nothing about this class)" in vacuous, vacuous
-    assert vacuous.count("promises nothing") == 1 and "all 2 together with probability at least 0.960" in vacuous, vacuous
+    assert vacuous.count("promises nothing") == 1 and "all 2 together: every promise holds at once with probability at least 0.960" in vacuous, vacuous
     # said beside the probability too, not in the statement alone: report.md and the console showed "probability 1.000"
     assert made["empty"].startswith("the promise says nothing about this class (class 3: a budget of 1 allows") and "class 5" not in made["empty"]
     assert "class 5: 40" in made["few_samples"] and "class 3" not in made["few_samples"]  # class 3's 1 sample: empty, not few
@@ -538,8 +538,15 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     promise = {"met_on_val": True, "statement": "", "together_confidence": 0.662,
                "classes": {"3": entry(-2.18, 0, 1), "8": entry(0.0, 4, 2)}}
     text = "\n".join(_promise_lines(promise))
-    assert ("The shipped offset -2.180 on the class's logit lowers its sensitivity: the model's own decisions (no offset) "
-            "miss 2 with 3 false positives on validation.") in text, text
+    assert ("The shipped offsets (this class's -2.180 on its logit, and the other protected classes' on theirs) keep its "
+            "sensitivity: the model's own decisions (no offset) miss 2 with 3 false positives on validation, the shipped ones 2 "
+            "with 0.") in text, text
+    # by what the decisions did, not the offset's sign: another class's offset moved this one's misses from 1 to 0
+    moved = {"met_on_val": True, "statement": "", "classes": {"3": {**entry(-0.19, 0, 1), "fn": 0, "fn_no_offset": 1}}}
+    assert ("The shipped offset -0.190 on the class's logit raises its sensitivity: the model's own decisions (no offset) miss "
+            "1 with 3 false positives on validation, the shipped ones 0 with 0.") in "\n".join(_promise_lines(moved))
+    lowered = "\n".join(_promise_lines({**moved, "classes": {"3": {**entry(-1.0, 0, 1), "fn": 3, "fn_no_offset": 1}}}))
+    assert "lowers its sensitivity" in lowered and "`--keep-sensitivity` keeps at least" in lowered, lowered
     gap = {**promise, "classes": {"3": {**entry(0.021, 3, 3)}}}  # the demo's: a raise that moved no validation decision
     edge = "\n".join(_promise_lines({**promise, "classes": {"3": {**entry(0.0, 3, 3), "b_judged": 3, "c_judged": 1}}}))
     assert "it reads 3 missed and 1 caught" in edge and "reads" not in text, edge  # the demo's 0 and 0 beside 0.458
@@ -550,7 +557,9 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     assert "on the device" not in "\n".join(_promise_lines({**promise, "classes": {"8": entry(0.0, 4, 2)}}))
     assert "At the unguarded point there is 1 more false positive than here" in text and "costs -" not in text, text
     assert "That margin costs +2 false positives" in text
-    assert "every promise above holds at once with probability at least **0.662**" in text, text
+    assert "every promise holds at once with probability at least **0.662**" in text, text
+    nothing = "\n".join(_promise_lines({**promise, "together_confidence": 0.0}))  # "at least 0.000": a 0% chance to a reader
+    assert "no bound on every promise holding at once" in nothing and "0.000" not in nothing, nothing
     old = {"met_on_val": True, "statement": "", "classes": {"3": {k: v for k, v in entry(1.0, 2, 1).items()
                                                                  if k not in ("offset", "fn_no_offset", "fp_no_offset")}}}
     assert "offset" not in "\n".join(_promise_lines(old)) and "together" not in "\n".join(_promise_lines(old))  # an older run's

@@ -220,3 +220,34 @@ def test_fit_verdict_in_words():
     assert fit_sentence(report) == ("target raspberry-pi-4: fits; 1 of 1 files fit (the device's limits only: no file is "
                                     "recommended)") and fit_style(report) == "yellow"
     assert "## Target raspberry-pi-4: fits (the device's limits only: no file is recommended)" in "\n".join(fit_lines(report))
+
+
+def test_a_round_outside_the_budget_says_which_budget_it_missed():
+    """A rounds table row read "FN 0 ... within budget: no": the reason (a confidence of 0.458 against 0.95) was only in
+    compress.log."""
+    from toolchain.report.markdown import render_report
+
+    report = made_up_report()
+    rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
+    rounds[1]["within_budget"] = False
+    rounds[1]["val"]["promise"] = {"3": {"confidence": 0.458, "confidence_target": 0.95}}
+    rounds[2]["within_budget"] = False  # accuracy 0.94 against 0.98 - 0.02
+    rows = [line for line in render_report(report).splitlines() if line.startswith("| 2 | 15,000 |") or line.startswith("| 3 | 7,500 |")]
+    assert rows[0].endswith("| no: class 3 confidence 0.458 < 0.95; accuracy 0.9500 < 0.9600 |"), rows
+    assert rows[1].endswith("| no: accuracy 0.9400 < 0.9600 |"), rows
+
+
+def test_report_md_ends_with_its_terms_and_the_console_s_copy_goes_without():
+    """FN, offset, ticket, MACs and "the unguarded point" were used and never said (a reader of report.md alone: an auditor,
+    a clinician); "which may miss all 0 allowed" did not parse."""
+    from toolchain.report.markdown import _promise_lines, render_report
+
+    markdown = render_report(made_up_report())
+    terms = markdown[markdown.index("## Terms"):]
+    assert "**FN** (false negative)" in terms and "**unguarded point**" in terms and "**MACs**" in terms and "**ticket**" in terms
+    assert "## Terms" not in render_report(made_up_report(), terms=False)
+    entry = {"n": 30, "n_new": 30, "fn": 0, "dense_fn": 0, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
+             "budget": 0, "margin_fn": 0, "fp": 2, "fp_plain": 1}
+    text = "\n".join(_promise_lines({"met_on_val": True, "statement": "", "classes": {"3": entry}}))
+    assert "1 at the unguarded point, the offset that misses no more than the dense model on validation" in text, text
+    assert "all 0" not in text

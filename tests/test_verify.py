@@ -121,7 +121,7 @@ def test_the_console_says_the_budget_the_verdict_held_to(art, capsys):
     """The budget was written only in --markdown: a user whose compress run allowed +2 saw pass/FAIL against +0 (a new
     user's finding)."""
     code, out, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", art["report"]], capsys)
-    assert code == 0 and "budget: FN +0, accuracy -0.02, gate plain" in out, out
+    assert code == 0 and "budget: FN +0, accuracy -2 points (0.02), gate plain" in out, out
 
 
 def test_good_artifact_passes_with_the_baselines_numbers(art, capsys):
@@ -184,7 +184,17 @@ def test_a_file_of_a_run_that_failed_its_gate_is_said_so_even_quiet(art, capsys,
     report["promise"] = {"met_on_val": False}
     failed = tmp_path / "report.json"
     failed.write_text(json.dumps(report))
-    code, out, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", failed, "--quiet"], capsys)
+    code, out, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", failed, "--quiet", "--markdown",
+                        tmp_path / "v.md"], capsys)
+    assert code == 0 and out.strip().splitlines()[-1].startswith("gate: passed, against a compress run that did NOT keep its FN promise"), out
+    # the Markdown's headline too: it had said "PASSED", the run's verdict left to the notes at its end
+    assert (tmp_path / "v.md").read_text().startswith("## \u2705 cwtool verify: PASSED, against a compress run that did NOT keep its FN "
+                                                     "promise (it recommended no file)")
+    # an export.json of such a run's pruned.pt, as the baseline: the same (it had said nothing)
+    exported = {"kind": "cwtool-export", "baseline": {"source": "the torch model itself", "test": report["baseline"]["test"]},
+                "protected": report["protected"], "compress_run": {"budget_met": False, "binds": "fn_promise"}}
+    (tmp_path / "export.json").write_text(json.dumps(exported))
+    code, out, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", tmp_path / "export.json", "--quiet"], capsys)
     assert code == 0 and out.strip().splitlines()[-1].startswith("gate: passed, against a compress run that did NOT keep its FN promise"), out
     res = run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)
     assert res["baseline"]["run_failed"] is True and any("did not keep its FN promise" in n for n in res["notes"]), res["notes"]

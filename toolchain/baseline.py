@@ -230,8 +230,13 @@ def _found_evaluation(obj, path: Path, names) -> dict:
         # a report from before the edge rule (its hardest positive caught counted as missed) says kept where this
         # cwtool may not: it records no judged counts, and its verdict is the old rule's
         older_rule = promise.get("met_on_val") is True and any(isinstance(v, dict) and "b_judged" not in v for v in classes.values())
-        return {"path": str(path), "from": "report.baseline.test", "evaluation": obj["baseline"]["test"], "class_names": names,
-                **_run_facts(promise.get("met_on_val") is False, promise.get("binds"), config.get("max_fn_increase"),
+        # an export.json of a failed run's pruned.pt records that run's verdict
+        run = obj.get("compress_run") if isinstance(obj.get("compress_run"), dict) else {}
+        failed = promise.get("met_on_val") is False or run.get("budget_met") is False
+        # an export.json's reference is the torch model it exported (a pruned one, maybe), not a compress run's dense model
+        where = "export.baseline.test: the torch model it exported" if obj.get("kind") == "cwtool-export" else "report.baseline.test"
+        return {"path": str(path), "from": where, "evaluation": obj["baseline"]["test"], "class_names": names,
+                **_run_facts(failed, promise.get("binds") if promise else run.get("binds"), config.get("max_fn_increase"),
                              config.get("max_accuracy_drop")), **({"run_promise_older_rule": True} if older_rule else {})}
     if _is_evaluation(obj):
         return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}

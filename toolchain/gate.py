@@ -207,7 +207,8 @@ def fn_gate(
             if over and (mode == "plain" or significant):
                 detail = f"FN {fn} > {limit} ({budget_text})"
                 if paired is not None:
-                    detail += f", McNemar p={paired['mcnemar_p']:.3g} (b={paired['b']}, c={paired['c']})"
+                    detail += (f", McNemar p={paired['mcnemar_p']:.3g} ({paired['b']} missed here that the reference catches, "
+                               f"{paired['c']} the reverse)")
                 why.append(f"{label}: {detail}")
         if max_fnr is not None and fnr is not None and fnr > max_fnr + _EPS:
             why.append(f"{label}: FNR {fnr:.4f} > ceiling {max_fnr:g} ({fn}/{support} missed)")

@@ -62,7 +62,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     from toolchain.models.profile import count_macs, count_params
     from toolchain.prune.bake import bake_offsets
     from toolchain.prune.lottery import LotteryPruner
-    from toolchain.prune.tickets import promise_section, removed_plan, shipped_size_goal
+    from toolchain.prune.tickets import failed_budget, promise_section, removed_plan, shipped_size_goal
 
     started = time.perf_counter()
     group = distributed.start(config.device)  # under torchrun: retraining on every process, rank 0 writes and talks
@@ -121,9 +121,12 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         unchecked_files = True  # from here to the report: an earlier finish's files are no report's any more
         if RunDir(run_dir).drop_report():
             log.print("removed this run's earlier report: the pruned model and the files are made again, then the report")
+        promise = promise_section(result, ticket, config)
         pruned_path = save_checkpoint(RunDir(run_dir).pruned, pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
                                       {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round,
-                                       "data": _data_record(loaded.extra.get("data"), dataset)})
+                                       "data": _data_record(loaded.extra.get("data"), dataset),
+                                       # an export of this model names no file to deploy where this run named none
+                                       "run": {"budget_met": bool(result.budget_met), "binds": promise["binds"]}})
 
         # --- evaluation on the test split (report only: nothing is chosen from it) --------------------------
         dense = dense.cpu().eval()
@@ -131,7 +134,6 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         test_rows, dense_test = checked.test_rows, checked.dense_test
         pruned_test = evaluate_on_test(pruned, x_test, y_test, test_rows, protected, checked.num_outputs)
         gate = fn_gate(dense_test, pruned_test, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
-        promise = promise_section(result, ticket, config)
         size_goal = shipped_size_goal(result, ticket, config, pruner.kept_whole)
         if not size_goal["met"]:
             log.print(f"size goal not met: {size_goal['statement']}")
@@ -214,8 +216,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
 
             timed = time.perf_counter()
             withheld = None if result.budget_met else (  # the budget that binds, as the promise's statement says
-                f"the run did not {'stay within the accuracy budget on validation' if promise['binds'] == 'accuracy' else 'keep the FN promise on validation'}"
-                ", so no file is recommended, whatever each file's own re-check on test says")
+                f"the run did not {failed_budget(promise['binds'])}, so no file is recommended, whatever each file's own re-check "
+                "on test says")
             report["deploy"] = deploy_choice(artifacts, run_dir, settings.threads, settings.time_runs, log=log.print, withheld=withheld)
             report["seconds"]["timing the files"] = time.perf_counter() - timed
             report["seconds"]["total"] = time.perf_counter() - started

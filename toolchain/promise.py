@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling", "empty_promise"]
+__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling", "empty_promise", "together_words"]
 
 PRIOR = 0.5  # Jeffreys: half a pseudo-count per cell
 # Below this many validation samples of a class, the confidence averaged over shipped validation draws fell to 0.81-0.92
@@ -44,6 +44,16 @@ def empty_promise(n: int, reference_fn: int, budget: int, n_new: int | None = No
     if n and reference_fn >= n:
         return f"{reference} misses all {n} samples of the class here: missing no more than it is no protection"
     return None
+
+
+def together_words(together: float, bold: bool = False) -> str:
+    """What several classes' promises say of all holding at once (the Bonferroni bound, no independence assumed): a bound
+    of 0 had read "at least 0.000", a 0% chance to a clinician."""
+    if together <= 0:
+        return ("no bound on every promise holding at once (each class's own probability is stated; their shortfalls from 1 "
+                "add up to 1 or more, so the bound that needs no independence says nothing)")
+    number = f"**{together:.3f}**" if bold else f"{together:.3f}"
+    return f"every promise holds at once with probability at least {number} (each class's own is stated)"
 
 
 def disagreements(dense_hit: np.ndarray, candidate_hit: np.ndarray) -> tuple[int, int]:

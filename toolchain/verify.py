@@ -345,7 +345,8 @@ def run_verify(req: VerifyRequest) -> dict:
             "input_shape": list(runner.input_shape),
             "seconds": seconds,
             "evaluation": evaluation,
-            "agreement": agreement,
+            "agreement": agreement,  # with the baseline's per-sample predictions (a compress report's: with its pruned model)
+            **({"agreement_with": "the baseline"} if agreement is not None else {}),
             "promise": promise,
             "gate": gate,
         })

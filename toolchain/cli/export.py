@@ -51,7 +51,7 @@ def export(
     from toolchain.quantize.calibration import resolve_calibration
     from toolchain.report.consoles import RunLog, log_console, print_markdown
     from toolchain.report.pace import saying_progress
-    from toolchain.report.export_markdown import render_export_report
+    from toolchain.report.export_markdown import files_verdict, render_export_report
     from toolchain.report.deploy import deploy_sentences
     from toolchain.report.fit import fit_sentence, fit_style
     from toolchain.targets import load_target
@@ -70,6 +70,7 @@ def export(
     with saying_progress(console.print):
         report, folder = export_model(request, options, log=console.print, attach_log=console.attach, progress=console.progress)
     print_markdown(render_export_report(report))
+    console.record(f"finished: {files_verdict(report)}")  # the log's verdict: the Markdown above is the console's alone
     verdict = fit_sentence(report)
     if verdict:
         console.print(verdict, style=fit_style(report))

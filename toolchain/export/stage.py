@@ -304,7 +304,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
             "bytes": info["bytes"], **artifact_sha256(path),  # all its files: an ONNX model's external data too
             "runtime": runner.runtime, "layout": runner.layout, "input_dtype": info.get("input_dtype"),
             "weights_precision": info.get("precision"), "convert_seconds": convert_seconds,
-            "agreement": float(np.mean(logits.argmax(1) == torch_test_pred)), "evaluation": evaluation,
+            "agreement": float(np.mean(logits.argmax(1) == torch_test_pred)), "agreement_with": "the torch model it was made from",
+            "evaluation": evaluation,
             "gate": gate_fn(baseline_test, evaluation),
         }
         short = ""

@@ -31,7 +31,7 @@ from toolchain import __version__, interrupts
 from toolchain.config import ExportOptions
 from toolchain.data.options import data_found_anywhere, verify_row_flags
 from toolchain.device_fit import fit_verdicts
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP as MAX_ACCURACY_DROP  # each file against the torch model it came from
 from toolchain.export.stage import (DEFAULT_ARTIFACTS, check_export_inputs, check_options_used, choose_artifacts, export_all,
                                     export_settings)
@@ -121,6 +121,18 @@ def _inputs(request: ExportRequest, settings, log):
     return dataset, loaded, protected, names, problem
 
 
+def _failed_run(run, model) -> str | None:
+    """Why the compress run that made ``model`` recommended no file (its pruned.pt records whether it kept its budget on
+    validation), or None: its files passing their own re-check here had named one to deploy, the run's verdict unsaid."""
+    from toolchain.prune.tickets import failed_budget
+
+    if not isinstance(run, dict) or run.get("budget_met") is not False:
+        return None
+    binds = run.get("binds") if run.get("binds") in ("accuracy", "fn_promise") else None
+    return (f"'{one_line(str(model))}' is the model of a compress run that did not {failed_budget(binds)}, and that run "
+            "recommended no file to deploy: its files are held here to this model, not to the dense model it came from")
+
+
 def _staged_folder(out: Path, log=print) -> Path:
     """A fresh folder beside ``out`` that becomes it when every file is written; it names this process, so that the
     next export to ``out`` removes what a killed one left (kill -9 runs no cleanup)."""
@@ -173,6 +185,10 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     check_options_used(options, settings.artifacts)
     request, prepared, _ = as_recorded(request)  # a folder of images prepared as the checkpoint records, where no flag says
     dataset, loaded, protected, names, undetected = _inputs(request, settings, log)
+    failed_run = _failed_run(loaded.extra.get("run"), request.model)
+    run_record = {"budget_met": False, "binds": loaded.extra["run"].get("binds")} if failed_run else None
+    if failed_run:
+        log(f"warning: {failed_run}")
     for line in preparation_notes(prepared, dataset.input_shape, f"'{request.model}' records its training's were", choosable=False):
         log(f"note: {line}")
     profile = None
@@ -220,15 +236,17 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
             "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},
             "settings": {**dataclasses.asdict(settings), "artifacts": [list(a) for a in settings.artifacts]},
             "calibration": calibration, "artifacts": entries, "seconds": time.perf_counter() - t0,
-            **({"warnings": [undetected]} if undetected else {}),
+            **({"warnings": [w for w in (undetected, failed_run) if w]} if undetected or failed_run else {}),
+            **({"compress_run": run_record} if run_record else {}),  # a verify against this file says so too
         }
         if profile is not None:
             report["target"] = fit_verdicts(entries, stage, profile, macs, f"the torch model ({Path(request.model).name})")
         if entries:
             from toolchain.deploy import deploy_choice
 
-            withheld = None if undetected is None else ("the torch model itself does not detect a protected class on validation "
-                                                        "(the warning above), so no file is recommended")
+            withheld = (("the torch model itself does not detect a protected class on validation (the warning above), so no "
+                         "file is recommended") if undetected is not None else
+                        f"{failed_run}: no file is recommended here either" if failed_run else None)
             report["deploy"] = deploy_choice(entries, stage, settings.threads, settings.time_runs, log=log, withheld=withheld)
         reasons = [f"{e['path']}: {r}" for e in entries for r in e["gate"]["reasons"]]
         report["gate"] = {"passed": not reasons, "reasons": reasons, "budget": report["budget"]}

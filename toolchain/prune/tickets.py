@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from toolchain.config import PruneConfig
-from toolchain.promise import SMALL_SPLIT, empty_promise
+from toolchain.promise import SMALL_SPLIT, empty_promise, together_words
 
 Survivors = dict[str, list[int]]  # group key -> original channel indices still present
 
@@ -179,6 +179,11 @@ def _competing(per_class: dict, confusion, protected_part=None) -> str | None:
             "and one protected class alone keeps its stated probability")
 
 
+def failed_budget(binds: str | None) -> str:
+    """The budget a run that kept none failed, as "the run did not ..." ends."""
+    return "stay within the accuracy budget on validation" if binds == "accuracy" else "keep the FN promise on validation"
+
+
 def promise_section(result, ticket, config: PruneConfig) -> dict:
     """What compress promises about the shipped model, in numbers and in one plain sentence; where no ticket kept it,
     which budget stopped it (the FN promise's confidence, or validation accuracy at the promise's operating point) and
@@ -205,7 +210,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     if met:
         statement = "the FN promise is backed on validation: " + "; ".join(words)  # a probability: one test draw may still miss
         if together is not None:
-            statement += f" (each class's own promise; all {len(per_class)} together with probability at least {together:.3f})"
+            statement += f" (each class's own promise; all {len(per_class)} together: {together_words(together)})"
     elif binds == "accuracy":  # a lower confidence would not help
         more = (["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
                 + (["a gentler --rate a round (more rounds)"] if ticket.round == 1 and config.rate > 0.3 else []))

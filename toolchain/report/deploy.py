@@ -49,6 +49,8 @@ def deploy_lines(report: dict) -> list[str]:
     lines += [f"- **Finding**: {f}" + ((("; deploy the fp32 file" + ("." if "neither speed nor bytes" in f else " unless bytes decide.")))
                                        if twin in chosen else ".")  # not where no file, or the int8 file alone, is recommended
               for f, twin in zip(deploy["findings"], twins)]
-    lines += ["", f"Timing: {deploy['note']} ({deploy['runs']} calls per file, {deploy['threads']} thread"
-              f"{'s' if deploy['threads'] != 1 else ''})."]
+    here = f"{deploy['runs']} calls per file, {deploy['threads']} thread{'s' if deploy['threads'] != 1 else ''}"
+    note = deploy["note"]  # "... on this machine, interleaved; on the device, ..." : the counts are this machine's
+    said = note.replace("; ", f" ({here}); ", 1) if "; " in note else f"{note} ({here})"
+    lines += ["", f"Timing: {said}."]
     return lines

@@ -6,6 +6,7 @@ import shlex
 
 from toolchain.errors import one_line, printable
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP
+from toolchain.promise import together_words
 from toolchain.report.html import code_span, no_raw_html, shown_as_written
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
@@ -80,11 +81,10 @@ def _promise_lines(promise: dict | None) -> list[str]:
             f"{v['fn']} of {v['n']}, {_margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (allowed: the dense model's "
             f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
             f"missed, and of those it misses, {v['c']} {'is' if v['c'] == 1 else 'are'} caught. {cost} on "
-            f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, which may miss all {v['dense_fn'] + v['budget']} "
-            f"allowed, none in reserve).{_edge_words(v)}{_offset_words(v)}")
+            f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, {_unguarded(v['dense_fn'] + v['budget'])})."
+            f"{_edge_words(v)}{_offset_words(v, len(promise['classes']) > 1)}")
     if promise.get("together_confidence") is not None:
-        lines.append(f"- all {len(promise['classes'])} classes together: every promise above holds at once with probability at "
-                     f"least **{promise['together_confidence']:.3f}** (each class's own is stated above).")
+        lines.append(f"- all {len(promise['classes'])} classes together: {together_words(promise['together_confidence'], bold=True)}.")
     if promise.get("empty"):
         lines.append(f"- **promises nothing**: {promise['empty']}.")
     if promise.get("few_samples"):
@@ -111,18 +111,58 @@ def _edge_words(v: dict) -> str:
             f"either side, as missed: it reads {b} missed and {c} caught (docs/FN_PROMISE.md).")
 
 
-def _offset_words(v: dict) -> str:
+def _unguarded(allowed: int) -> str:
+    """The unguarded point in words: the offset that spends the whole FN budget on validation ("which may miss all 0
+    allowed" did not parse)."""
+    if allowed == 0:
+        return "the offset that misses no more than the dense model on validation, with nothing kept in reserve for new data"
+    return (f"the offset that may miss all {allowed} allowed on validation, with nothing kept in reserve for new data")
+
+
+TERMS = [
+    "**FN** (false negative): a sample of a protected class that the model answers as another class. **FP** (false "
+    "positive): a sample of another class answered as the protected class.",
+    "**Validation** rows choose everything (the rounds kept, the offsets); **test** rows only re-check the choice.",
+    "**Offset**: a number added to a protected class's output (logit) before the model's answer is taken: a higher one "
+    "catches more of the class for more false positives. The **unguarded point** is the offset that spends the whole FN "
+    "budget on validation, keeping nothing in reserve for new data.",
+    "**Round**: one pass of removing channels and retraining; the model it leaves is its **ticket**. **MACs**: "
+    "multiply-accumulate operations per sample, the model's compute.",
+]
+
+
+def _why_outside(stage: dict, report: dict) -> str:
+    """"no: class 3 confidence 0.458 < 0.95": a round outside the budget, with the budget it missed (a bare "no" beside
+    "FN 0" read as a contradiction)."""
+    short = [f"class {k} confidence {v['confidence']:.3f} < {v['confidence_target']:.12g}"
+             for k, v in (stage["val"].get("promise") or {}).items()
+             if isinstance(v, dict) and isinstance(v.get("confidence"), (int, float)) and v["confidence"] < v.get("confidence_target", 0)]
+    dense = ((report.get("baseline") or {}).get("val") or {}).get("accuracy")
+    drop = (report.get("config") or {}).get("max_accuracy_drop")
+    if isinstance(dense, (int, float)) and isinstance(drop, (int, float)) and stage["val"]["accuracy"] < dense - drop - 1e-12:
+        short.append(f"accuracy {stage['val']['accuracy']:.4f} < {dense - drop:.4f}")
+    return f"no: {'; '.join(short)}" if short else "no"
+
+
+def _offset_words(v: dict, several: bool = False) -> str:
     """What the shipped offset does to the class: a negative one lowers its sensitivity, for fewer false alarms."""
     if "offset" not in v or abs(v["offset"]) < 1e-6:
         return ""
     if v.get("fn") == v["fn_no_offset"] and v.get("fp") == v["fp_no_offset"]:  # it moved the threshold within a gap
         return (f" The shipped offset {v['offset']:+.3f} on the class's logit changes no decision on validation: the model's "
                 f"own decisions (no offset) also miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives there.")
-    way = "raises" if v["offset"] > 0 else "lowers"
+    # by what the decisions did, not by the offset's sign: other protected classes' offsets move this class's rows too (a
+    # negative offset beside a larger one of another class's "lowered" a sensitivity that had risen from 1 miss to 0)
+    fn = v.get("fn", v["fn_no_offset"])
+    way = "raise" if fn < v["fn_no_offset"] else "lower" if fn > v["fn_no_offset"] else "keep"
     keep = (" (`--keep-sensitivity` keeps at least the model's own decisions, for more false positives)"
-            if v["offset"] < 0 and v["fn"] > v["fn_no_offset"] else "")
-    return (f" The shipped offset {v['offset']:+.3f} on the class's logit {way} its sensitivity: the model's own decisions "
-            f"(no offset) miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation{keep}.")
+            if fn > v["fn_no_offset"] else "")
+    which = (f"the shipped offsets (this class's {v['offset']:+.3f} on its logit, and the other protected classes' on theirs)"
+             if several else f"the shipped offset {v['offset']:+.3f} on the class's logit")
+    verb = way if several else f"{way}s"
+    return (f" {which[0].upper()}{which[1:]} {verb} its sensitivity: the model's own decisions (no offset) miss "
+            f"{v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation, the shipped ones {fn} with "
+            f"{v.get('fp', v['fp_no_offset'])}{keep}.")
 
 
 def recheck_lines(report: dict, baseline: str) -> list[str]:
@@ -211,7 +251,8 @@ def _processes_said(training: dict) -> str:
     return said
 
 
-def render_report(report: dict) -> str:
+def render_report(report: dict, terms: bool = True) -> str:
+    """report.md (``terms``: with the glossary at its end; the console's copy goes without)."""
     names = report.get("class_names", [])
     prot = ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
     gate = report["gate"]
@@ -245,7 +286,7 @@ def render_report(report: dict) -> str:
         for s in rounds:
             offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
             size = f"{s['params']:,} | {s['weight_sparsity']:.1%}" if sparse else f"{s['params']:,}"
-            lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {fmt_value(s['val']['accuracy'])} | {protected_cell(s['val'], names)} | {offs} | {'yes' if s['within_budget'] else 'no'} |")
+            lines.append(f"| {s['round']} | {size} | {s['macs']:,} | {fmt_value(s['val']['accuracy'])} | {protected_cell(s['val'], names)} | {offs} | {'yes' if s['within_budget'] else _why_outside(s, report)} |")
         kept = next((s.get("kept_whole") for s in report["stages"] if s["stage"] == "shrunk"), None)
         if kept:
             lines += ["", "Channels kept whole: "
@@ -275,5 +316,7 @@ def render_report(report: dict) -> str:
             lines.append(f"- {s['path']}: {text}")
     if report.get("artifacts"):
         lines += recheck_lines(report, "report.json")
+    if terms:  # a report is read by people who do not prune models
+        lines += ["", "## Terms", "", *[f"- {term}" for term in TERMS]]
     # class names come from files: no terminal escapes, no HTML of their own in a report
     return no_raw_html(printable("\n".join(lines))) + "\n"

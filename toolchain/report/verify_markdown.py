@@ -7,7 +7,7 @@ import re
 
 from toolchain.errors import one_line, printable
 from toolchain.report.html import code_span
-from toolchain.report.verify_console import artifact_wide_reasons, budget_words, shown_name
+from toolchain.report.verify_console import artifact_wide_reasons, budget_words, failed_run_caveat, shown_name
 
 __all__ = ["render_verify_markdown"]
 
@@ -62,6 +62,8 @@ def render_verify_markdown(result: dict) -> str:
     verdict = "PASSED" if gate["passed"] else "FAILED"
     if gate["passed"] and gate.get("fn_budget") is False:
         verdict += " (no FN budget given: only class collapse was checked)"
+    if failed_run_caveat(result):
+        verdict += f", {failed_run_caveat(result)}"
     icon = "\u2705" if gate["passed"] else "\u274c"
     data = result["data"]
     lines = [f"## {icon} cwtool verify: {verdict}", ""]
@@ -100,7 +102,8 @@ def render_verify_markdown(result: dict) -> str:
         for art, k, v in promises:
             extra = f" + {v['budget']}" if v["budget"] else ""
             lines.append(f"- {_code(shown_name(art))}, {_esc(_class_label(int(k), names))}: FN <= baseline{extra} on new data of "
-                         f"{v['n']} such samples with probability **{v['confidence']:.3f}** (b={v['b']}, c={v['c']}"
+                         f"{v['n']} such samples with probability **{v['confidence']:.3f}** (missed here and caught by the baseline "
+                         f"{v['b']}, the reverse {v['c']}"
                          + (f"; FP {v['baseline_fp']} -> {v['fp']}" if v.get("fp") is not None and v.get("baseline_fp") is not None else "") + ")")
         lines += ["", "The probabilities count these rows as they are: they set no threshold, so none sits at its edge. compress's "
                   "report.md, read from validation where its threshold sits at a sample, counts that sample as missed and reads "
