@@ -16,7 +16,7 @@ from toolchain.errors import UserError
 from toolchain.provenance import file_sha256
 from toolchain.models.loading import load_model
 from toolchain.models.profile import count_macs, count_params
-from toolchain.prune import lottery
+from toolchain.prune import final as final_tuning, lottery
 from toolchain.prune.lottery import LotteryPruner
 from toolchain.prune.schedule import n_rounds
 from clirun import one_line_error, run_cli
@@ -675,6 +675,7 @@ def test_final_finetuning_trains_the_selected_ticket_and_resumes_from_disk(train
         raise AssertionError("a finished final fine-tuning is loaded, not redone")
 
     monkeypatch.setattr("toolchain.prune.lottery.train", no_training)
+    monkeypatch.setattr(final_tuning, "train", no_training)  # the final fine-tuning's
     resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lambda s: None).run(resume=True)
     c = resumed.selected.model.state_dict()
     assert resumed.selected is resumed.final and all(torch.equal(b[k], c[k]) for k in b)
@@ -744,6 +745,7 @@ def test_both_final_fine_tunings_resume_from_their_own_files(trained_digits, dig
     trained = []
     real_train = lottery.train
     monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(k.get("description")) or real_train(*a, **k))
+    monkeypatch.setattr(final_tuning, "train", lambda *a, **k: trained.append(k.get("description")) or real_train(*a, **k))  # the final fine-tuning's
     resumed = LotteryPruner(_copy(dense), digits_dataset, [3], config, run_dir=tmp_path, log=lambda s: None).run(resume=True)
     assert trained == ["final fine-tuning of round 1"]
     a, b = whole.selected.model.state_dict(), resumed.selected.model.state_dict()
@@ -900,6 +902,7 @@ def test_resume_finds_its_run_from_another_directory_and_says_what_differs(train
     trained = []
     real_train = lottery.train
     monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    monkeypatch.setattr(final_tuning, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))  # the final fine-tuning's
     code, _, err = run_cli(["compress", work / "dense.pt", *args, "--out", work / "run", "--resume"], capsys)
     assert code in (0, 1), err
     assert trained == [] and (work / "run" / "report.json").is_file()  # resumed: nothing retrained
@@ -1036,6 +1039,7 @@ def test_resume_knows_an_arch_file_by_its_code(trained_digits, tmp_path, capsys,
     trained = []
     real_train = lottery.train
     monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    monkeypatch.setattr(final_tuning, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))  # the final fine-tuning's
     code, _, err = run_cli(["compress", work / "sd.pt", "--arch", f"{work / 'net.py'}:Net", *args, "--out", work / "run", "--resume"],
                            capsys)
     assert code in (0, 1) and trained == [] and "resumed)" in err, err  # the same code by its absolute path: the same run
@@ -1066,6 +1070,7 @@ def test_a_run_folder_whose_own_name_is_of_the_other_kind_is_refused_before_any_
     where.mkdir() if made_as == "folder" else where.write_text("\n")
     trained = []
     monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(final_tuning, "train", lambda *a, **k: trained.append(1))  # the final fine-tuning's
     code, _, err = run_cli([*args, "--resume"], capsys)
     assert code == 2 and f"'{where}' is a {made_as} where a run" in err.splitlines()[-1], err
     assert trained == []

@@ -348,12 +348,12 @@ def test_lagrange_multiplier_rises_while_validation_fn_is_over_budget(digits_dat
     pruner = LotteryPruner(model, digits_dataset, [3], PruneConfig(gamma_rule="lagrange", device="cpu"))
     pruner.targets, pruner.multipliers = {3: 0}, {3: 0.0}
     loss = pruner.loss(1.0, None)
-    pruner._dual_step(model, loss)
+    pruner.dual_step(model, loss)
     assert pruner.multipliers[3] > 1.0 and float(loss.class_weights[3]) == 1.0 + pruner.multipliers[3]
     assert model.training  # the epoch loop goes on training
     pruner.targets = {3: 10_000}  # far under budget: the multiplier falls back to 0
     for _ in range(50):
-        pruner._dual_step(model, loss)
+        pruner.dual_step(model, loss)
     assert pruner.multipliers[3] == 0.0 and float(loss.class_weights[3]) == 1.0
 
 

@@ -278,7 +278,8 @@ def test_compress_times_auto_once_and_every_round_and_the_teacher_use_the_choice
     timed, precisions = [], []
     monkeypatch.setattr(fast_paths, "step_times", lambda *a: timed.append(a) or {None: 2.0, torch.bfloat16: 1.0})
     real_train = training.train
-    monkeypatch.setattr("toolchain.prune.lottery.train", lambda *a, **k: precisions.append(a[3].precision) or real_train(*a, **k))
+    for where in ("toolchain.prune.lottery.train", "toolchain.prune.final.train"):  # the rounds and the final fine-tuning
+        monkeypatch.setattr(where, lambda *a, **k: precisions.append(a[3].precision) or real_train(*a, **k))
     torch.manual_seed(0)
     model = registry.create("digits-cnn", width=8)
     train(model, digits_dataset.x_train, digits_dataset.y_train, TrainConfig(epochs=5, lr=1e-2, precision="fp32"), device=torch.device("cpu"))

@@ -32,6 +32,7 @@ from toolchain.models.fast_paths import arithmetic_label, autocast_dtype, fp32_h
 from toolchain.models.memory import check_training_fits
 from toolchain.models.train import TrainConfig, pick_device, predict_logits, seed_everything, train
 from toolchain.prune import importance
+from toolchain.prune.final import final_finetune
 from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss, LiveTeacher
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
@@ -125,7 +126,7 @@ class LotteryPruner:
                 loss.set_weight(k, 1.0 + self.multipliers[k])
         return loss
 
-    def _dual_step(self, model: nn.Module, loss: ClassDependentLoss) -> None:
+    def dual_step(self, model: nn.Module, loss: ClassDependentLoss) -> None:
         """Lagrange rule, after each epoch: a protected class's multiplier rises while its validation FN
         (no offset) is over the dense model's + budget, and falls back towards 0 while under it."""
         logits = predict_logits(model, self.dataset.x_val, device=self.device)
@@ -214,7 +215,7 @@ class LotteryPruner:
             state = self.files.read(self._load_state)
             if state is not None:  # measured outside the read: a fault in measuring is no damaged file
                 start, current, survivors, rewind_model, rewind_survivors, restored, start_state = state
-                result.tickets = [replace(self._judged_restored(t), seconds=t.seconds) for t in restored]
+                result.tickets = [replace(self.judged_restored(t), seconds=t.seconds) for t in restored]
 
         rounds = n_rounds(cfg)
         if result.tickets and not result.tickets[-1].within_budget:
@@ -268,7 +269,7 @@ class LotteryPruner:
                 if cfg.rewind == "early" and _r == 1 and epoch == cfg.rewind_epoch:
                     snapshot["model"] = copy.deepcopy(model).eval()
                 if cfg.gamma_rule == "lagrange":
-                    self._dual_step(model, _loss)
+                    self.dual_step(model, _loss)
 
             tcfg = self.train_config(cfg.epochs, cfg.lr, cfg.seed * 1000 + r)
             start_state = weights_copy(start_model) if cfg.increase_weight else None
@@ -300,7 +301,7 @@ class LotteryPruner:
                             f"{duration(to_go)} at round {r}'s pace (smaller rounds train faster)")
         if task is not None:
             self.progress.remove_task(task)
-        return self._final_finetune(select(result), teacher)
+        return final_finetune(self, select(result), teacher)
 
     def judged(self, ticket: Ticket) -> Ticket:
         """``ticket`` with its size, validation evaluations, operating point and verdict measured from its model. A
@@ -309,7 +310,7 @@ class LotteryPruner:
         return replace(ticket, params=count_params(ticket.model), macs=count_macs(ticket.model, self.example), val=at_op, val_raw=raw,
                        offsets=offsets, within_budget=self.within_budget(at_op))
 
-    def _judged_restored(self, ticket: Ticket, final_round: int | None = None) -> Ticket:
+    def judged_restored(self, ticket: Ticket, final_round: int | None = None) -> Ticket:
         """A ticket read back from its files, measured outside the read (a fault in measuring is cwtool's, no damaged file);
         weights that give NaN or infinite logits were never saved so (a diverged retraining stops before its round is
         saved): its file was edited or damaged, and "the retraining diverged" would send the user to lower --lr."""
@@ -319,69 +320,7 @@ class LotteryPruner:
             what = f"final_{final_round}.pt" if final_round is not None else f"round_{ticket.round}.pt"
             raise self.files.damaged(f"{what} gives NaN or infinite logits", final_round) from exc
 
-    def _final_finetune(self, result: PruneResult, teacher) -> PruneResult:
-        """final_epochs more for one ticket alone, then a fresh operating point. A round's few epochs leave the
-        smallest ticket short of what it can reach: on Fashion-MNIST at 9-10% this added 0.2-0.6 accuracy points
-        and lowered FP at the dense FN. A last round that left the budget is tried first (the final epochs may
-        bring it back within it: a smaller model); if they do not, the selected ticket gets them."""
-        cfg, chosen = self.config, result.selected
-        if not cfg.final_epochs or chosen is None:
-            return result
-        last = result.tickets[-1]
-        multipliers = dict(self.multipliers)  # every fine-tuning starts from the rounds' (Lagrange rule)
-        if last is not chosen and not last.within_budget and last.params < chosen.params:
-            tuned = self._tuned(last, teacher, multipliers)
-            result.finals.append(tuned)
-            if tuned.within_budget:
-                result.final, result.selected, result.budget_met = tuned, tuned, True
-                return result
-            self.log(f"round {last.round} stays outside the budget after its final fine-tuning; fine-tuning round {chosen.round}")
-        tuned = self._tuned(chosen, teacher, multipliers)
-        result.final = tuned
-        result.finals.append(tuned)
-        if tuned.within_budget or not chosen.within_budget:
-            result.selected = tuned
-            result.budget_met = result.budget_met or tuned.within_budget
-        else:
-            self.log(f"final fine-tuning left the budget; keeping round {chosen.round}'s ticket")
-        return result
-
-    def _tuned(self, ticket: Ticket, teacher, multipliers: dict[int, float]) -> Ticket:
-        """``ticket`` after final_epochs more of the loss at half the peak lr, from the Lagrange ``multipliers``
-        given (or as an interrupted run left it)."""
-        cfg = self.config
-        restored = self.files.read(lambda: self._load_final(ticket), final_round=ticket.round)
-        tuned = None if restored is None else self._judged_restored(restored, final_round=ticket.round)  # outside the read
-        if tuned is None:
-            seed_everything(cfg.seed * 1000 + 99)
-            self.multipliers = dict(multipliers)
-            loss = self.loss(cfg.gamma, teacher)
-            tcfg = self.train_config(cfg.final_epochs, cfg.lr / 2, cfg.seed * 1000 + 99)
-            pace = EpochPace(cfg.final_epochs)
-
-            def after_epoch(epoch, m, _round=ticket.round):
-                self.record(f"final fine-tuning of round {_round}: {pace.line(epoch)}")
-                if cfg.gamma_rule == "lagrange":
-                    self._dual_step(m, loss)
-
-            model = train(copy.deepcopy(ticket.model), self.dataset.x_train, self.dataset.y_train, tcfg, loss_fn=loss, device=self.device,
-                          progress=self.progress, description=f"final fine-tuning of round {ticket.round}", on_epoch_end=after_epoch,
-                          say_pace=self.record)
-            tuned = self.judged(replace(ticket, model=model))
-            self.files.save_final(tuned, cfg.final_epochs)
-        self.log(f"final fine-tuning ({cfg.final_epochs} epochs): " + round_line(tuned, self.dense_params))
-        return tuned
-
     # --- resuming: the finished rounds' weights, measured again --------------------------------------------
-
-    def _load_final(self, chosen: Ticket) -> Ticket | None:
-        """The fine-tuned ticket of an interrupted run, if its fine-tuning finished, not yet measured."""
-        weights = self.files.saved_final(chosen.round)
-        if weights is None:
-            return None
-        model = copy.deepcopy(chosen.model)
-        model.load_state_dict(weights)
-        return replace(chosen, model=model.to(self.device).eval())
 
     def _load_state(self):
         """The finished rounds' tickets as their files hold them (not yet measured), and where the rounds go on."""
