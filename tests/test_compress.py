@@ -1207,9 +1207,10 @@ def test_the_largest_seed_compress_takes_runs(trained_digits, tmp_path, capsys):
     assert json.loads((tmp_path / "r" / "report.json").read_text())["config"]["seed"] == 2147483647
 
 
-def test_rounds_stop_once_nothing_is_left_to_prune(digits_dataset, tmp_path):
+@pytest.mark.parametrize("granularity", ["channel", "weight"])
+def test_rounds_stop_once_nothing_is_left_to_prune(digits_dataset, tmp_path, granularity):
     """A width-2 net at --keep-params 1e-9: rounds 2 to 30 each retrained the same 53 parameters (the model drifting: FP
-    164 -> 129) before the run ended."""
+    164 -> 129) before the run ended; weight rounds the same 37."""
     from toolchain.models import registry
     from toolchain.models.train import TrainConfig, seed_everything, train
 
@@ -1217,11 +1218,23 @@ def test_rounds_stop_once_nothing_is_left_to_prune(digits_dataset, tmp_path):
     dense = registry.create("digits-cnn", width=2)
     train(dense, digits_dataset.x_train, digits_dataset.y_train, TrainConfig(epochs=3, lr=3e-3, batch_size=64, seed=0))
     config = PruneConfig(keep_params=1e-9, rate=0.5, epochs=1, seed=0, device="cpu", max_accuracy_drop=1.0, confidence=0.5,
-                         max_fn_increase=100)
+                         max_fn_increase=100, granularity=granularity)
     lines = []
     result = LotteryPruner(dense.eval(), digits_dataset, [3], config, run_dir=tmp_path / "run", log=lines.append).run()
     stop = [line for line in lines if "nothing left to prune" in line]
     assert len(stop) == 1 and len(result.tickets) < n_rounds(config.for_target(None).effective()), lines
     last = result.tickets[-1]
-    assert stop[0].startswith(f"round {last.round + 1}: nothing left to prune (round {last.round}'s {last.params:,} params"), stop
+    assert stop[0].startswith(f"round {last.round + 1}: nothing left to prune (round {last.round}'s {last.params:,} "), stop
     assert last.round == 1 or result.tickets[-2].params > last.params  # every round kept removed something
+
+
+def test_a_promise_that_says_nothing_is_said_on_the_console_in_the_log_and_in_report_md(trained_digits, tmp_path, capsys):
+    """A budget that allows missing every three of the test split: "probability 1.000" alone, on the console and in
+    report.md; only report.json's statement said the promise says nothing."""
+    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--max-fn-increase", "60", "--max-accuracy-drop", "0.5", "--skip-export", "--out", tmp_path / "r"], capsys)
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["promise"]["empty"].startswith("the promise says nothing about this class (class 3: a budget of 60 allows"), report["promise"]
+    assert f"warning: {report['promise']['empty']}" in err and f"warning: {report['promise']['empty']}" in (tmp_path / "r" / "compress.log").read_text()
+    assert f"- **promises nothing**: {report['promise']['empty']}." in (tmp_path / "r" / "report.md").read_text()

@@ -450,20 +450,41 @@ def test_the_model_of_a_failed_compress_run_is_said_so_and_no_file_is_named_to_d
     model = tmp_path / "pruned.pt"
     save_checkpoint(model, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None,
                     {"run": {"budget_met": False, "binds": binds}})
-    code, _, err = run_cli(["export", model, "--data", "digits", "-p", "3", "--format", "tflite", "--time-runs", "0",
-                            "--out", tmp_path / "ex"], capsys)
+    export = ["export", model, "--data", "digits", "-p", "3", "--format", "tflite", "--precision", "int8", "--time-runs", "3"]
+    code, _, err = run_cli([*export, "--out", tmp_path / "ex"], capsys)
     report = json.loads((tmp_path / "ex" / "export.json").read_text())
     assert code in (0, 1) and f"warning: '{model}' is the model of a compress run that {words}" in err, err
     assert len(report["warnings"]) == 1 and words in report["warnings"][0], report.get("warnings")
+    assert report["compress_run"] == {"budget_met": False, "binds": binds}
+    assert report["artifacts"][0]["gate"]["passed"]  # the file itself matches its model: the run's verdict withholds it
     assert all(c["file"] is None and "no file is recommended here either" in c["why"] for c in report["deploy"]["choices"])
     assert "**yes**" not in (tmp_path / "ex" / "export.md").read_text()
-    # a run that kept its budget: files named as before
+    # a run that kept its budget: the file named as before
     save_checkpoint(model, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None, {"run": {"budget_met": True}})
-    code, _, err = run_cli(["export", model, "--data", "digits", "-p", "3", "--format", "tflite", "--time-runs", "0",
-                            "--out", tmp_path / "ok"], capsys)
+    code, _, err = run_cli([*export, "--out", tmp_path / "ok"], capsys)
     report = json.loads((tmp_path / "ok" / "export.json").read_text())
-    assert "is the model of a compress run" not in err and "warnings" not in report, err
-    assert not any("here either" in c["why"] for c in report["deploy"]["choices"]), report["deploy"]
+    assert "is the model of a compress run" not in err and "warnings" not in report and "compress_run" not in report, err
+    assert [c["file"] for c in report["deploy"]["choices"]] == ["artifacts/model_int8_nchw.tflite"], report["deploy"]
+
+
+@pytest.mark.parametrize("run", [{"budget_met": False, "binds": "torch"}, {"budget_met": False, "binds": "x" * 100_000},
+                                 {"budget_met": False, "binds": {1, 2}}, ["budget_met", False], "failed"])
+def test_an_odd_run_record_in_a_checkpoint_is_read_as_no_record_or_no_budget(trained_digits, tmp_path, capsys, run):
+    """A pruned.pt is a user's file: a tensor as the budget a failed run missed ended export.json's writing in exit 3, and a
+    100,000-character one was copied into it."""
+    import torch
+
+    from toolchain.models.loading import load_model, save_checkpoint
+
+    loaded = load_model(trained_digits[0])
+    if run == {"budget_met": False, "binds": "torch"}:
+        run = {"budget_met": False, "binds": torch.tensor([1.0])}
+    save_checkpoint(tmp_path / "p.pt", loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None, {"run": run})
+    code, _, err = run_cli(["export", tmp_path / "p.pt", "--data", "digits", "-p", "3", "--format", "onnx", "--precision",
+                            "fp32", "--time-runs", "0", "--out", tmp_path / "ex"], capsys)
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "ex" / "export.json").read_text())
+    assert report.get("compress_run") in (None, {"budget_met": False, "binds": None}), report.get("compress_run")
 
 
 def test_the_export_headline_counts_the_files_that_do_not_match():

@@ -246,8 +246,11 @@ def test_report_md_ends_with_its_terms_and_the_console_s_copy_goes_without():
     terms = markdown[markdown.index("## Terms"):]
     assert "**FN** (false negative)" in terms and "**unguarded point**" in terms and "**MACs**" in terms and "**ticket**" in terms
     assert "## Terms" not in render_report(made_up_report(), terms=False)
+    assert "removing channels and retraining" in terms
+    weights = render_report({**made_up_report(), "config": {**made_up_report()["config"], "granularity": "weight"}})
+    assert "removing weights and retraining" in weights[weights.index("## Terms"):]
     entry = {"n": 30, "n_new": 30, "fn": 0, "dense_fn": 0, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
              "budget": 0, "margin_fn": 0, "fp": 2, "fp_plain": 1}
     text = "\n".join(_promise_lines({"met_on_val": True, "statement": "", "classes": {"3": entry}}))
-    assert "1 at the unguarded point, the offset that misses no more than the dense model on validation" in text, text
+    assert "1 at the unguarded point, the point that misses no more than the dense model on validation" in text, text
     assert "all 0" not in text

@@ -351,7 +351,8 @@ def test_pool_npz_uses_the_test_split_the_baseline_was_measured_on(art, capsys, 
     res = json.loads(out.read_text())
     assert code == 0 and res["data"]["split"] == "test" and res["data"]["n"] == len(yt) < 3 * len(art["y"])
     assert res["artifacts"][0]["gate"]["checks"][0]["mcnemar_p"] == 1.0
-    assert [n for n in res["notes"] if not n.startswith("the promise's probabilities rest on fewer than 60")] == [], res["notes"]
+    few = [n for n in res["notes"] if n.startswith("the promise's probabilities rest on fewer than 60 samples of a class here")]
+    assert len(few) == len(res["notes"]) == 1 and "(class 3: " in few[0], res["notes"]  # the test split's threes: said
     # another --seed: other rows, refused naming both splits (the seed was the difference, and was not said)
     code, _, err = cli([art["good"], "--data", pool, "-p", PROT, "--baseline", tmp_path / "r.json", "--seed", "1", "-q"], capsys)
     assert code == 2 and "the baseline's: the test split of pool, split seed 0; these: the test split of " in err, err

@@ -128,9 +128,15 @@ def _failed_run(run, model) -> str | None:
 
     if not isinstance(run, dict) or run.get("budget_met") is not False:
         return None
-    binds = run.get("binds") if run.get("binds") in ("accuracy", "fn_promise") else None
-    return (f"'{one_line(str(model))}' is the model of a compress run that did not {failed_budget(binds)}, and that run "
+    return (f"'{one_line(str(model))}' is the model of a compress run that did not {failed_budget(_binds(run))}, and that run "
             "recommended no file to deploy: its files are held here to this model, not to the dense model it came from")
+
+
+def _binds(run: dict) -> str | None:
+    """The budget a failed run's record names, where it is one cwtool writes (the file is untrusted: a tensor there had
+    ended export.json's writing in exit 3)."""
+    binds = run.get("binds")
+    return binds if isinstance(binds, str) and binds in ("accuracy", "fn_promise") else None
 
 
 def _staged_folder(out: Path, log=print) -> Path:
@@ -186,7 +192,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     request, prepared, _ = as_recorded(request)  # a folder of images prepared as the checkpoint records, where no flag says
     dataset, loaded, protected, names, undetected = _inputs(request, settings, log)
     failed_run = _failed_run(loaded.extra.get("run"), request.model)
-    run_record = {"budget_met": False, "binds": loaded.extra["run"].get("binds")} if failed_run else None
+    run_record = {"budget_met": False, "binds": _binds(loaded.extra["run"])} if failed_run else None  # the file's values checked
     if failed_run:
         log(f"warning: {failed_run}")
     for line in preparation_notes(prepared, dataset.input_shape, f"'{request.model}' records its training's were", choosable=False):

@@ -31,10 +31,16 @@ def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
         seed_everything(cfg.seed * 1000 + r)
         keep_fraction = round_target(pruner.config, r)
         scores = weight_scores(model, prunable, masks, pruner.dataset, pruner.protected, cfg, pruner.device, seed=cfg.seed + r, start_state=start_state)
+        kept_before = int(sum(int(mask.sum()) for mask in masks.values()))
         for name, score in scores.items():  # layer-wise: every layer keeps keep_fraction of its weights
             keep = max(1, int(round(keep_fraction * score.numel())))
             threshold = torch.topk(score.flatten(), keep).values[-1]
             masks[name] = (score >= threshold).float() * masks[name]
+        if result.tickets and int(sum(int(mask.sum()) for mask in masks.values())) == kept_before:  # every layer at its floor
+            last = result.tickets[-1]
+            pruner.log(f"round {r}: nothing left to prune (round {last.round}'s {last.params:,} non-zero params are as few as "
+                       "its layers go); stopping")
+            break
         # Channels whose incoming weights are all gone: mask their BN too, so they are truly empty.
         plan = empty_channels(graph, masks)
         extra = graph.mask_tensors(plan) if plan else {}

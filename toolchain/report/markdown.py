@@ -115,8 +115,8 @@ def _unguarded(allowed: int) -> str:
     """The unguarded point in words: the offset that spends the whole FN budget on validation ("which may miss all 0
     allowed" did not parse)."""
     if allowed == 0:
-        return "the offset that misses no more than the dense model on validation, with nothing kept in reserve for new data"
-    return (f"the offset that may miss all {allowed} allowed on validation, with nothing kept in reserve for new data")
+        return "the point that misses no more than the dense model on validation, with nothing kept in reserve for new data"
+    return f"the point that may miss all {allowed} allowed on validation, with nothing kept in reserve for new data"
 
 
 TERMS = [
@@ -126,7 +126,7 @@ TERMS = [
     "**Offset**: a number added to a protected class's output (logit) before the model's answer is taken: a higher one "
     "catches more of the class for more false positives. The **unguarded point** is the offset that spends the whole FN "
     "budget on validation, keeping nothing in reserve for new data.",
-    "**Round**: one pass of removing channels and retraining; the model it leaves is its **ticket**. **MACs**: "
+    "**Round**: one pass of removing {what} and retraining; the model it leaves is its **ticket**. **MACs**: "
     "multiply-accumulate operations per sample, the model's compute.",
 ]
 
@@ -317,6 +317,7 @@ def render_report(report: dict, terms: bool = True) -> str:
     if report.get("artifacts"):
         lines += recheck_lines(report, "report.json")
     if terms:  # a report is read by people who do not prune models
-        lines += ["", "## Terms", "", *[f"- {term}" for term in TERMS]]
+        what = "weights" if (report.get("config") or {}).get("granularity") == "weight" else "channels"
+        lines += ["", "## Terms", "", *[f"- {term.replace('{what}', what)}" for term in TERMS]]
     # class names come from files: no terminal escapes, no HTML of their own in a report
     return no_raw_html(printable("\n".join(lines))) + "\n"
