@@ -95,7 +95,7 @@ def print_summary(report: dict, run_dir: Path) -> None:
     from toolchain.report.markdown import render_report
     from toolchain.report.run_report import summary_lines
 
-    print_markdown(render_report(report, terms=False))
+    print_markdown(render_report(report))  # report.md as written, its terms too
     verdict = fit_sentence(report)
     for line in summary_lines(report, run_dir):
         style = fit_style(report) if line == verdict else "bold yellow" if line.startswith("finding") else None

@@ -252,7 +252,7 @@ def _processes_said(training: dict) -> str:
 
 
 def render_report(report: dict, terms: bool = True) -> str:
-    """report.md (``terms``: with the glossary at its end; the console's copy goes without)."""
+    """report.md (``terms``: with the glossary at its end)."""
     names = report.get("class_names", [])
     prot = ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
     gate = report["gate"]
