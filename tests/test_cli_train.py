@@ -498,8 +498,15 @@ def test_a_model_below_the_commonest_class_is_not_said_to_be_within_5_points_of_
     data = SimpleNamespace(y_val=y, y_train=y, class_names=["a", "b"])
     below = np.eye(2)[np.r_[np.ones(20, int), np.zeros(10, int)]]  # answers both classes, each the wrong one: accuracy 0
     near = np.eye(2)[np.r_[np.zeros(19, int), [1], np.zeros(10, int)]]  # accuracy 0.633, the commonest class 0.667
-    assert "is below always answering the commonest class (0.6667)" in _learned_nothing(below, data, config)
-    assert "within 5 points of always answering" in _learned_nothing(near, data, config)
+    assert "balanced accuracy (the mean of the classes' recalls) 0.0000 is below always answering one class (0.5000)" in \
+        _learned_nothing(below, data, config)
+    assert "0.4750 is within 5 points of always answering one class" in _learned_nothing(near, data, config)
+    # a class of 8%: a model catching 80% of it at 97% specificity scored 0.96 against the commonest class's 0.92, and was
+    # told it learned nothing (a sepsis model of AUC 0.98)
+    rare = np.array([0] * 920 + [1] * 80)
+    caught = np.r_[np.zeros(892, int), np.ones(28, int), np.ones(64, int), np.zeros(16, int)]
+    rare_data = SimpleNamespace(y_val=rare, y_train=rare, class_names=["no", "sepsis"])
+    assert _learned_nothing(np.eye(2)[caught], rare_data, config) is None
 
 
 def test_a_model_that_learnt_its_training_rows_by_heart_is_not_told_to_train_longer():

@@ -709,3 +709,26 @@ def test_a_confidence_near_1_is_said_as_given_not_rounded_to_1():
     lines = unreachable_confidence(logits, y, [1], ["0", "1"], SimpleNamespace(confidence=0.9999999999, max_fn_increase=0))
     assert lines and lines[0].startswith("warning: --confidence 0.9999999999 cannot be backed for protected class 1"), lines
     assert unreachable_confidence(logits, y, [1], ["0", "1"], SimpleNamespace(confidence=0.9, max_fn_increase=5)) == []
+
+
+def test_a_first_round_that_lost_the_model_names_the_learning_rate():
+    """A standardization folded into a first layer: round 1's retraining at --lr 0.002 fell from 0.95 to 0.65 validation
+    accuracy, and the advice named --max-accuracy-drop, --keep-params, --epochs and --rate, none of which mended it."""
+    from types import SimpleNamespace
+
+    from toolchain.prune.tickets import promise_section
+
+    entry = {"n": 40, "n_new": 40, "fn": 2, "dense_fn": 2, "b": 0, "c": 0, "confidence": 0.97, "confidence_target": 0.95,
+             "budget": 0, "margin_fn": 0, "fp": 0, "fp_plain": 0}
+    config = SimpleNamespace(max_accuracy_drop=0.02, confidence=0.95, max_fn_increase=0, keep_params=0.5, rate=0.5, lr=0.002)
+
+    def statement(first_accuracy):
+        ticket = SimpleNamespace(val={"promise": {"1": entry}, "accuracy": 0.65}, round=1, val_raw={"accuracy": first_accuracy})
+        result = SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.95}}, tickets=[ticket])
+        return promise_section(result, ticket, config)["statement"]
+
+    lost = statement(0.65)
+    assert lost.startswith("no ticket stays within the accuracy budget") and lost.endswith(
+        "or a lower --lr (round 1's retraining lost 30 points of validation accuracy from the dense model's: weights on scales far apart, such "
+        "as a standardization folded into a first layer, retrain poorly at --lr 0.002; docs/DATA.md)"), lost
+    assert "--lr" not in statement(0.90)  # 5 points: the pruning's size, not the retraining

@@ -1832,7 +1832,7 @@ def test_a_dense_model_that_catches_few_of_a_protected_class_and_a_validation_sp
     assert note.startswith("note: the dense model catches 5 of the 60 validation samples of protected class 1 (melanoma), 8%"), note
     assert "--normalize, --resize" in note
     (flat,) = weak_detection_notes(weak, y, [1], names, y, flat=True)  # CSV rows: --normalize is for images
-    assert "scaled as in its training (a standardization belongs in its first layer: docs/DATA.md)" in flat and "--resize" not in flat
+    assert "scaled as in its training (a standardization belongs in the model's forward: docs/DATA.md)" in flat and "--resize" not in flat
     no_nevus = y != 2
     (note,) = weak_detection_notes(logits[no_nevus], y[no_nevus], [1], names, y)
     assert note.startswith("note: the validation split holds no sample of class 2 (nevus)"), note
@@ -1897,6 +1897,13 @@ def test_a_csv_s_missing_or_infinite_value_is_named_where_it_is(tmp_path):
     (tmp_path / "nan.csv").write_text("\n".join(rows[:3] + ["", ""] + rows[3:8] + ["7,nan,ok"] + rows[9:]) + "\n")
     with pytest.raises(UserError, match=r"contain 1 NaN or infinite value, the first at line 11, column 'b' \(as float32"):
         load_data(str(tmp_path / "nan.csv"), seed=0)
+    # Excel's "#N/A", and a number with thousands separators, were told to "encode or drop that column"
+    (tmp_path / "excel.csv").write_text("\n".join(rows[:5] + ["4,#N/A,ok"] + rows[6:]) + "\n")
+    with pytest.raises(UserError, match=r"column 'b' holds '#N/A', not a number: a missing value: impute it or drop the row$"):
+        load_data(str(tmp_path / "excel.csv"), seed=0)
+    (tmp_path / "grouped.csv").write_text("\n".join(rows[:5] + ['4,"4,399.004",ok'] + rows[6:]) + "\n")
+    with pytest.raises(UserError, match=r"holds '4,399.004', not a number: a number written with thousands separators: save"):
+        load_data(str(tmp_path / "grouped.csv"), seed=0)
 
 
 def test_a_csv_with_its_columns_in_another_order_is_named(tmp_path, capsys):

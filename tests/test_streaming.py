@@ -781,6 +781,10 @@ def test_the_re_check_command_names_the_classes_where_a_test_folder_or_csv_is_ju
     assert verify_row_flags(SimpleNamespace(**{**vars(request), "test": None}), ["cat", "dog"]) == []
     folder = Path(__file__).parent  # a run's class folders named 0..2, its --test folder's perhaps 1..2: named too
     assert verify_row_flags(SimpleNamespace(**{**vars(request), "test": str(folder)}), ["0", "1", "2"]) == ["--class-names", "0,1,2"]
+    # a --test CSV whose label is not its last column: read with --label-column, re-checked with it (exit 2 without)
+    labelled = SimpleNamespace(**{**vars(request), "test": "held/test.csv", "label_column": "label"})
+    assert verify_row_flags(labelled, ["no_sepsis", "sepsis"]) == ["--label-column", "label", "--class-names", "no_sepsis,sepsis"]
+    assert verify_row_flags(SimpleNamespace(**{**vars(labelled), "test": "held/test.npz"}), ["0", "1"]) == []  # refused there
 
 
 def test_given_image_rows_of_another_pixel_scale_are_refused(tmp_path):

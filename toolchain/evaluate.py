@@ -242,7 +242,7 @@ def weak_detection_notes(logits: np.ndarray, y: np.ndarray, protected: list[int]
     does this to a good model), and classes of the train split that the validation split holds no row of (the accuracy
     budget is judged without them)."""
     predicted = np.asarray(logits).argmax(1)
-    prepared = ("the features are scaled as in its training (a standardization belongs in its first layer: docs/DATA.md)"
+    prepared = ("the features are scaled as in its training (a standardization belongs in the model's forward: docs/DATA.md)"
                 if flat else "the inputs are prepared alike (--normalize, --resize, pixel scaling)")
     notes = []
     for k in protected:

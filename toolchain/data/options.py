@@ -115,8 +115,8 @@ def verify_row_flags(request, class_names: list[str] | None = None) -> list[str]
         flags += ["--color", {"RGB": "rgb", "L": "gray"}.get(request.color, str(request.color))]
     if request.input_shape:
         flags += ["--input-shape", ",".join(map(str, request.input_shape))]
-    if request.label_column and not request.test:
-        flags += ["--label-column", str(request.label_column)]
+    if request.label_column and (not request.test or str(request.test).strip().lower().endswith(".csv")):
+        flags += ["--label-column", str(request.label_column)]  # a --test CSV is read with it too (verify refused it without)
     if request.class_names:
         names = request.class_names if isinstance(request.class_names, str) else ",".join(request.class_names)
         flags += ["--class-names", names]

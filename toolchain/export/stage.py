@@ -339,8 +339,8 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
 
     spread = feature_scale_spread(calib_x, getattr(dataset.preprocessing, "columns", None)) if int8 else None
     if spread is not None:
-        log(f"note: {spread}; an int8 file quantizes its input on one scale, which erases the small ones: standardize the "
-            "features, and hand the model the standardization in its first layer (docs/DATA.md)")
+        log(f"note: {spread}; an int8 file quantizes its input on one scale, which erases the small ones, unless the model "
+            "standardizes its input itself (docs/DATA.md)")
     entries = []
     try:
         for fmt, precision in settings.artifacts:

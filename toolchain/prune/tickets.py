@@ -179,6 +179,21 @@ def _competing(per_class: dict, confusion, protected_part=None) -> str | None:
             "and one protected class alone keeps its stated probability")
 
 
+LOST_IN_RETRAINING = 0.10  # accuracy a first round's retraining may lose before its learning rate is suspected
+
+
+def _first_round_loss(result) -> float | None:
+    """How much validation accuracy round 1's own decisions lost from the dense model's, where it is over
+    LOST_IN_RETRAINING (a folded standardization at --lr 0.002 fell from 0.95 to 0.65 at half the parameters, and the
+    advice named every flag but --lr, the one that mended it); else None."""
+    first = next(iter(getattr(result, "tickets", None) or []), None)
+    raw = getattr(first, "val_raw", None) or {}
+    if "accuracy" not in raw:
+        return None
+    lost = result.dense["val"]["accuracy"] - raw["accuracy"]
+    return lost if lost > LOST_IN_RETRAINING else None
+
+
 def failed_budget(binds: str | None) -> str:
     """The budget a run that kept none failed, as "the run did not ..." ends."""
     return "stay within the accuracy budget on validation" if binds == "accuracy" else "keep the FN promise on validation"
@@ -214,6 +229,11 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     elif binds == "accuracy":  # a lower confidence would not help
         more = (["raise --max-accuracy-drop"] + (["--keep-params"] if config.keep_params < 1 else []) + ["--epochs"]
                 + (["a gentler --rate a round (more rounds)"] if ticket.round == 1 and config.rate > 0.3 else []))
+        lost = _first_round_loss(result)
+        if lost is not None:  # the retraining itself broke the model, not the pruning's size
+            more.append(f"a lower --lr (round 1's retraining lost {100 * lost:.0f} points of validation accuracy from the dense model's: weights on "
+                        f"scales far apart, such as a standardization folded into a first layer, retrain poorly at --lr "
+                        f"{getattr(config, 'lr', 0):g}; docs/DATA.md)")
         there = ("the promise itself holds there" if not stuck else
                  f"no offset of {', '.join(f'class {k}' for k in stuck)} brings accuracy within it, whatever the confidence asked"
                  + (" (with the other classes' offsets where their promises put them)" if len(per_class) > len(stuck) else ""))

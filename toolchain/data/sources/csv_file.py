@@ -167,13 +167,8 @@ def _read_table(path: Path, label_column: str | None, pick_label=None) -> _Table
                             _number(v)
                         except ValueError:
                             col = header[i if i < li else i + 1]
-                            raise UserError(
-                                f"line {line} of {where}, column '{col}' holds {v[:50]!r}, not a number: "
-                                + ("a missing value: impute it or drop the row" if not v.strip() or v.strip().lower() in
-                                 ("na", "n/a", "null", "none", "?") else "features must be numeric (encode or drop that column)"
-                                   + ("" if label_column is not None else  # the last column is the label unless told
-                                      f"; if it holds the labels, give --label-column {shlex.quote(col)}"))
-                            ) from None
+                            raise UserError(f"line {line} of {where}, column '{col}' holds {v[:50]!r}, not a number: "
+                                            + _why_not_a_number(v, col, label_column)) from None
                     raise  # pragma: no cover - every value parsed one by one
                 if row_no % 8192 == 0:  # what is held must leave as much again for the split copies
                     held = 4 * len(feats) + 16 * len(codes)
@@ -357,3 +352,19 @@ def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarr
             raise UserError(f"{label} has label {int(lookup.max())}, beyond --data's {dataset.num_classes} classes")
     return table.x, lookup[table.codes]
 
+
+MISSING_MARKS = ("na", "n/a", "#n/a", "nan", "null", "none", "?", "-", "missing")  # spreadsheets' and R's
+_GROUPED = re.compile(r"^[+-]?\d{1,3}([,' ]\d{3})+(\.\d+)?$")  # 4,399.004; 1'234; 12 345
+
+
+def _why_not_a_number(value: str, column: str, label_column) -> str:
+    """What a cell that is not a number most likely is, and what to do: a missing value, a number written with thousands
+    separators, or text (Excel's "#N/A" and "4,399.004" were told to encode or drop the column)."""
+    cell = value.strip()
+    if not cell or cell.lower() in MISSING_MARKS:
+        return "a missing value: impute it or drop the row"
+    if _GROUPED.match(cell):
+        return "a number written with thousands separators: save the file without them (plain 4399.004)"
+    return ("features must be numeric (encode or drop that column)"
+            + ("" if label_column is not None else  # the last column is the label unless told
+               f"; if it holds the labels, give --label-column {shlex.quote(column)}"))
