@@ -507,6 +507,8 @@ def test_a_model_below_the_commonest_class_is_not_said_to_be_within_5_points_of_
     caught = np.r_[np.zeros(892, int), np.ones(28, int), np.ones(64, int), np.zeros(16, int)]
     rare_data = SimpleNamespace(y_val=rare, y_train=rare, class_names=["no", "sepsis"])
     assert _learned_nothing(np.eye(2)[caught], rare_data, config) is None
+    one = SimpleNamespace(y_val=np.zeros(30, int), y_train=y, class_names=["a", "b"])  # nothing tells learning from guessing
+    assert _learned_nothing(np.eye(2)[np.r_[np.zeros(29, int), 1]], one, config) is None
 
 
 def test_a_model_that_learnt_its_training_rows_by_heart_is_not_told_to_train_longer():

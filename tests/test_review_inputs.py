@@ -1901,9 +1901,15 @@ def test_a_csv_s_missing_or_infinite_value_is_named_where_it_is(tmp_path):
     (tmp_path / "excel.csv").write_text("\n".join(rows[:5] + ["4,#N/A,ok"] + rows[6:]) + "\n")
     with pytest.raises(UserError, match=r"column 'b' holds '#N/A', not a number: a missing value: impute it or drop the row$"):
         load_data(str(tmp_path / "excel.csv"), seed=0)
-    (tmp_path / "grouped.csv").write_text("\n".join(rows[:5] + ['4,"4,399.004",ok'] + rows[6:]) + "\n")
-    with pytest.raises(UserError, match=r"holds '4,399.004', not a number: a number written with thousands separators: save"):
-        load_data(str(tmp_path / "grouped.csv"), seed=0)
+    for cell in ("4,399.004", "1.234,56", "0,500", "12 345"):  # 0,500 is a decimal comma: not "save it without them"
+        (tmp_path / "grouped.csv").write_text("\n".join(rows[:5] + [f'4,"{cell}",ok'] + rows[6:]) + "\n")
+        with pytest.raises(UserError, match=f"holds '{cell}', not a number: a number written with thousands separators or a "
+                                            r"decimal comma: save the file with plain numbers and a point as the decimal mark"):
+            load_data(str(tmp_path / "grouped.csv"), seed=0)
+    for cell in ("#DIV/0!", "#VALUE!"):  # a cell's error, not a column to drop or to take as the labels
+        (tmp_path / "error.csv").write_text("\n".join(rows[:5] + [f"4,{cell},ok"] + rows[6:]) + "\n")
+        with pytest.raises(UserError, match=r"not a number: a spreadsheet's error value: fix or impute it, or drop the row$"):
+            load_data(str(tmp_path / "error.csv"), seed=0)
 
 
 def test_a_csv_with_its_columns_in_another_order_is_named(tmp_path, capsys):

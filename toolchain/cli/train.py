@@ -197,6 +197,8 @@ def _learned_nothing(val_logits, dataset, config, train_accuracy: float | None =
     if len(y) < 10:
         return None
     answers = np.unique(val_logits.argmax(1))
+    if len(np.unique(y)) < 2:  # one class in validation: no balanced accuracy tells learning from guessing
+        return None
     chance = 1 / len(np.unique(y))  # the balanced accuracy of always answering one class, whatever the classes' shares
     balanced = balanced_accuracy(y, val_logits.argmax(1))
     # 5 points over that, balanced: plain accuracy against the commonest class's share asked 97% of a model of a class of

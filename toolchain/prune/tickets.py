@@ -188,8 +188,9 @@ def _first_round_loss(result) -> float | None:
     advice named every flag but --lr, the one that mended it); else None."""
     first = next(iter(getattr(result, "tickets", None) or []), None)
     raw = getattr(first, "val_raw", None) or {}
-    if "accuracy" not in raw:
-        return None
+    dense_params = result.dense.get("params")
+    if "accuracy" not in raw or not dense_params or first.params < dense_params / 2:
+        return None  # a round 1 that pruned over half the model may lose that much to its size alone
     lost = result.dense["val"]["accuracy"] - raw["accuracy"]
     return lost if lost > LOST_IN_RETRAINING else None
 
@@ -231,7 +232,8 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
                 + (["a gentler --rate a round (more rounds)"] if ticket.round == 1 and config.rate > 0.3 else []))
         lost = _first_round_loss(result)
         if lost is not None:  # the retraining itself broke the model, not the pruning's size
-            more.append(f"a lower --lr (round 1's retraining lost {100 * lost:.0f} points of validation accuracy from the dense model's: weights on "
+            more.append(f"a lower --lr (round 1 kept half the parameters or more, yet its retraining lost {100 * lost:.0f} points "
+                        f"of validation accuracy from the dense model's: weights on "
                         f"scales far apart, such as a standardization folded into a first layer, retrain poorly at --lr "
                         f"{getattr(config, 'lr', 0):g}; docs/DATA.md)")
         there = ("the promise itself holds there" if not stuck else

@@ -353,8 +353,9 @@ def held_out_csv_rows(path: Path, flag: str, dataset: Dataset) -> tuple[np.ndarr
     return table.x, lookup[table.codes]
 
 
-MISSING_MARKS = ("na", "n/a", "#n/a", "nan", "null", "none", "?", "-", "missing")  # spreadsheets' and R's
-_GROUPED = re.compile(r"^[+-]?\d{1,3}([,' ]\d{3})+(\.\d+)?$")  # 4,399.004; 1'234; 12 345
+MISSING_MARKS = ("na", "n/a", "#n/a", "nan", "null", "none", "?", "-", "--", "missing")  # spreadsheets' and R's
+# digits with separators float() does not read: 4,399.004; 1'234; 12 345; 1.234,56; a decimal comma 0,500
+_SEPARATED = re.compile(r"^[+-]?\d+([.,' \u00a0\u202f]\d+)+$")
 
 
 def _why_not_a_number(value: str, column: str, label_column) -> str:
@@ -363,8 +364,11 @@ def _why_not_a_number(value: str, column: str, label_column) -> str:
     cell = value.strip()
     if not cell or cell.lower() in MISSING_MARKS:
         return "a missing value: impute it or drop the row"
-    if _GROUPED.match(cell):
-        return "a number written with thousands separators: save the file without them (plain 4399.004)"
+    if cell.startswith("#"):  # #DIV/0!, #VALUE!, #REF!: a cell, not the column
+        return "a spreadsheet's error value: fix or impute it, or drop the row"
+    if _SEPARATED.match(cell):  # 3,141 may be either: said as both
+        return ("a number written with thousands separators or a decimal comma: save the file with plain numbers and a point "
+                "as the decimal mark (4399.004, 0.5)")
     return ("features must be numeric (encode or drop that column)"
             + ("" if label_column is not None else  # the last column is the label unless told
                f"; if it holds the labels, give --label-column {shlex.quote(column)}"))
