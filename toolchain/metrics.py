@@ -203,7 +203,7 @@ def check_finite_logits(logits: np.ndarray, where: str | None = None) -> None:
     z = np.asarray(logits)
     if np.isfinite(z).all():
         return
-    bad = ~np.isfinite(z.reshape(len(z), -1)).all(axis=1)
+    bad = _nonfinite_mask(z)
     first = int(np.flatnonzero(bad)[0])
     kinds = " and ".join(kind for kind, found in (("NaN", np.isnan(z).any()), ("infinite", np.isinf(z).any())) if found)
     raise UserError(f"the model's logits are {kinds} on {int(bad.sum()):,} of {len(z):,} rows{f' of {where}' if where else ''} "
@@ -214,7 +214,12 @@ def check_finite_logits(logits: np.ndarray, where: str | None = None) -> None:
 def nonfinite_rows(logits) -> int:
     """How many rows of ``logits`` (n, ...) hold a NaN or an infinity."""
     z = np.asarray(logits, dtype=np.float64)
-    return int((~np.isfinite(z.reshape(len(z), -1))).any(axis=1).sum()) if z.ndim else int(not np.isfinite(z))
+    return int(_nonfinite_mask(z).sum()) if z.ndim else int(not np.isfinite(z))
+
+
+def _nonfinite_mask(z: np.ndarray) -> np.ndarray:
+    """Per row of ``z`` (n, ...): whether it holds a NaN or an infinity."""
+    return ~np.isfinite(z.reshape(len(z), -1)).all(axis=1)
 
 
 def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes: int | None = None) -> dict:

@@ -133,9 +133,9 @@ def _percent(share: float) -> str:
     return f"{share:.0%}" if abs(share * 100 - round(share * 100)) < 0.05 else f"{share:.1%}"
 
 
-def _empty(per_class: dict) -> str | None:
-    """The classes whose promise says nothing, in words; None where every one says something."""
-    why = {k: empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new")) for k, v in per_class.items()}
+def _empty(why: dict) -> str | None:
+    """The classes whose promise says nothing (``why``: class -> empty_promise's reason or None), in words; None where
+    every one says something."""
     empty = [f"class {k}: {w}" for k, w in why.items() if w]
     if not empty:
         return None
@@ -144,11 +144,10 @@ def _empty(per_class: dict) -> str | None:
             "that detects it, or a smaller --max-fn-increase")
 
 
-def _few_samples(per_class: dict) -> str | None:
-    """A kept promise resting on few validation samples of a class, in words; None where none does (an empty promise
+def _few_samples(per_class: dict, empty: dict) -> str | None:
+    """A kept promise resting on few validation samples of a class, in words; None where none does (an ``empty`` promise
     says so already)."""
-    few = [f"class {k}: {v['n']}" for k, v in per_class.items()
-           if v.get("n", SMALL_SPLIT) < SMALL_SPLIT and not empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new"))]
+    few = [f"class {k}: {v['n']}" for k, v in per_class.items() if v.get("n", SMALL_SPLIT) < SMALL_SPLIT and not empty[k]]
     if not few:
         return None
     return (f"with fewer than {SMALL_SPLIT} validation samples of a class ({', '.join(few)}), the stated probability can be "
@@ -207,12 +206,12 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     per_class = ticket.val.get("promise", {})
     met, accuracy_floor = result.budget_met, result.dense["val"]["accuracy"] - config.max_accuracy_drop
     words = []
+    empty = {k: empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new")) for k, v in per_class.items()}
     for k, v in per_class.items():
         extra = f" + {v['budget']}" if v["budget"] else ""
         share = f" ({_percent(v['budget'] / v['n_new'])} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
         allowed = f"the {v['dense_fn'] + v['budget']} allowed (the dense model's {v['dense_fn']}{extra})" if v["budget"] else "the dense model's"
-        why_empty = empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new"))
-        vacuous = f" ({why_empty}: it promises nothing about this class)" if why_empty else ""
+        vacuous = f" ({empty[k]}: it promises nothing about this class)" if empty[k] else ""
         price = v["fp"] - v["fp_plain"]
         cost = (f"for {price:+d} false positives against the unguarded point" if price >= 0 else
                 f"with {-price} fewer false positives than the unguarded point")  # a budget spent buys FP back
@@ -263,7 +262,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         either = f"{', '.join(more[:-1])} or {more[-1]}" if len(more) > 1 else more[0]
         statement = (f"no ticket keeps the FN promise with confidence {config.confidence:.12g} within the accuracy budget on validation "
                      f"({why}): {either}")
-    said = {"empty": _empty(per_class), "few_samples": _few_samples(per_class), "competing": _competing(per_class, ticket.val.get("confusion"), ticket.val.get("confusion_protected"))} if met else {}
+    said = {"empty": _empty(empty), "few_samples": _few_samples(per_class, empty), "competing": _competing(per_class, ticket.val.get("confusion"), ticket.val.get("confusion_protected"))} if met else {}
     return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
             **{key: words for key, words in said.items() if words},
             "round": ticket.round, "classes": per_class, "statement": statement, "binds": binds,

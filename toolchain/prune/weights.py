@@ -36,7 +36,8 @@ def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
             keep = max(1, int(round(keep_fraction * score.numel())))
             threshold = torch.topk(score.flatten(), keep).values[-1]
             masks[name] = (score >= threshold).float() * masks[name]
-        if result.tickets and int(sum(int(mask.sum()) for mask in masks.values())) == kept_before:  # every layer at its floor
+        nonzero = int(sum(int(mask.sum()) for mask in masks.values()))  # training leaves the masks as they are
+        if result.tickets and nonzero == kept_before:  # every layer at its floor
             last = result.tickets[-1]
             pruner.log(f"round {r}: nothing left to prune (round {last.round}'s {last.params:,} non-zero params are as few as "
                        "its layers go); stopping")
@@ -59,7 +60,6 @@ def run_weight_rounds(pruner, result: PruneResult, teacher) -> PruneResult:
         start_state = weights_copy(model) if cfg.increase_weight else None
         train(model, pruner.dataset.x_train, pruner.dataset.y_train, tcfg, loss_fn=loss, after_step=apply, device=pruner.device,
               progress=pruner.progress, description=f"round {r}/{rounds} retrain", say_pace=pruner.record)
-        nonzero = int(sum(int(mask.sum()) for mask in masks.values()))
         dense_rest = pruner.dense_params - total
         raw, at_op, _, offsets = pruner.evaluate(model)
         ticket = Ticket(r, copy.deepcopy(model), {k: list(range(n)) for k, n in pruner.dense_sizes.items()}, nonzero + dense_rest,

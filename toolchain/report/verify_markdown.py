@@ -62,8 +62,9 @@ def render_verify_markdown(result: dict) -> str:
     verdict = "PASSED" if gate["passed"] else "FAILED"
     if gate["passed"] and gate.get("fn_budget") is False:
         verdict += " (no FN budget given: only class collapse was checked)"
-    if failed_run_caveat(result):
-        verdict += f", {failed_run_caveat(result)}"
+    caveat = failed_run_caveat(result)
+    if caveat:
+        verdict += f", {caveat}"
     icon = "\u2705" if gate["passed"] else "\u274c"
     data = result["data"]
     lines = [f"## {icon} cwtool verify: {verdict}", ""]
