@@ -106,6 +106,23 @@ def test_every_file_is_timed_and_one_is_named_to_deploy(pi4_run):
     assert report["seconds"]["timing the files"] > 0
 
 
+def test_report_md_says_each_int8_file_s_float_input_as_the_file_has_it(pi4_run):
+    """report.md said "none (fully int8)" of an int8 file that takes float32 input (an ONNX QDQ file always; a TFLite
+    file where the converter quantizes inside), where a target wanting int8 input and output reads it."""
+    from toolchain.runtimes import load_runner
+
+    _, out, _, _ = pi4_run
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    section = md[md.index("## int8 files: layers kept in float"):].split("\n## ")[0]
+    int8 = [a for a in report["artifacts"] if a["precision"] == "int8"]
+    assert int8 and "fully int8" not in md
+    for art in int8:
+        dtype = load_runner(out / art["path"]).input_dtype.name  # the file's own, not what the report says of it
+        line = next(line for line in section.splitlines() if line.startswith(f"- {art['path']}: "))
+        assert (f"({dtype} input, quantized inside the file)" in line) == dtype.startswith("float"), (dtype, line)
+
+
 def test_compress_log_has_every_progress_line_time_stamped_and_the_seconds(pi4_run):
     _, out, _, stderr = pi4_run
     lines = (out / "compress.log").read_text().splitlines()

@@ -207,7 +207,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
                         "total": time.perf_counter() - started},
         }
         # The quantized stage, one entry per int8 file: calibration, layers kept in float and why.
-        report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"], **a["quantization"]}
+        report["stages"] += [{"stage": "quantized", "format": a["format"], "path": a["path"], "bytes": a["bytes"],
+                              "input_dtype": a.get("input_dtype"), **a["quantization"]}
                              for a in artifacts if "quantization" in a]
         if checked.profile is not None:
             _fit(report, run_dir, checked.profile)

@@ -7,7 +7,7 @@ from toolchain.errors import printable
 from toolchain.report.html import code_span, no_raw_html
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
-from toolchain.report.markdown import files_lines, fmt_value, held_out_rows, protected_cell, recheck_lines
+from toolchain.report.markdown import files_lines, fmt_value, held_out_rows, int8_layers_words, protected_cell, recheck_lines
 
 __all__ = ["files_verdict", "render_export_report"]
 
@@ -32,7 +32,7 @@ def _int8_lines(artifacts: list[dict], calibration: dict | None) -> list[str]:
             below = q.get("val_accuracy") is not None and q.get("min_val_accuracy") is not None and q["val_accuracy"] < q["min_val_accuracy"]
             parts.append("**short of the accuracy budget on validation**" if below else
                          "**short of the float model's protected FN on validation**")
-        lines.append(f"- {art['path']}: {'; '.join(parts) or 'fully int8'}")
+        lines.append(f"- {art['path']}: {int8_layers_words(parts, art.get('input_dtype'))}")
     if not lines:
         return []
     given = isinstance(calibration, dict) and calibration.get("given")

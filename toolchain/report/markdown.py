@@ -165,6 +165,16 @@ def _offset_words(v: dict, several: bool = False) -> str:
             f"{v.get('fp', v['fp_no_offset'])}{keep}.")
 
 
+def int8_layers_words(kept_float: list[str], input_dtype: str | None) -> str:
+    """What of an int8 file stays float: its kept layers, else that every layer is int8, and a float input where the
+    file takes one (an ONNX QDQ file always; a TFLite file where the converter quantizes inside): a target that wants
+    int8 input and output reads it here, not only "fully int8"."""
+    text = "; ".join(kept_float) if kept_float else "none: every layer int8"
+    if input_dtype and not str(input_dtype).startswith(("int", "uint")):
+        text += f" ({input_dtype} input, quantized inside the file)"
+    return text
+
+
 def recheck_lines(report: dict, baseline: str) -> list[str]:
     """The `cwtool verify` command that re-checks the files the report recommends to deploy (else its int8 file, the one
     a device most likely runs) against ``baseline`` (the report's own JSON, beside it) on the rows the report was measured
@@ -310,7 +320,7 @@ def render_report(report: dict, terms: bool = True) -> str:
             kept = s.get("float_layers") or []
             why = [f"input layer {', '.join(stem)} (few input channels: faster in float)"] if stem else []
             why += [f"{', '.join(kept)} ({s.get('note') or 'protected FN'})"] if kept else []
-            text = "; ".join(why) if why else "none (fully int8)"
+            text = int8_layers_words(why, s.get("input_dtype"))
             if s.get("offsets") and not kept:  # with kept layers the note says it
                 text += f"; {s.get('note')}"
             lines.append(f"- {s['path']}: {text}")
