@@ -20,13 +20,14 @@ from toolchain.data.images import COLOR_AMONG_GRAY, IMAGENET_MEAN, IMAGENET_STD,
     open_plain, pil_errors, pillow
 from toolchain.data.labels import composed, string_labels
 from toolchain.data.sources import KNOWN_SOURCES
+from toolchain.data.sources.folder_listing import IMAGE_EXTENSIONS, class_dirs_of, listed_images, refuse_names_alike, \
+    refuse_split_layout
 from toolchain.data.splits import split_pool
 from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES, check_fits
 
 __all__ = ["AUTO_NORMALIZE_SIDE", "IMAGE_EXTENSIONS", "load_image_folder"]
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
 AUTO_NORMALIZE_SIDE = 96
 """--normalize auto: RGB model inputs at least this many pixels on their shorter side get ImageNet's mean/std
 (the models users bring at 96-224 px were trained so); gray and smaller images stay 0..1."""
@@ -57,7 +58,7 @@ def load_image_folder(
     the memory available); pixels are decoded only when rows are read.
     """
     where = f"'{folder}'"
-    class_dirs = _class_dirs(folder, where)
+    class_dirs = class_dirs_of(folder, where)
     if not class_dirs:
         raise UserError(
             f"unknown --data '{folder}' (a folder with neither idx files nor class sub-folders): {KNOWN_SOURCES}"
@@ -66,12 +67,12 @@ def load_image_folder(
         raise UserError(
             f"{where} has {len(class_dirs):,} class folders, beyond cwtool's limit of {MAX_CLASSES:,} classes"
         )
-    _refuse_split_layout(folder, class_dirs)
+    refuse_split_layout(folder, class_dirs)
     texts = {d.name: composed(d.name) for d in class_dirs}
-    _refuse_names_alike(list(texts.values()), where)
+    refuse_names_alike(list(texts.values()), where)
     names, lookup, label_note = string_labels(list(texts.values()), given, where, "folder names, ")
     lookup = {d.name: lookup[texts[d.name]] for d in class_dirs}  # by the folder's own name, as it lists its files
-    files, labels, skipped = _listed(class_dirs, lookup, where)
+    files, labels, skipped = listed_images(class_dirs, lookup, where)
     skipped_note = (f"; {len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} of the class folders left out (not a PNG/JPEG "
                     f"file: another format, a folder without images, a link to nothing or back up), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
     loose = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
@@ -159,111 +160,6 @@ def _converted_note(files: list[Path], modes: list[str], turned: list[bool], ani
     return f" ({'; '.join(said)})" if said else ""
 
 
-SPLIT_FOLDERS = {"train": "--data", "val": "--val", "valid": "--val", "validation": "--val", "test": "--test"}
-
-
-def _in_order(p: Path) -> tuple[str, str]:
-    """Folders and files sort by their composed names: a copy made on a Mac (decomposed accents) lists the same rows in
-    the same order, and so has the same rows' sha256."""
-    return composed(p.name), p.name
-
-
-def _class_dirs(folder: Path, where: str) -> list[Path]:
-    """The class folders of ``folder``, sorted (hidden ones, and the __MACOSX folder of a zip made on a Mac, left out). A
-    link among them that leads to no folder (to nothing, or round in a loop) is refused: left out, a whole class would
-    vanish from every count."""
-    dirs = []
-    for p in folder.iterdir():
-        if p.name.startswith(".") or p.name == "__MACOSX":
-            continue
-        if p.is_dir():
-            dirs.append(p)
-        elif p.is_symlink() and not p.exists():
-            raise UserError(f"'{one_line(p.name)}' in {where} is a link to nothing (or a loop of links): a class folder there would "
-                            "be left out; mend the link or remove it")
-    return sorted(dirs, key=_in_order)
-
-
-def _refuse_names_alike(texts: list[str], where: str) -> None:
-    """Two class folders a user cannot tell apart are refused: one name encoded two ways (a Mac's decomposed accents),
-    names printed alike ('x\\ny' and 'x' newline 'y': a class's rows were labelled as the other's), names that differ
-    only in spaces at their ends, or a name of spaces alone. Letter case tells classes apart (A/ and a/ in a set of
-    characters)."""
-    named: dict[str, str] = {}
-    for text in texts:
-        if not text.strip():
-            raise UserError(f"{where} has a class folder named {text!r}, spaces alone: give it a name")
-        key = one_line(text).strip()
-        if key in named:
-            twin = named[key]
-            why = ("their letters encoded two ways (composed and decomposed accents): merge them into one folder" if twin == text
-                   else "printed alike (one holds a line break or another control character): rename one"
-                   if one_line(twin) == one_line(text) else
-                   "differing only in spaces at their ends: merge them or rename one")
-            raise UserError(f"{where} has two class folders named '{one_line(twin)[:60]}' and '{one_line(text)[:60]}', {why}")
-        named[key] = text
-
-
-def _refuse_split_layout(folder: Path, class_dirs: list[Path]) -> None:
-    """A folder of train/val/test folders, each of class folders (a common layout), is not one of class folders:
-    say how to give it instead of calling its 'test' folder a class without images."""
-    names = {d.name.lower() for d in class_dirs}
-    if "train" in names and names <= set(SPLIT_FOLDERS) and all(any(p.is_dir() for p in d.iterdir()) for d in class_dirs):
-        ordered = sorted(class_dirs, key=lambda d: list(SPLIT_FOLDERS).index(d.name.lower()))
-        parts = " ".join(f"{SPLIT_FOLDERS[d.name.lower()]} '{d}'" for d in ordered)
-        raise UserError(f"'{folder}' holds split folders ({', '.join(d.name for d in ordered)}), each of class folders, not "
-                        f"class folders: give one of them as --data (compress takes all: {parts})")
-
-
-def _listed(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple[list[Path], list[int], list[Path]]:
-    """Every image of every class folder, in order, and its label; and the other entries left out (a GIF, a
-    sub-folder, a link to nothing; hidden ones not counted), which the data's note names."""
-    files: list[Path] = []
-    labels: list[int] = []
-    skipped: list[Path] = []
-    for d in class_dirs:
-        imgs, others = [], []
-        for p in sorted((p for p in d.iterdir() if not p.name.startswith(".")), key=_in_order):  # one stat per entry: 20,000 images
-            (imgs if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else others).append(p)
-        skipped += others
-        nested = next((p for p in others if p.is_dir() and not _leads_back_up(p, d) and _holds_images(p)), None)
-        if nested is not None:  # torchvision reads below the class folders; left out, half a class would vanish from every count
-            raise UserError(f"'{one_line(d.name)}/{one_line(nested.name)}' in {where} is a folder of images inside a class folder: "
-                            "cwtool reads the images directly in each class folder, not in folders below them; move them up into "
-                            f"'{one_line(d.name)}'")
-        if not imgs:
-            raise UserError(
-                f"class folder '{d.name}' in {where} has no PNG/JPEG images: add images or remove the folder"
-            )
-        files += imgs
-        labels += [lookup[d.name]] * len(imgs)
-    return files, labels, skipped
-
-
-def _leads_back_up(entry: Path, class_dir: Path) -> bool:
-    """Whether a link in a class folder leads to that folder or one above it (``ln -s . loop``): its images are read
-    already; it is left out, not called a folder of images to move up."""
-    if not entry.is_symlink():
-        return False
-    try:
-        return class_dir.resolve().is_relative_to(entry.resolve())
-    except (OSError, RuntimeError):  # a loop of links
-        return True
-
-
-def _holds_images(folder: Path, max_depth: int = 32, limit: int = 100_000) -> bool:
-    """Whether a folder holds an image file anywhere below it, within ``max_depth`` folders and ``limit`` entries (stops at
-    the first; os.walk's recursion ended a folder nested 1,500 deep in exit 3)."""
-    from toolchain.input_paths import walk_entries
-
-    for seen, (path, _) in enumerate(walk_entries(folder, max_depth), 1):
-        if seen > limit:
-            return False
-        if path.name.lower().endswith(tuple(IMAGE_EXTENSIONS)) and not path.name.startswith("."):
-            return True
-    return False
-
-
 def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int], class_names: list[str],
                       flag: str) -> tuple[ImageFiles, np.ndarray, str]:
     """Every image of another ImageFolder (--val, --test) prepared exactly as --data's were (``pre``: colour, resize,
@@ -271,7 +167,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
     Also a note on the entries left out ("" if none). An entry named like an image that cannot be read as a file is
     refused: these rows are the gate's, and a git-annex or DVC checkout whose content was never fetched is links to nothing."""
     where = f"{flag} '{folder}'"
-    class_dirs = _class_dirs(folder, where)
+    class_dirs = class_dirs_of(folder, where)
     if not class_dirs:
         raise UserError(f"{where} has no class sub-folders: give a folder laid out like --data (one sub-folder per class)")
     shown = {d.name: one_line(composed(d.name)) for d in class_dirs}  # --data's names are kept as printed (toolchain.data.assemble)
@@ -279,7 +175,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
     if unknown:
         raise UserError(f"{where} has class folder '{unknown[0]}', which is not one of --data's classes "
                         f"({', '.join(class_names[:12])}): name the sub-folders like --data's")
-    files, labels, skipped = _listed(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
+    files, labels, skipped = listed_images(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
     unreadable = next((p for p in skipped if p.suffix.lower() in IMAGE_EXTENSIONS), None)
     if unreadable is not None:
         what = ("a link to nothing (its content not fetched, or moved)" if unreadable.is_symlink() and not unreadable.exists()
