@@ -24,18 +24,20 @@ from toolchain.data import load_data
 from toolchain.models.loading import load_model
 from toolchain.models.train import predict_logits
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
+from toolchain.rundir import RunDir
 
 
 def shipped_ticket(run_dir: Path, arch: str):
     """The ticket compress selected, before its offsets were baked in (a final-fine-tuned one: the
-    round's shape with rounds/final.pt's weights)."""
+    round's shape with its final fine-tuning's weights, rounds/final_N.pt)."""
     import torch
 
     report = json.loads((run_dir / "report.json").read_text())
     shrunk = next(s for s in report["stages"] if s["stage"] == "shrunk")
     model = load_model(run_dir / "rounds" / f"round_{shrunk['round']}.pt", arch=arch).module
     if any(s["stage"] == "final_finetune" and s.get("kept") for s in report["stages"]):
-        model.load_state_dict(torch.load(run_dir / "rounds" / "final.pt", map_location="cpu", weights_only=True))
+        final = RunDir(run_dir).final_checkpoint(shrunk["round"])
+        model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
     return model.float().eval()
 
 

@@ -30,7 +30,9 @@ def shipped_on_validation(run: Path) -> dict:
     report = report_of(run)
     promise = report["promise"]
     (k, guard), = promise["classes"].items()
-    stage = [s for s in report["stages"] if s["stage"] in ("prune_round", "final_finetune") and s.get("round") == promise["round"]][-1]
+    # the shipped round's own stage, or its final fine-tuning where that was kept (one outside the budget is not shipped)
+    stage = [s for s in report["stages"] if s.get("round") == promise["round"]
+             and (s["stage"] == "prune_round" or (s["stage"] == "final_finetune" and s.get("kept")))][-1]
     protected = next(p for p in stage["val"]["protected"] if str(p["class"]) == k)
     shrunk = next((s for s in report["stages"] if s["stage"] == "shrunk"), {})
     params = report.get("size_goal", {}).get("param_fraction", shrunk.get("param_fraction"))  # older reports: the shrunk stage's
