@@ -500,6 +500,53 @@ def test_the_int8_search_never_writes_a_rejected_candidate_under_the_artifact_s_
     assert not short.within_budget and short.path == final and final not in built
 
 
+def test_a_float_layer_the_converter_refuses_beside_the_others_stays_int8_and_the_search_goes_on(tmp_path):
+    """litert-torch refuses some layers in float beside int8 ones (shufflenetv2's stage2.unit1.compress_conv1: "'tfl.pad' op
+    quantization parameters violate the same scale constraint"): the search for float layers ended the whole run in
+    exit 2, "export it with --format onnx", after the rounds, though the fully int8 file converts. A mix the converter
+    refuses is passed over, said, and the search goes on."""
+    import json
+
+    from toolchain.errors import ConverterRefused
+    from toolchain.quantize.fallback import fn_aware_quantize
+
+    layers = ["stem", "pad_reader", "block", "head"]
+
+    def build(excluded, dest):
+        if "pad_reader" in excluded and "stem" not in excluded:  # float beside an int8 stem: the converter refuses
+            raise ConverterRefused("litert-torch cannot convert this model to TFLite (ValueError: 'tfl.pad' op ...)")
+        dest.write_text(json.dumps(sorted(excluded)))
+        return dest
+
+    def score(path):  # pad_reader's quantization costs most; keeping block in float is enough
+        kept = set(json.loads(path.read_text()))
+        return "block" in kept, {1: 2 * ("pad_reader" not in kept) + ("block" not in kept)}, 0.0, 0.95
+
+    said = []
+    result = fn_aware_quantize(build, score, layers, tmp_path / "w", tmp_path / "q.tflite", log=said.append, label="tflite int8")
+    assert result.within_budget and result.float_layers == ["block"], result
+    assert "1 layer(s) left int8, the converter refusing them in float beside the others (pad_reader)" in result.reason
+    assert any(line.startswith("tflite int8: pad_reader kept in float beside the layers before it makes a file the converter "
+                               "refuses") for line in said), said
+    # a layer whose own file (every other layer in float) is refused is judged by none: tried after the ranked ones
+    def alone_refused(excluded, dest):
+        if set(excluded) == {"stem", "pad_reader", "head"}:
+            raise ConverterRefused("no")
+        dest.write_text(json.dumps(sorted(excluded)))
+        return dest
+
+    said = []
+    result = fn_aware_quantize(alone_refused, score, layers, tmp_path / "w2", tmp_path / "q2.tflite", log=said.append, label="tflite int8")
+    assert result.ranking[-1] == {"layer": "block", "not_built": "no"} and result.within_budget and "block" in result.float_layers
+    assert any("1 layer(s) could not be quantized alone" in line and "such as block" in line for line in said), said
+    # any other bad input still ends the run
+    def broken(excluded, dest):
+        raise UserError("the disk is full")
+
+    with pytest.raises(UserError, match="the disk is full"):
+        fn_aware_quantize(lambda ex, dest: build(ex, dest) if not ex else broken(ex, dest), score, layers, tmp_path / "w3", tmp_path / "q3.tflite")
+
+
 def test_an_int8_file_that_keeps_the_promise_but_loses_accuracy_keeps_the_costly_layer_in_float(tmp_path):
     """A file that met the FN promise was shipped whatever its validation accuracy: an int8 file answering the protected
     class for nearly every row meets it (no positive missed), and only the test gate failed it, as a collapse or an

@@ -518,6 +518,35 @@ def test_compress_and_verify_each_architecture(name, image_folder, tmp_path, cap
     assert all(f.name in out + err for f in files)
 
 
+@needs_pytorchcv
+@pytest.mark.slow
+def test_shufflenet_s_int8_search_passes_over_a_float_layer_litert_refuses(tmp_path):
+    """The real converter: shufflenetv2's stage2.unit1.compress_conv1 in float beside int8 layers is refused by litert-torch
+    ('tfl.pad' op quantization parameters violate the same scale constraint), and the search for float layers went on to
+    end the run in exit 2; it now leaves that layer int8 and keeps another in float."""
+    from toolchain.errors import ConverterRefused
+    from toolchain.export.tflite import export_tflite
+    from toolchain.quantize.fallback import fn_aware_quantize
+
+    pytest.importorskip("litert_torch")
+    model, x = _mobile("shufflenetv2"), _images(1)
+    calibration = _images(8, seed=1).numpy()
+    refused, other = "features.stage2.unit1.compress_conv1", "features.stage1.unit1.compress_conv1"
+    build = lambda excluded, dest: export_tflite(model, x, dest, "int8", "NHWC", calibration, float_modules=list(excluded),
+                                                 num_classes=CLASSES)
+    with pytest.raises(ConverterRefused, match="tfl.pad"):
+        build([refused], tmp_path / "alone.tflite")
+    calls = []
+
+    def score(path):  # short until the search's own mixes: the refused layer ranked first
+        calls.append(path)
+        return len(calls) > 2, {0: 0 if len(calls) > 2 else 1}, 0.0, 1.0
+
+    result = fn_aware_quantize(build, score, [refused, other], tmp_path / "w", tmp_path / "q.tflite")
+    assert result.within_budget and result.float_layers == [other] and refused in result.reason, result
+    assert result.path.is_file()
+
+
 def test_arch_kwargs_a_built_in_refuses_are_named_with_those_it_takes():
     """"mobilenetv2() got an unexpected keyword argument 'width_scale'" named none it takes (a new user's finding)."""
     from toolchain.errors import UserError

@@ -89,6 +89,12 @@ class InputCountError(UserError):
         self.count = count
 
 
+class ConverterRefused(UserError):
+    """A converter could not make a file of the model: its forward, or the mix of int8 and float layers asked of it
+    (litert-torch refuses some float layers beside int8 ones). Bad input where the model itself is refused; the search
+    for layers to keep in float passes over a mix it refuses."""
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived: unwinds like KeyboardInterrupt (a BaseException, so no ``except
     Exception`` swallows it), running every cleanup on the way out. ``run_dir`` names the compress run

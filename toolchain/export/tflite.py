@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from toolchain import interrupts
-from toolchain.errors import IMPORT_FAILURES, Interrupted, UserError, import_failed
+from toolchain.errors import IMPORT_FAILURES, ConverterRefused, Interrupted, UserError, import_failed
 from toolchain.export.tflite_int8 import pt2e_int8_module
 from toolchain.io import TMP_PREFIX, cannot_write, publish
 from toolchain.runtimes.base import MAX_SIDECAR_BYTES
@@ -222,8 +222,8 @@ def export_tflite(
                 raise
             except Exception as exc:  # torch.export or the converter cannot follow the model's forward
                 detail = " ".join(str(exc).split())[:200]
-                raise UserError(f"litert-torch cannot convert this model to TFLite ({type(exc).__name__}: {detail}): "
-                                "export it with --format onnx") from exc
+                raise ConverterRefused(f"litert-torch cannot convert this model to TFLite ({type(exc).__name__}: {detail}): "
+                                       "export it with --format onnx") from exc
             # the flatbuffer's bytes, written by Python: the converter's own writer takes the path as UTF-8, and under a
             # locale whose file names are not UTF-8 a run folder of a non-ASCII name "could not be opened" (exit 3)
             content = edge.model_content() if hasattr(edge, "model_content") else None

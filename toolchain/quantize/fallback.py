@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from toolchain.errors import ConverterRefused
+
 # build(excluded layer names, destination) -> path of the int8 artifact
 Build = Callable[[Sequence[str], Path], Path]
 # score(path) -> (the rule met on validation, validation FN per protected class, mean protected log-odds, validation
@@ -118,27 +120,44 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
     accuracy_binds = promise_met  # the promise holds and accuracy does not: rank by what each layer costs in accuracy
     say(f"{label}: still short of {short} on validation; ranking {len(layers)} layers by what quantizing each alone "
         f"costs {'in validation accuracy' if accuracy_binds else 'the protected classes'} (a file each)")
-    ranking = []
+    ranking, unjudged = [], []
     pace = RowPace(f"{label}: layer ranking", len(layers), unit="layers")
     for i, layer in enumerate(layers):
-        alone = build([other for other in layers if other != layer], workdir / f"only_{i}{final_path.suffix}")
-        _, layer_fn, odds, layer_accuracy = score(alone)
-        ranking.append({"layer": layer, "protected_fn": layer_fn, "protected_log_odds": odds, "val_accuracy": layer_accuracy})
+        try:
+            alone = build([other for other in layers if other != layer], workdir / f"only_{i}{final_path.suffix}")
+        except ConverterRefused as exc:  # judged by no file of its own: tried after the ranked ones
+            unjudged.append({"layer": layer, "not_built": str(exc)})
+        else:
+            _, layer_fn, odds, layer_accuracy = score(alone)
+            ranking.append({"layer": layer, "protected_fn": layer_fn, "protected_log_odds": odds, "val_accuracy": layer_accuracy})
         pace(i + 1)
+    if unjudged:
+        say(f"{label}: {len(unjudged)} layer(s) could not be quantized alone (the converter refused every other layer in "
+            f"float beside it), such as {unjudged[0]['layer']}: tried after the ranked ones")
     say(f"{label}: keeping the most harmful layers in float, one at a time, until {'accuracy' if accuracy_binds else 'the promise'} holds")
     if accuracy_binds:
         ranking.sort(key=lambda r: (r["val_accuracy"], -sum(r["protected_fn"].values()), r["protected_log_odds"]))
     else:
         ranking.sort(key=lambda r: (-sum(r["protected_fn"].values()), r["protected_log_odds"], r["val_accuracy"]))
+    ranking += unjudged
     best = FallbackResult(path, [], fn, False, ranking, offsets=offsets, short_of=short)
     best_key = (promise_met, -sum(fn.values()), accuracy)
     also = f"; operating point re-set first ({_offsets_text(offsets)})" if offsets else ""
     excluded: list[str] = []
+    refused: list[str] = []  # layers the converter would not keep in float beside those before them: left int8
     pace = RowPace(f"{label}: layers kept in float", len(ranking), unit="layers tried")
-    for entry in ranking:
-        pace(len(excluded))
+    for tried, entry in enumerate(ranking, 1):
+        pace(tried - 1)
         excluded.append(entry["layer"])
-        path = build(excluded, candidate)
+        try:
+            path = build(excluded, candidate)
+        except ConverterRefused as exc:
+            excluded.pop()
+            refused.append(entry["layer"])
+            if len(refused) == 1:  # said once: a mobile net may refuse many
+                say(f"{label}: {entry['layer']} kept in float beside the layers before it makes a file the converter refuses "
+                    f"({exc}); it stays int8, and so does any other such layer")
+            continue
         met, promise_met, fn, _, accuracy = judged(path)
         if (promise_met, -sum(fn.values()), accuracy) > best_key:
             best = FallbackResult(path, list(excluded), fn, False, ranking, offsets=offsets, short_of=_short_of(promise_met))
@@ -146,11 +165,18 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
         if met:
             cost = "cost validation accuracy" if accuracy_binds else "raised the protected FN on validation"
             return FallbackResult(_ship(path, final_path), list(excluded), fn, True, ranking,
-                                  f"kept {len(excluded)} layer(s) in float: quantizing them {cost}{also}", offsets)
+                                  f"kept {len(excluded)} layer(s) in float: quantizing them {cost}{also}{_refused_text(refused)}",
+                                  offsets)
     # Nothing met the budget: rebuild the best mix found, keep it, and let the gate fail on it.
     path = build(best.float_layers, candidate)
-    best.path, best.reason = _ship(path, final_path), f"no mix of float layers met {best.short_of} on validation; kept the best artifact{also}"
+    best.path, best.reason = _ship(path, final_path), (f"no mix of float layers met {best.short_of} on validation; kept the best "
+                                                       f"artifact{also}{_refused_text(refused)}")
     return best
+
+
+def _refused_text(refused: list[str]) -> str:
+    return (f"; {len(refused)} layer(s) left int8, the converter refusing them in float beside the others "
+            f"({', '.join(refused[:3])}{', ...' if len(refused) > 3 else ''})" if refused else "")
 
 
 def _ship(path: Path, final_path: Path) -> Path:
