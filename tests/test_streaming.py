@@ -832,6 +832,25 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     # verify's natural check of the run's file on its --test folder: the baseline's rows are the whole folder (it was
     # refused as other rows unless --split all was given)
     onnx = next(a["path"] for a in report["artifacts"] if a["precision"] == "fp32")
+    # a device's check, the file and the --test folder alone: every row (it judged a seeded 15% of them: "0 of 6 missed,
+    # passed" where every row missed 11 of 40), as the rows' own sha256 matches the one the file records
+    code, out, err = run_cli(["verify", tmp_path / "run" / onnx, "--data", held["test"], "-p", "1", "--json", tmp_path / "d.json"], capsys)
+    device = json.loads((tmp_path / "d.json").read_text())
+    assert code in (0, 1) and device["data"]["split"] == "all", err
+    assert device["data"]["rows_sha256"] == report["data"]["test_rows_sha256"], device["data"]
+    assert any("they are the rows the files' compress run tested them on (30 rows, the sha256 recorded)" in n
+               for n in device["notes"]), device["notes"]
+    assert "judged the seeded test split" not in err + out, err
+    code, out, err = run_cli(["evaluate", tmp_path / "run" / "pruned.pt", "--data", held["test"], "-p", "1", "--json",
+                              tmp_path / "pe.json"], capsys)  # and its pruned.pt, evaluated on that folder: the same rows
+    assert code == 0 and json.loads((tmp_path / "pe.json").read_text())["rows_sha256"] == report["data"]["test_rows_sha256"], err
+    assert "they are the rows the compress run of" in err, err
+    # as many other images: not the run's --test, so its seeded test split, said as before
+    other = image_folder(tmp_path / "other", 30, 16, seed=99)
+    code, _, err = run_cli(["verify", tmp_path / "run" / onnx, "--data", other, "-p", "1", "--json", tmp_path / "o.json"], capsys)
+    judged_other = json.loads((tmp_path / "o.json").read_text())
+    assert code in (0, 1) and judged_other["data"]["split"] == "test", err
+    assert any(n.startswith("judged the seeded test split of other") for n in judged_other["notes"]), judged_other["notes"]
     (held["test"] / "class1" / "Thumbs.db").write_bytes(b"\0" * 64)  # not an image: left out, and said so
     code, _, err = run_cli(["verify", tmp_path / "run" / onnx, "--data", held["test"], "-p", "1", "--baseline",
                             tmp_path / "run" / "report.json", "--json", tmp_path / "v.json"], capsys)

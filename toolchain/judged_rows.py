@@ -10,7 +10,7 @@ from pathlib import Path
 from toolchain.errors import UserError
 from toolchain.provenance import rows_sha256
 
-__all__ = ["SPLITS", "load_rows_for", "describe_rows", "share_note"]
+__all__ = ["SPLITS", "load_rows_for", "describe_rows", "share_note", "the_run_s_test_rows", "given_test_record"]
 
 SPLITS = ("auto", "train", "val", "test", "all")
 
@@ -91,6 +91,35 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
             "seed": seed if seeded else None, "note": dataset.preprocessing.note,
             **prepared, **({"of_rows": pooled} if seeded and used != "all" and pooled > len(y) else {}),
             "every_row": lambda: dict(zip(("x", "y"), dataset.split("all")))}  # the rows these were drawn from, read once asked
+
+
+def given_test_record(dataset, sha256: str | None = None) -> dict | None:
+    """What a file or checkpoint records of a run's --test file or folder (its row count and the rows' sha256, given
+    where known), for the_run_s_test_rows; None where the test rows were a split cwtool drew (the seed draws them again)."""
+    if (dataset.held_out_origin or {}).get("test") != "given":
+        return None
+    x, y = dataset.split("test")
+    return {"rows": int(len(y)), "sha256": sha256 or rows_sha256(x, y)}
+
+
+def the_run_s_test_rows(rows: dict, recorded: list, every_row, tested: str) -> tuple[dict, str | None]:
+    """Every row of --data, where the rows judged are a seeded share of it and it is the very --test file or folder a
+    compress run tested its model on (``recorded``: the records, given_test_record's, of the files or checkpoint; each
+    may be anything, an edited file's): a device given the files and that folder alone was judged on 51 of its 340
+    images ("0 of 6 missed, passed" where every row misses 11 of 40). The rows' own sha256 decides, not the record: a
+    record of other rows, or an edited one, changes nothing. ``every_row()``: --data's every row, as --split all reads
+    them. Returns the rows to judge and what to say of them (None where unchanged)."""
+    if rows["split"] != "test" or not isinstance(rows.get("of_rows"), int):
+        return rows, None
+    sums = {r["sha256"] for r in recorded
+            if isinstance(r, dict) and r.get("rows") == rows["of_rows"] and isinstance(r.get("sha256"), str)}
+    if not sums:
+        return rows, None
+    whole = every_row()
+    if len(whole["y"]) != rows["of_rows"] or rows_sha256(whole["x"], whole["y"]) not in sums:
+        return rows, None
+    return whole, (f"every row of {rows['name']} is judged, not a seeded test split of it: they are the rows {tested} "
+                   f"({len(whole['y']):,} rows, the sha256 recorded)")
 
 
 def _seeded_test_split_of(data: str, seed: int, class_names, input_shape, baseline_n: int):

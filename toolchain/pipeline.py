@@ -124,7 +124,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         promise = promise_section(result, ticket, config)
         pruned_path = save_checkpoint(RunDir(run_dir).pruned, pruned, arch, loaded.arch_kwargs, dataset.input_shape, plan,
                                       {"offsets": {str(k): v for k, v in ticket.offsets.items()}, "round": ticket.round,
-                                       "data": _data_record(loaded.extra.get("data"), dataset),
+                                       "data": _data_record(loaded.extra.get("data"), dataset, checked.test_rows),
                                        # an export of this model names no file to deploy where this run named none
                                        "run": {"budget_met": bool(result.budget_met), "binds": promise["binds"]}})
 
@@ -356,15 +356,19 @@ def _start_session(checked: CheckedInputs, request: CompressRequest, input_notes
         log.print(f"removed {len(swept)} temporary file(s) an interrupted run left in {run_dir}")
 
 
-def _data_record(trained, dataset) -> dict:
+def _data_record(trained, dataset, test_rows: str) -> dict:
     """What the shipped checkpoint says of its data: the dense model's training record where it had one, and at least the
-    classes and preprocessing compress ran with, so that export and evaluate of it find a left-out --normalize or --resize."""
+    classes and preprocessing compress ran with, so that export and evaluate of it find a left-out --normalize or --resize;
+    and this run's --test rows, where given (evaluate judges every row of that folder, not a seeded share)."""
     from toolchain.data.identity import preprocessing_record
+    from toolchain.judged_rows import given_test_record
 
     record = dict(trained) if isinstance(trained, dict) else {}
     record.setdefault("class_names", [str(n) for n in dataset.class_names])
     record.setdefault("preprocessing", preprocessing_record(dataset.preprocessing))
-    return record
+    record.pop("test_rows", None)  # an earlier run's, where the dense model was one's pruned.pt
+    given_test = given_test_record(dataset, test_rows)
+    return {**record, **({"test_rows": given_test} if given_test else {})}
 
 
 def _fitted_rows(dataset) -> dict | None:

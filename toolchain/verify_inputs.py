@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.errors import UserError
-from toolchain.judged_rows import load_rows_for
+from toolchain.judged_rows import load_rows_for, the_run_s_test_rows
 from toolchain.recorded import PREPARATION_WORDS, Preparation, color_in, normalization_in, prepared_as, recorded_value, resizing_in
 
 __all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "no_sidecar_hint", "importable"]
@@ -66,8 +66,13 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
         return load_rows_for(req.data, split, seed, req.label_column, class_names=req.class_names, image_size=image_size,
                              input_shape=req.input_shape, resize=resize, normalize=normalize, color=color)
 
-    judged, said = rows_not_fitted(req, base_n, rows, opened, load)
-    return VerifyRows(rows=judged, opened=opened, prepared=prepared, said=said, narrowed=judged is not rows)
+    widened, whole_note = rows, None
+    if req.split == "auto" and base_n is None:  # no baseline's rows to follow: the files' record of their run's --test
+        widened, whole_note = the_run_s_test_rows(rows, [recorded_value(runner, "test_rows") for _, runner, _ in opened],
+                                                  lambda: load("all", req.seed), "the files' compress run tested them on")
+    judged, said = rows_not_fitted(req, base_n, widened, opened, load)
+    return VerifyRows(rows=judged, opened=opened, prepared=prepared, said=([whole_note] if whole_note else []) + said,
+                      narrowed=judged is not rows)
 
 
 FITTED_TOLERANCE = 2  # sampled rows: a held-out set may hold a twin or two of a fitted row by chance

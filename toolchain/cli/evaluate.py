@@ -20,7 +20,9 @@ def evaluate(
     arch: Optional[str] = ArchOpt,
     arch_kwargs: Optional[str] = ArchKwargsOpt,
     trust_model: bool = TrustOpt,
-    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test, as verify; verify narrows an .npz its files were split from to that test split)."),
+    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, or of the --test folder or file the "
+                                           "checkpoint's compress run recorded, else test, as verify; verify narrows an .npz its files were split from "
+                                           "to that test split)."),
     label_column: Optional[str] = LabelColumnOpt,
     seed: int = seed_option("Seed of the train/val/test split when the data has none."),
     class_names: Optional[str] = ClassNamesOpt,
@@ -41,7 +43,7 @@ def evaluate(
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
-    from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
+    from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note, the_run_s_test_rows
     from toolchain.data.loaders import is_image_folder
     from toolchain.models.loading import prepared_as_recorded
 
@@ -61,12 +63,20 @@ def evaluate(
                         image_folder=is_image_folder(data))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
     prepared_otherwise = check_preprocessing(loaded.extra.get("data"), rows.get("preprocessing"), model, loaded.input_shape)
+    whole_note = None
+    if split == "auto":  # the checkpoint's compress run's --test folder, given again: every row of it, as verify judges it
+        record = loaded.extra.get("data") if isinstance(loaded.extra.get("data"), dict) else {}
+        rows, whole_note = the_run_s_test_rows(
+            rows, [record.get("test_rows")], lambda: load_rows_for(data, "all", seed, label_column, class_names=class_names,
+                                                                    image_size=sides, input_shape=shape, **image_args),
+            f"the compress run of '{model}' tested it on")
     with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU
         result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
     share = share_note(rows) if split == "auto" else None
-    if share:
-        log_console().print(f"note: {share}")
+    for line in (whole_note, share):
+        if line:
+            log_console().print(f"note: {line}")
     seen = seen_rows(loaded.extra.get("data"), rows["x"], rows["y"])
     if seen:
         log_console().print(f"warning: '{model}' was trained on {seen:,} of these {len(rows['y']):,} rows: its numbers here overstate "

@@ -33,7 +33,8 @@ def verify(
     markdown: Optional[Path] = typer.Option(None, help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
     junit: Optional[Path] = typer.Option(None, help="Write JUnit XML: one test case per artifact and protected class."),
     threads: int = typer.Option(1, help="Runtime threads."),
-    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, else test)."),
+    split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, or of the --test "
+                                           "folder or file the files' compress run recorded, else test)."),
     seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of the train/val/test split when the data has none (use compress's)."),
     label_column: Optional[str] = typer.Option(None, help="CSV label column (default: the last)."),
     class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names in label order (CSV string labels: sets their numbering); a JSON list for names that hold a comma."),

@@ -17,6 +17,7 @@ from toolchain.errors import InputCountError, UserError
 from toolchain.export import ExportJob, export_backend
 from toolchain.export.calibration_rows import calibration_rows, check_unseen_test, feature_scale_spread
 from toolchain.gate import class_label
+from toolchain.judged_rows import given_test_record
 from toolchain.metrics import evaluate_logits, nonfinite_rows
 from toolchain.provenance import artifact_sha256, rows_sha256
 from toolchain.prune.bake import bake_offsets
@@ -215,17 +216,19 @@ def export_all(model, dataset, protected, guard: PromiseGuard, baseline_test: di
     int8 = any(p == "int8" for _, p in settings.artifacts)  # only int8 files are calibrated
     calib_x, calib_record = calibration_rows(dataset, protected, settings, seed, run_dir) if int8 else (None, None)
     layout = settings.layout if example.dim() == 4 else "NCHW"  # feature rows have no channels to lay out
+    x_val, y_val = dataset.split("val")
+    x_test, y_test = dataset.split("test")
+    test_rows = rows_sha256(x_test, y_test)
+    given_test = given_test_record(dataset, test_rows)  # verify, given a --test folder alone on a device, judges every row of it
     job = ExportJob(example=example, num_classes=num_classes, layout=layout, calibration_x=calib_x,
                     calibration_method=settings.calibration_method, out=out, work=work,
                     metadata={"preprocessing": dataset.preprocessing.to_dict(),  # the device feeds the same input
                               "decision": DECISION,  # and decides alike: a reported offset added again moves the point twice
                               **({"class_names": [str(n) for n in dataset.class_names]}  # and reads the outputs alike
                                  if len(dataset.class_names) == num_classes else {}),
-                              **({"seen_rows": seen_rows} if seen_rows else {})})  # what verify refuses to judge on
-    x_val, y_val = dataset.split("val")
-    x_test, y_test = dataset.split("test")
+                              **({"seen_rows": seen_rows} if seen_rows else {}),  # what verify refuses to judge on
+                              **({"test_rows": given_test} if given_test else {})})
     torch_test_pred = predict_logits(model, x_test).argmax(1)
-    test_rows = rows_sha256(x_test, y_test)
 
     last_scored: dict[tuple, np.ndarray] = {}  # the int8 search ends on the file it ships: its validation rows run once
 
