@@ -123,6 +123,21 @@ def test_report_md_says_each_int8_file_s_float_input_as_the_file_has_it(pi4_run)
         assert (f"({dtype} input, quantized inside the file)" in line) == dtype.startswith("float"), (dtype, line)
 
 
+def test_stderr_and_the_log_say_the_gate_s_verdict_in_one_line(pi4_run):
+    """With stdout sent elsewhere (the Markdown summary, which held the verdict), stderr ended with the file to deploy and
+    the run directory: no word of whether the gate passed. The summary's lines now begin with it, on stderr and in the log."""
+    code, out, _, stderr = pi4_run
+    report = json.loads((out / "report.json").read_text())
+    lines = stderr.splitlines()
+    verdict = next(line for line in lines if line.startswith("gate: "))
+    if report["gate"]["passed"]:
+        assert code == 0 and verdict == "gate: PASSED", verdict
+    else:
+        assert code == 1 and verdict.startswith(f"gate: FAILED: {report['gate']['reasons'][0]}"), verdict
+    assert lines.index(verdict) < next(i for i, line in enumerate(lines) if line.startswith("run directory: "))
+    assert any(line.endswith(verdict) for line in (out / "compress.log").read_text().splitlines())
+
+
 def test_compress_log_has_every_progress_line_time_stamped_and_the_seconds(pi4_run):
     _, out, _, stderr = pi4_run
     lines = (out / "compress.log").read_text().splitlines()

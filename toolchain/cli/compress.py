@@ -98,5 +98,6 @@ def print_summary(report: dict, run_dir: Path) -> None:
     print_markdown(render_report(report))  # report.md as written, its terms too
     verdict = fit_sentence(report)
     for line in summary_lines(report, run_dir):
-        style = fit_style(report) if line == verdict else "bold yellow" if line.startswith("finding") else None
+        style = (fit_style(report) if line == verdict else "bold yellow" if line.startswith("finding") else
+                 "bold green" if line == "gate: PASSED" else "bold red" if line.startswith("gate: FAILED") else None)
         log_console().print(line, style=style)

@@ -18,7 +18,19 @@ def summary_lines(report: dict, run_dir: Path) -> list[str]:
     from toolchain.report.fit import fit_sentence
 
     verdict = fit_sentence(report)
-    return [*([verdict] if verdict else []), *deploy_sentences(report), f"run directory: {run_dir} (report.json, report.md, report.html)"]
+    return [gate_sentence(report), *([verdict] if verdict else []), *deploy_sentences(report),
+            f"run directory: {run_dir} (report.json, report.md, report.html)"]
+
+
+def gate_sentence(report: dict) -> str:
+    """The gate's verdict in one line, with its first reason: on stderr too, where stdout (the Markdown summary, which
+    holds it) went to a file or to nothing and the terminal ended with the file to deploy, passed or not."""
+    gate = report["gate"]
+    if gate["passed"]:
+        return "gate: PASSED"
+    reasons = gate.get("reasons") or []
+    more = f" (and {len(reasons) - 1} more: report.md)" if len(reasons) > 1 else ""
+    return f"gate: FAILED: {reasons[0]}{more}" if reasons else "gate: FAILED"
 
 
 def write_run_report(report: dict, run_dir: Path) -> None:
