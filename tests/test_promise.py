@@ -158,6 +158,28 @@ def test_a_small_validation_split_cannot_back_the_default_promise(trained_digits
         assert "give more validation data" in report["gate"]["reasons"][0]
 
 
+@pytest.mark.parametrize("confidence, accuracy, said", [
+    (0.97, 0.8941, "round 2 left the accuracy budget (accuracy 0.8941 < 0.9124) on validation, so the rounds stopped"),
+    (0.50, 0.9500, "round 2 left the FN promise (class 1 confidence 0.500 < 0.95) on validation"),
+    (0.50, 0.8941, "round 2 left the FN promise (class 1 confidence 0.500 < 0.95) and the accuracy budget (accuracy 0.8941 < 0.9124)"),
+])
+def test_a_size_goal_not_met_names_the_budget_the_last_round_left(confidence, accuracy, said):
+    """"round 4 left the FN or accuracy budget": the user dug the log for which one (a medical user's finding)."""
+    from types import SimpleNamespace
+
+    from toolchain.prune.tickets import shipped_size_goal
+
+    def ticket(round, params, within, confidence, accuracy):
+        return SimpleNamespace(round=round, params=params, macs=params, within_budget=within, val={
+            "accuracy": accuracy, "promise": {"1": {"confidence": confidence, "confidence_target": 0.95}}})
+
+    first, last = ticket(1, 500, True, 0.99, 0.95), ticket(2, 250, False, confidence, accuracy)
+    result = SimpleNamespace(tickets=[first, last], dense={"params": 1000, "macs": 1000, "val": {"accuracy": 0.9324}})
+    config = SimpleNamespace(granularity="channel", keep_params=0.1, keep_macs=1.0, max_accuracy_drop=0.02)
+    goal = shipped_size_goal(result, first, config, {})
+    assert not goal["met"] and said in goal["statement"] and "an earlier ticket ships" in goal["statement"], goal["statement"]
+
+
 def test_a_promise_at_its_ceiling_names_only_the_flags_that_move_it():
     """Agreeing with the dense model on every validation positive, where the dense model misses none, is the best any
     ticket does on this split, so the advice names --confidence and --max-fn-increase, not --keep-params; more validation

@@ -118,7 +118,7 @@ def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str,
         why = "no channel group of this model can be pruned"  # first: whatever the rounds' budget did, nothing could go
     elif last is not None and not last.within_budget:
         ships = "an earlier ticket ships" if ticket.round < last.round else f"round {last.round}'s ticket ships, outside the budget"
-        why = f"round {last.round} left the FN or accuracy budget, so the rounds stopped and {ships}"
+        why = f"round {last.round} left {_budgets_left(last, result, config)}, so the rounds stopped and {ships}"
     else:
         why = "the channel groups cwtool can prune are used up"
     kept = f" (kept whole: {', '.join(kept_whole)})" if kept_whole else ""
@@ -126,6 +126,18 @@ def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str,
     share = "of its conv and linear weights non-zero" if config.granularity == "weight" else "of the parameters"
     out["statement"] = f"the shipped model keeps {params:.1%} {share} and {macs:.1%} of the MACs against {goal}: {why}{kept}"
     return out
+
+
+def _budgets_left(ticket, result, config: PruneConfig) -> str:
+    """Which budget a round outside it left, with its numbers: "the accuracy budget on validation (accuracy 0.8941 <
+    0.9124)" ("the FN or accuracy budget" left a user to dig the log for the one)."""
+    short = [f"class {k} confidence {v['confidence']:.3f} < {v['confidence_target']:g}"
+             for k, v in (ticket.val.get("promise") or {}).items() if v["confidence"] < v["confidence_target"]]
+    floor = result.dense["val"]["accuracy"] - config.max_accuracy_drop
+    said = [f"the FN promise ({'; '.join(short)})"] if short else []
+    if ticket.val["accuracy"] < floor - 1e-12:
+        said.append(f"the accuracy budget (accuracy {ticket.val['accuracy']:.4f} < {floor:.4f})")
+    return f"{' and '.join(said)} on validation" if said else "the budget on validation"
 
 
 def _percent(share: float) -> str:
