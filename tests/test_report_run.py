@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -104,6 +105,10 @@ def test_every_file_is_timed_and_one_is_named_to_deploy(pi4_run):
     md = (out / "report.md").read_text()
     assert "## Which file to deploy" in md and f"{deploy['runs']} calls per file" in md
     assert report["seconds"]["timing the files"] > 0
+    # the profile's 4 threads, or this machine's cores where fewer (more threads than cores time the scheduler)
+    cores = len(os.sched_getaffinity(0))
+    assert deploy["threads"] == min(4, cores) and deploy.get("threads_asked") == (4 if cores < 4 else None), deploy
+    assert (f"timed with {cores} threads, not the target profile's 4" in md.replace("\n", " ")) == (cores < 4)
 
 
 def test_report_md_says_each_int8_file_s_float_input_as_the_file_has_it(pi4_run):
