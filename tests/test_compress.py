@@ -514,7 +514,8 @@ def test_a_float_layer_the_converter_refuses_beside_the_others_stays_int8_and_th
 
     def build(excluded, dest):
         if "pad_reader" in excluded and "stem" not in excluded:  # float beside an int8 stem: the converter refuses
-            raise ConverterRefused("litert-torch cannot convert this model to TFLite (ValueError: 'tfl.pad' op ...)")
+            raise ConverterRefused("litert-torch cannot convert this model to TFLite (ValueError: 'tfl.pad' op ...): export it "
+                                   "with --format onnx", "ValueError: 'tfl.pad' op ...")
         dest.write_text(json.dumps(sorted(excluded)))
         return dest
 
@@ -527,7 +528,8 @@ def test_a_float_layer_the_converter_refuses_beside_the_others_stays_int8_and_th
     assert result.within_budget and result.float_layers == ["block"], result
     assert "1 layer(s) left int8, the converter refusing them in float beside the others (pad_reader)" in result.reason
     assert any(line.startswith("tflite int8: pad_reader kept in float beside the layers before it makes a file the converter "
-                               "refuses") for line in said), said
+                               "refuses (ValueError: 'tfl.pad' op ...); it stays int8") for line in said), said
+    assert not any("--format onnx" in line for line in said), said  # the search goes on: no advice to export otherwise
     # a layer whose own file (every other layer in float) is refused is judged by none: tried after the ranked ones
     def alone_refused(excluded, dest):
         if set(excluded) == {"stem", "pad_reader", "head"}:

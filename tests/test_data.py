@@ -949,6 +949,35 @@ def test_a_default_that_judged_a_share_of_the_rows_says_so_apart():
     assert share_note(load_rows_for("digits", split="all")) is None
 
 
+def test_a_run_s_own_test_rows_are_judged_whole_only_where_every_file_records_them_and_they_read_whole():
+    """A device's check of a compress run's file on its --test folder judged a seeded 15% ("0 of 6 missed"); judged whole
+    now, where the rows' own sha256 is the one every file records (a second file without that record, of a run trained
+    on this folder, was refused as judged on its training rows), and the whole read succeeds (a link to nothing there,
+    which the seeded read leaves out, stopped the check)."""
+    from toolchain.judged_rows import the_run_s_test_rows
+    from toolchain.provenance import rows_sha256
+
+    x, y = np.arange(20, dtype=np.float32).reshape(10, 2), np.array([0, 1] * 5)
+    whole = {"x": x, "y": y, "split": "all", "name": "t"}
+    seeded = {"x": x[:2], "y": y[:2], "split": "test", "name": "t", "of_rows": 10}
+    record = {"rows": 10, "sha256": rows_sha256(x, y)}
+    judged, said = the_run_s_test_rows(seeded, [record, dict(record)], lambda: whole, "the files' compress run tested them on")
+    assert judged is whole and said == ("every row of t is judged, not a seeded test split of it: they are the rows the files' "
+                                        "compress run tested them on (10 rows, the sha256 recorded)")
+
+    def refused():
+        raise UserError("'t/x.png' is named like an image but is a link to nothing")
+
+    other_rows = {**whole, "y": y[::-1].copy()}
+    for records, every_row in (([record, None], lambda: whole), ([record, {"rows": 10, "sha256": "0" * 64}], lambda: whole),
+                               ([record, {"rows": 9, "sha256": record["sha256"]}], lambda: whole), ([], lambda: whole),
+                               ([["rows", 10]], lambda: whole), ([record], refused), ([record], lambda: other_rows)):
+        assert the_run_s_test_rows(seeded, records, every_row, "x") == (seeded, None), records
+    # rows cwtool did not draw a share of (every row already, or --split test given): never read again
+    read = []
+    assert the_run_s_test_rows({**seeded, "of_rows": None}, [record], lambda: read.append(1), "x")[0]["split"] == "test" and not read
+
+
 def test_an_npz_s_own_test_split_is_not_called_a_seeded_share(tmp_path):
     """An .npz with x_train/x_test was judged on its own x_test, yet said to be judged on "the seeded test split ... as
     compress splits it", with --split all (which adds its training rows) as the way to judge every row (a reviewer)."""

@@ -92,7 +92,11 @@ class InputCountError(UserError):
 class ConverterRefused(UserError):
     """A converter could not make a file of the model: its forward, or the mix of int8 and float layers asked of it
     (litert-torch refuses some float layers beside int8 ones). Bad input where the model itself is refused; the search
-    for layers to keep in float passes over a mix it refuses."""
+    for layers to keep in float passes over a mix it refuses, saying ``detail``: the converter's own words."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail or str(self)
 
 
 class Interrupted(BaseException):

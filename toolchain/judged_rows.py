@@ -109,13 +109,16 @@ def the_run_s_test_rows(rows: dict, recorded: list, every_row, tested: str) -> t
     images ("0 of 6 missed, passed" where every row misses 11 of 40). The rows' own sha256 decides, not the record: a
     record of other rows, or an edited one, changes nothing. ``every_row()``: --data's every row, as --split all reads
     them. Returns the rows to judge and what to say of them (None where unchanged)."""
-    if rows["split"] != "test" or not isinstance(rows.get("of_rows"), int):
+    if rows["split"] != "test" or not isinstance(rows.get("of_rows"), int) or not recorded:
         return rows, None
-    sums = {r["sha256"] for r in recorded
-            if isinstance(r, dict) and r.get("rows") == rows["of_rows"] and isinstance(r.get("sha256"), str)}
-    if not sums:
+    # every file must record the same set: another's rows (a run trained on this folder) are judged on the seeded split
+    sums = {r.get("sha256") if isinstance(r, dict) and r.get("rows") == rows["of_rows"] else None for r in recorded}
+    if len(sums) != 1 or not isinstance(next(iter(sums)), str):
         return rows, None
-    whole = every_row()
+    try:
+        whole = every_row()
+    except UserError:  # what the seeded read leaves out, the whole read may refuse (a link to nothing): not the run's rows
+        return rows, None
     if len(whole["y"]) != rows["of_rows"] or rows_sha256(whole["x"], whole["y"]) not in sums:
         return rows, None
     return whole, (f"every row of {rows['name']} is judged, not a seeded test split of it: they are the rows {tested} "

@@ -221,9 +221,11 @@ def export_tflite(
             except UserError:
                 raise
             except Exception as exc:  # torch.export or the converter cannot follow the model's forward
-                detail = " ".join(str(exc).split())[:200]
-                raise ConverterRefused(f"litert-torch cannot convert this model to TFLite ({type(exc).__name__}: {detail}): "
-                                       "export it with --format onnx") from exc
+                detail = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                said = f"litert-torch cannot convert this model to TFLite ({detail}): export it with --format onnx"
+                if isinstance(exc, MemoryError):  # the machine's limit, not a mix the search may pass over
+                    raise UserError(said) from exc
+                raise ConverterRefused(said, detail) from exc
             # the flatbuffer's bytes, written by Python: the converter's own writer takes the path as UTF-8, and under a
             # locale whose file names are not UTF-8 a run folder of a non-ASCII name "could not be opened" (exit 3)
             content = edge.model_content() if hasattr(edge, "model_content") else None

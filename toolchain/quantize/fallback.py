@@ -126,7 +126,7 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
         try:
             alone = build([other for other in layers if other != layer], workdir / f"only_{i}{final_path.suffix}")
         except ConverterRefused as exc:  # judged by no file of its own: tried after the ranked ones
-            unjudged.append({"layer": layer, "not_built": str(exc)})
+            unjudged.append({"layer": layer, "not_built": exc.detail})
         else:
             _, layer_fn, odds, layer_accuracy = score(alone)
             ranking.append({"layer": layer, "protected_fn": layer_fn, "protected_log_odds": odds, "val_accuracy": layer_accuracy})
@@ -156,7 +156,7 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
             refused.append(entry["layer"])
             if len(refused) == 1:  # said once: a mobile net may refuse many
                 say(f"{label}: {entry['layer']} kept in float beside the layers before it makes a file the converter refuses "
-                    f"({exc}); it stays int8, and so does any other such layer")
+                    f"({exc.detail}); it stays int8, and so does any other such layer")
             continue
         met, promise_met, fn, _, accuracy = judged(path)
         if (promise_met, -sum(fn.values()), accuracy) > best_key:
