@@ -341,3 +341,28 @@ def test_damaged_artifacts_never_crash_verify(fuzz_sources, tmp_path_factory):
 @pytest.mark.slow
 def test_many_more_damaged_artifacts_never_crash_verify(fuzz_sources, tmp_path_factory):
     _fuzz(fuzz_sources, tmp_path_factory.mktemp("fuzz_cases_slow"), {k: v * SLOW_FACTOR for k, v in PER_FORMAT.items()}, seed="slow-")
+
+
+def test_a_tflite_file_that_crashes_the_runtime_as_it_loads_is_refused_in_one_line(fuzz_sources, tmp_path):
+    """One byte of an int8 file set to 0 (a reviewer's mutation) killed verify and bench by a segmentation fault inside
+    LiteRT's interpreter, exit 139 and no line: the runtime trusts the flatbuffer's offsets. Each file is first loaded in a
+    child; one that dies so is refused, exit 2."""
+    pytest.importorskip("ai_edge_litert")
+    source = fuzz_sources["tflite_int8"].read_bytes()
+    probe = ("import sys\nfrom ai_edge_litert.interpreter import Interpreter\ntry:\n"
+             "    Interpreter(model_content=open(sys.argv[1], 'rb').read()).get_tensor_details()\nexcept Exception:\n    pass\n")
+    damaged = tmp_path / "damaged.tflite"
+    for offset in range(12, 28):  # the root table's fields: where the reviewer's crash and this file's lie
+        data = bytearray(source)
+        data[offset] = 0
+        damaged.write_bytes(bytes(data))
+        if subprocess.run([sys.executable, "-c", probe, str(damaged)], capture_output=True).returncode < 0:
+            break
+    else:
+        pytest.skip("no byte there crashes this LiteRT as it loads")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for command in (["verify", str(damaged), "--data", str(fuzz_sources["rows"]), "-p", "3"], ["bench", str(damaged), "--runs", "1"]):
+        done = subprocess.run([sys.executable, "-m", "toolchain", *command], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 2, (command, done.returncode, done.stderr)
+        assert done.stderr.strip().splitlines()[-1] == (f"cwtool: error: {damaged} crashes the LiteRT runtime as it loads "
+                                                        "(SIGSEGV): the file is damaged; re-export it"), done.stderr
