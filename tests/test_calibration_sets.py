@@ -101,6 +101,21 @@ def test_a_set_is_read_as_untrusted_data(tmp_path):
         load_calibration(tmp_path / "u8.npz")  # calibrated on them failed the gate (accuracy 0.10) as if the model did
 
 
+def test_a_set_s_recipe_is_recorded_as_far_as_it_is_cwtool_s_and_its_size_is_its_rows():
+    """A set of 10 rows whose meta said "size": 256 was recorded so in report.json and export.json; any field, of any type
+    and size (a 5 MB "data" string, "split": "test"), was copied in verbatim (a reviewer's finding)."""
+    from toolchain.quantize.calibration import CALIBRATION_FORMAT, checked_recipe
+
+    x = np.zeros((10, 1, 8, 8), np.float32)
+    lie = {"size": 256, "data": "x" * 5_000_000, "split": "test", "seed": -1, "protected": "all", "format": 99_999,
+           "preprocessing": ["not", "a", "record"], "command": "rm -rf /"}
+    assert checked_recipe(lie, x) == {"size": 10, "data": "x" * 200}
+    own = {"format": CALIBRATION_FORMAT, "split": "train", "size": 10, "protected": [3], "seed": 0, "data": "digits",
+           "preprocessing": {"color": "RGB"}}
+    assert checked_recipe(own, x) == own  # what cwtool calibrate writes passes whole
+    assert checked_recipe({"seed": True, "protected": [1, True, -2], "data": "a\nb"}, x) == {"size": 10, "data": "a\\nb"}
+
+
 def test_the_digits_set_by_name_drives_the_same_int8_export_as_its_path(trained_digits, capsys, tmp_path):
     reports, files = {}, {}
     for how, spec in (("name", "digits"), ("path", SETS / "digits.npz")):

@@ -231,7 +231,40 @@ def calibration_record(path: str | Path, x: np.ndarray, meta: dict[str, Any], na
     None), the file as shown to the user, its sha256 and the rows' own fingerprint."""
     from toolchain.provenance import file_sha256
 
-    return {**meta, "name": name, "file": shown, "sha256": file_sha256(path), "rows_sha256": calibration_rows_sha256(x)}
+    return {**checked_recipe(meta, x), "name": name, "file": shown, "sha256": file_sha256(path),
+            "rows_sha256": calibration_rows_sha256(x)}
+
+
+RECIPE_TEXT = 200  # characters of a recipe's data name kept in a record
+RECIPE_JSON = 65_536  # bytes of a recipe's preprocessing record kept
+
+
+def checked_recipe(meta: dict[str, Any], x: np.ndarray) -> dict[str, Any]:
+    """The recipe a set's file records, as far as it is what `cwtool calibrate` writes: a given file's meta is untrusted
+    (a set of 10 rows said "size": 256 in report.json and export.json; any field, of any size and type, was copied into
+    both). ``size`` is the rows' own count; a field of another type or range, or one cwtool does not write, is left out."""
+    from toolchain.errors import one_line
+    from toolchain.limits import MAX_CLASSES
+
+    def whole(v, low=0, high=2**31 - 1) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+    recipe: dict[str, Any] = {"size": int(len(x))}
+    if whole(meta.get("format"), 1, 1_000):
+        recipe["format"] = meta["format"]
+    if meta.get("split") in ("train", "val"):
+        recipe["split"] = meta["split"]
+    if whole(meta.get("seed")):
+        recipe["seed"] = meta["seed"]
+    protected = meta.get("protected")
+    if isinstance(protected, list) and len(protected) <= 1_000 and all(whole(k, 0, MAX_CLASSES) for k in protected):
+        recipe["protected"] = protected
+    if isinstance(meta.get("data"), str) and meta["data"].strip():
+        recipe["data"] = one_line(meta["data"])[:RECIPE_TEXT]
+    preprocessing = meta.get("preprocessing")
+    if isinstance(preprocessing, dict) and len(json.dumps(preprocessing, default=str)) <= RECIPE_JSON:
+        recipe["preprocessing"] = preprocessing
+    return recipe
 
 
 def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
