@@ -164,6 +164,27 @@ def test_an_onnx_file_s_macs_without_the_onnx_package_name_the_package(monkeypat
         device_estimate("raspberry-pi-4", tmp_path / "model.tflite", "int8")
 
 
+def test_a_target_s_estimate_is_refused_before_any_timing(artifacts, monkeypatch, tmp_path):
+    """bench --target timed every file for minutes (--runs 300000), then said that one file's MACs could not be counted,
+    with no table and no JSON; and of a graph with no layer to count, "cannot count MACs ... here" read as a missing
+    package (a reviewer's findings)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import toolchain.bench
+    from toolchain.bench import bench_many
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    relu = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(relu))
+    timed = []
+    monkeypatch.setattr(toolchain.bench, "_timed", lambda *a: timed.append(a) or [0.001])
+    with pytest.raises(UserError, match=r"^relu\.onnx holds no Conv, Gemm, MatMul or fully connected layer to count MACs from: pass --macs N"):
+        bench_many([artifacts["onnx"], relu], runs=300_000, warmup=0, target="raspberry-pi-4")
+    assert not timed
+
+
 def test_a_file_s_memory_does_not_depend_on_what_ran_before_it(artifacts, monkeypatch):
     """Read in one process shared with other files, the same file read 3.35 MiB first and 0.33 MiB after another (its
     runtime's one-time cost, memory an earlier file freed): each file is now read in a process of its own (two

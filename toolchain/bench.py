@@ -164,6 +164,8 @@ def bench_many(
 
         target = load_target(target)  # a bad name fails before the timing, not after
     infos = [artifact_info(Path(p)) for p in paths]  # every path checked before any timing
+    # the estimates too: a file whose MACs cannot be counted was said after minutes of timing, with no table
+    estimates = [device_estimate(target, p, info.get("precision"), macs) for p, info in zip(paths, infos)] if target is not None else None
     loaded = []
     for path, info in zip(map(Path, paths), infos):
         t0 = time.perf_counter()
@@ -211,8 +213,8 @@ def bench_many(
             "memory": {"rss_delta_bytes": rss_delta, "peak_rss_bytes": _maxrss_bytes(), "method": MEMORY_NOTE},
             "machine": {"platform": sys.platform, "cpus": os.cpu_count()},
         }
-        if target is not None:
-            result["estimate"] = device_estimate(target, path, info.get("precision"), macs)
+        if estimates is not None:
+            result["estimate"] = estimates[i]
         results.append(result)
     first = results[0]
     for r in results:  # p50 ratios: > 1 means faster than the first artifact
@@ -235,6 +237,9 @@ def device_estimate(target, path: str | Path, precision: str | None, macs: int |
     if macs is None:
         macs = describe_graph(path).get("macs")
         source = "read from the artifact graph (Conv/Gemm/MatMul/FC layers only)"
+        if macs == 0:  # counted: nothing to count ("here" read as a missing package)
+            raise UserError(f"{Path(path).name} holds no Conv, Gemm, MatMul or fully connected layer to count MACs from: pass --macs "
+                            "N (from `cwtool compress`'s report)")
         if not macs:
             import importlib.util
 
