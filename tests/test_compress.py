@@ -1287,3 +1287,23 @@ def test_a_promise_that_says_nothing_is_said_on_the_console_in_the_log_and_in_re
     assert report["promise"]["empty"].startswith("the promise says nothing about this class (class 3: a budget of 60 allows"), report["promise"]
     assert f"warning: {report['promise']['empty']}" in err and f"warning: {report['promise']['empty']}" in (tmp_path / "r" / "compress.log").read_text()
     assert f"- **promises nothing**: {report['promise']['empty']}." in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_missing_litert_interpreter_is_said_before_any_round(trained_digits, tmp_path, capsys, monkeypatch):
+    """The TFLite converter installed without an interpreter to re-check its files (ai-edge-litert missing): compress ran
+    every round, then exited 2 on the first file (a reviewer's finding). Said before any work, as a missing converter is."""
+    import toolchain.runtimes.litert as litert
+
+    def missing():
+        raise UserError("ai-edge-litert is not installed: pip install ai-edge-litert, or tflite-runtime on numpy<2")
+
+    monkeypatch.setattr(litert, "_interpreter_class", missing)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--format", "tflite", "--out", out], capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith(
+        "cwtool: error: re-checking the TFLite files needs a LiteRT interpreter: ai-edge-litert is not installed"), err
+    assert "(or --skip-export)" in err and "round 1" not in err and not (out / "rounds").exists()
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+                            "--format", "onnx", "--time-runs", "0", "--out", tmp_path / "onnx"], capsys)
+    assert code in (0, 1), err  # ONNX alone needs no LiteRT

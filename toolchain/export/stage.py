@@ -161,6 +161,13 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
         module, package = export_backend(fmt).needs
         if importlib.util.find_spec(module) is None:
             raise UserError(f"exporting {fmt} needs {package}: pip install 'cwtool[compress]'{skip_hint}")
+    if any(fmt == "tflite" for fmt, _ in export.artifacts):  # the converter is not the interpreter that re-checks its files:
+        from toolchain.runtimes.litert import interpreter_class  # a missing one was found after every round
+
+        try:
+            interpreter_class()
+        except UserError as exc:
+            raise UserError(f"re-checking the TFLite files needs a LiteRT interpreter: {exc}{skip_hint}") from exc
 
 
 def _shape(shape) -> str:
