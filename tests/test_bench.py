@@ -185,6 +185,21 @@ def test_a_target_s_estimate_is_refused_before_any_timing(artifacts, monkeypatch
     assert not timed
 
 
+def test_more_threads_than_cores_are_timed_with_a_note(artifacts, capsys):
+    """--threads 65 on 2 cores ran without a word (p99 188 ms): the numbers are the scheduler's as much as the file's."""
+    import os
+
+    from toolchain.cli import main as cli_main
+
+    cores = len(os.sched_getaffinity(0))
+    for threads, noted in ((cores, False), (cores + 1, True)):
+        with pytest.raises(SystemExit) as exc:
+            cli_main(["bench", str(artifacts["onnx"]), "--runs", "2", "--warmup", "0", "--threads", str(threads)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 0
+        assert (f"note: --threads {threads} on a machine of {cores} cores: more threads than cores" in err) == noted, err
+
+
 def test_a_file_s_memory_does_not_depend_on_what_ran_before_it(artifacts, monkeypatch):
     """Read in one process shared with other files, the same file read 3.35 MiB first and 0.33 MiB after another (its
     runtime's one-time cost, memory an earlier file freed): each file is now read in a process of its own (two

@@ -96,6 +96,10 @@ def test_a_set_is_read_as_untrusted_data(tmp_path):
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 1, 8, 8), np.float32), meta=np.array("{}"))
     with pytest.raises(UserError, match="holds no rows"):  # it was "needs float rows x and meta", which it has
         load_calibration(tmp_path / "empty.npz")
+    for meta in ("[1, 2]", "{not json"):  # "needs float rows x and meta", of a set that has both
+        np.savez(tmp_path / "meta.npz", x=np.zeros((4, 1, 8, 8), np.float32), meta=np.array(meta))
+        with pytest.raises(UserError, match="holds a meta that is not a JSON object"):
+            load_calibration(tmp_path / "meta.npz")
     np.savez(tmp_path / "u8.npz", x=np.full((4, 1, 8, 8), 200, np.uint8), meta=np.array("{}"))
     with pytest.raises(UserError, match="holds uint8 rows: a calibration set holds model inputs"):  # raw pixels: an int8 file
         load_calibration(tmp_path / "u8.npz")  # calibrated on them failed the gate (accuracy 0.10) as if the model did

@@ -288,11 +288,13 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     if not np.isfinite(x).all():
         raise UserError(f"calibration set {path} holds NaN or infinite values (as float32): give finite rows")
     meta = {}
-    if "meta" in arrays:
+    if "meta" in arrays:  # optional (a set of rows alone is one): where present, the recipe cwtool calibrate writes
+        not_recipe = UserError(f"calibration set {path} holds a meta that is not a JSON object (the recipe cwtool calibrate "
+                               "writes): re-create it with cwtool calibrate, or save x alone")
         try:
             meta = json.loads(str(arrays["meta"]), parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
         except (ValueError, RecursionError) as e:
-            raise bad from e
+            raise not_recipe from e
         if not isinstance(meta, dict):
-            raise bad
+            raise not_recipe
     return x, meta
