@@ -1052,3 +1052,27 @@ def test_a_tflite_operator_that_runs_another_subgraph_is_refused(tmp_path):
 
     with pytest.raises(UserError, match="holds a STABLEHLO_COMPOSITE operator, control flow"):
         check_bounded(Interpreter(), tmp_path / "m.tflite")
+
+
+def test_a_tflite_file_is_probed_once_in_a_child_that_imports_nothing_of_the_working_folder(artifacts, tmp_path, monkeypatch):
+    """The probe child (`python -c`) had the working folder first on its path: a numpy.py there ran in it, where the
+    `cwtool` entry point never imports from it (a regression reviewer's finding); and every load probed again (bench
+    counted the probe in a file's load time)."""
+    import shutil
+    import subprocess
+
+    import toolchain.runtimes.litert as litert
+
+    folder = tmp_path / "work"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    (folder / "numpy.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    model = shutil.copy(artifacts["tflite"], folder / "m.tflite")
+    monkeypatch.chdir(folder)
+    started = []
+    real = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or real(*a, **k))
+    interpreter, _ = litert.interpreter_class()
+    for _ in range(3):
+        litert._survives_loading(model, interpreter)
+    assert len(started) == 1 and not marker.exists()

@@ -237,9 +237,9 @@ def device_estimate(target, path: str | Path, precision: str | None, macs: int |
     if macs is None:
         macs = describe_graph(path).get("macs")
         source = "read from the artifact graph (Conv/Gemm/MatMul/FC layers only)"
-        if macs == 0:  # counted: nothing to count ("here" read as a missing package)
-            raise UserError(f"{Path(path).name} holds no Conv, Gemm, MatMul or fully connected layer to count MACs from: pass --macs "
-                            "N (from `cwtool compress`'s report)")
+        if macs == 0:  # read, and nothing counted ("here" read as a missing package)
+            raise UserError(f"counted no MACs in {Path(path).name} (no Conv, Gemm, MatMul or fully connected layer with constant "
+                            "weights): pass --macs N (from `cwtool compress`'s report)")
         if not macs:
             import importlib.util
 

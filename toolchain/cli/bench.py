@@ -49,12 +49,13 @@ def bench(
     check_json_replaceable(json_out, "bench")
     if macs is not None and target is None:
         raise UserError("--macs feeds the --target latency estimate: give --target too (or drop --macs)")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if threads > cores:  # timed as asked (the device may have the cores), but these numbers are the scheduler's as much
-        log_console().print(f"note: --threads {threads} on a machine of {cores} cores: more threads than cores time the machine's "
-                            "scheduling as much as the files; on the device, give its own thread count")
     with saying_progress(log_console().print):  # on stderr: 200 calls of a 224-px net on a device's CPU take minutes a file
         results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads > cores:  # timed as asked (the device may have the cores), but these numbers are the scheduler's as much;
+        # said once the arguments were found good (a bad input's line stands alone)
+        log_console().print(f"note: --threads {threads} on a machine of {cores} cores: more threads than cores time the machine's "
+                            "scheduling as much as the files; on the device, give its own thread count")
     table = Table(title=f"cwtool bench: batch 1, {threads} thread(s), {runs:,} runs after {warmup:,} warm-up "
                         f"in {results[0]['rounds']} interleaved rounds, this machine")
     table.add_column("artifact", overflow="fold", min_width=22)
