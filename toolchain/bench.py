@@ -99,6 +99,7 @@ def bench(
 
 _MEMORY_PROBE = """
 import json, sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # not the working folder (cwtool's own is on PYTHONPATH)
 from toolchain.bench import _rss_bytes, _sample
 from toolchain.runtimes import load_runner
 if sys.argv[1].lower().endswith(".onnx"):  # the runtime's library first: its cost is the profile's runtime_overhead_mb
