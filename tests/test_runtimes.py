@@ -1062,6 +1062,7 @@ def test_a_tflite_file_is_probed_once_in_a_child_that_imports_nothing_of_the_wor
     import subprocess
 
     import toolchain.runtimes.litert as litert
+    from toolchain.runtimes.load_probe import survives_loading
 
     folder = tmp_path / "work"
     folder.mkdir()
@@ -1074,5 +1075,5 @@ def test_a_tflite_file_is_probed_once_in_a_child_that_imports_nothing_of_the_wor
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or real(*a, **k))
     interpreter, _ = litert.interpreter_class()
     for _ in range(3):
-        litert._survives_loading(model, interpreter)
+        survives_loading(model, interpreter)
     assert len(started) == 1 and not marker.exists()

@@ -13,11 +13,12 @@ numpy and the runtimes only (no torch), like bench.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from toolchain.limits import usable_cores
 
 __all__ = ["deploy_choice", "time_files", "recommend", "TIE", "TIMING_BUDGET_S"]
 
@@ -179,7 +180,7 @@ def deploy_choice(entries: list[dict], root: Path, threads: int, runs: int, log=
     """time_files, then recommend: report.json's "deploy" for the files under ``root``. ``threads`` (a target's profile's)
     beyond this machine's cores are cut to its cores: a 4-thread run on 2 cores times the scheduler as much as the files
     (a small model's int8 TFLite file: 3.3x its fp32 twin's p50 at 4 threads on 2 cores, 2.6x at 1 thread)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     timed_with = max(1, min(threads, cores))
     if log is not None and runs and entries:
         log(f"timing {len(entries)} file{'s' if len(entries) != 1 else ''} at batch 1 on this machine" + (", to name the file to deploy" if withheld is None else "")

@@ -93,13 +93,12 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
             "every_row": lambda: dict(zip(("x", "y"), dataset.split("all")))}  # the rows these were drawn from, read once asked
 
 
-def given_test_record(dataset, sha256: str | None = None) -> dict | None:
-    """What a file or checkpoint records of a run's --test file or folder (its row count and the rows' sha256, given
-    where known), for the_run_s_test_rows; None where the test rows were a split cwtool drew (the seed draws them again)."""
+def given_test_record(dataset, sha256: str) -> dict | None:
+    """What a file or checkpoint records of a run's --test file or folder (its row count and ``sha256``, the test rows'
+    rows_sha256), for the_run_s_test_rows; None where the test rows were a split cwtool drew (the seed draws them again)."""
     if (dataset.held_out_origin or {}).get("test") != "given":
         return None
-    x, y = dataset.split("test")
-    return {"rows": int(len(y)), "sha256": sha256 or rows_sha256(x, y)}
+    return {"rows": int(len(dataset.split("test")[1])), "sha256": sha256}
 
 
 def the_run_s_test_rows(rows: dict, recorded: list, every_row, tested: str) -> tuple[dict, str | None]:

@@ -108,6 +108,11 @@ def available_memory() -> tuple[int, str] | None:
     return min(found) if found else None
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system says, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def format_bytes(n: int | float) -> str:
     """1234567 -> '1.2 MB' (decimal units); from 1e18 on, '7.9e+28 bytes'."""
     n = float(n)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from toolchain.errors import UserError
+from toolchain.limits import usable_cores
 from toolchain.report.consoles import log_console, out_console
 
 MIB = 1024 * 1024
@@ -51,7 +50,7 @@ def bench(
         raise UserError("--macs feeds the --target latency estimate: give --target too (or drop --macs)")
     with saying_progress(log_console().print):  # on stderr: 200 calls of a 224-px net on a device's CPU take minutes a file
         results = bench_many(artifacts, threads=threads, runs=runs, warmup=warmup, target=tgt, macs=macs, rounds=rounds)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if threads > cores:  # timed as asked (the device may have the cores), but these numbers are the scheduler's as much;
         # said once the arguments were found good (a bad input's line stands alone)
         log_console().print(f"note: --threads {threads} on a machine of {cores} cores: more threads than cores time the machine's "

@@ -56,9 +56,13 @@ def evaluate(
     prepared = prepared_as_recorded(model, data, image_args["color"], image_args["normalize"], image_args["resize"], sides)
     image_args = {"resize": prepared.resize, "normalize": prepared.normalize, "color": prepared.color}
     sides = prepared.image_size
-    with naming_recorded_preparation(model):  # images prepared otherwise than its checkpoint records: its flags named
-        rows = load_rows_for(data, split, seed, label_column, class_names=class_names, image_size=sides, input_shape=shape,
+
+    def rows_of(which: str) -> dict:
+        return load_rows_for(data, which, seed, label_column, class_names=class_names, image_size=sides, input_shape=shape,
                              **image_args)
+
+    with naming_recorded_preparation(model):  # images prepared otherwise than its checkpoint records: its flags named
+        rows = rows_of(split)
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]),
                         image_folder=is_image_folder(data))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
@@ -66,10 +70,8 @@ def evaluate(
     whole_note = None
     if split == "auto":  # the checkpoint's compress run's --test folder, given again: every row of it, as verify judges it
         record = loaded.extra.get("data") if isinstance(loaded.extra.get("data"), dict) else {}
-        rows, whole_note = the_run_s_test_rows(
-            rows, [record.get("test_rows")], lambda: load_rows_for(data, "all", seed, label_column, class_names=class_names,
-                                                                    image_size=sides, input_shape=shape, **image_args),
-            f"the compress run of '{model}' tested it on")
+        rows, whole_note = the_run_s_test_rows(rows, [record.get("test_rows")], lambda: rows_of("all"),
+                                               f"the compress run of '{model}' tested it on")
     with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU
         result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")

@@ -18,6 +18,7 @@ import torch
 
 from toolchain.data.samples import is_lazy
 from toolchain.errors import UserError
+from toolchain.limits import usable_cores
 
 __all__ = ["MAX_AUTO_WORKERS", "BatchReader", "auto_workers", "give_back_freed_memory"]
 
@@ -30,7 +31,7 @@ def auto_workers(x, batches: int, processes: int = 1) -> int:
     (``processes``), at most MAX_AUTO_WORKERS."""
     if not is_lazy(x) or batches < 4:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return max(0, min(MAX_AUTO_WORKERS, cores // max(1, processes) - 1))
 
 

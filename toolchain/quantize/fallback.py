@@ -146,8 +146,8 @@ def fn_aware_quantize(build: Build, score: Score, layers: Sequence[str], workdir
     excluded: list[str] = []
     refused: list[str] = []  # layers the converter would not keep in float beside those before them: left int8
     pace = RowPace(f"{label}: layers kept in float", len(ranking), unit="layers tried")
-    for tried, entry in enumerate(ranking, 1):
-        pace(tried - 1)
+    for tried, entry in enumerate(ranking):
+        pace(tried)
         excluded.append(entry["layer"])
         try:
             path = build(excluded, candidate)
