@@ -675,6 +675,45 @@ def test_a_folder_with_a_class_of_two_images_is_judged_whole_and_refused_only_wh
     assert code == 0 and json.loads(out.read_text())["n"] == 3, err
 
 
+def test_a_run_s_test_folder_with_a_class_of_two_images_is_judged_whole_by_default(tmp_path, capsys):
+    """The default check of a compress run's model on its own --test folder, where a class holds 2 images, was refused
+    ("needs at least 3 ... --split all"): its every row is judged where the checkpoint records them, else refused."""
+    from toolchain.judged_rows import load_rows_for
+    from toolchain.models import registry
+    from toolchain.models.loading import save_checkpoint
+    from toolchain.provenance import rows_sha256
+
+    folder = image_folder(tmp_path / "imgs", 12, 16, seed=7)
+    for extra in sorted(folder.glob("class1/*.png"))[2:]:
+        extra.unlink()
+    whole = load_rows_for(str(folder), "all")
+    record = {"rows": 8, "sha256": rows_sha256(whole["x"], whole["y"])}
+    net, kwargs = registry.create("digits-cnn", in_channels=3, num_classes=2, width=8), {"in_channels": 3, "num_classes": 2, "width": 8}
+    for name, test_rows in (("run.pt", record), ("other.pt", {**record, "sha256": "0" * 64}), ("none.pt", None)):
+        save_checkpoint(tmp_path / name, net, "digits-cnn", kwargs, (3, 16, 16), extra={"data": {"test_rows": test_rows}})
+    out = tmp_path / "e.json"
+    code, _, err = run_cli(["evaluate", tmp_path / "run.pt", "--data", folder, "-p", "1", "--json", out], capsys)
+    assert code == 0 and json.loads(out.read_text())["n"] == 8, err
+    assert "every row of imgs is judged (a test split of it cannot be drawn): they are the rows the compress run of" in err, err
+    assert json.loads(out.read_text())["rows_sha256"] == record["sha256"]
+    for name in ("other.pt", "none.pt"):
+        code, _, err = run_cli(["evaluate", tmp_path / name, "--data", folder, "-p", "1"], capsys)
+        assert code == 2 and "has only 2 samples" in err and "--split all judges every row" in err, (name, err)
+    # a device's check of a file exported with that folder as its --test: every row; a file of other rows: refused
+    for name, test in (("run", folder), ("other", image_folder(tmp_path / "other", 12, 16, seed=8))):
+        code, _, err = run_cli(["export", tmp_path / "none.pt", "--data", image_folder(tmp_path / "train", 20, 16, seed=9),
+                                "--test", test, "-p", "1", "--format", "onnx", "--out", tmp_path / f"{name}-files"], capsys)
+        assert code == 0, err
+        onnx = tmp_path / f"{name}-files" / "artifacts" / "model_fp32.onnx"
+        code, _, err = run_cli(["verify", onnx, "--data", folder, "-p", "1", "--json", tmp_path / f"{name}.json"], capsys)
+        if name == "run":
+            judged = json.loads((tmp_path / "run.json").read_text())
+            assert code in (0, 1) and judged["data"]["split"] == "all" and judged["data"]["rows_sha256"] == record["sha256"], err
+            assert any("a test split of it cannot be drawn" in n for n in judged["notes"]), judged["notes"]
+        else:
+            assert code == 2 and "has only 2 samples" in err and "--split all judges every row" in err, err
+
+
 def test_a_thin_image_that_resize_would_blow_up_is_refused_before_any_decoding(tmp_path, capsys):
     """--resize scales the shorter side: a 1 x 100,000 px PNG (178 bytes) became 2,000 x 200,000,000 before its crop, and
     ended as 'the model fails on the data's rows (MemoryError)'. Its size after the resize is checked like a decoded one's."""

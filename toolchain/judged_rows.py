@@ -10,9 +10,24 @@ from pathlib import Path
 from toolchain.errors import UserError
 from toolchain.provenance import rows_sha256
 
-__all__ = ["SPLITS", "load_rows_for", "describe_rows", "share_note", "the_run_s_test_rows", "given_test_record"]
+__all__ = ["SPLITS", "load_rows_for", "describe_rows", "share_note", "the_run_s_test_rows", "given_test_record",
+           "UnsplitRows", "the_run_s_unsplit_rows"]
 
 SPLITS = ("auto", "train", "val", "test", "all")
+
+
+class UnsplitRows(UserError):
+    """The default's test split of --data cannot be drawn (a class of one or two rows), where every row can be judged:
+    a compress run's own --test folder or file may be such (the_run_s_unsplit_rows). ``every_row()``: every row, read once."""
+
+    def __init__(self, message: str, every_row):
+        super().__init__(message)
+        self._every_row, self._every_row_read = every_row, None
+
+    def every_row(self) -> dict:
+        if self._every_row_read is None:
+            self._every_row_read = self._every_row()
+        return self._every_row_read
 
 
 def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: str | None = None,
@@ -62,7 +77,10 @@ def load_rows_for(data: str, split: str = "auto", seed: int = 0, label_column: s
             and len(dataset.split("test")[1]) != baseline_n == len(dataset.split("all")[1]):
         split = "all"  # a baseline measured on every row of the file or folder: a compress run's --test, judged again
     if split != "all" and too_small is not None:  # a split of it is wanted: it cannot be drawn
-        raise UserError(f"{too_small} (--split all judges every row as it is)") from too_small
+        def every_row() -> dict:
+            return load_rows_for(data, "all", seed, label_column, class_names=class_names, image_size=image_size,
+                                 input_shape=input_shape, resize=resize, normalize=normalize, color=color)
+        raise UnsplitRows(f"{too_small} (--split all judges every row as it is)", every_row) from too_small
     used = "test" if split == "auto" else split
     if split == "all" and is_csv:  # every row in file order, as a --test CSV is read
         from toolchain.data.labels import given_names
@@ -108,20 +126,44 @@ def the_run_s_test_rows(rows: dict, recorded: list, every_row, tested: str) -> t
     images ("0 of 6 missed, passed" where every row misses 11 of 40). The rows' own sha256 decides, not the record: a
     record of other rows, or an edited one, changes nothing. ``every_row()``: --data's every row, as --split all reads
     them. Returns the rows to judge and what to say of them (None where unchanged)."""
-    if rows["split"] != "test" or not isinstance(rows.get("of_rows"), int) or not recorded:
-        return rows, None
-    # every file must record the same set: another's rows (a run trained on this folder) are judged on the seeded split
-    sums = {r.get("sha256") if isinstance(r, dict) and r.get("rows") == rows["of_rows"] else None for r in recorded}
-    if len(sums) != 1 or not isinstance(next(iter(sums)), str):
+    if rows["split"] != "test" or not isinstance(rows.get("of_rows"), int) or _recorded_sum(recorded, rows["of_rows"]) is None:
         return rows, None
     try:
         whole = every_row()
     except UserError:  # what the seeded read leaves out, the whole read may refuse (a link to nothing): not the run's rows
         return rows, None
-    if len(whole["y"]) != rows["of_rows"] or rows_sha256(whole["x"], whole["y"]) not in sums:
+    if not _is_recorded(whole, recorded):
         return rows, None
     return whole, (f"every row of {rows['name']} is judged, not a seeded test split of it: they are the rows {tested} "
                    f"({len(whole['y']):,} rows, the sha256 recorded)")
+
+
+def the_run_s_unsplit_rows(refusal: UnsplitRows, recorded: list, tested: str) -> tuple[dict, str]:
+    """Every row of --data, where its default test split cannot be drawn (``refusal``) and it is the very --test folder or
+    file every record names (as the_run_s_test_rows): a run's --test folder with two images of a class was refused by
+    the check its report printed, unless --split all was given. Else ``refusal`` is raised."""
+    try:
+        whole = refusal.every_row()
+    except UserError:
+        raise refusal from None
+    if not _is_recorded(whole, recorded):
+        raise refusal
+    return whole, (f"every row of {whole['name']} is judged (a test split of it cannot be drawn): they are the rows {tested} "
+                   f"({len(whole['y']):,} rows, the sha256 recorded)")
+
+
+def _recorded_sum(recorded: list, rows: int) -> str | None:
+    """The sha256 every record names for that many rows; None where one names another set, or none (each record may be
+    anything, an edited file's): another's rows (a run trained on this folder) are judged as they would be without."""
+    sums = {r.get("sha256") if isinstance(r, dict) and r.get("rows") == rows else None for r in recorded}
+    only = next(iter(sums)) if len(sums) == 1 else None
+    return only if isinstance(only, str) else None
+
+
+def _is_recorded(whole: dict, recorded: list) -> bool:
+    """The rows' own sha256 decides, not the record: a record of other rows, or an edited one, changes nothing."""
+    expected = _recorded_sum(recorded, len(whole["y"]))
+    return expected is not None and rows_sha256(whole["x"], whole["y"]) == expected
 
 
 def _seeded_test_split_of(data: str, seed: int, class_names, input_shape, baseline_n: int):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.errors import UserError
-from toolchain.judged_rows import load_rows_for, the_run_s_test_rows
+from toolchain.judged_rows import UnsplitRows, load_rows_for, the_run_s_test_rows, the_run_s_unsplit_rows
 from toolchain.recorded import PREPARATION_WORDS, Preparation, color_in, normalization_in, prepared_as, recorded_value, resizing_in
 
 __all__ = ["VerifyRows", "load_verify_rows", "open_artifact", "distinct_names", "no_sidecar_hint", "importable"]
@@ -44,10 +44,16 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
     # verify's auto, as its --color auto: as the files were made (sized so: not a plain stretch)
     prepared = prepared_as(records, req.color, req.normalize, req.resize, req.image_size)
     color, normalize, resize, image_size = prepared.color, prepared.normalize, prepared.resize, prepared.image_size
+    unsplit = None  # a default test split that cannot be drawn: every row, if the files' run tested them on these
     try:
-        rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
-                             class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
-                             resize=resize, normalize=normalize, color=color)
+        try:
+            rows = load_rows_for(req.data, req.split, req.seed, req.label_column, baseline_n=base_n,
+                                 class_names=req.class_names, image_size=image_size, input_shape=req.input_shape,
+                                 resize=resize, normalize=normalize, color=color)
+        except UnsplitRows as exc:
+            if req.split != "auto" or base_n is not None:
+                raise
+            rows, unsplit = None, exc
     except UserError as exc:  # a folder's images that the files' record would have prepared, had it travelled with them
         if unopened is not None and any(word in str(exc) for word in PREPARATION_WORDS):  # a refusal the record would have
             raise unopened from exc  # prevented, and it was never read: the missing or unreadable file is the cause
@@ -67,9 +73,13 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
                              input_shape=req.input_shape, resize=resize, normalize=normalize, color=color)
 
     widened, whole_note = rows, None
-    if req.split == "auto" and base_n is None:  # no baseline's rows to follow: the files' record of their run's --test
+    tested = "the files' compress run tested them on"
+    if unsplit is not None:
+        rows, whole_note = the_run_s_unsplit_rows(unsplit, [recorded_value(runner, "test_rows") for _, runner, _ in opened], tested)
+        widened = rows
+    elif req.split == "auto" and base_n is None:  # no baseline's rows to follow: the files' record of their run's --test
         widened, whole_note = the_run_s_test_rows(rows, [recorded_value(runner, "test_rows") for _, runner, _ in opened],
-                                                  lambda: load("all", req.seed), "the files' compress run tested them on")
+                                                  lambda: load("all", req.seed), tested)
     judged, said = rows_not_fitted(req, base_n, widened, opened, load)
     return VerifyRows(rows=judged, opened=opened, prepared=prepared, said=([whole_note] if whole_note else []) + said,
                       narrowed=judged is not rows)

@@ -43,7 +43,8 @@ def evaluate(
     from toolchain.report.console import print_evaluation
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
-    from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note, the_run_s_test_rows
+    from toolchain.judged_rows import (SPLITS, UnsplitRows, describe_rows, load_rows_for, share_note, the_run_s_test_rows,
+                                        the_run_s_unsplit_rows)
     from toolchain.data.loaders import is_image_folder
     from toolchain.models.loading import prepared_as_recorded
 
@@ -61,8 +62,17 @@ def evaluate(
         return load_rows_for(data, which, seed, label_column, class_names=class_names, image_size=sides, input_shape=shape,
                              **image_args)
 
+    unsplit = None  # a default test split that cannot be drawn: every row, if the checkpoint's run tested it on these
     with naming_recorded_preparation(model):  # images prepared otherwise than its checkpoint records: its flags named
-        rows = rows_of(split)
+        try:
+            rows = rows_of(split)
+        except UnsplitRows as exc:
+            if split != "auto":
+                raise
+            try:
+                rows, unsplit = exc.every_row(), exc
+            except UserError:
+                raise exc from None
     loaded = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), trust_model=trust_model, input_shape=tuple(rows["x"].shape[1:]),
                         image_folder=is_image_folder(data))
     check_class_order(loaded.extra.get("data"), rows["class_names"], model)
@@ -70,8 +80,11 @@ def evaluate(
     whole_note = None
     if split == "auto":  # the checkpoint's compress run's --test folder, given again: every row of it, as verify judges it
         record = loaded.extra.get("data") if isinstance(loaded.extra.get("data"), dict) else {}
-        rows, whole_note = the_run_s_test_rows(rows, [record.get("test_rows")], lambda: rows_of("all"),
-                                               f"the compress run of '{model}' tested it on")
+        tested = f"the compress run of '{model}' tested it on"
+        if unsplit is not None:
+            rows, whole_note = the_run_s_unsplit_rows(unsplit, [record.get("test_rows")], tested)
+        else:
+            rows, whole_note = the_run_s_test_rows(rows, [record.get("test_rows")], lambda: rows_of("all"), tested)
     with saying_progress(log_console().print):  # 20,000 images of 224 px take minutes on a CPU
         result = evaluate_rows(loaded.module, rows["x"], rows["y"], rows["class_names"], protect_class)
     log_console().print(f"rows: {describe_rows(rows, result.metrics['rows_sha256'])}; {rows['note']}")
