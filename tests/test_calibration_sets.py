@@ -136,6 +136,7 @@ def test_the_digits_set_by_name_drives_the_same_int8_export_as_its_path(trained_
     assert by_name["sha256"] == by_path["sha256"] == _sha(SETS / "digits.npz")
     assert by_name["rows_sha256"] == by_path["rows_sha256"] and by_name["protected"] == [3] and by_name["seed"] == 0
     assert reports["name"]["settings"]["calibration_name"] == "digits"
+    assert "calibration rows from the set `digits`, none of them a test row" in (tmp_path / "name" / "export.md").read_text()
 
 
 def test_calibrate_refuses_bad_input_in_one_line(capsys, tmp_path):
@@ -169,7 +170,7 @@ def test_a_set_holding_test_rows_is_refused_before_any_work(trained_digits, caps
     code, _, err = run_cli(["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "int8",
                             "--calibration", train_rows, "--out", tmp_path / "ok"], capsys)
     assert code in (0, 1), err
-    assert "calibration rows from " + str(train_rows) in (tmp_path / "ok" / "export.md").read_text()
+    assert f"64 calibration rows from `{train_rows}`, none of them a test row" in (tmp_path / "ok" / "export.md").read_text()
 
 
 def test_the_hint_after_calibrate_pastes_into_a_shell(capsys, tmp_path):

@@ -122,6 +122,8 @@ def test_report_md_says_each_int8_file_s_float_input_as_the_file_has_it(pi4_run)
     section = md[md.index("## int8 files: layers kept in float"):].split("\n## ")[0]
     int8 = [a for a in report["artifacts"] if a["precision"] == "int8"]
     assert int8 and "fully int8" not in md
+    # which rows calibrated them, as export.md says (report.md named no set)
+    assert f"Calibrated on {report['calibration']['size']:,} calibration rows drawn from the train split." in section, section
     for art in int8:
         dtype = load_runner(out / art["path"]).input_dtype.name  # the file's own, not what the report says of it
         line = next(line for line in section.splitlines() if line.startswith(f"- {art['path']}: "))

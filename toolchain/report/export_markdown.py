@@ -7,7 +7,7 @@ from toolchain.errors import printable
 from toolchain.report.html import code_span, no_raw_html
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
-from toolchain.report.markdown import files_lines, fmt_value, held_out_rows, int8_layers_words, protected_cell, recheck_lines
+from toolchain.report.markdown import calibration_words, files_lines, fmt_value, held_out_rows, int8_layers_words, protected_cell, recheck_lines
 
 __all__ = ["files_verdict", "render_export_report"]
 
@@ -35,10 +35,8 @@ def _int8_lines(artifacts: list[dict], calibration: dict | None) -> list[str]:
         lines.append(f"- {art['path']}: {int8_layers_words(parts, art.get('input_dtype'))}")
     if not lines:
         return []
-    given = isinstance(calibration, dict) and calibration.get("given")
-    source = (f"calibration rows from {calibration.get('name') or calibration.get('file')}, none of them a test row" if given
-              else "calibration rows drawn from the train split")
-    return ["", "## int8 files", "", f"Held on validation to the float model's protected FN ({source}).", "", *lines]
+    return ["", "## int8 files", "", f"Held on validation to the float model's protected FN ({calibration_words(calibration)}).",
+            "", *lines]
 
 
 def files_verdict(report: dict) -> str:

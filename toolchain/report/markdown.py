@@ -175,6 +175,19 @@ def int8_layers_words(kept_float: list[str], input_dtype: str | None) -> str:
     return text
 
 
+def calibration_words(calibration) -> str:
+    """Which rows the int8 files were calibrated on, in words (both reports): a given set by its name or file, else rows
+    drawn from the train split. Never a test row either way."""
+    record = calibration if isinstance(calibration, dict) else {}
+    size = record.get("size")
+    rows = f"{size:,} calibration rows" if isinstance(size, int) and not isinstance(size, bool) else "calibration rows"
+    if not record.get("given"):
+        return f"{rows} drawn from the train split"
+    name, file = record.get("name"), record.get("file")
+    shown = f"the set {code_span(name)}" if isinstance(name, str) and name else code_span(str(file)) if file else "the given set"
+    return f"{rows} from {shown}, none of them a test row"
+
+
 def recheck_lines(report: dict, baseline: str) -> list[str]:
     """The `cwtool verify` command that re-checks the files the report recommends to deploy (else its int8 file, the one
     a device most likely runs) against ``baseline`` (the report's own JSON, beside it) on the rows the report was measured
@@ -314,7 +327,7 @@ def render_report(report: dict, terms: bool = True) -> str:
                       f"accuracy {fmt_value(s['val']['accuracy'])}, {protected_cell(s['val'], names)}, offsets {offs}: {verdict}."]
     quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
     if quantized:
-        lines += ["", "## int8 files: layers kept in float", ""]
+        lines += ["", "## int8 files: layers kept in float", "", f"Calibrated on {calibration_words(report.get('calibration'))}.", ""]
         for s in quantized:
             stem = s.get("float_input_layers") or []
             kept = s.get("float_layers") or []
