@@ -110,6 +110,10 @@ def test_significant_mode_fails_only_significant_increases(rows):
     assert fn_gate(base, plus5, mode="significant")["passed"]
     # within budget never fails, significant or not
     assert fn_gate(base, plus8, 8, labels=y, mode="significant")["passed"]
+    # a significant decrease is no significant increase, said whole (`significant` read false beside p = 0.008)
+    fewer = fn_gate(plus8, base, labels=y)["checks"][0]
+    assert fewer["mcnemar_p"] < 0.01 and fewer["significant_increase"] is False is fewer["significant"]
+    assert fn_gate(base, plus8, labels=y)["checks"][0]["significant_increase"] is True
 
 
 def test_accuracy_budget(rows):

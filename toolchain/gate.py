@@ -201,7 +201,8 @@ def fn_gate(
                 d = fn - bfn if same_rows else fn - round(rate * support)
                 check["mcnemar_p_bound"] = mcnemar_exact(max(d, 0), max(-d, 0))
                 significant = d > 0 and check["mcnemar_p_bound"] < alpha
-            check["significant"] = bool(significant)
+            # "significant" reads as any significant change (a decrease read false beside p = 0.004): said whole too
+            check["significant"] = check["significant_increase"] = bool(significant)
             over = fn > limit
             check["over_budget"] = over
             if over and (mode == "plain" or significant):
