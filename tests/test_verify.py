@@ -176,9 +176,10 @@ def test_degraded_artifact_fails_naming_the_class(art, capsys):
     assert "artifact" not in out
 
 
-def test_a_file_of_a_run_that_failed_its_gate_is_said_so_even_quiet(art, capsys, tmp_path):
+def test_a_file_of_a_run_that_failed_its_gate_fails_and_is_said_so_even_quiet(art, capsys, tmp_path):
     """verify against the report.json of a run whose gate failed (it recommended no file) said "gate: passed" and
-    nothing else, and a CI went green on a file compress had not recommended (a new user's finding)."""
+    nothing else, and a CI went green on a file compress had not recommended (a new user's finding); then "gate: passed,
+    against a compress run that did NOT keep its FN promise", exit 0, and a CI still shipped it (a sign-off reviewer's)."""
     report = json.loads(Path(art["report"]).read_text())
     report["gate"] = {"passed": False, "reasons": ["no ticket keeps the FN promise"]}
     report["promise"] = {"met_on_val": False}
@@ -186,33 +187,42 @@ def test_a_file_of_a_run_that_failed_its_gate_is_said_so_even_quiet(art, capsys,
     failed.write_text(json.dumps(report))
     code, out, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", failed, "--quiet", "--markdown",
                         tmp_path / "v.md"], capsys)
-    assert code == 0 and out.strip().splitlines()[-1].startswith("gate: passed, against a compress run that did NOT keep its FN promise"), out
+    lines = out.strip().splitlines()
+    assert code == 1 and lines[-1].startswith("gate: failed, against a compress run that did NOT keep its FN promise"), out
+    assert lines[0].startswith("FAIL good.onnx: the baseline's compress run did not keep its FN promise on validation and "
+                               "recommended no file to deploy: no file passes against it"), out
     # the Markdown's headline too: it had said "PASSED", the run's verdict left to the notes at its end
-    assert (tmp_path / "v.md").read_text().startswith("## \u2705 cwtool verify: PASSED, against a compress run that did NOT keep its FN "
+    assert (tmp_path / "v.md").read_text().startswith("## \u274c cwtool verify: FAILED, against a compress run that did NOT keep its FN "
                                                      "promise (it recommended no file)")
     # an export.json of such a run's pruned.pt, as the baseline: the same (it had said nothing)
     exported = {"kind": "cwtool-export", "baseline": {"source": "the torch model itself", "test": report["baseline"]["test"]},
                 "protected": report["protected"], "compress_run": {"budget_met": False, "binds": "fn_promise"}}
     (tmp_path / "export.json").write_text(json.dumps(exported))
     code, out, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", tmp_path / "export.json", "--quiet"], capsys)
-    assert code == 0 and out.strip().splitlines()[-1].startswith("gate: passed, against a compress run that did NOT keep its FN promise"), out
-    res = run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)
-    assert res["baseline"]["run_failed"] is True and any("did not keep its FN promise" in n for n in res["notes"]), res["notes"]
+    assert code == 1 and out.strip().splitlines()[-1].startswith("gate: failed, against a compress run that did NOT keep its FN promise"), out
+    res = run_json(art, capsys, [art["good"]], "--baseline", failed, expect=1)
+    assert res["baseline"]["run_failed"] is True and "did not keep its FN promise" in res["gate"]["reasons"][0], res["gate"]
+    assert not any("--max-fn-increase" in n for n in res["notes"]), res["notes"]  # no budget turns it
+    checks = res["artifacts"][0]["gate"]["checks"]
+    assert all(c["passed"] for c in checks) and not res["artifacts"][0]["gate"]["passed"]  # its numbers are within budget
+    junit = tmp_path / "v.xml"
+    cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", failed, "--quiet", "--junit", junit], capsys)
+    assert 'type="FailedCompressRun"' in junit.read_text()
     chained = tmp_path / "verify.json"  # a verify JSON of that run as the next baseline: the note followed only report.json
     chained.write_text(json.dumps(res))
-    again = run_json(art, capsys, [art["good"]], "--baseline", chained, expect=0)
-    assert again["baseline"]["run_failed"] is True and any("did not keep its FN promise" in n for n in again["notes"]), again["notes"]
+    again = run_json(art, capsys, [art["good"]], "--baseline", chained, expect=1)
+    assert again["baseline"]["run_failed"] is True and "did not keep its FN promise" in again["gate"]["reasons"][0], again["gate"]
     res = run_json(art, capsys, [art["good"]], "--baseline", art["report"], expect=0)  # a passed run: nothing said
     assert res["baseline"]["run_failed"] is False and not any("did not keep its FN promise" in n for n in res["notes"])
     report["promise"] = {"met_on_val": False, "binds": "accuracy"}  # the promise held; accuracy stopped the run
     failed.write_text(json.dumps(report))
     code, out, _ = cli([art["good"], "--data", art["data"], "-p", PROT, "--baseline", failed, "--quiet"], capsys)
-    assert out.strip().splitlines()[-1].startswith("gate: passed, against a compress run that did NOT stay within its accuracy budget"), out
-    res = run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)
-    assert any("did not stay within its accuracy budget on validation" in n for n in res["notes"]), res["notes"]
-    assert not any("FN promise" in n for n in res["notes"]) and res["baseline"]["run_binds"] == "accuracy", res["notes"]
+    assert code == 1 and out.strip().splitlines()[-1].startswith("gate: failed, against a compress run that did NOT stay within its accuracy budget"), out
+    res = run_json(art, capsys, [art["good"]], "--baseline", failed, expect=1)
+    assert "did not stay within its accuracy budget on validation" in res["gate"]["reasons"][0], res["gate"]
+    assert not any("FN promise" in r for r in res["gate"]["reasons"]) and res["baseline"]["run_binds"] == "accuracy"
     chained.write_text(json.dumps(res))
-    assert run_json(art, capsys, [art["good"]], "--baseline", chained, expect=0)["baseline"].get("run_binds") == "accuracy"
+    assert run_json(art, capsys, [art["good"]], "--baseline", chained, expect=1)["baseline"].get("run_binds") == "accuracy"
     report["promise"] = {"met_on_val": True}  # a failed gate alone (an int8 file): its other files are still recommended
     failed.write_text(json.dumps(report))
     assert run_json(art, capsys, [art["good"]], "--baseline", failed, expect=0)["baseline"]["run_failed"] is False

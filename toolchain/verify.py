@@ -177,16 +177,22 @@ def _opening_notes(req: VerifyRequest, got, base: dict | None, opened: list) -> 
     return notes
 
 
+def _failed_run_reason(base: dict) -> str:
+    """Why every file fails against the baseline of a compress run that recommended no file (a green CI step had shipped
+    a file of a run that did not keep its FN promise: "gate: passed, against a compress run that did NOT ...")."""
+    failed = ("did not stay within its accuracy budget on validation" if base.get("run_binds") == "accuracy" else
+              "did not keep its FN promise on validation")
+    return (f"the baseline's compress run {failed} and recommended no file to deploy: no file passes against it (read its "
+            "report.md; to judge a file against a model alone, give that model's `cwtool evaluate --json` as --baseline)")
+
+
 def _baseline_run_notes(base: dict | None, entries: list[dict], req: VerifyRequest, max_accuracy_drop: float | None) -> list[str]:
-    """What the baseline's compress run says of the verdicts: a run that recommended no file, and the budgets it allowed
-    where the files fail only by verify's own defaults."""
+    """What the baseline's compress run says of the verdicts: a rule older than this cwtool's, and the budgets it allowed
+    where the files fail only by verify's own defaults (a run that recommended no file fails them: no budget turns that)."""
     notes = []
     run_budget = (base or {}).get("run_budget")
-    if (base or {}).get("run_failed"):  # its files pass or fail here against its dense model, not as a vetted output
-        failed = ("did not stay within its accuracy budget on validation" if base.get("run_binds") == "accuracy" else
-                  "did not keep its FN promise on validation")
-        notes.append(f"the baseline's compress run {failed} and recommended no file to "
-                     "deploy: a file of that run passing here is not a run's vetted output; read its report.md")
+    if (base or {}).get("run_failed"):
+        return notes
     if (base or {}).get("run_promise_older_rule"):
         notes.append("the baseline's compress run said it kept its FN promise by an older cwtool's rule (its report.json "
                      "records no judged counts: written before the hardest positive caught was counted as missed); that "
@@ -325,6 +331,9 @@ def run_verify(req: VerifyRequest) -> dict:
         elif alone is not None:
             gate["passed"] = False
             gate["reasons"] = [*gate.get("reasons", []), f"{alone[0]} ({alone[1]})"]
+        if (base or {}).get("run_failed"):  # a run that recommended no file vets none: a CI's exit status is the verdict
+            gate["passed"] = False
+            gate["reasons"] = [*gate.get("reasons", []), _failed_run_reason(base)]
         if (info.get("int8_weight_max") or 0) > 64 and cpu_lacks_vnni():
             notes.append(f"{Path(path).name}: its int8 weights use the full 8-bit range and this x86 CPU has no VNNI, where "
                          "onnxruntime's int8 kernels saturate on such weights: the FN measured here can be worse than on a VNNI "

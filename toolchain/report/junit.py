@@ -19,6 +19,8 @@ def _failure_type(own_reasons: list[str], artifact_wide: list[str]) -> str:
     if own_reasons:
         return "FalseNegativeRegression"
     first = artifact_wide[0] if artifact_wide else ""
+    if first.startswith("the baseline's compress run"):
+        return "FailedCompressRun"
     return "ClassCollapse" if first.startswith("collapse") else "AccuracyDrop" if first.startswith("accuracy") else "GateFailure"
 
 
