@@ -1185,7 +1185,9 @@ def test_a_promise_the_validation_split_cannot_back_is_said_before_any_retrainin
     code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
                             "--skip-export", "--max-accuracy-drop", "0.5", "--out", tmp_path / "r"], capsys)
     assert code == 1 and err.index("warning: --confidence 0.95 cannot be backed for protected class 3") < err.index("round 1"), err
-    assert "**Warning**: --confidence 0.95 cannot be backed" in (tmp_path / "r" / "report.md").read_text()  # not "Note: warning:"
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "**Warning**: --confidence 0.95 cannot be backed" in md  # not "Note: warning:"
+    assert "can be stopped now" in err and "can be stopped now" not in md  # the console's words, not a finished report's
 
 
 def test_a_round_of_too_few_steps_is_warned_of_before_it_runs(trained_digits, tmp_path, capsys):

@@ -154,3 +154,25 @@ def test_an_untimed_run_re_checks_a_file_that_passed():
     assert "cwtool verify artifacts/model_fp32.onnx --data digits" in text and "model_int8" not in text, text
     report["artifacts"][1]["gate"]["passed"] = True  # both passed: the int8 file, the one a device most likely runs
     assert "cwtool verify artifacts/model_int8.onnx" in "\n".join(recheck_lines(report, "report.json"))
+
+
+def test_a_failed_run_s_files_read_not_to_ship_and_no_re_check_is_offered():
+    """A run that recommended no file showed "pass" for each file in its results table, "passed" in its deploy table and
+    a verify command to re-check one (which verify now fails): a sign-off reviewer read them as files to ship."""
+    from toolchain.report.markdown import ledger_rows, recheck_lines
+
+    files = [{**a, "evaluation": {"accuracy": 0.9, "protected": []}, "format": "onnx", "runtime": "onnxruntime"} for a in ONNX]
+    withheld = recommend(ONNX, {e["path"]: _timing(m) for e, m in zip(ONNX, [0.012, 0.021])}, threads=1,
+                         withheld="the run did not keep the FN promise on validation")
+    report = {"data": {"name": "digits", "seed": 0}, "protected": [3], "class_names": [], "deploy": withheld, "artifacts": files,
+              "promise": {"met_on_val": False}, "baseline": {"params": 10, "test": {}}, "stages": []}
+    assert [r["verdict"] for r in ledger_rows(report)[1:]] == ["pass, not to ship: the run failed"] * 2
+    md = "\n".join(deploy_lines(report))
+    assert md.count("| passed, not to ship: the run failed |") == 2 and "| passed |" not in md, md
+    text = "\n".join(recheck_lines(report, "report.json"))
+    assert "cwtool verify artifacts" not in text and "the run recommended none" in text, text
+    exported = {**report, "promise": None, "compress_run": {"budget_met": False}}  # an export of such a run's pruned.pt
+    assert "the run recommended none" in "\n".join(recheck_lines(exported, "export.json"))
+    kept = {**report, "promise": {"met_on_val": True}, "deploy": recommend(ONNX, {}, threads=1)}
+    assert [r["verdict"] for r in ledger_rows(kept)[1:]] == ["pass"] * 2
+    assert "cwtool verify artifacts/model_int8.onnx" in "\n".join(recheck_lines(kept, "report.json"))

@@ -574,6 +574,10 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     assert "it reads 3 missed and 1 caught" in edge and "reads" not in text, edge  # the demo's 0 and 0 beside 0.458
     assert "changes no decision on validation" in "\n".join(_promise_lines(gap)) and "raises" not in "\n".join(_promise_lines(gap))
     assert text.count("The shipped offset") == 1  # no offset, nothing to say
+    # a run whose promise is not met ships nothing: its model's offset, not "the shipped offset" (a sign-off reviewer's)
+    failed = "\n".join(_promise_lines({**moved, "met_on_val": False, "statement": "no ticket keeps it"}))
+    assert "shipped" not in failed and "the run's model (not to ship: the promise is not met) misses at most" in failed, failed
+    assert "The model's offset -0.190 on the class's logit raises its sensitivity" in failed and "those with the offset 0 with 0" in failed
     # where the offsets live: a device engineer added the reported one to the outputs again (FP 0 -> 2 on digits)
     assert "- **on the device**: the offsets above are in every file already" in text and "adds nothing" in text
     assert "on the device" not in "\n".join(_promise_lines({**promise, "classes": {"8": entry(0.0, 4, 2)}}))

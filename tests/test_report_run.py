@@ -122,6 +122,12 @@ def test_report_md_says_each_int8_file_s_float_input_as_the_file_has_it(pi4_run)
     section = md[md.index("## int8 files: layers kept in float"):].split("\n## ")[0]
     int8 = [a for a in report["artifacts"] if a["precision"] == "int8"]
     assert int8 and "fully int8" not in md
+    # the size reached, said where the goal was met too (it was in report.json alone), with thousands separators
+    goal = report["size_goal"]
+    if goal["met"]:
+        assert (f"**Size goal met**: the shipped model keeps {goal['param_fraction']:.1%} of the parameters and "
+                f"{goal['mac_fraction']:.1%} of the MACs (--keep-params {goal['keep_params']:g})") in md, md[:2000]
+    assert f"| dense (torch) | {report['baseline']['params']:,} |" in md
     # which rows calibrated them, as export.md says (report.md named no set)
     assert f"Calibrated on {report['calibration']['size']:,} calibration rows drawn from the train split." in section, section
     for art in int8:

@@ -719,14 +719,19 @@ def test_a_random_or_float64_forward_is_refused_for_what_it_is(nets, name, words
         assert code == 0 and "warning: the model" in err and words.split(" (")[0] in err, err
 
 
-def test_a_size_goal_missed_at_round_1_says_round_1_ships(trained_digits, tmp_path, capsys):
+def test_a_size_goal_missed_at_round_1_says_round_1_is_the_run_s_model_not_to_ship(trained_digits, tmp_path, capsys):
+    """A failed run said "round 1's ticket ships" and "the shipped model keeps": words of a file to deploy (a sign-off
+    reviewer read them as such)."""
     code, _, err = run_cli(["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.1", "--epochs", "1",
                             "--max-accuracy-drop", "0", "--skip-export", "--out", tmp_path / "run"], capsys)
     assert code in (0, 1), err
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
     assert [r["within_budget"] for r in rounds] == [False]  # no accuracy may be lost: round 1 stops the rounds
-    assert "round 1's ticket ships, outside the budget" in report["size_goal"]["statement"]
+    assert report["gate"]["passed"] is False
+    statement = report["size_goal"]["statement"]
+    assert "round 1's ticket is the run's model, outside the budget: no file of it is to ship" in statement, statement
+    assert statement.startswith("the run's model (not to ship: the gate failed) keeps") and "ships" not in statement, statement
 
 
 def test_a_shrunk_model_that_no_longer_runs_is_the_models_limit_not_a_bug():

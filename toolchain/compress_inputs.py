@@ -139,6 +139,8 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
                          test_rows=test_rows, dense_test=dense_test)
 
 
+STOPPABLE_NOW = " (a run still going can be stopped now)"  # the console's words: not the finished report's
+
 FEW_STEPS = 20  # retraining steps a round below which a pruned model rarely recovers
 
 
@@ -168,8 +170,8 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
                 + (f" ({one_line(class_names[k])[:60]})" if class_names[k] != str(k) else "") + ": "
                 f"validation holds {n} of its samples and the dense model misses {dense_fn}, so even a model that misses none it "
                 f"catches and catches every one it misses reaches {ceiling:.3f} at --max-fn-increase {config.max_fn_increase:g} "
-                f"(docs/FN_PROMISE.md). So this run's gate fails whatever the pruning does: give {either or 'more validation data'} "
-                "(a run still going can be stopped now)")
+                f"(docs/FN_PROMISE.md). So this run's gate fails whatever the pruning does: give {either or 'more validation data'}"
+                f"{STOPPABLE_NOW}")
     return lines
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from toolchain import __version__, distributed, interrupts
-from toolchain.compress_inputs import CheckedInputs, check_compress_inputs, evaluate_on_test
+from toolchain.compress_inputs import STOPPABLE_NOW, CheckedInputs, check_compress_inputs, evaluate_on_test
 from toolchain.config import PruneConfig
 from toolchain.data.options import data_found_anywhere, verify_row_flags
 from toolchain.errors import Interrupted, UserError, describe
@@ -72,8 +72,8 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
     checked = check_compress_inputs(request, config, export, prepared, identity)  # every check before anything is written
     dataset, protected, config, run_dir = checked.dataset, checked.protected, checked.config, checked.run_dir
     loaded, arch, class_names, run_id = checked.loaded, checked.arch, checked.class_names, checked.run_id
-    input_notes = [line.removeprefix("note: ").encode("utf-8", "backslashreplace").decode("utf-8")  # a name not UTF-8
-                   for line in checked.notes]
+    input_notes = [line.removeprefix("note: ").removesuffix(STOPPABLE_NOW).encode("utf-8", "backslashreplace").decode("utf-8")
+                   for line in checked.notes]  # a name not UTF-8 kept readable; the report is read when the run is over
     distributed.barrier()  # every process has checked the run directory before rank 0 writes in it
     made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # what mkdir makes: gone again if the run is
     # refused on its first session

@@ -117,14 +117,16 @@ def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str,
     if not result.tickets or all(t.params == result.tickets[0].params for t in result.tickets) and result.tickets[0].params >= dense_params:
         why = "no channel group of this model can be pruned"  # first: whatever the rounds' budget did, nothing could go
     elif last is not None and not last.within_budget:
-        ships = "an earlier ticket ships" if ticket.round < last.round else f"round {last.round}'s ticket ships, outside the budget"
+        ships = ("an earlier ticket ships" if ticket.round < last.round else
+                 f"round {last.round}'s ticket is the run's model, outside the budget: no file of it is to ship")
         why = f"round {last.round} left {_budgets_left(last, result, config)}, so the rounds stopped and {ships}"
     else:
         why = "the channel groups cwtool can prune are used up"
     kept = f" (kept whole: {', '.join(kept_whole)})" if kept_whole else ""
     goal = f"--keep-params {config.keep_params:g}" + (f" and --keep-macs {config.keep_macs:g}" if config.keep_macs < 1 else "")
     share = "of its conv and linear weights non-zero" if config.granularity == "weight" else "of the parameters"
-    out["statement"] = f"the shipped model keeps {params:.1%} {share} and {macs:.1%} of the MACs against {goal}: {why}{kept}"
+    model = "the shipped model" if result.budget_met else "the run's model (not to ship: the gate failed)"
+    out["statement"] = f"{model} keeps {params:.1%} {share} and {macs:.1%} of the MACs against {goal}: {why}{kept}"
     return out
 
 

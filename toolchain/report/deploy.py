@@ -7,7 +7,7 @@ from pathlib import PurePath
 
 from toolchain.errors import printable
 
-__all__ = ["deploy_lines", "deploy_sentences"]
+__all__ = ["deploy_lines", "deploy_sentences", "run_failed"]
 
 
 def deploy_sentences(report: dict) -> list[str]:
@@ -20,6 +20,13 @@ def deploy_sentences(report: dict) -> list[str]:
              else f"deploy ({c['format']}): none, {c['why']}" for c in deploy["choices"]]
     lines += [f"finding: {f}" for f in deploy["findings"]]
     return [printable(line) for line in lines]
+
+
+def run_failed(report: dict) -> bool:
+    """Whether the compress run behind a report recommended no file: its promise (or accuracy) not met on validation; an
+    export of such a run's pruned.pt records it. Its files' own checks may pass: "pass" read as a file to ship."""
+    return ((report.get("promise") or {}).get("met_on_val") is False
+            or (report.get("compress_run") or {}).get("budget_met") is False)
 
 
 def deploy_lines(report: dict) -> list[str]:
@@ -37,7 +44,8 @@ def deploy_lines(report: dict) -> list[str]:
     lines += ["| file | bytes | ms per call, batch 1, here | gate | deploy |", "|---|--:|--:|---|---|"]
     for art in report.get("artifacts", []):
         ms = deploy["latency_ms"].get(art["path"])
-        gate = "passed" if art["gate"]["passed"] else "**failed**"
+        gate = ("**failed**" if not art["gate"]["passed"] else "passed, not to ship: the run failed" if run_failed(report)
+                else "passed")
         if "fit" in art and not art["fit"]["fits"]:
             gate += ", does not fit"
         lines.append(f"| {PurePath(art['path']).name} | {art['bytes']:,} | {'-' if ms is None else f'{ms:.3g}'} | {gate} | "

@@ -8,7 +8,7 @@ from toolchain.errors import one_line, printable
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP
 from toolchain.promise import together_words
 from toolchain.report.html import code_span, no_raw_html, shown_as_written
-from toolchain.report.deploy import deploy_lines
+from toolchain.report.deploy import deploy_lines, run_failed
 from toolchain.report.fit import fit_lines
 
 
@@ -18,6 +18,8 @@ def fmt_value(v, digits=4):
         return "-"
     if isinstance(v, float):
         return f"{v:.{digits}f}"
+    if isinstance(v, int) and not isinstance(v, bool):  # 56554 beside 28,017 in the next table
+        return f"{v:,}"
     return str(v)
 
 
@@ -39,7 +41,8 @@ def ledger_rows(report: dict) -> list[dict]:
             rows.append({"name": "pruned (torch)", "params": stage["params"], "bytes": None, "eval": stage["test"], "verdict": None})
     for art in report.get("artifacts", []):
         rows.append({"name": f"{art['format']} {art['precision']} ({art.get('runtime', '?')})", "params": None, "bytes": art.get("bytes"),
-                     "eval": art["evaluation"], "verdict": "pass" if art.get("gate", {}).get("passed") else "FAIL"})
+                     "eval": art["evaluation"], "verdict": ("FAIL" if not art.get("gate", {}).get("passed") else
+                                                            "pass, not to ship: the run failed" if run_failed(report) else "pass")})
     return rows
 
 
@@ -68,6 +71,7 @@ def _promise_lines(promise: dict | None) -> list[str]:
     if not promise:
         return []
     lines = ["", "## The FN promise", ""]
+    model = "the shipped model" if promise["met_on_val"] else "the run's model (not to ship: the promise is not met)"
     for k, v in promise["classes"].items():
         budget = f" + {v['budget']}" if v["budget"] else ""
         price = v["fp"] - v["fp_plain"]
@@ -75,14 +79,14 @@ def _promise_lines(promise: dict | None) -> list[str]:
         cost = (f"That margin costs {price:+d} false positives" if price >= 0 else
                 f"At the unguarded point there {more} than here")  # a budget spent buys FP back
         lines.append(
-            f"- class {k}: on new data with {v['n_new']} samples of the class, the shipped model misses at most the dense model's "
+            f"- class {k}: on new data with {v['n_new']} samples of the class, {model} misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:.12g}; predicted from the validation counts below, "
             f"docs/FN_PROMISE.md). On validation it misses "
             f"{v['fn']} of {v['n']}, {_margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (allowed: the dense model's "
             f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
             f"missed, and of those it misses, {v['c']} {'is' if v['c'] == 1 else 'are'} caught. {cost} on "
             f"validation ({v['fp']} here, {v['fp_plain']} at the unguarded point, {_unguarded(v['dense_fn'] + v['budget'])})."
-            f"{_edge_words(v)}{_offset_words(v, len(promise['classes']) > 1)}")
+            f"{_edge_words(v)}{_offset_words(v, len(promise['classes']) > 1, promise['met_on_val'])}")
     if promise.get("together_confidence") is not None:
         lines.append(f"- all {len(promise['classes'])} classes together: {together_words(promise['together_confidence'], bold=True)}.")
     if promise.get("empty"):
@@ -144,12 +148,14 @@ def _why_outside(stage: dict, report: dict) -> str:
     return f"no: {'; '.join(short)}" if short else "no"
 
 
-def _offset_words(v: dict, several: bool = False) -> str:
-    """What the shipped offset does to the class: a negative one lowers its sensitivity, for fewer false alarms."""
+def _offset_words(v: dict, several: bool = False, shipped: bool = True) -> str:
+    """What the shipped offset does to the class: a negative one lowers its sensitivity, for fewer false alarms. A run
+    that failed ships nothing: its model's offset ("the shipped offset" read as a file to deploy)."""
     if "offset" not in v or abs(v["offset"]) < 1e-6:
         return ""
+    own = "shipped" if shipped else "model's"
     if v.get("fn") == v["fn_no_offset"] and v.get("fp") == v["fp_no_offset"]:  # it moved the threshold within a gap
-        return (f" The shipped offset {v['offset']:+.3f} on the class's logit changes no decision on validation: the model's "
+        return (f" The {own} offset {v['offset']:+.3f} on the class's logit changes no decision on validation: the model's "
                 f"own decisions (no offset) also miss {v['fn_no_offset']} with {v['fp_no_offset']} false positives there.")
     # by what the decisions did, not by the offset's sign: other protected classes' offsets move this class's rows too (a
     # negative offset beside a larger one of another class's "lowered" a sensitivity that had risen from 1 miss to 0)
@@ -157,11 +163,11 @@ def _offset_words(v: dict, several: bool = False) -> str:
     way = "raise" if fn < v["fn_no_offset"] else "lower" if fn > v["fn_no_offset"] else "keep"
     keep = (" (`--keep-sensitivity` keeps at least the model's own decisions, for more false positives)"
             if fn > v["fn_no_offset"] else "")
-    which = (f"the shipped offsets (this class's {v['offset']:+.3f} on its logit, and the other protected classes' on theirs)"
-             if several else f"the shipped offset {v['offset']:+.3f} on the class's logit")
+    which = (f"the {own} offsets (this class's {v['offset']:+.3f} on its logit, and the other protected classes' on theirs)"
+             if several else f"the {own} offset {v['offset']:+.3f} on the class's logit")
     verb = way if several else f"{way}s"
     return (f" {which[0].upper()}{which[1:]} {verb} its sensitivity: the model's own decisions (no offset) miss "
-            f"{v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation, the shipped ones {fn} with "
+            f"{v['fn_no_offset']} with {v['fp_no_offset']} false positives on validation, {'the shipped ones' if shipped else 'those with the offset'} {fn} with "
             f"{v.get('fp', v['fp_no_offset'])}{keep}.")
 
 
@@ -209,6 +215,9 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
     budget = _budget_flags((report.get("gate") or {}).get("budget") or report.get("budget") or {})
     command = (f"cwtool verify {' '.join(files)} --data {shlex.quote(rows)}{seed}"
                f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline {baseline}{budget}")
+    if run_failed(report):  # the command would fail every file: the run vetted none
+        return ["", f"No file to re-check: the run recommended none, and `cwtool verify` against {code_span(baseline)} "
+                    "fails every file of it."]
     what = "the files to deploy" if len(chosen) > 1 else "the file to deploy" if chosen else "a file"
     return ["", f"Re-check {what} here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep "
                 f"the rows it judges: a device with numpy and one runtime judges the same rows with "
@@ -274,6 +283,17 @@ def _processes_said(training: dict) -> str:
     return said
 
 
+def _size_met_words(goal: dict, report: dict) -> str:
+    """"the shipped model keeps 9.5% of the parameters and 12.3% of the MACs (--keep-params 0.1)"."""
+    weights = (report.get("config") or {}).get("granularity") == "weight"
+    share = "of its conv and linear weights non-zero" if weights else "of the parameters"
+    asked = f"--keep-params {goal['keep_params']:g}"
+    if isinstance(goal.get("keep_macs"), (int, float)) and goal["keep_macs"] < 1:
+        asked += f" and --keep-macs {goal['keep_macs']:g}"
+    model = "the run's model (not to ship: the run failed)" if run_failed(report) else "the shipped model"
+    return f"{model} keeps {goal['param_fraction']:.1%} {share} and {goal['mac_fraction']:.1%} of the MACs ({asked})"
+
+
 def render_report(report: dict, terms: bool = True) -> str:
     """report.md (``terms``: with the glossary at its end)."""
     names = report.get("class_names", [])
@@ -293,6 +313,8 @@ def render_report(report: dict, terms: bool = True) -> str:
     size_goal = report.get("size_goal")  # reports written before it was recorded lack it
     if size_goal and not size_goal.get("met", True):
         lines += ["", f"**Size goal not met**: {size_goal.get('statement', '')}."]
+    elif size_goal and all(isinstance(size_goal.get(k), (int, float)) for k in ("param_fraction", "mac_fraction", "keep_params")):
+        lines += ["", f"**Size goal met**: {_size_met_words(size_goal, report)}."]  # said where it was met too, not in JSON alone
     lines += _promise_lines(report.get("promise"))
     lines += ["", "| model | params | bytes | accuracy | protected (test) | verdict |", "|---|---:|---:|---:|---|---|"]
     for row in ledger_rows(report):
