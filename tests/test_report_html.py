@@ -87,6 +87,29 @@ def test_plots_mark_budget_and_dense_model_with_integer_ticks_and_no_empty_bars(
     assert "none, before or after" in [t.get_text() for t in alarms.texts]
 
 
+def test_plot_legends_cover_no_marker_and_a_failed_run_s_ticket_is_not_called_shipped(figures, tmp_path):
+    """A sign-off reviewer: rounds.png's legend covered the dense model's markers, its FN line hid under the FP line where
+    both were 0, a failed run's ticket was circled as "shipped ticket", ledger.png's x axis had no label, and a confusion
+    title ran past the figure's edge."""
+    from toolchain.report.plots import plot_report
+
+    plot_report(made_up_report(fn_after=2, fp_after=0), tmp_path)
+    fig = figures["rounds.png"]
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        legend, frame = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert legend.y1 <= frame.y0, (legend, frame)  # below the axes, over none of its markers
+    fn_ax = fig.axes[0]
+    fn_line, fp_line = (next(line for line in fn_ax.get_lines() if line.get_label() == label) for label in ("FN (missed)", "FP (false alarms)"))
+    assert fn_line.get_zorder() > fp_line.get_zorder() and fp_line.get_markerfacecolor() == "none"
+    assert figures["ledger.png"].axes[0].get_xlabel() == "model or file"
+    failed = made_up_report()
+    failed["promise"] = {"met_on_val": False}
+    plot_report(failed, tmp_path)
+    labels = [t.get_text() for t in figures["rounds.png"].axes[0].get_legend().get_texts()]
+    assert "the run's ticket (not to ship: the run failed)" in labels and "shipped ticket" not in labels, labels
+
+
 def test_html_is_one_self_contained_page_with_the_plots_embedded(tmp_path):
     from toolchain.report.markdown import render_report
     from toolchain.report.plots import plot_report

@@ -76,37 +76,42 @@ def _rounds(report: dict, folder: Path, plt) -> Path | None:
     if not rounds:
         return None
     base = report["baseline"]
+    from toolchain.report.deploy import run_failed
+
     shipped = next((s["round"] for s in report["stages"] if s["stage"] == "shrunk"), None)
+    ticket = "the run's ticket (not to ship: the run failed)" if run_failed(report) else "shipped ticket"
     budget = report["config"].get("max_fn_increase", 0)
     protected = report["protected"]
-    fig, axes = plt.subplots(1, len(protected) + 1, figsize=(4.6 * (len(protected) + 1), 4), squeeze=False)
+    # the legends go below the axes: inside, they covered the dense model's markers (the x axis runs from it)
+    fig, axes = plt.subplots(1, len(protected) + 1, figsize=(4.6 * (len(protected) + 1), 5.2), squeeze=False)
     params = [s["params"] for s in rounds]
     for i, k in enumerate(protected):
         ax = axes[0][i]
         dense = base["val"]["protected"][i]
         fn = [s["val"]["protected"][i]["fn"] for s in rounds]
         fp = [s["val"]["protected"][i]["fp"] for s in rounds]
-        ax.plot(params, fn, "o-", color=FN_COLOR, label="FN (missed)")
-        ax.plot(params, fp, "s--", color=FP_COLOR, label="FP (false alarms)")
+        # FP hollow and larger, FN on top: where both are 0 each stays in sight
+        ax.plot(params, fp, "s--", color=FP_COLOR, ms=9, mfc="none", mew=1.5, label="FP (false alarms)", zorder=2)
+        ax.plot(params, fn, "o-", color=FN_COLOR, label="FN (missed)", zorder=3)
         ax.plot([base["params"]], [dense["fn"]], "*", ms=14, color=DENSE, label="dense model FN")
         ax.plot([base["params"]], [dense["fp"]], "P", ms=10, color=DENSE, label="dense model FP")
         ax.axhline(dense["fn"] + budget, color=BUDGET, ls=":", label=f"FN budget (dense + {budget})")
         for r, p, f in zip((s["round"] for s in rounds), params, fn):
             ax.annotate(f"r{r}", (p, f), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
             if r == shipped:
-                ax.plot([p], [f], "o", ms=14, mfc="none", mec=SHIPPED, mew=2, label="shipped ticket")
+                ax.plot([p], [f], "o", ms=14, mfc="none", mec=SHIPPED, mew=2, label=ticket)
         _integer_counts(ax, bottom=-0.4)  # markers at 0 stay whole
         ax.set_ylim(top=max(fn + fp + [dense["fn"] + budget, dense["fp"]]) * 1.15 + 1)
         _params_axis(ax, params + [base["params"]])
         ax.set(ylabel="validation count", title=f"{_name(report, k)}: FN and FP per round")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax = axes[0][-1]
     ax.plot(params, [s["val"]["accuracy"] for s in rounds], "o-", color=FN_COLOR, label="ticket")
     ax.plot([base["params"]], [base["val"]["accuracy"]], "*", ms=14, color=DENSE, label="dense model")
     ax.axhline(base["val"]["accuracy"] - report["config"]["max_accuracy_drop"], color=BUDGET, ls=":", label="accuracy budget")
     _params_axis(ax, params + [base["params"]])
     ax.set(ylabel="validation accuracy", title="accuracy per round")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return _save(fig, folder / "rounds.png")
 
 
@@ -140,7 +145,7 @@ def _ledger(report: dict, folder: Path, plt) -> Path | None:
         ax.axhline(fn[0] + budget, color=BUDGET, ls=":", label=f"FN budget (dense + {budget})")
         ax.set_ylim(top=max(fn + fp + [fn[0] + budget]) * 1.2 + 1)
         note = f"; {' and '.join(zero)}: 0 for every model" if zero else ""
-        ax.set(ylabel="test count", title=f"{_name(report, k)} on test{note}")
+        ax.set(ylabel="test count", xlabel="model or file", title=f"{_name(report, k)} on test{note}")
         ax.legend(fontsize=7)
     return _save(fig, folder / "ledger.png")
 
@@ -165,8 +170,8 @@ def _confusion(report: dict, folder: Path, plt) -> Path | None:
                 continue
             zero = _bars(ax, [_name(report, j) for j in others], {"dense model": ([cell(before, j) for j in others], DENSE),
                                                                   "compressed (pruned.pt)": ([cell(after, j) for j in others], SHIPPED)})
-            if zero:
-                ax.set_title(f"{ax.get_title()}; {' and '.join(zero)}: none", fontsize=10)
+            if zero:  # on a line of its own: on one, the title ran past the figure's edge
+                ax.set_title(f"{ax.get_title()}\n{' and '.join(zero)}: none", fontsize=10)
             ax.set(ylabel="test samples")
             ax.legend(fontsize=7)
     return _save(fig, folder / "confusion.png")
