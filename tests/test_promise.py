@@ -174,7 +174,7 @@ def test_a_size_goal_not_met_names_the_budget_the_last_round_left(confidence, ac
             "accuracy": accuracy, "promise": {"1": {"confidence": confidence, "confidence_target": 0.95}}})
 
     first, last = ticket(1, 500, True, 0.99, 0.95), ticket(2, 250, False, confidence, accuracy)
-    result = SimpleNamespace(tickets=[first, last], dense={"params": 1000, "macs": 1000, "val": {"accuracy": 0.9324}})
+    result = SimpleNamespace(budget_met=True, tickets=[first, last], dense={"params": 1000, "macs": 1000, "val": {"accuracy": 0.9324}})
     config = SimpleNamespace(granularity="channel", keep_params=0.1, keep_macs=1.0, max_accuracy_drop=0.02)
     goal = shipped_size_goal(result, first, config, {})
     assert not goal["met"] and said in goal["statement"] and "an earlier ticket ships" in goal["statement"], goal["statement"]
@@ -761,3 +761,19 @@ def test_a_first_round_that_lost_the_model_names_the_learning_rate():
         "poorly at --lr 0.002; docs/DATA.md)"), lost
     assert "--lr" not in statement(0.90)  # 5 points: the pruning's size, not the retraining
     assert "--lr" not in statement(0.65, params=280)  # a round 1 that removed 95% may lose 30 points to its size alone
+
+
+def test_report_md_says_what_the_promise_covers_and_each_class_s_misses_on_test():
+    """A sign-off reviewer: "same distribution", the torch model, what is not promised, and the absolute miss rate with its
+    interval were in no human report (report.json's gate checks alone)."""
+    from toolchain.report.markdown import _scope_lines
+
+    report = {"promise": {"met_on_val": True, "classes": {"3": {}}}, "stages": [{"stage": "quantized"}],
+              "gate": {"checks": [{"class": 3, "fn": 2, "support": 40, "fnr_ci95": [0.006, 0.169], "baseline_fn": 5}]}}
+    text = "\n".join(_scope_lines(report))
+    assert "(the same distribution), judged by the torch model's decisions (each int8 file's own counts" in text, text
+    assert "promises nothing of the absolute miss rate, of false alarms, of the other classes" in text
+    assert "- **class 3 on test**: the pruned torch model misses 2 of 40 (miss rate 0.050, 95% interval 0.006 to 0.169); the dense model 5 of 40." in text
+    plain = "\n".join(_scope_lines({**report, "stages": [], "gate": {"checks": [{"class": 3, "fn": "x"}]}}))
+    assert "int8" not in plain and "on test" not in plain  # no file made; an odd record is left out, never a crash
+    assert _scope_lines({"promise": None}) == []

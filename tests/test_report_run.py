@@ -119,7 +119,7 @@ def test_report_md_says_each_int8_file_s_float_input_as_the_file_has_it(pi4_run)
     _, out, _, _ = pi4_run
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
-    section = md[md.index("## int8 files: layers kept in float"):].split("\n## ")[0]
+    section = md[md.index("## int8 files"):].split("\n## ")[0]
     int8 = [a for a in report["artifacts"] if a["precision"] == "int8"]
     assert int8 and "fully int8" not in md
     # the size reached, said where the goal was met too (it was in report.json alone), with thousands separators
@@ -128,6 +128,11 @@ def test_report_md_says_each_int8_file_s_float_input_as_the_file_has_it(pi4_run)
         assert (f"**Size goal met**: the shipped model keeps {goal['param_fraction']:.1%} of the parameters and "
                 f"{goal['mac_fraction']:.1%} of the MACs (--keep-params {goal['keep_params']:g})") in md, md[:2000]
     assert f"| dense (torch) | {report['baseline']['params']:,} |" in md
+    # each file's own validation counts and promise, beside the torch model's (only report.json held them)
+    for art in int8:
+        line = next(line for line in section.splitlines() if line.startswith(f"- {art['path']}: "))
+        own = art["quantization"]["val_promise"]
+        assert all(f"class {k} misses {v['fn']} of " in line and f"(probability {v['confidence']:.3f}" in line for k, v in own.items()), line
     # which rows calibrated them, as export.md says (report.md named no set)
     assert f"Calibrated on {report['calibration']['size']:,} calibration rows drawn from the train split." in section, section
     for art in int8:
