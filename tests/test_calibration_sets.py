@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from clirun import run_cli
+from toolchain.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ROOT / "calibration"
@@ -52,6 +53,24 @@ def test_unknown_name_or_missing_file_exits_2_with_the_known_names(command, spec
     assert code == 2 and len(lines) == 1 and says in lines[0], err
     assert "breast-cancer, digits" in lines[0]  # every known set, by name
     assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_or_another_file_given_as_a_set_is_named_for_what_it_is(tmp_path, monkeypatch):
+    """--calibration ex (a folder, no slash) was "unknown calibration set 'ex'"; a model file was "not a valid cwtool .npz
+    (needs float rows x and meta): re-create it", where meta is optional and the file was the wrong one (a reviewer)."""
+    from toolchain.quantize.calibration import load_calibration, resolve_calibration
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ex").mkdir()
+    with pytest.raises(UserError, match="--calibration 'ex' is a folder: give the calibration .npz file"):
+        resolve_calibration("ex")
+    np.savez(tmp_path / "labels.npz", y=np.arange(4))
+    with pytest.raises(UserError, match=r"holds no float array x of model inputs \(cwtool calibrate writes one; its meta is "
+                                        r"optional\): give such an .npz") as info:
+        load_calibration(tmp_path / "labels.npz")
+    assert "re-create" not in str(info.value)
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 4), np.float32))
+    assert load_calibration(tmp_path / "x.npz")[1] == {}
 
 
 def test_a_set_of_another_shape_exits_2_naming_both_shapes(trained_digits, capsys, tmp_path):

@@ -815,7 +815,7 @@ def test_final_finetuning_shows_in_the_report(trained_digits, tmp_path, capsys):
     assert report["training"] == {"device": "cpu", "arithmetic": "fp32", "processes": 1, "threads": torch.get_num_threads()}
     assert report["versions"]["cwtool_source"] and report["versions"]["torch"] == torch.__version__
     markdown = (tmp_path / "f" / "report.md").read_text()
-    assert "Final fine-tuning of round 1 (1 epochs)" in markdown
+    assert "Final fine-tuning of round 1 (1 epoch)" in markdown
     assert "Retrained on cpu in fp32 (`--train-precision fp32`)." in markdown
 
 

@@ -783,7 +783,13 @@ def test_image_folder_rgb_and_image_size(tmp_path):
 def test_image_folder_errors(tmp_path):
     (tmp_path / "e" / "a").mkdir(parents=True)
     (tmp_path / "e" / "b").mkdir(parents=True)
-    expect_error("has no PNG/JPEG images", tmp_path / "e")
+    # no sub-folder holds an image: not an ImageFolder (a repository given by mistake was told to remove its 'cli' folder)
+    msg = expect_error("is not an ImageFolder: none of its 2 sub-folders ('a', 'b') holds PNG/JPEG images directly", tmp_path / "e")
+    assert "remove" not in msg, msg
+    make_image_folder(tmp_path / "half")
+    (tmp_path / "half" / "zebra").mkdir()
+    msg = expect_error("class folder 'zebra'", tmp_path / "half")
+    assert "has no PNG/JPEG images while the others have" in msg, msg
 
     make_image_folder(tmp_path / "c")
     (tmp_path / "c" / "ant" / "99.png").write_bytes(b"not a png")
@@ -998,3 +1004,20 @@ def test_a_csv_whose_labels_come_first_is_told_of_label_column(tmp_path):
     rows = [[i % 2, i * 0.25, i * 0.5] for i in range(12)]
     msg = expect_error("non-integer label", _write_csv(tmp_path / "first.csv", ["label", "f1", "f2"], rows))
     assert "--label-column" in msg, msg
+
+
+def test_counts_of_one_are_said_in_the_singular(tmp_path):
+    """"only 1 class names", "the data names 1 classes", "--max-fn-increase, --max-accuracy-drop compares" (a reviewer)."""
+    from toolchain.evaluate import check_output_width
+    from toolchain.verify import VerifyRequest
+
+    np.savez(tmp_path / "cn1.npz", x=np.zeros((6, 3), np.float32), y=np.array([0, 1] * 3), class_names=np.array(["a"]))
+    msg = expect_error("has label 1 but only 1 class name: give one name per class", tmp_path / "cn1.npz")
+    assert "class names:" not in msg
+    with pytest.raises(UserError, match=r"has 10 outputs but the data names 1 class: give a model"):
+        check_output_width(10, np.zeros(3, np.int64), ["cat"], "the model")
+    for given, verb in ((["--max-fn-increase"], "compares"), (["--max-fn-increase", "--max-accuracy-drop"], "compare")):
+        request = VerifyRequest(artifacts=[tmp_path / "m.onnx"], data="digits", protect=["3"], baseline=None,
+                                max_fn_increase=1, max_accuracy_drop=0.1 if len(given) == 2 else None)
+        with pytest.raises(UserError, match=f"{', '.join(given)} {verb} with a baseline"):
+            request.validate()

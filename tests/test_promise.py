@@ -499,7 +499,7 @@ def test_a_promise_on_a_handful_of_validation_samples_says_what_it_rests_on(trai
                             "--epochs", "1", "--max-fn-increase", "1", "--confidence", "0.5", "--max-accuracy-drop", "1",
                             "--skip-export", "--out", out], capsys)
     assert code in (0, 1), err
-    said = "validation holds 5 sample(s) of protected class 3 (3): too few to check that the dense model detects it"
+    said = "validation holds 5 samples of protected class 3 (3): too few to check that the dense model detects it"
     assert said in err and said in (out / "compress.log").read_text() and said in (out / "report.md").read_text()
     statement = json.loads((out / "report.json").read_text())["promise"]["statement"]
     assert "on new data of 5 such samples (20% of them)" in statement, statement
@@ -777,3 +777,20 @@ def test_report_md_says_what_the_promise_covers_and_each_class_s_misses_on_test(
     plain = "\n".join(_scope_lines({**report, "stages": [], "gate": {"checks": [{"class": 3, "fn": "x"}]}}))
     assert "int8" not in plain and "on test" not in plain  # no file made; an odd record is left out, never a crash
     assert _scope_lines({"promise": None}) == []
+
+
+def test_an_accuracy_floor_below_zero_is_said_as_none():
+    """A dense model at 0.33 on 20 random rows and a 2-point budget: "reachable ... while validation accuracy stays >=
+    -0.0200" (a reviewer's finding); no floor is said as none."""
+    from types import SimpleNamespace
+
+    from toolchain.prune.tickets import promise_section
+
+    entry = {"n": 1, "n_new": 1, "fn": 0, "dense_fn": 1, "b": 0, "c": 1, "confidence": 0.8, "confidence_target": 0.95, "budget": 0,
+             "margin_fn": 1, "fp": 1, "fp_plain": 0, "reachable_confidence": 0.8}
+    ticket = SimpleNamespace(val={"promise": {"1": entry}, "accuracy": 0.3333}, round=1)
+    config = SimpleNamespace(max_accuracy_drop=0.02, confidence=0.95, max_fn_increase=0, keep_params=0.5, rate=0.5)
+    low = promise_section(SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.0}}), ticket, config)["statement"]
+    assert "reachable by the selected round 1: class 1 0.800" in low and "-0.0200" not in low and "stays >=" not in low, low
+    high = promise_section(SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.9}}), ticket, config)["statement"]
+    assert "while validation accuracy stays >= 0.8800" in high, high

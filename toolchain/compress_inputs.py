@@ -125,7 +125,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     for k in protected:
         n = int(np.sum(dataset.y_val == k))
         if n < MIN_POSITIVES:
-            note_input(f"note: validation holds {n} sample(s) of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
+            note_input(f"note: validation holds {n} sample{'s' if n != 1 else ''} of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
                        f"check that the dense model detects it (cwtool checks from {MIN_POSITIVES}), and the promise rests on them")
     # the test rows read once before any work (report only: nothing is chosen from them): an image that cannot be read is
     # said now, not after the rounds, when fixing it changes the folder and a --resume is refused as other inputs

@@ -70,7 +70,7 @@ def check_output_width(k: int, y: np.ndarray, declared: list[str] | None, what: 
         raise UserError(f"{what} has {k:,} outputs, beyond cwtool's limit of {MAX_CLASSES:,} classes")
     labels = int(y.max()) + 1 if len(y) else 0
     if declared is not None and len(declared) != k:
-        raise UserError(f"{what} has {k} outputs but the data names {len(declared)} classes: give a model for this data"
+        raise UserError(f"{what} has {k} outputs but the data names {len(declared)} class{'es' if len(declared) != 1 else ''}: give a model for this data"
                         + (f", or, where these rows hold only some of its classes, --class-names naming all {k} in its order"
                            if len(declared) < k else ""))
     if declared is None and k > max(128, 4 * labels):

@@ -85,7 +85,7 @@ class VerifyRequest:
             given = [f for f, v in (("--max-fn-increase", self.max_fn_increase), ("--max-fnr-increase", self.max_fnr_increase),
                                     ("--max-accuracy-drop", self.max_accuracy_drop)) if v is not None]
             if given:
-                raise UserError(f"{', '.join(given)} compares with a baseline: add --baseline REPORT.json, or use --max-fnr alone")
+                raise UserError(f"{', '.join(given)} compare{'s' if len(given) == 1 else ''} with a baseline: add --baseline REPORT.json, or use --max-fnr alone")
 
 
 # --------------------------------------------------------------------------- data

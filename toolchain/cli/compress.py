@@ -29,7 +29,7 @@ def compress(
     val: Optional[Path] = ValOpt,
     test: Optional[Path] = TestOpt,
     out: Optional[Path] = typer.Option(None, help="Run directory (default: cwtool-runs/<arch>-<hash of inputs and settings>).", rich_help_panel="Run"),
-    resume: bool = typer.Option(False, "--resume", help="Finish a run that was interrupted, from its last saved round.", rich_help_panel="Run"),
+    resume: bool = typer.Option(False, "--resume", help="Finish a run that was interrupted, from its last saved round (where --out holds no run, one starts, said so).", rich_help_panel="Run"),
     formats: Optional[List[str]] = FormatOpt,
     prune_config: PruneConfig = None,
     export_options: ExportOptions = None,

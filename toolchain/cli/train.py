@@ -108,7 +108,7 @@ def train(
         RunDir.release(held)
         raise
     try:  # from here on, the log says how the run ended (a check that refuses too)
-        log.print(f"training --arch {arch} on {data}, {len(dataset.y_train)} train rows, {epochs} epochs; log: {log_path}")
+        log.print(f"training --arch {arch} on {data}, {len(dataset.y_train):,} train rows, {epochs} epoch{'s' if epochs != 1 else ''}; log: {log_path}")
         if earlier is not None:  # a training killed before its end leaves this log beside the earlier checkpoint: said here,
             # and on the console: the file may be the model a compress run was made from (its --resume then refuses it)
             log.print(f"{one_line(out)} is an earlier training's checkpoint (sha256 {earlier[:12]}) until this one writes it: "
@@ -116,7 +116,7 @@ def train(
         log.print(f"data: {dataset.name}: {dataset.preprocessing.note}")
         filled = {k: v for k, v in kwargs.items() if k not in parse_kwargs(arch_kwargs)}
         if filled:
-            log.print(f"--arch '{arch}' built for the data: {', '.join(f'{k} {v}' for k, v in filled.items())} (--arch-kwargs sets them)")
+            log.print(f"--arch '{arch}' built for the data: {', '.join(f'{k} {v}' for k, v in filled.items())} (--arch-kwargs sets {'them' if len(filled) != 1 else 'it'})")
         check_training_fits(model, dataset.x_train, batch_size, torch_device, autocast_dtype(train_precision, torch_device) is not None)
         low_precision, why = precision_choice(model, dataset.x_train, train_precision, torch_device, batch_size)
         config = dataclasses.replace(config, precision=resolved_precision(low_precision))  # one arithmetic: timed once on a GPU

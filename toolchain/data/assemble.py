@@ -74,7 +74,7 @@ def assemble_dataset(
     if class_names is not None:
         if top >= len(class_names):
             raise UserError(
-                f"{where} has label {top} but only {len(class_names)} class names: "
+                f"{where} has label {top} but only {len(class_names)} class name{'s' if len(class_names) != 1 else ''}: "
                 "give one name per class index 0..max label"
             )
         num_classes = len(class_names)

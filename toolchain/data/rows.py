@@ -64,7 +64,7 @@ def load_prepared_rows(
     check_pair(x, y, "x", "y", where)
     if names is not None and len(y) and int(y.max()) >= len(names):
         raise UserError(
-            f"{where} has label {int(y.max())} but only {len(names)} class names: "
+            f"{where} has label {int(y.max())} but only {len(names)} class name{'s' if len(names) != 1 else ''}: "
             "give one name per class index 0..max label"
         )
     return x, y, names if names is None else [one_line(n) for n in names], pre

@@ -290,8 +290,9 @@ class LotteryPruner:
             if task is not None:
                 self.progress.advance(task)
             if not ticket.within_budget:
-                self.log(f"round {r}: outside the budget ({promise_text(ticket)}; accuracy {ticket.val['accuracy']:.4f}, needs "
-                         f">= {self.dense_eval['accuracy'] - cfg.max_accuracy_drop:.4f}); stopping")
+                floor = self.dense_eval["accuracy"] - cfg.max_accuracy_drop  # below 0 (a budget wider than the accuracy): no floor
+                needs = f", needs >= {floor:.4f}" if floor > 0 else ", no floor"
+                self.log(f"round {r}: outside the budget ({promise_text(ticket)}; accuracy {ticket.val['accuracy']:.4f}{needs}); stopping")
                 break
             if r < rounds:  # where the run stands, for a log read hours into it
                 round_seconds = sum(ticket.seconds.values())

@@ -253,7 +253,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
                  f"no offset of {', '.join(f'class {k}' for k in stuck)} brings accuracy within it, whatever the confidence asked"
                  + (" (with the other classes' offsets where their promises put them)" if len(per_class) > len(stuck) else ""))
         statement = (f"no ticket stays within the accuracy budget on validation where it keeps the FN promise (the selected round "
-                     f"{ticket.round}: accuracy {ticket.val['accuracy']:.4f} at that operating point, needs >= {accuracy_floor:.4f}; "
+                     f"{ticket.round}: accuracy {ticket.val['accuracy']:.4f} at that operating point, needs >= {max(0.0, accuracy_floor):.4f}; "
                      f"{there}: {'; '.join(words)}): {', '.join(more[:-1])} or {more[-1]}")
     else:
         reach = ", ".join(f"class {k} {v.get('reachable_confidence', v['confidence']):.3f}" for k, v in per_class.items())
@@ -271,8 +271,9 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
                    f"{config.max_fn_increase:g}; reachable: {reach}; docs/FN_PROMISE.md")
         else:
             more += (["raise --keep-params"] if config.keep_params < 1 else []) + ["give more validation data"]
+            stays = f" while validation accuracy stays >= {accuracy_floor:.4f}" if accuracy_floor > 0 else ""  # -0.0200 is no floor
             why = (f"the validation split is too small or the compression too strong; reachable by the selected round "
-                   f"{ticket.round} while validation accuracy stays >= {accuracy_floor:.4f}: {reach}")
+                   f"{ticket.round}{stays}: {reach}")
         either = f"{', '.join(more[:-1])} or {more[-1]}" if len(more) > 1 else more[0]
         statement = (f"no ticket keeps the FN promise with confidence {config.confidence:.12g} within the accuracy budget on validation "
                      f"({why}): {either}")

@@ -223,6 +223,8 @@ def resolve_calibration(name_or_path: str | Path) -> tuple[Path, str | None]:
         return sets[text], text
     if path.is_file():  # a file in the working folder named without .npz
         return path, None
+    if path.is_dir():  # a folder in the working folder, named without a slash: not an unknown set's name
+        raise UserError(f"--calibration '{text}' is a folder: give the calibration .npz file")
     raise UserError(f"unknown calibration set {text!r}: use one of {_set_names()} ({SETS_README}) or a path to a .npz")
 
 
@@ -275,7 +277,8 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     from toolchain.data.npz import read_npz  # sizes checked before reading: the file is untrusted
 
     _, arrays = read_npz(path, {"x", "meta"})
-    bad = UserError(f"calibration set {path} is not a valid cwtool .npz (needs float rows x and meta): re-create it")
+    bad = UserError(f"calibration set {path} holds no float array x of model inputs (cwtool calibrate writes one; its meta "
+                    "is optional): give such an .npz")
     x = arrays.get("x")
     if x is not None and x.ndim >= 2 and len(x) == 0:
         raise UserError(f"calibration set {path} holds no rows (x has shape {x.shape}): re-create it with rows")

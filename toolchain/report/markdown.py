@@ -393,7 +393,7 @@ def render_report(report: dict, terms: bool = True) -> str:
     for s in (s for s in report["stages"] if s["stage"] == "final_finetune"):
         offs = ", ".join(f"{k}: {v:+.3f}" for k, v in s["offsets"].items())
         verdict = "kept" if s["kept"] else "not kept (outside the budget)"
-        lines += ["", f"Final fine-tuning of round {s['round']} ({s['epochs']} epochs), validation at its own operating point: "
+        lines += ["", f"Final fine-tuning of round {s['round']} ({s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}), validation at its own operating point: "
                       f"accuracy {fmt_value(s['val']['accuracy'])}, {protected_cell(s['val'], names)}, offsets {offs}: {verdict}."]
     quantized = [s for s in report["stages"] if s["stage"] == "quantized"]
     if quantized:

@@ -58,4 +58,6 @@ def device_format(path: str | Path) -> DeviceFormat:
     for fmt in DEVICE_FORMATS.values():
         if fmt.suffix == suffix:
             return fmt
+    if path.is_dir():  # an export's artifacts/ folder: "unsupported artifact" blamed a suffix it does not have
+        raise UserError(f"'{path}' is a folder: give the {' or '.join(SUFFIXES)} files in it (e.g. {path}/*.onnx)")
     raise UserError(f"unsupported artifact {path}: cwtool runs {' and '.join(SUFFIXES)} files")

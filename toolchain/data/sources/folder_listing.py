@@ -73,6 +73,7 @@ def listed_images(class_dirs: list[Path], lookup: dict[str, int], where: str) ->
     files: list[Path] = []
     labels: list[int] = []
     skipped: list[Path] = []
+    empty: list[Path] = []
     for d in class_dirs:
         imgs, others = [], []
         for p in sorted((p for p in d.iterdir() if not p.name.startswith(".")), key=in_order):  # one stat per entry: 20,000 images
@@ -84,11 +85,16 @@ def listed_images(class_dirs: list[Path], lookup: dict[str, int], where: str) ->
                             "cwtool reads the images directly in each class folder, not in folders below them; move them up into "
                             f"'{one_line(d.name)}'")
         if not imgs:
-            raise UserError(
-                f"class folder '{d.name}' in {where} has no PNG/JPEG images: add images or remove the folder"
-            )
+            empty.append(d)
         files += imgs
         labels += [lookup[d.name]] * len(imgs)
+    if empty and len(empty) == len(class_dirs):  # a repository's folder given by mistake: "remove the folder 'cli'" was harmful
+        shown = ", ".join(f"'{one_line(d.name)}'" for d in empty[:5]) + (f" and {len(empty) - 5:,} more" if len(empty) > 5 else "")
+        raise UserError(f"{where} is not an ImageFolder: none of its {len(empty):,} sub-folders ({shown}) holds PNG/JPEG images "
+                        "directly; give a folder whose sub-folders, one per class, hold the images")
+    if empty:
+        raise UserError(f"class folder '{one_line(empty[0].name)}' in {where} has no PNG/JPEG images while the others have: add "
+                        "images to it or move it out of the folder")
     return files, labels, skipped
 
 
