@@ -359,7 +359,10 @@ def test_weight_granularity_run_reports_sparsity(trained_digits, tmp_path, capsy
     (["--layout", "NCWH"], "--layout"),
     (["--final-epochs", "-1"], "--final-epochs must be >= 0"),
     (["--final-epochs", "3", "--granularity", "weight"], "--final-epochs is for channel tickets"),
-    (["--keep-macs", "0"], "--keep-macs must be in (0, 1]"),
+    (["--keep-macs", "0"], "--keep-macs must be in (0, 1], not 0"),
+    (["--keep-params", "2"], "--keep-params must be in (0, 1], not 2"),  # the value given, as verify and bench say it
+    (["--gamma", "-1"], "--gamma -1: a loss weight must be >= 0"),  # the one given, not six flags
+    (["--agree-weight", "-0.5", "--rank-weight", "-2"], "--rank-weight -2, --agree-weight -0.5: a loss weight must be >= 0"),
     (["--keep-macs", "0.5", "--granularity", "weight"], "--keep-macs is for channel pruning"),
     (["--rewind", "init", "--granularity", "weight"], "--rewind is for channel tickets"),  # was ignored, yet recorded
     (["--rewind", "early", "--granularity", "weight"], "--rewind is for channel tickets"),

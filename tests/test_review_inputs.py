@@ -772,6 +772,7 @@ def test_calibrate_names_the_data_not_a_model_it_does_not_have(tmp_path, capsys)
 def test_a_baseline_that_is_a_folder_or_a_device_is_called_so(tmp_path):
     from toolchain.baseline import load_baseline
     from toolchain.errors import UserError
+    from toolchain.errors import UserError
 
     import os
 
@@ -2235,3 +2236,31 @@ def test_a_manifest_this_user_cannot_read_is_not_called_unreadable_as_damage(tra
     code, _, err = run_cli([*args, "--resume"], capsys)
     one_line_error(code, err, f"cannot read '{out / 'manifest.json'}' (permission denied)")
     assert "another --out" not in err
+
+
+def test_the_wrong_file_or_name_is_told_what_to_give(trained_digits, tmp_path, capsys):
+    """A reviewer read the messages as a user: "(KeyError: 101)" for a text file, importlib's TypeError for --arch '.:Net',
+    no class named for a misspelt one, no way out for a list or dict saved as a model, "built with --arch-kwargs {}",
+    a codec's error for a model given as --baseline, and an incomplete list of the baselines verify takes."""
+    (tmp_path / "model.txt").write_text("epochs: 3\n")
+    torch.save([1, 2], tmp_path / "list.pt")
+    (tmp_path / "net.py").write_text("import torch\nclass Net(torch.nn.Module):\n    pass\nclass Other(Net):\n    pass\n")
+    evaluate = ["-d", "digits", "-p", "3"]
+    for args, said in (([tmp_path / "model.txt", "--arch", "digits-cnn"], "not a PyTorch checkpoint (neither the zip torch.save writes nor a pickle)"),
+                       ([trained_digits[0], "--arch", ".:Net"], "'.' is no module name: give module:Class"),
+                       ([trained_digits[0], "--arch", f"{tmp_path / 'net.py'}:Nett"], "has no attribute 'Nett' (did you mean Net?): it defines Net, Other"),
+                       ([tmp_path / "list.pt"], "holds a list, not a model or state_dict: give a model saved with torch.save(model)"),
+                       ([trained_digits[0], "--arch-kwargs", '{"width": 4}'], "records the --arch-kwargs it was built with (")):
+        code, _, err = run_cli(["evaluate", *args, *evaluate], capsys)
+        one_line_error(code, err, said)
+        assert "Error:" not in err and "{})" not in err, err
+    from toolchain.baseline import load_baseline
+    from toolchain.errors import UserError
+
+    give = "give a compress run's report.json, an export folder's export.json, a verify JSON or an evaluate JSON"
+    (tmp_path / "other.json").write_text('{"targets": []}')
+    for path, said in ((trained_digits[0], "is not a JSON file (not text)"), (tmp_path / "other.json", "is none of the files a baseline is"),
+                       (tmp_path / "none.json", "does not exist")):
+        with pytest.raises(UserError) as info:
+            load_baseline(path)
+        assert said in str(info.value) and str(info.value).endswith(give) and "codec" not in str(info.value), str(info.value)

@@ -152,13 +152,15 @@ def load_baseline(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.exists():
-        raise UserError(f"baseline {path} {absent(path)}: give a cwtool report.json or verify JSON")
+        raise UserError(f"baseline {path} {absent(path)}: give a compress run's report.json, an export folder's export.json, a verify JSON or an evaluate JSON")
     try:
-        text = read_small_file(path, MAX_BASELINE_BYTES, "baseline", "give the report.json cwtool wrote").decode("utf-8")
+        text = read_small_file(path, MAX_BASELINE_BYTES, "baseline", "give a compress run's report.json, an export folder's export.json, a verify JSON or an evaluate JSON").decode("utf-8")
         # a byte-order mark (an editor's save) is no content; a key given twice is read one way here and another elsewhere
         obj = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise UserError(f"cannot read baseline {path} as JSON ({' '.join(str(exc).split())[:120]}): give a cwtool report.json") from None
+    except UnicodeDecodeError:  # a model or an .npz given by mistake: the codec's words said nothing of that
+        raise UserError(f"baseline {path} is not a JSON file (not text): give a compress run's report.json, an export folder's export.json, a verify JSON or an evaluate JSON") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"cannot read baseline {path} as JSON ({' '.join(str(exc).split())[:120]}): give a compress run's report.json, an export folder's export.json, a verify JSON or an evaluate JSON") from None
     version = obj.get("schema_version", 1) if isinstance(obj, dict) else 1
     if version != 1 or isinstance(version, bool):  # every document cwtool writes (report, verify, evaluation) is at 1
         raise UserError(f"baseline {path} has schema_version {one_line(json.dumps(version))[:20]}, and this cwtool reads 1: give a report.json of "
@@ -240,9 +242,8 @@ def _found_evaluation(obj, path: Path, names) -> dict:
                              config.get("max_accuracy_drop")), **({"run_promise_older_rule": True} if older_rule else {})}
     if _is_evaluation(obj):
         return {"path": str(path), "from": "evaluation", "evaluation": obj, "class_names": None}
-    raise UserError(
-        f"baseline {path} is not a cwtool report.json (no baseline.test evaluation), verify JSON or evaluation JSON"
-    )
+    raise UserError(f"baseline {path} is none of the files a baseline is (no baseline.test evaluation, no verify or evaluate "
+                    f"result): give a compress run's report.json, an export folder's export.json, a verify JSON or an evaluate JSON")
 
 
 def check_baseline(base: dict, y: np.ndarray, rows_digest: str, num_classes: int, protected: list[int],

@@ -100,15 +100,15 @@ class PruneConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, not {value}")
         if not 0 < self.keep_params <= 1:
-            raise ValueError("keep_params must be in (0, 1]")
+            raise ValueError(f"keep_params must be in (0, 1], not {self.keep_params:g}")
         if not 0 < self.keep_macs <= 1:
-            raise ValueError("keep_macs must be in (0, 1]")
+            raise ValueError(f"keep_macs must be in (0, 1], not {self.keep_macs:g}")
         if self.granularity == "weight" and (self.allocation != "uniform" or self.magnitude_norm != 1):
             raise ValueError("allocation and magnitude_norm are for channel pruning: weight tickets rank single weights")
         if self.keep_macs < 1 and self.granularity == "weight":
             raise ValueError("keep_macs is for channel pruning: masked weights still cost their multiply-accumulates")
         if not 0 < self.rate < 1:
-            raise ValueError("rate must be in (0, 1)")
+            raise ValueError(f"rate must be in (0, 1), not {self.rate:g}")
         rounds = rounds_to(min(self.keep_params, self.keep_macs), self.rate)
         if self.granularity == "channel" and rounds > MAX_ROUNDS:
             raise ValueError(f"rate {self.rate:g} takes {rounds:,} rounds to reach the size goal: at most {MAX_ROUNDS:,} (raise rate)")
@@ -131,7 +131,7 @@ class PruneConfig:
         if self.rewind == "early" and self.epochs < self.rewind_epoch:
             raise ValueError(f"rewind early needs at least {self.rewind_epoch} retraining epoch(s) per round to take its checkpoint")
         if self.round_to is not None and self.round_to < 1:
-            raise ValueError("round_to must be >= 1")
+            raise ValueError(f"round_to must be >= 1, not {self.round_to}")
         if self.round_to not in (None, 1) and self.granularity == "weight":
             raise ValueError("round_to is for channel pruning: weight tickets have no channels to round")
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
@@ -139,19 +139,21 @@ class PruneConfig:
         if self.lr > MAX_LR or max(self.epochs, self.final_epochs) > MAX_EPOCHS:
             raise ValueError(f"lr must be at most {MAX_LR:g} (Adam moves each weight by about lr a step) and epochs at most {MAX_EPOCHS:,}")
         if self.final_epochs < 0:
-            raise ValueError("final_epochs must be >= 0")
+            raise ValueError(f"final_epochs must be >= 0, not {self.final_epochs}")
         if self.final_epochs and self.granularity == "weight":
             raise ValueError("final_epochs is for channel tickets: weight tickets would need their masks kept during it")
-        if min(self.gamma, self.rank_weight, self.distill_weight, self.taylor_weight, self.increase_weight, self.agree_weight) < 0:
-            raise ValueError("gamma, rank_weight, distill_weight, taylor_weight, increase_weight and agree_weight must be >= 0")
+        negative = [f"{name} {getattr(self, name):g}" for name in ("gamma", "rank_weight", "distill_weight", "taylor_weight",
+                                                                  "increase_weight", "agree_weight") if getattr(self, name) < 0]
+        if negative:  # the one given, with its value (six names listed left the user to find which)
+            raise ValueError(f"{', '.join(negative)}: a loss weight must be >= 0")
         if self.gamma > FLOAT32_MAX and self.class_aware:  # --no-class-aware trains at 1.0 and says the flag changes nothing
             raise ValueError(f"gamma must be at most {FLOAT32_MAX:.3g}: a class weight is a float32")
         if self.max_fn_increase < 0:
-            raise ValueError("max_fn_increase must be >= 0")
+            raise ValueError(f"max_fn_increase must be >= 0, not {self.max_fn_increase:g}")
         if not 0 <= self.max_accuracy_drop <= 1:
-            raise ValueError("max_accuracy_drop must be in [0, 1] (a fraction: 0.02 is 2 points)")
+            raise ValueError(f"max_accuracy_drop must be in [0, 1] (a fraction: 0.02 is 2 points), not {self.max_accuracy_drop:g}")
         if not 0.5 <= self.confidence < 1:
-            raise ValueError("confidence must be in [0.5, 1): the probability that the FN promise holds on new data")
+            raise ValueError(f"confidence must be in [0.5, 1): the probability that the FN promise holds on new data, not {self.confidence:g}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], not {self.device!r}")
 

@@ -39,6 +39,8 @@ def resolve_arch(spec: str):
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
         module = _import_file(target)
+    elif not target or target.startswith("."):  # a relative name: importlib's TypeError named a 'package' argument
+        raise UserError(f"--arch '{spec}': '{target}' is no module name: give module:Class (importable here) or path/to/file.py:Class")
     else:
         try:
             module = importlib.import_module(target)
@@ -46,7 +48,15 @@ def resolve_arch(spec: str):
             raise UserError(f"--arch '{spec}': cannot import module '{target}' ({_why(exc)})") from exc
     obj = getattr(module, attr, None)
     if obj is None:
-        raise UserError(f"--arch '{spec}': '{target}' has no attribute '{attr}'")
+        import difflib
+        import inspect
+
+        classes = sorted(name for name, value in vars(module).items() if inspect.isclass(value) and not name.startswith("_")
+                         and getattr(value, "__module__", None) == module.__name__)
+        close = difflib.get_close_matches(attr, classes, n=1)
+        hint = (f" (did you mean {close[0]}?)" if close else "") + (f": it defines {', '.join(classes[:12])}" if classes else
+                                                                     ": it defines no class")
+        raise UserError(f"--arch '{spec}': '{target}' has no attribute '{attr}'{hint}")
     if not callable(obj):
         raise UserError(f"--arch '{spec}': '{attr}' is not a class or factory")
     return obj

@@ -53,7 +53,8 @@ def _checkpoint_arch(stored: str, path: Path, arch: str | None, arch_kwargs: dic
     """The architecture spec to build. The checkpoint's record is data: it picks a built-in by name,
     but code (a module or a file) runs only when the user names it with --arch or passes --trust-model."""
     if arch_kwargs and dict(arch_kwargs) != stored_kwargs:
-        raise UserError(f"'{path}' is a cwtool checkpoint built with --arch-kwargs {json.dumps(stored_kwargs)}: drop --arch-kwargs")
+        shown = json.dumps(stored_kwargs) if stored_kwargs else "none"  # "built with --arch-kwargs {}" read oddly
+        raise UserError(f"'{path}' is a cwtool checkpoint that records the --arch-kwargs it was built with ({shown}): drop --arch-kwargs")
     if arch is not None:
         if not _same_arch(arch, stored):
             if registry.is_registered(stored):

@@ -109,7 +109,8 @@ def load_model(
             odd = next((k for k in obj if not isinstance(k, str)), None)
             keys = f"key {str(odd)[:40]} is not text, so not a parameter name" if odd is not None else \
                 "keys: " + ", ".join(str(k)[:40] for k in list(obj)[:5])
-            raise UserError(f"'{path}' holds a dict that is not a state_dict ({keys})")
+            raise UserError(f"'{path}' holds a dict that is not a state_dict ({keys}): give a model saved with torch.save(model) or "
+                            "torch.save(model.state_dict()), or a cwtool checkpoint")
         if arch is None:
             raise UserError(
                 f"'{path}' is a state_dict: pass --arch module:Class or path/to/file.py:Class "
@@ -118,7 +119,8 @@ def load_model(
         model = build_arch(arch, arch_kwargs)
         load_state_into(model, state, arch)
         return LoadedModel(model.eval(), arch=arch, arch_kwargs=arch_kwargs or {}, kind="state_dict")
-    raise UserError(f"'{path}' holds a {type(obj).__name__}, not a model or state_dict")
+    raise UserError(f"'{path}' holds a {type(obj).__name__}, not a model or state_dict: give a model saved with torch.save(model) "
+                    "or torch.save(model.state_dict()), or a cwtool checkpoint")
 
 
 def _check_archive_size(path: Path) -> None:

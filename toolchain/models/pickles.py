@@ -121,6 +121,9 @@ def _load_restricted(path: Path, arch: str | None):
                     + (f" ({detail})" if detail else "")
                     + "; pass --arch with the module that defines the model, or --trust-model if you trust this file (it can run code)")
             raise UserError(f"'{path}' is a pickled model{hint}") from exc
+        if not zipfile.is_zipfile(path) and not _pickle_header(path):  # a text file, say: "(KeyError: 101)" was the unpickler's
+            raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint (neither the zip torch.save writes nor a "
+                            "pickle): give the .pt file torch.save wrote") from exc
         first = detail.split(". ")[0][:200]  # torch's own advice after it is not for a file that is no checkpoint
         raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint ({type(exc).__name__}: {first})") from exc
 
