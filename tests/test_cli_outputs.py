@@ -502,3 +502,36 @@ def test_a_stopped_demo_says_to_run_the_demo_again_not_to_resume(tmp_path, monke
     assert "run cwtool demo again to start over" in line and "--resume" not in line
     monkeypatch.setitem(cli._state, "command", "compress")
     assert "rerun the same command with --resume" in cli._interrupted_line("SIGTERM", tmp_path / "run")
+
+
+def test_version_and_help_read_as_a_user_types(capsys):
+    """No --version; help showed `<list[str]>` for -p and `<list[Path]>` for the files, `{artifacts}` in the usage line, and
+    no word that demo replaces ./cwtool-demo/ (a reviewer's reading of --help)."""
+    from toolchain import __version__
+
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"cwtool {__version__}"
+    for command in ("evaluate", "compress", "export", "verify", "bench", "calibrate", "demo", "targets"):
+        code, out, _ = run_cli([command, "--help"], capsys)
+        assert code == 0 and "list[" not in out and "{artifacts}" not in out and "{model}" not in out, (command, out)
+    _, out, _ = run_cli(["verify", "--help"], capsys)
+    assert "{ARTIFACT}..." in out and "CLASS" in out
+    _, out, _ = run_cli(["demo", "--help"], capsys)
+    assert "replacing an earlier demo's" in " ".join(out.replace("│", " ").split())
+
+
+def test_a_bug_says_to_report_it_and_small_slips_are_named(capsys, monkeypatch, tmp_path):
+    """The exit-3 line said "rerun with --debug" but not that it is a bug to report (as the README promises); --data
+    digitz had no "did you mean", where --arch and -p have one; --max-fnr 2 was told "(0.02 = 2 points)", accuracy's words."""
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("made up")
+
+    monkeypatch.setattr("toolchain.input_paths.input_paths", broken)
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "-d", "digits", "-p", "3"], capsys)
+    assert code == 3 and err.strip().endswith("(a bug in cwtool: rerun with --debug for the traceback and report it)"), err
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["evaluate", tmp_path / "m.pt", "-d", "digitz", "-p", "3"], capsys)
+    assert code == 2 and "unknown --data 'digitz' (did you mean digits?)" in err, err
+    code, _, err = run_cli(["verify", tmp_path / "m.onnx", "-d", "digits", "-p", "3", "--max-fnr", "2"], capsys)
+    assert code == 2 and "--max-fnr 2.0 is out of range" in err and "points" not in err and "of the class's samples" in err, err

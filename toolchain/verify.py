@@ -72,7 +72,8 @@ class VerifyRequest:
         for flag, v in (("--max-fnr-increase", self.max_fnr_increase), ("--max-fnr", self.max_fnr),
                         ("--max-accuracy-drop", self.max_accuracy_drop)):
             if v is not None and not (0.0 <= v <= 1.0):
-                raise UserError(f"{flag} {v} is out of range: give a fraction between 0 and 1 (0.02 = 2 points)")
+                example = "0.02 = 2 points" if flag == "--max-accuracy-drop" else "0.05 = 5% of the class's samples"
+                raise UserError(f"{flag} {v} is out of range: give a fraction between 0 and 1 ({example})")
         if self.gate not in GATE_MODES:
             raise UserError(f"--gate '{self.gate}' is not one of {', '.join(GATE_MODES)}")
         if self.split not in SPLITS:

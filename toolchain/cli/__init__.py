@@ -36,8 +36,18 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _print_version(given: bool) -> None:
+    if given:
+        from toolchain import __version__
+
+        typer.echo(f"cwtool {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+          version: bool = typer.Option(False, "--version", help="Print cwtool's version and exit.", callback=_print_version,
+                                       is_eager=True)):
     _state["debug"] = debug
 
 
@@ -401,5 +411,5 @@ def raise_as_bug(exc: BaseException) -> None:
     if _state["debug"]:
         sys.stderr.write(native_output(exc) or "")
         traceback.print_exception(exc)
-    _err(f"cwtool: internal error: {describe(exc, 300)} (rerun with --debug for the traceback)")
+    _err(f"cwtool: internal error: {describe(exc, 300)} (a bug in cwtool: rerun with --debug for the traceback and report it)")
     sys.exit(3)

@@ -26,6 +26,14 @@ def flags_show_no_type() -> None:
 
     display_type_rich._flags_show_none = True
     option.display_type_rich = display_type_rich
+    argument = getattr(typer.core, "TyperArgument", None)
+    named = getattr(argument, "display_type_rich", None)
+    if named is not None:  # files given one after another showed a Python type, `<list[Path]>`: their name says it
+
+        def argument_type(self, ctx):
+            return None if getattr(self, "nargs", 1) != 1 else named(self, ctx)
+
+        argument.display_type_rich = argument_type
 
 
 # Options whose value is a path (or a name, which never starts with ~): their ~ is expanded here, once, for every reader

@@ -19,7 +19,7 @@ def _mb(n) -> str:
 
 
 def bench(
-    artifacts: List[Path] = typer.Argument(..., help="One or more .onnx / .tflite files."),
+    artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT", help="One or more .onnx / .tflite files."),
     threads: int = typer.Option(1, "--threads", "-t", help="Runtime threads."),
     runs: int = typer.Option(200, "--runs", "-n", help="Timed batch-1 runs per artifact."),
     warmup: int = typer.Option(20, "--warmup", help="Untimed runs first."),

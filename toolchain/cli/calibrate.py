@@ -17,7 +17,7 @@ def calibrate(
     data: str = DataOpt,
     out: Path = typer.Option(..., "--out", help="The .npz to write (a calibration set there is replaced; any other file is "
                              "refused); calibration/NAME.npz makes it --calibration NAME.", rich_help_panel="Run"),
-    protect_class: Optional[List[str]] = typer.Option(None, "--protect-class", "-p", help="Class index or name to enrich, as "
+    protect_class: Optional[List[str]] = typer.Option(None, "--protect-class", "-p", metavar="CLASS", help="Class index or name to enrich, as "
                                                       "compress does (repeatable; at least 30% of the rows together).",
                                                       rich_help_panel="Inputs"),
     calibration_size: int = typer.Option(256, "--calibration-size", min=1, help="Rows to draw from the train split.",

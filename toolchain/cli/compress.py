@@ -16,7 +16,7 @@ from toolchain.errors import UserError
 
 @with_config(PruneConfig, ExportOptions, ImageOptions, TrainingInput)
 def compress(
-    model: Path = typer.Argument(..., help="The trained dense model (state_dict + --arch, pickled module + --arch, or cwtool checkpoint)."),
+    model: Path = typer.Argument(..., metavar="MODEL", help="The trained dense model (state_dict + --arch, pickled module + --arch, or cwtool checkpoint)."),
     data: str = DataOpt,
     protect_class: List[str] = ProtectOpt,
     arch: Optional[str] = ArchOpt,
@@ -65,10 +65,13 @@ def compress(
 
 
 def demo(
-    protect_class: List[str] = typer.Option(["3"], "--protect-class", "-p", help="Protected class of the digits demo."),
+    protect_class: List[str] = typer.Option(["3"], "--protect-class", "-p", metavar="CLASS", help="Protected class of the digits demo."),
     retrain: bool = typer.Option(False, "--retrain", help="Ignore the cached demo model and train it again."),
 ):
-    """The whole compression on the bundled digits data: train (or reuse) the demo CNN, prune, export, verify."""
+    """The whole compression on the bundled digits data: train (or reuse) the demo CNN, prune, export, verify.
+
+    Writes ./cwtool-demo/, replacing an earlier demo's; the demo model is cached in ~/.cache/cwtool (CWTOOL_CACHE or
+    XDG_CACHE_HOME moves it)."""
     from toolchain.demo import run_demo
 
     report, run_dir = run_demo(protect_class, retrain=retrain)

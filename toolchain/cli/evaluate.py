@@ -14,7 +14,7 @@ from toolchain.errors import UserError
 
 @with_config(ImageOptions)
 def evaluate(
-    model: Path = typer.Argument(..., help="Model file: state_dict (+ --arch), cwtool checkpoint, pickled module or TorchScript."),
+    model: Path = typer.Argument(..., metavar="MODEL", help="Model file: state_dict (+ --arch), cwtool checkpoint, pickled module or TorchScript."),
     data: str = DataOpt,
     protect_class: List[str] = ProtectOpt,
     arch: Optional[str] = ArchOpt,

@@ -22,7 +22,7 @@ class ExportFileOptions(ExportOptions):
 
 @with_config(ExportFileOptions, ImageOptions)
 def export(
-    model: Path = typer.Argument(..., help="The model: state_dict + --arch, pickled module + --arch, or cwtool checkpoint (dense or pruned)."),
+    model: Path = typer.Argument(..., metavar="MODEL", help="The model: state_dict + --arch, pickled module + --arch, or cwtool checkpoint (dense or pruned)."),
     data: str = DataOpt,
     protect_class: List[str] = ProtectOpt,
     out: Path = typer.Option(..., "--out", help="New folder for artifacts/, calibration.npz, export.json, export.md and export.log.", rich_help_panel="Run"),

@@ -20,7 +20,7 @@ from toolchain.errors import UserError
 
 INPUTS = "Inputs"
 
-ProtectOpt = typer.Option(..., "--protect-class", "-p", help="Class name or index whose false negatives matter (repeatable); a number is a name only where the data names a class so.",
+ProtectOpt = typer.Option(..., "--protect-class", "-p", metavar="CLASS", help="Class name or index whose false negatives matter (repeatable); a number is a name only where the data names a class so.",
                           rich_help_panel=INPUTS)
 
 

@@ -12,7 +12,7 @@ from toolchain.errors import UserError
 from toolchain.report.consoles import out_console
 
 def targets(
-    name: Optional[str] = typer.Argument(None, help="A profile name from targets/ or a path to your own .toml; omit to list all."),
+    name: Optional[str] = typer.Argument(None, metavar="TARGET", help="A profile name from targets/ or a path to your own .toml; omit to list all."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the profile(s) as JSON here."),
 ):
     """List the device profiles, or show one (a name or a path to your own TOML)."""

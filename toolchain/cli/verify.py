@@ -19,15 +19,15 @@ __all__ = ["verify"]
 
 @with_config(ImageOptions)
 def verify(
-    artifacts: List[Path] = typer.Argument(..., help="Exported .onnx / .tflite files, each run in its own runtime."),
+    artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT", help="Exported .onnx / .tflite files, each run in its own runtime."),
     data: str = typer.Option(..., "--data", "-d", help="A .npz (x, y: every row; or given splits: test), digits, a .csv, an idx or ImageFolder folder.",
                              callback=stripped_data),
-    protect_class: List[str] = typer.Option(..., "--protect-class", "-p", help="Class name (or index, where no class has that name) whose false negatives matter (repeatable)."),
+    protect_class: List[str] = typer.Option(..., "--protect-class", "-p", metavar="CLASS", help="Class name (or index, where no class has that name) whose false negatives matter (repeatable)."),
     baseline: Optional[Path] = typer.Option(None, help="cwtool compress report.json (its baseline.test), an export folder's export.json, an earlier verify JSON, or an evaluate JSON."),
     max_fn_increase: Optional[int] = typer.Option(None, help="FN budget per protected class over the baseline (default 0 with a baseline)."),
     max_fnr_increase: Optional[float] = typer.Option(None, help="FN budget as a fraction of the class's samples (instead of --max-fn-increase)."),
     max_fnr: Optional[float] = typer.Option(None, help="Absolute FNR ceiling per protected class (works without a baseline)."),
-    max_accuracy_drop: Optional[float] = typer.Option(None, help="Accuracy budget against the baseline (fraction, 0.02 = 2 points)."),
+    max_accuracy_drop: Optional[float] = typer.Option(None, help="Accuracy budget against the baseline (fraction, 0.02 = 2 points; default 0.02 with a baseline)."),
     gate: str = typer.Option("plain", help="plain: fail over budget; significant: fail only on a significant increase (exact McNemar p < 0.05)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON (report.json's artifact entries plus the gate)."),
     markdown: Optional[Path] = typer.Option(None, help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),

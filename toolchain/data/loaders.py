@@ -131,7 +131,11 @@ def _load(spec, seed, val_fraction, test_fraction, label_column, image_size, cla
                             "meant to point to")
         if path.suffix.lower() in (".npz", ".csv"):
             _existing_file(path, spec)
-        raise UserError(f"unknown --data '{spec}' (no such file or folder): {KNOWN_SOURCES}")
+        import difflib
+
+        close = difflib.get_close_matches(spec.strip().lower(), NAMED_SETS, n=1, cutoff=0.75)  # --data digitz
+        meant = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(f"unknown --data '{spec}'{meant} (no such file or folder): {KNOWN_SOURCES}")
     if not is_image_folder(path):
         for flag, value in zip(("--image-size", "--resize", "--normalize", "--color"), (image_size, *images)):
             if value not in (None, "auto"):
