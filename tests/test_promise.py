@@ -794,3 +794,18 @@ def test_an_accuracy_floor_below_zero_is_said_as_none():
     assert "reachable by the selected round 1: class 1 0.800" in low and "-0.0200" not in low and "stays >=" not in low, low
     high = promise_section(SimpleNamespace(budget_met=False, dense={"val": {"accuracy": 0.9}}), ticket, config)["statement"]
     assert "while validation accuracy stays >= 0.8800" in high, high
+
+
+def test_a_shipped_offset_that_lowers_a_class_s_sensitivity_is_said_at_the_top():
+    """Class 8's shipped offset missed 2 validation samples its model's own decisions catch (FP 3 -> 0), said only
+    mid-paragraph of the promise section (a sign-off reviewer's finding): the trade is said under the gate."""
+    from toolchain.report.markdown import _lowered_lines
+
+    entry = {"n": 27, "fn": 2, "fn_no_offset": 0, "fp": 0, "fp_no_offset": 3, "dense_fn": 13, "budget": 0}
+    promise = {"met_on_val": True, "classes": {"3": {**entry, "fn": 0}, "8": entry}}
+    (_, line), = [_lowered_lines(promise)]
+    assert line == ("**Sensitivity lowered**: with the shipped offsets, class 8 misses 2 of 27 on validation where the model's "
+                    "own decisions miss 0, for 3 fewer false positives (0 against 3), within the promise (the dense model misses "
+                    "13); `--keep-sensitivity` keeps at least the model's own decisions."), line
+    assert _lowered_lines({**promise, "met_on_val": False}) == []  # nothing ships: the failed run's words say so
+    assert _lowered_lines({"met_on_val": True, "classes": {"3": {**entry, "fn": 0}}}) == []

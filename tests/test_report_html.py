@@ -268,6 +268,7 @@ def test_report_md_ends_with_its_terms_and_the_console_s_copy_goes_without():
     markdown = render_report(made_up_report())
     terms = markdown[markdown.index("## Terms"):]
     assert "**FN** (false negative)" in terms and "**unguarded point**" in terms and "**MACs**" in terms and "**ticket**" in terms
+    assert "**AUC**" in terms and "**int8**" in terms and "**Logit**" in terms  # used in every report, said nowhere (a sign-off reviewer)
     assert "## Terms" not in render_report(made_up_report(), terms=False)
     assert "removing channels and retraining" in terms
     weights = render_report({**made_up_report(), "config": {**made_up_report()["config"], "granularity": "weight"}})

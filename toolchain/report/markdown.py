@@ -102,6 +102,26 @@ def _promise_lines(promise: dict | None) -> list[str]:
     return lines
 
 
+def _lowered_lines(promise: dict | None) -> list[str]:
+    """A shipped offset that misses protected samples the model's own decisions catch, for fewer false alarms, said at the
+    top: a sign-off reviewer found it mid-paragraph (class 8: 0 missed -> 2, FP 3 -> 0), the very trade a user of a
+    protected class may refuse. It spends room the promise leaves (the dense model's misses plus the budget)."""
+    if not promise or not promise.get("met_on_val"):
+        return []
+    lines = []
+    for k, v in (promise.get("classes") or {}).items():
+        fn, own = v.get("fn"), v.get("fn_no_offset")
+        if not (isinstance(fn, int) and isinstance(own, int) and fn > own):
+            continue
+        fp, own_fp = v.get("fp"), v.get("fp_no_offset")
+        fewer = f", for {own_fp - fp} fewer false positives ({fp} against {own_fp})" if isinstance(fp, int) and isinstance(own_fp, int) else ""
+        lines += ["", f"**Sensitivity lowered**: with the shipped offset{'s' if len(promise['classes']) > 1 else ''}, class {k} "
+                      f"misses {fn} of {v.get('n')} on validation where the "
+                      f"model's own decisions miss {own}{fewer}, within the promise (the dense model misses {v.get('dense_fn')}"
+                      f"{' + ' + str(v['budget']) if v.get('budget') else ''}); `--keep-sensitivity` keeps at least the model's own decisions."]
+    return lines
+
+
 def _scope_lines(report: dict) -> list[str]:
     """What the promise covers and what it does not, and each class's absolute misses on test with their interval: a
     sign-off reviewer found "same distribution", the torch model, and the FNR in none of the human reports."""
@@ -156,6 +176,9 @@ TERMS = [
     "budget on validation, keeping nothing in reserve for new data.",
     "**Round**: one pass of removing {what} and retraining; the model it leaves is its **ticket**. **MACs**: "
     "multiply-accumulate operations per sample, the model's compute.",
+    "**AUC**: how well the model ranks a protected class's samples above the others' (1 is perfect, 0.5 is chance), "
+    "whatever the offset. **fp32** / **int8**: a file's numbers as 32-bit floats, or as 8-bit integers (about 4x smaller, "
+    "quantized on calibration rows). **Logit**: the model's raw score for a class, before its answer is taken.",
 ]
 
 
@@ -362,6 +385,7 @@ def render_report(report: dict, terms: bool = True) -> str:
         lines += ["", f"**Size goal not met**: {size_goal.get('statement', '')}."]
     elif size_goal and all(isinstance(size_goal.get(k), (int, float)) for k in ("param_fraction", "mac_fraction", "keep_params")):
         lines += ["", f"**Size goal met**: {_size_met_words(size_goal, report)}."]  # said where it was met too, not in JSON alone
+    lines += _lowered_lines(report.get("promise"))
     lines += _promise_lines(report.get("promise"))
     lines += _scope_lines(report)
     lines += ["", "| model | params | bytes | accuracy | protected (test) | verdict |", "|---|---:|---:|---:|---|---|"]
