@@ -160,8 +160,9 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
             fixes = [f"--confidence {math.floor(ceiling * 100) / 100:g}"] if ceiling >= 0.5 else []  # its floor is 0.5
             budget = next((b for b in range(int(config.max_fn_increase) + 1, n + 1)
                            if confidence_ceiling(n, dense_fn, b) >= config.confidence), None)
-            if budget is not None:
-                fixes.append(f"--max-fn-increase {budget}")
+            if budget is not None:  # what the number gives up, said: "+4" alone read as a harmless tweak
+                fixes.append(f"--max-fn-increase {budget} (up to {budget} more misses than the dense model's on new data of "
+                             f"{n} such samples)")
             if dense_fn:  # where the dense model misses none, a larger split backs no more (the ceiling holds at any size)
                 fixes.append("more validation data")
             either = " or ".join(fixes) if len(fixes) <= 2 else f"{', '.join(fixes[:-1])} or {fixes[-1]}"
