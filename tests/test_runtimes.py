@@ -1078,3 +1078,32 @@ def test_a_tflite_file_is_probed_once_in_a_child_that_imports_nothing_of_the_wor
     for _ in range(3):
         survives_loading(model, interpreter)
     assert len(started) == 1 and not marker.exists()
+
+
+def test_odd_onnx_files_are_named_for_what_they_lack(artifacts, tmp_path):
+    """A reviewer's odd files: an input of size 0 was "leaves its input size open (?)", a scalar input "expects ()
+    (NC, dataset layout)", a graph with no output onnxruntime's own C++ source line, a TFLite file named .onnx
+    "Protobuf parsing failed"."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def save(name, shape, outputs=True):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])
+        nodes = [helper.make_node("Identity", ["x"], ["y"])] if outputs else []
+        graph = helper.make_graph(nodes, "g", [x], [y] if outputs else [])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / name)
+        return tmp_path / name
+
+    rows = np.zeros((4, 1, 8, 8), np.float32)
+    with pytest.raises(UserError, match=r"declares an input of size 0 \('x', dimension 1\): no sample fits it"):
+        load_runner(save("zero.onnx", [1, 0]))
+    with pytest.raises(UserError, match=r"takes inputs of shape \(\), no batch of samples"):
+        load_runner(save("scalar.onnx", [])).predict(rows)
+    with pytest.raises(UserError, match=r"declares no output: cwtool runs classifiers with one input and one output") as info:
+        load_runner(save("noout.onnx", [1, 64], outputs=False))
+    assert "onnxruntime_src" not in str(info.value)
+    named = tmp_path / "litert.onnx"
+    named.write_bytes(Path(artifacts["tflite"]).read_bytes())
+    with pytest.raises(UserError, match=r"is a TFLite file \(its header says TFL3\), named \.onnx: rename it \.tflite"):
+        load_runner(named)

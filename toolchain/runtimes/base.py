@@ -301,6 +301,9 @@ class Runner(abc.ABC):
                             f"either the data is laid out otherwise than the file takes it (give NCHW rows), or the "
                             f"record was edited (restore it)")
         want = self.dataset_sample_shape()
+        if len(self.input_shape) < 2:  # "expects () (NC, dataset layout)" said nothing of a file that takes no batch of rows
+            raise UserError(f"{getattr(self, 'shown_name', None) or self.path.name} takes inputs of shape {tuple(self.input_shape)}, "
+                            "no batch of samples: cwtool runs classifiers whose input is (batch, sample...); re-export it")
         if x.ndim < 2 or not fits:
             layout = "NCHW" if self.layout == "NHWC" else self.layout
             raise UserError(

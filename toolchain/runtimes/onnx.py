@@ -65,10 +65,39 @@ def _check_shape(shape, what: str, path: Path) -> None:
         raise UserError(f"{path} has an {what} of shape {shape}: not a classifier's; the file is corrupt: re-export it")
 
 
+def _check_not_tflite(path: Path) -> None:
+    """A TFLite file named .onnx was "Protobuf parsing failed; re-export it": its header says what it is."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return  # the runtime says why it cannot be read
+    if head[4:8] == b"TFL3":
+        raise UserError(f"{path} is a TFLite file (its header says TFL3), named .onnx: rename it .tflite")
+
+
+def _unfit_graph(path: Path) -> str | None:
+    """Why a graph that onnxruntime would not load is no classifier's (no output, no input), where the onnx package can
+    tell; else None (the runtime's own words follow)."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - not readable here either: the runtime's words say it
+        return None
+    weights = {i.name for i in graph.initializer}
+    if not graph.output:
+        return "declares no output"
+    if not [i for i in graph.input if i.name not in weights]:
+        return "declares no input"
+    return None
+
+
 class OnnxRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, layout: str | None = None):
         ort = _ort()
         self.path = check_artifact_file(path, (".onnx",))
+        _check_not_tflite(self.path)
         check_onnx_text(self.path)
         threads = check_threads(threads)
         opts = ort.SessionOptions()
@@ -135,6 +164,9 @@ class OnnxRunner(Runner):
                 raise UserError(f"cannot load ONNX artifact {self.path} ({short_error(e)}): its name has characters this "
                                 "locale's file names encode otherwise than UTF-8; rename it, or run under a UTF-8 locale "
                                 "(LC_ALL=C.UTF-8)") from e
+            unfit = _unfit_graph(self.path)  # what no classifier's graph lacks, said before the runtime's own words
+            if unfit:
+                raise UserError(f"{self.path} {unfit}: cwtool runs classifiers with one input and one output; re-export it") from e
             raise UserError(f"cannot load ONNX artifact {self.path}: {short_error(e)}; re-export it") from e
 
     def _session_run(self, x: np.ndarray):

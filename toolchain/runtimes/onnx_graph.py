@@ -63,6 +63,9 @@ def _inferred_graph(path: Path, batch: int = 1) -> _Read | None:
                 d.Clear()
                 d.dim_value = batch
                 batched = True
+            elif d.WhichOneof("value") == "dim_value" and d.dim_value == 0:  # declared 0, not left open
+                raise UserError(f"{path} declares an input of size 0 ({str(i.name)[:60]!r}, dimension {k}): no sample fits it; "
+                                "the file is corrupt: re-export it")
             elif d.dim_value <= 0:
                 free.append(d.dim_param or "?")
     inferred = _symbolic_inference(model)
