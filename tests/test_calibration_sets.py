@@ -237,3 +237,20 @@ def test_calibrate_refuses_a_protected_class_the_train_split_lacks(tmp_path, cap
     code, _, err = run_cli(["calibrate", "--data", tmp_path / "no3.npz", "-p", "3", "--out", tmp_path / "c.npz"], capsys)
     assert code == 2 and "holds no row of protected class 3" in err, err
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_a_set_drawn_for_other_classes_or_of_validation_rows_is_noted(trained_digits, capsys, tmp_path):
+    """A calibration set enriched for class 5 calibrated a run protecting 3, and a set of validation rows (which also
+    chooses the int8 files' offsets) was used, both without a word (a reviewer)."""
+    from toolchain.data import load_data
+
+    code, _, err = run_cli(["calibrate", "--data", "digits", "-p", "5", "--out", tmp_path / "c5.npz"], capsys)
+    assert code == 0, err
+    np.savez(tmp_path / "val.npz", x=load_data("digits", seed=0).x_val[:40])
+    export = ["export", trained_digits[0], "--data", "digits", "-p", "3", "--format", "onnx", "--precision", "int8", "--time-runs", "0"]
+    code, _, err = run_cli([*export, "--calibration", tmp_path / "c5.npz", "--out", tmp_path / "e5"], capsys)
+    assert code in (0, 1) and "was drawn with a larger share of class 5, and this run protects 3: cwtool calibrate -p 3 draws" in err, err
+    code, _, err = run_cli([*export, "--calibration", tmp_path / "val.npz", "--out", tmp_path / "ev"], capsys)
+    assert code in (0, 1) and "holds 40 rows of the validation split, which also chooses the int8 files' offsets" in err, err
+    code, _, err = run_cli([*export, "--calibration", "digits", "--out", tmp_path / "ed"], capsys)  # drawn for 3 from train rows
+    assert code in (0, 1) and "larger share" not in err and "validation split" not in err, err

@@ -92,6 +92,9 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
     unfollowed = check_before_pruning(loaded.module, dataset.input_shape, protected,  # the channel groups to keep whole
                                       channels=config.granularity != "weight")
     check_export_inputs(export, dataset)
+    from toolchain.export.calibration_rows import calibration_set_notes
+
+    late_notes = calibration_set_notes(export, dataset, protected)  # said with the other notes, below
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
                         "after removing its run directory")
@@ -127,6 +130,8 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
         if n < MIN_POSITIVES:
             note_input(f"note: validation holds {n} sample{'s' if n != 1 else ''} of protected class {k} ({one_line(class_names[k])[:60]}): too few to "
                        f"check that the dense model detects it (cwtool checks from {MIN_POSITIVES}), and the promise rests on them")
+    for line in late_notes:
+        note_input(line)
     # the test rows read once before any work (report only: nothing is chosen from them): an image that cannot be read is
     # said now, not after the rounds, when fixing it changes the folder and a --resume is refused as other inputs
     x_test, y_test = dataset.split("test")

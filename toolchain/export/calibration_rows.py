@@ -45,6 +45,33 @@ def check_unseen_test(x: np.ndarray, dataset, shown: str) -> None:
                         "used to calibrate: give rows of the train split (cwtool calibrate draws them, with the --seed of this command)")
 
 
+def calibration_set_notes(export, dataset, protected: list[int]) -> list[str]:
+    """What a given calibration set's rows and recipe say of this run, as notes: a set drawn for other protected classes
+    (its share of their rows favours their ranges), and rows of the validation split, which also chooses the int8 files'
+    offsets (a reviewer found both used without a word). Nothing for a set cwtool draws itself."""
+    if export is None or not export.artifacts or not export.calibration_file:
+        return []
+    from toolchain.data.samples import batches
+    from toolchain.quantize.calibration import load_calibration
+
+    x, meta = load_calibration(export.calibration_file)
+    which = f"--calibration {export.calibration_name or export.calibration_file}"
+    notes = []
+    drawn_for = meta.get("protected") if isinstance(meta, dict) else None
+    if isinstance(drawn_for, list) and drawn_for and all(isinstance(k, int) and not isinstance(k, bool) for k in drawn_for) \
+            and set(drawn_for) != set(protected):
+        notes.append(f"note: {which} was drawn with a larger share of class{'es' if len(drawn_for) > 1 else ''} "
+                     f"{', '.join(map(str, sorted(set(drawn_for))))}, and this run protects {', '.join(map(str, protected))}: "
+                     f"cwtool calibrate {''.join(f'-p {k} ' for k in protected)}draws a set for these")
+    x_val = dataset.split("val")[0]
+    if len(x_val):
+        shared = _row_digests([x]) & _row_digests(batches(x_val))
+        if shared:
+            notes.append(f"note: {which} holds {len(shared):,} rows of the validation split, which also chooses the int8 files' "
+                         "offsets: a set of train rows keeps validation for checking alone (cwtool calibrate draws one)")
+    return notes
+
+
 def _row_digests(parts) -> set[bytes]:
     """A digest per float32 row: rows compared by identity, 16 bytes each whatever their size (224-px images); -0.0 + 0
     is 0.0, so the same values give the same digests."""
