@@ -278,3 +278,26 @@ def test_report_md_ends_with_its_terms_and_the_console_s_copy_goes_without():
     text = "\n".join(_promise_lines({"met_on_val": True, "statement": "", "classes": {"3": entry}}))
     assert "1 at the unguarded point, the point that misses no more than the dense model on validation" in text, text
     assert "all 0" not in text
+
+
+def test_many_protected_classes_wrap_the_panels_into_rows(figures, tmp_path):
+    """Seven protected classes drew rounds.png 37 inches wide in one row (ten: 50), unreadable scaled into a page."""
+    from toolchain.report.plots import MAX_COLUMNS, plot_report
+
+    report = made_up_report()
+    classes = [1, 2, 3, 4, 5, 6, 7]
+
+    def widen(evaluation):
+        one = evaluation["protected"][0]
+        return {**evaluation, "protected": [{**one, "class": k} for k in classes]}
+
+    report["protected"] = classes
+    report["baseline"] = {**report["baseline"], "val": widen(report["baseline"]["val"]), "test": widen(report["baseline"]["test"])}
+    report["stages"] = [{**s, **({"val": widen(s["val"])} if "val" in s else {}), **({"test": widen(s["test"])} if "test" in s else {})}
+                        for s in report["stages"]]
+    report["artifacts"] = [{**a, "evaluation": widen(a["evaluation"])} for a in report["artifacts"]]
+    plot_report(report, tmp_path)
+    rounds, ledger = figures["rounds.png"], figures["ledger.png"]
+    assert len(rounds.axes) == len(classes) + 1 and len(ledger.axes) == len(classes)
+    assert rounds.get_size_inches()[0] <= MAX_COLUMNS * 4.6 + 1e-6 and rounds.get_size_inches()[1] > 3 * 5  # three rows
+    assert ledger.get_size_inches()[0] <= MAX_COLUMNS * 6.6 + 1e-6

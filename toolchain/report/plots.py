@@ -26,6 +26,20 @@ CAPTIONS = {  # what each plot shows, for report.html
 }
 
 
+MAX_COLUMNS = 3  # panels a row: ten protected classes in one row made a figure 50 inches wide, unreadable scaled down
+
+
+def _grid(plt, panels: int, width: float, height: float):
+    """A figure of ``panels`` axes, at most MAX_COLUMNS a row, each ``width`` x ``height`` inches; the axes in order."""
+    columns = min(panels, MAX_COLUMNS)
+    rows = -(-panels // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[panels:]:
+        ax.remove()
+    return fig, axes[:panels]
+
+
 def _save(fig, path: Path) -> Path:
     """Staged and moved into place, like every file cwtool writes: never written through an existing name's bytes."""
     import matplotlib.pyplot as plt
@@ -83,10 +97,10 @@ def _rounds(report: dict, folder: Path, plt) -> Path | None:
     budget = report["config"].get("max_fn_increase", 0)
     protected = report["protected"]
     # the legends go below the axes: inside, they covered the dense model's markers (the x axis runs from it)
-    fig, axes = plt.subplots(1, len(protected) + 1, figsize=(4.6 * (len(protected) + 1), 5.2), squeeze=False)
+    fig, axes = _grid(plt, len(protected) + 1, 4.6, 5.2)
     params = [s["params"] for s in rounds]
     for i, k in enumerate(protected):
-        ax = axes[0][i]
+        ax = axes[i]
         dense = base["val"]["protected"][i]
         fn = [s["val"]["protected"][i]["fn"] for s in rounds]
         fp = [s["val"]["protected"][i]["fp"] for s in rounds]
@@ -105,7 +119,7 @@ def _rounds(report: dict, folder: Path, plt) -> Path | None:
         _params_axis(ax, params + [base["params"]])
         ax.set(ylabel="validation count", title=f"{_name(report, k)}: FN and FP per round")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    ax = axes[0][-1]
+    ax = axes[-1]
     ax.plot(params, [s["val"]["accuracy"] for s in rounds], "o-", color=FN_COLOR, label="ticket")
     ax.plot([base["params"]], [base["val"]["accuracy"]], "*", ms=14, color=DENSE, label="dense model")
     ax.axhline(base["val"]["accuracy"] - report["config"]["max_accuracy_drop"], color=BUDGET, ls=":", label="accuracy budget")
@@ -136,9 +150,9 @@ def _ledger(report: dict, folder: Path, plt) -> Path | None:
     models += [(f"{a['format']} {a['precision']}", a["evaluation"]) for a in report["artifacts"]]
     budget = report["config"].get("max_fn_increase", 0)
     protected = report["protected"]
-    fig, axes = plt.subplots(1, len(protected), figsize=(max(6.0, 1.1 * len(models)) * len(protected), 4), squeeze=False)
+    fig, axes = _grid(plt, len(protected), max(6.0, 1.1 * len(models)), 4)
     for i, k in enumerate(protected):
-        ax = axes[0][i]
+        ax = axes[i]
         fn = [e["protected"][i]["fn"] for _, e in models]
         fp = [e["protected"][i]["fp"] for _, e in models]
         zero = _bars(ax, [name for name, _ in models], {"FN (missed)": (fn, FN_COLOR), "FP (false alarms)": (fp, FP_COLOR)})
