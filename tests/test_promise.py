@@ -809,3 +809,16 @@ def test_a_shipped_offset_that_lowers_a_class_s_sensitivity_is_said_at_the_top()
                     "13); `--keep-sensitivity` keeps at least the model's own decisions."), line
     assert _lowered_lines({**promise, "met_on_val": False}) == []  # nothing ships: the failed run's words say so
     assert _lowered_lines({"met_on_val": True, "classes": {"3": {**entry, "fn": 0}}}) == []
+
+
+def test_a_probability_from_few_samples_carries_its_caveat_in_its_own_sentence():
+    """report.md's bold "probability 0.998" from 28 validation samples sat a line away from the few-samples caveat."""
+    from toolchain.report.markdown import _promise_lines
+
+    entry = {"n": 28, "n_new": 28, "fn": 0, "dense_fn": 11, "b": 0, "c": 11, "confidence": 0.998, "confidence_target": 0.95,
+             "budget": 0, "margin_fn": 11, "fp": 0, "fp_plain": 0}
+    few = next(line for line in _promise_lines({"met_on_val": True, "classes": {"3": entry}}) if line.startswith("- class 3"))
+    sentence = few.split(". On validation")[0]
+    assert "**0.998**" in sentence and "from only 28 validation samples of the class: it can be optimistic" in sentence, few
+    many = next(line for line in _promise_lines({"met_on_val": True, "classes": {"3": {**entry, "n": 60}}}) if line.startswith("- class 3"))
+    assert "from only" not in many
