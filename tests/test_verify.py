@@ -259,7 +259,14 @@ def test_collapsed_artifact_fails_with_a_collapse_reason(art, capsys):
 
 def test_a_verdict_without_a_baseline_says_nothing_of_one(art, capsys):
     code, out, err = cli([art["good"], "--data", art["data"], "-p", PROT, "--max-fnr", "0.5", "-q"], capsys)
-    assert code == 0 and out.strip().splitlines()[-1] == "gate: passed", out + err
+    res = run_json(art, capsys, [art["good"]], "--max-fnr", "0.5", expect=0)
+    check = res["artifacts"][0]["gate"]["checks"][0]
+    # --quiet's one line carries the absolute misses beside the verdict (a device engineer read "passed" alone)
+    assert code == 0 and out.strip().splitlines()[-1] == f"gate: passed; missed: class {PROT} {check['fn']} of {check['support']}", out + err
+    code, out, err = cli([art["good"], art["degraded"], "--data", art["data"], "-p", PROT, "--max-fnr", "0.9", "-q"], capsys)
+    worst = max(c["fn"] for a in run_json(art, capsys, [art["good"], art["degraded"]], "--max-fnr", "0.9", expect=code)["artifacts"]
+                for c in a["gate"]["checks"])
+    assert code == 0 and out.strip().splitlines()[-1].endswith(f"; missed (the most of any file): class {PROT} {worst} of {check['support']}"), out
 
 
 def test_absolute_ceiling_without_baseline(art, capsys):

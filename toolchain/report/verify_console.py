@@ -138,7 +138,25 @@ def print_verdict(result: dict, console: Console | None = None) -> None:
             line.append(", by FN rate against a baseline of other rows (unpaired)")
         elif result["baseline"].get("paired") is False:
             line.append(", against a baseline without per-sample predictions (unpaired)")
+    missed = missed_words(result) if gate["passed"] else None  # a failure's FAIL lines above give its counts
+    if missed:  # --quiet prints this line alone: the absolute misses beside the verdict, not only the change
+        line.append(f"; {missed}")
     console.print(line)
+
+
+def missed_words(result: dict) -> str | None:
+    """"missed: class 3 2 of 40", the most any file missed of each protected class (None where nothing was judged)."""
+    worst: dict[int, tuple[int, int]] = {}
+    for art in result.get("artifacts") or []:
+        for chk in (art.get("gate") or {}).get("checks") or []:
+            k, fn, n = chk.get("class"), chk.get("fn"), chk.get("support")
+            if isinstance(k, int) and isinstance(fn, int) and isinstance(n, int) and fn >= worst.get(k, (-1, 0))[0]:
+                worst[k] = (fn, n)
+    if not worst:
+        return None
+    several = len(result.get("artifacts") or []) > 1
+    return ("missed" + (" (the most of any file)" if several else "") + ": "
+            + ", ".join(f"class {k} {fn:,} of {n:,}" for k, (fn, n) in sorted(worst.items())))
 
 
 def failed_run_caveat(result: dict) -> str | None:
