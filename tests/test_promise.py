@@ -247,7 +247,7 @@ def test_a_promise_kept_on_few_validation_samples_says_its_probability_can_be_op
     the probability with no word of it. Said in report.md (and so on the terminal), not for a vacuous promise."""
     from types import SimpleNamespace
 
-    from toolchain.report.markdown import _promise_lines
+    from toolchain.report.promise_words import promise_lines
     from toolchain.prune.tickets import promise_section
 
     entry = {"n": n, "n_new": n, "fn": 1, "dense_fn": 1, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
@@ -256,7 +256,7 @@ def test_a_promise_kept_on_few_validation_samples_says_its_probability_can_be_op
                               SimpleNamespace(val={"promise": {"3": entry}, "accuracy": 0.97}, round=1),
                               SimpleNamespace(max_accuracy_drop=0.01, confidence=0.95, max_fn_increase=budget))
     assert promise["statement"].startswith("the FN promise is backed on validation")
-    markdown = "\n".join(_promise_lines(promise))
+    markdown = "\n".join(promise_lines(promise))
     assert (f"fewer than 60 validation samples of a class (class 3: {n}), the stated probability can be optimistic"
             in markdown) == said == ("few_samples" in promise), markdown
 
@@ -551,7 +551,7 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
     """A new user's run shipped an offset of -2.18 on the protected logit (the budget of 2 spent on fewer false alarms)
     and report.md never said it lowers the class's sensitivity, nor the model's own FN and FP; with two protected classes
     the probability that both promises hold was only in report.json; a negative price read "costs -1 false positives"."""
-    from toolchain.report.markdown import _promise_lines
+    from toolchain.report.promise_words import promise_lines
 
     def entry(offset, fp, fp_plain):
         return {"n": 36, "n_new": 36, "fn": 2, "dense_fn": 1, "b": 2, "c": 1, "confidence": 0.831, "confidence_target": 0.8,
@@ -559,57 +559,57 @@ def test_the_report_says_what_the_offset_does_and_what_all_promises_give_togethe
 
     promise = {"met_on_val": True, "statement": "", "together_confidence": 0.662,
                "classes": {"3": entry(-2.18, 0, 1), "8": entry(0.0, 4, 2)}}
-    text = "\n".join(_promise_lines(promise))
+    text = "\n".join(promise_lines(promise))
     assert ("The shipped offsets (this class's -2.180 on its logit, and the other protected classes' on theirs) keep its "
             "sensitivity: the model's own decisions (no offset) miss 2 with 3 false positives on validation, the shipped ones 2 "
             "with 0.") in text, text
     # by what the decisions did, not the offset's sign: another class's offset moved this one's misses from 1 to 0
     moved = {"met_on_val": True, "statement": "", "classes": {"3": {**entry(-0.19, 0, 1), "fn": 0, "fn_no_offset": 1}}}
     assert ("The shipped offset -0.190 on the class's logit raises its sensitivity: the model's own decisions (no offset) miss "
-            "1 with 3 false positives on validation, the shipped ones 0 with 0.") in "\n".join(_promise_lines(moved))
-    lowered = "\n".join(_promise_lines({**moved, "classes": {"3": {**entry(-1.0, 0, 1), "fn": 3, "fn_no_offset": 1}}}))
+            "1 with 3 false positives on validation, the shipped ones 0 with 0.") in "\n".join(promise_lines(moved))
+    lowered = "\n".join(promise_lines({**moved, "classes": {"3": {**entry(-1.0, 0, 1), "fn": 3, "fn_no_offset": 1}}}))
     assert "lowers its sensitivity" in lowered and "`--keep-sensitivity` keeps at least" in lowered, lowered
     gap = {**promise, "classes": {"3": {**entry(0.021, 3, 3)}}}  # the demo's: a raise that moved no validation decision
-    edge = "\n".join(_promise_lines({**promise, "classes": {"3": {**entry(0.0, 3, 3), "b_judged": 3, "c_judged": 1}}}))
+    edge = "\n".join(promise_lines({**promise, "classes": {"3": {**entry(0.0, 3, 3), "b_judged": 3, "c_judged": 1}}}))
     assert "it reads 3 missed and 1 caught" in edge and "reads" not in text, edge  # the demo's 0 and 0 beside 0.458
-    assert "changes no decision on validation" in "\n".join(_promise_lines(gap)) and "raises" not in "\n".join(_promise_lines(gap))
+    assert "changes no decision on validation" in "\n".join(promise_lines(gap)) and "raises" not in "\n".join(promise_lines(gap))
     assert text.count("The shipped offset") == 1  # no offset, nothing to say
     # a run whose promise is not met ships nothing: its model's offset, not "the shipped offset" (a sign-off reviewer's)
-    failed = "\n".join(_promise_lines({**moved, "met_on_val": False, "statement": "no ticket keeps it"}))
+    failed = "\n".join(promise_lines({**moved, "met_on_val": False, "statement": "no ticket keeps it"}))
     assert "shipped" not in failed and "the run's model (not to ship: the promise is not met) misses at most" in failed, failed
     assert "The model's offset -0.190 on the class's logit raises its sensitivity" in failed and "those with the offset 0 with 0" in failed
     # where the offsets live: a device engineer added the reported one to the outputs again (FP 0 -> 2 on digits)
     assert "- **on the device**: the offsets above are in every file already" in text and "adds nothing" in text
-    assert "on the device" not in "\n".join(_promise_lines({**promise, "classes": {"8": entry(0.0, 4, 2)}}))
+    assert "on the device" not in "\n".join(promise_lines({**promise, "classes": {"8": entry(0.0, 4, 2)}}))
     assert "At the unguarded point there is 1 more false positive than here" in text and "costs -" not in text, text
     assert "That margin costs +2 false positives" in text
     assert "every promise holds at once with probability at least **0.662**" in text, text
-    nothing = "\n".join(_promise_lines({**promise, "together_confidence": 0.0}))  # "at least 0.000": a 0% chance to a reader
+    nothing = "\n".join(promise_lines({**promise, "together_confidence": 0.0}))  # "at least 0.000": a 0% chance to a reader
     assert "no bound on every promise holding at once" in nothing and "0.000" not in nothing, nothing
     old = {"met_on_val": True, "statement": "", "classes": {"3": {k: v for k, v in entry(1.0, 2, 1).items()
                                                                  if k not in ("offset", "fn_no_offset", "fp_no_offset")}}}
-    assert "offset" not in "\n".join(_promise_lines(old)) and "together" not in "\n".join(_promise_lines(old))  # an older run's
+    assert "offset" not in "\n".join(promise_lines(old)) and "together" not in "\n".join(promise_lines(old))  # an older run's
 
 
 def test_the_margin_is_said_as_a_count_of_the_allowed():
     """"misses 0 of 36, 1 under the 1 allowed" read as nonsense to a new user."""
-    from toolchain.report.markdown import _margin_words
+    from toolchain.report.promise_words import margin_words
 
-    assert _margin_words(1, 1) == "where 1 is allowed: 1 is kept in reserve for new data"
-    assert _margin_words(2, 2) == "where 2 are allowed: 2 are kept in reserve for new data"
-    assert _margin_words(0, 166) == "exactly the 166 allowed: none is kept in reserve for new data"
-    assert _margin_words(-3, 20) == "3 more than the 20 allowed"
+    assert margin_words(1, 1) == "where 1 is allowed: 1 is kept in reserve for new data"
+    assert margin_words(2, 2) == "where 2 are allowed: 2 are kept in reserve for new data"
+    assert margin_words(0, 166) == "exactly the 166 allowed: none is kept in reserve for new data"
+    assert margin_words(-3, 20) == "3 more than the 20 allowed"
 
 
 def test_the_disagreements_are_counted_in_words_that_read_for_one():
     """"1 the dense model catches are missed" (a new user's finding)."""
-    from toolchain.report.markdown import _promise_lines
+    from toolchain.report.promise_words import promise_lines
 
     entry = {"n": 60, "n_new": 60, "fn": 3, "dense_fn": 3, "b": 1, "c": 1, "confidence": 0.96, "confidence_target": 0.95,
              "budget": 0, "margin_fn": 0, "fp": 5, "fp_plain": 5}
-    text = "\n".join(_promise_lines({"classes": {"1": entry}, "met_on_val": True}))
+    text = "\n".join(promise_lines({"classes": {"1": entry}, "met_on_val": True}))
     assert "of the samples the dense model catches, 1 is missed, and of those it misses, 1 is caught." in text, text
-    text = "\n".join(_promise_lines({"classes": {"1": {**entry, "b": 0, "c": 2}}, "met_on_val": True}))
+    text = "\n".join(promise_lines({"classes": {"1": {**entry, "b": 0, "c": 2}}, "met_on_val": True}))
     assert "of the samples the dense model catches, 0 are missed, and of those it misses, 2 are caught." in text, text
 
 
@@ -666,7 +666,7 @@ def test_protected_classes_that_take_samples_from_each_other_say_their_probabili
     word of it. Said where at the shipped point one protected class's validation samples go to another."""
     from types import SimpleNamespace
 
-    from toolchain.report.markdown import _promise_lines
+    from toolchain.report.promise_words import promise_lines
     from toolchain.prune.tickets import promise_section
 
     entry = {"n": 100, "n_new": 100, "fn": 5, "dense_fn": 5, "b": 1, "c": 1, "confidence": 0.94, "confidence_target": 0.9,
@@ -675,7 +675,7 @@ def test_protected_classes_that_take_samples_from_each_other_say_their_probabili
     promise = promise_section(SimpleNamespace(budget_met=True, dense={"val": {"accuracy": 0.98}}),
                               SimpleNamespace(val={"promise": {"1": entry, "2": entry}, "accuracy": 0.97, "confusion": confusion}, round=1),
                               SimpleNamespace(max_accuracy_drop=0.01, confidence=0.9, max_fn_increase=1))
-    markdown = "\n".join(_promise_lines(promise))
+    markdown = "\n".join(promise_lines(promise))
     said = exchanged != (0, 0)
     assert ("competing" in promise) == said == ("take validation samples from each other" in markdown), markdown
     if said:
@@ -702,12 +702,12 @@ def test_keep_sensitivity_never_ships_a_negative_offset():
 
 
 def test_a_negative_offset_that_misses_more_than_the_model_names_keep_sensitivity():
-    from toolchain.report.markdown import _offset_words
+    from toolchain.report.promise_words import offset_words
 
     entry = {"fn": 13, "fp": 1, "offset": -0.687, "fn_no_offset": 6, "fp_no_offset": 17}
-    assert "`--keep-sensitivity` keeps at least the model's own decisions" in _offset_words(entry)
-    assert "--keep-sensitivity" not in _offset_words({**entry, "fn": 6})  # lowered, but missing none more on validation
-    assert "--keep-sensitivity" not in _offset_words({**entry, "offset": 0.5, "fn": 4})
+    assert "`--keep-sensitivity` keeps at least the model's own decisions" in offset_words(entry)
+    assert "--keep-sensitivity" not in offset_words({**entry, "fn": 6})  # lowered, but missing none more on validation
+    assert "--keep-sensitivity" not in offset_words({**entry, "offset": 0.5, "fn": 4})
 
 
 def test_reachable_confidence_keeps_to_the_floor():
@@ -766,17 +766,17 @@ def test_a_first_round_that_lost_the_model_names_the_learning_rate():
 def test_report_md_says_what_the_promise_covers_and_each_class_s_misses_on_test():
     """A sign-off reviewer: "same distribution", the torch model, what is not promised, and the absolute miss rate with its
     interval were in no human report (report.json's gate checks alone)."""
-    from toolchain.report.markdown import _scope_lines
+    from toolchain.report.promise_words import scope_lines
 
     report = {"promise": {"met_on_val": True, "classes": {"3": {}}}, "stages": [{"stage": "quantized"}],
               "gate": {"checks": [{"class": 3, "fn": 2, "support": 40, "fnr_ci95": [0.006, 0.169], "baseline_fn": 5}]}}
-    text = "\n".join(_scope_lines(report))
+    text = "\n".join(scope_lines(report))
     assert "(the same distribution), judged by the torch model's decisions (each int8 file's own counts" in text, text
     assert "promises nothing of the absolute miss rate, of false alarms, of the other classes" in text
     assert "- **class 3 on test**: the pruned torch model misses 2 of 40 (miss rate 0.050, 95% interval 0.006 to 0.169); the dense model 5 of 40." in text
-    plain = "\n".join(_scope_lines({**report, "stages": [], "gate": {"checks": [{"class": 3, "fn": "x"}]}}))
+    plain = "\n".join(scope_lines({**report, "stages": [], "gate": {"checks": [{"class": 3, "fn": "x"}]}}))
     assert "int8" not in plain and "on test" not in plain  # no file made; an odd record is left out, never a crash
-    assert _scope_lines({"promise": None}) == []
+    assert scope_lines({"promise": None}) == []
 
 
 def test_an_accuracy_floor_below_zero_is_said_as_none():
@@ -799,26 +799,26 @@ def test_an_accuracy_floor_below_zero_is_said_as_none():
 def test_a_shipped_offset_that_lowers_a_class_s_sensitivity_is_said_at_the_top():
     """Class 8's shipped offset missed 2 validation samples its model's own decisions catch (FP 3 -> 0), said only
     mid-paragraph of the promise section (a sign-off reviewer's finding): the trade is said under the gate."""
-    from toolchain.report.markdown import _lowered_lines
+    from toolchain.report.promise_words import lowered_lines
 
     entry = {"n": 27, "fn": 2, "fn_no_offset": 0, "fp": 0, "fp_no_offset": 3, "dense_fn": 13, "budget": 0}
     promise = {"met_on_val": True, "classes": {"3": {**entry, "fn": 0}, "8": entry}}
-    (_, line), = [_lowered_lines(promise)]
+    (_, line), = [lowered_lines(promise)]
     assert line == ("**Sensitivity lowered**: with the shipped offsets, class 8 misses 2 of 27 on validation where the model's "
                     "own decisions miss 0, for 3 fewer false positives (0 against 3), within the promise (the dense model misses "
                     "13); `--keep-sensitivity` keeps at least the model's own decisions."), line
-    assert _lowered_lines({**promise, "met_on_val": False}) == []  # nothing ships: the failed run's words say so
-    assert _lowered_lines({"met_on_val": True, "classes": {"3": {**entry, "fn": 0}}}) == []
+    assert lowered_lines({**promise, "met_on_val": False}) == []  # nothing ships: the failed run's words say so
+    assert lowered_lines({"met_on_val": True, "classes": {"3": {**entry, "fn": 0}}}) == []
 
 
 def test_a_probability_from_few_samples_carries_its_caveat_in_its_own_sentence():
     """report.md's bold "probability 0.998" from 28 validation samples sat a line away from the few-samples caveat."""
-    from toolchain.report.markdown import _promise_lines
+    from toolchain.report.promise_words import promise_lines
 
     entry = {"n": 28, "n_new": 28, "fn": 0, "dense_fn": 11, "b": 0, "c": 11, "confidence": 0.998, "confidence_target": 0.95,
              "budget": 0, "margin_fn": 11, "fp": 0, "fp_plain": 0}
-    few = next(line for line in _promise_lines({"met_on_val": True, "classes": {"3": entry}}) if line.startswith("- class 3"))
+    few = next(line for line in promise_lines({"met_on_val": True, "classes": {"3": entry}}) if line.startswith("- class 3"))
     sentence = few.split(". On validation")[0]
     assert "**0.998**" in sentence and "from only 28 validation samples of the class: it can be optimistic" in sentence, few
-    many = next(line for line in _promise_lines({"met_on_val": True, "classes": {"3": {**entry, "n": 60}}}) if line.startswith("- class 3"))
+    many = next(line for line in promise_lines({"met_on_val": True, "classes": {"3": {**entry, "n": 60}}}) if line.startswith("- class 3"))
     assert "from only" not in many

@@ -263,7 +263,8 @@ def test_a_round_outside_the_budget_says_which_budget_it_missed():
 def test_report_md_ends_with_its_terms_and_the_console_s_copy_goes_without():
     """FN, offset, ticket, MACs and "the unguarded point" were used and never said (a reader of report.md alone: an auditor,
     a clinician); "which may miss all 0 allowed" did not parse."""
-    from toolchain.report.markdown import _promise_lines, render_report
+    from toolchain.report.markdown import render_report
+    from toolchain.report.promise_words import promise_lines
 
     markdown = render_report(made_up_report())
     terms = markdown[markdown.index("## Terms"):]
@@ -275,7 +276,7 @@ def test_report_md_ends_with_its_terms_and_the_console_s_copy_goes_without():
     assert "removing weights and retraining" in weights[weights.index("## Terms"):]
     entry = {"n": 30, "n_new": 30, "fn": 0, "dense_fn": 0, "b": 0, "c": 0, "confidence": 0.96, "confidence_target": 0.95,
              "budget": 0, "margin_fn": 0, "fp": 2, "fp_plain": 1}
-    text = "\n".join(_promise_lines({"met_on_val": True, "statement": "", "classes": {"3": entry}}))
+    text = "\n".join(promise_lines({"met_on_val": True, "statement": "", "classes": {"3": entry}}))
     assert "1 at the unguarded point, the point that misses no more than the dense model on validation" in text, text
     assert "all 0" not in text
 
