@@ -254,3 +254,14 @@ def test_a_set_drawn_for_other_classes_or_of_validation_rows_is_noted(trained_di
     assert code in (0, 1) and "holds 40 rows of the validation split, which also chooses the int8 files' offsets" in err, err
     code, _, err = run_cli([*export, "--calibration", "digits", "--out", tmp_path / "ed"], capsys)  # drawn for 3 from train rows
     assert code in (0, 1) and "larger share" not in err and "validation split" not in err, err
+
+
+def test_a_set_s_file_name_reads_as_typed_in_the_reports():
+    """A file named c<1>.npz showed as `c\\<1>.npz` in a code span (no_raw_html's escape shown as typed); a name with a
+    line break broke out of the span into a heading (a regression reviewer)."""
+    from toolchain.report.markdown import calibration_words
+
+    assert calibration_words({"given": True, "file": "c<1>.npz", "size": 3}) == "3 calibration rows from c<1>.npz, none of them a test row"
+    assert calibration_words({"given": True, "file": "sets/c 1.npz", "size": 3}).startswith("3 calibration rows from `sets/c 1.npz`")
+    said = calibration_words({"given": True, "file": "x\n\n# heading.npz", "size": 3})
+    assert "\n" not in said and "`x\\n\\n# heading.npz`" in said, said

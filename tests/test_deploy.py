@@ -176,3 +176,15 @@ def test_a_failed_run_s_files_read_not_to_ship_and_no_re_check_is_offered():
     kept = {**report, "promise": {"met_on_val": True}, "deploy": recommend(ONNX, {}, threads=1)}
     assert [r["verdict"] for r in ledger_rows(kept)[1:]] == ["pass"] * 2
     assert "cwtool verify artifacts/model_int8.onnx" in "\n".join(recheck_lines(kept, "report.json"))
+
+
+def test_a_failed_run_s_plot_caption_and_odd_records_in_an_edited_report():
+    """report.html's rounds.png caption still said "the shipped ticket" of a failed run; a compress_run record that is no
+    object ended render_report in AttributeError (a regression reviewer's fuzzing of report.json)."""
+    from toolchain.report.deploy import run_failed
+    from toolchain.report.plots import caption
+
+    assert "the run's ticket (not to ship: the run failed)" in caption("rounds.png", {"promise": {"met_on_val": False}})
+    assert "the shipped ticket" in caption("rounds.png", {"promise": {"met_on_val": True}})
+    for odd in ("x", 3, True, ["budget_met"], None):
+        assert run_failed({"compress_run": odd, "promise": odd}) is False

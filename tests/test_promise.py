@@ -822,3 +822,17 @@ def test_a_probability_from_few_samples_carries_its_caveat_in_its_own_sentence()
     assert "**0.998**" in sentence and "from only 28 validation samples of the class: it can be optimistic" in sentence, few
     many = next(line for line in promise_lines({"met_on_val": True, "classes": {"3": {**entry, "n": 60}}}) if line.startswith("- class 3"))
     assert "from only" not in many
+
+
+def test_the_lowered_headline_is_said_only_where_the_class_s_own_offset_bought_false_positives_back():
+    """A regression reviewer: another class's offset raised this class's misses, and the headline said "for -1 fewer false
+    positives" and advised --keep-sensitivity to a run that had it; odd records in an edited report never crash it."""
+    from toolchain.report.promise_words import lowered_lines, scope_lines
+
+    entry = {"n": 27, "fn": 1, "fn_no_offset": 0, "fp": 2, "fp_no_offset": 1, "dense_fn": 13, "budget": 0, "offset": 0.0}
+    assert lowered_lines({"met_on_val": True, "classes": {"8": entry}}) == []  # its own offset is 0: moved by another's
+    assert lowered_lines({"met_on_val": True, "classes": {"8": {**entry, "offset": -0.5}}}) == []  # no false positive bought back
+    assert lowered_lines({"met_on_val": True, "classes": {"8": {**entry, "offset": -0.5, "fp": 0}}})  # both: said
+    for odd in (3, True, "x", [{"fn": 1}], [{"class": 3, "fn": 1, "support": 4, "fnr_ci95": "x"}]):
+        assert not [line for line in scope_lines({"promise": {"classes": {"3": {}}}, "gate": {"checks": odd}}) if "on test" in line]
+    assert scope_lines({"promise": {"classes": {"3": {}}}, "gate": "x"})

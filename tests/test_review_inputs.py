@@ -731,7 +731,7 @@ def test_a_size_goal_missed_at_round_1_says_round_1_is_the_run_s_model_not_to_sh
     assert report["gate"]["passed"] is False
     statement = report["size_goal"]["statement"]
     assert "round 1's ticket is the run's model, outside the budget: no file of it is to ship" in statement, statement
-    assert statement.startswith("the run's model (not to ship: the gate failed) keeps") and "ships" not in statement, statement
+    assert statement.startswith("the run's model (not to ship: the run failed) keeps") and "ships" not in statement, statement
 
 
 def test_a_shrunk_model_that_no_longer_runs_is_the_models_limit_not_a_bug():
@@ -2246,6 +2246,14 @@ def test_the_wrong_file_or_name_is_told_what_to_give(trained_digits, tmp_path, c
     torch.save([1, 2], tmp_path / "list.pt")
     (tmp_path / "net.py").write_text("import torch\nclass Net(torch.nn.Module):\n    pass\nclass Other(Net):\n    pass\n")
     evaluate = ["-d", "digits", "-p", "3"]
+    # a module whose contents raise when looked at (a regression reviewer's: the class listing ended in exit 3)
+    (tmp_path / "odd.py").write_text("class Liar:\n    @property\n    def __class__(self):\n        raise RuntimeError('boom')\n"
+                                     "thing = Liar()\n" + "".join(f"class C{i}:\n    pass\n" for i in (1, 2, 10, 3) * 1))
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--arch", f"{tmp_path / 'odd.py'}:Nte", *evaluate], capsys)
+    one_line_error(code, err, "has no attribute 'Nte'")
+    (tmp_path / "many.py").write_text("".join(f"class C{i}:\n    pass\n" for i in range(20)))
+    code, _, err = run_cli(["evaluate", trained_digits[0], "--arch", f"{tmp_path / 'many.py'}:Cx", *evaluate], capsys)
+    one_line_error(code, err, "it defines C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11 and 8 more")
     for args, said in (([tmp_path / "model.txt", "--arch", "digits-cnn"], "not a PyTorch checkpoint (neither the zip torch.save writes nor a pickle)"),
                        ([trained_digits[0], "--arch", ".:Net"], "'.' is no module name: give module:Class"),
                        ([trained_digits[0], "--arch", f"{tmp_path / 'net.py'}:Nett"], "has no attribute 'Nett' (did you mean Net?): it defines Net, Other"),

@@ -712,6 +712,15 @@ def test_a_run_s_test_folder_with_a_class_of_two_images_is_judged_whole_by_defau
             assert any("a test split of it cannot be drawn" in n for n in judged["notes"]), judged["notes"]
         else:
             assert code == 2 and "has only 2 samples" in err and "--split all judges every row" in err, err
+    # a TFLite file without its sidecar cannot show it was tested on these rows: the refusal says so (it had lost the hint)
+    code, _, err = run_cli(["export", tmp_path / "none.pt", "--data", tmp_path / "train", "--test", folder, "-p", "1",
+                            "--format", "tflite", "--precision", "fp32", "--time-runs", "0", "--out", tmp_path / "tfl"], capsys)
+    assert code == 0, err
+    (tmp_path / "blind").mkdir()
+    tflite = next((tmp_path / "tfl" / "artifacts").glob("*.tflite"))
+    (tmp_path / "blind" / tflite.name).write_bytes(tflite.read_bytes())
+    code, _, err = run_cli(["verify", tmp_path / "blind" / tflite.name, "--data", folder, "-p", "1"], capsys)
+    assert code == 2 and "has only 2 samples" in err and "sidecar" in err, err
 
 
 def test_a_thin_image_that_resize_would_blow_up_is_refused_before_any_decoding(tmp_path, capsys):

@@ -75,7 +75,14 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
     widened, whole_note = rows, None
     tested = "the files' compress run tested them on"
     if unsplit is not None:
-        rows, whole_note = the_run_s_unsplit_rows(unsplit, [recorded_value(runner, "test_rows") for _, runner, _ in opened], tested)
+        try:
+            rows, whole_note = the_run_s_unsplit_rows(unsplit, [recorded_value(runner, "test_rows") for _, runner, _ in opened],
+                                                      tested)
+        except UserError as exc:  # a file without its sidecar cannot show it was tested on these rows: said, as for any refusal
+            hint = no_sidecar_hint(opened, req.data)
+            if not hint:
+                raise
+            raise UserError(f"{exc}{hint}") from exc
         widened = rows
     elif req.split == "auto" and base_n is None:  # no baseline's rows to follow: the files' record of their run's --test
         widened, whole_note = the_run_s_test_rows(rows, [recorded_value(runner, "test_rows") for _, runner, _ in opened],

@@ -70,8 +70,7 @@ def demo(
 ):
     """The whole compression on the bundled digits data: train (or reuse) the demo CNN, prune, export, verify.
 
-    Writes ./cwtool-demo/, replacing an earlier demo's; the demo model is cached in ~/.cache/cwtool (CWTOOL_CACHE or
-    XDG_CACHE_HOME moves it)."""
+    Writes ./cwtool-demo/, replacing an earlier demo's; the demo model is cached in ~/.cache/cwtool (CWTOOL_CACHE or XDG_CACHE_HOME moves it)."""
     from toolchain.demo import run_demo
 
     report, run_dir = run_demo(protect_class, retrain=retrain)

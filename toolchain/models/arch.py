@@ -48,18 +48,28 @@ def resolve_arch(spec: str):
             raise UserError(f"--arch '{spec}': cannot import module '{target}' ({_why(exc)})") from exc
     obj = getattr(module, attr, None)
     if obj is None:
-        import difflib
-        import inspect
-
-        classes = sorted(name for name, value in vars(module).items() if inspect.isclass(value) and not name.startswith("_")
-                         and getattr(value, "__module__", None) == module.__name__)
-        close = difflib.get_close_matches(attr, classes, n=1)
-        hint = (f" (did you mean {close[0]}?)" if close else "") + (f": it defines {', '.join(classes[:12])}" if classes else
-                                                                     ": it defines no class")
-        raise UserError(f"--arch '{spec}': '{target}' has no attribute '{attr}'{hint}")
+        raise UserError(f"--arch '{spec}': '{target}' has no attribute '{attr}'{_classes_hint(module, attr)}")
     if not callable(obj):
         raise UserError(f"--arch '{spec}': '{attr}' is not a class or factory")
     return obj
+
+
+def _classes_hint(module, attr: str) -> str:
+    """The classes the user's module defines (a misspelt name among them named first), to follow "has no attribute";
+    nothing where they cannot be listed: the module is the user's code, and a property there may raise anything."""
+    import difflib
+    import inspect
+    import re
+
+    try:
+        classes = sorted((name for name, value in list(vars(module).items()) if isinstance(name, str) and not name.startswith("_")
+                          and inspect.isclass(value) and getattr(value, "__module__", None) == module.__name__),
+                         key=lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)])
+    except Exception:  # noqa: BLE001 - the user's code raised while listed: the plain message
+        return ""
+    close = difflib.get_close_matches(attr, classes, n=1) if len(classes) <= 5_000 else []
+    shown = ", ".join(classes[:12]) + (f" and {len(classes) - 12:,} more" if len(classes) > 12 else "")
+    return (f" (did you mean {close[0]}?)" if close else "") + (f": it defines {shown}" if classes else ": it defines no class")
 
 
 def user_module_name(file: Path) -> str:

@@ -125,7 +125,7 @@ def shipped_size_goal(result, ticket, config: PruneConfig, kept_whole: dict[str,
     kept = f" (kept whole: {', '.join(kept_whole)})" if kept_whole else ""
     goal = f"--keep-params {config.keep_params:g}" + (f" and --keep-macs {config.keep_macs:g}" if config.keep_macs < 1 else "")
     share = "of its conv and linear weights non-zero" if config.granularity == "weight" else "of the parameters"
-    model = "the shipped model" if result.budget_met else "the run's model (not to ship: the gate failed)"
+    model = "the shipped model" if result.budget_met else "the run's model (not to ship: the run failed)"
     out["statement"] = f"{model} keeps {params:.1%} {share} and {macs:.1%} of the MACs against {goal}: {why}{kept}"
     return out
 

@@ -25,8 +25,9 @@ def deploy_sentences(report: dict) -> list[str]:
 def run_failed(report: dict) -> bool:
     """Whether the compress run behind a report recommended no file: its promise (or accuracy) not met on validation; an
     export of such a run's pruned.pt records it. Its files' own checks may pass: "pass" read as a file to ship."""
-    return ((report.get("promise") or {}).get("met_on_val") is False
-            or (report.get("compress_run") or {}).get("budget_met") is False)
+    promise, run = report.get("promise"), report.get("compress_run")  # a report is a file: anything may stand there
+    return ((isinstance(promise, dict) and promise.get("met_on_val") is False)
+            or (isinstance(run, dict) and run.get("budget_met") is False))
 
 
 def deploy_lines(report: dict) -> list[str]:

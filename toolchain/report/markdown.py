@@ -102,7 +102,11 @@ def calibration_words(calibration) -> str:
     if not record.get("given"):
         return f"{rows} drawn from the train split"
     name, file = record.get("name"), record.get("file")
-    shown = f"the set {code_span(name)}" if isinstance(name, str) and name else code_span(str(file)) if file else "the given set"
+    def named(text: str) -> str:  # one line, in a code span where it reads as typed there ('<' shows escaped in one)
+        text = one_line(text)
+        return code_span(text) if shown_as_written(text) else text
+
+    shown = f"the set {named(name)}" if isinstance(name, str) and name else named(str(file)) if file else "the given set"
     return f"{rows} from {shown}, none of them a test row"
 
 

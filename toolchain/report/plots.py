@@ -17,6 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 DENSE, SHIPPED, BUDGET, FP_COLOR, FN_COLOR = "#555555", "#2a7", "#c33", "#e8a33d", "#3b6fb6"
+def caption(name: str, report: dict) -> str:
+    """What a plot shows, for report.html: a failed run's ticket is no shipped one (its legend says so too)."""
+    from toolchain.report.deploy import run_failed
+
+    text = CAPTIONS.get(name, name)
+    return text.replace("the shipped ticket", "the run's ticket (not to ship: the run failed)") if run_failed(report) else text
+
+
 CAPTIONS = {  # what each plot shows, for report.html
     "rounds.png": "Pruning rounds (validation, at each ticket's operating point): FN and FP of each protected class "
                   "against the parameters kept, the FN budget, the dense model and the shipped ticket; accuracy with its budget.",

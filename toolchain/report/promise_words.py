@@ -64,11 +64,13 @@ def lowered_lines(promise: dict | None) -> list[str]:
         return []
     lines = []
     for k, v in (promise.get("classes") or {}).items():
-        fn, own = v.get("fn"), v.get("fn_no_offset")
-        if not (isinstance(fn, int) and isinstance(own, int) and fn > own):
+        fn, own, fp, own_fp, offset = (v.get(key) for key in ("fn", "fn_no_offset", "fp", "fp_no_offset", "offset"))
+        # its own offset lowered it, for fewer false alarms: another class's offset can move its misses too ("for -1 fewer
+        # false positives", --keep-sensitivity advised to a run that had it), said in its paragraph
+        if not (all(isinstance(n, int) for n in (fn, own, fp, own_fp)) and isinstance(offset, (int, float))
+                and offset < 0 and fn > own and fp < own_fp):
             continue
-        fp, own_fp = v.get("fp"), v.get("fp_no_offset")
-        fewer = f", for {own_fp - fp} fewer false positives ({fp} against {own_fp})" if isinstance(fp, int) and isinstance(own_fp, int) else ""
+        fewer = f", for {own_fp - fp} fewer false positives ({fp} against {own_fp})"
         lines += ["", f"**Sensitivity lowered**: with the shipped offset{'s' if len(promise['classes']) > 1 else ''}, class {k} "
                       f"misses {fn} of {v.get('n')} on validation where the "
                       f"model's own decisions miss {own}{fewer}, within the promise (the dense model misses {v.get('dense_fn')}"
@@ -88,10 +90,12 @@ def scope_lines(report: dict) -> list[str]:
              "validation counts (a Bayesian predictive probability, docs/FN_PROMISE.md), not a guarantee for every draw. It "
              "promises nothing of the absolute miss rate, of false alarms, of the other classes, or of data from another "
              "source or of another make-up."]
-    checks = [c for c in (report.get("gate") or {}).get("checks") or [] if isinstance(c, dict)]
+    gate = report.get("gate") if isinstance(report.get("gate"), dict) else {}
+    checks = [c for c in gate.get("checks") or [] if isinstance(c, dict)] if isinstance(gate.get("checks"), list) else []
     for c in checks:
         interval = c.get("fnr_ci95")
-        if not (isinstance(c.get("fn"), int) and isinstance(c.get("support"), int) and c["support"] and isinstance(interval, list)
+        if not (isinstance(c.get("class"), int) and isinstance(c.get("fn"), int) and isinstance(c.get("support"), int) and c["support"]
+                and isinstance(interval, list)
                 and len(interval) == 2 and all(isinstance(x, (int, float)) for x in interval)):
             continue
         dense = f"; the dense model {c['baseline_fn']} of {c['support']}" if isinstance(c.get("baseline_fn"), int) else ""

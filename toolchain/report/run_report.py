@@ -38,7 +38,7 @@ def write_run_report(report: dict, run_dir: Path) -> None:
     report.json; the three documents are rendered before any is written."""
     from toolchain.report.html import render_html
     from toolchain.report.markdown import render_report
-    from toolchain.report.plots import CAPTIONS, plot_report
+    from toolchain.report.plots import caption, plot_report
 
     run = RunDir(run_dir)
     plots = plot_report(report, run.plots)
@@ -46,7 +46,7 @@ def write_run_report(report: dict, run_dir: Path) -> None:
     html_path = run.report_html
     report["html"] = run.relative(html_path)
     markdown = render_report(report)
-    page = render_html(markdown, [(p, CAPTIONS.get(p.name, p.name)) for p in plots], "cwtool compress report")
+    page = render_html(markdown, [(p, caption(p.name, report)) for p in plots], "cwtool compress report")
     document = json_text(report)
     written = []
     # report.json marks the run finished: written first, so that a kill -9 between the writes never leaves a report.md
