@@ -493,7 +493,7 @@ def test_class_names_name_numeric_labels(tmp_path):
     ds = load_data(str(f), class_names=["neg", "pos"])
     assert ds.class_names == ["neg", "pos"] and ds.label_mapping is None
     assert "labels: neg=0, pos=1 (numeric labels, named by --class-names)" in ds.preprocessing.note
-    expect_error("only 1 class names", f, class_names=["neg"])
+    expect_error("only 1 class name:", f, class_names=["neg"])
 
     x, y = pool(n_classes=2, per_class=6)
     np.savez(tmp_path / "p.npz", x=x, y=y)
