@@ -465,6 +465,12 @@ def test_the_model_of_a_failed_compress_run_is_said_so_and_no_file_is_named_to_d
     report = json.loads((tmp_path / "ok" / "export.json").read_text())
     assert "is the model of a compress run" not in err and "warnings" not in report and "compress_run" not in report, err
     assert [c["file"] for c in report["deploy"]["choices"]] == ["artifacts/model_int8_nchw.tflite"], report["deploy"]
+    # a round's ticket (rounds/round_N.pt) records no verdict of its run: said (a failed run's exported clean, nothing said)
+    save_checkpoint(model, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None, {"round": 1, "offsets": {}})
+    code, _, err = run_cli([*export, "--out", tmp_path / "round"], capsys)
+    report = json.loads((tmp_path / "round" / "export.json").read_text())
+    assert f"warning: '{model}' is round 1's ticket of a compress run, not the model it shipped" in err, err
+    assert any("export the run's pruned.pt" in w for w in report["warnings"]), report.get("warnings")
 
 
 @pytest.mark.parametrize("run", [{"budget_met": False, "binds": "torch"}, {"budget_met": False, "binds": "x" * 100_000},

@@ -136,6 +136,16 @@ def _failed_run(run, model) -> str | None:
             "recommended no file to deploy: its files are held here to this model, not to the dense model it came from")
 
 
+def _round_ticket(extra: dict, model) -> str | None:
+    """A compress run's round checkpoint (rounds/round_N.pt) given to export: it records no verdict of its run (a
+    failed run's round ticket exported and verified clean, nothing said: a regression reviewer's finding)."""
+    round_ = extra.get("round") if isinstance(extra, dict) else None
+    if not isinstance(round_, int) or isinstance(round_, bool) or isinstance(extra.get("run"), dict):
+        return None
+    return (f"'{one_line(str(model))}' is round {round_}'s ticket of a compress run, not the model it shipped: no verdict of that "
+            "run travels with it (a run may have recommended no file); export the run's pruned.pt, whose record says")
+
+
 def _binds(run: dict) -> str | None:
     """The budget a failed run's record names, where it is one cwtool writes (the file is untrusted: a tensor there had
     ended export.json's writing in exit 3)."""
@@ -199,6 +209,9 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     run_record = {"budget_met": False, "binds": _binds(loaded.extra["run"])} if failed_run else None  # the file's values checked
     if failed_run:
         log(f"warning: {failed_run}")
+    ticket = _round_ticket(loaded.extra, request.model)
+    if ticket:
+        log(f"warning: {ticket}")
     for line in preparation_notes(prepared, dataset.input_shape, f"'{request.model}' records its training's were", choosable=False):
         log(f"note: {line}")
     profile = None
@@ -246,7 +259,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
             "budget": {"max_fn_increase": 0, "max_accuracy_drop": MAX_ACCURACY_DROP},
             "settings": {**dataclasses.asdict(settings), "artifacts": [list(a) for a in settings.artifacts]},
             "calibration": calibration, "artifacts": entries, "seconds": time.perf_counter() - t0,
-            **({"warnings": [w for w in (undetected, failed_run) if w]} if undetected or failed_run else {}),
+            **({"warnings": [w for w in (undetected, failed_run, ticket) if w]} if undetected or failed_run or ticket else {}),
             **({"compress_run": run_record} if run_record else {}),  # a verify against this file says so too
         }
         if profile is not None:
