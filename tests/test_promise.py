@@ -801,7 +801,7 @@ def test_a_shipped_offset_that_lowers_a_class_s_sensitivity_is_said_at_the_top()
     mid-paragraph of the promise section (a sign-off reviewer's finding): the trade is said under the gate."""
     from toolchain.report.promise_words import lowered_lines
 
-    entry = {"n": 27, "fn": 2, "fn_no_offset": 0, "fp": 0, "fp_no_offset": 3, "dense_fn": 13, "budget": 0}
+    entry = {"n": 27, "fn": 2, "fn_no_offset": 0, "fp": 0, "fp_no_offset": 3, "dense_fn": 13, "budget": 0, "offset": -1.5}
     promise = {"met_on_val": True, "classes": {"3": {**entry, "fn": 0}, "8": entry}}
     (_, line), = [lowered_lines(promise)]
     assert line == ("**Sensitivity lowered**: with the shipped offsets, class 8 misses 2 of 27 on validation where the model's "
@@ -836,3 +836,16 @@ def test_the_lowered_headline_is_said_only_where_the_class_s_own_offset_bought_f
     for odd in (3, True, "x", [{"fn": 1}], [{"class": 3, "fn": 1, "support": 4, "fnr_ci95": "x"}]):
         assert not [line for line in scope_lines({"promise": {"classes": {"3": {}}}, "gate": {"checks": odd}}) if "on test" in line]
     assert scope_lines({"promise": {"classes": {"3": {}}}, "gate": "x"})
+
+
+def test_reachable_confidence_at_the_floor_itself_where_every_positive_is_caught():
+    """--keep-sensitivity, a class the model catches whole: every point that changes its decisions lies below the floor, so
+    none was allowed, the class read as one no offset brings within accuracy, and the run said "no ticket stays within the
+    accuracy budget" where the promise's own ceiling (0.458) bound (a dermatology user's finding)."""
+    from toolchain.prune.operating_point import PromiseGuard
+
+    y = np.repeat([0, 1], [200, 27])
+    logits = np.eye(2)[y] * 5.0  # every sample caught with room: the decisions change only at offsets far below 0
+    floored = PromiseGuard(y, y, [1], 0, 0.95, floor=0.0).reachable(logits, {1: 0.0}, 0.9)
+    free = PromiseGuard(y, y, [1], 0, 0.95).reachable(logits, {1: 0.0}, 0.9)
+    assert floored[1] is not None and floored[1] < 0.95 and floored[1] == free[1], (floored, free)

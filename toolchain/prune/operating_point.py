@@ -271,7 +271,17 @@ class PromiseGuard:
             # only offsets the floor allows (--keep-sensitivity): one below it reached a confidence no shipped point can
             allowed = deltas >= self.floor - 1e-12 if self.floor is not None else np.ones(len(deltas), dtype=bool)
             feasible = np.flatnonzero((accuracy >= min_accuracy - 1e-12) & allowed)
-            out[k] = self._confidence(k, b[feasible[-1]], c[feasible[-1]], len(ns)) if len(feasible) else None
+            if len(feasible):
+                out[k] = self._confidence(k, b[feasible[-1]], c[feasible[-1]], len(ns))
+                continue
+            out[k] = None
+            below = np.flatnonzero(deltas <= self.floor + 1e-12) if self.floor is not None else []
+            if len(below):  # the floor itself: its positives as at the last point below it, its accuracy its own (a class
+                # caught whole had every point below the floor, and read as accuracy binding, its ceiling unsaid)
+                at_floor = _accuracy_along(apply_offsets(logits, {j: d for j, d in offsets.items() if j != k}), self.y, k,
+                                           np.array([self.floor]))[0]
+                if at_floor >= min_accuracy - 1e-12:
+                    out[k] = self._confidence(k, b[below[-1]], c[below[-1]], len(ns))
         return out
 
 
