@@ -302,3 +302,14 @@ def test_many_protected_classes_wrap_the_panels_into_rows(figures, tmp_path):
     assert len(rounds.axes) == len(classes) + 1 and len(ledger.axes) == len(classes)
     assert rounds.get_size_inches()[0] <= MAX_COLUMNS * 4.6 + 1e-6 and rounds.get_size_inches()[1] > 3 * 5  # three rows
     assert ledger.get_size_inches()[0] <= MAX_COLUMNS * 6.6 + 1e-6
+
+
+def test_the_gate_line_names_keep_sensitivity_where_the_run_used_it():
+    """--keep-sensitivity was in report.json's config alone: a user who chose it read a report that never said so."""
+    from toolchain.report.markdown import render_report
+
+    report = made_up_report()
+    assert "--keep-sensitivity" not in render_report(report, terms=False)
+    report["config"] = {**report["config"], "keep_sensitivity": True}
+    assert ("accuracy drop <= 0.02; `--keep-sensitivity`: no protected class's own offset below 0)"
+            in render_report(report, terms=False))

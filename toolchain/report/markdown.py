@@ -223,7 +223,10 @@ def render_report(report: dict, terms: bool = True) -> str:
           for n in report["data"].get("notes") or [] if isinstance(n, str)],
         "",
         f"**Gate: {'PASSED' if gate['passed'] else 'FAILED'}** (FN budget +{gate['budget']['max_fn_increase']} per protected class"
-        + (f", accuracy drop <= {gate['budget']['max_accuracy_drop']}" if gate["budget"].get("max_accuracy_drop") is not None else "") + ")",
+        + (f", accuracy drop <= {gate['budget']['max_accuracy_drop']}" if gate["budget"].get("max_accuracy_drop") is not None else "")
+        # a choice that moves the promise's offsets, in report.json alone before (a user of several protected classes)
+        + ("; `--keep-sensitivity`: no protected class's own offset below 0"
+           if isinstance(report.get("config"), dict) and report["config"].get("keep_sensitivity") is True else "") + ")",
     ]
     lines += [f"- {r}" for r in gate.get("reasons", [])]
     size_goal = report.get("size_goal")  # reports written before it was recorded lack it
