@@ -3,6 +3,7 @@ whether it reached the size goal."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -208,6 +209,36 @@ def _first_round_loss(result) -> float | None:
     return lost if lost > LOST_IN_RETRAINING else None
 
 
+def _lower_confidence(short: list[dict]) -> str:
+    """"lower --confidence to 0.77": the most every class short of its promise reaches, as the warning before the run says
+    it (the gate's "lower --confidence" named no number, with three classes to weigh)."""
+    reached = [v.get("reachable_confidence", v.get("confidence")) for v in short]
+    if not reached or not all(isinstance(r, (int, float)) for r in reached):
+        return "lower --confidence"
+    to = math.floor(min(reached) * 100) / 100
+    return f"lower --confidence to {to:g}" if to >= 0.5 else "lower --confidence"
+
+
+def _raise_budget(short: list[dict], config: PruneConfig, ceiling: bool) -> str:
+    """"raise --max-fn-increase to 4": where each short class is at its split's ceiling, the budget that backs every one of
+    them at the confidence asked (known from the counts alone); else the flag without a number."""
+    from toolchain.promise import confidence_ceiling
+
+    if not ceiling:
+        return "raise --max-fn-increase"
+    needed = []
+    for v in short:
+        n, dense_fn = v.get("n"), v.get("dense_fn")
+        if not (isinstance(n, int) and isinstance(dense_fn, int)):
+            return "raise --max-fn-increase"
+        budget = next((b for b in range(int(config.max_fn_increase) + 1, n + 1)
+                       if confidence_ceiling(n, dense_fn, b) >= config.confidence), None)
+        if budget is None:
+            return "raise --max-fn-increase"
+        needed.append(budget)
+    return f"raise --max-fn-increase to {max(needed)}" if needed else "raise --max-fn-increase"
+
+
 def failed_budget(binds: str | None) -> str:
     """The budget a run that kept none failed, as "the run did not ..." ends."""
     return "stay within the accuracy budget on validation" if binds == "accuracy" else "keep the FN promise on validation"
@@ -262,10 +293,11 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         # does on this split: no offset can catch what the dense model misses (c = 0). A larger split, on which the dense
         # model misses some, lets an offset buy confidence by catching them (docs/FN_PROMISE.md)
         ceiling = bool(short) and all(v.get("b") == 0 and v.get("dense_fn") == 0 for v in short)
-        more = ["lower --confidence"] + (["raise --max-fn-increase"] if config.max_fn_increase < 1e6 else [])
+        named = ", ".join(f"class {k}" for k, v in per_class.items() if not promise_kept(v))  # "the class" named none of 3
+        more = [_lower_confidence(short)] + ([_raise_budget(short, config, ceiling)] if config.max_fn_increase < 1e6 else [])
         if ceiling:
             more.append("give more validation data (where the dense model misses some, an offset can catch them)")
-            which = "the class" if len(short) == 1 else "these classes"
+            which = named or "the class"
             why = (f"the selected round {ticket.round} misses no validation sample of {which} that the dense model catches, and "
                    f"the dense model misses none: the best any ticket does on this split at --max-fn-increase "
                    f"{config.max_fn_increase:g}; reachable: {reach}; docs/FN_PROMISE.md")
