@@ -851,3 +851,27 @@ def test_reachable_confidence_at_the_floor_itself_where_every_positive_is_caught
     floored = PromiseGuard(y, y, [1], 0, 0.95, floor=0.0).reachable(logits, {1: 0.0}, 0.9)
     free = PromiseGuard(y, y, [1], 0, 0.95).reachable(logits, {1: 0.0}, 0.9)
     assert floored[1] is not None and floored[1] < 0.95 and floored[1] == free[1], (floored, free)
+
+
+def test_classes_whose_exchange_the_offsets_hid_are_said_to_compete():
+    """4 of scc's validation samples went to bcc at the model's own decisions; bcc's offset of -2.59 took them back, and
+    the caveat looked only at the shipped point's confusion: none said (a dermatology user's finding)."""
+    from types import SimpleNamespace
+
+    from toolchain.prune.tickets import promise_section
+
+    entry = {"n": 100, "n_new": 100, "fn": 5, "dense_fn": 5, "b": 1, "c": 1, "confidence": 0.94, "confidence_target": 0.9,
+             "budget": 1, "margin_fn": 1, "fp": 3, "fp_plain": 1}
+    apart = [[380, 10, 10], [5, 95, 0], [5, 0, 95]]
+    exchanged = [[380, 10, 10], [5, 95, 0], [5, 4, 91]]
+
+    def section(raw):
+        ticket = SimpleNamespace(val={"promise": {"1": entry, "2": entry}, "accuracy": 0.97, "confusion": apart}, round=1,
+                                 val_raw={"confusion": raw})
+        return promise_section(SimpleNamespace(budget_met=True, dense={"val": {"accuracy": 0.98}}), ticket,
+                               SimpleNamespace(max_accuracy_drop=0.01, confidence=0.9, max_fn_increase=1))
+
+    hidden = section(exchanged)
+    assert "at the model's own decisions, before the offsets moved them apart (0 of class 1's went to class 2 and 4 of " \
+           "class 2's to 1)" in hidden["competing"], hidden.get("competing")
+    assert "competing" not in section(apart)

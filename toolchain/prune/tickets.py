@@ -170,9 +170,10 @@ def _few_samples(per_class: dict, empty: dict) -> str | None:
             "0.81-0.92 of the time on new data (docs/FN_PROMISE.md); more validation data makes it more reliable, not higher")
 
 
-def _competing(per_class: dict, confusion, protected_part=None) -> str | None:
-    """Protected classes that take validation samples from each other at the shipped point, in words; None where none
-    do. Their guards then pull one boundary two ways, and the draws where both are met are the lucky ones."""
+def _competing(per_class: dict, confusion, protected_part=None, where: str = "at the shipped point") -> str | None:
+    """Protected classes that take validation samples from each other at the shipped point (or, ``where`` says, at the
+    model's own decisions), in words; None where none do. Their guards then pull one boundary two ways, and the draws
+    where both are met are the lucky ones."""
     keys = sorted(int(k) for k in per_class)
     if len(keys) < 2:
         return None
@@ -186,7 +187,7 @@ def _competing(per_class: dict, confusion, protected_part=None) -> str | None:
              for i, k in enumerate(keys) for j in keys[i + 1:] if cell(k, j) or cell(j, k)]
     if not pairs:
         return None
-    return (f"protected classes take validation samples from each other at the shipped point ({'; '.join(pairs)}): each one's "
+    return (f"protected classes take validation samples from each other {where} ({'; '.join(pairs)}): each one's "
             "offset moves the other's misses, and the stated probabilities can be optimistic: in simulations of two such "
             "classes (100 validation samples each, 0.9 asked, about 0.94 stated) the shipped promises held with chance 0.76-0.91 "
             "per class and about 0.70 together on new data (docs/FN_PROMISE.md); more validation data makes them more reliable, "
@@ -309,7 +310,12 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         either = f"{', '.join(more[:-1])} or {more[-1]}" if len(more) > 1 else more[0]
         statement = (f"no ticket keeps the FN promise with confidence {config.confidence:.12g} within the accuracy budget on validation "
                      f"({why}): {either}")
-    said = {"empty": _empty(empty), "few_samples": _few_samples(per_class, empty), "competing": _competing(per_class, ticket.val.get("confusion"), ticket.val.get("confusion_protected"))} if met else {}
+    raw = getattr(ticket, "val_raw", None) or {}
+    # the offsets can move the exchange out of sight (bcc's -2.59 took scc's 4 misses to bcc back): the model's own decisions too
+    competing = (_competing(per_class, ticket.val.get("confusion"), ticket.val.get("confusion_protected"))
+                 or _competing(per_class, raw.get("confusion"), raw.get("confusion_protected"),
+                               "at the model's own decisions, before the offsets moved them apart")) if met else None
+    said = {"empty": _empty(empty), "few_samples": _few_samples(per_class, empty), "competing": competing} if met else {}
     return {"confidence": config.confidence, "max_fn_increase": config.max_fn_increase, "met_on_val": bool(met),
             **{key: words for key, words in said.items() if words},
             "round": ticket.round, "classes": per_class, "statement": statement, "binds": binds,
