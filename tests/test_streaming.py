@@ -1494,3 +1494,15 @@ def test_images_of_another_size_than_a_model_trained_without_resize_are_told_the
                             "--split", "all", "--json", tmp_path / "both.json"], capsys)
     assert code in (0, 1) and "record different preparations" not in err, err
     assert not any("preprocessed otherwise" in n for n in json.loads((tmp_path / "both.json").read_text())["notes"])
+
+
+def test_a_model_trained_with_a_test_folder_is_evaluated_on_every_row_of_it(tmp_path, capsys):
+    """evaluate of a dense model trained with --test judged a seeded 60 of the folder's 402 rows, its pruned.pt all 402:
+    two numbers on other rows, side by side (a dermatology user's finding). train records the folder's rows as compress does."""
+    train, test = image_folder(tmp_path / "train", 40, 16, seed=3), image_folder(tmp_path / "test", 30, 16, seed=4)
+    code, _, err = run_cli(["train", "--arch", "digits-cnn", "--data", train, "--test", test, "--epochs", "1",
+                            "--out", tmp_path / "dense.pt"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", tmp_path / "dense.pt", "--data", test, "-p", "1", "--json", tmp_path / "e.json"], capsys)
+    assert code == 0 and json.loads((tmp_path / "e.json").read_text())["n"] == 30, err
+    assert "every row of test is judged" in err, err

@@ -137,7 +137,13 @@ def train(
         val_logits = predict_logits(model, dataset.x_val)
         score = evaluate_logits(dataset.y_val, val_logits, [0], num_outputs)
         train_accuracy, train_balanced = _train_accuracy(model, dataset)
-        save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": training_record(data, dataset)})
+        record = training_record(data, dataset)
+        if (dataset.held_out_origin or {}).get("test") == "given":  # evaluate's default judges a --test folder whole, as for
+            from toolchain.judged_rows import given_test_record  # a compress run's pruned.pt (the dense model's check judged
+            from toolchain.provenance import rows_sha256  # a seeded 60 of 402 rows, the pruned one's all: not comparable)
+
+            record["test_rows"] = given_test_record(dataset, rows_sha256(*dataset.split("test")))
+        save_checkpoint(out, model, arch, kwargs, dataset.input_shape, extra={"data": record})
     except BaseException as exc:  # the log says how the run ended, and that --out is what it was
         log.record(f"stopped ({describe(exc)}); {one_line(out)} was not written")
         if earlier_log is not None:
