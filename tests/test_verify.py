@@ -1576,3 +1576,25 @@ def test_a_promise_that_says_nothing_or_rests_on_few_samples_is_said():
     assert "the promise says nothing about the class" in notes[0] and len(notes) == 3, notes
     assert notes[2].startswith("the promise's probabilities rest on fewer than 60 samples of a class here (class 5: 40)"), notes
     assert _promise_notes([entry("c.onnx", c5={"n": 60, "budget": 1, "baseline_fn": 3})], names) == []
+
+
+def test_several_classes_promises_are_said_together_too():
+    """A user of five protected classes at 0.8 read each class's probability from verify, and no word that all five hold
+    together with probability at least 0.28 (report.md said it; verify did not)."""
+    from toolchain.report.verify_console import together_of
+
+    promise = {str(k): {"confidence": c} for k, c in zip(range(5), (0.83, 0.96, 0.97, 0.8, 0.71))}
+    assert together_of(promise) == pytest.approx(0.27)
+    assert together_of({"3": {"confidence": 0.9}}) is None and together_of(None) is None
+    assert together_of({"3": {"confidence": 0.5}, "8": {"confidence": 0.4}}) == 0.0
+    assert together_of({"3": {"confidence": "x"}, "8": {}}) is None
+
+
+def test_the_verdict_s_misses_name_each_class():
+    """"missed: class 1 1 of 42" read as a count of counts: the class's name beside its index."""
+    from toolchain.report.verify_console import missed_words
+
+    result = {"class_names": ["akiec", "bcc", "df"], "artifacts": [
+        {"gate": {"checks": [{"class": 1, "fn": 1, "support": 42}, {"class": 2, "fn": 0, "support": 10}]}}]}
+    assert missed_words(result) == "missed: class 1 (bcc) 1 of 42, class 2 (df) 0 of 10"
+    assert missed_words({**result, "class_names": ["0", "1", "2"]}) == "missed: class 1 1 of 42, class 2 0 of 10"

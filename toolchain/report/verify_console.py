@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from toolchain.errors import printable
+from toolchain.promise import together_words
 from toolchain.report.consoles import out_console
 
 __all__ = ["print_verify", "print_verdict", "artifact_wide_reasons", "provenance_lines"]
@@ -109,6 +110,10 @@ def print_verify(result: dict, console: Console | None = None) -> None:
             fp = "" if v.get("fp") is None or v.get("baseline_fp") is None else f"; FP {v['baseline_fp']} -> {v['fp']}"
             console.print(f"{shown_name(art)}: class {k}: FN <= baseline{extra} on new data of {v['n']} such samples with "
                           f"probability {v['confidence']:.3f} (missed here and caught by the baseline {v['b']}, the reverse {v['c']}{fp})")
+    for art in result["artifacts"]:
+        together = together_of(art.get("promise"))
+        if together is not None:  # each class's own was said; a user of five at 0.8 read no word of 0.28 for all
+            console.print(f"{shown_name(art)}: all {len(art['promise'])} classes together: {together_words(together)}", markup=False)
     if any(art.get("promise") for art in result["artifacts"]):
         console.print(PLAIN_COUNTS, markup=False)
     for note in result.get("notes", []):
@@ -144,6 +149,17 @@ def print_verdict(result: dict, console: Console | None = None) -> None:
     console.print(line)
 
 
+def together_of(promise) -> float | None:
+    """The bound on every class's promise holding at once (Bonferroni, as compress's report.md states it), where a file's
+    promise covers two classes or more; None otherwise."""
+    if not isinstance(promise, dict) or len(promise) < 2:
+        return None
+    confidences = [v.get("confidence") for v in promise.values() if isinstance(v, dict)]
+    if len(confidences) != len(promise) or not all(isinstance(c, (int, float)) for c in confidences):
+        return None
+    return max(0.0, 1 - sum(1 - c for c in confidences))
+
+
 def missed_words(result: dict) -> str | None:
     """"missed: class 3 2 of 40", the most any file missed of each protected class (None where nothing was judged)."""
     worst: dict[int, tuple[int, int]] = {}
@@ -155,8 +171,13 @@ def missed_words(result: dict) -> str | None:
     if not worst:
         return None
     several = len(result.get("artifacts") or []) > 1
+    names = result.get("class_names") or []
+
+    def label(k: int) -> str:  # "class 1 1 of 42" read as a count: its name where the data gives one
+        return f"class {k} ({printable(str(names[k]))[:40]})" if 0 <= k < len(names) and str(names[k]) != str(k) else f"class {k}"
+
     return ("missed" + (" (the most of any file)" if several else "") + ": "
-            + ", ".join(f"class {k} {fn:,} of {n:,}" for k, (fn, n) in sorted(worst.items())))
+            + ", ".join(f"{label(k)} {fn:,} of {n:,}" for k, (fn, n) in sorted(worst.items())))
 
 
 def failed_run_caveat(result: dict) -> str | None:

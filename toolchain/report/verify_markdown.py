@@ -7,7 +7,8 @@ import re
 
 from toolchain.errors import one_line, printable
 from toolchain.report.html import code_span
-from toolchain.report.verify_console import artifact_wide_reasons, budget_words, failed_run_caveat, shown_name
+from toolchain.promise import together_words
+from toolchain.report.verify_console import artifact_wide_reasons, budget_words, failed_run_caveat, shown_name, together_of
 
 __all__ = ["render_verify_markdown"]
 
@@ -106,6 +107,10 @@ def render_verify_markdown(result: dict) -> str:
                          f"{v['n']} such samples with probability **{v['confidence']:.3f}** (missed here and caught by the baseline "
                          f"{v['b']}, the reverse {v['c']}"
                          + (f"; FP {v['baseline_fp']} -> {v['fp']}" if v.get("fp") is not None and v.get("baseline_fp") is not None else "") + ")")
+        for art in result["artifacts"]:
+            together = together_of(art.get("promise"))
+            if together is not None:
+                lines.append(f"- {_code(shown_name(art))}, all {len(art['promise'])} classes together: {together_words(together, bold=True)}")
         lines += ["", "The probabilities count these rows as they are: they set no threshold, so none sits at its edge. compress's "
                   "report.md, read from validation where its threshold sits at a sample, counts that sample as missed and reads "
                   "lower on the same counts (docs/FN_PROMISE.md)."]
