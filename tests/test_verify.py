@@ -954,6 +954,10 @@ def test_a_failure_under_the_default_budget_names_the_runs_own(art, capsys, tmp_
     with_budget.write_text(json.dumps({**report, "config": {"max_fn_increase": 1}}))
     res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, expect=1)
     assert any("allowed --max-fn-increase 1" in n for n in res["notes"]), res["notes"]
+    code, out, _ = cli([art["plus1"], "--data", art["data"], "-p", PROT, "--baseline", with_budget, "--quiet"], capsys)
+    lines = out.strip().splitlines()  # --quiet: the way out too, not the FAIL line alone (a reviewer's CI job)
+    assert code == 1 and lines[-1] == "gate: failed" and any(l.startswith("note: the baseline's compress run allowed --max-fn-increase 1")
+                                                            for l in lines), out
     res = run_json(art, capsys, [art["plus1"]], "--baseline", with_budget, "--max-fn-increase", "1", expect=0)
     assert not any("allowed --max-fn-increase" in n for n in res["notes"])
     res = run_json(art, capsys, [art["degraded"]], "--baseline", with_budget, expect=1)  # the run's budget would not turn it

@@ -95,7 +95,7 @@ def verify(
         log_console().print(f"rows: {result['data']['rows']}; {result['data']['preprocessing']}")
         from toolchain.report.verify_console import print_verdict, print_verify
 
-        (print_verdict if quiet else print_verify)(result)  # a failed gate says why, even --quiet
+        print_verdict(result, quiet=True) if quiet else print_verify(result)  # a failed gate says why, even --quiet
     except UserError as exc:
         if inputs is not None:
             _write_error_documents(str(exc), json_out, markdown, junit, inputs, save_rows=save_rows)

@@ -122,12 +122,19 @@ def print_verify(result: dict, console: Console | None = None) -> None:
     print_verdict(result, console)
 
 
-def print_verdict(result: dict, console: Console | None = None) -> None:
+RUN_BUDGET_NOTE = "the baseline's compress run allowed --"  # verify's note where the run's budget would pass a file
+
+
+def print_verdict(result: dict, console: Console | None = None, quiet: bool = False) -> None:
     """The gate's reasons and verdict: the last lines of the table, and all that --quiet prints."""
     console = console or out_console()
     gate = result["gate"]
     for reason in gate["reasons"]:
         console.print(f"FAIL {reason}", markup=False, style="red")
+    if not gate["passed"] and quiet:  # the run's own budget, where it would turn the verdict: --quiet dropped the way out
+        for note in result.get("notes") or []:
+            if note.startswith(RUN_BUDGET_NOTE):
+                console.print(f"note: {note}", markup=False)
     line = Text("gate: ").append("passed" if gate["passed"] else "failed", style="green" if gate["passed"] else "bold red")
     if gate["passed"] and gate.get("fn_budget") is False:
         line.append(", with no FN budget: nothing held the false negatives to one (give --baseline report.json or --max-fnr)")
