@@ -824,6 +824,9 @@ def test_a_probability_from_few_samples_carries_its_caveat_in_its_own_sentence()
     assert "**0.998**" in sentence and "from only 28 validation samples of the class: it can be optimistic" in sentence, few
     many = next(line for line in promise_lines({"met_on_val": True, "classes": {"3": {**entry, "n": 60}}}) if line.startswith("- class 3"))
     assert "from only" not in many
+    failed = next(line for line in promise_lines({"met_on_val": False, "statement": "x", "classes": {"3": entry}})
+                  if line.startswith("- class 3"))
+    assert "it can be optimistic. On validation" in failed and "(below)" not in failed, failed  # a failed run has no such bullet
 
 
 def test_the_lowered_headline_is_said_only_where_the_class_s_own_offset_bought_false_positives_back():

@@ -166,7 +166,7 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
             budget = next((b for b in range(int(config.max_fn_increase) + 1, n + 1)
                            if confidence_ceiling(n, dense_fn, b) >= config.confidence), None)
             if budget is not None:  # what the number gives up, said: "+4" alone read as a harmless tweak
-                fixes.append(f"--max-fn-increase {budget} (up to {budget} more misses than the dense model's on new data of "
+                fixes.append(f"--max-fn-increase {budget} (up to {budget} more miss{'es' if budget != 1 else ''} than the dense model's on new data of "
                              f"{n} such samples)")
             if dense_fn:  # where the dense model misses none, a larger split backs no more (the ceiling holds at any size)
                 fixes.append("more validation data")

@@ -35,7 +35,7 @@ def promise_lines(promise: dict | None) -> list[str]:
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, {model} misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:.12g}; predicted from the validation counts below, "
-            f"docs/FN_PROMISE.md){_few_words(v)}. On validation it misses "
+            f"docs/FN_PROMISE.md){_few_words(v, promise['met_on_val'])}. On validation it misses "
             f"{v['fn']} of {v['n']}, {margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (allowed: the dense model's "
             f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
             f"missed, and of those it misses, {v['c']} {'is' if v['c'] == 1 else 'are'} caught. {cost} on "
@@ -108,13 +108,13 @@ OFFSETS_IN_FILES = ("the offsets above are in every file already, in its classif
                     "where the report gives one): a device decides by the argmax of a file's outputs and adds nothing to them")
 
 
-def _few_words(v: dict) -> str:
+def _few_words(v: dict, said_below: bool = True) -> str:
     """The few-samples caveat inside the sentence that states the probability: a bold 0.998 from 28 samples sat a line
     away from its caveat (a reader quoting the sentence quoted it without)."""
     n = v.get("n")
     if not isinstance(n, int) or n >= SMALL_SPLIT:
         return ""
-    return f", from only {n} validation samples of the class: it can be optimistic (below)"
+    return f", from only {n} validation samples of the class: it can be optimistic{' (below)' if said_below else ''}"  # a failed run has no such bullet
 
 
 def _edge_words(v: dict) -> str:
