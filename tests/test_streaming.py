@@ -694,7 +694,7 @@ def test_a_run_s_test_folder_with_a_class_of_two_images_is_judged_whole_by_defau
     out = tmp_path / "e.json"
     code, _, err = run_cli(["evaluate", tmp_path / "run.pt", "--data", folder, "-p", "1", "--json", out], capsys)
     assert code == 0 and json.loads(out.read_text())["n"] == 8, err
-    assert "every row of imgs is judged (a test split of it cannot be drawn): they are the rows the compress run of" in err, err
+    assert "every row of imgs is judged (a test split of it cannot be drawn): they are the rows " in err and "records as its --test rows" in err, err
     assert json.loads(out.read_text())["rows_sha256"] == record["sha256"]
     for name in ("other.pt", "none.pt"):
         code, _, err = run_cli(["evaluate", tmp_path / name, "--data", folder, "-p", "1"], capsys)
@@ -893,7 +893,7 @@ def test_compress_takes_held_out_folders_and_names_them_in_its_run(tmp_path, cap
     code, out, err = run_cli(["evaluate", tmp_path / "run" / "pruned.pt", "--data", held["test"], "-p", "1", "--json",
                               tmp_path / "pe.json"], capsys)  # and its pruned.pt, evaluated on that folder: the same rows
     assert code == 0 and json.loads((tmp_path / "pe.json").read_text())["rows_sha256"] == report["data"]["test_rows_sha256"], err
-    assert "they are the rows the compress run of" in err, err
+    assert "pruned.pt' records as its --test rows" in err, err
     # as many other images: not the run's --test, so its seeded test split, said as before
     other = image_folder(tmp_path / "other", 30, 16, seed=99)
     code, _, err = run_cli(["verify", tmp_path / "run" / onnx, "--data", other, "-p", "1", "--json", tmp_path / "o.json"], capsys)
@@ -1505,4 +1505,5 @@ def test_a_model_trained_with_a_test_folder_is_evaluated_on_every_row_of_it(tmp_
     assert code == 0, err
     code, _, err = run_cli(["evaluate", tmp_path / "dense.pt", "--data", test, "-p", "1", "--json", tmp_path / "e.json"], capsys)
     assert code == 0 and json.loads((tmp_path / "e.json").read_text())["n"] == 30, err
-    assert "every row of test is judged" in err, err
+    assert "every row of test is judged" in err and "dense.pt' records as its --test rows" in err, err
+    assert "compress run" not in err, err  # train wrote it (evaluate said "the compress run of 'dense.pt'")

@@ -1602,3 +1602,17 @@ def test_the_verdict_s_misses_name_each_class():
         {"gate": {"checks": [{"class": 1, "fn": 1, "support": 42}, {"class": 2, "fn": 0, "support": 10}]}}]}
     assert missed_words(result) == "missed: class 1 (bcc) 1 of 42, class 2 (df) 0 of 10"
     assert missed_words({**result, "class_names": ["0", "1", "2"]}) == "missed: class 1 1 of 42, class 2 0 of 10"
+
+
+def test_the_run_s_accuracy_budget_is_named_only_where_it_is_looser():
+    """A run's stricter --max-accuracy-drop 0.005 was named as the way out of a file failing verify's 0.02 (and --quiet now
+    prints that note): only a looser budget can turn the verdict (a regression reviewer's finding)."""
+    from types import SimpleNamespace
+
+    from toolchain.verify import _baseline_run_notes
+
+    failing = [{"gate": {"passed": False, "accuracy": {"passed": False}, "checks": []}}]
+    request = SimpleNamespace(max_accuracy_drop=None, max_fn_increase=None, max_fnr_increase=None)
+    assert _baseline_run_notes({"run_accuracy_drop": 0.005}, failing, request, 0.02) == []
+    (note,) = _baseline_run_notes({"run_accuracy_drop": 0.05}, failing, request, 0.02)
+    assert note.startswith("the baseline's compress run allowed --max-accuracy-drop 0.05"), note

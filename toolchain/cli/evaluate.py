@@ -80,7 +80,7 @@ def evaluate(
     whole_note = None
     if split == "auto":  # the checkpoint's compress run's --test folder, given again: every row of it, as verify judges it
         record = loaded.extra.get("data") if isinstance(loaded.extra.get("data"), dict) else {}
-        tested = f"the compress run of '{model}' tested it on"
+        tested = f"'{model}' records as its --test rows"  # train's or compress's: a train checkpoint records them too
         if unsplit is not None:
             rows, whole_note = the_run_s_unsplit_rows(unsplit, [record.get("test_rows")], tested)
         else:

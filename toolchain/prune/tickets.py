@@ -210,14 +210,17 @@ def _first_round_loss(result) -> float | None:
     return lost if lost > LOST_IN_RETRAINING else None
 
 
-def _lower_confidence(short: list[dict]) -> str:
+def _lower_confidence(short: list[dict], asked: float) -> str | None:
     """"lower --confidence to 0.77": the most every class short of its promise reaches, as the warning before the run says
-    it (the gate's "lower --confidence" named no number, with three classes to weigh)."""
+    it (the gate's "lower --confidence" named no number, with three classes to weigh); None where no confidence the flag
+    takes (0.5 and up) would reach it."""
     reached = [v.get("reachable_confidence", v.get("confidence")) for v in short]
     if not reached or not all(isinstance(r, (int, float)) for r in reached):
         return "lower --confidence"
     to = math.floor(min(reached) * 100) / 100
-    return f"lower --confidence to {to:g}" if to >= 0.5 else "lower --confidence"
+    if to < 0.5:  # below the flag's range: no lower confidence helps
+        return None
+    return f"lower --confidence to {to:g}" if to < asked else "lower --confidence"
 
 
 def _raise_budget(short: list[dict], config: PruneConfig, ceiling: bool) -> str:
@@ -232,7 +235,7 @@ def _raise_budget(short: list[dict], config: PruneConfig, ceiling: bool) -> str:
         n, dense_fn = v.get("n"), v.get("dense_fn")
         if not (isinstance(n, int) and isinstance(dense_fn, int)):
             return "raise --max-fn-increase"
-        budget = next((b for b in range(int(config.max_fn_increase) + 1, n + 1)
+        budget = next((b for b in range(int(config.max_fn_increase) + 1, n)  # n and up: every sample may be missed, no promise
                        if confidence_ceiling(n, dense_fn, b) >= config.confidence), None)
         if budget is None:
             return "raise --max-fn-increase"
@@ -293,14 +296,21 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
         # agreeing on every validation sample of the class, where the dense model misses none, is the best any ticket
         # does on this split: no offset can catch what the dense model misses (c = 0). A larger split, on which the dense
         # model misses some, lets an offset buy confidence by catching them (docs/FN_PROMISE.md)
-        ceiling = bool(short) and all(v.get("b") == 0 and v.get("dense_fn") == 0 for v in short)
+        # at the split's ceiling: missing none the dense model catches and catching every one it misses (c = its misses),
+        # no offset or retraining does better; a class the dense model misses some of (scc: 4 of 14) is one too
+        ceiling = bool(short) and all(v.get("b") == 0 and v.get("c") == v.get("dense_fn") for v in short)
         named = ", ".join(f"class {k}" for k, v in per_class.items() if not promise_kept(v))  # "the class" named none of 3
-        more = [_lower_confidence(short)] + ([_raise_budget(short, config, ceiling)] if config.max_fn_increase < 1e6 else [])
+        more = [_lower_confidence(short, config.confidence)] + (
+            [_raise_budget(short, config, ceiling)] if config.max_fn_increase < 1e6 else [])
+        more = [m for m in more if m]
         if ceiling:
-            more.append("give more validation data (where the dense model misses some, an offset can catch them)")
+            none_missed = all(v.get("dense_fn") == 0 for v in short)
+            more.append("give more validation data (where the dense model misses some, an offset can catch them)" if none_missed
+                        else "give more validation data")
             which = named or "the class"
+            caught = ("the dense model misses none" if none_missed else "it catches every one the dense model misses")
             why = (f"the selected round {ticket.round} misses no validation sample of {which} that the dense model catches, and "
-                   f"the dense model misses none: the best any ticket does on this split at --max-fn-increase "
+                   f"{caught}: the best any ticket does on this split at --max-fn-increase "
                    f"{config.max_fn_increase:g}; reachable: {reach}; docs/FN_PROMISE.md")
         else:
             more += (["raise --keep-params"] if config.keep_params < 1 else []) + ["give more validation data"]

@@ -35,7 +35,7 @@ def promise_lines(promise: dict | None) -> list[str]:
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, {model} misses at most the dense model's "
             f"number{budget} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:.12g}; predicted from the validation counts below, "
-            f"docs/FN_PROMISE.md){_few_words(v, promise['met_on_val'])}. On validation it misses "
+            f"docs/FN_PROMISE.md){_few_words(v, bool(promise.get('few_samples')))}. On validation it misses "
             f"{v['fn']} of {v['n']}, {margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (allowed: the dense model's "
             f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
             f"missed, and of those it misses, {v['c']} {'is' if v['c'] == 1 else 'are'} caught. {cost} on "
