@@ -21,7 +21,7 @@ def evaluate(
     arch_kwargs: Optional[str] = ArchKwargsOpt,
     trust_model: bool = TrustOpt,
     split: str = typer.Option("auto", help="auto, train, val, test or all (auto: every row of an x/y .npz, or of the --test folder or file the "
-                                           "checkpoint's compress run recorded, else test, as verify; verify narrows an .npz its files were split from "
+                                           "checkpoint records (its train or compress run's), else test, as verify; verify narrows an .npz its files were split from "
                                            "to that test split)."),
     label_column: Optional[str] = LabelColumnOpt,
     seed: int = seed_option("Seed of the train/val/test split when the data has none."),

@@ -23,7 +23,7 @@ def verify(
     data: str = typer.Option(..., "--data", "-d", help="A .npz (x, y: every row; or given splits: test), digits, a .csv, an idx or ImageFolder folder.",
                              callback=stripped_data),
     protect_class: List[str] = typer.Option(..., "--protect-class", "-p", metavar="CLASS", help="Class name (or index, where no class has that name) whose false negatives matter (repeatable)."),
-    baseline: Optional[Path] = typer.Option(None, help="cwtool compress report.json (its baseline.test), an export folder's export.json, an earlier verify JSON, or an evaluate JSON."),
+    baseline: Optional[Path] = typer.Option(None, help="cwtool compress report.json (its baseline.test), an export folder's export.json, an earlier verify JSON, or an evaluate JSON (one of a compress run that recommended no file fails every file)."),
     max_fn_increase: Optional[int] = typer.Option(None, help="FN budget per protected class over the baseline (default 0 with a baseline)."),
     max_fnr_increase: Optional[float] = typer.Option(None, help="FN budget as a fraction of the class's samples (instead of --max-fn-increase)."),
     max_fnr: Optional[float] = typer.Option(None, help="Absolute FNR ceiling per protected class (works without a baseline)."),
@@ -43,10 +43,10 @@ def verify(
     allow_other_data: bool = typer.Option(False, "--allow-other-data", help="Compare with a baseline measured on other rows (by FN rate, unpaired; said so in every output)."),
     save_rows: Optional[Path] = typer.Option(None, "--save-rows", help="Also write the rows judged as an x/y .npz with their class names: "
                                              "a device's verify --data FILE judges the very same rows, with numpy and one runtime."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal: the verdict alone (with a failure's reasons)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal: the verdict alone (a failure's reasons and the run's own budget where it would pass; a pass's misses)."),
     image_options: ImageOptions = None,
 ) -> int:
-    """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken."""
+    """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken, or when the baseline is a compress run that recommended no file."""
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.io import json_text, write_named_output
     from toolchain.output_paths import check_output_file
