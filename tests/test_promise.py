@@ -324,9 +324,9 @@ def test_the_report_states_the_promise(trained_digits, tmp_path, capsys):
 
 
 def test_a_share_of_new_samples_is_not_rounded_away():
-    from toolchain.prune.tickets import _percent
+    from toolchain.promise import percent_words
 
-    assert [_percent(s) for s in (1 / 40, 1 / 5, 1 / 3, 0.5)] == ["2.5%", "20%", "33.3%", "50%"]
+    assert [percent_words(s) for s in (1 / 40, 1 / 5, 1 / 3, 0.5)] == ["2.5%", "20%", "33.3%", "50%"]
 
 
 @pytest.mark.parametrize("negative_flips, offset, fn", [
@@ -907,3 +907,19 @@ def test_a_failing_promise_s_numbers_are_ones_that_help():
     assert "raise --max-fn-increase to" not in tiny and "lower --confidence" not in tiny, tiny  # 3 of 3 allowed: no promise
     above = statement({"1": entry(40, 2, 0.97, b=1)}, confidence=0.9)
     assert "lower --confidence to" not in above, above
+
+
+def test_a_budget_s_share_of_the_new_samples_is_said_in_report_md():
+    """+2 of df's 10 validation samples is a fifth of the class: report.json's statement said "(20% of them)", report.md
+    did not (a dermatology user's finding)."""
+    from toolchain.report.promise_words import promise_lines
+
+    entry = {"n": 10, "n_new": 10, "fn": 2, "dense_fn": 0, "b": 2, "c": 0, "confidence": 0.9, "confidence_target": 0.8,
+             "budget": 2, "margin_fn": 0, "fp": 0, "fp_plain": 0}
+    line = next(l for l in promise_lines({"met_on_val": True, "classes": {"5": entry}}) if l.startswith("- class 5"))
+    assert "misses at most the dense model's number + 2 (20% of them) with probability" in line, line
+    plain = next(l for l in promise_lines({"met_on_val": True, "classes": {"5": {**entry, "budget": 0}}}) if l.startswith("- class 5"))
+    assert "of them)" not in plain
+    third = next(l for l in promise_lines({"met_on_val": True, "classes": {"5": {**entry, "budget": 1, "n_new": 40}}})
+                 if l.startswith("- class 5"))
+    assert "+ 1 (2.5% of them)" in third, third

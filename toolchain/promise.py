@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling", "empty_promise", "together_words"]
+__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling", "empty_promise", "together_words", "percent_words"]
 
 PRIOR = 0.5  # Jeffreys: half a pseudo-count per cell
 # Below this many validation samples of a class, the confidence averaged over shipped validation draws fell to 0.81-0.92
@@ -44,6 +44,11 @@ def empty_promise(n: int, reference_fn: int, budget: int, n_new: int | None = No
     if n and reference_fn >= n:
         return f"{reference} misses all {n} samples of the class here: missing no more than it is no protection"
     return None
+
+
+def percent_words(share: float) -> str:
+    """A share in words that does not round 1 of 40 (2.5%) to 2%: whole percents where they are exact enough."""
+    return f"{share:.0%}" if abs(share * 100 - round(share * 100)) < 0.05 else f"{share:.1%}"
 
 
 def together_words(together: float, bold: bool = False) -> str:

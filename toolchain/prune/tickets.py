@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from toolchain.config import PruneConfig
-from toolchain.promise import SMALL_SPLIT, empty_promise, together_words
+from toolchain.promise import SMALL_SPLIT, empty_promise, percent_words, together_words
 
 Survivors = dict[str, list[int]]  # group key -> original channel indices still present
 
@@ -143,11 +143,6 @@ def _budgets_left(ticket, result, config: PruneConfig) -> str:
     return f"{' and '.join(said)} on validation" if said else "the budget on validation"
 
 
-def _percent(share: float) -> str:
-    """A share in words that does not round 1 of 40 (2.5%) to 2%: whole percents where they are exact enough."""
-    return f"{share:.0%}" if abs(share * 100 - round(share * 100)) < 0.05 else f"{share:.1%}"
-
-
 def _empty(why: dict) -> str | None:
     """The classes whose promise says nothing (``why``: class -> empty_promise's reason or None), in words; None where
     every one says something."""
@@ -258,7 +253,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     empty = {k: empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new")) for k, v in per_class.items()}
     for k, v in per_class.items():
         extra = f" + {v['budget']}" if v["budget"] else ""
-        share = f" ({_percent(v['budget'] / v['n_new'])} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
+        share = f" ({percent_words(v['budget'] / v['n_new'])} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
         allowed = f"the {v['dense_fn'] + v['budget']} allowed (the dense model's {v['dense_fn']}{extra})" if v["budget"] else "the dense model's"
         vacuous = f" ({empty[k]}: it promises nothing about this class)" if empty[k] else ""
         price = v["fp"] - v["fp_plain"]
