@@ -7,7 +7,6 @@ nothing behind, and the stages after it (toolchain.pipeline) start from what the
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,10 +90,7 @@ def check_compress_inputs(request, config: PruneConfig, export: ExportSettings |
         check_batch_shares(loaded.module, config.batch_size, group.world if group else 1)
     unfollowed = check_before_pruning(loaded.module, dataset.input_shape, protected,  # the channel groups to keep whole
                                       channels=config.granularity != "weight")
-    check_export_inputs(export, dataset)
-    from toolchain.export.calibration_rows import calibration_set_notes
-
-    late_notes = calibration_set_notes(export, dataset, protected)  # said with the other notes, below
+    late_notes = check_export_inputs(export, dataset, protected)  # a given calibration set's: said with the other notes, below
     if request.resume and config.granularity == "weight":
         raise UserError("--resume finishes channel-granularity runs: start a --granularity weight run over, with another --out or "
                         "after removing its run directory")
@@ -154,7 +150,7 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
     """A warning for each protected class whose promise no model can back on this validation split, said before any
     retraining: a run on 9 validation samples at --max-fn-increase 1 --confidence 0.8 pruned, retrained, exported and
     timed every file, then failed ("reachable: 0.702"), a number known from the split alone (a new user's finding)."""
-    from toolchain.promise import confidence_ceiling
+    from toolchain.promise import budget_backing, confidence_ceiling, confidence_to_ask
 
     lines = []
     for k in protected:
@@ -162,9 +158,9 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
         n, dense_fn = int(positives.sum()), int(np.sum(val_logits[positives].argmax(1) != k))
         ceiling = confidence_ceiling(n, dense_fn, int(config.max_fn_increase))
         if ceiling < config.confidence:
-            fixes = [f"--confidence {math.floor(ceiling * 100) / 100:g}"] if ceiling >= 0.5 else []  # its floor is 0.5
-            budget = next((b for b in range(int(config.max_fn_increase) + 1, n + 1)
-                           if confidence_ceiling(n, dense_fn, b) >= config.confidence), None)
+            to = confidence_to_ask(ceiling)  # None under the flag's floor of 0.5
+            fixes = [f"--confidence {to:g}"] if to is not None else []
+            budget = budget_backing(n, dense_fn, config.confidence, config.max_fn_increase, n + 1)
             if budget is not None:  # what the number gives up, said: "+4" alone read as a harmless tweak
                 fixes.append(f"--max-fn-increase {budget} (up to {budget} more miss{'es' if budget != 1 else ''} than the dense model's on new data of "
                              f"{n} such samples)")

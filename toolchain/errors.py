@@ -23,6 +23,12 @@ def one_line(text) -> str:
     return printable(str(text).replace("\r", "\\r").replace("\n", "\\n").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
+def listed(texts, most: int) -> str:
+    """The first ``most`` of ``texts``, comma-separated, then "and N more": a line, not 3,000 names."""
+    texts = list(texts)
+    return ", ".join(texts[:most]) + (f" and {len(texts) - most:,} more" if len(texts) > most else "")
+
+
 def unprintable_in(text) -> str | None:
     """The first character of ``text`` that would break or hijack the line it is printed in -- a control character
     (tab and line feed too), a line or paragraph separator, a bidirectional override -- shown escaped; None when there is none."""

@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from toolchain.errors import UserError
+from toolchain.errors import UserError, listed
 from toolchain.intervals import clopper_pearson, mcnemar_exact, paired_change_ci
 
 __all__ = ["DEFAULT_MAX_ACCURACY_DROP", "GATE_MODES", "class_label", "collapse_check", "fn_gate", "paired_counts"]
@@ -97,7 +97,7 @@ def _condense(reasons: list[str]) -> list[str]:
         return reasons
     classes = [r.split()[1] for r in fell]
     rest = [r for r in reasons if "recall fell" not in r]
-    named = ", ".join(classes[:20]) + (f" and {len(classes) - 20:,} more" if len(classes) > 20 else "")  # a line, not 3,000 names
+    named = listed(classes, 20)
     return rest + [f"recall fell to about 0 for {len(classes):,} classes: {named} (the baseline's was not)"]
 
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 import numpy as np
 
-__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling", "empty_promise", "together_words", "percent_words"]
+__all__ = ["PRIOR", "promise_confidence", "disagreements", "confidence_ceiling", "empty_promise", "together_words", "percent_words",
+           "share_words", "together_bound", "confidence_to_ask", "budget_backing"]
 
 PRIOR = 0.5  # Jeffreys: half a pseudo-count per cell
 # Below this many validation samples of a class, the confidence averaged over shipped validation draws fell to 0.81-0.92
@@ -49,6 +50,31 @@ def empty_promise(n: int, reference_fn: int, budget: int, n_new: int | None = No
 def percent_words(share: float) -> str:
     """A share in words that does not round 1 of 40 (2.5%) to 2%: whole percents where they are exact enough."""
     return f"{share:.0%}" if abs(share * 100 - round(share * 100)) < 0.05 else f"{share:.1%}"
+
+
+def share_words(budget, n_new) -> str:
+    """" (20% of them)": what a budget allows of the new samples (+2 of 10 read small); empty for no budget."""
+    if not (isinstance(budget, int) and isinstance(n_new, int) and budget > 0 and n_new > 0):
+        return ""
+    return f" ({percent_words(budget / n_new)} of them)"
+
+
+def together_bound(confidences) -> float:
+    """The chance that every class's promise holds at once, at least (Bonferroni: 1 - the sum of the shortfalls, no
+    independence assumed); 0 where they add up to 1 or more."""
+    return max(0.0, 1 - sum(1 - c for c in confidences))
+
+
+def confidence_to_ask(reached: float) -> float | None:
+    """The --confidence to give where ``reached`` is the most a split backs: cut to two decimals; None below the flag's 0.5."""
+    to = math.floor(reached * 100) / 100
+    return to if to >= 0.5 else None
+
+
+def budget_backing(n: int, dense_fn: int, confidence: float, above: int, below: int) -> int | None:
+    """The smallest --max-fn-increase over ``above`` and under ``below`` at which a split of ``n`` samples of a class the
+    dense model misses ``dense_fn`` of can back ``confidence`` (its ceiling); None where none can."""
+    return next((b for b in range(int(above) + 1, below) if confidence_ceiling(n, dense_fn, b) >= confidence), None)
 
 
 def together_words(together: float, bold: bool = False) -> str:

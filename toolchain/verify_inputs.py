@@ -74,10 +74,10 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
 
     widened, whole_note = rows, None
     tested = "the files' compress run tested them on"
+    recorded = [recorded_value(runner, "test_rows") for _, runner, _ in opened]  # their run's --test rows, where recorded
     if unsplit is not None:
         try:
-            rows, whole_note = the_run_s_unsplit_rows(unsplit, [recorded_value(runner, "test_rows") for _, runner, _ in opened],
-                                                      tested)
+            rows, whole_note = the_run_s_unsplit_rows(unsplit, recorded, tested)
         except UserError as exc:  # a file without its sidecar cannot show it was tested on these rows: said, as for any refusal
             hint = no_sidecar_hint(opened, req.data)
             if not hint:
@@ -85,8 +85,7 @@ def load_verify_rows(req, base_n: int | None) -> VerifyRows:
             raise UserError(f"{exc}{hint}") from exc
         widened = rows
     elif req.split == "auto" and base_n is None:  # no baseline's rows to follow: the files' record of their run's --test
-        widened, whole_note = the_run_s_test_rows(rows, [recorded_value(runner, "test_rows") for _, runner, _ in opened],
-                                                  lambda: load("all", req.seed), tested)
+        widened, whole_note = the_run_s_test_rows(rows, recorded, lambda: load("all", req.seed), tested)
     judged, said = rows_not_fitted(req, base_n, widened, opened, load)
     return VerifyRows(rows=judged, opened=opened, prepared=prepared, said=([whole_note] if whole_note else []) + said,
                       narrowed=judged is not rows)

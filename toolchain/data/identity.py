@@ -18,7 +18,7 @@ import numpy as np
 
 from toolchain.data.dataset import Dataset
 from toolchain.data.samples import batches
-from toolchain.errors import UserError, one_line
+from toolchain.errors import UserError, listed, one_line
 
 __all__ = ["row_fingerprints", "training_record", "seen_rows", "check_unseen", "check_preprocessing", "preprocessing_record"]
 
@@ -203,7 +203,7 @@ def column_differences(recorded, here) -> str | None:
     these, those = set(this), set(there)  # up to a million names: looked up, not rebuilt per column
     missing = [c for c in there if c not in these]
     new = [c for c in this if c not in those]
-    shown = lambda cols: ", ".join(f"'{one_line(c)[:40]}'" for c in cols[:3]) + (f" and {len(cols) - 3:,} more" if len(cols) > 3 else "")
+    shown = lambda cols: listed((f"'{one_line(c)[:40]}'" for c in cols), 3)
     return "; ".join(part for part in (f"missing here: {shown(missing)}" if missing else "",
                                        f"new here: {shown(new)}" if new else "",
                                        "" if missing or new else "the same names, some repeated otherwise") if part)

@@ -45,17 +45,13 @@ def check_unseen_test(x: np.ndarray, dataset, shown: str) -> None:
                         "used to calibrate: give rows of the train split (cwtool calibrate draws them, with the --seed of this command)")
 
 
-def calibration_set_notes(export, dataset, protected: list[int]) -> list[str]:
-    """What a given calibration set's rows and recipe say of this run, as notes: a set drawn for other protected classes
-    (its share of their rows favours their ranges), and rows of the validation split, which also chooses the int8 files'
-    offsets (a reviewer found both used without a word). Nothing for a set cwtool draws itself."""
-    if export is None or not export.artifacts or not export.calibration_file:
-        return []
+def calibration_set_notes(x: np.ndarray, meta: dict, shown: str, dataset, protected: list[int]) -> list[str]:
+    """What a given calibration set's rows ``x`` and recipe ``meta`` say of this run, as notes: a set drawn for other
+    protected classes (its share of their rows favours their ranges), and rows of the validation split, which also chooses
+    the int8 files' offsets (a reviewer found both used without a word)."""
     from toolchain.data.samples import batches
-    from toolchain.quantize.calibration import load_calibration
 
-    x, meta = load_calibration(export.calibration_file)
-    which = f"--calibration {export.calibration_name or export.calibration_file}"
+    which = f"--calibration {shown}"
     notes = []
     drawn_for = meta.get("protected") if isinstance(meta, dict) else None
     if isinstance(drawn_for, list) and drawn_for and all(isinstance(k, int) and not isinstance(k, bool) for k in drawn_for) \

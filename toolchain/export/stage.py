@@ -15,7 +15,7 @@ import numpy as np
 
 from toolchain.errors import InputCountError, UserError
 from toolchain.export import ExportJob, export_backend
-from toolchain.export.calibration_rows import calibration_rows, check_unseen_test, feature_scale_spread
+from toolchain.export.calibration_rows import calibration_rows, calibration_set_notes, check_unseen_test, feature_scale_spread
 from toolchain.gate import class_label
 from toolchain.judged_rows import given_test_record
 from toolchain.metrics import evaluate_logits, nonfinite_rows
@@ -132,11 +132,13 @@ def export_settings(options) -> ExportSettings:
                           time_runs=options.time_runs)
 
 
-def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str = " (or --skip-export)") -> None:
+def check_export_inputs(export: ExportSettings | None, dataset, protected: list[int], skip_hint: str = " (or --skip-export)") -> list[str]:
     """Export settings that cannot work for this data are bad input: said before minutes of pruning or
-    converting, not after (the layout, a calibration file's rows, the converters installed)."""
+    converting, not after (the layout, a calibration file's rows, the converters installed). Returns the notes a given
+    calibration set calls for (calibration_set_notes), read from it here once."""
+    notes: list[str] = []
     if export is None or not export.artifacts:
-        return
+        return notes
     if export.layout == "NHWC" and len(dataset.input_shape) != 3 and not export.target:  # a target's layout is for images
         raise UserError(f"NHWC layout needs image data (C, H, W); these samples have shape {dataset.input_shape}: use --layout NCHW")
     if export.calibration_file:
@@ -155,6 +157,7 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
             raise UserError(f"--calibration {which} holds images prepared otherwise than this data's ({found[0]}): give a set "
                             f"made with this data's preprocessing (cwtool calibrate with {preprocessing_flags(here)})")
         check_unseen_test(x, dataset, f"'{export.calibration_name or export.calibration_file}'")
+        notes = calibration_set_notes(x, meta, str(export.calibration_name or export.calibration_file), dataset, protected)
     import importlib.util
 
     for fmt in sorted({fmt for fmt, _ in export.artifacts}):
@@ -168,6 +171,7 @@ def check_export_inputs(export: ExportSettings | None, dataset, skip_hint: str =
             interpreter_class()
         except UserError as exc:
             raise UserError(f"re-checking the TFLite files needs a LiteRT interpreter: {exc}{skip_hint}") from exc
+    return notes
 
 
 def _shape(shape) -> str:

@@ -110,10 +110,7 @@ def _inputs(request: ExportRequest, settings, log):
         absent = [k for k in protected if not np.any(dataset.split(split)[1] == k)]
         if absent:
             raise UserError(f"the {split} split has no samples of protected class {absent[0]}: {why}; give data that has them")
-    check_export_inputs(settings, dataset, skip_hint="")
-    from toolchain.export.calibration_rows import calibration_set_notes
-
-    for line in calibration_set_notes(settings, dataset, protected):
+    for line in check_export_inputs(settings, dataset, protected, skip_hint=""):  # a given calibration set's notes
         log(line)
     alike = check_model_fits_data(loaded, dataset, request.model, refuse_unseen=False, note=log)  # unseen: the numbers would overstate
     problem = detection_problem(val_logits, dataset.y_val, protected, names, recorded_alike=alike)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from toolchain.errors import UserError, describe
+from toolchain.errors import UserError, describe, listed
 from toolchain.input_paths import absent
 from toolchain.models import registry
 
@@ -68,7 +68,7 @@ def _classes_hint(module, attr: str) -> str:
     except Exception:  # noqa: BLE001 - the user's code raised while listed: the plain message
         return ""
     close = difflib.get_close_matches(attr, classes, n=1) if len(classes) <= 5_000 else []
-    shown = ", ".join(classes[:12]) + (f" and {len(classes) - 12:,} more" if len(classes) > 12 else "")
+    shown = listed(classes, 12)
     return (f" (did you mean {close[0]}?)" if close else "") + (f": it defines {shown}" if classes else ": it defines no class")
 
 

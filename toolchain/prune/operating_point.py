@@ -267,7 +267,8 @@ class PromiseGuard:
                 out[k] = 0.0
                 continue
             deltas = np.array([ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])) if m else ns[0] - _EPS * max(1.0, abs(ns[0])) for m in ends])
-            accuracy = _accuracy_along(apply_offsets(logits, {j: d for j, d in offsets.items() if j != k}), self.y, k, deltas)
+            others = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})  # the other classes' offsets, fixed
+            accuracy = _accuracy_along(others, self.y, k, deltas)
             # only offsets the floor allows (--keep-sensitivity): one below it reached a confidence no shipped point can
             allowed = deltas >= self.floor - 1e-12 if self.floor is not None else np.ones(len(deltas), dtype=bool)
             feasible = np.flatnonzero((accuracy >= min_accuracy - 1e-12) & allowed)
@@ -278,8 +279,7 @@ class PromiseGuard:
             below = np.flatnonzero(deltas <= self.floor + 1e-12) if self.floor is not None else []
             if len(below):  # the floor itself: its positives as at the last point below it, its accuracy its own (a class
                 # caught whole had every point below the floor, and read as accuracy binding, its ceiling unsaid)
-                at_floor = _accuracy_along(apply_offsets(logits, {j: d for j, d in offsets.items() if j != k}), self.y, k,
-                                           np.array([self.floor]))[0]
+                at_floor = _accuracy_along(others, self.y, k, np.array([self.floor]))[0]
                 if at_floor >= min_accuracy - 1e-12:
                     out[k] = self._confidence(k, b[below[-1]], c[below[-1]], len(ns))
         return out

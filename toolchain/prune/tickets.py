@@ -3,13 +3,13 @@ whether it reached the size goal."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from toolchain.config import PruneConfig
-from toolchain.promise import SMALL_SPLIT, empty_promise, percent_words, together_words
+from toolchain.promise import (SMALL_SPLIT, budget_backing, confidence_to_ask, empty_promise, share_words, together_bound,
+                               together_words)
 
 Survivors = dict[str, list[int]]  # group key -> original channel indices still present
 
@@ -212,8 +212,8 @@ def _lower_confidence(short: list[dict], asked: float) -> str | None:
     reached = [v.get("reachable_confidence", v.get("confidence")) for v in short]
     if not reached or not all(isinstance(r, (int, float)) for r in reached):
         return "lower --confidence"
-    to = math.floor(min(reached) * 100) / 100
-    if to < 0.5:  # below the flag's range: no lower confidence helps
+    to = confidence_to_ask(min(reached))
+    if to is None:  # below the flag's range: no lower confidence helps
         return None
     return f"lower --confidence to {to:g}" if to < asked else "lower --confidence"
 
@@ -221,8 +221,6 @@ def _lower_confidence(short: list[dict], asked: float) -> str | None:
 def _raise_budget(short: list[dict], config: PruneConfig, ceiling: bool) -> str:
     """"raise --max-fn-increase to 4": where each short class is at its split's ceiling, the budget that backs every one of
     them at the confidence asked (known from the counts alone); else the flag without a number."""
-    from toolchain.promise import confidence_ceiling
-
     if not ceiling:
         return "raise --max-fn-increase"
     needed = []
@@ -230,8 +228,7 @@ def _raise_budget(short: list[dict], config: PruneConfig, ceiling: bool) -> str:
         n, dense_fn = v.get("n"), v.get("dense_fn")
         if not (isinstance(n, int) and isinstance(dense_fn, int)):
             return "raise --max-fn-increase"
-        budget = next((b for b in range(int(config.max_fn_increase) + 1, n)  # n and up: every sample may be missed, no promise
-                       if confidence_ceiling(n, dense_fn, b) >= config.confidence), None)
+        budget = budget_backing(n, dense_fn, config.confidence, config.max_fn_increase, n)  # n: every sample missed, no promise
         if budget is None:
             return "raise --max-fn-increase"
         needed.append(budget)
@@ -253,7 +250,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
     empty = {k: empty_promise(v.get("n", 0), v["dense_fn"], v["budget"], v.get("n_new")) for k, v in per_class.items()}
     for k, v in per_class.items():
         extra = f" + {v['budget']}" if v["budget"] else ""
-        share = f" ({percent_words(v['budget'] / v['n_new'])} of them)" if v["budget"] and v.get("n_new") else ""  # +1 of 5: a fifth
+        share = share_words(v["budget"], v.get("n_new"))  # +1 of 5: a fifth
         allowed = f"the {v['dense_fn'] + v['budget']} allowed (the dense model's {v['dense_fn']}{extra})" if v["budget"] else "the dense model's"
         vacuous = f" ({empty[k]}: it promises nothing about this class)" if empty[k] else ""
         price = v["fp"] - v["fp_plain"]
@@ -264,7 +261,7 @@ def promise_section(result, ticket, config: PruneConfig) -> dict:
                      f"reserve under {allowed}, {cost}")
     stuck = [k for k, v in per_class.items() if "reachable_confidence" in v and v["reachable_confidence"] is None]
     # each class has its own promise; together they hold at least this often (Bonferroni: no independence assumed)
-    together = max(0.0, 1 - sum(1 - v["confidence"] for v in per_class.values())) if len(per_class) > 1 else None
+    together = together_bound(v["confidence"] for v in per_class.values()) if len(per_class) > 1 else None
     binds = None if met else "accuracy" if all(map(promise_kept, per_class.values())) or stuck else "fn_promise"
     if met:
         statement = "the FN promise is backed on validation: " + "; ".join(words)  # a probability: one test draw may still miss

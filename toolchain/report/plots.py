@@ -17,14 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DENSE, SHIPPED, BUDGET, FP_COLOR, FN_COLOR = "#555555", "#2a7", "#c33", "#e8a33d", "#3b6fb6"
-def caption(name: str, report: dict) -> str:
-    """What a plot shows, for report.html: a failed run's ticket is no shipped one (its legend says so too)."""
-    from toolchain.report.deploy import run_failed
-
-    text = CAPTIONS.get(name, name)
-    return text.replace("the shipped ticket", "the run's ticket (not to ship: the run failed)") if run_failed(report) else text
-
-
+FAILED_TICKET = "the run's ticket (not to ship: the run failed)"  # a failed run's, in rounds.png's legend and caption
 CAPTIONS = {  # what each plot shows, for report.html
     "rounds.png": "Pruning rounds (validation, at each ticket's operating point): FN and FP of each protected class "
                   "against the parameters kept, the FN budget, the dense model and the shipped ticket; accuracy with its budget.",
@@ -32,6 +25,14 @@ CAPTIONS = {  # what each plot shows, for report.html
     "confusion.png": "Where each protected class's test samples went (missed) and which classes were taken for it "
                      "(false alarms), dense model against the compressed one.",
 }
+
+
+def caption(name: str, report: dict) -> str:
+    """What a plot shows, for report.html: a failed run's ticket is no shipped one (its legend says so too)."""
+    from toolchain.report.deploy import run_failed
+
+    text = CAPTIONS.get(name, name)
+    return text.replace("the shipped ticket", FAILED_TICKET) if run_failed(report) else text
 
 
 MAX_COLUMNS = 3  # panels a row: ten protected classes in one row made a figure 50 inches wide, unreadable scaled down
@@ -94,14 +95,14 @@ def _name(report: dict, k: int) -> str:
 
 
 def _rounds(report: dict, folder: Path, plt) -> Path | None:
+    from toolchain.report.deploy import run_failed
+
     rounds = [s for s in report["stages"] if s["stage"] == "prune_round"]
     if not rounds:
         return None
     base = report["baseline"]
-    from toolchain.report.deploy import run_failed
-
     shipped = next((s["round"] for s in report["stages"] if s["stage"] == "shrunk"), None)
-    ticket = "the run's ticket (not to ship: the run failed)" if run_failed(report) else "shipped ticket"
+    ticket = FAILED_TICKET if run_failed(report) else "shipped ticket"
     budget = report["config"].get("max_fn_increase", 0)
     protected = report["protected"]
     # the legends go below the axes: inside, they covered the dense model's markers (the x axis runs from it)

@@ -4,7 +4,7 @@ file's own counts beside the torch model's."""
 
 from __future__ import annotations
 
-from toolchain.promise import SMALL_SPLIT, percent_words, together_words
+from toolchain.promise import SMALL_SPLIT, share_words, together_bound, together_words
 
 __all__ = ["promise_lines", "lowered_lines", "scope_lines", "int8_promise_words", "margin_words", "offset_words", "OFFSETS_IN_FILES"]
 
@@ -34,7 +34,7 @@ def promise_lines(promise: dict | None) -> list[str]:
                 f"At the unguarded point there {more} than here")  # a budget spent buys FP back
         lines.append(
             f"- class {k}: on new data with {v['n_new']} samples of the class, {model} misses at most the dense model's "
-            f"number{budget}{_share_words(v)} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:.12g}; predicted from the validation counts below, "
+            f"number{budget}{share_words(v.get('budget'), v.get('n_new'))} with probability **{v['confidence']:.3f}** (asked: {v['confidence_target']:.12g}; predicted from the validation counts below, "
             f"docs/FN_PROMISE.md){_few_words(v, bool(promise.get('few_samples')))}. On validation it misses "
             f"{v['fn']} of {v['n']}, {margin_words(v['margin_fn'], v['dense_fn'] + v['budget'])} (allowed: the dense model's "
             f"{v['dense_fn']}{budget}); of the samples the dense model catches, {v['b']} {'is' if v['b'] == 1 else 'are'} "
@@ -108,14 +108,6 @@ OFFSETS_IN_FILES = ("the offsets above are in every file already, in its classif
                     "where the report gives one): a device decides by the argmax of a file's outputs and adds nothing to them")
 
 
-def _share_words(v: dict) -> str:
-    """" (20% of them)": what a budget allows of the new samples, as report.json's statement says it (+2 of 10 read small)."""
-    budget, n_new = v.get("budget"), v.get("n_new")
-    if not (isinstance(budget, int) and isinstance(n_new, int) and budget > 0 and n_new > 0):
-        return ""
-    return f" ({percent_words(budget / n_new)} of them)"
-
-
 def _few_words(v: dict, said_below: bool = True) -> str:
     """The few-samples caveat inside the sentence that states the probability: a bold 0.998 from 28 samples sat a line
     away from its caveat (a reader quoting the sentence quoted it without)."""
@@ -173,7 +165,7 @@ def int8_promise_words(stage: dict, report: dict) -> str:
     if not isinstance(own, dict) or not own:
         return ""
     torch_side = (report.get("promise") or {}).get("classes") or {}
-    parts, shortfall = [], 0.0
+    parts = []
     for k, v in own.items():
         if not isinstance(v, dict) or not isinstance(v.get("confidence"), (int, float)) or not isinstance(v.get("fn"), int):
             return ""
@@ -182,7 +174,6 @@ def int8_promise_words(stage: dict, report: dict) -> str:
                   else "")
         n = (torch_side.get(k) or {}).get("n")
         parts.append(f"class {k} misses {v['fn']}{f' of {n}' if isinstance(n, int) else ''} (probability {v['confidence']:.3f}{beside})")
-        shortfall += 1 - v["confidence"]
-    together = f"; {together_words(1 - shortfall)}" if len(own) > 1 else ""
+    together = f"; {together_words(together_bound(v['confidence'] for v in own.values()))}" if len(own) > 1 else ""
     accuracy = f", accuracy {stage['val_accuracy']:.4f}" if isinstance(stage.get("val_accuracy"), (int, float)) else ""
     return f". Its own on validation: {', '.join(parts)}{accuracy}{together}"

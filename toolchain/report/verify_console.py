@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from toolchain.errors import printable
-from toolchain.promise import together_words
+from toolchain.promise import together_bound, together_words
 from toolchain.report.consoles import out_console
 
 __all__ = ["print_verify", "print_verdict", "artifact_wide_reasons", "provenance_lines"]
@@ -164,7 +164,7 @@ def together_of(promise) -> float | None:
     confidences = [v.get("confidence") for v in promise.values() if isinstance(v, dict)]
     if len(confidences) != len(promise) or not all(isinstance(c, (int, float)) for c in confidences):
         return None
-    return max(0.0, 1 - sum(1 - c for c in confidences))
+    return together_bound(confidences)
 
 
 def missed_words(result: dict) -> str | None:
@@ -177,14 +177,12 @@ def missed_words(result: dict) -> str | None:
                 worst[k] = (fn, n)
     if not worst:
         return None
+    from toolchain.gate import class_label
+
     several = len(result.get("artifacts") or []) > 1
-    names = result.get("class_names") or []
-
-    def label(k: int) -> str:  # "class 1 1 of 42" read as a count: its name where the data gives one
-        return f"class {k} ({printable(str(names[k]))[:40]})" if 0 <= k < len(names) and str(names[k]) != str(k) else f"class {k}"
-
-    return ("missed" + (" (the most of any file)" if several else "") + ": "
-            + ", ".join(f"{label(k)} {fn:,} of {n:,}" for k, (fn, n) in sorted(worst.items())))
+    names = [printable(str(n))[:40] for n in result.get("class_names") or []]  # a Text line: no control character in it
+    return ("missed" + (" (the most of any file)" if several else "") + ": "  # "class 1 1 of 42" read as a count: named
+            + ", ".join(f"{class_label(k, names)} {fn:,} of {n:,}" for k, (fn, n) in sorted(worst.items())))
 
 
 def failed_run_caveat(result: dict) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolchain.data.labels import composed
-from toolchain.errors import UserError, one_line
+from toolchain.errors import UserError, listed, one_line
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
 
@@ -89,7 +89,7 @@ def listed_images(class_dirs: list[Path], lookup: dict[str, int], where: str) ->
         files += imgs
         labels += [lookup[d.name]] * len(imgs)
     if empty and len(empty) == len(class_dirs):  # a repository's folder given by mistake: "remove the folder 'cli'" was harmful
-        shown = ", ".join(f"'{one_line(d.name)}'" for d in empty[:5]) + (f" and {len(empty) - 5:,} more" if len(empty) > 5 else "")
+        shown = listed((f"'{one_line(d.name)}'" for d in empty), 5)
         raise UserError(f"{where} is not an ImageFolder: none of its {len(empty):,} sub-folders ({shown}) holds PNG/JPEG images "
                         "directly; give a folder whose sub-folders, one per class, hold the images")
     if empty:
