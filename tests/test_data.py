@@ -740,7 +740,7 @@ def test_image_folder_grayscale_sorted_classes_resized_to_given_size(tmp_path):
     assert ds.preprocessing.note == (
         "ImageFolder, grayscale, resized to 6x5 (bilinear), 8-bit pixels scaled by 1/255; "
         "labels: ant=0, bee=1, cat=2 (folder names, alphabetical; set --class-names to change); "
-        "1 entry of the class folders left out (not a PNG/JPEG file: another format, a folder without images, a link to nothing or back up), such as 'ant/notes.txt'"
+        "1 other entry of the class folders left out (not an image: another file, a folder without images, a link back up), such as 'ant/notes.txt'"
     )
     xa, ya = all_rows(ds)
     assert len(ya) == 15 and np.array_equal(np.bincount(ya), [5, 5, 5])

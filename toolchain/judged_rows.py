@@ -130,7 +130,7 @@ def the_run_s_test_rows(rows: dict, recorded: list, every_row, tested: str) -> t
         return rows, None
     try:
         whole = every_row()
-    except UserError:  # what the seeded read leaves out, the whole read may refuse (a link to nothing): not the run's rows
+    except UserError:  # the whole read refuses what the seeded one did not (a size that --split all cannot take): not the run's rows
         return rows, None
     if not _is_recorded(whole, recorded):
         return rows, None

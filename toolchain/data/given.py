@@ -61,8 +61,8 @@ def _rows(path: str, flag: str, dataset: Dataset) -> tuple[np.ndarray | Samples,
                             f"'{dataset.name}' give an .npz with x and y arrays")
         from toolchain.data.sources.image_folder import image_folder_rows
 
-        x, y, left_out = image_folder_rows(Path(path), pre, tuple(dataset.input_shape[1:]), list(dataset.class_names), flag)
-        return x, y, "images prepared as --data's" + (f"; {left_out}" if left_out else "")
+        x, y, notes = image_folder_rows(Path(path), pre, tuple(dataset.input_shape[1:]), list(dataset.class_names), flag)
+        return x, y, "images prepared as --data's" + (f"; {notes}" if notes else "")
     if Path(path).suffix.lower() == ".csv":
         from toolchain.data.options import reshaped
         from toolchain.data.sources.csv_file import held_out_csv_rows

@@ -4,12 +4,23 @@ with no images) and what is left out (hidden entries, other files). Names only: 
 
 from __future__ import annotations
 
+import errno
+import os
+from collections import Counter
 from pathlib import Path
 
 from toolchain.data.labels import composed
 from toolchain.errors import UserError, listed, one_line
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jfif", ".jpe"}  # .jfif/.jpe: JPEGs as Windows and browsers name them
+
+OTHER_IMAGE_FORMATS = {".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WebP", ".gif": "GIF", ".heic": "HEIC",
+                       ".heif": "HEIF", ".avif": "AVIF", ".jp2": "JPEG 2000", ".dcm": "DICOM"}
+"""Images cwtool does not read, by extension: left out, and said per class (a class trained on a third of its images)."""
+
+LITTER_FOLDERS = {"__MACOSX", "@eaDir"}
+"""Folders tools write beside the images, never a class: a Mac zip's resource forks, a Synology NAS's thumbnails (one in
+every folder; its thumbnails moved into a class would be copies of the class's own images)."""
 
 SPLIT_FOLDERS = {"train": "--data", "val": "--val", "valid": "--val", "validation": "--val", "test": "--test"}
 
@@ -21,12 +32,12 @@ def in_order(p: Path) -> tuple[str, str]:
 
 
 def class_dirs_of(folder: Path, where: str) -> list[Path]:
-    """The class folders of ``folder``, sorted (hidden ones, and the __MACOSX folder of a zip made on a Mac, left out). A
+    """The class folders of ``folder``, sorted (hidden ones, and LITTER_FOLDERS, left out). A
     link among them that leads to no folder (to nothing, or round in a loop) is refused: left out, a whole class would
     vanish from every count."""
     dirs = []
     for p in folder.iterdir():
-        if p.name.startswith(".") or p.name == "__MACOSX":
+        if p.name.startswith(".") or p.name in LITTER_FOLDERS:
             continue
         if p.is_dir():
             dirs.append(p)
@@ -69,15 +80,24 @@ def refuse_split_layout(folder: Path, class_dirs: list[Path]) -> None:
 
 def listed_images(class_dirs: list[Path], lookup: dict[str, int], where: str) -> tuple[list[Path], list[int], list[Path]]:
     """Every image of every class folder, in order, and its label; and the other entries left out (a GIF, a
-    sub-folder, a link to nothing; hidden ones not counted), which the data's note names."""
+    sub-folder; hidden ones and LITTER_FOLDERS not counted), which the data's note names. An entry named like an image
+    that cannot be read as a file (a link to nothing: a git-annex or DVC checkout whose content was never fetched) is
+    refused in every command, whichever split it would have fallen in: left out, a split drawn from the folder would
+    be another than the user's copy with its content gives."""
     files: list[Path] = []
     labels: list[int] = []
     skipped: list[Path] = []
     empty: list[Path] = []
     for d in class_dirs:
         imgs, others = [], []
-        for p in sorted((p for p in d.iterdir() if not p.name.startswith(".")), key=in_order):  # one stat per entry: 20,000 images
-            (imgs if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else others).append(p)
+        for p in sorted((p for p in d.iterdir() if not p.name.startswith(".") and p.name not in LITTER_FOLDERS), key=in_order):
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:  # one stat per image: 20,000 of them
+                others.append(p)
+            elif p.is_file():
+                imgs.append(p)
+            else:
+                raise UserError(f"'{one_line(str(p))}' in {where} is named like an image but is {_not_a_file(p)}: put the image "
+                                "there, or remove the entry")
         skipped += others
         nested = next((p for p in others if p.is_dir() and not _leads_back_up(p, d) and _holds_images(p)), None)
         if nested is not None:  # torchvision reads below the class folders; left out, half a class would vanish from every count
@@ -96,6 +116,36 @@ def listed_images(class_dirs: list[Path], lookup: dict[str, int], where: str) ->
         raise UserError(f"class folder '{one_line(empty[0].name)}' in {where} has no PNG/JPEG images while the others have: add "
                         "images to it or move it out of the folder")
     return files, labels, skipped
+
+
+def _not_a_file(p: Path) -> str:
+    """What an entry named like an image is where it is not a regular file."""
+    if p.is_symlink() and not p.exists():
+        try:
+            os.stat(p)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a loop of links"
+        return "a link to nothing (its content not fetched, or moved)"
+    return "a folder" if p.is_dir() else "not a regular file"
+
+
+def is_other_image(p: Path) -> bool:
+    return p.suffix.lower() in OTHER_IMAGE_FORMATS and not p.is_dir()
+
+
+def other_images_note(skipped: list[Path], files: list[Path], class_dirs: list[Path]) -> str:
+    """The images of formats cwtool does not read among the entries left out, per class: "61 entries left out" hid that a
+    class kept 20 of its 60 images. "" where there are none."""
+    others = [p for p in skipped if is_other_image(p)]
+    if not others:
+        return ""
+    formats = Counter(OTHER_IMAGE_FORMATS[p.suffix.lower()] for p in others)
+    per_class, read = Counter(p.parent for p in others), Counter(f.parent for f in files)
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in formats.most_common())
+    classes = listed((f"'{one_line(d.name)[:60]}' {per_class[d]:,} ({read[d]:,} read)" for d in class_dirs if d in per_class), 6)
+    return (f"{len(others):,} image{'s' if len(others) > 1 else ''} of formats cwtool does not read left out ({kinds}; by class: "
+            f"{classes}): convert them to PNG or JPEG to use them")
 
 
 def _leads_back_up(entry: Path, class_dir: Path) -> bool:

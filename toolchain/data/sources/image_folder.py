@@ -20,8 +20,8 @@ from toolchain.data.images import COLOR_AMONG_GRAY, IMAGENET_MEAN, IMAGENET_STD,
     open_plain, pil_errors, pillow
 from toolchain.data.labels import composed, string_labels
 from toolchain.data.sources import KNOWN_SOURCES
-from toolchain.data.sources.folder_listing import IMAGE_EXTENSIONS, class_dirs_of, listed_images, refuse_names_alike, \
-    refuse_split_layout
+from toolchain.data.sources.folder_listing import IMAGE_EXTENSIONS, class_dirs_of, is_other_image, listed_images, \
+    other_images_note, refuse_names_alike, refuse_split_layout
 from toolchain.data.splits import split_pool
 from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES, check_fits
@@ -31,6 +31,9 @@ __all__ = ["AUTO_NORMALIZE_SIDE", "IMAGE_EXTENSIONS", "load_image_folder"]
 AUTO_NORMALIZE_SIDE = 96
 """--normalize auto: RGB model inputs at least this many pixels on their shorter side get ImageNet's mean/std
 (the models users bring at 96-224 px were trained so); gray and smaller images stay 0..1."""
+
+
+GRAY_MODES = ("L", "LA", "1", "P of grays", "PA of grays")  # gray with alpha is gray: the alpha is dropped
 
 
 def load_image_folder(
@@ -73,8 +76,7 @@ def load_image_folder(
     names, lookup, label_note = string_labels(list(texts.values()), given, where, "folder names, ")
     lookup = {d.name: lookup[texts[d.name]] for d in class_dirs}  # by the folder's own name, as it lists its files
     files, labels, skipped = listed_images(class_dirs, lookup, where)
-    skipped_note = (f"; {len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} of the class folders left out (not a PNG/JPEG "
-                    f"file: another format, a folder without images, a link to nothing or back up), such as '{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
+    skipped_note = "".join(f"; {note}" for note in left_out_notes(skipped, files, class_dirs, folder, " of the class folders"))
     loose = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
                    and p.is_file())
     if loose:  # torchvision reads only the class folders too: said, since a class's images may have been meant
@@ -108,7 +110,7 @@ def load_image_folder(
             )
         steps, size_hw = {}, first
         size_note = f"all {first[0]}x{first[1]}, not resized"
-    is_gray = [m in ("L", "LA", "1", "P of grays", "PA of grays") for m in modes]  # gray with alpha is gray: the alpha is dropped
+    is_gray = [m in GRAY_MODES for m in modes]
     gray = all(is_gray) if color is None else color == "L"
     in_color = [f for f, g in zip(files, is_gray) if not g]
     mixed_note = ""
@@ -120,7 +122,7 @@ def load_image_folder(
         example = f"such as '{one_line(str(in_color[0].relative_to(folder)))[:120]}'"
         mixed_note = f" ({some} in color, {example}; the gray ones read as RGB too)"
         COLOR_AMONG_GRAY.append(f"{some} in {where} in color, {example}")
-    converted = _converted_note(files, modes, turned, animated, folder)
+    converted = "".join(f" ({'; '.join(said)})" for said in [_converted(files, modes, turned, animated, folder)] if said)
     mean, std, norm_note = normalization_for(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     if resize is not None:
@@ -140,7 +142,18 @@ def load_image_folder(
     )
 
 
-def _converted_note(files: list[Path], modes: list[str], turned: list[bool], animated: list[bool], folder: Path) -> str:
+def left_out_notes(skipped: list[Path], files: list[Path], class_dirs: list[Path], folder: Path, of: str = "") -> list[str]:
+    """What the data's note says of the class folders' entries left out: images of formats cwtool does not read, per
+    class, then the other entries (a text file, a folder without images, a link back up)."""
+    rest = [p for p in skipped if not is_other_image(p)]
+    notes = [note for note in [other_images_note(skipped, files, class_dirs)] if note]
+    if rest:
+        notes.append(f"{len(rest):,} other entr{'y' if len(rest) == 1 else 'ies'}{of} left out (not an image: another file, a "
+                     f"folder without images, a link back up), such as '{one_line(str(rest[0].relative_to(folder)))[:120]}'")
+    return notes
+
+
+def _converted(files: list[Path], modes: list[str], turned: list[bool], animated: list[bool], folder: Path) -> list[str]:
     """Images whose pixels are not read as they are stored: an alpha channel dropped (not composited on a background),
     CMYK and palette images converted; counted in the data note, as gray images among color ones are."""
     kinds = {"an alpha channel dropped": ("RGBA", "LA", "PA", "La", "RGBa", "PA of grays"), "CMYK converted": ("CMYK",),
@@ -157,15 +170,15 @@ def _converted_note(files: list[Path], modes: list[str], turned: list[bool], ani
     moving = [f for f, a in zip(files, animated) if a]
     if moving:
         said.append(f"{len(moving):,} animated, their first frame read, such as '{one_line(str(moving[0].relative_to(folder)))[:120]}'")
-    return f" ({'; '.join(said)})" if said else ""
+    return said
 
 
 def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int], class_names: list[str],
                       flag: str) -> tuple[ImageFiles, np.ndarray, str]:
     """Every image of another ImageFolder (--val, --test) prepared exactly as --data's were (``pre``: colour, resize,
     crop, normalization), labelled by --data's class names: the rows a promise rests on get the device's preprocessing.
-    Also a note on the entries left out ("" if none). An entry named like an image that cannot be read as a file is
-    refused: these rows are the gate's, and a git-annex or DVC checkout whose content was never fetched is links to nothing."""
+    Also a note on the entries left out and the images read otherwise than stored (converted, read as gray; "" if
+    none), as --data's note says them."""
     where = f"{flag} '{folder}'"
     class_dirs = class_dirs_of(folder, where)
     if not class_dirs:
@@ -176,15 +189,10 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
         raise UserError(f"{where} has class folder '{unknown[0]}', which is not one of --data's classes "
                         f"({', '.join(class_names[:12])}): name the sub-folders like --data's")
     files, labels, skipped = listed_images(class_dirs, {d.name: class_names.index(shown[d.name]) for d in class_dirs}, where)
-    unreadable = next((p for p in skipped if p.suffix.lower() in IMAGE_EXTENSIONS), None)
-    if unreadable is not None:
-        what = ("a link to nothing (its content not fetched, or moved)" if unreadable.is_symlink() and not unreadable.exists()
-                else "a folder" if unreadable.is_dir() else "not a regular file")
-        raise UserError(f"'{one_line(str(unreadable))}' in {where} is named like an image but is {what}: put the image there, "
-                        "or remove the entry")
-    left_out = (f"{len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} left out (not a PNG/JPEG file), such as "
-                f"'{one_line(str(skipped[0].relative_to(folder)))[:120]}'" if skipped else "")
-    _, sizes, _, _ = _headers(files)
+    modes, sizes, turned, animated = _headers(files)
+    in_color = sum(m not in GRAY_MODES for m in modes)
+    as_gray = [f"{in_color:,} of {len(files):,} images in color read as gray, as --data's are"] if pre.color == "L" and in_color else []
+    notes = "; ".join(as_gray + _converted(files, modes, turned, animated, folder) + left_out_notes(skipped, files, class_dirs, folder))
     transform = ImageTransform(pre.color or "RGB", size_hw, resize=tuple(pre.resize), crop=tuple(pre.crop),
                                mean=tuple(pre.mean), std=tuple(pre.std))
     if pre.resize:
@@ -194,7 +202,7 @@ def image_folder_rows(folder: Path, pre: Preprocessing, size_hw: tuple[int, int]
         if other is not None:
             raise UserError(f"image '{files[other]}' in {where} is {sizes[other][0]}x{sizes[other][1]}, --data's are "
                             f"{size_hw[0]}x{size_hw[1]}: give --data and {flag} the same size, or --image-size to resize both")
-    return ImageFiles(files, transform), np.asarray(labels, dtype=np.int64), left_out
+    return ImageFiles(files, transform), np.asarray(labels, dtype=np.int64), notes
 
 
 def _check_resized(transform: ImageTransform, files: list[Path], sizes: list[tuple[int, int]], why: str) -> None:
