@@ -780,6 +780,16 @@ def test_report_md_says_what_the_promise_covers_and_each_class_s_misses_on_test(
     plain = "\n".join(scope_lines({**report, "stages": [], "gate": {"checks": [{"class": 3, "fn": "x"}]}}))
     assert "int8" not in plain and "on test" not in plain  # no file made; an odd record is left out, never a crash
     assert scope_lines({"promise": None}) == []
+    # where the misses went, in words (confusion.png alone showed it: a reviewer with a screen reader), most first
+    confusion = [[0] * 6 for _ in range(6)]
+    confusion[3] = [1, 0, 0, 38, 0, 1]
+    shrunk = {"stage": "shrunk", "test": {"confusion": confusion}}
+    went = "\n".join(scope_lines({**report, "stages": [shrunk], "class_names": ["a", "b", "c", "d", "e", "**f**"]}))
+    assert "95% interval 0.006 to 0.169; answered as class 0 (a) 1, class 5 (\\*\\*f\\*\\*) 1); the dense model" in went, went
+    confusion[3] = [0, 0, 0, 40, 0, 0]
+    assert "answered as" not in "\n".join(scope_lines({**report, "stages": [shrunk]}))
+    for odd in ("x", [[1]], [None] * 6, {"3": [1]}):
+        assert "answered as" not in "\n".join(scope_lines({**report, "stages": [{"stage": "shrunk", "test": {"confusion": odd}}]}))
 
 
 def test_an_accuracy_floor_below_zero_is_said_as_none():

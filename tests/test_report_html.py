@@ -176,8 +176,33 @@ def test_a_class_name_opens_no_tag_in_a_commonmark_renderer(name):
         assert not re.search(r"<(script|img|iframe|svg|object|a)\b", page), page
         html_page = render_html(markdown, [], "t")
         assert not re.search(r"<(script|img|iframe|svg|object|a)\b", html_page)
-        if "`" not in name:  # cwtool's own page reads backticks as code spans
-            assert "class 3 (" + name + ")" in html.unescape(re.sub(r"<[^>]+>", "", html_page))  # shown as written
+        assert "class 3 (" + name + ")" in html.unescape(re.sub(r"<[^>]+>", "", html_page))  # shown as written
+
+
+_NAMES_WITH_MARKUP = ["**bold** _under_ ~~strike~~", "name with `backticks` and ``double``", "trailing \\", "&amp; co",
+                      "| x |", "a\\<b", "[link](x)", "snake_case_name"]
+
+
+@pytest.mark.parametrize("name", _NAMES_WITH_MARKUP)
+def test_a_class_name_with_markup_reads_as_written_in_both_reports(name):
+    """report.md escaped only '<', '](' and '|' in a class name: a renderer showed '**bold**' bold, '&amp;' as '&' and lost
+    a trailing backslash, and report.html turned backticks into code (a reviewer of the reports)."""
+    from markdown_it import MarkdownIt
+
+    from toolchain.report.export_markdown import render_export_report
+    from toolchain.report.markdown import render_report
+
+    report = made_up_report(fn_after=1, fp_after=1)
+    report["class_names"][3] = name
+    report["gate"]["reasons"] = [f"class 3 ({name}): FN 1 > 0"]
+    exported = render_export_report({**report, "artifacts": [], "budget": report["gate"]["budget"],
+                                     "model": {"path": "m.pt", "kind": "checkpoint", "params": 1, "sha256": "0" * 64},
+                                     "data": {**report["data"], "test_rows_sha256": "1" * 64}})
+    for markdown in (render_report(report), exported):
+        for page in (MarkdownIt("commonmark").enable("table").render(markdown), render_html(markdown, [], "t")):
+            text = html.unescape(re.sub(r"<[^>]+>", "", page))
+            assert f"Protected classes: 3 ({name})" in text and f"class 3 ({name}): FN 1 > 0" in text, page
+            assert "<strong>bold</strong>" not in page and "<del>" not in page and "<code>backticks" not in page
 
 
 @pytest.mark.parametrize("name, shown", [("Shirt", "Shirt"), ("<b>", "3"), ("a\\<b", "3"), ("x`y", "'x`y'"), ("[a](b)", "3")])
@@ -313,3 +338,45 @@ def test_the_gate_line_names_keep_sensitivity_where_the_run_used_it():
     report["config"] = {**report["config"], "keep_sensitivity": True}
     assert ("accuracy drop <= 0.02; `--keep-sensitivity`: no protected class's own offset below 0)"
             in render_report(report, terms=False))
+
+
+def test_long_class_names_keep_the_plots_readable_and_the_page_prints(figures, tmp_path, monkeypatch):
+    """A reviewer with 40-character class names: three rounds.png titles ran into each other, ledger.png's first title was
+    cut at the figure's edge (2,178 px wide, three panels a row), confusion.png's legend covered its bars, a failed run's
+    confusion legend called its model "compressed"; report.html printed its sha256 column off the page, read each plot's
+    caption twice to a screen reader and named no verdict in its title."""
+    from toolchain.report.markdown import render_report
+    from toolchain.report.plots import NAME_CHARS, plot_report
+    from toolchain.report.run_report import write_run_report
+
+    report = made_up_report(fn_after=2, fp_after=1)
+    long = "a melanoma subtype named at length, " * 2
+    report["class_names"] = [f"{long}{i}" for i in range(10)]
+    plot_report(report, tmp_path)
+    renderer = figures["rounds.png"].canvas.get_renderer()
+    for fig in figures.values():
+        for ax in fig.axes:
+            title = ax.title.get_text()
+            assert long not in title and all(len(line) <= 9 * 6.6 for line in title.split("\n")), title
+            extent = ax.title.get_window_extent(renderer)
+            assert extent.x0 >= 0 and extent.x1 <= fig.bbox.width + 1, (title, extent)
+    assert max(len(t.get_text()) for t in figures["confusion.png"].axes[0].get_xticklabels()) <= len("class 5 ()") + 14
+    assert f"({long[:NAME_CHARS - 1].rstrip()}\u2026)" in figures["rounds.png"].axes[0].title.get_text()
+    ax = figures["confusion.png"].axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert all(not legend.overlaps(bar.get_window_extent(renderer)) for bar in _bars(ax) if bar.get_height() > 0)
+    failed = {**made_up_report(fn_after=2), "promise": {"met_on_val": False}}
+    plot_report(failed, tmp_path)
+    labels = [t.get_text() for t in figures["confusion.png"].axes[0].get_legend().get_texts()]
+    assert "run's model (pruned.pt, not to ship)" in labels and "compressed (pruned.pt)" not in labels, labels
+    monkeypatch.undo()  # the plots written this time: the page embeds them
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run_report({**made_up_report(), "run_id": "abc123"}, run)
+    page = (run / "report.html").read_text()
+    assert "<title>cwtool compress report: gate PASSED, run abc123</title>" in page
+    assert "@media print" in page and "overflow-wrap: anywhere" in page
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page)
+    assert alts and not set(alts) & set(captions) and all(a.startswith("plot ") for a in alts), alts
+    assert render_report(report).count(long) >= 1  # the reports give the name whole

@@ -7,14 +7,10 @@ from toolchain.errors import printable
 from toolchain.report.html import code_span, no_raw_html
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
-from toolchain.report.markdown import calibration_words, files_lines, fmt_value, held_out_rows, int8_layers_words, protected_cell, recheck_lines
+from toolchain.report.markdown import calibration_words, files_lines, fmt_value, held_out_rows, int8_layers_words, names_as_text, \
+    protected_cell, protected_classes, recheck_lines
 
 __all__ = ["files_verdict", "render_export_report"]
-
-
-def _classes(report: dict) -> str:
-    names = report.get("class_names") or []
-    return ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
 
 
 def _int8_lines(artifacts: list[dict], calibration: dict | None) -> list[str]:
@@ -60,12 +56,12 @@ def render_export_report(report: dict) -> str:
         f"{model['params']:,} parameters, sha256 `{model['sha256']}`).",
         "",
         f"Data: {code_span(data['source']) if isinstance(data.get('source'), str) else data['name']}, test rows {held_out_rows(data, 'test')} ({data['sizes']['test']} rows), sha256 `{data['test_rows_sha256']}`. "
-        f"Protected classes: {_classes(report)}.",
+        f"Protected classes: {protected_classes(report)}.",
         "",
         f"**{files_verdict(report)}** (test FN +{budget['max_fn_increase']} per protected class, accuracy drop <= "
         f"{budget['max_accuracy_drop']})",
     ]
-    lines += [f"- {r}" for r in gate["reasons"]]
+    lines += [f"- {names_as_text(r, report.get('class_names'))}" for r in gate["reasons"]]
     lines += [x for w in report.get("warnings") or [] for x in ("", f"**Warning**: {w}")]
     lines += ["", "| model | bytes | accuracy | protected (test) | agreement with torch | verdict |", "|---|--:|--:|---|--:|---|",
               f"| torch model | - | {fmt_value(report['baseline']['test']['accuracy'])} | {protected_cell(report['baseline']['test'], report.get('class_names'))} | - | reference |"]

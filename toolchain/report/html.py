@@ -12,12 +12,11 @@ import html
 import re
 from pathlib import Path
 
-__all__ = ["render_html", "no_raw_html", "code_span", "shown_as_written"]
+__all__ = ["render_html", "no_raw_html", "code_span", "shown_as_written", "md_text"]
 
 # Where a renderer reads markup from text: a '<' opening raw HTML or an autolink (a tag, "<http:...>", "<1@x.com>"), and
 # the "](" of a link or an image ("![x](http://...)" loads a remote image). "<=" and "< 0.5" are text.
 _MARKUP = re.compile(r"(\\*)(<(?=[^\s=])|\](?=\())")
-_ESCAPED_MARKUP = re.compile(r"(\\+)(&lt;(?=[^\s=])|\](?=\())")  # the same, in no_raw_html's output after html.escape
 
 
 def no_raw_html(markdown: str) -> str:
@@ -29,9 +28,15 @@ def no_raw_html(markdown: str) -> str:
     return _MARKUP.sub(lambda m: "\\" * (2 * len(m.group(1)) + 1) + m.group(2), markdown)
 
 
-def _tag_text(escaped: str) -> str:
-    """html.escape'd Markdown with no_raw_html's escape undone: the page shows the name as the data file has it."""
-    return _ESCAPED_MARKUP.sub(lambda m: "\\" * (len(m.group(1)) // 2) + m.group(2), escaped)
+# Markdown's other inline markup in a name: emphasis, code, a link's '[', strike-through, an entity ('&amp;'), a table's '|';
+# and a backslash, except in a run before what no_raw_html escapes (it doubles that run itself).
+_NAME_MARKUP = re.compile(r"\\(?!\\*(?:<(?=[^\s=])|\](?=\()))|[`*_\[~&|]|\](?!\()")
+
+
+def md_text(text: str) -> str:
+    """``text`` from a file (a class name) inside a line of a no_raw_html document, shown as written by any Markdown
+    renderer and by render_html: '**bold**' was shown bold, '&amp;' as '&', a trailing backslash vanished."""
+    return _NAME_MARKUP.sub(lambda m: "\\" + m.group(0), text)
 
 
 def code_span(text: str) -> str:
@@ -58,20 +63,39 @@ code { background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
 figure { margin: 1.5em 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #666; font-size: 13px; }
+td, td code { overflow-wrap: anywhere; }
+@media print {
+  body { max-width: none; margin: 0; font-size: 11px; }
+  table { font-size: 9px; }
+  figure, tr { break-inside: avoid; }
+  h1, h2 { break-after: avoid; }
+}
 """
 
 
+# Left to right, as CommonMark reads inline text: a backslash before ASCII punctuation makes it text; a run of N backticks
+# opens a code span that the next run of exactly N closes (its content is literal); everything else is text.
+_INLINE = re.compile(r"\\([!-/:-@\[-`{-~])|(?<!`)(`+)(?!`)(.*?)(?<!`)\2(?!`)")
+
+
 def _inline(text: str) -> str:
-    """Escape, then `code` and **bold** (code first: its content is not parsed further)."""
-    parts = re.split(r"(`[^`]*`)", text)
-    out = []
-    for part in parts:
-        if len(part) >= 2 and part.startswith("`") and part.endswith("`"):
-            out.append(f"<code>{_tag_text(html.escape(part[1:-1]))}</code>")
+    """Escape, then `code` and **bold** (code first: its content is not parsed further). A backslash escape is text: a
+    name's '\\*\\*' is not bold, and no_raw_html's '\\<' shows '<'."""
+    kept: list[str] = []  # the escaped characters and code spans, out of the way of **bold**
+
+    def keep(m: re.Match) -> str:
+        if m.group(1) is not None:
+            kept.append(html.escape(m.group(1)))
         else:
-            text = _tag_text(html.escape(part))
-            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text))
-    return "".join(out)
+            code = m.group(3)
+            if code.startswith(" ") and code.endswith(" ") and code.strip():
+                code = code[1:-1]  # code_span's padding around a backtick of the text
+            kept.append(f"<code>{html.escape(_MARKUP.sub(lambda e: chr(92) * (len(e.group(1)) // 2) + e.group(2), code))}</code>")  # as typed
+        return f"\x00{len(kept) - 1}\x01"
+
+    text = html.escape(_INLINE.sub(keep, text))
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"\x00(\d+)\x01", lambda m: kept[int(m.group(1))], text)
 
 
 def _cells(line: str) -> list[str]:
@@ -123,8 +147,11 @@ def _markdown(text: str) -> str:
 
 
 def _figure(path: Path, caption: str) -> str:
+    """The plot embedded, named by its file in its alt text and described by its caption (a screen reader read the
+    caption twice); what it draws is in the report's tables and lines above it."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+    alt = f"plot {Path(path).name}: its numbers are in the tables above"
+    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 

@@ -6,7 +6,7 @@ import shlex
 
 from toolchain.errors import one_line, printable
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP
-from toolchain.report.html import code_span, no_raw_html, shown_as_written
+from toolchain.report.html import code_span, md_text, no_raw_html, shown_as_written
 from toolchain.report.deploy import deploy_lines, run_failed
 from toolchain.report.fit import fit_lines
 from toolchain.report.promise_words import int8_promise_words, lowered_lines, promise_lines, scope_lines
@@ -27,10 +27,32 @@ def protected_cell(evaluation: dict, names=None) -> str:
     """FN, FP and AUC of every protected class, in one table cell; a class by its name too where ``names`` gives one."""
     def label(k) -> str:
         named = isinstance(k, int) and names and 0 <= k < len(names) and str(names[k]) != str(k)
-        return f"{k} ({one_line(names[k]).replace('|', chr(92) + '|')})" if named else str(k)  # a '|' would end the cell
+        return f"{k} ({md_text(one_line(names[k]))})" if named else str(k)  # a '|' would end the cell, '**' make it bold
 
     return "; ".join(f"{label(p['class'])}: FN {p['fn']}, FP {p.get('fp', '-')}, AUC {fmt_value(p.get('auc'))}"
                      for p in evaluation["protected"])
+
+
+def shown_path(path: str) -> str:
+    """A path or data spec from the user, in one line: a code span where it reads as typed there, else as text."""
+    path = one_line(path)
+    return code_span(path) if shown_as_written(path) else md_text(path)
+
+
+def protected_classes(report: dict) -> str:
+    """'3 (cat), 8': the protected classes, each by its name too where the data gives one."""
+    names = report.get("class_names") or []
+    return ", ".join(f"{k} ({md_text(one_line(names[k]))})" if k < len(names) and names[k] != str(k) else str(k)
+                     for k in report["protected"])
+
+
+def names_as_text(text: str, names) -> str:
+    """A line cwtool wrote (a gate reason, a data note) with the class names in it shown as written: each name that holds
+    Markdown markup escaped (md_text), the longest first. One line."""
+    text = one_line(text)
+    for name in sorted({one_line(n) for n in names or [] if isinstance(n, str) and md_text(one_line(n)) != one_line(n)}, key=len, reverse=True):
+        text = text.replace(name, md_text(name))
+    return text
 
 
 def ledger_rows(report: dict) -> list[dict]:
@@ -135,7 +157,10 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
         return ["", f"No file to re-check: the run recommended none, and `cwtool verify` against {code_span(baseline)} "
                     "fails every file of it."]
     what = "the files to deploy" if len(chosen) > 1 else "the file to deploy" if chosen else "a file"
-    return ["", f"Re-check {what} here, from this folder: {code_span(command)}. Add `--save-rows eval.npz` to keep "
+    data_said = ""
+    if not shown_as_written(command):  # a path with '<' or '](': a code span would show no_raw_html's escapes, pasted as typed
+        command, data_said = command.replace(shlex.quote(rows), "DATA"), " (DATA: report.json's data.verify_data, quoted for the shell)"
+    return ["", f"Re-check {what} here, from this folder: {code_span(command)}{data_said}. Add `--save-rows eval.npz` to keep "
                 f"the rows it judges: a device with numpy and one runtime judges the same rows with "
                 + " or ".join(code_span(f"cwtool verify {f} --data eval.npz{protect} --baseline {baseline}{budget}") for f in files)
                 + " (a named set such as digits needs scikit-learn, a folder of images Pillow)."]
@@ -164,7 +189,7 @@ def held_out_rows(data: dict, split: str) -> str:
     origins = data.get("held_out_origin") if isinstance(data.get("held_out_origin"), dict) else {}
     path = given.get(split)
     if isinstance(path, str):
-        return f"from `{one_line(path).replace('`', chr(39))}`"
+        return f"from {shown_path(path)}"
     seed = data.get("seed")
     origin = origins.get(split) or ("source" if data.get("given_splits") else "pool")
     if origin == "source":
@@ -182,7 +207,7 @@ def _data_line(data: dict) -> str:
         rows = f"{data['sizes'][split]} rows" if split in data.get("sizes", {}) else "rows"
         parts.append(f"{what} rows {held_out_rows(data, split)} ({rows})")
     name = data["spec"] if isinstance(data.get("spec"), str) else data["name"]
-    return f"`{one_line(name).replace('`', chr(39))}`; " + ", ".join(parts)
+    return f"{shown_path(name)}; " + ", ".join(parts)
 
 
 def _processes_said(training: dict) -> str:
@@ -213,13 +238,13 @@ def _size_met_words(goal: dict, report: dict) -> str:
 def render_report(report: dict, terms: bool = True) -> str:
     """report.md (``terms``: with the glossary at its end)."""
     names = report.get("class_names", [])
-    prot = ", ".join(f"{k} ({names[k]})" if k < len(names) and names[k] != str(k) else str(k) for k in report["protected"])
+    prot = protected_classes(report)
     gate = report["gate"]
     lines = [
         "# cwtool compress report",
         "",
         f"Protected classes: {prot}. Data: {_data_line(report['data'])}.",
-        *[f"\n**Warning**: {one_line(n.removeprefix('warning: '))}" if n.startswith("warning: ") else f"\n**Note**: {one_line(n)}"
+        *[f"\n**Warning**: {names_as_text(n.removeprefix('warning: '), names)}" if n.startswith("warning: ") else f"\n**Note**: {names_as_text(n, names)}"
           for n in report["data"].get("notes") or [] if isinstance(n, str)],
         "",
         f"**Gate: {'PASSED' if gate['passed'] else 'FAILED'}** (FN budget +{gate['budget']['max_fn_increase']} per protected class"
@@ -228,7 +253,7 @@ def render_report(report: dict, terms: bool = True) -> str:
         + ("; `--keep-sensitivity`: no protected class's own offset below 0"
            if isinstance(report.get("config"), dict) and report["config"].get("keep_sensitivity") is True else "") + ")",
     ]
-    lines += [f"- {r}" for r in gate.get("reasons", [])]
+    lines += [f"- {names_as_text(r, names)}" for r in gate.get("reasons", [])]
     size_goal = report.get("size_goal")  # reports written before it was recorded lack it
     if size_goal and not size_goal.get("met", True):
         lines += ["", f"**Size goal not met**: {size_goal.get('statement', '')}."]

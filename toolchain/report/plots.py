@@ -38,9 +38,9 @@ def caption(name: str, report: dict) -> str:
 MAX_COLUMNS = 3  # panels a row: ten protected classes in one row made a figure 50 inches wide, unreadable scaled down
 
 
-def _grid(plt, panels: int, width: float, height: float):
-    """A figure of ``panels`` axes, at most MAX_COLUMNS a row, each ``width`` x ``height`` inches; the axes in order."""
-    columns = min(panels, MAX_COLUMNS)
+def _grid(plt, panels: int, width: float, height: float, most: int = MAX_COLUMNS):
+    """A figure of ``panels`` axes, at most ``most`` a row, each ``width`` x ``height`` inches; the axes in order."""
+    columns = min(panels, most)
     rows = -(-panels // columns)
     fig, grid = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
     axes = [ax for row in grid for ax in row]
@@ -84,14 +84,28 @@ def _params_axis(ax, params: list[int]) -> None:
     ax.set_xlabel("parameters (log scale; rounds go right)")
 
 
-def _name(report: dict, k: int) -> str:
-    """A class as a plot names it; its name comes from a file: matplotlib takes no lone surrogate (a folder name that
-    is not UTF-8 ended compress in exit 3) and reads text between two $ as mathematics."""
+NAME_CHARS = 24  # of a class name in a plot: a 40-character name ran three panel titles into each other
+
+
+def _name(report: dict, k: int, most: int = NAME_CHARS) -> str:
+    """A class as a plot names it, its name cut to ``most`` characters (the reports give it whole); its name comes from
+    a file: matplotlib takes no lone surrogate (a folder name that is not UTF-8 ended compress in exit 3) and reads text
+    between two $ as mathematics."""
     from toolchain.errors import one_line
 
     names = report.get("class_names") or []
-    shown = one_line(names[k]).replace("$", r"\$") if k < len(names) else ""
-    return f"class {k} ({shown})" if k < len(names) and names[k] != str(k) else f"class {k}"
+    if not (k < len(names) and names[k] != str(k)):
+        return f"class {k}"
+    shown = one_line(names[k])
+    shown = shown if len(shown) <= most else shown[: most - 1].rstrip() + "\u2026"
+    return f"class {k} ({shown.replace('$', chr(92) + '$')})"
+
+
+def _title(ax, text: str, inches: float) -> None:
+    """A panel's title wrapped to the panel's width, ``inches`` (about 9 characters an inch at this size)."""
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.fill(line, int(9 * inches)) for line in text.split("\n")), fontsize=10)
 
 
 def _rounds(report: dict, folder: Path, plt) -> Path | None:
@@ -126,7 +140,8 @@ def _rounds(report: dict, folder: Path, plt) -> Path | None:
         _integer_counts(ax, bottom=-0.4)  # markers at 0 stay whole
         ax.set_ylim(top=max(fn + fp + [dense["fn"] + budget, dense["fp"]]) * 1.15 + 1)
         _params_axis(ax, params + [base["params"]])
-        ax.set(ylabel="validation count", title=f"{_name(report, k)}: FN and FP per round")
+        ax.set(ylabel="validation count")
+        _title(ax, f"{_name(report, k)}: FN and FP per round", 4.6)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax = axes[-1]
     ax.plot(params, [s["val"]["accuracy"] for s in rounds], "o-", color=FN_COLOR, label="ticket")
@@ -159,7 +174,8 @@ def _ledger(report: dict, folder: Path, plt) -> Path | None:
     models += [(f"{a['format']} {a['precision']}", a["evaluation"]) for a in report["artifacts"]]
     budget = report["config"].get("max_fn_increase", 0)
     protected = report["protected"]
-    fig, axes = _grid(plt, len(protected), max(6.0, 1.1 * len(models)), 4)
+    width = max(6.0, 1.1 * len(models))
+    fig, axes = _grid(plt, len(protected), width, 4, most=2)  # three made a page-wide figure of 3-pt text
     for i, k in enumerate(protected):
         ax = axes[i]
         fn = [e["protected"][i]["fn"] for _, e in models]
@@ -168,7 +184,8 @@ def _ledger(report: dict, folder: Path, plt) -> Path | None:
         ax.axhline(fn[0] + budget, color=BUDGET, ls=":", label=f"FN budget (dense + {budget})")
         ax.set_ylim(top=max(fn + fp + [fn[0] + budget]) * 1.2 + 1)
         note = f"; {' and '.join(zero)}: 0 for every model" if zero else ""
-        ax.set(ylabel="test count", xlabel="model or file", title=f"{_name(report, k)} on test{note}")
+        ax.set(ylabel="test count", xlabel="model or file")
+        _title(ax, f"{_name(report, k)} on test{note}", width)
         ax.legend(fontsize=7)
     return _save(fig, folder / "ledger.png")
 
@@ -178,25 +195,30 @@ def _confusion(report: dict, folder: Path, plt) -> Path | None:
     before, after = report["baseline"]["test"].get("confusion"), (shrunk or {}).get("test", {}).get("confusion")
     if not before or not after:
         return None
+    from toolchain.report.deploy import run_failed
+
     protected = report["protected"]
-    fig, axes = plt.subplots(len(protected), 2, figsize=(10, 3.6 * len(protected)), squeeze=False)
+    compressed = "run's model (pruned.pt, not to ship)" if run_failed(report) else "compressed (pruned.pt)"
+    fig, axes = plt.subplots(len(protected), 2, figsize=(10, 4.2 * len(protected)), squeeze=False)
     for i, k in enumerate(protected):
         n = len(before)
         # row k: k's samples predicted as j (misses); column k: class j's samples predicted as k (false alarms)
         sides = (("missed: predicted as", lambda m, j: m[k][j]), ("false alarms: true class", lambda m, j: m[j][k]))
         for ax, (what, cell) in zip(axes[i], sides):
             others = [j for j in range(n) if j != k and (cell(before, j) or cell(after, j))]
-            ax.set_title(f"{_name(report, k)}, {what} (test)", fontsize=10)
+            title = f"{_name(report, k)}, {what} (test)"
+            _title(ax, title, 5)
             if not others:
                 ax.text(0.5, 0.5, "none, before or after", ha="center", va="center", transform=ax.transAxes)
                 ax.set_axis_off()
                 continue
-            zero = _bars(ax, [_name(report, j) for j in others], {"dense model": ([cell(before, j) for j in others], DENSE),
-                                                                  "compressed (pruned.pt)": ([cell(after, j) for j in others], SHIPPED)})
+            counts = {"dense model": ([cell(before, j) for j in others], DENSE), compressed: ([cell(after, j) for j in others], SHIPPED)}
+            zero = _bars(ax, [_name(report, j, most=14) for j in others], counts)
             if zero:  # on a line of its own: on one, the title ran past the figure's edge
-                ax.set_title(f"{ax.get_title()}\n{' and '.join(zero)}: none", fontsize=10)
+                _title(ax, f"{title}\n{' and '.join(zero)}: none", 5)
             ax.set(ylabel="test samples")
-            ax.legend(fontsize=7)
+            ax.set_ylim(top=max(max(v) for v, _ in counts.values()) * 1.4 + 1)  # room for the legend above the bars
+            ax.legend(fontsize=7, loc="upper right")
     return _save(fig, folder / "confusion.png")
 
 

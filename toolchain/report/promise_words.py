@@ -100,8 +100,30 @@ def scope_lines(report: dict) -> list[str]:
             continue
         dense = f"; the dense model {c['baseline_fn']} of {c['support']}" if isinstance(c.get("baseline_fn"), int) else ""
         lines.append(f"- **class {c['class']} on test**: the pruned torch model misses {c['fn']} of {c['support']} (miss rate "
-                     f"{c['fn'] / c['support']:.3f}, 95% interval {interval[0]:.3f} to {interval[1]:.3f}){dense}.")
+                     f"{c['fn'] / c['support']:.3f}, 95% interval {interval[0]:.3f} to {interval[1]:.3f}{_misses_went(report, c['class'])}){dense}.")
     return lines
+
+
+def _misses_went(report: dict, k: int) -> str:
+    """"; answered as class 5 (shirt) 4, class 2 1": where the pruned model's test misses of class ``k`` went, from its
+    confusion matrix (confusion.png alone showed it: no text for a screen reader, nor for a grep)."""
+    from toolchain.errors import listed, one_line
+    from toolchain.report.html import md_text
+
+    shrunk = next((s for s in report.get("stages") or [] if isinstance(s, dict) and s.get("stage") == "shrunk"), {})
+    confusion = (shrunk.get("test") if isinstance(shrunk.get("test"), dict) else {}).get("confusion")
+    row = confusion[k] if isinstance(confusion, list) and 0 <= k < len(confusion) and isinstance(confusion[k], list) else []
+    went = sorted(((n, j) for j, n in enumerate(row) if j != k and isinstance(n, int) and not isinstance(n, bool) and n > 0),
+                  key=lambda t: (-t[0], t[1]))
+    if not went:
+        return ""
+    names = report.get("class_names") if isinstance(report.get("class_names"), list) else []
+
+    def label(j: int) -> str:
+        named = j < len(names) and isinstance(names[j], str) and names[j] != str(j)
+        return f"class {j} ({md_text(one_line(names[j]))})" if named else f"class {j}"
+
+    return "; answered as " + listed((f"{label(j)} {n:,}" for n, j in went), 4)
 
 
 OFFSETS_IN_FILES = ("the offsets above are in every file already, in its classifier's bias (an int8 file's own offset too, "

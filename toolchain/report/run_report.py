@@ -46,7 +46,8 @@ def write_run_report(report: dict, run_dir: Path) -> None:
     html_path = run.report_html
     report["html"] = run.relative(html_path)
     markdown = render_report(report)
-    page = render_html(markdown, [(p, caption(p.name, report)) for p in plots], "cwtool compress report")
+    verdict = "PASSED" if (report.get("gate") or {}).get("passed") else "FAILED"  # a browser tab or a printed page's header
+    page = render_html(markdown, [(p, caption(p.name, report)) for p in plots], f"cwtool compress report: gate {verdict}, run {report.get('run_id')}")
     document = json_text(report)
     written = []
     # report.json marks the run finished: written first, so that a kill -9 between the writes never leaves a report.md
