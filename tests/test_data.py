@@ -1021,3 +1021,32 @@ def test_counts_of_one_are_said_in_the_singular(tmp_path):
                                 max_fn_increase=1, max_accuracy_drop=0.1 if len(given) == 2 else None)
         with pytest.raises(UserError, match=f"{', '.join(given)} {verb} with a baseline"):
             request.validate()
+
+
+def test_a_split_names_how_many_classes_are_too_small_not_one_at_a_time(tmp_path):
+    """300 classes, 100 of them of 2 samples: the split named 'cls_100', and after that was mended 'cls_101' (a reviewer
+    at scale: 100 edits and reruns to find them all)."""
+    from toolchain.data.splits import SmallClassError, split_pool
+
+    y = np.repeat(np.arange(300), [2 if 100 <= c < 200 else 10 for c in range(300)])
+    x = np.zeros((len(y), 2), np.float32)
+    names = [f"cls_{c}" for c in range(300)]
+    with pytest.raises(SmallClassError) as caught:
+        split_pool(x, y, 0, (0.15, 0.15), names, "'f'", False)
+    message = str(caught.value)
+    assert "class 'cls_100' (label 100) in 'f' has only 2 samples (and 99 other classes with fewer than 3, such as 'cls_101', " \
+           "'cls_102', 'cls_103', 'cls_104', 'cls_105')" in message and "add samples of those classes" in message, message
+
+
+def test_a_thousand_names_are_listed_short_and_a_duplicate_is_named(tmp_path):
+    """-p of a name no class has listed the first 12 of 1,000 names as if they were all; an .npz's duplicate class names
+    were refused without saying which (a reviewer at scale)."""
+    from toolchain.evaluate import resolve_protected
+
+    names = [f"species_{i:04d}" for i in range(1000)]
+    with pytest.raises(UserError, match=r"species_0011 and 988 more\)"):
+        resolve_protected(["lynx"], names, 1000)
+    x, y = np.zeros((40, 2), np.float32), np.arange(40) % 4
+    np.savez(tmp_path / "d.npz", x=x, y=y, class_names=np.array(["a", "b", "a", "c"]))
+    with pytest.raises(UserError, match=r"has duplicates \('a' at indices 0, 2\)"):
+        load_data(str(tmp_path / "d.npz"), seed=0)

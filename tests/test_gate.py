@@ -210,3 +210,63 @@ def test_an_evaluation_of_many_classes_holds_no_matrix_and_is_still_checked_for_
     assert said is not None and f"{int(np.sum(y == 1))} of class 1's went to class 2 and 0 of class 2's to 1" in said, said
     small = evaluate_logits(y % 3, np.eye(3)[y % 3], [1])
     assert small["confusion"] == np.diag(np.bincount(y % 3)).tolist()
+
+
+def test_where_a_protected_class_s_misses_went_is_kept_above_the_confusion_matrix_s_limit(tmp_path):
+    """A 1,000-class head kept no confusion matrix, and with it nothing of where a protected class's misses went or what
+    was taken for it: no confusion.png, no words in report.md (a reviewer at 101 classes and more). Its row and column
+    stay, their cells that are not 0, and read as a matrix's do."""
+    import json
+
+    from toolchain.metrics import CONFUSION_MAX_CLASSES, evaluate_logits, misses_and_takings
+
+    rng = np.random.default_rng(1)
+    for k in (CONFUSION_MAX_CLASSES, CONFUSION_MAX_CLASSES + 1, 1000):
+        y = rng.integers(0, k, 6000)
+        pred = np.where(rng.random(6000) < 0.2, rng.integers(0, k, 6000), y)
+        ev = evaluate_logits(y, np.eye(k, dtype=np.float32)[pred], [3, 7])
+        for c in (3, 7):
+            missed, taken = misses_and_takings(ev, c)
+            want_missed = {j: int(np.sum((y == c) & (pred == j))) for j in range(k) if j != c}
+            want_taken = {j: int(np.sum((y == j) & (pred == c))) for j in range(k) if j != c}
+            assert missed == {j: n for j, n in want_missed.items() if n} and taken == {j: n for j, n in want_taken.items() if n}
+            assert sum(missed.values()) == ev["protected"][[3, 7].index(c)]["fn"] and sum(taken.values()) == ev["protected"][[3, 7].index(c)]["fp"]
+        assert (ev["confusion"] is None) == (k > CONFUSION_MAX_CLASSES)
+        if k == 1000:
+            assert len(json.dumps(ev)) < 200_000
+    assert misses_and_takings({"confusion": None}, 3) is None and misses_and_takings("x", 3) is None
+    assert misses_and_takings({"protected_rows": {"3": {"5": 2, "x": 1, "6": True}}, "protected_columns": {"3": {}}}, 3) == ({5: 2}, {})
+
+
+def test_a_thousand_class_run_draws_where_the_misses_went_and_says_it(tmp_path):
+    from toolchain.metrics import evaluate_logits
+    from toolchain.report.plots import MAX_BARS, plot_report
+    from toolchain.report.promise_words import scope_lines
+
+    k = 1000
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, k, 60000)
+    pred = np.where((y == 3) & (rng.random(60000) < 0.5), rng.integers(0, k, 60000), y)
+    pred[np.flatnonzero(y == 3)[:4]] = 9  # the most
+    dense, pruned = evaluate_logits(y, np.eye(k, dtype=np.float32)[y], [3]), evaluate_logits(y, np.eye(k, dtype=np.float32)[pred], [3])
+    report = {"protected": [3], "class_names": [str(i) for i in range(k)], "baseline": {"test": dense},
+              "stages": [{"stage": "shrunk", "test": pruned}], "promise": {"classes": {"3": {}}},
+              "gate": {"checks": [{"class": 3, "fn": pruned["protected"][0]["fn"], "support": pruned["protected"][0]["support"],
+                                   "fnr_ci95": [0.1, 0.9]}]}}
+    from toolchain.report import plots
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    original = plots._save
+    plots._save = lambda fig, path: drawn.append(fig) or path
+    try:
+        assert plots._confusion(report, tmp_path, plt) is not None
+    finally:
+        plots._save = original
+    ax = drawn[0].axes[0]
+    assert len(ax.get_xticklabels()) == MAX_BARS and f"the {MAX_BARS} most counted of" in ax.get_title().replace("\n", " "), ax.get_title()
+    assert "class 9" in [t.get_text() for t in ax.get_xticklabels()]
+    line = next(line for line in scope_lines(report) if "on test" in line)
+    assert "; answered as class 9 4, " in line and "more)" in line, line

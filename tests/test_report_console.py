@@ -181,3 +181,29 @@ def test_a_report_and_an_error_line_to_a_terminal_gone_leave_the_exit_code_alone
     monkeypatch.setattr(sys, "stderr", Gone())
     consoles.print_markdown("# report\n")
     cli._err("cwtool: error: a bad input")
+
+
+def test_a_thousand_class_evaluation_shows_the_protected_and_the_most_missed_classes():
+    """evaluate printed 1,017 lines for a 1,000-class head: the two protected rows were lost among the others."""
+    import io
+
+    from rich.console import Console
+
+    from toolchain.metrics import evaluate_logits
+    from toolchain.report.console import PER_CLASS_ROWS, render_evaluation
+
+    k = 1000
+    y = np.arange(5 * k) % k
+    pred = y.copy()
+    pred[y == 500] = 1  # class 500 missed whole: the most missed
+    pred[np.flatnonzero(y == 7)[:2]] = 0
+    ev = evaluate_logits(y, np.eye(k, dtype=np.float32)[pred], [3, 7])
+    buffer = io.StringIO()
+    Console(file=buffer, width=120).print(render_evaluation(ev, [f"c{i}" for i in range(k)]))
+    text = buffer.getvalue()
+    assert len(text.splitlines()) < PER_CLASS_ROWS + 25, len(text.splitlines())
+    assert "Per class: 3 of 1,000, the protected ones and the most missed (--json holds every class)" in " ".join(text.split()), text
+    assert all(f" {c} " in text or f" {c}* " in text for c in ("3", "7", "500"))
+    small = io.StringIO()
+    Console(file=small, width=120).print(render_evaluation(evaluate_logits(y % 10, np.eye(10)[y % 10], [3])))
+    assert "Per class " in small.getvalue() and "of 10" not in small.getvalue() and " 9 " in small.getvalue()

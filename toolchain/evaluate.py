@@ -10,7 +10,7 @@ import numpy as np
 from toolchain.data import Dataset
 from toolchain.data.images import channels_hint
 from toolchain.data.labels import composed, declared_names
-from toolchain.errors import UserError, describe, one_line
+from toolchain.errors import UserError, describe, listed, one_line
 
 
 def resolve_protected(values, class_names: list[str], num_classes: int, outputs: str = "the model's outputs") -> list[int]:
@@ -41,7 +41,7 @@ def resolve_protected(values, class_names: list[str], num_classes: int, outputs:
             if alike and text.split() == alike[0].split():  # "dog  bird": a terminal can show both alike
                 hint += " (the spaces differ)"
             raise UserError(f"--protect-class '{one_line(text)[:60]}' is neither a class index nor one of the class names "
-                            f"({', '.join(one_line(n)[:60] for n in class_names[:12])}){hint}")
+                            f"({listed((one_line(n)[:60] for n in class_names), 12)}){hint}")
         if not 0 <= k < num_classes:
             raise UserError(f"--protect-class {k} is outside {outputs} (classes 0..{num_classes - 1})")
         if k in given:  # a typo ("-p 3 -p 3" for "-p 3 -p 8") would drop a class's protection in silence

@@ -222,6 +222,30 @@ def _nonfinite_mask(z: np.ndarray) -> np.ndarray:
     return ~np.isfinite(z.reshape(len(z), -1)).all(axis=1)
 
 
+def _nonzero(classes: np.ndarray, k: int, own: int) -> dict[str, int]:
+    """{class: count} of ``classes`` (of ``k``), ``own`` and the classes never seen left out."""
+    counts = np.bincount(classes, minlength=k)
+    return {str(j): int(counts[j]) for j in np.flatnonzero(counts) if j != own}
+
+
+def misses_and_takings(evaluation: dict, k: int) -> tuple[dict[int, int], dict[int, int]] | None:
+    """Where protected class ``k``'s samples went ({class: count}, itself left out) and which classes' samples were taken
+    for it, from an evaluation's confusion matrix or, above CONFUSION_MAX_CLASSES, its protected rows and columns; None
+    where it holds neither (an older or edited file's)."""
+    def counts(cells) -> dict[int, int]:
+        return {int(j): n for j, n in cells if str(j).isdigit() and int(j) != k and isinstance(n, int) and not isinstance(n, bool) and n > 0}
+
+    if not isinstance(evaluation, dict):
+        return None
+    cm = evaluation.get("confusion")
+    if isinstance(cm, list) and 0 <= k < len(cm) and all(isinstance(r, list) and len(r) == len(cm) for r in cm):
+        return counts(enumerate(cm[k])), counts((j, row[k]) for j, row in enumerate(cm))
+    rows, columns = evaluation.get("protected_rows"), evaluation.get("protected_columns")
+    if isinstance(rows, dict) and isinstance(columns, dict) and isinstance(rows.get(str(k)), dict) and isinstance(columns.get(str(k)), dict):
+        return counts(rows[str(k)].items()), counts(columns[str(k)].items())
+    return None
+
+
 def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes: int | None = None) -> dict:
     """The evaluation every cwtool command emits, as plain JSON-ready Python values.
 
@@ -280,7 +304,11 @@ def evaluate_logits(y_true, logits, protected: int | Sequence[int], num_classes:
         "accuracy": float(pc["tp"].sum() / n),
         "confusion": cm.tolist() if cm is not None else None,
         **({} if cm is not None else {"confusion_protected": {str(a): {str(b): int(np.sum((y == a) & (pred == b))) for b in prot}
-                                                              for a in prot}}),
+                                                              for a in prot},
+                                      # each protected class's row and column, their cells that are not 0: where its
+                                      # misses went and what was taken for it, which a 1,000-class head kept nowhere
+                                      "protected_rows": {str(a): _nonzero(pred[y == a], k, a) for a in prot},
+                                      "protected_columns": {str(a): _nonzero(y[pred == a], k, a) for a in prot}}),
         "fn_per_class": [int(v) for v in pc["fn"]],
         "fp_per_class": [int(v) for v in pc["fp"]],
         "support_per_class": [int(v) for v in pc["support"]],

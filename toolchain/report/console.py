@@ -34,9 +34,25 @@ def _name(class_names, c: int) -> Text:
     return Text("")
 
 
+PER_CLASS_ROWS = 30  # above, the protected classes and the most missed: 1,000 rows buried the two that mattered
+
+
+def _shown_classes(evaluation: dict, protected: set[int]) -> list[int]:
+    """Every class, or above PER_CLASS_ROWS classes the protected ones and those with the most false negatives."""
+    fn = evaluation["fn_per_class"]
+    if len(fn) <= PER_CLASS_ROWS:
+        return list(range(len(fn)))
+    most = sorted((c for c in range(len(fn)) if c not in protected and fn[c]), key=lambda c: (-fn[c], c))
+    return sorted({*(c for c in protected if c < len(fn)), *most[: max(0, PER_CLASS_ROWS - len(protected))]})
+
+
 def _per_class_table(evaluation: dict, class_names, protected: set[int]) -> Table:
     # Seven narrow columns fit in 80 columns even with a ~20-character class name.
-    table = Table(title="Per class", title_justify="left")
+    shown = _shown_classes(evaluation, protected)
+    total = len(evaluation["fn_per_class"])
+    title = "Per class" if len(shown) == total else (
+        f"Per class: {len(shown)} of {total:,}, the protected ones and the most missed (--json holds every class)")
+    table = Table(title=title, title_justify="left")
     table.add_column("class", justify="right", no_wrap=True)
     table.add_column("name", overflow="ellipsis", max_width=20, no_wrap=True)
     table.add_column("support", justify="right")
@@ -49,7 +65,8 @@ def _per_class_table(evaluation: dict, class_names, protected: set[int]) -> Tabl
     ]
     recall = evaluation.get("recall_per_class") or [None] * len(support)
     precision = evaluation.get("precision_per_class") or [None] * len(support)
-    for c, fn in enumerate(evaluation["fn_per_class"]):
+    for c in shown:
+        fn = evaluation["fn_per_class"][c]
         n_c = support[c] if c < len(support) else None
         fnr = (fn / n_c) if n_c else None
         is_prot = c in protected

@@ -35,6 +35,8 @@ def caption(name: str, report: dict) -> str:
     return text.replace("the shipped ticket", FAILED_TICKET) if run_failed(report) else text
 
 
+MAX_BARS = 12  # classes a confusion panel draws, the most counted first: a 1,000-class head's every class would be a blur
+
 MAX_COLUMNS = 3  # panels a row: ten protected classes in one row made a figure 50 inches wide, unreadable scaled down
 
 
@@ -191,28 +193,31 @@ def _ledger(report: dict, folder: Path, plt) -> Path | None:
 
 
 def _confusion(report: dict, folder: Path, plt) -> Path | None:
-    shrunk = next((s for s in report["stages"] if s["stage"] == "shrunk"), None)
-    before, after = report["baseline"]["test"].get("confusion"), (shrunk or {}).get("test", {}).get("confusion")
-    if not before or not after:
-        return None
+    from toolchain.metrics import misses_and_takings
     from toolchain.report.deploy import run_failed
 
+    shrunk = next((s for s in report["stages"] if s["stage"] == "shrunk"), None)
     protected = report["protected"]
+    before = {k: misses_and_takings(report["baseline"]["test"], k) for k in protected}
+    after = {k: misses_and_takings((shrunk or {}).get("test"), k) for k in protected}
+    if not all(before.values()) or not all(after.values()):
+        return None
     compressed = "run's model (pruned.pt, not to ship)" if run_failed(report) else "compressed (pruned.pt)"
     fig, axes = plt.subplots(len(protected), 2, figsize=(10, 4.2 * len(protected)), squeeze=False)
     for i, k in enumerate(protected):
-        n = len(before)
-        # row k: k's samples predicted as j (misses); column k: class j's samples predicted as k (false alarms)
-        sides = (("missed: predicted as", lambda m, j: m[k][j]), ("false alarms: true class", lambda m, j: m[j][k]))
-        for ax, (what, cell) in zip(axes[i], sides):
-            others = [j for j in range(n) if j != k and (cell(before, j) or cell(after, j))]
-            title = f"{_name(report, k)}, {what} (test)"
+        # side 0: k's samples predicted as j (misses); side 1: class j's samples predicted as k (false alarms)
+        for ax, (what, side) in zip(axes[i], (("missed: predicted as", 0), ("false alarms: true class", 1))):
+            was, now = before[k][side], after[k][side]
+            others = sorted(set(was) | set(now), key=lambda j: (-(was.get(j, 0) + now.get(j, 0)), j))
+            most = f", the {MAX_BARS} most counted of {len(others):,} classes" if len(others) > MAX_BARS else ""
+            others = sorted(others[:MAX_BARS])
+            title = f"{_name(report, k)}, {what} (test{most})"
             _title(ax, title, 5)
             if not others:
                 ax.text(0.5, 0.5, "none, before or after", ha="center", va="center", transform=ax.transAxes)
                 ax.set_axis_off()
                 continue
-            counts = {"dense model": ([cell(before, j) for j in others], DENSE), compressed: ([cell(after, j) for j in others], SHIPPED)}
+            counts = {"dense model": ([was.get(j, 0) for j in others], DENSE), compressed: ([now.get(j, 0) for j in others], SHIPPED)}
             zero = _bars(ax, [_name(report, j, most=14) for j in others], counts)
             if zero:  # on a line of its own: on one, the title ran past the figure's edge
                 _title(ax, f"{title}\n{' and '.join(zero)}: none", 5)

@@ -108,13 +108,12 @@ def _misses_went(report: dict, k: int) -> str:
     """"; answered as class 5 (shirt) 4, class 2 1": where the pruned model's test misses of class ``k`` went, from its
     confusion matrix (confusion.png alone showed it: no text for a screen reader, nor for a grep)."""
     from toolchain.errors import listed, one_line
+    from toolchain.metrics import misses_and_takings
     from toolchain.report.html import md_text
 
     shrunk = next((s for s in report.get("stages") or [] if isinstance(s, dict) and s.get("stage") == "shrunk"), {})
-    confusion = (shrunk.get("test") if isinstance(shrunk.get("test"), dict) else {}).get("confusion")
-    row = confusion[k] if isinstance(confusion, list) and 0 <= k < len(confusion) and isinstance(confusion[k], list) else []
-    went = sorted(((n, j) for j, n in enumerate(row) if j != k and isinstance(n, int) and not isinstance(n, bool) and n > 0),
-                  key=lambda t: (-t[0], t[1]))
+    found = misses_and_takings(shrunk.get("test"), k)
+    went = sorted(((n, j) for j, n in (found[0] if found else {}).items()), key=lambda t: (-t[0], t[1]))
     if not went:
         return ""
     names = report.get("class_names") if isinstance(report.get("class_names"), list) else []

@@ -17,7 +17,7 @@ from toolchain.data.features import npz_features
 from toolchain.data.labels import agree_names, check_labels, check_pair, mapping_note
 from toolchain.data.npz import read_npz
 from toolchain.data.splits import carve_val, split_pool
-from toolchain.errors import UserError
+from toolchain.errors import UserError, one_line
 from toolchain.limits import MAX_CLASSES
 
 __all__ = ["SPLIT_KEYS", "X_KEYS", "load_npz", "npz_class_names"]
@@ -44,7 +44,9 @@ def npz_class_names(arrays: dict[str, np.ndarray], where: str) -> list[str] | No
     else:
         names = [str(n) for n in cn.tolist()]
     if len(set(names)) != len(names):
-        raise UserError(f"class_names in {where} has duplicates: give each class a distinct name")
+        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        raise UserError(f"class_names in {where} has duplicates ('{one_line(twice)[:60]}' at indices "
+                        f"{', '.join(str(i) for i, n in enumerate(names) if n == twice)}): give each class a distinct name")
     empty = next((i for i, n in enumerate(names) if not n.strip()), None)
     if empty is not None:  # as --class-names: a report line "class 3 ()" names nothing
         raise UserError(f"class_names in {where} has an empty name at index {empty}: give every class a name")
