@@ -1184,6 +1184,12 @@ def test_a_promise_the_validation_split_cannot_back_is_said_before_any_retrainin
     said = unreachable_confidence(logits, y, [1], ["no", "yes"], PruneConfig())
     assert said[0].endswith("give --max-fn-increase 4 (up to 4 more misses than the dense model's on new data of 9 such samples) (a run still going can be stopped now)") and "reaches 0.46" in said[0], said
     assert unreachable_confidence(logits, y, [1], ["no", "yes"], PruneConfig(max_fn_increase=1, confidence=0.7)) == []
+    # one validation sample: the budget that backs 0.95 allows missing it, a promise of nothing that then passed the gate
+    one = np.array([1] + [0] * 30)
+    said = unreachable_confidence(np.where(np.arange(2)[None, :] == one[:, None], 5.0, 0.0), one, [1], ["no", "yes"], PruneConfig())
+    assert "reaches 0.400 at --max-fn-increase 0" in said[0] and "--max-fn-increase 1 (" not in said[0], said
+    assert said[0].endswith("give more validation samples of the class (--val): the --max-fn-increase 1 that backs it here would "
+                            "allow missing all 1, a promise of nothing (a run still going can be stopped now)"), said
     # on the console before round 1, and the run goes on to its report (its gate then fails)
     code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
                             "--skip-export", "--max-accuracy-drop", "0.5", "--out", tmp_path / "r"], capsys)
