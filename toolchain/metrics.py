@@ -46,10 +46,21 @@ def log_softmax_of(logits, c: int) -> np.ndarray:
     """log P(class ``c``) per row, in float64, exact where the softmax itself rounds to 1.0: a confident model's
     probabilities tie there (margins past about 37), and every tie between a positive and a negative counts 1/2 in
     an AUC. The same order as the softmax probability wherever that one is distinct."""
-    z = np.asarray(logits, dtype=np.float64)
-    d = np.delete(z - z[:, [c]], c, axis=1)  # the other classes' logits against c's
-    if d.shape[1] == 0:
+    z = np.asarray(logits)
+    if z.shape[1] <= 1:
         return np.zeros(z.shape[0])
+    out = np.empty(z.shape[0])
+    step = max(1, CHUNK_CELLS // z.shape[1])  # rows at a time: five float64 copies of 60,000 x 1,000 logits took 2 GB
+    for a in range(0, z.shape[0], step):
+        out[a:a + step] = _log_softmax_rows(np.asarray(z[a:a + step], dtype=np.float64), c)
+    return out
+
+
+CHUNK_CELLS = 1 << 20  # logits a step of log_softmax_of reads: 8 MB a float64 copy
+
+
+def _log_softmax_rows(z: np.ndarray, c: int) -> np.ndarray:
+    d = np.delete(z - z[:, [c]], c, axis=1)  # the other classes' logits against c's
     top = d.max(axis=1)
     leads = top <= 0  # c has the largest logit: log p = -log1p(sum exp(d)), kept exact for tiny sums
     shift = np.where(leads, 0.0, top)

@@ -113,9 +113,9 @@ class PromiseGuard:
     def _path(self, logits: np.ndarray, k: int, offsets: dict[int, float]):
         """For class k with the other offsets fixed: (sorted needs of k's samples, candidate catch counts m
         at tie-group ends, b(m), c(m))."""
-        z = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})
         pos = self.y == k
-        need = needs(z[pos], k)
+        need = needs(apply_offsets(np.asarray(logits)[pos], {j: d for j, d in offsets.items() if j != k}), k)  # k's rows alone: a copy of
+        # every row per class and call took most of a 1,000-class run's choice of offsets
         hit = self.dense_pred[pos] == k
         order = np.argsort(need, kind="stable")
         group = _tie_groups(need[order])
@@ -241,8 +241,7 @@ class PromiseGuard:
             edge_dense_catches = False
             if len(caught):  # the hardest positive caught; tied: one the dense model catches where there is one (as _path:
                 # needs without k's own offset, ties chained by _tie_groups)
-                others = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})
-                need = needs(others[pos][caught], k)
+                need = needs(apply_offsets(np.asarray(logits)[pos][caught], {j: d for j, d in offsets.items() if j != k}), k)
                 order = np.argsort(need, kind="stable")
                 group = _tie_groups(need[order])
                 edge_dense_catches = bool(np.any(self.dense_pred[pos][caught[order[group == group[-1]]]] == k))
