@@ -270,3 +270,26 @@ def test_a_thousand_class_run_draws_where_the_misses_went_and_says_it(tmp_path):
     assert "class 9" in [t.get_text() for t in ax.get_xticklabels()]
     line = next(line for line in scope_lines(report) if "on test" in line)
     assert "; answered as class 9 4, " in line and "more)" in line, line
+
+
+def test_a_budget_on_other_rows_rounds_down_and_a_collapse_is_judged_at_half_the_others_due():
+    """Mutants that survived the suite: the limit on other rows rounded up (baseline FNR 0.10 of 15 samples allowed 2
+    misses, not 1), and the collapse rule at a third of the others' due (a 90%-majority set answered 96% majority passed)."""
+    from toolchain.gate import collapse_from_counts, fn_gate
+    from toolchain.metrics import evaluate_logits
+
+    def ev(y, pred):
+        return evaluate_logits(np.asarray(y), np.eye(2)[np.asarray(pred)], [1])
+
+    base = ev([1] * 20 + [0] * 20, [0] * 2 + [1] * 18 + [0] * 20)  # 2 of 20 missed: FNR 0.10
+    y = [1] * 15 + [0] * 15
+    for missed, passed in ((1, True), (2, False)):
+        cand = ev(y, [0] * missed + [1] * (15 - missed) + [0] * 15)
+        gate = fn_gate(base, cand, max_fn_increase=None, max_fnr_increase=0.0, same_rows=False, collapse=False)
+        assert gate["passed"] is passed, (missed, gate["reasons"])
+        assert gate["checks"][0]["limit"] == 1
+    samples = np.array([90, 10])
+    for predicted_majority, flagged in ((96, True), (92, False)):
+        counts = (samples, np.array([predicted_majority, 100 - predicted_majority]), np.array([predicted_majority - 6, 4]))
+        reasons = collapse_from_counts(counts)
+        assert bool([r for r in reasons if r.startswith("class 0 takes")]) is flagged, (predicted_majority, reasons)

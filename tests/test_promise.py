@@ -933,3 +933,44 @@ def test_a_budget_s_share_of_the_new_samples_is_said_in_report_md():
     third = next(l for l in promise_lines({"met_on_val": True, "classes": {"5": {**entry, "budget": 1, "n_new": 40}}})
                  if l.startswith("- class 5"))
     assert "+ 1 (2.5% of them)" in third, third
+
+
+def test_the_confidence_to_ask_and_the_ceiling_where_the_dense_model_misses_some():
+    """Mutants that survived the suite: a reachable 0.776 advised as 0.78 (which the split cannot back), 0.5 itself (the
+    flag's floor) not advised, and the ceiling where the dense model misses some read with its hardest positive as
+    caught (c not lowered by one), which skipped the warning before retraining."""
+    from toolchain.promise import confidence_ceiling, confidence_to_ask, promise_confidence
+
+    assert confidence_to_ask(0.776) == 0.77 and confidence_to_ask(0.779999) == 0.77 and confidence_to_ask(0.78) == 0.78
+    assert confidence_to_ask(0.505) == 0.5 and confidence_to_ask(0.5) == 0.5 and confidence_to_ask(0.499) is None
+    # 9 samples, the dense model misses 2: the best model misses none it catches and catches both, its hardest positive
+    # counted as missed: b + 1 (one the dense model catches) or c - 1 (one it missed)
+    assert confidence_ceiling(9, 2) == max(promise_confidence(1, 2, 9), promise_confidence(0, 1, 9))
+    assert confidence_ceiling(9, 2) < promise_confidence(0, 2, 9) - 0.05
+    assert confidence_ceiling(9, 0) == promise_confidence(1, 0, 9) and confidence_ceiling(0, 0) == 0.0
+
+
+def test_the_guard_counts_an_edge_the_dense_model_missed_against_the_candidate_and_reachable_takes_the_best_feasible():
+    """Mutants that survived the suite: the hardest positive caught, where the dense model missed it, left c as it was
+    (the confidence overstated); reachable read the lowest feasible point's confidence, and dropped a point whose
+    accuracy is exactly the floor."""
+    from toolchain.prune.operating_point import PromiseGuard
+
+    # class 1: 10 positives; the dense model misses rows 0 and 1; the candidate's logit margins order its positives
+    y = np.array([1] * 10 + [0] * 10)
+    dense_pred = np.array([0, 0] + [1] * 8 + [0] * 10)
+    margin = np.r_[np.linspace(-3, -2, 2), np.linspace(1, 3, 8), np.linspace(-4, -1, 10)]  # logit 1 minus logit 0
+    logits = np.stack([np.zeros(20), margin], axis=1)
+    guard = PromiseGuard(y=y, dense_pred=dense_pred, protected=[1], confidence=0.5, budget=0)
+    caught_all = guard.check(logits, {1: 3.5})[1]  # every positive caught: the hardest (row 0) is one the dense model missed
+    assert (caught_all["b"], caught_all["c"], caught_all["b_judged"], caught_all["c_judged"]) == (0, 2, 0, 1), caught_all
+    assert caught_all["confidence"] == guard._confidence(1, 0, 1, 10)
+    # reachable: the accuracy floor exactly at a point's accuracy keeps it; the best feasible point is read, not the first
+    shifted = {d: guard.check(logits, {1: d})[1] for d in (0.0, 2.5, 3.5)}
+    accuracy = lambda d: float(np.mean((logits + [0, d]).argmax(1) == y))  # noqa: E731
+    floor = accuracy(3.5)
+    reached = guard.reachable(logits, {1: 0.0}, floor)[1]
+    assert reached == max(v["confidence"] for d, v in shifted.items() if accuracy(d) >= floor), (reached, shifted)
+    assert reached == shifted[3.5]["confidence"] > shifted[0.0]["confidence"]
+    at_floor = accuracy(3.0 + 1e-9)  # the point that catches every positive (row 0's need is 3): its accuracy is the floor
+    assert guard.reachable(logits, {1: 0.0}, at_floor)[1] == shifted[3.5]["confidence"]
