@@ -461,3 +461,34 @@ def test_offsets_go_into_the_layer_that_makes_the_logits_or_nowhere_at_any_logit
     bake_offsets(net, {3: 1.0}, example)
     moved = net(example).detach().double() - before
     assert moved[:, 3].sub(1.0).abs().max() < 0.2 and moved[:, [0, 1, 2, 4, 5]].abs().max() < 0.2
+
+
+def test_squared_magnitudes_and_the_protected_taylor_score_are_what_they_say():
+    """Mutants that survived the suite: norm 2 summing |W| (Torch-Pruning's squared ranking silently L1), and the
+    protected Taylor score with |.| for its square, the other classes' cross entropy in place of the protected ones', or
+    without its rank term: the class-aware score was never checked against its definition."""
+    from toolchain.prune.importance import protected_taylor_scores
+    from toolchain.prune.loss import squared_hinge_rank_loss
+
+    torch.manual_seed(0)
+    model = registry.create("mlp", in_features=5, num_classes=3, hidden=(4,))
+    example = torch.zeros(1, 5)
+    lin1, bn, lin2 = model.net[1], model.net[2], model.net[4]
+    squared = magnitude_scores(ChannelGraph(model, example), norm=2)["net.1"]
+    expected = (lin1.weight.pow(2).sum(1) + lin1.bias.pow(2) + bn.weight.pow(2) + bn.bias.pow(2) + lin2.weight.pow(2).sum(0)).double()
+    assert torch.allclose(squared, expected.detach(), atol=1e-6)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 5)).astype(np.float32)
+    y = np.arange(24) % 3
+    got = protected_taylor_scores(ChannelGraph(model, example), x, y, [1], batches=1, batch_size=64)["net.1"]
+    model.eval()  # every row in the one batch (half of 64 covers each group): the loss by its definition
+    model.zero_grad()
+    logits = model(torch.as_tensor(x))
+    target = torch.as_tensor(y)
+    loss = torch.nn.functional.cross_entropy(logits[target == 1], target[target == 1]) + squared_hinge_rank_loss(logits, target, 1)
+    loss.backward()
+    per_channel_sum = (lin1.weight * lin1.weight.grad).sum(1) + lin1.bias * lin1.bias.grad + bn.weight * bn.weight.grad \
+        + bn.bias * bn.bias.grad + (lin2.weight * lin2.weight.grad).sum(0)
+    assert torch.allclose(got, per_channel_sum.detach().double().pow(2), rtol=1e-4, atol=1e-10), (got, per_channel_sum.pow(2))
+    model.zero_grad()
