@@ -1616,3 +1616,54 @@ def test_the_run_s_accuracy_budget_is_named_only_where_it_is_looser():
     assert _baseline_run_notes({"run_accuracy_drop": 0.005}, failing, request, 0.02) == []
     (note,) = _baseline_run_notes({"run_accuracy_drop": 0.05}, failing, request, 0.02)
     assert note.startswith("the baseline's compress run allowed --max-accuracy-drop 0.05"), note
+
+
+def test_a_baseline_edited_one_count_at_a_time_is_refused():
+    """Mutants that survived the suite: a protected entry's fn raised alone (its fnr deleted), an FN total moved by one
+    with the accuracy left as it was, an edit that adds up everywhere but in the per-sample predictions, and a baseline
+    without a fingerprint of other class counts: each loosened or misread the budget unnoticed."""
+    import copy
+    from pathlib import Path
+
+    import numpy as np
+
+    from toolchain.baseline import _checked_evaluation, check_baseline
+    from toolchain.errors import UserError
+    from toolchain.metrics import evaluate_logits
+
+    y = np.arange(40) % 4
+    pred = y.copy()
+    pred[[1, 5]] = 0  # class 1 misses 2
+    ev = evaluate_logits(y, np.eye(4)[pred], [1])
+    ev["predictions"] = pred.tolist()
+    path = Path("b.json")
+    _checked_evaluation(copy.deepcopy(ev), path)  # as written: accepted
+
+    def refused(edit, match):
+        edited = copy.deepcopy(ev)
+        edit(edited)
+        with pytest.raises(UserError, match=match):
+            check_baseline({"path": path, "evaluation": _checked_evaluation(edited, path)}, y, "0" * 64, 4, [1], False, [])
+
+    def raise_entry(e):
+        e["protected"][0]["fn"] += 1
+        e["protected"][0].pop("fnr")
+    refused(raise_entry, "has fn 3 but fn_per_class says 2")
+
+    def total_by_one(e):
+        e["fn_per_class"][1] += 1
+        e["fp_per_class"][0] += 1
+        e["protected"][0].update(fn=3, fnr=3 / 10)
+        e.pop("confusion"), e.pop("predictions")
+    refused(total_by_one, "accuracy 0.95 is not 1 - its 3 false negatives / 40 rows")
+
+    def consistently(e):
+        total_by_one(e)
+        e["predictions"] = pred.tolist()
+        e["accuracy"] = 1 - 3 / 40
+    refused(consistently, "per-sample predictions miss 2 of these rows")
+
+    def other_counts(e):
+        e["support_per_class"] = [11, 10, 10, 9]
+        e.pop("confusion"), e.pop("predictions"), e.pop("recall_per_class", None)
+    refused(other_counts, "other class counts")
