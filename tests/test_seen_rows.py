@@ -366,3 +366,20 @@ def test_export_with_another_seed_records_the_rows_the_model_was_trained_on(tmp_
     assert code in (0, 1) and result is not None and not any("records a sample of" in n for n in result["notes"]), err
     code, _, err = run_cli(["verify", onnx_file, "--data", data, "-p", "pos", "--seed", "1"], capsys)
     one_line_error(code, err, "give --seed 0, the seed its data was split with, not 1")
+
+
+def test_the_fitted_row_thresholds_that_void_a_gate():
+    """Mutants that survived the suite: the share that voids a gate at 0.2 instead of a tenth, chance twins at 5 instead
+    of 2, one fitted row ignored where the sample is every fitted row, --data holding 60% of the sampled rows not read
+    as the fitted data."""
+    from toolchain.verify_inputs import _fitted_data, _fitted_share, _void
+
+    sampled = {"rows": 1000}  # the model was fitted on 1,000 rows, 100 of them sampled
+    found = {"sampled": 100, "only_judged": 3}
+    assert _fitted_share(sampled, found, 250) == pytest.approx(0.12)  # 3 found stand for 30 of 250 judged
+    assert _void(sampled, found, 0.12) and not _void(sampled, found, 0.09)
+    assert not _void(sampled, {**found, "only_judged": 2}, 0.12)  # two: a held-out set's chance twins
+    every = {"rows": 40}  # every fitted row sampled: one found is one
+    assert _void(every, {"sampled": 40, "only_judged": 1}, 0.11) and not _void(every, {"sampled": 40, "only_judged": 0}, 0.11)
+    assert _fitted_data({"in_data": 60, "sampled": 100, "repeats": 0.0}) and not _fitted_data({"in_data": 40, "sampled": 100, "repeats": 0.0})
+    assert not _fitted_data({"in_data": 60, "sampled": 100, "repeats": 0.5}) and not _fitted_data(None)
