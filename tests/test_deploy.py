@@ -137,8 +137,11 @@ def test_with_a_target_the_file_named_is_the_fastest_the_target_s_profile_estima
     assert "the fastest on the target by its profile's estimate (0.282 ms per call; here 0.21 ms)" in choice["why"]
     assert "estimates it faster there (0.282 ms vs 0.514 ms)" in deploy["findings"][0]
     assert "deploy the fp32 file" not in "\n".join(deploy_lines({"deploy": deploy, "artifacts": files}))
+    files[1]["fit"].pop("estimated_latency")  # one file estimated, one not: this machine's timing for both, not a mix
+    (mixed,) = _recommend(files, [0.147, 0.21])["choices"]
+    assert mixed["file"] == "artifacts/model_fp32_nhwc.tflite" and "the fastest here (0.147 ms per call)" in mixed["why"], mixed
     for entry in files:  # no estimate (a profile without throughput): this machine's timing, as before
-        entry["fit"].pop("estimated_latency")
+        entry["fit"].pop("estimated_latency", None)
     assert _recommend(files, [0.147, 0.21])["choices"][0]["file"] == "artifacts/model_fp32_nhwc.tflite"
 
 
