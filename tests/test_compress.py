@@ -1189,7 +1189,14 @@ def test_a_promise_the_validation_split_cannot_back_is_said_before_any_retrainin
     said = unreachable_confidence(np.where(np.arange(2)[None, :] == one[:, None], 5.0, 0.0), one, [1], ["no", "yes"], PruneConfig())
     assert "reaches 0.400 at --max-fn-increase 0" in said[0] and "--max-fn-increase 1 (" not in said[0], said
     assert said[0].endswith("give more validation samples of the class (--val): the --max-fn-increase 1 that backs it here would "
-                            "allow missing all 1, a promise of nothing (a run still going can be stopped now)"), said
+                            "promise nothing (a budget of 1 allows missing all 1 samples of the class on new data) (a run still "
+                            "going can be stopped now)"), said
+    # the dense model misses 4 of 5: +1 still promises something (the report's own rule), so it is advised
+    five = np.array([1] * 5 + [0] * 30)
+    z = np.where(np.arange(2)[None, :] == five[:, None], 5.0, 0.0)
+    z[:4] = [5.0, 0.0]
+    said = unreachable_confidence(z, five, [1], ["no", "yes"], PruneConfig())
+    assert "promise nothing" not in said[0] and "--max-fn-increase 1 (up to 1 more miss" in said[0], said
     # on the console before round 1, and the run goes on to its report (its gate then fails)
     code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
                             "--skip-export", "--max-accuracy-drop", "0.5", "--out", tmp_path / "r"], capsys)

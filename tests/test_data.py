@@ -1036,6 +1036,9 @@ def test_a_split_names_how_many_classes_are_too_small_not_one_at_a_time(tmp_path
     message = str(caught.value)
     assert "class 'cls_100' (label 100) in 'f' has only 2 samples (and 99 other classes with fewer than 3, such as 'cls_101', " \
            "'cls_102', 'cls_103', 'cls_104', 'cls_105')" in message and "add samples of those classes" in message, message
+    y = np.repeat(np.arange(4), [10, 2, 2, 10])
+    with pytest.raises(SmallClassError, match=r"class 'a1' \(label 1\) in 'f' has only 2 samples \(and 'a2', with fewer than 3 too\)"):
+        split_pool(np.zeros((len(y), 2), np.float32), y, 0, (0.15, 0.15), ["a0", "a1", "a2", "a3"], "'f'", False)
 
 
 def test_a_thousand_names_are_listed_short_and_a_duplicate_is_named(tmp_path):

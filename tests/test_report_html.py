@@ -380,3 +380,22 @@ def test_long_class_names_keep_the_plots_readable_and_the_page_prints(figures, t
     captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page)
     assert alts and not set(alts) & set(captions) and all(a.startswith("plot ") for a in alts), alts
     assert render_report(report).count(long) >= 1  # the reports give the name whole
+
+
+def test_names_inside_a_reason_are_escaped_once_and_a_recheck_names_only_what_it_cannot_show():
+    """A regression reviewer: names escaped one after another escaped a name's escape again where another name held its
+    character ('**zero**' beside '*'); the re-check command replaced a plain --data path by DATA where a --class-names
+    value held the '<', which stayed escaped, and named report.json for export.md's command."""
+    from toolchain.report.markdown import names_as_text, recheck_lines
+
+    for names in (["**zero**", "*"], ["a_b", "_"], ["R&D", "&"]):
+        line = names_as_text(f"class 0 ({names[0]}) and class 1 ({names[1]})", names)
+        assert html.unescape(re.sub(r"<[^>]+>", "", render_html(line, [], "t"))).count(f"({names[0]})") == 1, line
+    report = made_up_report()
+    report["data"] = {**report["data"], "verify_data": "held/test", "verify_options": ["--class-names", "<5mm,>=5mm"]}
+    (line,) = [line for line in recheck_lines(report, "export.json") if line]
+    assert "--data held/test" in line and "--class-names VALUE" in line and "DATA" not in line, line
+    assert "(VALUE: the value of --class-names in this run's data.verify_options, quoted for the shell)" in line
+    report["data"] = {**report["data"], "verify_data": "a<b/d.npz", "verify_options": []}
+    (line,) = [line for line in recheck_lines(report, "export.json") if line]
+    assert "--data DATA" in line and "(DATA: the --data path the run was given, quoted for the shell)" in line and "report.json" not in line

@@ -972,7 +972,7 @@ def test_an_entry_named_like_an_image_that_is_no_file_is_refused_whichever_split
 def test_a_nas_thumbnail_folder_and_jpegs_named_jfif_are_what_they_are(tmp_path):
     """A Synology NAS writes @eaDir (thumbnails) into every folder: cwtool said to move its images up into the class,
     which would have put copies of the class's own images into it. .jfif and .jpe files are JPEGs and were left out as
-    'not a PNG/JPEG file'."""
+    'not a PNG/JPEG file': still left out (read, they would change the rows earlier runs split), said as JPEGs to rename."""
     from PIL import Image
 
     folder = image_folder(tmp_path / "imgs", 8, 16, seed=2)
@@ -982,8 +982,10 @@ def test_a_nas_thumbnail_folder_and_jpegs_named_jfif_are_what_they_are(tmp_path)
     Image.open(folder / "class1" / "00001.png").convert("RGB").save(folder / "class1" / "extra.jfif", format="JPEG")
     Image.open(folder / "class1" / "00003.png").convert("RGB").save(folder / "class1" / "extra.jpe", format="JPEG")
     ds = load_data(str(folder), seed=0)
-    assert ds.class_names == ["class0", "class1"] and len(ds.split("all")[1]) == 10
-    assert "left out" not in ds.preprocessing.note, ds.preprocessing.note
+    assert ds.class_names == ["class0", "class1"] and len(ds.split("all")[1]) == 8
+    assert ("2 images of formats cwtool does not read left out (JPEG named .jfif 1, JPEG named .jpe 1; by class: 'class1' 2 "
+            "(4 read)): convert them to PNG or JPEG (a .jfif or .jpe file is a JPEG: rename it .jpg) to use them") in ds.preprocessing.note
+    assert "other entr" not in ds.preprocessing.note, ds.preprocessing.note  # @eaDir: not counted
 
 
 def test_a_folder_of_split_folders_is_named_for_what_it_is(tmp_path):

@@ -150,7 +150,7 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
     """A warning for each protected class whose promise no model can back on this validation split, said before any
     retraining: a run on 9 validation samples at --max-fn-increase 1 --confidence 0.8 pruned, retrained, exported and
     timed every file, then failed ("reachable: 0.702"), a number known from the split alone (a new user's finding)."""
-    from toolchain.promise import budget_backing, confidence_ceiling, confidence_to_ask
+    from toolchain.promise import budget_backing, confidence_ceiling, confidence_to_ask, empty_promise
 
     lines = []
     for k in protected:
@@ -161,13 +161,13 @@ def unreachable_confidence(val_logits: np.ndarray, y_val: np.ndarray, protected:
             to = confidence_to_ask(ceiling)  # None under the flag's floor of 0.5
             fixes = [f"--confidence {to:g}"] if to is not None else []
             budget = budget_backing(n, dense_fn, config.confidence, config.max_fn_increase, n + 1)
-            empty = budget is not None and dense_fn + budget >= n  # allowed to miss every new sample: a promise of nothing
+            empty = budget is not None and empty_promise(n, dense_fn, budget) is not None  # a promise of nothing, as the report says
             if budget is not None and not empty:  # what the number gives up, said: "+4" alone read as a harmless tweak
                 fixes.append(f"--max-fn-increase {budget} (up to {budget} more miss{'es' if budget != 1 else ''} than the dense model's on new data of "
                              f"{n} such samples)")
             if empty:  # followed, that advice passed the gate on a promise that says nothing (a reviewer, 1 sample of 3)
-                fixes.append(f"more validation samples of the class (--val): the --max-fn-increase {budget} that backs it here would allow "
-                             f"missing all {n}, a promise of nothing")
+                fixes.append(f"more validation samples of the class (--val): the --max-fn-increase {budget} that backs it here would "
+                             f"promise nothing ({empty_promise(n, dense_fn, budget)})")
             elif dense_fn:  # where the dense model misses none, a larger split backs no more (the ceiling holds at any size)
                 fixes.append("more validation data")
             either = " or ".join(fixes) if len(fixes) <= 2 else f"{', '.join(fixes[:-1])} or {fixes[-1]}"

@@ -136,7 +136,8 @@ def _check_class_sizes(
         label = f"'{names[c]}' (label {c})" if names and c < len(names) else f"{c}"
         others = int(small.sum()) - 1  # named one at a time, 100 small classes took 100 edits and reruns to find
         shown = [f"'{one_line(names[int(o)])[:60]}'" if names and int(o) < len(names) else str(int(o)) for o in classes[small][1:6]]
-        more = f" (and {others:,} other class{'es' if others > 1 else ''} with fewer than {need}, such as {', '.join(shown)})" if others else ""
+        more = (f" (and {others:,} other classes with fewer than {need}, such as {', '.join(shown)})" if others > len(shown)
+                else f" (and {', '.join(shown)}, with fewer than {need} too)" if others else "")
         raise SmallClassError(
             f"class {label} in {where} has only {n} sample{'s' if n != 1 else ''}{more}; splitting into {parts} "
             f"needs at least {need} per class: add samples of {'those classes' if others else 'that class'} or give the splits yourself"

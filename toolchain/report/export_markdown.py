@@ -4,11 +4,11 @@ from (test split), the device verdict with --target, and the files' sha256. No t
 from __future__ import annotations
 
 from toolchain.errors import printable
-from toolchain.report.html import code_span, no_raw_html
+from toolchain.report.html import no_raw_html
 from toolchain.report.deploy import deploy_lines
 from toolchain.report.fit import fit_lines
 from toolchain.report.markdown import calibration_words, files_lines, fmt_value, held_out_rows, int8_layers_words, names_as_text, \
-    protected_cell, protected_classes, recheck_lines
+    protected_cell, protected_classes, recheck_lines, shown_path
 
 __all__ = ["files_verdict", "render_export_report"]
 
@@ -55,7 +55,7 @@ def render_export_report(report: dict) -> str:
         f"Model: `{model['path']}` ({model.get('arch') or model['kind']}{', pruned' if model.get('pruned') else ''}, "
         f"{model['params']:,} parameters, sha256 `{model['sha256']}`).",
         "",
-        f"Data: {code_span(data['source']) if isinstance(data.get('source'), str) else data['name']}, test rows {held_out_rows(data, 'test')} ({data['sizes']['test']} rows), sha256 `{data['test_rows_sha256']}`. "
+        f"Data: {shown_path(data['source']) if isinstance(data.get('source'), str) else data['name']}, test rows {held_out_rows(data, 'test')} ({data['sizes']['test']} rows), sha256 `{data['test_rows_sha256']}`. "
         f"Protected classes: {protected_classes(report)}.",
         "",
         f"**{files_verdict(report)}** (test FN +{budget['max_fn_increase']} per protected class, accuracy drop <= "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from toolchain.errors import one_line, printable
@@ -50,9 +51,11 @@ def names_as_text(text: str, names) -> str:
     """A line cwtool wrote (a gate reason, a data note) with the class names in it shown as written: each name that holds
     Markdown markup escaped (md_text), the longest first. One line."""
     text = one_line(text)
-    for name in sorted({one_line(n) for n in names or [] if isinstance(n, str) and md_text(one_line(n)) != one_line(n)}, key=len, reverse=True):
-        text = text.replace(name, md_text(name))
-    return text
+    marked = sorted({one_line(n) for n in names or [] if isinstance(n, str) and md_text(one_line(n)) != one_line(n)}, key=len, reverse=True)
+    if not marked:
+        return text
+    # one pass: replaced one name after another, a name's escape was escaped again where another name is in it ('*')
+    return re.sub("|".join(map(re.escape, marked)), lambda m: md_text(m.group(0)), text)
 
 
 def ledger_rows(report: dict) -> list[dict]:
@@ -151,15 +154,26 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
                       for k in report["protected"])
     rows = data.get("verify_data") or data.get("spec") or data["name"]
     budget = _budget_flags((report.get("gate") or {}).get("budget") or report.get("budget") or {})
-    command = (f"cwtool verify {' '.join(files)} --data {shlex.quote(rows)}{seed}"
-               f"{''.join(' ' + shlex.quote(o) for o in data.get('verify_options') or [])}{protect} --baseline {baseline}{budget}")
+    # an argument a code span cannot show as typed (a '<' or '](': the Markdown's escape would be pasted) is named, not shown
+    placeholders = []
+
+    def arg(value: str, name: str, where: str) -> str:
+        quoted = shlex.quote(value)
+        if shown_as_written(quoted):
+            return quoted
+        placeholders.append(f"{name}: {where}, quoted for the shell")
+        return name
+
+    options = data.get("verify_options") or []
+    shown_options = "".join(" " + (arg(o, "VALUE", "the value of --class-names in this run's data.verify_options") if i and options[i - 1] == "--class-names"
+                                   else shlex.quote(o)) for i, o in enumerate(options))
+    command = (f"cwtool verify {' '.join(files)} --data {arg(rows, 'DATA', 'the --data path the run was given')}{seed}"
+               f"{shown_options}{protect} --baseline {baseline}{budget}")
     if run_failed(report):  # the command would fail every file: the run vetted none
         return ["", f"No file to re-check: the run recommended none, and `cwtool verify` against {code_span(baseline)} "
                     "fails every file of it."]
     what = "the files to deploy" if len(chosen) > 1 else "the file to deploy" if chosen else "a file"
-    data_said = ""
-    if not shown_as_written(command):  # a path with '<' or '](': a code span would show no_raw_html's escapes, pasted as typed
-        command, data_said = command.replace(shlex.quote(rows), "DATA"), " (DATA: report.json's data.verify_data, quoted for the shell)"
+    data_said = f" ({'; '.join(placeholders)})" if placeholders else ""
     return ["", f"Re-check {what} here, from this folder: {code_span(command)}{data_said}. Add `--save-rows eval.npz` to keep "
                 f"the rows it judges: a device with numpy and one runtime judges the same rows with "
                 + " or ".join(code_span(f"cwtool verify {f} --data eval.npz{protect} --baseline {baseline}{budget}") for f in files)

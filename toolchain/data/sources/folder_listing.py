@@ -12,11 +12,14 @@ from pathlib import Path
 from toolchain.data.labels import composed
 from toolchain.errors import UserError, listed, one_line
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jfif", ".jpe"}  # .jfif/.jpe: JPEGs as Windows and browsers name them
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
 
 OTHER_IMAGE_FORMATS = {".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WebP", ".gif": "GIF", ".heic": "HEIC",
-                       ".heif": "HEIF", ".avif": "AVIF", ".jp2": "JPEG 2000", ".dcm": "DICOM"}
-"""Images cwtool does not read, by extension: left out, and said per class (a class trained on a third of its images)."""
+                       ".heif": "HEIF", ".avif": "AVIF", ".jp2": "JPEG 2000", ".dcm": "DICOM", ".jfif": "JPEG named .jfif",
+                       ".jpe": "JPEG named .jpe"}
+"""Images cwtool does not read, by extension: left out, and said per class (a class trained on a third of its images).
+JPEGs as Windows and browsers name them (.jfif, .jpe) among them: read, they would change the rows of a folder every
+earlier run and checkpoint split; renamed .jpg, they are read."""
 
 LITTER_FOLDERS = {"__MACOSX", "@eaDir"}
 """Folders tools write beside the images, never a class: a Mac zip's resource forks, a Synology NAS's thumbnails (one in
@@ -144,8 +147,9 @@ def other_images_note(skipped: list[Path], files: list[Path], class_dirs: list[P
     per_class, read = Counter(p.parent for p in others), Counter(f.parent for f in files)
     kinds = ", ".join(f"{kind} {n:,}" for kind, n in formats.most_common())
     classes = listed((f"'{one_line(d.name)[:60]}' {per_class[d]:,} ({read[d]:,} read)" for d in class_dirs if d in per_class), 6)
+    how = "convert them to PNG or JPEG" + (" (a .jfif or .jpe file is a JPEG: rename it .jpg)" if any("named" in kind for kind in formats) else "")
     return (f"{len(others):,} image{'s' if len(others) > 1 else ''} of formats cwtool does not read left out ({kinds}; by class: "
-            f"{classes}): convert them to PNG or JPEG to use them")
+            f"{classes}): {how} to use them")
 
 
 def _leads_back_up(entry: Path, class_dir: Path) -> bool:
