@@ -147,6 +147,20 @@ def test_a_class_name_is_text_in_report_md_not_html():
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "\\&lt;" not in page
 
 
+def _reports_naming(name: str) -> tuple[str, str]:
+    """report.md and export.md of a made-up run whose protected class 3 is named ``name``, in a gate reason too."""
+    from toolchain.report.export_markdown import render_export_report
+    from toolchain.report.markdown import render_report
+
+    report = made_up_report(fn_after=1, fp_after=1)
+    report["class_names"][3] = name
+    report["gate"]["reasons"] = [f"class 3 ({name}): FN 1 > 0"]
+    exported = render_export_report({**report, "artifacts": [], "budget": report["gate"]["budget"],
+                                     "model": {"path": "m.pt", "kind": "checkpoint", "params": 1, "sha256": "0" * 64},
+                                     "data": {**report["data"], "test_rows_sha256": "1" * 64}})
+    return render_report(report), exported
+
+
 _HOSTILE_NAMES = ["\\<script>alert(2)</script>", "a\\`<img src=x onerror=alert(3)>`", "```<iframe src=x>",
                   "`` <img src=y onerror=alert(4)> ``", "\\\\<svg onload=alert(5)>", "x`y\\`<object data=z>",
                   "![x](http://evil.example/p.png)", "[x](javascript:alert(6))", "<1@evil.example>"]
@@ -160,18 +174,9 @@ def test_a_class_name_opens_no_tag_in_a_commonmark_renderer(name):
     (CommonMark, raw HTML allowed, every link target accepted as a renderer without a URL check does; rich brings it)."""
     from markdown_it import MarkdownIt
 
-    from toolchain.report.export_markdown import render_export_report
-    from toolchain.report.markdown import render_report
-
-    report = made_up_report(fn_after=1, fp_after=1)
-    report["class_names"][3] = name
-    report["gate"]["reasons"] = [f"class 3 ({name}): FN 1 > 0"]
-    exported = render_export_report({**report, "artifacts": [], "budget": report["gate"]["budget"],
-                                     "model": {"path": "m.pt", "kind": "checkpoint", "params": 1, "sha256": "0" * 64},
-                                     "data": {**report["data"], "test_rows_sha256": "1" * 64}})
     renderer = MarkdownIt("commonmark")
     renderer.validateLink = lambda url: True
-    for markdown in (render_report(report), exported):
+    for markdown in _reports_naming(name):
         page = renderer.render(markdown)
         assert not re.search(r"<(script|img|iframe|svg|object|a)\b", page), page
         html_page = render_html(markdown, [], "t")
@@ -189,16 +194,7 @@ def test_a_class_name_with_markup_reads_as_written_in_both_reports(name):
     a trailing backslash, and report.html turned backticks into code (a reviewer of the reports)."""
     from markdown_it import MarkdownIt
 
-    from toolchain.report.export_markdown import render_export_report
-    from toolchain.report.markdown import render_report
-
-    report = made_up_report(fn_after=1, fp_after=1)
-    report["class_names"][3] = name
-    report["gate"]["reasons"] = [f"class 3 ({name}): FN 1 > 0"]
-    exported = render_export_report({**report, "artifacts": [], "budget": report["gate"]["budget"],
-                                     "model": {"path": "m.pt", "kind": "checkpoint", "params": 1, "sha256": "0" * 64},
-                                     "data": {**report["data"], "test_rows_sha256": "1" * 64}})
-    for markdown in (render_report(report), exported):
+    for markdown in _reports_naming(name):
         for page in (MarkdownIt("commonmark").enable("table").render(markdown), render_html(markdown, [], "t")):
             text = html.unescape(re.sub(r"<[^>]+>", "", page))
             assert f"Protected classes: 3 ({name})" in text and f"class 3 ({name}): FN 1 > 0" in text, page
