@@ -492,3 +492,23 @@ def test_squared_magnitudes_and_the_protected_taylor_score_are_what_they_say():
         + bn.bias * bn.bias.grad + (lin2.weight * lin2.weight.grad).sum(0)
     assert torch.allclose(got, per_channel_sum.detach().double().pow(2), rtol=1e-4, atol=1e-10), (got, per_channel_sum.pow(2))
     model.zero_grad()
+
+
+def test_a_gru_after_a_conv1d_is_refused_naming_it_not_an_internal_error():
+    """An ECG model (Conv1d front end, then a GRU): Torch-Pruning's grouping failed inside its index mapping (IndexError),
+    compress ended in exit 3, with --granularity weight too (a reviewer of 1-D signal models)."""
+    from toolchain.errors import UserError
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = torch.nn.Sequential(torch.nn.Conv1d(2, 8, 5, padding=2), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.MaxPool1d(4))
+            self.rnn = torch.nn.GRU(8, 6, batch_first=True)
+            self.fc = torch.nn.Linear(6, 4)
+
+        def forward(self, x):
+            out, _ = self.rnn(self.f(x).transpose(1, 2))
+            return self.fc(out[:, -1])
+
+    with pytest.raises(UserError, match=r"pruning cannot group this model's channels .*it holds rnn \(GRU\), a recurrent layer"):
+        ChannelGraph(Net().eval(), torch.zeros(1, 2, 64))

@@ -41,6 +41,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from toolchain.errors import UserError
+
 from toolchain.models.modes import evaluating
 from toolchain.prune.channel_plan import ChannelGroup, ChannelPlan, validate_plan
 
@@ -229,6 +231,22 @@ def _slices(dg, group, names: dict[nn.Module, str]) -> Iterator[Slice]:
             raise TypeError(f"cannot mask channels of {name} ({type(m).__name__}): its groups should be fixed")
 
 
+def _all_groups(dg, model: nn.Module) -> list:
+    """Torch-Pruning's channel groups; where its grouping fails inside its own code (a GRU after a Conv1d: IndexError in
+    its index mapping, exit 3), a UserError naming the layers it does not follow, or the failure."""
+    import traceback
+
+    try:
+        return list(dg.get_all_groups())
+    except Exception as exc:
+        if not any("torch_pruning" in f.filename.replace("\\", "/") for f in traceback.extract_tb(exc.__traceback__)):
+            raise
+        recurrent = [f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+        held = f": it holds {', '.join(recurrent[:3])}, a recurrent layer the dependency graph does not follow" if recurrent else ""
+        raise UserError(f"pruning cannot group this model's channels (Torch-Pruning's dependency graph fails: {type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:200]}){held}; compress another architecture") from exc
+
+
 class ChannelGraph:
     """One model's channel structure, from one dependency graph.
 
@@ -248,7 +266,7 @@ class ChannelGraph:
         sinks, shared = _sink_nodes(self.dg), _shared_parameter_owners(model)
         seen: set[str] = set()
         described = []
-        for g in self.dg.get_all_groups():
+        for g in _all_groups(self.dg, model):
             root = _root_of(self.dg, g, order)
             if self._names[root] in seen:
                 continue
