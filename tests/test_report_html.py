@@ -395,3 +395,16 @@ def test_names_inside_a_reason_are_escaped_once_and_a_recheck_names_only_what_it
     report["data"] = {**report["data"], "verify_data": "a<b/d.npz", "verify_options": []}
     (line,) = [line for line in recheck_lines(report, "export.json") if line]
     assert "--data DATA" in line and "(DATA: the --data path the run was given, quoted for the shell)" in line and "report.json" not in line
+
+
+def test_the_device_re_check_of_saved_signal_rows_carries_their_input_shape():
+    """(N, C, L) signals: the printed device command (--data eval.npz) failed, exit 2: its 3-D x read as (N, H, W) images."""
+    from toolchain.report.markdown import recheck_lines
+
+    report = made_up_report()
+    report["data"] = {**report["data"], "verify_data": "sig.npz", "verify_options": ["--input-shape", "2,128"]}
+    (line,) = [line for line in recheck_lines(report, "report.json") if line]
+    assert "--data sig.npz --input-shape 2,128" in line and "--data eval.npz --input-shape 2,128 -p 3" in line, line
+    report["data"]["verify_options"] = []
+    (line,) = [line for line in recheck_lines(report, "report.json") if line]
+    assert "--input-shape" not in line

@@ -121,8 +121,11 @@ def verify(
     if save_rows is not None:
         def rows_saved():
             _write_rows(save_rows, request.rows_kept, inputs)
+            shape = getattr(request.rows_kept["x"], "shape", ())
+            # (N, C, L) signals: read alone, an .npz's 3-D x is (N, H, W) images (the printed command failed, exit 2)
+            signals = f" --input-shape {shape[1]},{shape[2]}" if len(shape) == 3 else ""
             log_console().print(f"rows saved: {save_rows} ({len(request.rows_kept['y']):,} rows, the same sha256): a device with "
-                                f"numpy and one runtime judges them with --data {save_rows.name}")
+                                f"numpy and one runtime judges them with --data {save_rows.name}{signals}")
         writes.insert(0, (save_rows, _saved_by_verify, rows_saved))
     _write_all(writes)
     return 0 if result["gate"]["passed"] else 1

@@ -176,8 +176,15 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
     data_said = f" ({'; '.join(placeholders)})" if placeholders else ""
     return ["", f"Re-check {what} here, from this folder: {code_span(command)}{data_said}. Add `--save-rows eval.npz` to keep "
                 f"the rows it judges: a device with numpy and one runtime judges the same rows with "
-                + " or ".join(code_span(f"cwtool verify {f} --data eval.npz{protect} --baseline {baseline}{budget}") for f in files)
+                + " or ".join(code_span(f"cwtool verify {f} --data eval.npz{_signal_shape(options)}{protect} --baseline {baseline}{budget}")
+                              for f in files)
                 + " (a named set such as digits needs scikit-learn, a folder of images Pillow)."]
+
+
+def _signal_shape(options: list) -> str:
+    """' --input-shape 2,128' where the run's rows were reshaped so: the saved rows' 3-D x read alone is (N, H, W) images."""
+    at = [i for i, o in enumerate(options) if o == "--input-shape" and i + 1 < len(options)]
+    return f" --input-shape {shlex.quote(str(options[at[0] + 1]))}" if at else ""
 
 
 def _budget_flags(budget: dict) -> str:
