@@ -1053,3 +1053,16 @@ def test_a_thousand_names_are_listed_short_and_a_duplicate_is_named(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=y, class_names=np.array(["a", "b", "a", "c"]))
     with pytest.raises(UserError, match=r"has duplicates \('a' at indices 0, 2\)"):
         load_data(str(tmp_path / "d.npz"), seed=0)
+
+
+def test_signals_for_a_conv1d_model_are_told_of_input_shape():
+    """(N, C, L) signals given to a Conv1d model: the refusal named --image-size and --resize alone (a reviewer of 1-D
+    signal models); README said nothing of 1-D data."""
+    import torch
+
+    from toolchain.evaluate import probe_outputs
+
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with pytest.raises(UserError, match=r"signals \(N, C, L\) for a 1-D model take --input-shape 2,128"):
+        probe_outputs(model, (1, 2, 128))
+    assert probe_outputs(model, (2, 128)) == 3

@@ -97,6 +97,9 @@ def probe_outputs(model, sample_shape: tuple[int, ...]) -> int:
             + (channels_hint(tuple(sample_shape)) if "channels" in str(exc) else "")
             + ("; an image model whose layers fix the size takes the size it was trained at (--image-size, --resize)"
                if len(sample_shape) == 3 and "channels" not in str(exc) else "")
+            # a 3-D x is read as gray images: a Conv1d model's (N, C, L) signals were told of image sizes alone
+            + (f"; signals (N, C, L) for a 1-D model take --input-shape {sample_shape[1]},{sample_shape[2]}"
+               if len(sample_shape) == 3 and sample_shape[0] == 1 else "")
         ) from exc
     if not isinstance(out, torch.Tensor):  # (logits, features), auxiliary heads, a dict of outputs
         raise UserError(f"the model returns a {type(out).__name__}, not one tensor; cwtool needs a forward that returns (batch, classes) "
