@@ -512,3 +512,17 @@ def test_a_gru_after_a_conv1d_is_refused_naming_it_not_an_internal_error():
 
     with pytest.raises(UserError, match=r"pruning cannot group this model's channels .*it holds rnn \(GRU\), a recurrent layer"):
         ChannelGraph(Net().eval(), torch.zeros(1, 2, 64))
+
+
+def test_a_plan_that_leaves_a_layer_a_sixteenth_of_its_channels_is_said():
+    """An LSTM head kept whole left one prunable layer: a round's plan cut it from 32 channels to 1 to chase the size
+    goal, no retraining recovered it, and the failure blamed --lr (a reviewer of 1-D signal models)."""
+    from toolchain.prune.channel_plan import ChannelGroup
+    from toolchain.prune.plan import thinned
+
+    def group(key, size):
+        return ChannelGroup(key=key, size=size)
+
+    groups = [group("f.0", 32), group("f.4", 48), group("small", 4)]
+    assert thinned(groups, {"f.0": list(range(31)), "f.4": list(range(20)), "small": [0, 1, 2]}) == [("f.0", 32, 1)]
+    assert thinned(groups, {"f.0": list(range(29))}) == [] and thinned(groups, {"f.0": list(range(30))}) == [("f.0", 32, 2)]

@@ -36,7 +36,7 @@ from toolchain.prune.final import final_finetune
 from toolchain.prune.graph import ChannelGraph
 from toolchain.prune.loss import ClassDependentLoss, LiveTeacher
 from toolchain.prune.operating_point import PromiseGuard, apply_offsets, choose_offsets, fn_count
-from toolchain.prune.plan import plan_for_target
+from toolchain.prune.plan import plan_for_target, thinned
 from toolchain.prune.preflight import kept_whole_line
 from toolchain.prune.round_files import RoundFiles
 from toolchain.prune.schedule import n_rounds, round_mac_target, round_target
@@ -243,6 +243,13 @@ class LotteryPruner:
             mac_share = round_mac_target(cfg, r)
             target_macs = None if mac_share is None else int(mac_share * self.dense_macs)
             local = plan_for_target(graph, scores, int(target), cfg.round_to, target_macs, cfg.allocation)
+            thin = thinned(graph.groups, local)
+            if thin:
+                whole = sum(not g.prunable and not g.output for g in graph.all_groups)
+                self.log(f"warning: round {r} cuts " + ", ".join(f"{key} from {size} channels to {kept}" for key, size, kept in thin[:3])
+                         + f" to reach {int(target):,} parameters" + (f" ({whole} channel group{'s are' if whole != 1 else ' is'} kept "
+                         "whole: its parameters cannot shrink)" if whole else "") + ": a layer this thin rarely retrains; a larger "
+                         "--keep-params, or a model whose layers cwtool can prune, serves better")
             if result.tickets and not any(local.values()):  # every group at its floor: retraining the same size again (29
                 # rounds of a 53-parameter net) buys nothing and drifts the model
                 last = result.tickets[-1]
