@@ -349,11 +349,16 @@ def test_a_pool_split_with_another_seed_is_told_the_seed(exported, tmp_path, cap
     assert code in (0, 1) and result["data"]["split"] == "test", err
 
 
-def test_a_held_out_folder_with_an_entry_left_out_is_judged_as_before(tmp_path, capsys):
+def test_a_held_out_folder_with_a_link_to_nothing_is_refused_then_judged(tmp_path, capsys):
+    """A git-annex checkout's unfetched file was left out of verify's seeded split and refused by --split all: one folder,
+    two rules. Refused in every command; once mended, judged."""
     train = _images(tmp_path / "train", 30, seed=0)
     held = _images(tmp_path / "held", 20, seed=1)
     (held / "cat" / "zz_missing.png").symlink_to(tmp_path / "gone.png")  # a git-annex checkout's unfetched file
     onnx_file = _exported(train, "cat", tmp_path, capsys, arch="tiny-resnet", epochs=1)
+    code, _, err = run_cli(["verify", onnx_file, "--data", held, "-p", "cat"], capsys)
+    one_line_error(code, err, "zz_missing.png' in", "is named like an image but is a link to nothing")
+    (held / "cat" / "zz_missing.png").unlink()
     code, result, err = _verified([onnx_file, "--data", held, "-p", "cat"], tmp_path, capsys)
     assert code in (0, 1) and result is not None, err
 
