@@ -50,10 +50,15 @@ _RESHAPES = {"view", "reshape", "unflatten"}
 _OWN_CODE = (Path(torch.__file__).parent, Path(__file__).parent.parent)  # frames to skip when naming a place
 
 
+def torch_pruning_frames(exc: BaseException) -> list:
+    """The frames of an exception's traceback inside Torch-Pruning's own code (none: it came from elsewhere)."""
+    return [f for f in traceback.extract_tb(exc.__traceback__) if "torch_pruning" in f.filename.replace("\\", "/")]
+
+
 def analysis_failure(exc: BaseException) -> str | None:
     """The Torch-Pruning function an exception came from when it failed analysing a traced model;
     None when it came from the model's own forward (or from outside Torch-Pruning)."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "torch_pruning" in f.filename.replace("\\", "/")]
+    frames = torch_pruning_frames(exc)
     if not any(f.name in _ANALYSIS_STEPS for f in frames):
         return None
     return frames[-1].name

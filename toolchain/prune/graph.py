@@ -42,7 +42,6 @@ import torch
 from torch import nn
 
 from toolchain.errors import UserError
-
 from toolchain.models.modes import evaluating
 from toolchain.prune.channel_plan import ChannelGroup, ChannelPlan, validate_plan
 
@@ -234,12 +233,12 @@ def _slices(dg, group, names: dict[nn.Module, str]) -> Iterator[Slice]:
 def _all_groups(dg, model: nn.Module) -> list:
     """Torch-Pruning's channel groups; where its grouping fails inside its own code (a GRU after a Conv1d: IndexError in
     its index mapping, exit 3), a UserError naming the layers it does not follow, or the failure."""
-    import traceback
+    from toolchain.prune.channel_movers import torch_pruning_frames
 
     try:
         return list(dg.get_all_groups())
     except Exception as exc:
-        if not any("torch_pruning" in f.filename.replace("\\", "/") for f in traceback.extract_tb(exc.__traceback__)):
+        if not torch_pruning_frames(exc):
             raise
         recurrent = [f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
         held = f": it holds {', '.join(recurrent[:3])}, a recurrent layer the dependency graph does not follow" if recurrent else ""

@@ -245,10 +245,11 @@ class LotteryPruner:
             local = plan_for_target(graph, scores, int(target), cfg.round_to, target_macs, cfg.allocation)
             thin = thinned(graph.groups, local)
             if thin:
-                whole = sum(not g.prunable and not g.output for g in graph.all_groups)
+                whole = len(graph.groups_kept_whole())
+                kept_whole = (f" ({whole} channel groups are kept whole: their parameters cannot shrink)" if whole > 1 else
+                              " (1 channel group is kept whole: its parameters cannot shrink)" if whole else "")
                 self.log(f"warning: round {r} cuts " + ", ".join(f"{key} from {size} channels to {kept}" for key, size, kept in thin[:3])
-                         + f" to reach {int(target):,} parameters" + (f" ({whole} channel group{'s are' if whole != 1 else ' is'} kept "
-                         "whole: its parameters cannot shrink)" if whole else "") + ": a layer this thin rarely retrains; a larger "
+                         + f" to reach {int(target):,} parameters{kept_whole}: a layer this thin rarely retrains; a larger "
                          "--keep-params, or a model whose layers cwtool can prune, serves better")
             if result.tickets and not any(local.values()):  # every group at its floor: retraining the same size again (29
                 # rounds of a 53-parameter net) buys nothing and drifts the model

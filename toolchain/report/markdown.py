@@ -10,7 +10,7 @@ from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP
 from toolchain.report.html import code_span, md_text, no_raw_html, shown_as_written
 from toolchain.report.deploy import deploy_lines, run_failed
 from toolchain.report.fit import fit_lines
-from toolchain.report.promise_words import int8_promise_words, lowered_lines, promise_lines, scope_lines
+from toolchain.report.promise_words import class_words, int8_promise_words, lowered_lines, promise_lines, scope_lines
 
 
 def fmt_value(v, digits=4):
@@ -26,11 +26,8 @@ def fmt_value(v, digits=4):
 
 def protected_cell(evaluation: dict, names=None) -> str:
     """FN, FP and AUC of every protected class, in one table cell; a class by its name too where ``names`` gives one."""
-    def label(k) -> str:
-        named = isinstance(k, int) and names and 0 <= k < len(names) and str(names[k]) != str(k)
-        return f"{k} ({md_text(one_line(names[k]))})" if named else str(k)  # a '|' would end the cell, '**' make it bold
-
-    return "; ".join(f"{label(p['class'])}: FN {p['fn']}, FP {p.get('fp', '-')}, AUC {fmt_value(p.get('auc'))}"
+    # the name escaped: a '|' would end the cell, '**' make it bold
+    return "; ".join(f"{class_words(p['class'], names)}: FN {p['fn']}, FP {p.get('fp', '-')}, AUC {fmt_value(p.get('auc'))}"
                      for p in evaluation["protected"])
 
 
@@ -42,9 +39,7 @@ def shown_path(path: str) -> str:
 
 def protected_classes(report: dict) -> str:
     """'3 (cat), 8': the protected classes, each by its name too where the data gives one."""
-    names = report.get("class_names") or []
-    return ", ".join(f"{k} ({md_text(one_line(names[k]))})" if k < len(names) and names[k] != str(k) else str(k)
-                     for k in report["protected"])
+    return ", ".join(class_words(k, report.get("class_names") or []) for k in report["protected"])
 
 
 def names_as_text(text: str, names) -> str:
@@ -127,11 +122,7 @@ def calibration_words(calibration) -> str:
     if not record.get("given"):
         return f"{rows} drawn from the train split"
     name, file = record.get("name"), record.get("file")
-    def named(text: str) -> str:  # one line, in a code span where it reads as typed there ('<' shows escaped in one)
-        text = one_line(text)
-        return code_span(text) if shown_as_written(text) else text
-
-    shown = f"the set {named(name)}" if isinstance(name, str) and name else named(str(file)) if file else "the given set"
+    shown = f"the set {shown_path(name)}" if isinstance(name, str) and name else shown_path(str(file)) if file else "the given set"
     return f"{rows} from {shown}, none of them a test row"
 
 

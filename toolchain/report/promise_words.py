@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from toolchain.promise import SMALL_SPLIT, share_words, together_bound, together_words
 
-__all__ = ["promise_lines", "lowered_lines", "scope_lines", "int8_promise_words", "margin_words", "offset_words", "OFFSETS_IN_FILES"]
+__all__ = ["promise_lines", "lowered_lines", "scope_lines", "int8_promise_words", "margin_words", "offset_words", "OFFSETS_IN_FILES",
+           "class_words"]
 
 
 def margin_words(margin: int, allowed: int) -> str:
@@ -104,12 +105,20 @@ def scope_lines(report: dict) -> list[str]:
     return lines
 
 
+def class_words(k, names) -> str:
+    """'3 (cat)', or '3' where the data names the class by its number: the name shown as written in Markdown (md_text)."""
+    from toolchain.errors import one_line
+    from toolchain.report.html import md_text
+
+    named = isinstance(k, int) and names and 0 <= k < len(names) and str(names[k]) != str(k)
+    return f"{k} ({md_text(one_line(names[k]))})" if named else str(k)
+
+
 def _misses_went(report: dict, k: int) -> str:
     """"; answered as class 5 (shirt) 4, class 2 1": where the pruned model's test misses of class ``k`` went, from its
     confusion matrix (confusion.png alone showed it: no text for a screen reader, nor for a grep)."""
-    from toolchain.errors import listed, one_line
+    from toolchain.errors import listed
     from toolchain.metrics import misses_and_takings
-    from toolchain.report.html import md_text
 
     shrunk = next((s for s in report.get("stages") or [] if isinstance(s, dict) and s.get("stage") == "shrunk"), {})
     found = misses_and_takings(shrunk.get("test"), k)
@@ -117,12 +126,7 @@ def _misses_went(report: dict, k: int) -> str:
     if not went:
         return ""
     names = report.get("class_names") if isinstance(report.get("class_names"), list) else []
-
-    def label(j: int) -> str:
-        named = j < len(names) and isinstance(names[j], str) and names[j] != str(j)
-        return f"class {j} ({md_text(one_line(names[j]))})" if named else f"class {j}"
-
-    return "; answered as " + listed((f"{label(j)} {n:,}" for n, j in went), 4)
+    return "; answered as " + listed((f"class {class_words(j, names)} {n:,}" for n, j in went), 4)
 
 
 OFFSETS_IN_FILES = ("the offsets above are in every file already, in its classifier's bias (an int8 file's own offset too, "

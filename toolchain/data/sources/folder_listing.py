@@ -137,10 +137,9 @@ def is_other_image(p: Path) -> bool:
     return p.suffix.lower() in OTHER_IMAGE_FORMATS and not p.is_dir()
 
 
-def other_images_note(skipped: list[Path], files: list[Path], class_dirs: list[Path]) -> str:
-    """The images of formats cwtool does not read among the entries left out, per class: "61 entries left out" hid that a
-    class kept 20 of its 60 images. "" where there are none."""
-    others = [p for p in skipped if is_other_image(p)]
+def other_images_note(others: list[Path], files: list[Path], class_dirs: list[Path]) -> str:
+    """The images of formats cwtool does not read (``others``, entries left out that is_other_image), per class: "61 entries
+    left out" hid that a class kept 20 of its 60 images. "" where there are none."""
     if not others:
         return ""
     formats = Counter(OTHER_IMAGE_FORMATS[p.suffix.lower()] for p in others)

@@ -122,7 +122,8 @@ def load_image_folder(
         example = f"such as '{one_line(str(in_color[0].relative_to(folder)))[:120]}'"
         mixed_note = f" ({some} in color, {example}; the gray ones read as RGB too)"
         COLOR_AMONG_GRAY.append(f"{some} in {where} in color, {example}")
-    converted = "".join(f" ({'; '.join(said)})" for said in [_converted(files, modes, turned, animated, folder)] if said)
+    said = _converted(files, modes, turned, animated, folder)
+    converted = f" ({'; '.join(said)})" if said else ""
     mean, std, norm_note = normalization_for(normalize, 1 if gray else 3, size_hw)
     transform = ImageTransform("L" if gray else "RGB", size_hw, mean=mean, std=std, **steps)
     if resize is not None:
@@ -145,8 +146,10 @@ def load_image_folder(
 def left_out_notes(skipped: list[Path], files: list[Path], class_dirs: list[Path], folder: Path, of: str = "") -> list[str]:
     """What the data's note says of the class folders' entries left out: images of formats cwtool does not read, per
     class, then the other entries (a text file, a folder without images, a link back up)."""
-    rest = [p for p in skipped if not is_other_image(p)]
-    notes = [note for note in [other_images_note(skipped, files, class_dirs)] if note]
+    others, rest = [], []
+    for p in skipped:
+        (others if is_other_image(p) else rest).append(p)
+    notes = [other_images_note(others, files, class_dirs)] if others else []
     if rest:
         notes.append(f"{len(rest):,} other entr{'y' if len(rest) == 1 else 'ies'}{of} left out (not an image: another file, a "
                      f"folder without images, a link back up), such as '{one_line(str(rest[0].relative_to(folder)))[:120]}'")

@@ -7,6 +7,7 @@ uncompressed (numpy.savez) are memory-mapped and read a batch at a time (`toolch
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def npz_class_names(arrays: dict[str, np.ndarray], where: str) -> list[str] | No
     else:
         names = [str(n) for n in cn.tolist()]
     if len(set(names)) != len(names):
-        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        twice = next(n for n, count in Counter(names).items() if count > 1)  # the first named twice
         raise UserError(f"class_names in {where} has duplicates ('{one_line(twice)[:60]}' at indices "
                         f"{', '.join(str(i) for i, n in enumerate(names) if n == twice)}): give each class a distinct name")
     empty = next((i for i, n in enumerate(names) if not n.strip()), None)
