@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -352,6 +353,30 @@ def test_world_size_left_in_a_shell_waits_a_bounded_time_for_peers_that_never_co
         distributed.start("cpu")
     assert time.perf_counter() - started < 30
     assert "are set (not by torchrun): waiting up to 1 s" in capsys.readouterr().err
+    monkeypatch.setattr(distributed, "_group", None)
+
+
+@pytest.mark.parametrize("world, rank, addr, says", [
+    ("99999999999999999999", "0", "127.0.0.1", "WORLD_SIZE=99999999999999999999 is more processes than a group can hold"),
+    ("2", "-1", "127.0.0.1", "RANK=-1 is negative"),
+    ("2", "2", "127.0.0.1", "RANK=2 is not below WORLD_SIZE=2"),
+    ("2", "0", "256.1.1.1", "MASTER_ADDR '256.1.1.1' is not an address this machine can reach")])
+def test_a_process_group_the_environment_cannot_make_is_refused_before_any_wait(monkeypatch, world, rank, addr, says):
+    """A 20-digit WORLD_SIZE ended in torch's TypeError (exit 3); RANK=-1 was said to be "not below" WORLD_SIZE; a
+    MASTER_ADDR no resolver knows waited the whole JOIN_TIMEOUT_S, printing a line of torch's every few seconds."""
+    import time
+
+    from toolchain import distributed
+    from toolchain.errors import UserError
+
+    monkeypatch.setattr(distributed, "_group", None)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    for name, value in {"WORLD_SIZE": world, "RANK": rank, "LOCAL_RANK": "0", "MASTER_ADDR": addr, "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=re.escape(says)) as refused:
+        distributed.start("cpu")
+    assert "unset WORLD_SIZE and RANK" in str(refused.value) and time.perf_counter() - started < 20
     monkeypatch.setattr(distributed, "_group", None)
 
 

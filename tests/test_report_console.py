@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -87,9 +88,11 @@ def test_progress_times_read_as_a_person_reads_them(monkeypatch):
     assert pace.line(2) == "epoch 2/8 done (60 s an epoch, about 6 min to go)"
 
 
-def test_a_progress_line_reaches_a_pipe_but_not_a_terminal_and_always_the_log(tmp_path):
+def test_a_progress_line_reaches_a_pipe_but_not_a_terminal_and_always_the_log(tmp_path, monkeypatch):
     from toolchain.report.consoles import RunLog
 
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
     for terminal in (True, False):
         screen = io.StringIO()
         log = RunLog(Console(file=screen, force_terminal=terminal, color_system=None))
@@ -114,19 +117,84 @@ def test_a_long_prediction_says_where_it_is_and_a_short_one_says_nothing(monkeyp
     assert len(said) == 1
 
 
-@pytest.mark.parametrize("columns", ["0", "5", "60", "wide"])
+@pytest.mark.parametrize("columns", ["0", "5", "60", "wide", "10000000", "99999999999999999999"])
 def test_a_columns_setting_no_table_can_be_read_at_is_passed_over(monkeypatch, capsys, columns):
     """COLUMNS=0 (some CI and docker setups): a failing verify printed nothing at all, not even its reasons; COLUMNS=5
-    drew its table as empty box characters."""
-    from toolchain.report.consoles import log_console, out_console
+    drew its table as empty box characters; COLUMNS=10000000 padded --help to 290 MB, and 20 digits crashed rich."""
+    from toolchain.report.consoles import MAX_COLUMNS, log_console, out_console
 
     monkeypatch.setenv("COLUMNS", columns)
     for make in (out_console, log_console):
         console = make()
-        assert console.width >= 80  # a table narrower holds no number in its cells
+        assert 80 <= console.width <= MAX_COLUMNS  # a table narrower holds no number in its cells
         console.print("FAIL model.onnx: class 3: 2 more missed")
     captured = capsys.readouterr()
     assert "FAIL model.onnx: class 3: 2 more missed" in captured.out and "FAIL model.onnx" in captured.err
+
+
+def test_a_ci_log_that_force_color_colours_still_gets_the_markdown_and_a_line_an_epoch(monkeypatch, capfd, tmp_path):
+    """FORCE_COLOR=1 (CI systems set it) made rich take a pipe for a terminal: report.md reached the log rendered, its
+    list items cut at 80 columns, and no epoch's line was said (a terminal's progress bar was to show it)."""
+    from toolchain.report.consoles import RunLog, log_console, print_markdown
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("COLUMNS", raising=False)
+    item = "- class 3: " + "the shipped model misses at most the dense model's misses plus one " * 3
+    print_markdown(f"# Report\n\n{item}\n")
+    log = RunLog(log_console())
+    log.attach(tmp_path / "log")
+    log.progress("round 1/4 retrain: epoch 1/8 done")
+    out, err = capfd.readouterr()
+    assert out == f"# Report\n\n{item}\n" and "epoch 1/8 done" in re.sub(r"\x1b\[[0-9;]*m", "", err)  # coloured, as asked
+
+
+def test_a_dumb_terminal_gets_a_line_an_epoch_where_it_draws_no_progress_bar(monkeypatch, tmp_path):
+    """TERM=dumb: rich draws no bar there, and the epoch lines went to the log file alone (minutes of silence)."""
+    from toolchain.report.consoles import RunLog, interactive
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    for term, said in (("dumb", True), ("xterm", False)):
+        monkeypatch.setenv("TERM", term)
+        screen = io.StringIO()
+        log = RunLog(Console(file=screen, force_terminal=True, color_system=None))
+        log.progress("round 1/4 retrain: epoch 1/8 done")
+        assert ("epoch 1/8 done" in screen.getvalue()) is said and interactive(log.console) is not said
+
+
+def test_a_list_item_of_the_report_wraps_on_a_terminal_instead_of_being_cut(monkeypatch):
+    """On a real terminal every bullet of "The FN promise" was cut at the window's edge, with no ellipsis."""
+    from toolchain.report import consoles
+
+    screen = io.StringIO()
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setattr(consoles, "out_console", lambda: consoles.SafeConsole(file=screen, force_terminal=True, width=40,
+                                                                              soft_wrap=True, color_system=None, markup=False))
+    consoles.print_markdown("- class 3: on new data the shipped model misses at most the dense model's misses plus one\n")
+    assert " ".join(screen.getvalue().replace("•", " ").split()).endswith("misses at most the dense model's misses plus one")
+
+
+def test_a_terminal_narrower_than_a_table_gets_tables_of_readable_width():
+    """A 20-column window drew the per-class table with its numbers' columns at zero width."""
+    import fcntl
+    import os
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from pathlib import Path
+
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 20, 0, 0))
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR")}
+        code = "import sys\nfrom toolchain.report.consoles import log_console, out_console\nsys.stderr.write(f'{out_console().width} {out_console().is_terminal}')"
+        proc = subprocess.run([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=subprocess.PIPE, text=True,
+                              env={**env, "TERM": "xterm"}, cwd=Path(__file__).resolve().parents[1], timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.stderr.strip() == "80 True", proc.stderr
 
 
 def test_help_is_printed_whatever_columns_says(monkeypatch, capsys):

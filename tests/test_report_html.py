@@ -408,3 +408,54 @@ def test_the_device_re_check_of_saved_signal_rows_carries_their_input_shape():
     report["data"]["verify_options"] = []
     (line,) = [line for line in recheck_lines(report, "report.json") if line]
     assert "--input-shape" not in line
+
+
+def test_plots_drawn_where_home_cannot_be_written_say_nothing_and_leave_nothing(tmp_path):
+    """HOME where matplotlib cannot write its config (a container's user, a read-only home): it printed two WARNING
+    lines beside cwtool's own and left a /tmp/matplotlib-* folder, which its atexit cleanup never removed (cwtool
+    ends with os._exit)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
+    home.write_text("a file where a home folder should be")
+    scratch.mkdir()
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(made_up_report(fn_after=2, fp_after=0)))
+    code = ("import json, os, sys\nfrom pathlib import Path\nfrom toolchain.report.plots import plot_report\n"
+            f"names = [p.name for p in plot_report(json.loads(Path({str(report)!r}).read_text()), Path({str(tmp_path / 'plots')!r}))]\n"
+            "print(' '.join(names), os.environ.get('MPLCONFIGDIR'))\nsys.stdout.flush()\nos._exit(0)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    proc = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(home), "TMPDIR": str(scratch)},
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "ledger.png" in proc.stdout and proc.stdout.split()[-1] == "None", proc.stdout  # drawn; not handed on
+    assert list(scratch.iterdir()) == []
+
+
+def test_onnxruntime_keeps_no_device_id_in_the_users_home(tmp_path):
+    """onnxruntime wrote a device ID and a telemetry database under ~/.cache/Microsoft on every session cwtool opened."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (f"import toolchain, onnxruntime\nonnxruntime.InferenceSession({str(tmp_path / 'm.onnx')!r}, "
+            "providers=['CPUExecutionProvider'])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    proc = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(home)}, capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert [p.relative_to(home) for p in home.rglob("*")] == []

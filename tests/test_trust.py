@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -982,6 +983,50 @@ def test_a_stop_raised_where_python_swallows_exceptions_is_not_lost():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert swallowed == [True]  # it was delivered, and dropped, inside the callback
+
+
+def test_a_stop_after_the_work_is_done_says_the_output_is_complete(tmp_path):
+    """A SIGINT as compress ended, its run directory whole and its summary printed, was said "interrupted; temporary
+    files removed" in 2 of 5 tries (it landed between the command's return and the exit)."""
+    from toolchain import interrupts
+    from toolchain.errors import Interrupted
+    from toolchain.interrupts import Watcher
+
+    for done in (False, True):
+        watcher = Watcher(lambda name, run_dir: f"stopped by {name}")
+        with pytest.raises(Interrupted) as stop:
+            with watcher:
+                if done:
+                    interrupts.work_done(tmp_path)
+                watcher.deliver(signal.SIGINT)  # as the handler does, where Python runs next
+        assert stop.value.completed is done
+        assert getattr(stop.value, "run_dir", None) == (tmp_path if done else None)
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", "<&-", ">&- 2>&-"])
+def test_a_closed_standard_stream_keeps_the_exit_code(tmp_path, closed):
+    """`cwtool ... 2>&-` exited 1 (the gate-failed code) whatever happened, and `>&-` printed a traceback: Python sets a
+    closed stream to None, and a file cwtool opened took its descriptor."""
+    python = shlex.quote(sys.executable)
+    script = (f"{python} -m toolchain evaluate {shlex.quote(str(tmp_path / 'missing.pt'))} -d digits -p 3 {closed}; echo bad=$?; "
+              f"{python} -m toolchain targets {closed}; echo targets=$?")
+    proc = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "bad=2" in proc.stdout and "targets=0" in proc.stdout, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr and "internal error" not in proc.stdout + proc.stderr
+    if "2>&-" not in closed:  # the one line still reaches the stream that is open
+        assert "cwtool: error: model file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args, code", [(["--help"], 0), (["--version"], 0), (["compress", "--help"], 0), ([], 2)])
+def test_a_reader_that_leaves_early_takes_no_gate_failed_code_from_help(args, code):
+    """`cwtool --help | head -1` exited 1, the gate-failed code (click's answer to a closed pipe)."""
+    proc = subprocess.Popen([sys.executable, "-m", "toolchain", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env={**os.environ, "COLUMNS": "80"})
+    proc.stdout.close()  # before a byte is read: the first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == code, err
+    assert "Traceback" not in err
 
 
 def test_output_to_a_full_disk_is_the_environments_error_not_a_bug():

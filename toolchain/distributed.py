@@ -95,12 +95,17 @@ def _join_without_torchrun(backend: str, rank: int, world: int) -> None:
     from toolchain.errors import UserError
 
     unset = "unset WORLD_SIZE and RANK to run as one process, or start cwtool with torchrun"
-    if not 0 <= rank < world:
+    if world > MAX_PROCESSES:
+        raise UserError(f"WORLD_SIZE={world} is more processes than a group can hold ({MAX_PROCESSES:,} at most): {unset}")
+    if rank < 0:
+        raise UserError(f"RANK={rank} is negative (a process's rank counts from 0): {unset}")
+    if rank >= world:
         raise UserError(f"RANK={rank} is not below WORLD_SIZE={world}: {unset}")
     addr, port = os.environ.get("MASTER_ADDR", "").strip(), os.environ.get("MASTER_PORT", "").strip()
     if not addr or not port.isdigit() or not 0 < int(port) < 65536:
         missing = "MASTER_ADDR is not set" if not addr else f"MASTER_PORT {port!r} is not a port number"
         raise UserError(f"WORLD_SIZE={world} and RANK={rank} are set, but torchrun did not start this process and {missing}: {unset}")
+    _resolved(addr, port, unset)
     if speaks_for_its_node():
         print(f"cwtool: WORLD_SIZE={world} and RANK={rank} are set (not by torchrun): waiting up to {JOIN_TIMEOUT_S:.0f} s "
               f"for the other processes at {addr}:{port} ({unset})", file=sys.stderr, flush=True)
@@ -110,6 +115,23 @@ def _join_without_torchrun(backend: str, rank: int, world: int) -> None:
         raise UserError(f"the other processes of WORLD_SIZE={world} did not join at {addr}:{port} within {JOIN_TIMEOUT_S:.0f} s "
                         f"({' '.join(str(exc).split())[:200]}): {unset}") from exc
     dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
+
+
+MAX_PROCESSES = 1_000_000  # torch's store counts its workers in an int: a 20-digit WORLD_SIZE ended in a TypeError
+
+
+def _resolved(addr: str, port: str, unset: str) -> None:
+    """MASTER_ADDR looked up once, before the wait: a name no resolver knows (or 256.1.1.1) waited the whole JOIN_TIMEOUT_S,
+    printing a line of torch's every few seconds."""
+    import socket
+
+    from toolchain.errors import UserError, one_line
+
+    try:
+        socket.getaddrinfo(addr, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise UserError(f"MASTER_ADDR {one_line(addr)[:200]!r} is not an address this machine can reach "
+                        f"({one_line(str(exc))[:200]}): {unset}") from exc
 
 
 def _int_env(name: str, default: int) -> int:

@@ -161,6 +161,21 @@ def _say(line: str) -> None:
         pass
 
 
+def work_done(run_dir=None) -> None:
+    """The command's output is whole (a compress run's directory): a stop from here to the exit, even one that arrives
+    after the command returned, is said as one that came as the command finished, never as one that removed its work."""
+    with _lock:
+        if _active:
+            _active[-1].work_done = (run_dir,)
+
+
+def _mark_done(stop, watcher) -> None:
+    if watcher.work_done is not None:
+        stop.completed = True
+        if watcher.work_done[0] is not None:
+            stop.run_dir = watcher.work_done[0]
+
+
 def resumable(run_dir) -> None:
     """``run_dir`` (None: none any more) is the run a stop leaves for --resume to finish."""
     with _lock:
@@ -176,6 +191,7 @@ class Watcher:
         self.finished = threading.Event()
         self.received: int | None = None
         self.delivered = False  # the main thread raised Interrupted for it (see `deliver`)
+        self.work_done: tuple | None = None  # (run directory or None,) once the command's output is whole: `work_done`
         self._thread: threading.Thread | None = None
         self._mask = None
 
@@ -205,6 +221,7 @@ class Watcher:
             stop = Interrupted(signal.Signals(self.received).name)
             # 0: done, 1: a gate's verdict; 2 and 3 said their own line and wrote nothing
             stop.completed = exc_type is None or (exc_type is SystemExit and exc_value.code in (None, 0, 1))
+            _mark_done(stop, self)
             raise stop
         return False
 
@@ -222,7 +239,9 @@ class Watcher:
             self.received = signum
             if self._thread is not None and not self.finished.is_set():  # the watcher's grace period still applies:
                 signal.pthread_kill(self._thread.ident, signum)  # the Interrupted may be swallowed (a weakref callback)
-        raise Interrupted(signal.Signals(signum).name)
+        stop = Interrupted(signal.Signals(signum).name)
+        _mark_done(stop, self)
+        raise stop
 
     def _watch(self) -> None:
         while True:

@@ -225,6 +225,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         line = (f"finished: gate {'PASSED' if gate['passed'] else 'FAILED'}; seconds: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
         write_run_report(report, run_dir)  # before the log says finished: a stop until then names the run to --resume
+        interrupts.work_done(run_dir)  # a stop from here to the process's exit (after the command returned too) finds it whole
         finished = line
         unchecked_files = False
         said, finished = finished, None

@@ -162,7 +162,8 @@ def _unreadable_thread_count_unset() -> None:
     import re
 
     value = os.environ.get("OMP_NUM_THREADS")
-    if value is not None and not re.fullmatch(r"\s*[1-9]\d*(\s*,\s*[1-9]\d*)*\s*", value):
+    count = r"[1-9]\d{0,5}"  # OpenMP refuses a count past what an int holds (20 digits printed its warning twice)
+    if value is not None and not re.fullmatch(rf"\s*{count}(\s*,\s*{count})*\s*", value):
         del os.environ["OMP_NUM_THREADS"]
 
 
@@ -204,6 +205,7 @@ def entry() -> None:
 
     from toolchain.interrupts import stop_signals
 
+    _closed_streams_opened()
     signal_names = {sig: signal.Signals(sig).name for sig in stop_signals()}  # SIGHUP's disposition read before it is taken
 
     def outside(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
@@ -232,6 +234,34 @@ def entry() -> None:
         except (OSError, ValueError):  # a reader that went away (`cwtool ... | head`): the exit code still tells
             pass
     os._exit(code or 0)
+
+
+def _closed_streams_opened() -> None:
+    """stdin, stdout or stderr closed by the caller (``>&-``, ``2>&-``) is /dev/null from here on: a file cwtool opened
+    would otherwise take the free descriptor and get what a native library prints, Python set sys.stdout or
+    sys.stderr to None (every command ended in an AttributeError, exit 1, and export in an internal error), and the
+    exit code is still the command's own."""
+    import os
+
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDONLY if mode == "r" else os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, buffering=1 if fd else -1, encoding="utf-8", errors="backslashreplace", closefd=False))
+
+
+def _reader_went_away(exc: BaseException) -> bool:
+    """Whether click's exit came of a closed pipe (``cwtool --help | head -1``): it says so with exit 1."""
+    while exc is not None:
+        if isinstance(exc, BrokenPipeError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _main(argv: Optional[list[str]]) -> None:
@@ -357,6 +387,9 @@ def _run(argv: Optional[list[str]]) -> None:
         sys.exit(2)
     except SystemExit as exc:
         if raised_by_the_cli_libraries(exc):  # rich's and click's own exits (a closed pipe: `cwtool ... | head`)
+            if exc.code == 1 and _reader_went_away(exc):  # click's answer to a closed pipe; 1 is the gate-failed code. A
+                # command's own output keeps the command's code (consoles); --help or --version gave the reader what it took
+                sys.exit(0 if {"--help", "--version"} & set(argv) else 2)
             raise
         # cwtool's commands return their code: this came from code cwtool ran (a model's, a data loader's)
         _err(f"cwtool: error: code cwtool ran (the model's or the data's) called {describe(exc)}")

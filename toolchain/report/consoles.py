@@ -2,8 +2,9 @@
 
 A log or a pipe has no width: rich would assume 80 columns, squeeze tables into folded cells and
 split long paths, so there (unless COLUMNS says otherwise) tables get 150 columns and lines are
-never wrapped. Progress bars are drawn only on a terminal: in a CI log they print nothing useful
-and leave a blank line; round and stage lines still go through.
+never wrapped; FORCE_COLOR (set by CI systems) colours a log without making it a terminal. Progress bars are drawn
+only on a terminal that moves its cursor: in a CI log they print nothing useful and leave a blank line; round,
+stage and epoch lines still go through.
 
 Markup is off: text printed here carries file names, class names and profile descriptions from
 files cwtool does not trust, and a name like "[/x]" must print as itself, not as a style tag (or
@@ -66,6 +67,7 @@ def quiet_broken_stream(stream) -> None:
 
 
 MIN_COLUMNS = 80  # narrower, a table's cells hold no number (COLUMNS=0, set by some CI and docker setups, printed nothing)
+MAX_COLUMNS = 1_000  # wider is no screen: COLUMNS=10000000 padded --help to 290 MB, and a 20-digit value crashed rich
 
 
 def readable_columns() -> int | None:
@@ -74,19 +76,40 @@ def readable_columns() -> int | None:
         columns = int(os.environ.get("COLUMNS", "").strip())
     except ValueError:
         return None
-    return columns if columns >= MIN_COLUMNS else None
+    return columns if MIN_COLUMNS <= columns <= MAX_COLUMNS else None
 
 
 def _console(stderr: bool) -> Console:
     columns = readable_columns()
     if os.environ.get("COLUMNS") is not None and columns is None:  # rich reads COLUMNS itself: take it out of its sight
         console = SafeConsole(stderr=stderr, soft_wrap=True, markup=False, width=PIPED_WIDTH)
-        return console if not console.is_terminal else SafeConsole(stderr=stderr, soft_wrap=True, markup=False, width=max(
+        return console if piped(console) else SafeConsole(stderr=stderr, soft_wrap=True, markup=False, width=max(
             MIN_COLUMNS, _terminal_width(console)))
     console = SafeConsole(stderr=stderr, soft_wrap=True, markup=False)
-    if not console.is_terminal and columns is None:
+    if piped(console) and columns is None:
         console = SafeConsole(stderr=stderr, soft_wrap=True, width=PIPED_WIDTH, markup=False)
+    elif not piped(console) and console.width < MIN_COLUMNS:  # a narrow window: its lines wrap, but a table keeps its numbers
+        console = SafeConsole(stderr=stderr, soft_wrap=True, width=MIN_COLUMNS, markup=False)
     return console
+
+
+def piped(console: Console) -> bool:
+    """Whether ``console`` writes to a pipe, a file or a CI log: no terminal, or one only FORCE_COLOR made (CI systems set
+    it for colours; their log still wants whole lines, the Markdown itself and a line an epoch)."""
+    if not console.is_terminal:
+        return True
+    if not os.environ.get("FORCE_COLOR"):
+        return False
+    try:
+        return not os.isatty(console.file.fileno())
+    except (OSError, ValueError, AttributeError):  # no descriptor at all: no terminal either
+        return True
+
+
+def interactive(console: Console) -> bool:
+    """Whether a progress bar can be drawn on ``console``: a terminal that moves its cursor (not TERM=dumb, where rich
+    draws none, so an epoch's line is said instead)."""
+    return not piped(console) and not console.is_dumb_terminal
 
 
 def _terminal_width(console: Console) -> int:
@@ -137,7 +160,7 @@ class RunLog:
         """A line of progress within a stage (an epoch's end): a terminal has its progress bar, so the line goes to the
         file alone; a pipe or a CI log gets it on the console too, or a long round passes in silence (CI systems stop
         a job that prints nothing for 10 minutes)."""
-        (self.record if self.console.is_terminal else self.print)(text)
+        (self.record if interactive(self.console) else self.print)(text)
 
     def record(self, text: str) -> None:
         """``text`` in the file only (the console has it already, or it is the file's alone)."""
@@ -179,7 +202,7 @@ def _unshare(path) -> None:
 
 
 def progress_bar(console: Console, *columns) -> Progress:
-    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+    return Progress(*columns, console=console, transient=True, disable=not interactive(console))
 
 
 def print_markdown(text: str) -> None:
@@ -190,8 +213,8 @@ def print_markdown(text: str) -> None:
     from rich.markdown import Markdown
 
     console = out_console()
-    if console.is_terminal:
-        console.print(Markdown(text))
+    if not piped(console):
+        console.print(Markdown(text), soft_wrap=False)  # the console's soft wrap cut a list item at the window's edge
         return
     try:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -229,11 +229,60 @@ def _confusion(report: dict, folder: Path, plt) -> Path | None:
 
 def plot_report(report: dict, folder: Path) -> list[Path]:
     """Write the plots a run has data for into ``folder``; returns their paths."""
+    plt = pyplot()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        written = [_rounds(report, folder, plt), _ledger(report, folder, plt), _confusion(report, folder, plt)]
+    finally:
+        _drop_scratch_config()
+    return [p for p in written if p is not None]
+
+
+_scratch_config: list = []  # a config folder made for matplotlib where it had none it could write
+
+
+def pyplot():
+    """matplotlib.pyplot, drawing to files. Where HOME has no config or cache folder matplotlib can write (a container's
+    user, a read-only home), matplotlib printed two WARNING lines and left a /tmp/matplotlib-* folder behind (its atexit
+    cleanup never runs: cwtool ends with os._exit): it gets a folder of cwtool's, removed once the plots are drawn."""
+    import logging
+    import os
+    import sys
+    import tempfile
+
+    if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR") and not _home_folders_writable():
+        _scratch_config.append(tempfile.mkdtemp(prefix="cwtool-matplotlib-"))
+        os.environ["MPLCONFIGDIR"] = _scratch_config[-1]
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # its warnings are not the user's to act on
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [_rounds(report, folder, plt), _ledger(report, folder, plt), _confusion(report, folder, plt)]
-    return [p for p in written if p is not None]
+    return plt
+
+
+def _home_folders_writable() -> bool:
+    """Whether matplotlib's config and cache folders (XDG's, else under ~) exist or can be made, and can be written."""
+    import os
+
+    for base in (os.environ.get("XDG_CONFIG_HOME") or "~/.config", os.environ.get("XDG_CACHE_HOME") or "~/.cache"):
+        folder = Path(base).expanduser() / "matplotlib"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        if not os.access(folder, os.W_OK):
+            return False
+    return True
+
+
+def _drop_scratch_config() -> None:
+    import os
+    import shutil
+
+    while _scratch_config:
+        folder = _scratch_config.pop()
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("MPLCONFIGDIR") == folder:  # not handed on to a process started later
+            del os.environ["MPLCONFIGDIR"]
