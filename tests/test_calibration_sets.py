@@ -43,6 +43,20 @@ def test_sets_are_found_by_name_and_a_path_still_works(tmp_path, monkeypatch):
     assert resolve_calibration("digits") == (extra / "digits.npz", "digits")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_set_by_name_that_is_no_file_is_named_so(tmp_path, monkeypatch, kind):
+    """A pipe named digits.npz in CWTOOL_CALIBRATION_DIR, given as `--calibration digits`, was said not to exist."""
+    import os
+
+    from toolchain.errors import UserError
+    from toolchain.quantize.calibration import resolve_calibration
+
+    (os.mkfifo if kind == "fifo" else os.mkdir)(tmp_path / "digits.npz")
+    monkeypatch.setenv("CWTOOL_CALIBRATION_DIR", str(tmp_path))
+    with pytest.raises(UserError, match=r"calibration set 'digits' is .*digits.npz', which is not a file \(a pipe"):
+        resolve_calibration("digits")
+
+
 @pytest.mark.parametrize("spec, says", [("no-such-set", "unknown calibration set 'no-such-set': use one of"),
                                         ("missing/dir/c.npz", "does not exist")])
 @pytest.mark.parametrize("command", ["compress", "export"])

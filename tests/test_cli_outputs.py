@@ -353,6 +353,22 @@ def test_demo_checks_its_model_cache_before_training(tmp_path, monkeypatch, caps
     assert code == 2 and "CWTOOL_CACHE" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_the_demo_cache_error_names_the_variable_the_user_set(tmp_path, monkeypatch, capsys):
+    """XDG_CACHE_HOME set to a file was said as "(CWTOOL_CACHE)", a variable the user never set; CWTOOL_CACHE=" " made a
+    folder named " " where the demo ran."""
+    from toolchain.demo import cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CWTOOL_CACHE", raising=False)
+    (tmp_path / "xdg").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    _forbid(monkeypatch, "toolchain.models.train.train")
+    code, _, err = run_cli(["demo", "--retrain"], capsys)
+    assert code == 2 and "(XDG_CACHE_HOME)" in err and "CWTOOL_CACHE" not in err, err
+    monkeypatch.setenv("CWTOOL_CACHE", " ")
+    assert cache_dir() == tmp_path / "xdg" / "cwtool"
+
+
 def test_a_closed_pipe_is_no_error_of_the_users_model():
     """`cwtool compress --help | head -1`: rich exits 1 on the closed pipe; that exit was blamed on a model."""
     import subprocess

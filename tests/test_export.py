@@ -773,3 +773,28 @@ def test_export_writes_no_sidecar_its_readers_would_refuse(tmp_path, monkeypatch
     with pytest.raises(UserError, match=r"the sidecar of m.tflite would hold [\d,]+ bytes of names"):
         tflite.export_tflite(model, torch.zeros(1, 4), tmp_path / "m.tflite", "fp32", metadata={"preprocessing": {"columns": columns}})
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("errno_name, says", [("ENOSPC", "in the temporary folder '{tmp}' (No space left on device): free some "
+                                                         "space or write elsewhere, or set TMPDIR to a folder with room"),
+                                              ("EACCES", "(PermissionError: "), ("EINVAL", "use --format tflite")])
+def test_a_full_temporary_folder_is_named_as_the_cause_of_a_failed_int8_preparation(tmp_path, monkeypatch, errno_name, says):
+    """TMPDIR on a small tmpfs: onnxruntime's preparation ran out of space and the message blamed onnxruntime, advising
+    to drop int8 ONNX rather than to free the space."""
+    import errno
+    import os
+    import types
+
+    from toolchain.errors import UserError
+    from toolchain.export import onnx_int8
+
+    def fails(src, dst, **kwargs):
+        number = getattr(errno, errno_name)
+        raise (PermissionError if number == errno.EACCES else OSError)(number, os.strerror(number), dst)
+
+    monkeypatch.setattr(onnx_int8, "_quantization", lambda: types.SimpleNamespace(quant_pre_process=fails))
+    (tmp_path / "model_fp32.onnx").write_bytes(b"not read")
+    (tmp_path / "scratch").mkdir()
+    with pytest.raises(UserError) as refused:
+        onnx_int8._preprocess(tmp_path / "model_fp32.onnx", tmp_path / "scratch" / "pre.onnx")
+    assert says.format(tmp=tmp_path) in str(refused.value), str(refused.value)

@@ -24,8 +24,18 @@ DEMO_PRUNE = {"keep_params": 0.1, "epochs": 10, "lr": 3e-3, "max_fn_increase": 2
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("CWTOOL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "cwtool")
-    return Path(root)
+    """CWTOOL_CACHE, else XDG_CACHE_HOME/cwtool, else ~/.cache/cwtool. A value of spaces is unset (as for
+    CWTOOL_TARGETS_DIR): CWTOOL_CACHE=" " made a folder named " " where the demo ran."""
+    root = (os.environ.get("CWTOOL_CACHE") or "").strip() and os.environ["CWTOOL_CACHE"]
+    xdg = (os.environ.get("XDG_CACHE_HOME") or "").strip() and os.environ["XDG_CACHE_HOME"]
+    return Path(root or os.path.join(xdg or Path.home() / ".cache", "cwtool"))
+
+
+def cache_setting() -> str:
+    """The variable that placed the cache, as a message names it."""
+    if (os.environ.get("CWTOOL_CACHE") or "").strip():
+        return "CWTOOL_CACHE"
+    return "XDG_CACHE_HOME" if (os.environ.get("XDG_CACHE_HOME") or "").strip() else "~/.cache; CWTOOL_CACHE moves it"
 
 
 def demo_model_path() -> Path:
@@ -52,7 +62,7 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
         return path
     from toolchain.output_paths import check_output_file
 
-    check_output_file(path, "the demo model cache (CWTOOL_CACHE)")  # before seconds of training, not after
+    check_output_file(path, f"the demo model cache ({cache_setting()})")  # before seconds of training, not after
     dataset = load_data(DEMO_DATA, seed=0)
     seed_everything(DEMO_TRAIN["seed"])
     model = registry.create(DEMO_ARCH)
