@@ -1003,6 +1003,37 @@ def test_a_stop_after_the_work_is_done_says_the_output_is_complete(tmp_path):
         assert getattr(stop.value, "run_dir", None) == (tmp_path if done else None)
 
 
+def test_a_summary_that_cannot_be_printed_after_a_whole_run_says_the_run_is_complete(tmp_path):
+    """`cwtool compress ... >/dev/full`: the run directory was whole and its gate passed, yet the one line said only
+    "cannot write a file (or the output): No space left on device", as if the run had failed."""
+    script = textwrap.dedent(f"""
+        import errno, os, sys
+        from pathlib import Path
+        import toolchain.cli as cli
+        import toolchain.cli.compress as command
+        import toolchain.pipeline as pipeline
+        from toolchain import interrupts
+
+        run = Path({str(tmp_path / "run")!r})
+
+        def compress(request, config, export=None):
+            interrupts.work_done(run)  # as the pipeline says once report.json and report.md are written
+            return {{"gate": {{"passed": True}}}}, run
+
+        def summary(report, run_dir):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        pipeline.compress = compress
+        command.print_summary = summary
+        cli.main(["compress", {str(tmp_path / "m.pt")!r}, "--data", "digits", "-p", "3", "--out", str(run)])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "cwtool: error: cannot write a file (or the output): No space left on device: free some space or write elsewhere; "
+        f"the run itself is complete in '{tmp_path / 'run'}'"]
+
+
 @pytest.mark.parametrize("closed", [">&-", "2>&-", "<&-", ">&- 2>&-"])
 def test_a_closed_standard_stream_keeps_the_exit_code(tmp_path, closed):
     """`cwtool ... 2>&-` exited 1 (the gate-failed code) whatever happened, and `>&-` printed a traceback: Python sets a

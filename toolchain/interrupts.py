@@ -169,6 +169,12 @@ def work_done(run_dir=None) -> None:
             _active[-1].work_done = (run_dir,)
 
 
+def finished_work() -> tuple | None:
+    """(run directory or None,) where the running command's output is whole (`work_done`), else None."""
+    with _lock:
+        return _active[-1].work_done if _active else None
+
+
 def _mark_done(stop, watcher) -> None:
     if watcher.work_done is not None:
         stop.completed = True

@@ -411,9 +411,14 @@ def _run(argv: Optional[list[str]]) -> None:
             raise_as_bug(exc)
         if _state["debug"]:
             traceback.print_exc()
+        from toolchain import interrupts
+
         where = f"'{one_line(exc.filename)[:300]}'" if exc.filename else "a file (or the output)"
         doing = "use" if exc.errno == errno.ENAMETOOLONG else "write"
-        _err(f"cwtool: error: cannot {doing} {where}: {exc.strerror or exc}: {advice}")
+        done = interrupts.finished_work()  # the console's summary (stdout on a full disk) after the run was written whole
+        place = f" in '{one_line(str(done[0]))[:300]}'" if done and done[0] else ""
+        whole = f"; the run itself is complete{place}" if done else ""
+        _err(f"cwtool: error: cannot {doing} {where}: {exc.strerror or exc}: {advice}{whole}")
         sys.exit(2)
     except Exception as exc:  # a bug, not bad input
         raise_as_bug(exc)
