@@ -80,15 +80,9 @@ def _err(line) -> None:
         pass
 
 
-def _raise_interrupted(signum, frame) -> None:
-    import signal
-
-    raise Interrupted(signal.Signals(signum).name)
-
-
-def _catch_signals(handler=None) -> dict:
-    """SIGINT and SIGTERM unwind the stack (every staged file is removed on the way) instead of
-    killing the process where it stands. Returns the handlers it replaced."""
+def _catch_signals(handler) -> dict:
+    """The stop signals go to ``handler`` (the watcher's), which unwinds the stack (every staged file is removed on the
+    way) instead of killing the process where it stands. Returns the handlers it replaced."""
     import signal
     import threading
 
@@ -96,7 +90,7 @@ def _catch_signals(handler=None) -> dict:
 
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, handler or _raise_interrupted) for sig in stop_signals()}
+    return {sig: signal.signal(sig, handler) for sig in stop_signals()}
 
 
 def _exit_code(signal_name: str) -> int:
