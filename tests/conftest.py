@@ -3,7 +3,12 @@ untrained one for tests that only need a graph (export, latency, fit checks)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The suite reads what cwtool writes to a pipe; FORCE_COLOR (set by some CI systems) would colour it
+os.environ.pop("FORCE_COLOR", None)
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,17 @@ def test_a_set_by_name_that_is_no_file_is_named_so(tmp_path, monkeypatch, kind):
         resolve_calibration("digits")
 
 
+def test_a_set_by_name_that_links_to_nothing_is_left_to_the_reader_that_says_so(tmp_path, monkeypatch):
+    """The check for a pipe or folder must not call a link to nothing one (the file's reader says "a link to nothing")."""
+    import os
+
+    from toolchain.quantize.calibration import resolve_calibration
+
+    os.symlink(tmp_path / "gone.npz", tmp_path / "digits.npz")
+    monkeypatch.setenv("CWTOOL_CALIBRATION_DIR", str(tmp_path))
+    assert resolve_calibration("digits") == (tmp_path / "digits.npz", "digits")
+
+
 @pytest.mark.parametrize("spec, says", [("no-such-set", "unknown calibration set 'no-such-set': use one of"),
                                         ("missing/dir/c.npz", "does not exist")])
 @pytest.mark.parametrize("command", ["compress", "export"])

@@ -776,7 +776,7 @@ def test_export_writes_no_sidecar_its_readers_would_refuse(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("errno_name, says", [("ENOSPC", "in the temporary folder '{tmp}' (No space left on device): free some "
-                                                         "space or write elsewhere, or set TMPDIR to a folder with room"),
+                                                         "space or write elsewhere, or set TMPDIR to another folder"),
                                               ("EACCES", "(PermissionError: "), ("EINVAL", "use --format tflite")])
 def test_a_full_temporary_folder_is_named_as_the_cause_of_a_failed_int8_preparation(tmp_path, monkeypatch, errno_name, says):
     """TMPDIR on a small tmpfs: onnxruntime's preparation ran out of space and the message blamed onnxruntime, advising

@@ -277,9 +277,12 @@ class Watcher:
                     except OSError:
                         pass
                 run_dir = _resumable[0] if _resumable else None
+                done = self.work_done
             name = signal.Signals(signum).name
             try:
-                if claim_the_line():
-                    _say(self.message(name, run_dir))
+                if claim_the_line():  # stuck after the work was whole (a summary's write to a stalled pipe): said so
+                    _say(self.message(name, run_dir) if done is None else
+                         f"cwtool: {name} arrived as the command finished: what it wrote is complete"
+                         + (f" (run directory: {done[0]})" if done[0] is not None else ""))
             finally:
                 os._exit(128 + signum)

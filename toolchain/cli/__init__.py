@@ -343,7 +343,7 @@ def _run(argv: Optional[list[str]]) -> None:
         elif native:
             exc = UserError(f"{exc} (rerun with --debug to see the converter's own output)")
         rank = distributed.rank_of_this_process()
-        _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank != 0 else ''}: {exc}", getattr(exc, "whole", False))
+        _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank > 0 else ''}: {exc}", getattr(exc, "whole", False))
         sys.exit(2)
     except Interrupted as exc:
         if _command_of(argv) == "verify" and not (exc.reports_replaced or exc.completed):

@@ -220,7 +220,8 @@ def resolve_calibration(name_or_path: str | Path) -> tuple[Path, str | None]:
         return path, None
     sets = calibration_sets()
     if text in sets:
-        if not sets[text].is_file():  # a pipe, a device or a folder by the set's name in CWTOOL_CALIBRATION_DIR
+        if sets[text].exists() and not sets[text].is_file():  # a pipe, a device or a folder by the set's name (a link to
+            # nothing is said as such where the file is read)
             raise UserError(f"calibration set {text!r} is '{sets[text]}', which is not a file (a pipe, a device or a folder): "
                             "put the saved .npz there, or give its path")
         return sets[text], text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 
 from rich.console import Console
@@ -88,9 +89,7 @@ def _console(stderr: bool) -> Console:
     console = SafeConsole(stderr=stderr, soft_wrap=True, markup=False)
     if piped(console) and columns is None:
         console = SafeConsole(stderr=stderr, soft_wrap=True, width=PIPED_WIDTH, markup=False)
-    elif not piped(console) and console.width < MIN_COLUMNS:  # a narrow window: its lines wrap, but a table keeps its numbers
-        console = SafeConsole(stderr=stderr, soft_wrap=True, width=MIN_COLUMNS, markup=False)
-    return console
+    return console  # a window narrower than a table keeps its width: drawn wider, a progress bar left stale rows behind
 
 
 def piped(console: Console) -> bool:
@@ -205,6 +204,26 @@ def progress_bar(console: Console, *columns) -> Progress:
     return Progress(*columns, console=console, transient=True, disable=not interactive(console))
 
 
+_LIST_ITEM = re.compile(r"\s*([-*+]|\d{1,9}[.)])\s")
+
+
+def markdown_blocks(text: str) -> list[tuple[str, bool]]:
+    """``text``'s blocks (split at blank lines outside fenced code), each with whether it holds a list item."""
+    blocks, lines, fenced = [], [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        if not line.strip() and not fenced:
+            if lines:
+                blocks.append(lines)
+            lines = []
+            continue
+        lines.append(line)
+    if lines:
+        blocks.append(lines)
+    return [("\n".join(b), any(_LIST_ITEM.match(line) for line in b)) for b in blocks]
+
+
 def print_markdown(text: str) -> None:
     """A Markdown report on stdout: rendered on a terminal; a log or a pipe gets the Markdown itself
     (rich would wrap its tables at 80 columns)."""
@@ -214,7 +233,18 @@ def print_markdown(text: str) -> None:
 
     console = out_console()
     if not piped(console):
-        console.print(Markdown(text), soft_wrap=False)  # the console's soft wrap cut a list item at the window's edge
+        runs: list[tuple[list[str], bool]] = []
+        for block, listed in markdown_blocks(text):
+            if runs and runs[-1][1] == listed:
+                runs[-1][0].append(block)
+            else:
+                runs.append(([block], listed))
+        for i, (blocks, listed) in enumerate(runs):
+            if i and not runs[i - 1][0][-1].lstrip().startswith("#"):  # a heading brings its own space after it
+                console.print()
+            # a list item is laid out to the window's width, which the console's soft wrap cut at the edge: wrapped; a
+            # paragraph is left to the terminal to wrap, so that a command in it copies as one line
+            console.print(Markdown("\n\n".join(blocks)), soft_wrap=not listed)
         return
     try:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
