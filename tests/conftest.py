@@ -1,5 +1,6 @@
-"""Shared fixtures: the digits data, one small dense model trained on it per test session, and an
-untrained one for tests that only need a graph (export, latency, fit checks)."""
+"""Shared fixtures: the digits data, one small dense model trained on it per test session, an
+untrained one for tests that only need a graph (export, latency, fit checks), and one compress run of
+the trained model for raspberry-pi-4 (read by test_report_run and test_compress)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,22 @@ def untrained_digits():
 
     torch.manual_seed(0)
     return registry.create("digits-cnn").eval(), torch.randn(4, 1, 8, 8)
+
+
+@pytest.fixture(scope="session")
+def pi4_run(trained_digits, tmp_path_factory):
+    """(exit code, run directory, stdout, stderr) of a fast compress for raspberry-pi-4 on digits (one round): the report,
+    not the ticket, is under test (an accuracy budget one epoch reaches: a run outside it names no file to deploy, and
+    the choice went untested). Shared by test_report_run and test_compress: read it, never write in it (copy it first)."""
+    import contextlib
+    import io
+
+    from toolchain.cli import main
+
+    out = tmp_path_factory.mktemp("pi4") / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exc:
+        main(["compress", str(trained_digits[0]), "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
+              "--max-fn-increase", "2", "--confidence", "0.8", "--max-accuracy-drop", "0.5", "--target", "raspberry-pi-4",
+              "--out", str(out)])
+    return exc.value.code, out, stdout.getvalue(), stderr.getvalue()

@@ -629,17 +629,16 @@ def test_int8_file_over_budget_gets_its_own_operating_point(compress_run, digits
     assert not (tmp_path / "work").exists()
 
 
-def test_compress_for_raspberry_pi_4_writes_int8_nhwc_tflite_with_fit_verdict(trained_digits, tmp_path, capsys):
-    code, _, err = run_cli(["compress", trained_digits[0], "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "2",
-                            "--target", "raspberry-pi-4", "--out", tmp_path / "pi4"], capsys)
-    report = json.loads((tmp_path / "pi4" / "report.json").read_text())
+def test_compress_for_raspberry_pi_4_writes_int8_nhwc_tflite_with_fit_verdict(pi4_run):
+    code, out, _, err = pi4_run  # conftest's compress --target raspberry-pi-4 (test_report_run reads its reports)
+    report = json.loads((out / "report.json").read_text())
     int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")
     assert int8["format"] == "tflite" and int8["layout"] == "NHWC" and int8["input_dtype"] == "int8"
     assert int8["quantization"]["float_input_layers"] == []  # full-integer profile: no float stem in front
     assert "fits" in int8["fit"] and int8["fit"]["verdict"]
     assert report["target"]["name"] == "raspberry-pi-4"
     assert report["config"]["round_to"] == 8  # the profile's channel_multiple reaches the pruning
-    shrunk = load_model(tmp_path / "pi4" / "pruned.pt").module
+    shrunk = load_model(out / "pruned.pt").module
     assert all(m.out_channels % 8 == 0 for m in shrunk.modules() if isinstance(m, torch.nn.Conv2d))
     assert code in (0, 1), err
 

@@ -439,19 +439,25 @@ def test_an_fp16_file_that_overflows_is_named_not_the_model(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+FAILED_RUN_EXPORT = ["--data", "digits", "-p", "3", "--format", "tflite", "--precision", "int8", "--time-runs", "3"]
+
+
+def _as_compress_run_model(trained_digits, path, extra):
+    """The dense model saved as a compress run's output, its checkpoint's ``extra`` what the run recorded."""
+    from toolchain.models.loading import load_model, save_checkpoint
+
+    loaded = load_model(trained_digits[0])
+    save_checkpoint(path, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None, extra)
+    return path
+
+
 @pytest.mark.parametrize("binds, words", [("fn_promise", "did not keep the FN promise on validation"),
                                           ("accuracy", "did not stay within the accuracy budget on validation")])
 def test_the_model_of_a_failed_compress_run_is_said_so_and_no_file_is_named_to_deploy(trained_digits, tmp_path, capsys, binds, words):
     """A failed run's pruned.pt, exported: export.md named a file to deploy ("**yes**") that the run had recommended against,
     nothing said of the run's verdict."""
-    from toolchain.models.loading import load_model, save_checkpoint
-
-    loaded = load_model(trained_digits[0])
-    model = tmp_path / "pruned.pt"
-    save_checkpoint(model, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None,
-                    {"run": {"budget_met": False, "binds": binds}})
-    export = ["export", model, "--data", "digits", "-p", "3", "--format", "tflite", "--precision", "int8", "--time-runs", "3"]
-    code, _, err = run_cli([*export, "--out", tmp_path / "ex"], capsys)
+    model = _as_compress_run_model(trained_digits, tmp_path / "pruned.pt", {"run": {"budget_met": False, "binds": binds}})
+    code, _, err = run_cli(["export", model, *FAILED_RUN_EXPORT, "--out", tmp_path / "ex"], capsys)
     report = json.loads((tmp_path / "ex" / "export.json").read_text())
     assert code in (0, 1) and f"warning: '{model}' is the model of a compress run that {words}" in err, err
     assert len(report["warnings"]) == 1 and words in report["warnings"][0], report.get("warnings")
@@ -459,15 +465,19 @@ def test_the_model_of_a_failed_compress_run_is_said_so_and_no_file_is_named_to_d
     assert report["artifacts"][0]["gate"]["passed"]  # the file itself matches its model: the run's verdict withholds it
     assert all(c["file"] is None and "no file is recommended here either" in c["why"] for c in report["deploy"]["choices"])
     assert "**yes**" not in (tmp_path / "ex" / "export.md").read_text()
-    # a run that kept its budget: the file named as before
-    save_checkpoint(model, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None, {"run": {"budget_met": True}})
-    code, _, err = run_cli([*export, "--out", tmp_path / "ok"], capsys)
+
+
+def test_the_model_of_a_compress_run_that_kept_its_budget_or_of_a_round_exports_as_the_run_recorded(trained_digits, tmp_path, capsys):
+    """The counterparts of the failed run's export above (the same for either budget missed, so run once): a run that kept
+    its budget has its file named as before; a round's ticket (rounds/round_N.pt) records no verdict of its run, and is said
+    to be one (a failed run's ticket exported clean, nothing said)."""
+    model = _as_compress_run_model(trained_digits, tmp_path / "pruned.pt", {"run": {"budget_met": True}})
+    code, _, err = run_cli(["export", model, *FAILED_RUN_EXPORT, "--out", tmp_path / "ok"], capsys)
     report = json.loads((tmp_path / "ok" / "export.json").read_text())
     assert "is the model of a compress run" not in err and "warnings" not in report and "compress_run" not in report, err
     assert [c["file"] for c in report["deploy"]["choices"]] == ["artifacts/model_int8_nchw.tflite"], report["deploy"]
-    # a round's ticket (rounds/round_N.pt) records no verdict of its run: said (a failed run's exported clean, nothing said)
-    save_checkpoint(model, loaded.module, loaded.arch, loaded.arch_kwargs, loaded.input_shape, None, {"round": 1, "offsets": {}})
-    code, _, err = run_cli([*export, "--out", tmp_path / "round"], capsys)
+    model = _as_compress_run_model(trained_digits, tmp_path / "pruned.pt", {"round": 1, "offsets": {}})
+    code, _, err = run_cli(["export", model, *FAILED_RUN_EXPORT, "--out", tmp_path / "round"], capsys)
     report = json.loads((tmp_path / "round" / "export.json").read_text())
     assert f"warning: '{model}' is round 1's ticket of a compress run, not the model it shipped" in err, err
     assert any("export the run's pruned.pt" in w for w in report["warnings"]), report.get("warnings")

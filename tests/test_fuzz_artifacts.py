@@ -1,8 +1,9 @@
 """Damaged artifacts through the real `cwtool verify` CLI: every case ends in 0, 1 or 2 -- never 3
 (a bug), never a signal (a native crash), never a hang.
 
-Design (300+ cases in well under a minute on 2 cores): one worker process imports cwtool, numpy,
-onnxruntime, onnx and LiteRT once, then forks a child per case. The child runs
+Design (300+ cases in well under a minute on 2 cores): a worker process (one a core, WORKERS at most, each
+with its share of the cases) imports cwtool, numpy, onnxruntime, onnx and LiteRT once, then forks a child
+per case. The child runs
 ``toolchain.cli.main(["verify", ART, "--data", ROWS, "-p", "3"])`` -- the console script's own
 entry point -- with its output in a log file and its address space capped (a memory bomb in a
 mutated file fails there instead of taking the machine); the worker reports the child's exit
@@ -40,6 +41,7 @@ CASE_TIMEOUT_S = 15.0
 CHILD_ADDRESS_SPACE = 4 << 30  # a verify of these files maps ~0.2 GiB
 PER_FORMAT = {"onnx": 160, "tflite": 130, "tflite_int8": 130}  # ~15 s of cases on 2 busy cores
 SLOW_FACTOR = 12  # the slow variant: ~5,000 mutations, other seeds
+WORKERS = 2  # fork-per-case workers at once (fewer where fewer cores are ours): the cases are independent
 PROTECT = "3"
 
 WORKER = textwrap.dedent(
@@ -256,8 +258,42 @@ def _cases(sources: dict, work: Path, per_format: dict[str, int], seed: str = ""
 
 
 def _run_cases(cases: list[dict], work: Path, warmup: list[list[str]]) -> dict[int, dict]:
-    """Run every case in the fork-per-case worker; a worker that dies or stalls is restarted and its
-    case recorded as a crash/hang."""
+    """Run every case in fork-per-case workers, one per core up to WORKERS (the cases are independent: each child
+    verifies its own file, and a .tflite case's child spends most of its time in the load probe's fresh Python); a worker
+    that dies or stalls is restarted and its case recorded as a crash/hang."""
+    import threading
+
+    shards = [cases[i::_workers()] for i in range(_workers())]
+    results: dict[int, dict] = {}
+    failures: list[BaseException] = []
+
+    def run(shard: list[dict]) -> None:
+        try:
+            results.update(_run_shard(shard, work, warmup))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's own thread below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(shard,), daemon=True) for shard in shards if shard]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return results
+
+
+def _workers() -> int:
+    """Fork-per-case workers to run at once: the cores this process may use, at most WORKERS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(WORKERS, cores))
+
+
+def _run_shard(cases: list[dict], work: Path, warmup: list[list[str]]) -> dict[int, dict]:
+    """``cases`` one after another in one fork-per-case worker (restarted where it dies or stalls)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "PYTHONFAULTHANDLER": "1"}
     results: dict[int, dict] = {}

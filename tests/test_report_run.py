@@ -15,24 +15,6 @@ import pytest
 from toolchain.deploy import TIE
 
 
-@pytest.fixture(scope="module")
-def pi4_run(trained_digits, tmp_path_factory):
-    """A fast compress for raspberry-pi-4 on digits (one round): the report, not the ticket, is under test (an accuracy
-    budget one epoch reaches: a run outside it names no file to deploy, and the choice went untested)."""
-    import contextlib
-    import io
-
-    from toolchain.cli import main
-
-    out = tmp_path_factory.mktemp("pi4") / "run"
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exc:
-        main(["compress", str(trained_digits[0]), "--data", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1",
-              "--max-fn-increase", "2", "--confidence", "0.8", "--max-accuracy-drop", "0.5", "--target", "raspberry-pi-4",
-              "--out", str(out)])
-    return exc.value.code, out, stdout.getvalue(), stderr.getvalue()
-
-
 def test_the_fit_verdict_is_on_the_console_and_in_report_md(pi4_run):
     code, out, stdout, stderr = pi4_run
     assert code in (0, 1), stderr

@@ -306,13 +306,42 @@ def test_a_model_litert_cannot_convert_is_bad_input_and_compress_finishes_in_onn
     assert not list((tmp_path / "run").rglob(".cwtool-tmp.*"))
 
 
+def _finished_args(model, out, *extra, keep="0.5") -> list:
+    """The arguments of _finished_run's compress."""
+    return ["compress", model, "-d", "digits", "-p", "3", "--keep-params", keep, "--epochs", "1", "--confidence", "0.5",
+            "--max-fn-increase", "2", "--max-accuracy-drop", "1", "--skip-export", *extra, "--out", out]
+
+
 def _finished_run(capsys, model, out, *extra, keep="0.5") -> list:
     """A small compress run to ``out``, finished (gate passed or failed); returns its arguments, for a --resume."""
-    args = ["compress", model, "-d", "digits", "-p", "3", "--keep-params", keep, "--epochs", "1", "--confidence", "0.5", "--max-fn-increase", "2",
-            "--max-accuracy-drop", "1", "--skip-export", *extra, "--out", out]
+    args = _finished_args(model, out, *extra, keep=keep)
     code, _, err = run_cli(args, capsys)
     assert code in (0, 1), err
     return args
+
+
+@pytest.fixture(scope="module")
+def finished_run(trained_digits, tmp_path_factory):
+    """``copy_to(out)``: what ``_finished_run(capsys, trained_digits[0], out)`` leaves at ``out``, and its arguments, for
+    the tests that damage, plant files in or resume a finished run. The run is made once for the module (seeded, the same
+    every time) and each test gets a copy of its own: the run itself is never handed out."""
+    import contextlib
+    import io
+    import shutil
+
+    from toolchain.cli import main
+
+    model, made = trained_digits[0], tmp_path_factory.mktemp("finished") / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exc:
+        main([str(a) for a in _finished_args(model, made)])
+    assert exc.value.code in (0, 1), stderr.getvalue()
+
+    def copy_to(out: Path) -> list:
+        shutil.copytree(made, out, symlinks=True)  # copy2: the files' bytes and times, as the run left them
+        return _finished_args(model, out)
+
+    return copy_to
 
 
 # --------------------------------------------------------------------------- files beside the model
@@ -839,9 +868,9 @@ def test_an_architecture_whose_constructor_exits_is_bad_input(tmp_path, capsys):
     one_line_error(code, err, "sys.exit(7)")
 
 
-def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(trained_digits, tmp_path, capsys):
+def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(finished_run, tmp_path, capsys):
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     now = dict(manifest["versions"])
@@ -881,12 +910,12 @@ def test_a_run_resumed_with_other_versions_says_so_and_keeps_the_first_ones(trai
 
 @pytest.mark.parametrize("name, link", [("report.md", "symbolic link"), ("pruned.pt", "symbolic link"), ("compress.log", "hard link"),
                                         ("plots/rounds.png", "hard link"), ("report.md", "hard link")])
-def test_a_resume_never_writes_through_a_link_in_its_run_directory(trained_digits, name, link, tmp_path, capsys):
+def test_a_resume_never_writes_through_a_link_in_its_run_directory(trained_digits, finished_run, name, link, tmp_path, capsys):
     """Staged writes replace a symbolic link's target: such a link in a run directory is refused. A hard link (a backup
     made with cp -al) resumes, and the other name (here a copy of the input model) keeps its bytes: the log is made a
     file of its own before it is appended to, and every other file is staged and moved into place."""
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     model = Path(trained_digits[0])
     victim = tmp_path / "victim.pt"
     victim.write_bytes(model.read_bytes())
@@ -908,14 +937,14 @@ def test_a_resume_never_writes_through_a_link_in_its_run_directory(trained_digit
 
 @pytest.mark.parametrize("name", ["report.html", "report.json"])
 def test_a_link_that_appears_in_the_run_directory_while_compress_runs_is_replaced_not_written_through(
-        trained_digits, name, tmp_path, capsys, monkeypatch):
+        finished_run, name, tmp_path, capsys, monkeypatch):
     """The folder is checked for links before the work; one planted afterwards (anyone who can write in the folder) took
     the report's bytes onto its target: here the command's own input model."""
     from toolchain import io
     from toolchain.report import run_report
 
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     model = Path(args[1])
     before = model.read_bytes()
     (out / "report.json").unlink()
@@ -981,11 +1010,11 @@ def test_an_output_the_user_named_is_checked_again_before_it_is_written(trained_
     assert model.read_bytes() == before
 
 
-def test_what_the_user_must_make_sure_of_reaches_the_log_and_the_reports(trained_digits, tmp_path, capsys):
+def test_what_the_user_must_make_sure_of_reaches_the_log_and_the_reports(finished_run, tmp_path, capsys):
     """"cwtool cannot tell which rows trained the model" was said on the console only: the report a reviewer reads, and
     compress.log, did not say that the promise rests on rows the model may have seen."""
     out = tmp_path / "run"
-    _finished_run(capsys, trained_digits[0], out)
+    finished_run(out)
     for text in ((out / "compress.log").read_text(), (out / "report.md").read_text()):
         assert "cannot tell which rows trained" in text
     assert any("cannot tell which rows trained" in n for n in json.loads((out / "report.json").read_text())["data"]["notes"])
@@ -1059,11 +1088,11 @@ def test_a_resume_refuses_rounds_that_are_not_this_runs_own(trained_digits, dama
         assert len(err.strip().splitlines()) == 1, err
 
 
-def test_a_manifest_nested_too_deep_is_named_not_the_rounds(trained_digits, tmp_path, capsys):
+def test_a_manifest_nested_too_deep_is_named_not_the_rounds(finished_run, tmp_path, capsys):
     """A manifest nested 966 levels deep passed the first read and ran out of stack in a round's check, read again deeper
     in the calls: "damaged round ... remove its rounds/ folder", advice that deleted good work (a hostile-file reviewer's)."""
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     manifest = json.loads((out / "manifest.json").read_text())
     # 300 levels (966 run out of stack in this test's own deeper calls at the first read, which names the manifest too)
     manifest["commands"][0]["cwd"] = "NESTED"
@@ -1231,7 +1260,7 @@ def test_a_resume_refuses_a_final_fine_tuning_that_is_not_this_runs_own(trained_
                                             ("a channel the group lacks", "round_1.pt keeps channels of group"),
                                             ("round true", "rounds/round_1.json is the summary of round True"),
                                             ("weights that overflow", "round_1.pt gives NaN or infinite logits")])
-def test_a_resume_refuses_forged_survivors_and_round_numbers_whose_sha256_was_forged_too(trained_digits, forgery, said, tmp_path,
+def test_a_resume_refuses_forged_survivors_and_round_numbers_whose_sha256_was_forged_too(finished_run, forgery, said, tmp_path,
                                                                                           capsys):
     """With the summary's sha256 recomputed, survivors naming a group the model does not have were ignored in silence
     and "round": true passed as round 1 (True == 1): a security reviewer's finding. Finite weights whose logits are not
@@ -1239,7 +1268,7 @@ def test_a_resume_refuses_forged_survivors_and_round_numbers_whose_sha256_was_fo
     from toolchain.provenance import file_sha256
 
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     weights, summary_path = out / "rounds" / "round_1.pt", out / "rounds" / "round_1.json"
     summary = json.loads(summary_path.read_text())
     if forgery == "round true":
@@ -1377,9 +1406,9 @@ def test_a_file_name_that_is_not_utf8_is_logged_escaped(trained_digits, tmp_path
     assert "caf\\udce9.pt" in (tmp_path / "run" / "compress.log").read_text()
 
 
-def test_a_pipe_in_a_run_directory_is_refused_not_waited_on(trained_digits, tmp_path, capsys):
+def test_a_pipe_in_a_run_directory_is_refused_not_waited_on(finished_run, tmp_path, capsys):
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     (out / "compress.log").unlink()
     os.mkfifo(out / "compress.log")
     code, _, err = run_cli([*args, "--resume"], capsys)
@@ -1571,14 +1600,14 @@ def test_a_class_named_by_a_number_is_protected_by_its_name():
     assert resolve_protected(["4"], ["cat", "dog", "eel", "fox", "gnu"], 5) == [4]  # no such name: an index
 
 
-def test_a_resumed_run_writes_its_files_again_from_the_model_it_ships(trained_digits, tmp_path, capsys):
+def test_a_resumed_run_writes_its_files_again_from_the_model_it_ships(finished_run, tmp_path, capsys):
     """A resume re-judges the rounds and bakes the offset again; the fp32 ONNX file (and the int8 file quantized from it)
     was reused from the earlier run, so a run begun under another operating-point rule shipped files with the old
     offset beside a pruned.pt and report with the new one."""
     import hashlib
 
     out = tmp_path / "run"
-    args = [a for a in _finished_run(capsys, trained_digits[0], out) if a != "--skip-export"]
+    args = [a for a in finished_run(out) if a != "--skip-export"]
     code, _, err = run_cli([*args, "--resume", "--format", "onnx", "--time-runs", "0"], capsys)
     assert code in (0, 1), err
     fp32 = out / "artifacts" / "model_fp32.onnx"
@@ -1723,9 +1752,9 @@ def test_a_class_protected_twice_is_refused(given, trained_digits, capsys):
     assert code == 2 and "'3' and '3' name the same class 3" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_the_same_command_on_a_finished_run_says_it_is_finished(trained_digits, tmp_path, capsys):
+def test_the_same_command_on_a_finished_run_says_it_is_finished(finished_run, tmp_path, capsys):
     """A retried CI job was told to "pass --resume to finish" a run that was done."""
-    args = _finished_run(capsys, trained_digits[0], tmp_path / "run")
+    args = finished_run(tmp_path / "run")
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "holds a finished run (its report: " in err and "--resume makes its files and reports again" in err, err
 
@@ -2033,11 +2062,11 @@ def test_a_huge_manifest_is_refused_from_its_size_not_read(trained_digits, tmp_p
 
 
 @pytest.mark.parametrize("left", ["artifacts/mine.onnx", "artifacts/notes.txt", "plots/myexport/export.json"])
-def test_a_resume_removes_nothing_it_did_not_write(left, trained_digits, tmp_path, capsys):
+def test_a_resume_removes_nothing_it_did_not_write(left, finished_run, tmp_path, capsys):
     """--resume removed a user's copy of an artifact and notes from artifacts/ ("removed 2 file(s) an earlier export of
     this run wrote": it wrote neither), and a whole export made inside plots/ (a trust reviewer's findings)."""
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     (out / left).parent.mkdir(parents=True, exist_ok=True)
     (out / left).write_text("mine")
     code, _, err = run_cli([*args, "--resume"], capsys)
@@ -2045,11 +2074,11 @@ def test_a_resume_removes_nothing_it_did_not_write(left, trained_digits, tmp_pat
     assert (out / left).read_text() == "mine"
 
 
-def test_a_resume_that_draws_no_calibration_rows_leaves_no_earlier_ones(trained_digits, tmp_path, capsys):
+def test_a_resume_that_draws_no_calibration_rows_leaves_no_earlier_ones(finished_run, tmp_path, capsys):
     """--resume --skip-export of a run exported before removed its artifacts but left calibration.npz beside a report
     saying "calibration": null (a trust reviewer's finding)."""
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     np.savez(out / "calibration.npz", x=np.zeros((2, 1, 8, 8), np.float32))  # as an earlier session's int8 export left it
     code, _, err = run_cli([*args, "--resume"], capsys)
     assert code in (0, 1), err
@@ -2081,11 +2110,11 @@ def test_a_weak_model_whose_record_matches_the_data_is_called_weak_not_fed_other
 
 
 @pytest.mark.parametrize("litter", ["artifacts/.DS_Store", "plots/Thumbs.db", "artifacts/._model_int8.onnx", "plots/desktop.ini"])
-def test_what_a_file_browser_leaves_in_a_run_does_not_stop_its_resume(litter, trained_digits, tmp_path, capsys):
+def test_what_a_file_browser_leaves_in_a_run_does_not_stop_its_resume(litter, finished_run, tmp_path, capsys):
     """Finder's .DS_Store and Explorer's Thumbs.db in artifacts/ or plots/ were refused as files not cwtool's (a
     regression reviewer's find): they are swept with the folder's files, as before."""
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     (out / litter).parent.mkdir(parents=True, exist_ok=True)
     (out / litter).write_bytes(b"\0")
     code, _, err = run_cli([*args, "--resume"], capsys)
@@ -2218,13 +2247,13 @@ def test_a_resumed_run_writes_its_rounds_byte_for_byte_as_an_uninterrupted_one(t
     assert (stopped / "pruned.pt").read_bytes() == (whole / "pruned.pt").read_bytes()
 
 
-def test_a_manifest_this_user_cannot_read_is_not_called_unreadable_as_damage(trained_digits, tmp_path, capsys, monkeypatch):
+def test_a_manifest_this_user_cannot_read_is_not_called_unreadable_as_damage(finished_run, tmp_path, capsys, monkeypatch):
     """chmod 000 manifest.json: "is not a readable cwtool manifest (PermissionError ...): use another --out", advice that
     abandoned a whole run (a regression reviewer's finding)."""
     import toolchain.run_identity as run_identity
 
     out = tmp_path / "run"
-    args = _finished_run(capsys, trained_digits[0], out)
+    args = finished_run(out)
     real = run_identity.read_record
 
     def locked(path, hint):
