@@ -229,8 +229,11 @@ def test_a_report_and_an_error_line_to_a_terminal_gone_leave_the_exit_code_alone
 
     monkeypatch.setattr(sys, "stdout", Gone())
     monkeypatch.setattr(sys, "stderr", Gone())
-    consoles.print_markdown("# report\n")
+    consoles.print_markdown("# report\n")  # raised OSError: the finished run's exit 3
     cli._err("cwtool: error: a bad input")
+    with pytest.raises(SystemExit) as bad:  # a bad input's whole path, its line written to the terminal gone
+        cli.main(["evaluate", "no-such-model.pt", "--data", "digits", "-p", "3"])
+    assert bad.value.code == 2
 
 
 def test_a_thousand_class_evaluation_shows_the_protected_and_the_most_missed_classes():
