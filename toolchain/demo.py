@@ -26,16 +26,20 @@ DEMO_PRUNE = {"keep_params": 0.1, "epochs": 10, "lr": 3e-3, "max_fn_increase": 2
 def cache_dir() -> Path:
     """CWTOOL_CACHE, else XDG_CACHE_HOME/cwtool, else ~/.cache/cwtool. A value of spaces is unset (as for
     CWTOOL_TARGETS_DIR): CWTOOL_CACHE=" " made a folder named " " where the demo ran."""
-    root = (os.environ.get("CWTOOL_CACHE") or "").strip() and os.environ["CWTOOL_CACHE"]
-    xdg = (os.environ.get("XDG_CACHE_HOME") or "").strip() and os.environ["XDG_CACHE_HOME"]
-    return Path(root or os.path.join(xdg or Path.home() / ".cache", "cwtool"))
+    return Path(_given("CWTOOL_CACHE") or os.path.join(_given("XDG_CACHE_HOME") or Path.home() / ".cache", "cwtool"))
 
 
 def cache_setting() -> str:
     """The variable that placed the cache, as a message names it."""
-    if (os.environ.get("CWTOOL_CACHE") or "").strip():
+    if _given("CWTOOL_CACHE"):
         return "CWTOOL_CACHE"
-    return "XDG_CACHE_HOME" if (os.environ.get("XDG_CACHE_HOME") or "").strip() else "~/.cache; CWTOOL_CACHE moves it"
+    return "XDG_CACHE_HOME" if _given("XDG_CACHE_HOME") else "~/.cache; CWTOOL_CACHE moves it"
+
+
+def _given(name: str) -> str:
+    """The environment's ``name`` as set, or "" where it is unset or only spaces."""
+    value = os.environ.get(name) or ""
+    return value if value.strip() else ""
 
 
 def demo_model_path() -> Path:

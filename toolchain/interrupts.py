@@ -190,10 +190,12 @@ def resumable(run_dir) -> None:
 
 class Watcher:
     """Installed around one CLI command in the main thread; ``message(signal name, resumable run or None)`` is
-    the line printed when the main thread does not come back in time."""
+    the line printed when the main thread does not come back in time, ``finished_message(signal name, run or None)``
+    where the command's work was whole by then (`work_done`)."""
 
-    def __init__(self, message):
+    def __init__(self, message, finished_message=None):
         self.message = message
+        self.finished_message = finished_message or message  # (signal name, run or None) once the work is whole
         self.finished = threading.Event()
         self.received: int | None = None
         self.delivered = False  # the main thread raised Interrupted for it (see `deliver`)
@@ -281,8 +283,6 @@ class Watcher:
             name = signal.Signals(signum).name
             try:
                 if claim_the_line():  # stuck after the work was whole (a summary's write to a stalled pipe): said so
-                    _say(self.message(name, run_dir) if done is None else
-                         f"cwtool: {name} arrived as the command finished: what it wrote is complete"
-                         + (f" (run directory: {done[0]})" if done[0] is not None else ""))
+                    _say(self.message(name, run_dir) if done is None else self.finished_message(name, done[0]))
             finally:
                 os._exit(128 + signum)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from toolchain.errors import Interrupted, UserError, describe
 from toolchain.export.leftovers import drop_stale_artifacts, drop_unchecked_artifacts
 from toolchain.export.stage import ExportSettings
 from toolchain.io import atomic_write_json, own_folder, sweep_temporaries
-from toolchain.report.consoles import RunLog, interactive, log_console, progress_bar
+from toolchain.report.consoles import RunLog, log_console, progress_bar, status
 from toolchain.report.pace import say_progress_to
 from toolchain.run_identity import by_session, changed_counts, package_versions, version_changes, working_folder
 from toolchain.report.run_report import summary_lines, write_run_report
@@ -149,7 +148,7 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
         settings = export or ExportSettings()
         gate_fn = lambda base, cand: fn_gate(base, cand, config.max_fn_increase, config.max_accuracy_drop, labels=y_test)
         export_started = time.perf_counter()
-        with (console.status("exporting and verifying artifacts") if interactive(console) else contextlib.nullcontext()):
+        with status(console, "exporting and verifying artifacts"):
             min_val_accuracy = result.dense["val"]["accuracy"] - config.max_accuracy_drop
             try:
                 artifacts, calibration = export_all(pruned, dataset, protected, _int8_guard(result), dense_test, settings, run_dir, config.seed,

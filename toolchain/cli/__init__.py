@@ -116,6 +116,12 @@ def _interrupted_line(signal_name: str, run_dir) -> str:
     return line
 
 
+def _finished_line(signal_name: str, run_dir=None) -> str:
+    """The line of a stop that came once the command's output was whole (no import: the watcher thread says it too)."""
+    where = f" (run directory: {run_dir})" if run_dir else ""
+    return f"cwtool: {signal_name} arrived as the command finished: what it wrote is complete{where}"
+
+
 def _say_stopped(stop) -> None:
     """The one line of an Interrupted: complete where the command had finished its work (its files whole), else the stop."""
     from toolchain import interrupts
@@ -123,8 +129,7 @@ def _say_stopped(stop) -> None:
     if not stop.completed:
         _say_interrupted(stop.signal_name, stop.run_dir)
     elif interrupts.claim_the_line():
-        where = f" (run directory: {stop.run_dir})" if stop.run_dir else ""
-        _err(f"cwtool: {stop.signal_name} arrived as the command finished: what it wrote is complete{where}")
+        _err(_finished_line(stop.signal_name, stop.run_dir))
 
 
 def _say_interrupted(signal_name: str, run_dir) -> None:
@@ -174,7 +179,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             pass
     _unreadable_columns_unset()
     _unreadable_thread_count_unset()
-    watcher = Watcher(_interrupted_line)
+    watcher = Watcher(_interrupted_line, _finished_line)
     _state["watcher"] = watcher
     _state["ended"] = False
     previous = _catch_signals(lambda signum, frame: watcher.deliver(signum))
@@ -204,7 +209,7 @@ def entry() -> None:
 
     def outside(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
         name = signal_names[signum]
-        line = (f"cwtool: {name} arrived as the command finished: what it wrote is complete" if _state.get("ended") else
+        line = (_finished_line(name) if _state.get("ended") else
                 f"cwtool: interrupted by {name}; temporary files removed")  # before main took the signals: nothing written
         try:
             os.write(2, line.encode() + b"\n")

@@ -83,9 +83,10 @@ def _preprocess(fp32_path: Path, out_path: Path):
     except Exception as e:
         from toolchain.io import environment_advice
 
-        if isinstance(e, OSError) and environment_advice(e):  # the machine's (a full TMPDIR), not onnxruntime's limits
+        advice = environment_advice(e) if isinstance(e, OSError) else None
+        if advice:  # the machine's (a full TMPDIR), not onnxruntime's limits
             raise UserError(f"onnxruntime cannot prepare {fp32_path.name} for int8 quantization in the temporary folder "
-                            f"'{out_path.parent.parent}' ({e.strerror or type(e).__name__}): {environment_advice(e)}, or set "
+                            f"'{out_path.parent.parent}' ({e.strerror or type(e).__name__}): {advice}, or set "
                             "TMPDIR to another folder") from e
         raise UserError(f"onnxruntime cannot prepare {fp32_path.name} for int8 quantization ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:200]}): use --format tflite, or `cwtool export --format onnx --precision fp32`") from e

@@ -204,6 +204,14 @@ def progress_bar(console: Console, *columns) -> Progress:
     return Progress(*columns, console=console, transient=True, disable=not interactive(console))
 
 
+def status(console: Console, text: str):
+    """A spinner with ``text`` while a stage runs, where a progress bar is drawn too (FORCE_COLOR put its frames in a CI
+    log); nothing elsewhere."""
+    import contextlib
+
+    return console.status(text) if interactive(console) else contextlib.nullcontext()
+
+
 _LIST_ITEM = re.compile(r"\s*([-*+]|\d{1,9}[.)])\s")
 
 
