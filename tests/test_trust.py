@@ -790,13 +790,29 @@ def _endless_onnx(path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-def test_sigterm_stops_a_runtime_that_would_never_return(tmp_path, rows):
-    import time
+def _running_its_runtime(proc) -> None:
+    """Waits until the verify in ``proc`` has loaded onnxruntime (its code, past the entry's, is running), then a little
+    more: a fixed sleep from the start was too short on a loaded machine and too long where the run ends sooner."""
+    maps = Path(f"/proc/{proc.pid}/maps")
+    if not maps.exists():
+        time.sleep(4)
+        return
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "onnxruntime" in maps.read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    time.sleep(1.5)
 
+
+def test_sigterm_stops_a_runtime_that_would_never_return(tmp_path, rows):
     _endless_onnx(tmp_path / "endless.onnx")
     proc = subprocess.Popen([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3"],
                             cwd=REPO, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)  # well inside session.run by now
+    _running_its_runtime(proc)
     assert proc.poll() is None
     t0 = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
@@ -817,13 +833,27 @@ def test_sigterm_replaces_an_earlier_run_s_reports(tmp_path, rows):
                                 'errors="0" />\n')  # an earlier run's green reports
     proc = subprocess.Popen([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3",
                              *[str(v) for pair in green.items() for v in pair]], cwd=REPO, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)  # well inside session.run by now
+    _running_its_runtime(proc)
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
     assert json.loads(green["--json"].read_text())["gate"] == {"passed": False, "error": "interrupted by SIGTERM before a verdict"}
     assert 'errors="1"' in green["--junit"].read_text()
+
+
+def test_a_stop_before_main_takes_the_signals_replaces_an_earlier_run_s_reports(tmp_path):
+    """A SIGTERM in the entry's first moments (its own handler, before main's watcher) said its line and left an earlier
+    run's green --json for a cancelled CI job to publish. main is replaced by one that stops its own process at once."""
+    green = tmp_path / "v.json"
+    green.write_text(json.dumps({"schema_version": 1, "kind": "cwtool-verify", "gate": {"passed": True}}, indent=2))
+    stop_at_once = ("import os, signal, toolchain.cli as cli; "
+                    "cli.main = lambda: os.kill(os.getpid(), signal.SIGTERM); cli.entry()")
+    proc = subprocess.run([sys.executable, "-c", stop_at_once, "verify", str(tmp_path / "m.onnx"), "-d", "digits",
+                           "--json", str(green)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip() == "cwtool: interrupted by SIGTERM; temporary files removed"
+    assert json.loads(green.read_text())["gate"] == {"passed": False, "error": "interrupted by SIGTERM before a verdict"}
 
 
 def test_sighup_stops_a_command_as_sigterm_does_unless_the_process_ignores_it(tmp_path, rows):
@@ -837,7 +867,7 @@ def test_sighup_stops_a_command_as_sigterm_does_unless_the_process_ignores_it(tm
             "--json", str(tmp_path / "v.json")]
     proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,  # SIGHUP as a shell leaves it (a suite
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # run under nohup ignores it)
-    time.sleep(4)  # inside session.run by now
+    _running_its_runtime(proc)
     assert proc.poll() is None
     proc.send_signal(signal.SIGHUP)
     _, err = proc.communicate(timeout=30)
@@ -845,7 +875,7 @@ def test_sighup_stops_a_command_as_sigterm_does_unless_the_process_ignores_it(tm
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".cwtool-tmp")]
     ignoring = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup starts it
-    time.sleep(4)
+    _running_its_runtime(ignoring)
     ignoring.send_signal(signal.SIGHUP)
     time.sleep(1)
     assert ignoring.poll() is None  # still running

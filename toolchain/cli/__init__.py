@@ -209,8 +209,10 @@ def entry() -> None:
 
     def outside(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
         name = signal_names[signum]
+        if not _state.get("ended"):  # before main took the signals: nothing written, but an earlier verify's reports are stale
+            _stale_reports_replaced(sys.argv[1:], name)
         line = (_finished_line(name) if _state.get("ended") else
-                f"cwtool: interrupted by {name}; temporary files removed")  # before main took the signals: nothing written
+                f"cwtool: interrupted by {name}; temporary files removed")
         try:
             os.write(2, line.encode() + b"\n")
         except OSError:  # the terminal is gone (SIGHUP)
@@ -233,6 +235,19 @@ def entry() -> None:
         except (OSError, ValueError):  # a reader that went away (`cwtool ... | head`): the exit code still tells
             pass
     os._exit(code or 0)
+
+
+def _stale_reports_replaced(argv: list[str], signal_name: str) -> None:
+    """A verify stopped before main took the signals: the green reports an earlier run left at --json or --junit would
+    be published as this run's (a cancelled CI job's `if: always()` step). Best effort: the process is on its way out."""
+    try:
+        argv = _home_expanded([str(a) for a in argv])
+        if _command_of(argv) == "verify":
+            from toolchain.cli.verify import replace_stale_reports
+
+            replace_stale_reports(argv, f"interrupted by {signal_name} before a verdict", "Interrupted")
+    except Exception:  # the stop's line and its exit code must not fail on it
+        pass
 
 
 def _closed_streams_opened() -> None:
