@@ -394,10 +394,10 @@ def test_an_openmp_thread_count_openmp_cannot_read_adds_no_line_to_a_bad_input(t
                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["cwtool: error: --protect-class 99 is outside the model's outputs (classes 0..9)"]
-    from toolchain.cli import _unreadable_thread_count_unset
+    from toolchain.cli.process import unreadable_thread_count_unset
 
     monkeypatch.setenv("OMP_NUM_THREADS", threads)  # the suite's own setting comes back after
-    _unreadable_thread_count_unset()
+    unreadable_thread_count_unset()
     assert os.environ.get("OMP_NUM_THREADS") == (threads if passed_on else None)
 
 
@@ -511,13 +511,11 @@ def test_arch_kwargs_a_checkpoint_cannot_record_are_refused_at_once(kwargs, tmp_
 def test_a_stopped_demo_says_to_run_the_demo_again_not_to_resume(tmp_path, monkeypatch):
     """A stopped demo said "rerun the same command with --resume", a flag the demo does not take (a concurrency reviewer's
     finding): it starts over."""
-    import toolchain.cli as cli
+    from toolchain.cli.stops import interrupted_line
 
-    monkeypatch.setitem(cli._state, "command", "demo")
-    line = cli._interrupted_line("SIGTERM", tmp_path / "cwtool-demo")
+    line = interrupted_line("SIGTERM", tmp_path / "cwtool-demo", "demo")
     assert "run cwtool demo again to start over" in line and "--resume" not in line
-    monkeypatch.setitem(cli._state, "command", "compress")
-    assert "rerun the same command with --resume" in cli._interrupted_line("SIGTERM", tmp_path / "run")
+    assert "rerun the same command with --resume" in interrupted_line("SIGTERM", tmp_path / "run", "compress")
 
 
 def test_version_and_help_read_as_a_user_types(capsys):

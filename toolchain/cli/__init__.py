@@ -18,7 +18,8 @@ import typer
 from toolchain.cli import bench, calibrate, compress, evaluate, export, targets, train, verify  # the modules: toolchain.cli.<command> stays one
 from toolchain.cli.arguments import finite_floats as _finite_floats, flags_show_no_type, home_expanded as _home_expanded
 from toolchain.cli.arguments import printable_arguments as _printable_arguments  # a module global: tests replace it here
-from toolchain.cli.arguments import no_folder_for_a_file, remember_command
+from toolchain.cli import process, stops
+from toolchain.cli.arguments import command_of, no_folder_for_a_file, remember_command
 from toolchain.cli.failures import install_hint, native_output, raised_by_the_cli_libraries
 from toolchain.errors import Interrupted, UserError, describe, one_line
 
@@ -56,11 +57,6 @@ for _command in _COMMANDS:
     app.command(_command.__name__)(_command)  # in data-flow order, as --help lists them
 
 
-def _command_of(argv: list[str]) -> str | None:
-    """The command a command line names: its first word that is not an option."""
-    return next((a for a in argv if not a.startswith("-")), None)
-
-
 def _usage_error_line(exc) -> str:
     ctx = getattr(exc, "ctx", None)
     message = " ".join(exc.format_message().split())
@@ -80,48 +76,6 @@ def _err(line) -> None:
         pass
 
 
-def _catch_signals(handler) -> dict:
-    """The stop signals go to ``handler`` (the watcher's), which unwinds the stack (every staged file is removed on the
-    way) instead of killing the process where it stands. Returns the handlers it replaced."""
-    import signal
-    import threading
-
-    from toolchain.interrupts import stop_signals
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, handler) for sig in stop_signals()}
-
-
-def _exit_code(signal_name: str) -> int:
-    """128 + the signal's number, as a shell reports a process the signal ended: 130, 143, 129 for SIGHUP."""
-    import signal
-
-    return 128 + int(getattr(signal.Signals, signal_name, signal.SIGTERM))
-
-
-def _interrupted_line(signal_name: str, run_dir) -> str:
-    line = f"cwtool: interrupted by {signal_name}; temporary files removed"
-    if run_dir is not None and _state.get("command") == "demo":  # the demo takes no --resume: it starts over
-        return line + f"; run cwtool demo again to start over (it replaces '{run_dir}')"
-    if run_dir is not None:
-        import os  # no import of cwtool's here: the watcher thread says this line while the main thread may hold locks
-
-        try:  # a round is done once its summary is written (rundir.RunDir.done_rounds)
-            finished = any(n.startswith("round_") and n.endswith(".json") for n in os.listdir(os.path.join(run_dir, "rounds")))
-        except OSError:  # no rounds folder yet, or unreadable: the line is said whatever the folder's state
-            finished = False
-        kept = "the finished rounds are kept" if finished else "no round had finished; what the run holds is kept"
-        line += f"; {kept} in '{run_dir}': rerun the same command with --resume to finish the run"
-    return line
-
-
-def _finished_line(signal_name: str, run_dir=None) -> str:
-    """The line of a stop that came once the command's output was whole (no import: the watcher thread says it too)."""
-    where = f" (run directory: {run_dir})" if run_dir else ""
-    return f"cwtool: {signal_name} arrived as the command finished: what it wrote is complete{where}"
-
-
 def _say_stopped(stop) -> None:
     """The one line of an Interrupted: complete where the command had finished its work (its files whole), else the stop."""
     from toolchain import interrupts
@@ -129,7 +83,7 @@ def _say_stopped(stop) -> None:
     if not stop.completed:
         _say_interrupted(stop.signal_name, stop.run_dir)
     elif interrupts.claim_the_line():
-        _err(_finished_line(stop.signal_name, stop.run_dir))
+        _err(stops.finished_line(stop.signal_name, stop.run_dir))
 
 
 def _say_interrupted(signal_name: str, run_dir) -> None:
@@ -139,31 +93,7 @@ def _say_interrupted(signal_name: str, run_dir) -> None:
     if signal_name in ("SIGINT", "SIGTERM", "SIGHUP") and not distributed.speaks_for_its_node():
         return  # torchrun stops every process: one says so for its machine (as for a bad input); a lost peer is said by each
     if interrupts.claim_the_line():
-        _err(_interrupted_line(signal_name, run_dir))  # a SIGHUP's terminal may be gone: the exit code and the log say it
-
-
-def _unreadable_columns_unset() -> None:
-    """COLUMNS=0 (some CI and docker setups), or any width no table can be read at, is taken out of the environment: rich
-    and typer read it themselves, and printed --help as one empty line (cwtool's consoles: toolchain.report.consoles)."""
-    import os
-
-    from toolchain.report.consoles import readable_columns
-
-    if os.environ.get("COLUMNS") is not None and readable_columns() is None:
-        del os.environ["COLUMNS"]
-
-
-def _unreadable_thread_count_unset() -> None:
-    """OMP_NUM_THREADS set to nothing (``export OMP_NUM_THREADS=`` in a script) or to what OpenMP cannot read is taken out
-    of the environment before torch loads OpenMP, which ignores it anyway but says so on stderr first: a second line
-    beside a bad input's one. A list of thread counts per nesting level ("4,2") is OpenMP's own and stays."""
-    import os
-    import re
-
-    value = os.environ.get("OMP_NUM_THREADS")
-    count = r"[1-9]\d{0,5}"  # OpenMP refuses a count past what an int holds (20 digits printed its warning twice)
-    if value is not None and not re.fullmatch(rf"\s*{count}(\s*,\s*{count})*\s*", value):
-        del os.environ["OMP_NUM_THREADS"]
+        _err(stops.interrupted_line(signal_name, run_dir, _state.get("command")))  # a SIGHUP's terminal may be gone: the exit code and the log say it
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -177,18 +107,18 @@ def main(argv: Optional[list[str]] = None) -> None:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError, OSError):
             pass
-    _unreadable_columns_unset()
-    _unreadable_thread_count_unset()
-    watcher = Watcher(_interrupted_line, _finished_line)
+    process.unreadable_columns_unset()
+    process.unreadable_thread_count_unset()
+    watcher = Watcher(lambda name, run_dir: stops.interrupted_line(name, run_dir, _state.get("command")), stops.finished_line)
     _state["watcher"] = watcher
     _state["ended"] = False
-    previous = _catch_signals(lambda signum, frame: watcher.deliver(signum))
+    previous = stops.catch_signals(lambda signum, frame: watcher.deliver(signum))
     try:
         with watcher:
             _main(argv)
     except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
         _say_stopped(exc)
-        sys.exit(_exit_code(exc.signal_name))
+        sys.exit(stops.exit_code(exc.signal_name))
     finally:  # in-process callers (tests, notebooks) get their own handlers back
         _state["ended"] = True  # a stop from here on finds the command's work done (entry's handlers say so)
         for sig, handler in previous.items():
@@ -204,15 +134,14 @@ def entry() -> None:
 
     from toolchain.interrupts import stop_signals
 
-    _closed_streams_opened()
+    process.closed_streams_opened()
     signal_names = {sig: signal.Signals(sig).name for sig in stop_signals()}  # SIGHUP's disposition read before it is taken
 
     def outside(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
         name = signal_names[signum]
         if not _state.get("ended"):  # before main took the signals: nothing written, but an earlier verify's reports are stale
-            _stale_reports_replaced(sys.argv[1:], name)
-        line = (_finished_line(name) if _state.get("ended") else
-                f"cwtool: interrupted by {name}; temporary files removed")
+            stops.stale_reports_replaced(sys.argv[1:], name)
+        line = stops.finished_line(name) if _state.get("ended") else stops.interrupted_line(name, None, None)
         try:
             os.write(2, line.encode() + b"\n")
         except OSError:  # the terminal is gone (SIGHUP)
@@ -235,47 +164,6 @@ def entry() -> None:
         except (OSError, ValueError):  # a reader that went away (`cwtool ... | head`): the exit code still tells
             pass
     os._exit(code or 0)
-
-
-def _stale_reports_replaced(argv: list[str], signal_name: str) -> None:
-    """A verify stopped before main took the signals: the green reports an earlier run left at --json or --junit would
-    be published as this run's (a cancelled CI job's `if: always()` step). Best effort: the process is on its way out."""
-    try:
-        argv = _home_expanded([str(a) for a in argv])
-        if _command_of(argv) == "verify":
-            from toolchain.cli.verify import replace_stale_reports
-
-            replace_stale_reports(argv, f"interrupted by {signal_name} before a verdict", "Interrupted")
-    except Exception:  # the stop's line and its exit code must not fail on it
-        pass
-
-
-def _closed_streams_opened() -> None:
-    """stdin, stdout or stderr closed by the caller (``>&-``, ``2>&-``) is /dev/null from here on: a file cwtool opened
-    would otherwise take the free descriptor and get what a native library prints, Python set sys.stdout or
-    sys.stderr to None (every command ended in an AttributeError, exit 1, and export in an internal error), and the
-    exit code is still the command's own."""
-    import os
-
-    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
-        try:
-            os.fstat(fd)
-        except OSError:
-            devnull = os.open(os.devnull, os.O_RDONLY if mode == "r" else os.O_WRONLY)
-            if devnull != fd:
-                os.dup2(devnull, fd)
-                os.close(devnull)
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(fd, mode, buffering=1 if fd else -1, encoding="utf-8", errors="backslashreplace", closefd=False))
-
-
-def _reader_went_away(exc: BaseException) -> bool:
-    """Whether click's exit came of a closed pipe (``cwtool --help | head -1``): it says so with exit 1."""
-    while exc is not None:
-        if isinstance(exc, BrokenPipeError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _main(argv: Optional[list[str]]) -> None:
@@ -345,7 +233,7 @@ def _run(argv: Optional[list[str]]) -> None:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     argv = _home_expanded([str(a) for a in args])
     try:
-        _state["command"] = name = _command_of(argv)
+        _state["command"] = name = command_of(argv)
         remember_command(argv)  # a log's first line: the command as typed (every flag, a rerun gets the same)
         _printable_arguments(argv)
         no_folder_for_a_file(argv, name)
@@ -366,14 +254,14 @@ def _run(argv: Optional[list[str]]) -> None:
         _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank > 0 else ''}: {exc}", getattr(exc, "whole", False))
         sys.exit(2)
     except Interrupted as exc:
-        if _command_of(argv) == "verify" and not (exc.reports_replaced or exc.completed):
+        if command_of(argv) == "verify" and not (exc.reports_replaced or exc.completed):
             from toolchain.cli.verify import replace_stale_reports  # stopped before verify's code knew its inputs
             from toolchain.interrupts import writing_after_stop
 
             with writing_after_stop():
                 replace_stale_reports(argv, f"interrupted by {exc.signal_name} before a verdict", "Interrupted")
         _say_stopped(exc)
-        sys.exit(_exit_code(exc.signal_name))
+        sys.exit(stops.exit_code(exc.signal_name))
     except Abort as exc:  # a KeyboardInterrupt that reached the parser before our handler was in place
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, EOFError):  # click turns an EOFError into Abort too: one that got this far is a bug, not Ctrl-C
@@ -385,7 +273,7 @@ def _run(argv: Optional[list[str]]) -> None:
         sys.exit(130)
     except ClickException as exc:  # usage errors: one line, like every other bad input
         line = _usage_error_line(exc)
-        if _command_of(argv) == "verify":  # its code never ran: old reports are stale
+        if command_of(argv) == "verify":  # its code never ran: old reports are stale
             from toolchain.cli.verify import replace_stale_reports
 
             replace_stale_reports(argv, line.removeprefix("cwtool: error: "))
@@ -401,7 +289,7 @@ def _run(argv: Optional[list[str]]) -> None:
         sys.exit(2)
     except SystemExit as exc:
         if raised_by_the_cli_libraries(exc):  # rich's and click's own exits (a closed pipe: `cwtool ... | head`)
-            if exc.code == 1 and _reader_went_away(exc):  # click's answer to a closed pipe; 1 is the gate-failed code. A
+            if exc.code == 1 and process.reader_went_away(exc):  # click's answer to a closed pipe; 1 is the gate-failed code. A
                 # command's own output keeps the command's code (consoles); --help or --version gave the reader what it took
                 sys.exit(0 if {"--help", "--version"} & set(argv) else 2)
             raise

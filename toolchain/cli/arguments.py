@@ -41,6 +41,11 @@ PATH_OPTIONS = ("--data", "-d", "--val", "--test", "--out", "--json", "--markdow
                 "--target", "--save-rows", "--arch")
 
 
+def command_of(argv: list[str]) -> str | None:
+    """The command a command line names: its first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def home_expanded(argv: list[str]) -> list[str]:
     """``argv`` with a leading ~ of a path expanded where the shell left it (``--data=~/x``, or quoted): --data expanded
     it in one reader and not in the next, so verify judged other rows than the baseline's, and --val refused a folder
