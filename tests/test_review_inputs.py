@@ -971,7 +971,7 @@ def test_a_folder_link_that_appears_in_the_run_directory_while_compress_runs_tak
     over an input named round_1.pt. Now a file bound for the run directory is never published outside it."""
     import shutil
 
-    import toolchain.pipeline as pipeline
+    import toolchain.run_session as run_session
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -979,13 +979,13 @@ def test_a_folder_link_that_appears_in_the_run_directory_while_compress_runs_tak
     shutil.copy(trained_digits[0], model)
     before = model.read_bytes()
     out = tmp_path / "run"
-    rechecked = pipeline._unchanged_since_checked
+    rechecked = run_session.unchanged_since_checked
 
     def held_then_plant(checked):  # once the folder is held and read again: the run's own from here on
         rechecked(checked)
         (out / "rounds").symlink_to(inputs, target_is_directory=True)
 
-    monkeypatch.setattr(pipeline, "_unchanged_since_checked", held_then_plant)
+    monkeypatch.setattr(run_session, "unchanged_since_checked", held_then_plant)
     code, _, err = run_cli(["compress", model, "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--confidence",
                             "0.5", "--max-accuracy-drop", "1", "--skip-export", "--out", out], capsys)
     one_line_error(code, err, "leads outside")

@@ -1236,13 +1236,13 @@ def test_a_first_session_that_cannot_write_its_manifest_leaves_no_folder(trained
     """A full disk as the manifest was written left the folder holding compress.log alone, which the next run refused."""
     script = textwrap.dedent(f"""
         import toolchain.cli as cli
-        import toolchain.pipeline as pipeline
+        import toolchain.run_session as run_session
         from toolchain.errors import UserError
 
         def full(path, *args, **kwargs):
             raise UserError(f"cannot write '{{path}}': No space left on device")
 
-        pipeline.atomic_write_json = full
+        run_session.atomic_write_json = full
         cli.main(["compress", {str(trained_digits[0])!r}, "-d", "digits", "-p", "3", "--out", {str(tmp_path / "new" / "run")!r}])
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
