@@ -515,6 +515,33 @@ def test_a_stop_that_code_swallowed_is_told_at_the_end_as_whether_the_output_is_
         assert lines[0] == "cwtool: interrupted by SIGTERM; temporary files removed"
 
 
+def _signals_as_a_foreground_shell_leaves_them() -> None:
+    """A child's SIGINT and SIGHUP as an interactive shell's foreground job gets them: a suite started in the background
+    (`pytest &` in a script, nohup) passes them on ignored, and cwtool keeps a stop its process was started to ignore."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def test_a_background_job_of_a_script_keeps_ignoring_ctrl_c(tmp_path, rows):
+    """A script's `cwtool ... &` is started with SIGINT ignored (the shell keeps a Ctrl-C meant for the foreground away
+    from it), as Python leaves it: cwtool took SIGINT back and stopped the job. SIGTERM still stops it."""
+    _endless_onnx(tmp_path / "endless.onnx")
+
+    def background_job():
+        _signals_as_a_foreground_shell_leaves_them()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True, preexec_fn=background_job)
+    _running_its_runtime(proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    assert proc.poll() is None  # still running
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and err.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], err
+
+
 @pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_stop_as_the_process_exits_after_the_command_says_the_output_is_complete(sig, code):
     """After main returned, the interpreter's teardown (1-2 s of torch's and TensorFlow's) ran with the default handlers:
@@ -538,7 +565,8 @@ def test_a_stop_as_the_process_exits_after_the_command_says_the_output_is_comple
         cli.entry()
         print("entry returned", file=sys.stderr)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          preexec_fn=_signals_as_a_foreground_shell_leaves_them)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip().splitlines() == [f"cwtool: {sig} arrived as the command finished: what it wrote is complete"]
 
@@ -565,7 +593,8 @@ def test_a_stop_while_compress_prints_its_summary_says_the_run_is_complete(sig, 
         command.print_summary = summary
         cli.main(["compress", {str(tmp_path / "m.pt")!r}, "--data", "digits", "-p", "3", "--out", str(run)])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          preexec_fn=_signals_as_a_foreground_shell_leaves_them)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (f"cwtool: {sig} arrived as the command finished: what it wrote is complete "
                                                     f"(run directory: {tmp_path / 'run'})"), proc.stderr
@@ -866,7 +895,7 @@ def test_sighup_stops_a_command_as_sigterm_does_unless_the_process_ignores_it(tm
     args = [sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3",
             "--json", str(tmp_path / "v.json")]
     proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,  # SIGHUP as a shell leaves it (a suite
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # run under nohup ignores it)
+                            preexec_fn=_signals_as_a_foreground_shell_leaves_them)  # run under nohup ignores it)
     _running_its_runtime(proc)
     assert proc.poll() is None
     proc.send_signal(signal.SIGHUP)

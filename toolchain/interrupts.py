@@ -29,19 +29,18 @@ _consoles: list[int] = []  # the user's own stderr while fd 2 goes elsewhere (a 
 
 _active: list = []  # the Watcher of the command that runs (one at a time in a process)
 _saying_so: list = []  # inside writing_after_stop: files that say the command stopped are written after the stop
-_hup_ignored: list[bool] = []  # decided once, before cwtool's handlers take the signals
+_ignored_at_start: list[frozenset] = []  # decided once, before cwtool's handlers take the signals
 
 
 def stop_signals() -> tuple[int, ...]:
     """The signals that stop a command as Ctrl-C does: SIGINT, SIGTERM, and SIGHUP (the terminal closed, the ssh
-    connection dropped: it killed a run where it stood, its staged files left behind) unless the process was started
-    to ignore it (nohup), which stays so."""
-    hup = getattr(signal, "SIGHUP", None)
-    if hup is None:  # Windows
-        return signal.SIGINT, signal.SIGTERM
-    if not _hup_ignored:
-        _hup_ignored.append(signal.getsignal(hup) is signal.SIG_IGN)
-    return (signal.SIGINT, signal.SIGTERM) + (() if _hup_ignored[0] else (hup,))
+    connection dropped: it killed a run where it stood, its staged files left behind). One the process was started to
+    ignore stays ignored, as Python leaves it: SIGHUP under nohup, SIGINT for a job a script started in the background
+    (`cwtool compress ... &`: the shell keeps a Ctrl-C meant for the foreground away from it)."""
+    wanted = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)  # Windows: no SIGHUP
+    if not _ignored_at_start:
+        _ignored_at_start.append(frozenset(s for s in wanted if s != signal.SIGTERM and signal.getsignal(s) is signal.SIG_IGN))
+    return tuple(s for s in wanted if s not in _ignored_at_start[0])
 
 
 def raise_if_stopped() -> None:

@@ -2,8 +2,8 @@
 
 Exit codes: 0 done / gate passed; 1 gate failed; 2 bad input or usage (one line, a traceback only
 with --debug); 3 an internal error (a bug: please report it with the --debug traceback); 130/143/129
-interrupted (SIGINT/SIGTERM/SIGHUP; a SIGHUP the process was started to ignore, nohup, stays ignored, though torchrun's
-agent passes one on to its workers).
+interrupted (SIGINT/SIGTERM/SIGHUP; one the process was started to ignore, SIGHUP under nohup or SIGINT in a script's
+background job, stays ignored, though torchrun's agent passes one on to its workers).
 """
 
 from __future__ import annotations
