@@ -25,6 +25,25 @@ def test_a_plain_file_within_the_limit_is_read(tmp_path):
     assert read_small_file(tmp_path / "p.toml", 100, "target file", "give a profile") == b"x" * 100
 
 
+def test_a_small_file_under_a_large_limit_is_read_in_a_process_whose_memory_is_limited(tmp_path):
+    """read(limit + 1) asked the allocator for the whole limit: a 70 KB baseline under the 1 GiB limit was a MemoryError
+    (exit 3) for verify --baseline in a process limited to 1 GB (ulimit -v, a device), which the file never needed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "report.json").write_bytes(b"x" * 70_000)
+    script = ("import resource, sys; from toolchain.small_files import read_small_file; "
+              "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize(); "
+              "resource.setrlimit(resource.RLIMIT_AS, (used + (512 << 20), resource.RLIM_INFINITY)); "
+              "sys.stdout.write(str(len(read_small_file(sys.argv[1], 1 << 31, 'baseline', 'give another'))))")
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("no /proc to read the process's size from")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "report.json")], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "70000", proc.stderr
+
+
 @pytest.mark.parametrize("kind", ["folder", "fifo", "device", "large"])
 def test_anything_else_is_refused_before_it_is_read(tmp_path, no_hang, kind):
     path = tmp_path / "p.toml"

@@ -29,8 +29,23 @@ def read_small_file(path: str | Path, limit: int, what: str, hint: str) -> bytes
     except BaseException:
         os.close(fd)
         raise
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        data = _read_at_most(f, limit + 1, st.st_size)
     if len(data) > limit:  # it grew since the check
         raise UserError(f"{what} {path} holds more than {limit:,} bytes: {hint}")
     return data
+
+
+def _read_at_most(f, most: int, expected: int) -> bytes:
+    """Up to ``most`` bytes, a chunk at a time: read(most) asks the allocator for the whole limit up front (1 GiB for a
+    70 KB baseline), which a process under a memory limit (ulimit -v, a device's 1 GB) cannot have."""
+    chunks, size = [], 0
+    chunk = min(most, max(expected + 1, 1 << 16))  # the whole file and one byte more in one read where it did not grow
+    while size < most:
+        data = f.read(min(chunk, most - size))
+        if not data:
+            break
+        chunks.append(data)
+        size += len(data)
+    return b"".join(chunks)
+
