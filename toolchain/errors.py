@@ -66,7 +66,29 @@ def import_failed(exc: BaseException, module: str, package: str, install: str) -
     the reason, which "not installed" would hide while the package is right there."""
     if is_not_installed(exc, module):
         return UserError(f"{package} is not installed: {install}")
-    return UserError(f"{package} is installed but does not import here ({describe(exc)}): reinstall it ({install})")
+    return UserError(f"{package} is installed but does not import here ({describe(exc)}): {import_remedy(exc, install)}")
+
+
+# What a library says where the process may start no more threads (onnxruntime, Python's own, OpenMP's, jax's)
+_NO_THREAD = ("pthread_create failed", "can't start new thread", "thread creation failed")
+
+
+def no_thread_left(exc: BaseException) -> bool:
+    """Whether ``exc`` says a thread could not start: the process's limit (ulimit -u, a container's pids limit)."""
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, OSError)) and any(words in text for words in _NO_THREAD)
+
+
+THREAD_REMEDY = "raise the limit (ulimit -u, the container's pids limit), or set OMP_NUM_THREADS=1"
+
+
+def import_remedy(exc: BaseException, install: str) -> str:
+    """What to do about a package that is there but does not load: a process limited in memory cannot map its shared
+    libraries (ulimit -v, a container's limit), which no reinstall mends."""
+    text = str(exc).lower()
+    if isinstance(exc, MemoryError) or "failed to map segment" in text or "cannot allocate memory" in text:
+        return "this process may not have the memory to load it: raise its memory limit (ulimit -v, the container's)"
+    return f"reinstall it ({install})"
 
 
 def is_not_installed(exc: BaseException, module: str) -> bool:

@@ -209,7 +209,13 @@ class Watcher:
             return self
         self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*stop_signals(), _STOP})
         self._thread = threading.Thread(target=self._watch, name="cwtool-signals", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:  # no thread may start (ulimit -u): the process as it was, and the caller says why
+            self._thread = None
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+            _active.remove(self)
+            raise
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):

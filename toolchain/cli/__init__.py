@@ -20,7 +20,7 @@ from toolchain.cli.arguments import finite_floats as _finite_floats, flags_show_
 from toolchain.cli.arguments import printable_arguments as _printable_arguments  # a module global: tests replace it here
 from toolchain.cli import process, stops
 from toolchain.cli.arguments import command_of, no_folder_for_a_file, remember_command
-from toolchain.cli.failures import install_hint, native_output, raised_by_the_cli_libraries
+from toolchain.cli.failures import install_hint, limits_line, native_output, raised_by_the_cli_libraries
 from toolchain.errors import Interrupted, UserError, describe, one_line
 
 __all__ = ["app", "main"]
@@ -119,6 +119,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Interrupted as exc:  # arrived as the command was finishing: its files are whole, but the caller asked to stop
         _say_stopped(exc)
         sys.exit(stops.exit_code(exc.signal_name))
+    except RuntimeError as exc:  # the watcher's own thread could not start (ulimit -u): _main's errors were said there
+        line = limits_line(exc)
+        if line is None:
+            raise
+        _err(f"cwtool: error: {line}")
+        sys.exit(2)
     finally:  # in-process callers (tests, notebooks) get their own handlers back
         _state["ended"] = True  # a stop from here on finds the command's work done (entry's handlers say so)
         for sig, handler in previous.items():
@@ -322,8 +328,14 @@ def _run(argv: Optional[list[str]]) -> None:
         whole = f"; the run itself is complete{place}" if done else ""
         _err(f"cwtool: error: cannot {doing} {where}: {exc.strerror or exc}: {advice}{whole}")
         sys.exit(2)
-    except Exception as exc:  # a bug, not bad input
-        raise_as_bug(exc)
+    except Exception as exc:  # a bug, not bad input, unless the process's limits were the cause
+        line = limits_line(exc)
+        if line is None:
+            raise_as_bug(exc)
+        if _state["debug"]:
+            traceback.print_exc()
+        _say_once_a_machine(f"cwtool: error: {line}")
+        sys.exit(2)
     except BaseException as exc:  # not cwtool's (it raises Exceptions, Interrupted, or exits), nor a signal: a model's own
         _err(f"cwtool: error: code cwtool ran (the model's or the data's) raised {describe(exc)}")
         sys.exit(2)

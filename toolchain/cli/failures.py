@@ -3,7 +3,7 @@ library printed while it failed."""
 
 from __future__ import annotations
 
-__all__ = ["raised_by_the_cli_libraries", "native_output", "install_hint"]
+__all__ = ["raised_by_the_cli_libraries", "native_output", "install_hint", "limits_line"]
 
 
 def raised_by_the_cli_libraries(exc: BaseException) -> bool:
@@ -38,3 +38,24 @@ def install_hint(module: str) -> str | None:
         return None
     full = "pip install torch==2.13.0, then pip install 'cwtool[compress]'" if package != "onnxruntime" else "pip install 'cwtool[onnx]'"
     return f"this command needs {package}, which is not installed here: {full} (or pip install {package})"
+
+
+def limits_line(exc: BaseException) -> str | None:
+    """The line of a failure that is the process's limits, not cwtool's bug nor the input's (exit 2, not 3): no memory
+    left (ulimit -v, a container's), no thread that may start (ulimit -u, a pids limit), a package present that cannot
+    load. None for anything else."""
+    from toolchain.errors import THREAD_REMEDY, describe, import_remedy, is_not_installed, no_thread_left
+
+    if isinstance(exc, MemoryError):
+        return ("ran out of memory (MemoryError): this process may use less memory than this step needs: raise its limit "
+                "(ulimit -v, the container's memory limit), or run it where more memory is free")
+    if no_thread_left(exc):
+        return (f"could not start a thread ({describe(exc, 160)}): this process or user may run fewer threads than cwtool's "
+                f"libraries start: {THREAD_REMEDY}")
+    if isinstance(exc, ImportError) and exc.name:
+        top = exc.name.split(".")[0]
+        if top != "toolchain" and not is_not_installed(exc, top):
+            package = PACKAGES.get(top, top)
+            return f"{package} is installed but does not import here ({describe(exc, 160)}): {import_remedy(exc, f'pip install {package}')}"
+    return None
+

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from toolchain import interrupts
-from toolchain.errors import IMPORT_FAILURES, InputCountError, UserError, import_failed
+from toolchain.errors import IMPORT_FAILURES, THREAD_REMEDY, InputCountError, UserError, import_failed, no_thread_left
 from toolchain.runtimes.base import (
     Runner,
     check_artifact_file,
@@ -164,6 +164,10 @@ class OnnxRunner(Runner):
                 raise UserError(f"cannot load ONNX artifact {self.path} ({short_error(e)}): its name has characters this "
                                 "locale's file names encode otherwise than UTF-8; rename it, or run under a UTF-8 locale "
                                 "(LC_ALL=C.UTF-8)") from e
+            if no_thread_left(e):  # the process's limit, not the file: re-exporting it would not help
+                raise UserError(f"cannot load ONNX artifact {self.path}: onnxruntime could not start its threads "
+                                f"({' '.join(str(e).split())[-160:]}): {THREAD_REMEDY}"
+                                + (", or give --threads 1" if opts.intra_op_num_threads > 1 else "")) from e
             unfit = _unfit_graph(self.path)  # what no classifier's graph lacks, said before the runtime's own words
             if unfit:
                 raise UserError(f"{self.path} {unfit}: cwtool runs classifiers with one input and one output; re-export it") from e

@@ -13,7 +13,7 @@ from toolchain.data.dataset import Dataset, Preprocessing
 from toolchain.data.labels import agree_names, mapping_note
 from toolchain.data.sources.idx_folder import find_idx_files, load_idx_folder
 from toolchain.data.splits import split_pool
-from toolchain.errors import UserError
+from toolchain.errors import IMPORT_FAILURES, UserError, import_failed, is_not_installed
 
 __all__ = ["FASHION_MNIST_DIR", "load_breast_cancer", "load_digits", "load_fashion_mnist"]
 
@@ -23,7 +23,9 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 def _sklearn_datasets(spec: str):
     try:
         from sklearn import datasets  # lazy: not on devices
-    except ImportError:
+    except IMPORT_FAILURES as exc:
+        if not is_not_installed(exc, "sklearn"):  # there, but it does not load (a library it maps, memory): not "not installed"
+            raise UserError(f"--data {spec}: {import_failed(exc, 'sklearn', 'scikit-learn', 'pip install scikit-learn')}") from exc
         raise UserError(
             f"--data {spec} needs scikit-learn, which is not installed: run `pip install scikit-learn` "
             '(or `pip install "cwtool[compress]"`), or give a .npz, .csv, idx or ImageFolder dataset'
