@@ -775,6 +775,32 @@ def test_export_writes_no_sidecar_its_readers_would_refuse(tmp_path, monkeypatch
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("free, says", [(1_000, "the temporary folder '{tmp}' has 1,000 bytes free, less than the prepared model "
+                                                   "needs (DecodeError: Error parsing message"),
+                                         (10 << 30, "use --format tflite")])
+def test_a_prepared_model_cut_short_on_a_full_temporary_folder_names_the_folder_not_the_model(tmp_path, monkeypatch, free, says):
+    """TMPDIR on a nearly full tmpfs: onnxruntime's own writer cut the prepared model short without an error, and its
+    read-back's DecodeError was said to be the model's (use --format tflite), a resource-limits reviewer's finding."""
+    import types
+    from collections import namedtuple
+
+    from toolchain.errors import UserError
+    from toolchain.export import onnx_int8
+
+    def cut_short(src, dst, **kwargs):
+        with open(dst, "wb") as f:
+            f.write(b"\x08\x07\x12\x0bexporter-n")  # the first bytes of a model, then nothing
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(onnx_int8, "_quantization", lambda: types.SimpleNamespace(quant_pre_process=cut_short))
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(free + 1, 1, free))
+    (tmp_path / "model_fp32.onnx").write_bytes(b"x" * 300)
+    (tmp_path / "scratch").mkdir()
+    with pytest.raises(UserError) as refused:
+        onnx_int8._preprocess(tmp_path / "model_fp32.onnx", tmp_path / "scratch" / "pre.onnx")
+    assert says.format(tmp=tmp_path) in str(refused.value), str(refused.value)
+
+
 @pytest.mark.parametrize("errno_name, says", [("ENOSPC", "in the temporary folder '{tmp}' (No space left on device): free some "
                                                          "space or write elsewhere, or set TMPDIR to another folder"),
                                               ("EACCES", "(PermissionError: "), ("EINVAL", "use --format tflite")])

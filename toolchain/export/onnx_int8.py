@@ -88,6 +88,13 @@ def _preprocess(fp32_path: Path, out_path: Path):
             raise UserError(f"onnxruntime cannot prepare {fp32_path.name} for int8 quantization in the temporary folder "
                             f"'{out_path.parent.parent}' ({e.strerror or type(e).__name__}): {advice}, or set "
                             "TMPDIR to another folder") from e
+        free = _free_bytes(out_path.parent)
+        if free is not None and free < 2 * fp32_path.stat().st_size + (1 << 20):  # onnxruntime's own writer cut its file
+            # short on a full disk without a word: what reads it back finds a corrupt model, not the model's fault
+            raise UserError(f"onnxruntime cannot prepare {fp32_path.name} for int8 quantization: the temporary folder "
+                            f"'{out_path.parent.parent}' has {free:,} bytes free, less than the prepared model needs "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}): free space there, or set TMPDIR to "
+                            "another folder") from e
         raise UserError(f"onnxruntime cannot prepare {fp32_path.name} for int8 quantization ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:200]}): use --format tflite, or `cwtool export --format onnx --precision fp32`") from e
     used = {n.name for n in model.graph.node if n.name}
@@ -100,6 +107,15 @@ def _preprocess(fp32_path: Path, out_path: Path):
             used.add(name)
     onnx.save(model, str(out_path))
     return model
+
+
+def _free_bytes(folder: Path) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def _preprocessed(fp32_path: str | Path):
