@@ -369,6 +369,29 @@ def test_the_demo_cache_error_names_the_variable_the_user_set(tmp_path, monkeypa
     assert cache_dir() == tmp_path / "xdg" / "cwtool"
 
 
+def test_a_home_this_user_may_not_enter_is_said_as_the_demo_cache(tmp_path, monkeypatch, capsys):
+    """HOME=/nonexistent for nobody: the cached model's is_file() raised PermissionError, said as a bare "permission denied
+    ... give another path", though demo takes no path and CWTOOL_CACHE moves the cache (a resource-limits reviewer's)."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CWTOOL_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    (tmp_path / "home").write_text("a file where a home should be")  # the cache's folder cannot be made
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    real = Path.is_file
+
+    def no_entry(self):
+        if str(self).startswith(str(tmp_path / "home")):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", no_entry)
+    _forbid(monkeypatch, "toolchain.models.train.train")
+    code, _, err = run_cli(["demo"], capsys)
+    assert code == 2 and "the demo model cache (~/.cache; CWTOOL_CACHE moves it)" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_closed_pipe_is_no_error_of_the_users_model():
     """`cwtool compress --help | head -1`: rich exits 1 on the closed pipe; that exit was blamed on a model."""
     import subprocess

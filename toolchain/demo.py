@@ -61,7 +61,11 @@ def ensure_demo_model(retrain: bool = False, console: Console | None = None) -> 
 
     console = console or log_console()
     path = demo_model_path()
-    if path.is_file() and not retrain:
+    try:
+        cached = path.is_file()
+    except OSError:  # a home this user may not enter (HOME=/nonexistent as nobody): the check below says so in the cache's words
+        cached = False
+    if cached and not retrain:
         console.print(f"reusing the cached demo model {path}", style="dim")
         return path
     from toolchain.output_paths import check_output_file

@@ -30,9 +30,9 @@ def holds_anything(folder: Path) -> bool:
     return any(not is_os_litter(p.name) for p in Path(folder).iterdir())
 
 
-def path_kind(path: Path) -> str:
+def path_kind(path: Path, flag: str | None = None) -> str:
     """'missing', 'folder', 'file', 'dangling link' or 'device, pipe or socket';
-    a folder we may not look into is the user's to fix, not a crash."""
+    a folder we may not look into is the user's to fix, not a crash (said as ``flag``'s, where given)."""
     try:
         if path.is_symlink() and not path.exists():
             return "dangling link"
@@ -40,15 +40,15 @@ def path_kind(path: Path) -> str:
             return "missing"
         return "folder" if path.is_dir() else "file" if path.is_file() else SPECIAL
     except OSError as exc:
-        raise UserError(f"cannot look at '{path}': {exc.strerror or exc}") from exc
+        raise UserError(f"{f'{flag}: ' if flag else ''}cannot look at '{path}': {exc.strerror or exc}") from exc
 
 
 def _writable_folder(folder: Path, flag: str, path: Path) -> None:
     """The nearest existing folder at or above ``folder`` must be a folder we may write in."""
-    existing, kind = folder, path_kind(folder)
+    existing, kind = folder, path_kind(folder, flag)
     while kind == "missing" and existing != existing.parent:
         existing = existing.parent
-        kind = path_kind(existing)
+        kind = path_kind(existing, flag)
     if kind != "folder":
         raise UserError(f"{flag} '{path}': '{existing}' is a {kind}, not a folder")
     try:  # os.access says yes to root on read-only mounts: only a real write tells
@@ -117,7 +117,7 @@ def check_output_file(path: str | Path | None, flag: str, inputs=()) -> None:
     _printable_name(path, flag)
     if path.name and not path.name.strip():  # `--json "$OUT"` with OUT=" ": a file named by a space
         raise UserError(f"{flag} '{path}' is a name of spaces alone (an unset variable?): give a file path")
-    kind = path_kind(path)
+    kind = path_kind(path, flag)
     if kind == "folder":
         empty = " (an empty value, such as an unset $GITHUB_STEP_SUMMARY, reads as '.')" if str(path) == "." else ""
         raise UserError(f"{flag} '{path}' is a folder{empty}: give a file path")
@@ -224,7 +224,7 @@ def check_output_dir(path: str | Path | None, flag: str, inputs=()) -> None:
         return
     path = Path(path)
     _printable_name(path, flag)
-    kind = path_kind(path)
+    kind = path_kind(path, flag)
     if kind not in ("missing", "folder"):
         raise UserError(f"{flag} '{path}' is a {kind}: give a folder")
     out, written = _places(path)
