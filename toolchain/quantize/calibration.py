@@ -162,7 +162,10 @@ def save_calibration(path: str | Path, x: np.ndarray, meta: dict[str, Any] | Non
                     info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME)
                     info.compress_type = zipfile.ZIP_DEFLATED
                     info.external_attr = 0o644 << 16
-                    with zf.open(info, "w", force_zip64=True) as member:
+                    # zip64 headers only where a member may need them: Python 3.11.4 changed how it writes forced ones,
+                    # and the same rows made other bytes under 3.11.2
+                    large = value.nbytes * 1.05 + (1 << 20) > zipfile.ZIP64_LIMIT
+                    with zf.open(info, "w", force_zip64=large) as member:
                         np.lib.format.write_array(member, value, allow_pickle=False)
         except OSError as exc:  # a full disk, a file-size limit: said with the file's name
             raise cannot_write(path, exc) from exc
