@@ -1,5 +1,6 @@
 """The process a command runs in, made readable before any command: standard streams the caller closed, and the
-environment variables that rich, typer and OpenMP read themselves where no reader could use their values."""
+environment variables that rich, typer and OpenMP read themselves where no reader could use their values; and, at the
+end, whether the reader of its output went away."""
 
 from __future__ import annotations
 
