@@ -123,6 +123,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         line = limits_line(exc)
         if line is None:
             raise
+        if _state["debug"]:
+            traceback.print_exc()
+        stops.stale_reports_replaced(sys.argv[1:] if argv is None else argv, line, "BadInput")
         _err(f"cwtool: error: {line}")
         sys.exit(2)
     finally:  # in-process callers (tests, notebooks) get their own handlers back
@@ -146,7 +149,7 @@ def entry() -> None:
     def outside(signum, frame):  # written raw: it may interrupt the flush below, which holds the stream's buffer
         name = signal_names[signum]
         if not _state.get("ended"):  # before main took the signals: nothing written, but an earlier verify's reports are stale
-            stops.stale_reports_replaced(sys.argv[1:], name)
+            stops.stale_reports_replaced(sys.argv[1:], f"interrupted by {name} before a verdict", "Interrupted")
         line = stops.finished_line(name) if _state.get("ended") else stops.interrupted_line(name, None, None)
         try:
             os.write(2, line.encode() + b"\n")

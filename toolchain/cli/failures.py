@@ -42,20 +42,33 @@ def install_hint(module: str) -> str | None:
 
 def limits_line(exc: BaseException) -> str | None:
     """The line of a failure that is the process's limits, not cwtool's bug nor the input's (exit 2, not 3): no memory
-    left (ulimit -v, a container's), no thread that may start (ulimit -u, a pids limit), a package present that cannot
-    load. None for anything else."""
-    from toolchain.errors import THREAD_REMEDY, describe, import_remedy, is_not_installed, no_thread_left
+    left (ulimit -v, a container's), no thread that may start (ulimit -u, a pids limit), a package present whose shared
+    library will not load. None for anything else: a name a module lacks (a version mismatch) stays a bug to report."""
+    from toolchain.errors import THREAD_REMEDY, describe, import_remedy, no_thread_left
 
-    if isinstance(exc, MemoryError):
-        return ("ran out of memory (MemoryError): this process may use less memory than this step needs: raise its limit "
-                "(ulimit -v, the container's memory limit), or run it where more memory is free")
+    if isinstance(exc, MemoryError):  # its own words kept: a request of exabytes is a bug's or a crafted file's, not a limit's
+        return (f"ran out of memory ({describe(exc, 160)}): this process may use less memory than this step needs: raise "
+                "its limit (ulimit -v, the container's memory limit), or run it where more memory is free")
     if no_thread_left(exc):
         return (f"could not start a thread ({describe(exc, 160)}): this process or user may run fewer threads than cwtool's "
                 f"libraries start: {THREAD_REMEDY}")
-    if isinstance(exc, ImportError) and exc.name:
+    if isinstance(exc, ImportError) and exc.name and _library_will_not_load(exc):
         top = exc.name.split(".")[0]
-        if top != "toolchain" and not is_not_installed(exc, top):
-            package = PACKAGES.get(top, top)
-            return f"{package} is installed but does not import here ({describe(exc, 160)}): {import_remedy(exc, f'pip install {package}')}"
+        package = PACKAGES.get(top, top)
+        return f"{package} is installed but does not import here ({describe(exc, 160)}): {import_remedy(exc, f'pip install {package}')}"
     return None
 
+
+# How the dynamic loader says a package's shared library will not load (no memory to map it, a file missing or broken)
+_LOADER_WORDS = ("failed to map segment", "cannot allocate memory", "cannot open shared object", "undefined symbol",
+                 "wrong elf class", "invalid elf header", "file too short")
+
+
+def _library_will_not_load(exc: ImportError) -> bool:
+    """A third-party package's import that failed in the loader: not one of cwtool's modules, not the standard library's."""
+    import sys
+
+    top = exc.name.split(".")[0]
+    text = str(exc).lower()
+    return (top != "toolchain" and top not in getattr(sys, "stdlib_module_names", ())
+            and any(words in text for words in _LOADER_WORDS))

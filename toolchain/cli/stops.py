@@ -47,9 +47,10 @@ def finished_line(signal_name: str, run_dir=None) -> str:
     return f"cwtool: {signal_name} arrived as the command finished: what it wrote is complete{where}"
 
 
-def stale_reports_replaced(argv: list[str], signal_name: str) -> None:
-    """A verify stopped before main took the signals: the green reports an earlier run left at --json or --junit would
-    be published as this run's (a cancelled CI job's `if: always()` step). Best effort: the process is on its way out."""
+def stale_reports_replaced(argv: list[str], message: str, kind: str) -> None:
+    """A verify stopped or failed before main could run it: the green reports an earlier run left at --json or --junit
+    would be published as this run's (a cancelled CI job's `if: always()` step); they say ``message`` instead. Best
+    effort: the process is on its way out."""
     try:
         from toolchain.cli.arguments import command_of, home_expanded
 
@@ -57,6 +58,6 @@ def stale_reports_replaced(argv: list[str], signal_name: str) -> None:
         if command_of(argv) == "verify":
             from toolchain.cli.verify import replace_stale_reports
 
-            replace_stale_reports(argv, f"interrupted by {signal_name} before a verdict", "Interrupted")
+            replace_stale_reports(argv, message, kind)
     except Exception:  # the stop's line and its exit code must not fail on it
         pass

@@ -109,12 +109,10 @@ def verify(
                                    "Interrupted", save_rows)
             exc.reports_replaced = True
         raise
-    except Exception as exc:  # a bug in cwtool (exit 3): no verdict either, so no earlier run's report may stand for one
-        if inputs is not None:
-            from toolchain.errors import describe
-
-            _write_error_documents(f"internal error before a verdict: {describe(exc, 200)}", json_out, markdown, junit, inputs,
-                                   "InternalError", save_rows)
+    except Exception as exc:  # a bug in cwtool (exit 3), or the machine's: no verdict either, so no earlier run's report
+        if inputs is not None:  # may stand for one
+            said, kind = _failure_words(exc)
+            _write_error_documents(said, json_out, markdown, junit, inputs, kind, save_rows)
         raise
     writes = [(path, _verify_wrote, lambda path=path, flag=flag, payload=payload: write_named_output(path, payload, flag, inputs))
               for path, flag, payload in outputs]
@@ -242,6 +240,21 @@ def _remove_stale_rows(path, inputs) -> None:
 
 
 REPORT_FLAGS = ("--json", "--markdown", "--junit", "--save-rows")
+
+
+def _failure_words(exc: Exception) -> tuple[str, str]:
+    """What the reports say of a failure before a verdict, and its kind: as the command line's exit code says it (a
+    limit of the process, a file this user may not read, or the machine's: exit 2; anything else a bug, exit 3)."""
+    from toolchain.cli.failures import limits_line
+    from toolchain.errors import describe
+    from toolchain.io import environment_advice
+
+    line = limits_line(exc)
+    if line is not None:
+        return line, "BadInput"
+    if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and environment_advice(exc)):
+        return f"cannot go on before a verdict: {describe(exc, 200)}", "BadInput"
+    return f"internal error before a verdict: {describe(exc, 200)}", "InternalError"
 
 
 def replace_stale_reports(argv: list[str], message: str, kind: str = "BadInput") -> None:

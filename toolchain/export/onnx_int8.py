@@ -89,7 +89,8 @@ def _preprocess(fp32_path: Path, out_path: Path):
                             f"'{out_path.parent.parent}' ({e.strerror or type(e).__name__}): {advice}, or set "
                             "TMPDIR to another folder") from e
         free = _free_bytes(out_path.parent)
-        if free is not None and free < 2 * fp32_path.stat().st_size + (1 << 20):  # onnxruntime's own writer cut its file
+        if free is not None and free < 4 * fp32_path.stat().st_size + (1 << 20):  # onnxruntime's own writer cut its file
+            # (its preparation holds about three copies of the model at once)
             # short on a full disk without a word: what reads it back finds a corrupt model, not the model's fault
             raise UserError(f"onnxruntime cannot prepare {fp32_path.name} for int8 quantization: the temporary folder "
                             f"'{out_path.parent.parent}' has {free:,} bytes free, less than the prepared model needs "
