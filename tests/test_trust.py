@@ -1261,6 +1261,30 @@ def test_a_stop_while_verify_writes_its_outputs_writes_them_all_and_says_so(tmp_
     assert "error" not in json.loads(outs["--json"].read_text())
 
 
+def test_a_full_disk_as_the_report_is_written_says_the_rounds_wait_for_resume(trained_digits, tmp_path, capsys, monkeypatch):
+    """A full disk once the rounds were saved said "cannot write report.html ... free some space" and nothing of the
+    finished rounds, which --resume finishes without retraining (a resource-limits reviewer's)."""
+    import errno
+
+    import toolchain.pipeline as pipeline
+
+    run = tmp_path / "run"
+
+    def full(report, run_dir):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir / "report.html"))
+
+    monkeypatch.setattr(pipeline, "write_run_report", full)
+    args = ["compress", trained_digits[0], "-d", "digits", "-p", "3", "--keep-params", "0.5", "--epochs", "1", "--skip-export",
+            "--max-fn-increase", "2", "--confidence", "0.5", "--out", run]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"cwtool: error: cannot write '{run / 'report.html'}': No space left on device: free some space or write elsewhere; the "
+        f"finished rounds are kept in '{run}': once that is fixed, rerun the same command with --resume to finish the run"), err
+    monkeypatch.undo()
+    code, _, err = run_cli(args + ["--resume"], capsys)
+    assert code in (0, 1) and (run / "report.json").is_file(), err
+
+
 def test_a_first_session_that_cannot_write_its_manifest_leaves_no_folder(trained_digits, tmp_path):
     """A full disk as the manifest was written left the folder holding compress.log alone, which the next run refused."""
     script = textwrap.dedent(f"""

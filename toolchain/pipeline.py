@@ -257,6 +257,9 @@ def compress(request: CompressRequest, config: PruneConfig, console: Console | N
             lost.run_dir = run_dir if RunDir(run_dir).manifest.is_file() else None  # rank 0 may have removed a run of no round
             raise lost from exc
         log.record(f"stopped: {describe(exc)}")
+        if (isinstance(exc, (OSError, UserError)) and config.granularity != "weight" and "--resume" not in str(exc)
+                and RunDir(run_dir).done_rounds()):  # a full disk as the report was written: the rounds wait for --resume
+            exc.resumable_run = run_dir
         if isinstance(exc, UserError) and not checked.resuming and distributed.is_main():
             RunDir.release(held)  # its descriptor is closed once: below it is None
             held = None

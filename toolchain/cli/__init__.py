@@ -260,7 +260,8 @@ def _run(argv: Optional[list[str]]) -> None:
         elif native:
             exc = UserError(f"{exc} (rerun with --debug to see the converter's own output)")
         rank = distributed.rank_of_this_process()
-        _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank > 0 else ''}: {exc}", getattr(exc, "whole", False))
+        _say_once_a_machine(f"cwtool: error{f' (machine of process {rank})' if rank > 0 else ''}: {exc}{_resumable(exc)}",
+                            getattr(exc, "whole", False))
         sys.exit(2)
     except Interrupted as exc:
         if command_of(argv) == "verify" and not (exc.reports_replaced or exc.completed):
@@ -329,7 +330,7 @@ def _run(argv: Optional[list[str]]) -> None:
         done = interrupts.finished_work()  # the console's summary (stdout on a full disk) after the run was written whole
         place = f" in '{one_line(str(done[0]))[:300]}'" if done and done[0] else ""
         whole = f"; the run itself is complete{place}" if done else ""
-        _err(f"cwtool: error: cannot {doing} {where}: {exc.strerror or exc}: {advice}{whole}")
+        _err(f"cwtool: error: cannot {doing} {where}: {exc.strerror or exc}: {advice}{whole or _resumable(exc)}")
         sys.exit(2)
     except Exception as exc:  # a bug, not bad input, unless the process's limits were the cause
         line = limits_line(exc)
@@ -348,6 +349,15 @@ def _run(argv: Optional[list[str]]) -> None:
             sys.exit(2)
         _err("cwtool: interrupted (KeyboardInterrupt); temporary files removed")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _resumable(exc: BaseException) -> str:
+    """Where a compress failed once rounds were saved (a full disk as its report was written): how to finish it."""
+    run_dir = getattr(exc, "resumable_run", None)
+    if run_dir is None:
+        return ""
+    return (f"; the finished rounds are kept in '{one_line(str(run_dir))[:300]}': once that is fixed, rerun the same command with "
+            "--resume to finish the run")
 
 
 _RAISED_INTERRUPT = ("cwtool: error: code cwtool ran (the model's or the data's) raised KeyboardInterrupt, and no signal reached "
