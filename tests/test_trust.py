@@ -871,6 +871,45 @@ def test_sigterm_replaces_an_earlier_run_s_reports(tmp_path, rows):
     assert 'errors="1"' in green["--junit"].read_text()
 
 
+def test_a_stop_while_a_runtime_is_stuck_loading_replaces_an_earlier_run_s_reports(tmp_path, rows):
+    """onnxruntime building a session for a large model holds the main thread in native code for seconds: a SIGTERM then
+    ended the process by the grace path, which left the earlier run's green --json and --junit (1 in 2 suite runs on a
+    loaded machine). The grace path now writes the stop's reports, rendered ahead by verify."""
+    _endless_onnx(tmp_path / "m.onnx")
+    green = {"--json": tmp_path / "v.json", "--junit": tmp_path / "v.xml"}
+    green["--json"].write_text(json.dumps({"schema_version": 1, "kind": "cwtool-verify", "gate": {"passed": True}}, indent=2))
+    green["--junit"].write_text('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites name="cwtool verify" tests="1" failures="0" '
+                                'errors="0" />\n')
+    marker = tmp_path / "loading"
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        import toolchain.cli as cli
+        import toolchain.interrupts as interrupts
+        from toolchain.runtimes.onnx import OnnxRunner
+
+        interrupts.GRACE_SECONDS = 0.5
+
+        def stuck(self, ort, opts):  # a session that takes its time, out of Python's reach (signals are the watcher's)
+            Path({str(marker)!r}).touch()
+            time.sleep(60)
+
+        OnnxRunner._session = stuck
+        cli.entry()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script, "verify", str(tmp_path / "m.onnx"), "--data", str(rows), "-p", "3",
+                             *[str(v) for pair in green.items() for v in pair]], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and err.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], err
+    assert json.loads(green["--json"].read_text())["gate"] == {"passed": False, "error": "interrupted by SIGTERM before a verdict"}
+    assert 'errors="1"' in green["--junit"].read_text() and "interrupted by SIGTERM before a verdict" in green["--junit"].read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loading", "m.onnx", "rows.npz", "v.json", "v.xml"]
+
+
 def test_a_stop_before_main_takes_the_signals_replaces_an_earlier_run_s_reports(tmp_path):
     """A SIGTERM in the entry's first moments (its own handler, before main's watcher) said its line and left an earlier
     run's green --json for a cancelled CI job to publish. main is replaced by one that stops its own process at once."""

@@ -25,6 +25,8 @@ _terminators: set = set()  # objects with a ``terminate`` attribute (onnxruntime
 _reported = threading.Event()  # the CLI printed its line for this stop: the grace path must not print a second
 _resumable: list = []  # the compress run that --resume finishes, while one runs: named by the grace path's line too
 _consoles: list[int] = []  # the user's own stderr while fd 2 goes elsewhere (a converter's logs): where the grace path writes
+_stop_documents: list[tuple[str, bytes]] = []  # (path, bytes with SIGNAL_MARK): what the grace path writes over an earlier
+SIGNAL_MARK = b"@SIGNAL@"  # run's report, the stop's name in place of the mark
 
 
 _active: list = []  # the Watcher of the command that runs (one at a time in a process)
@@ -181,6 +183,32 @@ def _mark_done(stop, watcher) -> None:
             stop.run_dir = watcher.work_done[0]
 
 
+def replace_if_stuck(documents: list[tuple[str, bytes]]) -> None:
+    """Files the grace path writes where the main thread is stuck in native code (a runtime loading a large model):
+    verify's reports that an earlier run left, which would otherwise be read as this run's verdict. Rendered ahead by
+    the main thread (the grace path imports nothing); an empty list once the command has its own outputs to write."""
+    with _lock:
+        _stop_documents[:] = documents
+
+
+def _write_stop_documents(signal_name: str) -> None:
+    """The stop documents, each published whole (a temporary beside it, then a rename), with os calls alone."""
+    for path, content in _stop_documents:
+        tmp = f"{path}.cwtool-tmp-stop.{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, content.replace(SIGNAL_MARK, signal_name.encode()))
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
 def resumable(run_dir) -> None:
     """``run_dir`` (None: none any more) is the run a stop leaves for --resume to finish."""
     with _lock:
@@ -220,6 +248,7 @@ class Watcher:
 
     def __exit__(self, exc_type, exc_value, traceback):
         self.finished.set()
+        replace_if_stuck([])  # the command is over: nothing of its own left for a later one's grace path
         if self in _active:
             _active.remove(self)
         if self._thread is not None:
@@ -285,6 +314,8 @@ class Watcher:
                         pass
                 run_dir = _resumable[0] if _resumable else None
                 done = self.work_done
+                if done is None:
+                    _write_stop_documents(signal.Signals(signum).name)
             name = signal.Signals(signum).name
             try:
                 if claim_the_line():  # stuck after the work was whole (a summary's write to a stalled pipe): said so

@@ -55,6 +55,8 @@ def verify(
     from toolchain.report.pace import saying_progress
     from toolchain.verify import VerifyRequest, run_verify
 
+    from toolchain import interrupts
+
     inputs = None  # known once input_paths has read them: no report is written over an input
     try:  # on bad input, a report an earlier run left at --junit would be read as this run's ("0 failures")
         artifacts = unique_paths(artifacts)
@@ -69,6 +71,7 @@ def verify(
         named = [p.resolve() for p in (json_out, markdown, junit, save_rows) if p is not None]
         if len(set(named)) < len(named):
             raise UserError("--json, --markdown, --junit and --save-rows must name different files")
+        interrupts.replace_if_stuck(_stop_documents(json_out, markdown, junit))  # a stop while a runtime is stuck loading
         request = VerifyRequest(
             artifacts=[str(a) for a in artifacts], data=data, protect=list(protect_class),
             baseline=str(baseline) if baseline is not None else None, max_fn_increase=max_fn_increase,
@@ -80,6 +83,7 @@ def verify(
         )
         with saying_progress(log_console().print):  # on stderr, --quiet too: 20,000 images of 224 px on a device's CPU, an hour a file
             result = run_verify(request)
+        interrupts.replace_if_stuck([])  # a verdict from here: its own reports, not a stop's
         # Render and print everything first, then write: a fault there replaces the named reports with error documents.
         outputs = []
         if json_out is not None:
@@ -97,6 +101,7 @@ def verify(
 
         print_verdict(result, quiet=True) if quiet else print_verify(result)  # a failed gate says why, even --quiet
     except UserError as exc:
+        interrupts.replace_if_stuck([])
         if inputs is not None:
             _write_error_documents(str(exc), json_out, markdown, junit, inputs, save_rows=save_rows)
         raise
@@ -110,6 +115,7 @@ def verify(
             exc.reports_replaced = True
         raise
     except Exception as exc:  # a bug in cwtool (exit 3), or the machine's: no verdict either, so no earlier run's report
+        interrupts.replace_if_stuck([])
         if inputs is not None:  # may stand for one
             said, kind = _failure_words(exc)
             _write_error_documents(said, json_out, markdown, junit, inputs, kind, save_rows)
@@ -310,22 +316,39 @@ def _verify_wrote(path: Path) -> bool:
             or '<testsuites name="cwtool verify"' in head or head.startswith(("## \u2705 cwtool verify:", "## \u274c cwtool verify:")))
 
 
+def _stop_documents(json_out, markdown, junit) -> list[tuple[str, bytes]]:
+    """The reports a stop writes over an earlier run's where the main thread cannot (see interrupts.replace_if_stuck):
+    rendered now, the stop's name left as a mark."""
+    from toolchain.interrupts import SIGNAL_MARK
+
+    message = f"interrupted by {SIGNAL_MARK.decode()} before a verdict"
+    return [(str(path), render().encode("utf-8")) for path, render in _error_renderers(message, json_out, markdown, junit, "Interrupted")
+            if path is not None and path.is_file() and _ours_to_replace(path)]
+
+
+def _error_renderers(message: str, json_out, markdown, junit, kind: str):
+    from toolchain.io import json_text
+    from toolchain.report.junit import render_junit_error
+    from toolchain.report.verify_markdown import render_verify_error_markdown
+    from toolchain.verify import VERIFY_SCHEMA
+
+    return ((json_out, lambda: json_text({"schema_version": VERIFY_SCHEMA, "kind": "cwtool-verify", "error": message,
+                                          "artifacts": [], "gate": {"passed": False, "error": message}})),
+            (markdown, lambda: render_verify_error_markdown(message)),
+            (junit, lambda: render_junit_error(message, kind)))
+
+
 def _write_error_documents(message: str, json_out, markdown, junit, inputs, kind: str = "BadInput", save_rows=None) -> None:
     """A verify that could not judge writes no report, but one an earlier run left at --json, --markdown or --junit (a
     persistent CI workspace, a device's loop) would be read as this run's: it is replaced by one that says so. Only
     verify's own reports (or empty files) are: a compress report.json named by --json stays. Best effort: the error is
     the news."""
     from toolchain.errors import one_line
-    from toolchain.io import json_text, write_named_output
-    from toolchain.report.junit import render_junit_error
-    from toolchain.report.verify_markdown import render_verify_error_markdown
-    from toolchain.verify import VERIFY_SCHEMA
+    from toolchain.io import write_named_output
 
     message = one_line(message)
-    documents = ((json_out, "--json", lambda: json_text({"schema_version": VERIFY_SCHEMA, "kind": "cwtool-verify", "error": message,
-                                                         "artifacts": [], "gate": {"passed": False, "error": message}})),
-                 (markdown, "--markdown", lambda: render_verify_error_markdown(message)),
-                 (junit, "--junit", lambda: render_junit_error(message, kind)))
+    documents = [(path, flag, render) for (path, render), flag
+                 in zip(_error_renderers(message, json_out, markdown, junit, kind), ("--json", "--markdown", "--junit"))]
     _remove_stale_rows(save_rows, inputs)
     for path, flag, render in documents:
         if path is not None and path.is_file() and _ours_to_replace(path):
