@@ -123,8 +123,8 @@ def parse_kwargs(text: Optional[str]) -> dict:
     from toolchain.models.checkpoint import storable_kwargs
 
     if not storable_kwargs(value):  # a checkpoint written with them was then refused as damaged, a run's manifest unread
-        raise UserError("--arch-kwargs nests deeper than 8 levels, holds over 10,000 items in one, or a number that is not "
-                        "finite: a checkpoint records no more")
+        raise UserError("--arch-kwargs nests deeper than 8 levels, holds over 10,000 items in one or 100,000 in all, or a number "
+                        "that is not finite: a checkpoint records no more")
     return value
 
 

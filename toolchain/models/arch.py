@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from toolchain.errors import UserError, describe, listed
@@ -192,6 +193,18 @@ def _built_in_parameters(arch: str):
         return None
 
 
+def stored_whole(tensor: torch.Tensor) -> str | None:
+    """Why a tensor from a file is no weight cwtool reads, or None: a nested or sparse one, or one whose storage holds
+    fewer bytes than its values need (an expanded tensor: a 22 KB file declared 906 million parameters)."""
+    if tensor.is_nested or tensor.layout != torch.strided:
+        return f"a {'nested' if tensor.is_nested else str(tensor.layout).removeprefix('torch.')} tensor"
+    needed = tensor.numel() * tensor.element_size()
+    held = tensor.untyped_storage().nbytes()
+    if needed > held:
+        return f"{tensor.numel():,} values over {held:,} bytes of the file (an expanded tensor)"
+    return None
+
+
 def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
     """Load ``state`` into ``model`` (built from ``arch``) when its names and shapes are exactly the model's;
     otherwise a UserError that names the first mismatches."""
@@ -199,6 +212,10 @@ def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
     for wrapper in ("module.", "_orig_mod."):  # saved from DistributedDataParallel / DataParallel, or a torch.compile'd model
         if state and all(isinstance(k, str) and k.startswith(wrapper) for k in state) and not any(k.startswith(wrapper) for k in own):
             state = {k[len(wrapper):]: v for k, v in state.items()}
+    odd = next(((k, why) for k, v in state.items() if isinstance(v, torch.Tensor) and (why := stored_whole(v))), None)
+    if odd is not None:  # before its shape is read (a nested tensor has none: exit 3) or its values are
+        raise UserError(f"the weights do not load into --arch '{arch}' ({odd[0]} in the file is {odd[1]}): give the model's "
+                        "weights as torch.save stores them")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]

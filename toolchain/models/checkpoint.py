@@ -76,23 +76,29 @@ def _checkpoint_arch(stored: str, path: Path, arch: str | None, arch_kwargs: dic
     )
 
 
+MAX_KWARGS_VALUES = 100_000  # in all: a list shared by reference in a pickle ([l] * 10,000, seven deep: 10**28 visits
+# from a 389 KB file) is as many values as it reads as, and was walked for ever
+
+
 def storable_kwargs(value) -> bool:
     """Whether ``value`` (--arch-kwargs) is what a checkpoint records and reads back: a JSON object nested at most 8
-    levels, of at most 10,000 items a level, with finite numbers."""
+    levels, of at most 10,000 items a level and 100,000 values in all, with finite numbers."""
     return isinstance(value, dict) and _json_like(value)
 
 
-def _json_like(value, depth: int = 0) -> bool:
-    if depth > 8:
+def _json_like(value, depth: int = 0, left: list | None = None) -> bool:
+    left = [MAX_KWARGS_VALUES] if left is None else left
+    left[0] -= 1
+    if depth > 8 or left[0] < 0:
         return False
     if value is None or isinstance(value, (bool, int, str)):
         return True
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, (list, tuple)):
-        return len(value) <= 10_000 and all(_json_like(v, depth + 1) for v in value)
+        return len(value) <= 10_000 and all(_json_like(v, depth + 1, left) for v in value)
     if isinstance(value, dict):
-        return len(value) <= 10_000 and all(isinstance(k, str) and _json_like(v, depth + 1) for k, v in value.items())
+        return len(value) <= 10_000 and all(isinstance(k, str) and _json_like(v, depth + 1, left) for k, v in value.items())
     return False
 
 

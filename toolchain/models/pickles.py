@@ -20,7 +20,7 @@ from torch import nn
 
 from toolchain.errors import UserError
 from toolchain.limits import memory_cap
-from toolchain.models.arch import arch_file, resolve_arch
+from toolchain.models.arch import arch_file, resolve_arch, stored_whole
 
 LOAD_HEADROOM = 256 << 20  # memory reading a model file may take beyond twice its size
 
@@ -96,7 +96,12 @@ def _load_restricted(path: Path, arch: str | None):
     allowed = [(standins[_qualname(a[0] if isinstance(a, tuple) else a)], a[1] if isinstance(a, tuple) else _qualname(a)) for a in allowed]
     try:
         with torch.serialization.safe_globals(allowed), memory_cap(LOAD_HEADROOM + 2 * path.stat().st_size):
-            return _restore_classes(torch.load(path, map_location="cpu", weights_only=True))
+            loaded = _restore_classes(torch.load(path, map_location="cpu", weights_only=True))
+        if not zipfile.is_zipfile(path):
+            _storages_were_stored(loaded, path)
+        return loaded
+    except UserError:
+        raise
     except MemoryError as exc:
         raise UserError(f"model file '{path}' asks for more memory than its size explains: it is not a model cwtool loads") from exc
     except Exception as exc:  # the unpickler read untrusted bytes: whatever it raises is the file's fault
@@ -128,6 +133,39 @@ def _load_restricted(path: Path, arch: str | None):
         raise UserError(f"cannot read model file '{path}': not a PyTorch checkpoint ({type(exc).__name__}: {first})") from exc
 
 
+def _storages_were_stored(loaded, path: Path) -> None:
+    """The legacy format lists the storages whose bytes follow its pickles: one that lists none leaves every tensor's
+    storage as allocated, unset (bytes of the process's memory read as weights: a 2.1 KB file "held" a model)."""
+    held, seen, storages = 0, set(), set()
+
+    def walk(obj):
+        nonlocal held
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in storages:
+                storages.add(storage.data_ptr())
+                held += storage.nbytes()
+        elif isinstance(obj, nn.Module):
+            for value in obj.state_dict(keep_vars=True).values():
+                walk(value)
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                walk(value)
+
+    walk(loaded)
+    size = path.stat().st_size
+    if held > size:
+        raise UserError(f"cannot read model file '{path}': its tensors need {held:,} bytes and the file holds {size:,}, so their "
+                        "values were never stored in it (PyTorch's legacy format, damaged or made so): give the .pt file "
+                        "torch.save wrote")
+
+
 def _pickle_header(path: Path) -> bool:
     """Whether the file starts as a pickle of protocol 2 to 5 does (PROTO and its number): what torch's legacy format and
     a pickled module start with. Random bytes do so once in 16,384."""
@@ -156,20 +194,44 @@ def _standin(cls: type) -> type:
     return type(cls.__name__, (_StandIn, cls), {"__init__": _refuse_construction, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
-def _restore_classes(obj):
+def _restore_classes(obj, seen: set | None = None):
+    """Each module's real class back, each object once: a 1.9 KB pickle of dicts that share their values
+    ({'a': d, 'b': d}, 60 deep) reads as 2**60 of them, and was walked for ever."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return obj
+    seen.add(id(obj))
     if isinstance(obj, nn.Module):
         for m in obj.modules():
             if isinstance(m, _StandIn):
                 m.__class__ = type(m).__mro__[2]
     elif isinstance(obj, dict):
         for v in obj.values():
-            _restore_classes(v)
+            _restore_classes(v, seen)
     return obj
+
+
+MAX_MODULE_USES = 100_000  # a module shared by reference is run once for each place it holds: 100 places five deep
+# (nn.Sequential(*[s] * 100), a 13 KB file) is 10**10 calls, about 30 hours a forward pass
+
+
+def module_uses(model: nn.Module) -> int:
+    """How many places the modules hold in the tree, a shared one counted at each (each is a call in a forward pass)."""
+    counted: dict[int, int] = {}
+
+    def uses(m: nn.Module) -> int:
+        if id(m) not in counted:
+            counted[id(m)] = 1  # a module among its own children is counted once
+            counted[id(m)] = 1 + sum(uses(c) for c in vars(m).get("_modules", {}).values() if isinstance(c, nn.Module))
+        return counted[id(m)]
+
+    return uses(model)
 
 
 def check_module_tree(model: nn.Module, path: Path) -> None:
     """A pickle sets a module's attributes directly: every child must be a module, every parameter and buffer
-    a tensor, no hooks, no instance attribute in place of a method (a "forward" set by the file)."""
+    a tensor stored whole, no hooks, no instance attribute in place of a method (a "forward" set by the file), and no
+    more module calls than any classifier makes."""
     def bad(what: str) -> UserError:
         return UserError(f"'{path}' is a pickled model with {what}: save its state_dict and pass --arch, or --trust-model if you trust it")
 
@@ -183,12 +245,19 @@ def check_module_tree(model: nn.Module, path: Path) -> None:
             values = state.get(kind, {})
             if not isinstance(values, dict) or not all(v is None or isinstance(v, torch.Tensor) for v in values.values()):
                 raise bad(f"{kind[1:]} of {where} that are not tensors")
+            odd = next(((k, why) for k, v in values.items() if v is not None and (why := stored_whole(v))), None)
+            if odd is not None:
+                raise bad(f"{kind[1:-1]} {odd[0]} of {where} that is {odd[1]}")
         hooks = [k for k, v in state.items() if "hook" in k and v]
         if hooks:
             raise bad(f"hooks on {where} ({', '.join(hooks[:2])})")
         shadowed = [k for k in state if not k.startswith("_") and callable(getattr(type(m), k, None)) and k not in ("training",)]
         if shadowed:
             raise bad(f"{', '.join(shadowed[:2])} of {where} replaced by the file")
+    used = module_uses(model)
+    if used > MAX_MODULE_USES:
+        raise bad(f"its modules used in {used:,} places (a module shared by reference runs at each), more than "
+                  f"{MAX_MODULE_USES:,}")
 
 
 def _torch_layers() -> list[type]:
