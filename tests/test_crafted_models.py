@@ -80,21 +80,42 @@ def test_a_pickled_model_whose_module_is_used_ten_billion_times_is_refused(tmp_p
 
 
 def test_expanded_tensors_that_declare_weights_the_file_does_not_hold_are_refused(tmp_path, bounded, capsys):
-    """A 1-value tensor expanded to a layer's shape: a 22 KB checkpoint declared 906 million parameters (6.3 GB, minutes
-    a pass), a 3.5 KB pickled model a 5 GB layer."""
+    """A 1-value tensor expanded to a layer's shape: a 22 KB checkpoint whose arch_kwargs widen the model declared 906
+    million parameters (6.3 GB, minutes a pass), a 3.5 KB pickled model a 5 GB layer."""
     from toolchain.errors import UserError
     from toolchain.models import registry
     from toolchain.models.loading import load_model
 
-    state = {k: torch.full((1,), 0.01).expand(v.shape) if v.dim() else v for k, v in registry.create("digits-cnn").state_dict().items()}
-    torch.save(state, tmp_path / "sd.pt")
-    code, _, err = run_cli(["evaluate", tmp_path / "sd.pt", "--arch", "digits-cnn", "-d", "digits", "-p", "3"], capsys)
+    with torch.device("meta"):  # the shapes alone: the test allocates none of it
+        wide = registry.create("digits-cnn", width=4096).state_dict()
+    path = _digits_checkpoint(tmp_path, arch_kwargs={"width": 4096},
+                              state_dict={k: torch.full((1,) * v.dim(), 0.01, dtype=v.dtype).expand(v.shape) for k, v in wide.items()})
+    assert path.stat().st_size < 100_000
+    code, _, err = run_cli(["evaluate", path, "-d", "digits", "-p", "3"], capsys)
     assert code == 2 and "values over 4 bytes of the file (an expanded tensor)" in err and err.count("\n") == 1, err
-    layer = nn.Linear(64, 1000)
-    layer.weight = nn.Parameter(torch.full((1,), 0.01).expand(1000, 64))
+    layer = nn.Linear(64, 10)  # the file's own layer, made big by its weight alone
+    layer.weight = nn.Parameter(torch.full((1,), 0.01).expand(1_000_000, 64))
     torch.save(nn.Sequential(nn.Flatten(), layer), tmp_path / "pickled.pt")
-    with pytest.raises(UserError, match=r"parameter weight of 1 that is 64,000 values over 4 bytes of the file"):
+    with pytest.raises(UserError, match=r"parameter weight of 1 that is 64,000,000 values over 4 bytes of the file"):
         load_model(tmp_path / "pickled.pt")
+
+
+def test_a_small_broadcast_buffer_as_real_code_saves_it_still_loads(tmp_path):
+    """torch.ones(1).expand(16) as a BatchNorm's running_var, or a registered buffer: stored as one value, loaded as
+    before (the regression reviewer's: the first check refused any expanded tensor)."""
+    from toolchain.models import registry
+    from toolchain.models.loading import load_model
+
+    model = registry.create("digits-cnn")
+    state = model.state_dict()
+    name = next(k for k in state if k.endswith("running_var"))
+    state[name] = torch.ones(1).expand(state[name].shape)
+    torch.save(state, tmp_path / "sd.pt")
+    assert torch.equal(load_model(tmp_path / "sd.pt", arch="digits-cnn").module.state_dict()[name], torch.ones(state[name].shape))
+    pickled = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    pickled.register_buffer("scale", torch.ones(1).expand(4))
+    torch.save(pickled, tmp_path / "pickled.pt")
+    assert load_model(tmp_path / "pickled.pt").module.scale.tolist() == [1.0] * 4
 
 
 def test_a_nested_tensor_in_a_state_dict_is_bad_input_not_a_bug(tmp_path, capsys):

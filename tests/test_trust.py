@@ -877,6 +877,8 @@ def test_a_stop_while_a_runtime_is_stuck_loading_replaces_an_earlier_run_s_repor
     loaded machine). The grace path now writes the stop's reports, rendered ahead by verify."""
     _endless_onnx(tmp_path / "m.onnx")
     green = {"--json": tmp_path / "v.json", "--junit": tmp_path / "v.xml"}
+    (tmp_path / "reports").mkdir()  # --json a link the user made: written through, as verify writes it (the reviewer's)
+    green["--json"].symlink_to(tmp_path / "reports" / "v.json")
     green["--json"].write_text(json.dumps({"schema_version": 1, "kind": "cwtool-verify", "gate": {"passed": True}}, indent=2))
     green["--junit"].write_text('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites name="cwtool verify" tests="1" failures="0" '
                                 'errors="0" />\n')
@@ -907,7 +909,9 @@ def test_a_stop_while_a_runtime_is_stuck_loading_replaces_an_earlier_run_s_repor
     assert proc.returncode == 143 and err.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], err
     assert json.loads(green["--json"].read_text())["gate"] == {"passed": False, "error": "interrupted by SIGTERM before a verdict"}
     assert 'errors="1"' in green["--junit"].read_text() and "interrupted by SIGTERM before a verdict" in green["--junit"].read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loading", "m.onnx", "rows.npz", "v.json", "v.xml"]
+    assert green["--json"].is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loading", "m.onnx", "reports", "rows.npz", "v.json", "v.xml"]
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["v.json"]
 
 
 def test_a_stop_before_main_takes_the_signals_replaces_an_earlier_run_s_reports(tmp_path):

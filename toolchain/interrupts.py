@@ -192,13 +192,17 @@ def replace_if_stuck(documents: list[tuple[str, bytes]]) -> None:
 
 
 def _write_stop_documents(signal_name: str) -> None:
-    """The stop documents, each published whole (a temporary beside it, then a rename), with os calls alone."""
+    """The stop documents, each published whole (a temporary beside it, named as every staged file is so that a sweep
+    finds one a kill left, then a rename), with os calls alone."""
     for path, content in _stop_documents:
-        tmp = f"{path}.cwtool-tmp-stop.{os.getpid()}"
+        folder, name = os.path.split(path)
+        tmp = os.path.join(folder, f".cwtool-tmp.{name}.stop.{os.getpid()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                os.write(fd, content.replace(SIGNAL_MARK, signal_name.encode()))
+                data = memoryview(content.replace(SIGNAL_MARK, signal_name.encode()))
+                while data:  # a nearly full disk writes less than asked: all of it, or an OSError and no file
+                    data = data[os.write(fd, data):]
             finally:
                 os.close(fd)
             os.replace(tmp, path)

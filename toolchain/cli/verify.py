@@ -5,6 +5,7 @@ Imports typer at module level only; the library (numpy and one runtime) is impor
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import List, Optional
@@ -322,7 +323,8 @@ def _stop_documents(json_out, markdown, junit) -> list[tuple[str, bytes]]:
     from toolchain.interrupts import SIGNAL_MARK
 
     message = f"interrupted by {SIGNAL_MARK.decode()} before a verdict"
-    return [(str(path), render().encode("utf-8")) for path, render in _error_renderers(message, json_out, markdown, junit, "Interrupted")
+    return [(os.path.realpath(path), render().encode("utf-8"))  # a link the user made is written through, as verify writes it
+            for path, render in _error_renderers(message, json_out, markdown, junit, "Interrupted")
             if path is not None and path.is_file() and _ours_to_replace(path)]
 
 

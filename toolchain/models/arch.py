@@ -193,14 +193,17 @@ def _built_in_parameters(arch: str):
         return None
 
 
+MAX_EXPANDED_BYTES = 64 << 20  # what an expanded tensor may declare beyond the bytes it holds: a broadcast buffer
+# (torch.ones(1).expand(16)) is real code's, a 906-million-parameter model from 22 KB is not
+
+
 def stored_whole(tensor: torch.Tensor) -> str | None:
-    """Why a tensor from a file is no weight cwtool reads, or None: a nested or sparse one, or one whose storage holds
-    fewer bytes than its values need (an expanded tensor: a 22 KB file declared 906 million parameters)."""
+    """Why a tensor from a file is no weight cwtool reads, or None: a nested or sparse one, or an expanded one that
+    declares far more values than its storage holds (a 22 KB file declared 906 million parameters)."""
     if tensor.is_nested or tensor.layout != torch.strided:
         return f"a {'nested' if tensor.is_nested else str(tensor.layout).removeprefix('torch.')} tensor"
-    needed = tensor.numel() * tensor.element_size()
     held = tensor.untyped_storage().nbytes()
-    if needed > held:
+    if tensor.numel() * tensor.element_size() - held > MAX_EXPANDED_BYTES:
         return f"{tensor.numel():,} values over {held:,} bytes of the file (an expanded tensor)"
     return None
 

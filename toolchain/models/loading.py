@@ -130,11 +130,12 @@ def _check_archive_size(path: Path) -> None:
         return
     try:
         with zipfile.ZipFile(path) as zf:
-            total = sum(max(0, i.file_size) for i in zf.infolist())
+            sizes = [(i.filename, max(0, i.file_size)) for i in zf.infolist()]
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise UserError(f"cannot read model file '{path}': a broken zip archive ({exc})") from exc
-    # twice: torch reads a record into its own buffer and hands Python a copy before any cap applies
-    check_fits(2 * total, f"model file '{path}' (unpacked, read twice)", "it is not a model cwtool can load here")
+    # the pickle's record twice: torch reads it into its own buffer and hands Python a copy before any cap applies
+    total = sum(size * (2 if name.endswith("data.pkl") else 1) for name, size in sizes)
+    check_fits(total, f"model file '{path}' (unpacked)", "it is not a model cwtool can load here")
 
 
 def _is_torchscript(path: Path) -> bool:
