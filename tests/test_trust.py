@@ -533,13 +533,21 @@ def test_a_background_job_of_a_script_keeps_ignoring_ctrl_c(tmp_path, rows):
 
     proc = subprocess.Popen([sys.executable, "-m", "toolchain", "verify", str(tmp_path / "endless.onnx"), "--data", str(rows), "-p", "3"],
                             cwd=REPO, stderr=subprocess.PIPE, text=True, preexec_fn=background_job)
+    err = _ignored_then_stopped(proc, signal.SIGINT)
+    assert err.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], err
+
+
+def _ignored_then_stopped(proc, ignored: int) -> str:
+    """Sends ``proc`` the signal it was started to ignore once its runtime runs, checks it goes on, then stops it with
+    SIGTERM; its stderr."""
     _running_its_runtime(proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(ignored)
     time.sleep(1)
     assert proc.poll() is None  # still running
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143 and err.strip().splitlines() == ["cwtool: interrupted by SIGTERM; temporary files removed"], err
+    assert proc.returncode == 143, err
+    return err
 
 
 @pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
@@ -947,13 +955,7 @@ def test_sighup_stops_a_command_as_sigterm_does_unless_the_process_ignores_it(tm
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".cwtool-tmp")]
     ignoring = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup starts it
-    _running_its_runtime(ignoring)
-    ignoring.send_signal(signal.SIGHUP)
-    time.sleep(1)
-    assert ignoring.poll() is None  # still running
-    ignoring.send_signal(signal.SIGTERM)
-    _, err = ignoring.communicate(timeout=30)
-    assert ignoring.returncode == 143, err
+    _ignored_then_stopped(ignoring, signal.SIGHUP)
 
 
 def test_a_file_onnxruntime_refuses_gets_one_line_without_its_own_log(tmp_path):
