@@ -892,6 +892,10 @@ def test_a_stop_while_a_runtime_is_stuck_loading_replaces_an_earlier_run_s_repor
                                 'errors="0" />\n')
     marker = tmp_path / "loading"
     script = textwrap.dedent(f"""
+        import signal
+        # numpy's OpenBLAS threads start at the import below: blocking the stop signals first, as cwtool's own imports
+        # come after its watcher blocks them, keeps a signal from landing in a thread that would hold it for the main one
+        signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGINT, signal.SIGTERM, signal.SIGHUP}})
         import time
         from pathlib import Path
         import toolchain.cli as cli
