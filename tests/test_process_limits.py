@@ -151,4 +151,3 @@ def test_no_thread_for_the_stop_watcher_replaces_an_earlier_verify_s_report(tmp_
     assert proc.returncode == 2 and "could not start a thread" in proc.stderr, proc.stderr
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["gate"]["passed"] is False and report["error"].startswith("could not start a thread"), report
-

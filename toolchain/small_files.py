@@ -48,4 +48,3 @@ def _read_at_most(f, most: int, expected: int) -> bytes:
         chunks.append(data)
         size += len(data)
     return b"".join(chunks)
-

@@ -48,6 +48,7 @@ def verify(
     image_options: ImageOptions = None,
 ) -> int:
     """Re-check the protected classes' false negatives on exported artifacts; exit 1 when a budget is broken, or when the baseline is a compress run that recommended no file."""
+    from toolchain import interrupts
     from toolchain.data.options import parse_image_size, parse_input_shape
     from toolchain.io import json_text, write_named_output
     from toolchain.output_paths import check_output_file
@@ -55,8 +56,6 @@ def verify(
     from toolchain.report.consoles import log_console
     from toolchain.report.pace import saying_progress
     from toolchain.verify import VerifyRequest, run_verify
-
-    from toolchain import interrupts
 
     inputs = None  # known once input_paths has read them: no report is written over an input
     try:  # on bad input, a report an earlier run left at --junit would be read as this run's ("0 failures")
