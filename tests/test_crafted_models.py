@@ -66,6 +66,19 @@ def test_arch_kwargs_of_lists_shared_by_reference_are_refused(tmp_path, bounded)
         load_model(path)
 
 
+def test_a_channel_plan_of_one_list_under_many_names_is_refused_before_its_walk(tmp_path, bounded):
+    """One list of 2**20 channel indices under 10,000 layer names: a few-MB file that reads as 10**10 indices, each
+    name within the 2**20 a layer allowed."""
+    from toolchain.errors import UserError
+    from toolchain.models.loading import load_model
+
+    indices = list(range(1 << 20))
+    path = _digits_checkpoint(tmp_path, channel_plan={f"layer{i}": indices for i in range(10_000)})
+    assert path.stat().st_size < 20_000_000
+    with pytest.raises(UserError, match="damaged cwtool checkpoint \\(channel_plan holds over 16,777,216 channel indices\\)"):
+        load_model(path)
+
+
 def test_a_pickled_model_whose_module_is_used_ten_billion_times_is_refused(tmp_path, bounded):
     """nn.Sequential(*[s] * 100) five deep around one ReLU: a 13 KB file, 10**10 calls a forward pass (about 30 hours)."""
     from toolchain.errors import UserError

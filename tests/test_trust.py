@@ -1113,9 +1113,9 @@ def test_a_stop_after_the_work_is_done_says_the_output_is_complete(tmp_path):
 
 def test_a_summary_that_cannot_be_printed_after_a_whole_run_says_the_run_is_complete(tmp_path):
     """`cwtool compress ... >/dev/full`: the run directory was whole and its gate passed, yet the one line said only
-    "cannot write a file (or the output): No space left on device", as if the run had failed."""
+    "cannot write a file (or the output): No space left on device", as if the run had failed, and named no stream."""
     script = textwrap.dedent(f"""
-        import errno, os, sys
+        import sys
         from pathlib import Path
         import toolchain.cli as cli
         import toolchain.cli.compress as command
@@ -1129,16 +1129,19 @@ def test_a_summary_that_cannot_be_printed_after_a_whole_run_says_the_run_is_comp
             return {{"gate": {{"passed": True}}}}, run
 
         def summary(report, run_dir):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            from toolchain.report.consoles import print_markdown
+            print_markdown("# Summary" + " of a whole run" * 1000)  # more than a buffer: the write happens here
 
         pipeline.compress = compress
         command.print_summary = summary
         cli.main(["compress", {str(tmp_path / "m.pt")!r}, "--data", "digits", "-p", "3", "--out", str(run)])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-c", script], stdout=full, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "cwtool: error: cannot write a file (or the output): No space left on device: free some space or write elsewhere; "
+        "cwtool: error: cannot write the standard output: No space left on device: free some space or write elsewhere; "
         f"the run itself is complete in '{tmp_path / 'run'}'"]
 
 
@@ -1169,13 +1172,14 @@ def test_a_reader_that_leaves_early_takes_no_gate_failed_code_from_help(args, co
 
 
 def test_output_to_a_full_disk_is_the_environments_error_not_a_bug():
-    """stdout on a full disk ended in "internal error: OSError: [Errno 28]", exit 3."""
+    """stdout on a full disk ended in "internal error: OSError: [Errno 28]", exit 3, then in "cannot write a file (or the
+    output)": the standard output is named."""
     with open("/dev/full", "w") as full:
         proc = subprocess.run([sys.executable, "-m", "toolchain", "targets"], stdout=full, stderr=subprocess.PIPE, text=True,
                               cwd=REPO, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "cwtool: error: cannot write a file (or the output): No space left on device: free some space or write elsewhere"]
+        "cwtool: error: cannot write the standard output: No space left on device: free some space or write elsewhere"]
 
 
 @pytest.mark.parametrize("argv", [["evaluate", "NAME.pt", "--data", "digits", "-p", "3"], ["targets", "NAME.toml"],

@@ -80,6 +80,10 @@ MAX_KWARGS_VALUES = 100_000  # in all: a list shared by reference in a pickle ([
 # from a 389 KB file) is as many values as it reads as, and was walked for ever
 
 
+MAX_PLAN_INDICES = 1 << 24  # kept channels of every layer together; a list shared by reference counts each time it is
+# named (one 1-million-index list under 10,000 layer names, a 5.6 MB file, held every command over 60 s: 10**10 visits)
+
+
 def storable_kwargs(value) -> bool:
     """Whether ``value`` (--arch-kwargs) is what a checkpoint records and reads back: a JSON object nested at most 8
     levels, of at most 10,000 items a level and 100,000 values in all, with finite numbers."""
@@ -121,8 +125,11 @@ def _checked_checkpoint(obj: dict, path: Path) -> dict:
         raise bad(f"input_shape {str(shape)[:60]} is not 1-4 positive sizes")
     plan = obj.get("channel_plan") or {}
     if not isinstance(plan, dict) or not all(
-            isinstance(k, str) and isinstance(v, (list, tuple)) and len(v) <= 1 << 20
-            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v) for k, v in plan.items()):
+            isinstance(k, str) and isinstance(v, (list, tuple)) and len(v) <= 1 << 20 for k, v in plan.items()):
+        raise bad("channel_plan is not a map of layer names to channel indices")
+    if sum(len(v) for v in plan.values()) > MAX_PLAN_INDICES:  # before the walk: one list shared by many keys
+        raise bad(f"channel_plan holds over {MAX_PLAN_INDICES:,} channel indices")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for v in plan.values() for i in v):
         raise bad("channel_plan is not a map of layer names to channel indices")
     state = obj.get("state_dict")
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

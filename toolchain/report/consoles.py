@@ -47,9 +47,17 @@ class SafeConsole(Console):
             super()._check_buffer()
         except OSError as exc:
             if not reader_gone(exc):
+                exc.stream = _stream_name(self.file)  # said in place of the file a write to a stream does not name
                 raise
             del self._buffer[:]
             self.on_broken_pipe()
+
+
+def _stream_name(file) -> str | None:
+    try:
+        return {1: "the standard output", 2: "the standard error"}.get(file.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def reader_gone(exc: OSError) -> bool:
@@ -259,5 +267,6 @@ def print_markdown(text: str) -> None:
         sys.stdout.flush()
     except OSError as exc:  # `| head`: the reader has what it wanted; a terminal gone (EIO): nobody reads it
         if not reader_gone(exc):
+            exc.stream = _stream_name(sys.stdout)
             raise
         quiet_broken_stream(sys.stdout)
