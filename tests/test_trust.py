@@ -20,6 +20,8 @@ import torch
 
 from clirun import run_cli
 
+from toolchain.models import registry
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -134,7 +136,7 @@ def test_a_legacy_format_state_dict_with_gpu_storages_loads_on_cpu(tmp_path, row
     assert code == 0, err
 
 
-@pytest.mark.parametrize("name", ["digits-cnn", "fmnist-cnn", "mlp", "tiny-resnet", "tiny-mobilenetv2", "tiny-concatnet"])
+@pytest.mark.parametrize("name", registry.names())  # a new built-in is covered without a list to edit
 def test_a_pickled_builtin_model_loads_with_its_arch(tmp_path, name):
     """The allow-list is narrow, not useless: torch.nn layers plus the --arch module's own classes."""
     from toolchain.models import registry

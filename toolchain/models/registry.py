@@ -1,7 +1,8 @@
 """Architectures addressable by name from --arch (timm-style).
 
 The built-ins are tables of name -> "module:Class", imported on first use: listing names imports no torch,
-and the modules they name do not import this one (no import cycle). `register` adds more at run time.
+and the modules they name do not import this one (no import cycle). A name is recorded in checkpoints, so only
+these tables give names: one registered at run time could not be rebuilt by another process.
 """
 
 from __future__ import annotations
@@ -28,34 +29,19 @@ MOBILE: dict[str, str] = {
     "resnet18": "toolchain.models.zoo:resnet18",
     "resnet50": "toolchain.models.zoo:resnet50",
 }
-_added: dict[str, Callable] = {}  # registered at run time; a name here wins over a built-in
-
-
-def register(name: str):
-    """Class or factory decorator: ``@register("my-net")``."""
-
-    def wrap(factory):
-        _added[name] = factory
-        return factory
-
-    return wrap
-
-
 def names(mobile: bool = False) -> list[str]:
-    """The small built-ins and run-time registrations; with ``mobile``, the mobile architectures too."""
-    return sorted({*BUILTINS, *_added, *(MOBILE if mobile else ())})
+    """The small built-ins; with ``mobile``, the mobile architectures too."""
+    return sorted({*BUILTINS, *(MOBILE if mobile else ())})
 
 
 def get(name: str) -> Callable:
     """The class or factory registered as ``name``; KeyError for an unknown name."""
-    if name in _added:
-        return _added[name]
     module, _, attr = (BUILTINS.get(name) or MOBILE[name]).partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
 def is_registered(name: str) -> bool:
-    return name in _added or name in BUILTINS or name in MOBILE
+    return name in BUILTINS or name in MOBILE
 
 
 def create(name: str, **kwargs):

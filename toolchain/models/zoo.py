@@ -3,7 +3,7 @@
 Each factory takes ``num_classes`` and ``in_channels`` (ImageNet's 1000 and 3 by default) and builds a
 randomly initialised model: pytorchcv fetches pretrained weights over the network only when asked
 (``pretrained=True``), which these factories never pass. torchvision does not import beside torch 2.13,
-so its models are not an option here (../shared/STACK.md).
+so its models are not an option here.
 
 pytorchcv ends most of these nets in ``AvgPool2d(7)``, which fits 224-px inputs only; it is replaced by
 ``AdaptiveAvgPool2d(1)`` (the same function at 224 px) so any input of at least 32 px works, from the
