@@ -307,16 +307,12 @@ def _sized_to_data(arch: str, kwargs: dict, input_shape: tuple, classes: int) ->
     """A built-in architecture's input width and output count taken from the data where --arch-kwargs leaves them
     (its defaults are the demo's: an MLP of 30 features and 2 classes met rows of 20 features and 10 classes, and
     training stopped at the first batch). A model of the user's own is built as they wrote it."""
-    import inspect
     import math
 
-    from toolchain.models import registry
+    from toolchain.models.arch import built_in_parameters
 
-    if ":" in arch or not registry.is_registered(arch):
-        return kwargs
-    try:
-        accepted = inspect.signature(registry.get(arch)).parameters
-    except (TypeError, ValueError):
+    accepted = built_in_parameters(arch)
+    if accepted is None:
         return kwargs
     sized = dict(kwargs)
     wanted = {"in_features": math.prod(input_shape),  # the built-in that takes features flattens what it is given

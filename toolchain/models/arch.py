@@ -164,7 +164,7 @@ def _sizes_hint(arch: str) -> str:
     built for other data: an mlp of 20 features, not the default 30)."""
     import inspect
 
-    params = _built_in_parameters(arch) or {}
+    params = built_in_parameters(arch) or {}
     sizes = [f"{name} (default {p.default})" for name, p in params.items() if p.default is not inspect.Parameter.empty]
     return f" (built-in '{arch}' takes {', '.join(sizes)})" if sizes else ""
 
@@ -172,14 +172,14 @@ def _sizes_hint(arch: str) -> str:
 def _takes(arch: str) -> str:
     """What a built-in architecture's --arch-kwargs may be, for a refusal: "mobilenetv2() got an unexpected keyword
     argument 'width_scale'" named none (a new user's finding)."""
-    params = _built_in_parameters(arch)
+    params = built_in_parameters(arch)
     if params is None:
         return ""
     names = [name for name, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     return f" ('{arch}' takes {', '.join(names)})" if names else f" ('{arch}' takes none)"
 
 
-def _built_in_parameters(arch: str):
+def built_in_parameters(arch: str):
     """A built-in architecture's constructor parameters; None for code of the user's, or where they cannot be read."""
     import inspect
 
