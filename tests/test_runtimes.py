@@ -1063,7 +1063,9 @@ def test_a_tflite_file_is_probed_once_in_a_child_that_imports_nothing_of_the_wor
     import subprocess
 
     import toolchain.runtimes.litert as litert
-    from toolchain.runtimes.load_probe import survives_loading
+    from pathlib import Path
+
+    from toolchain.runtimes.load_probe import read_held, survives_loading
 
     folder = tmp_path / "work"
     folder.mkdir()
@@ -1076,7 +1078,7 @@ def test_a_tflite_file_is_probed_once_in_a_child_that_imports_nothing_of_the_wor
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or real(*a, **k))
     interpreter, _ = litert.interpreter_class()
     for _ in range(3):
-        survives_loading(model, interpreter)
+        survives_loading(model, interpreter, *read_held(Path(model)))
     assert len(started) == 1 and not marker.exists()
 
 

@@ -168,8 +168,8 @@ def test_large_npz_members_are_mapped_and_read_like_the_in_memory_path(tmp_path,
     monkeypatch.setattr(mapped, "MAP_BYTES", 0)
     streamed = load_data(str(f), seed=3)
     assert isinstance(held.x_train, np.ndarray) and not isinstance(streamed.x_train, np.ndarray)
-    assert isinstance(streamed.x_train.base.raw(), np.memmap)  # the file's bytes, not a copy
-    assert "read in place (memory-mapped)" in streamed.preprocessing.note
+    assert isinstance(streamed.x_train.base, mapped.Mapped)  # the file's bytes, read a batch at a time, not a copy
+    assert "read in place from the file" in streamed.preprocessing.note
     for split in ("train", "val", "test"):
         (xh, yh), (xs, ys) = held.split(split), streamed.split(split)
         assert np.array_equal(yh, ys) and xh.shape == xs.shape

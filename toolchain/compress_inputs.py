@@ -18,6 +18,7 @@ from toolchain.errors import UserError, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs
 from toolchain.input_paths import input_paths
 from toolchain.output_paths import check_output_dir
+from toolchain.file_identity import check_unchanged
 from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.run_identity import OtherRun, Sessions, earlier_sessions, module_file_sha256, run_inputs
 from toolchain.rundir import RunDir
@@ -188,6 +189,7 @@ def _run_directory(request, given, config: PruneConfig, export: ExportSettings |
     from toolchain.prune.round_files import RoundFiles
 
     inputs = run_inputs(given, dataset, loaded.arch_kwargs, arch, protected)
+    check_unchanged(given.model, loaded.file_identity, "model file")  # the run id's sha256 is of the model loaded
     profile = None
     if export is not None and export.target:
         from toolchain.targets import load_target

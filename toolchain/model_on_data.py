@@ -11,14 +11,17 @@ def read_model_and_data(request, seed: int):
     toolchain.pipeline.CompressRequest or toolchain.export.standalone.ExportRequest); ``seed`` draws the split."""
     from toolchain.data.given import load_with_given_rows
     from toolchain.data.loaders import is_image_folder
+    from toolchain.file_identity import identity
     from toolchain.models.loading import load_model, naming_recorded_preparation
 
+    held = identity(request.model)  # the sha256 a report records later is of this file only where it is still this one
     with naming_recorded_preparation(request.model):  # images prepared otherwise than its checkpoint records: its flags named
         dataset = load_with_given_rows(request.data, request.val, request.test, seed=seed, label_column=request.label_column,
                                        class_names=request.class_names, image_size=request.image_size, input_shape=request.input_shape,
                                        resize=request.resize, normalize=request.normalize, color=request.color)
     loaded = load_model(request.model, arch=request.arch, arch_kwargs=request.arch_kwargs, trust_model=request.trust_model,
                         input_shape=dataset.input_shape, image_folder=is_image_folder(request.data))
+    loaded.file_identity = held
     return dataset, loaded
 
 

@@ -61,10 +61,10 @@ class Conversion:
 def _check_finite_rows(member: MappedMember, key: str, where: str, rule) -> None:
     """check_finite over a mapped array as ``rule`` converts it, a chunk at a time (a float64 1e300 is finite, its
     float32 is not: the check is on what the model will read, as for an array held in memory)."""
-    raw = member.array()
-    step = max(1, (64 << 20) // max(1, raw[:1].nbytes))
-    for start in range(0, len(raw), step):
-        check_finite(rule(np.asarray(raw[start : start + step])), key, where, first_row=start)
+    n = member.shape[0]
+    step = max(1, (64 << 20) // max(1, member.dtype.itemsize * int(np.prod(member.shape[1:], dtype=np.int64))))
+    for start in range(0, n, step):
+        check_finite(rule(member.rows(np.arange(start, min(n, start + step)))), key, where, first_row=start)
 
 
 def npz_features(
@@ -143,5 +143,5 @@ def npz_features(
                 check_finite(a, k, where)
             out.append(a)
     if any(mapped):
-        notes.append(f"{', '.join(k for k, m in zip(keys, mapped) if m)} read in place (memory-mapped), a batch at a time")
+        notes.append(f"{', '.join(k for k, m in zip(keys, mapped) if m)} read in place from the file, a batch at a time")
     return out, Preprocessing(scale=scale, layout=layout, note="; ".join([lead, *notes]))

@@ -1,15 +1,20 @@
-"""Large arrays read in place: an .npz member stored uncompressed, memory-mapped -- numpy only.
+"""Large arrays read in place: an .npz member stored uncompressed, read a batch of rows at a time -- numpy only.
 
 ``numpy.load`` maps a plain .npy file (``mmap_mode="r"``) but reads every .npz member whole. An .npz written
 by ``numpy.savez`` stores its members uncompressed, so each one is a plain .npy at some offset of the file:
-`map_member` finds that offset in the zip member's local header and maps the array there. Rows are then read
-from the page cache as they are asked for, and `Mapped` converts each batch to float32 model inputs with the
-rules every other x array gets (`toolchain.data.features.Conversion`). Members stored compressed
-(``numpy.savez_compressed``) cannot be mapped: they are read into memory as before.
+`map_member` finds that offset in the zip member's local header. Rows are then read from there as they are asked
+for, and `Mapped` converts each batch to float32 model inputs with the rules every other x array gets
+(`toolchain.data.features.Conversion`). Members stored compressed (``numpy.savez_compressed``) cannot be read in
+place: they are read into memory as before.
+
+The rows are read with ``pread``, not through a memory map: a mapped file that another process truncated or rewrote
+stopped the process with SIGBUS (exit 135, no line; a reviewer's race). A file that is no longer the one the member was
+found in, or that ends early, is an error that says so.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import tokenize
 import zipfile
@@ -20,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from toolchain.data.samples import Samples
+from toolchain.file_identity import changed_error, identity
 
 # what numpy raises on a malformed .npy header besides ValueError: its literal parser's errors, and tokenize's where
 # it retries an old-style header through the tokenizer (an unclosed bracket)
@@ -28,7 +34,7 @@ HEADER_ERRORS = (SyntaxError, TypeError, OverflowError, RecursionError, tokenize
 __all__ = ["MAP_BYTES", "MappedMember", "Mapped", "map_member", "mappable"]
 
 MAP_BYTES = 256 << 20
-"""An x member whose float32 copy would take more than this is memory-mapped when it is stored uncompressed."""
+"""An x member whose float32 copy would take more than this is read in place when it is stored uncompressed."""
 
 _MAX_HEADER = 10_000  # numpy's own default for .npy headers, as toolchain.data.npz reads them
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (version .. uncompressed size), name length, extra length
@@ -43,6 +49,7 @@ class MappedMember:
     shape: tuple[int, ...]
     dtype: np.dtype
     fortran: bool
+    held: tuple | None = None  # the file's identity (toolchain.file_identity) when the member was found in it
 
     @property
     def ndim(self) -> int:
@@ -52,9 +59,52 @@ class MappedMember:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-    def array(self) -> np.memmap:
-        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
-                         order="F" if self.fortran else "C")
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """The stored rows at ``index`` (int row numbers), in that order. Runs of consecutive rows are read in one call."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if self.fortran:  # a row lies strided across the file: mapped, as a mapped file is read (numpy.savez of a transposed
+            # array; a truncation under it still ends in SIGBUS)
+            return np.asarray(np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
+                                        order="F")[index])
+        row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
+        if not len(index) or not row_bytes:
+            return out
+        into = memoryview(out.reshape(-1).view(np.uint8))
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(index) != 1) + 1))
+        ends = np.append(starts[1:], len(index))
+        with self._opened() as fd:
+            for first, last in zip(starts.tolist(), ends.tolist()):
+                _read_fully(fd, into[first * row_bytes:last * row_bytes], self.offset + int(index[first]) * row_bytes,
+                            self.path)
+        return out
+
+    def _opened(self):
+        """The file, opened and found to be the one the member was found in."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def held():
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                st = os.fstat(fd)
+                now = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if self.held is not None and now != self.held:
+                    raise changed_error(self.path, "data file")
+                yield fd
+            finally:
+                os.close(fd)
+
+        return held()
+
+
+def _read_fully(fd: int, into: memoryview, at: int, path: str) -> None:
+    done = 0
+    while done < len(into):
+        got = os.preadv(fd, [into[done:]], at + done)
+        if got == 0:  # the file ends before the member: cut short since it was found
+            raise changed_error(path, "data file")
+        done += got
 
 
 def mappable(info: zipfile.ZipInfo, count: int) -> bool:
@@ -89,24 +139,15 @@ def map_member(path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype:
         return None
     if offset - start + nbytes != info.file_size or offset + nbytes > end:
         return None
-    return MappedMember(str(path), offset, tuple(shape), dtype, fortran)
+    return MappedMember(str(path), offset, tuple(shape), dtype, fortran, identity(path))
 
 
 class Mapped(Samples):
     """A mapped array's rows as float32 model inputs: ``convert`` turns a batch of stored rows into them."""
 
     def __init__(self, member: MappedMember, convert: Callable[[np.ndarray], np.ndarray], sample_shape: tuple[int, ...]):
-        self.member, self.convert = member, convert
+        self.member, self.convert = member, convert  # the member's place, never its data: a worker process reads it itself
         self.shape = (member.shape[0], *sample_shape)
-        self._array = None
-
-    def raw(self) -> np.memmap:
-        if self._array is None:
-            self._array = self.member.array()
-        return self._array
 
     def read(self, index: np.ndarray) -> np.ndarray:
-        return self.convert(np.asarray(self.raw()[index]))
-
-    def __getstate__(self):  # another process maps the file itself: never pickle the data
-        return {**self.__dict__, "_array": None}
+        return self.convert(self.member.rows(index))

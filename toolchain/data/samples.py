@@ -2,7 +2,7 @@
 
 A split's inputs ``x`` are either a float32 numpy array (small sets: digits, Fashion-MNIST, CSV, most .npz
 files: they keep their speed) or a `Samples` object that reads rows when asked (an ImageFolder decodes its
-files, a large .npz member is memory-mapped). Both answer ``len(x)``, ``x.shape``, ``x.dtype`` (float32),
+files, a large .npz member is read in place). Both answer ``len(x)``, ``x.shape``, ``x.dtype`` (float32),
 ``x.ndim``, ``x[i]`` (one sample) and ``x[a:b]`` / ``x[index array]`` (a float32 batch, a new array).
 
 Code that reads a whole split goes through `batches` (fixed-size chunks), `subset` (a split's rows: a copy of

@@ -193,6 +193,7 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     from toolchain.metrics import evaluate_logits
     from toolchain.models.profile import count_params
     from toolchain.models.train import predict_logits
+    from toolchain.file_identity import check_unchanged
     from toolchain.provenance import file_sha256, rows_sha256
     from toolchain.prune.preflight import check_float32
 
@@ -244,9 +245,11 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
                                           seen_rows=trained_sample(loaded.extra.get("data"), dataset))  # its training's rows
         example = torch.zeros(1, *dataset.input_shape)
         macs = _macs(model, example)
+        model_sha256 = file_sha256(Path(request.model))
+        check_unchanged(request.model, loaded.file_identity, "model file")  # the sha256 is of the model exported
         report = {
             "schema_version": EXPORT_SCHEMA, "kind": "cwtool-export", "tool": {"name": "cwtool", "version": __version__},
-            "model": {"path": str(request.model), "sha256": file_sha256(Path(request.model)), "kind": loaded.kind,
+            "model": {"path": str(request.model), "sha256": model_sha256, "kind": loaded.kind,
                       "arch": loaded.arch or request.arch, "pruned": bool(loaded.channel_plan), "params": count_params(model),
                       "macs": macs},
             "versions": package_versions(), "protected": protected, "class_names": names,

@@ -60,6 +60,7 @@ class LoadedModel:
     input_shape: list[int] | None = None
     kind: str = "state_dict"  # torchscript | cwtool | state_dict | pickle
     extra: dict = field(default_factory=dict)  # a cwtool checkpoint's extra record (e.g. "data": what trained it)
+    file_identity: tuple | None = None  # the file's (toolchain.file_identity) as it was read, where the reader took it
 
 
 def load_model(

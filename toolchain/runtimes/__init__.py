@@ -29,8 +29,15 @@ def load_runner(path: str | Path, threads: int = 1, layout: str | None = None) -
     layout overrides the artifact's own input layout ("NCHW", "NHWC", "NC"); by default it comes from
     the ONNX metadata_props or the ``<artifact>.json`` sidecar, else is inferred from the input shape.
     """
+    from toolchain.runtimes.parts import check_parts_unchanged, parts_identity
+
     path = Path(path)
-    return device_format(path).runner(path, threads=threads, layout=layout)
+    fmt = device_format(path)
+    before = parts_identity(path) if path.is_file() else None  # (a missing file: said by the runner in its words)
+    runner = fmt.runner(path, threads=threads, layout=layout)
+    check_parts_unchanged(path, before)  # the checks, the probe and the load were all of one file
+    runner.parts_identity = before  # a report's sha256 is of these files only where they are still these
+    return runner
 
 
 def artifact_info(path: str | Path, runner: Runner | None = None) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from toolchain.runtimes.base import (
     sidecar_path,
 )
 from toolchain.runtimes.graph import check_work
-from toolchain.runtimes.load_probe import survives_loading
+from toolchain.runtimes.load_probe import read_held, survives_loading
 from toolchain.runtimes.parts import artifact_size
 
 
@@ -219,7 +219,12 @@ class LiteRTRunner(Runner):
         self.path = check_artifact_file(path, (".tflite",))
         self.threads = check_threads(threads)
         self._cls, self.runtime = interpreter_class()
-        survives_loading(self.path, self._cls)  # before this process loads it: a file that crashes the runtime is refused
+        try:
+            self._content, held = read_held(self.path)  # the bytes probed are the bytes loaded, however often
+        except OSError as e:
+            raise UserError(f"cannot read TFLite artifact {self.path}: {e.strerror or e}") from e
+        survives_loading(self.path, self._cls, self._content, held)  # before this process loads it: a file that crashes the
+        # runtime is refused
         self._interp = self._new_interpreter()
         with runtime_errors(self.path, "read the tensors of"):
             details = self._interp.get_tensor_details()
@@ -272,7 +277,7 @@ class LiteRTRunner(Runner):
     def _new_interpreter(self):
         try:
             with _without_native_info():
-                return self._cls(**interpreter_source(self.path), num_threads=self.threads)
+                return self._cls(model_content=self._content, num_threads=self.threads)
         except Exception as e:  # ValueError for a file that is not a flatbuffer model
             raise UserError(f"cannot load TFLite artifact {self.path}: {short_error(e)}; re-export it") from e
 

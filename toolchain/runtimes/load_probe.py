@@ -9,9 +9,11 @@ from pathlib import Path
 
 from toolchain.errors import UserError
 
-__all__ = ["survives_loading", "PROBE_SECONDS"]
+__all__ = ["survives_loading", "read_held", "PROBE_SECONDS"]
 
-# Loads the file in the interpreter's own module, in a child: argv module, path. Exit 0 where it loaded. No module of the
+# Loads the bytes on its standard input in the interpreter's own module, in a child: argv module. Exit 0 where it loaded.
+# The parent's own bytes, not the file read again: a file renamed over the path after the probe was loaded unprobed (a
+# reviewer's race, exit 139 and no line). No module of the
 # working folder is importable there (`python -c` puts it first on the path), and the stop signals cwtool blocks while it
 # runs are unblocked (a child left by a stop would ignore them).
 _LOAD_PROBE = """
@@ -20,18 +22,29 @@ sys.path[:] = [p for p in sys.path if p not in ("", ".")]
 import signal
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 import importlib
-with open(sys.argv[2], "rb") as f:
-    content = f.read()
+content = sys.stdin.buffer.read()
 try:
     importlib.import_module(sys.argv[1]).Interpreter(model_content=content).get_tensor_details()
 except Exception:
     pass  # refused with an exception: the process that loads it says so in its own words
 """
 PROBE_SECONDS = 120
-_SURVIVED: set[tuple] = set()  # (path, inode, size, mtime) of files loaded in a child already: a file is probed once
+_SURVIVED: set[tuple] = set()  # (path, identity) of files loaded in a child already: a file is probed once
 
 
-def survives_loading(path: Path, interpreter: type) -> None:
+def read_held(path: Path) -> tuple[bytes, tuple | None]:
+    """The file's bytes and its identity (toolchain.file_identity), the same before and after the read: the bytes are of
+    that identity, which a later write or rename would change."""
+    from toolchain.file_identity import changed_error, identity
+
+    before = identity(path)
+    content = path.read_bytes()
+    if identity(path) != before:
+        raise changed_error(path, "artifact file")
+    return content, before
+
+
+def survives_loading(path: Path, interpreter: type, content: bytes, held: tuple | None) -> None:
     """Refuse a file whose loading kills the process: LiteRT's interpreter trusts the flatbuffer's offsets, and one byte
     changed in an int8 file (a reviewer's mutation: byte 20 set to 0) ended verify and bench in a segmentation fault, exit
     139 and no line. The file is first loaded in a child (about 0.15 s, once a file); one that dies by a signal, or
@@ -39,20 +52,33 @@ def survives_loading(path: Path, interpreter: type) -> None:
     when the parent stops; one killed by SIGKILL (out of memory, most likely) decides nothing."""
     import signal
     import subprocess
+    import threading
     import time
 
+    key = (os.path.realpath(path), held)
+    if (held is not None and key in _SURVIVED) or not sys.executable or getattr(sys, "frozen", False):  # a frozen build's
+        return  # executable is cwtool
     try:
-        st = os.stat(path)
-    except OSError:
-        return  # said by the load itself
-    key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key in _SURVIVED or not sys.executable or getattr(sys, "frozen", False):  # a frozen build's executable is cwtool
-        return
-    try:
-        proc = subprocess.Popen([sys.executable, "-c", _LOAD_PROBE, interpreter.__module__, os.fsdecode(path)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-c", _LOAD_PROBE, interpreter.__module__],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     except (OSError, ValueError):  # no child could start (a process limit): the file is loaded here, as before
+        return
+
+    def give(stdin) -> None:
+        try:
+            stdin.write(content)
+            stdin.close()
+        except OSError:  # the child died or was killed before it read them all: its exit says what happened
+            pass
+
+    feeder = threading.Thread(target=give, args=(proc.stdin,), daemon=True)
+    try:
+        feeder.start()
+    except RuntimeError:  # no thread left: the file is loaded here, as where no child could start
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
         return
     try:
         deadline = time.monotonic() + PROBE_SECONDS
@@ -72,4 +98,5 @@ def survives_loading(path: Path, interpreter: type) -> None:
         except ValueError:
             name = f"signal {-code}"
         raise UserError(f"{path} crashes the LiteRT runtime as it loads ({name}): the file is damaged; re-export it")
-    _SURVIVED.add(key)
+    if held is not None:
+        _SURVIVED.add(key)

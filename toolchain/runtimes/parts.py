@@ -12,12 +12,17 @@ Standard library only (the `onnx` package when installed).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from toolchain.file_identity import changed_error, identity
 from toolchain.runtimes.base import MAX_SIDECAR_BYTES, sidecar_path
 from toolchain.limits import check_onnx_text
 
-__all__ = ["external_data_files", "artifact_parts", "artifact_size"]
+__all__ = ["external_data_files", "artifact_parts", "artifact_size", "parts_identity", "check_parts_unchanged"]
+
+_LOCATIONS: dict[tuple, list[str] | None] = {}  # by the model file's path and identity: its graph parsed once however
+# often its parts are asked for (before and after a load, at the hash)
 
 
 def _declared_locations(path: Path) -> list[str] | None:
@@ -57,7 +62,12 @@ def external_data_files(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.suffix.lower() != ".onnx":
         return []
-    locations = _declared_locations(path)
+    key = (os.path.realpath(path), identity(path))
+    if key[1] is None or key not in _LOCATIONS:
+        if len(_LOCATIONS) > 64:
+            _LOCATIONS.clear()
+        _LOCATIONS[key] = _declared_locations(path)
+    locations = _LOCATIONS[key]
     if locations is None:
         locations = [path.name + ".data"]
     found = (_inside(path.parent, loc) for loc in dict.fromkeys(locations))
@@ -82,3 +92,19 @@ def artifact_size(path: str | Path) -> dict:
     folder = Path(path).parent
     files = [{"name": str(p.relative_to(folder)), "role": role, "bytes": p.stat().st_size} for p, role in artifact_parts(path)]
     return {"bytes": sum(f["bytes"] for f in files if f["role"] != "sidecar"), "files": files}
+
+
+def parts_identity(path: str | Path) -> tuple:
+    """The identity (toolchain.file_identity) of every file the artifact is made of, by name."""
+    return tuple((str(part), identity(part)) for part, _ in artifact_parts(path))
+
+
+def check_parts_unchanged(path: str | Path, before: tuple | None) -> None:
+    """Raise where a file of the artifact at ``path`` is not the one ``parts_identity`` found ``before``."""
+    if before is None:
+        return
+    now = parts_identity(path)
+    if now != before:
+        named = dict(before)
+        part = next((p for p, key in now if named.get(p) != key), None) or next(p for p, _ in before)
+        raise changed_error(part, "artifact file")

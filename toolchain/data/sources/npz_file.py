@@ -2,7 +2,7 @@
 
 Sizes are checked before anything is read (`toolchain.data.npz`); features follow
 `features.npz_features`; the file's own class_names fix the labels' names. Large x arrays stored
-uncompressed (numpy.savez) are memory-mapped and read a batch at a time (`toolchain.data.mapped`).
+uncompressed (numpy.savez) are read in place, a batch at a time (`toolchain.data.mapped`).
 """
 
 from __future__ import annotations
