@@ -383,8 +383,11 @@ def test_onnx_int8_of_a_layer_norm_over_channels_and_pixels_keeps_it_float(digit
         raise ValueError("cwtool's own mistake")
 
     monkeypatch.setattr(onnx_int8, "_unscalable_norms", lambda model: [])
-    with pytest.raises(UserError, match="onnxruntime's quantizer cannot quantize this model .ValueError in "):
-        onnx_int8.quantize_onnx(fp32, tmp_path / "again.onnx", digits["calib"])
+    import onnxruntime
+
+    if tuple(int(p) for p in onnxruntime.__version__.split(".")[:2]) >= (1, 21):  # older quantizers take this norm in stride
+        with pytest.raises(UserError, match="onnxruntime's quantizer cannot quantize this model .ValueError in "):
+            onnx_int8.quantize_onnx(fp32, tmp_path / "again.onnx", digits["calib"])
     monkeypatch.setattr(onnx_int8, "_reader", broken)
     with pytest.raises(ValueError, match="cwtool's own mistake"):
         onnx_int8.quantize_onnx(fp32, tmp_path / "again.onnx", digits["calib"])
