@@ -193,3 +193,22 @@ def test_rows_read_in_place_are_the_stored_rows_in_any_order(read_in_place):
     index = np.array([5, 6, 7, 0, 299, 298, 10, 10, 3])
     assert np.array_equal(member.rows(index), stored[index])
     assert member.rows(np.array([], dtype=np.int64)).shape == (0, 1, 8, 8)
+
+
+def test_a_round_file_renamed_over_after_its_sha256_was_checked_is_not_loaded(tmp_path):
+    """--resume checked a round file's sha256 against its summary, then loaded the path again: a file renamed over it in
+    between was loaded unchecked."""
+    import torch
+
+    from toolchain.errors import UserError
+    from toolchain.prune.round_files import RoundFiles
+
+    path, other = tmp_path / "round_1.pt", tmp_path / "other.pt"
+    torch.save({"w": torch.ones(3)}, path)
+    torch.save({"w": torch.zeros(3)}, other)
+    files = RoundFiles(None, "digits-cnn", {}, (1, 8, 8), {})
+    files._sha256_held(path)
+    assert torch.equal(files._load(path)["w"], torch.ones(3))  # unchanged: loaded
+    os.replace(other, path)
+    with pytest.raises(UserError, match="round file '.*round_1.pt' changed while cwtool read it"):
+        files._load(path)

@@ -18,6 +18,7 @@ import torch
 
 from toolchain import distributed
 from toolchain.errors import UserError, describe, one_line
+from toolchain.file_identity import check_unchanged, identity
 from toolchain.io import atomic_write_bytes, atomic_write_json
 from toolchain.models.loading import load_weights, save_checkpoint
 from toolchain.provenance import file_sha256
@@ -33,6 +34,7 @@ class RoundFiles:
         self.run_dir = run_dir
         self.arch, self.arch_kwargs, self.input_shape, self.dense_sizes = arch, arch_kwargs, input_shape, dense_sizes
         self.training: dict = {}  # the retraining's resolved arithmetic, in every round's summary (saved_training)
+        self._hashed: dict[str, tuple | None] = {}  # a file's identity when its sha256 was checked: what is loaded is that file
 
     def _writes(self) -> bool:
         return self.run_dir is not None and distributed.is_main()  # under torchrun, rank 0 writes the run directory
@@ -123,7 +125,7 @@ class RoundFiles:
         was begun before rounds named themselves: a summary without the names is taken as it is)."""
         path = self.run_dir.round_checkpoint(r)
         summary = self._round_summary(r)
-        ckpt = load_weights(path)
+        ckpt = self._load(path)
         survivors = self._survivors(ckpt["extra"]["survivors"], path.name)
         return survivors, _finite(ckpt["state_dict"], path.name), _multipliers(summary, protected), _seconds(summary)
 
@@ -172,7 +174,7 @@ class RoundFiles:
         where = f"rounds/{summary_path.name}"
         if (named or summary.get("run_id") is not None) and summary.get("run_id") != self._run_id(manifest):
             raise ValueError(f"{where} belongs to another run")
-        if (named or summary.get("weights_sha256") is not None) and summary.get("weights_sha256") != file_sha256(weights_path):
+        if (named or summary.get("weights_sha256") is not None) and summary.get("weights_sha256") != self._sha256_held(weights_path):
             raise ValueError(f"{weights_path.name} is not the file {what} wrote")
 
     def saved_training(self) -> dict | None:
@@ -191,7 +193,7 @@ class RoundFiles:
         """(weights, survivors) of the rewind point, if round 1 saved one."""
         if self.run_dir is None or not self._named_by_summary(1, "rewind_sha256", self.run_dir.rewind, "the rewind point"):
             return None
-        saved = load_weights(self.run_dir.rewind)
+        saved = self._load(self.run_dir.rewind)
         return _finite(saved["state_dict"], self.run_dir.rewind.name), self._survivors(saved["survivors"], self.run_dir.rewind.name)
 
     def _survivors(self, saved, name: str) -> Survivors:
@@ -210,7 +212,7 @@ class RoundFiles:
         path = self.run_dir.round_start(r) if self.run_dir is not None else None
         if path is None or not self._named_by_summary(r, "start_sha256", path, f"round {r}'s starting weights"):
             return None
-        return _finite(load_weights(path), path.name)
+        return _finite(self._load(path), path.name)
 
     def _named_by_summary(self, r: int, key: str, path: Path, what: str) -> bool:
         """Whether ``path`` is there to be read: where round ``r``'s summary names its bytes (``key``), they must be the
@@ -223,7 +225,7 @@ class RoundFiles:
             return path.is_file()
         if not path.is_file():
             raise ValueError(f"{path.name} ({what}) is missing")
-        if named != file_sha256(path):
+        if named != self._sha256_held(path):
             raise ValueError(f"{path.name} is not the file round {r} wrote ({what})")
         return True
 
@@ -232,7 +234,21 @@ class RoundFiles:
         if self.run_dir is None or not self.run_dir.final_summary(r).is_file():
             return None
         self._final_summary(r)
-        return _finite(load_weights(self.run_dir.final_checkpoint(r)), self.run_dir.final_checkpoint(r).name)
+        return _finite(self._load(self.run_dir.final_checkpoint(r)), self.run_dir.final_checkpoint(r).name)
+
+    def _sha256_held(self, path: Path) -> str:
+        """The file's sha256, its identity kept from before the read (toolchain.file_identity)."""
+        before = identity(path)
+        digest = file_sha256(path)
+        self._hashed[str(path)] = before
+        return digest
+
+    def _load(self, path: Path):
+        """The weights of ``path``, which must be the file whose sha256 was checked, where one was (a file renamed over it
+        between the check and the load was loaded unchecked)."""
+        weights = load_weights(path)
+        check_unchanged(path, self._hashed.get(str(path)), "round file")
+        return weights
 
 
 def _finite(weights, name: str):
