@@ -212,3 +212,56 @@ def test_a_round_file_renamed_over_after_its_sha256_was_checked_is_not_loaded(tm
     os.replace(other, path)
     with pytest.raises(UserError, match="round file '.*round_1.pt' changed while cwtool read it"):
         files._load(path)
+
+
+def test_a_chmod_or_a_hard_link_is_no_change(read_in_place, tmp_path, two_onnx):
+    """A chmod or a backup's hard link moves a file's change time, not its bytes: read on, verify on."""
+    from toolchain.runtimes import load_runner
+    from toolchain.runtimes.parts import check_parts_unchanged
+
+    f, data = read_in_place
+    first = np.asarray(data.x_train[:4])
+    os.chmod(f, 0o600)
+    os.link(f, tmp_path / "backup.npz")
+    assert np.array_equal(np.asarray(data.x_train[:4]), first) and np.asarray(data.x_val[:2]).shape == (2, 1, 8, 8)
+    path = Path(shutil.copy(two_onnx[0], tmp_path / "model.onnx"))
+    runner = load_runner(path)
+    os.chmod(path, 0o600)
+    os.link(path, tmp_path / "model_backup.onnx")
+    check_parts_unchanged(path, runner.parts_identity)
+
+
+def test_the_rows_read_in_place_come_from_the_file_the_labels_came_from(tmp_path, monkeypatch):
+    """Another .npz renamed over the path between reading the zip's directory (and the labels) and finding the x
+    member: x rows of one file with the labels of another, in silence."""
+    from toolchain.data import load_data, mapped
+    from toolchain.errors import UserError
+
+    f, other = tmp_path / "d.npz", tmp_path / "other.npz"
+    for path, fill in ((f, 1.0), (other, 0.0)):
+        np.savez(path, x=np.full((300, 1, 8, 8), fill, dtype=np.float32), y=np.arange(300) % 3)
+    monkeypatch.setattr(mapped, "MAP_BYTES", 0)
+    real = mapped.map_member
+
+    def swapped_first(*args, **kwargs):
+        if other.exists():
+            os.replace(other, f)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("toolchain.data.npz.map_member", swapped_first)
+    with pytest.raises(UserError, match="data file '.*d.npz' changed while cwtool read it"):
+        load_data(str(f), seed=0)
+
+
+def test_an_artifact_part_gone_is_named_as_that_part(two_onnx, tmp_path):
+    from toolchain.errors import UserError
+    from toolchain.runtimes import load_runner
+    from toolchain.runtimes.parts import check_parts_unchanged
+
+    path = Path(shutil.copy(two_onnx[0], tmp_path / "model.onnx"))
+    sidecar = tmp_path / "model.onnx.json"
+    sidecar.write_text("{}")
+    runner = load_runner(path)
+    sidecar.unlink()
+    with pytest.raises(UserError, match="artifact file '.*model.onnx.json' changed"):
+        check_parts_unchanged(path, runner.parts_identity)

@@ -11,17 +11,26 @@ from pathlib import Path
 
 from toolchain.errors import UserError
 
-__all__ = ["identity", "check_unchanged", "changed_error"]
+__all__ = ["identity", "fd_identity", "check_unchanged", "changed_error"]
 
 
 def identity(path: str | Path) -> tuple | None:
-    """Device, inode, size, modification and change times: a rename over the path is another inode, and any write moves
-    the change time, which no utime() sets back. None where the file cannot be looked at (its reader says why)."""
+    """Device, inode, size and modification time: a rename over the path is another inode, a write moves the
+    modification time. Not the change time, which a chmod or a hard link (a backup's `cp -al`) moves too. None where the
+    file cannot be looked at (its reader says why)."""
     try:
-        st = os.stat(path)
+        return _key(os.stat(path))
     except (OSError, ValueError):
         return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def fd_identity(fd: int) -> tuple:
+    """The identity of the file open at ``fd``."""
+    return _key(os.fstat(fd))
+
+
+def _key(st: os.stat_result) -> tuple:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def changed_error(path: str | Path, what: str = "file") -> UserError:

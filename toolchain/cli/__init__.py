@@ -325,7 +325,7 @@ def _run(argv: Optional[list[str]]) -> None:
             traceback.print_exc()
         from toolchain import interrupts
 
-        where = f"'{one_line(exc.filename)[:300]}'" if exc.filename else getattr(exc, "stream", None) or "a file"
+        where = f"'{one_line(exc.filename)[:300]}'" if exc.filename else getattr(exc, "stream", None) or "a file (or the output)"
         doing = "use" if exc.errno == errno.ENAMETOOLONG else "write"
         done = interrupts.finished_work()  # the console's summary (stdout on a full disk) after the run was written whole
         place = f" in '{one_line(str(done[0]))[:300]}'" if done and done[0] else ""

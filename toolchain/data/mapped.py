@@ -3,13 +3,13 @@
 ``numpy.load`` maps a plain .npy file (``mmap_mode="r"``) but reads every .npz member whole. An .npz written
 by ``numpy.savez`` stores its members uncompressed, so each one is a plain .npy at some offset of the file:
 `map_member` finds that offset in the zip member's local header. Rows are then read from there as they are asked
-for, and `Mapped` converts each batch to float32 model inputs with the rules every other x array gets
+for (a memory map: random rows cost what an array in memory costs), and `Mapped` converts each batch to float32 model inputs with the rules every other x array gets
 (`toolchain.data.features.Conversion`). Members stored compressed (``numpy.savez_compressed``) cannot be read in
 place: they are read into memory as before.
 
-The rows are read with ``pread``, not through a memory map: a mapped file that another process truncated or rewrote
-stopped the process with SIGBUS (exit 135, no line; a reviewer's race). A file that is no longer the one the member was
-found in, or that ends early, is an error that says so.
+The member is mapped from a file held open (`OpenMember`), which must be the file the member was found in, and whose
+size is checked before each batch: a file renamed over the path, or cut short, is an error that says so, not another
+file's rows or a bus error.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from toolchain.data.samples import Samples
-from toolchain.file_identity import changed_error, identity
+from toolchain.file_identity import changed_error, fd_identity
 
 # what numpy raises on a malformed .npy header besides ValueError: its literal parser's errors, and tokenize's where
 # it retries an old-style header through the tokenizer (an unclosed bracket)
@@ -59,52 +59,45 @@ class MappedMember:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    def opened(self) -> "OpenMember":
+        """The member mapped from the file opened now, found to be the one it was found in."""
+        fh = open(self.path, "rb")
+        try:
+            if self.held is not None and fd_identity(fh.fileno()) != self.held:
+                raise changed_error(self.path, "data file")
+            array = np.memmap(fh, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
+                              order="F" if self.fortran else "C")
+        except BaseException:
+            fh.close()
+            raise
+        return OpenMember(self.path, fh, array, self.offset + self.size * self.dtype.itemsize)
+
     def rows(self, index: np.ndarray) -> np.ndarray:
-        """The stored rows at ``index`` (int row numbers), in that order. Runs of consecutive rows are read in one call."""
-        index = np.asarray(index, dtype=np.int64).reshape(-1)
-        if self.fortran:  # a row lies strided across the file: mapped, as a mapped file is read (numpy.savez of a transposed
-            # array; a truncation under it still ends in SIGBUS)
-            return np.asarray(np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
-                                        order="F")[index])
-        row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
-        out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
-        if not len(index) or not row_bytes:
-            return out
-        into = memoryview(out.reshape(-1).view(np.uint8))
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(index) != 1) + 1))
-        ends = np.append(starts[1:], len(index))
-        with self._opened() as fd:
-            for first, last in zip(starts.tolist(), ends.tolist()):
-                _read_fully(fd, into[first * row_bytes:last * row_bytes], self.offset + int(index[first]) * row_bytes,
-                            self.path)
-        return out
-
-    def _opened(self):
-        """The file, opened and found to be the one the member was found in."""
-        from contextlib import contextmanager
-
-        @contextmanager
-        def held():
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            try:
-                st = os.fstat(fd)
-                now = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                if self.held is not None and now != self.held:
-                    raise changed_error(self.path, "data file")
-                yield fd
-            finally:
-                os.close(fd)
-
-        return held()
+        """The stored rows at ``index`` (int row numbers), in that order, from the file opened for this call."""
+        member = self.opened()
+        try:
+            return member.rows(index)
+        finally:
+            member.close()
 
 
-def _read_fully(fd: int, into: memoryview, at: int, path: str) -> None:
-    done = 0
-    while done < len(into):
-        got = os.preadv(fd, [into[done:]], at + done)
-        if got == 0:  # the file ends before the member: cut short since it was found
-            raise changed_error(path, "data file")
-        done += got
+class OpenMember:
+    """A member mapped from a file held open: a file renamed over its path later is not read (the map is of the file
+    opened), and one cut short is said before its rows are read. A mapped file that another process truncated stopped
+    the process with SIGBUS (exit 135, no line; a reviewer's race): its size is checked before every batch, which leaves
+    the microseconds between the check and the copy."""
+
+    def __init__(self, path: str, fh, array: np.memmap, end: int):
+        self.path, self._fh, self._array, self._end = path, fh, array, end
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        if os.fstat(self._fh.fileno()).st_size < self._end:
+            raise changed_error(self.path, "data file")
+        return np.array(self._array[np.asarray(index, dtype=np.int64).reshape(-1)])  # copied now, after the check
+
+    def close(self) -> None:
+        self._array = None
+        self._fh.close()
 
 
 def mappable(info: zipfile.ZipInfo, count: int) -> bool:
@@ -112,11 +105,15 @@ def mappable(info: zipfile.ZipInfo, count: int) -> bool:
     return info.compress_type == zipfile.ZIP_STORED and 4 * count > MAP_BYTES and info.file_size == info.compress_size
 
 
-def map_member(path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, fortran: bool) -> MappedMember | None:
+def map_member(path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, fortran: bool,
+               held: tuple | None) -> MappedMember | None:
     """The stored member ``info`` of the zip at ``path`` as a `MappedMember`, or None when its bytes are not the
-    plain .npy the zip directory promised (then it is read the ordinary way, with its checks)."""
+    plain .npy the zip directory promised (then it is read the ordinary way, with its checks). ``held``: the identity of
+    the file the zip directory was read from (its other members, the labels, come from there too)."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     with open(path, "rb") as fh:
+        if held is None or fd_identity(fh.fileno()) != held:
+            raise changed_error(path, "data file")
         fh.seek(info.header_offset)
         local = fh.read(_LOCAL_HEADER.size)
         if len(local) < _LOCAL_HEADER.size:
@@ -139,15 +136,21 @@ def map_member(path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype:
         return None
     if offset - start + nbytes != info.file_size or offset + nbytes > end:
         return None
-    return MappedMember(str(path), offset, tuple(shape), dtype, fortran, identity(path))
+    return MappedMember(str(path), offset, tuple(shape), dtype, fortran, held)
 
 
 class Mapped(Samples):
     """A mapped array's rows as float32 model inputs: ``convert`` turns a batch of stored rows into them."""
 
     def __init__(self, member: MappedMember, convert: Callable[[np.ndarray], np.ndarray], sample_shape: tuple[int, ...]):
-        self.member, self.convert = member, convert  # the member's place, never its data: a worker process reads it itself
+        self.member, self.convert = member, convert
         self.shape = (member.shape[0], *sample_shape)
+        self._open: OpenMember | None = None  # this process's, opened at the first read
 
     def read(self, index: np.ndarray) -> np.ndarray:
-        return self.convert(self.member.rows(index))
+        if self._open is None:
+            self._open = self.member.opened()
+        return self.convert(self._open.rows(index))
+
+    def __getstate__(self):  # another process opens the file itself: never pickle the data or the open file
+        return {**self.__dict__, "_open": None}

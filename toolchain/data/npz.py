@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.data.mapped import HEADER_ERRORS, MappedMember, map_member, mappable
+from toolchain.file_identity import fd_identity
 from toolchain.limits import check_fits, format_bytes, product
 from toolchain.errors import UserError, one_line
 
@@ -141,7 +142,8 @@ def read_npz(path: str | Path, wanted: set[str] | None = None,
         for key, (info, shape, fortran, dtype) in declared.items():
             count = product(shape)
             nbytes = count * dtype.itemsize
-            member = map_member(path, info, shape, dtype, fortran) if key in mappable_keys and mappable(info, count) else None
+            member = (map_member(path, info, shape, dtype, fortran, fd_identity(zf.fp.fileno()))
+                      if key in mappable_keys and mappable(info, count) else None)
             if member is not None:  # read in place, a batch at a time
                 arrays[key] = member
                 continue

@@ -23,7 +23,6 @@ from toolchain.runtimes.base import (
     MAX_TENSOR_BYTES,
     Runner,
     check_artifact_file,
-    model_source,
     check_io_shape,
     check_tensor_bytes,
     check_threads,
@@ -43,16 +42,6 @@ from toolchain.runtimes.base import (
 from toolchain.runtimes.graph import check_work
 from toolchain.runtimes.load_probe import read_held, survives_loading
 from toolchain.runtimes.parts import artifact_size
-
-
-def interpreter_source(path: Path) -> dict:
-    """The interpreter's model argument: the file's path, or its bytes where the runtime would not find it by the path
-    (toolchain.runtimes.base.model_source)."""
-    try:
-        source = model_source(path)
-    except OSError as e:
-        raise UserError(f"cannot read TFLite artifact {path}: {e.strerror or e}") from e
-    return {"model_path": source["path"]} if "path" in source else {"model_content": source["content"]}
 
 
 def interpreter_class() -> tuple[type, str]:

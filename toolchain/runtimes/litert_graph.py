@@ -10,18 +10,24 @@ import numpy as np
 from toolchain.errors import UserError
 from toolchain.runtimes.base import check_tensor_bytes, runtime_errors
 from toolchain.runtimes.graph import activation_peak, static_nbytes
-from toolchain.runtimes.litert import interpreter_class, interpreter_source, layer_macs, tensor_sizes
+from toolchain.runtimes.litert import interpreter_class, layer_macs, tensor_sizes
+from toolchain.runtimes.load_probe import read_held, survives_loading
 
 
 def _interpreter(path: Path):
     cls, _ = interpreter_class()
+    try:
+        content, held = read_held(path)
+    except OSError as e:
+        raise UserError(f"cannot read TFLite artifact {path}: {e.strerror or e}") from e
+    survives_loading(path, cls, content, held)  # a file that crashes the runtime is refused here too (bench --target)
     try:  # without the default XNNPACK delegate, so the op list shows builtin ops, not DELEGATE
         from ai_edge_litert.interpreter import OpResolverType
 
-        return cls(**interpreter_source(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        return cls(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     except Exception:  # noqa: BLE001 - another interpreter, or no such option
         try:
-            return cls(**interpreter_source(path))
+            return cls(model_content=content)
         except Exception as e:  # noqa: BLE001
             raise UserError(f"cannot load TFLite artifact {path}: {str(e).splitlines()[0][:200]}; re-export it") from e
 

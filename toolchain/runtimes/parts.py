@@ -105,6 +105,6 @@ def check_parts_unchanged(path: str | Path, before: tuple | None) -> None:
         return
     now = parts_identity(path)
     if now != before:
-        named = dict(before)
-        part = next((p for p, key in now if named.get(p) != key), None) or next(p for p, _ in before)
+        was, is_now = dict(before), dict(now)
+        part = next((p for p in {**was, **is_now} if was.get(p) != is_now.get(p)), str(path))  # a part gone or new too
         raise changed_error(part, "artifact file")
