@@ -113,38 +113,26 @@ def test_the_tflite_load_probe_and_the_load_read_the_same_bytes(two_onnx, tmp_pa
     assert "refused:" in proc.stdout and "changed while cwtool read it" in proc.stdout, proc.stdout
 
 
-def test_export_records_the_sha256_of_the_model_it_exported(trained_digits, tmp_path, capsys, monkeypatch):
-    """Another checkpoint renamed over model.pt while export ran: the artifacts came from the first, export.json's
-    sha256 was the second's."""
+@pytest.mark.parametrize("command", ["export", "compress"])
+def test_the_recorded_model_sha256_is_of_the_model_loaded(command, trained_digits, tmp_path, capsys, monkeypatch):
+    """Another checkpoint renamed over model.pt while export ran: the artifacts came from the first, export.json's sha256
+    was the second's; in compress the run id and manifest named the swapped model, and a --resume with it was taken for
+    the same run."""
+    import torch
+
     import toolchain.models.loading as loading
 
     first, _ = trained_digits
     path = Path(shutil.copy(first, tmp_path / "model.pt"))
     other = tmp_path / "other.pt"
-    ckpt = __import__("torch").load(first, weights_only=True)
+    ckpt = torch.load(first, weights_only=True)
     ckpt["extra"] = {**ckpt.get("extra", {}), "note": "another file"}
-    __import__("torch").save(ckpt, other)
+    torch.save(ckpt, other)
     _swapped_at(monkeypatch, loading, "load_model", path, other)
-    code, _, err = run_cli(["export", path, "-d", "digits", "-p", "3", "--format", "onnx", "--out", tmp_path / "out"], capsys)
+    extra = ["--format", "onnx"] if command == "export" else []
+    code, _, err = run_cli([command, path, "-d", "digits", "-p", "3", *extra, "--out", tmp_path / "out"], capsys)
     one_line_error(code, err, "model.pt", "changed while cwtool read it")
-    assert not (tmp_path / "out" / "export.json").exists()
-
-
-def test_compress_records_the_sha256_of_the_model_it_loaded(trained_digits, tmp_path, capsys, monkeypatch):
-    """The same race in compress: its run id and manifest named the swapped model, and a --resume with it was taken
-    for the same run."""
-    import toolchain.models.loading as loading
-
-    first, _ = trained_digits
-    path = Path(shutil.copy(first, tmp_path / "model.pt"))
-    other = tmp_path / "other.pt"
-    ckpt = __import__("torch").load(first, weights_only=True)
-    ckpt["extra"] = {**ckpt.get("extra", {}), "note": "another file"}
-    __import__("torch").save(ckpt, other)
-    _swapped_at(monkeypatch, loading, "load_model", path, other)
-    code, _, err = run_cli(["compress", path, "-d", "digits", "-p", "3", "--out", tmp_path / "run"], capsys)
-    one_line_error(code, err, "model.pt", "changed while cwtool read it")
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "out" / "export.json").exists() and not (tmp_path / "out" / "manifest.json").exists()
 
 
 @pytest.fixture
