@@ -98,8 +98,10 @@ def bench(
 
 
 _MEMORY_PROBE = """
-import json, sys
+import json, signal, sys
 sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # not the working folder (cwtool's own is on PYTHONPATH)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})  # blocked in cwtool: a kill of
+# this child by itself, or cwtool's group after a kill -9, did nothing
 from toolchain.bench import _rss_bytes, _sample
 from toolchain.runtimes import load_runner
 if sys.argv[1].lower().endswith(".onnx"):  # the runtime's library first: its cost is the profile's runtime_overhead_mb

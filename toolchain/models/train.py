@@ -239,6 +239,7 @@ def train(
             reader.close()
         if channels_last:
             model.to(memory_format=torch.contiguous_format)  # what export, shrinking and saving expect
+        model.zero_grad(set_to_none=True)  # the last step's gradients: as large as the weights, kept with every round's model
     if task is not None:
         progress.remove_task(task)
     return model.eval()

@@ -21,6 +21,11 @@ import sys
 sys.path[:] = [p for p in sys.path if p not in ("", ".")]
 import signal
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a damaged file's crash is expected here: no core file left behind
+except (ImportError, ValueError, OSError):
+    pass
 import importlib
 content = sys.stdin.buffer.read()
 try:
