@@ -82,7 +82,8 @@ def test_every_builtin_passes_the_removal_check(name):
 def test_every_builtin_is_covered():
     for table in (CLASSIFIER, MAX_PARAM_RATIO):
         missing = set(NETS) - set(table)
-        assert not missing, f"a built-in net this file does not know yet: add {sorted(missing)} to CLASSIFIER (its logits' layer) and MAX_PARAM_RATIO (measured)"
+        assert not missing, (f"a built-in net this file does not know yet: add {sorted(missing)} to CLASSIFIER (its logits' "
+                             "layer) and MAX_PARAM_RATIO (measured)")
         assert set(table) <= set(NETS), sorted(set(table) - set(NETS))
 
 

@@ -1,11 +1,11 @@
-"""Large arrays read in place: an .npz member stored uncompressed, read a batch of rows at a time -- numpy only.
+"""Large arrays read in place: an .npz member stored uncompressed, memory-mapped -- numpy only.
 
 ``numpy.load`` maps a plain .npy file (``mmap_mode="r"``) but reads every .npz member whole. An .npz written
 by ``numpy.savez`` stores its members uncompressed, so each one is a plain .npy at some offset of the file:
-`map_member` finds that offset in the zip member's local header. Rows are then read from there as they are asked
-for (a memory map: random rows cost what an array in memory costs), and `Mapped` converts each batch to float32 model inputs with the rules every other x array gets
-(`toolchain.data.features.Conversion`). Members stored compressed (``numpy.savez_compressed``) cannot be read in
-place: they are read into memory as before.
+`map_member` finds that offset in the zip member's local header and maps the array there. Rows are then read
+from the page cache as they are asked for, and `Mapped` converts each batch to float32 model inputs with the rules
+every other x array gets (`toolchain.data.features.Conversion`). Members stored compressed
+(``numpy.savez_compressed``) cannot be mapped: they are read into memory as before.
 
 The member is mapped from a file held open (`OpenMember`), which must be the file the member was found in, and whose
 size is checked before each batch: a file renamed over the path, or cut short, is an error that says so, not another

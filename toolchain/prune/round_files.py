@@ -34,7 +34,7 @@ class RoundFiles:
         self.run_dir = run_dir
         self.arch, self.arch_kwargs, self.input_shape, self.dense_sizes = arch, arch_kwargs, input_shape, dense_sizes
         self.training: dict = {}  # the retraining's resolved arithmetic, in every round's summary (saved_training)
-        self._hashed: dict[str, tuple | None] = {}  # a file's identity when its sha256 was checked: what is loaded is that file
+        self._hashed: dict[str, tuple | None] = {}  # a file's identity when its sha256 was checked: the file then loaded
 
     def _writes(self) -> bool:
         return self.run_dir is not None and distributed.is_main()  # under torchrun, rank 0 writes the run directory
@@ -174,7 +174,8 @@ class RoundFiles:
         where = f"rounds/{summary_path.name}"
         if (named or summary.get("run_id") is not None) and summary.get("run_id") != self._run_id(manifest):
             raise ValueError(f"{where} belongs to another run")
-        if (named or summary.get("weights_sha256") is not None) and summary.get("weights_sha256") != self._sha256_held(weights_path):
+        named_bytes = summary.get("weights_sha256")
+        if (named or named_bytes is not None) and named_bytes != self._sha256_held(weights_path):
             raise ValueError(f"{weights_path.name} is not the file {what} wrote")
 
     def saved_training(self) -> dict | None:
