@@ -91,17 +91,17 @@ def test_the_tflite_load_probe_and_the_load_read_the_same_bytes(two_onnx, tmp_pa
     shutil.copy(two_onnx["tflite"], path)
     script = textwrap.dedent(f"""
         import os, shutil
-        import toolchain.runtimes.litert as litert
+        import toolchain.runtimes.load_probe as load_probe
         from toolchain.errors import UserError
         from toolchain.runtimes import load_runner
 
-        real = litert.survives_loading
+        real = load_probe.survives_loading
 
         def probe_then_swap(*args):
             real(*args)
             os.replace(shutil.copy({str(crash)!r}, {str(path)!r} + ".new"), {str(path)!r})
 
-        litert.survives_loading = probe_then_swap
+        load_probe.survives_loading = probe_then_swap
         try:
             load_runner({str(path)!r})
         except UserError as e:

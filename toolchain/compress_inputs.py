@@ -16,9 +16,9 @@ import numpy as np
 from toolchain.config import PruneConfig, config_hash
 from toolchain.errors import UserError, one_line
 from toolchain.export.stage import ExportSettings, check_export_inputs
+from toolchain.file_identity import check_unchanged
 from toolchain.input_paths import input_paths
 from toolchain.output_paths import check_output_dir
-from toolchain.file_identity import check_unchanged
 from toolchain.provenance import file_sha256, rows_sha256
 from toolchain.run_identity import OtherRun, Sessions, earlier_sessions, module_file_sha256, run_inputs
 from toolchain.rundir import RunDir

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.data.samples import batches
-from toolchain.runtimes.parts import artifact_parts
+from toolchain.runtimes.parts import artifact_parts, check_parts_unchanged
 
 __all__ = ["file_sha256", "folder_listing_sha256", "rows_sha256", "artifact_sha256"]
 
@@ -53,13 +53,14 @@ def folder_listing_sha256(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def artifact_sha256(path: str | Path) -> dict:
+def artifact_sha256(path: str | Path, held: tuple | None = None) -> dict:
     """The fingerprint of an artifact: ``sha256`` of its model file (what `sha256sum model.onnx` prints)
     and ``files``, every file it is made of (the model, ONNX external data, the sidecar the runner reads)
     with its role, bytes and sha256, so a report proves which bytes were judged."""
     path = Path(path)
     files = [{"name": str(p.relative_to(path.parent)), "role": role, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
              for p, role in artifact_parts(path)]
+    check_parts_unchanged(path, held)  # ``held`` (the runner's parts_identity): the bytes hashed are the bytes judged
     return {"sha256": files[0]["sha256"], "files": files}
 
 

@@ -24,7 +24,6 @@ from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP, GATE_MODES, class_label, f
 from toolchain.metrics import SCHEMA_VERSION as EVAL_SCHEMA, evaluate_logits, nonfinite_rows
 from toolchain.judged_rows import SPLITS, describe_rows, load_rows_for, share_note
 from toolchain.provenance import artifact_sha256, rows_sha256
-from toolchain.runtimes.parts import check_parts_unchanged
 from toolchain.recorded import (check_baseline_order, check_class_order, column_mismatch, numbers_as_indices,
                                 preparation_notes, preprocessing_mismatch, recorded_class_names)
 from toolchain.verify_inputs import distinct_names, image_size_hint, importable, load_verify_rows, no_sidecar_hint, open_artifact
@@ -344,15 +343,13 @@ def run_verify(req: VerifyRequest) -> dict:
         if base_eval is not None and base_eval.get("predictions") is not None:
             agreement = float(np.mean(np.asarray(base_eval["predictions"]) == pred))
         promise = _promise(gate, evaluation, base_eval, req.max_fn_increase)
-        fingerprint = artifact_sha256(path)
-        check_parts_unchanged(path, getattr(runner, "parts_identity", None))  # the bytes hashed are the bytes judged
         entries.append({
             "path": str(path),
             "name": runner.shown_name,  # the file name, with the folders that tell it from another of its name
             "format": info.get("format"),
             "precision": info.get("precision"),
             "bytes": info.get("bytes"),  # the model file and its external data
-            **fingerprint,  # sha256 of the model file, and of every file it is made of
+            **artifact_sha256(path, runner.parts_identity),  # sha256 of the model file, and of every file it is made of
             "runtime": runner.runtime,
             "layout": runner.layout,
             "input_shape": list(runner.input_shape),

@@ -63,8 +63,12 @@ def _check_finite_rows(member: MappedMember, key: str, where: str, rule) -> None
     float32 is not: the check is on what the model will read, as for an array held in memory)."""
     n = member.shape[0]
     step = max(1, (64 << 20) // max(1, member.dtype.itemsize * int(np.prod(member.shape[1:], dtype=np.int64))))
-    for start in range(0, n, step):
-        check_finite(rule(member.rows(np.arange(start, min(n, start + step)))), key, where, first_row=start)
+    opened = member.opened()
+    try:
+        for start in range(0, n, step):
+            check_finite(rule(opened.rows(np.arange(start, min(n, start + step)))), key, where, first_row=start)
+    finally:
+        opened.close()
 
 
 def npz_features(

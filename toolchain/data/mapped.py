@@ -49,7 +49,7 @@ class MappedMember:
     shape: tuple[int, ...]
     dtype: np.dtype
     fortran: bool
-    held: tuple | None = None  # the file's identity (toolchain.file_identity) when the member was found in it
+    held: tuple  # the file's identity (toolchain.file_identity) when the member was found in it
 
     @property
     def ndim(self) -> int:
@@ -61,10 +61,8 @@ class MappedMember:
 
     def opened(self) -> "OpenMember":
         """The member mapped from the file opened now, found to be the one it was found in."""
-        fh = open(self.path, "rb")
+        fh = _open_as(self.path, self.held)
         try:
-            if self.held is not None and fd_identity(fh.fileno()) != self.held:
-                raise changed_error(self.path, "data file")
             array = np.memmap(fh, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
                               order="F" if self.fortran else "C")
         except BaseException:
@@ -100,20 +98,27 @@ class OpenMember:
         self._fh.close()
 
 
+def _open_as(path, held: tuple):
+    """``path`` opened, where it is still the file of identity ``held``."""
+    fh = open(path, "rb")
+    if fd_identity(fh.fileno()) != held:
+        fh.close()
+        raise changed_error(path, "data file")
+    return fh
+
+
 def mappable(info: zipfile.ZipInfo, count: int) -> bool:
     """A member worth mapping and able to be: stored uncompressed, its float32 copy over MAP_BYTES."""
     return info.compress_type == zipfile.ZIP_STORED and 4 * count > MAP_BYTES and info.file_size == info.compress_size
 
 
 def map_member(path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, fortran: bool,
-               held: tuple | None) -> MappedMember | None:
+               held: tuple) -> MappedMember | None:
     """The stored member ``info`` of the zip at ``path`` as a `MappedMember`, or None when its bytes are not the
     plain .npy the zip directory promised (then it is read the ordinary way, with its checks). ``held``: the identity of
     the file the zip directory was read from (its other members, the labels, come from there too)."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    with open(path, "rb") as fh:
-        if held is None or fd_identity(fh.fileno()) != held:
-            raise changed_error(path, "data file")
+    with _open_as(path, held) as fh:
         fh.seek(info.header_offset)
         local = fh.read(_LOCAL_HEADER.size)
         if len(local) < _LOCAL_HEADER.size:

@@ -190,10 +190,10 @@ def export_model(request: ExportRequest, options: ExportOptions, log=print, atta
     from toolchain.models.loading import as_recorded
     from toolchain.recorded import preparation_notes
     from toolchain.gate import fn_gate
+    from toolchain.file_identity import check_unchanged
     from toolchain.metrics import evaluate_logits
     from toolchain.models.profile import count_params
     from toolchain.models.train import predict_logits
-    from toolchain.file_identity import check_unchanged
     from toolchain.provenance import file_sha256, rows_sha256
     from toolchain.prune.preflight import check_float32
 

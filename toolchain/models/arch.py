@@ -208,6 +208,11 @@ def stored_whole(tensor: torch.Tensor) -> str | None:
     return None
 
 
+def first_not_stored_whole(tensors: dict) -> tuple[str, str] | None:
+    """(name, why) of the first tensor among ``tensors``' values that is not `stored_whole`; other values are skipped."""
+    return next(((k, why) for k, v in tensors.items() if isinstance(v, torch.Tensor) and (why := stored_whole(v))), None)
+
+
 def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
     """Load ``state`` into ``model`` (built from ``arch``) when its names and shapes are exactly the model's;
     otherwise a UserError that names the first mismatches."""
@@ -215,7 +220,7 @@ def load_state_into(model: nn.Module, state: dict, arch: str) -> None:
     for wrapper in ("module.", "_orig_mod."):  # saved from DistributedDataParallel / DataParallel, or a torch.compile'd model
         if state and all(isinstance(k, str) and k.startswith(wrapper) for k in state) and not any(k.startswith(wrapper) for k in own):
             state = {k[len(wrapper):]: v for k, v in state.items()}
-    odd = next(((k, why) for k, v in state.items() if isinstance(v, torch.Tensor) and (why := stored_whole(v))), None)
+    odd = first_not_stored_whole(state)
     if odd is not None:  # before its shape is read (a nested tensor has none: exit 3) or its values are
         raise UserError(f"the weights do not load into --arch '{arch}' ({odd[0]} in the file is {odd[1]}): give the model's "
                         "weights as torch.save stores them")

@@ -21,7 +21,7 @@ from toolchain.errors import UserError
 from toolchain.io import atomic_write_bytes
 from toolchain.limits import memory_cap
 from toolchain.models import registry
-from toolchain.models.arch import absolute_arch, arch_file, build_arch, load_state_into, stored_whole
+from toolchain.models.arch import absolute_arch, arch_file, build_arch, first_not_stored_whole, load_state_into
 from toolchain.models.pickles import LOAD_HEADROOM
 
 CHECKPOINT_FORMAT = "cwtool.model/1"
@@ -134,7 +134,7 @@ def _checked_checkpoint(obj: dict, path: Path) -> dict:
     state = obj.get("state_dict")
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise bad("no state_dict of named tensors")
-    odd = next(((k, why) for k, v in state.items() if (why := stored_whole(v))), None)
+    odd = first_not_stored_whole(state)
     if odd is not None:  # before the model its arch_kwargs declare is built (906 million parameters from 22 KB)
         raise bad(f"{odd[0]} is {odd[1]}")
     extra = obj.get("extra") or {}

@@ -20,7 +20,7 @@ from torch import nn
 
 from toolchain.errors import UserError
 from toolchain.limits import memory_cap
-from toolchain.models.arch import arch_file, resolve_arch, stored_whole
+from toolchain.models.arch import arch_file, first_not_stored_whole, resolve_arch
 
 LOAD_HEADROOM = 256 << 20  # memory reading a model file may take beyond twice its size
 
@@ -245,7 +245,7 @@ def check_module_tree(model: nn.Module, path: Path) -> None:
             values = state.get(kind, {})
             if not isinstance(values, dict) or not all(v is None or isinstance(v, torch.Tensor) for v in values.values()):
                 raise bad(f"{kind[1:]} of {where} that are not tensors")
-            odd = next(((k, why) for k, v in values.items() if v is not None and (why := stored_whole(v))), None)
+            odd = first_not_stored_whole(values)
             if odd is not None:
                 raise bad(f"{kind[1:-1]} {odd[0]} of {where} that is {odd[1]}")
         hooks = [k for k, v in state.items() if "hook" in k and v]

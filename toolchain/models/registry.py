@@ -29,6 +29,8 @@ MOBILE: dict[str, str] = {
     "resnet18": "toolchain.models.zoo:resnet18",
     "resnet50": "toolchain.models.zoo:resnet50",
 }
+
+
 def names(mobile: bool = False) -> list[str]:
     """The small built-ins; with ``mobile``, the mobile architectures too."""
     return sorted({*BUILTINS, *(MOBILE if mobile else ())})

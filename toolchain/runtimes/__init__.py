@@ -36,7 +36,7 @@ def load_runner(path: str | Path, threads: int = 1, layout: str | None = None) -
     before = parts_identity(path) if path.is_file() else None  # (a missing file: said by the runner in its words)
     runner = fmt.runner(path, threads=threads, layout=layout)
     check_parts_unchanged(path, before)  # the checks, the probe and the load were all of one file
-    runner.parts_identity = before  # a report's sha256 is of these files only where they are still these
+    runner.parts_identity = before
     return runner
 
 

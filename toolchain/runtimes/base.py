@@ -235,6 +235,8 @@ class Runner(abc.ABC):
         input_dtype / output_dtype: numpy dtypes of the artifact's input and output tensors.
         layout: the artifact's input layout, "NCHW", "NHWC" or "NC".
         num_classes: width of the logits.
+        parts_identity: the identity of the artifact's files when ``load_runner`` loaded it (None for a runner built
+            otherwise): its sha256 is of these files only where they are still these.
     """
 
     path: Path
@@ -244,6 +246,7 @@ class Runner(abc.ABC):
     output_dtype: np.dtype
     layout: str
     num_classes: int | None
+    parts_identity: tuple | None = None
 
     # ---- what subclasses implement -------------------------------------------------------
     @abc.abstractmethod

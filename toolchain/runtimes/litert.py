@@ -40,7 +40,7 @@ from toolchain.runtimes.base import (
     sidecar_path,
 )
 from toolchain.runtimes.graph import check_work
-from toolchain.runtimes.load_probe import read_held, survives_loading
+from toolchain.runtimes.load_probe import probed_content
 from toolchain.runtimes.parts import artifact_size
 
 
@@ -208,12 +208,8 @@ class LiteRTRunner(Runner):
         self.path = check_artifact_file(path, (".tflite",))
         self.threads = check_threads(threads)
         self._cls, self.runtime = interpreter_class()
-        try:
-            self._content, held = read_held(self.path)  # the bytes probed are the bytes loaded, however often
-        except OSError as e:
-            raise UserError(f"cannot read TFLite artifact {self.path}: {e.strerror or e}") from e
-        survives_loading(self.path, self._cls, self._content, held)  # before this process loads it: a file that crashes the
-        # runtime is refused
+        self._content = probed_content(self.path, self._cls)  # a file that crashes the runtime is refused before this
+        # process loads it; the bytes probed are the bytes loaded, however often
         self._interp = self._new_interpreter()
         with runtime_errors(self.path, "read the tensors of"):
             details = self._interp.get_tensor_details()

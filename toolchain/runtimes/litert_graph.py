@@ -11,16 +11,12 @@ from toolchain.errors import UserError
 from toolchain.runtimes.base import check_tensor_bytes, runtime_errors
 from toolchain.runtimes.graph import activation_peak, static_nbytes
 from toolchain.runtimes.litert import interpreter_class, layer_macs, tensor_sizes
-from toolchain.runtimes.load_probe import read_held, survives_loading
+from toolchain.runtimes.load_probe import probed_content
 
 
 def _interpreter(path: Path):
     cls, _ = interpreter_class()
-    try:
-        content, held = read_held(path)
-    except OSError as e:
-        raise UserError(f"cannot read TFLite artifact {path}: {e.strerror or e}") from e
-    survives_loading(path, cls, content, held)  # a file that crashes the runtime is refused here too (bench --target)
+    content = probed_content(path, cls)  # a file that crashes the runtime is refused here too (bench --target)
     try:  # without the default XNNPACK delegate, so the op list shows builtin ops, not DELEGATE
         from ai_edge_litert.interpreter import OpResolverType
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from toolchain.errors import UserError
 
-__all__ = ["survives_loading", "read_held", "PROBE_SECONDS"]
+__all__ = ["probed_content", "survives_loading", "read_held", "PROBE_SECONDS"]
 
 # Loads the bytes on its standard input in the interpreter's own module, in a child: argv module. Exit 0 where it loaded.
 # The parent's own bytes, not the file read again: a file renamed over the path after the probe was loaded unprobed (a
@@ -47,6 +47,16 @@ def read_held(path: Path) -> tuple[bytes, tuple | None]:
     if identity(path) != before:
         raise changed_error(path, "artifact file")
     return content, before
+
+
+def probed_content(path: Path, interpreter: type) -> bytes:
+    """The file's bytes, read once, after a child loaded those same bytes and survived: what this process loads."""
+    try:
+        content, held = read_held(path)
+    except OSError as e:
+        raise UserError(f"cannot read TFLite artifact {path}: {e.strerror or e}") from e
+    survives_loading(path, interpreter, content, held)
+    return content
 
 
 def survives_loading(path: Path, interpreter: type, content: bytes, held: tuple | None) -> None:
