@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from toolchain.data import Dataset, load_data
-from toolchain.data.idx import IdxError, parse_idx, read_idx, write_idx
+from toolchain.data.idx import IdxError, read_idx, write_idx
 from toolchain.data.sources import idx_folder, named
 from toolchain.data.splits import stratified_split
 from toolchain.errors import UserError
@@ -589,8 +589,9 @@ def test_idx_header_is_big_endian_mnist_layout(tmp_path):
     p = tmp_path / "x"
     write_idx(p, np.zeros((3, 2, 1), np.uint8))
     assert p.read_bytes()[:16] == bytes([0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1])
-    labels = bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9])
-    assert parse_idx(labels).tolist() == [7, 9]
+    labels = tmp_path / "labels"
+    labels.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9]))
+    assert read_idx(labels).tolist() == [7, 9]
 
 
 @pytest.mark.parametrize(
@@ -602,9 +603,11 @@ def test_idx_header_is_big_endian_mnist_layout(tmp_path):
         (bytes([0, 0, 8, 1, 0, 0, 0, 3, 5]), "bytes"),
     ],
 )
-def test_idx_rejects_bad_bytes(buf, match):
+def test_idx_rejects_bad_bytes(tmp_path, buf, match):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(buf)
     with pytest.raises(IdxError, match=match):
-        parse_idx(buf)
+        read_idx(path)
 
 
 def make_idx_folder(folder: Path, n_train=60, n_test=20, gz=True, size=(28, 28)) -> dict:
@@ -829,7 +832,7 @@ def test_an_image_folder_of_gray_pngs_with_alpha_is_gray(tmp_path):
     assert ds.input_shape == (1, 5, 5) and "grayscale" in ds.preprocessing.note
 
 
-def _held_out_csvs(tmp_path, label_first=False):
+def _held_out_csvs(tmp_path):
     """A CSV --data of string labels and a held-out CSV of the same columns (label column placed elsewhere)."""
     rng = np.random.default_rng(3)
     names = ["ok", "fault"]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolchain.data import Dataset
 from toolchain.data.images import channels_hint
 from toolchain.data.labels import composed, declared_names
 from toolchain.errors import UserError, describe, listed, one_line
@@ -123,13 +122,6 @@ class Evaluation:
     protected: list[int]
     class_names: list[str]
     problem: str | None = None  # detection_problem on these rows: evaluate says it, compress and export refuse
-
-
-def evaluate_torch(model, dataset: Dataset, protect, split: str = "test") -> Evaluation:
-    x, y = dataset.split(split)
-    if len(y) == 0:
-        raise UserError(f"the {split} split of --data is empty")
-    return evaluate_rows(model, x, y, dataset.class_names, protect)
 
 
 def evaluate_rows(model, x: np.ndarray, y: np.ndarray, class_names: list[str] | None, protect) -> Evaluation:

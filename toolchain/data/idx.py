@@ -63,22 +63,6 @@ def _native(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def parse_idx(buf: bytes) -> np.ndarray:
-    """Decode idx bytes into an array in native byte order (no copy for unsigned bytes)."""
-    ndim = _check_head(buf)
-    header = 4 + 4 * ndim
-    if len(buf) < header:
-        raise IdxError("file ends inside the idx header")
-    dtype, dims, header, nbytes = _header_info(buf[:4], buf[4:header])
-    expected = header + nbytes
-    if len(buf) != expected:
-        raise IdxError(
-            f"header says shape {dims} ({expected} bytes) but the file has {len(buf)} bytes"
-        )
-    arr = np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize, offset=header).reshape(dims)
-    return _native(arr)
-
-
 def _read_exact(fh, n: int) -> bytes:
     out = b""
     while len(out) < n:

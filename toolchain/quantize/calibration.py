@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from toolchain.bundled import bundled_dirs, bundled_files
+from toolchain.bundled import bundled_files
 from toolchain.errors import UserError
 from toolchain.io import cannot_write, staged_path
 from toolchain.input_paths import absent, user_path
@@ -192,11 +192,6 @@ def calibration_rows_sha256(x: np.ndarray) -> str:
 
 
 # ---- reusable sets, found by name like targets/ ----------------------------------------------------------
-
-
-def calibration_dirs() -> list[Path]:
-    """Folders searched for <name>.npz, first match wins."""
-    return bundled_dirs("CWTOOL_CALIBRATION_DIR", "calibration", "calibration_data")
 
 
 def calibration_sets() -> dict[str, Path]:
