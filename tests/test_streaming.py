@@ -1202,6 +1202,38 @@ def test_recorded_resizing_reads_only_what_the_size_flags_would_take():
     for edited in ([0], [True], ["18"], [10**9], [18, 1, 2]):
         assert resizing_in([runner(resize=edited, crop=[16, 16])]) is None, edited
     assert resizing_in([runner(resize=[12], crop=[16, 16])]) is None  # a crop larger than the resize: --resize refuses it
+    for edited in ({"resize": 8}, {"resize": "8"}, {"crop": 16}, {"resize": None, "crop": None}, {"resize": {"a": 1}}):
+        assert resizing_in([runner(**edited)]) is None, edited  # not lists: was a TypeError, exit 3
+
+
+def test_a_recorded_preparation_of_other_types_is_read_as_none_not_a_crash(tmp_path, capsys):
+    """A file's untrusted preprocessing record with a resize that is a number or a color that is a list: verify on an
+    image folder ended in "internal error: TypeError" (exit 3); such a record records nothing cwtool can repeat."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from PIL import Image
+
+    from toolchain.recorded import color_in
+
+    assert color_in([{"color": ["L"]}]) is None and color_in([{"color": {"L": 1}}, {"color": "L"}]) is None
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(tmp_path / "imgs" / cls / f"{i}.png")
+    weights = numpy_helper.from_array(rng.standard_normal((64, 2)).astype(np.float32), "W")
+    shape = numpy_helper.from_array(np.array([-1, 64], dtype=np.int64), "shape")
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["logits"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], [weights, shape])
+    for record in ({"color": "L", "resize": 8, "crop": [8, 8]}, {"color": ["L"]}, {"color": "L", "resize": "8"}):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        helper.set_model_props(model, {"preprocessing": json.dumps(record)})
+        path = tmp_path / "m.onnx"
+        onnx.save(model, path)
+        code, out, err = run_cli(["verify", str(path), "--data", str(tmp_path / "imgs"), "-p", "0", "--split", "all"], capsys)
+        assert code in (0, 1, 2) and "internal error" not in err, (record, code, err)
 
 
 def test_bad_input_found_in_round_one_leaves_no_run_to_resume(tmp_path, capsys):

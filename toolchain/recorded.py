@@ -134,7 +134,7 @@ def check_baseline_order(base: dict | None, base_names: list[str] | None, names:
 def color_in(records: list) -> str | None:
     """The color ("L" or "RGB") every preprocessing record names (an artifact's, as recorded_value reads it, or a
     checkpoint's training record's: untrusted values), or None (none recorded, or they differ)."""
-    colors = {r.get("color") if isinstance(r, dict) else None for r in records}
+    colors = {r.get("color") if isinstance(r, dict) and isinstance(r.get("color"), str) else None for r in records}
     return colors.pop() if len(colors) == 1 and colors <= {"L", "RGB"} else None
 
 
@@ -150,8 +150,10 @@ def resizing_in(records: list) -> tuple[int | None, tuple[int, int] | None] | No
     found = set()
     for recorded in _image_records(records) or []:  # none, or not all of image files: nothing found, None
         resize, crop = recorded.get("resize"), recorded.get("crop")
-        sides = [v for v in (resize or []) + (crop or []) if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65_536]
-        if not (isinstance(resize, list) and isinstance(crop, list) and len(sides) == len(resize) + len(crop)):
+        if not (isinstance(resize, list) and isinstance(crop, list)):
+            return None
+        sides = [v for v in resize + crop if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65_536]
+        if len(sides) != len(resize) + len(crop):
             return None
         if len(resize) == 1 and len(crop) == 2 and max(crop) <= resize[0]:
             found.add((resize[0], tuple(crop)))
