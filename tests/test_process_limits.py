@@ -151,3 +151,14 @@ def test_no_thread_for_the_stop_watcher_replaces_an_earlier_verify_s_report(tmp_
     assert proc.returncode == 2 and "could not start a thread" in proc.stderr, proc.stderr
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["gate"]["passed"] is False and report["error"].startswith("could not start a thread"), report
+
+
+def test_an_onnx_file_too_large_to_read_whole_says_memory_not_a_bug(tmp_path, monkeypatch, capsys):
+    """The bytes of an ONNX file under a name the runtime cannot open are read whole; a MemoryError there ended in
+    "internal error: UnboundLocalError" (a static-typing reviewer's), hiding the limit."""
+    from test_trust import _endless_onnx
+
+    _endless_onnx(tmp_path / "m.onnx")
+    monkeypatch.setattr("toolchain.runtimes.onnx.model_source", _raising(MemoryError()))
+    code, _, err = run_cli(["verify", tmp_path / "m.onnx", "-d", "digits", "-p", "3"], capsys)
+    assert code == 2 and "ran out of memory" in err and "a bug in cwtool" not in err, err

@@ -152,9 +152,12 @@ class OnnxRunner(Runner):
 
     def _session(self, ort, opts):
         try:
+            source = model_source(self.path)
+        except OSError as e:
+            raise UserError(f"cannot read ONNX artifact {self.path}: {e.strerror or e}") from e
+        try:
             # enable_fallback=0: on a failure onnxruntime's Python wrapper would otherwise print an "EP Error"
             # banner to stdout and load the file a second time (older versions ignore the keyword)
-            source = model_source(self.path)
             return ort.InferenceSession(source.get("path") or source["content"], sess_options=opts,
                                         providers=["CPUExecutionProvider"], enable_fallback=0)
         except OSError as e:
