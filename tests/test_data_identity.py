@@ -124,6 +124,30 @@ def test_given_val_and_test_rows_replace_the_split(digits_dataset, tmp_path):
     assert "--val" in given.preprocessing.note
 
 
+def test_one_given_held_out_split_is_checked_against_the_one_cwtool_keeps(trained_digits, digits_dataset, tmp_path, capsys):
+    """--test alone holding the validation rows re-checked the point they chose, and --val alone holding the test rows
+    chose what they then judged: compress passed its gate and said nothing (a reviewer of "the test split decides
+    nothing"). Also where the .npz's own splits are the ones kept."""
+    from toolchain.data import load_data
+    from toolchain.data.given import with_given_rows
+
+    (xtr, ytr), (xv, yv), (xt, yt) = (digits_dataset.split(s) for s in ("train", "val", "test"))
+    np.savez(tmp_path / "v.npz", x=xv[:60], y=yv[:60])
+    np.savez(tmp_path / "t.npz", x=xt[:60], y=yt[:60])
+    np.savez(tmp_path / "own.npz", x_train=xtr, y_train=ytr, x_val=xv, y_val=yv, x_test=xt, y_test=yt)
+    own = load_data(str(tmp_path / "own.npz"), seed=0)
+    with pytest.raises(UserError, match="60 of the 60 rows of --test are also in the validation rows cwtool keeps from --data"):
+        with_given_rows(own, None, str(tmp_path / "v.npz"))
+    with pytest.raises(UserError, match="60 of the 60 rows of --val are also in the test rows cwtool keeps from --data"):
+        with_given_rows(own, str(tmp_path / "t.npz"), None)
+    code, _, err = run_cli(["compress", trained_digits[0], "-d", tmp_path / "own.npz", "-p", "3", "--test", tmp_path / "v.npz",
+                            "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "are also in the validation rows cwtool keeps" in err and not (tmp_path / "run").exists(), err
+    np.savez(tmp_path / "t_other.npz", x=xt[:60] + 1e-3, y=yt[:60])  # other rows: taken
+    given = with_given_rows(own, None, str(tmp_path / "t_other.npz"))
+    assert len(given.y_test) == 60 and np.array_equal(given.y_val, yv)
+
+
 def test_compress_takes_explicit_held_out_rows(trained_digits, digits_dataset, tmp_path, capsys):
     xv, yv = digits_dataset.split("val")
     xt, yt = digits_dataset.split("test")

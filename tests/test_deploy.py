@@ -58,14 +58,29 @@ def test_a_tie_goes_to_the_smaller_file():
     assert deploy["choices"][0]["file"] == "artifacts/model_fp32.onnx" and len(deploy["findings"]) == 1
 
 
-def test_a_file_that_failed_the_gate_or_does_not_fit_is_never_named():
+def test_the_choice_is_made_on_validation_and_the_test_rows_only_judge_it():
+    """A faster int8 file that failed its re-check on test left its fp32 twin named instead: the test rows chose the file to
+    deploy (a reviewer of "the test split decides nothing"). Now the chosen file is withheld, and its twin not named."""
     failed = [ONNX[0], _entry("artifacts/model_int8.onnx", "onnx", "int8", 24_000, passed=False)]
-    assert _recommend(failed, [0.05, 0.01])["choices"][0]["file"] == "artifacts/model_fp32.onnx"
+    (choice,) = _recommend(failed, [0.05, 0.01])["choices"]
+    assert choice["file"] is None and choice["failed_recheck"] == "artifacts/model_int8.onnx", choice
+    assert choice["why"].startswith("model_int8.onnx, the fastest here (0.01 ms per call) of the files within budget on validation, "
+                                    "failed its re-check on test, so no file is recommended"), choice["why"]
+    md = "\n".join(deploy_lines({"deploy": _recommend(failed, [0.05, 0.01]), "artifacts": failed}))
+    assert "**yes**" not in md and "- onnx: none, model_int8.onnx" in md, md
+    short_on_val = _entry("artifacts/model_int8.onnx", "onnx", "int8", 24_000, passed=False)  # its own offsets short on validation
+    short_on_val["quantization"] = {"within_budget_on_val": False}
+    (choice,) = _recommend([ONNX[0], short_on_val], [0.05, 0.01])["choices"]
+    assert choice["file"] == "artifacts/model_fp32.onnx" and choice["why"].endswith("and it passed its re-check on test"), choice
+    assert _recommend([ONNX[0], {**short_on_val, "gate": {"passed": True}}], [0.05, 0.01])["choices"][0]["file"] == ONNX[0]["path"]
     too_big = [_entry("a/f.tflite", "tflite", "fp32", 9, fits=False), _entry("a/i.tflite", "tflite", "int8", 3, fits=True)]
     assert _recommend(too_big, [0.001, 0.5])["choices"][0]["file"] == "a/i.tflite"
     none = _recommend([_entry("a/f.onnx", "onnx", "fp32", 9, passed=False)], [0.001])
-    assert none["choices"][0]["file"] is None and "passed the gate" in none["choices"][0]["why"]
-    assert deploy_sentences({"deploy": none}) == ["deploy (onnx): none, no file of this format passed the gate"]
+    assert none["choices"][0]["file"] is None and "failed its re-check on test" in none["choices"][0]["why"]
+    (sentence,) = deploy_sentences({"deploy": none})
+    assert sentence.startswith("deploy (onnx): none, f.onnx, the fastest here"), sentence
+    (choice,) = _recommend([short_on_val], [0.01])["choices"]
+    assert choice == {"format": "onnx", "file": None, "why": "no file of this format kept the promise on validation"}
 
 
 def test_no_timing_names_nothing():
@@ -77,7 +92,7 @@ def test_no_timing_names_nothing():
     # a failed run untimed said only "files not timed", no word that no file passed (a new user's finding)
     failed = recommend([_entry("a/f.onnx", "onnx", "fp32", 9, passed=False), *TFLITE], {}, threads=1)
     lines = deploy_lines({"deploy": failed})
-    assert "- onnx: none, no file of this format passed the gate." in lines, lines
+    assert "- onnx: none, no file of this format within budget on validation passed its re-check on test." in lines, lines
     assert any(line.startswith("- tflite: not timed, so none chosen; passed the gate: `") for line in lines), lines
     # a run that withholds every file still says so untimed: "files not timed" alone beside a failed gate (a new user's finding)
     withheld = recommend(ONNX + TFLITE, {}, threads=1, withheld="the run did not keep the FN promise")
@@ -97,7 +112,7 @@ def test_a_finding_advises_its_fp32_twin_only_where_that_file_is_recommended():
     assert "**Finding**: model_int8.onnx ran 1.75x slower" in md and "deploy the fp32 file" not in md, md
     twin_failed = [_entry("artifacts/model_fp32.onnx", "onnx", "fp32", 80_000, passed=False), ONNX[1]]
     deploy = _recommend(twin_failed, [0.012, 0.021])
-    assert deploy["choices"][0]["file"] == "artifacts/model_int8.onnx" and len(deploy["findings"]) == 1
+    assert deploy["choices"][0]["file"] is None and len(deploy["findings"]) == 1  # the fp32 file, chosen, failed on test
     assert "deploy the fp32 file" not in "\n".join(deploy_lines({"deploy": deploy, "artifacts": twin_failed}))
     kept = _recommend(ONNX, [0.012, 0.021])
     assert "; deploy the fp32 file unless bytes decide." in "\n".join(deploy_lines({"deploy": kept, "artifacts": ONNX}))
@@ -118,7 +133,7 @@ def test_files_that_failed_on_test_accuracy_alone_are_told_what_that_means():
     assert "one row is" not in choice["why"] and "about 13 of 180 test rows) under the floor" in choice["why"], choice["why"]
     assert "hold every class" in choice["why"]
     (choice,) = _recommend([failed("artifacts/model_fp32.onnx", False)], [0.01])["choices"]
-    assert choice["why"] == "no file of this format passed the gate"  # an FN failure is its own news
+    assert choice["why"].endswith("do not choose its twin instead)")  # an FN failure is its own news
 
 
 def test_with_a_target_the_file_named_is_the_fastest_the_target_s_profile_estimates():

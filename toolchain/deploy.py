@@ -1,7 +1,9 @@
 """Which file to deploy. Every exported file is timed at batch 1 in its own runtime on this machine
 (interleaved, toolchain.bench.bench_many, so a slow spell hits all files alike), and per format the
-fastest file that passed the gate (and fits the --target) is named; a file within TIE of the fastest
-that is smaller wins, since bytes then decide.
+fastest file that keeps the promise on validation (and fits the --target) is chosen; a file within TIE of
+the fastest that is smaller wins, since bytes then decide. The test split re-checks that choice and
+does not make it: a chosen file that fails its re-check is not recommended, and its twin is not named in
+its place (the test rows would then have chosen it).
 
 An int8 file slower than its fp32 twin is a finding, said out loud: on small layers the quantize and
 dequantize around each operator can cost more than int8 arithmetic saves (onnxruntime's QDQ files on
@@ -51,7 +53,10 @@ def time_files(root: Path, entries: list[dict], threads: int, runs: int) -> dict
 
 
 def _eligible(entry: dict) -> bool:
-    return entry["gate"]["passed"] and entry.get("fit", {}).get("fits", True)
+    """Whether a file may be chosen: on validation (an int8 file's own offsets and float layers within budget there; a
+    float file is the run's model) and on the device's limits. Not its test re-check: that judges the choice."""
+    within = (entry.get("quantization") or {}).get("within_budget_on_val", True)
+    return within is not False and entry.get("fit", {}).get("fits", True)
 
 
 def _twin(entry: dict, entries: list[dict]) -> dict | None:
@@ -64,26 +69,33 @@ def _ms(timing: dict) -> float:
     return float(timing["runtime_latency_ms"]["p50"])
 
 
-def _accuracy_alone(files: list[dict]) -> str:
-    """Where every file failed the test split's accuracy floor and nothing else, what that means and what to do: a new
+def _failed_recheck(pick: dict, why: str) -> dict:
+    """The choice of a format whose chosen file failed its re-check on test: none, and why."""
+    return {"format": pick["format"], "file": None, "failed_recheck": pick["path"],
+            "why": f"{Path(pick['path']).name}, {why}, failed its re-check on test, so no file is recommended (the test rows "
+                   f"judge the choice made on validation; they do not choose its twin instead){_accuracy_alone(pick)}"}
+
+
+def _accuracy_alone(pick: dict) -> str:
+    """Where the chosen file failed the test split's accuracy floor and nothing else, what that means and what to do: a new
     user whose FN were all within budget got "none" and no next step."""
-    gates = [f["gate"] for f in files]
-    alone = gates and all((g.get("accuracy") or {}).get("passed") is False and not g.get("collapse")
-                          and all(c.get("passed") for c in g.get("checks") or []) for g in gates)
-    n = next((f["evaluation"].get("n") for f in files if isinstance(f.get("evaluation"), dict)), None)
+    gate = pick["gate"]
+    alone = ((gate.get("accuracy") or {}).get("passed") is False and not gate.get("collapse")
+             and all(c.get("passed") for c in gate.get("checks") or []))
+    n = pick["evaluation"].get("n") if isinstance(pick.get("evaluation"), dict) else None
     if not alone or not isinstance(n, int) or n <= 0:
         return ""
-    measured = [g["accuracy"] for g in gates if isinstance(g["accuracy"].get("value"), float) and isinstance(g["accuracy"].get("floor"), float)]
-    worst = min(measured, key=lambda a: a["value"] - a["floor"]) if measured else None
-    short_rows = (worst["floor"] - worst["value"]) * n if worst else 0.0
-    noise_rows = 2 * (n * worst["value"] * (1 - worst["value"])) ** 0.5 if worst else 0.0  # two sd of one draw's count
-    if worst and short_rows > max(noise_rows, 2):  # more than one test draw explains: say so, not "one row is 0.56 points"
-        return (f": every file kept its FN within budget and failed on test accuracy alone, {100 * (worst['floor'] - worst['value']):.2g} "
+    accuracy = gate["accuracy"]
+    measured = isinstance(accuracy.get("value"), float) and isinstance(accuracy.get("floor"), float)
+    short_rows = (accuracy["floor"] - accuracy["value"]) * n if measured else 0.0
+    noise_rows = 2 * (n * accuracy["value"] * (1 - accuracy["value"])) ** 0.5 if measured else 0.0  # two sd of one draw's count
+    if measured and short_rows > max(noise_rows, 2):  # more than one test draw explains: say so, not "one row is 0.56 points"
+        return (f": it kept its FN within budget and failed on test accuracy alone, {100 * (accuracy['floor'] - accuracy['value']):.2g} "
                 f"points (about {short_rows:.0f} of {n:,} test rows) under the floor, more than one test draw explains: the "
                 "accuracy validation showed did not carry over; check that the validation rows are like the test rows and "
                 "hold every class (accuracy lost on a class validation lacks is never seen), or give a --max-accuracy-drop "
                 "your use can take")
-    return (f": every file kept its FN within budget and failed on test accuracy alone; on {n:,} test rows one row is "
+    return (f": it kept its FN within budget and failed on test accuracy alone; on {n:,} test rows one row is "
             f"{100 / n:.2g} points, and the test split re-checks the choice made on validation, it does not make it: give more "
             "test rows for a tighter re-check, or a --max-accuracy-drop your use can take")
 
@@ -116,26 +128,33 @@ def _choice(fmt: str, entries: list[dict], latency: dict[str, float]) -> dict:
     else:
         why = (f"the fastest here ({latency[pick['path']]:.3g} ms per call)" if pick is fastest
                else f"within {TIE:.0%} of the fastest ({Path(fastest['path']).name}) and smaller")
-    why += " of the files that passed the gate" + (" and fit the target" if targeted else "")
+    why += " of the files within budget on validation" + (" that fit the target" if targeted else "")
+    if not pick["gate"]["passed"]:
+        return _failed_recheck(pick, why)
+    why += ", and it passed its re-check on test"
     if on_target:
         why += "; an estimate, not a measurement: `cwtool bench` on the device decides"
     return {"format": fmt, "file": pick["path"], "latency_ms": latency[pick["path"]], "bytes": pick["bytes"], "why": why}
 
 
 def _untimed_choice(fmt: str, entries: list[dict]) -> dict:
-    """Per format where nothing was timed: none where no file passed the gate (and fits the target), else which passed."""
+    """Per format where nothing was timed: none chosen; the files within budget on validation (and fitting the target) that
+    passed their re-check on test, or none where no file may be chosen."""
     files = [e for e in entries if e["format"] == fmt]
-    ok = [e["path"] for e in files if _eligible(e)]
+    ok = [e for e in files if _eligible(e)]
     if not ok:
         return _none_passed(fmt, files)
-    return {"format": fmt, "file": None, "why": "not timed, so none chosen", "passed": ok}
+    passed = [e["path"] for e in ok if e["gate"]["passed"]]
+    if not passed:
+        return {"format": fmt, "file": None, "why": "no file of this format within budget on validation passed its re-check on test"}
+    return {"format": fmt, "file": None, "why": "not timed, so none chosen", "passed": passed}
 
 
 def _none_passed(fmt: str, files: list[dict]) -> dict:
-    """The choice of a format none of whose ``files`` passed the gate (and fits the target, where one is given)."""
+    """The choice of a format none of whose ``files`` may be chosen: none within budget on validation (and fitting the
+    target, where one is given)."""
     targeted = any("fit" in e for e in files)
-    return {"format": fmt, "file": None, "why": "no file of this format passed the gate" + (" and fits the target" if targeted else "")
-            + _accuracy_alone(files)}
+    return {"format": fmt, "file": None, "why": "no file of this format kept the promise on validation" + (" and fits the target" if targeted else "")}
 
 
 def recommend(entries: list[dict], timings: dict[str, dict], threads: int, withheld: str | None = None) -> dict:

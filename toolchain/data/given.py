@@ -130,29 +130,32 @@ def _fingerprints(x, y: np.ndarray) -> tuple[str, np.ndarray]:
     return ("files", file_fingerprints(files, y)) if files is not None else ("rows", row_fingerprints(x, y))
 
 
-def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict) -> None:
-    """Rows of --val or --test that are also training rows, or in both: files of other bytes (a subset, a re-save) and
-    folders of other names (an all/ folder beside train/, val/ and test/) can hold the same rows. Arrays are compared row
-    by row; image folders file by file, by their bytes (a copy), without decoding them. An image folder against an
-    array (a folder's rows saved as an .npz, by verify --save-rows or by hand) is compared on a sample of its images,
-    decoded."""
+def _check_rows_held_out(x_train, y_train: np.ndarray, given: dict, kept: dict | None = None) -> None:
+    """Rows of --val or --test that are also training rows, in both, or in the held-out split cwtool keeps beside one given
+    alone (``kept``: its words -> rows; a --test of the validation rows re-checked the point they chose, and a --val of
+    the test rows chose what they then judged, nothing said): files of other bytes (a subset, a re-save) and folders of
+    other names (an all/ folder beside train/, val/ and test/) can hold the same rows. Arrays are compared row by row;
+    image folders file by file, by their bytes (a copy), without decoding them. An image folder against an array (a
+    folder's rows saved as an .npz, by verify --save-rows or by hand) is compared on a sample of its images, decoded."""
     from toolchain.data.identity import OVERLAP_TOLERANCE
 
     rows = {flag: xy for flag, xy in given.items() if len(xy[1])}
-    given = {flag: _fingerprints(x, y) for flag, (x, y) in rows.items()}
-    if not given:
+    prints = {flag: _fingerprints(x, y) for flag, (x, y) in rows.items()}
+    if not prints:
         return
-    rows["--data"] = (x_train, y_train)
-    train = _fingerprints(x_train, y_train)
-    pairs = [(flag, "--data", "--data's training rows", prints, train) for flag, prints in given.items()]
-    if len(given) == 2:
-        pairs.append(("--test", "--val", "--val", given["--test"], given["--val"]))
-    for flag, other_flag, other, (kind, fingerprints), (other_kind, against) in pairs:
+    against = {"--data's training rows": (x_train, y_train), **{words: xy for words, xy in (kept or {}).items() if len(xy[1])}}
+    pairs = [(flag, other) for flag in list(prints) for other in against]
+    if len(prints) == 2:
+        pairs.append(("--test", "--val"))
+    rows.update(against)
+    prints.update({words: _fingerprints(x, y) for words, (x, y) in against.items()})
+    for flag, other in pairs:
+        (kind, fingerprints), (other_kind, theirs) = prints[flag], prints[other]
         if kind != other_kind:  # image files against arrays: the files' rows, decoded, against the arrays' fingerprints
-            _check_decoded_sample(flag, rows[flag], rows[other_flag], fingerprints if kind == "rows" else against, other,
+            _check_decoded_sample(flag, rows[flag], rows[other], fingerprints if kind == "rows" else theirs, other,
                                   OVERLAP_TOLERANCE)
             continue
-        shared = int(np.isin(fingerprints, against).sum())
+        shared = int(np.isin(fingerprints, theirs).sum())
         if shared > OVERLAP_TOLERANCE * len(fingerprints):  # a few exact duplicates occur in real data sets
             what = "images" if kind == "files" else "rows"
             same = "same file bytes and label" if kind == "files" else "same input and label"
@@ -206,8 +209,10 @@ def with_given_rows(dataset: Dataset, val: str | None = None, test: str | None =
             parts["train"].append(dataset.split(name))  # cwtool's own held-out rows train instead
     x_train = concat([x for x, _ in parts["train"]])  # lazy when the splits are
     y_train = np.concatenate([y for _, y in parts["train"]])
+    kept_split = {f"the {'validation' if name == 'val' else 'test'} rows cwtool keeps from --data '{dataset.name}'": new[name]
+                  for name, given in (("val", val), ("test", test)) if given is None}
     _check_rows_held_out(x_train, y_train, {flag: new[name] for name, given, flag in
-                                            (("val", val, "--val"), ("test", test, "--test")) if given is not None})
+                                            (("val", val, "--val"), ("test", test, "--test")) if given is not None}, kept_split)
     check_every_class_trained(y_train, {f"{flag} '{given}'": new[name][1] for name, given, flag in
                                         (("val", val, "--val"), ("test", test, "--test")) if given is not None},
                               dataset.class_names, f"--data '{dataset.name}'")

@@ -132,7 +132,8 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
     on, run from the report's folder; then the same on a device from rows saved with --save-rows. A command naming the
     int8 file beside "deploy: model_fp32.onnx" was copied to re-check a file the user was told not to ship."""
     data = report["data"]
-    chosen = [c["file"] for c in (report.get("deploy") or {}).get("choices") or [] if c.get("file")]
+    chosen = [c.get("file") or c.get("failed_recheck") for c in (report.get("deploy") or {}).get("choices") or []
+              if c.get("file") or isinstance(c.get("failed_recheck"), str)]  # the file chosen, whatever its re-check said
     # else a file that passed the gate, int8 first: a failed run untimed named its failed int8 file to re-check
     shipped = sorted(report.get("artifacts") or [], key=lambda a: (not (a.get("gate") or {}).get("passed"), a.get("precision") != "int8"))
     files = [shlex.quote(f) for f in chosen] or [shlex.quote((shipped or [{"path": "artifacts/FILE"}])[0]["path"])]
