@@ -360,3 +360,38 @@ def test_a_file_made_from_arrays_checked_on_image_files_is_told_to_take_arrays()
     here = {"color": "L", "resize": [], "crop": [], "scale": 1 / 255, "mean": [], "std": [], "layout": "NCHW"}
     said = preprocessing_mismatch(runner, {"preprocessing": here, "x": np.zeros((2, 1, 8, 8), np.float32)})
     assert said and "made for rows given as arrays, not image files" in said and "an .npz" in said and "--resize" not in said, said
+
+
+def test_the_test_rows_change_nothing_a_compress_run_decides(trained_digits, digits_dataset, tmp_path, capsys):
+    """Two runs alike but for their --test rows' labels (shuffled) decide alike: the same ticket, weights, offsets, int8
+    files and calibration rows; only the test numbers, the gate and what follows from it may differ."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    (xtr, ytr), (xv, yv), (xt, yt) = (digits_dataset.split(s) for s in ("train", "val", "test"))
+    np.savez(tmp_path / "pool.npz", x=xtr, y=ytr)
+    np.savez(tmp_path / "v.npz", x=xv, y=yv)
+    np.savez(tmp_path / "a.npz", x=xt, y=yt)
+    np.savez(tmp_path / "b.npz", x=xt, y=np.random.default_rng(1).permutation(yt))
+    runs = {}
+    for name in ("a", "b"):
+        out = tmp_path / f"run_{name}"
+        code, _, err = run_cli(["compress", trained_digits[0], "-d", tmp_path / "pool.npz", "-p", "3", "--val", tmp_path / "v.npz",
+                                "--test", tmp_path / f"{name}.npz",
+                                "--keep-params", "0.5", "--epochs", "1", "--max-accuracy-drop", "0.5", "--confidence", "0.8",
+                                "--max-fn-increase", "2", "--format", "onnx", "--time-runs", "0", "--out", out], capsys)
+        assert code in (0, 1), err
+        runs[name] = out
+    reports = {n: json.loads((out / "report.json").read_text()) for n, out in runs.items()}
+    decided = {n: {"promise": {k: v for k, v in r["promise"].items() if "test" not in k},
+                   "stages": [{k: v for k, v in s.items() if k not in ("seconds", "test", "path")} for s in r["stages"]],
+                   "calibration": r["calibration"]} for n, r in reports.items()}
+    assert decided["a"] == decided["b"]
+    tested = {n: [s["test"] for s in r["stages"] if "test" in s] for n, r in reports.items()}
+    assert tested["a"] and tested["a"] != tested["b"]  # the test numbers did see other labels
+    states = {n: torch.load(out / "pruned.pt", weights_only=False)["state_dict"] for n, out in runs.items()}
+    assert states["a"].keys() == states["b"].keys() and all(torch.equal(states["a"][k], states["b"][k]) for k in states["a"])
+    for file in ("model_fp32.onnx", "model_int8.onnx"):
+        weights = [{i.name: numpy_helper.to_array(i) for i in onnx.load(out / "artifacts" / file).graph.initializer} for out in runs.values()]
+        assert weights[0].keys() == weights[1].keys() and all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
