@@ -160,6 +160,29 @@ def test_with_a_target_the_file_named_is_the_fastest_the_target_s_profile_estima
     assert _recommend(files, [0.147, 0.21])["choices"][0]["file"] == "artifacts/model_fp32_nhwc.tflite"
 
 
+def test_a_file_chosen_that_failed_on_test_is_re_checked_as_not_recommended_and_untimed_failures_are_explained():
+    """The re-check command named the int8 file that failed on test as "the file to deploy", beside "no file is
+    recommended"; untimed, files that failed on test accuracy alone lost their advice (the regression reviewer's)."""
+    from toolchain.report.markdown import recheck_lines
+
+    failed = [ONNX[0], _entry("artifacts/model_int8.onnx", "onnx", "int8", 24_000, passed=False)]
+    report = {"data": {"name": "digits", "seed": 0}, "protected": [3], "class_names": [],
+              "deploy": _recommend(failed, [0.05, 0.01]), "artifacts": failed}
+    text = "\n".join(recheck_lines(report, "report.json"))
+    assert "Re-check the file chosen on validation (`model_int8.onnx` failed its re-check on test: not recommended)" in text, text
+    assert "cwtool verify artifacts/model_int8.onnx --data digits" in text and "the file to deploy" not in text, text
+
+    def accuracy_only(path, precision):
+        entry = _entry(path, "onnx", precision, 80_000, passed=False)
+        entry["gate"].update(accuracy={"passed": False, "value": 0.95, "floor": 0.955}, checks=[{"passed": True}])
+        entry["evaluation"] = {"n": 180}
+        return entry
+
+    (choice,) = recommend([accuracy_only("a/f.onnx", "fp32"), accuracy_only("a/i.onnx", "int8")], {}, threads=1)["choices"]
+    assert choice["why"].startswith("no file of this format within budget on validation passed its re-check on test: every "
+                                    "file kept its FN within budget and failed on test accuracy alone; on 180 test rows"), choice
+
+
 def test_an_untimed_run_re_checks_a_file_that_passed():
     """A failed run with --time-runs 0 named its failed int8 file in "Re-check a file here" (a new user's finding)."""
     from toolchain.report.markdown import recheck_lines

@@ -73,29 +73,30 @@ def _failed_recheck(pick: dict, why: str) -> dict:
     """The choice of a format whose chosen file failed its re-check on test: none, and why."""
     return {"format": pick["format"], "file": None, "failed_recheck": pick["path"],
             "why": f"{Path(pick['path']).name}, {why}, failed its re-check on test, so no file is recommended (the test rows "
-                   f"judge the choice made on validation; they do not choose its twin instead){_accuracy_alone(pick)}"}
+                   f"judge the choice made on validation; they do not choose its twin instead){_accuracy_alone([pick])}"}
 
 
-def _accuracy_alone(pick: dict) -> str:
-    """Where the chosen file failed the test split's accuracy floor and nothing else, what that means and what to do: a new
-    user whose FN were all within budget got "none" and no next step."""
-    gate = pick["gate"]
-    alone = ((gate.get("accuracy") or {}).get("passed") is False and not gate.get("collapse")
-             and all(c.get("passed") for c in gate.get("checks") or []))
-    n = pick["evaluation"].get("n") if isinstance(pick.get("evaluation"), dict) else None
+def _accuracy_alone(files: list[dict]) -> str:
+    """Where the file chosen (or every file, untimed) failed the test split's accuracy floor and nothing else, what that
+    means and what to do: a new user whose FN were all within budget got "none" and no next step."""
+    gates = [f["gate"] for f in files]
+    alone = gates and all((g.get("accuracy") or {}).get("passed") is False and not g.get("collapse")
+                          and all(c.get("passed") for c in g.get("checks") or []) for g in gates)
+    n = next((f["evaluation"].get("n") for f in files if isinstance(f.get("evaluation"), dict)), None)
     if not alone or not isinstance(n, int) or n <= 0:
         return ""
-    accuracy = gate["accuracy"]
-    measured = isinstance(accuracy.get("value"), float) and isinstance(accuracy.get("floor"), float)
-    short_rows = (accuracy["floor"] - accuracy["value"]) * n if measured else 0.0
-    noise_rows = 2 * (n * accuracy["value"] * (1 - accuracy["value"])) ** 0.5 if measured else 0.0  # two sd of one draw's count
-    if measured and short_rows > max(noise_rows, 2):  # more than one test draw explains: say so, not "one row is 0.56 points"
-        return (f": it kept its FN within budget and failed on test accuracy alone, {100 * (accuracy['floor'] - accuracy['value']):.2g} "
+    measured = [g["accuracy"] for g in gates if isinstance(g["accuracy"].get("value"), float) and isinstance(g["accuracy"].get("floor"), float)]
+    worst = min(measured, key=lambda a: a["value"] - a["floor"]) if measured else None
+    short_rows = (worst["floor"] - worst["value"]) * n if worst else 0.0
+    noise_rows = 2 * (n * worst["value"] * (1 - worst["value"])) ** 0.5 if worst else 0.0  # two sd of one draw's count
+    who = "it" if len(files) == 1 else "every file"
+    if worst and short_rows > max(noise_rows, 2):  # more than one test draw explains: say so, not "one row is 0.56 points"
+        return (f": {who} kept its FN within budget and failed on test accuracy alone, {100 * (worst['floor'] - worst['value']):.2g} "
                 f"points (about {short_rows:.0f} of {n:,} test rows) under the floor, more than one test draw explains: the "
                 "accuracy validation showed did not carry over; check that the validation rows are like the test rows and "
                 "hold every class (accuracy lost on a class validation lacks is never seen), or give a --max-accuracy-drop "
                 "your use can take")
-    return (f": it kept its FN within budget and failed on test accuracy alone; on {n:,} test rows one row is "
+    return (f": {who} kept its FN within budget and failed on test accuracy alone; on {n:,} test rows one row is "
             f"{100 / n:.2g} points, and the test split re-checks the choice made on validation, it does not make it: give more "
             "test rows for a tighter re-check, or a --max-accuracy-drop your use can take")
 
@@ -107,7 +108,8 @@ def _estimate_ms(entry: dict) -> float | None:
 
 
 def _choice(fmt: str, entries: list[dict], latency: dict[str, float]) -> dict:
-    """The file of format ``fmt`` to deploy: the fastest that passed the gate (and fits), a smaller one within TIE of it.
+    """The file of format ``fmt`` to deploy: the fastest within budget on validation (and that fits), a smaller one within
+    TIE of it, where it passed its re-check on test (else none).
     With a --target whose profile estimates every such file, fastest on the target by that estimate: this machine's timing
     had named the fp32 file where the same report estimated the int8 one twice as fast on the device (a reviewer's
     finding)."""
@@ -146,7 +148,8 @@ def _untimed_choice(fmt: str, entries: list[dict]) -> dict:
         return _none_passed(fmt, files)
     passed = [e["path"] for e in ok if e["gate"]["passed"]]
     if not passed:
-        return {"format": fmt, "file": None, "why": "no file of this format within budget on validation passed its re-check on test"}
+        return {"format": fmt, "file": None, "why": "no file of this format within budget on validation passed its re-check on test"
+                + _accuracy_alone(ok)}
     return {"format": fmt, "file": None, "why": "not timed, so none chosen", "passed": passed}
 
 

@@ -40,7 +40,7 @@ def _nothing_judged(target: dict) -> bool:
 
 def _none_recommended(report: dict) -> bool:
     """The files fit the device, but the run recommends none of them: "fits" alone read as a go (a new user's finding).
-    A failed gate alone does not say it: an int8 file that failed leaves its fp32 twin recommended."""
+    A failed gate alone does not say it: another format's file may still be recommended."""
     choices = (report.get("deploy") or {}).get("choices") or []
     return bool(choices) and all(c.get("file") is None and not c.get("passed") for c in choices)  # untimed: none chosen, not none passed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import PurePath
 
 from toolchain.errors import one_line, printable
 from toolchain.gate import DEFAULT_MAX_ACCURACY_DROP
@@ -164,7 +165,11 @@ def recheck_lines(report: dict, baseline: str) -> list[str]:
     if run_failed(report):  # the command would fail every file: the run vetted none
         return ["", f"No file to re-check: the run recommended none, and `cwtool verify` against {code_span(baseline)} "
                     "fails every file of it."]
-    what = "the files to deploy" if len(chosen) > 1 else "the file to deploy" if chosen else "a file"
+    failed = [code_span(one_line(PurePath(c["failed_recheck"]).name)) for c in (report.get("deploy") or {}).get("choices") or []
+              if not c.get("file") and isinstance(c.get("failed_recheck"), str)]
+    what = ("the files to deploy" if len(chosen) > 1 else "the file to deploy" if chosen else "a file") if not failed else (
+        f"the file{'s' if len(chosen) > 1 else ''} chosen on validation ({', '.join(failed)} failed its re-check on test: "
+        "not recommended)")
     data_said = f" ({'; '.join(placeholders)})" if placeholders else ""
     return ["", f"Re-check {what} here, from this folder: {code_span(command)}{data_said}. Add `--save-rows eval.npz` to keep "
                 f"the rows it judges: a device with numpy and one runtime judges the same rows with "
