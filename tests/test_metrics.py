@@ -159,6 +159,17 @@ def test_auc_by_hand_ties_count_half():
     assert M.roc_auc_ovr([1, 0, 1, 0], [0.3, 0.3, 0.3, 0.3], 1) == 0.5
 
 
+def test_rows_of_the_same_logits_in_other_places_tie_exactly():
+    """[0,2,0,0,0,0] (class 0) and [0,0,0,2,0,0] (class 1) give class 0 the same probability: the sum of the other classes'
+    terms in column order differed in its last bit, and the tie counted 0 instead of 1/2 (a property test's draw)."""
+    from toolchain.metrics import evaluate_logits, log_softmax_of
+
+    z = np.array([[0.0, 2.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0, 0.0, 0.0]])
+    scores = log_softmax_of(z, 0)
+    assert scores[0] == scores[1]
+    assert evaluate_logits(np.array([0, 1]), z, [0])["protected"][0]["auc"] == 0.5
+
+
 def test_auc_nan_when_one_group_missing():
     assert math.isnan(M.roc_auc_ovr([0, 0, 0], [0.1, 0.2, 0.3], 0))  # no negatives
     assert math.isnan(M.roc_auc_ovr([0, 0, 0], [0.1, 0.2, 0.3], 1))  # no positives

@@ -60,7 +60,9 @@ CHUNK_CELLS = 1 << 20  # logits a step of log_softmax_of reads: 8 MB a float64 c
 
 
 def _log_softmax_rows(z: np.ndarray, c: int) -> np.ndarray:
-    d = np.delete(z - z[:, [c]], c, axis=1)  # the other classes' logits against c's
+    # the other classes' logits against c's, sorted: rows of the same logits in other places sum alike, to the bit (an
+    # exact tie of a positive and a negative counted 0 or 1 for one ulp of summation order, not 1/2)
+    d = np.sort(np.delete(z - z[:, [c]], c, axis=1), axis=1)
     top = d.max(axis=1)
     leads = top <= 0  # c has the largest logit: log p = -log1p(sum exp(d)), kept exact for tiny sums
     shift = np.where(leads, 0.0, top)
