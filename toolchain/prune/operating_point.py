@@ -160,16 +160,16 @@ class PromiseGuard:
                     lo = mid + 1
         m = ends[hi]
         if m == 0:
-            return self._catching_none(logits, k, offsets, ns)
+            return self._catching_none(apply_offsets(logits, {j: d for j, d in offsets.items() if j != k}), k, ns)
         return float(ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])))
 
-    def _catching_none(self, logits: np.ndarray, k: int, offsets: dict[int, float], ns: np.ndarray) -> float:
+    def _catching_none(self, others: np.ndarray, k: int, ns: np.ndarray) -> float:
         """Where the guard holds catching none of class k's samples (the edge rule judges catching the easiest one alike):
         below the easiest one's need and, for the fewest false positives, below every other row's need under it. Just
         below the easiest positive, the rows between had turned k for no confidence (a property test's draw: 89 FP and
-        accuracy 0.54 where 0 FP and 0.96 met the same guard)."""
-        others = apply_offsets(np.asarray(logits)[self.y != k], {j: d for j, d in offsets.items() if j != k})
-        lowest = float(min(ns[0], needs(others, k).min())) if len(others) else float(ns[0])
+        accuracy 0.54 where 0 FP and 0.96 met the same guard). ``others``: the logits with the other classes' offsets."""
+        rest = others[self.y != k]
+        lowest = float(min(ns[0], needs(rest, k).min())) if len(rest) else float(ns[0])
         return lowest - _EPS * max(1.0, abs(lowest))
 
     def _spend_free_room(self, logits: np.ndarray, k: int, offsets: dict[int, float]) -> float:
@@ -281,9 +281,9 @@ class PromiseGuard:
             if len(ns) == 0:
                 out[k] = 0.0
                 continue
-            deltas = np.array([ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])) if m else self._catching_none(logits, k, offsets, ns)
-                               for m in ends])
             others = apply_offsets(logits, {j: d for j, d in offsets.items() if j != k})  # the other classes' offsets, fixed
+            deltas = np.array([ns[m - 1] + _EPS * max(1.0, abs(ns[m - 1])) if m else self._catching_none(others, k, ns)
+                               for m in ends])
             accuracy = _accuracy_along(others, self.y, k, deltas)
             # only offsets the floor allows (--keep-sensitivity): one below it reached a confidence no shipped point can
             allowed = deltas >= self.floor - 1e-12 if self.floor is not None else np.ones(len(deltas), dtype=bool)
